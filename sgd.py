@@ -1,0 +1,252 @@
+"""Plain backpropagation and stochastic gradient descent, in numpy, written to be read.
+
+Run it (after `python generate.py`):
+
+    python sgd.py                      # 100 epochs, per-example SGD, a plot per epoch
+    python sgd.py --epochs 5 --plots-dir plots/sgd
+    python sgd.py --help
+
+The network is 2 -> 24 -> 12 -> 1: two sigmoid layers and a linear output. For one example
+x (shape (2,)) with target y, the forward pass is
+
+    a0 = x
+    z1 = a0 . w1 + b1,   a1 = sigmoid(z1)       # (24,)
+    z2 = a1 . w2 + b2,   a2 = sigmoid(z2)       # (12,)
+    z3 = a2 . w3 + b3,   y_hat = z3             # (1,)
+
+and the loss is L = 1/2 (y_hat - y)^2, so dL/dy_hat = y_hat - y.
+
+Backpropagation is the chain rule applied layer by layer, from the top down. A layer with input
+a_in, weights w and activation sigma computes z = a_in . w + b and a = sigma(z). Given dL/da
+(what the layer above hands down), it computes
+
+    delta  = dL/dz   = dL/da * sigma'(z)         # elementwise
+    dL/dw  = a_in^T . delta                      # (n_in, n_out)
+    dL/db  = delta                               # (n_out,)
+    dL/da_in = delta . w^T                       # handed to the layer below
+
+and gradient descent moves every weight a little downhill: w -= eta * dL/dw.
+
+The same code handles a batch: rows are examples, a_in has shape (n, n_in). Each row of dL/da is
+the gradient of *that example's* loss, so each row of dL/da_in is too. The batch's loss is the
+mean of the examples' losses, so dL/dw and dL/db are averaged over the rows. That is all the
+decoupled trainers need: `train_output.py` and `train_input.py` reuse `Layer` on minibatches, and
+the per-example rows of dL/da_in are exactly the "gradients" that travel on the wire.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import generate
+
+HERE = Path(__file__).resolve().parent
+
+# The network's layer sizes: input, two hidden layers, output.
+SIZES = (2, 24, 12, 1)
+
+
+# --- Activations: each knows its value and its derivative, side by side. ----------------------
+
+class Sigmoid:
+    """sigma(z) = 1 / (1 + e^-z), with sigma'(z) = sigma(z) (1 - sigma(z))."""
+
+    name = "sigmoid"
+
+    @staticmethod
+    def f(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    @staticmethod
+    def derivative(z):
+        s = Sigmoid.f(z)
+        return s * (1.0 - s)
+
+
+class Linear:
+    """sigma(z) = z, with sigma'(z) = 1: the output layer of a regression network."""
+
+    name = "linear"
+
+    @staticmethod
+    def f(z):
+        return z
+
+    @staticmethod
+    def derivative(z):
+        return np.ones_like(z)
+
+
+ACTIVATIONS = {cls.name: cls for cls in (Sigmoid, Linear)}
+
+
+# --- A layer: forward value, local gradients, and a descent step. -----------------------------
+
+class Layer:
+    """One fully connected layer, a = sigma(a_in . w + b).
+
+    w has shape (n_in, n_out) and b shape (n_out,), both drawn from a standard normal.
+    Inputs are one example (shape (n_in,)) or a batch (shape (n, n_in), rows are examples).
+    """
+
+    def __init__(self, n_in, n_out, activation, rng):
+        self.w = rng.standard_normal((n_in, n_out))  # (n_in, n_out)
+        self.b = rng.standard_normal(n_out)          # (n_out,)
+        self.activation = activation
+        self.nabla_w = np.zeros_like(self.w)         # dL/dw from the last backprop
+        self.nabla_b = np.zeros_like(self.b)         # dL/db from the last backprop
+
+    @property
+    def shape(self):
+        return self.w.shape
+
+    def feed_forward(self, a_in):
+        """Return a = sigma(a_in . w + b); remember a_in and z for backprop.
+
+        a_in: (n_in,) or (n, n_in). Returns (n_out,) or (n, n_out).
+        """
+        self.a_in = a_in
+        self.z = a_in @ self.w + self.b
+        return self.activation.f(self.z)
+
+    def backprop(self, dL_da):
+        """Given dL/da for the last feed_forward, store dL/dw, dL/db and return dL/da_in.
+
+        dL_da: same shape as the output, one row per example. The stored dL/dw and dL/db are
+        averaged over the rows (the batch's loss is the mean of its examples' losses); the
+        returned dL/da_in keeps one row per example.
+        """
+        delta = dL_da * self.activation.derivative(self.z)   # dL/dz, same shape as z
+        if delta.ndim == 1:                                  # one example
+            self.nabla_w = np.outer(self.a_in, delta)
+            self.nabla_b = delta
+        else:                                                # a batch of n examples
+            n = delta.shape[0]
+            self.nabla_w = self.a_in.T @ delta / n           # (n_in, n_out)
+            self.nabla_b = delta.mean(axis=0)                # (n_out,)
+        return delta @ self.w.T                              # dL/da_in, shape of a_in
+
+    def descend(self, learning_rate):
+        """One gradient-descent step on the last backprop: w -= eta * dL/dw, b -= eta * dL/db."""
+        self.w -= learning_rate * self.nabla_w
+        self.b -= learning_rate * self.nabla_b
+
+
+def make_network(rng, sizes=SIZES):
+    """The 2-24-12-1 network: sigmoid hidden layers, a linear output layer."""
+    acts = [Sigmoid] * (len(sizes) - 2) + [Linear]
+    return [Layer(n_in, n_out, act, rng)
+            for n_in, n_out, act in zip(sizes[:-1], sizes[1:], acts)]
+
+
+def feed_forward(layers, a):
+    """Push a through the layers in turn; returns the last layer's output."""
+    for layer in layers:
+        a = layer.feed_forward(a)
+    return a
+
+
+def predict(layers, x):
+    """The network's output for inputs x (n, 2), as a vector (n,)."""
+    return feed_forward(layers, x).reshape(-1)
+
+
+def mse(layers, x, y, chunk=50_000):
+    """Mean squared error, mean((y_hat - y)^2), of the network on x (n, 2), y (n,).
+
+    This is the true MSE, twice the mean of the loss 1/2 (y_hat - y)^2.
+    """
+    total = 0.0
+    for start in range(0, len(x), chunk):
+        err = predict(layers, x[start:start + chunk]) - y[start:start + chunk]
+        total += float(err @ err)
+    return total / len(x)
+
+
+def train_step(layers, x, y, learning_rate):
+    """Forward, backprop and descend on one example (x (2,), y scalar) or a batch.
+
+    Returns dL/da_in of the first layer (the gradient with respect to the input).
+    """
+    y_hat = feed_forward(layers, x)                # (1,) or (n, 1)
+    dL_da = y_hat - np.reshape(y, y_hat.shape)     # dL/dy_hat for L = 1/2 (y_hat - y)^2
+    for layer in reversed(layers):
+        dL_da = layer.backprop(dL_da)
+    for layer in layers:
+        layer.descend(learning_rate)
+    return dL_da
+
+
+def train_epoch(layers, x, y, learning_rate, rng):
+    """One pass of per-example SGD over (x, y), in a random order."""
+    for k in rng.permutation(len(x)):
+        train_step(layers, x[k], y[k], learning_rate)
+
+
+# --- The script. -------------------------------------------------------------------------------
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Learn the target of generate.py with per-example SGD and plain backprop.")
+    p.add_argument("--data-dir", type=Path, default=HERE / "data",
+                   help="folder holding x.npy and y.npy (default: data/ next to this file, "
+                        "where generate.py writes)")
+    p.add_argument("--epochs", type=int, default=100,
+                   help="passes over the data (default 100, the original's)")
+    p.add_argument("--learning-rate", type=float, default=0.002,
+                   help="eta for per-example SGD (default 0.002, the original's)")
+    p.add_argument("--decay", type=float, default=0.997,
+                   help="eta is multiplied by this after each epoch (default 0.997, the original's)")
+    p.add_argument("--heldout", type=int, default=20_000,
+                   help="fresh points (not in the training data) to measure held-out MSE on "
+                        "(default 20,000: the estimate's noise is then ~1%%)")
+    p.add_argument("--plots-dir", type=Path, default=HERE / "plots" / "sgd",
+                   help="where the fitted surface is drawn after each epoch "
+                        "(default plots/sgd next to this file)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="do not draw the surface each epoch (plotting costs ~0.1 s an epoch)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights and the example order (default 0)")
+    args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error("--epochs must be at least 1")
+    if not args.learning_rate > 0:
+        p.error("--learning-rate must be positive")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print("sgd.py:", vars(args), flush=True)
+    x, y = generate.load_dataset(args.data_dir)        # (n, 2), (n,)
+    x_test, y_test = generate.heldout(args.heldout)
+    rng = np.random.default_rng(args.seed)
+    layers = make_network(rng)
+    if not args.no_plots:
+        import plot  # matplotlib is only needed when drawing
+        args.plots_dir.mkdir(parents=True, exist_ok=True)
+
+    eta = args.learning_rate
+    print(f"epoch 0: held-out MSE {mse(layers, x_test, y_test):.4f}", flush=True)
+    start = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.perf_counter()
+        train_epoch(layers, x, y, eta, rng)
+        took = time.perf_counter() - t0
+        print(f"epoch {epoch}: train MSE {mse(layers, x, y):.4f}, "
+              f"held-out MSE {mse(layers, x_test, y_test):.4f}, eta {eta:.5f}, "
+              f"{took:.2f} s ({1e6 * took / len(x):.1f} us/example), "
+              f"{time.perf_counter() - start:.1f} s in all", flush=True)
+        if not args.no_plots:
+            plot.save_surface(lambda p: predict(layers, p),
+                              args.plots_dir / f"epoch_{epoch:03d}.png",
+                              title=f"sgd.py after epoch {epoch}")
+        eta *= args.decay
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

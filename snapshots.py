@@ -1,0 +1,134 @@
+"""Weight snapshots: how the trainers save their layers and how plot.py puts them back together.
+
+Imported by train_input.py, train_output.py and plot.py; it runs nothing.
+
+Each trainer writes its layers into a progress folder as `<part>_<label>.npz`, where part is
+"layer1" (the input trainer) or "layers23" (the output trainer). The label is
+
+- "initial": the weights before any training;
+- a tick: wall-clock seconds (time.time()) rounded *down* to a multiple of the snapshot interval.
+  Both trainers save on the same ticks of the same clock, so layer1_T.npz and layers23_T.npz
+  were taken within one training step of each other and compose into the network at moment T;
+- "final": the weights when the trainer stopped.
+
+Each file holds w0, b0, w1, b1, ... (layer k's weights (n_in, n_out) and biases (n_out,)) and
+`time`, the exact time.time() it was taken. Files are written to a temporary name and renamed,
+so a reader never sees half a file.
+"""
+
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+import sgd
+
+LAYER1_SHAPES = [(2, 24)]
+LAYERS23_SHAPES = [(24, 12), (12, 1)]
+_NAME = re.compile(r"^(layer1|layers23)_(initial|final|\d+)\.npz$")
+
+
+def save_layers(path, layers, taken_at=None):
+    """Atomically write the layers' weights and biases to path (.npz)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"time": np.float64(time.time() if taken_at is None else taken_at)}
+    for k, layer in enumerate(layers):
+        arrays[f"w{k}"] = layer.w
+        arrays[f"b{k}"] = layer.b
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_layers(path, shapes):
+    """Layers from a file written by save_layers, checked against shapes [(n_in, n_out), ...].
+
+    Hidden layers are sigmoid and the network's last layer (width 1) is linear. Raises ValueError
+    with a clear message for a missing, truncated or wrong-shaped file, or one holding NaN.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:   # zipfile.BadZipFile is an OSError
+        raise ValueError(f"cannot read weights from {path}: {e}") from e
+    layers = []
+    for k, (n_in, n_out) in enumerate(shapes):
+        w, b = arrays.get(f"w{k}"), arrays.get(f"b{k}")
+        if w is None or b is None:
+            raise ValueError(f"{path}: layer {k} is missing (expected w{k}, b{k})")
+        if w.shape != (n_in, n_out) or b.shape != (n_out,):
+            raise ValueError(f"{path}: layer {k} has w {w.shape}, b {b.shape}; "
+                             f"expected w {(n_in, n_out)}, b {(n_out,)}")
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise ValueError(f"{path}: layer {k} holds NaN or infinity")
+        activation = sgd.Linear if n_out == 1 else sgd.Sigmoid
+        layer = sgd.Layer(n_in, n_out, activation, np.random.default_rng(0))
+        layer.w, layer.b = w.astype(np.float64), b.astype(np.float64)
+        layers.append(layer)
+    return layers
+
+
+class Snapshotter:
+    """Saves `part`'s layers into folder on every tick of a shared wall clock.
+
+    Call maybe_save(layers) as often as you like (it is a clock comparison unless a tick has
+    passed); save_initial and save_final write the two labelled ends.
+    """
+
+    def __init__(self, folder, part, interval):
+        assert part in ("layer1", "layers23") and interval > 0
+        self.folder, self.part, self.interval = Path(folder), part, float(interval)
+        self.next_tick = self._tick(time.time()) + self.interval
+        self.saved = 0
+
+    def _tick(self, t):
+        return int(t // self.interval * self.interval)
+
+    def path(self, label):
+        return self.folder / f"{self.part}_{label}.npz"
+
+    def maybe_save(self, layers):
+        now = time.time()
+        if now < self.next_tick:
+            return False
+        tick = self._tick(now)
+        save_layers(self.path(tick), layers, taken_at=now)
+        self.next_tick = tick + self.interval
+        self.saved += 1
+        return True
+
+    def save_initial(self, layers):
+        save_layers(self.path("initial"), layers)
+
+    def save_final(self, layers):
+        save_layers(self.path("final"), layers)
+
+
+def list_snapshots(folder):
+    """{part: {label: path}} for every snapshot file in folder; ticks are ints."""
+    found = {"layer1": {}, "layers23": {}}
+    for path in Path(folder).glob("*.npz"):
+        m = _NAME.match(path.name)
+        if m:
+            part, label = m.groups()
+            found[part][int(label) if label.isdigit() else label] = path
+    return found
+
+
+def paired_ticks(folder):
+    """Sorted ticks for which both layer1_T.npz and layers23_T.npz exist."""
+    found = list_snapshots(folder)
+    return sorted(t for t in found["layer1"] if isinstance(t, int) and t in found["layers23"])
+
+
+def load_composed(folder, layer1_label, layers23_label=None):
+    """The full 2-24-12-1 network from layer1_<label> under layers23_<label> (same label unless
+    layers23_label is given, e.g. to put the initial layer 1 under the final layers 2-3)."""
+    folder = Path(folder)
+    layers23_label = layer1_label if layers23_label is None else layers23_label
+    return (load_layers(folder / f"layer1_{layer1_label}.npz", LAYER1_SHAPES) +
+            load_layers(folder / f"layers23_{layers23_label}.npz", LAYERS23_SHAPES))

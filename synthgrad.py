@@ -1,0 +1,495 @@
+"""The wire protocol between the three processes, and its clients.
+
+Import it; importing runs nothing. `python synthgrad.py` prints this description.
+
+What travels
+------------
+The network 2 -> 24 -> 12 -> 1 is split after layer 1. Its activation h = sigmoid(x . w1 + b1),
+shape (24,) per example, is what the input trainer sends up. A *gradient* on the wire is always
+dL/dh: the derivative of one example's loss L = 1/2 (y_hat - y)^2 with respect to that example's
+activation h, the same shape as h. A true gradient comes from the output trainer's backprop
+through layers 2-3; a synthetic gradient is the oracle's prediction of it from h alone. Every
+trainer updates its weights with w -= learning_rate * dL/dw, where dL/dw is averaged over the
+minibatch.
+
+An *array* is the JSON object {"shape": [d0, d1, ...], "values": [v, ...]}: values are the
+array's numbers flattened in row-major (C) order, len(values) == d0 * d1 * ...; a scalar has
+shape []. All numbers are float64 and must be finite. An index i is a non-negative integer
+naming an example of the input trainer's data set (its row in x.npy).
+
+Endpoints
+---------
+| server (default address)        | method, path         | request JSON                                  | response JSON                         |
+|---------------------------------|----------------------|-----------------------------------------------|---------------------------------------|
+| output trainer 127.0.0.1:5000   | POST /training_example | list of {"i": int, "x": array (24,), "y": array ()}, or batched: {"i": [n ints], "x": array (n, 24), "y": array (n,)} | {"ok": true, "received": n} |
+| oracle 127.0.0.1:5001           | POST /estimate_gradients | {"activations": list of array (24,)}, or {"activations": array (n, 24)} | {"gradients": array (n, 24)} |
+| oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)} | {"ok": true, "received": n} |
+| both                            | GET /status          | none                                          | {"role": str, "uptime_s": float, ...} (see each server) |
+
+In /training_example, x is layer 1's activation h for example i and y its target. The list forms
+are the original project's, kept so that its clients still work; our clients send the batched
+forms (one array per chunk, which is much cheaper to encode). A request carries at most
+MAX_EXAMPLES_PER_REQUEST examples (MAX_CHUNK is what our senders put in one).
+
+Errors: a refused request gets a 4xx status and {"error": "what was wrong"}; the server's state is
+unchanged by it. 400 bad body, 404 unknown path, 405 wrong method, 413 body too large.
+"""
+
+import collections
+import itertools
+import json
+import logging
+import math
+import signal
+import threading
+import time
+
+import numpy as np
+import requests
+
+DEFAULT_OUTPUT_TRAINER_URL = "http://127.0.0.1:5000"
+DEFAULT_ORACLE_URL = "http://127.0.0.1:5001"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_OUTPUT_TRAINER_PORT = 5000
+DEFAULT_ORACLE_PORT = 5001
+
+TRAINING_EXAMPLE = "/training_example"
+ESTIMATE_GRADIENTS = "/estimate_gradients"
+PROVIDE_GRADIENT = "/provide_gradient"
+STATUS = "/status"
+
+HIDDEN_SIZE = 24                  # width of h, the activation that crosses the wire
+MAX_CHUNK = 500                   # examples our senders put in one request (the original's)
+MAX_EXAMPLES_PER_REQUEST = 5_000  # servers refuse more than this in one request
+# Largest legitimate body: 5,000 examples x 49 numbers x ~25 bytes; twice that as headroom.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+log = logging.getLogger("synthgrad")
+
+
+class ProtocolError(ValueError):
+    """A request body that does not follow the protocol; the message says what was wrong."""
+
+
+class PeerError(RuntimeError):
+    """A peer could not be reached or answered with an error; carries the URL and the reason."""
+
+
+# --- Arrays -----------------------------------------------------------------------------------
+
+def encode_array(a):
+    """{"shape": [...], "values": [...]} for a numpy array (or anything np.asarray takes)."""
+    a = np.asarray(a, dtype=np.float64)
+    return {"shape": list(a.shape), "values": a.ravel().tolist()}
+
+
+def decode_array(obj, shape=None, what="array"):
+    """The float64 array described by obj, checked.
+
+    shape: the expected shape, with None for a dimension that may be anything. Raises
+    ProtocolError naming `what` if obj is not an array object, its values are not finite numbers,
+    their count does not match its shape, or its shape is not the expected one.
+    """
+    if not isinstance(obj, dict) or "shape" not in obj or "values" not in obj:
+        raise ProtocolError(f"{what}: expected an array object {{\"shape\": [...], \"values\": [...]}}")
+    dims, values = obj["shape"], obj["values"]
+    if not isinstance(dims, list) or not all(type(d) is int and d >= 0 for d in dims):
+        raise ProtocolError(f"{what}: shape must be a list of non-negative integers, got {dims!r:.80}")
+    if not isinstance(values, list):
+        raise ProtocolError(f"{what}: values must be a list of numbers")
+    if len(values) != math.prod(dims):
+        raise ProtocolError(f"{what}: shape {dims} needs {math.prod(dims)} values, got {len(values)}")
+    arr = np.array(values) if values else np.zeros(0)
+    if arr.ndim != 1 or arr.dtype.kind not in "fiu":
+        raise ProtocolError(f"{what}: values must be a flat list of numbers")
+    arr = arr.astype(np.float64).reshape(dims)
+    if not np.isfinite(arr).all():
+        raise ProtocolError(f"{what}: values must be finite (no NaN or infinity)")
+    if shape is not None and (len(shape) != arr.ndim or
+                              any(want is not None and want != got
+                                  for want, got in zip(shape, arr.shape))):
+        want = "(" + ", ".join("n" if d is None else str(d) for d in shape) + ")"
+        raise ProtocolError(f"{what}: expected shape {want}, got {tuple(arr.shape)}")
+    return arr
+
+
+def _decode_indices(obj, n, max_index, what="i"):
+    if not isinstance(obj, list) or not all(type(v) is int for v in obj):
+        raise ProtocolError(f"{what}: expected a list of integers")
+    if len(obj) != n:
+        raise ProtocolError(f"{what}: {len(obj)} indices for {n} examples")
+    i = np.array(obj, dtype=np.int64) if obj else np.zeros(0, dtype=np.int64)
+    bad = (i < 0) | (i >= max_index)
+    if bad.any():
+        raise ProtocolError(f"{what}: index {int(i[bad][0])} is outside [0, {max_index})")
+    if len(np.unique(i)) != n:
+        raise ProtocolError(f"{what}: an index appears twice in one request")
+    return i
+
+
+def _check_count(n):
+    if n == 0:
+        raise ProtocolError("the request holds no examples")
+    if n > MAX_EXAMPLES_PER_REQUEST:
+        raise ProtocolError(f"{n} examples in one request; at most {MAX_EXAMPLES_PER_REQUEST}")
+
+
+def _decode_examples(body, fields, shapes, width, max_index):
+    """Decode a list-of-examples or batched body with index "i" and the given array fields.
+
+    shapes: per field, the shape of one example's value ((width,) or ()). Returns (i, *arrays)
+    with arrays stacked to (n, *shape).
+    """
+    if isinstance(body, list):                           # the original per-example form
+        _check_count(len(body))
+        i, columns = [], [[] for _ in fields]
+        for k, item in enumerate(body):
+            if not isinstance(item, dict):
+                raise ProtocolError(f"example {k}: expected an object with keys i, {', '.join(fields)}")
+            missing = [f for f in ("i",) + fields if f not in item]
+            if missing:
+                raise ProtocolError(f"example {k}: missing {', '.join(missing)}")
+            i.append(item["i"])
+            for col, field, shape in zip(columns, fields, shapes):
+                col.append(decode_array(item[field], shape, what=f"example {k} {field}"))
+        i = _decode_indices(i, len(body), max_index, what="i")
+        return (i, *(np.stack(col) for col in columns))
+    if isinstance(body, dict):                           # the batched form
+        missing = [f for f in ("i",) + fields if f not in body]
+        if missing:
+            raise ProtocolError(f"missing {', '.join(missing)}")
+        if not isinstance(body["i"], list):
+            raise ProtocolError("i: expected a list of integers")
+        n = len(body["i"])
+        _check_count(n)
+        arrays = [decode_array(body[f], (n,) + shape, what=f) for f, shape in zip(fields, shapes)]
+        return (_decode_indices(body["i"], n, max_index), *arrays)
+    raise ProtocolError(f"expected a list of examples or a batched object with keys "
+                        f"i, {', '.join(fields)}")
+
+
+def encode_training_examples(i, x, y):
+    """Batched /training_example body: i (n,), x = h (n, 24), y (n,)."""
+    return {"i": [int(k) for k in i], "x": encode_array(x), "y": encode_array(y)}
+
+
+def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
+    """(i (n,), x (n, width), y (n,)) from a /training_example body of either form."""
+    return _decode_examples(body, ("x", "y"), ((width,), ()), width, max_index)
+
+
+def encode_gradients(i, h, gradient):
+    """Batched /provide_gradient body: i (n,), h (n, 24), gradient = dL/dh (n, 24)."""
+    return {"i": [int(k) for k in i], "h": encode_array(h), "gradient": encode_array(gradient)}
+
+
+def decode_gradients(body, max_index, width=HIDDEN_SIZE):
+    """(i (n,), h (n, width), gradient (n, width)) from a /provide_gradient body of either form."""
+    return _decode_examples(body, ("h", "gradient"), ((width,), (width,)), width, max_index)
+
+
+def encode_estimate_request(h):
+    """/estimate_gradients body for activations h (n, 24)."""
+    return {"activations": encode_array(h)}
+
+
+def decode_estimate_request(body, width=HIDDEN_SIZE):
+    """Activations h (n, width) from an /estimate_gradients body of either form."""
+    if not isinstance(body, dict) or "activations" not in body:
+        raise ProtocolError('expected {"activations": ...}')
+    acts = body["activations"]
+    if isinstance(acts, list):                           # the original: a list of (24,) arrays
+        _check_count(len(acts))
+        return np.stack([decode_array(a, (width,), what=f"activations[{k}]")
+                         for k, a in enumerate(acts)])
+    h = decode_array(acts, (None, width), what="activations")
+    _check_count(len(h))
+    return h
+
+
+def decode_estimate_response(body, n, width=HIDDEN_SIZE):
+    """The (n, width) synthetic gradients from an /estimate_gradients response."""
+    if not isinstance(body, dict) or "gradients" not in body:
+        raise ProtocolError('expected {"gradients": ...}')
+    return decode_array(body["gradients"], (n, width), what="gradients")
+
+
+def parse_json(data):
+    """Parse a request body (bytes) as JSON, or raise ProtocolError saying why not."""
+    if not data:
+        raise ProtocolError("empty body; expected JSON")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(f"body is not JSON: {e}") from None
+
+
+# --- Clients ----------------------------------------------------------------------------------
+
+class Client:
+    """One peer at base_url: a requests.Session (keep-alive) and a timeout on every call."""
+
+    name = "peer"
+
+    def __init__(self, base_url, timeout=10.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def _request(self, method, path, payload=None):
+        url = self.base_url + path
+        try:
+            r = self.session.request(method, url, json=payload, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise PeerError(f"{self.name} at {url}: {type(e).__name__}: {e}") from e
+        if r.status_code != 200:
+            try:
+                reason = r.json().get("error", r.text)
+            except ValueError:
+                reason = r.text
+            raise PeerError(f"{self.name} at {url} answered {r.status_code}: {reason[:300]}")
+        try:
+            return r.json()
+        except ValueError as e:
+            raise PeerError(f"{self.name} at {url} answered with non-JSON: {r.text[:200]!r}") from e
+
+    def status(self):
+        """The peer's GET /status as a dict."""
+        return self._request("GET", STATUS)
+
+    def wait_until_ready(self, stop=None, max_backoff=2.0, log_every=10.0):
+        """Block until GET /status answers, retrying with back-off; logs while waiting.
+
+        Returns True when the peer answered, False if `stop` (a threading.Event) was set first.
+        """
+        delay, last_log = 0.05, -math.inf
+        while stop is None or not stop.is_set():
+            try:
+                self.status()
+                return True
+            except PeerError as e:
+                if time.monotonic() - last_log >= log_every:
+                    log.info("waiting for %s at %s ... (%s)", self.name, self.base_url, e)
+                    last_log = time.monotonic()
+            if stop is not None:
+                if stop.wait(delay):
+                    break
+            else:
+                time.sleep(delay)
+            delay = min(max_backoff, delay * 2)
+        return False
+
+    def close(self):
+        self.session.close()
+
+
+class OutputTrainerClient(Client):
+    name = "output trainer"
+
+    def __init__(self, base_url=DEFAULT_OUTPUT_TRAINER_URL, timeout=10.0):
+        super().__init__(base_url, timeout)
+
+    def send_examples(self, i, x, y):
+        """POST /training_example: activations x = h (n, 24) and targets y (n,) for examples i."""
+        return self._request("POST", TRAINING_EXAMPLE, encode_training_examples(i, x, y))
+
+
+class OracleClient(Client):
+    name = "oracle"
+
+    def __init__(self, base_url=DEFAULT_ORACLE_URL, timeout=10.0):
+        super().__init__(base_url, timeout)
+
+    def estimate_gradients(self, h):
+        """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24)."""
+        body = self._request("POST", ESTIMATE_GRADIENTS, encode_estimate_request(h))
+        try:
+            return decode_estimate_response(body, len(h), h.shape[1])
+        except ProtocolError as e:
+            raise PeerError(f"oracle at {self.base_url} sent a bad answer: {e}") from e
+
+    def provide_gradients(self, i, h, gradient):
+        """POST /provide_gradient: true dL/dh (n, 24) at activations h (n, 24) for examples i."""
+        return self._request("POST", PROVIDE_GRADIENT, encode_gradients(i, h, gradient))
+
+
+class Sender:
+    """Fire-and-forget delivery of per-example rows to a peer, from a background thread.
+
+    The producer calls put(i, *arrays) (rows for examples i) and never waits. Rows wait in a
+    pending buffer holding the latest rows per example index: a newer row for an index that has
+    not been sent yet replaces the older one (counted as `superseded`; the receiver keeps only
+    the latest per index anyway). The sender thread posts up to `chunk` rows at a time with
+    send(i, *arrays). While the peer is down it keeps the rows and retries with back-off
+    (logging once per `log_every` seconds, counting `failed_requests`). The buffer holds at most
+    `max_pending` indices: rows for a new index beyond that are refused and counted as
+    `dropped`. close() sends what is left, for at most `flush_timeout` seconds, and counts and
+    logs what could not be sent as `unsent`.
+    """
+
+    def __init__(self, send, name, chunk=MAX_CHUNK, max_pending=250_000, max_backoff=2.0,
+                 log_every=10.0):
+        self._send = send
+        self.name = name
+        self.chunk = chunk
+        self.max_pending = max_pending
+        self.max_backoff = max_backoff
+        self.log_every = log_every
+        self._pending = {}                      # index -> tuple of rows, oldest first
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.counts = collections.Counter(sent=0, superseded=0, dropped=0, failed_requests=0,
+                                          unsent=0)
+        self._last_log = -math.inf
+        self._thread = threading.Thread(target=self._run, name=f"sender-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, i, *arrays):
+        """Queue rows arrays[k][j] for example i[j]; returns immediately."""
+        with self._lock:
+            pending = self._pending
+            for j, index in enumerate(np.asarray(i).tolist()):
+                if index in pending:
+                    self.counts["superseded"] += 1
+                elif len(pending) >= self.max_pending:
+                    self.counts["dropped"] += 1
+                    continue
+                pending[index] = tuple(a[j] for a in arrays)
+        self._wake.set()
+
+    def pending(self):
+        with self._lock:
+            return len(self._pending)
+
+    def _take(self):
+        with self._lock:
+            items = list(itertools.islice(self._pending.items(), self.chunk))
+            for index, _ in items:
+                del self._pending[index]
+        return items
+
+    def _give_back(self, items):
+        """Return unsent rows to the buffer, unless a newer row for the index arrived meanwhile."""
+        with self._lock:
+            for index, rows in items:
+                if index in self._pending:
+                    self.counts["superseded"] += 1
+                else:
+                    self._pending[index] = rows
+
+    def _send_items(self, items):
+        i = np.array([index for index, _ in items])
+        columns = [np.stack(col) for col in zip(*(rows for _, rows in items))]
+        self._send(i, *columns)
+
+    def _run(self):
+        delay = 0.05
+        while not self._stop.is_set():
+            items = self._take()
+            if not items:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                self._send_items(items)
+                self.counts["sent"] += len(items)
+                delay = 0.05
+            except PeerError as e:
+                self._give_back(items)
+                self.counts["failed_requests"] += 1
+                if time.monotonic() - self._last_log >= self.log_every:
+                    log.warning("%s: could not send %d rows, will retry (%s)",
+                                self.name, len(items), e)
+                    self._last_log = time.monotonic()
+                self._stop.wait(delay)
+                delay = min(self.max_backoff, delay * 2)
+
+    def close(self, flush_timeout=5.0):
+        """Stop the thread, then send what is pending for at most flush_timeout seconds."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        deadline = time.monotonic() + flush_timeout
+        while time.monotonic() < deadline:
+            items = self._take()
+            if not items:
+                break
+            try:
+                self._send_items(items)
+                self.counts["sent"] += len(items)
+            except PeerError as e:
+                self._give_back(items)
+                log.warning("%s: flush at shutdown failed (%s)", self.name, e)
+                break
+        self.counts["unsent"] = self.pending()
+        if self.counts["unsent"]:
+            log.warning("%s: %d rows could not be sent before shutdown", self.name,
+                        self.counts["unsent"])
+        return dict(self.counts)
+
+
+# --- Serving ----------------------------------------------------------------------------------
+
+def install_json_errors(app, max_body_bytes=MAX_BODY_BYTES):
+    """Make a Flask app answer every error as {"error": ...} JSON and cap the body size."""
+    from werkzeug.exceptions import HTTPException
+
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e):
+        return {"error": f"{e.name}: {e.description}"}, e.code
+
+    @app.errorhandler(ProtocolError)
+    def _protocol_error(e):
+        return {"error": str(e)}, 400
+
+
+def read_body():
+    """The current Flask request's JSON body, or ProtocolError (a 400) saying why not."""
+    from flask import request
+    return parse_json(request.get_data(cache=False))
+
+
+def serve(app, host, port, name, on_stop=None):
+    """Serve a Flask app with a threaded WSGI server until Ctrl-C or SIGTERM, then call on_stop.
+
+    Prints "<name> listening on http://HOST:PORT" once the socket is bound (port 0 picks a free
+    one; the printed line is how a launcher or a test learns it).
+    """
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, app, threaded=True)
+    print(f"{name} listening on http://{host}:{server.port}", flush=True)
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("%s: stopping", name)
+    finally:
+        server.server_close()
+        if on_stop is not None:
+            on_stop()
+
+
+def setup_logging(name):
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def main(argv=None):
+    import argparse
+    argparse.ArgumentParser(description="Print the protocol description (this module is "
+                                        "imported by the servers and trainers).").parse_args(argv)
+    print(__doc__)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
