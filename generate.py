@@ -65,6 +65,9 @@ def load_dataset(data_dir):
     except FileNotFoundError as e:
         raise SystemExit(f"no data at {data_dir}: run `python generate.py --out-dir {data_dir}` "
                          f"first ({e.strerror}: {e.filename})") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise SystemExit(f"cannot read the data in {data_dir}: {e}; regenerate it with "
+                         f"`python generate.py --out-dir {data_dir}`") from None
     if x.ndim != 2 or x.shape[1] != 2 or y.shape != (x.shape[0],):
         raise SystemExit(f"data in {data_dir} has the wrong shapes: x {x.shape}, y {y.shape}; "
                          "expected x (n, 2) and y (n,)")
@@ -84,10 +87,14 @@ def parse_args(argv):
     p.add_argument("--out-dir", type=Path, default=HERE / "data",
                    help="folder to write into, created if missing (default: data/ next to "
                         "this file, where the other scripts look)")
-    p.add_argument("--no-plot", action="store_true", help="skip target.png")
+    p.add_argument("--no-plot", action="store_true",
+                   help="skip target.png (drawn by default: it is the picture every fit is "
+                        "compared with)")
     args = p.parse_args(argv)
     if args.count < 1:
         p.error("--count must be at least 1")
+    if args.seed == HELDOUT_SEED:
+        p.error(f"--seed {HELDOUT_SEED} is reserved for the held-out points; pick another")
     return args
 
 

@@ -215,6 +215,10 @@ def parse_args(argv):
         p.error("--epochs must be at least 1")
     if not args.learning_rate > 0:
         p.error("--learning-rate must be positive")
+    if not 0 < args.decay <= 1:
+        p.error("--decay must be in (0, 1]")
+    if args.heldout < 1:
+        p.error("--heldout must be at least 1")
     return args
 
 

@@ -19,6 +19,7 @@ so a reader never sees half a file.
 import os
 import re
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,13 @@ def save_layers(path, layers, taken_at=None):
         arrays[f"w{k}"] = layer.w
         arrays[f"b{k}"] = layer.b
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_layers(path, shapes):
@@ -51,9 +56,13 @@ def load_layers(path, shapes):
     with a clear message for a missing, truncated or wrong-shaped file, or one holding NaN.
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as e:   # zipfile.BadZipFile is an OSError
+        with open(path, "rb") as raw:
+            loaded = np.load(raw, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with loaded as f:
+                arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read weights from {path}: {e}") from e
     layers = []
     for k, (n_in, n_out) in enumerate(shapes):
@@ -80,13 +89,15 @@ class Snapshotter:
     """
 
     def __init__(self, folder, part, interval):
-        assert part in ("layer1", "layers23") and interval > 0
-        self.folder, self.part, self.interval = Path(folder), part, float(interval)
+        assert part in ("layer1", "layers23")
+        if int(interval) != interval or interval < 1:
+            raise ValueError(f"snapshot interval must be a whole number of seconds, got {interval}")
+        self.folder, self.part, self.interval = Path(folder), part, int(interval)
         self.next_tick = self._tick(time.time()) + self.interval
         self.saved = 0
 
     def _tick(self, t):
-        return int(t // self.interval * self.interval)
+        return int(t // self.interval) * self.interval
 
     def path(self, label):
         return self.folder / f"{self.part}_{label}.npz"

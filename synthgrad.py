@@ -99,10 +99,12 @@ def decode_array(obj, shape=None, what="array"):
         raise ProtocolError(f"{what}: values must be a list of numbers")
     if len(values) != math.prod(dims):
         raise ProtocolError(f"{what}: shape {dims} needs {math.prod(dims)} values, got {len(values)}")
-    arr = np.array(values) if values else np.zeros(0)
-    if arr.ndim != 1 or arr.dtype.kind not in "fiu":
+    if not set(map(type, values)) <= {float, int}:      # no strings, bools, None, lists
         raise ProtocolError(f"{what}: values must be a flat list of numbers")
-    arr = arr.astype(np.float64).reshape(dims)
+    try:
+        arr = np.array(values, dtype=np.float64).reshape(dims)
+    except OverflowError:
+        raise ProtocolError(f"{what}: a value is too large for float64") from None
     if not np.isfinite(arr).all():
         raise ProtocolError(f"{what}: values must be finite (no NaN or infinity)")
     if shape is not None and (len(shape) != arr.ndim or
@@ -118,10 +120,11 @@ def _decode_indices(obj, n, max_index, what="i"):
         raise ProtocolError(f"{what}: expected a list of integers")
     if len(obj) != n:
         raise ProtocolError(f"{what}: {len(obj)} indices for {n} examples")
+    bad = [v for v in obj if not 0 <= v < max_index]
+    if bad:
+        raise ProtocolError(f"{what}: index {bad[0]} is outside [0, {max_index}), the "
+                            f"indices this server was configured for (--max-examples)")
     i = np.array(obj, dtype=np.int64) if obj else np.zeros(0, dtype=np.int64)
-    bad = (i < 0) | (i >= max_index)
-    if bad.any():
-        raise ProtocolError(f"{what}: index {int(i[bad][0])} is outside [0, {max_index})")
     if len(np.unique(i)) != n:
         raise ProtocolError(f"{what}: an index appears twice in one request")
     return i
@@ -222,6 +225,8 @@ def parse_json(data):
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError(f"body is not JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError("body is nested too deeply") from None
 
 
 # --- Clients ----------------------------------------------------------------------------------
@@ -244,9 +249,10 @@ class Client:
             raise PeerError(f"{self.name} at {url}: {type(e).__name__}: {e}") from e
         if r.status_code != 200:
             try:
-                reason = r.json().get("error", r.text)
+                body = r.json()
             except ValueError:
-                reason = r.text
+                body = None
+            reason = str(body["error"]) if isinstance(body, dict) and "error" in body else r.text
             raise PeerError(f"{self.name} at {url} answered {r.status_code}: {reason[:300]}")
         try:
             return r.json()
@@ -355,7 +361,7 @@ class Sender:
                 elif len(pending) >= self.max_pending:
                     self.counts["dropped"] += 1
                     continue
-                pending[index] = tuple(a[j] for a in arrays)
+                pending[index] = tuple(a[j].copy() for a in arrays)  # the caller may reuse a
         self._wake.set()
 
     def pending(self):
@@ -431,11 +437,20 @@ class Sender:
 
 # --- Serving ----------------------------------------------------------------------------------
 
-def install_json_errors(app, max_body_bytes=MAX_BODY_BYTES):
-    """Make a Flask app answer every error as {"error": ...} JSON and cap the body size."""
+def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
+    """Make a Flask app answer every error as {"error": ...} JSON and cap the body size.
+
+    counts (a collections.Counter owned by the server) gets requests_served and
+    requests_refused (any 4xx or 5xx answer) incremented.
+    """
     from werkzeug.exceptions import HTTPException
 
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+
+    @app.after_request
+    def _count(response):
+        counts["requests_refused" if response.status_code >= 400 else "requests_served"] += 1
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(e):
@@ -466,7 +481,9 @@ def serve(app, host, port, name, on_stop=None):
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
+    # Both, explicitly: a process started in the background by a shell inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -478,9 +495,11 @@ def serve(app, host, port, name, on_stop=None):
 
 
 def setup_logging(name):
+    """Log lines as "HH:MM:SS name LEVEL message"; one line per request would drown them."""
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s {name} %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def main(argv=None):

@@ -1,0 +1,284 @@
+"""The oracle: learns to predict dL/dh from h, and serves those synthetic gradients.
+
+Run it first (it waits for nobody):
+
+    python oracle.py                    # serves on 127.0.0.1:5001
+    python oracle.py --port 5001 --seed 0 --epochs-per-pass 2
+    python oracle.py --help
+
+The input trainer asks it, synchronously, for synthetic gradients (POST /estimate_gradients); the
+output trainer sends it the true gradients it computes (POST /provide_gradient). The oracle keeps
+the latest (h, dL/dh) per example index and, in a background thread, trains a small Keras model
+
+    h (24,) -> Dense(12, sigmoid) -> Dense(24, linear) -> g_hat (24,),   loss mean((g_hat - g)^2)
+
+over everything it holds, again and again (a "pass" is `--epochs-per-pass` epochs). Answers come
+from the newest weights: the trainer publishes them every few batches, and requests are answered
+by the same two dense layers in numpy, because a Keras `predict` call costs ~36 ms while the
+numpy forward pass for 10 rows costs microseconds (tests check that both give the same numbers).
+
+Before it stores a batch of true gradients, the oracle compares them with what it would have
+predicted for the same h: the mean cosine similarity and relative error over a moving window are
+the live measure of how good its synthetic gradients are (GET /status).
+"""
+
+import argparse
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+from flask import Flask
+
+import synthgrad
+
+log = logging.getLogger("oracle")
+
+DEFAULTS = dict(
+    hidden=12,               # the original's oracle: 24 -> 12 (sigmoid) -> 24
+    learning_rate=1.0,       # Adadelta's Keras 1 default, which the original relied on
+    epochs_per_pass=2,       # the original's
+    batch_size=32,           # Keras' default batch size, which the original used
+    max_examples=200_000,    # indices 0..max_examples-1: the default data set's size
+    publish_every=20,        # batches between publishing weights to the request path
+    quality_window=5_000,    # examples in the moving window of the quality measure
+    min_examples=32,         # do not train on fewer than one batch
+    seed=0,
+)
+
+
+def build_model(width, hidden, learning_rate, seed):
+    """The Keras oracle model h (width,) -> Dense(hidden, sigmoid) -> Dense(width, linear)."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input(shape=(width,)),
+        keras.layers.Dense(hidden, activation="sigmoid"),
+        keras.layers.Dense(width, activation="linear"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adadelta(learning_rate=learning_rate), loss="mse")
+    return model
+
+
+def numpy_forward(weights, h):
+    """The model's output for h (n, width), computed in numpy from [w1, b1, w2, b2]."""
+    w1, b1, w2, b2 = weights
+    a1 = 1.0 / (1.0 + np.exp(-(h @ w1 + b1)))      # (n, hidden)
+    return a1 @ w2 + b2                              # (n, width)
+
+
+def cosine_and_relative_error(g_hat, g):
+    """Per-row cosine similarity and relative error |g_hat - g| / |g| of g_hat against g.
+
+    Rows where g (or, for the cosine, g_hat) is all zeros have no direction; they are left out.
+    Returns two 1-D arrays (possibly of different lengths).
+    """
+    norm_g = np.linalg.norm(g, axis=1)
+    norm_hat = np.linalg.norm(g_hat, axis=1)
+    both = (norm_g > 0) & (norm_hat > 0)
+    cos = np.einsum("ij,ij->i", g_hat[both], g[both]) / (norm_hat[both] * norm_g[both])
+    nonzero = norm_g > 0
+    rel = np.linalg.norm(g_hat[nonzero] - g[nonzero], axis=1) / norm_g[nonzero]
+    return cos, rel
+
+
+class Oracle:
+    """The oracle's state: held gradients, the Keras model, published weights, counters."""
+
+    def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
+        self.config = {**DEFAULTS, **config}
+        c = self.config
+        self.width = width
+        self.h = np.zeros((c["max_examples"], width))          # (max_examples, 24)
+        self.g = np.zeros((c["max_examples"], width))          # dL/dh, same shape
+        self.held = np.zeros(c["max_examples"], dtype=bool)
+        self.lock = threading.Lock()
+        self.model = build_model(width, c["hidden"], c["learning_rate"], c["seed"])
+        self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
+        self.cosines = collections.deque(maxlen=c["quality_window"])
+        self.relative_errors = collections.deque(maxlen=c["quality_window"])
+        self.counts = collections.Counter()
+        self.last_train_mse = None
+        self.started = time.time()
+        self.stop = threading.Event()
+        self._thread = None
+
+    # --- the request path -----------------------------------------------------------------
+    def estimate(self, h):
+        """Synthetic gradients (n, width) for activations h (n, width), from the newest weights."""
+        weights = self.weights                      # one read: a consistent set of weights
+        self.counts["estimates"] += len(h)
+        return numpy_forward(weights, h)
+
+    def receive(self, i, h, g):
+        """Measure the current predictions against true gradients g at h, then keep them."""
+        cos, rel = cosine_and_relative_error(self.estimate(h), g)
+        self.counts["estimates"] -= len(h)          # that was a measurement, not a request
+        with self.lock:
+            self.cosines.extend(cos.tolist())
+            self.relative_errors.extend(rel.tolist())
+            self.h[i] = h
+            self.g[i] = g
+            self.held[i] = True
+            self.counts["gradients_received"] += len(i)
+
+    def status(self):
+        with self.lock:
+            quality = {
+                "window": len(self.cosines),
+                "cosine_similarity": float(np.mean(self.cosines)) if self.cosines else None,
+                "relative_error": (float(np.mean(self.relative_errors))
+                                   if self.relative_errors else None),
+            }
+            held = int(self.held.sum())
+        return {
+            "role": "oracle",
+            "uptime_s": round(time.time() - self.started, 3),
+            "examples_held": held,
+            "gradients_received": self.counts["gradients_received"],
+            "estimates_served": self.counts["estimates"],
+            "training_passes": self.counts["passes"],
+            "training_steps": self.counts["steps"],
+            "last_train_mse": self.last_train_mse,
+            "requests_served": self.counts["requests_served"],
+            "requests_refused": self.counts["requests_refused"],
+            "synthetic_gradient_quality": quality,
+        }
+
+    # --- the training thread --------------------------------------------------------------
+    def publish(self):
+        self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
+
+    def train_pass(self):
+        """Train the model on everything held, `epochs_per_pass` epochs; False if too little."""
+        import keras
+        c = self.config
+        with self.lock:
+            idx = np.flatnonzero(self.held)
+            if len(idx) < c["min_examples"]:
+                return False
+            h, g = self.h[idx], self.g[idx]        # copies: requests may overwrite rows meanwhile
+        oracle = self
+
+        class Publish(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                oracle.counts["steps"] += 1
+                if batch % c["publish_every"] == 0:
+                    oracle.publish()
+                if oracle.stop.is_set():
+                    self.model.stop_training = True
+
+        history = self.model.fit(h, g, epochs=c["epochs_per_pass"], batch_size=c["batch_size"],
+                                 shuffle=True, verbose=0, callbacks=[Publish()])
+        self.publish()
+        losses = history.history.get("loss", [])
+        if losses and np.isfinite(losses[-1]):
+            self.last_train_mse = float(losses[-1])
+        self.counts["passes"] += 1
+        return True
+
+    def _train_forever(self):
+        while not self.stop.is_set():
+            if not self.train_pass():
+                self.stop.wait(0.1)
+
+    def start_training(self):
+        self._thread = threading.Thread(target=self._train_forever, name="oracle-trainer",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop_training(self, timeout=10.0):
+        self.stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def create_app(config=None):
+    """The oracle's Flask app; its Oracle is app.config["ORACLE"]. Does not start training."""
+    app = Flask("oracle")
+    oracle = Oracle(**(config or {}))
+    app.config["ORACLE"] = oracle
+    synthgrad.install_json_errors(app, oracle.counts)
+
+    @app.post(synthgrad.ESTIMATE_GRADIENTS)
+    def estimate_gradients():
+        h = synthgrad.decode_estimate_request(synthgrad.read_body(), oracle.width)
+        return {"gradients": synthgrad.encode_array(oracle.estimate(h))}
+
+    @app.post(synthgrad.PROVIDE_GRADIENT)
+    def provide_gradient():
+        i, h, g = synthgrad.decode_gradients(synthgrad.read_body(),
+                                             oracle.config["max_examples"], oracle.width)
+        oracle.receive(i, h, g)
+        return {"ok": True, "received": len(i)}
+
+    @app.get(synthgrad.STATUS)
+    def status():
+        return oracle.status()
+
+    return app
+
+
+def parse_args(argv):
+    d = DEFAULTS
+    p = argparse.ArgumentParser(description="Serve synthetic gradients dL/dh and learn them "
+                                            "from the true gradients the output trainer sends.")
+    p.add_argument("--host", default=synthgrad.DEFAULT_HOST,
+                   help="address to bind (default 127.0.0.1: only this machine can connect)")
+    p.add_argument("--port", type=int, default=synthgrad.DEFAULT_ORACLE_PORT,
+                   help="port to listen on (default 5001, the original's; 0 picks a free one)")
+    p.add_argument("--hidden", type=int, default=d["hidden"],
+                   help="hidden units of the oracle model (default 12, the original's)")
+    p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
+                   help="Adadelta learning rate (default 1.0, the Keras 1 default the original "
+                        "relied on; Keras 3's default of 0.001 barely moves)")
+    p.add_argument("--epochs-per-pass", type=int, default=d["epochs_per_pass"],
+                   help="epochs over the held examples per training pass (default 2, the "
+                        "original's); new gradients join at the next pass")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="Keras minibatch size (default 32, Keras' default the original used)")
+    p.add_argument("--max-examples", type=int, default=d["max_examples"],
+                   help="example indices accepted are 0..N-1 (default 200,000, the size of the "
+                        "default data set); memory is 2 x N x 24 float64")
+    p.add_argument("--publish-every", type=int, default=d["publish_every"],
+                   help="training batches between updates of the weights that answer "
+                        "requests (default 20: fresh within ~10 ms, cheap to copy)")
+    p.add_argument("--quality-window", type=int, default=d["quality_window"],
+                   help="examples in the moving window of the synthetic-gradient quality "
+                        "measure (default 5,000: about one chunk per sender for 10 chunks)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seeds the model's initial weights and Keras' shuffling (default 0)")
+    args = p.parse_args(argv)
+    for name in ("hidden", "epochs_per_pass", "batch_size", "max_examples", "publish_every",
+                 "quality_window"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.learning_rate > 0:
+        p.error("--learning-rate must be positive")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    synthgrad.setup_logging("oracle")
+    print("oracle.py:", vars(args), flush=True)
+    config = {k: v for k, v in vars(args).items() if k not in ("host", "port")}
+    app = create_app(config)
+    oracle = app.config["ORACLE"]
+    oracle.start_training()
+
+    def on_stop():
+        oracle.stop_training()
+        print("oracle.py: final status", oracle.status(), flush=True)
+
+    synthgrad.serve(app, args.host, args.port, "oracle", on_stop=on_stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

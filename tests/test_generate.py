@@ -1,0 +1,118 @@
+"""Tests for generate.py: the target function against hand-computed values, the seeded data,
+the script's files, and load_dataset's refusals."""
+
+import math
+
+import numpy as np
+import pytest
+
+import generate
+
+# f at three points, worked out by hand from the module docstring's formula (r, theta exact):
+#  (0.5, 0):   r = 0.5, theta = 0, so a = sin(4/4 - 1/8), b = 0, c = cos(0.6), k = 0.3.
+#  (0, 0.5):   theta = pi/2, so b = sin(pi) = 0, c = cos(3 pi + 0.6) = -cos(0.6), k = 0.6.
+#  (-0.3, -0.4): r = 0.5, cos theta = -0.6, sin theta = -0.8, so k = 0.06,
+#     sin 2theta = 0.96, cos 2theta = -0.28, b = 0.96 * -0.8 = -0.768, and by the triple-angle
+#     formulas on 2theta: cos 6theta = 4(-0.28)^3 + 0.84 = 0.752192,
+#     sin 6theta = 3(0.96) - 4(0.96)^3 = -0.658944, c = cos(6 theta + 0.6).
+A = math.sin(0.875)
+BY_HAND = [
+    (0.5, 0.0, 0.3 * A + 0.35 * math.cos(0.6)),
+    (0.0, 0.5, 0.6 * A - 0.2 * math.cos(0.6)),
+    (-0.3, -0.4, 0.06 * A + 0.47 * -0.768
+     + 0.47 * (0.752192 * math.cos(0.6) + 0.658944 * math.sin(0.6))),
+    (0.0, 0.0, 0.35 * math.cos(0.6)),       # atan2(0, 0) = 0, a = sin(0) = 0
+]
+
+
+@pytest.mark.parametrize("x, y, expected", BY_HAND)
+def test_target_function_matches_hand_computed_values(x, y, expected):
+    assert generate.target_function(np.float64(x), np.float64(y)) == pytest.approx(expected,
+                                                                                  abs=1e-12)
+
+
+def test_target_function_works_elementwise_on_arrays():
+    xs = np.array([[p[0] for p in BY_HAND]] * 2)           # (2, 4)
+    ys = np.array([[p[1] for p in BY_HAND]] * 2)
+    out = generate.target_function(xs, ys)
+    assert out.shape == (2, 4)
+    np.testing.assert_allclose(out, [[p[2] for p in BY_HAND]] * 2, atol=1e-12)
+
+
+def test_generate_is_seeded_shaped_and_in_range():
+    x, y = generate.generate(1000, seed=3)
+    assert x.shape == (1000, 2) and y.shape == (1000,)
+    assert x.dtype == np.float64 and y.dtype == np.float64
+    assert x.min() >= -1.0 and x.max() < 1.0
+    assert x.min() < -0.99 and x.max() > 0.99               # covers the whole square
+    # |f| <= k |a| + (1 - k) (|b| + |c|) / 2 <= 1
+    assert np.abs(y).max() <= 1.0
+    np.testing.assert_array_equal(y, generate.target_function(x[:, 0], x[:, 1]))
+
+    x_again, y_again = generate.generate(1000, seed=3)
+    np.testing.assert_array_equal(x, x_again)
+    np.testing.assert_array_equal(y, y_again)
+    x_other, _ = generate.generate(1000, seed=4)
+    assert not np.allclose(x, x_other)
+
+
+def test_heldout_is_fixed_and_not_the_training_stream():
+    x_test, y_test = generate.heldout(500)
+    x_again, _ = generate.heldout(500)
+    np.testing.assert_array_equal(x_test, x_again)
+    assert y_test.shape == (500,)
+    x_train, _ = generate.generate(500, seed=0)               # generate.py's default seed
+    assert not np.isclose(x_test[:, None, :], x_train[None, :, :]).all(axis=2).any()
+    assert generate.heldout()[0].shape == (20_000, 2)
+
+
+def test_main_writes_data_and_picture(tmp_path, capsys):
+    out = tmp_path / "new" / "data"                           # created if missing
+    assert generate.main(["--count", "500", "--out-dir", str(out), "--seed", "7"]) == 0
+    x, y = np.load(out / "x.npy"), np.load(out / "y.npy")
+    assert x.shape == (500, 2) and y.shape == (500,)
+    x_ref, y_ref = generate.generate(500, seed=7)
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    png = out / "target.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "wrote 500 samples" in capsys.readouterr().out
+
+    loaded = generate.load_dataset(out)
+    np.testing.assert_array_equal(loaded[0], x_ref)
+
+
+def test_main_no_plot_skips_the_picture(tmp_path):
+    generate.main(["--count", "10", "--out-dir", str(tmp_path), "--no-plot"])
+    assert (tmp_path / "x.npy").exists() and not (tmp_path / "target.png").exists()
+
+
+def test_main_refuses_a_count_below_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        generate.main(["--count", "0", "--out-dir", str(tmp_path)])
+    assert e.value.code == 2 and "--count must be at least 1" in capsys.readouterr().err
+
+
+def test_load_dataset_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(SystemExit, match="no data at .*run `python generate.py"):
+        generate.load_dataset(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("x_shape, y_shape", [((10, 3), (10,)),     # three coordinates
+                                              ((10, 2), (9,)),      # one target short
+                                              ((10, 2), (10, 1)),   # y a column
+                                              ((20,), (10,))])      # x flat
+def test_load_dataset_refuses_wrong_shapes(tmp_path, x_shape, y_shape):
+    np.save(tmp_path / "x.npy", np.zeros(x_shape))
+    np.save(tmp_path / "y.npy", np.zeros(y_shape))
+    with pytest.raises(SystemExit, match="wrong shapes"):
+        generate.load_dataset(tmp_path)
+
+
+def test_load_dataset_refuses_nan(tmp_path):
+    x = np.zeros((4, 2))
+    x[2, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.zeros(4))
+    with pytest.raises(SystemExit, match="NaN"):
+        generate.load_dataset(tmp_path)

@@ -1,0 +1,633 @@
+"""Tests for synthgrad.py: arrays on the wire, the request bodies in both forms (the original
+per-example lists and our batched objects), their rejections, parse_json, the background Sender
+(with a fake send function, no network) and the clients against a peer that is down.
+
+Run: .venv/bin/pytest -q tests/test_synthgrad.py
+"""
+
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import synthgrad
+from synthgrad import ProtocolError, PeerError
+
+W = synthgrad.HIDDEN_SIZE   # 24
+
+
+def wire(obj):
+    """What the other side sees: obj through json.dumps and json.loads."""
+    return json.loads(json.dumps(obj))
+
+
+def wait_for(predicate, timeout=5.0):
+    """Poll predicate until it is true; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.002)
+
+
+def bitwise_equal(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+# --- Arrays -----------------------------------------------------------------------------------
+
+SPECIAL = [0.1, 1e-300, -2.5e10, 5e-324, -0.0, 1 / 3, 1.7976931348623157e308, 123456789.0]
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (4, W), (0, W)])
+def test_array_round_trip_is_bitwise_exact(shape):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(shape) * 10.0 ** rng.integers(-300, 300, shape)
+    flat = a.reshape(-1)
+    flat[:len(SPECIAL)] = SPECIAL[:flat.size]
+    obj = synthgrad.encode_array(a)
+    assert obj["shape"] == list(shape)
+    assert len(obj["values"]) == a.size
+    back = synthgrad.decode_array(wire(obj), shape)
+    assert bitwise_equal(back, a)
+
+
+def test_encode_array_accepts_lists_and_scalars():
+    assert synthgrad.encode_array(2.5) == {"shape": [], "values": [2.5]}
+    assert synthgrad.encode_array([[1, 2], [3, 4]]) == {"shape": [2, 2],
+                                                         "values": [1.0, 2.0, 3.0, 4.0]}
+
+
+def test_decode_array_takes_integers_as_numbers_and_none_as_any_dimension():
+    a = synthgrad.decode_array({"shape": [2, 3], "values": [1, 2, 3, 4, 5, 6]}, (None, 3))
+    assert a.dtype == np.float64
+    np.testing.assert_array_equal(a, [[1, 2, 3], [4, 5, 6]])
+
+
+@pytest.mark.parametrize("obj, shape, match", [
+    ([1.0, 2.0], None, "expected an array object"),
+    ("values", None, "expected an array object"),
+    ({"values": [1.0]}, None, "expected an array object"),
+    ({"shape": [1]}, None, "expected an array object"),
+    ({"shape": 1, "values": [1.0]}, None, "shape must be a list"),
+    ({"shape": "1", "values": [1.0]}, None, "shape must be a list"),
+    ({"shape": [-1], "values": []}, None, "non-negative integers"),
+    ({"shape": [2, -3], "values": []}, None, "non-negative integers"),
+    ({"shape": [True], "values": [1.0]}, None, "non-negative integers"),
+    ({"shape": [2.0], "values": [1.0, 2.0]}, None, "non-negative integers"),
+    ({"shape": [3], "values": {"a": 1}}, None, "values must be a list"),
+    ({"shape": [3], "values": [1.0, 2.0]}, None, r"needs 3 values, got 2"),
+    ({"shape": [], "values": []}, None, r"needs 1 values, got 0"),
+    ({"shape": [2], "values": ["1", "2"]}, None, "flat list of numbers"),
+    ({"shape": [2], "values": [1.0, "2"]}, None, "flat list of numbers"),
+    ({"shape": [2], "values": [[1.0, 2.0], [3.0, 4.0]]}, None, "flat list of numbers"),
+    ({"shape": [1], "values": [[1.0]]}, None, "flat list of numbers"),
+    ({"shape": [2], "values": [1.0, None]}, None, "flat list of numbers"),
+    ({"shape": [2], "values": [True, False]}, None, "flat list of numbers"),
+    ({"shape": [2], "values": [1.0, {"v": 2}]}, None, "flat list of numbers"),
+    ({"shape": [2], "values": [1.0, float("nan")]}, None, "finite"),
+    ({"shape": [2], "values": [float("inf"), 1.0]}, None, "finite"),
+    ({"shape": [2], "values": [1.0, -float("inf")]}, None, "finite"),
+    ({"shape": [3], "values": [1.0, 2.0, 3.0]}, (W,), r"expected shape \(24\), got \(3,\)"),
+    ({"shape": [3], "values": [1.0, 2.0, 3.0]}, (None, W), r"expected shape \(n, 24\)"),
+    ({"shape": [1, 3], "values": [1.0, 2.0, 3.0]}, (None, W), r"expected shape \(n, 24\)"),
+    ({"shape": [], "values": [1.0]}, (1,), r"expected shape \(1\)"),
+])
+def test_decode_array_refuses(obj, shape, match):
+    with pytest.raises(ProtocolError, match=match):
+        synthgrad.decode_array(obj, shape)
+
+
+def test_decode_array_refuses_nan_and_infinity_from_json_text():
+    # Python's json reads the non-standard NaN and Infinity literals; they must still be refused.
+    for text in ('{"shape": [2], "values": [1.0, NaN]}',
+                 '{"shape": [1], "values": [Infinity]}',
+                 '{"shape": [1], "values": [1e999]}'):
+        with pytest.raises(ProtocolError, match="finite"):
+            synthgrad.decode_array(json.loads(text))
+
+
+def test_decode_array_names_what_it_was_decoding():
+    with pytest.raises(ProtocolError, match="^gradients: "):
+        synthgrad.decode_array({"shape": [1]}, what="gradients")
+
+
+def test_decode_array_refuses_ragged_nested_lists():
+    # BUG: numpy raises a plain ValueError ("inhomogeneous shape") before decode_array's own
+    # check, so a server answers 500 instead of 400 with a message.
+    with pytest.raises(ProtocolError, match="flat list of numbers"):
+        synthgrad.decode_array({"shape": [2], "values": [[1.0, 2.0], [3.0]]})
+
+
+def test_decode_array_refuses_booleans_mixed_with_numbers():
+    # BUG (minor): [true, false] is refused, but [true, 1.0] is silently read as [1.0, 1.0].
+    with pytest.raises(ProtocolError, match="numbers"):
+        synthgrad.decode_array({"shape": [2], "values": [True, 1.0]})
+
+
+# --- Request bodies: the original per-example forms ------------------------------------------
+
+def test_training_examples_in_the_original_list_form():
+    rng = np.random.default_rng(1)
+    h = rng.uniform(0, 1, (3, W))
+    y = np.array([0.25, -0.5, 0.1])
+    body = [{"i": int(k), "x": {"shape": [W], "values": h[j].tolist()},
+             "y": {"shape": [], "values": [float(y[j])]}}
+            for j, k in enumerate([7, 0, 42])]
+    i, x, yy = synthgrad.decode_training_examples(wire(body), max_index=100)
+    np.testing.assert_array_equal(i, [7, 0, 42])
+    assert bitwise_equal(x, h)
+    assert bitwise_equal(yy, y)
+
+
+def test_gradients_in_the_original_list_form():
+    rng = np.random.default_rng(2)
+    h, g = rng.uniform(0, 1, (2, W)), rng.standard_normal((2, W))
+    body = [{"i": k, "h": {"shape": [W], "values": h[j].tolist()},
+             "gradient": {"shape": [W], "values": g[j].tolist()}}
+            for j, k in enumerate([5, 3])]
+    i, hh, gg = synthgrad.decode_gradients(wire(body), max_index=6)
+    np.testing.assert_array_equal(i, [5, 3])
+    assert bitwise_equal(hh, h) and bitwise_equal(gg, g)
+
+
+def test_estimate_request_in_the_original_list_form():
+    h = np.random.default_rng(3).uniform(0, 1, (4, W))
+    body = {"activations": [{"shape": [W], "values": row.tolist()} for row in h]}
+    assert bitwise_equal(synthgrad.decode_estimate_request(wire(body)), h)
+
+
+# --- Request bodies: the batched forms our clients send --------------------------------------
+
+def test_batched_training_examples_round_trip():
+    rng = np.random.default_rng(4)
+    i, h, y = np.array([9, 2, 4, 0]), rng.uniform(0, 1, (4, W)), rng.standard_normal(4)
+    body = synthgrad.encode_training_examples(i, h, y)
+    assert body["i"] == [9, 2, 4, 0] and body["x"]["shape"] == [4, W] and body["y"]["shape"] == [4]
+    ii, x, yy = synthgrad.decode_training_examples(wire(body), max_index=10)
+    np.testing.assert_array_equal(ii, i)
+    assert bitwise_equal(x, h) and bitwise_equal(yy, y)
+
+
+def test_batched_gradients_round_trip():
+    rng = np.random.default_rng(5)
+    i, h, g = np.arange(3), rng.uniform(0, 1, (3, W)), rng.standard_normal((3, W))
+    ii, hh, gg = synthgrad.decode_gradients(wire(synthgrad.encode_gradients(i, h, g)), 3)
+    np.testing.assert_array_equal(ii, i)
+    assert bitwise_equal(hh, h) and bitwise_equal(gg, g)
+
+
+def test_batched_estimate_request_and_response_round_trip():
+    rng = np.random.default_rng(6)
+    h, g = rng.uniform(0, 1, (5, W)), rng.standard_normal((5, W))
+    assert bitwise_equal(
+        synthgrad.decode_estimate_request(wire(synthgrad.encode_estimate_request(h))), h)
+    response = wire({"gradients": synthgrad.encode_array(g)})
+    assert bitwise_equal(synthgrad.decode_estimate_response(response, 5), g)
+    with pytest.raises(ProtocolError, match=r"expected shape \(4, 24\)"):
+        synthgrad.decode_estimate_response(response, 4)
+    with pytest.raises(ProtocolError, match="gradients"):
+        synthgrad.decode_estimate_response({"grads": []}, 5)
+
+
+def test_both_forms_decode_to_the_same_arrays():
+    rng = np.random.default_rng(7)
+    i, h, y = np.array([3, 1]), rng.uniform(0, 1, (2, W)), rng.standard_normal(2)
+    batched = synthgrad.encode_training_examples(i, h, y)
+    listed = [{"i": int(k), "x": synthgrad.encode_array(h[j]), "y": synthgrad.encode_array(y[j])}
+              for j, k in enumerate(i)]
+    for a, b in zip(synthgrad.decode_training_examples(wire(batched), 4),
+                    synthgrad.decode_training_examples(wire(listed), 4)):
+        assert bitwise_equal(a, b)
+
+
+def test_max_examples_per_request_is_accepted():
+    n = synthgrad.MAX_EXAMPLES_PER_REQUEST
+    body = synthgrad.encode_training_examples(np.arange(n), np.zeros((n, W)), np.zeros(n))
+    i, x, y = synthgrad.decode_training_examples(body, max_index=n)
+    assert len(i) == n and x.shape == (n, W) and y.shape == (n,)
+
+
+# --- Request bodies: rejections --------------------------------------------------------------
+
+def example(i=0, x_width=W, y_shape=()):
+    """One original-form /training_example item."""
+    return {"i": i, "x": synthgrad.encode_array(np.zeros(x_width)),
+            "y": synthgrad.encode_array(np.zeros(y_shape))}
+
+
+def batched(i=(0, 1), x_shape=None, y_shape=None):
+    n = len(i)
+    return {"i": list(i), "x": synthgrad.encode_array(np.zeros(x_shape or (n, W))),
+            "y": synthgrad.encode_array(np.zeros(y_shape or (n,)))}
+
+
+TOO_MANY = synthgrad.MAX_EXAMPLES_PER_REQUEST + 1
+
+BAD_TRAINING_BODIES = {
+    "index out of range": ([example(10)], r"index 10 is outside \[0, 10\)"),
+    "negative index": ([example(-1)], r"index -1 is outside"),
+    "duplicate index": ([example(3), example(3)], "appears twice"),
+    "float index": ([example(1.5)], "list of integers"),
+    "string index": ([example("3")], "list of integers"),
+    "bool index": ([example(True)], "list of integers"),
+    "null index": ([example(None)], "list of integers"),
+    "empty list": ([], "no examples"),
+    "too many": ([example(0)] * TOO_MANY, f"at most {synthgrad.MAX_EXAMPLES_PER_REQUEST}"),
+    "missing y": ([{"i": 0, "x": synthgrad.encode_array(np.zeros(W))}], "example 0: missing y"),
+    "missing i and x": ([{"y": synthgrad.encode_array(0.0)}], "example 0: missing i, x"),
+    "item not an object": ([example(0), [0, 1]], "example 1: expected an object"),
+    "x too narrow": ([example(0, x_width=23)], r"example 0 x: expected shape \(24\), got \(23,\)"),
+    "y not a scalar": ([example(0, y_shape=(1,))], r"example 0 y: expected shape \(\)"),
+    "x a bare list": ([{"i": 0, "x": [0.0] * W, "y": synthgrad.encode_array(0.0)}],
+                      "example 0 x: expected an array object"),
+    "x with NaN": ([{"i": 0, "x": {"shape": [W], "values": [float("nan")] * W},
+                     "y": synthgrad.encode_array(0.0)}], "finite"),
+    "a string": ("examples", "expected a list of examples or a batched object"),
+    "a number": (3, "expected a list of examples"),
+    "null": (None, "expected a list of examples"),
+    "batched, missing y": ({"i": [0], "x": synthgrad.encode_array(np.zeros((1, W)))},
+                           "missing y"),
+    "batched, empty": (batched(()), "no examples"),
+    "batched, i a dict": ({"i": {"0": 0}, "x": synthgrad.encode_array(np.zeros((1, W))),
+                          "y": synthgrad.encode_array(np.zeros(1))}, "i: expected a list"),
+    "batched, i an int": ({"i": 0, "x": synthgrad.encode_array(np.zeros((1, W))),
+                           "y": synthgrad.encode_array(np.zeros(1))}, "i: expected a list"),
+    "batched, float index": (batched((0, 1.5)), "list of integers"),
+    "batched, bool index": (batched((0, True)), "list of integers"),
+    "batched, duplicate": (batched((2, 2)), "appears twice"),
+    "batched, out of range": (batched((0, 10)), r"index 10 is outside \[0, 10\)"),
+    "batched, x too narrow": (batched(x_shape=(2, 23)), r"x: expected shape \(2, 24\)"),
+    "batched, x rows != i": (batched(x_shape=(3, W)), r"x: expected shape \(2, 24\), got \(3, 24\)"),
+    "batched, y rows != i": (batched(y_shape=(3,)), r"y: expected shape \(2\)"),
+    "batched, x flat": (batched(x_shape=(2 * W,)), r"x: expected shape \(2, 24\)"),
+    "batched, x a list of arrays": ({"i": [0], "x": [synthgrad.encode_array(np.zeros(W))],
+                                     "y": synthgrad.encode_array(np.zeros(1))},
+                                    "x: expected an array object"),
+    "batched, too many": (batched(range(TOO_MANY)), "at most"),
+}
+
+
+@pytest.mark.parametrize("body, match", BAD_TRAINING_BODIES.values(), ids=BAD_TRAINING_BODIES)
+def test_decode_training_examples_refuses(body, match):
+    with pytest.raises(ProtocolError, match=match):
+        synthgrad.decode_training_examples(wire(body), max_index=10)
+
+
+def gradient_item(i=0, h_width=W, g_width=W):
+    return {"i": i, "h": synthgrad.encode_array(np.zeros(h_width)),
+            "gradient": synthgrad.encode_array(np.zeros(g_width))}
+
+
+BAD_GRADIENT_BODIES = {
+    "gradient too wide": ([gradient_item(g_width=25)], r"example 0 gradient: expected shape \(24\)"),
+    "h too narrow": ([gradient_item(h_width=2)], r"example 0 h: expected shape \(24\)"),
+    "missing gradient": ([{"i": 0, "h": synthgrad.encode_array(np.zeros(W))}], "missing gradient"),
+    "out of range": ([gradient_item(5)], "outside"),
+    "duplicate": ([gradient_item(1), gradient_item(1)], "appears twice"),
+    "empty": ([], "no examples"),
+    "batched, gradient rows != i": (
+        {"i": [0, 1], "h": synthgrad.encode_array(np.zeros((2, W))),
+         "gradient": synthgrad.encode_array(np.zeros((1, W)))}, r"gradient: expected shape \(2, 24\)"),
+    "batched, h missing": ({"i": [0], "gradient": synthgrad.encode_array(np.zeros((1, W)))},
+                           "missing h"),
+}
+
+
+@pytest.mark.parametrize("body, match", BAD_GRADIENT_BODIES.values(), ids=BAD_GRADIENT_BODIES)
+def test_decode_gradients_refuses(body, match):
+    with pytest.raises(ProtocolError, match=match):
+        synthgrad.decode_gradients(wire(body), max_index=5)
+
+
+BAD_ESTIMATE_BODIES = {
+    "a list": ([synthgrad.encode_array(np.zeros(W))], "activations"),
+    "missing activations": ({"h": synthgrad.encode_array(np.zeros((1, W)))}, "activations"),
+    "empty list": ({"activations": []}, "no examples"),
+    "too many": ({"activations": [synthgrad.encode_array(np.zeros(W))] * TOO_MANY}, "at most"),
+    "list item too narrow": ({"activations": [synthgrad.encode_array(np.zeros(W)),
+                                              synthgrad.encode_array(np.zeros(3))]},
+                             r"activations\[1\]: expected shape \(24\)"),
+    "list item a bare list": ({"activations": [[0.0] * W]}, r"activations\[0\]: expected an array"),
+    "batched, empty": ({"activations": synthgrad.encode_array(np.zeros((0, W)))}, "no examples"),
+    "batched, too narrow": ({"activations": synthgrad.encode_array(np.zeros((2, 3)))},
+                            r"expected shape \(n, 24\)"),
+    "batched, one row flat": ({"activations": synthgrad.encode_array(np.zeros(W))},
+                              r"expected shape \(n, 24\)"),
+    "batched, too many": ({"activations": synthgrad.encode_array(np.zeros((TOO_MANY, W)))},
+                          "at most"),
+    "activations a number": ({"activations": 3}, "activations: expected an array object"),
+}
+
+
+@pytest.mark.parametrize("body, match", BAD_ESTIMATE_BODIES.values(), ids=BAD_ESTIMATE_BODIES)
+def test_decode_estimate_request_refuses(body, match):
+    with pytest.raises(ProtocolError, match=match):
+        synthgrad.decode_estimate_request(wire(body))
+
+
+def test_index_too_large_for_int64_is_refused():
+    # BUG: np.array(..., dtype=np.int64) raises OverflowError for 2**64, before the range check,
+    # so a server answers 500 instead of 400.
+    for body in ([example(2 ** 64)], batched((0, 2 ** 64))):
+        with pytest.raises(ProtocolError, match="outside"):
+            synthgrad.decode_training_examples(wire(body), max_index=10)
+
+
+# --- parse_json ------------------------------------------------------------------------------
+
+def test_parse_json_reads_a_body():
+    assert synthgrad.parse_json(b'{"activations": [1, 2.5]}') == {"activations": [1, 2.5]}
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"", "empty body"),
+    (b"{not json", "not JSON"),
+    (b'{"a": 1', "not JSON"),
+    (b'{"a": "\xff\xfe"}', "not JSON"),         # invalid UTF-8
+    (b"\x80abc", "not JSON"),
+])
+def test_parse_json_refuses(data, match):
+    with pytest.raises(ProtocolError, match=match):
+        synthgrad.parse_json(data)
+
+
+def test_parse_json_refuses_deeply_nested_json():
+    # BUG: 100 kB of "[" (well under MAX_BODY_BYTES) makes json.loads raise RecursionError,
+    # which parse_json does not catch: a 500 instead of a 400.
+    with pytest.raises(ProtocolError):
+        synthgrad.parse_json(b"[" * 100_000)
+
+
+# --- Sender ----------------------------------------------------------------------------------
+
+class FakeSend:
+    """A send(i, *columns) that records copies of what it was given.
+
+    fail_first: the first this-many calls raise PeerError. fail_if: a function of no arguments;
+    while it returns True, calls raise PeerError. gate: if given, every call first waits for
+    this Event (so a test can hold the sender thread inside send).
+    """
+
+    def __init__(self, fail_first=0, fail_if=None, gate=None):
+        self.fail_first = fail_first
+        self.fail_if = fail_if
+        self.gate = gate
+        self.calls = []              # (i, *columns) of every successful call
+        self.attempts = 0
+        self.entered = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, i, *columns):
+        with self._lock:
+            self.attempts += 1
+            attempt = self.attempts
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(5.0), "test never opened the gate"
+        if attempt <= self.fail_first or (self.fail_if is not None and self.fail_if()):
+            raise PeerError(f"fake peer down (attempt {attempt})")
+        with self._lock:
+            self.calls.append((np.array(i), *(np.array(c) for c in columns)))
+
+    def delivered(self):
+        """{index: tuple of rows} over all successful calls (later calls win)."""
+        with self._lock:
+            out = {}
+            for i, *columns in self.calls:
+                for j, index in enumerate(i.tolist()):
+                    out[index] = tuple(c[j] for c in columns)
+            return out
+
+    def rows_sent(self):
+        with self._lock:
+            return sum(len(call[0]) for call in self.calls)
+
+
+@pytest.fixture
+def senders():
+    """Make Senders that are closed at the end of the test even if it fails."""
+    made = []
+
+    def make(send, **kwargs):
+        kwargs.setdefault("max_backoff", 0.01)
+        s = synthgrad.Sender(send, "test", **kwargs)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close(flush_timeout=0.5)
+
+
+def test_sender_delivers_everything_in_chunks(senders):
+    rng = np.random.default_rng(8)
+    send = FakeSend()
+    sender = senders(send, chunk=5)
+    i, h, g = np.arange(100, 123), rng.standard_normal((23, W)), rng.standard_normal((23, W))
+    sender.put(i, h, g)
+    wait_for(lambda: send.rows_sent() == 23)
+    assert all(1 <= len(call[0]) <= 5 for call in send.calls)
+    assert all(call[1].shape == (len(call[0]), W) for call in send.calls)
+    got = send.delivered()
+    assert sorted(got) == i.tolist()
+    for j, index in enumerate(i):
+        np.testing.assert_array_equal(got[index][0], h[j])
+        np.testing.assert_array_equal(got[index][1], g[j])
+    counts = sender.close()
+    assert counts["sent"] == 23
+    assert counts["superseded"] == counts["dropped"] == counts["failed_requests"] == 0
+    assert counts["unsent"] == 0
+
+
+def test_sender_newer_row_supersedes_an_unsent_one(senders):
+    gate = threading.Event()
+    send = FakeSend(gate=gate)
+    sender = senders(send)
+    sender.put([0], np.array([[0.0]]))
+    assert send.entered.wait(5.0)          # the thread now holds row 0 inside send
+    sender.put([1, 2], np.array([[1.0], [2.0]]))
+    sender.put([1], np.array([[11.0]]))    # replaces the unsent row for index 1
+    assert sender.counts["superseded"] == 1
+    assert sender.pending() == 2
+    gate.set()
+    wait_for(lambda: send.rows_sent() == 3)
+    got = send.delivered()
+    assert {k: v[0].tolist() for k, v in got.items()} == {0: [0.0], 1: [11.0], 2: [2.0]}
+    counts = sender.close()
+    assert counts["sent"] == 3 and counts["superseded"] == 1
+
+
+def test_sender_keeps_rows_while_the_peer_is_down_and_retries(senders):
+    send = FakeSend(fail_first=3)
+    sender = senders(send, chunk=10)
+    rows = np.arange(10 * W, dtype=float).reshape(10, W)
+    sender.put(np.arange(10), rows)
+    wait_for(lambda: send.rows_sent() == 10)
+    assert send.attempts == 4
+    got = send.delivered()
+    for k in range(10):
+        np.testing.assert_array_equal(got[k][0], rows[k])
+    counts = sender.close()
+    assert counts["failed_requests"] == 3
+    assert counts["sent"] == 10 and counts["unsent"] == 0 and counts["dropped"] == 0
+
+
+def test_sender_row_put_during_a_failed_send_wins(senders):
+    gate = threading.Event()
+    send = FakeSend(fail_first=1, gate=gate)
+    sender = senders(send)
+    sender.put([5], np.array([[1.0]]))
+    assert send.entered.wait(5.0)          # the first (failing) send holds the old row
+    sender.put([5], np.array([[2.0]]))     # a newer row arrives meanwhile
+    gate.set()
+    wait_for(lambda: send.rows_sent() == 1)
+    assert send.delivered()[5][0].tolist() == [2.0]
+    counts = sender.close()
+    assert counts["superseded"] == 1 and counts["failed_requests"] == 1 and counts["sent"] == 1
+
+
+def test_sender_drops_new_indices_beyond_max_pending(senders):
+    gate = threading.Event()
+    send = FakeSend(gate=gate)
+    sender = senders(send, max_pending=3)
+    sender.put([100], np.array([[100.0]]))
+    assert send.entered.wait(5.0)          # the buffer is empty again; the thread is busy
+    sender.put(np.arange(5), np.arange(5.0).reshape(5, 1))   # 0, 1, 2 fit; 3, 4 do not
+    assert sender.counts["dropped"] == 2 and sender.pending() == 3
+    sender.put([1], np.array([[10.0]]))    # an index already pending is still replaced
+    assert sender.counts["dropped"] == 2 and sender.counts["superseded"] == 1
+    gate.set()
+    wait_for(lambda: send.rows_sent() == 4)
+    got = send.delivered()
+    assert {k: v[0].tolist() for k, v in got.items()} == {100: [100.0], 0: [0.0], 1: [10.0],
+                                                          2: [2.0]}
+
+
+def test_sender_close_flushes_what_is_pending(senders):
+    # The peer refuses the background thread but answers close()'s flush, so it is close() that
+    # must deliver the rows, in chunks.
+    def from_sender_thread():
+        return threading.current_thread().name.startswith("sender-")
+
+    send = FakeSend(fail_if=from_sender_thread)
+    sender = senders(send, chunk=4)
+    sender.put(np.arange(10), np.ones((10, 2)))
+    wait_for(lambda: sender.counts["failed_requests"] >= 1)
+    assert send.rows_sent() == 0
+    counts = sender.close(flush_timeout=5.0)
+    assert counts["sent"] == 10 and counts["unsent"] == 0
+    assert sorted(send.delivered()) == list(range(10))
+    assert all(len(call[0]) <= 4 for call in send.calls)
+
+
+def test_sender_close_reports_unsent_rows_when_the_peer_stays_down(senders):
+    send = FakeSend(fail_if=lambda: True)
+    sender = senders(send)
+    sender.put(np.arange(7), np.ones((7, 3)))
+    wait_for(lambda: sender.counts["failed_requests"] >= 2)
+    t0 = time.monotonic()
+    counts = sender.close(flush_timeout=1.0)
+    assert time.monotonic() - t0 < 2.0
+    assert counts["unsent"] == 7 and counts["sent"] == 0
+    assert sender.pending() == 7
+    assert send.rows_sent() == 0
+
+
+# --- Clients ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def closed_port():
+    """A port on 127.0.0.1 that nothing listens on (bound, noted and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_client_raises_peer_error_with_the_url_when_the_peer_is_down(closed_port):
+    base = f"http://127.0.0.1:{closed_port}"
+    clients = [synthgrad.Client(base, timeout=2.0), synthgrad.OracleClient(base, timeout=2.0),
+               synthgrad.OutputTrainerClient(base, timeout=2.0)]
+    calls = [lambda: clients[0].status(),
+             lambda: clients[1].estimate_gradients(np.zeros((1, W))),
+             lambda: clients[1].provide_gradients([0], np.zeros((1, W)), np.zeros((1, W))),
+             lambda: clients[2].send_examples([0], np.zeros((1, W)), np.zeros(1))]
+    paths = [synthgrad.STATUS, synthgrad.ESTIMATE_GRADIENTS, synthgrad.PROVIDE_GRADIENT,
+             synthgrad.TRAINING_EXAMPLE]
+    try:
+        for call, path in zip(calls, paths):
+            t0 = time.monotonic()
+            with pytest.raises(PeerError) as e:
+                call()
+            assert time.monotonic() - t0 < 2.0
+            assert base + path in str(e.value)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_wait_until_ready_returns_false_when_stopped(closed_port):
+    client = synthgrad.Client(f"http://127.0.0.1:{closed_port}", timeout=1.0)
+    stop = threading.Event()
+    stop.set()
+    t0 = time.monotonic()
+    assert client.wait_until_ready(stop=stop) is False
+    stop.clear()
+    threading.Timer(0.2, stop.set).start()          # stopped while it is waiting
+    assert client.wait_until_ready(stop=stop, max_backoff=0.05) is False
+    assert time.monotonic() - t0 < 2.0
+    client.close()
+
+
+class FakeResponse:
+    def __init__(self, status_code, body):
+        self.status_code = status_code
+        self._body = body
+        self.text = body if isinstance(body, str) else json.dumps(body)
+
+    def json(self):
+        if isinstance(self._body, str):
+            return json.loads(self._body)       # raises ValueError for non-JSON text
+        return self._body
+
+
+def client_answering(monkeypatch, response, cls=synthgrad.Client):
+    client = cls("http://peer.invalid:1")
+    monkeypatch.setattr(client.session, "request", lambda *args, **kwargs: response)
+    return client
+
+
+def test_client_turns_an_error_answer_into_peer_error(monkeypatch):
+    client = client_answering(monkeypatch, FakeResponse(400, {"error": "i: bad index"}))
+    with pytest.raises(PeerError, match=r"peer.invalid:1/status answered 400: i: bad index"):
+        client.status()
+
+
+def test_client_refuses_a_non_json_answer(monkeypatch):
+    client = client_answering(monkeypatch, FakeResponse(200, "<html>hi</html>"))
+    with pytest.raises(PeerError, match="non-JSON"):
+        client.status()
+
+
+def test_oracle_client_refuses_a_wrong_shaped_answer(monkeypatch):
+    answer = FakeResponse(200, {"gradients": synthgrad.encode_array(np.zeros((2, W)))})
+    client = client_answering(monkeypatch, answer, synthgrad.OracleClient)
+    with pytest.raises(PeerError, match="bad answer"):
+        client.estimate_gradients(np.zeros((3, W)))
+    good = FakeResponse(200, {"gradients": synthgrad.encode_array(np.full((3, W), 0.5))})
+    client = client_answering(monkeypatch, good, synthgrad.OracleClient)
+    np.testing.assert_array_equal(client.estimate_gradients(np.zeros((3, W))),
+                                  np.full((3, W), 0.5))
+
+
+def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):
+    # BUG: a 4xx/5xx whose body is JSON but not an object (e.g. a list, or "error" not a string)
+    # makes _request raise AttributeError/TypeError instead of PeerError, which would also kill a
+    # Sender's thread (it only catches PeerError).
+    for body in ([1, 2], {"error": 5}):
+        client = client_answering(monkeypatch, FakeResponse(500, body))
+        with pytest.raises(PeerError, match="answered 500"):
+            client.status()

@@ -1,0 +1,181 @@
+"""The input trainer: owns layer 1 and updates it with synthetic gradients from the oracle.
+
+Run it last (or in any order: it waits for the oracle, and its sender keeps what the output
+trainer cannot take yet):
+
+    python train_input.py                        # loops over data/ until Ctrl-C
+    python train_input.py --duration 180 --data-dir data --progress-dir progress
+    python train_input.py --help
+
+For each minibatch of examples x (n, 2) with targets y (n,):
+
+    h = sigmoid(x . w1 + b1)                    # (n, 24), layer 1's forward pass
+    send (i, h, y) to the output trainer        # fire-and-forget: it trains layers 2-3 on them
+    g = oracle.estimate_gradients(h)            # (n, 24): synthetic dL/dh, one row per example
+    backprop g through layer 1, w1 -= eta * dL/dw1 (averaged over the minibatch)
+
+It never waits for the true gradient: that is the point of synthetic gradients. (The original
+averaged the n synthetic gradients and pushed the average back through only the last example's
+input; here each example's gradient goes back through its own input, as backprop requires.)
+Layer-1 weights are snapshotted into --progress-dir on a wall-clock tick shared with the output
+trainer, so plot.py can compose the whole network at the same moments.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import generate
+import sgd
+import snapshots
+import synthgrad
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("train_input")
+
+
+class InputTrainer:
+    """Layer 1, its two peers, and the loop that streams examples through them."""
+
+    def __init__(self, x, y, oracle_url, output_url, learning_rate=0.001, batch_size=10,
+                 progress_dir=HERE / "progress", snapshot_interval=10, seed=0,
+                 report_every=5.0):
+        self.x, self.y = x, y                                   # (N, 2), (N,)
+        self.learning_rate, self.batch_size = learning_rate, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.layer = sgd.Layer(2, synthgrad.HIDDEN_SIZE, sgd.Sigmoid, self.rng)  # layer 1
+        self.oracle = synthgrad.OracleClient(oracle_url)
+        self.output = synthgrad.OutputTrainerClient(output_url)
+        self.sender = synthgrad.Sender(self.output.send_examples, "examples to output trainer",
+                                       max_pending=max(len(x), 1))
+        self.snapshotter = snapshots.Snapshotter(progress_dir, "layer1", snapshot_interval)
+        self.report_every = report_every
+        self.stop = threading.Event()
+        self.examples = 0
+        self.updates = 0
+        self.epochs = 0
+
+    def synthetic_gradients(self, h):
+        """The oracle's dL/dh for h, waiting (and saying so) while the oracle is unreachable."""
+        while True:
+            try:
+                return self.oracle.estimate_gradients(h)
+            except synthgrad.PeerError as e:
+                log.warning("no synthetic gradients (%s); waiting for the oracle", e)
+                if not self.oracle.wait_until_ready(self.stop):
+                    return None
+
+    def step(self, idx):
+        """Forward, hand off, fetch synthetic gradients, update: one minibatch of indices."""
+        h = self.layer.feed_forward(self.x[idx])                # (n, 24)
+        self.sender.put(idx, h, self.y[idx])                    # fire-and-forget to layers 2-3
+        g = self.synthetic_gradients(h)                         # (n, 24) synthetic dL/dh
+        if g is None:                                           # stopped while waiting
+            return False
+        self.layer.backprop(g)                                  # stores dL/dw1, dL/db1
+        self.layer.descend(self.learning_rate)
+        self.examples += len(idx)
+        self.updates += 1
+        self.snapshotter.maybe_save([self.layer])
+        return True
+
+    def run(self, epochs=None, duration=None):
+        """Stream minibatches until `epochs` passes, `duration` seconds, or stop is set."""
+        self.oracle.wait_until_ready(self.stop)
+        self.snapshotter.save_initial([self.layer])
+        start = last_report = time.monotonic()
+        reported = 0
+        while not self.stop.is_set() and (epochs is None or self.epochs < epochs):
+            order = self.rng.permutation(len(self.x))
+            for k in range(0, len(order), self.batch_size):
+                if self.stop.is_set() or not self.step(order[k:k + self.batch_size]):
+                    break
+                now = time.monotonic()
+                if duration is not None and now - start >= duration:
+                    self.stop.set()
+                if now - last_report >= self.report_every:
+                    rate = (self.examples - reported) / (now - last_report)
+                    print(f"train_input: {now - start:7.1f} s, epoch {self.epochs}, "
+                          f"{self.examples} examples ({rate:.0f}/s), {self.updates} updates, "
+                          f"{self.sender.pending()} waiting to be sent", flush=True)
+                    last_report, reported = now, self.examples
+            else:
+                self.epochs += 1
+
+    def close(self):
+        """Save layer 1's final weights and deliver what is still waiting to be sent."""
+        self.snapshotter.save_final([self.layer])
+        counts = self.sender.close()
+        self.oracle.close()
+        self.output.close()
+        return counts
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Train layer 1 with synthetic gradients from the "
+                                            "oracle; stream its activations to the output trainer.")
+    p.add_argument("--data-dir", type=Path, default=HERE / "data",
+                   help="folder holding x.npy and y.npy (default data/ next to this file, where "
+                        "generate.py writes)")
+    p.add_argument("--oracle-url", default=synthgrad.DEFAULT_ORACLE_URL,
+                   help="where the oracle listens (default %(default)s, its default address)")
+    p.add_argument("--output-url", default=synthgrad.DEFAULT_OUTPUT_TRAINER_URL,
+                   help="where the output trainer listens (default %(default)s, its default)")
+    p.add_argument("--learning-rate", type=float, default=0.001,
+                   help="eta for layer 1 (default 0.001, the original's)")
+    p.add_argument("--batch-size", type=int, default=10,
+                   help="examples per oracle request and per update (default 10, the original's)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="stop after this many passes over the data (default: no limit)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: no limit; Ctrl-C stops too)")
+    p.add_argument("--progress-dir", type=Path, default=HERE / "progress",
+                   help="where weight snapshots go (default progress/ next to this file, where "
+                        "train_output.py writes layers 2-3 and plot.py looks)")
+    p.add_argument("--snapshot-interval", type=int, default=10,
+                   help="seconds between snapshots; must match train_output.py's so the two "
+                        "halves pair up (default 10, the same as its default)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds layer 1's initial weights and the example order (default 0)")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    if not args.learning_rate > 0 or args.snapshot_interval < 1:
+        p.error("--learning-rate must be positive and --snapshot-interval at least 1")
+    if (args.epochs is not None and args.epochs < 1) or (args.duration is not None
+                                                         and not args.duration > 0):
+        p.error("--epochs and --duration must be positive")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    synthgrad.setup_logging("train_input")
+    print("train_input.py:", vars(args), flush=True)
+    x, y = generate.load_dataset(args.data_dir)
+    trainer = InputTrainer(x, y, args.oracle_url, args.output_url, args.learning_rate,
+                           args.batch_size, args.progress_dir, args.snapshot_interval, args.seed)
+
+    def _stop(signum, frame):
+        trainer.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    t0 = time.monotonic()
+    trainer.run(args.epochs, args.duration)
+    took = time.monotonic() - t0
+    counts = trainer.close()
+    print(f"train_input.py: done: {trainer.examples} examples in {took:.1f} s "
+          f"({trainer.examples / max(took, 1e-9):.0f}/s), {trainer.updates} updates, "
+          f"{trainer.epochs} full epochs; sent to output trainer: {counts}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

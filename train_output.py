@@ -1,0 +1,239 @@
+"""The output trainer: owns layers 2-3, trains on the activations it receives, sends true gradients.
+
+Run it second, after the oracle (or in any order: it keeps what it cannot send yet):
+
+    python train_output.py                        # serves on 127.0.0.1:5000
+    python train_output.py --oracle-url http://127.0.0.1:5001 --progress-dir progress
+    python train_output.py --help
+
+The input trainer posts (i, h, y) to POST /training_example: h = layer 1's activation (24,) for
+example i and its target y. This process keeps the latest (h, y) per index and, in a background
+thread, trains layers 2-3 on everything it holds, again and again:
+
+    z2 = h . w2 + b2,  a2 = sigmoid(z2)     # (n, 12)
+    y_hat = a2 . w3 + b3                    # (n, 1)
+    L = 1/2 (y_hat - y)^2
+
+Backprop through layers 2-3 gives, besides dL/dw for its own update, dL/dh for each example: the
+*true* gradient that layer 1 would need. Those (i, h, dL/dh) go to the oracle fire-and-forget
+(synthgrad.Sender), so the oracle can learn to predict them. Weights are snapshotted into
+--progress-dir on a shared wall-clock tick (see snapshots.py) for plot.py.
+"""
+
+import argparse
+import collections
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from flask import Flask
+
+import sgd
+import snapshots
+import synthgrad
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("train_output")
+
+DEFAULTS = dict(
+    oracle_url=synthgrad.DEFAULT_ORACLE_URL,
+    learning_rate=0.001,       # the original's
+    batch_size=1,              # per-example SGD, the original's
+    max_examples=200_000,      # indices 0..max_examples-1: the default data set's size
+    progress_dir=HERE / "progress",
+    snapshot_interval=10,
+    seed=0,
+    send_gradients=True,
+)
+
+
+class OutputTrainer:
+    """Layers 2-3, the examples received so far, and the thread that trains on them."""
+
+    def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
+        self.config = c = {**DEFAULTS, **config}
+        self.width = width
+        rng = np.random.default_rng(c["seed"])
+        self.rng = rng
+        self.layers = [sgd.Layer(width, 12, sgd.Sigmoid, rng),      # layer 2: 24 -> 12
+                       sgd.Layer(12, 1, sgd.Linear, rng)]           # layer 3: 12 -> 1
+        self.x = np.zeros((c["max_examples"], width))               # latest h per index
+        self.y = np.zeros(c["max_examples"])                        # its target
+        self.held = np.zeros(c["max_examples"], dtype=bool)
+        self.lock = threading.Lock()
+        self.counts = collections.Counter()
+        self.last_train_mse = None
+        self.started = time.time()
+        self.stop = threading.Event()
+        self._thread = None
+        self.snapshotter = snapshots.Snapshotter(c["progress_dir"], "layers23",
+                                                 c["snapshot_interval"])
+        self.oracle = synthgrad.OracleClient(c["oracle_url"])
+        self.sender = (synthgrad.Sender(self.oracle.provide_gradients, "gradients to oracle")
+                       if c["send_gradients"] else None)
+
+    def receive(self, i, x, y):
+        """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,)."""
+        with self.lock:
+            self.x[i] = x
+            self.y[i] = y
+            self.held[i] = True
+            self.counts["examples_received"] += len(i)
+
+    def train_pass(self, chunk=synthgrad.MAX_CHUNK):
+        """One pass, in a random order, over every example held; False if none is held.
+
+        Works through the pass `chunk` examples at a time so that the stop flag, the snapshot
+        clock and the gradient sender are visited every few milliseconds, not per example.
+        """
+        with self.lock:
+            order = self.rng.permutation(np.flatnonzero(self.held))
+        if len(order) == 0:
+            return False
+        c = self.config
+        eta, bs = c["learning_rate"], c["batch_size"]
+        squared_error = 0.0
+        for start in range(0, len(order), chunk):
+            if self.stop.is_set():
+                return True
+            idx = order[start:start + chunk]
+            with self.lock:
+                x, y = self.x[idx], self.y[idx]            # (m, 24), (m,): copies
+            dL_dh = np.empty_like(x)                       # the true gradients, (m, 24)
+            for k in range(0, len(idx), bs):
+                rows = slice(k, k + bs) if bs > 1 else k   # a single example stays 1-D
+                y_hat = sgd.feed_forward(self.layers, x[rows])
+                squared_error += float(np.sum((y_hat.ravel() - y[rows]) ** 2))
+                dL_da = y_hat - np.reshape(y[rows], y_hat.shape)
+                for layer in reversed(self.layers):
+                    dL_da = layer.backprop(dL_da)
+                for layer in self.layers:
+                    layer.descend(eta)
+                dL_dh[rows] = dL_da
+            if self.sender is not None:
+                self.sender.put(idx, x, dL_dh)
+            self.counts["examples_trained"] += len(idx)
+            self.snapshotter.maybe_save(self.layers)
+        self.last_train_mse = squared_error / len(order)
+        self.counts["passes"] += 1
+        return True
+
+    def _train_forever(self):
+        while not self.stop.is_set():
+            if not self.train_pass():
+                self.stop.wait(0.05)
+
+    def start_training(self):
+        self.snapshotter.save_initial(self.layers)
+        self._thread = threading.Thread(target=self._train_forever, name="output-trainer",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop_training(self, timeout=10.0):
+        """Stop the training thread, save the final weights, flush the gradient sender."""
+        self.stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self.snapshotter.save_final(self.layers)
+        if self.sender is not None:
+            self.sender.close()
+
+    def status(self):
+        with self.lock:
+            held = int(self.held.sum())
+        return {
+            "role": "output_trainer",
+            "uptime_s": round(time.time() - self.started, 3),
+            "examples_held": held,
+            "examples_received": self.counts["examples_received"],
+            "examples_trained": self.counts["examples_trained"],
+            "training_passes": self.counts["passes"],
+            "last_train_mse": self.last_train_mse,
+            "requests_served": self.counts["requests_served"],
+            "requests_refused": self.counts["requests_refused"],
+            "snapshots_saved": self.snapshotter.saved,
+            "gradients_to_oracle": dict(self.sender.counts) if self.sender else None,
+        }
+
+
+def create_app(config=None):
+    """The output trainer's Flask app; its OutputTrainer is app.config["TRAINER"].
+
+    Does not start training (main does; tests call train_pass themselves).
+    """
+    app = Flask("train_output")
+    trainer = OutputTrainer(**(config or {}))
+    app.config["TRAINER"] = trainer
+    synthgrad.install_json_errors(app, trainer.counts)
+
+    @app.post(synthgrad.TRAINING_EXAMPLE)
+    def training_example():
+        i, x, y = synthgrad.decode_training_examples(synthgrad.read_body(),
+                                                     trainer.config["max_examples"],
+                                                     trainer.width)
+        trainer.receive(i, x, y)
+        return {"ok": True, "received": len(i)}
+
+    @app.get(synthgrad.STATUS)
+    def status():
+        return trainer.status()
+
+    return app
+
+
+def parse_args(argv):
+    d = DEFAULTS
+    p = argparse.ArgumentParser(description="Train layers 2-3 on the activations the input "
+                                            "trainer sends; send true gradients to the oracle.")
+    p.add_argument("--host", default=synthgrad.DEFAULT_HOST,
+                   help="address to bind (default 127.0.0.1: only this machine can connect)")
+    p.add_argument("--port", type=int, default=synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
+                   help="port to listen on (default 5000, the original's; 0 picks a free one)")
+    p.add_argument("--oracle-url", default=d["oracle_url"],
+                   help="where the oracle listens (default %(default)s, its default address)")
+    p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
+                   help="eta for layers 2-3 (default 0.001, the original's)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="examples per update (default 1: per-example SGD, the original's); "
+                        "dL/dw is averaged over the batch")
+    p.add_argument("--max-examples", type=int, default=d["max_examples"],
+                   help="example indices accepted are 0..N-1 (default 200,000, the size of the "
+                        "default data set)")
+    p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
+                   help="where weight snapshots go (default progress/ next to this file, where "
+                        "train_input.py writes layer 1 and plot.py looks)")
+    p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
+                   help="seconds between weight snapshots, on a wall-clock tick shared with "
+                        "train_input.py (default 10: a few dozen pictures in a few minutes)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seeds layers 2-3's initial weights and the training order (default 0)")
+    args = p.parse_args(argv)
+    if args.batch_size < 1 or args.max_examples < 1:
+        p.error("--batch-size and --max-examples must be at least 1")
+    if not args.learning_rate > 0 or args.snapshot_interval < 1:
+        p.error("--learning-rate must be positive and --snapshot-interval at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    synthgrad.setup_logging("train_output")
+    print("train_output.py:", vars(args), flush=True)
+    config = {k: v for k, v in vars(args).items() if k not in ("host", "port")}
+    app = create_app(config)
+    trainer = app.config["TRAINER"]
+    trainer.start_training()
+
+    def on_stop():
+        trainer.stop_training()
+        print("train_output.py: final status", trainer.status(), flush=True)
+
+    synthgrad.serve(app, args.host, args.port, "output trainer", on_stop=on_stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
