@@ -107,6 +107,8 @@ def parse_args(argv):
                         "than per-example updates in Python)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the data and every process (default 0)")
+    p.add_argument("--oracle-args", default="",
+                   help="extra options for oracle.py, e.g. \"--optimizer adam --learning-rate 0.003\"")
     args = p.parse_args(argv)
     if not args.duration > 0 or args.count < 1000:
         p.error("--duration must be positive and --count at least 1000")
@@ -128,7 +130,8 @@ def main(argv=None):
     procs = []
     try:
         oracle = Process("oracle", [py, "oracle.py", "--port", "0", "--max-examples",
-                                    str(args.count), "--seed", str(args.seed)],
+                                    str(args.count), "--seed", str(args.seed),
+                                    *args.oracle_args.split()],
                          run_dir / "oracle.log", env)
         procs.append(oracle)
         oracle_url = oracle.wait_url(120)

@@ -25,6 +25,7 @@ the live measure of how good its synthetic gradients are (GET /status).
 import argparse
 import collections
 import logging
+import math
 import os
 import sys
 import threading
@@ -41,6 +42,7 @@ log = logging.getLogger("oracle")
 
 DEFAULTS = dict(
     hidden=12,               # the original's oracle: 24 -> 12 (sigmoid) -> 24
+    optimizer="adadelta",    # the original's
     learning_rate=1.0,       # Adadelta's Keras 1 default, which the original relied on
     epochs_per_pass=2,       # the original's
     batch_size=32,           # Keras' default batch size, which the original used
@@ -52,16 +54,21 @@ DEFAULTS = dict(
 )
 
 
-def build_model(width, hidden, learning_rate, seed):
+OPTIMIZERS = ("adadelta", "adam", "sgd")
+
+
+def build_model(width, hidden, learning_rate, seed, optimizer="adadelta"):
     """The Keras oracle model h (width,) -> Dense(hidden, sigmoid) -> Dense(width, linear)."""
     import keras
     keras.utils.set_random_seed(seed)
+    optimizers = {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam,
+                  "sgd": keras.optimizers.SGD}
     model = keras.Sequential([
         keras.Input(shape=(width,)),
         keras.layers.Dense(hidden, activation="sigmoid"),
         keras.layers.Dense(width, activation="linear"),
     ])
-    model.compile(optimizer=keras.optimizers.Adadelta(learning_rate=learning_rate), loss="mse")
+    model.compile(optimizer=optimizers[optimizer](learning_rate=learning_rate), loss="mse")
     return model
 
 
@@ -70,6 +77,17 @@ def numpy_forward(weights, h):
     w1, b1, w2, b2 = weights
     a1 = 1.0 / (1.0 + np.exp(-(h @ w1 + b1)))      # (n, hidden)
     return a1 @ w2 + b2                              # (n, width)
+
+
+def alignment_sums(g_hat, g):
+    """(sum of g_hat . g, sum of |g_hat|^2, sum of |g|^2, sum of |g_hat - g|^2) over all rows.
+
+    Summed over a window they give the aggregate cosine sum(g_hat . g) / sqrt(sum |g_hat|^2
+    sum |g|^2), which weighs each example by its gradient's size as a weight update does, and
+    the fraction of the gradients' energy explained, 1 - sum |g_hat - g|^2 / sum |g|^2.
+    """
+    return np.array([np.sum(g_hat * g), np.sum(g_hat * g_hat), np.sum(g * g),
+                     np.sum((g_hat - g) ** 2)])
 
 
 def cosine_and_relative_error(g_hat, g):
@@ -98,10 +116,13 @@ class Oracle:
         self.g = np.zeros((c["max_examples"], width))          # dL/dh, same shape
         self.held = np.zeros(c["max_examples"], dtype=bool)
         self.lock = threading.Lock()
-        self.model = build_model(width, c["hidden"], c["learning_rate"], c["seed"])
+        self.model = build_model(width, c["hidden"], c["learning_rate"], c["seed"],
+                                 c["optimizer"])
         self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
         self.cosines = collections.deque(maxlen=c["quality_window"])
         self.relative_errors = collections.deque(maxlen=c["quality_window"])
+        self.cosine_sum, self.cosine_count = 0.0, 0            # since the start
+        self.sums = collections.deque(maxlen=max(1, c["quality_window"] // synthgrad.MAX_CHUNK))
         self.counts = collections.Counter()
         self.last_train_mse = None
         self.started = time.time()
@@ -117,9 +138,14 @@ class Oracle:
 
     def receive(self, i, h, g):
         """Measure the current predictions against true gradients g at h, then keep them."""
-        cos, rel = cosine_and_relative_error(self.estimate(h), g)
+        g_hat = self.estimate(h)
         self.counts["estimates"] -= len(h)          # that was a measurement, not a request
+        cos, rel = cosine_and_relative_error(g_hat, g)
+        sums = alignment_sums(g_hat, g)
         with self.lock:
+            self.sums.append(sums)
+            self.cosine_sum += float(cos.sum())
+            self.cosine_count += len(cos)
             self.cosines.extend(cos.tolist())
             self.relative_errors.extend(rel.tolist())
             self.h[i] = h
@@ -134,8 +160,13 @@ class Oracle:
                 "cosine_similarity": float(np.mean(self.cosines)) if self.cosines else None,
                 "relative_error": (float(np.mean(self.relative_errors))
                                    if self.relative_errors else None),
+                "cosine_similarity_since_start": (self.cosine_sum / self.cosine_count
+                                                  if self.cosine_count else None),
             }
             held = int(self.held.sum())
+            dot, hat2, true2, err2 = np.sum(self.sums, axis=0) if self.sums else np.zeros(4)
+        quality["aggregate_cosine"] = float(dot / np.sqrt(hat2 * true2)) if hat2 * true2 > 0 else None
+        quality["explained"] = float(1 - err2 / true2) if true2 > 0 else None
         return {
             "role": "oracle",
             "uptime_s": round(time.time() - self.started, 3),
@@ -234,9 +265,12 @@ def parse_args(argv):
                    help="port to listen on (default 5001, the original's; 0 picks a free one)")
     p.add_argument("--hidden", type=int, default=d["hidden"],
                    help="hidden units of the oracle model (default 12, the original's)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
+                   help="Keras optimizer of the oracle model (default adadelta, the original's)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="Adadelta learning rate (default 1.0, the Keras 1 default the original "
-                        "relied on; Keras 3's default of 0.001 barely moves)")
+                   help="the optimizer's learning rate (default 1.0, the Keras 1 Adadelta "
+                        "default the original relied on; Keras 3's default of 0.001 barely "
+                        "moves; for adam use ~0.003)")
     p.add_argument("--epochs-per-pass", type=int, default=d["epochs_per_pass"],
                    help="epochs over the held examples per training pass (default 2, the "
                         "original's); new gradients join at the next pass")
@@ -254,6 +288,10 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
     args = p.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    if not math.isfinite(args.learning_rate):
+        p.error("--learning-rate must be finite")
     for name in ("hidden", "epochs_per_pass", "batch_size", "max_examples", "publish_every",
                  "quality_window"):
         if getattr(args, name) < 1:

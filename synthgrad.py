@@ -101,18 +101,25 @@ def decode_array(obj, shape=None, what="array"):
         raise ProtocolError(f"{what}: shape {dims} needs {math.prod(dims)} values, got {len(values)}")
     if not set(map(type, values)) <= {float, int}:      # no strings, bools, None, lists
         raise ProtocolError(f"{what}: values must be a flat list of numbers")
+    if shape is not None and len(dims) != len(shape):
+        raise ProtocolError(f"{what}: expected shape {_shape_text(shape)}, got {dims!r:.80}")
     try:
         arr = np.array(values, dtype=np.float64).reshape(dims)
     except OverflowError:
         raise ProtocolError(f"{what}: a value is too large for float64") from None
+    except ValueError as e:                             # e.g. more dimensions than numpy allows
+        raise ProtocolError(f"{what}: no array of shape {dims!r:.80}: {e}") from None
     if not np.isfinite(arr).all():
         raise ProtocolError(f"{what}: values must be finite (no NaN or infinity)")
     if shape is not None and (len(shape) != arr.ndim or
                               any(want is not None and want != got
                                   for want, got in zip(shape, arr.shape))):
-        want = "(" + ", ".join("n" if d is None else str(d) for d in shape) + ")"
-        raise ProtocolError(f"{what}: expected shape {want}, got {tuple(arr.shape)}")
+        raise ProtocolError(f"{what}: expected shape {_shape_text(shape)}, got {tuple(arr.shape)}")
     return arr
+
+
+def _shape_text(shape):
+    return "(" + ", ".join("n" if d is None else str(d) for d in shape) + ")"
 
 
 def _decode_indices(obj, n, max_index, what="i"):
@@ -223,7 +230,7 @@ def parse_json(data):
         raise ProtocolError("empty body; expected JSON")
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:          # JSONDecodeError, UnicodeDecodeError, huge integers
         raise ProtocolError(f"body is not JSON: {e}") from None
     except RecursionError:
         raise ProtocolError("body is nested too deeply") from None
@@ -454,7 +461,10 @@ def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
 
     @app.errorhandler(HTTPException)
     def _http_error(e):
-        return {"error": f"{e.name}: {e.description}"}, e.code
+        response = e.get_response()                     # keeps headers such as Allow on 405
+        response.set_data(json.dumps({"error": f"{e.name}: {e.description}"}))
+        response.content_type = "application/json"
+        return response
 
     @app.errorhandler(ProtocolError)
     def _protocol_error(e):

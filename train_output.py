@@ -23,6 +23,7 @@ Backprop through layers 2-3 gives, besides dL/dw for its own update, dL/dh for e
 import argparse
 import collections
 import logging
+import math
 import sys
 import threading
 import time
@@ -95,6 +96,7 @@ class OutputTrainer:
             return False
         c = self.config
         eta, bs = c["learning_rate"], c["batch_size"]
+        chunk = max(1, chunk // bs) * bs                   # whole batches in every chunk
         squared_error = 0.0
         for start in range(0, len(order), chunk):
             if self.stop.is_set():
@@ -211,6 +213,10 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds layers 2-3's initial weights and the training order (default 0)")
     args = p.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    if not math.isfinite(args.learning_rate):
+        p.error("--learning-rate must be finite")
     if args.batch_size < 1 or args.max_examples < 1:
         p.error("--batch-size and --max-examples must be at least 1")
     if not args.learning_rate > 0 or args.snapshot_interval < 1:

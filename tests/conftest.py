@@ -1,0 +1,110 @@
+"""Shared fixtures for the server tests: oracle and output-trainer apps made with create_app and
+driven through Flask's test client (no sockets, no processes), and a fake gradient sender.
+
+Every app a fixture makes is stopped at the end of the test, even if the test fails.
+"""
+
+import collections
+import os
+import socket
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+import synthgrad
+
+MAX_EXAMPLES = 100      # indices 0..99: small arrays, so state checks are cheap
+
+
+class FakeSender:
+    """Stands in for synthgrad.Sender: records every put(i, h, dL_dh) as copies, sends nothing."""
+
+    def __init__(self):
+        self.puts = []                  # [(i (m,), h (m, 24), dL/dh (m, 24)), ...] in order
+        self.counts = collections.Counter(sent=0, superseded=0, dropped=0, failed_requests=0,
+                                          unsent=0)
+        self.closed = False
+
+    def put(self, i, *arrays):
+        self.puts.append((np.array(i), *(np.array(a) for a in arrays)))
+
+    def close(self, flush_timeout=5.0):
+        self.closed = True
+        return dict(self.counts)
+
+    def rows(self):
+        """Everything put so far, concatenated: i (n,), h (n, 24), dL/dh (n, 24)."""
+        return tuple(np.concatenate(col) for col in zip(*self.puts))
+
+
+@pytest.fixture
+def closed_url():
+    """A URL on 127.0.0.1 that nothing listens on (its port was bound, noted and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def make_oracle_app():
+    """make_oracle_app(**config) -> a fresh oracle app (max_examples 100 unless given).
+
+    Building the Keras model costs ~2 s the first time in a process (TensorFlow starts up) and
+    ~20 ms after that, so each test can afford its own app.
+    """
+    import oracle
+    apps = []
+
+    def make(**config):
+        app = oracle.create_app({"max_examples": MAX_EXAMPLES, **config})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.config["ORACLE"].stop_training()
+
+
+@pytest.fixture
+def oracle_app(make_oracle_app):
+    return make_oracle_app()
+
+
+@pytest.fixture
+def make_output_app(tmp_path, closed_url):
+    """make_output_app(**config) -> a fresh output-trainer app with a FakeSender.
+
+    Defaults: max_examples 100, snapshots into tmp_path, the oracle at a closed port. The real
+    Sender the constructor starts is closed at once (its thread ends) and replaced by a
+    FakeSender, trainer.sender, that records what train_pass would send. Pass
+    keep_real_sender=True to keep the real one (it then fails to reach the closed port).
+    """
+    import train_output
+    trainers = []
+
+    def make(keep_real_sender=False, **config):
+        config = {"max_examples": MAX_EXAMPLES, "progress_dir": tmp_path,
+                  "oracle_url": closed_url, **config}
+        app = train_output.create_app(config)
+        trainer = app.config["TRAINER"]
+        trainers.append(trainer)
+        if not keep_real_sender:
+            if trainer.sender is not None:
+                trainer.sender.close(flush_timeout=0)
+            trainer.sender = FakeSender()
+        return app
+
+    yield make
+    for trainer in trainers:
+        if isinstance(trainer.sender, synthgrad.Sender):
+            trainer.sender.close(flush_timeout=0)     # before stop_training's 5 s flush
+        trainer.stop_training()
+        trainer.oracle.close()
+
+
+@pytest.fixture
+def output_app(make_output_app):
+    return make_output_app()

@@ -1,0 +1,553 @@
+"""Tests for oracle.py through Flask's test client: the numpy forward pass against the Keras
+model, both request forms of both endpoints, the live quality measure against a hand-computed
+cosine, training passes, refused bodies (state untouched, refusal counted, server still healthy),
+GET /status and the command line.
+
+Run: .venv/bin/pytest -q tests/test_oracle.py
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import oracle
+import synthgrad
+
+W = synthgrad.HIDDEN_SIZE       # 24
+E, P, S = synthgrad.ESTIMATE_GRADIENTS, synthgrad.PROVIDE_GRADIENT, synthgrad.STATUS
+RTOL, ATOL = 1e-5, 1e-6         # Keras computes in float32, numpy_forward in float64
+
+
+def post(app, path, body):
+    """POST body (JSON-encoded unless already text or bytes); returns the response."""
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return app.test_client().post(path, data=data, content_type="application/json")
+
+
+def status(app):
+    r = app.test_client().get(S)
+    assert r.status_code == 200
+    return r.get_json()
+
+
+def arr(a):
+    return synthgrad.encode_array(a)
+
+
+def decoded(response, shape):
+    assert response.status_code == 200, response.get_json()
+    return synthgrad.decode_array(response.get_json()["gradients"], shape)
+
+
+def gradient_items(i, h, g):
+    """The original per-example /provide_gradient body."""
+    return [{"i": int(k), "h": arr(h[j]), "gradient": arr(g[j])} for j, k in enumerate(i)]
+
+
+def hold(app, n, seed=0, start=0):
+    """Post n random (h, g) for indices start..start+n-1 (batched form); returns (i, h, g)."""
+    rng = np.random.default_rng(seed)
+    i = np.arange(start, start + n)
+    h, g = rng.uniform(0, 1, (n, W)), 0.1 * rng.standard_normal((n, W))
+    r = post(app, P, synthgrad.encode_gradients(i, h, g))
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": n}
+    return i, h, g
+
+
+def keras_weights_copy(o):
+    return [w.copy() for w in o.model.get_weights()]
+
+
+# --- The numpy forward pass is the Keras model ------------------------------------------------
+
+def test_numpy_forward_matches_keras_before_and_after_training(oracle_app):
+    o = oracle_app.config["ORACLE"]
+    rng = np.random.default_rng(1)
+    h = np.concatenate([rng.uniform(0, 1, (16, W)), 3 * rng.standard_normal((4, W))])  # (20, 24)
+
+    def check():
+        ours = oracle.numpy_forward(o.weights, h)                      # (20, 24)
+        assert ours.shape == (20, W) and ours.dtype == np.float64
+        np.testing.assert_allclose(ours, o.model.predict_on_batch(h), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(ours, np.asarray(o.model(h)), rtol=RTOL, atol=ATOL)
+
+    check()
+    before = [w.copy() for w in o.weights]
+    hold(oracle_app, 40)
+    assert o.train_pass()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, o.weights))
+    check()
+
+
+# --- /estimate_gradients --------------------------------------------------------------------
+
+def test_estimate_gradients_in_both_forms(oracle_app):
+    o = oracle_app.config["ORACLE"]
+    h = np.random.default_rng(2).uniform(0, 1, (5, W))
+    expected = oracle.numpy_forward(o.weights, h)                      # (5, 24)
+    listed = decoded(post(oracle_app, E, {"activations": [arr(row) for row in h]}), (5, W))
+    batched = decoded(post(oracle_app, E, synthgrad.encode_estimate_request(h)), (5, W))
+    np.testing.assert_array_equal(listed, expected)     # float64 survives JSON exactly
+    np.testing.assert_array_equal(batched, expected)
+    one = decoded(post(oracle_app, E, {"activations": [arr(h[3])]}), (1, W))
+    np.testing.assert_allclose(one[0], expected[3], rtol=1e-14)   # BLAS may sum (1, 24) apart
+    assert status(oracle_app)["estimates_served"] == 11
+
+
+# --- /provide_gradient -----------------------------------------------------------------------
+
+def test_provide_gradient_in_both_forms_is_stored(oracle_app):
+    o = oracle_app.config["ORACLE"]
+    rng = np.random.default_rng(3)
+    h, g = rng.uniform(0, 1, (5, W)), rng.standard_normal((5, W))
+    r = post(oracle_app, P, gradient_items([7, 0], h[:2], g[:2]))
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": 2}
+    r = post(oracle_app, P, synthgrad.encode_gradients([3, 42, 99], h[2:], g[2:]))
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": 3}
+    i = [7, 0, 3, 42, 99]
+    np.testing.assert_array_equal(o.h[i], h)
+    np.testing.assert_array_equal(o.g[i], g)
+    assert np.flatnonzero(o.held).tolist() == sorted(i)
+    others = np.setdiff1d(np.arange(len(o.held)), i)
+    assert not o.h[others].any() and not o.g[others].any()
+    s = status(oracle_app)
+    assert s["examples_held"] == 5 and s["gradients_received"] == 5
+
+
+def test_provide_gradient_keeps_the_latest_per_index(oracle_app):
+    o = oracle_app.config["ORACLE"]
+    rng = np.random.default_rng(4)
+    h1, g1, h2, g2 = (rng.standard_normal((1, W)) for _ in range(4))
+    assert post(oracle_app, P, gradient_items([3], h1, g1)).status_code == 200
+    assert post(oracle_app, P, synthgrad.encode_gradients([3], h2, g2)).status_code == 200
+    np.testing.assert_array_equal(o.h[3], h2[0])
+    np.testing.assert_array_equal(o.g[3], g2[0])
+    s = status(oracle_app)
+    assert s["examples_held"] == 1 and s["gradients_received"] == 2
+
+
+# --- The quality measure --------------------------------------------------------------------
+
+def test_cosine_and_relative_error_hand_computed():
+    g_hat = np.array([[1., 0.], [0., 1.], [1., 1.], [1., 1.], [0., 0.]])
+    g = np.array([[1., 0.], [1., 0.], [2., 2.], [0., 0.], [3., 0.]])
+    cos, rel = oracle.cosine_and_relative_error(g_hat, g)
+    # Row 3 (g = 0) has neither; row 4 (g_hat = 0) has no cosine, and relative error |g|/|g| = 1.
+    np.testing.assert_allclose(cos, [1.0, 0.0, 1.0], atol=1e-15)
+    np.testing.assert_allclose(rel, [0.0, np.sqrt(2), 0.5, 1.0], atol=1e-15)
+
+
+def test_cosine_and_relative_error_all_zero_rows_give_empty_arrays():
+    cos, rel = oracle.cosine_and_relative_error(np.zeros((2, W)), np.zeros((2, W)))
+    assert cos.shape == (0,) and rel.shape == (0,)
+
+
+def reference_cosines(g_hat, g):
+    """Per-row cosine, one row at a time, straight from the definition."""
+    return [float(a @ b / np.sqrt((a @ a) * (b @ b))) for a, b in zip(g_hat, g)]
+
+
+def test_status_quality_is_the_mean_cosine_of_the_predictions_at_the_time(oracle_app):
+    o = oracle_app.config["ORACLE"]
+    s = status(oracle_app)["synthetic_gradient_quality"]
+    assert s["window"] == 0 and s["cosine_similarity"] is None and s["relative_error"] is None
+
+    rng = np.random.default_rng(5)
+    h1, g1 = rng.uniform(0, 1, (40, W)), rng.standard_normal((40, W))
+    pred1 = oracle.numpy_forward(o.weights, h1)          # what the oracle predicts right now
+    post(oracle_app, P, synthgrad.encode_gradients(np.arange(40), h1, g1))
+    cos = reference_cosines(pred1, g1)
+    rel = [np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(pred1, g1)]
+    s = status(oracle_app)["synthetic_gradient_quality"]
+    assert s["window"] == 40
+    assert s["cosine_similarity"] == pytest.approx(np.mean(cos), rel=1e-12)
+    assert s["relative_error"] == pytest.approx(np.mean(rel), rel=1e-12)
+
+    old_weights = o.weights
+    assert o.train_pass()                               # new weights: new predictions
+    h2, g2 = rng.uniform(0, 1, (10, W)), rng.standard_normal((10, W))
+    pred2 = oracle.numpy_forward(o.weights, h2)
+    assert not np.allclose(pred2, oracle.numpy_forward(old_weights, h2))
+    post(oracle_app, P, gradient_items(np.arange(40, 50), h2, g2))
+    s = status(oracle_app)["synthetic_gradient_quality"]
+    assert s["window"] == 50
+    assert s["cosine_similarity"] == pytest.approx(
+        np.mean(cos + reference_cosines(pred2, g2)), rel=1e-12)
+
+
+def test_quality_window_keeps_the_newest(make_oracle_app):
+    app = make_oracle_app(quality_window=10)
+    o = app.config["ORACLE"]
+    rng = np.random.default_rng(6)
+    h, g = rng.uniform(0, 1, (25, W)), rng.standard_normal((25, W))
+    post(app, P, synthgrad.encode_gradients(np.arange(15), h[:15], g[:15]))
+    post(app, P, synthgrad.encode_gradients(np.arange(15, 25), h[15:], g[15:]))
+    s = status(app)["synthetic_gradient_quality"]
+    assert s["window"] == 10
+    assert s["cosine_similarity"] == pytest.approx(
+        np.mean(reference_cosines(oracle.numpy_forward(o.weights, h[15:]), g[15:])), rel=1e-12)
+
+
+# --- Training passes --------------------------------------------------------------------------
+
+def test_train_pass_with_too_few_examples_changes_nothing(oracle_app):
+    o = oracle_app.config["ORACLE"]
+    hold(oracle_app, o.config["min_examples"] - 1)
+    published, model = [w.copy() for w in o.weights], keras_weights_copy(o)
+    before = status(oracle_app)
+    assert o.train_pass() is False
+    for a, b in zip(published + model, o.weights + o.model.get_weights()):
+        assert a.tobytes() == b.tobytes()
+    after = status(oracle_app)
+    for key in ("training_passes", "training_steps", "last_train_mse", "examples_held"):
+        assert after[key] == before[key]
+    assert after["training_passes"] == 0 and after["last_train_mse"] is None
+
+
+def test_train_pass_trains_and_publishes(oracle_app):
+    o = oracle_app.config["ORACLE"]
+    n = o.config["min_examples"]
+    hold(oracle_app, n)
+    published = [w.copy() for w in o.weights]
+    assert o.train_pass() is True
+    s = status(oracle_app)
+    assert s["training_passes"] == 1
+    assert s["training_steps"] == o.config["epochs_per_pass"] * -(-n // o.config["batch_size"])
+    assert isinstance(s["last_train_mse"], float) and np.isfinite(s["last_train_mse"])
+    assert all(not np.array_equal(a, b) for a, b in zip(published, o.weights))
+    for mine, keras_w in zip(o.weights, o.model.get_weights()):     # the newest are published
+        assert mine.dtype == np.float64
+        np.testing.assert_array_equal(mine, keras_w.astype(np.float64))
+    assert o.train_pass() is True
+    assert status(oracle_app)["training_passes"] == 2
+
+
+def test_repeated_passes_learn_a_fixed_linear_map(make_oracle_app):
+    app = make_oracle_app(epochs_per_pass=5)
+    o = app.config["ORACLE"]
+    rng = np.random.default_rng(7)
+    h = rng.uniform(0, 1, (100, W))                                     # (100, 24)
+    a = rng.standard_normal((W, W)) / np.sqrt(W)
+    g = 0.1 * (h - 0.5) @ a                                             # learnable, small
+    post(app, P, synthgrad.encode_gradients(np.arange(100), h, g))
+
+    def model_mse():
+        return float(np.mean((oracle.numpy_forward(o.weights, h) - g) ** 2))
+
+    mse_before, train_mse = model_mse(), []
+    for _ in range(3):
+        assert o.train_pass()
+        train_mse.append(status(app)["last_train_mse"])
+    mse_after = model_mse()
+    assert mse_after < 0.25 * mse_before, (mse_before, mse_after)
+    assert train_mse[-1] < train_mse[0]
+    # Keras' last-epoch loss is measured while the weights move, so it is only close to ours.
+    assert train_mse[-1] == pytest.approx(mse_after, rel=0.5)
+
+
+# --- Refused requests -------------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+TOO_MANY = synthgrad.MAX_EXAMPLES_PER_REQUEST + 1
+ROW = arr(np.full(W, 0.5))
+ROW23 = arr(np.full(W - 1, 0.5))
+
+
+def values(*special, n=W):
+    """A width-n values list whose first entries are `special`."""
+    return list(special) + [0.5] * (n - len(special))
+
+
+def item(i=0, h=ROW, gradient=ROW, drop=()):
+    d = {"i": i, "h": h, "gradient": gradient}
+    return {k: v for k, v in d.items() if k not in drop}
+
+
+def batch(i=(0, 1), h=None, gradient=None, drop=()):
+    n = len(i)
+    d = {"i": list(i), "h": h or arr(np.full((n, W), 0.5)),
+         "gradient": gradient or arr(np.full((n, W), 0.5))}
+    return {k: v for k, v in d.items() if k not in drop}
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+BAD_BODIES = {
+    # /estimate_gradients
+    "estimate: not JSON": (E, "{activations: [1, 2]}"),
+    "estimate: empty body": (E, ""),
+    "estimate: not UTF-8": (E, b'{"activations": "\xff\xfe"}'),
+    "estimate: null": (E, "null"),
+    "estimate: a number": (E, "3"),
+    "estimate: a list": (E, [ROW]),
+    "estimate: missing activations": (E, {"h": arr(np.zeros((1, W)))}),
+    "estimate: activations a string": (E, {"activations": "h"}),
+    "estimate: list row of width 23": (E, {"activations": [ROW, ROW23]}),
+    "estimate: list row a bare list": (E, {"activations": [[0.5] * W]}),
+    "estimate: array of width 23": (E, {"activations": arr(np.zeros((2, W - 1)))}),
+    "estimate: one flat row": (E, {"activations": ROW}),
+    "estimate: shape and values disagree": (E, {"activations": {"shape": [2, W],
+                                                                "values": [0.5] * (2 * W - 1)}}),
+    "estimate: NaN": (E, {"activations": {"shape": [1, W], "values": values(NAN)}}),
+    "estimate: Infinity": (E, {"activations": [{"shape": [W], "values": values(0.1, INF)}]}),
+    "estimate: 1e999": (E, json.dumps({"activations": {"shape": [1, W], "values": values(7.25)}})
+                        .replace("7.25", "1e999")),
+    "estimate: a string value": (E, {"activations": {"shape": [1, W], "values": values("1")}}),
+    "estimate: a null value": (E, {"activations": {"shape": [1, W], "values": values(None)}}),
+    "estimate: nested values": (E, {"activations": {"shape": [2, W],
+                                                    "values": [values(), values()]}}),
+    "estimate: no activations (list)": (E, {"activations": []}),
+    "estimate: no activations (array)": (E, {"activations": arr(np.zeros((0, W)))}),
+    "estimate: too many": (E, {"activations": [{}] * TOO_MANY}),
+    "estimate: nested too deep": (E, DEEP),
+    # /provide_gradient
+    "provide: not JSON": (P, "[{'i': 0}]"),
+    "provide: empty body": (P, b""),
+    "provide: null": (P, "null"),
+    "provide: a number": (P, "1.5"),
+    "provide: a string": (P, '"gradients"'),
+    "provide: list of numbers": (P, [1, 2]),
+    "provide: missing i": (P, [item(drop=("i",))]),
+    "provide: missing h": (P, [item(0), item(1, drop=("h",))]),
+    "provide: missing gradient": (P, [item(drop=("gradient",))]),
+    "provide: batched, missing gradient": (P, batch(drop=("gradient",))),
+    "provide: batched, i not a list": (P, {**batch((0,)), "i": 0}),
+    "provide: h of width 23": (P, [item(h=ROW23)]),
+    "provide: batched, gradient of width 23": (P, batch(gradient=arr(np.zeros((2, W - 1))))),
+    "provide: batched, rows != indices": (P, batch((0, 1, 2), h=arr(np.zeros((2, W))))),
+    "provide: batched, gradient flat": (P, batch((0,), gradient=ROW)),
+    "provide: shape and values disagree": (P, [item(h={"shape": [W], "values": [0.5] * 23})]),
+    "provide: NaN gradient": (P, [item(gradient={"shape": [W], "values": values(NAN)})]),
+    "provide: Infinity h": (P, batch((0,), h={"shape": [1, W], "values": values(INF)})),
+    "provide: -Infinity gradient": (P, [item(gradient={"shape": [W], "values": values(-INF)})]),
+    "provide: string values": (P, [item(h={"shape": [W], "values": ["0.5"] * W})]),
+    "provide: bool values": (P, [item(h={"shape": [W], "values": [True] * W})]),
+    "provide: integer too large for float64": (P, [item(gradient={"shape": [W],
+                                                                   "values": values(10 ** 400)})]),
+    "provide: index out of range": (P, [item(0), item(100)]),
+    "provide: negative index": (P, batch((-1, 0))),
+    "provide: duplicate index": (P, [item(3), item(3)]),
+    "provide: batched, duplicate index": (P, batch((5, 6, 5))),
+    "provide: bool index": (P, [item(True)]),
+    "provide: float index": (P, batch((0, 2.0))),
+    "provide: string index": (P, [item("3")]),
+    "provide: no examples (list)": (P, []),
+    "provide: no examples (batched)": (P, batch(())),
+    "provide: too many (list)": (P, [{}] * TOO_MANY),
+    "provide: too many (batched)": (P, {"i": list(range(TOO_MANY)), "h": ROW, "gradient": ROW}),
+    "provide: nested too deep": (P, DEEP),
+}
+
+
+def oracle_state(app):
+    """Everything a refused request must leave alone, as bytes and numbers."""
+    o = app.config["ORACLE"]
+    s = status(app)
+    return {"h": o.h.tobytes(), "g": o.g.tobytes(), "held": o.held.tobytes(),
+            "weights": [w.tobytes() for w in o.weights],
+            "cosines": list(o.cosines), "relative_errors": list(o.relative_errors),
+            "examples_held": s["examples_held"], "gradients_received": s["gradients_received"],
+            "estimates_served": s["estimates_served"],
+            "quality": s["synthetic_gradient_quality"]}
+
+
+@pytest.fixture
+def held_oracle_app(oracle_app):
+    """An oracle holding gradients for indices 0..9, so a partial write would show."""
+    hold(oracle_app, 10)
+    post(oracle_app, E, synthgrad.encode_estimate_request(np.zeros((1, W))))
+    return oracle_app
+
+
+def assert_still_healthy(app):
+    rng = np.random.default_rng(8)
+    h = rng.uniform(0, 1, (2, W))
+    decoded(post(app, E, synthgrad.encode_estimate_request(h)), (2, W))
+    before = status(app)["gradients_received"]
+    r = post(app, P, synthgrad.encode_gradients([50, 51], h, rng.standard_normal((2, W))))
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": 2}
+    assert status(app)["gradients_received"] == before + 2
+
+
+def test_there_are_enough_bad_bodies():
+    assert sum(path == E for path, _ in BAD_BODIES.values()) >= 15
+    assert sum(path == P for path, _ in BAD_BODIES.values()) >= 15
+
+
+@pytest.mark.parametrize("path, body", BAD_BODIES.values(), ids=BAD_BODIES)
+def test_bad_body_is_refused_and_changes_nothing(held_oracle_app, path, body):
+    app = held_oracle_app
+    before, refused = oracle_state(app), status(app)["requests_refused"]
+    r = post(app, path, body)
+    assert r.status_code == 400
+    assert r.is_json
+    error = r.get_json()["error"]
+    assert isinstance(error, str) and error.strip()
+    assert oracle_state(app) == before
+    assert status(app)["requests_refused"] == refused + 1
+    assert_still_healthy(app)
+
+
+@pytest.mark.parametrize("method, path, code", [
+    ("GET", "/no_such_path", 404),
+    ("POST", "/no_such_path", 404),
+    ("POST", "/estimate_gradients/extra", 404),
+    ("GET", E, 405),
+    ("GET", P, 405),
+    ("PUT", P, 405),
+    ("POST", S, 405),
+])
+def test_unknown_path_and_wrong_method_answer_json(held_oracle_app, method, path, code):
+    app = held_oracle_app
+    before, refused = oracle_state(app), status(app)["requests_refused"]
+    r = app.test_client().open(path, method=method, data=json.dumps({"activations": [ROW]}))
+    assert r.status_code == code
+    assert r.is_json and isinstance(r.get_json()["error"], str) and r.get_json()["error"]
+    assert oracle_state(app) == before
+    assert status(app)["requests_refused"] == refused + 1
+    assert_still_healthy(app)
+
+
+def test_the_body_size_limit_is_the_protocols(oracle_app):
+    assert oracle_app.config["MAX_CONTENT_LENGTH"] == synthgrad.MAX_BODY_BYTES
+
+
+def test_body_over_the_size_limit_is_413(held_oracle_app, monkeypatch):
+    app = held_oracle_app
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 2_000)
+    rng = np.random.default_rng(9)
+    body = synthgrad.encode_gradients(np.arange(20, 30), rng.uniform(0, 1, (10, W)),
+                                      rng.standard_normal((10, W)))
+    assert len(json.dumps(body)) > 2_000
+    before, refused = oracle_state(app), status(app)["requests_refused"]
+    r = post(app, P, body)
+    assert r.status_code == 413
+    assert r.is_json and r.get_json()["error"]
+    assert oracle_state(app) == before
+    assert status(app)["requests_refused"] == refused + 1
+    monkeypatch.undo()
+    assert_still_healthy(app)
+
+
+# --- Bugs ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path, body", [
+    # numpy's reshape raises ValueError (not caught by decode_array) for more than 64 dimensions
+    (E, {"activations": {"shape": [1] * 65, "values": [0.5]}}),
+    # ... and for an empty array whose other dimension is absurdly large
+    (E, {"activations": {"shape": [0, 2 ** 62], "values": []}}),
+    (P, {"i": [0], "h": {"shape": [0, 10 ** 30], "values": []}, "gradient": ROW}),
+    # json.loads raises a plain ValueError (not JSONDecodeError) for an integer > 4,300 digits
+    (E, '{"activations": {"shape": [1, 24], "values": [' + "1" * 5_000 + "]}}"),
+    (P, '[{"i": ' + "9" * 5_000 + "}]"),
+], ids=["65 dimensions", "huge empty shape (estimate)", "huge empty shape (provide)",
+        "5,000-digit value", "5,000-digit index"])
+def test_some_bad_bodies_get_500_instead_of_400(oracle_app, path, body):
+    # Fix: in synthgrad.decode_array, compare len(dims) (and the fixed dimensions) with `shape`
+    # before building the array, and catch ValueError from reshape; in synthgrad.parse_json,
+    # catch ValueError (JSONDecodeError is a subclass of it) instead of only JSONDecodeError.
+    r = post(oracle_app, path, body)
+    assert r.status_code == 400, r.get_json()
+
+
+def test_405_answer_omits_the_allow_header(oracle_app):
+    # HTTP requires a 405 to say which methods are allowed. install_json_errors builds a new
+    # response from the exception's name and description and drops its headers (the same holds
+    # for the output trainer). Fix: in _http_error, take e.get_response(), replace its body with
+    # the JSON and set its content type, so Allow (and any other header) is kept.
+    r = oracle_app.test_client().get(E)
+    assert r.status_code == 405
+    assert "POST" in r.headers.get("Allow", "")
+
+
+# --- GET /status ------------------------------------------------------------------------------
+
+def check_status_types(s):
+    assert s["role"] == "oracle"
+    assert type(s["uptime_s"]) is float and s["uptime_s"] >= 0
+    for key in ("examples_held", "gradients_received", "estimates_served", "training_passes",
+                "training_steps", "requests_served", "requests_refused"):
+        assert type(s[key]) is int and s[key] >= 0, key
+    assert s["last_train_mse"] is None or type(s["last_train_mse"]) is float
+    q = s["synthetic_gradient_quality"]
+    assert isinstance(q, dict) and type(q["window"]) is int
+    for key in ("cosine_similarity", "relative_error"):
+        assert q[key] is None or type(q[key]) is float, key
+
+
+def test_status_fields_and_types(oracle_app):
+    o = oracle_app.config["ORACLE"]
+    s = status(oracle_app)
+    check_status_types(s)
+    assert s["examples_held"] == 0 and s["training_passes"] == 0
+    assert s["last_train_mse"] is None
+    assert s["synthetic_gradient_quality"]["cosine_similarity"] is None
+    hold(oracle_app, 40)
+    assert o.train_pass()
+    s = status(oracle_app)
+    check_status_types(s)
+    assert s["examples_held"] == 40 and s["training_passes"] == 1
+    assert type(s["last_train_mse"]) is float
+    assert type(s["synthetic_gradient_quality"]["cosine_similarity"]) is float
+    assert -1 <= s["synthetic_gradient_quality"]["cosine_similarity"] <= 1
+    assert s["requests_served"] >= 2 and s["requests_refused"] == 0
+
+
+def test_status_counts_served_and_refused_requests(oracle_app):
+    client = oracle_app.test_client()
+    client.get(S)
+    post(oracle_app, E, synthgrad.encode_estimate_request(np.zeros((1, W))))
+    post(oracle_app, E, "not json")
+    client.get("/nowhere")
+    s = status(oracle_app)
+    assert s["requests_served"] == 2 and s["requests_refused"] == 2   # this GET is counted after
+
+
+def test_two_apps_do_not_share_state(make_oracle_app):
+    a, b = make_oracle_app(), make_oracle_app()
+    hold(a, 3)
+    assert status(a)["examples_held"] == 3
+    assert status(b)["examples_held"] == 0 and not b.config["ORACLE"].held.any()
+
+
+# --- The command line ------------------------------------------------------------------------
+
+def test_parse_args_defaults():
+    args = oracle.parse_args([])
+    assert args.port == synthgrad.DEFAULT_ORACLE_PORT and args.host == synthgrad.DEFAULT_HOST
+    for key, value in oracle.DEFAULTS.items():
+        if hasattr(args, key):
+            assert getattr(args, key) == value, key
+
+
+@pytest.mark.parametrize("argv", [
+    ["--hidden", "0"], ["--hidden", "two"], ["--learning-rate", "0"], ["--learning-rate", "-1"],
+    ["--learning-rate", "nan"], ["--epochs-per-pass", "0"], ["--batch-size", "0"],
+    ["--max-examples", "0"], ["--publish-every", "0"], ["--quality-window", "-5"],
+    ["--port", "http"], ["--no-such-option"],
+])
+def test_parse_args_refuses_bad_values(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        oracle.parse_args(argv)
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--learning-rate", "inf"], ["--port", "70000"],
+                                  ["--port", "-1"]])
+def test_parse_args_accepts_impossible_values(argv):
+    # An infinite learning rate turns the weights into NaN at the first step; a port outside
+    # 0..65535 only fails later, in make_server, with an OverflowError. Fix: refuse
+    # `not math.isfinite(args.learning_rate)` too, and `not 0 <= args.port <= 65535`.
+    with pytest.raises(SystemExit):
+        oracle.parse_args(argv)
+
+
+def test_help_works_and_main_starts_nothing(capsys):
+    with pytest.raises(SystemExit) as e:
+        oracle.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--port", "--hidden", "--learning-rate", "--epochs-per-pass", "--seed"):
+        assert option in out

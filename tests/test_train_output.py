@@ -1,0 +1,539 @@
+"""Tests for train_output.py through Flask's test client: both forms of /training_example, the
+true gradients a training pass sends (against central finite differences through the layers as
+they were before each update, and against a replay of the same SGD by hand), that training
+learns, refused bodies, GET /status, weight snapshots and the command line.
+
+The gradient sender is a FakeSender (tests/conftest.py) that records what would be sent.
+
+Run: .venv/bin/pytest -q tests/test_train_output.py
+"""
+
+import copy
+import json
+import time
+
+import numpy as np
+import pytest
+
+import sgd
+import snapshots
+import synthgrad
+import train_output
+
+W = synthgrad.HIDDEN_SIZE       # 24
+T, S = synthgrad.TRAINING_EXAMPLE, synthgrad.STATUS
+EPS = 1e-6     # central differences: truncation error ~EPS^2, round-off ~1e-16 / EPS
+RTOL = 1e-5
+ATOL = 1e-8    # for gradient entries that happen to be ~0
+
+
+def post(app, path, body):
+    """POST body (JSON-encoded unless already text or bytes); returns the response."""
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return app.test_client().post(path, data=data, content_type="application/json")
+
+
+def status(app):
+    r = app.test_client().get(S)
+    assert r.status_code == 200
+    return r.get_json()
+
+
+def arr(a):
+    return synthgrad.encode_array(a)
+
+
+def example_items(i, x, y):
+    """The original per-example /training_example body."""
+    return [{"i": int(k), "x": arr(x[j]), "y": arr(y[j])} for j, k in enumerate(i)]
+
+
+def hold(app, i, seed=0):
+    """Post random h in [0, 1) and targets y for indices i (batched form); returns (h, y)."""
+    rng = np.random.default_rng(seed)
+    h, y = rng.uniform(0, 1, (len(i), W)), rng.uniform(-1, 1, len(i))
+    r = post(app, T, synthgrad.encode_training_examples(i, h, y))
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": len(i)}
+    return h, y
+
+
+def layer_bytes(layers):
+    return [(layer.w.tobytes(), layer.b.tobytes()) for layer in layers]
+
+
+def assert_same_layers(got, want, rtol=0.0):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.w, b.w, rtol=rtol, atol=0)
+        np.testing.assert_allclose(a.b, b.b, rtol=rtol, atol=0)
+
+
+# --- /training_example ------------------------------------------------------------------------
+
+def test_training_examples_in_both_forms_are_stored(output_app):
+    trainer = output_app.config["TRAINER"]
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 1, (5, W)), rng.standard_normal(5)
+    r = post(output_app, T, example_items([7, 0], x[:2], y[:2]))
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": 2}
+    r = post(output_app, T, synthgrad.encode_training_examples([3, 42, 99], x[2:], y[2:]))
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": 3}
+    i = [7, 0, 3, 42, 99]
+    np.testing.assert_array_equal(trainer.x[i], x)
+    np.testing.assert_array_equal(trainer.y[i], y)
+    assert np.flatnonzero(trainer.held).tolist() == sorted(i)
+    others = np.setdiff1d(np.arange(len(trainer.held)), i)
+    assert not trainer.x[others].any() and not trainer.y[others].any()
+    s = status(output_app)
+    assert s["examples_held"] == 5 and s["examples_received"] == 5
+    assert s["examples_trained"] == 0 and s["training_passes"] == 0
+
+
+def test_training_example_keeps_the_latest_per_index(output_app):
+    trainer = output_app.config["TRAINER"]
+    rng = np.random.default_rng(2)
+    x1, x2 = rng.uniform(0, 1, (2, 1, W))
+    assert post(output_app, T, example_items([3], x1, [0.25])).status_code == 200
+    r = post(output_app, T, synthgrad.encode_training_examples([3], x2, [-0.5]))
+    assert r.status_code == 200
+    np.testing.assert_array_equal(trainer.x[3], x2[0])
+    assert trainer.y[3] == -0.5
+    s = status(output_app)
+    assert s["examples_held"] == 1 and s["examples_received"] == 2
+
+
+# --- What a training pass computes and sends -------------------------------------------------
+
+def loss(layers, h, y):
+    """L = 1/2 (y_hat - y)^2 for one example h (24,) through layers 2-3."""
+    y_hat = sgd.feed_forward(layers, h)                  # (1,)
+    return 0.5 * float(y_hat[0] - y) ** 2
+
+
+def numerical_dL_dh(layers, h, y, eps=EPS):
+    """dL/dh (24,) by central differences."""
+    h = h.copy()
+    grad = np.zeros_like(h)
+    for k in range(len(h)):
+        old = h[k]
+        h[k] = old + eps
+        plus = loss(layers, h, y)
+        h[k] = old - eps
+        minus = loss(layers, h, y)
+        h[k] = old
+        grad[k] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 10])
+def test_sent_gradients_are_dL_dh_before_each_update(make_output_app, batch_size):
+    eta = 0.5                  # large, so that layers after an update give clearly other numbers
+    app = make_output_app(batch_size=batch_size, learning_rate=eta)
+    trainer = app.config["TRAINER"]
+    hold(app, [3, 17, 42, 0, 99])
+    layers = copy.deepcopy(trainer.layers)                               # before the pass
+    order = copy.deepcopy(trainer.rng).permutation(np.flatnonzero(trainer.held))
+    x, y = trainer.x.copy(), trainer.y.copy()
+    initial = copy.deepcopy(layers)
+
+    assert trainer.train_pass() is True
+    i_sent, h_sent, g_sent = trainer.sender.rows()                     # (5,), (5, 24), (5, 24)
+    np.testing.assert_array_equal(i_sent, order)                       # the pass's order
+    assert h_sent.tobytes() == x[order].tobytes()                       # each i with its own h
+    assert g_sent.shape == (5, W)
+
+    # Replay the pass by hand: check each example's gradient against finite differences
+    # through the layers as they are *before* its batch's update, then make that update.
+    squared_error = 0.0
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        for j, index in enumerate(rows):
+            np.testing.assert_allclose(g_sent[start + j], numerical_dL_dh(layers, x[index],
+                                                                          y[index]),
+                                       rtol=RTOL, atol=ATOL)
+        squared_error += float(np.sum((sgd.predict(layers, x[rows]) - y[rows]) ** 2))
+        if batch_size == 1:
+            sgd.train_step(layers, x[rows[0]], y[rows[0]], eta)          # one example, 1-D
+        else:
+            sgd.train_step(layers, x[rows], y[rows], eta)
+    assert_same_layers(trainer.layers, layers, rtol=1e-12)
+    assert trainer.last_train_mse == pytest.approx(squared_error / 5, rel=1e-12)
+    assert max(np.abs(a.w - b.w).max() for a, b in zip(layers, initial)) > 1e-2   # it moved
+    s = status(app)
+    assert s["examples_trained"] == 5 and s["training_passes"] == 1
+
+
+def test_the_replay_is_sensitive_to_the_order_of_update_and_gradient(make_output_app):
+    # The check above would catch gradients taken after the update: with eta 0.5 they differ.
+    app = make_output_app(learning_rate=0.5)
+    trainer = app.config["TRAINER"]
+    hold(app, [3])
+    layers = copy.deepcopy(trainer.layers)
+    trainer.train_pass()
+    _, _, g_sent = trainer.sender.rows()
+    before = numerical_dL_dh(layers, trainer.x[3], trainer.y[3])
+    after = numerical_dL_dh(trainer.layers, trainer.x[3], trainer.y[3])
+    np.testing.assert_allclose(g_sent[0], before, rtol=RTOL, atol=ATOL)
+    assert np.abs(after - before).max() > 100 * (RTOL * np.abs(before).max() + ATOL)
+
+
+def test_gradients_go_out_one_chunk_at_a_time_with_the_same_numbers(make_output_app):
+    chunked, whole = make_output_app(), make_output_app()       # same seed, same data
+    for app in (chunked, whole):
+        hold(app, [5, 6, 7, 8, 9])
+    chunked.config["TRAINER"].train_pass(chunk=2)
+    whole.config["TRAINER"].train_pass()
+    puts = chunked.config["TRAINER"].sender.puts
+    assert [len(i) for i, _, _ in puts] == [2, 2, 1]
+    for a, b in zip(chunked.config["TRAINER"].sender.rows(), whole.config["TRAINER"].sender.rows()):
+        assert a.tobytes() == b.tobytes()
+    assert_same_layers(chunked.config["TRAINER"].layers, whole.config["TRAINER"].layers)
+
+
+def test_train_pass_with_nothing_held_does_nothing(output_app):
+    trainer = output_app.config["TRAINER"]
+    before = layer_bytes(trainer.layers)
+    assert trainer.train_pass() is False
+    assert layer_bytes(trainer.layers) == before
+    assert trainer.sender.puts == [] and trainer.last_train_mse is None
+    assert status(output_app)["training_passes"] == 0
+
+
+def test_training_passes_lower_the_mse(make_output_app):
+    app = make_output_app(learning_rate=0.05)
+    trainer = app.config["TRAINER"]
+    rng = np.random.default_rng(3)
+    h = rng.uniform(0, 1, (100, W))                                     # (100, 24)
+    a = rng.standard_normal(W) / np.sqrt(W)
+    y = 0.5 * np.sin(6 * (h - 0.5) @ a)                                 # (100,)
+    post(app, T, synthgrad.encode_training_examples(np.arange(100), h, y))
+
+    def mse():
+        return float(np.mean((sgd.predict(trainer.layers, h) - y) ** 2))
+
+    mse_before, train_mse = mse(), []
+    for _ in range(20):
+        assert trainer.train_pass()
+        train_mse.append(status(app)["last_train_mse"])
+    assert train_mse[-1] < 0.3 * train_mse[0], train_mse
+    assert train_mse[-1] < train_mse[4]
+    assert mse() < 0.3 * mse_before
+    assert status(app)["training_passes"] == 20
+    assert status(app)["examples_trained"] == 2_000
+
+
+def test_batches_larger_than_a_chunk_are_cut_at_chunk_boundaries(make_output_app):
+    # train_pass walks the pass in chunks of 500 and starts a new batch at every chunk, so with
+    # --batch-size 600 the updates average over 500, 500 and 200 examples instead of 600 and
+    # 600 (and with --batch-size 3 every chunk ends in a batch of 2). Fix: round the chunk to a
+    # whole number of batches, chunk = max(1, chunk // bs) * bs, at the top of train_pass.
+    app = make_output_app(max_examples=1_200, batch_size=600)
+    trainer = app.config["TRAINER"]
+    hold(app, np.arange(1_200))
+    batch_sizes = []
+    descend = trainer.layers[0].descend
+
+    def counting_descend(eta):
+        batch_sizes.append(len(trainer.layers[0].a_in))
+        descend(eta)
+
+    trainer.layers[0].descend = counting_descend
+    trainer.train_pass()
+    assert batch_sizes == [600, 600]
+
+
+# --- Refused requests -------------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+TOO_MANY = synthgrad.MAX_EXAMPLES_PER_REQUEST + 1
+ROW = arr(np.full(W, 0.5))
+Y = arr(0.25)
+
+
+def values(*special, n=W):
+    """A width-n values list whose first entries are `special`."""
+    return list(special) + [0.5] * (n - len(special))
+
+
+def item(i=0, x=ROW, y=Y, drop=()):
+    d = {"i": i, "x": x, "y": y}
+    return {k: v for k, v in d.items() if k not in drop}
+
+
+def batch(i=(0, 1), x=None, y=None, drop=()):
+    n = len(i)
+    d = {"i": list(i), "x": x or arr(np.full((n, W), 0.5)), "y": y or arr(np.full(n, 0.25))}
+    return {k: v for k, v in d.items() if k not in drop}
+
+
+BAD_BODIES = {
+    "not JSON": "{'i': 0}",
+    "empty body": "",
+    "not UTF-8": b'[{"i": "\xff"}]',
+    "null": "null",
+    "a number": "7",
+    "a string": '"example"',
+    "list of numbers": [1, 2, 3],
+    "missing i": [item(drop=("i",))],
+    "missing x": [item(0), item(1, drop=("x",))],
+    "missing y": [item(drop=("y",))],
+    "batched, missing y": batch(drop=("y",)),
+    "batched, missing x": batch(drop=("x",)),
+    "batched, i not a list": {**batch((0,)), "i": 0},
+    "x of width 23": [item(x=arr(np.zeros(W - 1)))],
+    "x a bare list": [item(x=[0.5] * W)],
+    "y with shape [24]": [item(y=ROW)],
+    "y with shape [1]": [item(y=arr([0.25]))],
+    "batched, x of width 23": batch(x=arr(np.zeros((2, W - 1)))),
+    "batched, y of shape (2, 1)": batch(y=arr(np.zeros((2, 1)))),
+    "batched, rows != indices": batch((0, 1, 2), x=arr(np.zeros((2, W)))),
+    "batched, x flat": batch((0,), x=ROW),
+    "shape and values disagree": [item(x={"shape": [W], "values": [0.5] * (W + 1)})],
+    "NaN in x": [item(x={"shape": [W], "values": values(NAN)})],
+    "Infinity in y": [item(y={"shape": [], "values": [INF]})],
+    "batched, -Infinity in x": batch((0,), x={"shape": [1, W], "values": values(-INF)}),
+    "1e999 in y": json.dumps([item(y={"shape": [], "values": [7.25]})]).replace("7.25", "1e999"),
+    "string values": [item(x={"shape": [W], "values": ["0.5"] * W})],
+    "bool values": [item(y={"shape": [], "values": [True]})],
+    "null value": [item(x={"shape": [W], "values": values(None)})],
+    "integer too large for float64": [item(y={"shape": [], "values": [10 ** 400]})],
+    "index out of range": [item(0), item(100)],
+    "negative index": batch((-1, 0)),
+    "duplicate index": [item(3), item(3)],
+    "batched, duplicate index": batch((5, 6, 5)),
+    "bool index": [item(True)],
+    "float index": batch((0, 2.0)),
+    "string index": [item("3")],
+    "no examples (list)": [],
+    "no examples (batched)": batch(()),
+    "too many (list)": [{}] * TOO_MANY,
+    "too many (batched)": {"i": list(range(TOO_MANY)), "x": ROW, "y": Y},
+    "nested too deep": "[" * 100_000 + "]" * 100_000,
+}
+
+
+def trainer_state(app):
+    """Everything a refused request must leave alone, as bytes and numbers."""
+    trainer = app.config["TRAINER"]
+    s = status(app)
+    return {"x": trainer.x.tobytes(), "y": trainer.y.tobytes(), "held": trainer.held.tobytes(),
+            "layers": layer_bytes(trainer.layers), "puts": len(trainer.sender.puts),
+            "examples_held": s["examples_held"], "examples_received": s["examples_received"]}
+
+
+@pytest.fixture
+def held_output_app(output_app):
+    """An output trainer holding examples 0..9, so a partial write would show."""
+    hold(output_app, np.arange(10))
+    return output_app
+
+
+def assert_still_healthy(app):
+    before = status(app)["examples_received"]
+    r = post(app, T, synthgrad.encode_training_examples([50, 51], np.full((2, W), 0.5), [1, 2]))
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": 2}
+    assert status(app)["examples_received"] == before + 2
+
+
+def test_there_are_enough_bad_bodies():
+    assert len(BAD_BODIES) >= 15
+
+
+@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES)
+def test_bad_body_is_refused_and_changes_nothing(held_output_app, body):
+    app = held_output_app
+    before, refused = trainer_state(app), status(app)["requests_refused"]
+    r = post(app, T, body)
+    assert r.status_code == 400
+    assert r.is_json
+    error = r.get_json()["error"]
+    assert isinstance(error, str) and error.strip()
+    assert trainer_state(app) == before
+    assert status(app)["requests_refused"] == refused + 1
+    assert_still_healthy(app)
+
+
+@pytest.mark.parametrize("method, path, code", [
+    ("GET", "/no_such_path", 404),
+    ("POST", "/provide_gradient", 404),          # the oracle's endpoint, not this server's
+    ("GET", T, 405),
+    ("DELETE", T, 405),
+    ("POST", S, 405),
+])
+def test_unknown_path_and_wrong_method_answer_json(held_output_app, method, path, code):
+    app = held_output_app
+    before, refused = trainer_state(app), status(app)["requests_refused"]
+    r = app.test_client().open(path, method=method, data=json.dumps([item(20)]))
+    assert r.status_code == code
+    assert r.is_json and isinstance(r.get_json()["error"], str) and r.get_json()["error"]
+    assert trainer_state(app) == before
+    assert status(app)["requests_refused"] == refused + 1
+    assert_still_healthy(app)
+
+
+def test_body_over_the_size_limit_is_413(held_output_app, monkeypatch):
+    app = held_output_app
+    assert app.config["MAX_CONTENT_LENGTH"] == synthgrad.MAX_BODY_BYTES
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 2_000)
+    body = synthgrad.encode_training_examples(np.arange(20, 30), np.full((10, W), 0.123456789),
+                                              np.zeros(10))
+    assert len(json.dumps(body)) > 2_000
+    before, refused = trainer_state(app), status(app)["requests_refused"]
+    r = post(app, T, body)
+    assert r.status_code == 413
+    assert r.is_json and r.get_json()["error"]
+    assert trainer_state(app) == before
+    assert status(app)["requests_refused"] == refused + 1
+    monkeypatch.undo()
+    assert_still_healthy(app)
+
+
+@pytest.mark.parametrize("body", [
+    [item(x={"shape": [1] * 65, "values": [0.5]})],
+    '[{"i": 0, "x": {"shape": [24], "values": [' + "1" * 5_000 + "]}}]",
+], ids=["65 dimensions", "5,000-digit value"])
+def test_some_bad_bodies_get_500_instead_of_400(output_app, body):
+    # The same decode_array / parse_json gaps as in test_oracle.py (the protocol is shared).
+    r = post(output_app, T, body)
+    assert r.status_code == 400, r.get_json()
+
+
+# --- GET /status ------------------------------------------------------------------------------
+
+def check_status_types(s):
+    assert s["role"] == "output_trainer"
+    assert type(s["uptime_s"]) is float and s["uptime_s"] >= 0
+    for key in ("examples_held", "examples_received", "examples_trained", "training_passes",
+                "requests_served", "requests_refused", "snapshots_saved"):
+        assert type(s[key]) is int and s[key] >= 0, key
+    assert s["last_train_mse"] is None or type(s["last_train_mse"]) is float
+    g = s["gradients_to_oracle"]
+    assert g is None or (isinstance(g, dict) and all(type(v) is int for v in g.values()))
+
+
+def test_status_fields_and_types(output_app):
+    trainer = output_app.config["TRAINER"]
+    s = status(output_app)
+    check_status_types(s)
+    assert s["examples_held"] == 0 and s["last_train_mse"] is None
+    hold(output_app, [1, 2, 3])
+    assert trainer.train_pass()
+    s = status(output_app)
+    check_status_types(s)
+    assert s["examples_held"] == 3 and s["examples_trained"] == 3 and s["training_passes"] == 1
+    assert type(s["last_train_mse"]) is float
+    assert s["requests_served"] >= 2 and s["requests_refused"] == 0
+
+
+def test_status_with_the_real_sender_while_the_oracle_is_down(make_output_app):
+    app = make_output_app(keep_real_sender=True)
+    trainer = app.config["TRAINER"]
+    assert isinstance(trainer.sender, synthgrad.Sender)
+    hold(app, [1, 2, 3])
+    assert trainer.train_pass()                            # training does not wait for the oracle
+    deadline = time.monotonic() + 5
+    while status(app)["gradients_to_oracle"]["failed_requests"] < 1:
+        assert time.monotonic() < deadline, "the sender never tried the (closed) oracle port"
+        time.sleep(0.005)
+    s = status(app)
+    check_status_types(s)
+    assert s["gradients_to_oracle"]["sent"] == 0
+    assert set(s["gradients_to_oracle"]) >= {"sent", "superseded", "dropped", "failed_requests",
+                                             "unsent"}
+
+
+def test_status_without_a_sender(make_output_app):
+    app = make_output_app(keep_real_sender=True, send_gradients=False)
+    assert app.config["TRAINER"].sender is None
+    s = status(app)
+    check_status_types(s)
+    assert s["gradients_to_oracle"] is None
+    hold(app, [4])
+    assert app.config["TRAINER"].train_pass()
+
+
+def test_two_apps_do_not_share_state(make_output_app):
+    a, b = make_output_app(), make_output_app()
+    hold(a, [1, 2, 3])
+    assert status(a)["examples_held"] == 3
+    assert status(b)["examples_held"] == 0 and not b.config["TRAINER"].held.any()
+
+
+# --- Weight snapshots -------------------------------------------------------------------------
+
+def test_start_and_stop_training_write_initial_and_final_snapshots(output_app, tmp_path):
+    trainer = output_app.config["TRAINER"]
+    hold(output_app, np.arange(20))
+    initial = copy.deepcopy(trainer.layers)
+    trainer.start_training()
+    assert (tmp_path / "layers23_initial.npz").exists()
+    deadline = time.monotonic() + 5
+    while status(output_app)["training_passes"] < 2:
+        assert time.monotonic() < deadline, "the training thread made no passes"
+        time.sleep(0.005)
+    trainer.stop_training()
+    assert trainer.sender.closed
+    loaded = snapshots.load_layers(tmp_path / "layers23_initial.npz", snapshots.LAYERS23_SHAPES)
+    assert_same_layers(loaded, initial)
+    final = snapshots.load_layers(tmp_path / "layers23_final.npz", snapshots.LAYERS23_SHAPES)
+    assert_same_layers(final, trainer.layers)
+    assert not np.array_equal(final[0].w, initial[0].w)           # it did train in between
+    assert [layer.activation for layer in final] == [sgd.Sigmoid, sgd.Linear]
+
+
+def test_a_snapshot_is_saved_when_a_tick_has_passed(output_app, tmp_path):
+    trainer = output_app.config["TRAINER"]
+    hold(output_app, np.arange(5))
+    trainer.snapshotter.next_tick = 0                              # a tick is due
+    assert trainer.train_pass()
+    found = snapshots.list_snapshots(tmp_path)["layers23"]
+    ticks = [label for label in found if isinstance(label, int)]
+    assert len(ticks) == 1 and ticks[0] % trainer.config["snapshot_interval"] == 0
+    saved = snapshots.load_layers(found[ticks[0]], snapshots.LAYERS23_SHAPES)
+    assert_same_layers(saved, trainer.layers)                      # saved at the end of the pass
+    assert status(output_app)["snapshots_saved"] == 1
+    assert trainer.train_pass()                                    # the next tick is 10 s away
+    assert status(output_app)["snapshots_saved"] == 1
+
+
+# --- The command line ------------------------------------------------------------------------
+
+def test_parse_args_defaults():
+    args = train_output.parse_args([])
+    assert args.port == synthgrad.DEFAULT_OUTPUT_TRAINER_PORT
+    assert args.host == synthgrad.DEFAULT_HOST
+    for key, value in train_output.DEFAULTS.items():
+        if hasattr(args, key):
+            assert getattr(args, key) == value, key
+
+
+@pytest.mark.parametrize("argv", [
+    ["--batch-size", "0"], ["--batch-size", "1.5"], ["--max-examples", "0"],
+    ["--learning-rate", "0"], ["--learning-rate", "-0.1"], ["--learning-rate", "nan"],
+    ["--snapshot-interval", "0"], ["--snapshot-interval", "0.5"], ["--seed", "zero"],
+    ["--no-such-option"],
+])
+def test_parse_args_refuses_bad_values(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_output.parse_args(argv)
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--learning-rate", "inf"], ["--port", "70000"],
+                                  ["--port", "-1"]])
+def test_parse_args_accepts_impossible_values(argv):
+    # See the same test in test_oracle.py: refuse a non-finite learning rate and a port outside
+    # 0..65535 in parse_args, with a message, instead of failing later.
+    with pytest.raises(SystemExit):
+        train_output.parse_args(argv)
+
+
+def test_help_works_and_main_starts_nothing(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_output.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--port", "--oracle-url", "--learning-rate", "--batch-size",
+                   "--progress-dir", "--snapshot-interval", "--seed"):
+        assert option in out
