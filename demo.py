@@ -1,4 +1,4 @@
-"""The whole demo in one command: data, the three processes, the pictures, then stop.
+"""The whole demo in one command: data, the three processes, the baseline, the pictures.
 
 Run it (the README's `make demo` does this inside the virtual environment):
 
@@ -6,11 +6,16 @@ Run it (the README's `make demo` does this inside the virtual environment):
     python demo.py --duration 60 --count 50000
     python demo.py --help
 
-It generates the data into a new run folder, starts oracle.py, train_output.py and
-train_input.py as separate processes on free loopback ports (the same scripts you would start
-by hand in three terminals), lets them train for --duration seconds, stops them with SIGTERM
-(each saves its final weights), and runs plot.py on what they saved. Everything the run
-produces (data, logs, weight snapshots, pictures) is in the run folder.
+Phases, one after the other so each has the machine to itself:
+1. generate the data into a new run folder;
+2. start oracle.py, train_output.py and train_input.py as separate processes on free loopback
+   ports (the same scripts you would start by hand in three terminals), wait until each is
+   ready, print one status line every few seconds while they train for --duration seconds,
+   then stop them with SIGTERM (each saves its final weights);
+3. train the same network with plain backprop (sgd.py) for the same number of seconds;
+4. draw the pictures with plot.py.
+Everything the run produces (data, logs, metrics, weight snapshots, pictures) is in the run
+folder, printed at the end. Ctrl-C at any point stops every process it started.
 """
 
 import argparse
@@ -24,8 +29,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 import synthgrad
 
 HERE = Path(__file__).resolve().parent
@@ -34,9 +37,10 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 # Defaults chosen so the demo fits visibly well on a 2-core machine in ~3 minutes; the scripts'
 # own defaults are the original project's (see README, "Defaults").
 DEMO = dict(
-    input_learning_rate=0.1,
-    output_learning_rate=0.01,
+    input_learning_rate=0.05,
+    output_learning_rate=0.002,
     output_batch_size=10,
+    oracle_args="--optimizer adam --learning-rate 0.003",
 )
 
 
@@ -86,89 +90,178 @@ class Process:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Run the whole synthetic-gradient demo: data, "
-                                            "three processes, pictures.")
-    p.add_argument("--duration", type=float, default=150.0,
-                   help="seconds the three processes train (default 150: with start-up and "
-                        "plotting the demo takes about 3 minutes)")
+                                            "three processes, a backprop baseline, pictures.")
+    p.add_argument("--duration", type=float, default=75.0,
+                   help="seconds the three processes train, and then plain backprop (default "
+                        "75: with start-up and plotting the demo takes about 3 minutes)")
     p.add_argument("--count", type=int, default=200_000,
                    help="training examples to generate (default 200,000, the original's)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything the run writes (default: a new "
                         "runs/<date-time> next to this file)")
-    p.add_argument("--snapshot-interval", type=int, default=5,
-                   help="seconds between weight snapshots (default 5: ~30 frames in 150 s)")
+    p.add_argument("--snapshot-interval", type=int, default=3,
+                   help="seconds between weight snapshots (default 3: ~25 frames in 75 s)")
+    p.add_argument("--status-every", type=float, default=5.0,
+                   help="seconds between status lines while training (default 5)")
     p.add_argument("--input-learning-rate", type=float, default=DEMO["input_learning_rate"],
                    help="layer 1's eta (default %(default)s; the original's 0.001 leaves layer 1 "
                         "where it started in a few minutes)")
     p.add_argument("--output-learning-rate", type=float, default=DEMO["output_learning_rate"],
-                   help="layers 2-3's eta (default %(default)s, with --output-batch-size)")
+                   help="layers 2-3's eta (default %(default)s with minibatches of 10: slow "
+                        "enough that the oracle can follow the true gradients as they change)")
     p.add_argument("--output-batch-size", type=int, default=DEMO["output_batch_size"],
-                   help="layers 2-3's minibatch (default %(default)s: vectorised, much faster "
-                        "than per-example updates in Python)")
+                   help="layers 2-3's minibatch (default %(default)s: vectorised, several times "
+                        "faster than per-example updates in Python)")
+    p.add_argument("--oracle-args", default=DEMO["oracle_args"],
+                   help="extra options for oracle.py (default \"%(default)s\": the original "
+                        "Adadelta oracle learns too slowly to follow the true gradients in a "
+                        "few minutes; pass \"\" for the original)")
+    p.add_argument("--baseline-args", default="",
+                   help="extra options for the plain-backprop baseline, sgd.py (default: none, "
+                        "i.e. its per-example SGD at learning rate 0.002)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the plain-backprop baseline (it takes another --duration seconds)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the data and every process (default 0)")
-    p.add_argument("--oracle-args", default="",
-                   help="extra options for oracle.py, e.g. \"--optimizer adam --learning-rate 0.003\"")
     args = p.parse_args(argv)
     if not args.duration > 0 or args.count < 1000:
         p.error("--duration must be positive and --count at least 1000")
+    if args.seed == 2016:
+        p.error("--seed 2016 is reserved for the held-out points")
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    run_dir = args.run_dir or HERE / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data_dir, progress_dir = run_dir / "data", run_dir / "progress"
-    print("demo.py:", {**vars(args), "run_dir": str(run_dir)}, flush=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    py = sys.executable
+def fmt(value, spec=".3g"):
+    return "-" if value is None else format(value, spec)
 
-    subprocess.run([py, "generate.py", "--count", str(args.count), "--seed", str(args.seed),
-                    "--out-dir", str(data_dir)], check=True, cwd=HERE, env=env)
-    snap = ["--snapshot-interval", str(args.snapshot_interval), "--seed", str(args.seed)]
+
+def last_line(path):
+    """The last JSON object in a metrics file, or {} if there is none yet."""
+    try:
+        lines = Path(path).read_text().splitlines()
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def status_line(elapsed, oracle, output, inp):
+    """One line: what each process holds and has done (servers' GET /status, the input
+    trainer's latest metrics line)."""
+    q = oracle.get("synthetic_gradient_quality", {})
+    return (f"[{elapsed:4.0f} s] input: {inp.get('examples', 0):>7} examples "
+            f"({fmt(inp.get('examples_per_s'), '.0f')}/s) | output: "
+            f"{output.get('examples_held', 0):>6} held, {output.get('training_passes', 0):>3} "
+            f"passes, train MSE {fmt(output.get('last_train_mse'))} | oracle: "
+            f"{oracle.get('training_passes', 0):>3} passes, loss {fmt(oracle.get('last_train_mse'))}"
+            f", cosine(synthetic, true) {fmt(q.get('cosine_similarity'), '.2f')}")
+
+
+def watch(inp, oracle_client, output_client, metrics_path, duration, every):
+    """Print a status line every `every` seconds until the input trainer exits."""
+    start = time.monotonic()
+    while True:
+        try:
+            return inp.wait(every)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            print(status_line(time.monotonic() - start, oracle_client.status(),
+                              output_client.status(), last_line(metrics_path)), flush=True)
+        except synthgrad.PeerError as e:
+            print(f"demo: status unavailable: {e}", flush=True)
+        if time.monotonic() - start > duration + 120:
+            print("demo: the input trainer overran its time by 2 minutes; stopping it", flush=True)
+            inp.send_signal(signal.SIGTERM)
+
+
+def run_decoupled(args, run_dir, env):
+    """Phase 2: the three processes. Returns the servers' final status."""
+    py = sys.executable
+    data_dir, progress_dir, metrics_dir = run_dir / "data", run_dir / "progress", run_dir / "metrics"
+    common = ["--snapshot-interval", str(args.snapshot_interval), "--seed", str(args.seed)]
     procs = []
     try:
         oracle = Process("oracle", [py, "oracle.py", "--port", "0", "--max-examples",
                                     str(args.count), "--seed", str(args.seed),
+                                    "--metrics", str(metrics_dir / "oracle.jsonl"),
                                     *args.oracle_args.split()],
                          run_dir / "oracle.log", env)
         procs.append(oracle)
-        oracle_url = oracle.wait_url(120)
         output = Process("output trainer",
-                         [py, "train_output.py", "--port", "0", "--oracle-url", oracle_url,
-                          "--max-examples", str(args.count), "--progress-dir", str(progress_dir),
+                         [py, "train_output.py", "--port", "0", "--max-examples", str(args.count),
+                          "--oracle-url", oracle.wait_url(120),
+                          "--progress-dir", str(progress_dir),
+                          "--metrics", str(metrics_dir / "train_output.jsonl"),
                           "--learning-rate", str(args.output_learning_rate),
-                          "--batch-size", str(args.output_batch_size), *snap],
+                          "--batch-size", str(args.output_batch_size), *common],
                          run_dir / "train_output.log", env)
         procs.append(output)
-        output_url = output.wait_url(120)
-        for client in (synthgrad.OracleClient(oracle_url), synthgrad.OutputTrainerClient(output_url)):
+        oracle_client = synthgrad.OracleClient(oracle.url)
+        output_client = synthgrad.OutputTrainerClient(output.wait_url(120))
+        for client in (oracle_client, output_client):
             client.wait_until_ready()
-        print(f"demo: oracle at {oracle_url}, output trainer at {output_url}; training for "
-              f"{args.duration:.0f} s", flush=True)
-        inp = subprocess.run([py, "train_input.py", "--data-dir", str(data_dir),
-                              "--oracle-url", oracle_url, "--output-url", output_url,
-                              "--progress-dir", str(progress_dir),
-                              "--learning-rate", str(args.input_learning_rate),
-                              "--duration", str(args.duration), *snap], cwd=HERE, env=env)
-        oracle_status = synthgrad.OracleClient(oracle_url).status()
-        output_status = synthgrad.OutputTrainerClient(output_url).status()
-    except KeyboardInterrupt:
-        print("demo: interrupted; stopping the processes", flush=True)
-        return 130
+        print(f"demo: oracle at {oracle.url}, output trainer at {output.url}; the input "
+              f"trainer trains for {args.duration:.0f} s (logs in {run_dir})", flush=True)
+        with open(run_dir / "train_input.log", "w") as log:
+            inp = subprocess.Popen(
+                [py, "train_input.py", "--data-dir", str(data_dir), "--oracle-url", oracle.url,
+                 "--output-url", output.url, "--progress-dir", str(progress_dir),
+                 "--metrics", str(metrics_dir / "train_input.jsonl"),
+                 "--learning-rate", str(args.input_learning_rate),
+                 "--duration", str(args.duration), *common],
+                cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                code = watch(inp, oracle_client, output_client, metrics_dir / "train_input.jsonl",
+                             args.duration, args.status_every)
+            finally:
+                if inp.poll() is None:
+                    inp.send_signal(signal.SIGTERM)
+                    inp.wait(30)
+        if code != 0:
+            raise SystemExit(f"train_input.py failed (exit code {code}); see "
+                             f"{run_dir / 'train_input.log'}")
+        return {"oracle": oracle_client.status(), "output_trainer": output_client.status()}
     finally:
         for proc in reversed(procs):
             proc.stop()
-    (run_dir / "final_status.json").write_text(json.dumps(
-        {"oracle": oracle_status, "output_trainer": output_status}, indent=2))
-    if inp.returncode != 0:
-        raise SystemExit(f"train_input.py failed with exit code {inp.returncode}")
-    subprocess.run([py, "plot.py", "--progress-dir", str(progress_dir),
-                    "--out-dir", str(run_dir / "plots")], check=True, cwd=HERE, env=env)
-    quality = oracle_status["synthetic_gradient_quality"]
-    print(f"demo: oracle's synthetic gradients vs true ones: mean cosine similarity "
-          f"{quality['cosine_similarity']}, relative error {quality['relative_error']}")
+
+
+def run_baseline(args, run_dir, env):
+    """Phase 3: plain backprop on the same data for the same number of seconds."""
+    print(f"demo: plain backprop (sgd.py) for {args.duration:.0f} s", flush=True)
+    with open(run_dir / "backprop.log", "w") as log:
+        subprocess.run([sys.executable, "sgd.py", "--data-dir", str(run_dir / "data"),
+                        "--duration", str(args.duration), "--eval-every", "20000",
+                        "--no-plots", "--seed", str(args.seed),
+                        "--metrics", str(run_dir / "metrics" / "backprop.jsonl"),
+                        "--weights-out", str(run_dir / "backprop" / "final.npz"),
+                        *args.baseline_args.split()],
+                       check=True, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    run_dir = (args.run_dir or HERE / "runs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print("demo.py:", {**vars(args), "run_dir": str(run_dir)}, flush=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    try:
+        subprocess.run([sys.executable, "generate.py", "--count", str(args.count),
+                        "--seed", str(args.seed), "--out-dir", str(run_dir / "data")],
+                       check=True, cwd=HERE, env=env, stdout=subprocess.DEVNULL)
+        final = run_decoupled(args, run_dir, env)
+        (run_dir / "final_status.json").write_text(json.dumps(final, indent=2))
+        if not args.no_baseline:
+            run_baseline(args, run_dir, env)
+    except KeyboardInterrupt:
+        print(f"demo: interrupted; every process it started is stopped. Partial results in "
+              f"{run_dir}", flush=True)
+        return 130
+    subprocess.run([sys.executable, "plot.py", "--run-dir", str(run_dir)], check=True,
+                   cwd=HERE, env=env)
+    quality = final["oracle"]["synthetic_gradient_quality"]
+    print(f"demo: synthetic vs true gradients at the end: mean cosine similarity "
+          f"{fmt(quality['cosine_similarity'], '.3f')}")
     print(f"demo: everything is in {run_dir}", flush=True)
     return 0
 

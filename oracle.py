@@ -30,12 +30,14 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 from flask import Flask
 
+import snapshots
 import synthgrad
 
 log = logging.getLogger("oracle")
@@ -181,6 +183,14 @@ class Oracle:
             "synthetic_gradient_quality": quality,
         }
 
+    def metrics(self):
+        """The status as one flat line for the metrics file."""
+        status = self.status()
+        quality = status.pop("synthetic_gradient_quality")
+        for key in ("role", "uptime_s", "requests_served", "requests_refused"):
+            status.pop(key)
+        return {**status, **{k: v for k, v in quality.items() if k != "window"}}
+
     # --- the training thread --------------------------------------------------------------
     def publish(self):
         self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
@@ -287,6 +297,11 @@ def parse_args(argv):
                         "measure (default 5,000: about one chunk per sender for 10 chunks)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help="append a JSON line of figures (status, synthetic-gradient quality) to "
+                        "this file every --metrics-interval seconds (default: none)")
+    p.add_argument("--metrics-interval", type=float, default=2.0,
+                   help="seconds between metrics lines (default 2: smooth curves, tiny files)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")
@@ -305,10 +320,13 @@ def main(argv=None):
     args = parse_args(argv)
     synthgrad.setup_logging("oracle")
     print("oracle.py:", vars(args), flush=True)
-    config = {k: v for k, v in vars(args).items() if k not in ("host", "port")}
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("host", "port", "metrics", "metrics_interval")}
     app = create_app(config)
     oracle = app.config["ORACLE"]
     oracle.start_training()
+    snapshots.MetricsLog(args.metrics, "oracle").every(args.metrics_interval, oracle.metrics,
+                                                       oracle.stop)
 
     def on_stop():
         oracle.stop_training()

@@ -1,13 +1,15 @@
-"""Pictures of what the trainers learned: fitted surfaces and held-out MSE over time.
+"""Pictures of what the trainers learned: fitted surfaces, held-out MSE and oracle quality.
 
-Run it, after a decoupled run has written weight snapshots into a progress folder:
+Run it on a run folder written by demo.py, or on a progress folder of weight snapshots:
 
+    python plot.py --run-dir runs/20240101-120000              # pictures into RUN/plots
+    python plot.py --run-dir runs/20240101-120000 --out-dir /tmp/pictures
     python plot.py --progress-dir progress                     # pictures go beside the weights
     python plot.py --progress-dir progress --out-dir plots/run1
     python plot.py --help
 
-For every tick T at which both trainers saved their layers (layer1_T.npz and layers23_T.npz, see
-snapshots.py) it puts the 2-24-12-1 network back together and writes
+Progress folder. For every tick T at which both trainers saved their layers (layer1_T.npz and
+layers23_T.npz, see snapshots.py) it puts the 2-24-12-1 network back together and writes
 
     fit_<seconds>.png      the network's surface at T, seconds = T - first tick (zero padded)
     heldout_mse.jsonl      one JSON object per moment: {"label", "layer1", "layers23",
@@ -17,6 +19,22 @@ snapshots.py) it puts the 2-24-12-1 network back together and writes
 The swap is layer 1 as it was before training under layers 2-3 as they were at the end: if its
 MSE is as low as the final network's, layers 2-3 did the work and layer 1's training (driven by
 synthetic gradients) did not matter.
+
+Run folder. demo.py leaves (any part may be missing; the pictures that need it are skipped)
+
+    RUN/progress/          the snapshots above
+    RUN/backprop/final.npz the plain-backprop baseline's whole network (snapshots.save_layers)
+    RUN/metrics/*.jsonl    one JSON object per line from each process: backprop.jsonl,
+                           train_input.jsonl, oracle.jsonl, train_output.jsonl
+
+and this script writes into RUN/plots everything the progress folder gives, with seconds counted
+from the input trainer's first metrics line (when it started streaming examples) instead of the
+first tick, and
+
+    comparison.png         target | plain backprop's final fit | synthetic gradients' final fit
+    curves.png             held-out MSE of both against seconds; below it, how close the oracle's
+                           synthetic gradients are to the true ones, and the oracle's own loss
+    evolution.gif          the decoupled network's surface at each tick, 4 frames a second
 
 generate.py and sgd.py import save_surface from here to draw target.png and one surface per
 epoch. Every surface is f on a 100 x 100 grid over [-1, 1]^2, rescaled by the *target's* min and
@@ -36,6 +54,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: draw into files, never open a window
 import matplotlib.pyplot as plt  # noqa: E402  (must come after choosing the backend)
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402  (pillow: a dependency of matplotlib, used for the GIF)
 
 import generate  # noqa: E402
 import sgd  # noqa: E402
@@ -51,6 +70,12 @@ SURFACE_MARGINS = dict(left=0.08, right=0.98, bottom=0.11, top=0.92)
 CURVE_FIGSIZE = (6.4, 4.4)
 DPI = 100
 SWAP_LABEL = "initial layer 1 + final layers 2-3"
+COLORBAR_LABEL = "height, scaled so the target spans 0 to 1"
+COMPARISON_FIGSIZE = (12.0, 4.6)
+RUN_CURVES_FIGSIZE = (8.0, 8.0)
+GIF_DPI = 80                           # 432 x 352 pixels a frame: ~30 kB, small for 60 frames
+GIF_FRAMES_PER_SECOND = 4
+GIF_COLOURS = 64                       # one palette for every frame, so colours never flicker
 
 
 # --- Drawing blocks: each takes an ax, so pictures can be put side by side. -------------------
@@ -123,16 +148,59 @@ def draw_surface(ax, f, title=None, points=GRID_POINTS):
     return filled
 
 
+def draw_surface_with_colorbar(fig, ax, f, title, points=GRID_POINTS):
+    """draw_surface on ax, and a colorbar for it beside ax."""
+    filled = draw_surface(ax, f, title, points)
+    fig.colorbar(filled, ax=ax, ticks=LEVELS[::5], label=COLORBAR_LABEL)
+
+
 def save_surface(f, path, title, points=GRID_POINTS):
     """Draw f (points (n, 2) -> values (n,)) over [-1, 1]^2 with a colorbar into path (.png)."""
     with saved_figure(path, figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS) as (fig, ax):
-        filled = draw_surface(ax, f, title, points)
-        fig.colorbar(filled, ax=ax, ticks=LEVELS[::5],
-                     label="height, scaled so the target spans 0 to 1")
+        draw_surface_with_colorbar(fig, ax, f, title, points)
 
 
-def draw_mse_curve(ax, rows, baseline=None):
-    """Held-out MSE against seconds on ax (log y) from the rows main() computes.
+def surface_image(f, title, dpi=GIF_DPI):
+    """The picture save_surface draws, rendered in memory at dpi: RGB (height, width, 3) uint8.
+
+    Height and width are SURFACE_FIGSIZE times dpi, the same for every f and title.
+    """
+    fig, ax = plt.subplots(figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS, dpi=dpi)
+    try:
+        draw_surface_with_colorbar(fig, ax, f, title)
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    finally:
+        plt.close(fig)
+
+
+def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
+    """Write RGB images [(height, width, 3) uint8, ...] (at least one) as a looping GIF.
+
+    Every frame uses the first frame's palette of GIF_COLOURS colours, without dithering, so
+    flat contour bands stay flat (small files) and a colour never changes between frames.
+    """
+    assert images, "a GIF needs at least one frame"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    palette = Image.fromarray(images[0]).quantize(GIF_COLOURS, dither=Image.Dither.NONE)
+    frames = [Image.fromarray(im).quantize(palette=palette, dither=Image.Dither.NONE)
+              for im in images]
+    frames[0].save(path, save_all=True, append_images=frames[1:], loop=0,
+                   duration=round(1000 / frames_per_second))
+
+
+def draw_placeholder(ax, title, text):
+    """An empty panel that says, in its middle, what should have been drawn there and why not."""
+    ax.set_title(title)
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes,
+            color="dimgray")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since the first snapshot tick"):
+    """Held-out MSE against seconds on ax (log y) from the rows draw_progress computes.
 
     Ticks are joined by a line; "initial" and "final" are single markers; the swap and the
     baseline (the MSE of always predicting the mean, i.e. var(y)) are horizontal lines.
@@ -154,7 +222,7 @@ def draw_mse_curve(ax, rows, baseline=None):
         ax.axhline(baseline, linestyle=":", color="black",
                    label="always predicting the mean of y")
     ax.set_yscale("log")
-    ax.set_xlabel("seconds since the first snapshot tick")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("held-out mean squared error (log scale)")
     ax.set_title("How well the network fits points it never trained on")
     ax.grid(True, which="both", alpha=0.3)
@@ -230,48 +298,12 @@ def print_table(rows):
         print(f"{str(r['label']):>34} {seconds:>10} {r['mse']:>13.6f}")
 
 
-# --- The script. -------------------------------------------------------------------------------
+def measure_moments(folder, moments, x_test, y_test):
+    """Held-out MSE of each moment's network, and when it existed (time.time(); swap: None).
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(
-        description="Draw the fitted surface at each weight snapshot of a decoupled run, and "
-                    "its held-out MSE over time.")
-    p.add_argument("--progress-dir", type=Path, required=True,
-                   help="folder the trainers wrote layer1_*.npz and layers23_*.npz into "
-                        "(required: there is no single run to default to)")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where to write fit_*.png, mse.png and heldout_mse.jsonl, created if "
-                        "missing (default: the progress folder, so pictures sit beside the "
-                        "weights they show)")
-    p.add_argument("--heldout", type=int, default=20_000,
-                   help="fresh points to measure held-out MSE on (default 20,000, as sgd.py, "
-                        "so the numbers compare; the estimate's noise is then ~1%%)")
-    args = p.parse_args(argv)
-    if args.heldout < 1:
-        p.error("--heldout must be at least 1")
-    if args.out_dir is None:
-        args.out_dir = args.progress_dir
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    print("plot.py:", vars(args), flush=True)
-    folder, out_dir = args.progress_dir, args.out_dir
-    if not folder.is_dir():
-        raise SystemExit(f"no progress folder at {folder}: pass the --progress-dir the "
-                         "trainers wrote their snapshots into")
-    moments, unpaired = find_moments(folder)
-    if not moments:
-        raise SystemExit(f"no complete weight snapshots in {folder}: expected pairs "
-                         "layer1_<label>.npz and layers23_<label>.npz (label initial, final or "
-                         "a tick), written by train_input.py and train_output.py")
-    if unpaired:
-        print(f"{len(unpaired)} unpaired tick(s) skipped (saved by only one trainer): "
-              f"{unpaired[:5]}{' ...' if len(unpaired) > 5 else ''}", flush=True)
-
-    # Phase 1: held-out MSE of each composed network, and when that network existed.
-    x_test, y_test = generate.heldout(args.heldout)      # (n, 2), (n,)
+    Returns rows [{"label", "layer1", "layers23", "seconds", "mse"}], networks {label: layers}
+    and how many moments could not be read (each is reported and skipped).
+    """
     rows, networks, skipped = [], {}, 0
     for label, l1, l23 in moments:
         try:
@@ -284,14 +316,237 @@ def main(argv=None):
         networks[label] = layers
         rows.append({"label": label, "layer1": l1, "layers23": l23, "seconds": taken,
                      "mse": sgd.mse(layers, x_test, y_test)})
-    if not rows:
-        raise SystemExit(f"none of the {len(moments)} snapshot pairs in {folder} could be read")
+    return rows, networks, skipped
 
-    # Phase 2: times become seconds since the first tick (or since the earliest moment, in a
-    # run that stopped before its first tick), and each tick's surface is drawn.
+
+# --- Reading a run folder: metrics lines and the baseline's network. ------------------------
+
+BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]     # sgd.make_network's three layers
+
+
+class NothingToDraw(Exception):
+    """A picture's input is missing or unreadable; the message says which file, what writes it."""
+
+
+def read_metrics(path):
+    """The JSON objects of a metrics file, one a line, in file order; [] if there is no file.
+
+    A line that is not a JSON object (a process killed while writing its last line) is skipped
+    with a message, so one torn line never costs the whole curve.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows, bad = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif line.strip():
+            bad += 1
+    if bad:
+        print(f"{path}: skipped {bad} line(s) that are not JSON objects", flush=True)
+    return rows
+
+
+def column(rows, key):
+    """rows[k][key] for each row as floats (len(rows),); NaN where missing, null or not a number.
+
+    NaN leaves a gap in a matplotlib line, which is what a not-yet-measured figure should be.
+    """
+    values = [row.get(key) for row in rows]
+    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                     for v in values], dtype=np.float64)
+
+
+def last_finite(rows, key):
+    """The last finite rows[k][key], or None if there is none."""
+    values = column(rows, key)
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if len(finite) else None
+
+
+def streaming_start(run_dir):
+    """time.time() of train_input.jsonl's first line (the input trainer began streaming) or None."""
+    rows = read_metrics(Path(run_dir) / "metrics" / "train_input.jsonl")
+    return last_finite(rows[:1], "time")
+
+
+def load_backprop(run_dir):
+    """The plain-backprop baseline's final network (3 layers of sgd.make_network)."""
+    path = Path(run_dir) / "backprop" / "final.npz"
+    if not path.is_file():
+        raise NothingToDraw(f"no {path} (the plain-backprop baseline writes it when it stops)")
+    try:
+        return snapshots.load_layers(path, BACKPROP_SHAPES)
+    except ValueError as e:
+        raise NothingToDraw(str(e)) from e
+
+
+# --- Pictures of a run folder. -----------------------------------------------------------------
+
+def decoupled_final(rows, networks):
+    """(row, layers) of the decoupled network at the end: "final", else the last tick; or None."""
+    ends = [r for r in rows if r["label"] == "final"] or \
+           [r for r in rows if isinstance(r["label"], int)][-1:]
+    return (ends[0], networks[ends[0]["label"]]) if ends else None
+
+
+def save_comparison(path, panels):
+    """Target | plain backprop | synthetic gradients, side by side, one shared colorbar.
+
+    panels: [(title, f or None, why it is missing)], f mapping points (n, 2) to values (n,);
+    a panel whose f is None says why instead of drawing.
+    """
+    with saved_figure(path, 1, len(panels), figsize=COMPARISON_FIGSIZE,
+                      layout="constrained") as (fig, axes):
+        filled = None
+        for ax, (title, f, missing) in zip(axes, panels):
+            if f is None:
+                draw_placeholder(ax, title, missing)
+            else:
+                filled = draw_surface(ax, f, title)
+        for ax in axes[1:]:
+            ax.set_ylabel("")
+        fig.colorbar(filled, ax=axes, ticks=LEVELS[::5], label=COLORBAR_LABEL, shrink=0.85)
+        fig.suptitle("What each method learned (same colour = same height in every panel)")
+
+
+def draw_heldout_curves(ax, backprop_rows, decoupled_rows, baseline):
+    """Held-out MSE (log y) against seconds of plain backprop (backprop.jsonl's rows) and of
+    the decoupled network (draw_progress's rows, the swap left out); var(y) dotted."""
+    if backprop_rows:
+        ax.plot(column(backprop_rows, "seconds"), column(backprop_rows, "heldout_mse"), "o-",
+                markersize=3, color="tab:blue", label="plain backprop (one process)")
+    timed = sorted((r for r in decoupled_rows
+                    if r["seconds"] is not None and r["label"] != SWAP_LABEL),
+                   key=lambda r: r["seconds"])
+    if timed:
+        ax.plot([r["seconds"] for r in timed], [r["mse"] for r in timed], "o-", markersize=3,
+                color="tab:orange", label="synthetic gradients (three processes)")
+    ax.axhline(baseline, linestyle=":", color="black",
+               label="always predicting the mean of y")
+    ax.set_yscale("log")
+    ax.set_ylabel("held-out MSE (log scale)")
+    ax.set_title("Error on points neither method trained on (lower is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+
+
+def draw_oracle_quality(ax, oracle_rows, origin):
+    """Cosine similarity of synthetic to true dL/dh (left axis, -1..1) and the oracle's training
+    MSE (right axis, log) against oracle.jsonl's time - origin, in seconds."""
+    seconds = column(oracle_rows, "time") - origin
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.plot(seconds, column(oracle_rows, "cosine_similarity"), "-", color="tab:green",
+            label="cosine similarity, mean over examples")
+    ax.plot(seconds, column(oracle_rows, "aggregate_cosine"), "--", color="tab:olive",
+            label="cosine similarity of all gradients as one vector")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("cosine similarity of synthetic to true\ndL/dh (1 = same direction)")
+    ax.set_title("How good the oracle's synthetic gradients are")
+    ax.grid(True, alpha=0.3)
+    loss = column(oracle_rows, "last_train_mse")
+    handles, labels = ax.get_legend_handles_labels()
+    if (loss > 0).any():                             # NaN > 0 is False
+        twin = ax.twinx()
+        twin.plot(seconds, loss, ":", color="tab:purple",
+                  label="oracle's training loss (right axis)")
+        twin.set_yscale("log")
+        twin.set_ylabel("oracle's training MSE (log scale)", color="tab:purple")
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    # lower left: cosines rise from about 0 and the loss falls from the top left, so it is free
+    ax.legend(handles, labels, fontsize="small", loc="lower left")
+
+
+def save_curves(path, backprop_rows, decoupled_rows, oracle_rows, origin, baseline):
+    """curves.png: held-out MSE of both methods above, the oracle's quality below, shared x."""
+    with saved_figure(path, 2, 1, sharex=True, figsize=RUN_CURVES_FIGSIZE,
+                      layout="constrained") as (fig, (top, bottom)):
+        draw_heldout_curves(top, backprop_rows, decoupled_rows, baseline)
+        if oracle_rows:
+            draw_oracle_quality(bottom, oracle_rows, origin)
+        else:
+            draw_placeholder(bottom, "How good the oracle's synthetic gradients are",
+                             "no oracle metrics (metrics/oracle.jsonl is missing or empty)")
+        bottom.set_xlabel("seconds since training started (synthetic gradients: since the "
+                          "input trainer began streaming)")
+
+
+def save_evolution(path, rows, networks):
+    """evolution.gif: the decoupled network's surface at each tick row, in time order.
+
+    Returns the number of frames (one per tick row).
+    """
+    ticks = sorted((r for r in rows if isinstance(r["label"], int)), key=lambda r: r["label"])
+    images = [surface_image(functools.partial(sgd.predict, networks[r["label"]]),
+                            f"synthetic gradients: t = {r['seconds']:.0f} s, "
+                            f"held-out MSE {r['mse']:.4f}")
+              for r in ticks]
+    save_gif(images, path)
+    return len(images)
+
+
+def print_summary(backprop, decoupled, metrics):
+    """The two methods' final held-out MSE side by side, and the oracle's final cosines.
+
+    backprop, decoupled: (held-out MSE, seconds or None, examples or None), or None if missing.
+    """
+    print(f"{'method':>20} {'held-out MSE':>13} {'seconds':>8} {'examples':>11}")
+    for name, result in (("plain backprop", backprop), ("synthetic gradients", decoupled)):
+        if result is None:
+            print(f"{name:>20} {'-':>13} {'-':>8} {'-':>11}")
+            continue
+        mse, seconds, examples = result
+        seconds = "-" if seconds is None else f"{seconds:.0f}"
+        examples = "-" if examples is None else f"{examples:,.0f}"
+        print(f"{name:>20} {mse:>13.6f} {seconds:>8} {examples:>11}")
+    cosine, aggregate = (last_finite(metrics["oracle"], k)
+                         for k in ("cosine_similarity", "aggregate_cosine"))
+    print("final cosine similarity of synthetic to true dL/dh: "
+          f"{'-' if cosine is None else f'{cosine:.3f}'} (mean over examples), "
+          f"{'-' if aggregate is None else f'{aggregate:.3f}'} (all as one vector)", flush=True)
+
+
+# --- Drawing a progress folder and a run folder. ------------------------------------------
+
+def draw_progress(folder, out_dir, x_test, y_test, origin=None,
+                  since="seconds since the first snapshot tick"):
+    """fit_*.png, heldout_mse.jsonl and mse.png for a progress folder, into out_dir.
+
+    Seconds are time.time() - origin; by default origin is the first tick (or the earliest
+    moment, in a run that stopped before its first tick). `since` names the origin on the x
+    axis. Returns rows (as in heldout_mse.jsonl), networks {label: layers} and the origin used.
+    Raises NothingToDraw if the folder holds no readable pair of snapshots.
+    """
+    folder, out_dir = Path(folder), Path(out_dir)
+    if not folder.is_dir():
+        raise NothingToDraw(f"no progress folder at {folder}: it should be the folder the "
+                            "trainers wrote their snapshots into (their --progress-dir)")
+    moments, unpaired = find_moments(folder)
+    if not moments:
+        raise NothingToDraw(f"no complete weight snapshots in {folder}: expected pairs "
+                            "layer1_<label>.npz and layers23_<label>.npz (label initial, final "
+                            "or a tick), written by train_input.py and train_output.py")
+    if unpaired:
+        print(f"{len(unpaired)} unpaired tick(s) skipped (saved by only one trainer): "
+              f"{unpaired[:5]}{' ...' if len(unpaired) > 5 else ''}", flush=True)
+
+    # Phase 1: held-out MSE of each composed network, and when that network existed.
+    rows, networks, skipped = measure_moments(folder, moments, x_test, y_test)
+    if not rows:
+        raise NothingToDraw(f"none of the {len(moments)} snapshot pairs in {folder} "
+                            "could be read")
+
+    # Phase 2: times become seconds since the origin, and each tick's surface is drawn.
     ticks = [r for r in rows if isinstance(r["label"], int)]
-    origin = ticks[0]["seconds"] if ticks else min(
-        (r["seconds"] for r in rows if r["seconds"] is not None), default=0.0)
+    if origin is None:
+        origin = ticks[0]["seconds"] if ticks else min(
+            (r["seconds"] for r in rows if r["seconds"] is not None), default=0.0)
     for r in rows:
         if r["seconds"] is not None:
             r["seconds"] = round(r["seconds"] - origin, 3)   # ms: time.time()'s noise
@@ -306,9 +561,189 @@ def main(argv=None):
     print_table(rows)
     curve = dict(figsize=CURVE_FIGSIZE, layout="constrained")
     with saved_figure(out_dir / "mse.png", **curve) as (fig, ax):
-        draw_mse_curve(ax, rows, baseline=float(y_test.var()))
+        draw_mse_curve(ax, rows, baseline=float(y_test.var()), xlabel=since)
     print(f"wrote {len(ticks)} fit_*.png, mse.png and heldout_mse.jsonl to {out_dir}"
           f"{f'; {skipped} unreadable moment(s) skipped' if skipped else ''}", flush=True)
+    return rows, networks, origin
+
+
+TARGET_PANEL = ("target f", lambda p: generate.target_function(p[:, 0], p[:, 1]), None)
+
+
+def final_title(method, mse, seconds):
+    """A comparison panel's two-line title: the method, then its held-out MSE after S s."""
+    after = "" if seconds is None else f" after {seconds:.0f} s"
+    return f"{method}\nheld-out MSE {mse:.4f}{after}"
+
+
+def backprop_result(run_dir, metrics, x_test, y_test):
+    """The plain-backprop baseline at its end: (held-out MSE, seconds, examples) or None, and
+    its comparison panel (title, f or None, why it is missing).
+
+    Seconds and examples are backprop.jsonl's last (None without it); the MSE is measured here
+    on x_test (n, 2), y_test (n,), the same points as the decoupled network's.
+    """
+    try:
+        layers = load_backprop(run_dir)
+    except NothingToDraw as e:
+        return None, ("plain backprop", None, str(e))
+    rows = metrics["backprop"]
+    result = (sgd.mse(layers, x_test, y_test), last_finite(rows, "seconds"),
+              last_finite(rows, "examples"))
+    return result, (final_title("plain backprop", *result[:2]),
+                    functools.partial(sgd.predict, layers), None)
+
+
+def decoupled_result(run_dir, rows, networks, metrics):
+    """The decoupled network at its end (decoupled_final): as backprop_result, from the rows and
+    networks draw_progress returned; examples are what the input trainer streamed."""
+    end = decoupled_final(rows, networks)
+    if end is None:
+        return None, ("synthetic gradients", None,
+                      f"no readable snapshots in {Path(run_dir) / 'progress'}")
+    row, layers = end
+    result = (row["mse"], row["seconds"], last_finite(metrics["train_input"], "examples"))
+    return result, (final_title("synthetic gradients", *result[:2]),
+                    functools.partial(sgd.predict, layers), None)
+
+
+def say_skipped(what, why):
+    """Say which picture (or part of one) was not drawn, and why."""
+    print(f"skipped {what}: {why}", flush=True)
+
+
+def draw_run_progress(run_dir, out_dir, x_test, y_test):
+    """draw_progress on RUN/progress, seconds counted from when the input trainer began
+    streaming (train_input.jsonl's first line) if known. Returns its rows, networks and origin;
+    ([], {}, that start or None) if there is nothing to draw."""
+    start = streaming_start(run_dir)
+    if start is None:
+        say_skipped("the input trainer's start as time origin", "no metrics/train_input.jsonl; "
+                "seconds count from the first snapshot tick instead")
+    since = ("seconds since the input trainer began streaming" if start is not None
+             else "seconds since the first snapshot tick")
+    try:
+        return draw_progress(Path(run_dir) / "progress", out_dir, x_test, y_test,
+                             origin=start, since=since)
+    except NothingToDraw as e:
+        say_skipped("fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif", e)
+        return [], {}, start
+
+
+def draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test, y_test):
+    """comparison.png if either method's final network is there.
+
+    Returns the two results for print_summary (backprop, decoupled) and whether it drew.
+    """
+    (backprop, backprop_panel), (decoupled, decoupled_panel) = (
+        backprop_result(run_dir, metrics, x_test, y_test),
+        decoupled_result(run_dir, rows, networks, metrics))
+    for result, panel in ((backprop, backprop_panel), (decoupled, decoupled_panel)):
+        if result is None:
+            say_skipped(f"{panel[0]} in comparison.png and the summary", panel[2])
+    if backprop is None and decoupled is None:
+        say_skipped("comparison.png", "neither method's final network is there")
+        return backprop, decoupled, False
+    save_comparison(Path(out_dir) / "comparison.png",
+                    [TARGET_PANEL, backprop_panel, decoupled_panel])
+    return backprop, decoupled, True
+
+
+def draw_run_curves(run_dir, out_dir, rows, metrics, origin, baseline):
+    """curves.png if there is anything to put on it; returns whether it drew.
+
+    origin: the time.time() that rows' seconds count from (None: the oracle's first line).
+    """
+    if not (metrics["backprop"] or rows or metrics["oracle"]):
+        say_skipped("curves.png", f"no metrics in {Path(run_dir) / 'metrics'} and no snapshots")
+        return False
+    for name, what in (("backprop", "plain backprop's curve"),
+                       ("oracle", "the oracle's quality")):
+        if not metrics[name]:
+            say_skipped(f"{what} in curves.png", f"no metrics/{name}.jsonl (or it is empty)")
+    if origin is None:                           # no streaming start and no snapshots
+        origin = last_finite(metrics["oracle"][:1], "time") or 0.0
+    save_curves(Path(out_dir) / "curves.png", metrics["backprop"], rows, metrics["oracle"],
+                origin, baseline)
+    return True
+
+
+def draw_run(run_dir, out_dir, x_test, y_test):
+    """Everything for a run folder into out_dir: draw_progress's pictures, comparison.png,
+    curves.png and evolution.gif, each skipped with a message if its inputs are missing; then
+    the summary. x_test (n, 2), y_test (n,): the held-out points. Returns what was written.
+
+    (metrics/train_output.jsonl is not drawn: the held-out MSE already shows layers 2-3's work.)
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    metrics = {name: read_metrics(run_dir / "metrics" / f"{name}.jsonl")
+               for name in ("backprop", "train_input", "oracle")}
+    written = []
+    rows, networks, origin = draw_run_progress(run_dir, out_dir, x_test, y_test)
+    if rows:
+        written += ["fit_*.png", "mse.png", "heldout_mse.jsonl"]
+    backprop, decoupled, drew = draw_run_comparison(run_dir, out_dir, rows, networks, metrics,
+                                                    x_test, y_test)
+    written += ["comparison.png"] if drew else []
+    if draw_run_curves(run_dir, out_dir, rows, metrics, origin, float(y_test.var())):
+        written.append("curves.png")
+    if any(isinstance(r["label"], int) for r in rows):
+        frames = save_evolution(out_dir / "evolution.gif", rows, networks)
+        written.append(f"evolution.gif ({frames} frame{'s' if frames > 1 else ''})")
+    elif rows:
+        say_skipped("evolution.gif", "no paired snapshot ticks (the run stopped before its first)")
+    print_summary(backprop, decoupled, metrics)
+    return written
+
+
+# --- The script. -------------------------------------------------------------------------------
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Draw what a decoupled run learned: the fitted surface at each weight "
+                    "snapshot and its held-out MSE over time, and for a whole run folder the "
+                    "comparison with plain backprop and the oracle's quality.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-dir", type=Path,
+                        help="a run folder written by demo.py (progress/, backprop/, metrics/): "
+                             "draws everything (one of --run-dir and --progress-dir is required: "
+                             "there is no single run to default to)")
+    source.add_argument("--progress-dir", type=Path,
+                        help="a folder the trainers wrote layer1_*.npz and layers23_*.npz into: "
+                             "draws only the fits and the held-out MSE")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="where to write the pictures, created if missing (default: RUN/plots "
+                        "with --run-dir; the progress folder itself with --progress-dir, so "
+                        "pictures sit beside the weights they show)")
+    p.add_argument("--heldout", type=int, default=20_000,
+                   help="fresh points to measure held-out MSE on (default 20,000, as sgd.py, "
+                        "so the numbers compare; the estimate's noise is then ~1%%)")
+    args = p.parse_args(argv)
+    if args.heldout < 1:
+        p.error("--heldout must be at least 1")
+    if args.out_dir is None:
+        args.out_dir = args.progress_dir if args.run_dir is None else args.run_dir / "plots"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print("plot.py:", vars(args), flush=True)
+    x_test, y_test = generate.heldout(args.heldout)      # (n, 2), (n,)
+    if args.progress_dir is not None:
+        try:
+            draw_progress(args.progress_dir, args.out_dir, x_test, y_test)
+        except NothingToDraw as e:
+            raise SystemExit(str(e)) from None
+        return 0
+    if not args.run_dir.is_dir():
+        raise SystemExit(f"no run folder at {args.run_dir}: pass the folder demo.py printed "
+                         "at its end")
+    written = draw_run(args.run_dir, args.out_dir, x_test, y_test)
+    if not written:
+        raise SystemExit(f"nothing to draw in {args.run_dir}: no snapshots, no plain-backprop "
+                         "network and no metrics (see the messages above)")
+    print(f"wrote to {args.out_dir}: {', '.join(written)}", flush=True)
     return 0
 
 

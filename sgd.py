@@ -52,7 +52,10 @@ SIZES = (2, 24, 12, 1)
 # --- Activations: each knows its value and its derivative, side by side. ----------------------
 
 class Sigmoid:
-    """sigma(z) = 1 / (1 + e^-z), with sigma'(z) = sigma(z) (1 - sigma(z))."""
+    """sigma(z) = 1 / (1 + e^-z), with sigma'(z) = sigma(z) (1 - sigma(z)) = a (1 - a).
+
+    derivative takes both z and a = sigma(z): the sigmoid's derivative is cheapest from a.
+    """
 
     name = "sigmoid"
 
@@ -61,9 +64,8 @@ class Sigmoid:
         return 1.0 / (1.0 + np.exp(-z))
 
     @staticmethod
-    def derivative(z):
-        s = Sigmoid.f(z)
-        return s * (1.0 - s)
+    def derivative(z, a):
+        return a * (1.0 - a)
 
 
 class Linear:
@@ -76,7 +78,7 @@ class Linear:
         return z
 
     @staticmethod
-    def derivative(z):
+    def derivative(z, a):
         return np.ones_like(z)
 
 
@@ -110,7 +112,8 @@ class Layer:
         """
         self.a_in = a_in
         self.z = a_in @ self.w + self.b
-        return self.activation.f(self.z)
+        self.a = self.activation.f(self.z)
+        return self.a
 
     def backprop(self, dL_da):
         """Given dL/da for the last feed_forward, store dL/dw, dL/db and return dL/da_in.
@@ -119,7 +122,7 @@ class Layer:
         averaged over the rows (the batch's loss is the mean of its examples' losses); the
         returned dL/da_in keeps one row per example.
         """
-        delta = dL_da * self.activation.derivative(self.z)   # dL/dz, same shape as z
+        delta = dL_da * self.activation.derivative(self.z, self.a)  # dL/dz, shape of z
         if delta.ndim == 1:                                  # one example
             self.nabla_w = np.outer(self.a_in, delta)
             self.nabla_b = delta
@@ -180,10 +183,20 @@ def train_step(layers, x, y, learning_rate):
     return dL_da
 
 
-def train_epoch(layers, x, y, learning_rate, rng):
-    """One pass of per-example SGD over (x, y), in a random order."""
-    for k in rng.permutation(len(x)):
-        train_step(layers, x[k], y[k], learning_rate)
+def train_examples(layers, x, y, learning_rate, batch_size=1):
+    """SGD over (x, y) in the given order: one update per example, or per minibatch of rows."""
+    if batch_size == 1:
+        for k in range(len(x)):
+            train_step(layers, x[k], y[k], learning_rate)
+    else:
+        for k in range(0, len(x), batch_size):
+            train_step(layers, x[k:k + batch_size], y[k:k + batch_size], learning_rate)
+
+
+def train_epoch(layers, x, y, learning_rate, rng, batch_size=1):
+    """One pass of SGD over (x, y), in a random order."""
+    order = rng.permutation(len(x))
+    train_examples(layers, x[order], y[order], learning_rate, batch_size)
 
 
 # --- The script. -------------------------------------------------------------------------------
@@ -210,9 +223,27 @@ def parse_args(argv):
                    help="do not draw the surface each epoch (plotting costs ~0.1 s an epoch)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the initial weights and the example order (default 0)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="examples per update (default 1: per-example SGD, the original's); "
+                        "dL/dw is averaged over the minibatch")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds of training, even mid-epoch (default: "
+                        "no limit), e.g. to compare with a decoupled run of the same length")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="also measure held-out MSE every this many examples (default: once "
+                        "an epoch)")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help="append a JSON line per measurement (seconds, examples, held-out MSE) "
+                        "to this file (default: none)")
+    p.add_argument("--weights-out", type=Path, default=None,
+                   help="save the final network here (.npz, see snapshots.py; default: none)")
     args = p.parse_args(argv)
-    if args.epochs < 1:
-        p.error("--epochs must be at least 1")
+    if args.epochs < 1 or args.batch_size < 1:
+        p.error("--epochs and --batch-size must be at least 1")
+    if args.duration is not None and not args.duration > 0:
+        p.error("--duration must be positive")
+    if args.eval_every is not None and args.eval_every < 1:
+        p.error("--eval-every must be at least 1")
     if not args.learning_rate > 0:
         p.error("--learning-rate must be positive")
     if not 0 < args.decay <= 1:
@@ -233,22 +264,44 @@ def main(argv=None):
         import plot  # matplotlib is only needed when drawing
         args.plots_dir.mkdir(parents=True, exist_ok=True)
 
-    eta = args.learning_rate
-    print(f"epoch 0: held-out MSE {mse(layers, x_test, y_test):.4f}", flush=True)
-    start = time.perf_counter()
+    import snapshots  # imports this module, so not at the top
+    metrics = snapshots.MetricsLog(args.metrics, "backprop")
+    eta, examples, seconds = args.learning_rate, 0, 0.0
+    heldout_mse = mse(layers, x_test, y_test)
+    metrics.write(seconds=0.0, epoch=0, examples=0, heldout_mse=heldout_mse)
+    print(f"epoch 0: held-out MSE {heldout_mse:.4f}", flush=True)
+    segment = args.eval_every or len(x)
+    out_of_time = False
     for epoch in range(1, args.epochs + 1):
+        order = rng.permutation(len(x))
         t0 = time.perf_counter()
-        train_epoch(layers, x, y, eta, rng)
+        for start in range(0, len(x), segment):
+            # Only training counts as time; measuring and plotting are paused out of it.
+            t1 = time.perf_counter()
+            rows = order[start:start + segment]
+            train_examples(layers, x[rows], y[rows], eta, args.batch_size)
+            seconds += time.perf_counter() - t1
+            examples += len(rows)
+            heldout_mse = mse(layers, x_test, y_test)
+            metrics.write(seconds=round(seconds, 3), epoch=epoch, examples=examples,
+                          heldout_mse=heldout_mse)
+            out_of_time = args.duration is not None and seconds >= args.duration
+            if out_of_time:
+                break
         took = time.perf_counter() - t0
-        print(f"epoch {epoch}: train MSE {mse(layers, x, y):.4f}, "
-              f"held-out MSE {mse(layers, x_test, y_test):.4f}, eta {eta:.5f}, "
-              f"{took:.2f} s ({1e6 * took / len(x):.1f} us/example), "
-              f"{time.perf_counter() - start:.1f} s in all", flush=True)
+        print(f"epoch {epoch}{' (cut short)' if out_of_time else ''}: "
+              f"train MSE {mse(layers, x, y):.4f}, held-out MSE {heldout_mse:.4f}, "
+              f"eta {eta:.5f}, {took:.2f} s, {seconds:.1f} s of training in all "
+              f"({1e6 * seconds / examples:.1f} us/example)", flush=True)
         if not args.no_plots:
             plot.save_surface(lambda p: predict(layers, p),
                               args.plots_dir / f"epoch_{epoch:03d}.png",
                               title=f"sgd.py after epoch {epoch}")
+        if out_of_time:
+            break
         eta *= args.decay
+    if args.weights_out is not None:
+        snapshots.save_layers(args.weights_out, layers)
     return 0
 
 

@@ -1,6 +1,9 @@
-"""Weight snapshots: how the trainers save their layers and how plot.py puts them back together.
+"""What training writes to disk: weight snapshots and metrics lines; plot.py reads both back.
 
-Imported by train_input.py, train_output.py and plot.py; it runs nothing.
+Imported by the trainers, the oracle and plot.py; it runs nothing.
+
+Metrics are JSON lines, one object per line: {"time": time.time(), "stage": ..., "seconds":
+seconds since that process started, ...figures}. Each process appends to its own file.
 
 Each trainer writes its layers into a progress folder as `<part>_<label>.npz`, where part is
 "layer1" (the input trainer) or "layers23" (the output trainer). The label is
@@ -16,8 +19,10 @@ Each file holds w0, b0, w1, b1, ... (layer k's weights (n_in, n_out) and biases 
 so a reader never sees half a file.
 """
 
+import json
 import os
 import re
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -143,3 +148,31 @@ def load_composed(folder, layer1_label, layers23_label=None):
     layers23_label = layer1_label if layers23_label is None else layers23_label
     return (load_layers(folder / f"layer1_{layer1_label}.npz", LAYER1_SHAPES) +
             load_layers(folder / f"layers23_{layers23_label}.npz", LAYERS23_SHAPES))
+
+
+class MetricsLog:
+    """Appends {"time", "stage", "seconds", **figures} lines to path (nothing if path is None)."""
+
+    def __init__(self, path, stage):
+        self.path, self.stage = (Path(path) if path else None), stage
+        self.started = time.time()
+        self._lock = threading.Lock()
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **figures):
+        if self.path is None:
+            return
+        now = time.time()
+        line = json.dumps({"time": now, "stage": self.stage,
+                           "seconds": round(now - self.started, 3), **figures})
+        with self._lock, open(self.path, "a") as f:
+            f.write(line + "\n")
+
+    def every(self, interval, figures, stop):
+        """Write figures() every `interval` seconds from a daemon thread until stop is set."""
+        def loop():
+            while not stop.wait(interval):
+                self.write(**figures())
+        if self.path is not None:
+            threading.Thread(target=loop, name=f"metrics-{self.stage}", daemon=True).start()

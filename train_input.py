@@ -45,7 +45,7 @@ class InputTrainer:
 
     def __init__(self, x, y, oracle_url, output_url, learning_rate=0.001, batch_size=10,
                  progress_dir=HERE / "progress", snapshot_interval=10, seed=0,
-                 report_every=5.0):
+                 report_every=5.0, metrics_path=None):
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.rng = np.random.default_rng(seed)
@@ -56,6 +56,7 @@ class InputTrainer:
                                        max_pending=max(len(x), 1))
         self.snapshotter = snapshots.Snapshotter(progress_dir, "layer1", snapshot_interval)
         self.report_every = report_every
+        self.metrics_path = metrics_path
         self.stop = threading.Event()
         self.examples = 0
         self.updates = 0
@@ -89,6 +90,8 @@ class InputTrainer:
         """Stream minibatches until `epochs` passes, `duration` seconds, or stop is set."""
         self.oracle.wait_until_ready(self.stop)
         self.snapshotter.save_initial([self.layer])
+        metrics = snapshots.MetricsLog(self.metrics_path, "input_trainer")  # its clock starts now
+        metrics.write(examples=0, updates=0, epoch=0, examples_per_s=0.0)
         start = last_report = time.monotonic()
         reported = 0
         while not self.stop.is_set() and (epochs is None or self.epochs < epochs):
@@ -101,6 +104,8 @@ class InputTrainer:
                     self.stop.set()
                 if now - last_report >= self.report_every:
                     rate = (self.examples - reported) / (now - last_report)
+                    metrics.write(examples=self.examples, updates=self.updates,
+                                  epoch=self.epochs, examples_per_s=round(rate, 1))
                     print(f"train_input: {now - start:7.1f} s, epoch {self.epochs}, "
                           f"{self.examples} examples ({rate:.0f}/s), {self.updates} updates, "
                           f"{self.sender.pending()} waiting to be sent", flush=True)
@@ -143,6 +148,11 @@ def parse_args(argv):
                         "halves pair up (default 10, the same as its default)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds layer 1's initial weights and the example order (default 0)")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help="append a JSON line of figures (examples, updates, examples/s) to this "
+                        "file every --report-every seconds (default: none)")
+    p.add_argument("--report-every", type=float, default=5.0,
+                   help="seconds between progress lines (default 5: readable in a terminal)")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
@@ -160,7 +170,8 @@ def main(argv=None):
     print("train_input.py:", vars(args), flush=True)
     x, y = generate.load_dataset(args.data_dir)
     trainer = InputTrainer(x, y, args.oracle_url, args.output_url, args.learning_rate,
-                           args.batch_size, args.progress_dir, args.snapshot_interval, args.seed)
+                           args.batch_size, args.progress_dir, args.snapshot_interval, args.seed,
+                           args.report_every, args.metrics)
 
     def _stop(signum, frame):
         trainer.stop.set()

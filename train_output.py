@@ -161,6 +161,15 @@ class OutputTrainer:
         }
 
 
+    def metrics(self):
+        """The status as one flat line for the metrics file."""
+        status = self.status()
+        sender = status.pop("gradients_to_oracle") or {}
+        for key in ("role", "uptime_s", "requests_served", "requests_refused"):
+            status.pop(key)
+        return {**status, **{f"gradients_{k}": v for k, v in sender.items()}}
+
+
 def create_app(config=None):
     """The output trainer's Flask app; its OutputTrainer is app.config["TRAINER"].
 
@@ -212,6 +221,11 @@ def parse_args(argv):
                         "train_input.py (default 10: a few dozen pictures in a few minutes)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds layers 2-3's initial weights and the training order (default 0)")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help="append a JSON line of figures (examples held, passes, training MSE) "
+                        "to this file every --metrics-interval seconds (default: none)")
+    p.add_argument("--metrics-interval", type=float, default=2.0,
+                   help="seconds between metrics lines (default 2: smooth curves, tiny files)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")
@@ -228,10 +242,13 @@ def main(argv=None):
     args = parse_args(argv)
     synthgrad.setup_logging("train_output")
     print("train_output.py:", vars(args), flush=True)
-    config = {k: v for k, v in vars(args).items() if k not in ("host", "port")}
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("host", "port", "metrics", "metrics_interval")}
     app = create_app(config)
     trainer = app.config["TRAINER"]
     trainer.start_training()
+    snapshots.MetricsLog(args.metrics, "output_trainer").every(args.metrics_interval,
+                                                               trainer.metrics, trainer.stop)
 
     def on_stop():
         trainer.stop_training()

@@ -9,6 +9,7 @@ import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from PIL import Image
 
 import generate
 import plot
@@ -184,3 +185,168 @@ def test_help_and_option_checks(capsys):
     with pytest.raises(SystemExit) as e:
         plot.main(["--progress-dir", ".", "--heldout", "0"])
     assert e.value.code == 2 and "--heldout must be at least 1" in capsys.readouterr().err
+
+
+# --- a whole run folder ------------------------------------------------------------------------
+
+STREAMING_START = 997.25        # time.time() of train_input.jsonl's first line in recorded_run_dir
+
+
+def write_lines(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def recorded_run_dir(recorded_run):
+    """A run folder as demo.py leaves it: recorded_run's progress/, the baseline's network in
+    backprop/final.npz, and a few lines of each process's metrics (the oracle's last one torn,
+    as when a process is killed mid-write). Returns (run folder, decoupled nets, backprop net)."""
+    progress, nets = recorded_run
+    run = progress.parent
+    backprop = sgd.make_network(np.random.default_rng(12))
+    snapshots.save_layers(run / "backprop" / "final.npz", backprop)
+    metrics = run / "metrics"
+    write_lines(metrics / "backprop.jsonl", [
+        {"time": 2000.0 + s, "stage": "backprop", "seconds": s, "epoch": s // 10,
+         "examples": 100 * s, "heldout_mse": 0.5 / (1 + s)} for s in (0, 10, 20, 30)])
+    write_lines(metrics / "train_input.jsonl", [
+        {"time": STREAMING_START + s, "stage": "input_trainer", "seconds": s, "examples": 50 * s,
+         "updates": 5 * s, "epoch": 0, "examples_per_s": 50.0} for s in (0, 10, 20)])
+    write_lines(metrics / "oracle.jsonl", [
+        {"time": 995.0 + s, "stage": "oracle", "seconds": s, "examples_held": 10 * s,
+         "training_passes": s, "last_train_mse": None if s == 0 else 0.1 / s,
+         "cosine_similarity": None if s == 0 else cos, "aggregate_cosine": None if s == 0 else
+         cos + 0.05, "relative_error": None, "explained": None}
+        for s, cos in ((0, None), (10, 0.25), (20, 0.5), (30, 0.75))])
+    with open(metrics / "oracle.jsonl", "a") as f:
+        f.write('{"time": 1031.0, "stage": "ora')
+    write_lines(metrics / "train_output.jsonl", [
+        {"time": 996.0 + s, "stage": "output_trainer", "seconds": s, "examples_held": 10 * s,
+         "examples_trained": 30 * s, "training_passes": s, "last_train_mse": None}
+        for s in (0, 10)])
+    return run, nets, backprop
+
+
+def image(path, fmt):
+    """The picture at path opened with PIL, checked to be a `fmt` file."""
+    im = Image.open(path)
+    assert im.format == fmt
+    return im
+
+
+def test_run_dir_draws_every_picture(recorded_run_dir, capsys):
+    run, nets, backprop = recorded_run_dir
+    assert plot.main(["--run-dir", str(run), "--heldout", "500"]) == 0
+    out = capsys.readouterr().out
+    plots = run / "plots"                                # the default --out-dir
+    assert image(plots / "comparison.png", "PNG").size == (1200, 460)   # COMPARISON_FIGSIZE
+    assert image(plots / "curves.png", "PNG").size == (800, 800)
+    assert len(list(plots.glob("fit_*.png"))) == 3 and (plots / "mse.png").exists()
+    assert plt.get_fignums() == []
+
+    # Seconds count from train_input.jsonl's first line, 997.25 s: tick 1000 is 2.75 s later,
+    # the final network's later file was written at 1026.25, the initial one's at 996.
+    rows = {str(r["label"]): r for r in read_rows(plots / "heldout_mse.jsonl")}
+    assert [rows[t]["seconds"] for t in ("1000", "1010", "1020")] == [2.75, 12.75, 22.75]
+    assert rows["final"]["seconds"] == pytest.approx(29.0)
+    assert rows["initial"]["seconds"] == pytest.approx(-1.25)
+    assert sorted(p.name for p in plots.glob("fit_*.png")) == [
+        "fit_000003.png", "fit_000013.png", "fit_000023.png"]
+
+    # The summary: backprop's MSE measured on the same held-out points; the oracle's last
+    # complete line (the torn one is skipped and reported).
+    x_test, y_test = generate.heldout(500)
+    assert f"{sgd.mse(backprop, x_test, y_test):13.6f}     30" in out
+    assert f"{sgd.mse(nets['final'], x_test, y_test):13.6f}     29" in out
+    assert "0.750 (mean over examples), 0.800 (all as one vector)" in out
+    assert "oracle.jsonl: skipped 1 line(s) that are not JSON objects" in out
+    assert "skipped" not in out.replace("skipped 1 line(s)", "").replace(
+        "unpaired tick(s) skipped", "")               # nothing else was left out
+
+
+def test_run_dir_animation_has_one_frame_per_tick_in_time_order(recorded_run_dir):
+    run, nets, _ = recorded_run_dir
+    assert plot.main(["--run-dir", str(run), "--heldout", "200"]) == 0
+    gif = image(run / "plots" / "evolution.gif", "GIF")
+    assert gif.n_frames == 3 and gif.size == (432, 352)            # SURFACE_FIGSIZE at 80 dpi
+    assert gif.info["duration"] == 250 and gif.info["loop"] == 0   # 4 frames a second, forever
+    frames = []
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        frames.append(np.asarray(gif.convert("RGB"), dtype=np.float64))
+    # Frame k is tick k's surface: closer to it than to any other tick's (titles aside, the
+    # surfaces differ: every tick's network is a different random one).
+    drawn = [plot.surface_image(functools.partial(sgd.predict, nets[t]), "")
+             for t in (1000, 1010, 1020)]
+    for k, frame in enumerate(frames):
+        distances = [np.abs(frame - d).mean() for d in drawn]
+        assert int(np.argmin(distances)) == k, distances
+
+
+def test_run_dir_without_backprop_or_metrics_draws_the_rest(recorded_run_dir, capsys):
+    run, nets, _ = recorded_run_dir
+    for folder in ("backprop", "metrics"):
+        for path in (run / folder).iterdir():
+            path.unlink()
+        (run / folder).rmdir()
+    out_dir = run / "elsewhere"
+    assert plot.main(["--run-dir", str(run), "--out-dir", str(out_dir), "--heldout", "200"]) == 0
+    out = capsys.readouterr().out
+    for name in ("comparison.png", "curves.png", "evolution.gif", "mse.png"):
+        assert (out_dir / name).stat().st_size > 5_000, name
+    assert "skipped plain backprop in comparison.png and the summary: no " in out
+    assert "backprop/final.npz" in out
+    assert "skipped the oracle's quality in curves.png: no metrics/oracle.jsonl" in out
+    assert "skipped the input trainer's start as time origin" in out
+    # without train_input.jsonl, seconds count from the first tick, as with --progress-dir
+    rows = {str(r["label"]): r for r in read_rows(out_dir / "heldout_mse.jsonl")}
+    assert [rows[t]["seconds"] for t in ("1000", "1010", "1020")] == [0.0, 10.0, 20.0]
+    assert "plain backprop             -" in out
+
+
+def test_run_dir_with_only_metrics_draws_the_curves(recorded_run_dir, capsys):
+    run, _, _ = recorded_run_dir
+    for folder in ("backprop", "progress"):
+        for path in (run / folder).iterdir():
+            path.unlink()
+    assert plot.main(["--run-dir", str(run), "--heldout", "100"]) == 0
+    out = capsys.readouterr().out
+    assert image(run / "plots" / "curves.png", "PNG").size == (800, 800)
+    assert not (run / "plots" / "comparison.png").exists()
+    assert not (run / "plots" / "evolution.gif").exists()
+    assert "skipped fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif: no complete" in out
+    assert "skipped comparison.png: neither method's final network is there" in out
+
+
+def test_run_dir_refuses_a_missing_or_empty_folder(tmp_path):
+    with pytest.raises(SystemExit, match="no run folder at"):
+        plot.main(["--run-dir", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="nothing to draw in"):
+        plot.main(["--run-dir", str(tmp_path), "--heldout", "100"])
+    assert not (tmp_path / "plots").exists() or not any((tmp_path / "plots").iterdir())
+
+
+@pytest.mark.parametrize("frames", [1, 60])
+def test_save_gif_keeps_every_frame(tmp_path, frames):
+    # Small frames that all differ (a moving bar), so none is merged into its neighbour.
+    images = []
+    for k in range(frames):
+        im = np.full((30, 80, 3), 255, dtype=np.uint8)
+        im[:, k:k + 5] = (68, 1, 84)                   # viridis' darkest colour
+        images.append(im)
+    plot.save_gif(images, tmp_path / "deep" / "a.gif")
+    gif = image(tmp_path / "deep" / "a.gif", "GIF")
+    assert gif.n_frames == frames and gif.size == (80, 30)
+    gif.seek(frames - 1)
+    np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), images[-1])
+
+
+def test_run_dir_and_progress_dir_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as e:
+        plot.main(["--run-dir", ".", "--progress-dir", "."])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        plot.main([])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "one of the arguments --run-dir --progress-dir is required" in err
