@@ -44,9 +44,11 @@ This file only reads what the trainers wrote; it never trains.
 
 import argparse
 import contextlib
+import copy
 import functools
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -190,13 +192,27 @@ def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
                    duration=round(1000 / frames_per_second))
 
 
-def draw_placeholder(ax, title, text):
-    """An empty panel that says, in its middle, what should have been drawn there and why not."""
+def predictor(layers):
+    """f(p): the network's outputs (n,) for points p (n, 2), computed on a copy of the layers.
+
+    A forward pass leaves its inputs and activations on each Layer (n rows each, kept for
+    backprop): ~8 MB a network for a picture, ~500 MB for 30 networks held at once. On a copy,
+    they go when the call returns. (The same reason measure_moments measures MSE on a copy.)
+    """
+    return lambda p: sgd.predict(copy.deepcopy(layers), p)
+
+
+def draw_placeholder(ax, title, text, width=36):
+    """An empty panel that says, in its middle, what should have been drawn there and why not.
+
+    The text is wrapped to `width` characters and left out of the layout, so a long message
+    never squeezes the panels beside it. Ticks are the caller's: a shared axis keeps them.
+    """
     ax.set_title(title)
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes,
-            color="dimgray")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    message = ax.text(0.5, 0.5, textwrap.fill(text, width, break_long_words=True),
+                      ha="center", va="center", transform=ax.transAxes, color="dimgray",
+                      fontsize="small")
+    message.set_in_layout(False)
 
 
 def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since the first snapshot tick"):
@@ -315,7 +331,7 @@ def measure_moments(folder, moments, x_test, y_test):
             continue
         networks[label] = layers
         rows.append({"label": label, "layer1": l1, "layers23": l23, "seconds": taken,
-                     "mse": sgd.mse(layers, x_test, y_test)})
+                     "mse": sgd.mse(copy.deepcopy(layers), x_test, y_test)})
     return rows, networks, skipped
 
 
@@ -407,6 +423,7 @@ def save_comparison(path, panels):
         for ax, (title, f, missing) in zip(axes, panels):
             if f is None:
                 draw_placeholder(ax, title, missing)
+                ax.set(xlim=(-1, 1), ylim=(-1, 1), xticks=[], yticks=[], aspect="equal")
             else:
                 filled = draw_surface(ax, f, title)
         for ax in axes[1:]:
@@ -463,8 +480,12 @@ def draw_oracle_quality(ax, oracle_rows, origin):
     ax.legend(handles, labels, fontsize="small", loc="lower left")
 
 
-def save_curves(path, backprop_rows, decoupled_rows, oracle_rows, origin, baseline):
-    """curves.png: held-out MSE of both methods above, the oracle's quality below, shared x."""
+def save_curves(path, backprop_rows, decoupled_rows, oracle_rows, origin, baseline,
+                since="the input trainer began streaming"):
+    """curves.png: held-out MSE of both methods above, the oracle's quality below, shared x.
+
+    origin: the time.time() the decoupled rows' seconds count from, named by `since`.
+    """
     with saved_figure(path, 2, 1, sharex=True, figsize=RUN_CURVES_FIGSIZE,
                       layout="constrained") as (fig, (top, bottom)):
         draw_heldout_curves(top, backprop_rows, decoupled_rows, baseline)
@@ -472,9 +493,10 @@ def save_curves(path, backprop_rows, decoupled_rows, oracle_rows, origin, baseli
             draw_oracle_quality(bottom, oracle_rows, origin)
         else:
             draw_placeholder(bottom, "How good the oracle's synthetic gradients are",
-                             "no oracle metrics (metrics/oracle.jsonl is missing or empty)")
-        bottom.set_xlabel("seconds since training started (synthetic gradients: since the "
-                          "input trainer began streaming)")
+                             "no oracle metrics (metrics/oracle.jsonl is missing or empty)",
+                             width=80)
+            bottom.set_yticks([])
+        bottom.set_xlabel(f"seconds since training started (synthetic gradients: since {since})")
 
 
 def save_evolution(path, rows, networks):
@@ -483,7 +505,7 @@ def save_evolution(path, rows, networks):
     Returns the number of frames (one per tick row).
     """
     ticks = sorted((r for r in rows if isinstance(r["label"], int)), key=lambda r: r["label"])
-    images = [surface_image(functools.partial(sgd.predict, networks[r["label"]]),
+    images = [surface_image(predictor(networks[r["label"]]),
                             f"synthetic gradients: t = {r['seconds']:.0f} s, "
                             f"held-out MSE {r['mse']:.4f}")
               for r in ticks]
@@ -551,7 +573,7 @@ def draw_progress(folder, out_dir, x_test, y_test, origin=None,
         if r["seconds"] is not None:
             r["seconds"] = round(r["seconds"] - origin, 3)   # ms: time.time()'s noise
     for r in ticks:
-        save_surface(functools.partial(sgd.predict, networks[r["label"]]),
+        save_surface(predictor(networks[r["label"]]),
                      fit_path(out_dir, r["seconds"]),
                      title=f"t = {r['seconds']:.0f} s: held-out MSE {r['mse']:.4f}")
 
@@ -588,10 +610,10 @@ def backprop_result(run_dir, metrics, x_test, y_test):
     except NothingToDraw as e:
         return None, ("plain backprop", None, str(e))
     rows = metrics["backprop"]
-    result = (sgd.mse(layers, x_test, y_test), last_finite(rows, "seconds"),
+    result = (sgd.mse(copy.deepcopy(layers), x_test, y_test), last_finite(rows, "seconds"),
               last_finite(rows, "examples"))
     return result, (final_title("plain backprop", *result[:2]),
-                    functools.partial(sgd.predict, layers), None)
+                    predictor(layers), None)
 
 
 def decoupled_result(run_dir, rows, networks, metrics):
@@ -604,7 +626,7 @@ def decoupled_result(run_dir, rows, networks, metrics):
     row, layers = end
     result = (row["mse"], row["seconds"], last_finite(metrics["train_input"], "examples"))
     return result, (final_title("synthetic gradients", *result[:2]),
-                    functools.partial(sgd.predict, layers), None)
+                    predictor(layers), None)
 
 
 def say_skipped(what, why):
@@ -612,19 +634,13 @@ def say_skipped(what, why):
     print(f"skipped {what}: {why}", flush=True)
 
 
-def draw_run_progress(run_dir, out_dir, x_test, y_test):
-    """draw_progress on RUN/progress, seconds counted from when the input trainer began
-    streaming (train_input.jsonl's first line) if known. Returns its rows, networks and origin;
-    ([], {}, that start or None) if there is nothing to draw."""
-    start = streaming_start(run_dir)
-    if start is None:
-        say_skipped("the input trainer's start as time origin", "no metrics/train_input.jsonl; "
-                "seconds count from the first snapshot tick instead")
-    since = ("seconds since the input trainer began streaming" if start is not None
-             else "seconds since the first snapshot tick")
+def draw_run_progress(run_dir, out_dir, x_test, y_test, start, since):
+    """draw_progress on RUN/progress, seconds counted from start (a time.time(); None: the first
+    tick), which `since` names. Returns its rows, networks and origin; ([], {}, start) if there
+    is nothing to draw."""
     try:
         return draw_progress(Path(run_dir) / "progress", out_dir, x_test, y_test,
-                             origin=start, since=since)
+                             origin=start, since=f"seconds since {since}")
     except NothingToDraw as e:
         say_skipped("fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif", e)
         return [], {}, start
@@ -649,10 +665,11 @@ def draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test, y_tes
     return backprop, decoupled, True
 
 
-def draw_run_curves(run_dir, out_dir, rows, metrics, origin, baseline):
+def draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, baseline):
     """curves.png if there is anything to put on it; returns whether it drew.
 
-    origin: the time.time() that rows' seconds count from (None: the oracle's first line).
+    origin: the time.time() that rows' seconds count from, named by `since` (None: the
+    oracle's first line).
     """
     if not (metrics["backprop"] or rows or metrics["oracle"]):
         say_skipped("curves.png", f"no metrics in {Path(run_dir) / 'metrics'} and no snapshots")
@@ -663,8 +680,9 @@ def draw_run_curves(run_dir, out_dir, rows, metrics, origin, baseline):
             say_skipped(f"{what} in curves.png", f"no metrics/{name}.jsonl (or it is empty)")
     if origin is None:                           # no streaming start and no snapshots
         origin = last_finite(metrics["oracle"][:1], "time") or 0.0
+        since = "the oracle's first metrics line"
     save_curves(Path(out_dir) / "curves.png", metrics["backprop"], rows, metrics["oracle"],
-                origin, baseline)
+                origin, baseline, since)
     return True
 
 
@@ -679,13 +697,18 @@ def draw_run(run_dir, out_dir, x_test, y_test):
     metrics = {name: read_metrics(run_dir / "metrics" / f"{name}.jsonl")
                for name in ("backprop", "train_input", "oracle")}
     written = []
-    rows, networks, origin = draw_run_progress(run_dir, out_dir, x_test, y_test)
+    start = streaming_start(run_dir)
+    if start is None:
+        say_skipped("the input trainer's start as time origin", "no metrics/train_input.jsonl; "
+                    "seconds count from the first snapshot tick instead")
+    since = "the first snapshot tick" if start is None else "the input trainer began streaming"
+    rows, networks, origin = draw_run_progress(run_dir, out_dir, x_test, y_test, start, since)
     if rows:
         written += ["fit_*.png", "mse.png", "heldout_mse.jsonl"]
     backprop, decoupled, drew = draw_run_comparison(run_dir, out_dir, rows, networks, metrics,
                                                     x_test, y_test)
     written += ["comparison.png"] if drew else []
-    if draw_run_curves(run_dir, out_dir, rows, metrics, origin, float(y_test.var())):
+    if draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, float(y_test.var())):
         written.append("curves.png")
     if any(isinstance(r["label"], int) for r in rows):
         frames = save_evolution(out_dir / "evolution.gif", rows, networks)
