@@ -37,8 +37,8 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 # Defaults chosen so the demo fits visibly well on a 2-core machine in ~3 minutes; the scripts'
 # own defaults are the original project's (see README, "Defaults").
 DEMO = dict(
-    input_learning_rate=0.05,
-    output_learning_rate=0.002,
+    input_learning_rate=0.1,
+    output_learning_rate=0.1,
     output_batch_size=10,
     oracle_args="--optimizer adam --learning-rate 0.003",
 )
@@ -94,8 +94,10 @@ def parse_args(argv):
     p.add_argument("--duration", type=float, default=75.0,
                    help="seconds the three processes train, and then plain backprop (default "
                         "75: with start-up and plotting the demo takes about 3 minutes)")
-    p.add_argument("--count", type=int, default=200_000,
-                   help="training examples to generate (default 200,000, the original's)")
+    p.add_argument("--count", type=int, default=20_000,
+                   help="training examples to generate (default 20,000: in 75 s the input "
+                        "trainer passes over them ~10 times, so layers 2-3 train on fresh "
+                        "activations; with the original's 200,000 it would not finish one pass)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything the run writes (default: a new "
                         "runs/<date-time> next to this file)")
@@ -104,11 +106,11 @@ def parse_args(argv):
     p.add_argument("--status-every", type=float, default=5.0,
                    help="seconds between status lines while training (default 5)")
     p.add_argument("--input-learning-rate", type=float, default=DEMO["input_learning_rate"],
-                   help="layer 1's eta (default %(default)s; the original's 0.001 leaves layer 1 "
-                        "where it started in a few minutes)")
+                   help="layer 1's eta (default %(default)s, averaged over minibatches of 10; "
+                        "the original's 0.001 leaves layer 1 where it started in a few minutes)")
     p.add_argument("--output-learning-rate", type=float, default=DEMO["output_learning_rate"],
-                   help="layers 2-3's eta (default %(default)s with minibatches of 10: slow "
-                        "enough that the oracle can follow the true gradients as they change)")
+                   help="layers 2-3's eta (default %(default)s with minibatches of 10; the "
+                        "original's 0.001 per example needs many minutes)")
     p.add_argument("--output-batch-size", type=int, default=DEMO["output_batch_size"],
                    help="layers 2-3's minibatch (default %(default)s: vectorised, several times "
                         "faster than per-example updates in Python)")

@@ -45,6 +45,8 @@ log = logging.getLogger("oracle")
 DEFAULTS = dict(
     hidden=12,               # the original's oracle: 24 -> 12 (sigmoid) -> 24
     optimizer="adadelta",    # the original's
+    zero_init=False,         # the original's random last layer; the paper zeroes it
+    conditioned=False,       # the original's: the synthetic gradient sees h only
     learning_rate=1.0,       # Adadelta's Keras 1 default, which the original relied on
     epochs_per_pass=2,       # the original's
     batch_size=32,           # Keras' default batch size, which the original used
@@ -59,25 +61,34 @@ DEFAULTS = dict(
 OPTIMIZERS = ("adadelta", "adam", "sgd")
 
 
-def build_model(width, hidden, learning_rate, seed, optimizer="adadelta"):
-    """The Keras oracle model h (width,) -> Dense(hidden, sigmoid) -> Dense(width, linear)."""
+def build_model(n_in, width, hidden, learning_rate, seed, optimizer="adadelta", zero_init=False):
+    """The Keras oracle model: input (n_in,) -> Dense(hidden, sigmoid) -> Dense(width, linear).
+
+    n_in is width for the original oracle, width + 1 for one conditioned on the target (h and
+    y side by side). hidden = 0 gives the linear model g_hat = input . A + b. zero_init sets the
+    last layer's weights and bias to zero, as the paper does, so the first synthetic gradients
+    are exactly zero and do not push layer 1 around with noise.
+    """
     import keras
     keras.utils.set_random_seed(seed)
     optimizers = {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam,
                   "sgd": keras.optimizers.SGD}
-    model = keras.Sequential([
-        keras.Input(shape=(width,)),
-        keras.layers.Dense(hidden, activation="sigmoid"),
-        keras.layers.Dense(width, activation="linear"),
-    ])
+    last = dict(kernel_initializer="zeros", bias_initializer="zeros") if zero_init else {}
+    hidden_layers = [keras.layers.Dense(hidden, activation="sigmoid")] if hidden else []
+    model = keras.Sequential([keras.Input(shape=(n_in,)), *hidden_layers,
+                              keras.layers.Dense(width, activation="linear", **last)])
     model.compile(optimizer=optimizers[optimizer](learning_rate=learning_rate), loss="mse")
     return model
 
 
-def numpy_forward(weights, h):
-    """The model's output for h (n, width), computed in numpy from [w1, b1, w2, b2]."""
+def numpy_forward(weights, inputs):
+    """The model's output for inputs (n, n_in), in numpy from [w1, b1, w2, b2] (a hidden
+    sigmoid layer) or [w, b] (the linear model)."""
+    if len(weights) == 2:
+        w, b = weights
+        return inputs @ w + b                        # (n, width)
     w1, b1, w2, b2 = weights
-    a1 = 1.0 / (1.0 + np.exp(-(h @ w1 + b1)))      # (n, hidden)
+    a1 = 1.0 / (1.0 + np.exp(-(inputs @ w1 + b1)))   # (n, hidden)
     return a1 @ w2 + b2                              # (n, width)
 
 
@@ -116,10 +127,12 @@ class Oracle:
         self.width = width
         self.h = np.zeros((c["max_examples"], width))          # (max_examples, 24)
         self.g = np.zeros((c["max_examples"], width))          # dL/dh, same shape
+        self.y = np.zeros(c["max_examples"])                   # targets, for a conditioned oracle
+        self.conditioned = bool(c["conditioned"])
         self.held = np.zeros(c["max_examples"], dtype=bool)
         self.lock = threading.Lock()
-        self.model = build_model(width, c["hidden"], c["learning_rate"], c["seed"],
-                                 c["optimizer"])
+        self.model = build_model(width + self.conditioned, width, c["hidden"],
+                                 c["learning_rate"], c["seed"], c["optimizer"], c["zero_init"])
         self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
         self.cosines = collections.deque(maxlen=c["quality_window"])
         self.relative_errors = collections.deque(maxlen=c["quality_window"])
@@ -132,15 +145,20 @@ class Oracle:
         self._thread = None
 
     # --- the request path -----------------------------------------------------------------
-    def estimate(self, h):
-        """Synthetic gradients (n, width) for activations h (n, width), from the newest weights."""
+    def inputs(self, h, y):
+        """The model's input: h (n, width), or [h, y] (n, width + 1) when conditioned."""
+        return np.column_stack([h, y]) if self.conditioned else h
+
+    def estimate(self, h, y=None):
+        """Synthetic gradients (n, width) for activations h (n, width) (and targets y (n,) if
+        conditioned), from the newest weights."""
         weights = self.weights                      # one read: a consistent set of weights
         self.counts["estimates"] += len(h)
-        return numpy_forward(weights, h)
+        return numpy_forward(weights, self.inputs(h, y))
 
-    def receive(self, i, h, g):
+    def receive(self, i, h, g, y=None):
         """Measure the current predictions against true gradients g at h, then keep them."""
-        g_hat = self.estimate(h)
+        g_hat = self.estimate(h, y)
         self.counts["estimates"] -= len(h)          # that was a measurement, not a request
         cos, rel = cosine_and_relative_error(g_hat, g)
         sums = alignment_sums(g_hat, g)
@@ -152,6 +170,8 @@ class Oracle:
             self.relative_errors.extend(rel.tolist())
             self.h[i] = h
             self.g[i] = g
+            if y is not None:
+                self.y[i] = y
             self.held[i] = True
             self.counts["gradients_received"] += len(i)
 
@@ -203,7 +223,8 @@ class Oracle:
             idx = np.flatnonzero(self.held)
             if len(idx) < c["min_examples"]:
                 return False
-            h, g = self.h[idx], self.g[idx]        # copies: requests may overwrite rows meanwhile
+            # copies: requests may overwrite rows meanwhile
+            inputs, g = self.inputs(self.h[idx], self.y[idx]), self.g[idx]
         oracle = self
 
         class Publish(keras.callbacks.Callback):
@@ -214,7 +235,7 @@ class Oracle:
                 if oracle.stop.is_set():
                     self.model.stop_training = True
 
-        history = self.model.fit(h, g, epochs=c["epochs_per_pass"], batch_size=c["batch_size"],
+        history = self.model.fit(inputs, g, epochs=c["epochs_per_pass"], batch_size=c["batch_size"],
                                  shuffle=True, verbose=0, callbacks=[Publish()])
         self.publish()
         losses = history.history.get("loss", [])
@@ -248,14 +269,19 @@ def create_app(config=None):
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)
     def estimate_gradients():
-        h = synthgrad.decode_estimate_request(synthgrad.read_body(), oracle.width)
-        return {"gradients": synthgrad.encode_array(oracle.estimate(h))}
+        body = synthgrad.read_body()
+        if oracle.conditioned:
+            h, y = synthgrad.decode_estimate_request(body, oracle.width, need_y=True)
+        else:
+            h, y = synthgrad.decode_estimate_request(body, oracle.width), None
+        return {"gradients": synthgrad.encode_array(oracle.estimate(h, y))}
 
     @app.post(synthgrad.PROVIDE_GRADIENT)
     def provide_gradient():
-        i, h, g = synthgrad.decode_gradients(synthgrad.read_body(),
-                                             oracle.config["max_examples"], oracle.width)
-        oracle.receive(i, h, g)
+        i, h, g, *y = synthgrad.decode_gradients(synthgrad.read_body(),
+                                                 oracle.config["max_examples"], oracle.width,
+                                                 need_y=oracle.conditioned)
+        oracle.receive(i, h, g, *y)
         return {"ok": True, "received": len(i)}
 
     @app.get(synthgrad.STATUS)
@@ -274,7 +300,16 @@ def parse_args(argv):
     p.add_argument("--port", type=int, default=synthgrad.DEFAULT_ORACLE_PORT,
                    help="port to listen on (default 5001, the original's; 0 picks a free one)")
     p.add_argument("--hidden", type=int, default=d["hidden"],
-                   help="hidden units of the oracle model (default 12, the original's)")
+                   help="hidden units of the oracle model (default 12, the original's; 0 gives "
+                        "the linear model g_hat = A h + b the paper found often enough)")
+    p.add_argument("--zero-init", action="store_true",
+                   help="start the last layer at zero weights and bias, as the paper does, so "
+                        "the first synthetic gradients are zero (default: off, the original's "
+                        "random start)")
+    p.add_argument("--conditioned", action="store_true",
+                   help="condition on the target (cDNI): predict dL/dh from (h, y); requests "
+                        "must then carry y (default: off, the original's h-only oracle, which "
+                        "can only learn the gradient averaged over targets)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
                    help="Keras optimizer of the oracle model (default adadelta, the original's)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
@@ -307,7 +342,9 @@ def parse_args(argv):
         p.error("--port must be between 0 and 65535")
     if not math.isfinite(args.learning_rate):
         p.error("--learning-rate must be finite")
-    for name in ("hidden", "epochs_per_pass", "batch_size", "max_examples", "publish_every",
+    if args.hidden < 0:
+        p.error("--hidden must be 0 (linear) or more")
+    for name in ("epochs_per_pass", "batch_size", "max_examples", "publish_every",
                  "quality_window"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -22,11 +22,15 @@ Endpoints
 | server (default address)        | method, path         | request JSON                                  | response JSON                         |
 |---------------------------------|----------------------|-----------------------------------------------|---------------------------------------|
 | output trainer 127.0.0.1:5000   | POST /training_example | list of {"i": int, "x": array (24,), "y": array ()}, or batched: {"i": [n ints], "x": array (n, 24), "y": array (n,)} | {"ok": true, "received": n} |
-| oracle 127.0.0.1:5001           | POST /estimate_gradients | {"activations": list of array (24,)}, or {"activations": array (n, 24)} | {"gradients": array (n, 24)} |
-| oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)} | {"ok": true, "received": n} |
+| oracle 127.0.0.1:5001           | POST /estimate_gradients | {"activations": list of array (24,)}, or {"activations": array (n, 24)}; optional "y": array (n,) | {"gradients": array (n, 24)} |
+| oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)}; optional "y" (array () per example, or (n,) batched) | {"ok": true, "received": n} |
 | both                            | GET /status          | none                                          | {"role": str, "uptime_s": float, ...} (see each server) |
 
-In /training_example, x is layer 1's activation h for example i and y its target. The list forms
+In /training_example, x is layer 1's activation h for example i and y its target. The targets
+y in the oracle's requests are for a target-conditioned oracle (cDNI, `oracle.py
+--conditioned`), whose synthetic gradient is a function of (h, y); it refuses requests without
+them with a 400. An unconditioned oracle (the default, the original's) ignores them, so old
+clients that never send y work as before. The list forms
 are the original project's, kept so that its clients still work; our clients send the batched
 forms (one array per chunk, which is much cheaper to encode). A request carries at most
 MAX_EXAMPLES_PER_REQUEST examples (MAX_CHUNK is what our senders put in one).
@@ -188,33 +192,57 @@ def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
     return _decode_examples(body, ("x", "y"), ((width,), ()), width, max_index)
 
 
-def encode_gradients(i, h, gradient):
-    """Batched /provide_gradient body: i (n,), h (n, 24), gradient = dL/dh (n, 24)."""
-    return {"i": [int(k) for k in i], "h": encode_array(h), "gradient": encode_array(gradient)}
+def encode_gradients(i, h, gradient, y=None):
+    """Batched /provide_gradient body: i (n,), h (n, 24), gradient = dL/dh (n, 24), and the
+    targets y (n,) if given (a target-conditioned oracle needs them)."""
+    body = {"i": [int(k) for k in i], "h": encode_array(h), "gradient": encode_array(gradient)}
+    if y is not None:
+        body["y"] = encode_array(y)
+    return body
 
 
-def decode_gradients(body, max_index, width=HIDDEN_SIZE):
-    """(i (n,), h (n, width), gradient (n, width)) from a /provide_gradient body of either form."""
-    return _decode_examples(body, ("h", "gradient"), ((width,), (width,)), width, max_index)
+def decode_gradients(body, max_index, width=HIDDEN_SIZE, need_y=False):
+    """(i (n,), h (n, width), gradient (n, width)) from a /provide_gradient body of either form;
+    with need_y, also y (n,), which must then be present."""
+    fields, shapes = ("h", "gradient"), ((width,), (width,))
+    if need_y:
+        fields, shapes = fields + ("y",), shapes + ((),)
+    try:
+        return _decode_examples(body, fields, shapes, width, max_index)
+    except ProtocolError as e:
+        if need_y and "missing y" in str(e):
+            raise ProtocolError(f"{e}: this oracle is conditioned on the target (cDNI) and "
+                                "needs y with every example") from None
+        raise
 
 
-def encode_estimate_request(h):
-    """/estimate_gradients body for activations h (n, 24)."""
-    return {"activations": encode_array(h)}
+def encode_estimate_request(h, y=None):
+    """/estimate_gradients body for activations h (n, 24), with targets y (n,) if given."""
+    body = {"activations": encode_array(h)}
+    if y is not None:
+        body["y"] = encode_array(y)
+    return body
 
 
-def decode_estimate_request(body, width=HIDDEN_SIZE):
-    """Activations h (n, width) from an /estimate_gradients body of either form."""
+def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
+    """Activations h (n, width) from an /estimate_gradients body of either form; with need_y,
+    (h, y) where y (n,) must be present."""
     if not isinstance(body, dict) or "activations" not in body:
         raise ProtocolError('expected {"activations": ...}')
     acts = body["activations"]
     if isinstance(acts, list):                           # the original: a list of (24,) arrays
         _check_count(len(acts))
-        return np.stack([decode_array(a, (width,), what=f"activations[{k}]")
-                         for k, a in enumerate(acts)])
-    h = decode_array(acts, (None, width), what="activations")
-    _check_count(len(h))
-    return h
+        h = np.stack([decode_array(a, (width,), what=f"activations[{k}]")
+                      for k, a in enumerate(acts)])
+    else:
+        h = decode_array(acts, (None, width), what="activations")
+        _check_count(len(h))
+    if not need_y:
+        return h
+    if "y" not in body:
+        raise ProtocolError("missing y: this oracle is conditioned on the target (cDNI) and "
+                            "needs the targets y (n,) of the activations")
+    return h, decode_array(body["y"], (len(h),), what="y")
 
 
 def decode_estimate_response(body, n, width=HIDDEN_SIZE):
@@ -314,17 +342,21 @@ class OracleClient(Client):
     def __init__(self, base_url=DEFAULT_ORACLE_URL, timeout=10.0):
         super().__init__(base_url, timeout)
 
-    def estimate_gradients(self, h):
-        """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24)."""
-        body = self._request("POST", ESTIMATE_GRADIENTS, encode_estimate_request(h))
+    def estimate_gradients(self, h, y=None):
+        """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24).
+
+        y (n,), the targets, are sent if given; only a target-conditioned oracle uses them.
+        """
+        body = self._request("POST", ESTIMATE_GRADIENTS, encode_estimate_request(h, y))
         try:
             return decode_estimate_response(body, len(h), h.shape[1])
         except ProtocolError as e:
             raise PeerError(f"oracle at {self.base_url} sent a bad answer: {e}") from e
 
-    def provide_gradients(self, i, h, gradient):
-        """POST /provide_gradient: true dL/dh (n, 24) at activations h (n, 24) for examples i."""
-        return self._request("POST", PROVIDE_GRADIENT, encode_gradients(i, h, gradient))
+    def provide_gradients(self, i, h, gradient, y=None):
+        """POST /provide_gradient: true dL/dh (n, 24) at activations h (n, 24) for examples i,
+        with their targets y (n,) if given."""
+        return self._request("POST", PROVIDE_GRADIENT, encode_gradients(i, h, gradient, y))
 
 
 class Sender:

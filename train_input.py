@@ -62,11 +62,12 @@ class InputTrainer:
         self.updates = 0
         self.epochs = 0
 
-    def synthetic_gradients(self, h):
-        """The oracle's dL/dh for h, waiting (and saying so) while the oracle is unreachable."""
+    def synthetic_gradients(self, h, y):
+        """The oracle's dL/dh for h (y goes along for an oracle conditioned on targets),
+        waiting and saying so while the oracle is unreachable."""
         while True:
             try:
-                return self.oracle.estimate_gradients(h)
+                return self.oracle.estimate_gradients(h, y)
             except synthgrad.PeerError as e:
                 log.warning("no synthetic gradients (%s); waiting for the oracle", e)
                 if not self.oracle.wait_until_ready(self.stop):
@@ -76,7 +77,7 @@ class InputTrainer:
         """Forward, hand off, fetch synthetic gradients, update: one minibatch of indices."""
         h = self.layer.feed_forward(self.x[idx])                # (n, 24)
         self.sender.put(idx, h, self.y[idx])                    # fire-and-forget to layers 2-3
-        g = self.synthetic_gradients(h)                         # (n, 24) synthetic dL/dh
+        g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
         if g is None:                                           # stopped while waiting
             return False
         self.layer.backprop(g)                                  # stores dL/dw1, dL/db1

@@ -115,8 +115,8 @@ class OutputTrainer:
                 for layer in self.layers:
                     layer.descend(eta)
                 dL_dh[rows] = dL_da
-            if self.sender is not None:
-                self.sender.put(idx, x, dL_dh)
+            if self.sender is not None:                    # y too, for a conditioned oracle
+                self.sender.put(idx, x, dL_dh, y)
             self.counts["examples_trained"] += len(idx)
             self.snapshotter.maybe_save(self.layers)
         self.last_train_mse = squared_error / len(order)

@@ -112,3 +112,34 @@ def test_three_processes_learn_and_layer1_learns_from_synthetic_gradients(run, d
     # Both halves were snapshotted on shared ticks, so plot.py can pair them.
     assert len(snapshots.paired_ticks(run.progress)) >= 3
     assert "Traceback" not in run.log("output") + run.log("oracle") + run.log("input")
+
+
+def free_port():
+    """A port nothing listens on right now (bound to port 0, noted, released)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_reverse_start_order_input_trainer_first_still_learns(run, data_dir):
+    oracle_url = f"http://127.0.0.1:{free_port()}"
+    output_url = f"http://127.0.0.1:{free_port()}"
+    inp = run.start("input", "train_input.py",
+                    *input_args(run, data_dir, oracle_url, output_url, seconds=12))
+    output = run.start("output", "train_output.py", "--port", output_url.rsplit(":", 1)[1],
+                       "--oracle-url", oracle_url, "--max-examples", str(COUNT),
+                       "--progress-dir", str(run.progress), "--snapshot-interval", "2",
+                       *OUTPUT_ARGS)
+    output.wait_url(120)
+    assert inp.popen.poll() is None, "the input trainer must wait for the oracle, not exit"
+    oracle = run.start("oracle", "oracle.py", "--port", oracle_url.rsplit(":", 1)[1],
+                       "--max-examples", str(COUNT), *ORACLE_ARGS)
+    oracle.wait_url(120)
+    assert inp.popen.wait(12 + 120) == 0, run.log("input")
+    assert run.stop() == {"input": 0, "output": 0, "oracle": 0}
+    assert "waiting for oracle" in run.log("input")
+    initial = composed_mse(run.progress, "initial", "initial")
+    final = composed_mse(run.progress, "final", "final")
+    print(f"reverse order: held-out MSE {initial:.4f} -> {final:.4f}")
+    assert final < 0.5 * initial

@@ -522,7 +522,7 @@ def test_parse_args_defaults():
 
 
 @pytest.mark.parametrize("argv", [
-    ["--hidden", "0"], ["--hidden", "two"], ["--learning-rate", "0"], ["--learning-rate", "-1"],
+    ["--hidden", "-1"], ["--hidden", "two"], ["--learning-rate", "0"], ["--learning-rate", "-1"],
     ["--learning-rate", "nan"], ["--epochs-per-pass", "0"], ["--batch-size", "0"],
     ["--max-examples", "0"], ["--publish-every", "0"], ["--quality-window", "-5"],
     ["--port", "http"], ["--no-such-option"],

@@ -137,10 +137,11 @@ def test_sent_gradients_are_dL_dh_before_each_update(make_output_app, batch_size
     initial = copy.deepcopy(layers)
 
     assert trainer.train_pass() is True
-    i_sent, h_sent, g_sent = trainer.sender.rows()                     # (5,), (5, 24), (5, 24)
+    i_sent, h_sent, g_sent, y_sent = trainer.sender.rows()     # (5,), (5, 24), (5, 24), (5,)
     np.testing.assert_array_equal(i_sent, order)                       # the pass's order
     assert h_sent.tobytes() == x[order].tobytes()                       # each i with its own h
     assert g_sent.shape == (5, W)
+    assert y_sent.tobytes() == y[order].tobytes()                       # and its own target
 
     # Replay the pass by hand: check each example's gradient against finite differences
     # through the layers as they are *before* its batch's update, then make that update.
@@ -170,7 +171,7 @@ def test_the_replay_is_sensitive_to_the_order_of_update_and_gradient(make_output
     hold(app, [3])
     layers = copy.deepcopy(trainer.layers)
     trainer.train_pass()
-    _, _, g_sent = trainer.sender.rows()
+    _, _, g_sent, _ = trainer.sender.rows()
     before = numerical_dL_dh(layers, trainer.x[3], trainer.y[3])
     after = numerical_dL_dh(trainer.layers, trainer.x[3], trainer.y[3])
     np.testing.assert_allclose(g_sent[0], before, rtol=RTOL, atol=ATOL)
@@ -184,7 +185,7 @@ def test_gradients_go_out_one_chunk_at_a_time_with_the_same_numbers(make_output_
     chunked.config["TRAINER"].train_pass(chunk=2)
     whole.config["TRAINER"].train_pass()
     puts = chunked.config["TRAINER"].sender.puts
-    assert [len(i) for i, _, _ in puts] == [2, 2, 1]
+    assert [len(i) for i, *_ in puts] == [2, 2, 1]
     for a, b in zip(chunked.config["TRAINER"].sender.rows(), whole.config["TRAINER"].sender.rows()):
         assert a.tobytes() == b.tobytes()
     assert_same_layers(chunked.config["TRAINER"].layers, whole.config["TRAINER"].layers)
