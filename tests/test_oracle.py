@@ -551,3 +551,89 @@ def test_help_works_and_main_starts_nothing(capsys):
     out = capsys.readouterr().out
     for option in ("--port", "--hidden", "--learning-rate", "--epochs-per-pass", "--seed"):
         assert option in out
+
+
+# --- The paper's variants: linear, zero-initialised, conditioned on the target (cDNI). ---------
+
+def test_zero_initialised_oracle_first_prediction_is_exactly_zero(make_oracle_app):
+    for hidden in (12, 0):
+        app = make_oracle_app(zero_init=True, hidden=hidden)
+        h = np.random.default_rng(1).uniform(0, 1, (7, W))
+        g = decoded(post(app, E, synthgrad.encode_estimate_request(h)), (7, W))
+        assert not g.any()                                   # exactly 0.0, every entry
+
+
+def test_linear_oracle_prediction_is_the_closed_form(make_oracle_app):
+    app = make_oracle_app(hidden=0)
+    o = app.config["ORACLE"]
+    assert len(o.model.layers) == 1                          # one Dense layer, no hidden layer
+    A, b = (w.astype(np.float64) for w in o.model.get_weights())   # (24, 24), (24,)
+    h = np.random.default_rng(2).uniform(0, 1, (5, W))
+    expected = h @ A + b                                     # g_hat = A h + b, row by row
+    got = decoded(post(app, E, synthgrad.encode_estimate_request(h)), (5, W))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    np.testing.assert_allclose(got, o.model.predict_on_batch(h), rtol=RTOL, atol=ATOL)
+
+
+def test_conditioned_linear_oracle_uses_y_as_one_more_input(make_oracle_app):
+    app = make_oracle_app(hidden=0, conditioned=True)
+    o = app.config["ORACLE"]
+    A, b = (w.astype(np.float64) for w in o.model.get_weights())   # (25, 24), (24,)
+    assert A.shape == (W + 1, W)
+    rng = np.random.default_rng(3)
+    h, y = rng.uniform(0, 1, (4, W)), rng.standard_normal(4)
+    got = decoded(post(app, E, synthgrad.encode_estimate_request(h, y)), (4, W))
+    np.testing.assert_allclose(got, h @ A[:W] + np.outer(y, A[W]) + b, rtol=1e-12)
+
+
+def test_conditioned_oracle_refuses_requests_without_y_and_keeps_its_state(make_oracle_app):
+    app = make_oracle_app(conditioned=True)
+    o = app.config["ORACLE"]
+    h = np.random.default_rng(4).uniform(0, 1, (3, W))
+    before = (o.h.tobytes(), o.g.tobytes(), o.y.tobytes(), o.held.tobytes())
+    bad = [(E, synthgrad.encode_estimate_request(h)),                        # no y at all
+           (E, {"activations": [arr(r) for r in h]}),                          # original form
+           (E, synthgrad.encode_estimate_request(h, np.zeros(2))),            # y of wrong length
+           (E, {**synthgrad.encode_estimate_request(h), "y": arr(np.full(3, np.nan))}),
+           (P, synthgrad.encode_gradients([0, 1, 2], h, h)),                 # gradients without y
+           (P, gradient_items([0, 1, 2], h, h))]
+    for path, body in bad:
+        r = post(app, path, body)
+        assert r.status_code == 400, (path, r.get_json())
+        assert "y" in r.get_json()["error"]
+    assert "conditioned" in post(app, E, bad[0][1]).get_json()["error"]
+    assert (o.h.tobytes(), o.g.tobytes(), o.y.tobytes(), o.held.tobytes()) == before
+    # With y, both endpoints work, and y is stored beside h.
+    y = np.array([0.5, -0.25, 1.0])
+    assert post(app, E, synthgrad.encode_estimate_request(h, y)).status_code == 200
+    r = post(app, P, synthgrad.encode_gradients([0, 1, 2], h, 0.1 * h, y))
+    assert r.status_code == 200
+    np.testing.assert_array_equal(o.y[:3], y)
+
+
+def test_unconditioned_oracle_ignores_y_so_old_and_new_clients_both_work(oracle_app):
+    h = np.random.default_rng(5).uniform(0, 1, (3, W))
+    without = decoded(post(oracle_app, E, synthgrad.encode_estimate_request(h)), (3, W))
+    with_y = decoded(post(oracle_app, E, synthgrad.encode_estimate_request(h, np.ones(3))),
+                     (3, W))
+    np.testing.assert_array_equal(without, with_y)
+
+
+def test_conditioned_oracle_learns_a_target_dependent_gradient(make_oracle_app):
+    # g = y * v for a fixed direction v: an h-only model cannot know the sign, a cDNI one can.
+    rng = np.random.default_rng(6)
+    n = 2000
+    h, y = rng.uniform(0, 1, (n, W)), rng.choice([-1.0, 1.0], n)
+    v = rng.standard_normal(W) / np.sqrt(W)
+    g = np.outer(y, v)
+    results = {}
+    for conditioned in (False, True):
+        app = make_oracle_app(hidden=0, conditioned=conditioned, optimizer="adam",
+                              learning_rate=0.01, max_examples=n)
+        o = app.config["ORACLE"]
+        o.receive(np.arange(n), h, g, y)
+        for _ in range(3):
+            o.train_pass()
+        cos, _ = oracle.cosine_and_relative_error(o.estimate(h, y), g)
+        results[conditioned] = cos.mean()
+    assert results[True] > 0.9 and abs(results[False]) < 0.3, results
