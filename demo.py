@@ -37,7 +37,7 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 # Defaults chosen so the demo fits visibly well on a 2-core machine in ~3 minutes; the scripts'
 # own defaults are the original project's (see README, "Defaults").
 DEMO = dict(
-    input_learning_rate=0.1,
+    input_learning_rate=0.01,
     output_learning_rate=0.1,
     output_batch_size=10,
     oracle_args="--optimizer adam --learning-rate 0.003",
@@ -107,7 +107,8 @@ def parse_args(argv):
                    help="seconds between status lines while training (default 5)")
     p.add_argument("--input-learning-rate", type=float, default=DEMO["input_learning_rate"],
                    help="layer 1's eta (default %(default)s, averaged over minibatches of 10; "
-                        "the original's 0.001 leaves layer 1 where it started in a few minutes)")
+                        "the original's 0.001 leaves layer 1 where it started in a few minutes, "
+                        "and 0.1 moves it faster than layers 2-3 and the oracle can follow)")
     p.add_argument("--output-learning-rate", type=float, default=DEMO["output_learning_rate"],
                    help="layers 2-3's eta (default %(default)s with minibatches of 10; the "
                         "original's 0.001 per example needs many minutes)")
@@ -121,6 +122,9 @@ def parse_args(argv):
     p.add_argument("--baseline-args", default="",
                    help="extra options for the plain-backprop baseline, sgd.py (default: none, "
                         "i.e. its per-example SGD at learning rate 0.002)")
+    p.add_argument("--input-args", default="",
+                   help="extra options for train_input.py, e.g. \"--synthetic-gradients local\" "
+                        "(default: none)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the plain-backprop baseline (it takes another --duration seconds)")
     p.add_argument("--seed", type=int, default=0,
@@ -210,7 +214,7 @@ def run_decoupled(args, run_dir, env):
                  "--output-url", output.url, "--progress-dir", str(progress_dir),
                  "--metrics", str(metrics_dir / "train_input.jsonl"),
                  "--learning-rate", str(args.input_learning_rate),
-                 "--duration", str(args.duration), *common],
+                 "--duration", str(args.duration), *common, *args.input_args.split()],
                 cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 code = watch(inp, oracle_client, output_client, metrics_dir / "train_input.jsonl",
@@ -232,7 +236,7 @@ def run_baseline(args, run_dir, env):
     """Phase 3: plain backprop on the same data for the same number of seconds."""
     print(f"demo: plain backprop (sgd.py) for {args.duration:.0f} s", flush=True)
     with open(run_dir / "backprop.log", "w") as log:
-        subprocess.run([sys.executable, "sgd.py", "--data-dir", str(run_dir / "data"),
+        subprocess.run([sys.executable, "sgd.py", "--data-dir", str(run_dir / "data"), "--epochs", "1000000",
                         "--duration", str(args.duration), "--eval-every", "20000",
                         "--no-plots", "--seed", str(args.seed),
                         "--metrics", str(run_dir / "metrics" / "backprop.jsonl"),

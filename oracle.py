@@ -81,15 +81,7 @@ def build_model(n_in, width, hidden, learning_rate, seed, optimizer="adadelta", 
     return model
 
 
-def numpy_forward(weights, inputs):
-    """The model's output for inputs (n, n_in), in numpy from [w1, b1, w2, b2] (a hidden
-    sigmoid layer) or [w, b] (the linear model)."""
-    if len(weights) == 2:
-        w, b = weights
-        return inputs @ w + b                        # (n, width)
-    w1, b1, w2, b2 = weights
-    a1 = 1.0 / (1.0 + np.exp(-(inputs @ w1 + b1)))   # (n, hidden)
-    return a1 @ w2 + b2                              # (n, width)
+numpy_forward = synthgrad.model_forward   # the model in numpy, on the published weights
 
 
 def alignment_sums(g_hat, g):
@@ -198,6 +190,8 @@ class Oracle:
             "training_passes": self.counts["passes"],
             "training_steps": self.counts["steps"],
             "last_train_mse": self.last_train_mse,
+            "batch_size": self.config["batch_size"],
+            "peak_rss_mb": synthgrad.peak_rss_mb(),
             "requests_served": self.counts["requests_served"],
             "requests_refused": self.counts["requests_refused"],
             "synthetic_gradient_quality": quality,
@@ -283,6 +277,11 @@ def create_app(config=None):
                                                  need_y=oracle.conditioned)
         oracle.receive(i, h, g, *y)
         return {"ok": True, "received": len(i)}
+
+    @app.get(synthgrad.WEIGHTS)
+    def weights():
+        return {"weights": [synthgrad.encode_array(w) for w in oracle.weights],
+                "conditioned": oracle.conditioned, "version": oracle.counts["steps"]}
 
     @app.get(synthgrad.STATUS)
     def status():

@@ -24,7 +24,29 @@ Endpoints
 | output trainer 127.0.0.1:5000   | POST /training_example | list of {"i": int, "x": array (24,), "y": array ()}, or batched: {"i": [n ints], "x": array (n, 24), "y": array (n,)} | {"ok": true, "received": n} |
 | oracle 127.0.0.1:5001           | POST /estimate_gradients | {"activations": list of array (24,)}, or {"activations": array (n, 24)}; optional "y": array (n,) | {"gradients": array (n, 24)} |
 | oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)}; optional "y" (array () per example, or (n,) batched) | {"ok": true, "received": n} |
-| both                            | GET /status          | none                                          | {"role": str, "uptime_s": float, ...} (see each server) |
+| oracle                          | GET /weights         | none                                          | {"weights": [array, ...], "conditioned": bool, "version": int} (below) |
+| both                            | GET /status          | none                                          | what the server holds and has done (below) |
+
+GET /weights gives the oracle's newest weights, for the *local* mode in which the input trainer
+computes synthetic gradients itself (as in the paper, where the synthetic-gradient model sits
+beside the layer it serves) and only true gradients travel: "weights" is [w1 (n_in, hidden),
+b1 (hidden,), w2 (hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linear model, where
+n_in is 24, or 25 when "conditioned" (the input is then h and y side by side);
+model_forward(weights, inputs) below is the model. "version" counts the oracle's training steps.
+
+GET /status answers, on both servers: "role" ("oracle" or "output_trainer"), "uptime_s" (float),
+"examples_held" (int, distinct example indices held), "training_passes" (int),
+"last_train_mse" (float or null: the oracle's loss mean((g_hat - g)^2) over its last pass, or
+the output trainer's mean (y_hat - y)^2 over its last pass), "requests_served" and
+"requests_refused" (int). The oracle adds "gradients_received", "estimates_served",
+"training_steps" and "synthetic_gradient_quality": {"window": examples in the moving window,
+"cosine_similarity": mean over examples of cos(g_hat, g), "relative_error": mean of
+|g_hat - g| / |g|, "aggregate_cosine": cos of all the window's gradients as one vector,
+"explained": 1 - sum |g_hat - g|^2 / sum |g|^2, "cosine_similarity_since_start"}, where g_hat is
+what the oracle would have answered for h just before the true g arrived (floats, or null
+before any gradient arrived). The output trainer adds "examples_received",
+"examples_trained", "snapshots_saved" and "gradients_to_oracle": its sender's counts {"sent",
+"superseded", "dropped", "failed_requests", "unsent"}.
 
 In /training_example, x is layer 1's activation h for example i and y its target. The targets
 y in the oracle's requests are for a target-conditioned oracle (cDNI, `oracle.py
@@ -61,6 +83,7 @@ TRAINING_EXAMPLE = "/training_example"
 ESTIMATE_GRADIENTS = "/estimate_gradients"
 PROVIDE_GRADIENT = "/provide_gradient"
 STATUS = "/status"
+WEIGHTS = "/weights"
 
 HIDDEN_SIZE = 24                  # width of h, the activation that crosses the wire
 MAX_CHUNK = 500                   # examples our senders put in one request (the original's)
@@ -252,6 +275,34 @@ def decode_estimate_response(body, n, width=HIDDEN_SIZE):
     return decode_array(body["gradients"], (n, width), what="gradients")
 
 
+def model_forward(weights, inputs):
+    """The synthetic-gradient model: g_hat (n, 24) for inputs (n, n_in), from [w1, b1, w2, b2]
+    (a hidden sigmoid layer, then linear) or [w, b] (linear). The oracle answers requests with
+    it, and the input trainer's local mode uses it on weights from GET /weights."""
+    if len(weights) == 2:
+        w, b = weights
+        return inputs @ w + b                        # (n, 24)
+    w1, b1, w2, b2 = weights
+    a1 = 1.0 / (1.0 + np.exp(-(inputs @ w1 + b1)))   # (n, hidden)
+    return a1 @ w2 + b2                              # (n, 24)
+
+
+def decode_weights(body):
+    """(weights, conditioned, version) from a GET /weights answer, checked."""
+    if not isinstance(body, dict) or not isinstance(body.get("weights"), list):
+        raise ProtocolError('expected {"weights": [array, ...], ...}')
+    weights = [decode_array(w, what=f"weights[{k}]") for k, w in enumerate(body["weights"])]
+    shapes = [w.shape for w in weights]
+    ok = (len(weights) in (2, 4) and all(len(s) == 2 for s in shapes[0::2])
+          and all(len(s) == 1 for s in shapes[1::2])
+          and all(shapes[k][1] == shapes[k + 1][0] for k in range(0, len(weights), 2))
+          and all(shapes[k + 2][0] == shapes[k + 1][0] for k in range(0, len(weights) - 2, 2))
+          and shapes[-1] == (HIDDEN_SIZE,))
+    if not ok:
+        raise ProtocolError(f"weights: shapes {shapes} are not a synthetic-gradient model")
+    return weights, bool(body.get("conditioned")), int(body.get("version", 0))
+
+
 def parse_json(data):
     """Parse a request body (bytes) as JSON, or raise ProtocolError saying why not."""
     if not data:
@@ -352,6 +403,14 @@ class OracleClient(Client):
             return decode_estimate_response(body, len(h), h.shape[1])
         except ProtocolError as e:
             raise PeerError(f"oracle at {self.base_url} sent a bad answer: {e}") from e
+
+    def weights(self):
+        """GET /weights: (weights, conditioned, version) of the oracle's newest model."""
+        body = self._request("GET", WEIGHTS)
+        try:
+            return decode_weights(body)
+        except ProtocolError as e:
+            raise PeerError(f"oracle at {self.base_url} sent bad weights: {e}") from e
 
     def provide_gradients(self, i, h, gradient, y=None):
         """POST /provide_gradient: true dL/dh (n, 24) at activations h (n, 24) for examples i,
@@ -541,6 +600,12 @@ def serve(app, host, port, name, on_stop=None, threads=4):
         server.close()
         if on_stop is not None:
             on_stop()
+
+
+def peak_rss_mb():
+    """This process's peak resident memory so far, in MB."""
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
 
 
 def setup_logging(name):

@@ -14,7 +14,10 @@ For each minibatch of examples x (n, 2) with targets y (n,):
     g = oracle.estimate_gradients(h)            # (n, 24): synthetic dL/dh, one row per example
     backprop g through layer 1, w1 -= eta * dL/dw1 (averaged over the minibatch)
 
-It never waits for the true gradient: that is the point of synthetic gradients. (The original
+It never waits for the true gradient: that is the point of synthetic gradients. With
+`--synthetic-gradients local` it does not even wait for the oracle: it computes g with a copy of
+the oracle's model, whose weights it fetches (GET /weights) every --refresh-every seconds, as in
+the paper, where the synthetic-gradient model sits beside the layer it serves. (The original
 averaged the n synthetic gradients and pushed the average back through only the last example's
 input; here each example's gradient goes back through its own input, as backprop requires.)
 Layer-1 weights are snapshotted into --progress-dir on a wall-clock tick shared with the output
@@ -22,6 +25,7 @@ trainer, so plot.py can compose the whole network at the same moments.
 """
 
 import argparse
+import collections
 import logging
 import signal
 import sys
@@ -40,12 +44,56 @@ HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
 
 
+class LocalSyntheticGradients:
+    """The local mode: the synthetic-gradient model computed here, on a copy of the oracle's
+    weights that a background thread refreshes from GET /weights every `refresh_every` s.
+
+    The oracle still does all the learning; only the model's weights travel, not a request
+    per minibatch (as in the paper, where the model sits beside the layer it serves).
+    """
+
+    def __init__(self, oracle, refresh_every, stop):
+        self.oracle, self.refresh_every, self.stop = oracle, refresh_every, stop
+        self.weights = self.conditioned = None
+        self.refreshes = self.version = 0
+        self._thread = threading.Thread(target=self._refresh_forever, daemon=True,
+                                        name="refresh-weights")
+
+    def refresh(self):
+        self.weights, self.conditioned, self.version = self.oracle.weights()
+        self.refreshes += 1
+
+    def start(self):
+        """Fetch the first weights (waiting for the oracle), then keep refreshing them."""
+        while not self.stop.is_set():
+            try:
+                self.refresh()
+                break
+            except synthgrad.PeerError as e:
+                log.warning("no oracle weights yet (%s); waiting for the oracle", e)
+                self.oracle.wait_until_ready(self.stop)
+        self._thread.start()
+
+    def _refresh_forever(self):
+        while not self.stop.wait(self.refresh_every):
+            try:
+                self.refresh()
+            except synthgrad.PeerError as e:     # keep the weights we have; say so
+                log.warning("could not refresh the oracle's weights (%s); using version %d",
+                            e, self.version)
+
+    def __call__(self, h, y):
+        inputs = np.column_stack([h, y]) if self.conditioned else h
+        return synthgrad.model_forward(self.weights, inputs)
+
+
 class InputTrainer:
     """Layer 1, its two peers, and the loop that streams examples through them."""
 
     def __init__(self, x, y, oracle_url, output_url, learning_rate=0.001, batch_size=10,
                  progress_dir=HERE / "progress", snapshot_interval=10, seed=0,
-                 report_every=5.0, metrics_path=None):
+                 report_every=5.0, metrics_path=None, mode="remote", refresh_every=1.0,
+                 max_unsent=5_000):
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.rng = np.random.default_rng(seed)
@@ -58,6 +106,11 @@ class InputTrainer:
         self.report_every = report_every
         self.metrics_path = metrics_path
         self.stop = threading.Event()
+        self.local = (LocalSyntheticGradients(self.oracle, refresh_every, self.stop)
+                      if mode == "local" else None)
+        self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
+        self.max_unsent = max_unsent
+        self.waited = 0.0                                       # seconds spent at max_unsent
         self.examples = 0
         self.updates = 0
         self.epochs = 0
@@ -65,9 +118,14 @@ class InputTrainer:
     def synthetic_gradients(self, h, y):
         """The oracle's dL/dh for h (y goes along for an oracle conditioned on targets),
         waiting and saying so while the oracle is unreachable."""
+        if self.local is not None:
+            return self.local(h, y)
         while True:
             try:
-                return self.oracle.estimate_gradients(h, y)
+                t0 = time.perf_counter()
+                g = self.oracle.estimate_gradients(h, y)
+                self.latencies.append(time.perf_counter() - t0)
+                return g
             except synthgrad.PeerError as e:
                 log.warning("no synthetic gradients (%s); waiting for the oracle", e)
                 if not self.oracle.wait_until_ready(self.stop):
@@ -77,6 +135,11 @@ class InputTrainer:
         """Forward, hand off, fetch synthetic gradients, update: one minibatch of indices."""
         h = self.layer.feed_forward(self.x[idx])                # (n, 24)
         self.sender.put(idx, h, self.y[idx])                    # fire-and-forget to layers 2-3
+        if self.sender.pending() > self.max_unsent:             # bounded: wait, never drop
+            t0 = time.perf_counter()
+            while self.sender.pending() > self.max_unsent and not self.stop.wait(0.001):
+                pass
+            self.waited += time.perf_counter() - t0
         g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
         if g is None:                                           # stopped while waiting
             return False
@@ -90,6 +153,8 @@ class InputTrainer:
     def run(self, epochs=None, duration=None):
         """Stream minibatches until `epochs` passes, `duration` seconds, or stop is set."""
         self.oracle.wait_until_ready(self.stop)
+        if self.local is not None:
+            self.local.start()
         self.snapshotter.save_initial([self.layer])
         metrics = snapshots.MetricsLog(self.metrics_path, "input_trainer")  # its clock starts now
         metrics.write(examples=0, updates=0, epoch=0, examples_per_s=0.0)
@@ -106,13 +171,21 @@ class InputTrainer:
                 if now - last_report >= self.report_every:
                     rate = (self.examples - reported) / (now - last_report)
                     metrics.write(examples=self.examples, updates=self.updates,
-                                  epoch=self.epochs, examples_per_s=round(rate, 1))
+                                  epoch=self.epochs, examples_per_s=round(rate, 1),
+                                  **self.latency_ms(), peak_rss_mb=synthgrad.peak_rss_mb())
                     print(f"train_input: {now - start:7.1f} s, epoch {self.epochs}, "
                           f"{self.examples} examples ({rate:.0f}/s), {self.updates} updates, "
                           f"{self.sender.pending()} waiting to be sent", flush=True)
                     last_report, reported = now, self.examples
             else:
                 self.epochs += 1
+
+    def latency_ms(self):
+        """p50 and p95 of the recent oracle requests, in ms (None in the local mode)."""
+        if not self.latencies:
+            return {"oracle_p50_ms": None, "oracle_p95_ms": None}
+        p50, p95 = np.percentile(self.latencies, [50, 95]) * 1e3
+        return {"oracle_p50_ms": round(float(p50), 3), "oracle_p95_ms": round(float(p95), 3)}
 
     def close(self):
         """Save layer 1's final weights and deliver what is still waiting to be sent."""
@@ -137,6 +210,19 @@ def parse_args(argv):
                    help="eta for layer 1 (default 0.001, the original's)")
     p.add_argument("--batch-size", type=int, default=10,
                    help="examples per oracle request and per update (default 10, the original's)")
+    p.add_argument("--synthetic-gradients", choices=("remote", "local"), default="remote",
+                   help="remote (default, the original's): ask the oracle over HTTP for every "
+                        "minibatch; local: compute them here with a copy of the oracle's "
+                        "weights, refreshed every --refresh-every seconds (the paper's layout)")
+    p.add_argument("--refresh-every", type=float, default=1.0,
+                   help="local mode: seconds between weight refreshes (default 1: the oracle "
+                        "publishes new weights every few ms, but they change slowly)")
+    p.add_argument("--max-unsent", type=int, default=5_000,
+                   help="when more examples than this wait to be sent to the output trainer, "
+                        "pause until they are down to it (default 5,000, ten chunks): nothing is "
+                        "dropped, and layer 1 cannot run more than a few thousand examples "
+                        "ahead of what layers 2-3 have seen (it matters in the local mode, "
+                        "which is otherwise ~15x faster than the output trainer can take)")
     p.add_argument("--epochs", type=int, default=None,
                    help="stop after this many passes over the data (default: no limit)")
     p.add_argument("--duration", type=float, default=None,
@@ -157,6 +243,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if not args.refresh_every > 0 or args.max_unsent < 1:
+        p.error("--refresh-every must be positive and --max-unsent at least 1")
     if not args.learning_rate > 0 or args.snapshot_interval < 1:
         p.error("--learning-rate must be positive and --snapshot-interval at least 1")
     if (args.epochs is not None and args.epochs < 1) or (args.duration is not None
@@ -172,7 +260,8 @@ def main(argv=None):
     x, y = generate.load_dataset(args.data_dir)
     trainer = InputTrainer(x, y, args.oracle_url, args.output_url, args.learning_rate,
                            args.batch_size, args.progress_dir, args.snapshot_interval, args.seed,
-                           args.report_every, args.metrics)
+                           args.report_every, args.metrics, args.synthetic_gradients,
+                           args.refresh_every, args.max_unsent)
 
     def _stop(signum, frame):
         trainer.stop.set()
@@ -185,7 +274,9 @@ def main(argv=None):
     counts = trainer.close()
     print(f"train_input.py: done: {trainer.examples} examples in {took:.1f} s "
           f"({trainer.examples / max(took, 1e-9):.0f}/s), {trainer.updates} updates, "
-          f"{trainer.epochs} full epochs; sent to output trainer: {counts}", flush=True)
+          f"{trainer.epochs} full epochs; {trainer.waited:.1f} s waiting for the output "
+          f"trainer to catch up; oracle requests {trainer.latency_ms()}; sent to "
+          f"output trainer: {counts}", flush=True)
     return 0
 
 

@@ -154,6 +154,7 @@ class OutputTrainer:
             "examples_trained": self.counts["examples_trained"],
             "training_passes": self.counts["passes"],
             "last_train_mse": self.last_train_mse,
+            "peak_rss_mb": synthgrad.peak_rss_mb(),
             "requests_served": self.counts["requests_served"],
             "requests_refused": self.counts["requests_refused"],
             "snapshots_saved": self.snapshotter.saved,

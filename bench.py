@@ -1,0 +1,231 @@
+"""Benchmark: plain backprop against the decoupled three-process system, on one machine.
+
+Run it by hand (never from the tests); it prints a Markdown table and leaves bench.md and
+bench.json in its run folder:
+
+    python bench.py --quick        # about 3 minutes
+    python bench.py                # the full one, about 8 minutes
+    python bench.py --help
+
+What it measures, one thing after another so each has the machine to itself:
+1. the protocol: JSON encode + decode per example, batched and in the original per-example form;
+2. `sgd.py` as written (the tutorial: per-example SGD, learning rate 0.002);
+3. in-process backprop of the same network with the decoupled system's optimizer settings
+   (SGD, minibatches of 10, the same learning rate);
+4. the decoupled system in the remote mode (every synthetic gradient is an HTTP request to the
+   oracle) and in the local mode (the input trainer computes synthetic gradients with a copy of
+   the oracle's weights, refreshed over HTTP; only true gradients travel).
+For each training run: examples per second of each stage, the oracle's request latency, held-out
+MSE against wall-clock seconds, the time to reach a few MSE levels, and each process's peak
+memory.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import demo
+import generate
+import sgd
+import snapshots
+import synthgrad
+
+HERE = Path(__file__).resolve().parent
+LEVELS = (0.06, 0.03, 0.01)
+PRESETS = {
+    "quick": dict(count=20_000, seconds=30),
+    "full": dict(count=20_000, seconds=120),
+}
+
+
+def timed(f, repeat):
+    """Median seconds of one call of f over `repeat` calls."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
+    """Microseconds per example to encode + decode a chunk of n (h, gradient, y) rows."""
+    rng = np.random.default_rng(0)
+    i, h, g, y = np.arange(n), rng.random((n, 24)), rng.standard_normal((n, 24)), rng.random(n)
+
+    def batched():
+        body = json.dumps(synthgrad.encode_gradients(i, h, g, y))
+        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
+
+    def original():
+        body = json.dumps([{"i": int(k), "h": synthgrad.encode_array(h[k]),
+                            "gradient": synthgrad.encode_array(g[k])} for k in range(n)])
+        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
+
+    return {"batched_us_per_example": 1e6 * timed(batched, repeat) / n,
+            "original_us_per_example": 1e6 * timed(original, repeat) / n}
+
+
+def time_to_levels(curve):
+    """{level: first seconds at which held-out MSE <= level, or None} for curve [(s, mse)]."""
+    return {str(level): next((s for s, m in curve if m <= level), None) for level in LEVELS}
+
+
+def read_lines(path):
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    except OSError:
+        return []
+
+
+def run_backprop(name, data_dir, out_dir, seconds, extra, env):
+    """sgd.py for `seconds` of training; returns its figures."""
+    metrics = out_dir / f"{name}.jsonl"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "sgd.py", "--data-dir", str(data_dir), "--no-plots",
+                    "--epochs", "1000000", "--duration", str(seconds), "--eval-every", "10000",
+                    "--metrics", str(metrics), *extra], check=True, cwd=HERE, env=env,
+                   stdout=subprocess.DEVNULL)
+    lines = read_lines(metrics)
+    curve = [(line["seconds"], line["heldout_mse"]) for line in lines]
+    return {"examples_per_s": lines[-1]["examples"] / lines[-1]["seconds"],
+            "final_mse": curve[-1][1], "seconds": curve[-1][0], "curve": curve,
+            "time_to": time_to_levels(curve), "wall_s": time.perf_counter() - t0}
+
+
+def composed_curve(run_dir, origin):
+    """[(seconds since origin, held-out MSE)] of the composed network at each paired tick."""
+    x, y = generate.heldout()
+    progress = run_dir / "progress"
+    return [(tick - origin, sgd.mse(snapshots.load_composed(progress, tick), x, y))
+            for tick in snapshots.paired_ticks(progress)]
+
+
+def run_decoupled(name, out_dir, count, seconds, input_args, env):
+    """The three processes via demo.py's launcher; returns their figures."""
+    run_dir = out_dir / name
+    args = demo.parse_args(["--run-dir", str(run_dir), "--count", str(count),
+                            "--duration", str(seconds), "--snapshot-interval", "1",
+                            "--status-every", "10", "--no-baseline",
+                            "--input-args", input_args])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "generate.py", "--count", str(count), "--no-plot",
+                    "--out-dir", str(run_dir / "data")], check=True, cwd=HERE, env=env,
+                   stdout=subprocess.DEVNULL)
+    final = demo.run_decoupled(args, run_dir, env)
+    inp = read_lines(run_dir / "metrics" / "train_input.jsonl")
+    origin = inp[0]["time"]
+    curve = composed_curve(run_dir, origin)
+    last = inp[-1]
+    output, oracle = final["output_trainer"], final["oracle"]
+    return {
+        "input_examples_per_s": last["examples"] / last["seconds"],
+        "output_examples_per_s": output["examples_trained"] / output["uptime_s"],
+        "oracle_examples_per_s": (oracle["training_steps"] * 32) / oracle["uptime_s"],
+        "oracle_latency_ms": {"p50": last.get("oracle_p50_ms"), "p95": last.get("oracle_p95_ms")},
+        "peak_rss_mb": {"input": last.get("peak_rss_mb"), "output": output.get("peak_rss_mb"),
+                        "oracle": oracle.get("peak_rss_mb")},
+        "cosine_similarity": oracle["synthetic_gradient_quality"]["cosine_similarity"],
+        "final_mse": curve[-1][1] if curve else None, "curve": curve,
+        "time_to": time_to_levels(curve),
+    }
+
+
+def fmt(v, spec=".3g"):
+    return "-" if v is None else format(v, spec)
+
+
+def markdown(results, preset, machine):
+    """The results as a Markdown table (one column per method)."""
+    cols = [("sgd.py as written", results["sgd_py"]), ("backprop, same settings",
+                                                        results["backprop"]),
+            ("decoupled, remote", results["remote"]), ("decoupled, local", results["local"])]
+    rows = [("input examples/s (backprop: all layers)",
+             lambda r: fmt(r.get("input_examples_per_s", r.get("examples_per_s")), ",.0f")),
+            ("output trainer examples/s", lambda r: fmt(r.get("output_examples_per_s"), ",.0f")),
+            ("oracle training examples/s", lambda r: fmt(r.get("oracle_examples_per_s"), ",.0f")),
+            ("oracle request p50 / p95 (ms)",
+             lambda r: (f"{fmt(r['oracle_latency_ms']['p50'], '.2f')} / "
+                        f"{fmt(r['oracle_latency_ms']['p95'], '.2f')}")
+             if "oracle_latency_ms" in r else "-"),
+            *[(f"seconds to held-out MSE {level}",
+               lambda r, level=level: fmt(r["time_to"][str(level)], ".1f")) for level in LEVELS],
+            ("held-out MSE at the end", lambda r: fmt(r["final_mse"], ".4f")),
+            ("cosine(synthetic, true) at the end",
+             lambda r: fmt(r.get("cosine_similarity"), ".2f")),
+            ("peak memory MB (input / output / oracle)",
+             lambda r: " / ".join(fmt(v, ".0f") for v in r["peak_rss_mb"].values())
+             if "peak_rss_mb" in r else "-")]
+    lines = [f"bench.py --{preset}: {machine}", "",
+             "| | " + " | ".join(name for name, _ in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for label, cell in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(r) for _, r in cols) + " |")
+    codec = results["codec"]
+    lines += ["", f"Protocol, JSON encode + decode of a 500-example chunk: "
+                  f"{codec['batched_us_per_example']:.1f} µs per example batched, "
+                  f"{codec['original_us_per_example']:.1f} µs in the original per-example form."]
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Measure plain backprop against the decoupled "
+                                            "system (remote and local synthetic gradients).")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true",
+                        help=f"{PRESETS['quick']['seconds']} s per training run (about 3 "
+                             "minutes in all)")
+    preset.add_argument("--full", action="store_true",
+                        help=f"{PRESETS['full']['seconds']} s per training run (the default)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="where bench.md, bench.json and the runs go (default: a new "
+                        "runs/bench-<date-time> next to this file)")
+    p.add_argument("--decoupled-args", default="",
+                   help="extra options for demo.py's decoupled run, e.g. learning rates "
+                        "(default: demo.py's defaults)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    preset = "quick" if args.quick else "full"
+    count, seconds = PRESETS[preset]["count"], PRESETS[preset]["seconds"]
+    out_dir = (args.run_dir or HERE / "runs" / time.strftime("bench-%Y%m%d-%H%M%S")).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
+               f"{np.__version__}, {count:,} examples, {seconds} s per training run")
+    print(f"bench.py: {preset}: {machine}; writing into {out_dir}", flush=True)
+    data_dir = out_dir / "data"
+    generate.main(["--count", str(count), "--out-dir", str(data_dir), "--no-plot"])
+    lr, bs = demo.DEMO["output_learning_rate"], demo.DEMO["output_batch_size"]
+
+    results = {"preset": preset, "machine": machine}
+    print("bench.py: protocol codec", flush=True)
+    results["codec"] = bench_codec()
+    print("bench.py: sgd.py as written", flush=True)
+    results["sgd_py"] = run_backprop("sgd_py", data_dir, out_dir, seconds, [], env)
+    print(f"bench.py: in-process backprop, minibatch {bs}, learning rate {lr}", flush=True)
+    results["backprop"] = run_backprop("backprop", data_dir, out_dir, seconds,
+                                       ["--batch-size", str(bs), "--learning-rate", str(lr),
+                                        "--decay", "1"], env)
+    for mode in ("remote", "local"):
+        print(f"bench.py: decoupled, {mode} synthetic gradients", flush=True)
+        results[mode] = run_decoupled(mode, out_dir, count, seconds,
+                                      f"--synthetic-gradients {mode}", env)
+    (out_dir / "bench.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results, preset, machine)
+    (out_dir / "bench.md").write_text(table + "\n")
+    print(table)
+    print(f"bench.py: results in {out_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
