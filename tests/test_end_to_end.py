@@ -143,3 +143,19 @@ def test_reverse_start_order_input_trainer_first_still_learns(run, data_dir):
     final = composed_mse(run.progress, "final", "final")
     print(f"reverse order: held-out MSE {initial:.4f} -> {final:.4f}")
     assert final < 0.5 * initial
+
+
+def test_local_mode_learns_without_a_request_per_minibatch(run, data_dir):
+    oracle_url, output_url = start_servers(run)
+    inp = run.start("input", "train_input.py",
+                    *input_args(run, data_dir, oracle_url, output_url, seconds=12),
+                    "--synthetic-gradients", "local", "--refresh-every", "0.5")
+    assert inp.popen.wait(12 + 120) == 0, run.log("input")
+    oracle_status = synthgrad.OracleClient(oracle_url).status()
+    assert run.stop() == {"oracle": 0, "output": 0, "input": 0}
+    assert oracle_status["estimates_served"] == 0          # no synthetic gradient was requested
+    assert oracle_status["requests_served"] > 0             # but weights were fetched
+    initial = composed_mse(run.progress, "initial", "initial")
+    final = composed_mse(run.progress, "final", "final")
+    print(f"local mode: held-out MSE {initial:.4f} -> {final:.4f}")
+    assert final < 0.5 * initial

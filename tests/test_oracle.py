@@ -637,3 +637,37 @@ def test_conditioned_oracle_learns_a_target_dependent_gradient(make_oracle_app):
         cos, _ = oracle.cosine_and_relative_error(o.estimate(h, y), g)
         results[conditioned] = cos.mean()
     assert results[True] > 0.9 and abs(results[False]) < 0.3, results
+
+
+# --- GET /weights: what the input trainer's local mode computes with. --------------------------
+
+@pytest.mark.parametrize("config", [{}, {"hidden": 0, "conditioned": True}])
+def test_weights_endpoint_gives_the_model_that_answers_requests(make_oracle_app, config):
+    app = make_oracle_app(**config)
+    o = app.config["ORACLE"]
+    hold_rows = 64
+    rng = np.random.default_rng(7)
+    h, g, y = rng.uniform(0, 1, (hold_rows, W)), 0.1 * rng.standard_normal((hold_rows, W)), \
+        rng.standard_normal(hold_rows)
+    o.receive(np.arange(hold_rows), h, g, y)
+    o.train_pass()
+    r = app.test_client().get(synthgrad.WEIGHTS)
+    assert r.status_code == 200
+    weights, conditioned, version = synthgrad.decode_weights(r.get_json())
+    assert conditioned == o.conditioned and version == o.counts["steps"] > 0
+    inputs = np.column_stack([h, y]) if conditioned else h
+    answer = decoded(post(app, E, synthgrad.encode_estimate_request(h, y)), (hold_rows, W))
+    np.testing.assert_array_equal(synthgrad.model_forward(weights, inputs), answer)
+
+
+def test_decode_weights_refuses_what_is_not_a_model():
+    good = [np.zeros((24, 12)), np.zeros(12), np.zeros((12, 24)), np.zeros(24)]
+    synthgrad.decode_weights({"weights": [arr(w) for w in good]})
+    bad = [good[:3], [good[0], np.zeros(11), good[2], good[3]],
+           [good[0], good[1], np.zeros((11, 24)), good[3]], [np.zeros((24, 23)), np.zeros(23)]]
+    for weights in bad:
+        with pytest.raises(synthgrad.ProtocolError):
+            synthgrad.decode_weights({"weights": [arr(w) for w in weights]})
+    for body in (None, [], {"weights": "no"}, {"weights": [1, 2]}):
+        with pytest.raises(synthgrad.ProtocolError):
+            synthgrad.decode_weights(body)
