@@ -25,12 +25,10 @@ the live measure of how good its synthetic gradients are (GET /status).
 import argparse
 import collections
 import logging
-import math
 import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -294,10 +292,6 @@ def parse_args(argv):
     d = DEFAULTS
     p = argparse.ArgumentParser(description="Serve synthetic gradients dL/dh and learn them "
                                             "from the true gradients the output trainer sends.")
-    p.add_argument("--host", default=synthgrad.DEFAULT_HOST,
-                   help="address to bind (default 127.0.0.1: only this machine can connect)")
-    p.add_argument("--port", type=int, default=synthgrad.DEFAULT_ORACLE_PORT,
-                   help="port to listen on (default 5001, the original's; 0 picks a free one)")
     p.add_argument("--hidden", type=int, default=d["hidden"],
                    help="hidden units of the oracle model (default 12, the original's; 0 gives "
                         "the linear model g_hat = A h + b the paper found often enough)")
@@ -331,24 +325,15 @@ def parse_args(argv):
                         "measure (default 5,000: about one chunk per sender for 10 chunks)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
-    p.add_argument("--metrics", type=Path, default=None,
-                   help="append a JSON line of figures (status, synthetic-gradient quality) to "
-                        "this file every --metrics-interval seconds (default: none)")
-    p.add_argument("--metrics-interval", type=float, default=2.0,
-                   help="seconds between metrics lines (default 2: smooth curves, tiny files)")
+    synthgrad.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT, "status, synthetic-gradient quality")
     args = p.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        p.error("--port must be between 0 and 65535")
-    if not math.isfinite(args.learning_rate):
-        p.error("--learning-rate must be finite")
+    synthgrad.check_server_arguments(p, args)
     if args.hidden < 0:
         p.error("--hidden must be 0 (linear) or more")
     for name in ("epochs_per_pass", "batch_size", "max_examples", "publish_every",
                  "quality_window"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not args.learning_rate > 0:
-        p.error("--learning-rate must be positive")
     return args
 
 
@@ -356,8 +341,7 @@ def main(argv=None):
     args = parse_args(argv)
     synthgrad.setup_logging("oracle")
     print("oracle.py:", vars(args), flush=True)
-    config = {k: v for k, v in vars(args).items()
-              if k not in ("host", "port", "metrics", "metrics_interval")}
+    config = {k: v for k, v in vars(args).items() if k not in synthgrad.SERVER_ONLY}
     app = create_app(config)
     oracle = app.config["ORACLE"]
     oracle.start_training()

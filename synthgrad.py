@@ -608,6 +608,33 @@ def peak_rss_mb():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
 
 
+def add_server_arguments(p, default_port, what):
+    """The options both servers share: where to listen and where to write metrics lines."""
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default 127.0.0.1: only this machine can connect)")
+    p.add_argument("--port", type=int, default=default_port,
+                   help=f"port to listen on (default {default_port}, the original's; 0 picks a "
+                        "free one)")
+    p.add_argument("--metrics", default=None,
+                   help=f"append a JSON line of figures ({what}) to this file every "
+                        "--metrics-interval seconds (default: none)")
+    p.add_argument("--metrics-interval", type=float, default=2.0,
+                   help="seconds between metrics lines (default 2: smooth curves, tiny files)")
+
+
+def check_server_arguments(p, args):
+    """Refuse impossible values of the shared options and of --learning-rate."""
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        p.error("--learning-rate must be positive and finite")
+    if not args.metrics_interval > 0:
+        p.error("--metrics-interval must be positive")
+
+
+SERVER_ONLY = ("host", "port", "metrics", "metrics_interval")   # not part of a server's config
+
+
 def setup_logging(name):
     """Log lines as "HH:MM:SS name LEVEL message"; one line per request would drown them."""
     logging.basicConfig(level=logging.INFO,

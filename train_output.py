@@ -23,7 +23,6 @@ Backprop through layers 2-3 gives, besides dL/dw for its own update, dL/dh for e
 import argparse
 import collections
 import logging
-import math
 import sys
 import threading
 import time
@@ -200,10 +199,6 @@ def parse_args(argv):
     d = DEFAULTS
     p = argparse.ArgumentParser(description="Train layers 2-3 on the activations the input "
                                             "trainer sends; send true gradients to the oracle.")
-    p.add_argument("--host", default=synthgrad.DEFAULT_HOST,
-                   help="address to bind (default 127.0.0.1: only this machine can connect)")
-    p.add_argument("--port", type=int, default=synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
-                   help="port to listen on (default 5000, the original's; 0 picks a free one)")
     p.add_argument("--oracle-url", default=d["oracle_url"],
                    help="where the oracle listens (default %(default)s, its default address)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
@@ -222,20 +217,13 @@ def parse_args(argv):
                         "train_input.py (default 10: a few dozen pictures in a few minutes)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds layers 2-3's initial weights and the training order (default 0)")
-    p.add_argument("--metrics", type=Path, default=None,
-                   help="append a JSON line of figures (examples held, passes, training MSE) "
-                        "to this file every --metrics-interval seconds (default: none)")
-    p.add_argument("--metrics-interval", type=float, default=2.0,
-                   help="seconds between metrics lines (default 2: smooth curves, tiny files)")
+    synthgrad.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT, "examples held, passes, training MSE")
     args = p.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        p.error("--port must be between 0 and 65535")
-    if not math.isfinite(args.learning_rate):
-        p.error("--learning-rate must be finite")
+    synthgrad.check_server_arguments(p, args)
     if args.batch_size < 1 or args.max_examples < 1:
         p.error("--batch-size and --max-examples must be at least 1")
-    if not args.learning_rate > 0 or args.snapshot_interval < 1:
-        p.error("--learning-rate must be positive and --snapshot-interval at least 1")
+    if args.snapshot_interval < 1:
+        p.error("--snapshot-interval must be at least 1")
     return args
 
 
@@ -243,8 +231,7 @@ def main(argv=None):
     args = parse_args(argv)
     synthgrad.setup_logging("train_output")
     print("train_output.py:", vars(args), flush=True)
-    config = {k: v for k, v in vars(args).items()
-              if k not in ("host", "port", "metrics", "metrics_interval")}
+    config = {k: v for k, v in vars(args).items() if k not in synthgrad.SERVER_ONLY}
     app = create_app(config)
     trainer = app.config["TRAINER"]
     trainer.start_training()
