@@ -41,6 +41,7 @@ DEMO = dict(
     output_learning_rate=0.1,
     output_batch_size=10,
     oracle_args="--optimizer adam --learning-rate 0.003",
+    wire="binary",
 )
 
 
@@ -127,6 +128,10 @@ def parse_args(argv):
                         "(default: none)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the plain-backprop baseline (it takes another --duration seconds)")
+    p.add_argument("--wire", choices=("json", "binary"), default=DEMO["wire"],
+                   help="form of the bulk transfers (default %(default)s: raw arrays, ~100x "
+                        "cheaper than JSON numbers, so layers 2-3 and the oracle get more "
+                        "training done; json is the documented reference form)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the data and every process (default 0)")
     args = p.parse_args(argv)
@@ -184,7 +189,8 @@ def run_decoupled(args, run_dir, env):
     """Phase 2: the three processes. Returns the servers' final status."""
     py = sys.executable
     data_dir, progress_dir, metrics_dir = run_dir / "data", run_dir / "progress", run_dir / "metrics"
-    common = ["--snapshot-interval", str(args.snapshot_interval), "--seed", str(args.seed)]
+    common = ["--snapshot-interval", str(args.snapshot_interval), "--seed", str(args.seed),
+              "--wire", args.wire]
     procs = []
     try:
         oracle = Process("oracle", [py, "oracle.py", "--port", "0", "--max-examples",

@@ -595,8 +595,10 @@ class FakeResponse:
 
 
 def client_answering(monkeypatch, response, cls=synthgrad.Client):
+    """A client whose every HTTP exchange answers `response` (status and body bytes)."""
     client = cls("http://peer.invalid:1")
-    monkeypatch.setattr(client.session, "request", lambda *args, **kwargs: response)
+    answer = (response.status_code, response.text.encode())
+    monkeypatch.setattr(client, "_send", lambda *args, **kwargs: answer)
     return client
 
 
@@ -631,3 +633,89 @@ def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):
         client = client_answering(monkeypatch, FakeResponse(500, body))
         with pytest.raises(PeerError, match="answered 500"):
             client.status()
+
+
+def test_client_reconnects_when_the_peer_closes_its_connection():
+    # An HTTP/1.0 server closes the connection after every answer; each call must still work.
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"role": "test", "path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = synthgrad.Client(f"http://127.0.0.1:{server.server_port}", timeout=5.0)
+        for _ in range(3):
+            assert client.status() == {"role": "test", "path": "/status"}
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_client_refuses_a_url_it_cannot_use():
+    for url in ("127.0.0.1:5000", "https://127.0.0.1:5000", "http://"):
+        with pytest.raises(ValueError, match="http://HOST:PORT"):
+            synthgrad.Client(url)
+
+
+# --- The binary form ----------------------------------------------------------------------------
+
+def test_binary_round_trip_is_exact_and_decodes_like_the_json_form():
+    rng = np.random.default_rng(11)
+    i, h, g, y = np.array([4, 0, 7]), rng.standard_normal((3, W)), rng.standard_normal((3, W)), \
+        np.array([0.1, -2.5e10, 1e-300])
+    arrays = synthgrad.parse_binary(synthgrad.encode_binary({"i": i, "h": h, "gradient": g, "y": y}))
+    assert arrays["i"].dtype == np.int64 and arrays["h"].dtype == np.float64
+    from_binary = synthgrad.decode_gradients(arrays, 10, need_y=True)
+    from_json = synthgrad.decode_gradients(
+        json.loads(json.dumps(synthgrad.encode_gradients(i, h, g, y))), 10, need_y=True)
+    for a, b, want in zip(from_binary, from_json, (i, h, g, y)):
+        assert a.tobytes() == b.tobytes() == np.asarray(want, a.dtype).tobytes()
+
+
+def _binary(header, payload=b""):
+    head = json.dumps(header).encode()
+    return b"SGA1" + len(head).to_bytes(4, "big") + head + payload
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"", "must start"),
+    (b"JSON{}", "must start"),
+    (b"SGA1" + (100).to_bytes(4, "big") + b"{}", "header must be"),
+    (_binary([1, 2]), "header must be"),
+    (_binary({"x": {"dtype": "float32", "shape": [1]}}, b"\0" * 4), "dtype"),
+    (_binary({"x": {"dtype": "float64", "shape": [-1]}}), "dtype"),
+    (_binary({"x": {"dtype": "float64", "shape": [1, 1, 1]}}, b"\0" * 8), "dtype"),
+    (_binary({"x": {"dtype": "float64", "shape": [2]}}, b"\0" * 8), "ends before"),
+    (_binary({"x": {"dtype": "float64", "shape": [1]}}, b"\0" * 9), "after the last"),
+])
+def test_parse_binary_refuses_malformed_bodies(data, match):
+    with pytest.raises(ProtocolError, match=match):
+        synthgrad.parse_binary(data)
+
+
+def test_binary_arrays_get_the_same_checks_as_json_ones():
+    ok = {"i": np.array([0, 1]), "x": np.zeros((2, W)), "y": np.zeros(2)}
+    bad = [({**ok, "x": np.full((2, W), np.nan)}, "finite"),
+           ({**ok, "x": np.zeros((2, W - 1))}, "shape"),
+           ({**ok, "i": np.array([0, 0])}, "twice"),
+           ({**ok, "i": np.array([0, 99])}, "outside"),
+           ({**ok, "i": np.array([0.0, 1.0])}, "integers")]
+    synthgrad.decode_training_examples(synthgrad.parse_binary(synthgrad.encode_binary(ok)), 10)
+    for body, match in bad:
+        parsed = synthgrad.parse_binary(synthgrad.encode_binary(body)) if body["i"].dtype.kind \
+            == "i" else {**body}
+        with pytest.raises(ProtocolError, match=match):
+            synthgrad.decode_training_examples(parsed, 10)

@@ -538,3 +538,22 @@ def test_help_works_and_main_starts_nothing(capsys):
     for option in ("--port", "--oracle-url", "--learning-rate", "--batch-size",
                    "--progress-dir", "--snapshot-interval", "--seed"):
         assert option in out
+
+
+def test_binary_form_is_stored_like_the_json_form_and_checked_the_same(make_output_app):
+    via_json, via_binary = make_output_app(), make_output_app()
+    i = np.array([3, 9, 1])
+    h, y = hold(via_json, i, seed=4)
+    client = via_binary.test_client()
+    body = synthgrad.encode_binary({"i": i, "x": h, "y": y})
+    r = client.post(T, data=body, content_type=synthgrad.BINARY_TYPE)
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "received": 3}
+    a, b = via_json.config["TRAINER"], via_binary.config["TRAINER"]
+    assert (a.x.tobytes(), a.y.tobytes(), a.held.tobytes()) == \
+        (b.x.tobytes(), b.y.tobytes(), b.held.tobytes())
+    before = (b.x.tobytes(), b.y.tobytes(), b.held.tobytes())
+    for bad in (synthgrad.encode_binary({"i": i, "x": np.full((3, W), np.inf), "y": y}),
+                synthgrad.encode_binary({"i": i, "x": h}), body[:-1], b"SGA1"):
+        r = client.post(T, data=bad, content_type=synthgrad.BINARY_TYPE)
+        assert r.status_code == 400 and r.get_json()["error"]
+    assert (b.x.tobytes(), b.y.tobytes(), b.held.tobytes()) == before
