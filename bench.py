@@ -38,8 +38,10 @@ import synthgrad
 
 HERE = Path(__file__).resolve().parent
 LEVELS = (0.06, 0.03, 0.01)
+# The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
+DECOUPLED = ("remote_json", "remote_binary", "local_binary")
 PRESETS = {
-    "quick": dict(count=20_000, seconds=30),
+    "quick": dict(count=20_000, seconds=25),
     "full": dict(count=20_000, seconds=120),
 }
 
@@ -68,8 +70,13 @@ def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
                             "gradient": synthgrad.encode_array(g[k])} for k in range(n)])
         synthgrad.decode_gradients(synthgrad.parse_json(body), n)
 
+    def binary():
+        body = synthgrad.encode_binary({"i": i, "h": h, "gradient": g, "y": y})
+        synthgrad.decode_gradients(synthgrad.parse_binary(body), n)
+
     return {"batched_us_per_example": 1e6 * timed(batched, repeat) / n,
-            "original_us_per_example": 1e6 * timed(original, repeat) / n}
+            "original_us_per_example": 1e6 * timed(original, repeat) / n,
+            "binary_us_per_example": 1e6 * timed(binary, repeat) / n}
 
 
 def time_to_levels(curve):
@@ -107,13 +114,13 @@ def composed_curve(run_dir, origin):
             for tick in snapshots.paired_ticks(progress)]
 
 
-def run_decoupled(name, out_dir, count, seconds, input_args, env):
-    """The three processes via demo.py's launcher; returns their figures."""
+def run_decoupled(name, out_dir, count, seconds, mode, wire, env):
+    """The three processes via demo.py's launcher (its defaults otherwise); their figures."""
     run_dir = out_dir / name
     args = demo.parse_args(["--run-dir", str(run_dir), "--count", str(count),
                             "--duration", str(seconds), "--snapshot-interval", "1",
-                            "--status-every", "10", "--no-baseline",
-                            "--input-args", input_args])
+                            "--status-every", "10", "--no-baseline", "--wire", wire,
+                            "--input-args", f"--synthetic-gradients {mode}"])
     run_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "generate.py", "--count", str(count), "--no-plot",
                     "--out-dir", str(run_dir / "data")], check=True, cwd=HERE, env=env,
@@ -127,7 +134,8 @@ def run_decoupled(name, out_dir, count, seconds, input_args, env):
     return {
         "input_examples_per_s": last["examples"] / last["seconds"],
         "output_examples_per_s": output["examples_trained"] / output["uptime_s"],
-        "oracle_examples_per_s": (oracle["training_steps"] * 32) / oracle["uptime_s"],
+        "oracle_examples_per_s": (oracle["training_steps"] * oracle["batch_size"]
+                                  / oracle["uptime_s"]),
         "oracle_latency_ms": {"p50": last.get("oracle_p50_ms"), "p95": last.get("oracle_p95_ms")},
         "peak_rss_mb": {"input": last.get("peak_rss_mb"), "output": output.get("peak_rss_mb"),
                         "oracle": oracle.get("peak_rss_mb")},
@@ -143,9 +151,9 @@ def fmt(v, spec=".3g"):
 
 def markdown(results, preset, machine):
     """The results as a Markdown table (one column per method)."""
-    cols = [("sgd.py as written", results["sgd_py"]), ("backprop, same settings",
-                                                        results["backprop"]),
-            ("decoupled, remote", results["remote"]), ("decoupled, local", results["local"])]
+    cols = [("sgd.py as written", results["sgd_py"]),
+            ("backprop, same settings", results["backprop"]),
+            *[(f"decoupled, {name.replace('_', ', ')}", results[name]) for name in DECOUPLED]]
     rows = [("input examples/s (backprop: all layers)",
              lambda r: fmt(r.get("input_examples_per_s", r.get("examples_per_s")), ",.0f")),
             ("output trainer examples/s", lambda r: fmt(r.get("output_examples_per_s"), ",.0f")),
@@ -168,9 +176,10 @@ def markdown(results, preset, machine):
     for label, cell in rows:
         lines.append(f"| {label} | " + " | ".join(cell(r) for _, r in cols) + " |")
     codec = results["codec"]
-    lines += ["", f"Protocol, JSON encode + decode of a 500-example chunk: "
+    lines += ["", f"Protocol, encode + decode of a 500-example /provide_gradient chunk: JSON "
                   f"{codec['batched_us_per_example']:.1f} µs per example batched, "
-                  f"{codec['original_us_per_example']:.1f} µs in the original per-example form."]
+                  f"{codec['original_us_per_example']:.1f} µs in the original per-example form; "
+                  f"binary form {codec['binary_us_per_example']:.2f} µs."]
     return "\n".join(lines)
 
 
@@ -186,9 +195,6 @@ def parse_args(argv):
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where bench.md, bench.json and the runs go (default: a new "
                         "runs/bench-<date-time> next to this file)")
-    p.add_argument("--decoupled-args", default="",
-                   help="extra options for demo.py's decoupled run, e.g. learning rates "
-                        "(default: demo.py's defaults)")
     return p.parse_args(argv)
 
 
@@ -215,10 +221,10 @@ def main(argv=None):
     results["backprop"] = run_backprop("backprop", data_dir, out_dir, seconds,
                                        ["--batch-size", str(bs), "--learning-rate", str(lr),
                                         "--decay", "1"], env)
-    for mode in ("remote", "local"):
-        print(f"bench.py: decoupled, {mode} synthetic gradients", flush=True)
-        results[mode] = run_decoupled(mode, out_dir, count, seconds,
-                                      f"--synthetic-gradients {mode}", env)
+    for name in DECOUPLED:
+        mode, wire = name.split("_")
+        print(f"bench.py: decoupled, {mode} synthetic gradients, {wire} on the wire", flush=True)
+        results[name] = run_decoupled(name, out_dir, count, seconds, mode, wire, env)
     (out_dir / "bench.json").write_text(json.dumps(results, indent=2))
     table = markdown(results, preset, machine)
     (out_dir / "bench.md").write_text(table + "\n")
