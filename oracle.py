@@ -120,6 +120,8 @@ class Oracle:
         self.y = np.zeros(c["max_examples"])                   # targets, for a conditioned oracle
         self.conditioned = bool(c["conditioned"])
         self.held = np.zeros(c["max_examples"], dtype=bool)
+        self.received_at = np.zeros(c["max_examples"])         # time.time() of the latest g
+        self.staleness = None      # mean age (s) of the gradients at the start of the last pass
         self.lock = threading.Lock()
         self.model = build_model(width + self.conditioned, width, c["hidden"],
                                  c["learning_rate"], c["seed"], c["optimizer"], c["zero_init"])
@@ -163,6 +165,7 @@ class Oracle:
             if y is not None:
                 self.y[i] = y
             self.held[i] = True
+            self.received_at[i] = time.time()
             self.counts["gradients_received"] += len(i)
 
     def status(self):
@@ -188,6 +191,7 @@ class Oracle:
             "training_passes": self.counts["passes"],
             "training_steps": self.counts["steps"],
             "last_train_mse": self.last_train_mse,
+            "staleness_s": self.staleness,
             "batch_size": self.config["batch_size"],
             "peak_rss_mb": synthgrad.peak_rss_mb(),
             "requests_served": self.counts["requests_served"],
@@ -217,6 +221,7 @@ class Oracle:
                 return False
             # copies: requests may overwrite rows meanwhile
             inputs, g = self.inputs(self.h[idx], self.y[idx]), self.g[idx]
+            self.staleness = float(np.mean(time.time() - self.received_at[idx]))
         oracle = self
 
         class Publish(keras.callbacks.Callback):

@@ -38,7 +38,9 @@ GET /status answers, on both servers: "role" ("oracle" or "output_trainer"), "up
 "examples_held" (int, distinct example indices held), "training_passes" (int),
 "last_train_mse" (float or null: the oracle's loss mean((g_hat - g)^2) over its last pass, or
 the output trainer's mean (y_hat - y)^2 over its last pass), "requests_served" and
-"requests_refused" (int). The oracle adds "gradients_received", "estimates_served",
+"requests_refused" (int), "staleness_s" (float or null: the mean age, in seconds, of the
+rows its last training pass used, i.e. how old the activations or gradients it learns from are)
+and "peak_rss_mb". The oracle adds "gradients_received", "estimates_served",
 "training_steps" and "synthetic_gradient_quality": {"window": examples in the moving window,
 "cosine_similarity": mean over examples of cos(g_hat, g), "relative_error": mean of
 |g_hat - g| / |g|, "aggregate_cosine": cos of all the window's gradients as one vector,

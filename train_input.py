@@ -93,7 +93,7 @@ class InputTrainer:
     def __init__(self, x, y, oracle_url, output_url, learning_rate=0.001, batch_size=10,
                  progress_dir=HERE / "progress", snapshot_interval=10, seed=0,
                  report_every=5.0, metrics_path=None, mode="remote", refresh_every=1.0,
-                 max_unsent=5_000, wire="json"):
+                 max_unsent=5_000, wire="json", update_probability=1.0):
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.rng = np.random.default_rng(seed)
@@ -110,6 +110,8 @@ class InputTrainer:
                       if mode == "local" else None)
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         self.max_unsent = max_unsent
+        self.update_probability = update_probability
+        self.skipped = 0                                        # minibatches not used to update
         self.waited = 0.0                                       # seconds spent at max_unsent
         self.examples = 0
         self.updates = 0
@@ -140,12 +142,16 @@ class InputTrainer:
             while self.sender.pending() > self.max_unsent and not self.stop.wait(0.001):
                 pass
             self.waited += time.perf_counter() - t0
+        self.examples += len(idx)
+        if self.update_probability < 1 and self.rng.random() >= self.update_probability:
+            self.skipped += 1                                   # a sporadic update: not now
+            self.snapshotter.maybe_save([self.layer])
+            return True
         g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
         if g is None:                                           # stopped while waiting
             return False
         self.layer.backprop(g)                                  # stores dL/dw1, dL/db1
         self.layer.descend(self.learning_rate)
-        self.examples += len(idx)
         self.updates += 1
         self.snapshotter.maybe_save([self.layer])
         return True
@@ -171,6 +177,7 @@ class InputTrainer:
                 if now - last_report >= self.report_every:
                     rate = (self.examples - reported) / (now - last_report)
                     metrics.write(examples=self.examples, updates=self.updates,
+                                  skipped=self.skipped,
                                   epoch=self.epochs, examples_per_s=round(rate, 1),
                                   **self.latency_ms(), peak_rss_mb=synthgrad.peak_rss_mb())
                     print(f"train_input: {now - start:7.1f} s, epoch {self.epochs}, "
@@ -220,6 +227,10 @@ def parse_args(argv):
     p.add_argument("--wire", choices=("json", "binary"), default="json",
                    help="how activations travel to the output trainer (default json, the "
                         "documented form; binary sends raw float64 arrays, ~100x cheaper)")
+    p.add_argument("--update-probability", type=float, default=1.0,
+                   help="update layer 1 on a minibatch only with this probability, as in the "
+                        "paper's sporadic updates (default 1: every minibatch; 0 freezes layer "
+                        "1, the paper's no-backprop control)")
     p.add_argument("--max-unsent", type=int, default=5_000,
                    help="when more examples than this wait to be sent to the output trainer, "
                         "pause until they are down to it (default 5,000, ten chunks): nothing is "
@@ -246,6 +257,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if not 0 <= args.update_probability <= 1:
+        p.error("--update-probability must be between 0 and 1")
     if not args.refresh_every > 0 or args.max_unsent < 1:
         p.error("--refresh-every must be positive and --max-unsent at least 1")
     if not args.learning_rate > 0 or args.snapshot_interval < 1:
@@ -264,7 +277,8 @@ def main(argv=None):
     trainer = InputTrainer(x, y, args.oracle_url, args.output_url, args.learning_rate,
                            args.batch_size, args.progress_dir, args.snapshot_interval, args.seed,
                            args.report_every, args.metrics, args.synthetic_gradients,
-                           args.refresh_every, args.max_unsent, args.wire)
+                           args.refresh_every, args.max_unsent, args.wire,
+                           args.update_probability)
 
     def _stop(signum, frame):
         trainer.stop.set()

@@ -64,6 +64,8 @@ class OutputTrainer:
         self.x = np.zeros((c["max_examples"], width))               # latest h per index
         self.y = np.zeros(c["max_examples"])                        # its target
         self.held = np.zeros(c["max_examples"], dtype=bool)
+        self.received_at = np.zeros(c["max_examples"])             # time.time() of the latest h
+        self.staleness = None        # mean age (s) of the activations the last pass trained on
         self.lock = threading.Lock()
         self.counts = collections.Counter()
         self.last_train_mse = None
@@ -82,6 +84,7 @@ class OutputTrainer:
             self.x[i] = x
             self.y[i] = y
             self.held[i] = True
+            self.received_at[i] = time.time()
             self.counts["examples_received"] += len(i)
 
     def train_pass(self, chunk=synthgrad.MAX_CHUNK):
@@ -97,13 +100,14 @@ class OutputTrainer:
         c = self.config
         eta, bs = c["learning_rate"], c["batch_size"]
         chunk = max(1, chunk // bs) * bs                   # whole batches in every chunk
-        squared_error = 0.0
+        squared_error = age_sum = 0.0
         for start in range(0, len(order), chunk):
             if self.stop.is_set():
                 return True
             idx = order[start:start + chunk]
             with self.lock:
                 x, y = self.x[idx], self.y[idx]            # (m, 24), (m,): copies
+                age_sum += float(np.sum(time.time() - self.received_at[idx]))
             dL_dh = np.empty_like(x)                       # the true gradients, (m, 24)
             for k in range(0, len(idx), bs):
                 rows = slice(k, k + bs) if bs > 1 else k   # a single example stays 1-D
@@ -120,6 +124,7 @@ class OutputTrainer:
             self.counts["examples_trained"] += len(idx)
             self.snapshotter.maybe_save(self.layers)
         self.last_train_mse = squared_error / len(order)
+        self.staleness = age_sum / len(order)
         self.counts["passes"] += 1
         return True
 
@@ -154,6 +159,7 @@ class OutputTrainer:
             "examples_trained": self.counts["examples_trained"],
             "training_passes": self.counts["passes"],
             "last_train_mse": self.last_train_mse,
+            "staleness_s": self.staleness,
             "peak_rss_mb": synthgrad.peak_rss_mb(),
             "requests_served": self.counts["requests_served"],
             "requests_refused": self.counts["requests_refused"],

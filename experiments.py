@@ -1,0 +1,219 @@
+"""Test the paper's claims on this problem: which synthetic-gradient models teach layer 1?
+
+Run it by hand (each configuration is a real three-process run, one after another):
+
+    python experiments.py --quick      # ~5 minutes: 1 seed, 20 s per run
+    python experiments.py              # the full set: 3 seeds, 45 s per run (~30 minutes)
+    python experiments.py --help
+
+Configurations (all with demo.py's settings otherwise):
+- no backprop: layer 1 frozen at its initial weights (--update-probability 0), the control that
+  every other row must beat for layer 1 to have learned anything from synthetic gradients;
+- original: the original oracle, 12 hidden sigmoid units, random initial weights;
+- zero-init: the same with its last layer initialised to zero, as in the paper;
+- linear, zero-init: no hidden layer, g_hat = A h + b;
+- linear cDNI, zero-init: the linear model also sees the target, g_hat = A [h, y] + b;
+- the best of those four at update probability 0.5 and 0.2 (the paper's sporadic updates);
+plus plain backprop (sgd.py with the same minibatch and learning rate) for the same time.
+
+Writes report.md (a table: final held-out MSE as mean and spread over seeds, cosine similarity
+of synthetic to true gradients, examples/s, staleness) and report.png into its run folder.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PRESETS = {"quick": dict(seeds=1, seconds=20), "full": dict(seeds=3, seconds=45)}
+ORACLE = "--optimizer adam --learning-rate 0.003"
+CONFIGS = [
+    ("no backprop (layer 1 frozen)", ORACLE, "--update-probability 0"),
+    ("original (12 hidden, random init)", ORACLE, ""),
+    ("zero-init", f"{ORACLE} --zero-init", ""),
+    ("linear, zero-init", f"{ORACLE} --hidden 0 --zero-init", ""),
+    ("linear cDNI, zero-init", f"{ORACLE} --hidden 0 --zero-init --conditioned", ""),
+]
+MODELS = [name for name, _, _ in CONFIGS[1:]]   # the candidates for "best"
+SPORADIC = (0.5, 0.2)
+
+
+def run_config(out_dir, name, oracle_args, input_args, seed, count, seconds, env):
+    """One real three-process run; returns its final figures."""
+    import demo
+    import generate
+    import sgd
+    import snapshots
+
+    run_dir = out_dir / f"{slug(name)}-seed{seed}"
+    args = demo.parse_args(["--run-dir", str(run_dir), "--count", str(count),
+                            "--duration", str(seconds), "--seed", str(seed),
+                            "--status-every", "10", "--no-baseline",
+                            "--oracle-args", oracle_args, "--input-args", input_args])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "generate.py", "--count", str(count), "--no-plot",
+                    "--seed", str(seed), "--out-dir", str(run_dir / "data")], check=True,
+                   cwd=HERE, env=env, stdout=subprocess.DEVNULL)
+    final = demo.run_decoupled(args, run_dir, env)
+    x, y = generate.heldout()
+    inp = json.loads((run_dir / "metrics" / "train_input.jsonl").read_text().splitlines()[-1])
+    return {"config": name, "seed": seed,
+            "mse": sgd.mse(snapshots.load_composed(run_dir / "progress", "final"), x, y),
+            "cosine": final["oracle"]["synthetic_gradient_quality"]["cosine_similarity"],
+            "examples_per_s": inp["examples"] / max(inp["seconds"], 1e-9),
+            "output_staleness_s": final["output_trainer"]["staleness_s"],
+            "oracle_staleness_s": final["oracle"]["staleness_s"]}
+
+
+def run_backprop(out_dir, seed, count, seconds, env):
+    """Plain backprop with the decoupled trainers' minibatch and learning rate."""
+    import bench
+    import demo
+    import generate
+    data_dir = out_dir / f"data-seed{seed}"
+    generate.main(["--count", str(count), "--seed", str(seed), "--out-dir", str(data_dir),
+                   "--no-plot"])
+    r = bench.run_backprop(f"backprop-seed{seed}", data_dir, out_dir, seconds,
+                           ["--batch-size", str(demo.DEMO["output_batch_size"]),
+                            "--learning-rate", str(demo.DEMO["output_learning_rate"]),
+                            "--decay", "1", "--seed", str(seed)], env)
+    return {"config": "plain backprop (one process)", "seed": seed, "mse": r["final_mse"],
+            "cosine": None, "examples_per_s": r["examples_per_s"],
+            "output_staleness_s": None, "oracle_staleness_s": None}
+
+
+def slug(name):
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def summarize(results):
+    """One row per configuration, in first-seen order: mean and spread over seeds."""
+    rows = {}
+    for r in results:
+        rows.setdefault(r["config"], []).append(r)
+
+    def mean(rs, key):
+        values = [r[key] for r in rs if r[key] is not None]
+        return statistics.fmean(values) if values else None
+
+    out = []
+    for name, rs in rows.items():
+        mses = [r["mse"] for r in rs]
+        out.append({"config": name, "seeds": len(rs), "mse_mean": statistics.fmean(mses),
+                    "mse_min": min(mses), "mse_max": max(mses),
+                    "mse_sd": statistics.stdev(mses) if len(mses) > 1 else None,
+                    "cosine": mean(rs, "cosine"), "examples_per_s": mean(rs, "examples_per_s"),
+                    "output_staleness_s": mean(rs, "output_staleness_s"),
+                    "oracle_staleness_s": mean(rs, "oracle_staleness_s")})
+    return out
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def write_report(results, out_dir, title):
+    """report.md (the table), report.json (every run) and report.png (MSE per config)."""
+    rows = summarize(results)
+    lines = [f"# {title}", "",
+             "| configuration | seeds | held-out MSE, mean | min - max | cosine(synthetic, true) "
+             "| input examples/s | staleness (s): output trainer / oracle |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['seeds']} | {r['mse_mean']:.4f} | "
+                     f"{r['mse_min']:.4f} - {r['mse_max']:.4f} | {fmt(r['cosine'], '.2f')} | "
+                     f"{fmt(r['examples_per_s'], ',.0f')} | "
+                     f"{fmt(r['output_staleness_s'], '.1f')} / "
+                     f"{fmt(r['oracle_staleness_s'], '.1f')} |")
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "report.json").write_text(json.dumps({"runs": results, "summary": rows},
+                                                    indent=2))
+    draw_report(rows, results, out_dir / "report.png", title)
+    return "\n".join(lines)
+
+
+def draw_report(rows, results, path, title):
+    """Held-out MSE per configuration: a bar for the mean, a dot per seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5), layout="constrained")
+    names = [r["config"] for r in rows]
+    ax.barh(range(len(rows)), [r["mse_mean"] for r in rows], color="tab:blue", alpha=0.4,
+            label="mean over seeds")
+    for k, name in enumerate(names):
+        mses = [r["mse"] for r in results if r["config"] == name]
+        ax.plot(mses, [k] * len(mses), "o", color="tab:blue", markersize=4,
+                label="one seed" if k == 0 else None)
+    frozen = next((r["mse_mean"] for r in rows if r["config"].startswith("no backprop")), None)
+    if frozen is not None:
+        ax.axvline(frozen, linestyle="--", color="tab:red", label="layer 1 frozen (control)")
+    ax.set_yticks(range(len(rows)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("held-out MSE of the composed network at the end (lower is better)")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Run the paper's ablations as real three-process "
+                                            "runs and write a report.")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true",
+                        help=f"{PRESETS['quick']['seeds']} seed, {PRESETS['quick']['seconds']} s "
+                             "a run (~5 minutes in all)")
+    preset.add_argument("--full", action="store_true",
+                        help=f"{PRESETS['full']['seeds']} seeds, {PRESETS['full']['seconds']} s a "
+                             "run (the default, ~30 minutes)")
+    p.add_argument("--count", type=int, default=20_000,
+                   help="training examples per run (default 20,000, as demo.py)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="where the runs and the report go (default: a new "
+                        "runs/experiments-<date-time> next to this file)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    preset = "quick" if args.quick else "full"
+    seeds, seconds = PRESETS[preset]["seeds"], PRESETS[preset]["seconds"]
+    out_dir = (args.run_dir or HERE / "runs" / time.strftime("experiments-%Y%m%d-%H%M%S")).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    print(f"experiments.py: {preset}: {seeds} seed(s), {seconds} s a run, into {out_dir}",
+          flush=True)
+    results = []
+
+    def run(name, oracle_args, input_args):
+        for seed in range(seeds):
+            print(f"experiments.py: {name}, seed {seed}", flush=True)
+            results.append(run_config(out_dir, name, oracle_args, input_args, seed, args.count,
+                                      seconds, env))
+            print(f"experiments.py: -> held-out MSE {results[-1]['mse']:.4f}", flush=True)
+
+    for name, oracle_args, input_args in CONFIGS:
+        run(name, oracle_args, input_args)
+    best = min((r for r in summarize(results) if r["config"] in MODELS),
+               key=lambda r: r["mse_mean"])["config"]
+    _, oracle_args, _ = next(c for c in CONFIGS if c[0] == best)
+    for p in SPORADIC:
+        run(f"{best}, update probability {p}", oracle_args, f"--update-probability {p}")
+    for seed in range(seeds):
+        results.append(run_backprop(out_dir, seed, args.count, seconds, env))
+    table = write_report(results, out_dir, f"experiments.py --{preset}: {seeds} seed(s), "
+                                           f"{seconds} s per run, {args.count:,} examples")
+    print(table)
+    print(f"experiments.py: report in {out_dir / 'report.md'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
