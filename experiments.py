@@ -143,7 +143,7 @@ def draw_report(rows, results, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5), layout="constrained")
     names = [r["config"] for r in rows]
     ax.barh(range(len(rows)), [r["mse_mean"] for r in rows], color="tab:blue", alpha=0.4,
             label="mean over seeds")
@@ -157,7 +157,7 @@ def draw_report(rows, results, path, title):
     ax.set_yticks(range(len(rows)), names)
     ax.invert_yaxis()
     ax.set_xlabel("held-out MSE of the composed network at the end (lower is better)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -53,6 +53,7 @@ DEFAULTS = dict(
     quality_window=5_000,    # examples in the moving window of the quality measure
     min_examples=32,         # do not train on fewer than one batch
     seed=0,
+    token=None,              # no shared secret: anyone who can connect may talk
 )
 
 
@@ -122,6 +123,7 @@ class Oracle:
         self.held = np.zeros(c["max_examples"], dtype=bool)
         self.received_at = np.zeros(c["max_examples"])         # time.time() of the latest g
         self.staleness = None      # mean age (s) of the gradients at the start of the last pass
+        self.diverged = False
         self.lock = threading.Lock()
         self.model = build_model(width + self.conditioned, width, c["hidden"],
                                  c["learning_rate"], c["seed"], c["optimizer"], c["zero_init"])
@@ -192,6 +194,7 @@ class Oracle:
             "training_steps": self.counts["steps"],
             "last_train_mse": self.last_train_mse,
             "staleness_s": self.staleness,
+            "diverged": self.diverged,
             "batch_size": self.config["batch_size"],
             "peak_rss_mb": synthgrad.peak_rss_mb(),
             "requests_served": self.counts["requests_served"],
@@ -209,7 +212,19 @@ class Oracle:
 
     # --- the training thread --------------------------------------------------------------
     def publish(self):
-        self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
+        """Make the model's current weights the ones that answer requests, if they are finite;
+        otherwise keep the last finite ones, mark the oracle diverged and stop training."""
+        weights = [w.astype(np.float64) for w in self.model.get_weights()]
+        if all(np.isfinite(w).all() for w in weights):
+            self.weights = weights
+            return True
+        if not self.diverged:
+            self.diverged = True
+            self.stop.set()
+            log.error("the oracle model diverged (NaN or infinity in its weights); training "
+                      "stopped, answering with the last finite weights. Lower --learning-rate "
+                      "and restart.")
+        return False
 
     def train_pass(self):
         """Train the model on everything held, `epochs_per_pass` epochs; False if too little."""
@@ -229,12 +244,13 @@ class Oracle:
                 oracle.counts["steps"] += 1
                 if batch % c["publish_every"] == 0:
                     oracle.publish()
-                if oracle.stop.is_set():
+                if oracle.stop.is_set() or not np.isfinite((logs or {}).get("loss", 0.0)):
                     self.model.stop_training = True
 
         history = self.model.fit(inputs, g, epochs=c["epochs_per_pass"], batch_size=c["batch_size"],
                                  shuffle=True, verbose=0, callbacks=[Publish()])
-        self.publish()
+        if not self.publish():
+            return True
         losses = history.history.get("loss", [])
         if losses and np.isfinite(losses[-1]):
             self.last_train_mse = float(losses[-1])
@@ -263,6 +279,7 @@ def create_app(config=None):
     oracle = Oracle(**(config or {}))
     app.config["ORACLE"] = oracle
     synthgrad.install_json_errors(app, oracle.counts)
+    synthgrad.require_token(app, oracle.config["token"])
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)
     def estimate_gradients():
@@ -345,7 +362,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     synthgrad.setup_logging("oracle")
-    print("oracle.py:", vars(args), flush=True)
+    print("oracle.py:", synthgrad.printable(args), flush=True)
     config = {k: v for k, v in vars(args).items() if k not in synthgrad.SERVER_ONLY}
     app = create_app(config)
     oracle = app.config["ORACLE"]

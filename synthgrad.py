@@ -48,7 +48,7 @@ and "peak_rss_mb". The oracle adds "gradients_received", "estimates_served",
 what the oracle would have answered for h just before the true g arrived (floats, or null
 before any gradient arrived). The output trainer adds "examples_received",
 "examples_trained", "snapshots_saved" and "gradients_to_oracle": its sender's counts {"sent",
-"superseded", "dropped", "failed_requests", "unsent"}.
+"superseded", "dropped", "refused", "failed_requests", "unsent"}.
 
 In /training_example, x is layer 1's activation h for example i and y its target. The targets
 y in the oracle's requests are for a target-conditioned oracle (cDNI, `oracle.py
@@ -65,6 +65,10 @@ little-endian int64 / float64 arrays. It is several times cheaper to write and r
 numbers and is opt-in (`--wire binary` on the trainers); JSON stays the default and the
 reference. Every check applies to both forms alike.
 
+A shared secret: a server started with --token (or the SYNTHGRAD_TOKEN environment variable)
+answers 401 to every request that does not carry "Authorization: Bearer <token>"; our clients
+send it when given the same token.
+
 Errors: a refused request gets a 4xx status and {"error": "what was wrong"}; the server's state is
 unchanged by it. 400 bad body, 404 unknown path, 405 wrong method, 413 body too large.
 """
@@ -75,6 +79,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -108,7 +113,19 @@ class ProtocolError(ValueError):
 
 
 class PeerError(RuntimeError):
-    """A peer could not be reached or answered with an error; carries the URL and the reason."""
+    """A peer could not be reached or answered with an error; carries the URL and the reason.
+
+    status is the HTTP status of an error answer, None if there was no answer. A 4xx answer
+    means the request itself was refused (resending it cannot help); anything else may pass.
+    """
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def refused(self):
+        return self.status is not None and 400 <= self.status < 500 and self.status != 408
 
 
 # --- Arrays -----------------------------------------------------------------------------------
@@ -399,8 +416,9 @@ class Client:
 
     name = "peer"
 
-    def __init__(self, base_url, timeout=10.0, binary=False):
+    def __init__(self, base_url, timeout=10.0, binary=False, token=None):
         parts = urllib.parse.urlsplit(base_url)
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.binary = binary                  # bulk POSTs in the binary form, not JSON
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"{self.name} URL must look like http://HOST:PORT, got {base_url!r}")
@@ -418,7 +436,7 @@ class Client:
 
     def _send(self, method, path, body, content_type="application/json"):
         conn = self._connection()
-        headers = {"Content-Type": content_type} if body is not None else {}
+        headers = {**self.auth, **({"Content-Type": content_type} if body is not None else {})}
         try:
             conn.request(method, path, body=body, headers=headers)
             r = conn.getresponse()
@@ -450,7 +468,7 @@ class Client:
         if status != 200:
             reason = (str(answer["error"]) if isinstance(answer, dict) and "error" in answer
                       else data.decode("utf-8", "replace"))
-            raise PeerError(f"{self.name} at {url} answered {status}: {reason[:300]}")
+            raise PeerError(f"{self.name} at {url} answered {status}: {reason[:300]}", status)
         if answer is None:
             raise PeerError(f"{self.name} at {url} answered with non-JSON: {data[:200]!r}")
         return answer
@@ -490,8 +508,9 @@ class Client:
 class OutputTrainerClient(Client):
     name = "output trainer"
 
-    def __init__(self, base_url=DEFAULT_OUTPUT_TRAINER_URL, timeout=10.0, binary=False):
-        super().__init__(base_url, timeout, binary)
+    def __init__(self, base_url=DEFAULT_OUTPUT_TRAINER_URL, timeout=10.0, binary=False,
+                 token=None):
+        super().__init__(base_url, timeout, binary, token)
 
     def send_examples(self, i, x, y):
         """POST /training_example: activations x = h (n, 24) and targets y (n,) for examples i."""
@@ -503,8 +522,8 @@ class OutputTrainerClient(Client):
 class OracleClient(Client):
     name = "oracle"
 
-    def __init__(self, base_url=DEFAULT_ORACLE_URL, timeout=10.0, binary=False):
-        super().__init__(base_url, timeout, binary)
+    def __init__(self, base_url=DEFAULT_ORACLE_URL, timeout=10.0, binary=False, token=None):
+        super().__init__(base_url, timeout, binary, token)
 
     def estimate_gradients(self, h, y=None):
         """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24).
@@ -544,7 +563,8 @@ class Sender:
     send(i, *arrays). While the peer is down it keeps the rows and retries with back-off
     (logging once per `log_every` seconds, counting `failed_requests`). The buffer holds at most
     `max_pending` indices: rows for a new index beyond that are refused and counted as
-    `dropped`. close() sends what is left, for at most `flush_timeout` seconds, and counts and
+    `dropped`. Rows the peer refuses as malformed (a 4xx answer other than 401) are dropped
+    and counted as `refused`, with an error logged: resending cannot help. close() sends what is left, for at most `flush_timeout` seconds, and counts and
     logs what could not be sent as `unsent`.
     """
 
@@ -560,8 +580,8 @@ class Sender:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.counts = collections.Counter(sent=0, superseded=0, dropped=0, failed_requests=0,
-                                          unsent=0)
+        self.counts = collections.Counter(sent=0, superseded=0, dropped=0, refused=0,
+                                          failed_requests=0, unsent=0)
         self._last_log = -math.inf
         self._thread = threading.Thread(target=self._run, name=f"sender-{name}", daemon=True)
         self._thread.start()
@@ -617,6 +637,11 @@ class Sender:
                 self.counts["sent"] += len(items)
                 delay = 0.05
             except PeerError as e:
+                if e.refused and e.status != 401:   # the rows themselves are bad: never resend
+                    self.counts["refused"] += len(items)
+                    log.error("%s: peer refused %d rows, dropped them (%s)", self.name,
+                              len(items), e)
+                    continue
                 self._give_back(items)
                 self.counts["failed_requests"] += 1
                 if time.monotonic() - self._last_log >= self.log_every:
@@ -651,6 +676,41 @@ class Sender:
 
 
 # --- Serving ----------------------------------------------------------------------------------
+
+def require_token(app, token):
+    """Answer 401 to any request without "Authorization: Bearer <token>" (no-op if no token).
+
+    The comparison takes the same time however much of the header matches (hmac.compare_digest).
+    """
+    if not token:
+        return
+    import hmac
+    from flask import abort, request
+    expected = f"Bearer {token}".encode()
+
+    @app.before_request
+    def _check_token():
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            abort(401, "this server requires the shared token: send "
+                       "\"Authorization: Bearer <token>\"")
+
+
+def token_argument(p):
+    """--token, defaulting to $SYNTHGRAD_TOKEN: every script takes the same shared secret."""
+    p.add_argument("--token", default=os.environ.get("SYNTHGRAD_TOKEN") or None,
+                   help="shared secret every request must carry (Authorization: Bearer ...); "
+                        "default: the SYNTHGRAD_TOKEN environment variable, else none (fine on "
+                        "127.0.0.1; set one before binding to another address)")
+
+
+def printable(args):
+    """The parsed options as a dict for the start-up line, with the token masked."""
+    shown = vars(args).copy()
+    if shown.get("token"):
+        shown["token"] = "***"
+    return shown
+
 
 def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
     """Make a Flask app answer every error as {"error": ...} JSON and cap the body size.
@@ -737,6 +797,7 @@ def add_server_arguments(p, default_port, what):
     p.add_argument("--port", type=int, default=default_port,
                    help=f"port to listen on (default {default_port}, the original's; 0 picks a "
                         "free one)")
+    token_argument(p)
     p.add_argument("--metrics", default=None,
                    help=f"append a JSON line of figures ({what}) to this file every "
                         "--metrics-interval seconds (default: none)")
@@ -754,7 +815,7 @@ def check_server_arguments(p, args):
         p.error("--metrics-interval must be positive")
 
 
-SERVER_ONLY = ("host", "port", "metrics", "metrics_interval")   # not part of a server's config
+SERVER_ONLY = ("host", "port", "metrics", "metrics_interval")   # not part of a server's state
 
 
 def setup_logging(name):

@@ -93,13 +93,14 @@ class InputTrainer:
     def __init__(self, x, y, oracle_url, output_url, learning_rate=0.001, batch_size=10,
                  progress_dir=HERE / "progress", snapshot_interval=10, seed=0,
                  report_every=5.0, metrics_path=None, mode="remote", refresh_every=1.0,
-                 max_unsent=5_000, wire="json", update_probability=1.0):
+                 max_unsent=5_000, wire="json", update_probability=1.0, token=None):
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.rng = np.random.default_rng(seed)
         self.layer = sgd.Layer(2, synthgrad.HIDDEN_SIZE, sgd.Sigmoid, self.rng)  # layer 1
-        self.oracle = synthgrad.OracleClient(oracle_url)
-        self.output = synthgrad.OutputTrainerClient(output_url, binary=wire == "binary")
+        self.oracle = synthgrad.OracleClient(oracle_url, token=token)
+        self.output = synthgrad.OutputTrainerClient(output_url, binary=wire == "binary",
+                                                    token=token)
         self.sender = synthgrad.Sender(self.output.send_examples, "examples to output trainer",
                                        max_pending=max(len(x), 1))
         self.snapshotter = snapshots.Snapshotter(progress_dir, "layer1", snapshot_interval)
@@ -112,6 +113,7 @@ class InputTrainer:
         self.max_unsent = max_unsent
         self.update_probability = update_probability
         self.skipped = 0                                        # minibatches not used to update
+        self.diverged = False
         self.waited = 0.0                                       # seconds spent at max_unsent
         self.examples = 0
         self.updates = 0
@@ -150,8 +152,16 @@ class InputTrainer:
         g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
         if g is None:                                           # stopped while waiting
             return False
+        last_good = self.layer.w.copy(), self.layer.b.copy()
         self.layer.backprop(g)                                  # stores dL/dw1, dL/db1
         self.layer.descend(self.learning_rate)
+        if not (np.isfinite(self.layer.w).all() and np.isfinite(self.layer.b).all()):
+            self.layer.w, self.layer.b = last_good              # never send NaN activations
+            self.diverged = True
+            log.error("layer 1 diverged (NaN or infinity after update %d); stopped with the "
+                      "last finite weights. Lower --learning-rate and restart.", self.updates)
+            self.stop.set()
+            return False
         self.updates += 1
         self.snapshotter.maybe_save([self.layer])
         return True
@@ -227,6 +237,7 @@ def parse_args(argv):
     p.add_argument("--wire", choices=("json", "binary"), default="json",
                    help="how activations travel to the output trainer (default json, the "
                         "documented form; binary sends raw float64 arrays, ~100x cheaper)")
+    synthgrad.token_argument(p)
     p.add_argument("--update-probability", type=float, default=1.0,
                    help="update layer 1 on a minibatch only with this probability, as in the "
                         "paper's sporadic updates (default 1: every minibatch; 0 freezes layer "
@@ -272,13 +283,13 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     synthgrad.setup_logging("train_input")
-    print("train_input.py:", vars(args), flush=True)
+    print("train_input.py:", synthgrad.printable(args), flush=True)
     x, y = generate.load_dataset(args.data_dir)
     trainer = InputTrainer(x, y, args.oracle_url, args.output_url, args.learning_rate,
                            args.batch_size, args.progress_dir, args.snapshot_interval, args.seed,
                            args.report_every, args.metrics, args.synthetic_gradients,
                            args.refresh_every, args.max_unsent, args.wire,
-                           args.update_probability)
+                           args.update_probability, args.token)
 
     def _stop(signum, frame):
         trainer.stop.set()
@@ -287,6 +298,9 @@ def main(argv=None):
     signal.signal(signal.SIGINT, _stop)
     t0 = time.monotonic()
     trainer.run(args.epochs, args.duration)
+    if trainer.diverged:
+        trainer.close()
+        return 1
     took = time.monotonic() - t0
     counts = trainer.close()
     print(f"train_input.py: done: {trainer.examples} examples in {took:.1f} s "

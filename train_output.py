@@ -48,6 +48,7 @@ DEFAULTS = dict(
     seed=0,
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
+    token=None,                # no shared secret (for this server and towards the oracle)
 )
 
 
@@ -66,6 +67,7 @@ class OutputTrainer:
         self.held = np.zeros(c["max_examples"], dtype=bool)
         self.received_at = np.zeros(c["max_examples"])             # time.time() of the latest h
         self.staleness = None        # mean age (s) of the activations the last pass trained on
+        self.diverged = False
         self.lock = threading.Lock()
         self.counts = collections.Counter()
         self.last_train_mse = None
@@ -74,7 +76,8 @@ class OutputTrainer:
         self._thread = None
         self.snapshotter = snapshots.Snapshotter(c["progress_dir"], "layers23",
                                                  c["snapshot_interval"])
-        self.oracle = synthgrad.OracleClient(c["oracle_url"], binary=c["wire"] == "binary")
+        self.oracle = synthgrad.OracleClient(c["oracle_url"], binary=c["wire"] == "binary",
+                                             token=c["token"])
         self.sender = (synthgrad.Sender(self.oracle.provide_gradients, "gradients to oracle")
                        if c["send_gradients"] else None)
 
@@ -109,6 +112,8 @@ class OutputTrainer:
                 x, y = self.x[idx], self.y[idx]            # (m, 24), (m,): copies
                 age_sum += float(np.sum(time.time() - self.received_at[idx]))
             dL_dh = np.empty_like(x)                       # the true gradients, (m, 24)
+            last_good = [(layer.w.copy(), layer.b.copy()) for layer in self.layers]
+            chunk_error = squared_error
             for k in range(0, len(idx), bs):
                 rows = slice(k, k + bs) if bs > 1 else k   # a single example stays 1-D
                 y_hat = sgd.feed_forward(self.layers, x[rows])
@@ -119,6 +124,9 @@ class OutputTrainer:
                 for layer in self.layers:
                     layer.descend(eta)
                 dL_dh[rows] = dL_da
+            if not (np.isfinite(squared_error) and np.isfinite(dL_dh).all()):
+                self.diverge(last_good, chunk_error, start)
+                return True
             if self.sender is not None:                    # y too, for a conditioned oracle
                 self.sender.put(idx, x, dL_dh, y)
             self.counts["examples_trained"] += len(idx)
@@ -127,6 +135,19 @@ class OutputTrainer:
         self.staleness = age_sum / len(order)
         self.counts["passes"] += 1
         return True
+
+    def diverge(self, last_good, squared_error, done):
+        """NaN or infinity appeared: put back the chunk's starting weights, stop updating, and
+        send nothing more, so the oracle never sees a NaN gradient. Says so in the log and in
+        /status ("diverged"); the server keeps answering."""
+        for layer, (w, b) in zip(self.layers, last_good):
+            layer.w, layer.b = w, b
+        self.diverged = True
+        self.stop.set()
+        log.error("layers 2-3 diverged (NaN or infinity in the loss or gradients after %d "
+                  "examples of this pass, training MSE so far %s); training stopped with the "
+                  "last finite weights. Lower --learning-rate and restart.",
+                  done, squared_error / max(done, 1))
 
     def _train_forever(self):
         while not self.stop.is_set():
@@ -160,6 +181,7 @@ class OutputTrainer:
             "training_passes": self.counts["passes"],
             "last_train_mse": self.last_train_mse,
             "staleness_s": self.staleness,
+            "diverged": self.diverged,
             "peak_rss_mb": synthgrad.peak_rss_mb(),
             "requests_served": self.counts["requests_served"],
             "requests_refused": self.counts["requests_refused"],
@@ -186,6 +208,7 @@ def create_app(config=None):
     trainer = OutputTrainer(**(config or {}))
     app.config["TRAINER"] = trainer
     synthgrad.install_json_errors(app, trainer.counts)
+    synthgrad.require_token(app, trainer.config["token"])
 
     @app.post(synthgrad.TRAINING_EXAMPLE)
     def training_example():
@@ -240,7 +263,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     synthgrad.setup_logging("train_output")
-    print("train_output.py:", vars(args), flush=True)
+    print("train_output.py:", synthgrad.printable(args), flush=True)
     config = {k: v for k, v in vars(args).items() if k not in synthgrad.SERVER_ONLY}
     app = create_app(config)
     trainer = app.config["TRAINER"]

@@ -671,3 +671,30 @@ def test_decode_weights_refuses_what_is_not_a_model():
     for body in (None, [], {"weights": "no"}, {"weights": [1, 2]}):
         with pytest.raises(synthgrad.ProtocolError):
             synthgrad.decode_weights(body)
+
+
+def test_diverging_oracle_keeps_answering_with_its_last_finite_weights(make_oracle_app):
+    app = make_oracle_app(optimizer="sgd", learning_rate=1e30)
+    o = app.config["ORACLE"]
+    hold(app, 64)
+    before = [w.copy() for w in o.weights]
+    o.train_pass()
+    assert o.diverged and o.stop.is_set()
+    assert all(np.isfinite(w).all() for w in o.weights)
+    h = np.random.default_rng(8).uniform(0, 1, (3, W))
+    answer = decoded(post(app, E, synthgrad.encode_estimate_request(h)), (3, W))
+    assert np.isfinite(answer).all()
+    assert status(app)["diverged"] is True
+    assert len(before) == len(o.weights)
+
+
+def test_token_protects_every_endpoint_of_the_oracle(make_oracle_app):
+    app = make_oracle_app(token="t0ken")
+    client = app.test_client()
+    h = np.zeros((1, W))
+    for path, method in ((E, "post"), (P, "post"), (S, "get"), (synthgrad.WEIGHTS, "get")):
+        r = getattr(client, method)(path, json=synthgrad.encode_estimate_request(h))
+        assert r.status_code == 401, path
+    ok = client.post(E, json=synthgrad.encode_estimate_request(h),
+                     headers={"Authorization": "Bearer t0ken"})
+    assert ok.status_code == 200

@@ -557,3 +557,33 @@ def test_binary_form_is_stored_like_the_json_form_and_checked_the_same(make_outp
         r = client.post(T, data=bad, content_type=synthgrad.BINARY_TYPE)
         assert r.status_code == 400 and r.get_json()["error"]
     assert (b.x.tobytes(), b.y.tobytes(), b.held.tobytes()) == before
+
+
+# --- Divergence and the shared token ------------------------------------------------------------
+
+def test_divergence_stops_training_keeps_finite_weights_and_sends_no_nan(make_output_app):
+    app = make_output_app(learning_rate=1e300, batch_size=1)
+    trainer = app.config["TRAINER"]
+    hold(app, list(range(20)))
+    assert trainer.train_pass() is True
+    assert trainer.diverged and trainer.stop.is_set()
+    assert all(np.isfinite(layer.w).all() and np.isfinite(layer.b).all()
+               for layer in trainer.layers)
+    assert all(np.isfinite(a).all() for put in trainer.sender.puts for a in put[1:])
+    assert status(app)["diverged"] is True
+    assert post(app, T, synthgrad.encode_training_examples([0], np.zeros((1, W)),
+                                                           np.zeros(1))).status_code == 200
+
+
+def test_token_required_when_configured(make_output_app):
+    app = make_output_app(token="s3cret")
+    client = app.test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
+                    {"Authorization": "Bearer s3cret "}):
+        r = client.get(S, headers=headers)
+        assert r.status_code == 401 and "token" in r.get_json()["error"]
+    body = synthgrad.encode_training_examples([1], np.zeros((1, W)), np.zeros(1))
+    r = client.post(T, json=body)
+    assert r.status_code == 401 and not app.config["TRAINER"].held.any()
+    r = client.get(S, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200 and r.get_json()["requests_refused"] == 5
