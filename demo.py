@@ -208,8 +208,9 @@ def run_decoupled(args, run_dir, env):
                           "--batch-size", str(args.output_batch_size), *common],
                          run_dir / "train_output.log", env)
         procs.append(output)
-        oracle_client = synthgrad.OracleClient(oracle.url)
-        output_client = synthgrad.OutputTrainerClient(output.wait_url(120))
+        token = env.get("SYNTHGRAD_TOKEN") or None      # the children take it from there too
+        oracle_client = synthgrad.OracleClient(oracle.url, token=token)
+        output_client = synthgrad.OutputTrainerClient(output.wait_url(120), token=token)
         for client in (oracle_client, output_client):
             client.wait_until_ready()
         print(f"demo: oracle at {oracle.url}, output trainer at {output.url}; the input "
@@ -242,8 +243,9 @@ def run_baseline(args, run_dir, env):
     """Phase 3: plain backprop on the same data for the same number of seconds."""
     print(f"demo: plain backprop (sgd.py) for {args.duration:.0f} s", flush=True)
     with open(run_dir / "backprop.log", "w") as log:
-        subprocess.run([sys.executable, "sgd.py", "--data-dir", str(run_dir / "data"), "--epochs", "1000000",
-                        "--duration", str(args.duration), "--eval-every", "20000",
+        subprocess.run([sys.executable, "sgd.py", "--data-dir", str(run_dir / "data"),
+                        "--epochs", "1000000", "--duration", str(args.duration),
+                        "--eval-every", "20000",
                         "--no-plots", "--seed", str(args.seed),
                         "--metrics", str(run_dir / "metrics" / "backprop.jsonl"),
                         "--weights-out", str(run_dir / "backprop" / "final.npz"),

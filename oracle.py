@@ -54,6 +54,9 @@ DEFAULTS = dict(
     min_examples=32,         # do not train on fewer than one batch
     seed=0,
     token=None,              # no shared secret: anyone who can connect may talk
+    checkpoint=None,         # where to checkpoint (None: never)
+    checkpoint_interval=30.0,
+    resume=False,
 )
 
 
@@ -137,6 +140,10 @@ class Oracle:
         self.started = time.time()
         self.stop = threading.Event()
         self._thread = None
+        self.checkpointer = snapshots.Checkpointer(c["checkpoint"], c["checkpoint_interval"],
+                                                   self.save_checkpoint)
+        if c["resume"]:
+            self.resume(c["checkpoint"])
 
     # --- the request path -----------------------------------------------------------------
     def inputs(self, h, y):
@@ -261,6 +268,44 @@ class Oracle:
         while not self.stop.is_set():
             if not self.train_pass():
                 self.stop.wait(0.1)
+            self.checkpointer.maybe()
+
+    # --- checkpoints: the model, its optimizer's state, every gradient held -----------------
+    def _optimizer_variables(self):
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        return optimizer.variables
+
+    def save_checkpoint(self, path):
+        """Write the checkpoint (call from the training thread, or once it has stopped)."""
+        with self.lock:
+            arrays = {"h": self.h.copy(), "g": self.g.copy(), "y": self.y.copy(),
+                      "held": self.held.copy()}
+        for k, w in enumerate(self.model.get_weights()):
+            arrays[f"model{k}"] = w
+        for k, v in enumerate(self._optimizer_variables()):
+            arrays[f"optimizer{k}"] = np.asarray(v)
+        snapshots.save_checkpoint(path, arrays)
+
+    def resume(self, path):
+        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
+        if path is None:
+            raise ValueError("--resume needs --checkpoint PATH")
+        variables = self._optimizer_variables()
+        shapes = {"h": self.h.shape, "g": self.g.shape, "y": self.y.shape,
+                  "held": self.held.shape,
+                  **{f"model{k}": w.shape for k, w in enumerate(self.model.get_weights())},
+                  **{f"optimizer{k}": tuple(v.shape) for k, v in enumerate(variables)}}
+        a = snapshots.load_checkpoint(path, shapes)
+        self.model.set_weights([a[f"model{k}"] for k in range(len(self.model.get_weights()))])
+        for k, v in enumerate(variables):
+            v.assign(a[f"optimizer{k}"])
+        with self.lock:
+            self.h[:], self.g[:], self.y[:] = a["h"], a["g"], a["y"]
+            self.held[:] = a["held"].astype(bool)
+        self.publish()
+        log.info("resumed from %s: %d gradients held", path, int(self.held.sum()))
 
     def start_training(self):
         self._thread = threading.Thread(target=self._train_forever, name="oracle-trainer",
@@ -271,6 +316,8 @@ class Oracle:
         self.stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if not self._thread.is_alive():       # never write while a pass is still running
+                self.checkpointer.now()
 
 
 def create_app(config=None):
@@ -347,9 +394,12 @@ def parse_args(argv):
                         "measure (default 5,000: about one chunk per sender for 10 chunks)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
+    snapshots.checkpoint_arguments(p, "the model, its optimizer's state and every gradient "
+                                      "held")
     synthgrad.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT, "status, synthetic-gradient quality")
     args = p.parse_args(argv)
     synthgrad.check_server_arguments(p, args)
+    snapshots.check_checkpoint_arguments(p, args)
     if args.hidden < 0:
         p.error("--hidden must be 0 (linear) or more")
     for name in ("epochs_per_pass", "batch_size", "max_examples", "publish_every",
@@ -364,7 +414,10 @@ def main(argv=None):
     synthgrad.setup_logging("oracle")
     print("oracle.py:", synthgrad.printable(args), flush=True)
     config = {k: v for k, v in vars(args).items() if k not in synthgrad.SERVER_ONLY}
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except ValueError as e:                         # a checkpoint that cannot be resumed from
+        raise SystemExit(f"oracle.py: {e}") from None
     oracle = app.config["ORACLE"]
     oracle.start_training()
     snapshots.MetricsLog(args.metrics, "oracle").every(args.metrics_interval, oracle.metrics,

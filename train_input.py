@@ -93,7 +93,8 @@ class InputTrainer:
     def __init__(self, x, y, oracle_url, output_url, learning_rate=0.001, batch_size=10,
                  progress_dir=HERE / "progress", snapshot_interval=10, seed=0,
                  report_every=5.0, metrics_path=None, mode="remote", refresh_every=1.0,
-                 max_unsent=5_000, wire="json", update_probability=1.0, token=None):
+                 max_unsent=5_000, wire="json", update_probability=1.0, token=None,
+                 checkpoint=None, checkpoint_interval=30.0, resume=False):
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.rng = np.random.default_rng(seed)
@@ -114,10 +115,32 @@ class InputTrainer:
         self.update_probability = update_probability
         self.skipped = 0                                        # minibatches not used to update
         self.diverged = False
+        self.checkpointer = snapshots.Checkpointer(checkpoint, checkpoint_interval,
+                                                   self.save_checkpoint)
         self.waited = 0.0                                       # seconds spent at max_unsent
         self.examples = 0
         self.updates = 0
         self.epochs = 0
+        if resume:
+            self.resume(checkpoint)
+
+    COUNTERS = ("examples", "updates", "epochs", "skipped")
+
+    def save_checkpoint(self, path):
+        """Layer 1 and the counters (a resumed run starts a new pass over the data)."""
+        snapshots.save_checkpoint(path, {
+            "w": self.layer.w, "b": self.layer.b,
+            "counters": np.array([getattr(self, name) for name in self.COUNTERS])})
+
+    def resume(self, path):
+        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
+        a = snapshots.load_checkpoint(path, {"w": self.layer.w.shape, "b": self.layer.b.shape,
+                                             "counters": (len(self.COUNTERS),)})
+        self.layer.w, self.layer.b = a["w"].astype(np.float64), a["b"].astype(np.float64)
+        for name, value in zip(self.COUNTERS, a["counters"].tolist()):
+            setattr(self, name, int(value))
+        log.info("resumed from %s after %d examples, %d updates", path, self.examples,
+                 self.updates)
 
     def synthetic_gradients(self, h, y):
         """The oracle's dL/dh for h (y goes along for an oracle conditioned on targets),
@@ -164,6 +187,7 @@ class InputTrainer:
             return False
         self.updates += 1
         self.snapshotter.maybe_save([self.layer])
+        self.checkpointer.maybe()
         return True
 
     def run(self, epochs=None, duration=None):
@@ -205,8 +229,10 @@ class InputTrainer:
         return {"oracle_p50_ms": round(float(p50), 3), "oracle_p95_ms": round(float(p95), 3)}
 
     def close(self):
-        """Save layer 1's final weights and deliver what is still waiting to be sent."""
+        """Save layer 1's final weights (and checkpoint) and deliver what is still waiting."""
         self.snapshotter.save_final([self.layer])
+        if not self.diverged:
+            self.checkpointer.now()
         counts = self.sender.close()
         self.oracle.close()
         self.output.close()
@@ -260,6 +286,7 @@ def parse_args(argv):
                         "halves pair up (default 10, the same as its default)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds layer 1's initial weights and the example order (default 0)")
+    snapshots.checkpoint_arguments(p, "layer 1 and its counters")
     p.add_argument("--metrics", type=Path, default=None,
                    help="append a JSON line of figures (examples, updates, examples/s) to this "
                         "file every --report-every seconds (default: none)")
@@ -268,6 +295,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    snapshots.check_checkpoint_arguments(p, args)
     if not 0 <= args.update_probability <= 1:
         p.error("--update-probability must be between 0 and 1")
     if not args.refresh_every > 0 or args.max_unsent < 1:
@@ -285,11 +313,15 @@ def main(argv=None):
     synthgrad.setup_logging("train_input")
     print("train_input.py:", synthgrad.printable(args), flush=True)
     x, y = generate.load_dataset(args.data_dir)
-    trainer = InputTrainer(x, y, args.oracle_url, args.output_url, args.learning_rate,
-                           args.batch_size, args.progress_dir, args.snapshot_interval, args.seed,
-                           args.report_every, args.metrics, args.synthetic_gradients,
-                           args.refresh_every, args.max_unsent, args.wire,
-                           args.update_probability, args.token)
+    try:
+        trainer = InputTrainer(
+            x, y, args.oracle_url, args.output_url, args.learning_rate, args.batch_size,
+            args.progress_dir, args.snapshot_interval, args.seed, args.report_every, args.metrics,
+            args.synthetic_gradients, args.refresh_every, args.max_unsent, args.wire,
+            args.update_probability, args.token, args.checkpoint, args.checkpoint_interval,
+            args.resume)
+    except ValueError as e:                         # a checkpoint that cannot be resumed from
+        raise SystemExit(f"train_input.py: {e}") from None
 
     def _stop(signum, frame):
         trainer.stop.set()

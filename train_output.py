@@ -49,6 +49,9 @@ DEFAULTS = dict(
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
     token=None,                # no shared secret (for this server and towards the oracle)
+    checkpoint=None,           # where to checkpoint (None: never)
+    checkpoint_interval=30.0,  # seconds between checkpoints while training
+    resume=False,              # start from the checkpoint instead of from scratch
 )
 
 
@@ -80,6 +83,10 @@ class OutputTrainer:
                                              token=c["token"])
         self.sender = (synthgrad.Sender(self.oracle.provide_gradients, "gradients to oracle")
                        if c["send_gradients"] else None)
+        self.checkpointer = snapshots.Checkpointer(c["checkpoint"], c["checkpoint_interval"],
+                                                   self.save_checkpoint)
+        if c["resume"]:
+            self.resume(c["checkpoint"])
 
     def receive(self, i, x, y):
         """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,)."""
@@ -131,10 +138,40 @@ class OutputTrainer:
                 self.sender.put(idx, x, dL_dh, y)
             self.counts["examples_trained"] += len(idx)
             self.snapshotter.maybe_save(self.layers)
+            self.checkpointer.maybe()
         self.last_train_mse = squared_error / len(order)
         self.staleness = age_sum / len(order)
         self.counts["passes"] += 1
         return True
+
+    # --- checkpoints: layers 2-3, everything held, the counters --------------------------------
+    COUNTERS = ("examples_received", "examples_trained", "passes")
+
+    def save_checkpoint(self, path):
+        with self.lock:
+            arrays = {"x": self.x.copy(), "y": self.y.copy(), "held": self.held.copy()}
+        for k, layer in enumerate(self.layers):
+            arrays[f"w{k}"], arrays[f"b{k}"] = layer.w.copy(), layer.b.copy()
+        arrays["counters"] = np.array([self.counts[name] for name in self.COUNTERS])
+        snapshots.save_checkpoint(path, arrays)
+
+    def resume(self, path):
+        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
+        if path is None:
+            raise ValueError("--resume needs --checkpoint PATH")
+        shapes = {"x": self.x.shape, "y": self.y.shape, "held": self.held.shape,
+                  "counters": (len(self.COUNTERS),)}
+        for k, layer in enumerate(self.layers):
+            shapes[f"w{k}"], shapes[f"b{k}"] = layer.w.shape, layer.b.shape
+        a = snapshots.load_checkpoint(path, shapes)
+        with self.lock:
+            self.x[:], self.y[:], self.held[:] = a["x"], a["y"], a["held"].astype(bool)
+        for k, layer in enumerate(self.layers):
+            layer.w, layer.b = a[f"w{k}"].astype(np.float64), a[f"b{k}"].astype(np.float64)
+        for name, value in zip(self.COUNTERS, a["counters"].tolist()):
+            self.counts[name] = int(value)
+        log.info("resumed from %s: %d examples held, %d passes so far", path,
+                 int(self.held.sum()), self.counts["passes"])
 
     def diverge(self, last_good, squared_error, done):
         """NaN or infinity appeared: put back the chunk's starting weights, stop updating, and
@@ -166,6 +203,7 @@ class OutputTrainer:
         if self._thread is not None:
             self._thread.join(timeout)
             self.snapshotter.save_final(self.layers)
+            self.checkpointer.now()
         if self.sender is not None:
             self.sender.close()
 
@@ -250,9 +288,11 @@ def parse_args(argv):
                         "train_input.py (default 10: a few dozen pictures in a few minutes)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds layers 2-3's initial weights and the training order (default 0)")
+    snapshots.checkpoint_arguments(p, "layers 2-3, every example held and the counters")
     synthgrad.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT, "examples held, passes, training MSE")
     args = p.parse_args(argv)
     synthgrad.check_server_arguments(p, args)
+    snapshots.check_checkpoint_arguments(p, args)
     if args.batch_size < 1 or args.max_examples < 1:
         p.error("--batch-size and --max-examples must be at least 1")
     if args.snapshot_interval < 1:
@@ -265,7 +305,10 @@ def main(argv=None):
     synthgrad.setup_logging("train_output")
     print("train_output.py:", synthgrad.printable(args), flush=True)
     config = {k: v for k, v in vars(args).items() if k not in synthgrad.SERVER_ONLY}
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except ValueError as e:                         # a checkpoint that cannot be resumed from
+        raise SystemExit(f"train_output.py: {e}") from None
     trainer = app.config["TRAINER"]
     trainer.start_training()
     snapshots.MetricsLog(args.metrics, "output_trainer").every(args.metrics_interval,

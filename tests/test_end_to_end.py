@@ -159,3 +159,112 @@ def test_local_mode_learns_without_a_request_per_minibatch(run, data_dir):
     final = composed_mse(run.progress, "final", "final")
     print(f"local mode: held-out MSE {initial:.4f} -> {final:.4f}")
     assert final < 0.5 * initial
+
+
+# --- Faults: processes killed and restarted, a shared token ------------------------------------
+
+def run_with_fixed_ports(run, data_dir, seconds, extra=(), kill=None):
+    """Oracle, output trainer and input trainer on fixed free ports (so a restarted process
+    comes back at the same address). kill(run, urls) runs while training, if given."""
+    urls = {"oracle": f"http://127.0.0.1:{free_port()}",
+            "output": f"http://127.0.0.1:{free_port()}"}
+    run.argv = {
+        "oracle": ["oracle.py", "--port", urls["oracle"].rsplit(":", 1)[1], "--max-examples",
+                   str(COUNT), "--checkpoint", str(run.folder / "oracle.ckpt.npz"),
+                   "--checkpoint-interval", "1", *ORACLE_ARGS, *extra],
+        "output": ["train_output.py", "--port", urls["output"].rsplit(":", 1)[1],
+                   "--oracle-url", urls["oracle"], "--max-examples", str(COUNT),
+                   "--progress-dir", str(run.progress), "--snapshot-interval", "2",
+                   "--checkpoint", str(run.folder / "output.ckpt.npz"),
+                   "--checkpoint-interval", "1", *OUTPUT_ARGS, *extra]}
+    for name in ("oracle", "output"):
+        run.start(name, *run.argv[name]).wait_url(120)
+    inp = run.start("input", "train_input.py",
+                    *input_args(run, data_dir, urls["oracle"], urls["output"], seconds), *extra)
+    if kill is not None:
+        kill(run, urls)
+    assert inp.popen.wait(seconds + 120) == 0, run.log("input")
+    codes = run.stop()
+    return codes, composed_mse(run.progress, "final", "final")
+
+
+def restart(run, name, log_suffix):
+    """Start `name` again with its first options plus --resume; its log gets a new name."""
+    proc = demo.Process(name, [sys.executable, str(ROOT / run.argv[name][0]),
+                               *run.argv[name][1:], "--resume"],
+                        run.folder / f"{name}-{log_suffix}.log", run.env)
+    run.procs[f"{name}-{log_suffix}"] = proc
+    return proc
+
+
+def test_output_trainer_killed_and_resumed_ends_close_to_an_uninterrupted_run(
+        tmp_path, data_dir):
+    import time
+
+    def kill_output(run, urls):
+        time.sleep(8)
+        run.procs["output"].popen.kill()                   # SIGKILL: no chance to save
+        run.procs["output"].popen.wait()
+        time.sleep(2)
+        restart(run, "output", "resumed").wait_url(120)
+
+    results = {}
+    for name, kill in (("uninterrupted", None), ("killed", kill_output)):
+        r = Run(tmp_path / name)
+        try:
+            codes, results[name] = run_with_fixed_ports(r, data_dir, 20, kill=kill)
+        finally:
+            r.stop()
+        assert codes["input"] == 0 and codes["oracle"] == 0
+        if kill is not None:
+            assert codes["output"] == -9 and codes["output-resumed"] == 0, codes
+            assert "resumed from" in r.log("output-resumed")
+            assert "Traceback" not in r.log("input")
+    print(f"held-out MSE: uninterrupted {results['uninterrupted']:.4f}, output trainer killed "
+          f"and resumed {results['killed']:.4f}")
+    assert results["killed"] <= 1.25 * results["uninterrupted"]
+
+
+def test_oracle_killed_and_restarted_the_input_trainer_waits_and_continues(run, data_dir):
+    import time
+
+    def kill_oracle(run, urls):
+        time.sleep(6)
+        run.procs["oracle"].popen.kill()
+        run.procs["oracle"].popen.wait()
+        time.sleep(3)                                       # the input trainer must wait here
+        restart(run, "oracle", "resumed").wait_url(120)
+
+    codes, final = run_with_fixed_ports(run, data_dir, 16, kill=kill_oracle)
+    assert codes["input"] == 0 and codes["oracle-resumed"] == 0, codes
+    assert "waiting for the oracle" in run.log("input")
+    assert final < 0.5 * composed_mse(run.progress, "initial", "initial")
+
+
+def test_with_a_token_only_holders_talk_and_training_works(run, data_dir):
+    import urllib.error
+    import urllib.request
+
+    seen = {}
+
+    def knock(run, urls):
+        for name, url in urls.items():
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(url + synthgrad.STATUS, timeout=5)
+            seen[name] = e.value.code
+            wrong = synthgrad.Client(url, token="wrong")
+            with pytest.raises(synthgrad.PeerError, match="401"):
+                wrong.status()
+
+    codes, final = run_with_fixed_ports(run, data_dir, 10, extra=["--token", "s3cret"],
+                                        kill=knock)
+    assert seen == {"oracle": 401, "output": 401}
+    assert codes == {"oracle": 0, "output": 0, "input": 0}
+    assert final < 0.5 * composed_mse(run.progress, "initial", "initial")
+    assert "s3cret" not in run.log("oracle") + run.log("output") + run.log("input")
+    # SIGTERM left loadable checkpoints behind.
+    import train_output
+    trainer = train_output.OutputTrainer(max_examples=COUNT, progress_dir=run.folder / "x",
+                                         send_gradients=False)
+    trainer.resume(run.folder / "output.ckpt.npz")
+    assert trainer.held.sum() == COUNT

@@ -698,3 +698,23 @@ def test_token_protects_every_endpoint_of_the_oracle(make_oracle_app):
     ok = client.post(E, json=synthgrad.encode_estimate_request(h),
                      headers={"Authorization": "Bearer t0ken"})
     assert ok.status_code == 200
+
+
+def test_oracle_checkpoint_restores_model_optimizer_and_gradients(make_oracle_app, tmp_path):
+    path = tmp_path / "oracle.npz"
+    app = make_oracle_app(optimizer="adam", learning_rate=0.01)
+    o = app.config["ORACLE"]
+    hold(app, 64)
+    o.train_pass()
+    o.save_checkpoint(path)
+    r = make_oracle_app(optimizer="adam", learning_rate=0.01, checkpoint=str(path),
+                        resume=True).config["ORACLE"]
+    for a, b in zip(r.model.get_weights(), o.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(r.model.optimizer.variables, o.model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))   # Adam's moments too
+    assert r.h.tobytes() == o.h.tobytes() and r.held.tobytes() == o.held.tobytes()
+    h = np.random.default_rng(9).uniform(0, 1, (4, W))
+    np.testing.assert_array_equal(r.estimate(h), o.estimate(h))
+    with pytest.raises(ValueError, match="shape"):
+        make_oracle_app(hidden=6, optimizer="adam", checkpoint=str(path), resume=True)

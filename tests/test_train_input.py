@@ -80,3 +80,22 @@ def test_update_probability_skips_about_the_right_share(trainer):
 def test_parse_args_refuses_bad_values(argv):
     with pytest.raises(SystemExit):
         train_input.parse_args(argv)
+
+
+def test_checkpoint_round_trip_and_refusal(trainer, tmp_path, closed_url):
+    path = tmp_path / "input.npz"
+    trainer.synthetic_gradients = lambda h, y: np.ones_like(h)
+    trainer.step(np.array([1, 2]))
+    trainer.save_checkpoint(path)
+    other = train_input.InputTrainer(trainer.x, trainer.y, closed_url, closed_url,
+                                     progress_dir=tmp_path, seed=5, checkpoint=path,
+                                     resume=True)
+    try:
+        np.testing.assert_array_equal(other.layer.w, trainer.layer.w)
+        assert (other.examples, other.updates) == (2, 1)
+    finally:
+        other.sender.close(flush_timeout=0)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        train_input.InputTrainer(trainer.x, trainer.y, closed_url, closed_url,
+                                 progress_dir=tmp_path, checkpoint=path, resume=True)

@@ -587,3 +587,35 @@ def test_token_required_when_configured(make_output_app):
     assert r.status_code == 401 and not app.config["TRAINER"].held.any()
     r = client.get(S, headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 200 and r.get_json()["requests_refused"] == 5
+
+
+# --- Checkpoints ---------------------------------------------------------------------------------
+
+def test_checkpoint_round_trip_restores_layers_examples_and_counters(make_output_app, tmp_path):
+    path = tmp_path / "ckpt" / "output.npz"
+    app = make_output_app(checkpoint=str(path))
+    trainer = app.config["TRAINER"]
+    hold(app, [2, 5, 7])
+    trainer.train_pass()
+    trainer.save_checkpoint(path)
+    resumed = make_output_app(checkpoint=str(path), resume=True).config["TRAINER"]
+    assert_same_layers(resumed.layers, trainer.layers)
+    assert (resumed.x.tobytes(), resumed.y.tobytes(), resumed.held.tobytes()) == \
+        (trainer.x.tobytes(), trainer.y.tobytes(), trainer.held.tobytes())
+    assert [resumed.counts[k] for k in trainer.COUNTERS] == \
+        [trainer.counts[k] for k in trainer.COUNTERS] == [3, 3, 1]
+    assert not list(path.parent.glob(".*.tmp"))                    # written atomically
+
+
+def test_a_bad_checkpoint_is_refused_and_nothing_is_loaded(make_output_app, tmp_path):
+    path = tmp_path / "output.npz"
+    app = make_output_app()
+    app.config["TRAINER"].save_checkpoint(path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[:len(data) // 2])
+    for bad, match in [(truncated, "cannot read"), (tmp_path / "missing.npz", "cannot read")]:
+        with pytest.raises(ValueError, match=match):
+            make_output_app(checkpoint=str(bad), resume=True)
+    with pytest.raises(ValueError, match="shape"):                 # another --max-examples
+        make_output_app(checkpoint=str(path), resume=True, max_examples=50)
