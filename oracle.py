@@ -304,6 +304,7 @@ class Oracle:
         with self.lock:
             self.h[:], self.g[:], self.y[:] = a["h"], a["g"], a["y"]
             self.held[:] = a["held"].astype(bool)
+            self.received_at[self.held] = time.time()      # their age restarts with the process
         self.publish()
         log.info("resumed from %s: %d gradients held", path, int(self.held.sum()))
 

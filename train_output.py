@@ -166,6 +166,7 @@ class OutputTrainer:
         a = snapshots.load_checkpoint(path, shapes)
         with self.lock:
             self.x[:], self.y[:], self.held[:] = a["x"], a["y"], a["held"].astype(bool)
+            self.received_at[self.held] = time.time()      # their age restarts with the process
         for k, layer in enumerate(self.layers):
             layer.w, layer.b = a[f"w{k}"].astype(np.float64), a[f"b{k}"].astype(np.float64)
         for name, value in zip(self.COUNTERS, a["counters"].tolist()):

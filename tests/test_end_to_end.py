@@ -48,6 +48,7 @@ class Run:
 
     def __init__(self, folder):
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.progress = self.folder / "progress"
         self.procs = {}
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}

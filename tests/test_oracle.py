@@ -430,7 +430,7 @@ def test_body_over_the_size_limit_is_413(held_oracle_app, monkeypatch):
     assert_still_healthy(app)
 
 
-# --- Bugs ---------------------------------------------------------------------------------------
+# --- Regressions: bodies and answers that once went wrong --------------------------------------
 
 @pytest.mark.parametrize("path, body", [
     # numpy's reshape raises ValueError (not caught by decode_array) for more than 64 dimensions
@@ -443,18 +443,15 @@ def test_body_over_the_size_limit_is_413(held_oracle_app, monkeypatch):
     (P, '[{"i": ' + "9" * 5_000 + "}]"),
 ], ids=["65 dimensions", "huge empty shape (estimate)", "huge empty shape (provide)",
         "5,000-digit value", "5,000-digit index"])
-def test_some_bad_bodies_get_500_instead_of_400(oracle_app, path, body):
-    # Fix: in synthgrad.decode_array, compare len(dims) (and the fixed dimensions) with `shape`
-    # before building the array, and catch ValueError from reshape; in synthgrad.parse_json,
-    # catch ValueError (JSONDecodeError is a subclass of it) instead of only JSONDecodeError.
+def test_extreme_bodies_get_400_not_500(oracle_app, path, body):
     r = post(oracle_app, path, body)
     assert r.status_code == 400, r.get_json()
 
 
-def test_405_answer_omits_the_allow_header(oracle_app):
+def test_405_answer_keeps_the_allow_header(oracle_app):
     # HTTP requires a 405 to say which methods are allowed. install_json_errors builds a new
     # response from the exception's name and description and drops its headers (the same holds
-    # for the output trainer). Fix: in _http_error, take e.get_response(), replace its body with
+    # for the output trainer). Fixed: in _http_error, take e.get_response(), replace its body with
     # the JSON and set its content type, so Allow (and any other header) is kept.
     r = oracle_app.test_client().get(E)
     assert r.status_code == 405
@@ -536,9 +533,9 @@ def test_parse_args_refuses_bad_values(argv, capsys):
 
 @pytest.mark.parametrize("argv", [["--learning-rate", "inf"], ["--port", "70000"],
                                   ["--port", "-1"]])
-def test_parse_args_accepts_impossible_values(argv):
+def test_parse_args_refuses_impossible_values(argv):
     # An infinite learning rate turns the weights into NaN at the first step; a port outside
-    # 0..65535 only fails later, in make_server, with an OverflowError. Fix: refuse
+    # 0..65535 only fails later, in make_server, with an OverflowError. Fixed: refuse
     # `not math.isfinite(args.learning_rate)` too, and `not 0 <= args.port <= 65535`.
     with pytest.raises(SystemExit):
         oracle.parse_args(argv)

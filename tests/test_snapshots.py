@@ -80,7 +80,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, n
         snapshots.save_layers(path, network[:1])
     monkeypatch.undo()
     assert path.read_bytes() == before                      # atomic: the old file is intact
-    # BUG (minor): the half-written .layer1_final.npz.<pid>.tmp stays behind.
+    # Regression: the half-written .layer1_final.npz.<pid>.tmp stays behind.
     assert files_in(tmp_path) == ["layer1_final.npz"]
 
 
@@ -90,7 +90,7 @@ def test_load_refuses_a_missing_file(tmp_path):
 
 
 def test_load_refuses_a_truncated_file(tmp_path, network):
-    # BUG: a truncated .npz makes np.load raise zipfile.BadZipFile, which is not an OSError
+    # Regression: a truncated .npz makes np.load raise zipfile.BadZipFile, which is not an OSError
     # (the comment in load_layers says it is) and so escapes as BadZipFile, not ValueError.
     path = tmp_path / "layers23_100.npz"
     snapshots.save_layers(path, network[1:])
@@ -115,7 +115,7 @@ def test_load_refuses_a_text_file(tmp_path):
 
 
 def test_load_refuses_an_npy_file(tmp_path):
-    # BUG: for a file holding one .npy array, np.load returns an ndarray, which is not a context
+    # Regression: for a file holding one .npy array, np.load returns an ndarray, which is not a context
     # manager: load_layers raises TypeError instead of ValueError.
     path = tmp_path / "layer1_5.npz"
     with open(path, "wb") as f:
@@ -249,7 +249,7 @@ def test_load_composed_mixes_labels(tmp_path, network):
 
 
 def test_fractional_interval_saves_once_per_tick(tmp_path, network, clock):
-    # BUG: _tick() truncates to an int, so with interval 0.5 the tick 100.5 becomes label 100
+    # Regression: _tick() truncates to an int, so with interval 0.5 the tick 100.5 becomes label 100
     # and next_tick = 100 + 0.5 is already past: every maybe_save between 100.5 and 101
     # writes (and overwrites layers23_100.npz), i.e. a save on every training step.
     # Either fix passes: refuse a fractional interval, or save once per tick with distinct labels.

@@ -116,14 +116,14 @@ def test_decode_array_names_what_it_was_decoding():
 
 
 def test_decode_array_refuses_ragged_nested_lists():
-    # BUG: numpy raises a plain ValueError ("inhomogeneous shape") before decode_array's own
+    # Regression: numpy raises a plain ValueError ("inhomogeneous shape") before decode_array's own
     # check, so a server answers 500 instead of 400 with a message.
     with pytest.raises(ProtocolError, match="flat list of numbers"):
         synthgrad.decode_array({"shape": [2], "values": [[1.0, 2.0], [3.0]]})
 
 
 def test_decode_array_refuses_booleans_mixed_with_numbers():
-    # BUG (minor): [true, false] is refused, but [true, 1.0] is silently read as [1.0, 1.0].
+    # Regression: [true, false] is refused, but [true, 1.0] is silently read as [1.0, 1.0].
     with pytest.raises(ProtocolError, match="numbers"):
         synthgrad.decode_array({"shape": [2], "values": [True, 1.0]})
 
@@ -330,7 +330,7 @@ def test_decode_estimate_request_refuses(body, match):
 
 
 def test_index_too_large_for_int64_is_refused():
-    # BUG: np.array(..., dtype=np.int64) raises OverflowError for 2**64, before the range check,
+    # Regression: np.array(..., dtype=np.int64) raises OverflowError for 2**64, before the range check,
     # so a server answers 500 instead of 400.
     for body in ([example(2 ** 64)], batched((0, 2 ** 64))):
         with pytest.raises(ProtocolError, match="outside"):
@@ -356,7 +356,7 @@ def test_parse_json_refuses(data, match):
 
 
 def test_parse_json_refuses_deeply_nested_json():
-    # BUG: 100 kB of "[" (well under MAX_BODY_BYTES) makes json.loads raise RecursionError,
+    # Regression: 100 kB of "[" (well under MAX_BODY_BYTES) makes json.loads raise RecursionError,
     # which parse_json does not catch: a 500 instead of a 400.
     with pytest.raises(ProtocolError):
         synthgrad.parse_json(b"[" * 100_000)
@@ -626,7 +626,7 @@ def test_oracle_client_refuses_a_wrong_shaped_answer(monkeypatch):
 
 
 def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):
-    # BUG: a 4xx/5xx whose body is JSON but not an object (e.g. a list, or "error" not a string)
+    # Regression: a 4xx/5xx whose body is JSON but not an object (e.g. a list, or "error" not a string)
     # makes _request raise AttributeError/TypeError instead of PeerError, which would also kill a
     # Sender's thread (it only catches PeerError).
     for body in ([1, 2], {"error": 5}):

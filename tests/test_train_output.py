@@ -223,10 +223,10 @@ def test_training_passes_lower_the_mse(make_output_app):
     assert status(app)["examples_trained"] == 2_000
 
 
-def test_batches_larger_than_a_chunk_are_cut_at_chunk_boundaries(make_output_app):
+def test_batches_larger_than_a_chunk_are_not_cut_at_chunk_boundaries(make_output_app):
     # train_pass walks the pass in chunks of 500 and starts a new batch at every chunk, so with
     # --batch-size 600 the updates average over 500, 500 and 200 examples instead of 600 and
-    # 600 (and with --batch-size 3 every chunk ends in a batch of 2). Fix: round the chunk to a
+    # 600 (and with --batch-size 3 every chunk ends in a batch of 2). Fixed: round the chunk to a
     # whole number of batches, chunk = max(1, chunk // bs) * bs, at the top of train_pass.
     app = make_output_app(max_examples=1_200, batch_size=600)
     trainer = app.config["TRAINER"]
@@ -393,7 +393,7 @@ def test_body_over_the_size_limit_is_413(held_output_app, monkeypatch):
     [item(x={"shape": [1] * 65, "values": [0.5]})],
     '[{"i": 0, "x": {"shape": [24], "values": [' + "1" * 5_000 + "]}}]",
 ], ids=["65 dimensions", "5,000-digit value"])
-def test_some_bad_bodies_get_500_instead_of_400(output_app, body):
+def test_extreme_bodies_get_400_not_500(output_app, body):
     # The same decode_array / parse_json gaps as in test_oracle.py (the protocol is shared).
     r = post(output_app, T, body)
     assert r.status_code == 400, r.get_json()
@@ -523,7 +523,7 @@ def test_parse_args_refuses_bad_values(argv, capsys):
 
 @pytest.mark.parametrize("argv", [["--learning-rate", "inf"], ["--port", "70000"],
                                   ["--port", "-1"]])
-def test_parse_args_accepts_impossible_values(argv):
+def test_parse_args_refuses_impossible_values(argv):
     # See the same test in test_oracle.py: refuse a non-finite learning rate and a port outside
     # 0..65535 in parse_args, with a message, instead of failing later.
     with pytest.raises(SystemExit):
