@@ -233,7 +233,11 @@ def run_decoupled(args, run_dir, env):
         if code != 0:
             raise SystemExit(f"train_input.py failed (exit code {code}); see "
                              f"{run_dir / 'train_input.log'}")
-        return {"oracle": oracle_client.status(), "output_trainer": output_client.status()}
+        try:
+            return {"oracle": oracle_client.status(), "output_trainer": output_client.status()}
+        except synthgrad.PeerError as e:
+            raise SystemExit(f"demo: a server stopped before the end of the run ({e}); see "
+                             f"the logs in {run_dir}") from None
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -253,8 +257,16 @@ def run_baseline(args, run_dir, env):
                        check=True, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # Ctrl-C and SIGTERM both stop the run cleanly, even when a shell started us in the
+    # background with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     run_dir = (args.run_dir or HERE / "runs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     print("demo.py:", {**vars(args), "run_dir": str(run_dir)}, flush=True)
