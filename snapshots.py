@@ -36,22 +36,42 @@ LAYERS23_SHAPES = [(24, 12), (12, 1)]
 _NAME = re.compile(r"^(layer1|layers23)_(initial|final|\d+)\.npz$")
 
 
-def save_layers(path, layers, taken_at=None):
-    """Atomically write the layers' weights and biases to path (.npz)."""
+def write_npz(path, arrays):
+    """Atomically write {name: array} to path (.npz): written to a temporary name, then renamed,
+    so a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"time": np.float64(time.time() if taken_at is None else taken_at)}
-    for k, layer in enumerate(layers):
-        arrays[f"w{k}"] = layer.w
-        arrays[f"b{k}"] = layer.b
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_npz(path, what):
+    """{name: array} from an .npz file, never unpickling; ValueError naming `what` if the file
+    is missing, truncated or not an .npz archive."""
+    try:
+        with open(path, "rb") as raw:
+            loaded = np.load(raw, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with loaded as f:
+                return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read {what} from {path}: {e}") from e
+
+
+def save_layers(path, layers, taken_at=None):
+    """Atomically write the layers' weights and biases to path (.npz)."""
+    arrays = {"time": np.float64(time.time() if taken_at is None else taken_at)}
+    for k, layer in enumerate(layers):
+        arrays[f"w{k}"] = layer.w
+        arrays[f"b{k}"] = layer.b
+    write_npz(path, arrays)
 
 
 def load_layers(path, shapes):
@@ -60,15 +80,7 @@ def load_layers(path, shapes):
     Hidden layers are sigmoid and the network's last layer (width 1) is linear. Raises ValueError
     with a clear message for a missing, truncated or wrong-shaped file, or one holding NaN.
     """
-    try:
-        with open(path, "rb") as raw:
-            loaded = np.load(raw, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            with loaded as f:
-                arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read weights from {path}: {e}") from e
+    arrays = read_npz(path, "weights")
     layers = []
     for k, (n_in, n_out) in enumerate(shapes):
         w, b = arrays.get(f"w{k}"), arrays.get(f"b{k}")
@@ -180,18 +192,7 @@ class MetricsLog:
 
 # --- Checkpoints: everything a process needs to resume after a restart. ------------------------
 
-def save_checkpoint(path, arrays):
-    """Atomically write {name: array} to path (.npz): a reader sees the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+save_checkpoint = write_npz     # a checkpoint is {name: array}, written atomically
 
 
 def load_checkpoint(path, shapes):
@@ -201,15 +202,7 @@ def load_checkpoint(path, shapes):
     (missing, truncated, not an .npz, wrong shape, NaN) raises ValueError with a clear message,
     and nothing is loaded.
     """
-    try:
-        with open(path, "rb") as raw:
-            loaded = np.load(raw, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            with loaded as f:
-                arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read the checkpoint {path}: {e}") from e
+    arrays = read_npz(path, "the checkpoint")
     for name, shape in shapes.items():
         if name not in arrays:
             raise ValueError(f"checkpoint {path} has no {name!r}; was it written by another "

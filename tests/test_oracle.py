@@ -670,6 +670,7 @@ def test_decode_weights_refuses_what_is_not_a_model():
             synthgrad.decode_weights(body)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
 def test_diverging_oracle_keeps_answering_with_its_last_finite_weights(make_oracle_app):
     app = make_oracle_app(optimizer="sgd", learning_rate=1e30)
     o = app.config["ORACLE"]

@@ -47,6 +47,7 @@ def test_step_backprops_each_examples_synthetic_gradient_through_its_own_input(t
     np.testing.assert_array_equal(y_sent, trainer.y[idx])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
 def test_divergence_stops_with_the_last_finite_weights(trainer):
     trainer.learning_rate = 1e308
     trainer.synthetic_gradients = lambda h, y: np.full_like(h, 1e308)

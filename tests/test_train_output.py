@@ -561,6 +561,7 @@ def test_binary_form_is_stored_like_the_json_form_and_checked_the_same(make_outp
 
 # --- Divergence and the shared token ------------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
 def test_divergence_stops_training_keeps_finite_weights_and_sends_no_nan(make_output_app):
     app = make_output_app(learning_rate=1e300, batch_size=1)
     trainer = app.config["TRAINER"]
