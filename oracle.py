@@ -54,6 +54,7 @@ DEFAULTS = dict(
     min_examples=32,         # do not train on fewer than one batch
     seed=0,
     token=None,              # no shared secret: anyone who can connect may talk
+    max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
     checkpoint=None,         # where to checkpoint (None: never)
     checkpoint_interval=30.0,
     resume=False,
@@ -326,7 +327,7 @@ def create_app(config=None):
     app = Flask("oracle")
     oracle = Oracle(**(config or {}))
     app.config["ORACLE"] = oracle
-    synthgrad.install_json_errors(app, oracle.counts)
+    synthgrad.install_json_errors(app, oracle.counts, oracle.config["max_body_bytes"])
     synthgrad.require_token(app, oracle.config["token"])
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)

@@ -799,6 +799,10 @@ def add_server_arguments(p, default_port, what):
                    help=f"port to listen on (default {default_port}, the original's; 0 picks a "
                         "free one)")
     token_argument(p)
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                   help=f"refuse request bodies larger than this with a 413 (default "
+                        f"{MAX_BODY_BYTES:,}: twice the largest legitimate request, "
+                        f"{MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
     p.add_argument("--metrics", default=None,
                    help=f"append a JSON line of figures ({what}) to this file every "
                         "--metrics-interval seconds (default: none)")
@@ -814,6 +818,8 @@ def check_server_arguments(p, args):
         p.error("--learning-rate must be positive and finite")
     if not args.metrics_interval > 0:
         p.error("--metrics-interval must be positive")
+    if args.max_body_bytes < 1024:
+        p.error("--max-body-bytes must be at least 1024")
 
 
 SERVER_ONLY = ("host", "port", "metrics", "metrics_interval")   # not part of a server's state

@@ -49,6 +49,7 @@ DEFAULTS = dict(
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
     token=None,                # no shared secret (for this server and towards the oracle)
+    max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
     checkpoint=None,           # where to checkpoint (None: never)
     checkpoint_interval=30.0,  # seconds between checkpoints while training
     resume=False,              # start from the checkpoint instead of from scratch
@@ -246,7 +247,7 @@ def create_app(config=None):
     app = Flask("train_output")
     trainer = OutputTrainer(**(config or {}))
     app.config["TRAINER"] = trainer
-    synthgrad.install_json_errors(app, trainer.counts)
+    synthgrad.install_json_errors(app, trainer.counts, trainer.config["max_body_bytes"])
     synthgrad.require_token(app, trainer.config["token"])
 
     @app.post(synthgrad.TRAINING_EXAMPLE)

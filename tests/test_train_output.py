@@ -620,3 +620,13 @@ def test_a_bad_checkpoint_is_refused_and_nothing_is_loaded(make_output_app, tmp_
             make_output_app(checkpoint=str(bad), resume=True)
     with pytest.raises(ValueError, match="shape"):                 # another --max-examples
         make_output_app(checkpoint=str(path), resume=True, max_examples=50)
+
+
+def test_body_size_limit_is_configurable(make_output_app):
+    app = make_output_app(max_body_bytes=2048)
+    small = synthgrad.encode_training_examples([0], np.zeros((1, W)), np.zeros(1))
+    big = synthgrad.encode_training_examples(list(range(20)), np.zeros((20, W)), np.zeros(20))
+    assert post(app, T, small).status_code == 200
+    r = post(app, T, big)
+    assert r.status_code == 413 and r.get_json()["error"]
+    assert app.config["TRAINER"].held.sum() == 1
