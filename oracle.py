@@ -412,25 +412,8 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    synthgrad.setup_logging("oracle")
-    print("oracle.py:", synthgrad.printable(args), flush=True)
-    config = {k: v for k, v in vars(args).items() if k not in synthgrad.SERVER_ONLY}
-    try:
-        app = create_app(config)
-    except ValueError as e:                         # a checkpoint that cannot be resumed from
-        raise SystemExit(f"oracle.py: {e}") from None
-    oracle = app.config["ORACLE"]
-    oracle.start_training()
-    snapshots.MetricsLog(args.metrics, "oracle").every(args.metrics_interval, oracle.metrics,
-                                                       oracle.stop)
-
-    def on_stop():
-        oracle.stop_training()
-        print("oracle.py: final status", oracle.status(), flush=True)
-
-    synthgrad.serve(app, args.host, args.port, "oracle", on_stop=on_stop)
-    return 0
+    return synthgrad.run_server(parse_args(argv), create_app, "ORACLE", "oracle.py", "oracle",
+                                "oracle")
 
 
 if __name__ == "__main__":

@@ -752,6 +752,36 @@ def read_body():
     return parse_json(data)
 
 
+def run_server(args, create_app, state_key, script, stage, name):
+    """A server script's main after parse_args: make the app, start its training thread and
+    metrics lines, serve until Ctrl-C or SIGTERM, then stop training (checkpointing) and print
+    the final status.
+
+    state_key: where create_app put the server's state object (app.config[state_key]), which
+    has start_training, stop_training, status, metrics and a stop event. script names the
+    process in logs, stage in its metrics lines; name is what the "listening on" line says.
+    """
+    import snapshots                              # imports sgd; only the servers need it
+    setup_logging(script.removesuffix(".py"))
+    print(f"{script}:", printable(args), flush=True)
+    config = {k: v for k, v in vars(args).items() if k not in SERVER_ONLY}
+    try:
+        app = create_app(config)
+    except ValueError as e:                       # a checkpoint that cannot be resumed from
+        raise SystemExit(f"{script}: {e}") from None
+    state = app.config[state_key]
+    state.start_training()
+    snapshots.MetricsLog(args.metrics, stage).every(args.metrics_interval, state.metrics,
+                                                    state.stop)
+
+    def on_stop():
+        state.stop_training()
+        print(f"{script}: final status", state.status(), flush=True)
+
+    serve(app, args.host, args.port, name, on_stop=on_stop)
+    return 0
+
+
 def serve(app, host, port, name, on_stop=None, threads=4):
     """Serve a Flask app with waitress until Ctrl-C or SIGTERM, then call on_stop.
 

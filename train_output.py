@@ -303,25 +303,8 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    synthgrad.setup_logging("train_output")
-    print("train_output.py:", synthgrad.printable(args), flush=True)
-    config = {k: v for k, v in vars(args).items() if k not in synthgrad.SERVER_ONLY}
-    try:
-        app = create_app(config)
-    except ValueError as e:                         # a checkpoint that cannot be resumed from
-        raise SystemExit(f"train_output.py: {e}") from None
-    trainer = app.config["TRAINER"]
-    trainer.start_training()
-    snapshots.MetricsLog(args.metrics, "output_trainer").every(args.metrics_interval,
-                                                               trainer.metrics, trainer.stop)
-
-    def on_stop():
-        trainer.stop_training()
-        print("train_output.py: final status", trainer.status(), flush=True)
-
-    synthgrad.serve(app, args.host, args.port, "output trainer", on_stop=on_stop)
-    return 0
+    return synthgrad.run_server(parse_args(argv), create_app, "TRAINER", "train_output.py", "output_trainer",
+                                "output trainer")
 
 
 if __name__ == "__main__":
