@@ -270,7 +270,9 @@ def main(argv=None):
     heldout_mse = mse(layers, x_test, y_test)
     metrics.write(seconds=0.0, epoch=0, examples=0, heldout_mse=heldout_mse)
     print(f"epoch 0: held-out MSE {heldout_mse:.4f}", flush=True)
-    segment = args.eval_every or len(x)
+    # Train in segments so that held-out MSE is measured (and --duration checked) between
+    # them: every --eval-every examples, or every 10,000 under a time limit, else once an epoch.
+    segment = args.eval_every or (10_000 if args.duration is not None else len(x))
     out_of_time = False
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(x))
