@@ -3,8 +3,8 @@
 Run it by hand (never from the tests); it prints a Markdown table and leaves bench.md and
 bench.json in its run folder:
 
-    python bench.py --quick        # about 3 minutes
-    python bench.py                # the full one, about 8 minutes
+    python bench.py --quick        # about 2.5 minutes
+    python bench.py                # the full one: five 120 s training runs plus start-up
     python bench.py --help
 
 What it measures, one thing after another so each has the machine to itself:
@@ -188,7 +188,7 @@ def parse_args(argv):
                                             "system (remote and local synthetic gradients).")
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true",
-                        help=f"{PRESETS['quick']['seconds']} s per training run (about 3 "
+                        help=f"{PRESETS['quick']['seconds']} s per training run (about 2.5 "
                              "minutes in all)")
     preset.add_argument("--full", action="store_true",
                         help=f"{PRESETS['full']['seconds']} s per training run (the default)")

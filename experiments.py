@@ -2,8 +2,8 @@
 
 Run it by hand (each configuration is a real three-process run, one after another):
 
-    python experiments.py --quick      # ~5 minutes: 1 seed, 20 s per run
-    python experiments.py              # the full set: 3 seeds, 45 s per run (~30 minutes)
+    python experiments.py --quick      # ~3.5 minutes: 1 seed, 20 s per run
+    python experiments.py              # the full set: 3 seeds, 45 s per run (~20 minutes)
     python experiments.py --help
 
 Configurations (all with demo.py's settings otherwise):
@@ -169,10 +169,10 @@ def parse_args(argv):
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true",
                         help=f"{PRESETS['quick']['seeds']} seed, {PRESETS['quick']['seconds']} s "
-                             "a run (~5 minutes in all)")
+                             "a run (~3.5 minutes in all)")
     preset.add_argument("--full", action="store_true",
                         help=f"{PRESETS['full']['seeds']} seeds, {PRESETS['full']['seconds']} s a "
-                             "run (the default, ~30 minutes)")
+                             "run (the default, ~20 minutes)")
     p.add_argument("--count", type=int, default=20_000,
                    help="training examples per run (default 20,000, as demo.py)")
     p.add_argument("--run-dir", type=Path, default=None,

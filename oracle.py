@@ -155,13 +155,11 @@ class Oracle:
         """Synthetic gradients (n, width) for activations h (n, width) (and targets y (n,) if
         conditioned), from the newest weights."""
         weights = self.weights                      # one read: a consistent set of weights
-        self.counts["estimates"] += len(h)
         return numpy_forward(weights, self.inputs(h, y))
 
     def receive(self, i, h, g, y=None):
         """Measure the current predictions against true gradients g at h, then keep them."""
         g_hat = self.estimate(h, y)
-        self.counts["estimates"] -= len(h)          # that was a measurement, not a request
         cos, rel = cosine_and_relative_error(g_hat, g)
         sums = alignment_sums(g_hat, g)
         with self.lock:
@@ -193,20 +191,11 @@ class Oracle:
         quality["aggregate_cosine"] = float(dot / np.sqrt(hat2 * true2)) if hat2 * true2 > 0 else None
         quality["explained"] = float(1 - err2 / true2) if true2 > 0 else None
         return {
-            "role": "oracle",
-            "uptime_s": round(time.time() - self.started, 3),
-            "examples_held": held,
+            **synthgrad.common_status("oracle", self, held),
             "gradients_received": self.counts["gradients_received"],
             "estimates_served": self.counts["estimates"],
-            "training_passes": self.counts["passes"],
             "training_steps": self.counts["steps"],
-            "last_train_mse": self.last_train_mse,
-            "staleness_s": self.staleness,
-            "diverged": self.diverged,
             "batch_size": self.config["batch_size"],
-            "peak_rss_mb": synthgrad.peak_rss_mb(),
-            "requests_served": self.counts["requests_served"],
-            "requests_refused": self.counts["requests_refused"],
             "synthetic_gradient_quality": quality,
         }
 
@@ -337,6 +326,7 @@ def create_app(config=None):
             h, y = synthgrad.decode_estimate_request(body, oracle.width, need_y=True)
         else:
             h, y = synthgrad.decode_estimate_request(body, oracle.width), None
+        oracle.counts["estimates"] += len(h)
         return {"gradients": synthgrad.encode_array(oracle.estimate(h, y))}
 
     @app.post(synthgrad.PROVIDE_GRADIENT)

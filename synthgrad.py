@@ -815,6 +815,23 @@ def serve(app, host, port, name, on_stop=None, threads=4):
             on_stop()
 
 
+def common_status(role, state, examples_held):
+    """The /status fields both servers share (see the module docstring), from a server's state:
+    its counts, started, last_train_mse, staleness and diverged."""
+    return {
+        "role": role,
+        "uptime_s": round(time.time() - state.started, 3),
+        "examples_held": examples_held,
+        "training_passes": state.counts["passes"],
+        "last_train_mse": state.last_train_mse,
+        "staleness_s": state.staleness,
+        "diverged": state.diverged,
+        "peak_rss_mb": peak_rss_mb(),
+        "requests_served": state.counts["requests_served"],
+        "requests_refused": state.counts["requests_refused"],
+    }
+
+
 def peak_rss_mb():
     """This process's peak resident memory so far, in MB."""
     import resource

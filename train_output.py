@@ -213,18 +213,9 @@ class OutputTrainer:
         with self.lock:
             held = int(self.held.sum())
         return {
-            "role": "output_trainer",
-            "uptime_s": round(time.time() - self.started, 3),
-            "examples_held": held,
+            **synthgrad.common_status("output_trainer", self, held),
             "examples_received": self.counts["examples_received"],
             "examples_trained": self.counts["examples_trained"],
-            "training_passes": self.counts["passes"],
-            "last_train_mse": self.last_train_mse,
-            "staleness_s": self.staleness,
-            "diverged": self.diverged,
-            "peak_rss_mb": synthgrad.peak_rss_mb(),
-            "requests_served": self.counts["requests_served"],
-            "requests_refused": self.counts["requests_refused"],
             "snapshots_saved": self.snapshotter.saved,
             "gradients_to_oracle": dict(self.sender.counts) if self.sender else None,
         }
