@@ -33,7 +33,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from flask import Flask
+from flask import Flask, Response, request
 
 import snapshots
 import synthgrad
@@ -327,7 +327,11 @@ def create_app(config=None):
         else:
             h, y = synthgrad.decode_estimate_request(body, oracle.width), None
         oracle.counts["estimates"] += len(h)
-        return {"gradients": synthgrad.encode_array(oracle.estimate(h, y))}
+        g = oracle.estimate(h, y)
+        if request.mimetype == synthgrad.BINARY_TYPE:      # a binary question, a binary answer
+            return Response(synthgrad.encode_binary({"gradients": g}),
+                            content_type=synthgrad.BINARY_TYPE)
+        return {"gradients": synthgrad.encode_array(g)}
 
     @app.post(synthgrad.PROVIDE_GRADIENT)
     def provide_gradient():

@@ -59,11 +59,13 @@ that its clients still work; our clients send the batched forms (one array per c
 much cheaper to encode). A request carries at most
 MAX_EXAMPLES_PER_REQUEST examples (MAX_CHUNK is what our senders put in one).
 
-The binary form: /training_example and /provide_gradient also accept their batched body as
-Content-Type application/x-synthgrad-arrays (see encode_binary), the same fields as raw
-little-endian int64 / float64 arrays. It is ~150x cheaper to write and read than JSON numbers
-(0.2 against 31 microseconds per example) and is opt-in (`--wire binary` on the trainers); JSON stays the default and the
-reference. Every check applies to both forms alike.
+The binary form: /training_example, /provide_gradient and /estimate_gradients also accept their
+batched body as Content-Type application/x-synthgrad-arrays (see encode_binary), the same fields
+as raw little-endian int64 / float64 arrays. /estimate_gradients answers a binary request in the
+binary form too ({"gradients": (n, 24)}); every other answer, and every error, is JSON. It is
+~150x cheaper to write and read than JSON numbers (0.2 against 31 microseconds per example) and
+is opt-in (`--wire binary` on the trainers); JSON stays the default and the reference. Every
+check applies to both forms alike.
 
 A shared secret: a server started with --token (or the SYNTHGRAD_TOKEN environment variable)
 answers 401 to every request that does not carry "Authorization: Bearer <token>"; our clients
@@ -441,7 +443,7 @@ class Client:
         try:
             conn.request(method, path, body=body, headers=headers)
             r = conn.getresponse()
-            return r.status, r.read()
+            return r.status, r.read(), r.getheader("Content-Type", "")
         except (OSError, http.client.HTTPException):
             conn.close()                      # the next call opens a new connection
             raise
@@ -457,11 +459,17 @@ class Client:
                           "application/json")
         try:
             try:
-                status, data = self._send(method, path, body, kind)
+                status, data, answer_kind = self._send(method, path, body, kind)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                status, data = self._send(method, path, body, kind)  # a kept-alive socket went stale
+                # a kept-alive socket went stale
+                status, data, answer_kind = self._send(method, path, body, kind)
         except (OSError, http.client.HTTPException) as e:
             raise PeerError(f"{self.name} at {url}: {type(e).__name__}: {e}") from e
+        if status == 200 and answer_kind == BINARY_TYPE:
+            try:
+                return parse_binary(data)
+            except ProtocolError as e:
+                raise PeerError(f"{self.name} at {url} sent a bad binary answer: {e}") from e
         try:
             answer = json.loads(data)
         except ValueError:
@@ -530,8 +538,13 @@ class OracleClient(Client):
         """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24).
 
         y (n,), the targets, are sent if given; only a target-conditioned oracle uses them.
+        With binary=True the request and the answer are in the binary form.
         """
-        body = self._request("POST", ESTIMATE_GRADIENTS, encode_estimate_request(h, y))
+        if self.binary:
+            arrays = {"activations": h} if y is None else {"activations": h, "y": y}
+            body = self._request("POST", ESTIMATE_GRADIENTS, arrays=arrays)
+        else:
+            body = self._request("POST", ESTIMATE_GRADIENTS, encode_estimate_request(h, y))
         try:
             return decode_estimate_response(body, len(h), h.shape[1])
         except ProtocolError as e:

@@ -99,7 +99,7 @@ class InputTrainer:
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.rng = np.random.default_rng(seed)
         self.layer = sgd.Layer(2, synthgrad.HIDDEN_SIZE, sgd.Sigmoid, self.rng)  # layer 1
-        self.oracle = synthgrad.OracleClient(oracle_url, token=token)
+        self.oracle = synthgrad.OracleClient(oracle_url, binary=wire == "binary", token=token)
         self.output = synthgrad.OutputTrainerClient(output_url, binary=wire == "binary",
                                                     token=token)
         self.sender = synthgrad.Sender(self.output.send_examples, "examples to output trainer",
@@ -261,8 +261,9 @@ def parse_args(argv):
                    help="local mode: seconds between weight refreshes (default 1: the oracle "
                         "publishes new weights every few ms, but they change slowly)")
     p.add_argument("--wire", choices=("json", "binary"), default="json",
-                   help="how activations travel to the output trainer (default json, the "
-                        "documented form; binary sends raw float64 arrays, ~100x cheaper)")
+                   help="how activations travel to the output trainer and synthetic "
+                        "gradients from the oracle (default json, the documented form; binary "
+                        "sends raw float64 arrays, ~100x cheaper to encode)")
     synthgrad.token_argument(p)
     p.add_argument("--update-probability", type=float, default=1.0,
                    help="update layer 1 on a minibatch only with this probability, as in the "

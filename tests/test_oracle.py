@@ -95,6 +95,61 @@ def test_estimate_gradients_in_both_forms(oracle_app):
     assert status(oracle_app)["estimates_served"] == 11
 
 
+def test_estimate_gradients_binary_question_gets_the_same_answer_in_binary(make_oracle_app):
+    for conditioned in (False, True):
+        app = make_oracle_app(conditioned=conditioned)
+        o = app.config["ORACLE"]
+        rng = np.random.default_rng(3)
+        h, y = rng.uniform(0, 1, (7, W)), rng.uniform(0, 1, 7)
+        r = app.test_client().post(E, data=synthgrad.encode_binary({"activations": h, "y": y}),
+                                   content_type=synthgrad.BINARY_TYPE)
+        assert r.status_code == 200 and r.mimetype == synthgrad.BINARY_TYPE
+        got = synthgrad.parse_binary(r.data)
+        assert list(got) == ["gradients"]
+        np.testing.assert_array_equal(got["gradients"], oracle.numpy_forward(o.weights,
+                                                                            o.inputs(h, y)))
+        as_json = decoded(post(app, E, synthgrad.encode_estimate_request(h, y)), (7, W))
+        np.testing.assert_array_equal(got["gradients"], as_json)
+
+
+def test_estimate_gradients_bad_binary_question_is_a_json_400(make_oracle_app):
+    app = make_oracle_app(conditioned=True)
+    h = np.zeros((2, W))
+    for body, match in ((b"SGA1", "binary body"),
+                        (synthgrad.encode_binary({"activations": np.zeros((2, 5))}), "shape"),
+                        (synthgrad.encode_binary({"activations": h}), "missing y"),
+                        (synthgrad.encode_binary({"activations": h, "y": [np.nan, 0.0]}),
+                         "finite")):
+        r = app.test_client().post(E, data=body, content_type=synthgrad.BINARY_TYPE)
+        assert r.status_code == 400 and match in r.get_json()["error"], r.get_json()
+    assert status(app)["estimates_served"] == 0
+
+
+def test_binary_client_against_a_served_oracle(make_oracle_app):
+    # The real path: waitress, http.client, the Content-Type negotiation, both directions.
+    import threading
+    from waitress.server import create_server
+    app = make_oracle_app()
+    server = create_server(app, host="127.0.0.1", port=0, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.effective_port}"
+    binary, plain = synthgrad.OracleClient(url, binary=True), synthgrad.OracleClient(url)
+    try:
+        h = np.random.default_rng(4).uniform(0, 1, (10, W))
+        want = oracle.numpy_forward(app.config["ORACLE"].weights, h)
+        np.testing.assert_array_equal(binary.estimate_gradients(h), want)
+        np.testing.assert_array_equal(plain.estimate_gradients(h), want)
+        with pytest.raises(synthgrad.PeerError, match="answered 400"):
+            binary.estimate_gradients(np.zeros((10, 3)))
+        np.testing.assert_array_equal(binary.estimate_gradients(h), want)  # still serving
+    finally:
+        binary.close()
+        plain.close()
+        server.close()
+        thread.join(5)
+
+
 # --- /provide_gradient -----------------------------------------------------------------------
 
 def test_provide_gradient_in_both_forms_is_stored(oracle_app):

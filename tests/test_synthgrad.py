@@ -597,7 +597,7 @@ class FakeResponse:
 def client_answering(monkeypatch, response, cls=synthgrad.Client):
     """A client whose every HTTP exchange answers `response` (status and body bytes)."""
     client = cls("http://peer.invalid:1")
-    answer = (response.status_code, response.text.encode())
+    answer = (response.status_code, response.text.encode(), "application/json")
     monkeypatch.setattr(client, "_send", lambda *args, **kwargs: answer)
     return client
 
@@ -623,6 +623,28 @@ def test_oracle_client_refuses_a_wrong_shaped_answer(monkeypatch):
     client = client_answering(monkeypatch, good, synthgrad.OracleClient)
     np.testing.assert_array_equal(client.estimate_gradients(np.zeros((3, W))),
                                   np.full((3, W), 0.5))
+
+
+def test_binary_oracle_client_sends_and_reads_the_binary_form(monkeypatch):
+    sent = {}
+
+    def fake_send(method, path, body, content_type):
+        sent.update(path=path, arrays=synthgrad.parse_binary(body), kind=content_type)
+        g = np.full((3, W), 0.25)
+        return 200, synthgrad.encode_binary({"gradients": g}), synthgrad.BINARY_TYPE
+
+    client = synthgrad.OracleClient("http://peer.invalid:1", binary=True)
+    monkeypatch.setattr(client, "_send", fake_send)
+    h, y = np.arange(3 * W, dtype=float).reshape(3, W), np.array([0.1, 0.2, 0.3])
+    np.testing.assert_array_equal(client.estimate_gradients(h, y), np.full((3, W), 0.25))
+    assert sent["path"] == synthgrad.ESTIMATE_GRADIENTS and sent["kind"] == synthgrad.BINARY_TYPE
+    np.testing.assert_array_equal(sent["arrays"]["activations"], h)
+    np.testing.assert_array_equal(sent["arrays"]["y"], y)
+    # A binary answer that does not parse, or has the wrong shape, is the peer's fault.
+    for bad in (b"SGA1junk", synthgrad.encode_binary({"gradients": np.zeros((2, W))})):
+        monkeypatch.setattr(client, "_send", lambda *a, bad=bad: (200, bad, synthgrad.BINARY_TYPE))
+        with pytest.raises(PeerError, match="bad"):
+            client.estimate_gradients(h)
 
 
 def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):
