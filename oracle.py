@@ -54,6 +54,7 @@ DEFAULTS = dict(
     min_examples=32,         # do not train on fewer than one batch
     seed=0,
     token=None,              # no shared secret: anyone who can connect may talk
+    nice=synthgrad.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
     max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
     checkpoint=None,         # where to checkpoint (None: never)
     checkpoint_interval=30.0,
@@ -255,6 +256,7 @@ class Oracle:
         return True
 
     def _train_forever(self):
+        synthgrad.lower_thread_priority(self.config["nice"])
         while not self.stop.is_set():
             if not self.train_pass():
                 self.stop.wait(0.1)

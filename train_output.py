@@ -49,6 +49,7 @@ DEFAULTS = dict(
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
     token=None,                # no shared secret (for this server and towards the oracle)
+    nice=synthgrad.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
     max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
     checkpoint=None,           # where to checkpoint (None: never)
     checkpoint_interval=30.0,  # seconds between checkpoints while training
@@ -189,6 +190,7 @@ class OutputTrainer:
                   done, squared_error / max(done, 1))
 
     def _train_forever(self):
+        synthgrad.lower_thread_priority(self.config["nice"])
         while not self.stop.is_set():
             if not self.train_pass():
                 self.stop.wait(0.05)

@@ -587,7 +587,7 @@ def test_parse_args_refuses_bad_values(argv, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--learning-rate", "inf"], ["--port", "70000"],
-                                  ["--port", "-1"]])
+                                  ["--port", "-1"], ["--nice", "20"], ["--nice", "-1"]])
 def test_parse_args_refuses_impossible_values(argv):
     # An infinite learning rate turns the weights into NaN at the first step; a port outside
     # 0..65535 only fails later, in make_server, with an OverflowError. Fixed: refuse

@@ -6,7 +6,9 @@ Run: .venv/bin/pytest -q tests/test_synthgrad.py
 """
 
 import json
+import os
 import socket
+import sys
 import threading
 import time
 
@@ -741,3 +743,23 @@ def test_binary_arrays_get_the_same_checks_as_json_ones():
             == "i" else {**body}
         with pytest.raises(ProtocolError, match=match):
             synthgrad.decode_training_examples(parsed, 10)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_lower_thread_priority_lowers_only_the_calling_thread():
+    main_tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, main_tid)
+    seen = {}
+
+    def worker():
+        tid = threading.get_native_id()
+        start = os.getpriority(os.PRIO_PROCESS, tid)
+        seen["done"] = synthgrad.lower_thread_priority(3)
+        seen["delta"] = os.getpriority(os.PRIO_PROCESS, tid) - start
+        seen["off"] = synthgrad.lower_thread_priority(0)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"done": True, "delta": min(3, 19 - before), "off": False}
+    assert os.getpriority(os.PRIO_PROCESS, main_tid) == before
