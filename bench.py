@@ -74,9 +74,26 @@ def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
         body = synthgrad.encode_binary({"i": i, "h": h, "gradient": g, "y": y})
         synthgrad.decode_gradients(synthgrad.parse_binary(body), n)
 
+    # One synthetic-gradient request of 10 activations, the question and its answer.
+    h10 = h[:10]
+
+    def estimate_json():
+        body = json.dumps(synthgrad.encode_estimate_request(h10))
+        synthgrad.decode_estimate_request(synthgrad.parse_json(body))
+        answer = json.dumps({"gradients": synthgrad.encode_array(g[:10])})
+        synthgrad.decode_estimate_response(synthgrad.parse_json(answer), 10)
+
+    def estimate_binary():
+        synthgrad.decode_estimate_request(synthgrad.parse_binary(
+            synthgrad.encode_binary({"activations": h10})))
+        synthgrad.decode_estimate_response(synthgrad.parse_binary(
+            synthgrad.encode_binary({"gradients": g[:10]})), 10)
+
     return {"batched_us_per_example": 1e6 * timed(batched, repeat) / n,
             "original_us_per_example": 1e6 * timed(original, repeat) / n,
-            "binary_us_per_example": 1e6 * timed(binary, repeat) / n}
+            "binary_us_per_example": 1e6 * timed(binary, repeat) / n,
+            "estimate_json_us_per_request": 1e6 * timed(estimate_json, 20 * repeat),
+            "estimate_binary_us_per_request": 1e6 * timed(estimate_binary, 20 * repeat)}
 
 
 def time_to_levels(curve):
@@ -149,8 +166,22 @@ def fmt(v, spec=".3g"):
     return "-" if v is None else format(v, spec)
 
 
+def mse_at(curve, seconds):
+    """The held-out MSE of the last point of curve [(s, mse)] at or before `seconds`."""
+    before = [m for s, m in curve if s <= seconds]
+    return before[-1] if before else None
+
+
+def ratio(r, backprop, level=0.03):
+    """Seconds to `level` of run r over backprop's, or None if either never got there."""
+    a, b = r["time_to"][str(level)], backprop["time_to"][str(level)]
+    return a / b if a is not None and b else None
+
+
 def markdown(results, preset, machine):
     """The results as a Markdown table (one column per method)."""
+    seconds = PRESETS[preset]["seconds"]
+    checkpoints = [t for t in (5, 10, 20, 40, 60, 90) if t < seconds]
     cols = [("sgd.py as written", results["sgd_py"]),
             ("backprop, same settings", results["backprop"]),
             *[(f"decoupled, {name.replace('_', ', ')}", results[name]) for name in DECOUPLED]]
@@ -164,6 +195,9 @@ def markdown(results, preset, machine):
              if "oracle_latency_ms" in r else "-"),
             *[(f"seconds to held-out MSE {level}",
                lambda r, level=level: fmt(r["time_to"][str(level)], ".1f")) for level in LEVELS],
+            ("time to 0.03 over backprop's", lambda r: fmt(ratio(r, results["backprop"]), ".1f")),
+            *[(f"held-out MSE after {t} s", lambda r, t=t: fmt(mse_at(r["curve"], t), ".4f"))
+              for t in checkpoints],
             ("held-out MSE at the end", lambda r: fmt(r["final_mse"], ".4f")),
             ("cosine(synthetic, true) at the end",
              lambda r: fmt(r.get("cosine_similarity"), ".2f")),
@@ -179,7 +213,10 @@ def markdown(results, preset, machine):
     lines += ["", f"Protocol, encode + decode of a 500-example /provide_gradient chunk: JSON "
                   f"{codec['batched_us_per_example']:.1f} µs per example batched, "
                   f"{codec['original_us_per_example']:.1f} µs in the original per-example form; "
-                  f"binary form {codec['binary_us_per_example']:.2f} µs."]
+                  f"binary form {codec['binary_us_per_example']:.2f} µs. One synthetic-gradient "
+                  f"request of 10 activations, question and answer: JSON "
+                  f"{codec['estimate_json_us_per_request']:.0f} µs, binary "
+                  f"{codec['estimate_binary_us_per_request']:.0f} µs."]
     return "\n".join(lines)
 
 

@@ -568,6 +568,12 @@ class OracleClient(Client):
         return self._request("POST", PROVIDE_GRADIENT, encode_gradients(i, h, gradient, y))
 
 
+# The trainers' senders wait up to 10 ms for a chunk to fill: the input trainer puts 10 rows a
+# minibatch, and one POST per minibatch would double its requests (measured: ~900 POSTs/s of
+# 10 rows, each costing the output trainer's server ~0.3 ms of CPU).
+SENDER_LINGER = 0.01
+
+
 class Sender:
     """Fire-and-forget delivery of per-example rows to a peer, from a background thread.
 
@@ -580,14 +586,17 @@ class Sender:
     `max_pending` indices: rows for a new index beyond that are refused and counted as
     `dropped`. Rows the peer refuses as malformed (a 4xx answer other than 401) are dropped
     and counted as `refused`, with an error logged: resending cannot help. close() sends what is left, for at most `flush_timeout` seconds, and counts and
-    logs what could not be sent as `unsent`.
+    logs what could not be sent as `unsent`. With `linger` > 0 the thread, before taking a chunk
+    that is not full, waits up to `linger` seconds for more rows, so a producer that puts a few
+    rows at a time makes a few large requests rather than many small ones.
     """
 
     def __init__(self, send, name, chunk=MAX_CHUNK, max_pending=250_000, max_backoff=2.0,
-                 log_every=10.0):
+                 log_every=10.0, linger=0.0):
         self._send = send
         self.name = name
         self.chunk = chunk
+        self.linger = linger
         self.max_pending = max_pending
         self.max_backoff = max_backoff
         self.log_every = log_every
@@ -642,6 +651,8 @@ class Sender:
     def _run(self):
         delay = 0.05
         while not self._stop.is_set():
+            if self.linger > 0 and 0 < self.pending() < self.chunk:
+                self._stop.wait(self.linger)        # let more rows join this chunk
             items = self._take()
             if not items:
                 self._wake.wait(0.5)

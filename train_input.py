@@ -103,7 +103,8 @@ class InputTrainer:
         self.output = synthgrad.OutputTrainerClient(output_url, binary=wire == "binary",
                                                     token=token)
         self.sender = synthgrad.Sender(self.output.send_examples, "examples to output trainer",
-                                       max_pending=max(len(x), 1))
+                                       max_pending=max(len(x), 1),
+                                       linger=synthgrad.SENDER_LINGER)
         self.snapshotter = snapshots.Snapshotter(progress_dir, "layer1", snapshot_interval)
         self.report_every = report_every
         self.metrics_path = metrics_path

@@ -83,7 +83,8 @@ class OutputTrainer:
                                                  c["snapshot_interval"])
         self.oracle = synthgrad.OracleClient(c["oracle_url"], binary=c["wire"] == "binary",
                                              token=c["token"])
-        self.sender = (synthgrad.Sender(self.oracle.provide_gradients, "gradients to oracle")
+        self.sender = (synthgrad.Sender(self.oracle.provide_gradients, "gradients to oracle",
+                                        linger=synthgrad.SENDER_LINGER)
                        if c["send_gradients"] else None)
         self.checkpointer = snapshots.Checkpointer(c["checkpoint"], c["checkpoint_interval"],
                                                    self.save_checkpoint)

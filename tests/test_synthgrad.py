@@ -425,6 +425,26 @@ def senders():
         s.close(flush_timeout=0.5)
 
 
+def test_sender_with_linger_gathers_small_puts_into_one_request(senders):
+    send = FakeSend()
+    sender = senders(send, chunk=100, linger=0.5)
+    for k in range(5):                              # five minibatches of 10, back to back
+        sender.put(np.arange(10 * k, 10 * k + 10), np.full((10, W), float(k)))
+    wait_for(lambda: send.rows_sent() == 50)
+    assert [len(call[0]) for call in send.calls] == [50]
+    assert sender.close()["sent"] == 50
+
+
+def test_sender_with_linger_sends_a_full_chunk_at_once(senders):
+    send = FakeSend()
+    sender = senders(send, chunk=10, linger=30.0)   # a linger it must not wait for
+    t0 = time.monotonic()
+    sender.put(np.arange(25), np.zeros((25, W)))
+    wait_for(lambda: send.rows_sent() >= 20)
+    assert time.monotonic() - t0 < 5.0
+    assert [len(call[0]) for call in send.calls][:2] == [10, 10]
+
+
 def test_sender_delivers_everything_in_chunks(senders):
     rng = np.random.default_rng(8)
     send = FakeSend()

@@ -1,0 +1,50 @@
+"""Tests for bench.py's bookkeeping (no timing: the benchmark itself is run by hand).
+
+Run: .venv/bin/pytest -q tests/test_bench.py
+"""
+
+import bench
+
+CURVE = [(0.0, 0.20), (4.0, 0.07), (9.0, 0.05), (15.0, 0.029), (24.0, 0.02)]
+
+
+def test_time_to_levels_is_the_first_time_at_or_below_each_level():
+    assert bench.time_to_levels(CURVE) == {"0.06": 9.0, "0.03": 15.0, "0.01": None}
+
+
+def test_mse_at_takes_the_last_point_not_after_the_time():
+    assert bench.mse_at(CURVE, 10) == 0.05
+    assert bench.mse_at(CURVE, 15) == 0.029
+    assert bench.mse_at([(1.0, 0.3)], 0.5) is None
+
+
+def fake(curve, **extra):
+    return {"curve": curve, "time_to": bench.time_to_levels(curve),
+            "final_mse": curve[-1][1], **extra}
+
+
+def test_markdown_has_a_column_per_method_and_the_ratios():
+    backprop = fake([(0.0, 0.2), (3.0, 0.03), (10.0, 0.009)], examples_per_s=250_000.0)
+    results = {
+        "codec": {"batched_us_per_example": 31.0, "original_us_per_example": 44.0,
+                  "binary_us_per_example": 0.2, "estimate_json_us_per_request": 280.0,
+                  "estimate_binary_us_per_request": 17.0},
+        "sgd_py": fake([(0.0, 0.3), (20.0, 0.08)], examples_per_s=40_000.0),
+        "backprop": backprop,
+    }
+    for name in bench.DECOUPLED:
+        results[name] = fake(CURVE, input_examples_per_s=9_000.0, output_examples_per_s=70_000.0,
+                             oracle_examples_per_s=45_000.0,
+                             oracle_latency_ms={"p50": 0.7, "p95": 2.5},
+                             peak_rss_mb={"input": 60, "output": 80, "oracle": 650},
+                             cosine_similarity=0.25)
+    table = bench.markdown(results, "quick", "test machine")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+            for line in table.splitlines() if line.startswith("| ")}
+    assert len(rows["seconds to held-out MSE 0.03"]) == 2 + len(bench.DECOUPLED)
+    assert rows["seconds to held-out MSE 0.03"][:3] == ["-", "3.0", "15.0"]
+    assert rows["time to 0.03 over backprop's"][:3] == ["-", "1.0", "5.0"]
+    assert rows["held-out MSE after 10 s"][2] == "0.0500"
+    assert rows["input examples/s (backprop: all layers)"][:3] == ["40,000", "250,000", "9,000"]
+    assert rows["oracle request p50 / p95 (ms)"][2] == "0.70 / 2.50"
+    assert "binary 17 µs" in table
