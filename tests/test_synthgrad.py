@@ -483,6 +483,43 @@ def test_sender_newer_row_supersedes_an_unsent_one(senders):
     assert counts["sent"] == 3 and counts["superseded"] == 1
 
 
+def test_sender_copies_the_rows_and_keeps_the_last_of_an_index_put_twice(senders):
+    gate = threading.Event()
+    send = FakeSend(gate=gate)
+    sender = senders(send)
+    sender.put([99], np.array([[0.0]]))
+    assert send.entered.wait(5.0)          # hold the thread so the next puts stay pending
+    x, y = np.array([[1.0], [2.0], [3.0]]), np.array([10.0, 20.0, 30.0])
+    sender.put([5, 6, 5], x, y)            # index 5 twice in one put: the later row wins
+    x[:], y[:] = -1.0, -1.0                # the caller reuses its arrays
+    assert sender.pending() == 2 and sender.counts["superseded"] == 1
+    gate.set()
+    wait_for(lambda: send.rows_sent() == 3)
+    got = send.delivered()
+    assert {k: (v[0].tolist(), float(v[1])) for k, v in got.items() if k != 99} == {
+        5: ([3.0], 30.0), 6: ([2.0], 20.0)}
+    assert sender.close()["sent"] == 3
+
+
+def test_sender_buffer_memory_stays_bounded_when_rows_are_superseded(senders):
+    # Each put's rows are kept as one block; a block whose rows were nearly all superseded
+    # must not stay alive because of one pending row. Rows 0..99 are put over and over, each
+    # put covering a sliding window, while the peer is down.
+    send = FakeSend(fail_if=lambda: True)
+    sender = senders(send, chunk=10, max_backoff=10.0)
+    for k in range(300):
+        idx = (np.arange(10) + 7 * k) % 100
+        sender.put(idx, np.full((10, 2), float(k)))
+    with sender._lock:
+        held = sender._rows_held
+        pending = dict(sender._pending)
+        newest = {index: sender._blocks[bid][0][row, 0] for index, (bid, row) in pending.items()}
+    assert len(pending) <= 100
+    assert held <= 4 * (100 + 10) + 10
+    for index, value in newest.items():     # every pending row is the newest put for its index
+        assert value == max(k for k in range(300) if index in (np.arange(10) + 7 * k) % 100)
+
+
 def test_sender_keeps_rows_while_the_peer_is_down_and_retries(senders):
     send = FakeSend(fail_first=3)
     sender = senders(send, chunk=10)
