@@ -92,7 +92,7 @@ class InputTrainer:
 
     def __init__(self, x, y, oracle_url, output_url, learning_rate=0.001, batch_size=10,
                  progress_dir=HERE / "progress", snapshot_interval=10, seed=0,
-                 report_every=5.0, metrics_path=None, mode="remote", refresh_every=1.0,
+                 report_every=5.0, metrics_path=None, mode="remote", refresh_every=0.2,
                  max_unsent=5_000, wire="json", update_probability=1.0, token=None,
                  checkpoint=None, checkpoint_interval=30.0, resume=False):
         self.x, self.y = x, y                                   # (N, 2), (N,)
@@ -258,9 +258,10 @@ def parse_args(argv):
                    help="remote (default, the original's): ask the oracle over HTTP for every "
                         "minibatch; local: compute them here with a copy of the oracle's "
                         "weights, refreshed every --refresh-every seconds (the paper's layout)")
-    p.add_argument("--refresh-every", type=float, default=1.0,
-                   help="local mode: seconds between weight refreshes (default 1: the oracle "
-                        "publishes new weights every few ms, but they change slowly)")
+    p.add_argument("--refresh-every", type=float, default=0.2,
+                   help="local mode: seconds between weight refreshes (default 0.2: a GET of "
+                        "~12 KB five times a second; in our runs the local gradients' aggregate "
+                        "cosine with the true ones was 0.5-0.6 with it and ~0.36 with 1 s)")
     p.add_argument("--wire", choices=("json", "binary"), default="json",
                    help="how activations travel to the output trainer and synthetic "
                         "gradients from the oracle (default json, the documented form; binary "
