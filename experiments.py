@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PRESETS = {"quick": dict(seeds=1, seconds=20), "full": dict(seeds=3, seconds=45)}
-ORACLE = "--optimizer adam --learning-rate 0.003"
+ORACLE = "--optimizer adam --learning-rate 0.01 --batch-size 256"   # demo.py's, less --zero-init
 CONFIGS = [
     ("no backprop (layer 1 frozen)", ORACLE, "--update-probability 0"),
     ("original (12 hidden, random init)", ORACLE, ""),
