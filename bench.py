@@ -138,10 +138,7 @@ def run_decoupled(name, out_dir, count, seconds, mode, wire, env):
                             "--duration", str(seconds), "--snapshot-interval", "1",
                             "--status-every", "10", "--no-baseline", "--wire", wire,
                             "--input-args", f"--synthetic-gradients {mode}"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "generate.py", "--count", str(count), "--no-plot",
-                    "--out-dir", str(run_dir / "data")], check=True, cwd=HERE, env=env,
-                   stdout=subprocess.DEVNULL)
+    demo.generate_data(demo.new_run_dir(run_dir) / "data", count, 0, env, plot=False)
     final = demo.run_decoupled(args, run_dir, env)
     inp = read_lines(run_dir / "metrics" / "train_input.jsonl")
     origin = inp[0]["time"]
@@ -239,14 +236,13 @@ def main(argv=None):
     args = parse_args(argv)
     preset = "quick" if args.quick else "full"
     count, seconds = PRESETS[preset]["count"], PRESETS[preset]["seconds"]
-    out_dir = (args.run_dir or HERE / "runs" / time.strftime("bench-%Y%m%d-%H%M%S")).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    out_dir = demo.new_run_dir(args.run_dir, "bench-")
+    env = demo.child_env()
     machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
                f"{np.__version__}, {count:,} examples, {seconds} s per training run")
     print(f"bench.py: {preset}: {machine}; writing into {out_dir}", flush=True)
     data_dir = out_dir / "data"
-    generate.main(["--count", str(count), "--out-dir", str(data_dir), "--no-plot"])
+    demo.generate_data(data_dir, count, 0, env, plot=False)
     lr, bs = demo.DEMO["output_learning_rate"], demo.DEMO["output_batch_size"]
 
     results = {"preset": preset, "machine": machine}

@@ -22,14 +22,10 @@ of synthetic to true gradients, examples/s, staleness) and report.png into its r
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 PRESETS = {"quick": dict(seeds=1, seconds=20), "full": dict(seeds=3, seconds=45)}
 ORACLE = "--optimizer adam --learning-rate 0.01 --batch-size 256"   # demo.py's, less --zero-init
 CONFIGS = [
@@ -55,10 +51,7 @@ def run_config(out_dir, name, oracle_args, input_args, seed, count, seconds, env
                             "--duration", str(seconds), "--seed", str(seed),
                             "--status-every", "10", "--no-baseline",
                             "--oracle-args", oracle_args, "--input-args", input_args])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "generate.py", "--count", str(count), "--no-plot",
-                    "--seed", str(seed), "--out-dir", str(run_dir / "data")], check=True,
-                   cwd=HERE, env=env, stdout=subprocess.DEVNULL)
+    demo.generate_data(demo.new_run_dir(run_dir) / "data", count, seed, env, plot=False)
     final = demo.run_decoupled(args, run_dir, env)
     x, y = generate.heldout()
     inp = json.loads((run_dir / "metrics" / "train_input.jsonl").read_text().splitlines()[-1])
@@ -74,10 +67,8 @@ def run_backprop(out_dir, seed, count, seconds, env):
     """Plain backprop with the decoupled trainers' minibatch and learning rate."""
     import bench
     import demo
-    import generate
     data_dir = out_dir / f"data-seed{seed}"
-    generate.main(["--count", str(count), "--seed", str(seed), "--out-dir", str(data_dir),
-                   "--no-plot"])
+    demo.generate_data(data_dir, count, seed, env, plot=False)
     r = bench.run_backprop(f"backprop-seed{seed}", data_dir, out_dir, seconds,
                            ["--batch-size", str(demo.DEMO["output_batch_size"]),
                             "--learning-rate", str(demo.DEMO["output_learning_rate"]),
@@ -185,9 +176,9 @@ def main(argv=None):
     args = parse_args(argv)
     preset = "quick" if args.quick else "full"
     seeds, seconds = PRESETS[preset]["seeds"], PRESETS[preset]["seconds"]
-    out_dir = (args.run_dir or HERE / "runs" / time.strftime("experiments-%Y%m%d-%H%M%S")).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    import demo
+    out_dir = demo.new_run_dir(args.run_dir, "experiments-")
+    env = demo.child_env()
     print(f"experiments.py: {preset}: {seeds} seed(s), {seconds} s a run, into {out_dir}",
           flush=True)
     results = []

@@ -375,7 +375,7 @@ def parse_args(argv):
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
                    help="the optimizer's learning rate (default 1.0, the Keras 1 Adadelta "
                         "default the original relied on; Keras 3's default of 0.001 barely "
-                        "moves; for adam use ~0.003)")
+                        "moves; demo.py uses adam at 0.01 with --batch-size 256)")
     p.add_argument("--epochs-per-pass", type=int, default=d["epochs_per_pass"],
                    help="epochs over the held examples per training pass (default 2, the "
                         "original's); new gradients join at the next pass")

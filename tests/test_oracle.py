@@ -13,26 +13,11 @@ import pytest
 
 import oracle
 import synthgrad
+from helpers import arr, post, status
 
 W = synthgrad.HIDDEN_SIZE       # 24
 E, P, S = synthgrad.ESTIMATE_GRADIENTS, synthgrad.PROVIDE_GRADIENT, synthgrad.STATUS
 RTOL, ATOL = 1e-5, 1e-6         # Keras computes in float32, numpy_forward in float64
-
-
-def post(app, path, body):
-    """POST body (JSON-encoded unless already text or bytes); returns the response."""
-    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return app.test_client().post(path, data=data, content_type="application/json")
-
-
-def status(app):
-    r = app.test_client().get(S)
-    assert r.status_code == 200
-    return r.get_json()
-
-
-def arr(a):
-    return synthgrad.encode_array(a)
 
 
 def decoded(response, shape):

@@ -18,6 +18,7 @@ import pytest
 import sgd
 import snapshots
 import synthgrad
+from helpers import arr, post, status
 import train_output
 
 W = synthgrad.HIDDEN_SIZE       # 24
@@ -25,22 +26,6 @@ T, S = synthgrad.TRAINING_EXAMPLE, synthgrad.STATUS
 EPS = 1e-6     # central differences: truncation error ~EPS^2, round-off ~1e-16 / EPS
 RTOL = 1e-5
 ATOL = 1e-8    # for gradient entries that happen to be ~0
-
-
-def post(app, path, body):
-    """POST body (JSON-encoded unless already text or bytes); returns the response."""
-    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return app.test_client().post(path, data=data, content_type="application/json")
-
-
-def status(app):
-    r = app.test_client().get(S)
-    assert r.status_code == 200
-    return r.get_json()
-
-
-def arr(a):
-    return synthgrad.encode_array(a)
 
 
 def example_items(i, x, y):

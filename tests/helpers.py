@@ -1,0 +1,22 @@
+"""Helpers both server test files use to drive an app through Flask's test client."""
+
+import json
+
+import synthgrad
+
+
+def post(app, path, body):
+    """POST body (JSON-encoded unless already text or bytes); returns the response."""
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return app.test_client().post(path, data=data, content_type="application/json")
+
+
+def status(app):
+    """The app's GET /status, which must answer 200."""
+    r = app.test_client().get(synthgrad.STATUS)
+    assert r.status_code == 200
+    return r.get_json()
+
+
+def arr(a):
+    return synthgrad.encode_array(a)
