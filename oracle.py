@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from flask import Flask, Response, request
 
+import serving
 import snapshots
 import synthgrad
 
@@ -54,7 +55,7 @@ DEFAULTS = dict(
     min_examples=32,         # do not train on fewer than one batch
     seed=0,
     token=None,              # no shared secret: anyone who can connect may talk
-    nice=synthgrad.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
+    nice=serving.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
     max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
     checkpoint=None,         # where to checkpoint (None: never)
     checkpoint_interval=30.0,
@@ -192,7 +193,7 @@ class Oracle:
         quality["aggregate_cosine"] = float(dot / np.sqrt(hat2 * true2)) if hat2 * true2 > 0 else None
         quality["explained"] = float(1 - err2 / true2) if true2 > 0 else None
         return {
-            **synthgrad.common_status("oracle", self, held),
+            **serving.common_status("oracle", self, held),
             "gradients_received": self.counts["gradients_received"],
             "estimates_served": self.counts["estimates"],
             "training_steps": self.counts["steps"],
@@ -256,7 +257,7 @@ class Oracle:
         return True
 
     def _train_forever(self):
-        synthgrad.lower_thread_priority(self.config["nice"])
+        serving.lower_thread_priority(self.config["nice"])
         while not self.stop.is_set():
             if not self.train_pass():
                 self.stop.wait(0.1)
@@ -318,12 +319,12 @@ def create_app(config=None):
     app = Flask("oracle")
     oracle = Oracle(**(config or {}))
     app.config["ORACLE"] = oracle
-    synthgrad.install_json_errors(app, oracle.counts, oracle.config["max_body_bytes"])
-    synthgrad.require_token(app, oracle.config["token"])
+    serving.install_json_errors(app, oracle.counts, oracle.config["max_body_bytes"])
+    serving.require_token(app, oracle.config["token"])
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)
     def estimate_gradients():
-        body = synthgrad.read_body()
+        body = serving.read_body()
         if oracle.conditioned:
             h, y = synthgrad.decode_estimate_request(body, oracle.width, need_y=True)
         else:
@@ -337,7 +338,7 @@ def create_app(config=None):
 
     @app.post(synthgrad.PROVIDE_GRADIENT)
     def provide_gradient():
-        i, h, g, *y = synthgrad.decode_gradients(synthgrad.read_body(),
+        i, h, g, *y = synthgrad.decode_gradients(serving.read_body(),
                                                  oracle.config["max_examples"], oracle.width,
                                                  need_y=oracle.conditioned)
         oracle.receive(i, h, g, *y)
@@ -394,9 +395,9 @@ def parse_args(argv):
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
     snapshots.checkpoint_arguments(p, "the model, its optimizer's state and every gradient "
                                       "held")
-    synthgrad.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT, "status, synthetic-gradient quality")
+    serving.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT, "status, synthetic-gradient quality")
     args = p.parse_args(argv)
-    synthgrad.check_server_arguments(p, args)
+    serving.check_server_arguments(p, args)
     snapshots.check_checkpoint_arguments(p, args)
     if args.hidden < 0:
         p.error("--hidden must be 0 (linear) or more")
@@ -408,7 +409,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    return synthgrad.run_server(parse_args(argv), create_app, "ORACLE", "oracle.py", "oracle",
+    return serving.run_server(parse_args(argv), create_app, "ORACLE", "oracle.py", "oracle",
                                 "oracle")
 
 

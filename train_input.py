@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 import generate
+import sender
+import serving
 import sgd
 import snapshots
 import synthgrad
@@ -102,9 +104,9 @@ class InputTrainer:
         self.oracle = synthgrad.OracleClient(oracle_url, binary=wire == "binary", token=token)
         self.output = synthgrad.OutputTrainerClient(output_url, binary=wire == "binary",
                                                     token=token)
-        self.sender = synthgrad.Sender(self.output.send_examples, "examples to output trainer",
+        self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
                                        max_pending=max(len(x), 1),
-                                       linger=synthgrad.SENDER_LINGER)
+                                       linger=sender.SENDER_LINGER)
         self.snapshotter = snapshots.Snapshotter(progress_dir, "layer1", snapshot_interval)
         self.report_every = report_every
         self.metrics_path = metrics_path
@@ -214,7 +216,7 @@ class InputTrainer:
                     metrics.write(examples=self.examples, updates=self.updates,
                                   skipped=self.skipped,
                                   epoch=self.epochs, examples_per_s=round(rate, 1),
-                                  **self.latency_ms(), peak_rss_mb=synthgrad.peak_rss_mb())
+                                  **self.latency_ms(), peak_rss_mb=serving.peak_rss_mb())
                     print(f"train_input: {now - start:7.1f} s, epoch {self.epochs}, "
                           f"{self.examples} examples ({rate:.0f}/s), {self.updates} updates, "
                           f"{self.sender.pending()} waiting to be sent", flush=True)
@@ -266,7 +268,7 @@ def parse_args(argv):
                    help="how activations travel to the output trainer and synthetic "
                         "gradients from the oracle (default json, the documented form; binary "
                         "sends raw float64 arrays, ~100x cheaper to encode)")
-    synthgrad.token_argument(p)
+    serving.token_argument(p)
     p.add_argument("--update-probability", type=float, default=1.0,
                    help="update layer 1 on a minibatch only with this probability, as in the "
                         "paper's sporadic updates (default 1: every minibatch; 0 freezes layer "
@@ -313,8 +315,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    synthgrad.setup_logging("train_input")
-    print("train_input.py:", synthgrad.printable(args), flush=True)
+    serving.setup_logging("train_input")
+    print("train_input.py:", serving.printable(args), flush=True)
     x, y = generate.load_dataset(args.data_dir)
     try:
         trainer = InputTrainer(

@@ -16,7 +16,7 @@ thread, trains layers 2-3 on everything it holds, again and again:
 
 Backprop through layers 2-3 gives, besides dL/dw for its own update, dL/dh for each example: the
 *true* gradient that layer 1 would need. Those (i, h, dL/dh) go to the oracle fire-and-forget
-(synthgrad.Sender), so the oracle can learn to predict them. Weights are snapshotted into
+(sender.Sender), so the oracle can learn to predict them. Weights are snapshotted into
 --progress-dir on a shared wall-clock tick (see snapshots.py) for plot.py.
 """
 
@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from flask import Flask
 
+import sender
+import serving
 import sgd
 import snapshots
 import synthgrad
@@ -49,7 +51,7 @@ DEFAULTS = dict(
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
     token=None,                # no shared secret (for this server and towards the oracle)
-    nice=synthgrad.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
+    nice=serving.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
     max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
     checkpoint=None,           # where to checkpoint (None: never)
     checkpoint_interval=30.0,  # seconds between checkpoints while training
@@ -83,8 +85,8 @@ class OutputTrainer:
                                                  c["snapshot_interval"])
         self.oracle = synthgrad.OracleClient(c["oracle_url"], binary=c["wire"] == "binary",
                                              token=c["token"])
-        self.sender = (synthgrad.Sender(self.oracle.provide_gradients, "gradients to oracle",
-                                        linger=synthgrad.SENDER_LINGER)
+        self.sender = (sender.Sender(self.oracle.provide_gradients, "gradients to oracle",
+                                        linger=sender.SENDER_LINGER)
                        if c["send_gradients"] else None)
         self.checkpointer = snapshots.Checkpointer(c["checkpoint"], c["checkpoint_interval"],
                                                    self.save_checkpoint)
@@ -191,7 +193,7 @@ class OutputTrainer:
                   done, squared_error / max(done, 1))
 
     def _train_forever(self):
-        synthgrad.lower_thread_priority(self.config["nice"])
+        serving.lower_thread_priority(self.config["nice"])
         while not self.stop.is_set():
             if not self.train_pass():
                 self.stop.wait(0.05)
@@ -216,7 +218,7 @@ class OutputTrainer:
         with self.lock:
             held = int(self.held.sum())
         return {
-            **synthgrad.common_status("output_trainer", self, held),
+            **serving.common_status("output_trainer", self, held),
             "examples_received": self.counts["examples_received"],
             "examples_trained": self.counts["examples_trained"],
             "snapshots_saved": self.snapshotter.saved,
@@ -241,12 +243,12 @@ def create_app(config=None):
     app = Flask("train_output")
     trainer = OutputTrainer(**(config or {}))
     app.config["TRAINER"] = trainer
-    synthgrad.install_json_errors(app, trainer.counts, trainer.config["max_body_bytes"])
-    synthgrad.require_token(app, trainer.config["token"])
+    serving.install_json_errors(app, trainer.counts, trainer.config["max_body_bytes"])
+    serving.require_token(app, trainer.config["token"])
 
     @app.post(synthgrad.TRAINING_EXAMPLE)
     def training_example():
-        i, x, y = synthgrad.decode_training_examples(synthgrad.read_body(),
+        i, x, y = synthgrad.decode_training_examples(serving.read_body(),
                                                      trainer.config["max_examples"],
                                                      trainer.width)
         trainer.receive(i, x, y)
@@ -285,9 +287,9 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds layers 2-3's initial weights and the training order (default 0)")
     snapshots.checkpoint_arguments(p, "layers 2-3, every example held and the counters")
-    synthgrad.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT, "examples held, passes, training MSE")
+    serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT, "examples held, passes, training MSE")
     args = p.parse_args(argv)
-    synthgrad.check_server_arguments(p, args)
+    serving.check_server_arguments(p, args)
     snapshots.check_checkpoint_arguments(p, args)
     if args.batch_size < 1 or args.max_examples < 1:
         p.error("--batch-size and --max-examples must be at least 1")
@@ -297,7 +299,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    return synthgrad.run_server(parse_args(argv), create_app, "TRAINER", "train_output.py", "output_trainer",
+    return serving.run_server(parse_args(argv), create_app, "TRAINER", "train_output.py", "output_trainer",
                                 "output trainer")
 
 

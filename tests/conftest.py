@@ -13,13 +13,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-import synthgrad
+import sender
 
 MAX_EXAMPLES = 100      # indices 0..99: small arrays, so state checks are cheap
 
 
 class FakeSender:
-    """Stands in for synthgrad.Sender: records every put(i, h, dL_dh) as copies, sends nothing."""
+    """Stands in for sender.Sender: records every put(i, h, dL_dh) as copies, sends nothing."""
 
     def __init__(self):
         self.puts = []                  # [(i (m,), h (m, 24), dL/dh (m, 24)), ...] in order
@@ -99,7 +99,7 @@ def make_output_app(tmp_path, closed_url):
 
     yield make
     for trainer in trainers:
-        if isinstance(trainer.sender, synthgrad.Sender):
+        if isinstance(trainer.sender, sender.Sender):
             trainer.sender.close(flush_timeout=0)     # before stop_training's 5 s flush
         trainer.stop_training()
         trainer.oracle.close()

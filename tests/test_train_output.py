@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+import sender
 import sgd
 import snapshots
 import synthgrad
@@ -414,7 +415,7 @@ def test_status_fields_and_types(output_app):
 def test_status_with_the_real_sender_while_the_oracle_is_down(make_output_app):
     app = make_output_app(keep_real_sender=True)
     trainer = app.config["TRAINER"]
-    assert isinstance(trainer.sender, synthgrad.Sender)
+    assert isinstance(trainer.sender, sender.Sender)
     hold(app, [1, 2, 3])
     assert trainer.train_pass()                            # training does not wait for the oracle
     deadline = time.monotonic() + 5

@@ -1,0 +1,214 @@
+"""Fire-and-forget delivery of per-example rows to a peer: the trainers' outgoing queue.
+
+Imported by the trainers; it runs nothing. The input trainer puts layer 1's activations here for
+the output trainer, and the output trainer puts its true gradients here for the oracle; a
+background thread posts them in chunks (synthgrad's clients do the posting), keeps them while
+the peer is down and retries with back-off. Its policy (what is superseded, dropped, refused or
+left unsent) is in Sender's docstring.
+"""
+
+import collections
+import itertools
+import logging
+import math
+import threading
+import time
+
+import numpy as np
+
+from synthgrad import MAX_CHUNK, PeerError
+
+log = logging.getLogger("synthgrad")
+
+
+# The trainers' senders wait up to 10 ms for a chunk to fill: the input trainer puts 10 rows a
+# minibatch, and one POST per minibatch would double its requests (at ~9,000 examples/s, ~900
+# POSTs/s; a waitress request costs ~0.3 ms of server CPU, measured on /estimate_gradients).
+SENDER_LINGER = 0.01
+
+
+class Sender:
+    """Fire-and-forget delivery of per-example rows to a peer, from a background thread.
+
+    The producer calls put(i, *arrays) (rows for examples i) and never waits. Rows wait in a
+    pending buffer holding the latest rows per example index: a newer row for an index that has
+    not been sent yet replaces the older one (counted as `superseded`; the receiver keeps only
+    the latest per index anyway). The sender thread posts up to `chunk` rows at a time with
+    send(i, *arrays). While the peer is down it keeps the rows and retries with back-off
+    (logging once per `log_every` seconds, counting `failed_requests`). The buffer holds at most
+    `max_pending` indices: rows for a new index beyond that are refused and counted as
+    `dropped`. Rows the peer refuses as malformed (a 4xx answer other than 401) are dropped
+    and counted as `refused`, with an error logged: resending cannot help. close() sends what is left, for at most `flush_timeout` seconds, and counts and
+    logs what could not be sent as `unsent`. With `linger` > 0 the thread, before taking a chunk
+    that is not full, waits up to `linger` seconds for more rows, so a producer that puts a few
+    rows at a time makes a few large requests rather than many small ones.
+    """
+
+    def __init__(self, send, name, chunk=MAX_CHUNK, max_pending=250_000, max_backoff=2.0,
+                 log_every=10.0, linger=0.0):
+        self._send = send
+        self.name = name
+        self.chunk = chunk
+        self.linger = linger
+        self.max_pending = max_pending
+        self.max_backoff = max_backoff
+        self.log_every = log_every
+        self._pending = {}                      # index -> (block id, row), oldest first
+        self._blocks = {}                       # block id -> its arrays (copies of a put's)
+        self._live = {}                         # block id -> how many of its rows are pending
+        self._next_block = 0
+        self._rows_held = 0                     # rows in the blocks kept, pending or not
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.counts = collections.Counter(sent=0, superseded=0, dropped=0, refused=0,
+                                          failed_requests=0, unsent=0)
+        self._last_log = -math.inf
+        self._thread = threading.Thread(target=self._run, name=f"sender-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, i, *arrays):
+        """Queue rows arrays[k][j] for example i[j]; returns immediately."""
+        block = [np.array(a, copy=True) for a in arrays]    # the caller may reuse its arrays
+        with self._lock:
+            self._add(np.asarray(i).tolist(), block, replace=True)
+        self._wake.set()
+
+    def pending(self):
+        with self._lock:
+            return len(self._pending)
+
+    # The buffer: each put's rows stay together in one block (a copy of its arrays, made once);
+    # _pending maps an example index to (block id, row) of its newest unsent row, in the order
+    # the indices first arrived. A block is freed when none of its rows is pending any more.
+    # Handling rows a block at a time is what keeps the per-row cost of the buffer small: the
+    # output trainer sends over 100,000 rows a second through it.
+
+    def _add(self, indices, block, replace):
+        """Make block's rows the pending ones for `indices` (caller holds the lock). replace:
+        a newer row supersedes a pending one (put); otherwise a pending row wins (give back)."""
+        pending, bid = self._pending, self._next_block
+        self._next_block += 1
+        live = superseded = dropped = 0
+        for j, index in enumerate(indices):
+            old = pending.get(index)
+            if old is not None:
+                superseded += 1
+                if not replace:
+                    continue
+                if old[0] == bid:                   # the same index twice in one put
+                    live -= 1
+                else:
+                    self._release(old[0], 1)
+            elif len(pending) >= self.max_pending:
+                dropped += 1
+                continue
+            pending[index] = (bid, j)
+            live += 1
+        if live:
+            self._blocks[bid] = block
+            self._live[bid] = live
+            self._rows_held += len(indices)
+        self.counts["superseded"] += superseded
+        self.counts["dropped"] += dropped
+        if self._rows_held > 4 * (len(pending) + self.chunk):
+            self._compact()
+
+    def _release(self, bid, n):
+        self._live[bid] -= n
+        if self._live[bid] == 0:
+            del self._live[bid]
+            self._rows_held -= len(self._blocks.pop(bid)[0])
+
+    def _gather(self, entries):
+        """(i, columns) for entries [(index, (block id, row))], oldest block first; releases
+        their rows from their blocks."""
+        i = np.fromiter((index for index, _ in entries), np.int64, len(entries))
+        bids = np.fromiter((where[0] for _, where in entries), np.int64, len(entries))
+        rows = np.fromiter((where[1] for _, where in entries), np.int64, len(entries))
+        order = np.argsort(bids, kind="stable")
+        i, bids, rows = i[order], bids[order], rows[order]
+        bounds = [0, *(np.flatnonzero(np.diff(bids)) + 1).tolist(), len(bids)]
+        parts = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            bid = int(bids[a])
+            parts.append([column[rows[a:b]] for column in self._blocks[bid]])
+            self._release(bid, b - a)
+        return i, [np.concatenate(column) for column in zip(*parts)]
+
+    def _compact(self):
+        """Copy the pending rows into one block, freeing blocks that are mostly superseded
+        (bounds the buffer's memory at a few times what is pending)."""
+        entries = list(self._pending.items())
+        self._pending.clear()
+        i, columns = self._gather(entries)
+        self._add(i.tolist(), columns, replace=True)
+
+    def _take(self):
+        """Up to `chunk` pending rows, oldest first, as (i, columns); None if nothing is pending."""
+        with self._lock:
+            entries = list(itertools.islice(self._pending.items(), self.chunk))
+            if not entries:
+                return None
+            for index, _ in entries:
+                del self._pending[index]
+            return self._gather(entries)
+
+    def _give_back(self, i, columns):
+        """Return unsent rows to the buffer, unless a newer row for the index arrived meanwhile."""
+        with self._lock:
+            self._add(i.tolist(), columns, replace=False)
+
+    def _run(self):
+        delay = 0.05
+        while not self._stop.is_set():
+            if self.linger > 0 and 0 < self.pending() < self.chunk:
+                self._stop.wait(self.linger)        # let more rows join this chunk
+            taken = self._take()
+            if taken is None:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            i, columns = taken
+            try:
+                self._send(i, *columns)
+                self.counts["sent"] += len(i)
+                delay = 0.05
+            except PeerError as e:
+                if e.refused and e.status != 401:   # the rows themselves are bad: never resend
+                    self.counts["refused"] += len(i)
+                    log.error("%s: peer refused %d rows, dropped them (%s)", self.name,
+                              len(i), e)
+                    continue
+                self._give_back(i, columns)
+                self.counts["failed_requests"] += 1
+                if time.monotonic() - self._last_log >= self.log_every:
+                    log.warning("%s: could not send %d rows, will retry (%s)",
+                                self.name, len(i), e)
+                    self._last_log = time.monotonic()
+                self._stop.wait(delay)
+                delay = min(self.max_backoff, delay * 2)
+
+    def close(self, flush_timeout=5.0):
+        """Stop the thread, then send what is pending for at most flush_timeout seconds."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        deadline = time.monotonic() + flush_timeout
+        while time.monotonic() < deadline:
+            taken = self._take()
+            if taken is None:
+                break
+            i, columns = taken
+            try:
+                self._send(i, *columns)
+                self.counts["sent"] += len(i)
+            except PeerError as e:
+                self._give_back(i, columns)
+                log.warning("%s: flush at shutdown failed (%s)", self.name, e)
+                break
+        self.counts["unsent"] = self.pending()
+        if self.counts["unsent"]:
+            log.warning("%s: %d rows could not be sent before shutdown", self.name,
+                        self.counts["unsent"])
+        return dict(self.counts)

@@ -1,0 +1,252 @@
+"""Server plumbing both servers share: waitress, JSON errors, the shared token, the options
+every server takes, logging, and the training thread's priority.
+
+Imported by oracle.py and train_output.py (and, for the token option and logging, by
+train_input.py); it runs nothing. The wire protocol itself is in synthgrad.py.
+"""
+
+import hmac
+import json
+import logging
+import math
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+
+from flask import abort, request
+from waitress.server import create_server
+from werkzeug.exceptions import HTTPException
+
+import snapshots
+from synthgrad import (BINARY_TYPE, DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST,
+                       ProtocolError, parse_binary, parse_json)
+
+log = logging.getLogger("synthgrad")
+
+
+def require_token(app, token):
+    """Answer 401 to any request without "Authorization: Bearer <token>" (no-op if no token).
+
+    The comparison takes the same time however much of the header matches (hmac.compare_digest).
+    """
+    if not token:
+        return
+    expected = f"Bearer {token}".encode()
+
+    @app.before_request
+    def _check_token():
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            abort(401, "this server requires the shared token: send "
+                       "\"Authorization: Bearer <token>\"")
+
+
+def token_argument(p):
+    """--token, defaulting to $SYNTHGRAD_TOKEN: every script takes the same shared secret."""
+    p.add_argument("--token", default=os.environ.get("SYNTHGRAD_TOKEN") or None,
+                   help="shared secret every request must carry (Authorization: Bearer ...); "
+                        "default: the SYNTHGRAD_TOKEN environment variable, else none (fine on "
+                        "127.0.0.1; set one before binding to another address)")
+
+
+def printable(args):
+    """The parsed options as a dict for the start-up line, with the token masked."""
+    shown = vars(args).copy()
+    if shown.get("token"):
+        shown["token"] = "***"
+    return shown
+
+
+def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
+    """Make a Flask app answer every error as {"error": ...} JSON and cap the body size.
+
+    counts (a collections.Counter owned by the server) gets requests_served and
+    requests_refused (any 4xx or 5xx answer) incremented.
+    """
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+
+    @app.after_request
+    def _count(response):
+        counts["requests_refused" if response.status_code >= 400 else "requests_served"] += 1
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e):
+        response = e.get_response()                     # keeps headers such as Allow on 405
+        response.set_data(json.dumps({"error": f"{e.name}: {e.description}"}))
+        response.content_type = "application/json"
+        return response
+
+    @app.errorhandler(ProtocolError)
+    def _protocol_error(e):
+        return {"error": str(e)}, 400
+
+
+def read_body():
+    """The current Flask request's body: JSON, or the binary form if its Content-Type says so.
+
+    ProtocolError (a 400) says why a body cannot be read.
+    """
+    data = request.get_data(cache=False)
+    if request.mimetype == BINARY_TYPE:
+        return parse_binary(data)
+    return parse_json(data)
+
+
+def run_server(args, create_app, state_key, script, stage, name):
+    """A server script's main after parse_args: make the app, start its training thread and
+    metrics lines, serve until Ctrl-C or SIGTERM, then stop training (checkpointing) and print
+    the final status.
+
+    state_key: where create_app put the server's state object (app.config[state_key]), which
+    has start_training, stop_training, status, metrics and a stop event. script names the
+    process in logs, stage in its metrics lines; name is what the "listening on" line says.
+    """
+    setup_logging(script.removesuffix(".py"))
+    print(f"{script}:", printable(args), flush=True)
+    config = {k: v for k, v in vars(args).items() if k not in SERVER_ONLY}
+    try:
+        app = create_app(config)
+    except ValueError as e:                       # a checkpoint that cannot be resumed from
+        raise SystemExit(f"{script}: {e}") from None
+    state = app.config[state_key]
+    state.start_training()
+    snapshots.MetricsLog(args.metrics, stage).every(args.metrics_interval, state.metrics,
+                                                    state.stop)
+
+    def on_stop():
+        state.stop_training()
+        print(f"{script}: final status", state.status(), flush=True)
+
+    serve(app, args.host, args.port, name, on_stop=on_stop)
+    return 0
+
+
+def serve(app, host, port, name, on_stop=None, threads=4):
+    """Serve a Flask app with waitress until Ctrl-C or SIGTERM, then call on_stop.
+
+    waitress is a production WSGI server: a fixed pool of `threads` worker threads and HTTP/1.1
+    keep-alive, so a client's requests reuse one connection (Flask's development server closes
+    the connection after every request, which costs ~1 ms a request here). Prints
+    "<name> listening on http://HOST:PORT" once the socket is bound (port 0 picks a free one;
+    the printed line is how a launcher or a test learns it).
+    """
+    server = create_server(app, host=host, port=port, threads=threads,
+                           max_request_body_size=app.config.get("MAX_CONTENT_LENGTH",
+                                                                MAX_BODY_BYTES),
+                           ident=name.replace(" ", "-"))
+    print(f"{name} listening on http://{host}:{server.effective_port}", flush=True)
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    # Both, explicitly: a process started in the background by a shell inherits SIGINT ignored.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("%s: stopping", name)
+    finally:
+        server.close()
+        if on_stop is not None:
+            on_stop()
+
+
+def common_status(role, state, examples_held):
+    """The /status fields both servers share (see the module docstring), from a server's state:
+    its counts, started, last_train_mse, staleness and diverged."""
+    return {
+        "role": role,
+        "uptime_s": round(time.time() - state.started, 3),
+        "examples_held": examples_held,
+        "training_passes": state.counts["passes"],
+        "last_train_mse": state.last_train_mse,
+        "staleness_s": state.staleness,
+        "diverged": state.diverged,
+        "peak_rss_mb": peak_rss_mb(),
+        "requests_served": state.counts["requests_served"],
+        "requests_refused": state.counts["requests_refused"],
+    }
+
+
+def peak_rss_mb():
+    """This process's peak resident memory so far, in MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
+
+
+# On 2 cores the three processes' training loops would otherwise keep every core busy, and each
+# synthetic-gradient request would wait for the scheduler: measured in the full system with
+# bench.py's settings, the oracle's p50 went from 1.0 to 0.7 ms and the input trainer from
+# 6,200 to 9,300 examples/s with the training threads at nice 10.
+DEFAULT_TRAINING_NICE = 10
+
+
+def lower_thread_priority(nice):
+    """Make the calling thread `nice` steps nicer than it is (at most 19); True if done.
+
+    Linux schedules threads on their own, so this leaves the process's other threads (the ones
+    that answer requests) where they are. Elsewhere, or if the system refuses, it does nothing.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        return True
+    except OSError as e:
+        log.warning("could not lower the training thread's priority (%s); training at the "
+                    "same priority as requests", e)
+        return False
+
+
+def add_server_arguments(p, default_port, what):
+    """The options both servers share: where to listen and where to write metrics lines."""
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default 127.0.0.1: only this machine can connect)")
+    p.add_argument("--port", type=int, default=default_port,
+                   help=f"port to listen on (default {default_port}, the original's; 0 picks a "
+                        "free one)")
+    token_argument(p)
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                   help=f"refuse request bodies larger than this with a 413 (default "
+                        f"{MAX_BODY_BYTES:,}: twice the largest legitimate request, "
+                        f"{MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
+    p.add_argument("--nice", type=int, default=DEFAULT_TRAINING_NICE,
+                   help=f"run the training thread this many steps nicer (lower CPU priority) "
+                        f"than the threads that answer requests, so that a request gets a core at "
+                        f"once and training takes the rest (default {DEFAULT_TRAINING_NICE}; 0: "
+                        f"the same priority; Linux only, ignored elsewhere)")
+    p.add_argument("--metrics", default=None,
+                   help=f"append a JSON line of figures ({what}) to this file every "
+                        "--metrics-interval seconds (default: none)")
+    p.add_argument("--metrics-interval", type=float, default=2.0,
+                   help="seconds between metrics lines (default 2: smooth curves, tiny files)")
+
+
+def check_server_arguments(p, args):
+    """Refuse impossible values of the shared options and of --learning-rate."""
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        p.error("--learning-rate must be positive and finite")
+    if not args.metrics_interval > 0:
+        p.error("--metrics-interval must be positive")
+    if args.max_body_bytes < 1024:
+        p.error("--max-body-bytes must be at least 1024")
+    if not 0 <= args.nice <= 19:
+        p.error("--nice must be between 0 and 19")
+
+
+SERVER_ONLY = ("host", "port", "metrics", "metrics_interval")   # not part of a server's state
+
+
+def setup_logging(name):
+    """Log lines as "HH:MM:SS name LEVEL message"; one line per request would drown them."""
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("waitress").setLevel(logging.WARNING)
