@@ -22,10 +22,14 @@ averaged the n synthetic gradients and pushed the average back through only the 
 input; here each example's gradient goes back through its own input, as backprop requires.)
 Layer-1 weights are snapshotted into --progress-dir on a wall-clock tick shared with the output
 trainer, so plot.py can compose the whole network at the same moments.
+
+Importing this file runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the same trainer
+without the command line (config_from_args maps each option to its InputConfig field).
 """
 
 import argparse
 import collections
+import dataclasses
 import logging
 import signal
 import sys
@@ -89,45 +93,67 @@ class LocalSyntheticGradients:
         return synthgrad.model_forward(self.weights, inputs)
 
 
+@dataclasses.dataclass
+class InputConfig:
+    """Everything InputTrainer needs besides the data. The defaults are the command line's
+    (see parse_args for why each is what it is); main builds one with config_from_args."""
+
+    oracle_url: str = synthgrad.DEFAULT_ORACLE_URL
+    output_url: str = synthgrad.DEFAULT_OUTPUT_TRAINER_URL
+    learning_rate: float = 0.001                # eta for layer 1
+    batch_size: int = 10                        # examples per synthetic-gradient request and update
+    mode: str = "remote"                        # --synthetic-gradients: "remote" or "local"
+    refresh_every: float = 0.2                  # local mode: seconds between weight refreshes
+    wire: str = "json"                          # "json" or "binary"
+    token: str | None = None                    # shared secret for both peers
+    update_probability: float = 1.0             # sporadic updates: 1 updates on every minibatch
+    max_unsent: int = 5_000                     # back-pressure: unsent examples before waiting
+    progress_dir: Path = HERE / "progress"      # where weight snapshots go
+    snapshot_interval: int = 10                 # seconds, the tick shared with train_output.py
+    seed: int = 0                               # layer 1's initial weights and the example order
+    checkpoint: str | Path | None = None        # file to checkpoint into
+    checkpoint_interval: float = 30.0
+    resume: bool = False                        # start from checkpoint
+    metrics_path: Path | None = None            # --metrics
+    report_every: float = 5.0                   # seconds between progress lines
+
+
 class InputTrainer:
-    """Layer 1, its two peers, and the loop that streams examples through them."""
+    """Layer 1, its two peers, and the loop that streams examples through them.
 
-    def __init__(self, x, y, oracle_url, output_url, learning_rate=0.001, batch_size=10,
-                 progress_dir=HERE / "progress", snapshot_interval=10, seed=0,
-                 report_every=5.0, metrics_path=None, mode="remote", refresh_every=0.2,
-                 max_unsent=5_000, wire="json", update_probability=1.0, token=None,
-                 checkpoint=None, checkpoint_interval=30.0, resume=False):
+    x (N, 2) and y (N,) are the examples; config an InputConfig (its defaults if None).
+    Counters: examples (handed off to layers 2-3), updates (of layer 1), skipped (minibatches
+    not used to update, --update-probability), epochs (full passes), waited (seconds spent
+    at --max-unsent).
+    """
+
+    COUNTERS = ("examples", "updates", "epochs", "skipped")     # what a checkpoint keeps
+
+    def __init__(self, x, y, config=None):
+        self.config = c = config if config is not None else InputConfig()
         self.x, self.y = x, y                                   # (N, 2), (N,)
-        self.learning_rate, self.batch_size = learning_rate, batch_size
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(c.seed)                # first the layer, then the order
         self.layer = sgd.Layer(2, synthgrad.HIDDEN_SIZE, sgd.Sigmoid, self.rng)  # layer 1
-        self.oracle = synthgrad.OracleClient(oracle_url, binary=wire == "binary", token=token)
-        self.output = synthgrad.OutputTrainerClient(output_url, binary=wire == "binary",
-                                                    token=token)
-        self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
-                                       max_pending=max(len(x), 1),
-                                       linger=sender.SENDER_LINGER)
-        self.snapshotter = snapshots.Snapshotter(progress_dir, "layer1", snapshot_interval)
-        self.report_every = report_every
-        self.metrics_path = metrics_path
         self.stop = threading.Event()
-        self.local = (LocalSyntheticGradients(self.oracle, refresh_every, self.stop)
-                      if mode == "local" else None)
+        # the two peers: the oracle (synthetic gradients) and the output trainer (layers 2-3)
+        binary = c.wire == "binary"
+        self.oracle = synthgrad.OracleClient(c.oracle_url, binary=binary, token=c.token)
+        self.output = synthgrad.OutputTrainerClient(c.output_url, binary=binary, token=c.token)
+        self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
+                                    max_pending=max(len(x), 1), linger=sender.SENDER_LINGER)
+        self.local = (LocalSyntheticGradients(self.oracle, c.refresh_every, self.stop)
+                      if c.mode == "local" else None)
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
-        self.max_unsent = max_unsent
-        self.update_probability = update_probability
-        self.skipped = 0                                        # minibatches not used to update
-        self.diverged = False
-        self.checkpointer = snapshots.Checkpointer(checkpoint, checkpoint_interval,
+        # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
+        self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
+        self.checkpointer = snapshots.Checkpointer(c.checkpoint, c.checkpoint_interval,
                                                    self.save_checkpoint)
-        self.waited = 0.0                                       # seconds spent at max_unsent
-        self.examples = 0
-        self.updates = 0
-        self.epochs = 0
-        if resume:
-            self.resume(checkpoint)
-
-    COUNTERS = ("examples", "updates", "epochs", "skipped")
+        # counters
+        self.examples = self.updates = self.epochs = self.skipped = 0
+        self.waited = 0.0
+        self.diverged = False
+        if c.resume:
+            self.resume(c.checkpoint)
 
     def save_checkpoint(self, path):
         """Layer 1 and the counters (a resumed run starts a new pass over the data)."""
@@ -145,6 +171,41 @@ class InputTrainer:
         log.info("resumed from %s after %d examples, %d updates", path, self.examples,
                  self.updates)
 
+    def step(self, idx):
+        """One minibatch of example indices idx (n,): sgd's step, with a synthetic gradient in
+        place of backprop from the layers above. False means stop."""
+        h = self.layer.feed_forward(self.x[idx])                # (n, 24) forward
+        self.hand_off(idx, h)                                   # to layers 2-3, fire-and-forget
+        if self.skip_update():                                  # sporadic updates: not this one
+            return True
+        g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
+        if g is None:                                           # stopped while waiting
+            return False
+        self.layer.backprop(g)                                  # dL/dw1 (2, 24), dL/db1 (24,)
+        return self.descend()                                   # w1 -= eta dL/dw1, or stop
+
+    def hand_off(self, idx, h):
+        """Queue (i, h, y) for the output trainer and count the examples. Never waits for the
+        true gradient; waits only while more than --max-unsent examples are unsent (bounded:
+        nothing is dropped, and layer 1 stays within a few thousand examples of layers 2-3)."""
+        self.sender.put(idx, h, self.y[idx])
+        if self.sender.pending() > self.config.max_unsent:
+            t0 = time.perf_counter()
+            while self.sender.pending() > self.config.max_unsent and not self.stop.wait(0.001):
+                pass
+            self.waited += time.perf_counter() - t0
+        self.examples += len(idx)
+
+    def skip_update(self):
+        """True to leave layer 1 alone this minibatch: the paper's sporadic updates, each taken
+        with probability --update-probability (drawn from self.rng only when it is below 1)."""
+        p = self.config.update_probability
+        if p >= 1 or self.rng.random() < p:
+            return False
+        self.skipped += 1
+        self.snapshotter.maybe_save([self.layer])               # the snapshot tick goes on
+        return True
+
     def synthetic_gradients(self, h, y):
         """The oracle's dL/dh for h (y goes along for an oracle conditioned on targets),
         waiting and saying so while the oracle is unreachable."""
@@ -161,68 +222,67 @@ class InputTrainer:
                 if not self.oracle.wait_until_ready(self.stop):
                     return None
 
-    def step(self, idx):
-        """Forward, hand off, fetch synthetic gradients, update: one minibatch of indices."""
-        h = self.layer.feed_forward(self.x[idx])                # (n, 24)
-        self.sender.put(idx, h, self.y[idx])                    # fire-and-forget to layers 2-3
-        if self.sender.pending() > self.max_unsent:             # bounded: wait, never drop
-            t0 = time.perf_counter()
-            while self.sender.pending() > self.max_unsent and not self.stop.wait(0.001):
-                pass
-            self.waited += time.perf_counter() - t0
-        self.examples += len(idx)
-        if self.update_probability < 1 and self.rng.random() >= self.update_probability:
-            self.skipped += 1                                   # a sporadic update: not now
-            self.snapshotter.maybe_save([self.layer])
-            return True
-        g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
-        if g is None:                                           # stopped while waiting
-            return False
+    def descend(self):
+        """w1 -= eta dL/dw1, b1 -= eta dL/db1 from the last backprop, then snapshot and
+        checkpoint when their clocks say so. False (and stop) if the update diverged."""
         last_good = self.layer.w.copy(), self.layer.b.copy()
-        self.layer.backprop(g)                                  # stores dL/dw1, dL/db1
-        self.layer.descend(self.learning_rate)
-        if not (np.isfinite(self.layer.w).all() and np.isfinite(self.layer.b).all()):
-            self.layer.w, self.layer.b = last_good              # never send NaN activations
-            self.diverged = True
-            log.error("layer 1 diverged (NaN or infinity after update %d); stopped with the "
-                      "last finite weights. Lower --learning-rate and restart.", self.updates)
-            self.stop.set()
+        self.layer.descend(self.config.learning_rate)
+        if self.undo_if_diverged(last_good):
             return False
         self.updates += 1
         self.snapshotter.maybe_save([self.layer])
         self.checkpointer.maybe()
         return True
 
+    def undo_if_diverged(self, last_good):
+        """If the update left a NaN or infinity in layer 1, put back last_good (w, b), mark the
+        run diverged, say so and stop: layer 1 must never send NaN activations."""
+        if np.isfinite(self.layer.w).all() and np.isfinite(self.layer.b).all():
+            return False
+        self.layer.w, self.layer.b = last_good
+        self.diverged = True
+        log.error("layer 1 diverged (NaN or infinity after update %d); stopped with the "
+                  "last finite weights. Lower --learning-rate and restart.", self.updates)
+        self.stop.set()
+        return True
+
     def run(self, epochs=None, duration=None):
         """Stream minibatches until `epochs` passes, `duration` seconds, or stop is set."""
+        # start: wait for the oracle (and, in the local mode, its weights); time zero on disk
         self.oracle.wait_until_ready(self.stop)
         if self.local is not None:
             self.local.start()
         self.snapshotter.save_initial([self.layer])
-        metrics = snapshots.MetricsLog(self.metrics_path, "input_trainer")  # its clock starts now
+        metrics = snapshots.MetricsLog(self.config.metrics_path, "input_trainer")  # clock starts
         metrics.write(examples=0, updates=0, epoch=0, examples_per_s=0.0)
         start = last_report = time.monotonic()
         reported = 0
+        batch_size = self.config.batch_size
         while not self.stop.is_set() and (epochs is None or self.epochs < epochs):
-            order = self.rng.permutation(len(self.x))
-            for k in range(0, len(order), self.batch_size):
-                if self.stop.is_set() or not self.step(order[k:k + self.batch_size]):
+            # one epoch: a fresh order of the examples, then its minibatches in turn
+            order = self.rng.permutation(len(self.x))           # (N,)
+            for k in range(0, len(order), batch_size):
+                if self.stop.is_set() or not self.step(order[k:k + batch_size]):
                     break
+                # the clocks: stop at --duration, report every --report-every seconds
                 now = time.monotonic()
                 if duration is not None and now - start >= duration:
                     self.stop.set()
-                if now - last_report >= self.report_every:
-                    rate = (self.examples - reported) / (now - last_report)
-                    metrics.write(examples=self.examples, updates=self.updates,
-                                  skipped=self.skipped,
-                                  epoch=self.epochs, examples_per_s=round(rate, 1),
-                                  **self.latency_ms(), peak_rss_mb=serving.peak_rss_mb())
-                    print(f"train_input: {now - start:7.1f} s, epoch {self.epochs}, "
-                          f"{self.examples} examples ({rate:.0f}/s), {self.updates} updates, "
-                          f"{self.sender.pending()} waiting to be sent", flush=True)
+                if now - last_report >= self.config.report_every:
+                    self.report(metrics, now - start,
+                                (self.examples - reported) / (now - last_report))
                     last_report, reported = now, self.examples
             else:
-                self.epochs += 1
+                self.epochs += 1                                # only a complete pass counts
+
+    def report(self, metrics, elapsed, rate):
+        """One metrics line and one progress line; rate is examples/s since the last report."""
+        metrics.write(examples=self.examples, updates=self.updates, skipped=self.skipped,
+                      epoch=self.epochs, examples_per_s=round(rate, 1),
+                      **self.latency_ms(), peak_rss_mb=serving.peak_rss_mb())
+        print(f"train_input: {elapsed:7.1f} s, epoch {self.epochs}, "
+              f"{self.examples} examples ({rate:.0f}/s), {self.updates} updates, "
+              f"{self.sender.pending()} waiting to be sent", flush=True)
 
     def latency_ms(self):
         """p50 and p95 of the recent oracle requests, in ms (None in the local mode)."""
@@ -313,22 +373,31 @@ def parse_args(argv):
     return args
 
 
+def config_from_args(args):
+    """The trainer's settings from parse_args's options, by name: --synthetic-gradients is
+    `mode`, --metrics is `metrics_path`; --data-dir is main's, --epochs and --duration run's."""
+    return InputConfig(
+        oracle_url=args.oracle_url, output_url=args.output_url,
+        learning_rate=args.learning_rate, batch_size=args.batch_size,
+        mode=args.synthetic_gradients, refresh_every=args.refresh_every, wire=args.wire,
+        token=args.token, update_probability=args.update_probability,
+        max_unsent=args.max_unsent, progress_dir=args.progress_dir,
+        snapshot_interval=args.snapshot_interval, seed=args.seed, checkpoint=args.checkpoint,
+        checkpoint_interval=args.checkpoint_interval, resume=args.resume,
+        metrics_path=args.metrics, report_every=args.report_every)
+
+
 def main(argv=None):
     args = parse_args(argv)
     serving.setup_logging("train_input")
     print("train_input.py:", serving.printable(args), flush=True)
     x, y = generate.load_dataset(args.data_dir)
     try:
-        trainer = InputTrainer(
-            x, y, args.oracle_url, args.output_url, args.learning_rate, args.batch_size,
-            args.progress_dir, args.snapshot_interval, args.seed, args.report_every, args.metrics,
-            args.synthetic_gradients, args.refresh_every, args.max_unsent, args.wire,
-            args.update_probability, args.token, args.checkpoint, args.checkpoint_interval,
-            args.resume)
+        trainer = InputTrainer(x, y, config_from_args(args))
     except ValueError as e:                         # a checkpoint that cannot be resumed from
         raise SystemExit(f"train_input.py: {e}") from None
 
-    def _stop(signum, frame):
+    def _stop(signum, frame):                       # Ctrl-C or SIGTERM: stop after this minibatch
         trainer.stop.set()
 
     signal.signal(signal.SIGTERM, _stop)

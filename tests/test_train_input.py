@@ -1,8 +1,12 @@
 """Tests for train_input.py without its peers: the minibatch step with fake synthetic gradients
-and a fake sender, divergence, sporadic updates and the command line.
+and a fake sender, divergence, sporadic updates, checkpoints and the command line (every option
+reaches the trainer's InputConfig).
 
 (The real three-process runs are in test_end_to_end.py.)
 """
+
+import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +22,8 @@ W = 24
 def trainer(tmp_path, closed_url):
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-1, 1, (50, 2)), rng.uniform(-1, 1, 50)
-    t = train_input.InputTrainer(x, y, closed_url, closed_url, learning_rate=0.1,
-                                 progress_dir=tmp_path)
+    t = train_input.InputTrainer(x, y, train_input.InputConfig(
+        oracle_url=closed_url, output_url=closed_url, learning_rate=0.1, progress_dir=tmp_path))
     t.sender.close(flush_timeout=0)
     t.sender = FakeSender()
     t.sender.pending = lambda: 0
@@ -49,7 +53,7 @@ def test_step_backprops_each_examples_synthetic_gradient_through_its_own_input(t
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
 def test_divergence_stops_with_the_last_finite_weights(trainer):
-    trainer.learning_rate = 1e308
+    trainer.config.learning_rate = 1e308
     trainer.synthetic_gradients = lambda h, y: np.full_like(h, 1e308)
     w = trainer.layer.w.copy()
     assert trainer.step(np.array([0, 1])) is False
@@ -58,7 +62,7 @@ def test_divergence_stops_with_the_last_finite_weights(trainer):
 
 
 def test_update_probability_zero_never_asks_for_gradients(trainer):
-    trainer.update_probability = 0.0
+    trainer.config.update_probability = 0.0
     trainer.synthetic_gradients = lambda h, y: pytest.fail("asked for synthetic gradients")
     w = trainer.layer.w.copy()
     for k in range(5):
@@ -68,7 +72,7 @@ def test_update_probability_zero_never_asks_for_gradients(trainer):
 
 
 def test_update_probability_skips_about_the_right_share(trainer):
-    trainer.update_probability = 0.2
+    trainer.config.update_probability = 0.2
     trainer.synthetic_gradients = lambda h, y: np.zeros_like(h)
     for k in range(1000):
         trainer.step(np.array([k % 50]))
@@ -88,9 +92,8 @@ def test_checkpoint_round_trip_and_refusal(trainer, tmp_path, closed_url):
     trainer.synthetic_gradients = lambda h, y: np.ones_like(h)
     trainer.step(np.array([1, 2]))
     trainer.save_checkpoint(path)
-    other = train_input.InputTrainer(trainer.x, trainer.y, closed_url, closed_url,
-                                     progress_dir=tmp_path, seed=5, checkpoint=path,
-                                     resume=True)
+    other = train_input.InputTrainer(trainer.x, trainer.y, dataclasses.replace(
+        trainer.config, seed=5, checkpoint=path, resume=True))
     try:
         np.testing.assert_array_equal(other.layer.w, trainer.layer.w)
         assert (other.examples, other.updates) == (2, 1)
@@ -98,5 +101,51 @@ def test_checkpoint_round_trip_and_refusal(trainer, tmp_path, closed_url):
         other.sender.close(flush_timeout=0)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read"):
-        train_input.InputTrainer(trainer.x, trainer.y, closed_url, closed_url,
-                                 progress_dir=tmp_path, checkpoint=path, resume=True)
+        train_input.InputTrainer(trainer.x, trainer.y, dataclasses.replace(
+            trainer.config, checkpoint=path, resume=True))
+
+
+# Every option that configures the trainer, with a value that is not its default:
+# flag -> (argument on the command line, InputConfig field, the field's value).
+# (--data-dir is main's, --epochs and --duration are run's; they are not trainer settings.)
+OPTIONS = {
+    "--oracle-url": ("http://127.0.0.1:1", "oracle_url", "http://127.0.0.1:1"),
+    "--output-url": ("http://127.0.0.1:2", "output_url", "http://127.0.0.1:2"),
+    "--learning-rate": ("0.5", "learning_rate", 0.5),
+    "--batch-size": ("7", "batch_size", 7),
+    "--synthetic-gradients": ("local", "mode", "local"),
+    "--refresh-every": ("0.7", "refresh_every", 0.7),
+    "--wire": ("binary", "wire", "binary"),
+    "--token": ("s3cret", "token", "s3cret"),
+    "--update-probability": ("0.25", "update_probability", 0.25),
+    "--max-unsent": ("123", "max_unsent", 123),
+    "--progress-dir": ("elsewhere/progress", "progress_dir", Path("elsewhere/progress")),
+    "--snapshot-interval": ("3", "snapshot_interval", 3),
+    "--seed": ("42", "seed", 42),
+    "--checkpoint": ("ck.npz", "checkpoint", "ck.npz"),
+    "--checkpoint-interval": ("4.5", "checkpoint_interval", 4.5),
+    "--resume": (None, "resume", True),                 # a switch: no argument
+    "--metrics": ("m.jsonl", "metrics_path", Path("m.jsonl")),
+    "--report-every": ("9.5", "report_every", 9.5),
+}
+NOT_TRAINER_OPTIONS = {"data_dir", "epochs", "duration"}
+
+
+def test_config_from_args_carries_every_option_into_its_field():
+    argv = [word for flag, (value, _, _) in OPTIONS.items()
+            for word in ([flag] if value is None else [flag, value])]
+    args = train_input.parse_args(argv)
+    config = train_input.config_from_args(args)
+    default = train_input.InputConfig()
+    for flag, (_, field, value) in OPTIONS.items():
+        assert getattr(config, field) == value, flag
+        assert getattr(default, field) != value, f"{flag}: pick a value that is not the default"
+    # nothing left out: every field comes from an option, every trainer option reaches a field
+    assert {f.name for f in dataclasses.fields(config)} == {f for _, f, _ in OPTIONS.values()}
+    assert set(vars(args)) - NOT_TRAINER_OPTIONS == {flag[2:].replace("-", "_")
+                                                    for flag in OPTIONS}
+
+
+def test_config_defaults_are_the_command_lines(monkeypatch):
+    monkeypatch.delenv("SYNTHGRAD_TOKEN", raising=False)
+    assert train_input.config_from_args(train_input.parse_args([])) == train_input.InputConfig()
