@@ -16,9 +16,18 @@ With r = sqrt(x^2 + y^2) and theta = atan2(y, x):
 
 The function has no meaning; it is just lumpy enough to need both hidden layers.
 Writes x.npy (n, 2) float64, y.npy (n,) float64 and target.png.
+
+This file is also where one surface is drawn (save_surface), for target.png here, a picture per
+epoch in sgd.py and every fit in plot.py. Every surface is f on a 100 x 100 grid over [-1, 1]^2,
+rescaled by the *target's* min and max on that grid, so the target spans exactly 0..1 and every
+fit is drawn on the same colours. matplotlib is imported only when something is drawn, so
+importing this module (the servers do, for the data) costs numpy alone. It imports no other
+module of the project: everything else builds on it.
 """
 
 import argparse
+import contextlib
+import functools
 import sys
 import time
 from pathlib import Path
@@ -27,6 +36,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
+
+# --- The target function and the data. ---------------------------------------------------------
 
 def target_function(x, y):
     """f(x, y) for arrays x, y of the same shape (see the module docstring)."""
@@ -76,6 +87,115 @@ def load_dataset(data_dir):
     return x.astype(np.float64), y.astype(np.float64)
 
 
+# --- Drawing one surface. ----------------------------------------------------------------------
+
+GRID_POINTS = 100                      # per axis: 10,000 evaluations, ~0.1 s a picture in all
+LEVELS = np.linspace(0.0, 1.0, 21)     # contour levels on the 0..1 scale of the target
+AXIS_TICKS = [-1.0, -0.5, 0.0, 0.5, 1.0]
+# A fixed size and fixed margins (not a layout engine, which costs ~0.05 s and moves the axes
+# when a title changes), so every surface picture has its axes in the same pixels: GIF frames.
+SURFACE_FIGSIZE = (5.4, 4.4)           # inches
+SURFACE_MARGINS = dict(left=0.08, right=0.98, bottom=0.11, top=0.92)
+COLORBAR_LABEL = "height, scaled so the target spans 0 to 1"
+DPI = 100
+
+
+@functools.cache
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (headless: draw into files, never open a window).
+
+    Imported on the first drawing, not with this module: the servers import generate for the
+    data and never draw, and matplotlib would cost each ~0.4 s and ~40 MB (measured).
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+@contextlib.contextmanager
+def saved_figure(path, nrows=1, ncols=1, **subplots_kw):
+    """`with saved_figure(path) as (fig, ax):` draw, and on leaving it is saved and closed.
+
+    The parent folder is created if missing. The figure is closed even if drawing fails (then
+    nothing is saved), so repeated calls never draw on top of an old figure or pile up memory.
+    """
+    plt = pyplot()
+    path = Path(path)
+    fig, ax = plt.subplots(nrows, ncols, **subplots_kw)
+    try:
+        yield fig, ax
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)
+
+
+def grid(points=GRID_POINTS):
+    """The picture grid over [-1, 1]^2: xx, yy (points, points) and p (points^2, 2).
+
+    p[k] = (xx.flat[k], yy.flat[k]); rows of xx and yy go up in y, columns go right in x.
+    """
+    axis = np.linspace(-1.0, 1.0, points)
+    xx, yy = np.meshgrid(axis, axis)                     # (points, points) each
+    return xx, yy, np.column_stack([xx.ravel(), yy.ravel()])
+
+
+@functools.lru_cache(maxsize=None)
+def target_range(points=GRID_POINTS):
+    """(min, max) of target_function on the grid: the two ends of every colour scale."""
+    _, _, p = grid(points)
+    y = target_function(p[:, 0], p[:, 1])
+    return float(y.min()), float(y.max())
+
+
+def surface_values(f, points=GRID_POINTS):
+    """xx, yy and z = (f - min) / (max - min) on the grid, min and max being the target's.
+
+    f maps points p (n, 2) to values (n,). z is (points, points); it is exactly 0..1 for the
+    target and may leave that range for a fit that overshoots.
+    """
+    xx, yy, p = grid(points)
+    values = np.asarray(f(p), dtype=np.float64)
+    if values.shape != (len(p),):
+        raise ValueError(f"f must map points ({len(p)}, 2) to values ({len(p)},); "
+                         f"it returned shape {values.shape}")
+    lo, hi = target_range(points)
+    return xx, yy, ((values - lo) / (hi - lo)).reshape(xx.shape)
+
+
+def draw_surface(ax, f, title=None, points=GRID_POINTS):
+    """Filled contours of f on ax, on the target's 0..1 colour scale; returns them for a colorbar.
+
+    Values beyond 0..1 get the end colours (extend="both"), and every picture has the same
+    levels, so colours mean the same height in every picture.
+    """
+    xx, yy, z = surface_values(f, points)
+    filled = ax.contourf(xx, yy, z, levels=LEVELS, cmap="viridis", extend="both")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_xticks(AXIS_TICKS)
+    ax.set_yticks(AXIS_TICKS)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
+    return filled
+
+
+def draw_surface_with_colorbar(fig, ax, f, title, points=GRID_POINTS):
+    """draw_surface on ax, and a colorbar for it beside ax."""
+    filled = draw_surface(ax, f, title, points)
+    fig.colorbar(filled, ax=ax, ticks=LEVELS[::5], label=COLORBAR_LABEL)
+
+
+def save_surface(f, path, title, points=GRID_POINTS):
+    """Draw f (points (n, 2) -> values (n,)) over [-1, 1]^2 with a colorbar into path (.png)."""
+    with saved_figure(path, figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS) as (fig, ax):
+        draw_surface_with_colorbar(fig, ax, f, title, points)
+
+
+# --- The script. -------------------------------------------------------------------------------
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Sample the target function into x.npy, y.npy "
                                             "and draw it into target.png.")
@@ -107,9 +227,8 @@ def main(argv=None):
     np.save(args.out_dir / "x.npy", x)
     np.save(args.out_dir / "y.npy", y)
     if not args.no_plot:
-        import plot  # matplotlib is only needed when drawing
-        plot.save_surface(lambda p: target_function(p[:, 0], p[:, 1]),
-                          args.out_dir / "target.png", title="target function f")
+        save_surface(lambda p: target_function(p[:, 0], p[:, 1]),
+                     args.out_dir / "target.png", title="target function f")
     print(f"wrote {args.count} samples to {args.out_dir} in {time.perf_counter() - t0:.2f} s "
           f"(var(y) = {y.var():.3f})", flush=True)
     return 0

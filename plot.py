@@ -36,15 +36,13 @@ first tick, and
                            synthetic gradients are to the true ones, and the oracle's own loss
     evolution.gif          the decoupled network's surface at each tick, 4 frames a second
 
-generate.py and sgd.py import save_surface from here to draw target.png and one surface per
-epoch. Every surface is f on a 100 x 100 grid over [-1, 1]^2, rescaled by the *target's* min and
-max on that grid, so the target spans exactly 0..1 and every fit is drawn on the same colours.
-This file only reads what the trainers wrote; it never trains.
+Every surface is drawn by generate.py's save_surface (or its draw_surface, for panels side by
+side), on the target's colour scale, so the same colour is the same height in every picture.
+This file only draws: reading the snapshots and metrics and measuring the composed networks'
+held-out MSE is snapshots.py's work, and nothing here trains.
 """
 
 import argparse
-import contextlib
-import copy
 import functools
 import json
 import sys
@@ -61,18 +59,11 @@ from PIL import Image  # noqa: E402  (pillow: a dependency of matplotlib, used f
 import generate  # noqa: E402
 import sgd  # noqa: E402
 import snapshots  # noqa: E402
+from generate import (COLORBAR_LABEL, LEVELS, SURFACE_FIGSIZE, SURFACE_MARGINS,  # noqa: E402
+                      draw_surface, draw_surface_with_colorbar, save_surface, saved_figure)
+from snapshots import SWAP_LABEL, NothingToRead, column, last_finite  # noqa: E402
 
-GRID_POINTS = 100                      # per axis: 10,000 evaluations, ~0.1 s a picture in all
-LEVELS = np.linspace(0.0, 1.0, 21)     # contour levels on the 0..1 scale of the target
-AXIS_TICKS = [-1.0, -0.5, 0.0, 0.5, 1.0]
-# A fixed size and fixed margins (not a layout engine, which costs ~0.05 s and moves the axes
-# when a title changes), so every surface picture has its axes in the same pixels: GIF frames.
-SURFACE_FIGSIZE = (5.4, 4.4)           # inches
-SURFACE_MARGINS = dict(left=0.08, right=0.98, bottom=0.11, top=0.92)
 CURVE_FIGSIZE = (6.4, 4.4)
-DPI = 100
-SWAP_LABEL = "initial layer 1 + final layers 2-3"
-COLORBAR_LABEL = "height, scaled so the target spans 0 to 1"
 COMPARISON_FIGSIZE = (12.0, 4.6)
 RUN_CURVES_FIGSIZE = (8.0, 8.0)
 GIF_DPI = 80                           # 432 x 352 pixels a frame: ~30 kB, small for 60 frames
@@ -80,87 +71,7 @@ GIF_FRAMES_PER_SECOND = 4
 GIF_COLOURS = 64                       # one palette for every frame, so colours never flicker
 
 
-# --- Drawing blocks: each takes an ax, so pictures can be put side by side. -------------------
-
-@contextlib.contextmanager
-def saved_figure(path, nrows=1, ncols=1, **subplots_kw):
-    """`with saved_figure(path) as (fig, ax):` draw, and on leaving it is saved and closed.
-
-    The parent folder is created if missing. The figure is closed even if drawing fails (then
-    nothing is saved), so repeated calls never draw on top of an old figure or pile up memory.
-    """
-    path = Path(path)
-    fig, ax = plt.subplots(nrows, ncols, **subplots_kw)
-    try:
-        yield fig, ax
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI)
-    finally:
-        plt.close(fig)
-
-
-def grid(points=GRID_POINTS):
-    """The picture grid over [-1, 1]^2: xx, yy (points, points) and p (points^2, 2).
-
-    p[k] = (xx.flat[k], yy.flat[k]); rows of xx and yy go up in y, columns go right in x.
-    """
-    axis = np.linspace(-1.0, 1.0, points)
-    xx, yy = np.meshgrid(axis, axis)                     # (points, points) each
-    return xx, yy, np.column_stack([xx.ravel(), yy.ravel()])
-
-
-@functools.lru_cache(maxsize=None)
-def target_range(points=GRID_POINTS):
-    """(min, max) of generate.target_function on the grid: the two ends of every colour scale."""
-    _, _, p = grid(points)
-    y = generate.target_function(p[:, 0], p[:, 1])
-    return float(y.min()), float(y.max())
-
-
-def surface_values(f, points=GRID_POINTS):
-    """xx, yy and z = (f - min) / (max - min) on the grid, min and max being the target's.
-
-    f maps points p (n, 2) to values (n,). z is (points, points); it is exactly 0..1 for the
-    target and may leave that range for a fit that overshoots.
-    """
-    xx, yy, p = grid(points)
-    values = np.asarray(f(p), dtype=np.float64)
-    if values.shape != (len(p),):
-        raise ValueError(f"f must map points ({len(p)}, 2) to values ({len(p)},); "
-                         f"it returned shape {values.shape}")
-    lo, hi = target_range(points)
-    return xx, yy, ((values - lo) / (hi - lo)).reshape(xx.shape)
-
-
-def draw_surface(ax, f, title=None, points=GRID_POINTS):
-    """Filled contours of f on ax, on the target's 0..1 colour scale; returns them for a colorbar.
-
-    Values beyond 0..1 get the end colours (extend="both"), and every picture has the same
-    levels, so colours mean the same height in every picture.
-    """
-    xx, yy, z = surface_values(f, points)
-    filled = ax.contourf(xx, yy, z, levels=LEVELS, cmap="viridis", extend="both")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_xticks(AXIS_TICKS)
-    ax.set_yticks(AXIS_TICKS)
-    ax.set_aspect("equal")
-    if title:
-        ax.set_title(title)
-    return filled
-
-
-def draw_surface_with_colorbar(fig, ax, f, title, points=GRID_POINTS):
-    """draw_surface on ax, and a colorbar for it beside ax."""
-    filled = draw_surface(ax, f, title, points)
-    fig.colorbar(filled, ax=ax, ticks=LEVELS[::5], label=COLORBAR_LABEL)
-
-
-def save_surface(f, path, title, points=GRID_POINTS):
-    """Draw f (points (n, 2) -> values (n,)) over [-1, 1]^2 with a colorbar into path (.png)."""
-    with saved_figure(path, figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS) as (fig, ax):
-        draw_surface_with_colorbar(fig, ax, f, title, points)
-
+# --- Drawing blocks: a surface in memory, a GIF, and panels that each take an ax. ------------
 
 def surface_image(f, title, dpi=GIF_DPI):
     """The picture save_surface draws, rendered in memory at dpi: RGB (height, width, 3) uint8.
@@ -193,13 +104,8 @@ def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
 
 
 def predictor(layers):
-    """f(p): the network's outputs (n,) for points p (n, 2), computed on a copy of the layers.
-
-    A forward pass leaves its inputs and activations on each Layer (n rows each, kept for
-    backprop): ~8 MB a network for a picture, ~500 MB for 30 networks held at once. On a copy,
-    they go when the call returns. (The same reason measure_moments measures MSE on a copy.)
-    """
-    return lambda p: sgd.predict(copy.deepcopy(layers), p)
+    """f(p): the network's outputs (n,) for points p (n, 2), as the surface functions want."""
+    return functools.partial(sgd.predict, layers)
 
 
 def draw_placeholder(ax, title, text, width=36):
@@ -245,55 +151,7 @@ def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since the first snap
     ax.legend(fontsize="small")
 
 
-# --- Reading a progress folder. ----------------------------------------------------------------
-
-def snapshot_time(path):
-    """The time.time() at which a snapshot file was taken (its `time` entry)."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return float(f["time"])
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise ValueError(f"cannot read the time of {path}: {e}") from e
-
-
-def unpaired_ticks(found):
-    """Ticks (from snapshots.list_snapshots) saved by only one of the two trainers."""
-    layer1, layers23 = ({t for t in found[part] if isinstance(t, int)}
-                        for part in ("layer1", "layers23"))
-    return sorted(layer1 ^ layers23)
-
-
-def find_moments(folder):
-    """[(label, layer1 label, layers23 label)] to evaluate, in time order, and the unpaired ticks.
-
-    Only moments whose two files both exist are listed: "initial", each paired tick, "final",
-    and the swap (layer1_initial under layers23_final).
-    """
-    found = snapshots.list_snapshots(folder)
-    both = [label for label in ("initial", "final")
-            if label in found["layer1"] and label in found["layers23"]]
-    moments = [("initial", "initial", "initial")] if "initial" in both else []
-    moments += [(t, t, t) for t in snapshots.paired_ticks(folder)]
-    if "final" in both:
-        moments.append(("final", "final", "final"))
-    if "initial" in found["layer1"] and "final" in found["layers23"]:
-        moments.append((SWAP_LABEL, "initial", "final"))
-    return moments, unpaired_ticks(found)
-
-
-def moment_time(folder, label, layer1_label, layers23_label):
-    """When a moment's network existed: its tick, or the later of its two files' times.
-
-    None for the swap, which mixes two moments and so never existed during training.
-    """
-    if isinstance(label, int):
-        return float(label)
-    if layer1_label != layers23_label:
-        return None
-    folder = Path(folder)
-    return max(snapshot_time(folder / f"layer1_{layer1_label}.npz"),
-               snapshot_time(folder / f"layers23_{layers23_label}.npz"))
-
+# --- A progress folder's numbers, as a file and a table. ---------------------------------------
 
 def fit_path(out_dir, seconds):
     """fit_<seconds>.png, zero padded to 6 digits so the files sort in time order."""
@@ -314,102 +172,7 @@ def print_table(rows):
         print(f"{str(r['label']):>34} {seconds:>10} {r['mse']:>13.6f}")
 
 
-def measure_moments(folder, moments, x_test, y_test):
-    """Held-out MSE of each moment's network, and when it existed (time.time(); swap: None).
-
-    Returns rows [{"label", "layer1", "layers23", "seconds", "mse"}], networks {label: layers}
-    and how many moments could not be read (each is reported and skipped).
-    """
-    rows, networks, skipped = [], {}, 0
-    for label, l1, l23 in moments:
-        try:
-            layers = snapshots.load_composed(folder, l1, l23)
-            taken = moment_time(folder, label, l1, l23)
-        except ValueError as e:
-            print(f"skipping {label}: {e}", flush=True)
-            skipped += 1
-            continue
-        networks[label] = layers
-        rows.append({"label": label, "layer1": l1, "layers23": l23, "seconds": taken,
-                     "mse": sgd.mse(copy.deepcopy(layers), x_test, y_test)})
-    return rows, networks, skipped
-
-
-# --- Reading a run folder: metrics lines and the baseline's network. ------------------------
-
-BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]     # sgd.make_network's three layers
-
-
-class NothingToDraw(Exception):
-    """A picture's input is missing or unreadable; the message says which file, what writes it."""
-
-
-def read_metrics(path):
-    """The JSON objects of a metrics file, one a line, in file order; [] if there is no file.
-
-    A line that is not a JSON object (a process killed while writing its last line) is skipped
-    with a message, so one torn line never costs the whole curve.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows, bad = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif line.strip():
-            bad += 1
-    if bad:
-        print(f"{path}: skipped {bad} line(s) that are not JSON objects", flush=True)
-    return rows
-
-
-def column(rows, key):
-    """rows[k][key] for each row as floats (len(rows),); NaN where missing, null or not a number.
-
-    NaN leaves a gap in a matplotlib line, which is what a not-yet-measured figure should be.
-    """
-    values = [row.get(key) for row in rows]
-    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
-                     for v in values], dtype=np.float64)
-
-
-def last_finite(rows, key):
-    """The last finite rows[k][key], or None if there is none."""
-    values = column(rows, key)
-    finite = values[np.isfinite(values)]
-    return float(finite[-1]) if len(finite) else None
-
-
-def streaming_start(run_dir):
-    """time.time() of train_input.jsonl's first line (the input trainer began streaming) or None."""
-    rows = read_metrics(Path(run_dir) / "metrics" / "train_input.jsonl")
-    return last_finite(rows[:1], "time")
-
-
-def load_backprop(run_dir):
-    """The plain-backprop baseline's final network (3 layers of sgd.make_network)."""
-    path = Path(run_dir) / "backprop" / "final.npz"
-    if not path.is_file():
-        raise NothingToDraw(f"no {path} (the plain-backprop baseline writes it when it stops)")
-    try:
-        return snapshots.load_layers(path, BACKPROP_SHAPES)
-    except ValueError as e:
-        raise NothingToDraw(str(e)) from e
-
-
 # --- Pictures of a run folder. -----------------------------------------------------------------
-
-def decoupled_final(rows, networks):
-    """(row, layers) of the decoupled network at the end: "final", else the last tick; or None."""
-    ends = [r for r in rows if r["label"] == "final"] or \
-           [r for r in rows if isinstance(r["label"], int)][-1:]
-    return (ends[0], networks[ends[0]["label"]]) if ends else None
-
 
 def save_comparison(path, panels):
     """Target | plain backprop | synthetic gradients, side by side, one shared colorbar.
@@ -543,26 +306,11 @@ def draw_progress(folder, out_dir, x_test, y_test, origin=None,
     Seconds are time.time() - origin; by default origin is the first tick (or the earliest
     moment, in a run that stopped before its first tick). `since` names the origin on the x
     axis. Returns rows (as in heldout_mse.jsonl), networks {label: layers} and the origin used.
-    Raises NothingToDraw if the folder holds no readable pair of snapshots.
+    Raises snapshots.NothingToRead if the folder holds no readable pair of snapshots.
     """
-    folder, out_dir = Path(folder), Path(out_dir)
-    if not folder.is_dir():
-        raise NothingToDraw(f"no progress folder at {folder}: it should be the folder the "
-                            "trainers wrote their snapshots into (their --progress-dir)")
-    moments, unpaired = find_moments(folder)
-    if not moments:
-        raise NothingToDraw(f"no complete weight snapshots in {folder}: expected pairs "
-                            "layer1_<label>.npz and layers23_<label>.npz (label initial, final "
-                            "or a tick), written by train_input.py and train_output.py")
-    if unpaired:
-        print(f"{len(unpaired)} unpaired tick(s) skipped (saved by only one trainer): "
-              f"{unpaired[:5]}{' ...' if len(unpaired) > 5 else ''}", flush=True)
-
+    out_dir = Path(out_dir)
     # Phase 1: held-out MSE of each composed network, and when that network existed.
-    rows, networks, skipped = measure_moments(folder, moments, x_test, y_test)
-    if not rows:
-        raise NothingToDraw(f"none of the {len(moments)} snapshot pairs in {folder} "
-                            "could be read")
+    rows, networks, skipped = snapshots.measure_progress(folder, x_test, y_test)
 
     # Phase 2: times become seconds since the origin, and each tick's surface is drawn.
     ticks = [r for r in rows if isinstance(r["label"], int)]
@@ -606,20 +354,20 @@ def backprop_result(run_dir, metrics, x_test, y_test):
     on x_test (n, 2), y_test (n,), the same points as the decoupled network's.
     """
     try:
-        layers = load_backprop(run_dir)
-    except NothingToDraw as e:
+        layers = snapshots.load_backprop(run_dir)
+    except NothingToRead as e:
         return None, ("plain backprop", None, str(e))
     rows = metrics["backprop"]
-    result = (sgd.mse(copy.deepcopy(layers), x_test, y_test), last_finite(rows, "seconds"),
+    result = (sgd.mse(layers, x_test, y_test), last_finite(rows, "seconds"),
               last_finite(rows, "examples"))
     return result, (final_title("plain backprop", *result[:2]),
                     predictor(layers), None)
 
 
 def decoupled_result(run_dir, rows, networks, metrics):
-    """The decoupled network at its end (decoupled_final): as backprop_result, from the rows and
-    networks draw_progress returned; examples are what the input trainer streamed."""
-    end = decoupled_final(rows, networks)
+    """The decoupled network at its end (snapshots.decoupled_final): as backprop_result, from the
+    rows and networks draw_progress returned; examples are what the input trainer streamed."""
+    end = snapshots.decoupled_final(rows, networks)
     if end is None:
         return None, ("synthetic gradients", None,
                       f"no readable snapshots in {Path(run_dir) / 'progress'}")
@@ -641,7 +389,7 @@ def draw_run_progress(run_dir, out_dir, x_test, y_test, start, since):
     try:
         return draw_progress(Path(run_dir) / "progress", out_dir, x_test, y_test,
                              origin=start, since=f"seconds since {since}")
-    except NothingToDraw as e:
+    except NothingToRead as e:
         say_skipped("fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif", e)
         return [], {}, start
 
@@ -694,10 +442,10 @@ def draw_run(run_dir, out_dir, x_test, y_test):
     (metrics/train_output.jsonl is not drawn: the held-out MSE already shows layers 2-3's work.)
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    metrics = {name: read_metrics(run_dir / "metrics" / f"{name}.jsonl")
+    metrics = {name: snapshots.read_metrics(run_dir / "metrics" / f"{name}.jsonl")
                for name in ("backprop", "train_input", "oracle")}
     written = []
-    start = streaming_start(run_dir)
+    start = snapshots.streaming_start(run_dir)
     if start is None:
         say_skipped("the input trainer's start as time origin", "no metrics/train_input.jsonl; "
                     "seconds count from the first snapshot tick instead")
@@ -756,7 +504,7 @@ def main(argv=None):
     if args.progress_dir is not None:
         try:
             draw_progress(args.progress_dir, args.out_dir, x_test, y_test)
-        except NothingToDraw as e:
+        except NothingToRead as e:
             raise SystemExit(str(e)) from None
         return 0
     if not args.run_dir.is_dir():

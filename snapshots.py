@@ -1,9 +1,11 @@
-"""What training writes to disk: weight snapshots and metrics lines; plot.py reads both back.
+"""Weights and metrics on disk: writing them while training, reading and evaluating them after.
 
-Imported by the trainers, the oracle and plot.py; it runs nothing.
+Imported by the trainers, the oracle, plot.py and the scripts that launch runs; it runs nothing
+and draws nothing.
 
 Metrics are JSON lines, one object per line: {"time": time.time(), "stage": ..., "seconds":
-seconds since that process started, ...figures}. Each process appends to its own file.
+seconds since that process started, ...figures}. Each process appends to its own file
+(MetricsLog); read_metrics is the one reader.
 
 Each trainer writes its layers into a progress folder as `<part>_<label>.npz`, where part is
 "layer1" (the input trainer) or "layers23" (the output trainer). The label is
@@ -17,6 +19,11 @@ Each trainer writes its layers into a progress folder as `<part>_<label>.npz`, w
 Each file holds w0, b0, w1, b1, ... (layer k's weights (n_in, n_out) and biases (n_out,)) and
 `time`, the exact time.time() it was taken. Files are written to a temporary name and renamed,
 so a reader never sees half a file.
+
+Reading a progress folder back: paired_ticks and find_moments say which pairs compose into a
+whole 2-24-12-1 network (load_composed), and composed_mse, composed_curve and measure_progress
+give their held-out MSE. A run folder (demo.py's) adds RUN/metrics/<process>.jsonl and the
+plain-backprop baseline's whole network, RUN/backprop/final.npz (load_backprop).
 """
 
 import json
@@ -33,8 +40,19 @@ import sgd
 
 LAYER1_SHAPES = [(2, 24)]
 LAYERS23_SHAPES = [(24, 12), (12, 1)]
+BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]     # sgd.make_network's three layers
 _NAME = re.compile(r"^(layer1|layers23)_(initial|final|\d+)\.npz$")
+# The moment "layer 1 before training under layers 2-3 at the end": if its MSE is as low as the
+# final network's, layer 1's training (driven by synthetic gradients) did not matter.
+SWAP_LABEL = "initial layer 1 + final layers 2-3"
 
+
+class NothingToRead(Exception):
+    """A file or folder the caller needs is missing or unreadable; the message says which, and
+    what writes it."""
+
+
+# --- Weight snapshots: writing and reading one file, and the Snapshotter. -------------------
 
 def write_npz(path, arrays):
     """Atomically write {name: array} to path (.npz): written to a temporary name, then renamed,
@@ -162,6 +180,144 @@ def load_composed(folder, layer1_label, layers23_label=None):
             load_layers(folder / f"layers23_{layers23_label}.npz", LAYERS23_SHAPES))
 
 
+def snapshot_time(path):
+    """The time.time() at which a snapshot file was taken (its `time` entry)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return float(f["time"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read the time of {path}: {e}") from e
+
+
+# --- Evaluating a progress folder: the composed network at each moment. -----------------------
+
+def composed_mse(folder, x, y, layer1_label="final", layers23_label=None):
+    """Held-out MSE, mean((y_hat - y)^2), of layer1_<layer1_label> under
+    layers23_<layers23_label> (the same label unless given) in folder, on x (n, 2), y (n,).
+
+    Raises ValueError naming the file if either half is missing or unreadable.
+    """
+    return sgd.mse(load_composed(folder, layer1_label, layers23_label), x, y)
+
+
+def composed_curve(folder, x, y, origin=0.0):
+    """[(T - origin, held-out MSE of the network composed at T)] for each paired tick T, in
+    time order; x (n, 2), y (n,) the held-out points, origin a time.time() (0: raw ticks).
+
+    Raises ValueError naming the file if a paired snapshot cannot be read.
+    """
+    return [(t - origin, composed_mse(folder, x, y, t)) for t in paired_ticks(folder)]
+
+
+def unpaired_ticks(found):
+    """Ticks (from list_snapshots) saved by only one of the two trainers."""
+    layer1, layers23 = ({t for t in found[part] if isinstance(t, int)}
+                        for part in ("layer1", "layers23"))
+    return sorted(layer1 ^ layers23)
+
+
+def find_moments(folder):
+    """[(label, layer1 label, layers23 label)] to evaluate, in time order, and the unpaired ticks.
+
+    Only moments whose two files both exist are listed: "initial", each paired tick, "final",
+    and the swap (layer1_initial under layers23_final).
+    """
+    found = list_snapshots(folder)
+    both = [label for label in ("initial", "final")
+            if label in found["layer1"] and label in found["layers23"]]
+    moments = [("initial", "initial", "initial")] if "initial" in both else []
+    moments += [(t, t, t) for t in paired_ticks(folder)]
+    if "final" in both:
+        moments.append(("final", "final", "final"))
+    if "initial" in found["layer1"] and "final" in found["layers23"]:
+        moments.append((SWAP_LABEL, "initial", "final"))
+    return moments, unpaired_ticks(found)
+
+
+def moment_time(folder, label, layer1_label, layers23_label):
+    """When a moment's network existed: its tick, or the later of its two files' times.
+
+    None for the swap, which mixes two moments and so never existed during training.
+    """
+    if isinstance(label, int):
+        return float(label)
+    if layer1_label != layers23_label:
+        return None
+    folder = Path(folder)
+    return max(snapshot_time(folder / f"layer1_{layer1_label}.npz"),
+               snapshot_time(folder / f"layers23_{layers23_label}.npz"))
+
+
+def measure_moments(folder, moments, x_test, y_test):
+    """Held-out MSE of each moment's network, and when it existed (time.time(); swap: None).
+
+    Returns rows [{"label", "layer1", "layers23", "seconds", "mse"}], networks {label: layers}
+    and how many moments could not be read (each is reported and skipped).
+    """
+    rows, networks, skipped = [], {}, 0
+    for label, l1, l23 in moments:
+        try:
+            layers = load_composed(folder, l1, l23)
+            taken = moment_time(folder, label, l1, l23)
+        except ValueError as e:
+            print(f"skipping {label}: {e}", flush=True)
+            skipped += 1
+            continue
+        networks[label] = layers
+        rows.append({"label": label, "layer1": l1, "layers23": l23, "seconds": taken,
+                     "mse": sgd.mse(layers, x_test, y_test)})
+    return rows, networks, skipped
+
+
+def measure_progress(folder, x_test, y_test):
+    """find_moments then measure_moments on a progress folder, reporting unpaired ticks.
+
+    Returns measure_moments' rows, networks and skipped count. Raises NothingToRead if the
+    folder is missing or holds no readable pair of snapshots.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NothingToRead(f"no progress folder at {folder}: it should be the folder the "
+                            "trainers wrote their snapshots into (their --progress-dir)")
+    moments, unpaired = find_moments(folder)
+    if not moments:
+        raise NothingToRead(f"no complete weight snapshots in {folder}: expected pairs "
+                            "layer1_<label>.npz and layers23_<label>.npz (label initial, final "
+                            "or a tick), written by train_input.py and train_output.py")
+    if unpaired:
+        print(f"{len(unpaired)} unpaired tick(s) skipped (saved by only one trainer): "
+              f"{unpaired[:5]}{' ...' if len(unpaired) > 5 else ''}", flush=True)
+    rows, networks, skipped = measure_moments(folder, moments, x_test, y_test)
+    if not rows:
+        raise NothingToRead(f"none of the {len(moments)} snapshot pairs in {folder} "
+                            "could be read")
+    return rows, networks, skipped
+
+
+def decoupled_final(rows, networks):
+    """(row, layers) of the decoupled network at the end: "final", else the last tick; or None.
+
+    rows and networks as measure_moments returns them.
+    """
+    ends = [r for r in rows if r["label"] == "final"] or \
+           [r for r in rows if isinstance(r["label"], int)][-1:]
+    return (ends[0], networks[ends[0]["label"]]) if ends else None
+
+
+def load_backprop(run_dir):
+    """The plain-backprop baseline's final network (3 layers of sgd.make_network) from
+    RUN/backprop/final.npz; NothingToRead if it is missing or unreadable."""
+    path = Path(run_dir) / "backprop" / "final.npz"
+    if not path.is_file():
+        raise NothingToRead(f"no {path} (the plain-backprop baseline writes it when it stops)")
+    try:
+        return load_layers(path, BACKPROP_SHAPES)
+    except ValueError as e:
+        raise NothingToRead(str(e)) from e
+
+
+# --- Metrics: JSON lines, written by MetricsLog, read by read_metrics. ------------------------
+
 class MetricsLog:
     """Appends {"time", "stage", "seconds", **figures} lines to path (nothing if path is None)."""
 
@@ -188,6 +344,54 @@ class MetricsLog:
                 self.write(**figures())
         if self.path is not None:
             threading.Thread(target=loop, name=f"metrics-{self.stage}", daemon=True).start()
+
+
+def read_metrics(path):
+    """The JSON objects of a metrics file, one a line, in file order; [] if there is no file.
+
+    A line that is not a JSON object (a process killed while writing its last line) is skipped
+    with a message, so one torn line never costs the whole curve.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows, bad = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif line.strip():
+            bad += 1
+    if bad:
+        print(f"{path}: skipped {bad} line(s) that are not JSON objects", flush=True)
+    return rows
+
+
+def column(rows, key):
+    """rows[k][key] for each row as floats (len(rows),); NaN where missing, null or not a number.
+
+    NaN leaves a gap in a matplotlib line, which is what a not-yet-measured figure should be.
+    """
+    values = [row.get(key) for row in rows]
+    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                     for v in values], dtype=np.float64)
+
+
+def last_finite(rows, key):
+    """The last finite rows[k][key], or None if there is none."""
+    values = column(rows, key)
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if len(finite) else None
+
+
+def streaming_start(run_dir):
+    """time.time() of RUN/metrics/train_input.jsonl's first line (the input trainer began
+    streaming), or None."""
+    rows = read_metrics(Path(run_dir) / "metrics" / "train_input.jsonl")
+    return last_finite(rows[:1], "time")
 
 
 # --- Checkpoints: everything a process needs to resume after a restart. ------------------------

@@ -1,12 +1,19 @@
 """Tests for generate.py: the target function against hand-computed values, the seeded data,
-the script's files, and load_dataset's refusals."""
+the script's files, load_dataset's refusals, and surfaces drawn on the target's colour scale
+with every figure closed."""
 
+import functools
 import math
+import subprocess
+import sys
 
+import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 import generate
+import sgd
 
 # f at three points, worked out by hand from the module docstring's formula (r, theta exact):
 #  (0.5, 0):   r = 0.5, theta = 0, so a = sin(4/4 - 1/8), b = 0, c = cos(0.6), k = 0.3.
@@ -116,3 +123,72 @@ def test_load_dataset_refuses_nan(tmp_path):
     np.save(tmp_path / "y.npy", np.zeros(4))
     with pytest.raises(SystemExit, match="NaN"):
         generate.load_dataset(tmp_path)
+
+
+def test_importing_generate_loads_neither_matplotlib_nor_another_module_of_the_project():
+    code = ("import sys, generate; "
+            "print(sorted(m for m in ('matplotlib', 'plot', 'sgd', 'snapshots') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=generate.HERE).stdout
+    assert out.strip() == "[]"
+
+
+# --- surfaces ---------------------------------------------------------------------------------
+
+def target(p):
+    return generate.target_function(p[:, 0], p[:, 1])
+
+
+def test_target_spans_exactly_zero_to_one():
+    xx, yy, z = generate.surface_values(target)
+    assert xx.shape == yy.shape == z.shape == (100, 100)
+    assert z.min() == pytest.approx(0.0, abs=1e-12) and z.max() == pytest.approx(1.0, abs=1e-12)
+    # xx goes right along a row, yy up along a column, both over [-1, 1]
+    np.testing.assert_array_equal(xx[0], np.linspace(-1, 1, 100))
+    np.testing.assert_array_equal(yy[:, 0], np.linspace(-1, 1, 100))
+    k = (37, 81)                                 # row 37 is y, column 81 is x
+    lo, hi = generate.target_range()
+    expected = (generate.target_function(xx[k], yy[k]) - lo) / (hi - lo)
+    assert z[k] == pytest.approx(expected, abs=1e-12)
+
+
+def test_fits_use_the_targets_scale():
+    lo, hi = generate.target_range()
+    _, _, z = generate.surface_values(lambda p: np.full(len(p), lo + 2 * (hi - lo)))
+    np.testing.assert_allclose(z, 2.0)           # twice the target's span: beyond the scale
+    # doubling f: (2 f - lo) / (hi - lo) = 2 z_target + lo / (hi - lo), not rescaled to 0..1
+    _, _, z_target = generate.surface_values(target)
+    _, _, z = generate.surface_values(lambda p: 2 * target(p))
+    np.testing.assert_allclose(z, 2 * z_target + lo / (hi - lo), atol=1e-12)
+    assert z.max() > 1.2
+
+
+def test_surface_refuses_f_of_the_wrong_shape(tmp_path):
+    with pytest.raises(ValueError, match=r"values \(10000,\)"):
+        generate.save_surface(lambda p: p, tmp_path / "bad.png", title="bad")
+    assert not (tmp_path / "bad.png").exists()
+    assert plt.get_fignums() == []               # closed even though drawing failed
+
+
+def test_save_surface_twice_draws_the_same_picture_and_closes_it(tmp_path):
+    path = tmp_path / "deep" / "er" / "s.png"    # parent folders created
+    net = sgd.make_network(np.random.default_rng(5))
+    f = functools.partial(sgd.predict, net)
+    generate.save_surface(f, tmp_path / "warm_up.png", title="warm up")   # font cache, imports
+    for k in range(2):
+        generate.save_surface(f, path, title="a network")
+        assert plt.get_fignums() == []
+        if k == 0:
+            first = matplotlib.image.imread(path)
+    # Drawing onto a leftover figure would add a second colorbar or contour set.
+    np.testing.assert_array_equal(matplotlib.image.imread(path), first)
+    assert first.shape[:2] == (440, 540)         # SURFACE_FIGSIZE at DPI 100, every time
+
+
+def test_target_and_fit_pictures_are_the_same_size(tmp_path):
+    generate.save_surface(target, tmp_path / "t.png", title="target")
+    generate.save_surface(lambda p: 2 * target(p), tmp_path / "f.png",
+                          title="a much longer title: t = 123456 s, held-out MSE 0.1234")
+    shapes = {matplotlib.image.imread(tmp_path / n).shape for n in ("t.png", "f.png")}
+    assert len(shapes) == 1

@@ -1,10 +1,11 @@
-"""Tests for plot.py: surfaces on the target's colour scale, figures always closed, and the
-progress script's held-out MSE checked against sgd.mse on networks built here."""
+"""Tests for plot.py: the pictures and numbers it writes for a progress folder and a run folder,
+figures always closed, and the held-out MSE checked against sgd.mse on networks built here.
+(Drawing one surface is generate.py's, tested in test_generate.py; reading and evaluating
+snapshots and metrics is snapshots.py's, tested in test_snapshots.py.)"""
 
 import functools
 import json
 
-import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -14,66 +15,6 @@ import generate
 import plot
 import sgd
 import snapshots
-
-
-def target(p):
-    return generate.target_function(p[:, 0], p[:, 1])
-
-
-# --- surfaces ---------------------------------------------------------------------------------
-
-def test_target_spans_exactly_zero_to_one():
-    xx, yy, z = plot.surface_values(target)
-    assert xx.shape == yy.shape == z.shape == (100, 100)
-    assert z.min() == pytest.approx(0.0, abs=1e-12) and z.max() == pytest.approx(1.0, abs=1e-12)
-    # xx goes right along a row, yy up along a column, both over [-1, 1]
-    np.testing.assert_array_equal(xx[0], np.linspace(-1, 1, 100))
-    np.testing.assert_array_equal(yy[:, 0], np.linspace(-1, 1, 100))
-    k = (37, 81)                                 # row 37 is y, column 81 is x
-    lo, hi = plot.target_range()
-    expected = (generate.target_function(xx[k], yy[k]) - lo) / (hi - lo)
-    assert z[k] == pytest.approx(expected, abs=1e-12)
-
-
-def test_fits_use_the_targets_scale():
-    lo, hi = plot.target_range()
-    _, _, z = plot.surface_values(lambda p: np.full(len(p), lo + 2 * (hi - lo)))
-    np.testing.assert_allclose(z, 2.0)           # twice the target's span: beyond the scale
-    # doubling f: (2 f - lo) / (hi - lo) = 2 z_target + lo / (hi - lo), not rescaled to 0..1
-    _, _, z_target = plot.surface_values(target)
-    _, _, z = plot.surface_values(lambda p: 2 * target(p))
-    np.testing.assert_allclose(z, 2 * z_target + lo / (hi - lo), atol=1e-12)
-    assert z.max() > 1.2
-
-
-def test_surface_refuses_f_of_the_wrong_shape(tmp_path):
-    with pytest.raises(ValueError, match=r"values \(10000,\)"):
-        plot.save_surface(lambda p: p, tmp_path / "bad.png", title="bad")
-    assert not (tmp_path / "bad.png").exists()
-    assert plt.get_fignums() == []               # closed even though drawing failed
-
-
-def test_save_surface_twice_draws_the_same_picture_and_closes_it(tmp_path):
-    path = tmp_path / "deep" / "er" / "s.png"    # parent folders created
-    net = sgd.make_network(np.random.default_rng(5))
-    f = functools.partial(sgd.predict, net)
-    plot.save_surface(f, tmp_path / "warm_up.png", title="warm up")   # font cache, imports
-    for k in range(2):
-        plot.save_surface(f, path, title="a network")
-        assert plt.get_fignums() == []
-        if k == 0:
-            first = matplotlib.image.imread(path)
-    # Drawing onto a leftover figure would add a second colorbar or contour set.
-    np.testing.assert_array_equal(matplotlib.image.imread(path), first)
-    assert first.shape[:2] == (440, 540)         # SURFACE_FIGSIZE at DPI 100, every time
-
-
-def test_target_and_fit_pictures_are_the_same_size(tmp_path):
-    plot.save_surface(target, tmp_path / "t.png", title="target")
-    plot.save_surface(lambda p: 2 * target(p), tmp_path / "f.png",
-                      title="a much longer title: t = 123456 s, held-out MSE 0.1234")
-    shapes = {matplotlib.image.imread(tmp_path / n).shape for n in ("t.png", "f.png")}
-    assert len(shapes) == 1
 
 
 # --- the progress script -----------------------------------------------------------------------
@@ -117,7 +58,7 @@ def test_main_draws_each_tick_and_measures_heldout_mse(recorded_run, capsys):
 
     x_test, y_test = generate.heldout(3000)
     rows = {str(r["label"]): r for r in read_rows(folder / "heldout_mse.jsonl")}
-    assert list(rows) == ["initial", "1000", "1010", "1020", "final", plot.SWAP_LABEL]
+    assert list(rows) == ["initial", "1000", "1010", "1020", "final", snapshots.SWAP_LABEL]
     for label, seconds in ((1000, 0.0), (1010, 10.0), (1020, 20.0)):
         row = rows[str(label)]
         assert row["seconds"] == seconds and row["layer1"] == row["layers23"] == label
@@ -127,7 +68,7 @@ def test_main_draws_each_tick_and_measures_heldout_mse(recorded_run, capsys):
     assert rows["final"]["seconds"] == pytest.approx(26.25)
     assert rows["final"]["mse"] == pytest.approx(sgd.mse(nets["final"], x_test, y_test),
                                                  abs=1e-12)
-    swap = rows[plot.SWAP_LABEL]
+    swap = rows[snapshots.SWAP_LABEL]
     assert (swap["layer1"], swap["layers23"], swap["seconds"]) == ("initial", "final", None)
     swapped = nets["initial"][:1] + nets["final"][1:]
     assert swap["mse"] == pytest.approx(sgd.mse(swapped, x_test, y_test), abs=1e-12)
@@ -205,7 +146,7 @@ def recorded_run_dir(recorded_run):
         path = progress / f"layers23_{label}.npz"
         net[2].w *= 0.05
         net[2].b[:] = 0.0
-        snapshots.save_layers(path, net[1:], taken_at=plot.snapshot_time(path))
+        snapshots.save_layers(path, net[1:], taken_at=snapshots.snapshot_time(path))
     backprop = sgd.make_network(np.random.default_rng(12))
     snapshots.save_layers(run / "backprop" / "final.npz", backprop)
     metrics = run / "metrics"

@@ -1,15 +1,19 @@
 """Tests for snapshots.py: weight files round trip exactly and bad ones are refused clearly;
 the Snapshotter saves on ticks of a (faked) wall clock; snapshots of the two parts pair up and
-compose into the network they were taken from.
+compose into the network they were taken from, whose held-out MSE (composed_mse,
+composed_curve, measure_progress) is checked against sgd.mse on networks built here; metrics
+lines are read back, torn ones skipped.
 
 Run: .venv/bin/pytest -q tests/test_snapshots.py
 """
 
+import json
 import types
 
 import numpy as np
 import pytest
 
+import generate
 import sgd
 import snapshots
 
@@ -267,3 +271,195 @@ def test_fractional_interval_saves_once_per_tick(tmp_path, network, clock):
     clock.now = 101.1                                        # the next tick, a new label
     assert snap.maybe_save(network[1:])
     assert len(files_in(tmp_path)) == 2
+
+
+# --- Evaluating a progress folder -------------------------------------------------------------
+
+@pytest.fixture
+def progress(tmp_path):
+    """A progress folder as the two trainers would leave it, with the networks it holds.
+
+    Moments: initial (files taken at 995.5 and 996), ticks 1000, 1010, 1020, final (at 1025.5
+    and 1026.25), and a tick 1030 that only layer 1's trainer saved.
+    """
+    folder = tmp_path / "progress"
+    rng = np.random.default_rng(11)
+    nets = {label: sgd.make_network(rng) for label in ("initial", 1000, 1010, 1020, "final")}
+    taken = {"initial": (995.5, 996.0), 1000: (1000.1, 1000.3), 1010: (1010.2, 1010.0),
+             1020: (1020.0, 1020.4), "final": (1025.5, 1026.25)}
+    for label, net in nets.items():
+        snapshots.save_layers(folder / f"layer1_{label}.npz", net[:1], taken_at=taken[label][0])
+        snapshots.save_layers(folder / f"layers23_{label}.npz", net[1:], taken_at=taken[label][1])
+    snapshots.save_layers(folder / "layer1_1030.npz", sgd.make_network(rng)[:1], taken_at=1030.2)
+    return folder, nets
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return generate.heldout(2000)                           # x (2000, 2), y (2000,)
+
+
+def test_snapshot_time_reads_the_time_it_was_taken(progress, tmp_path):
+    folder, _ = progress
+    assert snapshots.snapshot_time(folder / "layers23_final.npz") == 1026.25
+    (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04")
+    with pytest.raises(ValueError, match="cannot read the time of .*torn.npz"):
+        snapshots.snapshot_time(tmp_path / "torn.npz")
+
+
+def test_composed_mse_is_the_mse_of_the_network_put_back_together(progress, heldout):
+    folder, nets = progress
+    x, y = heldout
+    assert snapshots.composed_mse(folder, x, y) == pytest.approx(
+        sgd.mse(nets["final"], x, y), abs=1e-12)            # "final" by default
+    assert snapshots.composed_mse(folder, x, y, 1010) == pytest.approx(
+        sgd.mse(nets[1010], x, y), abs=1e-12)
+    swapped = nets["initial"][:1] + nets["final"][1:]
+    mixed = snapshots.composed_mse(folder, x, y, "initial", "final")
+    assert mixed == pytest.approx(sgd.mse(swapped, x, y), abs=1e-12)
+    assert mixed != pytest.approx(snapshots.composed_mse(folder, x, y, "final"))
+    assert isinstance(mixed, float)
+    with pytest.raises(ValueError, match="layers23_1030.npz"):
+        snapshots.composed_mse(folder, x, y, 1030)           # only layer 1 saved tick 1030
+
+
+def test_composed_curve_has_one_point_per_paired_tick_in_time_order(progress, heldout):
+    folder, nets = progress
+    x, y = heldout
+    curve = snapshots.composed_curve(folder, x, y, origin=997.25)
+    assert [seconds for seconds, _ in curve] == [2.75, 12.75, 22.75]   # not 1030: unpaired
+    for (_, mse), tick in zip(curve, (1000, 1010, 1020)):
+        assert mse == pytest.approx(sgd.mse(nets[tick], x, y), abs=1e-12)
+    assert [t for t, _ in snapshots.composed_curve(folder, x, y)] == [1000, 1010, 1020]
+
+
+def test_composed_curve_of_a_folder_without_ticks_is_empty(tmp_path, network, heldout):
+    snapshots.save_layers(tmp_path / "layer1_final.npz", network[:1])
+    snapshots.save_layers(tmp_path / "layers23_final.npz", network[1:])
+    assert snapshots.composed_curve(tmp_path, *heldout) == []
+
+
+def test_find_moments_lists_the_pairs_in_time_order_and_the_swap(progress):
+    folder, _ = progress
+    moments, unpaired = snapshots.find_moments(folder)
+    assert moments == [("initial", "initial", "initial"), (1000, 1000, 1000),
+                       (1010, 1010, 1010), (1020, 1020, 1020), ("final", "final", "final"),
+                       (snapshots.SWAP_LABEL, "initial", "final")]
+    assert unpaired == [1030]
+
+
+def test_moment_time_is_the_tick_or_the_later_file(progress):
+    folder, _ = progress
+    assert snapshots.moment_time(folder, 1010, 1010, 1010) == 1010.0
+    assert snapshots.moment_time(folder, "initial", "initial", "initial") == 996.0
+    assert snapshots.moment_time(folder, "final", "final", "final") == 1026.25
+    assert snapshots.moment_time(folder, snapshots.SWAP_LABEL, "initial", "final") is None
+
+
+def test_measure_progress_measures_every_moment(progress, heldout, capsys):
+    folder, nets = progress
+    x, y = heldout
+    rows, networks, skipped = snapshots.measure_progress(folder, x, y)
+    assert "1 unpaired tick(s) skipped (saved by only one trainer): [1030]" in capsys.readouterr().out
+    assert skipped == 0
+    assert [r["label"] for r in rows] == ["initial", 1000, 1010, 1020, "final",
+                                          snapshots.SWAP_LABEL]
+    assert [r["seconds"] for r in rows] == [996.0, 1000.0, 1010.0, 1020.0, 1026.25, None]
+    for r in rows[:-1]:
+        assert r["layer1"] == r["layers23"] == r["label"]
+        assert r["mse"] == pytest.approx(sgd.mse(nets[r["label"]], x, y), abs=1e-12)
+        np.testing.assert_array_equal(networks[r["label"]][0].w, nets[r["label"]][0].w)
+    swapped = nets["initial"][:1] + nets["final"][1:]
+    assert rows[-1]["mse"] == pytest.approx(sgd.mse(swapped, x, y), abs=1e-12)
+    # Measuring stored nothing on the layers it returns: they were never fed forward.
+    assert not any(hasattr(layer, "a_in") for net in networks.values() for layer in net)
+
+
+def test_measure_progress_skips_an_unreadable_pair(progress, heldout, capsys):
+    folder, _ = progress
+    (folder / "layers23_1010.npz").write_bytes(b"not a zip file")
+    rows, networks, skipped = snapshots.measure_progress(folder, *heldout)
+    assert "skipping 1010: cannot read weights" in capsys.readouterr().out
+    assert skipped == 1 and 1010 not in networks
+    assert [r["label"] for r in rows if isinstance(r["label"], int)] == [1000, 1020]
+
+
+def test_measure_progress_says_when_there_is_nothing_there(tmp_path, network, heldout):
+    with pytest.raises(snapshots.NothingToRead, match="no progress folder at .*missing"):
+        snapshots.measure_progress(tmp_path / "missing", *heldout)
+    with pytest.raises(snapshots.NothingToRead, match="no complete weight snapshots in"):
+        snapshots.measure_progress(tmp_path, *heldout)
+    (tmp_path / "layer1_1000.npz").write_bytes(b"")
+    (tmp_path / "layers23_1000.npz").write_bytes(b"")
+    with pytest.raises(snapshots.NothingToRead, match="none of the 1 snapshot pairs"):
+        snapshots.measure_progress(tmp_path, *heldout)
+
+
+def test_decoupled_final_prefers_final_then_the_last_tick():
+    rows = [{"label": "initial"}, {"label": 1000}, {"label": 1010}, {"label": "final"},
+            {"label": snapshots.SWAP_LABEL}]
+    networks = {r["label"]: f"net {r['label']}" for r in rows}
+    assert snapshots.decoupled_final(rows, networks) == (rows[3], "net final")
+    assert snapshots.decoupled_final(rows[:3], networks) == (rows[2], "net 1010")
+    assert snapshots.decoupled_final(rows[:1], networks) is None
+
+
+def test_load_backprop_reads_the_baselines_whole_network(tmp_path, network):
+    with pytest.raises(snapshots.NothingToRead, match="no .*backprop/final.npz .*baseline"):
+        snapshots.load_backprop(tmp_path)
+    snapshots.save_layers(tmp_path / "backprop" / "final.npz", network)
+    loaded = snapshots.load_backprop(tmp_path)
+    for got, want in zip(loaded, network):
+        np.testing.assert_array_equal(got.w, want.w)
+        np.testing.assert_array_equal(got.b, want.b)
+    snapshots.save_layers(tmp_path / "backprop" / "final.npz", network[1:])
+    with pytest.raises(snapshots.NothingToRead, match=r"layer 0 has w \(24, 12\)"):
+        snapshots.load_backprop(tmp_path)
+
+
+# --- Metrics ---------------------------------------------------------------------------------
+
+def test_metrics_log_lines_read_back_in_order(tmp_path, clock):
+    log = snapshots.MetricsLog(tmp_path / "deep" / "m.jsonl", "oracle")
+    log.write(examples=10, mse=0.5)
+    clock.now += 2.5
+    log.write(examples=20, mse=None)
+    rows = snapshots.read_metrics(tmp_path / "deep" / "m.jsonl")
+    assert rows == [
+        {"time": 1_000_000.3, "stage": "oracle", "seconds": 0.0, "examples": 10, "mse": 0.5},
+        {"time": 1_000_002.8, "stage": "oracle", "seconds": 2.5, "examples": 20, "mse": None}]
+
+
+def test_read_metrics_without_a_file_is_empty(tmp_path, capsys):
+    assert snapshots.read_metrics(tmp_path / "missing.jsonl") == []
+    assert snapshots.read_metrics(tmp_path) == []           # a folder is not a metrics file
+    assert capsys.readouterr().out == ""
+
+
+def test_read_metrics_skips_torn_and_non_object_lines_with_a_message(tmp_path, capsys):
+    path = tmp_path / "oracle.jsonl"
+    good = [{"time": 1.0, "a": 1}, {"time": 2.0, "a": None}, {"time": 3.0, "a": 3.5}]
+    path.write_text(json.dumps(good[0]) + "\n" + "[1, 2]\n" + json.dumps(good[1]) + "\n\n"
+                    + "17\n" + json.dumps(good[2]) + "\n" + '{"time": 4.0, "a"')
+    assert snapshots.read_metrics(path) == good               # blank lines are not counted
+    assert f"{path}: skipped 3 line(s) that are not JSON objects" in capsys.readouterr().out
+
+
+def test_column_and_last_finite():
+    rows = [{"a": 1}, {"a": None}, {}, {"a": True}, {"a": "x"}, {"a": 2.5}, {"a": float("nan")},
+            {"b": 7}]
+    np.testing.assert_array_equal(snapshots.column(rows, "a"),
+                                  [1.0, np.nan, np.nan, np.nan, np.nan, 2.5, np.nan, np.nan])
+    assert snapshots.column([], "a").shape == (0,)
+    assert snapshots.last_finite(rows, "a") == 2.5
+    assert snapshots.last_finite(rows, "b") == 7.0
+    assert snapshots.last_finite(rows, "c") is None
+    assert snapshots.last_finite([], "a") is None
+
+
+def test_streaming_start_is_the_input_trainers_first_line(tmp_path):
+    assert snapshots.streaming_start(tmp_path) is None
+    path = tmp_path / "metrics" / "train_input.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"time": 997.25, "examples": 0}\n{"time": 1007.25, "examples": 500}\n')
+    assert snapshots.streaming_start(tmp_path) == 997.25
