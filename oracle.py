@@ -27,13 +27,12 @@ import collections
 import logging
 import os
 import sys
-import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from flask import Flask, Response, request
+from flask import Response, request
 
 import serving
 import snapshots
@@ -115,12 +114,15 @@ def cosine_and_relative_error(g_hat, g):
     return cos, rel
 
 
-class Oracle:
-    """The oracle's state: held gradients, the Keras model, published weights, counters."""
+class Oracle(serving.TrainingServer):
+    """The oracle's state: held gradients, the Keras model, published weights, quality measures."""
+
+    role = title = "oracle"
+    FLATTEN = {"synthetic_gradient_quality": ""}
+    NOT_IN_METRICS = serving.TrainingServer.NOT_IN_METRICS + ("window",)
 
     def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
-        self.config = {**DEFAULTS, **config}
-        c = self.config
+        c = {**DEFAULTS, **config}
         self.width = width
         self.h = np.zeros((c["max_examples"], width))          # (max_examples, 24)
         self.g = np.zeros((c["max_examples"], width))          # dL/dh, same shape
@@ -128,9 +130,6 @@ class Oracle:
         self.conditioned = bool(c["conditioned"])
         self.held = np.zeros(c["max_examples"], dtype=bool)
         self.received_at = np.zeros(c["max_examples"])         # time.time() of the latest g
-        self.staleness = None      # mean age (s) of the gradients at the start of the last pass
-        self.diverged = False
-        self.lock = threading.Lock()
         self.model = build_model(width + self.conditioned, width, c["hidden"],
                                  c["learning_rate"], c["seed"], c["optimizer"], c["zero_init"])
         self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
@@ -138,15 +137,7 @@ class Oracle:
         self.relative_errors = collections.deque(maxlen=c["quality_window"])
         self.cosine_sum, self.cosine_count = 0.0, 0            # since the start
         self.sums = collections.deque(maxlen=max(1, c["quality_window"] // synthgrad.MAX_CHUNK))
-        self.counts = collections.Counter()
-        self.last_train_mse = None
-        self.started = time.time()
-        self.stop = threading.Event()
-        self._thread = None
-        self.checkpointer = snapshots.Checkpointer(c["checkpoint"], c["checkpoint_interval"],
-                                                   self.save_checkpoint)
-        if c["resume"]:
-            self.resume(c["checkpoint"])
+        super().__init__(c)                                    # resumes a checkpoint if asked
 
     # --- the request path -----------------------------------------------------------------
     def inputs(self, h, y):
@@ -178,7 +169,11 @@ class Oracle:
             self.received_at[i] = time.time()
             self.counts["gradients_received"] += len(i)
 
-    def status(self):
+    def examples_held(self):
+        with self.lock:
+            return int(self.held.sum())
+
+    def status_fields(self):
         with self.lock:
             quality = {
                 "window": len(self.cosines),
@@ -188,26 +183,16 @@ class Oracle:
                 "cosine_similarity_since_start": (self.cosine_sum / self.cosine_count
                                                   if self.cosine_count else None),
             }
-            held = int(self.held.sum())
             dot, hat2, true2, err2 = np.sum(self.sums, axis=0) if self.sums else np.zeros(4)
         quality["aggregate_cosine"] = float(dot / np.sqrt(hat2 * true2)) if hat2 * true2 > 0 else None
         quality["explained"] = float(1 - err2 / true2) if true2 > 0 else None
         return {
-            **serving.common_status("oracle", self, held),
             "gradients_received": self.counts["gradients_received"],
             "estimates_served": self.counts["estimates"],
             "training_steps": self.counts["steps"],
             "batch_size": self.config["batch_size"],
             "synthetic_gradient_quality": quality,
         }
-
-    def metrics(self):
-        """The status as one flat line for the metrics file."""
-        status = self.status()
-        quality = status.pop("synthetic_gradient_quality")
-        for key in ("role", "uptime_s", "requests_served", "requests_refused"):
-            status.pop(key)
-        return {**status, **{k: v for k, v in quality.items() if k != "window"}}
 
     # --- the training thread --------------------------------------------------------------
     def publish(self):
@@ -256,13 +241,6 @@ class Oracle:
         self.counts["passes"] += 1
         return True
 
-    def _train_forever(self):
-        serving.lower_thread_priority(self.config["nice"])
-        while not self.stop.is_set():
-            if not self.train_pass():
-                self.stop.wait(0.1)
-            self.checkpointer.maybe()
-
     # --- checkpoints: the model, its optimizer's state, every gradient held -----------------
     def _optimizer_variables(self):
         optimizer = self.model.optimizer
@@ -283,8 +261,6 @@ class Oracle:
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        if path is None:
-            raise ValueError("--resume needs --checkpoint PATH")
         variables = self._optimizer_variables()
         shapes = {"h": self.h.shape, "g": self.g.shape, "y": self.y.shape,
                   "held": self.held.shape,
@@ -301,26 +277,11 @@ class Oracle:
         self.publish()
         log.info("resumed from %s: %d gradients held", path, int(self.held.sum()))
 
-    def start_training(self):
-        self._thread = threading.Thread(target=self._train_forever, name="oracle-trainer",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop_training(self, timeout=10.0):
-        self.stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if not self._thread.is_alive():       # never write while a pass is still running
-                self.checkpointer.now()
-
 
 def create_app(config=None):
     """The oracle's Flask app; its Oracle is app.config["ORACLE"]. Does not start training."""
-    app = Flask("oracle")
     oracle = Oracle(**(config or {}))
-    app.config["ORACLE"] = oracle
-    serving.install_json_errors(app, oracle.counts, oracle.config["max_body_bytes"])
-    serving.require_token(app, oracle.config["token"])
+    app = serving.make_app("oracle", oracle, "ORACLE")
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)
     def estimate_gradients():
@@ -348,10 +309,6 @@ def create_app(config=None):
     def weights():
         return {"weights": [synthgrad.encode_array(w) for w in oracle.weights],
                 "conditioned": oracle.conditioned, "version": oracle.counts["steps"]}
-
-    @app.get(synthgrad.STATUS)
-    def status():
-        return oracle.status()
 
     return app
 
@@ -393,12 +350,11 @@ def parse_args(argv):
                         "measure (default 5,000: about one chunk per sender for 10 chunks)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
-    snapshots.checkpoint_arguments(p, "the model, its optimizer's state and every gradient "
-                                      "held")
-    serving.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT, "status, synthetic-gradient quality")
+    serving.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
+                                 "status, synthetic-gradient quality",
+                                 "the model, its optimizer's state and every gradient held")
     args = p.parse_args(argv)
     serving.check_server_arguments(p, args)
-    snapshots.check_checkpoint_arguments(p, args)
     if args.hidden < 0:
         p.error("--hidden must be 0 (linear) or more")
     for name in ("epochs_per_pass", "batch_size", "max_examples", "publish_every",
@@ -409,8 +365,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    return serving.run_server(parse_args(argv), create_app, "ORACLE", "oracle.py", "oracle",
-                                "oracle")
+    return serving.run_server(parse_args(argv), create_app, "oracle.py")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Server plumbing both servers share: waitress, JSON errors, the shared token, the options
-every server takes, logging, and the training thread's priority.
+"""What both servers share: the training thread's life and the /status basics (TrainingServer),
+the app (JSON errors, the shared token), waitress, the options every server takes, logging, and
+the training thread's priority.
 
 Imported by oracle.py and train_output.py (and, for the token option and logging, by
 train_input.py); it runs nothing. The wire protocol itself is in synthgrad.py.
 """
 
+import collections
 import hmac
 import json
 import logging
@@ -16,48 +18,185 @@ import sys
 import threading
 import time
 
-from flask import abort, request
+from flask import Flask, abort, request
 from waitress.server import create_server
 from werkzeug.exceptions import HTTPException
 
 import snapshots
 from synthgrad import (BINARY_TYPE, DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST,
-                       ProtocolError, parse_binary, parse_json)
+                       STATUS, ProtocolError, parse_binary, parse_json)
 
 log = logging.getLogger("synthgrad")
 
 
-def require_token(app, token):
-    """Answer 401 to any request without "Authorization: Bearer <token>" (no-op if no token).
+# --- The server's state and its app -----------------------------------------------------------
 
-    The comparison takes the same time however much of the header matches (hmac.compare_digest).
+STATE = "synthgrad_state"     # app.extensions[STATE]: the server's TrainingServer
+
+
+def make_app(name, state, config_key):
+    """A Flask app for a server's state: JSON errors, the body limit and the shared token from
+    state.config, and GET /status. The state is app.config[config_key] (and app.extensions[STATE]
+    for run_server); the caller adds the server's own routes."""
+    app = Flask(name)
+    app.config[config_key] = app.extensions[STATE] = state
+    install_json_errors(app, state.counts, state.config["max_body_bytes"])
+    require_token(app, state.config["token"])
+    app.get(STATUS)(state.status)
+    return app
+
+
+class TrainingServer:
+    """What both servers share: their counters, the training thread's life (start, a loop of
+    passes at a lower priority, stop with a last checkpoint), and the /status basics.
+
+    A server subclasses it and provides:
+      role, title           its /status role and metrics stage; the name in "<title> listening"
+      train_pass()          one pass over what it holds; False if there is nothing to train on
+      examples_held()       distinct example indices held
+      status_fields()       the server's own /status fields
+      save_checkpoint(path), resume(path)   write a checkpoint; load one (ValueError: nothing loaded)
+    and may override on_stopped() (after the thread ended: final snapshots) and close().
+    Subclasses set their state up before calling TrainingServer.__init__ last: a resumed
+    checkpoint is loaded into it.
     """
-    if not token:
-        return
-    expected = f"Bearer {token}".encode()
 
-    @app.before_request
-    def _check_token():
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            abort(401, "this server requires the shared token: send "
-                       "\"Authorization: Bearer <token>\"")
+    role = title = "server"
+    idle_wait = 0.1                  # seconds between looks while there is nothing to train on
+    FLATTEN = {}                     # /status field (a dict) -> prefix of its keys in metrics
+    NOT_IN_METRICS = ("role", "uptime_s", "requests_served", "requests_refused")
+
+    def __init__(self, config):
+        self.config = config
+        self.lock = threading.Lock()
+        self.counts = collections.Counter()
+        self.last_train_mse = None
+        self.staleness = None        # mean age (s) of the rows the last pass trained on
+        self.diverged = False
+        self.started = time.time()
+        self.stop = threading.Event()
+        self._thread = None
+        self.checkpointer = snapshots.Checkpointer(config["checkpoint"],
+                                                   config["checkpoint_interval"],
+                                                   self.save_checkpoint)
+        if config["resume"]:
+            if config["checkpoint"] is None:
+                raise ValueError("--resume needs --checkpoint PATH")
+            self.resume(config["checkpoint"])
+
+    # --- the training thread ------------------------------------------------------------------
+    def start_training(self):
+        self._thread = threading.Thread(target=self._train_forever, daemon=True,
+                                        name=f"{self.role}-trainer")
+        self._thread.start()
+
+    def _train_forever(self):
+        lower_thread_priority(self.config["nice"])
+        while not self.stop.is_set():
+            if not self.train_pass():
+                self.stop.wait(self.idle_wait)
+            self.checkpointer.maybe()
+
+    def stop_training(self, timeout=10.0):
+        """Stop the thread; once it has ended, on_stopped() and a last checkpoint; then close()."""
+        self.stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if not self._thread.is_alive():       # never write while a pass is still running
+                self.on_stopped()
+                self.checkpointer.now()
+        self.close()
+
+    def on_stopped(self):
+        pass
+
+    def close(self):
+        pass
+
+    # --- what it reports ----------------------------------------------------------------------
+    def status(self):
+        """The /status answer: the fields both servers share (see synthgrad's docstring), then
+        the server's own."""
+        return {
+            "role": self.role,
+            "uptime_s": round(time.time() - self.started, 3),
+            "examples_held": self.examples_held(),
+            "training_passes": self.counts["passes"],
+            "last_train_mse": self.last_train_mse,
+            "staleness_s": self.staleness,
+            "diverged": self.diverged,
+            "peak_rss_mb": peak_rss_mb(),
+            "requests_served": self.counts["requests_served"],
+            "requests_refused": self.counts["requests_refused"],
+            **self.status_fields(),
+        }
+
+    def metrics(self):
+        """The status as one flat line for the metrics file."""
+        line = self.status()
+        for field, prefix in self.FLATTEN.items():
+            line.update({prefix + k: v for k, v in (line.pop(field) or {}).items()})
+        for key in self.NOT_IN_METRICS:
+            line.pop(key, None)
+        return line
 
 
-def token_argument(p):
-    """--token, defaulting to $SYNTHGRAD_TOKEN: every script takes the same shared secret."""
-    p.add_argument("--token", default=os.environ.get("SYNTHGRAD_TOKEN") or None,
-                   help="shared secret every request must carry (Authorization: Bearer ...); "
-                        "default: the SYNTHGRAD_TOKEN environment variable, else none (fine on "
-                        "127.0.0.1; set one before binding to another address)")
+# --- Serving: waitress, JSON errors, the token ------------------------------------------------
+
+def run_server(args, create_app, script):
+    """A server script's main after parse_args: make the app, start its training thread and
+    metrics lines, serve until Ctrl-C or SIGTERM, then stop training (checkpointing) and print
+    the final status. script ("oracle.py") names the process in its logs.
+    """
+    setup_logging(script.removesuffix(".py"))
+    print(f"{script}:", printable(args), flush=True)
+    config = {k: v for k, v in vars(args).items() if k not in SERVER_ONLY}
+    try:
+        app = create_app(config)
+    except ValueError as e:                       # a checkpoint that cannot be resumed from
+        raise SystemExit(f"{script}: {e}") from None
+    state = app.extensions[STATE]
+    state.start_training()
+    snapshots.MetricsLog(args.metrics, state.role).every(args.metrics_interval, state.metrics,
+                                                         state.stop)
+
+    def on_stop():
+        state.stop_training()
+        print(f"{script}: final status", state.status(), flush=True)
+
+    serve(app, args.host, args.port, state.title, on_stop=on_stop)
+    return 0
 
 
-def printable(args):
-    """The parsed options as a dict for the start-up line, with the token masked."""
-    shown = vars(args).copy()
-    if shown.get("token"):
-        shown["token"] = "***"
-    return shown
+def serve(app, host, port, name, on_stop=None, threads=4):
+    """Serve a Flask app with waitress until Ctrl-C or SIGTERM, then call on_stop.
+
+    waitress is a production WSGI server: a fixed pool of `threads` worker threads and HTTP/1.1
+    keep-alive, so a client's requests reuse one connection (Flask's development server closes
+    the connection after every request, which costs ~1 ms a request here). Prints
+    "<name> listening on http://HOST:PORT" once the socket is bound (port 0 picks a free one;
+    the printed line is how a launcher or a test learns it).
+    """
+    server = create_server(app, host=host, port=port, threads=threads,
+                           max_request_body_size=app.config.get("MAX_CONTENT_LENGTH",
+                                                                MAX_BODY_BYTES),
+                           ident=name.replace(" ", "-"))
+    print(f"{name} listening on http://{host}:{server.effective_port}", flush=True)
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    # Both, explicitly: a process started in the background by a shell inherits SIGINT ignored.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("%s: stopping", name)
+    finally:
+        server.close()
+        if on_stop is not None:
+            on_stop()
 
 
 def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
@@ -96,87 +235,24 @@ def read_body():
     return parse_json(data)
 
 
-def run_server(args, create_app, state_key, script, stage, name):
-    """A server script's main after parse_args: make the app, start its training thread and
-    metrics lines, serve until Ctrl-C or SIGTERM, then stop training (checkpointing) and print
-    the final status.
+def require_token(app, token):
+    """Answer 401 to any request without "Authorization: Bearer <token>" (no-op if no token).
 
-    state_key: where create_app put the server's state object (app.config[state_key]), which
-    has start_training, stop_training, status, metrics and a stop event. script names the
-    process in logs, stage in its metrics lines; name is what the "listening on" line says.
+    The comparison takes the same time however much of the header matches (hmac.compare_digest).
     """
-    setup_logging(script.removesuffix(".py"))
-    print(f"{script}:", printable(args), flush=True)
-    config = {k: v for k, v in vars(args).items() if k not in SERVER_ONLY}
-    try:
-        app = create_app(config)
-    except ValueError as e:                       # a checkpoint that cannot be resumed from
-        raise SystemExit(f"{script}: {e}") from None
-    state = app.config[state_key]
-    state.start_training()
-    snapshots.MetricsLog(args.metrics, stage).every(args.metrics_interval, state.metrics,
-                                                    state.stop)
+    if not token:
+        return
+    expected = f"Bearer {token}".encode()
 
-    def on_stop():
-        state.stop_training()
-        print(f"{script}: final status", state.status(), flush=True)
-
-    serve(app, args.host, args.port, name, on_stop=on_stop)
-    return 0
+    @app.before_request
+    def _check_token():
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            abort(401, "this server requires the shared token: send "
+                       "\"Authorization: Bearer <token>\"")
 
 
-def serve(app, host, port, name, on_stop=None, threads=4):
-    """Serve a Flask app with waitress until Ctrl-C or SIGTERM, then call on_stop.
-
-    waitress is a production WSGI server: a fixed pool of `threads` worker threads and HTTP/1.1
-    keep-alive, so a client's requests reuse one connection (Flask's development server closes
-    the connection after every request, which costs ~1 ms a request here). Prints
-    "<name> listening on http://HOST:PORT" once the socket is bound (port 0 picks a free one;
-    the printed line is how a launcher or a test learns it).
-    """
-    server = create_server(app, host=host, port=port, threads=threads,
-                           max_request_body_size=app.config.get("MAX_CONTENT_LENGTH",
-                                                                MAX_BODY_BYTES),
-                           ident=name.replace(" ", "-"))
-    print(f"{name} listening on http://{host}:{server.effective_port}", flush=True)
-
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    # Both, explicitly: a process started in the background by a shell inherits SIGINT ignored.
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        log.info("%s: stopping", name)
-    finally:
-        server.close()
-        if on_stop is not None:
-            on_stop()
-
-
-def common_status(role, state, examples_held):
-    """The /status fields both servers share (see the module docstring), from a server's state:
-    its counts, started, last_train_mse, staleness and diverged."""
-    return {
-        "role": role,
-        "uptime_s": round(time.time() - state.started, 3),
-        "examples_held": examples_held,
-        "training_passes": state.counts["passes"],
-        "last_train_mse": state.last_train_mse,
-        "staleness_s": state.staleness,
-        "diverged": state.diverged,
-        "peak_rss_mb": peak_rss_mb(),
-        "requests_served": state.counts["requests_served"],
-        "requests_refused": state.counts["requests_refused"],
-    }
-
-
-def peak_rss_mb():
-    """This process's peak resident memory so far, in MB."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
-
+# --- The process: thread priority, memory -----------------------------------------------------
 
 # On 2 cores the three processes' training loops would otherwise keep every core busy, and each
 # synthetic-gradient request would wait for the scheduler: measured in the full system with
@@ -203,8 +279,18 @@ def lower_thread_priority(nice):
         return False
 
 
-def add_server_arguments(p, default_port, what):
-    """The options both servers share: where to listen and where to write metrics lines."""
+def peak_rss_mb():
+    """This process's peak resident memory so far, in MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
+
+
+# --- The options every server takes, and the start-up line ------------------------------------
+
+def add_server_arguments(p, default_port, what, checkpointed):
+    """The options both servers share: where to listen, the token, limits, the training
+    thread's priority, where to write metrics lines (`what` they hold), and checkpoints (of
+    `checkpointed`)."""
+    snapshots.checkpoint_arguments(p, checkpointed)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: only this machine can connect)")
     p.add_argument("--port", type=int, default=default_port,
@@ -229,6 +315,7 @@ def add_server_arguments(p, default_port, what):
 
 def check_server_arguments(p, args):
     """Refuse impossible values of the shared options and of --learning-rate."""
+    snapshots.check_checkpoint_arguments(p, args)
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
@@ -242,6 +329,22 @@ def check_server_arguments(p, args):
 
 
 SERVER_ONLY = ("host", "port", "metrics", "metrics_interval")   # not part of a server's state
+
+
+def token_argument(p):
+    """--token, defaulting to $SYNTHGRAD_TOKEN: every script takes the same shared secret."""
+    p.add_argument("--token", default=os.environ.get("SYNTHGRAD_TOKEN") or None,
+                   help="shared secret every request must carry (Authorization: Bearer ...); "
+                        "default: the SYNTHGRAD_TOKEN environment variable, else none (fine on "
+                        "127.0.0.1; set one before binding to another address)")
+
+
+def printable(args):
+    """The parsed options as a dict for the start-up line, with the token masked."""
+    shown = vars(args).copy()
+    if shown.get("token"):
+        shown["token"] = "***"
+    return shown
 
 
 def setup_logging(name):

@@ -21,15 +21,12 @@ Backprop through layers 2-3 gives, besides dL/dw for its own update, dL/dh for e
 """
 
 import argparse
-import collections
 import logging
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from flask import Flask
 
 import sender
 import serving
@@ -59,39 +56,31 @@ DEFAULTS = dict(
 )
 
 
-class OutputTrainer:
+class OutputTrainer(serving.TrainingServer):
     """Layers 2-3, the examples received so far, and the thread that trains on them."""
 
+    role, title = "output_trainer", "output trainer"
+    idle_wait = 0.05
+    FLATTEN = {"gradients_to_oracle": "gradients_"}
+
     def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
-        self.config = c = {**DEFAULTS, **config}
+        c = {**DEFAULTS, **config}
         self.width = width
-        rng = np.random.default_rng(c["seed"])
-        self.rng = rng
-        self.layers = [sgd.Layer(width, 12, sgd.Sigmoid, rng),      # layer 2: 24 -> 12
-                       sgd.Layer(12, 1, sgd.Linear, rng)]           # layer 3: 12 -> 1
+        self.rng = np.random.default_rng(c["seed"])
+        self.layers = [sgd.Layer(width, 12, sgd.Sigmoid, self.rng),  # layer 2: 24 -> 12
+                       sgd.Layer(12, 1, sgd.Linear, self.rng)]       # layer 3: 12 -> 1
         self.x = np.zeros((c["max_examples"], width))               # latest h per index
         self.y = np.zeros(c["max_examples"])                        # its target
         self.held = np.zeros(c["max_examples"], dtype=bool)
         self.received_at = np.zeros(c["max_examples"])             # time.time() of the latest h
-        self.staleness = None        # mean age (s) of the activations the last pass trained on
-        self.diverged = False
-        self.lock = threading.Lock()
-        self.counts = collections.Counter()
-        self.last_train_mse = None
-        self.started = time.time()
-        self.stop = threading.Event()
-        self._thread = None
         self.snapshotter = snapshots.Snapshotter(c["progress_dir"], "layers23",
                                                  c["snapshot_interval"])
         self.oracle = synthgrad.OracleClient(c["oracle_url"], binary=c["wire"] == "binary",
                                              token=c["token"])
         self.sender = (sender.Sender(self.oracle.provide_gradients, "gradients to oracle",
-                                        linger=sender.SENDER_LINGER)
+                                     linger=sender.SENDER_LINGER)
                        if c["send_gradients"] else None)
-        self.checkpointer = snapshots.Checkpointer(c["checkpoint"], c["checkpoint_interval"],
-                                                   self.save_checkpoint)
-        if c["resume"]:
-            self.resume(c["checkpoint"])
+        super().__init__(c)                                         # resumes if asked
 
     def receive(self, i, x, y):
         """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,)."""
@@ -103,17 +92,14 @@ class OutputTrainer:
             self.counts["examples_received"] += len(i)
 
     def train_pass(self, chunk=synthgrad.MAX_CHUNK):
-        """One pass, in a random order, over every example held; False if none is held.
-
-        Works through the pass `chunk` examples at a time so that the stop flag, the snapshot
-        clock and the gradient sender are visited every few milliseconds, not per example.
-        """
+        """sgd's epoch over every example held, in a random order, but `chunk` examples at a
+        time: after each chunk its true gradients go to the oracle, and the stop flag and the
+        snapshot and checkpoint clocks are visited. False if nothing is held."""
         with self.lock:
             order = self.rng.permutation(np.flatnonzero(self.held))
         if len(order) == 0:
             return False
-        c = self.config
-        eta, bs = c["learning_rate"], c["batch_size"]
+        bs = self.config["batch_size"]
         chunk = max(1, chunk // bs) * bs                   # whole batches in every chunk
         squared_error = age_sum = 0.0
         for start in range(0, len(order), chunk):
@@ -123,22 +109,12 @@ class OutputTrainer:
             with self.lock:
                 x, y = self.x[idx], self.y[idx]            # (m, 24), (m,): copies
                 age_sum += float(np.sum(time.time() - self.received_at[idx]))
-            dL_dh = np.empty_like(x)                       # the true gradients, (m, 24)
             last_good = [(layer.w.copy(), layer.b.copy()) for layer in self.layers]
-            chunk_error = squared_error
-            for k in range(0, len(idx), bs):
-                rows = slice(k, k + bs) if bs > 1 else k   # a single example stays 1-D
-                y_hat = sgd.feed_forward(self.layers, x[rows])
-                squared_error += float(np.sum((y_hat.ravel() - y[rows]) ** 2))
-                dL_da = y_hat - np.reshape(y[rows], y_hat.shape)
-                for layer in reversed(self.layers):
-                    dL_da = layer.backprop(dL_da)
-                for layer in self.layers:
-                    layer.descend(eta)
-                dL_dh[rows] = dL_da
-            if not (np.isfinite(squared_error) and np.isfinite(dL_dh).all()):
-                self.diverge(last_good, chunk_error, start)
+            chunk_error, dL_dh = self.train_chunk(x, y)
+            if not (np.isfinite(chunk_error) and np.isfinite(dL_dh).all()):
+                self.diverge(last_good, squared_error, start)
                 return True
+            squared_error += chunk_error
             if self.sender is not None:                    # y too, for a conditioned oracle
                 self.sender.put(idx, x, dL_dh, y)
             self.counts["examples_trained"] += len(idx)
@@ -148,6 +124,21 @@ class OutputTrainer:
         self.staleness = age_sum / len(order)
         self.counts["passes"] += 1
         return True
+
+    def train_chunk(self, x, y):
+        """sgd.train_step on x = h (m, 24), y (m,) in minibatches of --batch-size rows.
+
+        Returns the summed squared error (y_hat - y)^2 of the predictions made before each step,
+        and dL/dh (m, 24): each example's true gradient, the first layer's dL/da_in.
+        """
+        eta, bs = self.config["learning_rate"], self.config["batch_size"]
+        dL_dh = np.empty_like(x)
+        squared_error = 0.0
+        for k in range(0, len(x), bs):
+            rows = slice(k, k + bs)
+            y_hat, dL_dh[rows] = sgd.train_step(self.layers, x[rows], y[rows], eta)
+            squared_error += float(np.sum((y_hat[:, 0] - y[rows]) ** 2))
+        return squared_error, dL_dh
 
     # --- checkpoints: layers 2-3, everything held, the counters --------------------------------
     COUNTERS = ("examples_received", "examples_trained", "passes")
@@ -162,8 +153,6 @@ class OutputTrainer:
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        if path is None:
-            raise ValueError("--resume needs --checkpoint PATH")
         shapes = {"x": self.x.shape, "y": self.y.shape, "held": self.held.shape,
                   "counters": (len(self.COUNTERS),)}
         for k, layer in enumerate(self.layers):
@@ -192,33 +181,24 @@ class OutputTrainer:
                   "last finite weights. Lower --learning-rate and restart.",
                   done, squared_error / max(done, 1))
 
-    def _train_forever(self):
-        serving.lower_thread_priority(self.config["nice"])
-        while not self.stop.is_set():
-            if not self.train_pass():
-                self.stop.wait(0.05)
-
     def start_training(self):
         self.snapshotter.save_initial(self.layers)
-        self._thread = threading.Thread(target=self._train_forever, name="output-trainer",
-                                        daemon=True)
-        self._thread.start()
+        super().start_training()
 
-    def stop_training(self, timeout=10.0):
-        """Stop the training thread, save the final weights, flush the gradient sender."""
-        self.stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self.snapshotter.save_final(self.layers)
-            self.checkpointer.now()
+    def on_stopped(self):
+        self.snapshotter.save_final(self.layers)
+
+    def close(self):
+        """Flush the gradient sender."""
         if self.sender is not None:
             self.sender.close()
 
-    def status(self):
+    def examples_held(self):
         with self.lock:
-            held = int(self.held.sum())
+            return int(self.held.sum())
+
+    def status_fields(self):
         return {
-            **serving.common_status("output_trainer", self, held),
             "examples_received": self.counts["examples_received"],
             "examples_trained": self.counts["examples_trained"],
             "snapshots_saved": self.snapshotter.saved,
@@ -226,25 +206,13 @@ class OutputTrainer:
         }
 
 
-    def metrics(self):
-        """The status as one flat line for the metrics file."""
-        status = self.status()
-        sender = status.pop("gradients_to_oracle") or {}
-        for key in ("role", "uptime_s", "requests_served", "requests_refused"):
-            status.pop(key)
-        return {**status, **{f"gradients_{k}": v for k, v in sender.items()}}
-
-
 def create_app(config=None):
     """The output trainer's Flask app; its OutputTrainer is app.config["TRAINER"].
 
     Does not start training (main does; tests call train_pass themselves).
     """
-    app = Flask("train_output")
     trainer = OutputTrainer(**(config or {}))
-    app.config["TRAINER"] = trainer
-    serving.install_json_errors(app, trainer.counts, trainer.config["max_body_bytes"])
-    serving.require_token(app, trainer.config["token"])
+    app = serving.make_app("train_output", trainer, "TRAINER")
 
     @app.post(synthgrad.TRAINING_EXAMPLE)
     def training_example():
@@ -253,10 +221,6 @@ def create_app(config=None):
                                                      trainer.width)
         trainer.receive(i, x, y)
         return {"ok": True, "received": len(i)}
-
-    @app.get(synthgrad.STATUS)
-    def status():
-        return trainer.status()
 
     return app
 
@@ -286,11 +250,11 @@ def parse_args(argv):
                         "train_input.py (default 10: a few dozen pictures in a few minutes)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds layers 2-3's initial weights and the training order (default 0)")
-    snapshots.checkpoint_arguments(p, "layers 2-3, every example held and the counters")
-    serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT, "examples held, passes, training MSE")
+    serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
+                                 "examples held, passes, training MSE",
+                                 "layers 2-3, every example held and the counters")
     args = p.parse_args(argv)
     serving.check_server_arguments(p, args)
-    snapshots.check_checkpoint_arguments(p, args)
     if args.batch_size < 1 or args.max_examples < 1:
         p.error("--batch-size and --max-examples must be at least 1")
     if args.snapshot_interval < 1:
@@ -299,8 +263,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    return serving.run_server(parse_args(argv), create_app, "TRAINER", "train_output.py", "output_trainer",
-                                "output trainer")
+    return serving.run_server(parse_args(argv), create_app, "train_output.py")
 
 
 if __name__ == "__main__":

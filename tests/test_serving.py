@@ -6,6 +6,7 @@ Run: .venv/bin/pytest -q tests/test_serving.py
 import os
 import sys
 import threading
+import time
 
 import pytest
 
@@ -30,3 +31,98 @@ def test_lower_thread_priority_lowers_only_the_calling_thread():
     t.join()
     assert seen == {"done": True, "delta": min(3, 19 - before), "off": False}
     assert os.getpriority(os.PRIO_PROCESS, main_tid) == before
+
+
+# --- TrainingServer: the lifecycle both servers share, on a toy server ---------------------------
+
+class Toy(serving.TrainingServer):
+    """Counts its passes; 'holds' nothing until told to; checkpoints its pass count."""
+
+    role, title = "toy", "toy server"
+    idle_wait = 0.01
+    FLATTEN = {"inner": "inner_"}
+
+    def __init__(self, **config):
+        self.ready = threading.Event()
+        self.events = []
+        super().__init__({"checkpoint": None, "checkpoint_interval": 30.0, "resume": False,
+                          "nice": 0, "max_body_bytes": 4096, "token": None, **config})
+
+    def train_pass(self):
+        if not self.ready.is_set():
+            return False
+        self.counts["passes"] += 1
+        return True
+
+    def examples_held(self):
+        return 7
+
+    def status_fields(self):
+        return {"inner": {"a": 1, "b": None}, "own": True}
+
+    def save_checkpoint(self, path):
+        self.events.append(("saved", self.counts["passes"]))
+        with open(path, "w") as f:
+            f.write(str(self.counts["passes"]))
+
+    def resume(self, path):
+        with open(path) as f:
+            self.counts["passes"] = int(f.read())
+
+    def on_stopped(self):
+        self.events.append("stopped")
+
+    def close(self):
+        self.events.append("closed")
+
+
+def test_training_thread_runs_passes_and_stops_with_a_last_checkpoint(tmp_path):
+    toy = Toy(checkpoint=str(tmp_path / "toy.ckpt"))
+    toy.start_training()
+    toy.ready.set()
+    deadline = time.monotonic() + 5
+    while toy.counts["passes"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    toy.stop_training()
+    passes = toy.counts["passes"]
+    assert passes >= 3
+    assert toy.events[-3:] == ["stopped", ("saved", passes), "closed"]   # in this order
+    resumed = Toy(checkpoint=str(tmp_path / "toy.ckpt"), resume=True)
+    assert resumed.counts["passes"] == passes
+
+
+def test_resume_without_a_checkpoint_path_is_refused():
+    with pytest.raises(ValueError, match="--resume needs --checkpoint"):
+        Toy(resume=True)
+
+
+def test_stop_before_start_only_closes():
+    toy = Toy()
+    toy.stop_training()
+    assert toy.events == ["closed"] and toy.stop.is_set()
+
+
+def test_status_and_metrics_share_the_basic_fields_and_flatten_the_servers_own():
+    toy = Toy()
+    status = toy.status()
+    assert status["role"] == "toy" and status["examples_held"] == 7
+    assert status["training_passes"] == 0 and status["diverged"] is False
+    assert status["inner"] == {"a": 1, "b": None} and status["own"] is True
+    line = toy.metrics()
+    assert line["inner_a"] == 1 and line["inner_b"] is None and "inner" not in line
+    assert not {"role", "uptime_s", "requests_served", "requests_refused"} & set(line)
+    assert line["examples_held"] == 7 and line["own"] is True
+
+
+def test_make_app_serves_status_json_errors_and_the_token():
+    toy = Toy(token="s3cret")
+    app = serving.make_app("toy", toy, "TOY")
+    assert app.config["TOY"] is toy and app.extensions[serving.STATE] is toy
+    client = app.test_client()
+    refused = client.get("/status")
+    assert refused.status_code == 401 and "token" in refused.get_json()["error"]
+    ok = client.get("/status", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.get_json()["role"] == "toy"
+    missing = client.get("/nowhere", headers={"Authorization": "Bearer s3cret"})
+    assert missing.status_code == 404 and missing.get_json()["error"]
+    assert toy.counts["requests_served"] == 1 and toy.counts["requests_refused"] == 2

@@ -92,7 +92,7 @@ def test_training_example_keeps_the_latest_per_index(output_app):
 
 def loss(layers, h, y):
     """L = 1/2 (y_hat - y)^2 for one example h (24,) through layers 2-3."""
-    y_hat = sgd.feed_forward(layers, h)                  # (1,)
+    y_hat = sgd.predict(layers, h[None, :])              # (1,): a batch of one
     return 0.5 * float(y_hat[0] - y) ** 2
 
 
@@ -139,10 +139,7 @@ def test_sent_gradients_are_dL_dh_before_each_update(make_output_app, batch_size
                                                                           y[index]),
                                        rtol=RTOL, atol=ATOL)
         squared_error += float(np.sum((sgd.predict(layers, x[rows]) - y[rows]) ** 2))
-        if batch_size == 1:
-            sgd.train_step(layers, x[rows[0]], y[rows[0]], eta)          # one example, 1-D
-        else:
-            sgd.train_step(layers, x[rows], y[rows], eta)
+        sgd.train_step(layers, x[rows], y[rows], eta)    # one example is a batch of one
     assert_same_layers(trainer.layers, layers, rtol=1e-12)
     assert trainer.last_train_mse == pytest.approx(squared_error / 5, rel=1e-12)
     assert max(np.abs(a.w - b.w).max() for a, b in zip(layers, initial)) > 1e-2   # it moved
