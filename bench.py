@@ -9,7 +9,8 @@ bench.json in its run folder:
 
 What it measures, one thing after another so each has the machine to itself:
 1. the protocol: JSON encode + decode per example, batched and in the original per-example form;
-2. `sgd.py` as written (the tutorial: per-example SGD, learning rate 0.002);
+2. `sgd.py` as written (the tutorial's settings: per-example SGD, learning rate 0.002, decay
+   0.997), trained in this process with launch.train_backprop;
 3. in-process backprop of the same network with the decoupled system's optimizer settings
    (SGD, minibatches of 10, the same learning rate);
 4. the decoupled system in the remote mode (every synthetic gradient is an HTTP request to the
@@ -21,22 +22,21 @@ memory.
 """
 
 import argparse
+import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import demo
 import generate
-import sgd
+import launch
 import snapshots
 import synthgrad
+from launch import fmt
 
-HERE = Path(__file__).resolve().parent
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
 DECOUPLED = ("remote_json", "remote_binary", "local_binary")
@@ -101,48 +101,24 @@ def time_to_levels(curve):
     return {str(level): next((s for s, m in curve if m <= level), None) for level in LEVELS}
 
 
-def read_lines(path):
-    try:
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
-    except OSError:
-        return []
-
-
-def run_backprop(name, data_dir, out_dir, seconds, extra, env):
-    """sgd.py for `seconds` of training; returns its figures."""
-    metrics = out_dir / f"{name}.jsonl"
+def run_backprop(config):
+    """launch.train_backprop for config.seconds of training; its figures."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "sgd.py", "--data-dir", str(data_dir), "--no-plots",
-                    "--epochs", "1000000", "--duration", str(seconds), "--eval-every", "10000",
-                    "--metrics", str(metrics), *extra], check=True, cwd=HERE, env=env,
-                   stdout=subprocess.DEVNULL)
-    lines = read_lines(metrics)
-    curve = [(line["seconds"], line["heldout_mse"]) for line in lines]
-    return {"examples_per_s": lines[-1]["examples"] / lines[-1]["seconds"],
+    _, rows = launch.train_backprop(config)
+    curve = [(row["seconds"], row["heldout_mse"]) for row in rows]
+    return {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
             "final_mse": curve[-1][1], "seconds": curve[-1][0], "curve": curve,
             "time_to": time_to_levels(curve), "wall_s": time.perf_counter() - t0}
 
 
-def composed_curve(run_dir, origin):
-    """[(seconds since origin, held-out MSE)] of the composed network at each paired tick."""
+def run_decoupled(config, env):
+    """The three processes (launch.run_decoupled) on fresh data in config.run_dir; their
+    figures, the held-out MSE curve timed from when the input trainer began."""
+    launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
+    final = launch.run_decoupled(config, env)
+    inp = snapshots.read_metrics(config.run_dir / "metrics" / "train_input.jsonl")
     x, y = generate.heldout()
-    progress = run_dir / "progress"
-    return [(tick - origin, sgd.mse(snapshots.load_composed(progress, tick), x, y))
-            for tick in snapshots.paired_ticks(progress)]
-
-
-def run_decoupled(name, out_dir, count, seconds, mode, wire, env):
-    """The three processes via demo.py's launcher (its defaults otherwise); their figures."""
-    run_dir = out_dir / name
-    args = demo.parse_args(["--run-dir", str(run_dir), "--count", str(count),
-                            "--duration", str(seconds), "--snapshot-interval", "1",
-                            "--status-every", "10", "--no-baseline", "--wire", wire,
-                            "--input-args", f"--synthetic-gradients {mode}"])
-    demo.generate_data(demo.new_run_dir(run_dir) / "data", count, 0, env, plot=False)
-    final = demo.run_decoupled(args, run_dir, env)
-    inp = read_lines(run_dir / "metrics" / "train_input.jsonl")
-    origin = inp[0]["time"]
-    curve = composed_curve(run_dir, origin)
+    curve = snapshots.composed_curve(config.run_dir / "progress", x, y, origin=inp[0]["time"])
     last = inp[-1]
     output, oracle = final["output_trainer"], final["oracle"]
     return {
@@ -157,10 +133,6 @@ def run_decoupled(name, out_dir, count, seconds, mode, wire, env):
         "final_mse": curve[-1][1] if curve else None, "curve": curve,
         "time_to": time_to_levels(curve),
     }
-
-
-def fmt(v, spec=".3g"):
-    return "-" if v is None else format(v, spec)
 
 
 def mse_at(curve, seconds):
@@ -236,28 +208,34 @@ def main(argv=None):
     args = parse_args(argv)
     preset = "quick" if args.quick else "full"
     count, seconds = PRESETS[preset]["count"], PRESETS[preset]["seconds"]
-    out_dir = demo.new_run_dir(args.run_dir, "bench-")
-    env = demo.child_env()
+    out_dir = launch.new_run_dir(args.run_dir, "bench-")
+    env = launch.child_env()
     machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
                f"{np.__version__}, {count:,} examples, {seconds} s per training run")
     print(f"bench.py: {preset}: {machine}; writing into {out_dir}", flush=True)
     data_dir = out_dir / "data"
-    demo.generate_data(data_dir, count, 0, env, plot=False)
-    lr, bs = demo.DEMO["output_learning_rate"], demo.DEMO["output_batch_size"]
+    launch.generate_data(data_dir, count, 0, env, plot=False)
+    # The demo's settings, with snapshots every second for a finer curve.
+    decoupled = launch.DecoupledConfig(run_dir=out_dir, count=count, duration=seconds,
+                                       snapshot_interval=1, status_every=10)
+    sgd_py = launch.BackpropConfig(data_dir, seconds, metrics=out_dir / "sgd_py.jsonl")
+    same = dataclasses.replace(sgd_py, metrics=out_dir / "backprop.jsonl",
+                               **launch.backprop_like(decoupled))
 
     results = {"preset": preset, "machine": machine}
     print("bench.py: protocol codec", flush=True)
     results["codec"] = bench_codec()
     print("bench.py: sgd.py as written", flush=True)
-    results["sgd_py"] = run_backprop("sgd_py", data_dir, out_dir, seconds, [], env)
-    print(f"bench.py: in-process backprop, minibatch {bs}, learning rate {lr}", flush=True)
-    results["backprop"] = run_backprop("backprop", data_dir, out_dir, seconds,
-                                       ["--batch-size", str(bs), "--learning-rate", str(lr),
-                                        "--decay", "1"], env)
+    results["sgd_py"] = run_backprop(sgd_py)
+    print(f"bench.py: in-process backprop, minibatch {same.batch_size}, learning rate "
+          f"{same.learning_rate}", flush=True)
+    results["backprop"] = run_backprop(same)
     for name in DECOUPLED:
         mode, wire = name.split("_")
         print(f"bench.py: decoupled, {mode} synthetic gradients, {wire} on the wire", flush=True)
-        results[name] = run_decoupled(name, out_dir, count, seconds, mode, wire, env)
+        results[name] = run_decoupled(dataclasses.replace(
+            decoupled, run_dir=out_dir / name, wire=wire,
+            input={"synthetic_gradients": mode}), env)
     (out_dir / "bench.json").write_text(json.dumps(results, indent=2))
     table = markdown(results, preset, machine)
     (out_dir / "bench.md").write_text(table + "\n")

@@ -14,67 +14,62 @@ Configurations (all with demo.py's settings otherwise):
 - linear, zero-init: no hidden layer, g_hat = A h + b;
 - linear cDNI, zero-init: the linear model also sees the target, g_hat = A [h, y] + b;
 - the best of those four at update probability 0.5 and 0.2 (the paper's sporadic updates);
-plus plain backprop (sgd.py with the same minibatch and learning rate) for the same time.
+plus plain backprop (sgd.py's training, in-process, with the same minibatch and learning rate)
+for the same time.
 
 Writes report.md (a table: final held-out MSE as mean and spread over seeds, cosine similarity
 of synthetic to true gradients, examples/s, staleness) and report.png into its run folder.
 """
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
 from pathlib import Path
 
+import generate
+import launch
+import snapshots
+from launch import fmt
+
 PRESETS = {"quick": dict(seeds=1, seconds=20), "full": dict(seeds=3, seconds=45)}
-ORACLE = "--optimizer adam --learning-rate 0.01 --batch-size 256"   # demo.py's, less --zero-init
+ORACLE = {k: v for k, v in launch.DEMO_ORACLE.items() if k != "zero_init"}  # demo's, no zero-init
+# (name, what differs from the demo's settings): the oracle's options, the input trainer's.
 CONFIGS = [
-    ("no backprop (layer 1 frozen)", ORACLE, "--update-probability 0"),
-    ("original (12 hidden, random init)", ORACLE, ""),
-    ("zero-init", f"{ORACLE} --zero-init", ""),
-    ("linear, zero-init", f"{ORACLE} --hidden 0 --zero-init", ""),
-    ("linear cDNI, zero-init", f"{ORACLE} --hidden 0 --zero-init --conditioned", ""),
+    ("no backprop (layer 1 frozen)", dict(oracle=ORACLE, input={"update_probability": 0})),
+    ("original (12 hidden, random init)", dict(oracle=ORACLE)),
+    ("zero-init", dict(oracle={**ORACLE, "zero_init": True})),
+    ("linear, zero-init", dict(oracle={**ORACLE, "hidden": 0, "zero_init": True})),
+    ("linear cDNI, zero-init",
+     dict(oracle={**ORACLE, "hidden": 0, "zero_init": True, "conditioned": True})),
 ]
-MODELS = [name for name, _, _ in CONFIGS[1:]]   # the candidates for "best"
+MODELS = [name for name, _ in CONFIGS[1:]]      # the candidates for "best"
 SPORADIC = (0.5, 0.2)
 
 
-def run_config(out_dir, name, oracle_args, input_args, seed, count, seconds, env):
-    """One real three-process run; returns its final figures."""
-    import demo
-    import generate
-    import sgd
-    import snapshots
-
-    run_dir = out_dir / f"{slug(name)}-seed{seed}"
-    args = demo.parse_args(["--run-dir", str(run_dir), "--count", str(count),
-                            "--duration", str(seconds), "--seed", str(seed),
-                            "--status-every", "10", "--no-baseline",
-                            "--oracle-args", oracle_args, "--input-args", input_args])
-    demo.generate_data(demo.new_run_dir(run_dir) / "data", count, seed, env, plot=False)
-    final = demo.run_decoupled(args, run_dir, env)
+def run_config(name, config, env):
+    """One real three-process run on fresh data in config.run_dir; its final figures."""
+    launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
+    final = launch.run_decoupled(config, env)
     x, y = generate.heldout()
-    inp = json.loads((run_dir / "metrics" / "train_input.jsonl").read_text().splitlines()[-1])
-    return {"config": name, "seed": seed,
-            "mse": sgd.mse(snapshots.load_composed(run_dir / "progress", "final"), x, y),
+    inp = snapshots.read_metrics(config.run_dir / "metrics" / "train_input.jsonl")[-1]
+    return {"config": name, "seed": config.seed,
+            "mse": snapshots.composed_mse(config.run_dir / "progress", x, y),
             "cosine": final["oracle"]["synthetic_gradient_quality"]["cosine_similarity"],
             "examples_per_s": inp["examples"] / max(inp["seconds"], 1e-9),
             "output_staleness_s": final["output_trainer"]["staleness_s"],
             "oracle_staleness_s": final["oracle"]["staleness_s"]}
 
 
-def run_backprop(out_dir, seed, count, seconds, env):
-    """Plain backprop with the decoupled trainers' minibatch and learning rate."""
-    import bench
-    import demo
-    data_dir = out_dir / f"data-seed{seed}"
-    demo.generate_data(data_dir, count, seed, env, plot=False)
-    r = bench.run_backprop(f"backprop-seed{seed}", data_dir, out_dir, seconds,
-                           ["--batch-size", str(demo.DEMO["output_batch_size"]),
-                            "--learning-rate", str(demo.DEMO["output_learning_rate"]),
-                            "--decay", "1", "--seed", str(seed)], env)
-    return {"config": "plain backprop (one process)", "seed": seed, "mse": r["final_mse"],
-            "cosine": None, "examples_per_s": r["examples_per_s"],
+def run_backprop(config, count, env):
+    """Plain backprop in this process (launch.train_backprop) on `count` fresh examples in
+    config.data_dir; its final figures."""
+    launch.generate_data(config.data_dir, count, config.seed, env, plot=False)
+    _, rows = launch.train_backprop(config)
+    return {"config": "plain backprop (one process)", "seed": config.seed,
+            "mse": rows[-1]["heldout_mse"], "cosine": None,
+            "examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
             "output_staleness_s": None, "oracle_staleness_s": None}
 
 
@@ -102,10 +97,6 @@ def summarize(results):
                     "output_staleness_s": mean(rs, "output_staleness_s"),
                     "oracle_staleness_s": mean(rs, "oracle_staleness_s")})
     return out
-
-
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
 
 
 def write_report(results, out_dir, title):
@@ -164,7 +155,7 @@ def parse_args(argv):
     preset.add_argument("--full", action="store_true",
                         help=f"{PRESETS['full']['seeds']} seeds, {PRESETS['full']['seconds']} s a "
                              "run (the default, ~20 minutes)")
-    p.add_argument("--count", type=int, default=20_000,
+    p.add_argument("--count", type=int, default=launch.DecoupledConfig.count,
                    help="training examples per run (default 20,000, as demo.py)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the runs and the report go (default: a new "
@@ -176,29 +167,35 @@ def main(argv=None):
     args = parse_args(argv)
     preset = "quick" if args.quick else "full"
     seeds, seconds = PRESETS[preset]["seeds"], PRESETS[preset]["seconds"]
-    import demo
-    out_dir = demo.new_run_dir(args.run_dir, "experiments-")
-    env = demo.child_env()
+    out_dir = launch.new_run_dir(args.run_dir, "experiments-")
+    env = launch.child_env()
     print(f"experiments.py: {preset}: {seeds} seed(s), {seconds} s a run, into {out_dir}",
           flush=True)
+    base = launch.DecoupledConfig(run_dir=out_dir, count=args.count, duration=seconds,
+                                  status_every=10)         # the demo's settings otherwise
     results = []
 
-    def run(name, oracle_args, input_args):
+    def run(name, changes):
         for seed in range(seeds):
             print(f"experiments.py: {name}, seed {seed}", flush=True)
-            results.append(run_config(out_dir, name, oracle_args, input_args, seed, args.count,
-                                      seconds, env))
+            config = dataclasses.replace(base, run_dir=out_dir / f"{slug(name)}-seed{seed}",
+                                         seed=seed, **changes)
+            results.append(run_config(name, config, env))
             print(f"experiments.py: -> held-out MSE {results[-1]['mse']:.4f}", flush=True)
 
-    for name, oracle_args, input_args in CONFIGS:
-        run(name, oracle_args, input_args)
+    for name, changes in CONFIGS:
+        run(name, changes)
     best = min((r for r in summarize(results) if r["config"] in MODELS),
                key=lambda r: r["mse_mean"])["config"]
-    _, oracle_args, _ = next(c for c in CONFIGS if c[0] == best)
+    changes = dict(CONFIGS)[best]
     for p in SPORADIC:
-        run(f"{best}, update probability {p}", oracle_args, f"--update-probability {p}")
+        run(f"{best}, update probability {p}", {**changes, "input": {"update_probability": p}})
     for seed in range(seeds):
-        results.append(run_backprop(out_dir, seed, args.count, seconds, env))
+        matched = launch.backprop_like(dataclasses.replace(base, seed=seed))
+        backprop = launch.BackpropConfig(out_dir / f"data-seed{seed}", seconds,
+                                         metrics=out_dir / f"backprop-seed{seed}.jsonl",
+                                         **matched)
+        results.append(run_backprop(backprop, args.count, env))
     table = write_report(results, out_dir, f"experiments.py --{preset}: {seeds} seed(s), "
                                            f"{seconds} s per run, {args.count:,} examples")
     print(table)

@@ -3,7 +3,11 @@
 Run: .venv/bin/pytest -q tests/test_bench.py
 """
 
+import numpy as np
+
 import bench
+import generate
+import launch
 
 CURVE = [(0.0, 0.20), (4.0, 0.07), (9.0, 0.05), (15.0, 0.029), (24.0, 0.02)]
 
@@ -48,3 +52,17 @@ def test_markdown_has_a_column_per_method_and_the_ratios():
     assert rows["input examples/s (backprop: all layers)"][:3] == ["40,000", "250,000", "9,000"]
     assert rows["oracle request p50 / p95 (ms)"][2] == "0.70 / 2.50"
     assert "binary 17 µs" in table
+
+
+def test_run_backprop_gives_the_figures_of_a_short_in_process_run(tmp_path):
+    (tmp_path / "data").mkdir()
+    x, y = generate.generate(1_000, 0)
+    np.save(tmp_path / "data" / "x.npy", x)
+    np.save(tmp_path / "data" / "y.npy", y)
+    config = launch.BackpropConfig(tmp_path / "data", seconds=0.2, eval_every=500, heldout=200,
+                                   metrics=tmp_path / "sgd_py.jsonl")
+    r = bench.run_backprop(config)
+    assert r["curve"][0][0] == 0.0 and r["seconds"] >= 0.2 and r["final_mse"] == r["curve"][-1][1]
+    assert r["examples_per_s"] > 0 and r["wall_s"] >= r["seconds"]
+    assert r["time_to"] == bench.time_to_levels(r["curve"])
+    assert (tmp_path / "sgd_py.jsonl").is_file()

@@ -1,29 +1,67 @@
-"""Tests for the launcher pieces demo.py shares with bench.py and experiments.py.
+"""Tests for demo.py's options: how they become the launcher's configurations (the launcher
+itself is tested in test_launch.py; the demo as a whole is run by hand).
 
 Run: .venv/bin/pytest -q tests/test_demo.py
 """
 
-import numpy as np
+from pathlib import Path
+
+import pytest
 
 import demo
-import generate
+import launch
 
 
-def test_new_run_dir_uses_the_given_folder_or_makes_a_dated_one(tmp_path, monkeypatch):
-    given = tmp_path / "a" / "b"
-    assert demo.new_run_dir(given) == given.resolve() and given.is_dir()
-    monkeypatch.setattr(demo, "HERE", tmp_path)
-    made = demo.new_run_dir(None, "bench-")
-    assert made.is_dir() and made.parent == (tmp_path / "runs").resolve()
-    assert made.name.startswith("bench-") and made.name[len("bench-"):].replace("-", "").isdigit()
+def test_the_demos_defaults_are_the_launchers(tmp_path):
+    args = demo.parse_args([])
+    config = demo.decoupled_config(args, tmp_path)
+    default = launch.DecoupledConfig(run_dir=tmp_path)
+    assert launch.oracle_argv(config) == launch.oracle_argv(default)
+    assert launch.output_argv(config, "o") == launch.output_argv(default, "o")
+    assert launch.input_argv(config, "o", "t") == launch.input_argv(default, "o", "t")
+    assert args.oracle_args == "--optimizer adam --learning-rate 0.01 --batch-size 256 --zero-init"
 
 
-def test_generate_data_writes_the_seeded_data_set(tmp_path):
-    env = demo.child_env()
-    assert env["TF_CPP_MIN_LOG_LEVEL"] == "2" and env["PYTHONUNBUFFERED"] == "1"
-    demo.generate_data(tmp_path / "d", 50, 3, env, plot=False)
-    x, y = generate.load_dataset(tmp_path / "d")
-    want_x, want_y = generate.generate(50, 3)
-    np.testing.assert_array_equal(x, want_x)
-    np.testing.assert_array_equal(y, want_y)
-    assert not list((tmp_path / "d").glob("*.png"))
+def test_oracle_and_input_args_go_to_the_processes_as_typed(tmp_path):
+    args = demo.parse_args(["--oracle-args", "", "--input-args",
+                            "--synthetic-gradients local --refresh-every 0.5"])
+    config = demo.decoupled_config(args, tmp_path)
+    assert launch.oracle_argv(config)[-2:] == ["--metrics",
+                                               str(tmp_path / "metrics" / "oracle.jsonl")]
+    assert launch.input_argv(config, "o", "t")[-4:] == ["--synthetic-gradients", "local",
+                                                        "--refresh-every", "0.5"]
+
+
+def test_the_baseline_is_sgd_py_as_written_unless_told_otherwise(tmp_path):
+    args = demo.parse_args(["--duration", "30", "--seed", "3"])
+    config = demo.backprop_config(args, tmp_path, demo.parse_baseline_args("", args.seed))
+    assert config == launch.BackpropConfig(
+        data_dir=tmp_path / "data", seconds=30.0, eval_every=20_000,
+        metrics=tmp_path / "metrics" / "backprop.jsonl",
+        weights_out=tmp_path / "backprop" / "final.npz",
+        learning_rate=0.002, batch_size=1, decay=0.997, seed=3)
+    changed = demo.parse_baseline_args("--batch-size 10 --learning-rate 0.1 --decay 1 --seed 9",
+                                       3)
+    assert changed == dict(batch_size=10, learning_rate=0.1, decay=1.0, seed=9)
+
+
+@pytest.mark.parametrize("text", ["--learning-rate 0", "--batch-size 0", "--decay 1.5",
+                                  "--epochs 3"])
+def test_bad_baseline_args_are_refused_before_anything_runs(text, capsys):
+    with pytest.raises(SystemExit) as e:
+        demo.parse_baseline_args(text, 0)
+    assert e.value.code == 2
+    assert "demo.py --baseline-args" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--seed", "2016"], ["--count", "999"], ["--duration", "0"]])
+def test_bad_options_are_refused(argv):
+    with pytest.raises(SystemExit) as e:
+        demo.parse_args(argv)
+    assert e.value.code == 2
+
+
+def test_main_refuses_bad_baseline_args_without_making_a_run_folder(tmp_path):
+    with pytest.raises(SystemExit):
+        demo.main(["--run-dir", str(tmp_path / "run"), "--baseline-args", "--decay 2"])
+    assert not Path(tmp_path / "run").exists()

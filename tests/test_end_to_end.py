@@ -12,20 +12,15 @@ stops them with SIGTERM and checks the weights they saved:
 Every process a test starts is stopped when the test ends, whatever happens.
 """
 
-import os
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-import demo
 import generate
-import sgd
+import launch
 import snapshots
 import synthgrad
 
-ROOT = Path(__file__).resolve().parent.parent
 COUNT = 5_000          # small data: many passes in a few seconds, so the halves stay in step
 TRAIN_SECONDS = 20
 # Settings under which the oracle can follow the true gradients within seconds: an oracle
@@ -34,6 +29,7 @@ TRAIN_SECONDS = 20
 ORACLE_ARGS = ["--optimizer", "adam", "--learning-rate", "0.003"]
 OUTPUT_ARGS = ["--learning-rate", "0.002", "--batch-size", "10"]
 INPUT_ARGS = ["--learning-rate", "0.05"]
+HELDOUT = generate.heldout(5_000)      # x (5000, 2), y (5000,)
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +47,14 @@ class Run:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.progress = self.folder / "progress"
         self.procs = {}
-        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        self.env = launch.child_env()
 
-    def start(self, name, script, *args):
-        self.procs[name] = demo.Process(name, [sys.executable, str(ROOT / script), *args],
-                                        self.folder / f"{name}.log", self.env)
-        return self.procs[name]
+    def start(self, name, script, *args, log_name=None):
+        """launch.Process running `script` with args; its log is <log_name or name>.log."""
+        self.procs[log_name or name] = launch.Process(
+            name, launch.script_argv(script, *args),
+            self.folder / f"{log_name or name}.log", self.env)
+        return self.procs[log_name or name]
 
     def log(self, name):
         return (self.folder / f"{name}.log").read_text()
@@ -89,8 +87,7 @@ def input_args(run, data_dir, oracle_url, output_url, seconds=TRAIN_SECONDS):
 
 
 def composed_mse(progress, layer1_label, layers23_label):
-    x, y = generate.heldout(5_000)
-    return sgd.mse(snapshots.load_composed(progress, layer1_label, layers23_label), x, y)
+    return snapshots.composed_mse(progress, *HELDOUT, layer1_label, layers23_label)
 
 
 def test_three_processes_learn_and_layer1_learns_from_synthetic_gradients(run, data_dir):
@@ -191,11 +188,7 @@ def run_with_fixed_ports(run, data_dir, seconds, extra=(), kill=None):
 
 def restart(run, name, log_suffix):
     """Start `name` again with its first options plus --resume; its log gets a new name."""
-    proc = demo.Process(name, [sys.executable, str(ROOT / run.argv[name][0]),
-                               *run.argv[name][1:], "--resume"],
-                        run.folder / f"{name}-{log_suffix}.log", run.env)
-    run.procs[f"{name}-{log_suffix}"] = proc
-    return proc
+    return run.start(name, *run.argv[name], "--resume", log_name=f"{name}-{log_suffix}")
 
 
 def test_output_trainer_killed_and_resumed_ends_close_to_an_uninterrupted_run(

@@ -6,6 +6,7 @@ import matplotlib.image
 import pytest
 
 import experiments
+import launch
 
 
 def result(config, seed, mse, cosine=0.1, rate=3000.0, stale=(1.0, 2.0)):
@@ -54,3 +55,19 @@ def test_write_report_writes_the_table_the_runs_and_a_figure(tmp_path):
 
 def test_slug_makes_folder_names():
     assert experiments.slug("linear cDNI, zero-init") == "linear-cdni--zero-init"
+
+
+def test_configurations_give_the_oracle_and_input_trainer_the_documented_options():
+    configs = dict(experiments.CONFIGS)
+    oracle = "--optimizer adam --learning-rate 0.01 --batch-size 256"    # the demo's, no zero-init
+    want = {"no backprop (layer 1 frozen)": (oracle, "--update-probability 0"),
+            "original (12 hidden, random init)": (oracle, ""),
+            "zero-init": (f"{oracle} --zero-init", ""),
+            "linear, zero-init": (f"{oracle} --hidden 0 --zero-init", ""),
+            "linear cDNI, zero-init": (f"{oracle} --hidden 0 --zero-init --conditioned", "")}
+    assert list(configs) == list(want)
+    for name, (oracle_args, input_args) in want.items():
+        config = launch.DecoupledConfig(run_dir=None, **configs[name])
+        assert launch.option_argv(config.oracle) == oracle_args.split(), name
+        assert launch.option_argv(config.input) == input_args.split(), name
+    assert set(experiments.MODELS) == set(want) - {"no backprop (layer 1 frozen)"}

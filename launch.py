@@ -1,0 +1,380 @@
+"""The launcher library: start the three processes, watch them, stop them; plain backprop
+in-process for comparison. demo.py, bench.py, experiments.py and the end-to-end tests use it.
+
+Use it from Python (importing it runs nothing):
+
+    import launch
+    env = launch.child_env()
+    config = launch.DecoupledConfig(run_dir=launch.new_run_dir(), duration=30)
+    launch.generate_data(config.run_dir / "data", config.count, config.seed, env)
+    final = launch.run_decoupled(config, env)        # the servers' last GET /status
+    layers, measurements = launch.train_backprop(
+        launch.BackpropConfig(config.run_dir / "data", seconds=30,
+                              metrics=config.run_dir / "metrics" / "backprop.jsonl"))
+
+A run folder, as run_decoupled and train_backprop fill it:
+
+    data/x.npy, y.npy                  generate.py's examples (target.png too, if drawn)
+    oracle.log, train_output.log, train_input.log    each process's output
+    metrics/<process>.jsonl            JSON lines, see snapshots.py (backprop.jsonl: train_backprop)
+    progress/layer1_*.npz, layers23_*.npz            weight snapshots on shared ticks
+    backprop/final.npz                 train_backprop's final network, if asked for
+
+Configuration is data: a DecoupledConfig or BackpropConfig, changed with dataclasses.replace.
+Their defaults are the demo's settings (DecoupledConfig; demo.py --help says why each is what
+it is) and the tutorial's (BackpropConfig: sgd.py's per-example SGD at learning rate 0.002).
+"""
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import generate
+import sgd
+import snapshots
+import synthgrad
+
+HERE = Path(__file__).resolve().parent
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+# The oracle's settings in the demo (why: demo.py --help, --oracle-args): Adam at 0.01 on
+# batches of 256, and the paper's zero-initialised last layer.
+DEMO_ORACLE = {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 256, "zero_init": True}
+
+
+# --- Configuration. ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class DecoupledConfig:
+    """One run of oracle.py, train_output.py and train_input.py; the defaults are the demo's.
+
+    The data is read from run_dir/data (generate_data writes it there); everything else the
+    run writes goes into run_dir too. `oracle` and `input` are further options of oracle.py and
+    train_input.py by name (see option_argv), e.g. {"hidden": 0, "zero_init": True} or
+    {"synthetic_gradients": "local"}; `oracle_args` and `input_args` are more options as they
+    would be typed on those scripts' command lines, appended last.
+    """
+
+    run_dir: Path
+    count: int = 20_000                 # examples in the data; the servers hold this many
+    duration: float = 75.0              # seconds the input trainer trains
+    seed: int = 0                       # every process's seed
+    snapshot_interval: int = 3          # seconds between weight snapshots
+    status_every: float = 5.0           # seconds between status lines while training
+    wire: str = "binary"                # how bulk transfers travel: "json" or "binary"
+    input_learning_rate: float = 0.01
+    output_learning_rate: float = 0.1
+    output_batch_size: int = 10
+    oracle: dict = dataclasses.field(default_factory=lambda: dict(DEMO_ORACLE))
+    oracle_args: tuple = ()
+    input: dict = dataclasses.field(default_factory=dict)
+    input_args: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class BackpropConfig:
+    """Plain backprop of the whole network (train_backprop); the defaults are sgd.py's."""
+
+    data_dir: Path                      # x.npy and y.npy, as generate.py writes them
+    seconds: float                      # of training; measuring held-out MSE is not counted
+    eval_every: int = 10_000            # examples between held-out measurements
+    metrics: Path | None = None         # a JSON line per measurement goes here (None: nowhere)
+    weights_out: Path | None = None     # the final network goes here (.npz; None: nowhere)
+    learning_rate: float = 0.002        # eta at the start (sgd.py's and the original's)
+    batch_size: int = 1                 # examples per update (1: per-example SGD)
+    decay: float = 0.997                # eta is multiplied by this after each epoch
+    seed: int = 0                       # the initial weights and the order of the examples
+    heldout: int = 20_000               # fresh points held-out MSE is measured on
+    epochs: int | None = None           # stop after this many passes too (None: no limit)
+
+
+def backprop_like(config):
+    """BackpropConfig settings of backprop "with the same settings" as a decoupled run: layers
+    2-3's minibatch and learning rate, no decay, the same seed."""
+    return dict(batch_size=config.output_batch_size, learning_rate=config.output_learning_rate,
+                decay=1.0, seed=config.seed)
+
+
+def option_argv(options):
+    """{name: value} as command-line options: {"batch_size": 256, "zero_init": True} ->
+    ["--batch-size", "256", "--zero-init"]. True is a bare flag; False and None leave it out."""
+    argv = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv += [flag, str(value)]
+    return argv
+
+
+# --- Child processes. --------------------------------------------------------------------------
+
+def script_argv(script, *options):
+    """The command line that runs one of this project's scripts with this Python."""
+    return [sys.executable, str(HERE / script), *map(str, options)]
+
+
+def child_env():
+    """The environment for the processes a launcher starts: TensorFlow quiet, output unbuffered."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+class Process:
+    """A child process whose output is copied to a log file; knows the URL it announced."""
+
+    def __init__(self, name, argv, log_path, env):
+        self.name, self.log_path = name, log_path
+        self.url = None
+        self._announced = threading.Event()
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, env=env, cwd=HERE)
+        self._thread = threading.Thread(target=self._copy, daemon=True)
+        self._thread.start()
+
+    def _copy(self):
+        with open(self.log_path, "w") as log:
+            for line in self.popen.stdout:
+                log.write(line)
+                log.flush()
+                m = LISTENING.search(line)
+                if m and self.url is None:
+                    self.url = m.group(1)
+                    self._announced.set()
+
+    def wait_url(self, timeout):
+        """The URL the process printed when it started listening; SystemExit if it did not."""
+        deadline = time.monotonic() + timeout
+        while not self._announced.wait(0.1):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{self.name} did not start; see {self.log_path}")
+        return self.url
+
+    def stop(self, timeout=20.0):
+        """SIGTERM, then wait; SIGKILL only if it does not stop within timeout."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"launch: {self.name} did not stop within {timeout} s; killing it",
+                      flush=True)
+                self.popen.kill()
+                self.popen.wait()
+        self._thread.join(5)
+        return self.popen.returncode
+
+
+def new_run_dir(given=None, prefix=""):
+    """`given`, or a new runs/<prefix><date-time> next to this file; created, made absolute."""
+    run_dir = (given or HERE / "runs" / time.strftime(f"{prefix}%Y%m%d-%H%M%S")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def generate_data(out_dir, count, seed, env, plot=True):
+    """generate.py: `count` examples with `seed` into out_dir (its target.png too if plot)."""
+    subprocess.run(script_argv("generate.py", "--count", count, "--seed", seed,
+                               "--out-dir", out_dir, *([] if plot else ["--no-plot"])),
+                   check=True, cwd=HERE, env=env, stdout=subprocess.DEVNULL)
+
+
+# --- Watching a run. ---------------------------------------------------------------------------
+
+def fmt(value, spec=".3g"):
+    """A number for a table or a status line; "-" for None (not measured)."""
+    return "-" if value is None else format(value, spec)
+
+
+def status_line(elapsed, oracle, output, inp):
+    """One line: what each process holds and has done (servers' GET /status, the input
+    trainer's latest metrics line)."""
+    q = oracle.get("synthetic_gradient_quality", {})
+    return (f"[{elapsed:4.0f} s] input: {inp.get('examples', 0):>7} examples "
+            f"({fmt(inp.get('examples_per_s'), '.0f')}/s) | output: "
+            f"{output.get('examples_held', 0):>6} held, {output.get('training_passes', 0):>3} "
+            f"passes, train MSE {fmt(output.get('last_train_mse'))} | oracle: "
+            f"{oracle.get('training_passes', 0):>3} passes, "
+            f"loss {fmt(oracle.get('last_train_mse'))}, "
+            f"cosine(synthetic, true) {fmt(q.get('cosine_similarity'), '.2f')}")
+
+
+def watch(inp, oracle_client, output_client, metrics_path, duration, every):
+    """Print a status line every `every` seconds until the input trainer (a Popen) exits;
+    returns its exit code. SIGTERM to it if it overruns `duration` by 2 minutes."""
+    start = time.monotonic()
+    while True:
+        try:
+            return inp.wait(every)
+        except subprocess.TimeoutExpired:
+            pass
+        latest = (snapshots.read_metrics(metrics_path) or [{}])[-1]
+        try:
+            print(status_line(time.monotonic() - start, oracle_client.status(),
+                              output_client.status(), latest), flush=True)
+        except synthgrad.PeerError as e:
+            print(f"launch: status unavailable: {e}", flush=True)
+        if time.monotonic() - start > duration + 120:
+            print("launch: the input trainer overran its time by 2 minutes; stopping it",
+                  flush=True)
+            inp.send_signal(signal.SIGTERM)
+
+
+# --- The decoupled run. ------------------------------------------------------------------------
+
+def oracle_argv(config):
+    """oracle.py's command line for config, on a free port (0)."""
+    return script_argv("oracle.py", "--port", 0, "--max-examples", config.count,
+                       "--seed", config.seed,
+                       "--metrics", config.run_dir / "metrics" / "oracle.jsonl",
+                       *option_argv(config.oracle), *config.oracle_args)
+
+
+def common_argv(config):
+    """The options both trainers take alike: snapshot ticks, seed, wire form."""
+    return ["--snapshot-interval", str(config.snapshot_interval), "--seed", str(config.seed),
+            "--wire", config.wire]
+
+
+def output_argv(config, oracle_url):
+    """train_output.py's command line for config, on a free port (0)."""
+    run_dir = config.run_dir
+    return script_argv("train_output.py", "--port", 0, "--max-examples", config.count,
+                       "--oracle-url", oracle_url, "--progress-dir", run_dir / "progress",
+                       "--metrics", run_dir / "metrics" / "train_output.jsonl",
+                       "--learning-rate", config.output_learning_rate,
+                       "--batch-size", config.output_batch_size, *common_argv(config))
+
+
+def input_argv(config, oracle_url, output_url):
+    """train_input.py's command line for config: it trains for config.duration seconds."""
+    run_dir = config.run_dir
+    return script_argv("train_input.py", "--data-dir", run_dir / "data",
+                       "--oracle-url", oracle_url, "--output-url", output_url,
+                       "--progress-dir", run_dir / "progress",
+                       "--metrics", run_dir / "metrics" / "train_input.jsonl",
+                       "--learning-rate", config.input_learning_rate,
+                       "--duration", config.duration, *common_argv(config),
+                       *option_argv(config.input), *config.input_args)
+
+
+def run_decoupled(config, env=None):
+    """Start the oracle, then the output trainer, wait until both answer, then train the input
+    trainer for config.duration seconds while printing status lines; stop all three with
+    SIGTERM (each saves its final weights). Returns the servers' last GET /status,
+    {"oracle": ..., "output_trainer": ...}. SystemExit with the log to read if one fails."""
+    env = child_env() if env is None else env
+    run_dir = config.run_dir
+    procs = []
+    try:
+        # start: the two servers on free ports, each announcing its URL in its log
+        oracle = Process("oracle", oracle_argv(config), run_dir / "oracle.log", env)
+        procs.append(oracle)
+        output = Process("output trainer", output_argv(config, oracle.wait_url(120)),
+                         run_dir / "train_output.log", env)
+        procs.append(output)
+        token = env.get("SYNTHGRAD_TOKEN") or None      # the children take it from there too
+        oracle_client = synthgrad.OracleClient(oracle.url, token=token)
+        output_client = synthgrad.OutputTrainerClient(output.wait_url(120), token=token)
+        for client in (oracle_client, output_client):
+            client.wait_until_ready()
+        print(f"launch: oracle at {oracle.url}, output trainer at {output.url}; the input "
+              f"trainer trains for {config.duration:.0f} s (logs in {run_dir})", flush=True)
+        # train: the input trainer runs to its --duration; we watch
+        code = run_input_trainer(config, oracle.url, output.url, oracle_client, output_client,
+                                 env)
+        if code != 0:
+            raise SystemExit(f"train_input.py failed (exit code {code}); see "
+                             f"{run_dir / 'train_input.log'}")
+        # the servers' last word, before they are stopped
+        try:
+            return {"oracle": oracle_client.status(), "output_trainer": output_client.status()}
+        except synthgrad.PeerError as e:
+            raise SystemExit(f"launch: a server stopped before the end of the run ({e}); see "
+                             f"the logs in {run_dir}") from None
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def run_input_trainer(config, oracle_url, output_url, oracle_client, output_client, env):
+    """train_input.py until it stops by itself (status lines meanwhile); its exit code."""
+    metrics_path = config.run_dir / "metrics" / "train_input.jsonl"
+    with open(config.run_dir / "train_input.log", "w") as log:
+        inp = subprocess.Popen(input_argv(config, oracle_url, output_url), cwd=HERE, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+        try:
+            return watch(inp, oracle_client, output_client, metrics_path, config.duration,
+                         config.status_every)
+        finally:
+            if inp.poll() is None:
+                inp.send_signal(signal.SIGTERM)
+                inp.wait(30)
+
+
+# --- Plain backprop, in this process. ----------------------------------------------------------
+
+def train_backprop(config, out=None):
+    """Train sgd.make_network with plain backprop for config.seconds seconds of training.
+
+    Segments of config.eval_every examples in a fresh random order each epoch; after each
+    segment held-out MSE is measured and a metrics line {seconds, epoch, examples, heldout_mse}
+    written (stage "backprop"), starting with the untrained network at 0 s. Only training
+    counts as time, so the curve is comparable with a decoupled run of the same length. eta
+    starts at config.learning_rate and is multiplied by config.decay after each epoch. Progress
+    lines go to `out` (a text file) if given. Returns (layers, the measurements as written).
+    """
+    def say(line):
+        if out is not None:
+            print(line, file=out, flush=True)
+
+    say(f"backprop: {config}")
+    x, y = generate.load_dataset(config.data_dir)                  # (n, 2), (n,)
+    x_test, y_test = generate.heldout(config.heldout)              # (h, 2), (h,)
+    rng = np.random.default_rng(config.seed)
+    layers = sgd.make_network(rng)
+    metrics = snapshots.MetricsLog(config.metrics, "backprop")
+    measurements = []
+
+    def measure(seconds, epoch, examples):
+        row = dict(seconds=seconds, epoch=epoch, examples=examples,
+                   heldout_mse=sgd.mse(layers, x_test, y_test))
+        metrics.write(**row)
+        measurements.append(row)
+        return row["heldout_mse"]
+
+    eta, examples, seconds, epoch = config.learning_rate, 0, 0.0, 0
+    heldout_mse = measure(0.0, 0, 0)
+    say(f"epoch 0: held-out MSE {heldout_mse:.4f}")
+    out_of_time = False
+    while not out_of_time and (config.epochs is None or epoch < config.epochs):
+        epoch += 1
+        order = rng.permutation(len(x))                            # (n,)
+        t0 = time.perf_counter()
+        for start in range(0, len(x), config.eval_every):
+            # Only training counts as time; measuring is paused out of it.
+            t1 = time.perf_counter()
+            rows = order[start:start + config.eval_every]
+            sgd.train_examples(layers, x[rows], y[rows], eta, config.batch_size)
+            seconds += time.perf_counter() - t1
+            examples += len(rows)
+            heldout_mse = measure(round(seconds, 3), epoch, examples)
+            out_of_time = seconds >= config.seconds
+            if out_of_time:
+                break
+        say(f"epoch {epoch}{' (cut short)' if out_of_time else ''}: "
+            f"train MSE {sgd.mse(layers, x, y):.4f}, held-out MSE {heldout_mse:.4f}, "
+            f"eta {eta:.5f}, {time.perf_counter() - t0:.2f} s, {seconds:.1f} s of training "
+            f"in all ({1e6 * seconds / examples:.1f} us/example)")
+        eta *= config.decay
+    if config.weights_out is not None:
+        snapshots.save_layers(config.weights_out, layers)
+    return layers, measurements

@@ -1,0 +1,232 @@
+"""Tests for launch.py: the pieces of a launch, the command lines it gives each process, and
+plain backprop in-process checked step for step against sgd.train_step by hand.
+
+Run: .venv/bin/pytest -q tests/test_launch.py
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import generate
+import launch
+import sgd
+import snapshots
+import synthgrad
+
+BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]
+
+
+# --- Run folders, data, child processes. -------------------------------------------------------
+
+def test_new_run_dir_uses_the_given_folder_or_makes_a_dated_one(tmp_path, monkeypatch):
+    given = tmp_path / "a" / "b"
+    assert launch.new_run_dir(given) == given.resolve() and given.is_dir()
+    monkeypatch.setattr(launch, "HERE", tmp_path)
+    made = launch.new_run_dir(None, "bench-")
+    assert made.is_dir() and made.parent == (tmp_path / "runs").resolve()
+    assert made.name.startswith("bench-") and made.name[len("bench-"):].replace("-", "").isdigit()
+
+
+def test_generate_data_writes_the_seeded_data_set(tmp_path):
+    env = launch.child_env()
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "2" and env["PYTHONUNBUFFERED"] == "1"
+    launch.generate_data(tmp_path / "d", 50, 3, env, plot=False)
+    x, y = generate.load_dataset(tmp_path / "d")
+    want_x, want_y = generate.generate(50, 3)
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)
+    assert not list((tmp_path / "d").glob("*.png"))
+
+
+def test_process_logs_its_output_knows_its_url_and_stops_on_sigterm(tmp_path):
+    code = "import time; print('serving: listening on http://127.0.0.1:9 now'); time.sleep(60)"
+    proc = launch.Process("fake", [sys.executable, "-c", code], tmp_path / "fake.log",
+                          launch.child_env())
+    try:
+        assert proc.wait_url(30) == "http://127.0.0.1:9"
+    finally:
+        assert proc.stop(timeout=10) == -15                 # SIGTERM, not SIGKILL
+    assert "listening on http://127.0.0.1:9" in (tmp_path / "fake.log").read_text()
+
+
+def test_process_that_exits_without_announcing_a_url_names_its_log(tmp_path):
+    proc = launch.Process("quiet", [sys.executable, "-c", "print('no luck')"],
+                          tmp_path / "quiet.log", launch.child_env())
+    with pytest.raises(SystemExit, match="quiet did not start; see .*quiet.log"):
+        proc.wait_url(30)
+    assert proc.stop() == 0
+
+
+# --- Numbers and status lines. -----------------------------------------------------------------
+
+def test_fmt_formats_numbers_and_says_dash_for_none():
+    assert launch.fmt(0.0123456) == "0.0123"
+    assert launch.fmt(250_000.0, ",.0f") == "250,000"
+    assert launch.fmt(None, ".2f") == "-"
+
+
+def test_status_line_shows_each_process_and_dashes_for_what_is_not_measured_yet():
+    oracle = {"training_passes": 12, "last_train_mse": 0.0697,
+              "synthetic_gradient_quality": {"cosine_similarity": 0.183}}
+    output = {"examples_held": 20_000, "training_passes": 356, "last_train_mse": 0.0361}
+    line = launch.status_line(45.2, oracle, output, {"examples": 341380, "examples_per_s": 9126.4})
+    assert line == ("[  45 s] input:  341380 examples (9126/s) | output:  20000 held, 356 "
+                    "passes, train MSE 0.0361 | oracle:  12 passes, loss 0.0697, "
+                    "cosine(synthetic, true) 0.18")
+    assert launch.status_line(0, {}, {}, {}).endswith("loss -, cosine(synthetic, true) -")
+
+
+class FakeClient:
+    def __init__(self, status=None):
+        self._status = status
+
+    def status(self):
+        if self._status is None:
+            raise synthgrad.PeerError("http://127.0.0.1:9 is not answering")
+        return self._status
+
+
+def test_watch_prints_status_lines_until_the_input_trainer_exits(tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_text('{"examples": 70, "examples_per_s": 7.0}\n')
+    inp = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    code = launch.watch(inp, FakeClient({}), FakeClient({"examples_held": 5}),
+                        tmp_path / "in.jsonl", duration=10, every=0.1)
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 2
+    assert all(line.startswith("[") and "input:      70 examples (7/s)" in line
+               and "output:      5 held" in line for line in lines)
+
+
+def test_watch_says_when_a_server_does_not_answer(tmp_path, capsys):
+    inp = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    assert launch.watch(inp, FakeClient(None), FakeClient({}), tmp_path / "none.jsonl",
+                        duration=10, every=0.1) == 0
+    assert "launch: status unavailable: http://127.0.0.1:9 is not answering" in \
+        capsys.readouterr().out
+
+
+# --- The command lines of a decoupled run. -----------------------------------------------------
+
+def test_option_argv_spells_options_as_on_the_command_line():
+    assert launch.option_argv({"batch_size": 256, "zero_init": True, "hidden": 0,
+                               "conditioned": False, "seed": None}) == \
+        ["--batch-size", "256", "--zero-init", "--hidden", "0"]
+    assert launch.option_argv({}) == []
+
+
+def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_path):
+    config = launch.DecoupledConfig(run_dir=tmp_path)
+    py, here = sys.executable, str(launch.HERE)
+    assert launch.oracle_argv(config) == [
+        py, f"{here}/oracle.py", "--port", "0", "--max-examples", "20000", "--seed", "0",
+        "--metrics", str(tmp_path / "metrics" / "oracle.jsonl"),
+        "--optimizer", "adam", "--learning-rate", "0.01", "--batch-size", "256", "--zero-init"]
+    common = ["--snapshot-interval", "3", "--seed", "0", "--wire", "binary"]
+    assert launch.output_argv(config, "http://o") == [
+        py, f"{here}/train_output.py", "--port", "0", "--max-examples", "20000",
+        "--oracle-url", "http://o", "--progress-dir", str(tmp_path / "progress"),
+        "--metrics", str(tmp_path / "metrics" / "train_output.jsonl"),
+        "--learning-rate", "0.1", "--batch-size", "10", *common]
+    assert launch.input_argv(config, "http://o", "http://t") == [
+        py, f"{here}/train_input.py", "--data-dir", str(tmp_path / "data"),
+        "--oracle-url", "http://o", "--output-url", "http://t",
+        "--progress-dir", str(tmp_path / "progress"),
+        "--metrics", str(tmp_path / "metrics" / "train_input.jsonl"),
+        "--learning-rate", "0.01", "--duration", "75.0", *common]
+
+
+def test_oracle_and_input_settings_come_before_the_raw_arguments(tmp_path):
+    config = launch.DecoupledConfig(run_dir=tmp_path, oracle={"hidden": 0},
+                                    oracle_args=("--quality-window", "50"),
+                                    input={"synthetic_gradients": "local"},
+                                    input_args=("--refresh-every", "0.5"))
+    assert launch.oracle_argv(config)[-4:] == ["--hidden", "0", "--quality-window", "50"]
+    assert launch.input_argv(config, "o", "t")[-4:] == ["--synthetic-gradients", "local",
+                                                        "--refresh-every", "0.5"]
+
+
+def test_backprop_like_takes_layers_2_3s_minibatch_and_learning_rate():
+    config = launch.DecoupledConfig(run_dir=None, seed=4)
+    assert launch.backprop_like(config) == dict(batch_size=10, learning_rate=0.1, decay=1.0,
+                                                seed=4)
+
+
+# --- Plain backprop in-process. ----------------------------------------------------------------
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """1,200 examples of seed 5 as generate.py writes them."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    x, y = generate.generate(1_200, 5)
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", y)
+    return folder
+
+
+def test_train_backprop_stops_at_its_time_limit_and_measures_every_segment(tmp_path, data_dir):
+    config = launch.BackpropConfig(data_dir, seconds=0.3, eval_every=500, heldout=500,
+                                   metrics=tmp_path / "m" / "backprop.jsonl")
+    layers, measured = launch.train_backprop(config)
+    rows = snapshots.read_metrics(config.metrics)
+    assert [{k: r[k] for k in ("seconds", "epoch", "examples", "heldout_mse")} for r in rows] \
+        == measured
+    assert all(r["stage"] == "backprop" and isinstance(r["time"], float) for r in rows)
+    assert measured[0] == {"seconds": 0.0, "epoch": 0, "examples": 0,
+                           "heldout_mse": pytest.approx(sgd.mse(
+                               sgd.make_network(np.random.default_rng(0)),
+                               *generate.heldout(500)))}
+    # segments of 500, 500 and 200 examples in each epoch of 1,200
+    steps = [b["examples"] - a["examples"] for a, b in zip(measured, measured[1:])]
+    assert steps[:3] == [500, 500, 200] and set(steps) <= {500, 200}
+    assert [r["epoch"] for r in measured[1:4]] == [1, 1, 1]
+    # it stopped at the first measurement at or past 0.3 s of training
+    assert measured[-1]["seconds"] >= 0.3 >= measured[-2]["seconds"]
+    assert measured[-1]["heldout_mse"] == pytest.approx(sgd.mse(layers, *generate.heldout(500)))
+
+
+def test_train_backprop_matches_train_step_by_hand_and_saves_its_weights(tmp_path, data_dir):
+    config = launch.BackpropConfig(data_dir, seconds=1e9, epochs=2, eval_every=500,
+                                   learning_rate=0.05, batch_size=10, decay=0.5, seed=7,
+                                   heldout=100, weights_out=tmp_path / "w" / "final.npz")
+    with open(tmp_path / "backprop.log", "w") as log:
+        layers, measured = launch.train_backprop(config, out=log)
+    assert measured[-1]["examples"] == 2 * 1_200 and measured[-1]["epoch"] == 2
+    # by hand: the same seed, the same permutations, minibatches of 10, eta halved per epoch
+    x, y = generate.load_dataset(data_dir)
+    rng = np.random.default_rng(7)
+    want = sgd.make_network(rng)
+    eta = 0.05
+    for _ in range(2):
+        order = rng.permutation(len(x))
+        for k in range(0, len(x), 10):
+            sgd.train_step(want, x[order[k:k + 10]], y[order[k:k + 10]], eta)
+        eta *= 0.5
+    saved = snapshots.load_layers(config.weights_out, BACKPROP_SHAPES)
+    for got, again, by_hand in zip(layers, saved, want):
+        np.testing.assert_array_equal(got.w, by_hand.w)
+        np.testing.assert_array_equal(got.b, by_hand.b)
+        np.testing.assert_array_equal(again.w, by_hand.w)
+        np.testing.assert_array_equal(again.b, by_hand.b)
+    log_text = (tmp_path / "backprop.log").read_text()
+    assert "epoch 0: held-out MSE" in log_text and "epoch 2: train MSE" in log_text
+    assert "eta 0.02500" in log_text                        # the second epoch's, decayed
+
+
+def test_train_backprop_per_example_uses_rows_of_one(data_dir):
+    config = launch.BackpropConfig(data_dir, seconds=1e9, epochs=1, eval_every=1_200,
+                                   heldout=100, seed=1)
+    layers, _ = launch.train_backprop(config)
+    x, y = generate.load_dataset(data_dir)
+    rng = np.random.default_rng(1)
+    want = sgd.make_network(rng)
+    order = rng.permutation(len(x))
+    for k in order:
+        sgd.train_step(want, x[k:k + 1], y[k:k + 1], config.learning_rate)
+    for got, by_hand in zip(layers, want):
+        np.testing.assert_array_equal(got.w, by_hand.w)
+        np.testing.assert_array_equal(got.b, by_hand.b)
