@@ -276,22 +276,8 @@ def test_fractional_interval_saves_once_per_tick(tmp_path, network, clock):
 # --- Evaluating a progress folder -------------------------------------------------------------
 
 @pytest.fixture
-def progress(tmp_path):
-    """A progress folder as the two trainers would leave it, with the networks it holds.
-
-    Moments: initial (files taken at 995.5 and 996), ticks 1000, 1010, 1020, final (at 1025.5
-    and 1026.25), and a tick 1030 that only layer 1's trainer saved.
-    """
-    folder = tmp_path / "progress"
-    rng = np.random.default_rng(11)
-    nets = {label: sgd.make_network(rng) for label in ("initial", 1000, 1010, 1020, "final")}
-    taken = {"initial": (995.5, 996.0), 1000: (1000.1, 1000.3), 1010: (1010.2, 1010.0),
-             1020: (1020.0, 1020.4), "final": (1025.5, 1026.25)}
-    for label, net in nets.items():
-        snapshots.save_layers(folder / f"layer1_{label}.npz", net[:1], taken_at=taken[label][0])
-        snapshots.save_layers(folder / f"layers23_{label}.npz", net[1:], taken_at=taken[label][1])
-    snapshots.save_layers(folder / "layer1_1030.npz", sgd.make_network(rng)[:1], taken_at=1030.2)
-    return folder, nets
+def progress(recorded_run):
+    return recorded_run
 
 
 @pytest.fixture(scope="module")
