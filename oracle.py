@@ -174,6 +174,13 @@ class Oracle(serving.TrainingServer):
             return int(self.held.sum())
 
     def status_fields(self):
+        """The oracle's /status fields: "gradients_received", "estimates_served",
+        "training_steps", "batch_size" and "synthetic_gradient_quality": {"window": examples in
+        the moving window, "cosine_similarity": mean over examples of cos(g_hat, g),
+        "relative_error": mean of |g_hat - g| / |g|, "aggregate_cosine": cos of all the window's
+        gradients as one vector, "explained": 1 - sum |g_hat - g|^2 / sum |g|^2,
+        "cosine_similarity_since_start"}, where g_hat is what the oracle would have answered
+        for h just before the true g arrived (floats, or null before any gradient arrived)."""
         with self.lock:
             quality = {
                 "window": len(self.cosines),

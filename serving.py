@@ -115,8 +115,15 @@ class TrainingServer:
 
     # --- what it reports ----------------------------------------------------------------------
     def status(self):
-        """The /status answer: the fields both servers share (see synthgrad's docstring), then
-        the server's own."""
+        """The GET /status answer: the fields both servers share, then the server's own.
+
+        "role" ("oracle" or "output_trainer"), "uptime_s" (float), "examples_held" (distinct
+        example indices held), "training_passes", "last_train_mse" (float or null: the oracle's
+        loss mean((g_hat - g)^2) over its last pass, or the output trainer's mean (y_hat - y)^2
+        over its last pass), "staleness_s" (float or null: the mean age, in seconds, of the rows
+        its last pass used, i.e. how old the activations or gradients it learns from are),
+        "diverged", "peak_rss_mb", "requests_served" and "requests_refused" (ints).
+        """
         return {
             "role": self.role,
             "uptime_s": round(time.time() - self.started, 3),

@@ -1,6 +1,5 @@
-"""The wire protocol between the three processes, and its clients.
-
-Import it; importing runs nothing. `python synthgrad.py` prints this description.
+"""The wire protocol between the three processes, and its clients. Importing it runs nothing;
+`python synthgrad.py` prints this description.
 
 What travels
 ------------
@@ -34,21 +33,11 @@ b1 (hidden,), w2 (hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linea
 n_in is 24, or 25 when "conditioned" (the input is then h and y side by side);
 model_forward(weights, inputs) below is the model. "version" counts the oracle's training steps.
 
-GET /status answers, on both servers: "role" ("oracle" or "output_trainer"), "uptime_s" (float),
-"examples_held" (int, distinct example indices held), "training_passes" (int),
-"last_train_mse" (float or null: the oracle's loss mean((g_hat - g)^2) over its last pass, or
-the output trainer's mean (y_hat - y)^2 over its last pass), "requests_served" and
-"requests_refused" (int), "staleness_s" (float or null: the mean age, in seconds, of the
-rows its last training pass used, i.e. how old the activations or gradients it learns from are)
-and "peak_rss_mb". The oracle adds "gradients_received", "estimates_served",
-"training_steps" and "synthetic_gradient_quality": {"window": examples in the moving window,
-"cosine_similarity": mean over examples of cos(g_hat, g), "relative_error": mean of
-|g_hat - g| / |g|, "aggregate_cosine": cos of all the window's gradients as one vector,
-"explained": 1 - sum |g_hat - g|^2 / sum |g|^2, "cosine_similarity_since_start"}, where g_hat is
-what the oracle would have answered for h just before the true g arrived (floats, or null
-before any gradient arrived). The output trainer adds "examples_received",
-"examples_trained", "snapshots_saved" and "gradients_to_oracle": its sender's counts {"sent",
-"superseded", "dropped", "refused", "failed_requests", "unsent"}.
+GET /status answers what the server holds and has done: "role", "uptime_s", "examples_held",
+"training_passes", "last_train_mse", "staleness_s", "diverged", "peak_rss_mb", the request
+counts, and each server's own figures (the oracle's synthetic-gradient quality, the output
+trainer's sender counts). serving.TrainingServer.status and the servers' status_fields say what
+each field means.
 
 In /training_example, x is layer 1's activation h for example i and y its target. The targets
 y in the oracle's requests are for a target-conditioned oracle (cDNI, `oracle.py
@@ -74,6 +63,8 @@ send it when given the same token.
 Errors: a refused request gets a 4xx status and {"error": "what was wrong"}; the server's state is
 unchanged by it. 400 bad body, 401 no or wrong token, 404 unknown path, 405 wrong method,
 413 body too large.
+
+Clients: OracleClient and OutputTrainerClient, at the end of this file, on requests.
 """
 
 import http.client
@@ -85,6 +76,7 @@ import time
 import urllib.parse
 
 import numpy as np
+import requests
 
 DEFAULT_OUTPUT_TRAINER_URL = "http://127.0.0.1:5000"
 DEFAULT_ORACLE_URL = "http://127.0.0.1:5001"
@@ -239,9 +231,16 @@ def _decode_examples(body, fields, shapes, width, max_index):
                         f"i, {', '.join(fields)}")
 
 
+def encode_batched(arrays):
+    """The JSON form of a batched body {name: array}: the index list "i" as integers, every
+    other field an array object. (encode_binary is the binary form of the same fields.)"""
+    return {name: [int(k) for k in a] if name == "i" else encode_array(a)
+            for name, a in arrays.items()}
+
+
 def encode_training_examples(i, x, y):
     """Batched /training_example body: i (n,), x = h (n, 24), y (n,)."""
-    return {"i": [int(k) for k in i], "x": encode_array(x), "y": encode_array(y)}
+    return encode_batched({"i": i, "x": x, "y": y})
 
 
 def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
@@ -252,18 +251,13 @@ def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
 def encode_gradients(i, h, gradient, y=None):
     """Batched /provide_gradient body: i (n,), h (n, 24), gradient = dL/dh (n, 24), and the
     targets y (n,) if given (a target-conditioned oracle needs them)."""
-    body = {"i": [int(k) for k in i], "h": encode_array(h), "gradient": encode_array(gradient)}
-    if y is not None:
-        body["y"] = encode_array(y)
-    return body
+    return encode_batched({"i": i, "h": h, "gradient": gradient, **_optional_y(y)})
 
 
 def decode_gradients(body, max_index, width=HIDDEN_SIZE, need_y=False):
     """(i (n,), h (n, width), gradient (n, width)) from a /provide_gradient body of either form;
     with need_y, also y (n,), which must then be present."""
-    fields, shapes = ("h", "gradient"), ((width,), (width,))
-    if need_y:
-        fields, shapes = fields + ("y",), shapes + ((),)
+    fields, shapes = ("h", "gradient", "y")[:2 + need_y], ((width,), (width,), ())[:2 + need_y]
     try:
         return _decode_examples(body, fields, shapes, width, max_index)
     except ProtocolError as e:
@@ -275,10 +269,11 @@ def decode_gradients(body, max_index, width=HIDDEN_SIZE, need_y=False):
 
 def encode_estimate_request(h, y=None):
     """/estimate_gradients body for activations h (n, 24), with targets y (n,) if given."""
-    body = {"activations": encode_array(h)}
-    if y is not None:
-        body["y"] = encode_array(y)
-    return body
+    return encode_batched({"activations": h, **_optional_y(y)})
+
+
+def _optional_y(y):
+    return {} if y is None else {"y": y}
 
 
 def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
@@ -347,9 +342,8 @@ def encode_binary(arrays):
 
     Layout: b"SGA1", a 4-byte big-endian header length, a JSON header {name: {"dtype":
     "float64" or "int64", "shape": [...]}, ...}, then each array's values, little-endian, in
-    the header's order. It carries exactly what the batched JSON form carries (the index list
-    "i" as an int64 array), without printing and parsing ~25 characters per number.
-    """
+    the header's order: what the batched JSON form carries ("i" as an int64 array), without
+    printing and parsing ~25 characters per number."""
     header, chunks = {}, []
     for name, a in arrays.items():
         a = np.asarray(a)
@@ -403,64 +397,117 @@ def parse_json(data):
 
 # --- Clients ----------------------------------------------------------------------------------
 
+# requests, made fast (each cut found by profiling; the numbers are in README, "Speed"): no
+# environment look-ups (trust_env = False), a request prepared once per (method, path,
+# Content-Type) and copied, and adapter.send with the pool found once (_PeerAdapter).
+
+
+class _PeerAdapter(requests.adapters.HTTPAdapter):
+    """An HTTPAdapter for one peer reached directly: its pool looked up once, the request line
+    the URL's path (both are requests' hooks for subclasses)."""
+
+    _pool = None
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        if self._pool is None:
+            self._pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        return self._pool
+
+    def request_url(self, request, proxies):
+        return request.path_url
+
+    def close(self):
+        super().close()
+        self._pool = None
+
+
+def _causes(e):
+    """e and the exceptions behind it: requests wraps urllib3's, which wraps the socket's."""
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)  # resend once
+
+
 class Client:
-    """One peer at base_url: a kept-alive HTTP/1.1 connection and a timeout on every call.
+    """One peer at base_url, over requests: a Session per thread (the Sender's thread, the main
+    loop and the local mode's refresh thread share a client), its connection kept alive, a
+    timeout on every call. A request that finds its kept-alive connection closed by the peer is
+    sent once more; every failure is a PeerError naming the peer, the URL and the reason."""
 
-    Built on the standard library's http.client rather than requests: over loopback a request
-    costs ~0.5 ms with it and ~1 ms with a requests.Session, and the input trainer makes one
-    per minibatch. Each thread gets its own connection (http.client connections are not
-    thread-safe); a dropped connection is reopened once. Every failure is a PeerError that
-    names the peer, the URL and the reason.
-    """
+    name, default_url = "peer", None
 
-    name = "peer"
-
-    def __init__(self, base_url, timeout=10.0, binary=False, token=None):
+    def __init__(self, base_url=None, timeout=10.0, binary=False, token=None):
+        base_url = base_url or self.default_url
         parts = urllib.parse.urlsplit(base_url)
-        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.binary = binary                  # bulk POSTs in the binary form, not JSON
-        if parts.scheme != "http" or not parts.hostname:
+        try:
+            ok = parts.scheme == "http" and parts.hostname and parts.port != 0
+        except ValueError:                    # a port that is not a number, or too large
+            ok = False
+        if not ok:
             raise ValueError(f"{self.name} URL must look like http://HOST:PORT, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
-        self.host, self.port = parts.hostname, parts.port or 80
-        self.timeout = timeout
+        self.timeout, self.token = timeout, token
         self._local = threading.local()
+        self._sessions = []                   # every thread's, for close()
+        self._lock = threading.Lock()
 
-    def _connection(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._local.conn = conn
-        return conn
+    def _session(self):
+        """This thread's Session, made on its first call."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+            self._local.adapter = _PeerAdapter(pool_connections=1, pool_maxsize=1,
+                                               max_retries=0)
+            session.mount("http://", self._local.adapter)
+            if self.token:
+                session.headers["Authorization"] = f"Bearer {self.token}"
+            self._local.session, self._local.templates = session, {}
+            with self._lock:
+                self._sessions.append(session)
+        return session
 
     def _send(self, method, path, body, content_type="application/json"):
-        conn = self._connection()
-        headers = {**self.auth, **({"Content-Type": content_type} if body is not None else {})}
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            r = conn.getresponse()
-            return r.status, r.read(), r.getheader("Content-Type", "")
-        except (OSError, http.client.HTTPException):
-            conn.close()                      # the next call opens a new connection
-            raise
+        """One HTTP exchange: (status, body bytes, Content-Type of the answer)."""
+        session = self._session()
+        key = (method, path, content_type if body is not None else None)
+        template = self._local.templates.get(key)
+        if template is None:                  # the URL and the session's headers, once
+            headers = {"Content-Type": key[2]} if key[2] else {}
+            template = session.prepare_request(
+                requests.Request(method, self.base_url + path, headers=headers))
+            self._local.templates[key] = template
+        request = template.copy()
+        if body is not None:
+            request.body = body
+            request.headers["Content-Length"] = str(len(body))
+        r = self._local.adapter.send(request, timeout=self.timeout)
+        return r.status_code, r.content, r.headers.get("Content-Type", "")
 
-    def _request(self, method, path, payload=None, arrays=None):
-        """Send payload as JSON, or arrays ({name: array}) in the binary form; return the
-        JSON answer."""
+    def _request(self, method, path, arrays=None):
+        """Send a batched body {name: array} (if any) in the client's form, binary or JSON;
+        return the JSON answer (or the arrays of a binary answer)."""
         url = self.base_url + path
-        if arrays is not None:
+        if arrays is None:
+            body, kind = None, "application/json"
+        elif self.binary:
             body, kind = encode_binary(arrays), BINARY_TYPE
         else:
-            body, kind = (None if payload is None else json.dumps(payload).encode(),
-                          "application/json")
+            body, kind = json.dumps(encode_batched(arrays)).encode(), "application/json"
         try:
             try:
                 status, data, answer_kind = self._send(method, path, body, kind)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # a kept-alive socket went stale
+            except requests.ConnectionError as e:
+                if not any(isinstance(c, _STALE) for c in _causes(e)):
+                    raise
                 status, data, answer_kind = self._send(method, path, body, kind)
-        except (OSError, http.client.HTTPException) as e:
-            raise PeerError(f"{self.name} at {url}: {type(e).__name__}: {e}") from e
+        except requests.RequestException as e:
+            root = list(_causes(e))[-1]       # e.g. ConnectionRefusedError, TimeoutError
+            raise PeerError(f"{self.name} at {url}: {type(root).__name__}: {root}") from e
         if status == 200 and answer_kind == BINARY_TYPE:
             try:
                 return parse_binary(data)
@@ -470,7 +517,7 @@ class Client:
             answer = json.loads(data)
         except ValueError:
             answer = None
-        if status != 200:
+        if status != 200:                     # raise_for_status, stricter: we follow no redirects
             reason = (str(answer["error"]) if isinstance(answer, dict) and "error" in answer
                       else data.decode("utf-8", "replace"))
             raise PeerError(f"{self.name} at {url} answered {status}: {reason[:300]}", status)
@@ -483,12 +530,10 @@ class Client:
         return self._request("GET", STATUS)
 
     def wait_until_ready(self, stop=None, max_backoff=2.0, log_every=10.0):
-        """Block until GET /status answers, retrying with back-off; logs while waiting.
-
-        Returns True when the peer answered, False if `stop` (a threading.Event) was set first.
-        """
-        delay, last_log = 0.05, -math.inf
-        while stop is None or not stop.is_set():
+        """Block until GET /status answers, retrying with back-off and logging now and then;
+        True once it answered, False if `stop` (a threading.Event) was set first."""
+        delay, last_log, stop = 0.05, -math.inf, stop or threading.Event()
+        while not stop.is_set():
             try:
                 self.status()
                 return True
@@ -496,51 +541,32 @@ class Client:
                 if time.monotonic() - last_log >= log_every:
                     log.info("waiting for %s at %s ... (%s)", self.name, self.base_url, e)
                     last_log = time.monotonic()
-            if stop is not None:
-                if stop.wait(delay):
-                    break
-            else:
-                time.sleep(delay)
+            stop.wait(delay)
             delay = min(max_backoff, delay * 2)
         return False
 
     def close(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
+        """Close every thread's connection (a later call opens a new one)."""
+        with self._lock:
+            for session in self._sessions:
+                session.close()
 
 
 class OutputTrainerClient(Client):
-    name = "output trainer"
-
-    def __init__(self, base_url=DEFAULT_OUTPUT_TRAINER_URL, timeout=10.0, binary=False,
-                 token=None):
-        super().__init__(base_url, timeout, binary, token)
+    name, default_url = "output trainer", DEFAULT_OUTPUT_TRAINER_URL
 
     def send_examples(self, i, x, y):
         """POST /training_example: activations x = h (n, 24) and targets y (n,) for examples i."""
-        if self.binary:
-            return self._request("POST", TRAINING_EXAMPLE, arrays={"i": i, "x": x, "y": y})
-        return self._request("POST", TRAINING_EXAMPLE, encode_training_examples(i, x, y))
+        return self._request("POST", TRAINING_EXAMPLE, {"i": i, "x": x, "y": y})
 
 
 class OracleClient(Client):
-    name = "oracle"
-
-    def __init__(self, base_url=DEFAULT_ORACLE_URL, timeout=10.0, binary=False, token=None):
-        super().__init__(base_url, timeout, binary, token)
+    name, default_url = "oracle", DEFAULT_ORACLE_URL
 
     def estimate_gradients(self, h, y=None):
-        """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24).
-
-        y (n,), the targets, are sent if given; only a target-conditioned oracle uses them.
-        With binary=True the request and the answer are in the binary form.
-        """
-        if self.binary:
-            arrays = {"activations": h} if y is None else {"activations": h, "y": y}
-            body = self._request("POST", ESTIMATE_GRADIENTS, arrays=arrays)
-        else:
-            body = self._request("POST", ESTIMATE_GRADIENTS, encode_estimate_request(h, y))
+        """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24), with
+        their targets y (n,) if given (only a target-conditioned oracle uses them)."""
+        body = self._request("POST", ESTIMATE_GRADIENTS, {"activations": h, **_optional_y(y)})
         try:
             return decode_estimate_response(body, len(h), h.shape[1])
         except ProtocolError as e:
@@ -557,16 +583,14 @@ class OracleClient(Client):
     def provide_gradients(self, i, h, gradient, y=None):
         """POST /provide_gradient: true dL/dh (n, 24) at activations h (n, 24) for examples i,
         with their targets y (n,) if given."""
-        if self.binary:
-            arrays = {"i": i, "h": h, "gradient": gradient, **({} if y is None else {"y": y})}
-            return self._request("POST", PROVIDE_GRADIENT, arrays=arrays)
-        return self._request("POST", PROVIDE_GRADIENT, encode_gradients(i, h, gradient, y))
+        return self._request("POST", PROVIDE_GRADIENT,
+                             {"i": i, "h": h, "gradient": gradient, **_optional_y(y)})
 
 
 def main(argv=None):
     import argparse
-    argparse.ArgumentParser(description="Print the protocol description (this module is "
-                                        "imported by the servers and trainers).").parse_args(argv)
+    argparse.ArgumentParser(description="Print the protocol description (the servers and "
+                                        "trainers import this module).").parse_args(argv)
     print(__doc__)
     return 0
 

@@ -198,6 +198,9 @@ class OutputTrainer(serving.TrainingServer):
             return int(self.held.sum())
 
     def status_fields(self):
+        """The output trainer's /status fields: "examples_received", "examples_trained",
+        "snapshots_saved" and "gradients_to_oracle", its sender's counts {"sent", "superseded",
+        "dropped", "refused", "failed_requests", "unsent"} (null if it sends none)."""
         return {
             "examples_received": self.counts["examples_received"],
             "examples_trained": self.counts["examples_trained"],

@@ -1,17 +1,20 @@
 """Tests for synthgrad.py: arrays on the wire, the request bodies in both forms (the original
-per-example lists and our batched objects), their rejections,
-parse_json, the binary form and the clients against a peer that is down.
+per-example lists and our batched objects), their rejections, parse_json, the binary form, and
+the clients: against a peer that is down, drops connections, never answers or answers wrongly,
+with a timeout on every request and a Session per thread that ignores the environment.
 
 Run: .venv/bin/pytest -q tests/test_synthgrad.py
 """
 
 import json
 import socket
+import struct
 import threading
 import time
 
 import numpy as np
 import pytest
+import requests
 
 import synthgrad
 from synthgrad import ProtocolError, PeerError
@@ -482,13 +485,18 @@ def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):
             client.status()
 
 
-def test_client_reconnects_when_the_peer_closes_its_connection():
-    # An HTTP/1.0 server closes the connection after every answer; each call must still work.
+@pytest.fixture
+def http_peer():
+    """The URL of an HTTP/1.0 server (it closes the connection after every answer) whose GET
+    answers {"role": "test", "path": path}, plus "authorization" if the request carried one."""
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            body = json.dumps({"role": "test", "path": self.path}).encode()
+            answer = {"role": "test", "path": self.path}
+            if self.headers.get("Authorization"):
+                answer["authorization"] = self.headers["Authorization"]
+            body = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -501,14 +509,144 @@ def test_client_reconnects_when_the_peer_closes_its_connection():
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    try:
-        client = synthgrad.Client(f"http://127.0.0.1:{server.server_port}", timeout=5.0)
-        for _ in range(3):
-            assert client.status() == {"role": "test", "path": "/status"}
-        client.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_client_reconnects_when_the_peer_closes_its_connection(http_peer):
+    # An HTTP/1.0 server closes the connection after every answer; each call must still work.
+    client = synthgrad.Client(http_peer, timeout=5.0)
+    for _ in range(3):
+        assert client.status() == {"role": "test", "path": "/status"}
+    client.close()
+
+
+@pytest.fixture
+def raw_peer():
+    """raw_peer(*behaviours) -> (URL, connections): a TCP server that reads one request per
+    connection and then, connection by connection, follows the next behaviour: "close"
+    (closes without answering, as a kept-alive connection the peer dropped looks), "reset"
+    (the same with a TCP reset), "hang" (answers nothing for 5 s) or "ok" (answers
+    {"ok": true}).
+    connections counts the connections accepted."""
+    listeners = []
+
+    def make(*behaviours):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listeners.append(listener)
+        connections = []
+
+        def serve():
+            for behaviour in behaviours:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:                      # the listener was closed: test over
+                    return
+                connections.append(conn)
+                conn.recv(65536)                     # the request (GET, small: one read)
+                if behaviour == "ok":
+                    body = b'{"ok": true}'
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                 % (len(body), body))
+                elif behaviour == "reset":           # SO_LINGER 0: close sends RST
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if behaviour == "hang":                 # until a client without a timeout
+                    threading.Timer(5.0, conn.close).start()    # would fail, not hang
+                else:
+                    conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}", connections
+
+    yield make
+    for listener in listeners:
+        listener.close()
+
+
+@pytest.mark.parametrize("drop", ["close", "reset"])
+def test_client_resends_once_when_a_connection_is_dropped_under_it(raw_peer, drop):
+    url, connections = raw_peer(drop, "ok")
+    client = synthgrad.Client(url, timeout=5.0)
+    assert client.status() == {"ok": True}
+    assert len(connections) == 2
+    client.close()
+
+
+@pytest.mark.parametrize("drop", ["close", "reset"])
+def test_client_resends_only_once(raw_peer, drop):
+    url, connections = raw_peer(drop, drop, "ok")
+    client = synthgrad.Client(url, timeout=5.0)
+    with pytest.raises(PeerError) as e:
+        client.status()
+    assert e.value.status is None and url + synthgrad.STATUS in str(e.value)
+    assert ("RemoteDisconnected" if drop == "close" else "ConnectionResetError") in str(e.value)
+    assert len(connections) == 2
+    client.close()
+
+
+def test_client_gives_up_after_its_timeout_and_does_not_resend(raw_peer):
+    url, connections = raw_peer("hang", "ok")
+    client = synthgrad.Client(url, timeout=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(PeerError, match="timed out") as e:
+        client.status()
+    assert 0.25 < time.monotonic() - t0 < 2.0
+    assert e.value.status is None and url + synthgrad.STATUS in str(e.value)
+    assert len(connections) == 1
+    client.close()
+
+
+def test_every_request_carries_the_client_timeout(monkeypatch):
+    timeouts = []
+
+    def send(adapter, request, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        raise requests.ConnectionError("not sent")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    h = np.zeros((2, W))
+    for binary in (False, True):
+        oracle = synthgrad.OracleClient("http://peer.invalid:1", timeout=3.5, binary=binary)
+        output = synthgrad.OutputTrainerClient("http://peer.invalid:1", timeout=3.5,
+                                               binary=binary)
+        calls = [oracle.status, oracle.weights, lambda: oracle.estimate_gradients(h),
+                 lambda: oracle.provide_gradients([0, 1], h, h, np.zeros(2)),
+                 lambda: output.send_examples([0, 1], h, np.zeros(2))]
+        for call in calls:
+            with pytest.raises(PeerError, match="not sent"):
+                call()
+    assert timeouts == [3.5] * 10
+
+
+def test_each_thread_has_its_own_session_which_ignores_the_environment(
+        http_peer, closed_port, monkeypatch):
+    # trust_env = False: no proxy or netrc look-ups; a proxy in the environment is not used.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{closed_port}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    client = synthgrad.Client(http_peer, timeout=5.0, token="s3cret")
+    answers, sessions = [], []
+
+    def call():
+        answers.append(client.status())
+        sessions.append(client._session())
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    call()
+    assert answers == [{"role": "test", "path": "/status",
+                        "authorization": "Bearer s3cret"}] * 3
+    assert len({id(s) for s in sessions}) == 3
+    assert all(s.trust_env is False for s in sessions)
+    client.close()
 
 
 def test_client_refuses_a_url_it_cannot_use():
