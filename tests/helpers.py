@@ -1,6 +1,10 @@
-"""Helpers both server test files use to drive an app through Flask's test client."""
+"""Helpers the test files share: driving an app through Flask's test client, and waiting for a
+condition."""
 
 import json
+import time
+
+import pytest
 
 import synthgrad
 
@@ -20,3 +24,12 @@ def status(app):
 
 def arr(a):
     return synthgrad.encode_array(a)
+
+
+def wait_for(predicate, timeout=5.0):
+    """Poll predicate until it is true; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.002)

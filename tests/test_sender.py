@@ -11,18 +11,10 @@ import pytest
 
 import sender
 import synthgrad
+from helpers import wait_for
 from synthgrad import PeerError
 
 W = synthgrad.HIDDEN_SIZE   # 24
-
-
-def wait_for(predicate, timeout=5.0):
-    """Poll predicate until it is true; fail the test after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.002)
 
 
 class FakeSend:

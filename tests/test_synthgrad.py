@@ -27,15 +27,6 @@ def wire(obj):
     return json.loads(json.dumps(obj))
 
 
-def wait_for(predicate, timeout=5.0):
-    """Poll predicate until it is true; fail the test after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.002)
-
-
 def bitwise_equal(a, b):
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
