@@ -48,7 +48,7 @@ DEFAULTS = dict(
     learning_rate=1.0,       # Adadelta's Keras 1 default, which the original relied on
     epochs_per_pass=2,       # the original's
     batch_size=32,           # Keras' default batch size, which the original used
-    max_examples=200_000,    # indices 0..max_examples-1: the default data set's size
+    max_examples=serving.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
     publish_every=20,        # batches between publishing weights to the request path
     quality_window=5_000,    # examples in the moving window of the quality measure
     min_examples=32,         # do not train on fewer than one batch
@@ -346,9 +346,6 @@ def parse_args(argv):
                         "original's); new gradients join at the next pass")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="Keras minibatch size (default 32, Keras' default the original used)")
-    p.add_argument("--max-examples", type=int, default=d["max_examples"],
-                   help="example indices accepted are 0..N-1 (default 200,000, the size of the "
-                        "default data set); memory is 2 x N x 24 float64")
     p.add_argument("--publish-every", type=int, default=d["publish_every"],
                    help="training batches between updates of the weights that answer "
                         "requests (default 20: fresh within ~10 ms, cheap to copy)")
@@ -359,13 +356,13 @@ def parse_args(argv):
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
     serving.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
                                  "status, synthetic-gradient quality",
-                                 "the model, its optimizer's state and every gradient held")
+                                 "the model, its optimizer's state and every gradient held",
+                                 "memory is about 2 x N x 24 float64")
     args = p.parse_args(argv)
     serving.check_server_arguments(p, args)
     if args.hidden < 0:
         p.error("--hidden must be 0 (linear) or more")
-    for name in ("epochs_per_pass", "batch_size", "max_examples", "publish_every",
-                 "quality_window"):
+    for name in ("epochs_per_pass", "batch_size", "publish_every", "quality_window"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args

@@ -293,10 +293,13 @@ def peak_rss_mb():
 
 # --- The options every server takes, and the start-up line ------------------------------------
 
-def add_server_arguments(p, default_port, what, checkpointed):
-    """The options both servers share: where to listen, the token, limits, the training
-    thread's priority, where to write metrics lines (`what` they hold), and checkpoints (of
-    `checkpointed`)."""
+def add_server_arguments(p, default_port, what, checkpointed, held):
+    """The options both servers share: which example indices they hold (`held`: what that
+    costs), where to listen, the token, limits, the training thread's priority, where to write
+    metrics lines (`what` they hold), and checkpoints (of `checkpointed`)."""
+    p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
+                   help=f"example indices accepted are 0..N-1 (default {DEFAULT_MAX_EXAMPLES:,}, "
+                        f"the size of the default data set); {held}")
     snapshots.checkpoint_arguments(p, checkpointed)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: only this machine can connect)")
@@ -323,6 +326,8 @@ def add_server_arguments(p, default_port, what, checkpointed):
 def check_server_arguments(p, args):
     """Refuse impossible values of the shared options and of --learning-rate."""
     snapshots.check_checkpoint_arguments(p, args)
+    if args.max_examples < 1:
+        p.error("--max-examples must be at least 1")
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
@@ -334,6 +339,8 @@ def check_server_arguments(p, args):
     if not 0 <= args.nice <= 19:
         p.error("--nice must be between 0 and 19")
 
+
+DEFAULT_MAX_EXAMPLES = 200_000      # indices 0..N-1: the default data set's size
 
 SERVER_ONLY = ("host", "port", "metrics", "metrics_interval")   # not part of a server's state
 

@@ -41,7 +41,7 @@ DEFAULTS = dict(
     oracle_url=synthgrad.DEFAULT_ORACLE_URL,
     learning_rate=0.001,       # the original's
     batch_size=1,              # per-example SGD, the original's
-    max_examples=200_000,      # indices 0..max_examples-1: the default data set's size
+    max_examples=serving.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
     progress_dir=HERE / "progress",
     snapshot_interval=10,
     seed=0,
@@ -242,9 +242,6 @@ def parse_args(argv):
     p.add_argument("--wire", choices=("json", "binary"), default=d["wire"],
                    help="how gradients travel to the oracle (default json, the documented "
                         "form; binary sends raw float64 arrays, ~100x cheaper to encode)")
-    p.add_argument("--max-examples", type=int, default=d["max_examples"],
-                   help="example indices accepted are 0..N-1 (default 200,000, the size of the "
-                        "default data set)")
     p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
                    help="where weight snapshots go (default progress/ next to this file, where "
                         "train_input.py writes layer 1 and plot.py looks)")
@@ -255,11 +252,12 @@ def parse_args(argv):
                    help="seeds layers 2-3's initial weights and the training order (default 0)")
     serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
                                  "examples held, passes, training MSE",
-                                 "layers 2-3, every example held and the counters")
+                                 "layers 2-3, every example held and the counters",
+                                 "memory is about N x 26 float64")
     args = p.parse_args(argv)
     serving.check_server_arguments(p, args)
-    if args.batch_size < 1 or args.max_examples < 1:
-        p.error("--batch-size and --max-examples must be at least 1")
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
     if args.snapshot_interval < 1:
         p.error("--snapshot-interval must be at least 1")
     return args
