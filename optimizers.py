@@ -1,0 +1,107 @@
+"""How a layer's weights move, given its gradients: plain SGD (the original's) and Adam.
+
+Imported by the trainers, dni.py and the launcher; it runs nothing. An optimizer is made for a
+list of layers (anything with w, b and the gradients nabla_w, nabla_b of the last backprop, such
+as sgd.Layer) and its step() moves all of them once:
+
+    opt = optimizers.make("adam", layers, learning_rate=0.005)
+    ... backprop, which sets each layer's nabla_w and nabla_b ...
+    opt.step()
+
+SGD is sgd.py's rule, w -= eta * dL/dw. Adam (Kingma and Ba 2015) keeps, per weight, running
+means of the gradient and of its square and steps by their ratio, so every weight moves at about
+the learning rate whatever its gradient's scale; it is written exactly as Keras 3 computes it
+(the oracle's model trains with Keras), with Keras's defaults beta_1 0.9, beta_2 0.999 and
+epsilon 1e-7:
+
+    t += 1
+    alpha = eta * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+    m += (1 - beta_1) (g - m)
+    v += (1 - beta_2) (g^2 - v)
+    w -= alpha m / (sqrt(v) + epsilon)
+
+Comparisons in this project use one optimizer for every row (README, "What we found").
+"""
+
+import math
+
+import numpy as np
+
+
+class SGD:
+    """w -= eta * dL/dw for every layer: sgd.Layer.descend, the tutorial's rule."""
+
+    name = "sgd"
+
+    def __init__(self, layers, learning_rate):
+        self.layers, self.learning_rate = list(layers), learning_rate
+
+    def step(self):
+        for layer in self.layers:
+            layer.descend(self.learning_rate)
+
+    def state(self):
+        """The optimizer's state as {name: array}, for a checkpoint (SGD has none)."""
+        return {}
+
+    def load_state(self, arrays):
+        """Put back what state() returned."""
+
+
+class Adam:
+    """Adam on every layer's w and b, as Keras 3 computes it (see the module docstring)."""
+
+    name = "adam"
+
+    def __init__(self, layers, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        self.layers, self.learning_rate = list(layers), learning_rate
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.t = 0                                           # steps taken
+        self.m = [np.zeros_like(p) for p in self._params()]  # running mean of g
+        self.v = [np.zeros_like(p) for p in self._params()]  # running mean of g^2
+
+    def _params(self):
+        for layer in self.layers:
+            yield layer.w
+            yield layer.b
+
+    def _grads(self):
+        for layer in self.layers:
+            yield layer.nabla_w
+            yield layer.nabla_b
+
+    def step(self):
+        self.t += 1
+        alpha = (self.learning_rate * math.sqrt(1 - self.beta_2 ** self.t)
+                 / (1 - self.beta_1 ** self.t))
+        for p, g, m, v in zip(self._params(), self._grads(), self.m, self.v):
+            m += (1 - self.beta_1) * (g - m)
+            v += (1 - self.beta_2) * (g * g - v)
+            p -= alpha * m / (np.sqrt(v) + self.epsilon)    # in place: the layer's own array
+
+    def state(self):
+        """{"t", "m0", "v0", "m1", ...}: everything step() depends on, for a checkpoint."""
+        arrays = {"t": np.array(self.t)}
+        for k, (m, v) in enumerate(zip(self.m, self.v)):
+            arrays[f"m{k}"], arrays[f"v{k}"] = m, v
+        return arrays
+
+    def load_state(self, arrays):
+        self.t = int(arrays["t"])
+        for k in range(len(self.m)):
+            self.m[k][...], self.v[k][...] = arrays[f"m{k}"], arrays[f"v{k}"]
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam)}
+
+
+def make(name, layers, learning_rate):
+    """The optimizer called `name` ("sgd" or "adam") for layers at learning_rate."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](layers, learning_rate)
+
+
+def state_shapes(name, layers):
+    """{name: shape} of make(name, layers, ...).state(), to check a checkpoint against."""
+    return {k: np.shape(a) for k, a in make(name, layers, 1.0).state().items()}
