@@ -180,19 +180,29 @@ def mse(layers, x, y, chunk=50_000):
     return total / len(x)
 
 
-def train_step(layers, x, y, learning_rate):
-    """Forward, backprop and descend on the examples x (n, n_in) with targets y (n,).
+def backprop(layers, x, y):
+    """Forward and backward on the examples x (n, n_in) with targets y (n,): every layer's
+    nabla_w, nabla_b are set (dL/dw, dL/db of the batch's mean loss); nothing moves yet.
 
-    Returns (y_hat, dL_dx): y_hat (n, 1), the network's output before the step, and dL_dx
-    (n, n_in), row k the gradient of example k's loss 1/2 (y_hat_k - y_k)^2 with respect to x[k].
+    Returns (y_hat, dL_dx): y_hat (n, 1), the network's output, and dL_dx (n, n_in), row k the
+    gradient of example k's loss 1/2 (y_hat_k - y_k)^2 with respect to x[k].
     """
     y_hat = feed_forward(layers, x)                # (n, 1)
     dL_da = y_hat - y.reshape(y_hat.shape)         # dL/dy_hat (n, 1) for L = 1/2 (y_hat - y)^2
     for layer in reversed(layers):
         dL_da = layer.backprop(dL_da)
+    return y_hat, dL_da                            # dL_da is now dL/dx (n, n_in)
+
+
+def train_step(layers, x, y, learning_rate):
+    """backprop, then one gradient-descent step of every layer: w -= eta * dL/dw.
+
+    Returns backprop's (y_hat, dL_dx), y_hat from before the step.
+    """
+    y_hat, dL_dx = backprop(layers, x, y)
     for layer in layers:
         layer.descend(learning_rate)
-    return y_hat, dL_da                            # dL_da is now dL/dx (n, n_in)
+    return y_hat, dL_dx
 
 
 def train_examples(layers, x, y, learning_rate, batch_size=1):
