@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import generate
+import optimizers
 import sgd
 import snapshots
 import synthgrad
@@ -57,10 +58,13 @@ class DecoupledConfig:
     """One run of oracle.py, train_output.py and train_input.py; the defaults are the demo's.
 
     The data is read from run_dir/data (generate_data writes it there); everything else the
-    run writes goes into run_dir too. `oracle` and `input` are further options of oracle.py and
-    train_input.py by name (see option_argv), e.g. {"hidden": 0, "zero_init": True} or
-    {"synthetic_gradients": "local"}; `oracle_args` and `input_args` are more options as they
-    would be typed on those scripts' command lines, appended last.
+    run writes goes into run_dir too. `optimizer` is the whole decoupled network's (layer 1 at
+    input_learning_rate, layers 2-3 at output_learning_rate; the oracle's model has its own, in
+    `oracle`); `update` is train_input.py's --update: synthetic, or a control, frozen or random.
+    `oracle` and `input` are further options of oracle.py and train_input.py by name (see
+    option_argv), e.g. {"hidden": 0, "zero_init": True} or {"synthetic_gradients": "local"};
+    `oracle_args` and `input_args` are more options as they would be typed on those scripts'
+    command lines, appended last.
     """
 
     run_dir: Path
@@ -70,6 +74,8 @@ class DecoupledConfig:
     snapshot_interval: int = 3          # seconds between weight snapshots
     status_every: float = 5.0           # seconds between status lines while training
     wire: str = "binary"                # how bulk transfers travel: "json" or "binary"
+    optimizer: str = "sgd"              # both trainers' --optimizer: "sgd" or "adam"
+    update: str = "synthetic"           # train_input.py's --update: or "frozen", "random"
     input_learning_rate: float = 0.01
     output_learning_rate: float = 0.1
     output_batch_size: int = 10
@@ -89,6 +95,7 @@ class BackpropConfig:
     metrics: Path | None = None         # a JSON line per measurement goes here (None: nowhere)
     weights_out: Path | None = None     # the final network goes here (.npz; None: nowhere)
     learning_rate: float = 0.002        # eta at the start (sgd.py's and the original's)
+    optimizer: str = "sgd"              # how every layer steps: "sgd" (sgd.py's) or "adam"
     batch_size: int = 1                 # examples per update (1: per-example SGD)
     decay: float = 0.997                # eta is multiplied by this after each epoch
     seed: int = 0                       # the initial weights and the order of the examples
@@ -98,9 +105,9 @@ class BackpropConfig:
 
 def backprop_like(config):
     """BackpropConfig settings of backprop "with the same settings" as a decoupled run: layers
-    2-3's minibatch and learning rate, no decay, the same seed."""
+    2-3's minibatch and learning rate, the same optimizer, no decay, the same seed."""
     return dict(batch_size=config.output_batch_size, learning_rate=config.output_learning_rate,
-                decay=1.0, seed=config.seed)
+                optimizer=config.optimizer, decay=1.0, seed=config.seed)
 
 
 def option_argv(options):
@@ -239,9 +246,9 @@ def oracle_argv(config):
 
 
 def common_argv(config):
-    """The options both trainers take alike: snapshot ticks, seed, wire form."""
+    """The options both trainers take alike: snapshot ticks, seed, wire form, optimizer."""
     return ["--snapshot-interval", str(config.snapshot_interval), "--seed", str(config.seed),
-            "--wire", config.wire]
+            "--wire", config.wire, "--optimizer", config.optimizer]
 
 
 def output_argv(config, oracle_url):
@@ -261,7 +268,7 @@ def input_argv(config, oracle_url, output_url):
                        "--oracle-url", oracle_url, "--output-url", output_url,
                        "--progress-dir", run_dir / "progress",
                        "--metrics", run_dir / "metrics" / "train_input.jsonl",
-                       "--learning-rate", config.input_learning_rate,
+                       "--learning-rate", config.input_learning_rate, "--update", config.update,
                        "--duration", config.duration, *common_argv(config),
                        *option_argv(config.input), *config.input_args)
 
@@ -328,9 +335,11 @@ def train_backprop(config, out=None):
     Segments of config.eval_every examples in a fresh random order each epoch; after each
     segment held-out MSE is measured and a metrics line {seconds, epoch, examples, heldout_mse}
     written (stage "backprop"), starting with the untrained network at 0 s. Only training
-    counts as time, so the curve is comparable with a decoupled run of the same length. eta
-    starts at config.learning_rate and is multiplied by config.decay after each epoch. Progress
-    lines go to `out` (a text file) if given. Returns (layers, the measurements as written).
+    counts as time, so the curve is comparable with a decoupled run of the same length. Each
+    minibatch is sgd.backprop and one step of config.optimizer (sgd: exactly sgd.train_step),
+    whose eta starts at config.learning_rate and is multiplied by config.decay after each
+    epoch. Progress lines go to `out` (a text file) if given. Returns (layers, the measurements
+    as written).
     """
     def say(line):
         if out is not None:
@@ -341,6 +350,7 @@ def train_backprop(config, out=None):
     x_test, y_test = generate.heldout(config.heldout)              # (h, 2), (h,)
     rng = np.random.default_rng(config.seed)
     layers = sgd.make_network(rng)
+    optimizer = optimizers.make(config.optimizer, layers, config.learning_rate)
     metrics = snapshots.MetricsLog(config.metrics, "backprop")
     measurements = []
 
@@ -351,7 +361,7 @@ def train_backprop(config, out=None):
         measurements.append(row)
         return row["heldout_mse"]
 
-    eta, examples, seconds, epoch = config.learning_rate, 0, 0.0, 0
+    examples, seconds, epoch = 0, 0.0, 0
     heldout_mse = measure(0.0, 0, 0)
     say(f"epoch 0: held-out MSE {heldout_mse:.4f}")
     out_of_time = False
@@ -363,7 +373,7 @@ def train_backprop(config, out=None):
             # Only training counts as time; measuring is paused out of it.
             t1 = time.perf_counter()
             rows = order[start:start + config.eval_every]
-            sgd.train_examples(layers, x[rows], y[rows], eta, config.batch_size)
+            train_examples(layers, optimizer, x[rows], y[rows], config.batch_size)
             seconds += time.perf_counter() - t1
             examples += len(rows)
             heldout_mse = measure(round(seconds, 3), epoch, examples)
@@ -372,9 +382,17 @@ def train_backprop(config, out=None):
                 break
         say(f"epoch {epoch}{' (cut short)' if out_of_time else ''}: "
             f"train MSE {sgd.mse(layers, x, y):.4f}, held-out MSE {heldout_mse:.4f}, "
-            f"eta {eta:.5f}, {time.perf_counter() - t0:.2f} s, {seconds:.1f} s of training "
-            f"in all ({1e6 * seconds / examples:.1f} us/example)")
-        eta *= config.decay
+            f"eta {optimizer.learning_rate:.5f}, {time.perf_counter() - t0:.2f} s, "
+            f"{seconds:.1f} s of training in all ({1e6 * seconds / examples:.1f} us/example)")
+        optimizer.learning_rate *= config.decay
     if config.weights_out is not None:
         snapshots.save_layers(config.weights_out, layers)
     return layers, measurements
+
+
+def train_examples(layers, optimizer, x, y, batch_size):
+    """sgd.train_examples with any optimizer: over x (n, 2), y (n,) in the order given,
+    sgd.backprop on each slice of batch_size rows, then one optimizer.step()."""
+    for k in range(0, len(x), batch_size):
+        sgd.backprop(layers, x[k:k + batch_size], y[k:k + batch_size])
+        optimizer.step()

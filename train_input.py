@@ -23,6 +23,17 @@ input; here each example's gradient goes back through its own input, as backprop
 Layer-1 weights are snapshotted into --progress-dir on a wall-clock tick shared with the output
 trainer, so plot.py can compose the whole network at the same moments.
 
+The last step is sgd's by default; `--optimizer adam` steps layer 1 with Adam instead
+(optimizers.py), so that a comparison can use one optimizer for every layer. And --update gives
+the controls that say what the synthetic gradients teach layer 1:
+
+    synthetic   as above (the default)
+    frozen      layer 1 never moves and the oracle is never asked (the paper's "no bprop")
+    random      ask the oracle as usual (same timing, same traffic), then replace each row of
+                g by a random direction of that row's norm: g_k -> |g_k| r_k / |r_k|, with
+                r_k standard normal. The norm is the synthetic gradient's, as received: this
+                process never sees a true gradient.
+
 Importing this file runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the same trainer
 without the command line (config_from_args maps each option to its InputConfig field).
 """
@@ -40,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 import generate
+import optimizers
 import sender
 import serving
 import sgd
@@ -101,6 +113,8 @@ class InputConfig:
     oracle_url: str = synthgrad.DEFAULT_ORACLE_URL
     output_url: str = synthgrad.DEFAULT_OUTPUT_TRAINER_URL
     learning_rate: float = 0.001                # eta for layer 1
+    optimizer: str = "sgd"                      # how layer 1 steps: "sgd" or "adam"
+    update: str = "synthetic"                   # "synthetic", "frozen" or "random" (--update)
     batch_size: int = 10                        # examples per synthetic-gradient request and update
     mode: str = "remote"                        # --synthetic-gradients: "remote" or "local"
     refresh_every: float = 0.2                  # local mode: seconds between weight refreshes
@@ -123,8 +137,8 @@ class InputTrainer:
 
     x (N, 2) and y (N,) are the examples; config an InputConfig (its defaults if None).
     Counters: examples (handed off to layers 2-3), updates (of layer 1), skipped (minibatches
-    not used to update, --update-probability), epochs (full passes), waited (seconds spent
-    at --max-unsent).
+    not used to update: --update-probability, or every one with --update frozen), epochs (full
+    passes), waited (seconds spent at --max-unsent).
     """
 
     COUNTERS = ("examples", "updates", "epochs", "skipped")     # what a checkpoint keeps
@@ -134,6 +148,7 @@ class InputTrainer:
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.rng = np.random.default_rng(c.seed)                # first the layer, then the order
         self.layer = sgd.Layer(2, synthgrad.HIDDEN_SIZE, sgd.Sigmoid, self.rng)  # layer 1
+        self.optimizer = optimizers.make(c.optimizer, [self.layer], c.learning_rate)
         self.stop = threading.Event()
         # the two peers: the oracle (synthetic gradients) and the output trainer (layers 2-3)
         binary = c.wire == "binary"
@@ -142,7 +157,7 @@ class InputTrainer:
         self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
                                     max_pending=max(len(x), 1), linger=sender.SENDER_LINGER)
         self.local = (LocalSyntheticGradients(self.oracle, c.refresh_every, self.stop)
-                      if c.mode == "local" else None)
+                      if c.mode == "local" and c.update != "frozen" else None)
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
@@ -156,16 +171,20 @@ class InputTrainer:
             self.resume(c.checkpoint)
 
     def save_checkpoint(self, path):
-        """Layer 1 and the counters (a resumed run starts a new pass over the data)."""
+        """Layer 1, the optimizer's state and the counters (a resumed run starts a new pass over
+        the data)."""
         snapshots.save_checkpoint(path, {
             "w": self.layer.w, "b": self.layer.b,
-            "counters": np.array([getattr(self, name) for name in self.COUNTERS])})
+            "counters": np.array([getattr(self, name) for name in self.COUNTERS]),
+            **optimizers.checkpoint_arrays(self.optimizer)})
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
         a = snapshots.load_checkpoint(path, {"w": self.layer.w.shape, "b": self.layer.b.shape,
                                              "counters": (len(self.COUNTERS),)})
+        state = optimizers.state_from_checkpoint(path, a, self.optimizer)
         self.layer.w, self.layer.b = a["w"].astype(np.float64), a["b"].astype(np.float64)
+        self.optimizer.load_state(state)
         for name, value in zip(self.COUNTERS, a["counters"].tolist()):
             setattr(self, name, int(value))
         log.info("resumed from %s after %d examples, %d updates", path, self.examples,
@@ -181,8 +200,9 @@ class InputTrainer:
         g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
         if g is None:                                           # stopped while waiting
             return False
+        g = self.direction(g)                                   # --update random: g's size only
         self.layer.backprop(g)                                  # dL/dw1 (2, 24), dL/db1 (24,)
-        return self.descend()                                   # w1 -= eta dL/dw1, or stop
+        return self.descend()                                   # w1 -= eta dL/dw1 (sgd), or stop
 
     def hand_off(self, idx, h):
         """Queue (i, h, y) for the output trainer and count the examples. Never waits for the
@@ -197,10 +217,11 @@ class InputTrainer:
         self.examples += len(idx)
 
     def skip_update(self):
-        """True to leave layer 1 alone this minibatch: the paper's sporadic updates, each taken
-        with probability --update-probability (drawn from self.rng only when it is below 1)."""
+        """True to leave layer 1 alone this minibatch: always with --update frozen; otherwise
+        the paper's sporadic updates, each taken with probability --update-probability (drawn
+        from self.rng only when it is below 1)."""
         p = self.config.update_probability
-        if p >= 1 or self.rng.random() < p:
+        if self.config.update != "frozen" and (p >= 1 or self.rng.random() < p):
             return False
         self.skipped += 1
         self.snapshotter.maybe_save([self.layer])               # the snapshot tick goes on
@@ -222,11 +243,23 @@ class InputTrainer:
                 if not self.oracle.wait_until_ready(self.stop):
                     return None
 
+    def direction(self, g):
+        """The gradient layer 1 descends along, given the synthetic one g (n, 24): g itself, or
+        with --update random a random direction per row scaled to that row's norm of g,
+        |g_k| r_k / |r_k| with r_k standard normal (drawn from self.rng, after everything the
+        synthetic mode draws). A zero row stays zero."""
+        if self.config.update != "random":
+            return g
+        r = self.rng.standard_normal(g.shape)                   # (n, 24)
+        return r * (np.linalg.norm(g, axis=1, keepdims=True)
+                    / np.linalg.norm(r, axis=1, keepdims=True))
+
     def descend(self):
-        """w1 -= eta dL/dw1, b1 -= eta dL/db1 from the last backprop, then snapshot and
-        checkpoint when their clocks say so. False (and stop) if the update diverged."""
+        """One step of --optimizer on the last backprop (sgd: w1 -= eta dL/dw1, b1 -= eta
+        dL/db1), then snapshot and checkpoint when their clocks say so. False (and stop) if the
+        update diverged."""
         last_good = self.layer.w.copy(), self.layer.b.copy()
-        self.layer.descend(self.config.learning_rate)
+        self.optimizer.step()
         if self.undo_if_diverged(last_good):
             return False
         self.updates += 1
@@ -314,6 +347,17 @@ def parse_args(argv):
                    help="where the output trainer listens (default %(default)s, its default)")
     p.add_argument("--learning-rate", type=float, default=0.001,
                    help="eta for layer 1 (default 0.001, the original's)")
+    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default="sgd",
+                   help="how layer 1 steps, at --learning-rate (default sgd, the original's: "
+                        "w -= eta dL/dw; adam as Keras computes it, see optimizers.py). Use the "
+                        "same one as train_output.py, so a comparison has one optimizer")
+    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
+                   help="what moves layer 1 (default synthetic: the oracle's gradients, the "
+                        "original's). The controls: frozen never moves it and never asks the "
+                        "oracle (the paper's no-bprop); random asks the oracle as usual (same "
+                        "timing and traffic) but replaces each example's synthetic gradient by "
+                        "a random direction of the same norm, the norm of the synthetic "
+                        "gradient received (this process never sees the true gradients)")
     p.add_argument("--batch-size", type=int, default=10,
                    help="examples per oracle request and per update (default 10, the original's)")
     p.add_argument("--synthetic-gradients", choices=("remote", "local"), default="remote",
@@ -378,8 +422,9 @@ def config_from_args(args):
     `mode`, --metrics is `metrics_path`; --data-dir is main's, --epochs and --duration run's."""
     return InputConfig(
         oracle_url=args.oracle_url, output_url=args.output_url,
-        learning_rate=args.learning_rate, batch_size=args.batch_size,
-        mode=args.synthetic_gradients, refresh_every=args.refresh_every, wire=args.wire,
+        learning_rate=args.learning_rate, optimizer=args.optimizer, update=args.update,
+        batch_size=args.batch_size, mode=args.synthetic_gradients,
+        refresh_every=args.refresh_every, wire=args.wire,
         token=args.token, update_probability=args.update_probability,
         max_unsent=args.max_unsent, progress_dir=args.progress_dir,
         snapshot_interval=args.snapshot_interval, seed=args.seed, checkpoint=args.checkpoint,

@@ -14,10 +14,11 @@ thread, trains layers 2-3 on everything it holds, again and again:
     y_hat = a2 . w3 + b3                    # (n, 1)
     L = 1/2 (y_hat - y)^2
 
-Backprop through layers 2-3 gives, besides dL/dw for its own update, dL/dh for each example: the
-*true* gradient that layer 1 would need. Those (i, h, dL/dh) go to the oracle fire-and-forget
-(sender.Sender), so the oracle can learn to predict them. Weights are snapshotted into
---progress-dir on a shared wall-clock tick (see snapshots.py) for plot.py.
+Backprop through layers 2-3 gives, besides dL/dw for its own update (--optimizer: sgd's
+w -= eta dL/dw, or Adam), dL/dh for each example: the *true* gradient that layer 1 would need.
+Those (i, h, dL/dh) go to the oracle fire-and-forget (sender.Sender), so the oracle can learn to
+predict them. Weights are snapshotted into --progress-dir on a shared wall-clock tick (see
+snapshots.py) for plot.py.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+import optimizers
 import sender
 import serving
 import sgd
@@ -40,6 +42,7 @@ log = logging.getLogger("train_output")
 DEFAULTS = dict(
     oracle_url=synthgrad.DEFAULT_ORACLE_URL,
     learning_rate=0.001,       # the original's
+    optimizer="sgd",           # how layers 2-3 step: sgd (the original's) or adam
     batch_size=1,              # per-example SGD, the original's
     max_examples=serving.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
     progress_dir=HERE / "progress",
@@ -80,6 +83,7 @@ class OutputTrainer(serving.TrainingServer):
         self.sender = (sender.Sender(self.oracle.provide_gradients, "gradients to oracle",
                                      linger=sender.SENDER_LINGER)
                        if c["send_gradients"] else None)
+        self.optimizer = optimizers.make(c["optimizer"], self.layers, c["learning_rate"])
         super().__init__(c)                                         # resumes if asked
 
     def receive(self, i, x, y):
@@ -126,21 +130,23 @@ class OutputTrainer(serving.TrainingServer):
         return True
 
     def train_chunk(self, x, y):
-        """sgd.train_step on x = h (m, 24), y (m,) in minibatches of --batch-size rows.
+        """sgd.train_step on x = h (m, 24), y (m,) in minibatches of --batch-size rows: backprop,
+        then one step of --optimizer (sgd: w -= eta dL/dw, exactly train_step's).
 
         Returns the summed squared error (y_hat - y)^2 of the predictions made before each step,
         and dL/dh (m, 24): each example's true gradient, the first layer's dL/da_in.
         """
-        eta, bs = self.config["learning_rate"], self.config["batch_size"]
+        bs = self.config["batch_size"]
         dL_dh = np.empty_like(x)
         squared_error = 0.0
         for k in range(0, len(x), bs):
             rows = slice(k, k + bs)
-            y_hat, dL_dh[rows] = sgd.train_step(self.layers, x[rows], y[rows], eta)
+            y_hat, dL_dh[rows] = sgd.backprop(self.layers, x[rows], y[rows])
+            self.optimizer.step()
             squared_error += float(np.sum((y_hat[:, 0] - y[rows]) ** 2))
         return squared_error, dL_dh
 
-    # --- checkpoints: layers 2-3, everything held, the counters --------------------------------
+    # --- checkpoints: layers 2-3, the optimizer's state, everything held, the counters -------
     COUNTERS = ("examples_received", "examples_trained", "passes")
 
     def save_checkpoint(self, path):
@@ -149,6 +155,7 @@ class OutputTrainer(serving.TrainingServer):
         for k, layer in enumerate(self.layers):
             arrays[f"w{k}"], arrays[f"b{k}"] = layer.w.copy(), layer.b.copy()
         arrays["counters"] = np.array([self.counts[name] for name in self.COUNTERS])
+        arrays.update(optimizers.checkpoint_arrays(self.optimizer))
         snapshots.save_checkpoint(path, arrays)
 
     def resume(self, path):
@@ -158,11 +165,13 @@ class OutputTrainer(serving.TrainingServer):
         for k, layer in enumerate(self.layers):
             shapes[f"w{k}"], shapes[f"b{k}"] = layer.w.shape, layer.b.shape
         a = snapshots.load_checkpoint(path, shapes)
+        state = optimizers.state_from_checkpoint(path, a, self.optimizer)
         with self.lock:
             self.x[:], self.y[:], self.held[:] = a["x"], a["y"], a["held"].astype(bool)
             self.received_at[self.held] = time.time()      # their age restarts with the process
         for k, layer in enumerate(self.layers):
             layer.w, layer.b = a[f"w{k}"].astype(np.float64), a[f"b{k}"].astype(np.float64)
+        self.optimizer.load_state(state)
         for name, value in zip(self.COUNTERS, a["counters"].tolist()):
             self.counts[name] = int(value)
         log.info("resumed from %s: %d examples held, %d passes so far", path,
@@ -171,7 +180,8 @@ class OutputTrainer(serving.TrainingServer):
     def diverge(self, last_good, squared_error, done):
         """NaN or infinity appeared: put back the chunk's starting weights, stop updating, and
         send nothing more, so the oracle never sees a NaN gradient. Says so in the log and in
-        /status ("diverged"); the server keeps answering."""
+        /status ("diverged"); the server keeps answering. (Adam's moments are left as they are:
+        training has stopped.)"""
         for layer, (w, b) in zip(self.layers, last_good):
             layer.w, layer.b = w, b
         self.diverged = True
@@ -236,6 +246,10 @@ def parse_args(argv):
                    help="where the oracle listens (default %(default)s, its default address)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
                    help="eta for layers 2-3 (default 0.001, the original's)")
+    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
+                   help="how layers 2-3 step, at --learning-rate (default sgd, the original's: "
+                        "w -= eta dL/dw; adam as Keras computes it, see optimizers.py). Use the "
+                        "same one as train_input.py, so a comparison has one optimizer")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="examples per update (default 1: per-example SGD, the original's); "
                         "dL/dw is averaged over the batch")

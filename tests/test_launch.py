@@ -1,5 +1,6 @@
 """Tests for launch.py: the pieces of a launch, the command lines it gives each process, and
-plain backprop in-process checked step for step against sgd.train_step by hand.
+plain backprop in-process checked step for step against sgd.train_step by hand (and, with
+optimizer "adam", against sgd.backprop and optimizers.Adam by hand).
 
 Run: .venv/bin/pytest -q tests/test_launch.py
 """
@@ -12,6 +13,7 @@ import pytest
 
 import generate
 import launch
+import optimizers
 import sgd
 import snapshots
 import synthgrad
@@ -125,7 +127,8 @@ def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_pat
         py, f"{here}/oracle.py", "--port", "0", "--max-examples", "20000", "--seed", "0",
         "--metrics", str(tmp_path / "metrics" / "oracle.jsonl"),
         "--optimizer", "adam", "--learning-rate", "0.01", "--batch-size", "256", "--zero-init"]
-    common = ["--snapshot-interval", "3", "--seed", "0", "--wire", "binary"]
+    common = ["--snapshot-interval", "3", "--seed", "0", "--wire", "binary",
+              "--optimizer", "sgd"]
     assert launch.output_argv(config, "http://o") == [
         py, f"{here}/train_output.py", "--port", "0", "--max-examples", "20000",
         "--oracle-url", "http://o", "--progress-dir", str(tmp_path / "progress"),
@@ -136,7 +139,19 @@ def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_pat
         "--oracle-url", "http://o", "--output-url", "http://t",
         "--progress-dir", str(tmp_path / "progress"),
         "--metrics", str(tmp_path / "metrics" / "train_input.jsonl"),
-        "--learning-rate", "0.01", "--duration", "75.0", *common]
+        "--learning-rate", "0.01", "--update", "synthetic", "--duration", "75.0", *common]
+
+
+def test_one_optimizer_for_both_trainers_and_the_update_for_the_input_trainer(tmp_path):
+    config = launch.DecoupledConfig(run_dir=tmp_path, optimizer="adam", update="random",
+                                    input_learning_rate=0.003, output_learning_rate=0.004)
+    output = launch.output_argv(config, "http://o")
+    inp = launch.input_argv(config, "http://o", "http://t")
+    for argv, eta in ((output, "0.004"), (inp, "0.003")):
+        assert argv[argv.index("--optimizer") + 1] == "adam"
+        assert argv[argv.index("--learning-rate") + 1] == eta
+    assert inp[inp.index("--update") + 1] == "random" and "--update" not in output
+    assert "--update" not in launch.oracle_argv(config)
 
 
 def test_oracle_and_input_settings_come_before_the_raw_arguments(tmp_path):
@@ -149,10 +164,12 @@ def test_oracle_and_input_settings_come_before_the_raw_arguments(tmp_path):
                                                         "--refresh-every", "0.5"]
 
 
-def test_backprop_like_takes_layers_2_3s_minibatch_and_learning_rate():
+def test_backprop_like_takes_layers_2_3s_minibatch_learning_rate_and_optimizer():
     config = launch.DecoupledConfig(run_dir=None, seed=4)
-    assert launch.backprop_like(config) == dict(batch_size=10, learning_rate=0.1, decay=1.0,
-                                                seed=4)
+    assert launch.backprop_like(config) == dict(batch_size=10, learning_rate=0.1,
+                                                optimizer="sgd", decay=1.0, seed=4)
+    adam = launch.DecoupledConfig(run_dir=None, optimizer="adam")
+    assert launch.backprop_like(adam)["optimizer"] == "adam"
 
 
 # --- Plain backprop in-process. ----------------------------------------------------------------
@@ -227,6 +244,26 @@ def test_train_backprop_per_example_uses_rows_of_one(data_dir):
     order = rng.permutation(len(x))
     for k in order:
         sgd.train_step(want, x[k:k + 1], y[k:k + 1], config.learning_rate)
+    for got, by_hand in zip(layers, want):
+        np.testing.assert_array_equal(got.w, by_hand.w)
+        np.testing.assert_array_equal(got.b, by_hand.b)
+
+
+def test_train_backprop_with_adam_matches_optimizers_adam_by_hand(data_dir):
+    config = launch.BackpropConfig(data_dir, seconds=1e9, epochs=2, eval_every=500,
+                                   learning_rate=0.01, batch_size=10, decay=0.5, seed=2,
+                                   heldout=100, optimizer="adam")
+    layers, _ = launch.train_backprop(config)
+    x, y = generate.load_dataset(data_dir)
+    rng = np.random.default_rng(2)
+    want = sgd.make_network(rng)
+    adam = optimizers.Adam(want, 0.01)
+    for _ in range(2):                          # Adam's moments carry over; eta halves per epoch
+        order = rng.permutation(len(x))
+        for k in range(0, len(x), 10):
+            sgd.backprop(want, x[order[k:k + 10]], y[order[k:k + 10]])
+            adam.step()
+        adam.learning_rate *= 0.5
     for got, by_hand in zip(layers, want):
         np.testing.assert_array_equal(got.w, by_hand.w)
         np.testing.assert_array_equal(got.b, by_hand.b)

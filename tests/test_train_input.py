@@ -1,16 +1,19 @@
 """Tests for train_input.py without its peers: the minibatch step with fake synthetic gradients
-and a fake sender, divergence, sporadic updates, checkpoints and the command line (every option
-reaches the trainer's InputConfig).
+and a fake sender (with sgd, and with Adam against optimizers.Adam by hand), the controls
+(--update frozen and random), divergence, sporadic updates, checkpoints (Adam's state too) and
+the command line (every option reaches the trainer's InputConfig).
 
 (The real three-process runs are in test_end_to_end.py.)
 """
 
+import copy
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import optimizers
 import sgd
 import train_input
 from conftest import FakeSender
@@ -19,18 +22,33 @@ W = 24
 
 
 @pytest.fixture
-def trainer(tmp_path, closed_url):
+def make_trainer(tmp_path, closed_url):
+    """make_trainer(**config) -> a trainer on 50 examples, eta 0.1, peers at a closed port,
+    with a FakeSender that never holds anything back."""
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-1, 1, (50, 2)), rng.uniform(-1, 1, 50)
-    t = train_input.InputTrainer(x, y, train_input.InputConfig(
-        oracle_url=closed_url, output_url=closed_url, learning_rate=0.1, progress_dir=tmp_path))
-    t.sender.close(flush_timeout=0)
-    t.sender = FakeSender()
-    t.sender.pending = lambda: 0
-    yield t
-    t.stop.set()
-    t.oracle.close()
-    t.output.close()
+    made = []
+
+    def make(**config):
+        t = train_input.InputTrainer(x, y, train_input.InputConfig(**{
+            "oracle_url": closed_url, "output_url": closed_url, "learning_rate": 0.1,
+            "progress_dir": tmp_path, **config}))
+        made.append(t)
+        t.sender.close(flush_timeout=0)
+        t.sender = FakeSender()
+        t.sender.pending = lambda: 0
+        return t
+
+    yield make
+    for t in made:
+        t.stop.set()
+        t.oracle.close()
+        t.output.close()
+
+
+@pytest.fixture
+def trainer(make_trainer):
+    return make_trainer()
 
 
 def test_step_backprops_each_examples_synthetic_gradient_through_its_own_input(trainer):
@@ -51,9 +69,65 @@ def test_step_backprops_each_examples_synthetic_gradient_through_its_own_input(t
     np.testing.assert_array_equal(y_sent, trainer.y[idx])
 
 
+def test_adam_moves_layer_1_as_optimizers_adam_does_by_hand(make_trainer):
+    trainer = make_trainer(optimizer="adam")
+    g = np.random.default_rng(2).standard_normal((3, W))
+    trainer.synthetic_gradients = lambda h, y: g
+    layer = copy.deepcopy(trainer.layer)
+    adam = optimizers.Adam([layer], 0.1)
+    for idx in ([3, 7, 11], [0, 1, 2]):                        # two steps: moments carry over
+        assert trainer.step(np.array(idx)) is True
+        layer.feed_forward(trainer.x[idx])
+        layer.backprop(g)
+        adam.step()
+    assert trainer.layer.w.tobytes() == layer.w.tobytes()
+    assert trainer.layer.b.tobytes() == layer.b.tobytes()
+    assert trainer.optimizer.t == 2 and trainer.updates == 2
+
+
+def test_frozen_never_asks_for_gradients_and_leaves_layer_1_as_it_was(trainer):
+    trainer.config.update = "frozen"
+    trainer.synthetic_gradients = lambda h, y: pytest.fail("asked for synthetic gradients")
+    w, b = trainer.layer.w.tobytes(), trainer.layer.b.tobytes()
+    state = trainer.rng.bit_generator.state
+    for k in range(5):
+        assert trainer.step(np.array([k, k + 5])) is True
+    assert (trainer.layer.w.tobytes(), trainer.layer.b.tobytes()) == (w, b)
+    assert trainer.skipped == 5 and trainer.updates == 0 and trainer.examples == 10
+    assert trainer.rng.bit_generator.state == state             # the example order is unchanged
+    assert len(trainer.sender.puts) == 5                        # layers 2-3 still get every one
+
+
+def test_random_rows_have_the_synthetic_rows_norms_and_not_their_directions(trainer):
+    trainer.config.update = "random"
+    g = np.random.default_rng(3).standard_normal((4, W)) * [[1.0], [1e-3], [0.0], [50.0]]
+    asked = []
+    trainer.synthetic_gradients = lambda h, y: asked.append(len(h)) or g
+    used, backprop = [], trainer.layer.backprop
+    trainer.layer.backprop = lambda dL_dh: used.append(dL_dh.copy()) or backprop(dL_dh)
+    assert trainer.step(np.array([1, 2, 3, 4])) is True
+    r = used[0]                                                 # (4, 24): what layer 1 got
+    assert asked == [4] and r.shape == g.shape                  # the oracle was asked as usual
+    np.testing.assert_allclose(np.linalg.norm(r, axis=1), np.linalg.norm(g, axis=1),
+                               rtol=1e-12, atol=0)
+    assert not r[2].any()                                       # a zero row stays zero
+    for k in (0, 1, 3):
+        cosine = r[k] @ g[k] / (np.linalg.norm(r[k]) * np.linalg.norm(g[k]))
+        assert abs(cosine) < 0.9, k                             # not parallel: a new direction
+    trainer.step(np.array([1, 2, 3, 4]))
+    assert not np.allclose(used[1], r)                          # a fresh draw every minibatch
+
+
+def test_synthetic_mode_draws_nothing_from_the_rng(trainer):
+    trainer.synthetic_gradients = lambda h, y: np.ones_like(h)
+    state = trainer.rng.bit_generator.state
+    trainer.step(np.array([1, 2]))
+    assert trainer.rng.bit_generator.state == state
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
 def test_divergence_stops_with_the_last_finite_weights(trainer):
-    trainer.config.learning_rate = 1e308
+    trainer.optimizer.learning_rate = 1e308                    # the optimizer holds eta
     trainer.synthetic_gradients = lambda h, y: np.full_like(h, 1e308)
     w = trainer.layer.w.copy()
     assert trainer.step(np.array([0, 1])) is False
@@ -81,7 +155,8 @@ def test_update_probability_skips_about_the_right_share(trainer):
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--learning-rate", "0"],
                                   ["--update-probability", "1.5"], ["--duration", "-1"],
-                                  ["--snapshot-interval", "0"], ["--max-unsent", "0"]])
+                                  ["--snapshot-interval", "0"], ["--max-unsent", "0"],
+                                  ["--optimizer", "rmsprop"], ["--update", "sometimes"]])
 def test_parse_args_refuses_bad_values(argv):
     with pytest.raises(SystemExit):
         train_input.parse_args(argv)
@@ -99,10 +174,31 @@ def test_checkpoint_round_trip_and_refusal(trainer, tmp_path, closed_url):
         assert (other.examples, other.updates) == (2, 1)
     finally:
         other.sender.close(flush_timeout=0)
+    with pytest.raises(ValueError, match="written with --optimizer sgd; this run uses adam"):
+        train_input.InputTrainer(trainer.x, trainer.y, dataclasses.replace(
+            trainer.config, optimizer="adam", checkpoint=path, resume=True))
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read"):
         train_input.InputTrainer(trainer.x, trainer.y, dataclasses.replace(
             trainer.config, checkpoint=path, resume=True))
+
+
+def test_checkpoint_keeps_adams_state(make_trainer, tmp_path):
+    path = tmp_path / "adam.npz"
+    trainer = make_trainer(optimizer="adam")
+    trainer.synthetic_gradients = lambda h, y: np.ones_like(h)
+    for k in range(3):
+        trainer.step(np.array([k, k + 1]))
+    trainer.save_checkpoint(path)
+    resumed = make_trainer(optimizer="adam", seed=5, checkpoint=path, resume=True)
+    resumed.synthetic_gradients = trainer.synthetic_gradients
+    assert resumed.optimizer.t == trainer.optimizer.t == 3
+    for t in (trainer, resumed):                                # as if it had never stopped
+        t.step(np.array([7, 8]))
+    assert resumed.layer.w.tobytes() == trainer.layer.w.tobytes()
+    assert resumed.layer.b.tobytes() == trainer.layer.b.tobytes()
+    with pytest.raises(ValueError, match="written with --optimizer adam; this run uses sgd"):
+        make_trainer(checkpoint=path, resume=True)
 
 
 # Every option that configures the trainer, with a value that is not its default:
@@ -112,6 +208,8 @@ OPTIONS = {
     "--oracle-url": ("http://127.0.0.1:1", "oracle_url", "http://127.0.0.1:1"),
     "--output-url": ("http://127.0.0.1:2", "output_url", "http://127.0.0.1:2"),
     "--learning-rate": ("0.5", "learning_rate", 0.5),
+    "--optimizer": ("adam", "optimizer", "adam"),
+    "--update": ("random", "update", "random"),
     "--batch-size": ("7", "batch_size", 7),
     "--synthetic-gradients": ("local", "mode", "local"),
     "--refresh-every": ("0.7", "refresh_every", 0.7),

@@ -1,7 +1,8 @@
 """Tests for train_output.py through Flask's test client: both forms of /training_example, the
 true gradients a training pass sends (against central finite differences through the layers as
 they were before each update, and against a replay of the same SGD by hand), that training
-learns, refused bodies, GET /status, weight snapshots and the command line.
+learns, refused bodies, GET /status, weight snapshots and the command line. With --optimizer
+adam the pass is replayed with optimizers.Adam by hand, and a checkpoint keeps Adam's state.
 
 The gradient sender is a FakeSender (tests/conftest.py) that records what would be sent.
 
@@ -15,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+import optimizers
 import sender
 import sgd
 import snapshots
@@ -145,6 +147,25 @@ def test_sent_gradients_are_dL_dh_before_each_update(make_output_app, batch_size
     assert max(np.abs(a.w - b.w).max() for a, b in zip(layers, initial)) > 1e-2   # it moved
     s = status(app)
     assert s["examples_trained"] == 5 and s["training_passes"] == 1
+
+
+def test_adam_steps_layers_2_3_as_optimizers_adam_does_by_hand(make_output_app):
+    app = make_output_app(batch_size=2, learning_rate=0.05, optimizer="adam")
+    trainer = app.config["TRAINER"]
+    hold(app, [3, 17, 42, 0, 99])
+    layers, rng = copy.deepcopy(trainer.layers), copy.deepcopy(trainer.rng)
+    adam, want_g = optimizers.Adam(layers, 0.05), []
+    for _ in range(2):                             # two passes: the moments carry over
+        order = rng.permutation(np.flatnonzero(trainer.held))
+        for k in range(0, len(order), 2):
+            rows = order[k:k + 2]
+            want_g.append(sgd.backprop(layers, trainer.x[rows], trainer.y[rows])[1])
+            adam.step()
+        assert trainer.train_pass()
+    _, _, g_sent, _ = trainer.sender.rows()
+    assert g_sent.tobytes() == np.concatenate(want_g).tobytes()
+    assert_same_layers(trainer.layers, layers)                 # bit for bit
+    assert trainer.optimizer.t == adam.t == 6
 
 
 def test_the_replay_is_sensitive_to_the_order_of_update_and_gradient(make_output_app):
@@ -495,7 +516,7 @@ def test_parse_args_defaults():
     ["--batch-size", "0"], ["--batch-size", "1.5"], ["--max-examples", "0"],
     ["--learning-rate", "0"], ["--learning-rate", "-0.1"], ["--learning-rate", "nan"],
     ["--snapshot-interval", "0"], ["--snapshot-interval", "0.5"], ["--seed", "zero"],
-    ["--no-such-option"],
+    ["--optimizer", "rmsprop"], ["--no-such-option"],
 ])
 def test_parse_args_refuses_bad_values(argv, capsys):
     with pytest.raises(SystemExit) as e:
@@ -518,7 +539,7 @@ def test_help_works_and_main_starts_nothing(capsys):
         train_output.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--port", "--oracle-url", "--learning-rate", "--batch-size",
+    for option in ("--port", "--oracle-url", "--learning-rate", "--optimizer", "--batch-size",
                    "--progress-dir", "--snapshot-interval", "--seed"):
         assert option in out
 
@@ -545,8 +566,10 @@ def test_binary_form_is_stored_like_the_json_form_and_checked_the_same(make_outp
 # --- Divergence and the shared token ------------------------------------------------------------
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
-def test_divergence_stops_training_keeps_finite_weights_and_sends_no_nan(make_output_app):
-    app = make_output_app(learning_rate=1e300, batch_size=1)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_divergence_stops_training_keeps_finite_weights_and_sends_no_nan(make_output_app,
+                                                                         optimizer):
+    app = make_output_app(learning_rate=1e300, batch_size=1, optimizer=optimizer)
     trainer = app.config["TRAINER"]
     hold(app, list(range(20)))
     assert trainer.train_pass() is True
@@ -589,6 +612,27 @@ def test_checkpoint_round_trip_restores_layers_examples_and_counters(make_output
     assert [resumed.counts[k] for k in trainer.COUNTERS] == \
         [trainer.counts[k] for k in trainer.COUNTERS] == [3, 3, 1]
     assert not list(path.parent.glob(".*.tmp"))                    # written atomically
+
+
+def test_a_checkpoint_keeps_adams_state_and_refuses_another_optimizer(make_output_app, tmp_path):
+    path, sgd_path = tmp_path / "adam.npz", tmp_path / "sgd.npz"
+    app = make_output_app(optimizer="adam")
+    trainer = app.config["TRAINER"]
+    hold(app, [2, 5, 7])
+    trainer.train_pass()
+    trainer.save_checkpoint(path)
+    resumed = make_output_app(optimizer="adam", checkpoint=str(path), resume=True)
+    resumed = resumed.config["TRAINER"]
+    assert resumed.optimizer.t == trainer.optimizer.t == 3
+    resumed.rng = copy.deepcopy(trainer.rng)           # the same order for the next pass
+    trainer.train_pass()
+    resumed.train_pass()                               # as if it had never stopped
+    assert_same_layers(resumed.layers, trainer.layers)
+    with pytest.raises(ValueError, match="written with --optimizer adam; this run uses sgd"):
+        make_output_app(checkpoint=str(path), resume=True)
+    make_output_app().config["TRAINER"].save_checkpoint(sgd_path)
+    with pytest.raises(ValueError, match="written with --optimizer sgd; this run uses adam"):
+        make_output_app(optimizer="adam", checkpoint=str(sgd_path), resume=True)
 
 
 def test_a_bad_checkpoint_is_refused_and_nothing_is_loaded(make_output_app, tmp_path):
