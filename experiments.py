@@ -1,24 +1,32 @@
-"""Test the paper's claims on this problem: which synthetic-gradient models teach layer 1?
+"""Test the paper's claims on this problem: what do synthetic gradients teach layer 1?
 
-Run it by hand (each configuration is a real three-process run, one after another):
+Run it by hand (never from the tests); it writes report.md, report.json and report.png into its
+run folder and prints the table:
 
-    python experiments.py --quick      # ~3.5 minutes: 1 seed, 20 s per run
-    python experiments.py              # the full set: 3 seeds, 45 s per run (~20 minutes)
+    python experiments.py --quick      # ~4 minutes: 1 seed, 15 s a run, the controls and 2 variants
+    python experiments.py              # the full set: 3-5 seeds, 30 s a run (~45 minutes)
     python experiments.py --help
 
-Configurations (all with demo.py's settings otherwise):
-- no backprop: layer 1 frozen at its initial weights (--update-probability 0), the control that
-  every other row must beat for layer 1 to have learned anything from synthetic gradients;
-- original: the original oracle, 12 hidden sigmoid units, random initial weights;
-- zero-init: the same with its last layer initialised to zero, as in the paper;
-- linear, zero-init: no hidden layer, g_hat = A h + b;
-- linear cDNI, zero-init: the linear model also sees the target, g_hat = A [h, y] + b;
-- the best of those four at update probability 0.5 and 0.2 (the paper's sporadic updates);
-plus plain backprop (sgd.py's training, in-process, with the same minibatch and learning rate)
-for the same time.
+Every configuration runs in two worlds with the same settings (the same optimizer and learning
+rates for every layer, the same minibatch, data and seconds):
+- one process: dni.py, the algorithm as the paper describes it, synchronous: each minibatch's
+  true gradients teach the synthetic-gradient model at once;
+- three processes: oracle.py, train_output.py and train_input.py started by launch.py, as in
+  `make demo`: asynchronous, each at its own pace, the oracle learning from what it holds.
 
-Writes report.md (a table: final held-out MSE as mean and spread over seeds, cosine similarity
-of synthetic to true gradients, examples/s, staleness) and report.png into its run folder.
+Configurations, layer 1 trained by:
+- backprop: the true gradients (one process only: in three processes layer 1 never sees them);
+- frozen: nothing, the paper's "no bprop" control: layers 2-3 alone;
+- random: random directions of the gradient's size, per example (one process: the size of the
+  true gradient; three processes: of the synthetic gradient received, all the input trainer
+  has). A synthetic gradient must beat this before we can say it teaches layer 1 anything;
+- synthetic gradients from a model with 0 (linear), 12 or 64 hidden units, conditioned on the
+  target y (cDNI) or not: the capacity sweep.
+
+For each: held-out MSE after fixed times and after fixed numbers of examples (mean, min and max
+over seeds), the cosine similarity of synthetic to true gradients, and examples per second; then
+whether the orderings hold: the best synthetic variant's seeds all below the random control's,
+random's all below frozen's, and three processes within 1.25x of one process at the same time.
 """
 
 import argparse
@@ -28,90 +36,207 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
+import dni
 import generate
 import launch
 import snapshots
 from launch import fmt
 
-PRESETS = {"quick": dict(seeds=1, seconds=20), "full": dict(seeds=3, seconds=45)}
-ORACLE = {k: v for k, v in launch.DEMO_ORACLE.items() if k != "zero_init"}  # demo's, no zero-init
-# (name, what differs from the demo's settings): the oracle's options, the input trainer's.
-CONFIGS = [
-    ("no backprop (layer 1 frozen)", dict(oracle=ORACLE, input={"update_probability": 0})),
-    ("original (12 hidden, random init)", dict(oracle=ORACLE)),
-    ("zero-init", dict(oracle={**ORACLE, "zero_init": True})),
-    ("linear, zero-init", dict(oracle={**ORACLE, "hidden": 0, "zero_init": True})),
-    ("linear cDNI, zero-init",
-     dict(oracle={**ORACLE, "hidden": 0, "zero_init": True, "conditioned": True})),
-]
-MODELS = [name for name, _ in CONFIGS[1:]]      # the candidates for "best"
-SPORADIC = (0.5, 0.2)
+ONE, THREE = "one process", "three processes"
+# The settings every row shares: Adam for every layer and for the synthetic-gradient model, as in
+# the measurements that motivated this comparison (README, "What we found").
+SETTINGS = dict(optimizer="adam", learning_rate=0.005, model_learning_rate=0.001, batch_size=10)
 
 
-def run_config(name, config, env):
-    """One real three-process run on fresh data in config.run_dir; its final figures."""
-    launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
-    final = launch.run_decoupled(config, env)
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One configuration: how layer 1 is updated and, for synthetic gradients, the model."""
+
+    name: str
+    update: str                     # "backprop", "frozen", "random" or "synthetic"
+    hidden: int = 12
+    conditioned: bool = False
+    worlds: tuple = (ONE, THREE)
+
+
+def synthetic(hidden, conditioned):
+    kind = "cDNI" if conditioned else "DNI"
+    return Variant(f"synthetic, {kind}, {hidden} hidden", "synthetic", hidden, conditioned)
+
+
+CONTROLS = [Variant("backprop (true gradients)", "backprop", worlds=(ONE,)),
+            Variant("frozen (no bprop)", "frozen"),
+            Variant("random directions", "random")]
+SWEEP = [synthetic(h, c) for c in (False, True) for h in (0, 12, 64)]
+PRESETS = {
+    "quick": dict(seeds=1, sweep_seeds=1, seconds=15, sweep=[synthetic(12, False),
+                                                           synthetic(0, True)]),
+    "full": dict(seeds=5, sweep_seeds=3, seconds=30, sweep=SWEEP),
+}
+EXAMPLES = (25_000, 50_000, 100_000)   # fixed numbers of examples to compare at
+
+
+# --- Running one configuration in each world. ----------------------------------------------------
+
+def run_one_process(variant, seed, seconds, data_dir, out_dir):
+    """dni.py's algorithm for `seconds` of training: {"points": [(s, examples, mse)], ...}."""
+    config = dni.DniConfig(
+        data_dir=data_dir, seconds=seconds, eval_every=5_000, update=variant.update,
+        hidden=variant.hidden, conditioned=variant.conditioned, seed=seed,
+        optimizer=SETTINGS["optimizer"], learning_rate=SETTINGS["learning_rate"],
+        model_optimizer=SETTINGS["optimizer"],
+        model_learning_rate=SETTINGS["model_learning_rate"], batch_size=SETTINGS["batch_size"],
+        metrics=out_dir / "dni.jsonl")
+    result = dni.run(config)
+    points = [(m["seconds"], m["examples"], m["heldout_mse"]) for m in result["curve"]]
+    return {"points": points, "final_mse": result["heldout_mse"], "cosine": result["cosine"],
+            "examples_per_s": result["examples_per_s"]}
+
+
+def decoupled_config(variant, seed, seconds, run_dir, count):
+    """The three processes with SETTINGS: the demo's launcher, one optimizer everywhere."""
+    oracle = {"optimizer": SETTINGS["optimizer"], "learning_rate": SETTINGS["model_learning_rate"],
+              "batch_size": 256, "zero_init": True, "hidden": variant.hidden,
+              "conditioned": variant.conditioned}
+    return launch.DecoupledConfig(
+        run_dir=run_dir, count=count, duration=seconds, seed=seed, snapshot_interval=2,
+        status_every=10, optimizer=SETTINGS["optimizer"],
+        input_learning_rate=SETTINGS["learning_rate"],
+        output_learning_rate=SETTINGS["learning_rate"],
+        output_batch_size=SETTINGS["batch_size"], oracle=oracle,
+        update=variant.update, input={"report_every": 1})
+
+
+def run_three_processes(variant, seed, seconds, run_dir, count, env):
+    """launch.run_decoupled on run_dir/data; points at each paired snapshot tick."""
+    final = launch.run_decoupled(decoupled_config(variant, seed, seconds, run_dir, count), env)
     x, y = generate.heldout()
-    inp = snapshots.read_metrics(config.run_dir / "metrics" / "train_input.jsonl")[-1]
-    return {"config": name, "seed": config.seed,
-            "mse": snapshots.composed_mse(config.run_dir / "progress", x, y),
+    inp = snapshots.read_metrics(run_dir / "metrics" / "train_input.jsonl")
+    origin = inp[0]["time"]
+    curve = snapshots.composed_curve(run_dir / "progress", x, y, origin=origin)
+    return {"points": three_process_points(curve, inp, origin),
+            "final_mse": snapshots.composed_mse(run_dir / "progress", x, y),
             "cosine": final["oracle"]["synthetic_gradient_quality"]["cosine_similarity"],
-            "examples_per_s": inp["examples"] / max(inp["seconds"], 1e-9),
-            "output_staleness_s": final["output_trainer"]["staleness_s"],
-            "oracle_staleness_s": final["oracle"]["staleness_s"]}
+            "examples_per_s": inp[-1]["examples"] / max(inp[-1]["seconds"], 1e-9)}
 
 
-def run_backprop(config, count, env):
-    """Plain backprop in this process (launch.train_backprop) on `count` fresh examples in
-    config.data_dir; its final figures."""
-    launch.generate_data(config.data_dir, count, config.seed, env, plot=False)
-    _, rows = launch.train_backprop(config)
-    return {"config": "plain backprop (one process)", "seed": config.seed,
-            "mse": rows[-1]["heldout_mse"], "cosine": None,
-            "examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
-            "output_staleness_s": None, "oracle_staleness_s": None}
+def three_process_points(curve, input_lines, origin):
+    """[(seconds, examples, mse)]: the composed network's MSE at each tick [(seconds, mse)],
+    with the examples the input trainer had streamed by then (interpolated between its metrics
+    lines, which hold time.time() and examples)."""
+    times = [line["time"] - origin for line in input_lines]
+    examples = [line["examples"] for line in input_lines]
+    return [(s, float(np.interp(s, times, examples)), mse) for s, mse in curve]
 
 
-def slug(name):
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+# --- Reading the points. -------------------------------------------------------------------------
+
+def mse_at_time(points, seconds):
+    """The MSE of the last point at or before `seconds` (None if there is none)."""
+    before = [mse for s, _, mse in points if s <= seconds + 1e-9]
+    return before[-1] if before else None
 
 
-def summarize(results):
-    """One row per configuration, in first-seen order: mean and spread over seeds."""
-    rows = {}
+def mse_at_examples(points, examples):
+    """The MSE of the first point with at least `examples` examples (None if never reached)."""
+    return next((mse for _, n, mse in points if n >= examples), None)
+
+
+def times_for(seconds):
+    return (round(seconds / 3, 1), round(2 * seconds / 3, 1), float(seconds))
+
+
+def spread(values):
+    """(mean, min, max) of the values that are not None, or None if there are none."""
+    values = [v for v in values if v is not None]
+    return (statistics.fmean(values), min(values), max(values)) if values else None
+
+
+def summarize(results, seconds):
+    """One row per (configuration, world), in first-seen order: spreads over seeds."""
+    groups = {}
     for r in results:
-        rows.setdefault(r["config"], []).append(r)
+        groups.setdefault((r["config"], r["world"]), []).append(r)
+    rows = []
+    for (config, world), rs in groups.items():
+        row = {"config": config, "world": world, "seeds": len(rs),
+               "final": spread([r["final_mse"] for r in rs]),
+               "cosine": spread([r["cosine"] for r in rs]),
+               "examples_per_s": spread([r["examples_per_s"] for r in rs])}
+        for t in times_for(seconds):
+            row[f"at {t:g} s"] = spread([mse_at_time(r["points"], t) for r in rs])
+        for n in EXAMPLES:
+            row[f"at {n:,} examples"] = spread([mse_at_examples(r["points"], n) for r in rs])
+        rows.append(row)
+    return rows
 
-    def mean(rs, key):
-        values = [r[key] for r in rs if r[key] is not None]
-        return statistics.fmean(values) if values else None
 
+def best_variant(rows, variants):
+    """The variant whose final held-out MSE, averaged over its worlds' means, is lowest."""
+    def score(v):
+        means = [r["final"][0] for r in rows if r["config"] == v.name and r["final"]]
+        return statistics.fmean(means) if means else float("inf")
+    return min(variants, key=score) if variants else None
+
+
+def checks(rows, seconds):
+    """The orderings the comparison is for, each as (statement, True/False/None if unknown)."""
     out = []
-    for name, rs in rows.items():
-        mses = [r["mse"] for r in rs]
-        out.append({"config": name, "seeds": len(rs), "mse_mean": statistics.fmean(mses),
-                    "mse_min": min(mses), "mse_max": max(mses),
-                    "mse_sd": statistics.stdev(mses) if len(mses) > 1 else None,
-                    "cosine": mean(rs, "cosine"), "examples_per_s": mean(rs, "examples_per_s"),
-                    "output_staleness_s": mean(rs, "output_staleness_s"),
-                    "oracle_staleness_s": mean(rs, "oracle_staleness_s")})
+    by = {(r["config"], r["world"]): r for r in rows}
+    for world in (ONE, THREE):
+        synth = [r for r in rows if r["world"] == world and r["config"].startswith("synthetic")
+                 and r["final"]]
+        random_ = by.get(("random directions", world))
+        frozen = by.get(("frozen (no bprop)", world))
+        if synth and random_ and random_["final"]:
+            best = min(synth, key=lambda r: r["final"][0])
+            out.append((f"{world}: every seed of the best synthetic variant ({best['config']}) "
+                        f"ends below every seed of random directions",
+                        best["final"][2] < random_["final"][1]))
+        if random_ and frozen and random_["final"] and frozen["final"]:
+            out.append((f"{world}: every seed of random directions ends below every seed of "
+                        f"frozen", random_["final"][2] < frozen["final"][1]))
+    t = times_for(seconds)[-1]
+    for r in rows:
+        one = by.get((r["config"], ONE))
+        if r["world"] == THREE and one and r[f"at {t:g} s"] and one[f"at {t:g} s"]:
+            ratio = r[f"at {t:g} s"][0] / one[f"at {t:g} s"][0]
+            out.append((f"{r['config']}: three processes at {t:g} s within 1.25x of one process "
+                        f"(ratio of means {ratio:.2f})", ratio <= 1.25))
     return out
 
 
-def write_report(results, out_dir, title):
-    """report.md (the table), report.json (every run) and report.png (MSE per config)."""
-    rows = summarize(results)
+# --- The report. -------------------------------------------------------------------------------
+
+def cell(s, spec=".4f"):
+    """'mean (min-max)' of a spread, or '-'."""
+    if s is None:
+        return "-"
+    mean, lo, hi = s
+    return f"{mean:{spec}} ({lo:{spec}}-{hi:{spec}})" if hi > lo else f"{mean:{spec}}"
+
+
+def write_report(results, out_dir, title, seconds):
+    """report.md (the table and the checks), report.json (every run) and report.png."""
+    rows = summarize(results, seconds)
+    measures = [f"at {t:g} s" for t in times_for(seconds)] + \
+               [f"at {n:,} examples" for n in EXAMPLES]
     lines = [f"# {title}", "",
-             "| configuration | seeds | held-out MSE, mean | min - max | cosine(synthetic, true) "
-             "| input examples/s | staleness (s): output trainer / oracle |",
-             "|---|---|---|---|---|---|---|"]
+             "Held-out MSE, mean (min-max) over seeds; lower is better. "
+             f"Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.", "",
+             "| configuration | world | seeds | " + " | ".join(measures) +
+             " | cosine(synthetic, true) | examples/s |",
+             "|---|---|---|" + "---|" * (len(measures) + 2)]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['seeds']} | {r['mse_mean']:.4f} | "
-                     f"{r['mse_min']:.4f} - {r['mse_max']:.4f} | {fmt(r['cosine'], '.2f')} | "
-                     f"{fmt(r['examples_per_s'], ',.0f')} | "
-                     f"{fmt(r['output_staleness_s'], '.1f')} / "
-                     f"{fmt(r['oracle_staleness_s'], '.1f')} |")
+        lines.append(f"| {r['config']} | {r['world']} | {r['seeds']} | " +
+                     " | ".join(cell(r[m]) for m in measures) +
+                     f" | {cell(r['cosine'], '.2f')} | "
+                     f"{fmt(r['examples_per_s'] and r['examples_per_s'][0], ',.0f')} |")
+    lines += ["", "Checks:", ""]
+    lines += [f"- {'yes' if ok else 'no' if ok is not None else '?'}: {text}"
+              for text, ok in checks(rows, seconds)]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     (out_dir / "report.json").write_text(json.dumps({"runs": results, "summary": rows},
                                                     indent=2))
@@ -120,84 +245,102 @@ def write_report(results, out_dir, title):
 
 
 def draw_report(rows, results, path, title):
-    """Held-out MSE per configuration: a bar for the mean, a dot per seed."""
+    """Final held-out MSE per configuration and world: a bar for the mean, a dot per seed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5), layout="constrained")
-    names = [r["config"] for r in rows]
-    ax.barh(range(len(rows)), [r["mse_mean"] for r in rows], color="tab:blue", alpha=0.4,
-            label="mean over seeds")
-    for k, name in enumerate(names):
-        mses = [r["mse"] for r in results if r["config"] == name]
-        ax.plot(mses, [k] * len(mses), "o", color="tab:blue", markersize=4,
-                label="one seed" if k == 0 else None)
-    frozen = next((r["mse_mean"] for r in rows if r["config"].startswith("no backprop")), None)
-    if frozen is not None:
-        ax.axvline(frozen, linestyle="--", color="tab:red", label="layer 1 frozen (control)")
-    ax.set_yticks(range(len(rows)), names)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5), layout="constrained")
+    colours = {ONE: "tab:blue", THREE: "tab:orange"}
+    for k, r in enumerate(rows):
+        mses = [x["final_mse"] for x in results
+                if x["config"] == r["config"] and x["world"] == r["world"]]
+        ax.barh(k, r["final"][0], color=colours[r["world"]], alpha=0.4)
+        ax.plot(mses, [k] * len(mses), "o", color=colours[r["world"]], markersize=4)
+    for world, colour in colours.items():
+        ax.barh([], [], color=colour, alpha=0.4, label=world)
+    frozen = [r for r in rows if r["config"].startswith("frozen")]
+    for r in frozen:
+        ax.axvline(r["final"][0], linestyle="--", color=colours[r["world"]], linewidth=1)
+    ax.set_yticks(range(len(rows)), [f"{r['config']} ({r['world']})" for r in rows],
+                  fontsize="small")
     ax.invert_yaxis()
-    ax.set_xlabel("held-out MSE of the composed network at the end (lower is better)")
+    ax.set_xlabel("held-out MSE at the end (dots: seeds; dashed: frozen layer 1)")
     ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def slug(name):
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+# --- The script. ---------------------------------------------------------------------------------
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Run the paper's ablations as real three-process "
-                                            "runs and write a report.")
+    p = argparse.ArgumentParser(description="Compare synthetic gradients with their controls, "
+                                            "in one process and in three, and write a report.")
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true",
                         help=f"{PRESETS['quick']['seeds']} seed, {PRESETS['quick']['seconds']} s "
-                             "a run (~3.5 minutes in all)")
+                             "a run, the three controls and two variants (~4 minutes)")
     preset.add_argument("--full", action="store_true",
-                        help=f"{PRESETS['full']['seeds']} seeds, {PRESETS['full']['seconds']} s a "
-                             "run (the default, ~20 minutes)")
+                        help=f"{PRESETS['full']['seeds']} seeds for the controls and the best "
+                             f"variants, {PRESETS['full']['sweep_seeds']} for the sweep, "
+                             f"{PRESETS['full']['seconds']} s a run (the default, ~45 minutes)")
     p.add_argument("--count", type=int, default=launch.DecoupledConfig.count,
-                   help="training examples per run (default 20,000, as demo.py)")
+                   help="training examples per data set (default 20,000, as demo.py)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the runs and the report go (default: a new "
                         "runs/experiments-<date-time> next to this file)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.count < 1000:
+        p.error("--count must be at least 1000")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     preset = "quick" if args.quick else "full"
-    seeds, seconds = PRESETS[preset]["seeds"], PRESETS[preset]["seconds"]
+    p = PRESETS[preset]
+    seconds = p["seconds"]
     out_dir = launch.new_run_dir(args.run_dir, "experiments-")
     env = launch.child_env()
-    print(f"experiments.py: {preset}: {seeds} seed(s), {seconds} s a run, into {out_dir}",
+    print(f"experiments.py: {preset}: {seconds} s a run, settings {SETTINGS}, into {out_dir}",
           flush=True)
-    base = launch.DecoupledConfig(run_dir=out_dir, count=args.count, duration=seconds,
-                                  status_every=10)         # the demo's settings otherwise
     results = []
 
-    def run(name, changes):
-        for seed in range(seeds):
-            print(f"experiments.py: {name}, seed {seed}", flush=True)
-            config = dataclasses.replace(base, run_dir=out_dir / f"{slug(name)}-seed{seed}",
-                                         seed=seed, **changes)
-            results.append(run_config(name, config, env))
-            print(f"experiments.py: -> held-out MSE {results[-1]['mse']:.4f}", flush=True)
+    def run(variant, seeds):
+        for seed in seeds:
+            data = out_dir / f"data-seed{seed}"
+            if not (data / "x.npy").exists():
+                launch.generate_data(data, args.count, seed, env, plot=False)
+            for world in variant.worlds:
+                folder = out_dir / f"{slug(variant.name)}-{slug(world)}-seed{seed}"
+                folder.mkdir(parents=True, exist_ok=True)
+                print(f"experiments.py: {variant.name}, {world}, seed {seed}", flush=True)
+                if world == ONE:
+                    r = run_one_process(variant, seed, seconds, data, folder)
+                else:
+                    (folder / "data").symlink_to(data, target_is_directory=True)
+                    r = run_three_processes(variant, seed, seconds, folder, args.count, env)
+                results.append({"config": variant.name, "world": world, "seed": seed, **r})
+                print(f"experiments.py: -> held-out MSE {r['final_mse']:.4f}", flush=True)
 
-    for name, changes in CONFIGS:
-        run(name, changes)
-    best = min((r for r in summarize(results) if r["config"] in MODELS),
-               key=lambda r: r["mse_mean"])["config"]
-    changes = dict(CONFIGS)[best]
-    for p in SPORADIC:
-        run(f"{best}, update probability {p}", {**changes, "input": {"update_probability": p}})
-    for seed in range(seeds):
-        matched = launch.backprop_like(dataclasses.replace(base, seed=seed))
-        backprop = launch.BackpropConfig(out_dir / f"data-seed{seed}", seconds,
-                                         metrics=out_dir / f"backprop-seed{seed}.jsonl",
-                                         **matched)
-        results.append(run_backprop(backprop, args.count, env))
-    table = write_report(results, out_dir, f"experiments.py --{preset}: {seeds} seed(s), "
-                                           f"{seconds} s per run, {args.count:,} examples")
+    for variant in CONTROLS:
+        run(variant, range(p["seeds"]))
+    for variant in p["sweep"]:
+        run(variant, range(p["sweep_seeds"]))
+    # The best conditioned and unconditioned variants get as many seeds as the controls.
+    if p["sweep_seeds"] < p["seeds"]:
+        for conditioned in (False, True):
+            best = best_variant(summarize(results, seconds),
+                                [v for v in p["sweep"] if v.conditioned == conditioned])
+            if best is not None:
+                run(best, range(p["sweep_seeds"], p["seeds"]))
+    table = write_report(results, out_dir, f"experiments.py --{preset}: {seconds} s per run, "
+                                           f"{args.count:,} examples, {SETTINGS}", seconds)
     print(table)
     print(f"experiments.py: report in {out_dir / 'report.md'}", flush=True)
     return 0

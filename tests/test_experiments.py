@@ -1,4 +1,7 @@
-"""Tests for experiments.py's report writer, on a tiny recorded result (no training)."""
+"""Tests for experiments.py's bookkeeping and report, on tiny recorded results (no training).
+
+Run: .venv/bin/pytest -q tests/test_experiments.py
+"""
 
 import json
 
@@ -6,68 +9,98 @@ import matplotlib.image
 import pytest
 
 import experiments
-import launch
+from experiments import ONE, THREE
 
 
-def result(config, seed, mse, cosine=0.1, rate=3000.0, stale=(1.0, 2.0)):
-    return {"config": config, "seed": seed, "mse": mse, "cosine": cosine,
-            "examples_per_s": rate, "output_staleness_s": stale[0],
-            "oracle_staleness_s": stale[1]}
+def run(config, world, seed, final, points=None, cosine=0.2, rate=3000.0):
+    points = points or [(0.0, 0, 0.2), (10.0, 30_000, 0.1), (20.0, 60_000, final)]
+    return {"config": config, "world": world, "seed": seed, "points": points,
+            "final_mse": final, "cosine": cosine, "examples_per_s": rate}
 
 
 RECORDED = [
-    result("no backprop (layer 1 frozen)", 0, 0.060, cosine=None),
-    result("no backprop (layer 1 frozen)", 1, 0.064, cosine=None),
-    result("linear cDNI, zero-init", 0, 0.030, cosine=0.4, stale=(2.0, 4.0)),
-    result("linear cDNI, zero-init", 1, 0.040, cosine=0.2, stale=(4.0, 6.0)),
-    {"config": "plain backprop (one process)", "seed": 0, "mse": 0.005, "cosine": None,
-     "examples_per_s": 250000.0, "output_staleness_s": None, "oracle_staleness_s": None},
+    run("frozen (no bprop)", ONE, 0, 0.060, cosine=None),
+    run("frozen (no bprop)", ONE, 1, 0.064, cosine=None),
+    run("random directions", ONE, 0, 0.040),
+    run("random directions", ONE, 1, 0.050),
+    run("synthetic, cDNI, 0 hidden", ONE, 0, 0.020, cosine=0.4),
+    run("synthetic, cDNI, 0 hidden", ONE, 1, 0.030, cosine=0.2),
+    run("synthetic, cDNI, 0 hidden", THREE, 0, 0.045),
+    run("synthetic, cDNI, 0 hidden", THREE, 1, 0.035),
 ]
 
 
-def test_summarize_gives_mean_and_spread_per_configuration_in_order():
-    rows = experiments.summarize(RECORDED)
-    assert [r["config"] for r in rows] == ["no backprop (layer 1 frozen)",
-                                           "linear cDNI, zero-init",
-                                           "plain backprop (one process)"]
-    cdni = rows[1]
-    assert cdni["seeds"] == 2
-    assert cdni["mse_mean"] == pytest.approx(0.035)
-    assert (cdni["mse_min"], cdni["mse_max"]) == (0.030, 0.040)
-    assert cdni["mse_sd"] == pytest.approx(0.00707106781, rel=1e-6)   # stdev of 0.03, 0.04
-    assert cdni["cosine"] == pytest.approx(0.3)
-    assert (cdni["output_staleness_s"], cdni["oracle_staleness_s"]) == (3.0, 5.0)
-    assert rows[0]["cosine"] is None and rows[2]["mse_sd"] is None      # one seed: no spread
+def test_mse_at_time_and_at_examples_read_the_points():
+    points = [(0.0, 0, 0.3), (5.0, 20_000, 0.2), (10.0, 45_000, 0.1)]
+    assert experiments.mse_at_time(points, 7.0) == 0.2
+    assert experiments.mse_at_time(points, 10.0) == 0.1
+    assert experiments.mse_at_examples(points, 25_000) == 0.1      # first point past it
+    assert experiments.mse_at_examples(points, 50_000) is None      # never reached
 
 
-def test_write_report_writes_the_table_the_runs_and_a_figure(tmp_path):
-    table = experiments.write_report(RECORDED, tmp_path, "a tiny recorded result")
+def test_three_process_points_interpolate_the_examples_streamed_by_each_tick():
+    lines = [{"time": 100.0, "examples": 0}, {"time": 101.0, "examples": 1000},
+             {"time": 103.0, "examples": 5000}]
+    points = experiments.three_process_points([(0.5, 0.2), (2.0, 0.1), (9.0, 0.05)], lines, 100.0)
+    assert points == [(0.5, 500.0, 0.2), (2.0, 3000.0, 0.1), (9.0, 5000.0, 0.05)]
+
+
+def test_summarize_gives_mean_min_max_per_configuration_and_world():
+    rows = experiments.summarize(RECORDED, 20)
+    assert [(r["config"], r["world"]) for r in rows][:3] == [
+        ("frozen (no bprop)", ONE), ("random directions", ONE), ("synthetic, cDNI, 0 hidden", ONE)]
+    cdni_one = rows[2]
+    assert cdni_one["seeds"] == 2
+    assert cdni_one["final"] == pytest.approx((0.025, 0.020, 0.030))
+    assert cdni_one["cosine"] == pytest.approx((0.3, 0.2, 0.4))
+    assert cdni_one["at 20 s"] == pytest.approx((0.025, 0.020, 0.030))
+    assert cdni_one["at 6.7 s"] == pytest.approx((0.2, 0.2, 0.2))
+    assert cdni_one["at 50,000 examples"] == pytest.approx((0.025, 0.020, 0.030))
+    assert cdni_one["at 100,000 examples"] is None
+    assert rows[0]["cosine"] is None                      # frozen: no synthetic gradients
+
+
+def test_checks_state_each_ordering_and_the_ratio_of_the_worlds():
+    found = dict(experiments.checks(experiments.summarize(RECORDED, 20), 20))
+    assert found["one process: every seed of the best synthetic variant (synthetic, cDNI, "
+                 "0 hidden) ends below every seed of random directions"] is True
+    assert found["one process: every seed of random directions ends below every seed of "
+                 "frozen"] is True
+    assert found["synthetic, cDNI, 0 hidden: three processes at 20 s within 1.25x of one "
+                 "process (ratio of means 1.60)"] is False
+
+
+def test_best_variant_averages_the_worlds():
+    rows = experiments.summarize(RECORDED, 20)
+    variants = [experiments.synthetic(0, True), experiments.synthetic(12, True)]
+    assert experiments.best_variant(rows, variants) == variants[0]     # the other never ran
+    assert experiments.best_variant(rows, []) is None
+
+
+def test_write_report_writes_the_table_the_checks_the_runs_and_a_figure(tmp_path):
+    table = experiments.write_report(RECORDED, tmp_path, "a tiny recorded result", 20)
     md = (tmp_path / "report.md").read_text()
     assert md.strip() == table.strip()
-    assert "| linear cDNI, zero-init | 2 | 0.0350 | 0.0300 - 0.0400 | 0.30 | 3,000 | 3.0 / 5.0 |" \
-        in md
-    assert "| no backprop (layer 1 frozen) | 2 | 0.0620 | 0.0600 - 0.0640 | - |" in md
+    assert ("| synthetic, cDNI, 0 hidden | one process | 2 | 0.2000 | 0.1000 | "
+            "0.0250 (0.0200-0.0300) | 0.1000 | 0.0250 (0.0200-0.0300) | - | "
+            "0.30 (0.20-0.40) | 3,000 |") in md
+    assert "- yes: one process: every seed of random directions ends below" in md
+    assert "- no: synthetic, cDNI, 0 hidden: three processes at 20 s" in md
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["runs"] == RECORDED and len(saved["summary"]) == 3
+    assert len(saved["runs"]) == len(RECORDED) and len(saved["summary"]) == 4
     picture = matplotlib.image.imread(tmp_path / "report.png")
     assert picture.shape[0] > 100 and picture.shape[1] > 100
 
 
+def test_decoupled_config_uses_the_shared_settings(tmp_path):
+    config = experiments.decoupled_config(experiments.synthetic(64, True), 3, 20, tmp_path, 5000)
+    assert (config.optimizer, config.input_learning_rate, config.output_learning_rate) == \
+        ("adam", 0.005, 0.005)
+    assert config.oracle["hidden"] == 64 and config.oracle["conditioned"] is True
+    assert config.oracle["learning_rate"] == experiments.SETTINGS["model_learning_rate"]
+    assert (config.update, config.seed, config.duration, config.count) == \
+        ("synthetic", 3, 20, 5000)
+
+
 def test_slug_makes_folder_names():
-    assert experiments.slug("linear cDNI, zero-init") == "linear-cdni--zero-init"
-
-
-def test_configurations_give_the_oracle_and_input_trainer_the_documented_options():
-    configs = dict(experiments.CONFIGS)
-    oracle = "--optimizer adam --learning-rate 0.01 --batch-size 256"    # the demo's, no zero-init
-    want = {"no backprop (layer 1 frozen)": (oracle, "--update-probability 0"),
-            "original (12 hidden, random init)": (oracle, ""),
-            "zero-init": (f"{oracle} --zero-init", ""),
-            "linear, zero-init": (f"{oracle} --hidden 0 --zero-init", ""),
-            "linear cDNI, zero-init": (f"{oracle} --hidden 0 --zero-init --conditioned", "")}
-    assert list(configs) == list(want)
-    for name, (oracle_args, input_args) in want.items():
-        config = launch.DecoupledConfig(run_dir=None, **configs[name])
-        assert launch.option_argv(config.oracle) == oracle_args.split(), name
-        assert launch.option_argv(config.input) == input_args.split(), name
-    assert set(experiments.MODELS) == set(want) - {"no backprop (layer 1 frozen)"}
+    assert experiments.slug("synthetic, cDNI, 0 hidden") == "synthetic--cdni--0-hidden"
