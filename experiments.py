@@ -12,7 +12,9 @@ rates for every layer, the same minibatch, data and seconds):
 - one process: dni.py, the algorithm as the paper describes it, synchronous: each minibatch's
   true gradients teach the synthetic-gradient model at once;
 - three processes: oracle.py, train_output.py and train_input.py started by launch.py, as in
-  `make demo`: asynchronous, each at its own pace, the oracle learning from what it holds.
+  `make demo` but in the local mode (the input trainer computes synthetic gradients with a copy
+  of the oracle's model, refreshed five times a second): asynchronous, each at its own pace,
+  the oracle learning from what it holds.
 
 Configurations, layer 1 trained by:
 - backprop: the true gradients (one process only: in three processes layer 1 never sees them);
@@ -96,7 +98,9 @@ def run_one_process(variant, seed, seconds, data_dir, out_dir):
 
 
 def decoupled_config(variant, seed, seconds, run_dir, count):
-    """The three processes with SETTINGS: the demo's launcher, one optimizer everywhere."""
+    """The three processes with SETTINGS: the demo's launcher, one optimizer everywhere, and
+    the synthetic-gradient model beside layer 1 (the local mode, the paper's layout: no request
+    per minibatch, so the comparison with one process is about asynchrony, not HTTP)."""
     oracle = {"optimizer": SETTINGS["optimizer"], "learning_rate": SETTINGS["model_learning_rate"],
               "batch_size": 256, "zero_init": True, "hidden": variant.hidden,
               "conditioned": variant.conditioned}
@@ -106,7 +110,7 @@ def decoupled_config(variant, seed, seconds, run_dir, count):
         input_learning_rate=SETTINGS["learning_rate"],
         output_learning_rate=SETTINGS["learning_rate"],
         output_batch_size=SETTINGS["batch_size"], oracle=oracle,
-        update=variant.update, input={"report_every": 1})
+        update=variant.update, input={"report_every": 1, "synthetic_gradients": "local"})
 
 
 def run_three_processes(variant, seed, seconds, run_dir, count, env):

@@ -100,6 +100,7 @@ def test_decoupled_config_uses_the_shared_settings(tmp_path):
     assert config.oracle["learning_rate"] == experiments.SETTINGS["model_learning_rate"]
     assert (config.update, config.seed, config.duration, config.count) == \
         ("synthetic", 3, 20, 5000)
+    assert config.input["synthetic_gradients"] == "local"
 
 
 def test_slug_makes_folder_names():
