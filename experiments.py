@@ -36,6 +36,7 @@ import dataclasses
 import json
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,7 @@ def draw_report(rows, results, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5), layout="constrained")
     colours = {ONE: "tab:blue", THREE: "tab:orange"}
@@ -261,17 +263,18 @@ def draw_report(rows, results, path, title):
                 if x["config"] == r["config"] and x["world"] == r["world"]]
         ax.barh(k, r["final"][0], color=colours[r["world"]], alpha=0.4)
         ax.plot(mses, [k] * len(mses), "o", color=colours[r["world"]], markersize=4)
-    for world, colour in colours.items():
-        ax.barh([], [], color=colour, alpha=0.4, label=world)
     frozen = [r for r in rows if r["config"].startswith("frozen")]
     for r in frozen:
         ax.axvline(r["final"][0], linestyle="--", color=colours[r["world"]], linewidth=1)
     ax.set_yticks(range(len(rows)), [f"{r['config']} ({r['world']})" for r in rows],
                   fontsize="small")
     ax.invert_yaxis()
-    ax.set_xlabel("held-out MSE at the end (dots: seeds; dashed: frozen layer 1)")
-    ax.set_title(title, fontsize="medium")
-    ax.legend(fontsize="small")
+    ax.set_xscale("log")
+    ax.set_xlabel("held-out MSE at the end, log scale (bars: mean; dots: seeds; dashed: "
+                  "frozen layer 1)")
+    ax.set_title(textwrap.fill(title, 75), fontsize="medium")
+    ax.legend(handles=[Patch(color=colour, alpha=0.4, label=world)
+                       for world, colour in colours.items()], fontsize="small")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
