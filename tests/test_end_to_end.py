@@ -5,7 +5,8 @@ so the operating system picks free ports), trains for a short bounded time on a 
 stops them with SIGTERM and checks the weights they saved:
 
 - the composed network's held-out MSE fell clearly from the untrained network's;
-- the oracle's synthetic gradients point the same way as the true ones (cosine above 0);
+- the oracle's synthetic gradients point the same way as the true ones (cosine above 0, for an
+  oracle conditioned on the target);
 - the trained layer 1 beats the initial layer 1 under the same final layers 2-3, so layer 1
   learned something from the synthetic gradients it was given.
 
@@ -70,9 +71,9 @@ def run(tmp_path):
     r.stop()
 
 
-def start_servers(run):
+def start_servers(run, oracle_args=ORACLE_ARGS):
     oracle = run.start("oracle", "oracle.py", "--port", "0", "--max-examples", str(COUNT),
-                       *ORACLE_ARGS)
+                       *oracle_args)
     oracle_url = oracle.wait_url(120)
     output = run.start("output", "train_output.py", "--port", "0", "--oracle-url", oracle_url,
                        "--max-examples", str(COUNT), "--progress-dir", str(run.progress),
@@ -91,7 +92,10 @@ def composed_mse(progress, layer1_label, layers23_label):
 
 
 def test_three_processes_learn_and_layer1_learns_from_synthetic_gradients(run, data_dir):
-    oracle_url, output_url = start_servers(run)
+    # Conditioned on the target (cDNI): an oracle that sees only h can learn at best the
+    # gradient averaged over targets, whose cosine with each example's true gradient hovers
+    # around 0 (README, "What we found"), so "cosine above 0" would be a coin toss for it.
+    oracle_url, output_url = start_servers(run, [*ORACLE_ARGS, "--conditioned"])
     inp = run.start("input", "train_input.py",
                     *input_args(run, data_dir, oracle_url, output_url))
     assert inp.popen.wait(TRAIN_SECONDS + 120) == 0, run.log("input")
