@@ -12,8 +12,9 @@ Phases, one after the other so each has the machine to itself:
    ports (the same scripts you would start by hand in three terminals), wait until each is
    ready, print one status line every few seconds while they train for --duration seconds,
    then stop them with SIGTERM (each saves its final weights);
-3. train the same network with plain backprop (sgd.py's train_step, in this process) for the
-   same number of seconds;
+3. train the same network with plain backprop in this process for the same number of seconds,
+   with the decoupled trainers' optimizer, minibatch and learning rate (the fair comparison;
+   --baseline-args gives sgd.py's tutorial settings instead);
 4. draw the pictures with plot.py.
 Everything the run produces (data, logs, metrics, weight snapshots, pictures) is in the run
 folder, printed at the end. Ctrl-C at any point stops every process it started.
@@ -76,7 +77,10 @@ def parse_args(argv):
     p.add_argument("--baseline-args", default="",
                    help="options for the plain-backprop baseline (sgd.py's training, run in "
                         "this process): --learning-rate, --batch-size, --decay, --seed "
-                        "(default: none, i.e. sgd.py's per-example SGD at learning rate 0.002)")
+                        "(default: none, i.e. the decoupled trainers' own settings, layers "
+                        "2-3's minibatch and learning rate with no decay, so the comparison is "
+                        "fair; \"--batch-size 1 --learning-rate 0.002 --decay 0.997\" gives "
+                        "sgd.py's tutorial settings, about ten times worse in a few minutes)")
     p.add_argument("--input-args", default="",
                    help="extra options for train_input.py, e.g. \"--synthetic-gradients local\" "
                         "(default: none)")
@@ -96,26 +100,28 @@ def parse_args(argv):
     return args
 
 
-def parse_baseline_args(text, seed):
-    """--baseline-args as BackpropConfig settings: the training options sgd.py has."""
+def parse_baseline_args(text, same):
+    """--baseline-args as BackpropConfig settings (the training options sgd.py has), over
+    `same`: launch.backprop_like's settings of the decoupled run, the defaults."""
     p = argparse.ArgumentParser(prog="demo.py --baseline-args",
                                 description="Options for the plain-backprop baseline.")
-    p.add_argument("--learning-rate", type=float, default=B.learning_rate,
-                   help="eta at the start (default %(default)s, sgd.py's and the original's)")
-    p.add_argument("--batch-size", type=int, default=B.batch_size,
-                   help="examples per update (default %(default)s: per-example SGD, the "
-                        "original's); dL/dw is averaged over the minibatch")
-    p.add_argument("--decay", type=float, default=B.decay,
-                   help="eta is multiplied by this after each epoch (default %(default)s, the "
-                        "original's)")
-    p.add_argument("--seed", type=int, default=seed,
+    p.add_argument("--learning-rate", type=float, default=same["learning_rate"],
+                   help="eta at the start (default %(default)s, layers 2-3's; sgd.py's is "
+                        f"{B.learning_rate})")
+    p.add_argument("--batch-size", type=int, default=same["batch_size"],
+                   help="examples per update (default %(default)s, layers 2-3's; sgd.py's is "
+                        f"{B.batch_size}, per-example SGD); dL/dw is averaged over the minibatch")
+    p.add_argument("--decay", type=float, default=same["decay"],
+                   help="eta is multiplied by this after each epoch (default %(default)s, as "
+                        f"the decoupled trainers; sgd.py's is {B.decay})")
+    p.add_argument("--seed", type=int, default=same["seed"],
                    help="seeds the initial weights and the example order (default: demo.py's "
                         "--seed)")
     args = p.parse_args(text.split())
     if args.batch_size < 1 or not args.learning_rate > 0 or not 0 < args.decay <= 1:
         p.error("--batch-size must be at least 1, --learning-rate positive and --decay in "
                 "(0, 1]")
-    return vars(args)
+    return {**same, **vars(args)}
 
 
 def decoupled_config(args, run_dir):
@@ -133,7 +139,8 @@ def decoupled_config(args, run_dir):
 
 def backprop_config(args, run_dir, baseline):
     """Phase 3's settings: --duration seconds on the same data, a held-out measurement every
-    20,000 examples (once a pass over the demo's data), sgd.py's settings or --baseline-args."""
+    20,000 examples (once a pass over the demo's data), the decoupled trainers' settings or
+    --baseline-args."""
     return launch.BackpropConfig(
         data_dir=run_dir / "data", seconds=args.duration, eval_every=20_000,
         metrics=run_dir / "metrics" / "backprop.jsonl",
@@ -146,7 +153,8 @@ def _interrupt(signum, frame):
 
 def main(argv=None):
     args = parse_args(argv)
-    baseline = parse_baseline_args(args.baseline_args, args.seed)
+    baseline = parse_baseline_args(args.baseline_args,
+                                   launch.backprop_like(decoupled_config(args, None)))
     # Ctrl-C and SIGTERM both stop the run cleanly, even when a shell started us in the
     # background with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
@@ -162,7 +170,8 @@ def main(argv=None):
         (run_dir / "final_status.json").write_text(json.dumps(final, indent=2))
         # 3. plain backprop for as long
         if not args.no_baseline:
-            print(f"demo: plain backprop (sgd.py's train_step) for {args.duration:.0f} s",
+            print(f"demo: plain backprop, the same settings in one process, for "
+                  f"{args.duration:.0f} s",
                   flush=True)
             with open(run_dir / "backprop.log", "w") as log:
                 launch.train_backprop(backprop_config(args, run_dir, baseline), out=log)

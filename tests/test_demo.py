@@ -32,24 +32,26 @@ def test_oracle_and_input_args_go_to_the_processes_as_typed(tmp_path):
                                                         "--refresh-every", "0.5"]
 
 
-def test_the_baseline_is_sgd_py_as_written_unless_told_otherwise(tmp_path):
+def test_the_baseline_has_the_decoupled_trainers_settings_unless_told_otherwise(tmp_path):
     args = demo.parse_args(["--duration", "30", "--seed", "3"])
-    config = demo.backprop_config(args, tmp_path, demo.parse_baseline_args("", args.seed))
+    same = launch.backprop_like(demo.decoupled_config(args, tmp_path))
+    config = demo.backprop_config(args, tmp_path, demo.parse_baseline_args("", same))
     assert config == launch.BackpropConfig(
         data_dir=tmp_path / "data", seconds=30.0, eval_every=20_000,
         metrics=tmp_path / "metrics" / "backprop.jsonl",
         weights_out=tmp_path / "backprop" / "final.npz",
-        learning_rate=0.002, batch_size=1, decay=0.997, seed=3)
-    changed = demo.parse_baseline_args("--batch-size 10 --learning-rate 0.1 --decay 1 --seed 9",
-                                       3)
-    assert changed == dict(batch_size=10, learning_rate=0.1, decay=1.0, seed=9)
+        learning_rate=0.1, batch_size=10, decay=1.0, seed=3, optimizer="sgd")
+    tutorial = demo.parse_baseline_args("--batch-size 1 --learning-rate 0.002 --decay 0.997 "
+                                        "--seed 9", same)
+    assert tutorial == dict(batch_size=1, learning_rate=0.002, decay=0.997, seed=9,
+                            optimizer="sgd")
 
 
 @pytest.mark.parametrize("text", ["--learning-rate 0", "--batch-size 0", "--decay 1.5",
                                   "--epochs 3"])
 def test_bad_baseline_args_are_refused_before_anything_runs(text, capsys):
     with pytest.raises(SystemExit) as e:
-        demo.parse_baseline_args(text, 0)
+        demo.parse_baseline_args(text, launch.backprop_like(launch.DecoupledConfig(".")))
     assert e.value.code == 2
     assert "demo.py --baseline-args" in capsys.readouterr().err
 
