@@ -80,7 +80,7 @@ def parse_args(argv):
                         "(default: none, i.e. the decoupled trainers' own settings, layers "
                         "2-3's minibatch and learning rate with no decay, so the comparison is "
                         "fair; \"--batch-size 1 --learning-rate 0.002 --decay 0.997\" gives "
-                        "sgd.py's tutorial settings, about ten times worse in a few minutes)")
+                        "sgd.py's tutorial settings, about twenty times worse after two minutes)")
     p.add_argument("--input-args", default="",
                    help="extra options for train_input.py, e.g. \"--synthetic-gradients local\" "
                         "(default: none)")
