@@ -9,13 +9,17 @@ Run it (the README's `make demo` does this inside the virtual environment):
 Phases, one after the other so each has the machine to itself:
 1. generate the data into a new run folder;
 2. start oracle.py, train_output.py and train_input.py as separate processes on free loopback
-   ports (the same scripts you would start by hand in three terminals), wait until each is
-   ready, print one status line every few seconds while they train for --duration seconds,
-   then stop them with SIGTERM (each saves its final weights);
-3. train the same network with plain backprop in this process for the same number of seconds,
-   with the decoupled trainers' optimizer, minibatch and learning rate (the fair comparison;
+   ports (the same scripts, with the same defaults, you would start by hand in three
+   terminals), wait until each is ready, print one status line every few seconds while they
+   train for --duration seconds, then stop them with SIGTERM (each saves its final weights);
+3. the controls, the same three processes for as long with layer 1 frozen and with layer 1
+   moved in random directions of the synthetic gradients' size (train_input.py --update
+   frozen / random), into RUN/controls/: synthetic gradients teach layer 1 only if they beat
+   both;
+4. train the same network with backprop (true gradients) in this process for as long, with
+   the decoupled trainers' optimizer, minibatch and learning rate (the fair comparison;
    --baseline-args gives sgd.py's tutorial settings instead);
-4. draw the pictures with plot.py.
+5. draw the pictures with plot.py and print every method's held-out MSE.
 Everything the run produces (data, logs, metrics, weight snapshots, pictures) is in the run
 folder, printed at the end. Ctrl-C at any point stops every process it started.
 """
@@ -27,23 +31,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import generate
 import launch
 
 D = launch.DecoupledConfig      # a dataclass's class attributes are its defaults: the demo's
 B = launch.BackpropConfig       # sgd.py's settings, the baseline's defaults
-DEFAULT_ORACLE_ARGS = " ".join(launch.option_argv(launch.DEMO_ORACLE))
+DURATION = 40.0                 # seconds each of the four methods trains: ~3.5 minutes in all
+CONTROLS = ("frozen", "random")
+CONTROL_NAMES = {"frozen": "frozen", "random": "moved in random directions"}
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Run the whole synthetic-gradient demo: data, "
                                             "three processes, a backprop baseline, pictures.")
-    p.add_argument("--duration", type=float, default=D.duration,
-                   help="seconds the three processes train, and then plain backprop (default "
-                        "%(default)g: with start-up and plotting the demo takes about 3 minutes)")
+    p.add_argument("--duration", type=float, default=DURATION,
+                   help="seconds each method trains: synthetic gradients, each control and "
+                        "backprop (default %(default)g: with start-ups and pictures the demo "
+                        "takes about 3.5 minutes)")
     p.add_argument("--count", type=int, default=D.count,
-                   help="training examples to generate (default 20,000: in 75 s the input "
-                        "trainer passes over them ~10 times, so layers 2-3 train on fresh "
-                        "activations; with the original's 200,000 it would not finish one pass)")
+                   help="training examples to generate (default 20,000: the input trainer "
+                        "passes over them every ~10 s, so layers 2-3 train on fresh "
+                        "activations; with the original's 200,000 most of what they hold is a "
+                        "minute old, and the network learns far less)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything the run writes (default: a new "
                         "runs/<date-time> next to this file)")
@@ -52,40 +61,38 @@ def parse_args(argv):
                         "75 s)")
     p.add_argument("--status-every", type=float, default=D.status_every,
                    help="seconds between status lines while training (default %(default)g)")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=D.optimizer,
+                   help="how every layer steps, in both trainers and the backprop baseline "
+                        "(default %(default)s; sgd is the original's)")
     p.add_argument("--input-learning-rate", type=float, default=D.input_learning_rate,
-                   help="layer 1's eta (default %(default)s, averaged over minibatches of 10; "
-                        "the original's 0.001 leaves layer 1 where it started in a few minutes, "
-                        "and 0.1 moves it faster than layers 2-3 and the oracle can follow)")
+                   help="layer 1's eta (default %(default)s, train_input.py's default)")
     p.add_argument("--output-learning-rate", type=float, default=D.output_learning_rate,
-                   help="layers 2-3's eta (default %(default)s with minibatches of 10; the "
-                        "original's 0.001 per example needs many minutes)")
+                   help="layers 2-3's eta, and the backprop baseline's (default %(default)s, "
+                        "train_output.py's default)")
     p.add_argument("--output-batch-size", type=int, default=D.output_batch_size,
-                   help="layers 2-3's minibatch (default %(default)s: vectorised, several times "
-                        "faster than per-example updates in Python)")
-    p.add_argument("--oracle-args", default=DEFAULT_ORACLE_ARGS,
-                   help="extra options for oracle.py (default \"%(default)s\": the original "
-                        "Adadelta oracle learns too slowly to follow the true gradients in a "
-                        "few minutes; a Keras step costs ~0.5 ms whatever the batch, so "
-                        "batches of 256 learn from 3x more gradients per second than 32 and "
-                        "from fresher ones (in the running demo a pass over 20,000 comes "
-                        "every ~0.8 s, against ~2.4 s); and the "
-                        "paper's zero-initialised last layer gives better-aligned gradients "
-                        "than a random one. Cosine with the true gradients after 40 s in our "
-                        "runs: 0.20-0.29 with these settings, 0.08-0.16 with lr 0.003 and "
-                        "batches of 32, 0.01-0.07 with a random last layer too. Pass \"\" "
-                        "for the original)")
+                   help="layers 2-3's minibatch, and the baseline's (default %(default)s, "
+                        "train_output.py's default)")
+    p.add_argument("--oracle-args", default="",
+                   help="extra options for oracle.py (default: none, i.e. its own defaults: a "
+                        "target-conditioned model, zero-initialised, Adam at 0.001 on batches "
+                        "of 256; \"--original\" gives the original's h-only Adadelta oracle)")
     p.add_argument("--baseline-args", default="",
-                   help="options for the plain-backprop baseline (sgd.py's training, run in "
-                        "this process): --learning-rate, --batch-size, --decay, --seed "
+                   help="options for the backprop baseline (sgd.py's training, run in this "
+                        "process): --optimizer, --learning-rate, --batch-size, --decay, --seed "
                         "(default: none, i.e. the decoupled trainers' own settings, layers "
-                        "2-3's minibatch and learning rate with no decay, so the comparison is "
-                        "fair; \"--batch-size 1 --learning-rate 0.002 --decay 0.997\" gives "
-                        "sgd.py's tutorial settings, about twenty times worse after two minutes)")
+                        "2-3's optimizer, minibatch and learning rate with no decay, so the "
+                        "comparison is fair; \"--optimizer sgd --batch-size 1 --learning-rate "
+                        "0.002 --decay 0.997\" gives sgd.py's tutorial settings, many times "
+                        "worse after a few minutes)")
     p.add_argument("--input-args", default="",
-                   help="extra options for train_input.py, e.g. \"--synthetic-gradients local\" "
+                   help="extra options for train_input.py, e.g. \"--synthetic-gradients remote\" "
                         "(default: none)")
     p.add_argument("--no-baseline", action="store_true",
-                   help="skip the plain-backprop baseline (it takes another --duration seconds)")
+                   help="skip the backprop baseline (it takes another --duration seconds)")
+    p.add_argument("--no-controls", action="store_true",
+                   help="skip the frozen and random-direction controls (each takes another "
+                        "--duration seconds and a start-up); without them the pictures cannot "
+                        "say whether synthetic gradients taught layer 1 anything")
     p.add_argument("--wire", choices=("json", "binary"), default=D.wire,
                    help="form of the bulk transfers (default %(default)s: raw arrays, ~100x "
                         "cheaper than JSON numbers, so layers 2-3 and the oracle get more "
@@ -93,8 +100,10 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=D.seed,
                    help="seeds the data and every process (default %(default)s)")
     args = p.parse_args(argv)
-    if not args.duration > 0 or args.count < 1000:
-        p.error("--duration must be positive and --count at least 1000")
+    if not args.duration > 0:
+        p.error(f"--duration must be positive (got {args.duration:g})")
+    if args.count < 1000:
+        p.error(f"--count must be at least 1000 (got {args.count})")
     if args.seed == 2016:
         p.error("--seed 2016 is reserved for the held-out points")
     return args
@@ -114,23 +123,30 @@ def parse_baseline_args(text, same):
     p.add_argument("--decay", type=float, default=same["decay"],
                    help="eta is multiplied by this after each epoch (default %(default)s, as "
                         f"the decoupled trainers; sgd.py's is {B.decay})")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=same["optimizer"],
+                   help="how every layer steps (default %(default)s, the decoupled trainers'; "
+                        f"sgd.py's is {B.optimizer})")
     p.add_argument("--seed", type=int, default=same["seed"],
                    help="seeds the initial weights and the example order (default: demo.py's "
                         "--seed)")
     args = p.parse_args(text.split())
-    if args.batch_size < 1 or not args.learning_rate > 0 or not 0 < args.decay <= 1:
-        p.error("--batch-size must be at least 1, --learning-rate positive and --decay in "
-                "(0, 1]")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1 (got {args.batch_size})")
+    if not args.learning_rate > 0:
+        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
+    if not 0 < args.decay <= 1:
+        p.error(f"--decay must be in (0, 1] (got {args.decay:g})")
     return {**same, **vars(args)}
 
 
-def decoupled_config(args, run_dir):
-    """Phase 2's settings, from the command line; the oracle's settings are --oracle-args alone
-    (oracle={}), so that "" gives oracle.py's own defaults."""
+def decoupled_config(args, run_dir, update="synthetic", data_dir=None):
+    """Phase 2's (and, with `update`, phase 3's) settings, from the command line; the oracle's
+    settings are --oracle-args alone (oracle={}), so that "" gives oracle.py's own defaults."""
     return launch.DecoupledConfig(
         run_dir=run_dir, count=args.count, duration=args.duration, seed=args.seed,
         snapshot_interval=args.snapshot_interval, status_every=args.status_every,
-        wire=args.wire, input_learning_rate=args.input_learning_rate,
+        wire=args.wire, optimizer=args.optimizer, update=update, data_dir=data_dir,
+        input_learning_rate=args.input_learning_rate,
         output_learning_rate=args.output_learning_rate,
         output_batch_size=args.output_batch_size,
         oracle={}, oracle_args=tuple(args.oracle_args.split()),
@@ -160,7 +176,8 @@ def main(argv=None):
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     run_dir = launch.new_run_dir(args.run_dir)
-    print("demo.py:", {**vars(args), "run_dir": str(run_dir)}, flush=True)
+    print("demo.py: settings:", generate.settings_line({**vars(args), "run_dir": run_dir}),
+          flush=True)
     env = launch.child_env()
     try:
         # 1. the data
@@ -168,24 +185,28 @@ def main(argv=None):
         # 2. the three processes
         final = launch.run_decoupled(decoupled_config(args, run_dir), env)
         (run_dir / "final_status.json").write_text(json.dumps(final, indent=2))
-        # 3. plain backprop for as long
+        # 3. the controls: the same three processes, layer 1 frozen or moved at random
+        for update in () if args.no_controls else CONTROLS:
+            print(f"demo: control: layer 1 {CONTROL_NAMES[update]}, the same three processes "
+                  f"for {args.duration:.0f} s", flush=True)
+            folder = run_dir / "controls" / update
+            folder.mkdir(parents=True, exist_ok=True)
+            launch.run_decoupled(decoupled_config(args, folder, update, run_dir / "data"), env)
+        # 4. backprop for as long
         if not args.no_baseline:
-            print(f"demo: plain backprop, the same settings in one process, for "
-                  f"{args.duration:.0f} s",
-                  flush=True)
+            print(f"demo: backprop (true gradients), the same settings in one process, for "
+                  f"{args.duration:.0f} s of training", flush=True)
             with open(run_dir / "backprop.log", "w") as log:
-                launch.train_backprop(backprop_config(args, run_dir, baseline), out=log)
+                launch.train_backprop(backprop_config(args, run_dir, baseline), out=log,
+                                      status_every=args.status_every)
     except KeyboardInterrupt:
         print(f"demo: interrupted; every process it started is stopped. Partial results in "
               f"{run_dir}", flush=True)
         return 130
-    # 4. the pictures
+    # 5. the pictures
     subprocess.run(launch.script_argv("plot.py", "--run-dir", run_dir), check=True,
                    cwd=launch.HERE, env=env)
-    quality = final["oracle"]["synthetic_gradient_quality"]
-    print(f"demo: synthetic vs true gradients at the end: mean cosine similarity "
-          f"{launch.fmt(quality['cosine_similarity'], '.3f')}")
-    print(f"demo: everything is in {run_dir}", flush=True)
+    print(f"demo: everything is in {run_dir} (the pictures in {run_dir / 'plots'})", flush=True)
     return 0
 
 

@@ -67,6 +67,12 @@ def heldout(count=20_000, seed=HELDOUT_SEED):
     return generate(count, seed)
 
 
+def settings_line(options):
+    """{name: value} (e.g. vars(args)) as "name value, ..." for a script's start-up line, with
+    names as typed on the command line and paths as plain text."""
+    return ", ".join(f"{name.replace('_', '-')} {value}" for name, value in options.items())
+
+
 def load_dataset(data_dir):
     """Load x.npy and y.npy from data_dir, checking their shapes; clear errors if absent."""
     data_dir = Path(data_dir)
@@ -172,8 +178,8 @@ def draw_surface(ax, f, title=None, points=GRID_POINTS):
     """
     xx, yy, z = surface_values(f, points)
     filled = ax.contourf(xx, yy, z, levels=LEVELS, cmap="viridis", extend="both")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    ax.set_xlabel("input x₁")
+    ax.set_ylabel("input x₂")
     ax.set_xticks(AXIS_TICKS)
     ax.set_yticks(AXIS_TICKS)
     ax.set_aspect("equal")
@@ -220,7 +226,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    print("generate.py:", vars(args), flush=True)
+    print("generate.py: settings:", settings_line(vars(args)), flush=True)
     t0 = time.perf_counter()
     x, y = generate(args.count, args.seed)
     args.out_dir.mkdir(parents=True, exist_ok=True)

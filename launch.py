@@ -48,17 +48,17 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 
 # The oracle's settings in the demo (why: demo.py --help, --oracle-args): Adam at 0.01 on
 # batches of 256, and the paper's zero-initialised last layer.
-DEMO_ORACLE = {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 256, "zero_init": True}
 
 
 # --- Configuration. ---------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class DecoupledConfig:
-    """One run of oracle.py, train_output.py and train_input.py; the defaults are the demo's.
+    """One run of oracle.py, train_output.py and train_input.py; the defaults are the demo's,
+    which are the scripts' own (chosen by measurement, see the README) on 20,000 examples.
 
-    The data is read from run_dir/data (generate_data writes it there); everything else the
-    run writes goes into run_dir too. `optimizer` is the whole decoupled network's (layer 1 at
+    The data is read from data_dir (None: run_dir/data, where generate_data writes it);
+    everything else the run writes goes into run_dir. `optimizer` is the whole decoupled network's (layer 1 at
     input_learning_rate, layers 2-3 at output_learning_rate; the oracle's model has its own, in
     `oracle`); `update` is train_input.py's --update: synthetic, or a control, frozen or random.
     `oracle` and `input` are further options of oracle.py and train_input.py by name (see
@@ -74,14 +74,15 @@ class DecoupledConfig:
     snapshot_interval: int = 3          # seconds between weight snapshots
     status_every: float = 5.0           # seconds between status lines while training
     wire: str = "binary"                # how bulk transfers travel: "json" or "binary"
-    optimizer: str = "sgd"              # both trainers' --optimizer: "sgd" or "adam"
+    optimizer: str = "adam"             # both trainers' --optimizer: "adam" or "sgd"
     update: str = "synthetic"           # train_input.py's --update: or "frozen", "random"
-    input_learning_rate: float = 0.01
-    output_learning_rate: float = 0.1
+    input_learning_rate: float = 0.005
+    output_learning_rate: float = 0.005
     output_batch_size: int = 10
-    oracle: dict = dataclasses.field(default_factory=lambda: dict(DEMO_ORACLE))
+    data_dir: Path | None = None        # None: run_dir/data
+    oracle: dict = dataclasses.field(default_factory=dict)   # {}: oracle.py's defaults
     oracle_args: tuple = ()
-    input: dict = dataclasses.field(default_factory=dict)
+    input: dict = dataclasses.field(default_factory=lambda: {"report_every": 1})
     input_args: tuple = ()
 
 
@@ -111,15 +112,16 @@ def backprop_like(config):
 
 
 def option_argv(options):
-    """{name: value} as command-line options: {"batch_size": 256, "zero_init": True} ->
-    ["--batch-size", "256", "--zero-init"]. True is a bare flag; False and None leave it out."""
+    """{name: value} as command-line options: {"batch_size": 256, "zero_init": False} ->
+    ["--batch-size", "256", "--no-zero-init"]. True is a bare flag, False its --no- form (the
+    on/off options, such as oracle.py's --conditioned, take both); None leaves it out."""
     argv = []
     for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        elif value is not None and value is not False:
-            argv += [flag, str(value)]
+        flag = name.replace("_", "-")
+        if value is True or value is False:
+            argv.append(f"--{'' if value else 'no-'}{flag}")
+        elif value is not None:
+            argv += [f"--{flag}", str(value)]
     return argv
 
 
@@ -264,7 +266,8 @@ def output_argv(config, oracle_url):
 def input_argv(config, oracle_url, output_url):
     """train_input.py's command line for config: it trains for config.duration seconds."""
     run_dir = config.run_dir
-    return script_argv("train_input.py", "--data-dir", run_dir / "data",
+    data_dir = run_dir / "data" if config.data_dir is None else config.data_dir
+    return script_argv("train_input.py", "--data-dir", data_dir,
                        "--oracle-url", oracle_url, "--output-url", output_url,
                        "--progress-dir", run_dir / "progress",
                        "--metrics", run_dir / "metrics" / "train_input.jsonl",
@@ -329,7 +332,7 @@ def run_input_trainer(config, oracle_url, output_url, oracle_client, output_clie
 
 # --- Plain backprop, in this process. ----------------------------------------------------------
 
-def train_backprop(config, out=None):
+def train_backprop(config, out=None, status_every=None):
     """Train sgd.make_network with plain backprop for config.seconds seconds of training.
 
     Segments of config.eval_every examples in a fresh random order each epoch; after each
@@ -338,8 +341,9 @@ def train_backprop(config, out=None):
     counts as time, so the curve is comparable with a decoupled run of the same length. Each
     minibatch is sgd.backprop and one step of config.optimizer (sgd: exactly sgd.train_step),
     whose eta starts at config.learning_rate and is multiplied by config.decay after each
-    epoch. Progress lines go to `out` (a text file) if given. Returns (layers, the measurements
-    as written).
+    epoch. Progress lines go to `out` (a text file) if given, and with status_every a status
+    line "[  10 s] backprop: ..." to stdout at the first measurement after every status_every
+    seconds of training. Returns (layers, the measurements as written).
     """
     def say(line):
         if out is not None:
@@ -354,11 +358,17 @@ def train_backprop(config, out=None):
     metrics = snapshots.MetricsLog(config.metrics, "backprop")
     measurements = []
 
+    next_status = [0.0]
+
     def measure(seconds, epoch, examples):
         row = dict(seconds=seconds, epoch=epoch, examples=examples,
                    heldout_mse=sgd.mse(layers, x_test, y_test))
         metrics.write(**row)
         measurements.append(row)
+        if status_every is not None and seconds >= next_status[0]:
+            print(f"[{seconds:4.0f} s] backprop: {examples:>7} examples, epoch {epoch}, "
+                  f"held-out MSE {row['heldout_mse']:.4f}", flush=True)
+            next_status[0] = seconds + status_every
         return row["heldout_mse"]
 
     examples, seconds, epoch = 0, 0.0, 0

@@ -19,9 +19,12 @@ import threading
 import time
 
 from flask import Flask, abort, request
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
+import generate
 import snapshots
 from synthgrad import (BINARY_TYPE, DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST,
                        STATUS, ProtocolError, parse_binary, parse_json)
@@ -151,44 +154,119 @@ class TrainingServer:
 # --- Serving: waitress, JSON errors, the token ------------------------------------------------
 
 def run_server(args, create_app, script):
-    """A server script's main after parse_args: make the app, start its training thread and
-    metrics lines, serve until Ctrl-C or SIGTERM, then stop training (checkpointing) and print
-    the final status. script ("oracle.py") names the process in its logs.
+    """A server script's main after parse_args: take the port, make the app, start its training
+    thread, its metrics lines and a status line every --report-every seconds, serve until
+    Ctrl-C or SIGTERM, then stop training (checkpointing) and log the final status. script
+    ("oracle.py") names the process in its logs.
+
+    The port is taken first: if it is not free the script stops with one line naming --port,
+    before it has built anything or written a file.
     """
-    setup_logging(script.removesuffix(".py"))
-    print(f"{script}:", printable(args), flush=True)
+    name = script.removesuffix(".py")
+    setup_logging(name)
+    log.info("settings: %s", printable(args))
+    server, hand_over = listen(args.host, args.port, script, args.max_body_bytes)
     config = {k: v for k, v in vars(args).items() if k not in SERVER_ONLY}
     try:
         app = create_app(config)
     except ValueError as e:                       # a checkpoint that cannot be resumed from
+        server.close()
         raise SystemExit(f"{script}: {e}") from None
+    hand_over(app)
     state = app.extensions[STATE]
     state.start_training()
     snapshots.MetricsLog(args.metrics, state.role).every(args.metrics_interval, state.metrics,
                                                          state.stop)
+    if args.report_every > 0:
+        every(args.report_every, lambda: log.info("%s", status_line(state.status())),
+              state.stop)
 
     def on_stop():
         state.stop_training()
-        print(f"{script}: final status", state.status(), flush=True)
+        log.info("final status: %s", status_line(state.status()))
 
-    serve(app, args.host, args.port, state.title, on_stop=on_stop)
+    serve(server, app.extensions[STATE].title, on_stop=on_stop)
     return 0
 
 
-def serve(app, host, port, name, on_stop=None, threads=4):
-    """Serve a Flask app with waitress until Ctrl-C or SIGTERM, then call on_stop.
+def every(interval, call, stop):
+    """call() every `interval` seconds on a daemon thread until the event `stop` is set."""
+    def loop():
+        while not stop.wait(interval):
+            call()
+    threading.Thread(target=loop, daemon=True, name="status-lines").start()
+
+
+def status_line(status):
+    """A server's GET /status as one short line: what it holds and has done, and for the oracle
+    how good its synthetic gradients are."""
+    parts = [f"{status.get('examples_held', 0):,} examples held",
+             f"{status.get('training_passes', 0):,} training passes",
+             f"training MSE {fmt(status.get('last_train_mse'))}"]
+    quality = status.get("synthetic_gradient_quality")
+    if quality is not None:
+        parts.append(f"cosine(synthetic, true) {fmt(quality.get('cosine_similarity'), '.2f')}")
+    if status.get("diverged"):
+        parts.append("DIVERGED: training stopped")
+    return ", ".join(parts)
+
+
+def fmt(value, spec=".4f"):
+    """A number for a status line; "-" for None (not measured yet)."""
+    return "-" if value is None else format(value, spec)
+
+
+def listen(host, port, script, max_body_bytes, threads=4):
+    """Take host:port with a waitress server whose app is handed over later; returns the server
+    and hand_over(app). SystemExit with one line naming --port if the port cannot be taken.
 
     waitress is a production WSGI server: a fixed pool of `threads` worker threads and HTTP/1.1
     keep-alive, so a client's requests reuse one connection (Flask's development server closes
-    the connection after every request, which costs ~1 ms a request here). Prints
-    "<name> listening on http://HOST:PORT" once the socket is bound (port 0 picks a free one;
-    the printed line is how a launcher or a test learns it).
+    the connection after every request, which costs ~1 ms a request here). Bodies over
+    max_body_bytes are refused by waitress itself, answered as JSON like every other refusal.
     """
-    server = create_server(app, host=host, port=port, threads=threads,
-                           max_request_body_size=app.config.get("MAX_CONTENT_LENGTH",
-                                                                MAX_BODY_BYTES),
-                           ident=name.replace(" ", "-"))
-    print(f"{name} listening on http://{host}:{server.effective_port}", flush=True)
+    apps = []
+
+    def wsgi(environ, start_response):
+        return apps[0](environ, start_response)
+
+    try:
+        server = create_server(wsgi, host=host, port=port, threads=threads,
+                               max_request_body_size=max_body_bytes,
+                               ident=script.removesuffix(".py"))
+    except OSError as e:
+        raise SystemExit(f"{script}: cannot listen on {host}:{port}: {e.strerror or e}. Is "
+                         f"another server using it? Pick another with --port (0: any free "
+                         f"port)") from None
+    server.channel_class = JsonErrorChannel
+    return server, apps.append
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (a body over the limit: 413; a malformed request: 400) as
+    {"error": ...} JSON, the form every other refusal takes, instead of waitress's plain text."""
+
+    def execute(self):
+        e = self.request.error
+        body = json.dumps({"error": f"{e.reason}: {e.body}"}).encode()
+        self.status = f"{e.code} {e.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
+def serve(server, name, on_stop=None):
+    """Run a server listen() made until Ctrl-C or SIGTERM, then call on_stop.
+
+    Logs "<name> listening on http://HOST:PORT" first (port 0 picks a free one; the line is how
+    a launcher or a test learns it).
+    """
+    log.info("%s listening on http://%s:%s", name, server.effective_host, server.effective_port)
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt
@@ -321,6 +399,9 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
                         "--metrics-interval seconds (default: none)")
     p.add_argument("--metrics-interval", type=float, default=2.0,
                    help="seconds between metrics lines (default 2: smooth curves, tiny files)")
+    p.add_argument("--report-every", type=float, default=10.0,
+                   help=f"seconds between status lines on the terminal ({what}; default "
+                        "%(default)g; 0: none)")
 
 
 def check_server_arguments(p, args):
@@ -334,6 +415,8 @@ def check_server_arguments(p, args):
         p.error("--learning-rate must be positive and finite")
     if not args.metrics_interval > 0:
         p.error("--metrics-interval must be positive")
+    if not args.report_every >= 0:
+        p.error("--report-every must be 0 (no status lines) or more")
     if args.max_body_bytes < 1024:
         p.error("--max-body-bytes must be at least 1024")
     if not 0 <= args.nice <= 19:
@@ -342,7 +425,8 @@ def check_server_arguments(p, args):
 
 DEFAULT_MAX_EXAMPLES = 200_000      # indices 0..N-1: the default data set's size
 
-SERVER_ONLY = ("host", "port", "metrics", "metrics_interval")   # not part of a server's state
+# options of the process, not of a server's state
+SERVER_ONLY = ("host", "port", "metrics", "metrics_interval", "report_every", "original")
 
 
 def token_argument(p):
@@ -353,17 +437,48 @@ def token_argument(p):
                         "127.0.0.1; set one before binding to another address)")
 
 
+def parse_with_original(p, argv, original, what):
+    """p.parse_args(argv) with an --original option added: it makes the original project's
+    settings (`original`, {dest: value}; `what` says them in words for --help) the defaults, so
+    the original is one flag away from the measured defaults; options given as well still win."""
+    p.add_argument("--original", action="store_true",
+                   help=f"start from the original project's settings ({what}) instead of the "
+                        "defaults above, which were chosen by measurement (see the README); "
+                        "options given as well still win")
+    known, _ = p.parse_known_args(argv)
+    if known.original:
+        p.set_defaults(**original)
+    return p.parse_args(argv)
+
+
 def printable(args):
-    """The parsed options as a dict for the start-up line, with the token masked."""
+    """The parsed options as "name value, ..." for the start-up line, paths as typed, the token
+    masked."""
     shown = vars(args).copy()
     if shown.get("token"):
         shown["token"] = "***"
-    return shown
+    return generate.settings_line(shown)
+
+
+class _Formatter(logging.Formatter):
+    """ "HH:MM:SS name: message", with the level after the name unless it is INFO."""
+
+    def __init__(self, name):
+        super().__init__(datefmt="%H:%M:%S")
+        self.name = name
+
+    def format(self, record):
+        level = "" if record.levelno == logging.INFO else f" {record.levelname}"
+        return f"{self.formatTime(record, self.datefmt)} {self.name}{level}: {record.getMessage()}"
 
 
 def setup_logging(name):
-    """Log lines as "HH:MM:SS name LEVEL message"; one line per request would drown them."""
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s {name} %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    """Every line a process writes in one form, "HH:MM:SS name: message" (warnings and errors
+    say so after the name), on stdout; one line per request would drown them, so waitress
+    only warns."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Formatter(name))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
     logging.getLogger("waitress").setLevel(logging.WARNING)

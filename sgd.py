@@ -246,8 +246,10 @@ def parse_args(argv):
                    help="examples per update (default 1: per-example SGD, the original's); "
                         "dL/dw is averaged over the minibatch")
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1:
-        p.error("--epochs and --batch-size must be at least 1")
+    if args.epochs < 1:
+        p.error(f"--epochs must be at least 1 (got {args.epochs})")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1 (got {args.batch_size})")
     if not args.learning_rate > 0:
         p.error("--learning-rate must be positive")
     if not 0 < args.decay <= 1:
@@ -259,7 +261,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    print("sgd.py:", vars(args), flush=True)
+    print("sgd.py: settings:", generate.settings_line(vars(args)), flush=True)
     x, y = generate.load_dataset(args.data_dir)        # (n, 2), (n,)
     x_test, y_test = generate.heldout(args.heldout)    # (20,000, 2), (20,000,)
     rng = np.random.default_rng(args.seed)             # the weights first, then each epoch's order

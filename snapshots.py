@@ -38,6 +38,8 @@ import numpy as np
 
 import sgd
 
+HERE = Path(__file__).resolve().parent
+
 LAYER1_SHAPES = [(2, 24)]
 LAYERS23_SHAPES = [(24, 12), (12, 1)]
 BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]     # sgd.make_network's three layers
@@ -116,18 +118,37 @@ def load_layers(path, shapes):
     return layers
 
 
+PROGRESS = HERE / "progress"          # by hand, each run's snapshots go into PROGRESS/<run>
+
+
+def new_run_name():
+    """A run's name: its start, YYYYmmdd-HHMMSS (the output trainer names the run; the input
+    trainer asks it, so both halves of a run go into PROGRESS/<name>)."""
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def latest_run(*parents):
+    """The most recently changed folder directly inside any of `parents` (e.g. runs/ and
+    progress/), or None: what plot.py draws when told nothing."""
+    found = [p for parent in parents if Path(parent).is_dir() for p in Path(parent).iterdir()
+             if p.is_dir()]
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
 class Snapshotter:
     """Saves `part`'s layers into folder on every tick of a shared wall clock.
 
     Call maybe_save(layers) as often as you like (it is a clock comparison unless a tick has
-    passed); save_initial and save_final write the two labelled ends.
+    passed); save_initial and save_final write the two labelled ends. Nothing is written (and
+    the folder is not created) before the first of them.
     """
 
     def __init__(self, folder, part, interval):
         assert part in ("layer1", "layers23")
         if int(interval) != interval or interval < 1:
             raise ValueError(f"snapshot interval must be a whole number of seconds, got {interval}")
-        self.folder, self.part, self.interval = Path(folder), part, int(interval)
+        self.folder = None if folder is None else Path(folder)   # None: set before saving
+        self.part, self.interval = part, int(interval)
         self.next_tick = self._tick(time.time()) + self.interval
         self.saved = 0
 

@@ -11,21 +11,24 @@ For each minibatch of examples x (n, 2) with targets y (n,):
 
     h = sigmoid(x . w1 + b1)                    # (n, 24), layer 1's forward pass
     send (i, h, y) to the output trainer        # fire-and-forget: it trains layers 2-3 on them
-    g = oracle.estimate_gradients(h)            # (n, 24): synthetic dL/dh, one row per example
-    backprop g through layer 1, w1 -= eta * dL/dw1 (averaged over the minibatch)
+    g = the oracle's model applied to (h, y)    # (n, 24): synthetic dL/dh, one row per example
+    backprop g through layer 1, step layer 1 (dL/dw1 averaged over the minibatch)
 
-It never waits for the true gradient: that is the point of synthetic gradients. With
-`--synthetic-gradients local` it does not even wait for the oracle: it computes g with a copy of
-the oracle's model, whose weights it fetches (GET /weights) every --refresh-every seconds, as in
-the paper, where the synthetic-gradient model sits beside the layer it serves. (The original
+It never waits for the true gradient: that is the point of synthetic gradients. By default
+(`--synthetic-gradients local`) it does not wait for the oracle either: it computes g with a
+copy of the oracle's model, whose weights it fetches (GET /weights) every --refresh-every
+seconds, as in the paper, where the synthetic-gradient model sits beside the layer it serves.
+`--synthetic-gradients remote`, the original's way, asks the oracle for g over HTTP
+(estimate_gradients) for every minibatch. (The original
 averaged the n synthetic gradients and pushed the average back through only the last example's
 input; here each example's gradient goes back through its own input, as backprop requires.)
 Layer-1 weights are snapshotted into --progress-dir on a wall-clock tick shared with the output
-trainer, so plot.py can compose the whole network at the same moments.
+trainer, so plot.py can compose the whole network at the same moments; by default into
+progress/<run>, the folder the output trainer named for this run (its /status says which).
 
-The last step is sgd's by default; `--optimizer adam` steps layer 1 with Adam instead
-(optimizers.py), so that a comparison can use one optimizer for every layer. And --update gives
-the controls that say what the synthetic gradients teach layer 1:
+The last step is Adam's by default (optimizers.py, as Keras computes it); `--optimizer sgd` is
+the plain step above, the original's, and every layer of a comparison uses one optimizer. And
+--update gives the controls that say what the synthetic gradients teach layer 1:
 
     synthetic   as above (the default)
     frozen      layer 1 never moves and the oracle is never asked (the paper's "no bprop")
@@ -112,17 +115,17 @@ class InputConfig:
 
     oracle_url: str = synthgrad.DEFAULT_ORACLE_URL
     output_url: str = synthgrad.DEFAULT_OUTPUT_TRAINER_URL
-    learning_rate: float = 0.001                # eta for layer 1
-    optimizer: str = "sgd"                      # how layer 1 steps: "sgd" or "adam"
+    learning_rate: float = 0.005                # eta for layer 1 (measured; the original's 0.001)
+    optimizer: str = "adam"                     # how layer 1 steps: "adam" or "sgd" (original)
     update: str = "synthetic"                   # "synthetic", "frozen" or "random" (--update)
     batch_size: int = 10                        # examples per synthetic-gradient request and update
-    mode: str = "remote"                        # --synthetic-gradients: "remote" or "local"
+    mode: str = "local"                         # --synthetic-gradients: "local" or "remote"
     refresh_every: float = 0.2                  # local mode: seconds between weight refreshes
     wire: str = "json"                          # "json" or "binary"
     token: str | None = None                    # shared secret for both peers
     update_probability: float = 1.0             # sporadic updates: 1 updates on every minibatch
     max_unsent: int = 5_000                     # back-pressure: unsent examples before waiting
-    progress_dir: Path = HERE / "progress"      # where weight snapshots go
+    progress_dir: Path | None = None            # snapshots (None: the output trainer's run)
     snapshot_interval: int = 10                 # seconds, the tick shared with train_output.py
     seed: int = 0                               # layer 1's initial weights and the example order
     checkpoint: str | Path | None = None        # file to checkpoint into
@@ -130,6 +133,12 @@ class InputConfig:
     resume: bool = False                        # start from checkpoint
     metrics_path: Path | None = None            # --metrics
     report_every: float = 5.0                   # seconds between progress lines
+
+
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(InputConfig)}
+
+# The original project's layer 1 (train_input.py --original): SGD at 0.001.
+ORIGINAL = dict(learning_rate=0.001, optimizer="sgd", examples=0, synthetic_gradients="remote")
 
 
 class InputTrainer:
@@ -281,8 +290,10 @@ class InputTrainer:
 
     def run(self, epochs=None, duration=None):
         """Stream minibatches until `epochs` passes, `duration` seconds, or stop is set."""
-        # start: wait for the oracle (and, in the local mode, its weights); time zero on disk
-        self.oracle.wait_until_ready(self.stop)
+        # start: wait for the oracle (and, in the local mode, its weights) and for the run's
+        # folder; then time zero on disk. Stopped while waiting, it writes nothing.
+        if not self.oracle.wait_until_ready(self.stop) or not self.find_progress_dir():
+            return
         if self.local is not None:
             self.local.start()
         self.snapshotter.save_initial([self.layer])
@@ -307,15 +318,38 @@ class InputTrainer:
                     last_report, reported = now, self.examples
             else:
                 self.epochs += 1                                # only a complete pass counts
+        # the end, so the last line counts every example (a report may be seconds old)
+        now = time.monotonic()
+        self.report(metrics, now - start, (self.examples - reported) / max(now - last_report,
+                                                                           1e-9))
+
+    def find_progress_dir(self):
+        """Without --progress-dir, ask the output trainer for its run's name (waiting for it)
+        and snapshot into progress/<run>. False if stopped while waiting."""
+        if self.config.progress_dir is not None:
+            return True
+        run = None
+        while run is None and self.output.wait_until_ready(self.stop):
+            try:
+                run = self.output.status().get("run")
+            except synthgrad.PeerError:
+                continue
+            if run is None:
+                raise SystemExit("train_input.py: the output trainer names no run in its "
+                                 "/status; pass --progress-dir")
+        if run is None:
+            return False
+        self.snapshotter.folder = snapshots.PROGRESS / run
+        log.info("snapshots go to %s (the output trainer's run)", self.snapshotter.folder)
+        return True
 
     def report(self, metrics, elapsed, rate):
         """One metrics line and one progress line; rate is examples/s since the last report."""
         metrics.write(examples=self.examples, updates=self.updates, skipped=self.skipped,
                       epoch=self.epochs, examples_per_s=round(rate, 1),
                       **self.latency_ms(), peak_rss_mb=serving.peak_rss_mb())
-        print(f"train_input: {elapsed:7.1f} s, epoch {self.epochs}, "
-              f"{self.examples} examples ({rate:.0f}/s), {self.updates} updates, "
-              f"{self.sender.pending()} waiting to be sent", flush=True)
+        log.info("%7.1f s, epoch %d, %d examples (%.0f/s), %d updates, %d waiting to be sent",
+                 elapsed, self.epochs, self.examples, rate, self.updates, self.sender.pending())
 
     def latency_ms(self):
         """p50 and p95 of the recent oracle requests, in ms (None in the local mode)."""
@@ -325,8 +359,11 @@ class InputTrainer:
         return {"oracle_p50_ms": round(float(p50), 3), "oracle_p95_ms": round(float(p95), 3)}
 
     def close(self):
-        """Save layer 1's final weights (and checkpoint) and deliver what is still waiting."""
-        self.snapshotter.save_final([self.layer])
+        """Save layer 1's final weights (and checkpoint) and deliver what is still waiting.
+        A run stopped before it streamed an example writes no final snapshot: nothing that
+        could be taken for a result."""
+        if self.examples and self.snapshotter.folder is not None:
+            self.snapshotter.save_final([self.layer])
         if not self.diverged:
             self.checkpointer.now()
         counts = self.sender.close()
@@ -341,16 +378,24 @@ def parse_args(argv):
     p.add_argument("--data-dir", type=Path, default=HERE / "data",
                    help="folder holding x.npy and y.npy (default data/ next to this file, where "
                         "generate.py writes)")
+    p.add_argument("--examples", type=int, default=20_000,
+                   help="train on the first N examples of the data, 0 for all of them (default "
+                        "%(default)s: a pass every ~10 s, so the activations layers 2-3 train "
+                        "on and the gradients the oracle learns from are seconds old; with all "
+                        "of generate.py's 200,000, the original's, most are a minute old and "
+                        "the network learns far less in a few minutes)")
     p.add_argument("--oracle-url", default=synthgrad.DEFAULT_ORACLE_URL,
                    help="where the oracle listens (default %(default)s, its default address)")
     p.add_argument("--output-url", default=synthgrad.DEFAULT_OUTPUT_TRAINER_URL,
                    help="where the output trainer listens (default %(default)s, its default)")
-    p.add_argument("--learning-rate", type=float, default=0.001,
-                   help="eta for layer 1 (default 0.001, the original's)")
-    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default="sgd",
-                   help="how layer 1 steps, at --learning-rate (default sgd, the original's: "
-                        "w -= eta dL/dw; adam as Keras computes it, see optimizers.py). Use the "
-                        "same one as train_output.py, so a comparison has one optimizer")
+    p.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
+                   help="eta for layer 1 (default %(default)s; the original's is 0.001)")
+    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS),
+                   default=DEFAULTS["optimizer"],
+                   help="how layer 1 steps, at --learning-rate (default %(default)s, as Keras "
+                        "computes it, see optimizers.py; sgd, w -= eta dL/dw, is the "
+                        "original's). Use the same one as train_output.py, so a comparison "
+                        "has one optimizer")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
                    help="what moves layer 1 (default synthetic: the oracle's gradients, the "
                         "original's). The controls: frozen never moves it and never asks the "
@@ -360,15 +405,18 @@ def parse_args(argv):
                         "gradient received (this process never sees the true gradients)")
     p.add_argument("--batch-size", type=int, default=10,
                    help="examples per oracle request and per update (default 10, the original's)")
-    p.add_argument("--synthetic-gradients", choices=("remote", "local"), default="remote",
-                   help="remote (default, the original's): ask the oracle over HTTP for every "
-                        "minibatch; local: compute them here with a copy of the oracle's "
-                        "weights, refreshed every --refresh-every seconds (the paper's layout)")
+    p.add_argument("--synthetic-gradients", choices=("local", "remote"),
+                   default=DEFAULTS["mode"],
+                   help="local (default, the paper's layout): compute them here with a copy of "
+                        "the oracle's model, its weights fetched every --refresh-every seconds; "
+                        "remote (the original's): ask the oracle over HTTP for every minibatch, "
+                        "which here streams ~6x fewer examples a second, so layers 2-3 train "
+                        "on older activations (in our by-hand runs the network learned less)")
     p.add_argument("--refresh-every", type=float, default=0.2,
                    help="local mode: seconds between weight refreshes (default 0.2: a GET of "
                         "~12 KB five times a second; in our runs the local gradients' aggregate "
                         "cosine with the true ones was 0.5-0.6 with it and ~0.36 with 1 s)")
-    p.add_argument("--wire", choices=("json", "binary"), default="json",
+    p.add_argument("--wire", choices=("json", "binary"), default=DEFAULTS["wire"],
                    help="how activations travel to the output trainer and synthetic "
                         "gradients from the oracle (default json, the documented form; binary "
                         "sends raw float64 arrays, ~100x cheaper to encode)")
@@ -387,9 +435,10 @@ def parse_args(argv):
                    help="stop after this many passes over the data (default: no limit)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: no limit; Ctrl-C stops too)")
-    p.add_argument("--progress-dir", type=Path, default=HERE / "progress",
-                   help="where weight snapshots go (default progress/ next to this file, where "
-                        "train_output.py writes layers 2-3 and plot.py looks)")
+    p.add_argument("--progress-dir", type=Path, default=None,
+                   help="where weight snapshots go (default: progress/<run> next to this file, "
+                        "the folder train_output.py named for this run, asked from its /status; "
+                        "give both trainers the same folder, or neither)")
     p.add_argument("--snapshot-interval", type=int, default=10,
                    help="seconds between snapshots; must match train_output.py's so the two "
                         "halves pair up (default 10, the same as its default)")
@@ -401,19 +450,27 @@ def parse_args(argv):
                         "file every --report-every seconds (default: none)")
     p.add_argument("--report-every", type=float, default=5.0,
                    help="seconds between progress lines (default 5: readable in a terminal)")
-    args = p.parse_args(argv)
+    args = serving.parse_with_original(p, argv, ORIGINAL,
+                                       "SGD at learning rate 0.001 on every example")
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if args.examples < 0:
+        p.error("--examples must be 0 (all) or more")
     snapshots.check_checkpoint_arguments(p, args)
     if not 0 <= args.update_probability <= 1:
         p.error("--update-probability must be between 0 and 1")
-    if not args.refresh_every > 0 or args.max_unsent < 1:
-        p.error("--refresh-every must be positive and --max-unsent at least 1")
-    if not args.learning_rate > 0 or args.snapshot_interval < 1:
-        p.error("--learning-rate must be positive and --snapshot-interval at least 1")
-    if (args.epochs is not None and args.epochs < 1) or (args.duration is not None
-                                                         and not args.duration > 0):
-        p.error("--epochs and --duration must be positive")
+    if not args.refresh_every > 0:
+        p.error(f"--refresh-every must be positive (got {args.refresh_every:g})")
+    if args.max_unsent < 1:
+        p.error(f"--max-unsent must be at least 1 (got {args.max_unsent})")
+    if not args.learning_rate > 0:
+        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
+    if args.snapshot_interval < 1:
+        p.error(f"--snapshot-interval must be at least 1 (got {args.snapshot_interval})")
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs must be at least 1 (got {args.epochs})")
+    if args.duration is not None and not args.duration > 0:
+        p.error(f"--duration must be positive (got {args.duration:g})")
     return args
 
 
@@ -435,8 +492,12 @@ def config_from_args(args):
 def main(argv=None):
     args = parse_args(argv)
     serving.setup_logging("train_input")
-    print("train_input.py:", serving.printable(args), flush=True)
+    log.info("settings: %s", serving.printable(args))
     x, y = generate.load_dataset(args.data_dir)
+    if 0 < args.examples < len(x):
+        x, y = x[:args.examples], y[:args.examples]
+        log.info("training on the first %s examples of %s (--examples 0 for all)",
+                 f"{args.examples:,}", args.data_dir)
     try:
         trainer = InputTrainer(x, y, config_from_args(args))
     except ValueError as e:                         # a checkpoint that cannot be resumed from
@@ -454,11 +515,10 @@ def main(argv=None):
         return 1
     took = time.monotonic() - t0
     counts = trainer.close()
-    print(f"train_input.py: done: {trainer.examples} examples in {took:.1f} s "
-          f"({trainer.examples / max(took, 1e-9):.0f}/s), {trainer.updates} updates, "
-          f"{trainer.epochs} full epochs; {trainer.waited:.1f} s waiting for the output "
-          f"trainer to catch up; oracle requests {trainer.latency_ms()}; sent to "
-          f"output trainer: {counts}", flush=True)
+    log.info("done: %d examples in %.1f s (%.0f/s), %d updates, %d full epochs; %.1f s "
+             "waiting for the output trainer to catch up; oracle requests %s; sent to the "
+             "output trainer: %s", trainer.examples, took, trainer.examples / max(took, 1e-9),
+             trainer.updates, trainer.epochs, trainer.waited, trainer.latency_ms(), counts)
     return 0
 
 

@@ -41,11 +41,11 @@ log = logging.getLogger("train_output")
 
 DEFAULTS = dict(
     oracle_url=synthgrad.DEFAULT_ORACLE_URL,
-    learning_rate=0.001,       # the original's
-    optimizer="sgd",           # how layers 2-3 step: sgd (the original's) or adam
-    batch_size=1,              # per-example SGD, the original's
+    learning_rate=0.005,       # chosen by measurement, as train_input.py's (README)
+    optimizer="adam",          # how layers 2-3 step: adam or sgd (the original's)
+    batch_size=10,             # minibatches, vectorised: several times faster than per example
     max_examples=serving.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
-    progress_dir=HERE / "progress",
+    progress_dir=None,         # None: progress/<run>, a new folder named by the start time
     snapshot_interval=10,
     seed=0,
     send_gradients=True,
@@ -57,6 +57,10 @@ DEFAULTS = dict(
     checkpoint_interval=30.0,  # seconds between checkpoints while training
     resume=False,              # start from the checkpoint instead of from scratch
 )
+
+
+# The original project's layers 2-3 (train_output.py --original): per-example SGD at 0.001.
+ORIGINAL = dict(learning_rate=0.001, optimizer="sgd", batch_size=1)
 
 
 class OutputTrainer(serving.TrainingServer):
@@ -76,8 +80,11 @@ class OutputTrainer(serving.TrainingServer):
         self.y = np.zeros(c["max_examples"])                        # its target
         self.held = np.zeros(c["max_examples"], dtype=bool)
         self.received_at = np.zeros(c["max_examples"])             # time.time() of the latest h
-        self.snapshotter = snapshots.Snapshotter(c["progress_dir"], "layers23",
-                                                 c["snapshot_interval"])
+        progress = c["progress_dir"]
+        if progress is None:
+            progress = snapshots.PROGRESS / snapshots.new_run_name()
+        self.run_name = Path(progress).name          # train_input.py asks for it (/status)
+        self.snapshotter = snapshots.Snapshotter(progress, "layers23", c["snapshot_interval"])
         self.oracle = synthgrad.OracleClient(c["oracle_url"], binary=c["wire"] == "binary",
                                              token=c["token"])
         self.sender = (sender.Sender(self.oracle.provide_gradients, "gradients to oracle",
@@ -103,6 +110,8 @@ class OutputTrainer(serving.TrainingServer):
             order = self.rng.permutation(np.flatnonzero(self.held))
         if len(order) == 0:
             return False
+        if self.counts["passes"] == 0 and self.counts["examples_trained"] == 0:
+            self.snapshotter.save_initial(self.layers)        # time zero: the first pass
         bs = self.config["batch_size"]
         chunk = max(1, chunk // bs) * bs                   # whole batches in every chunk
         squared_error = age_sum = 0.0
@@ -191,12 +200,11 @@ class OutputTrainer(serving.TrainingServer):
                   "last finite weights. Lower --learning-rate and restart.",
                   done, squared_error / max(done, 1))
 
-    def start_training(self):
-        self.snapshotter.save_initial(self.layers)
-        super().start_training()
-
     def on_stopped(self):
-        self.snapshotter.save_final(self.layers)
+        """The final snapshot, if it trained at all: a server stopped before any example came
+        writes nothing that could be taken for a result."""
+        if self.counts["examples_trained"]:
+            self.snapshotter.save_final(self.layers)
 
     def close(self):
         """Flush the gradient sender."""
@@ -208,10 +216,12 @@ class OutputTrainer(serving.TrainingServer):
             return int(self.held.sum())
 
     def status_fields(self):
-        """The output trainer's /status fields: "examples_received", "examples_trained",
+        """The output trainer's /status fields: "run" (the name of its progress folder, which
+        train_input.py uses for its half), "examples_received", "examples_trained",
         "snapshots_saved" and "gradients_to_oracle", its sender's counts {"sent", "superseded",
         "dropped", "refused", "failed_requests", "unsent"} (null if it sends none)."""
         return {
+            "run": self.run_name,
             "examples_received": self.counts["examples_received"],
             "examples_trained": self.counts["examples_trained"],
             "snapshots_saved": self.snapshotter.saved,
@@ -245,20 +255,23 @@ def parse_args(argv):
     p.add_argument("--oracle-url", default=d["oracle_url"],
                    help="where the oracle listens (default %(default)s, its default address)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="eta for layers 2-3 (default 0.001, the original's)")
+                   help="eta for layers 2-3 (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
-                   help="how layers 2-3 step, at --learning-rate (default sgd, the original's: "
-                        "w -= eta dL/dw; adam as Keras computes it, see optimizers.py). Use the "
-                        "same one as train_input.py, so a comparison has one optimizer")
+                   help="how layers 2-3 step, at --learning-rate (default %(default)s, as "
+                        "Keras computes it, see optimizers.py; sgd, w -= eta dL/dw, is the "
+                        "original's). Use the same one as train_input.py, so a comparison has "
+                        "one optimizer")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="examples per update (default 1: per-example SGD, the original's); "
-                        "dL/dw is averaged over the batch")
+                   help="examples per update (default %(default)s; the original's is 1, "
+                        "per-example SGD); dL/dw is averaged over the batch")
     p.add_argument("--wire", choices=("json", "binary"), default=d["wire"],
                    help="how gradients travel to the oracle (default json, the documented "
                         "form; binary sends raw float64 arrays, ~100x cheaper to encode)")
     p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
-                   help="where weight snapshots go (default progress/ next to this file, where "
-                        "train_input.py writes layer 1 and plot.py looks)")
+                   help="where weight snapshots go (default: a new folder progress/<start "
+                        "date-time> next to this file for every run, so runs never mix; "
+                        "train_input.py asks for its name and writes layer 1 there too, and "
+                        "plot.py draws the newest)")
     p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
                    help="seconds between weight snapshots, on a wall-clock tick shared with "
                         "train_input.py (default 10: a few dozen pictures in a few minutes)")
@@ -268,7 +281,8 @@ def parse_args(argv):
                                  "examples held, passes, training MSE",
                                  "layers 2-3, every example held and the counters",
                                  "memory is about N x 26 float64")
-    args = p.parse_args(argv)
+    args = serving.parse_with_original(p, argv, ORIGINAL,
+                                       "per-example SGD at learning rate 0.001")
     serving.check_server_arguments(p, args)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")

@@ -53,7 +53,8 @@ def closed_url():
 
 @pytest.fixture
 def make_oracle_app():
-    """make_oracle_app(**config) -> a fresh oracle app (max_examples 100 unless given).
+    """make_oracle_app(**config) -> a fresh oracle app (max_examples 100 and oracle.ORIGINAL's
+    settings unless given).
 
     Building the Keras model costs ~2 s the first time in a process (TensorFlow starts up) and
     ~20 ms after that, so each test can afford its own app.
@@ -62,7 +63,9 @@ def make_oracle_app():
     apps = []
 
     def make(**config):
-        app = oracle.create_app({"max_examples": MAX_EXAMPLES, **config})
+        # the original's settings (an h-only model, random start, Adadelta) unless given: most
+        # tests are about the mechanics, and send h alone
+        app = oracle.create_app({"max_examples": MAX_EXAMPLES, **oracle.ORIGINAL, **config})
         apps.append(app)
         return app
 
@@ -80,7 +83,8 @@ def oracle_app(make_oracle_app):
 def make_output_app(tmp_path, closed_url):
     """make_output_app(**config) -> a fresh output-trainer app with a FakeSender.
 
-    Defaults: max_examples 100, snapshots into tmp_path, the oracle at a closed port. The real
+    Defaults: max_examples 100, snapshots into tmp_path, the oracle at a closed port, the
+    original's per-example SGD (train_output.ORIGINAL). The real
     Sender the constructor starts is closed at once (its thread ends) and replaced by a
     FakeSender, trainer.sender, that records what train_pass would send. Pass
     keep_real_sender=True to keep the real one (it then fails to reach the closed port).
@@ -90,7 +94,7 @@ def make_output_app(tmp_path, closed_url):
 
     def make(keep_real_sender=False, **config):
         config = {"max_examples": MAX_EXAMPLES, "progress_dir": tmp_path,
-                  "oracle_url": closed_url, **config}
+                  "oracle_url": closed_url, **train_output.ORIGINAL, **config}
         app = train_output.create_app(config)
         trainer = app.config["TRAINER"]
         trainers.append(trainer)

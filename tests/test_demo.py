@@ -6,6 +6,8 @@ Run: .venv/bin/pytest -q tests/test_demo.py
 
 from pathlib import Path
 
+import dataclasses
+
 import pytest
 
 import demo
@@ -15,21 +17,33 @@ import launch
 def test_the_demos_defaults_are_the_launchers(tmp_path):
     args = demo.parse_args([])
     config = demo.decoupled_config(args, tmp_path)
-    default = launch.DecoupledConfig(run_dir=tmp_path)
+    default = launch.DecoupledConfig(run_dir=tmp_path, duration=demo.DURATION)
     assert launch.oracle_argv(config) == launch.oracle_argv(default)
     assert launch.output_argv(config, "o") == launch.output_argv(default, "o")
     assert launch.input_argv(config, "o", "t") == launch.input_argv(default, "o", "t")
-    assert args.oracle_args == "--optimizer adam --learning-rate 0.01 --batch-size 256 --zero-init"
+    assert args.oracle_args == "" and args.duration == demo.DURATION
 
 
 def test_oracle_and_input_args_go_to_the_processes_as_typed(tmp_path):
     args = demo.parse_args(["--oracle-args", "", "--input-args",
-                            "--synthetic-gradients local --refresh-every 0.5"])
+                            "--synthetic-gradients remote --refresh-every 0.5"])
     config = demo.decoupled_config(args, tmp_path)
     assert launch.oracle_argv(config)[-2:] == ["--metrics",
                                                str(tmp_path / "metrics" / "oracle.jsonl")]
-    assert launch.input_argv(config, "o", "t")[-4:] == ["--synthetic-gradients", "local",
+    assert launch.input_argv(config, "o", "t")[-4:] == ["--synthetic-gradients", "remote",
                                                         "--refresh-every", "0.5"]
+
+
+def test_the_controls_are_the_same_run_with_layer_1_frozen_or_random(tmp_path):
+    args = demo.parse_args([])
+    main = demo.decoupled_config(args, tmp_path)
+    for update in demo.CONTROLS:
+        control = demo.decoupled_config(args, tmp_path / "controls" / update, update,
+                                        tmp_path / "data")
+        assert control == dataclasses.replace(
+            main, run_dir=tmp_path / "controls" / update, update=update,
+            data_dir=tmp_path / "data")
+    assert demo.CONTROLS == ("frozen", "random")
 
 
 def test_the_baseline_has_the_decoupled_trainers_settings_unless_told_otherwise(tmp_path):
@@ -40,9 +54,9 @@ def test_the_baseline_has_the_decoupled_trainers_settings_unless_told_otherwise(
         data_dir=tmp_path / "data", seconds=30.0, eval_every=20_000,
         metrics=tmp_path / "metrics" / "backprop.jsonl",
         weights_out=tmp_path / "backprop" / "final.npz",
-        learning_rate=0.1, batch_size=10, decay=1.0, seed=3, optimizer="sgd")
+        learning_rate=0.005, batch_size=10, decay=1.0, seed=3, optimizer="adam")
     tutorial = demo.parse_baseline_args("--batch-size 1 --learning-rate 0.002 --decay 0.997 "
-                                        "--seed 9", same)
+                                        "--seed 9 --optimizer sgd", same)
     assert tutorial == dict(batch_size=1, learning_rate=0.002, decay=0.997, seed=9,
                             optimizer="sgd")
 

@@ -150,7 +150,7 @@ def test_a_synthetic_step_moves_layer1_as_the_input_trainer_does(tmp_path, close
     rng = np.random.default_rng(6)
     x, y = rng.uniform(-1, 1, (50, 2)), rng.uniform(-1, 1, 50)
     trainer = train_input.InputTrainer(x, y, train_input.InputConfig(
-        learning_rate=0.05, progress_dir=tmp_path, oracle_url=closed_url,
+        learning_rate=0.05, optimizer="sgd", progress_dir=tmp_path, oracle_url=closed_url,
         output_url=closed_url, seed=0))
     trainer.sender.close(flush_timeout=0)
     trainer.sender = FakeSender()

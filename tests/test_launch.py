@@ -7,6 +7,7 @@ Run: .venv/bin/pytest -q tests/test_launch.py
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,8 +117,18 @@ def test_watch_says_when_a_server_does_not_answer(tmp_path, capsys):
 def test_option_argv_spells_options_as_on_the_command_line():
     assert launch.option_argv({"batch_size": 256, "zero_init": True, "hidden": 0,
                                "conditioned": False, "seed": None}) == \
-        ["--batch-size", "256", "--zero-init", "--hidden", "0"]
+        ["--batch-size", "256", "--zero-init", "--hidden", "0", "--no-conditioned"]
     assert launch.option_argv({}) == []
+
+
+def test_option_argv_spells_what_the_scripts_parse():
+    """False must reach the script as off: with the defaults on, leaving it out would turn the
+    unconditioned oracle of an experiment into a conditioned one."""
+    import oracle
+    args = oracle.parse_args(launch.option_argv({"conditioned": False, "zero_init": False}))
+    assert (args.conditioned, args.zero_init) == (False, False)
+    args = oracle.parse_args(launch.option_argv({"conditioned": True}))
+    assert args.conditioned is True
 
 
 def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_path):
@@ -125,21 +136,45 @@ def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_pat
     py, here = sys.executable, str(launch.HERE)
     assert launch.oracle_argv(config) == [
         py, f"{here}/oracle.py", "--port", "0", "--max-examples", "20000", "--seed", "0",
-        "--metrics", str(tmp_path / "metrics" / "oracle.jsonl"),
-        "--optimizer", "adam", "--learning-rate", "0.01", "--batch-size", "256", "--zero-init"]
+        "--metrics", str(tmp_path / "metrics" / "oracle.jsonl")]      # oracle.py's defaults
     common = ["--snapshot-interval", "3", "--seed", "0", "--wire", "binary",
-              "--optimizer", "sgd"]
+              "--optimizer", "adam"]
     assert launch.output_argv(config, "http://o") == [
         py, f"{here}/train_output.py", "--port", "0", "--max-examples", "20000",
         "--oracle-url", "http://o", "--progress-dir", str(tmp_path / "progress"),
         "--metrics", str(tmp_path / "metrics" / "train_output.jsonl"),
-        "--learning-rate", "0.1", "--batch-size", "10", *common]
+        "--learning-rate", "0.005", "--batch-size", "10", *common]
     assert launch.input_argv(config, "http://o", "http://t") == [
         py, f"{here}/train_input.py", "--data-dir", str(tmp_path / "data"),
         "--oracle-url", "http://o", "--output-url", "http://t",
         "--progress-dir", str(tmp_path / "progress"),
         "--metrics", str(tmp_path / "metrics" / "train_input.jsonl"),
-        "--learning-rate", "0.01", "--update", "synthetic", "--duration", "75.0", *common]
+        "--learning-rate", "0.005", "--update", "synthetic", "--duration", "75.0", *common,
+        "--report-every", "1"]       # a metrics line a second: the status lines stay fresh
+
+
+def test_the_demos_settings_are_the_scripts_own_defaults():
+    """One set of measured settings: by hand in three terminals or through the launcher."""
+    import oracle
+    import train_input
+    import train_output
+    config = launch.DecoupledConfig(run_dir=Path("."))
+    assert config.oracle == {}
+    assert (config.optimizer, config.input_learning_rate) == (
+        train_input.DEFAULTS["optimizer"], train_input.DEFAULTS["learning_rate"])
+    assert (config.optimizer, config.output_learning_rate, config.output_batch_size) == (
+        train_output.DEFAULTS["optimizer"], train_output.DEFAULTS["learning_rate"],
+        train_output.DEFAULTS["batch_size"])
+    assert oracle.DEFAULTS["conditioned"] and oracle.DEFAULTS["zero_init"]
+
+
+def test_a_control_run_reads_the_shared_data(tmp_path):
+    config = launch.DecoupledConfig(run_dir=tmp_path / "controls" / "frozen", update="frozen",
+                                    data_dir=tmp_path / "data")
+    argv = launch.input_argv(config, "http://o", "http://t")
+    assert argv[argv.index("--data-dir") + 1] == str(tmp_path / "data")
+    assert argv[argv.index("--progress-dir") + 1] == str(tmp_path / "controls" / "frozen" /
+                                                          "progress")
 
 
 def test_one_optimizer_for_both_trainers_and_the_update_for_the_input_trainer(tmp_path):
@@ -166,10 +201,11 @@ def test_oracle_and_input_settings_come_before_the_raw_arguments(tmp_path):
 
 def test_backprop_like_takes_layers_2_3s_minibatch_learning_rate_and_optimizer():
     config = launch.DecoupledConfig(run_dir=None, seed=4)
-    assert launch.backprop_like(config) == dict(batch_size=10, learning_rate=0.1,
-                                                optimizer="sgd", decay=1.0, seed=4)
-    adam = launch.DecoupledConfig(run_dir=None, optimizer="adam")
-    assert launch.backprop_like(adam)["optimizer"] == "adam"
+    assert launch.backprop_like(config) == dict(batch_size=10, learning_rate=0.005,
+                                                optimizer="adam", decay=1.0, seed=4)
+    plain = launch.DecoupledConfig(run_dir=None, optimizer="sgd", output_learning_rate=0.1)
+    assert launch.backprop_like(plain)["optimizer"] == "sgd"
+    assert launch.backprop_like(plain)["learning_rate"] == 0.1
 
 
 # --- Plain backprop in-process. ----------------------------------------------------------------

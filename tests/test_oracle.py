@@ -556,6 +556,25 @@ def test_parse_args_defaults():
     for key, value in oracle.DEFAULTS.items():
         if hasattr(args, key):
             assert getattr(args, key) == value, key
+    assert args.original is False
+
+
+def test_original_gives_the_original_settings_and_a_flag_given_still_wins():
+    args = oracle.parse_args(["--original"])
+    for key, value in oracle.ORIGINAL.items():
+        assert getattr(args, key) == value, key
+    assert (args.conditioned, args.zero_init, args.optimizer) == (False, False, "adadelta")
+    args = oracle.parse_args(["--original", "--conditioned", "--batch-size", "64"])
+    assert (args.conditioned, args.batch_size, args.zero_init) == (True, 64, False)
+    assert oracle.parse_args(["--no-conditioned"]).conditioned is False
+
+
+def test_the_default_model_is_conditioned_and_starts_at_zero(make_oracle_app):
+    app = make_oracle_app(**oracle.DEFAULTS | {"max_examples": 100})
+    assert app.config["ORACLE"].conditioned
+    weights = app.config["ORACLE"].weights
+    assert weights[0].shape[0] == synthgrad.HIDDEN_SIZE + 1        # h and y side by side
+    assert not weights[-1].any() and not weights[-2].any()        # the last layer is zero
 
 
 @pytest.mark.parametrize("argv", [

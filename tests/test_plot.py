@@ -5,6 +5,8 @@ snapshots and metrics is snapshots.py's, tested in test_snapshots.py.)"""
 
 import functools
 import json
+import os
+import shutil
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,24 +31,26 @@ def test_main_draws_each_tick_and_measures_heldout_mse(recorded_run, capsys):
     out = capsys.readouterr().out
     assert "1 unpaired tick(s) skipped" in out and "[1030]" in out
 
-    for seconds in (0, 10, 20):                  # out-dir defaults to the progress folder
+    # seconds since training started: the initial network, whose later half was saved at 996
+    for seconds in (4, 14, 24):                  # out-dir defaults to the progress folder
         png = folder / f"fit_{seconds:06d}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
     assert sorted(p.name for p in folder.glob("fit_*.png")) == [
-        "fit_000000.png", "fit_000010.png", "fit_000020.png"]          # none for tick 1030
+        "fit_000004.png", "fit_000014.png", "fit_000024.png"]          # none for tick 1030
     assert (folder / "mse.png").stat().st_size > 5_000
     assert plt.get_fignums() == []
 
     x_test, y_test = generate.heldout(3000)
     rows = {str(r["label"]): r for r in read_rows(folder / "heldout_mse.jsonl")}
     assert list(rows) == ["initial", "1000", "1010", "1020", "final", snapshots.SWAP_LABEL]
-    for label, seconds in ((1000, 0.0), (1010, 10.0), (1020, 20.0)):
+    for label, seconds in ((1000, 4.0), (1010, 14.0), (1020, 24.0)):
         row = rows[str(label)]
         assert row["seconds"] == seconds and row["layer1"] == row["layers23"] == label
         assert row["mse"] == pytest.approx(sgd.mse(nets[label], x_test, y_test), abs=1e-12)
-    # the ends happened when the later of their two files was written
-    assert rows["initial"]["seconds"] == pytest.approx(-4.0)
-    assert rows["final"]["seconds"] == pytest.approx(26.25)
+    # the untrained network is at 0; the final one when the later of its two files was written
+    assert rows["initial"]["seconds"] == 0.0
+    assert rows["final"]["seconds"] == pytest.approx(30.25)
+    assert "untrained (initial)" in out and "1000" not in out.replace("[1030]", "")
     assert rows["final"]["mse"] == pytest.approx(sgd.mse(nets["final"], x_test, y_test),
                                                  abs=1e-12)
     swap = rows[snapshots.SWAP_LABEL]
@@ -172,7 +176,7 @@ def test_run_dir_draws_every_picture(recorded_run_dir, capsys):
     out = capsys.readouterr().out
     plots = run / "plots"                                # the default --out-dir
     assert image(plots / "comparison.png", "PNG").size == (1200, 460)   # COMPARISON_FIGSIZE
-    assert image(plots / "curves.png", "PNG").size == (800, 800)
+    assert image(plots / "curves.png", "PNG").size == (800, 1000)
     assert len(list(plots.glob("fit_*.png"))) == 3 and (plots / "mse.png").exists()
     assert plt.get_fignums() == []
 
@@ -181,23 +185,47 @@ def test_run_dir_draws_every_picture(recorded_run_dir, capsys):
     rows = {str(r["label"]): r for r in read_rows(plots / "heldout_mse.jsonl")}
     assert [rows[t]["seconds"] for t in ("1000", "1010", "1020")] == [2.75, 12.75, 22.75]
     assert rows["final"]["seconds"] == pytest.approx(29.0)
-    assert rows["initial"]["seconds"] == pytest.approx(-1.25)
+    assert rows["initial"]["seconds"] == 0.0              # the untrained network, always
     assert sorted(p.name for p in plots.glob("fit_*.png")) == [
         "fit_000003.png", "fit_000013.png", "fit_000023.png"]
 
     # The summary: backprop's MSE measured on the same held-out points; the oracle's last
     # complete line (the torn one is skipped and reported).
     x_test, y_test = generate.heldout(500)
-    mse, seconds, examples = summary_row(out, "plain backprop")
+    mse, seconds, examples = summary_row(out, "backprop (true gradients)")
     assert (seconds, examples) == ("30", "3,000")        # backprop.jsonl's last line
     assert float(mse) == pytest.approx(sgd.mse(backprop, x_test, y_test), abs=1e-6)
     mse, seconds, examples = summary_row(out, "synthetic gradients")
     assert (seconds, examples) == ("29", "1,000")        # final; train_input.jsonl's last line
     assert float(mse) == pytest.approx(sgd.mse(nets["final"], x_test, y_test), abs=1e-6)
-    assert "0.750 (mean over examples), 0.800 (all as one vector)" in out
+    assert "cosine(synthetic, true) at the end: 0.75 (the mean" in out
+    assert "0.80 with all of them as one vector" in out
     assert "oracle.jsonl: skipped 1 line(s) that are not JSON objects" in out
     assert "skipped" not in out.replace("skipped 1 line(s)", "").replace(
         "unpaired tick(s) skipped", "")               # nothing else was left out
+
+
+def test_run_dir_draws_the_controls_beside_synthetic_gradients(recorded_run_dir, capsys):
+    """demo.py's controls (RUN/controls/frozen and random, each a run folder of its own) join
+    the comparison, the curves and the summary, with their own MSE and time origin."""
+    run, nets, _ = recorded_run_dir
+    for name, start in (("frozen", 990.0), ("random", 996.0)):
+        control = run / "controls" / name
+        shutil.copytree(run / "progress", control / "progress")
+        write_lines(control / "metrics" / "train_input.jsonl", [
+            {"time": start + s, "stage": "input_trainer", "seconds": s, "examples": 70 * s}
+            for s in (0, 10, 20)])
+    (run / "controls" / "random" / "progress" / "layer1_final.npz").unlink()   # ends at 1020
+    assert plot.main(["--run-dir", str(run), "--heldout", "300"]) == 0
+    out = capsys.readouterr().out
+    assert image(run / "plots" / "comparison.png", "PNG").size == (1920, 460)   # five panels
+    x_test, y_test = generate.heldout(300)
+    mse, seconds, examples = summary_row(out, "frozen layer 1 (control)")
+    assert float(mse) == pytest.approx(sgd.mse(nets["final"], x_test, y_test), abs=1e-6)
+    assert (seconds, examples) == ("36", "1,400")         # final at 1026.25, from 990
+    mse, seconds, examples = summary_row(out, "random directions (control)")
+    assert float(mse) == pytest.approx(sgd.mse(nets[1020], x_test, y_test), abs=1e-6)
+    assert (seconds, examples) == ("24", "1,400")         # its last tick, 1020.4, from 996
 
 
 def test_run_dir_animation_has_one_frame_per_tick_in_time_order(recorded_run_dir):
@@ -230,14 +258,14 @@ def test_run_dir_without_backprop_or_metrics_draws_the_rest(recorded_run_dir, ca
     out = capsys.readouterr().out
     for name in ("comparison.png", "curves.png", "evolution.gif", "mse.png"):
         assert (out_dir / name).stat().st_size > 5_000, name
-    assert "skipped plain backprop in comparison.png and the summary: no " in out
+    assert "skipped backprop (true gradients) in comparison.png and the summary: no " in out
     assert "backprop/final.npz" in out
     assert "skipped the oracle's quality in curves.png: no metrics/oracle.jsonl" in out
     assert "skipped the input trainer's start as time origin" in out
-    # without train_input.jsonl, seconds count from the first tick, as with --progress-dir
+    # without train_input.jsonl, seconds count from the initial network, as with --progress-dir
     rows = {str(r["label"]): r for r in read_rows(out_dir / "heldout_mse.jsonl")}
-    assert [rows[t]["seconds"] for t in ("1000", "1010", "1020")] == [0.0, 10.0, 20.0]
-    assert summary_row(out, "plain backprop") == ["-", "-", "-"]
+    assert [rows[t]["seconds"] for t in ("1000", "1010", "1020")] == [4.0, 14.0, 24.0]
+    assert summary_row(out, "backprop (true gradients)") == ["-", "-", "-"]
 
 
 def test_run_dir_with_only_metrics_draws_the_curves(recorded_run_dir, capsys):
@@ -247,11 +275,11 @@ def test_run_dir_with_only_metrics_draws_the_curves(recorded_run_dir, capsys):
             path.unlink()
     assert plot.main(["--run-dir", str(run), "--heldout", "100"]) == 0
     out = capsys.readouterr().out
-    assert image(run / "plots" / "curves.png", "PNG").size == (800, 800)
+    assert image(run / "plots" / "curves.png", "PNG").size == (800, 1000)
     assert not (run / "plots" / "comparison.png").exists()
     assert not (run / "plots" / "evolution.gif").exists()
     assert "skipped fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif: no complete" in out
-    assert "skipped comparison.png: neither method's final network is there" in out
+    assert "skipped comparison.png: no method's final network is there" in out
 
 
 def test_run_dir_refuses_a_missing_or_empty_folder(tmp_path):
@@ -281,7 +309,20 @@ def test_run_dir_and_progress_dir_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as e:
         plot.main(["--run-dir", ".", "--progress-dir", "."])
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+
+def test_without_a_folder_it_draws_the_newest_run(recorded_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(plot, "HERE", tmp_path / "repo")
+    monkeypatch.setattr(snapshots, "PROGRESS", tmp_path / "repo" / "progress")
     with pytest.raises(SystemExit) as e:
         plot.main([])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "one of the arguments --run-dir --progress-dir is required" in err
+    assert e.value.code == 2 and "nothing to draw yet" in capsys.readouterr().err
+    folder, _ = recorded_run
+    older = tmp_path / "repo" / "progress" / "20260101-000000"
+    older.mkdir(parents=True)
+    newest = folder.rename(tmp_path / "repo" / "progress" / "20260102-000000")
+    os.utime(older, (1, 1))
+    assert plot.main(["--heldout", "100"]) == 0
+    assert f"drawing the newest run, {newest}" in capsys.readouterr().out
+    assert (newest / "mse.png").exists() and not (older / "mse.png").exists()

@@ -32,7 +32,7 @@ def make_trainer(tmp_path, closed_url):
     def make(**config):
         t = train_input.InputTrainer(x, y, train_input.InputConfig(**{
             "oracle_url": closed_url, "output_url": closed_url, "learning_rate": 0.1,
-            "progress_dir": tmp_path, **config}))
+            "optimizer": "sgd", "progress_dir": tmp_path, **config}))
         made.append(t)
         t.sender.close(flush_timeout=0)
         t.sender = FakeSender()
@@ -203,15 +203,16 @@ def test_checkpoint_keeps_adams_state(make_trainer, tmp_path):
 
 # Every option that configures the trainer, with a value that is not its default:
 # flag -> (argument on the command line, InputConfig field, the field's value).
-# (--data-dir is main's, --epochs and --duration are run's; they are not trainer settings.)
+# (--data-dir and --examples are main's, --epochs and --duration are run's; they are not trainer
+# settings, and --original only changes the defaults.)
 OPTIONS = {
     "--oracle-url": ("http://127.0.0.1:1", "oracle_url", "http://127.0.0.1:1"),
     "--output-url": ("http://127.0.0.1:2", "output_url", "http://127.0.0.1:2"),
     "--learning-rate": ("0.5", "learning_rate", 0.5),
-    "--optimizer": ("adam", "optimizer", "adam"),
+    "--optimizer": ("sgd", "optimizer", "sgd"),
     "--update": ("random", "update", "random"),
     "--batch-size": ("7", "batch_size", 7),
-    "--synthetic-gradients": ("local", "mode", "local"),
+    "--synthetic-gradients": ("remote", "mode", "remote"),
     "--refresh-every": ("0.7", "refresh_every", 0.7),
     "--wire": ("binary", "wire", "binary"),
     "--token": ("s3cret", "token", "s3cret"),
@@ -226,7 +227,7 @@ OPTIONS = {
     "--metrics": ("m.jsonl", "metrics_path", Path("m.jsonl")),
     "--report-every": ("9.5", "report_every", 9.5),
 }
-NOT_TRAINER_OPTIONS = {"data_dir", "epochs", "duration"}
+NOT_TRAINER_OPTIONS = {"data_dir", "examples", "epochs", "duration", "original"}
 
 
 def test_config_from_args_carries_every_option_into_its_field():
@@ -247,3 +248,5 @@ def test_config_from_args_carries_every_option_into_its_field():
 def test_config_defaults_are_the_command_lines(monkeypatch):
     monkeypatch.delenv("SYNTHGRAD_TOKEN", raising=False)
     assert train_input.config_from_args(train_input.parse_args([])) == train_input.InputConfig()
+    original = train_input.config_from_args(train_input.parse_args(["--original"]))
+    assert (original.optimizer, original.learning_rate) == ("sgd", 0.001)

@@ -11,6 +11,7 @@ Run: .venv/bin/pytest -q tests/test_train_output.py
 
 import copy
 import json
+import re
 import time
 
 import numpy as np
@@ -471,7 +472,6 @@ def test_start_and_stop_training_write_initial_and_final_snapshots(output_app, t
     hold(output_app, np.arange(20))
     initial = copy.deepcopy(trainer.layers)
     trainer.start_training()
-    assert (tmp_path / "layers23_initial.npz").exists()
     deadline = time.monotonic() + 5
     while status(output_app)["training_passes"] < 2:
         assert time.monotonic() < deadline, "the training thread made no passes"
@@ -484,6 +484,25 @@ def test_start_and_stop_training_write_initial_and_final_snapshots(output_app, t
     assert_same_layers(final, trainer.layers)
     assert not np.array_equal(final[0].w, initial[0].w)           # it did train in between
     assert [layer.activation for layer in final] == [sgd.Sigmoid, sgd.Linear]
+
+
+def test_a_server_stopped_before_it_trained_writes_nothing(output_app, tmp_path):
+    trainer = output_app.config["TRAINER"]
+    trainer.start_training()
+    time.sleep(0.2)                                                # nothing held: no pass
+    trainer.stop_training()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_by_default_each_run_gets_a_folder_of_its_own(make_output_app, monkeypatch, tmp_path):
+    monkeypatch.setattr(snapshots, "PROGRESS", tmp_path / "progress")
+    app = make_output_app(progress_dir=None)
+    run = status(app)["run"]
+    assert re.fullmatch(r"\d{8}-\d{6}", run)
+    assert not (tmp_path / "progress").exists()                   # nothing before training
+    hold(app, np.arange(5))
+    assert app.config["TRAINER"].train_pass()
+    assert (tmp_path / "progress" / run / "layers23_initial.npz").exists()
 
 
 def test_a_snapshot_is_saved_when_a_tick_has_passed(output_app, tmp_path):
@@ -510,6 +529,8 @@ def test_parse_args_defaults():
     for key, value in train_output.DEFAULTS.items():
         if hasattr(args, key):
             assert getattr(args, key) == value, key
+    original = train_output.parse_args(["--original", "--learning-rate", "0.01"])
+    assert (original.optimizer, original.batch_size, original.learning_rate) == ("sgd", 1, 0.01)
 
 
 @pytest.mark.parametrize("argv", [
