@@ -68,7 +68,7 @@ from generate import (COLORBAR_LABEL, LEVELS, SURFACE_FIGSIZE, SURFACE_MARGINS, 
                       draw_surface, draw_surface_with_colorbar, saved_figure)
 from snapshots import SWAP_LABEL, NothingToRead, column, last_finite  # noqa: E402
 
-CURVE_FIGSIZE = (6.4, 4.4)
+CURVE_FIGSIZE = (7.2, 5.6)
 COMPARISON_PANEL_WIDTH, COMPARISON_HEIGHT = 3.6, 4.6   # inches; 3 panels: 12 x 4.6
 RUN_CURVES_FIGSIZE = (8.0, 10.0)
 GIF_DPI = 80                           # 432 x 352 pixels a frame: ~30 kB, small for 60 frames
@@ -151,9 +151,9 @@ def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training start
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("held-out mean squared error (log scale)")
-    ax.set_title("How well the network fits points it never trained on")
+    ax.set_title("Synthetic gradients: error on points the network never trained on")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
 
 
 # --- A progress folder's numbers, as a file and a table. ---------------------------------------
