@@ -370,6 +370,10 @@ def parse_args(argv):
     d = DEFAULTS
     p = argparse.ArgumentParser(description="Serve synthetic gradients dL/dh and learn them "
                                             "from the true gradients the output trainer sends.")
+    p.add_argument("--width", type=int, default=synthgrad.HIDDEN_SIZE,
+                   help="width of the activation h it serves gradients for (default "
+                        "%(default)s, the 2-24-12-1 network's cut; a chain's boundary may differ, "
+                        "see chain.py)")
     p.add_argument("--hidden", type=int, default=d["hidden"],
                    help="hidden units of the oracle model (default %(default)s, the original's; "
                         "0 gives the linear model g_hat = A h + b the paper found often enough)")
@@ -415,6 +419,8 @@ def parse_args(argv):
     serving.check_server_arguments(p, args)
     if args.hidden < 0:
         p.error("--hidden must be 0 (linear) or more")
+    if args.width < 1:
+        p.error(f"--width must be at least 1 (got {args.width})")
     for name in ("epochs_per_pass", "batch_size", "publish_every", "quality_window"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -316,8 +316,8 @@ def model_forward(weights, inputs):
     return a1 @ w2 + b2                              # (n, 24)
 
 
-def decode_weights(body):
-    """(weights, conditioned, version) from a GET /weights answer, checked."""
+def decode_weights(body, width=HIDDEN_SIZE):
+    """(weights, conditioned, version) from a GET /weights answer for h of `width`, checked."""
     if not isinstance(body, dict) or not isinstance(body.get("weights"), list):
         raise ProtocolError('expected {"weights": [array, ...], ...}')
     weights = [decode_array(w, what=f"weights[{k}]") for k, w in enumerate(body["weights"])]
@@ -326,7 +326,7 @@ def decode_weights(body):
           and all(len(s) == 1 for s in shapes[1::2])
           and all(shapes[k][1] == shapes[k + 1][0] for k in range(0, len(weights), 2))
           and all(shapes[k + 2][0] == shapes[k + 1][0] for k in range(0, len(weights) - 2, 2))
-          and shapes[-1] == (HIDDEN_SIZE,))
+          and shapes[-1] == (width,))
     if not ok:
         raise ProtocolError(f"weights: shapes {shapes} are not a synthetic-gradient model")
     return weights, bool(body.get("conditioned")), int(body.get("version", 0))
@@ -572,11 +572,11 @@ class OracleClient(Client):
         except ProtocolError as e:
             raise PeerError(f"oracle at {self.base_url} sent a bad answer: {e}") from e
 
-    def weights(self):
+    def weights(self, width=HIDDEN_SIZE):
         """GET /weights: (weights, conditioned, version) of the oracle's newest model."""
         body = self._request("GET", WEIGHTS)
         try:
-            return decode_weights(body)
+            return decode_weights(body, width)
         except ProtocolError as e:
             raise PeerError(f"oracle at {self.base_url} sent bad weights: {e}") from e
 

@@ -73,15 +73,16 @@ class LocalSyntheticGradients:
     per minibatch (as in the paper, where the model sits beside the layer it serves).
     """
 
-    def __init__(self, oracle, refresh_every, stop):
+    def __init__(self, oracle, refresh_every, stop, width=synthgrad.HIDDEN_SIZE):
         self.oracle, self.refresh_every, self.stop = oracle, refresh_every, stop
+        self.width = width                          # of the h whose dL/dh the model predicts
         self.weights = self.conditioned = None
         self.refreshes = self.version = 0
         self._thread = threading.Thread(target=self._refresh_forever, daemon=True,
                                         name="refresh-weights")
 
     def refresh(self):
-        self.weights, self.conditioned, self.version = self.oracle.weights()
+        self.weights, self.conditioned, self.version = self.oracle.weights(self.width)
         self.refreshes += 1
 
     def start(self):
@@ -108,6 +109,14 @@ class LocalSyntheticGradients:
         return synthgrad.model_forward(self.weights, inputs)
 
 
+def random_directions(g, rng):
+    """The --update random control: each row of g (n, w) replaced by a random direction of
+    that row's norm, |g_k| r_k / |r_k| with r_k standard normal drawn from rng."""
+    r = rng.standard_normal(g.shape)                            # (n, w)
+    return r * (np.linalg.norm(g, axis=1, keepdims=True) / np.linalg.norm(r, axis=1,
+                                                                          keepdims=True))
+
+
 @dataclasses.dataclass
 class InputConfig:
     """Everything InputTrainer needs besides the data. The defaults are the command line's
@@ -115,6 +124,7 @@ class InputConfig:
 
     oracle_url: str = synthgrad.DEFAULT_ORACLE_URL
     output_url: str = synthgrad.DEFAULT_OUTPUT_TRAINER_URL
+    width: int = synthgrad.HIDDEN_SIZE          # layer 1: 2 -> width (a chain's first stage)
     learning_rate: float = 0.005                # eta for layer 1 (measured; the original's 0.001)
     optimizer: str = "adam"                     # how layer 1 steps: "adam" or "sgd" (original)
     update: str = "synthetic"                   # "synthetic", "frozen" or "random" (--update)
@@ -156,7 +166,7 @@ class InputTrainer:
         self.config = c = config if config is not None else InputConfig()
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.rng = np.random.default_rng(c.seed)                # first the layer, then the order
-        self.layer = sgd.Layer(2, synthgrad.HIDDEN_SIZE, sgd.Sigmoid, self.rng)  # layer 1
+        self.layer = sgd.Layer(2, c.width, sgd.Sigmoid, self.rng)   # layer 1: 2 -> 24
         self.optimizer = optimizers.make(c.optimizer, [self.layer], c.learning_rate)
         self.stop = threading.Event()
         # the two peers: the oracle (synthetic gradients) and the output trainer (layers 2-3)
@@ -165,7 +175,7 @@ class InputTrainer:
         self.output = synthgrad.OutputTrainerClient(c.output_url, binary=binary, token=c.token)
         self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
                                     max_pending=max(len(x), 1), linger=sender.SENDER_LINGER)
-        self.local = (LocalSyntheticGradients(self.oracle, c.refresh_every, self.stop)
+        self.local = (LocalSyntheticGradients(self.oracle, c.refresh_every, self.stop, c.width)
                       if c.mode == "local" and c.update != "frozen" else None)
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
@@ -257,11 +267,7 @@ class InputTrainer:
         with --update random a random direction per row scaled to that row's norm of g,
         |g_k| r_k / |r_k| with r_k standard normal (drawn from self.rng, after everything the
         synthetic mode draws). A zero row stays zero."""
-        if self.config.update != "random":
-            return g
-        r = self.rng.standard_normal(g.shape)                   # (n, 24)
-        return r * (np.linalg.norm(g, axis=1, keepdims=True)
-                    / np.linalg.norm(r, axis=1, keepdims=True))
+        return g if self.config.update != "random" else random_directions(g, self.rng)
 
     def descend(self):
         """One step of --optimizer on the last backprop (sgd: w1 -= eta dL/dw1, b1 -= eta
@@ -388,6 +394,9 @@ def parse_args(argv):
                    help="where the oracle listens (default %(default)s, its default address)")
     p.add_argument("--output-url", default=synthgrad.DEFAULT_OUTPUT_TRAINER_URL,
                    help="where the output trainer listens (default %(default)s, its default)")
+    p.add_argument("--width", type=int, default=DEFAULTS["width"],
+                   help="layer 1's outputs, the width of h (default %(default)s; a chain's first "
+                        "stage may differ, see chain.py)")
     p.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
                    help="eta for layer 1 (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS),
@@ -454,6 +463,8 @@ def parse_args(argv):
                                        "SGD at learning rate 0.001 on every example")
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if args.width < 1:
+        p.error(f"--width must be at least 1 (got {args.width})")
     if args.examples < 0:
         p.error("--examples must be 0 (all) or more")
     snapshots.check_checkpoint_arguments(p, args)
@@ -479,7 +490,8 @@ def config_from_args(args):
     `mode`, --metrics is `metrics_path`; --data-dir is main's, --epochs and --duration run's."""
     return InputConfig(
         oracle_url=args.oracle_url, output_url=args.output_url,
-        learning_rate=args.learning_rate, optimizer=args.optimizer, update=args.update,
+        width=args.width, learning_rate=args.learning_rate, optimizer=args.optimizer,
+        update=args.update,
         batch_size=args.batch_size, mode=args.synthetic_gradients,
         refresh_every=args.refresh_every, wire=args.wire,
         token=args.token, update_probability=args.update_probability,

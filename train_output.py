@@ -41,6 +41,7 @@ log = logging.getLogger("train_output")
 
 DEFAULTS = dict(
     oracle_url=synthgrad.DEFAULT_ORACLE_URL,
+    sizes=(synthgrad.HIDDEN_SIZE, 12, 1),   # its layers' widths: h (24) -> 12 -> y (1)
     learning_rate=0.005,       # chosen by measurement, as train_input.py's (README)
     optimizer="adam",          # how layers 2-3 step: adam or sgd (the original's)
     batch_size=10,             # minibatches, vectorised: several times faster than per example
@@ -70,12 +71,12 @@ class OutputTrainer(serving.TrainingServer):
     idle_wait = 0.05
     FLATTEN = {"gradients_to_oracle": "gradients_"}
 
-    def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
+    def __init__(self, **config):
         c = {**DEFAULTS, **config}
-        self.width = width
+        sizes = tuple(c["sizes"])
+        self.width = width = sizes[0]                               # of the h it receives
         self.rng = np.random.default_rng(c["seed"])
-        self.layers = [sgd.Layer(width, 12, sgd.Sigmoid, self.rng),  # layer 2: 24 -> 12
-                       sgd.Layer(12, 1, sgd.Linear, self.rng)]       # layer 3: 12 -> 1
+        self.layers = self.make_layers(sizes)                       # 24 -> 12 -> 1 by default
         self.x = np.zeros((c["max_examples"], width))               # latest h per index
         self.y = np.zeros(c["max_examples"])                        # its target
         self.held = np.zeros(c["max_examples"], dtype=bool)
@@ -92,6 +93,16 @@ class OutputTrainer(serving.TrainingServer):
                        if c["send_gradients"] else None)
         self.optimizer = optimizers.make(c["optimizer"], self.layers, c["learning_rate"])
         super().__init__(c)                                         # resumes if asked
+
+    def after_chunk(self, idx, y):
+        """What a stage does after each chunk besides sending gradients down: nothing here; a
+        chain's middle stage sends its activations up (train_middle.py)."""
+
+    def make_layers(self, sizes):
+        """Sigmoid layers between sizes, the last one linear (it predicts y): the network's
+        layers 2-3 by default, (24, 12) and (12, 1)."""
+        return [sgd.Layer(n_in, n_out, sgd.Linear if k == len(sizes) - 2 else sgd.Sigmoid,
+                          self.rng) for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
 
     def receive(self, i, x, y):
         """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,)."""
@@ -130,6 +141,7 @@ class OutputTrainer(serving.TrainingServer):
             squared_error += chunk_error
             if self.sender is not None:                    # y too, for a conditioned oracle
                 self.sender.put(idx, x, dL_dh, y)
+            self.after_chunk(idx, y)
             self.counts["examples_trained"] += len(idx)
             self.snapshotter.maybe_save(self.layers)
             self.checkpointer.maybe()
@@ -229,12 +241,13 @@ class OutputTrainer(serving.TrainingServer):
         }
 
 
-def create_app(config=None):
-    """The output trainer's Flask app; its OutputTrainer is app.config["TRAINER"].
+def create_app(config=None, trainer_class=None):
+    """The output trainer's Flask app; its OutputTrainer (or trainer_class, e.g. a chain's
+    middle stage) is app.config["TRAINER"].
 
     Does not start training (main does; tests call train_pass themselves).
     """
-    trainer = OutputTrainer(**(config or {}))
+    trainer = (trainer_class or OutputTrainer)(**(config or {}))
     app = serving.make_app("train_output", trainer, "TRAINER")
 
     @app.post(synthgrad.TRAINING_EXAMPLE)
@@ -248,12 +261,33 @@ def create_app(config=None):
     return app
 
 
-def parse_args(argv):
-    d = DEFAULTS
-    p = argparse.ArgumentParser(description="Train layers 2-3 on the activations the input "
-                                            "trainer sends; send true gradients to the oracle.")
+def parse_sizes(text):
+    """"24-12-1" -> (24, 12, 1): layer widths, at least two, each at least 1 (argparse type)."""
+    try:
+        sizes = tuple(int(part) for part in text.replace(",", "-").split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths like 24-12-1, got {text!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected at least two widths of 1 or more, got "
+                                         f"{text!r}")
+    return sizes
+
+
+def format_sizes(sizes):
+    return "-".join(map(str, sizes))
+
+
+def argument_parser(description, d=DEFAULTS):
+    """The options a stage that receives activations takes (this script's, and
+    train_middle.py's with its own defaults d)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--oracle-url", default=d["oracle_url"],
-                   help="where the oracle listens (default %(default)s, its default address)")
+                   help="where the oracle of the boundary below listens, the one it sends "
+                        "true gradients to (default %(default)s, its default address)")
+    p.add_argument("--sizes", type=parse_sizes, default=d["sizes"],
+                   help="its layers' widths, from the activation it receives to its output "
+                        f"(default {format_sizes(d['sizes'])}; a chain's stages differ, see "
+                        "chain.py)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
                    help="eta for layers 2-3 (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
@@ -281,14 +315,26 @@ def parse_args(argv):
                                  "examples held, passes, training MSE",
                                  "layers 2-3, every example held and the counters",
                                  "memory is about N x 26 float64")
-    args = serving.parse_with_original(p, argv, ORIGINAL,
-                                       "per-example SGD at learning rate 0.001")
+    return p
+
+
+def check_args(p, args, last_is_output=True):
+    """Refuse impossible values, one flag at a time; returns args."""
     serving.check_server_arguments(p, args)
     if args.batch_size < 1:
-        p.error("--batch-size must be at least 1")
+        p.error(f"--batch-size must be at least 1 (got {args.batch_size})")
+    if last_is_output and args.sizes[-1] != 1:
+        p.error(f"--sizes must end in 1, the prediction (got {format_sizes(args.sizes)})")
     if args.snapshot_interval < 1:
-        p.error("--snapshot-interval must be at least 1")
+        p.error(f"--snapshot-interval must be at least 1 (got {args.snapshot_interval})")
     return args
+
+
+def parse_args(argv):
+    p = argument_parser("Train layers 2-3 on the activations the input trainer sends; send "
+                        "true gradients to the oracle.")
+    return check_args(p, serving.parse_with_original(p, argv, ORIGINAL,
+                                                     "per-example SGD at learning rate 0.001"))
 
 
 def main(argv=None):

@@ -208,6 +208,7 @@ def test_checkpoint_keeps_adams_state(make_trainer, tmp_path):
 OPTIONS = {
     "--oracle-url": ("http://127.0.0.1:1", "oracle_url", "http://127.0.0.1:1"),
     "--output-url": ("http://127.0.0.1:2", "output_url", "http://127.0.0.1:2"),
+    "--width": ("32", "width", 32),
     "--learning-rate": ("0.5", "learning_rate", 0.5),
     "--optimizer": ("sgd", "optimizer", "sgd"),
     "--update": ("random", "update", "random"),

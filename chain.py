@@ -1,0 +1,443 @@
+"""A chain of K stages, each its own process, a synthetic-gradient model at every boundary.
+
+Run it (the README's "Deeper decoupling" says more):
+
+    python chain.py                                           # 2-24-12-1 in 2 stages: the demo's
+    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3    # 4 stages, 3 boundaries, 60 s
+    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --update frozen   # a control
+    python chain.py --help
+
+The network's layers are sizes[j] -> sizes[j+1] (sigmoid, the last linear). --splits cuts it
+after those layers: 1,2,3 on 2-32-32-32-32-1 gives the stages 2-32 | 32-32 | 32-32 | 32-32-1
+and boundaries of width 32 after layers 1, 2 and 3. Every stage is one of the project's
+scripts, speaking the same protocol:
+
+    stage 1         train_input.py --width W1         streams the data, one layer
+    stages 2..K-1   train_middle.py --sizes ...       synthetic gradients from above, true
+                                                      gradients of its input sent below
+    stage K         train_output.py --sizes ...-1     owns the loss
+    boundary b      oracle.py --width Wb              learns dL/dh_b from what stage b+1 sends
+
+so K = 2 is exactly the three-process system. All start on free loopback ports with the
+scripts' own defaults (one optimizer everywhere), the first stage trains for --duration seconds,
+then all stop. Into the run folder (default runs/chain-<date-time>) go each process's log and
+metrics, each stage's snapshots (progress/stage<k>/), each boundary model's weights at every
+snapshot tick (progress/boundary<b>/), and
+
+    chain.json   held-out MSE of the composed network at each tick; per boundary, the cosine
+                 between the synthetic gradient (the boundary model at that tick) and the true
+                 one (full backprop through the composed network at that tick, on 2,000
+                 held-out points), and the staleness of what the stage above trained on
+    chain.png    those three against seconds since the first stage began streaming
+
+chain.py only launches and evaluates; the stages learn exactly as they do alone.
+"""
+
+import argparse
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import generate
+import launch
+import sgd
+import snapshots
+import synthgrad
+import train_output
+
+STATUS_WAIT = 120.0                        # seconds a server may take to start listening
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainConfig:
+    """One chain run; the defaults are the three-process system's network."""
+
+    run_dir: Path
+    sizes: tuple = (2, 24, 12, 1)          # the network's widths
+    splits: tuple = (1,)                   # cut after these layers (the first must be 1)
+    count: int = 20_000                    # examples in the data
+    duration: float = 60.0                 # seconds the first stage streams
+    seed: int = 0
+    snapshot_interval: int = 2
+    status_every: float = 5.0
+    wire: str = "binary"
+    update: str = "synthetic"              # every stage below the last: or "frozen", "random"
+    conditioned: bool = True               # every boundary model sees the target too (cDNI)
+
+
+def stage_sizes(sizes, splits):
+    """[(widths of stage k's layers)]: the network cut after each layer count in splits."""
+    cuts = [0, *splits, len(sizes) - 1]
+    return [tuple(sizes[a:b + 1]) for a, b in zip(cuts, cuts[1:])]
+
+
+def check_layout(sizes, splits):
+    """ValueError saying what is wrong with a network and its splits, or None."""
+    layers = len(sizes) - 1
+    if layers < 2 or min(sizes) < 1 or sizes[0] != 2 or sizes[-1] != 1:
+        raise ValueError(f"sizes must go from 2 inputs to 1 output through at least one hidden "
+                         f"layer, e.g. 2-24-12-1 (got {train_output.format_sizes(sizes)})")
+    if list(splits) != sorted(set(splits)) or not splits or not 1 <= min(splits) or \
+            max(splits) >= layers:
+        raise ValueError(f"splits must be increasing layer counts between 1 and {layers - 1} "
+                         f"(got {','.join(map(str, splits))})")
+    if splits[0] != 1:
+        raise ValueError("the first stage is train_input.py, which holds one layer: the first "
+                         "split must be 1")
+
+
+# --- Starting, watching and stopping a chain. ---------------------------------------------------
+
+def oracle_argv(config, b, width):
+    run = config.run_dir
+    return launch.script_argv(
+        "oracle.py", "--port", 0, "--width", width, "--max-examples", config.count,
+        "--seed", config.seed + b, "--metrics", run / "metrics" / f"boundary{b}.jsonl",
+        "--report-every", 0, *(["--conditioned"] if config.conditioned else ["--no-conditioned"]))
+
+
+def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_url=None):
+    """train_output.py (the last stage) or train_middle.py (above_oracle and next_url given)."""
+    run = config.run_dir
+    argv = ["--port", 0, "--sizes", train_output.format_sizes(sizes), "--oracle-url",
+            below_oracle, "--max-examples", config.count, "--seed", config.seed + 10 * k,
+            "--progress-dir", run / "progress" / f"stage{k}", "--snapshot-interval",
+            config.snapshot_interval, "--wire", config.wire, "--report-every", 0,
+            "--metrics", run / "metrics" / f"stage{k}.jsonl"]
+    if next_url is None:
+        return launch.script_argv("train_output.py", *argv)
+    return launch.script_argv("train_middle.py", *argv, "--above-oracle-url", above_oracle,
+                              "--next-url", next_url, "--update", config.update)
+
+
+def input_stage_argv(config, width, oracle_url, next_url):
+    run = config.run_dir
+    return launch.script_argv(
+        "train_input.py", "--data-dir", run / "data", "--width", width, "--oracle-url",
+        oracle_url, "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
+        "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
+        "--wire", config.wire, "--update", config.update, "--duration", config.duration,
+        "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1)
+
+
+def run_chain(config, env=None):
+    """Start the boundary oracles, then the stages from the top down, stream for
+    config.duration seconds while printing status lines and saving each boundary model's weights
+    at every snapshot tick; stop everything. Returns the last GET /status of each server."""
+    env = launch.child_env() if env is None else env
+    run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
+    (run / "metrics").mkdir(parents=True, exist_ok=True)
+    procs, oracles, stages = [], [], {}
+    try:
+        for b, width in enumerate((s[-1] for s in layout[:-1]), start=1):
+            proc = launch.Process(f"boundary {b} oracle", oracle_argv(config, b, width),
+                                  run / f"boundary{b}.log", env)
+            procs.append(proc)
+            oracles.append(proc.wait_url(STATUS_WAIT))
+        K = len(layout)
+        next_url = None
+        for k in range(K, 1, -1):                      # top down: each needs the URL above
+            above = oracles[k - 1] if k < K else None
+            argv = server_stage_argv(config, k, layout[k - 1], oracles[k - 2], above, next_url)
+            proc = launch.Process(f"stage {k}", argv, run / f"stage{k}.log", env)
+            procs.append(proc)
+            next_url = stages[k] = proc.wait_url(STATUS_WAIT)
+        clients = {k: synthgrad.OutputTrainerClient(url) for k, url in stages.items()}
+        boundary_clients = [synthgrad.OracleClient(url) for url in oracles]
+        for client in [*clients.values(), *boundary_clients]:
+            client.wait_until_ready()
+        print(f"chain: {K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
+              f"{K - 1} boundaries; stage 1 streams for {config.duration:.0f} s (logs in {run})",
+              flush=True)
+        argv = input_stage_argv(config, layout[0][-1], oracles[0], stages[2])
+        with open(run / "stage1.log", "w") as log:
+            first = subprocess.Popen(argv, cwd=launch.HERE, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+            try:
+                watch(config, first, clients, boundary_clients, layout)
+            finally:
+                if first.poll() is None:
+                    first.send_signal(signal.SIGTERM)
+                    first.wait(30)
+        if first.returncode != 0:
+            raise SystemExit(f"chain: stage 1 failed (exit code {first.returncode}); see "
+                             f"{run / 'stage1.log'}")
+        return {f"stage{k}": c.status() for k, c in clients.items()} | \
+            {f"boundary{b}": c.status() for b, c in enumerate(boundary_clients, start=1)}
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def watch(config, first, clients, boundary_clients, layout):
+    """Until stage 1 exits: a status line every status_every seconds, and each boundary
+    model's weights saved at every snapshot tick (0.3 s after it, when the stages' snapshots
+    are written), so the synthetic gradients can be measured against the true ones later."""
+    start, last_status = time.monotonic(), -np.inf
+    interval = config.snapshot_interval
+    next_tick = (int(time.time() // interval) + 1) * interval
+    metrics = config.run_dir / "metrics" / "stage1.jsonl"
+    while first.poll() is None:
+        now = time.time()
+        if now >= next_tick + 0.3:
+            save_boundary_weights(config.run_dir, boundary_clients, layout, next_tick)
+            next_tick = (int(now // interval) + 1) * interval
+        if time.monotonic() - last_status >= config.status_every:
+            last_status = time.monotonic()
+            print(chain_status_line(last_status - start, metrics, clients, boundary_clients),
+                  flush=True)
+        time.sleep(0.05)
+
+
+def save_boundary_weights(run, boundary_clients, layout, tick):
+    for b, client in enumerate(boundary_clients, start=1):
+        try:
+            weights, conditioned, _ = client.weights(layout[b - 1][-1])
+        except synthgrad.PeerError:
+            continue
+        snapshots.write_npz(run / "progress" / f"boundary{b}" / f"model_{tick}.npz",
+                            {**{f"w{k}": w for k, w in enumerate(weights)},
+                             "conditioned": np.array(conditioned), "time": np.array(tick)})
+
+
+def chain_status_line(elapsed, metrics_path, clients, boundary_clients):
+    latest = (snapshots.read_metrics(metrics_path) or [{}])[-1]
+    parts = [f"[{elapsed:4.0f} s] stage 1: {latest.get('examples', 0):>8} examples "
+             f"({launch.fmt(latest.get('examples_per_s'), '.0f')}/s)"]
+    for k, client in sorted(clients.items()):
+        try:
+            s = client.status()
+            parts.append(f"stage {k}: {s.get('training_passes', 0):>3} passes, staleness "
+                         f"{launch.fmt(s.get('staleness_s'), '.1f')} s")
+        except synthgrad.PeerError:
+            parts.append(f"stage {k}: -")
+    for b, client in enumerate(boundary_clients, start=1):
+        try:
+            q = client.status().get("synthetic_gradient_quality", {})
+            parts.append(f"cos{b} {launch.fmt(q.get('cosine_similarity'), '.2f')}")
+        except synthgrad.PeerError:
+            parts.append(f"cos{b} -")
+    return " | ".join(parts)
+
+
+# --- Evaluating a chain from its snapshots. -----------------------------------------------------
+
+def stage_file(run, k, label):
+    part = "layer1" if k == 1 else "layers23"
+    return Path(run) / "progress" / f"stage{k}" / f"{part}_{label}.npz"
+
+
+def load_chain(run, layout, label):
+    """The composed network (a list of sgd.Layer) from every stage's snapshot `label`."""
+    layers = []
+    for k, sizes in enumerate(layout, start=1):
+        layers += snapshots.load_layers(stage_file(run, k, label), list(zip(sizes, sizes[1:])))
+    return layers
+
+
+def chain_ticks(run, layout):
+    """Ticks at which every stage saved its layers."""
+    common = None
+    for k in range(1, len(layout) + 1):
+        found = snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
+        part = found["layer1" if k == 1 else "layers23"]
+        ticks = {t for t in part if isinstance(t, int)}
+        common = ticks if common is None else common & ticks
+    return sorted(common or ())
+
+
+def load_boundary_model(run, b, tick):
+    """(weights, conditioned) of boundary b's model saved at tick, or None."""
+    path = Path(run) / "progress" / f"boundary{b}" / f"model_{tick}.npz"
+    if not path.exists():
+        return None
+    arrays = snapshots.read_npz(path, "boundary model")
+    weights = [arrays[f"w{k}"] for k in range(sum(1 for n in arrays if n.startswith("w")))]
+    return weights, bool(arrays["conditioned"])
+
+
+def true_and_synthetic(layers, layout, x, y, models):
+    """Per boundary b: (true dL/dh_b, synthetic dL/dh_b) on inputs x (n, 2), targets y (n,).
+
+    True: backprop of the loss 1/2 (y_hat - y)^2 through the whole composed network, row k the
+    gradient of example k's loss. Synthetic: boundary b's model (models[b-1], or None) on h_b
+    (and y, if conditioned)."""
+    h = [x]
+    a = x
+    for layer in layers:
+        a = layer.feed_forward(a)
+        h.append(a)
+    ends = np.cumsum([len(s) - 1 for s in layout])            # layer count at each stage's end
+    grads = {}
+    dL_da = h[-1] - y.reshape(-1, 1)
+    for j in range(len(layers) - 1, -1, -1):
+        dL_da = layers[j].backprop(dL_da)                      # dL/d(input of layer j)
+        grads[j] = dL_da
+    out = []
+    for b, end in enumerate(ends[:-1], start=1):
+        true = grads[end]                                      # dL/dh at the cut after `end`
+        model = models[b - 1]
+        if model is None:
+            out.append((true, None))
+            continue
+        weights, conditioned = model
+        inputs = np.column_stack([h[end], y]) if conditioned else h[end]
+        out.append((true, synthgrad.model_forward(weights, inputs)))
+    return out
+
+
+def mean_cosine(a, b):
+    """Mean over rows of the cosine between rows of a and b (rows with a zero vector: 0)."""
+    dot = np.sum(a * b, axis=1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(norms > 0, dot / np.where(norms > 0, norms, 1), 0.0)))
+
+
+def evaluate(run, layout, heldout=20_000, cosine_points=2_000):
+    """chain.json's content: per tick, seconds since stage 1 began streaming, the composed
+    network's held-out MSE and each boundary's true cosine; the final network's MSE; per
+    boundary, the staleness the receiving stage reported over time."""
+    run = Path(run)
+    x, y = generate.heldout(heldout)
+    start = snapshots.last_finite(snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[:1],
+                                  "time") or 0.0
+    rows = []
+    for tick in chain_ticks(run, layout):
+        layers = load_chain(run, layout, tick)
+        models = [load_boundary_model(run, b, tick) for b in range(1, len(layout))]
+        pairs = true_and_synthetic(layers, layout, x[:cosine_points], y[:cosine_points],
+                                   models)
+        rows.append({"seconds": round(tick - start, 3), "heldout_mse": sgd.mse(layers, x, y),
+                     "cosine": [None if s is None else mean_cosine(s, t) for t, s in pairs]})
+    result = {"layout": [list(s) for s in layout], "ticks": rows,
+              "initial_mse": sgd.mse(load_chain(run, layout, "initial"), x, y),
+              "final_mse": sgd.mse(load_chain(run, layout, "final"), x, y),
+              "mean_predictor_mse": float(y.var()), "staleness": {}}
+    for k in range(2, len(layout) + 1):
+        lines = snapshots.read_metrics(run / "metrics" / f"stage{k}.jsonl")
+        result["staleness"][f"boundary{k - 1}"] = [
+            (round(r["time"] - start, 3), r.get("staleness_s")) for r in lines
+            if r.get("staleness_s") is not None]
+    return result
+
+
+def draw(result, path):
+    """chain.png: held-out MSE, per-boundary cosine and staleness against seconds."""
+    ticks = result["ticks"]
+    seconds = [r["seconds"] for r in ticks]
+    boundaries = len(result["layout"]) - 1
+    with generate.saved_figure(path, 3, 1, sharex=True, figsize=(10.5, 9.0),
+                               layout="constrained") as (fig, (mse, cos, stale)):
+        mse.plot(seconds, [r["heldout_mse"] for r in ticks], "o-", markersize=3,
+                 label="the composed network at each snapshot tick")
+        mse.axhline(result["mean_predictor_mse"], linestyle=":", color="black",
+                    label="always predicting the mean of y")
+        mse.set_yscale("log")
+        mse.set_ylabel("held-out MSE (log scale)")
+        mse.set_title(f"{len(result['layout'])} stages "
+                      f"({' | '.join(train_output.format_sizes(s) for s in result['layout'])}):"
+                      f" error on points never trained on")
+        cos.axhline(0.0, color="gray", linewidth=0.8)
+        for b in range(boundaries):
+            values = [np.nan if r["cosine"][b] is None else r["cosine"][b] for r in ticks]
+            cos.plot(seconds, values, "o-", markersize=3, label=f"boundary {b + 1}")
+            points = result["staleness"].get(f"boundary{b + 1}", [])
+            stale.plot([p[0] for p in points], [p[1] for p in points], "-",
+                       label=f"boundary {b + 1} (stage {b + 2}'s inputs)")
+        cos.set_ylabel("cosine(synthetic, true dL/dh)")
+        cos.set_title("Synthetic against true gradients (full backprop through the composed "
+                      "network), per boundary", fontsize="medium")
+        stale.set_ylabel("mean age of the activations\ntrained on (s)")
+        stale.set_title("Staleness: how old the inputs each stage trains on are",
+                        fontsize="medium")
+        stale.set_xlabel("seconds since stage 1 began streaming")
+        for ax in (mse, cos, stale):                    # legends beside the axes: no data hidden
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+# --- The script. -------------------------------------------------------------------------------
+
+def parse_args(argv):
+    d = ChainConfig
+    p = argparse.ArgumentParser(description="Run a network as a chain of stages, one process "
+                                            "each, with a synthetic-gradient model at every "
+                                            "boundary; measure what it learns.")
+    p.add_argument("--sizes", type=train_output.parse_sizes, default=d.sizes,
+                   help="the network's widths, 2 in, 1 out (default 2-24-12-1)")
+    p.add_argument("--splits", type=parse_splits, default=d.splits,
+                   help="cut the network after these many layers, e.g. 1,2,3 (default 1: the "
+                        "three-process system; the first must be 1)")
+    p.add_argument("--duration", type=float, default=d.duration,
+                   help="seconds the first stage streams (default %(default)g)")
+    p.add_argument("--count", type=int, default=d.count,
+                   help="training examples (default 20,000)")
+    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
+                   help="what moves every stage below the last (default synthetic; frozen and "
+                        "random are the controls)")
+    p.add_argument("--no-conditioned", dest="conditioned", action="store_false",
+                   help="boundary models see h only (DNI), not h and the target (cDNI)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="folder for everything (default: a new runs/chain-<date-time>)")
+    args = p.parse_args(argv)
+    try:
+        check_layout(args.sizes, args.splits)
+    except ValueError as e:
+        p.error(str(e))
+    if not args.duration > 0:
+        p.error(f"--duration must be positive (got {args.duration:g})")
+    if args.count < 1000:
+        p.error(f"--count must be at least 1000 (got {args.count})")
+    return args
+
+
+def parse_splits(text):
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer counts like 1,2,3, got {text!r}") \
+            from None
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    run = launch.new_run_dir(args.run_dir, prefix="chain-")
+    config = ChainConfig(run_dir=run, sizes=args.sizes, splits=args.splits, count=args.count,
+                         duration=args.duration, seed=args.seed, update=args.update,
+                         conditioned=args.conditioned)
+    print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
+    env = launch.child_env()
+    try:
+        launch.generate_data(run / "data", args.count, args.seed, env, plot=False)
+        run_chain(config, env)
+    except KeyboardInterrupt:
+        print(f"chain: interrupted; every process it started is stopped ({run})", flush=True)
+        return 130
+    layout = stage_sizes(args.sizes, args.splits)
+    result = evaluate(run, layout)
+    (run / "chain.json").write_text(json.dumps(result, indent=1))
+    draw(result, run / "chain.png")
+    last = result["ticks"][-1] if result["ticks"] else {"cosine": []}
+    print(f"chain: held-out MSE {result['initial_mse']:.4f} untrained -> "
+          f"{result['final_mse']:.4f} at the end (predicting the mean: "
+          f"{result['mean_predictor_mse']:.3f}); cosine(synthetic, true) at the last tick, per "
+          f"boundary: {', '.join(launch.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
+    print(f"chain: chain.json and chain.png in {run}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

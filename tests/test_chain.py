@@ -1,0 +1,249 @@
+"""Tests for the chain: train_middle.py's stage and chain.py's layout, evaluation and launch.
+
+The middle stage is checked against a hand computation (backprop of the synthetic gradient
+through its layers, one optimizer step), chain.py's true gradients against sgd.backprop of
+the layers above each boundary, its evaluation against a hand-made run folder, and one short
+real chain of three stages (five processes) must learn.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import chain
+import generate
+import optimizers
+import sgd
+import snapshots
+import synthgrad
+import train_middle
+from conftest import FakeSender
+
+
+# --- the layout ----------------------------------------------------------------------------
+
+def test_stage_sizes_cut_the_network_after_the_given_layers():
+    assert chain.stage_sizes((2, 24, 12, 1), (1,)) == [(2, 24), (24, 12, 1)]   # today's system
+    assert chain.stage_sizes((2, 32, 32, 32, 32, 1), (1, 2, 3)) == [
+        (2, 32), (32, 32), (32, 32), (32, 32, 1)]
+
+
+@pytest.mark.parametrize("sizes, splits, message", [
+    ((2, 24, 12, 1), (2,), "first split must be 1"),
+    ((2, 24, 12, 1), (1, 3), "between 1 and 2"),
+    ((2, 24, 12, 1), (1, 1), "increasing"),
+    ((3, 24, 1), (1,), "from 2 inputs to 1 output"),
+])
+def test_bad_layouts_are_refused_with_the_reason(sizes, splits, message):
+    with pytest.raises(ValueError, match=message):
+        chain.check_layout(sizes, splits)
+
+
+def test_the_two_stage_chain_is_the_three_scripts(tmp_path):
+    config = chain.ChainConfig(run_dir=tmp_path)
+    last = chain.server_stage_argv(config, 2, (24, 12, 1), "http://o1")
+    assert last[1].endswith("train_output.py") and "--sizes" in last
+    assert last[last.index("--sizes") + 1] == "24-12-1"
+    first = chain.input_stage_argv(config, 24, "http://o1", "http://s2")
+    assert first[1].endswith("train_input.py") and first[first.index("--width") + 1] == "24"
+    middle = chain.server_stage_argv(config, 2, (32, 32), "http://o1", "http://o2", "http://s3")
+    assert middle[1].endswith("train_middle.py")
+    assert middle[middle.index("--above-oracle-url") + 1] == "http://o2"
+
+
+# --- the middle stage ----------------------------------------------------------------------
+
+@pytest.fixture
+def middle(tmp_path, closed_url):
+    made = []
+
+    def make(**config):
+        trainer = train_middle.MiddleTrainer(**{
+            "sizes": (4, 3), "max_examples": 20, "progress_dir": tmp_path, "seed": 1,
+            "oracle_url": closed_url, "above_oracle_url": closed_url, "next_url": closed_url,
+            "optimizer": "sgd", "learning_rate": 0.5, "batch_size": 5, **config})
+        for name in ("sender", "up"):
+            real = getattr(trainer, name)
+            if real is not None:
+                real.close(flush_timeout=0)
+                setattr(trainer, name, FakeSender())
+        made.append(trainer)
+        return trainer
+
+    yield make
+    for trainer in made:
+        trainer.stop.set()
+
+
+def above_model(rng, width=3):
+    """A conditioned linear boundary model: (h, y) (n, width + 1) -> g (n, width)."""
+    return [rng.standard_normal((width + 1, width)), rng.standard_normal(width)], True
+
+
+def test_a_middle_stage_steps_with_the_synthetic_gradient_and_passes_its_own_down(middle):
+    trainer = middle()
+    rng = np.random.default_rng(0)
+    trainer.above.weights, trainer.above.conditioned = above_model(rng)
+    x, y = rng.uniform(0, 1, (5, 4)), rng.uniform(-1, 1, 5)
+    w, b = trainer.layers[0].w.copy(), trainer.layers[0].b.copy()
+
+    # by hand: h = sigmoid(x w + b); g = model(h, y); dL/dz = g h (1 - h)
+    h = 1 / (1 + np.exp(-(x @ w + b)))
+    g = synthgrad.model_forward(trainer.above.weights, np.column_stack([h, y]))
+    delta = g * h * (1 - h)
+    error, dL_dx = trainer.train_chunk(x, y)
+    assert error == 0.0
+    np.testing.assert_allclose(trainer.h_out, h)
+    np.testing.assert_allclose(dL_dx, delta @ w.T)                  # what goes to the oracle
+    np.testing.assert_allclose(trainer.layers[0].w, w - 0.5 * x.T @ delta / 5)
+    np.testing.assert_allclose(trainer.layers[0].b, b - 0.5 * delta.mean(axis=0))
+
+
+def test_a_middle_stage_sends_its_input_gradients_down_and_activations_up(middle):
+    trainer = middle()
+    rng = np.random.default_rng(1)
+    trainer.above.weights, trainer.above.conditioned = above_model(rng)
+    idx = np.arange(10)
+    trainer.receive(idx, rng.uniform(0, 1, (10, 4)), rng.uniform(-1, 1, 10))
+    assert trainer.train_pass()
+    (down,) = trainer.sender.puts
+    (up,) = trainer.up.puts
+    assert sorted(down[0]) == sorted(up[0]) == list(idx)
+    assert down[2].shape == (10, 4) and up[1].shape == (10, 3)
+    assert trainer.status()["last_train_mse"] is None                # no loss in the middle
+
+
+def test_a_middle_stage_waits_for_the_model_above_and_frozen_never_moves(middle):
+    trainer = middle()
+    trainer.receive(np.arange(5), np.full((5, 4), 0.5), np.zeros(5))
+    assert trainer.train_pass() is False                             # no model above yet
+    frozen = middle(update="frozen")
+    before = frozen.layers[0].w.copy()
+    frozen.receive(np.arange(5), np.full((5, 4), 0.5), np.zeros(5))
+    assert frozen.train_pass()
+    np.testing.assert_array_equal(frozen.layers[0].w, before)
+    assert frozen.sender is None and len(frozen.up.puts) == 1         # up yes, down nothing
+
+
+def test_random_moves_along_a_direction_of_the_synthetic_gradients_size(middle):
+    trainer = middle(update="random")
+    rng = np.random.default_rng(2)
+    trainer.above.weights, trainer.above.conditioned = above_model(rng)
+    x, y = rng.uniform(0, 1, (5, 4)), rng.uniform(-1, 1, 5)
+    h = 1 / (1 + np.exp(-(x @ trainer.layers[0].w + trainer.layers[0].b)))
+    g = synthgrad.model_forward(trainer.above.weights, np.column_stack([h, y]))
+    seen = []
+    real = train_middle.train_input.random_directions
+
+    def spy(g_in, rng_in):
+        out = real(g_in, rng_in)
+        seen.append((g_in.copy(), out))
+        return out
+
+    train_middle.train_input.random_directions = spy
+    try:
+        trainer.train_chunk(x, y)
+    finally:
+        train_middle.train_input.random_directions = real
+    (given, used), = seen
+    np.testing.assert_allclose(given, g)
+    np.testing.assert_allclose(np.linalg.norm(used, axis=1), np.linalg.norm(g, axis=1))
+    assert not np.allclose(used, g)
+
+
+# --- evaluation from snapshots ---------------------------------------------------------------
+
+def test_true_gradients_at_each_boundary_are_backprop_of_the_layers_above():
+    rng = np.random.default_rng(3)
+    layout = [(2, 5), (5, 4), (4, 3, 1)]
+    net = sgd.make_network(rng, (2, 5, 4, 3, 1))
+    x, y = rng.uniform(-1, 1, (7, 2)), rng.uniform(-1, 1, 7)
+    models = [None, ([rng.standard_normal((5, 4)), rng.standard_normal(4)], True)]
+    (true1, synth1), (true2, synth2) = chain.true_and_synthetic(net, layout, x, y, models)
+    h1 = net[0].output(x)
+    h2 = net[1].output(h1)
+    _, expected1 = sgd.backprop(net[1:], h1, y)
+    _, expected2 = sgd.backprop(net[2:], h2, y)
+    np.testing.assert_allclose(true1, expected1)
+    np.testing.assert_allclose(true2, expected2)
+    assert synth1 is None
+    np.testing.assert_allclose(synth2, synthgrad.model_forward(models[1][0],
+                                                               np.column_stack([h2, y])))
+
+
+def test_true_gradient_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    layout = [(2, 3), (3, 2, 1)]
+    net = sgd.make_network(rng, (2, 3, 2, 1))
+    x, y = rng.uniform(-1, 1, (1, 2)), rng.uniform(-1, 1, 1)
+    ((true, _),) = chain.true_and_synthetic(net, layout, x, y, [None])
+    h = net[0].output(x)
+    eps = 1e-6
+    for j in range(3):
+        up, down = h.copy(), h.copy()
+        up[0, j] += eps
+        down[0, j] -= eps
+        loss = [0.5 * (sgd.predict(net[1:], a)[0] - y[0]) ** 2 for a in (up, down)]
+        assert true[0, j] == pytest.approx((loss[0] - loss[1]) / (2 * eps), rel=1e-5, abs=1e-9)
+
+
+def test_evaluate_reads_a_recorded_chain(tmp_path):
+    rng = np.random.default_rng(5)
+    layout = [(2, 4), (4, 4), (4, 3, 1)]
+    nets = {label: sgd.make_network(rng, (2, 4, 4, 3, 1)) for label in
+            ("initial", 1000, 1002, "final")}
+    for label, net in nets.items():
+        snapshots.save_layers(chain.stage_file(tmp_path, 1, label), net[:1])
+        snapshots.save_layers(chain.stage_file(tmp_path, 2, label), net[1:2])
+        snapshots.save_layers(chain.stage_file(tmp_path, 3, label), net[2:])
+    model = [rng.standard_normal((5, 4)), rng.standard_normal(4)]
+    snapshots.write_npz(tmp_path / "progress" / "boundary2" / "model_1002.npz",
+                        {"w0": model[0], "w1": model[1], "conditioned": np.array(True),
+                         "time": np.array(1002)})
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "stage1.jsonl").write_text(json.dumps({"time": 999.5}) + "\n")
+    (tmp_path / "metrics" / "stage3.jsonl").write_text(
+        json.dumps({"time": 1001.5, "staleness_s": 0.25}) + "\n")
+    result = chain.evaluate(tmp_path, layout, heldout=300, cosine_points=50)
+    x, y = generate.heldout(300)
+    assert [r["seconds"] for r in result["ticks"]] == [0.5, 2.5]
+    for r, tick in zip(result["ticks"], (1000, 1002)):
+        assert r["heldout_mse"] == pytest.approx(sgd.mse(nets[tick], x, y))
+    assert result["ticks"][0]["cosine"] == [None, None]             # no model saved at 1000
+    ((_, _), (true, synth)) = chain.true_and_synthetic(nets[1002], layout, x[:50], y[:50],
+                                                       [None, (model, True)])
+    assert result["ticks"][1]["cosine"][1] == pytest.approx(chain.mean_cosine(synth, true))
+    assert result["final_mse"] == pytest.approx(sgd.mse(nets["final"], x, y))
+    assert result["staleness"] == {"boundary1": [], "boundary2": [(2.0, 0.25)]}
+    chain.draw(result, tmp_path / "chain.png")
+    assert (tmp_path / "chain.png").stat().st_size > 10_000
+
+
+def test_mean_cosine_counts_a_zero_row_as_zero():
+    a = np.array([[1.0, 0.0], [0.0, 0.0]])
+    b = np.array([[2.0, 0.0], [1.0, 1.0]])
+    assert chain.mean_cosine(a, b) == pytest.approx(0.5)
+
+
+# --- a real chain ----------------------------------------------------------------------------
+
+def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
+    run = tmp_path / "chain"
+    config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
+                               duration=12, snapshot_interval=2)
+    launch_env = chain.launch.child_env()
+    chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
+    final = chain.run_chain(config, launch_env)
+    assert set(final) == {"stage2", "stage3", "boundary1", "boundary2"}
+    assert final["stage2"]["role"] == "middle_stage" and final["boundary1"]["role"] == "oracle"
+    assert final["boundary1"]["examples_held"] > 0                  # stage 2 taught boundary 1
+    result = chain.evaluate(run, chain.stage_sizes(config.sizes, config.splits),
+                            heldout=2_000, cosine_points=500)
+    print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> "
+          f"{result['final_mse']:.4f}; last tick {result['ticks'][-1]}")
+    assert result["final_mse"] < 0.5 * result["initial_mse"]
+    assert len(result["ticks"]) >= 3
+    assert all(len(r["cosine"]) == 2 for r in result["ticks"])
+    logs = "".join(p.read_text() for p in run.glob("*.log"))
+    assert "Traceback" not in logs

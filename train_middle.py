@@ -1,0 +1,153 @@
+"""A middle stage of a chain: layers between two synthetic-gradient boundaries (chain.py).
+
+Run it (chain.py starts every stage of a chain; by hand, for a 2-32-32-1 network split in 3):
+
+    python oracle.py --port 5011 --width 32                    # the boundary below this stage
+    python oracle.py --port 5012 --width 32                    # the boundary above it
+    python train_output.py --port 5013 --sizes 32-1 --oracle-url http://127.0.0.1:5012
+    python train_middle.py --port 5010 --sizes 32-32 --oracle-url http://127.0.0.1:5011 \\
+        --above-oracle-url http://127.0.0.1:5012 --next-url http://127.0.0.1:5013
+    python train_input.py --width 32 --oracle-url http://127.0.0.1:5011 \\
+        --output-url http://127.0.0.1:5010
+
+It is train_output.py's trainer with the loss replaced by a synthetic gradient, plus
+train_input.py's hand-off upwards, so the three-process system is the two-stage case of a
+chain and every stage speaks the same protocol:
+
+- as the output trainer, it receives (i, h_in, y) from the stage below (POST
+  /training_example), keeps the latest per example, trains its layers on them pass after pass,
+  and sends the gradient it backpropagates to its input, dL/dh_in, to the oracle of the boundary
+  below (--oracle-url), which learns from it exactly as from the output trainer;
+- as the input trainer in its local mode, it takes dL/dh_out at its own output from a copy of
+  the model of the oracle above (--above-oracle-url, refreshed every --refresh-every s), steps
+  its layers with it, and sends (i, h_out, y) to the next stage (--next-url) without waiting.
+
+--update frozen and random are the controls, as in train_input.py: frozen never moves the
+layers (and sends no gradient down: there is none); random moves them along random directions
+of the synthetic gradient's size at h_out.
+"""
+
+import sys
+import threading
+
+import numpy as np
+
+import sender
+import serving
+import sgd
+import synthgrad
+import train_input
+import train_output
+
+DEFAULTS = {**train_output.DEFAULTS, "sizes": (32, 32),
+            "above_oracle_url": None, "next_url": None, "refresh_every": 0.2,
+            "update": "synthetic"}
+
+
+class MiddleTrainer(train_output.OutputTrainer):
+    """Layers sizes[0] -> ... -> sizes[-1], all sigmoid, trained on synthetic gradients from
+    the boundary above, teaching the boundary below with the gradients they pass down."""
+
+    role, title = "middle_stage", "middle stage"
+
+    def __init__(self, **config):
+        c = {**DEFAULTS, **config}
+        super().__init__(**c)
+        binary, token = c["wire"] == "binary", c["token"]
+        self.above = train_input.LocalSyntheticGradients(
+            synthgrad.OracleClient(c["above_oracle_url"], binary=binary, token=token),
+            c["refresh_every"], self.stop, width=c["sizes"][-1])
+        self.next = synthgrad.OutputTrainerClient(c["next_url"], binary=binary, token=token)
+        self.up = sender.Sender(self.next.send_examples, "activations to the next stage",
+                                max_pending=c["max_examples"], linger=sender.SENDER_LINGER)
+        self.h_out = None
+        if c["update"] == "frozen" and self.sender is not None:
+            self.sender.close(flush_timeout=0)          # no gradient ever goes down
+            self.sender = None
+
+    def make_layers(self, sizes):
+        return [sgd.Layer(n_in, n_out, sgd.Sigmoid, self.rng)
+                for n_in, n_out in zip(sizes, sizes[1:])]
+
+    def start_training(self):
+        """Fetch the model above in the background (a stage may start before its oracle),
+        then train."""
+        if self.config["update"] != "frozen":
+            threading.Thread(target=self.above.start, daemon=True, name="above-model").start()
+        super().start_training()
+
+    def train_pass(self, chunk=synthgrad.MAX_CHUNK):
+        if self.config["update"] != "frozen" and self.above.weights is None:
+            return False                                # no model above yet: nothing to learn
+        trained = super().train_pass(chunk)
+        self.last_train_mse = None                      # no loss here: the status says "-"
+        return trained
+
+    def train_chunk(self, x, y):
+        """Forward x = h_in (m, n_in) through the layers in minibatches, take the synthetic
+        dL/dh_out for each, backprop it and step (unless frozen). Returns (0.0: there is no
+        loss here, dL/dh_in (m, n_in)); h_out (m, n_out) waits in self.h_out for after_chunk."""
+        bs, update = self.config["batch_size"], self.config["update"]
+        self.h_out = np.empty((len(x), self.layers[-1].w.shape[1]))
+        dL_dh = np.zeros_like(x)
+        for k in range(0, len(x), bs):
+            rows = slice(k, k + bs)
+            self.h_out[rows] = sgd.feed_forward(self.layers, x[rows])
+            if update == "frozen":
+                continue
+            g = self.above(self.h_out[rows], y[rows])                  # synthetic dL/dh_out
+            if update == "random":
+                g = train_input.random_directions(g, self.rng)
+            for layer in reversed(self.layers):
+                g = layer.backprop(g)
+            dL_dh[rows] = g                                            # dL/dh_in
+            self.optimizer.step()
+        return 0.0, dL_dh
+
+    def after_chunk(self, idx, y):
+        """Send (i, h_out, y) to the next stage, fire-and-forget."""
+        self.up.put(idx, self.h_out, y)
+
+    def status_fields(self):
+        fields = super().status_fields()
+        fields["activations_to_next_stage"] = dict(self.up.counts)
+        fields["model_above_version"] = self.above.version
+        return fields
+
+    def close(self):
+        super().close()
+        self.up.close()
+
+
+def create_app(config=None):
+    """The middle stage's Flask app: train_output.py's endpoints on a MiddleTrainer."""
+    return train_output.create_app(config, trainer_class=MiddleTrainer)
+
+
+def parse_args(argv):
+    p = train_output.argument_parser(
+        "Train the middle layers of a chain on synthetic gradients from the boundary above; "
+        "teach the boundary below.", DEFAULTS)
+    p.add_argument("--above-oracle-url", required=True,
+                   help="the oracle of the boundary above (its model gives dL/dh_out)")
+    p.add_argument("--next-url", required=True,
+                   help="the next stage (train_middle.py or train_output.py), which receives "
+                        "(i, h_out, y)")
+    p.add_argument("--refresh-every", type=float, default=DEFAULTS["refresh_every"],
+                   help="seconds between fetches of the model above (default %(default)s)")
+    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
+                   help="what moves the layers (default synthetic; frozen and random are the "
+                        "controls, as in train_input.py)")
+    args = train_output.check_args(p, p.parse_args(argv), last_is_output=False)
+    if not args.refresh_every > 0:
+        p.error(f"--refresh-every must be positive (got {args.refresh_every:g})")
+    return args
+
+
+def main(argv=None):
+    return serving.run_server(parse_args(argv), create_app, "train_middle.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
