@@ -13,7 +13,6 @@ import pytest
 
 import chain
 import generate
-import optimizers
 import sgd
 import snapshots
 import synthgrad
