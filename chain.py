@@ -69,6 +69,7 @@ class ChainConfig:
     wire: str = "binary"
     update: str = "synthetic"              # every stage below the last: or "frozen", "random"
     conditioned: bool = True               # every boundary model sees the target too (cDNI)
+    data_dir: Path | None = None           # x.npy, y.npy (None: run_dir/data)
 
 
 def stage_sizes(sizes, splits):
@@ -118,8 +119,9 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
 
 def input_stage_argv(config, width, oracle_url, next_url):
     run = config.run_dir
+    data = run / "data" if config.data_dir is None else config.data_dir
     return launch.script_argv(
-        "train_input.py", "--data-dir", run / "data", "--width", width, "--oracle-url",
+        "train_input.py", "--data-dir", data, "--width", width, "--oracle-url",
         oracle_url, "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
         "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
         "--wire", config.wire, "--update", config.update, "--duration", config.duration,

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+import chain
 import dni
 import generate
 import launch
@@ -279,6 +280,102 @@ def draw_report(rows, results, path, title):
     plt.close(fig)
 
 
+# --- The depth experiment: 1, 2 and 3 decoupling points on one deeper network (chain.py). --------
+
+DEEP = (2, 32, 32, 32, 32, 1)
+DEPTH_SPLITS = {1: (1,), 2: (1, 2), 3: (1, 2, 3)}            # decoupling points -> cuts
+DEPTH_VARIANTS = (("synthetic, cDNI", "synthetic", True), ("synthetic, DNI", "synthetic", False),
+                  ("frozen (no bprop)", "frozen", True), ("random directions", "random", True))
+DEPTH_BACKPROP = "backprop (true gradients, one process)"
+
+
+def run_depth(out_dir, seeds, seconds, count, env):
+    """Every DEPTH_VARIANT at every number of decoupling points as a chain of real processes,
+    and backprop of the same network in one process, per seed: [result dicts]."""
+    results = []
+    for seed in seeds:
+        data = out_dir / f"data-seed{seed}"
+        if not (data / "x.npy").exists():
+            launch.generate_data(data, count, seed, env, plot=False)
+        print(f"experiments.py: depth: {DEPTH_BACKPROP}, seed {seed}", flush=True)
+        _, rows = launch.train_backprop(launch.BackpropConfig(
+            data_dir=data, seconds=seconds, sizes=DEEP, optimizer=SETTINGS["optimizer"],
+            learning_rate=SETTINGS["learning_rate"], batch_size=SETTINGS["batch_size"],
+            decay=1.0, seed=seed, eval_every=20_000))
+        results.append({"config": DEPTH_BACKPROP, "points": 0, "seed": seed,
+                        "final_mse": rows[-1]["heldout_mse"], "cosine": []})
+        for points, splits in DEPTH_SPLITS.items():
+            for name, update, conditioned in DEPTH_VARIANTS:
+                run = out_dir / f"depth-{slug(name)}-{points}-seed{seed}"
+                print(f"experiments.py: depth: {name}, {points} decoupling point(s), seed "
+                      f"{seed}", flush=True)
+                config = chain.ChainConfig(run_dir=run, sizes=DEEP, splits=splits, count=count,
+                                           duration=seconds, seed=seed, update=update,
+                                           conditioned=conditioned, data_dir=data)
+                chain.run_chain(config, env)
+                r = chain.evaluate(run, chain.stage_sizes(DEEP, splits))
+                last = r["ticks"][-1]["cosine"] if r["ticks"] else []
+                results.append({"config": name, "points": points, "seed": seed,
+                                "final_mse": r["final_mse"],
+                                "cosine": [c for c in last if c is not None]})
+                print(f"experiments.py: -> held-out MSE {r['final_mse']:.4f}", flush=True)
+    return results
+
+
+def depth_table(results):
+    """The depth report's Markdown table: per configuration, the final held-out MSE at 1, 2 and
+    3 decoupling points (mean (min-max), seeds), and the mean cosine at the last tick."""
+    head = "| layer(s) below the last trained by | " + " | ".join(
+        f"{p} decoupling point{'s' if p > 1 else ''}" for p in DEPTH_SPLITS) + " |"
+    lines = [head, "|---|" + "---|" * len(DEPTH_SPLITS)]
+    names = [DEPTH_BACKPROP] + [v[0] for v in DEPTH_VARIANTS]
+    for name in names:
+        cells = []
+        for points in ([0] * len(DEPTH_SPLITS) if name == DEPTH_BACKPROP else DEPTH_SPLITS):
+            rows = [r for r in results if r["config"] == name and r["points"] == points]
+            if not rows:
+                cells.append("-")
+                continue
+            mse = spread([r["final_mse"] for r in rows])
+            cos = [c for r in rows for c in r["cosine"]]
+            cells.append(f"{cell(mse)} [{len(rows)}]" + (
+                f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""))
+        if name == DEPTH_BACKPROP:
+            cells = [cells[0]] + ["(no decoupling)"] * (len(cells) - 1)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_depth_report(results, out_dir, title):
+    """report.md (the table), results.json and depth.png (one dot per seed) into out_dir."""
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    table = depth_table(results)
+    (out_dir / "report.md").write_text(f"# {title}\n\nHeld-out MSE at the end, mean "
+                                       f"(min-max) [seeds]; cos: mean cosine(synthetic, true) "
+                                       f"over the boundaries at the last tick.\n\n{table}\n")
+    with generate.saved_figure(out_dir / "depth.png", figsize=(8.0, 5.0),
+                               layout="constrained") as (fig, ax):
+        for k, (name, _, _) in enumerate(DEPTH_VARIANTS):
+            for points in DEPTH_SPLITS:
+                values = [r["final_mse"] for r in results
+                          if r["config"] == name and r["points"] == points]
+                ax.plot([points + 0.08 * (k - 1.5)] * len(values), values, "o",
+                        color=f"C{k}", label=name if points == 1 else None)
+        bp = [r["final_mse"] for r in results if r["config"] == DEPTH_BACKPROP]
+        if bp:
+            ax.axhspan(min(bp), max(bp), color="black", alpha=0.15,
+                       label="backprop, one process (seed range)")
+        ax.axhline(0.160, linestyle=":", color="black", label="always predicting the mean")
+        ax.set_yscale("log")
+        ax.set_xticks(list(DEPTH_SPLITS))
+        ax.set_xlabel("decoupling points (processes - 1) in " + "-".join(map(str, DEEP)))
+        ax.set_ylabel("held-out MSE at the end (log scale)")
+        ax.set_title(title, fontsize="medium")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return table
+
+
 def slug(name):
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
@@ -296,6 +393,11 @@ def parse_args(argv):
                         help=f"{PRESETS['full']['seeds']} seeds for the controls and the best "
                              f"variants, {PRESETS['full']['sweep_seeds']} for the sweep, "
                              f"{PRESETS['full']['seconds']} s a run (the default, ~45 minutes)")
+    preset.add_argument("--depth", action="store_true",
+                        help=f"the depth experiment: {'-'.join(map(str, DEEP))} as a chain "
+                             "with 1, 2 and 3 decoupling points, cDNI, DNI, frozen and random "
+                             f"against backprop, {DEPTH_SEEDS} seeds, {DEPTH_SECONDS} s a run "
+                             "(~40 minutes)")
     p.add_argument("--count", type=int, default=launch.DecoupledConfig.count,
                    help="training examples per data set (default 20,000, as demo.py)")
     p.add_argument("--run-dir", type=Path, default=None,
@@ -307,8 +409,25 @@ def parse_args(argv):
     return args
 
 
+DEPTH_SEEDS, DEPTH_SECONDS = 3, 45
+
+
+def main_depth(args):
+    out_dir = launch.new_run_dir(args.run_dir, "depth-")
+    print(f"experiments.py: depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, settings "
+          f"{SETTINGS}, into {out_dir}", flush=True)
+    results = run_depth(out_dir, range(DEPTH_SEEDS), DEPTH_SECONDS, args.count,
+                        launch.child_env())
+    print(write_depth_report(results, out_dir, f"experiments.py --depth: {'-'.join(map(str, DEEP))}"
+                             f", {DEPTH_SECONDS} s per run, {args.count:,} examples"))
+    print(f"experiments.py: report in {out_dir / 'report.md'}", flush=True)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.depth:
+        return main_depth(args)
     preset = "quick" if args.quick else "full"
     p = PRESETS[preset]
     seconds = p["seconds"]

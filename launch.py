@@ -102,6 +102,7 @@ class BackpropConfig:
     seed: int = 0                       # the initial weights and the order of the examples
     heldout: int = 20_000               # fresh points held-out MSE is measured on
     epochs: int | None = None           # stop after this many passes too (None: no limit)
+    sizes: tuple = sgd.SIZES            # the network's widths (2-24-12-1)
 
 
 def backprop_like(config):
@@ -353,7 +354,7 @@ def train_backprop(config, out=None, status_every=None):
     x, y = generate.load_dataset(config.data_dir)                  # (n, 2), (n,)
     x_test, y_test = generate.heldout(config.heldout)              # (h, 2), (h,)
     rng = np.random.default_rng(config.seed)
-    layers = sgd.make_network(rng)
+    layers = sgd.make_network(rng, config.sizes)
     optimizer = optimizers.make(config.optimizer, layers, config.learning_rate)
     metrics = snapshots.MetricsLog(config.metrics, "backprop")
     measurements = []

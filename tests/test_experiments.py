@@ -105,3 +105,29 @@ def test_decoupled_config_uses_the_shared_settings(tmp_path):
 
 def test_slug_makes_folder_names():
     assert experiments.slug("synthetic, cDNI, 0 hidden") == "synthetic--cdni--0-hidden"
+
+
+# --- the depth experiment's report -----------------------------------------------------------
+
+def test_the_depth_report_tabulates_every_variant_at_every_depth(tmp_path):
+    results = [{"config": experiments.DEPTH_BACKPROP, "points": 0, "seed": s,
+                "final_mse": 0.001 * (s + 1), "cosine": []} for s in range(3)]
+    for name, _, _ in experiments.DEPTH_VARIANTS:
+        for points in experiments.DEPTH_SPLITS:
+            for s in range(3):
+                results.append({"config": name, "points": points, "seed": s,
+                                "final_mse": 0.01 * points + 0.001 * s,
+                                "cosine": [0.5] * points})
+    table = experiments.write_depth_report(results, tmp_path, "a test")
+    lines = table.splitlines()
+    assert lines[0].startswith("| layer(s) below the last trained by | 1 decoupling point |")
+    assert lines[2] == ("| backprop (true gradients, one process) | 0.0020 (0.0010-0.0030) [3] "
+                        "| (no decoupling) | (no decoupling) |")
+    cdni = next(line for line in lines if line.startswith("| synthetic, cDNI |"))
+    assert "0.0110 (0.0100-0.0120) [3], cos 0.50" in cdni
+    assert "0.0310 (0.0300-0.0320) [3], cos 0.50" in cdni
+    frozen = next(line for line in lines if line.startswith("| frozen (no bprop) |"))
+    assert "cos" not in frozen
+    assert (tmp_path / "depth.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert table in (tmp_path / "report.md").read_text()
