@@ -189,6 +189,88 @@ def markdown(results, preset, machine):
     return "\n".join(lines)
 
 
+# --- The chain: K stages as processes against one process, and a width sweep (--chain). -------
+
+CHAIN_SPLITS = (1, 2, 3)                      # 4 stages, 3 boundaries
+CHAIN_SWEEP = ((32, 10), (128, 50), (512, 100))   # (width, minibatch)
+CHAIN_LEVELS = (0.1, 0.05, 0.03)
+
+
+def first_time_below(points, level):
+    """The first seconds at which (seconds, mse) points reach mse <= level, or None."""
+    return next((s for s, m in points if m <= level), None)
+
+
+def bench_chain(out_dir, width, batch_size, seconds, count, env):
+    """2-W-W-W-W-1 with minibatches of batch_size: backprop in this process, then as a chain of
+    4 stages (7 processes). Examples per second per stage, CPU per process, times to levels."""
+    import chain
+    sizes = (2, width, width, width, width, 1)
+    data = out_dir / "data"
+    rows = launch.train_backprop(launch.BackpropConfig(
+        data, seconds, sizes=sizes, optimizer="adam", learning_rate=0.005,
+        batch_size=batch_size, decay=1.0, eval_every=max(2_000, 20 * batch_size)))[1]
+    one = {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
+           "final_mse": rows[-1]["heldout_mse"],
+           "times": {str(level): first_time_below([(r["seconds"], r["heldout_mse"])
+                                                   for r in rows], level)
+                     for level in CHAIN_LEVELS}}
+    run = out_dir / f"chain-w{width}"
+    config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=CHAIN_SPLITS, count=count,
+                               duration=seconds, data_dir=data, batch_size=batch_size)
+    final = chain.run_chain(config, env)
+    result = chain.evaluate(run, chain.stage_sizes(sizes, CHAIN_SPLITS), cosine_points=500)
+    streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
+    per_stage = {"stage1": streamed["examples"] / streamed["seconds"]}
+    for k in range(2, len(CHAIN_SPLITS) + 2):
+        status = final[f"stage{k}"]
+        per_stage[f"stage{k}"] = status["examples_trained"] / status["uptime_s"]
+    points = [(r["seconds"], r["heldout_mse"]) for r in result["ticks"]]
+    return {"width": width, "batch_size": batch_size, "one_process": one,
+            "chain": {"examples_per_s": per_stage, "slowest_stage": min(per_stage.values()),
+                      "cpu_cores": {name: (None if s is None else s / seconds)
+                                    for name, s in final["cpu_s"].items()},
+                      "final_mse": result["final_mse"],
+                      "times": {str(level): first_time_below(points, level)
+                                for level in CHAIN_LEVELS}}}
+
+
+def chain_markdown(results, machine):
+    lines = [f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
+             f"backprop of the same network in one process; {machine}.", "",
+             "| width, minibatch | one process: examples/s | chain: examples/s per stage "
+             "(1, 2, 3, 4) | chain: slowest stage / one process | chain: cores used (sum) | "
+             "held-out MSE at the end: one / chain | seconds to MSE 0.1: one / chain |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        one, ch = r["one_process"], r["chain"]
+        stages = ", ".join(f"{v:,.0f}" for v in ch["examples_per_s"].values())
+        cores = sum(c for c in ch["cpu_cores"].values() if c is not None)
+        lines.append(f"| {r['width']}, {r['batch_size']} | {one['examples_per_s']:,.0f} | "
+                     f"{stages} | {ch['slowest_stage'] / one['examples_per_s']:.2f}x | "
+                     f"{cores:.2f} | {one['final_mse']:.4f} / {ch['final_mse']:.4f} | "
+                     f"{fmt(one['times']['0.1'], '.0f')} / {fmt(ch['times']['0.1'], '.0f')} |")
+    return "\n".join(lines)
+
+
+def main_chain(args, seconds):
+    out_dir = launch.new_run_dir(args.run_dir, "bench-chain-")
+    env = launch.child_env()
+    machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
+               f"{np.__version__}, 20,000 examples, {seconds} s per run")
+    print(f"bench.py: chain: {machine}; writing into {out_dir}", flush=True)
+    launch.generate_data(out_dir / "data", 20_000, 0, env, plot=False)
+    results = []
+    for width, batch_size in CHAIN_SWEEP:
+        print(f"bench.py: chain: width {width}, minibatch {batch_size}", flush=True)
+        results.append(bench_chain(out_dir, width, batch_size, seconds, 20_000, env))
+    (out_dir / "bench-chain.json").write_text(json.dumps(results, indent=2))
+    table = chain_markdown(results, machine)
+    (out_dir / "bench-chain.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Measure plain backprop against the decoupled "
                                             "system (remote and local synthetic gradients).")
@@ -198,6 +280,9 @@ def parse_args(argv):
                              "minutes in all)")
     preset.add_argument("--full", action="store_true",
                         help=f"{PRESETS['full']['seconds']} s per training run (the default)")
+    p.add_argument("--chain", action="store_true",
+                   help="instead: a 4-stage chain of 2-W-W-W-W-1 against one process, for "
+                        "widths 32, 128 and 512 (with --quick, 20 s per run; else 45 s)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where bench.md, bench.json and the runs go (default: a new "
                         "runs/bench-<date-time> next to this file)")
@@ -206,6 +291,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.chain:
+        return main_chain(args, 20 if args.quick else 45)
     preset = "quick" if args.quick else "full"
     count, seconds = PRESETS[preset]["count"], PRESETS[preset]["seconds"]
     out_dir = launch.new_run_dir(args.run_dir, "bench-")

@@ -36,6 +36,7 @@ chain.py only launches and evaluates; the stages learn exactly as they do alone.
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -70,6 +71,7 @@ class ChainConfig:
     update: str = "synthetic"              # every stage below the last: or "frozen", "random"
     conditioned: bool = True               # every boundary model sees the target too (cDNI)
     data_dir: Path | None = None           # x.npy, y.npy (None: run_dir/data)
+    batch_size: int = 10                   # every stage's minibatch
 
 
 def stage_sizes(sizes, splits):
@@ -110,7 +112,7 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
             below_oracle, "--max-examples", config.count, "--seed", config.seed + 10 * k,
             "--progress-dir", run / "progress" / f"stage{k}", "--snapshot-interval",
             config.snapshot_interval, "--wire", config.wire, "--report-every", 0,
-            "--metrics", run / "metrics" / f"stage{k}.jsonl"]
+            "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size]
     if next_url is None:
         return launch.script_argv("train_output.py", *argv)
     return launch.script_argv("train_middle.py", *argv, "--above-oracle-url", above_oracle,
@@ -125,13 +127,24 @@ def input_stage_argv(config, width, oracle_url, next_url):
         oracle_url, "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
         "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
         "--wire", config.wire, "--update", config.update, "--duration", config.duration,
-        "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1)
+        "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1,
+        "--batch-size", config.batch_size)
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a running process has used (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_chain(config, env=None):
     """Start the boundary oracles, then the stages from the top down, stream for
     config.duration seconds while printing status lines and saving each boundary model's weights
-    at every snapshot tick; stop everything. Returns the last GET /status of each server."""
+    at every snapshot tick; stop everything. Returns the last GET /status of each server, and
+    under "cpu_s" the CPU seconds each process used (stage 1's up to its last status line)."""
     env = launch.child_env() if env is None else env
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     (run / "metrics").mkdir(parents=True, exist_ok=True)
@@ -162,7 +175,7 @@ def run_chain(config, env=None):
             first = subprocess.Popen(argv, cwd=launch.HERE, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
             try:
-                watch(config, first, clients, boundary_clients, layout)
+                cpu = watch(config, first, clients, boundary_clients, layout)
             finally:
                 if first.poll() is None:
                     first.send_signal(signal.SIGTERM)
@@ -170,8 +183,11 @@ def run_chain(config, env=None):
         if first.returncode != 0:
             raise SystemExit(f"chain: stage 1 failed (exit code {first.returncode}); see "
                              f"{run / 'stage1.log'}")
+        cpu |= {proc.name.replace(" oracle", "").replace(" ", ""): cpu_seconds(proc.popen.pid)
+                for proc in procs}
         return {f"stage{k}": c.status() for k, c in clients.items()} | \
-            {f"boundary{b}": c.status() for b, c in enumerate(boundary_clients, start=1)}
+            {f"boundary{b}": c.status() for b, c in enumerate(boundary_clients, start=1)} | \
+            {"cpu_s": cpu}
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -180,8 +196,9 @@ def run_chain(config, env=None):
 def watch(config, first, clients, boundary_clients, layout):
     """Until stage 1 exits: a status line every status_every seconds, and each boundary
     model's weights saved at every snapshot tick (0.3 s after it, when the stages' snapshots
-    are written), so the synthetic gradients can be measured against the true ones later."""
-    start, last_status = time.monotonic(), -np.inf
+    are written), so the synthetic gradients can be measured against the true ones later.
+    Returns {"stage1": its CPU seconds at the last look}."""
+    start, last_status, cpu = time.monotonic(), -np.inf, None
     interval = config.snapshot_interval
     next_tick = (int(time.time() // interval) + 1) * interval
     metrics = config.run_dir / "metrics" / "stage1.jsonl"
@@ -194,7 +211,9 @@ def watch(config, first, clients, boundary_clients, layout):
             last_status = time.monotonic()
             print(chain_status_line(last_status - start, metrics, clients, boundary_clients),
                   flush=True)
+        cpu = cpu_seconds(first.pid) or cpu
         time.sleep(0.05)
+    return {"stage1": cpu}
 
 
 def save_boundary_weights(run, boundary_clients, layout, tick):
@@ -388,6 +407,12 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
+    p.add_argument("--evaluate", type=Path, default=None, metavar="RUN",
+                   help="run nothing: measure and draw a chain run already in RUN (e.g. one "
+                        "run by hand on several machines, its stages' snapshots gathered into "
+                        "RUN/progress/stage<k>, boundary models into RUN/progress/boundary<b>, "
+                        "stage 1's metrics into RUN/metrics/stage1.jsonl), with --sizes and "
+                        "--splits as it ran")
     args = p.parse_args(argv)
     try:
         check_layout(args.sizes, args.splits)
@@ -412,8 +437,28 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def report(run, layout):
+    """chain.json and chain.png for a finished run; prints the summary line."""
+    result = evaluate(run, layout)
+    (run / "chain.json").write_text(json.dumps(result, indent=1))
+    draw(result, run / "chain.png")
+    last = result["ticks"][-1] if result["ticks"] else {"cosine": []}
+    print(f"chain: held-out MSE {result['initial_mse']:.4f} untrained -> "
+          f"{result['final_mse']:.4f} at the end (predicting the mean: "
+          f"{result['mean_predictor_mse']:.3f}); cosine(synthetic, true) at the last tick, per "
+          f"boundary: {', '.join(launch.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
+    print(f"chain: chain.json and chain.png in {run}", flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    layout = stage_sizes(args.sizes, args.splits)
+    if args.evaluate is not None:
+        try:
+            report(args.evaluate, layout)
+        except ValueError as e:                     # a snapshot missing or of the wrong shape
+            raise SystemExit(f"chain.py: cannot evaluate {args.evaluate}: {e}") from None
+        return 0
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     run = launch.new_run_dir(args.run_dir, prefix="chain-")
@@ -428,16 +473,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"chain: interrupted; every process it started is stopped ({run})", flush=True)
         return 130
-    layout = stage_sizes(args.sizes, args.splits)
-    result = evaluate(run, layout)
-    (run / "chain.json").write_text(json.dumps(result, indent=1))
-    draw(result, run / "chain.png")
-    last = result["ticks"][-1] if result["ticks"] else {"cosine": []}
-    print(f"chain: held-out MSE {result['initial_mse']:.4f} untrained -> "
-          f"{result['final_mse']:.4f} at the end (predicting the mean: "
-          f"{result['mean_predictor_mse']:.3f}); cosine(synthetic, true) at the last tick, per "
-          f"boundary: {', '.join(launch.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
-    print(f"chain: chain.json and chain.png in {run}", flush=True)
+    report(run, layout)
     return 0
 
 

@@ -187,7 +187,9 @@ def test_true_gradient_matches_finite_differences():
         assert true[0, j] == pytest.approx((loss[0] - loss[1]) / (2 * eps), rel=1e-5, abs=1e-9)
 
 
-def test_evaluate_reads_a_recorded_chain(tmp_path):
+def record_chain(tmp_path):
+    """A chain run folder as run_chain leaves it: 3 stages of 2-4-4-3-1, ticks 1000 and 1002,
+    boundary 2's model at 1002; returns (layout, networks by label, the model)."""
     rng = np.random.default_rng(5)
     layout = [(2, 4), (4, 4), (4, 3, 1)]
     nets = {label: sgd.make_network(rng, (2, 4, 4, 3, 1)) for label in
@@ -204,6 +206,11 @@ def test_evaluate_reads_a_recorded_chain(tmp_path):
     (tmp_path / "metrics" / "stage1.jsonl").write_text(json.dumps({"time": 999.5}) + "\n")
     (tmp_path / "metrics" / "stage3.jsonl").write_text(
         json.dumps({"time": 1001.5, "staleness_s": 0.25}) + "\n")
+    return layout, nets, model
+
+
+def test_evaluate_reads_a_recorded_chain(tmp_path):
+    layout, nets, model = record_chain(tmp_path)
     result = chain.evaluate(tmp_path, layout, heldout=300, cosine_points=50)
     x, y = generate.heldout(300)
     assert [r["seconds"] for r in result["ticks"]] == [0.5, 2.5]
@@ -217,6 +224,17 @@ def test_evaluate_reads_a_recorded_chain(tmp_path):
     assert result["staleness"] == {"boundary1": [], "boundary2": [(2.0, 0.25)]}
     chain.draw(result, tmp_path / "chain.png")
     assert (tmp_path / "chain.png").stat().st_size > 10_000
+
+
+def test_evaluate_mode_draws_a_finished_run_and_refuses_a_wrong_layout(tmp_path, capsys):
+    record_chain(tmp_path)
+    assert chain.main(["--sizes", "2-4-4-3-1", "--splits", "1,2", "--evaluate",
+                       str(tmp_path)]) == 0
+    assert "held-out MSE" in capsys.readouterr().out
+    assert json.loads((tmp_path / "chain.json").read_text())["layout"] == [[2, 4], [4, 4],
+                                                                         [4, 3, 1]]
+    with pytest.raises(SystemExit, match="cannot evaluate"):
+        chain.main(["--sizes", "2-4-5-3-1", "--splits", "1,2", "--evaluate", str(tmp_path)])
 
 
 def test_mean_cosine_counts_a_zero_row_as_zero():
@@ -234,7 +252,9 @@ def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
     launch_env = chain.launch.child_env()
     chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     final = chain.run_chain(config, launch_env)
-    assert set(final) == {"stage2", "stage3", "boundary1", "boundary2"}
+    assert set(final) == {"stage2", "stage3", "boundary1", "boundary2", "cpu_s"}
+    assert set(final["cpu_s"]) == {"stage1", "stage2", "stage3", "boundary1", "boundary2"}
+    assert all(s > 0 for s in final["cpu_s"].values()), final["cpu_s"]
     assert final["stage2"]["role"] == "middle_stage" and final["boundary1"]["role"] == "oracle"
     assert final["boundary1"]["examples_held"] > 0                  # stage 2 taught boundary 1
     result = chain.evaluate(run, chain.stage_sizes(config.sizes, config.splits),
