@@ -275,10 +275,11 @@ def serve(server, name, on_stop=None):
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     try:
-        server.run()
+        server.run()                      # returns on Ctrl-C or SIGTERM (waitress catches it)
     except KeyboardInterrupt:
-        log.info("%s: stopping", name)
+        pass
     finally:
+        log.info("%s: stopping", name)
         server.close()
         if on_stop is not None:
             on_stop()

@@ -66,3 +66,26 @@ def test_run_backprop_gives_the_figures_of_a_short_in_process_run(tmp_path):
     assert r["examples_per_s"] > 0 and r["wall_s"] >= r["seconds"]
     assert r["time_to"] == bench.time_to_levels(r["curve"])
     assert (tmp_path / "sgd_py.jsonl").is_file()
+
+
+def test_first_time_below_finds_the_first_point_at_or_under_a_level():
+    points = [(0.0, 0.5), (2.0, 0.2), (4.0, 0.09), (6.0, 0.12), (8.0, 0.04)]
+    assert bench.first_time_below(points, 0.1) == 4.0
+    assert bench.first_time_below(points, 0.04) == 8.0
+    assert bench.first_time_below(points, 0.01) is None
+
+
+def test_the_chain_table_compares_the_slowest_stage_with_one_process():
+    results = [{"width": 32, "batch_size": 10,
+                "one_process": {"examples_per_s": 100_000.0, "final_mse": 0.002,
+                                "times": {"0.1": 1.5, "0.05": 3.0, "0.03": None}},
+                "chain": {"examples_per_s": {"stage1": 60_000.0, "stage2": 50_000.0,
+                                             "stage3": 40_000.0, "stage4": 45_000.0},
+                          "slowest_stage": 40_000.0,
+                          "cpu_cores": {"stage1": 0.5, "stage2": 0.25, "boundary1": None},
+                          "final_mse": 0.04, "times": {"0.1": 30.0, "0.05": None,
+                                                       "0.03": None}}}]
+    table = bench.chain_markdown(results, "2 cores")
+    assert ("| 32, 10 | 100,000 | 60,000, 50,000, 40,000, 45,000 | 0.40x | 0.75 | "
+            "0.0020 / 0.0400 | 2 / 30 |") in table
+    assert "2 cores" in table.splitlines()[0]
