@@ -228,6 +228,8 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
     points = [(r["seconds"], r["heldout_mse"]) for r in result["ticks"]]
     return {"width": width, "batch_size": batch_size, "one_process": one,
             "chain": {"examples_per_s": per_stage, "slowest_stage": min(per_stage.values()),
+                      # CPU seconds over each process's life (start-up too) per second of
+                      # streaming: on 2 cores a sum over 2 means start-up work
                       "cpu_cores": {name: (None if s is None else s / seconds)
                                     for name, s in final["cpu_s"].items()},
                       "final_mse": result["final_mse"],
@@ -239,7 +241,8 @@ def chain_markdown(results, machine):
     lines = [f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
              f"backprop of the same network in one process; {machine}.", "",
              "| width, minibatch | one process: examples/s | chain: examples/s per stage "
-             "(1, 2, 3, 4) | chain: slowest stage / one process | chain: cores used (sum) | "
+             "(1, 2, 3, 4) | chain: slowest stage / one process | chain: CPU s per streaming "
+             "s, all processes | "
              "held-out MSE at the end: one / chain | seconds to MSE 0.1: one / chain |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
