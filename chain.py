@@ -3,7 +3,8 @@
 Run it (the README's "Deeper decoupling" says more):
 
     python chain.py                                           # 2-24-12-1 in 2 stages: the demo's
-    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3    # 4 stages, 3 boundaries, 60 s
+    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --learning-rate 0.001
+                                                              # 4 stages, 3 boundaries, 60 s
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --update frozen   # a control
     python chain.py --help
 
@@ -72,6 +73,7 @@ class ChainConfig:
     conditioned: bool = True               # every boundary model sees the target too (cDNI)
     data_dir: Path | None = None           # x.npy, y.npy (None: run_dir/data)
     batch_size: int = 10                   # every stage's minibatch
+    learning_rate: float = 0.005           # every stage's (Adam), the scripts' default
 
 
 def stage_sizes(sizes, splits):
@@ -112,7 +114,8 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
             below_oracle, "--max-examples", config.count, "--seed", config.seed + 10 * k,
             "--progress-dir", run / "progress" / f"stage{k}", "--snapshot-interval",
             config.snapshot_interval, "--wire", config.wire, "--report-every", 0,
-            "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size]
+            "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size,
+            "--learning-rate", config.learning_rate]
     if next_url is None:
         return launch.script_argv("train_output.py", *argv)
     return launch.script_argv("train_middle.py", *argv, "--above-oracle-url", above_oracle,
@@ -128,7 +131,7 @@ def input_stage_argv(config, width, oracle_url, next_url):
         "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
         "--wire", config.wire, "--update", config.update, "--duration", config.duration,
         "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1,
-        "--batch-size", config.batch_size)
+        "--batch-size", config.batch_size, "--learning-rate", config.learning_rate)
 
 
 def cpu_seconds(pid):
@@ -404,6 +407,8 @@ def parse_args(argv):
                         "random are the controls)")
     p.add_argument("--no-conditioned", dest="conditioned", action="store_false",
                    help="boundary models see h only (DNI), not h and the target (cDNI)")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate,
+                   help="every stage's Adam learning rate (default %(default)s, the scripts')")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
@@ -420,6 +425,8 @@ def parse_args(argv):
         p.error(str(e))
     if not args.duration > 0:
         p.error(f"--duration must be positive (got {args.duration:g})")
+    if not args.learning_rate > 0:
+        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
     if args.count < 1000:
         p.error(f"--count must be at least 1000 (got {args.count})")
     return args
@@ -464,7 +471,7 @@ def main(argv=None):
     run = launch.new_run_dir(args.run_dir, prefix="chain-")
     config = ChainConfig(run_dir=run, sizes=args.sizes, splits=args.splits, count=args.count,
                          duration=args.duration, seed=args.seed, update=args.update,
-                         conditioned=args.conditioned)
+                         conditioned=args.conditioned, learning_rate=args.learning_rate)
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
     env = launch.child_env()
     try:

@@ -48,6 +48,9 @@ def test_the_two_stage_chain_is_the_three_scripts(tmp_path):
     assert first[1].endswith("train_input.py") and first[first.index("--width") + 1] == "24"
     middle = chain.server_stage_argv(config, 2, (32, 32), "http://o1", "http://o2", "http://s3")
     assert middle[1].endswith("train_middle.py")
+    for argv in (last, first, middle):                           # one optimizer setting for all
+        assert argv[argv.index("--learning-rate") + 1] == "0.005"
+        assert argv[argv.index("--batch-size") + 1] == "10"
     assert middle[middle.index("--above-oracle-url") + 1] == "http://o2"
 
 
