@@ -28,6 +28,7 @@ import pytest
 import generate
 import launch
 import netns
+import sgd
 import snapshots
 import synthgrad
 
@@ -170,3 +171,70 @@ def test_three_hosts_learn_across_a_virtual_network_and_refuse_requests_without_
     # Cleanup, checked here as well as at teardown: nothing of the network is left.
     assert network.destroy() == []
     assert not any(ns.startswith(network.prefix) for ns in netns.ip("netns", "list").stdout.split())
+
+
+CHAIN_HOSTS = ("boundary1", "boundary2", "stage1", "stage2", "stage3")
+CHAIN_SECONDS = 15
+
+
+@pytest.fixture
+def chain_network():
+    """Five hosts for a three-stage chain: two boundary oracles and three stages."""
+    try:
+        net = netns.Network.create(CHAIN_HOSTS)
+    except netns.Unavailable as e:
+        pytest.skip(f"network namespaces unavailable: {e}")
+    try:
+        yield net
+    finally:
+        problems = net.destroy()
+        assert problems == [], problems
+
+
+def test_a_three_stage_chain_learns_across_five_hosts_with_the_token(chain_network, data_dir,
+                                                                     tmp_path):
+    """2-16-16-1 cut after layers 1 and 2: stage 1 (train_input.py), stage 2
+    (train_middle.py), stage 3 (train_output.py) and the two boundary oracles, each on its own
+    host; the middle stage refuses a request without the token across the network."""
+    import chain
+    net, token = chain_network, secrets.token_hex(16)
+    url = {host: f"http://{net.address(host)}:5000" for host in CHAIN_HOSTS}
+    hosts = Hosts(net, tmp_path, token)
+    run = tmp_path / "run"
+    common = ["--max-examples", COUNT, "--snapshot-interval", 2]
+    try:
+        for b in (1, 2):
+            proc = hosts.start(f"boundary{b}", "oracle.py", "--host", net.address(f"boundary{b}"),
+                               "--port", 5000, "--width", 16, "--max-examples", COUNT,
+                               *ORACLE_ARGS)
+            assert proc.wait_url(60) == url[f"boundary{b}"], hosts.log(f"boundary{b}")
+        stage3 = hosts.start("stage3", "train_output.py", "--host", net.address("stage3"),
+                             "--port", 5000, "--sizes", "16-1", "--oracle-url", url["boundary2"],
+                             "--progress-dir", run / "progress" / "stage3", *common)
+        assert stage3.wait_url(60) == url["stage3"], hosts.log("stage3")
+        stage2 = hosts.start("stage2", "train_middle.py", "--host", net.address("stage2"),
+                             "--port", 5000, "--sizes", "16-16", "--oracle-url", url["boundary1"],
+                             "--above-oracle-url", url["boundary2"], "--next-url", url["stage3"],
+                             "--progress-dir", run / "progress" / "stage2", *common)
+        assert stage2.wait_url(60) == url["stage2"], hosts.log("stage2")
+        first = hosts.start("stage1", "train_input.py", "--data-dir", data_dir, "--width", 16,
+                            "--oracle-url", url["boundary1"], "--output-url", url["stage2"],
+                            "--progress-dir", run / "progress" / "stage1",
+                            "--snapshot-interval", 2, "--duration", CHAIN_SECONDS)
+        refused = net.http_status("stage1", url["stage2"] + synthgrad.STATUS)
+        allowed = net.http_status("stage1", url["stage2"] + synthgrad.STATUS, token)
+        assert first.popen.wait(CHAIN_SECONDS + 60) == 0, hosts.log("stage1")
+    finally:
+        codes = hosts.stop()
+    assert (refused, allowed) == ("401", "200")
+    assert set(codes.values()) == {0}, codes
+    layout = chain.stage_sizes((2, 16, 16, 1), (1, 2))
+    x, y = generate.heldout(5_000)
+    initial = sgd.mse(chain.load_chain(run, layout, "initial"), x, y)
+    final = sgd.mse(chain.load_chain(run, layout, "final"), x, y)
+    print(f"\nchain across five hosts: held-out MSE {initial:.4f} -> {final:.4f}")
+    assert final < 0.5 * initial
+    assert len(chain.chain_ticks(run, layout)) >= 3
+    logs = "".join(hosts.log(host) for host in CHAIN_HOSTS)
+    assert "Traceback" not in logs and token not in logs
+    assert net.destroy() == []
