@@ -289,9 +289,10 @@ DEPTH_VARIANTS = (("synthetic, cDNI", "synthetic", True), ("synthetic, DNI", "sy
 DEPTH_BACKPROP = "backprop (true gradients, one process)"
 
 
-def run_depth(out_dir, seeds, seconds, count, env):
+def run_depth(out_dir, seeds, seconds, count, env, learning_rate=SETTINGS["learning_rate"]):
     """Every DEPTH_VARIANT at every number of decoupling points as a chain of real processes,
-    and backprop of the same network in one process, per seed: [result dicts]."""
+    and backprop of the same network in one process (every layer of every method at
+    learning_rate), per seed: [result dicts]."""
     results = []
     for seed in seeds:
         data = out_dir / f"data-seed{seed}"
@@ -300,7 +301,7 @@ def run_depth(out_dir, seeds, seconds, count, env):
         print(f"experiments.py: depth: {DEPTH_BACKPROP}, seed {seed}", flush=True)
         _, rows = launch.train_backprop(launch.BackpropConfig(
             data_dir=data, seconds=seconds, sizes=DEEP, optimizer=SETTINGS["optimizer"],
-            learning_rate=SETTINGS["learning_rate"], batch_size=SETTINGS["batch_size"],
+            learning_rate=learning_rate, batch_size=SETTINGS["batch_size"],
             decay=1.0, seed=seed, eval_every=20_000))
         results.append({"config": DEPTH_BACKPROP, "points": 0, "seed": seed,
                         "final_mse": rows[-1]["heldout_mse"], "cosine": []})
@@ -311,7 +312,8 @@ def run_depth(out_dir, seeds, seconds, count, env):
                       f"{seed}", flush=True)
                 config = chain.ChainConfig(run_dir=run, sizes=DEEP, splits=splits, count=count,
                                            duration=seconds, seed=seed, update=update,
-                                           conditioned=conditioned, data_dir=data)
+                                           conditioned=conditioned, data_dir=data,
+                                           learning_rate=learning_rate)
                 chain.run_chain(config, env)
                 r = chain.evaluate(run, chain.stage_sizes(DEEP, splits))
                 last = r["ticks"][-1]["cosine"] if r["ticks"] else []
@@ -398,12 +400,17 @@ def parse_args(argv):
                              "with 1, 2 and 3 decoupling points, cDNI, DNI, frozen and random "
                              f"against backprop, {DEPTH_SEEDS} seeds, {DEPTH_SECONDS} s a run "
                              "(~40 minutes)")
+    p.add_argument("--learning-rate", type=float, default=SETTINGS["learning_rate"],
+                   help="with --depth: every layer's Adam learning rate, every method "
+                        "(default %(default)s)")
     p.add_argument("--count", type=int, default=launch.DecoupledConfig.count,
                    help="training examples per data set (default 20,000, as demo.py)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where the runs and the report go (default: a new "
                         "runs/experiments-<date-time> next to this file)")
     args = p.parse_args(argv)
+    if not args.learning_rate > 0:
+        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
     if args.count < 1000:
         p.error("--count must be at least 1000")
     return args
@@ -414,12 +421,13 @@ DEPTH_SEEDS, DEPTH_SECONDS = 3, 45
 
 def main_depth(args):
     out_dir = launch.new_run_dir(args.run_dir, "depth-")
-    print(f"experiments.py: depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, settings "
-          f"{SETTINGS}, into {out_dir}", flush=True)
+    print(f"experiments.py: depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, learning rate "
+          f"{args.learning_rate}, into {out_dir}", flush=True)
     results = run_depth(out_dir, range(DEPTH_SEEDS), DEPTH_SECONDS, args.count,
-                        launch.child_env())
+                        launch.child_env(), args.learning_rate)
     print(write_depth_report(results, out_dir, f"experiments.py --depth: {'-'.join(map(str, DEEP))}"
-                             f", {DEPTH_SECONDS} s per run, {args.count:,} examples"))
+                             f", {DEPTH_SECONDS} s per run, Adam at {args.learning_rate}, "
+                             f"{args.count:,} examples"))
     print(f"experiments.py: report in {out_dir / 'report.md'}", flush=True)
     return 0
 
