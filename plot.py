@@ -1,12 +1,8 @@
 """Pictures of what the trainers learned: fitted surfaces, held-out MSE and oracle quality.
 
-Run it on a run folder written by demo.py, or on a progress folder of weight snapshots:
-
-    python plot.py --run-dir runs/20240101-120000              # pictures into RUN/plots
-    python plot.py --run-dir runs/20240101-120000 --out-dir /tmp/pictures
-    python plot.py --progress-dir progress                     # pictures go beside the weights
-    python plot.py --progress-dir progress --out-dir plots/run1
-    python plot.py --help
+    python plot.py                                             # the newest run, whichever
+    python plot.py --run-dir runs/20240101-120000              # demo.py's: into RUN/plots
+    python plot.py --progress-dir progress/20240101-120000     # by hand: beside the weights
 
 Progress folder. For every tick T at which both trainers saved their layers (layer1_T.npz and
 layers23_T.npz, see snapshots.py) it puts the 2-24-12-1 network back together and writes
@@ -39,10 +35,8 @@ initial network, and
                            the oracle's synthetic gradients are to the true ones, and its loss
     evolution.gif          the decoupled network's surface at each tick, 4 frames a second
 
-Every surface is drawn by generate.py's draw_surface (panels side by side, one colorbar) or
-draw_surface_with_colorbar (the GIF's frames), on the target's colour scale, so the same colour
-is the same height in every picture.
-This file only draws: reading the snapshots and metrics and measuring the composed networks'
+Every surface is drawn on the target's colour scale (generate.py), so the same colour is the
+same height in every picture. This file only draws: reading snapshots and metrics and measuring
 held-out MSE is snapshots.py's work, and nothing here trains.
 """
 
@@ -453,21 +447,10 @@ def control_result(run_dir, name, label, x_test, y_test):
     if not folder.is_dir():
         return None
     try:
-        rows, networks, _ = snapshots.measure_progress(folder / "progress", x_test, y_test)
+        rows, result, layers = snapshots.measure_run(folder, x_test, y_test)
     except NothingToRead as e:
         say_skipped(f"the {label}", e)
         return None
-    start = snapshots.streaming_start(folder)
-    for r in rows:
-        if r["seconds"] is not None and start is not None:
-            r["seconds"] = round(r["seconds"] - start, 3)
-    end = snapshots.decoupled_final(rows, networks)
-    if end is None:
-        return None
-    row, layers = end
-    examples = last_finite(snapshots.read_metrics(folder / "metrics" / "train_input.jsonl"),
-                           "examples")
-    result = (row["mse"], row["seconds"] if start is not None else None, examples)
     return rows, result, (final_title(label, *result[:2]), predictor(layers), None)
 
 

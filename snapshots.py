@@ -325,6 +325,24 @@ def decoupled_final(rows, networks):
     return (ends[0], networks[ends[0]["label"]]) if ends else None
 
 
+def measure_run(folder, x_test, y_test):
+    """A decoupled run folder (progress/, metrics/train_input.jsonl) at its end: its rows
+    (measure_progress's, seconds since the input trainer began streaming), (held-out MSE,
+    seconds or None, examples streamed or None) of its final network, and that network.
+    NothingToRead if it holds no readable snapshots."""
+    folder = Path(folder)
+    rows, networks, _ = measure_progress(folder / "progress", x_test, y_test)
+    start = streaming_start(folder)
+    for r in rows:
+        if r["seconds"] is not None and start is not None:
+            r["seconds"] = round(r["seconds"] - start, 3)
+    row, layers = decoupled_final(rows, networks) or (None, None)
+    if row is None:
+        raise NothingToRead(f"no final network or snapshot tick in {folder / 'progress'}")
+    examples = last_finite(read_metrics(folder / "metrics" / "train_input.jsonl"), "examples")
+    return rows, (row["mse"], row["seconds"] if start is not None else None, examples), layers
+
+
 def load_backprop(run_dir):
     """The plain-backprop baseline's final network (3 layers of sgd.make_network) from
     RUN/backprop/final.npz; NothingToRead if it is missing or unreadable."""

@@ -52,12 +52,12 @@ def data_dir(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def network():
-    """The virtual network, removed at teardown whatever the test did; the test also checks
-    the removal itself by calling destroy() (a second call finds nothing to do)."""
+def virtual_network(hosts):
+    """A virtual network of `hosts`, removed at teardown whatever the test did (the tests also
+    check the removal themselves by calling destroy(); a second call finds nothing to do);
+    skipped, with the reason, where namespaces cannot be made."""
     try:
-        net = netns.Network.create(HOSTS)
+        net = netns.Network.create(hosts)
     except netns.Unavailable as e:
         pytest.skip(f"network namespaces unavailable: {e}")
     try:
@@ -65,6 +65,11 @@ def network():
     finally:
         problems = net.destroy()
         assert problems == [], problems
+
+
+@pytest.fixture
+def network():
+    yield from virtual_network(HOSTS)
 
 
 class Hosts:
@@ -180,15 +185,7 @@ CHAIN_SECONDS = 15
 @pytest.fixture
 def chain_network():
     """Five hosts for a three-stage chain: two boundary oracles and three stages."""
-    try:
-        net = netns.Network.create(CHAIN_HOSTS)
-    except netns.Unavailable as e:
-        pytest.skip(f"network namespaces unavailable: {e}")
-    try:
-        yield net
-    finally:
-        problems = net.destroy()
-        assert problems == [], problems
+    yield from virtual_network(CHAIN_HOSTS)
 
 
 def test_a_three_stage_chain_learns_across_five_hosts_with_the_token(chain_network, data_dir,
