@@ -34,6 +34,7 @@ random's all below frozen's, and three processes within 1.25x of one process at 
 import argparse
 import dataclasses
 import json
+import signal
 import statistics
 import sys
 import textwrap
@@ -432,8 +433,16 @@ def main_depth(args):
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # Ctrl-C and SIGTERM unwind through the launchers, which stop every process they started
+    # (even when a shell started this in the background with SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.depth:
         return main_depth(args)
     preset = "quick" if args.quick else "full"
