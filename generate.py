@@ -67,6 +67,11 @@ def heldout(count=20_000, seed=HELDOUT_SEED):
     return generate(count, seed)
 
 
+def fmt(value, spec=".3g"):
+    """A number for a table or a status line; "-" for None (not measured)."""
+    return "-" if value is None else format(value, spec)
+
+
 def settings_line(options):
     """{name: value} (e.g. vars(args)) as "name value, ..." for a script's start-up line, with
     names as typed on the command line and paths as plain text."""

@@ -42,6 +42,7 @@ import optimizers
 import sgd
 import snapshots
 import synthgrad
+from generate import fmt
 
 HERE = Path(__file__).resolve().parent
 LISTENING = re.compile(r"listening on (http://\S+)")
@@ -198,11 +199,6 @@ def generate_data(out_dir, count, seed, env, plot=True):
 
 
 # --- Watching a run. ---------------------------------------------------------------------------
-
-def fmt(value, spec=".3g"):
-    """A number for a table or a status line; "-" for None (not measured)."""
-    return "-" if value is None else format(value, spec)
-
 
 def status_line(elapsed, oracle, output, inp):
     """One line: what each process holds and has done (servers' GET /status, the input

@@ -178,8 +178,8 @@ def run_server(args, create_app, script):
     snapshots.MetricsLog(args.metrics, state.role).every(args.metrics_interval, state.metrics,
                                                          state.stop)
     if args.report_every > 0:
-        every(args.report_every, lambda: log.info("%s", status_line(state.status())),
-              state.stop)
+        snapshots.every(args.report_every, lambda: log.info("%s", status_line(state.status())),
+                        state.stop, "status-lines")
 
     def on_stop():
         state.stop_training()
@@ -189,31 +189,19 @@ def run_server(args, create_app, script):
     return 0
 
 
-def every(interval, call, stop):
-    """call() every `interval` seconds on a daemon thread until the event `stop` is set."""
-    def loop():
-        while not stop.wait(interval):
-            call()
-    threading.Thread(target=loop, daemon=True, name="status-lines").start()
-
-
 def status_line(status):
     """A server's GET /status as one short line: what it holds and has done, and for the oracle
     how good its synthetic gradients are."""
     parts = [f"{status.get('examples_held', 0):,} examples held",
              f"{status.get('training_passes', 0):,} training passes",
-             f"training MSE {fmt(status.get('last_train_mse'))}"]
+             f"training MSE {generate.fmt(status.get('last_train_mse'), '.4f')}"]
     quality = status.get("synthetic_gradient_quality")
     if quality is not None:
-        parts.append(f"cosine(synthetic, true) {fmt(quality.get('cosine_similarity'), '.2f')}")
+        parts.append("cosine(synthetic, true) "
+                     f"{generate.fmt(quality.get('cosine_similarity'), '.2f')}")
     if status.get("diverged"):
         parts.append("DIVERGED: training stopped")
     return ", ".join(parts)
-
-
-def fmt(value, spec=".4f"):
-    """A number for a status line; "-" for None (not measured yet)."""
-    return "-" if value is None else format(value, spec)
 
 
 def listen(host, port, script, max_body_bytes, threads=4):

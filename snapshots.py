@@ -378,11 +378,16 @@ class MetricsLog:
 
     def every(self, interval, figures, stop):
         """Write figures() every `interval` seconds from a daemon thread until stop is set."""
-        def loop():
-            while not stop.wait(interval):
-                self.write(**figures())
         if self.path is not None:
-            threading.Thread(target=loop, name=f"metrics-{self.stage}", daemon=True).start()
+            every(interval, lambda: self.write(**figures()), stop, f"metrics-{self.stage}")
+
+
+def every(interval, call, stop, name="every"):
+    """call() every `interval` seconds on a daemon thread until the event `stop` is set."""
+    def loop():
+        while not stop.wait(interval):
+            call()
+    threading.Thread(target=loop, name=name, daemon=True).start()
 
 
 def read_metrics(path):
