@@ -267,7 +267,7 @@ def serve(server, name, on_stop=None):
     except KeyboardInterrupt:
         pass
     finally:
-        log.info("%s: stopping", name)
+        log.info("stopping")
         server.close()
         if on_stop is not None:
             on_stop()
