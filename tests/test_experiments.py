@@ -131,3 +131,13 @@ def test_the_depth_report_tabulates_every_variant_at_every_depth(tmp_path):
     assert (tmp_path / "depth.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert table in (tmp_path / "report.md").read_text()
+
+
+def test_the_depth_learning_rate_defaults_to_the_measured_one_and_needs_depth(capsys):
+    assert experiments.parse_args(["--depth"]).learning_rate == experiments.DEPTH_LEARNING_RATE
+    assert experiments.parse_args(["--depth", "--learning-rate", "0.005"]).learning_rate == 0.005
+    for argv, message in [(["--learning-rate", "0.002"], "--learning-rate is for --depth only"),
+                          (["--depth", "--learning-rate", "0"], "must be positive (got 0)")]:
+        with pytest.raises(SystemExit):
+            experiments.parse_args(argv)
+        assert message in capsys.readouterr().err
