@@ -6,6 +6,9 @@ bench.json in its run folder:
     python bench.py --quick        # about 2.5 minutes
     python bench.py                # the full one: five 120 s training runs plus start-up
     python bench.py --help
+    python bench.py --chain        # a 4-stage chain against one process, widths 32-512 (~10 min)
+    python bench.py --chain-parts  # each part of such a chain on one core, and a chain with
+                                   # stage 2 pinned to a core of its own (~6 minutes)
 
 What it measures, one thing after another so each has the machine to itself:
 1. the protocol: JSON encode + decode per example, batched and in the original per-example form;
@@ -25,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -274,6 +278,136 @@ def main_chain(args, seconds):
     return 0
 
 
+def run_chain_speed(env, out, *options):
+    """chain_speed.py's results, run with env into the JSON file out."""
+    subprocess.run(launch.script_argv("chain_speed.py", "--out", out, *options), env=env,
+                   check=True, cwd=launch.HERE)
+    return json.loads(out.read_text())
+
+
+def chain_parts_markdown(rows, two_threads, machine):
+    """The table of chain_speed.py's rows; two_threads: {(width, minibatch): one process's µs
+    per example with OpenBLAS free to use every core}."""
+    lines = [f"CPU µs per example of each part of a 4-stage chain of 2-W-W-W-W-1 (cut after "
+             f"layers 1, 2, 3), each on one core (one BLAS thread), messages included; "
+             f"{machine}.", "",
+             "| width, minibatch | one process | one process, BLAS on every core (wall clock) | "
+             "stage 1 | "
+             "stages 2, 3 | stage 4 | message of 500 rows, per row | slowest stage | "
+             "speed-up with a core per process |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["stage_us"]
+        both = two_threads.get((r["width"], r["batch_size"]))
+        lines.append(f"| {r['width']}, {r['batch_size']} | {r['one_process_us']:.1f} | "
+                     f"{fmt(both, '.1f')} | {s['stage1']:.1f} | {s['stage2']:.1f} | "
+                     f"{s['stage4']:.1f} | {r['message_us']:.1f} | "
+                     f"{r['slowest_stage_us']:.1f} | {r['speed_up']:.2f}x |")
+    return "\n".join(lines)
+
+
+def crossover(rows):
+    """{minibatch: the smallest width whose modelled speed-up is above 1 and stays above 1 at
+    every larger width measured, or None}."""
+    found = {}
+    for batch_size in sorted({r["batch_size"] for r in rows}):
+        ups = sorted((r["width"], r["speed_up"]) for r in rows if r["batch_size"] == batch_size)
+        above = [w for k, (w, _) in enumerate(ups) if all(u > 1 for _, u in ups[k:])]
+        found[batch_size] = above[0] if above else None
+    return found
+
+
+PINNED = ((32, 10), (128, 100), (256, 100), (512, 100))   # (width, minibatch), pinned chains
+
+
+def pin_to(cpus):
+    """on_start for chain.run_chain: every thread of the process on these CPUs (Linux)."""
+    def pin(name, pid):
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                os.sched_setaffinity(int(task.name), cpus(name))
+            except (OSError, ValueError):            # the thread already ended
+                pass
+    return pin
+
+
+def trained_per_s(metrics_path):
+    """Examples a server stage trained per second over the second half of its metrics lines."""
+    rows = snapshots.read_metrics(metrics_path)
+    rows = rows[len(rows) // 2:]
+    return ((rows[-1]["examples_trained"] - rows[0]["examples_trained"]) /
+            (rows[-1]["time"] - rows[0]["time"]))
+
+
+def bench_pinned(out_dir, width, batch_size, seconds, env):
+    """A real 4-stage chain of 2-W-W-W-W-1 with stage 2 alone on CPU 1 and the other six
+    processes on CPU 0: how fast a middle stage trains with a core of its own."""
+    import chain
+    run = out_dir / f"pinned-w{width}-b{batch_size}"
+    config = chain.ChainConfig(run_dir=run, sizes=(2, width, width, width, width, 1),
+                               splits=CHAIN_SPLITS, count=20_000, duration=seconds,
+                               data_dir=out_dir / "data", batch_size=batch_size)
+    chain.run_chain(config, env, on_start=pin_to(lambda name: {1} if name == "stage 2"
+                                                 else {0}))
+    return trained_per_s(run / "metrics" / "stage2.jsonl")
+
+
+def pinned_markdown(pinned, rows):
+    by = {(r["width"], r["batch_size"]): r for r in rows}
+    lines = ["A real 4-stage chain, stage 2 alone on one core, the six other processes on the "
+             "other (one BLAS thread each):", "",
+             "| width, minibatch | stage 2 with a core of its own, measured: examples/s | "
+             "stage 2 from the parts: examples/s | one process on one core: examples/s | "
+             "measured stage 2 / one process |", "|---|---|---|---|---|"]
+    for (width, batch_size), rate in pinned.items():
+        r = by[(width, batch_size)]
+        one = 1e6 / r["one_process_us"]
+        lines.append(f"| {width}, {batch_size} | {rate:,.0f} | "
+                     f"{1e6 / r['stage_us']['stage2']:,.0f} | {one:,.0f} | {rate / one:.2f}x |")
+    return "\n".join(lines)
+
+
+def main_chain_parts(args):
+    """Time each part of a 4-stage chain on one core (chain_speed.py, one BLAS thread), and one
+    process's backprop again with OpenBLAS free to use every core."""
+    out_dir = launch.new_run_dir(args.run_dir, "bench-chain-parts-")
+    machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
+               f"{np.__version__}")
+    print(f"bench.py: chain parts: {machine}; writing into {out_dir}", flush=True)
+    one_thread = {**launch.child_env(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    rows = run_chain_speed(one_thread, out_dir / "one-blas-thread.json")["rows"]
+    widths = ",".join(str(w) for w in sorted({r["width"] for r in rows}))
+    sizes = ",".join(str(b) for b in sorted({r["batch_size"] for r in rows}))
+    print("bench.py: chain parts: one process again, OpenBLAS on every core", flush=True)
+    free = run_chain_speed(launch.child_env(), out_dir / "blas-on-every-core.json",
+                           "--one-process", "--widths", widths, "--batch-sizes", sizes)["rows"]
+    two_threads = {(r["width"], r["batch_size"]): r["one_process_us"] for r in free}
+    table = chain_parts_markdown(rows, two_threads, machine)
+    found = crossover(rows)
+    table += "\n\n" + "; ".join(
+        f"minibatch {b}: " + ("no crossover at the widths measured" if w is None else
+                              f"faster than one process from width {w} on")
+        for b, w in found.items()) + " (with 7 cores: 4 stages and 3 oracles)"
+    pinned = {}
+    if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
+        launch.generate_data(out_dir / "data", 20_000, 0, one_thread, plot=False)
+        for width, batch_size in PINNED:
+            print(f"bench.py: chain parts: a pinned chain, width {width}, minibatch "
+                  f"{batch_size}", flush=True)
+            pinned[(width, batch_size)] = bench_pinned(out_dir, width, batch_size, 30,
+                                                       one_thread)
+        table += "\n\n" + pinned_markdown(pinned, rows)
+    else:
+        table += "\n\n(no pinned chain: it needs 2 cores and Linux's sched_setaffinity)"
+    (out_dir / "bench-chain-parts.json").write_text(json.dumps(
+        {"machine": machine, "one_blas_thread": rows, "blas_on_every_core": free,
+         "pinned_stage2_examples_per_s": {f"{w},{b}": v for (w, b), v in pinned.items()}},
+        indent=2))
+    (out_dir / "bench-chain-parts.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Measure plain backprop against the decoupled "
                                             "system (remote and local synthetic gradients).")
@@ -286,6 +420,11 @@ def parse_args(argv):
     p.add_argument("--chain", action="store_true",
                    help="instead: a 4-stage chain of 2-W-W-W-W-1 against one process, for "
                         "widths 32, 128 and 512 (with --quick, 20 s per run; else 45 s)")
+    p.add_argument("--chain-parts", action="store_true",
+                   help="instead: the CPU time of each part of a 4-stage chain on one core "
+                        "(chain_speed.py), the speed-up a core per process would give, for "
+                        "widths 32-1024 and minibatches 10 and 100, and real chains with stage "
+                        "2 pinned to a core of its own (~6 minutes)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where bench.md, bench.json and the runs go (default: a new "
                         "runs/bench-<date-time> next to this file)")
@@ -294,6 +433,10 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.chain_parts and args.chain:
+        raise SystemExit("bench.py: give --chain or --chain-parts, not both")
+    if args.chain_parts:
+        return main_chain_parts(args)
     if args.chain:
         return main_chain(args, 20 if args.quick else 45)
     preset = "quick" if args.quick else "full"

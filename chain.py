@@ -143,12 +143,15 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_chain(config, env=None):
+def run_chain(config, env=None, on_start=None):
     """Start the boundary oracles, then the stages from the top down, stream for
     config.duration seconds while printing status lines and saving each boundary model's weights
     at every snapshot tick; stop everything. Returns the last GET /status of each server, and
-    under "cpu_s" the CPU seconds each process used (stage 1's up to its last status line)."""
+    under "cpu_s" the CPU seconds each process used (stage 1's up to its last status line).
+    on_start(name, pid), if given, is called as each process starts ("boundary 1 oracle",
+    "stage 4", ..., "stage 1"): bench.py pins processes to cores with it."""
     env = launch.child_env() if env is None else env
+    started = on_start or (lambda name, pid: None)
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     (run / "metrics").mkdir(parents=True, exist_ok=True)
     procs, oracles, stages = [], [], {}
@@ -157,6 +160,7 @@ def run_chain(config, env=None):
             proc = launch.Process(f"boundary {b} oracle", oracle_argv(config, b, width),
                                   run / f"boundary{b}.log", env)
             procs.append(proc)
+            started(proc.name, proc.popen.pid)
             oracles.append(proc.wait_url(STATUS_WAIT))
         K = len(layout)
         next_url = None
@@ -165,6 +169,7 @@ def run_chain(config, env=None):
             argv = server_stage_argv(config, k, layout[k - 1], oracles[k - 2], above, next_url)
             proc = launch.Process(f"stage {k}", argv, run / f"stage{k}.log", env)
             procs.append(proc)
+            started(proc.name, proc.popen.pid)
             next_url = stages[k] = proc.wait_url(STATUS_WAIT)
         clients = {k: synthgrad.OutputTrainerClient(url) for k, url in stages.items()}
         boundary_clients = [synthgrad.OracleClient(url) for url in oracles]
@@ -177,6 +182,7 @@ def run_chain(config, env=None):
         with open(run / "stage1.log", "w") as log:
             first = subprocess.Popen(argv, cwd=launch.HERE, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
+            started("stage 1", first.pid)
             try:
                 cpu = watch(config, first, clients, boundary_clients, layout)
             finally:

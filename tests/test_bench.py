@@ -3,7 +3,13 @@
 Run: .venv/bin/pytest -q tests/test_bench.py
 """
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 import bench
 import generate
@@ -89,3 +95,52 @@ def test_the_chain_table_compares_the_slowest_stage_with_one_process():
     assert ("| 32, 10 | 100,000 | 60,000, 50,000, 40,000, 45,000 | 0.40x | 0.75 | "
             "0.0020 / 0.0400 | 2 / 30 |") in table
     assert "2 cores" in table.splitlines()[0]
+
+
+def parts_row(width, batch_size, speed_up):
+    return {"width": width, "batch_size": batch_size, "speed_up": speed_up,
+            "one_process_us": 10.0 * speed_up, "slowest_stage_us": 10.0, "message_us": 2.0,
+            "stage_us": {"stage1": 3.0, "stage2": 10.0, "stage3": 10.0, "stage4": 8.0}}
+
+
+def test_the_crossover_is_the_smallest_width_from_which_the_chain_stays_ahead():
+    rows = [parts_row(32, 10, 1.1), parts_row(64, 10, 0.9), parts_row(128, 10, 1.5),
+            parts_row(256, 10, 2.0), parts_row(32, 100, 0.5), parts_row(64, 100, 0.8)]
+    # 32 is ahead but 64 falls back: the chain stays ahead only from 128 on
+    assert bench.crossover(rows) == {10: 128, 100: None}
+
+
+def test_the_parts_table_has_a_row_per_width_and_minibatch():
+    rows = [parts_row(32, 10, 0.5), parts_row(512, 100, 2.5)]
+    table = bench.chain_parts_markdown(rows, {(512, 100): 12.5}, "2 cores")
+    assert "| 32, 10 | 5.0 | - | 3.0 | 10.0 | 8.0 | 2.0 | 10.0 | 0.50x |" in table
+    assert "| 512, 100 | 25.0 | 12.5 | 3.0 | 10.0 | 8.0 | 2.0 | 10.0 | 2.50x |" in table
+    assert "2 cores" in table.splitlines()[0]
+
+
+def test_pin_to_puts_every_thread_of_a_process_on_the_cpus_given(tmp_path):
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no sched_setaffinity on this system")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        names = []
+        bench.pin_to(lambda name: names.append(name) or {0})("stage 2", child.pid)
+        assert names and set(names) == {"stage 2"}
+        assert os.sched_getaffinity(child.pid) == {0}
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_stage_trains_at_the_slope_of_its_later_metrics_lines(tmp_path):
+    path = tmp_path / "stage2.jsonl"
+    rows = [{"time": 100.0 + t, "examples_trained": n} for t, n in
+            [(0, 0), (2, 100), (4, 5_000), (6, 9_000), (8, 13_000)]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert bench.trained_per_s(path) == (13_000 - 5_000) / 4      # the second half only
+
+
+def test_the_pinned_table_sets_the_measured_stage_beside_the_model_and_one_process():
+    rows = [parts_row(512, 100, 2.0)]                 # one process 20 µs, stage 2 10 µs
+    table = bench.pinned_markdown({(512, 100): 80_000.0}, rows)
+    assert "| 512, 100 | 80,000 | 100,000 | 50,000 | 1.60x |" in table

@@ -254,7 +254,11 @@ def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
                                duration=12, snapshot_interval=2)
     launch_env = chain.launch.child_env()
     chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
-    final = chain.run_chain(config, launch_env)
+    started = {}
+    final = chain.run_chain(config, launch_env, on_start=started.__setitem__)
+    assert set(started) == {"boundary 1 oracle", "boundary 2 oracle", "stage 3", "stage 2",
+                            "stage 1"}                           # each told once, by name
+    assert len(set(started.values())) == 5                       # with its own pid
     assert set(final) == {"stage2", "stage3", "boundary1", "boundary2", "cpu_s"}
     assert set(final["cpu_s"]) == {"stage1", "stage2", "stage3", "boundary1", "boundary2"}
     assert all(s > 0 for s in final["cpu_s"].values()), final["cpu_s"]

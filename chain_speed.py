@@ -1,0 +1,207 @@
+"""What a chain of stages could gain with a core per process, from the parts of its work.
+
+`bench.py --chain` runs real chains, but on this project's 2-core machine 7 processes share two
+cores, so it cannot show what a chain does when each stage has a core of its own. This measures,
+one thing after another in one process on one core (OpenBLAS held to one thread), the CPU time
+per example of every part of a 4-stage chain of 2-W-W-W-W-1 (cut after layers 1, 2, 3), with
+the project's own code:
+
+    one process    train_output.OutputTrainer.train_chunk on the whole network: backprop
+    stage 1        train_input.py's step: layer 1 forward, the synthetic gradient from a copy
+                   of the boundary model, backprop, an Adam step (without the hand-off)
+    stages 2, 3    train_middle.MiddleTrainer.train_chunk: forward, synthetic gradient,
+                   backprop, step
+    stage 4        train_output.OutputTrainer.train_chunk on the last two layers
+    a message      POST /training_example of 500 rows (i, h, y) in the binary form, from an
+                   OutputTrainerClient to a real train_output app served by waitress in this
+                   process: encoding, HTTP and decoding, both ends' CPU together
+
+A stage's time per example is its training plus every message it sends or receives, each
+charged in full to both ends (an overestimate): stage 1 sends one of width W; a middle stage
+receives one, sends one up and sends its gradients down (rows (i, h, gradient, y), timed as a
+message of width 2W); stage 4 receives one and sends its gradients down. With a core per
+process the chain trains at the rate of its slowest stage, so
+
+    speed-up = (one process's time per example) / (the slowest stage's)
+
+This is a model built from measured parts, not a measured chain: it leaves out the GIL, waiting
+and the operating system's scheduling, and the boundary models' own training (each oracle
+trains flat out on a core of its own, which decides how fresh the synthetic gradients are, not
+how fast the stages go). Run by bench.py --chain-parts, which starts it with one BLAS thread
+and prints the table:
+
+    python chain_speed.py --widths 32,512 --batch-sizes 10 --out parts.json
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import optimizers
+import serving
+import sgd
+import synthgrad
+import train_middle
+import train_output
+
+CHUNK = synthgrad.MAX_CHUNK                 # rows per training chunk and per message
+SECONDS = 1.0                               # seconds of calls behind each median
+
+
+def per_example_us(f, rows, least=3, clock=time.process_time):
+    """Median microseconds per row of f() (which handles `rows` rows), over calls made for
+    about SECONDS (at least `least`). The clock: by default the CPU time of every thread of
+    this process."""
+    f()                                                        # warm up
+    times, t_end = [], clock() + SECONDS
+    while len(times) < least or clock() < t_end:
+        t0 = clock()
+        f()
+        times.append(clock() - t0)
+    return 1e6 * float(np.median(times)) / rows
+
+
+def boundary_model(width, rng, hidden=12):
+    """Weights of a conditioned synthetic-gradient model of the oracle's default shape: (h, y)
+    -> 12 sigmoid -> width, as GET /weights gives them."""
+    return [rng.standard_normal((width + 1, hidden)), rng.standard_normal(hidden),
+            rng.standard_normal((hidden, width)), rng.standard_normal(width)]
+
+
+def trainer(cls, sizes, batch_size, folder, **extra):
+    return cls(sizes=sizes, batch_size=batch_size, max_examples=CHUNK, progress_dir=folder,
+               send_gradients=False, **extra)
+
+
+def time_one_process(width, batch_size, folder, clock=time.process_time):
+    """µs per example (CPU time, or clock's) of backprop of the whole network in one process."""
+    rng = np.random.default_rng(0)
+    x2, y = rng.random((CHUNK, 2)), rng.random(CHUNK)
+    one = trainer(train_output.OutputTrainer, (2, width, width, width, width, 1), batch_size,
+                  folder)
+    try:
+        return per_example_us(lambda: one.train_chunk(x2, y), CHUNK, clock=clock)
+    finally:
+        one.close()
+
+
+def time_training(width, batch_size, folder):
+    """CPU µs per example of each stage's training, and of one process training it all."""
+    result = {"one_process": time_one_process(width, batch_size, folder)}
+    rng = np.random.default_rng(0)
+    x2, xw = rng.random((CHUNK, 2)), rng.random((CHUNK, width))
+    y = rng.random(CHUNK)
+    model = boundary_model(width, rng)
+
+    layer = sgd.Layer(2, width, sgd.Sigmoid, rng)              # stage 1: train_input's step
+    adam = optimizers.make("adam", [layer], 0.005)
+
+    def stage1():
+        for k in range(0, CHUNK, batch_size):
+            rows = slice(k, k + batch_size)
+            h = layer.feed_forward(x2[rows])
+            g = synthgrad.model_forward(model, np.column_stack([h, y[rows]]))
+            layer.backprop(g)
+            adam.step()
+    result["stage1"] = per_example_us(stage1, CHUNK)
+
+    middle = trainer(train_middle.MiddleTrainer, (width, width), batch_size, folder,
+                     above_oracle_url="http://127.0.0.1:9", next_url="http://127.0.0.1:9")
+    middle.above.weights, middle.above.conditioned = model, True
+    result["middle_stage"] = per_example_us(lambda: middle.train_chunk(xw, y), CHUNK)
+    last = trainer(train_output.OutputTrainer, (width, width, 1), batch_size, folder)
+    result["stage4"] = per_example_us(lambda: last.train_chunk(xw, y), CHUNK)
+    for t in (middle, last):
+        t.close()
+    return result
+
+
+def time_message(width, folder):
+    """CPU µs per example of one POST /training_example of CHUNK rows of width `width`: the
+    client's encoding and HTTP, waitress and Flask, the decoding and storing, all in this
+    process (so process time counts both ends)."""
+    server, hand_over = serving.listen("127.0.0.1", 0, "chain_speed.py",
+                                       synthgrad.MAX_BODY_BYTES)
+    app = train_output.create_app(dict(sizes=(width, 1), max_examples=CHUNK, progress_dir=folder,
+                                       send_gradients=False, wire="binary"))
+    hand_over(app)
+
+    def serve_until_closed():
+        try:
+            server.run()
+        except OSError:                 # select() on the socket server.close() just closed
+            pass
+    thread = threading.Thread(target=serve_until_closed, daemon=True)
+    thread.start()
+    client = synthgrad.OutputTrainerClient(
+        f"http://127.0.0.1:{server.effective_port}", binary=True)
+    rng = np.random.default_rng(1)
+    i, h, y = np.arange(CHUNK), rng.random((CHUNK, width)), rng.random(CHUNK)
+    try:
+        return per_example_us(lambda: client.send_examples(i, h, y), CHUNK)
+    finally:
+        client.close()
+        server.task_dispatcher.shutdown()    # its threads end first: none writes to a closed fd
+        server.close()
+        thread.join(5)
+        app.config["TRAINER"].close()
+
+
+def measure(width, batch_size):
+    with tempfile.TemporaryDirectory() as folder:
+        train = time_training(width, batch_size, folder)
+        message, gradients = time_message(width, folder), time_message(2 * width, folder)
+    stages = {"stage1": train["stage1"] + message,
+              "stage2": train["middle_stage"] + 2 * message + gradients,
+              "stage3": train["middle_stage"] + 2 * message + gradients,
+              "stage4": train["stage4"] + message + gradients}
+    slowest = max(stages.values())
+    return {"width": width, "batch_size": batch_size, "training_us": train,
+            "message_us": message, "gradient_message_us": gradients, "stage_us": stages,
+            "one_process_us": train["one_process"], "slowest_stage_us": slowest,
+            "speed_up": train["one_process"] / slowest}
+
+
+def parse_list(text):
+    return [int(v) for v in text.split(",")]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="CPU time per example of each part of a 4-stage "
+                                            "chain of 2-W-W-W-W-1, as JSON")
+    p.add_argument("--widths", type=parse_list, default=[32, 64, 128, 256, 512, 1024])
+    p.add_argument("--batch-sizes", type=parse_list, default=[10, 100])
+    p.add_argument("--out", type=Path, required=True, help="where the JSON goes")
+    p.add_argument("--one-process", action="store_true",
+                   help="time only backprop of the whole network in one process, in wall-clock "
+                        "time (CPU time would add up the BLAS threads)")
+    args = p.parse_args(argv)
+    serving.setup_logging("chain_speed")
+    rows = []
+    for batch_size in args.batch_sizes:
+        for width in args.widths:
+            print(f"chain_speed.py: width {width}, minibatch {batch_size}", file=sys.stderr,
+                  flush=True)
+            if args.one_process:
+                with tempfile.TemporaryDirectory() as folder:
+                    rows.append({"width": width, "batch_size": batch_size, "one_process_us":
+                                 time_one_process(width, batch_size, folder,
+                                                  clock=time.perf_counter)})
+            else:
+                rows.append(measure(width, batch_size))
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    clock = "wall clock" if args.one_process else "CPU time"
+    args.out.write_text(json.dumps({"openblas_threads": blas, "clock": clock, "rows": rows},
+                                   indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
