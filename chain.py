@@ -3,8 +3,7 @@
 Run it (the README's "Deeper decoupling" says more):
 
     python chain.py                                           # 2-24-12-1 in 2 stages: the demo's
-    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --learning-rate 0.001
-                                                              # 4 stages, 3 boundaries, 60 s
+    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3   # 4 stages, 3 boundaries, 60 s
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --update frozen   # a control
     python chain.py --help
 
@@ -20,8 +19,8 @@ scripts, speaking the same protocol:
     boundary b      oracle.py --width Wb              learns dL/dh_b from what stage b+1 sends
 
 so K = 2 is exactly the three-process system. All start on free loopback ports with the
-scripts' own defaults (one optimizer everywhere), the first stage trains for --duration seconds,
-then all stop. Into the run folder (default runs/chain-<date-time>) go each process's log and
+scripts' own defaults (one optimizer everywhere; from 4 stages on every stage's Adam at 0.001,
+see --learning-rate), the first stage trains for --duration seconds, then all stop. Into the run folder (default runs/chain-<date-time>) go each process's log and
 metrics, each stage's snapshots (progress/stage<k>/), each boundary model's weights at every
 snapshot tick (progress/boundary<b>/), and
 
@@ -54,6 +53,10 @@ import synthgrad
 import train_output
 
 STATUS_WAIT = 120.0                        # seconds a server may take to start listening
+# The command line's learning rate from DEEP_FROM stages on. Measured (docs/chain.md): at the
+# scripts' 0.005 a 4-stage chain of 2-32-32-32-32-1 stayed at the mean predictor (3 seeds of
+# the depth experiment, and 60 s by hand); at 0.001 it learned. With 2 or 3 stages 0.005 did.
+DEEP_FROM, DEEP_LEARNING_RATE = 4, 0.001
 
 
 @dataclasses.dataclass(frozen=True)
@@ -413,8 +416,11 @@ def parse_args(argv):
                         "random are the controls)")
     p.add_argument("--no-conditioned", dest="conditioned", action="store_false",
                    help="boundary models see h only (DNI), not h and the target (cDNI)")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate,
-                   help="every stage's Adam learning rate (default %(default)s, the scripts')")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help=f"every stage's Adam learning rate (default: the scripts' "
+                        f"{d.learning_rate} for 2 or 3 stages, {DEEP_LEARNING_RATE} from "
+                        f"{DEEP_FROM} stages on, where {d.learning_rate} did not learn in our "
+                        f"measurements)")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
@@ -431,11 +437,17 @@ def parse_args(argv):
         p.error(str(e))
     if not args.duration > 0:
         p.error(f"--duration must be positive (got {args.duration:g})")
+    if args.learning_rate is None:
+        args.learning_rate = default_learning_rate(len(args.splits) + 1)
     if not args.learning_rate > 0:
         p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
     if args.count < 1000:
         p.error(f"--count must be at least 1000 (got {args.count})")
     return args
+
+
+def default_learning_rate(stages):
+    return DEEP_LEARNING_RATE if stages >= DEEP_FROM else ChainConfig.learning_rate
 
 
 def parse_splits(text):

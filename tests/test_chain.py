@@ -39,6 +39,15 @@ def test_bad_layouts_are_refused_with_the_reason(sizes, splits, message):
         chain.check_layout(sizes, splits)
 
 
+def test_the_learning_rate_is_the_scripts_up_to_3_stages_and_the_measured_one_beyond():
+    deep = ["--sizes", "2-32-32-32-32-1"]
+    assert chain.parse_args([]).learning_rate == 0.005                       # the scripts'
+    assert chain.parse_args([*deep, "--splits", "1,2"]).learning_rate == 0.005
+    assert chain.parse_args([*deep, "--splits", "1,2,3"]).learning_rate == 0.001
+    assert chain.parse_args([*deep, "--splits", "1,2,3", "--learning-rate", "0.005"]
+                            ).learning_rate == 0.005                         # given: it wins
+
+
 def test_the_two_stage_chain_is_the_three_scripts(tmp_path):
     config = chain.ChainConfig(run_dir=tmp_path)
     last = chain.server_stage_argv(config, 2, (24, 12, 1), "http://o1")
