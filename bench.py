@@ -8,7 +8,7 @@ bench.json in its run folder:
     python bench.py --help
     python bench.py --chain        # a 4-stage chain against one process, widths 32-512 (~10 min)
     python bench.py --chain-parts  # each part of such a chain on one core, and a chain with
-                                   # stage 2 pinned to a core of its own (~6 minutes)
+                                   # stage 2 pinned to a core of its own (~8 minutes)
 
 What it measures, one thing after another so each has the machine to itself:
 1. the protocol: JSON encode + decode per example, batched and in the original per-example form;
@@ -368,8 +368,9 @@ def pinned_markdown(pinned, rows):
 
 
 def main_chain_parts(args):
-    """Time each part of a 4-stage chain on one core (chain_speed.py, one BLAS thread), and one
-    process's backprop again with OpenBLAS free to use every core."""
+    """Time each part of a 4-stage chain on one core (chain_speed.py, one BLAS thread) and one
+    process's backprop again with OpenBLAS free to use every core; then run real chains with
+    stage 2 pinned to a core of its own. Writes bench-chain-parts.md and .json."""
     out_dir = launch.new_run_dir(args.run_dir, "bench-chain-parts-")
     machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
                f"{np.__version__}")
@@ -424,7 +425,7 @@ def parse_args(argv):
                    help="instead: the CPU time of each part of a 4-stage chain on one core "
                         "(chain_speed.py), the speed-up a core per process would give, for "
                         "widths 32-1024 and minibatches 10 and 100, and real chains with stage "
-                        "2 pinned to a core of its own (~6 minutes)")
+                        "2 pinned to a core of its own (~8 minutes)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where bench.md, bench.json and the runs go (default: a new "
                         "runs/bench-<date-time> next to this file)")
