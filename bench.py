@@ -211,8 +211,9 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
     import chain
     sizes = (2, width, width, width, width, 1)
     data = out_dir / "data"
+    rate = chain.default_learning_rate(len(CHAIN_SPLITS) + 1)     # chain.py's, both sides
     rows = launch.train_backprop(launch.BackpropConfig(
-        data, seconds, sizes=sizes, optimizer="adam", learning_rate=0.005,
+        data, seconds, sizes=sizes, optimizer="adam", learning_rate=rate,
         batch_size=batch_size, decay=1.0, eval_every=max(2_000, 20 * batch_size)))[1]
     one = {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
            "final_mse": rows[-1]["heldout_mse"],
@@ -221,7 +222,8 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
                      for level in CHAIN_LEVELS}}
     run = out_dir / f"chain-w{width}"
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=CHAIN_SPLITS, count=count,
-                               duration=seconds, data_dir=data, batch_size=batch_size)
+                               duration=seconds, data_dir=data, batch_size=batch_size,
+                               learning_rate=rate)
     final = chain.run_chain(config, env)
     result = chain.evaluate(run, chain.stage_sizes(sizes, CHAIN_SPLITS), cosine_points=500)
     streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
@@ -261,10 +263,12 @@ def chain_markdown(results, machine):
 
 
 def main_chain(args, seconds):
+    import chain
     out_dir = launch.new_run_dir(args.run_dir, "bench-chain-")
     env = launch.child_env()
     machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
-               f"{np.__version__}, 20,000 examples, {seconds} s per run")
+               f"{np.__version__}, 20,000 examples, {seconds} s per run, Adam at "
+               f"{chain.default_learning_rate(len(CHAIN_SPLITS) + 1)} for every layer")
     print(f"bench.py: chain: {machine}; writing into {out_dir}", flush=True)
     launch.generate_data(out_dir / "data", 20_000, 0, env, plot=False)
     results = []
