@@ -23,6 +23,7 @@ import launch
 import sgd
 import snapshots
 import synthgrad
+import train_output
 
 COUNT = 5_000          # small data: many passes in a few seconds, so the halves stay in step
 TRAIN_SECONDS = 20
@@ -197,38 +198,43 @@ def restart(run, name, log_suffix):
     return run.start(name, *run.argv[name], "--resume", log_name=f"{name}-{log_suffix}")
 
 
-def test_output_trainer_killed_and_resumed_ends_close_to_an_uninterrupted_run(
-        tmp_path, data_dir):
+def test_output_trainer_killed_and_resumed_carries_on_from_its_checkpoint(tmp_path, data_dir):
+    # Why not "ends close to an uninterrupted run": measured here, three times each, a restart
+    # from scratch ended as well as resumed and uninterrupted runs (0.019-0.035 against
+    # 0.029-0.038 and 0.037-0.046): with Adam at 0.005 layers 2-3 re-learn within the 10 s
+    # left, so the end MSE cannot tell resuming from starting again, and its 20 s runs vary 2x.
+    # So: the resumed process must take up the checkpoint the killed one left (its passes
+    # counter goes on from there; the exact restore of layers, examples and Adam's state is
+    # checked in tests/test_train_output.py), and the system must go on learning.
     import time
+    seen = {}
 
     def kill_output(run, urls):
         time.sleep(8)
         run.procs["output"].popen.kill()                   # SIGKILL: no chance to save
         run.procs["output"].popen.wait()
+        ckpt = np.load(run.folder / "output.ckpt.npz")
+        seen["passes"] = int(ckpt["counters"][train_output.OutputTrainer.COUNTERS.index(
+            "passes")])
         time.sleep(2)
-        restart(run, "output", "resumed").wait_url(120)
+        url = restart(run, "output", "resumed").wait_url(120)
+        seen["status"] = synthgrad.OutputTrainerClient(url).status()
 
-    results = {}
-    for name, kill in (("uninterrupted", None), ("killed", kill_output)):
-        r = Run(tmp_path / name)
-        try:
-            codes, results[name] = run_with_fixed_ports(r, data_dir, 20, kill=kill)
-        finally:
-            r.stop()
-        assert codes["input"] == 0 and codes["oracle"] == 0
-        if kill is not None:
-            assert codes["output"] == -9 and codes["output-resumed"] == 0, codes
-            assert "resumed from" in r.log("output-resumed")
-            assert "Traceback" not in r.log("input")
-    print(f"held-out MSE: uninterrupted {results['uninterrupted']:.4f}, output trainer killed "
-          f"and resumed {results['killed']:.4f}")
-    # Resumed, layers 2-3 carry on from the checkpoint: a restart from scratch would end near
-    # the mean predictor (var(y) = 0.16), ~6x an uninterrupted run's 0.025. The bound is loose
-    # because single 20 s runs with the default settings vary that much: killed and resumed
-    # ended at 0.056 against 0.024 in one full-suite run here and at 0.025 against 0.028 in
-    # the next, so 1.25x, the bound under the earlier SGD defaults, was a coin toss. (No
-    # absolute bound: on a loaded machine both runs end near 0.1.)
-    assert results["killed"] <= 3 * results["uninterrupted"]
+    r = Run(tmp_path / "killed")
+    try:
+        codes, final = run_with_fixed_ports(r, data_dir, 20, kill=kill_output)
+    finally:
+        r.stop()
+    assert codes["input"] == 0 and codes["oracle"] == 0
+    assert codes["output"] == -9 and codes["output-resumed"] == 0, codes
+    assert "Traceback" not in r.log("input")
+    assert seen["passes"] > 0                                    # it had trained and saved
+    assert f"{seen['passes']} passes so far" in r.log("output-resumed")
+    assert seen["status"]["training_passes"] >= seen["passes"]  # counting on, not from 0
+    initial = composed_mse(r.progress, "initial", "initial")
+    print(f"output trainer killed after {seen['passes']} passes and resumed: held-out MSE "
+          f"{initial:.4f} -> {final:.4f}")
+    assert final < 0.5 * initial
 
 
 def test_oracle_killed_and_restarted_the_input_trainer_waits_and_continues(run, data_dir):
