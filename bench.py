@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+import chain
 import generate
 import launch
 import snapshots
@@ -208,7 +209,6 @@ def first_time_below(points, level):
 def bench_chain(out_dir, width, batch_size, seconds, count, env):
     """2-W-W-W-W-1 with minibatches of batch_size: backprop in this process, then as a chain of
     4 stages (7 processes). Examples per second per stage, CPU per process, times to levels."""
-    import chain
     sizes = (2, width, width, width, width, 1)
     data = out_dir / "data"
     rate = chain.default_learning_rate(len(CHAIN_SPLITS) + 1)     # chain.py's, both sides
@@ -263,7 +263,6 @@ def chain_markdown(results, machine):
 
 
 def main_chain(args, seconds):
-    import chain
     out_dir = launch.new_run_dir(args.run_dir, "bench-chain-")
     env = launch.child_env()
     machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
@@ -346,7 +345,6 @@ def trained_per_s(metrics_path):
 def bench_pinned(out_dir, width, batch_size, seconds, env):
     """A real 4-stage chain of 2-W-W-W-W-1 with stage 2 alone on CPU 1 and the other six
     processes on CPU 0: how fast a middle stage trains with a core of its own."""
-    import chain
     run = out_dir / f"pinned-w{width}-b{batch_size}"
     config = chain.ChainConfig(run_dir=run, sizes=(2, width, width, width, width, 1),
                                splits=CHAIN_SPLITS, count=20_000, duration=seconds,

@@ -20,9 +20,10 @@ scripts, speaking the same protocol:
 
 so K = 2 is exactly the three-process system. All start on free loopback ports with the
 scripts' own defaults (one optimizer everywhere; from 4 stages on every stage's Adam at 0.001,
-see --learning-rate), the first stage trains for --duration seconds, then all stop. Into the run folder (default runs/chain-<date-time>) go each process's log and
-metrics, each stage's snapshots (progress/stage<k>/), each boundary model's weights at every
-snapshot tick (progress/boundary<b>/), and
+see --learning-rate), the first stage trains for --duration seconds, then all stop. Into the
+run folder (default runs/chain-<date-time>) go each process's log and metrics, each stage's
+snapshots (progress/stage<k>/), each boundary model's weights at every snapshot tick
+(progress/boundary<b>/), and
 
     chain.json   held-out MSE of the composed network at each tick; per boundary, the cosine
                  between the synthetic gradient (the boundary model at that tick) and the true

@@ -48,6 +48,7 @@ import optimizers
 import serving
 import sgd
 import synthgrad
+import train_input
 import train_middle
 import train_output
 
@@ -102,13 +103,13 @@ def time_training(width, batch_size, folder):
 
     layer = sgd.Layer(2, width, sgd.Sigmoid, rng)              # stage 1: train_input's step
     adam = optimizers.make("adam", [layer], 0.005)
+    local = train_input.LocalSyntheticGradients(None, 1.0, None, width)   # its local mode
+    local.weights, local.conditioned = model, True
 
     def stage1():
         for k in range(0, CHUNK, batch_size):
             rows = slice(k, k + batch_size)
-            h = layer.feed_forward(x2[rows])
-            g = synthgrad.model_forward(model, np.column_stack([h, y[rows]]))
-            layer.backprop(g)
+            layer.backprop(local(layer.feed_forward(x2[rows]), y[rows]))
             adam.step()
     result["stage1"] = per_example_us(stage1, CHUNK)
 
