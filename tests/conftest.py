@@ -98,7 +98,7 @@ def make_output_app(tmp_path, closed_url):
         app = train_output.create_app(config)
         trainer = app.config["TRAINER"]
         trainers.append(trainer)
-        if not keep_real_sender:
+        if not keep_real_sender and trainer.boundary is None:   # --colocated sends nothing
             if trainer.sender is not None:
                 trainer.sender.close(flush_timeout=0)
             trainer.sender = FakeSender()
@@ -109,7 +109,8 @@ def make_output_app(tmp_path, closed_url):
         if isinstance(trainer.sender, sender.Sender):
             trainer.sender.close(flush_timeout=0)     # before stop_training's 5 s flush
         trainer.stop_training()
-        trainer.oracle.close()
+        if trainer.oracle is not None:                # none with --colocated
+            trainer.oracle.close()
 
 
 @pytest.fixture
@@ -136,3 +137,43 @@ def recorded_run(tmp_path):
         snapshots.save_layers(folder / f"layers23_{label}.npz", net[1:], taken_at=taken[label][1])
     snapshots.save_layers(folder / "layer1_1030.npz", sgd.make_network(rng)[:1], taken_at=1030.2)
     return folder, nets
+
+
+# --- A real browser, for live.py's page ----------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium driven by selenium, logging every network request (the performance
+    log); skipped, saying why, where selenium, Chromium or its driver is missing or will not
+    start (`.ci/run` installs them with apt-get where it can)."""
+    import shutil
+    try:
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as e:
+        pytest.skip(f"selenium is not installed ({e}); pip install -r requirements.txt")
+    binary = shutil.which("chromium") or CHROMIUM
+    driver_path = shutil.which("chromedriver") or CHROMEDRIVER
+    for path in (binary, driver_path):
+        if not os.path.exists(path):
+            pytest.skip(f"no {path}: apt-get install chromium chromium-driver (as root)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1400,1700",
+                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    except WebDriverException as e:
+        pytest.skip(f"Chromium would not start: {str(e).splitlines()[0]}")
+    try:
+        yield driver
+    finally:
+        driver.quit()
