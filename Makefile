@@ -3,13 +3,15 @@
 #
 #   make demo    generate data, run the three processes for ~3 minutes, draw the plots
 #   make test    run the test suite
+#   make browser install Chromium and its driver for tests/test_live.py's browser test (as root,
+#                with apt-get; .ci/run does it; without them that one test skips, saying why)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean browser
 
 demo: $(VENV)/installed
 	$(PY) demo.py $(ARGS)
@@ -18,6 +20,17 @@ test: $(VENV)/installed
 	$(PY) -m pytest -q $(ARGS)
 
 venv: $(VENV)/installed
+
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "make browser: $$(command -v chromium) and $$(command -v chromedriver) are there"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null) || \
+		echo "make browser: could not install Chromium; the browser test will skip"; \
+	else \
+		echo "make browser: no Chromium, and no apt-get as root to install it; the browser test will skip"; \
+	fi
 
 $(VENV)/installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
