@@ -18,7 +18,14 @@ scripts, speaking the same protocol:
     stage K         train_output.py --sizes ...-1     owns the loss
     boundary b      oracle.py --width Wb              learns dL/dh_b from what stage b+1 sends
 
-so K = 2 is exactly the three-process system. All start on free loopback ports with the
+so K = 2 is exactly the three-process system. With --colocated there are no oracles: each
+boundary's model is learned inside the stage above it (train_output.py/train_middle.py
+--colocated, from the true gradients it computes; boundary.py) and fetched by the stage below
+from there, so K stages are K processes:
+
+    python chain.py --colocated                                # 2 processes
+    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --colocated   # 4 processes
+ All start on free loopback ports with the
 scripts' own defaults (one optimizer everywhere; from 4 stages on every stage's Adam at 0.001,
 see --learning-rate), the first stage trains for --duration seconds, then all stop. Into the
 run folder (default runs/chain-<date-time>) go each process's log and metrics, each stage's
@@ -78,6 +85,7 @@ class ChainConfig:
     data_dir: Path | None = None           # x.npy, y.npy (None: run_dir/data)
     batch_size: int = 10                   # every stage's minibatch
     learning_rate: float = 0.005           # every stage's (Adam), the scripts' default
+    colocated: bool = False                # boundary models beside the stages: K processes
 
 
 def stage_sizes(sizes, splits):
@@ -96,9 +104,6 @@ def check_layout(sizes, splits):
             max(splits) >= layers:
         raise ValueError(f"splits must be increasing layer counts between 1 and {layers - 1} "
                          f"(got {','.join(map(str, splits))})")
-    if splits[0] != 1:
-        raise ValueError("the first stage is train_input.py, which holds one layer: the first "
-                         "split must be 1")
 
 
 # --- Starting, watching and stopping a chain. ---------------------------------------------------
@@ -112,10 +117,12 @@ def oracle_argv(config, b, width):
 
 
 def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_url=None):
-    """train_output.py (the last stage) or train_middle.py (above_oracle and next_url given)."""
+    """train_output.py (the last stage) or train_middle.py (above_oracle and next_url given).
+    below_oracle None: --colocated, the model of the boundary below is learned in the stage."""
     run = config.run_dir
-    argv = ["--port", 0, "--sizes", train_output.format_sizes(sizes), "--oracle-url",
-            below_oracle, "--max-examples", config.count, "--seed", config.seed + 10 * k,
+    below = ["--colocated"] if below_oracle is None else ["--oracle-url", below_oracle]
+    argv = ["--port", 0, "--sizes", train_output.format_sizes(sizes), *below,
+            "--max-examples", config.count, "--seed", config.seed + 10 * k,
             "--progress-dir", run / "progress" / f"stage{k}", "--snapshot-interval",
             config.snapshot_interval, "--wire", config.wire, "--report-every", 0,
             "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size,
@@ -126,12 +133,17 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
                               "--next-url", next_url, "--update", config.update)
 
 
-def input_stage_argv(config, width, oracle_url, next_url):
+def input_stage_argv(config, sizes, oracle_url, next_url):
+    """train_input.py holding the layers `sizes` (2 -> ... -> h); oracle_url None: --colocated,
+    the model of the boundary above it comes from the next stage."""
     run = config.run_dir
     data = run / "data" if config.data_dir is None else config.data_dir
+    layers = (["--width", sizes[-1]] if len(sizes) == 2 else
+              ["--sizes", train_output.format_sizes(sizes)])
+    model = ["--colocated"] if oracle_url is None else ["--oracle-url", oracle_url]
     return launch.script_argv(
-        "train_input.py", "--data-dir", data, "--width", width, "--oracle-url",
-        oracle_url, "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
+        "train_input.py", "--data-dir", data, *layers, *model,
+        "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
         "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
         "--wire", config.wire, "--update", config.update, "--duration", config.duration,
         "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1,
@@ -153,14 +165,17 @@ def run_chain(config, env=None, on_start=None):
     at every snapshot tick; stop everything. Returns the last GET /status of each server, and
     under "cpu_s" the CPU seconds each process used (stage 1's up to its last status line).
     on_start(name, pid), if given, is called as each process starts ("boundary 1 oracle",
-    "stage 4", ..., "stage 1"): bench.py pins processes to cores with it."""
+    "stage 4", ..., "stage 1"): bench.py pins processes to cores with it. With
+    config.colocated there are no oracles: K processes, each boundary's model learned in the
+    stage above it and fetched from there (GET /weights)."""
     env = launch.child_env() if env is None else env
     started = on_start or (lambda name, pid: None)
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     (run / "metrics").mkdir(parents=True, exist_ok=True)
     procs, oracles, stages = [], [], {}
     try:
-        for b, width in enumerate((s[-1] for s in layout[:-1]), start=1):
+        for b, width in enumerate((s[-1] for s in layout[:-1] if not config.colocated),
+                                  start=1):
             proc = launch.Process(f"boundary {b} oracle", oracle_argv(config, b, width),
                                   run / f"boundary{b}.log", env)
             procs.append(proc)
@@ -169,20 +184,27 @@ def run_chain(config, env=None, on_start=None):
         K = len(layout)
         next_url = None
         for k in range(K, 1, -1):                      # top down: each needs the URL above
-            above = oracles[k - 1] if k < K else None
-            argv = server_stage_argv(config, k, layout[k - 1], oracles[k - 2], above, next_url)
+            if config.colocated:                       # the model above is in the next stage
+                below, above = None, next_url
+            else:
+                below, above = oracles[k - 2], (oracles[k - 1] if k < K else None)
+            argv = server_stage_argv(config, k, layout[k - 1], below, above, next_url)
             proc = launch.Process(f"stage {k}", argv, run / f"stage{k}.log", env)
             procs.append(proc)
             started(proc.name, proc.popen.pid)
             next_url = stages[k] = proc.wait_url(STATUS_WAIT)
         clients = {k: synthgrad.OutputTrainerClient(url) for k, url in stages.items()}
-        boundary_clients = [synthgrad.OracleClient(url) for url in oracles]
+        models = [stages[b + 1] for b in range(1, K)] if config.colocated else oracles
+        boundary_clients = [synthgrad.OracleClient(url) for url in models]
         for client in [*clients.values(), *boundary_clients]:
             client.wait_until_ready()
+        where = ("each learned beside the stage above it" if config.colocated else
+                 "each learned by an oracle")
         print(f"chain: {K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
-              f"{K - 1} boundaries; stage 1 streams for {config.duration:.0f} s (logs in {run})",
-              flush=True)
-        argv = input_stage_argv(config, layout[0][-1], oracles[0], stages[2])
+              f"{K - 1} boundaries ({where}): {len(procs) + 1} processes; stage 1 streams for "
+              f"{config.duration:.0f} s (logs in {run})", flush=True)
+        argv = input_stage_argv(config, layout[0],
+                                None if config.colocated else oracles[0], stages[2])
         with open(run / "stage1.log", "w") as log:
             first = subprocess.Popen(argv, cwd=launch.HERE, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
@@ -407,7 +429,8 @@ def parse_args(argv):
                    help="the network's widths, 2 in, 1 out (default 2-24-12-1)")
     p.add_argument("--splits", type=parse_splits, default=d.splits,
                    help="cut the network after these many layers, e.g. 1,2,3 (default 1: the "
-                        "three-process system; the first must be 1)")
+                        "three-process system); a first split above 1 gives the first stage "
+                        "several layers, e.g. 2 on 2-W-W-W-1 for two stages of equal work")
     p.add_argument("--duration", type=float, default=d.duration,
                    help="seconds the first stage streams (default %(default)g)")
     p.add_argument("--count", type=int, default=d.count,
@@ -415,6 +438,11 @@ def parse_args(argv):
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
                    help="what moves every stage below the last (default synthetic; frozen and "
                         "random are the controls)")
+    p.add_argument("--colocated", action="store_true",
+                   help="learn each boundary's synthetic-gradient model beside the stage above "
+                        "it (from the true gradients that stage computes), not in an oracle.py "
+                        "of its own: K stages are K processes, not 2K - 1 (default: off, "
+                        "oracles, as the three scripts run by default)")
     p.add_argument("--no-conditioned", dest="conditioned", action="store_false",
                    help="boundary models see h only (DNI), not h and the target (cDNI)")
     p.add_argument("--learning-rate", type=float, default=None,
@@ -438,6 +466,9 @@ def parse_args(argv):
         p.error(str(e))
     if not args.duration > 0:
         p.error(f"--duration must be positive (got {args.duration:g})")
+    if args.colocated and not args.conditioned:
+        p.error("--colocated learns the oracle's default model, conditioned on the target "
+                "(cDNI): --no-conditioned needs the oracles")
     if args.learning_rate is None:
         args.learning_rate = default_learning_rate(len(args.splits) + 1)
     if not args.learning_rate > 0:
@@ -490,7 +521,8 @@ def main(argv=None):
     run = launch.new_run_dir(args.run_dir, prefix="chain-")
     config = ChainConfig(run_dir=run, sizes=args.sizes, splits=args.splits, count=args.count,
                          duration=args.duration, seed=args.seed, update=args.update,
-                         conditioned=args.conditioned, learning_rate=args.learning_rate)
+                         conditioned=args.conditioned, learning_rate=args.learning_rate,
+                         colocated=args.colocated)
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
     env = launch.child_env()
     try:

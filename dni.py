@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
+import boundary
 import generate
 import optimizers
 import sgd
@@ -76,80 +77,9 @@ UPDATES = ("synthetic", "backprop", "frozen", "random", "random-synthetic-norm")
 COSINE_WINDOW = 5_000                      # examples the reported cosine is averaged over
 
 
-# --- The synthetic-gradient model, from sgd.Layer. ---------------------------------------------
-
-def dense(n_in, n_out, activation, rng, zero=False):
-    """An sgd.Layer initialised as Keras initialises Dense: w (n_in, n_out) uniform on
-    [-limit, limit] with limit = sqrt(6 / (n_in + n_out)) (Glorot uniform), drawn from rng, and
-    b (n_out,) zero; with zero, w is zero too (and nothing is drawn)."""
-    # sgd.Layer draws standard normals, which Keras does not: a throwaway generator takes that
-    # draw, so the run's rng gives only what Keras would have drawn.
-    layer = sgd.Layer(n_in, n_out, activation, np.random.default_rng(0))
-    limit = math.sqrt(6.0 / (n_in + n_out))
-    layer.w = np.zeros((n_in, n_out)) if zero else rng.uniform(-limit, limit, (n_in, n_out))
-    layer.b = np.zeros(n_out)
-    return layer
-
-
-class SyntheticGradientModel:
-    """M: g_hat (n, 24) from h (n, 24), or from [h, y] (n, 25) when conditioned.
-
-    hidden > 0: Dense(hidden, sigmoid) -> Dense(24, linear); hidden = 0: one linear layer. The
-    same architecture, initialisation and loss as oracle.build_model's Keras model, and the
-    same forward pass as synthgrad.model_forward on weights() (both tested).
-    """
-
-    def __init__(self, rng, hidden=12, conditioned=False, zero_init=True, optimizer="adam",
-                 learning_rate=0.001, width=WIDTH):
-        self.conditioned = conditioned
-        sizes = [width + conditioned] + ([hidden] if hidden else []) + [width]
-        acts = [sgd.Sigmoid] * (len(sizes) - 2) + [sgd.Linear]
-        last = len(sizes) - 2
-        self.layers = [dense(n_in, n_out, act, rng, zero=zero_init and k == last)
-                       for k, (n_in, n_out, act) in enumerate(zip(sizes[:-1], sizes[1:], acts))]
-        self.optimizer = optimizers.make(optimizer, self.layers, learning_rate)
-
-    def inputs(self, h, y):
-        """M's input: h (n, 24), or h and y side by side (n, 25) when conditioned."""
-        return np.column_stack([h, y]) if self.conditioned else h
-
-    def weights(self):
-        """[w1, b1, w2, b2] (or [w, b]): as synthgrad.model_forward and Keras's set_weights take."""
-        return [p for layer in self.layers for p in (layer.w, layer.b)]
-
-    def predict(self, h, y):
-        """g_hat (n, 24) for h (n, 24) and targets y (n,) (used only when conditioned)."""
-        a = self.inputs(h, y)
-        for layer in self.layers:
-            a = layer.output(a)
-        return a
-
-    def backprop(self, h, y, g):
-        """Set every layer's nabla_w, nabla_b to the gradient of Keras's mse loss,
-        L = mean over rows and outputs of (g_hat - g)^2, and return L (nothing moves yet).
-
-        Per row dL/dg_hat = 2 (g_hat - g) / 24; sgd.Layer.backprop averages over the rows.
-        """
-        g_hat = sgd.feed_forward(self.layers, self.inputs(h, y))      # (n, 24)
-        err = g_hat - g                                               # (n, 24)
-        dL_da = 2.0 * err / err.shape[1]
-        for layer in reversed(self.layers):
-            dL_da = layer.backprop(dL_da)
-        return float(np.mean(err * err))
-
-    def learn(self, h, y, g):
-        """One optimizer step of M towards the true gradients g (n, 24); returns the loss before."""
-        loss = self.backprop(h, y, g)
-        self.optimizer.step()
-        return loss
-
-
-def row_cosines(g_hat, g):
-    """Per-row cosine similarity of g_hat and g (n, 24), rows where either is zero left out
-    (they have no direction): as oracle.cosine_and_relative_error measures it."""
-    norm_hat, norm_g = np.linalg.norm(g_hat, axis=1), np.linalg.norm(g, axis=1)
-    both = (norm_hat > 0) & (norm_g > 0)
-    return np.einsum("ij,ij->i", g_hat[both], g[both]) / (norm_hat[both] * norm_g[both])
+# The synthetic-gradient model M and the cosine live in boundary.py, which oracle.py and the
+# co-located stages share.
+SyntheticGradientModel, row_cosines = boundary.SyntheticGradientModel, boundary.row_cosines
 
 
 def random_rows(rng, norms, width=WIDTH):

@@ -23,7 +23,6 @@ the live measure of how good its synthetic gradients are (GET /status).
 """
 
 import argparse
-import collections
 import contextlib
 import logging
 import os
@@ -36,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from flask import Response, request
 
+import boundary
 import serving
 import snapshots
 import synthgrad
@@ -134,30 +134,8 @@ def tensorflow_quietly():
 numpy_forward = synthgrad.model_forward   # the model in numpy, on the published weights
 
 
-def alignment_sums(g_hat, g):
-    """(sum of g_hat . g, sum of |g_hat|^2, sum of |g|^2, sum of |g_hat - g|^2) over all rows.
-
-    Summed over a window they give the aggregate cosine sum(g_hat . g) / sqrt(sum |g_hat|^2
-    sum |g|^2), which weighs each example by its gradient's size as a weight update does, and
-    the fraction of the gradients' energy explained, 1 - sum |g_hat - g|^2 / sum |g|^2.
-    """
-    return np.array([np.sum(g_hat * g), np.sum(g_hat * g_hat), np.sum(g * g),
-                     np.sum((g_hat - g) ** 2)])
-
-
-def cosine_and_relative_error(g_hat, g):
-    """Per-row cosine similarity and relative error |g_hat - g| / |g| of g_hat against g.
-
-    Rows where g (or, for the cosine, g_hat) is all zeros have no direction; they are left out.
-    Returns two 1-D arrays (possibly of different lengths).
-    """
-    norm_g = np.linalg.norm(g, axis=1)
-    norm_hat = np.linalg.norm(g_hat, axis=1)
-    both = (norm_g > 0) & (norm_hat > 0)
-    cos = np.einsum("ij,ij->i", g_hat[both], g[both]) / (norm_hat[both] * norm_g[both])
-    nonzero = norm_g > 0
-    rel = np.linalg.norm(g_hat[nonzero] - g[nonzero], axis=1) / norm_g[nonzero]
-    return cos, rel
+alignment_sums = boundary.alignment_sums
+cosine_and_relative_error = boundary.cosine_and_relative_error
 
 
 class Oracle(serving.TrainingServer):
@@ -179,10 +157,7 @@ class Oracle(serving.TrainingServer):
         self.model = build_model(width + self.conditioned, width, c["hidden"],
                                  c["learning_rate"], c["seed"], c["optimizer"], c["zero_init"])
         self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
-        self.cosines = collections.deque(maxlen=c["quality_window"])
-        self.relative_errors = collections.deque(maxlen=c["quality_window"])
-        self.cosine_sum, self.cosine_count = 0.0, 0            # since the start
-        self.sums = collections.deque(maxlen=max(1, c["quality_window"] // synthgrad.MAX_CHUNK))
+        self.quality = boundary.Quality(c["quality_window"], synthgrad.MAX_CHUNK)
         super().__init__(c)                                    # resumes a checkpoint if asked
 
     # --- the request path -----------------------------------------------------------------
@@ -199,14 +174,8 @@ class Oracle(serving.TrainingServer):
     def receive(self, i, h, g, y=None):
         """Measure the current predictions against true gradients g at h, then keep them."""
         g_hat = self.estimate(h, y)
-        cos, rel = cosine_and_relative_error(g_hat, g)
-        sums = alignment_sums(g_hat, g)
         with self.lock:
-            self.sums.append(sums)
-            self.cosine_sum += float(cos.sum())
-            self.cosine_count += len(cos)
-            self.cosines.extend(cos.tolist())
-            self.relative_errors.extend(rel.tolist())
+            self.quality.add(g_hat, g)
             self.h[i] = h
             self.g[i] = g
             if y is not None:
@@ -228,17 +197,7 @@ class Oracle(serving.TrainingServer):
         "cosine_similarity_since_start"}, where g_hat is what the oracle would have answered
         for h just before the true g arrived (floats, or null before any gradient arrived)."""
         with self.lock:
-            quality = {
-                "window": len(self.cosines),
-                "cosine_similarity": float(np.mean(self.cosines)) if self.cosines else None,
-                "relative_error": (float(np.mean(self.relative_errors))
-                                   if self.relative_errors else None),
-                "cosine_similarity_since_start": (self.cosine_sum / self.cosine_count
-                                                  if self.cosine_count else None),
-            }
-            dot, hat2, true2, err2 = np.sum(self.sums, axis=0) if self.sums else np.zeros(4)
-        quality["aggregate_cosine"] = float(dot / np.sqrt(hat2 * true2)) if hat2 * true2 > 0 else None
-        quality["explained"] = float(1 - err2 / true2) if true2 > 0 else None
+            quality = self.quality.fields()
         return {
             "gradients_received": self.counts["gradients_received"],
             "estimates_served": self.counts["estimates"],
@@ -360,8 +319,8 @@ def create_app(config=None):
 
     @app.get(synthgrad.WEIGHTS)
     def weights():
-        return {"weights": [synthgrad.encode_array(w) for w in oracle.weights],
-                "conditioned": oracle.conditioned, "version": oracle.counts["steps"]}
+        return synthgrad.encode_weights(oracle.weights, oracle.conditioned,
+                                        oracle.counts["steps"])
 
     return app
 

@@ -24,6 +24,7 @@ Endpoints
 | oracle 127.0.0.1:5001           | POST /estimate_gradients | {"activations": list of array (24,)}, or {"activations": array (n, 24)}; optional "y": array (n,) | {"gradients": array (n, 24)} |
 | oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)}; optional "y" (array () per example, or (n,) batched) | {"ok": true, "received": n} |
 | oracle                          | GET /weights         | none                                          | {"weights": [array, ...], "conditioned": bool, "version": int} (below) |
+| output trainer, with --colocated | GET /weights        | none                                          | the same: the model of the boundary below it, learned there |
 | both                            | GET /status          | none                                          | what the server holds and has done (below) |
 
 GET /weights gives the oracle's newest weights, for the *local* mode in which the input trainer
@@ -32,6 +33,9 @@ beside the layer it serves) and only true gradients travel: "weights" is [w1 (n_
 b1 (hidden,), w2 (hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linear model, where
 n_in is 24, or 25 when "conditioned" (the input is then h and y side by side);
 model_forward(weights, inputs) below is the model. "version" counts the oracle's training steps.
+An output trainer (or a chain's middle stage) started with --colocated learns that model
+itself, beside its layers, from the true gradients it computes (boundary.py), and answers GET
+/weights the same way, so the stage below fetches it from there and no oracle is needed.
 
 GET /status answers what the server holds and has done: "role", "uptime_s", "examples_held",
 "training_passes", "last_train_mse", "staleness_s", "diverged", "peak_rss_mb", the request
@@ -314,6 +318,12 @@ def model_forward(weights, inputs):
     w1, b1, w2, b2 = weights
     a1 = 1.0 / (1.0 + np.exp(-(inputs @ w1 + b1)))   # (n, hidden)
     return a1 @ w2 + b2                              # (n, 24)
+
+
+def encode_weights(weights, conditioned, version):
+    """The GET /weights answer for a model's weights [w1, b1, w2, b2] (or [w, b])."""
+    return {"weights": [encode_array(w) for w in weights], "conditioned": bool(conditioned),
+            "version": int(version)}
 
 
 def decode_weights(body, width=HIDDEN_SIZE):

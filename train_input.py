@@ -60,6 +60,7 @@ import serving
 import sgd
 import snapshots
 import synthgrad
+import train_output
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
@@ -125,6 +126,8 @@ class InputConfig:
     oracle_url: str = synthgrad.DEFAULT_ORACLE_URL
     output_url: str = synthgrad.DEFAULT_OUTPUT_TRAINER_URL
     width: int = synthgrad.HIDDEN_SIZE          # layer 1: 2 -> width (a chain's first stage)
+    sizes: tuple | None = None                  # several layers, 2 -> ... -> width (a chain's)
+    colocated: bool = False                     # the model's weights come from output_url
     learning_rate: float = 0.005                # eta for layer 1 (measured; the original's 0.001)
     optimizer: str = "adam"                     # how layer 1 steps: "adam" or "sgd" (original)
     update: str = "synthetic"                   # "synthetic", "frozen" or "random" (--update)
@@ -166,16 +169,22 @@ class InputTrainer:
         self.config = c = config if config is not None else InputConfig()
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.rng = np.random.default_rng(c.seed)                # first the layer, then the order
-        self.layer = sgd.Layer(2, c.width, sgd.Sigmoid, self.rng)   # layer 1: 2 -> 24
-        self.optimizer = optimizers.make(c.optimizer, [self.layer], c.learning_rate)
+        sizes = c.sizes or (2, c.width)
+        self.layers = [sgd.Layer(n_in, n_out, sgd.Sigmoid, self.rng)   # layer 1: 2 -> 24
+                       for n_in, n_out in zip(sizes, sizes[1:])]       # (a chain's: more)
+        self.layer = self.layers[0]
+        self.optimizer = optimizers.make(c.optimizer, self.layers, c.learning_rate)
         self.stop = threading.Event()
         # the two peers: the oracle (synthetic gradients) and the output trainer (layers 2-3)
         binary = c.wire == "binary"
-        self.oracle = synthgrad.OracleClient(c.oracle_url, binary=binary, token=c.token)
+        # --colocated: the stage above learns the model beside its layers and serves it
+        self.oracle = synthgrad.OracleClient(c.output_url if c.colocated else c.oracle_url,
+                                             binary=binary, token=c.token)
         self.output = synthgrad.OutputTrainerClient(c.output_url, binary=binary, token=c.token)
         self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
                                     max_pending=max(len(x), 1), linger=sender.SENDER_LINGER)
-        self.local = (LocalSyntheticGradients(self.oracle, c.refresh_every, self.stop, c.width)
+        self.local = (LocalSyntheticGradients(self.oracle, c.refresh_every, self.stop,
+                                              sizes[-1])
                       if c.mode == "local" and c.update != "frozen" else None)
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
@@ -189,20 +198,29 @@ class InputTrainer:
         if c.resume:
             self.resume(c.checkpoint)
 
+    @staticmethod
+    def layer_keys(k):
+        """A layer's checkpoint names: "w", "b" for layer 1, "w<k>", "b<k>" for any after it."""
+        return ("w", "b") if k == 0 else (f"w{k}", f"b{k}")
+
     def save_checkpoint(self, path):
-        """Layer 1, the optimizer's state and the counters (a resumed run starts a new pass over
-        the data)."""
+        """The layers, the optimizer's state and the counters (a resumed run starts a new pass
+        over the data)."""
+        arrays = {key: a for k, layer in enumerate(self.layers)
+                  for key, a in zip(self.layer_keys(k), (layer.w, layer.b))}
         snapshots.save_checkpoint(path, {
-            "w": self.layer.w, "b": self.layer.b,
-            "counters": np.array([getattr(self, name) for name in self.COUNTERS]),
+            **arrays, "counters": np.array([getattr(self, name) for name in self.COUNTERS]),
             **optimizers.checkpoint_arrays(self.optimizer)})
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        a = snapshots.load_checkpoint(path, {"w": self.layer.w.shape, "b": self.layer.b.shape,
-                                             "counters": (len(self.COUNTERS),)})
+        shapes = {key: a.shape for k, layer in enumerate(self.layers)
+                  for key, a in zip(self.layer_keys(k), (layer.w, layer.b))}
+        a = snapshots.load_checkpoint(path, {**shapes, "counters": (len(self.COUNTERS),)})
         state = optimizers.state_from_checkpoint(path, a, self.optimizer)
-        self.layer.w, self.layer.b = a["w"].astype(np.float64), a["b"].astype(np.float64)
+        for k, layer in enumerate(self.layers):
+            w, b = self.layer_keys(k)
+            layer.w, layer.b = a[w].astype(np.float64), a[b].astype(np.float64)
         self.optimizer.load_state(state)
         for name, value in zip(self.COUNTERS, a["counters"].tolist()):
             setattr(self, name, int(value))
@@ -212,7 +230,7 @@ class InputTrainer:
     def step(self, idx):
         """One minibatch of example indices idx (n,): sgd's step, with a synthetic gradient in
         place of backprop from the layers above. False means stop."""
-        h = self.layer.feed_forward(self.x[idx])                # (n, 24) forward
+        h = sgd.feed_forward(self.layers, self.x[idx])          # (n, 24) forward
         self.hand_off(idx, h)                                   # to layers 2-3, fire-and-forget
         if self.skip_update():                                  # sporadic updates: not this one
             return True
@@ -220,7 +238,8 @@ class InputTrainer:
         if g is None:                                           # stopped while waiting
             return False
         g = self.direction(g)                                   # --update random: g's size only
-        self.layer.backprop(g)                                  # dL/dw1 (2, 24), dL/db1 (24,)
+        for layer in reversed(self.layers):                     # dL/dw1 (2, 24), dL/db1 (24,)
+            g = layer.backprop(g)
         return self.descend()                                   # w1 -= eta dL/dw1 (sgd), or stop
 
     def hand_off(self, idx, h):
@@ -243,7 +262,7 @@ class InputTrainer:
         if self.config.update != "frozen" and (p >= 1 or self.rng.random() < p):
             return False
         self.skipped += 1
-        self.snapshotter.maybe_save([self.layer])               # the snapshot tick goes on
+        self.snapshotter.maybe_save(self.layers)               # the snapshot tick goes on
         return True
 
     def synthetic_gradients(self, h, y):
@@ -273,21 +292,23 @@ class InputTrainer:
         """One step of --optimizer on the last backprop (sgd: w1 -= eta dL/dw1, b1 -= eta
         dL/db1), then snapshot and checkpoint when their clocks say so. False (and stop) if the
         update diverged."""
-        last_good = self.layer.w.copy(), self.layer.b.copy()
+        last_good = [(layer.w.copy(), layer.b.copy()) for layer in self.layers]
         self.optimizer.step()
         if self.undo_if_diverged(last_good):
             return False
         self.updates += 1
-        self.snapshotter.maybe_save([self.layer])
+        self.snapshotter.maybe_save(self.layers)
         self.checkpointer.maybe()
         return True
 
     def undo_if_diverged(self, last_good):
-        """If the update left a NaN or infinity in layer 1, put back last_good (w, b), mark the
-        run diverged, say so and stop: layer 1 must never send NaN activations."""
-        if np.isfinite(self.layer.w).all() and np.isfinite(self.layer.b).all():
+        """If the update left a NaN or infinity in layer 1, put back last_good [(w, b)], mark
+        the run diverged, say so and stop: layer 1 must never send NaN activations."""
+        if all(np.isfinite(layer.w).all() and np.isfinite(layer.b).all()
+               for layer in self.layers):
             return False
-        self.layer.w, self.layer.b = last_good
+        for layer, (w, b) in zip(self.layers, last_good):
+            layer.w, layer.b = w, b
         self.diverged = True
         log.error("layer 1 diverged (NaN or infinity after update %d); stopped with the "
                   "last finite weights. Lower --learning-rate and restart.", self.updates)
@@ -302,7 +323,7 @@ class InputTrainer:
             return
         if self.local is not None:
             self.local.start()
-        self.snapshotter.save_initial([self.layer])
+        self.snapshotter.save_initial(self.layers)
         metrics = snapshots.MetricsLog(self.config.metrics_path, "input_trainer")  # clock starts
         metrics.write(examples=0, updates=0, epoch=0, examples_per_s=0.0)
         start = last_report = time.monotonic()
@@ -369,7 +390,7 @@ class InputTrainer:
         A run stopped before it streamed an example writes no final snapshot: nothing that
         could be taken for a result."""
         if self.examples and self.snapshotter.folder is not None:
-            self.snapshotter.save_final([self.layer])
+            self.snapshotter.save_final(self.layers)
         if not self.diverged:
             self.checkpointer.now()
         counts = self.sender.close()
@@ -397,6 +418,16 @@ def parse_args(argv):
     p.add_argument("--width", type=int, default=DEFAULTS["width"],
                    help="layer 1's outputs, the width of h (default %(default)s; a chain's first "
                         "stage may differ, see chain.py)")
+    p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
+                   help="instead of --width: several sigmoid layers from the 2 inputs to h, "
+                        "e.g. 2-256-256 (a chain's first stage holding more than one layer, so "
+                        "the stages' work can be balanced; default: 2-WIDTH, one layer)")
+    p.add_argument("--colocated", action="store_true",
+                   help="the synthetic-gradient model lives beside the layers above, in the "
+                        "output trainer started with --colocated (or a chain's next stage), "
+                        "which learns it from the true gradients it computes: fetch its "
+                        "weights from --output-url instead of an oracle (no oracle.py; "
+                        "--oracle-url is not used; needs --synthetic-gradients local)")
     p.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
                    help="eta for layer 1 (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS),
@@ -465,6 +496,11 @@ def parse_args(argv):
         p.error("--batch-size must be at least 1")
     if args.width < 1:
         p.error(f"--width must be at least 1 (got {args.width})")
+    if args.sizes is not None and args.sizes[0] != 2:
+        p.error(f"--sizes must start at the 2 inputs (got {train_output.format_sizes(args.sizes)})")
+    if args.colocated and args.synthetic_gradients != "local":
+        p.error("--colocated needs --synthetic-gradients local: the stage above serves its "
+                "model's weights, not synthetic gradients per request")
     if args.examples < 0:
         p.error("--examples must be 0 (all) or more")
     snapshots.check_checkpoint_arguments(p, args)
@@ -490,7 +526,8 @@ def config_from_args(args):
     `mode`, --metrics is `metrics_path`; --data-dir is main's, --epochs and --duration run's."""
     return InputConfig(
         oracle_url=args.oracle_url, output_url=args.output_url,
-        width=args.width, learning_rate=args.learning_rate, optimizer=args.optimizer,
+        width=args.width if args.sizes is None else args.sizes[-1], sizes=args.sizes,
+        colocated=args.colocated, learning_rate=args.learning_rate, optimizer=args.optimizer,
         update=args.update,
         batch_size=args.batch_size, mode=args.synthetic_gradients,
         refresh_every=args.refresh_every, wire=args.wire,

@@ -61,9 +61,10 @@ class MiddleTrainer(train_output.OutputTrainer):
         self.up = sender.Sender(self.next.send_examples, "activations to the next stage",
                                 max_pending=c["max_examples"], linger=sender.SENDER_LINGER)
         self.h_out = None
-        if c["update"] == "frozen" and self.sender is not None:
-            self.sender.close(flush_timeout=0)          # no gradient ever goes down
-            self.sender = None
+        if c["update"] == "frozen":                     # no gradient ever goes down
+            if self.sender is not None:
+                self.sender.close(flush_timeout=0)
+            self.sender = self.boundary = None
 
     def make_layers(self, sizes):
         return [sgd.Layer(n_in, n_out, sgd.Sigmoid, self.rng)
@@ -128,8 +129,10 @@ def parse_args(argv):
     p = train_output.argument_parser(
         "Train the middle layers of a chain on synthetic gradients from the boundary above; "
         "teach the boundary below.", DEFAULTS)
-    p.add_argument("--above-oracle-url", required=True,
-                   help="the oracle of the boundary above (its model gives dL/dh_out)")
+    p.add_argument("--above-oracle-url", default=None,
+                   help="the oracle of the boundary above (its model gives dL/dh_out); with "
+                        "--colocated the default is --next-url, the next stage started with "
+                        "--colocated, which learns that model beside its layers")
     p.add_argument("--next-url", required=True,
                    help="the next stage (train_middle.py or train_output.py), which receives "
                         "(i, h_out, y)")
@@ -139,6 +142,11 @@ def parse_args(argv):
                    help="what moves the layers (default synthetic; frozen and random are the "
                         "controls, as in train_input.py)")
     args = train_output.check_args(p, p.parse_args(argv), last_is_output=False)
+    if args.above_oracle_url is None:
+        if not args.colocated:
+            p.error("--above-oracle-url is required (or --colocated, to take the model of the "
+                    "boundary above from --next-url)")
+        args.above_oracle_url = args.next_url
     if not args.refresh_every > 0:
         p.error(f"--refresh-every must be positive (got {args.refresh_every:g})")
     return args

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+import boundary
 import optimizers
 import sender
 import serving
@@ -57,6 +58,7 @@ DEFAULTS = dict(
     checkpoint=None,           # where to checkpoint (None: never)
     checkpoint_interval=30.0,  # seconds between checkpoints while training
     resume=False,              # start from the checkpoint instead of from scratch
+    colocated=False,           # learn the boundary's model here (boundary.py), not in oracle.py
 )
 
 
@@ -86,11 +88,18 @@ class OutputTrainer(serving.TrainingServer):
             progress = snapshots.PROGRESS / snapshots.new_run_name()
         self.run_name = Path(progress).name          # train_input.py asks for it (/status)
         self.snapshotter = snapshots.Snapshotter(progress, "layers23", c["snapshot_interval"])
-        self.oracle = synthgrad.OracleClient(c["oracle_url"], binary=c["wire"] == "binary",
-                                             token=c["token"])
-        self.sender = (sender.Sender(self.oracle.provide_gradients, "gradients to oracle",
-                                     linger=sender.SENDER_LINGER)
-                       if c["send_gradients"] else None)
+        # where the true gradients dL/dh go: to the oracle, or (--colocated) to the model of
+        # the boundary below, learned here and served at GET /weights
+        self.boundary = self.sender = self.oracle = None
+        if c["colocated"]:
+            self.boundary = boundary.ColocatedModel(width, seed=(c["seed"], 1))
+            self.FLATTEN = {**self.FLATTEN, "synthetic_gradient_quality": ""}   # as oracle's
+            self.NOT_IN_METRICS = (*self.NOT_IN_METRICS, "window")
+        elif c["send_gradients"]:
+            self.oracle = synthgrad.OracleClient(c["oracle_url"],
+                                                 binary=c["wire"] == "binary", token=c["token"])
+            self.sender = sender.Sender(self.oracle.provide_gradients, "gradients to oracle",
+                                        linger=sender.SENDER_LINGER)
         self.optimizer = optimizers.make(c["optimizer"], self.layers, c["learning_rate"])
         super().__init__(c)                                         # resumes if asked
 
@@ -141,6 +150,8 @@ class OutputTrainer(serving.TrainingServer):
             squared_error += chunk_error
             if self.sender is not None:                    # y too, for a conditioned oracle
                 self.sender.put(idx, x, dL_dh, y)
+            if self.boundary is not None:                  # --colocated: the model learns here
+                self.boundary.learn(x, y, dL_dh)
             self.after_chunk(idx, y)
             self.counts["examples_trained"] += len(idx)
             self.snapshotter.maybe_save(self.layers)
@@ -177,6 +188,8 @@ class OutputTrainer(serving.TrainingServer):
             arrays[f"w{k}"], arrays[f"b{k}"] = layer.w.copy(), layer.b.copy()
         arrays["counters"] = np.array([self.counts[name] for name in self.COUNTERS])
         arrays.update(optimizers.checkpoint_arrays(self.optimizer))
+        if self.boundary is not None:
+            arrays.update(self.boundary.checkpoint_arrays())
         snapshots.save_checkpoint(path, arrays)
 
     def resume(self, path):
@@ -185,8 +198,12 @@ class OutputTrainer(serving.TrainingServer):
                   "counters": (len(self.COUNTERS),)}
         for k, layer in enumerate(self.layers):
             shapes[f"w{k}"], shapes[f"b{k}"] = layer.w.shape, layer.b.shape
+        if self.boundary is not None:
+            shapes.update(self.boundary.checkpoint_shapes())
         a = snapshots.load_checkpoint(path, shapes)
         state = optimizers.state_from_checkpoint(path, a, self.optimizer)
+        if self.boundary is not None:
+            self.boundary.load(path, a)
         with self.lock:
             self.x[:], self.y[:], self.held[:] = a["x"], a["y"], a["held"].astype(bool)
             self.received_at[self.held] = time.time()      # their age restarts with the process
@@ -238,7 +255,17 @@ class OutputTrainer(serving.TrainingServer):
             "examples_trained": self.counts["examples_trained"],
             "snapshots_saved": self.snapshotter.saved,
             "gradients_to_oracle": dict(self.sender.counts) if self.sender else None,
+            **self.boundary_fields(),
         }
+
+    def boundary_fields(self):
+        """With --colocated: "boundary_model_steps" (its optimizer steps so far) and
+        "synthetic_gradient_quality", the oracle's measure (oracle.Oracle.status_fields) of the
+        model of the boundary below, learned here; nothing otherwise."""
+        if self.boundary is None:
+            return {}
+        return {"boundary_model_steps": self.boundary.version,
+                "synthetic_gradient_quality": self.boundary.quality_fields()}
 
 
 def create_app(config=None, trainer_class=None):
@@ -257,6 +284,12 @@ def create_app(config=None, trainer_class=None):
                                                      trainer.width)
         trainer.receive(i, x, y)
         return {"ok": True, "received": len(i)}
+
+    if trainer.boundary is not None:                 # --colocated: the oracle's GET /weights
+        @app.get(synthgrad.WEIGHTS)
+        def weights():
+            model = trainer.boundary
+            return synthgrad.encode_weights(model.weights, model.conditioned, model.version)
 
     return app
 
@@ -311,6 +344,13 @@ def argument_parser(description, d=DEFAULTS):
                         "train_input.py (default 10: a few dozen pictures in a few minutes)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds layers 2-3's initial weights and the training order (default 0)")
+    p.add_argument("--colocated", action="store_true",
+                   help="learn the synthetic-gradient model of the boundary below here, beside "
+                        "these layers, from the true gradients they compute (oracle.py's "
+                        "algorithm in numpy, boundary.py), and serve its weights at GET /weights "
+                        "to the stage below (train_input.py --colocated): no oracle.py, one "
+                        "process fewer; --oracle-url is not used (default: off, the oracle "
+                        "learns it)")
     serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
                                  "examples held, passes, training MSE",
                                  "layers 2-3, every example held and the counters",

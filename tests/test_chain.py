@@ -29,7 +29,6 @@ def test_stage_sizes_cut_the_network_after_the_given_layers():
 
 
 @pytest.mark.parametrize("sizes, splits, message", [
-    ((2, 24, 12, 1), (2,), "first split must be 1"),
     ((2, 24, 12, 1), (1, 3), "between 1 and 2"),
     ((2, 24, 12, 1), (1, 1), "increasing"),
     ((3, 24, 1), (1,), "from 2 inputs to 1 output"),
@@ -53,7 +52,7 @@ def test_the_two_stage_chain_is_the_three_scripts(tmp_path):
     last = chain.server_stage_argv(config, 2, (24, 12, 1), "http://o1")
     assert last[1].endswith("train_output.py") and "--sizes" in last
     assert last[last.index("--sizes") + 1] == "24-12-1"
-    first = chain.input_stage_argv(config, 24, "http://o1", "http://s2")
+    first = chain.input_stage_argv(config, (2, 24), "http://o1", "http://s2")
     assert first[1].endswith("train_input.py") and first[first.index("--width") + 1] == "24"
     middle = chain.server_stage_argv(config, 2, (32, 32), "http://o1", "http://o2", "http://s3")
     assert middle[1].endswith("train_middle.py")
@@ -61,6 +60,27 @@ def test_the_two_stage_chain_is_the_three_scripts(tmp_path):
         assert argv[argv.index("--learning-rate") + 1] == "0.005"
         assert argv[argv.index("--batch-size") + 1] == "10"
     assert middle[middle.index("--above-oracle-url") + 1] == "http://o2"
+
+
+def test_colocated_stages_carry_the_models_and_no_oracle_is_named(tmp_path):
+    config = chain.ChainConfig(run_dir=tmp_path, colocated=True)
+    last = chain.server_stage_argv(config, 3, (32, 32, 1), None)
+    middle = chain.server_stage_argv(config, 2, (32, 32), None, "http://s3", "http://s3")
+    first = chain.input_stage_argv(config, (2, 32, 32), None, "http://s2")
+    for argv in (last, middle, first):
+        assert "--colocated" in argv and "--oracle-url" not in argv
+    assert middle[middle.index("--above-oracle-url") + 1] == "http://s3"   # the next stage
+    assert first[first.index("--sizes") + 1] == "2-32-32" and "--width" not in first
+    assert first[first.index("--output-url") + 1] == "http://s2"
+
+
+def test_a_first_stage_may_hold_several_layers():
+    chain.check_layout((2, 8, 8, 8, 1), (2,))
+    assert chain.stage_sizes((2, 8, 8, 8, 1), (2,)) == [(2, 8, 8), (8, 8, 1)]
+    args = chain.parse_args(["--sizes", "2-8-8-8-1", "--splits", "2", "--colocated"])
+    assert args.splits == (2,) and args.colocated
+    with pytest.raises(SystemExit):
+        chain.parse_args(["--colocated", "--no-conditioned"])
 
 
 # --- the middle stage ----------------------------------------------------------------------
@@ -85,6 +105,28 @@ def middle(tmp_path, closed_url):
     yield make
     for trainer in made:
         trainer.stop.set()
+
+
+def test_a_colocated_middle_stage_teaches_the_model_below_itself(middle):
+    trainer = middle(colocated=True)
+    assert trainer.sender is None and trainer.boundary is not None
+    rng = np.random.default_rng(2)
+    trainer.above.weights, trainer.above.conditioned = above_model(rng)
+    x, y = rng.uniform(0, 1, (10, 4)), rng.uniform(-1, 1, 10)
+    trainer.receive(np.arange(10), x, y)
+    before = [w.copy() for w in trainer.boundary.weights]
+    assert trainer.train_pass()
+    assert trainer.boundary.version == 2                         # learned from dL/dh_in
+    assert not np.array_equal(before[0], trainer.boundary.weights[0])
+    assert middle(colocated=True, update="frozen").boundary is None   # no gradient: no model
+
+
+def test_a_colocated_middle_stage_takes_the_model_above_from_the_next_stage():
+    args = train_middle.parse_args(["--sizes", "8-8", "--next-url", "http://127.0.0.1:9",
+                                    "--colocated"])
+    assert args.above_oracle_url == "http://127.0.0.1:9"
+    with pytest.raises(SystemExit):
+        train_middle.parse_args(["--sizes", "8-8", "--next-url", "http://127.0.0.1:9"])
 
 
 def above_model(rng, width=3):
@@ -282,3 +324,35 @@ def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
     assert all(len(r["cosine"]) == 2 for r in result["ticks"])
     logs = "".join(p.read_text() for p in run.glob("*.log"))
     assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize("sizes, splits", [((2, 32, 32, 32, 32, 1), (1, 2, 3)),
+                                           ((2, 24, 12, 1), (1,))], ids=["4 stages", "2 stages"])
+def test_a_colocated_chain_is_one_process_per_stage_and_learns(tmp_path, sizes, splits):
+    """The documented 4-stage command with --colocated: exactly 4 processes (K = 2: 2), every
+    boundary's model learned in the stage above it, and the composed network learns."""
+    run = tmp_path / "chain"
+    K = len(splits) + 1
+    config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=splits, count=5_000,
+                               duration=20 if K > 2 else 8, snapshot_interval=2,
+                               learning_rate=chain.default_learning_rate(K), colocated=True)
+    launch_env = chain.launch.child_env()
+    chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
+    started = []
+    final = chain.run_chain(config, launch_env, on_start=lambda name, pid: started.append(
+        (name, pid)))
+    assert sorted(name for name, _ in started) == [f"stage {k}" for k in range(1, K + 1)]
+    assert len({pid for _, pid in started}) == K                 # K processes, nothing else
+    assert set(final["cpu_s"]) == {f"stage{k}" for k in range(1, K + 1)}
+    for b in range(1, K):                                       # the stage above holds it
+        assert final[f"boundary{b}"]["role"] in ("middle_stage", "output_trainer")
+        assert final[f"boundary{b}"]["boundary_model_steps"] > 0
+        assert list((run / "progress" / f"boundary{b}").glob("model_*.npz"))
+    result = chain.evaluate(run, chain.stage_sizes(sizes, splits), heldout=2_000,
+                            cosine_points=500)
+    print(f"{K}-stage colocated chain: held-out MSE {result['initial_mse']:.4f} -> "
+          f"{result['final_mse']:.4f}; cosines at the last ticks "
+          f"{[r['cosine'] for r in result['ticks'][-3:]]}")
+    assert result["final_mse"] < 0.5 * min(result["initial_mse"], result["mean_predictor_mse"])
+    assert not list(run.glob("boundary*.log"))                   # no oracle was started
+    assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))

@@ -386,7 +386,8 @@ def oracle_state(app):
     s = status(app)
     return {"h": o.h.tobytes(), "g": o.g.tobytes(), "held": o.held.tobytes(),
             "weights": [w.tobytes() for w in o.weights],
-            "cosines": list(o.cosines), "relative_errors": list(o.relative_errors),
+            "cosines": list(o.quality.cosines),
+            "relative_errors": list(o.quality.relative_errors),
             "examples_held": s["examples_held"], "gradients_received": s["gradients_received"],
             "estimates_served": s["estimates_served"],
             "quality": s["synthetic_gradient_quality"]}

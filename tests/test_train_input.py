@@ -209,6 +209,7 @@ OPTIONS = {
     "--oracle-url": ("http://127.0.0.1:1", "oracle_url", "http://127.0.0.1:1"),
     "--output-url": ("http://127.0.0.1:2", "output_url", "http://127.0.0.1:2"),
     "--width": ("32", "width", 32),
+    "--sizes": ("2-8-32", "sizes", (2, 8, 32)),         # its last width is --width's here
     "--learning-rate": ("0.5", "learning_rate", 0.5),
     "--optimizer": ("sgd", "optimizer", "sgd"),
     "--update": ("random", "update", "random"),
@@ -241,9 +242,54 @@ def test_config_from_args_carries_every_option_into_its_field():
         assert getattr(config, field) == value, flag
         assert getattr(default, field) != value, f"{flag}: pick a value that is not the default"
     # nothing left out: every field comes from an option, every trainer option reaches a field
-    assert {f.name for f in dataclasses.fields(config)} == {f for _, f, _ in OPTIONS.values()}
+    # (--colocated, which needs the local mode, has a test of its own below)
+    assert {f.name for f in dataclasses.fields(config)} == \
+        {f for _, f, _ in OPTIONS.values()} | {"colocated"}
     assert set(vars(args)) - NOT_TRAINER_OPTIONS == {flag[2:].replace("-", "_")
-                                                    for flag in OPTIONS}
+                                                    for flag in OPTIONS} | {"colocated"}
+
+
+def test_colocated_takes_the_model_from_the_output_trainer_in_the_local_mode():
+    config = train_input.config_from_args(train_input.parse_args(
+        ["--colocated", "--output-url", "http://127.0.0.1:7", "--oracle-url",
+         "http://127.0.0.1:8"]))
+    assert config.colocated is True and train_input.InputConfig().colocated is False
+    t = train_input.InputTrainer(np.zeros((4, 2)), np.zeros(4), config)
+    try:
+        assert t.oracle.base_url == "http://127.0.0.1:7"          # GET /weights goes there
+        assert t.local is not None and t.local.oracle is t.oracle
+    finally:
+        t.sender.close(flush_timeout=0)
+    with pytest.raises(SystemExit):
+        train_input.parse_args(["--colocated", "--synthetic-gradients", "remote"])
+    with pytest.raises(SystemExit):
+        train_input.parse_args(["--sizes", "3-8-8"])                # must start at the inputs
+
+
+def test_several_layers_step_by_backprop_of_the_synthetic_gradient_through_all(make_trainer,
+                                                                              tmp_path):
+    """--sizes 2-5-4: h is the second layer's output; g goes back through both, by hand."""
+    trainer = make_trainer(sizes=(2, 5, 4), width=4)
+    idx = np.array([3, 7, 11])
+    g = np.random.default_rng(1).standard_normal((3, 4))
+    trainer.synthetic_gradients = lambda h, y: g
+    (w1, b1), (w2, b2) = [(layer.w.copy(), layer.b.copy()) for layer in trainer.layers]
+    assert trainer.step(idx) is True
+    x = trainer.x[idx]
+    a1 = sgd.Sigmoid.f(x @ w1 + b1)                             # (3, 5)
+    h = sgd.Sigmoid.f(a1 @ w2 + b2)                             # (3, 4)
+    delta2 = g * h * (1 - h)
+    delta1 = (delta2 @ w2.T) * a1 * (1 - a1)
+    np.testing.assert_allclose(trainer.layers[1].w, w2 - 0.1 * a1.T @ delta2 / 3, rtol=1e-12)
+    np.testing.assert_allclose(trainer.layers[1].b, b2 - 0.1 * delta2.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(trainer.layers[0].w, w1 - 0.1 * x.T @ delta1 / 3, rtol=1e-12)
+    np.testing.assert_allclose(trainer.layers[0].b, b1 - 0.1 * delta1.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(trainer.sender.rows()[1], h, rtol=1e-12)    # h goes up
+    path = tmp_path / "two.npz"                                 # and a checkpoint keeps both
+    trainer.save_checkpoint(path)
+    resumed = make_trainer(sizes=(2, 5, 4), width=4, seed=9, checkpoint=path, resume=True)
+    for a, b in zip(resumed.layers, trainer.layers):
+        assert (a.w.tobytes(), a.b.tobytes()) == (b.w.tobytes(), b.b.tobytes())
 
 
 def test_config_defaults_are_the_command_lines(monkeypatch):

@@ -678,3 +678,80 @@ def test_body_size_limit_is_configurable(make_output_app):
     r = post(app, T, big)
     assert r.status_code == 413 and r.get_json()["error"]
     assert app.config["TRAINER"].held.sum() == 1
+
+
+# --- --colocated: the model of the boundary below, learned here -------------------------------
+
+def test_colocated_the_model_learns_from_the_true_gradients_the_pass_computes(make_output_app):
+    """A pass with --colocated: layers 2-3 step as by hand (sgd.backprop, Adam), and the
+    boundary model learns from exactly the dL/dh that backprop gave for each chunk's h and y,
+    in place of sending them anywhere."""
+    app = make_output_app(colocated=True, optimizer="adam", learning_rate=0.01, batch_size=2)
+    trainer = app.config["TRAINER"]
+    assert trainer.sender is None and trainer.oracle is None      # nothing goes to an oracle
+    h, y = hold(app, [3, 17, 42, 0, 99])
+    layers, rng = copy.deepcopy(trainer.layers), copy.deepcopy(trainer.rng)
+    model, model_rng = copy.deepcopy(trainer.boundary.model), copy.deepcopy(trainer.boundary.rng)
+    adam = optimizers.Adam(layers, 0.01)
+    order = rng.permutation(np.flatnonzero(trainer.held))
+    x, t = trainer.x[order], trainer.y[order]
+    g = np.empty_like(x)
+    for k in range(0, 5, 2):                               # layers 2-3 by hand
+        g[k:k + 2] = sgd.backprop(layers, x[k:k + 2], t[k:k + 2])[1]
+        adam.step()
+    for _ in range(2):                                     # the model's pass by hand
+        rows = model_rng.permutation(5)                    # one minibatch of (up to) 256
+        model.learn(x[rows], t[rows], g[rows])
+    assert trainer.train_pass() is True
+    assert_same_layers(trainer.layers, layers)
+    for ours, hand in zip(trainer.boundary.weights, model.weights()):
+        assert ours.tobytes() == hand.tobytes()
+    assert trainer.boundary.version == 2
+
+
+def test_colocated_serves_its_model_at_weights_and_its_quality_in_status(make_output_app):
+    app = make_output_app(colocated=True)
+    trainer = app.config["TRAINER"]
+    hold(app, list(range(40)))
+    trainer.train_pass()
+    trainer.train_pass()                                   # the second pass is measured
+    r = app.test_client().get(synthgrad.WEIGHTS)
+    assert r.status_code == 200
+    weights, conditioned, version = synthgrad.decode_weights(r.get_json(), W)
+    assert conditioned is True and version == trainer.boundary.version == 4
+    for got, kept in zip(weights, trainer.boundary.weights):
+        assert got.tobytes() == kept.tobytes()
+    s = status(app)
+    assert s["boundary_model_steps"] == 4 and s["gradients_to_oracle"] is None
+    q = s["synthetic_gradient_quality"]
+    assert q["window"] == 40 and -1 <= q["cosine_similarity"] <= 1
+    line = trainer.metrics()                               # flat, as the oracle's
+    assert line["cosine_similarity"] == q["cosine_similarity"] and "window" not in line
+    plain = make_output_app()                              # without it: no /weights at all
+    assert plain.test_client().get(synthgrad.WEIGHTS).status_code == 404
+    assert "synthetic_gradient_quality" not in status(plain)
+
+
+def test_colocated_checkpoint_keeps_the_boundary_model(make_output_app, tmp_path):
+    path = tmp_path / "colocated.npz"
+    app = make_output_app(colocated=True, optimizer="adam")
+    trainer = app.config["TRAINER"]
+    hold(app, [2, 5, 7])
+    trainer.train_pass()
+    trainer.save_checkpoint(path)
+    resumed = make_output_app(colocated=True, optimizer="adam", checkpoint=str(path),
+                              resume=True).config["TRAINER"]
+    assert resumed.boundary.version == trainer.boundary.version == 2
+    for a, b in zip(resumed.boundary.weights, trainer.boundary.weights):
+        assert a.tobytes() == b.tobytes()
+    assert resumed.boundary.model.optimizer.t == 2
+    with pytest.raises(ValueError, match="boundary_0"):    # a checkpoint without the model
+        make_output_app(optimizer="adam").config["TRAINER"].save_checkpoint(tmp_path / "p.npz")
+        make_output_app(colocated=True, optimizer="adam", checkpoint=str(tmp_path / "p.npz"),
+                        resume=True)
+
+
+def test_colocated_is_an_option():
+    args = train_output.parse_args(["--colocated"])
+    assert args.colocated is True
+    assert train_output.parse_args([]).colocated is False
