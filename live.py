@@ -565,7 +565,7 @@ def decoupled_view(state, folder, kind, notes):
     backprop_file = main.folder / "metrics" / "backprop.jsonl"
     if not main.by_hand and last is not None and newest_mtime([backprop_file]) == last:
         doing = "the plain-backprop baseline (in demo.py's process)"
-    return pictures, processes, doing, ended, last
+    return pictures, processes, doing, ended, last, active.label
 
 
 def newest_network(state, phase, notes):
@@ -694,7 +694,7 @@ def chain_view(state, run, notes):
                                      synthgrad.OracleClient, metrics[f"boundary{b}"],
                                      "gradients_received", notes, stopped))
     last = newest_mtime([*(run / "progress").glob("*"), *files_in(run / "metrics", "*.jsonl")])
-    return pictures, processes, "chain", stopped, last
+    return pictures, processes, "chain", stopped, last, "the chain's stages and boundaries"
 
 
 def live_view(state):
@@ -723,11 +723,12 @@ def live_view(state):
         return view
     make = chain_view if kind == "chain" else decoupled_view
     args = (state, folder, notes) if kind == "chain" else (state, folder, kind, notes)
-    pictures, processes, active, ended, last = make(*args)
+    pictures, processes, active, ended, last, processes_of = make(*args)
     for name, title, content, draw in pictures:
         view["pictures"].append({"name": name, "title": title,
                                  "url": state.offer(name, [str(folder), content], draw)})
     view["processes"] = processes
+    view["processes_of"] = processes_of
     quiet = None if last is None else time.time() - last
     what = {"chain": "chain run", "progress": "run by hand", "run": "run"}[kind]
     if ended and (quiet is None or quiet > ENDED_QUIET_S):
@@ -843,12 +844,13 @@ th:first-child, td:first-child, th:last-child, td.source { text-align: left; }
 <div id="summary" class="waiting">Asking the server what the run is doing...</div>
 <div id="meta"></div>
 <ul id="notes"></ul>
-<div id="panels"></div>
-<section id="processes-panel" style="margin-top:.8em">
-<h2>Each process now: examples/s, examples held, passes, staleness</h2>
+<div id="panels">
+<section id="processes-panel">
+<h2 id="processes-title">Each process now: examples/s, examples held, passes, staleness</h2>
 <table id="processes"><thead><tr><th>process</th><th>examples/s</th><th>examples held</th>
 <th>passes</th><th>staleness (s)</th><th>from</th></tr></thead><tbody></tbody></table>
 </section>
+</div>
 <script>
 "use strict";
 const token = new URLSearchParams(location.search).get("token");
@@ -870,7 +872,8 @@ function render(s) {
       + " | updated " + s.time + " | poll " + (++polls);
   const notes = document.getElementById("notes"); notes.replaceChildren();
   for (const n of s.notes) notes.appendChild(text("li", n));
-  const panels = document.getElementById("panels"), wanted = new Set();
+  const panels = document.getElementById("panels"), wanted = new Set(["processes-panel"]);
+  const table = document.getElementById("processes-panel");
   for (const p of s.pictures) {
     wanted.add("panel-" + p.name);
     let sec = document.getElementById("panel-" + p.name);
@@ -878,7 +881,7 @@ function render(s) {
       sec = document.createElement("section"); sec.id = "panel-" + p.name;
       sec.appendChild(text("h2", p.title));
       const img = document.createElement("img"); img.id = "img-" + p.name; img.alt = p.title;
-      sec.appendChild(img); panels.appendChild(sec);
+      sec.appendChild(img); panels.insertBefore(sec, table);     // pictures first, in order
     }
     sec.querySelector("h2").textContent = p.title;
     const img = sec.querySelector("img"), src = withToken(p.url);
@@ -896,7 +899,10 @@ function render(s) {
     tr.appendChild(text("td", p.source + (p.url ? " (" + p.url + ")" : ""), "source"));
     body.appendChild(tr);
   }
-  document.getElementById("processes-panel").style.display = s.processes.length ? "" : "none";
+  table.style.display = s.processes.length ? "" : "none";
+  document.getElementById("processes-title").textContent =
+      "Each process now: examples/s, examples held, passes, staleness" +
+      (s.processes_of ? " (" + s.processes_of + ")" : "");
 }
 async function poll() {
   try {
