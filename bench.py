@@ -9,6 +9,9 @@ bench.json in its run folder:
     python bench.py --chain        # a 4-stage chain against one process, widths 32-512 (~10 min)
     python bench.py --chain-parts  # each part of such a chain on one core, and a chain with
                                    # stage 2 pinned to a core of its own (~8 minutes)
+    python bench.py --race         # a chain of K co-located stages against one process on the
+                                   # same K cores, to held-out MSE levels (race.py; ~35 min)
+    python bench.py --distribution-cost   # the two-stage system against dni.py (~8 min)
 
 What it measures, one thing after another so each has the machine to itself:
 1. the protocol: JSON encode + decode per example, batched and in the original per-example form;
@@ -38,9 +41,11 @@ import numpy as np
 import chain
 import generate
 import launch
+import race
 import snapshots
 import synthgrad
 from launch import fmt
+from race import first_time_below, trained_per_s
 
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
@@ -201,11 +206,6 @@ CHAIN_SWEEP = ((32, 10), (128, 50), (512, 100))   # (width, minibatch)
 CHAIN_LEVELS = (0.1, 0.05, 0.03)
 
 
-def first_time_below(points, level):
-    """The first seconds at which (seconds, mse) points reach mse <= level, or None."""
-    return next((s for s, m in points if m <= level), None)
-
-
 def bench_chain(out_dir, width, batch_size, seconds, count, env):
     """2-W-W-W-W-1 with minibatches of batch_size: backprop in this process, then as a chain of
     4 stages (7 processes). Examples per second per stage, CPU per process, times to levels."""
@@ -334,14 +334,6 @@ def pin_to(cpus):
     return pin
 
 
-def trained_per_s(metrics_path):
-    """Examples a server stage trained per second over the second half of its metrics lines."""
-    rows = snapshots.read_metrics(metrics_path)
-    rows = rows[len(rows) // 2:]
-    return ((rows[-1]["examples_trained"] - rows[0]["examples_trained"]) /
-            (rows[-1]["time"] - rows[0]["time"]))
-
-
 def bench_pinned(out_dir, width, batch_size, seconds, env):
     """A real 4-stage chain of 2-W-W-W-W-1 with stage 2 alone on CPU 1 and the other six
     processes on CPU 0: how fast a middle stage trains with a core of its own."""
@@ -428,16 +420,32 @@ def parse_args(argv):
                         "(chain_speed.py), the speed-up a core per process would give, for "
                         "widths 32-1024 and minibatches 10 and 100, and real chains with stage "
                         "2 pinned to a core of its own (~8 minutes)")
+    p.add_argument("--race", action="store_true",
+                   help="instead: the race (race.py): a chain of K stages in K processes, "
+                        "boundary models co-located, against backprop of the same network in "
+                        "one process on the same K cores; times to held-out MSE levels, for "
+                        "--widths and --batch-sizes, --seeds seeds (~35 minutes on 2 cores)")
+    p.add_argument("--distribution-cost", action="store_true",
+                   help="instead: chain.py --colocated's two stages against dni.py in one "
+                        "process, the same settings and seconds, --seeds seeds (default 5)")
+    race.add_arguments(p)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where bench.md, bench.json and the runs go (default: a new "
                         "runs/bench-<date-time> next to this file)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    modes = [m for m in ("chain", "chain_parts", "race", "distribution_cost") if getattr(args, m)]
+    if len(modes) > 1:
+        p.error("give one of --chain, --chain-parts, --race, --distribution-cost")
+    race.check_arguments(p, args, distribution=args.distribution_cost)
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.chain_parts and args.chain:
-        raise SystemExit("bench.py: give --chain or --chain-parts, not both")
+    if args.race:
+        return race.main_race(args)
+    if args.distribution_cost:
+        return race.main_distribution_cost(args)
     if args.chain_parts:
         return main_chain_parts(args)
     if args.chain:
