@@ -12,6 +12,7 @@ bench.json in its run folder:
     python bench.py --race         # a chain of K co-located stages against one process on the
                                    # same K cores, to held-out MSE levels (race.py; ~35 min)
     python bench.py --distribution-cost   # the two-stage system against dni.py (~8 min)
+    python bench.py --live-cost    # the input trainer's speed without and with the live page
 
 What it measures, one thing after another so each has the machine to itself:
 1. the protocol: JSON encode + decode per example, batched and in the original per-example form;
@@ -42,10 +43,11 @@ import chain
 import generate
 import launch
 import race
+import serving
 import snapshots
 import synthgrad
 from launch import fmt
-from race import first_time_below, trained_per_s
+from race import first_time_below, mse_at, trained_per_s
 
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
@@ -143,12 +145,6 @@ def run_decoupled(config, env):
         "final_mse": curve[-1][1] if curve else None, "curve": curve,
         "time_to": time_to_levels(curve),
     }
-
-
-def mse_at(curve, seconds):
-    """The held-out MSE of the last point of curve [(s, mse)] at or before `seconds`."""
-    before = [m for s, m in curve if s <= seconds]
-    return before[-1] if before else None
 
 
 def ratio(r, backprop, level=0.03):
@@ -403,6 +399,70 @@ def main_chain_parts(args):
     return 0
 
 
+# --- What watching costs: the three processes with and without the live page open (--live-cost).
+
+def watched_run(out_dir, name, data, seconds, env, watch):
+    """The demo's three processes for `seconds` on data (launch.run_decoupled); with watch, the
+    live page open in headless Chromium all the while. Returns the input trainer's examples/s
+    and how the page was watched."""
+    import live
+    run = out_dir / name
+    run.mkdir(parents=True, exist_ok=True)
+    config = launch.DecoupledConfig(run_dir=run, duration=seconds, data_dir=data,
+                                    status_every=10)
+    how, stop, driver = "not watched", (lambda: None), None
+    if watch:
+        url, stop = serving.start_live_page(run)
+        try:
+            driver = live.headless_chromium(out_dir / f"{name}-profile")
+            driver.get(url)                     # the page polls by itself from now on
+            how = "headless Chromium"
+        except live.NoBrowser as e:
+            how = f"no browser ({e}): the page served nobody"
+    try:
+        launch.run_decoupled(config, env)
+        polls = driver.execute_script("return document.getElementById('meta').textContent") \
+            if driver is not None else None
+    finally:
+        if driver is not None:
+            driver.quit()
+        stop()
+    last = snapshots.read_metrics(run / "metrics" / "train_input.jsonl")[-1]
+    return {"examples_per_s": last["examples"] / last["seconds"], "watched": how,
+            "page_said": polls}
+
+
+def main_live_cost(args):
+    """bench.py --live-cost: without the page, with it, alternately, --seeds times each."""
+    out_dir = launch.new_run_dir(args.run_dir, "live-cost-")
+    seconds, reps = args.seconds, args.seeds
+    env = launch.child_env()
+    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {seconds:g} s a run"
+    print(f"bench.py: live cost: {machine}; writing into {out_dir}", flush=True)
+    launch.generate_data(out_dir / "data", launch.DecoupledConfig.count, 0, env, plot=False)
+    rows = []
+    for rep in range(reps):
+        for watch in (False, True):
+            name = f"{'with' if watch else 'without'}-page-{rep}"
+            print(f"bench.py: live cost: {name}", flush=True)
+            rows.append({"run": name, **watched_run(out_dir, name, out_dir / "data", seconds,
+                                                     env, watch)})
+    without = [r["examples_per_s"] for r in rows if r["run"].startswith("without")]
+    with_page = [r["examples_per_s"] for r in rows if r["run"].startswith("with-")]
+    text = "\n".join(
+        [f"The input trainer's examples/s without and with the live page open ({machine}):", "",
+         "| run | examples/s | watched by | the page's last line |", "|---|---|---|---|"] +
+        [f"| {r['run']} | {r['examples_per_s']:,.0f} | {r['watched']} | {r['page_said']} |"
+         for r in rows] +
+        ["", f"Mean with the page / without: {np.mean(with_page) / np.mean(without):.3f} "
+             f"(without: {min(without):,.0f}-{max(without):,.0f}; with: "
+             f"{min(with_page):,.0f}-{max(with_page):,.0f})"])
+    (out_dir / "live-cost.json").write_text(json.dumps(rows, indent=1))
+    (out_dir / "live-cost.md").write_text(text + "\n")
+    print(text, flush=True)
+    return 0
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Measure plain backprop against the decoupled "
                                             "system (remote and local synthetic gradients).")
@@ -428,15 +488,23 @@ def parse_args(argv):
     p.add_argument("--distribution-cost", action="store_true",
                    help="instead: chain.py --colocated's two stages against dni.py in one "
                         "process, the same settings and seconds, --seeds seeds (default 5)")
+    p.add_argument("--live-cost", action="store_true",
+                   help="instead: the three processes with the demo's settings, without and "
+                        "with the live page open in headless Chromium, alternately, --seeds "
+                        "times each (default 2), --seconds each (default 40): the input "
+                        "trainer's examples/s (~6 minutes)")
     race.add_arguments(p)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where bench.md, bench.json and the runs go (default: a new "
                         "runs/bench-<date-time> next to this file)")
     args = p.parse_args(argv)
-    modes = [m for m in ("chain", "chain_parts", "race", "distribution_cost") if getattr(args, m)]
+    modes = [m for m in ("chain", "chain_parts", "race", "distribution_cost", "live_cost")
+             if getattr(args, m)]
     if len(modes) > 1:
-        p.error("give one of --chain, --chain-parts, --race, --distribution-cost")
-    race.check_arguments(p, args, distribution=args.distribution_cost)
+        p.error("give one of --chain, --chain-parts, --race, --distribution-cost, --live-cost")
+    if args.live_cost:
+        args.seeds = 2 if args.seeds is None else args.seeds
+    race.check_arguments(p, args, distribution=args.distribution_cost or args.live_cost)
     return args
 
 
@@ -446,6 +514,8 @@ def main(argv=None):
         return race.main_race(args)
     if args.distribution_cost:
         return race.main_distribution_cost(args)
+    if args.live_cost:
+        return main_live_cost(args)
     if args.chain_parts:
         return main_chain_parts(args)
     if args.chain:

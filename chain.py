@@ -55,6 +55,7 @@ import numpy as np
 
 import generate
 import launch
+import serving
 import sgd
 import snapshots
 import synthgrad
@@ -128,7 +129,7 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
             "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size,
             "--learning-rate", config.learning_rate]
     if next_url is None:
-        return launch.script_argv("train_output.py", *argv)
+        return launch.script_argv("train_output.py", *argv, "--no-live")   # chain.py's page
     return launch.script_argv("train_middle.py", *argv, "--above-oracle-url", above_oracle,
                               "--next-url", next_url, "--update", config.update)
 
@@ -451,6 +452,7 @@ def parse_args(argv):
                         f"{DEEP_FROM} stages on, where {d.learning_rate} did not learn in our "
                         f"measurements)")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
+    serving.live_arguments(p, default_port=0, who="it shows each stage and boundary")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
     p.add_argument("--evaluate", type=Path, default=None, metavar="RUN",
@@ -525,13 +527,16 @@ def main(argv=None):
                          colocated=args.colocated)
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
     env = launch.child_env()
+    stop_page = launch.start_live_page(run, args, "chain")
     try:
         launch.generate_data(run / "data", args.count, args.seed, env, plot=False)
         run_chain(config, env)
+        report(run, layout)
     except KeyboardInterrupt:
         print(f"chain: interrupted; every process it started is stopped ({run})", flush=True)
         return 130
-    report(run, layout)
+    finally:
+        stop_page()
     return 0
 
 

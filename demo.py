@@ -33,6 +33,7 @@ from pathlib import Path
 
 import generate
 import launch
+import serving
 
 D = launch.DecoupledConfig      # a dataclass's class attributes are its defaults: the demo's
 B = launch.BackpropConfig       # sgd.py's settings, the baseline's defaults
@@ -99,6 +100,8 @@ def parse_args(argv):
                         "training done; json is the documented reference form)")
     p.add_argument("--seed", type=int, default=D.seed,
                    help="seeds the data and every process (default %(default)s)")
+    serving.live_arguments(p, default_port=0, who="it shows every phase, the controls and "
+                           "backprop too")
     args = p.parse_args(argv)
     if not args.duration > 0:
         p.error(f"--duration must be positive (got {args.duration:g})")
@@ -179,6 +182,7 @@ def main(argv=None):
     print("demo.py: settings:", generate.settings_line({**vars(args), "run_dir": run_dir}),
           flush=True)
     env = launch.child_env()
+    stop_page = launch.start_live_page(run_dir, args, "demo")
     try:
         # 1. the data
         launch.generate_data(run_dir / "data", args.count, args.seed, env)
@@ -203,6 +207,8 @@ def main(argv=None):
         print(f"demo: interrupted; every process it started is stopped. Partial results in "
               f"{run_dir}", flush=True)
         return 130
+    finally:
+        stop_page()
     # 5. the pictures
     subprocess.run(launch.script_argv("plot.py", "--run-dir", run_dir), check=True,
                    cwd=launch.HERE, env=env)

@@ -27,11 +27,9 @@ it is) and the tutorial's (BackpropConfig: sgd.py's per-example SGD at learning 
 
 import dataclasses
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -40,12 +38,12 @@ import numpy as np
 import generate
 import optimizers
 import sgd
+import serving
 import snapshots
 import synthgrad
 from generate import fmt
 
 HERE = Path(__file__).resolve().parent
-LISTENING = re.compile(r"listening on (http://\S+)")
 
 # The oracle's settings in the demo (why: demo.py --help, --oracle-args): Adam at 0.01 on
 # batches of 256, and the paper's zero-initialised last layer.
@@ -139,49 +137,22 @@ def child_env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
-class Process:
-    """A child process whose output is copied to a log file; knows the URL it announced."""
+Process = serving.Process      # a child process that announces its URL (serving.py)
 
-    def __init__(self, name, argv, log_path, env):
-        self.name, self.log_path = name, log_path
-        self.url = None
-        self._announced = threading.Event()
-        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, env=env, cwd=HERE)
-        self._thread = threading.Thread(target=self._copy, daemon=True)
-        self._thread.start()
 
-    def _copy(self):
-        with open(self.log_path, "w") as log:
-            for line in self.popen.stdout:
-                log.write(line)
-                log.flush()
-                m = LISTENING.search(line)
-                if m and self.url is None:
-                    self.url = m.group(1)
-                    self._announced.set()
-
-    def wait_url(self, timeout):
-        """The URL the process printed when it started listening; SystemExit if it did not."""
-        deadline = time.monotonic() + timeout
-        while not self._announced.wait(0.1):
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{self.name} did not start; see {self.log_path}")
-        return self.url
-
-    def stop(self, timeout=20.0):
-        """SIGTERM, then wait; SIGKILL only if it does not stop within timeout."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                print(f"launch: {self.name} did not stop within {timeout} s; killing it",
-                      flush=True)
-                self.popen.kill()
-                self.popen.wait()
-        self._thread.join(5)
-        return self.popen.returncode
+def start_live_page(run_dir, args, who):
+    """The live page for run_dir if args.live (serving.start_live_page on args.live_port), its
+    address printed; returns a function that stops it. If it cannot start, `who` says so and
+    the run goes on without it."""
+    if not args.live:
+        return lambda: None
+    try:
+        url, stop = serving.start_live_page(run_dir, port=args.live_port)
+    except SystemExit as e:
+        print(f"{who}: {e}; going on without it (--live-port 0 picks a free port)", flush=True)
+        return lambda: None
+    print(f"{who}: watch it learn, live: {url}", flush=True)
+    return stop
 
 
 def new_run_dir(given=None, prefix=""):
@@ -251,13 +222,15 @@ def common_argv(config):
 
 
 def output_argv(config, oracle_url):
-    """train_output.py's command line for config, on a free port (0)."""
+    """train_output.py's command line for config, on a free port (0); no live page of its own
+    (demo.py starts one for the whole run)."""
     run_dir = config.run_dir
     return script_argv("train_output.py", "--port", 0, "--max-examples", config.count,
                        "--oracle-url", oracle_url, "--progress-dir", run_dir / "progress",
                        "--metrics", run_dir / "metrics" / "train_output.jsonl",
                        "--learning-rate", config.output_learning_rate,
-                       "--batch-size", config.output_batch_size, *common_argv(config))
+                       "--batch-size", config.output_batch_size, "--no-live",
+                       *common_argv(config))
 
 
 def input_argv(config, oracle_url, output_url):

@@ -7,10 +7,11 @@ Run it while a run trains (or after: it then says the run has ended), and open t
     python live.py --run-dir progress/20240101-120000 --oracle-url http://127.0.0.1:5001
     python live.py --help
 
-From a launcher, in the background (a child process at a lower priority, so it never slows the
-training down; it stops when you call stop() or when the launcher exits):
+demo.py, chain.py and train_output.py start it themselves and print its address (--no-live
+turns that off), in the background with serving.start_live_page (a child process at a lower
+priority, so it never slows the training down; it stops when they do, or when they die):
 
-    url, stop = live.start_in_background(run_dir)    # url: http://127.0.0.1:PORT/
+    url, stop = serving.start_live_page(run_dir)     # url: http://127.0.0.1:PORT/
     ...
     stop()
 
@@ -70,7 +71,7 @@ STATUS_MAX_AGE_S = 1.0             # one GET /status per server per second, howe
 QUIET_S = 15.0                     # nothing written for this long: the run has stopped
 ENDED_QUIET_S = 5.0                # final weights and this quiet: ended (demo.py may go on)
 COSINE_POINTS = 2_000              # held-out points a chain's boundary cosines are measured on
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = serving.LISTENING
 PHASES = (("synthetic gradients (three processes)", "."),        # (label, folder in the run)
           ("frozen layer 1 (control)", "controls/frozen"),
           ("random directions (control)", "controls/random"))
@@ -770,10 +771,11 @@ def create_app(config=None):
     require_token(app, config["token"])
     app.get(synthgrad.STATUS)(state.status)
 
+    html = PAGE.read_text().replace("{{refresh_ms}}", str(round(config["refresh"] * 1000)))
+
     @app.get("/")
     def page():
-        return Response(PAGE.replace("{{refresh_ms}}", str(round(config["refresh"] * 1000))),
-                        mimetype="text/html")
+        return Response(html, mimetype="text/html")
 
     @app.get("/api/live")
     def api_live():
@@ -819,141 +821,50 @@ def require_token(app, token):
             abort(401, "this page requires the shared token: open it as /?token=<token>")
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>synthetic-gradient: live</title>
-<style>
-body { font-family: sans-serif; margin: 1em; background: #fafafa; color: #222; }
-h1 { font-size: 1.3em; margin: 0 0 .3em 0; }
-#summary { font-size: 1.05em; padding: .4em .6em; border-radius: 4px; background: #e8f0fe; }
-#summary.ended, #summary.stopped { background: #fff4d6; }
-#summary.no-run, #summary.waiting { background: #eee; }
-#meta, .source { color: #666; font-size: .85em; }
-#notes li { color: #8a4b00; font-size: .9em; }
-#panels { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
-          gap: .8em; margin-top: .8em; }
-section { background: white; border: 1px solid #ddd; border-radius: 4px; padding: .5em; }
-section h2 { font-size: 1em; margin: 0 0 .4em 0; }
-section img { max-width: 100%; height: auto; display: block; }
-table { border-collapse: collapse; font-size: .9em; width: 100%; }
-th, td { padding: .25em .5em; border-bottom: 1px solid #eee; text-align: right; }
-th:first-child, td:first-child, th:last-child, td.source { text-align: left; }
-</style></head>
-<body>
-<h1>Watching a synthetic-gradient run learn</h1>
-<div id="summary" class="waiting">Asking the server what the run is doing...</div>
-<div id="meta"></div>
-<ul id="notes"></ul>
-<div id="panels">
-<section id="processes-panel">
-<h2 id="processes-title">Each process now: examples/s, examples held, passes, staleness</h2>
-<table id="processes"><thead><tr><th>process</th><th>examples/s</th><th>examples held</th>
-<th>passes</th><th>staleness (s)</th><th>from</th></tr></thead><tbody></tbody></table>
-</section>
-</div>
-<script>
-"use strict";
-const token = new URLSearchParams(location.search).get("token");
-function withToken(u) {
-  return token ? u + (u.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : u;
-}
-function num(v, digits) {
-  if (v === null || v === undefined || typeof v !== "number" || !isFinite(v)) return "-";
-  return v >= 1000 ? Math.round(v).toLocaleString("en") : v.toFixed(digits);
-}
-function text(tag, s, cls) {
-  const e = document.createElement(tag); e.textContent = s; if (cls) e.className = cls; return e;
-}
-let polls = 0, refresh = {{refresh_ms}};
-function render(s) {
-  const summary = document.getElementById("summary");
-  summary.textContent = s.summary; summary.className = s.state.replace(" ", "-");
-  document.getElementById("meta").textContent = (s.run ? "run: " + s.run + " (" + s.found + ")" : "")
-      + " | updated " + s.time + " | poll " + (++polls);
-  const notes = document.getElementById("notes"); notes.replaceChildren();
-  for (const n of s.notes) notes.appendChild(text("li", n));
-  const panels = document.getElementById("panels"), wanted = new Set(["processes-panel"]);
-  const table = document.getElementById("processes-panel");
-  for (const p of s.pictures) {
-    wanted.add("panel-" + p.name);
-    let sec = document.getElementById("panel-" + p.name);
-    if (!sec) {
-      sec = document.createElement("section"); sec.id = "panel-" + p.name;
-      sec.appendChild(text("h2", p.title));
-      const img = document.createElement("img"); img.id = "img-" + p.name; img.alt = p.title;
-      sec.appendChild(img); panels.insertBefore(sec, table);     // pictures first, in order
-    }
-    sec.querySelector("h2").textContent = p.title;
-    const img = sec.querySelector("img"), src = withToken(p.url);
-    if (img.getAttribute("src") !== src) img.setAttribute("src", src);
-  }
-  for (const sec of Array.from(panels.children)) if (!wanted.has(sec.id)) sec.remove();
-  const body = document.querySelector("#processes tbody"); body.replaceChildren();
-  for (const p of s.processes) {
-    const tr = document.createElement("tr");
-    tr.appendChild(text("td", p.name));
-    tr.appendChild(text("td", num(p.examples_per_s, 0)));
-    tr.appendChild(text("td", num(p.examples_held !== undefined ? p.examples_held : p.examples, 0)));
-    tr.appendChild(text("td", num(p.passes, 0)));
-    tr.appendChild(text("td", num(p.staleness_s, 2)));
-    tr.appendChild(text("td", p.source + (p.url ? " (" + p.url + ")" : ""), "source"));
-    body.appendChild(tr);
-  }
-  table.style.display = s.processes.length ? "" : "none";
-  document.getElementById("processes-title").textContent =
-      "Each process now: examples/s, examples held, passes, staleness" +
-      (s.processes_of ? " (" + s.processes_of + ")" : "");
-}
-async function poll() {
-  try {
-    const r = await fetch(withToken("/api/live"), {cache: "no-store"});
-    const s = await r.json();
-    if (!r.ok) throw new Error(s.error || r.status);
-    refresh = s.refresh_ms || refresh;
-    render(s);
-  } catch (e) {
-    const summary = document.getElementById("summary");
-    summary.textContent = "The live page's server does not answer (" + e.message +
-        "): was it stopped? Trying again.";
-    summary.className = "stopped";
-  }
-  setTimeout(poll, refresh);
-}
-poll();
-</script>
-</body></html>
-"""
+PAGE = HERE / "live.html"          # the page itself: its style and script inline, nothing fetched
 
 
 # --- Starting it from a launcher. ---------------------------------------------------------------
 
-def command(run_dir=None, host=synthgrad.DEFAULT_HOST, port=0, *options):
-    """The command line that runs this page for run_dir (None: the newest run) on host:port."""
-    return launch.script_argv("live.py", *([] if run_dir is None else ["--run-dir", run_dir]),
-                              "--host", host, "--port", port, *options)
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"   # Debian's
 
 
-def start_in_background(run_dir, host=synthgrad.DEFAULT_HOST, port=0, token=None,
-                        log_path=None, timeout=60.0):
-    """Start the page for run_dir as a child process (nice, stopped with its parent); returns
-    (url, stop): the address to open (with ?token=... if a token is given) and a function that
-    stops it. log_path: where its output goes (default: nowhere; never into the run folder
-    unless you say so). SystemExit if it does not start within timeout seconds."""
-    env = launch.child_env()
-    env.pop("SYNTHGRAD_TOKEN", None)
-    if token:
-        env["SYNTHGRAD_TOKEN"] = token            # not on the command line, where ps shows it
-    proc = launch.Process("live page", command(run_dir, host, port, "--stop-with-parent"),
-                          log_path or os.devnull, env)
+class NoBrowser(Exception):
+    """Headless Chromium cannot be had here; the message says why and what installs it."""
+
+
+def headless_chromium(profile_dir, window=(1400, 1700), log_requests=False):
+    """A selenium driver of headless Chromium with a fresh profile in profile_dir, started as
+    this machine allows (no sandbox as root, nothing asked of Google's servers); with
+    log_requests, Chromium's performance log holds every request the page makes. NoBrowser
+    if selenium, Chromium or its driver is missing or will not start."""
+    import shutil
     try:
-        url = proc.wait_url(timeout).rstrip("/") + "/"
-    except SystemExit:
-        proc.stop(5)
-        raise SystemExit(f"live.py did not start; run `{' '.join(map(str, proc.popen.args))}` "
-                         "to see why") from None
-    if token:
-        url += "?" + urllib.parse.urlencode({"token": token})
-    return url, lambda: proc.stop(10)
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as e:
+        raise NoBrowser(f"selenium is not installed ({e}); pip install -r requirements.txt") \
+            from None
+    binary = shutil.which("chromium") or CHROMIUM
+    driver_path = shutil.which("chromedriver") or CHROMEDRIVER
+    for path in (binary, driver_path):
+        if not os.path.exists(path):
+            raise NoBrowser(f"no {path}: apt-get install chromium chromium-driver (as root), "
+                            "or make browser")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                f"--window-size={window[0]},{window[1]}", f"--user-data-dir={profile_dir}"):
+        options.add_argument(arg)
+    if log_requests:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    try:
+        return webdriver.Chrome(service=Service(driver_path), options=options)
+    except WebDriverException as e:
+        raise NoBrowser(f"Chromium would not start: {str(e).splitlines()[0]}") from None
 
 
 def stop_with_parent(every=1.0):
@@ -1003,7 +914,7 @@ def parse_args(argv):
                         "the page takes CPU only where training leaves it; 0: normal)")
     p.add_argument("--stop-with-parent", action="store_true",
                    help="stop when the process that started this one ends (what "
-                        "start_in_background asks for, so a killed launcher leaves no page)")
+                        "serving.start_live_page asks for, so a killed launcher leaves no page)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")

@@ -398,18 +398,19 @@ def add_arguments(p):
 
     p.add_argument("--stages", type=ints, default=[os.cpu_count() or 1],
                    help="--race: K, the stages of the chain and the cores (BLAS threads) of the "
-                        "one process, one race per value (default: this machine's cores, "
-                        "%(default)s)")
+                        f"one process, one race per value (default: this machine's cores, "
+                        f"{os.cpu_count() or 1})")
     p.add_argument("--widths", type=ints, default=[32, 256, 1024],
                    help="--race: the widths W (default 32,256,1024: from a step of microseconds "
                         "to one of several milliseconds)")
     p.add_argument("--batch-sizes", type=ints, default=[10, 100],
                    help="--race: minibatches (default 10,100)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="seeds per setting (default 3 for --race, 5 for --distribution-cost)")
+                   help="seeds per setting (default 3 for --race, 5 for --distribution-cost; "
+                        "--live-cost: runs without and with the page, 2)")
     p.add_argument("--seconds", type=float, default=None,
                    help="seconds of training per run (default 30 for --race, 40 for "
-                        "--distribution-cost)")
+                        "--distribution-cost and --live-cost)")
     p.add_argument("--interval", type=int, default=1,
                    help="--race: seconds between held-out measurements on both sides (default "
                         "1; the chain's snapshot interval)")

@@ -355,12 +355,13 @@ class InputTrainer:
         and snapshot into progress/<run>. False if stopped while waiting."""
         if self.config.progress_dir is not None:
             return True
-        run = None
+        run = page = None
         while run is None and self.output.wait_until_ready(self.stop):
             try:
-                run = self.output.status().get("run")
+                status = self.output.status()
             except synthgrad.PeerError:
                 continue
+            run, page = status.get("run"), status.get("live_page")
             if run is None:
                 raise SystemExit("train_input.py: the output trainer names no run in its "
                                  "/status; pass --progress-dir")
@@ -368,6 +369,8 @@ class InputTrainer:
             return False
         self.snapshotter.folder = snapshots.PROGRESS / run
         log.info("snapshots go to %s (the output trainer's run)", self.snapshotter.folder)
+        if page:
+            log.info("watch it learn, live: %s (the output trainer's page)", page)
         return True
 
     def report(self, metrics, elapsed, rate):

@@ -128,7 +128,7 @@ def create_app(config=None):
 def parse_args(argv):
     p = train_output.argument_parser(
         "Train the middle layers of a chain on synthetic gradients from the boundary above; "
-        "teach the boundary below.", DEFAULTS)
+        "teach the boundary below.", DEFAULTS, live=False)
     p.add_argument("--above-oracle-url", default=None,
                    help="the oracle of the boundary above (its model gives dL/dh_out); with "
                         "--colocated the default is --next-url, the next stage started with "

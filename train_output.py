@@ -72,6 +72,7 @@ class OutputTrainer(serving.TrainingServer):
     role, title = "output_trainer", "output trainer"
     idle_wait = 0.05
     FLATTEN = {"gradients_to_oracle": "gradients_"}
+    NOT_IN_METRICS = serving.TrainingServer.NOT_IN_METRICS + ("live_page",)
 
     def __init__(self, **config):
         c = {**DEFAULTS, **config}
@@ -101,6 +102,7 @@ class OutputTrainer(serving.TrainingServer):
             self.sender = sender.Sender(self.oracle.provide_gradients, "gradients to oracle",
                                         linger=sender.SENDER_LINGER)
         self.optimizer = optimizers.make(c["optimizer"], self.layers, c["learning_rate"])
+        self.live_page = None                        # its address, when main started one
         super().__init__(c)                                         # resumes if asked
 
     def after_chunk(self, idx, y):
@@ -248,13 +250,15 @@ class OutputTrainer(serving.TrainingServer):
         """The output trainer's /status fields: "run" (the name of its progress folder, which
         train_input.py uses for its half), "examples_received", "examples_trained",
         "snapshots_saved" and "gradients_to_oracle", its sender's counts {"sent", "superseded",
-        "dropped", "refused", "failed_requests", "unsent"} (null if it sends none)."""
+        "dropped", "refused", "failed_requests", "unsent"} (null if it sends none), and
+        "live_page", the address of the live page it started (null if none)."""
         return {
             "run": self.run_name,
             "examples_received": self.counts["examples_received"],
             "examples_trained": self.counts["examples_trained"],
             "snapshots_saved": self.snapshotter.saved,
             "gradients_to_oracle": dict(self.sender.counts) if self.sender else None,
+            "live_page": self.live_page,
             **self.boundary_fields(),
         }
 
@@ -310,9 +314,9 @@ def format_sizes(sizes):
     return "-".join(map(str, sizes))
 
 
-def argument_parser(description, d=DEFAULTS):
+def argument_parser(description, d=DEFAULTS, live=True):
     """The options a stage that receives activations takes (this script's, and
-    train_middle.py's with its own defaults d)."""
+    train_middle.py's with its own defaults d and no live page)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--oracle-url", default=d["oracle_url"],
                    help="where the oracle of the boundary below listens, the one it sends "
@@ -351,6 +355,8 @@ def argument_parser(description, d=DEFAULTS):
                         "to the stage below (train_input.py --colocated): no oracle.py, one "
                         "process fewer; --oracle-url is not used (default: off, the oracle "
                         "learns it)")
+    if live:                                      # the last stage: the run's own page
+        serving.live_arguments(p)
     serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
                                  "examples held, passes, training MSE",
                                  "layers 2-3, every example held and the counters",
@@ -377,8 +383,27 @@ def parse_args(argv):
                                                      "per-example SGD at learning rate 0.001"))
 
 
+def live_page(args, url, trainer):
+    """The live page for this run, beside the server (--live); its address goes into the log
+    and into /status ("live_page"). If it cannot start, say so and train on without it."""
+    try:
+        page, stop = serving.start_live_page(
+            trainer.snapshotter.folder, port=args.live_port, token=args.token,
+            options=["--output-url", url, *(["--oracle-url", args.oracle_url]
+                                            if trainer.oracle is not None else [])])
+    except SystemExit as e:
+        log.warning("%s (is --live-port %s taken? --live-port 0 picks a free one); training "
+                    "goes on without it", e, args.live_port)
+        return None
+    trainer.live_page = page
+    log.info("watch it learn, live: %s", page)
+    return stop
+
+
 def main(argv=None):
-    return serving.run_server(parse_args(argv), create_app, "train_output.py")
+    args = parse_args(argv)
+    return serving.run_server(args, create_app, "train_output.py",
+                              beside=live_page if args.live else None)
 
 
 if __name__ == "__main__":

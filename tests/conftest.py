@@ -141,38 +141,17 @@ def recorded_run(tmp_path):
 
 # --- A real browser, for live.py's page ----------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
 
 @pytest.fixture
 def browser(tmp_path):
     """Headless Chromium driven by selenium, logging every network request (the performance
     log); skipped, saying why, where selenium, Chromium or its driver is missing or will not
     start (`.ci/run` installs them with apt-get where it can)."""
-    import shutil
+    import live
     try:
-        from selenium import webdriver
-        from selenium.common.exceptions import WebDriverException
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as e:
-        pytest.skip(f"selenium is not installed ({e}); pip install -r requirements.txt")
-    binary = shutil.which("chromium") or CHROMIUM
-    driver_path = shutil.which("chromedriver") or CHROMEDRIVER
-    for path in (binary, driver_path):
-        if not os.path.exists(path):
-            pytest.skip(f"no {path}: apt-get install chromium chromium-driver (as root)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1400,1700",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    except WebDriverException as e:
-        pytest.skip(f"Chromium would not start: {str(e).splitlines()[0]}")
+        driver = live.headless_chromium(tmp_path / "chromium-profile", log_requests=True)
+    except live.NoBrowser as e:
+        pytest.skip(str(e))
     try:
         yield driver
     finally:

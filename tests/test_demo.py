@@ -81,3 +81,24 @@ def test_main_refuses_bad_baseline_args_without_making_a_run_folder(tmp_path):
     with pytest.raises(SystemExit):
         demo.main(["--run-dir", str(tmp_path / "run"), "--baseline-args", "--decay 2"])
     assert not Path(tmp_path / "run").exists()
+
+
+def test_the_live_page_is_on_by_default_and_one_flag_turns_it_off(tmp_path, capsys):
+    args = demo.parse_args([])
+    assert args.live is True and args.live_port == 0           # a free port, printed
+    off = demo.parse_args(["--no-live"])
+    stop = launch.start_live_page(tmp_path, off, "demo")       # starts nothing
+    assert stop() is None and capsys.readouterr().out == ""
+    assert "--no-live" in launch.output_argv(demo.decoupled_config(args, tmp_path), "o")
+
+
+def test_a_live_page_that_cannot_start_is_one_line_and_the_run_goes_on(tmp_path, capsys):
+    import socket
+    with socket.socket() as s:                                  # its port taken
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        args = demo.parse_args(["--live-port", str(s.getsockname()[1])])
+        stop = launch.start_live_page(tmp_path, args, "demo")
+    out = capsys.readouterr().out
+    assert stop() is None
+    assert out.count("\n") == 1 and "live page did not start" in out and "going on" in out

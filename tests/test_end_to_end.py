@@ -13,10 +13,15 @@ stops them with SIGTERM and checks the weights they saved:
 Every process a test starts is stopped when the test ends, whatever happens.
 """
 
+import json
+import re
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
 import generate
 import launch
@@ -53,7 +58,10 @@ class Run:
         self.env = launch.child_env()
 
     def start(self, name, script, *args, log_name=None):
-        """launch.Process running `script` with args; its log is <log_name or name>.log."""
+        """launch.Process running `script` with args; its log is <log_name or name>.log. The
+        output trainer's live page is off unless asked for ("--live")."""
+        if script == "train_output.py" and "--live" not in args:
+            args = (*args, "--no-live")
         self.procs[log_name or name] = launch.Process(
             name, launch.script_argv(script, *args),
             self.folder / f"{log_name or name}.log", self.env)
@@ -359,3 +367,37 @@ def test_an_oversized_body_gets_a_json_413_from_the_real_server(run):
     body = json.loads(e.value.read())
     assert "Request Entity Too Large" in body["error"] and "2048" in body["error"]
     assert synthgrad.OracleClient(oracle.url).status()["role"] == "oracle"   # still serving
+
+
+def test_by_hand_the_output_trainer_starts_the_live_page_and_says_where(run, data_dir):
+    """Run by hand (the live page on, as by default), the output trainer starts live.py for its
+    run, logs its address and gives it in /status; the input trainer repeats it; the page
+    answers while they train and stops with the output trainer."""
+    oracle = run.start("oracle", "oracle.py", "--port", "0", "--max-examples", str(COUNT))
+    oracle_url = oracle.wait_url(120)
+    output = run.start("output", "train_output.py", "--live", "--live-port", "0", "--port", "0",
+                       "--oracle-url", oracle_url, "--max-examples", str(COUNT))
+    output_url = output.wait_url(120)
+    client = synthgrad.OutputTrainerClient(output_url)
+    folder = snapshots.PROGRESS / client.status()["run"]          # the repo's progress/<run>
+    try:
+        deadline = time.monotonic() + 60
+        while client.status()["live_page"] is None:
+            assert time.monotonic() < deadline, run.log("output")
+            time.sleep(0.2)
+        page = client.status()["live_page"]
+        assert page.startswith("http://127.0.0.1:")
+        assert re.search(r"watch it learn, live: " + re.escape(page), run.log("output"))
+        inp = run.start("input", "train_input.py", "--data-dir", str(data_dir), "--oracle-url",
+                        oracle_url, "--output-url", output_url, "--duration", "4")
+        assert inp.popen.wait(60) == 0
+        assert f"watch it learn, live: {page}" in run.log("input")
+        view = requests.get(page + "api/live", timeout=30).json()
+        assert Path(view["run"]) == folder and "Traceback" not in json.dumps(view)
+        assert requests.get(page, timeout=10).status_code == 200
+        assert output.stop() == 0
+        with pytest.raises(requests.ConnectionError):              # it stopped with the trainer
+            requests.get(page, timeout=5)
+    finally:
+        client.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -143,7 +143,7 @@ def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_pat
         py, f"{here}/train_output.py", "--port", "0", "--max-examples", "20000",
         "--oracle-url", "http://o", "--progress-dir", str(tmp_path / "progress"),
         "--metrics", str(tmp_path / "metrics" / "train_output.jsonl"),
-        "--learning-rate", "0.005", "--batch-size", "10", *common]
+        "--learning-rate", "0.005", "--batch-size", "10", "--no-live", *common]
     assert launch.input_argv(config, "http://o", "http://t") == [
         py, f"{here}/train_input.py", "--data-dir", str(tmp_path / "data"),
         "--oracle-url", "http://o", "--output-url", "http://t",

@@ -114,8 +114,9 @@ def test_three_hosts_learn_across_a_virtual_network_and_refuse_requests_without_
                              "--port", ORACLE_PORT, "--max-examples", COUNT,
                              *ORACLE_ARGS)
         assert oracle.wait_url(60) == urls["oracle"], hosts.log("oracle")
-        output = hosts.start("output", "train_output.py", "--host", network.address("output"),
-                             "--port", OUTPUT_PORT, "--oracle-url", urls["oracle"],
+        output = hosts.start("output", "train_output.py", "--no-live",
+                             "--host", network.address("output"), "--port", OUTPUT_PORT,
+                             "--oracle-url", urls["oracle"],
                              "--max-examples", COUNT, "--progress-dir", progress,
                              "--snapshot-interval", 2)
         assert output.wait_url(60) == urls["output"], hosts.log("output")
@@ -205,7 +206,8 @@ def test_a_three_stage_chain_learns_across_five_hosts_with_the_token(chain_netwo
                                "--port", 5000, "--width", 16, "--max-examples", COUNT,
                                *ORACLE_ARGS)
             assert proc.wait_url(60) == url[f"boundary{b}"], hosts.log(f"boundary{b}")
-        stage3 = hosts.start("stage3", "train_output.py", "--host", net.address("stage3"),
+        stage3 = hosts.start("stage3", "train_output.py", "--no-live",
+                             "--host", net.address("stage3"),
                              "--port", 5000, "--sizes", "16-1", "--oracle-url", url["boundary2"],
                              "--progress-dir", run / "progress" / "stage3", *common)
         assert stage3.wait_url(60) == url["stage3"], hosts.log("stage3")
