@@ -58,6 +58,7 @@ class Sender:
         self._live = {}                         # block id -> how many of its rows are pending
         self._next_block = 0
         self._rows_held = 0                     # rows in the blocks kept, pending or not
+        self._in_flight = 0                     # rows taken by a request not yet answered
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -171,8 +172,7 @@ class Sender:
                 continue
             i, columns = taken
             try:
-                self._send(i, *columns)
-                self.counts["sent"] += len(i)
+                self._send_counted(i, columns)
                 delay = 0.05
             except PeerError as e:
                 if e.refused and e.status != 401:   # the rows themselves are bad: never resend
@@ -189,26 +189,50 @@ class Sender:
                 self._stop.wait(delay)
                 delay = min(self.max_backoff, delay * 2)
 
+    def _send_counted(self, i, columns):
+        """One request; its rows count as in flight (close() counts them as unsent if the
+        request never ends) and, once answered, as sent."""
+        self._in_flight = len(i)
+        try:
+            self._send(i, *columns)
+        finally:
+            self._in_flight = 0
+        self.counts["sent"] += len(i)
+
     def close(self, flush_timeout=5.0):
-        """Stop the thread, then send what is pending for at most flush_timeout seconds."""
+        """Stop the thread, then send what is pending; at most flush_timeout seconds in all,
+        whatever the peer does. A peer that accepts connections and never answers holds the
+        thread inside a request (until the client's timeout): then nothing more is tried, and
+        what was pending or in flight is counted and logged as `unsent`."""
+        deadline = time.monotonic() + flush_timeout
         self._stop.set()
         self._wake.set()
-        self._thread.join()
-        deadline = time.monotonic() + flush_timeout
+        self._thread.join(flush_timeout)
+        if self._thread.is_alive():                 # stuck in a request to a silent peer
+            if flush_timeout > 0:
+                log.warning("%s: the peer has not answered for %.1f s; not waiting for it",
+                            self.name, flush_timeout)
+        else:
+            flusher = threading.Thread(target=self._flush, args=(deadline,), daemon=True,
+                                       name=f"flush-{self.name}")
+            flusher.start()
+            flusher.join(max(0.0, deadline - time.monotonic()))
+        self.counts["unsent"] = self.pending() + self._in_flight
+        if self.counts["unsent"]:
+            log.warning("%s: %d rows could not be sent before shutdown", self.name,
+                        self.counts["unsent"])
+        return dict(self.counts)
+
+    def _flush(self, deadline):
+        """close()'s last sends, on a thread of their own so that close() can stop waiting."""
         while time.monotonic() < deadline:
             taken = self._take()
             if taken is None:
                 break
             i, columns = taken
             try:
-                self._send(i, *columns)
-                self.counts["sent"] += len(i)
+                self._send_counted(i, columns)
             except PeerError as e:
                 self._give_back(i, columns)
                 log.warning("%s: flush at shutdown failed (%s)", self.name, e)
                 break
-        self.counts["unsent"] = self.pending()
-        if self.counts["unsent"]:
-            log.warning("%s: %d rows could not be sent before shutdown", self.name,
-                        self.counts["unsent"])
-        return dict(self.counts)

@@ -245,3 +245,26 @@ def test_sender_close_reports_unsent_rows_when_the_peer_stays_down(senders):
     assert counts["unsent"] == 7 and counts["sent"] == 0
     assert sender.pending() == 7
     assert send.rows_sent() == 0
+
+
+def test_sender_close_does_not_wait_for_a_peer_that_never_answers(senders):
+    # A peer that accepts the connection and never answers holds the sender's thread inside a
+    # request (until the client's 10 s timeout): close() must give up after flush_timeout and
+    # count what was in flight and pending as unsent, not hang with the peer.
+    release = threading.Event()
+
+    def silent(i, *columns):
+        release.wait(30)
+        raise PeerError("silent peer: timed out")
+
+    sender = senders(silent, chunk=4)
+    try:
+        sender.put(np.arange(10), np.ones((10, 2)))
+        wait_for(lambda: sender._in_flight == 4)
+        t0 = time.monotonic()
+        counts = sender.close(flush_timeout=0.5)
+        took = time.monotonic() - t0
+    finally:
+        release.set()
+    assert took < 1.5, took
+    assert counts["unsent"] == 10 and counts["sent"] == 0
