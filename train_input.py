@@ -64,6 +64,10 @@ import train_output
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
+# At the end, what is still unsent gets this long to reach the output trainer: 5,000 examples
+# (--max-unsent) take ten requests, well under a second; a peer that is down or never answers
+# gets no more of this process's time than that.
+CLOSE_FLUSH_S = 3.0
 
 
 class LocalSyntheticGradients:
@@ -248,11 +252,27 @@ class InputTrainer:
         nothing is dropped, and layer 1 stays within a few thousand examples of layers 2-3)."""
         self.sender.put(idx, h, self.y[idx])
         if self.sender.pending() > self.config.max_unsent:
-            t0 = time.perf_counter()
-            while self.sender.pending() > self.config.max_unsent and not self.stop.wait(0.001):
-                pass
-            self.waited += time.perf_counter() - t0
+            self.wait_for_room()
         self.examples += len(idx)
+
+    def wait_for_room(self, note_every=10.0):
+        """Back-pressure: wait while more than --max-unsent examples are unsent, or until stop
+        is set (--duration's clock or a signal: a peer that is down or never answers cannot
+        hold this process past its time). Says so every note_every seconds of waiting, and how
+        long it waited if the wait ended the run."""
+        t0 = time.monotonic()
+        next_note = t0 + note_every
+        while self.sender.pending() > self.config.max_unsent and not self.stop.wait(0.001):
+            if time.monotonic() >= next_note:
+                log.warning("waiting %.0f s so far for the output trainer to take %d unsent "
+                            "examples (is it down? its sender retries)", time.monotonic() - t0,
+                            self.sender.pending())
+                next_note += note_every
+        waited = time.monotonic() - t0
+        self.waited += waited
+        if self.stop.is_set() and waited >= 1.0:
+            log.warning("stopped after waiting %.1f s for the output trainer to take %d unsent "
+                        "examples", waited, self.sender.pending())
 
     def skip_update(self):
         """True to leave layer 1 alone this minibatch: always with --update frozen; otherwise
@@ -316,16 +336,29 @@ class InputTrainer:
         return True
 
     def run(self, epochs=None, duration=None):
-        """Stream minibatches until `epochs` passes, `duration` seconds, or stop is set."""
-        # start: wait for the oracle (and, in the local mode, its weights) and for the run's
-        # folder; then time zero on disk. Stopped while waiting, it writes nothing.
-        if not self.oracle.wait_until_ready(self.stop) or not self.find_progress_dir():
+        """Stream minibatches until `epochs` passes, `duration` seconds after the oracle
+        first answered, or until stop is set."""
+        # start: wait for the oracle, then start the clock of `duration`: from here on nothing a
+        # peer does (going down, never answering, back-pressure) can hold this process longer,
+        # as the clock sets stop and every wait below ends on stop.
+        if not self.oracle.wait_until_ready(self.stop):
+            return
+        if duration is not None:
+            timer = threading.Timer(duration, self.stop.set)
+            timer.daemon = True
+            timer.start()
+        # then (in the local mode) the model's weights and the run's folder; then time zero on
+        # disk, unless resumed from a checkpoint (its time zero is there already). Stopped
+        # while waiting, it writes nothing.
+        if not self.find_progress_dir():
             return
         if self.local is not None:
             self.local.start()
-        self.snapshotter.save_initial(self.layers)
+        if self.examples == 0:
+            self.snapshotter.save_initial(self.layers)
         metrics = snapshots.MetricsLog(self.config.metrics_path, "input_trainer")  # clock starts
-        metrics.write(examples=0, updates=0, epoch=0, examples_per_s=0.0)
+        metrics.write(examples=self.examples, updates=self.updates, epoch=self.epochs,
+                      examples_per_s=0.0)
         start = last_report = time.monotonic()
         reported = 0
         batch_size = self.config.batch_size
@@ -335,10 +368,8 @@ class InputTrainer:
             for k in range(0, len(order), batch_size):
                 if self.stop.is_set() or not self.step(order[k:k + batch_size]):
                     break
-                # the clocks: stop at --duration, report every --report-every seconds
+                # the report clock: every --report-every seconds
                 now = time.monotonic()
-                if duration is not None and now - start >= duration:
-                    self.stop.set()
                 if now - last_report >= self.config.report_every:
                     self.report(metrics, now - start,
                                 (self.examples - reported) / (now - last_report))
@@ -396,7 +427,7 @@ class InputTrainer:
             self.snapshotter.save_final(self.layers)
         if not self.diverged:
             self.checkpointer.now()
-        counts = self.sender.close()
+        counts = self.sender.close(flush_timeout=CLOSE_FLUSH_S)
         self.oracle.close()
         self.output.close()
         return counts
@@ -477,7 +508,9 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=None,
                    help="stop after this many passes over the data (default: no limit)")
     p.add_argument("--duration", type=float, default=None,
-                   help="stop after this many seconds (default: no limit; Ctrl-C stops too)")
+                   help="stop this many seconds after the oracle first answers, whatever the "
+                        "peers do then: one that goes down or never answers cannot hold it "
+                        "longer (default: no limit; Ctrl-C and SIGTERM stop it too)")
     p.add_argument("--progress-dir", type=Path, default=None,
                    help="where weight snapshots go (default: progress/<run> next to this file, "
                         "the folder train_output.py named for this run, asked from its /status; "

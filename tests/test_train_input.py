@@ -297,3 +297,78 @@ def test_config_defaults_are_the_command_lines(monkeypatch):
     assert train_input.config_from_args(train_input.parse_args([])) == train_input.InputConfig()
     original = train_input.config_from_args(train_input.parse_args(["--original"]))
     assert (original.optimizer, original.learning_rate) == ("sgd", 0.001)
+
+
+# --- a peer that never answers ---------------------------------------------------------------
+
+class SilentOutputTrainer:
+    """A fake --colocated output trainer on 127.0.0.1, port 0: it answers GET /status and GET
+    /weights (a linear conditioned model of width w), then accepts POST /training_example and
+    never answers it, as a stalled peer would."""
+
+    def __init__(self, width):
+        import http.server
+        import json
+        import threading
+        import synthgrad
+        weights = [np.zeros((width + 1, width)), np.zeros(width)]
+        answers = {synthgrad.STATUS: {"role": "output_trainer", "run": "silent"},
+                   synthgrad.WEIGHTS: synthgrad.encode_weights(weights, True, 1)}
+        self.release = release = threading.Event()
+        self.posts = posts = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = json.dumps(answers[self.path]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                posts.append(self.path)
+                release.wait(60)                        # never answers while the test runs
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_peer_that_never_answers_cannot_hold_it_past_its_duration(tmp_path):
+    import subprocess
+    import sys
+    import time
+    import generate
+    generate.main(["--count", "2000", "--out-dir", str(tmp_path / "data"), "--no-plot"])
+    peer = SilentOutputTrainer(width=4)
+    duration = 3.0
+    argv = [sys.executable, str(Path(train_input.__file__)), "--data-dir", str(tmp_path / "data"),
+            "--colocated", "--width", "4", "--output-url", peer.url, "--max-unsent", "50",
+            "--progress-dir", str(tmp_path / "progress"), "--duration", str(duration),
+            "--report-every", "1"]
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        peer.close()
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert peer.posts                                       # it did try to hand examples off
+    assert "stopped after waiting" in log, log              # says how long the peer held it
+    # start-up (~1-2 s of imports) + the duration + at most CLOSE_FLUSH_S for the last flush;
+    # without the clock it waited for the peer for ever
+    assert took < duration + train_input.CLOSE_FLUSH_S + 6, (took, log)
+    assert (tmp_path / "progress" / "layer1_final.npz").exists()   # its work is still saved
