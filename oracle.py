@@ -253,7 +253,8 @@ class Oracle(serving.TrainingServer):
         self.counts["passes"] += 1
         return True
 
-    # --- checkpoints: the model, its optimizer's state, every gradient held -----------------
+    # --- checkpoints: the model, its optimizer's state, every gradient held, the counters ----
+    COUNTERS = ("gradients_received", "estimates", "steps", "passes")
     def _optimizer_variables(self):
         optimizer = self.model.optimizer
         if not optimizer.built:
@@ -269,6 +270,7 @@ class Oracle(serving.TrainingServer):
             arrays[f"model{k}"] = w
         for k, v in enumerate(self._optimizer_variables()):
             arrays[f"optimizer{k}"] = np.asarray(v)
+        arrays["counters"] = np.array([self.counts[name] for name in self.COUNTERS])
         snapshots.save_checkpoint(path, arrays)
 
     def resume(self, path):
@@ -286,8 +288,12 @@ class Oracle(serving.TrainingServer):
             self.h[:], self.g[:], self.y[:] = a["h"], a["g"], a["y"]
             self.held[:] = a["held"].astype(bool)
             self.received_at[self.held] = time.time()      # their age restarts with the process
+        if a.get("counters") is not None and a["counters"].shape == (len(self.COUNTERS),):
+            for name, value in zip(self.COUNTERS, a["counters"].tolist()):   # (older: none)
+                self.counts[name] = int(value)
         self.publish()
-        log.info("resumed from %s: %d gradients held", path, int(self.held.sum()))
+        log.info("resumed from %s: %d gradients held, %d training passes and %d steps so far",
+                 path, int(self.held.sum()), self.counts["passes"], self.counts["steps"])
 
 
 def create_app(config=None):

@@ -772,6 +772,8 @@ def test_oracle_checkpoint_restores_model_optimizer_and_gradients(make_oracle_ap
     for a, b in zip(r.model.optimizer.variables, o.model.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))   # Adam's moments too
     assert r.h.tobytes() == o.h.tobytes() and r.held.tobytes() == o.held.tobytes()
+    assert o.counts["passes"] == 1 and o.counts["steps"] > 0           # counting on from there
+    assert {k: r.counts[k] for k in r.COUNTERS} == {k: o.counts[k] for k in o.COUNTERS}
     h = np.random.default_rng(9).uniform(0, 1, (4, W))
     np.testing.assert_array_equal(r.estimate(h), o.estimate(h))
     with pytest.raises(ValueError, match="shape"):
