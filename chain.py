@@ -25,9 +25,10 @@ from there, so K stages are K processes:
 
     python chain.py --colocated                                # 2 processes
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --colocated   # 4 processes
- All start on free loopback ports with the
-scripts' own defaults (one optimizer everywhere; from 4 stages on every stage's Adam at 0.001,
-see --learning-rate), the first stage trains for --duration seconds, then all stop. Into the
+
+All start on free loopback ports with the scripts' own defaults (one optimizer everywhere;
+from 4 stages on every stage's Adam at 0.001, see --learning-rate), the first stage trains
+for --duration seconds, then all stop. Into the
 run folder (default runs/chain-<date-time>) go each process's log and metrics, each stage's
 snapshots (progress/stage<k>/), each boundary model's weights at every snapshot tick
 (progress/boundary<b>/), and
@@ -38,15 +39,25 @@ snapshots (progress/stage<k>/), each boundary model's weights at every snapshot 
                  held-out points), and the staleness of what the stage above trained on
     chain.png    those three against seconds since the first stage began streaming
 
-chain.py only launches and evaluates; the stages learn exactly as they do alone.
+chain.py only launches, supervises and evaluates; the stages learn exactly as they do alone.
+Every process checkpoints into checkpoints/ every few seconds. One that dies is named in one
+line (its exit code or signal, its log's last lines) and started again on its port from its
+checkpoint, its peers' senders resending what they held (--max-restarts in 120 s, then the run
+ends); with --no-restart the first death ends the run. Stage 1 ends on its own clock whatever
+its peers do (chain.py stops it itself if it overruns by 15 s), and however the run ends (its
+time, a death, Ctrl-C, SIGTERM) chain.json and chain.png are written from the snapshots on
+disk, with "cut_short" saying why if it ended early:
+
+    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --duration 50   # then kill -9 one
+    python chain.py --no-restart                                           # a death ends it
 """
 
 import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,6 +73,9 @@ import synthgrad
 import train_output
 
 STATUS_WAIT = 120.0                        # seconds a server may take to start listening
+# Seconds past --duration after which chain.py stops stage 1 itself: stage 1 stops on its own
+# clock whatever its peers do, then flushes for at most 3 s and saves; this is the backstop.
+GRACE_S = 15.0
 # The command line's learning rate from DEEP_FROM stages on. Measured (docs/chain.md): at the
 # scripts' 0.005 a 4-stage chain of 2-32-32-32-32-1 stayed at the mean predictor (3 seeds of
 # the depth experiment, and 60 s by hand); at 0.001 it learned. With 2 or 3 stages 0.005 did.
@@ -87,6 +101,8 @@ class ChainConfig:
     batch_size: int = 10                   # every stage's minibatch
     learning_rate: float = 0.005           # every stage's (Adam), the scripts' default
     colocated: bool = False                # boundary models beside the stages: K processes
+    restart: launch.RestartPolicy = launch.RestartPolicy()   # what a death leads to
+    checkpoint_interval: float | None = None   # seconds (None: by size, checkpoint_every)
 
 
 def stage_sizes(sizes, splits):
@@ -109,12 +125,41 @@ def check_layout(sizes, splits):
 
 # --- Starting, watching and stopping a chain. ---------------------------------------------------
 
+def checkpoint_path(run, name):
+    """Where a process of the run checkpoints ("stage2", "boundary1"): restarted, it resumes."""
+    return Path(run) / "checkpoints" / f"{name}.npz"
+
+
+# Every process checkpoints every 5 s, or less often where its checkpoint is large, so that
+# writing them stays under ~2 MB/s a process: a 20,000 x 32 stage writes ~5 MB every 5 s, one
+# of width 1024 ~200 MB every ~100 s. A restart loses a few seconds of work, and a
+# benchmark's timings are not the disk's.
+CHECKPOINT_MIN_S, CHECKPOINT_BYTES_PER_S = 5.0, 2e6
+
+
+def checkpoint_every(config, held_width, sizes):
+    """Seconds between checkpoints of a process holding config.count rows of held_width
+    float64 values and layers of `sizes` with Adam's two moments (config.checkpoint_interval
+    if given)."""
+    if config.checkpoint_interval is not None:
+        return config.checkpoint_interval
+    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    size = 8 * (config.count * held_width + 3 * params)
+    return round(max(CHECKPOINT_MIN_S, size / CHECKPOINT_BYTES_PER_S), 1)
+
+
+def checkpoint_argv(config, name, held_width, sizes):
+    return ["--checkpoint", checkpoint_path(config.run_dir, name), "--checkpoint-interval",
+            checkpoint_every(config, held_width, sizes)]
+
+
 def oracle_argv(config, b, width):
     run = config.run_dir
     return launch.script_argv(
         "oracle.py", "--port", 0, "--width", width, "--max-examples", config.count,
         "--seed", config.seed + b, "--metrics", run / "metrics" / f"boundary{b}.jsonl",
-        "--report-every", 0, *(["--conditioned"] if config.conditioned else ["--no-conditioned"]))
+        "--report-every", 0, *(["--conditioned"] if config.conditioned else ["--no-conditioned"]),
+        *checkpoint_argv(config, f"boundary{b}", 2 * width + 1, (width + 1, 12, width)))
 
 
 def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_url=None):
@@ -127,7 +172,8 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
             "--progress-dir", run / "progress" / f"stage{k}", "--snapshot-interval",
             config.snapshot_interval, "--wire", config.wire, "--report-every", 0,
             "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size,
-            "--learning-rate", config.learning_rate]
+            "--learning-rate", config.learning_rate,
+            *checkpoint_argv(config, f"stage{k}", sizes[0] + 1, sizes)]
     if next_url is None:
         return launch.script_argv("train_output.py", *argv, "--no-live")   # chain.py's page
     return launch.script_argv("train_middle.py", *argv, "--above-oracle-url", above_oracle,
@@ -148,7 +194,8 @@ def input_stage_argv(config, sizes, oracle_url, next_url):
         "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
         "--wire", config.wire, "--update", config.update, "--duration", config.duration,
         "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1,
-        "--batch-size", config.batch_size, "--learning-rate", config.learning_rate)
+        "--batch-size", config.batch_size, "--learning-rate", config.learning_rate,
+        *checkpoint_argv(config, "stage1", 0, sizes))
 
 
 def cpu_seconds(pid):
@@ -163,25 +210,29 @@ def cpu_seconds(pid):
 def run_chain(config, env=None, on_start=None):
     """Start the boundary oracles, then the stages from the top down, stream for
     config.duration seconds while printing status lines and saving each boundary model's weights
-    at every snapshot tick; stop everything. Returns the last GET /status of each server, and
-    under "cpu_s" the CPU seconds each process used (stage 1's up to its last status line).
-    on_start(name, pid), if given, is called as each process starts ("boundary 1 oracle",
-    "stage 4", ..., "stage 1"): bench.py pins processes to cores with it. With
-    config.colocated there are no oracles: K processes, each boundary's model learned in the
-    stage above it and fetched from there (GET /weights)."""
+    at every snapshot tick; stop everything. Returns the last GET /status of each server (None
+    for one that is down), under "cpu_s" the CPU seconds each process used (stage 1's up to its
+    last status line), under "restarts" how often each was restarted, and under "cut_short" why
+    the run ended early (None: it ran its time). on_start(name, pid), if given, is called as
+    each process starts or restarts ("boundary 1 oracle", "stage 4", ..., "stage 1"): bench.py
+    pins processes to cores with it. With config.colocated there are no oracles: K processes,
+    each boundary's model learned in the stage above it and fetched from there (GET /weights).
+
+    Every process checkpoints into run/checkpoints/ and is supervised (launch.Supervisor): one
+    that dies is named in one line and started again on its port from its checkpoint, as
+    config.restart says; a death it may not mend ends the run, cut short."""
     env = launch.child_env() if env is None else env
-    started = on_start or (lambda name, pid: None)
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     (run / "metrics").mkdir(parents=True, exist_ok=True)
-    procs, oracles, stages = [], [], {}
+    supervisor = launch.Supervisor(config.restart, who="chain", on_start=on_start)
+    oracles, stages = [], {}
     try:
         for b, width in enumerate((s[-1] for s in layout[:-1] if not config.colocated),
                                   start=1):
-            proc = launch.Process(f"boundary {b} oracle", oracle_argv(config, b, width),
-                                  run / f"boundary{b}.log", env)
-            procs.append(proc)
-            started(proc.name, proc.popen.pid)
-            oracles.append(proc.wait_url(STATUS_WAIT))
+            child = supervisor.start(f"boundary {b} oracle", oracle_argv(config, b, width),
+                                     run / f"boundary{b}.log", env,
+                                     checkpoint=checkpoint_path(run, f"boundary{b}"))
+            oracles.append(child.wait_url(STATUS_WAIT))
         K = len(layout)
         next_url = None
         for k in range(K, 1, -1):                      # top down: each needs the URL above
@@ -190,10 +241,9 @@ def run_chain(config, env=None, on_start=None):
             else:
                 below, above = oracles[k - 2], (oracles[k - 1] if k < K else None)
             argv = server_stage_argv(config, k, layout[k - 1], below, above, next_url)
-            proc = launch.Process(f"stage {k}", argv, run / f"stage{k}.log", env)
-            procs.append(proc)
-            started(proc.name, proc.popen.pid)
-            next_url = stages[k] = proc.wait_url(STATUS_WAIT)
+            child = supervisor.start(f"stage {k}", argv, run / f"stage{k}.log", env,
+                                     checkpoint=checkpoint_path(run, f"stage{k}"))
+            next_url = stages[k] = child.wait_url(STATUS_WAIT)
         clients = {k: synthgrad.OutputTrainerClient(url) for k, url in stages.items()}
         models = [stages[b + 1] for b in range(1, K)] if config.colocated else oracles
         boundary_clients = [synthgrad.OracleClient(url) for url in models]
@@ -202,54 +252,75 @@ def run_chain(config, env=None, on_start=None):
         where = ("each learned beside the stage above it" if config.colocated else
                  "each learned by an oracle")
         print(f"chain: {K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
-              f"{K - 1} boundaries ({where}): {len(procs) + 1} processes; stage 1 streams for "
-              f"{config.duration:.0f} s (logs in {run})", flush=True)
-        argv = input_stage_argv(config, layout[0],
-                                None if config.colocated else oracles[0], stages[2])
-        with open(run / "stage1.log", "w") as log:
-            first = subprocess.Popen(argv, cwd=launch.HERE, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT)
-            started("stage 1", first.pid)
-            try:
-                cpu = watch(config, first, clients, boundary_clients, layout)
-            finally:
-                if first.poll() is None:
-                    first.send_signal(signal.SIGTERM)
-                    first.wait(30)
-        if first.returncode != 0:
-            raise SystemExit(f"chain: stage 1 failed (exit code {first.returncode}); see "
-                             f"{run / 'stage1.log'}")
-        cpu |= {proc.name.replace(" oracle", "").replace(" ", ""): cpu_seconds(proc.popen.pid)
-                for proc in procs}
-        return {f"stage{k}": c.status() for k, c in clients.items()} | \
-            {f"boundary{b}": c.status() for b, c in enumerate(boundary_clients, start=1)} | \
-            {"cpu_s": cpu}
+              f"{K - 1} boundaries ({where}): {len(supervisor.children) + 1} processes; stage 1 "
+              f"streams for {config.duration:.0f} s (logs in {run})", flush=True)
+        end_at = time.monotonic() + config.duration
+
+        def first_argv(duration):
+            return input_stage_argv(dataclasses.replace(config, duration=duration), layout[0],
+                                    None if config.colocated else oracles[0], stages[2])
+
+        def first_again(child):                        # the time left, from its checkpoint
+            return launch.resume_argv(first_argv(round(max(1.0, end_at - time.monotonic()), 1)),
+                                      None, child.checkpoint)
+
+        first = supervisor.start("stage 1", first_argv(config.duration), run / "stage1.log", env,
+                                 checkpoint=checkpoint_path(run, "stage1"), finishes=True,
+                                 next_argv=first_again)
+        cpu, cut_short = watch(config, supervisor, first, clients, boundary_clients, layout,
+                               end_at)
+        cpu |= {child.name.replace(" oracle", "").replace(" ", ""): cpu_seconds(child.popen.pid)
+                for child in supervisor.children if child is not first}
+        return {f"stage{k}": last_status(c) for k, c in clients.items()} | \
+            {f"boundary{b}": last_status(c) for b, c in enumerate(boundary_clients, start=1)} | \
+            {"cpu_s": cpu, "restarts": supervisor.restarts(), "cut_short": cut_short}
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        supervisor.stop_all()
+        # the checkpoints served restarts during the run; a finished run is never resumed
+        # (and at wide widths they are hundreds of MB a process)
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
 
 
-def watch(config, first, clients, boundary_clients, layout):
-    """Until stage 1 exits: a status line every status_every seconds, and each boundary
-    model's weights saved at every snapshot tick (0.3 s after it, when the stages' snapshots
-    are written), so the synthetic gradients can be measured against the true ones later.
-    Returns {"stage1": its CPU seconds at the last look}."""
-    start, last_status, cpu = time.monotonic(), -np.inf, None
+def last_status(client):
+    """A server's GET /status, or None if it is down."""
+    try:
+        return client.status()
+    except synthgrad.PeerError:
+        return None
+
+
+def watch(config, supervisor, first, clients, boundary_clients, layout, end_at):
+    """Until stage 1 ends: a status line every status_every seconds, each boundary model's
+    weights saved at every snapshot tick (0.3 s after it, when the stages' snapshots are
+    written), so the synthetic gradients can be measured against the true ones later, and the
+    supervisor's look at every process. Stage 1 ends on its own clock at end_at (time.monotonic);
+    if it is still running GRACE_S seconds later chain.py stops it. Returns ({"stage1": its CPU
+    seconds at the last look}, why the run was cut short or None)."""
+    start, last_status_at, cpu = time.monotonic(), -np.inf, None
     interval = config.snapshot_interval
     next_tick = (int(time.time() // interval) + 1) * interval
     metrics = config.run_dir / "metrics" / "stage1.jsonl"
-    while first.poll() is None:
+    while not first.finished():
+        cut_short = supervisor.check()
+        if cut_short is not None:                       # stage 1 saves what it has and stops
+            first.stop(30)
+            return {"stage1": cpu}, cut_short
+        if time.monotonic() > end_at + GRACE_S:
+            print(f"chain: stage 1 is still running {GRACE_S:.0f} s after its --duration; "
+                  f"stopping it", flush=True)
+            first.stop(30)
+            break
         now = time.time()
         if now >= next_tick + 0.3:
             save_boundary_weights(config.run_dir, boundary_clients, layout, next_tick)
             next_tick = (int(now // interval) + 1) * interval
-        if time.monotonic() - last_status >= config.status_every:
-            last_status = time.monotonic()
-            print(chain_status_line(last_status - start, metrics, clients, boundary_clients),
+        if time.monotonic() - last_status_at >= config.status_every:
+            last_status_at = time.monotonic()
+            print(chain_status_line(last_status_at - start, metrics, clients, boundary_clients),
                   flush=True)
-        cpu = cpu_seconds(first.pid) or cpu
+        cpu = cpu_seconds(first.popen.pid) or cpu
         time.sleep(0.05)
-    return {"stage1": cpu}
+    return {"stage1": cpu}, None
 
 
 def save_boundary_weights(run, boundary_clients, layout, tick):
@@ -273,13 +344,13 @@ def chain_status_line(elapsed, metrics_path, clients, boundary_clients):
             parts.append(f"stage {k}: {s.get('training_passes', 0):>3} passes, staleness "
                          f"{launch.fmt(s.get('staleness_s'), '.1f')} s")
         except synthgrad.PeerError:
-            parts.append(f"stage {k}: -")
+            parts.append(f"stage {k}: down")
     for b, client in enumerate(boundary_clients, start=1):
         try:
             q = client.status().get("synthetic_gradient_quality", {})
             parts.append(f"cos{b} {launch.fmt(q.get('cosine_similarity'), '.2f')}")
         except synthgrad.PeerError:
-            parts.append(f"cos{b} -")
+            parts.append(f"cos{b} down")
     return " | ".join(parts)
 
 
@@ -356,9 +427,21 @@ def mean_cosine(a, b):
     return float(np.mean(np.where(norms > 0, dot / np.where(norms > 0, norms, 1), 0.0)))
 
 
+def final_label(run, layout):
+    """"final" if every stage saved its final layers; else (a stage died and was not started
+    again) the last tick at which every stage saved them. ValueError if there is none."""
+    if all(stage_file(run, k, "final").exists() for k in range(1, len(layout) + 1)):
+        return "final"
+    ticks = chain_ticks(run, layout)
+    if not ticks:
+        raise ValueError("no snapshot that every stage saved: nothing to evaluate")
+    return ticks[-1]
+
+
 def evaluate(run, layout, heldout=20_000, cosine_points=2_000):
     """chain.json's content: per tick, seconds since stage 1 began streaming, the composed
-    network's held-out MSE and each boundary's true cosine; the final network's MSE; per
+    network's held-out MSE and each boundary's true cosine; the final network's MSE (of the
+    last tick every stage saved, "final_from", if a stage saved no final layers); per
     boundary, the staleness the receiving stage reported over time."""
     run = Path(run)
     x, y = generate.heldout(heldout)
@@ -372,9 +455,11 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000):
                                    models)
         rows.append({"seconds": round(tick - start, 3), "heldout_mse": sgd.mse(layers, x, y),
                      "cosine": [None if s is None else mean_cosine(s, t) for t, s in pairs]})
+    final = final_label(run, layout)
     result = {"layout": [list(s) for s in layout], "ticks": rows,
               "initial_mse": sgd.mse(load_chain(run, layout, "initial"), x, y),
-              "final_mse": sgd.mse(load_chain(run, layout, "final"), x, y),
+              "final_mse": sgd.mse(load_chain(run, layout, final), x, y),
+              "final_from": final if final == "final" else f"tick {final}",
               "mean_predictor_mse": float(y.var()), "staleness": {}}
     for k in range(2, len(layout) + 1):
         lines = snapshots.read_metrics(run / "metrics" / f"stage{k}.jsonl")
@@ -452,6 +537,16 @@ def parse_args(argv):
                         f"{DEEP_FROM} stages on, where {d.learning_rate} did not learn in our "
                         f"measurements)")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
+    p.add_argument("--no-restart", dest="restart", action="store_false",
+                   help="a process that dies ends the run (cut short, still evaluated) instead "
+                        "of being started again on its port from its checkpoint (default: "
+                        "restart: on several machines a process or a link will fail, and each "
+                        "checkpoints every few seconds)")
+    p.add_argument("--max-restarts", type=int, default=launch.RestartPolicy.max_restarts,
+                   help="restarts of one process within %(window)g s before chain.py gives up "
+                        "and ends the run (default %(default)s: a process that keeps dying "
+                        "has a cause a restart will not mend)" % {
+                            "window": launch.RestartPolicy.window, "default": "%(default)s"})
     serving.live_arguments(p, default_port=0, who="it shows each stage and boundary")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
@@ -477,6 +572,8 @@ def parse_args(argv):
         p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
     if args.count < 1000:
         p.error(f"--count must be at least 1000 (got {args.count})")
+    if args.max_restarts < 0:
+        p.error(f"--max-restarts must be 0 or more (got {args.max_restarts})")
     return args
 
 
@@ -496,17 +593,40 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def report(run, layout):
-    """chain.json and chain.png for a finished run; prints the summary line."""
+def report(run, layout, cut_short=None):
+    """chain.json and chain.png for a run, finished or cut short (cut_short: why, recorded in
+    chain.json as "cut_short"); prints the summary line. ValueError if nothing can be
+    evaluated."""
     result = evaluate(run, layout)
+    result["cut_short"] = cut_short
     (run / "chain.json").write_text(json.dumps(result, indent=1))
     draw(result, run / "chain.png")
     last = result["ticks"][-1] if result["ticks"] else {"cosine": []}
     print(f"chain: held-out MSE {result['initial_mse']:.4f} untrained -> "
-          f"{result['final_mse']:.4f} at the end (predicting the mean: "
+          f"{result['final_mse']:.4f} at the end ({result['final_from']}; predicting the mean: "
           f"{result['mean_predictor_mse']:.3f}); cosine(synthetic, true) at the last tick, per "
           f"boundary: {', '.join(launch.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
-    print(f"chain: chain.json and chain.png in {run}", flush=True)
+    print(f"chain: chain.json and chain.png in {run}"
+          f"{f' (cut short: {cut_short})' if cut_short else ''}", flush=True)
+
+
+def run_and_report(config, env, on_start=None):
+    """run_chain, then report, whatever ended the run: its time, a death it could not mend
+    (cut short: exit code 1), Ctrl-C or SIGTERM (130; every process is stopped first). The
+    evaluation uses what the stages saved on disk. Returns the exit code."""
+    layout = stage_sizes(config.sizes, config.splits)
+    try:
+        cut_short = run_chain(config, env, on_start)["cut_short"]
+        code = 0 if cut_short is None else 1
+    except KeyboardInterrupt:
+        print(f"chain: interrupted; every process it started is stopped ({config.run_dir})",
+              flush=True)
+        cut_short, code = "interrupted (Ctrl-C or SIGTERM)", 130
+    try:
+        report(config.run_dir, layout, cut_short)
+    except ValueError as e:                         # stopped before every stage saved
+        print(f"chain: no chain.json: {e}", flush=True)
+    return code
 
 
 def main(argv=None):
@@ -524,20 +644,20 @@ def main(argv=None):
     config = ChainConfig(run_dir=run, sizes=args.sizes, splits=args.splits, count=args.count,
                          duration=args.duration, seed=args.seed, update=args.update,
                          conditioned=args.conditioned, learning_rate=args.learning_rate,
-                         colocated=args.colocated)
+                         colocated=args.colocated,
+                         restart=launch.RestartPolicy(restart=args.restart,
+                                                      max_restarts=args.max_restarts))
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
     env = launch.child_env()
     stop_page = launch.start_live_page(run, args, "chain")
     try:
         launch.generate_data(run / "data", args.count, args.seed, env, plot=False)
-        run_chain(config, env)
-        report(run, layout)
+        return run_and_report(config, env)
     except KeyboardInterrupt:
-        print(f"chain: interrupted; every process it started is stopped ({run})", flush=True)
+        print(f"chain: interrupted before the chain started ({run})", flush=True)
         return 130
     finally:
         stop_page()
-    return 0
 
 
 if __name__ == "__main__":

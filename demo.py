@@ -22,6 +22,11 @@ Phases, one after the other so each has the machine to itself:
 5. draw the pictures with plot.py and print every method's held-out MSE.
 Everything the run produces (data, logs, metrics, weight snapshots, pictures) is in the run
 folder, printed at the end. Ctrl-C at any point stops every process it started.
+
+A process that dies is named in one line and started again from its checkpoint (the servers
+on their ports); with --no-restart, or when it keeps dying, the demo ends there. However it
+ends (Ctrl-C and SIGTERM too), the pictures of what was saved are drawn, and
+RUN/cut_short.json says why it ended early.
 """
 
 import argparse
@@ -94,6 +99,12 @@ def parse_args(argv):
                    help="skip the frozen and random-direction controls (each takes another "
                         "--duration seconds and a start-up); without them the pictures cannot "
                         "say whether synthetic gradients taught layer 1 anything")
+    p.add_argument("--no-restart", dest="restart", action="store_false",
+                   help="a process that dies ends the demo (the pictures are still drawn from "
+                        "what was saved) instead of being started again from its checkpoint, "
+                        "the servers on their ports (default: restart, at most "
+                        f"{launch.RestartPolicy.max_restarts} times in "
+                        f"{launch.RestartPolicy.window:.0f} s a process)")
     p.add_argument("--wire", choices=("json", "binary"), default=D.wire,
                    help="form of the bulk transfers (default %(default)s: raw arrays, ~100x "
                         "cheaper than JSON numbers, so layers 2-3 and the oracle get more "
@@ -153,7 +164,8 @@ def decoupled_config(args, run_dir, update="synthetic", data_dir=None):
         output_learning_rate=args.output_learning_rate,
         output_batch_size=args.output_batch_size,
         oracle={}, oracle_args=tuple(args.oracle_args.split()),
-        input_args=tuple(args.input_args.split()))
+        input_args=tuple(args.input_args.split()),
+        restart=launch.RestartPolicy(restart=args.restart))
 
 
 def backprop_config(args, run_dir, baseline):
@@ -183,37 +195,57 @@ def main(argv=None):
           flush=True)
     env = launch.child_env()
     stop_page = launch.start_live_page(run_dir, args, "demo")
+    code, cut_short = 0, None
     try:
-        # 1. the data
-        launch.generate_data(run_dir / "data", args.count, args.seed, env)
-        # 2. the three processes
-        final = launch.run_decoupled(decoupled_config(args, run_dir), env)
-        (run_dir / "final_status.json").write_text(json.dumps(final, indent=2))
-        # 3. the controls: the same three processes, layer 1 frozen or moved at random
-        for update in () if args.no_controls else CONTROLS:
-            print(f"demo: control: layer 1 {CONTROL_NAMES[update]}, the same three processes "
-                  f"for {args.duration:.0f} s", flush=True)
-            folder = run_dir / "controls" / update
-            folder.mkdir(parents=True, exist_ok=True)
-            launch.run_decoupled(decoupled_config(args, folder, update, run_dir / "data"), env)
-        # 4. backprop for as long
-        if not args.no_baseline:
-            print(f"demo: backprop (true gradients), the same settings in one process, for "
-                  f"{args.duration:.0f} s of training", flush=True)
-            with open(run_dir / "backprop.log", "w") as log:
-                launch.train_backprop(backprop_config(args, run_dir, baseline), out=log,
-                                      status_every=args.status_every)
+        cut_short = run_phases(args, run_dir, baseline, env)
+        code = 0 if cut_short is None else 1
     except KeyboardInterrupt:
         print(f"demo: interrupted; every process it started is stopped. Partial results in "
               f"{run_dir}", flush=True)
-        return 130
+        code, cut_short = 130, "interrupted (Ctrl-C or SIGTERM)"
     finally:
         stop_page()
+    if cut_short is not None:          # the pictures of what was done, and why it stopped
+        print(f"demo: cut short: {cut_short}; drawing what was saved", flush=True)
+        (run_dir / "cut_short.json").write_text(json.dumps({"cut_short": cut_short}))
     # 5. the pictures
-    subprocess.run(launch.script_argv("plot.py", "--run-dir", run_dir), check=True,
-                   cwd=launch.HERE, env=env)
+    drawn = subprocess.run(launch.script_argv("plot.py", "--run-dir", run_dir), cwd=launch.HERE,
+                           env=env).returncode == 0
+    if not drawn:
+        print(f"demo: plot.py could not draw {run_dir} (see above)", flush=True)
+        return code or 1
     print(f"demo: everything is in {run_dir} (the pictures in {run_dir / 'plots'})", flush=True)
-    return 0
+    return code
+
+
+def run_phases(args, run_dir, baseline, env):
+    """Phases 1-4 into run_dir; why they were cut short (a process died and was not mended),
+    or None."""
+    # 1. the data
+    launch.generate_data(run_dir / "data", args.count, args.seed, env)
+    # 2. the three processes
+    final = launch.run_decoupled(decoupled_config(args, run_dir), env)
+    (run_dir / "final_status.json").write_text(json.dumps(final, indent=2))
+    if final["cut_short"] is not None:
+        return final["cut_short"]
+    # 3. the controls: the same three processes, layer 1 frozen or moved at random
+    for update in () if args.no_controls else CONTROLS:
+        print(f"demo: control: layer 1 {CONTROL_NAMES[update]}, the same three processes "
+              f"for {args.duration:.0f} s", flush=True)
+        folder = run_dir / "controls" / update
+        folder.mkdir(parents=True, exist_ok=True)
+        control = launch.run_decoupled(decoupled_config(args, folder, update, run_dir / "data"),
+                                       env)
+        if control["cut_short"] is not None:
+            return f"control {update}: {control['cut_short']}"
+    # 4. backprop for as long
+    if not args.no_baseline:
+        print(f"demo: backprop (true gradients), the same settings in one process, for "
+              f"{args.duration:.0f} s of training", flush=True)
+        with open(run_dir / "backprop.log", "w") as log:
+            launch.train_backprop(backprop_config(args, run_dir, baseline), out=log,
+                                  status_every=args.status_every)
+    return None
 
 
 if __name__ == "__main__":

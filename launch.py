@@ -27,6 +27,7 @@ it is) and the tutorial's (BackpropConfig: sgd.py's per-example SGD at learning 
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +51,20 @@ HERE = Path(__file__).resolve().parent
 
 
 # --- Configuration. ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """What a launcher does when a process of its run dies, as an Erlang/OTP supervisor or
+    systemd's Restart=on-failure: say so in one line, then start it again after `backoff`
+    seconds (doubled for each restart still in the window) from its own checkpoint, at most
+    `max_restarts` times in `window` seconds; one more death in the window, or any death with
+    restart False, ends the run (cut short, evaluated from what is on disk)."""
+
+    restart: bool = True
+    max_restarts: int = 3
+    window: float = 120.0
+    backoff: float = 1.0
+
 
 @dataclasses.dataclass(frozen=True)
 class DecoupledConfig:
@@ -83,6 +98,8 @@ class DecoupledConfig:
     oracle_args: tuple = ()
     input: dict = dataclasses.field(default_factory=lambda: {"report_every": 1})
     input_args: tuple = ()
+    restart: RestartPolicy = RestartPolicy()   # what a process that dies leads to
+    checkpoint_interval: float = 5.0    # seconds between each process's checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +157,160 @@ def child_env():
 Process = serving.Process      # a child process that announces its URL (serving.py)
 
 
+# --- Supervising the processes of a run: a death is named, the process restarted. --------------
+
+def exit_description(code):
+    """A Popen returncode in words: "exit code 1", "killed by SIGKILL"."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def log_tail(path, lines=2, width=240):
+    """The last `lines` non-empty lines of a log, joined with " / " and cut to `width`."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        return f"(no log: {e.strerror})"
+    tail = " / ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
+    return tail if len(tail) <= width else "..." + tail[-width:]
+
+
+def resume_argv(argv, port, checkpoint):
+    """argv for starting a process again: on `port` (its --port value replaced; the first
+    start asked for 0, any free one), with --resume if its checkpoint file exists."""
+    argv = list(argv)
+    if port is not None and "--port" in argv:
+        argv[argv.index("--port") + 1] = str(port)
+    if checkpoint is not None and Path(checkpoint).exists() and "--resume" not in argv:
+        argv.append("--resume")
+    return argv
+
+
+class Child:
+    """One process of a run under a Supervisor: its name, command line, log and checkpoint.
+    A server started on port 0 is restarted on the port it got, so its peers' senders find it
+    again; next_argv(child), if given, makes the restart's command line instead (train_input.py:
+    the time left)."""
+
+    def __init__(self, name, argv, log_path, env, checkpoint=None, finishes=False,
+                 next_argv=None):
+        self.name, self.argv, self.log_path, self.env = name, list(argv), log_path, env
+        self.checkpoint, self.finishes, self.next_argv = checkpoint, finishes, next_argv
+        self.port = None
+        self.restarts = []                    # time.monotonic() of each restart in the window
+        self.restarted = 0                    # restarts in all
+        self.restart_at = None                # when the dead process is due to start again
+        self.stopping = False                 # stopped on purpose: its end is no death
+        self.proc = Process(name, self.argv, log_path, env)
+
+    @property
+    def popen(self):
+        return self.proc.popen
+
+    def wait_url(self, timeout):
+        """The URL it announced (SystemExit if it did not); remembers the port."""
+        url = self.proc.wait_url(timeout)
+        self.port = int(url.rsplit(":", 1)[1])
+        return url
+
+    def finished(self):
+        """True once a process that ends by itself (train_input.py at --duration) ended well."""
+        return self.finishes and self.popen.poll() == 0
+
+    def restart(self):
+        argv = (self.next_argv(self) if self.next_argv is not None else
+                resume_argv(self.argv, self.port, self.checkpoint))
+        self.proc = Process(self.name, argv, self.log_path, self.env, append=True)
+        self.restart_at = None
+        self.restarted += 1
+        return argv
+
+    def stop(self, timeout=20.0):
+        self.stopping = True
+        return self.proc.stop(timeout)
+
+
+class Supervisor:
+    """The processes of a run, watched: check() is called from the launcher's loop; a death is
+    said in one line (which process, its exit code or signal, its log's last lines) and the
+    process restarted, or the run ended, as `policy` says. `who` prefixes every line;
+    on_start(name, pid) is told of every start and restart."""
+
+    def __init__(self, policy=None, who="launch", on_start=None):
+        self.policy = policy or RestartPolicy()
+        self.who, self.on_start = who, on_start or (lambda name, pid: None)
+        self.children = []
+
+    def start(self, name, argv, log_path, env, **options):
+        child = Child(name, argv, log_path, env, **options)
+        self.children.append(child)
+        self.on_start(name, child.popen.pid)
+        return child
+
+    def say(self, line):
+        print(f"{self.who}: {line}", flush=True)
+
+    def check(self):
+        """One look at every process: restart what is due; say each new death and decide.
+        Returns why the run must end (a death not to be mended), or None."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    argv = child.restart()
+                    self.on_start(child.name, child.popen.pid)
+                    how = ("from its checkpoint" if "--resume" in argv else
+                           "from scratch (no checkpoint yet)")
+                    where = f" on port {child.port}" if child.port else ""
+                    self.say(f"{child.name} restarted{where}, {how}")
+                continue
+            code = child.popen.poll()
+            if code is None or child.stopping or child.finished():
+                continue
+            reason = self.died(child, code, now)
+            if reason is not None:
+                return reason
+        return None
+
+    def died(self, child, code, now):
+        """Say the death of `child` in one line and schedule its restart; the reason to end
+        the run instead, if the policy says so."""
+        p = self.policy
+        lived = now - child.proc.started
+        line = (f"{child.name} died ({exit_description(code)}) after {lived:.0f} s; its log "
+                f"{child.log_path.name} ends: {log_tail(child.log_path)}")
+        child.restarts = [t for t in child.restarts if now - t < p.window]
+        if not p.restart:
+            child.stopping = True
+            self.say(f"{line}. Not restarting it (--no-restart): ending the run")
+            return f"{child.name} died ({exit_description(code)})"
+        if len(child.restarts) >= p.max_restarts:
+            child.stopping = True
+            self.say(f"{line}. It was restarted {len(child.restarts)} times in "
+                     f"{p.window:.0f} s: giving up, ending the run")
+            return (f"{child.name} died {len(child.restarts) + 1} times in {p.window:.0f} s "
+                    f"({exit_description(code)})")
+        delay = p.backoff * 2 ** len(child.restarts)
+        child.restarts.append(now)
+        child.restart_at = now + delay
+        self.say(f"{line}. Restarting it in {delay:g} s (restart {len(child.restarts)} of at "
+                 f"most {p.max_restarts} in {p.window:.0f} s)")
+        return None
+
+    def restarts(self):
+        """{name: restarts so far} of every process."""
+        return {child.name: child.restarted for child in self.children}
+
+    def stop_all(self):
+        """Stop every process, the last started first (SIGTERM: each saves what it holds)."""
+        for child in reversed(self.children):
+            child.stop()
+
+
 def start_live_page(run_dir, args, who):
     """The live page for run_dir if args.live (serving.start_live_page on args.live_port), its
     address printed; returns a function that stops it. If it cannot start, `who` says so and
@@ -184,33 +355,63 @@ def status_line(elapsed, oracle, output, inp):
             f"cosine(synthetic, true) {fmt(q.get('cosine_similarity'), '.2f')}")
 
 
-def watch(inp, oracle_client, output_client, metrics_path, duration, every):
-    """Print a status line every `every` seconds until the input trainer (a Popen) exits;
-    returns its exit code. SIGTERM to it if it overruns `duration` by 2 minutes."""
+# Seconds past --duration after which a launcher stops the input trainer itself: it stops on
+# its own clock whatever its peers do, then flushes for at most 3 s and saves; this is the
+# backstop.
+GRACE_S = 15.0
+
+
+def watch(supervisor, inp, oracle_client, output_client, metrics_path, duration, every):
+    """Until the input trainer (inp, a Child of supervisor) has ended: the supervisor's look at
+    every process several times a second (a death is said, and mended or not), and a status
+    line every `every` seconds. If the input trainer overruns `duration` by GRACE_S it is
+    stopped here. Returns why the run was cut short (a death the supervisor would not mend),
+    or None."""
     start = time.monotonic()
-    while True:
-        try:
-            return inp.wait(every)
-        except subprocess.TimeoutExpired:
-            pass
-        latest = (snapshots.read_metrics(metrics_path) or [{}])[-1]
-        try:
-            print(status_line(time.monotonic() - start, oracle_client.status(),
-                              output_client.status(), latest), flush=True)
-        except synthgrad.PeerError as e:
-            print(f"launch: status unavailable: {e}", flush=True)
-        if time.monotonic() - start > duration + 120:
-            print("launch: the input trainer overran its time by 2 minutes; stopping it",
-                  flush=True)
-            inp.send_signal(signal.SIGTERM)
+    next_status = start + every
+    while not inp.finished():
+        cut_short = supervisor.check()
+        if cut_short is not None:                   # the input trainer saves what it has
+            inp.stop(30)
+            return cut_short
+        if time.monotonic() > start + duration + GRACE_S:
+            print(f"launch: the input trainer is still running {GRACE_S:.0f} s after its "
+                  f"--duration; stopping it", flush=True)
+            inp.stop(30)
+            return None
+        if time.monotonic() >= next_status:
+            next_status += every
+            latest = (snapshots.read_metrics(metrics_path) or [{}])[-1]
+            try:
+                print(status_line(time.monotonic() - start, oracle_client.status(),
+                                  output_client.status(), latest), flush=True)
+            except synthgrad.PeerError as e:
+                print(f"launch: status unavailable: {e}", flush=True)
+        time.sleep(0.05)
+    return None
+
+
+def last_status(client):
+    """A server's GET /status, or None if it is down."""
+    try:
+        return client.status()
+    except synthgrad.PeerError:
+        return None
 
 
 # --- The decoupled run. ------------------------------------------------------------------------
 
+def checkpoint_argv(config, name):
+    """--checkpoint into run_dir/checkpoints/<name>.npz, every config.checkpoint_interval s:
+    what a restarted process resumes from."""
+    return ["--checkpoint", config.run_dir / "checkpoints" / f"{name}.npz",
+            "--checkpoint-interval", config.checkpoint_interval]
+
+
 def oracle_argv(config):
     """oracle.py's command line for config, on a free port (0)."""
     return script_argv("oracle.py", "--port", 0, "--max-examples", config.count,
-                       "--seed", config.seed,
+                       "--seed", config.seed, *checkpoint_argv(config, "oracle"),
                        "--metrics", config.run_dir / "metrics" / "oracle.jsonl",
                        *option_argv(config.oracle), *config.oracle_args)
 
@@ -230,7 +431,7 @@ def output_argv(config, oracle_url):
                        "--metrics", run_dir / "metrics" / "train_output.jsonl",
                        "--learning-rate", config.output_learning_rate,
                        "--batch-size", config.output_batch_size, "--no-live",
-                       *common_argv(config))
+                       *checkpoint_argv(config, "train_output"), *common_argv(config))
 
 
 def input_argv(config, oracle_url, output_url):
@@ -242,62 +443,61 @@ def input_argv(config, oracle_url, output_url):
                        "--progress-dir", run_dir / "progress",
                        "--metrics", run_dir / "metrics" / "train_input.jsonl",
                        "--learning-rate", config.input_learning_rate, "--update", config.update,
-                       "--duration", config.duration, *common_argv(config),
-                       *option_argv(config.input), *config.input_args)
+                       "--duration", config.duration, *checkpoint_argv(config, "train_input"),
+                       *common_argv(config), *option_argv(config.input), *config.input_args)
 
 
 def run_decoupled(config, env=None):
     """Start the oracle, then the output trainer, wait until both answer, then train the input
     trainer for config.duration seconds while printing status lines; stop all three with
-    SIGTERM (each saves its final weights). Returns the servers' last GET /status,
-    {"oracle": ..., "output_trainer": ...}. SystemExit with the log to read if one fails."""
+    SIGTERM (each saves its final weights). Every process checkpoints and is supervised: one
+    that dies is named in one line and started again from its checkpoint (the servers on
+    their ports), as config.restart says. Returns the servers' last GET /status (None for one
+    that is down), {"oracle": ..., "output_trainer": ..., "restarts": {name: count},
+    "cut_short": why the run ended early, or None}. SystemExit with the log to read if a server
+    does not start."""
     env = child_env() if env is None else env
     run_dir = config.run_dir
-    procs = []
+    supervisor = Supervisor(config.restart, who="launch")
+    checkpoints = run_dir / "checkpoints"
     try:
         # start: the two servers on free ports, each announcing its URL in its log
-        oracle = Process("oracle", oracle_argv(config), run_dir / "oracle.log", env)
-        procs.append(oracle)
-        output = Process("output trainer", output_argv(config, oracle.wait_url(120)),
-                         run_dir / "train_output.log", env)
-        procs.append(output)
+        oracle = supervisor.start("oracle", oracle_argv(config), run_dir / "oracle.log", env,
+                                  checkpoint=checkpoints / "oracle.npz")
+        oracle_url = oracle.wait_url(120)
+        output = supervisor.start("output trainer", output_argv(config, oracle_url),
+                                  run_dir / "train_output.log", env,
+                                  checkpoint=checkpoints / "train_output.npz")
+        output_url = output.wait_url(120)
         token = env.get("SYNTHGRAD_TOKEN") or None      # the children take it from there too
-        oracle_client = synthgrad.OracleClient(oracle.url, token=token)
-        output_client = synthgrad.OutputTrainerClient(output.wait_url(120), token=token)
+        oracle_client = synthgrad.OracleClient(oracle_url, token=token)
+        output_client = synthgrad.OutputTrainerClient(output_url, token=token)
         for client in (oracle_client, output_client):
             client.wait_until_ready()
-        print(f"launch: oracle at {oracle.url}, output trainer at {output.url}; the input "
+        print(f"launch: oracle at {oracle_url}, output trainer at {output_url}; the input "
               f"trainer trains for {config.duration:.0f} s (logs in {run_dir})", flush=True)
-        # train: the input trainer runs to its --duration; we watch
-        code = run_input_trainer(config, oracle.url, output.url, oracle_client, output_client,
-                                 env)
-        if code != 0:
-            raise SystemExit(f"train_input.py failed (exit code {code}); see "
-                             f"{run_dir / 'train_input.log'}")
+        # train: the input trainer runs to its --duration (restarted: the time left); we watch
+        end_at = time.monotonic() + config.duration
+
+        def input_again(child):
+            left = round(max(1.0, end_at - time.monotonic()), 1)
+            return resume_argv(input_argv(dataclasses.replace(config, duration=left),
+                                          oracle_url, output_url), None, child.checkpoint)
+
+        inp = supervisor.start("input trainer", input_argv(config, oracle_url, output_url),
+                               run_dir / "train_input.log", env,
+                               checkpoint=checkpoints / "train_input.npz", finishes=True,
+                               next_argv=input_again)
+        cut_short = watch(supervisor, inp, oracle_client, output_client,
+                          run_dir / "metrics" / "train_input.jsonl", config.duration,
+                          config.status_every)
         # the servers' last word, before they are stopped
-        try:
-            return {"oracle": oracle_client.status(), "output_trainer": output_client.status()}
-        except synthgrad.PeerError as e:
-            raise SystemExit(f"launch: a server stopped before the end of the run ({e}); see "
-                             f"the logs in {run_dir}") from None
+        return {"oracle": last_status(oracle_client),
+                "output_trainer": last_status(output_client),
+                "restarts": supervisor.restarts(), "cut_short": cut_short}
     finally:
-        for proc in reversed(procs):
-            proc.stop()
-
-
-def run_input_trainer(config, oracle_url, output_url, oracle_client, output_client, env):
-    """train_input.py until it stops by itself (status lines meanwhile); its exit code."""
-    metrics_path = config.run_dir / "metrics" / "train_input.jsonl"
-    with open(config.run_dir / "train_input.log", "w") as log:
-        inp = subprocess.Popen(input_argv(config, oracle_url, output_url), cwd=HERE, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-        try:
-            return watch(inp, oracle_client, output_client, metrics_path, config.duration,
-                         config.status_every)
-        finally:
-            if inp.poll() is None:
-                inp.send_signal(signal.SIGTERM)
-                inp.wait(30)
+        supervisor.stop_all()
+        shutil.rmtree(checkpoints, ignore_errors=True)  # a finished run is never resumed
 
 
 # --- Plain backprop, in this process. ----------------------------------------------------------

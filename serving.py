@@ -490,11 +490,14 @@ def setup_logging(name):
 # --- Child processes that serve: the launchers' processes, and the live page -------------------
 
 class Process:
-    """A child process whose output is copied to a log file; knows the URL it announced."""
+    """A child process whose output is copied to a log file; knows the URL it announced.
+    append: add to the log (a restarted process's log goes on from its predecessor's)."""
 
-    def __init__(self, name, argv, log_path, env):
+    def __init__(self, name, argv, log_path, env, append=False):
         self.name, self.log_path = name, log_path
         self.url = None
+        self.started = time.monotonic()
+        self._mode = "a" if append else "w"
         self._announced = threading.Event()
         self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, env=env, cwd=HERE)
@@ -502,7 +505,7 @@ class Process:
         self._thread.start()
 
     def _copy(self):
-        with open(self.log_path, "w") as log:
+        with open(self.log_path, self._mode) as log:
             for line in self.popen.stdout:
                 log.write(line)
                 log.flush()

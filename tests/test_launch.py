@@ -5,8 +5,9 @@ optimizer "adam", against sgd.backprop and optimizers.Adam by hand).
 Run: .venv/bin/pytest -q tests/test_launch.py
 """
 
-import subprocess
+import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import optimizers
 import sgd
 import snapshots
 import synthgrad
+from helpers import wait_for
 
 BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]
 
@@ -92,24 +94,123 @@ class FakeClient:
         return self._status
 
 
-def test_watch_prints_status_lines_until_the_input_trainer_exits(tmp_path, capsys):
+def sleeper(seconds, code=0):
+    """A command line that prints its arguments, sleeps, then exits with `code`."""
+    return [sys.executable, "-c", f"import sys, time; print('started with', sys.argv[1:]); "
+            f"sys.stdout.flush(); time.sleep({seconds}); sys.exit({code})"]
+
+
+def text(path):
+    return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+def supervisor():
+    made = launch.Supervisor(launch.RestartPolicy(backoff=0.1), who="test")
+    yield made
+    made.stop_all()
+
+
+def test_watch_prints_status_lines_until_the_input_trainer_exits(tmp_path, capsys, supervisor):
     (tmp_path / "in.jsonl").write_text('{"examples": 70, "examples_per_s": 7.0}\n')
-    inp = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
-    code = launch.watch(inp, FakeClient({}), FakeClient({"examples_held": 5}),
-                        tmp_path / "in.jsonl", duration=10, every=0.1)
-    assert code == 0
+    inp = supervisor.start("input trainer", sleeper(0.5), tmp_path / "in.log",
+                           launch.child_env(), finishes=True)
+    assert launch.watch(supervisor, inp, FakeClient({}), FakeClient({"examples_held": 5}),
+                        tmp_path / "in.jsonl", duration=10, every=0.1) is None
+    assert inp.popen.returncode == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) >= 2
     assert all(line.startswith("[") and "input:      70 examples (7/s)" in line
                and "output:      5 held" in line for line in lines)
 
 
-def test_watch_says_when_a_server_does_not_answer(tmp_path, capsys):
-    inp = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
-    assert launch.watch(inp, FakeClient(None), FakeClient({}), tmp_path / "none.jsonl",
-                        duration=10, every=0.1) == 0
+def test_watch_says_when_a_server_does_not_answer(tmp_path, capsys, supervisor):
+    inp = supervisor.start("input trainer", sleeper(0.3), tmp_path / "in.log",
+                           launch.child_env(), finishes=True)
+    assert launch.watch(supervisor, inp, FakeClient(None), FakeClient({}),
+                        tmp_path / "none.jsonl", duration=10, every=0.1) is None
     assert "launch: status unavailable: http://127.0.0.1:9 is not answering" in \
         capsys.readouterr().out
+
+
+def test_watch_stops_an_input_trainer_that_overruns_its_duration(tmp_path, capsys, supervisor,
+                                                                 monkeypatch):
+    monkeypatch.setattr(launch, "GRACE_S", 0.5)
+    inp = supervisor.start("input trainer", sleeper(60), tmp_path / "in.log",
+                           launch.child_env(), finishes=True)
+    t0 = time.monotonic()
+    assert launch.watch(supervisor, inp, FakeClient({}), FakeClient({}),
+                        tmp_path / "none.jsonl", duration=0.5, every=10) is None
+    assert time.monotonic() - t0 < 5 and inp.popen.returncode == -signal.SIGTERM
+    assert "still running 0 s after its --duration; stopping it" in capsys.readouterr().out
+
+
+# --- Supervising: a death named in one line, the process restarted or the run ended. -------------
+
+def test_exit_description_and_resume_argv():
+    assert launch.exit_description(-9) == "killed by SIGKILL"
+    assert launch.exit_description(3) == "exit code 3"
+    argv = ["python", "x.py", "--port", "0", "--checkpoint", "c.npz"]
+    assert launch.resume_argv(argv, 4321, None) == ["python", "x.py", "--port", "4321",
+                                                    "--checkpoint", "c.npz"]
+
+
+def test_a_killed_process_is_named_in_one_line_and_restarted_on_its_port_from_its_checkpoint(
+        tmp_path, capsys, supervisor):
+    checkpoint = tmp_path / "s.npz"
+    child = supervisor.start("stage 2", [*sleeper(60), "--port", "0"], tmp_path / "s.log",
+                             launch.child_env(), checkpoint=checkpoint)
+    child.port = 4321                                # as wait_url would have learned it
+    first = child.popen
+    wait_for(lambda: "started with" in text(tmp_path / "s.log"))
+    checkpoint.write_bytes(b"a checkpoint")
+    first.kill()
+    first.wait()
+    assert supervisor.check() is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    assert out[0].startswith("test: stage 2 died (killed by SIGKILL) after 0 s; its log s.log "
+                             "ends: started with ['--port', '0']. Restarting it in 0.1 s")
+    wait_for(lambda: supervisor.check() is None and child.popen is not first)
+    assert "test: stage 2 restarted on port 4321, from its checkpoint" in capsys.readouterr().out
+    wait_for(lambda: "'--port', '4321', '--resume'" in text(tmp_path / "s.log"))
+    assert "['--port', '0']" in (tmp_path / "s.log").read_text()      # the log goes on
+    assert supervisor.restarts() == {"stage 2": 1}
+
+
+def test_it_gives_up_after_max_restarts_in_the_window(tmp_path, capsys):
+    supervisor = launch.Supervisor(launch.RestartPolicy(max_restarts=2, backoff=0.01), "test")
+    try:
+        supervisor.start("oracle", sleeper(0, code=3), tmp_path / "o.log", launch.child_env())
+        reason = None
+        deadline = time.monotonic() + 20
+        while reason is None and time.monotonic() < deadline:
+            reason = supervisor.check()
+            time.sleep(0.02)
+    finally:
+        supervisor.stop_all()
+    assert reason == "oracle died 3 times in 120 s (exit code 3)"
+    out = capsys.readouterr().out
+    assert out.count("oracle died (exit code 3)") == 3 and "giving up, ending the run" in out
+    assert supervisor.restarts() == {"oracle": 2}
+
+
+def test_no_restart_ends_the_run_at_the_first_death_and_a_finished_run_is_no_death(tmp_path,
+                                                                                   capsys):
+    supervisor = launch.Supervisor(launch.RestartPolicy(restart=False), "test")
+    try:
+        done = supervisor.start("input trainer", sleeper(0), tmp_path / "i.log",
+                                launch.child_env(), finishes=True)
+        server = supervisor.start("stage 3", sleeper(60), tmp_path / "s.log",
+                                  launch.child_env())
+        done.popen.wait()
+        assert supervisor.check() is None and done.finished()
+        server.popen.terminate()
+        server.popen.wait()
+        assert supervisor.check() == "stage 3 died (killed by SIGTERM)"
+    finally:
+        supervisor.stop_all()
+    assert "Not restarting it (--no-restart): ending the run" in capsys.readouterr().out
 
 
 # --- The command lines of a decoupled run. -----------------------------------------------------
@@ -134,8 +235,14 @@ def test_option_argv_spells_what_the_scripts_parse():
 def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_path):
     config = launch.DecoupledConfig(run_dir=tmp_path)
     py, here = sys.executable, str(launch.HERE)
+
+    def checkpoint(name):                           # what a restart resumes from
+        return ["--checkpoint", str(tmp_path / "checkpoints" / f"{name}.npz"),
+                "--checkpoint-interval", "5.0"]
+
     assert launch.oracle_argv(config) == [
         py, f"{here}/oracle.py", "--port", "0", "--max-examples", "20000", "--seed", "0",
+        *checkpoint("oracle"),
         "--metrics", str(tmp_path / "metrics" / "oracle.jsonl")]      # oracle.py's defaults
     common = ["--snapshot-interval", "3", "--seed", "0", "--wire", "binary",
               "--optimizer", "adam"]
@@ -143,13 +250,15 @@ def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_pat
         py, f"{here}/train_output.py", "--port", "0", "--max-examples", "20000",
         "--oracle-url", "http://o", "--progress-dir", str(tmp_path / "progress"),
         "--metrics", str(tmp_path / "metrics" / "train_output.jsonl"),
-        "--learning-rate", "0.005", "--batch-size", "10", "--no-live", *common]
+        "--learning-rate", "0.005", "--batch-size", "10", "--no-live",
+        *checkpoint("train_output"), *common]
     assert launch.input_argv(config, "http://o", "http://t") == [
         py, f"{here}/train_input.py", "--data-dir", str(tmp_path / "data"),
         "--oracle-url", "http://o", "--output-url", "http://t",
         "--progress-dir", str(tmp_path / "progress"),
         "--metrics", str(tmp_path / "metrics" / "train_input.jsonl"),
-        "--learning-rate", "0.005", "--update", "synthetic", "--duration", "75.0", *common,
+        "--learning-rate", "0.005", "--update", "synthetic", "--duration", "75.0",
+        *checkpoint("train_input"), *common,
         "--report-every", "1"]       # a metrics line a second: the status lines stay fresh
 
 
