@@ -12,6 +12,7 @@ Use:
         net.address("oracle")                 # "10.231.77.1"
         net.argv("oracle", ["python", ...])   # ip netns exec <ns> python ...
         net.http_status("input", url, token)  # "401", "200", or "error ..." from inside a host
+        net.set_link("output", up=False)      # its link down (and up=True: back)
     finally:
         problems = net.destroy()              # [] when every namespace, veth and bridge is gone
 
@@ -166,6 +167,11 @@ class Network:
         """argv run inside host's namespace. `ip netns exec` execs it: the PID stays the same,
         so a signal sent to the Popen reaches the program itself."""
         return ["ip", "netns", "exec", self.ns(host), *map(str, argv)]
+
+    def set_link(self, host, up):
+        """Take host's link to the network down (up=False) or bring it back: its eth0, inside
+        its own namespace. Down, nothing reaches it or leaves it; its address stays."""
+        ip("-n", self.ns(host), "link", "set", "eth0", "up" if up else "down")
 
     def identify(self, pid):
         """The name of the namespace process pid is in ("" if none of the named ones)."""

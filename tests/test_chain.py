@@ -7,6 +7,11 @@ real chain of three stages (five processes) must learn.
 """
 
 import json
+import os
+import re
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -299,31 +304,129 @@ def test_mean_cosine_counts_a_zero_row_as_zero():
 
 # --- a real chain ----------------------------------------------------------------------------
 
-def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
+def killer(started, plan):
+    """A thread that, once stage 1 has started, SIGKILLs each named process at its second of
+    stage 1's time (plan: [(seconds, name)]); returns (thread, {name: time.time() of the kill})."""
+    killed = {}
+
+    def run():
+        while "stage 1" not in started:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        for at, name in plan:
+            time.sleep(max(0.0, at - (time.monotonic() - t0)))
+            killed[name] = time.time()
+            os.kill(started[name], signal.SIGKILL)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, killed
+
+
+def last_count(pattern, text):
+    """The number the last match of pattern's group 1 says (commas allowed), or None."""
+    found = re.findall(pattern, text)
+    return int(found[-1].replace(",", "")) if found else None
+
+
+def test_a_three_stage_chain_of_real_processes_learns_and_mends_its_deaths(tmp_path, capsys):
+    """Five processes; the middle stage SIGKILLed 4 s into stage 1's time, then boundary 1's
+    oracle at 9 s: each death is one line naming the process, each is restarted from its own
+    checkpoint (its counters go on from there), and the chain learns on, stage 1 ending on time
+    and chain.json written."""
     run = tmp_path / "chain"
+    duration = 20
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
-                               duration=12, snapshot_interval=2)
+                               duration=duration, snapshot_interval=2, checkpoint_interval=2,
+                               restart=chain.launch.RestartPolicy(backoff=0.5))
     launch_env = chain.launch.child_env()
     chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
+    thread, killed = killer(started, [(4, "stage 2"), (9, "boundary 1 oracle")])
     final = chain.run_chain(config, launch_env, on_start=started.__setitem__)
+    thread.join(1)
+    layout = chain.stage_sizes(config.sizes, config.splits)
+    chain.report(run, layout, final["cut_short"])
+    out = capsys.readouterr().out
+    print(out)
+    assert set(killed) == {"stage 2", "boundary 1 oracle"}
     assert set(started) == {"boundary 1 oracle", "boundary 2 oracle", "stage 3", "stage 2",
-                            "stage 1"}                           # each told once, by name
+                            "stage 1"}                           # each told, by name
     assert len(set(started.values())) == 5                       # with its own pid
-    assert set(final) == {"stage2", "stage3", "boundary1", "boundary2", "cpu_s"}
+    assert set(final) == {"stage2", "stage3", "boundary1", "boundary2", "cpu_s", "restarts",
+                          "cut_short"}
+    assert final["cut_short"] is None
+    assert final["restarts"] == {"boundary 1 oracle": 1, "boundary 2 oracle": 0, "stage 3": 0,
+                                 "stage 2": 1, "stage 1": 0}
     assert set(final["cpu_s"]) == {"stage1", "stage2", "stage3", "boundary1", "boundary2"}
-    assert all(s > 0 for s in final["cpu_s"].values()), final["cpu_s"]
     assert final["stage2"]["role"] == "middle_stage" and final["boundary1"]["role"] == "oracle"
     assert final["boundary1"]["examples_held"] > 0                  # stage 2 taught boundary 1
-    result = chain.evaluate(run, chain.stage_sizes(config.sizes, config.splits),
-                            heldout=2_000, cosine_points=500)
-    print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> "
-          f"{result['final_mse']:.4f}; last tick {result['ticks'][-1]}")
+    # each death: one line naming the process, its signal and its log's last words
+    for name in killed:
+        lines = [line for line in out.splitlines() if f"chain: {name} died" in line]
+        assert len(lines) == 1 and "(killed by SIGKILL)" in lines[0], out
+        assert "Restarting it in 0.5 s" in lines[0]
+        assert f"chain: {name} restarted on port" in out
+    # each restarted from its checkpoint: its counters go on from there, not from 0
+    stage2 = (run / "stage2.log").read_text()
+    resumed = last_count(r"resumed from \S+: [\d,]+ examples held, ([\d,]+) passes so far",
+                         stage2)
+    assert resumed is not None and resumed > 0, stage2
+    assert final["stage2"]["training_passes"] > resumed
+    oracle = (run / "boundary1.log").read_text()
+    steps = last_count(r"resumed from \S+: .* ([\d,]+) steps so far", oracle)
+    assert steps is not None and steps > 0, oracle
+    assert final["boundary1"]["training_steps"] > steps
+    # it learned on: lower at the end than at the first kill
+    result = json.loads((run / "chain.json").read_text())
+    assert result["cut_short"] is None and result["final_from"] == "final"
+    lines = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")
+    first_kill = killed["stage 2"] - lines[0]["time"]
+    at_kill = [r["heldout_mse"] for r in result["ticks"] if r["seconds"] <= first_kill][-1]
+    print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> {at_kill:.4f} at the "
+          f"first kill ({first_kill:.1f} s) -> {result['final_mse']:.4f} at the end")
+    assert result["final_mse"] < at_kill < result["initial_mse"]
     assert result["final_mse"] < 0.5 * result["initial_mse"]
     assert len(result["ticks"]) >= 3
     assert all(len(r["cosine"]) == 2 for r in result["ticks"])
+    # stage 1 streamed for its --duration and no longer, whatever its peers did
+    streamed = lines[-1]["time"] - lines[0]["time"]
+    assert duration - 2 < streamed < duration + 2, streamed
+    assert not (run / "checkpoints").exists()                   # a finished run is not resumed
     logs = "".join(p.read_text() for p in run.glob("*.log"))
     assert "Traceback" not in logs
+
+
+def test_with_no_restart_a_death_ends_the_chain_cleanly_and_it_is_still_evaluated(tmp_path,
+                                                                                 capsys):
+    run = tmp_path / "chain"
+    duration = 20
+    config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
+                               duration=duration, snapshot_interval=2, colocated=True,
+                               restart=chain.launch.RestartPolicy(restart=False))
+    launch_env = chain.launch.child_env()
+    chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
+    started = {}
+    thread, killed = killer(started, [(5, "stage 2")])
+    code = chain.run_and_report(config, launch_env, on_start=started.__setitem__)
+    ended = time.time()
+    thread.join(1)
+    out = capsys.readouterr().out
+    print(out)
+    assert code == 1
+    assert "chain: stage 2 died (killed by SIGKILL)" in out
+    assert "Not restarting it (--no-restart): ending the run" in out
+    assert ended - killed["stage 2"] < 15, out                  # at once, not at its time
+    result = json.loads((run / "chain.json").read_text())
+    assert result["cut_short"] == "stage 2 died (killed by SIGKILL)"
+    assert result["final_from"].startswith("tick ")            # stage 2 saved no final layers
+    assert result["final_mse"] < result["initial_mse"]
+    assert (run / "chain.png").exists()
+    assert "cut short: stage 2 died" in out
+    for pid in started.values():                               # every process is stopped
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
 
 @pytest.mark.parametrize("sizes, splits", [((2, 32, 32, 32, 32, 1), (1, 2, 3)),

@@ -11,12 +11,16 @@ It checks that
   one) is refused with 401 and one with the token is answered 200; and the servers are reachable
   only at their own host's address (not on the input host's 127.0.0.1);
 - afterwards every namespace, veth and bridge is gone and every process has stopped (SIGTERM,
-  then SIGKILL only after a timeout), whatever happened in between.
+  then SIGKILL only after a timeout), whatever happened in between;
+- when the output trainer's host loses its link for 10 s and gets it back, the system learns on
+  and nothing the senders held is lost (none dropped, refused or left unsent), and the input
+  trainer still stops at its --duration.
 
 Skipped, with the reason, where network namespaces cannot be made (not root, no `ip`, or
 `ip netns add` refused).
 """
 
+import ast
 import re
 import secrets
 import sys
@@ -237,3 +241,77 @@ def test_a_three_stage_chain_learns_across_five_hosts_with_the_token(chain_netwo
     logs = "".join(hosts.log(host) for host in CHAIN_HOSTS)
     assert "Traceback" not in logs and token not in logs
     assert net.destroy() == []
+
+
+LINK_DOWN_AT, LINK_DOWN_FOR, LINK_SECONDS = 6, 10, 26
+
+
+def test_a_host_whose_link_goes_down_for_10_s_rejoins_and_nothing_sent_is_lost(network,
+                                                                               data_dir,
+                                                                               tmp_path):
+    """The three hosts as above; 6 s into the input trainer's time the output trainer's host
+    loses its link (ip link set eth0 down, inside its namespace) for 10 s. Its peers' senders
+    keep what they cannot deliver and retry; once the link is back everything held gets
+    through, the composed network learns on from where it was when the link went down, and the
+    input trainer stops on time."""
+    token = secrets.token_hex(16)
+    progress = tmp_path / "progress"
+    urls = {"oracle": f"http://{network.address('oracle')}:{ORACLE_PORT}",
+            "output": f"http://{network.address('output')}:{OUTPUT_PORT}"}
+    hosts = Hosts(network, tmp_path, token)
+    try:
+        oracle = hosts.start("oracle", "oracle.py", "--host", network.address("oracle"),
+                             "--port", ORACLE_PORT, "--max-examples", COUNT, *ORACLE_ARGS)
+        assert oracle.wait_url(60) == urls["oracle"], hosts.log("oracle")
+        output = hosts.start("output", "train_output.py", "--no-live",
+                             "--host", network.address("output"), "--port", OUTPUT_PORT,
+                             "--oracle-url", urls["oracle"], "--max-examples", COUNT,
+                             "--progress-dir", progress, "--snapshot-interval", 2,
+                             "--metrics", tmp_path / "output.jsonl", "--metrics-interval", 1)
+        assert output.wait_url(60) == urls["output"], hosts.log("output")
+        inp = hosts.start("input", "train_input.py", "--data-dir", data_dir,
+                          "--oracle-url", urls["oracle"], "--output-url", urls["output"],
+                          "--progress-dir", progress, "--snapshot-interval", 2,
+                          "--duration", LINK_SECONDS)
+        started = time.monotonic()
+        time.sleep(LINK_DOWN_AT)
+        down_at = time.time()
+        network.set_link("output", up=False)
+        try:
+            time.sleep(LINK_DOWN_FOR)
+            cut_off = network.http_status("input", urls["output"] + synthgrad.STATUS, token,
+                                          timeout=2)
+        finally:
+            network.set_link("output", up=True)
+        assert inp.popen.wait(LINK_SECONDS + 40) == 0, hosts.log("input")
+        streamed_for = time.monotonic() - started
+    finally:
+        codes = hosts.stop()
+    assert codes == {"oracle": 0, "output": 0, "input": 0}, codes
+    assert cut_off.startswith("error"), cut_off                   # the link really was down
+    assert streamed_for < LINK_SECONDS + 10, streamed_for        # on time (start-up, flush)
+    # the senders kept what they could not deliver, and delivered it once the link was back
+    log = hosts.log("input")
+    held = [int(n) for n in re.findall(r"(\d+) waiting to be sent", log)]
+    assert max(held) > 1000, log                                # it did hold rows back
+    sent = re.search(r"sent to the output trainer: (\{.*\})", log)
+    assert sent, log
+    counts = ast.literal_eval(sent.group(1))                    # a dict of ints, as logged
+    assert counts["dropped"] == counts["refused"] == counts["unsent"] == 0, counts
+    last = snapshots.read_metrics(tmp_path / "output.jsonl")[-1]
+    assert last["gradients_dropped"] == last["gradients_refused"] == 0, last
+    assert "could not be sent before shutdown" not in hosts.log("output")
+    # and it learned on from where it was when the link went down
+    x, y = generate.heldout(5_000)
+    ticks = snapshots.paired_ticks(progress)
+    before = [t for t in ticks if t <= down_at]
+    assert before, ticks
+    at_down = snapshots.composed_mse(progress, x, y, before[-1])
+    initial = snapshots.composed_mse(progress, x, y, "initial")
+    final = snapshots.composed_mse(progress, x, y, "final")
+    print(f"\nlink down {LINK_DOWN_FOR} s: held-out MSE {initial:.4f} -> {at_down:.4f} when "
+          f"it went down -> {final:.4f} at the end; sent {counts}")
+    assert final < at_down
+    logs = "".join(hosts.log(host) for host in HOSTS)
+    assert "Traceback" not in logs and token not in logs
+    assert network.destroy() == []
