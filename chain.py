@@ -76,6 +76,7 @@ STATUS_WAIT = 120.0                        # seconds a server may take to start 
 # Seconds past --duration after which chain.py stops stage 1 itself: stage 1 stops on its own
 # clock whatever its peers do, then flushes for at most 3 s and saves; this is the backstop.
 GRACE_S = 15.0
+LOOK_TIMEOUT = 3.0                         # seconds chain.py waits for a server's answer
 # The command line's learning rate from DEEP_FROM stages on. Measured (docs/chain.md): at the
 # scripts' 0.005 a 4-stage chain of 2-32-32-32-32-1 stayed at the mean predictor (3 seeds of
 # the depth experiment, and 60 s by hand); at 0.001 it learned. With 2 or 3 stages 0.005 did.
@@ -244,9 +245,12 @@ def run_chain(config, env=None, on_start=None):
             child = supervisor.start(f"stage {k}", argv, run / f"stage{k}.log", env,
                                      checkpoint=checkpoint_path(run, f"stage{k}"))
             next_url = stages[k] = child.wait_url(STATUS_WAIT)
-        clients = {k: synthgrad.OutputTrainerClient(url) for k, url in stages.items()}
+        # chain.py's own look at the servers: status lines, boundary models at the ticks; a
+        # short timeout, so a stalled peer cannot hold the supervisor's loop for long
+        clients = {k: synthgrad.OutputTrainerClient(url, timeout=LOOK_TIMEOUT)
+                   for k, url in stages.items()}
         models = [stages[b + 1] for b in range(1, K)] if config.colocated else oracles
-        boundary_clients = [synthgrad.OracleClient(url) for url in models]
+        boundary_clients = [synthgrad.OracleClient(url, timeout=LOOK_TIMEOUT) for url in models]
         for client in [*clients.values(), *boundary_clients]:
             client.wait_until_ready()
         where = ("each learned beside the stage above it" if config.colocated else
