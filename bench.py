@@ -399,64 +399,97 @@ def main_chain_parts(args):
     return 0
 
 
-# --- What watching costs: the three processes with and without the live page open (--live-cost).
+# --- What watching costs: one run, the live page open and closed in turns (--live-cost). --------
 
-def watched_run(out_dir, name, data, seconds, env, watch):
-    """The demo's three processes for `seconds` on data (launch.run_decoupled); with watch, the
-    live page open in headless Chromium all the while. Returns the input trainer's examples/s
-    and how the page was watched."""
-    import live
-    run = out_dir / name
-    run.mkdir(parents=True, exist_ok=True)
-    config = launch.DecoupledConfig(run_dir=run, duration=seconds, data_dir=data,
-                                    status_every=10)
-    how, stop, driver = "not watched", (lambda: None), None
-    if watch:
-        url, stop = serving.start_live_page(run)
+WINDOW = 10.0                 # seconds the page is open, then closed, then open...
+
+
+def process_cpu(pids):
+    """CPU seconds (user + system) the processes pids have used so far (Linux /proc)."""
+    return sum(chain.cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+def browser_pids(driver):
+    """Chromium's processes under a selenium driver: chromedriver's descendants (Linux /proc)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            driver = live.headless_chromium(out_dir / f"{name}-profile")
-            driver.get(url)                     # the page polls by itself from now on
-            how = "headless Chromium"
-        except live.NoBrowser as e:
-            how = f"no browser ({e}): the page served nobody"
-    try:
-        launch.run_decoupled(config, env)
-        polls = driver.execute_script("return document.getElementById('meta').textContent") \
-            if driver is not None else None
-    finally:
-        if driver is not None:
-            driver.quit()
-        stop()
-    last = snapshots.read_metrics(run / "metrics" / "train_input.jsonl")[-1]
-    return {"examples_per_s": last["examples"] / last["seconds"], "watched": how,
-            "page_said": polls}
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):     # a process that just ended
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = set(), [driver.service.process.pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
 
 
 def main_live_cost(args):
-    """bench.py --live-cost: without the page, with it, alternately, --seeds times each."""
+    """bench.py --live-cost: the demo's three processes for --seconds; the live page runs all
+    the while and headless Chromium opens it for WINDOW seconds, then closes it (about:blank)
+    for WINDOW seconds, in turns. The input trainer's examples/s (its metrics line every
+    second) in the open windows against the closed ones, and the CPU the page's server and the
+    browser took while open."""
+    import threading
+
+    import live
     out_dir = launch.new_run_dir(args.run_dir, "live-cost-")
-    seconds, reps = args.seconds, args.seeds
     env = launch.child_env()
-    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {seconds:g} s a run"
+    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {args.seconds:g} s"
     print(f"bench.py: live cost: {machine}; writing into {out_dir}", flush=True)
-    launch.generate_data(out_dir / "data", launch.DecoupledConfig.count, 0, env, plot=False)
+    run = out_dir / "run"
+    launch.generate_data(run / "data", launch.DecoupledConfig.count, 0, env, plot=False)
+    config = launch.DecoupledConfig(run_dir=run, duration=args.seconds, status_every=10)
+    url, stop_page = serving.start_live_page(run)
+    page_pid = stop_page.process.popen.pid
+    try:
+        driver = live.headless_chromium(out_dir / "profile")
+    except live.NoBrowser as e:
+        stop_page()
+        raise SystemExit(f"bench.py: --live-cost needs a browser: {e}") from None
+    trainer = threading.Thread(target=launch.run_decoupled, args=(config, env), daemon=True)
+    windows = []                                      # (start, end, open?)
+    try:
+        trainer.start()
+        metrics = run / "metrics" / "train_input.jsonl"
+        while not (metrics.exists() and snapshots.read_metrics(metrics)):
+            time.sleep(0.2)                           # the input trainer has begun streaming
+        is_open = False
+        while trainer.is_alive():
+            driver.get(url if is_open else "about:blank")
+            t0, browser = time.time(), browser_pids(driver)
+            cpu0 = process_cpu([page_pid]), process_cpu(browser)
+            trainer.join(WINDOW)
+            windows.append((t0, time.time(), is_open, process_cpu([page_pid]) - cpu0[0],
+                            process_cpu(browser) - cpu0[1]))
+            is_open = not is_open
+    finally:
+        driver.quit()
+        stop_page()
+    lines = snapshots.read_metrics(run / "metrics" / "train_input.jsonl")
     rows = []
-    for rep in range(reps):
-        for watch in (False, True):
-            name = f"{'with' if watch else 'without'}-page-{rep}"
-            print(f"bench.py: live cost: {name}", flush=True)
-            rows.append({"run": name, **watched_run(out_dir, name, out_dir / "data", seconds,
-                                                     env, watch)})
-    without = [r["examples_per_s"] for r in rows if r["run"].startswith("without")]
-    with_page = [r["examples_per_s"] for r in rows if r["run"].startswith("with-")]
+    for start, end, is_open, page_cpu, browser_cpu in windows[:-1]:   # the last ends the run
+        rates = [r["examples_per_s"] for r in lines if start + 2 <= r["time"] <= end]
+        if rates:
+            rows.append({"open": is_open, "examples_per_s": float(np.mean(rates)),
+                         "page_cpu_s_per_s": page_cpu / (end - start),
+                         "browser_cpu_s_per_s": browser_cpu / (end - start)})
+    opened = [r["examples_per_s"] for r in rows if r["open"]]
+    closed = [r["examples_per_s"] for r in rows if not r["open"]]
     text = "\n".join(
-        [f"The input trainer's examples/s without and with the live page open ({machine}):", "",
-         "| run | examples/s | watched by | the page's last line |", "|---|---|---|---|"] +
-        [f"| {r['run']} | {r['examples_per_s']:,.0f} | {r['watched']} | {r['page_said']} |"
-         for r in rows] +
-        ["", f"Mean with the page / without: {np.mean(with_page) / np.mean(without):.3f} "
-             f"(without: {min(without):,.0f}-{max(without):,.0f}; with: "
-             f"{min(with_page):,.0f}-{max(with_page):,.0f})"])
+        [f"The input trainer's examples/s with the live page open in headless Chromium and "
+         f"closed, {WINDOW:g} s each in turns, one run ({machine}):", "",
+         "| window | page | input trainer: examples/s | CPU s per s: the page's server, "
+         "the browser |", "|---|---|---|---|"] +
+        [f"| {k + 1} | {'open' if r['open'] else 'closed'} | {r['examples_per_s']:,.0f} | "
+         f"{r['page_cpu_s_per_s']:.2f}, {r['browser_cpu_s_per_s']:.2f} |"
+         for k, r in enumerate(rows)] +
+        ["", f"Open / closed: {np.mean(opened) / np.mean(closed):.3f} of the examples/s "
+             f"(open {min(opened):,.0f}-{max(opened):,.0f}, closed {min(closed):,.0f}-"
+             f"{max(closed):,.0f})" if opened and closed else "Too short: no open and closed "
+             "window both measured; give more --seconds."])
     (out_dir / "live-cost.json").write_text(json.dumps(rows, indent=1))
     (out_dir / "live-cost.md").write_text(text + "\n")
     print(text, flush=True)
@@ -489,10 +522,10 @@ def parse_args(argv):
                    help="instead: chain.py --colocated's two stages against dni.py in one "
                         "process, the same settings and seconds, --seeds seeds (default 5)")
     p.add_argument("--live-cost", action="store_true",
-                   help="instead: the three processes with the demo's settings, without and "
-                        "with the live page open in headless Chromium, alternately, --seeds "
-                        "times each (default 2), --seconds each (default 40): the input "
-                        "trainer's examples/s (~6 minutes)")
+                   help="instead: the three processes with the demo's settings for --seconds "
+                        "(default 100), the live page open in headless Chromium for 10 s, then "
+                        "closed for 10 s, in turns: the input trainer's examples/s open against "
+                        "closed, and the CPU the page and the browser take (~2 minutes)")
     race.add_arguments(p)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where bench.md, bench.json and the runs go (default: a new "
@@ -502,8 +535,8 @@ def parse_args(argv):
              if getattr(args, m)]
     if len(modes) > 1:
         p.error("give one of --chain, --chain-parts, --race, --distribution-cost, --live-cost")
-    if args.live_cost:
-        args.seeds = 2 if args.seeds is None else args.seeds
+    if args.live_cost and args.seconds is None:
+        args.seconds = 100.0
     race.check_arguments(p, args, distribution=args.distribution_cost or args.live_cost)
     return args
 

@@ -66,6 +66,7 @@ log = logging.getLogger("live")
 
 DEFAULT_PORT = 5050                # beside the servers' 5000 and 5001
 REFRESH_S = 1.5                    # how often the page asks for news
+REDRAW_S = 6.0                     # a picture is redrawn at most this often (bench.py --live-cost)
 STATUS_TIMEOUT_S = 0.5             # a server that takes longer is reported as not answering
 STATUS_MAX_AGE_S = 1.0             # one GET /status per server per second, however many pages
 QUIET_S = 15.0                     # nothing written for this long: the run has stopped
@@ -199,6 +200,7 @@ class LiveState:
         self.chain_ticks = {}                 # (run, tick) -> {"mse", "cosine": [...]}
         self.pictures = {}                    # name -> (key, PNG bytes)
         self.pending = {}                     # name -> (key, draw()) for the newest content
+        self.offered = {}                     # name -> (key, monotonic time it was offered)
         self.statuses = {}                    # url -> (monotonic time, status or None, error)
         self.rates = {}                       # url -> (time, counter) of the previous sample
         self.history = {}                     # url -> [flattened /status samples] (by hand)
@@ -322,10 +324,17 @@ class LiveState:
     # --- pictures ------------------------------------------------------------------------------
     def offer(self, name, content, draw):
         """Make draw() the picture `name` for this content (any JSON-able value); returns its
-        address, which changes only when the content does, so the browser fetches it once."""
+        address, which changes only when the content does, so the browser fetches it once.
+        New content replaces the picture offered at most every config["redraw"] seconds (a
+        picture costs ~0.3 s of a core to draw): until then the old address is given."""
         key = hashlib.sha1(json.dumps(content, default=str).encode()).hexdigest()[:16]
+        now = time.monotonic()
         with self.lock:
-            self.pending[name] = (key, draw)
+            old = self.offered.get(name)
+            if old is None or old[0] == key or now - old[1] >= self.config["redraw"]:
+                self.pending[name] = (key, draw)
+                self.offered[name] = (key, now if old is None or old[0] != key else old[1])
+            key = self.offered[name][0]
         return f"/picture/{name}.png?v={key}"
 
     def picture(self, name, key):
@@ -762,6 +771,7 @@ def create_app(config=None):
     heldout, refresh (seconds between the page's polls)."""
     config = {"run_dir": None, "parents": (HERE / "runs", snapshots.PROGRESS), "token": None,
               "oracle_url": None, "output_url": None, "heldout": 20_000, "refresh": REFRESH_S,
+              "redraw": REDRAW_S,
               "max_body_bytes": 1024, **(config or {})}
     state = LiveState(config)
     # serving.make_app's parts, with a token check that also takes ?token= (require_token)
@@ -905,6 +915,11 @@ def parse_args(argv):
     p.add_argument("--refresh", type=float, default=REFRESH_S,
                    help=f"seconds between the page's polls (default {REFRESH_S:g}: new snapshots "
                         "come every few seconds, metrics lines every 1-2)")
+    p.add_argument("--redraw", type=float, default=REDRAW_S,
+                   help=f"redraw a picture whose content changed at most every this many "
+                        f"seconds (default {REDRAW_S:g}: a picture costs ~0.3 s of a core, and "
+                        "at 1.5 s the page took a third of a core from training; the numbers "
+                        "in the table change at every poll)")
     p.add_argument("--heldout", type=int, default=20_000,
                    help="fresh points held-out MSE is measured on (default 20,000, as plot.py's, "
                         "so the numbers compare; measured once per snapshot tick)")
@@ -920,6 +935,8 @@ def parse_args(argv):
         p.error("--port must be between 0 and 65535")
     if not (math.isfinite(args.refresh) and 0.2 <= args.refresh <= 60):
         p.error("--refresh must be between 0.2 and 60 seconds")
+    if not (math.isfinite(args.redraw) and 0 <= args.redraw <= 600):
+        p.error("--redraw must be between 0 and 600 seconds")
     if args.heldout < 1:
         p.error("--heldout must be at least 1")
     if not 0 <= args.nice <= 19:
@@ -944,6 +961,7 @@ def main(argv=None):
     app = create_app({
         "run_dir": None if args.run_dir is None else args.run_dir.resolve(),
         "token": args.token, "heldout": args.heldout, "refresh": args.refresh,
+        "redraw": args.redraw,
         "oracle_url": args.oracle_url or (synthgrad.DEFAULT_ORACLE_URL
                                           if kind == "progress" else None),
         "output_url": args.output_url or (synthgrad.DEFAULT_OUTPUT_TRAINER_URL

@@ -266,8 +266,9 @@ def draw(results, path):
                 for K in sorted({r["stages"] for r in results}):
                     rs = sorted((r for r in results if r["batch_size"] == batch_size
                                  and r["stages"] == K), key=lambda r: r["width"])
-                    for side, label, style in (("one", f"one process, {K} BLAS threads", "o-"),
-                                               ("chain", f"chain of {K} processes", "s--")):
+                    for side, label, style, lift in (
+                            ("one", f"one process, {K} BLAS threads", "o-", 1.03),
+                            ("chain", f"chain of {K} processes", "s--", 1.08)):
                         widths = [r["width"] for r in rs]
                         ts = [r["summary"][side]["to_level"][str(level)] for r in rs]
                         means = [_mean(t) if all(v is not None for v in t) else np.nan
@@ -277,8 +278,11 @@ def draw(results, path):
                             got = [v for v in t if v is not None]
                             ax.plot([w] * len(got), got, ".", color=line.get_color(), alpha=0.5)
                             if len(got) < len(t):
-                                ax.plot([w], [top * 1.05], "x", color=line.get_color())
+                                ax.plot([w], [top * lift], "x", color=line.get_color())
                 ax.set_xscale("log", base=2)
+                widths = sorted({r["width"] for r in results})
+                ax.set_xticks(widths, [str(w) for w in widths])
+                ax.minorticks_off()
                 ax.set_ylim(0, top * 1.12)
                 ax.set_title(f"to held-out MSE {level}, minibatch {batch_size}",
                              fontsize="medium")
@@ -406,11 +410,10 @@ def add_arguments(p):
     p.add_argument("--batch-sizes", type=ints, default=[10, 100],
                    help="--race: minibatches (default 10,100)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="seeds per setting (default 3 for --race, 5 for --distribution-cost; "
-                        "--live-cost: runs without and with the page, 2)")
+                   help="seeds per setting (default 3 for --race, 5 for --distribution-cost)")
     p.add_argument("--seconds", type=float, default=None,
                    help="seconds of training per run (default 30 for --race, 40 for "
-                        "--distribution-cost and --live-cost)")
+                        "--distribution-cost, 100 for --live-cost)")
     p.add_argument("--interval", type=int, default=1,
                    help="--race: seconds between held-out measurements on both sides (default "
                         "1; the chain's snapshot interval)")

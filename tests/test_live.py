@@ -185,7 +185,7 @@ def test_a_run_gone_quiet_is_said_to_have_stopped(run_folder):
 
 
 def test_pictures_are_drawn_once_per_content(run_folder):
-    app = make_app(run_folder)
+    app = make_app(run_folder, redraw=0)
     client = app.test_client()
     first = get_all(app)
     for _ in range(3):                                     # polls with nothing new: no drawing
@@ -204,6 +204,21 @@ def test_pictures_are_drawn_once_per_content(run_folder):
     assert app.config["LIVE"].counts["drawn"] == 5
     assert client.get("/picture/nope.png").status_code == 404
     assert client.get("/picture/..%2Fx.png").status_code == 404
+
+
+def test_new_content_waits_for_the_redraw_interval(run_folder):
+    app = make_app(run_folder, redraw=60)                  # a picture a minute at most
+    first = get_all(app)
+    net = sgd.make_network(np.random.default_rng(4))       # a new tick at once
+    snapshots.save_layers(run_folder / "progress" / f"layer1_{T0 + 9}.npz", net[:1])
+    snapshots.save_layers(run_folder / "progress" / f"layers23_{T0 + 9}.npz", net[1:])
+    second = get_all(app)
+    assert [p["url"] for p in second["pictures"]] == [p["url"] for p in first["pictures"]]
+    assert app.config["LIVE"].counts["drawn"] == 3         # nothing redrawn yet
+    app.config["LIVE"].config["redraw"] = 0                # the interval has passed
+    third = get_all(app)
+    assert {a["name"] for a, b in zip(first["pictures"], third["pictures"])
+            if a["url"] != b["url"]} == {"fit", "mse"}
 
 
 def test_a_progress_folder_by_hand_asks_the_default_addresses(tmp_path):
