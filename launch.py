@@ -169,14 +169,16 @@ def exit_description(code):
     return f"exit code {code}"
 
 
-def log_tail(path, lines=2, width=240):
-    """The last `lines` non-empty lines of a log, joined with " / " and cut to `width`."""
+def log_tail(path, lines=2, width=120):
+    """The last `lines` non-empty lines of a log, each cut to `width` characters (its start:
+    the time and the process's name), joined with " / "."""
     try:
         text = Path(path).read_text(errors="replace")
     except OSError as e:
         return f"(no log: {e.strerror})"
-    tail = " / ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
-    return tail if len(tail) <= width else "..." + tail[-width:]
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " / ".join(line if len(line) <= width else line[:width - 3] + "..."
+                      for line in tail) or "(empty)"
 
 
 def resume_argv(argv, port, checkpoint):
@@ -447,7 +449,7 @@ def input_argv(config, oracle_url, output_url):
                        *common_argv(config), *option_argv(config.input), *config.input_args)
 
 
-def run_decoupled(config, env=None):
+def run_decoupled(config, env=None, on_start=None):
     """Start the oracle, then the output trainer, wait until both answer, then train the input
     trainer for config.duration seconds while printing status lines; stop all three with
     SIGTERM (each saves its final weights). Every process checkpoints and is supervised: one
@@ -455,10 +457,11 @@ def run_decoupled(config, env=None):
     their ports), as config.restart says. Returns the servers' last GET /status (None for one
     that is down), {"oracle": ..., "output_trainer": ..., "restarts": {name: count},
     "cut_short": why the run ended early, or None}. SystemExit with the log to read if a server
-    does not start."""
+    does not start. on_start(name, pid), if given, is told of every start and restart
+    ("oracle", "output trainer", "input trainer")."""
     env = child_env() if env is None else env
     run_dir = config.run_dir
-    supervisor = Supervisor(config.restart, who="launch")
+    supervisor = Supervisor(config.restart, who="launch", on_start=on_start)
     checkpoints = run_dir / "checkpoints"
     try:
         # start: the two servers on free ports, each announcing its URL in its log

@@ -329,54 +329,75 @@ def last_count(pattern, text):
     return int(found[-1].replace(",", "")) if found else None
 
 
-def test_a_three_stage_chain_of_real_processes_learns_and_mends_its_deaths(tmp_path, capsys):
-    """Five processes; the middle stage SIGKILLed 4 s into stage 1's time, then boundary 1's
-    oracle at 9 s: each death is one line naming the process, each is restarted from its own
-    checkpoint (its counters go on from there), and the chain learns on, stage 1 ending on time
-    and chain.json written."""
+def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
+    run = tmp_path / "chain"
+    config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
+                               duration=12, snapshot_interval=2)
+    launch_env = chain.launch.child_env()
+    chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
+    started = {}
+    final = chain.run_chain(config, launch_env, on_start=started.__setitem__)
+    assert set(started) == {"boundary 1 oracle", "boundary 2 oracle", "stage 3", "stage 2",
+                            "stage 1"}                           # each told once, by name
+    assert len(set(started.values())) == 5                       # with its own pid
+    assert set(final) == {"stage2", "stage3", "boundary1", "boundary2", "cpu_s", "restarts",
+                          "cut_short"}
+    assert final["cut_short"] is None and set(final["restarts"].values()) == {0}
+    assert set(final["cpu_s"]) == {"stage1", "stage2", "stage3", "boundary1", "boundary2"}
+    assert all(s > 0 for s in final["cpu_s"].values()), final["cpu_s"]
+    assert final["stage2"]["role"] == "middle_stage" and final["boundary1"]["role"] == "oracle"
+    assert final["boundary1"]["examples_held"] > 0                  # stage 2 taught boundary 1
+    result = chain.evaluate(run, chain.stage_sizes(config.sizes, config.splits),
+                            heldout=2_000, cosine_points=500)
+    print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> "
+          f"{result['final_mse']:.4f}; last tick {result['ticks'][-1]}")
+    assert result["final_mse"] < 0.5 * result["initial_mse"]
+    assert len(result["ticks"]) >= 3
+    assert all(len(r["cosine"]) == 2 for r in result["ticks"])
+    logs = "".join(p.read_text() for p in run.glob("*.log"))
+    assert "Traceback" not in logs
+
+
+def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_path, capsys):
+    """A co-located 3-stage chain (it learns within seconds, so "it learned on" is measurable
+    in a short test; the oracles' chain learns far more slowly): the middle stage SIGKILLed 4 s
+    into stage 1's time, then at 9 s the last stage, which holds boundary 2's model. Each
+    death is one line naming the process; each is restarted from its own checkpoint (its
+    counters, and the boundary model's steps, go on from there); the chain learns on, stage 1
+    ends on time and chain.json is written. (An oracle killed and restarted by the launcher:
+    tests/test_end_to_end.py.)"""
     run = tmp_path / "chain"
     duration = 20
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
                                duration=duration, snapshot_interval=2, checkpoint_interval=2,
-                               restart=chain.launch.RestartPolicy(backoff=0.5))
+                               colocated=True, restart=chain.launch.RestartPolicy(backoff=0.5))
     launch_env = chain.launch.child_env()
     chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
-    thread, killed = killer(started, [(4, "stage 2"), (9, "boundary 1 oracle")])
-    final = chain.run_chain(config, launch_env, on_start=started.__setitem__)
+    thread, killed = killer(started, [(4, "stage 2"), (9, "stage 3")])
+    code = chain.run_and_report(config, launch_env, on_start=started.__setitem__)
     thread.join(1)
-    layout = chain.stage_sizes(config.sizes, config.splits)
-    chain.report(run, layout, final["cut_short"])
     out = capsys.readouterr().out
     print(out)
-    assert set(killed) == {"stage 2", "boundary 1 oracle"}
-    assert set(started) == {"boundary 1 oracle", "boundary 2 oracle", "stage 3", "stage 2",
-                            "stage 1"}                           # each told, by name
-    assert len(set(started.values())) == 5                       # with its own pid
-    assert set(final) == {"stage2", "stage3", "boundary1", "boundary2", "cpu_s", "restarts",
-                          "cut_short"}
-    assert final["cut_short"] is None
-    assert final["restarts"] == {"boundary 1 oracle": 1, "boundary 2 oracle": 0, "stage 3": 0,
-                                 "stage 2": 1, "stage 1": 0}
-    assert set(final["cpu_s"]) == {"stage1", "stage2", "stage3", "boundary1", "boundary2"}
-    assert final["stage2"]["role"] == "middle_stage" and final["boundary1"]["role"] == "oracle"
-    assert final["boundary1"]["examples_held"] > 0                  # stage 2 taught boundary 1
+    assert code == 0 and set(killed) == {"stage 2", "stage 3"}
     # each death: one line naming the process, its signal and its log's last words
     for name in killed:
         lines = [line for line in out.splitlines() if f"chain: {name} died" in line]
         assert len(lines) == 1 and "(killed by SIGKILL)" in lines[0], out
+        assert f"its log stage{name[-1]}.log ends: " in lines[0]
         assert "Restarting it in 0.5 s" in lines[0]
         assert f"chain: {name} restarted on port" in out
     # each restarted from its checkpoint: its counters go on from there, not from 0
-    stage2 = (run / "stage2.log").read_text()
-    resumed = last_count(r"resumed from \S+: [\d,]+ examples held, ([\d,]+) passes so far",
-                         stage2)
-    assert resumed is not None and resumed > 0, stage2
-    assert final["stage2"]["training_passes"] > resumed
-    oracle = (run / "boundary1.log").read_text()
-    steps = last_count(r"resumed from \S+: .* ([\d,]+) steps so far", oracle)
-    assert steps is not None and steps > 0, oracle
-    assert final["boundary1"]["training_steps"] > steps
+    for k in (2, 3):
+        log = (run / f"stage{k}.log").read_text()
+        resumed = last_count(r"resumed from \S+: [\d,]+ examples held, ([\d,]+) passes so "
+                             r"far", log)
+        assert resumed is not None and resumed > 0, log
+        assert last_count(r"final status: [\d,]+ examples held, ([\d,]+) training passes",
+                          log) > resumed
+    steps = [m["boundary_model_steps"] for m in
+             snapshots.read_metrics(run / "metrics" / "stage3.jsonl")]
+    assert steps == sorted(steps) and steps[0] > 0              # boundary 2's model, too
     # it learned on: lower at the end than at the first kill
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"] is None and result["final_from"] == "final"
@@ -386,15 +407,11 @@ def test_a_three_stage_chain_of_real_processes_learns_and_mends_its_deaths(tmp_p
     print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> {at_kill:.4f} at the "
           f"first kill ({first_kill:.1f} s) -> {result['final_mse']:.4f} at the end")
     assert result["final_mse"] < at_kill < result["initial_mse"]
-    assert result["final_mse"] < 0.5 * result["initial_mse"]
-    assert len(result["ticks"]) >= 3
-    assert all(len(r["cosine"]) == 2 for r in result["ticks"])
     # stage 1 streamed for its --duration and no longer, whatever its peers did
     streamed = lines[-1]["time"] - lines[0]["time"]
     assert duration - 2 < streamed < duration + 2, streamed
     assert not (run / "checkpoints").exists()                   # a finished run is not resumed
-    logs = "".join(p.read_text() for p in run.glob("*.log"))
-    assert "Traceback" not in logs
+    assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
 
 def test_with_no_restart_a_death_ends_the_chain_cleanly_and_it_is_still_evaluated(tmp_path,
