@@ -660,9 +660,19 @@ def chain_view(state, run, notes):
                              "held-out MSE (log scale)", log_scale=True,
                              baseline=state.baseline)))
     boundaries = len(layout) - 1 if layout else len(files_in(run / "progress", "boundary*"))
+    # chain.py --colocated: no oracle processes; each boundary's model is learned in the stage
+    # above it, whose metrics carry the oracle's quality figures
+    colocated = boundaries > 0 and not any(
+        (run / f"boundary{b}.log").exists() or (run / "metrics" / f"boundary{b}.jsonl").exists()
+        for b in range(1, boundaries + 1))
     metrics = {name: snapshots.read_metrics(run / "metrics" / f"{name}.jsonl")
                for name in [f"boundary{b}" for b in range(1, boundaries + 1)] +
                [f"stage{k}" for k in range(2, boundaries + 2)]}
+    if colocated:
+        notes.append("each boundary's model is learned in the stage above it (--colocated): "
+                     "no oracle processes")
+        metrics.update({f"boundary{b}": metrics[f"stage{b + 1}"]
+                        for b in range(1, boundaries + 1)})
     start = origin or 0.0
     cos_series, stale_series = [], []
     for b in range(1, boundaries + 1):
@@ -670,7 +680,8 @@ def chain_view(state, run, notes):
                            [np.nan if r["cosine"][b - 1] is None else r["cosine"][b - 1]
                             for _, r in rows], dict(marker="o", color=f"C{b - 1}")))
         lines = metrics[f"boundary{b}"]
-        cos_series.append((f"boundary {b}: as its oracle measures it (on what it receives)",
+        measured_by = f"stage {b + 1}" if colocated else "its oracle"
+        cos_series.append((f"boundary {b}: as {measured_by} measures it (on what it receives)",
                            list(snapshots.column(lines, "time") - start),
                            list(snapshots.column(lines, "cosine_similarity")),
                            dict(marker="x", linestyle="--", color=f"C{b - 1}")))
@@ -698,7 +709,7 @@ def chain_view(state, run, notes):
         processes.append(process_row(state, f"stage {k}", newest_line(run / f"stage{k}.log"),
                                      synthgrad.OutputTrainerClient, metrics[f"stage{k}"],
                                      "examples_trained", notes, stopped))
-    for b in range(1, boundaries + 1):
+    for b in range(1, 0 if colocated else boundaries + 1):
         processes.append(process_row(state, f"boundary {b} oracle",
                                      newest_line(run / f"boundary{b}.log"),
                                      synthgrad.OracleClient, metrics[f"boundary{b}"],

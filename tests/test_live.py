@@ -274,6 +274,14 @@ def test_a_chain_shows_each_boundary_cosine_against_chain_py(tmp_path):
         assert got["cosine"] == pytest.approx([chain.mean_cosine(s, t) for t, s in pairs])
         assert got["mse"] == pytest.approx(sgd.mse(layers, x, y))
     assert listing(run) == before
+    # the same chain with --colocated: no oracle wrote a log or metrics; the stages did
+    (run / "metrics" / "boundary1.jsonl").unlink()
+    write_lines(run / "metrics" / "stage2.jsonl", [{"time": T0 + 1.0, "cosine_similarity": 0.4,
+                                                    "examples_trained": 10}])
+    view = get_all(make_app(run))
+    assert [p["name"] for p in view["processes"]] == ["stage 1 (train_input.py)", "stage 2",
+                                                      "stage 3"]
+    assert any("--colocated" in note for note in view["notes"])
 
 
 # --- the token, the command line, the page in the background ------------------------------------
