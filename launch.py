@@ -267,8 +267,8 @@ class Supervisor:
                     self.on_start(child.name, child.popen.pid)
                     how = ("from its checkpoint" if "--resume" in argv else
                            "from scratch (no checkpoint yet)")
-                    where = f" on port {child.port}" if child.port else ""
-                    self.say(f"{child.name} restarted{where}, {how}")
+                    where = f", on port {child.port}" if child.port else ""
+                    self.say(f"{child.name} restarted {how}{where}")
                 continue
             code = child.popen.poll()
             if code is None or child.stopping or child.finished():

@@ -282,7 +282,7 @@ def test_the_launcher_restarts_a_killed_oracle_from_its_checkpoint_and_the_run_l
     died = [line for line in out.splitlines() if line.startswith("launch: oracle died")]
     assert len(died) == 1 and "(killed by SIGKILL)" in died[0] and "oracle.log ends:" in \
         died[0], out
-    assert "launch: oracle restarted on port" in out and pids["oracle"] != killed["oracle"]
+    assert "launch: oracle restarted from its checkpoint, on port" in out and pids["oracle"] != killed["oracle"]
     oracle_log = (tmp_path / "oracle.log").read_text()
     steps = re.findall(r"resumed from \S+: .* (\d+) steps so far", oracle_log)
     assert steps and int(steps[-1]) > 0, oracle_log

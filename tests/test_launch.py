@@ -172,7 +172,7 @@ def test_a_killed_process_is_named_in_one_line_and_restarted_on_its_port_from_it
     assert out[0].startswith("test: stage 2 died (killed by SIGKILL) after 0 s; its log s.log "
                              "ends: started with ['--port', '0']. Restarting it in 0.1 s")
     wait_for(lambda: supervisor.check() is None and child.popen is not first)
-    assert "test: stage 2 restarted on port 4321, from its checkpoint" in capsys.readouterr().out
+    assert "test: stage 2 restarted from its checkpoint, on port 4321" in capsys.readouterr().out
     wait_for(lambda: "'--port', '4321', '--resume'" in text(tmp_path / "s.log"))
     assert "['--port', '0']" in (tmp_path / "s.log").read_text()      # the log goes on
     assert supervisor.restarts() == {"stage 2": 1}
