@@ -158,6 +158,37 @@ def test_a_middle_stage_steps_with_the_synthetic_gradient_and_passes_its_own_dow
     np.testing.assert_allclose(trainer.layers[0].b, b - 0.5 * delta.mean(axis=0))
 
 
+@pytest.mark.parametrize("colocated", [False, True], ids=["oracle below", "co-located model"])
+def test_a_middle_stage_checkpoints_and_resumes_everything_it_holds(middle, tmp_path,
+                                                                    colocated):
+    """What a restarted middle stage resumes from: its layers, Adam's state, the activations
+    it holds, its counters and (co-located) the boundary model below it, exactly."""
+    path = tmp_path / "stage2.npz"
+    trainer = middle(optimizer="adam", learning_rate=0.01, colocated=colocated,
+                     checkpoint=str(path))
+    rng = np.random.default_rng(3)
+    trainer.above.weights, trainer.above.conditioned = above_model(rng)
+    trainer.receive(np.arange(10), rng.uniform(0, 1, (10, 4)), rng.uniform(-1, 1, 10))
+    assert trainer.train_pass() and trainer.train_pass()
+    trainer.save_checkpoint(path)
+    again = middle(optimizer="adam", learning_rate=0.01, colocated=colocated,
+                   checkpoint=str(path), resume=True)
+    for a, b in zip(again.layers, trainer.layers):
+        np.testing.assert_array_equal(a.w, b.w)
+        np.testing.assert_array_equal(a.b, b.b)
+    assert again.x.tobytes() == trainer.x.tobytes() and again.held.sum() == 10
+    assert {k: again.counts[k] for k in again.COUNTERS} == \
+        {k: trainer.counts[k] for k in trainer.COUNTERS} and again.counts["passes"] == 2
+    assert again.optimizer.t == trainer.optimizer.t > 0
+    for a, b in zip(again.optimizer.m + again.optimizer.v,
+                    trainer.optimizer.m + trainer.optimizer.v):
+        np.testing.assert_array_equal(a, b)                          # Adam's moments
+    if colocated:
+        for a, b in zip(again.boundary.weights, trainer.boundary.weights):
+            np.testing.assert_array_equal(a, b)
+        assert again.boundary.version == trainer.boundary.version > 0
+
+
 def test_a_middle_stage_sends_its_input_gradients_down_and_activations_up(middle):
     trainer = middle()
     rng = np.random.default_rng(1)
