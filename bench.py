@@ -10,7 +10,7 @@ bench.json in its run folder:
     python bench.py --chain-parts  # each part of such a chain on one core, and a chain with
                                    # stage 2 pinned to a core of its own (~8 minutes)
     python bench.py --race         # a chain of K co-located stages against one process on the
-                                   # same K cores, to held-out MSE levels (race.py; ~35 min)
+                                   # same K cores, to held-out MSE levels (race.py; ~25 min)
     python bench.py --distribution-cost   # the two-stage system against dni.py (~8 min)
     python bench.py --live-cost    # the input trainer's speed without and with the live page
 
@@ -517,7 +517,7 @@ def parse_args(argv):
                    help="instead: the race (race.py): a chain of K stages in K processes, "
                         "boundary models co-located, against backprop of the same network in "
                         "one process on the same K cores; times to held-out MSE levels, for "
-                        "--widths and --batch-sizes, --seeds seeds (~35 minutes on 2 cores)")
+                        "--widths and --batch-sizes, --seeds seeds (~25 minutes on 2 cores)")
     p.add_argument("--distribution-cost", action="store_true",
                    help="instead: chain.py --colocated's two stages against dni.py in one "
                         "process, the same settings and seconds, --seeds seeds (default 5)")

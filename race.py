@@ -1,7 +1,7 @@
 """The race: a chain of K stages in K processes against backprop of the same network in one
 process on the same K cores, to the same held-out MSE levels. Run by hand, never in the tests:
 
-    python bench.py --race                        # K = this machine's cores (2 here), ~35 min
+    python bench.py --race                        # K = this machine's cores (2 here), ~25 min
     python bench.py --race --stages 2,4,8 --widths 256,1024 --batch-sizes 100 --seeds 1 \\
         --seconds 15                              # the 16-core machine's run (tools/race-16-cores.sh)
     python bench.py --distribution-cost           # the two-stage system against dni.py, 5 seeds
