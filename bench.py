@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import chain
+import chain_eval
 import generate
 import launch
 import race
@@ -221,7 +222,7 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
                                duration=seconds, data_dir=data, batch_size=batch_size,
                                learning_rate=rate)
     final = chain.run_chain(config, env)
-    result = chain.evaluate(run, chain.stage_sizes(sizes, CHAIN_SPLITS), cosine_points=500)
+    result = chain_eval.evaluate(run, chain.stage_sizes(sizes, CHAIN_SPLITS), cosine_points=500)
     streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
     per_stage = {"stage1": streamed["examples"] / streamed["seconds"]}
     for k in range(2, len(CHAIN_SPLITS) + 2):

@@ -180,7 +180,7 @@ class Quality:
 # 12 hidden units, a zero last layer, Adam at 0.001 on minibatches of 256, two epochs a pass.
 HIDDEN, CONDITIONED, ZERO_INIT, LEARNING_RATE, BATCH_SIZE, EPOCHS_PER_PASS = \
     12, True, True, 0.001, 256, 2
-QUALITY_WINDOW, QUALITY_CHUNK = 5_000, 500
+QUALITY_WINDOW = 5_000
 
 
 class ColocatedModel:
@@ -209,7 +209,7 @@ class ColocatedModel:
         self.conditioned, self.width = conditioned, width
         self.batch_size, self.epochs_per_pass = batch_size, epochs_per_pass
         self.lock = threading.Lock()
-        self.quality = Quality(quality_window, QUALITY_CHUNK)
+        self.quality = Quality(quality_window, synthgrad.MAX_CHUNK)
         self.weights = [w.copy() for w in self.model.weights()]
         self.version = 0
         self.last_loss = None                 # mean over the last pass's steps

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 import chain
+import chain_eval
 import dni
 import generate
 import launch
@@ -319,7 +320,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
                                            conditioned=conditioned, data_dir=data,
                                            learning_rate=learning_rate)
                 chain.run_chain(config, env)
-                r = chain.evaluate(run, chain.stage_sizes(DEEP, splits))
+                r = chain_eval.evaluate(run, chain.stage_sizes(DEEP, splits))
                 last = r["ticks"][-1]["cosine"] if r["ticks"] else []
                 results.append({"config": name, "points": points, "seed": seed,
                                 "final_mse": r["final_mse"],

@@ -1,4 +1,4 @@
-"""Watch a run learn, live: a page on this machine that redraws itself every second or two.
+"""Watch a run learn, live: a page on this machine that updates itself while a run trains.
 
 Run it while a run trains (or after: it then says the run has ended), and open the URL it prints:
 
@@ -28,13 +28,16 @@ cached, never redrawn per poll; held-out MSE is measured once per snapshot tick.
 run folder and never writes into it. The addresses of the servers come from the "listening on"
 line each process writes into its log in the run folder (launch.py and chain.py keep those
 logs); for a progress folder run by hand, from --oracle-url and --output-url.
+
+This file is the server: the page (live.html), its JSON and pictures, LiveState's caches, the
+script. What a run folder shows (its kind and phases, the pictures, the JSON view) is built in
+liveview.py.
 """
 
 import argparse
 import collections
 import hashlib
 import hmac
-import io
 import json
 import logging
 import math
@@ -44,22 +47,17 @@ import signal
 import sys
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 
-import numpy as np
 from flask import Flask, Response, abort, request
 
-import chain
+import chain_eval
 import generate
-import launch
-import plot
+import liveview
 import serving
 import sgd
 import snapshots
 import synthgrad
-from generate import COLORBAR_LABEL, LEVELS, fmt
-from snapshots import NothingToRead
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("live")
@@ -69,116 +67,7 @@ REFRESH_S = 1.5                    # how often the page asks for news
 REDRAW_S = 6.0                     # a picture is redrawn at most this often (bench.py --live-cost)
 STATUS_TIMEOUT_S = 0.5             # a server that takes longer is reported as not answering
 STATUS_MAX_AGE_S = 1.0             # one GET /status per server per second, however many pages
-QUIET_S = 15.0                     # nothing written for this long: the run has stopped
-ENDED_QUIET_S = 5.0                # final weights and this quiet: ended (demo.py may go on)
 COSINE_POINTS = 2_000              # held-out points a chain's boundary cosines are measured on
-LISTENING = serving.LISTENING
-PHASES = (("synthetic gradients (three processes)", "."),        # (label, folder in the run)
-          ("frozen layer 1 (control)", "controls/frozen"),
-          ("random directions (control)", "controls/random"))
-
-
-# --- Reading a run folder: what it is, its phases, its curves. ---------------------------------
-
-def folder_kind(folder):
-    """"chain" (chain.py's run folder), "progress" (snapshots straight inside: a run by hand),
-    "run" (demo.py's or launch.py's run folder, or a folder that is empty so far), or None if
-    there is no folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    if (folder / "progress" / "stage1").is_dir() or folder.name.startswith("chain-"):
-        return "chain"
-    if any(folder.glob("layer*_*.npz")):
-        return "progress"
-    return "run"
-
-
-def newest_line(path):
-    """The last "listening on http://..." URL in a process's log, or None."""
-    try:
-        found = LISTENING.findall(Path(path).read_text(errors="replace"))
-    except OSError:
-        return None
-    return found[-1] if found else None
-
-
-def newest_mtime(paths):
-    """The latest modification time among paths that exist (folders: their own), or None."""
-    times = []
-    for path in paths:
-        try:
-            times.append(Path(path).stat().st_mtime)
-        except OSError:
-            pass
-    return max(times, default=None)
-
-
-def files_in(folder, pattern="*"):
-    folder = Path(folder)
-    return sorted(folder.glob(pattern)) if folder.is_dir() else []
-
-
-class Phase:
-    """One decoupled run inside a run folder: the synthetic-gradient run or a control; or, for a
-    folder run by hand, that progress folder with no metrics or logs."""
-
-    def __init__(self, label, folder, progress, by_hand=False):
-        self.label, self.folder, self.progress, self.by_hand = label, folder, progress, by_hand
-
-    def metrics(self, name):
-        return [] if self.by_hand else snapshots.read_metrics(self.folder / "metrics" /
-                                                                f"{name}.jsonl")
-
-    def ended(self):
-        """When both trainers wrote their final weights (time.time()), or None."""
-        return newest_mtime([self.progress / "layer1_final.npz",
-                             self.progress / "layers23_final.npz"]) \
-            if all((self.progress / f"{p}_final.npz").is_file() for p in ("layer1", "layers23")) \
-            else None
-
-    def last_write(self):
-        return newest_mtime([self.progress, *files_in(self.folder / "metrics", "*.jsonl")])
-
-    def url(self, log_name, given, default):
-        """A server's address: given (an option), else the one its log in the run says, else
-        (by hand) the scripts' default."""
-        if given:
-            return given
-        return default if self.by_hand else newest_line(self.folder / log_name)
-
-
-def run_phases(folder, kind):
-    """The Phases of a run folder ("run": the main run and each control there) or a progress
-    folder ("progress")."""
-    folder = Path(folder)
-    if kind == "progress":
-        return [Phase("synthetic gradients (by hand)", folder, folder, by_hand=True)]
-    return [Phase(label, folder / sub, folder / sub / "progress") for label, sub in PHASES
-            if sub == "." or (folder / sub).is_dir()]
-
-
-def chain_layout(run):
-    """[(widths of stage k's layers)] read from each stage's first snapshot, or None until every
-    stage has one readable snapshot."""
-    layout, k = [], 1
-    while (Path(run) / "progress" / f"stage{k}").is_dir():
-        found = snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
-        paths = [*found["layer1"].values(), *found["layers23"].values()]
-        sizes = None
-        for path in sorted(paths, key=lambda p: p.name):
-            try:
-                arrays = snapshots.read_npz(path, "weights")
-            except ValueError:
-                continue
-            ws = [arrays[f"w{j}"] for j in range(sum(1 for n in arrays if n.startswith("w")))]
-            sizes = (ws[0].shape[0], *(w.shape[1] for w in ws))
-            break
-        if sizes is None:
-            return None
-        layout.append(sizes)
-        k += 1
-    return layout if len(layout) >= 2 else None
 
 
 # --- The page's state: caches of what was measured and drawn, owned by the app. ----------------
@@ -253,18 +142,19 @@ class LiveState:
         with self.lock:
             if key in self.chain_ticks:
                 return self.chain_ticks[key]
-        layers = chain.load_chain(run, layout, tick)
+        layers = chain_eval.load_chain(run, layout, tick)
         models = []
         for b in range(1, len(layout)):
             try:
-                models.append(chain.load_boundary_model(run, b, tick))
+                models.append(chain_eval.load_boundary_model(run, b, tick))
             except (ValueError, KeyError):
                 models.append(None)
         n = min(COSINE_POINTS, len(self.x_test))
-        pairs = chain.true_and_synthetic(layers, layout, self.x_test[:n], self.y_test[:n],
-                                         models)
+        pairs = chain_eval.true_and_synthetic(layers, layout, self.x_test[:n],
+                                              self.y_test[:n], models)
         result = {"mse": sgd.mse(layers, self.x_test, self.y_test),
-                  "cosine": [None if s is None else chain.mean_cosine(s, t) for t, s in pairs]}
+                  "cosine": [None if s is None else chain_eval.mean_cosine(s, t)
+                             for t, s in pairs]}
         if None not in result["cosine"]:
             with self.lock:
                 self.chain_ticks[key] = result
@@ -359,416 +249,6 @@ class LiveState:
         return data
 
 
-# --- Drawing: each picture into PNG bytes, panels from plot.py and generate.py. ---------------
-
-FIGSIZE = (7.5, 5.0)       # inches, every picture alike: the page's panels line up in rows
-
-
-def png(nrows=1, ncols=1, draw=None, **subplots_kw):
-    """fig, ax from plt.subplots, drawn on by draw(fig, ax), saved as PNG bytes and closed."""
-    plt = generate.pyplot()
-    fig, ax = plt.subplots(nrows, ncols, **subplots_kw)
-    try:
-        draw(fig, ax)
-        out = io.BytesIO()
-        fig.savefig(out, format="png", dpi=generate.DPI)
-        return out.getvalue()
-    finally:
-        plt.close(fig)
-
-
-def draw_fit(f, title, suptitle):
-    """The target | f side by side on the target's colour scale, one colorbar."""
-    def draw(fig, axes):
-        target_title, target = plot.TARGET_PANEL[:2]
-        generate.draw_surface(axes[0], target, target_title)
-        filled = generate.draw_surface(axes[1], f, title)
-        axes[1].set_ylabel("")
-        fig.colorbar(filled, ax=axes, ticks=LEVELS[::5], label=COLORBAR_LABEL, shrink=0.85)
-        fig.suptitle(suptitle)
-    return png(1, 2, draw, figsize=FIGSIZE, layout="constrained")
-
-
-def draw_waiting(title, text):
-    """A picture that says, in words, why there is nothing to draw yet."""
-    def draw(fig, ax):
-        plot.draw_placeholder(ax, title, text, width=60)
-        ax.set(xticks=[], yticks=[])
-    return png(1, 1, draw, figsize=(7.5, 2.2), layout="constrained")
-
-
-def draw_mse(backprop_rows, phase_rows, controls, baseline, xlabel):
-    def draw(fig, ax):
-        plot.draw_heldout_curves(ax, backprop_rows, phase_rows, baseline, controls)
-        ax.set_title("Held-out MSE over time: error on points no method trained on "
-                     "(lower is better)", fontsize="medium")
-        ax.set_xlabel(xlabel)
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
-
-
-def draw_oracle(rows, origin, label):
-    def draw(fig, ax):
-        plot.draw_oracle_quality(ax, rows, origin)
-        ax.set_title(f"cosine(synthetic, true dL/dh) and the oracle's loss: {label}",
-                     fontsize="medium")
-        ax.set_xlabel("seconds since the input trainer began streaming")
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
-
-
-def draw_chain_lines(series, title, ylabel, log_scale=False, baseline=None, ncols=2):
-    """One panel of a chain: [(label, seconds, values, plot options)] against seconds since
-    stage 1 began streaming."""
-    def draw(fig, ax):
-        for label, seconds, values, style in series:
-            ax.plot(seconds, values, markersize=3, label=label, **style)
-        if baseline is not None:
-            ax.axhline(baseline, linestyle=":", color="black",
-                       label="always predicting the mean of y")
-        if log_scale:
-            ax.set_yscale("log")
-        ax.set_title(title, fontsize="medium")
-        ax.set_ylabel(ylabel)
-        ax.set_xlabel("seconds since stage 1 began streaming")
-        ax.grid(True, which="both", alpha=0.3)
-        if series or baseline is not None:
-            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18),
-                      ncols=ncols)
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
-
-
-# --- What the page shows: one JSON answer, built from the run folder and the servers. ---------
-
-def clock(t):
-    return time.strftime("%H:%M:%S", time.localtime(t))
-
-
-def process_row(state, name, url, kind, lines, counter, notes, stopped):
-    """One process's figures: from its live GET /status at url if it answers, else from its
-    newest metrics line. counter: the field whose rate is its examples/s."""
-    status, why = (None, None) if url is None or stopped else state.server_status(url, kind)
-    row = {"name": name, "url": url}
-    if status is not None:
-        source, now = status, time.time()
-        row["source"] = "live GET /status"
-    elif lines:
-        source, now = lines[-1], lines[-1].get("time")
-        age = time.time() - now if isinstance(now, (int, float)) else None
-        row["source"] = f"its newest metrics line, {fmt(age, '.0f')} s old"
-        if stopped:
-            row["source"] += " (stopped)"
-        elif kind is None:
-            row["source"] += " (it serves no /status)"
-        elif url is None:
-            row["source"] += " (no address known to ask it)"
-        else:
-            notes.append(f"{name} at {url} does not answer ({why}); showing its newest metrics "
-                         "line instead")
-    else:
-        row["source"] = ("stopped" if stopped else "nothing yet: no metrics line" +
-                         ("" if url is None else f" and no answer at {url} ({why})"))
-        return row
-    t = source.get("time") if status is None else now
-    if counter == "examples":                              # the input trainer: no /status
-        row["examples"] = source.get("examples")
-    if status is None:                                    # the rate between the last two lines
-        row["examples_per_s"] = line_rate(lines, counter)
-    else:                                                 # since the previous /status
-        row["examples_per_s"] = state.rate((url, counter), t, status.get(counter))
-    row["examples_held"] = source.get("examples_held")
-    row["passes"] = source.get("training_passes")
-    row["staleness_s"] = source.get("staleness_s")
-    if source.get("diverged"):
-        notes.append(f"{name} reports that it diverged: training stopped")
-    return row
-
-
-def line_rate(lines, counter):
-    """counter's change per second between the last two metrics lines, or None."""
-    if len(lines) < 2:
-        return None
-    a, b = lines[-2], lines[-1]
-    try:
-        return max(0.0, (b[counter] - a[counter]) / (b["time"] - a["time"]))
-    except (KeyError, TypeError, ZeroDivisionError):
-        return None
-
-
-def decoupled_view(state, folder, kind, notes):
-    """Pictures and processes of a run folder or a progress folder."""
-    phases = run_phases(folder, kind)
-    cfg = state.config
-    running = [p for p in phases if p.ended() is None]     # the newest of these trains now
-    active = max(running, key=lambda p: p.last_write() or 0.0) if running else phases[0]
-    curves = {p.label: state.curve(p, notes) for p in phases}
-    pictures = []
-
-    # the fit: the active phase's newest readable network
-    fit = newest_network(state, active, notes)
-    if fit is None:
-        pictures.append(("fit", "The network now, beside the target", ["waiting"], lambda: (
-            draw_waiting("The network's fit", f"no complete pair of weight snapshots in "
-                         f"{active.progress} yet: the trainers write one every few seconds"))))
-    else:
-        label, seconds, mse, layers = fit
-        when = "final" if label == "final" else f"t = {fmt(seconds, '.0f')} s"
-        pictures.append(("fit", "The network now, beside the target", [active.label, label],
-                         lambda: draw_fit(plot.predictor(layers),
-                                          f"{active.label}\n{when}, held-out MSE {mse:.4f}",
-                                          "The network's fit at its newest snapshot, beside the "
-                                          "target\n(same colour = same height)")))
-
-    # held-out MSE: the main run, the controls, backprop
-    main, rest = phases[0], phases[1:]
-    main_rows, origin = curves[main.label]
-    backprop = main.metrics("backprop")
-    controls = [(p.label, curves[p.label][0]) for p in rest]
-    if main_rows or backprop or any(rows for _, rows in controls):
-        content = [main_rows, [r.get("heldout_mse") for r in backprop], controls]
-        pictures.append(("mse", "Held-out MSE over time (log scale)", content,
-                         lambda: draw_mse(backprop, main_rows, controls, state.baseline,
-                                          "seconds since each run's input trainer began "
-                                          "streaming (backprop: seconds of training)")))
-    else:
-        pictures.append(("mse", "Held-out MSE over time (log scale)", ["waiting"],
-                         lambda: draw_waiting("Held-out MSE over time",
-                                              "no snapshot tick measured yet")))
-
-    # the oracle's quality: the active phase's metrics, or /status samples when run by hand
-    oracle_url = active.url("oracle.log", cfg["oracle_url"] if active is main else None,
-                            synthgrad.DEFAULT_ORACLE_URL)
-    rows = active.metrics("oracle")
-    if not rows and active.by_hand and oracle_url:
-        state.server_status(oracle_url, synthgrad.OracleClient)
-        with state.lock:
-            rows = list(state.history.get(oracle_url, []))
-    o_origin = curves[active.label][1] or snapshots.last_finite(rows[:1], "time") or 0.0
-    measured = rows and any(np.isfinite(snapshots.column(rows, key)).any()
-                            for key in ("cosine_similarity", "last_train_mse"))
-    if measured:
-        pictures.append(("oracle", "cosine(synthetic, true) and the oracle's loss",
-                         [active.label, len(rows), rows[-1].get("time")],
-                         lambda: draw_oracle(rows, o_origin, active.label)))
-    else:
-        pictures.append(("oracle", "cosine(synthetic, true) and the oracle's loss",
-                         ["waiting", len(rows)],
-                         lambda: draw_waiting("cosine(synthetic, true) and the oracle's loss",
-                                              "the oracle has measured nothing yet: no true "
-                                              "gradient has reached it" if rows else
-                                              "no oracle metrics yet (metrics/oracle.jsonl)")))
-
-    # the processes of the active phase
-    stopped = active.ended() is not None
-    output_url = active.url("train_output.log", cfg["output_url"] if active is main else None,
-                            synthgrad.DEFAULT_OUTPUT_TRAINER_URL)
-    processes = [
-        process_row(state, "input trainer (train_input.py)", None, None,
-                    active.metrics("train_input"), "examples", notes, stopped),
-        process_row(state, "output trainer (train_output.py)", output_url,
-                    synthgrad.OutputTrainerClient, active.metrics("train_output"),
-                    "examples_trained", notes, stopped),
-        process_row(state, "oracle (oracle.py)", oracle_url, synthgrad.OracleClient,
-                    active.metrics("oracle"), "gradients_received", notes, stopped)]
-    ended = all(p.ended() is not None for p in phases)
-    last = newest_mtime([*(p.progress for p in phases),
-                         *(f for p in phases for f in files_in(p.folder / "metrics", "*.jsonl"))])
-    doing = active.label
-    backprop_file = main.folder / "metrics" / "backprop.jsonl"
-    if not main.by_hand and last is not None and newest_mtime([backprop_file]) == last:
-        doing = "the plain-backprop baseline (in demo.py's process)"
-    return pictures, processes, doing, ended, last, active.label
-
-
-def newest_network(state, phase, notes):
-    """(label, seconds, held-out MSE, layers) of the newest readable snapshot pair of a phase
-    (final, else the newest tick); unreadable newer ones are said in notes. None if none."""
-    if not phase.progress.is_dir():
-        return None
-    origin = snapshots.streaming_start(phase.folder) if not phase.by_hand else None
-    found = snapshots.list_snapshots(phase.progress)
-    both = [t for t in found["layer1"] if t in found["layers23"] and t != "initial"]
-    both.sort(key=lambda t: (t == "final", t if isinstance(t, int) else 0), reverse=True)
-    for label in both:
-        try:
-            layers = snapshots.load_composed(phase.progress, label)
-            mse = state.tick_mse(phase.progress, label)
-        except ValueError as e:
-            notes.append(f"{phase.label}: the newest snapshot pair ({label}) could not be "
-                         f"read (half-written or damaged?); showing an older one: {e}")
-            continue
-        if isinstance(label, int):
-            start = origin if origin is not None else min(
-                t for t in both if isinstance(t, int))
-            seconds = label - start
-        else:
-            seconds = None
-        return label, seconds, mse, layers
-    return None
-
-
-def chain_view(state, run, notes):
-    """Pictures and processes of a chain run folder."""
-    run = Path(run)
-    layout = chain_layout(run)
-    stage1 = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")
-    origin = snapshots.last_finite(stage1[:1], "time")
-    pictures, rows, fit = [], [], None          # rows: [(seconds, {"mse", "cosine"})]
-    if layout is None:
-        pictures.append(("chain_fit", "The composed chain now, beside the target", ["waiting"],
-                         lambda: draw_waiting("The composed chain's fit", "waiting for every "
-                                              "stage's first weight snapshot")))
-    else:
-        ticks = chain.chain_ticks(run, layout)
-        origin = ticks[0] if origin is None and ticks else origin
-        measured = {}
-        for tick in ticks:
-            try:
-                measured[tick] = state.chain_tick(run, layout, tick)
-                rows.append((tick - origin, measured[tick]))
-            except ValueError as e:
-                notes.append(f"the chain's snapshots of tick {tick} could not be read "
-                             f"(half-written or damaged?), left out: {e}")
-        for label in ["final", *reversed(ticks)]:
-            try:
-                layers = chain.load_chain(run, layout, label)
-            except ValueError:
-                if label != "final":
-                    notes.append(f"the chain's newest snapshots ({label}) could not be read; "
-                                 "showing older ones")
-                continue
-            fit = (label, layers)
-            break
-        sizes = " | ".join("-".join(map(str, s)) for s in layout)
-        if fit is not None:
-            label, layers = fit
-            when = "final" if label == "final" else f"t = {label - origin:.0f} s"
-            mse = measured[label]["mse"] if label in measured else \
-                sgd.mse(layers, state.x_test, state.y_test)
-            pictures.append(("chain_fit", "The composed chain now, beside the target",
-                             [label],
-                             lambda: draw_fit(plot.predictor(layers),
-                                              f"{len(layout)} stages: {sizes}\n{when}, held-out "
-                                              f"MSE {mse:.4f}",
-                                              "The composed chain at its newest snapshot, beside "
-                                              "the target\n(same colour = same height)")))
-        seconds = [s for s, _ in rows]
-        pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
-                         [seconds, [r["mse"] for _, r in rows]],
-                         lambda: draw_chain_lines(
-                             [("the composed network at each snapshot tick", seconds,
-                               [r["mse"] for _, r in rows], dict(marker="o"))],
-                             f"{len(layout)} stages ({sizes}): error on points never trained on",
-                             "held-out MSE (log scale)", log_scale=True,
-                             baseline=state.baseline)))
-    boundaries = len(layout) - 1 if layout else len(files_in(run / "progress", "boundary*"))
-    # chain.py --colocated: no oracle processes; each boundary's model is learned in the stage
-    # above it, whose metrics carry the oracle's quality figures
-    colocated = boundaries > 0 and not any(
-        (run / f"boundary{b}.log").exists() or (run / "metrics" / f"boundary{b}.jsonl").exists()
-        for b in range(1, boundaries + 1))
-    metrics = {name: snapshots.read_metrics(run / "metrics" / f"{name}.jsonl")
-               for name in [f"boundary{b}" for b in range(1, boundaries + 1)] +
-               [f"stage{k}" for k in range(2, boundaries + 2)]}
-    if colocated:
-        notes.append("each boundary's model is learned in the stage above it (--colocated): "
-                     "no oracle processes")
-        metrics.update({f"boundary{b}": metrics[f"stage{b + 1}"]
-                        for b in range(1, boundaries + 1)})
-    start = origin or 0.0
-    cos_series, stale_series = [], []
-    for b in range(1, boundaries + 1):
-        cos_series.append((f"boundary {b}: the model against full backprop", [s for s, _ in rows],
-                           [np.nan if r["cosine"][b - 1] is None else r["cosine"][b - 1]
-                            for _, r in rows], dict(marker="o", color=f"C{b - 1}")))
-        lines = metrics[f"boundary{b}"]
-        measured_by = f"stage {b + 1}" if colocated else "its oracle"
-        cos_series.append((f"boundary {b}: as {measured_by} measures it (on what it receives)",
-                           list(snapshots.column(lines, "time") - start),
-                           list(snapshots.column(lines, "cosine_similarity")),
-                           dict(marker="x", linestyle="--", color=f"C{b - 1}")))
-        lines = metrics[f"stage{b + 1}"]
-        stale_series.append((f"boundary {b} (stage {b + 1}'s inputs)",
-                             list(snapshots.column(lines, "time") - start),
-                             list(snapshots.column(lines, "staleness_s")),
-                             dict(color=f"C{b - 1}")))
-    sizes_known = [len(m) for m in metrics.values()]
-    pictures.append(("chain_cosine", "cosine(synthetic, true) per boundary",
-                     [[r["cosine"] for _, r in rows], sizes_known],
-                     lambda: draw_chain_lines(cos_series, "cosine(synthetic, true dL/dh) per "
-                                              "boundary (0 until a boundary model has learned)",
-                                              "cosine (1 = same direction)", ncols=1)))
-    pictures.append(("chain_staleness", "Staleness per boundary", [sizes_known],
-                     lambda: draw_chain_lines(stale_series, "Staleness: how old the inputs "
-                                              "each stage trains on are",
-                                              "mean age of the activations\ntrained on (s)")))
-    # processes: stage 1 from its metrics, the others live where they answer
-    stopped = all(chain.stage_file(run, k, "final").is_file()
-                  for k in range(1, boundaries + 2)) if layout else False
-    processes = [process_row(state, "stage 1 (train_input.py)", None, None, stage1,
-                             "examples", notes, stopped)]
-    for k in range(2, boundaries + 2):
-        processes.append(process_row(state, f"stage {k}", newest_line(run / f"stage{k}.log"),
-                                     synthgrad.OutputTrainerClient, metrics[f"stage{k}"],
-                                     "examples_trained", notes, stopped))
-    for b in range(1, 0 if colocated else boundaries + 1):
-        processes.append(process_row(state, f"boundary {b} oracle",
-                                     newest_line(run / f"boundary{b}.log"),
-                                     synthgrad.OracleClient, metrics[f"boundary{b}"],
-                                     "gradients_received", notes, stopped))
-    last = newest_mtime([*(run / "progress").glob("*"), *files_in(run / "metrics", "*.jsonl")])
-    return pictures, processes, "chain", stopped, last, "the chain's stages and boundaries"
-
-
-def live_view(state):
-    """The JSON the page polls: the run, its state in words, the pictures' addresses and
-    titles, every process's figures, and notes on whatever could not be read."""
-    folder, how = state.find_run()
-    notes = []
-    view = {"run": None if folder is None else str(folder), "found": how, "pictures": [],
-            "processes": [], "notes": notes, "refresh_ms": round(state.config["refresh"] * 1000),
-            "time": clock(time.time())}
-    kind = None if folder is None else folder_kind(folder)
-    if folder is None:
-        view["state"] = "no run"
-        view["summary"] = (f"No run found yet in {how.removeprefix('the newest folder in ')}: "
-                           "this page waits for one (start `make demo`, chain.py or the three "
-                           "scripts; or pass --run-dir).")
-        return view
-    if kind is None:
-        view["state"] = "no run"
-        view["summary"] = f"There is no folder at {folder} (yet): this page waits for it."
-        return view
-    if kind == "run" and not any(folder.iterdir()):
-        view["state"] = "waiting"
-        view["summary"] = (f"{folder} is empty so far: waiting for the run to write its data, "
-                           "metrics and first weight snapshots.")
-        return view
-    make = chain_view if kind == "chain" else decoupled_view
-    args = (state, folder, notes) if kind == "chain" else (state, folder, kind, notes)
-    pictures, processes, active, ended, last, processes_of = make(*args)
-    for name, title, content, draw in pictures:
-        view["pictures"].append({"name": name, "title": title,
-                                 "url": state.offer(name, [str(folder), content], draw)})
-    view["processes"] = processes
-    view["processes_of"] = processes_of
-    quiet = None if last is None else time.time() - last
-    what = {"chain": "chain run", "progress": "run by hand", "run": "run"}[kind]
-    if ended and (quiet is None or quiet > ENDED_QUIET_S):
-        view["state"] = "ended"
-        view["summary"] = (f"This {what} has ended: every trainer wrote its final weights "
-                           f"(last write at {clock(last)}). The page shows where it stopped.")
-    elif quiet is not None and quiet > QUIET_S:
-        view["state"] = "stopped"
-        view["summary"] = (f"Nothing in this {what} has changed for {quiet:.0f} s (last write "
-                           f"at {clock(last)}): it has stopped, or is stalled.")
-    elif last is None:
-        view["state"] = "waiting"
-        view["summary"] = f"This {what} has written no snapshot or metrics yet: waiting."
-    else:
-        view["state"] = "training"
-        view["summary"] = f"Training: {active}, last write {quiet:.0f} s ago."
-    return view
-
-
 # --- The app: the page, its JSON, its pictures. ------------------------------------------------
 
 PICTURE_NAME = re.compile(r"^[a-z_]{1,40}$")
@@ -801,12 +281,12 @@ def create_app(config=None):
     @app.get("/api/live")
     def api_live():
         try:
-            view = live_view(state)
+            view = liveview.live_view(state)
         except OSError as e:             # the folder moved or vanished while being read
             log.warning("cannot read the run: %s", e)
             view = {"state": "stopped", "summary": f"The run folder could not be read ({e}); "
                     "trying again.", "notes": [], "pictures": [], "processes": [],
-                    "run": None, "found": "", "time": clock(time.time()),
+                    "run": None, "found": "", "time": liveview.clock(time.time()),
                     "refresh_ms": round(config["refresh"] * 1000)}
         response = app.json.response(view)
         response.headers["Cache-Control"] = "no-store"
@@ -903,7 +383,7 @@ def stop_with_parent(every=1.0):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Serve a page on this machine that shows a run "
-                                            "learning, redrawn every second or two.")
+                                            "learning, updated while it trains.")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="the run to show: a demo.py or launch.py run folder, a chain.py run "
                         "folder (runs/chain-*) or a progress folder run by hand (default: the "
@@ -968,7 +448,7 @@ def main(argv=None):
     server, hand_over = serving.listen(args.host, args.port, "live.py", 1024)
     if args.nice > 0:
         os.nice(args.nice)
-    kind = None if args.run_dir is None else folder_kind(args.run_dir)
+    kind = None if args.run_dir is None else liveview.folder_kind(args.run_dir)
     app = create_app({
         "run_dir": None if args.run_dir is None else args.run_dir.resolve(),
         "token": args.token, "heldout": args.heldout, "refresh": args.refresh,

@@ -18,7 +18,7 @@ layer, the same minibatch, the same 5,000 held-out points.
   --interval seconds of training (measuring is not counted: the comparison favours it);
 - the chain: chain.run_chain with --colocated (K processes, each boundary's model learned in the
   stage above it), one OpenBLAS thread per process, snapshots every --interval seconds,
-  measured afterwards from the snapshots (chain.evaluate), time counted from the moment stage 1
+  measured afterwards from the snapshots (chain_eval.evaluate), time counted from the moment stage 1
   began streaming.
 
 For each width, minibatch and seed: examples per second of each stage and of the one process,
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 import chain
+import chain_eval
 import dni
 import generate
 import launch
@@ -157,7 +158,7 @@ def chain_side(out_dir, data_dir, width, stages, batch_size, seconds, interval, 
                                learning_rate=learning_rate, colocated=True)
     env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     final = chain.run_chain(config, env)
-    result = chain.evaluate(run, chain.stage_sizes(sizes, splits), heldout=HELDOUT,
+    result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=HELDOUT,
                             cosine_points=500)
     (run / "chain.json").write_text(json.dumps(result, indent=1))
     shutil.rmtree(run / "progress", ignore_errors=True)       # GBs of snapshots at wide widths
@@ -179,7 +180,7 @@ def chain_side(out_dir, data_dir, width, stages, batch_size, seconds, interval, 
 def summarise(runs, seconds):
     """Per side, over the seeds: times to each level ({level: [t or None per seed]}), MSE at
     fixed times, examples/s and CPU per process (seed means)."""
-    times = [t for t in (seconds / 4, seconds / 2, seconds)]
+    times = [seconds / 4, seconds / 2, seconds]
     out = {"times": times}
     for side in ("one", "chain"):
         rs = [r[side] for r in runs]
@@ -364,7 +365,7 @@ def main_distribution_cost(args):
         config = chain.ChainConfig(run_dir=run, count=COUNT, duration=args.seconds, seed=seed,
                                    data_dir=data, colocated=True)
         chain.run_chain(config, env)
-        two = chain.evaluate(run, chain.stage_sizes(config.sizes, config.splits))["final_mse"]
+        two = chain_eval.evaluate(run, chain.stage_sizes(config.sizes, config.splits))["final_mse"]
         one = dni.run(dni.DniConfig(data_dir=data, seconds=args.seconds, seed=seed,
                                     conditioned=True, batch_size=config.batch_size,
                                     learning_rate=config.learning_rate))["heldout_mse"]

@@ -176,7 +176,6 @@ class InputTrainer:
         sizes = c.sizes or (2, c.width)
         self.layers = [sgd.Layer(n_in, n_out, sgd.Sigmoid, self.rng)   # layer 1: 2 -> 24
                        for n_in, n_out in zip(sizes, sizes[1:])]       # (a chain's: more)
-        self.layer = self.layers[0]
         self.optimizer = optimizers.make(c.optimizer, self.layers, c.learning_rate)
         self.stop = threading.Event()
         # the two peers: the oracle (synthetic gradients) and the output trainer (layers 2-3)
@@ -206,6 +205,11 @@ class InputTrainer:
     def layer_keys(k):
         """A layer's checkpoint names: "w", "b" for layer 1, "w<k>", "b<k>" for any after it."""
         return ("w", "b") if k == 0 else (f"w{k}", f"b{k}")
+
+    @property
+    def layer(self):
+        """Layer 1: 2 -> 24 (the first of self.layers, where a chain's first stage holds more)."""
+        return self.layers[0]
 
     def save_checkpoint(self, path):
         """The layers, the optimizer's state and the counters (a resumed run starts a new pass

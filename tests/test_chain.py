@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import chain
+import chain_eval
 import generate
 import sgd
 import snapshots
@@ -249,7 +250,7 @@ def test_true_gradients_at_each_boundary_are_backprop_of_the_layers_above():
     net = sgd.make_network(rng, (2, 5, 4, 3, 1))
     x, y = rng.uniform(-1, 1, (7, 2)), rng.uniform(-1, 1, 7)
     models = [None, ([rng.standard_normal((5, 4)), rng.standard_normal(4)], True)]
-    (true1, synth1), (true2, synth2) = chain.true_and_synthetic(net, layout, x, y, models)
+    (true1, synth1), (true2, synth2) = chain_eval.true_and_synthetic(net, layout, x, y, models)
     h1 = net[0].output(x)
     h2 = net[1].output(h1)
     _, expected1 = sgd.backprop(net[1:], h1, y)
@@ -266,7 +267,7 @@ def test_true_gradient_matches_finite_differences():
     layout = [(2, 3), (3, 2, 1)]
     net = sgd.make_network(rng, (2, 3, 2, 1))
     x, y = rng.uniform(-1, 1, (1, 2)), rng.uniform(-1, 1, 1)
-    ((true, _),) = chain.true_and_synthetic(net, layout, x, y, [None])
+    ((true, _),) = chain_eval.true_and_synthetic(net, layout, x, y, [None])
     h = net[0].output(x)
     eps = 1e-6
     for j in range(3):
@@ -285,9 +286,9 @@ def record_chain(tmp_path):
     nets = {label: sgd.make_network(rng, (2, 4, 4, 3, 1)) for label in
             ("initial", 1000, 1002, "final")}
     for label, net in nets.items():
-        snapshots.save_layers(chain.stage_file(tmp_path, 1, label), net[:1])
-        snapshots.save_layers(chain.stage_file(tmp_path, 2, label), net[1:2])
-        snapshots.save_layers(chain.stage_file(tmp_path, 3, label), net[2:])
+        snapshots.save_layers(chain_eval.stage_file(tmp_path, 1, label), net[:1])
+        snapshots.save_layers(chain_eval.stage_file(tmp_path, 2, label), net[1:2])
+        snapshots.save_layers(chain_eval.stage_file(tmp_path, 3, label), net[2:])
     model = [rng.standard_normal((5, 4)), rng.standard_normal(4)]
     snapshots.write_npz(tmp_path / "progress" / "boundary2" / "model_1002.npz",
                         {"w0": model[0], "w1": model[1], "conditioned": np.array(True),
@@ -301,18 +302,18 @@ def record_chain(tmp_path):
 
 def test_evaluate_reads_a_recorded_chain(tmp_path):
     layout, nets, model = record_chain(tmp_path)
-    result = chain.evaluate(tmp_path, layout, heldout=300, cosine_points=50)
+    result = chain_eval.evaluate(tmp_path, layout, heldout=300, cosine_points=50)
     x, y = generate.heldout(300)
     assert [r["seconds"] for r in result["ticks"]] == [0.5, 2.5]
     for r, tick in zip(result["ticks"], (1000, 1002)):
         assert r["heldout_mse"] == pytest.approx(sgd.mse(nets[tick], x, y))
     assert result["ticks"][0]["cosine"] == [None, None]             # no model saved at 1000
-    ((_, _), (true, synth)) = chain.true_and_synthetic(nets[1002], layout, x[:50], y[:50],
+    ((_, _), (true, synth)) = chain_eval.true_and_synthetic(nets[1002], layout, x[:50], y[:50],
                                                        [None, (model, True)])
-    assert result["ticks"][1]["cosine"][1] == pytest.approx(chain.mean_cosine(synth, true))
+    assert result["ticks"][1]["cosine"][1] == pytest.approx(chain_eval.mean_cosine(synth, true))
     assert result["final_mse"] == pytest.approx(sgd.mse(nets["final"], x, y))
     assert result["staleness"] == {"boundary1": [], "boundary2": [(2.0, 0.25)]}
-    chain.draw(result, tmp_path / "chain.png")
+    chain_eval.draw(result, tmp_path / "chain.png")
     assert (tmp_path / "chain.png").stat().st_size > 10_000
 
 
@@ -330,7 +331,7 @@ def test_evaluate_mode_draws_a_finished_run_and_refuses_a_wrong_layout(tmp_path,
 def test_mean_cosine_counts_a_zero_row_as_zero():
     a = np.array([[1.0, 0.0], [0.0, 0.0]])
     b = np.array([[2.0, 0.0], [1.0, 1.0]])
-    assert chain.mean_cosine(a, b) == pytest.approx(0.5)
+    assert chain_eval.mean_cosine(a, b) == pytest.approx(0.5)
 
 
 # --- a real chain ----------------------------------------------------------------------------
@@ -378,7 +379,7 @@ def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
     assert all(s > 0 for s in final["cpu_s"].values()), final["cpu_s"]
     assert final["stage2"]["role"] == "middle_stage" and final["boundary1"]["role"] == "oracle"
     assert final["boundary1"]["examples_held"] > 0                  # stage 2 taught boundary 1
-    result = chain.evaluate(run, chain.stage_sizes(config.sizes, config.splits),
+    result = chain_eval.evaluate(run, chain.stage_sizes(config.sizes, config.splits),
                             heldout=2_000, cosine_points=500)
     print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> "
           f"{result['final_mse']:.4f}; last tick {result['ticks'][-1]}")
@@ -505,7 +506,7 @@ def test_a_colocated_chain_is_one_process_per_stage_and_learns(tmp_path, sizes, 
         assert final[f"boundary{b}"]["role"] in ("middle_stage", "output_trainer")
         assert final[f"boundary{b}"]["boundary_model_steps"] > 0
         assert list((run / "progress" / f"boundary{b}").glob("model_*.npz"))
-    result = chain.evaluate(run, chain.stage_sizes(sizes, splits), heldout=2_000,
+    result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=2_000,
                             cosine_points=500)
     print(f"{K}-stage colocated chain: held-out MSE {result['initial_mse']:.4f} -> "
           f"{result['final_mse']:.4f}; cosines at the last ticks "

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import requests
 
-import chain
+import chain_eval
 import generate
 import launch
 import live
+import liveview
 import serving
 import sgd
 import snapshots
@@ -227,7 +228,7 @@ def test_a_progress_folder_by_hand_asks_the_default_addresses(tmp_path):
     for label in ("initial", T0):
         snapshots.save_layers(tmp_path / f"layer1_{label}.npz", net[:1])
         snapshots.save_layers(tmp_path / f"layers23_{label}.npz", net[1:])
-    assert live.folder_kind(tmp_path) == "progress"
+    assert liveview.folder_kind(tmp_path) == "progress"
     view = get_all(make_app(tmp_path, oracle_url="http://127.0.0.1:9"))
     urls = {p["name"]: p["url"] for p in view["processes"]}
     assert urls["oracle (oracle.py)"] == "http://127.0.0.1:9"
@@ -245,7 +246,7 @@ def test_a_chain_shows_each_boundary_cosine_against_chain_py(tmp_path):
     for tick in ("initial", T0, T0 + 2):
         for k, sizes in enumerate(layout, start=1):
             layers = sgd.make_network(rng, sizes)
-            snapshots.save_layers(chain.stage_file(run, k, tick), layers)
+            snapshots.save_layers(chain_eval.stage_file(run, k, tick), layers)
         if tick != "initial":
             for b, width in ((1, 8), (2, 6)):
                 weights = [rng.normal(size=s) for s in ((width + 1, 5), (5,), (5, width),
@@ -266,12 +267,12 @@ def test_a_chain_shows_each_boundary_cosine_against_chain_py(tmp_path):
         "boundary 2 oracle"]
     x, y = generate.heldout(2_000)
     for tick in (T0, T0 + 2):
-        layers = chain.load_chain(run, layout, tick)
-        models = [chain.load_boundary_model(run, b, tick) for b in (1, 2)]
-        pairs = chain.true_and_synthetic(chain.load_chain(run, layout, tick), layout, x, y,
+        layers = chain_eval.load_chain(run, layout, tick)
+        models = [chain_eval.load_boundary_model(run, b, tick) for b in (1, 2)]
+        pairs = chain_eval.true_and_synthetic(chain_eval.load_chain(run, layout, tick), layout, x, y,
                                          models)
         got = app.config["LIVE"].chain_ticks[(str(run), tick)]
-        assert got["cosine"] == pytest.approx([chain.mean_cosine(s, t) for t, s in pairs])
+        assert got["cosine"] == pytest.approx([chain_eval.mean_cosine(s, t) for t, s in pairs])
         assert got["mse"] == pytest.approx(sgd.mse(layers, x, y))
     assert listing(run) == before
     # the same chain with --colocated: no oracle wrote a log or metrics; the stages did

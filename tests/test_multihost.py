@@ -199,6 +199,7 @@ def test_a_three_stage_chain_learns_across_five_hosts_with_the_token(chain_netwo
     (train_middle.py), stage 3 (train_output.py) and the two boundary oracles, each on its own
     host; the middle stage refuses a request without the token across the network."""
     import chain
+    import chain_eval
     net, token = chain_network, secrets.token_hex(16)
     url = {host: f"http://{net.address(host)}:5000" for host in CHAIN_HOSTS}
     hosts = Hosts(net, tmp_path, token)
@@ -233,11 +234,11 @@ def test_a_three_stage_chain_learns_across_five_hosts_with_the_token(chain_netwo
     assert set(codes.values()) == {0}, codes
     layout = chain.stage_sizes((2, 16, 16, 1), (1, 2))
     x, y = generate.heldout(5_000)
-    initial = sgd.mse(chain.load_chain(run, layout, "initial"), x, y)
-    final = sgd.mse(chain.load_chain(run, layout, "final"), x, y)
+    initial = sgd.mse(chain_eval.load_chain(run, layout, "initial"), x, y)
+    final = sgd.mse(chain_eval.load_chain(run, layout, "final"), x, y)
     print(f"\nchain across five hosts: held-out MSE {initial:.4f} -> {final:.4f}")
     assert final < 0.5 * initial
-    assert len(chain.chain_ticks(run, layout)) >= 3
+    assert len(chain_eval.chain_ticks(run, layout)) >= 3
     logs = "".join(hosts.log(host) for host in CHAIN_HOSTS)
     assert "Traceback" not in logs and token not in logs
     assert net.destroy() == []

@@ -1,0 +1,167 @@
+"""Measuring a chain run from its snapshots: what chain.py writes into chain.json and chain.png.
+
+Importing it runs nothing. chain.py calls evaluate() and draw() when a run ends (or on a run
+given with --evaluate); bench.py, race.py, experiments.py and the live page (liveview.py) read
+chain runs with the same functions. A chain's run folder holds each stage's weight snapshots
+(progress/stage<k>/, stage 1's named layer1_*, the others layers23_*), each boundary model's
+weights at every snapshot tick (progress/boundary<b>/model_<tick>.npz) and the metrics lines
+(metrics/stage<k>.jsonl).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+import generate
+import sgd
+import snapshots
+import synthgrad
+import train_output
+
+
+def stage_file(run, k, label):
+    part = "layer1" if k == 1 else "layers23"
+    return Path(run) / "progress" / f"stage{k}" / f"{part}_{label}.npz"
+
+
+def load_chain(run, layout, label):
+    """The composed network (a list of sgd.Layer) from every stage's snapshot `label`."""
+    layers = []
+    for k, sizes in enumerate(layout, start=1):
+        layers += snapshots.load_layers(stage_file(run, k, label), list(zip(sizes, sizes[1:])))
+    return layers
+
+
+def chain_ticks(run, layout):
+    """Ticks at which every stage saved its layers."""
+    common = None
+    for k in range(1, len(layout) + 1):
+        found = snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
+        part = found["layer1" if k == 1 else "layers23"]
+        ticks = {t for t in part if isinstance(t, int)}
+        common = ticks if common is None else common & ticks
+    return sorted(common or ())
+
+
+def load_boundary_model(run, b, tick):
+    """(weights, conditioned) of boundary b's model saved at tick, or None."""
+    path = Path(run) / "progress" / f"boundary{b}" / f"model_{tick}.npz"
+    if not path.exists():
+        return None
+    arrays = snapshots.read_npz(path, "boundary model")
+    weights = [arrays[f"w{k}"] for k in range(sum(1 for n in arrays if n.startswith("w")))]
+    return weights, bool(arrays["conditioned"])
+
+
+def true_and_synthetic(layers, layout, x, y, models):
+    """Per boundary b: (true dL/dh_b, synthetic dL/dh_b) on inputs x (n, 2), targets y (n,).
+
+    True: backprop of the loss 1/2 (y_hat - y)^2 through the whole composed network, row k the
+    gradient of example k's loss. Synthetic: boundary b's model (models[b-1], or None) on h_b
+    (and y, if conditioned)."""
+    h = [x]
+    a = x
+    for layer in layers:
+        a = layer.feed_forward(a)
+        h.append(a)
+    ends = np.cumsum([len(s) - 1 for s in layout])            # layer count at each stage's end
+    grads = {}
+    dL_da = h[-1] - y.reshape(-1, 1)
+    for j in range(len(layers) - 1, -1, -1):
+        dL_da = layers[j].backprop(dL_da)                      # dL/d(input of layer j)
+        grads[j] = dL_da
+    out = []
+    for b, end in enumerate(ends[:-1], start=1):
+        true = grads[end]                                      # dL/dh at the cut after `end`
+        model = models[b - 1]
+        if model is None:
+            out.append((true, None))
+            continue
+        weights, conditioned = model
+        inputs = np.column_stack([h[end], y]) if conditioned else h[end]
+        out.append((true, synthgrad.model_forward(weights, inputs)))
+    return out
+
+
+def mean_cosine(a, b):
+    """Mean over rows of the cosine between rows of a and b (rows with a zero vector: 0)."""
+    dot = np.sum(a * b, axis=1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(norms > 0, dot / np.where(norms > 0, norms, 1), 0.0)))
+
+
+def final_label(run, layout):
+    """"final" if every stage saved its final layers; else (a stage died and was not started
+    again) the last tick at which every stage saved them. ValueError if there is none."""
+    if all(stage_file(run, k, "final").exists() for k in range(1, len(layout) + 1)):
+        return "final"
+    ticks = chain_ticks(run, layout)
+    if not ticks:
+        raise ValueError("no snapshot that every stage saved: nothing to evaluate")
+    return ticks[-1]
+
+
+def evaluate(run, layout, heldout=20_000, cosine_points=2_000):
+    """chain.json's content: per tick, seconds since stage 1 began streaming, the composed
+    network's held-out MSE and each boundary's true cosine; the final network's MSE (of the
+    last tick every stage saved, "final_from", if a stage saved no final layers); per
+    boundary, the staleness the receiving stage reported over time."""
+    run = Path(run)
+    x, y = generate.heldout(heldout)
+    start = snapshots.last_finite(snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[:1],
+                                  "time") or 0.0
+    rows = []
+    for tick in chain_ticks(run, layout):
+        layers = load_chain(run, layout, tick)
+        models = [load_boundary_model(run, b, tick) for b in range(1, len(layout))]
+        pairs = true_and_synthetic(layers, layout, x[:cosine_points], y[:cosine_points],
+                                   models)
+        rows.append({"seconds": round(tick - start, 3), "heldout_mse": sgd.mse(layers, x, y),
+                     "cosine": [None if s is None else mean_cosine(s, t) for t, s in pairs]})
+    final = final_label(run, layout)
+    result = {"layout": [list(s) for s in layout], "ticks": rows,
+              "initial_mse": sgd.mse(load_chain(run, layout, "initial"), x, y),
+              "final_mse": sgd.mse(load_chain(run, layout, final), x, y),
+              "final_from": final if final == "final" else f"tick {final}",
+              "mean_predictor_mse": float(y.var()), "staleness": {}}
+    for k in range(2, len(layout) + 1):
+        lines = snapshots.read_metrics(run / "metrics" / f"stage{k}.jsonl")
+        result["staleness"][f"boundary{k - 1}"] = [
+            (round(r["time"] - start, 3), r.get("staleness_s")) for r in lines
+            if r.get("staleness_s") is not None]
+    return result
+
+
+def draw(result, path):
+    """chain.png: held-out MSE, per-boundary cosine and staleness against seconds."""
+    ticks = result["ticks"]
+    seconds = [r["seconds"] for r in ticks]
+    boundaries = len(result["layout"]) - 1
+    with generate.saved_figure(path, 3, 1, sharex=True, figsize=(10.5, 9.0),
+                               layout="constrained") as (fig, (mse, cos, stale)):
+        mse.plot(seconds, [r["heldout_mse"] for r in ticks], "o-", markersize=3,
+                 label="the composed network at each snapshot tick")
+        mse.axhline(result["mean_predictor_mse"], linestyle=":", color="black",
+                    label="always predicting the mean of y")
+        mse.set_yscale("log")
+        mse.set_ylabel("held-out MSE (log scale)")
+        mse.set_title(f"{len(result['layout'])} stages "
+                      f"({' | '.join(train_output.format_sizes(s) for s in result['layout'])}):"
+                      f" error on points never trained on")
+        cos.axhline(0.0, color="gray", linewidth=0.8)
+        for b in range(boundaries):
+            values = [np.nan if r["cosine"][b] is None else r["cosine"][b] for r in ticks]
+            cos.plot(seconds, values, "o-", markersize=3, label=f"boundary {b + 1}")
+            points = result["staleness"].get(f"boundary{b + 1}", [])
+            stale.plot([p[0] for p in points], [p[1] for p in points], "-",
+                       label=f"boundary {b + 1} (stage {b + 2}'s inputs)")
+        cos.set_ylabel("cosine(synthetic, true dL/dh)")
+        cos.set_title("Synthetic against true gradients (full backprop through the composed "
+                      "network), per boundary", fontsize="medium")
+        stale.set_ylabel("mean age of the activations\ntrained on (s)")
+        stale.set_title("Staleness: how old the inputs each stage trains on are",
+                        fontsize="medium")
+        stale.set_xlabel("seconds since stage 1 began streaming")
+        for ax in (mse, cos, stale):                    # legends beside the axes: no data hidden
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
