@@ -3,6 +3,10 @@
 #
 #   make demo    generate data, run the three processes for ~3 minutes, draw the plots
 #   make test    run the test suite
+#   make test-loaded  the suite with one busy process per core beside it (by hand, never in CI):
+#                does a test assert the machine's speed? (docs/tests.md)
+#   make data    get Fashion-MNIST (DATASET=mnist for MNIST): the Debian package as root, else
+#                Keras's download; prints where it is (datasets/images.py finds it from there)
 #   make browser install Chromium and its driver for tests/test_live.py's browser test (as root,
 #                with apt-get; .ci/run does it; without them that one test skips, saying why)
 
@@ -11,7 +15,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test venv clean browser
+.PHONY: demo test test-loaded venv clean browser data
 
 demo: $(VENV)/installed
 	$(PY) demo.py $(ARGS)
@@ -19,7 +23,25 @@ demo: $(VENV)/installed
 test: $(VENV)/installed
 	$(PY) -m pytest -q $(ARGS)
 
+# The busy processes are stopped by their PIDs however pytest ends (trap), and only they.
+test-loaded: $(VENV)/installed
+	@pids=""; trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
+	for i in $$(seq $$(nproc)); do $(PY) -c 'while True: pass' & pids="$$pids $$!"; done; \
+	echo "make test-loaded: $$(nproc) busy processes beside the tests (PIDs$$pids)"; \
+	$(PY) -m pytest -q $(ARGS)
+
 venv: $(VENV)/installed
+
+DATASET ?= fashion-mnist
+data: $(VENV)/installed
+	@if [ "$(DATASET)" = fashion-mnist ] && [ ! -d /usr/share/datasets/fashion-mnist ] \
+	    && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+		 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		     dataset-fashion-mnist >/dev/null)) \
+		|| echo "make data: could not install dataset-fashion-mnist; trying Keras's download"; \
+	fi
+	$(PY) -m datasets.images --name $(DATASET) --fetch
 
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
