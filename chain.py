@@ -28,7 +28,8 @@ from there, so K stages are K processes:
 
 All start on free loopback ports with the scripts' own defaults (one optimizer everywhere;
 from 4 stages on every stage's Adam at 0.001, see --learning-rate), the first stage trains
-for --duration seconds, then all stop. Into the
+for --duration seconds, then all stop (with --examples N, sooner: once stage 2 has trained on
+N examples, a budget of work that a busy machine meets later, not less). Into the
 run folder (default runs/chain-<date-time>) go each process's log and metrics, each stage's
 snapshots (progress/stage<k>/), each boundary model's weights at every snapshot tick
 (progress/boundary<b>/), and
@@ -104,6 +105,8 @@ class ChainConfig:
     colocated: bool = False                # boundary models beside the stages: K processes
     restart: launch.RestartPolicy = launch.RestartPolicy()   # what a death leads to
     checkpoint_interval: float | None = None   # seconds (None: by size, checkpoint_every)
+    examples: int | None = None            # stage 1 stops once stage 2 has trained this many
+                                           # (None: at duration; else duration is a limit)
 
 
 def stage_sizes(sizes, splits):
@@ -194,6 +197,7 @@ def input_stage_argv(config, sizes, oracle_url, next_url):
         "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
         "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
         "--wire", config.wire, "--update", config.update, "--duration", config.duration,
+        *([] if config.examples is None else ["--until-trained", config.examples]),
         "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1,
         "--batch-size", config.batch_size, "--learning-rate", config.learning_rate,
         *checkpoint_argv(config, "stage1", 0, sizes))
@@ -255,9 +259,11 @@ def run_chain(config, env=None, on_start=None):
             client.wait_until_ready()
         where = ("each learned beside the stage above it" if config.colocated else
                  "each learned by an oracle")
+        until = ("" if config.examples is None else
+                 f" at most, until stage 2 has trained on {config.examples:,} examples")
         print(f"chain: {K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
               f"{K - 1} boundaries ({where}): {len(supervisor.children) + 1} processes; stage 1 "
-              f"streams for {config.duration:.0f} s (logs in {run})", flush=True)
+              f"streams for {config.duration:.0f} s{until} (logs in {run})", flush=True)
         end_at = time.monotonic() + config.duration
 
         def first_argv(duration):
@@ -373,6 +379,11 @@ def parse_args(argv):
                         "several layers, e.g. 2 on 2-W-W-W-1 for two stages of equal work")
     p.add_argument("--duration", type=float, default=d.duration,
                    help="seconds the first stage streams (default %(default)g)")
+    p.add_argument("--examples", type=int, default=None, metavar="N",
+                   help="end the run once stage 2 has trained on N examples (the stages above "
+                        "it train on what it passes up): a budget of work, the same on any "
+                        "machine however busy, with --duration then only a limit (default: "
+                        "none, the run ends at --duration)")
     p.add_argument("--count", type=int, default=d.count,
                    help="training examples (default 20,000)")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
@@ -424,6 +435,8 @@ def parse_args(argv):
         args.learning_rate = default_learning_rate(len(args.splits) + 1)
     if not args.learning_rate > 0:
         p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
+    if args.examples is not None and args.examples < 1:
+        p.error(f"--examples must be at least 1 (got {args.examples})")
     if args.count < 1000:
         p.error(f"--count must be at least 1000 (got {args.count})")
     if args.max_restarts < 0:
@@ -498,7 +511,7 @@ def main(argv=None):
     config = ChainConfig(run_dir=run, sizes=args.sizes, splits=args.splits, count=args.count,
                          duration=args.duration, seed=args.seed, update=args.update,
                          conditioned=args.conditioned, learning_rate=args.learning_rate,
-                         colocated=args.colocated,
+                         colocated=args.colocated, examples=args.examples,
                          restart=launch.RestartPolicy(restart=args.restart,
                                                       max_restarts=args.max_restarts))
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)

@@ -339,9 +339,10 @@ class InputTrainer:
         self.stop.set()
         return True
 
-    def run(self, epochs=None, duration=None):
+    def run(self, epochs=None, duration=None, until_trained=None):
         """Stream minibatches until `epochs` passes, `duration` seconds after the oracle
-        first answered, or until stop is set."""
+        first answered, the output trainer has trained on `until_trained` examples, or until
+        stop is set."""
         # start: wait for the oracle, then start the clock of `duration`: from here on nothing a
         # peer does (going down, never answering, back-pressure) can hold this process longer,
         # as the clock sets stop and every wait below ends on stop.
@@ -351,6 +352,9 @@ class InputTrainer:
             timer = threading.Timer(duration, self.stop.set)
             timer.daemon = True
             timer.start()
+        if until_trained is not None:
+            threading.Thread(target=self.stop_when_trained, args=(until_trained,),
+                             daemon=True).start()
         # then (in the local mode) the model's weights and the run's folder; then time zero on
         # disk, unless resumed from a checkpoint (its time zero is there already). Stopped
         # while waiting, it writes nothing.
@@ -384,6 +388,23 @@ class InputTrainer:
         now = time.monotonic()
         self.report(metrics, now - start, (self.examples - reported) / max(now - last_report,
                                                                            1e-9))
+
+    def stop_when_trained(self, n, every=0.5):
+        """Set stop once the output trainer (a chain's next stage) says it has trained on n
+        examples: a budget of work, which a busy machine meets later, not less. Its own
+        client: the sender's is busy in another thread."""
+        c = self.config
+        client = synthgrad.OutputTrainerClient(c.output_url, token=c.token, timeout=every * 4)
+        while not self.stop.wait(every):
+            try:
+                trained = client.status()["examples_trained"]
+            except synthgrad.PeerError:                         # down for now: ask again
+                continue
+            if trained >= n:
+                log.info("the output trainer has trained on %s examples (--until-trained): "
+                         "stopping", f"{trained:,}")
+                self.stop.set()
+        client.close()
 
     def find_progress_dir(self):
         """Without --progress-dir, ask the output trainer for its run's name (waiting for it)
@@ -515,6 +536,10 @@ def parse_args(argv):
                    help="stop this many seconds after the oracle first answers, whatever the "
                         "peers do then: one that goes down or never answers cannot hold it "
                         "longer (default: no limit; Ctrl-C and SIGTERM stop it too)")
+    p.add_argument("--until-trained", type=int, default=None, metavar="N",
+                   help="stop once the output trainer has trained on N examples: a budget of "
+                        "work, the same on a busy machine, where --duration gets less done "
+                        "(default: no limit)")
     p.add_argument("--progress-dir", type=Path, default=None,
                    help="where weight snapshots go (default: progress/<run> next to this file, "
                         "the folder train_output.py named for this run, asked from its /status; "
@@ -556,6 +581,8 @@ def parse_args(argv):
         p.error(f"--snapshot-interval must be at least 1 (got {args.snapshot_interval})")
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs must be at least 1 (got {args.epochs})")
+    if args.until_trained is not None and args.until_trained < 1:
+        p.error(f"--until-trained must be at least 1 (got {args.until_trained})")
     if args.duration is not None and not args.duration > 0:
         p.error(f"--duration must be positive (got {args.duration:g})")
     return args
@@ -563,7 +590,7 @@ def parse_args(argv):
 
 def config_from_args(args):
     """The trainer's settings from parse_args's options, by name: --synthetic-gradients is
-    `mode`, --metrics is `metrics_path`; --data-dir is main's, --epochs and --duration run's."""
+    `mode`, --metrics is `metrics_path`; --data-dir is main's, --epochs, --duration, --until-trained run's."""
     return InputConfig(
         oracle_url=args.oracle_url, output_url=args.output_url,
         width=args.width if args.sizes is None else args.sizes[-1], sizes=args.sizes,
@@ -598,7 +625,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     t0 = time.monotonic()
-    trainer.run(args.epochs, args.duration)
+    trainer.run(args.epochs, args.duration, args.until_trained)
     if trainer.diverged:
         trainer.close()
         return 1

@@ -26,8 +26,10 @@ def arr(a):
     return synthgrad.encode_array(a)
 
 
-def wait_for(predicate, timeout=5.0):
-    """Poll predicate until it is true; fail the test after timeout seconds."""
+def wait_for(predicate, timeout=30.0):
+    """Poll predicate until it is true; fail the test after timeout seconds (a guard against a
+    hang, not a measure: it returns as soon as the predicate holds, and what takes ~0.1 s on an
+    idle machine may take seconds on a busy one)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -80,7 +80,7 @@ def test_training_thread_runs_passes_and_stops_with_a_last_checkpoint(tmp_path):
     toy = Toy(checkpoint=str(tmp_path / "toy.ckpt"))
     toy.start_training()
     toy.ready.set()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30                 # a guard against a hang only
     while toy.counts["passes"] < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     toy.stop_training()

@@ -155,6 +155,7 @@ def test_update_probability_skips_about_the_right_share(trainer):
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--learning-rate", "0"],
                                   ["--update-probability", "1.5"], ["--duration", "-1"],
+                                  ["--until-trained", "0"],
                                   ["--snapshot-interval", "0"], ["--max-unsent", "0"],
                                   ["--optimizer", "rmsprop"], ["--update", "sometimes"]])
 def test_parse_args_refuses_bad_values(argv):
@@ -203,7 +204,7 @@ def test_checkpoint_keeps_adams_state(make_trainer, tmp_path):
 
 # Every option that configures the trainer, with a value that is not its default:
 # flag -> (argument on the command line, InputConfig field, the field's value).
-# (--data-dir and --examples are main's, --epochs and --duration are run's; they are not trainer
+# (--data-dir and --examples are main's, --epochs, --duration and --until-trained are run's; they are not trainer
 # settings, and --original only changes the defaults.)
 OPTIONS = {
     "--oracle-url": ("http://127.0.0.1:1", "oracle_url", "http://127.0.0.1:1"),
@@ -229,7 +230,8 @@ OPTIONS = {
     "--metrics": ("m.jsonl", "metrics_path", Path("m.jsonl")),
     "--report-every": ("9.5", "report_every", 9.5),
 }
-NOT_TRAINER_OPTIONS = {"data_dir", "examples", "epochs", "duration", "original"}
+NOT_TRAINER_OPTIONS = {"data_dir", "examples", "epochs", "duration", "until_trained",
+                       "original"}
 
 
 def test_config_from_args_carries_every_option_into_its_field():
@@ -368,7 +370,8 @@ def test_a_peer_that_never_answers_cannot_hold_it_past_its_duration(tmp_path):
     assert proc.returncode == 0, log
     assert peer.posts                                       # it did try to hand examples off
     assert "stopped after waiting" in log, log              # says how long the peer held it
-    # start-up (~1-2 s of imports) + the duration + at most CLOSE_FLUSH_S for the last flush;
-    # without the clock it waited for the peer for ever
-    assert took < duration + train_input.CLOSE_FLUSH_S + 6, (took, log)
+    # start-up (~1-2 s of imports idle) + the duration + at most CLOSE_FLUSH_S for the last
+    # flush; without the clock it waited for the peer for ever. The 10 s for start-up holds
+    # on a machine at a quarter of idle speed, and is far from "for ever".
+    assert took < duration + train_input.CLOSE_FLUSH_S + 10, (took, log)
     assert (tmp_path / "progress" / "layer1_final.npz").exists()   # its work is still saved
