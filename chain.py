@@ -65,13 +65,11 @@ from pathlib import Path
 
 import numpy as np
 
-import chain_eval
 import generate
-import launch
-import serving
-import snapshots
 import synthgrad
 import train_output
+from parts import serving, snapshots
+from runner import chain_eval, launch
 
 STATUS_WAIT = 120.0                        # seconds a server may take to start listening
 # Seconds past --duration after which chain.py stops stage 1 itself: stage 1 stops on its own
@@ -219,7 +217,7 @@ def run_chain(config, env=None, on_start=None):
     for one that is down), under "cpu_s" the CPU seconds each process used (stage 1's up to its
     last status line), under "restarts" how often each was restarted, and under "cut_short" why
     the run ended early (None: it ran its time). on_start(name, pid), if given, is called as
-    each process starts or restarts ("boundary 1 oracle", "stage 4", ..., "stage 1"): bench.py
+    each process starts or restarts ("boundary 1 oracle", "stage 4", ..., "stage 1"): lab/bench.py
     pins processes to cores with it. With config.colocated there are no oracles: K processes,
     each boundary's model learned in the stage above it and fetched from there (GET /weights).
 

@@ -37,8 +37,8 @@ import sys
 from pathlib import Path
 
 import generate
-import launch
-import serving
+from parts import serving
+from runner import launch
 
 D = launch.DecoupledConfig      # a dataclass's class attributes are its defaults: the demo's
 B = launch.BackpropConfig       # sgd.py's settings, the baseline's defaults
@@ -209,7 +209,7 @@ def main(argv=None):
         print(f"demo: cut short: {cut_short}; drawing what was saved", flush=True)
         (run_dir / "cut_short.json").write_text(json.dumps({"cut_short": cut_short}))
     # 5. the pictures
-    drawn = subprocess.run(launch.script_argv("plot.py", "--run-dir", run_dir), cwd=launch.HERE,
+    drawn = subprocess.run(launch.script_argv("plot.py", "--run-dir", run_dir), cwd=launch.TOP,
                            env=env).returncode == 0
     if not drawn:
         print(f"demo: plot.py could not draw {run_dir} (see above)", flush=True)

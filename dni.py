@@ -52,7 +52,7 @@ One step on a minibatch x (n, 2), y (n,), in the paper's order (Dni.step):
   input trainer could know (it never sees g): separates g_hat's direction from its size.
 M learns in every mode, so the cosine between g_hat and g is reported in every mode.
 
-`run(DniConfig(...))` is the same training without the command line (experiments.py calls it).
+`run(DniConfig(...))` is the same training without the command line (lab/experiments.py calls it).
 """
 
 import argparse
@@ -65,11 +65,9 @@ from pathlib import Path
 
 import numpy as np
 
-import boundary
 import generate
-import optimizers
 import sgd
-import snapshots
+from parts import boundary, optimizers, snapshots
 
 HERE = Path(__file__).resolve().parent
 WIDTH = sgd.SIZES[1]                       # h is (n, 24)

@@ -51,20 +51,18 @@ from pathlib import Path
 
 from flask import Flask, Response, abort, request
 
-import chain_eval
 import generate
-import liveview
-import serving
 import sgd
-import snapshots
 import synthgrad
+from parts import serving, snapshots
+from runner import chain_eval, liveview
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("live")
 
 DEFAULT_PORT = 5050                # beside the servers' 5000 and 5001
 REFRESH_S = 1.5                    # how often the page asks for news
-REDRAW_S = 6.0                     # a picture is redrawn at most this often (bench.py --live-cost)
+REDRAW_S = 6.0                     # a picture is redrawn at most this often (lab/bench.py --live-cost)
 STATUS_TIMEOUT_S = 0.5             # a server that takes longer is reported as not answering
 STATUS_MAX_AGE_S = 1.0             # one GET /status per server per second, however many pages
 COSINE_POINTS = 2_000              # held-out points a chain's boundary cosines are measured on

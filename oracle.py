@@ -35,15 +35,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from flask import Response, request
 
-import boundary
-import serving
-import snapshots
 import synthgrad
+from parts import boundary, serving, snapshots
 
 log = logging.getLogger("oracle")
 
 DEFAULTS = dict(
-    # Chosen by measurement (experiments.py, README): the paper's cDNI with a zeroed last layer,
+    # Chosen by measurement (lab/experiments.py, README): the paper's cDNI with a zeroed last layer,
     # trained with Adam on big batches, the only setting whose synthetic gradients beat random
     # directions of the same size in three processes.
     hidden=12,               # 24 (+1) -> 12 (sigmoid) -> 24, the original's size

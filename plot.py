@@ -55,12 +55,12 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402  (pillow: a dependency of matplotlib, used for the GIF)
 
 import generate  # noqa: E402
-from generate import HERE  # noqa: E402
 import sgd  # noqa: E402
-import snapshots  # noqa: E402
+from generate import HERE  # noqa: E402
 from generate import (COLORBAR_LABEL, LEVELS, SURFACE_FIGSIZE, SURFACE_MARGINS,  # noqa: E402
                       draw_surface, draw_surface_with_colorbar, saved_figure)
-from snapshots import SWAP_LABEL, NothingToRead, column, last_finite  # noqa: E402
+from parts import snapshots  # noqa: E402
+from parts.snapshots import SWAP_LABEL, NothingToRead, column, last_finite  # noqa: E402
 
 CURVE_FIGSIZE = (7.2, 5.6)
 COMPARISON_PANEL_WIDTH, COMPARISON_HEIGHT = 3.6, 4.6   # inches; 3 panels: 12 x 4.6

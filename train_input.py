@@ -54,13 +54,10 @@ from pathlib import Path
 import numpy as np
 
 import generate
-import optimizers
-import sender
-import serving
 import sgd
-import snapshots
 import synthgrad
 import train_output
+from parts import optimizers, sender, serving, snapshots
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")

@@ -32,12 +32,11 @@ import threading
 
 import numpy as np
 
-import sender
-import serving
 import sgd
 import synthgrad
 import train_input
 import train_output
+from parts import sender, serving
 
 DEFAULTS = {**train_output.DEFAULTS, "sizes": (32, 32),
             "above_oracle_url": None, "next_url": None, "refresh_every": 0.2,

@@ -29,13 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-import boundary
-import optimizers
-import sender
-import serving
 import sgd
-import snapshots
 import synthgrad
+from parts import boundary, optimizers, sender, serving, snapshots
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_output")

@@ -14,9 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-import sender
 import sgd
-import snapshots
+from parts import sender, snapshots
 
 MAX_EXAMPLES = 100      # indices 0..99: small arrays, so state checks are cheap
 

@@ -1,4 +1,4 @@
-"""Tests for bench.py's bookkeeping (no timing: the benchmark itself is run by hand).
+"""Tests for lab/bench.py's bookkeeping (no timing: the benchmark itself is run by hand).
 
 Run: .venv/bin/pytest -q tests/test_bench.py
 """
@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-import bench
 import generate
-import launch
+from lab import bench
+from runner import launch
 
 CURVE = [(0.0, 0.20), (4.0, 0.07), (9.0, 0.05), (15.0, 0.029), (24.0, 0.02)]
 

@@ -12,8 +12,8 @@ import copy
 import numpy as np
 import pytest
 
-import boundary
 import synthgrad
+from parts import boundary
 
 W = 24
 

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 import chain
-import chain_eval
 import generate
 import sgd
-import snapshots
 import synthgrad
 import train_middle
 from conftest import FakeSender
+from parts import snapshots
+from runner import chain_eval
 
 # A run bounded by work (ChainConfig.examples) still gets a time limit, only as a guard against
 # a hang: ~10x what the work takes on an idle 2-core machine.

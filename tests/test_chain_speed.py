@@ -1,4 +1,4 @@
-"""Tests for chain_speed.py: it times the real code paths of every part of a chain and adds
+"""Tests for lab/chain_speed.py: it times the real code paths of every part of a chain and adds
 them up as it says (no timing is checked: the benchmark itself is run by hand).
 
 Run: .venv/bin/pytest -q tests/test_chain_speed.py
@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-import chain_speed
+from lab import chain_speed
 
 
 @pytest.fixture(autouse=True)

@@ -4,14 +4,13 @@ itself is tested in test_launch.py; the demo as a whole is run by hand).
 Run: .venv/bin/pytest -q tests/test_demo.py
 """
 
-from pathlib import Path
-
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 import demo
-import launch
+from runner import launch
 
 
 def test_the_demos_defaults_are_the_launchers(tmp_path):

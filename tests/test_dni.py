@@ -15,12 +15,11 @@ import pytest
 
 import dni
 import generate
-import optimizers
 import sgd
-import snapshots
 import synthgrad
 import train_input
 from conftest import FakeSender
+from parts import optimizers, snapshots
 
 W = dni.WIDTH                   # 24
 RTOL, ATOL = 1e-5, 1e-6         # Keras computes in float32, dni in float64

@@ -25,11 +25,11 @@ import pytest
 import requests
 
 import generate
-import launch
 import sgd
-import snapshots
 import synthgrad
 import train_output
+from parts import snapshots
+from runner import launch
 
 COUNT = 5_000          # small data: many passes in a few seconds, so the halves stay in step
 # Runs are bounded by work, not seconds (train_input.py --until-trained): the input trainer

@@ -1,4 +1,4 @@
-"""Tests for experiments.py's bookkeeping and report, on tiny recorded results (no training).
+"""Tests for lab/experiments.py's bookkeeping and report, on tiny recorded results (no training).
 
 Run: .venv/bin/pytest -q tests/test_experiments.py
 """
@@ -8,8 +8,8 @@ import json
 import matplotlib.image
 import pytest
 
-import experiments
-from experiments import ONE, THREE
+from lab import experiments
+from lab.experiments import ONE, THREE
 
 
 def run(config, world, seed, final, points=None, cosine=0.2, rate=3000.0):

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 
 import generate
-import launch
-import optimizers
 import sgd
-import snapshots
 import synthgrad
 from helpers import wait_for
+from parts import optimizers, snapshots
+from runner import launch
 
 BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]
 
@@ -29,7 +28,7 @@ BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]
 def test_new_run_dir_uses_the_given_folder_or_makes_a_dated_one(tmp_path, monkeypatch):
     given = tmp_path / "a" / "b"
     assert launch.new_run_dir(given) == given.resolve() and given.is_dir()
-    monkeypatch.setattr(launch, "HERE", tmp_path)
+    monkeypatch.setattr(launch, "TOP", tmp_path)
     made = launch.new_run_dir(None, "bench-")
     assert made.is_dir() and made.parent == (tmp_path / "runs").resolve()
     assert made.name.startswith("bench-") and made.name[len("bench-"):].replace("-", "").isdigit()
@@ -234,7 +233,7 @@ def test_option_argv_spells_what_the_scripts_parse():
 
 def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_path):
     config = launch.DecoupledConfig(run_dir=tmp_path)
-    py, here = sys.executable, str(launch.HERE)
+    py, here = sys.executable, str(launch.TOP)
 
     def checkpoint(name):                           # what a restart resumes from
         return ["--checkpoint", str(tmp_path / "checkpoints" / f"{name}.npz"),

@@ -15,15 +15,12 @@ import numpy as np
 import pytest
 import requests
 
-import chain_eval
 import generate
-import launch
 import live
-import liveview
-import serving
 import sgd
-import snapshots
 import synthgrad
+from parts import serving, snapshots
+from runner import chain_eval, launch, liveview
 
 PNG = b"\x89PNG\r\n\x1a\n"
 T0 = 1_700_000_000                     # the hand-made runs' first tick

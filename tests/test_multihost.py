@@ -30,11 +30,11 @@ from pathlib import Path
 import pytest
 
 import generate
-import launch
 import netns
 import sgd
-import snapshots
 import synthgrad
+from parts import snapshots
+from runner import launch
 
 COUNT = 5_000
 # Runs are bounded by work, not seconds (train_input.py --until-trained): the input trainer
@@ -209,7 +209,7 @@ def test_a_three_stage_chain_learns_across_five_hosts_with_the_token(chain_netwo
     (train_middle.py), stage 3 (train_output.py) and the two boundary oracles, each on its own
     host; the middle stage refuses a request without the token across the network."""
     import chain
-    import chain_eval
+    from runner import chain_eval
     net, token = chain_network, secrets.token_hex(16)
     url = {host: f"http://{net.address(host)}:5000" for host in CHAIN_HOSTS}
     hosts = Hosts(net, tmp_path, token)

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-import optimizers
 import sgd
+from parts import optimizers
 
 
 def layer_with_gradients(seed):

@@ -16,8 +16,7 @@ from PIL import Image
 import generate
 import plot
 import sgd
-import snapshots
-
+from parts import snapshots
 
 # --- the progress script -----------------------------------------------------------------------
 

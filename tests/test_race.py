@@ -1,4 +1,4 @@
-"""Tests for race.py (bench.py --race and --distribution-cost): the race's network gives every
+"""Tests for lab/race.py (lab/bench.py --race and --distribution-cost): the race's network gives every
 stage one W x W layer, times to levels and MSE at fixed times are read off measured points as
 documented, the one-process side trains and measures, the tables and the picture are made from
 results, and the options are checked. Nothing here times anything: the race is run by hand."""
@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 
-import bench
 import chain
-import race
+from lab import bench, race
 
 
 def test_every_stage_of_the_race_holds_one_square_layer():

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-import sender
 import synthgrad
 from helpers import wait_for
+from parts import sender
 from synthgrad import PeerError
 
 W = synthgrad.HIDDEN_SIZE   # 24

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-import serving
+from parts import serving
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")

@@ -15,7 +15,7 @@ import pytest
 
 import generate
 import sgd
-import snapshots
+from parts import snapshots
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import optimizers
 import sgd
 import train_input
 from conftest import FakeSender
+from parts import optimizers
 
 W = 24
 
@@ -312,6 +312,7 @@ class SilentOutputTrainer:
         import http.server
         import json
         import threading
+
         import synthgrad
         weights = [np.zeros((width + 1, width)), np.zeros(width)]
         answers = {synthgrad.STATUS: {"role": "output_trainer", "run": "silent"},
@@ -352,6 +353,7 @@ def test_a_peer_that_never_answers_cannot_hold_it_past_its_duration(tmp_path):
     import subprocess
     import sys
     import time
+
     import generate
     generate.main(["--count", "2000", "--out-dir", str(tmp_path / "data"), "--no-plot"])
     peer = SilentOutputTrainer(width=4)

@@ -17,13 +17,11 @@ import time
 import numpy as np
 import pytest
 
-import optimizers
-import sender
 import sgd
-import snapshots
 import synthgrad
-from helpers import arr, post, status
 import train_output
+from helpers import arr, post, status
+from parts import optimizers, sender, snapshots
 
 W = synthgrad.HIDDEN_SIZE       # 24
 T, S = synthgrad.TRAINING_EXAMPLE, synthgrad.STATUS

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The race (bench.py --race) on a machine with many cores: a chain of K = 2, 4 and 8 stages,
+# The race (lab/bench.py --race) on a machine with many cores: a chain of K = 2, 4 and 8 stages,
 # each boundary's model beside the stage above it, against backprop of the same network in one
 # process given the same K cores (OpenBLAS on K threads), width 1024, minibatch 100, 3 seeds,
 # 12 s a run: about 6 minutes on 16 cores. Needs numpy, requests, matplotlib, flask and
@@ -37,7 +37,7 @@ $PYTHON -c "import numpy, requests, matplotlib, flask, waitress" || {
     echo "race-16-cores: numpy, requests, matplotlib, flask and waitress are needed" >&2; exit 1; }
 echo "race-16-cores: $(nproc) cores, $($PYTHON --version)"
 start=$(date +%s)
-$PYTHON bench.py --race --stages 2,4,8 --widths 1024 --batch-sizes 100 --seeds 3 \
+$PYTHON -m lab.bench --race --stages 2,4,8 --widths 1024 --batch-sizes 100 --seeds 3 \
     --seconds 12 --run-dir /tmp/race-16-cores ${RACE_ARGS:-}
 mkdir -p "$out"
 cp /tmp/race-16-cores/race.md /tmp/race-16-cores/race.json /tmp/race-16-cores/race.png "$out"/

@@ -1,7 +1,7 @@
 """Measuring a chain run from its snapshots: what chain.py writes into chain.json and chain.png.
 
 Importing it runs nothing. chain.py calls evaluate() and draw() when a run ends (or on a run
-given with --evaluate); bench.py, race.py, experiments.py and the live page (liveview.py) read
+given with --evaluate); lab/bench.py, lab/race.py, lab/experiments.py and the live page (liveview.py) read
 chain runs with the same functions. A chain's run folder holds each stage's weight snapshots
 (progress/stage<k>/, stage 1's named layer1_*, the others layers23_*), each boundary model's
 weights at every snapshot tick (progress/boundary<b>/model_<tick>.npz) and the metrics lines
@@ -14,9 +14,9 @@ import numpy as np
 
 import generate
 import sgd
-import snapshots
 import synthgrad
 import train_output
+from parts import snapshots
 
 
 def stage_file(run, k, label):

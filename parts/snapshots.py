@@ -38,7 +38,7 @@ import numpy as np
 
 import sgd
 
-HERE = Path(__file__).resolve().parent
+TOP = Path(__file__).resolve().parents[1]        # the repository's top level
 
 LAYER1_SHAPES = [(2, 24)]
 LAYERS23_SHAPES = [(24, 12), (12, 1)]
@@ -118,7 +118,7 @@ def load_layers(path, shapes):
     return layers
 
 
-PROGRESS = HERE / "progress"          # by hand, each run's snapshots go into PROGRESS/<run>
+PROGRESS = TOP / "progress"          # by hand, each run's snapshots go into PROGRESS/<run>
 
 
 def new_run_name():

@@ -1,6 +1,6 @@
 """What a chain of stages could gain with a core per process, from the parts of its work.
 
-`bench.py --chain` runs real chains, but on this project's 2-core machine 7 processes share two
+`lab/bench.py --chain` runs real chains, but on this project's 2-core machine 7 processes share two
 cores, so it cannot show what a chain does when each stage has a core of its own. This measures,
 one thing after another in one process on one core (OpenBLAS held to one thread), the CPU time
 per example of every part of a 4-stage chain of 2-W-W-W-W-1 (cut after layers 1, 2, 3), with
@@ -27,10 +27,10 @@ process the chain trains at the rate of its slowest stage, so
 This is a model built from measured parts, not a measured chain: it leaves out the GIL, waiting
 and the operating system's scheduling, and the boundary models' own training (each oracle
 trains flat out on a core of its own, which decides how fresh the synthetic gradients are, not
-how fast the stages go). Run by bench.py --chain-parts, which starts it with one BLAS thread
+how fast the stages go). Run by lab/bench.py --chain-parts, which starts it with one BLAS thread
 and prints the table:
 
-    python chain_speed.py --widths 32,512 --batch-sizes 10 --out parts.json
+    python -m lab.chain_speed --widths 32,512 --batch-sizes 10 --out parts.json
 """
 
 import argparse
@@ -44,13 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-import optimizers
-import serving
 import sgd
 import synthgrad
 import train_input
 import train_middle
 import train_output
+from parts import optimizers, serving
 
 CHUNK = synthgrad.MAX_CHUNK                 # rows per training chunk and per message
 SECONDS = 1.0                               # seconds of calls behind each median
@@ -128,7 +127,7 @@ def time_message(width, folder):
     """CPU µs per example of one POST /training_example of CHUNK rows of width `width`: the
     client's encoding and HTTP, waitress and Flask, the decoding and storing, all in this
     process (so process time counts both ends)."""
-    server, hand_over = serving.listen("127.0.0.1", 0, "chain_speed.py",
+    server, hand_over = serving.listen("127.0.0.1", 0, "lab/chain_speed.py",
                                        synthgrad.MAX_BODY_BYTES)
     app = train_output.create_app(dict(sizes=(width, 1), max_examples=CHUNK, progress_dir=folder,
                                        send_gradients=False, wire="binary"))
@@ -188,7 +187,7 @@ def main(argv=None):
     rows = []
     for batch_size in args.batch_sizes:
         for width in args.widths:
-            print(f"chain_speed.py: width {width}, minibatch {batch_size}", file=sys.stderr,
+            print(f"lab/chain_speed.py: width {width}, minibatch {batch_size}", file=sys.stderr,
                   flush=True)
             if args.one_process:
                 with tempfile.TemporaryDirectory() as folder:

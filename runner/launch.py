@@ -1,9 +1,9 @@
 """The launcher library: start the three processes, watch them, stop them; plain backprop
-in-process for comparison. demo.py, bench.py, experiments.py and the end-to-end tests use it.
+in-process for comparison. demo.py, lab/bench.py, lab/experiments.py and the end-to-end tests use it.
 
 Use it from Python (importing it runs nothing):
 
-    import launch
+    from runner import launch
     env = launch.child_env()
     config = launch.DecoupledConfig(run_dir=launch.new_run_dir(), duration=30)
     launch.generate_data(config.run_dir / "data", config.count, config.seed, env)
@@ -37,14 +37,12 @@ from pathlib import Path
 import numpy as np
 
 import generate
-import optimizers
 import sgd
-import serving
-import snapshots
 import synthgrad
 from generate import fmt
+from parts import optimizers, serving, snapshots
 
-HERE = Path(__file__).resolve().parent
+TOP = Path(__file__).resolve().parents[1]        # the repository's top level
 
 # The oracle's settings in the demo (why: demo.py --help, --oracle-args): Adam at 0.01 on
 # batches of 256, and the paper's zero-initialised last layer.
@@ -146,7 +144,13 @@ def option_argv(options):
 
 def script_argv(script, *options):
     """The command line that runs one of this project's scripts with this Python."""
-    return [sys.executable, str(HERE / script), *map(str, options)]
+    return [sys.executable, str(TOP / script), *map(str, options)]
+
+
+def module_argv(module, *options):
+    """The command line that runs one of the project's modules in a folder ("lab.race") with
+    this Python; run it with cwd=TOP, where its package is found."""
+    return [sys.executable, "-m", module, *map(str, options)]
 
 
 def child_env():
@@ -330,7 +334,7 @@ def start_live_page(run_dir, args, who):
 
 def new_run_dir(given=None, prefix=""):
     """`given`, or a new runs/<prefix><date-time> next to this file; created, made absolute."""
-    run_dir = (given or HERE / "runs" / time.strftime(f"{prefix}%Y%m%d-%H%M%S")).resolve()
+    run_dir = (given or TOP / "runs" / time.strftime(f"{prefix}%Y%m%d-%H%M%S")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -339,7 +343,7 @@ def generate_data(out_dir, count, seed, env, plot=True):
     """generate.py: `count` examples with `seed` into out_dir (its target.png too if plot)."""
     subprocess.run(script_argv("generate.py", "--count", count, "--seed", seed,
                                "--out-dir", out_dir, *([] if plot else ["--no-plot"])),
-                   check=True, cwd=HERE, env=env, stdout=subprocess.DEVNULL)
+                   check=True, cwd=TOP, env=env, stdout=subprocess.DEVNULL)
 
 
 # --- Watching a run. ---------------------------------------------------------------------------

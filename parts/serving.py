@@ -13,8 +13,8 @@ import json
 import logging
 import math
 import os
-import resource
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -30,12 +30,12 @@ from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
 import generate
-import snapshots
+from parts import snapshots
 from synthgrad import (BINARY_TYPE, DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST,
                        STATUS, ProtocolError, parse_binary, parse_json)
 
 log = logging.getLogger("synthgrad")
-HERE = Path(__file__).resolve().parent
+TOP = Path(__file__).resolve().parents[1]        # the repository's top level
 LISTENING = re.compile(r"listening on (http://\S+)")    # what serve() logs first
 
 
@@ -343,7 +343,7 @@ def require_token(app, token):
 
 # On 2 cores the three processes' training loops would otherwise keep every core busy, and each
 # synthetic-gradient request would wait for the scheduler: measured in the full system with
-# bench.py's settings, the oracle's p50 went from 1.0 to 0.7 ms and the input trainer from
+# lab/bench.py's settings, the oracle's p50 went from 1.0 to 0.7 ms and the input trainer from
 # 6,200 to 9,300 examples/s with the training threads at nice 10.
 DEFAULT_TRAINING_NICE = 10
 
@@ -500,7 +500,7 @@ class Process:
         self._mode = "a" if append else "w"
         self._announced = threading.Event()
         self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, env=env, cwd=HERE)
+                                      text=True, env=env, cwd=TOP)
         self._thread = threading.Thread(target=self._copy, daemon=True)
         self._thread.start()
 
@@ -565,7 +565,7 @@ def start_live_page(run_dir, host=DEFAULT_HOST, port=0, token=None, log_path=Non
     env.pop("SYNTHGRAD_TOKEN", None)
     if token:
         env["SYNTHGRAD_TOKEN"] = token            # not on the command line, where ps shows it
-    argv = [sys.executable, str(HERE / "live.py"), "--run-dir", str(run_dir), "--host", host,
+    argv = [sys.executable, str(TOP / "live.py"), "--run-dir", str(run_dir), "--host", host,
             "--port", str(port), "--stop-with-parent", *map(str, options)]
     proc = Process("live page", argv, log_path or os.devnull, env)
     try:
@@ -579,5 +579,5 @@ def start_live_page(run_dir, host=DEFAULT_HOST, port=0, token=None, log_path=Non
 
     def stop():
         return proc.stop(10)
-    stop.process = proc                           # its Process (bench.py reads its CPU time)
+    stop.process = proc                           # its Process (lab/bench.py reads its CPU time)
     return url, stop

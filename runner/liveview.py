@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-import chain_eval
 import generate
 import plot
-import serving
 import sgd
-import snapshots
 import synthgrad
 from generate import COLORBAR_LABEL, LEVELS, fmt
+from parts import serving, snapshots
+from runner import chain_eval
 
 log = logging.getLogger("live")
 

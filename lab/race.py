@@ -1,11 +1,11 @@
 """The race: a chain of K stages in K processes against backprop of the same network in one
 process on the same K cores, to the same held-out MSE levels. Run by hand, never in the tests:
 
-    python bench.py --race                        # K = this machine's cores (2 here), ~25 min
-    python bench.py --race --stages 2,4,8 --widths 256,1024 --batch-sizes 100 --seeds 1 \\
+    python -m lab.bench --race                        # K = this machine's cores (2 here), ~25 min
+    python -m lab.bench --race --stages 2,4,8 --widths 256,1024 --batch-sizes 100 --seeds 1 \\
         --seconds 15                              # the 16-core machine's run (tools/race-16-cores.sh)
-    python bench.py --distribution-cost           # the two-stage system against dni.py, 5 seeds
-    python bench.py --help
+    python -m lab.bench --distribution-cost           # the two-stage system against dni.py, 5 seeds
+    python -m lab.bench --help
 
 The network is 2-W-...-W-1 with K + 1 hidden layers of width W, cut after layers 2, 3, ..., K:
 every stage holds one W x W layer (the first also the 2 -> W input layer, the last the W -> 1
@@ -41,13 +41,11 @@ from pathlib import Path
 import numpy as np
 
 import chain
-import chain_eval
 import dni
 import generate
-import launch
-import optimizers
 import sgd
-import snapshots
+from parts import optimizers, snapshots
+from runner import chain_eval, launch
 
 LEVELS = (0.05, 0.02, 0.01)
 COUNT, HELDOUT = 20_000, 5_000
@@ -137,10 +135,10 @@ def one_process(out_dir, data_dir, width, stages, batch_size, seconds, interval,
     out = out_dir / f"one-w{width}-b{batch_size}-k{stages}-s{seed}.json"
     env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": str(stages),
            "OMP_NUM_THREADS": str(stages)}
-    subprocess.run(launch.script_argv(
-        "race.py", "--one-process", out, "--data-dir", data_dir, "--width", width, "--stages",
+    subprocess.run(launch.module_argv(
+        "lab.race", "--one-process", out, "--data-dir", data_dir, "--width", width, "--stages",
         stages, "--batch-size", batch_size, "--seconds", seconds, "--interval", interval,
-        "--seed", seed, "--learning-rate", learning_rate), env=env, check=True, cwd=launch.HERE)
+        "--seed", seed, "--learning-rate", learning_rate), env=env, check=True, cwd=launch.TOP)
     return json.loads(out.read_text())
 
 
@@ -315,7 +313,7 @@ def _cpu_model():
 
 
 def main_race(args):
-    """bench.py --race: every (K, width, minibatch, seed), the one process then the chain."""
+    """lab/bench.py --race: every (K, width, minibatch, seed), the one process then the chain."""
     out_dir = launch.new_run_dir(args.run_dir, "race-")
     machine = machine_line(args)
     print(f"race: {machine}; writing into {out_dir}", flush=True)
@@ -348,7 +346,7 @@ def main_race(args):
 # --- The distribution cost: the two-stage system against dni.py in one process. ------------------
 
 def main_distribution_cost(args):
-    """bench.py --distribution-cost: chain.py --colocated (2-24-12-1, two processes, the
+    """lab/bench.py --distribution-cost: chain.py --colocated (2-24-12-1, two processes, the
     scripts' settings) and dni.py --conditioned (one process, the same network, optimizer,
     learning rates, minibatch, model and data) for the same seconds, args.seeds seeds; the
     ratio of their final held-out MSEs."""
@@ -387,10 +385,10 @@ def main_distribution_cost(args):
     return 0
 
 
-# --- The command line (bench.py --race's options; --one-process is the race's own child). -------
+# --- The command line (lab/bench.py --race's options; --one-process is the race's own child). -------
 
 def add_arguments(p):
-    """The race's options, on bench.py's parser."""
+    """The race's options, on lab/bench.py's parser."""
     def ints(text):
         try:
             values = [int(v) for v in text.split(",")]
@@ -439,8 +437,8 @@ def check_arguments(p, args, distribution=False):
 
 
 def main(argv=None):
-    """The race's child process: `python race.py --one-process OUT ...` (bench.py starts it)."""
-    p = argparse.ArgumentParser(description="One process's side of bench.py --race: backprop "
+    """The race's child process: `python -m lab.race --one-process OUT ...` (lab/bench.py starts it)."""
+    p = argparse.ArgumentParser(description="One process's side of lab/bench.py --race: backprop "
                                             "of the race's network, written as JSON to OUT.")
     p.add_argument("--one-process", type=Path, required=True, metavar="OUT")
     p.add_argument("--data-dir", type=Path, required=True, help="x.npy and y.npy")

@@ -3,9 +3,9 @@
 Run it by hand (never from the tests); it writes report.md, report.json and report.png into its
 run folder and prints the table:
 
-    python experiments.py --quick      # ~4 minutes: 1 seed, 15 s a run, the controls and 2 variants
-    python experiments.py              # the full set: 3-5 seeds, 30 s a run (~45 minutes)
-    python experiments.py --help
+    python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, the controls and 2 variants
+    python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 minutes)
+    python -m lab.experiments --help
 
 Every configuration runs in two worlds with the same settings (the same optimizer and learning
 rates for every layer, the same minibatch, data and seconds):
@@ -43,12 +43,11 @@ from pathlib import Path
 import numpy as np
 
 import chain
-import chain_eval
 import dni
 import generate
-import launch
-import snapshots
-from launch import fmt
+from parts import snapshots
+from runner import chain_eval, launch
+from runner.launch import fmt
 
 ONE, THREE = "one process", "three processes"
 # The settings every row shares: Adam for every layer and for the synthetic-gradient model, as in
@@ -303,7 +302,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
         data = out_dir / f"data-seed{seed}"
         if not (data / "x.npy").exists():
             launch.generate_data(data, count, seed, env, plot=False)
-        print(f"experiments.py: depth: {DEPTH_BACKPROP}, seed {seed}", flush=True)
+        print(f"lab/experiments.py: depth: {DEPTH_BACKPROP}, seed {seed}", flush=True)
         _, rows = launch.train_backprop(launch.BackpropConfig(
             data_dir=data, seconds=seconds, sizes=DEEP, optimizer=SETTINGS["optimizer"],
             learning_rate=learning_rate, batch_size=SETTINGS["batch_size"],
@@ -313,7 +312,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
         for points, splits in DEPTH_SPLITS.items():
             for name, update, conditioned in DEPTH_VARIANTS:
                 run = out_dir / f"depth-{slug(name)}-{points}-seed{seed}"
-                print(f"experiments.py: depth: {name}, {points} decoupling point(s), seed "
+                print(f"lab/experiments.py: depth: {name}, {points} decoupling point(s), seed "
                       f"{seed}", flush=True)
                 config = chain.ChainConfig(run_dir=run, sizes=DEEP, splits=splits, count=count,
                                            duration=seconds, seed=seed, update=update,
@@ -325,7 +324,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
                 results.append({"config": name, "points": points, "seed": seed,
                                 "final_mse": r["final_mse"],
                                 "cosine": [c for c in last if c is not None]})
-                print(f"experiments.py: -> held-out MSE {r['final_mse']:.4f}", flush=True)
+                print(f"lab/experiments.py: -> held-out MSE {r['final_mse']:.4f}", flush=True)
     return results
 
 
@@ -432,14 +431,14 @@ DEPTH_SEEDS, DEPTH_SECONDS = 3, 45
 
 def main_depth(args):
     out_dir = launch.new_run_dir(args.run_dir, "depth-")
-    print(f"experiments.py: depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, learning rate "
+    print(f"lab/experiments.py: depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, learning rate "
           f"{args.learning_rate}, into {out_dir}", flush=True)
     results = run_depth(out_dir, range(DEPTH_SEEDS), DEPTH_SECONDS, args.count,
                         launch.child_env(), args.learning_rate)
-    print(write_depth_report(results, out_dir, f"experiments.py --depth: {'-'.join(map(str, DEEP))}"
+    print(write_depth_report(results, out_dir, f"lab/experiments.py --depth: {'-'.join(map(str, DEEP))}"
                              f", {DEPTH_SECONDS} s per run, Adam at {args.learning_rate}, "
                              f"{args.count:,} examples"))
-    print(f"experiments.py: report in {out_dir / 'report.md'}", flush=True)
+    print(f"lab/experiments.py: report in {out_dir / 'report.md'}", flush=True)
     return 0
 
 
@@ -460,7 +459,7 @@ def main(argv=None):
     seconds = p["seconds"]
     out_dir = launch.new_run_dir(args.run_dir, "experiments-")
     env = launch.child_env()
-    print(f"experiments.py: {preset}: {seconds} s a run, settings {SETTINGS}, into {out_dir}",
+    print(f"lab/experiments.py: {preset}: {seconds} s a run, settings {SETTINGS}, into {out_dir}",
           flush=True)
     results = []
 
@@ -472,14 +471,14 @@ def main(argv=None):
             for world in variant.worlds:
                 folder = out_dir / f"{slug(variant.name)}-{slug(world)}-seed{seed}"
                 folder.mkdir(parents=True, exist_ok=True)
-                print(f"experiments.py: {variant.name}, {world}, seed {seed}", flush=True)
+                print(f"lab/experiments.py: {variant.name}, {world}, seed {seed}", flush=True)
                 if world == ONE:
                     r = run_one_process(variant, seed, seconds, data, folder)
                 else:
                     (folder / "data").symlink_to(data, target_is_directory=True)
                     r = run_three_processes(variant, seed, seconds, folder, args.count, env)
                 results.append({"config": variant.name, "world": world, "seed": seed, **r})
-                print(f"experiments.py: -> held-out MSE {r['final_mse']:.4f}", flush=True)
+                print(f"lab/experiments.py: -> held-out MSE {r['final_mse']:.4f}", flush=True)
 
     for variant in CONTROLS:
         run(variant, range(p["seeds"]))
@@ -492,10 +491,10 @@ def main(argv=None):
                                 [v for v in p["sweep"] if v.conditioned == conditioned])
             if best is not None:
                 run(best, range(p["sweep_seeds"], p["seeds"]))
-    table = write_report(results, out_dir, f"experiments.py --{preset}: {seconds} s per run, "
+    table = write_report(results, out_dir, f"lab/experiments.py --{preset}: {seconds} s per run, "
                                            f"{args.count:,} examples, {SETTINGS}", seconds)
     print(table)
-    print(f"experiments.py: report in {out_dir / 'report.md'}", flush=True)
+    print(f"lab/experiments.py: report in {out_dir / 'report.md'}", flush=True)
     return 0
 
 

@@ -26,10 +26,9 @@ import threading
 
 import numpy as np
 
-import optimizers
 import sgd
 import synthgrad
-
+from parts import optimizers
 
 # --- The model, from sgd.Layer. ----------------------------------------------------------------
 

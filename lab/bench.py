@@ -3,16 +3,16 @@
 Run it by hand (never from the tests); it prints a Markdown table and leaves bench.md and
 bench.json in its run folder:
 
-    python bench.py --quick        # about 2.5 minutes
-    python bench.py                # the full one: five 120 s training runs plus start-up
-    python bench.py --help
-    python bench.py --chain        # a 4-stage chain against one process, widths 32-512 (~10 min)
-    python bench.py --chain-parts  # each part of such a chain on one core, and a chain with
+    python -m lab.bench --quick        # about 2.5 minutes
+    python -m lab.bench                # the full one: five 120 s training runs plus start-up
+    python -m lab.bench --help
+    python -m lab.bench --chain        # a 4-stage chain against one process, widths 32-512 (~10 min)
+    python -m lab.bench --chain-parts  # each part of such a chain on one core, and a chain with
                                    # stage 2 pinned to a core of its own (~8 minutes)
-    python bench.py --race         # a chain of K co-located stages against one process on the
-                                   # same K cores, to held-out MSE levels (race.py; ~25 min)
-    python bench.py --distribution-cost   # the two-stage system against dni.py (~8 min)
-    python bench.py --live-cost    # the input trainer's speed without and with the live page
+    python -m lab.bench --race         # a chain of K co-located stages against one process on the
+                                   # same K cores, to held-out MSE levels (lab/race.py; ~25 min)
+    python -m lab.bench --distribution-cost   # the two-stage system against dni.py (~8 min)
+    python -m lab.bench --live-cost    # the input trainer's speed without and with the live page
 
 What it measures, one thing after another so each has the machine to itself:
 1. the protocol: JSON encode + decode per example, batched and in the original per-example form;
@@ -40,15 +40,13 @@ from pathlib import Path
 import numpy as np
 
 import chain
-import chain_eval
 import generate
-import launch
-import race
-import serving
-import snapshots
 import synthgrad
-from launch import fmt
-from race import first_time_below, mse_at, trained_per_s
+from lab import race
+from lab.race import first_time_below, mse_at, trained_per_s
+from parts import serving, snapshots
+from runner import chain_eval, launch
+from runner.launch import fmt
 
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
@@ -180,7 +178,7 @@ def markdown(results, preset, machine):
             ("peak memory MB (input / output / oracle)",
              lambda r: " / ".join(fmt(v, ".0f") for v in r["peak_rss_mb"].values())
              if "peak_rss_mb" in r else "-")]
-    lines = [f"bench.py --{preset}: {machine}", "",
+    lines = [f"lab/bench.py --{preset}: {machine}", "",
              "| | " + " | ".join(name for name, _ in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for label, cell in rows:
@@ -265,11 +263,11 @@ def main_chain(args, seconds):
     machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
                f"{np.__version__}, 20,000 examples, {seconds} s per run, Adam at "
                f"{chain.default_learning_rate(len(CHAIN_SPLITS) + 1)} for every layer")
-    print(f"bench.py: chain: {machine}; writing into {out_dir}", flush=True)
+    print(f"lab/bench.py: chain: {machine}; writing into {out_dir}", flush=True)
     launch.generate_data(out_dir / "data", 20_000, 0, env, plot=False)
     results = []
     for width, batch_size in CHAIN_SWEEP:
-        print(f"bench.py: chain: width {width}, minibatch {batch_size}", flush=True)
+        print(f"lab/bench.py: chain: width {width}, minibatch {batch_size}", flush=True)
         results.append(bench_chain(out_dir, width, batch_size, seconds, 20_000, env))
     (out_dir / "bench-chain.json").write_text(json.dumps(results, indent=2))
     table = chain_markdown(results, machine)
@@ -279,14 +277,14 @@ def main_chain(args, seconds):
 
 
 def run_chain_speed(env, out, *options):
-    """chain_speed.py's results, run with env into the JSON file out."""
-    subprocess.run(launch.script_argv("chain_speed.py", "--out", out, *options), env=env,
-                   check=True, cwd=launch.HERE)
+    """lab/chain_speed.py's results, run with env into the JSON file out."""
+    subprocess.run(launch.module_argv("lab.chain_speed", "--out", out, *options), env=env,
+                   check=True, cwd=launch.TOP)
     return json.loads(out.read_text())
 
 
 def chain_parts_markdown(rows, two_threads, machine):
-    """The table of chain_speed.py's rows; two_threads: {(width, minibatch): one process's µs
+    """The table of lab/chain_speed.py's rows; two_threads: {(width, minibatch): one process's µs
     per example with OpenBLAS free to use every core}."""
     lines = [f"CPU µs per example of each part of a 4-stage chain of 2-W-W-W-W-1 (cut after "
              f"layers 1, 2, 3), each on one core (one BLAS thread), messages included; "
@@ -359,18 +357,18 @@ def pinned_markdown(pinned, rows):
 
 
 def main_chain_parts(args):
-    """Time each part of a 4-stage chain on one core (chain_speed.py, one BLAS thread) and one
+    """Time each part of a 4-stage chain on one core (lab/chain_speed.py, one BLAS thread) and one
     process's backprop again with OpenBLAS free to use every core; then run real chains with
     stage 2 pinned to a core of its own. Writes bench-chain-parts.md and .json."""
     out_dir = launch.new_run_dir(args.run_dir, "bench-chain-parts-")
     machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
                f"{np.__version__}")
-    print(f"bench.py: chain parts: {machine}; writing into {out_dir}", flush=True)
+    print(f"lab/bench.py: chain parts: {machine}; writing into {out_dir}", flush=True)
     one_thread = {**launch.child_env(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     rows = run_chain_speed(one_thread, out_dir / "one-blas-thread.json")["rows"]
     widths = ",".join(str(w) for w in sorted({r["width"] for r in rows}))
     sizes = ",".join(str(b) for b in sorted({r["batch_size"] for r in rows}))
-    print("bench.py: chain parts: one process again, OpenBLAS on every core", flush=True)
+    print("lab/bench.py: chain parts: one process again, OpenBLAS on every core", flush=True)
     free = run_chain_speed(launch.child_env(), out_dir / "blas-on-every-core.json",
                            "--one-process", "--widths", widths, "--batch-sizes", sizes)["rows"]
     two_threads = {(r["width"], r["batch_size"]): r["one_process_us"] for r in free}
@@ -384,7 +382,7 @@ def main_chain_parts(args):
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
         launch.generate_data(out_dir / "data", 20_000, 0, one_thread, plot=False)
         for width, batch_size in PINNED:
-            print(f"bench.py: chain parts: a pinned chain, width {width}, minibatch "
+            print(f"lab/bench.py: chain parts: a pinned chain, width {width}, minibatch "
                   f"{batch_size}", flush=True)
             pinned[(width, batch_size)] = bench_pinned(out_dir, width, batch_size, 30,
                                                        one_thread)
@@ -428,7 +426,7 @@ def browser_pids(driver):
 
 
 def main_live_cost(args):
-    """bench.py --live-cost: the demo's three processes for --seconds; the live page runs all
+    """lab/bench.py --live-cost: the demo's three processes for --seconds; the live page runs all
     the while and headless Chromium opens it for WINDOW seconds, then closes it (about:blank)
     for WINDOW seconds, in turns. The input trainer's examples/s (its metrics line every
     second) in the open windows against the closed ones, and the CPU the page's server and the
@@ -439,7 +437,7 @@ def main_live_cost(args):
     out_dir = launch.new_run_dir(args.run_dir, "live-cost-")
     env = launch.child_env()
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {args.seconds:g} s"
-    print(f"bench.py: live cost: {machine}; writing into {out_dir}", flush=True)
+    print(f"lab/bench.py: live cost: {machine}; writing into {out_dir}", flush=True)
     run = out_dir / "run"
     launch.generate_data(run / "data", launch.DecoupledConfig.count, 0, env, plot=False)
     config = launch.DecoupledConfig(run_dir=run, duration=args.seconds, status_every=10)
@@ -449,7 +447,7 @@ def main_live_cost(args):
         driver = live.headless_chromium(out_dir / "profile")
     except live.NoBrowser as e:
         stop_page()
-        raise SystemExit(f"bench.py: --live-cost needs a browser: {e}") from None
+        raise SystemExit(f"lab/bench.py: --live-cost needs a browser: {e}") from None
     trainer = threading.Thread(target=launch.run_decoupled, args=(config, env), daemon=True)
     windows = []                                      # (start, end, open?)
     try:
@@ -511,11 +509,11 @@ def parse_args(argv):
                         "widths 32, 128 and 512 (with --quick, 20 s per run; else 45 s)")
     p.add_argument("--chain-parts", action="store_true",
                    help="instead: the CPU time of each part of a 4-stage chain on one core "
-                        "(chain_speed.py), the speed-up a core per process would give, for "
+                        "(lab/chain_speed.py), the speed-up a core per process would give, for "
                         "widths 32-1024 and minibatches 10 and 100, and real chains with stage "
                         "2 pinned to a core of its own (~8 minutes)")
     p.add_argument("--race", action="store_true",
-                   help="instead: the race (race.py): a chain of K stages in K processes, "
+                   help="instead: the race (lab/race.py): a chain of K stages in K processes, "
                         "boundary models co-located, against backprop of the same network in "
                         "one process on the same K cores; times to held-out MSE levels, for "
                         "--widths and --batch-sizes, --seeds seeds (~25 minutes on 2 cores)")
@@ -560,7 +558,7 @@ def main(argv=None):
     env = launch.child_env()
     machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
                f"{np.__version__}, {count:,} examples, {seconds} s per training run")
-    print(f"bench.py: {preset}: {machine}; writing into {out_dir}", flush=True)
+    print(f"lab/bench.py: {preset}: {machine}; writing into {out_dir}", flush=True)
     data_dir = out_dir / "data"
     launch.generate_data(data_dir, count, 0, env, plot=False)
     # The demo's settings, with snapshots every second for a finer curve.
@@ -571,16 +569,16 @@ def main(argv=None):
                                **launch.backprop_like(decoupled))
 
     results = {"preset": preset, "machine": machine}
-    print("bench.py: protocol codec", flush=True)
+    print("lab/bench.py: protocol codec", flush=True)
     results["codec"] = bench_codec()
-    print("bench.py: sgd.py as written", flush=True)
+    print("lab/bench.py: sgd.py as written", flush=True)
     results["sgd_py"] = run_backprop(sgd_py)
-    print(f"bench.py: in-process backprop, minibatch {same.batch_size}, learning rate "
+    print(f"lab/bench.py: in-process backprop, minibatch {same.batch_size}, learning rate "
           f"{same.learning_rate}", flush=True)
     results["backprop"] = run_backprop(same)
     for name in DECOUPLED:
         mode, wire = name.split("_")
-        print(f"bench.py: decoupled, {mode} synthetic gradients, {wire} on the wire", flush=True)
+        print(f"lab/bench.py: decoupled, {mode} synthetic gradients, {wire} on the wire", flush=True)
         results[name] = run_decoupled(dataclasses.replace(
             decoupled, run_dir=out_dir / name, wire=wire,
             input={"synthetic_gradients": mode}), env)
@@ -588,7 +586,7 @@ def main(argv=None):
     table = markdown(results, preset, machine)
     (out_dir / "bench.md").write_text(table + "\n")
     print(table)
-    print(f"bench.py: results in {out_dir}", flush=True)
+    print(f"lab/bench.py: results in {out_dir}", flush=True)
     return 0
 
 
