@@ -129,7 +129,7 @@ def tensorflow_quietly():
             sys.stderr.flush()
 
 
-numpy_forward = synthgrad.model_forward   # the model in numpy, on the published weights
+numpy_forward = boundary.model_forward   # the model in numpy, on the published weights
 
 
 alignment_sums = boundary.alignment_sums

@@ -32,7 +32,7 @@ computes synthetic gradients itself (as in the paper, where the synthetic-gradie
 beside the layer it serves) and only true gradients travel: "weights" is [w1 (n_in, hidden),
 b1 (hidden,), w2 (hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linear model, where
 n_in is 24, or 25 when "conditioned" (the input is then h and y side by side);
-model_forward(weights, inputs) below is the model. "version" counts the oracle's training steps.
+parts/boundary.py's model_forward(weights, inputs) is the model. "version" counts the oracle's training steps.
 An output trainer (or a chain's middle stage) started with --colocated learns that model
 itself, beside its layers, from the true gradients it computes (boundary.py), and answers GET
 /weights the same way, so the stage below fetches it from there and no oracle is needed.
@@ -306,18 +306,6 @@ def decode_estimate_response(body, n, width=HIDDEN_SIZE):
     if not isinstance(body, dict) or "gradients" not in body:
         raise ProtocolError('expected {"gradients": ...}')
     return decode_array(body["gradients"], (n, width), what="gradients")
-
-
-def model_forward(weights, inputs):
-    """The synthetic-gradient model: g_hat (n, 24) for inputs (n, n_in), from [w1, b1, w2, b2]
-    (a hidden sigmoid layer, then linear) or [w, b] (linear). The oracle answers requests with
-    it, and the input trainer's local mode uses it on weights from GET /weights."""
-    if len(weights) == 2:
-        w, b = weights
-        return inputs @ w + b                        # (n, 24)
-    w1, b1, w2, b2 = weights
-    a1 = 1.0 / (1.0 + np.exp(-(inputs @ w1 + b1)))   # (n, hidden)
-    return a1 @ w2 + b2                              # (n, 24)
 
 
 def encode_weights(weights, conditioned, version):

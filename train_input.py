@@ -57,7 +57,7 @@ import generate
 import sgd
 import synthgrad
 import train_output
-from parts import optimizers, sender, serving, snapshots
+from parts import boundary, optimizers, sender, serving, snapshots
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
@@ -65,50 +65,6 @@ log = logging.getLogger("train_input")
 # (--max-unsent) take ten requests, well under a second; a peer that is down or never answers
 # gets no more of this process's time than that.
 CLOSE_FLUSH_S = 3.0
-
-
-class LocalSyntheticGradients:
-    """The local mode: the synthetic-gradient model computed here, on a copy of the oracle's
-    weights that a background thread refreshes from GET /weights every `refresh_every` s.
-
-    The oracle still does all the learning; only the model's weights travel, not a request
-    per minibatch (as in the paper, where the model sits beside the layer it serves).
-    """
-
-    def __init__(self, oracle, refresh_every, stop, width=synthgrad.HIDDEN_SIZE):
-        self.oracle, self.refresh_every, self.stop = oracle, refresh_every, stop
-        self.width = width                          # of the h whose dL/dh the model predicts
-        self.weights = self.conditioned = None
-        self.refreshes = self.version = 0
-        self._thread = threading.Thread(target=self._refresh_forever, daemon=True,
-                                        name="refresh-weights")
-
-    def refresh(self):
-        self.weights, self.conditioned, self.version = self.oracle.weights(self.width)
-        self.refreshes += 1
-
-    def start(self):
-        """Fetch the first weights (waiting for the oracle), then keep refreshing them."""
-        while not self.stop.is_set():
-            try:
-                self.refresh()
-                break
-            except synthgrad.PeerError as e:
-                log.warning("no oracle weights yet (%s); waiting for the oracle", e)
-                self.oracle.wait_until_ready(self.stop)
-        self._thread.start()
-
-    def _refresh_forever(self):
-        while not self.stop.wait(self.refresh_every):
-            try:
-                self.refresh()
-            except synthgrad.PeerError as e:     # keep the weights we have; say so
-                log.warning("could not refresh the oracle's weights (%s); using version %d",
-                            e, self.version)
-
-    def __call__(self, h, y):
-        inputs = np.column_stack([h, y]) if self.conditioned else h
-        return synthgrad.model_forward(self.weights, inputs)
 
 
 def random_directions(g, rng):
@@ -183,8 +139,8 @@ class InputTrainer:
         self.output = synthgrad.OutputTrainerClient(c.output_url, binary=binary, token=c.token)
         self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
                                     max_pending=max(len(x), 1), linger=sender.SENDER_LINGER)
-        self.local = (LocalSyntheticGradients(self.oracle, c.refresh_every, self.stop,
-                                              sizes[-1])
+        self.local = (boundary.LocalSyntheticGradients(self.oracle, c.refresh_every,
+                                                       self.stop, sizes[-1])
                       if c.mode == "local" and c.update != "frozen" else None)
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock

@@ -36,7 +36,7 @@ import sgd
 import synthgrad
 import train_input
 import train_output
-from parts import sender, serving
+from parts import boundary, sender, serving
 
 DEFAULTS = {**train_output.DEFAULTS, "sizes": (32, 32),
             "above_oracle_url": None, "next_url": None, "refresh_every": 0.2,
@@ -53,7 +53,7 @@ class MiddleTrainer(train_output.OutputTrainer):
         c = {**DEFAULTS, **config}
         super().__init__(**c)
         binary, token = c["wire"] == "binary", c["token"]
-        self.above = train_input.LocalSyntheticGradients(
+        self.above = boundary.LocalSyntheticGradients(
             synthgrad.OracleClient(c["above_oracle_url"], binary=binary, token=token),
             c["refresh_every"], self.stop, width=c["sizes"][-1])
         self.next = synthgrad.OutputTrainerClient(c["next_url"], binary=binary, token=token)

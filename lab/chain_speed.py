@@ -49,7 +49,7 @@ import synthgrad
 import train_input
 import train_middle
 import train_output
-from parts import optimizers, serving
+from parts import boundary, optimizers, serving
 
 CHUNK = synthgrad.MAX_CHUNK                 # rows per training chunk and per message
 SECONDS = 1.0                               # seconds of calls behind each median
@@ -102,7 +102,7 @@ def time_training(width, batch_size, folder):
 
     layer = sgd.Layer(2, width, sgd.Sigmoid, rng)              # stage 1: train_input's step
     adam = optimizers.make("adam", [layer], 0.005)
-    local = train_input.LocalSyntheticGradients(None, 1.0, None, width)   # its local mode
+    local = boundary.LocalSyntheticGradients(None, 1.0, None, width)   # its local mode
     local.weights, local.conditioned = model, True
 
     def stage1():

@@ -18,9 +18,13 @@ from them where they appear, with nothing sent; only M's weights travel down (GE
 few KB a few times a second), which the stage below fetches exactly as it fetches an oracle's.
 The stage below would need the true gradients sent to it, and the first stage, train_input.py,
 is a client that serves nothing.
+
+LocalSyntheticGradients is that stage below's side (train_input.py's and train_middle.py's local
+mode): M computed on a copy of its weights, refreshed from where it is learned.
 """
 
 import collections
+import logging
 import math
 import threading
 
@@ -30,7 +34,21 @@ import sgd
 import synthgrad
 from parts import optimizers
 
+log = logging.getLogger("boundary")
+
 # --- The model, from sgd.Layer. ----------------------------------------------------------------
+
+def model_forward(weights, inputs):
+    """The synthetic-gradient model: g_hat (n, 24) for inputs (n, n_in), from [w1, b1, w2, b2]
+    (a hidden sigmoid layer, then linear) or [w, b] (linear). The oracle answers requests with
+    it, and the local mode (LocalSyntheticGradients) uses it on weights from GET /weights."""
+    if len(weights) == 2:
+        w, b = weights
+        return inputs @ w + b                        # (n, 24)
+    w1, b1, w2, b2 = weights
+    a1 = 1.0 / (1.0 + np.exp(-(inputs @ w1 + b1)))   # (n, hidden)
+    return a1 @ w2 + b2                              # (n, 24)
+
 
 def dense(n_in, n_out, activation, rng, zero=False):
     """An sgd.Layer initialised as Keras initialises Dense: w (n_in, n_out) uniform on
@@ -50,7 +68,7 @@ class SyntheticGradientModel:
 
     hidden > 0: Dense(hidden, sigmoid) -> Dense(w, linear); hidden = 0: one linear layer. The
     same architecture, initialisation and loss as oracle.build_model's Keras model, and the
-    same forward pass as synthgrad.model_forward on weights() (both tested).
+    same forward pass as model_forward on weights() (both tested).
     """
 
     def __init__(self, rng, hidden=12, conditioned=False, zero_init=True, optimizer="adam",
@@ -68,7 +86,7 @@ class SyntheticGradientModel:
         return np.column_stack([h, y]) if self.conditioned else h
 
     def weights(self):
-        """[w1, b1, w2, b2] (or [w, b]): as synthgrad.model_forward and Keras's set_weights take."""
+        """[w1, b1, w2, b2] (or [w, b]): as model_forward and Keras's set_weights take."""
         return [p for layer in self.layers for p in (layer.w, layer.b)]
 
     def predict(self, h, y):
@@ -237,7 +255,7 @@ class ColocatedModel:
     def predict(self, h, y):
         """g_hat (n, w) from the published weights (what the stage below computes)."""
         inputs = np.column_stack([h, y]) if self.conditioned else h
-        return synthgrad.model_forward(self.weights, inputs)
+        return model_forward(self.weights, inputs)
 
     def quality_fields(self):
         with self.lock:
@@ -267,3 +285,50 @@ class ColocatedModel:
         self.model.optimizer.load_state(state)
         self.version = int(arrays.get(f"{prefix}version", 0))
         self.weights = [w.copy() for w in self.model.weights()]
+
+
+# --- The model fetched from where it is learned (train_input.py's and train_middle.py's local
+# mode) ----------------------------------------------------------------------------------------
+
+class LocalSyntheticGradients:
+    """The local mode: the synthetic-gradient model computed here, on a copy of the oracle's
+    weights that a background thread refreshes from GET /weights every `refresh_every` s.
+
+    The oracle still does all the learning; only the model's weights travel, not a request
+    per minibatch (as in the paper, where the model sits beside the layer it serves).
+    """
+
+    def __init__(self, oracle, refresh_every, stop, width=synthgrad.HIDDEN_SIZE):
+        self.oracle, self.refresh_every, self.stop = oracle, refresh_every, stop
+        self.width = width                          # of the h whose dL/dh the model predicts
+        self.weights = self.conditioned = None
+        self.refreshes = self.version = 0
+        self._thread = threading.Thread(target=self._refresh_forever, daemon=True,
+                                        name="refresh-weights")
+
+    def refresh(self):
+        self.weights, self.conditioned, self.version = self.oracle.weights(self.width)
+        self.refreshes += 1
+
+    def start(self):
+        """Fetch the first weights (waiting for the oracle), then keep refreshing them."""
+        while not self.stop.is_set():
+            try:
+                self.refresh()
+                break
+            except synthgrad.PeerError as e:
+                log.warning("no oracle weights yet (%s); waiting for the oracle", e)
+                self.oracle.wait_until_ready(self.stop)
+        self._thread.start()
+
+    def _refresh_forever(self):
+        while not self.stop.wait(self.refresh_every):
+            try:
+                self.refresh()
+            except synthgrad.PeerError as e:     # keep the weights we have; say so
+                log.warning("could not refresh the oracle's weights (%s); using version %d",
+                            e, self.version)
+
+    def __call__(self, h, y):
+        inputs = np.column_stack([h, y]) if self.conditioned else h
+        return model_forward(self.weights, inputs)

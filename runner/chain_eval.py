@@ -16,7 +16,7 @@ import generate
 import sgd
 import synthgrad
 import train_output
-from parts import snapshots
+from parts import boundary, snapshots
 
 
 def stage_file(run, k, label):
@@ -79,7 +79,7 @@ def true_and_synthetic(layers, layout, x, y, models):
             continue
         weights, conditioned = model
         inputs = np.column_stack([h[end], y]) if conditioned else h[end]
-        out.append((true, synthgrad.model_forward(weights, inputs)))
+        out.append((true, boundary.model_forward(weights, inputs)))
     return out
 
 

@@ -23,7 +23,7 @@ import sgd
 import synthgrad
 import train_middle
 from conftest import FakeSender
-from parts import snapshots
+from parts import boundary, snapshots
 from runner import chain_eval
 
 # A run bounded by work (ChainConfig.examples) still gets a time limit, only as a guard against
@@ -169,7 +169,7 @@ def test_a_middle_stage_steps_with_the_synthetic_gradient_and_passes_its_own_dow
 
     # by hand: h = sigmoid(x w + b); g = model(h, y); dL/dz = g h (1 - h)
     h = 1 / (1 + np.exp(-(x @ w + b)))
-    g = synthgrad.model_forward(trainer.above.weights, np.column_stack([h, y]))
+    g = boundary.model_forward(trainer.above.weights, np.column_stack([h, y]))
     delta = g * h * (1 - h)
     error, dL_dx = trainer.train_chunk(x, y)
     assert error == 0.0
@@ -242,7 +242,7 @@ def test_random_moves_along_a_direction_of_the_synthetic_gradients_size(middle):
     trainer.above.weights, trainer.above.conditioned = above_model(rng)
     x, y = rng.uniform(0, 1, (5, 4)), rng.uniform(-1, 1, 5)
     h = 1 / (1 + np.exp(-(x @ trainer.layers[0].w + trainer.layers[0].b)))
-    g = synthgrad.model_forward(trainer.above.weights, np.column_stack([h, y]))
+    g = boundary.model_forward(trainer.above.weights, np.column_stack([h, y]))
     seen = []
     real = train_middle.train_input.random_directions
 
@@ -278,7 +278,7 @@ def test_true_gradients_at_each_boundary_are_backprop_of_the_layers_above():
     np.testing.assert_allclose(true1, expected1)
     np.testing.assert_allclose(true2, expected2)
     assert synth1 is None
-    np.testing.assert_allclose(synth2, synthgrad.model_forward(models[1][0],
+    np.testing.assert_allclose(synth2, boundary.model_forward(models[1][0],
                                                                np.column_stack([h2, y])))
 
 

@@ -1,4 +1,4 @@
-"""Tests for dni.py: the synthetic-gradient model against synthgrad.model_forward, the oracle's
+"""Tests for dni.py: the synthetic-gradient model against boundary.model_forward, the oracle's
 Keras model and finite differences of Keras's mse loss; one step of each --update against its
 reference (train_input.InputTrainer.step for synthetic, sgd.backprop + the optimizer for
 backprop); run() on a tiny data set; and the command line.
@@ -19,7 +19,7 @@ import sgd
 import synthgrad
 import train_input
 from conftest import FakeSender
-from parts import optimizers, snapshots
+from parts import boundary, optimizers, snapshots
 
 W = dni.WIDTH                   # 24
 RTOL, ATOL = 1e-5, 1e-6         # Keras computes in float32, dni in float64
@@ -54,13 +54,13 @@ def tiny_dataset(folder, count=2000):
 # --- The synthetic-gradient model ---------------------------------------------------------------
 
 @pytest.mark.parametrize("kw", MODELS, ids=str)
-def test_model_forward_is_synthgrad_model_forward_and_the_oracles_keras_model(kw):
+def test_model_forward_is_boundary_model_forward_and_the_oracles_keras_model(kw):
     model = dni.SyntheticGradientModel(np.random.default_rng(0), zero_init=False, **kw)
     h, y, _ = model_batch()
     inputs = np.column_stack([h, y]) if kw.get("conditioned") else h      # as oracle.inputs
     g_hat = model.predict(h, y)                                           # (16, 24)
     assert g_hat.shape == (16, W) and g_hat.dtype == np.float64
-    np.testing.assert_allclose(g_hat, synthgrad.model_forward(model.weights(), inputs),
+    np.testing.assert_allclose(g_hat, boundary.model_forward(model.weights(), inputs),
                                rtol=1e-14, atol=1e-15)
     k = keras_model(model, kw["hidden"], kw.get("conditioned", False))
     np.testing.assert_allclose(g_hat, np.asarray(k(inputs)), rtol=RTOL, atol=ATOL)
@@ -93,7 +93,7 @@ def test_model_gradients_are_finite_differences_of_kerass_mse_loss(kw):
     inputs = model.inputs(h, y)
 
     def keras_mse(weights):            # Keras "mse": mean over the 24 outputs, then the rows
-        return float(np.mean((synthgrad.model_forward(weights, inputs) - g) ** 2))
+        return float(np.mean((boundary.model_forward(weights, inputs) - g) ** 2))
 
     loss = model.backprop(h, y, g)
     assert loss == pytest.approx(keras_mse(model.weights()), rel=1e-12)

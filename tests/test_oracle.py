@@ -14,6 +14,7 @@ import pytest
 import oracle
 import synthgrad
 from helpers import arr, post, status
+from parts import boundary
 
 W = synthgrad.HIDDEN_SIZE       # 24
 E, P, S = synthgrad.ESTIMATE_GRADIENTS, synthgrad.PROVIDE_GRADIENT, synthgrad.STATUS
@@ -714,7 +715,7 @@ def test_weights_endpoint_gives_the_model_that_answers_requests(make_oracle_app,
     assert conditioned == o.conditioned and version == o.counts["steps"] > 0
     inputs = np.column_stack([h, y]) if conditioned else h
     answer = decoded(post(app, E, synthgrad.encode_estimate_request(h, y)), (hold_rows, W))
-    np.testing.assert_array_equal(synthgrad.model_forward(weights, inputs), answer)
+    np.testing.assert_array_equal(boundary.model_forward(weights, inputs), answer)
 
 
 def test_decode_weights_refuses_what_is_not_a_model():
