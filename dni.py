@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 import boundary
+import deep_dni
 import generate
 import optimizers
 import sgd
@@ -83,10 +84,8 @@ SyntheticGradientModel, row_cosines = boundary.SyntheticGradientModel, boundary.
 
 
 def random_rows(rng, norms, width=WIDTH):
-    """(n, width) rows in uniformly random directions (normalised Gaussians) with the given
-    lengths norms (n,)."""
-    z = rng.standard_normal((len(norms), width))
-    return z * (norms / np.linalg.norm(z, axis=1))[:, None]
+    """(n, width) rows in uniformly random directions with the given lengths norms (n,)."""
+    return boundary.random_rows(rng, norms, width)
 
 
 # --- The network, its optimizers and M, and one training step. --------------------------------
@@ -182,13 +181,8 @@ class DniConfig:
                 refuse(name, f"must be one of {', '.join(optimizers.OPTIMIZERS)}")
 
 
-def minibatches(n, batch_size, rng):
-    """Index arrays (<= batch_size,) forever: each epoch a fresh permutation of range(n),
-    drawn from rng when the epoch starts."""
-    while True:
-        order = rng.permutation(n)                            # (n,)
-        for k in range(0, n, batch_size):
-            yield order[k:k + batch_size]
+# Index arrays (<= batch_size,) forever, each epoch a fresh permutation: one home for both loops.
+minibatches = deep_dni.minibatches
 
 
 def run(config, out=None):
