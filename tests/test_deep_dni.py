@@ -273,8 +273,8 @@ def test_run_leaves_a_data_error_to_the_caller(tmp_path):
 
 def test_on_fashion_mnist_backprop_learns_and_cdni_beats_top_only():
     """784-256-256-10, 200 steps of 100 on the first 10,000 training images, measured on the
-    first 2,000 test images (seed 0; measured 83% backprop, 64% cDNI, 55% top-only; over seeds
-    0-2 cDNI led top-only by 8-11 points). ~10 s on 2 cores."""
+    first 2,000 test images (seed 0: measured 83.3% backprop, 79.8% cDNI, 55.5% top-only; over
+    seeds 0-2 cDNI led top-only by 21-24 points). ~10 s on 2 cores."""
     try:
         data = images.load("fashion-mnist")
     except images.DataError as e:
@@ -285,4 +285,4 @@ def test_on_fashion_mnist_backprop_learns_and_cdni_beats_top_only():
             method=method, layers=3, steps=200, train_examples=10_000, eval_examples=2_000,
             eval_every=200), data=data)["accuracy"]
     assert accuracy["backprop"] > 0.6, accuracy
-    assert accuracy["cdni"] > accuracy["top-only"] + 0.03, accuracy
+    assert accuracy["cdni"] > accuracy["top-only"] + 0.1, accuracy
