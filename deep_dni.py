@@ -1,5 +1,6 @@
 """Every layer decoupled, in one process: a synthetic gradient at every boundary of an image
-classifier, as in Jaderberg et al. 2016 (arXiv 1608.05343), section 3.1 and Table 1's FCNs.
+classifier, as in the feed-forward experiments of Jaderberg et al. 2016 (arXiv 1608.05343),
+whose table has one row per method and one column per depth of a fully connected network.
 
 A module, not a script: importing it runs nothing. Run it through dni.py or experiments.py:
 
@@ -18,7 +19,8 @@ sgd.make_network(rng, sizes, sgd.ReLU, "he") draws it. At every boundary b a mod
 the gradient g_b = dL/dh_b (n, 256): g_hat_b = M_b(h_b) ("dni") or M_b([h_b, onehot(c)]) ("cdni",
 conditioned on the label). M_b is boundary.SyntheticGradientModel: linear by default (hidden=0,
 the paper's choice for these networks) or one hidden ReLU layer, its last layer zero, so every
-first g_hat is exactly 0; it learns with its own Adam on Keras's mse against its target.
+first g_hat is exactly 0; it learns with its own Adam (at MODEL_LEARNING_RATE, ten times the
+layers' rate: see there why) on Keras's mse against its target.
 
 One step on a minibatch x (n, 784), labels c (n,), bottom up (DeepDni.step):
 
