@@ -80,7 +80,7 @@ PROBE = 1_000                   # training examples the cosines are measured on
 # gradients of a network that changes every step, bootstrapped through the models above), and a
 # slow M_b lets the layers below follow stale guesses. Measured on Fashion-MNIST (seed 0, 1,500
 # steps, test accuracy): at the layers' own 3e-4, cDNI 81.6% and DNI 70.2% at 4 layers (the
-# issue's sketch), but 46% and 36% at 6 layers, where the activations blow up; at 1e-3, 84.8% /
+# sketch of issue 24), but 46% and 36% at 6 layers, where the activations blow up; at 1e-3, 84.8% /
 # 75.9% (4 layers) and 77.3% / 51.3% (6); at 3e-3, 85.4% / 80.7% and 84.1% / 72.3% (6). Chosen
 # on test accuracy, one seed: a choice made in the open, not a held-out tuning.
 MODEL_LEARNING_RATE = 3e-3
@@ -212,7 +212,7 @@ class DeepDni:
 
 @dataclasses.dataclass
 class DeepConfig:
-    """Everything run() needs; the defaults are the issue's sketch (and dni.py's --data ones)."""
+    """Everything run() needs; the defaults are issue 24's sketch (and dni.py's --data ones)."""
 
     data: str = "fashion-mnist"             # images.NAMES
     image_dir: Path | None = None           # the IDX folder (None: where images.load looks)

@@ -285,7 +285,7 @@ def make_parser():
                    help="learning rate of layers 1-3 (default 0.005 for the toy: with Adam, the "
                         "best of 0.001, 0.005 and 0.02 in 15 s of --update backprop: 0.012, "
                         f"0.0045, 0.0069; {IMAGES.learning_rate:g} for images, every layer, the "
-                        "issue's sketch)")
+                        "issue 24's sketch)")
     p.add_argument("--model-optimizer", choices=tuple(optimizers.OPTIMIZERS), default="adam",
                    help="optimizer of the synthetic-gradient model (default adam, as demo.py's "
                         "oracle uses)")
@@ -308,7 +308,7 @@ def make_parser():
     p.add_argument("--batch-size", type=int, default=None,
                    help="examples per step of every layer and of the model (default 10 for the "
                         f"toy, the three-process trainers'; {IMAGES.batch_size} for images, the "
-                        "issue's sketch)")
+                        "issue 24's sketch)")
     p.add_argument("--seconds", type=float, default=60.0,
                    help="seconds of training, measuring not counted (default 60: long enough "
                         "for the controls to separate; inf for no limit with --examples)")
@@ -344,7 +344,7 @@ def make_parser():
              "layer learns, random random directions of the true gradients' lengths)")
     images_group.add_argument(
         "--steps", type=int, default=IMAGES.steps,
-        help=f"minibatches of training (default {IMAGES.steps}, the issue's sketch: 2.5 epochs)")
+        help=f"minibatches of training (default {IMAGES.steps}, issue 24's sketch: 2.5 epochs)")
     images_group.add_argument(
         "--measure-every", type=int, default=IMAGES.eval_every,
         help=f"steps between measurements of test accuracy and cosines (default "

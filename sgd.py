@@ -151,7 +151,8 @@ class Layer:
 
     w has shape (n_in, n_out) and b shape (n_out,). init "normal" (the toy's) draws both from a
     standard normal; "he" draws w from N(0, 2/n_in) and sets b = 0, which suits ReLU layers:
-    half of a ReLU's inputs come out as 0, and the 2 makes up for it. Inputs are 2-D, a_in (n, n_in), rows are examples; one example is a_in (1, n_in).
+    half of a ReLU's inputs come out as 0, and the 2 makes up for it. Inputs are 2-D,
+    a_in (n, n_in), rows are examples; one example is a_in (1, n_in).
 
     Why np.dot rather than @, and sum(axis=0) / n rather than mean(axis=0): per-example SGD
     works on arrays of one row, where numpy's fixed cost per call is most of the time, and these
