@@ -8,7 +8,12 @@ Run it (after `python generate.py`):
     python dni.py --update frozen                  #   layer 1 never moves ("no bprop"),
     python dni.py --update random                  #   random directions of the true size
     python dni.py --examples 200000 --seconds inf --metrics runs/dni.jsonl
+    python dni.py --data fashion-mnist --layers 3 --method cdni --steps 1500   # every layer
     python dni.py --help
+
+--data fashion-mnist (or mnist) leaves the toy for deep_dni.py: an image classifier of --layers
+layers with a synthetic gradient at every boundary (its docstring says how), one of its
+--methods, for --steps minibatches, printing test accuracy, loss and each boundary's cosine.
 
 This is Jaderberg et al. 2016 (arXiv 1608.05343) as the paper describes it, synchronously, in
 sgd.py's notation: h = a1 (n, 24) is layer 1's output and g = dL/dh (n, 24) the gradient backprop
@@ -67,9 +72,11 @@ import numpy as np
 
 import generate
 import sgd
-from parts import boundary, optimizers, snapshots
+from datasets import images
+from parts import boundary, deep_dni, optimizers, snapshots
 
 HERE = Path(__file__).resolve().parent
+IMAGES = deep_dni.DeepConfig()             # --data fashion-mnist's defaults
 WIDTH = sgd.SIZES[1]                       # h is (n, 24)
 UPDATES = ("synthetic", "backprop", "frozen", "random", "random-synthetic-norm")
 COSINE_WINDOW = 5_000                      # examples the reported cosine is averaged over
@@ -81,10 +88,8 @@ SyntheticGradientModel, row_cosines = boundary.SyntheticGradientModel, boundary.
 
 
 def random_rows(rng, norms, width=WIDTH):
-    """(n, width) rows in uniformly random directions (normalised Gaussians) with the given
-    lengths norms (n,)."""
-    z = rng.standard_normal((len(norms), width))
-    return z * (norms / np.linalg.norm(z, axis=1))[:, None]
+    """(n, width) rows in uniformly random directions with the given lengths norms (n,)."""
+    return boundary.random_rows(rng, norms, width)
 
 
 # --- The network, its optimizers and M, and one training step. --------------------------------
@@ -180,13 +185,8 @@ class DniConfig:
                 refuse(name, f"must be one of {', '.join(optimizers.OPTIMIZERS)}")
 
 
-def minibatches(n, batch_size, rng):
-    """Index arrays (<= batch_size,) forever: each epoch a fresh permutation of range(n),
-    drawn from rng when the epoch starts."""
-    while True:
-        order = rng.permutation(n)                            # (n,)
-        for k in range(0, n, batch_size):
-            yield order[k:k + batch_size]
+# Index arrays (<= batch_size,) forever, each epoch a fresh permutation: one home for both loops.
+minibatches = deep_dni.minibatches
 
 
 def run(config, out=None):
@@ -278,29 +278,34 @@ def make_parser():
                    help="optimizer of layers 1-3 (default adam: in 15 s of --update backprop "
                         "it reached held-out MSE 0.0045, plain sgd 0.045 at eta 0.1 and 0.014 "
                         "at 0.5)")
-    p.add_argument("--learning-rate", type=float, default=0.005,
-                   help="learning rate of layers 1-3 (default 0.005: with Adam, the best of "
-                        "0.001, 0.005 and 0.02 in 15 s of --update backprop: 0.012, 0.0045, "
-                        "0.0069)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="learning rate of layers 1-3 (default 0.005 for the toy: with Adam, the "
+                        "best of 0.001, 0.005 and 0.02 in 15 s of --update backprop: 0.012, "
+                        f"0.0045, 0.0069; {IMAGES.learning_rate:g} for images, every layer, the "
+                        "issue 24's sketch)")
     p.add_argument("--model-optimizer", choices=tuple(optimizers.OPTIMIZERS), default="adam",
                    help="optimizer of the synthetic-gradient model (default adam, as demo.py's "
                         "oracle uses)")
-    p.add_argument("--model-learning-rate", type=float, default=0.001,
-                   help="learning rate of the synthetic-gradient model (default 0.001, Keras's "
-                        "Adam default: it takes one step per minibatch, every minibatch)")
-    p.add_argument("--hidden", type=int, default=12,
-                   help="hidden sigmoid units of the synthetic-gradient model (default 12, the "
-                        "original oracle's; 0 gives the linear model the paper often found "
-                        "enough)")
+    p.add_argument("--model-learning-rate", type=float, default=None,
+                   help="learning rate of the synthetic-gradient model (default 0.001 for the "
+                        "toy, Keras's Adam default: it takes one step per minibatch, every "
+                        f"minibatch; {IMAGES.model_learning_rate:g} for images, "
+                        f"{deep_dni.MODEL_LEARNING_RATE_WHY})")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="hidden units of the synthetic-gradient model, 0 for a linear model "
+                        "(default 12 sigmoid units for the toy, the original oracle's; 0 for "
+                        "images, the linear model of the paper's feed-forward networks; there, "
+                        "hidden units are ReLU)")
     p.add_argument("--zero-init", action=argparse.BooleanOptionalAction, default=True,
                    help="start the model's last layer at zero, so the first synthetic gradients "
                         "are zero rather than noise (default on, the paper's)")
     p.add_argument("--conditioned", action="store_true",
                    help="the model also sees the target y (the paper's cDNI) (default off: "
                         "h alone, as the original oracle)")
-    p.add_argument("--batch-size", type=int, default=10,
-                   help="examples per step of every layer and of the model (default 10, the "
-                        "three-process trainers')")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per step of every layer and of the model (default 10 for the "
+                        f"toy, the three-process trainers'; {IMAGES.batch_size} for images, the "
+                        "issue 24's sketch)")
     p.add_argument("--seconds", type=float, default=60.0,
                    help="seconds of training, measuring not counted (default 60: long enough "
                         "for the controls to separate; inf for no limit with --examples)")
@@ -313,6 +318,34 @@ def make_parser():
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the network (the same as sgd.py's with this seed), the model, "
                         "the example order and the random directions (default 0)")
+    images_group = p.add_argument_group("images (--data fashion-mnist or mnist: deep_dni.py)")
+    images_group.add_argument(
+        "--data", choices=("toy",) + images.NAMES, default="toy",
+        help="what to learn (default toy: generate.py's target, layer 1 decoupled; the images "
+             "decouple every layer of a classifier)")
+    images_group.add_argument(
+        "--image-dir", type=Path, default=None,
+        help="the folder of the four gzipped IDX files (default: where datasets/images.py looks)")
+    images_group.add_argument(
+        "--layers", type=int, default=IMAGES.layers,
+        help=f"weight layers, counted as the paper counts them: layers - 1 hidden ReLU layers "
+             f"and as many boundaries (default {IMAGES.layers}: 784-256-256-10, the paper's "
+             "smallest)")
+    images_group.add_argument(
+        "--width", type=int, default=IMAGES.width,
+        help=f"units per hidden layer (default {IMAGES.width}, the paper's)")
+    images_group.add_argument(
+        "--method", choices=deep_dni.METHODS, default=IMAGES.method,
+        help=f"what each layer learns from (default {IMAGES.method}, the paper's cDNI: h and the "
+             "label; dni h alone; the controls: backprop true gradients, top-only only the last "
+             "layer learns, random random directions of the true gradients' lengths)")
+    images_group.add_argument(
+        "--steps", type=int, default=IMAGES.steps,
+        help=f"minibatches of training (default {IMAGES.steps}, issue 24's sketch: 2.5 epochs)")
+    images_group.add_argument(
+        "--measure-every", type=int, default=IMAGES.eval_every,
+        help=f"steps between measurements of test accuracy and cosines (default "
+             f"{IMAGES.eval_every}: ten a run, each ~0.3 s, not counted as training)")
     p.add_argument("--heldout", type=int, default=20_000,
                    help="fresh points held-out MSE is measured on (default 20,000: the "
                         "estimate's noise is then ~1%%)")
@@ -325,13 +358,28 @@ def make_parser():
     return p
 
 
+# The options whose defaults depend on --data: the toy's (DniConfig's) or the images'.
+SHARED = ("batch_size", "learning_rate", "model_learning_rate", "hidden")
+TOY_ONLY = ("data_dir", "update", "optimizer", "model_optimizer", "zero_init", "conditioned",
+            "seconds", "examples", "eval_every", "heldout", "metrics", "weights_out")
+IMAGES_ONLY = ("image_dir", "layers", "width", "method", "steps", "measure_every")
+
+
 def parse_args(argv):
     p = make_parser()
     args = p.parse_args(argv)
+    toy = args.data == "toy"
+    for name in SHARED:
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(DniConfig if toy else IMAGES, name))
+    for name in IMAGES_ONLY if toy else TOY_ONLY:
+        if getattr(args, name) != p.get_default(name):
+            p.error(f"--{name.replace('_', '-')} is for "
+                    f"{'--data fashion-mnist or mnist' if toy else 'the toy (--data toy)'} only")
     try:
-        config_from_args(args).check()
+        (config_from_args(args) if toy else deep_config_from_args(args)).check()
     except ValueError as e:
-        p.error(str(e))
+        p.error(str(e).replace("eval_every (--eval-every)", "measure_every (--measure-every)"))
     return args
 
 
@@ -344,8 +392,33 @@ def config_from_args(args):
     return config
 
 
+def deep_config_from_args(args):
+    """The deep_dni.DeepConfig of parse_args's options for --data fashion-mnist or mnist."""
+    return dataclasses.replace(
+        IMAGES, data=args.data, image_dir=args.image_dir, layers=args.layers, width=args.width,
+        method=args.method, steps=args.steps, eval_every=args.measure_every, seed=args.seed,
+        **{name: getattr(args, name) for name in SHARED})
+
+
+def main_images(args):
+    """deep_dni.run with the options, progress on stdout; 2 with one line if the images cannot
+    be read, 1 if the run diverged."""
+    try:
+        result = deep_dni.run(deep_config_from_args(args), out=sys.stdout)
+    except images.DataError as e:
+        print(f"dni.py: {e}", file=sys.stderr)
+        return 2
+    shown = ", ".join("-" if c is None else f"{c:.2f}" for c in result["cosines"])
+    print(f"dni.py: done ({args.method}, {args.layers} layers): {result['steps']} steps in "
+          f"{result['seconds']:.1f} s of training, test accuracy {result['accuracy']:.4f}, "
+          f"loss {result['loss']:.4f}, cosine per boundary [{shown}]", flush=True)
+    return 1 if result["diverged"] else 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.data != "toy":
+        return main_images(args)
     result = run(config_from_args(args), out=sys.stdout)
     return 1 if result["diverged"] else 0
 

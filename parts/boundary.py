@@ -64,25 +64,29 @@ def dense(n_in, n_out, activation, rng, zero=False):
 
 
 class SyntheticGradientModel:
-    """M: g_hat (n, w) from h (n, w), or from [h, y] (n, w + 1) when conditioned.
+    """M: g_hat (n, w) from h (n, w), or from [h, y] (n, w + context) when conditioned.
 
     hidden > 0: Dense(hidden, sigmoid) -> Dense(w, linear); hidden = 0: one linear layer. The
     same architecture, initialisation and loss as oracle.build_model's Keras model, and the
     same forward pass as model_forward on weights() (both tested).
+
+    The toy conditions on its target y (n,), one column (context 1); a classifier conditions
+    on the one-hot label (n, classes) (context = classes), and may take another hidden
+    activation (deep_dni's hidden layer is ReLU).
     """
 
     def __init__(self, rng, hidden=12, conditioned=False, zero_init=True, optimizer="adam",
-                 learning_rate=0.001, width=sgd.SIZES[1]):
+                 learning_rate=0.001, width=sgd.SIZES[1], context=1, activation=sgd.Sigmoid):
         self.conditioned = conditioned
-        sizes = [width + conditioned] + ([hidden] if hidden else []) + [width]
-        acts = [sgd.Sigmoid] * (len(sizes) - 2) + [sgd.Linear]
+        sizes = [width + context * conditioned] + ([hidden] if hidden else []) + [width]
+        acts = [activation] * (len(sizes) - 2) + [sgd.Linear]
         last = len(sizes) - 2
         self.layers = [dense(n_in, n_out, act, rng, zero=zero_init and k == last)
                        for k, (n_in, n_out, act) in enumerate(zip(sizes[:-1], sizes[1:], acts))]
         self.optimizer = optimizers.make(optimizer, self.layers, learning_rate)
 
     def inputs(self, h, y):
-        """M's input: h (n, w), or h and y side by side (n, w + 1) when conditioned."""
+        """M's input: h (n, w), or h and y (n,) or (n, context) side by side when conditioned."""
         return np.column_stack([h, y]) if self.conditioned else h
 
     def weights(self):
@@ -90,7 +94,8 @@ class SyntheticGradientModel:
         return [p for layer in self.layers for p in (layer.w, layer.b)]
 
     def predict(self, h, y):
-        """g_hat (n, w) for h (n, w) and targets y (n,) (used only when conditioned)."""
+        """g_hat (n, w) for h (n, w) and targets y (n,) or (n, context) (used only when
+        conditioned)."""
         a = self.inputs(h, y)
         for layer in self.layers:
             a = layer.output(a)
@@ -114,6 +119,13 @@ class SyntheticGradientModel:
         loss = self.backprop(h, y, g)
         self.optimizer.step()
         return loss
+
+
+def random_rows(rng, norms, width):
+    """(n, width) rows in uniformly random directions (normalised Gaussians) with the given
+    lengths norms (n,): the "random" controls' stand-in for a boundary's gradient."""
+    z = rng.standard_normal((len(norms), width))
+    return z * (norms / np.linalg.norm(z, axis=1))[:, None]
 
 
 # --- How good the guesses are. -----------------------------------------------------------------

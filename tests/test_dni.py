@@ -1,7 +1,8 @@
 """Tests for dni.py: the synthetic-gradient model against boundary.model_forward, the oracle's
 Keras model and finite differences of Keras's mse loss; one step of each --update against its
 reference (train_input.InputTrainer.step for synthetic, sgd.backprop + the optimizer for
-backprop); run() on a tiny data set; and the command line.
+backprop); run() on a tiny data set; and the command line, the toy's and --data's (on written
+images: never the real ones here).
 
 Run: .venv/bin/python -m pytest -q tests/test_dni.py
 """
@@ -19,7 +20,8 @@ import sgd
 import synthgrad
 import train_input
 from conftest import FakeSender
-from parts import boundary, optimizers, snapshots
+from datasets import images
+from parts import boundary, deep_dni, optimizers, snapshots
 
 W = dni.WIDTH                   # 24
 RTOL, ATOL = 1e-5, 1e-6         # Keras computes in float32, dni in float64
@@ -351,3 +353,75 @@ def test_main_prints_the_configuration_progress_and_a_summary(tmp_path, capsys):
         "0", "1,000", "2,000"]
     assert "held-out MSE" in lines[2] and "cosine" in lines[2]
     assert lines[-1].startswith("dni.py: done (synthetic): 2,000 examples")
+
+
+# --- The images (--data): deep_dni.py through the command line ---------------------------------
+
+def written_images(n_train=300, n_test=100, seed=0):
+    """((x, labels), (x_test, labels_test)) shaped like images.load's, small and easy: x float32
+    (n, 784) in [0, 1], labels (n,) in 0..9, each class a bright band of its own pixels."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = rng.integers(0, 10, n)
+        x = rng.uniform(0, 0.3, (n, 784)).astype(np.float32)
+        for k, c in enumerate(labels):
+            x[k, 78 * c:78 * c + 78] += 0.7
+        return x, labels.astype(np.int64)
+
+    return split(n_train), split(n_test)
+
+
+def test_images_options_reach_deep_dnis_config_with_the_images_defaults():
+    args = dni.parse_args(["--data", "fashion-mnist", "--layers", "5", "--method", "dni",
+                           "--steps", "40", "--measure-every", "20", "--seed", "3",
+                           "--image-dir", "/idx"])
+    config = dni.deep_config_from_args(args)
+    assert (config.data, config.layers, config.method, config.steps, config.eval_every,
+            config.seed, str(config.image_dir)) == ("fashion-mnist", 5, "dni", 40, 20, 3, "/idx")
+    defaults = deep_dni.DeepConfig()
+    assert (config.batch_size, config.learning_rate, config.model_learning_rate,
+            config.hidden) == (defaults.batch_size, defaults.learning_rate,
+                               defaults.model_learning_rate, defaults.hidden) == (
+        100, 3e-4, defaults.model_learning_rate, 0)
+    args = dni.parse_args(["--data", "mnist", "--batch-size", "50", "--hidden", "64"])
+    assert (dni.deep_config_from_args(args).batch_size,
+            dni.deep_config_from_args(args).hidden) == (50, 64)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "fashion-mnist", "--update", "random"], "--update is for the toy"),
+    (["--data", "fashion-mnist", "--seconds", "5"], "--seconds is for the toy"),
+    (["--layers", "4"], "--layers is for --data fashion-mnist or mnist only"),
+    (["--method", "dni"], "--method is for --data"),
+    (["--data", "mnist", "--layers", "1"], "--layers) must be at least 2"),
+    (["--data", "mnist", "--measure-every", "0"], "measure_every (--measure-every) must be"),
+    (["--data", "mnist", "--method", "sideways"], "invalid choice"),
+])
+def test_options_of_the_other_data_and_bad_image_values_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        dni.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_main_on_images_prints_progress_and_a_summary(monkeypatch, capsys):
+    asked = []
+    monkeypatch.setattr(deep_dni.images, "load",
+                        lambda name, data_dir: asked.append((name, data_dir)) or written_images())
+    assert dni.main(["--data", "fashion-mnist", "--layers", "3", "--width", "16",
+                     "--steps", "20", "--measure-every", "10", "--method", "cdni"]) == 0
+    assert asked == [("fashion-mnist", None)]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("deep_dni: 784-16-16-10, DeepConfig(")
+    assert [line.split(", ")[1] for line in lines[1:4]] == ["step 0", "step 10", "step 20"]
+    assert lines[-1].startswith("dni.py: done (cdni, 3 layers): 20 steps in ")
+    assert "test accuracy" in lines[-1] and "cosine per boundary [" in lines[-1]
+
+
+def test_main_says_in_one_line_why_the_images_cannot_be_read(monkeypatch, capsys):
+    def refuse(name, data_dir):
+        raise images.DataError(f"{data_dir}: no train-images-idx3-ubyte.gz")
+    monkeypatch.setattr(deep_dni.images, "load", refuse)
+    assert dni.main(["--data", "mnist", "--image-dir", "/nowhere"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "dni.py: /nowhere: no train-images-idx3-ubyte.gz\n"

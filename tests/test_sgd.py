@@ -1,6 +1,8 @@
 """Tests for sgd.py: backprop against central finite differences, the descent step, the MSE,
 that evaluating leaves the layers as they were, that per-example SGD learns, and the script's
-main().
+main(); for classification, ReLU and the softmax cross-entropy against finite differences, the
+softmax's stability, He init's variance, accuracy and loss against direct computation, and
+main() on small written images (never the real ones).
 
 Run: .venv/bin/pytest -q tests/test_sgd.py
 """
@@ -10,6 +12,7 @@ import pytest
 
 import generate
 import sgd
+from datasets import images
 
 EPS = 1e-6     # central differences: truncation error ~EPS^2, round-off ~1e-16 / EPS
 RTOL = 1e-5
@@ -247,6 +250,131 @@ def test_per_example_sgd_learns():
     assert after < 0.9 * y_test.var()
 
 
+# --- Classification: ReLU, the softmax cross-entropy, He init ------------------------------
+
+def test_relu_and_its_derivative_away_from_the_kink():
+    z = np.concatenate([np.linspace(-3, -0.01, 12), np.linspace(0.01, 3, 12)])   # not at 0
+    a = sgd.ReLU.f(z)
+    np.testing.assert_array_equal(a, np.where(z > 0, z, 0.0))
+    fd = (sgd.ReLU.f(z + EPS) - sgd.ReLU.f(z - EPS)) / (2 * EPS)
+    np.testing.assert_allclose(sgd.ReLU.derivative(z, a), fd, rtol=RTOL, atol=ATOL)
+    assert sgd.ACTIVATIONS["relu"] is sgd.ReLU
+
+
+def away_from_the_kink(layers, x, margin=1e-3):
+    """True if no hidden unit's z is within margin of ReLU's kink for these inputs, so that
+    central differences of step EPS never straddle it."""
+    a = x
+    for layer in layers:
+        z = np.dot(a, layer.w) + layer.b
+        if layer.activation is sgd.ReLU and np.abs(z).min() < margin:
+            return False
+        a = layer.activation.f(z)
+    return True
+
+
+@pytest.mark.parametrize("batch", [1, 6], ids=["one-example", "batch-of-6"])
+def test_relu_network_with_softmax_cross_entropy_matches_finite_differences(batch):
+    """A 5-7-7-4 network (two ReLU layers of 7, 4 logits): dL/dw, dL/db of every layer for the
+    mean cross-entropy -log softmax(z)_label, and dL/dx per example, in float64, at inputs
+    where no ReLU sits within 1e-3 of its kink."""
+    rng = np.random.default_rng(11)
+    layers = sgd.make_network(rng, (5, 7, 7, 4), sgd.ReLU, "he")
+    assert [layer.activation for layer in layers] == [sgd.ReLU, sgd.ReLU, sgd.Linear]
+    x = rng.standard_normal((batch, 5))
+    while not away_from_the_kink(layers, x):
+        x = rng.standard_normal((batch, 5))
+    labels = rng.integers(0, 4, batch)                          # (n,) in 0..3
+
+    def losses():                                               # by hand, not via sgd's loss
+        z = sgd.outputs(layers, x)                              # (n, 4)
+        return np.log(np.exp(z).sum(axis=1)) - z[np.arange(batch), labels]
+
+    z, dL_dx = sgd.backprop(layers, x, labels, loss=sgd.SoftmaxCrossEntropy)
+    assert z.shape == (batch, 4) and dL_dx.shape == (batch, 5)
+    np.testing.assert_allclose(sgd.SoftmaxCrossEntropy.loss(z, labels), losses(), rtol=1e-12)
+    np.testing.assert_allclose(dL_dx, numerical_gradient(lambda: float(np.sum(losses())), x),
+                               rtol=RTOL, atol=ATOL)
+    for layer in layers:
+        mean_loss = lambda: float(np.mean(losses()))
+        np.testing.assert_allclose(layer.nabla_w, numerical_gradient(mean_loss, layer.w),
+                                   rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(layer.nabla_b, numerical_gradient(mean_loss, layer.b),
+                                   rtol=RTOL, atol=ATOL)
+
+
+def test_softmax_cross_entropy_gradient_is_softmax_minus_onehot():
+    rng = np.random.default_rng(12)
+    z, labels = rng.standard_normal((5, 4)), np.array([0, 3, 1, 1, 2])
+    onehot = np.eye(4)[labels]
+    e = np.exp(z)
+    np.testing.assert_allclose(sgd.SoftmaxCrossEntropy.gradient(z, labels),
+                               e / e.sum(axis=1, keepdims=True) - onehot, rtol=1e-12, atol=1e-15)
+
+
+def test_softmax_rows_sum_to_one_and_large_logits_stay_finite():
+    z = np.array([[1000.0, 0.0, -1000.0], [1000.0, 1000.0, 999.0], [-1000.0, -1001.0, -999.0]])
+    with np.errstate(over="raise", divide="raise", invalid="raise"):   # underflow to 0 is fine
+        p = sgd.softmax(z)
+        losses = sgd.SoftmaxCrossEntropy.loss(z, np.array([2, 0, 1]))
+        grad = sgd.SoftmaxCrossEntropy.gradient(z, np.array([2, 0, 1]))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-15)
+    np.testing.assert_allclose(p[0], [1.0, 0.0, 0.0], atol=1e-300)
+    # The same logits shifted down by their row's max, where the naive formula is safe.
+    shifted = z - z.max(axis=1, keepdims=True)
+    naive = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(3), [2, 0, 1]]
+    np.testing.assert_allclose(losses, naive, rtol=1e-12)
+    assert losses[0] == pytest.approx(2000.0, rel=1e-12)        # -log softmax of the smallest
+    assert np.isfinite(grad).all()
+    np.testing.assert_allclose(grad.sum(axis=1), 0.0, atol=1e-12)  # softmax - onehot sums to 0
+
+
+def test_he_init_draws_w_with_variance_2_over_n_in_and_zero_biases():
+    layer = sgd.Layer(400, 300, sgd.ReLU, np.random.default_rng(13), init="he")
+    assert not layer.b.any()
+    # 120,000 draws: the sample variance's relative standard error is sqrt(2 / 120,000) ~ 0.4%.
+    assert layer.w.var() == pytest.approx(2 / 400, rel=0.02)
+    assert abs(layer.w.mean()) < 4 * np.sqrt(2 / 400 / layer.w.size)
+    toy = sgd.Layer(400, 300, sgd.Sigmoid, np.random.default_rng(13))  # the toy's: N(0, 1)
+    assert toy.w.var() == pytest.approx(1.0, rel=0.02) and toy.b.any()
+
+
+def test_the_toy_network_is_drawn_as_before():
+    """The default make_network still draws w1, b1, w2, ... as standard normals, in order."""
+    rng = np.random.default_rng(14)
+    layers = sgd.make_network(np.random.default_rng(14))
+    for layer, (n_in, n_out) in zip(layers, [(2, 24), (24, 12), (12, 1)]):
+        np.testing.assert_array_equal(layer.w, rng.standard_normal((n_in, n_out)))
+        np.testing.assert_array_equal(layer.b, rng.standard_normal(n_out))
+
+
+def test_accuracy_and_cross_entropy_against_direct_computation():
+    rng = np.random.default_rng(15)
+    layers = sgd.make_network(rng, (6, 9, 3), sgd.ReLU, "he")
+    x, labels = rng.standard_normal((57, 6)), rng.integers(0, 3, 57)
+    z = np.maximum(x @ layers[0].w + layers[0].b, 0) @ layers[1].w + layers[1].b     # (57, 3)
+    want_accuracy = np.mean(z.argmax(axis=1) == labels)
+    want_loss = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(57), labels])
+    for chunk in (10_000, 10):                                  # one chunk, and six
+        got = sgd.classification_scores(layers, x, labels, chunk=chunk)
+        assert got[0] == want_accuracy
+        assert got[1] == pytest.approx(want_loss, rel=1e-12)
+    assert sgd.accuracy(layers, x, labels) == want_accuracy
+
+
+def test_minibatch_sgd_learns_separable_classes():
+    rng = np.random.default_rng(16)
+    centres = 3 * rng.standard_normal((3, 20))                  # 3 classes in 20 dimensions
+    labels = rng.integers(0, 3, 600)
+    x = centres[labels] + rng.standard_normal((600, 20))
+    layers = sgd.make_network(rng, (20, 16, 3), sgd.ReLU, "he")
+    for _ in range(5):
+        sgd.train_epoch(layers, x[:400], labels[:400], 0.05, rng, batch_size=20,
+                        loss=sgd.SoftmaxCrossEntropy)
+    accuracy, loss = sgd.classification_scores(layers, x[400:], labels[400:])
+    assert accuracy > 0.95 and loss < 0.2, (accuracy, loss)
+
+
 # --- The script ----------------------------------------------------------------------------
 
 def test_main_runs_one_epoch(tmp_path, capsys):
@@ -293,3 +421,55 @@ def test_main_refuses_bad_options(argv, capsys):
         sgd.main(argv + ["--no-plots"])
     assert e.value.code == 2
     assert "must be" in capsys.readouterr().err
+
+
+def small_images(n_train=300, n_test=100, seed=0):
+    """((x, labels), (x_test, labels_test)) shaped like images.load's: x float32 (n, 784) in
+    [0, 1], labels int64 (n,) in 0..9, each class a bright patch of its own pixels."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = rng.integers(0, 10, n)
+        x = rng.uniform(0, 0.3, (n, 784)).astype(np.float32)
+        for k, c in enumerate(labels):
+            x[k, 78 * c:78 * c + 78] += 0.7
+        return x, labels.astype(np.int64)
+
+    return split(n_train), split(n_test)
+
+
+def test_main_trains_on_images_and_prints_test_accuracy_per_epoch(monkeypatch, capsys):
+    asked = []
+    monkeypatch.setattr(sgd.images, "load",
+                        lambda name, data_dir: asked.append((name, data_dir)) or small_images())
+    assert sgd.main(["--data", "fashion-mnist", "--epochs", "2", "--image-dir", "/idx"]) == 0
+    assert asked == [("fashion-mnist", sgd.Path("/idx"))]
+    lines = capsys.readouterr().out.splitlines()
+    assert "batch-size 100" in lines[0] and "learning-rate 0.1" in lines[0]   # images' defaults
+    assert lines[1].startswith("epoch 0: test accuracy")
+    assert [line.split(":")[0] for line in lines[2:]] == ["epoch 1", "epoch 2"]
+    assert float(lines[-1].split("test accuracy ")[1].split(",")[0]) > 0.9    # easy classes
+
+
+def test_main_says_in_one_line_why_the_images_cannot_be_read(monkeypatch, capsys):
+    def refuse(name, data_dir):
+        raise images.DataError(f"{data_dir}/train-images-idx3-ubyte.gz: no such file")
+    monkeypatch.setattr(sgd.images, "load", refuse)
+    assert sgd.main(["--data", "mnist", "--image-dir", "/nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert err == "sgd.py: /nowhere/train-images-idx3-ubyte.gz: no such file\n"
+
+
+@pytest.mark.parametrize("argv", [["--data", "fashion-mnist", "--heldout", "5"],
+                                  ["--data", "mnist", "--no-plots"],
+                                  ["--image-dir", "/idx"]])
+def test_options_of_the_other_data_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        sgd.parse_args(argv)
+    assert e.value.code == 2 and "only" in capsys.readouterr().err
+
+
+def test_the_toys_defaults_are_unchanged():
+    args = sgd.parse_args([])
+    assert (args.data, args.epochs, args.learning_rate, args.decay, args.batch_size) == (
+        "toy", 100, 0.002, 0.997, 1)
