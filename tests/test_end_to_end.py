@@ -36,7 +36,7 @@ COUNT = 5_000          # small data: many passes in a few seconds, so the halves
 # stops once the output trainer has trained on this many examples (~20 s of an idle 2-core
 # machine), so a busy machine takes longer and learns as much. Its --duration is only a guard.
 TRAIN_EXAMPLES = 150_000
-GUARD_S = 300
+GUARD_S = 900                  # only a guard against a hang (see tests/test_chain.py)
 # The scripts' own defaults (chosen by measurement, README): a conditioned oracle trained with
 # Adam, Adam in both trainers, the input trainer computing synthetic gradients locally. But
 # the oracle's training thread runs at the trainers' priority: at its default --nice 10 (so
