@@ -34,6 +34,13 @@ batch's loss is the mean of its examples' losses, so dL/dw and dL/db are average
 (for one example, n = 1, they are that example's). That is all the decoupled trainers need:
 `train_output.py` and `train_input.py` reuse `Layer` on minibatches, and the per-example rows
 of dL/da_in are exactly the "gradients" that travel on the wire.
+
+Classifying (--data fashion-mnist) changes the ends, not backprop: hidden layers are ReLU,
+a = max(z, 0) with sigma'(z) = 1 where z > 0 else 0, w drawn from N(0, 2/n_in) ("he"); the last
+layer is linear and its z (n, 10) are logits, softmax(z)_j = e^z_j / sum_i e^z_i the predicted
+probabilities. An example with label c has loss L = -log softmax(z)_c, and its row of dL/dz is
+softmax(z) - onehot(c): prediction minus target again. backprop takes that first row from a loss
+object, SquaredError (the default) or SoftmaxCrossEntropy.
 """
 
 import argparse
