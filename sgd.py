@@ -321,7 +321,7 @@ def train_epoch(layers, x, y, learning_rate, rng, batch_size=1, loss=SquaredErro
 IMAGE_SIZES = (784, 256, 256, 10)        # 28 x 28 pixels in, two ReLU layers, 10 logits out
 # The options whose good values depend on the data: (the toy's, the images'). The toy's are the
 # original's; for images, minibatches of 100 at eta 0.1 (no decay) reached 85.6% test accuracy on
-# Fashion-MNIST after 3 epochs and 87.6% after 10 (seed 0; ~14 s an epoch on 2 idle cores).
+# Fashion-MNIST after 3 epochs and 87.6% after 10 (seed 0; 14-114 s an epoch on 2 shared cores).
 DEFAULTS = {"epochs": (100, 10), "learning_rate": (0.002, 0.1), "decay": (0.997, 1.0),
             "batch_size": (1, 100)}
 TOY_ONLY = ("data_dir", "heldout", "plots_dir", "no_plots")
@@ -343,8 +343,8 @@ def parse_args(argv):
                         "file, where generate.py writes)")
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the data (default 100 for the toy, the original's; 10 for "
-                        "images: 87.6%% test accuracy on Fashion-MNIST, ~14 s an epoch on 2 "
-                        "cores)")
+                        "images: 87.6%% test accuracy on Fashion-MNIST, 14 s an epoch on 2 cores "
+                        "at best)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="eta (default 0.002 for the toy, the original's; 0.1 for images, where "
                         "0.05 learned more slowly in 3 epochs)")
