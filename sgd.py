@@ -34,6 +34,13 @@ batch's loss is the mean of its examples' losses, so dL/dw and dL/db are average
 (for one example, n = 1, they are that example's). That is all the decoupled trainers need:
 `train_output.py` and `train_input.py` reuse `Layer` on minibatches, and the per-example rows
 of dL/da_in are exactly the "gradients" that travel on the wire.
+
+Classifying (--data fashion-mnist) changes the ends, not backprop: hidden layers are ReLU,
+a = max(z, 0) with sigma'(z) = 1 where z > 0 else 0, w drawn from N(0, 2/n_in) ("he"); the last
+layer is linear and its z (n, 10) are logits, softmax(z)_j = e^z_j / sum_i e^z_i the predicted
+probabilities. An example with label c has loss L = -log softmax(z)_c, and its row of dL/dz is
+softmax(z) - onehot(c): prediction minus target again. backprop takes that first row from a loss
+object, SquaredError (the default) or SoftmaxCrossEntropy.
 """
 
 import argparse
@@ -314,7 +321,7 @@ def train_epoch(layers, x, y, learning_rate, rng, batch_size=1, loss=SquaredErro
 IMAGE_SIZES = (784, 256, 256, 10)        # 28 x 28 pixels in, two ReLU layers, 10 logits out
 # The options whose good values depend on the data: (the toy's, the images'). The toy's are the
 # original's; for images, minibatches of 100 at eta 0.1 (no decay) reached 85.6% test accuracy on
-# Fashion-MNIST after 3 epochs and 87.6% after 10 (seed 0; ~14 s an epoch on 2 idle cores).
+# Fashion-MNIST after 3 epochs and 87.6% after 10 (seed 0; 14-114 s an epoch on 2 shared cores).
 DEFAULTS = {"epochs": (100, 10), "learning_rate": (0.002, 0.1), "decay": (0.997, 1.0),
             "batch_size": (1, 100)}
 TOY_ONLY = ("data_dir", "heldout", "plots_dir", "no_plots")
@@ -336,8 +343,8 @@ def parse_args(argv):
                         "file, where generate.py writes)")
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the data (default 100 for the toy, the original's; 10 for "
-                        "images: 87.6%% test accuracy on Fashion-MNIST, ~14 s an epoch on 2 "
-                        "cores)")
+                        "images: 87.6%% test accuracy on Fashion-MNIST, 14 s an epoch on 2 cores "
+                        "at best)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="eta (default 0.002 for the toy, the original's; 0.1 for images, where "
                         "0.05 learned more slowly in 3 epochs)")

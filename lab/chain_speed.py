@@ -46,7 +46,6 @@ import numpy as np
 
 import sgd
 import synthgrad
-import train_input
 import train_middle
 import train_output
 from parts import boundary, optimizers, serving

@@ -5,6 +5,8 @@ run folder and prints the table:
 
     python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, the controls and 2 variants
     python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 minutes)
+    python -m lab.experiments --images --quick     # every layer decoupled on Fashion-MNIST, ~3 min
+    OPENBLAS_NUM_THREADS=1 python -m lab.experiments --images      # the table of docs/images.md
     python -m lab.experiments --help
 
 Every configuration runs in two worlds with the same settings (the same optimizer and learning
@@ -29,6 +31,14 @@ For each: held-out MSE after fixed times and after fixed numbers of examples (me
 over seeds), the cosine similarity of synthetic to true gradients, and examples per second; then
 whether the orderings hold: the best synthetic variant's seeds all below the random control's,
 random's all below frozen's, and three processes within 1.25x of one process at the same time.
+
+--images is the paper's Table 1 on Fashion-MNIST, in one process (deep_dni.py): networks of 3 to
+6 layers (counted as the paper counts them: weight layers, so 2 to 5 hidden ReLU layers of 256),
+a synthetic-gradient model at every boundary, every method (backprop, cdni, dni, top-only,
+random) with the same Adam, minibatches and number of steps, several seeds. It writes report.md
+(test accuracy, mean (min-max) over seeds, one row per method and one column per depth; the
+cosines at each boundary), report.json (every run's curve) and images.png (accuracy over steps,
+drawn from report.json).
 """
 
 import argparse
@@ -45,6 +55,9 @@ import numpy as np
 import chain
 import dni
 import generate
+from datasets import images
+from lab import image_table
+from lab.spread import cell, spread
 from parts import snapshots
 from runner import chain_eval, launch
 from runner.launch import fmt
@@ -155,12 +168,6 @@ def times_for(seconds):
     return (round(seconds / 3, 1), round(2 * seconds / 3, 1), float(seconds))
 
 
-def spread(values):
-    """(mean, min, max) of the values that are not None, or None if there are none."""
-    values = [v for v in values if v is not None]
-    return (statistics.fmean(values), min(values), max(values)) if values else None
-
-
 def summarize(results, seconds):
     """One row per (configuration, world), in first-seen order: spreads over seeds."""
     groups = {}
@@ -216,14 +223,6 @@ def checks(rows, seconds):
 
 
 # --- The report. -------------------------------------------------------------------------------
-
-def cell(s, spec=".4f"):
-    """'mean (min-max)' of a spread, or '-'."""
-    if s is None:
-        return "-"
-    mean, lo, hi = s
-    return f"{mean:{spec}} ({lo:{spec}}-{hi:{spec}})" if hi > lo else f"{mean:{spec}}"
-
 
 def write_report(results, out_dir, title, seconds):
     """report.md (the table and the checks), report.json (every run) and report.png."""
@@ -404,6 +403,20 @@ def parse_args(argv):
                              "with 1, 2 and 3 decoupling points, cDNI, DNI, frozen and random "
                              f"against backprop, {DEPTH_SEEDS} seeds, {DEPTH_SECONDS} s a run "
                              "(~40 minutes)")
+    p.add_argument("--images", action="store_true",
+                   help="every layer decoupled on images (deep_dni.py): "
+                        f"{', '.join(image_table.IMAGE_METHODS)} at 3-6 layers, "
+                        f"{image_table.IMAGE_PRESETS['full']['seeds']} seeds, "
+                        f"{image_table.IMAGE_PRESETS['full']['steps']} steps a run (36 minutes on this "
+                        "project's 2 cores with OPENBLAS_NUM_THREADS=1); with --quick 1 seed, "
+                        f"{image_table.IMAGE_PRESETS['quick']['steps']} steps, 3 and 6 layers (~3 minutes) "
+                        "(default off: the toy's experiments)")
+    p.add_argument("--data", choices=images.NAMES, default="fashion-mnist",
+                   help="with --images: the images (default fashion-mnist, the one installed "
+                        "here)")
+    p.add_argument("--image-dir", type=Path, default=None,
+                   help="with --images: the folder of the four gzipped IDX files (default: "
+                        "where datasets/images.py looks)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="with --depth: every layer's Adam learning rate, every method "
                         f"(default {DEPTH_LEARNING_RATE}; the three-process experiments use the "
@@ -414,6 +427,15 @@ def parse_args(argv):
                    help="where the runs and the report go (default: a new "
                         "runs/experiments-<date-time> next to this file)")
     args = p.parse_args(argv)
+    if args.images:
+        if args.depth:
+            p.error("--images and --depth are separate experiments: give one")
+        for name in ("learning_rate", "count"):
+            if getattr(args, name) != p.get_default(name):
+                p.error(f"--{name.replace('_', '-')} is not for --images (it uses deep_dni's "
+                        "settings)")
+    elif args.data != p.get_default("data") or args.image_dir is not None:
+        p.error("--data and --image-dir are for --images only")
     if args.learning_rate is None:
         args.learning_rate = DEPTH_LEARNING_RATE
     elif not args.depth:
@@ -454,6 +476,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _interrupt)
     if args.depth:
         return main_depth(args)
+    if args.images:
+        return image_table.main_images(args)
     preset = "quick" if args.quick else "full"
     p = PRESETS[preset]
     seconds = p["seconds"]

@@ -14,7 +14,6 @@ import numpy as np
 
 import generate
 import sgd
-import synthgrad
 import train_output
 from parts import boundary, snapshots
 

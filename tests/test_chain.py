@@ -20,7 +20,6 @@ import pytest
 import chain
 import generate
 import sgd
-import synthgrad
 import train_middle
 from conftest import FakeSender
 from parts import boundary, snapshots

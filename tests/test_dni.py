@@ -17,7 +17,6 @@ import pytest
 import dni
 import generate
 import sgd
-import synthgrad
 import train_input
 from conftest import FakeSender
 from datasets import images

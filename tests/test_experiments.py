@@ -8,7 +8,7 @@ import json
 import matplotlib.image
 import pytest
 
-from lab import experiments
+from lab import experiments, image_table
 from lab.experiments import ONE, THREE
 
 
@@ -141,3 +141,126 @@ def test_the_depth_learning_rate_defaults_to_the_measured_one_and_needs_depth(ca
         with pytest.raises(SystemExit):
             experiments.parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+# --- the images table (--images): its report on hand-made results ---------------------------
+
+def image_run(method, layers, seed, accuracy, cosines=None):
+    """One run as run_images records it, its curve rising to `accuracy` in 3 measurements."""
+    curve = [{"step": s, "seconds": s / 100, "accuracy": a, "loss": 2.3 - 2 * a,
+              "cosines": cosines or [None] * (layers - 1)}
+             for s, a in ((0, 0.1), (50, (0.1 + accuracy) / 2), (100, accuracy))]
+    return {"method": method, "layers": layers, "seed": seed, "accuracy": accuracy,
+            "loss": 2.3 - 2 * accuracy, "cosines": cosines or [None] * (layers - 1),
+            "seconds": 1.0, "curve": curve}
+
+
+IMAGE_RUNS = [image_run("backprop", 3, s, 0.85 + 0.01 * s) for s in range(3)] + \
+             [image_run("cdni", 3, s, 0.80 + 0.02 * s, [0.5 + 0.1 * s, 0.7]) for s in range(3)] + \
+             [image_run("backprop", 4, s, 0.86) for s in range(3)] + \
+             [image_run("cdni", 4, 0, 0.78, [0.4, None, 0.6])] + \
+             [image_run("top-only", 3, 0, 0.72)]
+
+
+def test_images_summary_gives_the_spread_over_seeds_and_the_cosines_per_boundary():
+    summary = image_table.images_summary(IMAGE_RUNS)
+    assert summary["backprop", 3]["accuracy"] == pytest.approx((0.86, 0.85, 0.87))
+    assert summary["backprop", 3]["seeds"] == 3 and summary["backprop", 3]["cosines"] == [None,
+                                                                                          None]
+    assert summary["cdni", 3]["cosines"] == pytest.approx([0.6, 0.7])
+    assert summary["cdni", 4]["cosines"][1] is None                     # never measured
+    assert ("dni", 3) not in summary
+
+
+def test_images_tables_have_a_row_per_method_and_a_column_per_depth():
+    accuracy, cosines = image_table.images_tables(IMAGE_RUNS)
+    lines = accuracy.splitlines()
+    assert lines[0] == "| method | 3 layers | 4 layers |"
+    assert lines[2] == "| backprop (true gradients) | 86.0 (85.0-87.0) | 86.0 |"
+    assert lines[3] == "| cDNI (h and the label) | 82.0 (80.0-84.0) | 78.0 |"
+    assert lines[4] == "| top-only (the paper's No Bprop) | 72.0 | - |"
+    assert len(lines) == 5                                              # no dni, no random
+    assert cosines.splitlines()[2] == "| cDNI (h and the label) | 0.60, 0.70 | 0.40, -, 0.60 |"
+    assert len(cosines.splitlines()) == 3                               # synthetic methods only
+
+
+def test_percent_cell_reads_a_spread():
+    assert image_table.percent((0.8234, 0.81, 0.84)) == "82.3 (81.0-84.0)"
+    assert image_table.percent((0.5, 0.5, 0.5)) == "50.0"
+    assert image_table.percent(None) == "-"
+
+
+def test_write_images_report_writes_the_tables_the_runs_and_a_figure_from_them(tmp_path):
+    report = {"title": "a test", "setting": "784-256-...-10, the setting.", "runs": IMAGE_RUNS,
+              "seconds": 125.0}
+    text = image_table.write_images_report(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert md == text and md.startswith("# a test\n\n784-256-...-10, the setting. The run took "
+                                        "2 minutes.")
+    assert "| backprop (true gradients) | 86.0 (85.0-87.0) | 86.0 |" in md
+    assert "![accuracy over steps](images.png)" in md
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    picture = matplotlib.image.imread(tmp_path / "images.png")
+    assert picture.shape[1] > 2 * picture.shape[0]                      # two panels side by side
+    # The picture is drawn from report.json alone: another file, another picture.
+    image_table.draw_images(tmp_path / "report.json", tmp_path / "again.png")
+    assert (tmp_path / "again.png").stat().st_size > 10_000
+
+
+def test_a_cut_short_run_draws_the_common_part_of_its_curves(tmp_path):
+    short = image_run("dni", 3, 1, 0.7)
+    short["curve"] = short["curve"][:2]
+    image_table.write_images_report({"title": "t", "setting": "s", "runs": IMAGE_RUNS + [
+        image_run("dni", 3, 0, 0.7), short]}, tmp_path)
+    assert "The run took" not in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "images.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--images", "--depth"], "separate experiments"),
+    (["--images", "--learning-rate", "0.01"], "--learning-rate is not for --images"),
+    (["--images", "--count", "5000"], "--count is not for --images"),
+    (["--data", "mnist"], "for --images only"),
+    (["--image-dir", "/idx"], "for --images only"),
+])
+def test_images_options_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        experiments.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_images_quick_and_full_presets():
+    args = experiments.parse_args(["--images", "--quick", "--data", "mnist"])
+    assert args.images and args.quick and args.data == "mnist"
+    quick, full = image_table.IMAGE_PRESETS["quick"], image_table.IMAGE_PRESETS["full"]
+    assert full == dict(depths=(3, 4, 5, 6), seeds=3, steps=1500)
+    assert quick["steps"] < full["steps"] and quick["seeds"] == 1
+
+
+def test_main_images_says_in_one_line_why_the_images_cannot_be_read(monkeypatch, tmp_path,
+                                                                    capsys):
+    def refuse(name, data_dir):
+        raise experiments.images.DataError(f"{data_dir}: no t10k-labels-idx1-ubyte.gz")
+    monkeypatch.setattr(image_table.images, "load", refuse)
+    assert experiments.main(["--images", "--image-dir", "/nowhere",
+                             "--run-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == "lab/experiments.py: /nowhere: no t10k-labels-idx1-ubyte.gz\n"
+    assert not (tmp_path / "r").exists()                                 # nothing started
+
+
+def test_run_images_runs_every_method_at_every_depth_and_seed(monkeypatch):
+    calls = []
+
+    def fake_run(config, data):
+        calls.append((config.seed, config.layers, config.method, config.steps,
+                      config.eval_every))
+        return {"accuracy": 0.5, "loss": 1.0, "cosines": [None] * (config.layers - 1),
+                "seconds": 0.1, "curve": []}
+    monkeypatch.setattr(image_table.deep_dni, "run", fake_run)
+    saved = []
+    results = image_table.run_images("data", (3, 5), range(2), 40,
+                                     on_result=lambda r: saved.append(len(r)), say=lambda s: None)
+    assert len(results) == len(calls) == 2 * 2 * 5 and saved == list(range(1, 21))
+    assert calls[:5] == [(0, 3, m, 40, 4) for m in image_table.IMAGE_METHODS]
+    assert {(r["method"], r["layers"], r["seed"]) for r in results} == {
+        (m, d, s) for m in image_table.IMAGE_METHODS for d in (3, 5) for s in range(2)}

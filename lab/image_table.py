@@ -1,0 +1,200 @@
+"""The images table: every layer decoupled on Fashion-MNIST (or MNIST), one row per method and
+one column per depth, as the paper's feed-forward table (parts/deep_dni.py does the training).
+
+Run it through lab/experiments.py, from the top level:
+
+    python -m lab.experiments --images --quick     # ~3 minutes: 3 and 6 layers, 1 seed
+    OPENBLAS_NUM_THREADS=1 python -m lab.experiments --images   # the table of docs/images.md
+
+It writes report.md (test accuracy, mean (min-max) over seeds, and each boundary's cosine),
+report.json (every run's curve, saved after every run) and images.png (accuracy over steps,
+drawn from report.json) into its run folder.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+import generate
+from datasets import images
+from lab.spread import cell, spread
+from parts import deep_dni
+from runner import launch
+
+# --- The images: every layer decoupled, one column per depth (deep_dni). -------------------------
+
+IMAGE_METHODS = {"backprop": "backprop (true gradients)", "cdni": "cDNI (h and the label)",
+                 "dni": "DNI (h alone)", "top-only": "top-only (the paper's No Bprop)",
+                 "random": "random directions (true lengths)"}
+# Measured on this project's 2 cores (AMD EPYC, OPENBLAS_NUM_THREADS=1, other work running): the
+# full table took 36 minutes (docs/images.md), quick 2.5.
+IMAGE_PRESETS = {
+    "quick": dict(depths=(3, 6), seeds=1, steps=500),
+    "full": dict(depths=(3, 4, 5, 6), seeds=3, steps=1500),
+}
+
+
+def run_images(data, depths, seeds, steps, on_result=None, say=print):
+    """deep_dni.run for every seed, depth and method (IMAGE_METHODS), with DeepConfig's
+    defaults otherwise (Adam, minibatches of 100, linear zero-init models), measuring every
+    steps // 10 steps. Returns [{"method", "layers", "seed", "accuracy", "loss", "cosines",
+    "seconds", "curve"}]; on_result(results) is called after each run (to save as it goes)."""
+    results = []
+    for seed in seeds:
+        for layers in depths:
+            for method in IMAGE_METHODS:
+                config = deep_dni.DeepConfig(method=method, layers=layers, steps=steps,
+                                             seed=seed, eval_every=max(1, steps // 10))
+                r = deep_dni.run(config, data)
+                results.append({"method": method, "layers": layers, "seed": seed,
+                                **{k: r[k] for k in ("accuracy", "loss", "cosines", "seconds",
+                                                     "curve")}})
+                say(f"lab/experiments.py: images: {layers} layers, {method}, seed {seed}: test "
+                    f"accuracy {r['accuracy']:.4f} ({r['seconds']:.0f} s of training)")
+                if on_result is not None:
+                    on_result(results)
+    return results
+
+
+def images_summary(results):
+    """{(method, layers): {"accuracy": spread over seeds, "seeds": n, "cosines": [mean per
+    boundary, None where never measured]}} for every (method, layers) present."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["method"], r["layers"]), []).append(r)
+    summary = {}
+    for key, rs in groups.items():
+        per_boundary = zip(*[r["cosines"] for r in rs])
+        summary[key] = {"accuracy": spread([r["accuracy"] for r in rs]), "seeds": len(rs),
+                        "cosines": [statistics.fmean(c) if (c := [v for v in column
+                                                                  if v is not None]) else None
+                                    for column in per_boundary]}
+    return summary
+
+
+def percent(s):
+    """A spread of accuracies as a cell in percent: '82.3 (81.0-84.0)'."""
+    return cell(s, ".1f", 100)
+
+
+def images_tables(results):
+    """The report's two Markdown tables: test accuracy (one row per method, one column per
+    depth), and the mean cosine at each boundary (bottom first) for the synthetic methods."""
+    summary = images_summary(results)
+    depths = sorted({r["layers"] for r in results})
+    methods = [m for m in IMAGE_METHODS if any(r["method"] == m for r in results)]
+    head = "| method | " + " | ".join(f"{d} layers" for d in depths) + " |"
+    rule = "|---|" + "---|" * len(depths)
+    accuracy = [head, rule] + [
+        f"| {IMAGE_METHODS[m]} | " + " | ".join(
+            percent(summary[m, d]["accuracy"]) if (m, d) in summary else "-"
+            for d in depths) + " |" for m in methods]
+    cosines = [head, rule]
+    for m in (m for m in methods if m in deep_dni.SYNTHETIC):
+        cells = []
+        for d in depths:
+            values = summary[m, d]["cosines"] if (m, d) in summary else []
+            cells.append(", ".join("-" if c is None else f"{c:.2f}" for c in values) or "-")
+        cosines.append(f"| {IMAGE_METHODS[m]} | " + " | ".join(cells) + " |")
+    return "\n".join(accuracy), "\n".join(cosines)
+
+
+def machine():
+    """The machine in words: CPU model, cores, Python, numpy, BLAS threads."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+                      if line.startswith("Model name")), platform.processor())
+    except (OSError, subprocess.SubprocessError):
+        model = platform.processor() or "unknown CPU"
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+    return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy "
+            f"{np.__version__}, OPENBLAS_NUM_THREADS={threads}")
+
+
+def write_images_report(report, out_dir):
+    """report.md, report.json and images.png from report = {"title", "setting", "runs",
+    optionally "seconds"}. The picture is drawn from report.json as written."""
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    accuracy, cosines = images_tables(report["runs"])
+    took = (f" The run took {report['seconds'] / 60:.0f} minutes."
+            if report.get("seconds") is not None else "")
+    text = (f"# {report['title']}\n\n{report['setting']}{took}\n\n"
+            f"Test accuracy (%) on the 10,000 test images after the last step, mean (min-max) "
+            f"over seeds:\n\n{accuracy}\n\nMean cosine between each boundary's synthetic "
+            f"gradient and the true one (full backprop of the current network) on 1,000 fixed "
+            f"training examples at the last step, boundary 1 (lowest) first, mean over seeds:"
+            f"\n\n{cosines}\n\n![accuracy over steps](images.png)\n")
+    (out_dir / "report.md").write_text(text)
+    draw_images(out_dir / "report.json", out_dir / "images.png")
+    return text
+
+
+def draw_images(report_json, path):
+    """Test accuracy over steps, one panel per depth, one line per method (mean over seeds,
+    shaded from the lowest seed to the highest), read from a report.json."""
+    report = json.loads(Path(report_json).read_text())
+    runs = report["runs"]
+    depths = sorted({r["layers"] for r in runs})
+    with generate.saved_figure(path, 1, len(depths), figsize=(3.2 * len(depths) + 1.5, 3.8),
+                               sharey=True, squeeze=False, layout="constrained") as (fig, axes):
+        for ax, depth in zip(axes[0], depths):
+            for k, (method, label) in enumerate(IMAGE_METHODS.items()):
+                curves = [r["curve"] for r in runs if r["layers"] == depth
+                          and r["method"] == method]
+                if not curves:
+                    continue
+                n = min(len(c) for c in curves)                 # a cut-short run: the common part
+                steps = [row["step"] for row in curves[0][:n]]
+                acc = np.array([[row["accuracy"] for row in c[:n]] for c in curves])   # (seeds, n)
+                ax.plot(steps, acc.mean(axis=0), color=f"C{k}", label=label)
+                ax.fill_between(steps, acc.min(axis=0), acc.max(axis=0), color=f"C{k}",
+                                alpha=0.2, linewidth=0)
+            ax.set_title(f"{depth} layers ({depth - 1} boundaries)", fontsize="medium")
+            ax.set_xlabel("steps (minibatches of 100)")
+            ax.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy")
+        axes[0][0].set_ylim(0.2, 0.9)                         # chance is 0.1
+        axes[0][-1].legend(fontsize="small", loc="lower right")
+        fig.suptitle(textwrap.fill(report["title"], 110), fontsize="medium")
+
+
+def main_images(args):
+    p = IMAGE_PRESETS["quick" if args.quick else "full"]
+    try:
+        data = images.load(args.data, args.image_dir)
+    except images.DataError as e:
+        print(f"lab/experiments.py: {e}", file=sys.stderr)
+        return 2
+    out_dir = launch.new_run_dir(args.run_dir, "images-")
+    steps, defaults = p["steps"], deep_dni.DeepConfig()
+    title = (f"lab/experiments.py --images{' --quick' if args.quick else ''}: {args.data}, "
+             f"{steps} steps, {p['seeds']} seed{'s' if p['seeds'] > 1 else ''}")
+    setting = (f"784-256-...-256-10 (layers counted as the paper counts them: weight layers, so "
+               f"L layers have L - 1 hidden ReLU layers of 256, He init, and L - 1 boundaries); "
+               f"softmax cross-entropy; Adam at {defaults.learning_rate:g} for every layer, every "
+               f"method, and at {defaults.model_learning_rate:g} for every synthetic-gradient "
+               f"model (deep_dni.py says why); minibatches of {defaults.batch_size}; {steps} "
+               f"steps per run (the same for every method); linear synthetic-gradient models, "
+               f"last layer zero; test accuracy on all 10,000 test images; float32; seeds "
+               f"0-{p['seeds'] - 1}. Machine: {machine()}.")
+    print(f"lab/experiments.py: {title}, into {out_dir}", flush=True)
+    t0 = time.perf_counter()
+
+    def save(results):
+        write_images_report(dict(title=title, setting=setting, runs=results), out_dir)
+
+    results = run_images(data, p["depths"], range(p["seeds"]), steps, on_result=save)
+    text = write_images_report(dict(title=title, setting=setting, runs=results,
+                                    seconds=time.perf_counter() - t0), out_dir)
+    print(text)
+    print(f"lab/experiments.py: report in {out_dir / 'report.md'}", flush=True)
+    return 0
