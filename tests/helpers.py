@@ -1,9 +1,10 @@
 """Helpers the test files share: driving an app through Flask's test client, and waiting for a
-condition."""
+condition; small images for the classifiers."""
 
 import json
 import time
 
+import numpy as np
 import pytest
 
 import synthgrad
@@ -35,3 +36,19 @@ def wait_for(predicate, timeout=30.0):
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s")
         time.sleep(0.002)
+
+
+def banded_images(n_train=300, n_test=100, seed=0):
+    """((x, labels), (x_test, labels_test)) shaped like datasets.images.load's, small and easy:
+    x float32 (n, 784) in [0, 1], labels int64 (n,) in 0..9, each class a bright band of its
+    own pixels."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = rng.integers(0, 10, n)
+        x = rng.uniform(0, 0.3, (n, 784)).astype(np.float32)
+        for k, c in enumerate(labels):
+            x[k, 78 * c:78 * c + 78] += 0.7
+        return x, labels.astype(np.int64)
+
+    return split(n_train), split(n_test)

@@ -20,6 +20,7 @@ import sgd
 import train_input
 from conftest import FakeSender
 from datasets import images
+from helpers import banded_images
 from parts import boundary, deep_dni, optimizers, snapshots
 
 W = dni.WIDTH                   # 24
@@ -356,21 +357,6 @@ def test_main_prints_the_configuration_progress_and_a_summary(tmp_path, capsys):
 
 # --- The images (--data): deep_dni.py through the command line ---------------------------------
 
-def written_images(n_train=300, n_test=100, seed=0):
-    """((x, labels), (x_test, labels_test)) shaped like images.load's, small and easy: x float32
-    (n, 784) in [0, 1], labels (n,) in 0..9, each class a bright band of its own pixels."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        labels = rng.integers(0, 10, n)
-        x = rng.uniform(0, 0.3, (n, 784)).astype(np.float32)
-        for k, c in enumerate(labels):
-            x[k, 78 * c:78 * c + 78] += 0.7
-        return x, labels.astype(np.int64)
-
-    return split(n_train), split(n_test)
-
-
 def test_images_options_reach_deep_dnis_config_with_the_images_defaults():
     args = dni.parse_args(["--data", "fashion-mnist", "--layers", "5", "--method", "dni",
                            "--steps", "40", "--measure-every", "20", "--seed", "3",
@@ -406,7 +392,7 @@ def test_options_of_the_other_data_and_bad_image_values_are_refused(argv, messag
 def test_main_on_images_prints_progress_and_a_summary(monkeypatch, capsys):
     asked = []
     monkeypatch.setattr(deep_dni.images, "load",
-                        lambda name, data_dir: asked.append((name, data_dir)) or written_images())
+                        lambda name, data_dir: asked.append((name, data_dir)) or banded_images())
     assert dni.main(["--data", "fashion-mnist", "--layers", "3", "--width", "16",
                      "--steps", "20", "--measure-every", "10", "--method", "cdni"]) == 0
     assert asked == [("fashion-mnist", None)]

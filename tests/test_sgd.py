@@ -13,6 +13,7 @@ import pytest
 import generate
 import sgd
 from datasets import images
+from helpers import banded_images
 
 EPS = 1e-6     # central differences: truncation error ~EPS^2, round-off ~1e-16 / EPS
 RTOL = 1e-5
@@ -423,25 +424,10 @@ def test_main_refuses_bad_options(argv, capsys):
     assert "must be" in capsys.readouterr().err
 
 
-def small_images(n_train=300, n_test=100, seed=0):
-    """((x, labels), (x_test, labels_test)) shaped like images.load's: x float32 (n, 784) in
-    [0, 1], labels int64 (n,) in 0..9, each class a bright patch of its own pixels."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        labels = rng.integers(0, 10, n)
-        x = rng.uniform(0, 0.3, (n, 784)).astype(np.float32)
-        for k, c in enumerate(labels):
-            x[k, 78 * c:78 * c + 78] += 0.7
-        return x, labels.astype(np.int64)
-
-    return split(n_train), split(n_test)
-
-
 def test_main_trains_on_images_and_prints_test_accuracy_per_epoch(monkeypatch, capsys):
     asked = []
     monkeypatch.setattr(sgd.images, "load",
-                        lambda name, data_dir: asked.append((name, data_dir)) or small_images())
+                        lambda name, data_dir: asked.append((name, data_dir)) or banded_images())
     assert sgd.main(["--data", "fashion-mnist", "--epochs", "2", "--image-dir", "/idx"]) == 0
     assert asked == [("fashion-mnist", sgd.Path("/idx"))]
     lines = capsys.readouterr().out.splitlines()
