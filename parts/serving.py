@@ -577,7 +577,8 @@ def start_live_page(run_dir, host=DEFAULT_HOST, port=0, token=None, log_path=Non
     if token:
         url += "?token=" + urllib.parse.quote(token)
 
-    def stop():
-        return proc.stop(10)
+    def stop(timeout=10.0):
+        """SIGTERM, SIGKILL after timeout seconds; its exit code (-9 if it had to be killed)."""
+        return proc.stop(timeout)
     stop.process = proc                           # its Process (lab/bench.py reads its CPU time)
     return url, stop

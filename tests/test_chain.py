@@ -356,11 +356,11 @@ def test_mean_cosine_counts_a_zero_row_as_zero():
 
 # --- a real chain ----------------------------------------------------------------------------
 
-def killer(started, plan, metrics):
+def killer(started, plan, metrics, ready=lambda: True):
     """A thread that SIGKILLs each named process once stage 2 has trained on that many examples
     (plan: [(examples, name)], read from stage 2's metrics file `metrics`, a line per snapshot
-    tick): kills bounded by work, not seconds, so a busy machine kills at the same point of the
-    run. Returns (thread, {name: time.time() of the kill})."""
+    tick) and ready() is true: kills bounded by work, not seconds, so a busy machine kills at
+    the same point of the run. Returns (thread, {name: time.time() of the kill})."""
     killed = {}
 
     def trained():
@@ -369,7 +369,7 @@ def killer(started, plan, metrics):
 
     def run():
         for at, name in plan:
-            while trained() < at:
+            while trained() < at or not ready():
                 time.sleep(0.05)
             killed[name] = time.time()
             os.kill(started[name], signal.SIGKILL)
@@ -467,15 +467,18 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
     steps = [m["boundary_model_steps"] for m in
              snapshots.read_metrics(run / "metrics" / "stage3.jsonl")]
     assert steps == sorted(steps) and steps[-1] > 0             # boundary 2's model, too
-    # it learned on: lower at the end than at the first kill
+    # it learned on: lower at the end than at the first kill (the last tick before it; on a
+    # fast machine stage 2 trains its first 15,000 examples before the first tick, and then
+    # the untrained network is where it was)
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"] is None and result["final_from"] == "final"
     lines = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")
     first_kill = killed["stage 2"] - lines[0]["time"]
-    at_kill = [r["heldout_mse"] for r in result["ticks"] if r["seconds"] <= first_kill][-1]
+    at_kill = ([result["initial_mse"]] + [r["heldout_mse"] for r in result["ticks"]
+                                          if r["seconds"] <= first_kill])[-1]
     print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> {at_kill:.4f} at the "
           f"first kill ({first_kill:.1f} s) -> {result['final_mse']:.4f} at the end")
-    assert result["final_mse"] < at_kill < result["initial_mse"]
+    assert result["final_mse"] < at_kill <= result["initial_mse"]
     assert not (run / "checkpoints").exists()                   # a finished run is not resumed
     assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
@@ -491,7 +494,12 @@ def test_with_no_restart_a_death_ends_the_chain_cleanly_and_it_is_still_evaluate
     launch_env = chain.launch.child_env()
     chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
-    thread, killed = killer(started, [(10_000, "stage 2")], run / "metrics" / "stage2.jsonl")
+    # and once every stage has saved a snapshot tick: a chain cut short before that has nothing
+    # to evaluate, and says so in one line instead (on a fast machine stage 2 trains 10,000
+    # examples before stage 1, started last, reaches its first tick)
+    layout = chain.stage_sizes(config.sizes, config.splits)
+    thread, killed = killer(started, [(10_000, "stage 2")], run / "metrics" / "stage2.jsonl",
+                            ready=lambda: bool(chain_eval.chain_ticks(run, layout)))
     code = chain.run_and_report(config, launch_env, on_start=started.__setitem__)
     ended = time.time()
     thread.join(1)
@@ -505,8 +513,13 @@ def test_with_no_restart_a_death_ends_the_chain_cleanly_and_it_is_still_evaluate
     assert ended - killed["stage 2"] < 60, out
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"] == "stage 2 died (killed by SIGKILL)"
-    assert result["final_from"].startswith("tick ")            # stage 2 saved no final layers
-    assert result["final_mse"] < result["initial_mse"]
+    # stage 2 saved no final layers: the final network is the last tick every stage saved,
+    # evaluated like every tick. (Not "lower than untrained": 10,000 examples into a run, on a
+    # fast machine where stage 1 has streamed 100,000 on a barely trained model's gradients,
+    # the network can be worse than at the start; CI saw 8.3 -> 12.4.)
+    assert result["final_from"].startswith("tick ") and result["ticks"]
+    assert result["final_mse"] == result["ticks"][-1]["heldout_mse"]
+    assert np.isfinite(result["final_mse"])
     assert (run / "chain.png").exists()
     assert "cut short: stage 2 died" in out
     for pid in started.values():                               # every process is stopped

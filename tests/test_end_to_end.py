@@ -36,6 +36,9 @@ COUNT = 5_000          # small data: many passes in a few seconds, so the halves
 # stops once the output trainer has trained on this many examples (~20 s of an idle 2-core
 # machine), so a busy machine takes longer and learns as much. Its --duration is only a guard.
 TRAIN_EXAMPLES = 150_000
+# The remote-mode run whose oracle is killed is bounded by the input trainer's passes over its
+# COUNT examples instead (~25 s idle here); see its test.
+ORACLE_EPOCHS = 6
 GUARD_S = 900                  # only a guard against a hang (see tests/test_chain.py)
 # The scripts' own defaults (chosen by measurement, README): a conditioned oracle trained with
 # Adam, Adam in both trainers, the input trainer computing synthetic gradients locally. But
@@ -266,7 +269,11 @@ def test_the_launcher_restarts_a_killed_oracle_from_its_checkpoint_and_the_run_l
     # SIGKILLed once it has checkpointed 20 training steps, is named in one line and started
     # again on its port from its checkpoint (its counters going on). In the remote mode (a
     # request per minibatch) the input trainer must wait for it meanwhile, and the run still
-    # ends on its work.
+    # ends on its work: the input trainer's own passes over the data (--epochs), which need
+    # the oracle's answers, so the restarted oracle has work to do however fast each process
+    # is. (The output trainer's examples trained, --until-trained, would not do here: it
+    # loops over the examples it holds at its own speed while the input trainer waits, and on
+    # a fast machine it reached the budget before the restarted oracle took a step.)
     import os
     import signal
     import threading
@@ -283,8 +290,7 @@ def test_the_launcher_restarts_a_killed_oracle_from_its_checkpoint_and_the_run_l
     config = launch.DecoupledConfig(
         run_dir=tmp_path, count=COUNT, duration=GUARD_S, data_dir=data_dir,
         snapshot_interval=2, checkpoint_interval=1, oracle={"nice": ORACLE_ARGS[1]},
-        input={"report_every": 1, "synthetic_gradients": "remote",
-               "until_trained": TRAIN_EXAMPLES},
+        input={"report_every": 1, "synthetic_gradients": "remote", "epochs": ORACLE_EPOCHS},
         restart=launch.RestartPolicy(backoff=0.5))
     thread = threading.Thread(target=kill_oracle, daemon=True)
     thread.start()
@@ -303,7 +309,7 @@ def test_the_launcher_restarts_a_killed_oracle_from_its_checkpoint_and_the_run_l
     assert steps and int(steps[-1]) > 0, oracle_log
     assert final["oracle"]["training_steps"] > int(steps[-1])       # counting on, not from 0
     assert "waiting for the oracle" in (tmp_path / "train_input.log").read_text()
-    assert "(--until-trained): stopping" in (tmp_path / "train_input.log").read_text()
+    assert f"{ORACLE_EPOCHS} full epochs" in (tmp_path / "train_input.log").read_text()
     assert composed_mse(tmp_path / "progress", "final", "final") < \
         0.5 * composed_mse(tmp_path / "progress", "initial", "initial")
     assert not (tmp_path / "checkpoints").exists()

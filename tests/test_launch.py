@@ -341,10 +341,11 @@ def test_train_backprop_stops_at_its_time_limit_and_measures_every_segment(tmp_p
                            "heldout_mse": pytest.approx(sgd.mse(
                                sgd.make_network(np.random.default_rng(0)),
                                *generate.heldout(500)))}
-    # segments of 500, 500 and 200 examples in each epoch of 1,200
+    # segments of 500, 500 and 200 examples in each epoch of 1,200, as far as it got in its
+    # 0.3 s (a busy machine gets less far: the whole pattern is checked without a clock in the
+    # next test)
     steps = [b["examples"] - a["examples"] for a, b in zip(measured, measured[1:])]
-    assert steps[:3] == [500, 500, 200] and set(steps) <= {500, 200}
-    assert [r["epoch"] for r in measured[1:4]] == [1, 1, 1]
+    assert steps and steps == ([500, 500, 200] * len(steps))[:len(steps)]
     # it stopped at the first measurement at or past 0.3 s of training
     assert measured[-1]["seconds"] >= 0.3 >= measured[-2]["seconds"]
     assert measured[-1]["heldout_mse"] == pytest.approx(sgd.mse(layers, *generate.heldout(500)))
@@ -357,6 +358,9 @@ def test_train_backprop_matches_train_step_by_hand_and_saves_its_weights(tmp_pat
     with open(tmp_path / "backprop.log", "w") as log:
         layers, measured = launch.train_backprop(config, out=log)
     assert measured[-1]["examples"] == 2 * 1_200 and measured[-1]["epoch"] == 2
+    # measured after segments of 500, 500 and 200 examples in each epoch of 1,200
+    assert [(r["examples"], r["epoch"]) for r in measured] == [
+        (0, 0), (500, 1), (1000, 1), (1200, 1), (1700, 2), (2200, 2), (2400, 2)]
     # by hand: the same seed, the same permutations, minibatches of 10, eta halved per epoch
     x, y = generate.load_dataset(data_dir)
     rng = np.random.default_rng(7)
