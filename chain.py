@@ -40,6 +40,15 @@ snapshots (progress/stage<k>/), each boundary model's weights at every snapshot 
                  held-out points), and the staleness of what the stage above trained on
     chain.png    those three against seconds since the first stage began streaming
 
+On images (the paper's setting; `make data` gets Fashion-MNIST) every layer is its own stage
+by default, each ReLU with He's init, the last one's loss softmax cross-entropy, the label
+travelling where the toy's y does and every boundary model cDNI, conditioned on its one-hot:
+
+    python chain.py --data fashion-mnist --colocated          # 784-256-256-256-10, 4 processes
+    python chain.py --data fashion-mnist --colocated --update frozen     # only the top learns
+
+and chain.json gives test accuracy and loss (all 10,000 test images) where the toy has MSE.
+
 chain.py only launches, supervises and evaluates; the stages learn exactly as they do alone.
 Every process checkpoints into checkpoints/ every few seconds. One that dies is named in one
 line (its exit code or signal, its log's last lines) and started again on its port from its
@@ -68,7 +77,7 @@ import numpy as np
 import generate
 import synthgrad
 import train_output
-from parts import serving, snapshots
+from parts import classify, serving, snapshots
 from runner import chain_eval, launch
 
 STATUS_WAIT = 120.0                        # seconds a server may take to start listening
@@ -105,6 +114,19 @@ class ChainConfig:
     checkpoint_interval: float | None = None   # seconds (None: by size, checkpoint_every)
     examples: int | None = None            # stage 1 stops once stage 2 has trained this many
                                            # (None: at duration; else duration is a limit)
+    max_ahead: int | None = None           # stage 1 hands off at most this many examples
+                                           # beyond what stage 2 has trained on (None: off)
+    data: str = "toy"                      # or an image set (classify.DATA_NAMES): classify
+    image_dir: Path | None = None          # its IDX files (None: where datasets/ looks)
+
+
+# chain.py --data fashion-mnist (or mnist): the paper's network, every layer decoupled, each
+# stage ReLU with He's init, the last one's loss softmax cross-entropy, minibatches of 100,
+# every boundary model cDNI, linear, learned beside the stage above it (--colocated: oracle.py
+# is the toy's Keras model). Adam at 1e-4 and stage 1 paced to stage 2: at deep_dni.py's 3e-4
+# the chain diverged, paced or not (docs/chain.md, "A chain that classifies images").
+IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000,
+              batch_size=100, learning_rate=1e-4, max_ahead=1_000)
 
 
 def stage_sizes(sizes, splits):
@@ -113,12 +135,14 @@ def stage_sizes(sizes, splits):
     return [tuple(sizes[a:b + 1]) for a, b in zip(cuts, cuts[1:])]
 
 
-def check_layout(sizes, splits):
+def check_layout(sizes, splits, data="toy"):
     """ValueError saying what is wrong with a network and its splits, or None."""
     layers = len(sizes) - 1
-    if layers < 2 or min(sizes) < 1 or sizes[0] != 2 or sizes[-1] != 1:
-        raise ValueError(f"sizes must go from 2 inputs to 1 output through at least one hidden "
-                         f"layer, e.g. 2-24-12-1 (got {train_output.format_sizes(sizes)})")
+    ends, example = ((2, 1), "2-24-12-1") if data == "toy" else ((784, 10), "784-256-256-10")
+    if layers < 2 or min(sizes) < 1 or (sizes[0], sizes[-1]) != ends:
+        raise ValueError(f"sizes must go from {ends[0]} inputs to {ends[1]} outputs through at "
+                         f"least one hidden layer, e.g. {example} (got "
+                         f"{train_output.format_sizes(sizes)})")
     if list(splits) != sorted(set(splits)) or not splits or not 1 <= min(splits) or \
             max(splits) >= layers:
         raise ValueError(f"splits must be increasing layer counts between 1 and {layers - 1} "
@@ -176,6 +200,10 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
             "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size,
             "--learning-rate", config.learning_rate,
             *checkpoint_argv(config, f"stage{k}", sizes[0] + 1, sizes)]
+    if config.data != "toy":                       # a classifier's stage
+        argv += ["--activation", "relu", "--classes", config.sizes[-1]]
+        if next_url is None:
+            argv += ["--loss", "cross-entropy"]
     if next_url is None:
         return launch.script_argv("train_output.py", *argv, "--no-live")   # chain.py's page
     return launch.script_argv("train_middle.py", *argv, "--above-oracle-url", above_oracle,
@@ -186,16 +214,20 @@ def input_stage_argv(config, sizes, oracle_url, next_url):
     """train_input.py holding the layers `sizes` (2 -> ... -> h); oracle_url None: --colocated,
     the model of the boundary above it comes from the next stage."""
     run = config.run_dir
-    data = run / "data" if config.data_dir is None else config.data_dir
+    data = ["--data-dir", run / "data" if config.data_dir is None else config.data_dir]
+    if config.data != "toy":                       # the training images, count of them
+        data = ["--data", config.data, "--examples", config.count,
+                *(["--image-dir", config.image_dir] if config.image_dir else [])]
     layers = (["--width", sizes[-1]] if len(sizes) == 2 else
               ["--sizes", train_output.format_sizes(sizes)])
     model = ["--colocated"] if oracle_url is None else ["--oracle-url", oracle_url]
     return launch.script_argv(
-        "train_input.py", "--data-dir", data, *layers, *model,
+        "train_input.py", *data, *layers, *model,
         "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
         "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
         "--wire", config.wire, "--update", config.update, "--duration", config.duration,
         *([] if config.examples is None else ["--until-trained", config.examples]),
+        *([] if config.max_ahead is None else ["--max-ahead", config.max_ahead]),
         "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1,
         "--batch-size", config.batch_size, "--learning-rate", config.learning_rate,
         *checkpoint_argv(config, "stage1", 0, sizes))
@@ -225,8 +257,14 @@ def run_chain(config, env=None, on_start=None):
     that dies is named in one line and started again on its port from its checkpoint, as
     config.restart says; a death it may not mend ends the run, cut short."""
     env = launch.child_env() if env is None else env
+    # One BLAS thread a process unless told otherwise: a chain's premise is a core per stage,
+    # and OpenBLAS's idle worker threads spin at normal priority, starving the stages' training
+    # threads (nice 10). Measured on 2 cores, a 4-stage chain on images: stage 2 trained
+    # ~1,000 examples a second with them and ~14,000 with one thread each.
+    env = {"OPENBLAS_NUM_THREADS": "1", **env}
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     (run / "metrics").mkdir(parents=True, exist_ok=True)
+    chain_eval.write_run_data(run, config.data, config.image_dir)
     supervisor = launch.Supervisor(config.restart, who="chain", on_start=on_start)
     oracles, stages = [], {}
     try:
@@ -369,12 +407,15 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Run a network as a chain of stages, one process "
                                             "each, with a synthetic-gradient model at every "
                                             "boundary; measure what it learns.")
-    p.add_argument("--sizes", type=train_output.parse_sizes, default=d.sizes,
-                   help="the network's widths, 2 in, 1 out (default 2-24-12-1)")
-    p.add_argument("--splits", type=parse_splits, default=d.splits,
+    classify.data_arguments(p, what="learn")
+    p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
+                   help="the network's widths, 2 in, 1 out (default 2-24-12-1; with --data "
+                        "784 in, 10 out, default 784-256-256-256-10, the paper's)")
+    p.add_argument("--splits", type=parse_splits, default=None,
                    help="cut the network after these many layers, e.g. 1,2,3 (default 1: the "
-                        "three-process system); a first split above 1 gives the first stage "
-                        "several layers, e.g. 2 on 2-W-W-W-1 for two stages of equal work")
+                        "three-process system; with --data 1,2,3, every layer its own stage); "
+                        "a first split above 1 gives the first stage several layers, e.g. 2 "
+                        "on 2-W-W-W-1 for two stages of equal work")
     p.add_argument("--duration", type=float, default=d.duration,
                    help="seconds the first stage streams (default %(default)g)")
     p.add_argument("--examples", type=int, default=None, metavar="N",
@@ -382,8 +423,12 @@ def parse_args(argv):
                         "it train on what it passes up): a budget of work, the same on any "
                         "machine however busy, with --duration then only a limit (default: "
                         "none, the run ends at --duration)")
-    p.add_argument("--count", type=int, default=d.count,
-                   help="training examples (default 20,000)")
+    p.add_argument("--max-ahead", type=int, default=None, metavar="N",
+                   help="flow control: stage 1 hands off at most N examples beyond what stage 2 "
+                        "has trained on (train_input.py --max-ahead; default: off, 1,000 with "
+                        "--data, where it doubled what a 4-stage chain learned)")
+    p.add_argument("--count", type=int, default=None,
+                   help="training examples (default 20,000; with --data all 60,000 images)")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
                    help="what moves every stage below the last (default synthetic; frozen and "
                         "random are the controls)")
@@ -420,19 +465,33 @@ def parse_args(argv):
                         "stage 1's metrics into RUN/metrics/stage1.jsonl), with --sizes and "
                         "--splits as it ran")
     args = p.parse_args(argv)
+    defaults = {"sizes": d.sizes, "splits": d.splits, "count": d.count,
+                "batch_size": d.batch_size} if args.data == "toy" else \
+        {k: v for k, v in IMAGES.items() if k != "learning_rate"}
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
     try:
-        check_layout(args.sizes, args.splits)
+        check_layout(args.sizes, args.splits, args.data)
     except ValueError as e:
         p.error(str(e))
+    if args.data != "toy" and not args.colocated and args.evaluate is None:
+        p.error("--data needs --colocated: the boundary models of a classifier learn beside the "
+                "stages (oracle.py is the toy's Keras model, conditioned on one number)")
+    if args.data != "toy" and args.count > 60_000:
+        p.error(f"--count must be at most the 60,000 training images (got {args.count})")
     if not args.duration > 0:
         p.error(f"--duration must be positive (got {args.duration:g})")
     if args.colocated and not args.conditioned:
         p.error("--colocated learns the oracle's default model, conditioned on the target "
                 "(cDNI): --no-conditioned needs the oracles")
     if args.learning_rate is None:
-        args.learning_rate = default_learning_rate(len(args.splits) + 1)
+        args.learning_rate = (default_learning_rate(len(args.splits) + 1) if args.data == "toy"
+                              else IMAGES["learning_rate"])
     if not args.learning_rate > 0:
         p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
+    if args.max_ahead is not None and args.max_ahead < 1:
+        p.error(f"--max-ahead must be at least 1 (got {args.max_ahead})")
     if args.examples is not None and args.examples < 1:
         p.error(f"--examples must be at least 1 (got {args.examples})")
     if args.count < 1000:
@@ -458,19 +517,26 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def report(run, layout, cut_short=None):
+def report(run, layout, cut_short=None, data=None, image_dir=None):
     """chain.json and chain.png for a run, finished or cut short (cut_short: why, recorded in
     chain.json as "cut_short"); prints the summary line. ValueError if nothing can be
-    evaluated."""
-    result = chain_eval.evaluate(run, layout)
+    evaluated (images.DataError, a ValueError, if a classifier's test images are missing)."""
+    result = chain_eval.evaluate(run, layout, data=data, image_dir=image_dir)
     result["cut_short"] = cut_short
     (run / "chain.json").write_text(json.dumps(result, indent=1))
     chain_eval.draw(result, run / "chain.png")
     last = result["ticks"][-1] if result["ticks"] else {"cosine": []}
-    print(f"chain: held-out MSE {result['initial_mse']:.4f} untrained -> "
-          f"{result['final_mse']:.4f} at the end ({result['final_from']}; predicting the mean: "
-          f"{result['mean_predictor_mse']:.3f}); cosine(synthetic, true) at the last tick, per "
-          f"boundary: {', '.join(launch.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
+    if "final_mse" in result:
+        learned = (f"held-out MSE {result['initial_mse']:.4f} untrained -> "
+                   f"{result['final_mse']:.4f} at the end ({result['final_from']}; predicting "
+                   f"the mean: {result['mean_predictor_mse']:.3f})")
+    else:
+        learned = (f"test accuracy {100 * result['initial_accuracy']:.1f}% untrained -> "
+                   f"{100 * result['final_accuracy']:.1f}% at the end ({result['final_from']}; "
+                   f"the commonest label: {100 * result['chance_accuracy']:.1f}%), test loss "
+                   f"{result['initial_loss']:.3f} -> {result['final_loss']:.3f}")
+    print(f"chain: {learned}; cosine(synthetic, true) at the last tick, per boundary: "
+          f"{', '.join(launch.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
     print(f"chain: chain.json and chain.png in {run}"
           f"{f' (cut short: {cut_short})' if cut_short else ''}", flush=True)
 
@@ -488,7 +554,7 @@ def run_and_report(config, env, on_start=None):
               flush=True)
         cut_short, code = "interrupted (Ctrl-C or SIGTERM)", 130
     try:
-        report(config.run_dir, layout, cut_short)
+        report(config.run_dir, layout, cut_short, config.data, config.image_dir)
     except ValueError as e:                         # stopped before every stage saved
         print(f"chain: no chain.json: {e}", flush=True)
     return code
@@ -499,7 +565,8 @@ def main(argv=None):
     layout = stage_sizes(args.sizes, args.splits)
     if args.evaluate is not None:
         try:
-            report(args.evaluate, layout)
+            report(args.evaluate, layout, data=None if args.data == "toy" else args.data,
+                   image_dir=args.image_dir)
         except ValueError as e:                     # a snapshot missing or of the wrong shape
             raise SystemExit(f"chain.py: cannot evaluate {args.evaluate}: {e}") from None
         return 0
@@ -510,13 +577,16 @@ def main(argv=None):
                          duration=args.duration, seed=args.seed, update=args.update,
                          conditioned=args.conditioned, learning_rate=args.learning_rate,
                          colocated=args.colocated, examples=args.examples,
+                         data=args.data, image_dir=args.image_dir, batch_size=args.batch_size,
+                         max_ahead=args.max_ahead,
                          restart=launch.RestartPolicy(restart=args.restart,
                                                       max_restarts=args.max_restarts))
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
     env = launch.child_env()
     stop_page = launch.start_live_page(run, args, "chain")
     try:
-        launch.generate_data(run / "data", args.count, args.seed, env, plot=False)
+        if args.data == "toy":
+            launch.generate_data(run / "data", args.count, args.seed, env, plot=False)
         return run_and_report(config, env)
     except KeyboardInterrupt:
         print(f"chain: interrupted before the chain started ({run})", flush=True)

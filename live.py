@@ -54,7 +54,7 @@ from flask import Flask, Response, abort, request
 import generate
 import sgd
 import synthgrad
-from parts import serving, snapshots
+from parts import classify, serving, snapshots
 from runner import chain_eval, liveview
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +66,7 @@ REDRAW_S = 6.0                     # a picture is redrawn at most this often (la
 STATUS_TIMEOUT_S = 0.5             # a server that takes longer is reported as not answering
 STATUS_MAX_AGE_S = 1.0             # one GET /status per server per second, however many pages
 COSINE_POINTS = 2_000              # held-out points a chain's boundary cosines are measured on
+TEST_IMAGES = 2_000                # a classifier chain's test images the page measures on
 
 
 # --- The page's state: caches of what was measured and drawn, owned by the app. ----------------
@@ -85,6 +86,7 @@ class LiveState:
         self.baseline = float(self.y_test.var())
         self.mse = {}                         # (progress folder, label) -> held-out MSE
         self.chain_ticks = {}                 # (run, tick) -> {"mse", "cosine": [...]}
+        self.images = {}                      # run -> a classifier's test images
         self.pictures = {}                    # name -> (key, PNG bytes)
         self.pending = {}                     # name -> (key, draw()) for the newest content
         self.offered = {}                     # name -> (key, monotonic time it was offered)
@@ -133,9 +135,26 @@ class LiveState:
                              f"(half-written or damaged?), left out: {e}")
         return rows, origin
 
+    def test_images(self, run):
+        """(x, labels, data) of a classifier chain's first TEST_IMAGES test images, from the
+        image set its run folder names (chain_eval.run_data), read once per run; ValueError
+        (e.g. images.DataError) if they cannot be read."""
+        key = str(run)
+        with self.lock:
+            if key in self.images:
+                return self.images[key]
+        data, image_dir = chain_eval.run_data(run)
+        if data == "toy":
+            raise ValueError(f"{run} classifies but does not say what ({chain_eval.DATA_FILE})")
+        x, labels = classify.load_test(data, image_dir, TEST_IMAGES)
+        with self.lock:
+            self.images[key] = (x, labels, data)
+        return x, labels, data
+
     def chain_tick(self, run, layout, tick):
         """{"mse", "cosine": [per boundary, or None]} of a chain's composed network at a tick
-        (cached once every boundary's model is there); ValueError if a snapshot is unreadable."""
+        (a classifier's: {"accuracy", "loss", "cosine"} on its test images), cached once every
+        boundary's model is there; ValueError if a snapshot is unreadable."""
         key = (str(run), tick)
         with self.lock:
             if key in self.chain_ticks:
@@ -147,12 +166,17 @@ class LiveState:
                 models.append(chain_eval.load_boundary_model(run, b, tick))
             except (ValueError, KeyError):
                 models.append(None)
-        n = min(COSINE_POINTS, len(self.x_test))
-        pairs = chain_eval.true_and_synthetic(layers, layout, self.x_test[:n],
-                                              self.y_test[:n], models)
-        result = {"mse": sgd.mse(layers, self.x_test, self.y_test),
-                  "cosine": [None if s is None else chain_eval.mean_cosine(s, t)
-                             for t, s in pairs]}
+        if layout[-1][-1] > 1:                          # a classifier: its test images
+            x, y, _ = self.test_images(run)
+            accuracy, loss = sgd.classification_scores(layers, x, y)
+            result = {"accuracy": accuracy, "loss": loss}
+        else:
+            x, y = self.x_test, self.y_test
+            result = {"mse": sgd.mse(layers, x, y)}
+        n = min(COSINE_POINTS, len(x))
+        pairs = chain_eval.true_and_synthetic(layers, layout, x[:n], y[:n], models)
+        result["cosine"] = [None if s is None else chain_eval.mean_cosine(s, t)
+                            for t, s in pairs]
         if None not in result["cosine"]:
             with self.lock:
                 self.chain_ticks[key] = result

@@ -53,11 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
-import generate
 import sgd
 import synthgrad
 import train_output
-from parts import boundary, optimizers, sender, serving, snapshots
+from parts import boundary, classify, optimizers, pacing, sender, serving, snapshots
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
@@ -84,6 +83,7 @@ class InputConfig:
     output_url: str = synthgrad.DEFAULT_OUTPUT_TRAINER_URL
     width: int = synthgrad.HIDDEN_SIZE          # layer 1: 2 -> width (a chain's first stage)
     sizes: tuple | None = None                  # several layers, 2 -> ... -> width (a chain's)
+    activation: str = "sigmoid"                 # "relu" (He's init) for images (--data)
     colocated: bool = False                     # the model's weights come from output_url
     learning_rate: float = 0.005                # eta for layer 1 (measured; the original's 0.001)
     optimizer: str = "adam"                     # how layer 1 steps: "adam" or "sgd" (original)
@@ -95,6 +95,7 @@ class InputConfig:
     token: str | None = None                    # shared secret for both peers
     update_probability: float = 1.0             # sporadic updates: 1 updates on every minibatch
     max_unsent: int = 5_000                     # back-pressure: unsent examples before waiting
+    max_ahead: int | None = None                # flow control: examples beyond the next stage's
     progress_dir: Path | None = None            # snapshots (None: the output trainer's run)
     snapshot_interval: int = 10                 # seconds, the tick shared with train_output.py
     seed: int = 0                               # layer 1's initial weights and the example order
@@ -126,9 +127,8 @@ class InputTrainer:
         self.config = c = config if config is not None else InputConfig()
         self.x, self.y = x, y                                   # (N, 2), (N,)
         self.rng = np.random.default_rng(c.seed)                # first the layer, then the order
-        sizes = c.sizes or (2, c.width)
-        self.layers = [sgd.Layer(n_in, n_out, sgd.Sigmoid, self.rng)   # layer 1: 2 -> 24
-                       for n_in, n_out in zip(sizes, sizes[1:])]       # (a chain's: more)
+        sizes = c.sizes or (x.shape[1], c.width)                # layer 1: 2 -> 24 (or more)
+        self.layers = classify.make_layers(sizes, c.activation, self.rng, last_linear=False)
         self.optimizer = optimizers.make(c.optimizer, self.layers, c.learning_rate)
         self.stop = threading.Event()
         # the two peers: the oracle (synthetic gradients) and the output trainer (layers 2-3)
@@ -151,6 +151,7 @@ class InputTrainer:
         self.examples = self.updates = self.epochs = self.skipped = 0
         self.waited = 0.0
         self.diverged = False
+        self.next_stage = None                                  # parts/pacing.py, in run()
         if c.resume:
             self.resume(c.checkpoint)
 
@@ -207,6 +208,8 @@ class InputTrainer:
         """Queue (i, h, y) for the output trainer and count the examples. Never waits for the
         true gradient; waits only while more than --max-unsent examples are unsent (bounded:
         nothing is dropped, and layer 1 stays within a few thousand examples of layers 2-3)."""
+        if self.next_stage is not None:                          # --max-ahead
+            self.next_stage.wait_for_room(self.examples)
         self.sender.put(idx, h, self.y[idx])
         if self.sender.pending() > self.config.max_unsent:
             self.wait_for_room()
@@ -305,9 +308,11 @@ class InputTrainer:
             timer = threading.Timer(duration, self.stop.set)
             timer.daemon = True
             timer.start()
-        if until_trained is not None:
-            threading.Thread(target=self.stop_when_trained, args=(until_trained,),
-                             daemon=True).start()
+        if until_trained is not None or self.config.max_ahead is not None:   # parts/pacing.py
+            self.next_stage = pacing.NextStage(synthgrad.OutputTrainerClient(
+                self.config.output_url, token=self.config.token, timeout=2.0), self.stop,
+                until_trained, self.config.max_ahead)
+            self.next_stage.start()
         # then (in the local mode) the model's weights and the run's folder; then time zero on
         # disk, unless resumed from a checkpoint (its time zero is there already). Stopped
         # while waiting, it writes nothing.
@@ -341,23 +346,6 @@ class InputTrainer:
         now = time.monotonic()
         self.report(metrics, now - start, (self.examples - reported) / max(now - last_report,
                                                                            1e-9))
-
-    def stop_when_trained(self, n, every=0.5):
-        """Set stop once the output trainer (a chain's next stage) says it has trained on n
-        examples: a budget of work, which a busy machine meets later, not less. Its own
-        client: the sender's is busy in another thread."""
-        c = self.config
-        client = synthgrad.OutputTrainerClient(c.output_url, token=c.token, timeout=every * 4)
-        while not self.stop.wait(every):
-            try:
-                trained = client.status()["examples_trained"]
-            except synthgrad.PeerError:                         # down for now: ask again
-                continue
-            if trained >= n:
-                log.info("the output trainer has trained on %s examples (--until-trained): "
-                         "stopping", f"{trained:,}")
-                self.stop.set()
-        client.close()
 
     def find_progress_dir(self):
         """Without --progress-dir, ask the output trainer for its run's name (waiting for it)
@@ -417,12 +405,12 @@ def parse_args(argv):
     p.add_argument("--data-dir", type=Path, default=HERE / "data",
                    help="folder holding x.npy and y.npy (default data/ next to this file, where "
                         "generate.py writes)")
+    classify.data_arguments(p)
     p.add_argument("--examples", type=int, default=20_000,
-                   help="train on the first N examples of the data, 0 for all of them (default "
-                        "%(default)s: a pass every ~10 s, so the activations layers 2-3 train "
-                        "on and the gradients the oracle learns from are seconds old; with all "
-                        "of generate.py's 200,000, the original's, most are a minute old and "
-                        "the network learns far less in a few minutes)")
+                   help="train on the first N examples of the data, 0 for all (default "
+                        "%(default)s: a pass every ~10 s, so what layers 2-3 and the oracle "
+                        "learn from is seconds old; with all of generate.py's 200,000, the "
+                        "original's, it is a minute old and the network learns far less)")
     p.add_argument("--oracle-url", default=synthgrad.DEFAULT_ORACLE_URL,
                    help="where the oracle listens (default %(default)s, its default address)")
     p.add_argument("--output-url", default=synthgrad.DEFAULT_OUTPUT_TRAINER_URL,
@@ -431,9 +419,10 @@ def parse_args(argv):
                    help="layer 1's outputs, the width of h (default %(default)s; a chain's first "
                         "stage may differ, see chain.py)")
     p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
-                   help="instead of --width: several sigmoid layers from the 2 inputs to h, "
-                        "e.g. 2-256-256 (a chain's first stage holding more than one layer, so "
-                        "the stages' work can be balanced; default: 2-WIDTH, one layer)")
+                   help="instead of --width: several layers from the inputs (2, or 784 pixels "
+                        "with --data, then ReLU) to h, e.g. 2-256-256 (a chain's first stage "
+                        "holding more than one layer, so the stages' work can be balanced; "
+                        "default: 2-WIDTH, one layer)")
     p.add_argument("--colocated", action="store_true",
                    help="the synthetic-gradient model lives beside the layers above, in the "
                         "output trainer started with --colocated (or a chain's next stage), "
@@ -468,10 +457,10 @@ def parse_args(argv):
                    help="local mode: seconds between weight refreshes (default 0.2: a GET of "
                         "~12 KB five times a second; in our runs the local gradients' aggregate "
                         "cosine with the true ones was 0.5-0.6 with it and ~0.36 with 1 s)")
-    p.add_argument("--wire", choices=("json", "binary"), default=DEFAULTS["wire"],
-                   help="how activations travel to the output trainer and synthetic "
-                        "gradients from the oracle (default json, the documented form; binary "
-                        "sends raw float64 arrays, ~100x cheaper to encode)")
+    p.add_argument("--wire", choices=("json", "binary"), default=None,
+                   help="how activations travel to the output trainer and synthetic gradients "
+                        "from the oracle (default json, the documented form; with --data "
+                        "binary, raw float64 arrays, far cheaper at width 256: docs/chain.md)")
     serving.token_argument(p)
     p.add_argument("--update-probability", type=float, default=1.0,
                    help="update layer 1 on a minibatch only with this probability, as in the "
@@ -483,6 +472,10 @@ def parse_args(argv):
                         "dropped, and layer 1 cannot run more than a few thousand examples "
                         "ahead of what layers 2-3 have seen (it matters in the local mode, "
                         "which is otherwise ~15x faster than the output trainer can take)")
+    p.add_argument("--max-ahead", type=int, default=None, metavar="N",
+                   help="flow control: hand off no more than N examples beyond what the output "
+                        "trainer (a chain's next stage) has trained on, asking its /status "
+                        "every 0.2 s (default: off, as fast as --max-unsent lets it)")
     p.add_argument("--epochs", type=int, default=None,
                    help="stop after this many passes over the data (default: no limit)")
     p.add_argument("--duration", type=float, default=None,
@@ -514,8 +507,10 @@ def parse_args(argv):
         p.error("--batch-size must be at least 1")
     if args.width < 1:
         p.error(f"--width must be at least 1 (got {args.width})")
-    if args.sizes is not None and args.sizes[0] != 2:
-        p.error(f"--sizes must start at the 2 inputs (got {train_output.format_sizes(args.sizes)})")
+    inputs = 2 if args.data == "toy" else classify.images.SIDE ** 2
+    if args.sizes is not None and args.sizes[0] != inputs:
+        p.error(f"--sizes must start at the {inputs} inputs (got "
+                f"{train_output.format_sizes(args.sizes)})")
     if args.colocated and args.synthetic_gradients != "local":
         p.error("--colocated needs --synthetic-gradients local: the stage above serves its "
                 "model's weights, not synthetic gradients per request")
@@ -526,6 +521,8 @@ def parse_args(argv):
         p.error("--update-probability must be between 0 and 1")
     if not args.refresh_every > 0:
         p.error(f"--refresh-every must be positive (got {args.refresh_every:g})")
+    if args.max_ahead is not None and args.max_ahead < 1:
+        p.error(f"--max-ahead must be at least 1 (got {args.max_ahead})")
     if args.max_unsent < 1:
         p.error(f"--max-unsent must be at least 1 (got {args.max_unsent})")
     if not args.learning_rate > 0:
@@ -547,12 +544,12 @@ def config_from_args(args):
     return InputConfig(
         oracle_url=args.oracle_url, output_url=args.output_url,
         width=args.width if args.sizes is None else args.sizes[-1], sizes=args.sizes,
+        activation="sigmoid" if args.data == "toy" else "relu", update=args.update,
         colocated=args.colocated, learning_rate=args.learning_rate, optimizer=args.optimizer,
-        update=args.update,
-        batch_size=args.batch_size, mode=args.synthetic_gradients,
-        refresh_every=args.refresh_every, wire=args.wire,
-        token=args.token, update_probability=args.update_probability,
-        max_unsent=args.max_unsent, progress_dir=args.progress_dir,
+        batch_size=args.batch_size, mode=args.synthetic_gradients, token=args.token,
+        refresh_every=args.refresh_every, update_probability=args.update_probability,
+        wire=args.wire or ("json" if args.data == "toy" else "binary"),
+        max_unsent=args.max_unsent, max_ahead=args.max_ahead, progress_dir=args.progress_dir,
         snapshot_interval=args.snapshot_interval, seed=args.seed, checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval, resume=args.resume,
         metrics_path=args.metrics, report_every=args.report_every)
@@ -562,11 +559,14 @@ def main(argv=None):
     args = parse_args(argv)
     serving.setup_logging("train_input")
     log.info("settings: %s", serving.printable(args))
-    x, y = generate.load_dataset(args.data_dir)
+    try:
+        x, y = classify.load_training(args.data, args.data_dir, args.image_dir)
+    except classify.images.DataError as e:
+        raise SystemExit(f"train_input.py: {e}") from None
     if 0 < args.examples < len(x):
         x, y = x[:args.examples], y[:args.examples]
         log.info("training on the first %s examples of %s (--examples 0 for all)",
-                 f"{args.examples:,}", args.data_dir)
+                 f"{args.examples:,}", args.image_dir or args.data_dir)
     try:
         trainer = InputTrainer(x, y, config_from_args(args))
     except ValueError as e:                         # a checkpoint that cannot be resumed from
@@ -587,7 +587,9 @@ def main(argv=None):
     log.info("done: %d examples in %.1f s (%.0f/s), %d updates, %d full epochs; %.1f s "
              "waiting for the output trainer to catch up; oracle requests %s; sent to the "
              "output trainer: %s", trainer.examples, took, trainer.examples / max(took, 1e-9),
-             trainer.updates, trainer.epochs, trainer.waited, trainer.latency_ms(), counts)
+             trainer.updates, trainer.epochs, trainer.waited + getattr(trainer.next_stage,
+                                                                       "waited", 0.0),
+             trainer.latency_ms(), counts)
     return 0
 
 

@@ -36,7 +36,7 @@ import sgd
 import synthgrad
 import train_input
 import train_output
-from parts import boundary, sender, serving
+from parts import boundary, classify, sender, serving
 
 DEFAULTS = {**train_output.DEFAULTS, "sizes": (32, 32),
             "above_oracle_url": None, "next_url": None, "refresh_every": 0.2,
@@ -64,10 +64,11 @@ class MiddleTrainer(train_output.OutputTrainer):
             if self.sender is not None:
                 self.sender.close(flush_timeout=0)
             self.sender = self.boundary = None
+            # and no model learns here: nothing of its quality in the metrics lines
+            self.FLATTEN, self.NOT_IN_METRICS = MiddleTrainer.FLATTEN, MiddleTrainer.NOT_IN_METRICS
 
     def make_layers(self, sizes):
-        return [sgd.Layer(n_in, n_out, sgd.Sigmoid, self.rng)
-                for n_in, n_out in zip(sizes, sizes[1:])]
+        return classify.make_layers(sizes, self.config_activation, self.rng, last_linear=False)
 
     def start_training(self):
         """Fetch the model above in the background (a stage may start before its oracle),

@@ -31,7 +31,7 @@ import numpy as np
 
 import sgd
 import synthgrad
-from parts import boundary, optimizers, sender, serving, snapshots
+from parts import boundary, classify, optimizers, sender, serving, snapshots
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_output")
@@ -55,6 +55,9 @@ DEFAULTS = dict(
     checkpoint_interval=30.0,  # seconds between checkpoints while training
     resume=False,              # start from the checkpoint instead of from scratch
     colocated=False,           # learn the boundary's model here (boundary.py), not in oracle.py
+    activation="sigmoid",      # the hidden layers' (relu: a classifier's, with He's init)
+    loss="squared",            # 1/2 (y_hat - y)^2, or cross-entropy: softmax of the logits
+    classes=0,                 # a classifier's label count (its boundary model's one-hot)
 )
 
 
@@ -73,6 +76,7 @@ class OutputTrainer(serving.TrainingServer):
     def __init__(self, **config):
         c = {**DEFAULTS, **config}
         sizes = tuple(c["sizes"])
+        self.config_activation = c["activation"]
         self.width = width = sizes[0]                               # of the h it receives
         self.rng = np.random.default_rng(c["seed"])
         self.layers = self.make_layers(sizes)                       # 24 -> 12 -> 1 by default
@@ -88,8 +92,11 @@ class OutputTrainer(serving.TrainingServer):
         # where the true gradients dL/dh go: to the oracle, or (--colocated) to the model of
         # the boundary below, learned here and served at GET /weights
         self.boundary = self.sender = self.oracle = None
+        self.loss = sgd.SoftmaxCrossEntropy if c["loss"] == "cross-entropy" else sgd.SquaredError
         if c["colocated"]:
-            self.boundary = boundary.ColocatedModel(width, seed=(c["seed"], 1))
+            self.boundary = boundary.ColocatedModel(width, seed=(c["seed"], 1),
+                                                    classes=c["classes"],
+                                                    **boundary.classifier_model(c["classes"]))
             self.FLATTEN = {**self.FLATTEN, "synthetic_gradient_quality": ""}   # as oracle's
             self.NOT_IN_METRICS = (*self.NOT_IN_METRICS, "window")
         elif c["send_gradients"]:
@@ -106,13 +113,18 @@ class OutputTrainer(serving.TrainingServer):
         chain's middle stage sends its activations up (train_middle.py)."""
 
     def make_layers(self, sizes):
-        """Sigmoid layers between sizes, the last one linear (it predicts y): the network's
-        layers 2-3 by default, (24, 12) and (12, 1)."""
-        return [sgd.Layer(n_in, n_out, sgd.Linear if k == len(sizes) - 2 else sgd.Sigmoid,
-                          self.rng) for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))]
+        """Sigmoid (or --activation relu) layers between sizes, the last one linear (it predicts
+        y, or a classifier's logits): the network's layers 2-3 by default, (24, 12), (12, 1)."""
+        return classify.make_layers(sizes, self.config_activation, self.rng, last_linear=True)
 
     def receive(self, i, x, y):
-        """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,)."""
+        """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,). A
+        classifier's y must be labels: synthgrad.ProtocolError (a 400, nothing kept) if not."""
+        if self.loss is sgd.SoftmaxCrossEntropy:
+            try:
+                classify.labels_of(y, self.layers[-1].w.shape[1])
+            except ValueError as e:
+                raise synthgrad.ProtocolError(f"y: {e} (this stage classifies)") from None
         with self.lock:
             self.x[i] = x
             self.y[i] = y
@@ -163,17 +175,23 @@ class OutputTrainer(serving.TrainingServer):
         """sgd.train_step on x = h (m, 24), y (m,) in minibatches of --batch-size rows: backprop,
         then one step of --optimizer (sgd: w -= eta dL/dw, exactly train_step's).
 
-        Returns the summed squared error (y_hat - y)^2 of the predictions made before each step,
-        and dL/dh (m, 24): each example's true gradient, the first layer's dL/da_in.
+        Returns the summed squared error (y_hat - y)^2 of the predictions made before each step
+        (with --loss cross-entropy: the summed -log softmax(z)_c, y holding the labels c), and
+        dL/dh (m, 24): each example's true gradient, the first layer's dL/da_in.
         """
         bs = self.config["batch_size"]
         dL_dh = np.empty_like(x)
+        if self.loss is sgd.SoftmaxCrossEntropy:
+            y = classify.labels_of(y, self.layers[-1].w.shape[1])
         squared_error = 0.0
         for k in range(0, len(x), bs):
             rows = slice(k, k + bs)
-            y_hat, dL_dh[rows] = sgd.backprop(self.layers, x[rows], y[rows])
+            y_hat, dL_dh[rows] = sgd.backprop(self.layers, x[rows], y[rows], self.loss)
             self.optimizer.step()
-            squared_error += float(np.sum((y_hat[:, 0] - y[rows]) ** 2))
+            if self.loss is sgd.SquaredError:
+                squared_error += float(np.sum((y_hat[:, 0] - y[rows]) ** 2))
+            else:
+                squared_error += float(np.sum(self.loss.loss(y_hat, y[rows])))
         return squared_error, dL_dh
 
     # --- checkpoints: layers 2-3, the optimizer's state, everything held, the counters -------
@@ -351,7 +369,19 @@ def argument_parser(description, d=DEFAULTS, live=True):
                         "to the stage below (train_input.py --colocated): no oracle.py, one "
                         "process fewer; --oracle-url is not used (default: off, the oracle "
                         "learns it)")
-    if live:                                      # the last stage: the run's own page
+    p.add_argument("--activation", choices=("sigmoid", "relu"), default=d["activation"],
+                   help="the hidden layers' activation (default %(default)s, the toy's; relu, "
+                        "with He's init, a classifier's, as in sgd.py --data fashion-mnist)")
+    p.add_argument("--classes", type=int, default=d["classes"],
+                   help="a classifier's number of labels: with --colocated the boundary "
+                        "model below sees each example's label as a one-hot row, and is "
+                        "linear, learning at 3e-3, as deep_dni.py's (default 0: the toy, whose "
+                        "model sees y as one column; with --loss cross-entropy, the last size)")
+    if live:                                      # the last stage: its loss, the run's page
+        p.add_argument("--loss", choices=("squared", "cross-entropy"), default=d["loss"],
+                       help="squared (default): 1/2 (y_hat - y)^2 on the one output; "
+                            "cross-entropy: the last size's outputs are logits, y holds labels "
+                            "0..N-1, L = -log softmax(z)_y (an image classifier's last stage)")
         serving.live_arguments(p)
     serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
                                  "examples held, passes, training MSE",
@@ -365,8 +395,16 @@ def check_args(p, args, last_is_output=True):
     serving.check_server_arguments(p, args)
     if args.batch_size < 1:
         p.error(f"--batch-size must be at least 1 (got {args.batch_size})")
-    if last_is_output and args.sizes[-1] != 1:
-        p.error(f"--sizes must end in 1, the prediction (got {format_sizes(args.sizes)})")
+    if args.classes < 0 or args.classes == 1:
+        p.error(f"--classes must be 0 (not a classifier) or at least 2 (got {args.classes})")
+    if last_is_output and args.loss == "cross-entropy":
+        if args.sizes[-1] < 2 or args.classes not in (0, args.sizes[-1]):
+            p.error(f"with --loss cross-entropy --sizes must end in the number of classes, at "
+                    f"least 2 (got {format_sizes(args.sizes)}, --classes {args.classes})")
+        args.classes = args.sizes[-1]
+    elif last_is_output and args.sizes[-1] != 1:
+        p.error(f"--sizes must end in 1, the prediction (got {format_sizes(args.sizes)}; "
+                f"a classifier's last stage takes --loss cross-entropy)")
     if args.snapshot_interval < 1:
         p.error(f"--snapshot-interval must be at least 1 (got {args.snapshot_interval})")
     return args

@@ -32,7 +32,7 @@ import numpy as np
 
 import sgd
 import synthgrad
-from parts import optimizers
+from parts import classify, optimizers
 
 log = logging.getLogger("boundary")
 
@@ -210,6 +210,16 @@ class Quality:
 HIDDEN, CONDITIONED, ZERO_INIT, LEARNING_RATE, BATCH_SIZE, EPOCHS_PER_PASS = \
     12, True, True, 0.001, 256, 2
 QUALITY_WINDOW = 5_000
+# A classifier's boundary (classes > 0): deep_dni.py's model, the paper's for these networks,
+# linear and learning at 3e-3 (deep_dni.MODEL_LEARNING_RATE says why; measured there).
+CLASSIFIER_HIDDEN, CLASSIFIER_LEARNING_RATE = 0, 3e-3
+
+
+def classifier_model(classes):
+    """ColocatedModel's settings for a boundary of a network with `classes` labels (0: the toy's,
+    oracle.py's algorithm as above)."""
+    return {"hidden": CLASSIFIER_HIDDEN, "learning_rate": CLASSIFIER_LEARNING_RATE} if classes \
+        else {}
 
 
 class ColocatedModel:
@@ -231,11 +241,13 @@ class ColocatedModel:
 
     def __init__(self, width, seed, hidden=HIDDEN, conditioned=CONDITIONED, zero_init=ZERO_INIT,
                  learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE,
-                 epochs_per_pass=EPOCHS_PER_PASS, quality_window=QUALITY_WINDOW):
+                 epochs_per_pass=EPOCHS_PER_PASS, quality_window=QUALITY_WINDOW, classes=0):
         self.rng = np.random.default_rng(seed)
+        # a classifier's model (classes > 0) sees the one-hot label, the toy's its target y;
+        # a hidden layer is sigmoid, as model_forward computes it below the boundary
         self.model = SyntheticGradientModel(self.rng, hidden, conditioned, zero_init, "adam",
-                                            learning_rate, width)
-        self.conditioned, self.width = conditioned, width
+                                            learning_rate, width, context=classes or 1)
+        self.conditioned, self.width, self.classes = conditioned, width, classes
         self.batch_size, self.epochs_per_pass = batch_size, epochs_per_pass
         self.lock = threading.Lock()
         self.quality = Quality(quality_window, synthgrad.MAX_CHUNK)
@@ -248,6 +260,8 @@ class ColocatedModel:
         """Measure M on (h, y) against the true g, then one pass over them (see the class)."""
         if self.diverged:
             return
+        if self.classes and self.conditioned:                     # the label as a one-hot row
+            y = np.eye(self.classes)[classify.labels_of(y, self.classes)]
         g_hat = self.model.predict(h, y)                          # (m, w), before it learns
         with self.lock:
             self.quality.add(g_hat, g)
@@ -266,8 +280,7 @@ class ColocatedModel:
 
     def predict(self, h, y):
         """g_hat (n, w) from the published weights (what the stage below computes)."""
-        inputs = np.column_stack([h, y]) if self.conditioned else h
-        return model_forward(self.weights, inputs)
+        return model_forward(self.weights, classify.model_inputs(h, y, self.weights[0].shape[0]))
 
     def quality_fields(self):
         with self.lock:
@@ -342,5 +355,6 @@ class LocalSyntheticGradients:
                             e, self.version)
 
     def __call__(self, h, y):
-        inputs = np.column_stack([h, y]) if self.conditioned else h
-        return model_forward(self.weights, inputs)
+        """g_hat (n, w) for h (n, w); y (n,) goes in as the model's first layer takes it: not
+        at all, as one column (the toy's cDNI) or as a one-hot label (a classifier's)."""
+        return model_forward(self.weights, classify.model_inputs(h, y, self.weights[0].shape[0]))

@@ -8,6 +8,7 @@ weights at every snapshot tick (progress/boundary<b>/model_<tick>.npz) and the m
 (metrics/stage<k>.jsonl).
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 import generate
 import sgd
 import train_output
-from parts import boundary, snapshots
+from parts import boundary, classify, snapshots
 
 
 def stage_file(run, k, label):
@@ -24,10 +25,15 @@ def stage_file(run, k, label):
 
 
 def load_chain(run, layout, label):
-    """The composed network (a list of sgd.Layer) from every stage's snapshot `label`."""
+    """The composed network (a list of sgd.Layer) from every stage's snapshot `label`; a
+    classifier's (more than one output: logits) has ReLU hidden layers, as its stages do."""
     layers = []
     for k, sizes in enumerate(layout, start=1):
         layers += snapshots.load_layers(stage_file(run, k, label), list(zip(sizes, sizes[1:])))
+    if layout[-1][-1] > 1:
+        for layer in layers[:-1]:
+            layer.activation = sgd.ReLU
+        layers[-1].activation = sgd.Linear
     return layers
 
 
@@ -55,9 +61,10 @@ def load_boundary_model(run, b, tick):
 def true_and_synthetic(layers, layout, x, y, models):
     """Per boundary b: (true dL/dh_b, synthetic dL/dh_b) on inputs x (n, 2), targets y (n,).
 
-    True: backprop of the loss 1/2 (y_hat - y)^2 through the whole composed network, row k the
-    gradient of example k's loss. Synthetic: boundary b's model (models[b-1], or None) on h_b
-    (and y, if conditioned)."""
+    True: backprop of the loss 1/2 (y_hat - y)^2 (a classifier's: -log softmax(z)_y, y the
+    labels) through the whole composed network, row k the gradient of example k's loss.
+    Synthetic: boundary b's model (models[b-1], or None) on h_b (and y, if conditioned, as
+    the model takes it: one column or one-hot)."""
     h = [x]
     a = x
     for layer in layers:
@@ -65,7 +72,8 @@ def true_and_synthetic(layers, layout, x, y, models):
         h.append(a)
     ends = np.cumsum([len(s) - 1 for s in layout])            # layer count at each stage's end
     grads = {}
-    dL_da = h[-1] - y.reshape(-1, 1)
+    loss = sgd.SoftmaxCrossEntropy if layout[-1][-1] > 1 else sgd.SquaredError
+    dL_da = loss.gradient(h[-1], y)
     for j in range(len(layers) - 1, -1, -1):
         dL_da = layers[j].backprop(dL_da)                      # dL/d(input of layer j)
         grads[j] = dL_da
@@ -76,8 +84,8 @@ def true_and_synthetic(layers, layout, x, y, models):
         if model is None:
             out.append((true, None))
             continue
-        weights, conditioned = model
-        inputs = np.column_stack([h[end], y]) if conditioned else h[end]
+        weights, _ = model
+        inputs = classify.model_inputs(h[end], y, weights[0].shape[0])
         out.append((true, boundary.model_forward(weights, inputs)))
     return out
 
@@ -100,13 +108,60 @@ def final_label(run, layout):
     return ticks[-1]
 
 
-def evaluate(run, layout, heldout=20_000, cosine_points=2_000):
+DATA_FILE = "data.json"            # in a classifier's run folder: {"data", "image_dir"}
+
+
+def write_run_data(run, data, image_dir):
+    """Record in a chain's run folder what it learns (an image set and where its files are),
+    so that its evaluation and the live page find its test images. The toy's writes nothing."""
+    if data != "toy":
+        Path(run).mkdir(parents=True, exist_ok=True)
+        (Path(run) / DATA_FILE).write_text(json.dumps(
+            {"data": data, "image_dir": None if image_dir is None else str(image_dir)}))
+
+
+def run_data(run):
+    """(data, image_dir) a chain's run folder learns: ("toy", None) unless it says otherwise;
+    ValueError if what it says cannot be read."""
+    path = Path(run) / DATA_FILE
+    if not path.is_file():
+        return "toy", None
+    try:
+        said = json.loads(path.read_text())
+        data, image_dir = said["data"], said.get("image_dir")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not what chain.py writes ({e})") from None
+    if data not in classify.DATA_NAMES:
+        raise ValueError(f"{path}: unknown data {data!r}")
+    return data, None if image_dir is None else Path(image_dir)
+
+
+def scorer(data, heldout, image_dir=None):
+    """(x, y, scores): the held-out data a run is measured on and scores(layers), a dict of
+    what is measured: the toy's {"heldout_mse"} on `heldout` fresh points, or a classifier's
+    {"test_accuracy", "test_loss"} (mean cross-entropy) on the first `heldout` test images."""
+    if data == "toy":
+        x, y = generate.heldout(heldout)
+        return x, y, lambda layers: {"heldout_mse": sgd.mse(layers, x, y)}
+    x, y = classify.load_test(data, image_dir, heldout)
+
+    def scores(layers):
+        accuracy, loss = sgd.classification_scores(layers, x, y)
+        return {"test_accuracy": accuracy, "test_loss": loss}
+    return x, y, scores
+
+
+def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_dir=None):
     """chain.json's content: per tick, seconds since stage 1 began streaming, the composed
-    network's held-out MSE and each boundary's true cosine; the final network's MSE (of the
-    last tick every stage saved, "final_from", if a stage saved no final layers); per
-    boundary, the staleness the receiving stage reported over time."""
+    network's held-out MSE (a classifier's test accuracy and loss: data names the image set)
+    and each boundary's true cosine; the same for the untrained network and the final one (of
+    the last tick every stage saved, "final_from", if a stage saved no final layers); per
+    boundary, the staleness the receiving stage reported over time. data None: what the run
+    folder says it learns (run_data)."""
     run = Path(run)
-    x, y = generate.heldout(heldout)
+    if data is None:
+        data, image_dir = run_data(run)
+    x, y, scores = scorer(data, heldout, image_dir)
     start = snapshots.last_finite(snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[:1],
                                   "time") or 0.0
     rows = []
@@ -115,14 +170,19 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000):
         models = [load_boundary_model(run, b, tick) for b in range(1, len(layout))]
         pairs = true_and_synthetic(layers, layout, x[:cosine_points], y[:cosine_points],
                                    models)
-        rows.append({"seconds": round(tick - start, 3), "heldout_mse": sgd.mse(layers, x, y),
+        rows.append({"seconds": round(tick - start, 3), **scores(layers),
                      "cosine": [None if s is None else mean_cosine(s, t) for t, s in pairs]})
     final = final_label(run, layout)
     result = {"layout": [list(s) for s in layout], "ticks": rows,
-              "initial_mse": sgd.mse(load_chain(run, layout, "initial"), x, y),
-              "final_mse": sgd.mse(load_chain(run, layout, final), x, y),
-              "final_from": final if final == "final" else f"tick {final}",
-              "mean_predictor_mse": float(y.var()), "staleness": {}}
+              "final_from": final if final == "final" else f"tick {final}", "staleness": {}}
+    for when, label in (("initial", "initial"), ("final", final)):
+        for name, value in scores(load_chain(run, layout, label)).items():
+            result[f"{when}_{name.split('_')[-1]}"] = value    # initial_mse, final_accuracy...
+    if data == "toy":
+        result["mean_predictor_mse"] = float(y.var())
+    else:                                      # always answering the commonest label
+        result.update(data=data, test_images=len(y),
+                      chance_accuracy=float(np.bincount(y).max() / len(y)))
     for k in range(2, len(layout) + 1):
         lines = snapshots.read_metrics(run / "metrics" / f"stage{k}.jsonl")
         result["staleness"][f"boundary{k - 1}"] = [
@@ -132,21 +192,31 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000):
 
 
 def draw(result, path):
-    """chain.png: held-out MSE, per-boundary cosine and staleness against seconds."""
+    """chain.png: held-out MSE (a classifier's test accuracy), per-boundary cosine and
+    staleness against seconds."""
     ticks = result["ticks"]
     seconds = [r["seconds"] for r in ticks]
     boundaries = len(result["layout"]) - 1
     with generate.saved_figure(path, 3, 1, sharex=True, figsize=(10.5, 9.0),
                                layout="constrained") as (fig, (mse, cos, stale)):
-        mse.plot(seconds, [r["heldout_mse"] for r in ticks], "o-", markersize=3,
-                 label="the composed network at each snapshot tick")
-        mse.axhline(result["mean_predictor_mse"], linestyle=":", color="black",
-                    label="always predicting the mean of y")
-        mse.set_yscale("log")
-        mse.set_ylabel("held-out MSE (log scale)")
-        mse.set_title(f"{len(result['layout'])} stages "
-                      f"({' | '.join(train_output.format_sizes(s) for s in result['layout'])}):"
-                      f" error on points never trained on")
+        stages = (f"{len(result['layout'])} stages "
+                  f"({' | '.join(train_output.format_sizes(s) for s in result['layout'])})")
+        if "final_accuracy" in result:                  # a classifier: its test accuracy
+            mse.plot(seconds, [100 * r["test_accuracy"] for r in ticks], "o-", markersize=3,
+                     label="the composed network at each snapshot tick")
+            mse.axhline(100 * result["chance_accuracy"], linestyle=":", color="black",
+                        label="always answering the commonest label")
+            mse.set_ylabel("test accuracy (%)")
+            mse.set_title(f"{stages}: {result['data']}, {result['test_images']:,} test images "
+                          f"never trained on")
+        else:
+            mse.plot(seconds, [r["heldout_mse"] for r in ticks], "o-", markersize=3,
+                     label="the composed network at each snapshot tick")
+            mse.axhline(result["mean_predictor_mse"], linestyle=":", color="black",
+                        label="always predicting the mean of y")
+            mse.set_yscale("log")
+            mse.set_ylabel("held-out MSE (log scale)")
+            mse.set_title(f"{stages}: error on points never trained on")
         cos.axhline(0.0, color="gray", linewidth=0.8)
         for b in range(boundaries):
             values = [np.nan if r["cosine"][b] is None else r["cosine"][b] for r in ticks]

@@ -5,26 +5,26 @@ Importing it runs nothing; live.py serves what it builds. Three parts:
 - reading a run folder: its kind (a demo.py/launch.py run, a chain.py run, a progress folder
   run by hand), its phases (the synthetic-gradient run and the demo's controls), a chain's
   layout from its snapshots;
-- drawing: each panel a matplotlib figure saved as PNG bytes (the fit beside the target, held-out
-  MSE, the oracle's cosine and loss, a chain's lines);
+- what to draw: each panel named with the content it shows and a function that draws it
+  (livedraw.py: the fit beside the target, held-out MSE, the oracle's cosine and loss, a
+  chain's lines; a classifier chain's test accuracy, test images and confusion matrix);
 - the view: live_view(state) builds the page's JSON answer, asking `state` (live.LiveState) for
   what it caches (held-out MSE per tick, pictures, the servers' last /status).
 """
 
-import io
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-import generate
 import plot
 import sgd
 import synthgrad
-from generate import COLORBAR_LABEL, LEVELS, fmt
-from parts import serving, snapshots
-from runner import chain_eval
+from generate import fmt
+from parts import classify, serving, snapshots
+from runner import chain_eval, livedraw
+from runner.livedraw import draw_chain_lines, draw_fit, draw_mse, draw_oracle, draw_waiting
 
 log = logging.getLogger("live")
 
@@ -137,83 +137,6 @@ def chain_layout(run):
         layout.append(sizes)
         k += 1
     return layout if len(layout) >= 2 else None
-
-
-# --- Drawing: each picture into PNG bytes, panels from plot.py and generate.py. ---------------
-
-FIGSIZE = (7.5, 5.0)       # inches, every picture alike: the page's panels line up in rows
-
-
-def png(nrows=1, ncols=1, draw=None, **subplots_kw):
-    """fig, ax from plt.subplots, drawn on by draw(fig, ax), saved as PNG bytes and closed."""
-    plt = generate.pyplot()
-    fig, ax = plt.subplots(nrows, ncols, **subplots_kw)
-    try:
-        draw(fig, ax)
-        out = io.BytesIO()
-        fig.savefig(out, format="png", dpi=generate.DPI)
-        return out.getvalue()
-    finally:
-        plt.close(fig)
-
-
-def draw_fit(f, title, suptitle):
-    """The target | f side by side on the target's colour scale, one colorbar."""
-    def draw(fig, axes):
-        target_title, target = plot.TARGET_PANEL[:2]
-        generate.draw_surface(axes[0], target, target_title)
-        filled = generate.draw_surface(axes[1], f, title)
-        axes[1].set_ylabel("")
-        fig.colorbar(filled, ax=axes, ticks=LEVELS[::5], label=COLORBAR_LABEL, shrink=0.85)
-        fig.suptitle(suptitle)
-    return png(1, 2, draw, figsize=FIGSIZE, layout="constrained")
-
-
-def draw_waiting(title, text):
-    """A picture that says, in words, why there is nothing to draw yet."""
-    def draw(fig, ax):
-        plot.draw_placeholder(ax, title, text, width=60)
-        ax.set(xticks=[], yticks=[])
-    return png(1, 1, draw, figsize=(7.5, 2.2), layout="constrained")
-
-
-def draw_mse(backprop_rows, phase_rows, controls, baseline, xlabel):
-    def draw(fig, ax):
-        plot.draw_heldout_curves(ax, backprop_rows, phase_rows, baseline, controls)
-        ax.set_title("Held-out MSE over time: error on points no method trained on "
-                     "(lower is better)", fontsize="medium")
-        ax.set_xlabel(xlabel)
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
-
-
-def draw_oracle(rows, origin, label):
-    def draw(fig, ax):
-        plot.draw_oracle_quality(ax, rows, origin)
-        ax.set_title(f"cosine(synthetic, true dL/dh) and the oracle's loss: {label}",
-                     fontsize="medium")
-        ax.set_xlabel("seconds since the input trainer began streaming")
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
-
-
-def draw_chain_lines(series, title, ylabel, log_scale=False, baseline=None, ncols=2):
-    """One panel of a chain: [(label, seconds, values, plot options)] against seconds since
-    stage 1 began streaming."""
-    def draw(fig, ax):
-        for label, seconds, values, style in series:
-            ax.plot(seconds, values, markersize=3, label=label, **style)
-        if baseline is not None:
-            ax.axhline(baseline, linestyle=":", color="black",
-                       label="always predicting the mean of y")
-        if log_scale:
-            ax.set_yscale("log")
-        ax.set_title(title, fontsize="medium")
-        ax.set_ylabel(ylabel)
-        ax.set_xlabel("seconds since stage 1 began streaming")
-        ax.grid(True, which="both", alpha=0.3)
-        if series or baseline is not None:
-            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18),
-                      ncols=ncols)
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
 
 
 # --- What the page shows: one JSON answer, built from the run folder and the servers. ---------
@@ -418,7 +341,9 @@ def chain_view(state, run, notes):
             fit = (label, layers)
             break
         sizes = " | ".join("-".join(map(str, s)) for s in layout)
-        if fit is not None:
+        if layout[-1][-1] > 1:                          # a classifier (chain.py --data)
+            pictures += classifier_pictures(state, run, layout, rows, fit, origin, sizes)
+        elif fit is not None:
             label, layers = fit
             when = "final" if label == "final" else f"t = {label - origin:.0f} s"
             mse = measured[label]["mse"] if label in measured else \
@@ -431,14 +356,15 @@ def chain_view(state, run, notes):
                                               "The composed chain at its newest snapshot, beside "
                                               "the target\n(same colour = same height)")))
         seconds = [s for s, _ in rows]
-        pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
-                         [seconds, [r["mse"] for _, r in rows]],
-                         lambda: draw_chain_lines(
-                             [("the composed network at each snapshot tick", seconds,
-                               [r["mse"] for _, r in rows], dict(marker="o"))],
-                             f"{len(layout)} stages ({sizes}): error on points never trained on",
-                             "held-out MSE (log scale)", log_scale=True,
-                             baseline=state.baseline)))
+        if layout[-1][-1] == 1:
+            pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
+                             [seconds, [r["mse"] for _, r in rows]],
+                             lambda: draw_chain_lines(
+                                 [("the composed network at each snapshot tick", seconds,
+                                   [r["mse"] for _, r in rows], dict(marker="o"))],
+                                 f"{len(layout)} stages ({sizes}): error on points never "
+                                 "trained on", "held-out MSE (log scale)", log_scale=True,
+                                 baseline=state.baseline)))
     boundaries = len(layout) - 1 if layout else len(files_in(run / "progress", "boundary*"))
     # chain.py --colocated: no oracle processes; each boundary's model is learned in the stage
     # above it, whose metrics carry the oracle's quality figures
@@ -496,6 +422,36 @@ def chain_view(state, run, notes):
                                      "gradients_received", notes, stopped))
     last = newest_mtime([*(run / "progress").glob("*"), *files_in(run / "metrics", "*.jsonl")])
     return pictures, processes, "chain", stopped, last, "the chain's stages and boundaries"
+
+
+def classifier_pictures(state, run, layout, rows, fit, origin, sizes):
+    """A classifier chain's pictures: test accuracy per tick, and at its newest snapshot
+    (fit: (label, layers) or None) test images with the labels it gives them and its
+    confusion matrix, all on the first test images (LiveState.test_images)."""
+    x, labels, data = state.test_images(run)
+    names = classify.images.CLASSES[data]
+    seconds = [s for s, _ in rows]
+    accuracy = [r["accuracy"] for _, r in rows]
+    chance = float(np.bincount(labels).max() / len(labels))
+    pictures = [("chain_accuracy", "Test accuracy of the composed chain",
+                 [seconds, accuracy],
+                 lambda: livedraw.draw_accuracy(seconds, accuracy, chance,
+                                                f"{len(layout)} stages ({sizes}): {data}, the "
+                                                f"first {len(labels):,} test images"))]
+    if fit is None:
+        return pictures
+    label, layers = fit
+    when = "final" if label == "final" else f"t = {label - origin:.0f} s"
+    pictures.append(("chain_examples", "Test images and the labels the chain gives them",
+                     [label], lambda: livedraw.draw_examples(
+                         layers, x, labels, names, f"The composed chain ({when}) on the first "
+                         "test images: green right, red wrong (with the true label)")))
+    pictures.append(("chain_confusion", "Confusion matrix", [label],
+                     lambda: livedraw.draw_confusion(
+                         livedraw.confusion(layers, x, labels, len(names)), names,
+                         f"The composed chain ({when}) on the first {len(labels):,} test "
+                         "images")))
+    return pictures
 
 
 def live_view(state):

@@ -52,3 +52,15 @@ def banded_images(n_train=300, n_test=100, seed=0):
         return x, labels.astype(np.int64)
 
     return split(n_train), split(n_test)
+
+
+def write_images(folder, data):
+    """Write ((x, labels), (x_test, labels_test)) as banded_images gives them as the four
+    gzipped IDX files datasets/images.py reads (pixels rounded to 0..255); returns folder."""
+    from datasets import images
+    folder.mkdir(parents=True, exist_ok=True)
+    for (x, labels), (images_name, labels_name) in zip(data, images.FILES.values()):
+        pixels = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8).reshape(-1, 28, 28)
+        images.write_idx(folder / (images_name + ".gz"), pixels)
+        images.write_idx(folder / (labels_name + ".gz"), labels.astype(np.uint8))
+    return folder

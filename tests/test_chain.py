@@ -144,7 +144,9 @@ def test_a_colocated_middle_stage_teaches_the_model_below_itself(middle):
     assert trainer.train_pass()
     assert trainer.boundary.version == 2                         # learned from dL/dh_in
     assert not np.array_equal(before[0], trainer.boundary.weights[0])
-    assert middle(colocated=True, update="frozen").boundary is None   # no gradient: no model
+    frozen = middle(colocated=True, update="frozen")
+    assert frozen.boundary is None                               # no gradient: no model
+    assert "synthetic_gradient_quality" not in frozen.metrics()  # and no quality to report
 
 
 def test_a_colocated_middle_stage_takes_the_model_above_from_the_next_stage():

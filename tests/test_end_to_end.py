@@ -35,10 +35,10 @@ COUNT = 5_000          # small data: many passes in a few seconds, so the halves
 # Runs are bounded by work, not seconds (train_input.py --until-trained): the input trainer
 # stops once the output trainer has trained on this many examples (~20 s of an idle 2-core
 # machine), so a busy machine takes longer and learns as much. Its --duration is only a guard.
-TRAIN_EXAMPLES = 150_000
+TRAIN_EXAMPLES = 110_000
 # The remote-mode run whose oracle is killed is bounded by the input trainer's passes over its
-# COUNT examples instead (~25 s idle here); see its test.
-ORACLE_EPOCHS = 6
+# COUNT examples instead (~15 s idle here); see its test.
+ORACLE_EPOCHS = 4
 GUARD_S = 900                  # only a guard against a hang (see tests/test_chain.py)
 # The scripts' own defaults (chosen by measurement, README): a conditioned oracle trained with
 # Adam, Adam in both trainers, the input trainer computing synthetic gradients locally. But
@@ -151,7 +151,7 @@ def test_reverse_start_order_input_trainer_first_still_learns(run, data_dir):
     oracle_url = f"http://127.0.0.1:{free_port()}"
     output_url = f"http://127.0.0.1:{free_port()}"
     inp = run.start("input", "train_input.py",
-                    *input_args(run, data_dir, oracle_url, output_url, examples=90_000))
+                    *input_args(run, data_dir, oracle_url, output_url, examples=70_000))
     output = run.start("output", "train_output.py", "--port", output_url.rsplit(":", 1)[1],
                        "--oracle-url", oracle_url, "--max-examples", str(COUNT),
                        "--progress-dir", str(run.progress), "--snapshot-interval", "2",
@@ -173,7 +173,7 @@ def test_reverse_start_order_input_trainer_first_still_learns(run, data_dir):
 def test_remote_mode_asks_the_oracle_for_every_minibatch_and_learns(run, data_dir):
     oracle_url, output_url = start_servers(run)
     inp = run.start("input", "train_input.py",
-                    *input_args(run, data_dir, oracle_url, output_url, examples=90_000),
+                    *input_args(run, data_dir, oracle_url, output_url, examples=70_000),
                     "--synthetic-gradients", "remote")
     assert inp.popen.wait(GUARD_S + 120) == 0, run.log("input")
     oracle_status = synthgrad.OracleClient(oracle_url).status()
@@ -340,7 +340,7 @@ def test_with_a_token_only_holders_talk_and_training_works(run, data_dir):
             with pytest.raises(synthgrad.PeerError, match="401"):
                 wrong.status()
 
-    codes, final = run_with_fixed_ports(run, data_dir, 75_000, extra=["--token", "s3cret"],
+    codes, final = run_with_fixed_ports(run, data_dir, 60_000, extra=["--token", "s3cret"],
                                         kill=knock)
     assert seen == {"oracle": 401, "output": 401}
     assert codes == {"oracle": 0, "output": 0, "input": 0}

@@ -221,6 +221,7 @@ OPTIONS = {
     "--token": ("s3cret", "token", "s3cret"),
     "--update-probability": ("0.25", "update_probability", 0.25),
     "--max-unsent": ("123", "max_unsent", 123),
+    "--max-ahead": ("250", "max_ahead", 250),
     "--progress-dir": ("elsewhere/progress", "progress_dir", Path("elsewhere/progress")),
     "--snapshot-interval": ("3", "snapshot_interval", 3),
     "--seed": ("42", "seed", 42),
@@ -231,7 +232,7 @@ OPTIONS = {
     "--report-every": ("9.5", "report_every", 9.5),
 }
 NOT_TRAINER_OPTIONS = {"data_dir", "examples", "epochs", "duration", "until_trained",
-                       "original"}
+                       "original", "data", "image_dir"}
 
 
 def test_config_from_args_carries_every_option_into_its_field():
@@ -244,9 +245,10 @@ def test_config_from_args_carries_every_option_into_its_field():
         assert getattr(config, field) == value, flag
         assert getattr(default, field) != value, f"{flag}: pick a value that is not the default"
     # nothing left out: every field comes from an option, every trainer option reaches a field
-    # (--colocated, which needs the local mode, has a test of its own below)
+    # (--colocated, which needs the local mode, has a test of its own below; the activation
+    # follows --data: tests/test_classify.py)
     assert {f.name for f in dataclasses.fields(config)} == \
-        {f for _, f, _ in OPTIONS.values()} | {"colocated"}
+        {f for _, f, _ in OPTIONS.values()} | {"colocated", "activation"}
     assert set(vars(args)) - NOT_TRAINER_OPTIONS == {flag[2:].replace("-", "_")
                                                     for flag in OPTIONS} | {"colocated"}
 

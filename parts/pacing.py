@@ -1,0 +1,71 @@
+"""How far a chain's first stage may run ahead of the next one, and when its work is done.
+
+Importing it runs nothing. train_input.py streams as fast as its core allows; the stage above
+it trains on what it holds at its own pace, on the latest activations per example. So stage 1
+can hand off many more examples than stage 2 trains on, stepping its layers on synthetic
+gradients while the model of the boundary learns from gradients that stage 2 computed for
+older activations, and taking a core that the stages above could use. NextStage watches the
+next stage's GET /status ("examples_trained") from a thread of its own and gives stage 1 two
+things:
+
+    until_trained N   set stop once the next stage has trained on N examples (a budget of
+                      work, the same on a busy machine: train_input.py --until-trained)
+    max_ahead M       flow control: wait before handing off while more than M examples have
+                      been handed off beyond what the next stage has trained on
+                      (train_input.py --max-ahead)
+
+Both only read /status: nothing in the protocol changes.
+"""
+
+import logging
+import threading
+import time
+
+import synthgrad
+
+log = logging.getLogger("train_input")
+
+
+class NextStage:
+    """The next stage's examples_trained, polled every `every` seconds until stop is set;
+    client: a synthgrad.OutputTrainerClient of its own (the sender's is busy elsewhere)."""
+
+    def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.2):
+        self.client, self.stop = client, stop
+        self.until_trained, self.max_ahead, self.every = until_trained, max_ahead, every
+        self.trained = None                    # its examples_trained at the last answer
+        self.waited = 0.0                      # seconds wait_for_room spent
+        self.changed = threading.Condition()
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="next-stage")
+
+    def start(self):
+        self._thread.start()
+
+    def _poll(self):
+        while not self.stop.wait(self.every):
+            try:
+                trained = self.client.status()["examples_trained"]
+            except (synthgrad.PeerError, KeyError, TypeError):     # down for now: ask again
+                continue
+            with self.changed:
+                self.trained = trained
+                self.changed.notify_all()
+            if self.until_trained is not None and trained >= self.until_trained:
+                log.info("the output trainer has trained on %s examples (--until-trained): "
+                         "stopping", f"{trained:,}")
+                self.stop.set()
+        with self.changed:
+            self.changed.notify_all()
+        self.client.close()
+
+    def wait_for_room(self, handed_off):
+        """With max_ahead: wait while handed_off - the next stage's examples_trained is over
+        max_ahead (or it has not answered yet), until stop is set. Returns at once otherwise."""
+        if self.max_ahead is None:
+            return
+        t0 = time.monotonic()
+        with self.changed:
+            while not self.stop.is_set() and (
+                    self.trained is None or handed_off - self.trained > self.max_ahead):
+                self.changed.wait(self.every)
+        self.waited += time.monotonic() - t0
