@@ -315,10 +315,17 @@ def chain_view(state, run, notes):
     stage1 = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")
     origin = snapshots.last_finite(stage1[:1], "time")
     pictures, rows, fit = [], [], None          # rows: [(seconds, {"mse", "cosine"})]
-    if layout is None:
-        pictures.append(("chain_fit", "The composed chain now, beside the target", ["waiting"],
-                         lambda: draw_waiting("The composed chain's fit", "waiting for every "
-                                              "stage's first weight snapshot")))
+    unreadable = None                           # why a classifier's test images cannot be read
+    if layout is not None and layout[-1][-1] > 1:
+        try:
+            state.test_images(run)
+        except ValueError as e:
+            unreadable = f"the chain classifies, but its test images cannot be read: {e}"
+            notes.append(unreadable)
+    if layout is None or unreadable:
+        pictures.append(("chain_fit", "The composed chain now", [unreadable or "waiting"],
+                         lambda: draw_waiting("The composed chain", unreadable or "waiting for "
+                                              "every stage's first weight snapshot")))
     else:
         ticks = chain_eval.chain_ticks(run, layout)
         origin = ticks[0] if origin is None and ticks else origin

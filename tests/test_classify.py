@@ -297,6 +297,17 @@ def test_the_live_page_shows_a_classifiers_accuracy_images_and_confusion_matrix(
     assert listing(run) == before                               # the page writes nothing
 
 
+def test_the_live_page_says_so_when_a_classifiers_test_images_are_gone(tmp_path):
+    import live
+    from test_live import get_all
+    run, image_dir = classifier_run(tmp_path)
+    for path in image_dir.iterdir():
+        path.unlink()
+    view = get_all(live.create_app({"run_dir": run, "heldout": 2_000}))   # 200s, no traceback
+    assert any("test images cannot be read" in note for note in view["notes"]), view["notes"]
+    assert view["pictures"][0]["name"] == "chain_fit"                        # in words
+
+
 def test_a_browser_shows_a_classifier_chains_pictures(browser, tmp_path):
     from parts import serving
     from test_live import page_images
