@@ -93,10 +93,13 @@ class OutputTrainer(serving.TrainingServer):
         # the boundary below, learned here and served at GET /weights
         self.boundary = self.sender = self.oracle = None
         self.loss = sgd.SoftmaxCrossEntropy if c["loss"] == "cross-entropy" else sgd.SquaredError
+        # a classifier's stage: every y it receives must be a label (its loss or its boundary
+        # model's one-hot needs it)
+        self.classes = c["classes"] or (sizes[-1] if self.loss is sgd.SoftmaxCrossEntropy else 0)
         if c["colocated"]:
             self.boundary = boundary.ColocatedModel(width, seed=(c["seed"], 1),
-                                                    classes=c["classes"],
-                                                    **boundary.classifier_model(c["classes"]))
+                                                    classes=self.classes,
+                                                    **boundary.classifier_model(self.classes))
             self.FLATTEN = {**self.FLATTEN, "synthetic_gradient_quality": ""}   # as oracle's
             self.NOT_IN_METRICS = (*self.NOT_IN_METRICS, "window")
         elif c["send_gradients"]:
@@ -120,9 +123,9 @@ class OutputTrainer(serving.TrainingServer):
     def receive(self, i, x, y):
         """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,). A
         classifier's y must be labels: synthgrad.ProtocolError (a 400, nothing kept) if not."""
-        if self.loss is sgd.SoftmaxCrossEntropy:
+        if self.classes:
             try:
-                classify.labels_of(y, self.layers[-1].w.shape[1])
+                classify.labels_of(y, self.classes)
             except ValueError as e:
                 raise synthgrad.ProtocolError(f"y: {e} (this stage classifies)") from None
         with self.lock:
