@@ -166,7 +166,7 @@ class LiveState:
                 models.append(chain_eval.load_boundary_model(run, b, tick))
             except (ValueError, KeyError):
                 models.append(None)
-        if layout[-1][-1] > 1:                          # a classifier: its test images
+        if chain_eval.classifies(layout):               # a classifier: its test images
             x, y, _ = self.test_images(run)
             accuracy, loss = sgd.classification_scores(layers, x, y)
             result = {"accuracy": accuracy, "loss": loss}

@@ -32,6 +32,7 @@ import numpy as np
 
 import sgd
 import synthgrad
+from datasets import images
 from parts import classify, optimizers
 
 log = logging.getLogger("boundary")
@@ -261,7 +262,7 @@ class ColocatedModel:
         if self.diverged:
             return
         if self.classes and self.conditioned:                     # the label as a one-hot row
-            y = np.eye(self.classes)[classify.labels_of(y, self.classes)]
+            y = images.one_hot(classify.labels_of(y, self.classes), self.classes)
         g_hat = self.model.predict(h, y)                          # (m, w), before it learns
         with self.lock:
             self.quality.add(g_hat, g)

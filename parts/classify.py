@@ -21,7 +21,6 @@ import sgd
 from datasets import images
 
 DATA_NAMES = ("toy",) + images.NAMES
-CLASSES = 10                                  # every data set of images.NAMES has ten
 
 
 def data_arguments(p, what="stream"):
@@ -52,16 +51,11 @@ def load_test(data, image_dir, count=None):
     return x[:count], labels[:count]
 
 
-def activation_of(name):
-    """(sgd activation, init) for a stage's hidden layers: the toy's sigmoid with sgd.py's
-    standard normals, or ReLU with He's init (what suits it; sgd.py says why)."""
-    return (sgd.ReLU, "he") if name == "relu" else (sgd.Sigmoid, "normal")
-
-
 def make_layers(sizes, activation, rng, last_linear):
     """sgd.Layers between sizes, each `activation` ("sigmoid" or "relu"), the last linear if
-    last_linear (it gives the logits, or the toy's y)."""
-    act, init = activation_of(activation)
+    last_linear (it gives the logits, or the toy's y): the toy's sigmoid with sgd.py's standard
+    normals, or ReLU with He's init (what suits it; sgd.py says why)."""
+    act, init = (sgd.ReLU, "he") if activation == "relu" else (sgd.Sigmoid, "normal")
     n = len(sizes) - 1
     return [sgd.Layer(a, b, sgd.Linear if last_linear and k == n - 1 else act, rng, init)
             for k, (a, b) in enumerate(zip(sizes, sizes[1:]))]
@@ -84,4 +78,4 @@ def model_inputs(h, y, n_in):
         return h
     if extra == 1:
         return np.column_stack([h, y])
-    return np.column_stack([h, np.eye(extra)[np.asarray(y).astype(np.int64)]])
+    return np.column_stack([h, images.one_hot(np.asarray(y).astype(np.int64), extra)])

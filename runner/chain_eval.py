@@ -24,13 +24,18 @@ def stage_file(run, k, label):
     return Path(run) / "progress" / f"stage{k}" / f"{part}_{label}.npz"
 
 
+def classifies(layout):
+    """True for a classifier's layout (more than one output: logits), False for the toy's."""
+    return layout[-1][-1] > 1
+
+
 def load_chain(run, layout, label):
     """The composed network (a list of sgd.Layer) from every stage's snapshot `label`; a
     classifier's (more than one output: logits) has ReLU hidden layers, as its stages do."""
     layers = []
     for k, sizes in enumerate(layout, start=1):
         layers += snapshots.load_layers(stage_file(run, k, label), list(zip(sizes, sizes[1:])))
-    if layout[-1][-1] > 1:
+    if classifies(layout):
         for layer in layers[:-1]:
             layer.activation = sgd.ReLU
         layers[-1].activation = sgd.Linear
@@ -72,7 +77,7 @@ def true_and_synthetic(layers, layout, x, y, models):
         h.append(a)
     ends = np.cumsum([len(s) - 1 for s in layout])            # layer count at each stage's end
     grads = {}
-    loss = sgd.SoftmaxCrossEntropy if layout[-1][-1] > 1 else sgd.SquaredError
+    loss = sgd.SoftmaxCrossEntropy if classifies(layout) else sgd.SquaredError
     dL_da = loss.gradient(h[-1], y)
     for j in range(len(layers) - 1, -1, -1):
         dL_da = layers[j].backprop(dL_da)                      # dL/d(input of layer j)

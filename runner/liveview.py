@@ -316,7 +316,7 @@ def chain_view(state, run, notes):
     origin = snapshots.last_finite(stage1[:1], "time")
     pictures, rows, fit = [], [], None          # rows: [(seconds, {"mse", "cosine"})]
     unreadable = None                           # why a classifier's test images cannot be read
-    if layout is not None and layout[-1][-1] > 1:
+    if layout is not None and chain_eval.classifies(layout):
         try:
             state.test_images(run)
         except ValueError as e:
@@ -348,7 +348,7 @@ def chain_view(state, run, notes):
             fit = (label, layers)
             break
         sizes = " | ".join("-".join(map(str, s)) for s in layout)
-        if layout[-1][-1] > 1:                          # a classifier (chain.py --data)
+        if chain_eval.classifies(layout):               # chain.py --data
             pictures += classifier_pictures(state, run, layout, rows, fit, origin, sizes)
         elif fit is not None:
             label, layers = fit
@@ -363,7 +363,7 @@ def chain_view(state, run, notes):
                                               "The composed chain at its newest snapshot, beside "
                                               "the target\n(same colour = same height)")))
         seconds = [s for s, _ in rows]
-        if layout[-1][-1] == 1:
+        if not chain_eval.classifies(layout):
             pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
                              [seconds, [r["mse"] for _, r in rows]],
                              lambda: draw_chain_lines(
