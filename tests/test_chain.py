@@ -358,11 +358,11 @@ def test_mean_cosine_counts_a_zero_row_as_zero():
 
 # --- a real chain ----------------------------------------------------------------------------
 
-def killer(started, plan, metrics, ready=lambda: True):
+def killer(started, plan, metrics, ready=lambda name: True):
     """A thread that SIGKILLs each named process once stage 2 has trained on that many examples
     (plan: [(examples, name)], read from stage 2's metrics file `metrics`, a line per snapshot
-    tick) and ready() is true: kills bounded by work, not seconds, so a busy machine kills at
-    the same point of the run. Returns (thread, {name: time.time() of the kill})."""
+    tick) and ready(name) is true: kills bounded by work, not seconds, so a busy machine kills
+    at the same point of the run. Returns (thread, {name: time.time() of the kill})."""
     killed = {}
 
     def trained():
@@ -371,7 +371,7 @@ def killer(started, plan, metrics, ready=lambda: True):
 
     def run():
         for at, name in plan:
-            while trained() < at or not ready():
+            while trained() < at or not ready(name):
                 time.sleep(0.05)
             killed[name] = time.time()
             os.kill(started[name], signal.SIGKILL)
@@ -435,8 +435,12 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
     launch_env = chain.launch.child_env()
     chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
+    # each once it has a checkpoint to be restarted from (a fast machine trains stage 2's
+    # first 15,000 examples before its first checkpoint: CI saw "restarted from scratch")
     thread, killed = killer(started, [(15_000, "stage 2"), (35_000, "stage 3"),
-                                      (55_000, "stage 1")], run / "metrics" / "stage2.jsonl")
+                                      (55_000, "stage 1")], run / "metrics" / "stage2.jsonl",
+                            ready=lambda name: chain.checkpoint_path(
+                                run, name.replace(" ", "")).exists())
     code = chain.run_and_report(config, launch_env, on_start=started.__setitem__)
     thread.join(1)
     out = capsys.readouterr().out
@@ -501,7 +505,7 @@ def test_with_no_restart_a_death_ends_the_chain_cleanly_and_it_is_still_evaluate
     # examples before stage 1, started last, reaches its first tick)
     layout = chain.stage_sizes(config.sizes, config.splits)
     thread, killed = killer(started, [(10_000, "stage 2")], run / "metrics" / "stage2.jsonl",
-                            ready=lambda: bool(chain_eval.chain_ticks(run, layout)))
+                            ready=lambda name: bool(chain_eval.chain_ticks(run, layout)))
     code = chain.run_and_report(config, launch_env, on_start=started.__setitem__)
     ended = time.time()
     thread.join(1)
