@@ -5,7 +5,6 @@ Run it (the README's "Deeper decoupling" says more):
     python chain.py                                           # 2-24-12-1 in 2 stages: the demo's
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3   # 4 stages, 3 boundaries, 60 s
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --update frozen   # a control
-    python chain.py --help
 
 The network's layers are sizes[j] -> sizes[j+1] (sigmoid, the last linear). --splits cuts it
 after those layers: 1,2,3 on 2-32-32-32-32-1 gives the stages 2-32 | 32-32 | 32-32 | 32-32-1
@@ -41,8 +40,9 @@ snapshots (progress/stage<k>/), each boundary model's weights at every snapshot 
     chain.png    those three against seconds since the first stage began streaming
 
 On images (the paper's setting; `make data` gets Fashion-MNIST) every layer is its own stage
-by default, each ReLU with He's init, the last one's loss softmax cross-entropy, the label
-travelling where the toy's y does and every boundary model cDNI, conditioned on its one-hot:
+by default, each ReLU with He's init and training on each activation once as it arrives, the
+last one's loss softmax cross-entropy, the label travelling where the toy's y does and every
+boundary model cDNI, conditioned on its one-hot:
 
     python chain.py --data fashion-mnist --colocated          # 784-256-256-256-10, 4 processes
     python chain.py --data fashion-mnist --colocated --update frozen     # only the top learns
@@ -56,10 +56,7 @@ checkpoint, its peers' senders resending what they held (--max-restarts in 120 s
 ends); with --no-restart the first death ends the run. Stage 1 ends on its own clock whatever
 its peers do (chain.py stops it itself if it overruns by 15 s), and however the run ends (its
 time, a death, Ctrl-C, SIGTERM) chain.json and chain.png are written from the snapshots on
-disk, with "cut_short" saying why if it ended early:
-
-    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --duration 50   # then kill -9 one
-    python chain.py --no-restart                                           # a death ends it
+disk, with "cut_short" saying why if it ended early (--no-restart: the first death ends it).
 """
 
 import argparse
@@ -118,15 +115,17 @@ class ChainConfig:
                                            # beyond what stage 2 has trained on (None: off)
     data: str = "toy"                      # or an image set (classify.DATA_NAMES): classify
     image_dir: Path | None = None          # its IDX files (None: where datasets/ looks)
+    train_on: str = "held"                 # what the stages above 1 train on (train_output.py)
 
 
 # chain.py --data fashion-mnist (or mnist): the paper's network, every layer decoupled, each
 # stage ReLU with He's init, the last one's loss softmax cross-entropy, minibatches of 100,
 # every boundary model cDNI, linear, learned beside the stage above it (--colocated: oracle.py
-# is the toy's Keras model). Adam at 1e-4 and stage 1 paced to stage 2: at deep_dni.py's 3e-4
-# the chain diverged, paced or not (docs/chain.md, "A chain that classifies images").
+# is the toy's Keras model). Adam at 1e-4, stage 1 paced to stage 2, every stage training on
+# each activation once as it arrives: at deep_dni.py's 3e-4 the chain was unstable, and on the
+# latest activation held, pass after pass, it learned a third as much (docs/chain.md).
 IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000,
-              batch_size=100, learning_rate=1e-4, max_ahead=1_000)
+              batch_size=100, learning_rate=1e-4, max_ahead=1_000, train_on="arrivals")
 
 
 def stage_sizes(sizes, splits):
@@ -198,7 +197,7 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
             "--progress-dir", run / "progress" / f"stage{k}", "--snapshot-interval",
             config.snapshot_interval, "--wire", config.wire, "--report-every", 0,
             "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size,
-            "--learning-rate", config.learning_rate,
+            "--learning-rate", config.learning_rate, "--train-on", config.train_on,
             *checkpoint_argv(config, f"stage{k}", sizes[0] + 1, sizes)]
     if config.data != "toy":                       # a classifier's stage
         argv += ["--activation", "relu", "--classes", config.sizes[-1]]
@@ -257,10 +256,9 @@ def run_chain(config, env=None, on_start=None):
     that dies is named in one line and started again on its port from its checkpoint, as
     config.restart says; a death it may not mend ends the run, cut short."""
     env = launch.child_env() if env is None else env
-    # One BLAS thread a process unless told otherwise: a chain's premise is a core per stage,
-    # and OpenBLAS's idle worker threads spin at normal priority, starving the stages' training
-    # threads (nice 10). Measured on 2 cores, a 4-stage chain on images: stage 2 trained
-    # ~1,000 examples a second with them and ~14,000 with one thread each.
+    # One BLAS thread a process unless told otherwise (a core per stage): OpenBLAS's idle
+    # threads spin at normal priority and starved the stages' nice-10 training threads (2
+    # cores, 4 stages on images: stage 2 trained ~1,000 examples/s with them, ~14,000 without).
     env = {"OPENBLAS_NUM_THREADS": "1", **env}
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     (run / "metrics").mkdir(parents=True, exist_ok=True)
@@ -405,8 +403,7 @@ def chain_status_line(elapsed, metrics_path, clients, boundary_clients):
 def parse_args(argv):
     d = ChainConfig
     p = argparse.ArgumentParser(description="Run a network as a chain of stages, one process "
-                                            "each, with a synthetic-gradient model at every "
-                                            "boundary; measure what it learns.")
+                                "each, a synthetic-gradient model at every boundary; measure it.")
     classify.data_arguments(p, what="learn")
     p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
                    help="the network's widths, 2 in, 1 out (default 2-24-12-1; with --data "
@@ -427,6 +424,10 @@ def parse_args(argv):
                    help="flow control: stage 1 hands off at most N examples beyond what stage 2 "
                         "has trained on (train_input.py --max-ahead; default: off, 1,000 with "
                         "--data, where it doubled what a 4-stage chain learned)")
+    p.add_argument("--train-on", choices=("held", "arrivals"), default=None,
+                   help="what stages 2..K train on: held, the latest activation of every "
+                        "example, pass after pass (the default, the original's), or arrivals, "
+                        "each once as it comes (the default with --data: see train_output.py)")
     p.add_argument("--count", type=int, default=None,
                    help="training examples (default 20,000; with --data all 60,000 images)")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
@@ -466,7 +467,7 @@ def parse_args(argv):
                         "--splits as it ran")
     args = p.parse_args(argv)
     defaults = {"sizes": d.sizes, "splits": d.splits, "count": d.count,
-                "batch_size": d.batch_size} if args.data == "toy" else \
+                "batch_size": d.batch_size, "train_on": d.train_on} if args.data == "toy" else \
         {k: v for k, v in IMAGES.items() if k != "learning_rate"}
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
@@ -578,7 +579,7 @@ def main(argv=None):
                          conditioned=args.conditioned, learning_rate=args.learning_rate,
                          colocated=args.colocated, examples=args.examples,
                          data=args.data, image_dir=args.image_dir, batch_size=args.batch_size,
-                         max_ahead=args.max_ahead,
+                         max_ahead=args.max_ahead, train_on=args.train_on,
                          restart=launch.RestartPolicy(restart=args.restart,
                                                       max_restarts=args.max_restarts))
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)

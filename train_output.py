@@ -58,6 +58,7 @@ DEFAULTS = dict(
     activation="sigmoid",      # the hidden layers' (relu: a classifier's, with He's init)
     loss="squared",            # 1/2 (y_hat - y)^2, or cross-entropy: softmax of the logits
     classes=0,                 # a classifier's label count (its boundary model's one-hot)
+    train_on="held",           # every example held, pass after pass; or "arrivals": each once
 )
 
 
@@ -84,6 +85,8 @@ class OutputTrainer(serving.TrainingServer):
         self.y = np.zeros(c["max_examples"])                        # its target
         self.held = np.zeros(c["max_examples"], dtype=bool)
         self.received_at = np.zeros(c["max_examples"])             # time.time() of the latest h
+        self.fresh = np.zeros(c["max_examples"], dtype=bool)       # not trained on since received
+        self.arrival = np.zeros(c["max_examples"], dtype=np.int64)  # its place in the stream
         progress = c["progress_dir"]
         if progress is None:
             progress = snapshots.PROGRESS / snapshots.new_run_name()
@@ -132,15 +135,29 @@ class OutputTrainer(serving.TrainingServer):
             self.x[i] = x
             self.y[i] = y
             self.held[i] = True
+            self.fresh[i] = True
+            self.arrival[i] = self.counts["examples_received"] + np.arange(len(i))
             self.received_at[i] = time.time()
             self.counts["examples_received"] += len(i)
 
+    def examples_to_train(self):
+        """This pass's indices: every example held, in a random order (sgd's epoch), or with
+        --train-on arrivals those received since they were last trained on, oldest first, in
+        whole minibatches (none until a minibatch has arrived). Called under the lock."""
+        if self.config["train_on"] == "held":
+            return self.rng.permutation(np.flatnonzero(self.held))
+        new = np.flatnonzero(self.fresh)
+        new = new[np.argsort(self.arrival[new])]
+        new = new[:len(new) // self.config["batch_size"] * self.config["batch_size"]]
+        self.fresh[new] = False
+        return new
+
     def train_pass(self, chunk=synthgrad.MAX_CHUNK):
-        """sgd's epoch over every example held, in a random order, but `chunk` examples at a
-        time: after each chunk its true gradients go to the oracle, and the stop flag and the
-        snapshot and checkpoint clocks are visited. False if nothing is held."""
+        """sgd's epoch over the examples to train on (above), but `chunk` examples at a time:
+        after each chunk its true gradients go to the oracle, and the stop flag and the
+        snapshot and checkpoint clocks are visited. False if there is nothing to train on."""
         with self.lock:
-            order = self.rng.permutation(np.flatnonzero(self.held))
+            order = self.examples_to_train()
         if len(order) == 0:
             return False
         if self.counts["passes"] == 0 and self.counts["examples_trained"] == 0:
@@ -380,6 +397,12 @@ def argument_parser(description, d=DEFAULTS, live=True):
                         "model below sees each example's label as a one-hot row, and is "
                         "linear, learning at 3e-3, as deep_dni.py's (default 0: the toy, whose "
                         "model sees y as one column; with --loss cross-entropy, the last size)")
+    p.add_argument("--train-on", choices=("held", "arrivals"), default=d["train_on"],
+                   help="held (default, the original's): pass after pass over the latest "
+                        "activation of every example held, however old; arrivals: each "
+                        "activation once, in the order it came, waiting for a minibatch of new "
+                        "ones (a pipeline, as layers train in one process: a chain on images "
+                        "learns steadily this way, docs/chain.md)")
     if live:                                      # the last stage: its loss, the run's page
         p.add_argument("--loss", choices=("squared", "cross-entropy"), default=d["loss"],
                        help="squared (default): 1/2 (y_hat - y)^2 on the one output; "

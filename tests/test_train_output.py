@@ -203,6 +203,25 @@ def test_train_pass_with_nothing_held_does_nothing(output_app):
     assert status(output_app)["training_passes"] == 0
 
 
+def test_train_on_arrivals_trains_each_activation_once_in_the_order_it_came(make_output_app):
+    """--train-on arrivals: a pass takes the examples received since they were last trained on,
+    oldest first, in whole minibatches; nothing before a minibatch has arrived; a newer
+    activation of an example already trained on is new again."""
+    app = make_output_app(batch_size=2, train_on="arrivals")
+    trainer = app.config["TRAINER"]
+    hold(app, [7])
+    assert trainer.train_pass() is False                       # half a minibatch: wait
+    hold(app, [3, 9, 4])
+    assert trainer.train_pass()
+    (idx, *_), = trainer.sender.puts
+    assert list(idx) == [7, 3, 9, 4] and status(app)["examples_trained"] == 4
+    assert trainer.train_pass() is False                       # nothing new: nothing trained
+    hold(app, [9, 5])                                          # 9 again, with a new activation
+    assert trainer.train_pass()
+    assert list(trainer.sender.puts[-1][0]) == [9, 5]
+    assert status(app)["examples_trained"] == 6 and status(app)["examples_held"] == 5
+
+
 def test_training_passes_lower_the_mse(make_output_app):
     app = make_output_app(learning_rate=0.05)
     trainer = app.config["TRAINER"]
