@@ -109,23 +109,22 @@ class ChainConfig:
     colocated: bool = False                # boundary models beside the stages: K processes
     restart: launch.RestartPolicy = launch.RestartPolicy()   # what a death leads to
     checkpoint_interval: float | None = None   # seconds (None: by size, checkpoint_every)
-    examples: int | None = None            # stage 1 stops once stage 2 has trained this many
-                                           # (None: at duration; else duration is a limit)
+    examples: int | None = None            # the budget of work, --examples (None: duration)
     max_ahead: int | None = None           # stage 1 hands off at most this many examples
                                            # beyond what stage 2 has trained on (None: off)
     data: str = "toy"                      # or an image set (classify.DATA_NAMES): classify
     image_dir: Path | None = None          # its IDX files (None: where datasets/ looks)
     train_on: str = "held"                 # what the stages above 1 train on (train_output.py)
+    refresh_every: float = 0.2             # s between fetches of the model above a stage
 
 
 # chain.py --data fashion-mnist (or mnist): the paper's network, every layer decoupled, each
 # stage ReLU with He's init, the last one's loss softmax cross-entropy, minibatches of 100,
 # every boundary model cDNI, linear, learned beside the stage above it (--colocated: oracle.py
-# is the toy's Keras model). Adam at 1e-4, stage 1 paced to stage 2, every stage training on
-# each activation once as it arrives: at deep_dni.py's 3e-4 the chain was unstable, and on the
-# latest activation held, pass after pass, it learned a third as much (docs/chain.md).
-IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000,
-              batch_size=100, learning_rate=1e-4, max_ahead=1_000, train_on="arrivals")
+# is the toy's Keras model). Adam at 1e-4, stage 1 paced to stage 2, each stage training on each
+# activation once as it arrives, models fetched every 0.05 s: each measured (docs/chain.md).
+IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000, batch_size=100,
+              learning_rate=1e-4, max_ahead=1_000, train_on="arrivals", refresh_every=0.05)
 
 
 def stage_sizes(sizes, splits):
@@ -142,8 +141,7 @@ def check_layout(sizes, splits, data="toy"):
         raise ValueError(f"sizes must go from {ends[0]} inputs to {ends[1]} outputs through at "
                          f"least one hidden layer, e.g. {example} (got "
                          f"{train_output.format_sizes(sizes)})")
-    if list(splits) != sorted(set(splits)) or not splits or not 1 <= min(splits) or \
-            max(splits) >= layers:
+    if not splits or list(splits) != sorted(set(splits)) or splits[0] < 1 or splits[-1] >= layers:
         raise ValueError(f"splits must be increasing layer counts between 1 and {layers - 1} "
                          f"(got {','.join(map(str, splits))})")
 
@@ -156,9 +154,8 @@ def checkpoint_path(run, name):
 
 
 # Every process checkpoints every 5 s, or less often where its checkpoint is large, so that
-# writing them stays under ~2 MB/s a process: a 20,000 x 32 stage writes ~5 MB every 5 s, one
-# of width 1024 ~200 MB every ~100 s. A restart loses a few seconds of work, and a
-# benchmark's timings are not the disk's.
+# writing them stays under ~2 MB/s a process (a 20,000 x 32 stage: ~5 MB every 5 s; width
+# 1024: ~200 MB every ~100 s): a restart loses seconds of work, and timings are not the disk's.
 CHECKPOINT_MIN_S, CHECKPOINT_BYTES_PER_S = 5.0, 2e6
 
 
@@ -206,10 +203,11 @@ def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_ur
     if next_url is None:
         return launch.script_argv("train_output.py", *argv, "--no-live")   # chain.py's page
     return launch.script_argv("train_middle.py", *argv, "--above-oracle-url", above_oracle,
-                              "--next-url", next_url, "--update", config.update)
+                              "--next-url", next_url, "--update", config.update,
+                              "--refresh-every", config.refresh_every)
 
 
-def input_stage_argv(config, sizes, oracle_url, next_url):
+def input_stage_argv(config, sizes, oracle_url, next_url, last_url=None):
     """train_input.py holding the layers `sizes` (2 -> ... -> h); oracle_url None: --colocated,
     the model of the boundary above it comes from the next stage."""
     run = config.run_dir
@@ -223,9 +221,11 @@ def input_stage_argv(config, sizes, oracle_url, next_url):
     return launch.script_argv(
         "train_input.py", *data, *layers, *model,
         "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
-        "--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
-        "--wire", config.wire, "--update", config.update, "--duration", config.duration,
+        "--snapshot-interval", config.snapshot_interval, "--seed", config.seed, "--wire",
+        config.wire, "--update", config.update, "--duration", config.duration, "--refresh-every",
+        config.refresh_every,
         *([] if config.examples is None else ["--until-trained", config.examples]),
+        *(["--until-url", last_url] if config.train_on == "arrivals" and last_url else []),
         *([] if config.max_ahead is None else ["--max-ahead", config.max_ahead]),
         "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1,
         "--batch-size", config.batch_size, "--learning-rate", config.learning_rate,
@@ -293,8 +293,9 @@ def run_chain(config, env=None, on_start=None):
             client.wait_until_ready()
         where = ("each learned beside the stage above it" if config.colocated else
                  "each learned by an oracle")
+        counted = 2 if config.train_on == "held" else K             # --examples's stage
         until = ("" if config.examples is None else
-                 f" at most, until stage 2 has trained on {config.examples:,} examples")
+                 f" at most, until stage {counted} has trained on {config.examples:,} examples")
         print(f"chain: {K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
               f"{K - 1} boundaries ({where}): {len(supervisor.children) + 1} processes; stage 1 "
               f"streams for {config.duration:.0f} s{until} (logs in {run})", flush=True)
@@ -302,7 +303,7 @@ def run_chain(config, env=None, on_start=None):
 
         def first_argv(duration):
             return input_stage_argv(dataclasses.replace(config, duration=duration), layout[0],
-                                    None if config.colocated else oracles[0], stages[2])
+                                    None if config.colocated else oracles[0], stages[2], stages[K])
 
         def first_again(child):                        # the time left, from its checkpoint
             return launch.resume_argv(first_argv(round(max(1.0, end_at - time.monotonic()), 1)),
@@ -416,10 +417,9 @@ def parse_args(argv):
     p.add_argument("--duration", type=float, default=d.duration,
                    help="seconds the first stage streams (default %(default)g)")
     p.add_argument("--examples", type=int, default=None, metavar="N",
-                   help="end the run once stage 2 has trained on N examples (the stages above "
-                        "it train on what it passes up): a budget of work, the same on any "
-                        "machine however busy, with --duration then only a limit (default: "
-                        "none, the run ends at --duration)")
+                   help="end the run once stage 2 (with --train-on arrivals the last stage) has "
+                        "trained on N examples: a budget of work, the same on a busy machine, "
+                        "--duration then only a limit (default: none, the run ends at it)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
                    help="flow control: stage 1 hands off at most N examples beyond what stage 2 "
                         "has trained on (train_input.py --max-ahead; default: off, 1,000 with "
@@ -466,9 +466,8 @@ def parse_args(argv):
                         "stage 1's metrics into RUN/metrics/stage1.jsonl), with --sizes and "
                         "--splits as it ran")
     args = p.parse_args(argv)
-    defaults = {"sizes": d.sizes, "splits": d.splits, "count": d.count,
-                "batch_size": d.batch_size, "train_on": d.train_on} if args.data == "toy" else \
-        {k: v for k, v in IMAGES.items() if k != "learning_rate"}
+    defaults = {k: getattr(d, k) for k in IMAGES} if args.data == "toy" else IMAGES
+    defaults = {k: v for k, v in defaults.items() if k != "learning_rate"}
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
@@ -580,6 +579,7 @@ def main(argv=None):
                          colocated=args.colocated, examples=args.examples,
                          data=args.data, image_dir=args.image_dir, batch_size=args.batch_size,
                          max_ahead=args.max_ahead, train_on=args.train_on,
+                         refresh_every=args.refresh_every,
                          restart=launch.RestartPolicy(restart=args.restart,
                                                       max_restarts=args.max_restarts))
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)

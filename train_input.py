@@ -5,7 +5,6 @@ trainer cannot take yet):
 
     python train_input.py                        # loops over data/ until Ctrl-C
     python train_input.py --duration 180 --data-dir data --progress-dir progress
-    python train_input.py --help
 
 For each minibatch of examples x (n, 2) with targets y (n,):
 
@@ -18,10 +17,10 @@ It never waits for the true gradient: that is the point of synthetic gradients. 
 (`--synthetic-gradients local`) it does not wait for the oracle either: it computes g with a
 copy of the oracle's model, whose weights it fetches (GET /weights) every --refresh-every
 seconds, as in the paper, where the synthetic-gradient model sits beside the layer it serves.
-`--synthetic-gradients remote`, the original's way, asks the oracle for g over HTTP
-(estimate_gradients) for every minibatch. (The original
-averaged the n synthetic gradients and pushed the average back through only the last example's
-input; here each example's gradient goes back through its own input, as backprop requires.)
+`--synthetic-gradients remote`, the original's way, asks the oracle for g over HTTP for every
+minibatch (estimate_gradients). (The original averaged the n synthetic gradients and pushed
+the average back through only the last example's input; here each example's gradient goes
+back through its own input, as backprop requires.)
 Layer-1 weights are snapshotted into --progress-dir on a wall-clock tick shared with the output
 trainer, so plot.py can compose the whole network at the same moments; by default into
 progress/<run>, the folder the output trainer named for this run (its /status says which).
@@ -96,6 +95,7 @@ class InputConfig:
     update_probability: float = 1.0             # sporadic updates: 1 updates on every minibatch
     max_unsent: int = 5_000                     # back-pressure: unsent examples before waiting
     max_ahead: int | None = None                # flow control: examples beyond the next stage's
+    until_url: str | None = None                # whose examples_trained --until-trained counts
     progress_dir: Path | None = None            # snapshots (None: the output trainer's run)
     snapshot_interval: int = 10                 # seconds, the tick shared with train_output.py
     seed: int = 0                               # layer 1's initial weights and the example order
@@ -308,11 +308,8 @@ class InputTrainer:
             timer = threading.Timer(duration, self.stop.set)
             timer.daemon = True
             timer.start()
-        if until_trained is not None or self.config.max_ahead is not None:   # parts/pacing.py
-            self.next_stage = pacing.NextStage(synthgrad.OutputTrainerClient(
-                self.config.output_url, token=self.config.token, timeout=2.0), self.stop,
-                until_trained, self.config.max_ahead)
-            self.next_stage.start()
+        if until_trained is not None or self.config.max_ahead is not None:
+            self.next_stage = pacing.watch(self.config, self.stop, until_trained)
         # then (in the local mode) the model's weights and the run's folder; then time zero on
         # disk, unless resumed from a checkpoint (its time zero is there already). Stopped
         # while waiting, it writes nothing.
@@ -486,6 +483,9 @@ def parse_args(argv):
                    help="stop once the output trainer has trained on N examples: a budget of "
                         "work, the same on a busy machine, where --duration gets less done "
                         "(default: no limit)")
+    p.add_argument("--until-url", default=None, metavar="URL",
+                   help="the stage whose examples_trained --until-trained counts, e.g. a chain's "
+                        "last (default --output-url)")
     p.add_argument("--progress-dir", type=Path, default=None,
                    help="where weight snapshots go (default: progress/<run> next to this file, "
                         "the folder train_output.py named for this run, asked from its /status; "
@@ -549,7 +549,8 @@ def config_from_args(args):
         batch_size=args.batch_size, mode=args.synthetic_gradients, token=args.token,
         refresh_every=args.refresh_every, update_probability=args.update_probability,
         wire=args.wire or ("json" if args.data == "toy" else "binary"),
-        max_unsent=args.max_unsent, max_ahead=args.max_ahead, progress_dir=args.progress_dir,
+        max_unsent=args.max_unsent, max_ahead=args.max_ahead, until_url=args.until_url,
+        progress_dir=args.progress_dir,
         snapshot_interval=args.snapshot_interval, seed=args.seed, checkpoint=args.checkpoint,
         checkpoint_interval=args.checkpoint_interval, resume=args.resume,
         metrics_path=args.metrics, report_every=args.report_every)

@@ -8,8 +8,9 @@ older activations, and taking a core that the stages above could use. NextStage 
 next stage's GET /status ("examples_trained") from a thread of its own and gives stage 1 two
 things:
 
-    until_trained N   set stop once the next stage has trained on N examples (a budget of
-                      work, the same on a busy machine: train_input.py --until-trained)
+    until_trained N   set stop once the next stage (or --until-url's) has trained on N
+                      examples (a budget of work, the same on a busy machine:
+                      train_input.py --until-trained)
     max_ahead M       flow control: wait before handing off while more than M examples have
                       been handed off beyond what the next stage has trained on
                       (train_input.py --max-ahead)
@@ -30,7 +31,7 @@ class NextStage:
     """The next stage's examples_trained, polled every `every` seconds until stop is set;
     client: a synthgrad.OutputTrainerClient of its own (the sender's is busy elsewhere)."""
 
-    def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.2):
+    def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.05):
         self.client, self.stop = client, stop
         self.until_trained, self.max_ahead, self.every = until_trained, max_ahead, every
         self.trained = None                    # its examples_trained at the last answer
@@ -51,8 +52,8 @@ class NextStage:
                 self.trained = trained
                 self.changed.notify_all()
             if self.until_trained is not None and trained >= self.until_trained:
-                log.info("the output trainer has trained on %s examples (--until-trained): "
-                         "stopping", f"{trained:,}")
+                log.info("%s has trained on %s examples (--until-trained): stopping",
+                         self.client.base_url, f"{trained:,}")
                 self.stop.set()
         with self.changed:
             self.changed.notify_all()
@@ -69,3 +70,18 @@ class NextStage:
                     self.trained is None or handed_off - self.trained > self.max_ahead):
                 self.changed.wait(self.every)
         self.waited += time.monotonic() - t0
+
+
+def watch(config, stop, until_trained):
+    """Start what train_input.py's config asks for: a NextStage on config.output_url with
+    config.max_ahead, and the budget until_trained (None: none) counted on that stage, or on
+    config.until_url's (a chain's last stage) by a NextStage of its own. Returns the first."""
+    def started(url, until, ahead):
+        stage = NextStage(synthgrad.OutputTrainerClient(url, token=config.token, timeout=2.0),
+                          stop, until, ahead)
+        stage.start()
+        return stage
+    elsewhere = until_trained is not None and config.until_url is not None
+    if elsewhere:
+        started(config.until_url, until_trained, None)
+    return started(config.output_url, None if elsewhere else until_trained, config.max_ahead)

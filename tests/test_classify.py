@@ -238,7 +238,8 @@ def test_a_4_stage_chain_of_processes_classifies_fashion_mnist_and_its_control(t
                                    count=5_000, duration=GUARD_S, examples=60_000,
                                    colocated=True, data="fashion-mnist", update=update,
                                    **{k: v for k, v in chain.IMAGES.items()
-                                      if k in ("batch_size", "learning_rate", "max_ahead")})
+                                      if k in ("batch_size", "learning_rate", "max_ahead",
+                                               "train_on")})
         final = chain.run_chain(config, env)
         assert final["cut_short"] is None and final["stage2"]["examples_trained"] >= 60_000
         layout = chain.stage_sizes(config.sizes, config.splits)
