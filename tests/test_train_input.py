@@ -222,6 +222,7 @@ OPTIONS = {
     "--update-probability": ("0.25", "update_probability", 0.25),
     "--max-unsent": ("123", "max_unsent", 123),
     "--max-ahead": ("250", "max_ahead", 250),
+    "--until-url": ("http://127.0.0.1:9", "until_url", "http://127.0.0.1:9"),
     "--progress-dir": ("elsewhere/progress", "progress_dir", Path("elsewhere/progress")),
     "--snapshot-interval": ("3", "snapshot_interval", 3),
     "--seed": ("42", "seed", 42),
