@@ -258,10 +258,10 @@ def parse_args(argv):
                                             "against backprop in one process on K cores.")
     classify.data_arguments(p, what="classify")
     p.set_defaults(data="fashion-mnist")
-    p.add_argument("--stages", type=_ints, default=[2],
+    p.add_argument("--stages", type=race.ints, default=[2],
                    help="K, the stages of the chain and the BLAS threads of the one process, one "
                         "race per value (default 2, this machine's cores)")
-    p.add_argument("--widths", type=_ints, default=[256, 1024],
+    p.add_argument("--widths", type=race.ints, default=[256, 1024],
                    help="the hidden widths W (default 256,1024)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
     p.add_argument("--seconds", type=float, default=60.0,
@@ -290,16 +290,6 @@ def parse_args(argv):
     if args.count > 60_000 or args.test > 10_000:
         p.error("--count is at most 60,000 and --test at most 10,000")
     return args
-
-
-def _ints(text):
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 2,4,8, got {text!r}") from None
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
-    return values
 
 
 def main(argv=None):

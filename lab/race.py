@@ -387,18 +387,19 @@ def main_distribution_cost(args):
 
 # --- The command line (lab/bench.py --race's options; --one-process is the race's own child). -------
 
+def ints(text):
+    """An argparse type: "2,4,8" -> [2, 4, 8], every value at least 1."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 2,4,8, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
+    return values
+
+
 def add_arguments(p):
     """The race's options, on lab/bench.py's parser."""
-    def ints(text):
-        try:
-            values = [int(v) for v in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected numbers like 2,4,8, got {text!r}") \
-                from None
-        if min(values) < 1:
-            raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
-        return values
-
     p.add_argument("--stages", type=ints, default=[os.cpu_count() or 1],
                    help="--race: K, the stages of the chain and the cores (BLAS threads) of the "
                         f"one process, one race per value (default: this machine's cores, "

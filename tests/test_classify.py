@@ -225,7 +225,7 @@ def test_a_4_stage_chain_of_processes_classifies_fashion_mnist_and_its_control(t
     paced to stage 2, every stage training on each activation once as it arrives). The same
     chain with --update frozen (only the last stage learns: the paper's No Bprop) is the
     control. On 2,000 test images both beat the commonest label and cDNI beats the control by
-    15 points at least (runs here: cDNI 68-71%, the control 23%; docs/chain.md)."""
+    15 points at least (four runs here: cDNI 50-59%, the control 23%)."""
     try:
         classify.images.find("fashion-mnist", download=False)
     except classify.images.DataError as e:
