@@ -29,10 +29,12 @@ log = logging.getLogger("train_input")
 
 class NextStage:
     """The next stage's examples_trained, polled every `every` seconds until stop is set;
-    client: a synthgrad.OutputTrainerClient of its own (the sender's is busy elsewhere)."""
+    client: a synthgrad.OutputTrainerClient of its own (the sender's is busy elsewhere); name:
+    the stage's, for the log."""
 
-    def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.05):
-        self.client, self.stop = client, stop
+    def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.05,
+                 name="the next stage"):
+        self.client, self.stop, self.name = client, stop, name
         self.until_trained, self.max_ahead, self.every = until_trained, max_ahead, every
         self.trained = None                    # its examples_trained at the last answer
         self.waited = 0.0                      # seconds wait_for_room spent
@@ -53,7 +55,7 @@ class NextStage:
                 self.changed.notify_all()
             if self.until_trained is not None and trained >= self.until_trained:
                 log.info("%s has trained on %s examples (--until-trained): stopping",
-                         self.client.base_url, f"{trained:,}")
+                         self.name, f"{trained:,}")
                 self.stop.set()
         with self.changed:
             self.changed.notify_all()
@@ -78,7 +80,7 @@ def watch(config, stop, until_trained):
     config.until_url's (a chain's last stage) by a NextStage of its own. Returns the first."""
     def started(url, until, ahead):
         stage = NextStage(synthgrad.OutputTrainerClient(url, token=config.token, timeout=2.0),
-                          stop, until, ahead)
+                          stop, until, ahead, name=url)
         stage.start()
         return stage
     elsewhere = until_trained is not None and config.until_url is not None
