@@ -186,14 +186,15 @@ def run_server(args, create_app, script, beside=None):
     state.start_training()
     url = f"http://{server.effective_host}:{server.effective_port}"
     stop_beside = beside(args, url, state) if beside is not None else None
-    snapshots.MetricsLog(args.metrics, state.role).every(args.metrics_interval, state.metrics,
-                                                         state.stop)
+    metrics = snapshots.MetricsLog(args.metrics, state.role)
+    metrics.every(args.metrics_interval, state.metrics, state.stop)
     if args.report_every > 0:
         snapshots.every(args.report_every, lambda: log.info("%s", status_line(state.status())),
                         state.stop, "status-lines")
 
     def on_stop():
         state.stop_training()
+        metrics.write(**state.metrics())          # the last line is the end, not a second before
         log.info("final status: %s", status_line(state.status()))
         if stop_beside is not None:
             stop_beside()

@@ -387,6 +387,20 @@ def test_a_taken_port_is_one_line_naming_port_and_writes_nothing(run, script):
     assert not (run.folder / "metrics.jsonl").exists() and not (run.folder / "ck.npz").exists()
 
 
+def test_a_server_writes_a_last_metrics_line_when_it_stops(run):
+    """A server's metrics file ends with what it held when it stopped, not what it held at its
+    last tick: a reader of the file (a test asking what reached the output trainer after a link
+    came back) would otherwise miss up to --metrics-interval seconds of work."""
+    metrics = run.folder / "oracle.jsonl"
+    oracle = run.start("oracle", "oracle.py", "--port", "0", "--metrics", str(metrics),
+                       "--metrics-interval", "3600")
+    oracle.wait_url(60)
+    assert run.stop() == {"oracle": 0}
+    lines = snapshots.read_metrics(metrics)
+    assert len(lines) == 1, lines                     # no tick in an hour: only the last line
+    assert lines[0]["stage"] == "oracle" and lines[0]["examples_held"] == 0, lines
+
+
 def test_runs_stopped_at_once_leave_an_earlier_run_byte_identical(run, data_dir, tmp_path):
     """The three scripts started on the folder of an earlier run and stopped before training:
     the input trainer with no oracle to talk to, the servers before any example came."""
