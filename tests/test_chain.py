@@ -534,7 +534,7 @@ def test_with_no_restart_a_death_ends_the_chain_cleanly_and_it_is_still_evaluate
     assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
 
-@pytest.mark.parametrize("sizes, splits, budget", [((2, 32, 32, 32, 32, 1), (1, 2, 3), 250_000),
+@pytest.mark.parametrize("sizes, splits, budget", [((2, 32, 32, 32, 32, 1), (1, 2, 3), 400_000),
                                                    ((2, 24, 12, 1), (1,), 150_000)],
                          ids=["4 stages", "2 stages"])
 def test_a_colocated_chain_is_one_process_per_stage_and_learns(tmp_path, sizes, splits, budget):
@@ -542,9 +542,11 @@ def test_a_colocated_chain_is_one_process_per_stage_and_learns(tmp_path, sizes, 
     boundary's model learned in the stage above it, and the composed network learns.
 
     The run is bounded by work, not seconds: it ends once stage 2 has trained on `budget`
-    examples (~30 s for 4 stages, ~7 s for 2 on an idle 2-core machine; the 4-stage chain's
-    held-out MSE is noisy before ~150,000), so a busy machine takes longer and learns as much.
-    The duration is only a guard against a hang."""
+    examples (~50 s for 4 stages, ~7 s for 2 on an idle 2-core machine), so a busy machine
+    takes longer and learns as much. The duration is only a guard against a hang. The 4-stage
+    chain's held-out MSE is noisy from tick to tick and still falling at 250,000 examples (one
+    run's last ticks went 0.051, 0.085, 0.146; the final MSE of ten runs 0.028-0.088, twice
+    over the bound of half the mean predictor's 0.16), hence 400,000."""
     run = tmp_path / "chain"
     K = len(splits) + 1
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=splits, count=5_000,
@@ -566,7 +568,8 @@ def test_a_colocated_chain_is_one_process_per_stage_and_learns(tmp_path, sizes, 
     result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=2_000,
                             cosine_points=500)
     print(f"{K}-stage colocated chain: held-out MSE {result['initial_mse']:.4f} -> "
-          f"{result['final_mse']:.4f}; cosines at the last ticks "
+          f"{result['final_mse']:.4f}; MSE and cosines at the last ticks "
+          f"{[round(r['heldout_mse'], 4) for r in result['ticks'][-3:]]} "
           f"{[r['cosine'] for r in result['ticks'][-3:]]}")
     assert result["final_mse"] < 0.5 * min(result["initial_mse"], result["mean_predictor_mse"])
     assert not list(run.glob("boundary*.log"))                   # no oracle was started
