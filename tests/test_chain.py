@@ -475,7 +475,9 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
     assert steps == sorted(steps) and steps[-1] > 0             # boundary 2's model, too
     # it learned on: lower at the end than at the first kill (the last tick before it; on a
     # fast machine stage 2 trains its first 15,000 examples before the first tick, and then
-    # the untrained network is where it was)
+    # the untrained network is where it was) and than untrained. The first seconds may go
+    # either way (CI once saw 8.34 untrained, 17.99 at the first kill, 0.117 at the end), so
+    # the tick at the kill is not held to be below the untrained network.
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"] is None and result["final_from"] == "final"
     lines = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")
@@ -484,7 +486,7 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
                                           if r["seconds"] <= first_kill])[-1]
     print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> {at_kill:.4f} at the "
           f"first kill ({first_kill:.1f} s) -> {result['final_mse']:.4f} at the end")
-    assert result["final_mse"] < at_kill <= result["initial_mse"]
+    assert result["final_mse"] < min(at_kill, result["initial_mse"])
     assert not (run / "checkpoints").exists()                   # a finished run is not resumed
     assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
