@@ -323,8 +323,7 @@ def create_app(config=None):
 
     @app.get(synthgrad.WEIGHTS)
     def weights():
-        return synthgrad.encode_weights(oracle.weights, oracle.conditioned,
-                                        oracle.counts["steps"])
+        return serving.weights_answer(oracle.weights, oracle.conditioned, oracle.counts["steps"])
 
     return app
 

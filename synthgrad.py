@@ -55,10 +55,10 @@ MAX_EXAMPLES_PER_REQUEST examples (MAX_CHUNK is what our senders put in one).
 The binary form: /training_example, /provide_gradient and /estimate_gradients also accept their
 batched body as Content-Type application/x-synthgrad-arrays (see encode_binary), the same fields
 as raw little-endian int64 / float64 arrays. /estimate_gradients answers a binary request in the
-binary form too ({"gradients": (n, 24)}); every other answer, and every error, is JSON. It is
-~150x cheaper to write and read than JSON numbers (0.2 against 31 microseconds per example) and
-is opt-in (`--wire binary` on the trainers); JSON stays the default and the reference. Every
-check applies to both forms alike.
+binary form too, as GET /weights a request that sends "Accept: application/x-synthgrad-arrays";
+every other answer, and every error, is JSON. It is ~150x cheaper than JSON numbers (0.2 against
+31 microseconds an example; 256-wide weights 0.4 ms against 280) and is opt-in (`--wire binary`
+on the trainers); JSON stays the default and the reference. Every check applies to both.
 
 A shared secret: a server started with --token (or the SYNTHGRAD_TOKEN environment variable)
 answers 401 to every request that does not carry "Authorization: Bearer <token>"; our clients
@@ -66,9 +66,7 @@ send it when given the same token.
 
 Errors: a refused request gets a 4xx status and {"error": "what was wrong"}; the server's state is
 unchanged by it. 400 bad body, 401 no or wrong token, 404 unknown path, 405 wrong method,
-413 body too large.
-
-Clients: OracleClient and OutputTrainerClient, at the end of this file, on requests.
+413 body too large. Clients: OracleClient and OutputTrainerClient, at the end, on requests.
 """
 
 import http.client
@@ -132,12 +130,9 @@ def encode_array(a):
 
 
 def decode_array(obj, shape=None, what="array"):
-    """The float64 array described by obj, checked.
-
-    shape: the expected shape, with None for a dimension that may be anything. Raises
-    ProtocolError naming `what` if obj is not an array object, its values are not finite numbers,
-    their count does not match its shape, or its shape is not the expected one.
-    """
+    """The float64 array described by obj, checked against shape (None: any size there):
+    ProtocolError naming `what` if obj is not an array object, its values are not finite
+    numbers, their count does not match its shape, or its shape is not the expected one."""
     if isinstance(obj, np.ndarray):                     # from the binary form: already numbers
         return _check_array(obj.astype(np.float64, copy=False), shape, what)
     if not isinstance(obj, dict) or "shape" not in obj or "values" not in obj:
@@ -315,7 +310,11 @@ def encode_weights(weights, conditioned, version):
 
 
 def decode_weights(body, width=HIDDEN_SIZE):
-    """(weights, conditioned, version) from a GET /weights answer for h of `width`, checked."""
+    """(weights, conditioned, version) from a GET /weights answer for h of `width`, checked:
+    JSON, or the binary form's weights0.., conditioned (1,) and version (1,)."""
+    if isinstance(body, dict) and "weights0" in body:            # the binary form
+        body = {"weights": [body[f"weights{k}"] for k in range(4) if f"weights{k}" in body],
+                **{k: body[k][0] for k in ("conditioned", "version") if len(body.get(k, ())) == 1}}
     if not isinstance(body, dict) or not isinstance(body.get("weights"), list):
         raise ProtocolError('expected {"weights": [array, ...], ...}')
     weights = [decode_array(w, what=f"weights[{k}]") for k, w in enumerate(body["weights"])]
@@ -469,13 +468,14 @@ class Client:
                 self._sessions.append(session)
         return session
 
-    def _send(self, method, path, body, content_type="application/json"):
+    def _send(self, method, path, body, content_type="application/json", accept=None):
         """One HTTP exchange: (status, body bytes, Content-Type of the answer)."""
         session = self._session()
-        key = (method, path, content_type if body is not None else None)
+        key = (method, path, content_type if body is not None else None, accept)
         template = self._local.templates.get(key)
         if template is None:                  # the URL and the session's headers, once
             headers = {"Content-Type": key[2]} if key[2] else {}
+            headers.update({"Accept": accept} if accept else {})
             template = session.prepare_request(
                 requests.Request(method, self.base_url + path, headers=headers))
             self._local.templates[key] = template
@@ -486,9 +486,9 @@ class Client:
         r = self._local.adapter.send(request, timeout=self.timeout)
         return r.status_code, r.content, r.headers.get("Content-Type", "")
 
-    def _request(self, method, path, arrays=None):
+    def _request(self, method, path, arrays=None, accept=None):
         """Send a batched body {name: array} (if any) in the client's form, binary or JSON;
-        return the JSON answer (or the arrays of a binary answer)."""
+        return the JSON answer (or the arrays of a binary answer, which `accept` may ask for)."""
         url = self.base_url + path
         if arrays is None:
             body, kind = None, "application/json"
@@ -498,11 +498,11 @@ class Client:
             body, kind = json.dumps(encode_batched(arrays)).encode(), "application/json"
         try:
             try:
-                status, data, answer_kind = self._send(method, path, body, kind)
+                status, data, answer_kind = self._send(method, path, body, kind, accept)
             except requests.ConnectionError as e:
                 if not any(isinstance(c, _STALE) for c in _causes(e)):
                     raise
-                status, data, answer_kind = self._send(method, path, body, kind)
+                status, data, answer_kind = self._send(method, path, body, kind, accept)
         except requests.RequestException as e:
             root = list(_causes(e))[-1]       # e.g. ConnectionRefusedError, TimeoutError
             raise PeerError(f"{self.name} at {url}: {type(root).__name__}: {root}") from e
@@ -571,8 +571,9 @@ class OracleClient(Client):
             raise PeerError(f"oracle at {self.base_url} sent a bad answer: {e}") from e
 
     def weights(self, width=HIDDEN_SIZE):
-        """GET /weights: (weights, conditioned, version) of the oracle's newest model."""
-        body = self._request("GET", WEIGHTS)
+        """GET /weights: (weights, conditioned, version) of the oracle's newest model (in the
+        binary form if this client's is)."""
+        body = self._request("GET", WEIGHTS, accept=BINARY_TYPE if self.binary else None)
         try:
             return decode_weights(body, width)
         except ProtocolError as e:

@@ -327,7 +327,7 @@ def create_app(config=None, trainer_class=None):
         @app.get(synthgrad.WEIGHTS)
         def weights():
             model = trainer.boundary
-            return synthgrad.encode_weights(model.weights, model.conditioned, model.version)
+            return serving.weights_answer(model.weights, model.conditioned, model.version)
 
     return app
 

@@ -447,7 +447,7 @@ def test_oracle_client_refuses_a_wrong_shaped_answer(monkeypatch):
 def test_binary_oracle_client_sends_and_reads_the_binary_form(monkeypatch):
     sent = {}
 
-    def fake_send(method, path, body, content_type):
+    def fake_send(method, path, body, content_type, accept=None):
         sent.update(path=path, arrays=synthgrad.parse_binary(body), kind=content_type)
         g = np.full((3, W), 0.25)
         return 200, synthgrad.encode_binary({"gradients": g}), synthgrad.BINARY_TYPE
@@ -464,6 +464,16 @@ def test_binary_oracle_client_sends_and_reads_the_binary_form(monkeypatch):
         monkeypatch.setattr(client, "_send", lambda *a, bad=bad: (200, bad, synthgrad.BINARY_TYPE))
         with pytest.raises(PeerError, match="bad"):
             client.estimate_gradients(h)
+    # GET /weights asks for the binary form (a JSON client does not) and reads it
+    weights = [np.ones((W + 1, W)), np.zeros(W)]
+    asked = []
+    monkeypatch.setattr(client, "_send", lambda method, path, body, kind, accept=None: (
+        asked.append(accept) or (200, synthgrad.encode_binary(
+            {"weights0": weights[0], "weights1": weights[1], "conditioned": np.array([1]),
+             "version": np.array([7])}), synthgrad.BINARY_TYPE)))
+    got, conditioned, version = client.weights(W)
+    assert asked == [synthgrad.BINARY_TYPE] and conditioned is True and version == 7
+    assert [w.tobytes() for w in got] == [w.tobytes() for w in weights]
 
 
 def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):

@@ -738,6 +738,11 @@ def test_colocated_serves_its_model_at_weights_and_its_quality_in_status(make_ou
     assert conditioned is True and version == trainer.boundary.version == 4
     for got, kept in zip(weights, trainer.boundary.weights):
         assert got.tobytes() == kept.tobytes()
+    r = app.test_client().get(synthgrad.WEIGHTS, headers={"Accept": synthgrad.BINARY_TYPE})
+    assert r.mimetype == synthgrad.BINARY_TYPE                 # a --wire binary stage's fetch
+    binary = synthgrad.decode_weights(synthgrad.parse_binary(r.get_data()), W)
+    assert binary[1:] == (True, 4) and all(
+        a.tobytes() == b.tobytes() for a, b in zip(binary[0], weights))
     s = status(app)
     assert s["boundary_model_steps"] == 4 and s["gradients_to_oracle"] is None
     q = s["synthetic_gradient_quality"]
