@@ -256,8 +256,8 @@ def main_race(args):
 def parse_args(argv):
     p = argparse.ArgumentParser(description="The race on images: a chain of K co-located stages "
                                             "against backprop in one process on K cores.")
-    classify.data_arguments(p, what="classify")
-    p.set_defaults(data="fashion-mnist")
+    classify.data_arguments(p, what="classify (the toy's race is python -m lab.bench --race)",
+                            images_only=True)
     p.add_argument("--stages", type=race.ints, default=[2],
                    help="K, the stages of the chain and the BLAS threads of the one process, one "
                         "race per value (default 2, this machine's cores)")
@@ -278,8 +278,6 @@ def parse_args(argv):
                    help=argparse.SUPPRESS)                  # the race's own child
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.data == "toy":
-        p.error("--data must be an image set (the toy's race is python -m lab.bench --race)")
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
     for name, low in (("seeds", 1), ("interval", 1), ("count", 1000), ("test", 100)):
