@@ -122,9 +122,9 @@ class ChainConfig:
 # stage ReLU with He's init, the last one's loss softmax cross-entropy, minibatches of 100,
 # every boundary model cDNI, linear, learned beside the stage above it (--colocated: oracle.py
 # is the toy's Keras model). Adam at 1e-4, stage 1 paced to stage 2, each stage training on each
-# activation once as it arrives, models fetched every 0.05 s: each measured on a 4-stage chain.
+# activation once as it arrives, models fetched every 0.05 s: each measured (docs/chain.md).
 IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000, batch_size=100,
-              learning_rate=1e-4, max_ahead=1_000, train_on="arrivals", refresh_every=0.05)
+              learning_rate=1e-4, max_ahead=200, train_on="arrivals", refresh_every=0.05)
 
 
 def stage_sizes(sizes, splits):
@@ -422,8 +422,8 @@ def parse_args(argv):
                         "--duration then only a limit (default: none, the run ends at it)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
                    help="flow control: stage 1 hands off at most N examples beyond what stage 2 "
-                        "has trained on (train_input.py --max-ahead; default: off, 1,000 with "
-                        "--data, where it doubled what a 4-stage chain learned)")
+                        "has trained on (train_input.py --max-ahead; default: off, 200 with "
+                        "--data: at 1,000 the default 4-stage chain was unstable)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=None,
                    help="what stages 2..K train on: held, the latest activation of every "
                         "example, pass after pass (the default, the original's), or arrivals, "

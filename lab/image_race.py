@@ -16,7 +16,8 @@ training images, the same test images (--test of the 10,000):
   allowed K threads, test accuracy measured every --interval seconds of training (measuring is
   not counted: the comparison favours it);
 - the chain: chain.run_chain --data --colocated with chain.py's defaults for images (stage 1
-  paced to stage 2, every stage training on each activation once as it arrives, cDNI boundary
+  paced to stage 2, at most --max-ahead ahead: 1,000 here, not chain.py's 200, see
+  RACE_MAX_AHEAD; every stage training on each activation once as it arrives, cDNI boundary
   models), one OpenBLAS thread per process, snapshots every --interval seconds, measured
   afterwards (chain_eval.evaluate), time counted from the moment stage 1 began streaming.
 
@@ -45,6 +46,9 @@ from parts import classify, optimizers, snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.75, 0.80, 0.84)
+# The chain's --max-ahead in the race: chain.py's 200 steadies its 4 stages sharing 2 cores; a
+# race gives each stage a core, and there 1,000 let stage 1 stream twice as fast (docs/chain.md).
+RACE_MAX_AHEAD = 1_000
 BATCH_SIZE, LEARNING_RATE = chain.IMAGES["batch_size"], chain.IMAGES["learning_rate"]
 
 
@@ -120,8 +124,9 @@ def chain_side(out_dir, args, width, stages, seed):
     config = chain.ChainConfig(
         run_dir=run, sizes=sizes, splits=splits, count=args.count, duration=args.seconds,
         seed=seed, snapshot_interval=args.interval, colocated=True, data=args.data,
-        image_dir=args.image_dir, **{k: v for k, v in chain.IMAGES.items()
-                                     if k not in ("sizes", "splits", "count")})
+        image_dir=args.image_dir, **{**{k: v for k, v in chain.IMAGES.items()
+                                        if k not in ("sizes", "splits", "count")},
+                                     "max_ahead": args.max_ahead})
     env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     chain.run_chain(config, env)
     result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=args.test,
@@ -223,7 +228,8 @@ def machine_line(args):
             f"{sys.version.split()[0]}, numpy {np.__version__}, OpenBLAS kernel "
             f"{race.blas_info().get('core', '?')}; {args.data}, {args.count:,} training images, "
             f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
-            f"{BATCH_SIZE}, {args.seconds:g} s a run, {args.seeds} seeds")
+            f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
+            f"{args.seconds:g} s a run, {args.seeds} seeds")
 
 
 def main_race(args):
@@ -272,6 +278,10 @@ def parse_args(argv):
                    help="training images (default all 60,000)")
     p.add_argument("--test", type=int, default=10_000,
                    help="test images measured (default all 10,000)")
+    p.add_argument("--max-ahead", type=int, default=RACE_MAX_AHEAD, metavar="N",
+                   help="the chain's flow control (chain.py --max-ahead; default "
+                        f"{RACE_MAX_AHEAD:,}, not chain.py's {chain.IMAGES['max_ahead']}: with "
+                        "K = 2 it reached 75%% in 4.5 s, not 10, and ended level)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default a new runs/image-race-<date-time>)")
     p.add_argument("--one-process", type=Path, default=None, metavar="OUT",
@@ -280,9 +290,11 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
-    for name, low in (("seeds", 1), ("interval", 1), ("count", 1000), ("test", 100)):
+    for name, low in (("seeds", 1), ("interval", 1), ("count", 1000), ("test", 100),
+                      ("max_ahead", 1)):
         if getattr(args, name) < low:
-            p.error(f"--{name} must be at least {low} (got {getattr(args, name)})")
+            p.error(f"--{name.replace('_', '-')} must be at least {low} (got "
+                    f"{getattr(args, name)})")
     if not (args.seconds > 0 and math.isfinite(args.seconds)):
         p.error(f"--seconds must be positive (got {args.seconds:g})")
     if args.count > 60_000 or args.test > 10_000:
