@@ -390,7 +390,7 @@ def last_count(pattern, text):
 def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
     run = tmp_path / "chain"
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
-                               duration=GUARD_S, examples=80_000, snapshot_interval=2)
+                               duration=GUARD_S, examples=80_000, snapshot_interval=1)
     launch_env = chain.launch.child_env()
     chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
@@ -411,7 +411,7 @@ def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
     print(f"3-stage chain: held-out MSE {result['initial_mse']:.4f} -> "
           f"{result['final_mse']:.4f}; last tick {result['ticks'][-1]}")
     assert result["final_mse"] < 0.5 * result["initial_mse"]
-    assert len(result["ticks"]) >= 3
+    assert len(result["ticks"]) >= 1        # how many is the clock's: ~2 s on a fast machine
     assert all(len(r["cosine"]) == 2 for r in result["ticks"])
     logs = "".join(p.read_text() for p in run.glob("*.log"))
     assert "Traceback" not in logs
@@ -422,14 +422,16 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
     in a short test; the oracles' chain learns far more slowly): the middle stage SIGKILLed once
     stage 2 has trained on 15,000 examples, then at 35,000 the last stage, which holds boundary
     2's model, then at 55,000 stage 1 itself (restarted with the time left). The run ends at
-    90,000 (--examples): bounded by work, so a busy machine gets as far (~15 s idle). Each
+    300,000 (--examples): bounded by work, so a busy machine gets as far. (At 90,000 a fast
+    machine trained all of it before stage 2's first metrics line and checkpoint, 2 s in, and
+    nothing was killed.) Each
     death is one line naming the process; each is restarted from its own checkpoint (its
     counters, and the boundary model's steps, go on from there); the chain learns on, stage 1
     ends when the work is done and chain.json is written. (An oracle killed and restarted by
     the launcher: tests/test_end_to_end.py.)"""
     run = tmp_path / "chain"
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
-                               duration=GUARD_S, examples=90_000, snapshot_interval=2,
+                               duration=GUARD_S, examples=300_000, snapshot_interval=2,
                                checkpoint_interval=2, colocated=True,
                                restart=chain.launch.RestartPolicy(backoff=0.5))
     launch_env = chain.launch.child_env()

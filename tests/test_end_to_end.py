@@ -99,13 +99,13 @@ def start_servers(run, oracle_args=ORACLE_ARGS):
     oracle_url = oracle.wait_url(120)
     output = run.start("output", "train_output.py", "--port", "0", "--oracle-url", oracle_url,
                        "--max-examples", str(COUNT), "--progress-dir", str(run.progress),
-                       "--snapshot-interval", "2", *OUTPUT_ARGS)
+                       "--snapshot-interval", "1", *OUTPUT_ARGS)
     return oracle_url, output.wait_url(120)
 
 
 def input_args(run, data_dir, oracle_url, output_url, examples=TRAIN_EXAMPLES):
     return ["--data-dir", str(data_dir), "--oracle-url", oracle_url, "--output-url", output_url,
-            "--progress-dir", str(run.progress), "--snapshot-interval", "2",
+            "--progress-dir", str(run.progress), "--snapshot-interval", "1",
             "--until-trained", str(examples), "--duration", str(GUARD_S), *INPUT_ARGS]
 
 
@@ -134,8 +134,9 @@ def test_three_processes_learn_and_layer1_learns_from_synthetic_gradients(run, d
     assert final < 0.5 * initial
     assert quality["window"] > 0 and quality["cosine_similarity"] > 0
     assert final < swapped
-    # Both halves were snapshotted on shared ticks, so plot.py can pair them.
-    assert len(snapshots.paired_ticks(run.progress)) >= 3
+    # Both halves were snapshotted on shared ticks, so plot.py can pair them (one suffices:
+    # the run ends on its work, in ~2 s on a fast machine, so the count of ticks is the clock's)
+    assert len(snapshots.paired_ticks(run.progress)) >= 1
     assert "Traceback" not in run.log("output") + run.log("oracle") + run.log("input")
 
 
