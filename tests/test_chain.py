@@ -539,22 +539,24 @@ def test_with_no_restart_a_death_ends_the_chain_cleanly_and_it_is_still_evaluate
 
 
 @pytest.mark.parametrize("sizes, splits, budget", [((2, 32, 32, 32, 32, 1), (1, 2, 3), 400_000),
-                                                   ((2, 24, 12, 1), (1,), 150_000)],
+                                                   ((2, 24, 12, 1), (1,), 400_000)],
                          ids=["4 stages", "2 stages"])
 def test_a_colocated_chain_is_one_process_per_stage_and_learns(tmp_path, sizes, splits, budget):
     """The documented 4-stage command with --colocated: exactly 4 processes (K = 2: 2), every
     boundary's model learned in the stage above it, and the composed network learns.
 
     The run is bounded by work, not seconds: it ends once stage 2 has trained on `budget`
-    examples (~50 s for 4 stages, ~7 s for 2 on an idle 2-core machine), so a busy machine
-    takes longer and learns as much. The duration is only a guard against a hang. The 4-stage
+    examples (~50 s for 4 stages on an idle 2-core machine), so a busy machine takes longer and
+    learns as much; snapshots every second, so that even a fast machine's 2-stage run has a
+    tick with the boundary model in it (at 150,000 examples and 2 s one finished before its
+    first tick). The duration is only a guard against a hang. The 4-stage
     chain's held-out MSE is noisy from tick to tick and still falling at 250,000 examples (one
     run's last ticks went 0.051, 0.085, 0.146; the final MSE of ten runs 0.028-0.088, twice
     over the bound of half the mean predictor's 0.16), hence 400,000."""
     run = tmp_path / "chain"
     K = len(splits) + 1
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=splits, count=5_000,
-                               duration=GUARD_S, examples=budget, snapshot_interval=2,
+                               duration=GUARD_S, examples=budget, snapshot_interval=1,
                                learning_rate=chain.default_learning_rate(K), colocated=True)
     launch_env = chain.launch.child_env()
     chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
