@@ -124,9 +124,9 @@ def chain_side(out_dir, args, width, stages, seed):
     config = chain.ChainConfig(
         run_dir=run, sizes=sizes, splits=splits, count=args.count, duration=args.seconds,
         seed=seed, snapshot_interval=args.interval, colocated=True, data=args.data,
-        image_dir=args.image_dir, **{**{k: v for k, v in chain.IMAGES.items()
-                                        if k not in ("sizes", "splits", "count")},
-                                     "max_ahead": args.max_ahead})
+        image_dir=args.image_dir, max_ahead=args.max_ahead,
+        **{k: v for k, v in chain.IMAGES.items()
+           if k not in ("sizes", "splits", "count", "max_ahead")})
     env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     chain.run_chain(config, env)
     result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=args.test,

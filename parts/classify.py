@@ -26,16 +26,12 @@ DATA_NAMES = ("toy",) + images.NAMES
 def data_arguments(p, what="stream", images_only=False):
     """--data and --image-dir, as sgd.py and dni.py name them (images_only: no toy, and
     fashion-mnist by default)."""
-    if images_only:
-        p.add_argument("--data", choices=[d for d in DATA_NAMES if d != "toy"],
-                       default="fashion-mnist",
-                       help=f"what to {what}: the training images of fashion-mnist (default) or "
-                            "mnist (784 pixels in [0, 1]; see `make data`)")
-    else:
-        p.add_argument("--data", choices=DATA_NAMES, default="toy",
-                       help=f"what to {what}: the toy's x.npy and y.npy in --data-dir (default), "
-                            "or the training images of fashion-mnist or mnist (784 pixels in "
-                            "[0, 1], the label as y; see `make data`)")
+    names = images.NAMES if images_only else DATA_NAMES
+    toy = "" if images_only else "the toy's x.npy and y.npy in --data-dir (default), or "
+    p.add_argument("--data", choices=names, default=names[0],
+                   help=f"what to {what}: {toy}the training images of fashion-mnist"
+                        f"{' (default)' if images_only else ''} or mnist (784 pixels in [0, 1], "
+                        "the label as y; see `make data`)")
     p.add_argument("--image-dir", type=Path, default=None,
                    help="with --data fashion-mnist or mnist: the folder of the four IDX files "
                         "(default: where datasets/images.py looks: the Debian package's "

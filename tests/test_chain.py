@@ -422,13 +422,12 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
     in a short test; the oracles' chain learns far more slowly): the middle stage SIGKILLed once
     stage 2 has trained on 15,000 examples, then at 35,000 the last stage, which holds boundary
     2's model, then at 55,000 stage 1 itself (restarted with the time left). The run ends at
-    300,000 (--examples): bounded by work, so a busy machine gets as far. (At 90,000 a fast
+    300,000 (--examples): bounded by work, so a busy machine gets as far (at 90,000 a fast
     machine trained all of it before stage 2's first metrics line and checkpoint, 2 s in, and
-    nothing was killed.) Each
-    death is one line naming the process; each is restarted from its own checkpoint (its
-    counters, and the boundary model's steps, go on from there); the chain learns on, stage 1
-    ends when the work is done and chain.json is written. (An oracle killed and restarted by
-    the launcher: tests/test_end_to_end.py.)"""
+    nothing was killed). Each death is one line naming the process; each is restarted from its
+    own checkpoint (its counters, and the boundary model's steps, go on from there); the chain
+    learns on, stage 1 ends when the work is done and chain.json is written. (An oracle killed
+    and restarted by the launcher: tests/test_end_to_end.py.)"""
     run = tmp_path / "chain"
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
                                duration=GUARD_S, examples=300_000, snapshot_interval=2,
@@ -549,8 +548,8 @@ def test_a_colocated_chain_is_one_process_per_stage_and_learns(tmp_path, sizes, 
     examples (~50 s for 4 stages on an idle 2-core machine), so a busy machine takes longer and
     learns as much; snapshots every second, so that even a fast machine's 2-stage run has a
     tick with the boundary model in it (at 150,000 examples and 2 s one finished before its
-    first tick). The duration is only a guard against a hang. The 4-stage
-    chain's held-out MSE is noisy from tick to tick and still falling at 250,000 examples (one
+    first tick). The duration is only a guard against a hang. The 4-stage chain's held-out MSE
+    is noisy from tick to tick and still falling at 250,000 examples (one
     run's last ticks went 0.051, 0.085, 0.146; the final MSE of ten runs 0.028-0.088, twice
     over the bound of half the mean predictor's 0.16), hence 400,000."""
     run = tmp_path / "chain"

@@ -723,7 +723,7 @@ def test_weights_endpoint_gives_the_model_that_answers_requests(make_oracle_app,
 
 def test_weights_in_the_binary_form_when_asked_are_the_json_ones_bit_for_bit(make_oracle_app):
     """GET /weights with "Accept: application/x-synthgrad-arrays" (a --wire binary client):
-    the same weights, conditioned flag and version as the JSON answer, ~700x cheaper at width
+    the same weights, conditioned flag and version as the JSON answer, ~400x cheaper at width
     256; without that header (the original's clients, requests' */*) the answer stays JSON."""
     app = make_oracle_app(hidden=0, conditioned=True)
     o = app.config["ORACLE"]

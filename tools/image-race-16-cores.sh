@@ -30,15 +30,8 @@ if [ "${1:-}" = "--fetch" ]; then
 fi
 
 out=${1:-${OUT:-runs}}
-if ! $PYTHON -c "import flask, waitress" 2>/dev/null; then
-    echo "image-race-16-cores: installing flask and waitress from .whl/"
-    $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-        --target /tmp/race-site .whl/*.whl
-    export PYTHONPATH=/tmp/race-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-$PYTHON -c "import numpy, requests, matplotlib, flask, waitress" || {
-    echo "image-race-16-cores: numpy, requests, matplotlib, flask and waitress are needed" >&2
-    exit 1; }
+source tools/carried-wheels.sh
+use_carried_wheels image-race-16-cores
 image_dir=()
 if [ -d .whl/images ]; then image_dir=(--image-dir .whl/images); fi
 echo "image-race-16-cores: $(nproc) cores, $($PYTHON --version)"
