@@ -1,5 +1,6 @@
 # The two commands of the README. Both create the virtual environment in .venv (or reuse it
-# while requirements.txt is unchanged), so a fresh machine needs only Python 3.11 and make.
+# while requirements.txt is unchanged), so a fresh machine needs only Python 3.11 and make;
+# make test adds requirements-test.txt (Ray, for chain.py --ray's tests), make demo does not.
 #
 #   make demo    generate data, run the three processes for ~3 minutes, draw the plots
 #   make test    run the test suite
@@ -20,11 +21,11 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 demo: $(VENV)/installed
 	$(PY) demo.py $(ARGS)
 
-test: $(VENV)/installed
+test: $(VENV)/tested
 	$(PY) -m pytest -q $(ARGS)
 
 # The busy processes are stopped by their PIDs however pytest ends (trap), and only they.
-test-loaded: $(VENV)/installed
+test-loaded: $(VENV)/tested
 	@pids=""; trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
 	for i in $$(seq $$(nproc)); do $(PY) -c 'while True: pass' & pids="$$pids $$!"; done; \
 	echo "make test-loaded: $$(nproc) busy processes beside the tests (PIDs$$pids)"; \
@@ -58,6 +59,10 @@ $(VENV)/installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/tested: $(VENV)/installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
 clean:

@@ -62,26 +62,17 @@ disk, with "cut_short" saying why if it ended early (--no-restart: the first dea
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import generate
-import synthgrad
 import train_output
-from parts import classify, serving, snapshots
-from runner import chain_eval, launch
+from parts import classify, serving
+from runner import chain_eval, chain_watch, launch, raychain
 
-STATUS_WAIT = 120.0                        # seconds a server may take to start listening
-# Seconds past --duration after which chain.py stops stage 1 itself: stage 1 stops on its own
-# clock whatever its peers do, then flushes for at most 3 s and saves; this is the backstop.
-GRACE_S = 15.0
-LOOK_TIMEOUT = 3.0                         # seconds chain.py waits for a server's answer
 # The command line's learning rate from DEEP_FROM stages on. Measured (docs/chain.md): at the
 # scripts' 0.005 a 4-stage chain of 2-32-32-32-32-1 stayed at the mean predictor (3 seeds of
 # the depth experiment, and 60 s by hand); at 0.001 it learned. With 2 or 3 stages 0.005 did.
@@ -116,6 +107,8 @@ class ChainConfig:
     image_dir: Path | None = None          # its IDX files (None: where datasets/ looks)
     train_on: str = "held"                 # what the stages above 1 train on (train_output.py)
     refresh_every: float = 0.2             # s between fetches of the model above a stage
+    ray: str | None = None                 # run on Ray: "local" or a cluster's address
+    place: tuple | None = None             # with ray: stage k on the machine declaring place[k-1]
 
 
 # chain.py --data fashion-mnist (or mnist): the paper's network, every layer decoupled, each
@@ -232,13 +225,50 @@ def input_stage_argv(config, sizes, oracle_url, next_url, last_url=None):
         *checkpoint_argv(config, "stage1", 0, sizes))
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds a running process has used (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def ray_chain(config, env, on_start=None):
+    """run_chain on Ray (runner/raychain.py): every process an actor on a machine and port
+    chosen first, restarted by Ray from its checkpoint on that machine; stage 1 streams for
+    config.duration seconds; the processes' snapshots, metrics and logs are collected into
+    config.run_dir as they come and at the end. Returns what run_chain returns."""
+    run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
+    K, token = len(layout), env.get("SYNTHGRAD_TOKEN") or None
+    (run / "metrics").mkdir(parents=True, exist_ok=True)
+    chain_eval.write_run_data(run, config.data, config.image_dir)
+    oracles = [] if config.colocated else [f"boundary {b} oracle" for b in range(1, K)]
+    names = oracles + [f"stage {k}" for k in range(K, 0, -1)]
+    place = None if config.place is None else (      # an oracle goes with the stage above it
+        {f"stage {k}": r for k, r in enumerate(config.place, start=1)} |
+        {f"boundary {b} oracle": config.place[b] for b in range(1, K) if oracles})
+    restarts = config.restart.max_restarts if config.restart.restart else 0
+    with raychain.RayChain(run, config.ray, names, place, restarts, token, on_start) as chain:
+        urls = chain.place_all()
+        local = dataclasses.replace(config, run_dir=chain.root)    # paths on each machine
+        for b, name in enumerate(oracles, start=1):
+            chain.start(name, oracle_argv(local, b, layout[b - 1][-1]), url=urls[name])
+        stages = {k: urls[f"stage {k}"] for k in range(2, K + 1)}
+        models = [urls[n] for n in oracles] or [stages[b + 1] for b in range(1, K)]
+        for k in range(K, 1, -1):
+            below, above = (None, stages.get(k + 1)) if config.colocated else \
+                (models[k - 2], models[k - 1] if k < K else None)
+            chain.start(f"stage {k}", server_stage_argv(local, k, layout[k - 1], below, above,
+                                                        stages.get(k + 1)), url=stages[k])
+        clients, boundary_clients = chain_watch.clients_of(stages, models, token)
+        print(f"chain: {K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
+              f"{K - 1} boundaries, {len(names)} Ray actors; stage 1 streams for "
+              f"{config.duration:.0f} s (logs and snapshots collected into {run})", flush=True)
+        files = None if config.data != "toy" or config.data_dir is not None else \
+            {f"data/{n}": (run / "data" / n).read_bytes() for n in ("x.npy", "y.npy")}
+        end_at = time.monotonic() + config.duration
+        chain.start("stage 1", input_stage_argv(local, layout[0], None if config.colocated else
+                                                models[0], stages[2], stages[K]),
+                    files=files, deadline=time.time() + config.duration)
+        where = {int(n.split()[1]): chain.where[n][0] for n in names if n.startswith("stage")}
+        _, cut_short = chain_watch.watch(config, chain.look, raychain.First(chain),
+                                         lambda: chain.cpu_seconds("stage 1"), clients,
+                                         boundary_clients, layout, end_at, where)
+        return chain_watch.last_statuses(clients, boundary_clients) | {
+            "cpu_s": {raychain.key_of(n): chain.cpu_seconds(n) for n in names},
+            "restarts": dict(chain.restarts), "cut_short": cut_short}
 
 
 def run_chain(config, env=None, on_start=None):
@@ -256,6 +286,8 @@ def run_chain(config, env=None, on_start=None):
     that dies is named in one line and started again on its port from its checkpoint, as
     config.restart says; a death it may not mend ends the run, cut short."""
     env = launch.child_env() if env is None else env
+    if config.ray is not None:
+        return ray_chain(config, env, on_start)
     # One BLAS thread a process unless told otherwise (a core per stage): OpenBLAS's idle
     # threads spin at normal priority and starved the stages' nice-10 training threads (2
     # cores, 4 stages on images: stage 2 trained ~1,000 examples/s with them, ~14,000 without).
@@ -271,7 +303,7 @@ def run_chain(config, env=None, on_start=None):
             child = supervisor.start(f"boundary {b} oracle", oracle_argv(config, b, width),
                                      run / f"boundary{b}.log", env,
                                      checkpoint=checkpoint_path(run, f"boundary{b}"))
-            oracles.append(child.wait_url(STATUS_WAIT))
+            oracles.append(child.wait_url(chain_watch.STATUS_WAIT))
         K = len(layout)
         next_url = None
         for k in range(K, 1, -1):                      # top down: each needs the URL above
@@ -282,13 +314,10 @@ def run_chain(config, env=None, on_start=None):
             argv = server_stage_argv(config, k, layout[k - 1], below, above, next_url)
             child = supervisor.start(f"stage {k}", argv, run / f"stage{k}.log", env,
                                      checkpoint=checkpoint_path(run, f"stage{k}"))
-            next_url = stages[k] = child.wait_url(STATUS_WAIT)
-        # chain.py's own look at the servers: status lines, boundary models at the ticks; a
-        # short timeout, so a stalled peer cannot hold the supervisor's loop for long
-        clients = {k: synthgrad.OutputTrainerClient(url, timeout=LOOK_TIMEOUT)
-                   for k, url in stages.items()}
+            next_url = stages[k] = child.wait_url(chain_watch.STATUS_WAIT)
         models = [stages[b + 1] for b in range(1, K)] if config.colocated else oracles
-        boundary_clients = [synthgrad.OracleClient(url, timeout=LOOK_TIMEOUT) for url in models]
+        clients, boundary_clients = chain_watch.clients_of(stages, models,
+                                                           env.get("SYNTHGRAD_TOKEN") or None)
         for client in [*clients.values(), *boundary_clients]:
             client.wait_until_ready()
         where = ("each learned beside the stage above it" if config.colocated else
@@ -312,91 +341,19 @@ def run_chain(config, env=None, on_start=None):
         first = supervisor.start("stage 1", first_argv(config.duration), run / "stage1.log", env,
                                  checkpoint=checkpoint_path(run, "stage1"), finishes=True,
                                  next_argv=first_again)
-        cpu, cut_short = watch(config, supervisor, first, clients, boundary_clients, layout,
-                               end_at)
-        cpu |= {child.name.replace(" oracle", "").replace(" ", ""): cpu_seconds(child.popen.pid)
+        cpu, cut_short = chain_watch.watch(config, supervisor.check, first,
+                                           lambda: chain_watch.cpu_seconds(first.popen.pid),
+                                           clients, boundary_clients, layout, end_at)
+        cpu |= {child.name.replace(" oracle", "").replace(" ", ""):
+                chain_watch.cpu_seconds(child.popen.pid)
                 for child in supervisor.children if child is not first}
-        return {f"stage{k}": last_status(c) for k, c in clients.items()} | \
-            {f"boundary{b}": last_status(c) for b, c in enumerate(boundary_clients, start=1)} | \
+        return chain_watch.last_statuses(clients, boundary_clients) | \
             {"cpu_s": cpu, "restarts": supervisor.restarts(), "cut_short": cut_short}
     finally:
         supervisor.stop_all()
         # the checkpoints served restarts during the run; a finished run is never resumed
         # (and at wide widths they are hundreds of MB a process)
         shutil.rmtree(run / "checkpoints", ignore_errors=True)
-
-
-def last_status(client):
-    """A server's GET /status, or None if it is down."""
-    try:
-        return client.status()
-    except synthgrad.PeerError:
-        return None
-
-
-def watch(config, supervisor, first, clients, boundary_clients, layout, end_at):
-    """Until stage 1 ends: a status line every status_every seconds, each boundary model's
-    weights saved at every snapshot tick (0.3 s after it, when the stages' snapshots are
-    written), so the synthetic gradients can be measured against the true ones later, and the
-    supervisor's look at every process. Stage 1 ends on its own clock at end_at (time.monotonic);
-    if it is still running GRACE_S seconds later chain.py stops it. Returns ({"stage1": its CPU
-    seconds at the last look}, why the run was cut short or None)."""
-    start, last_status_at, cpu = time.monotonic(), -np.inf, None
-    interval = config.snapshot_interval
-    next_tick = (int(time.time() // interval) + 1) * interval
-    metrics = config.run_dir / "metrics" / "stage1.jsonl"
-    while not first.finished():
-        cut_short = supervisor.check()
-        if cut_short is not None:                       # stage 1 saves what it has and stops
-            first.stop(30)
-            return {"stage1": cpu}, cut_short
-        if time.monotonic() > end_at + GRACE_S:
-            print(f"chain: stage 1 is still running {GRACE_S:.0f} s after its --duration; "
-                  f"stopping it", flush=True)
-            first.stop(30)
-            break
-        now = time.time()
-        if now >= next_tick + 0.3:
-            save_boundary_weights(config.run_dir, boundary_clients, layout, next_tick)
-            next_tick = (int(now // interval) + 1) * interval
-        if time.monotonic() - last_status_at >= config.status_every:
-            last_status_at = time.monotonic()
-            print(chain_status_line(last_status_at - start, metrics, clients, boundary_clients),
-                  flush=True)
-        cpu = cpu_seconds(first.popen.pid) or cpu
-        time.sleep(0.05)
-    return {"stage1": cpu}, None
-
-
-def save_boundary_weights(run, boundary_clients, layout, tick):
-    for b, client in enumerate(boundary_clients, start=1):
-        try:
-            weights, conditioned, _ = client.weights(layout[b - 1][-1])
-        except synthgrad.PeerError:
-            continue
-        snapshots.write_npz(run / "progress" / f"boundary{b}" / f"model_{tick}.npz",
-                            {**{f"w{k}": w for k, w in enumerate(weights)},
-                             "conditioned": np.array(conditioned), "time": np.array(tick)})
-
-
-def chain_status_line(elapsed, metrics_path, clients, boundary_clients):
-    latest = (snapshots.read_metrics(metrics_path) or [{}])[-1]
-    parts = [f"[{elapsed:4.0f} s] stage 1: {latest.get('examples', 0):>8} examples "
-             f"({launch.fmt(latest.get('examples_per_s'), '.0f')}/s)"]
-    for k, client in sorted(clients.items()):
-        try:
-            s = client.status()
-            parts.append(f"stage {k}: {s.get('training_passes', 0):>3} passes, staleness "
-                         f"{launch.fmt(s.get('staleness_s'), '.1f')} s")
-        except synthgrad.PeerError:
-            parts.append(f"stage {k}: down")
-    for b, client in enumerate(boundary_clients, start=1):
-        try:
-            q = client.status().get("synthetic_gradient_quality", {})
-            parts.append(f"cos{b} {launch.fmt(q.get('cosine_similarity'), '.2f')}")
-        except synthgrad.PeerError:
-            parts.append(f"cos{b} down")
-    return " | ".join(parts)
 
 
 # --- The script. -------------------------------------------------------------------------------
@@ -451,10 +408,21 @@ def parse_args(argv):
                         "of being started again on its port from its checkpoint (default: "
                         "restart: on several machines a process or a link will fail, and each "
                         "checkpoints every few seconds)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run every stage (and oracle) as a Ray actor, placed, restarted (up to "
+                        "--max-restarts times in the run) and its files collected by Ray "
+                        f"(needs {raychain.RAY_PIN}, which make demo does not install). Without "
+                        "ADDRESS a fresh local Ray instance; with one (HEAD:6379) the cluster "
+                        "`ray start --head` began there (docs/several-machines.md)")
+    p.add_argument("--place", type=parse_place, default=None, metavar="R1,R2,...",
+                   help="with --ray: put stage k on the machine that declares the custom "
+                        "resource Rk (ray start --resources='{\"Rk\": 1}'), one name per "
+                        "stage, e.g. host_a,host_b,host_b; an oracle goes with the stage above "
+                        "it (default: Ray's scheduler gives each process a CPU of its own)")
     p.add_argument("--max-restarts", type=int, default=launch.RestartPolicy.max_restarts,
                    help="restarts of one process within %(window)g s before chain.py gives up "
                         "and ends the run (default %(default)s: a process that keeps dying "
-                        "has a cause a restart will not mend)" % {
+                        "has a cause a restart will not mend; with --ray, in the whole run)" % {
                             "window": launch.RestartPolicy.window, "default": "%(default)s"})
     serving.live_arguments(p, default_port=0, who="it shows each stage and boundary")
     p.add_argument("--run-dir", type=Path, default=None,
@@ -496,6 +464,9 @@ def parse_args(argv):
         p.error(f"--examples must be at least 1 (got {args.examples})")
     if args.count < 1000:
         p.error(f"--count must be at least 1000 (got {args.count})")
+    if args.place is not None and (args.ray is None or len(args.place) != len(args.splits) + 1):
+        p.error(f"--place needs --ray and one machine per stage ({len(args.splits) + 1}; got "
+                f"{len(args.place)})")
     if args.max_restarts < 0:
         p.error(f"--max-restarts must be 0 or more (got {args.max_restarts})")
     return args
@@ -503,6 +474,14 @@ def parse_args(argv):
 
 def default_learning_rate(stages):
     return DEEP_LEARNING_RATE if stages >= DEEP_FROM else ChainConfig.learning_rate
+
+
+def parse_place(text):
+    names = tuple(text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected resource names like host_a,host_b, got "
+                                         f"{text!r}")
+    return names
 
 
 def parse_splits(text):
@@ -570,6 +549,8 @@ def main(argv=None):
         except ValueError as e:                     # a snapshot missing or of the wrong shape
             raise SystemExit(f"chain.py: cannot evaluate {args.evaluate}: {e}") from None
         return 0
+    if args.ray is not None:
+        raychain.import_ray()                       # one line saying how to get it, if missing
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     run = launch.new_run_dir(args.run_dir, prefix="chain-")
@@ -579,7 +560,7 @@ def main(argv=None):
                          colocated=args.colocated, examples=args.examples,
                          data=args.data, image_dir=args.image_dir, batch_size=args.batch_size,
                          max_ahead=args.max_ahead, train_on=args.train_on,
-                         refresh_every=args.refresh_every,
+                         refresh_every=args.refresh_every, ray=args.ray, place=args.place,
                          restart=launch.RestartPolicy(restart=args.restart,
                                                       max_restarts=args.max_restarts))
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)

@@ -389,8 +389,9 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    return serving.run_server(parse_args(argv), create_app, "oracle.py")
+def main(argv=None, stop=None):
+    """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
+    return serving.run_server(parse_args(argv), create_app, "oracle.py", stop=stop)
 
 
 if __name__ == "__main__":

@@ -55,13 +55,13 @@ import numpy as np
 import sgd
 import synthgrad
 import train_output
-from parts import boundary, classify, optimizers, pacing, sender, serving, snapshots
+from parts import (boundary, classify, optimizers, pacing, sender, serving, snapshots,
+                   threaded)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
 # At the end, what is still unsent gets this long to reach the output trainer: 5,000 examples
-# (--max-unsent) take ten requests, well under a second; a peer that is down or never answers
-# gets no more of this process's time than that.
+# (--max-unsent) take ten requests, well under a second; a peer down gets no more than that.
 CLOSE_FLUSH_S = 3.0
 
 
@@ -69,8 +69,8 @@ def random_directions(g, rng):
     """The --update random control: each row of g (n, w) replaced by a random direction of
     that row's norm, |g_k| r_k / |r_k| with r_k standard normal drawn from rng."""
     r = rng.standard_normal(g.shape)                            # (n, w)
-    return r * (np.linalg.norm(g, axis=1, keepdims=True) / np.linalg.norm(r, axis=1,
-                                                                          keepdims=True))
+    norm = np.linalg.norm
+    return r * (norm(g, axis=1, keepdims=True) / norm(r, axis=1, keepdims=True))
 
 
 @dataclasses.dataclass
@@ -556,7 +556,8 @@ def config_from_args(args):
         metrics_path=args.metrics, report_every=args.report_every)
 
 
-def main(argv=None):
+def main(argv=None, stop=None):
+    """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
     args = parse_args(argv)
     serving.setup_logging("train_input")
     log.info("settings: %s", serving.printable(args))
@@ -573,11 +574,11 @@ def main(argv=None):
     except ValueError as e:                         # a checkpoint that cannot be resumed from
         raise SystemExit(f"train_input.py: {e}") from None
 
-    def _stop(signum, frame):                       # Ctrl-C or SIGTERM: stop after this minibatch
-        trainer.stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    if stop is None:                                # Ctrl-C or SIGTERM: stop after this minibatch
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, frame: trainer.stop.set())
+    else:
+        threaded.set_when_set(stop, trainer.stop)
     t0 = time.monotonic()
     trainer.run(args.epochs, args.duration, args.until_trained)
     if trainer.diverged:

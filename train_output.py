@@ -460,10 +460,11 @@ def live_page(args, url, trainer):
     return stop
 
 
-def main(argv=None):
+def main(argv=None, stop=None):
+    """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
     args = parse_args(argv)
     return serving.run_server(args, create_app, "train_output.py",
-                              beside=live_page if args.live else None)
+                              beside=live_page if args.live else None, stop=stop)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import synthgrad
 from lab import race
 from lab.race import first_time_below, mse_at, trained_per_s
 from parts import serving, snapshots
-from runner import chain_eval, launch
+from runner import chain_eval, chain_watch, launch
 from runner.launch import fmt
 
 LEVELS = (0.06, 0.03, 0.01)
@@ -405,7 +405,7 @@ WINDOW = 10.0                 # seconds the page is open, then closed, then open
 
 def process_cpu(pids):
     """CPU seconds (user + system) the processes pids have used so far (Linux /proc)."""
-    return sum(chain.cpu_seconds(pid) or 0.0 for pid in pids)
+    return sum(chain_watch.cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 def browser_pids(driver):

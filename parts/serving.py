@@ -30,7 +30,7 @@ from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
 import generate
-from parts import snapshots
+from parts import snapshots, threaded
 from synthgrad import (BINARY_TYPE, DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST,
                        STATUS, ProtocolError, encode_weights, parse_binary, parse_json)
 
@@ -160,13 +160,13 @@ class TrainingServer:
 
 # --- Serving: waitress, JSON errors, the token ------------------------------------------------
 
-def run_server(args, create_app, script, beside=None):
+def run_server(args, create_app, script, beside=None, stop=None):
     """A server script's main after parse_args: take the port, make the app, start its training
     thread, its metrics lines and a status line every --report-every seconds, serve until
     Ctrl-C or SIGTERM, then stop training (checkpointing) and log the final status. script
     ("oracle.py") names the process in its logs. beside(args, url, state), if given, starts
     what runs beside the server once it trains (train_output.py's live page) and returns a
-    function that stops it, or None.
+    function that stops it, or None. stop: a threading.Event that stops it as SIGTERM does.
 
     The port is taken first: if it is not free the script stops with one line naming --port,
     before it has built anything or written a file.
@@ -199,7 +199,7 @@ def run_server(args, create_app, script, beside=None):
         if stop_beside is not None:
             stop_beside()
 
-    serve(server, app.extensions[STATE].title, on_stop=on_stop)
+    serve(server, app.extensions[STATE].title, on_stop=on_stop, stop=stop)
     return 0
 
 
@@ -262,8 +262,9 @@ class JsonErrorChannel(HTTPChannel):
     error_task_class = JsonErrorTask
 
 
-def serve(server, name, on_stop=None):
-    """Run a server listen() made until Ctrl-C or SIGTERM, then call on_stop.
+def serve(server, name, on_stop=None, stop=None):
+    """Run a server listen() made until Ctrl-C or SIGTERM (or, in a thread, until the
+    threading.Event `stop` is set: parts/threaded.py), then call on_stop.
 
     Logs "<name> listening on http://HOST:PORT" first (port 0 picks a free one; the line is how
     a launcher or a test learns it).
@@ -273,9 +274,10 @@ def serve(server, name, on_stop=None):
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
-    # Both, explicitly: a process started in the background by a shell inherits SIGINT ignored.
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
+    release = threaded.end_when_set(server, stop) if stop is not None else lambda: None
+    if stop is None:    # both, explicitly: started in the background, SIGINT comes ignored
+        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, _terminate)
     try:
         server.run()                      # returns on Ctrl-C or SIGTERM (waitress catches it)
     except KeyboardInterrupt:
@@ -283,6 +285,7 @@ def serve(server, name, on_stop=None):
     finally:
         log.info("stopping")
         server.close()
+        release()
         if on_stop is not None:
             on_stop()
 

@@ -180,6 +180,11 @@ def log_tail(path, lines=2, width=120):
         text = Path(path).read_text(errors="replace")
     except OSError as e:
         return f"(no log: {e.strerror})"
+    return text_tail(text, lines, width)
+
+
+def text_tail(text, lines=2, width=120):
+    """log_tail of a log's text."""
     tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     return " / ".join(line if len(line) <= width else line[:width - 3] + "..."
                       for line in tail) or "(empty)"

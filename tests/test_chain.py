@@ -358,11 +358,16 @@ def test_mean_cosine_counts_a_zero_row_as_zero():
 
 # --- a real chain ----------------------------------------------------------------------------
 
-def killer(started, plan, metrics, ready=lambda name: True):
-    """A thread that SIGKILLs each named process once stage 2 has trained on that many examples
-    (plan: [(examples, name)], read from stage 2's metrics file `metrics`, a line per snapshot
-    tick) and ready(name) is true: kills bounded by work, not seconds, so a busy machine kills
-    at the same point of the run. Returns (thread, {name: time.time() of the kill})."""
+def sigkill(name, pid):
+    os.kill(pid, signal.SIGKILL)
+
+
+def killer(started, plan, metrics, ready=lambda name: True, kill=sigkill):
+    """A thread that SIGKILLs each named process (or calls kill(name, pid)) once stage 2 has
+    trained on that many examples (plan: [(examples, name)], read from stage 2's metrics file
+    `metrics`, a line per snapshot tick) and ready(name) is true: kills bounded by work, not
+    seconds, so a busy machine kills at the same point of the run. Returns (thread, {name:
+    time.time() of the kill})."""
     killed = {}
 
     def trained():
@@ -374,7 +379,7 @@ def killer(started, plan, metrics, ready=lambda name: True):
             while trained() < at or not ready(name):
                 time.sleep(0.05)
             killed[name] = time.time()
-            os.kill(started[name], signal.SIGKILL)
+            kill(name, started[name])
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -126,3 +126,38 @@ def test_make_app_serves_status_json_errors_and_the_token():
     missing = client.get("/nowhere", headers={"Authorization": "Bearer s3cret"})
     assert missing.status_code == 404 and missing.get_json()["error"]
     assert toy.counts["requests_served"] == 1 and toy.counts["requests_refused"] == 2
+
+
+def test_a_server_run_in_a_thread_stops_on_its_event_as_on_sigterm(tmp_path, capsys):
+    """What a Ray actor does (runner/raychain.py): a script's main in a thread, where no signal
+    reaches it, stopped by setting `stop`: it stops serving, stops training, writes its last
+    metrics line and returns 0; the port is free again."""
+    import socket
+
+    import requests
+
+    import train_output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop, result = threading.Event(), {}
+    metrics = tmp_path / "out.jsonl"
+    thread = threading.Thread(target=lambda: result.setdefault("code", train_output.main(
+        ["--port", str(port), "--no-live", "--report-every", "0", "--metrics", str(metrics)],
+        stop=stop)))
+    thread.start()
+    url = f"http://127.0.0.1:{port}/status"
+    deadline = time.monotonic() + 60                 # a guard against a hang, not a timing
+    while time.monotonic() < deadline:
+        try:
+            assert requests.get(url, timeout=5).json()["role"] == "output_trainer"
+            break
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    stop.set()
+    thread.join(60)
+    assert not thread.is_alive() and result == {"code": 0}
+    assert "final status:" in capsys.readouterr().out
+    assert metrics.read_text().strip()                    # the last metrics line
+    with socket.socket() as s:                            # released: a restart can bind it
+        s.bind(("127.0.0.1", port))

@@ -1,0 +1,55 @@
+"""A script's main run in a thread of a process that is not its own (runner/raychain.py: a Ray
+actor), where no signal can reach it: a threading.Event stops it as SIGTERM would.
+
+serving.serve(server, name, stop=event) ends waitress's loop when the event is set, and
+train_input.main(argv, stop=event) stops the trainer after its minibatch; each then saves
+what it holds, as on SIGTERM.
+"""
+
+import os
+import threading
+
+from waitress import wasyncore
+
+
+class _Ender(wasyncore.file_dispatcher):
+    """The read end of a pipe in waitress's loop: a byte on it ends the loop, as Ctrl-C does
+    (wasyncore re-raises KeyboardInterrupt; the server's run() returns on it)."""
+
+    def writable(self):
+        return False
+
+    def handle_read(self):
+        raise KeyboardInterrupt
+
+
+def end_when_set(server, event):
+    """End `server`'s loop (waitress, listening, not yet run) once `event` is set; returns a
+    function that releases the pipe afterwards."""
+    read_end, write_end = os.pipe()
+    ender = _Ender(read_end, map=server._map)      # file_dispatcher keeps a dup of read_end
+    os.close(read_end)
+
+    def wait():
+        event.wait()
+        try:
+            os.write(write_end, b"x")
+        except OSError:                             # released already: the loop had ended
+            pass
+
+    threading.Thread(target=wait, daemon=True, name="stop-event").start()
+
+    def release():
+        ender.close()
+        event.set()                                 # the waiting thread ends too
+        try:
+            os.close(write_end)
+        except OSError:
+            pass
+    return release
+
+
+def set_when_set(source, target):
+    """Set the threading.Event `target` once `source` is set (a thread that waits)."""
+    threading.Thread(target=lambda: (source.wait(), target.set()), daemon=True,
+                     name="stop-event").start()

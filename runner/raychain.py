@@ -1,0 +1,481 @@
+"""chain.py --ray: a chain's processes as Ray actors, placed, restarted and collected by Ray.
+
+Each stage (and each oracle, where the boundary models are not co-located) is one actor: the
+script's own main (its server and trainer) runs in a thread inside the actor's process,
+stopped by an event where a signal would stop the script (parts/threaded.py). chain.py chose
+its address before it started: Ray places the processes (a CPU each, in a placement group, so
+a restart comes back to the same machine; or on the machines --place names, by a custom
+resource each declares), a probe on each machine finds a free port there, and the actor binds
+that port on its machine's address, restarted or not, so its peers' senders find it again.
+
+A process that dies (SIGKILL, a crash, its script failing) is restarted by Ray (max_restarts)
+on its machine, where its checkpoint is: it resumes from it as --resume does. chain.py says
+each death in one line (which process, on which machine, the restart). A machine that leaves
+the cluster, or a process Ray will not restart again, ends the run cut short.
+
+Everything a process writes goes to its machine's disk under /tmp/synthgrad-ray/<run>-<id>/
+(node_root); chain.py collects each process's snapshots, metrics and log from there through Ray
+every COLLECT_EVERY seconds and at the end, into its run folder on the driver, where the live
+page and the evaluation read them. Ray is imported only here, and only for --ray.
+"""
+
+import importlib
+import logging
+import os
+import resource
+import shutil
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from runner import chain_watch, launch
+
+RAY_PIN = "ray==2.60.0"                # the version tests/ runs (requirements-test.txt)
+MISSING = (f"chain.py --ray needs Ray, which make demo does not install: pip install "
+           f"'{RAY_PIN}' (make test's environment has it: .venv/bin/python chain.py --ray)")
+COLLECT_EVERY = 2.0                    # seconds between collections of every process's files
+LOOK_EVERY = 0.5                       # seconds between looks at every actor and machine
+BIND_TRIES = 20                        # a restarted server retries its port every 0.5 s
+# The repository travels to every machine (Ray's working_dir) without these.
+EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
+READY_WAIT = chain_watch.STATUS_WAIT   # seconds a process may take to answer after its start
+
+
+def import_ray():
+    """The ray module; SystemExit saying how to get it if it is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit(MISSING) from None
+    return ray
+
+
+def node_root(run_dir):
+    """Where the processes of run_dir write on their machines: a fresh folder per run."""
+    return Path("/tmp/synthgrad-ray") / f"{Path(run_dir).name}-{uuid.uuid4().hex[:8]}"
+
+
+def key_of(name):
+    """"stage 2" -> "stage2", "boundary 1 oracle" -> "boundary1": its files' names."""
+    return name.replace(" oracle", "").replace(" ", "")
+
+
+def own_files(key):
+    """What a process writes that the driver collects (relative to its node root)."""
+    return [f"{key}.log", f"metrics/{key}.jsonl", f"progress/{key}"]
+
+
+class Stage:
+    """One process of a chain inside a Ray actor (ray.remote(Stage)): the script's main in a
+    thread, on the port in its argv. __init__ never raises: Ray re-runs it with the same
+    arguments to restart the actor, and a restart that raises kills the actor for good.
+
+    argv: the script's file name, then its options (a --port, a --checkpoint); root: where it
+    writes on this machine; the script starts once the files `needs` names are there
+    (write_files: the toy's data, for stage 1, sent by a call, not as an argument, which a
+    restart would need again); deadline (time.time()), for stage 1: a restart streams only the time
+    left (--duration). A main that fails ends the process (os._exit), so that Ray restarts it.
+    """
+
+    def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
+        self.key, self.root, self.state = key, Path(root), "starting"
+        self.stop_event, self.resumed, self.restarted, self.node_ip = threading.Event(), False, \
+            False, "?"
+        try:
+            import ray
+            self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            self.node_ip = ray.util.get_node_ip_address()
+        except Exception:                           # not in Ray: a test runs it in-process
+            pass
+        self.thread = threading.Thread(target=self._run, args=(argv, needs, token, deadline),
+                                       daemon=True, name=key)
+        self.thread.start()
+
+    def _run(self, argv, needs, token, deadline):
+        try:
+            while not all((self.root / rel).exists() for rel in needs):
+                if self.stop_event.wait(0.05):       # write_files brings them, once
+                    return
+            (self.root / "metrics").mkdir(parents=True, exist_ok=True)
+            sys.stdout = sys.stderr = open(self.root / f"{self.key}.log", "a", buffering=1)
+            if token:                                # the scripts' --token default
+                os.environ["SYNTHGRAD_TOKEN"] = token
+            script, options = argv[0], list(argv[1:])
+            if deadline is not None and "--duration" in options:
+                left = round(max(1.0, deadline - time.time()), 1)
+                options[options.index("--duration") + 1] = str(left)
+            checkpoint = options[options.index("--checkpoint") + 1]
+            options = launch.resume_argv(options, None, checkpoint)
+            self.resumed = "--resume" in options
+            print(f"raychain: {self.key} {'restarted by Ray' if self.restarted else 'started'}"
+                  f" in process {os.getpid()} on {self.node_ip}"
+                  f"{' from its checkpoint' if self.resumed else ''}", flush=True)
+            main = importlib.import_module(script.removesuffix(".py")).main
+            self.state = "running"
+            for attempt in range(BIND_TRIES):
+                try:
+                    code = main(options, stop=self.stop_event)
+                    break
+                except SystemExit as e:              # its port not free yet: try again
+                    if "cannot listen" not in str(e) or attempt == BIND_TRIES - 1 or \
+                            self.stop_event.wait(0.5):
+                        raise
+            self.state = "finished" if not code else f"failed: exit code {code}"
+        except SystemExit as e:
+            self.state = f"failed: {e}"
+        except BaseException as e:
+            traceback.print_exc()
+            self.state = f"failed: {type(e).__name__}: {e}"
+        if self.state.startswith("failed") and not self.stop_event.is_set():
+            print(f"raychain: {self.key} {self.state}; ending its process", flush=True)
+            os._exit(1)                              # Ray restarts it (max_restarts)
+
+    def write_files(self, files):
+        """Write {relative path: bytes} under the root (atomically: the script waits for them)."""
+        for rel, data in files.items():
+            path = self.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_name(f".{path.name}.tmp").write_bytes(data)
+            os.replace(path.with_name(f".{path.name}.tmp"), path)
+
+    def info(self):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return dict(pid=os.getpid(), node_ip=self.node_ip, state=self.state,
+                    restarted=self.restarted, resumed=self.resumed,
+                    cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=usage.ru_maxrss / 1024)
+
+    def collect(self, have):
+        """{relative path: bytes} of this process's files whose size is not the one in `have`
+        ({relative path: size}, what the driver holds): new snapshots, longer logs."""
+        out = {}
+        for rel in own_files(self.key):
+            path = self.root / rel
+            paths = sorted(path.rglob("*")) if path.is_dir() else [path]
+            for p in paths:
+                name = str(p.relative_to(self.root))
+                if p.name.startswith(".") or not p.is_file():
+                    continue                         # a snapshot being written
+                try:
+                    if p.stat().st_size != have.get(name):
+                        out[name] = p.read_bytes()
+                except OSError:
+                    continue
+        return out
+
+    def stop(self, timeout=30.0):
+        """Stop the script as SIGTERM would (it saves what it holds); its state after."""
+        self.stop_event.set()
+        self.thread.join(timeout)
+        return self.state
+
+    def remove_files(self):
+        """Delete what this process wrote on its machine (collected already)."""
+        data = ["data"] if self.key == "stage1" else []      # the toy's, written by __init__
+        for rel in [*own_files(self.key), f"checkpoints/{self.key}.npz", *data]:
+            path = self.root / rel
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
+        for folder in ("progress", "metrics", "checkpoints", "data", "."):
+            try:
+                (self.root / folder).rmdir()         # the last process out removes the root
+            except OSError:
+                pass
+
+
+def free_port():
+    """(this machine's address, a port free on it now, its Ray node ID): run on the machine
+    a process is placed on, before the process starts."""
+    import ray
+    ip = ray.util.get_node_ip_address()
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return ip, s.getsockname()[1], ray.get_runtime_context().get_node_id()
+
+
+class RayChain:
+    """The driver's side of a chain on Ray: connect (a fresh local instance for "local", else
+    the cluster at `address`), place `names` (the processes in start order; place: {name:
+    custom resource} or None, Ray's placement group), start each, look at them (deaths,
+    restarts, machines gone), collect their files into run_dir, and at the end stop them,
+    collect the rest, remove their files and disconnect. Use it as a context manager."""
+
+    def __init__(self, run_dir, address, names, place=None, max_restarts=3, token=None,
+                 on_start=None):
+        self.ray = import_ray()
+        self.run, self.address, self.names = Path(run_dir), address, list(names)
+        self.place, self.max_restarts, self.token = place, max_restarts, token
+        self.root = node_root(run_dir)
+        self.options, self.where, self.urls = {}, {}, {}
+        self.actors, self.info, self.have, self.restarts = {}, {}, {}, {}
+        self.pending = {}                          # ref -> (name, "info" or "collect")
+        self.next_look = self.next_collect = 0.0
+        self.group = None
+        self.on_start = on_start or (lambda name, pid: None)  # told of each start and restart
+
+    # --- connecting and placing ---
+
+    def __enter__(self):
+        ray = self.ray
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
+                    "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        options = dict(log_to_driver=False, logging_level=logging.ERROR, runtime_env=dict(
+            working_dir=str(launch.TOP), excludes=EXCLUDES, env_vars=env_vars))
+        try:
+            if self.address == "local":           # as many CPUs as processes, at least
+                ray.init(address="local", include_dashboard=False,
+                         num_cpus=max(len(self.names), os.cpu_count() or 1), **options)
+            else:
+                ray.init(address=self.address, **options)
+            nodes = [n for n in ray.nodes() if n["Alive"]]
+            print(f"chain: Ray {ray.__version__}: "
+                  f"{'a fresh local instance' if self.address == 'local' else self.address}, "
+                  f"{len(nodes)} machine{'s' * (len(nodes) != 1)}, "
+                  f"{ray.cluster_resources().get('CPU', 0):g} CPUs", flush=True)
+        except Exception as e:                     # ConnectionError, a bad address, a token
+            raise SystemExit(f"chain.py: cannot join the Ray cluster at {self.address}: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (is "
+                             f"`ray start --head` running there, and RAY_AUTH_MODE=token with "
+                             f"its token set here? docs/several-machines.md)") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.finish()
+        if self.group is not None:
+            self.ray.util.remove_placement_group(self.group)
+        self.ray.shutdown()
+
+    def place_all(self):
+        """Choose every process's machine and port: {name: its URL, "http://IP:PORT"}."""
+        ray = self.ray
+        if self.place:
+            declared = ray.cluster_resources()
+            missing = sorted({r for r in self.place.values() if r not in declared})
+            if missing:
+                custom = sorted(r for r in declared if r not in ("CPU", "GPU", "memory",
+                                "object_store_memory") and not r.startswith("node:"))
+                raise SystemExit(f"chain.py: --place: no machine of the cluster declares "
+                                 f"{', '.join(missing)} (on the machine meant: ray start "
+                                 f"--resources='{{\"{missing[0]}\": 1}}'); the cluster's "
+                                 f"machines declare: {', '.join(custom) or 'none'}")
+            probes = {name: dict(num_cpus=0, resources={self.place[name]: 0.001})
+                      for name in self.names}
+            self.options = {name: dict(num_cpus=1, resources={self.place[name]: 0.001})
+                            for name in self.names}
+        else:
+            from ray.util.placement_group import placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+            self.group = placement_group([{"CPU": 1}] * len(self.names), strategy="SPREAD")
+            if not ray.wait([self.group.ready()], timeout=60)[0]:
+                raise SystemExit(f"chain.py: the Ray cluster cannot give each of the chain's "
+                                 f"{len(self.names)} processes a CPU (it has "
+                                 f"{ray.cluster_resources().get('CPU', 0):g}): add machines")
+            probes = {name: dict(num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                self.group, placement_group_bundle_index=i)) for i, name in enumerate(self.names)}
+            self.options = {name: dict(probe, num_cpus=1) for name, probe in probes.items()}
+        probe = ray.remote(free_port)
+        while len(self.where) < len(self.names):   # a port drawn twice is drawn again
+            names = [n for n in self.names if n not in self.where]
+            refs = [probe.options(**probes[name]).remote() for name in names]
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=READY_WAIT)
+            if len(ready) < len(refs):
+                raise SystemExit("chain.py: Ray could not place every process in "
+                                 f"{READY_WAIT:.0f} s: does every machine --place names have "
+                                 "a free CPU for each of its stages?")
+            for name, (ip, port, node) in zip(names, ray.get(refs)):
+                if (ip, port) not in {(i, p) for i, p, _ in self.where.values()}:
+                    self.where[name] = (ip, port, node)
+        self.urls = {name: f"http://{ip}:{port}" for name, (ip, port, _) in self.where.items()}
+        return self.urls
+
+    # --- starting ---
+
+    def start(self, name, argv, files=None, deadline=None, url=None):
+        """Start process `name` (argv: launch.script_argv's, its --port replaced by the one
+        chosen, bound to its machine's address) and wait until it runs and, if `url`, its
+        server answers. SystemExit if it does not within READY_WAIT seconds."""
+        ip, port, _ = self.where[name]
+        options = list(argv[2:])
+        if "--port" in options:
+            options[options.index("--port") + 1] = str(port)
+            options += ["--host", ip]
+        key = key_of(name)
+        self.have[name], self.restarts[name] = {}, 0
+        self.actors[name] = self.ray.remote(Stage).options(
+            **self.options[name], max_restarts=self.max_restarts, max_task_retries=0,
+            max_concurrency=3).remote(key, [Path(argv[1]).name, *options], str(self.root),
+                                      sorted(files or {}), self.token, deadline)
+        if files:
+            self.call(name, "write_files", files, timeout=READY_WAIT)
+        client = None if url is None else chain_watch.clients_of({0: url}, [], self.token)[0][0]
+        give_up = time.monotonic() + READY_WAIT
+        while time.monotonic() < give_up:
+            try:
+                info = self.ray.get(self.actors[name].info.remote(), timeout=5)
+            except self.ray.exceptions.GetTimeoutError:
+                continue
+            except self.ray.exceptions.RayActorError as e:
+                self.collect_all(wait=True)
+                raise SystemExit(f"chain.py: {name} died as it started ({type(e).__name__}); "
+                                 f"its log ends: {launch.log_tail(self.run / f'{key}.log')}")
+            self.info[name] = info
+            if info["state"] != "starting" and (client is None or
+                                                chain_watch.last_status(client) is not None):
+                self.on_start(name, info["pid"])
+                print(f"chain: {name} on {ip} (process {info['pid']})"
+                      f"{f': {url}' if url else ''}", flush=True)
+                return
+            time.sleep(0.1)
+        self.collect_all(wait=True)
+        raise SystemExit(f"chain.py: {name} did not start within {READY_WAIT:.0f} s; its log "
+                         f"ends: {launch.log_tail(self.run / f'{key}.log')}")
+
+    # --- watching: chain_watch.watch's look() ---
+
+    def look(self):
+        """Every LOOK_EVERY s, each actor's info (a new process: Ray restarted it, said in one
+        line) and the machines; every COLLECT_EVERY s, their new files. Why the run must end
+        (a process Ray will not restart again, a machine gone), or None. Never waits on Ray."""
+        ray, now = self.ray, time.monotonic()
+        if now >= self.next_collect:
+            self.next_collect = now + COLLECT_EVERY
+            self.collect_all(wait=False)
+        if now >= self.next_look:
+            self.next_look = now + LOOK_EVERY
+            asked = {name for name, what in self.pending.values() if what == "info"}
+            for name, actor in self.actors.items():
+                if name not in asked:
+                    self.pending[actor.info.remote()] = (name, "info")
+            alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
+            gone = [name for name, (_, _, node) in self.where.items()
+                    if name in self.actors and not alive.get(node, False)]
+            for name in gone:                          # no restart can bring them back there
+                self.ray.kill(self.actors.pop(name), no_restart=True)
+            if gone:
+                ip, _, node = self.where[gone[0]]
+                print(f"chain: {' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'}"
+                      f" machine {ip} (Ray node {node[:8]}) left the cluster; ending the run",
+                      flush=True)
+                return f"{gone[0]}'s machine {ip} left the cluster"
+        ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        for ref in ready:
+            name, what = self.pending.pop(ref)
+            try:
+                answer = ray.get(ref)
+            except ray.exceptions.ActorUnavailableError:
+                continue                           # dead, and Ray is restarting it
+            except ray.exceptions.RayActorError:   # dead, and Ray will not restart it
+                return self.dead(name)
+            if what == "collect":
+                self.write(name, answer)
+            else:
+                self.seen(name, answer)
+        return None
+
+    def seen(self, name, info):
+        before = self.info.get(name)
+        self.info[name] = info
+        if before is None or before["pid"] == info["pid"]:
+            return
+        self.restarts[name] += 1
+        self.on_start(name, info["pid"])
+        ip, port, _ = self.where[name]
+        how = "from its checkpoint" if info["resumed"] else "from scratch (no checkpoint yet)"
+        print(f"chain: {name} on {ip} died (its process {before['pid']} is gone; its log ends: "
+              f"{self.last_words(name)}); Ray restarted it there as"
+              f" process {info['pid']} (restart {self.restarts[name]} of at most "
+              f"{self.max_restarts}), {how}, on port {port}", flush=True)
+
+    def last_words(self, name):
+        """The last lines its log had before Ray restarted it (collected now)."""
+        try:
+            self.write(name, self.ray.get(self.actors[name].collect.remote(self.have[name]),
+                                          timeout=10))
+            text = (self.run / f"{key_of(name)}.log").read_text(errors="replace")
+        except (self.ray.exceptions.RayError, OSError):
+            return "(not collected)"
+        return launch.text_tail(text.rsplit(f"raychain: {key_of(name)} restarted by Ray", 1)[0])
+
+    def dead(self, name):
+        ip = self.where[name][0]
+        self.actors.pop(name)
+        print(f"chain: {name} on {ip} died and Ray will not restart it (restarted "
+              f"{self.restarts[name]} of at most {self.max_restarts} times, --max-restarts); "
+              f"its log ends: {launch.log_tail(self.run / f'{key_of(name)}.log')}. Ending the "
+              f"run", flush=True)
+        return f"{name} died ({self.restarts[name] + 1} times)"
+
+    def finished(self, name):
+        return self.info.get(name, {}).get("state") == "finished"
+
+    def cpu_seconds(self, name):
+        return self.info.get(name, {}).get("cpu_s")
+
+    # --- collecting, stopping ---
+
+    def write(self, name, files):
+        for rel, data in files.items():
+            path = self.run / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.collecting")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            self.have[name][rel] = len(data)
+
+    def collect_all(self, wait=False, timeout=30.0):
+        """Ask every live actor for its new files (one request each in flight); with wait,
+        wait for the answers (at most `timeout` s) and write them."""
+        asked = {name for name, what in self.pending.values() if what == "collect"}
+        for name, actor in self.actors.items():
+            if name not in asked:
+                self.pending[actor.collect.remote(dict(self.have[name]))] = (name, "collect")
+        if not wait:
+            return
+        refs = [ref for ref, (_, what) in self.pending.items() if what == "collect"]
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        for ref in ready:
+            name, _ = self.pending.pop(ref)
+            try:
+                self.write(name, self.ray.get(ref))
+            except self.ray.exceptions.RayError:
+                pass
+
+    def call(self, name, method, *args, timeout=30.0):
+        """actor.method(*args), its answer, or None if it is dead or does not answer."""
+        try:
+            return self.ray.get(getattr(self.actors[name], method).remote(*args),
+                                timeout=timeout)
+        except (KeyError, self.ray.exceptions.RayError):
+            return None
+
+    def stop(self, name, timeout=30.0):
+        """Stop one process as SIGTERM would (it saves what it holds)."""
+        self.call(name, "stop", timeout, timeout=timeout + 10)
+
+    def finish(self):
+        """Stop every process (the last started first), collect what they wrote, remove it
+        from their machines, end the actors."""
+        for name in reversed(list(self.actors)):
+            self.stop(name)
+        for _ in range(2):                         # what was in flight, then the rest
+            self.collect_all(wait=True)
+        for name, actor in self.actors.items():
+            self.call(name, "remove_files", timeout=10)
+            self.ray.kill(actor, no_restart=True)
+        self.actors.clear()
+
+
+class First:
+    """Stage 1 as chain_watch.watch sees it: finished() and stop(timeout)."""
+
+    def __init__(self, chain, name="stage 1"):
+        self.chain, self.name = chain, name
+
+    def finished(self):
+        return self.chain.finished(self.name)
+
+    def stop(self, timeout=30.0):
+        self.chain.stop(self.name, timeout)

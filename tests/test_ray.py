@@ -1,0 +1,164 @@
+"""chain.py --ray: a chain's stages as Ray actors on a simulated cluster of three machines
+(ray.cluster_utils.Cluster: three Ray nodes on this machine, each declaring a custom resource,
+host1..host3, one stage pinned to each with --place).
+
+Nothing here times anything: each run is bounded by work (--examples), its --duration only a
+guard against a hang, and each fault is injected at a point of the run's work (examples stage
+2 has trained on), once the process has a checkpoint (or the stages a snapshot tick) on disk.
+"""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+import chain
+from parts import snapshots
+from runner import chain_eval, raychain
+from test_chain import GUARD_S, killer, last_count
+
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+@pytest.fixture
+def cluster():
+    """Three Ray nodes on this machine, node k with one CPU and the resource host<k>; shut
+    down (every process of it) at the end, however the test ends."""
+    c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, resources={"host1": 1},
+                                                          include_dashboard=False))
+    try:
+        nodes = [c.head_node] + [c.add_node(num_cpus=1, resources={f"host{k}": 1})
+                                 for k in (2, 3)]
+        c.wait_for_nodes()
+        yield c, nodes
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.shutdown()
+
+
+def three_stages(tmp_path, address, examples):
+    """A co-located 3-stage chain 2-16-16-1 (it learns within seconds), stage k on host<k>,
+    into a run folder whose name is this test's own (the machines' folders are named by it)."""
+    run = tmp_path / f"chain-{tmp_path.name}"
+    config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
+                               duration=GUARD_S, examples=examples, snapshot_interval=1,
+                               checkpoint_interval=2, colocated=True, ray=address,
+                               place=("host1", "host2", "host3"))
+    env = chain.launch.child_env()
+    chain.launch.generate_data(run / "data", config.count, 0, env, plot=False)
+    return run, config, env
+
+
+def on_machine(run, name):
+    """The file `name` the run's processes wrote on their machine (this one: /tmp)."""
+    return list(Path("/tmp/synthgrad-ray").glob(f"{run.name}-*/{name}"))
+
+
+def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, cluster, capsys):
+    """Stage 2's process SIGKILLed once stage 2 has trained on 15,000 examples and has a
+    checkpoint: Ray restarts it on its machine, on its port, from its checkpoint, its counters
+    going on; the chain learns on, ends when its work is done (300,000 examples) and writes
+    chain.json on the driver from the files collected through Ray."""
+    c, _ = cluster
+    run, config, env = three_stages(tmp_path, c.address, 300_000)
+    started = {}
+    thread, killed = killer(started, [(15_000, "stage 2")], run / "metrics" / "stage2.jsonl",
+                            ready=lambda name: bool(on_machine(run, "checkpoints/stage2.npz")))
+    code = chain.run_and_report(config, env, on_start=started.__setitem__)
+    thread.join(1)
+    out = capsys.readouterr().out
+    print(out)
+    assert code == 0 and set(killed) == {"stage 2"}
+    # each stage on the machine --place named (one Ray node per host here, all on 127.0.0.1 or
+    # this machine's address), and the status lines name it
+    placed = {line.split(" on ")[0][len("chain: "):]: line for line in out.splitlines()
+              if line.startswith("chain: stage ") and "(process " in line}
+    assert set(placed) == {"stage 1", "stage 2", "stage 3"}
+    assert "stage 2 @" in out
+    # the death: one line, naming the stage, its machine, the restart and its port
+    port = placed["stage 2"].rsplit(":", 1)[1]
+    lines = [line for line in out.splitlines() if "chain: stage 2 on" in line and "died" in line]
+    assert len(lines) == 1, out
+    assert "Ray restarted it there" in lines[0] and "(restart 1 of at most 3)" in lines[0]
+    assert f"from its checkpoint, on port {port}" in lines[0]
+    # restarted from its checkpoint: its counters go on from there, not from 0
+    log = (run / "stage2.log").read_text()
+    urls = re.findall(r"listening on (http://\S+)", log)
+    assert len(urls) == 2 and urls[0] == urls[1] and urls[0].endswith(f":{port}"), log
+    resumed = last_count(r"resumed from \S+: [\d,]+ examples held, ([\d,]+) passes so far", log)
+    assert resumed is not None and resumed > 0, log
+    assert last_count(r"final status: [\d,]+ examples held, ([\d,]+) training passes",
+                      log) > resumed
+    trained = [m["examples_trained"] for m in
+               snapshots.read_metrics(run / "metrics" / "stage2.jsonl")]
+    assert trained[-1] > 15_000 and min(trained[len(trained) // 2:]) > 0
+    # it learned, ended on its work, and everything came back to the driver
+    result = json.loads((run / "chain.json").read_text())
+    assert result["cut_short"] is None and result["final_from"] == "final"
+    assert result["final_mse"] < 0.5 * result["initial_mse"]
+    assert result["final_mse"] < result["mean_predictor_mse"], result["final_mse"]
+    assert (run / "chain.png").exists()
+    for k in (1, 2, 3):
+        assert (run / "progress" / f"stage{k}").is_dir() and (run / f"stage{k}.log").exists()
+    assert "(--until-trained): stopping" in (run / "stage1.log").read_text()
+    assert not on_machine(run, "*"), "the machines' files were not removed"
+    assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
+
+
+def test_a_stage_whose_machine_leaves_ends_the_run_cut_short_and_evaluated(tmp_path, cluster,
+                                                                          capsys):
+    """Machine 3 (stage 3's) removed from the cluster for good once stage 2 has trained on
+    10,000 examples and every stage has a snapshot tick on the driver: Ray cannot restart
+    stage 3 anywhere else (--place pins it there), so the run ends at once, cut short, in
+    one line, and is evaluated from the ticks collected."""
+    c, nodes = cluster
+    run, config, env = three_stages(tmp_path, c.address, 2_000_000)
+    layout = chain.stage_sizes(config.sizes, config.splits)
+    started = {}
+    removed = {}
+
+    def remove(name, pid):                           # killer's SIGKILL, for a whole machine
+        removed[name] = True
+        c.remove_node(nodes[2])
+
+    thread, _ = killer(started, [(10_000, "stage 3")], run / "metrics" / "stage2.jsonl",
+                       ready=lambda name: bool(chain_eval.chain_ticks(run, layout)),
+                       kill=remove)
+    code = chain.run_and_report(config, env, on_start=started.__setitem__)
+    thread.join(1)
+    out = capsys.readouterr().out
+    print(out)
+    assert code == 1 and removed
+    lines = [line for line in out.splitlines() if "left the cluster; ending the run" in line]
+    assert len(lines) == 1 and lines[0].startswith("chain: stage 3 lost: its machine"), out
+    result = json.loads((run / "chain.json").read_text())
+    assert result["cut_short"].startswith("stage 3's machine ")
+    assert result["final_from"].startswith("tick ") and result["ticks"]
+    assert "cut short: stage 3's machine" in out
+    trained = snapshots.read_metrics(run / "metrics" / "stage2.jsonl")[-1]["examples_trained"]
+    assert trained < 2_000_000                       # it ended long before its work was done
+
+
+def test_without_ray_chain_py_says_how_to_get_it_in_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)     # import ray fails, as if not installed
+    with pytest.raises(SystemExit) as e:
+        chain.main(["--ray", "--colocated", "--no-live"])
+    assert str(e.value) == raychain.MISSING and "\n" not in raychain.MISSING
+    assert "pip install 'ray==" in raychain.MISSING
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--place", "a,b"], "--place needs --ray"),
+    (["--ray", "--place", "a,b,c"], "one machine per stage (2; got 3)"),
+    (["--ray", "--place", "a,,"], "expected resource names"),
+])
+def test_place_is_checked(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        chain.parse_args(argv)
+    assert message in capsys.readouterr().err
