@@ -291,6 +291,12 @@ class RayChain:
         self.urls = {name: f"http://{ip}:{port}" for name, (ip, port, _) in self.where.items()}
         return self.urls
 
+    def machine(self, name):
+        """The machine a process is on, in words: "host_b (10.0.0.2)" with --place, else its
+        address."""
+        ip = self.where[name][0]
+        return f"{self.place[name]} ({ip})" if self.place else ip
+
     # --- starting ---
 
     def start(self, name, argv, files=None, deadline=None, url=None):
@@ -325,7 +331,7 @@ class RayChain:
             if info["state"] != "starting" and (client is None or
                                                 chain_watch.last_status(client) is not None):
                 self.on_start(name, info["pid"])
-                print(f"chain: {name} on {ip} (process {info['pid']})"
+                print(f"chain: {name} on {self.machine(name)} (process {info['pid']})"
                       f"{f': {url}' if url else ''}", flush=True)
                 return
             time.sleep(0.1)
@@ -355,14 +361,16 @@ class RayChain:
             for name in gone:                          # no restart can bring them back there
                 self.ray.kill(self.actors.pop(name), no_restart=True)
             if gone:
-                ip, _, node = self.where[gone[0]]
+                where, node = self.machine(gone[0]), self.where[gone[0]][2]
                 print(f"chain: {' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'}"
-                      f" machine {ip} (Ray node {node[:8]}) left the cluster; ending the run",
+                      f" machine {where} (Ray node {node[:8]}) left the cluster; ending the run",
                       flush=True)
-                return f"{gone[0]}'s machine {ip} left the cluster"
+                return f"{gone[0]}'s machine {where} left the cluster"
         ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
         for ref in ready:
             name, what = self.pending.pop(ref)
+            if name not in self.actors:                # its machine is gone: said already
+                continue
             try:
                 answer = ray.get(ref)
             except ray.exceptions.ActorUnavailableError:
@@ -382,9 +390,9 @@ class RayChain:
             return
         self.restarts[name] += 1
         self.on_start(name, info["pid"])
-        ip, port, _ = self.where[name]
+        port = self.where[name][1]
         how = "from its checkpoint" if info["resumed"] else "from scratch (no checkpoint yet)"
-        print(f"chain: {name} on {ip} died (its process {before['pid']} is gone; its log ends: "
+        print(f"chain: {name} on {self.machine(name)} died (its process {before['pid']} is gone; its log ends: "
               f"{self.last_words(name)}); Ray restarted it there as"
               f" process {info['pid']} (restart {self.restarts[name]} of at most "
               f"{self.max_restarts}), {how}, on port {port}", flush=True)
@@ -400,9 +408,8 @@ class RayChain:
         return launch.text_tail(text.rsplit(f"raychain: {key_of(name)} restarted by Ray", 1)[0])
 
     def dead(self, name):
-        ip = self.where[name][0]
         self.actors.pop(name)
-        print(f"chain: {name} on {ip} died and Ray will not restart it (restarted "
+        print(f"chain: {name} on {self.machine(name)} died and Ray will not restart it (restarted "
               f"{self.restarts[name]} of at most {self.max_restarts} times, --max-restarts); "
               f"its log ends: {launch.log_tail(self.run / f'{key_of(name)}.log')}. Ending the "
               f"run", flush=True)

@@ -75,12 +75,14 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
     out = capsys.readouterr().out
     print(out)
     assert code == 0 and set(killed) == {"stage 2"}
-    # each stage on the machine --place named (one Ray node per host here, all on 127.0.0.1 or
-    # this machine's address), and the status lines name it
+    # each stage on the machine --place named (one Ray node per host here, all at this
+    # machine's address), and the status lines name it
     placed = {line.split(" on ")[0][len("chain: "):]: line for line in out.splitlines()
               if line.startswith("chain: stage ") and "(process " in line}
     assert set(placed) == {"stage 1", "stage 2", "stage 3"}
-    assert "stage 2 @" in out
+    for k in (1, 2, 3):
+        assert placed[f"stage {k}"].startswith(f"chain: stage {k} on host{k} (")
+        assert f"stage {k} @host{k}: " in out
     # the death: one line, naming the stage, its machine, the restart and its port
     port = placed["stage 2"].rsplit(":", 1)[1]
     lines = [line for line in out.splitlines() if "chain: stage 2 on" in line and "died" in line]
@@ -138,7 +140,7 @@ def test_a_stage_whose_machine_leaves_ends_the_run_cut_short_and_evaluated(tmp_p
     lines = [line for line in out.splitlines() if "left the cluster; ending the run" in line]
     assert len(lines) == 1 and lines[0].startswith("chain: stage 3 lost: its machine"), out
     result = json.loads((run / "chain.json").read_text())
-    assert result["cut_short"].startswith("stage 3's machine ")
+    assert result["cut_short"].startswith("stage 3's machine host3 (")
     assert result["final_from"].startswith("tick ") and result["ticks"]
     assert "cut short: stage 3's machine" in out
     trained = snapshots.read_metrics(run / "metrics" / "stage2.jsonl")[-1]["examples_trained"]
