@@ -331,7 +331,7 @@ class RayChain:
             if info["state"] != "starting" and (client is None or
                                                 chain_watch.last_status(client) is not None):
                 self.on_start(name, info["pid"])
-                print(f"chain: {name} on {self.machine(name)} (process {info['pid']})"
+                print(f"chain: {name} on {self.machine(name)}, process {info['pid']}"
                       f"{f': {url}' if url else ''}", flush=True)
                 return
             time.sleep(0.1)
@@ -363,7 +363,7 @@ class RayChain:
             if gone:
                 where, node = self.machine(gone[0]), self.where[gone[0]][2]
                 print(f"chain: {' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'}"
-                      f" machine {where} (Ray node {node[:8]}) left the cluster; ending the run",
+                      f" machine {where}, Ray node {node[:8]}, left the cluster; ending the run",
                       flush=True)
                 return f"{gone[0]}'s machine {where} left the cluster"
         ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)

@@ -78,10 +78,11 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
     # each stage on the machine --place named (one Ray node per host here, all at this
     # machine's address), and the status lines name it
     placed = {line.split(" on ")[0][len("chain: "):]: line for line in out.splitlines()
-              if line.startswith("chain: stage ") and "(process " in line}
+              if line.startswith("chain: stage ") and ", process " in line}
     assert set(placed) == {"stage 1", "stage 2", "stage 3"}
     for k in (1, 2, 3):
-        assert placed[f"stage {k}"].startswith(f"chain: stage {k} on host{k} (")
+        assert placed[f"stage {k}"].startswith(f"chain: stage {k} on host{k} (") and \
+            ":" not in placed["stage 1"][len("chain: "):]           # stage 1 serves nothing
         assert f"stage {k} @host{k}: " in out
     # the death: one line, naming the stage, its machine, the restart and its port
     port = placed["stage 2"].rsplit(":", 1)[1]
