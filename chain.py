@@ -24,6 +24,7 @@ from there, so K stages are K processes:
 
     python chain.py --colocated                                # 2 processes
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --colocated   # 4 processes
+    python chain.py --colocated --ray HEAD:6379 --place host_a,host_b     # on a Ray cluster
 
 All start on free loopback ports with the scripts' own defaults (one optimizer everywhere;
 from 4 stages on every stage's Adam at 0.001, see --learning-rate), the first stage trains
@@ -57,6 +58,8 @@ ends); with --no-restart the first death ends the run. Stage 1 ends on its own c
 its peers do (chain.py stops it itself if it overruns by 15 s), and however the run ends (its
 time, a death, Ctrl-C, SIGTERM) chain.json and chain.png are written from the snapshots on
 disk, with "cut_short" saying why if it ended early (--no-restart: the first death ends it).
+With --ray every process is a Ray actor instead, placed, restarted and collected by Ray
+(runner/raychain.py; docs/several-machines.md).
 """
 
 import argparse

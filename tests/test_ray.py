@@ -10,6 +10,7 @@ guard against a hang, and each fault is injected at a point of the run's work (e
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -146,6 +147,8 @@ def test_a_stage_whose_machine_leaves_ends_the_run_cut_short_and_evaluated(tmp_p
     assert "cut short: stage 3's machine" in out
     trained = snapshots.read_metrics(run / "metrics" / "stage2.jsonl")[-1]["examples_trained"]
     assert trained < 2_000_000                       # it ended long before its work was done
+    for folder in on_machine(run, ""):               # what stage 3 left on the machine gone
+        shutil.rmtree(folder)
 
 
 def test_without_ray_chain_py_says_how_to_get_it_in_one_line(monkeypatch, capsys):
