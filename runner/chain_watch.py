@@ -13,9 +13,7 @@ from parts import snapshots
 from runner import launch
 
 STATUS_WAIT = 120.0                        # seconds a server may take to start listening
-# Seconds past --duration after which chain.py stops stage 1 itself: stage 1 stops on its own
-# clock whatever its peers do, then flushes for at most 3 s and saves; this is the backstop.
-GRACE_S = 15.0
+GRACE_S = launch.GRACE_S                   # s past --duration before chain.py stops stage 1
 LOOK_TIMEOUT = 3.0                         # seconds chain.py waits for a server's answer
 
 
@@ -36,12 +34,7 @@ def clients_of(stages, models, token=None):
             [synthgrad.OracleClient(url, timeout=LOOK_TIMEOUT, token=token) for url in models])
 
 
-def last_status(client):
-    """A server's GET /status, or None if it is down."""
-    try:
-        return client.status()
-    except synthgrad.PeerError:
-        return None
+last_status = launch.last_status           # a server's GET /status, or None if it is down
 
 
 def last_statuses(clients, boundary_clients):

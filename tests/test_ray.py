@@ -64,10 +64,11 @@ def on_machine(run, name):
 def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, cluster, capsys):
     """Stage 2's process SIGKILLed once stage 2 has trained on 15,000 examples and has a
     checkpoint: Ray restarts it on its machine, on its port, from its checkpoint, its counters
-    going on; the chain learns on, ends when its work is done (300,000 examples) and writes
-    chain.json on the driver from the files collected through Ray."""
+    going on; the chain learns on, ends when its work is done (600,000 examples: a fast
+    machine's stage 2 has trained on 300,000 within ~3 s) and writes chain.json on the driver
+    from the files collected through Ray."""
     c, _ = cluster
-    run, config, env = three_stages(tmp_path, c.address, 300_000)
+    run, config, env = three_stages(tmp_path, c.address, 600_000)
     started = {}
     thread, killed = killer(started, [(15_000, "stage 2")], run / "metrics" / "stage2.jsonl",
                             ready=lambda name: bool(on_machine(run, "checkpoints/stage2.npz")))
@@ -101,7 +102,8 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
                       log) > resumed
     trained = [m["examples_trained"] for m in
                snapshots.read_metrics(run / "metrics" / "stage2.jsonl")]
-    assert trained[-1] > 15_000 and min(trained[len(trained) // 2:]) > 0
+    first = next(i for i, t in enumerate(trained) if t > 0)
+    assert trained[-1] > 15_000 and min(trained[first:]) > 0    # never from 0 again
     # it learned, ended on its work, and everything came back to the driver
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"] is None and result["final_from"] == "final"
