@@ -159,5 +159,6 @@ def test_a_server_run_in_a_thread_stops_on_its_event_as_on_sigterm(tmp_path, cap
     assert not thread.is_alive() and result == {"code": 0}
     assert "final status:" in capsys.readouterr().out
     assert metrics.read_text().strip()                    # the last metrics line
-    with socket.socket() as s:                            # released: a restart can bind it
+    with socket.socket() as s:          # released: a restart can bind it (as waitress binds,
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # past TIME_WAIT)
         s.bind(("127.0.0.1", port))
