@@ -153,6 +153,29 @@ def test_a_stage_whose_machine_leaves_ends_the_run_cut_short_and_evaluated(tmp_p
         shutil.rmtree(folder)
 
 
+def test_a_chain_with_its_oracles_on_a_fresh_local_ray_instance(tmp_path, capsys):
+    """--ray with no address: a fresh local Ray instance, started and stopped by chain.py; no
+    --place: Ray's scheduler places the three processes (stage 1, stage 2 and boundary 1's
+    oracle, a Keras model in its actor), a CPU each. They learn, bounded by work, and every
+    process's log and metrics come back to the run folder."""
+    run = tmp_path / f"chain-{tmp_path.name}"
+    config = chain.ChainConfig(run_dir=run, count=5_000, duration=GUARD_S, examples=40_000,
+                               snapshot_interval=1, ray="local")
+    env = chain.launch.child_env()
+    chain.launch.generate_data(run / "data", config.count, 0, env, plot=False)
+    assert chain.run_and_report(config, env) == 0
+    out = capsys.readouterr().out
+    print(out)
+    assert "a fresh local instance" in out and "3 Ray actors" in out
+    assert "chain: boundary 1 oracle on " in out
+    result = json.loads((run / "chain.json").read_text())
+    assert result["cut_short"] is None and result["final_mse"] < result["initial_mse"]
+    for name in ("stage1", "stage2", "boundary1"):
+        assert (run / f"{name}.log").exists() and (run / "metrics" / f"{name}.jsonl").exists()
+    assert not ray.is_initialized() and not on_machine(run, "*")
+    assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
+
+
 def test_without_ray_chain_py_says_how_to_get_it_in_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)     # import ray fails, as if not installed
     with pytest.raises(SystemExit) as e:
