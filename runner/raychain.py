@@ -77,8 +77,8 @@ class Stage:
     argv: the script's file name, then its options (a --port, a --checkpoint); root: where it
     writes on this machine; the script starts once the files `needs` names are there
     (write_files: the toy's data, for stage 1, sent by a call, not as an argument, which a
-    restart would need again); deadline (time.time()), for stage 1: a restart streams only the time
-    left (--duration). A main that fails ends the process (os._exit), so that Ray restarts it.
+    restart would need again); deadline (time.time()), for stage 1: a restart streams only the
+    time left (--duration). A main that fails ends the process (os._exit): Ray restarts it.
     """
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
@@ -89,11 +89,24 @@ class Stage:
             import ray
             self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
             self.node_ip = ray.util.get_node_ip_address()
-        except Exception:                           # not in Ray: a test runs it in-process
+        except Exception:                           # outside Ray: "?", never restarted
             pass
+        self.starts = self._count_start()            # 1 + how often Ray restarted it
         self.thread = threading.Thread(target=self._run, args=(argv, needs, token, deadline),
                                        daemon=True, name=key)
         self.thread.start()
+
+    def _count_start(self):
+        """This start's number, counted on the machine's disk (a restart Ray made faster than
+        the driver looked is still counted)."""
+        path = self.root / f".{self.key}.starts"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            starts = (int(path.read_text()) if path.exists() else 0) + 1
+            path.write_text(str(starts))
+            return starts
+        except (OSError, ValueError):
+            return 1 + self.restarted
 
     def _run(self, argv, needs, token, deadline):
         try:
@@ -145,7 +158,7 @@ class Stage:
     def info(self):
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return dict(pid=os.getpid(), node_ip=self.node_ip, state=self.state,
-                    restarted=self.restarted, resumed=self.resumed,
+                    restarted=self.restarted, resumed=self.resumed, starts=self.starts,
                     cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=usage.ru_maxrss / 1024)
 
     def collect(self, have):
@@ -174,8 +187,9 @@ class Stage:
 
     def remove_files(self):
         """Delete what this process wrote on its machine (collected already)."""
-        data = ["data"] if self.key == "stage1" else []      # the toy's, written by __init__
-        for rel in [*own_files(self.key), f"checkpoints/{self.key}.npz", *data]:
+        data = ["data"] if self.key == "stage1" else []      # the toy's, from write_files
+        for rel in [*own_files(self.key), f"checkpoints/{self.key}.npz", f".{self.key}.starts",
+                    *data]:
             path = self.root / rel
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
         for folder in ("progress", "metrics", "checkpoints", "data", "."):
@@ -388,12 +402,12 @@ class RayChain:
         self.info[name] = info
         if before is None or before["pid"] == info["pid"]:
             return
-        self.restarts[name] += 1
+        self.restarts[name] = info["starts"] - 1
         self.on_start(name, info["pid"])
         port = self.where[name][1]
         how = "from its checkpoint" if info["resumed"] else "from scratch (no checkpoint yet)"
-        print(f"chain: {name} on {self.machine(name)} died (its process {before['pid']} is gone; its log ends: "
-              f"{self.last_words(name)}); Ray restarted it there as"
+        print(f"chain: {name} on {self.machine(name)} died (its process {before['pid']} is "
+              f"gone; its log ends: {self.last_words(name)}); Ray restarted it there as"
               f" process {info['pid']} (restart {self.restarts[name]} of at most "
               f"{self.max_restarts}), {how}, on port {port}", flush=True)
 
