@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 import ray
+import requests
 from ray.cluster_utils import Cluster
 
 import chain
-from parts import snapshots
+from parts import serving, snapshots
 from runner import chain_eval, raychain
 from test_chain import GUARD_S, killer, last_count
 
@@ -157,7 +158,8 @@ def test_a_chain_with_its_oracles_on_a_fresh_local_ray_instance(tmp_path, capsys
     """--ray with no address: a fresh local Ray instance, started and stopped by chain.py; no
     --place: Ray's scheduler places the three processes (stage 1, stage 2 and boundary 1's
     oracle, a Keras model in its actor), a CPU each. They learn, bounded by work, and every
-    process's log and metrics come back to the run folder."""
+    process's log and metrics come back to the run folder, where the live page reads them as
+    it reads a local chain's."""
     run = tmp_path / f"chain-{tmp_path.name}"
     config = chain.ChainConfig(run_dir=run, count=5_000, duration=GUARD_S, examples=40_000,
                                snapshot_interval=1, ray="local")
@@ -174,6 +176,17 @@ def test_a_chain_with_its_oracles_on_a_fresh_local_ray_instance(tmp_path, capsys
         assert (run / f"{name}.log").exists() and (run / "metrics" / f"{name}.jsonl").exists()
     assert not ray.is_initialized() and not on_machine(run, "*")
     assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
+    url, stop = serving.start_live_page(run)
+    try:
+        view = requests.get(url + "api/live", timeout=30).json()
+    finally:
+        stop()
+    assert view["processes_of"] == "the chain's stages and boundaries"   # (just written: the
+    # page may still call it training, by the age of its last write)
+    assert [p["name"] for p in view["processes"]] == ["stage 1 (train_input.py)", "stage 2",
+                                                      "boundary 1 oracle"]
+    assert all(p["examples_per_s"] for p in view["processes"])
+    assert "chain_mse" in [picture["name"] for picture in view["pictures"]]
 
 
 def test_without_ray_chain_py_says_how_to_get_it_in_one_line(monkeypatch, capsys):
