@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,8 @@ def cluster():
 
 def three_stages(tmp_path, address, examples):
     """A co-located 3-stage chain 2-16-16-1 (it learns within seconds), stage k on host<k>,
-    into a run folder whose name is this test's own (the machines' folders are named by it)."""
-    run = tmp_path / f"chain-{tmp_path.name}"
+    into a run folder of a name of its own (the machines' folders are named by it)."""
+    run = tmp_path / f"chain-{uuid.uuid4().hex[:12]}"
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
                                duration=GUARD_S, examples=examples, snapshot_interval=1,
                                checkpoint_interval=2, colocated=True, ray=address,
@@ -160,7 +161,7 @@ def test_a_chain_with_its_oracles_on_a_fresh_local_ray_instance(tmp_path, capsys
     oracle, a Keras model in its actor), a CPU each. They learn, bounded by work, and every
     process's log and metrics come back to the run folder, where the live page reads them as
     it reads a local chain's."""
-    run = tmp_path / f"chain-{tmp_path.name}"
+    run = tmp_path / f"chain-{uuid.uuid4().hex[:12]}"
     config = chain.ChainConfig(run_dir=run, count=5_000, duration=GUARD_S, examples=40_000,
                                snapshot_interval=1, ray="local")
     env = chain.launch.child_env()
