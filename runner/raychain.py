@@ -118,7 +118,7 @@ class Stage:
             if token:                                # the scripts' --token default
                 os.environ["SYNTHGRAD_TOKEN"] = token
             script, options = argv[0], list(argv[1:])
-            if deadline is not None and "--duration" in options:
+            if self.restarted and deadline is not None and "--duration" in options:
                 left = round(max(1.0, deadline - time.time()), 1)
                 options[options.index("--duration") + 1] = str(left)
             checkpoint = options[options.index("--checkpoint") + 1]
