@@ -40,6 +40,8 @@ MISSING = (f"chain.py --ray needs Ray, which make demo does not install: pip ins
 COLLECT_EVERY = 2.0                    # seconds between collections of every process's files
 LOOK_EVERY = 0.5                       # seconds between looks at every actor and machine
 BIND_TRIES = 20                        # a restarted server retries its port every 0.5 s
+LAST_WORDS_S = 1.0                     # a failed script's process lives on this long, its
+                                       # state readable (its log may be on a machine gone)
 # The repository travels to every machine (Ray's working_dir) without these.
 EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
 READY_WAIT = chain_watch.STATUS_WAIT   # seconds a process may take to answer after its start
@@ -128,6 +130,7 @@ class Stage:
                   f" in process {os.getpid()} on {self.node_ip}"
                   f"{' from its checkpoint' if self.resumed else ''}", flush=True)
             main = importlib.import_module(script.removesuffix(".py")).main
+            sys.argv = [script, *options]            # its messages name it, not Ray's worker
             self.state = "running"
             for attempt in range(BIND_TRIES):
                 try:
@@ -138,13 +141,15 @@ class Stage:
                             self.stop_event.wait(0.5):
                         raise
             self.state = "finished" if not code else f"failed: exit code {code}"
-        except SystemExit as e:
-            self.state = f"failed: {e}"
+        except SystemExit as e:                      # argparse's 2, or a line saying why
+            self.state = f"failed: {'exit code ' if isinstance(e.code, int) else ''}{e}"
         except BaseException as e:
             traceback.print_exc()
             self.state = f"failed: {type(e).__name__}: {e}"
         if self.state.startswith("failed") and not self.stop_event.is_set():
             print(f"raychain: {self.key} {self.state}; ending its process", flush=True)
+            self.state += f"; its log ends: {launch.log_tail(self.root / f'{self.key}.log')}"
+            time.sleep(LAST_WORDS_S)                 # the driver's look reads it first
             os._exit(1)                              # Ray restarts it (max_restarts)
 
     def write_files(self, files):
@@ -335,14 +340,15 @@ class RayChain:
         while time.monotonic() < give_up:
             try:
                 info = self.ray.get(self.actors[name].info.remote(), timeout=5)
-            except self.ray.exceptions.GetTimeoutError:
+            except (self.ray.exceptions.GetTimeoutError,
+                    self.ray.exceptions.ActorUnavailableError):      # Ray is restarting it
+                time.sleep(0.1)
                 continue
             except self.ray.exceptions.RayActorError as e:
-                self.collect_all(wait=True)
-                raise SystemExit(f"chain.py: {name} died as it started ({type(e).__name__}); "
-                                 f"its log ends: {launch.log_tail(self.run / f'{key}.log')}")
+                raise SystemExit(f"chain.py: {name} died as it started ({type(e).__name__}): "
+                                 f"{self.why(name)}") from None
             self.info[name] = info
-            if info["state"] != "starting" and (client is None or
+            if info["state"] in ("running", "finished") and (client is None or
                                                 chain_watch.last_status(client) is not None):
                 self.on_start(name, info["pid"])
                 print(f"chain: {name} on {self.machine(name)}, process {info['pid']}"
@@ -423,11 +429,17 @@ class RayChain:
 
     def dead(self, name):
         self.actors.pop(name)
-        print(f"chain: {name} on {self.machine(name)} died and Ray will not restart it (restarted "
-              f"{self.restarts[name]} of at most {self.max_restarts} times, --max-restarts); "
-              f"its log ends: {launch.log_tail(self.run / f'{key_of(name)}.log')}. Ending the "
-              f"run", flush=True)
+        print(f"chain: {name} on {self.machine(name)} died and Ray will not restart it "
+              f"(restarted {self.restarts[name]} of at most {self.max_restarts} times, "
+              f"--max-restarts): {self.why(name)}. Ending the run", flush=True)
         return f"{name} died ({self.restarts[name] + 1} times)"
+
+    def why(self, name):
+        """What the last look saw of a process's failure (its script's error and log's last
+        lines), else the last lines of its log as collected."""
+        state = self.info.get(name, {}).get("state", "")
+        return (state.removeprefix("failed: ") if state.startswith("failed") else
+                f"its log ends: {launch.log_tail(self.run / f'{key_of(name)}.log')}")
 
     def finished(self, name):
         return self.info.get(name, {}).get("state") == "finished"

@@ -190,6 +190,24 @@ def test_a_chain_with_its_oracles_on_a_fresh_local_ray_instance(tmp_path, capsys
     assert "chain_mse" in [picture["name"] for picture in view["pictures"]]
 
 
+def test_a_process_that_cannot_start_is_restarted_then_said_in_one_line(tmp_path):
+    """A stage whose script refuses its options (argparse: exit code 2) ends its actor's
+    process; Ray restarts it (--max-restarts 1), it fails again, and chain.py stops with one
+    line naming it and quoting its script's error from the log on its machine."""
+    with raychain.RayChain(tmp_path, "local", ["stage 2"], max_restarts=1) as rc:
+        urls = rc.place_all()
+        argv = chain.launch.script_argv("train_output.py", "--port", 0, "--sizes", "3-x",
+                                        "--checkpoint", tmp_path / "none.npz")
+        with pytest.raises(SystemExit) as e:
+            rc.start("stage 2", argv, url=urls["stage 2"])
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(
+        "chain.py: stage 2 died as it started (ActorDiedError): exit code 2; its log ends: ")
+    assert "train_output.py: error: argument --sizes: expected widths like" in message
+    assert not ray.is_initialized()
+    shutil.rmtree(rc.root)                           # what the dead stage left on the machine
+
+
 def test_without_ray_chain_py_says_how_to_get_it_in_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)     # import ray fails, as if not installed
     with pytest.raises(SystemExit) as e:
