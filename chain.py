@@ -265,7 +265,7 @@ def ray_chain(config, env, on_start=None):
         chain.start("stage 1", input_stage_argv(local, layout[0], None if config.colocated else
                                                 models[0], stages[2], stages[K]),
                     files=files, deadline=time.time() + config.duration)
-        where = {int(n.split()[1]): place[n] if place else chain.where[n][0]
+        where = {int(n.split()[1]): chain.machine(n, short=True)
                  for n in names if n.startswith("stage")}
         _, cut_short = chain_watch.watch(config, chain.look, raychain.First(chain),
                                          lambda: chain.cpu_seconds("stage 1"), clients,

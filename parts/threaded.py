@@ -25,27 +25,27 @@ class _Ender(wasyncore.file_dispatcher):
 
 def end_when_set(server, event):
     """End `server`'s loop (waitress, listening, not yet run) once `event` is set; returns a
-    function that releases the pipe afterwards."""
+    function that releases the pipe once the loop has ended (the event is left as it is)."""
     read_end, write_end = os.pipe()
     ender = _Ender(read_end, map=server._map)      # file_dispatcher keeps a dup of read_end
     os.close(read_end)
+    released = threading.Event()
 
-    def wait():
-        event.wait()
-        try:
-            os.write(write_end, b"x")
-        except OSError:                             # released already: the loop had ended
-            pass
+    def wait():                                     # the pipe's write end is this thread's
+        while not released.is_set():
+            if event.wait(0.2):
+                try:
+                    os.write(write_end, b"x")
+                except OSError:                     # released meanwhile: the loop had ended
+                    pass
+                break
+        os.close(write_end)
 
     threading.Thread(target=wait, daemon=True, name="stop-event").start()
 
     def release():
+        released.set()
         ender.close()
-        event.set()                                 # the waiting thread ends too
-        try:
-            os.close(write_end)
-        except OSError:
-            pass
     return release
 
 

@@ -85,8 +85,8 @@ class Stage:
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
         self.key, self.root, self.state = key, Path(root), "starting"
-        self.stop_event, self.resumed, self.restarted, self.node_ip = threading.Event(), False, \
-            False, "?"
+        self.stop_event, self.resumed = threading.Event(), False
+        self.restarted, self.node_ip = False, "?"
         try:
             import ray
             self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
@@ -155,16 +155,12 @@ class Stage:
     def write_files(self, files):
         """Write {relative path: bytes} under the root (atomically: the script waits for them)."""
         for rel, data in files.items():
-            path = self.root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_name(f".{path.name}.tmp").write_bytes(data)
-            os.replace(path.with_name(f".{path.name}.tmp"), path)
+            write_atomically(self.root / rel, data)
 
     def info(self):
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return dict(pid=os.getpid(), node_ip=self.node_ip, state=self.state,
-                    restarted=self.restarted, resumed=self.resumed, starts=self.starts,
-                    cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=usage.ru_maxrss / 1024)
+        return dict(pid=os.getpid(), state=self.state, resumed=self.resumed,
+                    starts=self.starts, cpu_s=usage.ru_utime + usage.ru_stime)
 
     def collect(self, have):
         """{relative path: bytes} of this process's files whose size is not the one in `have`
@@ -204,6 +200,14 @@ class Stage:
                 pass
 
 
+def write_atomically(path, data):
+    """bytes to path through a temporary name: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def free_port():
     """(this machine's address, a port free on it now, its Ray node ID): run on the machine
     a process is placed on, before the process starts."""
@@ -227,7 +231,7 @@ class RayChain:
         self.run, self.address, self.names = Path(run_dir), address, list(names)
         self.place, self.max_restarts, self.token = place, max_restarts, token
         self.root = node_root(run_dir)
-        self.options, self.where, self.urls = {}, {}, {}
+        self.options, self.where = {}, {}
         self.actors, self.info, self.have, self.restarts = {}, {}, {}, {}
         self.pending = {}                          # ref -> (name, "info" or "collect")
         self.next_look = self.next_collect = 0.0
@@ -307,14 +311,14 @@ class RayChain:
             for name, (ip, port, node) in zip(names, ray.get(refs)):
                 if (ip, port) not in {(i, p) for i, p, _ in self.where.values()}:
                     self.where[name] = (ip, port, node)
-        self.urls = {name: f"http://{ip}:{port}" for name, (ip, port, _) in self.where.items()}
-        return self.urls
+        return {name: f"http://{ip}:{port}" for name, (ip, port, _) in self.where.items()}
 
-    def machine(self, name):
-        """The machine a process is on, in words: "host_b (10.0.0.2)" with --place, else its
-        address."""
+    def machine(self, name, short=False):
+        """The machine a process is on, in words: "host_b (10.0.0.2)" with --place ("host_b"
+        if short), else its address."""
         ip = self.where[name][0]
-        return f"{self.place[name]} ({ip})" if self.place else ip
+        return ip if not self.place else self.place[name] if short else \
+            f"{self.place[name]} ({ip})"
 
     # --- starting ---
 
@@ -451,11 +455,7 @@ class RayChain:
 
     def write(self, name, files):
         for rel, data in files.items():
-            path = self.run / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.collecting")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_atomically(self.run / rel, data)
             self.have[name][rel] = len(data)
 
     def collect_all(self, wait=False, timeout=30.0):
