@@ -73,7 +73,7 @@ from pathlib import Path
 
 import generate
 import train_output
-from parts import classify, serving
+from parts import children, classify
 from runner import chain_eval, chain_watch, launch, raychain
 
 # The command line's learning rate from DEEP_FROM stages on. Measured (docs/chain.md): at the
@@ -428,7 +428,7 @@ def parse_args(argv):
                         "and ends the run (default %(default)s: a process that keeps dying "
                         "has a cause a restart will not mend; with --ray, in the whole run)" % {
                             "window": launch.RestartPolicy.window, "default": "%(default)s"})
-    serving.live_arguments(p, default_port=0, who="it shows each stage and boundary")
+    children.live_arguments(p, default_port=0, who="it shows each stage and boundary")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
     p.add_argument("--evaluate", type=Path, default=None, metavar="RUN",

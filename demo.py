@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 import generate
-from parts import serving
+from parts import children
 from runner import launch
 
 D = launch.DecoupledConfig      # a dataclass's class attributes are its defaults: the demo's
@@ -111,7 +111,7 @@ def parse_args(argv):
                         "training done; json is the documented reference form)")
     p.add_argument("--seed", type=int, default=D.seed,
                    help="seeds the data and every process (default %(default)s)")
-    serving.live_arguments(p, default_port=0, who="it shows every phase, the controls and "
+    children.live_arguments(p, default_port=0, who="it shows every phase, the controls and "
                            "backprop too")
     args = p.parse_args(argv)
     if not args.duration > 0:

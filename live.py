@@ -8,10 +8,10 @@ Run it while a run trains (or after: it then says the run has ended), and open t
     python live.py --help
 
 demo.py, chain.py and train_output.py start it themselves and print its address (--no-live
-turns that off), in the background with serving.start_live_page (a child process at a lower
+turns that off), in the background with children.start_live_page (a child process at a lower
 priority, so it never slows the training down; it stops when they do, or when they die):
 
-    url, stop = serving.start_live_page(run_dir)     # url: http://127.0.0.1:PORT/
+    url, stop = children.start_live_page(run_dir)     # url: http://127.0.0.1:PORT/
     ...
     stop()
 
@@ -442,7 +442,7 @@ def parse_args(argv):
                         "the page takes CPU only where training leaves it; 0: normal)")
     p.add_argument("--stop-with-parent", action="store_true",
                    help="stop when the process that started this one ends (what "
-                        "serving.start_live_page asks for, so a killed launcher leaves no page)")
+                        "children.start_live_page asks for, so a killed launcher leaves no page)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")

@@ -31,7 +31,7 @@ import numpy as np
 
 import sgd
 import synthgrad
-from parts import boundary, classify, optimizers, sender, serving, snapshots
+from parts import children, boundary, classify, optimizers, sender, serving, snapshots
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_output")
@@ -408,7 +408,7 @@ def argument_parser(description, d=DEFAULTS, live=True):
                        help="squared (default): 1/2 (y_hat - y)^2 on the one output; "
                             "cross-entropy: the last size's outputs are logits, y holds labels "
                             "0..N-1, L = -log softmax(z)_y (an image classifier's last stage)")
-        serving.live_arguments(p)
+        children.live_arguments(p)
     serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
                                  "examples held, passes, training MSE",
                                  "layers 2-3, every example held and the counters",
@@ -447,7 +447,7 @@ def live_page(args, url, trainer):
     """The live page for this run, beside the server (--live); its address goes into the log
     and into /status ("live_page"). If it cannot start, say so and train on without it."""
     try:
-        page, stop = serving.start_live_page(
+        page, stop = children.start_live_page(
             trainer.snapshotter.folder, port=args.live_port, token=args.token,
             options=["--output-url", url, *(["--oracle-url", args.oracle_url]
                                             if trainer.oracle is not None else [])])

@@ -44,7 +44,7 @@ import generate
 import synthgrad
 from lab import race
 from lab.race import first_time_below, mse_at, trained_per_s
-from parts import serving, snapshots
+from parts import children, snapshots
 from runner import chain_eval, chain_watch, launch
 from runner.launch import fmt
 
@@ -441,7 +441,7 @@ def main_live_cost(args):
     run = out_dir / "run"
     launch.generate_data(run / "data", launch.DecoupledConfig.count, 0, env, plot=False)
     config = launch.DecoupledConfig(run_dir=run, duration=args.seconds, status_every=10)
-    url, stop_page = serving.start_live_page(run)
+    url, stop_page = children.start_live_page(run)
     page_pid = stop_page.process.popen.pid
     try:
         driver = live.headless_chromium(out_dir / "profile")

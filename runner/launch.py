@@ -40,7 +40,7 @@ import generate
 import sgd
 import synthgrad
 from generate import fmt
-from parts import optimizers, serving, snapshots
+from parts import children, optimizers, snapshots
 
 TOP = Path(__file__).resolve().parents[1]        # the repository's top level
 
@@ -158,7 +158,7 @@ def child_env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
-Process = serving.Process      # a child process that announces its URL (serving.py)
+Process = children.Process      # a child process that announces its URL (serving.py)
 
 
 # --- Supervising the processes of a run: a death is named, the process restarted. --------------
@@ -323,13 +323,13 @@ class Supervisor:
 
 
 def start_live_page(run_dir, args, who):
-    """The live page for run_dir if args.live (serving.start_live_page on args.live_port), its
+    """The live page for run_dir if args.live (children.start_live_page on args.live_port), its
     address printed; returns a function that stops it. If it cannot start, `who` says so and
     the run goes on without it."""
     if not args.live:
         return lambda: None
     try:
-        url, stop = serving.start_live_page(run_dir, port=args.live_port)
+        url, stop = children.start_live_page(run_dir, port=args.live_port)
     except SystemExit as e:
         print(f"{who}: {e}; going on without it (--live-port 0 picks a free port)", flush=True)
         return lambda: None

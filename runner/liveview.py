@@ -22,7 +22,7 @@ import plot
 import sgd
 import synthgrad
 from generate import fmt
-from parts import classify, serving, snapshots
+from parts import children, classify, snapshots
 from runner import chain_eval, livedraw
 from runner.livedraw import draw_chain_lines, draw_fit, draw_mse, draw_oracle, draw_waiting
 
@@ -30,7 +30,7 @@ log = logging.getLogger("live")
 
 QUIET_S = 15.0                     # nothing written for this long: the run has stopped
 ENDED_QUIET_S = 5.0                # final weights and this quiet: ended (demo.py may go on)
-LISTENING = serving.LISTENING
+LISTENING = children.LISTENING
 PHASES = (("synthetic gradients (three processes)", "."),        # (label, folder in the run)
           ("frozen layer 1 (control)", "controls/frozen"),
           ("random directions (control)", "controls/random"))

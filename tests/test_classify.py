@@ -313,10 +313,10 @@ def test_the_live_page_says_so_when_a_classifiers_test_images_are_gone(tmp_path)
 
 
 def test_a_browser_shows_a_classifier_chains_pictures(browser, tmp_path):
-    from parts import serving
+    from parts import children
     from test_live import page_images
     run, _ = classifier_run(tmp_path)
-    url, stop = serving.start_live_page(run)
+    url, stop = children.start_live_page(run)
     try:
         browser.get(url)
         wanted = {"chain_accuracy", "chain_examples", "chain_confusion"}

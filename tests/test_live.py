@@ -19,7 +19,7 @@ import generate
 import live
 import sgd
 import synthgrad
-from parts import serving, snapshots
+from parts import children, snapshots
 from runner import chain_eval, launch, liveview
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -314,7 +314,7 @@ def test_a_taken_port_is_refused_in_one_line_naming_port():
 
 def test_start_live_page_serves_the_run_and_stops(run_folder):
     before = listing(run_folder)
-    url, stop = serving.start_live_page(run_folder, token="tok")
+    url, stop = children.start_live_page(run_folder, token="tok")
     try:
         parts = urllib.parse.urlsplit(url)
         assert parts.hostname == "127.0.0.1" and parts.query == "token=tok"
@@ -353,7 +353,7 @@ def test_a_browser_watches_a_real_run_learn(browser, tmp_path):
     launch.generate_data(run / "data", 2_000, 0, env, plot=False)
     config = launch.DecoupledConfig(run_dir=run, count=2_000, duration=16,
                                     snapshot_interval=2, status_every=5)
-    url, stop = serving.start_live_page(run)
+    url, stop = children.start_live_page(run)
     try:
         browser.get_log("performance")         # drop Chromium's own start-up (its new-tab page)
         browser.get(url)

@@ -21,7 +21,7 @@ import requests
 from ray.cluster_utils import Cluster
 
 import chain
-from parts import serving, snapshots
+from parts import children, snapshots
 from runner import chain_eval, raychain
 from test_chain import GUARD_S, killer, last_count
 
@@ -177,7 +177,7 @@ def test_a_chain_with_its_oracles_on_a_fresh_local_ray_instance(tmp_path, capsys
         assert (run / f"{name}.log").exists() and (run / "metrics" / f"{name}.jsonl").exists()
     assert not ray.is_initialized() and not on_machine(run, "*")
     assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
-    url, stop = serving.start_live_page(run)
+    url, stop = children.start_live_page(run)
     try:
         view = requests.get(url + "api/live", timeout=30).json()
     finally:

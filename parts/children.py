@@ -1,0 +1,118 @@
+"""Child processes that serve: a process whose output goes to a log and which announces its
+URL (the launchers' processes), and the live page started beside a run.
+
+Imported by the launchers, live.py and train_output.py; it runs nothing.
+"""
+
+import argparse
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+from synthgrad import DEFAULT_HOST
+
+log = logging.getLogger("synthgrad")
+TOP = Path(__file__).resolve().parents[1]        # the repository's top level
+LISTENING = re.compile(r"listening on (http://\S+)")    # what serving.serve() logs first
+
+
+class Process:
+    """A child process whose output is copied to a log file; knows the URL it announced.
+    append: add to the log (a restarted process's log goes on from its predecessor's)."""
+
+    def __init__(self, name, argv, log_path, env, append=False):
+        self.name, self.log_path = name, log_path
+        self.url = None
+        self.started = time.monotonic()
+        self._mode = "a" if append else "w"
+        self._announced = threading.Event()
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, env=env, cwd=TOP)
+        self._thread = threading.Thread(target=self._copy, daemon=True)
+        self._thread.start()
+
+    def _copy(self):
+        with open(self.log_path, self._mode) as log:
+            for line in self.popen.stdout:
+                log.write(line)
+                log.flush()
+                m = LISTENING.search(line)
+                if m and self.url is None:
+                    self.url = m.group(1)
+                    self._announced.set()
+
+    def wait_url(self, timeout):
+        """The URL the process printed when it started listening; SystemExit if it did not."""
+        deadline = time.monotonic() + timeout
+        while not self._announced.wait(0.1):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{self.name} did not start; see {self.log_path}")
+        return self.url
+
+    def stop(self, timeout=20.0):
+        """SIGTERM, then wait; SIGKILL only if it does not stop within timeout."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %s s; killing it", self.name, timeout)
+                self.popen.kill()
+                self.popen.wait()
+        self._thread.join(5)
+        return self.popen.returncode
+
+
+LIVE_PORT = 5050              # the live page's port by hand, beside the servers' 5000 and 5001
+
+
+def live_arguments(p, default_on=True, default_port=LIVE_PORT, who="the launchers start one "
+                   "page for a whole run and turn it off in the processes they start"):
+    """--live/--no-live and --live-port: start the live page (live.py) for this run and print
+    its address."""
+    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=default_on,
+                   help="start the live page for this run (live.py on 127.0.0.1:--live-port, a "
+                        "child process at low priority) and print its address: open it in a "
+                        "browser to watch the fit, the held-out MSE and the synthetic gradients "
+                        f"change while it trains (default {'on' if default_on else 'off'}; "
+                        f"{who})")
+    p.add_argument("--live-port", type=int, default=default_port,
+                   help="the live page's port (default %(default)s; 0: any free port)")
+
+
+def start_live_page(run_dir, host=DEFAULT_HOST, port=0, token=None, log_path=None, options=(),
+                    timeout=60.0):
+    """Start live.py (the page that shows a run learning) for run_dir as a child process,
+    nicer than normal and stopped with its parent; returns (url, stop): the address to open
+    (with ?token=... if a token is given) and a function that stops it. options: more of
+    live.py's options (e.g. "--output-url", URL). log_path: where its output goes (default:
+    nowhere; never into the run folder unless you say so). SystemExit if it does not start
+    within timeout seconds (e.g. its port is taken)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("SYNTHGRAD_TOKEN", None)
+    if token:
+        env["SYNTHGRAD_TOKEN"] = token            # not on the command line, where ps shows it
+    argv = [sys.executable, str(TOP / "live.py"), "--run-dir", str(run_dir), "--host", host,
+            "--port", str(port), "--stop-with-parent", *map(str, options)]
+    proc = Process("live page", argv, log_path or os.devnull, env)
+    try:
+        url = proc.wait_url(timeout).rstrip("/") + "/"
+    except SystemExit:
+        proc.stop(5)
+        raise SystemExit(f"the live page did not start; run `{' '.join(argv)}` to see "
+                         "why") from None
+    if token:
+        url += "?token=" + urllib.parse.quote(token)
+
+    def stop(timeout=10.0):
+        """SIGTERM, SIGKILL after timeout seconds; its exit code (-9 if it had to be killed)."""
+        return proc.stop(timeout)
+    stop.process = proc                           # its Process (lab/bench.py reads its CPU time)
+    return url, stop
