@@ -303,6 +303,27 @@ def train_step(layers, x, y, learning_rate, loss=SquaredError):
     return y_hat, dL_dx
 
 
+def minibatches(n, batch_size, rng):
+    """Index arrays (<= batch_size,) forever: each epoch a fresh permutation of range(n),
+    drawn from rng when the epoch starts (its last minibatch may be short)."""
+    while True:
+        order = rng.permutation(n)                            # (n,)
+        for k in range(0, n, batch_size):
+            yield order[k:k + batch_size]
+
+
+def train(layers, x, y, batches, step, loss=SquaredError):
+    """The training loop: for each idx in batches (index arrays or slices), backprop on
+    x[idx] (m, n_in), y[idx] (m,), then step() moves the layers (an optimizer's step, or
+    plain descent). Returns the number of examples trained."""
+    examples = 0
+    for idx in batches:
+        backprop(layers, x[idx], y[idx], loss)
+        step()
+        examples += len(y[idx])
+    return examples
+
+
 def train_examples(layers, x, y, learning_rate, batch_size=1, loss=SquaredError):
     """SGD over x (n, n_in), y (n,) in the order given: one train_step per slice of batch_size
     rows (batch_size 1: per-example SGD, each example a batch of one; the last may be short)."""
