@@ -1,20 +1,20 @@
-"""The wire protocol between the three processes, and its clients. Importing it runs nothing;
+"""The wire protocol between the processes, and its clients. Importing it runs nothing;
 `python synthgrad.py` prints this description.
 
 What travels
 ------------
-The network 2 -> 24 -> 12 -> 1 is split after layer 1. Its activation h = sigmoid(x . w1 + b1),
-shape (24,) per example, is what the input trainer sends up. A *gradient* on the wire is always
-dL/dh: the derivative of one example's loss L = 1/2 (y_hat - y)^2 with respect to that example's
-activation h, the same shape as h. A true gradient comes from the output trainer's backprop
-through layers 2-3; a synthetic gradient is the oracle's prediction of it from h alone. Every
-trainer updates its weights with w -= learning_rate * dL/dw, where dL/dw is averaged over the
-minibatch.
+The toy network 2 -> 24 -> 12 -> 1 is split after layer 1; its activation h, (24,) per example,
+is what the input trainer sends up (a chain's or an image network's boundaries are as wide as
+their layers: the decoders' `width`). A *gradient* on the wire is always dL/dh: the derivative
+of one example's loss L (1/2 (y_hat - y)^2; an image network's, cross-entropy) with respect to
+its h, the same shape as h. A true gradient comes from backprop through the layers above; a
+synthetic gradient is the oracle's prediction of it. Each trainer then takes an optimizer step
+on dL/dw, averaged over the minibatch: Adam by default, or plain SGD, w -= eta dL/dw
+(--optimizer sgd, the original's).
 
-An *array* is the JSON object {"shape": [d0, d1, ...], "values": [v, ...]}: values are the
-array's numbers flattened in row-major (C) order, len(values) == d0 * d1 * ...; a scalar has
-shape []. All numbers are float64 and must be finite. An index i is a non-negative integer
-naming an example of the input trainer's data set (its row in x.npy).
+An *array* is the JSON object {"shape": [d0, d1, ...], "values": [v, ...]}: the numbers in
+row-major (C) order, len(values) == d0 * d1 * ...; a scalar has shape []. Every number is a
+finite float64. An index i names an example of the input trainer's data (its row in x.npy).
 
 Endpoints
 ---------
@@ -25,48 +25,35 @@ Endpoints
 | oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)}; optional "y" (array () per example, or (n,) batched) | {"ok": true, "received": n} |
 | oracle                          | GET /weights         | none                                          | {"weights": [array, ...], "conditioned": bool, "version": int} (below) |
 | output trainer, with --colocated | GET /weights        | none                                          | the same: the model of the boundary below it, learned there |
-| both                            | GET /status          | none                                          | what the server holds and has done (below) |
+| both                            | GET /status          | none                                          | "role", "uptime_s", "examples_held", "training_passes", "last_train_mse", "staleness_s", "diverged", ... (serving.TrainingServer.status) |
 
-GET /weights gives the oracle's newest weights, for the *local* mode in which the input trainer
-computes synthetic gradients itself (as in the paper, where the synthetic-gradient model sits
-beside the layer it serves) and only true gradients travel: "weights" is [w1 (n_in, hidden),
-b1 (hidden,), w2 (hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linear model, where
-n_in is 24, or 25 when "conditioned" (the input is then h and y side by side);
-parts/boundary.py's model_forward(weights, inputs) is the model. "version" counts the oracle's training steps.
-An output trainer (or a chain's middle stage) started with --colocated learns that model
-itself, beside its layers, from the true gradients it computes (boundary.py), and answers GET
-/weights the same way, so the stage below fetches it from there and no oracle is needed.
+In /training_example, x is the activation h of example i and y its target. The list forms are
+the original project's, kept for its clients; ours send the batched forms. A request carries at
+most MAX_EXAMPLES_PER_REQUEST examples (our senders put MAX_CHUNK in one). The targets y in the
+oracle's requests are for a target-conditioned oracle (cDNI, oracle.py's default), whose
+synthetic gradient is a function of (h, y): it refuses requests without them with a 400; an
+unconditioned one (--no-conditioned, the original's) ignores them.
 
-GET /status answers what the server holds and has done: "role", "uptime_s", "examples_held",
-"training_passes", "last_train_mse", "staleness_s", "diverged", "peak_rss_mb", the request
-counts, and each server's own figures (the oracle's synthetic-gradient quality, the output
-trainer's sender counts). serving.TrainingServer.status and the servers' status_fields say what
-each field means.
+GET /weights serves the *local* mode, in which the input trainer computes synthetic gradients
+itself (as in the paper) and only true gradients travel: "weights" is [w1 (n_in, hidden), b1
+(hidden,), w2 (hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linear model; n_in is
+24, or 25 when "conditioned" (h and y side by side); "version" counts training steps.
+parts/boundary.py computes the model. A stage started with --colocated learns it itself from
+the true gradients it computes, and serves it the same way, so no oracle is needed.
 
-In /training_example, x is layer 1's activation h for example i and y its target. The targets
-y in the oracle's requests are for a target-conditioned oracle (cDNI, `oracle.py
---conditioned`), whose synthetic gradient is a function of (h, y); it refuses requests without
-them with a 400. An unconditioned oracle (the default, the original's) ignores them, so old
-clients that never send y work as before. The list forms are the original project's, kept so
-that its clients still work; our clients send the batched forms (one array per chunk, which is
-much cheaper to encode). A request carries at most
-MAX_EXAMPLES_PER_REQUEST examples (MAX_CHUNK is what our senders put in one).
+The binary form: the three POSTs also accept their batched body as Content-Type
+application/x-synthgrad-arrays (encode_binary): the same fields as raw little-endian int64 /
+float64 arrays, with the same checks. /estimate_gradients answers a binary request in kind, as
+GET /weights one with "Accept: application/x-synthgrad-arrays"; every other answer, and every
+error, is JSON. Binary is ~150x cheaper (docs/speed.md); JSON is the reference form and the
+trainers' default on the toy (--wire json); demo.py and chain.py start theirs with --wire
+binary, and train_input.py --data sends binary by default.
 
-The binary form: /training_example, /provide_gradient and /estimate_gradients also accept their
-batched body as Content-Type application/x-synthgrad-arrays (see encode_binary), the same fields
-as raw little-endian int64 / float64 arrays. /estimate_gradients answers a binary request in the
-binary form too, as GET /weights a request that sends "Accept: application/x-synthgrad-arrays";
-every other answer, and every error, is JSON. It is ~150x cheaper than JSON numbers (0.2 against
-31 microseconds an example; 256-wide weights ~0.1 ms against ~47) and is opt-in (`--wire binary`
-on the trainers); JSON stays the default and the reference. Every check applies to both.
-
-A shared secret: a server started with --token (or the SYNTHGRAD_TOKEN environment variable)
-answers 401 to every request that does not carry "Authorization: Bearer <token>"; our clients
-send it when given the same token.
-
-Errors: a refused request gets a 4xx status and {"error": "what was wrong"}; the server's state is
-unchanged by it. 400 bad body, 401 no or wrong token, 404 unknown path, 405 wrong method,
-413 body too large. Clients: OracleClient and OutputTrainerClient, at the end, on requests.
+A server started with --token (or SYNTHGRAD_TOKEN) answers 401 to a request without
+"Authorization: Bearer <token>". A refused request gets a 4xx status and {"error": "what was
+wrong"}, and leaves the server's state unchanged: 400 bad body, 401 no or wrong token, 404
+unknown path, 405 wrong method, 413 body too large. Clients: OracleClient and
+OutputTrainerClient, at the end, on requests.
 """
 
 import http.client
@@ -97,6 +84,7 @@ MAX_CHUNK = 500                   # examples our senders put in one request (the
 MAX_EXAMPLES_PER_REQUEST = 5_000  # servers refuse more than this in one request
 # Largest legitimate body: 5,000 examples x 49 numbers x ~25 bytes; twice that as headroom.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+NEEDS_Y = "this oracle is conditioned on the target (cDNI) and needs"
 
 log = logging.getLogger("synthgrad")
 
@@ -135,14 +123,17 @@ def decode_array(obj, shape=None, what="array"):
     if isinstance(obj, np.ndarray):                     # from the binary form: already numbers
         return _check_array(obj.astype(np.float64, copy=False), shape, what)
     if not isinstance(obj, dict) or "shape" not in obj or "values" not in obj:
-        raise ProtocolError(f"{what}: expected an array object {{\"shape\": [...], \"values\": [...]}}")
+        raise ProtocolError(f"{what}: expected an array object "
+                            '{"shape": [...], "values": [...]}')
     dims, values = obj["shape"], obj["values"]
     if not isinstance(dims, list) or not all(type(d) is int and d >= 0 for d in dims):
-        raise ProtocolError(f"{what}: shape must be a list of non-negative integers, got {dims!r:.80}")
+        raise ProtocolError(f"{what}: shape must be a list of non-negative integers, "
+                            f"got {dims!r:.80}")
     if not isinstance(values, list):
         raise ProtocolError(f"{what}: values must be a list of numbers")
     if len(values) != math.prod(dims):
-        raise ProtocolError(f"{what}: shape {dims} needs {math.prod(dims)} values, got {len(values)}")
+        raise ProtocolError(f"{what}: shape {dims} needs {math.prod(dims)} values, "
+                            f"got {len(values)}")
     if not set(map(type, values)) <= {float, int}:      # no strings, bools, None, lists
         raise ProtocolError(f"{what}: values must be a flat list of numbers")
     if shape is not None and len(dims) != len(shape):
@@ -157,19 +148,22 @@ def decode_array(obj, shape=None, what="array"):
 
 
 def _check_array(arr, shape, what):
-    """arr if its values are finite and its shape is `shape` (None: any size), else ProtocolError."""
+    """arr if its values are finite and its shape is `shape` (None: any size), else
+    ProtocolError."""
     if not np.isfinite(arr).all():
         raise ProtocolError(f"{what}: values must be finite (no NaN or infinity)")
-    if shape is not None and (len(shape) != arr.ndim or
-                              any(want is not None and want != got
-                                  for want, got in zip(shape, arr.shape))):
-        raise ProtocolError(f"{what}: expected shape {_shape_text(shape)}, got {tuple(arr.shape)}")
+    if shape is not None and (len(shape) != arr.ndim or any(
+            want is not None and want != got for want, got in zip(shape, arr.shape, strict=True))):
+        raise ProtocolError(f"{what}: expected shape {_shape_text(shape)}, "
+                            f"got {tuple(arr.shape)}")
     return arr
 
 
 def _shape_text(shape):
     return "(" + ", ".join("n" if d is None else str(d) for d in shape) + ")"
 
+
+# --- Request bodies: the list-of-examples form and the batched form, both checked -------------
 
 def _decode_indices(obj, n, max_index, what="i"):
     if isinstance(obj, np.ndarray) and obj.dtype == np.int64 and obj.ndim == 1:
@@ -195,37 +189,41 @@ def _check_count(n):
         raise ProtocolError(f"{n} examples in one request; at most {MAX_EXAMPLES_PER_REQUEST}")
 
 
-def _decode_examples(body, fields, shapes, width, max_index):
-    """Decode a list-of-examples or batched body with index "i" and the given array fields.
+def _missing(obj, fields, where=""):
+    missing = [f for f in fields if f not in obj]
+    if missing:
+        raise ProtocolError(f"{where}missing {', '.join(missing)}")
 
-    shapes: per field, the shape of one example's value ((width,) or ()). Returns (i, *arrays)
-    with arrays stacked to (n, *shape)."""
+
+def _decode_examples(body, fields, shapes, max_index):
+    """(i (n,), *arrays (n, *shape)) from a list-of-examples or a batched body with the index
+    "i" and the given fields; shapes: per field, one example's ((width,) or ())."""
     if isinstance(body, list):                           # the original per-example form
         _check_count(len(body))
         i, columns = [], [[] for _ in fields]
         for k, item in enumerate(body):
             if not isinstance(item, dict):
-                raise ProtocolError(f"example {k}: expected an object with keys i, {', '.join(fields)}")
-            missing = [f for f in ("i",) + fields if f not in item]
-            if missing:
-                raise ProtocolError(f"example {k}: missing {', '.join(missing)}")
+                raise ProtocolError(f"example {k}: expected an object with keys i, "
+                                    f"{', '.join(fields)}")
+            _missing(item, ("i",) + fields, f"example {k}: ")
             i.append(item["i"])
-            for col, field, shape in zip(columns, fields, shapes):
+            for col, field, shape in zip(columns, fields, shapes, strict=True):
                 col.append(decode_array(item[field], shape, what=f"example {k} {field}"))
-        i = _decode_indices(i, len(body), max_index, what="i")
-        return (i, *(np.stack(col) for col in columns))
+        return (_decode_indices(i, len(body), max_index), *(np.stack(c) for c in columns))
     if isinstance(body, dict):                           # the batched form
-        missing = [f for f in ("i",) + fields if f not in body]
-        if missing:
-            raise ProtocolError(f"missing {', '.join(missing)}")
+        _missing(body, ("i",) + fields)
         if not isinstance(body["i"], (list, np.ndarray)):
             raise ProtocolError("i: expected a list of integers")
         n = len(body["i"])
         _check_count(n)
-        arrays = [decode_array(body[f], (n,) + shape, what=f) for f, shape in zip(fields, shapes)]
+        arrays = [decode_array(body[f], (n,) + s, what=f) for f, s in zip(fields, shapes, strict=True)]
         return (_decode_indices(body["i"], n, max_index), *arrays)
     raise ProtocolError(f"expected a list of examples or a batched object with keys "
                         f"i, {', '.join(fields)}")
+
+
+def _optional_y(y):
+    return {} if y is None else {"y": y}
 
 
 def encode_batched(arrays):
@@ -242,7 +240,7 @@ def encode_training_examples(i, x, y):
 
 def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
     """(i (n,), x (n, width), y (n,)) from a /training_example body of either form."""
-    return _decode_examples(body, ("x", "y"), ((width,), ()), width, max_index)
+    return _decode_examples(body, ("x", "y"), ((width,), ()), max_index)
 
 
 def encode_gradients(i, h, gradient, y=None):
@@ -256,21 +254,16 @@ def decode_gradients(body, max_index, width=HIDDEN_SIZE, need_y=False):
     with need_y, also y (n,), which must then be present."""
     fields, shapes = ("h", "gradient", "y")[:2 + need_y], ((width,), (width,), ())[:2 + need_y]
     try:
-        return _decode_examples(body, fields, shapes, width, max_index)
+        return _decode_examples(body, fields, shapes, max_index)
     except ProtocolError as e:
         if need_y and "missing y" in str(e):
-            raise ProtocolError(f"{e}: this oracle is conditioned on the target (cDNI) and "
-                                "needs y with every example") from None
+            raise ProtocolError(f"{e}: {NEEDS_Y} y with every example") from None
         raise
 
 
 def encode_estimate_request(h, y=None):
     """/estimate_gradients body for activations h (n, 24), with targets y (n,) if given."""
     return encode_batched({"activations": h, **_optional_y(y)})
-
-
-def _optional_y(y):
-    return {} if y is None else {"y": y}
 
 
 def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
@@ -289,8 +282,7 @@ def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
     if not need_y:
         return h
     if "y" not in body:
-        raise ProtocolError("missing y: this oracle is conditioned on the target (cDNI) and "
-                            "needs the targets y (n,) of the activations")
+        raise ProtocolError(f"missing y: {NEEDS_Y} the targets y (n,) of the activations")
     return h, decode_array(body["y"], (len(h),), what="y")
 
 
@@ -313,10 +305,12 @@ def encode_weights(weights, conditioned, version, binary=False):
 
 
 def decode_weights(body, width=HIDDEN_SIZE):
-    """(weights, conditioned, version) from a GET /weights answer, either form, checked."""
+    """(weights, conditioned, version) from a GET /weights answer, either form, checked: each
+    w (n_in, m) then b (m,), each layer's input the last one's output, the last width wide."""
     if isinstance(body, dict) and "weights0" in body:            # the binary form
         body = {"weights": [body[f"weights{k}"] for k in range(4) if f"weights{k}" in body],
-                **{k: body[k][0] for k in ("conditioned", "version") if len(body.get(k, ())) == 1}}
+                **{k: body[k][0] for k in ("conditioned", "version")
+                   if len(body.get(k, ())) == 1}}
     if not isinstance(body, dict) or not isinstance(body.get("weights"), list):
         raise ProtocolError('expected {"weights": [array, ...], ...}')
     weights = [decode_array(w, what=f"weights[{k}]") for k, w in enumerate(body["weights"])]
@@ -331,6 +325,8 @@ def decode_weights(body, width=HIDDEN_SIZE):
     return weights, bool(body.get("conditioned")), int(body.get("version", 0))
 
 
+# --- The binary form, and JSON bodies -----------------------------------------------------------
+
 BINARY_TYPE = "application/x-synthgrad-arrays"
 _MAGIC = b"SGA1"
 _DTYPES = {"float64": np.dtype("<f8"), "int64": np.dtype("<i8")}
@@ -341,7 +337,7 @@ def encode_binary(arrays):
 
     Layout: b"SGA1", a 4-byte big-endian header length, a JSON header {name: {"dtype":
     "float64" or "int64", "shape": [...]}, ...}, then each array's values, little-endian, in
-    the header's order: what the batched JSON form carries ("i" as an int64 array), without
+    the header's order: the batched JSON form's fields ("i" as an int64 array), without
     printing and parsing ~25 characters per number."""
     header, chunks = {}, []
     for name, a in arrays.items():
@@ -370,13 +366,11 @@ def parse_binary(data):
                 or len(spec["shape"]) > 2):
             raise ProtocolError(f"binary body: {name}: expected {{\"dtype\": \"float64\" or "
                                 f"\"int64\", \"shape\": [up to 2 sizes]}}")
-        dtype = _DTYPES[spec["dtype"]]
-        size = math.prod(spec["shape"]) * dtype.itemsize
-        if offset + size > len(data):
+        dtype, count = _DTYPES[spec["dtype"]], math.prod(spec["shape"])
+        if offset + count * dtype.itemsize > len(data):
             raise ProtocolError(f"binary body: {name}: the body ends before its values do")
-        arrays[name] = np.frombuffer(data, dtype, math.prod(spec["shape"]), offset).reshape(
-            spec["shape"])
-        offset += size
+        arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(spec["shape"])
+        offset += count * dtype.itemsize
     if offset != len(data):
         raise ProtocolError(f"binary body: {len(data) - offset} bytes after the last array")
     return arrays
@@ -395,11 +389,9 @@ def parse_json(data):
 
 
 # --- Clients ----------------------------------------------------------------------------------
-
-# requests, made fast (each cut found by profiling; the numbers are in README, "Speed"): no
-# environment look-ups (trust_env = False), a request prepared once per (method, path,
-# Content-Type) and copied, and adapter.send with the pool found once (_PeerAdapter).
-
+# requests, made fast (docs/speed.md measures each cut): no environment look-ups (trust_env),
+# a request prepared once per (method, path, Content-Type) and copied, and adapter.send with
+# the pool found once (_PeerAdapter).
 
 class _PeerAdapter(requests.adapters.HTTPAdapter):
     """An HTTPAdapter for one peer reached directly: its pool looked up once, the request line
@@ -441,7 +433,6 @@ class Client:
     def __init__(self, base_url=None, timeout=10.0, binary=False, token=None):
         base_url = base_url or self.default_url
         parts = urllib.parse.urlsplit(base_url)
-        self.binary = binary                  # bulk POSTs in the binary form, not JSON
         try:
             ok = parts.scheme == "http" and parts.hostname and parts.port != 0
         except ValueError:                    # a port that is not a number, or too large
@@ -449,6 +440,7 @@ class Client:
         if not ok:
             raise ValueError(f"{self.name} URL must look like http://HOST:PORT, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
+        self.binary = binary                  # bulk POSTs in the binary form, not JSON
         self.timeout, self.token = timeout, token
         self._local = threading.local()
         self._sessions = []                   # every thread's, for close()
@@ -470,7 +462,7 @@ class Client:
                 self._sessions.append(session)
         return session
 
-    def _send(self, method, path, body, content_type="application/json", accept=None):
+    def _send(self, method, path, body, content_type, accept):
         """One HTTP exchange: (status, body bytes, Content-Type of the answer)."""
         session = self._session()
         key = (method, path, content_type if body is not None else None, accept)
@@ -488,16 +480,16 @@ class Client:
         r = self._local.adapter.send(request, timeout=self.timeout)
         return r.status_code, r.content, r.headers.get("Content-Type", "")
 
-    def _request(self, method, path, arrays=None, accept=None):
+    def _request(self, method, path, arrays=None, accept=None, decode=None):
         """Send a batched body {name: array} (if any) in the client's form, binary or JSON;
-        return the JSON answer (or the arrays of a binary answer, which `accept` may ask for)."""
+        return the JSON answer (or the arrays of a binary answer, which `accept` may ask for),
+        passed through decode if given (a ProtocolError from it: a PeerError)."""
         url = self.base_url + path
-        if arrays is None:
-            body, kind = None, "application/json"
-        elif self.binary:
+        body, kind = None, "application/json"
+        if arrays is not None and self.binary:
             body, kind = encode_binary(arrays), BINARY_TYPE
-        else:
-            body, kind = json.dumps(encode_batched(arrays)).encode(), "application/json"
+        elif arrays is not None:
+            body = json.dumps(encode_batched(arrays)).encode()
         try:
             try:
                 status, data, answer_kind = self._send(method, path, body, kind, accept)
@@ -508,22 +500,21 @@ class Client:
         except requests.RequestException as e:
             root = list(_causes(e))[-1]       # e.g. ConnectionRefusedError, TimeoutError
             raise PeerError(f"{self.name} at {url}: {type(root).__name__}: {root}") from e
-        if status == 200 and answer_kind == BINARY_TYPE:
-            try:
-                return parse_binary(data)
-            except ProtocolError as e:
-                raise PeerError(f"{self.name} at {url} sent a bad binary answer: {e}") from e
         try:
-            answer = json.loads(data)
+            answer = json.loads(data) if answer_kind != BINARY_TYPE else None
         except ValueError:
             answer = None
         if status != 200:                     # raise_for_status, stricter: we follow no redirects
             reason = (str(answer["error"]) if isinstance(answer, dict) and "error" in answer
                       else data.decode("utf-8", "replace"))
             raise PeerError(f"{self.name} at {url} answered {status}: {reason[:300]}", status)
-        if answer is None:
-            raise PeerError(f"{self.name} at {url} answered with non-JSON: {data[:200]!r}")
-        return answer
+        try:
+            answer = parse_binary(data) if answer_kind == BINARY_TYPE else answer
+            if answer is None:
+                raise PeerError(f"{self.name} at {url} answered with non-JSON: {data[:200]!r}")
+            return answer if decode is None else decode(answer)
+        except ProtocolError as e:
+            raise PeerError(f"{self.name} at {self.base_url} sent a bad answer: {e}") from e
 
     def status(self):
         """The peer's GET /status as a dict."""
@@ -566,20 +557,14 @@ class OracleClient(Client):
     def estimate_gradients(self, h, y=None):
         """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24), with
         their targets y (n,) if given (only a target-conditioned oracle uses them)."""
-        body = self._request("POST", ESTIMATE_GRADIENTS, {"activations": h, **_optional_y(y)})
-        try:
-            return decode_estimate_response(body, len(h), h.shape[1])
-        except ProtocolError as e:
-            raise PeerError(f"oracle at {self.base_url} sent a bad answer: {e}") from e
+        return self._request("POST", ESTIMATE_GRADIENTS, {"activations": h, **_optional_y(y)},
+                             decode=lambda a: decode_estimate_response(a, len(h), h.shape[1]))
 
     def weights(self, width=HIDDEN_SIZE):
         """GET /weights: (weights, conditioned, version) of the oracle's newest model (in the
         binary form if this client's is)."""
-        body = self._request("GET", WEIGHTS, accept=BINARY_TYPE if self.binary else None)
-        try:
-            return decode_weights(body, width)
-        except ProtocolError as e:
-            raise PeerError(f"oracle at {self.base_url} sent bad weights: {e}") from e
+        return self._request("GET", WEIGHTS, accept=BINARY_TYPE if self.binary else None,
+                             decode=lambda a: decode_weights(a, width))
 
     def provide_gradients(self, i, h, gradient, y=None):
         """POST /provide_gradient: true dL/dh (n, 24) at activations h (n, 24) for examples i,
