@@ -1,8 +1,6 @@
 """The wire protocol between the processes, and its clients. Importing it runs nothing;
 `python synthgrad.py` prints this description.
 
-What travels
-------------
 The toy network 2 -> 24 -> 12 -> 1 is split after layer 1; its activation h, (24,) per example,
 is what the input trainer sends up (a chain's or an image network's boundaries are as wide as
 their layers: the decoders' `width`). A *gradient* on the wire is always dL/dh: the derivative
@@ -10,50 +8,38 @@ of one example's loss L (1/2 (y_hat - y)^2; an image network's, cross-entropy) w
 its h, the same shape as h. A true gradient comes from backprop through the layers above; a
 synthetic gradient is the oracle's prediction of it. Each trainer then takes an optimizer step
 on dL/dw, averaged over the minibatch: Adam by default, or plain SGD, w -= eta dL/dw
-(--optimizer sgd, the original's).
+(--optimizer sgd, the original's). An *array* is {"shape": [d0, ...], "values": [v, ...]}, the
+finite float64 numbers in row-major (C) order; a scalar has shape []. An index i names an
+example of the input trainer's data (its row in x.npy).
 
-An *array* is the JSON object {"shape": [d0, d1, ...], "values": [v, ...]}: the numbers in
-row-major (C) order, len(values) == d0 * d1 * ...; a scalar has shape []. Every number is a
-finite float64. An index i names an example of the input trainer's data (its row in x.npy).
-
-Endpoints
----------
 | server (default address)        | method, path         | request JSON                                  | response JSON                         |
 |---------------------------------|----------------------|-----------------------------------------------|---------------------------------------|
 | output trainer 127.0.0.1:5000   | POST /training_example | list of {"i": int, "x": array (24,), "y": array ()}, or batched: {"i": [n ints], "x": array (n, 24), "y": array (n,)} | {"ok": true, "received": n} |
 | oracle 127.0.0.1:5001           | POST /estimate_gradients | {"activations": list of array (24,)}, or {"activations": array (n, 24)}; optional "y": array (n,) | {"gradients": array (n, 24)} |
 | oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)}; optional "y" (array () per example, or (n,) batched) | {"ok": true, "received": n} |
-| oracle                          | GET /weights         | none                                          | {"weights": [array, ...], "conditioned": bool, "version": int} (below) |
-| output trainer, with --colocated | GET /weights        | none                                          | the same: the model of the boundary below it, learned there |
+| oracle, or a stage with --colocated | GET /weights     | none                                          | {"weights": [array, ...], "conditioned": bool, "version": int} (below) |
 | both                            | GET /status          | none                                          | "role", "uptime_s", "examples_held", "training_passes", "last_train_mse", "staleness_s", "diverged", ... (serving.TrainingServer.status) |
 
-In /training_example, x is the activation h of example i and y its target. The list forms are
-the original project's, kept for its clients; ours send the batched forms. A request carries at
-most MAX_EXAMPLES_PER_REQUEST examples (our senders put MAX_CHUNK in one). The targets y in the
-oracle's requests are for a target-conditioned oracle (cDNI, oracle.py's default), whose
-synthetic gradient is a function of (h, y): it refuses requests without them with a 400; an
-unconditioned one (--no-conditioned, the original's) ignores them.
+x is the activation h of example i, y its target. The list forms are the original's, kept for
+its clients; ours send the batched ones, at most MAX_EXAMPLES_PER_REQUEST examples a request.
+y in the oracle's requests is for a target-conditioned oracle (cDNI, oracle.py's default): it
+refuses requests without y (400); an unconditioned one (--no-conditioned) ignores it.
 
 GET /weights serves the *local* mode, in which the input trainer computes synthetic gradients
-itself (as in the paper) and only true gradients travel: "weights" is [w1 (n_in, hidden), b1
-(hidden,), w2 (hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linear model; n_in is
-24, or 25 when "conditioned" (h and y side by side); "version" counts training steps.
-parts/boundary.py computes the model. A stage started with --colocated learns it itself from
-the true gradients it computes, and serves it the same way, so no oracle is needed.
+itself (as in the paper) and only true gradients travel: [w1 (n_in, hidden), b1 (hidden,), w2
+(hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linear model; n_in is 25 when
+"conditioned" (h and y side by side), else 24; parts/boundary.py computes the model. A stage
+started with --colocated learns it itself and serves it the same way: no oracle is needed.
 
-The binary form: the three POSTs also accept their batched body as Content-Type
-application/x-synthgrad-arrays (encode_binary): the same fields as raw little-endian int64 /
-float64 arrays, with the same checks. /estimate_gradients answers a binary request in kind, as
-GET /weights one with "Accept: application/x-synthgrad-arrays"; every other answer, and every
-error, is JSON. Binary is ~150x cheaper (docs/speed.md); JSON is the reference form and the
-trainers' default on the toy (--wire json); demo.py and chain.py start theirs with --wire
-binary, and train_input.py --data sends binary by default.
+The binary form (application/x-synthgrad-arrays, encode_binary): the three POSTs also take their
+batched body as raw little-endian arrays, with the same checks, and /estimate_gradients and GET
+/weights answer in kind when asked; every error is JSON. It is ~150x cheaper (docs/speed.md).
+JSON is the reference, the trainers' default on the toy; demo.py and chain.py start theirs with
+--wire binary, and train_input.py --data sends binary by default.
 
 A server started with --token (or SYNTHGRAD_TOKEN) answers 401 to a request without
-"Authorization: Bearer <token>". A refused request gets a 4xx status and {"error": "what was
-wrong"}, and leaves the server's state unchanged: 400 bad body, 401 no or wrong token, 404
-unknown path, 405 wrong method, 413 body too large. Clients: OracleClient and
-OutputTrainerClient, at the end, on requests.
+"Authorization: Bearer <token>". A refused request changes nothing and gets {"error": "what was
+wrong"}: 400 bad body, 401 no or wrong token, 404 unknown path, 405 wrong method, 413 too large.
 """
 
 import http.client
@@ -94,10 +80,7 @@ class ProtocolError(ValueError):
 
 
 class PeerError(RuntimeError):
-    """A peer could not be reached or answered with an error; carries the URL and the reason.
-
-    status is the HTTP status of an error answer, None if there was no answer. A 4xx answer
-    means the request itself was refused (resending it cannot help); anything else may pass."""
+    """A peer could not be reached (status None) or answered with an error status."""
 
     def __init__(self, message, status=None):
         super().__init__(message)
@@ -105,6 +88,7 @@ class PeerError(RuntimeError):
 
     @property
     def refused(self):
+        """A 4xx: the request itself was refused (resending it cannot help)."""
         return self.status is not None and 400 <= self.status < 500 and self.status != 408
 
 
@@ -117,45 +101,39 @@ def encode_array(a):
 
 
 def decode_array(obj, shape=None, what="array"):
-    """The float64 array described by obj, checked against shape (None: any size there):
-    ProtocolError naming `what` if obj is not an array object, its values are not finite
-    numbers, their count does not match its shape, or its shape is not the expected one."""
+    """The float64 array obj describes, checked against shape (None: any size there); else a
+    ProtocolError naming `what`."""
+    def bad(message):
+        return ProtocolError(f"{what}: {message}")
     if isinstance(obj, np.ndarray):                     # from the binary form: already numbers
         return _check_array(obj.astype(np.float64, copy=False), shape, what)
     if not isinstance(obj, dict) or "shape" not in obj or "values" not in obj:
-        raise ProtocolError(f"{what}: expected an array object "
-                            '{"shape": [...], "values": [...]}')
+        raise bad('expected an array object {"shape": [...], "values": [...]}')
     dims, values = obj["shape"], obj["values"]
     if not isinstance(dims, list) or not all(type(d) is int and d >= 0 for d in dims):
-        raise ProtocolError(f"{what}: shape must be a list of non-negative integers, "
-                            f"got {dims!r:.80}")
+        raise bad(f"shape must be a list of non-negative integers, got {dims!r:.80}")
     if not isinstance(values, list):
-        raise ProtocolError(f"{what}: values must be a list of numbers")
+        raise bad("values must be a list of numbers")
     if len(values) != math.prod(dims):
-        raise ProtocolError(f"{what}: shape {dims} needs {math.prod(dims)} values, "
-                            f"got {len(values)}")
+        raise bad(f"shape {dims} needs {math.prod(dims)} values, got {len(values)}")
     if not set(map(type, values)) <= {float, int}:      # no strings, bools, None, lists
-        raise ProtocolError(f"{what}: values must be a flat list of numbers")
-    if shape is not None and len(dims) != len(shape):
-        raise ProtocolError(f"{what}: expected shape {_shape_text(shape)}, got {dims!r:.80}")
+        raise bad("values must be a flat list of numbers")
     try:
         arr = np.array(values, dtype=np.float64).reshape(dims)
     except OverflowError:
-        raise ProtocolError(f"{what}: a value is too large for float64") from None
+        raise bad("a value is too large for float64") from None
     except ValueError as e:                             # e.g. more dimensions than numpy allows
-        raise ProtocolError(f"{what}: no array of shape {dims!r:.80}: {e}") from None
+        raise bad(f"no array of shape {dims!r:.80}: {e}") from None
     return _check_array(arr, shape, what)
 
 
 def _check_array(arr, shape, what):
-    """arr if its values are finite and its shape is `shape` (None: any size), else
-    ProtocolError."""
+    """arr if its values are finite and its shape is `shape`, else ProtocolError."""
     if not np.isfinite(arr).all():
         raise ProtocolError(f"{what}: values must be finite (no NaN or infinity)")
     if shape is not None and (len(shape) != arr.ndim or any(
-            want is not None and want != got for want, got in zip(shape, arr.shape, strict=True))):
-        raise ProtocolError(f"{what}: expected shape {_shape_text(shape)}, "
-                            f"got {tuple(arr.shape)}")
+            want not in (None, got) for want, got in zip(shape, arr.shape, strict=True))):
+        raise ProtocolError(f"{what}: expected shape {_shape_text(shape)}, got {arr.shape}")
     return arr
 
 
@@ -165,20 +143,20 @@ def _shape_text(shape):
 
 # --- Request bodies: the list-of-examples form and the batched form, both checked -------------
 
-def _decode_indices(obj, n, max_index, what="i"):
+def _decode_indices(obj, n, max_index):
     if isinstance(obj, np.ndarray) and obj.dtype == np.int64 and obj.ndim == 1:
         obj = obj.tolist()                              # the binary form's int64 array
     if not isinstance(obj, list) or not all(type(v) is int for v in obj):
-        raise ProtocolError(f"{what}: expected a list of integers")
+        raise ProtocolError("i: expected a list of integers")
     if len(obj) != n:
-        raise ProtocolError(f"{what}: {len(obj)} indices for {n} examples")
+        raise ProtocolError(f"i: {len(obj)} indices for {n} examples")
     bad = [v for v in obj if not 0 <= v < max_index]
     if bad:
-        raise ProtocolError(f"{what}: index {bad[0]} is outside [0, {max_index}), the "
-                            f"indices this server was configured for (--max-examples)")
-    i = np.array(obj, dtype=np.int64) if obj else np.zeros(0, dtype=np.int64)
+        raise ProtocolError(f"i: index {bad[0]} is outside [0, {max_index}), the indices this "
+                            "server was configured for (--max-examples)")
+    i = np.array(obj, dtype=np.int64)
     if len(np.unique(i)) != n:
-        raise ProtocolError(f"{what}: an index appears twice in one request")
+        raise ProtocolError("i: an index appears twice in one request")
     return i
 
 
@@ -196,8 +174,7 @@ def _missing(obj, fields, where=""):
 
 
 def _decode_examples(body, fields, shapes, max_index):
-    """(i (n,), *arrays (n, *shape)) from a list-of-examples or a batched body with the index
-    "i" and the given fields; shapes: per field, one example's ((width,) or ())."""
+    """(i (n,), *arrays (n, *shape)) from either form; shapes: one example's, per field."""
     if isinstance(body, list):                           # the original per-example form
         _check_count(len(body))
         i, columns = [], [[] for _ in fields]
@@ -216,7 +193,8 @@ def _decode_examples(body, fields, shapes, max_index):
             raise ProtocolError("i: expected a list of integers")
         n = len(body["i"])
         _check_count(n)
-        arrays = [decode_array(body[f], (n,) + s, what=f) for f, s in zip(fields, shapes, strict=True)]
+        arrays = [decode_array(body[f], (n,) + s, what=f)
+                  for f, s in zip(fields, shapes, strict=True)]
         return (_decode_indices(body["i"], n, max_index), *arrays)
     raise ProtocolError(f"expected a list of examples or a batched object with keys "
                         f"i, {', '.join(fields)}")
@@ -227,8 +205,7 @@ def _optional_y(y):
 
 
 def encode_batched(arrays):
-    """The JSON form of a batched body {name: array}: the index list "i" as integers, every
-    other field an array object. (encode_binary is the binary form of the same fields.)"""
+    """The JSON form of a batched body {name: array}: "i" a list of integers, the rest arrays."""
     return {name: [int(k) for k in a] if name == "i" else encode_array(a)
             for name, a in arrays.items()}
 
@@ -244,14 +221,12 @@ def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
 
 
 def encode_gradients(i, h, gradient, y=None):
-    """Batched /provide_gradient body: i (n,), h (n, 24), gradient = dL/dh (n, 24), and the
-    targets y (n,) if given (a target-conditioned oracle needs them)."""
+    """Batched /provide_gradient body: i (n,), h (n, 24), dL/dh (n, 24), y (n,) if given."""
     return encode_batched({"i": i, "h": h, "gradient": gradient, **_optional_y(y)})
 
 
 def decode_gradients(body, max_index, width=HIDDEN_SIZE, need_y=False):
-    """(i (n,), h (n, width), gradient (n, width)) from a /provide_gradient body of either form;
-    with need_y, also y (n,), which must then be present."""
+    """(i (n,), h (n, width), gradient (n, width)[, y (n,) with need_y]) from either form."""
     fields, shapes = ("h", "gradient", "y")[:2 + need_y], ((width,), (width,), ())[:2 + need_y]
     try:
         return _decode_examples(body, fields, shapes, max_index)
@@ -267,8 +242,7 @@ def encode_estimate_request(h, y=None):
 
 
 def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
-    """Activations h (n, width) from an /estimate_gradients body of either form; with need_y,
-    (h, y) where y (n,) must be present."""
+    """Activations h (n, width) from either form; with need_y, (h, y (n,))."""
     if not isinstance(body, dict) or "activations" not in body:
         raise ProtocolError('expected {"activations": ...}')
     acts = body["activations"]
@@ -294,8 +268,8 @@ def decode_estimate_response(body, n, width=HIDDEN_SIZE):
 
 
 def encode_weights(weights, conditioned, version, binary=False):
-    """The GET /weights answer for a model's weights [w1, b1, w2, b2] (or [w, b]): JSON, or
-    with binary the bytes of the binary form (weights0.., conditioned (1,), version (1,))."""
+    """The GET /weights answer for [w1, b1, w2, b2] (or [w, b]): JSON, or with binary the
+    binary form's bytes (weights0, ..., conditioned (1,), version (1,))."""
     if binary:
         return encode_binary({**{f"weights{k}": w for k, w in enumerate(weights)},
                               "conditioned": np.int64([conditioned]),
@@ -309,8 +283,7 @@ def decode_weights(body, width=HIDDEN_SIZE):
     w (n_in, m) then b (m,), each layer's input the last one's output, the last width wide."""
     if isinstance(body, dict) and "weights0" in body:            # the binary form
         body = {"weights": [body[f"weights{k}"] for k in range(4) if f"weights{k}" in body],
-                **{k: body[k][0] for k in ("conditioned", "version")
-                   if len(body.get(k, ())) == 1}}
+                **{k: body[k][0] for k in ("conditioned", "version") if len(body.get(k, ())) == 1}}
     if not isinstance(body, dict) or not isinstance(body.get("weights"), list):
         raise ProtocolError('expected {"weights": [array, ...], ...}')
     weights = [decode_array(w, what=f"weights[{k}]") for k, w in enumerate(body["weights"])]
@@ -337,8 +310,7 @@ def encode_binary(arrays):
 
     Layout: b"SGA1", a 4-byte big-endian header length, a JSON header {name: {"dtype":
     "float64" or "int64", "shape": [...]}, ...}, then each array's values, little-endian, in
-    the header's order: the batched JSON form's fields ("i" as an int64 array), without
-    printing and parsing ~25 characters per number."""
+    the header's order ("i" an int64 array): no printing and parsing of ~25 characters a number."""
     header, chunks = {}, []
     for name, a in arrays.items():
         a = np.asarray(a)
@@ -388,14 +360,12 @@ def parse_json(data):
         raise ProtocolError("body is nested too deeply") from None
 
 
-# --- Clients ----------------------------------------------------------------------------------
-# requests, made fast (docs/speed.md measures each cut): no environment look-ups (trust_env),
-# a request prepared once per (method, path, Content-Type) and copied, and adapter.send with
-# the pool found once (_PeerAdapter).
+# --- Clients, on requests made fast (docs/speed.md): no environment look-ups, a request ------
+# prepared once per (method, path, Content-Type) and copied, the pool found once (_PeerAdapter).
 
 class _PeerAdapter(requests.adapters.HTTPAdapter):
-    """An HTTPAdapter for one peer reached directly: its pool looked up once, the request line
-    the URL's path (both are requests' hooks for subclasses)."""
+    """An HTTPAdapter for one peer reached directly: its pool looked up once, the request
+    line the URL's path (both requests' hooks for subclasses)."""
 
     _pool = None
 
@@ -423,10 +393,9 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class Client:
-    """One peer at base_url, over requests: a Session per thread (the Sender's thread, the main
-    loop and the local mode's refresh thread share a client), its connection kept alive, a
-    timeout on every call. A request that finds its kept-alive connection closed by the peer is
-    sent once more; every failure is a PeerError naming the peer, the URL and the reason."""
+    """One peer at base_url: a requests Session per thread (threads share a client), its
+    connection kept alive, a timeout on every call; a request that finds that connection closed
+    is sent once more; every failure is a PeerError naming the peer, the URL and the reason."""
 
     name, default_url = "peer", None
 
@@ -481,48 +450,44 @@ class Client:
         return r.status_code, r.content, r.headers.get("Content-Type", "")
 
     def _request(self, method, path, arrays=None, accept=None, decode=None):
-        """Send a batched body {name: array} (if any) in the client's form, binary or JSON;
-        return the JSON answer (or the arrays of a binary answer, which `accept` may ask for),
-        passed through decode if given (a ProtocolError from it: a PeerError)."""
+        """Send {name: array} (if any) in the client's form; the answer (JSON, or the arrays of
+        a binary one, which `accept` may ask for), through decode if given."""
         url = self.base_url + path
         body, kind = None, "application/json"
         if arrays is not None and self.binary:
             body, kind = encode_binary(arrays), BINARY_TYPE
         elif arrays is not None:
             body = json.dumps(encode_batched(arrays)).encode()
-        try:
+        for resend in (True, False):
             try:
                 status, data, answer_kind = self._send(method, path, body, kind, accept)
-            except requests.ConnectionError as e:
-                if not any(isinstance(c, _STALE) for c in _causes(e)):
-                    raise
-                status, data, answer_kind = self._send(method, path, body, kind, accept)
-        except requests.RequestException as e:
-            root = list(_causes(e))[-1]       # e.g. ConnectionRefusedError, TimeoutError
-            raise PeerError(f"{self.name} at {url}: {type(root).__name__}: {root}") from e
-        try:
-            answer = json.loads(data) if answer_kind != BINARY_TYPE else None
-        except ValueError:
-            answer = None
+                break
+            except requests.RequestException as e:
+                stale = isinstance(e, requests.ConnectionError) and any(
+                    isinstance(c, _STALE) for c in _causes(e))
+                if resend and stale:
+                    continue                  # the kept-alive connection was closed: once more
+                root = list(_causes(e))[-1]   # e.g. ConnectionRefusedError, TimeoutError
+                raise PeerError(f"{self.name} at {url}: {type(root).__name__}: {root}") from e
         if status != 200:                     # raise_for_status, stricter: we follow no redirects
-            reason = (str(answer["error"]) if isinstance(answer, dict) and "error" in answer
-                      else data.decode("utf-8", "replace"))
+            try:
+                reason = str(parse_json(data)["error"])
+            except (ProtocolError, TypeError, KeyError):
+                reason = data.decode("utf-8", "replace")
             raise PeerError(f"{self.name} at {url} answered {status}: {reason[:300]}", status)
         try:
-            answer = parse_binary(data) if answer_kind == BINARY_TYPE else answer
-            if answer is None:
-                raise PeerError(f"{self.name} at {url} answered with non-JSON: {data[:200]!r}")
+            answer = parse_binary(data) if answer_kind == BINARY_TYPE else parse_json(data)
             return answer if decode is None else decode(answer)
         except ProtocolError as e:
-            raise PeerError(f"{self.name} at {self.base_url} sent a bad answer: {e}") from e
+            raise PeerError(f"{self.name} at {url} sent a bad answer, non-JSON or malformed: "
+                            f"{e}") from e
 
     def status(self):
         """The peer's GET /status as a dict."""
         return self._request("GET", STATUS)
 
     def wait_until_ready(self, stop=None, max_backoff=2.0, log_every=10.0):
-        """Block until GET /status answers, retrying with back-off and logging now and then;
-        True once it answered, False if `stop` (a threading.Event) was set first."""
+        """True once GET /status answers (retried with back-off), False if `stop` is set first."""
         delay, last_log, stop = 0.05, -math.inf, stop or threading.Event()
         while not stop.is_set():
             try:
