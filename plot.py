@@ -4,40 +4,15 @@
     python plot.py --run-dir runs/20240101-120000              # demo.py's: into RUN/plots
     python plot.py --progress-dir progress/20240101-120000     # by hand: beside the weights
 
-Progress folder. For every tick T at which both trainers saved their layers (layer1_T.npz and
-layers23_T.npz, see snapshots.py) it puts the 2-24-12-1 network back together and writes
-
-    fit_<seconds>.png      the network's surface at T beside the target's, seconds since
-                           training started (zero padded)
-    heldout_mse.jsonl      one JSON object per moment: {"label", "layer1", "layers23",
-                           "seconds", "mse"}; also "initial", "final" and the swap below
-    mse.png                held-out MSE against seconds, log y axis
-
-The swap is layer 1 as it was before training under layers 2-3 as they were at the end: if its
-MSE is as low as the final network's, layers 2-3 did the work and layer 1's training (driven by
-synthetic gradients) did not matter.
-
-Run folder. demo.py leaves (any part may be missing; the pictures that need it are skipped)
-
-    RUN/progress/          the snapshots above
-    RUN/backprop/final.npz the plain-backprop baseline's whole network (snapshots.save_layers)
-    RUN/metrics/*.jsonl    one JSON object per line from each process: backprop.jsonl,
-                           train_input.jsonl, oracle.jsonl, train_output.jsonl
-    RUN/controls/<name>/   the controls (frozen, random), each a run folder of its own
-
-and this script writes into RUN/plots everything the progress folder gives, with seconds counted
-from the input trainer's first metrics line (when it started streaming examples) instead of the
-initial network, and
-
-    comparison.png         target | backprop's final fit | synthetic gradients' final fit |
-                           each control's final fit (RUN/controls/frozen and random, if there)
-    curves.png             held-out MSE of every method against seconds; below it, how close
-                           the oracle's synthetic gradients are to the true ones, and its loss
-    evolution.gif          the decoupled network's surface at each tick, 4 frames a second
-
-Every surface is drawn on the target's colour scale (generate.py), so the same colour is the
-same height in every picture. This file only draws: reading snapshots and metrics and measuring
-held-out MSE is snapshots.py's work, and nothing here trains.
+A progress folder (the trainers' snapshots, parts/snapshots.py) gives, for every tick at which
+both trainers saved their layers, the composed network's surface beside the target
+(fit_<seconds>.png), its held-out MSE (heldout_mse.jsonl, with the initial and final networks
+and the swap: the initial layer 1 under the final layers 2-3) and mse.png. A run folder
+(demo.py's: progress/, backprop/final.npz, metrics/*.jsonl, controls/<name>/) gives the same
+into RUN/plots, seconds counted from the input trainer's first metrics line, and
+comparison.png, curves.png and evolution.gif (docs/demo.md says what each shows); a picture
+whose inputs are missing is skipped, saying why. Every surface is on the target's colour scale
+(generate.py). This file only draws: snapshots.py reads and measures, nothing here trains.
 """
 
 import argparse
@@ -47,20 +22,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from PIL import Image  # pillow: a dependency of matplotlib, used for the GIF
 
-matplotlib.use("Agg")  # headless: draw into files, never open a window
-import matplotlib.pyplot as plt  # noqa: E402  (must come after choosing the backend)
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402  (pillow: a dependency of matplotlib, used for the GIF)
-
-import generate  # noqa: E402
-import sgd  # noqa: E402
-from generate import HERE  # noqa: E402
-from generate import (COLORBAR_LABEL, LEVELS, SURFACE_FIGSIZE, SURFACE_MARGINS,  # noqa: E402
+import generate
+import sgd
+from generate import (COLORBAR_LABEL, HERE, LEVELS, SURFACE_FIGSIZE, SURFACE_MARGINS,
                       draw_surface, draw_surface_with_colorbar, saved_figure)
-from parts import snapshots  # noqa: E402
-from parts.snapshots import SWAP_LABEL, NothingToRead, column, last_finite  # noqa: E402
+from parts import snapshots
+from parts.snapshots import SWAP_LABEL, NothingToRead, column, last_finite
 
 CURVE_FIGSIZE = (7.2, 5.6)
 COMPARISON_PANEL_WIDTH, COMPARISON_HEIGHT = 3.6, 4.6   # inches; 3 panels: 12 x 4.6
@@ -68,15 +38,16 @@ RUN_CURVES_FIGSIZE = (8.0, 10.0)
 GIF_DPI = 80                           # 432 x 352 pixels a frame: ~30 kB, small for 60 frames
 GIF_FRAMES_PER_SECOND = 4
 GIF_COLOURS = 64                       # one palette for every frame, so colours never flicker
+MEAN_LINE = dict(linestyle=":", color="black", label="always predicting the mean of y")
+TICK_LINE = dict(marker="o", markersize=3, label="the composed network at each snapshot tick")
 
 
 # --- Drawing blocks: a surface in memory, a GIF, and panels that each take an ax. ------------
 
 def surface_image(f, title, dpi=GIF_DPI):
-    """The picture save_surface draws, rendered in memory at dpi: RGB (height, width, 3) uint8.
-
-    Height and width are SURFACE_FIGSIZE times dpi, the same for every f and title.
-    """
+    """The picture save_surface draws, rendered in memory at dpi: RGB (height, width, 3) uint8,
+    SURFACE_FIGSIZE times dpi whatever f and title."""
+    plt = generate.pyplot()
     fig, ax = plt.subplots(figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS, dpi=dpi)
     try:
         draw_surface_with_colorbar(fig, ax, f, title)
@@ -87,11 +58,8 @@ def surface_image(f, title, dpi=GIF_DPI):
 
 
 def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
-    """Write RGB images [(height, width, 3) uint8, ...] (at least one) as a looping GIF.
-
-    Every frame uses the first frame's palette of GIF_COLOURS colours, without dithering, so
-    flat contour bands stay flat (small files) and a colour never changes between frames.
-    """
+    """Write RGB images [(height, width, 3) uint8, ...] (at least one) as a looping GIF, every
+    frame in the first frame's palette without dithering: flat bands stay flat (small files)."""
     assert images, "a GIF needs at least one frame"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,11 +76,8 @@ def predictor(layers):
 
 
 def draw_placeholder(ax, title, text, width=36):
-    """An empty panel that says, in its middle, what should have been drawn there and why not.
-
-    The text is wrapped to `width` characters and left out of the layout, so a long message
-    never squeezes the panels beside it. Ticks are the caller's: a shared axis keeps them.
-    """
+    """An empty panel that says, in its middle, what should have been drawn there and why not;
+    the text, wrapped to `width`, is left out of the layout. Ticks are the caller's."""
     ax.set_title(title)
     message = ax.text(0.5, 0.5, textwrap.fill(text, width, break_long_words=True),
                       ha="center", va="center", transform=ax.transAxes, color="dimgray",
@@ -120,12 +85,24 @@ def draw_placeholder(ax, title, text, width=36):
     message.set_in_layout(False)
 
 
-def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training started"):
-    """Held-out MSE against seconds on ax (log y) from the rows draw_progress computes.
+def finish_axes(ax, title, ylabel, log=False, below=None, ncols=2, xlabel=None, **title_kw):
+    """Every curve panel's frame: title, labels, log y, a grid, and the legend below the axes
+    (`below`: its offset, where it hides no curve; None: no legend)."""
+    ax.set_title(title, **title_kw)
+    ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    if below is not None:
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, below),
+                  ncols=ncols)
 
-    Ticks are joined by a line; "initial" and "final" are single markers; the swap and the
-    baseline (the MSE of always predicting the mean, i.e. var(y)) are horizontal lines.
-    """
+
+def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training started"):
+    """Held-out MSE against seconds on ax (log y) from draw_progress's rows: ticks joined by a
+    line, "initial" and "final" single markers, the swap and var(y) horizontal lines."""
     ticks = [r for r in rows if isinstance(r["label"], int)]
     if ticks:
         ax.plot([r["seconds"] for r in ticks], [r["mse"] for r in ticks], "o-", markersize=3,
@@ -140,14 +117,10 @@ def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training start
             ax.axhline(r["mse"], linestyle="--", color="tab:red",
                        label="final layers 2-3 on the untrained layer 1")
     if baseline is not None:
-        ax.axhline(baseline, linestyle=":", color="black",
-                   label="always predicting the mean of y")
-    ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("held-out mean squared error (log scale)")
-    ax.set_title("Synthetic gradients: error on points the network never trained on")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
+        ax.axhline(baseline, **MEAN_LINE)
+    finish_axes(ax, "Synthetic gradients: error on points the network never trained on",
+                "held-out mean squared error (log scale)", log=True, below=-0.15,
+                xlabel=xlabel)
 
 
 # --- A progress folder's numbers, as a file and a table. ---------------------------------------
@@ -191,7 +164,7 @@ def save_comparison(path, panels,
     with saved_figure(path, 1, len(panels), figsize=figsize,
                       layout="constrained") as (fig, axes):
         filled = None
-        for ax, (panel_title, f, missing) in zip(axes, panels):
+        for ax, (panel_title, f, missing) in zip(axes, panels, strict=True):
             if f is None:
                 draw_placeholder(ax, panel_title, missing)
                 ax.set(xlim=(-1, 1), ylim=(-1, 1), xticks=[], yticks=[], aspect="equal")
@@ -203,37 +176,30 @@ def save_comparison(path, panels,
         fig.suptitle(title)
 
 
-def timed_rows(rows):
-    """draw_progress's rows that happened at a time (the swap left out), in time order."""
-    return sorted((r for r in rows if r["seconds"] is not None and r["label"] != SWAP_LABEL),
-                  key=lambda r: r["seconds"])
+CONTROL_STYLES = (dict(linestyle="--", marker="s", markersize=3, color="tab:gray"),
+                  dict(linestyle="--", marker="^", markersize=3, color="tab:brown"))
 
 
 def draw_heldout_curves(ax, backprop_rows, decoupled_rows, baseline, controls=()):
     """Held-out MSE (log y) against seconds of plain backprop (backprop.jsonl's rows), of the
     decoupled network (draw_progress's rows) and of each control [(label, rows)]; var(y)
-    dotted. The legend goes below the axes, where it hides no curve."""
+    dotted."""
     if backprop_rows:
         ax.plot(column(backprop_rows, "seconds"), column(backprop_rows, "heldout_mse"), "o-",
                 markersize=3, color="tab:blue", label="backprop, true gradients (one process)")
-    timed = timed_rows(decoupled_rows)
-    if timed:
-        ax.plot([r["seconds"] for r in timed], [r["mse"] for r in timed], "o-", markersize=3,
-                color="tab:orange", label="synthetic gradients (three processes)")
-    for (label, rows), style in zip(controls, CONTROL_STYLES):
-        timed = timed_rows(rows)
-        ax.plot([r["seconds"] for r in timed], [r["mse"] for r in timed], **style, label=label)
-    ax.axhline(baseline, linestyle=":", color="black",
-               label="always predicting the mean of y")
-    ax.set_yscale("log")
-    ax.set_ylabel("held-out MSE (log scale)")
-    ax.set_title("Error on points no method trained on (lower is better)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)
-
-
-CONTROL_STYLES = (dict(linestyle="--", marker="s", markersize=3, color="tab:gray"),
-                  dict(linestyle="--", marker="^", markersize=3, color="tab:brown"))
+    series = [("synthetic gradients (three processes)", decoupled_rows,
+               dict(marker="o", markersize=3, color="tab:orange"))]
+    series += [(label, rows, style)
+               for (label, rows), style in zip(controls, CONTROL_STYLES, strict=False)]
+    for label, rows, style in series:
+        timed = sorted((r for r in rows if r["seconds"] is not None and r["label"] != SWAP_LABEL),
+                       key=lambda r: r["seconds"])               # the swap has no time
+        if timed or label != series[0][0]:
+            ax.plot([r["seconds"] for r in timed], [r["mse"] for r in timed], **style,
+                    label=label)
+    ax.axhline(baseline, **MEAN_LINE)
+    finish_axes(ax, "Error on points no method trained on (lower is better)",
+                "held-out MSE (log scale)", log=True, below=-0.12)
 
 
 def draw_oracle_quality(ax, oracle_rows, origin):
@@ -248,10 +214,10 @@ def draw_oracle_quality(ax, oracle_rows, origin):
     ax.plot(seconds, cosines[1], "--", color="tab:olive",
             label="cosine similarity of all gradients as one vector")
     ax.set_ylim(*cosine_limits(np.concatenate(cosines)))
-    ax.set_ylabel("cosine similarity of synthetic\nto true dL/dh (1 = same direction)")
-    ax.set_title("How good the oracle's synthetic gradients are (its loss can rise: its targets, "
-                 "\nthe true gradients, change as layers 2-3 learn)", fontsize="medium")
-    ax.grid(True, alpha=0.3)
+    finish_axes(ax, "How good the oracle's synthetic gradients are (its loss can rise: its "
+                "targets, \nthe true gradients, change as layers 2-3 learn)",
+                "cosine similarity of synthetic\nto true dL/dh (1 = same direction)",
+                fontsize="medium")
     loss = column(oracle_rows, "last_train_mse")
     handles, labels = ax.get_legend_handles_labels()
     if (loss > 0).any():                             # NaN > 0 is False
@@ -279,11 +245,8 @@ def cosine_limits(values):
 
 def save_curves(path, backprop_rows, decoupled_rows, oracle_rows, origin, baseline,
                 since="the input trainer began streaming", controls=()):
-    """curves.png: held-out MSE of every method above, the oracle's quality below, shared x.
-
-    origin: the time.time() the decoupled rows' seconds count from, named by `since`; controls
-    [(label, rows)] with rows' seconds counted from their own run's start.
-    """
+    """curves.png: held-out MSE of every method above, the oracle's quality below, shared x;
+    origin: the time.time() the decoupled rows' seconds count from, named by `since`."""
     with saved_figure(path, 2, 1, sharex=True, figsize=RUN_CURVES_FIGSIZE,
                       layout="constrained") as (fig, (top, bottom)):
         draw_heldout_curves(top, backprop_rows, decoupled_rows, baseline, controls)
@@ -298,10 +261,8 @@ def save_curves(path, backprop_rows, decoupled_rows, oracle_rows, origin, baseli
 
 
 def save_evolution(path, rows, networks):
-    """evolution.gif: the decoupled network's surface at each tick row, in time order.
-
-    Returns the number of frames (one per tick row).
-    """
+    """evolution.gif: the decoupled network's surface at each tick row, in time order; returns
+    the number of frames."""
     ticks = sorted((r for r in rows if isinstance(r["label"], int)), key=lambda r: r["label"])
     images = [surface_image(predictor(networks[r["label"]]),
                             f"synthetic gradients: t = {r['seconds']:.0f} s, "
@@ -318,32 +279,30 @@ def print_summary(results, metrics):
     """
     print(f"{'method':>28} {'held-out MSE':>13} {'seconds':>8} {'examples':>11}")
     for name, result in results:
-        if result is None:
-            print(f"{name:>28} {'-':>13} {'-':>8} {'-':>11}")
-            continue
-        mse, seconds, examples = result
-        seconds = "-" if seconds is None else f"{seconds:.0f}"
-        examples = "-" if examples is None else f"{examples:,.0f}"
-        print(f"{name:>28} {mse:>13.6f} {seconds:>8} {examples:>11}")
-    cosine, aggregate = (last_finite(metrics["oracle"], k)
+        mse, seconds, examples = result or (None, None, None)
+        print(f"{name:>28} {generate.fmt(mse, '.6f'):>13} {generate.fmt(seconds, '.0f'):>8} "
+              f"{generate.fmt(examples, ',.0f'):>11}")
+    cosine, aggregate = (generate.fmt(last_finite(metrics["oracle"], k), ".2f")
                          for k in ("cosine_similarity", "aggregate_cosine"))
-    print("cosine(synthetic, true) at the end: "
-          f"{'-' if cosine is None else f'{cosine:.2f}'} (the mean over the oracle's last "
+    print(f"cosine(synthetic, true) at the end: {cosine} (the mean over the oracle's last "
           f"examples of the cosine between each synthetic dL/dh and the true one; "
-          f"{'-' if aggregate is None else f'{aggregate:.2f}'} with all of them as one vector)",
-          flush=True)
+          f"{aggregate} with all of them as one vector)", flush=True)
 
 
 # --- Drawing a progress folder and a run folder. ------------------------------------------
+
+TARGET_PANEL = ("the target\ny = f(x₁, x₂)",
+                lambda p: generate.target_function(p[:, 0], p[:, 1]), None)
+
 
 def draw_progress(folder, out_dir, x_test, y_test, origin=None,
                   since="seconds since training started", method="synthetic gradients"):
     """fit_*.png, heldout_mse.jsonl and mse.png for a progress folder, into out_dir.
 
-    Seconds are time.time() - origin; by default origin is the earliest moment (the initial
-    network, saved when training started; the untrained network is always at 0). `since`
-    names the origin on the x axis, `method` what trained the network, in each fit's title. Returns rows (as in heldout_mse.jsonl), networks {label: layers} and the origin used.
-    Raises snapshots.NothingToRead if the folder holds no readable pair of snapshots.
+    Seconds are time.time() - origin; by default origin is the earliest moment (the untrained
+    network is always at 0). `since` names the origin on the x axis, `method` what trained the
+    network. Returns rows (as in heldout_mse.jsonl), networks {label: layers} and the origin;
+    snapshots.NothingToRead if the folder holds no readable pair of snapshots.
     """
     out_dir = Path(out_dir)
     # Phase 1: held-out MSE of each composed network, and when that network existed.
@@ -377,49 +336,80 @@ def draw_progress(folder, out_dir, x_test, y_test, origin=None,
     return rows, networks, origin
 
 
-TARGET_PANEL = ("the target\ny = f(x₁, x₂)", lambda p: generate.target_function(p[:, 0], p[:, 1]), None)
-
-
-def final_title(method, mse, seconds):
-    """A comparison panel's two-line title: the method, then its held-out MSE after S s."""
-    after = "" if seconds is None else f" after {seconds:.0f} s"
-    return f"{method}\nheld-out MSE {mse:.4f}{after}"
-
-
-def backprop_result(run_dir, metrics, x_test, y_test):
-    """The plain-backprop baseline at its end: (held-out MSE, seconds, examples) or None, and
-    its comparison panel (title, f or None, why it is missing).
-
-    Seconds and examples are backprop.jsonl's last (None without it); the MSE is measured here
-    on x_test (n, 2), y_test (n,), the same points as the decoupled network's.
-    """
-    try:
-        layers = snapshots.load_backprop(run_dir)
-    except NothingToRead as e:
-        return None, ("backprop (true gradients)", None, str(e))
-    rows = metrics["backprop"]
-    result = (sgd.mse(layers, x_test, y_test), last_finite(rows, "seconds"),
-              last_finite(rows, "examples"))
-    return result, (final_title("backprop (true gradients)", *result[:2]),
-                    predictor(layers), None)
-
-
-def decoupled_result(run_dir, rows, networks, metrics):
-    """The decoupled network at its end (snapshots.decoupled_final): as backprop_result, from the
-    rows and networks draw_progress returned; examples are what the input trainer streamed."""
-    end = snapshots.decoupled_final(rows, networks)
-    if end is None:
-        return None, ("synthetic gradients", None,
-                      f"no readable snapshots in {Path(run_dir) / 'progress'}")
-    row, layers = end
-    result = (row["mse"], row["seconds"], last_finite(metrics["train_input"], "examples"))
-    return result, (final_title("synthetic gradients", *result[:2]),
-                    predictor(layers), None)
-
-
 def say_skipped(what, why):
     """Say which picture (or part of one) was not drawn, and why."""
     print(f"skipped {what}: {why}", flush=True)
+
+
+def final_panel(method, end, why):
+    """A method at its end, end = ((held-out MSE, seconds, examples), layers) or None: (its
+    result for print_summary, its comparison panel (title, f or None, why it is missing))."""
+    if end is None:
+        return None, (method, None, why)
+    result, layers = end
+    after = "" if result[1] is None else f" after {result[1]:.0f} s"
+    return result, (f"{method}\nheld-out MSE {result[0]:.4f}{after}", predictor(layers), None)
+
+
+def method_ends(run_dir, rows, networks, metrics, x_test, y_test):
+    """[(method, end as final_panel takes it, why it is missing)] of plain backprop (its MSE
+    measured here on the held-out points; seconds and examples backprop.jsonl's last) and of
+    the decoupled network (examples: what the input trainer streamed)."""
+    try:
+        layers = snapshots.load_backprop(run_dir)
+        backprop, why = ((sgd.mse(layers, x_test, y_test),
+                          *(last_finite(metrics["backprop"], k) for k in ("seconds", "examples"))),
+                         layers), None
+    except NothingToRead as e:
+        backprop, why = None, str(e)
+    end = snapshots.decoupled_final(rows, networks)
+    decoupled = None if end is None else (
+        (end[0]["mse"], end[0]["seconds"], last_finite(metrics["train_input"], "examples")),
+        end[1])
+    return [("backprop (true gradients)", backprop, why),
+            ("synthetic gradients", decoupled,
+             f"no readable snapshots in {Path(run_dir) / 'progress'}")]
+
+
+CONTROLS = (("frozen", "frozen layer 1 (control)"),
+            ("random", "random directions (control)"))
+
+
+def control_result(run_dir, name, label, x_test, y_test):
+    """A control run, RUN/controls/<name> (a run folder of its own, as demo.py runs it): (rows
+    with seconds since its input trainer began streaming, its result, its comparison panel), or
+    None if it is not there."""
+    folder = Path(run_dir) / "controls" / name
+    if not folder.is_dir():
+        return None
+    try:
+        rows, result, layers = snapshots.measure_run(folder, x_test, y_test)
+    except NothingToRead as e:
+        say_skipped(f"the {label}", e)
+        return None
+    return rows, *final_panel(label, (result, layers), None)
+
+
+def draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test, y_test, controls):
+    """comparison.png if any method's final network is there: the target, backprop, synthetic
+    gradients and each control found (controls: {label: control_result}).
+
+    Returns the results for print_summary [(method, result)] and whether it drew.
+    """
+    results, panels = [], [TARGET_PANEL]
+    for method, end, why in method_ends(run_dir, rows, networks, metrics, x_test, y_test):
+        result, panel = final_panel(method, end, why)
+        if result is None:
+            say_skipped(f"{method} in comparison.png and the summary", why)
+        results.append((method, result))
+        panels.append(panel)
+    results += [(label, c[1]) for label, c in controls.items()]
+    if all(result is None for _, result in results):
+        say_skipped("comparison.png", "no method's final network is there")
+        return results, False
+    save_comparison(Path(out_dir) / "comparison.png",
+                    panels + [c[2] for c in controls.values()])
+    return results, True
 
 
 def draw_run_progress(run_dir, out_dir, x_test, y_test, start, since):
@@ -432,49 +422,6 @@ def draw_run_progress(run_dir, out_dir, x_test, y_test, start, since):
     except NothingToRead as e:
         say_skipped("fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif", e)
         return [], {}, start
-
-
-CONTROLS = (("frozen", "frozen layer 1 (control)"),
-            ("random", "random directions (control)"))
-
-
-def control_result(run_dir, name, label, x_test, y_test):
-    """A control run, RUN/controls/<name> (a run folder of its own: the three processes with
-    train_input.py --update <name>, as demo.py runs them): (rows with seconds since its input
-    trainer began streaming, its end as decoupled_result's, its comparison panel), or None if
-    the run is not there."""
-    folder = Path(run_dir) / "controls" / name
-    if not folder.is_dir():
-        return None
-    try:
-        rows, result, layers = snapshots.measure_run(folder, x_test, y_test)
-    except NothingToRead as e:
-        say_skipped(f"the {label}", e)
-        return None
-    return rows, result, (final_title(label, *result[:2]), predictor(layers), None)
-
-
-def draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test, y_test, controls):
-    """comparison.png if any method's final network is there: the target, backprop, synthetic
-    gradients and each control found (controls: {label: control_result}).
-
-    Returns the results for print_summary [(method, result)] and whether it drew.
-    """
-    (backprop, backprop_panel), (decoupled, decoupled_panel) = (
-        backprop_result(run_dir, metrics, x_test, y_test),
-        decoupled_result(run_dir, rows, networks, metrics))
-    for result, panel in ((backprop, backprop_panel), (decoupled, decoupled_panel)):
-        if result is None:
-            say_skipped(f"{panel[0]} in comparison.png and the summary", panel[2])
-    results = [("backprop (true gradients)", backprop), ("synthetic gradients", decoupled)]
-    results += [(label, c[1]) for label, c in controls.items()]
-    if backprop is None and decoupled is None and not controls:
-        say_skipped("comparison.png", "no method's final network is there")
-        return results, False
-    panels = [TARGET_PANEL, backprop_panel, decoupled_panel]
-    panels += [c[2] for c in controls.values()]
-    save_comparison(Path(out_dir) / "comparison.png", panels)
-    return results, True
 
 
 def draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, baseline, controls):
