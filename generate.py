@@ -126,17 +126,15 @@ def pyplot():
 
 @contextlib.contextmanager
 def saved_figure(path, nrows=1, ncols=1, **subplots_kw):
-    """`with saved_figure(path) as (fig, ax):` draw, and on leaving it is saved and closed.
-
-    The parent folder is created if missing. The figure is closed even if drawing fails (then
-    nothing is saved), so repeated calls never draw on top of an old figure or pile up memory.
-    """
+    """`with saved_figure(path) as (fig, ax):` draw, and on leaving it is saved (as PNG into a
+    file object, such as io.BytesIO; into a file path, its folder created) and closed, even if
+    drawing fails (then nothing is saved): no figure is drawn on twice or piles up memory."""
     plt = pyplot()
-    path = Path(path)
     fig, ax = plt.subplots(nrows, ncols, **subplots_kw)
     try:
         yield fig, ax
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(path, (str, Path)):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=DPI)
     finally:
         plt.close(fig)

@@ -2,36 +2,21 @@
 
 Run it while a run trains (or after: it then says the run has ended), and open the URL it prints:
 
-    python live.py                                   # follows the newest folder in runs/ and progress/
+    python live.py                                   # the newest folder in runs/ and progress/
     python live.py --run-dir runs/20240101-120000    # a demo.py run, or a chain.py run (runs/chain-*)
     python live.py --run-dir progress/20240101-120000 --oracle-url http://127.0.0.1:5001
     python live.py --help
 
-demo.py, chain.py and train_output.py start it themselves and print its address (--no-live
-turns that off), in the background with children.start_live_page (a child process at a lower
-priority, so it never slows the training down; it stops when they do, or when they die):
-
-    url, stop = children.start_live_page(run_dir)     # url: http://127.0.0.1:PORT/
-    ...
-    stop()
-
-What the page shows (docs/live.md has a picture): the network composed from the newest pair of
-weight snapshots beside the target, on one colour scale; held-out MSE over time (log scale),
-with the controls and plain backprop when demo.py runs them; cosine(synthetic, true) and the
-oracle's loss over time; and for each process what it holds and does, from its live GET /status
-where it answers and else from its newest metrics line. For a chain (chain.py): the composed
-chain's fit and MSE, each boundary's cosine and staleness, each stage's and boundary's figures.
-
-How it stays cheap: the page polls GET /api/live (JSON) and swaps its pictures' addresses only
-when a picture changed; a picture is drawn once for each new snapshot tick or metrics line and
-cached, never redrawn per poll; held-out MSE is measured once per snapshot tick. It reads the
-run folder and never writes into it. The addresses of the servers come from the "listening on"
-line each process writes into its log in the run folder (launch.py and chain.py keep those
-logs); for a progress folder run by hand, from --oracle-url and --output-url.
+demo.py, chain.py and train_output.py start it themselves (--no-live turns that off) with
+children.start_live_page, a child process at a lower priority that stops when they do.
+docs/live.md says what each panel shows and what watching costs. The page polls GET /api/live
+and fetches a picture only when its content changed; each picture is drawn once per content,
+each tick's held-out MSE measured once. It reads the run folder and never writes into it; the
+servers' addresses come from the "listening on" line in each process's log there (--oracle-url
+and --output-url for a progress folder run by hand).
 
 This file is the server: the page (live.html), its JSON and pictures, LiveState's caches, the
-script. What a run folder shows (its kind and phases, the pictures, the JSON view) is built in
-liveview.py.
+script. liveview.py builds what a run folder shows.
 """
 
 import argparse
@@ -52,7 +37,6 @@ from pathlib import Path
 from flask import Flask, Response, abort, request
 
 import generate
-import sgd
 import synthgrad
 from parts import classify, serving, snapshots
 from runner import chain_eval, liveview
@@ -62,7 +46,7 @@ log = logging.getLogger("live")
 
 DEFAULT_PORT = 5050                # beside the servers' 5000 and 5001
 REFRESH_S = 1.5                    # how often the page asks for news
-REDRAW_S = 6.0                     # a picture is redrawn at most this often (lab/bench.py --live-cost)
+REDRAW_S = 6.0                     # a picture is redrawn at most this often (docs/live.md)
 STATUS_TIMEOUT_S = 0.5             # a server that takes longer is reported as not answering
 STATUS_MAX_AGE_S = 1.0             # one GET /status per server per second, however many pages
 COSINE_POINTS = 2_000              # held-out points a chain's boundary cosines are measured on
@@ -85,7 +69,7 @@ class LiveState:
         self.x_test, self.y_test = generate.heldout(config["heldout"])      # (n, 2), (n,)
         self.baseline = float(self.y_test.var())
         self.mse = {}                         # (progress folder, label) -> held-out MSE
-        self.chain_ticks = {}                 # (run, tick) -> {"mse", "cosine": [...]}
+        self.chain_ticks = {}                 # (run, tick) -> chain_eval.tick_row
         self.images = {}                      # run -> a classifier's test images
         self.pictures = {}                    # name -> (key, PNG bytes)
         self.pending = {}                     # name -> (key, draw()) for the newest content
@@ -152,9 +136,9 @@ class LiveState:
         return x, labels, data
 
     def chain_tick(self, run, layout, tick):
-        """{"mse", "cosine": [per boundary, or None]} of a chain's composed network at a tick
-        (a classifier's: {"accuracy", "loss", "cosine"} on its test images), cached once every
-        boundary's model is there; ValueError if a snapshot is unreadable."""
+        """chain_eval.tick_row of a chain's composed network at a tick, on the toy's held-out
+        points or a classifier's test images, cached once every boundary's model is there;
+        ValueError if a snapshot is unreadable."""
         key = (str(run), tick)
         with self.lock:
             if key in self.chain_ticks:
@@ -166,17 +150,10 @@ class LiveState:
                 models.append(chain_eval.load_boundary_model(run, b, tick))
             except (ValueError, KeyError):
                 models.append(None)
-        if chain_eval.classifies(layout):               # a classifier: its test images
-            x, y, _ = self.test_images(run)
-            accuracy, loss = sgd.classification_scores(layers, x, y)
-            result = {"accuracy": accuracy, "loss": loss}
-        else:
-            x, y = self.x_test, self.y_test
-            result = {"mse": sgd.mse(layers, x, y)}
-        n = min(COSINE_POINTS, len(x))
-        pairs = chain_eval.true_and_synthetic(layers, layout, x[:n], y[:n], models)
-        result["cosine"] = [None if s is None else chain_eval.mean_cosine(s, t)
-                            for t, s in pairs]
+        classifier = chain_eval.classifies(layout)
+        x, y = self.test_images(run)[:2] if classifier else (self.x_test, self.y_test)
+        result = chain_eval.tick_row(layers, layout, x, y, models,
+                                     chain_eval.scores_on(x, y, classifier), COSINE_POINTS)
         if None not in result["cosine"]:
             with self.lock:
                 self.chain_ticks[key] = result
@@ -306,10 +283,8 @@ def create_app(config=None):
             view = liveview.live_view(state)
         except OSError as e:             # the folder moved or vanished while being read
             log.warning("cannot read the run: %s", e)
-            view = {"state": "stopped", "summary": f"The run folder could not be read ({e}); "
-                    "trying again.", "notes": [], "pictures": [], "processes": [],
-                    "run": None, "found": "", "time": liveview.clock(time.time()),
-                    "refresh_ms": round(config["refresh"] * 1000)}
+            view = liveview.empty_view(state, summary=f"The run folder could not be read "
+                                       f"({e}); trying again.", kind="stopped")
         response = app.json.response(view)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -426,13 +401,12 @@ def parse_args(argv):
                         f"{synthgrad.DEFAULT_OUTPUT_TRAINER_URL} for a progress folder; in a "
                         "run folder, from RUN/train_output.log)")
     p.add_argument("--refresh", type=float, default=REFRESH_S,
-                   help=f"seconds between the page's polls (default {REFRESH_S:g}: new snapshots "
-                        "come every few seconds, metrics lines every 1-2)")
+                   help=f"seconds between the page's polls (default {REFRESH_S:g}: metrics "
+                        "lines come every 1-2 s)")
     p.add_argument("--redraw", type=float, default=REDRAW_S,
                    help=f"redraw a picture whose content changed at most every this many "
-                        f"seconds (default {REDRAW_S:g}: a picture costs ~0.3 s of a core, and "
-                        "at 1.5 s the page took a third of a core from training; the numbers "
-                        "in the table change at every poll)")
+                        f"seconds (default {REDRAW_S:g}: a picture costs ~0.3 s of a core, taken "
+                        "from training; docs/live.md)")
     p.add_argument("--heldout", type=int, default=20_000,
                    help="fresh points held-out MSE is measured on (default 20,000, as plot.py's, "
                         "so the numbers compare; measured once per snapshot tick)")

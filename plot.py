@@ -155,25 +155,27 @@ def print_table(rows):
 
 def save_comparison(path, panels,
                     title="What each method learned (same colour = same height in every panel)"):
-    """Target | backprop | synthetic gradients (| controls), side by side, one shared colorbar.
-
-    panels: [(title, f or None, why it is missing)], f mapping points (n, 2) to values (n,);
-    a panel whose f is None says why instead of drawing.
-    """
+    """draw_comparison into path, each panel COMPARISON_PANEL_WIDTH wide."""
     figsize = (COMPARISON_PANEL_WIDTH * len(panels) + 1.2, COMPARISON_HEIGHT)
     with saved_figure(path, 1, len(panels), figsize=figsize,
                       layout="constrained") as (fig, axes):
-        filled = None
-        for ax, (panel_title, f, missing) in zip(axes, panels, strict=True):
-            if f is None:
-                draw_placeholder(ax, panel_title, missing)
-                ax.set(xlim=(-1, 1), ylim=(-1, 1), xticks=[], yticks=[], aspect="equal")
-            else:
-                filled = draw_surface(ax, f, panel_title)
-        for ax in axes[1:]:
-            ax.set_ylabel("")
-        fig.colorbar(filled, ax=axes, ticks=LEVELS[::5], label=COLORBAR_LABEL, shrink=0.85)
-        fig.suptitle(title)
+        draw_comparison(fig, axes, panels, title)
+
+
+def draw_comparison(fig, axes, panels, title):
+    """Panels side by side with one shared colorbar: [(title, f or None, why it is missing)],
+    f mapping points (n, 2) to values (n,); a panel without f says why instead."""
+    filled = None
+    for ax, (panel_title, f, missing) in zip(axes, panels, strict=True):
+        if f is None:
+            draw_placeholder(ax, panel_title, missing)
+            ax.set(xlim=(-1, 1), ylim=(-1, 1), xticks=[], yticks=[], aspect="equal")
+        else:
+            filled = draw_surface(ax, f, panel_title)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    fig.colorbar(filled, ax=axes, ticks=LEVELS[::5], label=COLORBAR_LABEL, shrink=0.85)
+    fig.suptitle(title)
 
 
 CONTROL_STYLES = (dict(linestyle="--", marker="s", markersize=3, color="tab:gray"),
@@ -273,10 +275,8 @@ def save_evolution(path, rows, networks):
 
 
 def print_summary(results, metrics):
-    """Every method's final held-out MSE, one row each, and the oracle's final cosines.
-
-    results: [(method, (held-out MSE, seconds or None, examples or None) or None if missing)].
-    """
+    """Every method's final held-out MSE, one row each, and the oracle's final cosines;
+    results: [(method, (held-out MSE, seconds or None, examples or None) or None)]."""
     print(f"{'method':>28} {'held-out MSE':>13} {'seconds':>8} {'examples':>11}")
     for name, result in results:
         mse, seconds, examples = result or (None, None, None)
@@ -392,10 +392,8 @@ def control_result(run_dir, name, label, x_test, y_test):
 
 def draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test, y_test, controls):
     """comparison.png if any method's final network is there: the target, backprop, synthetic
-    gradients and each control found (controls: {label: control_result}).
-
-    Returns the results for print_summary [(method, result)] and whether it drew.
-    """
+    gradients and each control ({label: control_result}); returns print_summary's results
+    [(method, result)] and whether it drew."""
     results, panels = [], [TARGET_PANEL]
     for method, end, why in method_ends(run_dir, rows, networks, metrics, x_test, y_test):
         result, panel = final_panel(method, end, why)
@@ -412,24 +410,9 @@ def draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test, y_tes
     return results, True
 
 
-def draw_run_progress(run_dir, out_dir, x_test, y_test, start, since):
-    """draw_progress on RUN/progress, seconds counted from start (a time.time(); None: the first
-    tick), which `since` names. Returns its rows, networks and origin; ([], {}, start) if there
-    is nothing to draw."""
-    try:
-        return draw_progress(Path(run_dir) / "progress", out_dir, x_test, y_test,
-                             origin=start, since=f"seconds since {since}")
-    except NothingToRead as e:
-        say_skipped("fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif", e)
-        return [], {}, start
-
-
 def draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, baseline, controls):
-    """curves.png if there is anything to put on it; returns whether it drew.
-
-    origin: the time.time() that rows' seconds count from, named by `since` (None: the
-    oracle's first line); controls {label: control_result}.
-    """
+    """curves.png if there is anything to put on it; returns whether it drew. origin: the
+    time.time() rows' seconds count from, named by `since` (None: the oracle's first line)."""
     if not (metrics["backprop"] or rows or metrics["oracle"]):
         say_skipped("curves.png", f"no metrics in {Path(run_dir) / 'metrics'} and no snapshots")
         return False
@@ -446,12 +429,9 @@ def draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, baseline, co
 
 
 def draw_run(run_dir, out_dir, x_test, y_test):
-    """Everything for a run folder into out_dir: draw_progress's pictures, comparison.png,
-    curves.png and evolution.gif, each skipped with a message if its inputs are missing; then
-    the summary. x_test (n, 2), y_test (n,): the held-out points. Returns what was written.
-
-    (metrics/train_output.jsonl is not drawn: the held-out MSE already shows layers 2-3's work.)
-    """
+    """Everything for a run folder into out_dir, each picture skipped with a message if its
+    inputs are missing, then the summary; x_test (n, 2), y_test (n,) the held-out points.
+    Returns what was written. (train_output.jsonl is not drawn: held-out MSE shows its work.)"""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     metrics = {name: snapshots.read_metrics(run_dir / "metrics" / f"{name}.jsonl")
                for name in ("backprop", "train_input", "oracle")}
@@ -461,9 +441,13 @@ def draw_run(run_dir, out_dir, x_test, y_test):
         say_skipped("the input trainer's start as time origin", "no metrics/train_input.jsonl; "
                     "seconds count from the first snapshot instead")
     since = "the first snapshot" if start is None else "the input trainer began streaming"
-    rows, networks, origin = draw_run_progress(run_dir, out_dir, x_test, y_test, start, since)
-    if rows:
+    try:
+        rows, networks, origin = draw_progress(run_dir / "progress", out_dir, x_test, y_test,
+                                               origin=start, since=f"seconds since {since}")
         written += ["fit_*.png", "mse.png", "heldout_mse.jsonl"]
+    except NothingToRead as e:
+        say_skipped("fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif", e)
+        rows, networks, origin = [], {}, start
     controls = {label: c for name, label in CONTROLS
                 if (c := control_result(run_dir, name, label, x_test, y_test)) is not None}
     results, drew = draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test,

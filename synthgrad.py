@@ -2,15 +2,13 @@
 `python synthgrad.py` prints this description.
 
 The toy network 2 -> 24 -> 12 -> 1 is split after layer 1; its activation h, (24,) per example,
-is what the input trainer sends up (a chain's or an image network's boundaries are as wide as
-their layers: the decoders' `width`). A *gradient* on the wire is always dL/dh: the derivative
-of one example's loss L (1/2 (y_hat - y)^2; an image network's, cross-entropy) with respect to
-its h, the same shape as h. A true gradient comes from backprop through the layers above; a
-synthetic gradient is the oracle's prediction of it. Each trainer then takes an optimizer step
-on dL/dw, averaged over the minibatch: Adam by default, or plain SGD, w -= eta dL/dw
-(--optimizer sgd, the original's). An *array* is {"shape": [d0, ...], "values": [v, ...]}, the
-finite float64 numbers in row-major (C) order; a scalar has shape []. An index i names an
-example of the input trainer's data (its row in x.npy).
+is what the input trainer sends up (a chain's boundaries are as wide as their layers: the
+decoders' `width`). A *gradient* on the wire is always dL/dh, the derivative of one example's
+loss L (1/2 (y_hat - y)^2; a classifier's, cross-entropy) with respect to its h: the same shape
+as h, true from backprop through the layers above, synthetic from the oracle's model. Each
+trainer then takes an optimizer step on dL/dw averaged over the minibatch: Adam by default, or
+plain SGD, w -= eta dL/dw (--optimizer sgd, the original's). An *array* is {"shape": [d0, ...],
+"values": [v, ...]}, finite float64 numbers in row-major order; i names an example (its row).
 
 | server (default address)        | method, path         | request JSON                                  | response JSON                         |
 |---------------------------------|----------------------|-----------------------------------------------|---------------------------------------|
@@ -20,21 +18,19 @@ example of the input trainer's data (its row in x.npy).
 | oracle, or a stage with --colocated | GET /weights     | none                                          | {"weights": [array, ...], "conditioned": bool, "version": int} (below) |
 | both                            | GET /status          | none                                          | "role", "uptime_s", "examples_held", "training_passes", "last_train_mse", "staleness_s", "diverged", ... (serving.TrainingServer.status) |
 
-x is the activation h of example i, y its target. The list forms are the original's, kept for
-its clients; ours send the batched ones, at most MAX_EXAMPLES_PER_REQUEST examples a request.
-y in the oracle's requests is for a target-conditioned oracle (cDNI, oracle.py's default): it
-refuses requests without y (400); an unconditioned one (--no-conditioned) ignores it.
+x is h, y the target. The list forms are the original's, kept for its clients; ours send the
+batched ones, at most MAX_EXAMPLES_PER_REQUEST examples a request. y in the oracle's requests
+is for a target-conditioned oracle (cDNI, oracle.py's default), which refuses requests without
+it (400); an unconditioned one (--no-conditioned) ignores it. GET /weights serves the *local*
+mode, in which the input trainer computes synthetic gradients itself (as in the paper):
+[w1 (n_in, hidden), b1, w2 (hidden, 24), b2], or [w (n_in, 24), b] for a linear model; n_in is
+25 when "conditioned" (h and y side by side); parts/boundary.py computes it. A stage started
+with --colocated learns that model itself and serves it the same way: no oracle is needed.
 
-GET /weights serves the *local* mode, in which the input trainer computes synthetic gradients
-itself (as in the paper) and only true gradients travel: [w1 (n_in, hidden), b1 (hidden,), w2
-(hidden, 24), b2 (24,)], or [w (n_in, 24), b (24,)] for a linear model; n_in is 25 when
-"conditioned" (h and y side by side), else 24; parts/boundary.py computes the model. A stage
-started with --colocated learns it itself and serves it the same way: no oracle is needed.
-
-The binary form (application/x-synthgrad-arrays, encode_binary): the three POSTs also take their
+The binary form (application/x-synthgrad-arrays, encode_binary): the POSTs also take their
 batched body as raw little-endian arrays, with the same checks, and /estimate_gradients and GET
-/weights answer in kind when asked; every error is JSON. It is ~150x cheaper (docs/speed.md).
-JSON is the reference, the trainers' default on the toy; demo.py and chain.py start theirs with
+/weights answer in kind when asked; errors are JSON. It is ~150x cheaper (docs/speed.md); JSON
+is the reference and the trainers' default on the toy, demo.py and chain.py start theirs with
 --wire binary, and train_input.py --data sends binary by default.
 
 A server started with --token (or SYNTHGRAD_TOKEN) answers 401 to a request without
@@ -87,12 +83,9 @@ class PeerError(RuntimeError):
         self.status = status
 
     @property
-    def refused(self):
-        """A 4xx: the request itself was refused (resending it cannot help)."""
+    def refused(self):                        # a 4xx: resending the request cannot help
         return self.status is not None and 400 <= self.status < 500 and self.status != 408
 
-
-# --- Arrays -----------------------------------------------------------------------------------
 
 def encode_array(a):
     """{"shape": [...], "values": [...]} for a numpy array (or anything np.asarray takes)."""
@@ -133,15 +126,10 @@ def _check_array(arr, shape, what):
         raise ProtocolError(f"{what}: values must be finite (no NaN or infinity)")
     if shape is not None and (len(shape) != arr.ndim or any(
             want not in (None, got) for want, got in zip(shape, arr.shape, strict=True))):
-        raise ProtocolError(f"{what}: expected shape {_shape_text(shape)}, got {arr.shape}")
+        want = ", ".join("n" if d is None else str(d) for d in shape)
+        raise ProtocolError(f"{what}: expected shape ({want}), got {arr.shape}")
     return arr
 
-
-def _shape_text(shape):
-    return "(" + ", ".join("n" if d is None else str(d) for d in shape) + ")"
-
-
-# --- Request bodies: the list-of-examples form and the batched form, both checked -------------
 
 def _decode_indices(obj, n, max_index):
     if isinstance(obj, np.ndarray) and obj.dtype == np.int64 and obj.ndim == 1:
@@ -167,13 +155,13 @@ def _check_count(n):
         raise ProtocolError(f"{n} examples in one request; at most {MAX_EXAMPLES_PER_REQUEST}")
 
 
-def _missing(obj, fields, where=""):
+def _missing(obj, fields, where="", hint=""):
     missing = [f for f in fields if f not in obj]
     if missing:
-        raise ProtocolError(f"{where}missing {', '.join(missing)}")
+        raise ProtocolError(f"{where}missing {', '.join(missing)}{hint}")
 
 
-def _decode_examples(body, fields, shapes, max_index):
+def _decode_examples(body, fields, shapes, max_index, hint=""):
     """(i (n,), *arrays (n, *shape)) from either form; shapes: one example's, per field."""
     if isinstance(body, list):                           # the original per-example form
         _check_count(len(body))
@@ -182,13 +170,13 @@ def _decode_examples(body, fields, shapes, max_index):
             if not isinstance(item, dict):
                 raise ProtocolError(f"example {k}: expected an object with keys i, "
                                     f"{', '.join(fields)}")
-            _missing(item, ("i",) + fields, f"example {k}: ")
+            _missing(item, ("i",) + fields, f"example {k}: ", hint)
             i.append(item["i"])
             for col, field, shape in zip(columns, fields, shapes, strict=True):
                 col.append(decode_array(item[field], shape, what=f"example {k} {field}"))
         return (_decode_indices(i, len(body), max_index), *(np.stack(c) for c in columns))
     if isinstance(body, dict):                           # the batched form
-        _missing(body, ("i",) + fields)
+        _missing(body, ("i",) + fields, hint=hint)
         if not isinstance(body["i"], (list, np.ndarray)):
             raise ProtocolError("i: expected a list of integers")
         n = len(body["i"])
@@ -200,14 +188,11 @@ def _decode_examples(body, fields, shapes, max_index):
                         f"i, {', '.join(fields)}")
 
 
-def _optional_y(y):
-    return {} if y is None else {"y": y}
-
-
 def encode_batched(arrays):
-    """The JSON form of a batched body {name: array}: "i" a list of integers, the rest arrays."""
+    """The JSON form of a batched body {name: array or None (left out)}: "i" a list of
+    integers, the rest array objects."""
     return {name: [int(k) for k in a] if name == "i" else encode_array(a)
-            for name, a in arrays.items()}
+            for name, a in arrays.items() if a is not None}
 
 
 def encode_training_examples(i, x, y):
@@ -222,23 +207,19 @@ def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
 
 def encode_gradients(i, h, gradient, y=None):
     """Batched /provide_gradient body: i (n,), h (n, 24), dL/dh (n, 24), y (n,) if given."""
-    return encode_batched({"i": i, "h": h, "gradient": gradient, **_optional_y(y)})
+    return encode_batched({"i": i, "h": h, "gradient": gradient, "y": y})
 
 
 def decode_gradients(body, max_index, width=HIDDEN_SIZE, need_y=False):
     """(i (n,), h (n, width), gradient (n, width)[, y (n,) with need_y]) from either form."""
     fields, shapes = ("h", "gradient", "y")[:2 + need_y], ((width,), (width,), ())[:2 + need_y]
-    try:
-        return _decode_examples(body, fields, shapes, max_index)
-    except ProtocolError as e:
-        if need_y and "missing y" in str(e):
-            raise ProtocolError(f"{e}: {NEEDS_Y} y with every example") from None
-        raise
+    return _decode_examples(body, fields, shapes, max_index,
+                            f": {NEEDS_Y} y with every example" if need_y else "")
 
 
 def encode_estimate_request(h, y=None):
     """/estimate_gradients body for activations h (n, 24), with targets y (n,) if given."""
-    return encode_batched({"activations": h, **_optional_y(y)})
+    return encode_batched({"activations": h, "y": y})
 
 
 def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
@@ -255,8 +236,7 @@ def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
         _check_count(len(h))
     if not need_y:
         return h
-    if "y" not in body:
-        raise ProtocolError(f"missing y: {NEEDS_Y} the targets y (n,) of the activations")
+    _missing(body, ["y"], hint=f": {NEEDS_Y} the targets y (n,) of the activations")
     return h, decode_array(body["y"], (len(h),), what="y")
 
 
@@ -298,8 +278,6 @@ def decode_weights(body, width=HIDDEN_SIZE):
     return weights, bool(body.get("conditioned")), int(body.get("version", 0))
 
 
-# --- The binary form, and JSON bodies -----------------------------------------------------------
-
 BINARY_TYPE = "application/x-synthgrad-arrays"
 _MAGIC = b"SGA1"
 _DTYPES = {"float64": np.dtype("<f8"), "int64": np.dtype("<i8")}
@@ -312,8 +290,7 @@ def encode_binary(arrays):
     "float64" or "int64", "shape": [...]}, ...}, then each array's values, little-endian, in
     the header's order ("i" an int64 array): no printing and parsing of ~25 characters a number."""
     header, chunks = {}, []
-    for name, a in arrays.items():
-        a = np.asarray(a)
+    for name, a in ((name, np.asarray(a)) for name, a in arrays.items() if a is not None):
         dtype = "int64" if a.dtype.kind in "iu" else "float64"
         a = np.ascontiguousarray(a, dtype=_DTYPES[dtype])
         header[name] = {"dtype": dtype, "shape": list(a.shape)}
@@ -522,7 +499,7 @@ class OracleClient(Client):
     def estimate_gradients(self, h, y=None):
         """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24), with
         their targets y (n,) if given (only a target-conditioned oracle uses them)."""
-        return self._request("POST", ESTIMATE_GRADIENTS, {"activations": h, **_optional_y(y)},
+        return self._request("POST", ESTIMATE_GRADIENTS, {"activations": h, "y": y},
                              decode=lambda a: decode_estimate_response(a, len(h), h.shape[1]))
 
     def weights(self, width=HIDDEN_SIZE):
@@ -535,7 +512,7 @@ class OracleClient(Client):
         """POST /provide_gradient: true dL/dh (n, 24) at activations h (n, 24) for examples i,
         with their targets y (n,) if given."""
         return self._request("POST", PROVIDE_GRADIENT,
-                             {"i": i, "h": h, "gradient": gradient, **_optional_y(y)})
+                             {"i": i, "h": h, "gradient": gradient, "y": y})
 
 
 def main(argv=None):

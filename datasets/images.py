@@ -1,7 +1,5 @@
 """Fashion-MNIST and MNIST, read from their IDX files into numpy arrays.
 
-Use it:
-
     from datasets import images
     (x_train, y_train), (x_test, y_test) = images.load("fashion-mnist")   # or "mnist"
     # x_train (60000, 784) float32 in [0, 1], y_train (60000,) int64 in 0..9
@@ -9,9 +7,8 @@ Use it:
 
     python -m datasets.images                    # where the data is, its shapes and classes
     python -m datasets.images --fetch            # the same, downloading with Keras if need be
-    python -m datasets.images --help
 
-The four files of a data set are `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+A data set is four files, `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, each gzipped (`.gz`) or not. An IDX file
 is a big-endian header, then the bytes of one uint8 array in C order:
 
@@ -19,10 +16,7 @@ is a big-endian header, then the bytes of one uint8 array in C order:
     dims   n, 28, 28 (images) or n (labels)                             # 4 bytes each
     data   n * 28 * 28 or n bytes                                       # one byte per pixel/label
 
-`find` looks for the files, in this order: the `data_dir` it is given (and only there, if it is
-given); the Debian package's folder `/usr/share/datasets/<name>/` (`apt-get install
-dataset-fashion-mnist`); Keras's cache, `$KERAS_HOME` or `~/.keras` (`datasets/fashion-mnist/`
-with the four `.gz` files, or `datasets/mnist.npz` for MNIST); then Keras's download.
+find() says where it looks: the Debian package's folder, then Keras's cache and download.
 """
 
 import argparse
@@ -142,7 +136,9 @@ def find(name="fashion-mnist", data_dir=None, download=True):
     """The folder holding `name`'s four IDX files, or Keras's mnist.npz (for "mnist").
 
     Looks in data_dir if given (and nowhere else: no files there is a DataError), else in
-    DEBIAN_DIR/<name>, then in Keras's cache, then (if download) lets Keras download it.
+    DEBIAN_DIR/<name> (`apt-get install dataset-fashion-mnist`), then in Keras's cache
+    ($KERAS_HOME or ~/.keras: datasets/fashion-mnist/ with the four .gz files, or
+    datasets/mnist.npz), then (if download) lets Keras download it.
     """
     if name not in NAMES:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(NAMES)}")
@@ -158,8 +154,10 @@ def find(name="fashion-mnist", data_dir=None, download=True):
                             f"four IDX files, gzipped or not)")
         return data_dir
 
+    places = [DEBIAN_DIR / name] + _keras_caches(name)
+
     def search():
-        for place in [DEBIAN_DIR / name] + _keras_caches(name):
+        for place in places:
             if place.suffix == ".npz" and place.is_file():
                 return place
             if place.is_dir() and not _idx_files(place)[1]:
@@ -176,9 +174,8 @@ def find(name="fashion-mnist", data_dir=None, download=True):
             reason = " ".join(f"{type(e).__name__}: {e}".split())
     if place is not None:
         return place
-    looked = ", ".join(str(p) for p in [DEBIAN_DIR / name] + _keras_caches(name))
     raise DataError(
-        f"no {name} data in {looked} (Keras download: {reason}); get it one of three ways: "
+        f"no {name} data in {', '.join(map(str, places))} (Keras download: {reason}); get it one of three ways: "
         f"`make data` (installs the Debian package dataset-fashion-mnist as root, else downloads "
         f"with Keras), `--data-dir DIR` holding the four IDX files "
         f"{', '.join(sum(FILES.values(), ()))} (gzipped or not), or `python -c \"import keras; "
@@ -234,7 +231,7 @@ def write_subset(out_dir, name="fashion-mnist", n_train=1000, n_test=200, data_d
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_uint8(name, data_dir, download)
-    for (x, y), n, (images, labels) in zip(data, (n_train, n_test), FILES.values()):
+    for (x, y), n, (images, labels) in zip(data, (n_train, n_test), FILES.values(), strict=True):
         write_idx(out_dir / (images + ".gz"), x[:n])
         write_idx(out_dir / (labels + ".gz"), y[:n])
     return out_dir
@@ -261,7 +258,7 @@ def main(argv=None):
     try:
         where = (args.name, args.data_dir, args.fetch)
         print(f"{args.name}: found in {find(*where)}")
-        for split, (x, y) in zip(FILES, load(*where)):
+        for split, (x, y) in zip(FILES, load(*where), strict=True):
             print(f"  {split}: x {x.shape} {x.dtype} in [{x.min()}, {x.max()}], y {y.shape} "
                   f"{y.dtype}, per class {np.bincount(y, minlength=10).tolist()}")
         if args.subset:

@@ -8,6 +8,7 @@ weights at every snapshot tick (progress/boundary<b>/model_<tick>.npz) and the m
 (metrics/stage<k>.jsonl).
 """
 
+import itertools
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import generate
 import sgd
 import train_output
 from parts import boundary, classify, snapshots
+from runner import livedraw
 
 
 def stage_file(run, k, label):
@@ -34,7 +36,7 @@ def load_chain(run, layout, label):
     classifier's (more than one output: logits) has ReLU hidden layers, as its stages do."""
     layers = []
     for k, sizes in enumerate(layout, start=1):
-        layers += snapshots.load_layers(stage_file(run, k, label), list(zip(sizes, sizes[1:])))
+        layers += snapshots.load_layers(stage_file(run, k, label), list(itertools.pairwise(sizes)))
     if classifies(layout):
         for layer in layers[:-1]:
             layer.activation = sgd.ReLU
@@ -59,8 +61,12 @@ def load_boundary_model(run, b, tick):
     if not path.exists():
         return None
     arrays = snapshots.read_npz(path, "boundary model")
-    weights = [arrays[f"w{k}"] for k in range(sum(1 for n in arrays if n.startswith("w")))]
-    return weights, bool(arrays["conditioned"])
+    return numbered(arrays), bool(arrays["conditioned"])
+
+
+def numbered(arrays, name="w"):
+    """[w0, w1, ...] of a snapshot's arrays: its layers' weights (or, with "b", biases)."""
+    return [arrays[f"{name}{k}"] for k in range(sum(1 for n in arrays if n.startswith(name)))]
 
 
 def true_and_synthetic(layers, layout, x, y, models):
@@ -142,18 +148,34 @@ def run_data(run):
 
 
 def scorer(data, heldout, image_dir=None):
-    """(x, y, scores): the held-out data a run is measured on and scores(layers), a dict of
-    what is measured: the toy's {"heldout_mse"} on `heldout` fresh points, or a classifier's
-    {"test_accuracy", "test_loss"} (mean cross-entropy) on the first `heldout` test images."""
+    """(x, y, scores): the held-out data a run is measured on, the toy's `heldout` fresh points
+    or a classifier's first `heldout` test images, and scores_on(x, y, ...)."""
     if data == "toy":
         x, y = generate.heldout(heldout)
-        return x, y, lambda layers: {"heldout_mse": sgd.mse(layers, x, y)}
-    x, y = classify.load_test(data, image_dir, heldout)
+    else:
+        x, y = classify.load_test(data, image_dir, heldout)
+    return x, y, scores_on(x, y, data != "toy")
+
+
+def scores_on(x, y, classifier):
+    """scores(layers), a dict of what is measured on (x, y): the toy's {"heldout_mse"}, or a
+    classifier's {"test_accuracy", "test_loss"} (mean cross-entropy)."""
+    if not classifier:
+        return lambda layers: {"heldout_mse": sgd.mse(layers, x, y)}
 
     def scores(layers):
         accuracy, loss = sgd.classification_scores(layers, x, y)
         return {"test_accuracy": accuracy, "test_loss": loss}
-    return x, y, scores
+    return scores
+
+
+def tick_row(layers, layout, x, y, models, scores, cosine_points):
+    """{**scores(layers), "cosine": [per boundary, None without its model]}: the composed
+    network's scores and each boundary model's cosine with full backprop, on the first
+    cosine_points of (x, y); models [(weights, conditioned) or None] per boundary."""
+    pairs = true_and_synthetic(layers, layout, x[:cosine_points], y[:cosine_points], models)
+    return {**scores(layers), "cosine": [None if s is None else mean_cosine(s, t)
+                                         for t, s in pairs]}
 
 
 def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_dir=None):
@@ -169,14 +191,10 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
     x, y, scores = scorer(data, heldout, image_dir)
     start = snapshots.last_finite(snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[:1],
                                   "time") or 0.0
-    rows = []
-    for tick in chain_ticks(run, layout):
-        layers = load_chain(run, layout, tick)
-        models = [load_boundary_model(run, b, tick) for b in range(1, len(layout))]
-        pairs = true_and_synthetic(layers, layout, x[:cosine_points], y[:cosine_points],
-                                   models)
-        rows.append({"seconds": round(tick - start, 3), **scores(layers),
-                     "cosine": [None if s is None else mean_cosine(s, t) for t, s in pairs]})
+    rows = [{"seconds": round(tick - start, 3), **tick_row(
+        load_chain(run, layout, tick), layout, x, y,
+        [load_boundary_model(run, b, tick) for b in range(1, len(layout))], scores,
+        cosine_points)} for tick in chain_ticks(run, layout)]
     final = final_label(run, layout)
     result = {"layout": [list(s) for s in layout], "ticks": rows,
               "final_from": final if final == "final" else f"tick {final}", "staleness": {}}
@@ -198,44 +216,35 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
 
 def draw(result, path):
     """chain.png: held-out MSE (a classifier's test accuracy), per-boundary cosine and
-    staleness against seconds."""
-    ticks = result["ticks"]
+    staleness against seconds, legends beside the axes."""
+    ticks, layout = result["ticks"], result["layout"]
     seconds = [r["seconds"] for r in ticks]
-    boundaries = len(result["layout"]) - 1
+    stages = f"{len(layout)} stages ({' | '.join(map(train_output.format_sizes, layout))})"
+    cosines, staleness = [], []
+    for b in range(1, len(layout)):
+        cosines.append((f"boundary {b}", seconds, [np.nan if r["cosine"][b - 1] is None
+                                                   else r["cosine"][b - 1] for r in ticks],
+                        dict(marker="o")))
+        points = result["staleness"].get(f"boundary{b}", [])
+        staleness.append((f"boundary {b} (stage {b + 1}'s inputs)", [p[0] for p in points],
+                          [p[1] for p in points], dict(linestyle="-")))
     with generate.saved_figure(path, 3, 1, sharex=True, figsize=(10.5, 9.0),
                                layout="constrained") as (fig, (mse, cos, stale)):
-        stages = (f"{len(result['layout'])} stages "
-                  f"({' | '.join(train_output.format_sizes(s) for s in result['layout'])})")
         if "final_accuracy" in result:                  # a classifier: its test accuracy
-            mse.plot(seconds, [100 * r["test_accuracy"] for r in ticks], "o-", markersize=3,
-                     label="the composed network at each snapshot tick")
-            mse.axhline(100 * result["chance_accuracy"], linestyle=":", color="black",
-                        label="always answering the commonest label")
-            mse.set_ylabel("test accuracy (%)")
-            mse.set_title(f"{stages}: {result['data']}, {result['test_images']:,} test images "
-                          f"never trained on")
+            livedraw.accuracy_lines(mse, seconds, [r["test_accuracy"] for r in ticks],
+                                    result["chance_accuracy"],
+                                    f"{stages}: {result['data']}, {result['test_images']:,} "
+                                    "test images never trained on", beside=True, xlabel=None)
         else:
-            mse.plot(seconds, [r["heldout_mse"] for r in ticks], "o-", markersize=3,
-                     label="the composed network at each snapshot tick")
-            mse.axhline(result["mean_predictor_mse"], linestyle=":", color="black",
-                        label="always predicting the mean of y")
-            mse.set_yscale("log")
-            mse.set_ylabel("held-out MSE (log scale)")
-            mse.set_title(f"{stages}: error on points never trained on")
+            livedraw.chain_lines(mse, [("the composed network at each snapshot tick", seconds,
+                                        [r["heldout_mse"] for r in ticks], dict(marker="o"))],
+                                 f"{stages}: error on points never trained on",
+                                 "held-out MSE (log scale)", log_scale=True,
+                                 baseline=result["mean_predictor_mse"], below=None, xlabel=None)
         cos.axhline(0.0, color="gray", linewidth=0.8)
-        for b in range(boundaries):
-            values = [np.nan if r["cosine"][b] is None else r["cosine"][b] for r in ticks]
-            cos.plot(seconds, values, "o-", markersize=3, label=f"boundary {b + 1}")
-            points = result["staleness"].get(f"boundary{b + 1}", [])
-            stale.plot([p[0] for p in points], [p[1] for p in points], "-",
-                       label=f"boundary {b + 1} (stage {b + 2}'s inputs)")
-        cos.set_ylabel("cosine(synthetic, true dL/dh)")
-        cos.set_title("Synthetic against true gradients (full backprop through the composed "
-                      "network), per boundary", fontsize="medium")
-        stale.set_ylabel("mean age of the activations\ntrained on (s)")
-        stale.set_title("Staleness: how old the inputs each stage trains on are",
-                        fontsize="medium")
-        stale.set_xlabel("seconds since stage 1 began streaming")
-        for ax in (mse, cos, stale):                    # legends beside the axes: no data hidden
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        livedraw.chain_lines(cos, cosines, "Synthetic against true gradients (full backprop "
+                             "through the composed network), per boundary",
+                             "cosine(synthetic, true dL/dh)", below=None, xlabel=None)
+        livedraw.chain_lines(stale, staleness, "Staleness: how old the inputs each stage "
+                             "trains on are", "mean age of the activations\ntrained on (s)",
+                             below=None)

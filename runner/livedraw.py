@@ -1,8 +1,7 @@
-"""The live page's pictures (liveview.py decides what to show; this draws it): each panel a
-matplotlib figure saved as PNG bytes. The toy's panels come from plot.py and generate.py; a
-chain that classifies images gets its test accuracy over time, test images with the labels
-the network gives them, and its confusion matrix.
-
+"""The live page's pictures and a chain's panels (liveview.py decides what to show; this draws
+it): each picture a matplotlib figure saved as PNG bytes. The toy's panels come from plot.py;
+a chain's lines (also chain.png's, chain_eval.draw) and a classifier chain's test accuracy,
+test images with the labels the network gives them and confusion matrix are drawn here.
 Importing it runs nothing.
 """
 
@@ -13,36 +12,24 @@ import numpy as np
 import generate
 import plot
 import sgd
-from generate import COLORBAR_LABEL, LEVELS
-
-# --- Drawing: each picture into PNG bytes, panels from plot.py and generate.py. ---------------
 
 FIGSIZE = (7.5, 5.0)       # inches, every picture alike: the page's panels line up in rows
+SINCE_STAGE1 = "seconds since stage 1 began streaming"
 
 
-def png(nrows=1, ncols=1, draw=None, **subplots_kw):
-    """fig, ax from plt.subplots, drawn on by draw(fig, ax), saved as PNG bytes and closed."""
-    plt = generate.pyplot()
-    fig, ax = plt.subplots(nrows, ncols, **subplots_kw)
-    try:
+def png(nrows=1, ncols=1, draw=None, figsize=FIGSIZE):
+    """A figure drawn on by draw(fig, ax), as PNG bytes."""
+    out = io.BytesIO()
+    with generate.saved_figure(out, nrows, ncols, figsize=figsize,
+                               layout="constrained") as (fig, ax):
         draw(fig, ax)
-        out = io.BytesIO()
-        fig.savefig(out, format="png", dpi=generate.DPI)
-        return out.getvalue()
-    finally:
-        plt.close(fig)
+    return out.getvalue()
 
 
 def draw_fit(f, title, suptitle):
     """The target | f side by side on the target's colour scale, one colorbar."""
-    def draw(fig, axes):
-        target_title, target = plot.TARGET_PANEL[:2]
-        generate.draw_surface(axes[0], target, target_title)
-        filled = generate.draw_surface(axes[1], f, title)
-        axes[1].set_ylabel("")
-        fig.colorbar(filled, ax=axes, ticks=LEVELS[::5], label=COLORBAR_LABEL, shrink=0.85)
-        fig.suptitle(suptitle)
-    return png(1, 2, draw, figsize=FIGSIZE, layout="constrained")
+    return png(1, 2, lambda fig, axes: plot.draw_comparison(
+        fig, axes, [plot.TARGET_PANEL, (title, f, None)], suptitle))
 
 
 def draw_waiting(title, text):
@@ -50,7 +37,7 @@ def draw_waiting(title, text):
     def draw(fig, ax):
         plot.draw_placeholder(ax, title, text, width=60)
         ax.set(xticks=[], yticks=[])
-    return png(1, 1, draw, figsize=(7.5, 2.2), layout="constrained")
+    return png(draw=draw, figsize=(7.5, 2.2))
 
 
 def draw_mse(backprop_rows, phase_rows, controls, baseline, xlabel):
@@ -59,7 +46,7 @@ def draw_mse(backprop_rows, phase_rows, controls, baseline, xlabel):
         ax.set_title("Held-out MSE over time: error on points no method trained on "
                      "(lower is better)", fontsize="medium")
         ax.set_xlabel(xlabel)
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
+    return png(draw=draw)
 
 
 def draw_oracle(rows, origin, label):
@@ -68,47 +55,48 @@ def draw_oracle(rows, origin, label):
         ax.set_title(f"cosine(synthetic, true dL/dh) and the oracle's loss: {label}",
                      fontsize="medium")
         ax.set_xlabel("seconds since the input trainer began streaming")
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
+    return png(draw=draw)
+
+
+# --- A chain's panels, each on an ax, and as pictures. ------------------------------------------
+
+def chain_lines(ax, series, title, ylabel, log_scale=False, baseline=None, below=-0.18,
+                ncols=2, xlabel=SINCE_STAGE1):
+    """[(label, seconds, values, plot options)] against seconds since stage 1 began streaming,
+    var(y) dotted if given; the legend below (below: its offset) or, with below None, beside."""
+    for label, seconds, values, style in series:
+        ax.plot(seconds, values, markersize=3, label=label, **style)
+    if baseline is not None:
+        ax.axhline(baseline, **plot.MEAN_LINE)
+    has_legend = bool(series) or baseline is not None
+    plot.finish_axes(ax, title, ylabel, log=log_scale, xlabel=xlabel, fontsize="medium",
+                     below=below if has_legend else None, ncols=ncols)
+    if below is None:                                 # beside the axes: no data hidden
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def accuracy_lines(ax, seconds, accuracies, chance, title, beside=False, xlabel=SINCE_STAGE1):
+    """Test accuracy (%) of the composed network at each tick, and the commonest label's."""
+    ax.plot(seconds, [100 * a for a in accuracies], "-", **plot.TICK_LINE)
+    ax.axhline(100 * chance, linestyle=":", color="black",
+               label="always answering the commonest label")
+    ax.set_ylim(0, 100)
+    plot.finish_axes(ax, title, "test accuracy (%)", xlabel=xlabel, fontsize="medium")
+    ax.legend(fontsize="small", **(dict(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if beside
+                                   else dict(loc="lower right")))
 
 
 def draw_chain_lines(series, title, ylabel, log_scale=False, baseline=None, ncols=2):
-    """One panel of a chain: [(label, seconds, values, plot options)] against seconds since
-    stage 1 began streaming."""
-    def draw(fig, ax):
-        for label, seconds, values, style in series:
-            ax.plot(seconds, values, markersize=3, label=label, **style)
-        if baseline is not None:
-            ax.axhline(baseline, linestyle=":", color="black",
-                       label="always predicting the mean of y")
-        if log_scale:
-            ax.set_yscale("log")
-        ax.set_title(title, fontsize="medium")
-        ax.set_ylabel(ylabel)
-        ax.set_xlabel("seconds since stage 1 began streaming")
-        ax.grid(True, which="both", alpha=0.3)
-        if series or baseline is not None:
-            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18),
-                      ncols=ncols)
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
+    """One panel of a chain as a picture (chain_lines)."""
+    return png(draw=lambda fig, ax: chain_lines(ax, series, title, ylabel, log_scale,
+                                                baseline, ncols=ncols))
+
+
+def draw_accuracy(seconds, accuracies, chance, title):
+    return png(draw=lambda fig, ax: accuracy_lines(ax, seconds, accuracies, chance, title))
 
 
 # --- A chain that classifies images (chain.py --data fashion-mnist). ----------------------------
-
-def draw_accuracy(seconds, accuracies, chance, title):
-    """Test accuracy (%) of the composed network at each tick, and the commonest label's."""
-    def draw(fig, ax):
-        ax.plot(seconds, [100 * a for a in accuracies], "o-", markersize=3,
-                label="the composed network at each snapshot tick")
-        ax.axhline(100 * chance, linestyle=":", color="black",
-                   label="always answering the commonest label")
-        ax.set_ylim(0, 100)
-        ax.set_title(title, fontsize="medium")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_xlabel("seconds since stage 1 began streaming")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small", loc="lower right")
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
-
 
 def draw_examples(layers, x, labels, names, title, rows=3, cols=6):
     """The first rows x cols test images, each under the label the network gives it (green
@@ -124,7 +112,7 @@ def draw_examples(layers, x, labels, names, title, rows=3, cols=6):
                          fontsize="x-small", color="green" if right else "red")
             ax.set(xticks=[], yticks=[])
         fig.suptitle(title, fontsize="medium")
-    return png(rows, cols, draw, figsize=FIGSIZE, layout="constrained")
+    return png(rows, cols, draw)
 
 
 def confusion(layers, x, labels, classes):
@@ -150,4 +138,4 @@ def draw_confusion(counts, names, title):
         ax.set_ylabel("the true label")
         ax.set_title(title, fontsize="medium")
         fig.colorbar(image, ax=ax, label="share of the true label's images")
-    return png(1, 1, draw, figsize=FIGSIZE, layout="constrained")
+    return png(draw=draw)

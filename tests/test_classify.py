@@ -294,7 +294,7 @@ def test_the_live_page_shows_a_classifiers_accuracy_images_and_confusion_matrix(
         got = app.config["LIVE"].chain_ticks.get((str(run), tick)) or \
             app.config["LIVE"].chain_tick(run, layout, tick)
         want = sgd.classification_scores(chain_eval.load_chain(run, layout, tick), x, labels)
-        assert (got["accuracy"], got["loss"]) == pytest.approx(want)
+        assert (got["test_accuracy"], got["test_loss"]) == pytest.approx(want)
     counts = livedraw.confusion(chain_eval.load_chain(run, layout, T0 + 2), x, labels, 10)
     assert counts.sum() == 40 and np.trace(counts) == round(want[0] * 40)   # right: diagonal
     np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(labels, minlength=10))

@@ -270,7 +270,7 @@ def test_a_chain_shows_each_boundary_cosine_against_chain_py(tmp_path):
                                          models)
         got = app.config["LIVE"].chain_ticks[(str(run), tick)]
         assert got["cosine"] == pytest.approx([chain_eval.mean_cosine(s, t) for t, s in pairs])
-        assert got["mse"] == pytest.approx(sgd.mse(layers, x, y))
+        assert got["heldout_mse"] == pytest.approx(sgd.mse(layers, x, y))
     assert listing(run) == before
     # the same chain with --colocated: no oracle wrote a log or metrics; the stages did
     (run / "metrics" / "boundary1.jsonl").unlink()
