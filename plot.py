@@ -45,8 +45,7 @@ TICK_LINE = dict(marker="o", markersize=3, label="the composed network at each s
 # --- Drawing blocks: a surface in memory, a GIF, and panels that each take an ax. ------------
 
 def surface_image(f, title, dpi=GIF_DPI):
-    """The picture save_surface draws, rendered in memory at dpi: RGB (height, width, 3) uint8,
-    SURFACE_FIGSIZE times dpi whatever f and title."""
+    """save_surface's picture in memory: RGB (height, width, 3) uint8, SURFACE_FIGSIZE x dpi."""
     plt = generate.pyplot()
     fig, ax = plt.subplots(figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS, dpi=dpi)
     try:
@@ -58,8 +57,8 @@ def surface_image(f, title, dpi=GIF_DPI):
 
 
 def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
-    """Write RGB images [(height, width, 3) uint8, ...] (at least one) as a looping GIF, every
-    frame in the first frame's palette without dithering: flat bands stay flat (small files)."""
+    """RGB images [(height, width, 3) uint8, ...] as a looping GIF in the first frame's palette,
+    undithered: flat bands stay flat (small files) and colours never flicker."""
     assert images, "a GIF needs at least one frame"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +75,7 @@ def predictor(layers):
 
 
 def draw_placeholder(ax, title, text, width=36):
-    """An empty panel that says, in its middle, what should have been drawn there and why not;
-    the text, wrapped to `width`, is left out of the layout. Ticks are the caller's."""
+    """An empty panel that says what should have been there and why not (ticks: the caller's)."""
     ax.set_title(title)
     message = ax.text(0.5, 0.5, textwrap.fill(text, width, break_long_words=True),
                       ha="center", va="center", transform=ax.transAxes, color="dimgray",
@@ -101,8 +99,8 @@ def finish_axes(ax, title, ylabel, log=False, below=None, ncols=2, xlabel=None, 
 
 
 def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training started"):
-    """Held-out MSE against seconds on ax (log y) from draw_progress's rows: ticks joined by a
-    line, "initial" and "final" single markers, the swap and var(y) horizontal lines."""
+    """Held-out MSE (log y) against seconds of draw_progress's rows: ticks on a line, "initial"
+    and "final" single markers, the swap and var(y) horizontal lines."""
     ticks = [r for r in rows if isinstance(r["label"], int)]
     if ticks:
         ax.plot([r["seconds"] for r in ticks], [r["mse"] for r in ticks], "o-", markersize=3,
@@ -123,18 +121,10 @@ def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training start
                 xlabel=xlabel)
 
 
-# --- A progress folder's numbers, as a file and a table. ---------------------------------------
-
-def fit_path(out_dir, seconds):
-    """fit_<seconds>.png, zero padded to 6 digits so the files sort in time order."""
-    return Path(out_dir) / f"fit_{int(round(seconds)):06d}.png"
-
-
-def write_jsonl(rows, path):
-    """One JSON object per row, one per line."""
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+def metrics_of(folder, names):
+    """{name: folder/metrics/<name>.jsonl's lines} (snapshots.read_metrics)."""
+    return {name: snapshots.read_metrics(Path(folder) / "metrics" / f"{name}.jsonl")
+            for name in names}
 
 
 MOMENT_NAMES = {"initial": "untrained (initial)", "final": "when the trainers stopped (final)",
@@ -142,8 +132,7 @@ MOMENT_NAMES = {"initial": "untrained (initial)", "final": "when the trainers st
 
 
 def print_table(rows):
-    """The rows as a table: each moment by name (ticks: "snapshot"), seconds since training
-    started, held-out MSE."""
+    """The rows as a table: each moment by name, its seconds and its held-out MSE."""
     print(f"{'moment':>40} {'seconds':>8} {'held-out MSE':>13}")
     for r in rows:
         seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
@@ -151,7 +140,7 @@ def print_table(rows):
         print(f"{name:>40} {seconds:>8} {r['mse']:>13.6f}")
 
 
-# --- Pictures of a run folder. -----------------------------------------------------------------
+# --- A progress folder's numbers and pictures, and a run folder's. ----------------------------
 
 def save_comparison(path, panels,
                     title="What each method learned (same colour = same height in every panel)"):
@@ -205,9 +194,8 @@ def draw_heldout_curves(ax, backprop_rows, decoupled_rows, baseline, controls=()
 
 
 def draw_oracle_quality(ax, oracle_rows, origin):
-    """Cosine similarity of synthetic to true dL/dh (left axis, from 0 or below to a little over
-    the highest value) and the oracle's training MSE (right axis, log) against oracle.jsonl's
-    time - origin, in seconds. The legend goes below the axes."""
+    """Cosine similarity of synthetic to true dL/dh (left axis) and the oracle's training MSE
+    (right axis, log) against oracle.jsonl's time - origin, in seconds."""
     seconds = column(oracle_rows, "time") - origin
     cosines = [column(oracle_rows, key) for key in ("cosine_similarity", "aggregate_cosine")]
     ax.axhline(0.0, color="gray", linewidth=0.8)
@@ -245,26 +233,8 @@ def cosine_limits(values):
     return low, high
 
 
-def save_curves(path, backprop_rows, decoupled_rows, oracle_rows, origin, baseline,
-                since="the input trainer began streaming", controls=()):
-    """curves.png: held-out MSE of every method above, the oracle's quality below, shared x;
-    origin: the time.time() the decoupled rows' seconds count from, named by `since`."""
-    with saved_figure(path, 2, 1, sharex=True, figsize=RUN_CURVES_FIGSIZE,
-                      layout="constrained") as (fig, (top, bottom)):
-        draw_heldout_curves(top, backprop_rows, decoupled_rows, baseline, controls)
-        if oracle_rows:
-            draw_oracle_quality(bottom, oracle_rows, origin)
-        else:
-            draw_placeholder(bottom, "How good the oracle's synthetic gradients are",
-                             "no oracle metrics (metrics/oracle.jsonl is missing or empty)",
-                             width=80)
-            bottom.set_yticks([])
-        bottom.set_xlabel(f"seconds since training started (synthetic gradients: since {since})")
-
-
 def save_evolution(path, rows, networks):
-    """evolution.gif: the decoupled network's surface at each tick row, in time order; returns
-    the number of frames."""
+    """evolution.gif: the network's surface at each tick, in time order; returns its frames."""
     ticks = sorted((r for r in rows if isinstance(r["label"], int)), key=lambda r: r["label"])
     images = [surface_image(predictor(networks[r["label"]]),
                             f"synthetic gradients: t = {r['seconds']:.0f} s, "
@@ -289,21 +259,16 @@ def print_summary(results, metrics):
           f"{aggregate} with all of them as one vector)", flush=True)
 
 
-# --- Drawing a progress folder and a run folder. ------------------------------------------
-
 TARGET_PANEL = ("the target\ny = f(x₁, x₂)",
                 lambda p: generate.target_function(p[:, 0], p[:, 1]), None)
 
 
 def draw_progress(folder, out_dir, x_test, y_test, origin=None,
                   since="seconds since training started", method="synthetic gradients"):
-    """fit_*.png, heldout_mse.jsonl and mse.png for a progress folder, into out_dir.
-
-    Seconds are time.time() - origin; by default origin is the earliest moment (the untrained
-    network is always at 0). `since` names the origin on the x axis, `method` what trained the
-    network. Returns rows (as in heldout_mse.jsonl), networks {label: layers} and the origin;
-    snapshots.NothingToRead if the folder holds no readable pair of snapshots.
-    """
+    """fit_*.png, heldout_mse.jsonl and mse.png for a progress folder, into out_dir, seconds
+    since origin (default: the earliest moment), which `since` names; `method` trained it.
+    Returns rows (heldout_mse.jsonl's), networks {label: layers} and the origin;
+    snapshots.NothingToRead if the folder holds no readable pair of snapshots."""
     out_dir = Path(out_dir)
     # Phase 1: held-out MSE of each composed network, and when that network existed.
     rows, networks, skipped = snapshots.measure_progress(folder, x_test, y_test)
@@ -319,17 +284,17 @@ def draw_progress(folder, out_dir, x_test, y_test, origin=None,
         elif r["seconds"] is not None:
             r["seconds"] = round(r["seconds"] - origin, 3)   # ms: time.time()'s noise
     for r in ticks:
-        save_comparison(fit_path(out_dir, r["seconds"]),
+        save_comparison(out_dir / f"fit_{int(round(r['seconds'])):06d}.png",   # in time order
                         [TARGET_PANEL, (f"{method}\nt = {r['seconds']:.0f} s, held-out MSE "
                                         f"{r['mse']:.4f}", predictor(networks[r["label"]]), None)],
                         title="The network's fit beside the target (same colour = same height)")
 
     # Phase 3: the numbers as JSON lines and a table, and the curve.
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(rows, out_dir / "heldout_mse.jsonl")
+    (out_dir / "heldout_mse.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print_table(rows)
-    curve = dict(figsize=CURVE_FIGSIZE, layout="constrained")
-    with saved_figure(out_dir / "mse.png", **curve) as (fig, ax):
+    with saved_figure(out_dir / "mse.png", figsize=CURVE_FIGSIZE,
+                      layout="constrained") as (fig, ax):
         draw_mse_curve(ax, rows, baseline=float(y_test.var()), xlabel=since)
     print(f"wrote {len(ticks)} fit_*.png, mse.png and heldout_mse.jsonl to {out_dir}"
           f"{f'; {skipped} unreadable moment(s) skipped' if skipped else ''}", flush=True)
@@ -352,9 +317,8 @@ def final_panel(method, end, why):
 
 
 def method_ends(run_dir, rows, networks, metrics, x_test, y_test):
-    """[(method, end as final_panel takes it, why it is missing)] of plain backprop (its MSE
-    measured here on the held-out points; seconds and examples backprop.jsonl's last) and of
-    the decoupled network (examples: what the input trainer streamed)."""
+    """[(method, its end as final_panel takes it, why it is missing)] of plain backprop (MSE
+    measured here, seconds and examples its metrics') and the decoupled network."""
     try:
         layers = snapshots.load_backprop(run_dir)
         backprop, why = ((sgd.mse(layers, x_test, y_test),
@@ -376,9 +340,8 @@ CONTROLS = (("frozen", "frozen layer 1 (control)"),
 
 
 def control_result(run_dir, name, label, x_test, y_test):
-    """A control run, RUN/controls/<name> (a run folder of its own, as demo.py runs it): (rows
-    with seconds since its input trainer began streaming, its result, its comparison panel), or
-    None if it is not there."""
+    """RUN/controls/<name>, a run folder of its own: (rows, its result, its comparison panel),
+    or None if it is not there."""
     folder = Path(run_dir) / "controls" / name
     if not folder.is_dir():
         return None
@@ -411,20 +374,30 @@ def draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test, y_tes
 
 
 def draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, baseline, controls):
-    """curves.png if there is anything to put on it; returns whether it drew. origin: the
-    time.time() rows' seconds count from, named by `since` (None: the oracle's first line)."""
+    """curves.png, if there is anything to put on it: held-out MSE of every method above, the
+    oracle's quality below; returns whether it drew. origin: the time.time() rows' seconds
+    count from, named by `since` (None: the oracle's first line)."""
     if not (metrics["backprop"] or rows or metrics["oracle"]):
         say_skipped("curves.png", f"no metrics in {Path(run_dir) / 'metrics'} and no snapshots")
         return False
-    for name, what in (("backprop", "backprop's curve"),
-                       ("oracle", "the oracle's quality")):
+    for name, what in (("backprop", "backprop's curve"), ("oracle", "the oracle's quality")):
         if not metrics[name]:
             say_skipped(f"{what} in curves.png", f"no metrics/{name}.jsonl (or it is empty)")
     if origin is None:                           # no streaming start and no snapshots
         origin = last_finite(metrics["oracle"][:1], "time") or 0.0
         since = "the oracle's first metrics line"
-    save_curves(Path(out_dir) / "curves.png", metrics["backprop"], rows, metrics["oracle"],
-                origin, baseline, since, [(label, c[0]) for label, c in controls.items()])
+    with saved_figure(Path(out_dir) / "curves.png", 2, 1, sharex=True,
+                      figsize=RUN_CURVES_FIGSIZE, layout="constrained") as (fig, (top, bottom)):
+        draw_heldout_curves(top, metrics["backprop"], rows, baseline,
+                            [(label, c[0]) for label, c in controls.items()])
+        if metrics["oracle"]:
+            draw_oracle_quality(bottom, metrics["oracle"], origin)
+        else:
+            draw_placeholder(bottom, "How good the oracle's synthetic gradients are",
+                             "no oracle metrics (metrics/oracle.jsonl is missing or empty)",
+                             width=80)
+            bottom.set_yticks([])
+        bottom.set_xlabel(f"seconds since training started (synthetic gradients: since {since})")
     return True
 
 
@@ -433,8 +406,7 @@ def draw_run(run_dir, out_dir, x_test, y_test):
     inputs are missing, then the summary; x_test (n, 2), y_test (n,) the held-out points.
     Returns what was written. (train_output.jsonl is not drawn: held-out MSE shows its work.)"""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    metrics = {name: snapshots.read_metrics(run_dir / "metrics" / f"{name}.jsonl")
-               for name in ("backprop", "train_input", "oracle")}
+    metrics = metrics_of(run_dir, ("backprop", "train_input", "oracle"))
     written = []
     start = snapshots.streaming_start(run_dir)
     if start is None:
@@ -468,23 +440,19 @@ def draw_run(run_dir, out_dir, x_test, y_test):
 # --- The script. -------------------------------------------------------------------------------
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(
-        description="Draw what a decoupled run learned: the fitted surface at each weight "
-                    "snapshot and its held-out MSE over time, and for a whole run folder the "
-                    "comparison with backprop, the controls and the oracle's quality.")
+    p = argparse.ArgumentParser(description="Draw what a decoupled run learned: its fits and "
+                                "held-out MSE over time; for a run folder, beside the others'.")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--run-dir", type=Path,
                         help="a run folder written by demo.py (progress/, backprop/, metrics/, "
                              "controls/): draws everything")
     source.add_argument("--progress-dir", type=Path,
-                        help="a folder the trainers wrote layer1_*.npz and layers23_*.npz into "
-                             "(by hand: progress/<run>): draws only the fits and the held-out "
-                             "MSE. Without either option: the newest folder in runs/ and "
-                             "progress/, whichever it is")
+                        help="a folder of layer1_*.npz and layers23_*.npz (by hand: "
+                             "progress/<run>): the fits and held-out MSE only. Default: the "
+                             "newest folder in runs/ and progress/, whichever it is")
     p.add_argument("--out-dir", type=Path, default=None,
-                   help="where to write the pictures, created if missing (default: RUN/plots "
-                        "with --run-dir; the progress folder itself with --progress-dir, so "
-                        "pictures sit beside the weights they show)")
+                   help="where to write the pictures (default: RUN/plots, or the progress "
+                        "folder itself, beside the weights they show)")
     p.add_argument("--heldout", type=int, default=20_000,
                    help="fresh points to measure held-out MSE on (default 20,000, as sgd.py, "
                         "so the numbers compare; the estimate's noise is then ~1%%)")
