@@ -17,12 +17,9 @@ With r = sqrt(x^2 + y^2) and theta = atan2(y, x):
 The function has no meaning; it is just lumpy enough to need both hidden layers.
 Writes x.npy (n, 2) float64, y.npy (n,) float64 and target.png.
 
-This file is also where one surface is drawn (save_surface), for target.png here, a picture per
-epoch in sgd.py and every fit in plot.py. Every surface is f on a 100 x 100 grid over [-1, 1]^2,
-rescaled by the *target's* min and max on that grid, so the target spans exactly 0..1 and every
-fit is drawn on the same colours. matplotlib is imported only when something is drawn, so
-importing this module (the servers do, for the data) costs numpy alone. It imports no other
-module of the project: everything else builds on it.
+This file also draws every surface (draw_surface: target.png, sgd.py's epochs, plot.py's fits):
+f on a 100 x 100 grid over [-1, 1]^2, scaled by the *target's* min and max there, so every
+picture has the same colours. matplotlib is imported only when something is drawn.
 """
 
 import argparse
@@ -113,11 +110,8 @@ DPI = 100
 
 @functools.cache
 def pyplot():
-    """matplotlib.pyplot on the Agg backend (headless: draw into files, never open a window).
-
-    Imported on the first drawing, not with this module: the servers import generate for the
-    data and never draw, and matplotlib would cost each ~0.4 s and ~40 MB (measured).
-    """
+    """matplotlib.pyplot on the Agg backend (headless), imported on the first drawing: the
+    servers import this module for the data and never draw (matplotlib costs ~0.4 s, ~40 MB)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -141,10 +135,8 @@ def saved_figure(path, nrows=1, ncols=1, **subplots_kw):
 
 
 def grid(points=GRID_POINTS):
-    """The picture grid over [-1, 1]^2: xx, yy (points, points) and p (points^2, 2).
-
-    p[k] = (xx.flat[k], yy.flat[k]); rows of xx and yy go up in y, columns go right in x.
-    """
+    """The picture grid over [-1, 1]^2: xx, yy (points, points) and p (points^2, 2), p[k] =
+    (xx.flat[k], yy.flat[k]); rows of xx and yy go up in y, columns go right in x."""
     axis = np.linspace(-1.0, 1.0, points)
     xx, yy = np.meshgrid(axis, axis)                     # (points, points) each
     return xx, yy, np.column_stack([xx.ravel(), yy.ravel()])
@@ -159,11 +151,8 @@ def target_range(points=GRID_POINTS):
 
 
 def surface_values(f, points=GRID_POINTS):
-    """xx, yy and z = (f - min) / (max - min) on the grid, min and max being the target's.
-
-    f maps points p (n, 2) to values (n,). z is (points, points); it is exactly 0..1 for the
-    target and may leave that range for a fit that overshoots.
-    """
+    """xx, yy and z = (f - min) / (max - min) (points, points) on the grid, min and max the
+    target's: exactly 0..1 for the target; f maps points p (n, 2) to values (n,)."""
     xx, yy, p = grid(points)
     values = np.asarray(f(p), dtype=np.float64)
     if values.shape != (len(p),):
@@ -174,18 +163,12 @@ def surface_values(f, points=GRID_POINTS):
 
 
 def draw_surface(ax, f, title=None, points=GRID_POINTS):
-    """Filled contours of f on ax, on the target's 0..1 colour scale; returns them for a colorbar.
-
-    Values beyond 0..1 get the end colours (extend="both"), and every picture has the same
-    levels, so colours mean the same height in every picture.
-    """
+    """Filled contours of f on ax, on the target's 0..1 colour scale (beyond it, the end
+    colours); returns them for a colorbar."""
     xx, yy, z = surface_values(f, points)
     filled = ax.contourf(xx, yy, z, levels=LEVELS, cmap="viridis", extend="both")
-    ax.set_xlabel("input x₁")
-    ax.set_ylabel("input x₂")
-    ax.set_xticks(AXIS_TICKS)
-    ax.set_yticks(AXIS_TICKS)
-    ax.set_aspect("equal")
+    ax.set(xlabel="input x₁", ylabel="input x₂", xticks=AXIS_TICKS, yticks=AXIS_TICKS,
+           aspect="equal")
     if title:
         ax.set_title(title)
     return filled

@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -91,17 +90,23 @@ class LiveState:
         return latest, f"the newest folder in {' or '.join(str(p) for p in parents)}"
 
     # --- measuring, cached ---------------------------------------------------------------------
+    def cached(self, table, key, compute, keep=lambda value: True):
+        """table[key], computed once (outside the lock: measuring takes a while) and kept if
+        keep(value)."""
+        with self.lock:
+            if key in table:
+                return table[key]
+        value = compute()
+        if keep(value):
+            with self.lock:
+                table[key] = value
+        return value
+
     def tick_mse(self, progress, label):
         """Held-out MSE of the network composed at label in a progress folder (cached); ValueError
         if a half cannot be read."""
-        key = (str(progress), label)
-        with self.lock:
-            if key in self.mse:
-                return self.mse[key]
-        value = snapshots.composed_mse(progress, self.x_test, self.y_test, label)
-        with self.lock:
-            self.mse[key] = value
-        return value
+        return self.cached(self.mse, (str(progress), label), lambda: snapshots.composed_mse(
+            progress, self.x_test, self.y_test, label))
 
     def curve(self, phase, notes):
         """[{"label": tick, "seconds", "mse"}] of a phase, seconds since its input trainer began
@@ -123,41 +128,32 @@ class LiveState:
         """(x, labels, data) of a classifier chain's first TEST_IMAGES test images, from the
         image set its run folder names (chain_eval.run_data), read once per run; ValueError
         (e.g. images.DataError) if they cannot be read."""
-        key = str(run)
-        with self.lock:
-            if key in self.images:
-                return self.images[key]
-        data, image_dir = chain_eval.run_data(run)
-        if data == "toy":
-            raise ValueError(f"{run} classifies but does not say what ({chain_eval.DATA_FILE})")
-        x, labels = classify.load_test(data, image_dir, TEST_IMAGES)
-        with self.lock:
-            self.images[key] = (x, labels, data)
-        return x, labels, data
+        def read():
+            data, image_dir = chain_eval.run_data(run)
+            if data == "toy":
+                raise ValueError(f"{run} classifies but does not say what "
+                                 f"({chain_eval.DATA_FILE})")
+            return (*classify.load_test(data, image_dir, TEST_IMAGES), data)
+        return self.cached(self.images, str(run), read)
 
     def chain_tick(self, run, layout, tick):
         """chain_eval.tick_row of a chain's composed network at a tick, on the toy's held-out
         points or a classifier's test images, cached once every boundary's model is there;
         ValueError if a snapshot is unreadable."""
-        key = (str(run), tick)
-        with self.lock:
-            if key in self.chain_ticks:
-                return self.chain_ticks[key]
-        layers = chain_eval.load_chain(run, layout, tick)
-        models = []
-        for b in range(1, len(layout)):
-            try:
-                models.append(chain_eval.load_boundary_model(run, b, tick))
-            except (ValueError, KeyError):
-                models.append(None)
-        classifier = chain_eval.classifies(layout)
-        x, y = self.test_images(run)[:2] if classifier else (self.x_test, self.y_test)
-        result = chain_eval.tick_row(layers, layout, x, y, models,
-                                     chain_eval.scores_on(x, y, classifier), COSINE_POINTS)
-        if None not in result["cosine"]:
-            with self.lock:
-                self.chain_ticks[key] = result
-        return result
+        def measure():
+            models = []
+            for b in range(1, len(layout)):
+                try:
+                    models.append(chain_eval.load_boundary_model(run, b, tick))
+                except (ValueError, KeyError):
+                    models.append(None)
+            classifier = chain_eval.classifies(layout)
+            x, y = self.test_images(run)[:2] if classifier else (self.x_test, self.y_test)
+            return chain_eval.tick_row(chain_eval.load_chain(run, layout, tick), layout, x, y,
+                                       models, chain_eval.scores_on(x, y, classifier),
+                                       COSINE_POINTS)
+        return self.cached(self.chain_ticks, (str(run), tick), measure,
+                           keep=lambda row: None not in row["cosine"])
 
     # --- the servers ---------------------------------------------------------------------------
     def server_status(self, url, kind):
@@ -418,16 +414,12 @@ def parse_args(argv):
                    help="stop when the process that started this one ends (what "
                         "children.start_live_page asks for, so a killed launcher leaves no page)")
     args = p.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        p.error("--port must be between 0 and 65535")
-    if not (math.isfinite(args.refresh) and 0.2 <= args.refresh <= 60):
-        p.error("--refresh must be between 0.2 and 60 seconds")
-    if not (math.isfinite(args.redraw) and 0 <= args.redraw <= 600):
-        p.error("--redraw must be between 0 and 600 seconds")
+    for name, low, high, unit in (("port", 0, 65535, ""), ("refresh", 0.2, 60, " seconds"),
+                                  ("redraw", 0, 600, " seconds"), ("nice", 0, 19, "")):
+        if not low <= getattr(args, name) <= high:          # NaN is in no range
+            p.error(f"--{name} must be between {low} and {high}{unit}")
     if args.heldout < 1:
         p.error("--heldout must be at least 1")
-    if not 0 <= args.nice <= 19:
-        p.error("--nice must be between 0 and 19")
     if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
         p.error(f"--run-dir {args.run_dir} is a file; give the run's folder")
     for name in ("oracle_url", "output_url"):

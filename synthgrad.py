@@ -1,14 +1,14 @@
 """The wire protocol between the processes, and its clients. Importing it runs nothing;
 `python synthgrad.py` prints this description.
 
-The toy network 2 -> 24 -> 12 -> 1 is split after layer 1; its activation h, (24,) per example,
-is what the input trainer sends up (a chain's boundaries are as wide as their layers: the
-decoders' `width`). A *gradient* on the wire is always dL/dh, the derivative of one example's
-loss L (1/2 (y_hat - y)^2; a classifier's, cross-entropy) with respect to its h: the same shape
-as h, true from backprop through the layers above, synthetic from the oracle's model. Each
-trainer then takes an optimizer step on dL/dw averaged over the minibatch: Adam by default, or
-plain SGD, w -= eta dL/dw (--optimizer sgd, the original's). An *array* is {"shape": [d0, ...],
-"values": [v, ...]}, finite float64 numbers in row-major order; i names an example (its row).
+The toy network 2 -> 24 -> 12 -> 1 is split after layer 1: the input trainer sends h, layer 1's
+activation, (24,) per example (a chain's boundaries are as wide as their layers: `width`). A
+*gradient* on the wire is always dL/dh, the derivative of one example's loss L (1/2 (y_hat -
+y)^2; a classifier's, cross-entropy) with respect to its h, shaped as h: true from backprop
+through the layers above, synthetic from the oracle's model. Each trainer then steps its
+optimizer on dL/dw averaged over the minibatch: Adam by default, or plain SGD, w -= eta dL/dw
+(--optimizer sgd, the original's). An *array* is {"shape": [d0, ...], "values": [v, ...]},
+finite float64 numbers in row-major order; i names an example (its row in x.npy).
 
 | server (default address)        | method, path         | request JSON                                  | response JSON                         |
 |---------------------------------|----------------------|-----------------------------------------------|---------------------------------------|
@@ -19,23 +19,19 @@ plain SGD, w -= eta dL/dw (--optimizer sgd, the original's). An *array* is {"sha
 | both                            | GET /status          | none                                          | "role", "uptime_s", "examples_held", "training_passes", "last_train_mse", "staleness_s", "diverged", ... (serving.TrainingServer.status) |
 
 x is h, y the target. The list forms are the original's, kept for its clients; ours send the
-batched ones, at most MAX_EXAMPLES_PER_REQUEST examples a request. y in the oracle's requests
-is for a target-conditioned oracle (cDNI, oracle.py's default), which refuses requests without
-it (400); an unconditioned one (--no-conditioned) ignores it. GET /weights serves the *local*
-mode, in which the input trainer computes synthetic gradients itself (as in the paper):
-[w1 (n_in, hidden), b1, w2 (hidden, 24), b2], or [w (n_in, 24), b] for a linear model; n_in is
-25 when "conditioned" (h and y side by side); parts/boundary.py computes it. A stage started
-with --colocated learns that model itself and serves it the same way: no oracle is needed.
+batched ones, at most MAX_EXAMPLES_PER_REQUEST examples a request. y is for a target-conditioned
+oracle (cDNI, oracle.py's default), which refuses requests without it (400). GET /weights serves
+the *local* mode, in which the input trainer computes synthetic gradients itself (as in the
+paper) with parts/boundary.py's model: [w1 (n_in, hidden), b1, w2 (hidden, 24), b2], or [w
+(n_in, 24), b] if linear; n_in is 25 when "conditioned" (h and y side by side).
 
-The binary form (application/x-synthgrad-arrays, encode_binary): the POSTs also take their
-batched body as raw little-endian arrays, with the same checks, and /estimate_gradients and GET
-/weights answer in kind when asked; errors are JSON. It is ~150x cheaper (docs/speed.md); JSON
-is the reference and the trainers' default on the toy, demo.py and chain.py start theirs with
---wire binary, and train_input.py --data sends binary by default.
-
-A server started with --token (or SYNTHGRAD_TOKEN) answers 401 to a request without
-"Authorization: Bearer <token>". A refused request changes nothing and gets {"error": "what was
-wrong"}: 400 bad body, 401 no or wrong token, 404 unknown path, 405 wrong method, 413 too large.
+The binary form (application/x-synthgrad-arrays, encode_binary): the POSTs also take a batched
+body as raw little-endian arrays, checked alike; /estimate_gradients and GET /weights answer in
+kind when asked. It is ~150x cheaper (docs/speed.md). JSON is the reference and the trainers'
+default on the toy; demo.py and chain.py start theirs with --wire binary, as train_input.py
+--data does by default. A server started with --token (or SYNTHGRAD_TOKEN) answers 401 to a
+request without "Authorization: Bearer <token>". A refused request changes nothing and gets
+{"error": "what was wrong"}: 400 bad body, 401 token, 404 path, 405 method, 413 too large.
 """
 
 import http.client
@@ -64,8 +60,7 @@ WEIGHTS = "/weights"
 HIDDEN_SIZE = 24                  # width of h, the activation that crosses the wire
 MAX_CHUNK = 500                   # examples our senders put in one request (the original's)
 MAX_EXAMPLES_PER_REQUEST = 5_000  # servers refuse more than this in one request
-# Largest legitimate body: 5,000 examples x 49 numbers x ~25 bytes; twice that as headroom.
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024  # twice the largest body: 5,000 x 49 numbers x ~25 bytes
 NEEDS_Y = "this oracle is conditioned on the target (cDNI) and needs"
 
 log = logging.getLogger("synthgrad")
@@ -80,11 +75,8 @@ class PeerError(RuntimeError):
 
     def __init__(self, message, status=None):
         super().__init__(message)
-        self.status = status
-
-    @property
-    def refused(self):                        # a 4xx: resending the request cannot help
-        return self.status is not None and 400 <= self.status < 500 and self.status != 408
+        self.status = status                  # refused: a 4xx, resending it cannot help
+        self.refused = status is not None and 400 <= status < 500 and status != 408
 
 
 def encode_array(a):
@@ -156,6 +148,8 @@ def _check_count(n):
 
 
 def _missing(obj, fields, where="", hint=""):
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{where}expected an object with keys {', '.join(fields)}")
     missing = [f for f in fields if f not in obj]
     if missing:
         raise ProtocolError(f"{where}missing {', '.join(missing)}{hint}")
@@ -167,9 +161,6 @@ def _decode_examples(body, fields, shapes, max_index, hint=""):
         _check_count(len(body))
         i, columns = [], [[] for _ in fields]
         for k, item in enumerate(body):
-            if not isinstance(item, dict):
-                raise ProtocolError(f"example {k}: expected an object with keys i, "
-                                    f"{', '.join(fields)}")
             _missing(item, ("i",) + fields, f"example {k}: ", hint)
             i.append(item["i"])
             for col, field, shape in zip(columns, fields, shapes, strict=True):
@@ -184,8 +175,7 @@ def _decode_examples(body, fields, shapes, max_index, hint=""):
         arrays = [decode_array(body[f], (n,) + s, what=f)
                   for f, s in zip(fields, shapes, strict=True)]
         return (_decode_indices(body["i"], n, max_index), *arrays)
-    raise ProtocolError(f"expected a list of examples or a batched object with keys "
-                        f"i, {', '.join(fields)}")
+    raise ProtocolError(f"expected a list of examples or a batched object: i, {', '.join(fields)}")
 
 
 def encode_batched(arrays):
@@ -224,8 +214,7 @@ def encode_estimate_request(h, y=None):
 
 def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
     """Activations h (n, width) from either form; with need_y, (h, y (n,))."""
-    if not isinstance(body, dict) or "activations" not in body:
-        raise ProtocolError('expected {"activations": ...}')
+    _missing(body, ["activations"])
     acts = body["activations"]
     if isinstance(acts, list):                           # the original: a list of (24,) arrays
         _check_count(len(acts))
@@ -242,8 +231,7 @@ def decode_estimate_request(body, width=HIDDEN_SIZE, need_y=False):
 
 def decode_estimate_response(body, n, width=HIDDEN_SIZE):
     """The (n, width) synthetic gradients from an /estimate_gradients response."""
-    if not isinstance(body, dict) or "gradients" not in body:
-        raise ProtocolError('expected {"gradients": ...}')
+    _missing(body, ["gradients"])
     return decode_array(body["gradients"], (n, width), what="gradients")
 
 
@@ -259,8 +247,7 @@ def encode_weights(weights, conditioned, version, binary=False):
 
 
 def decode_weights(body, width=HIDDEN_SIZE):
-    """(weights, conditioned, version) from a GET /weights answer, either form, checked: each
-    w (n_in, m) then b (m,), each layer's input the last one's output, the last width wide."""
+    """(weights, conditioned, version) from a GET /weights answer of either form, checked."""
     if isinstance(body, dict) and "weights0" in body:            # the binary form
         body = {"weights": [body[f"weights{k}"] for k in range(4) if f"weights{k}" in body],
                 **{k: body[k][0] for k in ("conditioned", "version") if len(body.get(k, ())) == 1}}
@@ -268,8 +255,7 @@ def decode_weights(body, width=HIDDEN_SIZE):
         raise ProtocolError('expected {"weights": [array, ...], ...}')
     weights = [decode_array(w, what=f"weights[{k}]") for k, w in enumerate(body["weights"])]
     shapes = [w.shape for w in weights]
-    ok = (len(weights) in (2, 4) and all(len(s) == 2 for s in shapes[0::2])
-          and all(len(s) == 1 for s in shapes[1::2])
+    ok = (len(weights) in (2, 4) and [len(s) for s in shapes] == [2, 1] * (len(weights) // 2)
           and all(shapes[k][1] == shapes[k + 1][0] for k in range(0, len(weights), 2))
           and all(shapes[k + 2][0] == shapes[k + 1][0] for k in range(0, len(weights) - 2, 2))
           and shapes[-1] == (width,))
@@ -284,11 +270,9 @@ _DTYPES = {"float64": np.dtype("<f8"), "int64": np.dtype("<i8")}
 
 
 def encode_binary(arrays):
-    """The binary form of a batched body: {name: array} -> bytes (Content-Type BINARY_TYPE).
-
-    Layout: b"SGA1", a 4-byte big-endian header length, a JSON header {name: {"dtype":
-    "float64" or "int64", "shape": [...]}, ...}, then each array's values, little-endian, in
-    the header's order ("i" an int64 array): no printing and parsing of ~25 characters a number."""
+    """The binary form of a batched body {name: array}: b"SGA1", a 4-byte big-endian header
+    length, a JSON header {name: {"dtype": "float64" or "int64", "shape": [...]}, ...}, then
+    each array's values, little-endian, in the header's order ("i" an int64 array)."""
     header, chunks = {}, []
     for name, a in ((name, np.asarray(a)) for name, a in arrays.items() if a is not None):
         dtype = "int64" if a.dtype.kind in "iu" else "float64"
@@ -337,8 +321,7 @@ def parse_json(data):
         raise ProtocolError("body is nested too deeply") from None
 
 
-# --- Clients, on requests made fast (docs/speed.md): no environment look-ups, a request ------
-# prepared once per (method, path, Content-Type) and copied, the pool found once (_PeerAdapter).
+# --- Clients, on requests made fast (docs/speed.md): a request prepared once, one pool. -------
 
 class _PeerAdapter(requests.adapters.HTTPAdapter):
     """An HTTPAdapter for one peer reached directly: its pool looked up once, the request
@@ -370,9 +353,8 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class Client:
-    """One peer at base_url: a requests Session per thread (threads share a client), its
-    connection kept alive, a timeout on every call; a request that finds that connection closed
-    is sent once more; every failure is a PeerError naming the peer, the URL and the reason."""
+    """One peer at base_url: a requests Session per thread, its connection kept alive (a request
+    that finds it closed is sent once more), a timeout on every call, every failure a PeerError."""
 
     name, default_url = "peer", None
 
@@ -385,21 +367,17 @@ class Client:
             ok = False
         if not ok:
             raise ValueError(f"{self.name} URL must look like http://HOST:PORT, got {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+        self.base_url, self.timeout, self.token = base_url.rstrip("/"), timeout, token
         self.binary = binary                  # bulk POSTs in the binary form, not JSON
-        self.timeout, self.token = timeout, token
-        self._local = threading.local()
+        self._local, self._lock = threading.local(), threading.Lock()
         self._sessions = []                   # every thread's, for close()
-        self._lock = threading.Lock()
 
-    def _session(self):
-        """This thread's Session, made on its first call."""
+    def _session(self):                       # this thread's, made on its first call
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             session.trust_env = False
-            self._local.adapter = _PeerAdapter(pool_connections=1, pool_maxsize=1,
-                                               max_retries=0)
+            self._local.adapter = _PeerAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
             session.mount("http://", self._local.adapter)
             if self.token:
                 session.headers["Authorization"] = f"Bearer {self.token}"
@@ -408,8 +386,7 @@ class Client:
                 self._sessions.append(session)
         return session
 
-    def _send(self, method, path, body, content_type, accept):
-        """One HTTP exchange: (status, body bytes, Content-Type of the answer)."""
+    def _send(self, method, path, body, content_type, accept):   # (status, body, its type)
         session = self._session()
         key = (method, path, content_type if body is not None else None, accept)
         template = self._local.templates.get(key)
@@ -427,8 +404,7 @@ class Client:
         return r.status_code, r.content, r.headers.get("Content-Type", "")
 
     def _request(self, method, path, arrays=None, accept=None, decode=None):
-        """Send {name: array} (if any) in the client's form; the answer (JSON, or the arrays of
-        a binary one, which `accept` may ask for), through decode if given."""
+        """Send {name: array} (if any) in the client's form; the answer, through decode if given."""
         url = self.base_url + path
         body, kind = None, "application/json"
         if arrays is not None and self.binary:
@@ -497,20 +473,17 @@ class OracleClient(Client):
     name, default_url = "oracle", DEFAULT_ORACLE_URL
 
     def estimate_gradients(self, h, y=None):
-        """POST /estimate_gradients: synthetic dL/dh (n, 24) for activations h (n, 24), with
-        their targets y (n,) if given (only a target-conditioned oracle uses them)."""
+        """POST /estimate_gradients: synthetic dL/dh (n, 24) at h (n, 24) [and targets y (n,)]."""
         return self._request("POST", ESTIMATE_GRADIENTS, {"activations": h, "y": y},
                              decode=lambda a: decode_estimate_response(a, len(h), h.shape[1]))
 
     def weights(self, width=HIDDEN_SIZE):
-        """GET /weights: (weights, conditioned, version) of the oracle's newest model (in the
-        binary form if this client's is)."""
+        """GET /weights: (weights, conditioned, version) of the oracle's newest model."""
         return self._request("GET", WEIGHTS, accept=BINARY_TYPE if self.binary else None,
                              decode=lambda a: decode_weights(a, width))
 
     def provide_gradients(self, i, h, gradient, y=None):
-        """POST /provide_gradient: true dL/dh (n, 24) at activations h (n, 24) for examples i,
-        with their targets y (n,) if given."""
+        """POST /provide_gradient: true dL/dh (n, 24) at h (n, 24) [and y (n,)] of examples i."""
         return self._request("POST", PROVIDE_GRADIENT,
                              {"i": i, "h": h, "gradient": gradient, "y": y})
 

@@ -54,12 +54,9 @@ class DataError(ValueError):
 # --- One IDX file. ------------------------------------------------------------------------------
 
 def read_idx(path, magic=None):
-    """The uint8 array in the IDX file `path` (gzipped if its name ends in .gz), header checked.
-
-    Images come back as (n, 28, 28), labels as (n,). `magic` (IMAGES or LABELS) insists on one
-    kind. Raises DataError, naming the file, unless the header's magic number is one of ours and
-    the file holds exactly the bytes its header promises.
-    """
+    """The uint8 array in the IDX file `path` (gzipped if its name ends in .gz): images (n, 28,
+    28), labels (n,); `magic` (IMAGES or LABELS) insists on one. DataError, naming the file,
+    unless its magic number is one of ours and it holds exactly the bytes its header promises."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not a file")

@@ -1,11 +1,9 @@
 """Measuring a chain run from its snapshots: what chain.py writes into chain.json and chain.png.
 
-Importing it runs nothing. chain.py calls evaluate() and draw() when a run ends (or on a run
-given with --evaluate); lab/bench.py, lab/race.py, lab/experiments.py and the live page (liveview.py) read
-chain runs with the same functions. A chain's run folder holds each stage's weight snapshots
-(progress/stage<k>/, stage 1's named layer1_*, the others layers23_*), each boundary model's
-weights at every snapshot tick (progress/boundary<b>/model_<tick>.npz) and the metrics lines
-(metrics/stage<k>.jsonl).
+chain.py calls evaluate() and draw() when a run ends (or with --evaluate); the lab and the live
+page read chain runs with the same functions. A chain's run folder holds each stage's weight
+snapshots (progress/stage<k>/: stage 1's layer1_*, the others' layers23_*), each boundary
+model's weights at every tick (progress/boundary<b>/model_<tick>.npz) and metrics/stage<k>.jsonl.
 """
 
 import itertools
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import generate
+import plot
 import sgd
 import train_output
 from parts import boundary, classify, snapshots
@@ -77,28 +76,16 @@ def true_and_synthetic(layers, layout, x, y, models):
     Synthetic: boundary b's model (models[b-1], or None) on h_b (and y, if conditioned, as
     the model takes it: one column or one-hot)."""
     h = [x]
-    a = x
     for layer in layers:
-        a = layer.feed_forward(a)
-        h.append(a)
-    ends = np.cumsum([len(s) - 1 for s in layout])            # layer count at each stage's end
-    grads = {}
+        h.append(layer.feed_forward(h[-1]))                    # each remembers its input
     loss = sgd.SoftmaxCrossEntropy if classifies(layout) else sgd.SquaredError
-    dL_da = loss.gradient(h[-1], y)
-    for j in range(len(layers) - 1, -1, -1):
-        dL_da = layers[j].backprop(dL_da)                      # dL/d(input of layer j)
-        grads[j] = dL_da
-    out = []
-    for b, end in enumerate(ends[:-1], start=1):
-        true = grads[end]                                      # dL/dh at the cut after `end`
-        model = models[b - 1]
-        if model is None:
-            out.append((true, None))
-            continue
-        weights, _ = model
-        inputs = classify.model_inputs(h[end], y, weights[0].shape[0])
-        out.append((true, boundary.model_forward(weights, inputs)))
-    return out
+    grads = [loss.gradient(h[-1], y)]
+    for layer in reversed(layers):
+        grads.insert(0, layer.backprop(grads[0]))              # grads[j]: dL/dh_j, into layer j
+    ends = np.cumsum([len(s) - 1 for s in layout])[:-1]       # layers below each cut
+    return [(grads[end], None if model is None else boundary.model_forward(
+        model[0], classify.model_inputs(h[end], y, model[0][0].shape[0])))
+        for end, model in zip(ends, models, strict=True)]
 
 
 def mean_cosine(a, b):
@@ -189,15 +176,18 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
     if data is None:
         data, image_dir = run_data(run)
     x, y, scores = scorer(data, heldout, image_dir)
-    start = snapshots.last_finite(snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[:1],
-                                  "time") or 0.0
+    metrics = plot.metrics_of(run, [f"stage{k}" for k in range(1, len(layout) + 1)])
+    start = snapshots.last_finite(metrics["stage1"][:1], "time") or 0.0
     rows = [{"seconds": round(tick - start, 3), **tick_row(
         load_chain(run, layout, tick), layout, x, y,
         [load_boundary_model(run, b, tick) for b in range(1, len(layout))], scores,
         cosine_points)} for tick in chain_ticks(run, layout)]
     final = final_label(run, layout)
     result = {"layout": [list(s) for s in layout], "ticks": rows,
-              "final_from": final if final == "final" else f"tick {final}", "staleness": {}}
+              "final_from": final if final == "final" else f"tick {final}",
+              "staleness": {f"boundary{k - 1}": [  # what the receiving stage reported
+                  (round(r["time"] - start, 3), r["staleness_s"]) for r in metrics[f"stage{k}"]
+                  if r.get("staleness_s") is not None] for k in range(2, len(layout) + 1)}}
     for when, label in (("initial", "initial"), ("final", final)):
         for name, value in scores(load_chain(run, layout, label)).items():
             result[f"{when}_{name.split('_')[-1]}"] = value    # initial_mse, final_accuracy...
@@ -206,11 +196,6 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
     else:                                      # always answering the commonest label
         result.update(data=data, test_images=len(y),
                       chance_accuracy=float(np.bincount(y).max() / len(y)))
-    for k in range(2, len(layout) + 1):
-        lines = snapshots.read_metrics(run / "metrics" / f"stage{k}.jsonl")
-        result["staleness"][f"boundary{k - 1}"] = [
-            (round(r["time"] - start, 3), r.get("staleness_s")) for r in lines
-            if r.get("staleness_s") is not None]
     return result
 
 

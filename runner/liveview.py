@@ -33,9 +33,8 @@ SAME_COLOURS = "\n(same colour = same height)"
 # --- Reading a run folder: what it is, its phases, its curves. ---------------------------------
 
 def folder_kind(folder):
-    """"chain" (chain.py's run folder), "progress" (snapshots straight inside: a run by hand),
-    "run" (demo.py's or launch.py's run folder, or a folder that is empty so far), or None if
-    there is no folder."""
+    """"chain" (chain.py's), "progress" (snapshots straight inside: a run by hand), "run"
+    (demo.py's or launch.py's, or empty so far), or None if there is no folder."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
@@ -67,25 +66,18 @@ def newest_mtime(paths):
 
 
 def files_in(folder, pattern="*"):
-    folder = Path(folder)
-    return sorted(folder.glob(pattern)) if folder.is_dir() else []
-
-
-def metrics_of(folder, names):
-    """{name: folder/metrics/<name>.jsonl's lines}."""
-    return {name: snapshots.read_metrics(Path(folder) / "metrics" / f"{name}.jsonl")
-            for name in names}
+    return sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
 
 
 class Phase:
-    """One decoupled run inside a run folder: the synthetic-gradient run or a control; or, for a
-    folder run by hand, that progress folder with no metrics or logs."""
+    """One decoupled run in a run folder (the synthetic-gradient run or a control), or a
+    progress folder run by hand (no metrics or logs)."""
 
     def __init__(self, label, folder, progress, by_hand=False):
         self.label, self.folder, self.progress, self.by_hand = label, folder, progress, by_hand
 
     def metrics(self, name):
-        return [] if self.by_hand else metrics_of(self.folder, [name])[name]
+        return [] if self.by_hand else plot.metrics_of(self.folder, [name])[name]
 
     def ended(self):
         """When both trainers wrote their final weights (time.time()), or None."""
@@ -96,16 +88,14 @@ class Phase:
         return [self.progress, *files_in(self.folder / "metrics", "*.jsonl")]
 
     def url(self, log_name, given, default):
-        """A server's address: given (an option), else the one its log in the run says, else
-        (by hand) the scripts' default."""
+        """A server's address: given, else its log's in the run, else (by hand) the default."""
         if given:
             return given
         return default if self.by_hand else newest_line(self.folder / log_name)
 
 
 def run_phases(folder, kind):
-    """The Phases of a run folder ("run": the main run and each control there) or a progress
-    folder ("progress")."""
+    """The Phases of a run folder (the main run, each control there) or a progress folder."""
     folder = Path(folder)
     if kind == "progress":
         return [Phase("synthetic gradients (by hand)", folder, folder, by_hand=True)]
@@ -114,8 +104,7 @@ def run_phases(folder, kind):
 
 
 def chain_layout(run):
-    """[(widths of stage k's layers)] read from each stage's first snapshot, or None until every
-    stage has one readable snapshot."""
+    """[(widths of stage k's layers)] from each stage's first readable snapshot, or None."""
     layout, k = [], 1
     while (Path(run) / "progress" / f"stage{k}").is_dir():
         found = snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
@@ -150,9 +139,17 @@ def when(label, origin):
     return "final" if label == "final" else f"t = {fmt(label - origin, '.0f')} s"
 
 
-def process_row(state, name, url, kind, lines, counter, notes, stopped):
+# Each kind of process: the client that asks its /status (None: it serves none), and the
+# counter whose rate is its examples/s.
+ROLES = {"input": (None, "examples"),
+         "output": (synthgrad.OutputTrainerClient, "examples_trained"),
+         "oracle": (synthgrad.OracleClient, "gradients_received")}
+
+
+def process_row(state, name, url, role, lines, notes, stopped):
     """One process's figures: from its live GET /status at url if it answers, else from its
-    newest metrics line. counter: the field whose rate is its examples/s."""
+    newest metrics line."""
+    kind, counter = ROLES[role]
     status, why = (None, None) if url is None or stopped else state.server_status(url, kind)
     row = {"name": name, "url": url}
     if status is not None:
@@ -260,14 +257,12 @@ def decoupled_view(state, folder, kind, notes):
     stopped = active.ended() is not None
     output_url = active.url("train_output.log", cfg["output_url"] if active is main else None,
                             synthgrad.DEFAULT_OUTPUT_TRAINER_URL)
-    processes = [
-        process_row(state, "input trainer (train_input.py)", None, None,
-                    active.metrics("train_input"), "examples", notes, stopped),
-        process_row(state, "output trainer (train_output.py)", output_url,
-                    synthgrad.OutputTrainerClient, active.metrics("train_output"),
-                    "examples_trained", notes, stopped),
-        process_row(state, "oracle (oracle.py)", oracle_url, synthgrad.OracleClient,
-                    active.metrics("oracle"), "gradients_received", notes, stopped)]
+    processes = [process_row(state, f"{what} ({script}.py)", url, role, active.metrics(script),
+                             notes, stopped)
+                  for what, script, url, role in (
+                      ("input trainer", "train_input", None, "input"),
+                      ("output trainer", "train_output", output_url, "output"),
+                      ("oracle", "oracle", oracle_url, "oracle"))]
     ended = all(p.ended() is not None for p in phases)
     last = newest_mtime([path for p in phases for path in p.writes()])
     doing = active.label
@@ -278,8 +273,7 @@ def decoupled_view(state, folder, kind, notes):
 
 
 def newest_network(state, phase, origin, notes):
-    """(label, held-out MSE, layers) of the newest readable snapshot pair of a phase (final,
-    else the newest tick); unreadable newer ones are said in notes. None if none."""
+    """(label, held-out MSE, layers) of a phase's newest readable snapshot pair, or None."""
     if not phase.progress.is_dir():
         return None
     found = snapshots.list_snapshots(phase.progress)
@@ -343,7 +337,7 @@ def chain_view(state, run, notes):
     colocated = boundaries > 0 and not any(
         (run / f"boundary{b}.log").exists() or (run / "metrics" / f"boundary{b}.jsonl").exists()
         for b in range(1, boundaries + 1))
-    metrics = metrics_of(run, [f"boundary{b}" for b in range(1, boundaries + 1)] +
+    metrics = plot.metrics_of(run, [f"boundary{b}" for b in range(1, boundaries + 1)] +
                          [f"stage{k}" for k in range(2, boundaries + 2)])
     if colocated:
         notes.append("each boundary's model is learned in the stage above it (--colocated): "
@@ -354,24 +348,20 @@ def chain_view(state, run, notes):
     # processes: stage 1 from its metrics, the others live where they answer
     stopped = all(chain_eval.stage_file(run, k, "final").is_file()
                   for k in range(1, boundaries + 2)) if layout else False
-    processes = [process_row(state, "stage 1 (train_input.py)", None, None, stage1,
-                             "examples", notes, stopped)]
-    for k in range(2, boundaries + 2):
-        processes.append(process_row(state, f"stage {k}", newest_line(run / f"stage{k}.log"),
-                                     synthgrad.OutputTrainerClient, metrics[f"stage{k}"],
-                                     "examples_trained", notes, stopped))
-    for b in range(1, 0 if colocated else boundaries + 1):
-        processes.append(process_row(state, f"boundary {b} oracle",
-                                     newest_line(run / f"boundary{b}.log"),
-                                     synthgrad.OracleClient, metrics[f"boundary{b}"],
-                                     "gradients_received", notes, stopped))
+    processes = [process_row(state, "stage 1 (train_input.py)", None, "input", stage1, notes,
+                             stopped)]
+    processes += [process_row(state, f"stage {k}", newest_line(run / f"stage{k}.log"), "output",
+                              metrics[f"stage{k}"], notes, stopped)
+                  for k in range(2, boundaries + 2)]
+    processes += [process_row(state, f"boundary {b} oracle", newest_line(run / f"boundary{b}.log"),
+                              "oracle", metrics[f"boundary{b}"], notes, stopped)
+                  for b in range(1, 0 if colocated else boundaries + 1)]
     last = newest_mtime([*(run / "progress").glob("*"), *files_in(run / "metrics", "*.jsonl")])
     return pictures, processes, "chain", stopped, last, "the chain's stages and boundaries"
 
 
 def toy_chain_pictures(state, layout, rows, fit, origin, sizes, measured):
-    """A toy chain's fit at its newest snapshot (fit: (label, layers) or None) and held-out
-    MSE per tick (rows: [(seconds, chain_eval.tick_row)])."""
+    """A toy chain's fit (fit: (label, layers) or None) and held-out MSE per tick."""
     pictures = []
     if fit is not None:
         label, layers = fit
@@ -392,8 +382,8 @@ def toy_chain_pictures(state, layout, rows, fit, origin, sizes, measured):
 
 
 def boundary_pictures(metrics, rows, boundaries, colocated, start):
-    """Each boundary's cosine, against full backprop per tick (rows) and as its model's learner
-    measures it (metrics), and staleness, against seconds since `start`."""
+    """Each boundary's cosine (with full backprop per tick; as its learner measures it) and
+    staleness, against seconds since `start`."""
     cos_series, stale_series = [], []
     for b in range(1, boundaries + 1):
         style = dict(color=f"C{b - 1}")
@@ -423,9 +413,8 @@ def boundary_pictures(metrics, rows, boundaries, colocated, start):
 
 
 def classifier_pictures(state, run, layout, rows, fit, origin, sizes):
-    """A classifier chain's pictures: test accuracy per tick, and at its newest snapshot
-    (fit: (label, layers) or None) test images with the labels it gives them and its
-    confusion matrix, all on the first test images (LiveState.test_images)."""
+    """A classifier chain's test accuracy per tick and, at fit, test images with the labels it
+    gives them and its confusion matrix (on LiveState.test_images)."""
     x, labels, data = state.test_images(run)
     names = classify.images.CLASSES[data]
     seconds = [s for s, _ in rows]
