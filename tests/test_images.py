@@ -30,7 +30,7 @@ def write_set(folder, n_train=7, n_test=3, gz=True, first_label=0):
     """The four IDX files in folder; returns ((x_train, y_train), (x_test, y_test)) as uint8."""
     folder.mkdir(parents=True, exist_ok=True)
     data = (fake_set(n_train, first_label), fake_set(n_test, first_label))
-    for (x, y), (image_name, label_name) in zip(data, images.FILES.values()):
+    for (x, y), (image_name, label_name) in zip(data, images.FILES.values(), strict=True):
         images.write_idx(folder / (image_name + (".gz" if gz else "")), x)
         images.write_idx(folder / (label_name + (".gz" if gz else "")), y)
     return data

@@ -196,7 +196,7 @@ def test_pictures_are_drawn_once_per_content(run_folder):
     snapshots.save_layers(run_folder / "progress" / f"layer1_{T0 + 9}.npz", net[:1])
     snapshots.save_layers(run_folder / "progress" / f"layers23_{T0 + 9}.npz", net[1:])
     second = get_all(app)
-    changed = {a["name"] for a, b in zip(first["pictures"], second["pictures"])
+    changed = {a["name"] for a, b in zip(first["pictures"], second["pictures"], strict=True)
                if a["url"] != b["url"]}
     assert changed == {"fit", "mse"}
     assert app.config["LIVE"].counts["drawn"] == 5
@@ -215,7 +215,7 @@ def test_new_content_waits_for_the_redraw_interval(run_folder):
     assert app.config["LIVE"].counts["drawn"] == 3         # nothing redrawn yet
     app.config["LIVE"].config["redraw"] = 0                # the interval has passed
     third = get_all(app)
-    assert {a["name"] for a, b in zip(first["pictures"], third["pictures"])
+    assert {a["name"] for a, b in zip(first["pictures"], third["pictures"], strict=True)
             if a["url"] != b["url"]} == {"fit", "mse"}
 
 

@@ -194,7 +194,7 @@ def test_both_forms_decode_to_the_same_arrays():
     listed = [{"i": int(k), "x": synthgrad.encode_array(h[j]), "y": synthgrad.encode_array(y[j])}
               for j, k in enumerate(i)]
     for a, b in zip(synthgrad.decode_training_examples(wire(batched), 4),
-                    synthgrad.decode_training_examples(wire(listed), 4)):
+                    synthgrad.decode_training_examples(wire(listed), 4), strict=True):
         assert bitwise_equal(a, b)
 
 
@@ -377,7 +377,7 @@ def test_client_raises_peer_error_with_the_url_when_the_peer_is_down(closed_port
     paths = [synthgrad.STATUS, synthgrad.ESTIMATE_GRADIENTS, synthgrad.PROVIDE_GRADIENT,
              synthgrad.TRAINING_EXAMPLE]
     try:
-        for call, path in zip(calls, paths):
+        for call, path in zip(calls, paths, strict=True):
             t0 = time.monotonic()
             with pytest.raises(PeerError) as e:
                 call()
@@ -614,9 +614,10 @@ def test_every_request_carries_the_client_timeout(monkeypatch):
         oracle = synthgrad.OracleClient("http://peer.invalid:1", timeout=3.5, binary=binary)
         output = synthgrad.OutputTrainerClient("http://peer.invalid:1", timeout=3.5,
                                                binary=binary)
-        calls = [oracle.status, oracle.weights, lambda: oracle.estimate_gradients(h),
-                 lambda: oracle.provide_gradients([0, 1], h, h, np.zeros(2)),
-                 lambda: output.send_examples([0, 1], h, np.zeros(2))]
+        calls = [oracle.status, oracle.weights,
+                 lambda oracle=oracle: oracle.estimate_gradients(h),
+                 lambda oracle=oracle: oracle.provide_gradients([0, 1], h, h, np.zeros(2)),
+                 lambda output=output: output.send_examples([0, 1], h, np.zeros(2))]
         for call in calls:
             with pytest.raises(PeerError, match="not sent"):
                 call()
@@ -667,7 +668,7 @@ def test_binary_round_trip_is_exact_and_decodes_like_the_json_form():
     from_binary = synthgrad.decode_gradients(arrays, 10, need_y=True)
     from_json = synthgrad.decode_gradients(
         json.loads(json.dumps(synthgrad.encode_gradients(i, h, g, y))), 10, need_y=True)
-    for a, b, want in zip(from_binary, from_json, (i, h, g, y)):
+    for a, b, want in zip(from_binary, from_json, (i, h, g, y), strict=True):
         assert a.tobytes() == b.tobytes() == np.asarray(want, a.dtype).tobytes()
 
 
