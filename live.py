@@ -3,7 +3,7 @@
 Run it while a run trains (or after: it then says the run has ended), and open the URL it prints:
 
     python live.py                                   # the newest folder in runs/ and progress/
-    python live.py --run-dir runs/20240101-120000    # a demo.py run, or a chain.py run (runs/chain-*)
+    python live.py --run-dir runs/20240101-120000    # a demo.py run, or runs/chain-* (chain.py)
     python live.py --run-dir progress/20240101-120000 --oracle-url http://127.0.0.1:5001
     python live.py --help
 

@@ -172,7 +172,8 @@ def find(name="fashion-mnist", data_dir=None, download=True):
     if place is not None:
         return place
     raise DataError(
-        f"no {name} data in {', '.join(map(str, places))} (Keras download: {reason}); get it one of three ways: "
+        f"no {name} data in {', '.join(map(str, places))} (Keras download: {reason}); "
+        f"get it one of three ways: "
         f"`make data` (installs the Debian package dataset-fashion-mnist as root, else downloads "
         f"with Keras), `--data-dir DIR` holding the four IDX files "
         f"{', '.join(sum(FILES.values(), ()))} (gzipped or not), or `python -c \"import keras; "
