@@ -92,3 +92,17 @@ def test_bench_takes_one_mode_and_the_races_defaults():
                  ["--race", "--stages", "two"], ["--race", "--seconds", "-1"]):
         with pytest.raises(SystemExit):
             bench.parse_args(argv)
+
+
+@pytest.mark.parametrize("module", ["bench", "race", "image_race", "chain_speed", "wire_cost"])
+def test_running_a_lab_file_says_in_one_line_to_run_it_as_a_module(module):
+    """`python lab/X.py` cannot import the project (lab/ is on the path, not the top folder):
+    it says, in one line and before importing anything, how to run it instead."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    top = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, f"lab/{module}.py", "--race", "--seeds", "2"],
+                          cwd=top, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"run it as: python -m lab.{module} --race --seeds 2\n"
