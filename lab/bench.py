@@ -38,67 +38,16 @@ import numpy as np
 
 import chain
 import generate
-import synthgrad
 from generate import fmt
-from lab import race
+from lab import live_cost, race, wire_cost
 from lab.race import first_time_below, mse_at
-from parts import children, snapshots
-from runner import chain_eval, chain_watch, launch
+from parts import snapshots
+from runner import chain_eval, launch
 
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
 DECOUPLED = ("remote_json", "remote_binary", "local_binary")
 PRESETS = {"quick": dict(count=20_000, seconds=25), "full": dict(count=20_000, seconds=120)}
-
-
-def timed(f, repeat):
-    """Median seconds of one call of f over `repeat` calls."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
-    """Microseconds per example to encode + decode a chunk of n (h, gradient, y) rows."""
-    rng = np.random.default_rng(0)
-    i, h, g, y = np.arange(n), rng.random((n, 24)), rng.standard_normal((n, 24)), rng.random(n)
-
-    def batched():
-        body = json.dumps(synthgrad.encode_gradients(i, h, g, y))
-        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
-
-    def original():
-        body = json.dumps([{"i": int(k), "h": synthgrad.encode_array(h[k]),
-                            "gradient": synthgrad.encode_array(g[k])} for k in range(n)])
-        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
-
-    def binary():
-        body = synthgrad.encode_binary({"i": i, "h": h, "gradient": g, "y": y})
-        synthgrad.decode_gradients(synthgrad.parse_binary(body), n)
-
-    # One synthetic-gradient request of 10 activations, the question and its answer.
-    h10 = h[:10]
-
-    def estimate_json():
-        body = json.dumps(synthgrad.encode_estimate_request(h10))
-        synthgrad.decode_estimate_request(synthgrad.parse_json(body))
-        answer = json.dumps({"gradients": synthgrad.encode_array(g[:10])})
-        synthgrad.decode_estimate_response(synthgrad.parse_json(answer), 10)
-
-    def estimate_binary():
-        synthgrad.decode_estimate_request(synthgrad.parse_binary(
-            synthgrad.encode_binary({"activations": h10})))
-        synthgrad.decode_estimate_response(synthgrad.parse_binary(
-            synthgrad.encode_binary({"gradients": g[:10]})), 10)
-
-    return {"batched_us_per_example": 1e6 * timed(batched, repeat) / n,
-            "original_us_per_example": 1e6 * timed(original, repeat) / n,
-            "binary_us_per_example": 1e6 * timed(binary, repeat) / n,
-            "estimate_json_us_per_request": 1e6 * timed(estimate_json, 20 * repeat),
-            "estimate_binary_us_per_request": 1e6 * timed(estimate_binary, 20 * repeat)}
 
 
 def time_to_levels(curve):
@@ -369,98 +318,6 @@ def main_chain_parts(args, out_dir, machine):
             table)
 
 
-# --- What watching costs: one run, the live page open and closed in turns (--live-cost). --------
-
-WINDOW = 10.0                 # seconds the page is open, then closed, then open...
-
-
-def process_cpu(pids):
-    """CPU seconds (user + system) the processes pids have used so far (Linux /proc)."""
-    return sum(chain_watch.cpu_seconds(pid) or 0.0 for pid in pids)
-
-
-def browser_pids(driver):
-    """Chromium's processes under a selenium driver: chromedriver's descendants (Linux /proc)."""
-    children_of = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):     # a process that just ended
-            continue
-        children_of.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = set(), [driver.service.process.pid]
-    while todo:
-        for child in children_of.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def watch_in_turns(run, config, env, driver, url, page_pid):
-    """Trains (launch.run_decoupled) while the browser shows the live page, then about:blank,
-    WINDOW seconds each; [(start, end, open?, page's CPU s, browser's CPU s)] per window."""
-    import threading
-    trainer = threading.Thread(target=launch.run_decoupled, args=(config, env), daemon=True)
-    trainer.start()
-    metrics = run / "metrics" / "train_input.jsonl"
-    while not (metrics.exists() and snapshots.read_metrics(metrics)):
-        time.sleep(0.2)                           # the input trainer has begun streaming
-    windows, is_open = [], False
-    while trainer.is_alive():
-        driver.get(url if is_open else "about:blank")
-        t0, browser = time.time(), browser_pids(driver)
-        cpu0 = process_cpu([page_pid]), process_cpu(browser)
-        trainer.join(WINDOW)
-        windows.append((t0, time.time(), is_open, process_cpu([page_pid]) - cpu0[0],
-                        process_cpu(browser) - cpu0[1]))
-        is_open = not is_open
-    return windows
-
-
-def main_live_cost(args, out_dir, machine):
-    """The demo's three processes for --seconds, the live page served all the while and open in
-    headless Chromium every other WINDOW seconds: the input trainer's examples/s (its metrics
-    line every second) open against closed, and the CPU the page's server and browser took."""
-    import live
-    machine += f", {args.seconds:g} s"
-    env, run = launch.child_env(), out_dir / "run"
-    launch.generate_data(run / "data", launch.DecoupledConfig.count, 0, env, plot=False)
-    config = launch.DecoupledConfig(run_dir=run, duration=args.seconds, status_every=10)
-    url, stop_page = children.start_live_page(run)
-    try:
-        driver = live.headless_chromium(out_dir / "profile")
-    except live.NoBrowser as e:
-        stop_page()
-        raise SystemExit(f"lab/bench.py: --live-cost needs a browser: {e}") from None
-    try:
-        windows = watch_in_turns(run, config, env, driver, url, stop_page.process.popen.pid)
-    finally:
-        driver.quit()
-        stop_page()
-    lines = snapshots.read_metrics(run / "metrics" / "train_input.jsonl")
-    rows = []
-    for start, end, is_open, page_cpu, browser_cpu in windows[:-1]:   # the last ends the run
-        rates = [r["examples_per_s"] for r in lines if start + 2 <= r["time"] <= end]
-        if rates:
-            rows.append({"open": is_open, "examples_per_s": float(np.mean(rates)),
-                         "page_cpu_s_per_s": page_cpu / (end - start),
-                         "browser_cpu_s_per_s": browser_cpu / (end - start)})
-    opened = [r["examples_per_s"] for r in rows if r["open"]]
-    closed = [r["examples_per_s"] for r in rows if not r["open"]]
-    return rows, "\n".join(
-        [f"The input trainer's examples/s with the live page open in headless Chromium and "
-         f"closed, {WINDOW:g} s each in turns, one run ({machine}):", "",
-         "| window | page | input trainer: examples/s | CPU s per s: the page's server, "
-         "the browser |", "|---|---|---|---|"] +
-        [f"| {k + 1} | {'open' if r['open'] else 'closed'} | {r['examples_per_s']:,.0f} | "
-         f"{r['page_cpu_s_per_s']:.2f}, {r['browser_cpu_s_per_s']:.2f} |"
-         for k, r in enumerate(rows)] +
-        ["", f"Open / closed: {np.mean(opened) / np.mean(closed):.3f} of the examples/s "
-             f"(open {min(opened):,.0f}-{max(opened):,.0f}, closed {min(closed):,.0f}-"
-             f"{max(closed):,.0f})" if opened and closed else "Too short: no open and closed "
-             "window both measured; give more --seconds."])
-
-
 # --- The default: backprop against the decoupled system. ----------------------------------------
 
 def main_default(args, out_dir, machine):
@@ -477,7 +334,7 @@ def main_default(args, out_dir, machine):
                                **launch.backprop_like(decoupled))
     results = {"preset": preset, "machine": machine}
     print("lab/bench.py: protocol codec", flush=True)
-    results["codec"] = bench_codec()
+    results["codec"] = wire_cost.bench_codec()
     print("lab/bench.py: sgd.py as written", flush=True)
     results["sgd_py"] = run_backprop(sgd_py)
     print(f"lab/bench.py: in-process backprop, minibatch {same.batch_size}, learning rate "
@@ -507,9 +364,9 @@ MODES = {
     "distribution_cost": ("chain.py --colocated's two stages against dni.py in one process, "
                           "the same settings and seconds", None, None),
     "live_cost": (f"the demo's three processes, the live page open in headless Chromium for "
-                  f"{WINDOW:g} s, then closed, in turns: the input trainer's examples/s open "
-                  "against closed, and the CPU the page takes (~2 minutes)", main_live_cost,
-                  "live-cost"),
+                  f"{live_cost.WINDOW:g} s, then closed, in turns: the input trainer's "
+                  "examples/s open against closed, and the CPU the page takes (lab/live_cost.py; "
+                  "~2 minutes)", live_cost.main_live_cost, "live-cost"),
 }
 
 

@@ -9,7 +9,7 @@ A stage hands the next one (i, h, y) for up to 500 examples at a time, POST /tra
 For each width and form this times what both ends do with such a body in one process (the
 sender's encoding, the receiver's decoding and checking; the median of --repeats) and gives its
 size; HTTP and the network cost about the same per byte in both forms. The toy's backprop time
-per example is printed for scale.
+per example is printed for scale. bench_codec is lab/bench.py's protocol figures.
 """
 
 import argparse
@@ -29,8 +29,57 @@ import numpy as np
 
 import sgd
 import synthgrad
-from lab.bench import timed
 from lab.race import ints
+
+
+def timed(f, repeat):
+    """Median seconds of one call of f over `repeat` calls."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
+    """Microseconds per example to encode + decode a chunk of n (h, gradient, y) rows."""
+    rng = np.random.default_rng(0)
+    i, h, g, y = np.arange(n), rng.random((n, 24)), rng.standard_normal((n, 24)), rng.random(n)
+
+    def batched():
+        body = json.dumps(synthgrad.encode_gradients(i, h, g, y))
+        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
+
+    def original():
+        body = json.dumps([{"i": int(k), "h": synthgrad.encode_array(h[k]),
+                            "gradient": synthgrad.encode_array(g[k])} for k in range(n)])
+        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
+
+    def binary():
+        body = synthgrad.encode_binary({"i": i, "h": h, "gradient": g, "y": y})
+        synthgrad.decode_gradients(synthgrad.parse_binary(body), n)
+
+    # One synthetic-gradient request of 10 activations, the question and its answer.
+    h10 = h[:10]
+
+    def estimate_json():
+        body = json.dumps(synthgrad.encode_estimate_request(h10))
+        synthgrad.decode_estimate_request(synthgrad.parse_json(body))
+        answer = json.dumps({"gradients": synthgrad.encode_array(g[:10])})
+        synthgrad.decode_estimate_response(synthgrad.parse_json(answer), 10)
+
+    def estimate_binary():
+        synthgrad.decode_estimate_request(synthgrad.parse_binary(
+            synthgrad.encode_binary({"activations": h10})))
+        synthgrad.decode_estimate_response(synthgrad.parse_binary(
+            synthgrad.encode_binary({"gradients": g[:10]})), 10)
+
+    return {"batched_us_per_example": 1e6 * timed(batched, repeat) / n,
+            "original_us_per_example": 1e6 * timed(original, repeat) / n,
+            "binary_us_per_example": 1e6 * timed(binary, repeat) / n,
+            "estimate_json_us_per_request": 1e6 * timed(estimate_json, 20 * repeat),
+            "estimate_binary_us_per_request": 1e6 * timed(estimate_binary, 20 * repeat)}
 
 
 def measure(width, rows=synthgrad.MAX_CHUNK, repeats=3, seed=0):
