@@ -1,11 +1,8 @@
 """Plain backpropagation and stochastic gradient descent, in numpy, written to be read.
 
-Run it (after `python generate.py`):
-
-    python sgd.py                      # 100 epochs, per-example SGD, a plot per epoch
+    python generate.py && python sgd.py        # 100 epochs, per-example SGD, a plot per epoch
     python sgd.py --epochs 5 --plots-dir plots/sgd
     python sgd.py --data fashion-mnist         # classify images: 784-256-256-10, 10 epochs
-    python sgd.py --help
 
 The network is 2 -> 24 -> 12 -> 1: two sigmoid layers and a linear output. Examples are rows:
 a batch of n examples is x (n, 2) with targets y (n,), and one example is a batch of one,
@@ -29,16 +26,14 @@ a = sigma(z). Given dL/da (what the layer above hands down, one row per example)
 
 and gradient descent moves every weight a little downhill: w -= eta * dL/dw.
 
-Each row of dL/da is the gradient of *that example's* loss, so each row of dL/da_in is too;
-dL/dw and dL/db are of the batch's mean loss, averaged over the rows. That is all the decoupled
-trainers need: they reuse `Layer` on minibatches, and the per-example rows of dL/da_in are
-exactly the "gradients" that travel on the wire.
-
-Classifying (--data fashion-mnist) changes the ends, not backprop: ReLU hidden layers, logits
-out, the softmax cross-entropy, each with its maths below.
+Each row of dL/da is the gradient of *that example's* loss, so each row of dL/da_in is too
+(dL/dw and dL/db are of the batch's mean loss): the decoupled trainers reuse `Layer`, and those
+rows are the "gradients" that travel on the wire. Classifying images changes only the ends:
+ReLU hidden layers, logits out, the softmax cross-entropy, each with its maths below.
 """
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -57,8 +52,7 @@ IMAGE_SIZES = (784, 256, 256, 10)        # 28 x 28 pixels in, two ReLU layers, 1
 # --- Activations: each knows its value and its derivative, side by side. ----------------------
 
 class Activation(NamedTuple):
-    """sigma and sigma'. derivative takes both z and a = sigma(z): a sigmoid's is cheapest
-    from a, a ReLU's from z."""
+    """sigma, and sigma' from z and a = sigma(z): a sigmoid's is cheapest from a, a ReLU's z."""
     name: str
     f: Callable            # z (n, k) -> a (n, k)
     derivative: Callable   # z, a -> sigma'(z) (n, k)
@@ -83,8 +77,8 @@ class Loss(NamedTuple):
 
 
 def log_softmax(z):
-    """log softmax(z) per row of z (n, k). Subtracting each row's max first changes nothing
-    (softmax(z) = softmax(z - m)) but keeps e^z finite: logits of 1000 give no overflow."""
+    """log softmax(z) per row of z (n, k); less each row's max, which changes nothing
+    (softmax(z) = softmax(z - m)) but keeps e^z finite."""
     shifted = z - z.max(axis=1, keepdims=True)                  # (n, k), every row's max 0
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
@@ -107,21 +101,15 @@ SoftmaxCrossEntropy = Loss(lambda z, c: -log_softmax(z)[np.arange(len(z)), c],
 
 class Layer:
     """One fully connected layer, a = sigma(a_in . w + b), on rows a_in (n, n_in) of examples.
-
-    w is (n_in, n_out), b (n_out,). init "normal" (the toy's) draws both from a standard normal;
-    "he" draws w from N(0, 2/n_in) and sets b = 0, which suits ReLU layers: half of a ReLU's
-    inputs come out as 0, and the 2 makes up for it. np.dot, and sum / n rather than mean: the
-    same bits at a smaller cost per call, most of the time on one row (docs/speed.md).
-    """
+    w is (n_in, n_out), b (n_out,): init "normal" (the toy's) draws both from N(0, 1); "he"
+    draws w from N(0, 2/n_in), b = 0, for ReLU layers, which zero half their inputs. np.dot and
+    sum / n, not @ and mean: the same bits, cheaper per call on one row (docs/speed.md)."""
 
     def __init__(self, n_in, n_out, activation, rng, init="normal"):
-        if init == "he":
-            self.w = rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)
-            self.b = np.zeros(n_out)
-        else:
-            assert init == "normal", f"init must be 'normal' or 'he', got {init!r}"
-            self.w = rng.standard_normal((n_in, n_out))  # (n_in, n_out)
-            self.b = rng.standard_normal(n_out)          # (n_out,)
+        assert init in ("normal", "he"), f"init must be 'normal' or 'he', got {init!r}"
+        he = init == "he"
+        self.w = rng.standard_normal((n_in, n_out)) * (np.sqrt(2.0 / n_in) if he else 1.0)
+        self.b = np.zeros(n_out) if he else rng.standard_normal(n_out)          # (n_out,)
         self.activation = activation
         self.nabla_w = np.zeros_like(self.w)         # dL/dw from the last backprop
         self.nabla_b = np.zeros_like(self.b)         # dL/db from the last backprop
@@ -131,8 +119,7 @@ class Layer:
         return self.w.shape
 
     def output(self, a_in, remember=False):
-        """a = sigma(a_in . w + b) (n, n_out). Remembers a_in, z and a for backprop only if
-        asked (feed_forward): evaluating on many rows leaves nothing on the layer."""
+        """a = sigma(a_in . w + b) (n, n_out); a_in, z and a kept for backprop only if asked."""
         assert a_in.ndim == 2, f"a_in must be rows (n, n_in), got shape {a_in.shape}"
         z = np.dot(a_in, self.w) + self.b                       # (n, n_out)
         a = self.activation.f(z)
@@ -169,16 +156,14 @@ def make_network(rng, sizes=SIZES, activation=Sigmoid, init="normal"):
 
 
 def feed_forward(layers, a):
-    """The last layer's output (n, n_out) for rows a (n, n_in), every layer remembering what
-    backprop needs."""
+    """The last layer's output (n, n_out) for a (n, n_in), remembering what backprop needs."""
     for layer in layers:
         a = layer.feed_forward(a)
     return a
 
 
 def outputs(layers, x):
-    """The last layer's output (n, n_out) for x (n, n_in), storing nothing on the layers: safe
-    on any number of rows and between training steps."""
+    """The last layer's output (n, n_out) for x (n, n_in), storing nothing on the layers."""
     for layer in layers:
         x = layer.output(x)
     return x
@@ -190,8 +175,7 @@ def predict(layers, x):
 
 
 def chunks(layers, x, chunk):
-    """(rows, outputs(layers, x[rows])) for slices of `chunk` rows: no activation in flight is
-    larger than (chunk, width), however many rows x has."""
+    """(rows, outputs(layers, x[rows])) for slices of `chunk` rows, to bound the memory."""
     for start in range(0, len(x), chunk):
         rows = slice(start, start + chunk)
         yield rows, outputs(layers, x[rows])
@@ -232,9 +216,14 @@ def backprop(layers, x, y, loss=SquaredError):
 def train_step(layers, x, y, learning_rate, loss=SquaredError):
     """backprop, then w -= eta * dL/dw in every layer; returns backprop's (y_hat, dL_dx)."""
     y_hat, dL_dx = backprop(layers, x, y, loss)
+    descend(layers, learning_rate)
+    return y_hat, dL_dx
+
+
+def descend(layers, learning_rate):
+    """Plain gradient descent, every layer: the step train takes where no optimizer is given."""
     for layer in layers:
         layer.descend(learning_rate)
-    return y_hat, dL_dx
 
 
 def minibatches(n, batch_size, rng):
@@ -269,11 +258,10 @@ TOY_ONLY = ("data_dir", "heldout", "plots_dir", "no_plots")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Learn generate.py's target with per-example SGD, "
-                                            "or (--data) classify images with minibatch SGD.")
+    p = argparse.ArgumentParser(description="Per-example SGD on generate.py's points, or images.")
     p.add_argument("--data", choices=("toy",) + images.NAMES, default="toy", help="default toy")
-    p.add_argument("--image-dir", type=Path, help="images: the folder of the four IDX files "
-                                                  "(default: where datasets/images.py looks)")
+    p.add_argument("--image-dir", type=Path, help="images: the IDX files' folder (default: "
+                                                  "datasets/images.py's)")
     p.add_argument("--data-dir", type=Path, default=HERE / "data",
                    help="toy: x.npy and y.npy (default data/, where generate.py writes)")
     p.add_argument("--heldout", type=int, default=20_000,
@@ -331,16 +319,13 @@ def main(argv=None):
     print(f"epoch 0: {measure(0)}", flush=True)
     eta, examples, seconds, size = args.learning_rate, 0, 0.0, args.batch_size
 
-    def step():
-        for layer in layers:
-            layer.descend(eta)
-
     for epoch in range(1, args.epochs + 1):
         # Phase 1: one pass in a fresh order, a slice of rows per step (cheaper than indexing
         # with an array of one). Only this counts as training time.
         t0 = time.perf_counter()
         order = rng.permutation(len(x))                                # (n,)
         batches = (slice(k, k + size) for k in range(0, len(x), size))
+        step = functools.partial(descend, layers, eta)                 # w -= eta * dL/dw
         examples += train(layers, x[order], y[order], batches, step, loss)
         seconds += time.perf_counter() - t0
 
