@@ -7,24 +7,13 @@ levels. Run by hand, never in the tests:
     python -m lab.image_race --help
 
 The network is 784-W-...-W-10 with K hidden layers of width W, every layer but the last its own
-stage (the last stage holds W -> W -> 10): the paper's feed-forward networks, every layer
-decoupled. Both sides take chain.py's settings for images: ReLU with He's init, softmax
-cross-entropy, Adam at chain.IMAGES's learning rate on every layer, minibatches of 100, the same
-training images, the same test images (--test of the 10,000):
-
-- one process: sgd.train of sgd.make_network's layers (race.train_timed), OpenBLAS
-  allowed K threads, test accuracy measured every --interval seconds of training (measuring is
-  not counted: the comparison favours it);
-- the chain: chain.run_chain --data --colocated with chain.py's defaults for images (stage 1
-  paced to stage 2, at most --max-ahead ahead: 1,000 here, not chain.py's 200, see
-  RACE_MAX_AHEAD; every stage training on each activation once as it arrives, cDNI boundary
-  models), one OpenBLAS thread per process, snapshots every --interval seconds, measured
-  afterwards (chain_eval.evaluate), time counted from the moment stage 1 began streaming.
-
-For each K, width and seed: the first time each side reached each accuracy level, the accuracy at
-fixed times, examples per second. image-race.md (the table), image-race.json and image-race.png
-(accuracy against seconds, one panel per K and width) go into the run folder. The race's
-machinery (both sides, the summary, the run) is lab/race.py's.
+stage: the paper's feed-forward networks, every layer decoupled. Both sides take chain.py's
+settings for images (ReLU, He's init, softmax cross-entropy, Adam at chain.IMAGES's learning
+rate, minibatches of 100) and the same images; the one process trains with sgd.train on K BLAS
+threads, the chain is chain.run_chain --data --colocated (stage 1 at most --max-ahead ahead),
+a BLAS thread a process, as lab/race.py runs both sides and measures them. image-race.md,
+image-race.json and image-race.png (accuracy against seconds, a panel per K and width) go into
+the run folder.
 """
 
 import argparse
@@ -159,10 +148,9 @@ def main_race(args):
     def one(s, seed):
         return race.one_process(
             "lab.image_race", out_dir / f"one-w{s['width']}-k{s['stages']}-s{seed}.json",
-            s["stages"], "--data", args.data,
-            *(["--image-dir", args.image_dir] if args.image_dir else []), "--widths",
-            s["width"], "--stages", s["stages"], "--seconds", args.seconds, "--interval",
-            args.interval, "--seed", seed, "--count", args.count, "--test", args.test)
+            s["stages"], data=args.data, image_dir=args.image_dir and str(args.image_dir),
+            sizes=layout(s["width"], s["stages"])[0], seconds=args.seconds,
+            interval=args.interval, seed=seed, count=args.count, test=args.test)
 
     settings = [{"stages": K, "width": w} for K, w in itertools.product(args.stages, args.widths)]
     results = race.run_all(
@@ -200,9 +188,7 @@ def parse_args(argv):
                         "per stage lets stage 1 run ahead)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default a new runs/image-race-<date-time>)")
-    p.add_argument("--one-process", type=Path, default=None, metavar="OUT",
-                   help=argparse.SUPPRESS)                  # the race's own child
-    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    race.child_arguments(p)                                   # the race's own child
     args = p.parse_args(argv)
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
@@ -221,10 +207,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if args.one_process is not None:
-        sizes, _ = layout(args.widths[0], args.stages[0])
-        result = train_one_process(args.data, args.image_dir, sizes, args.seconds,
-                                   args.interval, args.seed, args.count, args.test)
-        args.one_process.write_text(json.dumps(result))
+        args.one_process.write_text(json.dumps(train_one_process(**args.job)))
         return 0
     try:
         return main_race(args)

@@ -154,12 +154,18 @@ def train_one_process(data_dir, sizes, batch_size, seconds, interval, seed,
     return {**result, "blas": blas_info()}
 
 
-def one_process(module, out, threads, *options):
-    """`python -m module --one-process out *options` with OpenBLAS allowed `threads` threads;
-    the JSON it wrote."""
-    subprocess.run(launch.module_argv(module, "--one-process", out, *options),
+def one_process(module, out, threads, **job):
+    """`python -m module --one-process out --job JSON`, the child that writes its
+    train_one_process(**job) to out, with OpenBLAS allowed `threads` threads; what it wrote."""
+    subprocess.run(launch.module_argv(module, "--one-process", out, "--job", json.dumps(job)),
                    env=blas_env(threads), check=True, cwd=launch.TOP)
     return json.loads(out.read_text())
+
+
+def child_arguments(p):
+    """The one-process child's options (one_process gives them), hidden from --help."""
+    p.add_argument("--one-process", type=Path, metavar="OUT", help=argparse.SUPPRESS)
+    p.add_argument("--job", type=json.loads, default={}, help=argparse.SUPPRESS)
 
 
 # --- The chain. ----------------------------------------------------------------------------------
@@ -353,9 +359,9 @@ def main_race(args):
     def one(s, seed):
         out = out_dir / f"one-w{s['width']}-b{s['batch_size']}-k{s['stages']}-s{seed}.json"
         return one_process(
-            "lab.race", out, s["stages"], "--data-dir", data, "--width", s["width"], "--stages",
-            s["stages"], "--batch-size", s["batch_size"], "--seconds", args.seconds,
-            "--interval", args.interval, "--seed", seed, "--learning-rate", args.learning_rate)
+            "lab.race", out, s["stages"], data_dir=str(data), seed=seed,
+            sizes=race_layout(s["width"], s["stages"])[0], batch_size=s["batch_size"],
+            seconds=args.seconds, interval=args.interval, learning_rate=args.learning_rate)
 
     def chained(s, seed):
         return chain_side(out_dir, data, s["width"], s["stages"], s["batch_size"], args.seconds,
@@ -461,23 +467,14 @@ def check_arguments(p, args, distribution=False):
 
 
 def main(argv=None):
-    """The race's child process: `python -m lab.race --one-process OUT ...` (lab/bench.py starts it)."""
+    """The race's child process, which lab/bench.py --race starts (one_process)."""
     p = argparse.ArgumentParser(description="One process's side of lab/bench.py --race: backprop "
                                             "of the race's network, written as JSON to OUT.")
-    p.add_argument("--one-process", type=Path, required=True, metavar="OUT")
-    p.add_argument("--data-dir", type=Path, required=True, help="x.npy and y.npy")
-    p.add_argument("--width", type=int, required=True, help="W")
-    p.add_argument("--stages", type=int, required=True, help="K: the network has K + 1 W's")
-    p.add_argument("--batch-size", type=int, required=True, help="the minibatch")
-    p.add_argument("--seconds", type=float, required=True, help="of training")
-    p.add_argument("--interval", type=float, required=True, help="seconds between measurements")
-    p.add_argument("--seed", type=int, required=True, help="the network and the order")
-    p.add_argument("--learning-rate", type=float, required=True, help="Adam's")
+    child_arguments(p)
     args = p.parse_args(argv)
-    sizes, _ = race_layout(args.width, args.stages)
-    result = train_one_process(args.data_dir, sizes, args.batch_size, args.seconds,
-                               args.interval, args.seed, args.learning_rate)
-    args.one_process.write_text(json.dumps(result))
+    if args.one_process is None:
+        p.error("run the race with python -m lab.bench --race")
+    args.one_process.write_text(json.dumps(train_one_process(**args.job)))
     return 0
 
 
