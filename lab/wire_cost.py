@@ -87,21 +87,14 @@ def measure(width, rows=synthgrad.MAX_CHUNK, repeats=3, seed=0):
     form's bytes, encode and decode seconds (the median of repeats), and their sum per example."""
     rng = np.random.default_rng(seed)
     i, h, y = np.arange(rows), rng.uniform(0, 1, (rows, width)), rng.integers(0, 10, rows) * 1.0
+    forms = {"json": (lambda: json.dumps(synthgrad.encode_training_examples(i, h, y)).encode(),
+                      json.loads),
+             "binary": (lambda: synthgrad.encode_binary({"i": i, "x": h, "y": y}),
+                        synthgrad.parse_binary)}
     out = {}
-    for form in ("json", "binary"):
-        if form == "json":
-            def encode():
-                return json.dumps(synthgrad.encode_training_examples(i, h, y)).encode()
-
-            def decode(body):
-                return synthgrad.decode_training_examples(json.loads(body), rows, width)
-        else:
-            def encode():
-                return synthgrad.encode_binary({"i": i, "x": h, "y": y})
-
-            def decode(body):
-                return synthgrad.decode_training_examples(synthgrad.parse_binary(body), rows,
-                                                          width)
+    for form, (encode, parse) in forms.items():
+        def decode(body, parse=parse):
+            return synthgrad.decode_training_examples(parse(body), rows, width)
         body = encode()
         got = decode(body)
         assert np.array_equal(got[1], h) and np.array_equal(got[2], y)      # the same numbers
