@@ -3,7 +3,7 @@ process on the same K cores, to the same held-out MSE levels. Run by hand, never
 
     python -m lab.bench --race                        # K = this machine's cores, ~25 min
     python -m lab.bench --race --stages 2,4,8 --widths 256,1024 --batch-sizes 100 --seeds 1 \\
-        --seconds 15                              # the 16-core machine's run (tools/race-16-cores.sh)
+        --seconds 15                          # the 16-core machine's (tools/race-16-cores.sh)
     python -m lab.bench --distribution-cost           # the two-stage system against dni.py, 5 seeds
 
 The network is 2-W-...-W-1 with K + 1 hidden layers of width W, cut after layers 2, ..., K:
@@ -414,7 +414,7 @@ def main_distribution_cost(args):
     return 0
 
 
-# --- The command line (lab/bench.py --race's options; --one-process is the race's own child). -------
+# --- The command line (lab/bench.py --race's options; --one-process is the race's child). ----
 
 def ints(text):
     """An argparse type: "2,4,8" -> [2, 4, 8], every value at least 1."""
