@@ -17,7 +17,7 @@ def test_every_stage_of_the_race_holds_one_square_layer():
         sizes, splits = race.race_layout(256, K)
         layout = chain.stage_sizes(sizes, splits)
         assert len(layout) == K and sizes[0] == 2 and sizes[-1] == 1
-        square = [sum(1 for a, b in zip(s, s[1:]) if a == b == 256) for s in layout]
+        square = [sum(1 for a, b in zip(s, s[1:], strict=False) if a == b == 256) for s in layout]
         assert square == [1] * K                      # equal work: one W x W layer each
         chain.check_layout(sizes, splits)
     assert race.race_layout(32, 2) == ((2, 32, 32, 32, 1), (2,))
@@ -38,7 +38,7 @@ def fake_runs(one_times, chain_times):
         return {"points": points, "examples_per_s": rates, "cpu_per_s": (
             0.9 if not isinstance(rates, dict) else {k: 0.8 for k in rates})}
     return [{"one": side(a, 1000.0), "chain": side(b, {"stage1": 900.0, "stage2": 600.0})}
-            for a, b in zip(one_times, chain_times)]
+            for a, b in zip(one_times, chain_times, strict=True)]
 
 
 def test_summary_table_and_picture_from_results(tmp_path):

@@ -138,7 +138,7 @@ def test_train_step_gradients_match_finite_differences(batch):
     weights = [(layer.w.copy(), layer.b.copy()) for layer in layers]
     expected_y_hat = sgd.predict(layers, x)
     y_hat, dL_dx = sgd.train_step(layers, x, y, learning_rate=0.0)
-    for layer, (w, b) in zip(layers, weights):
+    for layer, (w, b) in zip(layers, weights, strict=True):
         np.testing.assert_array_equal(layer.w, w)
         np.testing.assert_array_equal(layer.b, b)
 
@@ -160,7 +160,7 @@ def test_train_step_descends_every_layer():
     before = [(layer.w.copy(), layer.b.copy()) for layer in layers]
     prediction_before = sgd.predict(layers, x)
     y_hat, _ = sgd.train_step(layers, x, y, learning_rate=0.1)
-    for layer, (w, b) in zip(layers, before):
+    for layer, (w, b) in zip(layers, before, strict=True):
         np.testing.assert_allclose(layer.w, w - 0.1 * layer.nabla_w, rtol=1e-15)
         np.testing.assert_allclose(layer.b, b - 0.1 * layer.nabla_b, rtol=1e-15)
     # y_hat is the prediction the gradients were taken at, before the step moved the weights.
@@ -190,7 +190,7 @@ def test_per_example_epoch_is_one_train_step_per_row_in_the_permuted_order():
     assert epoch(layers, x, y, learning_rate=0.05, rng=np.random.default_rng(9)) == 50
     for k in np.random.default_rng(9).permutation(50):
         sgd.train_step(by_hand, x[k:k + 1], y[k:k + 1], learning_rate=0.05)
-    for got, want in zip(layers, by_hand):
+    for got, want in zip(layers, by_hand, strict=True):
         np.testing.assert_array_equal(got.w, want.w)
         np.testing.assert_array_equal(got.b, want.b)
 
@@ -204,7 +204,7 @@ def test_minibatch_epoch_steps_on_slices_of_rows():
     for start in (0, 16, 32, 48):                              # the last batch has 2 rows
         rows = order[start:start + 16]
         sgd.train_step(by_hand, x[rows], y[rows], learning_rate=0.1)
-    for got, want in zip(layers, by_hand):
+    for got, want in zip(layers, by_hand, strict=True):
         np.testing.assert_array_equal(got.w, want.w)
         np.testing.assert_array_equal(got.b, want.b)
 
@@ -219,7 +219,7 @@ def test_train_on_minibatches_indices_is_the_epoch_on_slices():
     for _ in range(2):                                         # two epochs, a short batch each
         assert sgd.train(layers, x, y, itertools.islice(batches, 9), descent(layers, 0.1)) == 60
         epoch(sliced, x, y, 0.1, rng, batch_size=7)
-    for got, want in zip(layers, sliced):
+    for got, want in zip(layers, sliced, strict=True):
         np.testing.assert_array_equal(got.w, want.w)
         np.testing.assert_array_equal(got.b, want.b)
 
@@ -263,7 +263,7 @@ def test_evaluating_leaves_the_training_state_on_the_layers_alone():
     x, y = rng.uniform(-1, 1, (5000, 2)), rng.uniform(-1, 1, 5000)
     sgd.predict(layers, x)
     sgd.mse(layers, x, y)
-    for layer, (a_in, z, a) in zip(layers, remembered):
+    for layer, (a_in, z, a) in zip(layers, remembered, strict=True):
         assert layer.a_in is a_in and layer.z is z and layer.a is a
         assert len(layer.a_in) == 1
 
@@ -376,7 +376,7 @@ def test_the_toy_network_is_drawn_as_before():
     """The default make_network still draws w1, b1, w2, ... as standard normals, in order."""
     rng = np.random.default_rng(14)
     layers = sgd.make_network(np.random.default_rng(14))
-    for layer, (n_in, n_out) in zip(layers, [(2, 24), (24, 12), (12, 1)]):
+    for layer, (n_in, n_out) in zip(layers, [(2, 24), (24, 12), (12, 1)], strict=True):
         np.testing.assert_array_equal(layer.w, rng.standard_normal((n_in, n_out)))
         np.testing.assert_array_equal(layer.b, rng.standard_normal(n_out))
 
