@@ -1,5 +1,5 @@
-"""Tests for lab/race.py (lab/bench.py --race and --distribution-cost): the race's network gives every
-stage one W x W layer, times to levels and MSE at fixed times are read off measured points as
+"""Tests for lab/race.py (lab/bench.py --race and --distribution-cost): the race's network gives
+every stage one W x W layer, times to levels and MSE at fixed times are read off measured points as
 documented, the one-process side trains and measures, the tables and the picture are made from
 results, and the options are checked. Nothing here times anything: the race is run by hand."""
 
