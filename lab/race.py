@@ -13,7 +13,7 @@ output layer), so the stages' work is equal and a chain could, at best, run K ti
 one process. Both sides: the same 20,000 examples, Adam at the same learning rate on every
 layer, the same minibatch, the same 5,000 held-out points.
 
-- one process: sgd.make_network's layers trained by plain backprop (dni.minibatches' order),
+- one process: sgd.make_network's layers trained by plain backprop (sgd.minibatches' order),
   OpenBLAS allowed K threads (OPENBLAS_NUM_THREADS = K), held-out MSE measured every
   --interval seconds of training (measuring is not counted: the comparison favours it);
 - the chain: chain.run_chain with --colocated (K processes, each boundary's model learned in the
@@ -41,10 +41,9 @@ from pathlib import Path
 import numpy as np
 
 import chain
-import dni
 import generate
 import sgd
-from parts import optimizers, snapshots
+from parts import decoupled, optimizers, snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.05, 0.02, 0.01)
@@ -110,7 +109,7 @@ def train_one_process(data_dir, sizes, batch_size, seconds, interval, seed,
     rng = np.random.default_rng(seed)
     layers = sgd.make_network(rng, sizes)
     optimizer = optimizers.make("adam", layers, learning_rate)
-    batches = dni.minibatches(len(x), batch_size, rng)
+    batches = sgd.minibatches(len(x), batch_size, rng)
     points, trained, examples, cpu = [(0.0, sgd.mse(layers, x_test, y_test))], 0.0, 0, 0.0
     while trained < seconds:
         # train for `interval` seconds (the only time that counts), then measure
@@ -364,9 +363,9 @@ def main_distribution_cost(args):
                                    data_dir=data, colocated=True)
         chain.run_chain(config, env)
         two = chain_eval.evaluate(run, chain.stage_sizes(config.sizes, config.splits))["final_mse"]
-        one = dni.run(dni.DniConfig(data_dir=data, seconds=args.seconds, seed=seed,
-                                    conditioned=True, batch_size=config.batch_size,
-                                    learning_rate=config.learning_rate))["heldout_mse"]
+        one = decoupled.run(decoupled.Config(
+            data_dir=data, seconds=args.seconds, seed=seed, conditioned=True,
+            batch_size=config.batch_size, learning_rate=config.learning_rate))["heldout_mse"]
         rows.append({"seed": seed, "two_processes": two, "dni_one_process": one})
         print(f"distribution cost: seed {seed}: two processes {two:.4f}, dni.py {one:.4f}",
               flush=True)
