@@ -1,39 +1,34 @@
 """Synthetic gradients in one process: a network cut into groups of layers at boundaries.
 
-Jaderberg et al. 2016 (arXiv 1608.05343) as the paper runs it, synchronously, in sgd.py's
-notation. dni.py runs it from the command line, lab.experiments as run(Config(...)):
-
-    python dni.py --update frozen                       # the toy, a control
-    python dni.py --data fashion-mnist --method cdni    # every layer of a classifier
-    run(Config(data="fashion-mnist", layers=4))         # a result dict
+Jaderberg et al. 2016 (arXiv 1608.05343), synchronously, in sgd.py's notation. dni.py runs
+it; lab.experiments calls run(Config(...)), which returns a result dict.
 
 The toy's 2-24-12-1 is two groups, [layer 1 | layers 2-3], one boundary on h = a1 (n, 24). An
-image classifier (784-256-...-256-10, "layers" counted as the paper counts them) is one layer
-per group, a boundary on every hidden output h_b (n, 256). At boundary b a model M_b guesses
-g_b = dL/dh_b: g_hat_b = M_b(h_b), or M_b([h_b, y]) when conditioned (the paper's cDNI; y is
-the toy's target or an image's one-hot label). M_b is boundary.SyntheticGradientModel; a zero
-last layer (zero_init) makes its first guess exactly 0, so the group below waits instead of
-following noise. One step on a minibatch x, y (Network.step), bottom up:
+image classifier (784-256-...-256-10) is one layer per group: a boundary on every hidden
+output h_b (n, 256), as in the paper's feed-forward tables. At boundary b a model M_b guesses
+g_b = dL/dh_b: g_hat_b = M_b(h_b), or M_b([h_b, y]) when conditioned (the paper's cDNI; y
+the toy's target or an image's one-hot label). M_b is boundary.SyntheticGradientModel; a
+zero last layer makes its first guess 0, so the group below waits instead of following
+noise. One step on a minibatch (Network.step), bottom up, h_0 = x:
 
-    for k = 1..K:                                   # h_0 = x
+    for k = 1..K:
         h_k = group_k.feed_forward(h_{k-1})
-        top = M_k(h_k [, y])  or, for the top group, the loss's dL/dz
+        top = M_k(h_k [, y]), or for the top group the loss's dL/dz
         t_{k-1} = group_k.backprop(top)             # what group k hands down
         opt_k.step()                                # group k is done: it never waits
-        M_{k-1}.learn(h_{k-1} [, y], t_{k-1})       # M learns what the group above hands down
+        M_{k-1}.learn(h_{k-1} [, y], t_{k-1})
 
-Only the top boundary's target is a true gradient (the toy's one boundary learns from the true
-g); below it, a target is a guess of a guess: the paper's bootstrapping.
+Only the top boundary's target is a true gradient (the toy's one boundary learns from the
+true g); below it a target is a guess of a guess: the paper's bootstrapping.
 
-METHODS, each with the same optimizer, minibatches and budget; all but the first are controls:
+METHODS, with the same optimizer, minibatches and budget; all but the first are controls:
 - synthetic: the above (DNI; cDNI when conditioned);
 - backprop: the true gradients (sgd.backprop and the optimizers, bit for bit): the ceiling;
-- frozen: only the top group learns (the paper's "no bprop", the images' top-only): the floor;
-- random: each group below the top learns from rows in random directions with the lengths of
-  the true gradient's rows: would steps of about the right size in any direction do as well?
-- random-synthetic-norm: the same with g_hat's lengths, all a three-process trainer knows.
-
-What a run measures is what varies with the data (Toy, Images; docs/images.md has the results).
+- frozen: only the top group learns (the paper's "no bprop", the images' top-only);
+- random: the groups below the top learn from rows in random directions with the lengths
+  of the true gradient's rows: do steps of the right size in any direction do as well?
+- random-synthetic-norm: the same with g_hat's lengths, all a three-process trainer has.
+What a run measures varies with the data (Toy, Images); docs/images.md has the results.
 """
 
 import collections
@@ -42,7 +37,6 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -57,7 +51,7 @@ METHODS = ("synthetic", "backprop", "frozen", "random", "random-synthetic-norm")
 IMAGE_METHODS = {"backprop": ("backprop", False), "cdni": ("synthetic", True),
                  "dni": ("synthetic", False), "top-only": ("frozen", False),
                  "random": ("random", False)}
-AUTO = "auto"                   # a Config field left so takes its data's default
+AUTO = "auto"                   # a Config field left AUTO takes its data's default
 # What depends on the data. Why M_b learns at 3e-3 on images: docs/images.md.
 DEFAULTS = {
     "toy": dict(conditioned=False, hidden=12, learning_rate=0.005,
@@ -67,17 +61,13 @@ DEFAULTS = {
                    model_learning_rate=3e-3, batch_size=100, seconds=None,
                    steps=1500, eval_every=150, dtype="float32"),
 }
-COSINE_WINDOW = 5_000           # the toy's cosine: mean over these last examples
+COSINE_WINDOW = 5_000           # the toy's cosine: the mean over these last examples
 PROBE = 1_000                   # the images' cosines: on these training examples
 
 
-class Step(NamedTuple):
-    """A step's arrays per boundary b (bottom first), each (n, width_b) or None: what group
-    b learned from (None: it did not learn), M_b's guess, and what M_b learned towards."""
-
-    used: list
-    guesses: list
-    targets: list
+# A step's arrays per boundary b, bottom first, each (n, width_b) or None: what group b
+# learned from (None: nothing), M_b's guess and what M_b learned towards.
+Step = collections.namedtuple("Step", "used guesses targets")
 
 
 def backward(layers, dL_da):
@@ -88,14 +78,13 @@ def backward(layers, dL_da):
 
 
 class Network:
-    """sgd.make_network's layers cut into groups, an optimizer per group and a model M_b per
-    boundary. rng draws the layers, then the models, and is kept for the random rows. The toy
-    keeps its model in every method, to measure its guesses; images only where it is used."""
+    """sgd.make_network's layers cut into groups, an optimizer per group and a model M_b
+    per boundary: the toy's in every method (its guesses are measured), the images' where
+    used. rng draws the layers, then the models, and is kept for the random rows."""
 
     def __init__(self, rng, sizes, config):
         toy = config.data == "toy"
-        self.rng, self.method = rng, config.method
-        self.dtype = np.dtype(config.dtype)
+        self.rng, self.method, self.dtype = rng, config.method, np.dtype(config.dtype)
         self.classes = 0 if toy else sizes[-1]
         self.loss = sgd.SquaredError if toy else sgd.SoftmaxCrossEntropy
         act = sgd.Sigmoid if toy else sgd.ReLU
@@ -108,8 +97,8 @@ class Network:
             config.model_optimizer, config.model_learning_rate,
             width=group[-1].shape[1], context=self.classes or 1, activation=act)
             for group in self.groups[:-1]] if guessing else []
-        # The weights in dtype: float32 halves the time of every product (numpy hands it to
-        # BLAS's sgemm); float64 is sgd.py's, bit for bit. Optimizers after: moments in dtype.
+        # The weights in dtype: float32 halves the time of every product (numpy hands it
+        # to BLAS's sgemm); float64 is sgd.py's, bit for bit. Optimizers after: moments too.
         for layer in self.layers + [la for m in self.models for la in m.layers]:
             layer.w, layer.b = layer.w.astype(self.dtype), layer.b.astype(self.dtype)
         for m in self.models:
@@ -125,10 +114,10 @@ class Network:
         return images.one_hot(y, self.classes).astype(self.dtype, copy=False)
 
     def direction(self, g_hat, g):
-        """What a group below the top learns from, per method (not frozen): g_hat, the true
-        g, or random rows with the lengths of g's rows (random) or g_hat's."""
-        if self.method in ("synthetic", "backprop"):
-            return g_hat if self.method == "synthetic" else g
+        """What a group below the top learns from, per method: nothing (frozen), g_hat, the
+        true g, or random rows with the lengths of g's rows (random) or of g_hat's."""
+        if self.method in ("frozen", "synthetic", "backprop"):
+            return {"synthetic": g_hat, "backprop": g}.get(self.method)
         lengths = g if self.method == "random" else g_hat
         rows = boundary.random_rows(self.rng, np.linalg.norm(lengths, axis=1),
                                     lengths.shape[1])
@@ -145,18 +134,18 @@ class Network:
         return found[:0:-1]
 
     def step(self, x, y):
-        """One minibatch x (n, n_in), targets y (n,): the module docstring's step, or with
-        backprop and random, one backward pass first. Returns a Step."""
+        """One minibatch x (n, n_in), targets y (n,): the module docstring's step (backprop
+        and random: one backward pass first, then every group learns). Returns a Step."""
         x = x.astype(self.dtype, copy=False)
         context = self.context(y) if self.models else None
-        boundaries = len(self.groups) - 1
-        used, guesses, targets = ([None] * boundaries for _ in range(3))
+        top = len(self.groups) - 1
+        used, guesses, targets = [None] * (top + 1), [None] * top, [None] * top
         if self.method in ("backprop", "random"):
             g = self.true_gradients(x, y)                 # every nabla set
             used = [self.direction(None, g_b) for g_b in g]
-            if self.method == "random":
-                for group, d in zip(self.groups[:-1], used, strict=True):
-                    backward(group, d)                    # nabla from the random rows
+            if self.method == "random":                   # nabla from the random rows
+                for group, d in zip(self.groups[:top], used, strict=True):
+                    backward(group, d)
             for opt in self.optimizers:
                 opt.step()
             for b, (group, m) in enumerate(zip(self.groups, self.models, strict=False)):
@@ -166,28 +155,24 @@ class Network:
             return Step(used, guesses, targets)
         h_below = x
         for k, (group, opt) in enumerate(zip(self.groups, self.optimizers, strict=True)):
-            h = sgd.feed_forward(group, h_below)          # h_k, or z at the top
-            t = None
-            if k == boundaries:
-                t = backward(group, self.loss.gradient(h, y))
+            h, t = sgd.feed_forward(group, h_below), None     # h_k, or z at the top
+            if k < top and self.models:
+                guesses[k] = self.models[k].predict(h, context)   # before M_k learns
+            used[k] = self.loss.gradient(h, y) if k == top else \
+                self.direction(guesses[k], None)
+            if used[k] is not None:
+                t = backward(group, used[k])              # t_{k-1}, handed down
                 opt.step()
-            else:
-                if self.models:
-                    guesses[k] = self.models[k].predict(h, context)   # before M_k learns
-                if self.method != "frozen":
-                    used[k] = self.direction(guesses[k], None)
-                    t = backward(group, used[k])          # t_{k-1}
-                    opt.step()
             if k and self.models and t is not None:
                 self.models[k - 1].learn(h_below, context, t)
                 targets[k - 1] = t
             h_below = h
-        return Step(used, guesses, targets)
+        return Step(used[:top], guesses, targets)
 
     def cosines(self, x, y):
-        """Per boundary, the mean over rows of cos(g_hat_b, g_b) against the current network's
-        true gradient on (x, y); None without M_b or where no row has a direction (a zero M_b).
-        Sets the layers' nabla and moves nothing."""
+        """Per boundary, the mean over rows of cos(g_hat_b, g_b) against the current
+        network's true gradient on (x, y); None without M_b or where no row has a direction
+        (a zero M_b). Sets the layers' nabla and moves nothing."""
         if not self.models:
             return [None] * (len(self.groups) - 1)
         g = self.true_gradients(x.astype(self.dtype, copy=False), y)
@@ -203,7 +188,7 @@ class Network:
 @dataclasses.dataclass
 class Config:
     """Everything run() needs. A field left AUTO takes its data's default (DEFAULTS); a
-    None budget is no limit. The comments say what; dni.py's --help why."""
+    None budget is no limit. dni.py's --help says why each default is what it is."""
 
     data: str = "toy"                       # "toy" (generate.py's) or images.NAMES
     method: str = "synthetic"               # METHODS
@@ -242,24 +227,22 @@ class Config:
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{name} ({flag}) {why}, got {getattr(self, name)!r}")
 
+        kinds = tuple(optimizers.OPTIMIZERS)
         for name, allowed in (("data", ("toy",) + images.NAMES), ("method", METHODS),
-                              ("optimizer", optimizers.OPTIMIZERS),
-                              ("model_optimizer", optimizers.OPTIMIZERS),
+                              ("optimizer", kinds), ("model_optimizer", kinds),
                               ("dtype", ("float32", "float64"))):
             if getattr(self, name) not in allowed:
                 refuse(name, f"must be one of {', '.join(allowed)}")
         if self.seconds is None and self.examples is None and self.steps is None:
             raise ValueError("nothing would stop the run: give seconds (--seconds, not "
                              "inf), examples (--examples) or steps (--steps)")
-        if self.seconds is not None and not self.seconds > 0:
-            refuse("seconds", "must be positive")
+        for name in ("seconds", "learning_rate", "model_learning_rate"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                refuse(name, "must be positive")
         for name in ("examples", "steps", "eval_every", "batch_size", "heldout", "width",
                      "train_examples", "eval_examples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 refuse(name, "must be at least 1")
-        for name in ("learning_rate", "model_learning_rate"):
-            if not getattr(self, name) > 0:
-                refuse(name, "must be positive")
         if self.hidden < 0:
             refuse("hidden", "must be 0 (a linear model) or more")
         if self.layers < 2:
@@ -287,13 +270,11 @@ def shown(c):
 
 class Toy:
     """generate.py's data; held-out MSE on fresh points, and the mean cos(g_hat, g) of M's
-    guesses in training over the last COSINE_WINDOW examples. Measures every eval_every
-    examples."""
+    guesses in training over the last COSINE_WINDOW examples, every eval_every examples."""
 
     unit, score = "examples", "heldout_mse"
 
     def __init__(self, config, data=None):
-        self.label = self.name = label(config)
         if data is None:
             data = generate.load_dataset(config.data_dir), generate.heldout(config.heldout)
         (self.x, self.y), (self.x_test, self.y_test) = data
@@ -315,15 +296,13 @@ class Toy:
 
 
 class Images:
-    """Images (images.load's, or data); test accuracy and mean cross-entropy, and each
-    boundary's cosine of g_hat_b with the true gradient on PROBE fixed training examples.
-    Measures every eval_every steps."""
+    """images.load's (or data); test accuracy and mean cross-entropy, and each boundary's
+    cosine of g_hat_b with the true gradient on PROBE fixed training examples, every
+    eval_every steps."""
 
     unit, score = "steps", "loss"
 
     def __init__(self, config, data=None):
-        self.label = label(config)
-        self.name = f"{self.label}, {config.layers} layers"
         if data is None:
             data = images.load(config.data, config.image_dir)
         (x, y), (x_test, y_test) = data
@@ -350,15 +329,11 @@ class Images:
 
 
 def run(config, data=None, out=None):
-    """Train as config says, measuring as its data's Toy or Images does; progress lines go
-    to `out` (a text file) if given. data: ((x, y), (x_test, y_test)) (None: loaded as
-    config says; an images.DataError is left to the caller).
-
-    Returns {"config" (a dict), "curve": [{"seconds", the toy's "examples" or the images'
-    "step", the measures}, ...] from the start, the last row's measures, "seconds" (of
-    training), "steps", "examples", "examples_per_s", "diverged": True if the toy's held-out
-    MSE or the images' test loss stopped being finite (the run stops there)}.
-    """
+    """Train as config says, measuring as its data's Toy or Images does; progress lines
+    to `out` if given. data: ((x, y), (x_test, y_test)), None: loaded (an images.DataError
+    is the caller's). Returns {"config", "curve": [{"seconds", "examples" (toy) or "step",
+    measures}, ...], the last row's measures, "seconds" (of training), "steps", "examples",
+    "examples_per_s", "diverged": the score stopped being finite, and the run there}."""
     config.check()
     task = (Toy if config.data == "toy" else Images)(config, data)
     rng = np.random.default_rng(config.seed)     # layers, models, probe, order, directions
@@ -369,28 +344,30 @@ def run(config, data=None, out=None):
     limit = math.inf if config.seconds is None else config.seconds
     budget = dict(examples=config.examples or sys.maxsize, steps=config.steps or sys.maxsize)
     done, seconds, curve = dict(examples=0, steps=0), 0.0, []
+    name = label(config) + ("" if config.data == "toy" else f", {config.layers} layers")
 
     def say(line):
         if out is not None:
             print(f"dni.py: {line}", file=out, flush=True)
 
     def measure():
-        count = ("examples", done["examples"]) if task.unit == "examples" else \
-            ("step", done["steps"])
-        row = dict([count], seconds=round(seconds, 3), **task.measure())
+        count = "examples" if task.unit == "examples" else "step"
+        row = {count: done[task.unit], "seconds": round(seconds, 3), **task.measure()}
         metrics.write(**row)
         curve.append(row)
-        say(f"{task.label}, step {done['steps']}, {seconds:.1f} s, "
+        say(f"{label(config)}, step {done['steps']}, {seconds:.1f} s, "
             f"{done['examples']:,} examples, {task.text(row)}")
         return math.isfinite(row[task.score])
 
+    def more():
+        return all(done[k] < budget[k] for k in done)
+
     say(f"{dataclasses.asdict(config)}, network {'-'.join(map(str, task.sizes))}")
     finite = measure()
-    while finite and seconds < limit and all(done[k] < budget[k] for k in done):
+    while finite and seconds < limit and more():
         # Phase 1: train up to the next measurement. Only this counts as time.
         t0, since = time.perf_counter(), done[task.unit]
-        while all(done[k] < budget[k] for k in done) and \
-                done[task.unit] - since < config.eval_every:
+        while more() and done[task.unit] - since < config.eval_every:
             idx = next(batches)[:budget["examples"] - done["examples"]]  # the last may be cut
             task.watch(net.step(task.x[idx], task.y[idx]))
             done["steps"], done["examples"] = done["steps"] + 1, done["examples"] + len(idx)
@@ -407,6 +384,6 @@ def run(config, data=None, out=None):
                                       dataclasses.asdict(config).items()},
               "curve": curve, "seconds": seconds, **done, "diverged": not finite,
               "examples_per_s": done["examples"] / max(seconds, 1e-9)}
-    say(f"done ({task.name}): {done[task.unit]:,} {task.unit} in {seconds:.1f} s of training "
+    say(f"done ({name}): {done[task.unit]:,} {task.unit} in {seconds:.1f} s of training "
         f"({result['examples_per_s']:,.0f} examples/s), {task.text(result)}")
     return result
