@@ -1,23 +1,19 @@
 """Test the paper's claims on this problem: what do synthetic gradients teach layer 1?
 
-Run it by hand (never from the tests), from the top level; it writes report.md, report.json
-and report.png into its run folder and prints the table:
+Run it by hand, from the top level; it writes report.md, report.json and report.png into its
+run folder and prints the table (docs/experiments.md has the results):
 
     python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, 2 variants
     python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 min)
     python -m lab.experiments --depth      # 1-3 decoupling points as chains (~40 min)
     python -m lab.experiments --images --quick     # every layer decoupled (lab/image_table.py)
-    python -m lab.experiments --help
 
-Every configuration runs in two worlds with the same settings (SETTINGS, the same data and
-seconds): in one process (parts/decoupled.py: synchronous, each minibatch's true gradients
-teach the model at once) and in three (oracle.py, train_output.py and train_input.py by
-launch.py in the local mode: asynchronous, the oracle learning from what it holds). Layer 1
-is trained by backprop (one process only), frozen, random directions of the gradient's size,
-or synthetic gradients from a model with 0, 12 or 64 hidden units, conditioned or not.
-Reported: held-out MSE at fixed times and numbers of examples (mean, min and max over seeds),
-the cosine of synthetic to true gradients, examples per second, and whether the orderings
-hold (docs/experiments.md has the results).
+Every configuration (layer 1 trained by backprop, frozen, random directions, or a synthetic-
+gradient model with 0, 12 or 64 hidden units, conditioned or not) runs with SETTINGS in two
+worlds: one process (parts/decoupled.py, synchronous) and three (oracle.py, train_output.py
+and train_input.py in the local mode, asynchronous). Reported: held-out MSE at fixed times and
+numbers of examples over seeds, the cosine of synthetic to true gradients, examples per
+second, and whether the orderings the paper implies hold.
 """
 
 import sys
@@ -46,8 +42,7 @@ from runner import chain_eval, launch
 from runner.launch import fmt
 
 ONE, THREE = "one process", "three processes"
-# The settings every row shares: Adam for every layer and for the synthetic-gradient model, as in
-# the measurements that motivated this comparison (README, "What we found").
+# The settings every row shares: Adam for every layer and model (docs/experiments.md).
 SETTINGS = dict(optimizer="adam", learning_rate=0.005, model_learning_rate=0.001, batch_size=10)
 
 
@@ -262,9 +257,7 @@ DEPTH_SPLITS = {1: (1,), 2: (1, 2), 3: (1, 2, 3)}            # decoupling points
 DEPTH_VARIANTS = (("synthetic, cDNI", "synthetic", True), ("synthetic, DNI", "synthetic", False),
                   ("frozen (no bprop)", "frozen", True), ("random directions", "random", True))
 DEPTH_BACKPROP = "backprop (true gradients, one process)"
-# Every layer's Adam rate in the depth experiment. Measured (docs/chain.md): at the scripts'
-# 0.005 no decoupled variant learned through three boundaries in 45 s; at 0.001 they do.
-DEPTH_LEARNING_RATE = 0.001
+DEPTH_LEARNING_RATE = 0.001     # every layer's Adam rate here (docs/chain.md says why)
 
 
 def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_RATE):
@@ -307,20 +300,15 @@ def depth_table(results):
     head = "| layer(s) below the last trained by | " + " | ".join(
         f"{p} decoupling point{'s' if p > 1 else ''}" for p in DEPTH_SPLITS) + " |"
     lines = [head, "|---|" + "---|" * len(DEPTH_SPLITS)]
-    names = [DEPTH_BACKPROP] + [v[0] for v in DEPTH_VARIANTS]
-    for name in names:
+    for name in [DEPTH_BACKPROP] + [v[0] for v in DEPTH_VARIANTS]:
         cells = []
-        for points in ([0] * len(DEPTH_SPLITS) if name == DEPTH_BACKPROP else DEPTH_SPLITS):
+        for points in [0] if name == DEPTH_BACKPROP else DEPTH_SPLITS:
             rows = [r for r in results if r["config"] == name and r["points"] == points]
-            if not rows:
-                cells.append("-")
-                continue
             mse = spread([r["final_mse"] for r in rows])
             cos = [c for r in rows for c in r["cosine"]]
-            cells.append(f"{cell(mse)} [{len(rows)}]" + (
-                f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""))
-        if name == DEPTH_BACKPROP:
-            cells = [cells[0]] + ["(no decoupling)"] * (len(cells) - 1)
+            note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
+            cells.append(f"{cell(mse)} [{len(rows)}]{note}" if rows else "-")
+        cells += ["(no decoupling)"] * (len(DEPTH_SPLITS) - len(cells))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,14 +1,8 @@
 """The images table: every layer decoupled on Fashion-MNIST (or MNIST), one row per method and
-one column per depth, as the paper's feed-forward table (parts/decoupled.py trains).
-
-Run it through lab/experiments.py, from the top level:
-
-    python -m lab.experiments --images --quick     # ~3 minutes: 3 and 6 layers, 1 seed
-    OPENBLAS_NUM_THREADS=1 python -m lab.experiments --images   # the table of docs/images.md
-
-It writes report.md (test accuracy, mean (min-max) over seeds, and each boundary's cosine),
-report.json (every run's curve, saved after every run) and images.png (accuracy over steps,
-drawn from report.json) into its run folder.
+one column per depth, as the paper's feed-forward table; parts/decoupled.py trains. Run it as
+`python -m lab.experiments --images [--quick]`, from the top level. It writes report.md (test
+accuracy over seeds, each boundary's cosine), report.json (every run's curve, saved after every
+run) and images.png (accuracy over steps, drawn from report.json) into its run folder.
 """
 
 import sys
@@ -21,7 +15,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -113,12 +106,10 @@ def images_tables(results):
 
 def machine():
     """The machine in words: CPU model, cores, Python, numpy, BLAS threads."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                      if line.startswith("Model name")), platform.processor())
-    except (OSError, subprocess.SubprocessError):
-        model = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.startswith("model name")), platform.processor() or "unknown CPU")
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
     return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy "
             f"{np.__version__}, OPENBLAS_NUM_THREADS={threads}")
@@ -193,12 +184,11 @@ def main_images(args):
     print(f"lab/experiments.py: {title}, into {out_dir}", flush=True)
     t0 = time.perf_counter()
 
-    def save(results):
-        write_images_report(dict(title=title, setting=setting, runs=results), out_dir)
+    def save(results, **seconds):
+        return write_images_report(dict(title=title, setting=setting, runs=results, **seconds),
+                                   out_dir)
 
     results = run_images(data, p["depths"], range(p["seeds"]), steps, on_result=save)
-    text = write_images_report(dict(title=title, setting=setting, runs=results,
-                                    seconds=time.perf_counter() - t0), out_dir)
-    print(text)
+    print(save(results, seconds=time.perf_counter() - t0))
     print(f"lab/experiments.py: report in {out_dir / 'report.md'}", flush=True)
     return 0
