@@ -72,8 +72,9 @@ def make_parser():
                      help="folder of x.npy and y.npy (default data/ next to this file, "
                           "where generate.py writes)")
     toy.add_argument("--update", choices=decoupled.METHODS, default="synthetic",
-                     help="what layer 1 learns from (default synthetic, the algorithm; the "
-                          "others are controls: parts/decoupled.py says what each is)")
+                     help="what layer 1 learns from (default synthetic, the algorithm; "
+                          "controls: backprop the true gradient, frozen nothing, random "
+                          "random rows of its size, random-synthetic-norm of g_hat's size)")
     toy.add_argument("--conditioned", action="store_true",
                      help="the model also sees the target y, the paper's cDNI (default "
                           "off: h alone, as the original oracle)")
@@ -100,7 +101,8 @@ def make_parser():
                       help="units per hidden layer (default 256, the paper's)")
     pics.add_argument("--method", choices=tuple(decoupled.IMAGE_METHODS), default="cdni",
                       help="what each layer learns from (default cdni, the paper's best; dni "
-                           "sees h alone; the others are controls)")
+                           "h alone; controls: backprop, top-only (only the last layer "
+                           "learns), random (rows of the true gradient's size))")
     pics.add_argument("--steps", type=int, default=None,
                       help=f"minibatches of training (default {IMAGES['steps']}: 2.5 epochs)")
     pics.add_argument("--measure-every", type=int, default=None,

@@ -8,7 +8,8 @@ run) and images.png (accuracy over steps, drawn from report.json) into its run f
 import sys
 
 if __name__ == "__main__" and not __package__:          # python lab/X.py: no lab package
-    print(f"run it as: python -m lab.experiments --images {' '.join(sys.argv[1:])}", file=sys.stderr)
+    print(f"run it as: python -m lab.experiments --images {' '.join(sys.argv[1:])}",
+          file=sys.stderr)
     sys.exit(2)
 
 import json

@@ -153,7 +153,7 @@ class Network:
                 m.learn(group[-1].a, context, g[b])
                 targets[b] = g[b]
             return Step(used, guesses, targets)
-        h_below = x
+        h_below = x                                       # the others: bottom up, no waiting
         for k, (group, opt) in enumerate(zip(self.groups, self.optimizers, strict=True)):
             h, t = sgd.feed_forward(group, h_below), None     # h_k, or z at the top
             if k < top and self.models:

@@ -1,9 +1,10 @@
-"""Tests for parts/decoupled.py on a classifier (the toy's are in test_dni.py), on small written arrays (200 examples of 20 features, 3 classes): the
-true gradients against a hand chain rule; method backprop against sgd.backprop and Adam, bit
-for bit; top-only leaving the layers below alone; the bootstrapped targets, every layer's update
-and every model's step against a hand computation; cDNI's one-hot input; the zero-initialised
-models' first guesses; the random rows' lengths; the cosines; run() and its config. One test
-trains briefly on the real Fashion-MNIST (skipped if it cannot be read).
+"""Tests for parts/decoupled.py on a classifier (the toy's are in test_dni.py), on small written
+arrays (200 examples of 20 features, 3 classes): the true gradients against a hand chain rule;
+method backprop against sgd.backprop and Adam, bit for bit; top-only leaving the layers below
+alone; the bootstrapped targets, every layer's update and every model's step against a hand
+computation; cDNI's one-hot input; the zero-initialised models' first guesses; the random rows'
+lengths; the cosines; run() and its config. One test trains briefly on the real Fashion-MNIST
+(skipped if it cannot be read).
 
 Run: .venv/bin/python -m pytest -q tests/test_decoupled.py
 """
@@ -144,7 +145,8 @@ def test_a_synthetic_step_by_hand(method, hidden):
     m1.learn(h1, onehot, t1)
     m2.learn(h2, onehot, t2)
     for ours, theirs in zip(network.layers + [la for m in network.models for la in m.layers],
-                            twin.layers + [la for m in twin.models for la in m.layers], strict=True):
+                            twin.layers + [la for m in twin.models for la in m.layers],
+                            strict=True):
         np.testing.assert_allclose(ours.w, theirs.w, **TIGHT)
         np.testing.assert_allclose(ours.b, theirs.b, **TIGHT)
 

@@ -171,7 +171,7 @@ def test_a_synthetic_step_moves_layer1_as_the_input_trainer_does(tmp_path, close
         # zero_init off, so that g_hat is not zero; plain SGD, as train_input.py's layer 1
         net = toy(np.random.default_rng(0), optimizer="sgd", learning_rate=0.05,
                       zero_init=False, conditioned=True)
-        assert np.array_equal(net.layers[0].w, trainer.layer.w)      # both drew it first from seed 0
+        assert np.array_equal(net.layers[0].w, trainer.layer.w)   # both drew it first, seed 0
         idx = np.array([3, 7, 11, 19])
         h = net.layers[0].output(x[idx])
         expected = net.models[0].predict(h, y[idx])                   # what step will predict
@@ -274,7 +274,8 @@ def test_run_stops_at_the_example_budget_and_writes_metrics_and_weights(tmp_path
     assert [line["stage"] for line in lines] == ["dni"] * 4
     assert [{k: line[k] for k in ("seconds", "examples", "heldout_mse", "cosine")}
             for line in lines] == result["curve"]
-    layers = snapshots.load_layers(tmp_path / "w.npz", list(zip(sgd.SIZES[:-1], sgd.SIZES[1:], strict=False)))
+    shapes = list(zip(sgd.SIZES[:-1], sgd.SIZES[1:], strict=False))
+    layers = snapshots.load_layers(tmp_path / "w.npz", shapes)
     x, y = generate.heldout(500)
     assert sgd.mse(layers, x, y) == pytest.approx(result["heldout_mse"], rel=1e-12)
 
