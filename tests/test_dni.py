@@ -174,7 +174,7 @@ def test_a_synthetic_step_moves_layer1_as_the_input_trainer_does(tmp_path, close
         assert np.array_equal(net.layers[0].w, trainer.layer.w)   # both drew it first, seed 0
         idx = np.array([3, 7, 11, 19])
         h = net.layers[0].output(x[idx])
-        expected = net.models[0].predict(h, y[idx])                   # what step will predict
+        expected = net.models[0].predict(h, y[idx])               # what step will predict
         assert np.abs(expected).max() > 0
         asked = []
         trainer.synthetic_gradients = lambda h, y: asked.append((h.copy(), y.copy())) or expected
@@ -262,8 +262,8 @@ def test_synthetic_and_backprop_directions_are_g_hat_and_g():
 
 def test_run_stops_at_the_example_budget_and_writes_metrics_and_weights(tmp_path):
     config = decoupled.Config(data_dir=tiny_dataset(tmp_path / "data"), seconds=None,
-                           examples=3000, eval_every=1000, heldout=500,
-                           metrics=tmp_path / "m.jsonl", weights_out=tmp_path / "w.npz")
+                              examples=3000, eval_every=1000, heldout=500,
+                              metrics=tmp_path / "m.jsonl", weights_out=tmp_path / "w.npz")
     result = decoupled.run(config)
     assert [row["examples"] for row in result["curve"]] == [0, 1000, 2000, 3000]
     assert result["examples"] == 3000 and not result["diverged"]
@@ -282,7 +282,7 @@ def test_run_stops_at_the_example_budget_and_writes_metrics_and_weights(tmp_path
 
 def test_run_is_repeatable_and_cuts_the_last_minibatch_to_the_budget(tmp_path):
     config = decoupled.Config(data_dir=tiny_dataset(tmp_path), seconds=None, examples=1234,
-                           batch_size=7, eval_every=500, heldout=300, method="random")
+                              batch_size=7, eval_every=500, heldout=300, method="random")
     first, second = decoupled.run(config), decoupled.run(config)
     assert [row["examples"] for row in first["curve"]] == [0, 504, 1008, 1234]
     strip = lambda r: [(row["examples"], row["heldout_mse"], row["cosine"]) for row in r["curve"]]
