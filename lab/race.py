@@ -41,11 +41,10 @@ if not __package__:                      # `python lab/X.py`: the imports below 
 import numpy as np
 
 import chain
-import dni
 import generate
 import sgd
 from lab.spread import cell, spread
-from parts import optimizers, snapshots
+from parts import decoupled, optimizers, snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.05, 0.02, 0.01)
@@ -394,9 +393,9 @@ def main_distribution_cost(args):
                                    data_dir=data, colocated=True)
         chain.run_chain(config, env)
         two = chain_eval.evaluate(run, chain.stage_sizes(config.sizes, config.splits))["final_mse"]
-        one = dni.run(dni.DniConfig(data_dir=data, seconds=args.seconds, seed=seed,
-                                    conditioned=True, batch_size=config.batch_size,
-                                    learning_rate=config.learning_rate))["heldout_mse"]
+        one = decoupled.run(decoupled.Config(
+            data_dir=data, seconds=args.seconds, seed=seed, conditioned=True,
+            batch_size=config.batch_size, learning_rate=config.learning_rate))["heldout_mse"]
         rows.append({"seed": seed, "two_processes": two, "dni_one_process": one})
         print(f"distribution cost: seed {seed}: two processes {two:.4f}, dni.py {one:.4f}",
               flush=True)
