@@ -71,8 +71,12 @@ def mse_at(points, seconds):
 
 
 def trained_per_s(metrics_path):
-    """Examples a server stage trained per second over the second half of its metrics lines."""
+    """Examples a server stage trained per second over the second half of its metrics lines,
+    the idle ones after its last trained example left out (a stage that ran out of work is
+    not measured as slow)."""
     rows = snapshots.read_metrics(metrics_path)
+    while len(rows) >= 2 and rows[-1]["examples_trained"] == rows[-2]["examples_trained"]:
+        rows.pop()
     rows = rows[len(rows) // 2:]
     if len(rows) < 2 or rows[-1]["time"] <= rows[0]["time"]:
         return None
