@@ -38,7 +38,7 @@ from pathlib import Path
 
 import generate
 from parts import children
-from runner import launch
+from runner import launch, processes
 
 D = launch.DecoupledConfig      # a dataclass's class attributes are its defaults: the demo's
 B = launch.BackpropConfig       # sgd.py's settings, the baseline's defaults
@@ -103,8 +103,8 @@ def parse_args(argv):
                    help="a process that dies ends the demo (the pictures are still drawn from "
                         "what was saved) instead of being started again from its checkpoint, "
                         "the servers on their ports (default: restart, at most "
-                        f"{launch.RestartPolicy.max_restarts} times in "
-                        f"{launch.RestartPolicy.window:.0f} s a process)")
+                        f"{processes.RestartPolicy.max_restarts} times in "
+                        f"{processes.RestartPolicy.window:.0f} s a process)")
     p.add_argument("--wire", choices=("json", "binary"), default=D.wire,
                    help="form of the bulk transfers (default %(default)s: raw arrays, ~100x "
                         "cheaper than JSON numbers, so layers 2-3 and the oracle get more "
@@ -165,7 +165,7 @@ def decoupled_config(args, run_dir, update="synthetic", data_dir=None):
         output_batch_size=args.output_batch_size,
         oracle={}, oracle_args=tuple(args.oracle_args.split()),
         input_args=tuple(args.input_args.split()),
-        restart=launch.RestartPolicy(restart=args.restart))
+        restart=processes.RestartPolicy(restart=args.restart))
 
 
 def backprop_config(args, run_dir, baseline):
@@ -209,7 +209,7 @@ def main(argv=None):
         print(f"demo: cut short: {cut_short}; drawing what was saved", flush=True)
         (run_dir / "cut_short.json").write_text(json.dumps({"cut_short": cut_short}))
     # 5. the pictures
-    drawn = subprocess.run(launch.script_argv("plot.py", "--run-dir", run_dir), cwd=launch.TOP,
+    drawn = subprocess.run(processes.script_argv("plot.py", "--run-dir", run_dir), cwd=processes.TOP,
                            env=env).returncode == 0
     if not drawn:
         print(f"demo: plot.py could not draw {run_dir} (see above)", flush=True)

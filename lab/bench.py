@@ -45,8 +45,8 @@ import synthgrad
 from lab import race
 from lab.race import first_time_below, mse_at, trained_per_s
 from parts import children, snapshots
-from runner import chain_eval, chain_watch, launch
-from runner.launch import fmt
+from generate import fmt
+from runner import chain_eval, launch, processes
 
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
@@ -278,8 +278,8 @@ def main_chain(args, seconds):
 
 def run_chain_speed(env, out, *options):
     """lab/chain_speed.py's results, run with env into the JSON file out."""
-    subprocess.run(launch.module_argv("lab.chain_speed", "--out", out, *options), env=env,
-                   check=True, cwd=launch.TOP)
+    subprocess.run(processes.script_argv("lab.chain_speed", "--out", out, *options), env=env,
+                   check=True, cwd=processes.TOP)
     return json.loads(out.read_text())
 
 
@@ -405,7 +405,7 @@ WINDOW = 10.0                 # seconds the page is open, then closed, then open
 
 def process_cpu(pids):
     """CPU seconds (user + system) the processes pids have used so far (Linux /proc)."""
-    return sum(chain_watch.cpu_seconds(pid) or 0.0 for pid in pids)
+    return sum(processes.cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 def browser_pids(driver):

@@ -45,7 +45,7 @@ import dni
 import generate
 import sgd
 from parts import optimizers, snapshots
-from runner import chain_eval, launch
+from runner import chain_eval, launch, processes
 
 LEVELS = (0.05, 0.02, 0.01)
 COUNT, HELDOUT = 20_000, 5_000
@@ -135,10 +135,10 @@ def one_process(out_dir, data_dir, width, stages, batch_size, seconds, interval,
     out = out_dir / f"one-w{width}-b{batch_size}-k{stages}-s{seed}.json"
     env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": str(stages),
            "OMP_NUM_THREADS": str(stages)}
-    subprocess.run(launch.module_argv(
+    subprocess.run(processes.script_argv(
         "lab.race", "--one-process", out, "--data-dir", data_dir, "--width", width, "--stages",
         stages, "--batch-size", batch_size, "--seconds", seconds, "--interval", interval,
-        "--seed", seed, "--learning-rate", learning_rate), env=env, check=True, cwd=launch.TOP)
+        "--seed", seed, "--learning-rate", learning_rate), env=env, check=True, cwd=processes.TOP)
     return json.loads(out.read_text())
 
 
@@ -245,9 +245,9 @@ def markdown(results, machine):
         lines.append(
             f"| {r['stages']}, {r['width']}, {r['batch_size']} | "
             f"{s['one']['examples_per_s']:,.0f} | "
-            f"{', '.join(launch.fmt(v, ',.0f') for v in rates.values())} | "
+            f"{', '.join(generate.fmt(v, ',.0f') for v in rates.values())} | "
             f"{slowest / s['one']['examples_per_s']:.2f}x | {s['one']['cpu_per_s']:.2f} | "
-            f"{', '.join(launch.fmt(v, '.2f') for v in s['chain']['cpu_per_s'].values())} |")
+            f"{', '.join(generate.fmt(v, '.2f') for v in s['chain']['cpu_per_s'].values())} |")
     return "\n".join(lines)
 
 
