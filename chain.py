@@ -31,23 +31,18 @@ every boundary model cDNI on the one-hot label):
     python chain.py --data fashion-mnist --colocated          # 784-256-256-256-10, 4 processes
     python chain.py --data fashion-mnist --colocated --update frozen     # only the top learns
 
-The stage list is run by runner/processes.py: locally, supervised (a process that dies is
-restarted from its checkpoint on its port), or with --ray as Ray actors (runner/raychain.py).
-Stage 1 streams for --duration seconds (with --examples N, until stage 2 has trained on N),
-then all stop. Into the run folder (default runs/chain-<date-time>) go each process's log and
-metrics, snapshots (progress/stage<k>/, progress/boundary<b>/), and, however the run ended,
-
-    chain.json   at each snapshot tick: held-out MSE (images: test accuracy and loss) of the
-                 composed network, per boundary the cosine between the synthetic and the true
-                 gradient and the staleness of what the stage above trained on; "cut_short"
-    chain.png    those three against seconds since stage 1 began streaming
+runner/processes.py runs the stages: here, supervised (one that dies is restarted from its
+checkpoint), or with --ray as Ray actors. Stage 1 streams for --duration seconds (or until
+stage 2 has trained on --examples), then all stop. The run folder gets each process's log,
+metrics and snapshots, and, however the run ended, chain.json (at each snapshot tick the
+composed network's held-out MSE or test accuracy, per boundary the cosine between synthetic
+and true gradients and the staleness; "cut_short") and chain.png, which draws them.
 """
 
 import argparse
 import dataclasses
 import json
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -310,71 +305,61 @@ def parse_args(argv):
                         "784 in, 10 out, default 784-256-256-256-10, the paper's)")
     p.add_argument("--splits", type=parse_splits, default=None,
                    help="cut the network after these many layers, e.g. 1,2,3 (default 1: the "
-                        "three-process system; with --data 1,2,3, every layer its own stage); "
-                        "a first split above 1 gives the first stage several layers, e.g. 2 "
-                        "on 2-W-W-W-1 for two stages of equal work")
+                        "three-process system; with --data 1,2,3, every layer its own stage)")
     p.add_argument("--duration", type=float, default=d.duration,
                    help="seconds the first stage streams (default %(default)g)")
     p.add_argument("--examples", type=int, default=None, metavar="N",
                    help="end the run once stage 2 (with --train-on arrivals the last stage) has "
-                        "trained on N examples: a budget of work, the same on a busy machine, "
-                        "--duration then only a limit (default: none, the run ends at it)")
+                        "trained on N examples, --duration then only a limit (default: none: "
+                        "a budget of work is the same on a busy machine)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
-                   help="flow control: stage 1 hands off at most N examples beyond what stage 2 "
-                        "has trained on (train_input.py --max-ahead; default: off, 200 with "
-                        "--data: at 1,000 the default 4-stage chain was unstable)")
+                   help="stage 1 hands off at most N examples beyond what stage 2 has trained "
+                        "on (default: off; 200 with --data, where more was unstable)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=None,
                    help="what stages 2..K train on: held, the latest activation of every "
-                        "example, pass after pass (the default, the original's), or arrivals, "
-                        "each once as it comes (the default with --data: see train_output.py)")
+                        "example, pass after pass (default, the original's), or arrivals, each "
+                        "once as it comes (default with --data)")
     p.add_argument("--count", type=int, default=None,
                    help="training examples (default 20,000; with --data all 60,000 images)")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
                    help="what moves every stage below the last (default synthetic; frozen and "
                         "random are the controls)")
     p.add_argument("--colocated", action="store_true",
-                   help="learn each boundary's synthetic-gradient model beside the stage above "
-                        "it (from the true gradients that stage computes), not in an oracle.py "
-                        "of its own: K stages are K processes, not 2K - 1 (default: off, "
-                        "oracles, as the three scripts run by default)")
+                   help="learn each boundary's model beside the stage above it, not in an "
+                        "oracle.py of its own: K processes, not 2K - 1 (default: off, as the "
+                        "three scripts run by default)")
     p.add_argument("--no-conditioned", dest="conditioned", action="store_false",
                    help="boundary models see h only (DNI), not h and the target (cDNI)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help=f"every stage's Adam learning rate (default: the scripts' "
-                        f"{d.learning_rate} for 2 or 3 stages, {DEEP_LEARNING_RATE} from "
-                        f"{DEEP_FROM} stages on, where {d.learning_rate} did not learn in our "
-                        f"measurements)")
+                        f"{d.learning_rate}; {DEEP_LEARNING_RATE} from {DEEP_FROM} stages on, "
+                        f"where {d.learning_rate} did not learn)")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
     p.add_argument("--no-restart", dest="restart", action="store_false",
                    help="a process that dies ends the run (cut short, still evaluated) instead "
-                        "of being started again on its port from its checkpoint (default: "
-                        "restart: on several machines a process or a link will fail, and each "
-                        "checkpoints every few seconds)")
+                        "of being started again from its checkpoint (default: restart: on "
+                        "several machines a process or a link will fail)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run every stage (and oracle) as a Ray actor, placed, restarted (up to "
-                        "--max-restarts times in the run) and its files collected by Ray "
-                        f"(needs {raychain.RAY_PIN}, which make demo does not install). Without "
-                        "ADDRESS a fresh local Ray instance; with one (HEAD:6379) the cluster "
-                        "`ray start --head` began there (docs/several-machines.md)")
+                   help="run every process as a Ray actor, placed, restarted and collected by "
+                        f"Ray (needs {raychain.RAY_PIN}); without ADDRESS a fresh local Ray "
+                        "instance, with one (HEAD:6379) that cluster (default: off; "
+                        "docs/several-machines.md)")
     p.add_argument("--place", type=parse_place, default=None, metavar="R1,R2,...",
-                   help="with --ray: put stage k on the machine that declares the custom "
-                        "resource Rk (ray start --resources='{\"Rk\": 1}'), one name per "
-                        "stage, e.g. host_a,host_b,host_b; an oracle goes with the stage above "
-                        "it (default: Ray's scheduler gives each process a CPU of its own)")
+                   help="with --ray: stage k on the machine that declares the custom resource "
+                        "Rk (ray start --resources='{\"Rk\": 1}'), an oracle with the stage "
+                        "above it (default: Ray's scheduler gives each process a CPU)")
     p.add_argument("--max-restarts", type=int, default=processes.RestartPolicy.max_restarts,
-                   help="restarts of one process within %(window)g s before chain.py gives up "
-                        "and ends the run (default %(default)s: a process that keeps dying "
-                        "has a cause a restart will not mend; with --ray, in the whole run)" % {
+                   help="restarts of one process within %(window)g s (with --ray: in the run) "
+                        "before the run ends (default %(default)s: a process that keeps dying "
+                        "has a cause a restart will not mend)" % {
                             "window": processes.RestartPolicy.window, "default": "%(default)s"})
     children.live_arguments(p, default_port=0, who="it shows each stage and boundary")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
     p.add_argument("--evaluate", type=Path, default=None, metavar="RUN",
                    help="run nothing: measure and draw a chain run already in RUN (e.g. one "
-                        "run by hand on several machines, its stages' snapshots gathered into "
-                        "RUN/progress/stage<k>, boundary models into RUN/progress/boundary<b>, "
-                        "stage 1's metrics into RUN/metrics/stage1.jsonl), with --sizes and "
-                        "--splits as it ran")
+                        "run by hand on several machines: docs/several-machines.md), with "
+                        "--sizes and --splits as it ran")
     args = p.parse_args(argv)
     defaults = {k: getattr(d, k) for k in IMAGES} if args.data == "toy" else IMAGES
     defaults = {k: v for k, v in defaults.items() if k != "learning_rate"}
@@ -434,10 +419,6 @@ def parse_splits(text):
             from None
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def report(run, layout, cut_short=None, data=None, image_dir=None):
     """chain.json and chain.png for a run, finished or cut short (cut_short: why, recorded in
     chain.json as "cut_short"); prints the summary line. ValueError if nothing can be
@@ -493,18 +474,12 @@ def main(argv=None):
         return 0
     if args.ray is not None:
         raychain.import_ray()                       # one line saying how to get it, if missing
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    processes.stop_on_signals()
     run = launch.new_run_dir(args.run_dir, prefix="chain-")
-    config = ChainConfig(run_dir=run, sizes=args.sizes, splits=args.splits, count=args.count,
-                         duration=args.duration, seed=args.seed, update=args.update,
-                         conditioned=args.conditioned, learning_rate=args.learning_rate,
-                         colocated=args.colocated, examples=args.examples,
-                         data=args.data, image_dir=args.image_dir, batch_size=args.batch_size,
-                         max_ahead=args.max_ahead, train_on=args.train_on,
-                         refresh_every=args.refresh_every, ray=args.ray, place=args.place,
-                         restart=processes.RestartPolicy(restart=args.restart,
-                                                      max_restarts=args.max_restarts))
+    given = {f.name for f in dataclasses.fields(ChainConfig)} - {"run_dir", "restart"}
+    config = ChainConfig(run_dir=run, restart=processes.RestartPolicy(
+        restart=args.restart, max_restarts=args.max_restarts),
+        **{name: getattr(args, name) for name in given if hasattr(args, name)})
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
     env = launch.child_env()
     stop_page = launch.start_live_page(run, args, "chain")

@@ -31,7 +31,6 @@ RUN/cut_short.json says why it ended early.
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -178,18 +177,11 @@ def backprop_config(args, run_dir, baseline):
         weights_out=run_dir / "backprop" / "final.npz", **baseline)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     args = parse_args(argv)
     baseline = parse_baseline_args(args.baseline_args,
                                    launch.backprop_like(decoupled_config(args, None)))
-    # Ctrl-C and SIGTERM both stop the run cleanly, even when a shell started us in the
-    # background with SIGINT ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    processes.stop_on_signals()
     run_dir = launch.new_run_dir(args.run_dir)
     print("demo.py: settings:", generate.settings_line({**vars(args), "run_dir": run_dir}),
           flush=True)
@@ -209,7 +201,8 @@ def main(argv=None):
         print(f"demo: cut short: {cut_short}; drawing what was saved", flush=True)
         (run_dir / "cut_short.json").write_text(json.dumps({"cut_short": cut_short}))
     # 5. the pictures
-    drawn = subprocess.run(processes.script_argv("plot.py", "--run-dir", run_dir), cwd=processes.TOP,
+    drawn = subprocess.run(processes.script_argv("plot.py", "--run-dir", run_dir),
+                           cwd=processes.TOP,
                            env=env).returncode == 0
     if not drawn:
         print(f"demo: plot.py could not draw {run_dir} (see above)", flush=True)

@@ -46,11 +46,12 @@ class DecoupledConfig:
     which are the scripts' own (chosen by measurement, see the README) on 20,000 examples.
 
     The data is read from data_dir (None: run_dir/data, where generate_data writes it);
-    everything else the run writes goes into run_dir. `optimizer` is the whole decoupled network's (layer 1 at
-    input_learning_rate, layers 2-3 at output_learning_rate; the oracle's model has its own, in
-    `oracle`); `update` is train_input.py's --update: synthetic, or a control, frozen or random.
+    everything else the run writes goes into run_dir. `optimizer` is the whole decoupled
+    network's (layer 1 at input_learning_rate, layers 2-3 at output_learning_rate; the
+    oracle's model has its own, in `oracle`); `update` is train_input.py's --update:
+    synthetic, or a control, frozen or random.
     `oracle` and `input` are further options of oracle.py and train_input.py by name (see
-    processes.option_argv), e.g. {"hidden": 0, "zero_init": True} or {"synthetic_gradients": "local"};
+    processes.option_argv), e.g. {"hidden": 0} or {"synthetic_gradients": "local"};
     `oracle_args` and `input_args` are more options as they would be typed on those scripts'
     command lines, appended last.
     """
@@ -72,7 +73,7 @@ class DecoupledConfig:
     oracle_args: tuple = ()
     input: dict = dataclasses.field(default_factory=lambda: {"report_every": 1})
     input_args: tuple = ()
-    restart: processes.RestartPolicy = processes.RestartPolicy()   # what a process that dies leads to
+    restart: processes.RestartPolicy = processes.RestartPolicy()   # what a death leads to
     checkpoint_interval: float = 5.0    # seconds between each process's checkpoints
 
 
@@ -211,15 +212,16 @@ def run_decoupled(config, env=None, on_start=None):
 def train_backprop(config, out=None, status_every=None):
     """Train sgd.make_network with plain backprop for config.seconds seconds of training.
 
-    Segments of config.eval_every examples in a fresh random order each epoch, each trained
-    by sgd.train; after each segment held-out MSE is measured and a metrics line {seconds, epoch, examples, heldout_mse}
-    written (stage "backprop"), starting with the untrained network at 0 s. Only training
-    counts as time, so the curve is comparable with a decoupled run of the same length. Each
-    minibatch is sgd.backprop and one step of config.optimizer (sgd: exactly sgd.train_step),
-    whose eta starts at config.learning_rate and is multiplied by config.decay after each
-    epoch. Progress lines go to `out` (a text file) if given, and with status_every a status
-    line "[  10 s] backprop: ..." to stdout at the first measurement after every status_every
-    seconds of training. Returns (layers, the measurements as written).
+    Each epoch, a fresh random order cut into segments of config.eval_every examples, each
+    trained by sgd.train in minibatches of config.batch_size, each stepped by
+    config.optimizer (sgd: exactly sgd.train_step), whose eta starts at
+    config.learning_rate and is multiplied by config.decay after each epoch. After each
+    segment held-out MSE is measured and a metrics line {seconds, epoch, examples,
+    heldout_mse} written (stage "backprop"), starting with the untrained network at 0 s.
+    Only training counts as time, so the curve is comparable with a decoupled run's.
+    Progress lines go to `out` (a text file) if given; with status_every a line "[  10 s]
+    backprop: ..." to stdout at the first measurement after every status_every seconds of
+    training. Returns (layers, the measurements as written).
     """
     def say(line):
         if out is not None:

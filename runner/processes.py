@@ -102,6 +102,15 @@ def restart_argv(argv, port=None, checkpoint=None, deadline=None):
     return argv
 
 
+def stop_on_signals():
+    """Ctrl-C and SIGTERM both raise KeyboardInterrupt (even when a shell started us in the
+    background with SIGINT ignored), so that a run stops every process it started."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 # --- Words for a death. -----------------------------------------------------------------------
 
 def exit_description(code):

@@ -1,22 +1,15 @@
-"""chain.py --ray: a chain's processes as Ray actors, placed, restarted and collected by Ray.
+"""The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor.
 
-Each stage (and each oracle, where the boundary models are not co-located) is one actor: the
-script's own main (its server and trainer) runs in a thread inside the actor's process,
-stopped by an event where a signal would stop the script (parts/threaded.py). chain.py chose
-its address before it started: Ray places the processes (a CPU each, in a placement group, so
-a restart comes back to the same machine; or on the machines --place names, by a custom
-resource each declares), a probe on each machine finds a free port there, and the actor binds
-that port on its machine's address, restarted or not, so its peers' senders find it again.
-
-A process that dies (SIGKILL, a crash, its script failing) is restarted by Ray (max_restarts)
-on its machine, where its checkpoint is: it resumes from it as --resume does. chain.py says
-each death in one line (which process, on which machine, the restart). A machine that leaves
-the cluster, or a process Ray will not restart again, ends the run cut short.
-
-Everything a process writes goes to its machine's disk under /tmp/synthgrad-ray/<run>-<id>/
-(node_root); chain.py collects each process's snapshots, metrics and log from there through Ray
-every COLLECT_EVERY seconds and at the end, into its run folder on the driver, where the live
-page and the evaluation read them. Ray is imported only here, and only for --ray.
+Each process is one actor running its script's main in a thread, stopped by an event where
+a signal would stop the script (parts/threaded.py). Ray places the processes first (a CPU
+each in a placement group, so a restart comes back to the same machine; or on the machines
+--place names), a probe on each machine finds a free port, and the actor binds that port on
+its machine's address, restarted or not, so its peers' senders find it again. A process that
+dies is restarted by Ray on its machine from its checkpoint, said in one line; a machine that
+leaves, or a process Ray will not restart again, ends the run cut short. Each process writes
+under /tmp/synthgrad-ray/<run>-<id>/ on its machine (node_root); its snapshots, metrics and
+log are collected into the driver's run folder every COLLECT_EVERY s and at the end.
+Ray is imported only here, and only for --ray.
 """
 
 import importlib
@@ -44,7 +37,6 @@ LAST_WORDS_S = 1.0                     # a failed script's process lives on this
                                        # state readable (its log may be on a machine gone)
 # The repository travels to every machine (Ray's working_dir) without these.
 EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
-READY_WAIT = processes.READY_WAIT     # seconds a process may take to answer after its start
 
 
 def import_ray():
@@ -304,11 +296,11 @@ class RayChain:
         while len(self.where) < len(self.names):   # a port drawn twice is drawn again
             names = [n for n in self.names if n not in self.where]
             refs = [probe.options(**probes[name]).remote() for name in names]
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=READY_WAIT)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=processes.READY_WAIT)
             if len(ready) < len(refs):
-                raise SystemExit("chain.py: Ray could not place every process in "
-                                 f"{READY_WAIT:.0f} s: does every machine --place names have "
-                                 "a free CPU for each of its stages?")
+                raise SystemExit(f"chain.py: Ray could not place every process in "
+                                 f"{processes.READY_WAIT:.0f} s: does every machine --place "
+                                 f"names have a free CPU for each of its stages?")
             for name, (ip, port, node) in zip(names, ray.get(refs), strict=True):
                 if (ip, port) not in {(i, p) for i, p, _ in self.where.values()}:
                     self.where[name] = (ip, port, node)
@@ -328,7 +320,7 @@ class RayChain:
     def start(self, proc, argv, deadline=None):
         """Start proc (argv: processes.argv's, its --port replaced by the one chosen, bound to
         its machine's address) and wait until it runs and, if it serves, answers. Its URL
-        (None if it does not serve); SystemExit if it does not within READY_WAIT seconds."""
+        (None if it does not serve); SystemExit if it does not within READY_WAIT s."""
         name, files = proc.name, self.files.get(proc.name)
         url = self.urls[name] if "--port" in argv else None
         ip, port, _ = self.where[name]
@@ -343,9 +335,9 @@ class RayChain:
             max_concurrency=3).remote(key, [Path(argv[1]).name, *options], str(self.root),
                                       sorted(files or {}), self.token, deadline)
         if files:
-            self.call(name, "write_files", files, timeout=READY_WAIT)
+            self.call(name, "write_files", files, timeout=processes.READY_WAIT)
         peer = None if url is None else processes.client(url, self.token)
-        give_up = time.monotonic() + READY_WAIT
+        give_up = time.monotonic() + processes.READY_WAIT
         while time.monotonic() < give_up:
             try:
                 info = self.ray.get(self.actors[name].info.remote(), timeout=5)
@@ -365,7 +357,8 @@ class RayChain:
                 return url
             time.sleep(0.1)
         self.collect_all(wait=True)
-        raise SystemExit(f"chain.py: {name} did not start within {READY_WAIT:.0f} s; its log "
+        raise SystemExit(f"chain.py: {name} did not start within "
+                         f"{processes.READY_WAIT:.0f} s; its log "
                          f"ends: {processes.log_tail(self.run / f'{key}.log')}")
 
     # --- watching: processes.watch's look() ---
@@ -434,7 +427,8 @@ class RayChain:
             text = (self.run / f"{self.keys[name]}.log").read_text(errors="replace")
         except (self.ray.exceptions.RayError, OSError):
             return "(not collected)"
-        return processes.text_tail(text.rsplit(f"raychain: {self.keys[name]} restarted by Ray", 1)[0])
+        restarted = f"raychain: {self.keys[name]} restarted by Ray"
+        return processes.text_tail(text.rsplit(restarted, 1)[0])
 
     def dead(self, name):
         self.actors.pop(name)
