@@ -201,8 +201,8 @@ def main(argv=None):
         print(f"demo: cut short: {cut_short}; drawing what was saved", flush=True)
         (run_dir / "cut_short.json").write_text(json.dumps({"cut_short": cut_short}))
     # 5. the pictures
-    drawn = subprocess.run(processes.script_argv("plot.py", "--run-dir", run_dir),
-                           cwd=processes.TOP,
+    drawn = subprocess.run(children.script_argv("plot.py", "--run-dir", run_dir),
+                           cwd=children.TOP,
                            env=env).returncode == 0
     if not drawn:
         print(f"demo: plot.py could not draw {run_dir} (see above)", flush=True)

@@ -278,8 +278,8 @@ def main_chain(args, seconds):
 
 def run_chain_speed(env, out, *options):
     """lab/chain_speed.py's results, run with env into the JSON file out."""
-    subprocess.run(processes.script_argv("lab.chain_speed", "--out", out, *options), env=env,
-                   check=True, cwd=processes.TOP)
+    subprocess.run(children.script_argv("lab.chain_speed", "--out", out, *options), env=env,
+                   check=True, cwd=children.TOP)
     return json.loads(out.read_text())
 
 

@@ -42,8 +42,8 @@ import chain
 import sgd
 from datasets import images
 from lab import race
-from parts import classify, optimizers, snapshots
-from runner import chain_eval, launch, processes
+from parts import children, classify, optimizers, snapshots
+from runner import chain_eval, launch
 
 LEVELS = (0.75, 0.80, 0.84)
 # The chain's --max-ahead in the race: chain.py's 200 steadies its 4 stages sharing 2 cores; a
@@ -105,12 +105,12 @@ def one_process(out_dir, args, width, stages, seed):
     out = out_dir / f"one-w{width}-k{stages}-s{seed}.json"
     env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": str(stages),
            "OMP_NUM_THREADS": str(stages)}
-    subprocess.run(processes.script_argv(
+    subprocess.run(children.script_argv(
         "lab.image_race", "--one-process", out, "--data", args.data,
         *(["--image-dir", args.image_dir] if args.image_dir else []), "--widths", width,
         "--stages", stages, "--seconds", args.seconds, "--interval", args.interval,
         "--seed", seed, "--count", args.count, "--test", args.test),
-        env=env, check=True, cwd=processes.TOP)
+        env=env, check=True, cwd=children.TOP)
     return json.loads(out.read_text())
 
 

@@ -44,8 +44,8 @@ import chain
 import dni
 import generate
 import sgd
-from parts import optimizers, snapshots
-from runner import chain_eval, launch, processes
+from parts import children, optimizers, snapshots
+from runner import chain_eval, launch
 
 LEVELS = (0.05, 0.02, 0.01)
 COUNT, HELDOUT = 20_000, 5_000
@@ -135,10 +135,10 @@ def one_process(out_dir, data_dir, width, stages, batch_size, seconds, interval,
     out = out_dir / f"one-w{width}-b{batch_size}-k{stages}-s{seed}.json"
     env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": str(stages),
            "OMP_NUM_THREADS": str(stages)}
-    subprocess.run(processes.script_argv(
+    subprocess.run(children.script_argv(
         "lab.race", "--one-process", out, "--data-dir", data_dir, "--width", width, "--stages",
         stages, "--batch-size", batch_size, "--seconds", seconds, "--interval", interval,
-        "--seed", seed, "--learning-rate", learning_rate), env=env, check=True, cwd=processes.TOP)
+        "--seed", seed, "--learning-rate", learning_rate), env=env, check=True, cwd=children.TOP)
     return json.loads(out.read_text())
 
 

@@ -36,8 +36,9 @@ import numpy as np
 import generate
 import sgd
 from parts import children, optimizers, snapshots
+from parts.children import TOP
 from runner import processes
-from runner.processes import TOP, Proc, Url
+from runner.processes import Proc, Url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +132,7 @@ def new_run_dir(given=None, prefix=""):
 
 def generate_data(out_dir, count, seed, env, plot=True):
     """generate.py: `count` examples with `seed` into out_dir (its target.png too if plot)."""
-    subprocess.run(processes.script_argv("generate.py", "--count", count, "--seed", seed,
+    subprocess.run(children.script_argv("generate.py", "--count", count, "--seed", seed,
                                          "--out-dir", out_dir, *([] if plot else ["--no-plot"])),
                    check=True, cwd=TOP, env=env, stdout=subprocess.DEVNULL)
 

@@ -17,14 +17,12 @@ import dataclasses
 import math
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import synthgrad
 from generate import fmt
 from parts import children, snapshots
-from parts.children import TOP
 # Seconds past --duration after which run() stops the last process itself: it ends on its
 # own clock whatever its peers do; this is the backstop.
 GRACE_S = 15.0
@@ -62,16 +60,10 @@ class Proc:
     checkpoint: Path | None = None     # a restart resumes from it
 
 
-def script_argv(script, *options):
-    """The command line that runs a script ("oracle.py") or a module ("lab.race", run with
-    cwd=TOP) of this project with this Python: the one place a command line is made."""
-    where = [str(TOP / script)] if script.endswith(".py") else ["-m", script]
-    return [sys.executable, *where, *map(str, options)]
-
-
 def argv(proc, urls):
-    """proc's command line, each Url replaced by the address in urls ({name: URL})."""
-    return script_argv(proc.script, *(urls[o] if isinstance(o, Url) else o
+    """proc's command line (children.script_argv), each Url replaced by the address in urls
+    ({name: URL})."""
+    return children.script_argv(proc.script, *(urls[o] if isinstance(o, Url) else o
                                       for o in proc.options))
 
 

@@ -25,6 +25,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+from parts import children
 from runner import processes
 
 RAY_PIN = "ray==2.60.0"                # the version tests/ runs (requirements-test.txt)
@@ -234,7 +235,7 @@ class RayChain:
         env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
                     "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
         options = dict(log_to_driver=False, logging_level=logging.ERROR, runtime_env=dict(
-            working_dir=str(processes.TOP), excludes=EXCLUDES, env_vars=env_vars))
+            working_dir=str(children.TOP), excludes=EXCLUDES, env_vars=env_vars))
         try:
             if self.address == "local":           # as many CPUs as processes, at least
                 ray.init(address="local", include_dashboard=False,

@@ -75,7 +75,7 @@ class Run:
         if script == "train_output.py" and "--live" not in args:
             args = (*args, "--no-live")
         self.procs[log_name or name] = children.Process(
-            name, processes.script_argv(script, *args),
+            name, children.script_argv(script, *args),
             self.folder / f"{log_name or name}.log", self.env)
         return self.procs[log_name or name]
 

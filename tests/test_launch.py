@@ -261,7 +261,7 @@ def test_option_argv_spells_what_the_scripts_parse():
 
 def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_path):
     config = launch.DecoupledConfig(run_dir=tmp_path)
-    py, here = sys.executable, str(processes.TOP)
+    py, here = sys.executable, str(children.TOP)
 
     def checkpoint(name):                           # what a restart resumes from
         return ["--checkpoint", str(tmp_path / "checkpoints" / f"{name}.npz"),

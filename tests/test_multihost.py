@@ -34,7 +34,7 @@ import netns
 import sgd
 import synthgrad
 from parts import children, snapshots
-from runner import launch, processes
+from runner import launch
 
 COUNT = 5_000
 # Runs are bounded by work, not seconds (train_input.py --until-trained): the input trainer
@@ -92,7 +92,7 @@ class Hosts:
         self.procs = {}
 
     def start(self, host, script, *args):
-        argv = self.net.argv(host, processes.script_argv(script, *args))
+        argv = self.net.argv(host, children.script_argv(script, *args))
         self.procs[host] = children.Process(host, argv, self.folder / f"{host}.log", self.env)
         return self.procs[host]
 
