@@ -60,16 +60,12 @@ def own_files(key):
 
 
 class Stage:
-    """One process of a chain inside a Ray actor (ray.remote(Stage)): the script's main in a
-    thread, on the port in its argv. __init__ never raises: Ray re-runs it with the same
-    arguments to restart the actor, and a restart that raises kills the actor for good.
-
-    argv: the script's file name, then its options (a --port, a --checkpoint); root: where it
-    writes on this machine; the script starts once the files `needs` names are there
-    (write_files: the toy's data, for stage 1, sent by a call, not as an argument, which a
-    restart would need again); deadline (time.time()), for stage 1: a restart streams only the
-    time left (--duration). A main that fails ends the process (os._exit): Ray restarts it.
-    """
+    """One process inside a Ray actor: argv (the script's name, then its options) run by the
+    script's main in a thread, writing under root. __init__ never raises: Ray re-runs it to
+    restart the actor, and a restart that raises kills the actor for good. The script starts
+    once the files `needs` names are there (write_files: stage 1's data, sent once by a call,
+    not as an argument a restart would need again); restarted, it resumes from its checkpoint
+    with the time left of its deadline. A main that fails ends the process: Ray restarts it."""
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
         self.key, self.root, self.state = key, Path(root), "starting"
@@ -329,11 +325,10 @@ class RayChain:
         if "--port" in options:
             options[options.index("--port") + 1] = str(port)
             options += ["--host", ip]
-        key = proc.key
         self.have[name], self.restarted[name] = {}, 0
         self.actors[name] = self.ray.remote(Stage).options(
             **self.options[name], max_restarts=self.max_restarts, max_task_retries=0,
-            max_concurrency=3).remote(key, [Path(argv[1]).name, *options], str(self.root),
+            max_concurrency=3).remote(proc.key, [Path(argv[1]).name, *options], str(self.root),
                                       sorted(files or {}), self.token, deadline)
         if files:
             self.call(name, "write_files", files, timeout=processes.READY_WAIT)
@@ -360,7 +355,7 @@ class RayChain:
         self.collect_all(wait=True)
         raise SystemExit(f"chain.py: {name} did not start within "
                          f"{processes.READY_WAIT:.0f} s; its log "
-                         f"ends: {processes.log_tail(self.run / f'{key}.log')}")
+                         f"ends: {processes.log_tail(self.run / f'{proc.key}.log')}")
 
     # --- watching: processes.watch's look() ---
 
@@ -413,12 +408,11 @@ class RayChain:
             return
         self.restarted[name] = info["starts"] - 1
         self.on_start(name, info["pid"])
-        port = self.where[name][1]
         how = "from its checkpoint" if info["resumed"] else "from scratch (no checkpoint yet)"
         print(f"chain: {name} on {self.described(name)} died (its process {before['pid']} is "
               f"gone; its log ends: {self.last_words(name)}); Ray restarted it there as"
               f" process {info['pid']} (restart {self.restarted[name]} of at most "
-              f"{self.max_restarts}), {how}, on port {port}", flush=True)
+              f"{self.max_restarts}), {how}, on port {self.where[name][1]}", flush=True)
 
     def last_words(self, name):
         """The last lines its log had before Ray restarted it (collected now)."""
@@ -451,13 +445,12 @@ class RayChain:
     def cpu_seconds(self, name):
         return self.info.get(name, {}).get("cpu_s")
 
-    def restarts(self):
-        """{name: restarts so far} of every process."""
+    def restarts(self):                          # {name: restarts so far}
         return dict(self.restarted)
 
     # --- collecting, stopping ---
 
-    def write(self, name, files):
+    def write(self, name, files):                # what its collect() answered
         for rel, data in files.items():
             write_atomically(self.run / rel, data)
             self.have[name][rel] = len(data)
