@@ -59,8 +59,8 @@ from datasets import images
 from lab import image_table
 from lab.spread import cell, spread
 from parts import snapshots
+from generate import fmt
 from runner import chain_eval, launch
-from runner.launch import fmt
 
 ONE, THREE = "one process", "three processes"
 # The settings every row shares: Adam for every layer and for the synthetic-gradient model, as in
