@@ -6,7 +6,8 @@ Proc over this machinery; where each process runs is the spawner's business:
     Supervisor       each process a local subprocess, restarted after a death (this file)
     raychain.RayChain    each process a Ray actor, placed and restarted by Ray
 
-A spawner has start(proc, argv, deadline) (the URL a server answers on, None for the
+A spawner is a context manager (its end stops everything) with urls (those chosen before
+the start), token, start(proc, argv, deadline) (the URL a server answers on, None for the
 process that ends the run), look() (why the run must end, or None), finished(name),
 stop(name, timeout), cpu_seconds(name), machine(name), restarts() and stop_all().
 run() starts the list in order, watches the last (it ends the run at its --duration) with
@@ -23,6 +24,7 @@ from pathlib import Path
 import synthgrad
 from generate import fmt
 from parts import children, snapshots
+
 # Seconds past --duration after which run() stops the last process itself: it ends on its
 # own clock whatever its peers do; this is the backstop.
 GRACE_S = 15.0
@@ -64,7 +66,7 @@ def argv(proc, urls):
     """proc's command line (children.script_argv), each Url replaced by the address in urls
     ({name: URL})."""
     return children.script_argv(proc.script, *(urls[o] if isinstance(o, Url) else o
-                                      for o in proc.options))
+                                               for o in proc.options))
 
 
 def option_argv(options):
