@@ -52,7 +52,7 @@ class DecoupledConfig:
     oracle's model has its own, in `oracle`); `update` is train_input.py's --update:
     synthetic, or a control, frozen or random.
     `oracle` and `input` are further options of oracle.py and train_input.py by name (see
-    processes.option_argv), e.g. {"hidden": 0} or {"synthetic_gradients": "local"};
+    processes.as_options), e.g. {"hidden": 0} or {"synthetic_gradients": "local"};
     `oracle_args` and `input_args` are more options as they would be typed on those scripts'
     command lines, appended last.
     """
@@ -104,7 +104,7 @@ def backprop_like(config):
                 optimizer=config.optimizer, decay=1.0, seed=config.seed)
 
 
-def option_argv(options):
+def as_options(options):
     """{name: value} as command-line options: {"batch_size": 256, "zero_init": False} ->
     ["--batch-size", "256", "--no-zero-init"]. True is a bare flag, False its --no- form (the
     on/off options, such as oracle.py's --conditioned, take both); None leaves it out."""
@@ -167,9 +167,9 @@ def decoupled_procs(config):
     common = ("--snapshot-interval", config.snapshot_interval, "--seed", config.seed,
               "--wire", config.wire, "--optimizer", config.optimizer)
     tail = {"oracle.py": ("--metrics", run / "metrics" / "oracle.jsonl",
-                          *processes.option_argv(config.oracle), *config.oracle_args),
+                          *processes.as_options(config.oracle), *config.oracle_args),
             "train_output.py": common,
-            "train_input.py": (*common, *processes.option_argv(config.input), *config.input_args)}
+            "train_input.py": (*common, *processes.as_options(config.input), *config.input_args)}
     return [
         proc("oracle", "oracle.py", "oracle", "--port", 0, "--max-examples", config.count,
              "--seed", config.seed),

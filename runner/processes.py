@@ -62,14 +62,14 @@ class Proc:
     checkpoint: Path | None = None     # a restart resumes from it
 
 
-def argv(proc, urls):
+def command_line(proc, urls):
     """proc's command line (children.script_argv), each Url replaced by the address in urls
     ({name: URL})."""
     return children.script_argv(proc.script, *(urls[o] if isinstance(o, Url) else o
                                                for o in proc.options))
 
 
-def option_argv(options):
+def as_options(options):
     """{name: value} as options: {"batch_size": 256, "zero_init": False} -> ["--batch-size",
     "256", "--no-zero-init"]. True is a bare flag, False its --no- form; None leaves it out."""
     out = []
@@ -82,10 +82,10 @@ def option_argv(options):
     return out
 
 
-def restart_argv(argv, port=None, checkpoint=None, deadline=None):
-    """argv for starting a process again: on `port` (the one it got, where its peers look),
-    --resume if its checkpoint exists, and with a deadline (time.time()) only the seconds
-    left of its --duration."""
+def restart_options(argv, port=None, checkpoint=None, deadline=None):
+    """A command line (or its options) for starting a process again: on `port` (the one it
+    got, where its peers look), --resume if its checkpoint exists, and with a deadline
+    (time.time()) only the seconds left of its --duration."""
     argv = list(argv)
     if port is not None and "--port" in argv:
         argv[argv.index("--port") + 1] = str(port)
@@ -174,7 +174,7 @@ class Child:
         return self.deadline is not None and self.popen.poll() == 0
 
     def restart(self):
-        argv = restart_argv(self.argv, self.port, self.proc.checkpoint, self.deadline)
+        argv = restart_options(self.argv, self.port, self.proc.checkpoint, self.deadline)
         self.process = children.Process(self.name, argv, self.proc.log, self.env,
                                         append=True)
         self.restart_at = None
@@ -380,12 +380,12 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None, who="l
     urls, peers = dict(spawner.urls), {}
     try:
         for proc in servers:
-            urls[proc.name] = spawner.start(proc, argv(proc, urls))
+            urls[proc.name] = spawner.start(proc, command_line(proc, urls))
             peers[proc.name] = client(urls[proc.name], spawner.token)
         if banner is not None:
             print(f"{who}: {banner(urls)}", flush=True)
         end_at = time.monotonic() + duration
-        spawner.start(last, argv(last, urls), deadline=time.time() + duration)
+        spawner.start(last, command_line(last, urls), deadline=time.time() + duration)
 
         def label(proc):
             m = spawner.machine(proc.name)

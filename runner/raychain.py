@@ -105,7 +105,7 @@ class Stage:
                 os.environ["SYNTHGRAD_TOKEN"] = token
             script, options = argv[0], list(argv[1:])
             checkpoint = options[options.index("--checkpoint") + 1]
-            options = processes.restart_argv(options, None, checkpoint,
+            options = processes.restart_options(options, None, checkpoint,
                                              deadline if self.restarted else None)
             self.resumed = "--resume" in options
             print(f"raychain: {self.key} {'restarted by Ray' if self.restarted else 'started'}"
@@ -315,9 +315,9 @@ class RayChain:
     # --- starting ---
 
     def start(self, proc, argv, deadline=None):
-        """Start proc (argv: processes.argv's, its --port replaced by the one chosen, bound to
-        its machine's address) and wait until it runs and, if it serves, answers. Its URL
-        (None if it does not serve); SystemExit if it does not within READY_WAIT s."""
+        """Start proc (argv: processes.command_line's; its --port becomes the one chosen, on
+        its machine's address); wait until it runs and, if it serves, answers. Its URL (None
+        if it does not serve); SystemExit if it does not within READY_WAIT s."""
         name, files = proc.name, self.files.get(proc.name)
         url = self.urls[name] if "--port" in argv else None
         ip, port, _ = self.where[name]

@@ -71,7 +71,7 @@ def decoupled_argvs(config, oracle_url="http://o", output_url="http://t"):
     these addresses for the two servers."""
     from runner import launch, processes
     urls = {"oracle": oracle_url, "output trainer": output_url}
-    return [processes.argv(p, urls) for p in launch.decoupled_procs(config)]
+    return [processes.command_line(p, urls) for p in launch.decoupled_procs(config)]
 
 
 def chain_argvs(config):
@@ -81,4 +81,4 @@ def chain_argvs(config):
     from runner import processes
     procs = chain.chain_procs(config)
     urls = {p.name: f"http://{p.name[0].replace('b', 'o')}{p.name.split()[1]}" for p in procs}
-    return {p.name: [str(a) for a in processes.argv(p, urls)] for p in procs}
+    return {p.name: [str(a) for a in processes.command_line(p, urls)] for p in procs}

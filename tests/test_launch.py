@@ -175,9 +175,9 @@ def test_exit_description_and_resume_argv():
     assert processes.exit_description(-9) == "killed by SIGKILL"
     assert processes.exit_description(3) == "exit code 3"
     argv = ["python", "x.py", "--port", "0", "--checkpoint", "c.npz"]
-    assert processes.restart_argv(argv, 4321, None) == ["python", "x.py", "--port", "4321",
+    assert processes.restart_options(argv, 4321, None) == ["python", "x.py", "--port", "4321",
                                                         "--checkpoint", "c.npz"]
-    left = processes.restart_argv(["--duration", "60"], deadline=time.time() + 20.04)
+    left = processes.restart_options(["--duration", "60"], deadline=time.time() + 20.04)
     assert left == ["--duration", "20.0"]                   # the time left, said once
 
 
@@ -242,20 +242,20 @@ def test_no_restart_ends_the_run_at_the_first_death_and_a_finished_run_is_no_dea
 
 # --- The command lines of a decoupled run. -----------------------------------------------------
 
-def test_option_argv_spells_options_as_on_the_command_line():
-    assert processes.option_argv({"batch_size": 256, "zero_init": True, "hidden": 0,
+def test_as_options_spells_options_as_on_the_command_line():
+    assert processes.as_options({"batch_size": 256, "zero_init": True, "hidden": 0,
                                "conditioned": False, "seed": None}) == \
         ["--batch-size", "256", "--zero-init", "--hidden", "0", "--no-conditioned"]
-    assert processes.option_argv({}) == []
+    assert processes.as_options({}) == []
 
 
-def test_option_argv_spells_what_the_scripts_parse():
+def test_as_options_spells_what_the_scripts_parse():
     """False must reach the script as off: with the defaults on, leaving it out would turn the
     unconditioned oracle of an experiment into a conditioned one."""
     import oracle
-    args = oracle.parse_args(processes.option_argv({"conditioned": False, "zero_init": False}))
+    args = oracle.parse_args(processes.as_options({"conditioned": False, "zero_init": False}))
     assert (args.conditioned, args.zero_init) == (False, False)
-    args = oracle.parse_args(processes.option_argv({"conditioned": True}))
+    args = oracle.parse_args(processes.as_options({"conditioned": True}))
     assert args.conditioned is True
 
 

@@ -201,7 +201,7 @@ def test_a_process_that_cannot_start_is_restarted_then_said_in_one_line(tmp_path
                            "stage2", tmp_path / "stage2.log")
     with raychain.RayChain(tmp_path, "local", [stage], max_restarts=1) as rc:
         with pytest.raises(SystemExit) as e:
-            rc.start(stage, processes.argv(stage, rc.urls))
+            rc.start(stage, processes.command_line(stage, rc.urls))
     message = str(e.value)
     assert "\n" not in message and message.startswith(
         "chain.py: stage 2 died as it started (ActorDiedError): exit code 2; its log ends: ")
