@@ -293,9 +293,9 @@ class Supervisor:
 
 # --- Watching a run. --------------------------------------------------------------------------
 
-def client(url, token=None):
-    """A short-timeout look at a server (GET /status, GET /weights)."""
-    return synthgrad.OracleClient(url, timeout=LOOK_TIMEOUT, token=token)
+def client(url, token=None, timeout=LOOK_TIMEOUT):
+    """A look at a server (GET /status, GET /weights), by default a short one."""
+    return synthgrad.OracleClient(url, timeout=timeout, token=token)
 
 
 def wait_ready(peer, alive, timeout=READY_WAIT):
@@ -402,7 +402,8 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None, who="l
                 (label(p), p.script, last_status(peers[p.name])) for p in shown])
         cpu, cut_short = watch(spawner, last.name, end_at, status, every,
                                tick and (lambda: tick(urls)), who)
-        final = {p.key: last_status(peers[p.name]) for p in servers}
+        final = {p.key: last_status(client(urls[p.name], spawner.token, timeout=10.0))
+                 for p in servers}                        # their last word, unhurried
         return final | {"cpu_s": {p.key: spawner.cpu_seconds(p.name) for p in servers} |
                         {last.key: cpu}, "restarts": spawner.restarts(),
                         "cut_short": cut_short}
