@@ -171,7 +171,7 @@ def test_watch_stops_an_input_trainer_that_overruns_its_duration(tmp_path, capsy
 
 # --- Supervising: a death named in one line, the process restarted or the run ended. -------------
 
-def test_exit_description_and_resume_argv():
+def test_exit_description_and_restart_options():
     assert processes.exit_description(-9) == "killed by SIGKILL"
     assert processes.exit_description(3) == "exit code 3"
     argv = ["python", "x.py", "--port", "0", "--checkpoint", "c.npz"]
