@@ -41,7 +41,7 @@ import generate
 from generate import fmt
 from lab import live_cost, race, wire_cost
 from lab.race import first_time_below, mse_at
-from parts import snapshots
+from parts import children, snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.06, 0.03, 0.01)
@@ -214,8 +214,8 @@ def main_chain(args, out_dir, machine):
 
 def run_chain_speed(env, out, *options):
     """lab/chain_speed.py's rows, run with env into the JSON file out."""
-    subprocess.run(launch.module_argv("lab.chain_speed", "--out", out, *options), env=env,
-                   check=True, cwd=launch.TOP)
+    subprocess.run(children.script_argv("lab.chain_speed", "--out", out, *options), env=env,
+                   check=True, cwd=children.TOP)
     return json.loads(out.read_text())["rows"]
 
 

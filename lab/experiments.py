@@ -34,12 +34,12 @@ import numpy as np
 
 import chain
 import generate
+from generate import fmt
 from datasets import images
 from lab import image_table
 from lab.spread import cell, spread
 from parts import decoupled, snapshots
 from runner import chain_eval, launch
-from runner.launch import fmt
 
 ONE, THREE = "one process", "three processes"
 # The settings every row shares: Adam for every layer and model (docs/experiments.md).

@@ -24,14 +24,14 @@ if not __package__:                      # `python lab/X.py`: the imports below 
 import numpy as np
 
 from parts import children, snapshots
-from runner import chain_watch, launch
+from runner import launch, processes
 
 WINDOW = 10.0                 # seconds the page is open, then closed, then open...
 
 
 def process_cpu(pids):
     """CPU seconds (user + system) the processes pids have used so far (Linux /proc)."""
-    return sum(chain_watch.cpu_seconds(pid) or 0.0 for pid in pids)
+    return sum(processes.cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 def browser_pids(driver):

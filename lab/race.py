@@ -44,7 +44,7 @@ import chain
 import generate
 import sgd
 from lab.spread import cell, spread
-from parts import decoupled, optimizers, snapshots
+from parts import children, decoupled, optimizers, snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.05, 0.02, 0.01)
@@ -160,8 +160,8 @@ def train_one_process(data_dir, sizes, batch_size, seconds, interval, seed,
 def one_process(module, out, threads, **job):
     """`python -m module --one-process out --job JSON`, the child that writes its
     train_one_process(**job) to out, with OpenBLAS allowed `threads` threads; what it wrote."""
-    subprocess.run(launch.module_argv(module, "--one-process", out, "--job", json.dumps(job)),
-                   env=blas_env(threads), check=True, cwd=launch.TOP)
+    subprocess.run(children.script_argv(module, "--one-process", out, "--job", json.dumps(job)),
+                   env=blas_env(threads), check=True, cwd=children.TOP)
     return json.loads(out.read_text())
 
 
