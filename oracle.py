@@ -36,28 +36,18 @@ import numpy as np
 from flask import Response, request
 
 import synthgrad
-from parts import boundary, serving, snapshots
+from parts import boundary, checkpoint, http, options, server
 
 log = logging.getLogger("oracle")
 
 DEFAULTS = dict(
-    # Chosen by measurement (lab/experiments.py, README): the paper's cDNI with a zeroed last layer,
-    # trained with Adam on big batches, the only setting whose synthetic gradients beat random
-    # directions of the same size in three processes.
-    hidden=12,               # 24 (+1) -> 12 (sigmoid) -> 24, the original's size
-    optimizer="adam",        # the original's Adadelta (Keras 1's lr 1.0) follows too slowly
-    zero_init=True,          # the paper's zero last layer: the first synthetic gradients are 0
-    conditioned=True,        # the paper's cDNI: predict dL/dh from (h, y), not from h alone
-    learning_rate=0.001,     # Adam's Keras default
-    epochs_per_pass=2,       # the original's
-    batch_size=256,          # a Keras step costs ~0.5 ms whatever the batch: learn from more
-    max_examples=serving.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
+    **boundary.DEFAULTS,     # how the model learns, as a co-located stage's (docs/settings.md)
+    max_examples=options.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
     publish_every=20,        # batches between publishing weights to the request path
-    quality_window=5_000,    # examples in the moving window of the quality measure
     min_examples=32,         # do not train on fewer than one batch
     seed=0,
     token=None,              # no shared secret: anyone who can connect may talk
-    nice=serving.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
+    nice=options.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
     max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
     checkpoint=None,         # where to checkpoint (None: never)
     checkpoint_interval=30.0,
@@ -129,19 +119,32 @@ def tensorflow_quietly():
             sys.stderr.flush()
 
 
-numpy_forward = boundary.model_forward   # the model in numpy, on the published weights
+class KerasOptimizer:
+    """The Keras model's optimizer as checkpoint.save and load take one: a name, a state."""
+
+    def __init__(self, model, name):
+        self.model, self.name = model, name
+
+    def variables(self):
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        return optimizer.variables
+
+    def state(self):
+        return {str(k): np.asarray(v) for k, v in enumerate(self.variables())}
+
+    def load_state(self, arrays):
+        for k, v in enumerate(self.variables()):
+            v.assign(arrays[str(k)])
 
 
-alignment_sums = boundary.alignment_sums
-cosine_and_relative_error = boundary.cosine_and_relative_error
-
-
-class Oracle(serving.TrainingServer):
+class Oracle(server.TrainingServer):
     """The oracle's state: held gradients, the Keras model, published weights, quality measures."""
 
     role = title = "oracle"
     FLATTEN = {"synthetic_gradient_quality": ""}
-    NOT_IN_METRICS = serving.TrainingServer.NOT_IN_METRICS + ("window",)
+    NOT_IN_METRICS = server.TrainingServer.NOT_IN_METRICS + ("window",)
 
     def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
         c = {**DEFAULTS, **config}
@@ -154,6 +157,7 @@ class Oracle(serving.TrainingServer):
         self.received_at = np.zeros(c["max_examples"])         # time.time() of the latest g
         self.model = build_model(width + self.conditioned, width, c["hidden"],
                                  c["learning_rate"], c["seed"], c["optimizer"], c["zero_init"])
+        self.keras_optimizer = KerasOptimizer(self.model, c["optimizer"])
         self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
         self.quality = boundary.Quality(c["quality_window"], synthgrad.MAX_CHUNK)
         super().__init__(c)                                    # resumes a checkpoint if asked
@@ -167,7 +171,7 @@ class Oracle(serving.TrainingServer):
         """Synthetic gradients (n, width) for activations h (n, width) (and targets y (n,) if
         conditioned), from the newest weights."""
         weights = self.weights                      # one read: a consistent set of weights
-        return numpy_forward(weights, self.inputs(h, y))
+        return boundary.model_forward(weights, self.inputs(h, y))
 
     def receive(self, i, h, g, y=None):
         """Measure the current predictions against true gradients g at h, then keep them."""
@@ -209,15 +213,10 @@ class Oracle(serving.TrainingServer):
         """Make the model's current weights the ones that answer requests, if they are finite;
         otherwise keep the last finite ones, mark the oracle diverged and stop training."""
         weights = [w.astype(np.float64) for w in self.model.get_weights()]
-        if all(np.isfinite(w).all() for w in weights):
+        if checkpoint.finite(*weights):
             self.weights = weights
             return True
-        if not self.diverged:
-            self.diverged = True
-            self.stop.set()
-            log.error("the oracle model diverged (NaN or infinity in its weights); training "
-                      "stopped, answering with the last finite weights. Lower --learning-rate "
-                      "and restart.")
+        checkpoint.diverge(self, "the oracle model", "; answering with its last finite weights")
         return False
 
     def train_pass(self):
@@ -253,42 +252,27 @@ class Oracle(serving.TrainingServer):
 
     # --- checkpoints: the model, its optimizer's state, every gradient held, the counters ----
     COUNTERS = ("gradients_received", "estimates", "steps", "passes")
-    def _optimizer_variables(self):
-        optimizer = self.model.optimizer
-        if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
-        return optimizer.variables
 
     def save_checkpoint(self, path):
         """Write the checkpoint (call from the training thread, or once it has stopped)."""
         with self.lock:
-            arrays = {"h": self.h.copy(), "g": self.g.copy(), "y": self.y.copy(),
-                      "held": self.held.copy()}
-        for k, w in enumerate(self.model.get_weights()):
-            arrays[f"model{k}"] = w
-        for k, v in enumerate(self._optimizer_variables()):
-            arrays[f"optimizer{k}"] = np.asarray(v)
-        arrays["counters"] = np.array([self.counts[name] for name in self.COUNTERS])
-        snapshots.save_checkpoint(path, arrays)
+            held = {"h": self.h.copy(), "g": self.g.copy(), "y": self.y.copy(),
+                    "held": self.held.copy()}
+        checkpoint.save(path, {"": (self.model.get_weights(), self.keras_optimizer)},
+                        {name: self.counts[name] for name in self.COUNTERS}, held)
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        variables = self._optimizer_variables()
-        shapes = {"h": self.h.shape, "g": self.g.shape, "y": self.y.shape,
-                  "held": self.held.shape,
-                  **{f"model{k}": w.shape for k, w in enumerate(self.model.get_weights())},
-                  **{f"optimizer{k}": tuple(v.shape) for k, v in enumerate(variables)}}
-        a = snapshots.load_checkpoint(path, shapes)
-        self.model.set_weights([a[f"model{k}"] for k in range(len(self.model.get_weights()))])
-        for k, v in enumerate(variables):
-            v.assign(a[f"optimizer{k}"])
+        shapes = {name: getattr(self, name).shape for name in ("h", "g", "y", "held")}
+        weights, counts, a = checkpoint.load(
+            path, {"": (self.model.get_weights(), self.keras_optimizer)}, self.COUNTERS, shapes)
+        self.model.set_weights(weights[""])
         with self.lock:
             self.h[:], self.g[:], self.y[:] = a["h"], a["g"], a["y"]
             self.held[:] = a["held"].astype(bool)
             self.received_at[self.held] = time.time()      # their age restarts with the process
-        if a.get("counters") is not None and a["counters"].shape == (len(self.COUNTERS),):
-            for name, value in zip(self.COUNTERS, a["counters"].tolist()):   # (older: none)
-                self.counts[name] = int(value)
+        for name, value in counts.items():
+            self.counts[name] = value
         self.publish()
         log.info("resumed from %s: %d gradients held, %d training passes and %d steps so far",
                  path, int(self.held.sum()), self.counts["passes"], self.counts["steps"])
@@ -297,11 +281,11 @@ class Oracle(serving.TrainingServer):
 def create_app(config=None):
     """The oracle's Flask app; its Oracle is app.config["ORACLE"]. Does not start training."""
     oracle = Oracle(**(config or {}))
-    app = serving.make_app("oracle", oracle, "ORACLE")
+    app = server.make_app("oracle", oracle, "ORACLE")
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)
     def estimate_gradients():
-        body = serving.read_body()
+        body = http.read_body()
         if oracle.conditioned:
             h, y = synthgrad.decode_estimate_request(body, oracle.width, need_y=True)
         else:
@@ -315,7 +299,7 @@ def create_app(config=None):
 
     @app.post(synthgrad.PROVIDE_GRADIENT)
     def provide_gradient():
-        i, h, g, *y = synthgrad.decode_gradients(serving.read_body(),
+        i, h, g, *y = synthgrad.decode_gradients(http.read_body(),
                                                  oracle.config["max_examples"], oracle.width,
                                                  need_y=oracle.conditioned)
         oracle.receive(i, h, g, *y)
@@ -323,7 +307,7 @@ def create_app(config=None):
 
     @app.get(synthgrad.WEIGHTS)
     def weights():
-        return serving.weights_answer(oracle.weights, oracle.conditioned, oracle.counts["steps"])
+        return http.weights_answer(oracle.weights, oracle.conditioned, oracle.counts["steps"])
 
     return app
 
@@ -372,13 +356,13 @@ def parse_args(argv):
                         "measure (default 5,000: about one chunk per sender for 10 chunks)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
-    serving.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
+    options.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
                                  "status, synthetic-gradient quality",
                                  "the model, its optimizer's state and every gradient held",
                                  "memory is about 2 x N x 24 float64")
-    args = serving.parse_with_original(
+    args = options.parse_with_original(
         p, argv, ORIGINAL, "an h-only model, random last layer, Adadelta at 1.0, batches of 32")
-    serving.check_server_arguments(p, args)
+    options.check_server_arguments(p, args)
     if args.hidden < 0:
         p.error("--hidden must be 0 (linear) or more")
     if args.width < 1:
@@ -391,7 +375,7 @@ def parse_args(argv):
 
 def main(argv=None, stop=None):
     """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
-    return serving.run_server(parse_args(argv), create_app, "oracle.py", stop=stop)
+    return server.run_server(parse_args(argv), create_app, "oracle.py", stop=stop)
 
 
 if __name__ == "__main__":

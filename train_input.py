@@ -55,8 +55,8 @@ import numpy as np
 import sgd
 import synthgrad
 import train_output
-from parts import (boundary, classify, optimizers, pacing, sender, serving, snapshots,
-                   threaded)
+from parts import (boundary, checkpoint, classify, optimizers, options, pacing, sender,
+                   snapshots, threaded)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
@@ -145,7 +145,7 @@ class InputTrainer:
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
-        self.checkpointer = snapshots.Checkpointer(c.checkpoint, c.checkpoint_interval,
+        self.checkpointer = checkpoint.Checkpointer(c.checkpoint, c.checkpoint_interval,
                                                    self.save_checkpoint)
         # counters
         self.examples = self.updates = self.epochs = self.skipped = 0
@@ -155,11 +155,6 @@ class InputTrainer:
         if c.resume:
             self.resume(c.checkpoint)
 
-    @staticmethod
-    def layer_keys(k):
-        """A layer's checkpoint names: "w", "b" for layer 1, "w<k>", "b<k>" for any after it."""
-        return ("w", "b") if k == 0 else (f"w{k}", f"b{k}")
-
     @property
     def layer(self):
         """Layer 1: 2 -> 24 (the first of self.layers, where a chain's first stage holds more)."""
@@ -168,24 +163,16 @@ class InputTrainer:
     def save_checkpoint(self, path):
         """The layers, the optimizer's state and the counters (a resumed run starts a new pass
         over the data)."""
-        arrays = {key: a for k, layer in enumerate(self.layers)
-                  for key, a in zip(self.layer_keys(k), (layer.w, layer.b))}
-        snapshots.save_checkpoint(path, {
-            **arrays, "counters": np.array([getattr(self, name) for name in self.COUNTERS]),
-            **optimizers.checkpoint_arrays(self.optimizer)})
+        checkpoint.save(path, {"": (checkpoint.layer_weights(self.layers), self.optimizer)},
+                        {name: getattr(self, name) for name in self.COUNTERS})
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        shapes = {key: a.shape for k, layer in enumerate(self.layers)
-                  for key, a in zip(self.layer_keys(k), (layer.w, layer.b))}
-        a = snapshots.load_checkpoint(path, {**shapes, "counters": (len(self.COUNTERS),)})
-        state = optimizers.state_from_checkpoint(path, a, self.optimizer)
-        for k, layer in enumerate(self.layers):
-            w, b = self.layer_keys(k)
-            layer.w, layer.b = a[w].astype(np.float64), a[b].astype(np.float64)
-        self.optimizer.load_state(state)
-        for name, value in zip(self.COUNTERS, a["counters"].tolist()):
-            setattr(self, name, int(value))
+        weights, counts, _ = checkpoint.load(
+            path, {"": (checkpoint.layer_weights(self.layers), self.optimizer)}, self.COUNTERS)
+        checkpoint.set_layers(self.layers, weights[""])
+        for name, value in counts.items():
+            setattr(self, name, value)
         log.info("resumed from %s after %d examples, %d updates", path, self.examples,
                  self.updates)
 
@@ -272,27 +259,15 @@ class InputTrainer:
         """One step of --optimizer on the last backprop (sgd: w1 -= eta dL/dw1, b1 -= eta
         dL/db1), then snapshot and checkpoint when their clocks say so. False (and stop) if the
         update diverged."""
-        last_good = [(layer.w.copy(), layer.b.copy()) for layer in self.layers]
+        last_good = [w.copy() for w in checkpoint.layer_weights(self.layers)]
         self.optimizer.step()
-        if self.undo_if_diverged(last_good):
+        if not checkpoint.finite(*checkpoint.layer_weights(self.layers)):
+            checkpoint.set_layers(self.layers, last_good)      # never send NaN activations
+            checkpoint.diverge(self, "layer 1", f" after update {self.updates}")
             return False
         self.updates += 1
         self.snapshotter.maybe_save(self.layers)
         self.checkpointer.maybe()
-        return True
-
-    def undo_if_diverged(self, last_good):
-        """If the update left a NaN or infinity in layer 1, put back last_good [(w, b)], mark
-        the run diverged, say so and stop: layer 1 must never send NaN activations."""
-        if all(np.isfinite(layer.w).all() and np.isfinite(layer.b).all()
-               for layer in self.layers):
-            return False
-        for layer, (w, b) in zip(self.layers, last_good):
-            layer.w, layer.b = w, b
-        self.diverged = True
-        log.error("layer 1 diverged (NaN or infinity after update %d); stopped with the "
-                  "last finite weights. Lower --learning-rate and restart.", self.updates)
-        self.stop.set()
         return True
 
     def run(self, epochs=None, duration=None, until_trained=None):
@@ -371,7 +346,7 @@ class InputTrainer:
         """One metrics line and one progress line; rate is examples/s since the last report."""
         metrics.write(examples=self.examples, updates=self.updates, skipped=self.skipped,
                       epoch=self.epochs, examples_per_s=round(rate, 1),
-                      **self.latency_ms(), peak_rss_mb=serving.peak_rss_mb())
+                      **self.latency_ms(), peak_rss_mb=options.peak_rss_mb())
         log.info("%7.1f s, epoch %d, %d examples (%.0f/s), %d updates, %d waiting to be sent",
                  elapsed, self.epochs, self.examples, rate, self.updates, self.sender.pending())
 
@@ -458,7 +433,7 @@ def parse_args(argv):
                    help="how activations travel to the output trainer and synthetic gradients "
                         "from the oracle (default json, the documented form; with --data "
                         "binary, raw float64 arrays, far cheaper at width 256: docs/chain.md)")
-    serving.token_argument(p)
+    options.token_argument(p)
     p.add_argument("--update-probability", type=float, default=1.0,
                    help="update layer 1 on a minibatch only with this probability, as in the "
                         "paper's sporadic updates (default 1: every minibatch; 0 freezes layer "
@@ -495,13 +470,13 @@ def parse_args(argv):
                         "halves pair up (default 10, the same as its default)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds layer 1's initial weights and the example order (default 0)")
-    snapshots.checkpoint_arguments(p, "layer 1 and its counters")
+    checkpoint.add_arguments(p, "layer 1 and its counters")
     p.add_argument("--metrics", type=Path, default=None,
                    help="append a JSON line of figures (examples, updates, examples/s) to this "
                         "file every --report-every seconds (default: none)")
     p.add_argument("--report-every", type=float, default=5.0,
                    help="seconds between progress lines (default 5: readable in a terminal)")
-    args = serving.parse_with_original(p, argv, ORIGINAL,
+    args = options.parse_with_original(p, argv, ORIGINAL,
                                        "SGD at learning rate 0.001 on every example")
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
@@ -516,7 +491,7 @@ def parse_args(argv):
                 "model's weights, not synthetic gradients per request")
     if args.examples < 0:
         p.error("--examples must be 0 (all) or more")
-    snapshots.check_checkpoint_arguments(p, args)
+    checkpoint.check_arguments(p, args)
     if not 0 <= args.update_probability <= 1:
         p.error("--update-probability must be between 0 and 1")
     if not args.refresh_every > 0:
@@ -559,8 +534,8 @@ def config_from_args(args):
 def main(argv=None, stop=None):
     """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
     args = parse_args(argv)
-    serving.setup_logging("train_input")
-    log.info("settings: %s", serving.printable(args))
+    options.setup_logging("train_input")
+    log.info("settings: %s", options.printable(args))
     try:
         x, y = classify.load_training(args.data, args.data_dir, args.image_dir)
     except classify.images.DataError as e:

@@ -31,7 +31,8 @@ import numpy as np
 
 import sgd
 import synthgrad
-from parts import children, boundary, classify, optimizers, sender, serving, snapshots
+from parts import (boundary, checkpoint, children, classify, http, optimizers, options, sender,
+                   server, snapshots)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_output")
@@ -42,14 +43,14 @@ DEFAULTS = dict(
     learning_rate=0.005,       # chosen by measurement, as train_input.py's (README)
     optimizer="adam",          # how layers 2-3 step: adam or sgd (the original's)
     batch_size=10,             # minibatches, vectorised: several times faster than per example
-    max_examples=serving.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
+    max_examples=options.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
     progress_dir=None,         # None: progress/<run>, a new folder named by the start time
     snapshot_interval=10,
     seed=0,
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
     token=None,                # no shared secret (for this server and towards the oracle)
-    nice=serving.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
+    nice=options.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
     max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
     checkpoint=None,           # where to checkpoint (None: never)
     checkpoint_interval=30.0,  # seconds between checkpoints while training
@@ -66,13 +67,13 @@ DEFAULTS = dict(
 ORIGINAL = dict(learning_rate=0.001, optimizer="sgd", batch_size=1)
 
 
-class OutputTrainer(serving.TrainingServer):
+class OutputTrainer(server.TrainingServer):
     """Layers 2-3, the examples received so far, and the thread that trains on them."""
 
     role, title = "output_trainer", "output trainer"
     idle_wait = 0.05
     FLATTEN = {"gradients_to_oracle": "gradients_"}
-    NOT_IN_METRICS = serving.TrainingServer.NOT_IN_METRICS + ("live_page",)
+    NOT_IN_METRICS = server.TrainingServer.NOT_IN_METRICS + ("live_page",)
 
     def __init__(self, **config):
         c = {**DEFAULTS, **config}
@@ -100,9 +101,10 @@ class OutputTrainer(serving.TrainingServer):
         # model's one-hot needs it)
         self.classes = c["classes"] or (sizes[-1] if self.loss is sgd.SoftmaxCrossEntropy else 0)
         if c["colocated"]:
-            self.boundary = boundary.ColocatedModel(width, seed=(c["seed"], 1),
-                                                    classes=self.classes,
-                                                    **boundary.classifier_model(self.classes))
+            self.boundary = boundary.SyntheticGradientModel.for_boundary(
+                width, (c["seed"], 1), self.classes)
+            self.quality = boundary.Quality(boundary.DEFAULTS["quality_window"],
+                                            synthgrad.MAX_CHUNK)
             self.FLATTEN = {**self.FLATTEN, "synthetic_gradient_quality": ""}   # as oracle's
             self.NOT_IN_METRICS = (*self.NOT_IN_METRICS, "window")
         elif c["send_gradients"]:
@@ -172,16 +174,17 @@ class OutputTrainer(serving.TrainingServer):
             with self.lock:
                 x, y = self.x[idx], self.y[idx]            # (m, 24), (m,): copies
                 age_sum += float(np.sum(time.time() - self.received_at[idx]))
-            last_good = [(layer.w.copy(), layer.b.copy()) for layer in self.layers]
+            last_good = [w.copy() for w in checkpoint.layer_weights(self.layers)]
             chunk_error, dL_dh = self.train_chunk(x, y)
-            if not (np.isfinite(chunk_error) and np.isfinite(dL_dh).all()):
-                self.diverge(last_good, squared_error, start)
+            if not checkpoint.finite(chunk_error, dL_dh):    # nothing NaN goes down
+                checkpoint.set_layers(self.layers, last_good)
+                checkpoint.diverge(self, self.title, f" after {start} examples of a pass")
                 return True
             squared_error += chunk_error
             if self.sender is not None:                    # y too, for a conditioned oracle
                 self.sender.put(idx, x, dL_dh, y)
             if self.boundary is not None:                  # --colocated: the model learns here
-                self.boundary.learn(x, y, dL_dh)
+                self.teach_boundary(x, y, dL_dh)
             self.after_chunk(idx, y)
             self.counts["examples_trained"] += len(idx)
             self.snapshotter.maybe_save(self.layers)
@@ -214,56 +217,52 @@ class OutputTrainer(serving.TrainingServer):
                 squared_error += float(np.sum(self.loss.loss(y_hat, y[rows])))
         return squared_error, dL_dh
 
+    def teach_boundary(self, h, y, g):
+        """--colocated: measure the model below on (h, y) against the true g, as the oracle
+        measures, then one pass of it over them (boundary.SyntheticGradientModel.learn_pass)."""
+        model = self.boundary
+        if model.diverged:
+            return
+        if self.classes and model.conditioned:                   # the label as a one-hot row
+            y = classify.images.one_hot(classify.labels_of(y, self.classes), self.classes)
+        with self.lock:
+            self.quality.add(model.predict(h, y), g)
+        model.learn_pass(h, y, g)
+
     # --- checkpoints: layers 2-3, the optimizer's state, everything held, the counters -------
     COUNTERS = ("examples_received", "examples_trained", "passes")
 
+    def models(self):
+        """What a checkpoint keeps besides the examples: {prefix: (weights, optimizer)}."""
+        models = {"": (checkpoint.layer_weights(self.layers), self.optimizer)}
+        if self.boundary is not None:
+            models["boundary_"] = (self.boundary.weights(), self.boundary.optimizer)
+        return models
+
     def save_checkpoint(self, path):
         with self.lock:
-            arrays = {"x": self.x.copy(), "y": self.y.copy(), "held": self.held.copy()}
-        for k, layer in enumerate(self.layers):
-            arrays[f"w{k}"], arrays[f"b{k}"] = layer.w.copy(), layer.b.copy()
-        arrays["counters"] = np.array([self.counts[name] for name in self.COUNTERS])
-        arrays.update(optimizers.checkpoint_arrays(self.optimizer))
+            held = {"x": self.x.copy(), "y": self.y.copy(), "held": self.held.copy()}
+        counts = {name: self.counts[name] for name in self.COUNTERS}
         if self.boundary is not None:
-            arrays.update(self.boundary.checkpoint_arrays())
-        snapshots.save_checkpoint(path, arrays)
+            held["boundary_version"] = np.array(self.boundary.version)
+        checkpoint.save(path, self.models(), counts, held)
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        shapes = {"x": self.x.shape, "y": self.y.shape, "held": self.held.shape,
-                  "counters": (len(self.COUNTERS),)}
-        for k, layer in enumerate(self.layers):
-            shapes[f"w{k}"], shapes[f"b{k}"] = layer.w.shape, layer.b.shape
+        shapes = {name: getattr(self, name).shape for name in ("x", "y", "held")}
         if self.boundary is not None:
-            shapes.update(self.boundary.checkpoint_shapes())
-        a = snapshots.load_checkpoint(path, shapes)
-        state = optimizers.state_from_checkpoint(path, a, self.optimizer)
+            shapes["boundary_version"] = ()
+        weights, counts, a = checkpoint.load(path, self.models(), self.COUNTERS, shapes)
+        checkpoint.set_layers(self.layers, weights[""])
         if self.boundary is not None:
-            self.boundary.load(path, a)
+            self.boundary.load(weights["boundary_"], int(a["boundary_version"]))
         with self.lock:
             self.x[:], self.y[:], self.held[:] = a["x"], a["y"], a["held"].astype(bool)
             self.received_at[self.held] = time.time()      # their age restarts with the process
-        for k, layer in enumerate(self.layers):
-            layer.w, layer.b = a[f"w{k}"].astype(np.float64), a[f"b{k}"].astype(np.float64)
-        self.optimizer.load_state(state)
-        for name, value in zip(self.COUNTERS, a["counters"].tolist()):
-            self.counts[name] = int(value)
+        for name, value in counts.items():
+            self.counts[name] = value
         log.info("resumed from %s: %d examples held, %d passes so far", path,
                  int(self.held.sum()), self.counts["passes"])
-
-    def diverge(self, last_good, squared_error, done):
-        """NaN or infinity appeared: put back the chunk's starting weights, stop updating, and
-        send nothing more, so the oracle never sees a NaN gradient. Says so in the log and in
-        /status ("diverged"); the server keeps answering. (Adam's moments are left as they are:
-        training has stopped.)"""
-        for layer, (w, b) in zip(self.layers, last_good):
-            layer.w, layer.b = w, b
-        self.diverged = True
-        self.stop.set()
-        log.error("layers 2-3 diverged (NaN or infinity in the loss or gradients after %d "
-                  "examples of this pass, training MSE so far %s); training stopped with the "
-                  "last finite weights. Lower --learning-rate and restart.",
-                  done, squared_error / max(done, 1))
 
     def on_stopped(self):
         """The final snapshot, if it trained at all: a server stopped before any example came
@@ -302,8 +301,10 @@ class OutputTrainer(serving.TrainingServer):
         model of the boundary below, learned here; nothing otherwise."""
         if self.boundary is None:
             return {}
+        with self.lock:
+            quality = self.quality.fields()
         return {"boundary_model_steps": self.boundary.version,
-                "synthetic_gradient_quality": self.boundary.quality_fields()}
+                "synthetic_gradient_quality": quality}
 
 
 def create_app(config=None, trainer_class=None):
@@ -313,11 +314,11 @@ def create_app(config=None, trainer_class=None):
     Does not start training (main does; tests call train_pass themselves).
     """
     trainer = (trainer_class or OutputTrainer)(**(config or {}))
-    app = serving.make_app("train_output", trainer, "TRAINER")
+    app = server.make_app("train_output", trainer, "TRAINER")
 
     @app.post(synthgrad.TRAINING_EXAMPLE)
     def training_example():
-        i, x, y = synthgrad.decode_training_examples(serving.read_body(),
+        i, x, y = synthgrad.decode_training_examples(http.read_body(),
                                                      trainer.config["max_examples"],
                                                      trainer.width)
         trainer.receive(i, x, y)
@@ -327,7 +328,7 @@ def create_app(config=None, trainer_class=None):
         @app.get(synthgrad.WEIGHTS)
         def weights():
             model = trainer.boundary
-            return serving.weights_answer(model.weights, model.conditioned, model.version)
+            return http.weights_answer(model.published, model.conditioned, model.version)
 
     return app
 
@@ -409,7 +410,7 @@ def argument_parser(description, d=DEFAULTS, live=True):
                             "cross-entropy: the last size's outputs are logits, y holds labels "
                             "0..N-1, L = -log softmax(z)_y (an image classifier's last stage)")
         children.live_arguments(p)
-    serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
+    options.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
                                  "examples held, passes, training MSE",
                                  "layers 2-3, every example held and the counters",
                                  "memory is about N x 26 float64")
@@ -418,7 +419,7 @@ def argument_parser(description, d=DEFAULTS, live=True):
 
 def check_args(p, args, last_is_output=True):
     """Refuse impossible values, one flag at a time; returns args."""
-    serving.check_server_arguments(p, args)
+    options.check_server_arguments(p, args)
     if args.batch_size < 1:
         p.error(f"--batch-size must be at least 1 (got {args.batch_size})")
     if args.classes < 0 or args.classes == 1:
@@ -439,7 +440,7 @@ def check_args(p, args, last_is_output=True):
 def parse_args(argv):
     p = argument_parser("Train layers 2-3 on the activations the input trainer sends; send "
                         "true gradients to the oracle.")
-    return check_args(p, serving.parse_with_original(p, argv, ORIGINAL,
+    return check_args(p, options.parse_with_original(p, argv, ORIGINAL,
                                                      "per-example SGD at learning rate 0.001"))
 
 
@@ -463,7 +464,7 @@ def live_page(args, url, trainer):
 def main(argv=None, stop=None):
     """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
     args = parse_args(argv)
-    return serving.run_server(args, create_app, "train_output.py",
+    return server.run_server(args, create_app, "train_output.py",
                               beside=live_page if args.live else None, stop=stop)
 
 

@@ -158,7 +158,7 @@ def child_env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
-Process = children.Process      # a child process that announces its URL (serving.py)
+Process = children.Process      # a child process that announces its URL (parts/children.py)
 
 
 # --- Supervising the processes of a run: a death is named, the process restarted. --------------

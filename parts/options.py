@@ -1,0 +1,161 @@
+"""What every process's command line shares: the server options, --token, --original, the
+start-up line, the log's form; and the training thread's priority and the peak memory figure.
+
+Imported by the scripts and parts/server.py; it runs nothing.
+"""
+
+import logging
+import math
+import os
+import resource
+import sys
+import threading
+
+import generate
+from parts import checkpoint
+from synthgrad import DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST
+
+log = logging.getLogger("synthgrad")
+
+# On 2 cores the three processes' training loops would otherwise keep every core busy, and each
+# synthetic-gradient request would wait for the scheduler: measured in the full system with
+# lab/bench.py's settings, the oracle's p50 went from 1.0 to 0.7 ms and the input trainer from
+# 6,200 to 9,300 examples/s with the training threads at nice 10.
+DEFAULT_TRAINING_NICE = 10
+
+
+def lower_thread_priority(nice):
+    """Make the calling thread `nice` steps nicer than it is (at most 19); True if done.
+
+    Linux schedules threads on their own, so this leaves the process's other threads (the ones
+    that answer requests) where they are. Elsewhere, or if the system refuses, it does nothing.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        return True
+    except OSError as e:
+        log.warning("could not lower the training thread's priority (%s); training at the "
+                    "same priority as requests", e)
+        return False
+
+
+def peak_rss_mb():
+    """This process's peak resident memory so far, in MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
+
+
+def add_server_arguments(p, default_port, what, checkpointed, held):
+    """The options both servers share: which example indices they hold (`held`: what that
+    costs), where to listen, the token, limits, the training thread's priority, where to write
+    metrics lines (`what` they hold), and checkpoints (of `checkpointed`)."""
+    p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
+                   help=f"example indices accepted are 0..N-1 (default {DEFAULT_MAX_EXAMPLES:,}, "
+                        f"the size of the default data set); {held}")
+    checkpoint.add_arguments(p, checkpointed)
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default 127.0.0.1: only this machine can connect)")
+    p.add_argument("--port", type=int, default=default_port,
+                   help=f"port to listen on (default {default_port}, the original's; 0 picks a "
+                        "free one)")
+    token_argument(p)
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                   help=f"refuse request bodies larger than this with a 413 (default "
+                        f"{MAX_BODY_BYTES:,}: twice the largest legitimate request, "
+                        f"{MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
+    p.add_argument("--nice", type=int, default=DEFAULT_TRAINING_NICE,
+                   help=f"run the training thread this many steps nicer (lower CPU priority) "
+                        f"than the threads that answer requests, so that a request gets a core at "
+                        f"once and training takes the rest (default {DEFAULT_TRAINING_NICE}; 0: "
+                        f"the same priority; Linux only, ignored elsewhere)")
+    p.add_argument("--metrics", default=None,
+                   help=f"append a JSON line of figures ({what}) to this file every "
+                        "--metrics-interval seconds (default: none)")
+    p.add_argument("--metrics-interval", type=float, default=2.0,
+                   help="seconds between metrics lines (default 2: smooth curves, tiny files)")
+    p.add_argument("--report-every", type=float, default=10.0,
+                   help=f"seconds between status lines on the terminal ({what}; default "
+                        "%(default)g; 0: none)")
+
+
+def check_server_arguments(p, args):
+    """Refuse impossible values of the shared options and of --learning-rate."""
+    checkpoint.check_arguments(p, args)
+    if args.max_examples < 1:
+        p.error("--max-examples must be at least 1")
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        p.error("--learning-rate must be positive and finite")
+    if not args.metrics_interval > 0:
+        p.error("--metrics-interval must be positive")
+    if not args.report_every >= 0:
+        p.error("--report-every must be 0 (no status lines) or more")
+    if args.max_body_bytes < 1024:
+        p.error("--max-body-bytes must be at least 1024")
+    if not 0 <= args.nice <= 19:
+        p.error("--nice must be between 0 and 19")
+
+
+DEFAULT_MAX_EXAMPLES = 200_000      # indices 0..N-1: the default data set's size
+
+# options of the process, not of a server's state
+SERVER_ONLY = ("host", "port", "metrics", "metrics_interval", "report_every", "original",
+               "live", "live_port")
+
+
+def token_argument(p):
+    """--token, defaulting to $SYNTHGRAD_TOKEN: every script takes the same shared secret."""
+    p.add_argument("--token", default=os.environ.get("SYNTHGRAD_TOKEN") or None,
+                   help="shared secret every request must carry (Authorization: Bearer ...); "
+                        "default: the SYNTHGRAD_TOKEN environment variable, else none (fine on "
+                        "127.0.0.1; set one before binding to another address)")
+
+
+def parse_with_original(p, argv, original, what):
+    """p.parse_args(argv) with an --original option added: it makes the original project's
+    settings (`original`, {dest: value}; `what` says them in words for --help) the defaults, so
+    the original is one flag away from the measured defaults; options given as well still win."""
+    p.add_argument("--original", action="store_true",
+                   help=f"start from the original project's settings ({what}) instead of the "
+                        "defaults above, which were chosen by measurement (see the README); "
+                        "options given as well still win")
+    known, _ = p.parse_known_args(argv)
+    if known.original:
+        p.set_defaults(**original)
+    return p.parse_args(argv)
+
+
+def printable(args):
+    """The parsed options as "name value, ..." for the start-up line, paths as typed, the token
+    masked."""
+    shown = vars(args).copy()
+    if shown.get("token"):
+        shown["token"] = "***"
+    return generate.settings_line(shown)
+
+
+class _Formatter(logging.Formatter):
+    """ "HH:MM:SS name: message", with the level after the name unless it is INFO."""
+
+    def __init__(self, name):
+        super().__init__(datefmt="%H:%M:%S")
+        self.name = name
+
+    def format(self, record):
+        level = "" if record.levelno == logging.INFO else f" {record.levelname}"
+        return f"{self.formatTime(record, self.datefmt)} {self.name}{level}: {record.getMessage()}"
+
+
+def setup_logging(name):
+    """Every line a process writes in one form, "HH:MM:SS name: message" (warnings and errors
+    say so after the name), on stdout; one line per request would drown them, so waitress
+    only warns."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Formatter(name))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("waitress").setLevel(logging.WARNING)
