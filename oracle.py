@@ -6,20 +6,17 @@ Run it first (it waits for nobody):
     python oracle.py --port 5001 --seed 0 --epochs-per-pass 2
     python oracle.py --help
 
-The input trainer asks it, synchronously, for synthetic gradients (POST /estimate_gradients); the
-output trainer sends it the true gradients it computes (POST /provide_gradient). The oracle keeps
-the latest (h, dL/dh) per example index and, in a background thread, trains a small Keras model
+The input trainer asks it for synthetic gradients (POST /estimate_gradients, or the model's
+weights, GET /weights); the output trainer sends it the true gradients it computes (POST
+/provide_gradient). The oracle keeps the latest (h, y, dL/dh) per example index and, in a
+background thread, trains a small Keras model over everything it holds, pass after pass:
 
-    h (24,) -> Dense(12, sigmoid) -> Dense(24, linear) -> g_hat (24,),   loss mean((g_hat - g)^2)
+    [h, y] (25,) -> Dense(12, sigmoid) -> Dense(24, linear) -> g_hat (24,),  loss mean((g_hat - g)^2)
 
-over everything it holds, again and again (a "pass" is `--epochs-per-pass` epochs). Answers come
-from the newest weights: the trainer publishes them every few batches, and requests are answered
-by the same two dense layers in numpy, because a Keras `predict` call costs ~36 ms while the
-numpy forward pass for 10 rows costs microseconds (tests check that both give the same numbers).
-
-Before it stores a batch of true gradients, the oracle compares them with what it would have
-predicted for the same h: the mean cosine similarity and relative error over a moving window are
-the live measure of how good its synthetic gradients are (GET /status).
+Requests are answered from the newest published weights by the same model in numpy
+(boundary.model_forward), far cheaper than Keras's predict (tested to agree). Each batch of
+true gradients is first compared with what it would have answered: the live measure of its
+synthetic gradients (GET /status).
 """
 
 import argparse
@@ -42,19 +39,11 @@ log = logging.getLogger("oracle")
 
 DEFAULTS = dict(
     **boundary.DEFAULTS,     # how the model learns, as a co-located stage's (docs/settings.md)
-    max_examples=options.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
+    **options.SERVER_DEFAULTS,
     publish_every=20,        # batches between publishing weights to the request path
     min_examples=32,         # do not train on fewer than one batch
     seed=0,
-    token=None,              # no shared secret: anyone who can connect may talk
-    nice=options.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
-    max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
-    checkpoint=None,         # where to checkpoint (None: never)
-    checkpoint_interval=30.0,
-    resume=False,
 )
-
-
 OPTIMIZERS = ("adadelta", "adam", "sgd")
 
 # The original project's oracle (oracle.py --original): an h-only Adadelta model, random start.
@@ -65,10 +54,8 @@ ORIGINAL = dict(hidden=12, optimizer="adadelta", zero_init=False, conditioned=Fa
 def build_model(n_in, width, hidden, learning_rate, seed, optimizer="adadelta", zero_init=False):
     """The Keras oracle model: input (n_in,) -> Dense(hidden, sigmoid) -> Dense(width, linear).
 
-    n_in is width for the original oracle, width + 1 for one conditioned on the target (h and
-    y side by side). hidden = 0 gives the linear model g_hat = input . A + b. zero_init sets the
-    last layer's weights and bias to zero, as the paper does, so the first synthetic gradients
-    are exactly zero and do not push layer 1 around with noise.
+    n_in is width, or width + 1 when conditioned on the target (h and y side by side); hidden
+    = 0 gives the linear model. zero_init zeroes the last layer, as the paper does.
     """
     with tensorflow_quietly():
         return _build_model(n_in, width, hidden, learning_rate, seed, optimizer, zero_init)
@@ -192,12 +179,8 @@ class Oracle(server.TrainingServer):
 
     def status_fields(self):
         """The oracle's /status fields: "gradients_received", "estimates_served",
-        "training_steps", "batch_size" and "synthetic_gradient_quality": {"window": examples in
-        the moving window, "cosine_similarity": mean over examples of cos(g_hat, g),
-        "relative_error": mean of |g_hat - g| / |g|, "aggregate_cosine": cos of all the window's
-        gradients as one vector, "explained": 1 - sum |g_hat - g|^2 / sum |g|^2,
-        "cosine_similarity_since_start"}, where g_hat is what the oracle would have answered
-        for h just before the true g arrived (floats, or null before any gradient arrived)."""
+        "training_steps", "batch_size" and "synthetic_gradient_quality" (boundary.Quality's
+        fields, g_hat what it would have answered for h just before the true g arrived)."""
         with self.lock:
             quality = self.quality.fields()
         return {
@@ -317,43 +300,36 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Serve synthetic gradients dL/dh and learn them "
                                             "from the true gradients the output trainer sends.")
     p.add_argument("--width", type=int, default=synthgrad.HIDDEN_SIZE,
-                   help="width of the activation h it serves gradients for (default "
-                        "%(default)s, the 2-24-12-1 network's cut; a chain's boundary may differ, "
-                        "see chain.py)")
+                   help="width of the h it serves gradients for (default %(default)s, the "
+                        "2-24-12-1 network's cut; see chain.py)")
     p.add_argument("--hidden", type=int, default=d["hidden"],
-                   help="hidden units of the oracle model (default %(default)s, the original's; "
-                        "0 gives the linear model g_hat = A h + b the paper found often enough)")
+                   help="hidden units of the model (default %(default)s, the original's; 0: "
+                        "linear, g_hat = A h + b)")
     p.add_argument("--zero-init", action=argparse.BooleanOptionalAction, default=d["zero_init"],
-                   help="start the last layer at zero weights and bias, as the paper does, so "
-                        "the first synthetic gradients are zero (default: on; --no-zero-init "
-                        "is the original's random start)")
+                   help="start the last layer at zero, as the paper does, so the first "
+                        "synthetic gradients are zero (default: on)")
     p.add_argument("--conditioned", action=argparse.BooleanOptionalAction,
                    default=d["conditioned"],
-                   help="condition on the target (the paper's cDNI): predict dL/dh from (h, y); "
-                        "requests then carry y (default: on; --no-conditioned is the "
-                        "original's h-only oracle, which can only learn the gradient averaged "
-                        "over targets and in our three-process runs did worse than random "
-                        "directions)")
+                   help="predict dL/dh from (h, y), the paper's cDNI; requests then carry y "
+                        "(default: on; off is the original's h-only model)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
-                   help="Keras optimizer of the oracle model (default %(default)s; the "
-                        "original's is adadelta)")
+                   help="Keras optimizer of the model (default %(default)s; the original's is "
+                        "adadelta)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="the optimizer's learning rate (default %(default)s; the original's "
-                        "Adadelta relied on Keras 1's default of 1.0, where Keras 3's 0.001 "
-                        "barely moves)")
+                   help="the optimizer's learning rate (default %(default)s, Adam's Keras "
+                        "default)")
     p.add_argument("--epochs-per-pass", type=int, default=d["epochs_per_pass"],
                    help="epochs over the held examples per training pass (default %(default)s, "
-                        "the original's); new gradients join at the next pass")
+                        "the original's)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="Keras minibatch size (default %(default)s: a step costs ~0.5 ms "
-                        "whatever the batch, so big batches learn from more and fresher "
-                        "gradients; the original used Keras' default of 32)")
+                   help="Keras minibatch size (default %(default)s: a step costs about the same "
+                        "whatever the batch)")
     p.add_argument("--publish-every", type=int, default=d["publish_every"],
                    help="training batches between updates of the weights that answer "
-                        "requests (default 20: fresh within ~10 ms, cheap to copy)")
+                        "requests (default %(default)s: fresh, cheap to copy)")
     p.add_argument("--quality-window", type=int, default=d["quality_window"],
                    help="examples in the moving window of the synthetic-gradient quality "
-                        "measure (default 5,000: about one chunk per sender for 10 chunks)")
+                        "measure (default 5,000)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
     options.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
@@ -363,13 +339,9 @@ def parse_args(argv):
     args = options.parse_with_original(
         p, argv, ORIGINAL, "an h-only model, random last layer, Adadelta at 1.0, batches of 32")
     options.check_server_arguments(p, args)
-    if args.hidden < 0:
-        p.error("--hidden must be 0 (linear) or more")
-    if args.width < 1:
-        p.error(f"--width must be at least 1 (got {args.width})")
-    for name in ("epochs_per_pass", "batch_size", "publish_every", "quality_window"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    options.check_at_least(p, args, 0, "hidden")
+    options.check_at_least(p, args, 1, "width", "epochs_per_pass", "batch_size",
+                           "publish_every", "quality_window")
     return args
 
 

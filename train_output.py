@@ -8,17 +8,16 @@ Run it second, after the oracle (or in any order: it keeps what it cannot send y
 
 The input trainer posts (i, h, y) to POST /training_example: h = layer 1's activation (24,) for
 example i and its target y. This process keeps the latest (h, y) per index and, in a background
-thread, trains layers 2-3 on everything it holds, again and again:
+thread, trains layers 2-3 on everything it holds, again and again, as sgd.py trains:
 
     z2 = h . w2 + b2,  a2 = sigmoid(z2)     # (n, 12)
     y_hat = a2 . w3 + b3                    # (n, 1)
     L = 1/2 (y_hat - y)^2
 
-Backprop through layers 2-3 gives, besides dL/dw for its own update (--optimizer: sgd's
-w -= eta dL/dw, or Adam), dL/dh for each example: the *true* gradient that layer 1 would need.
-Those (i, h, dL/dh) go to the oracle fire-and-forget (sender.Sender), so the oracle can learn to
-predict them. Weights are snapshotted into --progress-dir on a shared wall-clock tick (see
-snapshots.py) for plot.py.
+Backprop gives, besides dL/dw for its own step, dL/dh for each example: the *true* gradient
+layer 1 would need. Those (i, h, dL/dh) go to the oracle fire-and-forget (sender.Sender), or
+with --colocated teach the boundary's model here. Weights are snapshotted into --progress-dir
+on a shared wall-clock tick (snapshots.py) for plot.py.
 """
 
 import argparse
@@ -40,21 +39,15 @@ log = logging.getLogger("train_output")
 DEFAULTS = dict(
     oracle_url=synthgrad.DEFAULT_ORACLE_URL,
     sizes=(synthgrad.HIDDEN_SIZE, 12, 1),   # its layers' widths: h (24) -> 12 -> y (1)
-    learning_rate=0.005,       # chosen by measurement, as train_input.py's (README)
+    learning_rate=0.005,       # as train_input.py's (docs/settings.md)
     optimizer="adam",          # how layers 2-3 step: adam or sgd (the original's)
-    batch_size=10,             # minibatches, vectorised: several times faster than per example
-    max_examples=options.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
+    batch_size=10,             # minibatches, vectorised
+    **options.SERVER_DEFAULTS,
     progress_dir=None,         # None: progress/<run>, a new folder named by the start time
     snapshot_interval=10,
     seed=0,
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
-    token=None,                # no shared secret (for this server and towards the oracle)
-    nice=options.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
-    max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
-    checkpoint=None,           # where to checkpoint (None: never)
-    checkpoint_interval=30.0,  # seconds between checkpoints while training
-    resume=False,              # start from the checkpoint instead of from scratch
     colocated=False,           # learn the boundary's model here (boundary.py), not in oracle.py
     activation="sigmoid",      # the hidden layers' (relu: a classifier's, with He's init)
     loss="squared",            # 1/2 (y_hat - y)^2, or cross-entropy: softmax of the logits
@@ -174,12 +167,10 @@ class OutputTrainer(server.TrainingServer):
             with self.lock:
                 x, y = self.x[idx], self.y[idx]            # (m, 24), (m,): copies
                 age_sum += float(np.sum(time.time() - self.received_at[idx]))
-            last_good = [w.copy() for w in checkpoint.layer_weights(self.layers)]
-            chunk_error, dL_dh = self.train_chunk(x, y)
-            if not checkpoint.finite(chunk_error, dL_dh):    # nothing NaN goes down
-                checkpoint.set_layers(self.layers, last_good)
-                checkpoint.diverge(self, self.title, f" after {start} examples of a pass")
+            trained = checkpoint.guard(self, self.title, self.layers, self.train_chunk, x, y)
+            if trained is None:                            # nothing NaN goes down
                 return True
+            chunk_error, dL_dh = trained
             squared_error += chunk_error
             if self.sender is not None:                    # y too, for a conditioned oracle
                 self.sender.put(idx, x, dL_dh, y)
@@ -354,65 +345,50 @@ def argument_parser(description, d=DEFAULTS, live=True):
     train_middle.py's with its own defaults d and no live page)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--oracle-url", default=d["oracle_url"],
-                   help="where the oracle of the boundary below listens, the one it sends "
-                        "true gradients to (default %(default)s, its default address)")
+                   help="the oracle of the boundary below, which it sends true gradients to "
+                        "(default %(default)s)")
     p.add_argument("--sizes", type=parse_sizes, default=d["sizes"],
                    help="its layers' widths, from the activation it receives to its output "
-                        f"(default {format_sizes(d['sizes'])}; a chain's stages differ, see "
-                        "chain.py)")
+                        f"(default {format_sizes(d['sizes'])}; see chain.py)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="eta for layers 2-3 (default %(default)s; the original's is 0.001)")
+                   help="eta for its layers (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
-                   help="how layers 2-3 step, at --learning-rate (default %(default)s, as "
-                        "Keras computes it, see optimizers.py; sgd, w -= eta dL/dw, is the "
-                        "original's). Use the same one as train_input.py, so a comparison has "
-                        "one optimizer")
+                   help="how its layers step (default %(default)s; the original's sgd is "
+                        "w -= eta dL/dw): use train_input.py's, so a comparison has one")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="examples per update (default %(default)s; the original's is 1, "
-                        "per-example SGD); dL/dw is averaged over the batch")
+                   help="examples per update (default %(default)s; the original's is 1)")
     p.add_argument("--wire", choices=("json", "binary"), default=d["wire"],
-                   help="how gradients travel to the oracle (default json, the documented "
-                        "form; binary sends raw float64 arrays, ~100x cheaper to encode)")
+                   help="how gradients travel (default json, the documented form; binary is "
+                        "far cheaper)")
     p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
-                   help="where weight snapshots go (default: a new folder progress/<start "
-                        "date-time> next to this file for every run, so runs never mix; "
-                        "train_input.py asks for its name and writes layer 1 there too, and "
-                        "plot.py draws the newest)")
+                   help="where weight snapshots go (default: a new progress/<date-time> for "
+                        "every run, so runs never mix)")
     p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
-                   help="seconds between weight snapshots, on a wall-clock tick shared with "
-                        "train_input.py (default 10: a few dozen pictures in a few minutes)")
+                   help="seconds between weight snapshots, on a tick shared with "
+                        "train_input.py (default 10)")
     p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seeds layers 2-3's initial weights and the training order (default 0)")
+                   help="seeds its layers' initial weights and the training order (default 0)")
     p.add_argument("--colocated", action="store_true",
-                   help="learn the synthetic-gradient model of the boundary below here, beside "
-                        "these layers, from the true gradients they compute (oracle.py's "
-                        "algorithm in numpy, boundary.py), and serve its weights at GET /weights "
-                        "to the stage below (train_input.py --colocated): no oracle.py, one "
-                        "process fewer; --oracle-url is not used (default: off, the oracle "
-                        "learns it)")
+                   help="learn the model of the boundary below here, from the true gradients "
+                        "these layers compute, and serve it at GET /weights: no oracle.py "
+                        "(default: off)")
     p.add_argument("--activation", choices=("sigmoid", "relu"), default=d["activation"],
-                   help="the hidden layers' activation (default %(default)s, the toy's; relu, "
-                        "with He's init, a classifier's, as in sgd.py --data fashion-mnist)")
+                   help="the hidden layers' activation (default %(default)s; relu, with He's "
+                        "init, a classifier's)")
     p.add_argument("--classes", type=int, default=d["classes"],
-                   help="a classifier's number of labels: with --colocated the boundary "
-                        "model below sees each example's label as a one-hot row, and is "
-                        "linear, learning at 3e-3, as deep_dni.py's (default 0: the toy, whose "
-                        "model sees y as one column; with --loss cross-entropy, the last size)")
+                   help="a classifier's number of labels, which the boundary model below sees "
+                        "one-hot (default 0: the toy; with --loss cross-entropy, the last size)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=d["train_on"],
-                   help="held (default, the original's): pass after pass over the latest "
-                        "activation of every example held, however old; arrivals: each "
-                        "activation once, in the order it came, waiting for a minibatch of new "
-                        "ones (a pipeline, as layers train in one process: a chain on images "
-                        "learns steadily this way, docs/chain.md)")
+                   help="held (default, the original's): pass after pass over every example "
+                        "held; arrivals: each activation once, as it came (docs/chain.md)")
     if live:                                      # the last stage: its loss, the run's page
         p.add_argument("--loss", choices=("squared", "cross-entropy"), default=d["loss"],
-                       help="squared (default): 1/2 (y_hat - y)^2 on the one output; "
-                            "cross-entropy: the last size's outputs are logits, y holds labels "
-                            "0..N-1, L = -log softmax(z)_y (an image classifier's last stage)")
+                       help="squared (default): 1/2 (y_hat - y)^2; cross-entropy: the outputs "
+                            "are logits of the labels y")
         children.live_arguments(p)
     options.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
                                  "examples held, passes, training MSE",
-                                 "layers 2-3, every example held and the counters",
+                                 "its layers, every example held and the counters",
                                  "memory is about N x 26 float64")
     return p
 
@@ -420,8 +396,7 @@ def argument_parser(description, d=DEFAULTS, live=True):
 def check_args(p, args, last_is_output=True):
     """Refuse impossible values, one flag at a time; returns args."""
     options.check_server_arguments(p, args)
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be at least 1 (got {args.batch_size})")
+    options.check_at_least(p, args, 1, "batch_size")
     if args.classes < 0 or args.classes == 1:
         p.error(f"--classes must be 0 (not a classifier) or at least 2 (got {args.classes})")
     if last_is_output and args.loss == "cross-entropy":
@@ -432,8 +407,7 @@ def check_args(p, args, last_is_output=True):
     elif last_is_output and args.sizes[-1] != 1:
         p.error(f"--sizes must end in 1, the prediction (got {format_sizes(args.sizes)}; "
                 f"a classifier's last stage takes --loss cross-entropy)")
-    if args.snapshot_interval < 1:
-        p.error(f"--snapshot-interval must be at least 1 (got {args.snapshot_interval})")
+    options.check_at_least(p, args, 1, "snapshot_interval")
     return args
 
 

@@ -133,6 +133,19 @@ def finite(*arrays):
     return all(np.isfinite(a).all() for a in arrays)
 
 
+def guard(process, what, layers, step, *args):
+    """step(*args) moves the layers and returns a tuple of arrays (or None); if they or the
+    layers hold NaN or infinity, put the layers back as they were and diverge. Returns step's
+    result (or ()), None if it diverged."""
+    last_good = [w.copy() for w in layer_weights(layers)]
+    result = step(*args) or ()
+    if finite(*layer_weights(layers), *result):
+        return result
+    set_layers(layers, last_good)
+    diverge(process, what)
+    return None
+
+
 def diverge(process, what, detail=""):
     """NaN or infinity appeared in `what`: mark process diverged, set its stop event (if it
     has one), say so once. The caller keeps (or puts back) its last finite weights."""

@@ -80,6 +80,22 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
                         "%(default)g; 0: none)")
 
 
+def check_at_least(p, args, minimum, *names):
+    """Refuse the first option (by dest) below minimum; None (not given) passes."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            p.error(f"--{name.replace('_', '-')} must be at least {minimum} (got {value})")
+
+
+def check_positive(p, args, *names):
+    """Refuse the first option (by dest) that is not a positive finite number."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            p.error(f"--{name.replace('_', '-')} must be positive and finite (got {value:g})")
+
+
 def check_server_arguments(p, args):
     """Refuse impossible values of the shared options and of --learning-rate."""
     checkpoint.check_arguments(p, args)
@@ -100,6 +116,10 @@ def check_server_arguments(p, args):
 
 
 DEFAULT_MAX_EXAMPLES = 200_000      # indices 0..N-1: the default data set's size
+# What a server's state takes besides its own settings (the options above, by dest).
+SERVER_DEFAULTS = dict(max_examples=DEFAULT_MAX_EXAMPLES, token=None,
+                       nice=DEFAULT_TRAINING_NICE, max_body_bytes=MAX_BODY_BYTES,
+                       checkpoint=None, checkpoint_interval=30.0, resume=False)
 
 # options of the process, not of a server's state
 SERVER_ONLY = ("host", "port", "metrics", "metrics_interval", "report_every", "original",
