@@ -173,10 +173,6 @@ class Oracle(server.TrainingServer):
             self.received_at[i] = time.time()
             self.counts["gradients_received"] += len(i)
 
-    def examples_held(self):
-        with self.lock:
-            return int(self.held.sum())
-
     def status_fields(self):
         """The oracle's /status fields: "gradients_received", "estimates_served",
         "training_steps", "batch_size" and "synthetic_gradient_quality" (boundary.Quality's
@@ -234,31 +230,16 @@ class Oracle(server.TrainingServer):
         return True
 
     # --- checkpoints: the model, its optimizer's state, every gradient held, the counters ----
+    HELD = ("h", "g", "y", "held")
     COUNTERS = ("gradients_received", "estimates", "steps", "passes")
+    SO_FAR = ("passes", "steps")
 
-    def save_checkpoint(self, path):
-        """Write the checkpoint (call from the training thread, or once it has stopped)."""
-        with self.lock:
-            held = {"h": self.h.copy(), "g": self.g.copy(), "y": self.y.copy(),
-                    "held": self.held.copy()}
-        checkpoint.save(path, {"": (self.model.get_weights(), self.keras_optimizer)},
-                        {name: self.counts[name] for name in self.COUNTERS}, held)
+    def models(self):
+        return {"": (self.model.get_weights(), self.keras_optimizer)}
 
-    def resume(self, path):
-        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        shapes = {name: getattr(self, name).shape for name in ("h", "g", "y", "held")}
-        weights, counts, a = checkpoint.load(
-            path, {"": (self.model.get_weights(), self.keras_optimizer)}, self.COUNTERS, shapes)
+    def load_models(self, weights, counts):
         self.model.set_weights(weights[""])
-        with self.lock:
-            self.h[:], self.g[:], self.y[:] = a["h"], a["g"], a["y"]
-            self.held[:] = a["held"].astype(bool)
-            self.received_at[self.held] = time.time()      # their age restarts with the process
-        for name, value in counts.items():
-            self.counts[name] = value
         self.publish()
-        log.info("resumed from %s: %d gradients held, %d training passes and %d steps so far",
-                 path, int(self.held.sum()), self.counts["passes"], self.counts["steps"])
 
 
 def create_app(config=None):

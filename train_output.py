@@ -220,40 +220,26 @@ class OutputTrainer(server.TrainingServer):
             self.quality.add(model.predict(h, y), g)
         model.learn_pass(h, y, g)
 
-    # --- checkpoints: layers 2-3, the optimizer's state, everything held, the counters -------
+    # --- checkpoints: its layers, the optimizer's state, everything held, the counters -----
+    HELD = ("x", "y", "held")
     COUNTERS = ("examples_received", "examples_trained", "passes")
 
     def models(self):
-        """What a checkpoint keeps besides the examples: {prefix: (weights, optimizer)}."""
         models = {"": (checkpoint.layer_weights(self.layers), self.optimizer)}
         if self.boundary is not None:
             models["boundary_"] = (self.boundary.weights(), self.boundary.optimizer)
         return models
 
-    def save_checkpoint(self, path):
-        with self.lock:
-            held = {"x": self.x.copy(), "y": self.y.copy(), "held": self.held.copy()}
-        counts = {name: self.counts[name] for name in self.COUNTERS}
+    def counters(self):
+        counts = super().counters()
         if self.boundary is not None:
-            held["boundary_version"] = np.array(self.boundary.version)
-        checkpoint.save(path, self.models(), counts, held)
+            counts["boundary_model_steps"] = self.boundary.version
+        return counts
 
-    def resume(self, path):
-        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        shapes = {name: getattr(self, name).shape for name in ("x", "y", "held")}
-        if self.boundary is not None:
-            shapes["boundary_version"] = ()
-        weights, counts, a = checkpoint.load(path, self.models(), self.COUNTERS, shapes)
+    def load_models(self, weights, counts):
         checkpoint.set_layers(self.layers, weights[""])
         if self.boundary is not None:
-            self.boundary.load(weights["boundary_"], int(a["boundary_version"]))
-        with self.lock:
-            self.x[:], self.y[:], self.held[:] = a["x"], a["y"], a["held"].astype(bool)
-            self.received_at[self.held] = time.time()      # their age restarts with the process
-        for name, value in counts.items():
-            self.counts[name] = value
-        log.info("resumed from %s: %d examples held, %d passes so far", path,
-                 int(self.held.sum()), self.counts["passes"])
+            self.boundary.load(weights["boundary_"], counts["boundary_model_steps"])
 
     def on_stopped(self):
         """The final snapshot, if it trained at all: a server stopped before any example came
@@ -265,10 +251,6 @@ class OutputTrainer(server.TrainingServer):
         """Flush the gradient sender."""
         if self.sender is not None:
             self.sender.close()
-
-    def examples_held(self):
-        with self.lock:
-            return int(self.held.sum())
 
     def status_fields(self):
         """The output trainer's /status fields: "run" (the name of its progress folder, which

@@ -40,9 +40,9 @@ class TrainingServer:
     A server subclasses it and provides:
       role, title           its /status role and metrics stage; the name in "<title> listening"
       train_pass()          one pass over what it holds; False if there is nothing to train on
-      examples_held()       distinct example indices held
       status_fields()       the server's own /status fields
-      save_checkpoint(path), resume(path)   write a checkpoint; load one (ValueError: nothing loaded)
+      HELD, COUNTERS        its per-example arrays (`held` among them) and counters, and
+      models(), load_models(weights, counts)   what else its checkpoint keeps
     and may override on_stopped() (after the thread ended: final snapshots) and close().
     Subclasses set their state up before calling TrainingServer.__init__ last: a resumed
     checkpoint is loaded into it.
@@ -96,6 +96,38 @@ class TrainingServer:
 
     def on_stopped(self):
         pass
+
+    # --- checkpoints: the models, every example held, the counters --------------------------
+    HELD = ()
+    COUNTERS = ()
+    SO_FAR = ("passes",)             # the counters its "resumed" line names
+
+    def examples_held(self):
+        with self.lock:
+            return int(self.held.sum())
+
+    def counters(self):
+        return {name: self.counts[name] for name in self.COUNTERS}
+
+    def save_checkpoint(self, path):
+        """Write the checkpoint (from the training thread, or once it has stopped)."""
+        with self.lock:
+            held = {name: getattr(self, name).copy() for name in self.HELD}
+        checkpoint.save(path, self.models(), self.counters(), held)
+
+    def resume(self, path):
+        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
+        shapes = {name: getattr(self, name).shape for name in self.HELD}
+        weights, counts, held = checkpoint.load(path, self.models(), self.counters(), shapes)
+        with self.lock:
+            for name, a in held.items():
+                getattr(self, name)[:] = a
+            self.received_at[self.held] = time.time()      # their age restarts with the process
+        for name in self.COUNTERS:
+            self.counts[name] = counts[name]
+        self.load_models(weights, counts)
+        log.info("resumed from %s: %d examples held, %s so far", path, self.examples_held(),
+                 " and ".join(f"{self.counts[k]} {k}" for k in self.SO_FAR))
 
     def close(self):
         pass
