@@ -24,14 +24,9 @@ log = logging.getLogger("synthgrad")
 
 
 def listen(host, port, script, max_body_bytes, threads=4):
-    """Take host:port with a waitress server whose app is handed over later; returns the server
-    and hand_over(app). SystemExit with one line naming --port if the port cannot be taken.
-
-    waitress is a production WSGI server: a fixed pool of `threads` worker threads and HTTP/1.1
-    keep-alive, so a client's requests reuse one connection (Flask's development server closes
-    the connection after every request, which costs ~1 ms a request here). Bodies over
-    max_body_bytes are refused by waitress itself, answered as JSON like every other refusal.
-    """
+    """Take host:port with a waitress server (`threads` workers, HTTP/1.1 keep-alive) whose app
+    is handed over later; returns the server and hand_over(app). SystemExit with one line naming
+    --port if the port cannot be taken. Bodies over max_body_bytes are refused as JSON."""
     apps = []
 
     def wsgi(environ, start_response):
@@ -133,8 +128,7 @@ def read_body():
 
 def weights_answer(weights, conditioned, version):
     """GET /weights's answer (synthgrad.encode_weights): the binary form if the request's Accept
-    header names it (synthgrad's clients with --wire binary: 256-wide weights cost ~0.1 ms to
-    write and read, not ~47 in JSON), else JSON."""
+    header names it (synthgrad's clients with --wire binary), else JSON."""
     if any(kind == BINARY_TYPE and q > 0 for kind, q in request.accept_mimetypes):
         return Response(encode_weights(weights, conditioned, version, binary=True),
                         content_type=BINARY_TYPE)

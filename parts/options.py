@@ -17,11 +17,7 @@ from synthgrad import DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST
 
 log = logging.getLogger("synthgrad")
 
-# On 2 cores the three processes' training loops would otherwise keep every core busy, and each
-# synthetic-gradient request would wait for the scheduler: measured in the full system with
-# lab/bench.py's settings, the oracle's p50 went from 1.0 to 0.7 ms and the input trainer from
-# 6,200 to 9,300 examples/s with the training threads at nice 10.
-DEFAULT_TRAINING_NICE = 10
+DEFAULT_TRAINING_NICE = 10      # requests get a core at once (docs/settings.md)
 
 
 def lower_thread_priority(nice):
@@ -66,10 +62,9 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
                         f"{MAX_BODY_BYTES:,}: twice the largest legitimate request, "
                         f"{MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
     p.add_argument("--nice", type=int, default=DEFAULT_TRAINING_NICE,
-                   help=f"run the training thread this many steps nicer (lower CPU priority) "
-                        f"than the threads that answer requests, so that a request gets a core at "
-                        f"once and training takes the rest (default {DEFAULT_TRAINING_NICE}; 0: "
-                        f"the same priority; Linux only, ignored elsewhere)")
+                   help=f"run the training thread this many steps nicer than the threads that "
+                        f"answer requests (default {DEFAULT_TRAINING_NICE}: a request gets a "
+                        f"core at once; Linux only)")
     p.add_argument("--metrics", default=None,
                    help=f"append a JSON line of figures ({what}) to this file every "
                         "--metrics-interval seconds (default: none)")
@@ -99,18 +94,12 @@ def check_positive(p, args, *names):
 def check_server_arguments(p, args):
     """Refuse impossible values of the shared options and of --learning-rate."""
     checkpoint.check_arguments(p, args)
-    if args.max_examples < 1:
-        p.error("--max-examples must be at least 1")
+    check_at_least(p, args, 1, "max_examples")
+    check_at_least(p, args, 0, "report_every")
+    check_at_least(p, args, 1024, "max_body_bytes")
+    check_positive(p, args, "learning_rate", "metrics_interval")
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")
-    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
-        p.error("--learning-rate must be positive and finite")
-    if not args.metrics_interval > 0:
-        p.error("--metrics-interval must be positive")
-    if not args.report_every >= 0:
-        p.error("--report-every must be 0 (no status lines) or more")
-    if args.max_body_bytes < 1024:
-        p.error("--max-body-bytes must be at least 1024")
     if not 0 <= args.nice <= 19:
         p.error("--nice must be between 0 and 19")
 
@@ -135,13 +124,11 @@ def token_argument(p):
 
 
 def parse_with_original(p, argv, original, what):
-    """p.parse_args(argv) with an --original option added: it makes the original project's
-    settings (`original`, {dest: value}; `what` says them in words for --help) the defaults, so
-    the original is one flag away from the measured defaults; options given as well still win."""
+    """p.parse_args(argv) with --original added: the original project's settings (`original`,
+    {dest: value}; `what` in words) become the defaults; options given as well still win."""
     p.add_argument("--original", action="store_true",
                    help=f"start from the original project's settings ({what}) instead of the "
-                        "defaults above, which were chosen by measurement (see the README); "
-                        "options given as well still win")
+                        "measured defaults (docs/settings.md); options given as well still win")
     known, _ = p.parse_known_args(argv)
     if known.original:
         p.set_defaults(**original)
@@ -171,8 +158,7 @@ class _Formatter(logging.Formatter):
 
 def setup_logging(name):
     """Every line a process writes in one form, "HH:MM:SS name: message" (warnings and errors
-    say so after the name), on stdout; one line per request would drown them, so waitress
-    only warns."""
+    say so after the name), on stdout; waitress only warns."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_Formatter(name))
     root = logging.getLogger()

@@ -1,29 +1,17 @@
 """Weights and metrics on disk: writing them while training, reading and evaluating them after.
 
-Imported by the trainers, the oracle, plot.py and the scripts that launch runs; it runs nothing
-and draws nothing.
+Imported by the trainers, plot.py and the launchers; it runs nothing and draws nothing.
 
-Metrics are JSON lines, one object per line: {"time": time.time(), "stage": ..., "seconds":
-seconds since that process started, ...figures}. Each process appends to its own file
-(MetricsLog); read_metrics is the one reader.
+Metrics are JSON lines, {"time": time.time(), "stage": ..., "seconds": since that process
+started, ...figures}, each process appending to its own file (MetricsLog, read_metrics).
 
-Each trainer writes its layers into a progress folder as `<part>_<label>.npz`, where part is
-"layer1" (the input trainer) or "layers23" (the output trainer). The label is
-
-- "initial": the weights before any training;
-- a tick: wall-clock seconds (time.time()) rounded *down* to a multiple of the snapshot interval.
-  Both trainers save on the same ticks of the same clock, so layer1_T.npz and layers23_T.npz
-  were taken within one training step of each other and compose into the network at moment T;
-- "final": the weights when the trainer stopped.
-
-Each file holds w0, b0, w1, b1, ... (layer k's weights (n_in, n_out) and biases (n_out,)) and
-`time`, the exact time.time() it was taken. Files are written to a temporary name and renamed,
-so a reader never sees half a file.
-
-Reading a progress folder back: paired_ticks and find_moments say which pairs compose into a
-whole 2-24-12-1 network (load_composed), and composed_mse, composed_curve and measure_progress
-give their held-out MSE. A run folder (demo.py's) adds RUN/metrics/<process>.jsonl and the
-plain-backprop baseline's whole network, RUN/backprop/final.npz (load_backprop).
+Each trainer writes its layers into a progress folder as `<part>_<label>.npz` (w0, b0, w1, ...
+and `time`, written atomically), part "layer1" (the input trainer) or "layers23" (the output
+trainer), label "initial", "final" or a tick: time.time() rounded down to a multiple of the
+snapshot interval. Both trainers save on the same ticks of the same clock, so layer1_T.npz
+and layers23_T.npz compose into the network at moment T (find_moments, load_composed,
+measure_progress). A run folder (demo.py's) adds RUN/metrics/<process>.jsonl and the
+plain-backprop baseline's RUN/backprop/final.npz (load_backprop).
 """
 
 import json
