@@ -433,22 +433,20 @@ def parse_args(argv):
     return args
 
 
+# InputConfig's fields whose option has another name (the rest share theirs)
+OPTION_OF = {"mode": "synthetic_gradients", "metrics_path": "metrics"}
+
+
 def config_from_args(args):
-    """The trainer's settings from parse_args's options, by name: --synthetic-gradients is
-    `mode`, --metrics is `metrics_path`; --data-dir is main's, --epochs, --duration, --until-trained run's."""
-    return InputConfig(
-        oracle_url=args.oracle_url, output_url=args.output_url,
-        width=args.width if args.sizes is None else args.sizes[-1], sizes=args.sizes,
-        activation="sigmoid" if args.data == "toy" else "relu", update=args.update,
-        colocated=args.colocated, learning_rate=args.learning_rate, optimizer=args.optimizer,
-        batch_size=args.batch_size, mode=args.synthetic_gradients, token=args.token,
-        refresh_every=args.refresh_every, update_probability=args.update_probability,
-        wire=args.wire or ("json" if args.data == "toy" else "binary"),
-        max_unsent=args.max_unsent, max_ahead=args.max_ahead, until_url=args.until_url,
-        progress_dir=args.progress_dir,
-        snapshot_interval=args.snapshot_interval, seed=args.seed, checkpoint=args.checkpoint,
-        checkpoint_interval=args.checkpoint_interval, resume=args.resume,
-        metrics_path=args.metrics, report_every=args.report_every)
+    """The trainer's settings from parse_args's options, by name (OPTION_OF where they differ);
+    --data-dir and --examples are main's, --epochs, --duration and --until-trained run's."""
+    images = args.data != "toy"
+    derived = dict(width=args.width if args.sizes is None else args.sizes[-1],
+                   activation="relu" if images else "sigmoid",
+                   wire=args.wire or ("binary" if images else "json"))
+    return InputConfig(**{f.name: derived[f.name] if f.name in derived
+                          else getattr(args, OPTION_OF.get(f.name, f.name))
+                          for f in dataclasses.fields(InputConfig)})
 
 
 def main(argv=None, stop=None):
