@@ -11,7 +11,8 @@ weights, GET /weights); the output trainer sends it the true gradients it comput
 /provide_gradient). The oracle keeps the latest (h, y, dL/dh) per example index and, in a
 background thread, trains a small Keras model over everything it holds, pass after pass:
 
-    [h, y] (25,) -> Dense(12, sigmoid) -> Dense(24, linear) -> g_hat (24,),  loss mean((g_hat - g)^2)
+    [h, y] (25,) -> Dense(12, sigmoid) -> Dense(24, linear) -> g_hat (24,)
+    loss mean((g_hat - g)^2)
 
 Requests are answered from the newest published weights by the same model in numpy
 (boundary.model_forward), far cheaper than Keras's predict (tested to agree). Each batch of

@@ -67,10 +67,8 @@ def serve(server, name, on_stop=None, stop=None):
     threading.Event `stop` is set: parts/threaded.py), then call on_stop.
 
     Logs "<name> listening on http://HOST:PORT" first (port 0 picks a free one; the line is how
-    a launcher or a test learns it).
+    a launcher or a test learns it), once a signal would stop it cleanly.
     """
-    log.info("%s listening on http://%s:%s", name, server.effective_host, server.effective_port)
-
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
@@ -79,6 +77,8 @@ def serve(server, name, on_stop=None, stop=None):
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)
     try:
+        log.info("%s listening on http://%s:%s", name, server.effective_host,
+                 server.effective_port)
         server.run()                      # returns on Ctrl-C or SIGTERM (waitress catches it)
     except KeyboardInterrupt:
         pass
