@@ -81,7 +81,8 @@ class SyntheticGradientModel:
         acts = [activation] * (len(sizes) - 2) + [sgd.Linear]
         last = len(sizes) - 2
         self.layers = [dense(n_in, n_out, act, rng, zero=zero_init and k == last)
-                       for k, (n_in, n_out, act) in enumerate(zip(sizes[:-1], sizes[1:], acts))]
+                       for k, (n_in, n_out, act) in enumerate(zip(sizes[:-1], sizes[1:], acts,
+                                                               strict=True))]
         self.optimizer = optimizers.make(optimizer, self.layers, learning_rate)
         self.batch_size, self.epochs_per_pass = batch_size, epochs_per_pass
         self.published = [w.copy() for w in self.weights()]

@@ -33,7 +33,7 @@ def save(path, models, counters, held=None):
     array}. An optimizer has .name and .state() {name: array}."""
     arrays = {"counters": np.array(list(counters.values())), **(held or {})}
     for prefix, (weights, optimizer) in models.items():
-        arrays.update(zip(weight_names(weights, prefix), weights))
+        arrays.update(zip(weight_names(weights, prefix), weights, strict=True))
         arrays[prefix + "optimizer"] = np.array(optimizer.name)
         arrays.update({f"{prefix}opt_{k}": a for k, a in optimizer.state().items()})
     snapshots.write_npz(path, arrays)
@@ -61,7 +61,7 @@ def load(path, models, counters, held=None):
     for prefix, (current, optimizer) in models.items():
         names = weight_names(current, prefix)
         weights[prefix] = [take(n, np.shape(w)).astype(np.float64)
-                           for n, w in zip(names, current)]
+                           for n, w in zip(names, current, strict=True)]
         written = str(arrays.get(prefix + "optimizer", "none"))
         if written != optimizer.name:
             raise ValueError(f"checkpoint {path} was written with --optimizer {written}; this "
@@ -73,7 +73,7 @@ def load(path, models, counters, held=None):
     held = {name: take(name, shape) for name, shape in (held or {}).items()}
     for prefix, (_, optimizer) in models.items():       # all checked: now change something
         optimizer.load_state(states[prefix])
-    return weights, dict(zip(counters, map(int, count))), held
+    return weights, dict(zip(counters, map(int, count), strict=True)), held
 
 
 def layer_weights(layers):

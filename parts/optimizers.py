@@ -74,7 +74,7 @@ class Adam:
         self.t += 1
         alpha = (self.learning_rate * math.sqrt(1 - self.beta_2 ** self.t)
                  / (1 - self.beta_1 ** self.t))
-        for p, g, m, v in zip(self._params(), self._grads(), self.m, self.v):
+        for p, g, m, v in zip(self._params(), self._grads(), self.m, self.v, strict=True):
             m += (1 - self.beta_1) * (g - m)
             v += (1 - self.beta_2) * (g * g - v)
             p -= alpha * m / (np.sqrt(v) + self.epsilon)    # in place: the layer's own array
@@ -82,7 +82,7 @@ class Adam:
     def state(self):
         """{"t", "m0", "v0", "m1", ...}: everything step() depends on, for a checkpoint."""
         arrays = {"t": np.array(self.t)}
-        for k, (m, v) in enumerate(zip(self.m, self.v)):
+        for k, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
             arrays[f"m{k}"], arrays[f"v{k}"] = m, v
         return arrays
 

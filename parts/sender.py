@@ -122,11 +122,11 @@ class Sender:
         i, bids, rows = i[order], bids[order], rows[order]
         bounds = [0, *(np.flatnonzero(np.diff(bids)) + 1).tolist(), len(bids)]
         parts = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             bid = int(bids[a])
             parts.append([column[rows[a:b]] for column in self._blocks[bid]])
             self._release(bid, b - a)
-        return i, [np.concatenate(column) for column in zip(*parts)]
+        return i, [np.concatenate(column) for column in zip(*parts, strict=True)]
 
     def _compact(self):
         """Copy the pending rows into one block, freeing blocks that are mostly superseded
