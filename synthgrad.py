@@ -40,7 +40,7 @@ itself, beside its layers, from the true gradients it computes (boundary.py), an
 GET /status answers what the server holds and has done: "role", "uptime_s", "examples_held",
 "training_passes", "last_train_mse", "staleness_s", "diverged", "peak_rss_mb", the request
 counts, and each server's own figures (the oracle's synthetic-gradient quality, the output
-trainer's sender counts). serving.TrainingServer.status and the servers' status_fields say what
+trainer's sender counts). parts/server.py's TrainingServer.status and the servers' status_fields say what
 each field means.
 
 In /training_example, x is layer 1's activation h for example i and y its target. The targets

@@ -36,7 +36,7 @@ import synthgrad
 import train_middle
 import train_output
 from lab.race import ints
-from parts import boundary, optimizers, serving
+from parts import boundary, http, optimizers, options
 
 CHUNK = synthgrad.MAX_CHUNK                 # rows per training chunk and per message
 SECONDS = 1.0                               # seconds of calls behind each median
@@ -114,8 +114,8 @@ def time_message(width, folder):
     """CPU µs per example of one POST /training_example of CHUNK rows of width `width`: the
     client's encoding and HTTP, waitress and Flask, the decoding and storing, all in this
     process (so process time counts both ends)."""
-    server, hand_over = serving.listen("127.0.0.1", 0, "lab/chain_speed.py",
-                                       synthgrad.MAX_BODY_BYTES)
+    server, hand_over = http.listen("127.0.0.1", 0, "lab/chain_speed.py",
+                                    synthgrad.MAX_BODY_BYTES)
     app = train_output.create_app(dict(sizes=(width, 1), max_examples=CHUNK, progress_dir=folder,
                                        send_gradients=False, wire="binary"))
     hand_over(app)
@@ -168,7 +168,7 @@ def main(argv=None):
                    help="time only backprop of the whole network in one process, in wall-clock "
                         "time (CPU time would add up the BLAS threads)")
     args = p.parse_args(argv)
-    serving.setup_logging("chain_speed")
+    options.setup_logging("chain_speed")
     rows = []
     for batch_size in args.batch_sizes:
         for width in args.widths:

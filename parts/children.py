@@ -20,7 +20,7 @@ from synthgrad import DEFAULT_HOST
 
 log = logging.getLogger("synthgrad")
 TOP = Path(__file__).resolve().parents[1]        # the repository's top level
-LISTENING = re.compile(r"listening on (http://\S+)")    # what serving.serve() logs first
+LISTENING = re.compile(r"listening on (http://\S+)")    # what http.serve() logs first
 
 
 def script_argv(script, *options):

@@ -147,10 +147,10 @@ def test_a_colocated_middle_stage_teaches_the_model_below_itself(middle):
     trainer.above.weights, trainer.above.conditioned = above_model(rng)
     x, y = rng.uniform(0, 1, (10, 4)), rng.uniform(-1, 1, 10)
     trainer.receive(np.arange(10), x, y)
-    before = [w.copy() for w in trainer.boundary.weights]
+    before = [w.copy() for w in trainer.boundary.published]
     assert trainer.train_pass()
     assert trainer.boundary.version == 2                         # learned from dL/dh_in
-    assert not np.array_equal(before[0], trainer.boundary.weights[0])
+    assert not np.array_equal(before[0], trainer.boundary.published[0])
     frozen = middle(colocated=True, update="frozen")
     assert frozen.boundary is None                               # no gradient: no model
     assert "synthetic_gradient_quality" not in frozen.metrics()  # and no quality to report
@@ -214,7 +214,7 @@ def test_a_middle_stage_checkpoints_and_resumes_everything_it_holds(middle, tmp_
                     trainer.optimizer.m + trainer.optimizer.v):
         np.testing.assert_array_equal(a, b)                          # Adam's moments
     if colocated:
-        for a, b in zip(again.boundary.weights, trainer.boundary.weights):
+        for a, b in zip(again.boundary.published, trainer.boundary.published):
             np.testing.assert_array_equal(a, b)
         assert again.boundary.version == trainer.boundary.version > 0
 

@@ -107,17 +107,18 @@ def test_a_classifier_refuses_targets_that_are_not_its_labels(make_output_app, y
 def test_a_colocated_classifiers_model_sees_the_one_hot_label():
     """cDNI for a classifier, as deep_dni.py's: linear, zero-initialised, learning at 3e-3,
     its input [h, onehot(c)]; what it publishes is what the stage below computes."""
-    model = boundary.ColocatedModel(6, seed=0, classes=4, **boundary.classifier_model(4))
-    assert [w.shape for w in model.weights] == [(10, 6), (6,)]               # 6 + 4 one-hot
-    assert not np.any(model.weights[0])                                      # zero-init
+    model = boundary.SyntheticGradientModel.for_boundary(6, 0, classes=4)
+    assert [w.shape for w in model.published] == [(10, 6), (6,)]             # 6 + 4 one-hot
+    assert not np.any(model.published[0])                                   # zero-init
     rng = np.random.default_rng(1)
     h, y, g = rng.normal(size=(40, 6)), rng.integers(0, 4, 40).astype(float), rng.normal(size=(40, 6))
-    model.learn(h, y, g)
-    assert model.version == 2 * 1 and np.any(model.weights[0][6:])          # 2 epochs of 1 batch
     onehot = np.eye(4)[y.astype(int)]
-    np.testing.assert_allclose(model.predict(h, y),
-                               np.column_stack([h, onehot]) @ model.weights[0] + model.weights[1])
-    assert model.model.optimizer.learning_rate == boundary.CLASSIFIER_LEARNING_RATE
+    model.learn_pass(h, onehot, g)
+    assert model.version == 2 * 1 and np.any(model.published[0][6:])        # 2 epochs of 1 batch
+    below = boundary.model_forward(model.published, classify.model_inputs(h, y, 10))
+    np.testing.assert_allclose(below, np.column_stack([h, onehot]) @ model.published[0]
+                               + model.published[1])
+    assert model.optimizer.learning_rate == boundary.CLASSIFIER["learning_rate"]
 
 
 # --- the scripts' options --------------------------------------------------------------------
