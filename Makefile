@@ -4,6 +4,7 @@
 #
 #   make demo    generate data, run the three processes for ~3 minutes, draw the plots
 #   make test    run the test suite
+#   make lint    ruff's pyflakes and bugbear rules (pyproject.toml) over the project's Python
 #   make test-loaded  the suite with one busy process per core beside it (by hand, never in CI):
 #                does a test assert the machine's speed? (docs/tests.md)
 #   make data    get Fashion-MNIST (DATASET=mnist for MNIST): the Debian package as root, else
@@ -16,13 +17,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-loaded venv clean browser data
+.PHONY: demo test test-loaded lint venv clean browser data
 
 demo: $(VENV)/installed
 	$(PY) demo.py $(ARGS)
 
 test: $(VENV)/tested
 	$(PY) -m pytest -q $(ARGS)
+
+lint: $(VENV)/tested
+	$(VENV)/bin/ruff check .
 
 # The busy processes are stopped by their PIDs however pytest ends (trap), and only they.
 test-loaded: $(VENV)/tested

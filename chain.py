@@ -1,6 +1,6 @@
 """A chain of K stages, each its own process, a synthetic-gradient model at every boundary.
 
-Run it (the README's "Deeper decoupling" says more):
+Run it (docs/chain.md says more):
 
     python chain.py                                           # 2-24-12-1 in 2 stages: the demo's
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3   # 4 stages, 3 boundaries, 60 s
@@ -17,68 +17,47 @@ scripts, speaking the same protocol:
     stage K         train_output.py --sizes ...-1     owns the loss
     boundary b      oracle.py --width Wb              learns dL/dh_b from what stage b+1 sends
 
-so K = 2 is exactly the three-process system. With --colocated there are no oracles: each
-boundary's model is learned inside the stage above it (train_output.py/train_middle.py
---colocated, from the true gradients it computes; boundary.py) and fetched by the stage below
-from there, so K stages are K processes:
+so K = 2 is the three-process system. With --colocated there are no oracles: each boundary's
+model is learned inside the stage above it and fetched by the stage below, so K stages are K
+processes:
 
     python chain.py --colocated                                # 2 processes
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --colocated   # 4 processes
     python chain.py --colocated --ray HEAD:6379 --place host_a,host_b     # on a Ray cluster
 
-All start on free loopback ports with the scripts' own defaults (one optimizer everywhere;
-from 4 stages on every stage's Adam at 0.001, see --learning-rate), the first stage trains
-for --duration seconds, then all stop (with --examples N, sooner: once stage 2 has trained on
-N examples, a budget of work that a busy machine meets later, not less). Into the
-run folder (default runs/chain-<date-time>) go each process's log and metrics, each stage's
-snapshots (progress/stage<k>/), each boundary model's weights at every snapshot tick
-(progress/boundary<b>/), and
-
-    chain.json   held-out MSE of the composed network at each tick; per boundary, the cosine
-                 between the synthetic gradient (the boundary model at that tick) and the true
-                 one (full backprop through the composed network at that tick, on 2,000
-                 held-out points), and the staleness of what the stage above trained on
-    chain.png    those three against seconds since the first stage began streaming
-
-On images (the paper's setting; `make data` gets Fashion-MNIST) every layer is its own stage
-by default, each ReLU with He's init and training on each activation once as it arrives, the
-last one's loss softmax cross-entropy, the label travelling where the toy's y does and every
-boundary model cDNI, conditioned on its one-hot:
+On images every layer is its own stage by default (ReLU, softmax cross-entropy at the top,
+every boundary model cDNI on the one-hot label):
 
     python chain.py --data fashion-mnist --colocated          # 784-256-256-256-10, 4 processes
     python chain.py --data fashion-mnist --colocated --update frozen     # only the top learns
 
-and chain.json gives test accuracy and loss (all 10,000 test images) where the toy has MSE.
-
-chain.py only launches, supervises and evaluates; the stages learn exactly as they do alone.
-Every process checkpoints into checkpoints/ every few seconds. One that dies is named in one
-line (its exit code or signal, its log's last lines) and started again on its port from its
-checkpoint, its peers' senders resending what they held (--max-restarts in 120 s, then the run
-ends); with --no-restart the first death ends the run. Stage 1 ends on its own clock whatever
-its peers do (chain.py stops it itself if it overruns by 15 s), and however the run ends (its
-time, a death, Ctrl-C, SIGTERM) chain.json and chain.png are written from the snapshots on
-disk, with "cut_short" saying why if it ended early (--no-restart: the first death ends it).
-With --ray every process is a Ray actor instead, placed, restarted and collected by Ray
-(runner/raychain.py; docs/several-machines.md).
+runner/processes.py runs the stages: here, supervised (one that dies is restarted from its
+checkpoint), or with --ray as Ray actors. Stage 1 streams for --duration seconds (or until
+stage 2 has trained on --examples), then all stop. The run folder gets each process's log,
+metrics and snapshots, and, however the run ended, chain.json (at each snapshot tick the
+composed network's held-out MSE or test accuracy, per boundary the cosine between synthetic
+and true gradients and the staleness; "cut_short") and chain.png, which draws them.
 """
 
 import argparse
 import dataclasses
 import json
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
-import generate
-import train_output
-from parts import children, classify
-from runner import chain_eval, chain_watch, launch, raychain
+import numpy as np
 
-# The command line's learning rate from DEEP_FROM stages on. Measured (docs/chain.md): at the
-# scripts' 0.005 a 4-stage chain of 2-32-32-32-32-1 stayed at the mean predictor (3 seeds of
-# the depth experiment, and 60 s by hand); at 0.001 it learned. With 2 or 3 stages 0.005 did.
+import generate
+import synthgrad
+import train_output
+from parts import children, classify, snapshots
+from runner import chain_eval, launch, processes, raychain
+from runner.processes import Proc, Url
+
+# The learning rate from DEEP_FROM stages on (at the scripts' 0.005 a 4-stage chain did not
+# learn: docs/chain.md).
 DEEP_FROM, DEEP_LEARNING_RATE = 4, 0.001
 
 
@@ -101,7 +80,7 @@ class ChainConfig:
     batch_size: int = 10                   # every stage's minibatch
     learning_rate: float = 0.005           # every stage's (Adam), the scripts' default
     colocated: bool = False                # boundary models beside the stages: K processes
-    restart: launch.RestartPolicy = launch.RestartPolicy()   # what a death leads to
+    restart: processes.RestartPolicy = processes.RestartPolicy()   # what a death leads to
     checkpoint_interval: float | None = None   # seconds (None: by size, checkpoint_every)
     examples: int | None = None            # the budget of work, --examples (None: duration)
     max_ahead: int | None = None           # stage 1 hands off at most this many examples
@@ -115,10 +94,7 @@ class ChainConfig:
 
 
 # chain.py --data fashion-mnist (or mnist): the paper's network, every layer decoupled, each
-# stage ReLU with He's init, the last one's loss softmax cross-entropy, minibatches of 100,
-# every boundary model cDNI, linear, learned beside the stage above it (--colocated: oracle.py
-# is the toy's Keras model). Adam at 1e-4, stage 1 paced to stage 2, each stage training on each
-# activation once as it arrives, models fetched every 0.05 s: each measured (docs/chain.md).
+# boundary model learned beside the stage above it; each setting measured (docs/chain.md).
 IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000, batch_size=100,
               learning_rate=1e-4, max_ahead=200, train_on="arrivals", refresh_every=0.05)
 
@@ -126,7 +102,7 @@ IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000, ba
 def stage_sizes(sizes, splits):
     """[(widths of stage k's layers)]: the network cut after each layer count in splits."""
     cuts = [0, *splits, len(sizes) - 1]
-    return [tuple(sizes[a:b + 1]) for a, b in zip(cuts, cuts[1:])]
+    return [tuple(sizes[a:b + 1]) for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def check_layout(sizes, splits, data="toy"):
@@ -142,16 +118,15 @@ def check_layout(sizes, splits, data="toy"):
                          f"(got {','.join(map(str, splits))})")
 
 
-# --- Starting, watching and stopping a chain. ---------------------------------------------------
+# --- The chain's processes. --------------------------------------------------------------------
 
-def checkpoint_path(run, name):
+def checkpoint_path(run, key):
     """Where a process of the run checkpoints ("stage2", "boundary1"): restarted, it resumes."""
-    return Path(run) / "checkpoints" / f"{name}.npz"
+    return Path(run) / "checkpoints" / f"{key}.npz"
 
 
-# Every process checkpoints every 5 s, or less often where its checkpoint is large, so that
-# writing them stays under ~2 MB/s a process (a 20,000 x 32 stage: ~5 MB every 5 s; width
-# 1024: ~200 MB every ~100 s): a restart loses seconds of work, and timings are not the disk's.
+# Every process checkpoints every 5 s, or less often where its checkpoint is large: at most
+# ~2 MB/s a process, so that timings are not the disk's (docs/chain.md).
 CHECKPOINT_MIN_S, CHECKPOINT_BYTES_PER_S = 5.0, 2e6
 
 
@@ -161,203 +136,161 @@ def checkpoint_every(config, held_width, sizes):
     if given)."""
     if config.checkpoint_interval is not None:
         return config.checkpoint_interval
-    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
     size = 8 * (config.count * held_width + 3 * params)
     return round(max(CHECKPOINT_MIN_S, size / CHECKPOINT_BYTES_PER_S), 1)
 
 
-def checkpoint_argv(config, name, held_width, sizes):
-    return ["--checkpoint", checkpoint_path(config.run_dir, name), "--checkpoint-interval",
-            checkpoint_every(config, held_width, sizes)]
+def chain_procs(config):
+    """The chain's processes in start order: each boundary's oracle (none if colocated), the
+    stages from the top down (each needs the address above it), stage 1 last: it streams
+    for config.duration seconds and ends the run."""
+    run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
+    K = len(layout)
+
+    def proc(name, script, key, seed, held_width, sizes, *options):
+        checkpoint = checkpoint_path(run, key)
+        return Proc(name, script, (
+            *options, "--seed", config.seed + seed,
+            "--metrics", run / "metrics" / f"{key}.jsonl", "--checkpoint", checkpoint,
+            "--checkpoint-interval", checkpoint_every(config, held_width, sizes)),
+            key, run / f"{key}.log", checkpoint)
+
+    def model(b):                        # where boundary b's model is learned
+        return Url(f"stage {b + 1}" if config.colocated else f"boundary {b} oracle")
+    procs = [proc(f"boundary {b} oracle", "oracle.py", f"boundary{b}", b, 2 * w + 1,
+                  (w + 1, 12, w), "--port", 0, "--width", w, "--max-examples", config.count,
+                  "--report-every", 0, "--conditioned" if config.conditioned else
+                  "--no-conditioned")
+             for b, w in enumerate((s[-1] for s in layout[:-1] if not config.colocated), 1)]
+    for k in range(K, 1, -1):
+        sizes = layout[k - 1]
+        below = ("--colocated",) if config.colocated else ("--oracle-url", model(k - 1))
+        common = ("--port", 0, "--sizes", train_output.format_sizes(sizes), *below,
+                  "--max-examples", config.count, "--progress-dir", run / "progress" /
+                  f"stage{k}", "--snapshot-interval", config.snapshot_interval,
+                  "--wire", config.wire, "--report-every", 0,
+                  "--batch-size", config.batch_size, "--learning-rate", config.learning_rate,
+                  "--train-on", config.train_on)
+        if config.data != "toy":                   # a classifier's stage
+            common += ("--activation", "relu", "--classes", config.sizes[-1],
+                       *(("--loss", "cross-entropy") if k == K else ()))
+        script, role = ("train_output.py", ("--no-live",)) if k == K else (   # chain.py's page
+            "train_middle.py", ("--above-oracle-url", model(k), "--next-url",
+                                Url(f"stage {k + 1}"), "--update", config.update,
+                                "--refresh-every", config.refresh_every))
+        procs.append(proc(f"stage {k}", script, f"stage{k}", 10 * k, sizes[0] + 1, sizes,
+                          *common, *role))
+    return [*procs, proc("stage 1", "train_input.py", "stage1", 0, 0, layout[0],
+                         *input_options(config, layout[0], model(1)))]
 
 
-def oracle_argv(config, b, width):
-    run = config.run_dir
-    return launch.script_argv(
-        "oracle.py", "--port", 0, "--width", width, "--max-examples", config.count,
-        "--seed", config.seed + b, "--metrics", run / "metrics" / f"boundary{b}.jsonl",
-        "--report-every", 0, *(["--conditioned"] if config.conditioned else ["--no-conditioned"]),
-        *checkpoint_argv(config, f"boundary{b}", 2 * width + 1, (width + 1, 12, width)))
-
-
-def server_stage_argv(config, k, sizes, below_oracle, above_oracle=None, next_url=None):
-    """train_output.py (the last stage) or train_middle.py (above_oracle and next_url given).
-    below_oracle None: --colocated, the model of the boundary below is learned in the stage."""
-    run = config.run_dir
-    below = ["--colocated"] if below_oracle is None else ["--oracle-url", below_oracle]
-    argv = ["--port", 0, "--sizes", train_output.format_sizes(sizes), *below,
-            "--max-examples", config.count, "--seed", config.seed + 10 * k,
-            "--progress-dir", run / "progress" / f"stage{k}", "--snapshot-interval",
-            config.snapshot_interval, "--wire", config.wire, "--report-every", 0,
-            "--metrics", run / "metrics" / f"stage{k}.jsonl", "--batch-size", config.batch_size,
-            "--learning-rate", config.learning_rate, "--train-on", config.train_on,
-            *checkpoint_argv(config, f"stage{k}", sizes[0] + 1, sizes)]
-    if config.data != "toy":                       # a classifier's stage
-        argv += ["--activation", "relu", "--classes", config.sizes[-1]]
-        if next_url is None:
-            argv += ["--loss", "cross-entropy"]
-    if next_url is None:
-        return launch.script_argv("train_output.py", *argv, "--no-live")   # chain.py's page
-    return launch.script_argv("train_middle.py", *argv, "--above-oracle-url", above_oracle,
-                              "--next-url", next_url, "--update", config.update,
-                              "--refresh-every", config.refresh_every)
-
-
-def input_stage_argv(config, sizes, oracle_url, next_url, last_url=None):
-    """train_input.py holding the layers `sizes` (2 -> ... -> h); oracle_url None: --colocated,
-    the model of the boundary above it comes from the next stage."""
-    run = config.run_dir
-    data = ["--data-dir", run / "data" if config.data_dir is None else config.data_dir]
+def input_options(config, sizes, model):
+    """train_input.py's options holding the layers `sizes` (2 -> ... -> h)."""
+    data = ("--data-dir", config.run_dir / "data" if config.data_dir is None else
+            config.data_dir)
     if config.data != "toy":                       # the training images, count of them
-        data = ["--data", config.data, "--examples", config.count,
-                *(["--image-dir", config.image_dir] if config.image_dir else [])]
-    layers = (["--width", sizes[-1]] if len(sizes) == 2 else
-              ["--sizes", train_output.format_sizes(sizes)])
-    model = ["--colocated"] if oracle_url is None else ["--oracle-url", oracle_url]
-    return launch.script_argv(
-        "train_input.py", *data, *layers, *model,
-        "--output-url", next_url, "--progress-dir", run / "progress" / "stage1",
-        "--snapshot-interval", config.snapshot_interval, "--seed", config.seed, "--wire",
-        config.wire, "--update", config.update, "--duration", config.duration, "--refresh-every",
-        config.refresh_every,
-        *([] if config.examples is None else ["--until-trained", config.examples]),
-        *(["--until-url", last_url] if config.train_on == "arrivals" and last_url else []),
-        *([] if config.max_ahead is None else ["--max-ahead", config.max_ahead]),
-        "--metrics", run / "metrics" / "stage1.jsonl", "--report-every", 1,
-        "--batch-size", config.batch_size, "--learning-rate", config.learning_rate,
-        *checkpoint_argv(config, "stage1", 0, sizes))
+        data = ("--data", config.data, "--examples", config.count,
+                *(("--image-dir", config.image_dir) if config.image_dir else ()))
+    K = len(config.splits) + 1
+    return (*data, *(("--width", sizes[-1]) if len(sizes) == 2 else
+                     ("--sizes", train_output.format_sizes(sizes))),
+            *(("--colocated",) if config.colocated else ("--oracle-url", model)),
+            "--output-url", Url("stage 2"), "--progress-dir", config.run_dir / "progress" /
+            "stage1", "--snapshot-interval", config.snapshot_interval, "--wire", config.wire,
+            "--update", config.update, "--duration", config.duration,
+            "--refresh-every", config.refresh_every,
+            *(() if config.examples is None else ("--until-trained", config.examples)),
+            *(("--until-url", Url(f"stage {K}")) if config.train_on == "arrivals" else ()),
+            *(() if config.max_ahead is None else ("--max-ahead", config.max_ahead)),
+            "--report-every", 1, "--batch-size", config.batch_size,
+            "--learning-rate", config.learning_rate)
 
 
-def ray_chain(config, env, on_start=None):
-    """run_chain on Ray (runner/raychain.py): every process an actor on a machine and port
-    chosen first, restarted by Ray from its checkpoint on that machine; stage 1 streams for
-    config.duration seconds; the processes' snapshots, metrics and logs are collected into
-    config.run_dir as they come and at the end. Returns what run_chain returns."""
+# --- Running them: here or on Ray, one machinery. ------------------------------------------------
+
+def run_chain(config, env=None, on_start=None):
+    """chain_procs run by processes.run: on this machine, supervised (a process that dies is
+    named in one line and restarted on its port from its checkpoint, as config.restart says),
+    or with config.ray as Ray actors, placed, restarted and collected by Ray (raychain.py).
+    Each boundary model's weights are saved at every snapshot tick. Returns each server's
+    last GET /status by key ("stage2", "boundary1"; None if down), "cpu_s" {key: CPU
+    seconds}, "restarts" {name: count} and "cut_short" (why it ended early, or None).
+    on_start(name, pid) is told of every start and restart (lab/bench.py pins with it)."""
+    # One BLAS thread a process unless told otherwise: idle OpenBLAS threads starve the
+    # stages' training threads (docs/chain.md).
+    env = {"OPENBLAS_NUM_THREADS": "1", **(launch.child_env() if env is None else env)}
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     K, token = len(layout), env.get("SYNTHGRAD_TOKEN") or None
     (run / "metrics").mkdir(parents=True, exist_ok=True)
     chain_eval.write_run_data(run, config.data, config.image_dir)
-    oracles = [] if config.colocated else [f"boundary {b} oracle" for b in range(1, K)]
-    names = oracles + [f"stage {k}" for k in range(K, 0, -1)]
-    place = None if config.place is None else (      # an oracle goes with the stage above it
-        {f"stage {k}": r for k, r in enumerate(config.place, start=1)} |
-        {f"boundary {b} oracle": config.place[b] for b in range(1, K) if oracles})
-    restarts = config.restart.max_restarts if config.restart.restart else 0
-    with raychain.RayChain(run, config.ray, names, place, restarts, token, on_start) as chain:
-        urls = chain.place_all()
-        local = dataclasses.replace(config, run_dir=chain.root)    # paths on each machine
-        for b, name in enumerate(oracles, start=1):
-            chain.start(name, oracle_argv(local, b, layout[b - 1][-1]), url=urls[name])
-        stages = {k: urls[f"stage {k}"] for k in range(2, K + 1)}
-        models = [urls[n] for n in oracles] or [stages[b + 1] for b in range(1, K)]
-        for k in range(K, 1, -1):
-            below, above = (None, stages.get(k + 1)) if config.colocated else \
-                (models[k - 2], models[k - 1] if k < K else None)
-            chain.start(f"stage {k}", server_stage_argv(local, k, layout[k - 1], below, above,
-                                                        stages.get(k + 1)), url=stages[k])
-        clients, boundary_clients = chain_watch.clients_of(stages, models, token)
-        print(f"chain: {K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
-              f"{K - 1} boundaries, {len(names)} Ray actors; stage 1 streams for "
-              f"{config.duration:.0f} s (logs and snapshots collected into {run})", flush=True)
-        files = None if config.data != "toy" or config.data_dir is not None else \
-            {f"data/{n}": (run / "data" / n).read_bytes() for n in ("x.npy", "y.npy")}
-        end_at = time.monotonic() + config.duration
-        chain.start("stage 1", input_stage_argv(local, layout[0], None if config.colocated else
-                                                models[0], stages[2], stages[K]),
-                    files=files, deadline=time.time() + config.duration)
-        where = {int(n.split()[1]): chain.machine(n, short=True)
-                 for n in names if n.startswith("stage")}
-        _, cut_short = chain_watch.watch(config, chain.look, raychain.First(chain),
-                                         lambda: chain.cpu_seconds("stage 1"), clients,
-                                         boundary_clients, layout, end_at, where)
-        return chain_watch.last_statuses(clients, boundary_clients) | {
-            "cpu_s": {raychain.key_of(n): chain.cpu_seconds(n) for n in names},
-            "restarts": dict(chain.restarts), "cut_short": cut_short}
+    if config.ray is None:
+        procs = chain_procs(config)
+        spawner = processes.Supervisor(config.restart, "chain", env, on_start, token)
+    else:                                        # paths on each machine, a process's files
+        root = raychain.node_root(run)           # collected into run as they come
+        procs = chain_procs(dataclasses.replace(config, run_dir=root))
+        spawner = raychain.RayChain(
+            run, config.ray, procs, root, ray_place(config, procs),
+            config.restart.max_restarts if config.restart.restart else 0, token, on_start,
+            files={"stage 1": None if config.data != "toy" or config.data_dir is not None else
+                   {f"data/{n}": (run / "data" / n).read_bytes() for n in ("x.npy", "y.npy")}})
+    models = [f"stage {b + 1}" if config.colocated else f"boundary {b} oracle"
+              for b in range(1, K)]
+    next_tick, interval = None, config.snapshot_interval
 
+    def tick(urls):                    # 0.3 s after a tick, when the stages' snapshots are out
+        nonlocal next_tick
+        now = time.time()
+        if next_tick is not None and now >= next_tick + 0.3:
+            save_boundary_weights(run, [processes.client(urls[m], token) for m in models],
+                                  layout, next_tick)
+        if next_tick is None or now >= next_tick + 0.3:
+            next_tick = (int(now // interval) + 1) * interval
 
-def run_chain(config, env=None, on_start=None):
-    """Start the boundary oracles, then the stages from the top down, stream for
-    config.duration seconds while printing status lines and saving each boundary model's weights
-    at every snapshot tick; stop everything. Returns the last GET /status of each server (None
-    for one that is down), under "cpu_s" the CPU seconds each process used (stage 1's up to its
-    last status line), under "restarts" how often each was restarted, and under "cut_short" why
-    the run ended early (None: it ran its time). on_start(name, pid), if given, is called as
-    each process starts or restarts ("boundary 1 oracle", "stage 4", ..., "stage 1"): lab/bench.py
-    pins processes to cores with it. With config.colocated there are no oracles: K processes,
-    each boundary's model learned in the stage above it and fetched from there (GET /weights).
-
-    Every process checkpoints into run/checkpoints/ and is supervised (launch.Supervisor): one
-    that dies is named in one line and started again on its port from its checkpoint, as
-    config.restart says; a death it may not mend ends the run, cut short."""
-    env = launch.child_env() if env is None else env
-    if config.ray is not None:
-        return ray_chain(config, env, on_start)
-    # One BLAS thread a process unless told otherwise (a core per stage): OpenBLAS's idle
-    # threads spin at normal priority and starved the stages' nice-10 training threads (2
-    # cores, 4 stages on images: stage 2 trained ~1,000 examples/s with them, ~14,000 without).
-    env = {"OPENBLAS_NUM_THREADS": "1", **env}
-    run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
-    (run / "metrics").mkdir(parents=True, exist_ok=True)
-    chain_eval.write_run_data(run, config.data, config.image_dir)
-    supervisor = launch.Supervisor(config.restart, who="chain", on_start=on_start)
-    oracles, stages = [], {}
-    try:
-        for b, width in enumerate((s[-1] for s in layout[:-1] if not config.colocated),
-                                  start=1):
-            child = supervisor.start(f"boundary {b} oracle", oracle_argv(config, b, width),
-                                     run / f"boundary{b}.log", env,
-                                     checkpoint=checkpoint_path(run, f"boundary{b}"))
-            oracles.append(child.wait_url(chain_watch.STATUS_WAIT))
-        K = len(layout)
-        next_url = None
-        for k in range(K, 1, -1):                      # top down: each needs the URL above
-            if config.colocated:                       # the model above is in the next stage
-                below, above = None, next_url
-            else:
-                below, above = oracles[k - 2], (oracles[k - 1] if k < K else None)
-            argv = server_stage_argv(config, k, layout[k - 1], below, above, next_url)
-            child = supervisor.start(f"stage {k}", argv, run / f"stage{k}.log", env,
-                                     checkpoint=checkpoint_path(run, f"stage{k}"))
-            next_url = stages[k] = child.wait_url(chain_watch.STATUS_WAIT)
-        models = [stages[b + 1] for b in range(1, K)] if config.colocated else oracles
-        clients, boundary_clients = chain_watch.clients_of(stages, models,
-                                                           env.get("SYNTHGRAD_TOKEN") or None)
-        for client in [*clients.values(), *boundary_clients]:
-            client.wait_until_ready()
+    def banner(urls):
         where = ("each learned beside the stage above it" if config.colocated else
                  "each learned by an oracle")
-        counted = 2 if config.train_on == "held" else K             # --examples's stage
+        counted = 2 if config.train_on == "held" else K          # --examples's stage
         until = ("" if config.examples is None else
                  f" at most, until stage {counted} has trained on {config.examples:,} examples")
-        print(f"chain: {K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
-              f"{K - 1} boundaries ({where}): {len(supervisor.children) + 1} processes; stage 1 "
-              f"streams for {config.duration:.0f} s{until} (logs in {run})", flush=True)
-        end_at = time.monotonic() + config.duration
-
-        def first_argv(duration):
-            return input_stage_argv(dataclasses.replace(config, duration=duration), layout[0],
-                                    None if config.colocated else oracles[0], stages[2], stages[K])
-
-        def first_again(child):                        # the time left, from its checkpoint
-            return launch.resume_argv(first_argv(round(max(1.0, end_at - time.monotonic()), 1)),
-                                      None, child.checkpoint)
-
-        first = supervisor.start("stage 1", first_argv(config.duration), run / "stage1.log", env,
-                                 checkpoint=checkpoint_path(run, "stage1"), finishes=True,
-                                 next_argv=first_again)
-        cpu, cut_short = chain_watch.watch(config, supervisor.check, first,
-                                           lambda: chain_watch.cpu_seconds(first.popen.pid),
-                                           clients, boundary_clients, layout, end_at)
-        cpu |= {child.name.replace(" oracle", "").replace(" ", ""):
-                chain_watch.cpu_seconds(child.popen.pid)
-                for child in supervisor.children if child is not first}
-        return chain_watch.last_statuses(clients, boundary_clients) | \
-            {"cpu_s": cpu, "restarts": supervisor.restarts(), "cut_short": cut_short}
+        return (f"{K} stages {' | '.join(train_output.format_sizes(s) for s in layout)}, "
+                f"{K - 1} boundaries ({where}): {len(procs)} "
+                f"{'processes' if config.ray is None else 'Ray actors'}; stage 1 streams for "
+                f"{config.duration:.0f} s{until} (logs in {run})")
+    try:
+        with spawner:
+            final = processes.run(procs, spawner, config.duration, config.status_every,
+                                  run / "metrics" / "stage1.jsonl", banner, tick, "chain")
+        return final | ({f"boundary{b}": final[f"stage{b + 1}"] for b in range(1, K)}
+                        if config.colocated else {})
     finally:
-        supervisor.stop_all()
-        # the checkpoints served restarts during the run; a finished run is never resumed
-        # (and at wide widths they are hundreds of MB a process)
+        # they served restarts during the run; a finished run is never resumed (and at wide
+        # widths they are hundreds of MB a process)
         shutil.rmtree(run / "checkpoints", ignore_errors=True)
+
+
+def ray_place(config, procs):
+    """--place as {process name: custom resource}: an oracle goes with the stage above it."""
+    if config.place is None:
+        return None
+    def machine(p):                    # "stage k" -> place[k - 1], "boundary b oracle" -> place[b]
+        number = int(p.name.split()[1])
+        return config.place[number - 1 if p.name.startswith("stage") else number]
+    return {p.name: machine(p) for p in procs}
+
+
+def save_boundary_weights(run, peers, layout, tick):
+    """Each boundary model's weights (GET /weights) as progress/boundary<b>/model_<tick>.npz,
+    to measure its synthetic gradients against the true ones later."""
+    for b, peer in enumerate(peers, start=1):
+        try:
+            weights, conditioned, _ = peer.weights(layout[b - 1][-1])
+        except synthgrad.PeerError:
+            continue
+        snapshots.write_npz(run / "progress" / f"boundary{b}" / f"model_{tick}.npz",
+                            {**{f"w{k}": w for k, w in enumerate(weights)},
+                             "conditioned": np.array(conditioned), "time": np.array(tick)})
 
 
 # --- The script. -------------------------------------------------------------------------------
@@ -372,71 +305,61 @@ def parse_args(argv):
                         "784 in, 10 out, default 784-256-256-256-10, the paper's)")
     p.add_argument("--splits", type=parse_splits, default=None,
                    help="cut the network after these many layers, e.g. 1,2,3 (default 1: the "
-                        "three-process system; with --data 1,2,3, every layer its own stage); "
-                        "a first split above 1 gives the first stage several layers, e.g. 2 "
-                        "on 2-W-W-W-1 for two stages of equal work")
+                        "three-process system; with --data 1,2,3, every layer its own stage)")
     p.add_argument("--duration", type=float, default=d.duration,
                    help="seconds the first stage streams (default %(default)g)")
     p.add_argument("--examples", type=int, default=None, metavar="N",
                    help="end the run once stage 2 (with --train-on arrivals the last stage) has "
-                        "trained on N examples: a budget of work, the same on a busy machine, "
-                        "--duration then only a limit (default: none, the run ends at it)")
+                        "trained on N examples, --duration then only a limit (default: none: "
+                        "a budget of work is the same on a busy machine)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
-                   help="flow control: stage 1 hands off at most N examples beyond what stage 2 "
-                        "has trained on (train_input.py --max-ahead; default: off, 200 with "
-                        "--data: at 1,000 the default 4-stage chain was unstable)")
+                   help="stage 1 hands off at most N examples beyond what stage 2 has trained "
+                        "on (default: off; 200 with --data, where more was unstable)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=None,
                    help="what stages 2..K train on: held, the latest activation of every "
-                        "example, pass after pass (the default, the original's), or arrivals, "
-                        "each once as it comes (the default with --data: see train_output.py)")
+                        "example, pass after pass (default, the original's), or arrivals, each "
+                        "once as it comes (default with --data)")
     p.add_argument("--count", type=int, default=None,
                    help="training examples (default 20,000; with --data all 60,000 images)")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
                    help="what moves every stage below the last (default synthetic; frozen and "
                         "random are the controls)")
     p.add_argument("--colocated", action="store_true",
-                   help="learn each boundary's synthetic-gradient model beside the stage above "
-                        "it (from the true gradients that stage computes), not in an oracle.py "
-                        "of its own: K stages are K processes, not 2K - 1 (default: off, "
-                        "oracles, as the three scripts run by default)")
+                   help="learn each boundary's model beside the stage above it, not in an "
+                        "oracle.py of its own: K processes, not 2K - 1 (default: off, as the "
+                        "three scripts run by default)")
     p.add_argument("--no-conditioned", dest="conditioned", action="store_false",
                    help="boundary models see h only (DNI), not h and the target (cDNI)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help=f"every stage's Adam learning rate (default: the scripts' "
-                        f"{d.learning_rate} for 2 or 3 stages, {DEEP_LEARNING_RATE} from "
-                        f"{DEEP_FROM} stages on, where {d.learning_rate} did not learn in our "
-                        f"measurements)")
+                        f"{d.learning_rate}; {DEEP_LEARNING_RATE} from {DEEP_FROM} stages on, "
+                        f"where {d.learning_rate} did not learn)")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
     p.add_argument("--no-restart", dest="restart", action="store_false",
                    help="a process that dies ends the run (cut short, still evaluated) instead "
-                        "of being started again on its port from its checkpoint (default: "
-                        "restart: on several machines a process or a link will fail, and each "
-                        "checkpoints every few seconds)")
+                        "of being started again from its checkpoint (default: restart: on "
+                        "several machines a process or a link will fail)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run every stage (and oracle) as a Ray actor, placed, restarted (up to "
-                        "--max-restarts times in the run) and its files collected by Ray "
-                        f"(needs {raychain.RAY_PIN}, which make demo does not install). Without "
-                        "ADDRESS a fresh local Ray instance; with one (HEAD:6379) the cluster "
-                        "`ray start --head` began there (docs/several-machines.md)")
+                   help="run every process as a Ray actor, placed, restarted and collected by "
+                        f"Ray (needs {raychain.RAY_PIN}); without ADDRESS a fresh local Ray "
+                        "instance, with one (HEAD:6379) that cluster (default: off; "
+                        "docs/several-machines.md)")
     p.add_argument("--place", type=parse_place, default=None, metavar="R1,R2,...",
-                   help="with --ray: put stage k on the machine that declares the custom "
-                        "resource Rk (ray start --resources='{\"Rk\": 1}'), one name per "
-                        "stage, e.g. host_a,host_b,host_b; an oracle goes with the stage above "
-                        "it (default: Ray's scheduler gives each process a CPU of its own)")
-    p.add_argument("--max-restarts", type=int, default=launch.RestartPolicy.max_restarts,
-                   help="restarts of one process within %(window)g s before chain.py gives up "
-                        "and ends the run (default %(default)s: a process that keeps dying "
-                        "has a cause a restart will not mend; with --ray, in the whole run)" % {
-                            "window": launch.RestartPolicy.window, "default": "%(default)s"})
+                   help="with --ray: stage k on the machine that declares the custom resource "
+                        "Rk (ray start --resources='{\"Rk\": 1}'), an oracle with the stage "
+                        "above it (default: Ray's scheduler gives each process a CPU)")
+    p.add_argument("--max-restarts", type=int, default=processes.RestartPolicy.max_restarts,
+                   help="restarts of one process within %(window)g s (with --ray: in the run) "
+                        "before the run ends (default %(default)s: a process that keeps dying "
+                        "has a cause a restart will not mend)" % {
+                            "window": processes.RestartPolicy.window, "default": "%(default)s"})
     children.live_arguments(p, default_port=0, who="it shows each stage and boundary")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
     p.add_argument("--evaluate", type=Path, default=None, metavar="RUN",
                    help="run nothing: measure and draw a chain run already in RUN (e.g. one "
-                        "run by hand on several machines, its stages' snapshots gathered into "
-                        "RUN/progress/stage<k>, boundary models into RUN/progress/boundary<b>, "
-                        "stage 1's metrics into RUN/metrics/stage1.jsonl), with --sizes and "
-                        "--splits as it ran")
+                        "run by hand on several machines: docs/several-machines.md), with "
+                        "--sizes and --splits as it ran")
     args = p.parse_args(argv)
     defaults = {k: getattr(d, k) for k in IMAGES} if args.data == "toy" else IMAGES
     defaults = {k: v for k, v in defaults.items() if k != "learning_rate"}
@@ -496,10 +419,6 @@ def parse_splits(text):
             from None
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def report(run, layout, cut_short=None, data=None, image_dir=None):
     """chain.json and chain.png for a run, finished or cut short (cut_short: why, recorded in
     chain.json as "cut_short"); prints the summary line. ValueError if nothing can be
@@ -519,7 +438,7 @@ def report(run, layout, cut_short=None, data=None, image_dir=None):
                    f"the commonest label: {100 * result['chance_accuracy']:.1f}%), test loss "
                    f"{result['initial_loss']:.3f} -> {result['final_loss']:.3f}")
     print(f"chain: {learned}; cosine(synthetic, true) at the last tick, per boundary: "
-          f"{', '.join(launch.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
+          f"{', '.join(generate.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
     print(f"chain: chain.json and chain.png in {run}"
           f"{f' (cut short: {cut_short})' if cut_short else ''}", flush=True)
 
@@ -555,18 +474,12 @@ def main(argv=None):
         return 0
     if args.ray is not None:
         raychain.import_ray()                       # one line saying how to get it, if missing
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    processes.stop_on_signals()
     run = launch.new_run_dir(args.run_dir, prefix="chain-")
-    config = ChainConfig(run_dir=run, sizes=args.sizes, splits=args.splits, count=args.count,
-                         duration=args.duration, seed=args.seed, update=args.update,
-                         conditioned=args.conditioned, learning_rate=args.learning_rate,
-                         colocated=args.colocated, examples=args.examples,
-                         data=args.data, image_dir=args.image_dir, batch_size=args.batch_size,
-                         max_ahead=args.max_ahead, train_on=args.train_on,
-                         refresh_every=args.refresh_every, ray=args.ray, place=args.place,
-                         restart=launch.RestartPolicy(restart=args.restart,
-                                                      max_restarts=args.max_restarts))
+    given = {f.name for f in dataclasses.fields(ChainConfig)} - {"run_dir", "restart"}
+    config = ChainConfig(run_dir=run, restart=processes.RestartPolicy(
+        restart=args.restart, max_restarts=args.max_restarts),
+        **{name: getattr(args, name) for name in given if hasattr(args, name)})
     print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
     env = launch.child_env()
     stop_page = launch.start_live_page(run, args, "chain")

@@ -31,14 +31,13 @@ RUN/cut_short.json says why it ended early.
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import generate
 from parts import children
-from runner import launch
+from runner import launch, processes
 
 D = launch.DecoupledConfig      # a dataclass's class attributes are its defaults: the demo's
 B = launch.BackpropConfig       # sgd.py's settings, the baseline's defaults
@@ -103,8 +102,8 @@ def parse_args(argv):
                    help="a process that dies ends the demo (the pictures are still drawn from "
                         "what was saved) instead of being started again from its checkpoint, "
                         "the servers on their ports (default: restart, at most "
-                        f"{launch.RestartPolicy.max_restarts} times in "
-                        f"{launch.RestartPolicy.window:.0f} s a process)")
+                        f"{processes.RestartPolicy.max_restarts} times in "
+                        f"{processes.RestartPolicy.window:.0f} s a process)")
     p.add_argument("--wire", choices=("json", "binary"), default=D.wire,
                    help="form of the bulk transfers (default %(default)s: raw arrays, ~100x "
                         "cheaper than JSON numbers, so layers 2-3 and the oracle get more "
@@ -165,7 +164,7 @@ def decoupled_config(args, run_dir, update="synthetic", data_dir=None):
         output_batch_size=args.output_batch_size,
         oracle={}, oracle_args=tuple(args.oracle_args.split()),
         input_args=tuple(args.input_args.split()),
-        restart=launch.RestartPolicy(restart=args.restart))
+        restart=processes.RestartPolicy(restart=args.restart))
 
 
 def backprop_config(args, run_dir, baseline):
@@ -178,18 +177,11 @@ def backprop_config(args, run_dir, baseline):
         weights_out=run_dir / "backprop" / "final.npz", **baseline)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     args = parse_args(argv)
     baseline = parse_baseline_args(args.baseline_args,
                                    launch.backprop_like(decoupled_config(args, None)))
-    # Ctrl-C and SIGTERM both stop the run cleanly, even when a shell started us in the
-    # background with SIGINT ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    processes.stop_on_signals()
     run_dir = launch.new_run_dir(args.run_dir)
     print("demo.py: settings:", generate.settings_line({**vars(args), "run_dir": run_dir}),
           flush=True)
@@ -209,7 +201,8 @@ def main(argv=None):
         print(f"demo: cut short: {cut_short}; drawing what was saved", flush=True)
         (run_dir / "cut_short.json").write_text(json.dumps({"cut_short": cut_short}))
     # 5. the pictures
-    drawn = subprocess.run(launch.script_argv("plot.py", "--run-dir", run_dir), cwd=launch.TOP,
+    drawn = subprocess.run(children.script_argv("plot.py", "--run-dir", run_dir),
+                           cwd=children.TOP,
                            env=env).returncode == 0
     if not drawn:
         print(f"demo: plot.py could not draw {run_dir} (see above)", flush=True)

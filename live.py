@@ -37,7 +37,7 @@ from flask import Flask, Response, abort, request
 
 import generate
 import synthgrad
-from parts import classify, serving, snapshots
+from parts import classify, http, options, server, snapshots
 from runner import chain_eval, liveview
 
 HERE = Path(__file__).resolve().parent
@@ -260,10 +260,10 @@ def create_app(config=None):
               "redraw": REDRAW_S,
               "max_body_bytes": 1024, **(config or {})}
     state = LiveState(config)
-    # serving.make_app's parts, with a token check that also takes ?token= (require_token)
+    # server.make_app's parts, with a token check that also takes ?token= (require_token)
     app = Flask("live")
-    app.config["LIVE"] = app.extensions[serving.STATE] = state
-    serving.install_json_errors(app, state.counts, config["max_body_bytes"])
+    app.config["LIVE"] = app.extensions[server.STATE] = state
+    http.install_json_errors(app, state.counts, config["max_body_bytes"])
     require_token(app, config["token"])
     app.get(synthgrad.STATUS)(state.status)
 
@@ -300,7 +300,7 @@ def create_app(config=None):
 
 
 def require_token(app, token):
-    """Like serving.require_token, but a browser may also give the token as ?token=...: a page
+    """Like http.require_token, but a browser may also give the token as ?token=...: a page
     opened from an address cannot send an Authorization header (the page then adds the token
     to each of its own requests)."""
     if not token:
@@ -387,7 +387,7 @@ def parse_args(argv):
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port to listen on (default {DEFAULT_PORT}, beside the servers' 5000 "
                         "and 5001; 0 picks a free one)")
-    serving.token_argument(p)
+    options.token_argument(p)
     p.add_argument("--oracle-url", default=None,
                    help="the oracle's address, for a progress folder run by hand (default: "
                         f"{synthgrad.DEFAULT_ORACLE_URL} for such a folder; in a run folder, "
@@ -406,9 +406,9 @@ def parse_args(argv):
     p.add_argument("--heldout", type=int, default=20_000,
                    help="fresh points held-out MSE is measured on (default 20,000, as plot.py's, "
                         "so the numbers compare; measured once per snapshot tick)")
-    p.add_argument("--nice", type=int, default=serving.DEFAULT_TRAINING_NICE,
+    p.add_argument("--nice", type=int, default=options.DEFAULT_TRAINING_NICE,
                    help=f"run this many steps nicer than normal (default "
-                        f"{serving.DEFAULT_TRAINING_NICE}, as the servers' training threads: "
+                        f"{options.DEFAULT_TRAINING_NICE}, as the servers' training threads: "
                         "the page takes CPU only where training leaves it; 0: normal)")
     p.add_argument("--stop-with-parent", action="store_true",
                    help="stop when the process that started this one ends (what "
@@ -431,9 +431,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    serving.setup_logging("live")
-    log.info("settings: %s", serving.printable(args))
-    server, hand_over = serving.listen(args.host, args.port, "live.py", 1024)
+    options.setup_logging("live")
+    log.info("settings: %s", options.printable(args))
+    httpd, hand_over = http.listen(args.host, args.port, "live.py", 1024)
     if args.nice > 0:
         os.nice(args.nice)
     kind = None if args.run_dir is None else liveview.folder_kind(args.run_dir)
@@ -450,7 +450,7 @@ def main(argv=None):
         stop_with_parent()
     if args.token:
         log.info("open it with ?token=<the token> at the end of the address")
-    serving.serve(server, "live page", on_stop=app.config["LIVE"].close)
+    http.serve(httpd, "live page", on_stop=app.config["LIVE"].close)
     return 0
 
 

@@ -6,20 +6,18 @@ Run it first (it waits for nobody):
     python oracle.py --port 5001 --seed 0 --epochs-per-pass 2
     python oracle.py --help
 
-The input trainer asks it, synchronously, for synthetic gradients (POST /estimate_gradients); the
-output trainer sends it the true gradients it computes (POST /provide_gradient). The oracle keeps
-the latest (h, dL/dh) per example index and, in a background thread, trains a small Keras model
+The input trainer asks it for synthetic gradients (POST /estimate_gradients, or the model's
+weights, GET /weights); the output trainer sends it the true gradients it computes (POST
+/provide_gradient). The oracle keeps the latest (h, y, dL/dh) per example index and, in a
+background thread, trains a small Keras model over everything it holds, pass after pass:
 
-    h (24,) -> Dense(12, sigmoid) -> Dense(24, linear) -> g_hat (24,),   loss mean((g_hat - g)^2)
+    [h, y] (25,) -> Dense(12, sigmoid) -> Dense(24, linear) -> g_hat (24,)
+    loss mean((g_hat - g)^2)
 
-over everything it holds, again and again (a "pass" is `--epochs-per-pass` epochs). Answers come
-from the newest weights: the trainer publishes them every few batches, and requests are answered
-by the same two dense layers in numpy, because a Keras `predict` call costs ~36 ms while the
-numpy forward pass for 10 rows costs microseconds (tests check that both give the same numbers).
-
-Before it stores a batch of true gradients, the oracle compares them with what it would have
-predicted for the same h: the mean cosine similarity and relative error over a moving window are
-the live measure of how good its synthetic gradients are (GET /status).
+Requests are answered from the newest published weights by the same model in numpy
+(boundary.model_forward), far cheaper than Keras's predict (tested to agree). Each batch of
+true gradients is first compared with what it would have answered: the live measure of its
+synthetic gradients (GET /status).
 """
 
 import argparse
@@ -36,35 +34,17 @@ import numpy as np
 from flask import Response, request
 
 import synthgrad
-from parts import boundary, serving, snapshots
+from parts import boundary, checkpoint, http, options, server
 
 log = logging.getLogger("oracle")
 
 DEFAULTS = dict(
-    # Chosen by measurement (lab/experiments.py, README): the paper's cDNI with a zeroed last layer,
-    # trained with Adam on big batches, the only setting whose synthetic gradients beat random
-    # directions of the same size in three processes.
-    hidden=12,               # 24 (+1) -> 12 (sigmoid) -> 24, the original's size
-    optimizer="adam",        # the original's Adadelta (Keras 1's lr 1.0) follows too slowly
-    zero_init=True,          # the paper's zero last layer: the first synthetic gradients are 0
-    conditioned=True,        # the paper's cDNI: predict dL/dh from (h, y), not from h alone
-    learning_rate=0.001,     # Adam's Keras default
-    epochs_per_pass=2,       # the original's
-    batch_size=256,          # a Keras step costs ~0.5 ms whatever the batch: learn from more
-    max_examples=serving.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
+    **boundary.DEFAULTS,     # how the model learns, as a co-located stage's (docs/settings.md)
+    **options.SERVER_DEFAULTS,
     publish_every=20,        # batches between publishing weights to the request path
-    quality_window=5_000,    # examples in the moving window of the quality measure
     min_examples=32,         # do not train on fewer than one batch
     seed=0,
-    token=None,              # no shared secret: anyone who can connect may talk
-    nice=serving.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
-    max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
-    checkpoint=None,         # where to checkpoint (None: never)
-    checkpoint_interval=30.0,
-    resume=False,
 )
-
-
 OPTIMIZERS = ("adadelta", "adam", "sgd")
 
 # The original project's oracle (oracle.py --original): an h-only Adadelta model, random start.
@@ -75,10 +55,8 @@ ORIGINAL = dict(hidden=12, optimizer="adadelta", zero_init=False, conditioned=Fa
 def build_model(n_in, width, hidden, learning_rate, seed, optimizer="adadelta", zero_init=False):
     """The Keras oracle model: input (n_in,) -> Dense(hidden, sigmoid) -> Dense(width, linear).
 
-    n_in is width for the original oracle, width + 1 for one conditioned on the target (h and
-    y side by side). hidden = 0 gives the linear model g_hat = input . A + b. zero_init sets the
-    last layer's weights and bias to zero, as the paper does, so the first synthetic gradients
-    are exactly zero and do not push layer 1 around with noise.
+    n_in is width, or width + 1 when conditioned on the target (h and y side by side); hidden
+    = 0 gives the linear model. zero_init zeroes the last layer, as the paper does.
     """
     with tensorflow_quietly():
         return _build_model(n_in, width, hidden, learning_rate, seed, optimizer, zero_init)
@@ -129,19 +107,32 @@ def tensorflow_quietly():
             sys.stderr.flush()
 
 
-numpy_forward = boundary.model_forward   # the model in numpy, on the published weights
+class KerasOptimizer:
+    """The Keras model's optimizer as checkpoint.save and load take one: a name, a state."""
+
+    def __init__(self, model, name):
+        self.model, self.name = model, name
+
+    def variables(self):
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        return optimizer.variables
+
+    def state(self):
+        return {str(k): np.asarray(v) for k, v in enumerate(self.variables())}
+
+    def load_state(self, arrays):
+        for k, v in enumerate(self.variables()):
+            v.assign(arrays[str(k)])
 
 
-alignment_sums = boundary.alignment_sums
-cosine_and_relative_error = boundary.cosine_and_relative_error
-
-
-class Oracle(serving.TrainingServer):
+class Oracle(server.TrainingServer):
     """The oracle's state: held gradients, the Keras model, published weights, quality measures."""
 
     role = title = "oracle"
     FLATTEN = {"synthetic_gradient_quality": ""}
-    NOT_IN_METRICS = serving.TrainingServer.NOT_IN_METRICS + ("window",)
+    NOT_IN_METRICS = server.TrainingServer.NOT_IN_METRICS + ("window",)
 
     def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
         c = {**DEFAULTS, **config}
@@ -154,6 +145,7 @@ class Oracle(serving.TrainingServer):
         self.received_at = np.zeros(c["max_examples"])         # time.time() of the latest g
         self.model = build_model(width + self.conditioned, width, c["hidden"],
                                  c["learning_rate"], c["seed"], c["optimizer"], c["zero_init"])
+        self.keras_optimizer = KerasOptimizer(self.model, c["optimizer"])
         self.weights = [w.astype(np.float64) for w in self.model.get_weights()]
         self.quality = boundary.Quality(c["quality_window"], synthgrad.MAX_CHUNK)
         super().__init__(c)                                    # resumes a checkpoint if asked
@@ -167,7 +159,7 @@ class Oracle(serving.TrainingServer):
         """Synthetic gradients (n, width) for activations h (n, width) (and targets y (n,) if
         conditioned), from the newest weights."""
         weights = self.weights                      # one read: a consistent set of weights
-        return numpy_forward(weights, self.inputs(h, y))
+        return boundary.model_forward(weights, self.inputs(h, y))
 
     def receive(self, i, h, g, y=None):
         """Measure the current predictions against true gradients g at h, then keep them."""
@@ -182,18 +174,10 @@ class Oracle(serving.TrainingServer):
             self.received_at[i] = time.time()
             self.counts["gradients_received"] += len(i)
 
-    def examples_held(self):
-        with self.lock:
-            return int(self.held.sum())
-
     def status_fields(self):
         """The oracle's /status fields: "gradients_received", "estimates_served",
-        "training_steps", "batch_size" and "synthetic_gradient_quality": {"window": examples in
-        the moving window, "cosine_similarity": mean over examples of cos(g_hat, g),
-        "relative_error": mean of |g_hat - g| / |g|, "aggregate_cosine": cos of all the window's
-        gradients as one vector, "explained": 1 - sum |g_hat - g|^2 / sum |g|^2,
-        "cosine_similarity_since_start"}, where g_hat is what the oracle would have answered
-        for h just before the true g arrived (floats, or null before any gradient arrived)."""
+        "training_steps", "batch_size" and "synthetic_gradient_quality" (boundary.Quality's
+        fields, g_hat what it would have answered for h just before the true g arrived)."""
         with self.lock:
             quality = self.quality.fields()
         return {
@@ -209,15 +193,10 @@ class Oracle(serving.TrainingServer):
         """Make the model's current weights the ones that answer requests, if they are finite;
         otherwise keep the last finite ones, mark the oracle diverged and stop training."""
         weights = [w.astype(np.float64) for w in self.model.get_weights()]
-        if all(np.isfinite(w).all() for w in weights):
+        if checkpoint.finite(*weights):
             self.weights = weights
             return True
-        if not self.diverged:
-            self.diverged = True
-            self.stop.set()
-            log.error("the oracle model diverged (NaN or infinity in its weights); training "
-                      "stopped, answering with the last finite weights. Lower --learning-rate "
-                      "and restart.")
+        checkpoint.diverge(self, "the oracle model", "; answering with its last finite weights")
         return False
 
     def train_pass(self):
@@ -252,56 +231,26 @@ class Oracle(serving.TrainingServer):
         return True
 
     # --- checkpoints: the model, its optimizer's state, every gradient held, the counters ----
+    HELD = ("h", "g", "y", "held")
     COUNTERS = ("gradients_received", "estimates", "steps", "passes")
-    def _optimizer_variables(self):
-        optimizer = self.model.optimizer
-        if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
-        return optimizer.variables
+    SO_FAR = ("passes", "steps")
 
-    def save_checkpoint(self, path):
-        """Write the checkpoint (call from the training thread, or once it has stopped)."""
-        with self.lock:
-            arrays = {"h": self.h.copy(), "g": self.g.copy(), "y": self.y.copy(),
-                      "held": self.held.copy()}
-        for k, w in enumerate(self.model.get_weights()):
-            arrays[f"model{k}"] = w
-        for k, v in enumerate(self._optimizer_variables()):
-            arrays[f"optimizer{k}"] = np.asarray(v)
-        arrays["counters"] = np.array([self.counts[name] for name in self.COUNTERS])
-        snapshots.save_checkpoint(path, arrays)
+    def models(self):
+        return {"": (self.model.get_weights(), self.keras_optimizer)}
 
-    def resume(self, path):
-        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        variables = self._optimizer_variables()
-        shapes = {"h": self.h.shape, "g": self.g.shape, "y": self.y.shape,
-                  "held": self.held.shape,
-                  **{f"model{k}": w.shape for k, w in enumerate(self.model.get_weights())},
-                  **{f"optimizer{k}": tuple(v.shape) for k, v in enumerate(variables)}}
-        a = snapshots.load_checkpoint(path, shapes)
-        self.model.set_weights([a[f"model{k}"] for k in range(len(self.model.get_weights()))])
-        for k, v in enumerate(variables):
-            v.assign(a[f"optimizer{k}"])
-        with self.lock:
-            self.h[:], self.g[:], self.y[:] = a["h"], a["g"], a["y"]
-            self.held[:] = a["held"].astype(bool)
-            self.received_at[self.held] = time.time()      # their age restarts with the process
-        if a.get("counters") is not None and a["counters"].shape == (len(self.COUNTERS),):
-            for name, value in zip(self.COUNTERS, a["counters"].tolist()):   # (older: none)
-                self.counts[name] = int(value)
+    def load_models(self, weights, counts):
+        self.model.set_weights(weights[""])
         self.publish()
-        log.info("resumed from %s: %d gradients held, %d training passes and %d steps so far",
-                 path, int(self.held.sum()), self.counts["passes"], self.counts["steps"])
 
 
 def create_app(config=None):
     """The oracle's Flask app; its Oracle is app.config["ORACLE"]. Does not start training."""
     oracle = Oracle(**(config or {}))
-    app = serving.make_app("oracle", oracle, "ORACLE")
+    app = server.make_app("oracle", oracle, "ORACLE")
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)
     def estimate_gradients():
-        body = serving.read_body()
+        body = http.read_body()
         if oracle.conditioned:
             h, y = synthgrad.decode_estimate_request(body, oracle.width, need_y=True)
         else:
@@ -315,7 +264,7 @@ def create_app(config=None):
 
     @app.post(synthgrad.PROVIDE_GRADIENT)
     def provide_gradient():
-        i, h, g, *y = synthgrad.decode_gradients(serving.read_body(),
+        i, h, g, *y = synthgrad.decode_gradients(http.read_body(),
                                                  oracle.config["max_examples"], oracle.width,
                                                  need_y=oracle.conditioned)
         oracle.receive(i, h, g, *y)
@@ -323,7 +272,7 @@ def create_app(config=None):
 
     @app.get(synthgrad.WEIGHTS)
     def weights():
-        return serving.weights_answer(oracle.weights, oracle.conditioned, oracle.counts["steps"])
+        return http.weights_answer(oracle.weights, oracle.conditioned, oracle.counts["steps"])
 
     return app
 
@@ -333,65 +282,54 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Serve synthetic gradients dL/dh and learn them "
                                             "from the true gradients the output trainer sends.")
     p.add_argument("--width", type=int, default=synthgrad.HIDDEN_SIZE,
-                   help="width of the activation h it serves gradients for (default "
-                        "%(default)s, the 2-24-12-1 network's cut; a chain's boundary may differ, "
-                        "see chain.py)")
+                   help="width of the h it serves gradients for (default %(default)s, the "
+                        "2-24-12-1 network's cut; see chain.py)")
     p.add_argument("--hidden", type=int, default=d["hidden"],
-                   help="hidden units of the oracle model (default %(default)s, the original's; "
-                        "0 gives the linear model g_hat = A h + b the paper found often enough)")
+                   help="hidden units of the model (default %(default)s, the original's; 0: "
+                        "linear, g_hat = A h + b)")
     p.add_argument("--zero-init", action=argparse.BooleanOptionalAction, default=d["zero_init"],
-                   help="start the last layer at zero weights and bias, as the paper does, so "
-                        "the first synthetic gradients are zero (default: on; --no-zero-init "
-                        "is the original's random start)")
+                   help="start the last layer at zero, as the paper does, so the first "
+                        "synthetic gradients are zero (default: on)")
     p.add_argument("--conditioned", action=argparse.BooleanOptionalAction,
                    default=d["conditioned"],
-                   help="condition on the target (the paper's cDNI): predict dL/dh from (h, y); "
-                        "requests then carry y (default: on; --no-conditioned is the "
-                        "original's h-only oracle, which can only learn the gradient averaged "
-                        "over targets and in our three-process runs did worse than random "
-                        "directions)")
+                   help="predict dL/dh from (h, y), the paper's cDNI; requests then carry y "
+                        "(default: on; off is the original's h-only model)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
-                   help="Keras optimizer of the oracle model (default %(default)s; the "
-                        "original's is adadelta)")
+                   help="Keras optimizer of the model (default %(default)s; the original's is "
+                        "adadelta)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="the optimizer's learning rate (default %(default)s; the original's "
-                        "Adadelta relied on Keras 1's default of 1.0, where Keras 3's 0.001 "
-                        "barely moves)")
+                   help="the optimizer's learning rate (default %(default)s, Adam's Keras "
+                        "default)")
     p.add_argument("--epochs-per-pass", type=int, default=d["epochs_per_pass"],
                    help="epochs over the held examples per training pass (default %(default)s, "
-                        "the original's); new gradients join at the next pass")
+                        "the original's)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="Keras minibatch size (default %(default)s: a step costs ~0.5 ms "
-                        "whatever the batch, so big batches learn from more and fresher "
-                        "gradients; the original used Keras' default of 32)")
+                   help="Keras minibatch size (default %(default)s: a step costs about the same "
+                        "whatever the batch)")
     p.add_argument("--publish-every", type=int, default=d["publish_every"],
                    help="training batches between updates of the weights that answer "
-                        "requests (default 20: fresh within ~10 ms, cheap to copy)")
+                        "requests (default %(default)s: fresh, cheap to copy)")
     p.add_argument("--quality-window", type=int, default=d["quality_window"],
                    help="examples in the moving window of the synthetic-gradient quality "
-                        "measure (default 5,000: about one chunk per sender for 10 chunks)")
+                        "measure (default 5,000)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
-    serving.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
+    options.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
                                  "status, synthetic-gradient quality",
                                  "the model, its optimizer's state and every gradient held",
                                  "memory is about 2 x N x 24 float64")
-    args = serving.parse_with_original(
+    args = options.parse_with_original(
         p, argv, ORIGINAL, "an h-only model, random last layer, Adadelta at 1.0, batches of 32")
-    serving.check_server_arguments(p, args)
-    if args.hidden < 0:
-        p.error("--hidden must be 0 (linear) or more")
-    if args.width < 1:
-        p.error(f"--width must be at least 1 (got {args.width})")
-    for name in ("epochs_per_pass", "batch_size", "publish_every", "quality_window"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    options.check_server_arguments(p, args)
+    options.check_at_least(p, args, 0, "hidden")
+    options.check_at_least(p, args, 1, "width", "epochs_per_pass", "batch_size",
+                           "publish_every", "quality_window")
     return args
 
 
 def main(argv=None, stop=None):
     """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
-    return serving.run_server(parse_args(argv), create_app, "oracle.py", stop=stop)
+    return server.run_server(parse_args(argv), create_app, "oracle.py", stop=stop)
 
 
 if __name__ == "__main__":

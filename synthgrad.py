@@ -16,7 +16,7 @@ finite float64 numbers in row-major order; i names an example (its row in x.npy)
 | oracle 127.0.0.1:5001           | POST /estimate_gradients | {"activations": list of array (24,)}, or {"activations": array (n, 24)}; optional "y": array (n,) | {"gradients": array (n, 24)} |
 | oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)}; optional "y" (array () per example, or (n,) batched) | {"ok": true, "received": n} |
 | oracle, or a stage with --colocated | GET /weights     | none                                          | {"weights": [array, ...], "conditioned": bool, "version": int} (below) |
-| both                            | GET /status          | none                                          | "role", "uptime_s", "examples_held", "training_passes", "last_train_mse", "staleness_s", "diverged", ... (serving.TrainingServer.status) |
+| both                            | GET /status          | none                                          | "role", "uptime_s", "examples_held", "training_passes", "last_train_mse", "staleness_s", "diverged", ... (server.TrainingServer.status) |
 
 x is h, y the target. The list forms are the original's, kept for its clients; ours send the
 batched ones, at most MAX_EXAMPLES_PER_REQUEST examples a request. y is for a target-conditioned

@@ -1,4 +1,4 @@
-"""The input trainer: owns layer 1 and updates it with synthetic gradients from the oracle.
+"""The input trainer: owns layer 1 and steps it with synthetic gradients from the oracle.
 
 Run it last (or in any order: it waits for the oracle, and its sender keeps what the output
 trainer cannot take yet):
@@ -13,30 +13,13 @@ For each minibatch of examples x (n, 2) with targets y (n,):
     g = the oracle's model applied to (h, y)    # (n, 24): synthetic dL/dh, one row per example
     backprop g through layer 1, step layer 1 (dL/dw1 averaged over the minibatch)
 
-It never waits for the true gradient: that is the point of synthetic gradients. By default
-(`--synthetic-gradients local`) it does not wait for the oracle either: it computes g with a
-copy of the oracle's model, whose weights it fetches (GET /weights) every --refresh-every
-seconds, as in the paper, where the synthetic-gradient model sits beside the layer it serves.
-`--synthetic-gradients remote`, the original's way, asks the oracle for g over HTTP for every
-minibatch (estimate_gradients). (The original averaged the n synthetic gradients and pushed
-the average back through only the last example's input; here each example's gradient goes
-back through its own input, as backprop requires.)
-Layer-1 weights are snapshotted into --progress-dir on a wall-clock tick shared with the output
-trainer, so plot.py can compose the whole network at the same moments; by default into
-progress/<run>, the folder the output trainer named for this run (its /status says which).
+It never waits for the true gradient: that is the point of synthetic gradients. By default it
+computes g here with a copy of the oracle's model (the paper's layout); --synthetic-gradients
+remote asks the oracle for every minibatch. Layer 1 is snapshotted into --progress-dir on the
+wall-clock tick it shares with the output trainer, so plot.py can compose the whole network.
+--update frozen and random are the controls (docs/settings.md says what each shows).
 
-The last step is Adam's by default (optimizers.py, as Keras computes it); `--optimizer sgd` is
-the plain step above, the original's, and every layer of a comparison uses one optimizer. And
---update gives the controls that say what the synthetic gradients teach layer 1:
-
-    synthetic   as above (the default)
-    frozen      layer 1 never moves and the oracle is never asked (the paper's "no bprop")
-    random      ask the oracle as usual (same timing, same traffic), then replace each row of
-                g by a random direction of that row's norm: g_k -> |g_k| r_k / |r_k|, with
-                r_k standard normal. The norm is the synthetic gradient's, as received: this
-                process never sees a true gradient.
-
-Importing this file runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the same trainer
+Importing it runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the same trainer
 without the command line (config_from_args maps each option to its InputConfig field).
 """
 
@@ -55,28 +38,23 @@ import numpy as np
 import sgd
 import synthgrad
 import train_output
-from parts import (boundary, classify, optimizers, pacing, sender, serving, snapshots,
-                   threaded)
+from parts import (boundary, checkpoint, classify, optimizers, options, pacing, sender,
+                   snapshots, threaded)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
-# At the end, what is still unsent gets this long to reach the output trainer: 5,000 examples
-# (--max-unsent) take ten requests, well under a second; a peer down gets no more than that.
-CLOSE_FLUSH_S = 3.0
+CLOSE_FLUSH_S = 3.0       # what is unsent at the end gets this long to reach the output trainer
 
 
 def random_directions(g, rng):
     """The --update random control: each row of g (n, w) replaced by a random direction of
     that row's norm, |g_k| r_k / |r_k| with r_k standard normal drawn from rng."""
-    r = rng.standard_normal(g.shape)                            # (n, w)
-    norm = np.linalg.norm
-    return r * (norm(g, axis=1, keepdims=True) / norm(r, axis=1, keepdims=True))
+    return boundary.random_rows(rng, np.linalg.norm(g, axis=1), g.shape[1])
 
 
 @dataclasses.dataclass
 class InputConfig:
-    """Everything InputTrainer needs besides the data. The defaults are the command line's
-    (see parse_args for why each is what it is); main builds one with config_from_args."""
+    """Everything InputTrainer needs besides the data: the command line's defaults."""
 
     oracle_url: str = synthgrad.DEFAULT_ORACLE_URL
     output_url: str = synthgrad.DEFAULT_OUTPUT_TRAINER_URL
@@ -84,8 +62,8 @@ class InputConfig:
     sizes: tuple | None = None                  # several layers, 2 -> ... -> width (a chain's)
     activation: str = "sigmoid"                 # "relu" (He's init) for images (--data)
     colocated: bool = False                     # the model's weights come from output_url
-    learning_rate: float = 0.005                # eta for layer 1 (measured; the original's 0.001)
-    optimizer: str = "adam"                     # how layer 1 steps: "adam" or "sgd" (original)
+    learning_rate: float = 0.005                # eta for layer 1
+    optimizer: str = "adam"                     # how layer 1 steps: "adam" or "sgd"
     update: str = "synthetic"                   # "synthetic", "frozen" or "random" (--update)
     batch_size: int = 10                        # examples per synthetic-gradient request and update
     mode: str = "local"                         # --synthetic-gradients: "local" or "remote"
@@ -145,7 +123,7 @@ class InputTrainer:
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
-        self.checkpointer = snapshots.Checkpointer(c.checkpoint, c.checkpoint_interval,
+        self.checkpointer = checkpoint.Checkpointer(c.checkpoint, c.checkpoint_interval,
                                                    self.save_checkpoint)
         # counters
         self.examples = self.updates = self.epochs = self.skipped = 0
@@ -155,11 +133,6 @@ class InputTrainer:
         if c.resume:
             self.resume(c.checkpoint)
 
-    @staticmethod
-    def layer_keys(k):
-        """A layer's checkpoint names: "w", "b" for layer 1, "w<k>", "b<k>" for any after it."""
-        return ("w", "b") if k == 0 else (f"w{k}", f"b{k}")
-
     @property
     def layer(self):
         """Layer 1: 2 -> 24 (the first of self.layers, where a chain's first stage holds more)."""
@@ -168,24 +141,16 @@ class InputTrainer:
     def save_checkpoint(self, path):
         """The layers, the optimizer's state and the counters (a resumed run starts a new pass
         over the data)."""
-        arrays = {key: a for k, layer in enumerate(self.layers)
-                  for key, a in zip(self.layer_keys(k), (layer.w, layer.b))}
-        snapshots.save_checkpoint(path, {
-            **arrays, "counters": np.array([getattr(self, name) for name in self.COUNTERS]),
-            **optimizers.checkpoint_arrays(self.optimizer)})
+        checkpoint.save(path, {"": (checkpoint.layer_weights(self.layers), self.optimizer)},
+                        {name: getattr(self, name) for name in self.COUNTERS})
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        shapes = {key: a.shape for k, layer in enumerate(self.layers)
-                  for key, a in zip(self.layer_keys(k), (layer.w, layer.b))}
-        a = snapshots.load_checkpoint(path, {**shapes, "counters": (len(self.COUNTERS),)})
-        state = optimizers.state_from_checkpoint(path, a, self.optimizer)
-        for k, layer in enumerate(self.layers):
-            w, b = self.layer_keys(k)
-            layer.w, layer.b = a[w].astype(np.float64), a[b].astype(np.float64)
-        self.optimizer.load_state(state)
-        for name, value in zip(self.COUNTERS, a["counters"].tolist()):
-            setattr(self, name, int(value))
+        weights, counts, _ = checkpoint.load(
+            path, {"": (checkpoint.layer_weights(self.layers), self.optimizer)}, self.COUNTERS)
+        checkpoint.set_layers(self.layers, weights[""])
+        for name, value in counts.items():
+            setattr(self, name, value)
         log.info("resumed from %s after %d examples, %d updates", path, self.examples,
                  self.updates)
 
@@ -206,8 +171,7 @@ class InputTrainer:
 
     def hand_off(self, idx, h):
         """Queue (i, h, y) for the output trainer and count the examples. Never waits for the
-        true gradient; waits only while more than --max-unsent examples are unsent (bounded:
-        nothing is dropped, and layer 1 stays within a few thousand examples of layers 2-3)."""
+        true gradient; only for room (--max-ahead, --max-unsent)."""
         if self.next_stage is not None:                          # --max-ahead
             self.next_stage.wait_for_room(self.examples)
         self.sender.put(idx, h, self.y[idx])
@@ -217,9 +181,7 @@ class InputTrainer:
 
     def wait_for_room(self, note_every=10.0):
         """Back-pressure: wait while more than --max-unsent examples are unsent, or until stop
-        is set (--duration's clock or a signal: a peer that is down or never answers cannot
-        hold this process past its time). Says so every note_every seconds of waiting, and how
-        long it waited if the wait ended the run."""
+        is set (a peer that is down cannot hold it past --duration), saying so."""
         t0 = time.monotonic()
         next_note = t0 + note_every
         while self.sender.pending() > self.config.max_unsent and not self.stop.wait(0.001):
@@ -235,9 +197,8 @@ class InputTrainer:
                         "examples", waited, self.sender.pending())
 
     def skip_update(self):
-        """True to leave layer 1 alone this minibatch: always with --update frozen; otherwise
-        the paper's sporadic updates, each taken with probability --update-probability (drawn
-        from self.rng only when it is below 1)."""
+        """True to leave layer 1 alone this minibatch: with --update frozen, or with probability
+        1 - --update-probability (drawn from self.rng only when it is below 1)."""
         p = self.config.update_probability
         if self.config.update != "frozen" and (p >= 1 or self.rng.random() < p):
             return False
@@ -262,46 +223,25 @@ class InputTrainer:
                     return None
 
     def direction(self, g):
-        """The gradient layer 1 descends along, given the synthetic one g (n, 24): g itself, or
-        with --update random a random direction per row scaled to that row's norm of g,
-        |g_k| r_k / |r_k| with r_k standard normal (drawn from self.rng, after everything the
-        synthetic mode draws). A zero row stays zero."""
+        """What layer 1 descends along, given the synthetic g (n, 24): g, or with --update
+        random random_directions(g) (drawn after everything the synthetic mode draws)."""
         return g if self.config.update != "random" else random_directions(g, self.rng)
 
     def descend(self):
-        """One step of --optimizer on the last backprop (sgd: w1 -= eta dL/dw1, b1 -= eta
-        dL/db1), then snapshot and checkpoint when their clocks say so. False (and stop) if the
-        update diverged."""
-        last_good = [(layer.w.copy(), layer.b.copy()) for layer in self.layers]
-        self.optimizer.step()
-        if self.undo_if_diverged(last_good):
-            return False
+        """One step of --optimizer on the last backprop (sgd: w1 -= eta dL/dw1), then snapshot
+        and checkpoint when their clocks say so. False (and stop) if the update diverged."""
+        if checkpoint.guard(self, "layer 1", self.layers, self.optimizer.step) is None:
+            return False                                        # never send NaN activations
         self.updates += 1
         self.snapshotter.maybe_save(self.layers)
         self.checkpointer.maybe()
         return True
 
-    def undo_if_diverged(self, last_good):
-        """If the update left a NaN or infinity in layer 1, put back last_good [(w, b)], mark
-        the run diverged, say so and stop: layer 1 must never send NaN activations."""
-        if all(np.isfinite(layer.w).all() and np.isfinite(layer.b).all()
-               for layer in self.layers):
-            return False
-        for layer, (w, b) in zip(self.layers, last_good):
-            layer.w, layer.b = w, b
-        self.diverged = True
-        log.error("layer 1 diverged (NaN or infinity after update %d); stopped with the "
-                  "last finite weights. Lower --learning-rate and restart.", self.updates)
-        self.stop.set()
-        return True
-
     def run(self, epochs=None, duration=None, until_trained=None):
         """Stream minibatches until `epochs` passes, `duration` seconds after the oracle
-        first answered, the output trainer has trained on `until_trained` examples, or until
-        stop is set."""
-        # start: wait for the oracle, then start the clock of `duration`: from here on nothing a
-        # peer does (going down, never answering, back-pressure) can hold this process longer,
-        # as the clock sets stop and every wait below ends on stop.
+        first answered, the output trainer has trained on `until_trained` examples, or stop."""
+        # the clock of `duration` starts once the oracle answers; it sets stop, and every wait
+        # below ends on stop, so no peer can hold this process longer
         if not self.oracle.wait_until_ready(self.stop):
             return
         if duration is not None:
@@ -310,9 +250,8 @@ class InputTrainer:
             timer.start()
         if until_trained is not None or self.config.max_ahead is not None:
             self.next_stage = pacing.watch(self.config, self.stop, until_trained)
-        # then (in the local mode) the model's weights and the run's folder; then time zero on
-        # disk, unless resumed from a checkpoint (its time zero is there already). Stopped
-        # while waiting, it writes nothing.
+        # then the run's folder and the model's weights; then time zero on disk, unless
+        # resumed (its time zero is there already). Stopped while waiting, it writes nothing.
         if not self.find_progress_dir():
             return
         if self.local is not None:
@@ -371,7 +310,7 @@ class InputTrainer:
         """One metrics line and one progress line; rate is examples/s since the last report."""
         metrics.write(examples=self.examples, updates=self.updates, skipped=self.skipped,
                       epoch=self.epochs, examples_per_s=round(rate, 1),
-                      **self.latency_ms(), peak_rss_mb=serving.peak_rss_mb())
+                      **self.latency_ms(), peak_rss_mb=options.peak_rss_mb())
         log.info("%7.1f s, epoch %d, %d examples (%.0f/s), %d updates, %d waiting to be sent",
                  elapsed, self.epochs, self.examples, rate, self.updates, self.sender.pending())
 
@@ -400,113 +339,83 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Train layer 1 with synthetic gradients from the "
                                             "oracle; stream its activations to the output trainer.")
     p.add_argument("--data-dir", type=Path, default=HERE / "data",
-                   help="folder holding x.npy and y.npy (default data/ next to this file, where "
-                        "generate.py writes)")
+                   help="folder holding x.npy and y.npy (default data/, where generate.py writes)")
     classify.data_arguments(p)
     p.add_argument("--examples", type=int, default=20_000,
-                   help="train on the first N examples of the data, 0 for all (default "
-                        "%(default)s: a pass every ~10 s, so what layers 2-3 and the oracle "
-                        "learn from is seconds old; with all of generate.py's 200,000, the "
-                        "original's, it is a minute old and the network learns far less)")
+                   help="train on the first N examples, 0 for all (default %(default)s: what "
+                        "layers 2-3 and the oracle hold stays seconds old)")
     p.add_argument("--oracle-url", default=synthgrad.DEFAULT_ORACLE_URL,
-                   help="where the oracle listens (default %(default)s, its default address)")
+                   help="where the oracle listens (default %(default)s)")
     p.add_argument("--output-url", default=synthgrad.DEFAULT_OUTPUT_TRAINER_URL,
-                   help="where the output trainer listens (default %(default)s, its default)")
+                   help="where the output trainer listens (default %(default)s)")
     p.add_argument("--width", type=int, default=DEFAULTS["width"],
-                   help="layer 1's outputs, the width of h (default %(default)s; a chain's first "
-                        "stage may differ, see chain.py)")
+                   help="layer 1's outputs, the width of h (default %(default)s; see chain.py)")
     p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
-                   help="instead of --width: several layers from the inputs (2, or 784 pixels "
-                        "with --data, then ReLU) to h, e.g. 2-256-256 (a chain's first stage "
-                        "holding more than one layer, so the stages' work can be balanced; "
-                        "default: 2-WIDTH, one layer)")
+                   help="instead of --width: several layers from the inputs to h, e.g. "
+                        "2-256-256 (default: 2-WIDTH, one layer)")
     p.add_argument("--colocated", action="store_true",
-                   help="the synthetic-gradient model lives beside the layers above, in the "
-                        "output trainer started with --colocated (or a chain's next stage), "
-                        "which learns it from the true gradients it computes: fetch its "
-                        "weights from --output-url instead of an oracle (no oracle.py; "
-                        "--oracle-url is not used; needs --synthetic-gradients local)")
+                   help="fetch the model's weights from --output-url, a stage started with "
+                        "--colocated that learns it, instead of from an oracle (default: off)")
     p.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
                    help="eta for layer 1 (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS),
                    default=DEFAULTS["optimizer"],
-                   help="how layer 1 steps, at --learning-rate (default %(default)s, as Keras "
-                        "computes it, see optimizers.py; sgd, w -= eta dL/dw, is the "
-                        "original's). Use the same one as train_output.py, so a comparison "
-                        "has one optimizer")
+                   help="how layer 1 steps (default %(default)s; the original's sgd is "
+                        "w -= eta dL/dw): use train_output.py's, so a comparison has one")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
-                   help="what moves layer 1 (default synthetic: the oracle's gradients, the "
-                        "original's). The controls: frozen never moves it and never asks the "
-                        "oracle (the paper's no-bprop); random asks the oracle as usual (same "
-                        "timing and traffic) but replaces each example's synthetic gradient by "
-                        "a random direction of the same norm, the norm of the synthetic "
-                        "gradient received (this process never sees the true gradients)")
+                   help="what moves layer 1 (default synthetic: the oracle's gradients); the "
+                        "controls: frozen never moves it, random moves it along a random "
+                        "direction of each synthetic gradient's norm")
     p.add_argument("--batch-size", type=int, default=10,
                    help="examples per oracle request and per update (default 10, the original's)")
     p.add_argument("--synthetic-gradients", choices=("local", "remote"),
                    default=DEFAULTS["mode"],
                    help="local (default, the paper's layout): compute them here with a copy of "
-                        "the oracle's model, its weights fetched every --refresh-every seconds; "
-                        "remote (the original's): ask the oracle over HTTP for every minibatch, "
-                        "which here streams ~6x fewer examples a second, so layers 2-3 train "
-                        "on older activations (in our by-hand runs the network learned less)")
+                        "the oracle's model; remote (the original's): ask the oracle for every "
+                        "minibatch")
     p.add_argument("--refresh-every", type=float, default=0.2,
-                   help="local mode: seconds between weight refreshes (default 0.2: a GET of "
-                        "~12 KB five times a second; in our runs the local gradients' aggregate "
-                        "cosine with the true ones was 0.5-0.6 with it and ~0.36 with 1 s)")
+                   help="local mode: seconds between fetches of the model's weights (default "
+                        "0.2: fresh weights for ~12 KB five times a second)")
     p.add_argument("--wire", choices=("json", "binary"), default=None,
-                   help="how activations travel to the output trainer and synthetic gradients "
-                        "from the oracle (default json, the documented form; with --data "
-                        "binary, raw float64 arrays, far cheaper at width 256: docs/chain.md)")
-    serving.token_argument(p)
+                   help="how activations and gradients travel (default json, the documented "
+                        "form; with --data binary, far cheaper at width 256)")
+    options.token_argument(p)
     p.add_argument("--update-probability", type=float, default=1.0,
-                   help="update layer 1 on a minibatch only with this probability, as in the "
-                        "paper's sporadic updates (default 1: every minibatch; 0 freezes layer "
-                        "1, the paper's no-backprop control)")
+                   help="update layer 1 on a minibatch only with this probability, the paper's "
+                        "sporadic updates (default 1: every minibatch)")
     p.add_argument("--max-unsent", type=int, default=5_000,
-                   help="when more examples than this wait to be sent to the output trainer, "
-                        "pause until they are down to it (default 5,000, ten chunks): nothing is "
-                        "dropped, and layer 1 cannot run more than a few thousand examples "
-                        "ahead of what layers 2-3 have seen (it matters in the local mode, "
-                        "which is otherwise ~15x faster than the output trainer can take)")
+                   help="pause while more examples than this wait to be sent (default 5,000, "
+                        "ten chunks: nothing is dropped, layer 1 stays near layers 2-3)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
-                   help="flow control: hand off no more than N examples beyond what the output "
-                        "trainer (a chain's next stage) has trained on, asking its /status "
-                        "every 0.2 s (default: off, as fast as --max-unsent lets it)")
+                   help="hand off no more than N examples beyond what the next stage has "
+                        "trained on (default: off)")
     p.add_argument("--epochs", type=int, default=None,
                    help="stop after this many passes over the data (default: no limit)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop this many seconds after the oracle first answers, whatever the "
-                        "peers do then: one that goes down or never answers cannot hold it "
-                        "longer (default: no limit; Ctrl-C and SIGTERM stop it too)")
+                        "peers do (default: no limit; Ctrl-C and SIGTERM stop it too)")
     p.add_argument("--until-trained", type=int, default=None, metavar="N",
-                   help="stop once the output trainer has trained on N examples: a budget of "
-                        "work, the same on a busy machine, where --duration gets less done "
-                        "(default: no limit)")
+                   help="stop once the output trainer has trained on N examples: the same "
+                        "work on a busy machine (default: no limit)")
     p.add_argument("--until-url", default=None, metavar="URL",
                    help="the stage whose examples_trained --until-trained counts, e.g. a chain's "
                         "last (default --output-url)")
     p.add_argument("--progress-dir", type=Path, default=None,
-                   help="where weight snapshots go (default: progress/<run> next to this file, "
-                        "the folder train_output.py named for this run, asked from its /status; "
-                        "give both trainers the same folder, or neither)")
+                   help="where weight snapshots go (default: progress/<run>, the folder the "
+                        "output trainer names in its /status)")
     p.add_argument("--snapshot-interval", type=int, default=10,
-                   help="seconds between snapshots; must match train_output.py's so the two "
-                        "halves pair up (default 10, the same as its default)")
+                   help="seconds between snapshots (default 10, train_output.py's: the halves "
+                        "must pair up)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds layer 1's initial weights and the example order (default 0)")
-    snapshots.checkpoint_arguments(p, "layer 1 and its counters")
+    checkpoint.add_arguments(p, "layer 1 and its counters")
     p.add_argument("--metrics", type=Path, default=None,
-                   help="append a JSON line of figures (examples, updates, examples/s) to this "
-                        "file every --report-every seconds (default: none)")
+                   help="append a JSON line of figures to this file every --report-every "
+                        "seconds (default: none)")
     p.add_argument("--report-every", type=float, default=5.0,
-                   help="seconds between progress lines (default 5: readable in a terminal)")
-    args = serving.parse_with_original(p, argv, ORIGINAL,
+                   help="seconds between progress lines (default 5)")
+    args = options.parse_with_original(p, argv, ORIGINAL,
                                        "SGD at learning rate 0.001 on every example")
-    if args.batch_size < 1:
-        p.error("--batch-size must be at least 1")
-    if args.width < 1:
-        p.error(f"--width must be at least 1 (got {args.width})")
     inputs = 2 if args.data == "toy" else classify.images.SIDE ** 2
     if args.sizes is not None and args.sizes[0] != inputs:
         p.error(f"--sizes must start at the {inputs} inputs (got "
@@ -514,53 +423,37 @@ def parse_args(argv):
     if args.colocated and args.synthetic_gradients != "local":
         p.error("--colocated needs --synthetic-gradients local: the stage above serves its "
                 "model's weights, not synthetic gradients per request")
-    if args.examples < 0:
-        p.error("--examples must be 0 (all) or more")
-    snapshots.check_checkpoint_arguments(p, args)
     if not 0 <= args.update_probability <= 1:
         p.error("--update-probability must be between 0 and 1")
-    if not args.refresh_every > 0:
-        p.error(f"--refresh-every must be positive (got {args.refresh_every:g})")
-    if args.max_ahead is not None and args.max_ahead < 1:
-        p.error(f"--max-ahead must be at least 1 (got {args.max_ahead})")
-    if args.max_unsent < 1:
-        p.error(f"--max-unsent must be at least 1 (got {args.max_unsent})")
-    if not args.learning_rate > 0:
-        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
-    if args.snapshot_interval < 1:
-        p.error(f"--snapshot-interval must be at least 1 (got {args.snapshot_interval})")
-    if args.epochs is not None and args.epochs < 1:
-        p.error(f"--epochs must be at least 1 (got {args.epochs})")
-    if args.until_trained is not None and args.until_trained < 1:
-        p.error(f"--until-trained must be at least 1 (got {args.until_trained})")
-    if args.duration is not None and not args.duration > 0:
-        p.error(f"--duration must be positive (got {args.duration:g})")
+    checkpoint.check_arguments(p, args)
+    options.check_at_least(p, args, 0, "examples")
+    options.check_at_least(p, args, 1, "batch_size", "width", "max_ahead", "max_unsent",
+                           "snapshot_interval", "epochs", "until_trained")
+    options.check_positive(p, args, "refresh_every", "learning_rate", "duration")
     return args
 
 
+# InputConfig's fields whose option has another name (the rest share theirs)
+OPTION_OF = {"mode": "synthetic_gradients", "metrics_path": "metrics"}
+
+
 def config_from_args(args):
-    """The trainer's settings from parse_args's options, by name: --synthetic-gradients is
-    `mode`, --metrics is `metrics_path`; --data-dir is main's, --epochs, --duration, --until-trained run's."""
-    return InputConfig(
-        oracle_url=args.oracle_url, output_url=args.output_url,
-        width=args.width if args.sizes is None else args.sizes[-1], sizes=args.sizes,
-        activation="sigmoid" if args.data == "toy" else "relu", update=args.update,
-        colocated=args.colocated, learning_rate=args.learning_rate, optimizer=args.optimizer,
-        batch_size=args.batch_size, mode=args.synthetic_gradients, token=args.token,
-        refresh_every=args.refresh_every, update_probability=args.update_probability,
-        wire=args.wire or ("json" if args.data == "toy" else "binary"),
-        max_unsent=args.max_unsent, max_ahead=args.max_ahead, until_url=args.until_url,
-        progress_dir=args.progress_dir,
-        snapshot_interval=args.snapshot_interval, seed=args.seed, checkpoint=args.checkpoint,
-        checkpoint_interval=args.checkpoint_interval, resume=args.resume,
-        metrics_path=args.metrics, report_every=args.report_every)
+    """The trainer's settings from parse_args's options, by name (OPTION_OF where they differ);
+    --data-dir and --examples are main's, --epochs, --duration and --until-trained run's."""
+    images = args.data != "toy"
+    derived = dict(width=args.width if args.sizes is None else args.sizes[-1],
+                   activation="relu" if images else "sigmoid",
+                   wire=args.wire or ("binary" if images else "json"))
+    return InputConfig(**{f.name: derived[f.name] if f.name in derived
+                          else getattr(args, OPTION_OF.get(f.name, f.name))
+                          for f in dataclasses.fields(InputConfig)})
 
 
 def main(argv=None, stop=None):
     """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
     args = parse_args(argv)
-    serving.setup_logging("train_input")
-    log.info("settings: %s", serving.printable(args))
+    options.setup_logging("train_input")
+    log.info("settings: %s", options.printable(args))
     try:
         x, y = classify.load_training(args.data, args.data_dir, args.image_dir)
     except classify.images.DataError as e:

@@ -36,7 +36,7 @@ import sgd
 import synthgrad
 import train_input
 import train_output
-from parts import boundary, classify, sender, serving
+from parts import boundary, classify, options, sender, server
 
 DEFAULTS = {**train_output.DEFAULTS, "sizes": (32, 32),
             "above_oracle_url": None, "next_url": None, "refresh_every": 0.2,
@@ -147,14 +147,13 @@ def parse_args(argv):
             p.error("--above-oracle-url is required (or --colocated, to take the model of the "
                     "boundary above from --next-url)")
         args.above_oracle_url = args.next_url
-    if not args.refresh_every > 0:
-        p.error(f"--refresh-every must be positive (got {args.refresh_every:g})")
+    options.check_positive(p, args, "refresh_every")
     return args
 
 
 def main(argv=None, stop=None):
     """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
-    return serving.run_server(parse_args(argv), create_app, "train_middle.py", stop=stop)
+    return server.run_server(parse_args(argv), create_app, "train_middle.py", stop=stop)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,16 @@ Run it second, after the oracle (or in any order: it keeps what it cannot send y
 
 The input trainer posts (i, h, y) to POST /training_example: h = layer 1's activation (24,) for
 example i and its target y. This process keeps the latest (h, y) per index and, in a background
-thread, trains layers 2-3 on everything it holds, again and again:
+thread, trains layers 2-3 on everything it holds, again and again, as sgd.py trains:
 
     z2 = h . w2 + b2,  a2 = sigmoid(z2)     # (n, 12)
     y_hat = a2 . w3 + b3                    # (n, 1)
     L = 1/2 (y_hat - y)^2
 
-Backprop through layers 2-3 gives, besides dL/dw for its own update (--optimizer: sgd's
-w -= eta dL/dw, or Adam), dL/dh for each example: the *true* gradient that layer 1 would need.
-Those (i, h, dL/dh) go to the oracle fire-and-forget (sender.Sender), so the oracle can learn to
-predict them. Weights are snapshotted into --progress-dir on a shared wall-clock tick (see
-snapshots.py) for plot.py.
+Backprop gives, besides dL/dw for its own step, dL/dh for each example: the *true* gradient
+layer 1 would need. Those (i, h, dL/dh) go to the oracle fire-and-forget (sender.Sender), or
+with --colocated teach the boundary's model here. Weights are snapshotted into --progress-dir
+on a shared wall-clock tick (snapshots.py) for plot.py.
 """
 
 import argparse
@@ -31,7 +30,8 @@ import numpy as np
 
 import sgd
 import synthgrad
-from parts import children, boundary, classify, optimizers, sender, serving, snapshots
+from parts import (boundary, checkpoint, children, classify, http, optimizers, options, sender,
+                   server, snapshots)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_output")
@@ -39,21 +39,15 @@ log = logging.getLogger("train_output")
 DEFAULTS = dict(
     oracle_url=synthgrad.DEFAULT_ORACLE_URL,
     sizes=(synthgrad.HIDDEN_SIZE, 12, 1),   # its layers' widths: h (24) -> 12 -> y (1)
-    learning_rate=0.005,       # chosen by measurement, as train_input.py's (README)
+    learning_rate=0.005,       # as train_input.py's (docs/settings.md)
     optimizer="adam",          # how layers 2-3 step: adam or sgd (the original's)
-    batch_size=10,             # minibatches, vectorised: several times faster than per example
-    max_examples=serving.DEFAULT_MAX_EXAMPLES,   # indices 0..max_examples-1
+    batch_size=10,             # minibatches, vectorised
+    **options.SERVER_DEFAULTS,
     progress_dir=None,         # None: progress/<run>, a new folder named by the start time
     snapshot_interval=10,
     seed=0,
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
-    token=None,                # no shared secret (for this server and towards the oracle)
-    nice=serving.DEFAULT_TRAINING_NICE,   # the training thread's extra niceness (Linux)
-    max_body_bytes=synthgrad.MAX_BODY_BYTES,   # larger bodies get a 413
-    checkpoint=None,           # where to checkpoint (None: never)
-    checkpoint_interval=30.0,  # seconds between checkpoints while training
-    resume=False,              # start from the checkpoint instead of from scratch
     colocated=False,           # learn the boundary's model here (boundary.py), not in oracle.py
     activation="sigmoid",      # the hidden layers' (relu: a classifier's, with He's init)
     loss="squared",            # 1/2 (y_hat - y)^2, or cross-entropy: softmax of the logits
@@ -66,13 +60,13 @@ DEFAULTS = dict(
 ORIGINAL = dict(learning_rate=0.001, optimizer="sgd", batch_size=1)
 
 
-class OutputTrainer(serving.TrainingServer):
+class OutputTrainer(server.TrainingServer):
     """Layers 2-3, the examples received so far, and the thread that trains on them."""
 
     role, title = "output_trainer", "output trainer"
     idle_wait = 0.05
     FLATTEN = {"gradients_to_oracle": "gradients_"}
-    NOT_IN_METRICS = serving.TrainingServer.NOT_IN_METRICS + ("live_page",)
+    NOT_IN_METRICS = server.TrainingServer.NOT_IN_METRICS + ("live_page",)
 
     def __init__(self, **config):
         c = {**DEFAULTS, **config}
@@ -100,9 +94,10 @@ class OutputTrainer(serving.TrainingServer):
         # model's one-hot needs it)
         self.classes = c["classes"] or (sizes[-1] if self.loss is sgd.SoftmaxCrossEntropy else 0)
         if c["colocated"]:
-            self.boundary = boundary.ColocatedModel(width, seed=(c["seed"], 1),
-                                                    classes=self.classes,
-                                                    **boundary.classifier_model(self.classes))
+            self.boundary = boundary.SyntheticGradientModel.for_boundary(
+                width, (c["seed"], 1), self.classes)
+            self.quality = boundary.Quality(boundary.DEFAULTS["quality_window"],
+                                            synthgrad.MAX_CHUNK)
             self.FLATTEN = {**self.FLATTEN, "synthetic_gradient_quality": ""}   # as oracle's
             self.NOT_IN_METRICS = (*self.NOT_IN_METRICS, "window")
         elif c["send_gradients"]:
@@ -172,16 +167,15 @@ class OutputTrainer(serving.TrainingServer):
             with self.lock:
                 x, y = self.x[idx], self.y[idx]            # (m, 24), (m,): copies
                 age_sum += float(np.sum(time.time() - self.received_at[idx]))
-            last_good = [(layer.w.copy(), layer.b.copy()) for layer in self.layers]
-            chunk_error, dL_dh = self.train_chunk(x, y)
-            if not (np.isfinite(chunk_error) and np.isfinite(dL_dh).all()):
-                self.diverge(last_good, squared_error, start)
+            trained = checkpoint.guard(self, self.title, self.layers, self.train_chunk, x, y)
+            if trained is None:                            # nothing NaN goes down
                 return True
+            chunk_error, dL_dh = trained
             squared_error += chunk_error
             if self.sender is not None:                    # y too, for a conditioned oracle
                 self.sender.put(idx, x, dL_dh, y)
             if self.boundary is not None:                  # --colocated: the model learns here
-                self.boundary.learn(x, y, dL_dh)
+                self.teach_boundary(x, y, dL_dh)
             self.after_chunk(idx, y)
             self.counts["examples_trained"] += len(idx)
             self.snapshotter.maybe_save(self.layers)
@@ -214,56 +208,38 @@ class OutputTrainer(serving.TrainingServer):
                 squared_error += float(np.sum(self.loss.loss(y_hat, y[rows])))
         return squared_error, dL_dh
 
-    # --- checkpoints: layers 2-3, the optimizer's state, everything held, the counters -------
+    def teach_boundary(self, h, y, g):
+        """--colocated: measure the model below on (h, y) against the true g, as the oracle
+        measures, then one pass of it over them (boundary.SyntheticGradientModel.learn_pass)."""
+        model = self.boundary
+        if model.diverged:
+            return
+        if self.classes and model.conditioned:                   # the label as a one-hot row
+            y = classify.images.one_hot(classify.labels_of(y, self.classes), self.classes)
+        with self.lock:
+            self.quality.add(model.predict(h, y), g)
+        model.learn_pass(h, y, g)
+
+    # --- checkpoints: its layers, the optimizer's state, everything held, the counters -----
+    HELD = ("x", "y", "held")
     COUNTERS = ("examples_received", "examples_trained", "passes")
 
-    def save_checkpoint(self, path):
-        with self.lock:
-            arrays = {"x": self.x.copy(), "y": self.y.copy(), "held": self.held.copy()}
-        for k, layer in enumerate(self.layers):
-            arrays[f"w{k}"], arrays[f"b{k}"] = layer.w.copy(), layer.b.copy()
-        arrays["counters"] = np.array([self.counts[name] for name in self.COUNTERS])
-        arrays.update(optimizers.checkpoint_arrays(self.optimizer))
+    def models(self):
+        models = {"": (checkpoint.layer_weights(self.layers), self.optimizer)}
         if self.boundary is not None:
-            arrays.update(self.boundary.checkpoint_arrays())
-        snapshots.save_checkpoint(path, arrays)
+            models["boundary_"] = (self.boundary.weights(), self.boundary.optimizer)
+        return models
 
-    def resume(self, path):
-        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
-        shapes = {"x": self.x.shape, "y": self.y.shape, "held": self.held.shape,
-                  "counters": (len(self.COUNTERS),)}
-        for k, layer in enumerate(self.layers):
-            shapes[f"w{k}"], shapes[f"b{k}"] = layer.w.shape, layer.b.shape
+    def counters(self):
+        counts = super().counters()
         if self.boundary is not None:
-            shapes.update(self.boundary.checkpoint_shapes())
-        a = snapshots.load_checkpoint(path, shapes)
-        state = optimizers.state_from_checkpoint(path, a, self.optimizer)
-        if self.boundary is not None:
-            self.boundary.load(path, a)
-        with self.lock:
-            self.x[:], self.y[:], self.held[:] = a["x"], a["y"], a["held"].astype(bool)
-            self.received_at[self.held] = time.time()      # their age restarts with the process
-        for k, layer in enumerate(self.layers):
-            layer.w, layer.b = a[f"w{k}"].astype(np.float64), a[f"b{k}"].astype(np.float64)
-        self.optimizer.load_state(state)
-        for name, value in zip(self.COUNTERS, a["counters"].tolist()):
-            self.counts[name] = int(value)
-        log.info("resumed from %s: %d examples held, %d passes so far", path,
-                 int(self.held.sum()), self.counts["passes"])
+            counts["boundary_model_steps"] = self.boundary.version
+        return counts
 
-    def diverge(self, last_good, squared_error, done):
-        """NaN or infinity appeared: put back the chunk's starting weights, stop updating, and
-        send nothing more, so the oracle never sees a NaN gradient. Says so in the log and in
-        /status ("diverged"); the server keeps answering. (Adam's moments are left as they are:
-        training has stopped.)"""
-        for layer, (w, b) in zip(self.layers, last_good):
-            layer.w, layer.b = w, b
-        self.diverged = True
-        self.stop.set()
-        log.error("layers 2-3 diverged (NaN or infinity in the loss or gradients after %d "
-                  "examples of this pass, training MSE so far %s); training stopped with the "
-                  "last finite weights. Lower --learning-rate and restart.",
-                  done, squared_error / max(done, 1))
+    def load_models(self, weights, counts):
+        checkpoint.set_layers(self.layers, weights[""])
+        if self.boundary is not None:
+            self.boundary.load(weights["boundary_"], counts["boundary_model_steps"])
 
     def on_stopped(self):
         """The final snapshot, if it trained at all: a server stopped before any example came
@@ -275,10 +251,6 @@ class OutputTrainer(serving.TrainingServer):
         """Flush the gradient sender."""
         if self.sender is not None:
             self.sender.close()
-
-    def examples_held(self):
-        with self.lock:
-            return int(self.held.sum())
 
     def status_fields(self):
         """The output trainer's /status fields: "run" (the name of its progress folder, which
@@ -302,8 +274,10 @@ class OutputTrainer(serving.TrainingServer):
         model of the boundary below, learned here; nothing otherwise."""
         if self.boundary is None:
             return {}
+        with self.lock:
+            quality = self.quality.fields()
         return {"boundary_model_steps": self.boundary.version,
-                "synthetic_gradient_quality": self.boundary.quality_fields()}
+                "synthetic_gradient_quality": quality}
 
 
 def create_app(config=None, trainer_class=None):
@@ -313,11 +287,11 @@ def create_app(config=None, trainer_class=None):
     Does not start training (main does; tests call train_pass themselves).
     """
     trainer = (trainer_class or OutputTrainer)(**(config or {}))
-    app = serving.make_app("train_output", trainer, "TRAINER")
+    app = server.make_app("train_output", trainer, "TRAINER")
 
     @app.post(synthgrad.TRAINING_EXAMPLE)
     def training_example():
-        i, x, y = synthgrad.decode_training_examples(serving.read_body(),
+        i, x, y = synthgrad.decode_training_examples(http.read_body(),
                                                      trainer.config["max_examples"],
                                                      trainer.width)
         trainer.receive(i, x, y)
@@ -327,7 +301,7 @@ def create_app(config=None, trainer_class=None):
         @app.get(synthgrad.WEIGHTS)
         def weights():
             model = trainer.boundary
-            return serving.weights_answer(model.weights, model.conditioned, model.version)
+            return http.weights_answer(model.published, model.conditioned, model.version)
 
     return app
 
@@ -353,74 +327,58 @@ def argument_parser(description, d=DEFAULTS, live=True):
     train_middle.py's with its own defaults d and no live page)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--oracle-url", default=d["oracle_url"],
-                   help="where the oracle of the boundary below listens, the one it sends "
-                        "true gradients to (default %(default)s, its default address)")
+                   help="the oracle of the boundary below, which it sends true gradients to "
+                        "(default %(default)s)")
     p.add_argument("--sizes", type=parse_sizes, default=d["sizes"],
                    help="its layers' widths, from the activation it receives to its output "
-                        f"(default {format_sizes(d['sizes'])}; a chain's stages differ, see "
-                        "chain.py)")
+                        f"(default {format_sizes(d['sizes'])}; see chain.py)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="eta for layers 2-3 (default %(default)s; the original's is 0.001)")
+                   help="eta for its layers (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
-                   help="how layers 2-3 step, at --learning-rate (default %(default)s, as "
-                        "Keras computes it, see optimizers.py; sgd, w -= eta dL/dw, is the "
-                        "original's). Use the same one as train_input.py, so a comparison has "
-                        "one optimizer")
+                   help="how its layers step (default %(default)s; the original's sgd is "
+                        "w -= eta dL/dw): use train_input.py's, so a comparison has one")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="examples per update (default %(default)s; the original's is 1, "
-                        "per-example SGD); dL/dw is averaged over the batch")
+                   help="examples per update (default %(default)s; the original's is 1)")
     p.add_argument("--wire", choices=("json", "binary"), default=d["wire"],
-                   help="how gradients travel to the oracle (default json, the documented "
-                        "form; binary sends raw float64 arrays, ~100x cheaper to encode)")
+                   help="how gradients travel (default json, the documented form; binary is "
+                        "far cheaper)")
     p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
-                   help="where weight snapshots go (default: a new folder progress/<start "
-                        "date-time> next to this file for every run, so runs never mix; "
-                        "train_input.py asks for its name and writes layer 1 there too, and "
-                        "plot.py draws the newest)")
+                   help="where weight snapshots go (default: a new progress/<date-time> for "
+                        "every run, so runs never mix)")
     p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
-                   help="seconds between weight snapshots, on a wall-clock tick shared with "
-                        "train_input.py (default 10: a few dozen pictures in a few minutes)")
+                   help="seconds between weight snapshots, on a tick shared with "
+                        "train_input.py (default 10)")
     p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seeds layers 2-3's initial weights and the training order (default 0)")
+                   help="seeds its layers' initial weights and the training order (default 0)")
     p.add_argument("--colocated", action="store_true",
-                   help="learn the synthetic-gradient model of the boundary below here, beside "
-                        "these layers, from the true gradients they compute (oracle.py's "
-                        "algorithm in numpy, boundary.py), and serve its weights at GET /weights "
-                        "to the stage below (train_input.py --colocated): no oracle.py, one "
-                        "process fewer; --oracle-url is not used (default: off, the oracle "
-                        "learns it)")
+                   help="learn the model of the boundary below here, from the true gradients "
+                        "these layers compute, and serve it at GET /weights: no oracle.py "
+                        "(default: off)")
     p.add_argument("--activation", choices=("sigmoid", "relu"), default=d["activation"],
-                   help="the hidden layers' activation (default %(default)s, the toy's; relu, "
-                        "with He's init, a classifier's, as in sgd.py --data fashion-mnist)")
+                   help="the hidden layers' activation (default %(default)s; relu, with He's "
+                        "init, a classifier's)")
     p.add_argument("--classes", type=int, default=d["classes"],
-                   help="a classifier's number of labels: with --colocated the boundary "
-                        "model below sees each example's label as a one-hot row, and is "
-                        "linear, learning at 3e-3, as deep_dni.py's (default 0: the toy, whose "
-                        "model sees y as one column; with --loss cross-entropy, the last size)")
+                   help="a classifier's number of labels, which the boundary model below sees "
+                        "one-hot (default 0: the toy; with --loss cross-entropy, the last size)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=d["train_on"],
-                   help="held (default, the original's): pass after pass over the latest "
-                        "activation of every example held, however old; arrivals: each "
-                        "activation once, in the order it came, waiting for a minibatch of new "
-                        "ones (a pipeline, as layers train in one process: a chain on images "
-                        "learns steadily this way, docs/chain.md)")
+                   help="held (default, the original's): pass after pass over every example "
+                        "held; arrivals: each activation once, as it came (docs/chain.md)")
     if live:                                      # the last stage: its loss, the run's page
         p.add_argument("--loss", choices=("squared", "cross-entropy"), default=d["loss"],
-                       help="squared (default): 1/2 (y_hat - y)^2 on the one output; "
-                            "cross-entropy: the last size's outputs are logits, y holds labels "
-                            "0..N-1, L = -log softmax(z)_y (an image classifier's last stage)")
+                       help="squared (default): 1/2 (y_hat - y)^2; cross-entropy: the outputs "
+                            "are logits of the labels y")
         children.live_arguments(p)
-    serving.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
+    options.add_server_arguments(p, synthgrad.DEFAULT_OUTPUT_TRAINER_PORT,
                                  "examples held, passes, training MSE",
-                                 "layers 2-3, every example held and the counters",
+                                 "its layers, every example held and the counters",
                                  "memory is about N x 26 float64")
     return p
 
 
 def check_args(p, args, last_is_output=True):
     """Refuse impossible values, one flag at a time; returns args."""
-    serving.check_server_arguments(p, args)
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be at least 1 (got {args.batch_size})")
+    options.check_server_arguments(p, args)
+    options.check_at_least(p, args, 1, "batch_size")
     if args.classes < 0 or args.classes == 1:
         p.error(f"--classes must be 0 (not a classifier) or at least 2 (got {args.classes})")
     if last_is_output and args.loss == "cross-entropy":
@@ -431,15 +389,14 @@ def check_args(p, args, last_is_output=True):
     elif last_is_output and args.sizes[-1] != 1:
         p.error(f"--sizes must end in 1, the prediction (got {format_sizes(args.sizes)}; "
                 f"a classifier's last stage takes --loss cross-entropy)")
-    if args.snapshot_interval < 1:
-        p.error(f"--snapshot-interval must be at least 1 (got {args.snapshot_interval})")
+    options.check_at_least(p, args, 1, "snapshot_interval")
     return args
 
 
 def parse_args(argv):
     p = argument_parser("Train layers 2-3 on the activations the input trainer sends; send "
                         "true gradients to the oracle.")
-    return check_args(p, serving.parse_with_original(p, argv, ORIGINAL,
+    return check_args(p, options.parse_with_original(p, argv, ORIGINAL,
                                                      "per-example SGD at learning rate 0.001"))
 
 
@@ -463,7 +420,7 @@ def live_page(args, url, trainer):
 def main(argv=None, stop=None):
     """stop: a threading.Event that stops it as SIGTERM does (run in a thread: a Ray actor)."""
     args = parse_args(argv)
-    return serving.run_server(args, create_app, "train_output.py",
+    return server.run_server(args, create_app, "train_output.py",
                               beside=live_page if args.live else None, stop=stop)
 
 

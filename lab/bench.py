@@ -1,115 +1,58 @@
 """Benchmark: plain backprop against the decoupled three-process system, on one machine.
 
-Run it by hand (never from the tests); it prints a Markdown table and leaves bench.md and
-bench.json in its run folder:
+Run it by hand (never from the tests); it prints Markdown tables and leaves them, with the JSON
+behind them, in a new run folder (docs/speed.md and docs/chain.md show and read them):
 
     python -m lab.bench --quick        # about 2.5 minutes
     python -m lab.bench                # the full one: five 120 s training runs plus start-up
-    python -m lab.bench --help
-    python -m lab.bench --chain        # a 4-stage chain against one process, widths 32-512 (~10 min)
-    python -m lab.bench --chain-parts  # each part of such a chain on one core, and a chain with
-                                   # stage 2 pinned to a core of its own (~8 minutes)
-    python -m lab.bench --race         # a chain of K co-located stages against one process on the
-                                   # same K cores, to held-out MSE levels (lab/race.py; ~25 min)
-    python -m lab.bench --distribution-cost   # the two-stage system against dni.py (~8 min)
+    python -m lab.bench --chain        # a 4-stage chain against one process, widths 32-512
+    python -m lab.bench --chain-parts  # each part of such a chain on one core; pinned chains
+    python -m lab.bench --race         # K co-located stages against one process on K cores
+    python -m lab.bench --distribution-cost   # the two-stage system against dni.py
     python -m lab.bench --live-cost    # the input trainer's speed without and with the live page
 
-What it measures, one thing after another so each has the machine to itself:
-1. the protocol: JSON encode + decode per example, batched and in the original per-example form;
-2. `sgd.py` as written (the tutorial's settings: per-example SGD, learning rate 0.002, decay
-   0.997), trained in this process with launch.train_backprop;
-3. in-process backprop of the same network with the decoupled system's optimizer settings
-   (SGD, minibatches of 10, the same learning rate);
-4. the decoupled system in the remote mode (every synthetic gradient is an HTTP request to the
-   oracle) and in the local mode (the input trainer computes synthetic gradients with a copy of
-   the oracle's weights, refreshed over HTTP; only true gradients travel).
-For each training run: examples per second of each stage, the oracle's request latency, held-out
-MSE against wall-clock seconds, the time to reach a few MSE levels, and each process's peak
-memory.
+The default measures, one after another so each has the machine to itself: the protocol's
+encode + decode per example; `sgd.py` as written and in-process backprop with the decoupled
+system's settings (launch.train_backprop); the decoupled system with synthetic gradients remote
+(an HTTP request to the oracle) and local (a copy of the oracle's weights). For each training
+run: examples per second of each stage, the oracle's latency, held-out MSE against seconds, the
+time to a few MSE levels, each process's peak memory.
 """
 
 import argparse
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
+          file=sys.stderr)
+    sys.exit(2)
+
 import numpy as np
 
 import chain
 import generate
-import synthgrad
-from lab import race
-from lab.race import first_time_below, mse_at, trained_per_s
+from generate import fmt
+from lab import live_cost, race, wire_cost
+from lab.race import first_time_below, mse_at
 from parts import children, snapshots
-from runner import chain_eval, chain_watch, launch
-from runner.launch import fmt
+from runner import chain_eval, launch
 
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
 DECOUPLED = ("remote_json", "remote_binary", "local_binary")
-PRESETS = {
-    "quick": dict(count=20_000, seconds=25),
-    "full": dict(count=20_000, seconds=120),
-}
-
-
-def timed(f, repeat):
-    """Median seconds of one call of f over `repeat` calls."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
-    """Microseconds per example to encode + decode a chunk of n (h, gradient, y) rows."""
-    rng = np.random.default_rng(0)
-    i, h, g, y = np.arange(n), rng.random((n, 24)), rng.standard_normal((n, 24)), rng.random(n)
-
-    def batched():
-        body = json.dumps(synthgrad.encode_gradients(i, h, g, y))
-        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
-
-    def original():
-        body = json.dumps([{"i": int(k), "h": synthgrad.encode_array(h[k]),
-                            "gradient": synthgrad.encode_array(g[k])} for k in range(n)])
-        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
-
-    def binary():
-        body = synthgrad.encode_binary({"i": i, "h": h, "gradient": g, "y": y})
-        synthgrad.decode_gradients(synthgrad.parse_binary(body), n)
-
-    # One synthetic-gradient request of 10 activations, the question and its answer.
-    h10 = h[:10]
-
-    def estimate_json():
-        body = json.dumps(synthgrad.encode_estimate_request(h10))
-        synthgrad.decode_estimate_request(synthgrad.parse_json(body))
-        answer = json.dumps({"gradients": synthgrad.encode_array(g[:10])})
-        synthgrad.decode_estimate_response(synthgrad.parse_json(answer), 10)
-
-    def estimate_binary():
-        synthgrad.decode_estimate_request(synthgrad.parse_binary(
-            synthgrad.encode_binary({"activations": h10})))
-        synthgrad.decode_estimate_response(synthgrad.parse_binary(
-            synthgrad.encode_binary({"gradients": g[:10]})), 10)
-
-    return {"batched_us_per_example": 1e6 * timed(batched, repeat) / n,
-            "original_us_per_example": 1e6 * timed(original, repeat) / n,
-            "binary_us_per_example": 1e6 * timed(binary, repeat) / n,
-            "estimate_json_us_per_request": 1e6 * timed(estimate_json, 20 * repeat),
-            "estimate_binary_us_per_request": 1e6 * timed(estimate_binary, 20 * repeat)}
+PRESETS = {"quick": dict(count=20_000, seconds=25), "full": dict(count=20_000, seconds=120)}
 
 
 def time_to_levels(curve):
     """{level: first seconds at which held-out MSE <= level, or None} for curve [(s, mse)]."""
-    return {str(level): next((s for s, m in curve if m <= level), None) for level in LEVELS}
+    return {str(level): first_time_below(curve, level) for level in LEVELS}
 
 
 def run_backprop(config):
@@ -199,6 +142,7 @@ def markdown(results, preset, machine):
 CHAIN_SPLITS = (1, 2, 3)                      # 4 stages, 3 boundaries
 CHAIN_SWEEP = ((32, 10), (128, 50), (512, 100))   # (width, minibatch)
 CHAIN_LEVELS = (0.1, 0.05, 0.03)
+PINNED = ((32, 10), (128, 100), (256, 100), (512, 100))   # (width, minibatch), pinned chains
 
 
 def bench_chain(out_dir, width, batch_size, seconds, count, env):
@@ -210,11 +154,10 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
     rows = launch.train_backprop(launch.BackpropConfig(
         data, seconds, sizes=sizes, optimizer="adam", learning_rate=rate,
         batch_size=batch_size, decay=1.0, eval_every=max(2_000, 20 * batch_size)))[1]
+    curve = [(r["seconds"], r["heldout_mse"]) for r in rows]
     one = {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
-           "final_mse": rows[-1]["heldout_mse"],
-           "times": {str(level): first_time_below([(r["seconds"], r["heldout_mse"])
-                                                   for r in rows], level)
-                     for level in CHAIN_LEVELS}}
+           "final_mse": curve[-1][1],
+           "times": {str(level): first_time_below(curve, level) for level in CHAIN_LEVELS}}
     run = out_dir / f"chain-w{width}"
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=CHAIN_SPLITS, count=count,
                                duration=seconds, data_dir=data, batch_size=batch_size,
@@ -224,8 +167,8 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
     streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
     per_stage = {"stage1": streamed["examples"] / streamed["seconds"]}
     for k in range(2, len(CHAIN_SPLITS) + 2):
-        status = final[f"stage{k}"]
-        per_stage[f"stage{k}"] = status["examples_trained"] / status["uptime_s"]
+        per_stage[f"stage{k}"] = (final[f"stage{k}"]["examples_trained"]
+                                  / final[f"stage{k}"]["uptime_s"])
     points = [(r["seconds"], r["heldout_mse"]) for r in result["ticks"]]
     return {"width": width, "batch_size": batch_size, "one_process": one,
             "chain": {"examples_per_s": per_stage, "slowest_stage": min(per_stage.values()),
@@ -243,9 +186,8 @@ def chain_markdown(results, machine):
              f"backprop of the same network in one process; {machine}.", "",
              "| width, minibatch | one process: examples/s | chain: examples/s per stage "
              "(1, 2, 3, 4) | chain: slowest stage / one process | chain: CPU s per streaming "
-             "s, all processes | "
-             "held-out MSE at the end: one / chain | seconds to MSE 0.1: one / chain |",
-             "|---|---|---|---|---|---|---|"]
+             "s, all processes | held-out MSE at the end: one / chain | seconds to MSE 0.1: "
+             "one / chain |", "|---|---|---|---|---|---|---|"]
     for r in results:
         one, ch = r["one_process"], r["chain"]
         stages = ", ".join(f"{v:,.0f}" for v in ch["examples_per_s"].values())
@@ -257,30 +199,24 @@ def chain_markdown(results, machine):
     return "\n".join(lines)
 
 
-def main_chain(args, seconds):
-    out_dir = launch.new_run_dir(args.run_dir, "bench-chain-")
-    env = launch.child_env()
-    machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
-               f"{np.__version__}, 20,000 examples, {seconds} s per run, Adam at "
-               f"{chain.default_learning_rate(len(CHAIN_SPLITS) + 1)} for every layer")
-    print(f"lab/bench.py: chain: {machine}; writing into {out_dir}", flush=True)
-    launch.generate_data(out_dir / "data", 20_000, 0, env, plot=False)
+def main_chain(args, out_dir, machine):
+    seconds = 20 if args.quick else 45
+    machine += (f", 20,000 examples, {seconds} s per run, Adam at "
+                f"{chain.default_learning_rate(len(CHAIN_SPLITS) + 1)} for every layer")
+    launch.generate_data(out_dir / "data", 20_000, 0, launch.child_env(), plot=False)
     results = []
     for width, batch_size in CHAIN_SWEEP:
         print(f"lab/bench.py: chain: width {width}, minibatch {batch_size}", flush=True)
-        results.append(bench_chain(out_dir, width, batch_size, seconds, 20_000, env))
-    (out_dir / "bench-chain.json").write_text(json.dumps(results, indent=2))
-    table = chain_markdown(results, machine)
-    (out_dir / "bench-chain.md").write_text(table + "\n")
-    print(table)
-    return 0
+        results.append(bench_chain(out_dir, width, batch_size, seconds, 20_000,
+                                   launch.child_env()))
+    return results, chain_markdown(results, machine)
 
 
 def run_chain_speed(env, out, *options):
-    """lab/chain_speed.py's results, run with env into the JSON file out."""
-    subprocess.run(launch.module_argv("lab.chain_speed", "--out", out, *options), env=env,
-                   check=True, cwd=launch.TOP)
-    return json.loads(out.read_text())
+    """lab/chain_speed.py's rows, run with env into the JSON file out."""
+    subprocess.run(children.script_argv("lab.chain_speed", "--out", out, *options), env=env,
+                   check=True, cwd=children.TOP)
+    return json.loads(out.read_text())["rows"]
 
 
 def chain_parts_markdown(rows, two_threads, machine):
@@ -290,10 +226,8 @@ def chain_parts_markdown(rows, two_threads, machine):
              f"layers 1, 2, 3), each on one core (one BLAS thread), messages included; "
              f"{machine}.", "",
              "| width, minibatch | one process | one process, BLAS on every core (wall clock) | "
-             "stage 1 | "
-             "stages 2, 3 | stage 4 | message of 500 rows, per row | slowest stage | "
-             "speed-up with a core per process |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "stage 1 | stages 2, 3 | stage 4 | message of 500 rows, per row | slowest stage | "
+             "speed-up with a core per process |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["stage_us"]
         both = two_threads.get((r["width"], r["batch_size"]))
@@ -315,9 +249,6 @@ def crossover(rows):
     return found
 
 
-PINNED = ((32, 10), (128, 100), (256, 100), (512, 100))   # (width, minibatch), pinned chains
-
-
 def pin_to(cpus):
     """on_start for chain.run_chain: every thread of the process on these CPUs (Linux)."""
     def pin(name, pid):
@@ -329,16 +260,16 @@ def pin_to(cpus):
     return pin
 
 
-def bench_pinned(out_dir, width, batch_size, seconds, env):
+def bench_pinned(out_dir, width, batch_size, seconds):
     """A real 4-stage chain of 2-W-W-W-W-1 with stage 2 alone on CPU 1 and the other six
     processes on CPU 0: how fast a middle stage trains with a core of its own."""
     run = out_dir / f"pinned-w{width}-b{batch_size}"
     config = chain.ChainConfig(run_dir=run, sizes=(2, width, width, width, width, 1),
                                splits=CHAIN_SPLITS, count=20_000, duration=seconds,
                                data_dir=out_dir / "data", batch_size=batch_size)
-    chain.run_chain(config, env, on_start=pin_to(lambda name: {1} if name == "stage 2"
-                                                 else {0}))
-    return trained_per_s(run / "metrics" / "stage2.jsonl")
+    chain.run_chain(config, race.blas_env(1),
+                    on_start=pin_to(lambda name: {1} if name == "stage 2" else {0}))
+    return race.trained_per_s(run / "metrics" / "stage2.jsonl")
 
 
 def pinned_markdown(pinned, rows):
@@ -356,143 +287,87 @@ def pinned_markdown(pinned, rows):
     return "\n".join(lines)
 
 
-def main_chain_parts(args):
-    """Time each part of a 4-stage chain on one core (lab/chain_speed.py, one BLAS thread) and one
-    process's backprop again with OpenBLAS free to use every core; then run real chains with
-    stage 2 pinned to a core of its own. Writes bench-chain-parts.md and .json."""
-    out_dir = launch.new_run_dir(args.run_dir, "bench-chain-parts-")
-    machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
-               f"{np.__version__}")
-    print(f"lab/bench.py: chain parts: {machine}; writing into {out_dir}", flush=True)
-    one_thread = {**launch.child_env(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    rows = run_chain_speed(one_thread, out_dir / "one-blas-thread.json")["rows"]
-    widths = ",".join(str(w) for w in sorted({r["width"] for r in rows}))
-    sizes = ",".join(str(b) for b in sorted({r["batch_size"] for r in rows}))
+def main_chain_parts(args, out_dir, machine):
+    """Each part of a 4-stage chain timed on one core (lab/chain_speed.py, one BLAS thread), one
+    process's backprop again with OpenBLAS on every core, then real chains with stage 2 pinned
+    to a core of its own."""
+    rows = run_chain_speed(race.blas_env(1), out_dir / "one-blas-thread.json")
     print("lab/bench.py: chain parts: one process again, OpenBLAS on every core", flush=True)
     free = run_chain_speed(launch.child_env(), out_dir / "blas-on-every-core.json",
-                           "--one-process", "--widths", widths, "--batch-sizes", sizes)["rows"]
+                           "--one-process", "--widths", ",".join(
+                               str(w) for w in sorted({r["width"] for r in rows})),
+                           "--batch-sizes", ",".join(
+                               str(b) for b in sorted({r["batch_size"] for r in rows})))
     two_threads = {(r["width"], r["batch_size"]): r["one_process_us"] for r in free}
-    table = chain_parts_markdown(rows, two_threads, machine)
-    found = crossover(rows)
-    table += "\n\n" + "; ".join(
+    table = chain_parts_markdown(rows, two_threads, machine) + "\n\n" + "; ".join(
         f"minibatch {b}: " + ("no crossover at the widths measured" if w is None else
                               f"faster than one process from width {w} on")
-        for b, w in found.items()) + " (with 7 cores: 4 stages and 3 oracles)"
+        for b, w in crossover(rows).items()) + " (with 7 cores: 4 stages and 3 oracles)"
     pinned = {}
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
-        launch.generate_data(out_dir / "data", 20_000, 0, one_thread, plot=False)
+        launch.generate_data(out_dir / "data", 20_000, 0, race.blas_env(1), plot=False)
         for width, batch_size in PINNED:
             print(f"lab/bench.py: chain parts: a pinned chain, width {width}, minibatch "
                   f"{batch_size}", flush=True)
-            pinned[(width, batch_size)] = bench_pinned(out_dir, width, batch_size, 30,
-                                                       one_thread)
+            pinned[(width, batch_size)] = bench_pinned(out_dir, width, batch_size, 30)
         table += "\n\n" + pinned_markdown(pinned, rows)
     else:
         table += "\n\n(no pinned chain: it needs 2 cores and Linux's sched_setaffinity)"
-    (out_dir / "bench-chain-parts.json").write_text(json.dumps(
-        {"machine": machine, "one_blas_thread": rows, "blas_on_every_core": free,
-         "pinned_stage2_examples_per_s": {f"{w},{b}": v for (w, b), v in pinned.items()}},
-        indent=2))
-    (out_dir / "bench-chain-parts.md").write_text(table + "\n")
-    print(table)
-    return 0
+    return ({"machine": machine, "one_blas_thread": rows, "blas_on_every_core": free,
+             "pinned_stage2_examples_per_s": {f"{w},{b}": v for (w, b), v in pinned.items()}},
+            table)
 
 
-# --- What watching costs: one run, the live page open and closed in turns (--live-cost). --------
+# --- The default: backprop against the decoupled system. ----------------------------------------
 
-WINDOW = 10.0                 # seconds the page is open, then closed, then open...
+def main_default(args, out_dir, machine):
+    preset = "quick" if args.quick else "full"
+    count, seconds = PRESETS[preset]["count"], PRESETS[preset]["seconds"]
+    machine += f", {count:,} examples, {seconds} s per training run"
+    env, data_dir = launch.child_env(), out_dir / "data"
+    launch.generate_data(data_dir, count, 0, env, plot=False)
+    # The demo's settings, with snapshots every second for a finer curve.
+    decoupled = launch.DecoupledConfig(run_dir=out_dir, count=count, duration=seconds,
+                                       snapshot_interval=1, status_every=10)
+    sgd_py = launch.BackpropConfig(data_dir, seconds, metrics=out_dir / "sgd_py.jsonl")
+    same = dataclasses.replace(sgd_py, metrics=out_dir / "backprop.jsonl",
+                               **launch.backprop_like(decoupled))
+    results = {"preset": preset, "machine": machine}
+    print("lab/bench.py: protocol codec", flush=True)
+    results["codec"] = wire_cost.bench_codec()
+    print("lab/bench.py: sgd.py as written", flush=True)
+    results["sgd_py"] = run_backprop(sgd_py)
+    print(f"lab/bench.py: in-process backprop, minibatch {same.batch_size}, learning rate "
+          f"{same.learning_rate}", flush=True)
+    results["backprop"] = run_backprop(same)
+    for name in DECOUPLED:
+        mode, wire = name.split("_")
+        print(f"lab/bench.py: decoupled, {mode} synthetic gradients, {wire} on the wire",
+              flush=True)
+        results[name] = run_decoupled(dataclasses.replace(
+            decoupled, run_dir=out_dir / name, wire=wire,
+            input={"synthetic_gradients": mode}), env)
+    return results, markdown(results, preset, machine)
 
 
-def process_cpu(pids):
-    """CPU seconds (user + system) the processes pids have used so far (Linux /proc)."""
-    return sum(chain_watch.cpu_seconds(pid) or 0.0 for pid in pids)
-
-
-def browser_pids(driver):
-    """Chromium's processes under a selenium driver: chromedriver's descendants (Linux /proc)."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):     # a process that just ended
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = set(), [driver.service.process.pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def main_live_cost(args):
-    """lab/bench.py --live-cost: the demo's three processes for --seconds; the live page runs all
-    the while and headless Chromium opens it for WINDOW seconds, then closes it (about:blank)
-    for WINDOW seconds, in turns. The input trainer's examples/s (its metrics line every
-    second) in the open windows against the closed ones, and the CPU the page's server and the
-    browser took while open."""
-    import threading
-
-    import live
-    out_dir = launch.new_run_dir(args.run_dir, "live-cost-")
-    env = launch.child_env()
-    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {args.seconds:g} s"
-    print(f"lab/bench.py: live cost: {machine}; writing into {out_dir}", flush=True)
-    run = out_dir / "run"
-    launch.generate_data(run / "data", launch.DecoupledConfig.count, 0, env, plot=False)
-    config = launch.DecoupledConfig(run_dir=run, duration=args.seconds, status_every=10)
-    url, stop_page = children.start_live_page(run)
-    page_pid = stop_page.process.popen.pid
-    try:
-        driver = live.headless_chromium(out_dir / "profile")
-    except live.NoBrowser as e:
-        stop_page()
-        raise SystemExit(f"lab/bench.py: --live-cost needs a browser: {e}") from None
-    trainer = threading.Thread(target=launch.run_decoupled, args=(config, env), daemon=True)
-    windows = []                                      # (start, end, open?)
-    try:
-        trainer.start()
-        metrics = run / "metrics" / "train_input.jsonl"
-        while not (metrics.exists() and snapshots.read_metrics(metrics)):
-            time.sleep(0.2)                           # the input trainer has begun streaming
-        is_open = False
-        while trainer.is_alive():
-            driver.get(url if is_open else "about:blank")
-            t0, browser = time.time(), browser_pids(driver)
-            cpu0 = process_cpu([page_pid]), process_cpu(browser)
-            trainer.join(WINDOW)
-            windows.append((t0, time.time(), is_open, process_cpu([page_pid]) - cpu0[0],
-                            process_cpu(browser) - cpu0[1]))
-            is_open = not is_open
-    finally:
-        driver.quit()
-        stop_page()
-    lines = snapshots.read_metrics(run / "metrics" / "train_input.jsonl")
-    rows = []
-    for start, end, is_open, page_cpu, browser_cpu in windows[:-1]:   # the last ends the run
-        rates = [r["examples_per_s"] for r in lines if start + 2 <= r["time"] <= end]
-        if rates:
-            rows.append({"open": is_open, "examples_per_s": float(np.mean(rates)),
-                         "page_cpu_s_per_s": page_cpu / (end - start),
-                         "browser_cpu_s_per_s": browser_cpu / (end - start)})
-    opened = [r["examples_per_s"] for r in rows if r["open"]]
-    closed = [r["examples_per_s"] for r in rows if not r["open"]]
-    text = "\n".join(
-        [f"The input trainer's examples/s with the live page open in headless Chromium and "
-         f"closed, {WINDOW:g} s each in turns, one run ({machine}):", "",
-         "| window | page | input trainer: examples/s | CPU s per s: the page's server, "
-         "the browser |", "|---|---|---|---|"] +
-        [f"| {k + 1} | {'open' if r['open'] else 'closed'} | {r['examples_per_s']:,.0f} | "
-         f"{r['page_cpu_s_per_s']:.2f}, {r['browser_cpu_s_per_s']:.2f} |"
-         for k, r in enumerate(rows)] +
-        ["", f"Open / closed: {np.mean(opened) / np.mean(closed):.3f} of the examples/s "
-             f"(open {min(opened):,.0f}-{max(opened):,.0f}, closed {min(closed):,.0f}-"
-             f"{max(closed):,.0f})" if opened and closed else "Too short: no open and closed "
-             "window both measured; give more --seconds."])
-    (out_dir / "live-cost.json").write_text(json.dumps(rows, indent=1))
-    (out_dir / "live-cost.md").write_text(text + "\n")
-    print(text, flush=True)
-    return 0
+# (what it measures, its main, the run folder's and its files' name), for each mode.
+MODES = {
+    "chain": ("a 4-stage chain of 2-W-W-W-W-1 against one process, widths 32, 128 and 512 "
+              "(20 s a run with --quick, else 45 s)", main_chain, "bench-chain"),
+    "chain_parts": ("the CPU time of each part of a 4-stage chain on one core "
+                    "(lab/chain_speed.py) and the speed-up a core per process would give; "
+                    "real chains with stage 2 pinned to a core of its own (~8 minutes)",
+                    main_chain_parts, "bench-chain-parts"),
+    "race": ("the race (lab/race.py): a chain of K co-located stages against backprop in one "
+             "process on the same K cores, times to held-out MSE levels (~25 minutes)", None,
+             None),
+    "distribution_cost": ("chain.py --colocated's two stages against dni.py in one process, "
+                          "the same settings and seconds", None, None),
+    "live_cost": (f"the demo's three processes, the live page open in headless Chromium for "
+                  f"{live_cost.WINDOW:g} s, then closed, in turns: the input trainer's "
+                  "examples/s open against closed, and the CPU the page takes (lab/live_cost.py; "
+                  "~2 minutes)", live_cost.main_live_cost, "live-cost"),
+}
 
 
 def parse_args(argv):
@@ -500,40 +375,18 @@ def parse_args(argv):
                                             "system (remote and local synthetic gradients).")
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true",
-                        help=f"{PRESETS['quick']['seconds']} s per training run (about 2.5 "
-                             "minutes in all)")
+                        help=f"{PRESETS['quick']['seconds']} s per training run (~2.5 minutes)")
     preset.add_argument("--full", action="store_true",
                         help=f"{PRESETS['full']['seconds']} s per training run (the default)")
-    p.add_argument("--chain", action="store_true",
-                   help="instead: a 4-stage chain of 2-W-W-W-W-1 against one process, for "
-                        "widths 32, 128 and 512 (with --quick, 20 s per run; else 45 s)")
-    p.add_argument("--chain-parts", action="store_true",
-                   help="instead: the CPU time of each part of a 4-stage chain on one core "
-                        "(lab/chain_speed.py), the speed-up a core per process would give, for "
-                        "widths 32-1024 and minibatches 10 and 100, and real chains with stage "
-                        "2 pinned to a core of its own (~8 minutes)")
-    p.add_argument("--race", action="store_true",
-                   help="instead: the race (lab/race.py): a chain of K stages in K processes, "
-                        "boundary models co-located, against backprop of the same network in "
-                        "one process on the same K cores; times to held-out MSE levels, for "
-                        "--widths and --batch-sizes, --seeds seeds (~25 minutes on 2 cores)")
-    p.add_argument("--distribution-cost", action="store_true",
-                   help="instead: chain.py --colocated's two stages against dni.py in one "
-                        "process, the same settings and seconds, --seeds seeds (default 5)")
-    p.add_argument("--live-cost", action="store_true",
-                   help="instead: the three processes with the demo's settings for --seconds "
-                        "(default 100), the live page open in headless Chromium for 10 s, then "
-                        "closed for 10 s, in turns: the input trainer's examples/s open against "
-                        "closed, and the CPU the page and the browser take (~2 minutes)")
+    modes = p.add_mutually_exclusive_group()
+    for name, (what, _, _) in MODES.items():
+        modes.add_argument(f"--{name.replace('_', '-')}", action="store_true",
+                           help=f"instead: {what}")
     race.add_arguments(p)
     p.add_argument("--run-dir", type=Path, default=None,
-                   help="where bench.md, bench.json and the runs go (default: a new "
+                   help="where the tables, their JSON and the runs go (default: a new "
                         "runs/bench-<date-time> next to this file)")
     args = p.parse_args(argv)
-    modes = [m for m in ("chain", "chain_parts", "race", "distribution_cost", "live_cost")
-             if getattr(args, m)]
-    if len(modes) > 1:
-        p.error("give one of --chain, --chain-parts, --race, --distribution-cost, --live-cost")
     if args.live_cost and args.seconds is None:
         args.seconds = 100.0
     race.check_arguments(p, args, distribution=args.distribution_cost or args.live_cost)
@@ -546,47 +399,17 @@ def main(argv=None):
         return race.main_race(args)
     if args.distribution_cost:
         return race.main_distribution_cost(args)
-    if args.live_cost:
-        return main_live_cost(args)
-    if args.chain_parts:
-        return main_chain_parts(args)
-    if args.chain:
-        return main_chain(args, 20 if args.quick else 45)
-    preset = "quick" if args.quick else "full"
-    count, seconds = PRESETS[preset]["count"], PRESETS[preset]["seconds"]
-    out_dir = launch.new_run_dir(args.run_dir, "bench-")
-    env = launch.child_env()
-    machine = (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy "
-               f"{np.__version__}, {count:,} examples, {seconds} s per training run")
-    print(f"lab/bench.py: {preset}: {machine}; writing into {out_dir}", flush=True)
-    data_dir = out_dir / "data"
-    launch.generate_data(data_dir, count, 0, env, plot=False)
-    # The demo's settings, with snapshots every second for a finer curve.
-    decoupled = launch.DecoupledConfig(run_dir=out_dir, count=count, duration=seconds,
-                                       snapshot_interval=1, status_every=10)
-    sgd_py = launch.BackpropConfig(data_dir, seconds, metrics=out_dir / "sgd_py.jsonl")
-    same = dataclasses.replace(sgd_py, metrics=out_dir / "backprop.jsonl",
-                               **launch.backprop_like(decoupled))
-
-    results = {"preset": preset, "machine": machine}
-    print("lab/bench.py: protocol codec", flush=True)
-    results["codec"] = bench_codec()
-    print("lab/bench.py: sgd.py as written", flush=True)
-    results["sgd_py"] = run_backprop(sgd_py)
-    print(f"lab/bench.py: in-process backprop, minibatch {same.batch_size}, learning rate "
-          f"{same.learning_rate}", flush=True)
-    results["backprop"] = run_backprop(same)
-    for name in DECOUPLED:
-        mode, wire = name.split("_")
-        print(f"lab/bench.py: decoupled, {mode} synthetic gradients, {wire} on the wire", flush=True)
-        results[name] = run_decoupled(dataclasses.replace(
-            decoupled, run_dir=out_dir / name, wire=wire,
-            input={"synthetic_gradients": mode}), env)
-    (out_dir / "bench.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results, preset, machine)
-    (out_dir / "bench.md").write_text(table + "\n")
+    mode = next((m for m in MODES if getattr(args, m)), None)
+    run_main, name = MODES[mode][1:] if mode else (main_default, "bench")
+    out_dir = launch.new_run_dir(args.run_dir, f"{name}-")
+    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy {np.__version__}"
+    label = mode or ("quick" if args.quick else "full")
+    print(f"lab/bench.py: {label}: {machine}; writing into {out_dir}", flush=True)
+    results, table = run_main(args, out_dir, machine)
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (out_dir / f"{name}.md").write_text(table + "\n")
     print(table)
-    print(f"lab/bench.py: results in {out_dir}", flush=True)
+    print(f"lab/bench.py: {name}.md and {name}.json in {out_dir}", flush=True)
     return 0
 
 

@@ -1,46 +1,33 @@
 """What a chain of stages could gain with a core per process, from the parts of its work.
 
-`lab/bench.py --chain` runs real chains, but on this project's 2-core machine 7 processes share two
-cores, so it cannot show what a chain does when each stage has a core of its own. This measures,
-one thing after another in one process on one core (OpenBLAS held to one thread), the CPU time
-per example of every part of a 4-stage chain of 2-W-W-W-W-1 (cut after layers 1, 2, 3), with
-the project's own code:
-
-    one process    train_output.OutputTrainer.train_chunk on the whole network: backprop
-    stage 1        train_input.py's step: layer 1 forward, the synthetic gradient from a copy
-                   of the boundary model, backprop, an Adam step (without the hand-off)
-    stages 2, 3    train_middle.MiddleTrainer.train_chunk: forward, synthetic gradient,
-                   backprop, step
-    stage 4        train_output.OutputTrainer.train_chunk on the last two layers
-    a message      POST /training_example of 500 rows (i, h, y) in the binary form, from an
-                   OutputTrainerClient to a real train_output app served by waitress in this
-                   process: encoding, HTTP and decoding, both ends' CPU together
-
-A stage's time per example is its training plus every message it sends or receives, each
-charged in full to both ends (an overestimate): stage 1 sends one of width W; a middle stage
-receives one, sends one up and sends its gradients down (rows (i, h, gradient, y), timed as a
-message of width 2W); stage 4 receives one and sends its gradients down. With a core per
-process the chain trains at the rate of its slowest stage, so
-
-    speed-up = (one process's time per example) / (the slowest stage's)
-
-This is a model built from measured parts, not a measured chain: it leaves out the GIL, waiting
-and the operating system's scheduling, and the boundary models' own training (each oracle
-trains flat out on a core of its own, which decides how fresh the synthetic gradients are, not
-how fast the stages go). Run by lab/bench.py --chain-parts, which starts it with one BLAS thread
-and prints the table:
+Run by lab/bench.py --chain-parts (one BLAS thread), which prints the table; by hand:
 
     python -m lab.chain_speed --widths 32,512 --batch-sizes 10 --out parts.json
+
+One thing after another in one process on one core, the CPU time per example of every part of
+a 4-stage chain of 2-W-W-W-W-1 (cut after layers 1, 2, 3), with the project's own code: one
+process's backprop (OutputTrainer.train_chunk on the whole network), stage 1's step, a middle
+stage's and the last stage's train_chunk, and a message (a real POST of 500 rows). A stage's
+time is its training plus every message it sends or receives, charged in full to both ends;
+with a core per process the chain runs at its slowest stage's rate, so the speed-up is one
+process's time over the slowest stage's. A model from measured parts, not a measured chain
+(docs/chain.md says what it leaves out).
 """
 
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
+          file=sys.stderr)
+    sys.exit(2)
 
 import numpy as np
 
@@ -48,7 +35,8 @@ import sgd
 import synthgrad
 import train_middle
 import train_output
-from parts import boundary, optimizers, serving
+from lab.race import ints
+from parts import boundary, http, optimizers, options
 
 CHUNK = synthgrad.MAX_CHUNK                 # rows per training chunk and per message
 SECONDS = 1.0                               # seconds of calls behind each median
@@ -126,8 +114,8 @@ def time_message(width, folder):
     """CPU µs per example of one POST /training_example of CHUNK rows of width `width`: the
     client's encoding and HTTP, waitress and Flask, the decoding and storing, all in this
     process (so process time counts both ends)."""
-    server, hand_over = serving.listen("127.0.0.1", 0, "lab/chain_speed.py",
-                                       synthgrad.MAX_BODY_BYTES)
+    server, hand_over = http.listen("127.0.0.1", 0, "lab/chain_speed.py",
+                                    synthgrad.MAX_BODY_BYTES)
     app = train_output.create_app(dict(sizes=(width, 1), max_examples=CHUNK, progress_dir=folder,
                                        send_gradients=False, wire="binary"))
     hand_over(app)
@@ -168,21 +156,19 @@ def measure(width, batch_size):
             "speed_up": train["one_process"] / slowest}
 
 
-def parse_list(text):
-    return [int(v) for v in text.split(",")]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description="CPU time per example of each part of a 4-stage "
                                             "chain of 2-W-W-W-W-1, as JSON")
-    p.add_argument("--widths", type=parse_list, default=[32, 64, 128, 256, 512, 1024])
-    p.add_argument("--batch-sizes", type=parse_list, default=[10, 100])
+    p.add_argument("--widths", type=ints, default=[32, 64, 128, 256, 512, 1024],
+                   help="the widths W (default 32,64,...,1024)")
+    p.add_argument("--batch-sizes", type=ints, default=[10, 100],
+                   help="the minibatches (default 10,100)")
     p.add_argument("--out", type=Path, required=True, help="where the JSON goes")
     p.add_argument("--one-process", action="store_true",
                    help="time only backprop of the whole network in one process, in wall-clock "
                         "time (CPU time would add up the BLAS threads)")
     args = p.parse_args(argv)
-    serving.setup_logging("chain_speed")
+    options.setup_logging("chain_speed")
     rows = []
     for batch_size in args.batch_sizes:
         for width in args.widths:

@@ -1,70 +1,48 @@
 """Test the paper's claims on this problem: what do synthetic gradients teach layer 1?
 
-Run it by hand (never from the tests); it writes report.md, report.json and report.png into its
-run folder and prints the table:
+Run it by hand, from the top level; it writes report.md, report.json and report.png into its
+run folder and prints the table (docs/experiments.md has the results):
 
-    python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, the controls and 2 variants
-    python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 minutes)
-    python -m lab.experiments --images --quick     # every layer decoupled on Fashion-MNIST, ~3 min
-    OPENBLAS_NUM_THREADS=1 python -m lab.experiments --images      # the table of docs/images.md
-    python -m lab.experiments --help
+    python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, 2 variants
+    python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 min)
+    python -m lab.experiments --depth      # 1-3 decoupling points as chains (~40 min)
+    python -m lab.experiments --images --quick     # every layer decoupled (lab/image_table.py)
 
-Every configuration runs in two worlds with the same settings (the same optimizer and learning
-rates for every layer, the same minibatch, data and seconds):
-- one process: dni.py, the algorithm as the paper describes it, synchronous: each minibatch's
-  true gradients teach the synthetic-gradient model at once;
-- three processes: oracle.py, train_output.py and train_input.py started by launch.py, as in
-  `make demo` but in the local mode (the input trainer computes synthetic gradients with a copy
-  of the oracle's model, refreshed five times a second): asynchronous, each at its own pace,
-  the oracle learning from what it holds.
-
-Configurations, layer 1 trained by:
-- backprop: the true gradients (one process only: in three processes layer 1 never sees them);
-- frozen: nothing, the paper's "no bprop" control: layers 2-3 alone;
-- random: random directions of the gradient's size, per example (one process: the size of the
-  true gradient; three processes: of the synthetic gradient received, all the input trainer
-  has). A synthetic gradient must beat this before we can say it teaches layer 1 anything;
-- synthetic gradients from a model with 0 (linear), 12 or 64 hidden units, conditioned on the
-  target y (cDNI) or not: the capacity sweep.
-
-For each: held-out MSE after fixed times and after fixed numbers of examples (mean, min and max
-over seeds), the cosine similarity of synthetic to true gradients, and examples per second; then
-whether the orderings hold: the best synthetic variant's seeds all below the random control's,
-random's all below frozen's, and three processes within 1.25x of one process at the same time.
-
---images is the paper's Table 1 on Fashion-MNIST, in one process (deep_dni.py): networks of 3 to
-6 layers (counted as the paper counts them: weight layers, so 2 to 5 hidden ReLU layers of 256),
-a synthetic-gradient model at every boundary, every method (backprop, cdni, dni, top-only,
-random) with the same Adam, minibatches and number of steps, several seeds. It writes report.md
-(test accuracy, mean (min-max) over seeds, one row per method and one column per depth; the
-cosines at each boundary), report.json (every run's curve) and images.png (accuracy over steps,
-drawn from report.json).
+Every configuration (layer 1 trained by backprop, frozen, random directions, or a synthetic-
+gradient model with 0, 12 or 64 hidden units, conditioned or not) runs with SETTINGS in two
+worlds: one process (parts/decoupled.py, synchronous) and three (oracle.py, train_output.py
+and train_input.py in the local mode, asynchronous). Reported: held-out MSE at fixed times and
+numbers of examples over seeds, the cosine of synthetic to true gradients, examples per
+second, and whether the orderings the paper implies hold.
 """
+
+import sys
+
+if __name__ == "__main__" and not __package__:          # python lab/X.py: no lab package
+    print(f"run it as: python -m lab.experiments {' '.join(sys.argv[1:])}", file=sys.stderr)
+    sys.exit(2)
 
 import argparse
 import dataclasses
 import json
 import signal
 import statistics
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
 import chain
-import dni
 import generate
+from generate import fmt
 from datasets import images
 from lab import image_table
 from lab.spread import cell, spread
-from parts import snapshots
+from parts import decoupled, snapshots
 from runner import chain_eval, launch
-from runner.launch import fmt
 
 ONE, THREE = "one process", "three processes"
-# The settings every row shares: Adam for every layer and for the synthetic-gradient model, as in
-# the measurements that motivated this comparison (README, "What we found").
+# The settings every row shares: Adam for every layer and model (docs/experiments.md).
 SETTINGS = dict(optimizer="adam", learning_rate=0.005, model_learning_rate=0.001, batch_size=10)
 
 
@@ -99,15 +77,11 @@ EXAMPLES = (25_000, 50_000, 100_000)   # fixed numbers of examples to compare at
 # --- Running one configuration in each world. ----------------------------------------------------
 
 def run_one_process(variant, seed, seconds, data_dir, out_dir):
-    """dni.py's algorithm for `seconds` of training: {"points": [(s, examples, mse)], ...}."""
-    config = dni.DniConfig(
-        data_dir=data_dir, seconds=seconds, eval_every=5_000, update=variant.update,
+    """decoupled.run for `seconds` of training: {"points": [(s, examples, mse)], ...}."""
+    result = decoupled.run(decoupled.Config(
+        data_dir=data_dir, seconds=seconds, eval_every=5_000, method=variant.update,
         hidden=variant.hidden, conditioned=variant.conditioned, seed=seed,
-        optimizer=SETTINGS["optimizer"], learning_rate=SETTINGS["learning_rate"],
-        model_optimizer=SETTINGS["optimizer"],
-        model_learning_rate=SETTINGS["model_learning_rate"], batch_size=SETTINGS["batch_size"],
-        metrics=out_dir / "dni.jsonl")
-    result = dni.run(config)
+        model_optimizer=SETTINGS["optimizer"], metrics=out_dir / "dni.jsonl", **SETTINGS))
     points = [(m["seconds"], m["examples"], m["heldout_mse"]) for m in result["curve"]]
     return {"points": points, "final_mse": result["heldout_mse"], "cosine": result["cosine"],
             "examples_per_s": result["examples_per_s"]}
@@ -252,32 +226,28 @@ def write_report(results, out_dir, title, seconds):
 
 def draw_report(rows, results, path, title):
     """Final held-out MSE per configuration and world: a bar for the mean, a dot per seed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5), layout="constrained")
     colours = {ONE: "tab:blue", THREE: "tab:orange"}
-    for k, r in enumerate(rows):
-        mses = [x["final_mse"] for x in results
-                if x["config"] == r["config"] and x["world"] == r["world"]]
-        ax.barh(k, r["final"][0], color=colours[r["world"]], alpha=0.4)
-        ax.plot(mses, [k] * len(mses), "o", color=colours[r["world"]], markersize=4)
-    frozen = [r for r in rows if r["config"].startswith("frozen")]
-    for r in frozen:
-        ax.axvline(r["final"][0], linestyle="--", color=colours[r["world"]], linewidth=1)
-    ax.set_yticks(range(len(rows)), [f"{r['config']} ({r['world']})" for r in rows],
-                  fontsize="small")
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("held-out MSE at the end, log scale (bars: mean; dots: seeds; dashed: "
-                  "frozen layer 1)")
-    ax.set_title(textwrap.fill(title, 75), fontsize="medium")
-    ax.legend(handles=[Patch(color=colour, alpha=0.4, label=world)
-                       for world, colour in colours.items()], fontsize="small")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with generate.saved_figure(path, figsize=(9, 0.45 * len(rows) + 1.5),
+                               layout="constrained") as (fig, ax):
+        for k, r in enumerate(rows):
+            mses = [x["final_mse"] for x in results
+                    if x["config"] == r["config"] and x["world"] == r["world"]]
+            ax.barh(k, r["final"][0], color=colours[r["world"]], alpha=0.4)
+            ax.plot(mses, [k] * len(mses), "o", color=colours[r["world"]], markersize=4)
+            if r["config"].startswith("frozen"):
+                ax.axvline(r["final"][0], linestyle="--", color=colours[r["world"]],
+                           linewidth=1)
+        ax.set_yticks(range(len(rows)), [f"{r['config']} ({r['world']})" for r in rows],
+                      fontsize="small")
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("held-out MSE at the end, log scale (bars: mean; dots: seeds; dashed: "
+                      "frozen layer 1)")
+        ax.set_title(textwrap.fill(title, 75), fontsize="medium")
+        ax.legend(handles=[Patch(color=colour, alpha=0.4, label=world)
+                           for world, colour in colours.items()], fontsize="small")
 
 
 # --- The depth experiment: 1, 2 and 3 decoupling points on one deeper network (chain.py). --------
@@ -287,9 +257,7 @@ DEPTH_SPLITS = {1: (1,), 2: (1, 2), 3: (1, 2, 3)}            # decoupling points
 DEPTH_VARIANTS = (("synthetic, cDNI", "synthetic", True), ("synthetic, DNI", "synthetic", False),
                   ("frozen (no bprop)", "frozen", True), ("random directions", "random", True))
 DEPTH_BACKPROP = "backprop (true gradients, one process)"
-# Every layer's Adam rate in the depth experiment. Measured (docs/chain.md): at the scripts'
-# 0.005 no decoupled variant learned through three boundaries in 45 s; at 0.001 they do.
-DEPTH_LEARNING_RATE = 0.001
+DEPTH_LEARNING_RATE = 0.001     # every layer's Adam rate here (docs/chain.md says why)
 
 
 def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_RATE):
@@ -301,7 +269,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
         data = out_dir / f"data-seed{seed}"
         if not (data / "x.npy").exists():
             launch.generate_data(data, count, seed, env, plot=False)
-        print(f"lab/experiments.py: depth: {DEPTH_BACKPROP}, seed {seed}", flush=True)
+        say(f"depth: {DEPTH_BACKPROP}, seed {seed}")
         _, rows = launch.train_backprop(launch.BackpropConfig(
             data_dir=data, seconds=seconds, sizes=DEEP, optimizer=SETTINGS["optimizer"],
             learning_rate=learning_rate, batch_size=SETTINGS["batch_size"],
@@ -311,8 +279,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
         for points, splits in DEPTH_SPLITS.items():
             for name, update, conditioned in DEPTH_VARIANTS:
                 run = out_dir / f"depth-{slug(name)}-{points}-seed{seed}"
-                print(f"lab/experiments.py: depth: {name}, {points} decoupling point(s), seed "
-                      f"{seed}", flush=True)
+                say(f"depth: {name}, {points} decoupling point(s), seed {seed}")
                 config = chain.ChainConfig(run_dir=run, sizes=DEEP, splits=splits, count=count,
                                            duration=seconds, seed=seed, update=update,
                                            conditioned=conditioned, data_dir=data,
@@ -323,7 +290,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
                 results.append({"config": name, "points": points, "seed": seed,
                                 "final_mse": r["final_mse"],
                                 "cosine": [c for c in last if c is not None]})
-                print(f"lab/experiments.py: -> held-out MSE {r['final_mse']:.4f}", flush=True)
+                say(f"-> held-out MSE {r['final_mse']:.4f}")
     return results
 
 
@@ -333,20 +300,15 @@ def depth_table(results):
     head = "| layer(s) below the last trained by | " + " | ".join(
         f"{p} decoupling point{'s' if p > 1 else ''}" for p in DEPTH_SPLITS) + " |"
     lines = [head, "|---|" + "---|" * len(DEPTH_SPLITS)]
-    names = [DEPTH_BACKPROP] + [v[0] for v in DEPTH_VARIANTS]
-    for name in names:
+    for name in [DEPTH_BACKPROP] + [v[0] for v in DEPTH_VARIANTS]:
         cells = []
-        for points in ([0] * len(DEPTH_SPLITS) if name == DEPTH_BACKPROP else DEPTH_SPLITS):
+        for points in [0] if name == DEPTH_BACKPROP else DEPTH_SPLITS:
             rows = [r for r in results if r["config"] == name and r["points"] == points]
-            if not rows:
-                cells.append("-")
-                continue
             mse = spread([r["final_mse"] for r in rows])
             cos = [c for r in rows for c in r["cosine"]]
-            cells.append(f"{cell(mse)} [{len(rows)}]" + (
-                f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""))
-        if name == DEPTH_BACKPROP:
-            cells = [cells[0]] + ["(no decoupling)"] * (len(cells) - 1)
+            note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
+            cells.append(f"{cell(mse)} [{len(rows)}]{note}" if rows else "-")
+        cells += ["(no decoupling)"] * (len(DEPTH_SPLITS) - len(cells))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -387,33 +349,32 @@ def slug(name):
 
 # --- The script. ---------------------------------------------------------------------------------
 
+DEPTH_SEEDS, DEPTH_SECONDS = 3, 45
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Compare synthetic gradients with their controls, "
                                             "in one process and in three, and write a report.")
+    quick, full, pictures = PRESETS["quick"], PRESETS["full"], image_table.IMAGE_PRESETS
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true",
-                        help=f"{PRESETS['quick']['seeds']} seed, {PRESETS['quick']['seconds']} s "
-                             "a run, the three controls and two variants (~4 minutes)")
+                        help=f"{quick['seeds']} seed, {quick['seconds']} s a run, the three "
+                             "controls and two variants (default off)")
     preset.add_argument("--full", action="store_true",
-                        help=f"{PRESETS['full']['seeds']} seeds for the controls and the best "
-                             f"variants, {PRESETS['full']['sweep_seeds']} for the sweep, "
-                             f"{PRESETS['full']['seconds']} s a run (the default, ~45 minutes)")
+                        help=f"{full['seeds']} seeds for the controls and the best variants, "
+                             f"{full['sweep_seeds']} for the sweep, {full['seconds']} s a run "
+                             "(the default)")
     preset.add_argument("--depth", action="store_true",
                         help=f"the depth experiment: {'-'.join(map(str, DEEP))} as a chain "
-                             "with 1, 2 and 3 decoupling points, cDNI, DNI, frozen and random "
-                             f"against backprop, {DEPTH_SEEDS} seeds, {DEPTH_SECONDS} s a run "
-                             "(~40 minutes)")
+                             "with 1, 2 and 3 decoupling points against backprop, "
+                             f"{DEPTH_SEEDS} seeds, {DEPTH_SECONDS} s a run (default off)")
     p.add_argument("--images", action="store_true",
-                   help="every layer decoupled on images (deep_dni.py): "
-                        f"{', '.join(image_table.IMAGE_METHODS)} at 3-6 layers, "
-                        f"{image_table.IMAGE_PRESETS['full']['seeds']} seeds, "
-                        f"{image_table.IMAGE_PRESETS['full']['steps']} steps a run (36 minutes on this "
-                        "project's 2 cores with OPENBLAS_NUM_THREADS=1); with --quick 1 seed, "
-                        f"{image_table.IMAGE_PRESETS['quick']['steps']} steps, 3 and 6 layers (~3 minutes) "
-                        "(default off: the toy's experiments)")
+                   help=f"every layer decoupled on images: {', '.join(image_table.IMAGE_METHODS)}"
+                        f" at 3-6 layers, {pictures['full']['seeds']} seeds, "
+                        f"{pictures['full']['steps']} steps a run; with --quick 1 seed, 3 and 6 "
+                        "layers (default off: the toy's experiments)")
     p.add_argument("--data", choices=images.NAMES, default="fashion-mnist",
-                   help="with --images: the images (default fashion-mnist, the one installed "
-                        "here)")
+                   help="with --images: the images (default fashion-mnist, installed here)")
     p.add_argument("--image-dir", type=Path, default=None,
                    help="with --images: the folder of the four gzipped IDX files (default: "
                         "where datasets/images.py looks)")
@@ -427,40 +388,41 @@ def parse_args(argv):
                    help="where the runs and the report go (default: a new "
                         "runs/experiments-<date-time> next to this file)")
     args = p.parse_args(argv)
-    if args.images:
-        if args.depth:
-            p.error("--images and --depth are separate experiments: give one")
-        for name in ("learning_rate", "count"):
-            if getattr(args, name) != p.get_default(name):
-                p.error(f"--{name.replace('_', '-')} is not for --images (it uses deep_dni's "
-                        "settings)")
-    elif args.data != p.get_default("data") or args.image_dir is not None:
+    given = {name for name in ("learning_rate", "count", "data", "image_dir")
+             if getattr(args, name) != p.get_default(name)}
+    if args.images and args.depth:
+        p.error("--images and --depth are separate experiments: give one")
+    for name in ("learning_rate", "count") if args.images else ():
+        if name in given:
+            p.error(f"--{name.replace('_', '-')} is not for --images (its settings are fixed)")
+    if not args.images and given & {"data", "image_dir"}:
         p.error("--data and --image-dir are for --images only")
-    if args.learning_rate is None:
-        args.learning_rate = DEPTH_LEARNING_RATE
-    elif not args.depth:
+    if "learning_rate" in given and not args.depth:
         p.error("--learning-rate is for --depth only (the other experiments use the scripts' "
                 "settings)")
-    elif not args.learning_rate > 0:
+    if args.learning_rate is None:
+        args.learning_rate = DEPTH_LEARNING_RATE
+    if not args.learning_rate > 0:
         p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
     if args.count < 1000:
         p.error("--count must be at least 1000")
     return args
 
 
-DEPTH_SEEDS, DEPTH_SECONDS = 3, 45
+def say(line):
+    print(f"lab/experiments.py: {line}", flush=True)
 
 
 def main_depth(args):
     out_dir = launch.new_run_dir(args.run_dir, "depth-")
-    print(f"lab/experiments.py: depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, learning rate "
-          f"{args.learning_rate}, into {out_dir}", flush=True)
+    say(f"depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, learning rate "
+        f"{args.learning_rate}, into {out_dir}")
     results = run_depth(out_dir, range(DEPTH_SEEDS), DEPTH_SECONDS, args.count,
                         launch.child_env(), args.learning_rate)
-    print(write_depth_report(results, out_dir, f"lab/experiments.py --depth: {'-'.join(map(str, DEEP))}"
-                             f", {DEPTH_SECONDS} s per run, Adam at {args.learning_rate}, "
-                             f"{args.count:,} examples"))
-    print(f"lab/experiments.py: report in {out_dir / 'report.md'}", flush=True)
+    print(write_depth_report(results, out_dir, f"lab/experiments.py --depth: "
+                             f"{'-'.join(map(str, DEEP))}, {DEPTH_SECONDS} s per run, Adam at "
+                             f"{args.learning_rate}, {args.count:,} examples"))
+    say(f"report in {out_dir / 'report.md'}")
     return 0
 
 
@@ -474,51 +436,43 @@ def main(argv=None):
     # (even when a shell started this in the background with SIGINT ignored).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    if args.depth:
-        return main_depth(args)
-    if args.images:
-        return image_table.main_images(args)
+    if args.depth or args.images:
+        return main_depth(args) if args.depth else image_table.main_images(args)
     preset = "quick" if args.quick else "full"
-    p = PRESETS[preset]
-    seconds = p["seconds"]
+    p, env = PRESETS[preset], launch.child_env()
+    seconds, results = p["seconds"], []
     out_dir = launch.new_run_dir(args.run_dir, "experiments-")
-    env = launch.child_env()
-    print(f"lab/experiments.py: {preset}: {seconds} s a run, settings {SETTINGS}, into {out_dir}",
-          flush=True)
-    results = []
+    say(f"{preset}: {seconds} s a run, settings {SETTINGS}, into {out_dir}")
 
     def run(variant, seeds):
-        for seed in seeds:
+        for seed, world in ((seed, world) for seed in seeds for world in variant.worlds):
             data = out_dir / f"data-seed{seed}"
             if not (data / "x.npy").exists():
                 launch.generate_data(data, args.count, seed, env, plot=False)
-            for world in variant.worlds:
-                folder = out_dir / f"{slug(variant.name)}-{slug(world)}-seed{seed}"
-                folder.mkdir(parents=True, exist_ok=True)
-                print(f"lab/experiments.py: {variant.name}, {world}, seed {seed}", flush=True)
-                if world == ONE:
-                    r = run_one_process(variant, seed, seconds, data, folder)
-                else:
-                    (folder / "data").symlink_to(data, target_is_directory=True)
-                    r = run_three_processes(variant, seed, seconds, folder, args.count, env)
-                results.append({"config": variant.name, "world": world, "seed": seed, **r})
-                print(f"lab/experiments.py: -> held-out MSE {r['final_mse']:.4f}", flush=True)
+            folder = out_dir / f"{slug(variant.name)}-{slug(world)}-seed{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            say(f"{variant.name}, {world}, seed {seed}")
+            if world == ONE:
+                r = run_one_process(variant, seed, seconds, data, folder)
+            else:
+                (folder / "data").symlink_to(data, target_is_directory=True)
+                r = run_three_processes(variant, seed, seconds, folder, args.count, env)
+            results.append({"config": variant.name, "world": world, "seed": seed, **r})
+            say(f"-> held-out MSE {r['final_mse']:.4f}")
 
     for variant in CONTROLS:
         run(variant, range(p["seeds"]))
     for variant in p["sweep"]:
         run(variant, range(p["sweep_seeds"]))
     # The best conditioned and unconditioned variants get as many seeds as the controls.
-    if p["sweep_seeds"] < p["seeds"]:
-        for conditioned in (False, True):
-            best = best_variant(summarize(results, seconds),
-                                [v for v in p["sweep"] if v.conditioned == conditioned])
-            if best is not None:
-                run(best, range(p["sweep_seeds"], p["seeds"]))
-    table = write_report(results, out_dir, f"lab/experiments.py --{preset}: {seconds} s per run, "
-                                           f"{args.count:,} examples, {SETTINGS}", seconds)
-    print(table)
-    print(f"lab/experiments.py: report in {out_dir / 'report.md'}", flush=True)
+    for conditioned in (False, True) if p["sweep_seeds"] < p["seeds"] else ():
+        best = best_variant(summarize(results, seconds),
+                            [v for v in p["sweep"] if v.conditioned == conditioned])
+        if best is not None:
+            run(best, range(p["sweep_seeds"], p["seeds"]))
+    print(write_report(results, out_dir, f"lab/experiments.py --{preset}: {seconds} s per run, "
+                                         f"{args.count:,} examples, {SETTINGS}", seconds))
+    say(f"report in {out_dir / 'report.md'}")
     return 0
 
 

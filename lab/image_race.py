@@ -7,47 +7,42 @@ levels. Run by hand, never in the tests:
     python -m lab.image_race --help
 
 The network is 784-W-...-W-10 with K hidden layers of width W, every layer but the last its own
-stage (the last stage holds W -> W -> 10): the paper's feed-forward networks, every layer
-decoupled. Both sides take chain.py's settings for images: ReLU with He's init, softmax
-cross-entropy, Adam at chain.IMAGES's learning rate on every layer, minibatches of 100, the same
-training images, the same test images (--test of the 10,000):
-
-- one process: sgd.make_network's layers trained by plain backprop in a shuffled order, OpenBLAS
-  allowed K threads, test accuracy measured every --interval seconds of training (measuring is
-  not counted: the comparison favours it);
-- the chain: chain.run_chain --data --colocated with chain.py's defaults for images (stage 1
-  paced to stage 2, at most --max-ahead ahead: 1,000 here, not chain.py's 200, see
-  RACE_MAX_AHEAD; every stage training on each activation once as it arrives, cDNI boundary
-  models), one OpenBLAS thread per process, snapshots every --interval seconds, measured
-  afterwards (chain_eval.evaluate), time counted from the moment stage 1 began streaming.
-
-For each K, width and seed: the first time each side reached each accuracy level, the accuracy at
-fixed times, examples per second. image-race.md (the table), image-race.json and image-race.png
-(accuracy against seconds, one panel per K and width) go into the run folder.
+stage: the paper's feed-forward networks, every layer decoupled. Both sides take chain.py's
+settings for images (ReLU, He's init, softmax cross-entropy, Adam at chain.IMAGES's learning
+rate, minibatches of 100) and the same images; the one process trains with sgd.train on K BLAS
+threads, the chain is chain.run_chain --data --colocated (stage 1 at most --max-ahead ahead),
+a BLAS thread a process, as lab/race.py runs both sides and measures them. image-race.md,
+image-race.json and image-race.png (accuracy against seconds, a panel per K and width) go into
+the run folder.
 """
 
 import argparse
+import itertools
 import json
 import math
-import os
-import shutil
-import subprocess
+import shlex
 import sys
-import time
 from pathlib import Path
+
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
+          file=sys.stderr)
+    sys.exit(2)
 
 import numpy as np
 
 import chain
+import generate
 import sgd
 from datasets import images
 from lab import race
-from parts import classify, optimizers, snapshots
+from lab.spread import cell, spread
+from parts import classify, optimizers
 from runner import chain_eval, launch
 
 LEVELS = (0.75, 0.80, 0.84)
-# The chain's --max-ahead in the race: chain.py's 200 steadies its 4 stages sharing 2 cores; a
-# race gives each stage a core, and there 1,000 let stage 1 stream twice as fast (docs/chain.md).
+# The chain's --max-ahead in the race: a core per stage lets stage 1 run further ahead than
+# chain.py's 200, which steadies 4 stages sharing 2 cores (docs/chain.md).
 RACE_MAX_AHEAD = 1_000
 BATCH_SIZE, LEARNING_RATE = chain.IMAGES["batch_size"], chain.IMAGES["learning_rate"]
 
@@ -69,56 +64,23 @@ def accuracy_at(points, seconds):
     return before[-1] if before else None
 
 
-# --- One process: plain backprop of the whole network. -------------------------------------------
-
 def train_one_process(data, image_dir, sizes, seconds, interval, seed, count, test):
-    """Backprop of sizes for `seconds` seconds of training, test accuracy every `interval`
-    seconds of it. Returns {"points": [(seconds, accuracy)], "examples_per_s", "cpu_per_s"}."""
+    """The one-process side: race.train_timed with Adam, measured by test accuracy."""
     x, labels = classify.load_training(data, None, image_dir)
     x, labels = x[:count], labels[:count].astype(np.int64)
     x_test, y_test = classify.load_test(data, image_dir, test)
     rng = np.random.default_rng(seed)
     layers = sgd.make_network(rng, sizes, sgd.ReLU, "he")
     optimizer = optimizers.make("adam", layers, LEARNING_RATE)
+    return race.train_timed(layers, x, labels, sgd.SoftmaxCrossEntropy,
+                            sgd.minibatches(len(x), BATCH_SIZE, rng), optimizer.step, seconds,
+                            interval, lambda: sgd.classification_scores(layers, x_test,
+                                                                        y_test)[0])
 
-    def accuracy():
-        return sgd.classification_scores(layers, x_test, y_test)[0]
-
-    points, trained, examples, cpu, order = [(0.0, accuracy())], 0.0, 0, 0.0, []
-    while trained < seconds:
-        t0, c0 = time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < interval:
-            if len(order) < BATCH_SIZE:
-                order = list(rng.permutation(len(x)))
-            idx, order = order[:BATCH_SIZE], order[BATCH_SIZE:]
-            sgd.backprop(layers, x[idx], labels[idx], sgd.SoftmaxCrossEntropy)
-            optimizer.step()
-            examples += len(idx)
-        trained += time.perf_counter() - t0
-        cpu += time.process_time() - c0
-        points.append((round(trained, 3), accuracy()))
-    return {"points": points, "examples_per_s": examples / trained, "cpu_per_s": cpu / trained}
-
-
-def one_process(out_dir, args, width, stages, seed):
-    """train_one_process in a child process whose OpenBLAS may use `stages` threads."""
-    out = out_dir / f"one-w{width}-k{stages}-s{seed}.json"
-    env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": str(stages),
-           "OMP_NUM_THREADS": str(stages)}
-    subprocess.run(launch.module_argv(
-        "lab.image_race", "--one-process", out, "--data", args.data,
-        *(["--image-dir", args.image_dir] if args.image_dir else []), "--widths", width,
-        "--stages", stages, "--seconds", args.seconds, "--interval", args.interval,
-        "--seed", seed, "--count", args.count, "--test", args.test),
-        env=env, check=True, cwd=launch.TOP)
-    return json.loads(out.read_text())
-
-
-# --- The chain. ----------------------------------------------------------------------------------
 
 def chain_side(out_dir, args, width, stages, seed):
     """A --colocated chain of the race's network with chain.py's image settings, one OpenBLAS
-    thread a process, measured from its snapshots (deleted afterwards; chain.json stays)."""
+    thread a process, measured from its snapshots."""
     sizes, splits = layout(width, stages)
     run = out_dir / f"chain-w{width}-k{stages}-s{seed}"
     config = chain.ChainConfig(
@@ -127,136 +89,78 @@ def chain_side(out_dir, args, width, stages, seed):
         image_dir=args.image_dir, max_ahead=args.max_ahead,
         **{k: v for k, v in chain.IMAGES.items()
            if k not in ("sizes", "splits", "count", "max_ahead")})
-    env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    chain.run_chain(config, env)
+    final = chain.run_chain(config, race.blas_env(1))
     result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=args.test,
                                  cosine_points=500, data=args.data, image_dir=args.image_dir)
-    (run / "chain.json").write_text(json.dumps(result, indent=1))
-    shutil.rmtree(run / "progress", ignore_errors=True)       # GBs of snapshots at wide widths
-    streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
-    per_stage = {"stage1": streamed["examples"] / max(streamed["seconds"], 1e-9)}
-    for k in range(2, stages + 1):
-        per_stage[f"stage{k}"] = race.trained_per_s(run / "metrics" / f"stage{k}.jsonl")
     return {"points": [(0.0, result["initial_accuracy"])] +
             [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
             [(args.seconds, result["final_accuracy"])],
-            "examples_per_s": per_stage,
-            "cosine_last_tick": result["ticks"][-1]["cosine"] if result["ticks"] else []}
-
-
-# --- The whole race. -----------------------------------------------------------------------------
-
-def summarise(runs, seconds):
-    """Per side, over the seeds: time to each level and accuracy at a quarter, half and all of
-    the run ({key: [value or None per seed]}), and examples per second (seed means)."""
-    times = [seconds / 4, seconds / 2, seconds]
-    out = {"times": times}
-    for side in ("one", "chain"):
-        rs = [r[side] for r in runs]
-        out[side] = {"to_level": {f"{level:g}": [first_time_at(r["points"], level) for r in rs]
-                                  for level in LEVELS},
-                     "accuracy_at": {f"{t:g}": [accuracy_at(r["points"], t) for r in rs]
-                                     for t in times}}
-    out["one"]["examples_per_s"] = float(np.mean([r["one"]["examples_per_s"] for r in runs]))
-    out["chain"]["slowest_stage_per_s"] = float(np.mean(
-        [min(v for v in r["chain"]["examples_per_s"].values() if v is not None) for r in runs]))
-    return out
-
-
-def cell_times(ts):
-    """Seconds to a level over the seeds: "mean (min-max)", with "n/m" reached if not all."""
-    got = [t for t in ts if t is not None]
-    if not got:
-        return "not reached"
-    text = f"{np.mean(got):.1f}" + (f" ({min(got):.1f}-{max(got):.1f})" if len(got) > 1 else "")
-    return text if len(got) == len(ts) else f"{text}, {len(got)}/{len(ts)} reached"
-
-
-def cell_accuracy(values):
-    got = [v for v in values if v is not None]
-    if not got:
-        return "-"
-    return f"{100 * np.mean(got):.1f}%" + (
-        f" ({100 * min(got):.1f}-{100 * max(got):.1f})" if len(got) > 1 else "")
+            **race.chain_speeds(run, stages, result, final, args.seconds)}
 
 
 def markdown(results, machine):
     lines = [f"Machine: {machine}.", "",
              "| K, width | side | examples/s (chain: slowest stage) | "
              + " | ".join(f"s to {100 * lv:g}%" for lv in LEVELS) + " | "
-             + " | ".join(f"accuracy at {t:g} s" for t in results[0]["summary"]["times"]) + " |",
-             "|---|---|---|" + "---|" * (len(LEVELS) + 3)]
+             + " | ".join(f"accuracy at {t:g} s, %" for t in results[0]["summary"]["times"])
+             + " |", "|---|---|---|" + "---|" * (len(LEVELS) + 3)]
     for r in results:
         s = r["summary"]
         for side, name, speed in (("one", "one process", s["one"]["examples_per_s"]),
                                   ("chain", "chain", s["chain"]["slowest_stage_per_s"])):
             lines.append(
                 f"| {r['stages']}, {r['width']} | {name} | {speed:,.0f} | "
-                + " | ".join(cell_times(s[side]["to_level"][f"{lv:g}"]) for lv in LEVELS) + " | "
-                + " | ".join(cell_accuracy(s[side]["accuracy_at"][f"{t:g}"]) for t in s["times"])
-                + " |")
+                + " | ".join(race.cell_times(s[side]["to_level"][f"{lv:g}"]) for lv in LEVELS)
+                + " | " + " | ".join(cell(spread(s[side]["accuracy_at"][f"{t:g}"]), ".1f", 100)
+                                     for t in s["times"]) + " |")
     return "\n".join(lines)
 
 
 def draw(results, path):
     """Test accuracy against seconds, one panel per (K, width), one line per side and seed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
-    for ax, r in zip(axes[0], results):
-        for side, colour, name in (("one", "tab:blue", "one process, backprop"),
-                                   ("chain", "tab:orange", "chain, cDNI")):
-            for k, run in enumerate(r["runs"]):
-                s, a = zip(*run[side]["points"])
-                ax.plot(s, a, color=colour, alpha=0.8, label=name if k == 0 else None)
-        for level in LEVELS:
-            ax.axhline(level, color="grey", lw=0.5, ls=":")
-        ax.set(title=f"K = {r['stages']}, width {r['width']}", xlabel="seconds of training",
-               ylim=(0, 1))
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy")
-    axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def machine_line(args):
-    return (f"{len(os.sched_getaffinity(0))} cores ({race._cpu_model()}), Python "
-            f"{sys.version.split()[0]}, numpy {np.__version__}, OpenBLAS kernel "
-            f"{race.blas_info().get('core', '?')}; {args.data}, {args.count:,} training images, "
-            f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
-            f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
-            f"{args.seconds:g} s a run, {args.seeds} seeds")
+    with generate.saved_figure(path, 1, len(results), squeeze=False,
+                               figsize=(4.2 * len(results), 3.6)) as (fig, axes):
+        for ax, r in zip(axes[0], results, strict=True):
+            for side, colour, name in (("one", "tab:blue", "one process, backprop"),
+                                       ("chain", "tab:orange", "chain, cDNI")):
+                for k, run in enumerate(r["runs"]):
+                    s, a = zip(*run[side]["points"], strict=True)
+                    ax.plot(s, a, color=colour, alpha=0.8, label=name if k == 0 else None)
+            for level in LEVELS:
+                ax.axhline(level, color="grey", lw=0.5, ls=":")
+            ax.set(title=f"K = {r['stages']}, width {r['width']}",
+                   xlabel="seconds of training", ylim=(0, 1))
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy")
+        axes[0][0].legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
 
 
 def main_race(args):
     images.find(args.data, args.image_dir, download=False)     # one line now, not mid-race
     out_dir = launch.new_run_dir(args.run_dir, "image-race-")
-    machine = machine_line(args)
-    print(f"image race: {machine}; writing into {out_dir}", flush=True)
-    results = []
-    for K in args.stages:
-        for width in args.widths:
-            runs = []
-            for seed in range(args.seeds):
-                print(f"image race: K {K}, width {width}, seed {seed}", flush=True)
-                runs.append({"one": one_process(out_dir, args, width, K, seed),
-                             "chain": chain_side(out_dir, args, width, K, seed)})
-                print(f"image race:   one process {runs[-1]['one']['points'][-1][1]:.3f}, "
-                      f"chain {runs[-1]['chain']['points'][-1][1]:.3f} at the end", flush=True)
-            results.append({"stages": K, "width": width, "seconds": args.seconds, "runs": runs,
-                            "summary": summarise(runs, args.seconds)})
-            (out_dir / "image-race.json").write_text(json.dumps(
-                {"machine": machine, "results": results}, indent=1))
-    table = markdown(results, machine)
-    (out_dir / "image-race.md").write_text(table + "\n")
-    draw(results, out_dir / "image-race.png")
-    print(table)
-    print(f"image race: image-race.md, .json and .png in {out_dir}", flush=True)
-    return 0
+    machine = (f"{race.machine()}; {args.data}, {args.count:,} training images, "
+               f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
+               f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
+               f"{args.seconds:g} s a run, {args.seeds} seeds")
+    print(f"image-race: {machine}; writing into {out_dir}", flush=True)
+
+    def one(s, seed):
+        return race.one_process(
+            "lab.image_race", out_dir / f"one-w{s['width']}-k{s['stages']}-s{seed}.json",
+            s["stages"], data=args.data, image_dir=args.image_dir and str(args.image_dir),
+            sizes=layout(s["width"], s["stages"])[0], seconds=args.seconds,
+            interval=args.interval, seed=seed, count=args.count, test=args.test)
+
+    settings = [{"stages": K, "width": w} for K, w in itertools.product(args.stages, args.widths)]
+    results = race.run_all(
+        out_dir, "image-race", settings, args,
+        {"one": one, "chain": lambda s, seed: chain_side(out_dir, args, s["width"], s["stages"],
+                                                         seed)},
+        lambda runs: race.summarise(runs, args.seconds, LEVELS, first_time_at, accuracy_at,
+                                    "accuracy_at"), machine)
+    return race.report(out_dir, "image-race", markdown(results, machine),
+                       lambda path: draw(results, path))
 
 
 def parse_args(argv):
@@ -280,13 +184,11 @@ def parse_args(argv):
                    help="test images measured (default all 10,000)")
     p.add_argument("--max-ahead", type=int, default=RACE_MAX_AHEAD, metavar="N",
                    help="the chain's flow control (chain.py --max-ahead; default "
-                        f"{RACE_MAX_AHEAD:,}, not chain.py's {chain.IMAGES['max_ahead']}: with "
-                        "K = 2 it reached 75%% in 4.5 s, not 10, and ended level)")
+                        f"{RACE_MAX_AHEAD:,}, not chain.py's {chain.IMAGES['max_ahead']}: a core "
+                        "per stage lets stage 1 run ahead)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default a new runs/image-race-<date-time>)")
-    p.add_argument("--one-process", type=Path, default=None, metavar="OUT",
-                   help=argparse.SUPPRESS)                  # the race's own child
-    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    race.child_arguments(p)                                   # the race's own child
     args = p.parse_args(argv)
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
@@ -305,10 +207,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if args.one_process is not None:
-        sizes, _ = layout(args.widths[0], args.stages[0])
-        result = train_one_process(args.data, args.image_dir, sizes, args.seconds,
-                                   args.interval, args.seed, args.count, args.test)
-        args.one_process.write_text(json.dumps(result))
+        args.one_process.write_text(json.dumps(train_one_process(**args.job)))
         return 0
     try:
         return main_race(args)

@@ -1,22 +1,21 @@
 """The images table: every layer decoupled on Fashion-MNIST (or MNIST), one row per method and
-one column per depth, as the paper's feed-forward table (parts/deep_dni.py does the training).
-
-Run it through lab/experiments.py, from the top level:
-
-    python -m lab.experiments --images --quick     # ~3 minutes: 3 and 6 layers, 1 seed
-    OPENBLAS_NUM_THREADS=1 python -m lab.experiments --images   # the table of docs/images.md
-
-It writes report.md (test accuracy, mean (min-max) over seeds, and each boundary's cosine),
-report.json (every run's curve, saved after every run) and images.png (accuracy over steps,
-drawn from report.json) into its run folder.
+one column per depth, as the paper's feed-forward table; parts/decoupled.py trains. Run it as
+`python -m lab.experiments --images [--quick]`, from the top level. It writes report.md (test
+accuracy over seeds, each boundary's cosine), report.json (every run's curve, saved after every
+run) and images.png (accuracy over steps, drawn from report.json) into its run folder.
 """
+
+import sys
+
+if __name__ == "__main__" and not __package__:          # python lab/X.py: no lab package
+    print(f"run it as: python -m lab.experiments --images {' '.join(sys.argv[1:])}",
+          file=sys.stderr)
+    sys.exit(2)
 
 import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -26,16 +25,13 @@ import numpy as np
 import generate
 from datasets import images
 from lab.spread import cell, spread
-from parts import deep_dni
+from parts import decoupled
 from runner import launch
 
-# --- The images: every layer decoupled, one column per depth (deep_dni). -------------------------
-
+# The images' --method names (decoupled.IMAGE_METHODS), as the table labels them.
 IMAGE_METHODS = {"backprop": "backprop (true gradients)", "cdni": "cDNI (h and the label)",
                  "dni": "DNI (h alone)", "top-only": "top-only (the paper's No Bprop)",
                  "random": "random directions (true lengths)"}
-# Measured on this project's 2 cores (AMD EPYC, OPENBLAS_NUM_THREADS=1, other work running): the
-# full table took 36 minutes (docs/images.md), quick 2.5.
 IMAGE_PRESETS = {
     "quick": dict(depths=(3, 6), seeds=1, steps=500),
     "full": dict(depths=(3, 4, 5, 6), seeds=3, steps=1500),
@@ -43,7 +39,7 @@ IMAGE_PRESETS = {
 
 
 def run_images(data, depths, seeds, steps, on_result=None, say=print):
-    """deep_dni.run for every seed, depth and method (IMAGE_METHODS), with DeepConfig's
+    """decoupled.run for every seed, depth and method (IMAGE_METHODS), with the images'
     defaults otherwise (Adam, minibatches of 100, linear zero-init models), measuring every
     steps // 10 steps. Returns [{"method", "layers", "seed", "accuracy", "loss", "cosines",
     "seconds", "curve"}]; on_result(results) is called after each run (to save as it goes)."""
@@ -51,9 +47,11 @@ def run_images(data, depths, seeds, steps, on_result=None, say=print):
     for seed in seeds:
         for layers in depths:
             for method in IMAGE_METHODS:
-                config = deep_dni.DeepConfig(method=method, layers=layers, steps=steps,
-                                             seed=seed, eval_every=max(1, steps // 10))
-                r = deep_dni.run(config, data)
+                method_, conditioned = decoupled.IMAGE_METHODS[method]
+                config = decoupled.Config(
+                    data="fashion-mnist", method=method_, conditioned=conditioned,
+                    layers=layers, steps=steps, seed=seed, eval_every=max(1, steps // 10))
+                r = decoupled.run(config, data)
                 results.append({"method": method, "layers": layers, "seed": seed,
                                 **{k: r[k] for k in ("accuracy", "loss", "cosines", "seconds",
                                                      "curve")}})
@@ -72,7 +70,7 @@ def images_summary(results):
         groups.setdefault((r["method"], r["layers"]), []).append(r)
     summary = {}
     for key, rs in groups.items():
-        per_boundary = zip(*[r["cosines"] for r in rs])
+        per_boundary = zip(*[r["cosines"] for r in rs], strict=True)
         summary[key] = {"accuracy": spread([r["accuracy"] for r in rs]), "seeds": len(rs),
                         "cosines": [statistics.fmean(c) if (c := [v for v in column
                                                                   if v is not None]) else None
@@ -98,7 +96,7 @@ def images_tables(results):
             percent(summary[m, d]["accuracy"]) if (m, d) in summary else "-"
             for d in depths) + " |" for m in methods]
     cosines = [head, rule]
-    for m in (m for m in methods if m in deep_dni.SYNTHETIC):
+    for m in (m for m in methods if m in ("cdni", "dni")):
         cells = []
         for d in depths:
             values = summary[m, d]["cosines"] if (m, d) in summary else []
@@ -109,12 +107,10 @@ def images_tables(results):
 
 def machine():
     """The machine in words: CPU model, cores, Python, numpy, BLAS threads."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                      if line.startswith("Model name")), platform.processor())
-    except (OSError, subprocess.SubprocessError):
-        model = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.startswith("model name")), platform.processor() or "unknown CPU")
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
     return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy "
             f"{np.__version__}, OPENBLAS_NUM_THREADS={threads}")
@@ -146,7 +142,7 @@ def draw_images(report_json, path):
     depths = sorted({r["layers"] for r in runs})
     with generate.saved_figure(path, 1, len(depths), figsize=(3.2 * len(depths) + 1.5, 3.8),
                                sharey=True, squeeze=False, layout="constrained") as (fig, axes):
-        for ax, depth in zip(axes[0], depths):
+        for ax, depth in zip(axes[0], depths, strict=True):
             for k, (method, label) in enumerate(IMAGE_METHODS.items()):
                 curves = [r["curve"] for r in runs if r["layers"] == depth
                           and r["method"] == method]
@@ -175,26 +171,25 @@ def main_images(args):
         print(f"lab/experiments.py: {e}", file=sys.stderr)
         return 2
     out_dir = launch.new_run_dir(args.run_dir, "images-")
-    steps, defaults = p["steps"], deep_dni.DeepConfig()
+    steps, defaults = p["steps"], decoupled.Config(data=args.data)
     title = (f"lab/experiments.py --images{' --quick' if args.quick else ''}: {args.data}, "
              f"{steps} steps, {p['seeds']} seed{'s' if p['seeds'] > 1 else ''}")
     setting = (f"784-256-...-256-10 (layers counted as the paper counts them: weight layers, so "
                f"L layers have L - 1 hidden ReLU layers of 256, He init, and L - 1 boundaries); "
                f"softmax cross-entropy; Adam at {defaults.learning_rate:g} for every layer, every "
                f"method, and at {defaults.model_learning_rate:g} for every synthetic-gradient "
-               f"model (deep_dni.py says why); minibatches of {defaults.batch_size}; {steps} "
+               f"model (docs/images.md says why); minibatches of {defaults.batch_size}; {steps} "
                f"steps per run (the same for every method); linear synthetic-gradient models, "
                f"last layer zero; test accuracy on all 10,000 test images; float32; seeds "
                f"0-{p['seeds'] - 1}. Machine: {machine()}.")
     print(f"lab/experiments.py: {title}, into {out_dir}", flush=True)
     t0 = time.perf_counter()
 
-    def save(results):
-        write_images_report(dict(title=title, setting=setting, runs=results), out_dir)
+    def save(results, **seconds):
+        return write_images_report(dict(title=title, setting=setting, runs=results, **seconds),
+                                   out_dir)
 
     results = run_images(data, p["depths"], range(p["seeds"]), steps, on_result=save)
-    text = write_images_report(dict(title=title, setting=setting, runs=results,
-                                    seconds=time.perf_counter() - t0), out_dir)
-    print(text)
+    print(save(results, seconds=time.perf_counter() - t0))
     print(f"lab/experiments.py: report in {out_dir / 'report.md'}", flush=True)
     return 0

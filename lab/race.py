@@ -1,55 +1,56 @@
 """The race: a chain of K stages in K processes against backprop of the same network in one
 process on the same K cores, to the same held-out MSE levels. Run by hand, never in the tests:
 
-    python -m lab.bench --race                        # K = this machine's cores (2 here), ~25 min
+    python -m lab.bench --race                        # K = this machine's cores, ~25 min
     python -m lab.bench --race --stages 2,4,8 --widths 256,1024 --batch-sizes 100 --seeds 1 \\
-        --seconds 15                              # the 16-core machine's run (tools/race-16-cores.sh)
+        --seconds 15                          # the 16-core machine's (tools/race-16-cores.sh)
     python -m lab.bench --distribution-cost           # the two-stage system against dni.py, 5 seeds
-    python -m lab.bench --help
 
-The network is 2-W-...-W-1 with K + 1 hidden layers of width W, cut after layers 2, 3, ..., K:
-every stage holds one W x W layer (the first also the 2 -> W input layer, the last the W -> 1
-output layer), so the stages' work is equal and a chain could, at best, run K times as fast as
-one process. Both sides: the same 20,000 examples, Adam at the same learning rate on every
-layer, the same minibatch, the same 5,000 held-out points.
+The network is 2-W-...-W-1 with K + 1 hidden layers of width W, cut after layers 2, ..., K:
+every stage holds one W x W layer, so a chain could at best run K times as fast as one process.
+Both sides: the same 20,000 examples, Adam at the same learning rate on every layer, the same
+minibatch, the same 5,000 held-out points.
 
-- one process: sgd.make_network's layers trained by plain backprop (dni.minibatches' order),
-  OpenBLAS allowed K threads (OPENBLAS_NUM_THREADS = K), held-out MSE measured every
-  --interval seconds of training (measuring is not counted: the comparison favours it);
-- the chain: chain.run_chain with --colocated (K processes, each boundary's model learned in the
-  stage above it), one OpenBLAS thread per process, snapshots every --interval seconds,
-  measured afterwards from the snapshots (chain_eval.evaluate), time counted from the moment stage 1
-  began streaming.
+- one process: sgd.train of the whole network, OpenBLAS allowed K threads, held-out MSE
+  measured every --interval seconds of training (measuring is not counted: it favours this side);
+- the chain: chain.run_chain --colocated, one OpenBLAS thread per process, snapshots every
+  --interval seconds, measured afterwards (chain_eval.evaluate) from when stage 1 began streaming.
 
-For each width, minibatch and seed: examples per second of each stage and of the one process,
-CPU seconds per second of each process, held-out MSE at fixed times, and the first time each
-side's held-out MSE was at or below each level. race.md (the tables), race.json and race.png
-(time to each level against width, one line per method) go into the run folder.
+race.md (the tables), race.json and race.png (time to each level against width) go into the run
+folder. lab/image_race.py runs the same race on images with the functions here.
 """
 
 import argparse
 import ctypes
+import itertools
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
+          file=sys.stderr)
+    sys.exit(2)
+
 import numpy as np
 
 import chain
-import dni
 import generate
 import sgd
-from parts import optimizers, snapshots
+from lab.spread import cell, spread
+from parts import children, decoupled, optimizers, snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.05, 0.02, 0.01)
 COUNT, HELDOUT = 20_000, 5_000
 LEARNING_RATE = 0.001          # chain.py's from 4 stages on: the deep chains learn at it
+STEPS_PER_CHECK = 1            # steps between looks at the clock: a step costs far more
 
 
 def race_layout(width, stages):
@@ -70,8 +71,12 @@ def mse_at(points, seconds):
 
 
 def trained_per_s(metrics_path):
-    """Examples a server stage trained per second over the second half of its metrics lines."""
+    """Examples a server stage trained per second over the second half of its metrics lines,
+    the idle ones after its last trained example left out (a stage that ran out of work is
+    not measured as slow)."""
     rows = snapshots.read_metrics(metrics_path)
+    while len(rows) >= 2 and rows[-1]["examples_trained"] == rows[-2]["examples_trained"]:
+        rows.pop()
     rows = rows[len(rows) // 2:]
     if len(rows) < 2 or rows[-1]["time"] <= rows[0]["time"]:
         return None
@@ -98,102 +103,128 @@ def blas_info():
     return info
 
 
-# --- One process: plain backprop of the whole network. -------------------------------------------
+def machine():
+    """This machine in a phrase: cores, processor, Python, numpy and OpenBLAS's kernel."""
+    model = "unknown processor"
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return (f"{len(os.sched_getaffinity(0))} cores ({model}), Python {sys.version.split()[0]}, "
+            f"numpy {np.__version__}, OpenBLAS kernel {blas_info().get('core', '?')}")
+
+
+def blas_env(threads):
+    """The children's environment with OpenBLAS (and OpenMP) held to `threads` threads."""
+    return {**launch.child_env(), "OPENBLAS_NUM_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads)}
+
+
+# --- One process: sgd.train of the whole network, measured every interval. ----------------------
+
+def train_timed(layers, x, y, loss, batches, step, seconds, interval, measure):
+    """sgd.train on `batches` for `interval` seconds of wall clock at a time, then measure(),
+    until `seconds` of training (measuring not counted) or a measure that is not finite.
+    Returns {"points": [(seconds, measure)], "examples_per_s", "cpu_per_s": CPU seconds (all
+    threads) per second of training}."""
+    points, trained, examples, cpu = [(0.0, measure())], 0.0, 0, 0.0
+    while trained < seconds:
+        t0, c0 = time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < interval:
+            examples += sgd.train(layers, x, y, itertools.islice(batches, STEPS_PER_CHECK),
+                                  step, loss)
+        trained += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        points.append((round(trained, 3), measure()))
+        if not math.isfinite(points[-1][1]):
+            break
+    return {"points": points, "examples_per_s": examples / trained, "cpu_per_s": cpu / trained}
+
 
 def train_one_process(data_dir, sizes, batch_size, seconds, interval, seed,
                       learning_rate=LEARNING_RATE, heldout=HELDOUT):
-    """Backprop of sizes in this process for `seconds` seconds of training, held-out MSE every
-    `interval` seconds of it. Returns {"points": [(seconds, mse)], "examples_per_s",
-    "cpu_per_s": CPU seconds (all threads) per second of training, "blas"}."""
+    """The toy's one-process side: train_timed with Adam, measured by held-out MSE."""
     x, y = generate.load_dataset(data_dir)                    # (N, 2), (N,)
     x_test, y_test = generate.heldout(heldout)
     rng = np.random.default_rng(seed)
     layers = sgd.make_network(rng, sizes)
     optimizer = optimizers.make("adam", layers, learning_rate)
-    batches = dni.minibatches(len(x), batch_size, rng)
-    points, trained, examples, cpu = [(0.0, sgd.mse(layers, x_test, y_test))], 0.0, 0, 0.0
-    while trained < seconds:
-        # train for `interval` seconds (the only time that counts), then measure
-        t0, c0 = time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < interval:
-            idx = next(batches)
-            sgd.backprop(layers, x[idx], y[idx])
-            optimizer.step()
-            examples += len(idx)
-        trained += time.perf_counter() - t0
-        cpu += time.process_time() - c0
-        points.append((round(trained, 3), sgd.mse(layers, x_test, y_test)))
-        if not math.isfinite(points[-1][1]):
-            break
-    return {"points": points, "examples_per_s": examples / trained, "cpu_per_s": cpu / trained,
-            "blas": blas_info()}
+    result = train_timed(layers, x, y, sgd.SquaredError,
+                         sgd.minibatches(len(x), batch_size, rng), optimizer.step, seconds,
+                         interval, lambda: sgd.mse(layers, x_test, y_test))
+    return {**result, "blas": blas_info()}
 
 
-def one_process(out_dir, data_dir, width, stages, batch_size, seconds, interval, seed,
-                learning_rate):
-    """train_one_process in a child process whose OpenBLAS may use `stages` threads."""
-    out = out_dir / f"one-w{width}-b{batch_size}-k{stages}-s{seed}.json"
-    env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": str(stages),
-           "OMP_NUM_THREADS": str(stages)}
-    subprocess.run(launch.module_argv(
-        "lab.race", "--one-process", out, "--data-dir", data_dir, "--width", width, "--stages",
-        stages, "--batch-size", batch_size, "--seconds", seconds, "--interval", interval,
-        "--seed", seed, "--learning-rate", learning_rate), env=env, check=True, cwd=launch.TOP)
+def one_process(module, out, threads, **job):
+    """`python -m module --one-process out --job JSON`, the child that writes its
+    train_one_process(**job) to out, with OpenBLAS allowed `threads` threads; what it wrote."""
+    subprocess.run(children.script_argv(module, "--one-process", out, "--job", json.dumps(job)),
+                   env=blas_env(threads), check=True, cwd=children.TOP)
     return json.loads(out.read_text())
+
+
+def child_arguments(p):
+    """The one-process child's options (one_process gives them), hidden from --help."""
+    p.add_argument("--one-process", type=Path, metavar="OUT", help=argparse.SUPPRESS)
+    p.add_argument("--job", type=json.loads, default={}, help=argparse.SUPPRESS)
 
 
 # --- The chain. ----------------------------------------------------------------------------------
 
+def chain_speeds(run, stages, result, final, seconds):
+    """Keeps chain.json (result), deletes the snapshots (GBs at wide widths); returns the chain's
+    examples per second per stage (stage 1: streamed; the others: trained, trained_per_s) and
+    CPU seconds per second of each process (final: chain.run_chain's)."""
+    (run / "chain.json").write_text(json.dumps(result, indent=1))
+    shutil.rmtree(run / "progress", ignore_errors=True)
+    streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
+    per_stage = {"stage1": streamed["examples"] / max(streamed["seconds"], 1e-9)}
+    for k in range(2, stages + 1):
+        per_stage[f"stage{k}"] = trained_per_s(run / "metrics" / f"stage{k}.jsonl")
+    return {"examples_per_s": per_stage,
+            "cpu_per_s": {name: (None if s is None else s / seconds)
+                          for name, s in final["cpu_s"].items()},
+            "cosine_last_tick": result["ticks"][-1]["cosine"] if result["ticks"] else []}
+
+
 def chain_side(out_dir, data_dir, width, stages, batch_size, seconds, interval, seed,
                learning_rate):
     """A --colocated chain of the race's network, one OpenBLAS thread per process, measured from
-    its snapshots; the snapshots are deleted afterwards (chain.json stays)."""
+    its snapshots."""
     sizes, splits = race_layout(width, stages)
     run = out_dir / f"chain-w{width}-b{batch_size}-k{stages}-s{seed}"
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=splits, count=COUNT,
                                duration=seconds, seed=seed, snapshot_interval=interval,
                                data_dir=data_dir, batch_size=batch_size,
                                learning_rate=learning_rate, colocated=True)
-    env = {**launch.child_env(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    final = chain.run_chain(config, env)
+    final = chain.run_chain(config, blas_env(1))
     result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=HELDOUT,
-                            cosine_points=500)
-    (run / "chain.json").write_text(json.dumps(result, indent=1))
-    shutil.rmtree(run / "progress", ignore_errors=True)       # GBs of snapshots at wide widths
-    streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
-    per_stage = {"stage1": streamed["examples"] / max(streamed["seconds"], 1e-9)}
-    for k in range(2, stages + 1):
-        per_stage[f"stage{k}"] = trained_per_s(run / "metrics" / f"stage{k}.jsonl")
-    last = result["ticks"][-1]["cosine"] if result["ticks"] else []
+                                 cosine_points=500)
     return {"points": [(r["seconds"], r["heldout_mse"]) for r in result["ticks"]] +
-            [(seconds, result["final_mse"])],
-            "examples_per_s": per_stage,
-            "cpu_per_s": {name: (None if s is None else s / seconds)
-                          for name, s in final["cpu_s"].items()},
-            "cosine_last_tick": last}
+            [(seconds, result["final_mse"])], **chain_speeds(run, stages, result, final, seconds)}
 
 
 # --- The whole race. -----------------------------------------------------------------------------
 
-def summarise(runs, seconds):
-    """Per side, over the seeds: times to each level ({level: [t or None per seed]}), MSE at
-    fixed times, examples/s and CPU per process (seed means)."""
+def summarise(runs, seconds, levels=LEVELS, reached=first_time_below, value_at=mse_at,
+              name="mse_at"):
+    """Per side, over the seeds: times to each level ({level: [t or None per seed]}), the
+    measure at a quarter, half and all of the run (under `name`), examples/s and CPU per
+    process (seed means), and the chain's slowest stage (the mean over seeds)."""
     times = [seconds / 4, seconds / 2, seconds]
     out = {"times": times}
     for side in ("one", "chain"):
-        rs = [r[side] for r in runs]
-        out[side] = {
-            "to_level": {str(level): [first_time_below(r["points"], level) for r in rs]
-                         for level in LEVELS},
-            "mse_at": {f"{t:g}": [mse_at(r["points"], t) for r in rs] for t in times},
-        }
-    out["one"]["examples_per_s"] = float(np.mean([r["one"]["examples_per_s"] for r in runs]))
-    out["one"]["cpu_per_s"] = float(np.mean([r["one"]["cpu_per_s"] for r in runs]))
-    stages = runs[0]["chain"]["examples_per_s"].keys()
-    out["chain"]["examples_per_s"] = {k: _mean([r["chain"]["examples_per_s"][k] for r in runs])
-                                      for k in stages}
-    out["chain"]["cpu_per_s"] = {k: _mean([r["chain"]["cpu_per_s"].get(k) for r in runs])
-                                 for k in runs[0]["chain"]["cpu_per_s"]}
+        points = [r[side]["points"] for r in runs]
+        out[side] = {"to_level": {f"{lv:g}": [reached(p, lv) for p in points] for lv in levels},
+                     name: {f"{t:g}": [value_at(p, t) for p in points] for t in times}}
+    for key in ("examples_per_s", "cpu_per_s"):
+        out["one"][key] = _mean([r["one"][key] for r in runs])
+        out["chain"][key] = {k: _mean([r["chain"][key].get(k) for r in runs])
+                             for k in runs[0]["chain"][key]}
+    out["chain"]["slowest_stage_per_s"] = _mean(
+        [min(v for v in r["chain"]["examples_per_s"].values() if v is not None) for r in runs])
     return out
 
 
@@ -203,22 +234,45 @@ def _mean(values):
 
 
 def cell_times(ts):
-    """'4.2 (3.1-5.0)' over the seeds that reached it, with 'k/n' when not all did; '-' none."""
+    """'4.2 (3.1-5.0)' over the seeds that reached it, with 'k/n seeds' when not all did."""
     got = [t for t in ts if t is not None]
     if not got:
         return f"not in {len(ts)}/{len(ts)}"
-    text = (f"{np.mean(got):.1f} ({min(got):.1f}-{max(got):.1f})" if len(got) > 1
-            else f"{got[0]:.1f}")
+    text = cell(spread(got), ".1f")
     return text if len(got) == len(ts) else f"{text}, {len(got)}/{len(ts)} seeds"
 
 
-def cell_mse(ms):
-    got = [m for m in ms if m is not None]
-    return f"{np.mean(got):.4f}" if got else "-"
+def run_all(out_dir, name, settings, args, sides, summary, machine_line):
+    """Every side ({"one": f, "chain": g}, f(setting, seed)) for each setting (a dict) and
+    each of args.seeds seeds, one after another so each has the machine to itself; results,
+    written to out_dir/name.json as they come."""
+    results = []
+    for setting in settings:
+        runs = []
+        for seed in range(args.seeds):
+            print(f"{name}: {', '.join(f'{k} {v}' for k, v in setting.items())}, seed {seed}",
+                  flush=True)
+            runs.append({side: f(setting, seed) for side, f in sides.items()})
+            print(f"{name}:   one process {runs[-1]['one']['points'][-1][1]:.4g}, chain "
+                  f"{runs[-1]['chain']['points'][-1][1]:.4g} at the end", flush=True)
+        results.append({**setting, "seconds": args.seconds, "runs": runs,
+                        "summary": summary(runs)})
+        (out_dir / f"{name}.json").write_text(json.dumps(
+            {"machine": machine_line, "results": results}, indent=1))
+    return results
 
 
-def markdown(results, machine):
-    lines = [f"The race: {machine}.", "",
+def report(out_dir, name, text, draw):
+    """name.md (text) and name.png (draw(path)) into out_dir, and the text printed."""
+    (out_dir / f"{name}.md").write_text(text + "\n")
+    draw(out_dir / f"{name}.png")
+    print(text)
+    print(f"{name}: {name}.md, {name}.json and {name}.png in {out_dir}", flush=True)
+    return 0
+
+
+def markdown(results, machine_line):
+    lines = [f"The race: {machine_line}.", "",
              "Time to held-out MSE levels, seconds: mean (min-max) over the seeds that reached "
              "it; one process (backprop, OpenBLAS on K threads) / chain (K processes, "
              "co-located models).", "",
@@ -228,11 +282,12 @@ def markdown(results, machine):
              "|---|" + "---|" * (len(LEVELS) + 1)]
     for r in results:
         s = r["summary"]
-        at = "; ".join(f"{t} s: {cell_mse(s['one']['mse_at'][t])} / "
-                       f"{cell_mse(s['chain']['mse_at'][t])}" for t in s["one"]["mse_at"])
+        at = "; ".join(f"{t} s: {generate.fmt(_mean(s['one']['mse_at'][t]), '.4f')} / "
+                       f"{generate.fmt(_mean(s['chain']['mse_at'][t]), '.4f')}"
+                       for t in s["one"]["mse_at"])
         lines.append(f"| {r['stages']}, {r['width']}, {r['batch_size']} | " + " | ".join(
-            f"{cell_times(s['one']['to_level'][str(lv)])} / "
-            f"{cell_times(s['chain']['to_level'][str(lv)])}" for lv in LEVELS) + f" | {at} |")
+            f"{cell_times(s['one']['to_level'][f'{lv:g}'])} / "
+            f"{cell_times(s['chain']['to_level'][f'{lv:g}'])}" for lv in LEVELS) + f" | {at} |")
     lines += ["", "Speed: examples per second (seed means) and CPU seconds per second of each "
               "process.", "",
               "| K, width, minibatch | one process: ex/s | chain: ex/s per stage | "
@@ -245,9 +300,9 @@ def markdown(results, machine):
         lines.append(
             f"| {r['stages']}, {r['width']}, {r['batch_size']} | "
             f"{s['one']['examples_per_s']:,.0f} | "
-            f"{', '.join(launch.fmt(v, ',.0f') for v in rates.values())} | "
+            f"{', '.join(generate.fmt(v, ',.0f') for v in rates.values())} | "
             f"{slowest / s['one']['examples_per_s']:.2f}x | {s['one']['cpu_per_s']:.2f} | "
-            f"{', '.join(launch.fmt(v, '.2f') for v in s['chain']['cpu_per_s'].values())} |")
+            f"{', '.join(generate.fmt(v, '.2f') for v in s['chain']['cpu_per_s'].values())} |")
     return "\n".join(lines)
 
 
@@ -255,39 +310,36 @@ def draw(results, path):
     """race.png: per minibatch (rows) and level (columns), seconds to reach it against width,
     one line per method and K; a seed that never reached it is drawn at the top as an x."""
     batch_sizes = sorted({r["batch_size"] for r in results})
+    widths = sorted({r["width"] for r in results})
+    top = max(r["seconds"] for r in results)
     with generate.saved_figure(path, len(batch_sizes), len(LEVELS), squeeze=False,
                                figsize=(4.2 * len(LEVELS), 3.6 * len(batch_sizes)),
                                layout="constrained") as (fig, axes):
-        top = max(r["seconds"] for r in results)
-        for row, batch_size in enumerate(batch_sizes):
-            for col, level in enumerate(LEVELS):
-                ax = axes[row][col]
-                for K in sorted({r["stages"] for r in results}):
-                    rs = sorted((r for r in results if r["batch_size"] == batch_size
-                                 and r["stages"] == K), key=lambda r: r["width"])
-                    for side, label, style, lift in (
-                            ("one", f"one process, {K} BLAS threads", "o-", 1.03),
-                            ("chain", f"chain of {K} processes", "s--", 1.08)):
-                        widths = [r["width"] for r in rs]
-                        ts = [r["summary"][side]["to_level"][str(level)] for r in rs]
-                        means = [_mean(t) if all(v is not None for v in t) else np.nan
-                                 for t in ts]
-                        line, = ax.plot(widths, means, style, label=label)
-                        for w, t in zip(widths, ts):
-                            got = [v for v in t if v is not None]
-                            ax.plot([w] * len(got), got, ".", color=line.get_color(), alpha=0.5)
-                            if len(got) < len(t):
-                                ax.plot([w], [top * lift], "x", color=line.get_color())
-                ax.set_xscale("log", base=2)
-                widths = sorted({r["width"] for r in results})
-                ax.set_xticks(widths, [str(w) for w in widths])
-                ax.minorticks_off()
-                ax.set_ylim(0, top * 1.12)
-                ax.set_title(f"to held-out MSE {level}, minibatch {batch_size}",
-                             fontsize="medium")
-                ax.set_xlabel("width W of the 2-W-...-W-1 network")
-                ax.set_ylabel("seconds (x: a seed never got there)")
-                ax.grid(True, alpha=0.3)
+        for (row, batch_size), (col, level) in itertools.product(enumerate(batch_sizes),
+                                                                 enumerate(LEVELS)):
+            ax = axes[row][col]
+            for K in sorted({r["stages"] for r in results}):
+                rs = sorted((r for r in results if r["batch_size"] == batch_size
+                             and r["stages"] == K), key=lambda r: r["width"])
+                for side, label, style, lift in (
+                        ("one", f"one process, {K} BLAS threads", "o-", 1.03),
+                        ("chain", f"chain of {K} processes", "s--", 1.08)):
+                    ts = [r["summary"][side]["to_level"][f"{level:g}"] for r in rs]
+                    means = [_mean(t) if None not in t else np.nan for t in ts]
+                    line, = ax.plot([r["width"] for r in rs], means, style, label=label)
+                    for r, t in zip(rs, ts, strict=True):
+                        got = [v for v in t if v is not None]
+                        ax.plot([r["width"]] * len(got), got, ".", color=line.get_color(),
+                                alpha=0.5)
+                        if len(got) < len(t):
+                            ax.plot([r["width"]], [top * lift], "x", color=line.get_color())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(widths, [str(w) for w in widths])
+            ax.minorticks_off()
+            ax.set(ylim=(0, top * 1.12), xlabel="width W of the 2-W-...-W-1 network",
+                   ylabel="seconds (x: a seed never got there)")
+            ax.set_title(f"to held-out MSE {level}, minibatch {batch_size}", fontsize="medium")
+            ax.grid(True, alpha=0.3)
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4),
                    fontsize="small")
@@ -295,52 +347,33 @@ def draw(results, path):
                      "or a chain of co-located stages")
 
 
-def machine_line(args):
-    return (f"{os.cpu_count()} cores ({_cpu_model()}), Python {sys.version.split()[0]}, numpy "
-            f"{np.__version__}, OpenBLAS kernel {blas_info().get('core', '?')}; {COUNT:,} "
-            f"examples, {HELDOUT:,} held-out points, Adam at {args.learning_rate} on every "
-            f"layer, {args.seconds:g} s per run, {args.seeds} seeds")
-
-
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown processor"
-
-
 def main_race(args):
     """lab/bench.py --race: every (K, width, minibatch, seed), the one process then the chain."""
     out_dir = launch.new_run_dir(args.run_dir, "race-")
-    machine = machine_line(args)
-    print(f"race: {machine}; writing into {out_dir}", flush=True)
+    machine_line = (f"{machine()}; {COUNT:,} examples, {HELDOUT:,} held-out points, Adam at "
+                    f"{args.learning_rate} on every layer, {args.seconds:g} s per run, "
+                    f"{args.seeds} seeds")
+    print(f"race: {machine_line}; writing into {out_dir}", flush=True)
     data = out_dir / "data"
     launch.generate_data(data, COUNT, 0, launch.child_env(), plot=False)
-    results = []
-    for K in args.stages:
-        for width in args.widths:
-            for batch_size in args.batch_sizes:
-                runs = []
-                for seed in range(args.seeds):
-                    print(f"race: K {K}, width {width}, minibatch {batch_size}, seed {seed}",
-                          flush=True)
-                    common = (out_dir, data, width, K, batch_size, args.seconds, args.interval,
-                              seed, args.learning_rate)
-                    runs.append({"one": one_process(*common), "chain": chain_side(*common)})
-                results.append({"stages": K, "width": width, "batch_size": batch_size,
-                                "seconds": args.seconds, "runs": runs,
-                                "summary": summarise(runs, args.seconds)})
-                (out_dir / "race.json").write_text(json.dumps(
-                    {"machine": machine, "results": results}, indent=1))
-    table = markdown(results, machine)
-    (out_dir / "race.md").write_text(table + "\n")
-    draw(results, out_dir / "race.png")
-    print(table)
-    print(f"race: race.md, race.json and race.png in {out_dir}", flush=True)
-    return 0
+    settings = [{"stages": K, "width": w, "batch_size": b}
+                for K, w, b in itertools.product(args.stages, args.widths, args.batch_sizes)]
+
+    def one(s, seed):
+        out = out_dir / f"one-w{s['width']}-b{s['batch_size']}-k{s['stages']}-s{seed}.json"
+        return one_process(
+            "lab.race", out, s["stages"], data_dir=str(data), seed=seed,
+            sizes=race_layout(s["width"], s["stages"])[0], batch_size=s["batch_size"],
+            seconds=args.seconds, interval=args.interval, learning_rate=args.learning_rate)
+
+    def chained(s, seed):
+        return chain_side(out_dir, data, s["width"], s["stages"], s["batch_size"], args.seconds,
+                          args.interval, seed, args.learning_rate)
+
+    results = run_all(out_dir, "race", settings, args, {"one": one, "chain": chained},
+                      lambda runs: summarise(runs, args.seconds), machine_line)
+    return report(out_dir, "race", markdown(results, machine_line),
+                  lambda path: draw(results, path))
 
 
 # --- The distribution cost: the two-stage system against dni.py in one process. ------------------
@@ -364,9 +397,9 @@ def main_distribution_cost(args):
                                    data_dir=data, colocated=True)
         chain.run_chain(config, env)
         two = chain_eval.evaluate(run, chain.stage_sizes(config.sizes, config.splits))["final_mse"]
-        one = dni.run(dni.DniConfig(data_dir=data, seconds=args.seconds, seed=seed,
-                                    conditioned=True, batch_size=config.batch_size,
-                                    learning_rate=config.learning_rate))["heldout_mse"]
+        one = decoupled.run(decoupled.Config(
+            data_dir=data, seconds=args.seconds, seed=seed, conditioned=True,
+            batch_size=config.batch_size, learning_rate=config.learning_rate))["heldout_mse"]
         rows.append({"seed": seed, "two_processes": two, "dni_one_process": one})
         print(f"distribution cost: seed {seed}: two processes {two:.4f}, dni.py {one:.4f}",
               flush=True)
@@ -375,9 +408,8 @@ def main_distribution_cost(args):
     ratio = float(np.mean(two) / np.mean(one))
     text = (f"Two stages (chain.py --colocated, 2 processes) against dni.py --conditioned in one "
             f"process, {args.seconds:g} s each, {seeds} seeds, {os.cpu_count()} cores: held-out "
-            f"MSE {np.mean(two):.4f} ({min(two):.4f}-{max(two):.4f}) against "
-            f"{np.mean(one):.4f} ({min(one):.4f}-{max(one):.4f}): {ratio:.2f}x (goal <= 1.25x; "
-            f"per seed {', '.join(f'{a / b:.2f}x' for a, b in zip(two, one))})")
+            f"MSE {cell(spread(two))} against {cell(spread(one))}: {ratio:.2f}x (goal <= 1.25x; "
+            f"per seed {', '.join(f'{a / b:.2f}x' for a, b in zip(two, one, strict=True))})")
     (out_dir / "distribution-cost.json").write_text(json.dumps(
         {"rows": rows, "ratio_of_means": ratio, "seconds": args.seconds}, indent=1))
     (out_dir / "distribution-cost.md").write_text(text + "\n")
@@ -385,7 +417,7 @@ def main_distribution_cost(args):
     return 0
 
 
-# --- The command line (lab/bench.py --race's options; --one-process is the race's own child). -------
+# --- The command line (lab/bench.py --race's options; --one-process is the race's child). ----
 
 def ints(text):
     """An argparse type: "2,4,8" -> [2, 4, 8], every value at least 1."""
@@ -402,7 +434,7 @@ def add_arguments(p):
     """The race's options, on lab/bench.py's parser."""
     p.add_argument("--stages", type=ints, default=[os.cpu_count() or 1],
                    help="--race: K, the stages of the chain and the cores (BLAS threads) of the "
-                        f"one process, one race per value (default: this machine's cores, "
+                        f"one process, one race per value (default this machine's cores, "
                         f"{os.cpu_count() or 1})")
     p.add_argument("--widths", type=ints, default=[32, 256, 1024],
                    help="--race: the widths W (default 32,256,1024: from a step of microseconds "
@@ -438,23 +470,14 @@ def check_arguments(p, args, distribution=False):
 
 
 def main(argv=None):
-    """The race's child process: `python -m lab.race --one-process OUT ...` (lab/bench.py starts it)."""
+    """The race's child process, which lab/bench.py --race starts (one_process)."""
     p = argparse.ArgumentParser(description="One process's side of lab/bench.py --race: backprop "
                                             "of the race's network, written as JSON to OUT.")
-    p.add_argument("--one-process", type=Path, required=True, metavar="OUT")
-    p.add_argument("--data-dir", type=Path, required=True, help="x.npy and y.npy")
-    p.add_argument("--width", type=int, required=True, help="W")
-    p.add_argument("--stages", type=int, required=True, help="K: the network has K + 1 W's")
-    p.add_argument("--batch-size", type=int, required=True, help="the minibatch")
-    p.add_argument("--seconds", type=float, required=True, help="of training")
-    p.add_argument("--interval", type=float, required=True, help="seconds between measurements")
-    p.add_argument("--seed", type=int, required=True, help="the network and the order")
-    p.add_argument("--learning-rate", type=float, required=True, help="Adam's")
+    child_arguments(p)
     args = p.parse_args(argv)
-    sizes, _ = race_layout(args.width, args.stages)
-    result = train_one_process(args.data_dir, sizes, args.batch_size, args.seconds,
-                               args.interval, args.seed, args.learning_rate)
-    args.one_process.write_text(json.dumps(result))
+    if args.one_process is None:
+        p.error("run the race with python -m lab.bench --race")
+    args.one_process.write_text(json.dumps(train_one_process(**args.job)))
     return 0
 
 

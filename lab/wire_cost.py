@@ -5,28 +5,81 @@ Run by hand (a benchmark: it prints numbers; speed varies with the machine and t
     python -m lab.wire_cost                       # widths 24, 256, 1024; 500-row chunks
     python -m lab.wire_cost --widths 256 --repeats 5
 
-A stage hands the next one (i, h, y) for up to 500 examples at a time (synthgrad.MAX_CHUNK),
-POST /training_example. For each width and each of the protocol's two forms this times, in
-one process, what both ends do with such a body: the sender's encoding (synthgrad's encoders,
-then json.dumps for JSON) and the receiver's decoding and checking
-(synthgrad.decode_training_examples, after json.loads for JSON), the median of --repeats,
-and gives the body's size. HTTP itself and the network are left out: they cost about the same
-per byte in both forms, and the body's size says how many bytes. For scale, sgd.py's time per
-example of the toy's backprop on this machine is printed too. (lab.bench's codec figures are
-the same measurement at the toy's width 24, for the gradients' bodies.)
+A stage hands the next one (i, h, y) for up to 500 examples at a time, POST /training_example.
+For each width and form this times what both ends do with such a body in one process (the
+sender's encoding, the receiver's decoding and checking; the median of --repeats) and gives its
+size; HTTP and the network cost about the same per byte in both forms. The toy's backprop time
+per example is printed for scale. bench_codec is lab/bench.py's protocol figures.
 """
 
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
+from pathlib import Path
+
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
+          file=sys.stderr)
+    sys.exit(2)
 
 import numpy as np
 
 import sgd
 import synthgrad
-from lab.bench import timed
+from lab.race import ints
+
+
+def timed(f, repeat):
+    """Median seconds of one call of f over `repeat` calls."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
+    """Microseconds per example to encode + decode a chunk of n (h, gradient, y) rows."""
+    rng = np.random.default_rng(0)
+    i, h, g, y = np.arange(n), rng.random((n, 24)), rng.standard_normal((n, 24)), rng.random(n)
+
+    def batched():
+        body = json.dumps(synthgrad.encode_gradients(i, h, g, y))
+        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
+
+    def original():
+        body = json.dumps([{"i": int(k), "h": synthgrad.encode_array(h[k]),
+                            "gradient": synthgrad.encode_array(g[k])} for k in range(n)])
+        synthgrad.decode_gradients(synthgrad.parse_json(body), n)
+
+    def binary():
+        body = synthgrad.encode_binary({"i": i, "h": h, "gradient": g, "y": y})
+        synthgrad.decode_gradients(synthgrad.parse_binary(body), n)
+
+    # One synthetic-gradient request of 10 activations, the question and its answer.
+    h10 = h[:10]
+
+    def estimate_json():
+        body = json.dumps(synthgrad.encode_estimate_request(h10))
+        synthgrad.decode_estimate_request(synthgrad.parse_json(body))
+        answer = json.dumps({"gradients": synthgrad.encode_array(g[:10])})
+        synthgrad.decode_estimate_response(synthgrad.parse_json(answer), 10)
+
+    def estimate_binary():
+        synthgrad.decode_estimate_request(synthgrad.parse_binary(
+            synthgrad.encode_binary({"activations": h10})))
+        synthgrad.decode_estimate_response(synthgrad.parse_binary(
+            synthgrad.encode_binary({"gradients": g[:10]})), 10)
+
+    return {"batched_us_per_example": 1e6 * timed(batched, repeat) / n,
+            "original_us_per_example": 1e6 * timed(original, repeat) / n,
+            "binary_us_per_example": 1e6 * timed(binary, repeat) / n,
+            "estimate_json_us_per_request": 1e6 * timed(estimate_json, 20 * repeat),
+            "estimate_binary_us_per_request": 1e6 * timed(estimate_binary, 20 * repeat)}
 
 
 def measure(width, rows=synthgrad.MAX_CHUNK, repeats=3, seed=0):
@@ -34,55 +87,47 @@ def measure(width, rows=synthgrad.MAX_CHUNK, repeats=3, seed=0):
     form's bytes, encode and decode seconds (the median of repeats), and their sum per example."""
     rng = np.random.default_rng(seed)
     i, h, y = np.arange(rows), rng.uniform(0, 1, (rows, width)), rng.integers(0, 10, rows) * 1.0
+    forms = {"json": (lambda: json.dumps(synthgrad.encode_training_examples(i, h, y)).encode(),
+                      json.loads),
+             "binary": (lambda: synthgrad.encode_binary({"i": i, "x": h, "y": y}),
+                        synthgrad.parse_binary)}
     out = {}
-    for form in ("json", "binary"):
-        if form == "json":
-            def encode():
-                return json.dumps(synthgrad.encode_training_examples(i, h, y)).encode()
-
-            def decode(body):
-                return synthgrad.decode_training_examples(json.loads(body), rows, width)
-        else:
-            def encode():
-                return synthgrad.encode_binary({"i": i, "x": h, "y": y})
-
-            def decode(body):
-                return synthgrad.decode_training_examples(synthgrad.parse_binary(body), rows,
-                                                          width)
+    for form, (encode, parse) in forms.items():
+        def decode(body, parse=parse):
+            return synthgrad.decode_training_examples(parse(body), rows, width)
         body = encode()
         got = decode(body)
         assert np.array_equal(got[1], h) and np.array_equal(got[2], y)      # the same numbers
-        enc, dec = timed(encode, repeats), timed(lambda: decode(body), repeats)
+        enc, dec = timed(encode, repeats), timed(lambda b=body: decode(b), repeats)
         out[form] = {"bytes": len(body), "encode_s": enc, "decode_s": dec,
                      "us_per_example": 1e6 * (enc + dec) / rows}
     return out
 
 
 def sgd_us_per_example(n=20_000):
-    """The toy's backprop (sgd.train_step, minibatches of 10) on this machine, µs per example."""
+    """The toy's backprop (sgd.train, minibatches of 10) on this machine, µs per example."""
     rng = np.random.default_rng(0)
     layers = sgd.make_network(rng)
     x, y = rng.uniform(-1, 1, (n, 2)), rng.uniform(-1, 1, n)
+
+    def step():
+        for layer in layers:
+            layer.descend(0.01)
     t0 = time.perf_counter()
-    for k in range(0, n, 10):
-        sgd.train_step(layers, x[k:k + 10], y[k:k + 10], 0.01)
+    sgd.train(layers, x, y, (slice(k, k + 10) for k in range(0, n, 10)), step)
     return 1e6 * (time.perf_counter() - t0) / n
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Time one 500-example chunk of activations on the "
                                             "wire, JSON against binary, at a chain's widths.")
-    p.add_argument("--widths", default="24,256,1024",
-                   help="widths of h to measure, comma-separated (default %(default)s)")
+    p.add_argument("--widths", type=ints, default=[24, 256, 1024],
+                   help="widths of h to measure (default 24,256,1024)")
     p.add_argument("--repeats", type=int, default=3,
                    help="take the median of this many timings (default %(default)s)")
     args = p.parse_args(argv)
-    try:
-        widths = [int(w) for w in args.widths.split(",")]
-    except ValueError:
-        p.error(f"--widths must be whole numbers like 24,256 (got {args.widths!r})")
-    if min(widths) < 1 or args.repeats < 1:
-        p.error("--widths and --repeats must be at least 1")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     print(f"machine: {platform.processor() or platform.machine()}, Python "
           f"{platform.python_version()}, numpy {np.__version__}; sgd.py's toy backprop "
           f"{sgd_us_per_example():.1f} µs per example (for scale)")
@@ -91,7 +136,7 @@ def main(argv=None):
     print("| width | JSON bytes | binary bytes | JSON µs/example | binary µs/example "
           "| JSON / binary |")
     print("|---|---|---|---|---|---|")
-    for width in widths:
+    for width in args.widths:
         m = measure(width, repeats=args.repeats)
         j, b = m["json"], m["binary"]
         print(f"| {width} | {j['bytes']:,} | {b['bytes']:,} | {j['us_per_example']:.2f} | "

@@ -1,12 +1,20 @@
 """The parts the scripts share: what oracle.py, train_output.py, train_input.py,
 train_middle.py and dni.py are built from.
 
-    optimizers.py   SGD and Adam over sgd.Layer's weights, their checkpointed state
-    snapshots.py    weights and metrics on disk: snapshots on a shared tick, checkpoints, run folders
+    boundary.py     the synthetic-gradient model M (numpy, one), its quality measure, the
+                    stage below's copy of it (LocalSyntheticGradients)
+    checkpoint.py   one checkpoint format for every process; the divergence guard
+    children.py     child processes that serve (Process), the live page's start and options
+    classify.py     a stage's layers, data and labels, toy or images
+    deep_dni.py     the in-process algorithm at every boundary of an image classifier
+    http.py         waitress, refusals as JSON, the shared token, request bodies
+    optimizers.py   SGD and Adam over sgd.Layer's weights, their state
+    options.py      the options every process shares, logging, the training thread's priority
+    pacing.py       flow control: how far a stage may run ahead of the next
     sender.py       delivery to a peer in the background: coalescing, retries, bounded memory
-    serving.py      the servers' common frame: waitress, JSON errors, the token, the training
-                    thread's life, child processes
-    boundary.py     the synthetic-gradient model M (numpy), and its co-located form
+    server.py       a server's training thread, /status basics, its app and its main
+    snapshots.py    weights and metrics on disk: snapshots on a shared tick, run folders
+    threaded.py     a server or trainer run in a thread, stopped by an event (a Ray actor)
 
 A layer above generate.py, sgd.py and synthgrad.py, which they import; below every script that
 runs a process. Nothing here imports a script above it, runner/ or lab/ (docs/files.md).

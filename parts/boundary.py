@@ -1,26 +1,18 @@
-"""A boundary's synthetic-gradient model, and how well its guesses match the true gradients.
+"""A boundary's synthetic-gradient model M, and how well its guesses match the true gradients.
 
-Importing it runs nothing. Three places learn a synthetic-gradient model M, all with what is here:
+Importing it runs nothing. M maps h (n, w), or h and the target y side by side when
+"conditioned" (the paper's cDNI), to g_hat (n, w), a guess at g = dL/dh: Dense(hidden,
+sigmoid) -> Dense(w, linear), its loss Keras's "mse", mean over rows and outputs of
+(g_hat - g)^2. Where it learns:
 
-    dni.py          M beside layer 1 in one process, one step per minibatch
-    oracle.py       M in a process of its own (Keras), learning from gradients sent to it
-    --colocated     M beside the stage *above* a boundary (train_output.py, train_middle.py),
-                    learning from the true gradients that stage computes for its own input,
-                    its weights fetched by the stage below (GET /weights), so a chain of K
-                    stages is K processes and nothing else (chain.py --colocated)
+    dni.py, deep_dni.py  beside the layers in one process, one step per minibatch
+    oracle.py            in a process of its own (Keras, the same DEFAULTS), from sent gradients
+    --colocated          beside the stage *above* a boundary (train_output.py, train_middle.py),
+                         from the true gradients that stage computes; the stage below fetches
+                         its weights (GET /weights), so a chain of K stages is K processes
 
-M maps h (n, w), or h and the target y side by side (n, w + 1) when "conditioned" (the paper's
-cDNI), to g_hat (n, w), a guess at g = dL/dh: Dense(hidden, sigmoid) -> Dense(w, linear), its
-loss Keras's "mse", the mean over rows and outputs of (g_hat - g)^2.
-
-Why the stage above, not the one below: the stage above computes the true gradients, so M learns
-from them where they appear, with nothing sent; only M's weights travel down (GET /weights, a
-few KB a few times a second), which the stage below fetches exactly as it fetches an oracle's.
-The stage below would need the true gradients sent to it, and the first stage, train_input.py,
-is a client that serves nothing.
-
-LocalSyntheticGradients is that stage below's side (train_input.py's and train_middle.py's local
-mode): M computed on a copy of its weights, refreshed from where it is learned.
+model_forward is M's one forward pass, from weights: what SyntheticGradientModel.predict, the
+oracle's answers and LocalSyntheticGradients (the stage below's copy) all compute.
 """
 
 import collections
@@ -32,29 +24,34 @@ import numpy as np
 
 import sgd
 import synthgrad
-from datasets import images
-from parts import classify, optimizers
+from parts import checkpoint, classify, optimizers
 
 log = logging.getLogger("boundary")
 
-# --- The model, from sgd.Layer. ----------------------------------------------------------------
+# How M learns wherever it is learned (oracle.py's DEFAULTS take these; docs/settings.md says
+# why): the paper's cDNI, 12 hidden units, a zero last layer, Adam at 0.001, minibatches of
+# 256, two epochs a pass over what it holds.
+DEFAULTS = dict(hidden=12, conditioned=True, zero_init=True, optimizer="adam",
+                learning_rate=0.001, batch_size=256, epochs_per_pass=2, quality_window=5_000)
+# A classifier's boundary (classes > 0): linear, learning at 3e-3, deep_dni.py's model.
+CLASSIFIER = dict(hidden=0, learning_rate=3e-3)
 
-def model_forward(weights, inputs):
-    """The synthetic-gradient model: g_hat (n, 24) for inputs (n, n_in), from [w1, b1, w2, b2]
-    (a hidden sigmoid layer, then linear) or [w, b] (linear). The oracle answers requests with
-    it, and the local mode (LocalSyntheticGradients) uses it on weights from GET /weights."""
+
+def model_forward(weights, inputs, activation=sgd.Sigmoid):
+    """M: g_hat (n, w) for inputs (n, n_in), from [w1, b1, w2, b2] (a hidden layer, then
+    linear) or [w, b] (linear)."""
     if len(weights) == 2:
         w, b = weights
-        return inputs @ w + b                        # (n, 24)
+        return inputs @ w + b                        # (n, w)
     w1, b1, w2, b2 = weights
-    a1 = 1.0 / (1.0 + np.exp(-(inputs @ w1 + b1)))   # (n, hidden)
-    return a1 @ w2 + b2                              # (n, 24)
+    a1 = activation.f(inputs @ w1 + b1)              # (n, hidden)
+    return a1 @ w2 + b2                              # (n, w)
 
 
 def dense(n_in, n_out, activation, rng, zero=False):
-    """An sgd.Layer initialised as Keras initialises Dense: w (n_in, n_out) uniform on
-    [-limit, limit] with limit = sqrt(6 / (n_in + n_out)) (Glorot uniform), drawn from rng, and
-    b (n_out,) zero; with zero, w is zero too (and nothing is drawn)."""
+    """An sgd.Layer initialised as Keras initialises Dense: w (n_in, n_out) Glorot uniform on
+    [-limit, limit], limit = sqrt(6 / (n_in + n_out)), drawn from rng, and b (n_out,) zero;
+    with zero, w is zero too (and nothing is drawn)."""
     # sgd.Layer draws standard normals, which Keras does not: a throwaway generator takes that
     # draw, so the run's rng gives only what Keras would have drawn.
     layer = sgd.Layer(n_in, n_out, activation, np.random.default_rng(0))
@@ -67,24 +64,37 @@ def dense(n_in, n_out, activation, rng, zero=False):
 class SyntheticGradientModel:
     """M: g_hat (n, w) from h (n, w), or from [h, y] (n, w + context) when conditioned.
 
-    hidden > 0: Dense(hidden, sigmoid) -> Dense(w, linear); hidden = 0: one linear layer. The
-    same architecture, initialisation and loss as oracle.build_model's Keras model, and the
-    same forward pass as model_forward on weights() (both tested).
+    hidden > 0: Dense(hidden, activation) -> Dense(w, linear); hidden = 0: one linear layer,
+    initialised and trained as oracle.build_model's Keras model (tested). The toy conditions on
+    its target y (context 1); a classifier on the one-hot label (context = classes).
 
-    The toy conditions on its target y (n,), one column (context 1); a classifier conditions
-    on the one-hot label (n, classes) (context = classes), and may take another hidden
-    activation (deep_dni's hidden layer is ReLU).
+    learn() is one optimizer step; learn_pass() a pass as the oracle makes one, after which
+    `published` (what GET /weights serves) becomes the new weights if they are finite; else M
+    is `diverged` and learns no more. `version` counts its steps in passes.
     """
 
     def __init__(self, rng, hidden=12, conditioned=False, zero_init=True, optimizer="adam",
-                 learning_rate=0.001, width=sgd.SIZES[1], context=1, activation=sgd.Sigmoid):
-        self.conditioned = conditioned
+                 learning_rate=0.001, width=sgd.SIZES[1], context=1, activation=sgd.Sigmoid,
+                 batch_size=DEFAULTS["batch_size"], epochs_per_pass=DEFAULTS["epochs_per_pass"]):
+        self.rng, self.conditioned, self.activation = rng, conditioned, activation
         sizes = [width + context * conditioned] + ([hidden] if hidden else []) + [width]
         acts = [activation] * (len(sizes) - 2) + [sgd.Linear]
         last = len(sizes) - 2
         self.layers = [dense(n_in, n_out, act, rng, zero=zero_init and k == last)
-                       for k, (n_in, n_out, act) in enumerate(zip(sizes[:-1], sizes[1:], acts))]
+                       for k, (n_in, n_out, act) in enumerate(zip(sizes[:-1], sizes[1:], acts,
+                                                               strict=True))]
         self.optimizer = optimizers.make(optimizer, self.layers, learning_rate)
+        self.batch_size, self.epochs_per_pass = batch_size, epochs_per_pass
+        self.published = [w.copy() for w in self.weights()]
+        self.version, self.last_loss, self.diverged = 0, None, False
+
+    @classmethod
+    def for_boundary(cls, width, seed, classes=0, **settings):
+        """M with DEFAULTS (a classifier's CLASSIFIER), as a co-located stage learns it."""
+        s = {**DEFAULTS, **(CLASSIFIER if classes else {}), **settings}
+        return cls(np.random.default_rng(seed), s["hidden"], s["conditioned"], s["zero_init"],
+                   s["optimizer"], s["learning_rate"], width, context=classes or 1,
+                   batch_size=s["batch_size"], epochs_per_pass=s["epochs_per_pass"])
 
     def inputs(self, h, y):
         """M's input: h (n, w), or h and y (n,) or (n, context) side by side when conditioned."""
@@ -95,12 +105,8 @@ class SyntheticGradientModel:
         return [p for layer in self.layers for p in (layer.w, layer.b)]
 
     def predict(self, h, y):
-        """g_hat (n, w) for h (n, w) and targets y (n,) or (n, context) (used only when
-        conditioned)."""
-        a = self.inputs(h, y)
-        for layer in self.layers:
-            a = layer.output(a)
-        return a
+        """g_hat (n, w) for h (n, w) and y (n,) or (n, context) (used only when conditioned)."""
+        return model_forward(self.weights(), self.inputs(h, y), self.activation)
 
     def backprop(self, h, y, g):
         """Set every layer's nabla_w, nabla_b to the gradient of Keras's mse loss,
@@ -120,6 +126,31 @@ class SyntheticGradientModel:
         loss = self.backprop(h, y, g)
         self.optimizer.step()
         return loss
+
+    def learn_pass(self, h, y, g):
+        """epochs_per_pass epochs over (h, y, g) in shuffled minibatches, then publish (above).
+
+        Over a chunk just computed, not everything ever received as the oracle's pass, so M
+        learns from fresh gradients and costs the stage a bounded share of its time."""
+        if self.diverged:
+            return
+        losses = []
+        for _ in range(self.epochs_per_pass):
+            order = self.rng.permutation(len(h))
+            for k in range(0, len(order), self.batch_size):
+                rows = order[k:k + self.batch_size]
+                losses.append(self.learn(h[rows], y[rows], g[rows]))
+        weights = [w.copy() for w in self.weights()]
+        if not checkpoint.finite(*weights, losses):
+            checkpoint.diverge(self, "the boundary model")   # the published weights stay
+            return
+        self.published, self.version = weights, self.version + len(losses)
+        self.last_loss = float(np.mean(losses))
+
+    def load(self, weights, version):
+        """Take weights [w1, b1, ...] (a checkpoint's) and the step count."""
+        checkpoint.set_layers(self.layers, weights)
+        self.published, self.version = [w.copy() for w in self.weights()], version
 
 
 def random_rows(rng, norms, width):
@@ -202,115 +233,6 @@ class Quality:
                                        else None)
         quality["explained"] = float(1 - err2 / true2) if true2 > 0 else None
         return quality
-
-
-# --- M beside the stage above a boundary (--colocated). -----------------------------------------
-
-# oracle.py's algorithm (its DEFAULTS, which a test checks these against): the paper's cDNI,
-# 12 hidden units, a zero last layer, Adam at 0.001 on minibatches of 256, two epochs a pass.
-HIDDEN, CONDITIONED, ZERO_INIT, LEARNING_RATE, BATCH_SIZE, EPOCHS_PER_PASS = \
-    12, True, True, 0.001, 256, 2
-QUALITY_WINDOW = 5_000
-# A classifier's boundary (classes > 0): deep_dni.py's model, the paper's for these networks,
-# linear and learning at 3e-3 (deep_dni.MODEL_LEARNING_RATE says why; measured there).
-CLASSIFIER_HIDDEN, CLASSIFIER_LEARNING_RATE = 0, 3e-3
-
-
-def classifier_model(classes):
-    """ColocatedModel's settings for a boundary of a network with `classes` labels (0: the toy's,
-    oracle.py's algorithm as above)."""
-    return {"hidden": CLASSIFIER_HIDDEN, "learning_rate": CLASSIFIER_LEARNING_RATE} if classes \
-        else {}
-
-
-class ColocatedModel:
-    """M for the boundary below a stage, learning in that stage's own training thread.
-
-    After each chunk the stage trains on (its input h (m, w), targets y (m,)), it hands over
-    the true gradients g = dL/dh (m, w) it computed for them: learn() first measures what M
-    would have answered for them (Quality, as the oracle measures), then trains M on them as
-    oracle.py trains on what it holds: EPOCHS_PER_PASS epochs in shuffled minibatches of
-    BATCH_SIZE, one Adam step each. The difference from the oracle: a pass is over the chunk
-    just computed, not over every gradient ever received, so M learns from fresh gradients
-    only and costs the stage a bounded share of its time (M's step is O(w x hidden), the
-    stage's O(w x w) per layer).
-
-    `weights` is the newest finite set, replaced whole after each learn() (GET /weights reads
-    it from another thread); `version` counts M's steps. M that turns non-finite stops
-    learning and keeps the last finite weights ("diverged").
-    """
-
-    def __init__(self, width, seed, hidden=HIDDEN, conditioned=CONDITIONED, zero_init=ZERO_INIT,
-                 learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE,
-                 epochs_per_pass=EPOCHS_PER_PASS, quality_window=QUALITY_WINDOW, classes=0):
-        self.rng = np.random.default_rng(seed)
-        # a classifier's model (classes > 0) sees the one-hot label, the toy's its target y;
-        # a hidden layer is sigmoid, as model_forward computes it below the boundary
-        self.model = SyntheticGradientModel(self.rng, hidden, conditioned, zero_init, "adam",
-                                            learning_rate, width, context=classes or 1)
-        self.conditioned, self.width, self.classes = conditioned, width, classes
-        self.batch_size, self.epochs_per_pass = batch_size, epochs_per_pass
-        self.lock = threading.Lock()
-        self.quality = Quality(quality_window, synthgrad.MAX_CHUNK)
-        self.weights = [w.copy() for w in self.model.weights()]
-        self.version = 0
-        self.last_loss = None                 # mean over the last pass's steps
-        self.diverged = False
-
-    def learn(self, h, y, g):
-        """Measure M on (h, y) against the true g, then one pass over them (see the class)."""
-        if self.diverged:
-            return
-        if self.classes and self.conditioned:                     # the label as a one-hot row
-            y = images.one_hot(classify.labels_of(y, self.classes), self.classes)
-        g_hat = self.model.predict(h, y)                          # (m, w), before it learns
-        with self.lock:
-            self.quality.add(g_hat, g)
-        losses = []
-        for _ in range(self.epochs_per_pass):
-            order = self.rng.permutation(len(h))
-            for k in range(0, len(order), self.batch_size):
-                rows = order[k:k + self.batch_size]
-                losses.append(self.model.learn(h[rows], y[rows], g[rows]))
-        weights = [w.copy() for w in self.model.weights()]
-        if not all(np.isfinite(w).all() for w in weights) or not np.isfinite(losses).all():
-            self.diverged = True                               # keep the last finite weights
-            return
-        self.weights, self.version = weights, self.version + len(losses)
-        self.last_loss = float(np.mean(losses))
-
-    def predict(self, h, y):
-        """g_hat (n, w) from the published weights (what the stage below computes)."""
-        return model_forward(self.weights, classify.model_inputs(h, y, self.weights[0].shape[0]))
-
-    def quality_fields(self):
-        with self.lock:
-            return self.quality.fields()
-
-    # --- checkpoints: M and its Adam state, under a prefix of their own ----------------------
-    def checkpoint_arrays(self):
-        arrays = {f"boundary_{k}": w.copy() for k, w in enumerate(self.model.weights())}
-        arrays.update({f"boundary_{k}": a for k, a in
-                       optimizers.checkpoint_arrays(self.model.optimizer).items()})
-        arrays["boundary_version"] = np.array(self.version)
-        return arrays
-
-    def checkpoint_shapes(self):
-        return {f"boundary_{k}": w.shape for k, w in enumerate(self.model.weights())}
-
-    def load(self, path, arrays):
-        """Take M's weights and optimizer state from a checkpoint's arrays (ValueError if they
-        do not fit; nothing is changed then)."""
-        prefix = "boundary_"
-        state = optimizers.state_from_checkpoint(
-            path, {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)},
-            self.model.optimizer)
-        for layer, k in zip(self.model.layers, range(0, 2 * len(self.model.layers), 2)):
-            layer.w = arrays[f"{prefix}{k}"].astype(np.float64)
-            layer.b = arrays[f"{prefix}{k + 1}"].astype(np.float64)
-        self.model.optimizer.load_state(state)
-        self.version = int(arrays.get(f"{prefix}version", 0))
-        self.weights = [w.copy() for w in self.model.weights()]
 
 
 # --- The model fetched from where it is learned (train_input.py's and train_middle.py's local

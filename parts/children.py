@@ -20,7 +20,14 @@ from synthgrad import DEFAULT_HOST
 
 log = logging.getLogger("synthgrad")
 TOP = Path(__file__).resolve().parents[1]        # the repository's top level
-LISTENING = re.compile(r"listening on (http://\S+)")    # what serving.serve() logs first
+LISTENING = re.compile(r"listening on (http://\S+)")    # what http.serve() logs first
+
+
+def script_argv(script, *options):
+    """The command line that runs a script ("oracle.py") or a module ("lab.race", run with
+    cwd=TOP) of this project with this Python: the one place a command line is made."""
+    where = [str(TOP / script)] if script.endswith(".py") else ["-m", script]
+    return [sys.executable, *where, *map(str, options)]
 
 
 class Process:
@@ -99,8 +106,8 @@ def start_live_page(run_dir, host=DEFAULT_HOST, port=0, token=None, log_path=Non
     env.pop("SYNTHGRAD_TOKEN", None)
     if token:
         env["SYNTHGRAD_TOKEN"] = token            # not on the command line, where ps shows it
-    argv = [sys.executable, str(TOP / "live.py"), "--run-dir", str(run_dir), "--host", host,
-            "--port", str(port), "--stop-with-parent", *map(str, options)]
+    argv = script_argv("live.py", "--run-dir", run_dir, "--host", host, "--port", port,
+                       "--stop-with-parent", *options)
     proc = Process("live page", argv, log_path or os.devnull, env)
     try:
         url = proc.wait_url(timeout).rstrip("/") + "/"

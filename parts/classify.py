@@ -61,7 +61,7 @@ def make_layers(sizes, activation, rng, last_linear):
     act, init = (sgd.ReLU, "he") if activation == "relu" else (sgd.Sigmoid, "normal")
     n = len(sizes) - 1
     return [sgd.Layer(a, b, sgd.Linear if last_linear and k == n - 1 else act, rng, init)
-            for k, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+            for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))]
 
 
 def labels_of(y, classes):

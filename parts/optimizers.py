@@ -74,7 +74,7 @@ class Adam:
         self.t += 1
         alpha = (self.learning_rate * math.sqrt(1 - self.beta_2 ** self.t)
                  / (1 - self.beta_1 ** self.t))
-        for p, g, m, v in zip(self._params(), self._grads(), self.m, self.v):
+        for p, g, m, v in zip(self._params(), self._grads(), self.m, self.v, strict=True):
             m += (1 - self.beta_1) * (g - m)
             v += (1 - self.beta_2) * (g * g - v)
             p -= alpha * m / (np.sqrt(v) + self.epsilon)    # in place: the layer's own array
@@ -82,7 +82,7 @@ class Adam:
     def state(self):
         """{"t", "m0", "v0", "m1", ...}: everything step() depends on, for a checkpoint."""
         arrays = {"t": np.array(self.t)}
-        for k, (m, v) in enumerate(zip(self.m, self.v)):
+        for k, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
             arrays[f"m{k}"], arrays[f"v{k}"] = m, v
         return arrays
 
@@ -100,31 +100,3 @@ def make(name, layers, learning_rate):
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](layers, learning_rate)
-
-
-def state_shapes(name, layers):
-    """{name: shape} of make(name, layers, ...).state(), to check a checkpoint against."""
-    return {k: np.shape(a) for k, a in make(name, layers, 1.0).state().items()}
-
-
-def checkpoint_arrays(optimizer):
-    """The optimizer's name and state as checkpoint arrays: "optimizer", "opt_t", "opt_m0", ..."""
-    return {"optimizer": np.array(optimizer.name),
-            **{f"opt_{k}": a for k, a in optimizer.state().items()}}
-
-
-def state_from_checkpoint(path, arrays, optimizer):
-    """The state checkpoint_arrays saved, from a checkpoint's arrays, for optimizer.load_state.
-    ValueError if the checkpoint was written with another optimizer or its state does not fit."""
-    written = str(arrays.get("optimizer", "sgd"))      # checkpoints from before --optimizer: sgd
-    if written != optimizer.name:
-        raise ValueError(f"checkpoint {path} was written with --optimizer {written}; this run "
-                         f"uses {optimizer.name}: resume with the optimizer it was written with")
-    state = {}
-    for k, shape in state_shapes(optimizer.name, optimizer.layers).items():
-        a = arrays.get(f"opt_{k}")
-        if a is None or a.shape != shape or not np.isfinite(a).all():
-            raise ValueError(f"checkpoint {path}: the optimizer's opt_{k} is missing, not of "
-                             f"shape {shape} or not finite")
-        state[k] = a
-    return state

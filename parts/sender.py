@@ -21,27 +21,19 @@ from synthgrad import MAX_CHUNK, PeerError
 log = logging.getLogger("synthgrad")
 
 
-# The trainers' senders wait up to 10 ms for a chunk to fill: the input trainer puts 10 rows a
-# minibatch, and one POST per minibatch would double its requests (at ~9,000 examples/s, ~900
-# POSTs/s; a waitress request costs ~0.3 ms of server CPU, measured on /estimate_gradients).
-SENDER_LINGER = 0.01
+SENDER_LINGER = 0.01    # the trainers' senders wait this long for a chunk to fill (docs/speed.md)
 
 
 class Sender:
     """Fire-and-forget delivery of per-example rows to a peer, from a background thread.
 
-    The producer calls put(i, *arrays) (rows for examples i) and never waits. Rows wait in a
-    pending buffer holding the latest rows per example index: a newer row for an index that has
-    not been sent yet replaces the older one (counted as `superseded`; the receiver keeps only
-    the latest per index anyway). The sender thread posts up to `chunk` rows at a time with
-    send(i, *arrays). While the peer is down it keeps the rows and retries with back-off
-    (logging once per `log_every` seconds, counting `failed_requests`). The buffer holds at most
-    `max_pending` indices: rows for a new index beyond that are refused and counted as
-    `dropped`. Rows the peer refuses as malformed (a 4xx answer other than 401) are dropped
-    and counted as `refused`, with an error logged: resending cannot help. close() sends what is left, for at most `flush_timeout` seconds, and counts and
-    logs what could not be sent as `unsent`. With `linger` > 0 the thread, before taking a chunk
-    that is not full, waits up to `linger` seconds for more rows, so a producer that puts a few
-    rows at a time makes a few large requests rather than many small ones.
+    put(i, *arrays) never waits. Pending rows are the latest per example index: a newer row
+    for an unsent index replaces the older (`superseded`; the receiver keeps only the latest
+    anyway). The thread posts up to `chunk` rows at a time with send(i, *arrays), waiting up to
+    `linger` s for a chunk to fill; while the peer is down it keeps them and retries with
+    back-off (`failed_requests`, logged once per `log_every` s). Beyond `max_pending` indices
+    new rows are `dropped`; rows the peer refuses (a 4xx but 401) are `refused`: resending
+    cannot help. close() sends what is left within `flush_timeout` s; the rest is `unsent`.
     """
 
     def __init__(self, send, name, chunk=MAX_CHUNK, max_pending=250_000, max_backoff=2.0,
@@ -81,9 +73,8 @@ class Sender:
 
     # The buffer: each put's rows stay together in one block (a copy of its arrays, made once);
     # _pending maps an example index to (block id, row) of its newest unsent row, in the order
-    # the indices first arrived. A block is freed when none of its rows is pending any more.
-    # Handling rows a block at a time is what keeps the per-row cost of the buffer small: the
-    # output trainer sends over 100,000 rows a second through it.
+    # the indices first arrived; a block is freed when none of its rows is pending. Rows a
+    # block at a time keep the per-row cost small.
 
     def _add(self, indices, block, replace):
         """Make block's rows the pending ones for `indices` (caller holds the lock). replace:
@@ -131,11 +122,11 @@ class Sender:
         i, bids, rows = i[order], bids[order], rows[order]
         bounds = [0, *(np.flatnonzero(np.diff(bids)) + 1).tolist(), len(bids)]
         parts = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             bid = int(bids[a])
             parts.append([column[rows[a:b]] for column in self._blocks[bid]])
             self._release(bid, b - a)
-        return i, [np.concatenate(column) for column in zip(*parts)]
+        return i, [np.concatenate(column) for column in zip(*parts, strict=True)]
 
     def _compact(self):
         """Copy the pending rows into one block, freeing blocks that are mostly superseded

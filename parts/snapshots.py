@@ -1,29 +1,17 @@
 """Weights and metrics on disk: writing them while training, reading and evaluating them after.
 
-Imported by the trainers, the oracle, plot.py and the scripts that launch runs; it runs nothing
-and draws nothing.
+Imported by the trainers, plot.py and the launchers; it runs nothing and draws nothing.
 
-Metrics are JSON lines, one object per line: {"time": time.time(), "stage": ..., "seconds":
-seconds since that process started, ...figures}. Each process appends to its own file
-(MetricsLog); read_metrics is the one reader.
+Metrics are JSON lines, {"time": time.time(), "stage": ..., "seconds": since that process
+started, ...figures}, each process appending to its own file (MetricsLog, read_metrics).
 
-Each trainer writes its layers into a progress folder as `<part>_<label>.npz`, where part is
-"layer1" (the input trainer) or "layers23" (the output trainer). The label is
-
-- "initial": the weights before any training;
-- a tick: wall-clock seconds (time.time()) rounded *down* to a multiple of the snapshot interval.
-  Both trainers save on the same ticks of the same clock, so layer1_T.npz and layers23_T.npz
-  were taken within one training step of each other and compose into the network at moment T;
-- "final": the weights when the trainer stopped.
-
-Each file holds w0, b0, w1, b1, ... (layer k's weights (n_in, n_out) and biases (n_out,)) and
-`time`, the exact time.time() it was taken. Files are written to a temporary name and renamed,
-so a reader never sees half a file.
-
-Reading a progress folder back: paired_ticks and find_moments say which pairs compose into a
-whole 2-24-12-1 network (load_composed), and composed_mse, composed_curve and measure_progress
-give their held-out MSE. A run folder (demo.py's) adds RUN/metrics/<process>.jsonl and the
-plain-backprop baseline's whole network, RUN/backprop/final.npz (load_backprop).
+Each trainer writes its layers into a progress folder as `<part>_<label>.npz` (w0, b0, w1, ...
+and `time`, written atomically), part "layer1" (the input trainer) or "layers23" (the output
+trainer), label "initial", "final" or a tick: time.time() rounded down to a multiple of the
+snapshot interval. Both trainers save on the same ticks of the same clock, so layer1_T.npz
+and layers23_T.npz compose into the network at moment T (find_moments, load_composed,
+measure_progress). A run folder (demo.py's) adds RUN/metrics/<process>.jsonl and the
+plain-backprop baseline's RUN/backprop/final.npz (load_backprop).
 """
 
 import json
@@ -436,69 +424,3 @@ def streaming_start(run_dir):
     streaming), or None."""
     rows = read_metrics(Path(run_dir) / "metrics" / "train_input.jsonl")
     return last_finite(rows[:1], "time")
-
-
-# --- Checkpoints: everything a process needs to resume after a restart. ------------------------
-
-save_checkpoint = write_npz     # a checkpoint is {name: array}, written atomically
-
-
-def load_checkpoint(path, shapes):
-    """{name: array} from a checkpoint, checked against shapes {name: shape}.
-
-    Every named array must be present with exactly that shape and finite values; anything else
-    (missing, truncated, not an .npz, wrong shape, NaN) raises ValueError with a clear message,
-    and nothing is loaded.
-    """
-    arrays = read_npz(path, "the checkpoint")
-    for name, shape in shapes.items():
-        if name not in arrays:
-            raise ValueError(f"checkpoint {path} has no {name!r}; was it written by another "
-                             "script or another configuration?")
-        if arrays[name].shape != tuple(shape):
-            raise ValueError(f"checkpoint {path}: {name} has shape {arrays[name].shape}, "
-                             f"expected {tuple(shape)} (same options as when it was written?)")
-        if arrays[name].dtype.kind == "f" and not np.isfinite(arrays[name]).all():
-            raise ValueError(f"checkpoint {path}: {name} holds NaN or infinity")
-    return arrays
-
-
-class Checkpointer:
-    """Calls save() (which writes a checkpoint) when `interval` seconds have passed."""
-
-    def __init__(self, path, interval, save):
-        self.path, self.interval, self.save = path, interval, save
-        self.next = time.monotonic() + interval
-        self.saved = 0
-
-    def maybe(self):
-        if self.path is None or time.monotonic() < self.next:
-            return False
-        self.now()
-        return True
-
-    def now(self):
-        if self.path is not None:
-            self.save(self.path)
-            self.saved += 1
-            self.next = time.monotonic() + self.interval
-
-
-def checkpoint_arguments(p, what):
-    """--checkpoint, --checkpoint-interval and --resume, the same for every process."""
-    p.add_argument("--checkpoint", default=None,
-                   help=f"file to checkpoint {what} into, atomically, every "
-                        "--checkpoint-interval seconds and when stopped (default: none)")
-    p.add_argument("--checkpoint-interval", type=float, default=30.0,
-                   help="seconds between checkpoints (default 30: little lost after a crash, "
-                        "and writing even 200,000 examples takes well under a second)")
-    p.add_argument("--resume", action="store_true",
-                   help="start from --checkpoint instead of from scratch; a missing, truncated "
-                        "or wrong-shaped checkpoint is refused with a message")
-
-
-def check_checkpoint_arguments(p, args):
-    if args.resume and not args.checkpoint:
-        p.error("--resume needs --checkpoint PATH")
-    if not args.checkpoint_interval > 0:
-        p.error("--checkpoint-interval must be positive")

@@ -1,22 +1,15 @@
-"""chain.py --ray: a chain's processes as Ray actors, placed, restarted and collected by Ray.
+"""The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor.
 
-Each stage (and each oracle, where the boundary models are not co-located) is one actor: the
-script's own main (its server and trainer) runs in a thread inside the actor's process,
-stopped by an event where a signal would stop the script (parts/threaded.py). chain.py chose
-its address before it started: Ray places the processes (a CPU each, in a placement group, so
-a restart comes back to the same machine; or on the machines --place names, by a custom
-resource each declares), a probe on each machine finds a free port there, and the actor binds
-that port on its machine's address, restarted or not, so its peers' senders find it again.
-
-A process that dies (SIGKILL, a crash, its script failing) is restarted by Ray (max_restarts)
-on its machine, where its checkpoint is: it resumes from it as --resume does. chain.py says
-each death in one line (which process, on which machine, the restart). A machine that leaves
-the cluster, or a process Ray will not restart again, ends the run cut short.
-
-Everything a process writes goes to its machine's disk under /tmp/synthgrad-ray/<run>-<id>/
-(node_root); chain.py collects each process's snapshots, metrics and log from there through Ray
-every COLLECT_EVERY seconds and at the end, into its run folder on the driver, where the live
-page and the evaluation read them. Ray is imported only here, and only for --ray.
+Each process is one actor running its script's main in a thread, stopped by an event where
+a signal would stop the script (parts/threaded.py). Ray places the processes first (a CPU
+each in a placement group, so a restart comes back to the same machine; or on the machines
+--place names), a probe on each machine finds a free port, and the actor binds that port on
+its machine's address, restarted or not, so its peers' senders find it again. A process that
+dies is restarted by Ray on its machine from its checkpoint, said in one line; a machine that
+leaves, or a process Ray will not restart again, ends the run cut short. Each process writes
+under /tmp/synthgrad-ray/<run>-<id>/ on its machine (node_root); its snapshots, metrics and
+log are collected into the driver's run folder every COLLECT_EVERY s and at the end.
+Ray is imported only here, and only for --ray.
 """
 
 import importlib
@@ -32,7 +25,8 @@ import traceback
 import uuid
 from pathlib import Path
 
-from runner import chain_watch, launch
+from parts import children
+from runner import processes
 
 RAY_PIN = "ray==2.60.0"                # the version tests/ runs (requirements-test.txt)
 MISSING = (f"chain.py --ray needs Ray, which make demo does not install: pip install "
@@ -44,7 +38,6 @@ LAST_WORDS_S = 1.0                     # a failed script's process lives on this
                                        # state readable (its log may be on a machine gone)
 # The repository travels to every machine (Ray's working_dir) without these.
 EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
-READY_WAIT = chain_watch.STATUS_WAIT   # seconds a process may take to answer after its start
 
 
 def import_ray():
@@ -61,27 +54,18 @@ def node_root(run_dir):
     return Path("/tmp/synthgrad-ray") / f"{Path(run_dir).name}-{uuid.uuid4().hex[:8]}"
 
 
-def key_of(name):
-    """"stage 2" -> "stage2", "boundary 1 oracle" -> "boundary1": its files' names."""
-    return name.replace(" oracle", "").replace(" ", "")
-
-
 def own_files(key):
     """What a process writes that the driver collects (relative to its node root)."""
     return [f"{key}.log", f"metrics/{key}.jsonl", f"progress/{key}"]
 
 
 class Stage:
-    """One process of a chain inside a Ray actor (ray.remote(Stage)): the script's main in a
-    thread, on the port in its argv. __init__ never raises: Ray re-runs it with the same
-    arguments to restart the actor, and a restart that raises kills the actor for good.
-
-    argv: the script's file name, then its options (a --port, a --checkpoint); root: where it
-    writes on this machine; the script starts once the files `needs` names are there
-    (write_files: the toy's data, for stage 1, sent by a call, not as an argument, which a
-    restart would need again); deadline (time.time()), for stage 1: a restart streams only the
-    time left (--duration). A main that fails ends the process (os._exit): Ray restarts it.
-    """
+    """One process inside a Ray actor: argv (the script's name, then its options) run by the
+    script's main in a thread, writing under root. __init__ never raises: Ray re-runs it to
+    restart the actor, and a restart that raises kills the actor for good. The script starts
+    once the files `needs` names are there (write_files: stage 1's data, sent once by a call,
+    not as an argument a restart would need again); restarted, it resumes from its checkpoint
+    with the time left of its deadline. A main that fails ends the process: Ray restarts it."""
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
         self.key, self.root, self.state = key, Path(root), "starting"
@@ -120,11 +104,9 @@ class Stage:
             if token:                                # the scripts' --token default
                 os.environ["SYNTHGRAD_TOKEN"] = token
             script, options = argv[0], list(argv[1:])
-            if self.restarted and deadline is not None and "--duration" in options:
-                left = round(max(1.0, deadline - time.time()), 1)
-                options[options.index("--duration") + 1] = str(left)
             checkpoint = options[options.index("--checkpoint") + 1]
-            options = launch.resume_argv(options, None, checkpoint)
+            options = processes.restart_options(options, None, checkpoint,
+                                             deadline if self.restarted else None)
             self.resumed = "--resume" in options
             print(f"raychain: {self.key} {'restarted by Ray' if self.restarted else 'started'}"
                   f" in process {os.getpid()} on {self.node_ip}"
@@ -148,7 +130,7 @@ class Stage:
             self.state = f"failed: {type(e).__name__}: {e}"
         if self.state.startswith("failed") and not self.stop_event.is_set():
             print(f"raychain: {self.key} {self.state}; ending its process", flush=True)
-            self.state += f"; its log ends: {launch.log_tail(self.root / f'{self.key}.log')}"
+            self.state += f"; its log ends: {processes.log_tail(self.root / f'{self.key}.log')}"
             time.sleep(LAST_WORDS_S)                 # the driver's look reads it first
             os._exit(1)                              # Ray restarts it (max_restarts)
 
@@ -219,20 +201,23 @@ def free_port():
 
 
 class RayChain:
-    """The driver's side of a chain on Ray: connect (a fresh local instance for "local", else
-    the cluster at `address`), place `names` (the processes in start order; place: {name:
-    custom resource} or None, Ray's placement group), start each, look at them (deaths,
-    restarts, machines gone), collect their files into run_dir, and at the end stop them,
-    collect the rest, remove their files and disconnect. Use it as a context manager."""
+    """The Ray spawner (runner/processes.py): as a context manager it connects (a fresh
+    local instance for "local", else the cluster at `address`) and places `procs` (place:
+    {name: custom resource}, or None: Ray's placement group), their URLs in self.urls; then
+    it starts each, looks at them (deaths, restarts, machines gone), collects their files
+    (written under root on their machines) into run_dir, and at the end stops them, collects
+    the rest, removes their files and disconnects. files: {name: {relative path: bytes}} a
+    process needs before it starts (stage 1: the toy's data)."""
 
-    def __init__(self, run_dir, address, names, place=None, max_restarts=3, token=None,
-                 on_start=None):
+    def __init__(self, run_dir, address, procs, root=None, place=None, max_restarts=3,
+                 token=None, on_start=None, files=None):
         self.ray = import_ray()
-        self.run, self.address, self.names = Path(run_dir), address, list(names)
+        self.run, self.address = Path(run_dir), address
+        self.names, self.keys = [p.name for p in procs], {p.name: p.key for p in procs}
         self.place, self.max_restarts, self.token = place, max_restarts, token
-        self.root = node_root(run_dir)
-        self.options, self.where = {}, {}
-        self.actors, self.info, self.have, self.restarts = {}, {}, {}, {}
+        self.root, self.files = Path(root or node_root(run_dir)), files or {}
+        self.options, self.where, self.urls = {}, {}, {}
+        self.actors, self.info, self.have, self.restarted = {}, {}, {}, {}
         self.pending = {}                          # ref -> (name, "info" or "collect")
         self.next_look = self.next_collect = 0.0
         self.group = None
@@ -246,7 +231,7 @@ class RayChain:
         env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
                     "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
         options = dict(log_to_driver=False, logging_level=logging.ERROR, runtime_env=dict(
-            working_dir=str(launch.TOP), excludes=EXCLUDES, env_vars=env_vars))
+            working_dir=str(children.TOP), excludes=EXCLUDES, env_vars=env_vars))
         try:
             if self.address == "local":           # as many CPUs as processes, at least
                 ray.init(address="local", include_dashboard=False,
@@ -263,10 +248,15 @@ class RayChain:
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (is "
                              f"`ray start --head` running there, and RAY_AUTH_MODE=token with "
                              f"its token set here? docs/several-machines.md)") from None
+        try:
+            self.urls = self.place_all()
+        except BaseException:                      # nothing started: let go of Ray
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc):
-        self.finish()
+        self.stop_all()
         if self.group is not None:
             self.ray.util.remove_placement_group(self.group)
         self.ray.shutdown()
@@ -303,44 +293,47 @@ class RayChain:
         while len(self.where) < len(self.names):   # a port drawn twice is drawn again
             names = [n for n in self.names if n not in self.where]
             refs = [probe.options(**probes[name]).remote() for name in names]
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=READY_WAIT)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=processes.READY_WAIT)
             if len(ready) < len(refs):
-                raise SystemExit("chain.py: Ray could not place every process in "
-                                 f"{READY_WAIT:.0f} s: does every machine --place names have "
-                                 "a free CPU for each of its stages?")
-            for name, (ip, port, node) in zip(names, ray.get(refs)):
+                raise SystemExit(f"chain.py: Ray could not place every process in "
+                                 f"{processes.READY_WAIT:.0f} s: does every machine --place "
+                                 f"names have a free CPU for each of its stages?")
+            for name, (ip, port, node) in zip(names, ray.get(refs), strict=True):
                 if (ip, port) not in {(i, p) for i, p, _ in self.where.values()}:
                     self.where[name] = (ip, port, node)
         return {name: f"http://{ip}:{port}" for name, (ip, port, _) in self.where.items()}
 
-    def machine(self, name, short=False):
-        """The machine a process is on, in words: "host_b (10.0.0.2)" with --place ("host_b"
-        if short), else its address."""
+    def machine(self, name):
+        """The machine a process is on, short: its --place name, else its address."""
+        return self.place[name] if self.place else self.where[name][0]
+
+    def described(self, name):
+        """The machine in words: "host_b (10.0.0.2)" with --place, else its address."""
         ip = self.where[name][0]
-        return ip if not self.place else self.place[name] if short else \
-            f"{self.place[name]} ({ip})"
+        return f"{self.place[name]} ({ip})" if self.place else ip
 
     # --- starting ---
 
-    def start(self, name, argv, files=None, deadline=None, url=None):
-        """Start process `name` (argv: launch.script_argv's, its --port replaced by the one
-        chosen, bound to its machine's address) and wait until it runs and, if `url`, its
-        server answers. SystemExit if it does not within READY_WAIT seconds."""
+    def start(self, proc, argv, deadline=None):
+        """Start proc (argv: processes.command_line's; its --port becomes the one chosen, on
+        its machine's address); wait until it runs and, if it serves, answers. Its URL (None
+        if it does not serve); SystemExit if it does not within READY_WAIT s."""
+        name, files = proc.name, self.files.get(proc.name)
+        url = self.urls[name] if "--port" in argv else None
         ip, port, _ = self.where[name]
         options = list(argv[2:])
         if "--port" in options:
             options[options.index("--port") + 1] = str(port)
             options += ["--host", ip]
-        key = key_of(name)
-        self.have[name], self.restarts[name] = {}, 0
+        self.have[name], self.restarted[name] = {}, 0
         self.actors[name] = self.ray.remote(Stage).options(
             **self.options[name], max_restarts=self.max_restarts, max_task_retries=0,
-            max_concurrency=3).remote(key, [Path(argv[1]).name, *options], str(self.root),
+            max_concurrency=3).remote(proc.key, [Path(argv[1]).name, *options], str(self.root),
                                       sorted(files or {}), self.token, deadline)
         if files:
-            self.call(name, "write_files", files, timeout=READY_WAIT)
-        client = None if url is None else chain_watch.clients_of({0: url}, [], self.token)[0][0]
-        give_up = time.monotonic() + READY_WAIT
+            self.call(name, "write_files", files, timeout=processes.READY_WAIT)
+        peer = None if url is None else processes.client(url, self.token)
+        give_up = time.monotonic() + processes.READY_WAIT
         while time.monotonic() < give_up:
             try:
                 info = self.ray.get(self.actors[name].info.remote(), timeout=5)
@@ -352,18 +345,19 @@ class RayChain:
                 raise SystemExit(f"chain.py: {name} died as it started ({type(e).__name__}): "
                                  f"{self.why(name)}") from None
             self.info[name] = info
-            if info["state"] in ("running", "finished") and (client is None or
-                                                chain_watch.last_status(client) is not None):
+            if info["state"] in ("running", "finished") and (
+                    peer is None or processes.last_status(peer) is not None):
                 self.on_start(name, info["pid"])
-                print(f"chain: {name} on {self.machine(name)}, process {info['pid']}"
+                print(f"chain: {name} on {self.described(name)}, process {info['pid']}"
                       f"{f': {url}' if url else ''}", flush=True)
-                return
+                return url
             time.sleep(0.1)
         self.collect_all(wait=True)
-        raise SystemExit(f"chain.py: {name} did not start within {READY_WAIT:.0f} s; its log "
-                         f"ends: {launch.log_tail(self.run / f'{key}.log')}")
+        raise SystemExit(f"chain.py: {name} did not start within "
+                         f"{processes.READY_WAIT:.0f} s; its log "
+                         f"ends: {processes.log_tail(self.run / f'{proc.key}.log')}")
 
-    # --- watching: chain_watch.watch's look() ---
+    # --- watching: processes.watch's look() ---
 
     def look(self):
         """Every LOOK_EVERY s, each actor's info (a new process: Ray restarted it, said in one
@@ -385,7 +379,7 @@ class RayChain:
             for name in gone:                          # no restart can bring them back there
                 self.ray.kill(self.actors.pop(name), no_restart=True)
             if gone:
-                where, node = self.machine(gone[0]), self.where[gone[0]][2]
+                where, node = self.described(gone[0]), self.where[gone[0]][2]
                 print(f"chain: {' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'}"
                       f" machine {where}, Ray node {node[:8]}, left the cluster; ending the run",
                       flush=True)
@@ -412,38 +406,38 @@ class RayChain:
         self.info[name] = info
         if before is None or before["pid"] == info["pid"]:
             return
-        self.restarts[name] = info["starts"] - 1
+        self.restarted[name] = info["starts"] - 1
         self.on_start(name, info["pid"])
-        port = self.where[name][1]
         how = "from its checkpoint" if info["resumed"] else "from scratch (no checkpoint yet)"
-        print(f"chain: {name} on {self.machine(name)} died (its process {before['pid']} is "
+        print(f"chain: {name} on {self.described(name)} died (its process {before['pid']} is "
               f"gone; its log ends: {self.last_words(name)}); Ray restarted it there as"
-              f" process {info['pid']} (restart {self.restarts[name]} of at most "
-              f"{self.max_restarts}), {how}, on port {port}", flush=True)
+              f" process {info['pid']} (restart {self.restarted[name]} of at most "
+              f"{self.max_restarts}), {how}, on port {self.where[name][1]}", flush=True)
 
     def last_words(self, name):
         """The last lines its log had before Ray restarted it (collected now)."""
         try:
             self.write(name, self.ray.get(self.actors[name].collect.remote(self.have[name]),
                                           timeout=10))
-            text = (self.run / f"{key_of(name)}.log").read_text(errors="replace")
+            text = (self.run / f"{self.keys[name]}.log").read_text(errors="replace")
         except (self.ray.exceptions.RayError, OSError):
             return "(not collected)"
-        return launch.text_tail(text.rsplit(f"raychain: {key_of(name)} restarted by Ray", 1)[0])
+        restarted = f"raychain: {self.keys[name]} restarted by Ray"
+        return processes.text_tail(text.rsplit(restarted, 1)[0])
 
     def dead(self, name):
         self.actors.pop(name)
-        print(f"chain: {name} on {self.machine(name)} died and Ray will not restart it "
-              f"(restarted {self.restarts[name]} of at most {self.max_restarts} times, "
+        print(f"chain: {name} on {self.described(name)} died and Ray will not restart it "
+              f"(restarted {self.restarted[name]} of at most {self.max_restarts} times, "
               f"--max-restarts): {self.why(name)}. Ending the run", flush=True)
-        return f"{name} died ({self.restarts[name] + 1} times)"
+        return f"{name} died ({self.restarted[name] + 1} times)"
 
     def why(self, name):
         """What the last look saw of a process's failure (its script's error and log's last
         lines), else the last lines of its log as collected."""
         state = self.info.get(name, {}).get("state", "")
         return (state.removeprefix("failed: ") if state.startswith("failed") else
-                f"its log ends: {launch.log_tail(self.run / f'{key_of(name)}.log')}")
+                f"its log ends: {processes.log_tail(self.run / f'{self.keys[name]}.log')}")
 
     def finished(self, name):
         return self.info.get(name, {}).get("state") == "finished"
@@ -451,9 +445,12 @@ class RayChain:
     def cpu_seconds(self, name):
         return self.info.get(name, {}).get("cpu_s")
 
+    def restarts(self):                          # {name: restarts so far}
+        return dict(self.restarted)
+
     # --- collecting, stopping ---
 
-    def write(self, name, files):
+    def write(self, name, files):                # what its collect() answered
         for rel, data in files.items():
             write_atomically(self.run / rel, data)
             self.have[name][rel] = len(data)
@@ -488,7 +485,7 @@ class RayChain:
         """Stop one process as SIGTERM would (it saves what it holds)."""
         self.call(name, "stop", timeout, timeout=timeout + 10)
 
-    def finish(self):
+    def stop_all(self):
         """Stop every process (the last started first), collect what they wrote, remove it
         from their machines, end the actors."""
         for name in reversed(list(self.actors)):
@@ -500,15 +497,3 @@ class RayChain:
             self.ray.kill(actor, no_restart=True)
         self.actors.clear()
 
-
-class First:
-    """Stage 1 as chain_watch.watch sees it: finished() and stop(timeout)."""
-
-    def __init__(self, chain, name="stage 1"):
-        self.chain, self.name = chain, name
-
-    def finished(self):
-        return self.chain.finished(self.name)
-
-    def stop(self, timeout=30.0):
-        self.chain.stop(self.name, timeout)

@@ -64,3 +64,21 @@ def write_images(folder, data):
         images.write_idx(folder / (images_name + ".gz"), pixels)
         images.write_idx(folder / (labels_name + ".gz"), labels.astype(np.uint8))
     return folder
+
+
+def decoupled_argvs(config, oracle_url="http://o", output_url="http://t"):
+    """The command lines of launch.decoupled_procs(config): (oracle, output, input), with
+    these addresses for the two servers."""
+    from runner import launch, processes
+    urls = {"oracle": oracle_url, "output trainer": output_url}
+    return [processes.command_line(p, urls) for p in launch.decoupled_procs(config)]
+
+
+def chain_argvs(config):
+    """{name: command line} of chain.chain_procs(config), boundary b's oracle at http://o<b>
+    and stage k at http://s<k>."""
+    import chain
+    from runner import processes
+    procs = chain.chain_procs(config)
+    urls = {p.name: f"http://{p.name[0].replace('b', 'o')}{p.name.split()[1]}" for p in procs}
+    return {p.name: [str(a) for a in processes.command_line(p, urls)] for p in procs}

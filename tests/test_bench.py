@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import generate
-from lab import bench
+from lab import bench, race
 from runner import launch
 
 CURVE = [(0.0, 0.20), (4.0, 0.07), (9.0, 0.05), (15.0, 0.029), (24.0, 0.02)]
@@ -137,10 +137,18 @@ def test_a_stage_trains_at_the_slope_of_its_later_metrics_lines(tmp_path):
     rows = [{"time": 100.0 + t, "examples_trained": n} for t, n in
             [(0, 0), (2, 100), (4, 5_000), (6, 9_000), (8, 13_000)]]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert bench.trained_per_s(path) == (13_000 - 5_000) / 4      # the second half only
+    assert race.trained_per_s(path) == (13_000 - 5_000) / 4      # the second half only
 
 
 def test_the_pinned_table_sets_the_measured_stage_beside_the_model_and_one_process():
     rows = [parts_row(512, 100, 2.0)]                 # one process 20 µs, stage 2 10 µs
     table = bench.pinned_markdown({(512, 100): 80_000.0}, rows)
     assert "| 512, 100 | 80,000 | 100,000 | 50,000 | 1.60x |" in table
+
+
+def test_a_stage_that_ran_out_of_work_is_measured_while_it_trained(tmp_path):
+    path = tmp_path / "stage2.jsonl"
+    rows = [{"time": 100.0 + t, "examples_trained": n} for t, n in
+            [(0, 0), (2, 100), (4, 5_000), (6, 9_000), (8, 13_000), (10, 13_000), (12, 13_000)]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert race.trained_per_s(path) == (13_000 - 5_000) / 4      # the idle tail left out

@@ -22,8 +22,9 @@ import generate
 import sgd
 import train_middle
 from conftest import FakeSender
+from helpers import chain_argvs
 from parts import boundary, snapshots
-from runner import chain_eval
+from runner import chain_eval, launch, processes
 
 # A run bounded by work (ChainConfig.examples) still gets a time limit, only as a guard against
 # a hang: ~30x what the work takes on an idle 2-core machine (a 4-stage chain's 250,000
@@ -59,14 +60,19 @@ def test_the_learning_rate_is_the_scripts_up_to_3_stages_and_the_measured_one_be
 
 
 def test_the_two_stage_chain_is_the_three_scripts(tmp_path):
-    config = chain.ChainConfig(run_dir=tmp_path)
-    last = chain.server_stage_argv(config, 2, (24, 12, 1), "http://o1")
+    argvs = chain_argvs(chain.ChainConfig(run_dir=tmp_path))
+    assert list(argvs) == ["boundary 1 oracle", "stage 2", "stage 1"]       # in start order
+    last, first = argvs["stage 2"], argvs["stage 1"]
     assert last[1].endswith("train_output.py") and "--sizes" in last
     assert last[last.index("--sizes") + 1] == "24-12-1"
-    first = chain.input_stage_argv(config, (2, 24), "http://o1", "http://s2")
+    assert last[last.index("--oracle-url") + 1] == "http://o1"
     assert first[1].endswith("train_input.py") and first[first.index("--width") + 1] == "24"
-    middle = chain.server_stage_argv(config, 2, (32, 32), "http://o1", "http://o2", "http://s3")
+    assert first[first.index("--output-url") + 1] == "http://s2"
+    middle = chain_argvs(chain.ChainConfig(run_dir=tmp_path, sizes=(2, 32, 32, 1),
+                                           splits=(1, 2)))["stage 2"]
     assert middle[1].endswith("train_middle.py")
+    assert middle[middle.index("--sizes") + 1] == "32-32"
+    assert middle[middle.index("--next-url") + 1] == "http://s3"
     for argv in (last, first, middle):                           # one optimizer setting for all
         assert argv[argv.index("--learning-rate") + 1] == "0.005"
         assert argv[argv.index("--batch-size") + 1] == "10"
@@ -74,10 +80,11 @@ def test_the_two_stage_chain_is_the_three_scripts(tmp_path):
 
 
 def test_colocated_stages_carry_the_models_and_no_oracle_is_named(tmp_path):
-    config = chain.ChainConfig(run_dir=tmp_path, colocated=True)
-    last = chain.server_stage_argv(config, 3, (32, 32, 1), None)
-    middle = chain.server_stage_argv(config, 2, (32, 32), None, "http://s3", "http://s3")
-    first = chain.input_stage_argv(config, (2, 32, 32), None, "http://s2")
+    argvs = chain_argvs(chain.ChainConfig(run_dir=tmp_path, colocated=True,
+                                          sizes=(2, 32, 32, 32, 32, 1), splits=(2, 3)))
+    assert list(argvs) == ["stage 3", "stage 2", "stage 1"]                # no oracle
+    last, middle, first = argvs["stage 3"], argvs["stage 2"], argvs["stage 1"]
+    assert last[last.index("--sizes") + 1] == "32-32-1"
     for argv in (last, middle, first):
         assert "--colocated" in argv and "--oracle-url" not in argv
     assert middle[middle.index("--above-oracle-url") + 1] == "http://s3"   # the next stage
@@ -103,10 +110,10 @@ def test_a_budget_of_work_reaches_stage_1_as_until_trained():
     with pytest.raises(SystemExit):
         chain.parse_args(["--examples", "0"])
     config = chain.ChainConfig(run_dir=Path("run"), examples=5000)
-    argv = [str(a) for a in chain.input_stage_argv(config, (2, 24), None, "http://127.0.0.1:9")]
+    argv = chain_argvs(config)["stage 1"]
     assert argv[argv.index("--until-trained") + 1] == "5000"
-    assert "--until-trained" not in chain.input_stage_argv(
-        chain.ChainConfig(run_dir=Path("run")), (2, 24), None, "http://127.0.0.1:9")
+    assert "--until-trained" not in chain_argvs(chain.ChainConfig(run_dir=Path("run")))[
+        "stage 1"]
 
 
 # --- the middle stage ----------------------------------------------------------------------
@@ -140,10 +147,10 @@ def test_a_colocated_middle_stage_teaches_the_model_below_itself(middle):
     trainer.above.weights, trainer.above.conditioned = above_model(rng)
     x, y = rng.uniform(0, 1, (10, 4)), rng.uniform(-1, 1, 10)
     trainer.receive(np.arange(10), x, y)
-    before = [w.copy() for w in trainer.boundary.weights]
+    before = [w.copy() for w in trainer.boundary.published]
     assert trainer.train_pass()
     assert trainer.boundary.version == 2                         # learned from dL/dh_in
-    assert not np.array_equal(before[0], trainer.boundary.weights[0])
+    assert not np.array_equal(before[0], trainer.boundary.published[0])
     frozen = middle(colocated=True, update="frozen")
     assert frozen.boundary is None                               # no gradient: no model
     assert "synthetic_gradient_quality" not in frozen.metrics()  # and no quality to report
@@ -207,7 +214,7 @@ def test_a_middle_stage_checkpoints_and_resumes_everything_it_holds(middle, tmp_
                     trainer.optimizer.m + trainer.optimizer.v):
         np.testing.assert_array_equal(a, b)                          # Adam's moments
     if colocated:
-        for a, b in zip(again.boundary.weights, trainer.boundary.weights):
+        for a, b in zip(again.boundary.published, trainer.boundary.published):
             np.testing.assert_array_equal(a, b)
         assert again.boundary.version == trainer.boundary.version > 0
 
@@ -396,8 +403,8 @@ def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
     run = tmp_path / "chain"
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
                                duration=GUARD_S, examples=80_000, snapshot_interval=1)
-    launch_env = chain.launch.child_env()
-    chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
+    launch_env = launch.child_env()
+    launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
     final = chain.run_chain(config, launch_env, on_start=started.__setitem__)
     assert set(started) == {"boundary 1 oracle", "boundary 2 oracle", "stage 3", "stage 2",
@@ -437,9 +444,9 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
                                duration=GUARD_S, examples=300_000, snapshot_interval=2,
                                checkpoint_interval=2, colocated=True,
-                               restart=chain.launch.RestartPolicy(backoff=0.5))
-    launch_env = chain.launch.child_env()
-    chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
+                               restart=processes.RestartPolicy(backoff=0.5))
+    launch_env = launch.child_env()
+    launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
     # each once it has a checkpoint to be restarted from (a fast machine trains stage 2's
     # first 15,000 examples before its first checkpoint: CI saw "restarted from scratch")
@@ -504,9 +511,9 @@ def test_with_no_restart_a_death_ends_the_chain_cleanly_and_it_is_still_evaluate
     run = tmp_path / "chain"
     config = chain.ChainConfig(run_dir=run, sizes=(2, 16, 16, 1), splits=(1, 2), count=5_000,
                                duration=GUARD_S, snapshot_interval=2, colocated=True,
-                               restart=chain.launch.RestartPolicy(restart=False))
-    launch_env = chain.launch.child_env()
-    chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
+                               restart=processes.RestartPolicy(restart=False))
+    launch_env = launch.child_env()
+    launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
     # and once every stage has saved a snapshot tick: a chain cut short before that has nothing
     # to evaluate, and says so in one line instead (on a fast machine stage 2 trains 10,000
@@ -562,8 +569,8 @@ def test_a_colocated_chain_is_one_process_per_stage_and_learns(tmp_path, sizes, 
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=splits, count=5_000,
                                duration=GUARD_S, examples=budget, snapshot_interval=1,
                                learning_rate=chain.default_learning_rate(K), colocated=True)
-    launch_env = chain.launch.child_env()
-    chain.launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
+    launch_env = launch.child_env()
+    launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = []
     final = chain.run_chain(config, launch_env, on_start=lambda name, pid: started.append(
         (name, pid)))

@@ -16,9 +16,9 @@ import sgd
 import synthgrad
 import train_input
 import train_output
-from helpers import banded_images, post, status, write_images
+from helpers import banded_images, chain_argvs, post, status, write_images
 from parts import boundary, classify, optimizers, snapshots
-from runner import chain_eval, livedraw
+from runner import chain_eval, launch, livedraw
 
 T = synthgrad.TRAINING_EXAMPLE
 
@@ -107,17 +107,18 @@ def test_a_classifier_refuses_targets_that_are_not_its_labels(make_output_app, y
 def test_a_colocated_classifiers_model_sees_the_one_hot_label():
     """cDNI for a classifier, as deep_dni.py's: linear, zero-initialised, learning at 3e-3,
     its input [h, onehot(c)]; what it publishes is what the stage below computes."""
-    model = boundary.ColocatedModel(6, seed=0, classes=4, **boundary.classifier_model(4))
-    assert [w.shape for w in model.weights] == [(10, 6), (6,)]               # 6 + 4 one-hot
-    assert not np.any(model.weights[0])                                      # zero-init
+    model = boundary.SyntheticGradientModel.for_boundary(6, 0, classes=4)
+    assert [w.shape for w in model.published] == [(10, 6), (6,)]             # 6 + 4 one-hot
+    assert not np.any(model.published[0])                                   # zero-init
     rng = np.random.default_rng(1)
     h, y, g = rng.normal(size=(40, 6)), rng.integers(0, 4, 40).astype(float), rng.normal(size=(40, 6))
-    model.learn(h, y, g)
-    assert model.version == 2 * 1 and np.any(model.weights[0][6:])          # 2 epochs of 1 batch
     onehot = np.eye(4)[y.astype(int)]
-    np.testing.assert_allclose(model.predict(h, y),
-                               np.column_stack([h, onehot]) @ model.weights[0] + model.weights[1])
-    assert model.model.optimizer.learning_rate == boundary.CLASSIFIER_LEARNING_RATE
+    model.learn_pass(h, onehot, g)
+    assert model.version == 2 * 1 and np.any(model.published[0][6:])        # 2 epochs of 1 batch
+    below = boundary.model_forward(model.published, classify.model_inputs(h, y, 10))
+    np.testing.assert_allclose(below, np.column_stack([h, onehot]) @ model.published[0]
+                               + model.published[1])
+    assert model.optimizer.learning_rate == boundary.CLASSIFIER["learning_rate"]
 
 
 # --- the scripts' options --------------------------------------------------------------------
@@ -140,19 +141,18 @@ def test_a_classifiers_stages_are_relu_the_last_owns_the_cross_entropy(tmp_path)
     config = chain.ChainConfig(run_dir=tmp_path, sizes=(784, 32, 32, 10), splits=(1, 2),
                                colocated=True, data="fashion-mnist", image_dir=tmp_path / "i",
                                count=2_000)
-    layout = chain.stage_sizes(config.sizes, config.splits)
-    first = [str(a) for a in chain.input_stage_argv(config, layout[0], None, "http://s2")]
+    argvs = chain_argvs(config)
+    first = argvs["stage 1"]
     assert first[first.index("--data") + 1] == "fashion-mnist" and "--data-dir" not in first
     assert first[first.index("--examples") + 1] == "2000"
     assert first[first.index("--image-dir") + 1] == str(tmp_path / "i")
-    middle = [str(a) for a in chain.server_stage_argv(config, 2, layout[1], None, "u", "u")]
-    last = [str(a) for a in chain.server_stage_argv(config, 3, layout[2], None)]
+    middle, last = argvs["stage 2"], argvs["stage 3"]
     for argv in (middle, last):
         assert argv[argv.index("--activation") + 1] == "relu"
         assert argv[argv.index("--classes") + 1] == "10"
     assert last[last.index("--loss") + 1] == "cross-entropy" and "--loss" not in middle
-    assert "--activation" not in [str(a) for a in chain.server_stage_argv(
-        chain.ChainConfig(run_dir=tmp_path), 2, (24, 12, 1), "http://o")]    # the toy's
+    assert "--activation" not in chain_argvs(chain.ChainConfig(run_dir=tmp_path))[
+        "stage 2"]                                                          # the toy's
 
 
 def test_the_scripts_check_a_classifiers_sizes():
@@ -231,7 +231,7 @@ def test_a_4_stage_chain_of_processes_classifies_fashion_mnist_and_its_control(t
         classify.images.find("fashion-mnist", download=False)
     except classify.images.DataError as e:
         pytest.skip(f"Fashion-MNIST cannot be read here (make data): {e}")
-    env = chain.launch.child_env()
+    env = launch.child_env()
     accuracy = {}
     for update in ("synthetic", "frozen"):
         run = tmp_path / update

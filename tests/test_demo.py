@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import demo
+from helpers import decoupled_argvs
 from runner import launch
 
 
@@ -17,9 +18,9 @@ def test_the_demos_defaults_are_the_launchers(tmp_path):
     args = demo.parse_args([])
     config = demo.decoupled_config(args, tmp_path)
     default = launch.DecoupledConfig(run_dir=tmp_path, duration=demo.DURATION)
-    assert launch.oracle_argv(config) == launch.oracle_argv(default)
-    assert launch.output_argv(config, "o") == launch.output_argv(default, "o")
-    assert launch.input_argv(config, "o", "t") == launch.input_argv(default, "o", "t")
+    assert decoupled_argvs(config)[0] == decoupled_argvs(default)[0]
+    assert decoupled_argvs(config, "o")[1] == decoupled_argvs(default, "o")[1]
+    assert decoupled_argvs(config, "o", "t")[2] == decoupled_argvs(default, "o", "t")[2]
     assert args.oracle_args == "" and args.duration == demo.DURATION
 
 
@@ -27,9 +28,9 @@ def test_oracle_and_input_args_go_to_the_processes_as_typed(tmp_path):
     args = demo.parse_args(["--oracle-args", "", "--input-args",
                             "--synthetic-gradients remote --refresh-every 0.5"])
     config = demo.decoupled_config(args, tmp_path)
-    assert launch.oracle_argv(config)[-2:] == ["--metrics",
+    assert decoupled_argvs(config)[0][-2:] == ["--metrics",
                                                str(tmp_path / "metrics" / "oracle.jsonl")]
-    assert launch.input_argv(config, "o", "t")[-4:] == ["--synthetic-gradients", "remote",
+    assert decoupled_argvs(config, "o", "t")[2][-4:] == ["--synthetic-gradients", "remote",
                                                         "--refresh-every", "0.5"]
 
 
@@ -88,7 +89,7 @@ def test_the_live_page_is_on_by_default_and_one_flag_turns_it_off(tmp_path, caps
     off = demo.parse_args(["--no-live"])
     stop = launch.start_live_page(tmp_path, off, "demo")       # starts nothing
     assert stop() is None and capsys.readouterr().out == ""
-    assert "--no-live" in launch.output_argv(demo.decoupled_config(args, tmp_path), "o")
+    assert "--no-live" in decoupled_argvs(demo.decoupled_config(args, tmp_path), "o")[1]
 
 
 def test_a_live_page_that_cannot_start_is_one_line_and_the_run_goes_on(tmp_path, capsys):

@@ -1,8 +1,8 @@
-"""Tests for dni.py: the synthetic-gradient model against boundary.model_forward, the oracle's
-Keras model and finite differences of Keras's mse loss; one step of each --update against its
-reference (train_input.InputTrainer.step for synthetic, sgd.backprop + the optimizer for
-backprop); run() on a tiny data set; and the command line, the toy's and --data's (on written
-images: never the real ones here).
+"""Tests for dni.py and the toy in parts/decoupled.py: the synthetic-gradient model against
+boundary.model_forward, the oracle's Keras model and finite differences of Keras's mse loss; one
+step of each --update against its reference (train_input.InputTrainer.step for synthetic,
+sgd.backprop + the optimizer for backprop); run() on a tiny data set; and the command line, the
+toy's and --data's (on written images: never the real ones here).
 
 Run: .venv/bin/python -m pytest -q tests/test_dni.py
 """
@@ -21,9 +21,9 @@ import train_input
 from conftest import FakeSender
 from datasets import images
 from helpers import banded_images
-from parts import boundary, deep_dni, optimizers, snapshots
+from parts import boundary, decoupled, optimizers, snapshots
 
-W = dni.WIDTH                   # 24
+W = sgd.SIZES[1]                # 24
 RTOL, ATOL = 1e-5, 1e-6         # Keras computes in float32, dni in float64
 MODELS = [dict(hidden=12), dict(hidden=0), dict(hidden=12, conditioned=True),
           dict(hidden=0, conditioned=True)]
@@ -45,6 +45,17 @@ def keras_model(model, hidden, conditioned, optimizer="adam", learning_rate=0.00
     return keras_model
 
 
+def toy(rng, update="synthetic", **kw):
+    """The toy's network as dni.py trains it: layer 1 | layers 2-3, one model."""
+    return decoupled.Network(rng, sgd.SIZES, decoupled.Config(method=update, **kw))
+
+
+def step(net, x, y):
+    """One step; (g_hat, g): the model's guess and the true gradient it learned from."""
+    s = net.step(x, y)
+    return s.guesses[0], s.targets[0]
+
+
 def tiny_dataset(folder, count=2000):
     folder.mkdir(parents=True, exist_ok=True)
     x, y = generate.generate(count, 0)
@@ -57,7 +68,7 @@ def tiny_dataset(folder, count=2000):
 
 @pytest.mark.parametrize("kw", MODELS, ids=str)
 def test_model_forward_is_boundary_model_forward_and_the_oracles_keras_model(kw):
-    model = dni.SyntheticGradientModel(np.random.default_rng(0), zero_init=False, **kw)
+    model = boundary.SyntheticGradientModel(np.random.default_rng(0), zero_init=False, **kw)
     h, y, _ = model_batch()
     inputs = np.column_stack([h, y]) if kw.get("conditioned") else h      # as oracle.inputs
     g_hat = model.predict(h, y)                                           # (16, 24)
@@ -69,7 +80,7 @@ def test_model_forward_is_boundary_model_forward_and_the_oracles_keras_model(kw)
 
 
 def test_initialisation_is_keras_dense_and_zero_init_predicts_exactly_zero():
-    model = dni.SyntheticGradientModel(np.random.default_rng(0), hidden=12, zero_init=False)
+    model = boundary.SyntheticGradientModel(np.random.default_rng(0), hidden=12, zero_init=False)
     w1, b1, w2, b2 = model.weights()
     assert w1.shape == (W, 12) and w2.shape == (12, W)
     for w, (n_in, n_out) in ((w1, (W, 12)), (w2, (12, W))):       # Glorot uniform
@@ -81,7 +92,7 @@ def test_initialisation_is_keras_dense_and_zero_init_predicts_exactly_zero():
     h, y, _ = model_batch()
     assert np.abs(model.predict(h, y)).max() > 0
     for kw in MODELS:
-        zero = dni.SyntheticGradientModel(np.random.default_rng(0), zero_init=True, **kw)
+        zero = boundary.SyntheticGradientModel(np.random.default_rng(0), zero_init=True, **kw)
         assert np.array_equal(zero.predict(h, y), np.zeros((16, W)))
         assert not zero.weights()[-2].any() and not zero.weights()[-1].any()
         if kw["hidden"]:
@@ -90,7 +101,7 @@ def test_initialisation_is_keras_dense_and_zero_init_predicts_exactly_zero():
 
 @pytest.mark.parametrize("kw", [dict(hidden=12, conditioned=True), dict(hidden=0)], ids=str)
 def test_model_gradients_are_finite_differences_of_kerass_mse_loss(kw):
-    model = dni.SyntheticGradientModel(np.random.default_rng(2), zero_init=False, **kw)
+    model = boundary.SyntheticGradientModel(np.random.default_rng(2), zero_init=False, **kw)
     h, y, g = model_batch(n=7)
     inputs = model.inputs(h, y)
 
@@ -101,7 +112,7 @@ def test_model_gradients_are_finite_differences_of_kerass_mse_loss(kw):
     assert loss == pytest.approx(keras_mse(model.weights()), rel=1e-12)
     analytic = [grad for layer in model.layers for grad in (layer.nabla_w, layer.nabla_b)]
     eps = 1e-6
-    for p, grad in zip(model.weights(), analytic):
+    for p, grad in zip(model.weights(), analytic, strict=True):
         numeric = np.zeros_like(p)
         for k in np.ndindex(p.shape):
             keep = p[k]
@@ -118,32 +129,31 @@ def test_model_gradients_are_finite_differences_of_kerass_mse_loss(kw):
 def test_one_learning_step_is_kerass_train_on_batch(optimizer):
     """The loss, its gradient and the optimizer together: one step of the model is one
     train_on_batch of the oracle's Keras model from the same weights on the same batch."""
-    model = dni.SyntheticGradientModel(np.random.default_rng(3), hidden=12, conditioned=True,
+    model = boundary.SyntheticGradientModel(np.random.default_rng(3), hidden=12, conditioned=True,
                                        zero_init=False, optimizer=optimizer, learning_rate=0.1)
     k = keras_model(model, 12, True, optimizer, learning_rate=0.1)
     h, y, g = model_batch()
     keras_loss = float(k.train_on_batch(model.inputs(h, y), g))
     assert model.learn(h, y, g) == pytest.approx(keras_loss, rel=1e-5)
-    for ours, theirs in zip(model.weights(), k.get_weights()):
+    for ours, theirs in zip(model.weights(), k.get_weights(), strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_row_cosines_are_the_oracles():
-    import oracle
     rng = np.random.default_rng(4)
     g_hat, g = rng.standard_normal((6, W)), rng.standard_normal((6, W))
     g_hat[1], g[4] = 0, 0                                       # rows without a direction
-    ours = dni.row_cosines(g_hat, g)
+    ours = boundary.row_cosines(g_hat, g)
     assert len(ours) == 4
-    np.testing.assert_allclose(ours, oracle.cosine_and_relative_error(g_hat, g)[0], rtol=1e-14)
-    np.testing.assert_allclose(dni.row_cosines(g, 3 * g)[[0, 2]], 1.0, rtol=1e-14)
+    np.testing.assert_allclose(ours, boundary.cosine_and_relative_error(g_hat, g)[0], rtol=1e-14)
+    np.testing.assert_allclose(boundary.row_cosines(g, 3 * g)[[0, 2]], 1.0, rtol=1e-14)
 
 
 # --- One step of each --update ----------------------------------------------------------------
 
 def test_the_network_starts_as_sgds_with_the_same_seed():
-    net, ref = dni.Dni(np.random.default_rng(5)), sgd.make_network(np.random.default_rng(5))
-    for ours, theirs in zip(net.layers, ref):
+    net, ref = toy(np.random.default_rng(5)), sgd.make_network(np.random.default_rng(5))
+    for ours, theirs in zip(net.layers, ref, strict=True):
         assert np.array_equal(ours.w, theirs.w) and np.array_equal(ours.b, theirs.b)
 
 
@@ -158,22 +168,22 @@ def test_a_synthetic_step_moves_layer1_as_the_input_trainer_does(tmp_path, close
     trainer.sender.pending = lambda: 0
     try:
         # zero_init off, so that g_hat is not zero; plain SGD, as train_input.py's layer 1
-        net = dni.Dni(np.random.default_rng(0), optimizer="sgd", learning_rate=0.05,
+        net = toy(np.random.default_rng(0), optimizer="sgd", learning_rate=0.05,
                       zero_init=False, conditioned=True)
-        assert np.array_equal(net.layer1.w, trainer.layer.w)      # both drew it first from seed 0
+        assert np.array_equal(net.layers[0].w, trainer.layer.w)   # both drew it first, seed 0
         idx = np.array([3, 7, 11, 19])
-        h = net.layer1.output(x[idx])
-        expected = net.model.predict(h, y[idx])                   # what step will predict
+        h = net.layers[0].output(x[idx])
+        expected = net.models[0].predict(h, y[idx])               # what step will predict
         assert np.abs(expected).max() > 0
         asked = []
         trainer.synthetic_gradients = lambda h, y: asked.append((h.copy(), y.copy())) or expected
-        g_hat, g = net.step(x[idx], y[idx])
+        g_hat, g = step(net, x[idx], y[idx])
         assert trainer.step(idx) is True
         np.testing.assert_array_equal(g_hat, expected)
         np.testing.assert_array_equal(asked[0][0], h)
         np.testing.assert_array_equal(asked[0][1], y[idx])
-        np.testing.assert_array_equal(net.layer1.w, trainer.layer.w)
-        np.testing.assert_array_equal(net.layer1.b, trainer.layer.b)
+        np.testing.assert_array_equal(net.layers[0].w, trainer.layer.w)
+        np.testing.assert_array_equal(net.layers[0].b, trainer.layer.b)
         assert not np.allclose(g_hat, g)                          # it did not use the true one
     finally:
         trainer.stop.set()
@@ -183,7 +193,7 @@ def test_a_synthetic_step_moves_layer1_as_the_input_trainer_does(tmp_path, close
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_update_backprop_is_plain_backprop_of_the_whole_network(optimizer):
-    net = dni.Dni(np.random.default_rng(7), update="backprop", optimizer=optimizer,
+    net = toy(np.random.default_rng(7), update="backprop", optimizer=optimizer,
                   learning_rate=0.01)
     ref = sgd.make_network(np.random.default_rng(7))
     opt = optimizers.make(optimizer, ref, 0.01)
@@ -192,26 +202,26 @@ def test_update_backprop_is_plain_backprop_of_the_whole_network(optimizer):
         net.step(x[k:k + 10], y[k:k + 10])
         sgd.backprop(ref, x[k:k + 10], y[k:k + 10])
         opt.step()
-    for ours, theirs in zip(net.layers, ref):
+    for ours, theirs in zip(net.layers, ref, strict=True):
         np.testing.assert_array_equal(ours.w, theirs.w)
         np.testing.assert_array_equal(ours.b, theirs.b)
 
 
 def test_frozen_leaves_layer1_alone_while_the_rest_learn():
-    net = dni.Dni(np.random.default_rng(8), update="frozen")
-    before = [(layer.w.copy(), layer.b.copy()) for layer in net.layers + net.model.layers]
+    net = toy(np.random.default_rng(8), update="frozen")
+    before = [(layer.w.copy(), layer.b.copy()) for layer in net.layers + net.models[0].layers]
     x, y = generate.generate(100, 1)
     for k in range(0, 100, 10):
         net.step(x[k:k + 10], y[k:k + 10])
-    after = [(layer.w, layer.b) for layer in net.layers + net.model.layers]
+    after = [(layer.w, layer.b) for layer in net.layers + net.models[0].layers]
     assert np.array_equal(after[0][0], before[0][0]) and np.array_equal(after[0][1], before[0][1])
-    for (w0, _), (w1, _) in zip(before[1:], after[1:]):
+    for (w0, _), (w1, _) in zip(before[1:], after[1:], strict=True):
         assert not np.array_equal(w0, w1)               # layers 2-3 and the model all moved
 
 
 @pytest.mark.parametrize("update", ["random", "random-synthetic-norm"])
 def test_random_directions_have_the_chosen_rows_lengths_and_not_their_directions(update):
-    net = dni.Dni(np.random.default_rng(9), update=update)
+    net = toy(np.random.default_rng(9), update=update)
     rng = np.random.default_rng(10)
     g_hat = rng.standard_normal((50, W))
     g = rng.standard_normal((50, W)) * rng.uniform(0, 3, (50, 1))       # rows of many lengths
@@ -221,39 +231,39 @@ def test_random_directions_have_the_chosen_rows_lengths_and_not_their_directions
     assert d.shape == (50, W)
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), np.linalg.norm(lengths, axis=1),
                                rtol=1e-12, atol=0)
-    assert np.abs(dni.row_cosines(d, g)).max() < 0.9           # unrelated directions
-    assert np.abs(dni.row_cosines(d, g_hat)).max() < 0.9
-    assert np.abs(dni.row_cosines(d, net.direction(g_hat, g))).max() < 0.9   # fresh each call
+    assert np.abs(boundary.row_cosines(d, g)).max() < 0.9           # unrelated directions
+    assert np.abs(boundary.row_cosines(d, g_hat)).max() < 0.9
+    assert np.abs(boundary.row_cosines(d, net.direction(g_hat, g))).max() < 0.9   # fresh each call
 
 
 @pytest.mark.parametrize("update", ["random", "random-synthetic-norm"])
 def test_a_random_step_moves_layer1_along_the_random_rows(update):
-    net = dni.Dni(np.random.default_rng(11), update=update, optimizer="sgd", learning_rate=0.1,
+    net = toy(np.random.default_rng(11), update=update, optimizer="sgd", learning_rate=0.1,
                   zero_init=False)
     twin = copy.deepcopy(net)                                   # the same weights and rng state
     x, y = generate.generate(10, 1)
-    g_hat, g = net.step(x, y)
-    twin.layer1.feed_forward(x)
+    g_hat, g = step(net, x, y)
+    twin.layers[0].feed_forward(x)
     lengths = np.linalg.norm(g if update == "random" else g_hat, axis=1)
-    twin.layer1.backprop(dni.random_rows(twin.rng, lengths))   # the draw step made
-    twin.layer1.descend(0.1)
-    np.testing.assert_array_equal(net.layer1.w, twin.layer1.w)
-    np.testing.assert_array_equal(net.layer1.b, twin.layer1.b)
+    twin.layers[0].backprop(boundary.random_rows(twin.rng, lengths, W))   # the draw step made
+    twin.layers[0].descend(0.1)
+    np.testing.assert_array_equal(net.layers[0].w, twin.layers[0].w)
+    np.testing.assert_array_equal(net.layers[0].b, twin.layers[0].b)
 
 
 def test_synthetic_and_backprop_directions_are_g_hat_and_g():
     g_hat, g = np.ones((2, W)), np.zeros((2, W))
-    assert dni.Dni(np.random.default_rng(0)).direction(g_hat, g) is g_hat
-    assert dni.Dni(np.random.default_rng(0), update="backprop").direction(g_hat, g) is g
+    assert toy(np.random.default_rng(0)).direction(g_hat, g) is g_hat
+    assert toy(np.random.default_rng(0), update="backprop").direction(g_hat, g) is g
 
 
 # --- run() ---------------------------------------------------------------------------------------
 
 def test_run_stops_at_the_example_budget_and_writes_metrics_and_weights(tmp_path):
-    config = dni.DniConfig(data_dir=tiny_dataset(tmp_path / "data"), seconds=None,
-                           examples=3000, eval_every=1000, heldout=500,
-                           metrics=tmp_path / "m.jsonl", weights_out=tmp_path / "w.npz")
-    result = dni.run(config)
+    config = decoupled.Config(data_dir=tiny_dataset(tmp_path / "data"), seconds=None,
+                              examples=3000, eval_every=1000, heldout=500,
+                              metrics=tmp_path / "m.jsonl", weights_out=tmp_path / "w.npz")
+    result = decoupled.run(config)
     assert [row["examples"] for row in result["curve"]] == [0, 1000, 2000, 3000]
     assert result["examples"] == 3000 and not result["diverged"]
     assert result["curve"][0]["cosine"] is None and -1 <= result["cosine"] <= 1
@@ -263,15 +273,16 @@ def test_run_stops_at_the_example_budget_and_writes_metrics_and_weights(tmp_path
     assert [line["stage"] for line in lines] == ["dni"] * 4
     assert [{k: line[k] for k in ("seconds", "examples", "heldout_mse", "cosine")}
             for line in lines] == result["curve"]
-    layers = snapshots.load_layers(tmp_path / "w.npz", list(zip(sgd.SIZES[:-1], sgd.SIZES[1:])))
+    shapes = list(zip(sgd.SIZES[:-1], sgd.SIZES[1:], strict=False))
+    layers = snapshots.load_layers(tmp_path / "w.npz", shapes)
     x, y = generate.heldout(500)
     assert sgd.mse(layers, x, y) == pytest.approx(result["heldout_mse"], rel=1e-12)
 
 
 def test_run_is_repeatable_and_cuts_the_last_minibatch_to_the_budget(tmp_path):
-    config = dni.DniConfig(data_dir=tiny_dataset(tmp_path), seconds=None, examples=1234,
-                           batch_size=7, eval_every=500, heldout=300, update="random")
-    first, second = dni.run(config), dni.run(config)
+    config = decoupled.Config(data_dir=tiny_dataset(tmp_path), seconds=None, examples=1234,
+                              batch_size=7, eval_every=500, heldout=300, method="random")
+    first, second = decoupled.run(config), decoupled.run(config)
     assert [row["examples"] for row in first["curve"]] == [0, 504, 1008, 1234]
     strip = lambda r: [(row["examples"], row["heldout_mse"], row["cosine"]) for row in r["curve"]]
     assert strip(first) == strip(second)
@@ -283,32 +294,32 @@ def test_backprop_learns_clearly_more_than_frozen_layer1(tmp_path):
     this data; measured 0.039 against 0.096 here, and 0.041-0.049 against 0.097-0.109 for
     seeds 1 and 2.)"""
     data = tiny_dataset(tmp_path)
-    final = {update: dni.run(dni.DniConfig(data_dir=data, seconds=None, examples=40_000,
-                                           learning_rate=0.02, heldout=2000,
-                                           update=update))["heldout_mse"]
+    final = {update: decoupled.run(decoupled.Config(
+        data_dir=data, seconds=None, examples=40_000, learning_rate=0.02, heldout=2000,
+        method=update))["heldout_mse"]
              for update in ("backprop", "frozen")}
     assert final["backprop"] < 0.6 * final["frozen"], final
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
 def test_a_diverging_run_stops_and_says_so(tmp_path):
-    result = dni.run(dni.DniConfig(data_dir=tiny_dataset(tmp_path), seconds=None,
-                                   examples=50_000, eval_every=1000, heldout=100,
-                                   optimizer="sgd", learning_rate=1e12))
+    result = decoupled.run(decoupled.Config(data_dir=tiny_dataset(tmp_path), seconds=None,
+                                            examples=50_000, eval_every=1000, heldout=100,
+                                            optimizer="sgd", learning_rate=1e12))
     assert result["diverged"] and result["examples"] < 50_000
     assert not math.isfinite(result["heldout_mse"])
 
 
 def test_config_refuses_what_cannot_run():
     with pytest.raises(ValueError, match="nothing would stop"):
-        dni.DniConfig(seconds=None).check()
-    with pytest.raises(ValueError, match="update"):
-        dni.DniConfig(update="sideways").check()
+        decoupled.Config(seconds=None).check()
+    with pytest.raises(ValueError, match="method"):
+        decoupled.Config(method="sideways").check()
     with pytest.raises(ValueError, match=r"model_optimizer \(--model-optimizer\)"):
-        dni.DniConfig(model_optimizer="adadelta").check()
+        decoupled.Config(model_optimizer="adadelta").check()
     with pytest.raises(ValueError, match=r"seconds \(--seconds\) must be positive, got -1"):
-        dni.DniConfig(seconds=-1).check()
-    dni.DniConfig(seconds=None, examples=1).check()
+        decoupled.Config(seconds=-1).check()
+    decoupled.Config(seconds=None, examples=1).check()
 
 
 # --- The command line ------------------------------------------------------------------------
@@ -339,8 +350,8 @@ def test_options_reach_the_config():
          "--examples", "500", "--update", "random-synthetic-norm", "--model-optimizer", "sgd"]))
     assert (config.zero_init, config.conditioned, config.hidden) == (False, True, 0)
     assert (config.seconds, config.examples) == (None, 500)
-    assert (config.update, config.model_optimizer) == ("random-synthetic-norm", "sgd")
-    assert dni.config_from_args(dni.parse_args([])) == dni.DniConfig()
+    assert (config.method, config.model_optimizer) == ("random-synthetic-norm", "sgd")
+    assert dni.config_from_args(dni.parse_args([])) == decoupled.Config()
 
 
 def test_main_prints_the_configuration_progress_and_a_summary(tmp_path, capsys):
@@ -355,23 +366,23 @@ def test_main_prints_the_configuration_progress_and_a_summary(tmp_path, capsys):
     assert lines[-1].startswith("dni.py: done (synthetic): 2,000 examples")
 
 
-# --- The images (--data): deep_dni.py through the command line ---------------------------------
+# --- The images (--data) through the command line ----------------------------------------------
 
-def test_images_options_reach_deep_dnis_config_with_the_images_defaults():
+def test_images_options_reach_the_config_with_the_images_defaults():
     args = dni.parse_args(["--data", "fashion-mnist", "--layers", "5", "--method", "dni",
                            "--steps", "40", "--measure-every", "20", "--seed", "3",
                            "--image-dir", "/idx"])
-    config = dni.deep_config_from_args(args)
-    assert (config.data, config.layers, config.method, config.steps, config.eval_every,
+    config = dni.config_from_args(args)
+    assert (config.data, config.layers, decoupled.label(config), config.steps, config.eval_every,
             config.seed, str(config.image_dir)) == ("fashion-mnist", 5, "dni", 40, 20, 3, "/idx")
-    defaults = deep_dni.DeepConfig()
+    defaults = decoupled.Config(data="fashion-mnist")
     assert (config.batch_size, config.learning_rate, config.model_learning_rate,
             config.hidden) == (defaults.batch_size, defaults.learning_rate,
                                defaults.model_learning_rate, defaults.hidden) == (
         100, 3e-4, defaults.model_learning_rate, 0)
     args = dni.parse_args(["--data", "mnist", "--batch-size", "50", "--hidden", "64"])
-    assert (dni.deep_config_from_args(args).batch_size,
-            dni.deep_config_from_args(args).hidden) == (50, 64)
+    assert (dni.config_from_args(args).batch_size,
+            dni.config_from_args(args).hidden) == (50, 64)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -391,13 +402,13 @@ def test_options_of_the_other_data_and_bad_image_values_are_refused(argv, messag
 
 def test_main_on_images_prints_progress_and_a_summary(monkeypatch, capsys):
     asked = []
-    monkeypatch.setattr(deep_dni.images, "load",
+    monkeypatch.setattr(decoupled.images, "load",
                         lambda name, data_dir: asked.append((name, data_dir)) or banded_images())
     assert dni.main(["--data", "fashion-mnist", "--layers", "3", "--width", "16",
                      "--steps", "20", "--measure-every", "10", "--method", "cdni"]) == 0
     assert asked == [("fashion-mnist", None)]
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("deep_dni: 784-16-16-10, DeepConfig(")
+    assert lines[0].startswith("dni.py: {") and lines[0].endswith(", network 784-16-16-10")
     assert [line.split(", ")[1] for line in lines[1:4]] == ["step 0", "step 10", "step 20"]
     assert lines[-1].startswith("dni.py: done (cdni, 3 layers): 20 steps in ")
     assert "test accuracy" in lines[-1] and "cosine per boundary [" in lines[-1]
@@ -406,7 +417,7 @@ def test_main_on_images_prints_progress_and_a_summary(monkeypatch, capsys):
 def test_main_says_in_one_line_why_the_images_cannot_be_read(monkeypatch, capsys):
     def refuse(name, data_dir):
         raise images.DataError(f"{data_dir}: no train-images-idx3-ubyte.gz")
-    monkeypatch.setattr(deep_dni.images, "load", refuse)
+    monkeypatch.setattr(decoupled.images, "load", refuse)
     assert dni.main(["--data", "mnist", "--image-dir", "/nowhere"]) == 2
     captured = capsys.readouterr()
     assert captured.err == "dni.py: /nowhere: no train-images-idx3-ubyte.gz\n"

@@ -28,8 +28,8 @@ import generate
 import sgd
 import synthgrad
 import train_output
-from parts import snapshots
-from runner import launch
+from parts import children, snapshots
+from runner import launch, processes
 
 COUNT = 5_000          # small data: many passes in a few seconds, so the halves stay in step
 # Runs are bounded by work, not seconds (train_input.py --until-trained): the input trainer
@@ -70,12 +70,12 @@ class Run:
         self.env = launch.child_env()
 
     def start(self, name, script, *args, log_name=None):
-        """launch.Process running `script` with args; its log is <log_name or name>.log. The
+        """children.Process running `script` with args; its log is <log_name or name>.log. The
         output trainer's live page is off unless asked for ("--live")."""
         if script == "train_output.py" and "--live" not in args:
             args = (*args, "--no-live")
-        self.procs[log_name or name] = launch.Process(
-            name, launch.script_argv(script, *args),
+        self.procs[log_name or name] = children.Process(
+            name, children.script_argv(script, *args),
             self.folder / f"{log_name or name}.log", self.env)
         return self.procs[log_name or name]
 
@@ -292,7 +292,7 @@ def test_the_launcher_restarts_a_killed_oracle_from_its_checkpoint_and_the_run_l
         run_dir=tmp_path, count=COUNT, duration=GUARD_S, data_dir=data_dir,
         snapshot_interval=2, checkpoint_interval=1, oracle={"nice": ORACLE_ARGS[1]},
         input={"report_every": 1, "synthetic_gradients": "remote", "epochs": ORACLE_EPOCHS},
-        restart=launch.RestartPolicy(backoff=0.5))
+        restart=processes.RestartPolicy(backoff=0.5))
     thread = threading.Thread(target=kill_oracle, daemon=True)
     thread.start()
     final = launch.run_decoupled(config, on_start=pids.__setitem__)

@@ -4,12 +4,16 @@ Run: .venv/bin/pytest -q tests/test_experiments.py
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib.image
 import pytest
 
 from lab import experiments, image_table
 from lab.experiments import ONE, THREE
+from parts import decoupled
 
 
 def run(config, world, seed, final, points=None, cosine=0.2, rate=3000.0):
@@ -252,11 +256,11 @@ def test_run_images_runs_every_method_at_every_depth_and_seed(monkeypatch):
     calls = []
 
     def fake_run(config, data):
-        calls.append((config.seed, config.layers, config.method, config.steps,
+        calls.append((config.seed, config.layers, decoupled.label(config), config.steps,
                       config.eval_every))
         return {"accuracy": 0.5, "loss": 1.0, "cosines": [None] * (config.layers - 1),
                 "seconds": 0.1, "curve": []}
-    monkeypatch.setattr(image_table.deep_dni, "run", fake_run)
+    monkeypatch.setattr(image_table.decoupled, "run", fake_run)
     saved = []
     results = image_table.run_images("data", (3, 5), range(2), 40,
                                      on_result=lambda r: saved.append(len(r)), say=lambda s: None)
@@ -264,3 +268,15 @@ def test_run_images_runs_every_method_at_every_depth_and_seed(monkeypatch):
     assert calls[:5] == [(0, 3, m, 40, 4) for m in image_table.IMAGE_METHODS]
     assert {(r["method"], r["layers"], r["seed"]) for r in results} == {
         (m, d, s) for m in image_table.IMAGE_METHODS for d in (3, 5) for s in range(2)}
+
+
+@pytest.mark.parametrize("script, command", [
+    ("experiments.py", "python -m lab.experiments --quick"),
+    ("image_table.py", "python -m lab.experiments --images --quick"),
+])
+def test_run_as_a_file_it_says_in_one_line_how_to_run_it(script, command):
+    top = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, f"lab/{script}", "--quick"], cwd=top,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"run it as: {command}\n"

@@ -1,4 +1,5 @@
-"""Tests for launch.py: the pieces of a launch, the command lines it gives each process, and
+"""Tests for launch.py and processes.py: the pieces of a launch, the command lines it gives
+each process, and
 plain backprop in-process checked step for step against sgd.train_step by hand (and, with
 optimizer "adam", against sgd.backprop and optimizers.Adam by hand).
 
@@ -16,9 +17,10 @@ import pytest
 import generate
 import sgd
 import synthgrad
-from helpers import wait_for
-from parts import optimizers, snapshots
-from runner import launch
+from helpers import decoupled_argvs, wait_for
+from parts import children, optimizers, snapshots
+from runner import launch, processes
+from runner.processes import Proc
 
 BACKPROP_SHAPES = [(2, 24), (24, 12), (12, 1)]
 
@@ -47,7 +49,7 @@ def test_generate_data_writes_the_seeded_data_set(tmp_path):
 
 def test_process_logs_its_output_knows_its_url_and_stops_on_sigterm(tmp_path):
     code = "import time; print('serving: listening on http://127.0.0.1:9 now'); time.sleep(60)"
-    proc = launch.Process("fake", [sys.executable, "-c", code], tmp_path / "fake.log",
+    proc = children.Process("fake", [sys.executable, "-c", code], tmp_path / "fake.log",
                           launch.child_env())
     try:
         assert proc.wait_url(30) == "http://127.0.0.1:9"
@@ -57,7 +59,7 @@ def test_process_logs_its_output_knows_its_url_and_stops_on_sigterm(tmp_path):
 
 
 def test_process_that_exits_without_announcing_a_url_names_its_log(tmp_path):
-    proc = launch.Process("quiet", [sys.executable, "-c", "print('no luck')"],
+    proc = children.Process("quiet", [sys.executable, "-c", "print('no luck')"],
                           tmp_path / "quiet.log", launch.child_env())
     with pytest.raises(SystemExit, match="quiet did not start; see .*quiet.log"):
         proc.wait_url(30)
@@ -67,20 +69,27 @@ def test_process_that_exits_without_announcing_a_url_names_its_log(tmp_path):
 # --- Numbers and status lines. -----------------------------------------------------------------
 
 def test_fmt_formats_numbers_and_says_dash_for_none():
-    assert launch.fmt(0.0123456) == "0.0123"
-    assert launch.fmt(250_000.0, ",.0f") == "250,000"
-    assert launch.fmt(None, ".2f") == "-"
+    assert generate.fmt(0.0123456) == "0.0123"
+    assert generate.fmt(250_000.0, ",.0f") == "250,000"
+    assert generate.fmt(None, ".2f") == "-"
 
 
 def test_status_line_shows_each_process_and_dashes_for_what_is_not_measured_yet():
     oracle = {"training_passes": 12, "last_train_mse": 0.0697,
               "synthetic_gradient_quality": {"cosine_similarity": 0.183}}
     output = {"examples_held": 20_000, "training_passes": 356, "last_train_mse": 0.0361}
-    line = launch.status_line(45.2, oracle, output, {"examples": 341380, "examples_per_s": 9126.4})
+    line = processes.status_line(45.2, ("input", {"examples": 341380, "examples_per_s": 9126.4}),
+                                 [("output", "train_output.py", output),
+                                  ("oracle", "oracle.py", oracle)])
     assert line == ("[  45 s] input:  341380 examples (9126/s) | output:  20000 held, 356 "
                     "passes, train MSE 0.0361 | oracle:  12 passes, loss 0.0697, "
                     "cosine(synthetic, true) 0.18")
-    assert launch.status_line(0, {}, {}, {}).endswith("loss -, cosine(synthetic, true) -")
+    assert processes.status_line(0, ("input", {}), [("output", "train_output.py", {}), (
+        "oracle", "oracle.py", {})]).endswith("loss -, cosine(synthetic, true) -")
+    chain = processes.status_line(3, ("stage 1 @host1", {}), [
+        ("stage 2", "train_middle.py", {"staleness_s": 0.25}), ("boundary 1", "oracle.py", None)])
+    assert chain == ("[   3 s] stage 1 @host1:       0 examples (-/s) | stage 2:      0 held,   "
+                     "0 passes, staleness 0.2 s | boundary 1: down")
 
 
 class FakeClient:
@@ -103,19 +112,35 @@ def text(path):
     return path.read_text() if path.exists() else ""
 
 
+def proc(name, log, checkpoint=None):
+    return Proc(name, "sleeper.py", (), name.replace(" ", ""), log, checkpoint)
+
+
+def status_of(supervisor, metrics, oracle, output):
+    """The demo's status line from a metrics file and two (fake) servers, as run() makes it."""
+    def status(elapsed):
+        latest = (snapshots.read_metrics(metrics) or [{}])[-1]
+        return processes.status_line(elapsed, ("input", latest), [
+            ("output", "train_output.py", processes.last_status(output)),
+            ("oracle", "oracle.py", processes.last_status(oracle))])
+    return status
+
+
 @pytest.fixture
 def supervisor():
-    made = launch.Supervisor(launch.RestartPolicy(backoff=0.1), who="test")
+    made = processes.Supervisor(processes.RestartPolicy(backoff=0.1), "test", launch.child_env())
     yield made
     made.stop_all()
 
 
 def test_watch_prints_status_lines_until_the_input_trainer_exits(tmp_path, capsys, supervisor):
     (tmp_path / "in.jsonl").write_text('{"examples": 70, "examples_per_s": 7.0}\n')
-    inp = supervisor.start("input trainer", sleeper(0.5), tmp_path / "in.log",
-                           launch.child_env(), finishes=True)
-    assert launch.watch(supervisor, inp, FakeClient({}), FakeClient({"examples_held": 5}),
-                        tmp_path / "in.jsonl", duration=10, every=0.1) is None
+    inp = supervisor.spawn(proc("input trainer", tmp_path / "in.log"), sleeper(0.5),
+                           deadline=time.time() + 10)
+    status = status_of(supervisor, tmp_path / "in.jsonl", FakeClient({}),
+                       FakeClient({"examples_held": 5}))
+    assert processes.watch(supervisor, "input trainer", time.monotonic() + 10, status,
+                           every=0.1)[1] is None
     assert inp.popen.returncode == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) >= 2
@@ -124,53 +149,55 @@ def test_watch_prints_status_lines_until_the_input_trainer_exits(tmp_path, capsy
 
 
 def test_watch_says_when_a_server_does_not_answer(tmp_path, capsys, supervisor):
-    inp = supervisor.start("input trainer", sleeper(0.3), tmp_path / "in.log",
-                           launch.child_env(), finishes=True)
-    assert launch.watch(supervisor, inp, FakeClient(None), FakeClient({}),
-                        tmp_path / "none.jsonl", duration=10, every=0.1) is None
-    assert "launch: status unavailable: http://127.0.0.1:9 is not answering" in \
-        capsys.readouterr().out
+    supervisor.spawn(proc("input trainer", tmp_path / "in.log"), sleeper(0.3),
+                     deadline=time.time() + 10)
+    status = status_of(supervisor, tmp_path / "none.jsonl", FakeClient(None), FakeClient({}))
+    assert processes.watch(supervisor, "input trainer", time.monotonic() + 10, status,
+                           every=0.1)[1] is None
+    assert "| oracle: down" in capsys.readouterr().out
 
 
 def test_watch_stops_an_input_trainer_that_overruns_its_duration(tmp_path, capsys, supervisor,
                                                                  monkeypatch):
-    monkeypatch.setattr(launch, "GRACE_S", 0.5)
-    inp = supervisor.start("input trainer", sleeper(60), tmp_path / "in.log",
-                           launch.child_env(), finishes=True)
+    monkeypatch.setattr(processes, "GRACE_S", 0.5)
+    inp = supervisor.spawn(proc("input trainer", tmp_path / "in.log"), sleeper(60),
+                           deadline=time.time() + 0.5)
     t0 = time.monotonic()
-    assert launch.watch(supervisor, inp, FakeClient({}), FakeClient({}),
-                        tmp_path / "none.jsonl", duration=0.5, every=10) is None
+    status = status_of(supervisor, tmp_path / "none.jsonl", FakeClient({}), FakeClient({}))
+    assert processes.watch(supervisor, "input trainer", t0 + 0.5, status, every=10)[1] is None
     assert time.monotonic() - t0 < 5 and inp.popen.returncode == -signal.SIGTERM
     assert "still running 0 s after its --duration; stopping it" in capsys.readouterr().out
 
 
 # --- Supervising: a death named in one line, the process restarted or the run ended. -------------
 
-def test_exit_description_and_resume_argv():
-    assert launch.exit_description(-9) == "killed by SIGKILL"
-    assert launch.exit_description(3) == "exit code 3"
+def test_exit_description_and_restart_options():
+    assert processes.exit_description(-9) == "killed by SIGKILL"
+    assert processes.exit_description(3) == "exit code 3"
     argv = ["python", "x.py", "--port", "0", "--checkpoint", "c.npz"]
-    assert launch.resume_argv(argv, 4321, None) == ["python", "x.py", "--port", "4321",
-                                                    "--checkpoint", "c.npz"]
+    assert processes.restart_options(argv, 4321, None) == ["python", "x.py", "--port", "4321",
+                                                        "--checkpoint", "c.npz"]
+    left = processes.restart_options(["--duration", "60"], deadline=time.time() + 20.04)
+    assert left == ["--duration", "20.0"]                   # the time left, said once
 
 
 def test_a_killed_process_is_named_in_one_line_and_restarted_on_its_port_from_its_checkpoint(
         tmp_path, capsys, supervisor):
     checkpoint = tmp_path / "s.npz"
-    child = supervisor.start("stage 2", [*sleeper(60), "--port", "0"], tmp_path / "s.log",
-                             launch.child_env(), checkpoint=checkpoint)
+    child = supervisor.spawn(proc("stage 2", tmp_path / "s.log", checkpoint),
+                             [*sleeper(60), "--port", "0"])
     child.port = 4321                                # as wait_url would have learned it
     first = child.popen
     wait_for(lambda: "started with" in text(tmp_path / "s.log"))
     checkpoint.write_bytes(b"a checkpoint")
     first.kill()
     first.wait()
-    assert supervisor.check() is None
+    assert supervisor.look() is None
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     assert out[0].startswith("test: stage 2 died (killed by SIGKILL) after 0 s; its log s.log "
                              "ends: started with ['--port', '0']. Restarting it in 0.1 s")
-    wait_for(lambda: supervisor.check() is None and child.popen is not first)
+    wait_for(lambda: supervisor.look() is None and child.popen is not first)
     assert "test: stage 2 restarted from its checkpoint, on port 4321" in capsys.readouterr().out
     wait_for(lambda: "'--port', '4321', '--resume'" in text(tmp_path / "s.log"))
     assert "['--port', '0']" in (tmp_path / "s.log").read_text()      # the log goes on
@@ -178,13 +205,14 @@ def test_a_killed_process_is_named_in_one_line_and_restarted_on_its_port_from_it
 
 
 def test_it_gives_up_after_max_restarts_in_the_window(tmp_path, capsys):
-    supervisor = launch.Supervisor(launch.RestartPolicy(max_restarts=2, backoff=0.01), "test")
+    supervisor = processes.Supervisor(processes.RestartPolicy(max_restarts=2, backoff=0.01),
+                                      "test", launch.child_env())
     try:
-        supervisor.start("oracle", sleeper(0, code=3), tmp_path / "o.log", launch.child_env())
+        supervisor.spawn(proc("oracle", tmp_path / "o.log"), sleeper(0, code=3))
         reason = None
         deadline = time.monotonic() + 20
         while reason is None and time.monotonic() < deadline:
-            reason = supervisor.check()
+            reason = supervisor.look()
             time.sleep(0.02)
     finally:
         supervisor.stop_all()
@@ -196,17 +224,17 @@ def test_it_gives_up_after_max_restarts_in_the_window(tmp_path, capsys):
 
 def test_no_restart_ends_the_run_at_the_first_death_and_a_finished_run_is_no_death(tmp_path,
                                                                                    capsys):
-    supervisor = launch.Supervisor(launch.RestartPolicy(restart=False), "test")
+    supervisor = processes.Supervisor(processes.RestartPolicy(restart=False), "test",
+                                      launch.child_env())
     try:
-        done = supervisor.start("input trainer", sleeper(0), tmp_path / "i.log",
-                                launch.child_env(), finishes=True)
-        server = supervisor.start("stage 3", sleeper(60), tmp_path / "s.log",
-                                  launch.child_env())
+        done = supervisor.spawn(proc("input trainer", tmp_path / "i.log"), sleeper(0),
+                                deadline=time.time() + 60)
+        server = supervisor.spawn(proc("stage 3", tmp_path / "s.log"), sleeper(60))
         done.popen.wait()
-        assert supervisor.check() is None and done.finished()
+        assert supervisor.look() is None and done.finished()
         server.popen.terminate()
         server.popen.wait()
-        assert supervisor.check() == "stage 3 died (killed by SIGTERM)"
+        assert supervisor.look() == "stage 3 died (killed by SIGTERM)"
     finally:
         supervisor.stop_all()
     assert "Not restarting it (--no-restart): ending the run" in capsys.readouterr().out
@@ -214,44 +242,44 @@ def test_no_restart_ends_the_run_at_the_first_death_and_a_finished_run_is_no_dea
 
 # --- The command lines of a decoupled run. -----------------------------------------------------
 
-def test_option_argv_spells_options_as_on_the_command_line():
-    assert launch.option_argv({"batch_size": 256, "zero_init": True, "hidden": 0,
+def test_as_options_spells_options_as_on_the_command_line():
+    assert processes.as_options({"batch_size": 256, "zero_init": True, "hidden": 0,
                                "conditioned": False, "seed": None}) == \
         ["--batch-size", "256", "--zero-init", "--hidden", "0", "--no-conditioned"]
-    assert launch.option_argv({}) == []
+    assert processes.as_options({}) == []
 
 
-def test_option_argv_spells_what_the_scripts_parse():
+def test_as_options_spells_what_the_scripts_parse():
     """False must reach the script as off: with the defaults on, leaving it out would turn the
     unconditioned oracle of an experiment into a conditioned one."""
     import oracle
-    args = oracle.parse_args(launch.option_argv({"conditioned": False, "zero_init": False}))
+    args = oracle.parse_args(processes.as_options({"conditioned": False, "zero_init": False}))
     assert (args.conditioned, args.zero_init) == (False, False)
-    args = oracle.parse_args(launch.option_argv({"conditioned": True}))
+    args = oracle.parse_args(processes.as_options({"conditioned": True}))
     assert args.conditioned is True
 
 
 def test_the_default_config_starts_the_processes_with_the_demos_settings(tmp_path):
     config = launch.DecoupledConfig(run_dir=tmp_path)
-    py, here = sys.executable, str(launch.TOP)
+    py, here = sys.executable, str(children.TOP)
 
     def checkpoint(name):                           # what a restart resumes from
         return ["--checkpoint", str(tmp_path / "checkpoints" / f"{name}.npz"),
                 "--checkpoint-interval", "5.0"]
 
-    assert launch.oracle_argv(config) == [
+    assert decoupled_argvs(config)[0] == [
         py, f"{here}/oracle.py", "--port", "0", "--max-examples", "20000", "--seed", "0",
         *checkpoint("oracle"),
         "--metrics", str(tmp_path / "metrics" / "oracle.jsonl")]      # oracle.py's defaults
     common = ["--snapshot-interval", "3", "--seed", "0", "--wire", "binary",
               "--optimizer", "adam"]
-    assert launch.output_argv(config, "http://o") == [
+    assert decoupled_argvs(config, "http://o")[1] == [
         py, f"{here}/train_output.py", "--port", "0", "--max-examples", "20000",
         "--oracle-url", "http://o", "--progress-dir", str(tmp_path / "progress"),
         "--metrics", str(tmp_path / "metrics" / "train_output.jsonl"),
         "--learning-rate", "0.005", "--batch-size", "10", "--no-live",
         *checkpoint("train_output"), *common]
-    assert launch.input_argv(config, "http://o", "http://t") == [
+    assert decoupled_argvs(config, "http://o", "http://t")[2] == [
         py, f"{here}/train_input.py", "--data-dir", str(tmp_path / "data"),
         "--oracle-url", "http://o", "--output-url", "http://t",
         "--progress-dir", str(tmp_path / "progress"),
@@ -279,7 +307,7 @@ def test_the_demos_settings_are_the_scripts_own_defaults():
 def test_a_control_run_reads_the_shared_data(tmp_path):
     config = launch.DecoupledConfig(run_dir=tmp_path / "controls" / "frozen", update="frozen",
                                     data_dir=tmp_path / "data")
-    argv = launch.input_argv(config, "http://o", "http://t")
+    argv = decoupled_argvs(config, "http://o", "http://t")[2]
     assert argv[argv.index("--data-dir") + 1] == str(tmp_path / "data")
     assert argv[argv.index("--progress-dir") + 1] == str(tmp_path / "controls" / "frozen" /
                                                           "progress")
@@ -288,13 +316,13 @@ def test_a_control_run_reads_the_shared_data(tmp_path):
 def test_one_optimizer_for_both_trainers_and_the_update_for_the_input_trainer(tmp_path):
     config = launch.DecoupledConfig(run_dir=tmp_path, optimizer="adam", update="random",
                                     input_learning_rate=0.003, output_learning_rate=0.004)
-    output = launch.output_argv(config, "http://o")
-    inp = launch.input_argv(config, "http://o", "http://t")
+    output = decoupled_argvs(config, "http://o")[1]
+    inp = decoupled_argvs(config, "http://o", "http://t")[2]
     for argv, eta in ((output, "0.004"), (inp, "0.003")):
         assert argv[argv.index("--optimizer") + 1] == "adam"
         assert argv[argv.index("--learning-rate") + 1] == eta
     assert inp[inp.index("--update") + 1] == "random" and "--update" not in output
-    assert "--update" not in launch.oracle_argv(config)
+    assert "--update" not in decoupled_argvs(config)[0]
 
 
 def test_oracle_and_input_settings_come_before_the_raw_arguments(tmp_path):
@@ -302,8 +330,8 @@ def test_oracle_and_input_settings_come_before_the_raw_arguments(tmp_path):
                                     oracle_args=("--quality-window", "50"),
                                     input={"synthetic_gradients": "local"},
                                     input_args=("--refresh-every", "0.5"))
-    assert launch.oracle_argv(config)[-4:] == ["--hidden", "0", "--quality-window", "50"]
-    assert launch.input_argv(config, "o", "t")[-4:] == ["--synthetic-gradients", "local",
+    assert decoupled_argvs(config)[0][-4:] == ["--hidden", "0", "--quality-window", "50"]
+    assert decoupled_argvs(config, "o", "t")[2][-4:] == ["--synthetic-gradients", "local",
                                                         "--refresh-every", "0.5"]
 
 

@@ -33,7 +33,7 @@ import generate
 import netns
 import sgd
 import synthgrad
-from parts import snapshots
+from parts import children, snapshots
 from runner import launch
 
 COUNT = 5_000
@@ -83,7 +83,7 @@ def network():
 class Hosts:
     """The three processes, each started inside its host's namespace; stop() stops them all,
     the last started first (so a server is still there while its clients stop and flush), each
-    with SIGTERM, then a wait, SIGKILL only after the timeout (launch.Process.stop)."""
+    with SIGTERM, then a wait, SIGKILL only after the timeout (children.Process.stop)."""
 
     def __init__(self, net, folder, token):
         self.net, self.folder = net, Path(folder)
@@ -92,8 +92,8 @@ class Hosts:
         self.procs = {}
 
     def start(self, host, script, *args):
-        argv = self.net.argv(host, launch.script_argv(script, *args))
-        self.procs[host] = launch.Process(host, argv, self.folder / f"{host}.log", self.env)
+        argv = self.net.argv(host, children.script_argv(script, *args))
+        self.procs[host] = children.Process(host, argv, self.folder / f"{host}.log", self.env)
         return self.procs[host]
 
     def log(self, host):

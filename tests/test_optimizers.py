@@ -70,7 +70,7 @@ def test_adam_state_round_trips_and_the_next_step_is_the_same():
     opt_a.step()
     opt_b.step()
     saved = {k: v.copy() for k, v in opt_a.state().items()}
-    assert set(saved) == set(optimizers.state_shapes("adam", [a])) == {"t", "m0", "v0", "m1", "v1"}
+    assert set(saved) == {"t", "m0", "v0", "m1", "v1"}
     fresh = optimizers.make("adam", [b], 0.01)
     fresh.load_state(saved)
     opt_a.step()

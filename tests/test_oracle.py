@@ -18,7 +18,7 @@ from parts import boundary
 
 W = synthgrad.HIDDEN_SIZE       # 24
 E, P, S = synthgrad.ESTIMATE_GRADIENTS, synthgrad.PROVIDE_GRADIENT, synthgrad.STATUS
-RTOL, ATOL = 1e-5, 1e-6         # Keras computes in float32, numpy_forward in float64
+RTOL, ATOL = 1e-5, 1e-6         # Keras computes in float32, model_forward in float64
 
 
 def decoded(response, shape):
@@ -53,7 +53,7 @@ def test_numpy_forward_matches_keras_before_and_after_training(oracle_app):
     h = np.concatenate([rng.uniform(0, 1, (16, W)), 3 * rng.standard_normal((4, W))])  # (20, 24)
 
     def check():
-        ours = oracle.numpy_forward(o.weights, h)                      # (20, 24)
+        ours = boundary.model_forward(o.weights, h)                      # (20, 24)
         assert ours.shape == (20, W) and ours.dtype == np.float64
         np.testing.assert_allclose(ours, o.model.predict_on_batch(h), rtol=RTOL, atol=ATOL)
         np.testing.assert_allclose(ours, np.asarray(o.model(h)), rtol=RTOL, atol=ATOL)
@@ -71,7 +71,7 @@ def test_numpy_forward_matches_keras_before_and_after_training(oracle_app):
 def test_estimate_gradients_in_both_forms(oracle_app):
     o = oracle_app.config["ORACLE"]
     h = np.random.default_rng(2).uniform(0, 1, (5, W))
-    expected = oracle.numpy_forward(o.weights, h)                      # (5, 24)
+    expected = boundary.model_forward(o.weights, h)                      # (5, 24)
     listed = decoded(post(oracle_app, E, {"activations": [arr(row) for row in h]}), (5, W))
     batched = decoded(post(oracle_app, E, synthgrad.encode_estimate_request(h)), (5, W))
     np.testing.assert_array_equal(listed, expected)     # float64 survives JSON exactly
@@ -92,7 +92,7 @@ def test_estimate_gradients_binary_question_gets_the_same_answer_in_binary(make_
         assert r.status_code == 200 and r.mimetype == synthgrad.BINARY_TYPE
         got = synthgrad.parse_binary(r.data)
         assert list(got) == ["gradients"]
-        np.testing.assert_array_equal(got["gradients"], oracle.numpy_forward(o.weights,
+        np.testing.assert_array_equal(got["gradients"], boundary.model_forward(o.weights,
                                                                             o.inputs(h, y)))
         as_json = decoded(post(app, E, synthgrad.encode_estimate_request(h, y)), (7, W))
         np.testing.assert_array_equal(got["gradients"], as_json)
@@ -123,7 +123,7 @@ def test_binary_client_against_a_served_oracle(make_oracle_app):
     binary, plain = synthgrad.OracleClient(url, binary=True), synthgrad.OracleClient(url)
     try:
         h = np.random.default_rng(4).uniform(0, 1, (10, W))
-        want = oracle.numpy_forward(app.config["ORACLE"].weights, h)
+        want = boundary.model_forward(app.config["ORACLE"].weights, h)
         np.testing.assert_array_equal(binary.estimate_gradients(h), want)
         np.testing.assert_array_equal(plain.estimate_gradients(h), want)
         with pytest.raises(synthgrad.PeerError, match="answered 400"):
@@ -176,14 +176,14 @@ def test_provide_gradient_keeps_the_latest_per_index(oracle_app):
 def test_cosine_and_relative_error_hand_computed():
     g_hat = np.array([[1., 0.], [0., 1.], [1., 1.], [1., 1.], [0., 0.]])
     g = np.array([[1., 0.], [1., 0.], [2., 2.], [0., 0.], [3., 0.]])
-    cos, rel = oracle.cosine_and_relative_error(g_hat, g)
+    cos, rel = boundary.cosine_and_relative_error(g_hat, g)
     # Row 3 (g = 0) has neither; row 4 (g_hat = 0) has no cosine, and relative error |g|/|g| = 1.
     np.testing.assert_allclose(cos, [1.0, 0.0, 1.0], atol=1e-15)
     np.testing.assert_allclose(rel, [0.0, np.sqrt(2), 0.5, 1.0], atol=1e-15)
 
 
 def test_cosine_and_relative_error_all_zero_rows_give_empty_arrays():
-    cos, rel = oracle.cosine_and_relative_error(np.zeros((2, W)), np.zeros((2, W)))
+    cos, rel = boundary.cosine_and_relative_error(np.zeros((2, W)), np.zeros((2, W)))
     assert cos.shape == (0,) and rel.shape == (0,)
 
 
@@ -199,7 +199,7 @@ def test_status_quality_is_the_mean_cosine_of_the_predictions_at_the_time(oracle
 
     rng = np.random.default_rng(5)
     h1, g1 = rng.uniform(0, 1, (40, W)), rng.standard_normal((40, W))
-    pred1 = oracle.numpy_forward(o.weights, h1)          # what the oracle predicts right now
+    pred1 = boundary.model_forward(o.weights, h1)          # what the oracle predicts right now
     post(oracle_app, P, synthgrad.encode_gradients(np.arange(40), h1, g1))
     cos = reference_cosines(pred1, g1)
     rel = [np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(pred1, g1)]
@@ -211,8 +211,8 @@ def test_status_quality_is_the_mean_cosine_of_the_predictions_at_the_time(oracle
     old_weights = o.weights
     assert o.train_pass()                               # new weights: new predictions
     h2, g2 = rng.uniform(0, 1, (10, W)), rng.standard_normal((10, W))
-    pred2 = oracle.numpy_forward(o.weights, h2)
-    assert not np.allclose(pred2, oracle.numpy_forward(old_weights, h2))
+    pred2 = boundary.model_forward(o.weights, h2)
+    assert not np.allclose(pred2, boundary.model_forward(old_weights, h2))
     post(oracle_app, P, gradient_items(np.arange(40, 50), h2, g2))
     s = status(oracle_app)["synthetic_gradient_quality"]
     assert s["window"] == 50
@@ -230,7 +230,7 @@ def test_quality_window_keeps_the_newest(make_oracle_app):
     s = status(app)["synthetic_gradient_quality"]
     assert s["window"] == 10
     assert s["cosine_similarity"] == pytest.approx(
-        np.mean(reference_cosines(oracle.numpy_forward(o.weights, h[15:]), g[15:])), rel=1e-12)
+        np.mean(reference_cosines(boundary.model_forward(o.weights, h[15:]), g[15:])), rel=1e-12)
 
 
 # --- Training passes --------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_repeated_passes_learn_a_fixed_linear_map(make_oracle_app):
     post(app, P, synthgrad.encode_gradients(np.arange(100), h, g))
 
     def model_mse():
-        return float(np.mean((oracle.numpy_forward(o.weights, h) - g) ** 2))
+        return float(np.mean((boundary.model_forward(o.weights, h) - g) ** 2))
 
     mse_before, train_mse = model_mse(), []
     for _ in range(3):
@@ -695,7 +695,7 @@ def test_conditioned_oracle_learns_a_target_dependent_gradient(make_oracle_app):
         o.receive(np.arange(n), h, g, y)
         for _ in range(3):
             o.train_pass()
-        cos, _ = oracle.cosine_and_relative_error(o.estimate(h, y), g)
+        cos, _ = boundary.cosine_and_relative_error(o.estimate(h, y), g)
         results[conditioned] = cos.mean()
     assert results[True] > 0.9 and abs(results[False]) < 0.3, results
 

@@ -1,5 +1,5 @@
-"""Tests for lab/race.py (lab/bench.py --race and --distribution-cost): the race's network gives every
-stage one W x W layer, times to levels and MSE at fixed times are read off measured points as
+"""Tests for lab/race.py (lab/bench.py --race and --distribution-cost): the race's network gives
+every stage one W x W layer, times to levels and MSE at fixed times are read off measured points as
 documented, the one-process side trains and measures, the tables and the picture are made from
 results, and the options are checked. Nothing here times anything: the race is run by hand."""
 
@@ -17,7 +17,7 @@ def test_every_stage_of_the_race_holds_one_square_layer():
         sizes, splits = race.race_layout(256, K)
         layout = chain.stage_sizes(sizes, splits)
         assert len(layout) == K and sizes[0] == 2 and sizes[-1] == 1
-        square = [sum(1 for a, b in zip(s, s[1:]) if a == b == 256) for s in layout]
+        square = [sum(1 for a, b in zip(s, s[1:], strict=False) if a == b == 256) for s in layout]
         assert square == [1] * K                      # equal work: one W x W layer each
         chain.check_layout(sizes, splits)
     assert race.race_layout(32, 2) == ((2, 32, 32, 32, 1), (2,))
@@ -38,7 +38,7 @@ def fake_runs(one_times, chain_times):
         return {"points": points, "examples_per_s": rates, "cpu_per_s": (
             0.9 if not isinstance(rates, dict) else {k: 0.8 for k in rates})}
     return [{"one": side(a, 1000.0), "chain": side(b, {"stage1": 900.0, "stage2": 600.0})}
-            for a, b in zip(one_times, chain_times)]
+            for a, b in zip(one_times, chain_times, strict=True)]
 
 
 def test_summary_table_and_picture_from_results(tmp_path):
@@ -92,3 +92,17 @@ def test_bench_takes_one_mode_and_the_races_defaults():
                  ["--race", "--stages", "two"], ["--race", "--seconds", "-1"]):
         with pytest.raises(SystemExit):
             bench.parse_args(argv)
+
+
+@pytest.mark.parametrize("module", ["bench", "race", "image_race", "chain_speed", "wire_cost"])
+def test_running_a_lab_file_says_in_one_line_to_run_it_as_a_module(module):
+    """`python lab/X.py` cannot import the project (lab/ is on the path, not the top folder):
+    it says, in one line and before importing anything, how to run it instead."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    top = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, f"lab/{module}.py", "--race", "--seeds", "2"],
+                          cwd=top, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"run it as: python -m lab.{module} --race --seeds 2\n"

@@ -22,7 +22,7 @@ from ray.cluster_utils import Cluster
 
 import chain
 from parts import children, snapshots
-from runner import chain_eval, raychain
+from runner import chain_eval, launch, processes, raychain
 from test_chain import GUARD_S, killer, last_count
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -53,8 +53,8 @@ def three_stages(tmp_path, address, examples):
                                duration=GUARD_S, examples=examples, snapshot_interval=1,
                                checkpoint_interval=2, colocated=True, ray=address,
                                place=("host1", "host2", "host3"))
-    env = chain.launch.child_env()
-    chain.launch.generate_data(run / "data", config.count, 0, env, plot=False)
+    env = launch.child_env()
+    launch.generate_data(run / "data", config.count, 0, env, plot=False)
     return run, config, env
 
 
@@ -164,8 +164,8 @@ def test_a_chain_with_its_oracles_on_a_fresh_local_ray_instance(tmp_path, capsys
     run = tmp_path / f"chain-{uuid.uuid4().hex[:12]}"
     config = chain.ChainConfig(run_dir=run, count=5_000, duration=GUARD_S, examples=40_000,
                                snapshot_interval=1, ray="local")
-    env = chain.launch.child_env()
-    chain.launch.generate_data(run / "data", config.count, 0, env, plot=False)
+    env = launch.child_env()
+    launch.generate_data(run / "data", config.count, 0, env, plot=False)
     assert chain.run_and_report(config, env) == 0
     out = capsys.readouterr().out
     print(out)
@@ -196,12 +196,12 @@ def test_a_process_that_cannot_start_is_restarted_then_said_in_one_line(tmp_path
     """A stage whose script refuses its options (argparse: exit code 2) ends its actor's
     process; Ray restarts it (--max-restarts 1), it fails again, and chain.py stops with one
     line naming it and quoting its script's error from the log on its machine."""
-    with raychain.RayChain(tmp_path, "local", ["stage 2"], max_restarts=1) as rc:
-        urls = rc.place_all()
-        argv = chain.launch.script_argv("train_output.py", "--port", 0, "--sizes", "3-x",
-                                        "--checkpoint", tmp_path / "none.npz")
+    stage = processes.Proc("stage 2", "train_output.py", ("--port", 0, "--sizes", "3-x",
+                                                          "--checkpoint", tmp_path / "none.npz"),
+                           "stage2", tmp_path / "stage2.log")
+    with raychain.RayChain(tmp_path, "local", [stage], max_restarts=1) as rc:
         with pytest.raises(SystemExit) as e:
-            rc.start("stage 2", argv, url=urls["stage 2"])
+            rc.start(stage, processes.command_line(stage, rc.urls))
     message = str(e.value)
     assert "\n" not in message and message.startswith(
         "chain.py: stage 2 died as it started (ActorDiedError): exit code 2; its log ends: ")

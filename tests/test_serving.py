@@ -1,4 +1,4 @@
-"""Tests for serving.py's pieces that need no app (the apps are tested through the servers).
+"""Tests for parts/server.py and parts/options.py: the pieces that need no app (the apps are tested through the servers).
 
 Run: .venv/bin/pytest -q tests/test_serving.py
 """
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from parts import serving
+from parts import options, server
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
@@ -22,9 +22,9 @@ def test_lower_thread_priority_lowers_only_the_calling_thread():
     def worker():
         tid = threading.get_native_id()
         start = os.getpriority(os.PRIO_PROCESS, tid)
-        seen["done"] = serving.lower_thread_priority(3)
+        seen["done"] = options.lower_thread_priority(3)
         seen["delta"] = os.getpriority(os.PRIO_PROCESS, tid) - start
-        seen["off"] = serving.lower_thread_priority(0)
+        seen["off"] = options.lower_thread_priority(0)
 
     t = threading.Thread(target=worker)
     t.start()
@@ -35,7 +35,7 @@ def test_lower_thread_priority_lowers_only_the_calling_thread():
 
 # --- TrainingServer: the lifecycle both servers share, on a toy server ---------------------------
 
-class Toy(serving.TrainingServer):
+class Toy(server.TrainingServer):
     """Counts its passes; 'holds' nothing until told to; checkpoints its pass count."""
 
     role, title = "toy", "toy server"
@@ -116,8 +116,8 @@ def test_status_and_metrics_share_the_basic_fields_and_flatten_the_servers_own()
 
 def test_make_app_serves_status_json_errors_and_the_token():
     toy = Toy(token="s3cret")
-    app = serving.make_app("toy", toy, "TOY")
-    assert app.config["TOY"] is toy and app.extensions[serving.STATE] is toy
+    app = server.make_app("toy", toy, "TOY")
+    assert app.config["TOY"] is toy and app.extensions[server.STATE] is toy
     client = app.test_client()
     refused = client.get("/status")
     assert refused.status_code == 401 and "token" in refused.get_json()["error"]

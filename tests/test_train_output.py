@@ -708,7 +708,7 @@ def test_colocated_the_model_learns_from_the_true_gradients_the_pass_computes(ma
     assert trainer.sender is None and trainer.oracle is None      # nothing goes to an oracle
     h, y = hold(app, [3, 17, 42, 0, 99])
     layers, rng = copy.deepcopy(trainer.layers), copy.deepcopy(trainer.rng)
-    model, model_rng = copy.deepcopy(trainer.boundary.model), copy.deepcopy(trainer.boundary.rng)
+    model, model_rng = copy.deepcopy(trainer.boundary), copy.deepcopy(trainer.boundary.rng)
     adam = optimizers.Adam(layers, 0.01)
     order = rng.permutation(np.flatnonzero(trainer.held))
     x, t = trainer.x[order], trainer.y[order]
@@ -721,7 +721,7 @@ def test_colocated_the_model_learns_from_the_true_gradients_the_pass_computes(ma
         model.learn(x[rows], t[rows], g[rows])
     assert trainer.train_pass() is True
     assert_same_layers(trainer.layers, layers)
-    for ours, hand in zip(trainer.boundary.weights, model.weights()):
+    for ours, hand in zip(trainer.boundary.published, model.weights()):
         assert ours.tobytes() == hand.tobytes()
     assert trainer.boundary.version == 2
 
@@ -736,7 +736,7 @@ def test_colocated_serves_its_model_at_weights_and_its_quality_in_status(make_ou
     assert r.status_code == 200
     weights, conditioned, version = synthgrad.decode_weights(r.get_json(), W)
     assert conditioned is True and version == trainer.boundary.version == 4
-    for got, kept in zip(weights, trainer.boundary.weights):
+    for got, kept in zip(weights, trainer.boundary.published):
         assert got.tobytes() == kept.tobytes()
     r = app.test_client().get(synthgrad.WEIGHTS, headers={"Accept": synthgrad.BINARY_TYPE})
     assert r.mimetype == synthgrad.BINARY_TYPE                 # a --wire binary stage's fetch
@@ -764,10 +764,10 @@ def test_colocated_checkpoint_keeps_the_boundary_model(make_output_app, tmp_path
     resumed = make_output_app(colocated=True, optimizer="adam", checkpoint=str(path),
                               resume=True).config["TRAINER"]
     assert resumed.boundary.version == trainer.boundary.version == 2
-    for a, b in zip(resumed.boundary.weights, trainer.boundary.weights):
+    for a, b in zip(resumed.boundary.published, trainer.boundary.published):
         assert a.tobytes() == b.tobytes()
-    assert resumed.boundary.model.optimizer.t == 2
-    with pytest.raises(ValueError, match="boundary_0"):    # a checkpoint without the model
+    assert resumed.boundary.optimizer.t == 2
+    with pytest.raises(ValueError, match="boundary_w0"):    # a checkpoint without the model
         make_output_app(optimizer="adam").config["TRAINER"].save_checkpoint(tmp_path / "p.npz")
         make_output_app(colocated=True, optimizer="adam", checkpoint=str(tmp_path / "p.npz"),
                         resume=True)

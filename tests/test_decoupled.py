@@ -1,11 +1,12 @@
-"""Tests for deep_dni.py, on small written arrays (200 examples of 20 features, 3 classes): the
-true gradients against a hand chain rule; method backprop against sgd.backprop and Adam, bit
-for bit; top-only leaving the layers below alone; the bootstrapped targets, every layer's update
-and every model's step against a hand computation; cDNI's one-hot input; the zero-initialised
-models' first guesses; the random rows' lengths; the cosines; run() and its config. One test
-trains briefly on the real Fashion-MNIST (skipped if it cannot be read).
+"""Tests for parts/decoupled.py on a classifier (the toy's are in test_dni.py), on small written
+arrays (200 examples of 20 features, 3 classes): the true gradients against a hand chain rule;
+method backprop against sgd.backprop and Adam, bit for bit; top-only leaving the layers below
+alone; the bootstrapped targets, every layer's update and every model's step against a hand
+computation; cDNI's one-hot input; the zero-initialised models' first guesses; the random rows'
+lengths; the cosines; run() and its config. One test trains briefly on the real Fashion-MNIST
+(skipped if it cannot be read).
 
-Run: .venv/bin/python -m pytest -q tests/test_deep_dni.py
+Run: .venv/bin/python -m pytest -q tests/test_decoupled.py
 """
 
 import copy
@@ -15,7 +16,7 @@ import pytest
 
 import sgd
 from datasets import images
-from parts import boundary, deep_dni, optimizers
+from parts import boundary, decoupled, optimizers
 
 SIZES = (20, 16, 12, 3)              # 3 layers, 2 boundaries, 3 classes
 TIGHT = dict(rtol=1e-12, atol=1e-14)
@@ -29,9 +30,15 @@ def written_data(n=200, seed=0):
     return x, labels
 
 
+def config(method, **kw):
+    """A classifier's Config, the method as the images' --method spells it."""
+    method, conditioned = decoupled.IMAGE_METHODS[method]
+    return decoupled.Config(data="fashion-mnist", method=method, conditioned=conditioned, **kw)
+
+
 def net(method, seed=1, dtype=np.float64, **kw):
-    return deep_dni.DeepDni(np.random.default_rng(seed), SIZES, method, learning_rate=1e-2,
-                            model_learning_rate=1e-2, dtype=dtype, **kw)
+    return decoupled.Network(np.random.default_rng(seed), SIZES, config(
+        method, learning_rate=1e-2, model_learning_rate=1e-2, dtype=np.dtype(dtype).name, **kw))
 
 
 def randomise_models(model_net, seed=2):
@@ -50,14 +57,14 @@ def relu_layer(layer, a_in):
 
 
 def test_network_sizes_count_layers_as_the_paper():
-    assert deep_dni.network_sizes(3) == (784, 256, 256, 10)
-    assert deep_dni.network_sizes(6, width=64) == (784,) + (64,) * 5 + (10,)
+    assert decoupled.network_sizes(3) == (784, 256, 256, 10)
+    assert decoupled.network_sizes(6, width=64) == (784,) + (64,) * 5 + (10,)
 
 
 def test_true_gradients_are_the_chain_rule_by_hand():
     network = net("backprop")
     x, labels = written_data(10)
-    g1, g2 = deep_dni.true_gradients(network.layers, x, labels)
+    g1, g2 = network.true_gradients(x, labels)
     l1, l2, l3 = network.layers
     z1, h1 = relu_layer(l1, x)
     z2, h2 = relu_layer(l2, h1)
@@ -82,7 +89,7 @@ def test_method_backprop_is_sgd_backprop_and_adam_bit_for_bit(dtype):
         sgd.backprop(ref, x[k:k + 20].astype(dtype), labels[k:k + 20],
                      loss=sgd.SoftmaxCrossEntropy)
         adam.step()
-    for ours, theirs in zip(network.layers, ref):
+    for ours, theirs in zip(network.layers, ref, strict=True):
         assert ours.w.dtype == dtype
         np.testing.assert_array_equal(ours.w, theirs.w)
         np.testing.assert_array_equal(ours.b, theirs.b)
@@ -93,9 +100,9 @@ def test_top_only_never_moves_the_layers_below_the_top():
     network = net("top-only")
     before = [(layer.w.copy(), layer.b.copy()) for layer in network.layers]
     for k in range(0, 200, 20):
-        used, targets = network.step(x[k:k + 20], labels[k:k + 20])
+        used, _, targets = network.step(x[k:k + 20], labels[k:k + 20])
     assert used == [None, None] and targets == [None, None] and network.models == []
-    for layer, (w, b) in zip(network.layers[:-1], before[:-1]):
+    for layer, (w, b) in zip(network.layers[:-1], before[:-1], strict=True):
         np.testing.assert_array_equal(layer.w, w)
         np.testing.assert_array_equal(layer.b, b)
     assert not np.array_equal(network.layers[-1].w, before[-1][0])
@@ -109,7 +116,7 @@ def test_a_synthetic_step_by_hand(method, hidden):
     network = net(method, hidden=hidden)
     randomise_models(network)
     twin = copy.deepcopy(network)                     # the same weights and Adam state
-    used, targets = network.step(x, labels)
+    used, _, targets = network.step(x, labels)
 
     l1, l2, l3 = twin.layers
     m1, m2 = twin.models
@@ -138,7 +145,8 @@ def test_a_synthetic_step_by_hand(method, hidden):
     m1.learn(h1, onehot, t1)
     m2.learn(h2, onehot, t2)
     for ours, theirs in zip(network.layers + [la for m in network.models for la in m.layers],
-                            twin.layers + [la for m in twin.models for la in m.layers]):
+                            twin.layers + [la for m in twin.models for la in m.layers],
+                            strict=True):
         np.testing.assert_allclose(ours.w, theirs.w, **TIGHT)
         np.testing.assert_allclose(ours.b, theirs.b, **TIGHT)
 
@@ -151,10 +159,10 @@ def test_cdnis_model_sees_the_one_hot_label_and_dnis_does_not():
     assert conditioned.models[0].layers[0].w.shape == (16 + 3, 16)
     assert plain.models[0].layers[0].w.shape == (16, 16)
     model = conditioned.models[0]
-    np.testing.assert_array_equal(model.inputs(h, conditioned.one_hot(np.array([0, 2, 1, 2]))),
+    np.testing.assert_array_equal(model.inputs(h, conditioned.context(np.array([0, 2, 1, 2]))),
                                   np.column_stack([h, np.eye(3)[[0, 2, 1, 2]]]))
-    a = model.predict(h, conditioned.one_hot(np.array([0, 0, 0, 0])))
-    b = model.predict(h, conditioned.one_hot(np.array([1, 1, 1, 1])))
+    a = model.predict(h, conditioned.context(np.array([0, 0, 0, 0])))
+    b = model.predict(h, conditioned.context(np.array([1, 1, 1, 1])))
     assert not np.allclose(a, b)                      # the label changes the guess
     np.testing.assert_array_equal(plain.models[0].predict(h, np.eye(3)[[0] * 4]),
                                   plain.models[0].predict(h, np.eye(3)[[1] * 4]))
@@ -166,11 +174,11 @@ def test_the_zero_initialised_models_first_guesses_are_exactly_zero(hidden):
     network = net("cdni", hidden=hidden)
     assert copy.deepcopy(network).cosines(x, labels) == [None, None]   # no direction to compare
     below = [(layer.w.copy(), layer.b.copy()) for layer in network.layers[:-1]]
-    used, _ = network.step(x, labels)
+    used, _, _ = network.step(x, labels)
     for g_hat in used:
         assert not g_hat.any()
     # Adam on a zero gradient moves nothing: the layers below wait for a real guess.
-    for layer, (w, b) in zip(network.layers[:-1], below):
+    for layer, (w, b) in zip(network.layers[:-1], below, strict=True):
         np.testing.assert_array_equal(layer.w, w)
         np.testing.assert_array_equal(layer.b, b)
 
@@ -178,10 +186,10 @@ def test_the_zero_initialised_models_first_guesses_are_exactly_zero(hidden):
 def test_random_rows_have_the_true_gradients_lengths_and_not_their_directions():
     x, labels = written_data(50)
     network = net("random")
-    true = deep_dni.true_gradients(copy.deepcopy(network).layers, x, labels)
-    used, targets = network.step(x, labels)
+    true = copy.deepcopy(network).true_gradients(x, labels)
+    used, _, targets = network.step(x, labels)
     assert targets == [None, None]
-    for r, g in zip(used, true):
+    for r, g in zip(used, true, strict=True):
         np.testing.assert_allclose(np.linalg.norm(r, axis=1), np.linalg.norm(g, axis=1),
                                    rtol=1e-12)
         assert np.abs(boundary.row_cosines(r, g)).mean() < 0.5        # unrelated directions
@@ -191,13 +199,13 @@ def test_random_layers_learn_along_their_random_rows():
     x, labels = written_data(30)
     network = net("random")
     twin = copy.deepcopy(network)                     # the same rng state: the same draws
-    used, _ = network.step(x, labels)
-    g = deep_dni.true_gradients(twin.layers, x, labels)
-    for layer, g_b in zip(twin.layers[:-1], g):
+    used, _, _ = network.step(x, labels)
+    g = twin.true_gradients(x, labels)
+    for layer, g_b in zip(twin.layers[:-1], g, strict=True):
         layer.backprop(boundary.random_rows(twin.rng, np.linalg.norm(g_b, axis=1), g_b.shape[1]))
     for opt in twin.optimizers:
         opt.step()
-    for ours, theirs in zip(network.layers, twin.layers):
+    for ours, theirs in zip(network.layers, twin.layers, strict=True):
         np.testing.assert_array_equal(ours.w, theirs.w)
 
 
@@ -206,11 +214,11 @@ def test_cosines_compare_each_models_guess_with_the_true_gradient():
     network = net("cdni")
     randomise_models(network)
     got = network.cosines(x, labels)
-    g = deep_dni.true_gradients(copy.deepcopy(network).layers, x, labels)
+    g = copy.deepcopy(network).true_gradients(x, labels)
     h1 = np.maximum(x @ network.layers[0].w + network.layers[0].b, 0)
     h2 = np.maximum(h1 @ network.layers[1].w + network.layers[1].b, 0)
     onehot = np.eye(3)[labels]
-    for cos, model, h, g_b in zip(got, network.models, (h1, h2), g):
+    for cos, model, h, g_b in zip(got, network.models, (h1, h2), g, strict=True):
         want = np.mean(boundary.row_cosines(model.predict(h, onehot), g_b))
         assert cos == pytest.approx(want, rel=1e-12)
     assert net("backprop").cosines(x, labels) == [None, None]
@@ -224,24 +232,25 @@ def written_split():
 
 
 def test_run_measures_every_eval_every_steps_and_at_the_end():
-    config = deep_dni.DeepConfig(method="cdni", layers=3, width=8, steps=100, batch_size=20,
-                                 eval_every=40, learning_rate=1e-2, model_learning_rate=1e-2)
-    result = deep_dni.run(config, data=written_split())
+    cdni = config("cdni", layers=3, width=8, steps=100, batch_size=20, eval_every=40,
+                  learning_rate=1e-2, model_learning_rate=1e-2)
+    result = decoupled.run(cdni, data=written_split())
     assert [row["step"] for row in result["curve"]] == [0, 40, 80, 100]
     assert result["steps"] == 100 and not result["diverged"]
     assert result["curve"][0]["cosines"] == [None, None]          # zero-initialised models
     assert all(-1 <= c <= 1 for c in result["cosines"])
     assert result["accuracy"] == result["curve"][-1]["accuracy"] > 0.8     # measured 0.89
-    assert result["config"]["method"] == "cdni" and result["seconds"] > 0
-    again = deep_dni.run(config, data=written_split())
+    assert (result["config"]["method"], result["config"]["conditioned"]) == ("synthetic", True)
+    assert result["seconds"] > 0
+    again = decoupled.run(cdni, data=written_split())
     assert [r["accuracy"] for r in again["curve"]] == [r["accuracy"] for r in result["curve"]]
 
 
 @pytest.mark.parametrize("method", ["backprop", "top-only", "random", "dni"])
 def test_run_every_method_on_a_subset(method):
-    config = deep_dni.DeepConfig(method=method, layers=2, width=8, steps=6, batch_size=10,
-                                 eval_every=3, train_examples=50, eval_examples=40)
-    result = deep_dni.run(config, data=written_split())
+    result = decoupled.run(config(method, layers=2, width=8, steps=6, batch_size=10,
+                                  eval_every=3, train_examples=50, eval_examples=40),
+                           data=written_split())
     assert [row["step"] for row in result["curve"]] == [0, 3, 6]
     assert len(result["cosines"]) == 1
     if method != "dni":
@@ -250,21 +259,21 @@ def test_run_every_method_on_a_subset(method):
 
 def test_config_refuses_what_cannot_run():
     with pytest.raises(ValueError, match=r"method \(--method\) must be one of"):
-        deep_dni.DeepConfig(method="sideways").check()
+        decoupled.Config(data="fashion-mnist", method="sideways").check()
     with pytest.raises(ValueError, match=r"layers \(--layers\) must be at least 2"):
-        deep_dni.DeepConfig(layers=1).check()
+        config("cdni", layers=1).check()
     with pytest.raises(ValueError, match=r"steps \(--steps\) must be at least 1, got 0"):
-        deep_dni.DeepConfig(steps=0).check()
+        config("cdni", steps=0).check()
     with pytest.raises(ValueError, match="model_learning_rate"):
-        deep_dni.DeepConfig(model_learning_rate=0).check()
+        config("cdni", model_learning_rate=0).check()
     with pytest.raises(ValueError, match="dtype"):
-        deep_dni.DeepConfig(dtype="float16").check()
-    deep_dni.DeepConfig().check()
+        config("cdni", dtype="float16").check()
+    config("cdni").check()
 
 
 def test_run_leaves_a_data_error_to_the_caller(tmp_path):
     with pytest.raises(images.DataError):
-        deep_dni.run(deep_dni.DeepConfig(image_dir=tmp_path, steps=1))
+        decoupled.run(config("cdni", image_dir=tmp_path, steps=1))
 
 
 # --- The real images --------------------------------------------------------------------------
@@ -279,8 +288,8 @@ def test_on_fashion_mnist_backprop_learns_and_cdni_beats_top_only():
         pytest.skip(f"Fashion-MNIST cannot be read here: {e}")
     accuracy = {}
     for method in ("backprop", "cdni", "top-only"):
-        accuracy[method] = deep_dni.run(deep_dni.DeepConfig(
-            method=method, layers=3, steps=200, train_examples=10_000, eval_examples=2_000,
+        accuracy[method] = decoupled.run(config(
+            method, layers=3, steps=200, train_examples=10_000, eval_examples=2_000,
             eval_every=200), data=data)["accuracy"]
     assert accuracy["backprop"] > 0.6, accuracy
     assert accuracy["cdni"] > accuracy["top-only"] + 0.1, accuracy

@@ -1,0 +1,152 @@
+"""HTTP for every server: waitress (listen, serve), refusals as JSON, the shared token, reading
+a request's body and answering GET /weights.
+
+Imported by parts/server.py and the scripts that serve; it runs nothing. The wire format itself
+is synthgrad.py's.
+"""
+
+import hmac
+import json
+import logging
+import signal
+
+from flask import Response, abort, request
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ErrorTask
+from werkzeug.exceptions import HTTPException
+
+from parts import threaded
+from synthgrad import (BINARY_TYPE, MAX_BODY_BYTES, ProtocolError, encode_weights,
+                       parse_binary, parse_json)
+
+log = logging.getLogger("synthgrad")
+
+
+def listen(host, port, script, max_body_bytes, threads=4):
+    """Take host:port with a waitress server (`threads` workers, HTTP/1.1 keep-alive) whose app
+    is handed over later; returns the server and hand_over(app). SystemExit with one line naming
+    --port if the port cannot be taken. Bodies over max_body_bytes are refused as JSON."""
+    apps = []
+
+    def wsgi(environ, start_response):
+        return apps[0](environ, start_response)
+
+    try:
+        server = create_server(wsgi, host=host, port=port, threads=threads,
+                               max_request_body_size=max_body_bytes,
+                               ident=script.removesuffix(".py"))
+    except OSError as e:
+        raise SystemExit(f"{script}: cannot listen on {host}:{port}: {e.strerror or e}. Is "
+                         f"another server using it? Pick another with --port (0: any free "
+                         f"port)") from None
+    server.channel_class = JsonErrorChannel
+    return server, apps.append
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (a body over the limit: 413; a malformed request: 400) as
+    {"error": ...} JSON, the form every other refusal takes, instead of waitress's plain text."""
+
+    def execute(self):
+        e = self.request.error
+        body = json.dumps({"error": f"{e.reason}: {e.body}"}).encode()
+        self.status = f"{e.code} {e.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
+def serve(server, name, on_stop=None, stop=None):
+    """Run a server listen() made until Ctrl-C or SIGTERM (or, in a thread, until the
+    threading.Event `stop` is set: parts/threaded.py), then call on_stop.
+
+    Logs "<name> listening on http://HOST:PORT" first (port 0 picks a free one; the line is how
+    a launcher or a test learns it), once a signal would stop it cleanly.
+    """
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    release = threaded.end_when_set(server, stop) if stop is not None else lambda: None
+    if stop is None:    # both, explicitly: started in the background, SIGINT comes ignored
+        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, _terminate)
+    try:
+        log.info("%s listening on http://%s:%s", name, server.effective_host,
+                 server.effective_port)
+        server.run()                      # returns on Ctrl-C or SIGTERM (waitress catches it)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        log.info("stopping")
+        server.close()
+        release()
+        if on_stop is not None:
+            on_stop()
+
+
+def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
+    """Make a Flask app answer every error as {"error": ...} JSON and cap the body size.
+
+    counts (a collections.Counter owned by the server) gets requests_served and
+    requests_refused (any 4xx or 5xx answer) incremented.
+    """
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+
+    @app.after_request
+    def _count(response):
+        counts["requests_refused" if response.status_code >= 400 else "requests_served"] += 1
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e):
+        response = e.get_response()                     # keeps headers such as Allow on 405
+        response.set_data(json.dumps({"error": f"{e.name}: {e.description}"}))
+        response.content_type = "application/json"
+        return response
+
+    @app.errorhandler(ProtocolError)
+    def _protocol_error(e):
+        return {"error": str(e)}, 400
+
+
+def read_body():
+    """The current Flask request's body: JSON, or the binary form if its Content-Type says so.
+
+    ProtocolError (a 400) says why a body cannot be read.
+    """
+    data = request.get_data(cache=False)
+    if request.mimetype == BINARY_TYPE:
+        return parse_binary(data)
+    return parse_json(data)
+
+
+def weights_answer(weights, conditioned, version):
+    """GET /weights's answer (synthgrad.encode_weights): the binary form if the request's Accept
+    header names it (synthgrad's clients with --wire binary), else JSON."""
+    if any(kind == BINARY_TYPE and q > 0 for kind, q in request.accept_mimetypes):
+        return Response(encode_weights(weights, conditioned, version, binary=True),
+                        content_type=BINARY_TYPE)
+    return encode_weights(weights, conditioned, version)
+
+
+def require_token(app, token):
+    """Answer 401 to any request without "Authorization: Bearer <token>" (no-op if no token).
+
+    The comparison takes the same time however much of the header matches (hmac.compare_digest).
+    """
+    if not token:
+        return
+    expected = f"Bearer {token}".encode()
+
+    @app.before_request
+    def _check_token():
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            abort(401, "this server requires the shared token: send "
+                       "\"Authorization: Bearer <token>\"")

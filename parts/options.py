@@ -1,0 +1,167 @@
+"""What every process's command line shares: the server options, --token, --original, the
+start-up line, the log's form; and the training thread's priority and the peak memory figure.
+
+Imported by the scripts and parts/server.py; it runs nothing.
+"""
+
+import logging
+import math
+import os
+import resource
+import sys
+import threading
+
+import generate
+from parts import checkpoint
+from synthgrad import DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST
+
+log = logging.getLogger("synthgrad")
+
+DEFAULT_TRAINING_NICE = 10      # requests get a core at once (docs/settings.md)
+
+
+def lower_thread_priority(nice):
+    """Make the calling thread `nice` steps nicer than it is (at most 19); True if done.
+
+    Linux schedules threads on their own, so this leaves the process's other threads (the ones
+    that answer requests) where they are. Elsewhere, or if the system refuses, it does nothing.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        return True
+    except OSError as e:
+        log.warning("could not lower the training thread's priority (%s); training at the "
+                    "same priority as requests", e)
+        return False
+
+
+def peak_rss_mb():
+    """This process's peak resident memory so far, in MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
+
+
+def add_server_arguments(p, default_port, what, checkpointed, held):
+    """The options both servers share: which example indices they hold (`held`: what that
+    costs), where to listen, the token, limits, the training thread's priority, where to write
+    metrics lines (`what` they hold), and checkpoints (of `checkpointed`)."""
+    p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
+                   help=f"example indices accepted are 0..N-1 (default {DEFAULT_MAX_EXAMPLES:,}, "
+                        f"the size of the default data set); {held}")
+    checkpoint.add_arguments(p, checkpointed)
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default 127.0.0.1: only this machine can connect)")
+    p.add_argument("--port", type=int, default=default_port,
+                   help=f"port to listen on (default {default_port}, the original's; 0 picks a "
+                        "free one)")
+    token_argument(p)
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                   help=f"refuse request bodies larger than this with a 413 (default "
+                        f"{MAX_BODY_BYTES:,}: twice the largest legitimate request, "
+                        f"{MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
+    p.add_argument("--nice", type=int, default=DEFAULT_TRAINING_NICE,
+                   help=f"run the training thread this many steps nicer than the threads that "
+                        f"answer requests (default {DEFAULT_TRAINING_NICE}: a request gets a "
+                        f"core at once; Linux only)")
+    p.add_argument("--metrics", default=None,
+                   help=f"append a JSON line of figures ({what}) to this file every "
+                        "--metrics-interval seconds (default: none)")
+    p.add_argument("--metrics-interval", type=float, default=2.0,
+                   help="seconds between metrics lines (default 2: smooth curves, tiny files)")
+    p.add_argument("--report-every", type=float, default=10.0,
+                   help=f"seconds between status lines on the terminal ({what}; default "
+                        "%(default)g; 0: none)")
+
+
+def check_at_least(p, args, minimum, *names):
+    """Refuse the first option (by dest) below minimum; None (not given) passes."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            p.error(f"--{name.replace('_', '-')} must be at least {minimum} (got {value})")
+
+
+def check_positive(p, args, *names):
+    """Refuse the first option (by dest) that is not a positive finite number."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            p.error(f"--{name.replace('_', '-')} must be positive and finite (got {value:g})")
+
+
+def check_server_arguments(p, args):
+    """Refuse impossible values of the shared options and of --learning-rate."""
+    checkpoint.check_arguments(p, args)
+    check_at_least(p, args, 1, "max_examples")
+    check_at_least(p, args, 0, "report_every")
+    check_at_least(p, args, 1024, "max_body_bytes")
+    check_positive(p, args, "learning_rate", "metrics_interval")
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    if not 0 <= args.nice <= 19:
+        p.error("--nice must be between 0 and 19")
+
+
+DEFAULT_MAX_EXAMPLES = 200_000      # indices 0..N-1: the default data set's size
+# What a server's state takes besides its own settings (the options above, by dest).
+SERVER_DEFAULTS = dict(max_examples=DEFAULT_MAX_EXAMPLES, token=None,
+                       nice=DEFAULT_TRAINING_NICE, max_body_bytes=MAX_BODY_BYTES,
+                       checkpoint=None, checkpoint_interval=30.0, resume=False)
+
+# options of the process, not of a server's state
+SERVER_ONLY = ("host", "port", "metrics", "metrics_interval", "report_every", "original",
+               "live", "live_port")
+
+
+def token_argument(p):
+    """--token, defaulting to $SYNTHGRAD_TOKEN: every script takes the same shared secret."""
+    p.add_argument("--token", default=os.environ.get("SYNTHGRAD_TOKEN") or None,
+                   help="shared secret every request must carry (Authorization: Bearer ...); "
+                        "default: the SYNTHGRAD_TOKEN environment variable, else none (fine on "
+                        "127.0.0.1; set one before binding to another address)")
+
+
+def parse_with_original(p, argv, original, what):
+    """p.parse_args(argv) with --original added: the original project's settings (`original`,
+    {dest: value}; `what` in words) become the defaults; options given as well still win."""
+    p.add_argument("--original", action="store_true",
+                   help=f"start from the original project's settings ({what}) instead of the "
+                        "measured defaults (docs/settings.md); options given as well still win")
+    known, _ = p.parse_known_args(argv)
+    if known.original:
+        p.set_defaults(**original)
+    return p.parse_args(argv)
+
+
+def printable(args):
+    """The parsed options as "name value, ..." for the start-up line, paths as typed, the token
+    masked."""
+    shown = vars(args).copy()
+    if shown.get("token"):
+        shown["token"] = "***"
+    return generate.settings_line(shown)
+
+
+class _Formatter(logging.Formatter):
+    """ "HH:MM:SS name: message", with the level after the name unless it is INFO."""
+
+    def __init__(self, name):
+        super().__init__(datefmt="%H:%M:%S")
+        self.name = name
+
+    def format(self, record):
+        level = "" if record.levelno == logging.INFO else f" {record.levelname}"
+        return f"{self.formatTime(record, self.datefmt)} {self.name}{level}: {record.getMessage()}"
+
+
+def setup_logging(name):
+    """Every line a process writes in one form, "HH:MM:SS name: message" (warnings and errors
+    say so after the name), on stdout; waitress only warns."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Formatter(name))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("waitress").setLevel(logging.WARNING)

@@ -1,0 +1,225 @@
+"""What every server shares: its state's training thread and /status basics (TrainingServer),
+its Flask app (make_app), and the main that runs it (run_server).
+
+Imported by oracle.py, train_output.py and live.py; it runs nothing. HTTP itself (waitress,
+JSON errors, the token) is in parts/http.py, the options in parts/options.py.
+"""
+
+import collections
+import logging
+import threading
+import time
+
+from flask import Flask
+
+import generate
+from parts import checkpoint, http, options, snapshots
+from synthgrad import STATUS
+
+log = logging.getLogger("synthgrad")
+
+STATE = "synthgrad_state"     # app.extensions[STATE]: the server's TrainingServer
+
+
+def make_app(name, state, config_key):
+    """A Flask app for a server's state: JSON errors, the body limit and the shared token from
+    state.config, and GET /status. The state is app.config[config_key] (and app.extensions[STATE]
+    for run_server); the caller adds the server's own routes."""
+    app = Flask(name)
+    app.config[config_key] = app.extensions[STATE] = state
+    http.install_json_errors(app, state.counts, state.config["max_body_bytes"])
+    http.require_token(app, state.config["token"])
+    app.get(STATUS)(state.status)
+    return app
+
+
+class TrainingServer:
+    """What both servers share: their counters, the training thread's life (start, a loop of
+    passes at a lower priority, stop with a last checkpoint), and the /status basics.
+
+    A server subclasses it and provides:
+      role, title           its /status role and metrics stage; the name in "<title> listening"
+      train_pass()          one pass over what it holds; False if there is nothing to train on
+      status_fields()       the server's own /status fields
+      HELD, COUNTERS        its per-example arrays (`held` among them) and counters, and
+      models(), load_models(weights, counts)   what else its checkpoint keeps
+    and may override on_stopped() (after the thread ended: final snapshots) and close().
+    Subclasses set their state up before calling TrainingServer.__init__ last: a resumed
+    checkpoint is loaded into it.
+    """
+
+    role = title = "server"
+    idle_wait = 0.1                  # seconds between looks while there is nothing to train on
+    FLATTEN = {}                     # /status field (a dict) -> prefix of its keys in metrics
+    NOT_IN_METRICS = ("role", "uptime_s", "requests_served", "requests_refused")
+
+    def __init__(self, config):
+        self.config = config
+        self.lock = threading.Lock()
+        self.counts = collections.Counter()
+        self.last_train_mse = None
+        self.staleness = None        # mean age (s) of the rows the last pass trained on
+        self.diverged = False
+        self.started = time.time()
+        self.stop = threading.Event()
+        self._thread = None
+        self.checkpointer = checkpoint.Checkpointer(config["checkpoint"],
+                                                   config["checkpoint_interval"],
+                                                   self.save_checkpoint)
+        if config["resume"]:
+            if config["checkpoint"] is None:
+                raise ValueError("--resume needs --checkpoint PATH")
+            self.resume(config["checkpoint"])
+
+    # --- the training thread ------------------------------------------------------------------
+    def start_training(self):
+        self._thread = threading.Thread(target=self._train_forever, daemon=True,
+                                        name=f"{self.role}-trainer")
+        self._thread.start()
+
+    def _train_forever(self):
+        options.lower_thread_priority(self.config["nice"])
+        while not self.stop.is_set():
+            if not self.train_pass():
+                self.stop.wait(self.idle_wait)
+            self.checkpointer.maybe()
+
+    def stop_training(self, timeout=10.0):
+        """Stop the thread; once it has ended, on_stopped() and a last checkpoint; then close()."""
+        self.stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if not self._thread.is_alive():       # never write while a pass is still running
+                self.on_stopped()
+                self.checkpointer.now()
+        self.close()
+
+    def on_stopped(self):
+        pass
+
+    # --- checkpoints: the models, every example held, the counters --------------------------
+    HELD = ()
+    COUNTERS = ()
+    SO_FAR = ("passes",)             # the counters its "resumed" line names
+
+    def examples_held(self):
+        with self.lock:
+            return int(self.held.sum())
+
+    def counters(self):
+        return {name: self.counts[name] for name in self.COUNTERS}
+
+    def save_checkpoint(self, path):
+        """Write the checkpoint (from the training thread, or once it has stopped)."""
+        with self.lock:
+            held = {name: getattr(self, name).copy() for name in self.HELD}
+        checkpoint.save(path, self.models(), self.counters(), held)
+
+    def resume(self, path):
+        """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""
+        shapes = {name: getattr(self, name).shape for name in self.HELD}
+        weights, counts, held = checkpoint.load(path, self.models(), self.counters(), shapes)
+        with self.lock:
+            for name, a in held.items():
+                getattr(self, name)[:] = a
+            self.received_at[self.held] = time.time()      # their age restarts with the process
+        for name in self.COUNTERS:
+            self.counts[name] = counts[name]
+        self.load_models(weights, counts)
+        log.info("resumed from %s: %d examples held, %s so far", path, self.examples_held(),
+                 " and ".join(f"{self.counts[k]} {k}" for k in self.SO_FAR))
+
+    def close(self):
+        pass
+
+    # --- what it reports ----------------------------------------------------------------------
+    def status(self):
+        """The GET /status answer: the fields both servers share, then the server's own.
+
+        "role" ("oracle" or "output_trainer"), "uptime_s" (float), "examples_held" (distinct
+        example indices held), "training_passes", "last_train_mse" (float or null: the oracle's
+        loss mean((g_hat - g)^2) over its last pass, or the output trainer's mean (y_hat - y)^2
+        over its last pass), "staleness_s" (float or null: the mean age, in seconds, of the rows
+        its last pass used, i.e. how old the activations or gradients it learns from are),
+        "diverged", "peak_rss_mb", "requests_served" and "requests_refused" (ints).
+        """
+        return {
+            "role": self.role,
+            "uptime_s": round(time.time() - self.started, 3),
+            "examples_held": self.examples_held(),
+            "training_passes": self.counts["passes"],
+            "last_train_mse": self.last_train_mse,
+            "staleness_s": self.staleness,
+            "diverged": self.diverged,
+            "peak_rss_mb": options.peak_rss_mb(),
+            "requests_served": self.counts["requests_served"],
+            "requests_refused": self.counts["requests_refused"],
+            **self.status_fields(),
+        }
+
+    def metrics(self):
+        """The status as one flat line for the metrics file."""
+        line = self.status()
+        for field, prefix in self.FLATTEN.items():
+            line.update({prefix + k: v for k, v in (line.pop(field) or {}).items()})
+        for key in self.NOT_IN_METRICS:
+            line.pop(key, None)
+        return line
+
+
+def run_server(args, create_app, script, beside=None, stop=None):
+    """A server script's main after parse_args: take the port, make the app, start its training
+    thread, its metrics lines and a status line every --report-every seconds, serve until
+    Ctrl-C or SIGTERM, then stop training (checkpointing) and log the final status. script
+    ("oracle.py") names the process in its logs. beside(args, url, state), if given, starts
+    what runs beside the server once it trains (train_output.py's live page) and returns a
+    function that stops it, or None. stop: a threading.Event that stops it as SIGTERM does.
+
+    The port is taken first: if it is not free the script stops with one line naming --port,
+    before it has built anything or written a file.
+    """
+    name = script.removesuffix(".py")
+    options.setup_logging(name)
+    log.info("settings: %s", options.printable(args))
+    server, hand_over = http.listen(args.host, args.port, script, args.max_body_bytes)
+    config = {k: v for k, v in vars(args).items() if k not in options.SERVER_ONLY}
+    try:
+        app = create_app(config)
+    except ValueError as e:                       # a checkpoint that cannot be resumed from
+        server.close()
+        raise SystemExit(f"{script}: {e}") from None
+    hand_over(app)
+    state = app.extensions[STATE]
+    state.start_training()
+    url = f"http://{server.effective_host}:{server.effective_port}"
+    stop_beside = beside(args, url, state) if beside is not None else None
+    metrics = snapshots.MetricsLog(args.metrics, state.role)
+    metrics.every(args.metrics_interval, state.metrics, state.stop)
+    if args.report_every > 0:
+        snapshots.every(args.report_every, lambda: log.info("%s", status_line(state.status())),
+                        state.stop, "status-lines")
+
+    def on_stop():
+        state.stop_training()
+        metrics.write(**state.metrics())          # the last line is the end, not a second before
+        log.info("final status: %s", status_line(state.status()))
+        if stop_beside is not None:
+            stop_beside()
+
+    http.serve(server, app.extensions[STATE].title, on_stop=on_stop, stop=stop)
+    return 0
+
+
+def status_line(status):
+    """A server's GET /status as one short line: what it holds and has done, and for the oracle
+    how good its synthetic gradients are."""
+    parts = [f"{status.get('examples_held', 0):,} examples held",
+             f"{status.get('training_passes', 0):,} training passes",
+             f"training MSE {generate.fmt(status.get('last_train_mse'), '.4f')}"]
+    quality = status.get("synthetic_gradient_quality")
+    if quality is not None:
+        parts.append("cosine(synthetic, true) "
+                     f"{generate.fmt(quality.get('cosine_similarity'), '.2f')}")
+    if status.get("diverged"):
+        parts.append("DIVERGED: training stopped")
+    return ", ".join(parts)

@@ -1,0 +1,411 @@
+"""A run as a list of processes: each one's command line, one watch loop, one status line.
+
+demo.py's three processes, a chain of K stages and the same chain on Ray are three lists of
+Proc over this machinery; where each process runs is the spawner's business:
+
+    Supervisor       each process a local subprocess, restarted after a death (this file)
+    raychain.RayChain    each process a Ray actor, placed and restarted by Ray
+
+A spawner is a context manager (its end stops everything) with urls (those chosen before
+the start), token, start(proc, argv, deadline) (the URL a server answers on, None for the
+process that ends the run), look() (why the run must end, or None), finished(name),
+stop(name, timeout), cpu_seconds(name), machine(name), restarts() and stop_all().
+run() starts the list in order, watches the last (it ends the run at its --duration) with
+watch(), prints status_line() every few seconds, and stops everything.
+"""
+
+import dataclasses
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import synthgrad
+from generate import fmt
+from parts import children, snapshots
+
+# Seconds past --duration after which run() stops the last process itself: it ends on its
+# own clock whatever its peers do; this is the backstop.
+GRACE_S = 15.0
+READY_WAIT = 120.0                 # seconds a server may take to answer after its start
+LOOK_TIMEOUT = 3.0                 # seconds a status look waits: a stalled peer holds no one
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """What a death leads to, as an Erlang/OTP supervisor or systemd's Restart=on-failure:
+    say so in one line, start it again after `backoff` seconds (doubled for each restart
+    still in the window) from its own checkpoint, at most `max_restarts` times in `window`
+    seconds; one more death, or any with restart False, ends the run (cut short)."""
+
+    restart: bool = True
+    max_restarts: int = 3
+    window: float = 120.0
+    backoff: float = 1.0
+
+
+class Url(str):
+    """In a Proc's options: the address of the process of this name, known once it runs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Proc:
+    """One process of a run. options: its command line after the script's name, Url(name)
+    standing for another's address; key: its files' and results' name ("stage2")."""
+
+    name: str                          # in every line said about it: "stage 2", "oracle"
+    script: str                        # "oracle.py"
+    options: tuple
+    key: str
+    log: Path                          # its output
+    checkpoint: Path | None = None     # a restart resumes from it
+
+
+def command_line(proc, urls):
+    """proc's command line (children.script_argv), each Url replaced by the address in urls
+    ({name: URL})."""
+    return children.script_argv(proc.script, *(urls[o] if isinstance(o, Url) else o
+                                               for o in proc.options))
+
+
+def as_options(options):
+    """{name: value} as options: {"batch_size": 256, "zero_init": False} -> ["--batch-size",
+    "256", "--no-zero-init"]. True is a bare flag, False its --no- form; None leaves it out."""
+    out = []
+    for name, value in options.items():
+        flag = name.replace("_", "-")
+        if value is True or value is False:
+            out.append(f"--{'' if value else 'no-'}{flag}")
+        elif value is not None:
+            out += [f"--{flag}", str(value)]
+    return out
+
+
+def restart_options(argv, port=None, checkpoint=None, deadline=None):
+    """A command line (or its options) for starting a process again: on `port` (the one it
+    got, where its peers look), --resume if its checkpoint exists, and with a deadline
+    (time.time()) only the seconds left of its --duration."""
+    argv = list(argv)
+    if port is not None and "--port" in argv:
+        argv[argv.index("--port") + 1] = str(port)
+    if deadline is not None and "--duration" in argv:
+        argv[argv.index("--duration") + 1] = str(round(max(1.0, deadline - time.time()), 1))
+    if checkpoint is not None and Path(checkpoint).exists() and "--resume" not in argv:
+        argv.append("--resume")
+    return argv
+
+
+def stop_on_signals():
+    """Ctrl-C and SIGTERM both raise KeyboardInterrupt (even when a shell started us in the
+    background with SIGINT ignored), so that a run stops every process it started."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+# --- Words for a death. -----------------------------------------------------------------------
+
+def exit_description(code):
+    """A Popen returncode in words: "exit code 1", "killed by SIGKILL"."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def log_tail(path, lines=2, width=120):
+    """The last `lines` non-empty lines of a log, each cut to `width`, joined by " / "."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        return f"(no log: {e.strerror})"
+    return text_tail(text, lines, width)
+
+
+def text_tail(text, lines=2, width=120):
+    """log_tail of a log's text."""
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " / ".join(line if len(line) <= width else line[:width - 3] + "..."
+                      for line in tail) or "(empty)"
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a running process has used (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- The local spawner: subprocesses, supervised. ---------------------------------------------
+
+class Child:
+    """One process of a run under a Supervisor. A server started on port 0 is restarted on
+    the port it got, so its peers' senders find it again; with a deadline it is the one
+    that ends the run, restarted with the time left."""
+
+    def __init__(self, proc, argv, env, deadline=None):
+        self.proc, self.argv, self.env, self.deadline = proc, list(argv), env, deadline
+        self.name = proc.name
+        self.port = None
+        self.restarts = []                    # time.monotonic() of each restart in the window
+        self.restarted = 0                    # restarts in all
+        self.restart_at = None                # when the dead process is due to start again
+        self.stopping = False                 # stopped on purpose: its end is no death
+        self.process = children.Process(self.name, self.argv, proc.log, env)
+
+    @property
+    def popen(self):
+        return self.process.popen
+
+    def wait_url(self, timeout):
+        """The URL it announced (SystemExit if it did not); remembers the port."""
+        url = self.process.wait_url(timeout)
+        self.port = int(url.rsplit(":", 1)[1])
+        return url
+
+    def finished(self):
+        """True once the process that ends the run ended well."""
+        return self.deadline is not None and self.popen.poll() == 0
+
+    def restart(self):
+        argv = restart_options(self.argv, self.port, self.proc.checkpoint, self.deadline)
+        self.process = children.Process(self.name, argv, self.proc.log, self.env,
+                                        append=True)
+        self.restart_at = None
+        self.restarted += 1
+        return argv
+
+
+class Supervisor:
+    """The local spawner: each process a subprocess, watched. look() says a death in one
+    line (which process, its exit code or signal, its log's last lines) and restarts it, or
+    ends the run, as `policy` says. `who` prefixes every line; on_start(name, pid) is told
+    of every start and restart."""
+
+    def __init__(self, policy=None, who="launch", env=None, on_start=None, token=None):
+        self.policy = policy or RestartPolicy()
+        self.who, self.env, self.token = who, env, token
+        self.on_start = on_start or (lambda name, pid: None)
+        self.children = {}
+        self.urls = {}                        # chosen before the start: none, ports are free
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_all()
+
+    def spawn(self, proc, argv, deadline=None):
+        """Start proc as a Child (no waiting)."""
+        child = self.children[proc.name] = Child(proc, argv, self.env, deadline)
+        self.on_start(proc.name, child.popen.pid)
+        return child
+
+    def start(self, proc, argv, deadline=None):
+        """Start proc; a server's URL once it answers (None for one that does not serve)."""
+        child = self.spawn(proc, argv, deadline)
+        if "--port" not in argv:
+            return None
+        url = child.wait_url(READY_WAIT)
+        if not wait_ready(client(url, self.token), lambda: child.popen.poll() is None):
+            raise SystemExit(f"{proc.name} did not answer; see {proc.log}")
+        return url
+
+    def say(self, line):
+        print(f"{self.who}: {line}", flush=True)
+
+    def look(self):
+        """Restart what is due; say each new death and decide. Why the run must end, or
+        None."""
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    argv = child.restart()
+                    self.on_start(child.name, child.popen.pid)
+                    how = ("from its checkpoint" if "--resume" in argv else
+                           "from scratch (no checkpoint yet)")
+                    where = f", on port {child.port}" if child.port else ""
+                    self.say(f"{child.name} restarted {how}{where}")
+                continue
+            code = child.popen.poll()
+            if code is None or child.stopping or child.finished():
+                continue
+            reason = self.died(child, code, now)
+            if reason is not None:
+                return reason
+        return None
+
+    def died(self, child, code, now):
+        """Say the death of `child` in one line and schedule its restart; the reason to end
+        the run instead, if the policy says so."""
+        p, what = self.policy, exit_description(code)
+        line = (f"{child.name} died ({what}) after {now - child.process.started:.0f} s; its "
+                f"log {child.proc.log.name} ends: {log_tail(child.proc.log)}")
+        child.restarts = [t for t in child.restarts if now - t < p.window]
+        if not p.restart:
+            child.stopping = True
+            self.say(f"{line}. Not restarting it (--no-restart): ending the run")
+            return f"{child.name} died ({what})"
+        if len(child.restarts) >= p.max_restarts:
+            child.stopping = True
+            self.say(f"{line}. It was restarted {len(child.restarts)} times in "
+                     f"{p.window:.0f} s: giving up, ending the run")
+            return (f"{child.name} died {len(child.restarts) + 1} times in "
+                    f"{p.window:.0f} s ({what})")
+        delay = p.backoff * 2 ** len(child.restarts)
+        child.restarts.append(now)
+        child.restart_at = now + delay
+        self.say(f"{line}. Restarting it in {delay:g} s (restart {len(child.restarts)} of at "
+                 f"most {p.max_restarts} in {p.window:.0f} s)")
+        return None
+
+    def finished(self, name):
+        return self.children[name].finished()
+
+    def stop(self, name, timeout=20.0):
+        """SIGTERM (it saves what it holds), SIGKILL after timeout; its exit code."""
+        child = self.children[name]
+        child.stopping = True
+        return child.process.stop(timeout)
+
+    def cpu_seconds(self, name):
+        return cpu_seconds(self.children[name].popen.pid)
+
+    def machine(self, name):
+        return None                           # all on this one
+
+    def restarts(self):
+        """{name: restarts so far} of every process."""
+        return {name: child.restarted for name, child in self.children.items()}
+
+    def stop_all(self):
+        """Stop every process, the last started first."""
+        for name in reversed(list(self.children)):
+            self.stop(name)
+
+
+# --- Watching a run. --------------------------------------------------------------------------
+
+def client(url, token=None, timeout=LOOK_TIMEOUT):
+    """A look at a server (GET /status, GET /weights), by default a short one."""
+    return synthgrad.OracleClient(url, timeout=timeout, token=token)
+
+
+def wait_ready(peer, alive, timeout=READY_WAIT):
+    """True once peer answers GET /status; False if alive() turns False or time runs out."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up and alive():
+        if last_status(peer) is not None:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def last_status(peer):
+    """A server's GET /status, or None if it is down."""
+    try:
+        return peer.status()
+    except synthgrad.PeerError:
+        return None
+
+
+def status_line(elapsed, first, servers):
+    """One line: first = (label, its latest metrics line): examples streamed and how fast;
+    servers = [(label, script, GET /status or None if down)], each by what it does."""
+    label, latest = first
+    parts = [f"[{elapsed:4.0f} s] {label}: {latest.get('examples', 0):>7} examples "
+             f"({fmt(latest.get('examples_per_s'), '.0f')}/s)"]
+    for label, script, s in servers:
+        if s is None:
+            parts.append(f"{label}: down")
+            continue
+        q = s.get("synthetic_gradient_quality") or {}
+        cosine = f"cosine(synthetic, true) {fmt(q.get('cosine_similarity'), '.2f')}"
+        if script == "oracle.py":
+            parts.append(f"{label}: {s.get('training_passes', 0):>3} passes, "
+                         f"loss {fmt(s.get('last_train_mse'))}, {cosine}")
+            continue
+        part = (f"{label}: {s.get('examples_held', 0):>6} held, "
+                f"{s.get('training_passes', 0):>3} passes")
+        if "last_train_mse" in s:
+            part += f", train MSE {fmt(s['last_train_mse'])}"
+        if "staleness_s" in s:
+            part += f", staleness {fmt(s['staleness_s'], '.1f')} s"
+        parts.append(part + (f", {cosine}" if q else ""))
+    return " | ".join(parts)
+
+
+def watch(spawner, first, end_at, status, every, tick=None, who="launch"):
+    """The one watch loop. Until process `first` has finished: the spawner's look at every
+    process several times a second (a death said, and mended or not), tick() if given, and
+    status(elapsed) printed every `every` s. first ends on its own clock at end_at
+    (time.monotonic); GRACE_S later it is stopped here. Returns (its CPU seconds at the last
+    look, why the run was cut short or None)."""
+    start, printed, cpu = time.monotonic(), -math.inf, None
+    while not spawner.finished(first):
+        cut_short = spawner.look()
+        if cut_short is not None:                       # first saves what it has and stops
+            spawner.stop(first, 30)
+            return cpu, cut_short
+        if time.monotonic() > end_at + GRACE_S:
+            print(f"{who}: {first} is still running {GRACE_S:.0f} s after its --duration; "
+                  f"stopping it", flush=True)
+            spawner.stop(first, 30)
+            break
+        if tick is not None:
+            tick()
+        if time.monotonic() - printed >= every:
+            printed = time.monotonic()
+            print(status(printed - start), flush=True)
+        cpu = spawner.cpu_seconds(first) or cpu
+        time.sleep(0.05)
+    return cpu, None
+
+
+def run(procs, spawner, duration, every, metrics, banner=None, tick=None, who="launch"):
+    """Start procs in order, each server answering before the next starts, the last (it
+    streams for `duration` s, its metrics lines in `metrics`) last; watch until it ends;
+    stop all (SIGTERM: each saves what it holds). Returns {key: each server's last GET
+    /status or None}, "cpu_s": {key: CPU seconds}, "restarts": {name: count}, "cut_short":
+    why the run ended early or None. banner(urls), if given, is said before the last starts;
+    tick(urls) is called in the watch loop."""
+    servers, last = procs[:-1], procs[-1]
+    urls, peers = dict(spawner.urls), {}
+    try:
+        for proc in servers:
+            urls[proc.name] = spawner.start(proc, command_line(proc, urls))
+            peers[proc.name] = client(urls[proc.name], spawner.token)
+        if banner is not None:
+            print(f"{who}: {banner(urls)}", flush=True)
+        end_at = time.monotonic() + duration
+        spawner.start(last, command_line(last, urls), deadline=time.time() + duration)
+
+        def label(proc):
+            m = spawner.machine(proc.name)
+            return proc.name.removesuffix(" trainer").removesuffix(" oracle") + \
+                (f" @{m}" if m else "")
+
+        # the trainers bottom up (started top down), then the oracles
+        shown = [p for p in servers if p.script != "oracle.py"][::-1] + \
+            [p for p in servers if p.script == "oracle.py"]
+
+        def status(elapsed):
+            latest = (snapshots.read_metrics(metrics) or [{}])[-1]
+            return status_line(elapsed, (label(last), latest), [
+                (label(p), p.script, last_status(peers[p.name])) for p in shown])
+        cpu, cut_short = watch(spawner, last.name, end_at, status, every,
+                               tick and (lambda: tick(urls)), who)
+        final = {p.key: last_status(client(urls[p.name], spawner.token, timeout=10.0))
+                 for p in servers}                        # their last word, unhurried
+        return final | {"cpu_s": {p.key: spawner.cpu_seconds(p.name) for p in servers} |
+                        {last.key: cpu}, "restarts": spawner.restarts(),
+                        "cut_short": cut_short}
+    finally:
+        spawner.stop_all()
