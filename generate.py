@@ -1,7 +1,5 @@
 """Generate the training data: a lumpy function f: R^2 -> R sampled on [-1, 1]^2.
 
-Run it:
-
     python generate.py                         # 200,000 samples into data/, plus data/target.png
     python generate.py --count 20000 --out-dir /tmp/small --seed 1
     python generate.py --help
@@ -14,12 +12,9 @@ With r = sqrt(x^2 + y^2) and theta = atan2(y, x):
     k = 0.3 (sin(theta) + 1)
     f = k a + (1 - k)/2 b + (1 - k)/2 c
 
-The function has no meaning; it is just lumpy enough to need both hidden layers.
-Writes x.npy (n, 2) float64, y.npy (n,) float64 and target.png.
-
-This file also draws every surface (draw_surface: target.png, sgd.py's epochs, plot.py's fits):
-f on a 100 x 100 grid over [-1, 1]^2, scaled by the *target's* min and max there, so every
-picture has the same colours. matplotlib is imported only when something is drawn.
+f has no meaning; it is just lumpy enough to need both hidden layers. Writes x.npy (n, 2)
+float64, y.npy (n,) float64 and target.png. Every surface picture is drawn here (draw_surface),
+on the *target's* colour scale, so the same colour is the same height in every picture.
 """
 
 import argparse
@@ -59,8 +54,7 @@ HELDOUT_SEED = 2016
 
 
 def heldout(count=20_000, seed=HELDOUT_SEED):
-    """Fresh (x (count, 2), y (count,)) for measuring held-out MSE; 20,000 by default, enough
-    that the MSE estimate's sampling error (~1%) is below any difference worth reporting."""
+    """Fresh (x (count, 2), y (count,)) for measuring held-out MSE (20,000: ~1% sampling error)."""
     return generate(count, seed)
 
 
@@ -111,7 +105,7 @@ DPI = 100
 @functools.cache
 def pyplot():
     """matplotlib.pyplot on the Agg backend (headless), imported on the first drawing: the
-    servers import this module for the data and never draw (matplotlib costs ~0.4 s, ~40 MB)."""
+    servers import this module and never draw."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -120,9 +114,8 @@ def pyplot():
 
 @contextlib.contextmanager
 def saved_figure(path, nrows=1, ncols=1, **subplots_kw):
-    """`with saved_figure(path) as (fig, ax):` draw, and on leaving it is saved (as PNG into a
-    file object, such as io.BytesIO; into a file path, its folder created) and closed, even if
-    drawing fails (then nothing is saved): no figure is drawn on twice or piles up memory."""
+    """`with saved_figure(path) as (fig, ax):` draw; on leaving, the figure is saved as PNG (into
+    a path, its folder made, or a file object) and closed, even if drawing fails (unsaved)."""
     plt = pyplot()
     fig, ax = plt.subplots(nrows, ncols, **subplots_kw)
     try:

@@ -7,43 +7,37 @@ Run it while a run trains (or after: it then says the run has ended), and open t
     python live.py --run-dir progress/20240101-120000 --oracle-url http://127.0.0.1:5001
     python live.py --help
 
-demo.py, chain.py and train_output.py start it themselves (--no-live turns that off) with
-children.start_live_page, a child process at a lower priority that stops when they do.
-docs/live.md says what each panel shows and what watching costs. The page polls GET /api/live
-and fetches a picture only when its content changed; each picture is drawn once per content,
-each tick's held-out MSE measured once. It reads the run folder and never writes into it; the
-servers' addresses come from the "listening on" line in each process's log there (--oracle-url
-and --output-url for a progress folder run by hand).
-
-This file is the server: the page (live.html), its JSON and pictures, LiveState's caches, the
-script. liveview.py builds what a run folder shows.
+The page (live.html) polls GET /api/live and fetches a picture only when its content changed:
+each picture is drawn once per content, each tick measured once (LiveState's caches). It reads
+the run folder and never writes into it; runner/liveview.py decides what it shows. docs/live.md
+says what each panel shows and what watching costs.
 """
 
 import argparse
 import collections
 import hashlib
-import hmac
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
-from flask import Flask, Response, abort, request
+from flask import Response, abort, request
 
 import generate
 import synthgrad
-from parts import classify, http, options, server, snapshots
+from parts import children, classify, http, options, server, snapshots
 from runner import chain_eval, liveview
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("live")
 
-DEFAULT_PORT = 5050                # beside the servers' 5000 and 5001
 REFRESH_S = 1.5                    # how often the page asks for news
 REDRAW_S = 6.0                     # a picture is redrawn at most this often (docs/live.md)
 STATUS_TIMEOUT_S = 0.5             # a server that takes longer is reported as not answering
@@ -260,12 +254,8 @@ def create_app(config=None):
               "redraw": REDRAW_S,
               "max_body_bytes": 1024, **(config or {})}
     state = LiveState(config)
-    # server.make_app's parts, with a token check that also takes ?token= (require_token)
-    app = Flask("live")
-    app.config["LIVE"] = app.extensions[server.STATE] = state
-    http.install_json_errors(app, state.counts, config["max_body_bytes"])
-    require_token(app, config["token"])
-    app.get(synthgrad.STATUS)(state.status)
+    app = server.make_app("live", state, "LIVE")     # JSON errors, the token, GET /status
+    app.wsgi_app = token_from_address(app.wsgi_app)
 
     html = PAGE.read_text().replace("{{refresh_ms}}", str(round(config["refresh"] * 1000)))
 
@@ -299,40 +289,30 @@ def create_app(config=None):
     return app
 
 
-def require_token(app, token):
-    """Like http.require_token, but a browser may also give the token as ?token=...: a page
-    opened from an address cannot send an Authorization header (the page then adds the token
-    to each of its own requests)."""
-    if not token:
-        return
-    expected = token.encode()
-
-    @app.before_request
-    def _check_token():
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        query = request.args.get("token", "").encode()
-        if not (hmac.compare_digest(given, expected) or hmac.compare_digest(query, expected)):
-            abort(401, "this page requires the shared token: open it as /?token=<token>")
+def token_from_address(wsgi_app):
+    """wsgi_app, taking ?token=<token> as the Authorization header when none is sent: a browser
+    opening an address cannot send one (the page then adds ?token= to its own requests)."""
+    def with_token(environ, start_response):
+        token = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("token")
+        if token:
+            environ.setdefault("HTTP_AUTHORIZATION", f"Bearer {token[0]}")
+        return wsgi_app(environ, start_response)
+    return with_token
 
 
 PAGE = HERE / "live.html"          # the page itself: its style and script inline, nothing fetched
 
 
-# --- Starting it from a launcher. ---------------------------------------------------------------
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"   # Debian's
-
+# --- Opening it headless (tests/conftest.py, lab/live_cost.py), stopping with its launcher. ---
 
 class NoBrowser(Exception):
     """Headless Chromium cannot be had here; the message says why and what installs it."""
 
 
 def headless_chromium(profile_dir, window=(1400, 1700), log_requests=False):
-    """A selenium driver of headless Chromium with a fresh profile in profile_dir, started as
-    this machine allows (no sandbox as root, nothing asked of Google's servers); with
-    log_requests, Chromium's performance log holds every request the page makes. NoBrowser
-    if selenium, Chromium or its driver is missing or will not start."""
-    import shutil
+    """A selenium driver of headless Chromium with a fresh profile in profile_dir (no sandbox,
+    nothing asked of Google's servers); with log_requests, its performance log holds every
+    request the page makes. NoBrowser if selenium, Chromium or its driver is missing or fails."""
     try:
         from selenium import webdriver
         from selenium.common.exceptions import WebDriverException
@@ -340,8 +320,8 @@ def headless_chromium(profile_dir, window=(1400, 1700), log_requests=False):
     except ImportError as e:
         raise NoBrowser(f"selenium is not installed ({e}); pip install -r requirements.txt") \
             from None
-    binary = shutil.which("chromium") or CHROMIUM
-    driver_path = shutil.which("chromedriver") or CHROMEDRIVER
+    binary, driver_path = (shutil.which(name) or f"/usr/bin/{name}"      # Debian's
+                           for name in ("chromium", "chromedriver"))
     for path in (binary, driver_path):
         if not os.path.exists(path):
             raise NoBrowser(f"no {path}: apt-get install chromium chromium-driver (as root), "
@@ -378,41 +358,37 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Serve a page on this machine that shows a run "
                                             "learning, updated while it trains.")
     p.add_argument("--run-dir", type=Path, default=None,
-                   help="the run to show: a demo.py or launch.py run folder, a chain.py run "
-                        "folder (runs/chain-*) or a progress folder run by hand (default: the "
-                        "newest folder in runs/ or progress/, looked for again at every poll, "
-                        "so a page started first finds the run when it starts)")
+                   help="the run to show: a demo.py, launch.py or chain.py run folder, or a "
+                        "progress folder run by hand (default: the newest folder in runs/ or "
+                        "progress/, looked for at every poll, so the page finds a later run)")
     p.add_argument("--host", default=synthgrad.DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: only this machine can open it)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
-                   help=f"port to listen on (default {DEFAULT_PORT}, beside the servers' 5000 "
-                        "and 5001; 0 picks a free one)")
+    p.add_argument("--port", type=int, default=children.LIVE_PORT,
+                   help=f"port to listen on (default {children.LIVE_PORT}, beside the servers' "
+                        "5000 and 5001; 0 picks a free one)")
     options.token_argument(p)
     p.add_argument("--oracle-url", default=None,
-                   help="the oracle's address, for a progress folder run by hand (default: "
-                        f"{synthgrad.DEFAULT_ORACLE_URL} for such a folder; in a run folder, "
-                        "the address its log, RUN/oracle.log, says it listens on)")
+                   help="the oracle's address (default: what RUN/oracle.log says it listens on; "
+                        f"{synthgrad.DEFAULT_ORACLE_URL} for a progress folder run by hand)")
     p.add_argument("--output-url", default=None,
-                   help="the output trainer's address, likewise (default: "
-                        f"{synthgrad.DEFAULT_OUTPUT_TRAINER_URL} for a progress folder; in a "
-                        "run folder, from RUN/train_output.log)")
+                   help="the output trainer's address (default: from RUN/train_output.log; "
+                        f"{synthgrad.DEFAULT_OUTPUT_TRAINER_URL} for a progress folder)")
     p.add_argument("--refresh", type=float, default=REFRESH_S,
                    help=f"seconds between the page's polls (default {REFRESH_S:g}: metrics "
                         "lines come every 1-2 s)")
     p.add_argument("--redraw", type=float, default=REDRAW_S,
-                   help=f"redraw a picture whose content changed at most every this many "
-                        f"seconds (default {REDRAW_S:g}: a picture costs ~0.3 s of a core, taken "
-                        "from training; docs/live.md)")
+                   help=f"redraw a changed picture at most every this many seconds (default "
+                        f"{REDRAW_S:g}: a picture costs ~0.3 s of a core, taken from training)")
     p.add_argument("--heldout", type=int, default=20_000,
                    help="fresh points held-out MSE is measured on (default 20,000, as plot.py's, "
-                        "so the numbers compare; measured once per snapshot tick)")
+                        "so the numbers compare)")
     p.add_argument("--nice", type=int, default=options.DEFAULT_TRAINING_NICE,
                    help=f"run this many steps nicer than normal (default "
-                        f"{options.DEFAULT_TRAINING_NICE}, as the servers' training threads: "
-                        "the page takes CPU only where training leaves it; 0: normal)")
+                        f"{options.DEFAULT_TRAINING_NICE}, as the training threads: the page "
+                        "takes only the CPU training leaves; 0: normal)")
     p.add_argument("--stop-with-parent", action="store_true",
-                   help="stop when the process that started this one ends (what "
-                        "children.start_live_page asks for, so a killed launcher leaves no page)")
+                   help="stop when the process that started this one ends (so a killed "
+                        "launcher leaves no page)")
     args = p.parse_args(argv)
     for name, low, high, unit in (("port", 0, 65535, ""), ("refresh", 0.2, 60, " seconds"),
                                   ("redraw", 0, 600, " seconds"), ("nice", 0, 19, "")):

@@ -4,15 +4,11 @@
     python plot.py --run-dir runs/20240101-120000              # demo.py's: into RUN/plots
     python plot.py --progress-dir progress/20240101-120000     # by hand: beside the weights
 
-A progress folder (the trainers' snapshots, parts/snapshots.py) gives, for every tick at which
-both trainers saved their layers, the composed network's surface beside the target
-(fit_<seconds>.png), its held-out MSE (heldout_mse.jsonl, with the initial and final networks
-and the swap: the initial layer 1 under the final layers 2-3) and mse.png. A run folder
-(demo.py's: progress/, backprop/final.npz, metrics/*.jsonl, controls/<name>/) gives the same
-into RUN/plots, seconds counted from the input trainer's first metrics line, and
-comparison.png, curves.png and evolution.gif (docs/demo.md says what each shows); a picture
-whose inputs are missing is skipped, saying why. Every surface is on the target's colour scale
-(generate.py). This file only draws: snapshots.py reads and measures, nothing here trains.
+A progress folder (the trainers' snapshots) gives each tick's fit beside the target
+(fit_<seconds>.png), the held-out MSE of every moment (heldout_mse.jsonl, mse.png). A run folder
+(demo.py's) gives the same into RUN/plots and comparison.png, curves.png and evolution.gif
+(docs/demo.md says what each shows); a picture whose inputs are missing is skipped, saying why.
+This file only draws: parts/snapshots.py reads and measures.
 """
 
 import argparse
@@ -306,70 +302,54 @@ def say_skipped(what, why):
     print(f"skipped {what}: {why}", flush=True)
 
 
-def final_panel(method, end, why):
-    """A method at its end, end = ((held-out MSE, seconds, examples), layers) or None: (its
-    result for print_summary, its comparison panel (title, f or None, why it is missing))."""
-    if end is None:
-        return None, (method, None, why)
-    result, layers = end
-    after = "" if result[1] is None else f" after {result[1]:.0f} s"
-    return result, (f"{method}\nheld-out MSE {result[0]:.4f}{after}", predictor(layers), None)
-
-
-def method_ends(run_dir, rows, networks, metrics, x_test, y_test):
-    """[(method, its end as final_panel takes it, why it is missing)] of plain backprop (MSE
-    measured here, seconds and examples its metrics') and the decoupled network."""
-    try:
-        layers = snapshots.load_backprop(run_dir)
-        backprop, why = ((sgd.mse(layers, x_test, y_test),
-                          *(last_finite(metrics["backprop"], k) for k in ("seconds", "examples"))),
-                         layers), None
-    except NothingToRead as e:
-        backprop, why = None, str(e)
-    end = snapshots.decoupled_final(rows, networks)
-    decoupled = None if end is None else (
-        (end[0]["mse"], end[0]["seconds"], last_finite(metrics["train_input"], "examples")),
-        end[1])
-    return [("backprop (true gradients)", backprop, why),
-            ("synthetic gradients", decoupled,
-             f"no readable snapshots in {Path(run_dir) / 'progress'}")]
-
-
 CONTROLS = (("frozen", "frozen layer 1 (control)"),
             ("random", "random directions (control)"))
 
 
-def control_result(run_dir, name, label, x_test, y_test):
-    """RUN/controls/<name>, a run folder of its own: (rows, its result, its comparison panel),
-    or None if it is not there."""
-    folder = Path(run_dir) / "controls" / name
-    if not folder.is_dir():
-        return None
+def method_ends(run_dir, rows, networks, metrics, x_test, y_test):
+    """[(method, result, layers, why they are missing, rows)], result (held-out MSE, seconds or
+    None, examples or None) or None: plain backprop (MSE measured here, seconds and examples its
+    metrics'), synthetic gradients and each control there (RUN/controls/<name>, rows its own)."""
     try:
-        rows, result, layers = snapshots.measure_run(folder, x_test, y_test)
+        layers = snapshots.load_backprop(run_dir)
+        ends = [("backprop (true gradients)", (sgd.mse(layers, x_test, y_test), *(
+            last_finite(metrics["backprop"], k) for k in ("seconds", "examples"))), layers, None,
+                 None)]
     except NothingToRead as e:
-        say_skipped(f"the {label}", e)
-        return None
-    return rows, *final_panel(label, (result, layers), None)
+        ends = [("backprop (true gradients)", None, None, str(e), None)]
+    row, layers = snapshots.decoupled_final(rows, networks) or (None, None)
+    result = None if row is None else (row["mse"], row["seconds"],
+                                       last_finite(metrics["train_input"], "examples"))
+    ends.append(("synthetic gradients", result, layers,
+                 f"no readable snapshots in {Path(run_dir) / 'progress'}", None))
+    for name, label in CONTROLS:
+        folder = Path(run_dir) / "controls" / name
+        try:
+            if folder.is_dir():
+                control_rows, result, layers = snapshots.measure_run(folder, x_test, y_test)
+                ends.append((label, result, layers, None, control_rows))
+        except NothingToRead as e:
+            say_skipped(f"the {label}", e)
+    return ends
 
 
-def draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test, y_test, controls):
-    """comparison.png if any method's final network is there: the target, backprop, synthetic
-    gradients and each control ({label: control_result}); returns print_summary's results
-    [(method, result)] and whether it drew."""
+def draw_run_comparison(out_dir, ends):
+    """comparison.png if any method's final network is there: the target and each of
+    method_ends; returns print_summary's results [(method, result)] and whether it drew."""
     results, panels = [], [TARGET_PANEL]
-    for method, end, why in method_ends(run_dir, rows, networks, metrics, x_test, y_test):
-        result, panel = final_panel(method, end, why)
+    for method, result, layers, why, _ in ends:
         if result is None:
             say_skipped(f"{method} in comparison.png and the summary", why)
+            panels.append((method, None, why))
+        else:
+            after = "" if result[1] is None else f" after {result[1]:.0f} s"
+            panels.append((f"{method}\nheld-out MSE {result[0]:.4f}{after}", predictor(layers),
+                           None))
         results.append((method, result))
-        panels.append(panel)
-    results += [(label, c[1]) for label, c in controls.items()]
     if all(result is None for _, result in results):
         say_skipped("comparison.png", "no method's final network is there")
         return results, False
-    save_comparison(Path(out_dir) / "comparison.png",
-                    panels + [c[2] for c in controls.values()])
+    save_comparison(Path(out_dir) / "comparison.png", panels)
     return results, True
 
 
@@ -388,8 +368,7 @@ def draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, baseline, co
         since = "the oracle's first metrics line"
     with saved_figure(Path(out_dir) / "curves.png", 2, 1, sharex=True,
                       figsize=RUN_CURVES_FIGSIZE, layout="constrained") as (fig, (top, bottom)):
-        draw_heldout_curves(top, metrics["backprop"], rows, baseline,
-                            [(label, c[0]) for label, c in controls.items()])
+        draw_heldout_curves(top, metrics["backprop"], rows, baseline, controls)
         if metrics["oracle"]:
             draw_oracle_quality(bottom, metrics["oracle"], origin)
         else:
@@ -420,11 +399,10 @@ def draw_run(run_dir, out_dir, x_test, y_test):
     except NothingToRead as e:
         say_skipped("fit_*.png, mse.png, heldout_mse.jsonl and evolution.gif", e)
         rows, networks, origin = [], {}, start
-    controls = {label: c for name, label in CONTROLS
-                if (c := control_result(run_dir, name, label, x_test, y_test)) is not None}
-    results, drew = draw_run_comparison(run_dir, out_dir, rows, networks, metrics, x_test,
-                                        y_test, controls)
+    ends = method_ends(run_dir, rows, networks, metrics, x_test, y_test)
+    results, drew = draw_run_comparison(out_dir, ends)
     written += ["comparison.png"] if drew else []
+    controls = [(method, c_rows) for method, *_, c_rows in ends if c_rows is not None]
     if draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, float(y_test.var()),
                        controls):
         written.append("curves.png")

@@ -1,37 +1,41 @@
-"""The wire protocol between the processes, and its clients. Importing it runs nothing;
-`python synthgrad.py` prints this description.
+"""The wire protocol between the processes, and its clients. `python synthgrad.py` prints this.
 
-The toy network 2 -> 24 -> 12 -> 1 is split after layer 1: the input trainer sends h, layer 1's
-activation, (24,) per example (a chain's boundaries are as wide as their layers: `width`). A
-*gradient* on the wire is always dL/dh, the derivative of one example's loss L (1/2 (y_hat -
-y)^2; a classifier's, cross-entropy) with respect to its h, shaped as h: true from backprop
-through the layers above, synthetic from the oracle's model. Each trainer then steps its
-optimizer on dL/dw averaged over the minibatch: Adam by default, or plain SGD, w -= eta dL/dw
-(--optimizer sgd, the original's). An *array* is {"shape": [d0, ...], "values": [v, ...]},
-finite float64 numbers in row-major order; i names an example (its row in x.npy).
+The toy network 2 -> 24 -> 12 -> 1 is cut after layer 1: h, layer 1's activation, (24,) per
+example, crosses the wire (a chain's boundaries are as wide as their layers: `width`). A
+*gradient* on the wire is always dL/dh, shaped as h, for one example's loss L (1/2 (y_hat -
+y)^2; a classifier's, cross-entropy): true from backprop through the layers above, synthetic
+from the oracle's model. Each trainer steps its optimizer on dL/dw averaged over the minibatch:
+Adam by default, or w -= eta dL/dw (--optimizer sgd, the original's). An *array* is
+{"shape": [d0, ...], "values": [v, ...]}, finite float64 in row-major order, written below as
+its shape; i names an example (its row in x.npy), y is its target.
 
-| server (default address)        | method, path         | request JSON                                  | response JSON                         |
-|---------------------------------|----------------------|-----------------------------------------------|---------------------------------------|
-| output trainer 127.0.0.1:5000   | POST /training_example | list of {"i": int, "x": array (24,), "y": array ()}, or batched: {"i": [n ints], "x": array (n, 24), "y": array (n,)} | {"ok": true, "received": n} |
-| oracle 127.0.0.1:5001           | POST /estimate_gradients | {"activations": list of array (24,)}, or {"activations": array (n, 24)}; optional "y": array (n,) | {"gradients": array (n, 24)} |
-| oracle                          | POST /provide_gradient | list of {"i": int, "h": array (24,), "gradient": array (24,)}, or batched: {"i": [n ints], "h": array (n, 24), "gradient": array (n, 24)}; optional "y" (array () per example, or (n,) batched) | {"ok": true, "received": n} |
-| oracle, or a stage with --colocated | GET /weights     | none                                          | {"weights": [array, ...], "conditioned": bool, "version": int} (below) |
-| both                            | GET /status          | none                                          | "role", "uptime_s", "examples_held", "training_passes", "last_train_mse", "staleness_s", "diverged", ... (server.TrainingServer.status) |
+    POST /training_example    (the output trainer, 127.0.0.1:5000)
+        {"i": [n ints], "x": (n, 24), "y": (n,)}  ->  {"ok": true, "received": n}
+    POST /estimate_gradients  (the oracle, 127.0.0.1:5001)
+        {"activations": (n, 24), "y": (n,)}  ->  {"gradients": (n, 24)}
+    POST /provide_gradient    (the oracle)
+        {"i": [n ints], "h": (n, 24), "gradient": (n, 24), "y": (n,)}  ->  as /training_example
+    GET /weights              (the oracle, or a stage with --colocated)
+        ->  {"weights": [array, ...], "conditioned": bool, "version": int}
+    GET /status               (every server)
+        ->  {"role", "uptime_s", "examples_held", "training_passes", "last_train_mse",
+             "staleness_s", "diverged", ...} (server.TrainingServer.status)
 
-x is h, y the target. The list forms are the original's, kept for its clients; ours send the
-batched ones, at most MAX_EXAMPLES_PER_REQUEST examples a request. y is for a target-conditioned
-oracle (cDNI, oracle.py's default), which refuses requests without it (400). GET /weights serves
-the *local* mode, in which the input trainer computes synthetic gradients itself (as in the
-paper) with parts/boundary.py's model: [w1 (n_in, hidden), b1, w2 (hidden, 24), b2], or [w
-(n_in, 24), b] if linear; n_in is 25 when "conditioned" (h and y side by side).
+y rides along for a target-conditioned oracle (cDNI, oracle.py's default), which refuses a
+request without it (400); otherwise it may be left out. The POSTs also take the original's list
+forms, one object per example ({"i": int, "x": (24,), "y": ()}, likewise for /provide_gradient;
+"activations" a list of (24,)). Our senders put MAX_CHUNK examples in a request; servers refuse
+more than MAX_EXAMPLES_PER_REQUEST. GET /weights serves the *local* mode, in which the input
+trainer computes synthetic gradients itself (as in the paper) with parts/boundary.py's model:
+[w1 (n_in, hidden), b1, w2 (hidden, 24), b2], or [w (n_in, 24), b] if linear; n_in is 25 when
+"conditioned" (h and y side by side).
 
-The binary form (application/x-synthgrad-arrays, encode_binary): the POSTs also take a batched
-body as raw little-endian arrays, checked alike; /estimate_gradients and GET /weights answer in
-kind when asked. It is ~150x cheaper (docs/speed.md). JSON is the reference and the trainers'
-default on the toy; demo.py and chain.py start theirs with --wire binary, as train_input.py
---data does by default. A server started with --token (or SYNTHGRAD_TOKEN) answers 401 to a
-request without "Authorization: Bearer <token>". A refused request changes nothing and gets
-{"error": "what was wrong"}: 400 bad body, 401 token, 404 path, 405 method, 413 too large.
+The binary form (application/x-synthgrad-arrays, encode_binary), ~150x cheaper (docs/speed.md):
+a batched POST body as raw little-endian arrays, checked alike; /estimate_gradients and GET
+/weights answer in kind when asked. JSON is the reference; demo.py, chain.py and train_input.py
+--data send binary. A server started with --token (or SYNTHGRAD_TOKEN) answers 401 without
+"Authorization: Bearer <token>". A refused request changes nothing and gets {"error": "what was
+wrong"}: 400 bad body, 401 token, 404 path, 405 method, 413 too large.
 """
 
 import http.client

@@ -1,9 +1,2 @@
-"""The data sets the image experiments train on, read from the files they come in.
-
-    from datasets import images
-    (x_train, y_train), (x_test, y_test) = images.load("fashion-mnist")
-
-This folder is the lowest floor of the house: it imports nothing of the project (numpy and the
-standard library only; Keras only inside the function that downloads), so any script, trainer or
-process may import it.
-"""
+"""The image data sets (images.py: MNIST and Fashion-MNIST from their IDX files). The lowest
+floor: it imports nothing of the project (Keras only inside the function that downloads)."""

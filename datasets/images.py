@@ -8,15 +8,9 @@
     python -m datasets.images                    # where the data is, its shapes and classes
     python -m datasets.images --fetch            # the same, downloading with Keras if need be
 
-A data set is four files, `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
-`t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, each gzipped (`.gz`) or not. An IDX file
-is a big-endian header, then the bytes of one uint8 array in C order:
-
-    magic  0x00000803 (images, 3 dims) or 0x00000801 (labels, 1 dim)    # 4 bytes
-    dims   n, 28, 28 (images) or n (labels)                             # 4 bytes each
-    data   n * 28 * 28 or n bytes                                       # one byte per pixel/label
-
-find() says where it looks: the Debian package's folder, then Keras's cache and download.
+A data set is four IDX files (FILES), gzipped or not: a big-endian header (magic number IMAGES
+or LABELS, then each dimension's size, 4 bytes each), then one uint8 array's bytes in C order,
+checked against the header before any is trusted. find() says where it looks.
 """
 
 import argparse
@@ -39,8 +33,7 @@ FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 IMAGES, LABELS = 0x00000803, 0x00000801     # magic numbers: 0x08 = uint8, then the number of dims
 SIDE = 28                                   # every image is SIDE x SIDE pixels
 
-# Where find() looks after data_dir; tests point these at tmp_path. KERAS_HOME = None means
-# where Keras itself keeps its cache: $KERAS_HOME, else ~/.keras, else /tmp/.keras.
+# Where find() looks after data_dir (tests point these at tmp_path); KERAS_HOME None: Keras's own.
 DEBIAN_DIR = Path("/usr/share/datasets")
 KERAS_HOME = None
 KERAS_CACHE = {"fashion-mnist": "datasets/fashion-mnist", "mnist": "datasets/mnist.npz"}
@@ -130,13 +123,9 @@ def _download(name):
 
 
 def find(name="fashion-mnist", data_dir=None, download=True):
-    """The folder holding `name`'s four IDX files, or Keras's mnist.npz (for "mnist").
-
-    Looks in data_dir if given (and nowhere else: no files there is a DataError), else in
-    DEBIAN_DIR/<name> (`apt-get install dataset-fashion-mnist`), then in Keras's cache
-    ($KERAS_HOME or ~/.keras: datasets/fashion-mnist/ with the four .gz files, or
-    datasets/mnist.npz), then (if download) lets Keras download it.
-    """
+    """The folder holding `name`'s four IDX files, or Keras's mnist.npz (for "mnist"): in
+    data_dir if given (and nowhere else), else in DEBIAN_DIR/<name> (`apt-get install
+    dataset-fashion-mnist`), then in Keras's cache, then (if download) where Keras downloads it."""
     if name not in NAMES:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(NAMES)}")
     if data_dir is not None:

@@ -1,9 +1,8 @@
-"""Measuring a chain run from its snapshots: what chain.py writes into chain.json and chain.png.
+"""Measuring a chain run from its snapshots: chain.json (evaluate) and chain.png (draw).
 
-chain.py calls evaluate() and draw() when a run ends (or with --evaluate); the lab and the live
-page read chain runs with the same functions. A chain's run folder holds each stage's weight
-snapshots (progress/stage<k>/: stage 1's layer1_*, the others' layers23_*), each boundary
-model's weights at every tick (progress/boundary<b>/model_<tick>.npz) and metrics/stage<k>.jsonl.
+A chain's run folder holds each stage's weight snapshots (progress/stage<k>/: stage 1's layer1_*,
+the others' layers23_*), each boundary model's at every tick (progress/boundary<b>/model_<tick>)
+and metrics/stage<k>.jsonl; chain.py, the lab and the live page read it with these functions.
 """
 
 import itertools
@@ -69,12 +68,9 @@ def numbered(arrays, name="w"):
 
 
 def true_and_synthetic(layers, layout, x, y, models):
-    """Per boundary b: (true dL/dh_b, synthetic dL/dh_b) on inputs x (n, 2), targets y (n,).
-
-    True: backprop of the loss 1/2 (y_hat - y)^2 (a classifier's: -log softmax(z)_y, y the
-    labels) through the whole composed network, row k the gradient of example k's loss.
-    Synthetic: boundary b's model (models[b-1], or None) on h_b (and y, if conditioned, as
-    the model takes it: one column or one-hot)."""
+    """Per boundary b: (true dL/dh_b, synthetic dL/dh_b) on inputs x (n, d), targets y (n,):
+    true by backprop of each example's loss through the whole composed network, synthetic from
+    boundary b's model (models[b-1], or None) on h_b (and y, if conditioned)."""
     h = [x]
     for layer in layers:
         h.append(layer.feed_forward(h[-1]))                    # each remembers its input
@@ -110,8 +106,8 @@ DATA_FILE = "data.json"            # in a classifier's run folder: {"data", "ima
 
 
 def write_run_data(run, data, image_dir):
-    """Record in a chain's run folder what it learns (an image set and where its files are),
-    so that its evaluation and the live page find its test images. The toy's writes nothing."""
+    """Record in a chain's run folder the image set it learns and where its files are, for its
+    evaluation and the live page (the toy's: nothing)."""
     if data != "toy":
         Path(run).mkdir(parents=True, exist_ok=True)
         (Path(run) / DATA_FILE).write_text(json.dumps(
@@ -135,8 +131,8 @@ def run_data(run):
 
 
 def scorer(data, heldout, image_dir=None):
-    """(x, y, scores): the held-out data a run is measured on, the toy's `heldout` fresh points
-    or a classifier's first `heldout` test images, and scores_on(x, y, ...)."""
+    """(x, y, scores_on(x, y)): the toy's `heldout` fresh points or a classifier's first
+    `heldout` test images."""
     if data == "toy":
         x, y = generate.heldout(heldout)
     else:
@@ -157,9 +153,8 @@ def scores_on(x, y, classifier):
 
 
 def tick_row(layers, layout, x, y, models, scores, cosine_points):
-    """{**scores(layers), "cosine": [per boundary, None without its model]}: the composed
-    network's scores and each boundary model's cosine with full backprop, on the first
-    cosine_points of (x, y); models [(weights, conditioned) or None] per boundary."""
+    """{**scores(layers), "cosine": [per boundary, None without its model]}: each boundary
+    model's cosine with full backprop on the first cosine_points of (x, y)."""
     pairs = true_and_synthetic(layers, layout, x[:cosine_points], y[:cosine_points], models)
     return {**scores(layers), "cosine": [None if s is None else mean_cosine(s, t)
                                          for t, s in pairs]}
@@ -167,11 +162,9 @@ def tick_row(layers, layout, x, y, models, scores, cosine_points):
 
 def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_dir=None):
     """chain.json's content: per tick, seconds since stage 1 began streaming, the composed
-    network's held-out MSE (a classifier's test accuracy and loss: data names the image set)
-    and each boundary's true cosine; the same for the untrained network and the final one (of
-    the last tick every stage saved, "final_from", if a stage saved no final layers); per
-    boundary, the staleness the receiving stage reported over time. data None: what the run
-    folder says it learns (run_data)."""
+    network's scores (scores_on) and each boundary's true cosine; the scores of the untrained
+    and the final network ("final_from": final_label); per boundary, the staleness the stage
+    above reported. data None: what the run folder says it learns (run_data)."""
     run = Path(run)
     if data is None:
         data, image_dir = run_data(run)
@@ -207,9 +200,8 @@ def draw(result, path):
     stages = f"{len(layout)} stages ({' | '.join(map(train_output.format_sizes, layout))})"
     cosines, staleness = [], []
     for b in range(1, len(layout)):
-        cosines.append((f"boundary {b}", seconds, [np.nan if r["cosine"][b - 1] is None
-                                                   else r["cosine"][b - 1] for r in ticks],
-                        dict(marker="o")))
+        cosines.append((f"boundary {b}", seconds, np.array(    # None: NaN, a gap in the line
+            [r["cosine"][b - 1] for r in ticks], dtype=float), dict(marker="o")))
         points = result["staleness"].get(f"boundary{b}", [])
         staleness.append((f"boundary {b} (stage {b + 1}'s inputs)", [p[0] for p in points],
                           [p[1] for p in points], dict(linestyle="-")))

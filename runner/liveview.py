@@ -388,8 +388,8 @@ def boundary_pictures(metrics, rows, boundaries, colocated, start):
     for b in range(1, boundaries + 1):
         style = dict(color=f"C{b - 1}")
         cos_series.append((f"boundary {b}: the model against full backprop", [s for s, _ in rows],
-                           [np.nan if r["cosine"][b - 1] is None else r["cosine"][b - 1]
-                            for _, r in rows], dict(marker="o", **style)))
+                           np.array([r["cosine"][b - 1] for _, r in rows], dtype=float),
+                           dict(marker="o", **style)))
         lines = metrics[f"boundary{b}"]
         measured_by = f"stage {b + 1}" if colocated else "its oracle"
         cos_series.append((f"boundary {b}: as {measured_by} measures it (on what it receives)",
