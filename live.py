@@ -52,8 +52,6 @@ class LiveState:
     """What the page knows: where the run is, the held-out MSE of every tick measured so far,
     the pictures drawn (one per content), the servers' last /status. One per app."""
 
-    role = title = "live page"
-
     def __init__(self, config):
         self.config = config
         self.counts = collections.Counter()
@@ -68,7 +66,7 @@ class LiveState:
         self.pending = {}                     # name -> (key, draw()) for the newest content
         self.offered = {}                     # name -> (key, monotonic time it was offered)
         self.statuses = {}                    # url -> (monotonic time, status or None, error)
-        self.rates = {}                       # url -> (time, counter) of the previous sample
+        self.rates = {}                       # (url, counter) -> its previous sample
         self.history = {}                     # url -> [flattened /status samples] (by hand)
         self.clients = {}
         self.started = time.time()
@@ -179,15 +177,10 @@ class LiveState:
 
     def rate(self, key, t, counter):
         """Per second since the previous sample of this counter (None on the first)."""
-        if counter is None or t is None:
-            return None
+        sample = {"time": t, "n": counter}
         with self.lock:
-            before = self.rates.get(key)
-            if before is None or t > before[0]:
-                self.rates[key] = (t, counter)
-        if before is None or t <= before[0]:
-            return None
-        return max(0.0, (counter - before[1]) / (t - before[0]))
+            before, self.rates[key] = self.rates.get(key), sample
+        return None if before is None else liveview.line_rate([before, sample], "n")
 
     def close(self):
         for client in self.clients.values():
@@ -244,15 +237,12 @@ PICTURE_NAME = re.compile(r"^[a-z_]{1,40}$")
 
 
 def create_app(config=None):
-    """The live page's Flask app; its LiveState is app.config["LIVE"].
-
-    config: run_dir (None: follow the newest folder in `parents`), parents (default runs/ and
-    progress/ beside this file), token, oracle_url, output_url (a run by hand's servers),
-    heldout, refresh (seconds between the page's polls)."""
+    """The live page's Flask app; its LiveState is app.config["LIVE"]. config: run_dir (None:
+    follow the newest folder in `parents`, default runs/ and progress/), token, oracle_url and
+    output_url (a run by hand's servers), heldout, refresh and redraw (seconds)."""
     config = {"run_dir": None, "parents": (HERE / "runs", snapshots.PROGRESS), "token": None,
               "oracle_url": None, "output_url": None, "heldout": 20_000, "refresh": REFRESH_S,
-              "redraw": REDRAW_S,
-              "max_body_bytes": 1024, **(config or {})}
+              "redraw": REDRAW_S, "max_body_bytes": 1024, **(config or {})}
     state = LiveState(config)
     app = server.make_app("live", state, "LIVE")     # JSON errors, the token, GET /status
     app.wsgi_app = token_from_address(app.wsgi_app)
@@ -412,15 +402,10 @@ def main(argv=None):
     httpd, hand_over = http.listen(args.host, args.port, "live.py", 1024)
     if args.nice > 0:
         os.nice(args.nice)
-    kind = None if args.run_dir is None else liveview.folder_kind(args.run_dir)
-    app = create_app({
+    app = create_app({     # a progress folder by hand: the servers' default addresses (Phase.url)
         "run_dir": None if args.run_dir is None else args.run_dir.resolve(),
         "token": args.token, "heldout": args.heldout, "refresh": args.refresh,
-        "redraw": args.redraw,
-        "oracle_url": args.oracle_url or (synthgrad.DEFAULT_ORACLE_URL
-                                          if kind == "progress" else None),
-        "output_url": args.output_url or (synthgrad.DEFAULT_OUTPUT_TRAINER_URL
-                                          if kind == "progress" else None)})
+        "redraw": args.redraw, "oracle_url": args.oracle_url, "output_url": args.output_url})
     hand_over(app)
     if args.stop_with_parent:
         stop_with_parent()

@@ -1,9 +1,5 @@
-"""What the live page shows (live.py): read from a run folder, drawn into pictures and a JSON view.
-
-Importing it runs nothing; live.py serves what it builds. Reading a run folder (its kind, its
-phases: the synthetic-gradient run and the demo's controls; a chain's layout); what to draw,
-each panel named with the content it shows and a function that draws it (livedraw.py); and the
-view, live_view(state), asking `state` (live.LiveState) for what it caches.
+"""What the live page (live.py) shows: live_view(state), the JSON it polls, read from a run
+folder; each picture named with the content it shows and a function that draws it (livedraw.py).
 """
 
 import logging
@@ -207,7 +203,7 @@ def decoupled_view(state, folder, kind, notes):
     title = "The network now, beside the target"
 
     # the fit: the active phase's newest readable network
-    fit = newest_network(state, active, curves[active.label][1], notes)
+    fit = newest_network(state, active, notes)
     if fit is None:
         pictures = [waiting("fit", title, "The network's fit", "no complete pair of weight "
                             f"snapshots in {active.progress} yet: the trainers write one every "
@@ -272,7 +268,7 @@ def decoupled_view(state, folder, kind, notes):
     return pictures, processes, doing, ended, last, active.label
 
 
-def newest_network(state, phase, origin, notes):
+def newest_network(state, phase, notes):
     """(label, held-out MSE, layers) of a phase's newest readable snapshot pair, or None."""
     if not phase.progress.is_dir():
         return None
