@@ -384,8 +384,7 @@ def parse_args(argv):
                                   ("redraw", 0, 600, " seconds"), ("nice", 0, 19, "")):
         if not low <= getattr(args, name) <= high:          # NaN is in no range
             p.error(f"--{name} must be between {low} and {high}{unit}")
-    if args.heldout < 1:
-        p.error("--heldout must be at least 1")
+    options.check_at_least(p, args, 1, "heldout")
     if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
         p.error(f"--run-dir {args.run_dir} is a file; give the run's folder")
     for name in ("oracle_url", "output_url"):

@@ -25,7 +25,7 @@ import generate
 import sgd
 from generate import (COLORBAR_LABEL, HERE, LEVELS, SURFACE_FIGSIZE, SURFACE_MARGINS,
                       draw_surface, draw_surface_with_colorbar, saved_figure)
-from parts import snapshots
+from parts import options, snapshots
 from parts.snapshots import SWAP_LABEL, NothingToRead, column, last_finite
 
 CURVE_FIGSIZE = (7.2, 5.6)
@@ -435,8 +435,7 @@ def parse_args(argv):
                    help="fresh points to measure held-out MSE on (default 20,000, as sgd.py, "
                         "so the numbers compare; the estimate's noise is then ~1%%)")
     args = p.parse_args(argv)
-    if args.heldout < 1:
-        p.error("--heldout must be at least 1")
+    options.check_at_least(p, args, 1, "heldout")
     if args.run_dir is None and args.progress_dir is None:
         latest = snapshots.latest_run(HERE / "runs", snapshots.PROGRESS)
         if latest is None:

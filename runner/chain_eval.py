@@ -130,16 +130,6 @@ def run_data(run):
     return data, None if image_dir is None else Path(image_dir)
 
 
-def scorer(data, heldout, image_dir=None):
-    """(x, y, scores_on(x, y)): the toy's `heldout` fresh points or a classifier's first
-    `heldout` test images."""
-    if data == "toy":
-        x, y = generate.heldout(heldout)
-    else:
-        x, y = classify.load_test(data, image_dir, heldout)
-    return x, y, scores_on(x, y, data != "toy")
-
-
 def scores_on(x, y, classifier):
     """scores(layers), a dict of what is measured on (x, y): the toy's {"heldout_mse"}, or a
     classifier's {"test_accuracy", "test_loss"} (mean cross-entropy)."""
@@ -168,7 +158,9 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
     run = Path(run)
     if data is None:
         data, image_dir = run_data(run)
-    x, y, scores = scorer(data, heldout, image_dir)
+    toy = data == "toy"                 # fresh points, or a classifier's first test images
+    x, y = generate.heldout(heldout) if toy else classify.load_test(data, image_dir, heldout)
+    scores = scores_on(x, y, not toy)
     metrics = plot.metrics_of(run, [f"stage{k}" for k in range(1, len(layout) + 1)])
     start = snapshots.last_finite(metrics["stage1"][:1], "time") or 0.0
     rows = [{"seconds": round(tick - start, 3), **tick_row(
@@ -184,7 +176,7 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
     for when, label in (("initial", "initial"), ("final", final)):
         for name, value in scores(load_chain(run, layout, label)).items():
             result[f"{when}_{name.split('_')[-1]}"] = value    # initial_mse, final_accuracy...
-    if data == "toy":
+    if toy:
         result["mean_predictor_mse"] = float(y.var())
     else:                                      # always answering the commonest label
         result.update(data=data, test_images=len(y),

@@ -1,8 +1,5 @@
-"""The live page's pictures and a chain's panels (liveview.py decides what to show; this draws
-it): each picture a matplotlib figure saved as PNG bytes. The toy's panels come from plot.py;
-a chain's lines (also chain.png's, chain_eval.draw) and a classifier chain's test accuracy,
-test images with the labels the network gives them and confusion matrix are drawn here.
-Importing it runs nothing.
+"""The live page's pictures, each a matplotlib figure as PNG bytes (liveview.py decides what
+to show), and a chain's panels, which chain.png (chain_eval.draw) shares; the toy's from plot.py.
 """
 
 import io
