@@ -21,8 +21,8 @@ its shape; i names an example (its row in x.npy), y is its target.
         ->  {"role", "uptime_s", "examples_held", "training_passes", "last_train_mse",
              "staleness_s", "diverged", ...} (server.TrainingServer.status)
 
-y rides along for a target-conditioned oracle (cDNI, oracle.py's default), which refuses a
-request without it (400); otherwise it may be left out. The POSTs also take the original's list
+The oracle's y is for a target-conditioned oracle (cDNI, oracle.py's default), which refuses a
+request without it (400); an unconditioned one needs none. The POSTs also take the original's list
 forms, one object per example ({"i": int, "x": (24,), "y": ()}, likewise for /provide_gradient;
 "activations" a list of (24,)). Our senders put MAX_CHUNK examples in a request; servers refuse
 more than MAX_EXAMPLES_PER_REQUEST. GET /weights serves the *local* mode, in which the input

@@ -14,7 +14,6 @@ import synthgrad
 from generate import fmt
 from parts import children, classify, snapshots
 from runner import chain_eval, livedraw
-from runner.livedraw import draw_chain_lines, draw_fit, draw_mse, draw_oracle, draw_waiting
 
 log = logging.getLogger("live")
 
@@ -128,7 +127,7 @@ def clock(t):
 
 def waiting(name, title, panel_title, text, key=()):
     """A picture that says why there is nothing to draw yet, its content "waiting" (and key)."""
-    return name, title, ["waiting", *key], lambda: draw_waiting(panel_title, text)
+    return name, title, ["waiting", *key], lambda: livedraw.draw_waiting(panel_title, text)
 
 
 def when(label, origin):
@@ -210,7 +209,7 @@ def decoupled_view(state, folder, kind, notes):
                             "few seconds")]
     else:
         label, mse, layers = fit
-        pictures = [("fit", title, [active.label, label], lambda: draw_fit(
+        pictures = [("fit", title, [active.label, label], lambda: livedraw.draw_fit(
             plot.predictor(layers), f"{active.label}\n{when(label, curves[active.label][1])}, "
             f"held-out MSE {mse:.4f}", "The network's fit at its newest snapshot, beside the "
             "target" + SAME_COLOURS))]
@@ -223,7 +222,7 @@ def decoupled_view(state, folder, kind, notes):
     title = "Held-out MSE over time (log scale)"
     if main_rows or backprop or any(rows for _, rows in controls):
         content = [main_rows, [r.get("heldout_mse") for r in backprop], controls]
-        pictures.append(("mse", title, content, lambda: draw_mse(
+        pictures.append(("mse", title, content, lambda: livedraw.draw_mse(
             backprop, main_rows, controls, state.baseline, "seconds since each run's input "
             "trainer began streaming (backprop: seconds of training)")))
     else:
@@ -243,7 +242,7 @@ def decoupled_view(state, folder, kind, notes):
     if rows and any(np.isfinite(snapshots.column(rows, key)).any()
                     for key in ("cosine_similarity", "last_train_mse")):
         pictures.append(("oracle", title, [active.label, len(rows), rows[-1].get("time")],
-                         lambda: draw_oracle(rows, o_origin, active.label)))
+                         lambda: livedraw.draw_oracle(rows, o_origin, active.label)))
     else:
         pictures.append(waiting("oracle", title, title, "the oracle has measured nothing yet: "
                                 "no true gradient has reached it" if rows else
@@ -364,13 +363,13 @@ def toy_chain_pictures(state, layout, rows, fit, origin, sizes, measured):
         mse = measured[label]["heldout_mse"] if label in measured else \
             sgd.mse(layers, state.x_test, state.y_test)
         pictures.append(("chain_fit", "The composed chain now, beside the target", [label],
-                         lambda: draw_fit(plot.predictor(layers), f"{len(layout)} stages: "
-                                          f"{sizes}\n{when(label, origin)}, held-out MSE "
-                                          f"{mse:.4f}", "The composed chain at its newest "
-                                          "snapshot, beside the target" + SAME_COLOURS)))
+                         lambda: livedraw.draw_fit(
+                             plot.predictor(layers), f"{len(layout)} stages: {sizes}\n"
+                             f"{when(label, origin)}, held-out MSE {mse:.4f}", "The composed "
+                             "chain at its newest snapshot, beside the target" + SAME_COLOURS)))
     seconds, curve = [s for s, _ in rows], [r["heldout_mse"] for _, r in rows]
     pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
-                     [seconds, curve], lambda: draw_chain_lines(
+                     [seconds, curve], lambda: livedraw.draw_chain_lines(
                          [(plot.TICK_LINE["label"], seconds, curve, dict(marker="o"))],
                          f"{len(layout)} stages ({sizes}): error on points never trained on",
                          "held-out MSE (log scale)", log_scale=True, baseline=state.baseline)))
@@ -399,13 +398,13 @@ def boundary_pictures(metrics, rows, boundaries, colocated, start):
     sizes_known = [len(m) for m in metrics.values()]
     return [("chain_cosine", "cosine(synthetic, true) per boundary",
              [[r["cosine"] for _, r in rows], sizes_known],
-             lambda: draw_chain_lines(cos_series, "cosine(synthetic, true dL/dh) per boundary "
-                                      "(0 until a boundary model has learned)",
-                                      "cosine (1 = same direction)", ncols=1)),
+             lambda: livedraw.draw_chain_lines(
+                 cos_series, "cosine(synthetic, true dL/dh) per boundary (0 until a boundary "
+                 "model has learned)", "cosine (1 = same direction)", ncols=1)),
             ("chain_staleness", "Staleness per boundary", [sizes_known],
-             lambda: draw_chain_lines(stale_series, "Staleness: how old the inputs each stage "
-                                      "trains on are", "mean age of the activations\ntrained "
-                                      "on (s)"))]
+             lambda: livedraw.draw_chain_lines(
+                 stale_series, "Staleness: how old the inputs each stage trains on are",
+                 "mean age of the activations\ntrained on (s)"))]
 
 
 def classifier_pictures(state, run, layout, rows, fit, origin, sizes):
