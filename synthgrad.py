@@ -1,13 +1,12 @@
 """The wire protocol between the processes, and its clients. `python synthgrad.py` prints this.
 
 The toy network 2 -> 24 -> 12 -> 1 is cut after layer 1: h, layer 1's activation, (24,) per
-example, crosses the wire (a chain's boundaries are as wide as their layers: `width`). A
-*gradient* on the wire is always dL/dh, shaped as h, for one example's loss L (1/2 (y_hat -
-y)^2; a classifier's, cross-entropy): true from backprop through the layers above, synthetic
-from the oracle's model. Each trainer steps its optimizer on dL/dw averaged over the minibatch:
-Adam by default, or w -= eta dL/dw (--optimizer sgd, the original's). An *array* is
-{"shape": [d0, ...], "values": [v, ...]}, finite float64 in row-major order, written below as
-its shape; i names an example (its row in x.npy), y is its target.
+example, crosses the wire (a chain's: `width`). A *gradient* on the wire is dL/dh, shaped as h, for
+one example's loss L (1/2 (y_hat - y)^2; a classifier's, cross-entropy): true from backprop through
+the layers above, synthetic from the oracle's model. Each trainer steps its optimizer on dL/dw
+averaged over the minibatch: Adam by default, or w -= eta dL/dw (--optimizer sgd, the original's).
+An *array* is {"shape": [d0, ...], "values": [v, ...]}, finite float64 in row-major order, written
+below as its shape; i names an example (its row in x.npy), y is its target.
 
     POST /training_example    (the output trainer, 127.0.0.1:5000)
         {"i": [n ints], "x": (n, 24), "y": (n,)}  ->  {"ok": true, "received": n}
@@ -18,24 +17,21 @@ its shape; i names an example (its row in x.npy), y is its target.
     GET /weights              (the oracle, or a stage with --colocated)
         ->  {"weights": [array, ...], "conditioned": bool, "version": int}
     GET /status               (every server)
-        ->  {"role", "uptime_s", "examples_held", "training_passes", "last_train_mse",
-             "staleness_s", "diverged", ...} (server.TrainingServer.status)
+        ->  {"role", "uptime_s", "examples_held", "staleness_s", ...} (TrainingServer.status)
 
 The oracle's y is for a target-conditioned oracle (cDNI, oracle.py's default), which refuses a
 request without it (400); an unconditioned one needs none. The POSTs also take the original's list
-forms, one object per example ({"i": int, "x": (24,), "y": ()}, likewise for /provide_gradient;
-"activations" a list of (24,)). Our senders put MAX_CHUNK examples in a request; servers refuse
-more than MAX_EXAMPLES_PER_REQUEST. GET /weights serves the *local* mode, in which the input
-trainer computes synthetic gradients itself (as in the paper) with parts/boundary.py's model:
-[w1 (n_in, hidden), b1, w2 (hidden, 24), b2], or [w (n_in, 24), b] if linear; n_in is 25 when
-"conditioned" (h and y side by side).
+forms, one object per example (e.g. {"i": int, "x": (24,), "y": ()}). Senders put MAX_CHUNK
+examples in a request; servers refuse more than MAX_EXAMPLES_PER_REQUEST. GET /weights serves the
+*local* mode, in which the input trainer computes synthetic gradients itself (as in the paper) with
+parts/boundary.py's model: [w1 (n_in, hidden), b1, w2 (hidden, 24), b2], or [w (n_in, 24), b] if
+linear; n_in is 25 when "conditioned" (h and y side by side).
 
-The binary form (application/x-synthgrad-arrays, encode_binary), ~150x cheaper (docs/speed.md):
-a batched POST body as raw little-endian arrays, checked alike; /estimate_gradients and GET
-/weights answer in kind when asked. JSON is the reference; demo.py, chain.py and train_input.py
---data send binary. A server started with --token (or SYNTHGRAD_TOKEN) answers 401 without
-"Authorization: Bearer <token>". A refused request changes nothing and gets {"error": "what was
-wrong"}: 400 bad body, 401 token, 404 path, 405 method, 413 too large.
+The binary form (application/x-synthgrad-arrays, encode_binary), ~150x cheaper (docs/speed.md): a
+batched POST body as raw little-endian arrays, checked alike; /estimate_gradients and GET /weights
+answer in kind when asked. demo.py, chain.py and train_input.py --data send it. With --token a
+server answers 401 without "Authorization: Bearer <token>". A refused request changes nothing and
+gets {"error": "what was wrong"}: 400 bad body, 401 token, 404 path, 405 method, 413 too large.
 """
 
 import http.client
