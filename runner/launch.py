@@ -120,6 +120,9 @@ def session(args, who, prefix=""):
     stop_page = start_live_page(run, args, who)
     try:
         yield run, child_env()
+    except KeyboardInterrupt:                        # before (or after) it ran its processes
+        print(f"{who}: interrupted ({run})", flush=True)
+        raise SystemExit(130) from None
     finally:
         stop_page()
 
