@@ -23,7 +23,6 @@ true gradients and the staleness; "cut_short") and chain.png, which draws them.
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -239,16 +238,11 @@ def run_chain(config, env=None, on_start=None):
                 f"{K - 1} boundaries ({where}): {len(procs)} "
                 f"{'processes' if config.ray is None else 'Ray actors'}; stage 1 streams for "
                 f"{config.duration:.0f} s{until} (logs in {run})")
-    try:
-        with spawner:
-            final = processes.run(procs, spawner, config.duration, config.status_every,
-                                  run / "metrics" / "stage1.jsonl", banner, tick, "chain")
-        return final | ({f"boundary{b}": final[f"stage{b + 1}"] for b in range(1, K)}
-                        if config.colocated else {})
-    finally:
-        # they served restarts during the run; a finished run is never resumed (and at wide
-        # widths they are hundreds of MB a process)
-        shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    with spawner:
+        final = processes.run(procs, spawner, config.duration, config.status_every,
+                              run / "metrics" / "stage1.jsonl", banner, tick)
+    return final | ({f"boundary{b}": final[f"stage{b + 1}"] for b in range(1, K)}
+                    if config.colocated else {})
 
 
 def ray_place(config, procs):
@@ -440,10 +434,8 @@ def main(argv=None):
     if args.ray is not None:
         raychain.import_ray()                       # one line saying how to get it, if missing
     with launch.session(args, "chain", "chain-") as (run, env):
-        given = {f.name for f in dataclasses.fields(ChainConfig)} - {"run_dir", "restart"}
-        config = ChainConfig(run_dir=run, restart=processes.RestartPolicy(
-            restart=args.restart, max_restarts=args.max_restarts),
-            **{name: getattr(args, name) for name in given if hasattr(args, name)})
+        policy = processes.RestartPolicy(args.restart, args.max_restarts)
+        config = launch.config_from(ChainConfig, args, run_dir=run, restart=policy)
         if args.data == "toy":
             launch.generate_data(run / "data", args.count, args.seed, env, plot=False)
         return run_and_report(config, env)

@@ -130,13 +130,8 @@ def parse_baseline_args(text, same):
 def decoupled_config(args, run_dir, update="synthetic", data_dir=None):
     """Phase 2's (and, with `update`, phase 3's) settings, from the command line; the oracle's
     settings are --oracle-args alone (oracle={}), so that "" gives oracle.py's own defaults."""
-    return launch.DecoupledConfig(
-        run_dir=run_dir, count=args.count, duration=args.duration, seed=args.seed,
-        snapshot_interval=args.snapshot_interval, status_every=args.status_every,
-        wire=args.wire, optimizer=args.optimizer, update=update, data_dir=data_dir,
-        input_learning_rate=args.input_learning_rate,
-        output_learning_rate=args.output_learning_rate,
-        output_batch_size=args.output_batch_size,
+    return launch.config_from(
+        launch.DecoupledConfig, args, run_dir=run_dir, update=update, data_dir=data_dir,
         oracle={}, oracle_args=tuple(args.oracle_args.split()),
         input_args=tuple(args.input_args.split()),
         restart=processes.RestartPolicy(restart=args.restart))

@@ -19,7 +19,6 @@ backprop/final.npz if asked for. Configuration is data, changed with dataclasses
 import contextlib
 import dataclasses
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -86,6 +85,12 @@ def backprop_like(config):
     2-3's minibatch and learning rate, the same optimizer, no decay, the same seed."""
     return dict(batch_size=config.output_batch_size, learning_rate=config.output_learning_rate,
                 optimizer=config.optimizer, decay=1.0, seed=config.seed)
+
+
+def config_from(cls, args, **given):
+    """A config dataclass cls from `given` and the command line's values of its other fields."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(given)
+    return cls(**given, **{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 def child_env():
@@ -202,11 +207,8 @@ def run_decoupled(config, env=None, on_start=None):
     def banner(urls):
         return (f"oracle at {urls['oracle']}, output trainer at {urls['output trainer']}; the "
                 f"input trainer trains for {config.duration:.0f} s (logs in {run})")
-    try:
-        return processes.run(decoupled_procs(config), supervisor, config.duration,
-                             config.status_every, run / "metrics" / "train_input.jsonl", banner)
-    finally:
-        shutil.rmtree(run / "checkpoints", ignore_errors=True)  # a finished run is not resumed
+    return processes.run(decoupled_procs(config), supervisor, config.duration,
+                         config.status_every, run / "metrics" / "train_input.jsonl", banner)
 
 
 # --- Plain backprop, in this process. ----------------------------------------------------------
