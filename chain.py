@@ -36,8 +36,7 @@ from parts import children, classify, snapshots
 from runner import chain_eval, launch, processes, raychain
 from runner.processes import Proc, Url
 
-# The learning rate from DEEP_FROM stages on (at the scripts' 0.005 a 4-stage chain did not
-# learn: docs/chain.md).
+# The learning rate from DEEP_FROM stages on (docs/chain.md).
 DEEP_FROM, DEEP_LEARNING_RATE = 4, 0.001
 
 
@@ -73,8 +72,7 @@ class ChainConfig:
     place: tuple | None = None             # with ray: stage k on the machine declaring place[k-1]
 
 
-# chain.py --data fashion-mnist (or mnist): the paper's network, every layer decoupled, each
-# boundary model learned beside the stage above it; each setting measured (docs/chain.md).
+# chain.py --data fashion-mnist: the paper's network, every layer decoupled (docs/chain.md).
 IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000, batch_size=100,
               learning_rate=1e-4, max_ahead=200, train_on="arrivals", refresh_every=0.05)
 
@@ -105,15 +103,13 @@ def checkpoint_path(run, key):
     return Path(run) / "checkpoints" / f"{key}.npz"
 
 
-# Every process checkpoints every 5 s, or less often where its checkpoint is large: at most
-# ~2 MB/s a process, so that timings are not the disk's (docs/chain.md).
+# Checkpoints every 5 s, or less often if large: timings are not the disk's (docs/chain.md).
 CHECKPOINT_MIN_S, CHECKPOINT_BYTES_PER_S = 5.0, 2e6
 
 
 def checkpoint_every(config, held_width, sizes):
-    """Seconds between checkpoints of a process holding config.count rows of held_width
-    float64 values and layers of `sizes` with Adam's two moments (config.checkpoint_interval
-    if given)."""
+    """config.checkpoint_interval, else seconds between checkpoints of a process holding
+    config.count rows of held_width float64 values and layers of `sizes` with Adam's moments."""
     if config.checkpoint_interval is not None:
         return config.checkpoint_interval
     params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
@@ -190,15 +186,11 @@ def input_options(config, sizes, model):
 # --- Running them: here or on Ray, one machinery. ------------------------------------------------
 
 def run_chain(config, env=None, on_start=None):
-    """chain_procs run by processes.run: on this machine, supervised (a process that dies is
-    named in one line and restarted on its port from its checkpoint, as config.restart says),
-    or with config.ray as Ray actors, placed, restarted and collected by Ray (raychain.py).
-    Each boundary model's weights are saved at every snapshot tick. Returns each server's
-    last GET /status by key ("stage2", "boundary1"; None if down), "cpu_s" {key: CPU
-    seconds}, "restarts" {name: count} and "cut_short" (why it ended early, or None).
+    """chain_procs run by processes.run, supervised here as config.restart says, or with
+    config.ray as Ray actors; each boundary model's weights saved at every snapshot tick.
+    Returns processes.run's, each server's last GET /status by key ("stage2", "boundary1").
     on_start(name, pid) is told of every start and restart (lab/bench.py pins with it)."""
-    # One BLAS thread a process unless told otherwise: idle OpenBLAS threads starve the
-    # stages' training threads (docs/chain.md).
+    # One BLAS thread a process unless told otherwise (docs/chain.md).
     env = {"OPENBLAS_NUM_THREADS": "1", **(launch.child_env() if env is None else env)}
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     K, token = len(layout), env.get("SYNTHGRAD_TOKEN") or None
@@ -386,9 +378,8 @@ def parse_splits(text):
 
 
 def report(run, layout, cut_short=None, data=None, image_dir=None):
-    """chain.json and chain.png for a run, finished or cut short (cut_short: why, recorded in
-    chain.json as "cut_short"); prints the summary line. ValueError if nothing can be
-    evaluated (images.DataError, a ValueError, if a classifier's test images are missing)."""
+    """chain.json (with "cut_short": why it ended early) and chain.png for a run; prints the
+    summary. ValueError if nothing can be evaluated (a classifier's test images missing too)."""
     result = chain_eval.evaluate(run, layout, data=data, image_dir=image_dir)
     result["cut_short"] = cut_short
     (run / "chain.json").write_text(json.dumps(result, indent=1))

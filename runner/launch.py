@@ -81,8 +81,8 @@ class BackpropConfig:
 
 
 def backprop_like(config):
-    """BackpropConfig settings of backprop "with the same settings" as a decoupled run: layers
-    2-3's minibatch and learning rate, the same optimizer, no decay, the same seed."""
+    """BackpropConfig settings "the same" as a decoupled run's: layers 2-3's minibatch and
+    learning rate, its optimizer and seed, no decay."""
     return dict(batch_size=config.output_batch_size, learning_rate=config.output_learning_rate,
                 optimizer=config.optimizer, decay=1.0, seed=config.seed)
 
@@ -194,11 +194,10 @@ def decoupled_procs(config):
 
 
 def run_decoupled(config, env=None, on_start=None):
-    """decoupled_procs run on this machine, supervised (a process that dies is named in one
-    line and restarted from its checkpoint, the servers on their ports, as config.restart
-    says), with status lines. Returns processes.run's: the servers' last GET /status under
-    "oracle" and "output_trainer", "cpu_s", "restarts", "cut_short". on_start(name, pid) is
-    told of every start and restart."""
+    """decoupled_procs run on this machine, supervised as config.restart says, with status
+    lines. Returns processes.run's: the servers' last GET /status under "oracle" and
+    "output_trainer", "cpu_s", "restarts", "cut_short"; on_start(name, pid) is told of
+    every start and restart."""
     env = child_env() if env is None else env
     run = config.run_dir
     supervisor = processes.Supervisor(config.restart, "launch", env, on_start,

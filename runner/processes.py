@@ -19,9 +19,7 @@ import synthgrad
 from generate import fmt
 from parts import children, snapshots
 
-# Seconds past --duration after which run() stops the last process itself: it ends on its
-# own clock whatever its peers do; this is the backstop.
-GRACE_S = 15.0
+GRACE_S = 15.0                     # seconds past its --duration before the last is stopped
 READY_WAIT = 120.0                 # seconds a server may take to answer after its start
 LOOK_TIMEOUT = 3.0                 # seconds a status look waits: a stalled peer holds no one
 
@@ -57,8 +55,7 @@ class Proc:
 
 
 def command_line(proc, urls):
-    """proc's command line (children.script_argv), each Url replaced by the address in urls
-    ({name: URL})."""
+    """proc's command line (children.script_argv), each Url the address in urls {name: URL}."""
     return children.script_argv(proc.script, *(urls[o] if isinstance(o, Url) else o
                                                for o in proc.options))
 
@@ -121,7 +118,6 @@ def log_tail(path, lines=2, width=120):
 
 
 def text_tail(text, lines=2, width=120):
-    """log_tail of a log's text."""
     tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     return " / ".join(line if len(line) <= width else line[:width - 3] + "..."
                       for line in tail) or "(empty)"
@@ -139,9 +135,8 @@ def cpu_seconds(pid):
 # --- The local spawner: subprocesses, supervised. ---------------------------------------------
 
 class Child:
-    """One process of a run under a Supervisor. A server started on port 0 is restarted on
-    the port it got, so its peers' senders find it again; with a deadline it is the one
-    that ends the run, restarted with the time left."""
+    """One process under a Supervisor, restarted on the port it got (its peers look there) and
+    with a deadline (it ends the run) with the time left."""
 
     def __init__(self, proc, argv, env, deadline=None):
         self.proc, self.argv, self.env, self.deadline = proc, list(argv), env, deadline
@@ -158,7 +153,6 @@ class Child:
         return self.process.popen
 
     def wait_url(self, timeout):
-        """The URL it announced (SystemExit if it did not); remembers the port."""
         url = self.process.wait_url(timeout)
         self.port = int(url.rsplit(":", 1)[1])
         return url
@@ -220,7 +214,6 @@ class Supervisor(Spawner):
         self.policy, self.env = policy or RestartPolicy(), env
 
     def spawn(self, proc, argv, deadline=None):
-        """Start proc as a Child (no waiting)."""
         child = self.children[proc.name] = Child(proc, argv, self.env, deadline)
         self.on_start(proc.name, child.popen.pid)
         return child
@@ -236,8 +229,7 @@ class Supervisor(Spawner):
         return url
 
     def look(self):
-        """Restart what is due; say each new death and decide. Why the run must end, or
-        None."""
+        """Restart what is due; say each new death and decide. Why the run must end, or None."""
         now = time.monotonic()
         for child in self.children.values():
             if child.restart_at is not None:

@@ -79,8 +79,7 @@ class Stage:
         self.thread.start()
 
     def _count_start(self):
-        """This start's number, counted on the machine's disk (a restart Ray made faster than
-        the driver looked is still counted)."""
+        """This start's number, counted on disk (a restart faster than the driver's look too)."""
         path = self.root / f".{self.key}.starts"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -270,8 +269,6 @@ class RayChain(processes.Spawner):
                                  f"machines declare: {', '.join(custom) or 'none'}")
             probes = {name: dict(num_cpus=0, resources={self.place[name]: 0.001})
                       for name in self.names}
-            self.options = {name: dict(num_cpus=1, resources={self.place[name]: 0.001})
-                            for name in self.names}
         else:
             from ray.util.placement_group import placement_group
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -282,7 +279,7 @@ class RayChain(processes.Spawner):
                                  f"{ray.cluster_resources().get('CPU', 0):g}): add machines")
             probes = {name: dict(num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 self.group, placement_group_bundle_index=i)) for i, name in enumerate(self.names)}
-            self.options = {name: dict(probe, num_cpus=1) for name, probe in probes.items()}
+        self.options = {name: dict(probe, num_cpus=1) for name, probe in probes.items()}
         probe = ray.remote(free_port)
         while len(self.where) < len(self.names):   # a port drawn twice is drawn again
             names = [n for n in self.names if n not in self.where]
@@ -315,10 +312,7 @@ class RayChain(processes.Spawner):
         name, files = proc.name, self.files.get(proc.name)
         url = self.urls[name] if "--port" in argv else None
         ip, port, _ = self.where[name]
-        options = list(argv[2:])
-        if "--port" in options:
-            options[options.index("--port") + 1] = str(port)
-            options += ["--host", ip]
+        options = processes.restart_options(argv[2:], port) + (["--host", ip] if url else [])
         self.have[name], self.restarted[name] = {}, 0
         self.actors[name] = self.ray.remote(Stage).options(
             **self.options[name], max_restarts=self.max_restarts, max_task_retries=0,
