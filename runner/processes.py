@@ -26,10 +26,9 @@ LOOK_TIMEOUT = 3.0                 # seconds a status look waits: a stalled peer
 
 @dataclasses.dataclass(frozen=True)
 class RestartPolicy:
-    """What a death leads to, as an Erlang/OTP supervisor or systemd's Restart=on-failure:
-    say so in one line, start it again after `backoff` seconds (doubled for each restart
-    still in the window) from its own checkpoint, at most `max_restarts` times in `window`
-    seconds; one more death, or any with restart False, ends the run (cut short)."""
+    """What a death leads to, as with systemd's Restart=on-failure: start it again from its
+    checkpoint after `backoff` s (doubled for each restart still in the window), at most
+    `max_restarts` times in `window` s; one more, or any with restart False, ends the run."""
 
     restart: bool = True
     max_restarts: int = 3
