@@ -5,44 +5,24 @@ Run it (docs/chain.md says more):
     python chain.py                                           # 2-24-12-1 in 2 stages: the demo's
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3   # 4 stages, 3 boundaries, 60 s
     python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --update frozen   # a control
-
-The network's layers are sizes[j] -> sizes[j+1] (sigmoid, the last linear). --splits cuts it
-after those layers: 1,2,3 on 2-32-32-32-32-1 gives the stages 2-32 | 32-32 | 32-32 | 32-32-1
-and boundaries of width 32 after layers 1, 2 and 3. Every stage is one of the project's
-scripts, speaking the same protocol:
-
-    stage 1         train_input.py --width W1         streams the data, one layer
-    stages 2..K-1   train_middle.py --sizes ...       synthetic gradients from above, true
-                                                      gradients of its input sent below
-    stage K         train_output.py --sizes ...-1     owns the loss
-    boundary b      oracle.py --width Wb              learns dL/dh_b from what stage b+1 sends
-
-so K = 2 is the three-process system. With --colocated there are no oracles: each boundary's
-model is learned inside the stage above it and fetched by the stage below, so K stages are K
-processes:
-
-    python chain.py --colocated                                # 2 processes
-    python chain.py --sizes 2-32-32-32-32-1 --splits 1,2,3 --colocated   # 4 processes
+    python chain.py --colocated                                # no oracles: K stages, K processes
     python chain.py --colocated --ray HEAD:6379 --place host_a,host_b     # on a Ray cluster
-
-On images every layer is its own stage by default (ReLU, softmax cross-entropy at the top,
-every boundary model cDNI on the one-hot label):
-
     python chain.py --data fashion-mnist --colocated          # 784-256-256-256-10, 4 processes
-    python chain.py --data fashion-mnist --colocated --update frozen     # only the top learns
 
-runner/processes.py runs the stages: here, supervised (one that dies is restarted from its
-checkpoint), or with --ray as Ray actors. Stage 1 streams for --duration seconds (or until
-stage 2 has trained on --examples), then all stop. The run folder gets each process's log,
-metrics and snapshots, and, however the run ended, chain.json (at each snapshot tick the
-composed network's held-out MSE or test accuracy, per boundary the cosine between synthetic
-and true gradients and the staleness; "cut_short") and chain.png, which draws them.
+--splits cuts the network (sizes[j] -> sizes[j+1], sigmoid, the last linear; on images ReLU
+and softmax cross-entropy) after those layers: 1,2,3 on 2-32-32-32-32-1 gives the stages
+2-32 | 32-32 | 32-32 | 32-32-1. Stage 1 is train_input.py, stages 2..K-1 train_middle.py,
+stage K train_output.py, and each boundary's model an oracle.py, or with --colocated is learned
+inside the stage above it: K = 2 is the three-process system. runner/processes.py runs them,
+supervised here or as Ray actors (--ray). Stage 1 streams for --duration seconds (or until
+--examples), then all stop; however the run ended, the run folder gets chain.json (at each
+snapshot tick held-out MSE or test accuracy, per boundary the cosine between synthetic and
+true gradients and the staleness; "cut_short") and chain.png, which draws them.
 """
 
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,8 +36,7 @@ from parts import children, classify, snapshots
 from runner import chain_eval, launch, processes, raychain
 from runner.processes import Proc, Url
 
-# The learning rate from DEEP_FROM stages on (at the scripts' 0.005 a 4-stage chain did not
-# learn: docs/chain.md).
+# The learning rate from DEEP_FROM stages on (docs/chain.md).
 DEEP_FROM, DEEP_LEARNING_RATE = 4, 0.001
 
 
@@ -93,8 +72,7 @@ class ChainConfig:
     place: tuple | None = None             # with ray: stage k on the machine declaring place[k-1]
 
 
-# chain.py --data fashion-mnist (or mnist): the paper's network, every layer decoupled, each
-# boundary model learned beside the stage above it; each setting measured (docs/chain.md).
+# chain.py --data fashion-mnist: the paper's network, every layer decoupled (docs/chain.md).
 IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000, batch_size=100,
               learning_rate=1e-4, max_ahead=200, train_on="arrivals", refresh_every=0.05)
 
@@ -125,15 +103,13 @@ def checkpoint_path(run, key):
     return Path(run) / "checkpoints" / f"{key}.npz"
 
 
-# Every process checkpoints every 5 s, or less often where its checkpoint is large: at most
-# ~2 MB/s a process, so that timings are not the disk's (docs/chain.md).
+# Checkpoints every 5 s, or less often if large: timings are not the disk's (docs/chain.md).
 CHECKPOINT_MIN_S, CHECKPOINT_BYTES_PER_S = 5.0, 2e6
 
 
 def checkpoint_every(config, held_width, sizes):
-    """Seconds between checkpoints of a process holding config.count rows of held_width
-    float64 values and layers of `sizes` with Adam's two moments (config.checkpoint_interval
-    if given)."""
+    """config.checkpoint_interval, else seconds between checkpoints of a process holding
+    config.count rows of held_width float64 values and layers of `sizes` with Adam's moments."""
     if config.checkpoint_interval is not None:
         return config.checkpoint_interval
     params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
@@ -210,15 +186,11 @@ def input_options(config, sizes, model):
 # --- Running them: here or on Ray, one machinery. ------------------------------------------------
 
 def run_chain(config, env=None, on_start=None):
-    """chain_procs run by processes.run: on this machine, supervised (a process that dies is
-    named in one line and restarted on its port from its checkpoint, as config.restart says),
-    or with config.ray as Ray actors, placed, restarted and collected by Ray (raychain.py).
-    Each boundary model's weights are saved at every snapshot tick. Returns each server's
-    last GET /status by key ("stage2", "boundary1"; None if down), "cpu_s" {key: CPU
-    seconds}, "restarts" {name: count} and "cut_short" (why it ended early, or None).
+    """chain_procs run by processes.run, supervised here as config.restart says, or with
+    config.ray as Ray actors; each boundary model's weights saved at every snapshot tick.
+    Returns processes.run's, each server's last GET /status by key ("stage2", "boundary1").
     on_start(name, pid) is told of every start and restart (lab/bench.py pins with it)."""
-    # One BLAS thread a process unless told otherwise: idle OpenBLAS threads starve the
-    # stages' training threads (docs/chain.md).
+    # One BLAS thread a process unless told otherwise (docs/chain.md).
     env = {"OPENBLAS_NUM_THREADS": "1", **(launch.child_env() if env is None else env)}
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     K, token = len(layout), env.get("SYNTHGRAD_TOKEN") or None
@@ -258,16 +230,11 @@ def run_chain(config, env=None, on_start=None):
                 f"{K - 1} boundaries ({where}): {len(procs)} "
                 f"{'processes' if config.ray is None else 'Ray actors'}; stage 1 streams for "
                 f"{config.duration:.0f} s{until} (logs in {run})")
-    try:
-        with spawner:
-            final = processes.run(procs, spawner, config.duration, config.status_every,
-                                  run / "metrics" / "stage1.jsonl", banner, tick, "chain")
-        return final | ({f"boundary{b}": final[f"stage{b + 1}"] for b in range(1, K)}
-                        if config.colocated else {})
-    finally:
-        # they served restarts during the run; a finished run is never resumed (and at wide
-        # widths they are hundreds of MB a process)
-        shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    with spawner:
+        final = processes.run(procs, spawner, config.duration, config.status_every,
+                              run / "metrics" / "stage1.jsonl", banner, tick)
+    return final | ({f"boundary{b}": final[f"stage{b + 1}"] for b in range(1, K)}
+                    if config.colocated else {})
 
 
 def ray_place(config, procs):
@@ -301,24 +268,23 @@ def parse_args(argv):
                                 "each, a synthetic-gradient model at every boundary; measure it.")
     classify.data_arguments(p, what="learn")
     p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
-                   help="the network's widths, 2 in, 1 out (default 2-24-12-1; with --data "
-                        "784 in, 10 out, default 784-256-256-256-10, the paper's)")
+                   help="the network's widths (default 2-24-12-1; with --data "
+                        "784-256-256-256-10, the paper's)")
     p.add_argument("--splits", type=parse_splits, default=None,
                    help="cut the network after these many layers, e.g. 1,2,3 (default 1: the "
-                        "three-process system; with --data 1,2,3, every layer its own stage)")
+                        "three-process system; with --data 1,2,3)")
     p.add_argument("--duration", type=float, default=d.duration,
                    help="seconds the first stage streams (default %(default)g)")
     p.add_argument("--examples", type=int, default=None, metavar="N",
                    help="end the run once stage 2 (with --train-on arrivals the last stage) has "
-                        "trained on N examples, --duration then only a limit (default: none: "
-                        "a budget of work is the same on a busy machine)")
+                        "trained on N examples, --duration then only a limit (default: none)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
                    help="stage 1 hands off at most N examples beyond what stage 2 has trained "
-                        "on (default: off; 200 with --data, where more was unstable)")
+                        "on (default: off; 200 with --data)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=None,
                    help="what stages 2..K train on: held, the latest activation of every "
-                        "example, pass after pass (default, the original's), or arrivals, each "
-                        "once as it comes (default with --data)")
+                        "example, pass after pass (default), or arrivals, each once as it "
+                        "comes (default with --data)")
     p.add_argument("--count", type=int, default=None,
                    help="training examples (default 20,000; with --data all 60,000 images)")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
@@ -326,46 +292,41 @@ def parse_args(argv):
                         "random are the controls)")
     p.add_argument("--colocated", action="store_true",
                    help="learn each boundary's model beside the stage above it, not in an "
-                        "oracle.py of its own: K processes, not 2K - 1 (default: off, as the "
-                        "three scripts run by default)")
+                        "oracle.py of its own: K processes, not 2K - 1 (default: off)")
     p.add_argument("--no-conditioned", dest="conditioned", action="store_false",
                    help="boundary models see h only (DNI), not h and the target (cDNI)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help=f"every stage's Adam learning rate (default: the scripts' "
-                        f"{d.learning_rate}; {DEEP_LEARNING_RATE} from {DEEP_FROM} stages on, "
-                        f"where {d.learning_rate} did not learn)")
+                        f"{d.learning_rate}; {DEEP_LEARNING_RATE} from {DEEP_FROM} stages on)")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
     p.add_argument("--no-restart", dest="restart", action="store_false",
                    help="a process that dies ends the run (cut short, still evaluated) instead "
-                        "of being started again from its checkpoint (default: restart: on "
-                        "several machines a process or a link will fail)")
+                        "of being started again from its checkpoint (default: restart)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run every process as a Ray actor, placed, restarted and collected by "
-                        f"Ray (needs {raychain.RAY_PIN}); without ADDRESS a fresh local Ray "
-                        "instance, with one (HEAD:6379) that cluster (default: off; "
-                        "docs/several-machines.md)")
+                   help=f"run every process as a Ray actor (needs {raychain.RAY_PIN}): without "
+                        "ADDRESS on a fresh local Ray instance, with one (HEAD:6379) on that "
+                        "cluster (default: off; docs/several-machines.md)")
     p.add_argument("--place", type=parse_place, default=None, metavar="R1,R2,...",
                    help="with --ray: stage k on the machine that declares the custom resource "
                         "Rk (ray start --resources='{\"Rk\": 1}'), an oracle with the stage "
-                        "above it (default: Ray's scheduler gives each process a CPU)")
+                        "above it (default: wherever Ray finds a CPU)")
     p.add_argument("--max-restarts", type=int, default=processes.RestartPolicy.max_restarts,
                    help="restarts of one process within %(window)g s (with --ray: in the run) "
-                        "before the run ends (default %(default)s: a process that keeps dying "
-                        "has a cause a restart will not mend)" % {
+                        "before the run ends (default %(default)s)" % {
                             "window": processes.RestartPolicy.window, "default": "%(default)s"})
     children.live_arguments(p, default_port=0, who="it shows each stage and boundary")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything (default: a new runs/chain-<date-time>)")
     p.add_argument("--evaluate", type=Path, default=None, metavar="RUN",
                    help="run nothing: measure and draw a chain run already in RUN (e.g. one "
-                        "run by hand on several machines: docs/several-machines.md), with "
-                        "--sizes and --splits as it ran")
+                        "run by hand: docs/several-machines.md), with --sizes and --splits as "
+                        "it ran")
     args = p.parse_args(argv)
     defaults = {k: getattr(d, k) for k in IMAGES} if args.data == "toy" else IMAGES
-    defaults = {k: v for k, v in defaults.items() if k != "learning_rate"}
-    for name, value in defaults.items():
+    for name, value in defaults.items():               # what the command line left to us
         if getattr(args, name, None) is None:
-            setattr(args, name, value)
+            setattr(args, name, default_learning_rate(len(args.splits) + 1)
+                    if name == "learning_rate" and args.data == "toy" else value)
     try:
         check_layout(args.sizes, args.splits, args.data)
     except ValueError as e:
@@ -380,9 +341,6 @@ def parse_args(argv):
     if args.colocated and not args.conditioned:
         p.error("--colocated learns the oracle's default model, conditioned on the target "
                 "(cDNI): --no-conditioned needs the oracles")
-    if args.learning_rate is None:
-        args.learning_rate = (default_learning_rate(len(args.splits) + 1) if args.data == "toy"
-                              else IMAGES["learning_rate"])
     if not args.learning_rate > 0:
         p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
     if args.max_ahead is not None and args.max_ahead < 1:
@@ -420,9 +378,8 @@ def parse_splits(text):
 
 
 def report(run, layout, cut_short=None, data=None, image_dir=None):
-    """chain.json and chain.png for a run, finished or cut short (cut_short: why, recorded in
-    chain.json as "cut_short"); prints the summary line. ValueError if nothing can be
-    evaluated (images.DataError, a ValueError, if a classifier's test images are missing)."""
+    """chain.json (with "cut_short": why it ended early) and chain.png for a run; prints the
+    summary. ValueError if nothing can be evaluated (a classifier's test images missing too)."""
     result = chain_eval.evaluate(run, layout, data=data, image_dir=image_dir)
     result["cut_short"] = cut_short
     (run / "chain.json").write_text(json.dumps(result, indent=1))
@@ -444,19 +401,13 @@ def report(run, layout, cut_short=None, data=None, image_dir=None):
 
 
 def run_and_report(config, env, on_start=None):
-    """run_chain, then report, whatever ended the run: its time, a death it could not mend
-    (cut short: exit code 1), Ctrl-C or SIGTERM (130; every process is stopped first). The
-    evaluation uses what the stages saved on disk. Returns the exit code."""
-    layout = stage_sizes(config.sizes, config.splits)
+    """run_chain, then report, whatever ended the run (the exit code: launch.outcome's). The
+    evaluation uses what the stages saved on disk."""
+    cut_short, code = launch.outcome("chain", config.run_dir,
+                                     lambda: run_chain(config, env, on_start)["cut_short"])
     try:
-        cut_short = run_chain(config, env, on_start)["cut_short"]
-        code = 0 if cut_short is None else 1
-    except KeyboardInterrupt:
-        print(f"chain: interrupted; every process it started is stopped ({config.run_dir})",
-              flush=True)
-        cut_short, code = "interrupted (Ctrl-C or SIGTERM)", 130
-    try:
-        report(config.run_dir, layout, cut_short, config.data, config.image_dir)
+        report(config.run_dir, stage_sizes(config.sizes, config.splits), cut_short,
+               config.data, config.image_dir)
     except ValueError as e:                         # stopped before every stage saved
         print(f"chain: no chain.json: {e}", flush=True)
     return code
@@ -464,34 +415,21 @@ def run_and_report(config, env, on_start=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    layout = stage_sizes(args.sizes, args.splits)
     if args.evaluate is not None:
         try:
-            report(args.evaluate, layout, data=None if args.data == "toy" else args.data,
-                   image_dir=args.image_dir)
+            report(args.evaluate, stage_sizes(args.sizes, args.splits),
+                   data=None if args.data == "toy" else args.data, image_dir=args.image_dir)
         except ValueError as e:                     # a snapshot missing or of the wrong shape
             raise SystemExit(f"chain.py: cannot evaluate {args.evaluate}: {e}") from None
         return 0
     if args.ray is not None:
         raychain.import_ray()                       # one line saying how to get it, if missing
-    processes.stop_on_signals()
-    run = launch.new_run_dir(args.run_dir, prefix="chain-")
-    given = {f.name for f in dataclasses.fields(ChainConfig)} - {"run_dir", "restart"}
-    config = ChainConfig(run_dir=run, restart=processes.RestartPolicy(
-        restart=args.restart, max_restarts=args.max_restarts),
-        **{name: getattr(args, name) for name in given if hasattr(args, name)})
-    print("chain.py: settings:", generate.settings_line(vars(args)), flush=True)
-    env = launch.child_env()
-    stop_page = launch.start_live_page(run, args, "chain")
-    try:
+    with launch.session(args, "chain", "chain-") as (run, env):
+        policy = processes.RestartPolicy(args.restart, args.max_restarts)
+        config = launch.config_from(ChainConfig, args, run_dir=run, restart=policy)
         if args.data == "toy":
             launch.generate_data(run / "data", args.count, args.seed, env, plot=False)
         return run_and_report(config, env)
-    except KeyboardInterrupt:
-        print(f"chain: interrupted before the chain started ({run})", flush=True)
-        return 130
-    finally:
-        stop_page()
 
 
 if __name__ == "__main__":

@@ -1,32 +1,19 @@
-"""The whole demo in one command: data, the three processes, the baseline, the pictures.
+"""The whole demo in one command: data, the three processes, the controls, the baseline, the
+pictures.
 
 Run it (the README's `make demo` does this inside the virtual environment):
 
-    python demo.py                       # about 3 minutes; prints the run folder at the end
+    python demo.py                       # about 3.5 minutes; prints the run folder at the end
     python demo.py --duration 60 --count 50000
     python demo.py --help
 
-Phases, one after the other so each has the machine to itself:
-1. generate the data into a new run folder;
-2. start oracle.py, train_output.py and train_input.py as separate processes on free loopback
-   ports (the same scripts, with the same defaults, you would start by hand in three
-   terminals), wait until each is ready, print one status line every few seconds while they
-   train for --duration seconds, then stop them with SIGTERM (each saves its final weights);
-3. the controls, the same three processes for as long with layer 1 frozen and with layer 1
-   moved in random directions of the synthetic gradients' size (train_input.py --update
-   frozen / random), into RUN/controls/: synthetic gradients teach layer 1 only if they beat
-   both;
-4. train the same network with backprop (true gradients) in this process for as long, with
-   the decoupled trainers' optimizer, minibatch and learning rate (the fair comparison;
-   --baseline-args gives sgd.py's tutorial settings instead);
-5. draw the pictures with plot.py and print every method's held-out MSE.
-Everything the run produces (data, logs, metrics, weight snapshots, pictures) is in the run
-folder, printed at the end. Ctrl-C at any point stops every process it started.
-
-A process that dies is named in one line and started again from its checkpoint (the servers
-on their ports); with --no-restart, or when it keeps dying, the demo ends there. However it
-ends (Ctrl-C and SIGTERM too), the pictures of what was saved are drawn, and
-RUN/cut_short.json says why it ended early.
+The phases run one after the other, each with the machine to itself (docs/demo.md): the data;
+oracle.py, train_output.py and train_input.py as processes for --duration seconds (the same
+scripts and defaults you would start by hand); the same with layer 1 frozen and moved at
+random, the controls synthetic gradients must beat; backprop in this process with the same
+settings; the pictures (plot.py). A process that dies is restarted from its checkpoint
+(--no-restart: the demo ends there); however it ends, the pictures of what was saved are
+drawn, and RUN/cut_short.json says why it ended early.
 """
 
 import argparse
@@ -35,7 +22,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import generate
 from parts import children
 from runner import launch, processes
 
@@ -51,19 +37,15 @@ def parse_args(argv):
                                             "three processes, a backprop baseline, pictures.")
     p.add_argument("--duration", type=float, default=DURATION,
                    help="seconds each method trains: synthetic gradients, each control and "
-                        "backprop (default %(default)g: with start-ups and pictures the demo "
-                        "takes about 3.5 minutes)")
+                        "backprop (default %(default)g: about 3.5 minutes in all)")
     p.add_argument("--count", type=int, default=D.count,
-                   help="training examples to generate (default 20,000: the input trainer "
-                        "passes over them every ~10 s, so layers 2-3 train on fresh "
-                        "activations; with the original's 200,000 most of what they hold is a "
-                        "minute old, and the network learns far less)")
+                   help="training examples to generate (default 20,000: layers 2-3 hold fresh "
+                        "activations of them; docs/settings.md)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="folder for everything the run writes (default: a new "
                         "runs/<date-time> next to this file)")
     p.add_argument("--snapshot-interval", type=int, default=D.snapshot_interval,
-                   help="seconds between weight snapshots (default %(default)s: ~25 frames in "
-                        "75 s)")
+                   help="seconds between weight snapshots (default %(default)s)")
     p.add_argument("--status-every", type=float, default=D.status_every,
                    help="seconds between status lines while training (default %(default)g)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=D.optimizer,
@@ -78,17 +60,12 @@ def parse_args(argv):
                    help="layers 2-3's minibatch, and the baseline's (default %(default)s, "
                         "train_output.py's default)")
     p.add_argument("--oracle-args", default="",
-                   help="extra options for oracle.py (default: none, i.e. its own defaults: a "
-                        "target-conditioned model, zero-initialised, Adam at 0.001 on batches "
-                        "of 256; \"--original\" gives the original's h-only Adadelta oracle)")
+                   help="extra options for oracle.py (default: none, its own defaults; "
+                        "\"--original\" gives the original's h-only Adadelta oracle)")
     p.add_argument("--baseline-args", default="",
-                   help="options for the backprop baseline (sgd.py's training, run in this "
-                        "process): --optimizer, --learning-rate, --batch-size, --decay, --seed "
-                        "(default: none, i.e. the decoupled trainers' own settings, layers "
-                        "2-3's optimizer, minibatch and learning rate with no decay, so the "
-                        "comparison is fair; \"--optimizer sgd --batch-size 1 --learning-rate "
-                        "0.002 --decay 0.997\" gives sgd.py's tutorial settings, many times "
-                        "worse after a few minutes)")
+                   help="options for the backprop baseline, run in this process: --optimizer, "
+                        "--learning-rate, --batch-size, --decay, --seed (default: none, layers "
+                        "2-3's settings with no decay, so the comparison is fair)")
     p.add_argument("--input-args", default="",
                    help="extra options for train_input.py, e.g. \"--synthetic-gradients remote\" "
                         "(default: none)")
@@ -96,18 +73,16 @@ def parse_args(argv):
                    help="skip the backprop baseline (it takes another --duration seconds)")
     p.add_argument("--no-controls", action="store_true",
                    help="skip the frozen and random-direction controls (each takes another "
-                        "--duration seconds and a start-up); without them the pictures cannot "
-                        "say whether synthetic gradients taught layer 1 anything")
+                        "--duration seconds); without them the pictures cannot say whether "
+                        "synthetic gradients taught layer 1 anything")
     p.add_argument("--no-restart", dest="restart", action="store_false",
-                   help="a process that dies ends the demo (the pictures are still drawn from "
-                        "what was saved) instead of being started again from its checkpoint, "
-                        "the servers on their ports (default: restart, at most "
+                   help="a process that dies ends the demo (the pictures still drawn) instead "
+                        "of being started again from its checkpoint (default: restart, at most "
                         f"{processes.RestartPolicy.max_restarts} times in "
                         f"{processes.RestartPolicy.window:.0f} s a process)")
     p.add_argument("--wire", choices=("json", "binary"), default=D.wire,
-                   help="form of the bulk transfers (default %(default)s: raw arrays, ~100x "
-                        "cheaper than JSON numbers, so layers 2-3 and the oracle get more "
-                        "training done; json is the documented reference form)")
+                   help="form of the bulk transfers (default %(default)s: raw arrays, cheaper "
+                        "than JSON numbers; json is the documented reference form)")
     p.add_argument("--seed", type=int, default=D.seed,
                    help="seeds the data and every process (default %(default)s)")
     children.live_arguments(p, default_port=0, who="it shows every phase, the controls and "
@@ -155,13 +130,8 @@ def parse_baseline_args(text, same):
 def decoupled_config(args, run_dir, update="synthetic", data_dir=None):
     """Phase 2's (and, with `update`, phase 3's) settings, from the command line; the oracle's
     settings are --oracle-args alone (oracle={}), so that "" gives oracle.py's own defaults."""
-    return launch.DecoupledConfig(
-        run_dir=run_dir, count=args.count, duration=args.duration, seed=args.seed,
-        snapshot_interval=args.snapshot_interval, status_every=args.status_every,
-        wire=args.wire, optimizer=args.optimizer, update=update, data_dir=data_dir,
-        input_learning_rate=args.input_learning_rate,
-        output_learning_rate=args.output_learning_rate,
-        output_batch_size=args.output_batch_size,
+    return launch.config_from(
+        launch.DecoupledConfig, args, run_dir=run_dir, update=update, data_dir=data_dir,
         oracle={}, oracle_args=tuple(args.oracle_args.split()),
         input_args=tuple(args.input_args.split()),
         restart=processes.RestartPolicy(restart=args.restart))
@@ -181,29 +151,15 @@ def main(argv=None):
     args = parse_args(argv)
     baseline = parse_baseline_args(args.baseline_args,
                                    launch.backprop_like(decoupled_config(args, None)))
-    processes.stop_on_signals()
-    run_dir = launch.new_run_dir(args.run_dir)
-    print("demo.py: settings:", generate.settings_line({**vars(args), "run_dir": run_dir}),
-          flush=True)
-    env = launch.child_env()
-    stop_page = launch.start_live_page(run_dir, args, "demo")
-    code, cut_short = 0, None
-    try:
-        cut_short = run_phases(args, run_dir, baseline, env)
-        code = 0 if cut_short is None else 1
-    except KeyboardInterrupt:
-        print(f"demo: interrupted; every process it started is stopped. Partial results in "
-              f"{run_dir}", flush=True)
-        code, cut_short = 130, "interrupted (Ctrl-C or SIGTERM)"
-    finally:
-        stop_page()
+    with launch.session(args, "demo") as (run_dir, env):
+        cut_short, code = launch.outcome("demo", run_dir,
+                                         lambda: run_phases(args, run_dir, baseline, env))
     if cut_short is not None:          # the pictures of what was done, and why it stopped
         print(f"demo: cut short: {cut_short}; drawing what was saved", flush=True)
         (run_dir / "cut_short.json").write_text(json.dumps({"cut_short": cut_short}))
     # 5. the pictures
     drawn = subprocess.run(children.script_argv("plot.py", "--run-dir", run_dir),
-                           cwd=children.TOP,
-                           env=env).returncode == 0
+                           cwd=children.TOP, env=env).returncode == 0
     if not drawn:
         print(f"demo: plot.py could not draw {run_dir} (see above)", flush=True)
         return code or 1

@@ -4,7 +4,8 @@ and the lab share.
     processes.py    a run as a list of processes: the one watch loop, the one status line,
                     restarts; the local spawner (supervised subprocesses)
     raychain.py     the Ray spawner: each process a Ray actor (chain.py --ray)
-    launch.py       the demo's three processes as such a list; plain backprop in this process
+    launch.py       the demo's three processes as such a list; plain backprop in this process;
+                    what a launching script does first (session) and its exit code (outcome)
     chain_eval.py   a chain's run folder measured: held-out MSE at each tick, the boundaries'
                     cosines, chain.json and chain.png
     liveview.py     what the live page shows of a run folder: reading it, the JSON

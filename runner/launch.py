@@ -1,6 +1,6 @@
 """The demo's run: oracle.py, train_output.py and train_input.py as one list of processes
-(runner/processes.py starts, watches and stops them), and plain backprop in this process for
-the comparison. demo.py, lab/ and the end-to-end tests use it; importing it runs nothing.
+(runner/processes.py starts, watches and stops them), plain backprop in this process for the
+comparison, and what a launching script does first (session). Importing it runs nothing.
 
     from runner import launch
     env = launch.child_env()
@@ -11,22 +11,14 @@ the comparison. demo.py, lab/ and the end-to-end tests use it; importing it runs
         launch.BackpropConfig(config.run_dir / "data", seconds=30,
                               metrics=config.run_dir / "metrics" / "backprop.jsonl"))
 
-A run folder, as run_decoupled and train_backprop fill it:
-
-    data/x.npy, y.npy                  generate.py's examples (target.png too, if drawn)
-    oracle.log, train_output.log, train_input.log    each process's output
-    metrics/<process>.jsonl            JSON lines, see snapshots.py (backprop.jsonl: train_backprop)
-    progress/layer1_*.npz, layers23_*.npz            weight snapshots on shared ticks
-    backprop/final.npz                 train_backprop's final network, if asked for
-
-Configuration is data: a DecoupledConfig or BackpropConfig, changed with dataclasses.replace.
-Their defaults are the demo's (demo.py --help says why) and the tutorial's (sgd.py's
-per-example SGD at learning rate 0.002).
+A run folder: data/ (generate.py's x.npy, y.npy), each process's log, metrics/<process>.jsonl
+(backprop.jsonl: train_backprop's), progress/ (weight snapshots on shared ticks) and
+backprop/final.npz if asked for. Configuration is data, changed with dataclasses.replace.
 """
 
+import contextlib
 import dataclasses
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -44,18 +36,9 @@ from runner.processes import Proc, Url
 @dataclasses.dataclass(frozen=True)
 class DecoupledConfig:
     """One run of oracle.py, train_output.py and train_input.py; the defaults are the demo's,
-    which are the scripts' own (chosen by measurement, see the README) on 20,000 examples.
-
-    The data is read from data_dir (None: run_dir/data, where generate_data writes it);
-    everything else the run writes goes into run_dir. `optimizer` is the whole decoupled
-    network's (layer 1 at input_learning_rate, layers 2-3 at output_learning_rate; the
-    oracle's model has its own, in `oracle`); `update` is train_input.py's --update:
-    synthetic, or a control, frozen or random.
-    `oracle` and `input` are further options of oracle.py and train_input.py by name (see
-    processes.as_options), e.g. {"hidden": 0} or {"synthetic_gradients": "local"};
-    `oracle_args` and `input_args` are more options as they would be typed on those scripts'
-    command lines, appended last.
-    """
+    the scripts' own, on 20,000 examples. `oracle` and `input` are more options of oracle.py
+    and train_input.py by name (processes.as_options), e.g. {"hidden": 0}; `oracle_args` and
+    `input_args` more as typed on their command lines, appended last."""
 
     run_dir: Path
     count: int = 20_000                 # examples in the data; the servers hold this many
@@ -98,24 +81,16 @@ class BackpropConfig:
 
 
 def backprop_like(config):
-    """BackpropConfig settings of backprop "with the same settings" as a decoupled run: layers
-    2-3's minibatch and learning rate, the same optimizer, no decay, the same seed."""
+    """BackpropConfig settings "the same" as a decoupled run's: layers 2-3's minibatch and
+    learning rate, its optimizer and seed, no decay."""
     return dict(batch_size=config.output_batch_size, learning_rate=config.output_learning_rate,
                 optimizer=config.optimizer, decay=1.0, seed=config.seed)
 
 
-def as_options(options):
-    """{name: value} as command-line options: {"batch_size": 256, "zero_init": False} ->
-    ["--batch-size", "256", "--no-zero-init"]. True is a bare flag, False its --no- form (the
-    on/off options, such as oracle.py's --conditioned, take both); None leaves it out."""
-    argv = []
-    for name, value in options.items():
-        flag = name.replace("_", "-")
-        if value is True or value is False:
-            argv.append(f"--{'' if value else 'no-'}{flag}")
-        elif value is not None:
-            argv += [f"--{flag}", str(value)]
-    return argv
+def config_from(cls, args, **given):
+    """A config dataclass cls from `given` and the command line's values of its other fields."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(given)
+    return cls(**given, **{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 def child_env():
@@ -137,6 +112,26 @@ def generate_data(out_dir, count, seed, env, plot=True):
                    check=True, cwd=TOP, env=env, stdout=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def session(args, who, prefix=""):
+    """What a launching script does first: Ctrl-C and SIGTERM raise KeyboardInterrupt (so
+    every process it starts is stopped), a new run folder (args.run_dir or runs/<prefix><date-
+    time>), its settings printed, the live page if args.live. Yields (run folder, child_env());
+    the page stops at the end."""
+    processes.stop_on_signals()
+    run = new_run_dir(args.run_dir, prefix)
+    print(f"{who}.py: settings:", generate.settings_line({**vars(args), "run_dir": run}),
+          flush=True)
+    stop_page = start_live_page(run, args, who)
+    try:
+        yield run, child_env()
+    except KeyboardInterrupt:                        # before (or after) it ran its processes
+        print(f"{who}: interrupted ({run})", flush=True)
+        raise SystemExit(130) from None
+    finally:
+        stop_page()
+
+
 def start_live_page(run_dir, args, who):
     """The live page for run_dir if args.live (on args.live_port), its address printed; a
     function that stops it. If it cannot start, `who` says so and the run goes on."""
@@ -149,6 +144,17 @@ def start_live_page(run_dir, args, who):
         return lambda: None
     print(f"{who}: watch it learn, live: {url}", flush=True)
     return stop
+
+
+def outcome(who, run_dir, work):
+    """(why work() was cut short, as it returns, or None; the exit code: 0, 1 if cut short,
+    130 if Ctrl-C or SIGTERM stopped it, every process it started stopped by then)."""
+    try:
+        cut_short = work()
+    except KeyboardInterrupt:
+        print(f"{who}: interrupted; every process it started is stopped ({run_dir})", flush=True)
+        return "interrupted (Ctrl-C or SIGTERM)", 130
+    return cut_short, int(cut_short is not None)
 
 
 # --- The decoupled run: three processes. ------------------------------------------------------
@@ -188,11 +194,10 @@ def decoupled_procs(config):
 
 
 def run_decoupled(config, env=None, on_start=None):
-    """decoupled_procs run on this machine, supervised (a process that dies is named in one
-    line and restarted from its checkpoint, the servers on their ports, as config.restart
-    says), with status lines. Returns processes.run's: the servers' last GET /status under
-    "oracle" and "output_trainer", "cpu_s", "restarts", "cut_short". on_start(name, pid) is
-    told of every start and restart."""
+    """decoupled_procs run on this machine, supervised as config.restart says, with status
+    lines. Returns processes.run's: the servers' last GET /status under "oracle" and
+    "output_trainer", "cpu_s", "restarts", "cut_short"; on_start(name, pid) is told of
+    every start and restart."""
     env = child_env() if env is None else env
     run = config.run_dir
     supervisor = processes.Supervisor(config.restart, "launch", env, on_start,
@@ -201,29 +206,20 @@ def run_decoupled(config, env=None, on_start=None):
     def banner(urls):
         return (f"oracle at {urls['oracle']}, output trainer at {urls['output trainer']}; the "
                 f"input trainer trains for {config.duration:.0f} s (logs in {run})")
-    try:
-        return processes.run(decoupled_procs(config), supervisor, config.duration,
-                             config.status_every, run / "metrics" / "train_input.jsonl", banner)
-    finally:
-        shutil.rmtree(run / "checkpoints", ignore_errors=True)  # a finished run is not resumed
+    return processes.run(decoupled_procs(config), supervisor, config.duration,
+                         config.status_every, run / "metrics" / "train_input.jsonl", banner)
 
 
 # --- Plain backprop, in this process. ----------------------------------------------------------
 
 def train_backprop(config, out=None, status_every=None):
-    """Train sgd.make_network with plain backprop for config.seconds seconds of training.
-
-    Each epoch, a fresh random order cut into segments of config.eval_every examples, each
-    trained by sgd.train in minibatches of config.batch_size, each stepped by
-    config.optimizer (sgd: exactly sgd.train_step), whose eta starts at
-    config.learning_rate and is multiplied by config.decay after each epoch. After each
-    segment held-out MSE is measured and a metrics line {seconds, epoch, examples,
-    heldout_mse} written (stage "backprop"), starting with the untrained network at 0 s.
-    Only training counts as time, so the curve is comparable with a decoupled run's.
-    Progress lines go to `out` (a text file) if given; with status_every a line "[  10 s]
-    backprop: ..." to stdout at the first measurement after every status_every seconds of
-    training. Returns (layers, the measurements as written).
-    """
+    """Train sgd.make_network with plain backprop for config.seconds seconds of training
+    (measuring is not counted, so the curve compares with a decoupled run's). Each epoch a
+    fresh order, cut into segments of config.eval_every examples, each trained by sgd.train in
+    minibatches stepped by config.optimizer, eta times config.decay after each epoch; after
+    each segment a metrics line of held-out MSE (stage "backprop"), the untrained network's at
+    0 s first. Progress lines go to `out` if given; with status_every, "[  10 s] backprop: ..."
+    to stdout every status_every seconds. Returns (layers, the measurements as written)."""
     def say(line):
         if out is not None:
             print(line, file=out, flush=True)

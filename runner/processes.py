@@ -1,22 +1,16 @@
 """A run as a list of processes: each one's command line, one watch loop, one status line.
 
-demo.py's three processes, a chain of K stages and the same chain on Ray are three lists of
-Proc over this machinery; where each process runs is the spawner's business:
-
-    Supervisor       each process a local subprocess, restarted after a death (this file)
-    raychain.RayChain    each process a Ray actor, placed and restarted by Ray
-
-A spawner is a context manager (its end stops everything) with urls (those chosen before
-the start), token, start(proc, argv, deadline) (the URL a server answers on, None for the
-process that ends the run), look() (why the run must end, or None), finished(name),
-stop(name, timeout), cpu_seconds(name), machine(name), restarts() and stop_all().
-run() starts the list in order, watches the last (it ends the run at its --duration) with
-watch(), prints status_line() every few seconds, and stops everything.
+demo.py's three processes, a chain of K stages and the same chain on Ray are lists of Proc
+run by run(): it starts them in order, watches the last (it ends the run at its --duration)
+with watch(), prints status_line() every few seconds, and stops everything. Where each
+process runs is its spawner's business (Spawner): Supervisor here, each a local subprocess
+restarted after a death; raychain.RayChain, each a Ray actor placed and restarted by Ray.
 """
 
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -25,19 +19,16 @@ import synthgrad
 from generate import fmt
 from parts import children, snapshots
 
-# Seconds past --duration after which run() stops the last process itself: it ends on its
-# own clock whatever its peers do; this is the backstop.
-GRACE_S = 15.0
+GRACE_S = 15.0                     # seconds past its --duration before the last is stopped
 READY_WAIT = 120.0                 # seconds a server may take to answer after its start
 LOOK_TIMEOUT = 3.0                 # seconds a status look waits: a stalled peer holds no one
 
 
 @dataclasses.dataclass(frozen=True)
 class RestartPolicy:
-    """What a death leads to, as an Erlang/OTP supervisor or systemd's Restart=on-failure:
-    say so in one line, start it again after `backoff` seconds (doubled for each restart
-    still in the window) from its own checkpoint, at most `max_restarts` times in `window`
-    seconds; one more death, or any with restart False, ends the run (cut short)."""
+    """What a death leads to, as with systemd's Restart=on-failure: start it again from its
+    checkpoint after `backoff` s (doubled for each restart still in the window), at most
+    `max_restarts` times in `window` s; one more, or any with restart False, ends the run."""
 
     restart: bool = True
     max_restarts: int = 3
@@ -63,8 +54,7 @@ class Proc:
 
 
 def command_line(proc, urls):
-    """proc's command line (children.script_argv), each Url replaced by the address in urls
-    ({name: URL})."""
+    """proc's command line (children.script_argv), each Url the address in urls {name: URL}."""
     return children.script_argv(proc.script, *(urls[o] if isinstance(o, Url) else o
                                                for o in proc.options))
 
@@ -127,7 +117,6 @@ def log_tail(path, lines=2, width=120):
 
 
 def text_tail(text, lines=2, width=120):
-    """log_tail of a log's text."""
     tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     return " / ".join(line if len(line) <= width else line[:width - 3] + "..."
                       for line in tail) or "(empty)"
@@ -145,9 +134,8 @@ def cpu_seconds(pid):
 # --- The local spawner: subprocesses, supervised. ---------------------------------------------
 
 class Child:
-    """One process of a run under a Supervisor. A server started on port 0 is restarted on
-    the port it got, so its peers' senders find it again; with a deadline it is the one
-    that ends the run, restarted with the time left."""
+    """One process under a Supervisor, restarted on the port it got (its peers look there) and
+    with a deadline (it ends the run) with the time left."""
 
     def __init__(self, proc, argv, env, deadline=None):
         self.proc, self.argv, self.env, self.deadline = proc, list(argv), env, deadline
@@ -164,7 +152,6 @@ class Child:
         return self.process.popen
 
     def wait_url(self, timeout):
-        """The URL it announced (SystemExit if it did not); remembers the port."""
         url = self.process.wait_url(timeout)
         self.port = int(url.rsplit(":", 1)[1])
         return url
@@ -182,18 +169,17 @@ class Child:
         return argv
 
 
-class Supervisor:
-    """The local spawner: each process a subprocess, watched. look() says a death in one
-    line (which process, its exit code or signal, its log's last lines) and restarts it, or
-    ends the run, as `policy` says. `who` prefixes every line; on_start(name, pid) is told
-    of every start and restart."""
+class Spawner:
+    """Where a run's processes run. A context manager whose end stops them all, with urls
+    (those chosen before the start), token, start(proc, argv, deadline) (the URL a server
+    answers on, None for the process that ends the run), look() (why the run must end, or
+    None), finished(name), stop(name, timeout), cpu_seconds(name), machine(name) and
+    restarts(). `who` begins every line it says; on_start(name, pid) is told of every start
+    and restart; `children` holds what it started, by name, in start order."""
 
-    def __init__(self, policy=None, who="launch", env=None, on_start=None, token=None):
-        self.policy = policy or RestartPolicy()
-        self.who, self.env, self.token = who, env, token
+    def __init__(self, who, token=None, on_start=None):
+        self.who, self.token, self.urls, self.children = who, token, {}, {}
         self.on_start = on_start or (lambda name, pid: None)
-        self.children = {}
-        self.urls = {}                        # chosen before the start: none, ports are free
 
     def __enter__(self):
         return self
@@ -201,8 +187,32 @@ class Supervisor:
     def __exit__(self, *exc):
         self.stop_all()
 
+    def say(self, line):
+        print(f"{self.who}: {line}", flush=True)
+
+    def machine(self, name):
+        return None                           # all on this one
+
+    def stop_all(self):
+        """Stop every process, the last started first."""
+        for name in reversed(list(self.children)):
+            self.stop(name)
+
+
+def restarted_how(resumed):
+    return "from its checkpoint" if resumed else "from scratch (no checkpoint yet)"
+
+
+class Supervisor(Spawner):
+    """The local spawner: each process a subprocess, watched. look() says a death in one
+    line (which process, its exit code or signal, its log's last lines) and restarts it, or
+    ends the run, as `policy` says."""
+
+    def __init__(self, policy=None, who="launch", env=None, on_start=None, token=None):
+        super().__init__(who, token, on_start)
+        self.policy, self.env = policy or RestartPolicy(), env
+
     def spawn(self, proc, argv, deadline=None):
-        """Start proc as a Child (no waiting)."""
         child = self.children[proc.name] = Child(proc, argv, self.env, deadline)
         self.on_start(proc.name, child.popen.pid)
         return child
@@ -217,22 +227,17 @@ class Supervisor:
             raise SystemExit(f"{proc.name} did not answer; see {proc.log}")
         return url
 
-    def say(self, line):
-        print(f"{self.who}: {line}", flush=True)
-
     def look(self):
-        """Restart what is due; say each new death and decide. Why the run must end, or
-        None."""
+        """Restart what is due; say each new death and decide. Why the run must end, or None."""
         now = time.monotonic()
         for child in self.children.values():
             if child.restart_at is not None:
                 if now >= child.restart_at:
                     argv = child.restart()
                     self.on_start(child.name, child.popen.pid)
-                    how = ("from its checkpoint" if "--resume" in argv else
-                           "from scratch (no checkpoint yet)")
                     where = f", on port {child.port}" if child.port else ""
-                    self.say(f"{child.name} restarted {how}{where}")
+                    self.say(f"{child.name} restarted {restarted_how('--resume' in argv)}"
+                             f"{where}")
                 continue
             code = child.popen.poll()
             if code is None or child.stopping or child.finished():
@@ -278,17 +283,9 @@ class Supervisor:
     def cpu_seconds(self, name):
         return cpu_seconds(self.children[name].popen.pid)
 
-    def machine(self, name):
-        return None                           # all on this one
-
     def restarts(self):
         """{name: restarts so far} of every process."""
         return {name: child.restarted for name, child in self.children.items()}
-
-    def stop_all(self):
-        """Stop every process, the last started first."""
-        for name in reversed(list(self.children)):
-            self.stop(name)
 
 
 # --- Watching a run. --------------------------------------------------------------------------
@@ -342,7 +339,7 @@ def status_line(elapsed, first, servers):
     return " | ".join(parts)
 
 
-def watch(spawner, first, end_at, status, every, tick=None, who="launch"):
+def watch(spawner, first, end_at, status, every, tick=None):
     """The one watch loop. Until process `first` has finished: the spawner's look at every
     process several times a second (a death said, and mended or not), tick() if given, and
     status(elapsed) printed every `every` s. first ends on its own clock at end_at
@@ -355,8 +352,8 @@ def watch(spawner, first, end_at, status, every, tick=None, who="launch"):
             spawner.stop(first, 30)
             return cpu, cut_short
         if time.monotonic() > end_at + GRACE_S:
-            print(f"{who}: {first} is still running {GRACE_S:.0f} s after its --duration; "
-                  f"stopping it", flush=True)
+            spawner.say(f"{first} is still running {GRACE_S:.0f} s after its --duration; "
+                        "stopping it")
             spawner.stop(first, 30)
             break
         if tick is not None:
@@ -369,13 +366,13 @@ def watch(spawner, first, end_at, status, every, tick=None, who="launch"):
     return cpu, None
 
 
-def run(procs, spawner, duration, every, metrics, banner=None, tick=None, who="launch"):
+def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
     """Start procs in order, each server answering before the next starts, the last (it
     streams for `duration` s, its metrics lines in `metrics`) last; watch until it ends;
     stop all (SIGTERM: each saves what it holds). Returns {key: each server's last GET
     /status or None}, "cpu_s": {key: CPU seconds}, "restarts": {name: count}, "cut_short":
     why the run ended early or None. banner(urls), if given, is said before the last starts;
-    tick(urls) is called in the watch loop."""
+    tick(urls) is called in the watch loop. The processes' checkpoints are removed at the end."""
     servers, last = procs[:-1], procs[-1]
     urls, peers = dict(spawner.urls), {}
     try:
@@ -383,7 +380,7 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None, who="l
             urls[proc.name] = spawner.start(proc, command_line(proc, urls))
             peers[proc.name] = client(urls[proc.name], spawner.token)
         if banner is not None:
-            print(f"{who}: {banner(urls)}", flush=True)
+            spawner.say(banner(urls))
         end_at = time.monotonic() + duration
         spawner.start(last, command_line(last, urls), deadline=time.time() + duration)
 
@@ -401,7 +398,7 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None, who="l
             return status_line(elapsed, (label(last), latest), [
                 (label(p), p.script, last_status(peers[p.name])) for p in shown])
         cpu, cut_short = watch(spawner, last.name, end_at, status, every,
-                               tick and (lambda: tick(urls)), who)
+                               tick and (lambda: tick(urls)))
         final = {p.key: last_status(client(urls[p.name], spawner.token, timeout=10.0))
                  for p in servers}                        # their last word, unhurried
         return final | {"cpu_s": {p.key: spawner.cpu_seconds(p.name) for p in servers} |
@@ -409,3 +406,7 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None, who="l
                         "cut_short": cut_short}
     finally:
         spawner.stop_all()
+        # they served restarts; a finished run is never resumed (at wide widths they are
+        # hundreds of MB a process)
+        for folder in {Path(p.checkpoint).parent for p in procs if p.checkpoint}:
+            shutil.rmtree(folder, ignore_errors=True)

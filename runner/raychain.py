@@ -1,15 +1,12 @@
 """The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor.
 
-Each process is one actor running its script's main in a thread, stopped by an event where
-a signal would stop the script (parts/threaded.py). Ray places the processes first (a CPU
-each in a placement group, so a restart comes back to the same machine; or on the machines
---place names), a probe on each machine finds a free port, and the actor binds that port on
-its machine's address, restarted or not, so its peers' senders find it again. A process that
-dies is restarted by Ray on its machine from its checkpoint, said in one line; a machine that
-leaves, or a process Ray will not restart again, ends the run cut short. Each process writes
-under /tmp/synthgrad-ray/<run>-<id>/ on its machine (node_root); its snapshots, metrics and
-log are collected into the driver's run folder every COLLECT_EVERY s and at the end.
-Ray is imported only here, and only for --ray.
+An actor runs its script's main in a thread, stopped by an event where a signal would stop
+the script. Ray places the processes (a CPU each in a placement group, so a restart comes back
+to the same machine, or where --place says); each binds a port found free on its machine, the
+same after a restart, so its peers find it again. Ray restarts a process that dies, from its
+checkpoint; a machine that leaves, or a process Ray will not restart again, ends the run cut
+short. Each writes under node_root on its machine; its snapshots, metrics and log are
+collected into the driver's run folder as they come. Ray is imported only here, for --ray.
 """
 
 import importlib
@@ -61,11 +58,10 @@ def own_files(key):
 
 class Stage:
     """One process inside a Ray actor: argv (the script's name, then its options) run by the
-    script's main in a thread, writing under root. __init__ never raises: Ray re-runs it to
-    restart the actor, and a restart that raises kills the actor for good. The script starts
-    once the files `needs` names are there (write_files: stage 1's data, sent once by a call,
-    not as an argument a restart would need again); restarted, it resumes from its checkpoint
-    with the time left of its deadline. A main that fails ends the process: Ray restarts it."""
+    script's main in a thread, writing under root, once the files `needs` names are there
+    (write_files: stage 1's data, sent once, not an argument a restart would need again).
+    __init__ never raises: Ray re-runs it to restart the actor (from its checkpoint, with the
+    time left of its deadline), and a restart that raises kills the actor for good."""
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
         self.key, self.root, self.state = key, Path(root), "starting"
@@ -83,8 +79,7 @@ class Stage:
         self.thread.start()
 
     def _count_start(self):
-        """This start's number, counted on the machine's disk (a restart Ray made faster than
-        the driver looked is still counted)."""
+        """This start's number, counted on disk (a restart faster than the driver's look too)."""
         path = self.root / f".{self.key}.starts"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -200,28 +195,26 @@ def free_port():
         return ip, s.getsockname()[1], ray.get_runtime_context().get_node_id()
 
 
-class RayChain:
-    """The Ray spawner (runner/processes.py): as a context manager it connects (a fresh
-    local instance for "local", else the cluster at `address`) and places `procs` (place:
-    {name: custom resource}, or None: Ray's placement group), their URLs in self.urls; then
-    it starts each, looks at them (deaths, restarts, machines gone), collects their files
-    (written under root on their machines) into run_dir, and at the end stops them, collects
-    the rest, removes their files and disconnects. files: {name: {relative path: bytes}} a
-    process needs before it starts (stage 1: the toy's data)."""
+class RayChain(processes.Spawner):
+    """The Ray spawner: entered, it connects (a fresh local instance for "local", else the
+    cluster at `address`) and places `procs` (place: {name: custom resource}, or None: a
+    placement group); at the end it stops them, collects the rest of their files into
+    run_dir, removes them from their machines and disconnects. files: {name: {relative path:
+    bytes}} a process needs before it starts (stage 1: the toy's data)."""
 
     def __init__(self, run_dir, address, procs, root=None, place=None, max_restarts=3,
                  token=None, on_start=None, files=None):
+        super().__init__("chain", token, on_start)
         self.ray = import_ray()
         self.run, self.address = Path(run_dir), address
         self.names, self.keys = [p.name for p in procs], {p.name: p.key for p in procs}
-        self.place, self.max_restarts, self.token = place, max_restarts, token
+        self.place, self.max_restarts = place, max_restarts
         self.root, self.files = Path(root or node_root(run_dir)), files or {}
-        self.options, self.where, self.urls = {}, {}, {}
-        self.actors, self.info, self.have, self.restarted = {}, {}, {}, {}
+        self.options, self.where = {}, {}
+        self.actors, self.info, self.have, self.restarted = self.children, {}, {}, {}
         self.pending = {}                          # ref -> (name, "info" or "collect")
         self.next_look = self.next_collect = 0.0
         self.group = None
-        self.on_start = on_start or (lambda name, pid: None)  # told of each start and restart
 
     # --- connecting and placing ---
 
@@ -239,10 +232,10 @@ class RayChain:
             else:
                 ray.init(address=self.address, **options)
             nodes = [n for n in ray.nodes() if n["Alive"]]
-            print(f"chain: Ray {ray.__version__}: "
-                  f"{'a fresh local instance' if self.address == 'local' else self.address}, "
-                  f"{len(nodes)} machine{'s' * (len(nodes) != 1)}, "
-                  f"{ray.cluster_resources().get('CPU', 0):g} CPUs", flush=True)
+            self.say(f"Ray {ray.__version__}: "
+                     f"{'a fresh local instance' if self.address == 'local' else self.address}, "
+                     f"{len(nodes)} machine{'s' * (len(nodes) != 1)}, "
+                     f"{ray.cluster_resources().get('CPU', 0):g} CPUs")
         except Exception as e:                     # ConnectionError, a bad address, a token
             raise SystemExit(f"chain.py: cannot join the Ray cluster at {self.address}: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (is "
@@ -276,8 +269,6 @@ class RayChain:
                                  f"machines declare: {', '.join(custom) or 'none'}")
             probes = {name: dict(num_cpus=0, resources={self.place[name]: 0.001})
                       for name in self.names}
-            self.options = {name: dict(num_cpus=1, resources={self.place[name]: 0.001})
-                            for name in self.names}
         else:
             from ray.util.placement_group import placement_group
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -288,7 +279,7 @@ class RayChain:
                                  f"{ray.cluster_resources().get('CPU', 0):g}): add machines")
             probes = {name: dict(num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 self.group, placement_group_bundle_index=i)) for i, name in enumerate(self.names)}
-            self.options = {name: dict(probe, num_cpus=1) for name, probe in probes.items()}
+        self.options = {name: dict(probe, num_cpus=1) for name, probe in probes.items()}
         probe = ray.remote(free_port)
         while len(self.where) < len(self.names):   # a port drawn twice is drawn again
             names = [n for n in self.names if n not in self.where]
@@ -321,10 +312,7 @@ class RayChain:
         name, files = proc.name, self.files.get(proc.name)
         url = self.urls[name] if "--port" in argv else None
         ip, port, _ = self.where[name]
-        options = list(argv[2:])
-        if "--port" in options:
-            options[options.index("--port") + 1] = str(port)
-            options += ["--host", ip]
+        options = processes.restart_options(argv[2:], port) + (["--host", ip] if url else [])
         self.have[name], self.restarted[name] = {}, 0
         self.actors[name] = self.ray.remote(Stage).options(
             **self.options[name], max_restarts=self.max_restarts, max_task_retries=0,
@@ -348,8 +336,8 @@ class RayChain:
             if info["state"] in ("running", "finished") and (
                     peer is None or processes.last_status(peer) is not None):
                 self.on_start(name, info["pid"])
-                print(f"chain: {name} on {self.described(name)}, process {info['pid']}"
-                      f"{f': {url}' if url else ''}", flush=True)
+                self.say(f"{name} on {self.described(name)}, process {info['pid']}"
+                         f"{f': {url}' if url else ''}")
                 return url
             time.sleep(0.1)
         self.collect_all(wait=True)
@@ -380,9 +368,8 @@ class RayChain:
                 self.ray.kill(self.actors.pop(name), no_restart=True)
             if gone:
                 where, node = self.described(gone[0]), self.where[gone[0]][2]
-                print(f"chain: {' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'}"
-                      f" machine {where}, Ray node {node[:8]}, left the cluster; ending the run",
-                      flush=True)
+                self.say(f"{' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'} "
+                         f"machine {where}, Ray node {node[:8]}, left the cluster; ending the run")
                 return f"{gone[0]}'s machine {where} left the cluster"
         ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
         for ref in ready:
@@ -408,11 +395,10 @@ class RayChain:
             return
         self.restarted[name] = info["starts"] - 1
         self.on_start(name, info["pid"])
-        how = "from its checkpoint" if info["resumed"] else "from scratch (no checkpoint yet)"
-        print(f"chain: {name} on {self.described(name)} died (its process {before['pid']} is "
-              f"gone; its log ends: {self.last_words(name)}); Ray restarted it there as"
-              f" process {info['pid']} (restart {self.restarted[name]} of at most "
-              f"{self.max_restarts}), {how}, on port {self.where[name][1]}", flush=True)
+        self.say(f"{name} on {self.described(name)} died (its process {before['pid']} is gone; "
+                 f"its log ends: {self.last_words(name)}); Ray restarted it there as process "
+                 f"{info['pid']} (restart {self.restarted[name]} of at most {self.max_restarts}"
+                 f"), {processes.restarted_how(info['resumed'])}, on port {self.where[name][1]}")
 
     def last_words(self, name):
         """The last lines its log had before Ray restarted it (collected now)."""
@@ -427,9 +413,9 @@ class RayChain:
 
     def dead(self, name):
         self.actors.pop(name)
-        print(f"chain: {name} on {self.described(name)} died and Ray will not restart it "
-              f"(restarted {self.restarted[name]} of at most {self.max_restarts} times, "
-              f"--max-restarts): {self.why(name)}. Ending the run", flush=True)
+        self.say(f"{name} on {self.described(name)} died and Ray will not restart it (restarted "
+                 f"{self.restarted[name]} of at most {self.max_restarts} times, --max-restarts"
+                 f"): {self.why(name)}. Ending the run")
         return f"{name} died ({self.restarted[name] + 1} times)"
 
     def why(self, name):
