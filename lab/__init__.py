@@ -9,7 +9,7 @@ pictures; the tests check their tables and pictures on hand-made results).
     python -m lab.chain_speed --help    a chain's stage: its training and each message, timed
     python -m lab.wire_cost --help      a chunk of activations on the wire, JSON and binary
 
-lab/live_cost.py (lab.bench --live-cost) and lab/spread.py are imported, not run. Each module
+lab/live_cost.py (lab.bench --live-cost) and lab/report.py are imported, not run. Each module
 run as a file (`python lab/X.py`) says in one line to run it with -m instead. The top floor: it
 may import everything, and nothing imports it (docs/files.md).
 """

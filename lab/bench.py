@@ -1,30 +1,20 @@
-"""Benchmark: plain backprop against the decoupled three-process system, on one machine.
-
-Run it by hand (never from the tests); it prints Markdown tables and leaves them, with the JSON
-behind them, in a new run folder (docs/speed.md and docs/chain.md show and read them):
+"""Benchmark: plain backprop against the decoupled system, on one machine. Run it by hand
+(never from the tests); it prints Markdown tables and leaves them, with the JSON behind them,
+in a new run folder (docs/speed.md and docs/chain.md show and read them):
 
     python -m lab.bench --quick        # about 2.5 minutes
     python -m lab.bench                # the full one: five 120 s training runs plus start-up
-    python -m lab.bench --chain        # a 4-stage chain against one process, widths 32-512
-    python -m lab.bench --chain-parts  # each part of such a chain on one core; pinned chains
-    python -m lab.bench --race         # K co-located stages against one process on K cores
-    python -m lab.bench --distribution-cost   # the two-stage system against dni.py
-    python -m lab.bench --live-cost    # the input trainer's speed without and with the live page
+    python -m lab.bench --help         # the other modes: --chain, --chain-parts, --race, ...
 
 The default measures, one after another so each has the machine to itself: the protocol's
-encode + decode per example; `sgd.py` as written and in-process backprop with the decoupled
-system's settings (launch.train_backprop); the decoupled system with synthetic gradients remote
-(an HTTP request to the oracle) and local (a copy of the oracle's weights). For each training
-run: examples per second of each stage, the oracle's latency, held-out MSE against seconds, the
-time to a few MSE levels, each process's peak memory.
+codec, sgd.py as written, in-process backprop with the decoupled system's settings, and the
+three processes with synthetic gradients remote and local.
 """
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,14 +24,12 @@ if not __package__:                      # `python lab/X.py`: the imports below 
           file=sys.stderr)
     sys.exit(2)
 
-import numpy as np
-
 import chain
 import generate
 from generate import fmt
-from lab import live_cost, race, wire_cost
+from lab import live_cost, race, report, wire_cost
 from lab.race import first_time_below, mse_at
-from parts import children, snapshots
+from parts import snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.06, 0.03, 0.01)
@@ -50,9 +38,9 @@ DECOUPLED = ("remote_json", "remote_binary", "local_binary")
 PRESETS = {"quick": dict(count=20_000, seconds=25), "full": dict(count=20_000, seconds=120)}
 
 
-def time_to_levels(curve):
+def time_to_levels(curve, levels=LEVELS):
     """{level: first seconds at which held-out MSE <= level, or None} for curve [(s, mse)]."""
-    return {str(level): first_time_below(curve, level) for level in LEVELS}
+    return {str(level): first_time_below(curve, level) for level in levels}
 
 
 def run_backprop(config):
@@ -121,11 +109,9 @@ def markdown(results, preset, machine):
             ("peak memory MB (input / output / oracle)",
              lambda r: " / ".join(fmt(v, ".0f") for v in r["peak_rss_mb"].values())
              if "peak_rss_mb" in r else "-")]
-    lines = [f"lab/bench.py --{preset}: {machine}", "",
-             "| | " + " | ".join(name for name, _ in cols) + " |",
-             "|---|" + "---|" * len(cols)]
-    for label, cell in rows:
-        lines.append(f"| {label} | " + " | ".join(cell(r) for _, r in cols) + " |")
+    lines = [f"lab/bench.py --{preset}: {machine}", ""] + report.table(
+        ["", *(name for name, _ in cols)],
+        [[label, *(cell(r) for _, r in cols)] for label, cell in rows])
     codec = results["codec"]
     lines += ["", f"Protocol, encode + decode of a 500-example /provide_gradient chunk: JSON "
                   f"{codec['batched_us_per_example']:.1f} µs per example batched, "
@@ -156,8 +142,7 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
         batch_size=batch_size, decay=1.0, eval_every=max(2_000, 20 * batch_size)))[1]
     curve = [(r["seconds"], r["heldout_mse"]) for r in rows]
     one = {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
-           "final_mse": curve[-1][1],
-           "times": {str(level): first_time_below(curve, level) for level in CHAIN_LEVELS}}
+           "final_mse": curve[-1][1], "times": time_to_levels(curve, CHAIN_LEVELS)}
     run = out_dir / f"chain-w{width}"
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=CHAIN_SPLITS, count=count,
                                duration=seconds, data_dir=data, batch_size=batch_size,
@@ -177,26 +162,26 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
                       "cpu_cores": {name: (None if s is None else s / seconds)
                                     for name, s in final["cpu_s"].items()},
                       "final_mse": result["final_mse"],
-                      "times": {str(level): first_time_below(points, level)
-                                for level in CHAIN_LEVELS}}}
+                      "times": time_to_levels(points, CHAIN_LEVELS)}}
 
 
 def chain_markdown(results, machine):
-    lines = [f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
-             f"backprop of the same network in one process; {machine}.", "",
-             "| width, minibatch | one process: examples/s | chain: examples/s per stage "
-             "(1, 2, 3, 4) | chain: slowest stage / one process | chain: CPU s per streaming "
-             "s, all processes | held-out MSE at the end: one / chain | seconds to MSE 0.1: "
-             "one / chain |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for r in results:
         one, ch = r["one_process"], r["chain"]
-        stages = ", ".join(f"{v:,.0f}" for v in ch["examples_per_s"].values())
-        cores = sum(c for c in ch["cpu_cores"].values() if c is not None)
-        lines.append(f"| {r['width']}, {r['batch_size']} | {one['examples_per_s']:,.0f} | "
-                     f"{stages} | {ch['slowest_stage'] / one['examples_per_s']:.2f}x | "
-                     f"{cores:.2f} | {one['final_mse']:.4f} / {ch['final_mse']:.4f} | "
-                     f"{fmt(one['times']['0.1'], '.0f')} / {fmt(ch['times']['0.1'], '.0f')} |")
-    return "\n".join(lines)
+        rows.append([f"{r['width']}, {r['batch_size']}", f"{one['examples_per_s']:,.0f}",
+                     ", ".join(f"{v:,.0f}" for v in ch["examples_per_s"].values()),
+                     f"{ch['slowest_stage'] / one['examples_per_s']:.2f}x",
+                     f"{sum(c for c in ch['cpu_cores'].values() if c is not None):.2f}",
+                     f"{one['final_mse']:.4f} / {ch['final_mse']:.4f}",
+                     f"{fmt(one['times']['0.1'], '.0f')} / {fmt(ch['times']['0.1'], '.0f')}"])
+    return "\n".join([
+        f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
+        f"backprop of the same network in one process; {machine}.", ""] + report.table(
+        ["width, minibatch", "one process: examples/s", "chain: examples/s per stage (1, 2, 3, "
+         "4)", "chain: slowest stage / one process", "chain: CPU s per streaming s, all "
+         "processes", "held-out MSE at the end: one / chain", "seconds to MSE 0.1: one / chain"],
+        rows))
 
 
 def main_chain(args, out_dir, machine):
@@ -214,28 +199,23 @@ def main_chain(args, out_dir, machine):
 
 def run_chain_speed(env, out, *options):
     """lab/chain_speed.py's rows, run with env into the JSON file out."""
-    subprocess.run(children.script_argv("lab.chain_speed", "--out", out, *options), env=env,
-                   check=True, cwd=children.TOP)
-    return json.loads(out.read_text())["rows"]
+    return report.run_child("lab.chain_speed", out, env, "--out", out, *options)["rows"]
 
 
 def chain_parts_markdown(rows, two_threads, machine):
     """The table of lab/chain_speed.py's rows; two_threads: {(width, minibatch): one process's µs
     per example with OpenBLAS free to use every core}."""
-    lines = [f"CPU µs per example of each part of a 4-stage chain of 2-W-W-W-W-1 (cut after "
-             f"layers 1, 2, 3), each on one core (one BLAS thread), messages included; "
-             f"{machine}.", "",
-             "| width, minibatch | one process | one process, BLAS on every core (wall clock) | "
-             "stage 1 | stages 2, 3 | stage 4 | message of 500 rows, per row | slowest stage | "
-             "speed-up with a core per process |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        s = r["stage_us"]
-        both = two_threads.get((r["width"], r["batch_size"]))
-        lines.append(f"| {r['width']}, {r['batch_size']} | {r['one_process_us']:.1f} | "
-                     f"{fmt(both, '.1f')} | {s['stage1']:.1f} | {s['stage2']:.1f} | "
-                     f"{s['stage4']:.1f} | {r['message_us']:.1f} | "
-                     f"{r['slowest_stage_us']:.1f} | {r['speed_up']:.2f}x |")
-    return "\n".join(lines)
+    return "\n".join([
+        f"CPU µs per example of each part of a 4-stage chain of 2-W-W-W-W-1 (cut after layers "
+        f"1, 2, 3), each on one core (one BLAS thread), messages included; {machine}.", ""] +
+        report.table(["width, minibatch", "one process", "one process, BLAS on every core (wall "
+                      "clock)", "stage 1", "stages 2, 3", "stage 4", "message of 500 rows, per "
+                      "row", "slowest stage", "speed-up with a core per process"],
+                     [[f"{r['width']}, {r['batch_size']}", f"{r['one_process_us']:.1f}",
+                       fmt(two_threads.get((r["width"], r["batch_size"])), ".1f"),
+                       *(f"{r['stage_us'][k]:.1f}" for k in ("stage1", "stage2", "stage4")),
+                       f"{r['message_us']:.1f}", f"{r['slowest_stage_us']:.1f}",
+                       f"{r['speed_up']:.2f}x"] for r in rows]))
 
 
 def crossover(rows):
@@ -274,17 +254,18 @@ def bench_pinned(out_dir, width, batch_size, seconds):
 
 def pinned_markdown(pinned, rows):
     by = {(r["width"], r["batch_size"]): r for r in rows}
-    lines = ["A real 4-stage chain, stage 2 alone on one core, the six other processes on the "
-             "other (one BLAS thread each):", "",
-             "| width, minibatch | stage 2 with a core of its own, measured: examples/s | "
-             "stage 2 from the parts: examples/s | one process on one core: examples/s | "
-             "measured stage 2 / one process |", "|---|---|---|---|---|"]
+    lines = []
     for (width, batch_size), rate in pinned.items():
         r = by[(width, batch_size)]
         one = 1e6 / r["one_process_us"]
-        lines.append(f"| {width}, {batch_size} | {rate:,.0f} | "
-                     f"{1e6 / r['stage_us']['stage2']:,.0f} | {one:,.0f} | {rate / one:.2f}x |")
-    return "\n".join(lines)
+        lines.append([f"{width}, {batch_size}", f"{rate:,.0f}",
+                      f"{1e6 / r['stage_us']['stage2']:,.0f}", f"{one:,.0f}", f"{rate / one:.2f}x"])
+    return "\n".join([
+        "A real 4-stage chain, stage 2 alone on one core, the six other processes on the other "
+        "(one BLAS thread each):", ""] + report.table(
+        ["width, minibatch", "stage 2 with a core of its own, measured: examples/s", "stage 2 "
+         "from the parts: examples/s", "one process on one core: examples/s", "measured stage 2 "
+         "/ one process"], lines))
 
 
 def main_chain_parts(args, out_dir, machine):
@@ -352,21 +333,18 @@ def main_default(args, out_dir, machine):
 
 # (what it measures, its main, the run folder's and its files' name), for each mode.
 MODES = {
-    "chain": ("a 4-stage chain of 2-W-W-W-W-1 against one process, widths 32, 128 and 512 "
-              "(20 s a run with --quick, else 45 s)", main_chain, "bench-chain"),
-    "chain_parts": ("the CPU time of each part of a 4-stage chain on one core "
-                    "(lab/chain_speed.py) and the speed-up a core per process would give; "
-                    "real chains with stage 2 pinned to a core of its own (~8 minutes)",
+    "chain": ("a 4-stage chain of 2-W-W-W-W-1 against one process, widths 32-512 (20 s a run "
+              "with --quick, else 45 s)", main_chain, "bench-chain"),
+    "chain_parts": ("each part of a 4-stage chain timed on one core (lab/chain_speed.py), and "
+                    "real chains with stage 2 pinned to a core (~8 minutes)",
                     main_chain_parts, "bench-chain-parts"),
-    "race": ("the race (lab/race.py): a chain of K co-located stages against backprop in one "
-             "process on the same K cores, times to held-out MSE levels (~25 minutes)", None,
-             None),
-    "distribution_cost": ("chain.py --colocated's two stages against dni.py in one process, "
-                          "the same settings and seconds", None, None),
-    "live_cost": (f"the demo's three processes, the live page open in headless Chromium for "
-                  f"{live_cost.WINDOW:g} s, then closed, in turns: the input trainer's "
-                  "examples/s open against closed, and the CPU the page takes (lab/live_cost.py; "
-                  "~2 minutes)", live_cost.main_live_cost, "live-cost"),
+    "race": ("the race (lab/race.py): a chain of K co-located stages against one process on K "
+             "cores (~25 minutes)", race.main_race, None),
+    "distribution_cost": ("chain.py --colocated's two stages against dni.py in one process",
+                          race.main_distribution_cost, None),
+    "live_cost": (f"the input trainer's examples/s with the live page open and closed, "
+                  f"{live_cost.WINDOW:g} s each in turns (lab/live_cost.py; ~2 minutes)",
+                  live_cost.main_live_cost, "live-cost"),
 }
 
 
@@ -395,20 +373,16 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.race:
-        return race.main_race(args)
-    if args.distribution_cost:
-        return race.main_distribution_cost(args)
     mode = next((m for m in MODES if getattr(args, m)), None)
     run_main, name = MODES[mode][1:] if mode else (main_default, "bench")
+    if name is None:                           # the race's modes keep their own run folders
+        return run_main(args)
     out_dir = launch.new_run_dir(args.run_dir, f"{name}-")
-    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy {np.__version__}"
+    machine = report.machine()
     label = mode or ("quick" if args.quick else "full")
     print(f"lab/bench.py: {label}: {machine}; writing into {out_dir}", flush=True)
     results, table = run_main(args, out_dir, machine)
-    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2))
-    (out_dir / f"{name}.md").write_text(table + "\n")
-    print(table)
+    print(report.write(out_dir, name, table, data=results))
     print(f"lab/bench.py: {name}.md and {name}.json in {out_dir}", flush=True)
     return 0
 

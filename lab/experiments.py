@@ -37,7 +37,7 @@ import generate
 from generate import fmt
 from datasets import images
 from lab import image_table
-from lab.spread import cell, spread
+from lab.report import cell, spread
 from parts import decoupled, snapshots
 from runner import chain_eval, launch
 

@@ -24,7 +24,7 @@ import numpy as np
 
 import generate
 from datasets import images
-from lab.spread import cell, spread
+from lab.report import cell, spread
 from parts import decoupled
 from runner import launch
 
