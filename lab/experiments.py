@@ -1,19 +1,14 @@
 """Test the paper's claims on this problem: what do synthetic gradients teach layer 1?
-
-Run it by hand, from the top level; it writes report.md, report.json and report.png into its
-run folder and prints the table (docs/experiments.md has the results):
+Run it by hand; it writes report.md, report.json and report.png into its run folder and
+prints the table (docs/experiments.md has the results):
 
     python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, 2 variants
     python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 min)
     python -m lab.experiments --depth      # 1-3 decoupling points as chains (~40 min)
     python -m lab.experiments --images --quick     # every layer decoupled (lab/image_table.py)
 
-Every configuration (layer 1 trained by backprop, frozen, random directions, or a synthetic-
-gradient model with 0, 12 or 64 hidden units, conditioned or not) runs with SETTINGS in two
-worlds: one process (parts/decoupled.py, synchronous) and three (oracle.py, train_output.py
-and train_input.py in the local mode, asynchronous). Reported: held-out MSE at fixed times and
-numbers of examples over seeds, the cosine of synthetic to true gradients, examples per
-second, and whether the orderings the paper implies hold.
+Every configuration of layer 1 (backprop, frozen, random directions, or a synthetic-gradient
+model) runs with SETTINGS in one process (parts/decoupled.py) and in three (the local mode).
 """
 
 import sys
@@ -24,7 +19,6 @@ if __name__ == "__main__" and not __package__:          # python lab/X.py: no la
 
 import argparse
 import dataclasses
-import json
 import signal
 import statistics
 import textwrap
@@ -36,7 +30,7 @@ import chain
 import generate
 from generate import fmt
 from datasets import images
-from lab import image_table
+from lab import image_table, report
 from lab.report import cell, spread
 from parts import decoupled, snapshots
 from runner import chain_eval, launch
@@ -205,23 +199,17 @@ def write_report(results, out_dir, title, seconds):
                [f"at {n:,} examples" for n in EXAMPLES]
     lines = [f"# {title}", "",
              "Held-out MSE, mean (min-max) over seeds; lower is better. "
-             f"Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.", "",
-             "| configuration | world | seeds | " + " | ".join(measures) +
-             " | cosine(synthetic, true) | examples/s |",
-             "|---|---|---|" + "---|" * (len(measures) + 2)]
-    for r in rows:
-        lines.append(f"| {r['config']} | {r['world']} | {r['seeds']} | " +
-                     " | ".join(cell(r[m]) for m in measures) +
-                     f" | {cell(r['cosine'], '.2f')} | "
-                     f"{fmt(r['examples_per_s'] and r['examples_per_s'][0], ',.0f')} |")
+             f"Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.", ""]
+    lines += report.table(
+        ["configuration", "world", "seeds", *measures, "cosine(synthetic, true)", "examples/s"],
+        [[r["config"], r["world"], r["seeds"], *(cell(r[m]) for m in measures),
+          cell(r["cosine"], ".2f"), fmt(r["examples_per_s"] and r["examples_per_s"][0], ",.0f")]
+         for r in rows])
     lines += ["", "Checks:", ""]
     lines += [f"- {'yes' if ok else 'no' if ok is not None else '?'}: {text}"
               for text, ok in checks(rows, seconds)]
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "report.json").write_text(json.dumps({"runs": results, "summary": rows},
-                                                    indent=2))
-    draw_report(rows, results, out_dir / "report.png", title)
-    return "\n".join(lines)
+    return report.write(out_dir, "report", "\n".join(lines), {"runs": results, "summary": rows},
+                        lambda path: draw_report(rows, results, path, title))
 
 
 def draw_report(rows, results, path, title):
@@ -266,9 +254,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
     learning_rate), per seed: [result dicts]."""
     results = []
     for seed in seeds:
-        data = out_dir / f"data-seed{seed}"
-        if not (data / "x.npy").exists():
-            launch.generate_data(data, count, seed, env, plot=False)
+        data = seed_data(out_dir, seed, count, env)
         say(f"depth: {DEPTH_BACKPROP}, seed {seed}")
         _, rows = launch.train_backprop(launch.BackpropConfig(
             data_dir=data, seconds=seconds, sizes=DEEP, optimizer=SETTINGS["optimizer"],
@@ -297,29 +283,27 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
 def depth_table(results):
     """The depth report's Markdown table: per configuration, the final held-out MSE at 1, 2 and
     3 decoupling points (mean (min-max), seeds), and the mean cosine at the last tick."""
-    head = "| layer(s) below the last trained by | " + " | ".join(
-        f"{p} decoupling point{'s' if p > 1 else ''}" for p in DEPTH_SPLITS) + " |"
-    lines = [head, "|---|" + "---|" * len(DEPTH_SPLITS)]
-    for name in [DEPTH_BACKPROP] + [v[0] for v in DEPTH_VARIANTS]:
-        cells = []
-        for points in [0] if name == DEPTH_BACKPROP else DEPTH_SPLITS:
-            rows = [r for r in results if r["config"] == name and r["points"] == points]
-            mse = spread([r["final_mse"] for r in rows])
-            cos = [c for r in rows for c in r["cosine"]]
-            note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
-            cells.append(f"{cell(mse)} [{len(rows)}]{note}" if rows else "-")
-        cells += ["(no decoupling)"] * (len(DEPTH_SPLITS) - len(cells))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    def value(name, points):
+        rows = [r for r in results if r["config"] == name and r["points"] == points]
+        cos = [c for r in rows for c in r["cosine"]]
+        note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
+        return f"{cell(spread([r['final_mse'] for r in rows]))} [{len(rows)}]{note}" \
+            if rows else "-"
+    return "\n".join(report.table(
+        ["layer(s) below the last trained by", *(f"{p} decoupling point{'s' if p > 1 else ''}"
+                                                 for p in DEPTH_SPLITS)],
+        [[DEPTH_BACKPROP, value(DEPTH_BACKPROP, 0)] +
+         ["(no decoupling)"] * (len(DEPTH_SPLITS) - 1)] +
+        [[name, *(value(name, p) for p in DEPTH_SPLITS)] for name, _, _ in DEPTH_VARIANTS]))
 
 
 def write_depth_report(results, out_dir, title):
     """report.md (the table), results.json and depth.png (one dot per seed) into out_dir."""
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    report.write(out_dir, "results", data=results)
     table = depth_table(results)
-    (out_dir / "report.md").write_text(f"# {title}\n\nHeld-out MSE at the end, mean "
-                                       f"(min-max) [seeds]; cos: mean cosine(synthetic, true) "
-                                       f"over the boundaries at the last tick.\n\n{table}\n")
+    report.write(out_dir, "report", f"# {title}\n\nHeld-out MSE at the end, mean (min-max) "
+                 f"[seeds]; cos: mean cosine(synthetic, true) over the boundaries at the last "
+                 f"tick.\n\n{table}")
     with generate.saved_figure(out_dir / "depth.png", figsize=(8.0, 5.0),
                                layout="constrained") as (fig, ax):
         for k, (name, _, _) in enumerate(DEPTH_VARIANTS):
@@ -341,6 +325,14 @@ def write_depth_report(results, out_dir, title):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return table
+
+
+def seed_data(out_dir, seed, count, env):
+    """out_dir/data-seed<seed>: the toy's data for this seed, made once and shared by its runs."""
+    data = out_dir / f"data-seed{seed}"
+    if not (data / "x.npy").exists():
+        launch.generate_data(data, count, seed, env, plot=False)
+    return data
 
 
 def slug(name):
@@ -446,9 +438,7 @@ def main(argv=None):
 
     def run(variant, seeds):
         for seed, world in ((seed, world) for seed in seeds for world in variant.worlds):
-            data = out_dir / f"data-seed{seed}"
-            if not (data / "x.npy").exists():
-                launch.generate_data(data, args.count, seed, env, plot=False)
+            data = seed_data(out_dir, seed, args.count, env)
             folder = out_dir / f"{slug(variant.name)}-{slug(world)}-seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
             say(f"{variant.name}, {world}, seed {seed}")
