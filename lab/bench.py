@@ -360,14 +360,19 @@ def parse_args(argv):
     for name, (what, _, _) in MODES.items():
         modes.add_argument(f"--{name.replace('_', '-')}", action="store_true",
                            help=f"instead: {what}")
-    race.add_arguments(p)
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="where the tables, their JSON and the runs go (default: a new "
-                        "runs/bench-<date-time> next to this file)")
+    race.add_arguments(p, [os.cpu_count() or 1], [32, 256, 1024], (None, "3 for --race, 5 for "
+                       "--distribution-cost"), (None, "30 for --race, 40 for "
+                       "--distribution-cost, 100 for --live-cost"), 1, "--race: ", "bench-")
+    p.add_argument("--batch-sizes", type=race.ints, default=[10, 100],
+                   help="--race: minibatches (default 10,100)")
+    p.add_argument("--learning-rate", type=float, default=race.LEARNING_RATE,
+                   help=f"--race: Adam's learning rate on every layer of both sides (default "
+                        f"{race.LEARNING_RATE}, chain.py's for deep chains)")
     args = p.parse_args(argv)
-    if args.live_cost and args.seconds is None:
-        args.seconds = 100.0
-    race.check_arguments(p, args, distribution=args.distribution_cost or args.live_cost)
+    seeds, seconds = ((5, 100.0) if args.live_cost else (5, 40.0) if args.distribution_cost
+                      else (3, 30.0))
+    race.check_arguments(p, args, seeds, seconds)
+    report.positive(p, args, "learning_rate")
     return args
 
 

@@ -28,8 +28,8 @@ import generate
 import sgd
 from datasets import images
 from lab import race, report
-from lab.report import at_least, cell, ints, positive, spread
-from parts import classify, optimizers
+from lab.report import at_least, cell, spread
+from parts import classify
 from runner import launch
 
 LEVELS = (0.75, 0.80, 0.84)
@@ -55,17 +55,13 @@ def accuracy_at(points, seconds):
 
 
 def train_one_process(data, image_dir, sizes, seconds, interval, seed, count, test):
-    """The one-process side: race.train_timed with Adam, measured by test accuracy."""
+    """The one-process side, measured by test accuracy."""
     x, labels = classify.load_training(data, None, image_dir)
     x, labels = x[:count], labels[:count].astype(np.int64)
     x_test, y_test = classify.load_test(data, image_dir, test)
-    rng = np.random.default_rng(seed)
-    layers = sgd.make_network(rng, sizes, sgd.ReLU, "he")
-    optimizer = optimizers.make("adam", layers, LEARNING_RATE)
-    return race.train_timed(layers, x, labels, sgd.SoftmaxCrossEntropy,
-                            sgd.minibatches(len(x), BATCH_SIZE, rng), optimizer.step, seconds,
-                            interval, lambda: sgd.classification_scores(layers, x_test,
-                                                                        y_test)[0])
+    return race.train_adam(x, labels, sgd.SoftmaxCrossEntropy, sizes, BATCH_SIZE, LEARNING_RATE,
+                           seed, seconds, interval, lambda layers: sgd.classification_scores(
+                               layers, x_test, y_test)[0], activation=sgd.ReLU, init="he")
 
 
 def chain_side(out_dir, args, width, stages, seed):
@@ -152,16 +148,7 @@ def parse_args(argv):
                                             "against backprop in one process on K cores.")
     classify.data_arguments(p, what="classify (the toy's race is python -m lab.bench --race)",
                             images_only=True)
-    p.add_argument("--stages", type=ints, default=[2],
-                   help="K, the stages of the chain and the BLAS threads of the one process, one "
-                        "race per value (default 2, this machine's cores)")
-    p.add_argument("--widths", type=ints, default=[256, 1024],
-                   help="the hidden widths W (default 256,1024)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
-    p.add_argument("--seconds", type=float, default=60.0,
-                   help="seconds of training per run and side (default 60)")
-    p.add_argument("--interval", type=int, default=2,
-                   help="seconds between test measurements on both sides (default 2)")
+    race.add_arguments(p, [2], [256, 1024], (3, 3), (60.0, 60), 2, run_dir="image-race-")
     p.add_argument("--count", type=int, default=60_000,
                    help="training images (default all 60,000)")
     p.add_argument("--test", type=int, default=10_000,
@@ -169,14 +156,12 @@ def parse_args(argv):
     p.add_argument("--max-ahead", type=int, default=RACE_MAX_AHEAD, metavar="N",
                    help=f"the chain's flow control (chain.py --max-ahead; default "
                         f"{RACE_MAX_AHEAD:,}: a core per stage lets stage 1 run ahead)")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="folder for everything (default a new runs/image-race-<date-time>)")
     race.child_arguments(p)                                   # the race's own child
     args = p.parse_args(argv)
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
-    at_least(p, args, seeds=1, interval=1, count=1000, test=100, max_ahead=1)
-    positive(p, args, "seconds")
+    race.check_arguments(p, args)
+    at_least(p, args, count=1000, test=100, max_ahead=1)
     if args.count > 60_000 or args.test > 10_000:
         p.error("--count is at most 60,000 and --test at most 10,000")
     return args

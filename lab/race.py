@@ -101,18 +101,25 @@ def train_timed(layers, x, y, loss, batches, step, seconds, interval, measure):
     return {"points": points, "examples_per_s": examples / trained, "cpu_per_s": cpu / trained}
 
 
+def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, interval, measure,
+               **network):
+    """A network of `sizes` (sgd.make_network(..., **network)) trained by train_timed with
+    Adam on every layer; measure(layers) is the held-out measure."""
+    rng = np.random.default_rng(seed)
+    layers = sgd.make_network(rng, sizes, **network)
+    optimizer = optimizers.make("adam", layers, learning_rate)
+    return {**train_timed(layers, x, y, loss, sgd.minibatches(len(x), batch_size, rng),
+                          optimizer.step, seconds, interval, lambda: measure(layers)),
+            "blas": report.blas_info()}
+
+
 def train_one_process(data_dir, sizes, batch_size, seconds, interval, seed,
                       learning_rate=LEARNING_RATE, heldout=HELDOUT):
-    """The toy's one-process side: train_timed with Adam, measured by held-out MSE."""
-    x, y = generate.load_dataset(data_dir)                    # (N, 2), (N,)
+    """The toy's one-process side, measured by held-out MSE."""
     x_test, y_test = generate.heldout(heldout)
-    rng = np.random.default_rng(seed)
-    layers = sgd.make_network(rng, sizes)
-    optimizer = optimizers.make("adam", layers, learning_rate)
-    result = train_timed(layers, x, y, sgd.SquaredError,
-                         sgd.minibatches(len(x), batch_size, rng), optimizer.step, seconds,
-                         interval, lambda: sgd.mse(layers, x_test, y_test))
-    return {**result, "blas": report.blas_info()}
+    return train_adam(*generate.load_dataset(data_dir), sgd.SquaredError, sizes, batch_size,
+                      learning_rate, seed, seconds, interval,
+                      lambda layers: sgd.mse(layers, x_test, y_test))
 
 
 def one_process(module, out, threads, **job):
@@ -362,37 +369,33 @@ def main_distribution_cost(args):
 
 # --- The command line (lab/bench.py --race's options; --one-process is the race's child). ----
 
-def add_arguments(p):
-    """The race's options, on lab/bench.py's parser."""
-    p.add_argument("--stages", type=ints, default=[os.cpu_count() or 1],
-                   help="--race: K, the stages of the chain and the cores (BLAS threads) of the "
-                        f"one process, one race per value (default this machine's cores, "
-                        f"{os.cpu_count() or 1})")
-    p.add_argument("--widths", type=ints, default=[32, 256, 1024],
-                   help="--race: the widths W (default 32,256,1024: steps of microseconds to "
-                        "milliseconds)")
-    p.add_argument("--batch-sizes", type=ints, default=[10, 100],
-                   help="--race: minibatches (default 10,100)")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="seeds per setting (default 3 for --race, 5 for --distribution-cost)")
-    p.add_argument("--seconds", type=float, default=None,
-                   help="seconds of training per run (default 30 for --race, 40 for "
-                        "--distribution-cost, 100 for --live-cost)")
-    p.add_argument("--interval", type=int, default=1,
-                   help="--race: seconds between held-out measurements on both sides (default "
-                        "1; the chain's snapshot interval)")
-    p.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
-                   help=f"--race: Adam's learning rate on every layer of both sides (default "
-                        f"{LEARNING_RATE}, chain.py's for deep chains)")
+def add_arguments(p, stages, widths, seeds, seconds, interval, mode="", run_dir=""):
+    """The options of a race (lab.bench --race's, mode "--race: ", and lab.image_race's): K
+    and W (a race per value), seeds, seconds, the measuring interval; seeds and seconds are
+    (default, its text), the default None where the mode decides it (check_arguments)."""
+    p.add_argument("--stages", type=ints, default=stages,
+                   help=f"{mode}K, the stages of the chain and the BLAS threads of the one "
+                        f"process, one race per value (default {','.join(map(str, stages))}, "
+                        "this machine's cores)")
+    p.add_argument("--widths", type=ints, default=widths,
+                   help=f"{mode}the widths W (default {','.join(map(str, widths))})")
+    p.add_argument("--seeds", type=int, default=seeds[0],
+                   help=f"seeds per setting (default {seeds[1]})")
+    p.add_argument("--seconds", type=float, default=seconds[0],
+                   help=f"seconds of training per run and side (default {seconds[1]})")
+    p.add_argument("--interval", type=int, default=interval,
+                   help=f"{mode}seconds between held-out measurements on both sides (default "
+                        f"{interval}; the chain's snapshot interval)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help=f"folder for everything (default a new runs/{run_dir}<date-time>)")
 
 
-def check_arguments(p, args, distribution=False):
-    if args.seeds is None:
-        args.seeds = 5 if distribution else 3
-    if args.seconds is None:
-        args.seconds = 40.0 if distribution else 30.0
+def check_arguments(p, args, seeds=None, seconds=None):
+    """Fills in the mode's seeds and seconds where not given, and checks the race's options."""
+    args.seeds = seeds if args.seeds is None else args.seeds
+    args.seconds = seconds if args.seconds is None else args.seconds
     at_least(p, args, seeds=1, interval=1)
-    positive(p, args, "seconds", "learning_rate")
+    positive(p, args, "seconds")
 
 
 def main(argv=None):
