@@ -53,14 +53,19 @@ def run_backprop(config):
             "time_to": time_to_levels(curve), "wall_s": time.perf_counter() - t0}
 
 
-def run_decoupled(config, env):
-    """The three processes (launch.run_decoupled) on fresh data in config.run_dir; their
-    figures, the held-out MSE curve timed from when the input trainer began."""
-    launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
+def three_processes(config, env):
+    """launch.run_decoupled of config: (its final status, the input trainer's metrics lines,
+    the composed network's held-out MSE curve timed from when the input trainer began)."""
     final = launch.run_decoupled(config, env)
     inp = snapshots.read_metrics(config.run_dir / "metrics" / "train_input.jsonl")
-    x, y = generate.heldout()
-    curve = snapshots.composed_curve(config.run_dir / "progress", x, y, origin=inp[0]["time"])
+    return final, inp, snapshots.composed_curve(config.run_dir / "progress",
+                                                *generate.heldout(), origin=inp[0]["time"])
+
+
+def run_decoupled(config, env):
+    """The three processes on fresh data in config.run_dir; their figures."""
+    launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
+    final, inp, curve = three_processes(config, env)
     last = inp[-1]
     output, oracle = final["output_trainer"], final["oracle"]
     return {

@@ -30,7 +30,7 @@ import chain
 import generate
 from generate import fmt
 from datasets import images
-from lab import image_table, report
+from lab import bench, image_table, report
 from lab.report import cell, spread
 from parts import decoupled, snapshots
 from runner import chain_eval, launch
@@ -98,14 +98,11 @@ def decoupled_config(variant, seed, seconds, run_dir, count):
 
 
 def run_three_processes(variant, seed, seconds, run_dir, count, env):
-    """launch.run_decoupled on run_dir/data; points at each paired snapshot tick."""
-    final = launch.run_decoupled(decoupled_config(variant, seed, seconds, run_dir, count), env)
-    x, y = generate.heldout()
-    inp = snapshots.read_metrics(run_dir / "metrics" / "train_input.jsonl")
-    origin = inp[0]["time"]
-    curve = snapshots.composed_curve(run_dir / "progress", x, y, origin=origin)
-    return {"points": three_process_points(curve, inp, origin),
-            "final_mse": snapshots.composed_mse(run_dir / "progress", x, y),
+    """The three processes on run_dir/data; points at each paired snapshot tick."""
+    final, inp, curve = bench.three_processes(
+        decoupled_config(variant, seed, seconds, run_dir, count), env)
+    return {"points": three_process_points(curve, inp, inp[0]["time"]),
+            "final_mse": snapshots.composed_mse(run_dir / "progress", *generate.heldout()),
             "cosine": final["oracle"]["synthetic_gradient_quality"]["cosine_similarity"],
             "examples_per_s": inp[-1]["examples"] / max(inp[-1]["seconds"], 1e-9)}
 
