@@ -109,13 +109,10 @@ def time_message(width, folder):
     app = train_output.create_app(dict(sizes=(width, 1), max_examples=CHUNK, progress_dir=folder,
                                        send_gradients=False, wire="binary"))
     hand_over(app)
-
-    def serve_until_closed():
-        try:
-            server.run()
-        except OSError:                 # select() on the socket server.close() just closed
-            pass
-    thread = threading.Thread(target=serve_until_closed, daemon=True)
+    stop = threading.Event()           # http.serve's way to end a server run in a thread
+    thread = threading.Thread(target=http.serve, args=(server, "lab/chain_speed.py"),
+                              kwargs=dict(stop=stop, on_stop=app.config["TRAINER"].close),
+                              daemon=True)
     thread.start()
     client = synthgrad.OutputTrainerClient(
         f"http://127.0.0.1:{server.effective_port}", binary=True)
@@ -125,10 +122,8 @@ def time_message(width, folder):
         return per_example_us(lambda: client.send_examples(i, h, y), CHUNK)
     finally:
         client.close()
-        server.task_dispatcher.shutdown()    # its threads end first: none writes to a closed fd
-        server.close()
+        stop.set()
         thread.join(5)
-        app.config["TRAINER"].close()
 
 
 def measure(width, batch_size):
