@@ -43,14 +43,14 @@ def time_to_levels(curve, levels=LEVELS):
     return {str(level): first_time_below(curve, level) for level in levels}
 
 
-def run_backprop(config):
+def run_backprop(config, levels=LEVELS):
     """launch.train_backprop for config.seconds of training; its figures."""
     t0 = time.perf_counter()
     _, rows = launch.train_backprop(config)
     curve = [(row["seconds"], row["heldout_mse"]) for row in rows]
     return {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
             "final_mse": curve[-1][1], "seconds": curve[-1][0], "curve": curve,
-            "time_to": time_to_levels(curve), "wall_s": time.perf_counter() - t0}
+            "time_to": time_to_levels(curve, levels), "wall_s": time.perf_counter() - t0}
 
 
 def three_processes(config, env):
@@ -142,12 +142,10 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
     sizes = (2, width, width, width, width, 1)
     data = out_dir / "data"
     rate = chain.default_learning_rate(len(CHAIN_SPLITS) + 1)     # chain.py's, both sides
-    rows = launch.train_backprop(launch.BackpropConfig(
+    one = run_backprop(launch.BackpropConfig(
         data, seconds, sizes=sizes, optimizer="adam", learning_rate=rate,
-        batch_size=batch_size, decay=1.0, eval_every=max(2_000, 20 * batch_size)))[1]
-    curve = [(r["seconds"], r["heldout_mse"]) for r in rows]
-    one = {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
-           "final_mse": curve[-1][1], "times": time_to_levels(curve, CHAIN_LEVELS)}
+        batch_size=batch_size, decay=1.0, eval_every=max(2_000, 20 * batch_size)), CHAIN_LEVELS)
+    one["times"] = one.pop("time_to")
     run = out_dir / f"chain-w{width}"
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=CHAIN_SPLITS, count=count,
                                duration=seconds, data_dir=data, batch_size=batch_size,

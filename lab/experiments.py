@@ -19,7 +19,6 @@ if __name__ == "__main__" and not __package__:          # python lab/X.py: no la
 
 import argparse
 import dataclasses
-import signal
 import statistics
 import textwrap
 from pathlib import Path
@@ -33,7 +32,7 @@ from datasets import images
 from lab import bench, image_table, report
 from lab.report import cell, spread
 from parts import decoupled, snapshots
-from runner import chain_eval, launch
+from runner import chain_eval, launch, processes
 
 ONE, THREE = "one process", "three processes"
 # The settings every row shares: Adam for every layer and model (docs/experiments.md).
@@ -135,11 +134,8 @@ def times_for(seconds):
 
 def summarize(results, seconds):
     """One row per (configuration, world), in first-seen order: spreads over seeds."""
-    groups = {}
-    for r in results:
-        groups.setdefault((r["config"], r["world"]), []).append(r)
     rows = []
-    for (config, world), rs in groups.items():
+    for (config, world), rs in report.groups(results, "config", "world").items():
         row = {"config": config, "world": world, "seeds": len(rs),
                "final": spread([r["final_mse"] for r in rs]),
                "cosine": spread([r["cosine"] for r in rs]),
@@ -280,8 +276,10 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
 def depth_table(results):
     """The depth report's Markdown table: per configuration, the final held-out MSE at 1, 2 and
     3 decoupling points (mean (min-max), seeds), and the mean cosine at the last tick."""
+    seeds = report.groups(results, "config", "points")
+
     def value(name, points):
-        rows = [r for r in results if r["config"] == name and r["points"] == points]
+        rows = seeds.get((name, points), [])
         cos = [c for r in rows for c in r["cosine"]]
         note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
         return f"{cell(spread([r['final_mse'] for r in rows]))} [{len(rows)}]{note}" \
@@ -415,16 +413,9 @@ def main_depth(args):
     return 0
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     args = parse_args(argv)
-    # Ctrl-C and SIGTERM unwind through the launchers, which stop every process they started
-    # (even when a shell started this in the background with SIGINT ignored).
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    processes.stop_on_signals()        # Ctrl-C and SIGTERM unwind through the launchers
     if args.depth or args.images:
         return main_depth(args) if args.depth else image_table.main_images(args)
     preset = "quick" if args.quick else "full"

@@ -63,11 +63,8 @@ def run_images(data, depths, seeds, steps, on_result=None, say=print):
 def images_summary(results):
     """{(method, layers): {"accuracy": spread over seeds, "seeds": n, "cosines": [mean per
     boundary, None where never measured]}} for every (method, layers) present."""
-    groups = {}
-    for r in results:
-        groups.setdefault((r["method"], r["layers"]), []).append(r)
     summary = {}
-    for key, rs in groups.items():
+    for key, rs in report.groups(results, "method", "layers").items():
         per_boundary = zip(*[r["cosines"] for r in rs], strict=True)
         summary[key] = {"accuracy": spread([r["accuracy"] for r in rs]), "seeds": len(rs),
                         "cosines": [statistics.fmean(c) if (c := [v for v in column

@@ -29,6 +29,15 @@ def mean(values):
     return s and s[0]
 
 
+def groups(runs, *keys):
+    """{(run[key] for each key): [the runs with those values]}, in first-seen order: the seeds
+    of each setting."""
+    found = {}
+    for r in runs:
+        found.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return found
+
+
 def cell(s, spec=".4f", scale=1):
     """'mean (min-max)' of a spread, each times `scale` (100: percent), or '-'."""
     if s is None:
