@@ -28,10 +28,9 @@ import numpy as np
 import chain
 import generate
 from generate import fmt
-from datasets import images
 from lab import bench, image_table, report
 from lab.report import cell, spread
-from parts import decoupled, snapshots
+from parts import classify, decoupled, snapshots
 from runner import chain_eval, launch, processes
 
 ONE, THREE = "one process", "three processes"
@@ -342,38 +341,28 @@ DEPTH_SEEDS, DEPTH_SECONDS = 3, 45
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Compare synthetic gradients with their controls, "
                                             "in one process and in three, and write a report.")
-    quick, full, pictures = PRESETS["quick"], PRESETS["full"], image_table.IMAGE_PRESETS
+    quick, full = PRESETS["quick"], PRESETS["full"]
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true",
-                        help=f"{quick['seeds']} seed, {quick['seconds']} s a run, the three "
-                             "controls and two variants (default off)")
+                        help=f"{quick['seeds']} seed, {quick['seconds']} s a run, two variants "
+                             "(default off)")
     preset.add_argument("--full", action="store_true",
-                        help=f"{full['seeds']} seeds for the controls and the best variants, "
-                             f"{full['sweep_seeds']} for the sweep, {full['seconds']} s a run "
-                             "(the default)")
+                        help=f"{full['seeds']} seeds ({full['sweep_seeds']} for the sweep), "
+                             f"{full['seconds']} s a run (the default)")
     preset.add_argument("--depth", action="store_true",
-                        help=f"the depth experiment: {'-'.join(map(str, DEEP))} as a chain "
-                             "with 1, 2 and 3 decoupling points against backprop, "
-                             f"{DEPTH_SEEDS} seeds, {DEPTH_SECONDS} s a run (default off)")
+                        help=f"1-3 decoupling points as chains against backprop, {DEPTH_SEEDS} "
+                             f"seeds, {DEPTH_SECONDS} s a run (default off)")
     p.add_argument("--images", action="store_true",
-                   help=f"every layer decoupled on images: {', '.join(image_table.IMAGE_METHODS)}"
-                        f" at 3-6 layers, {pictures['full']['seeds']} seeds, "
-                        f"{pictures['full']['steps']} steps a run; with --quick 1 seed, 3 and 6 "
-                        "layers (default off: the toy's experiments)")
-    p.add_argument("--data", choices=images.NAMES, default="fashion-mnist",
-                   help="with --images: the images (default fashion-mnist, installed here)")
-    p.add_argument("--image-dir", type=Path, default=None,
-                   help="with --images: the folder of the four gzipped IDX files (default: "
-                        "where datasets/images.py looks)")
+                   help="every layer decoupled on images, 3-6 layers (lab/image_table.py; "
+                        "default off)")
+    classify.data_arguments(p, what="classify with --images", images_only=True)
     p.add_argument("--learning-rate", type=float, default=None,
-                   help="with --depth: every layer's Adam learning rate, every method "
-                        f"(default {DEPTH_LEARNING_RATE}; the three-process experiments use the "
-                        f"scripts' {SETTINGS['learning_rate']})")
+                   help=f"with --depth: every layer's Adam learning rate (default "
+                        f"{DEPTH_LEARNING_RATE})")
     p.add_argument("--count", type=int, default=launch.DecoupledConfig.count,
                    help="training examples per data set (default 20,000, as demo.py)")
     p.add_argument("--run-dir", type=Path, default=None,
-                   help="where the runs and the report go (default: a new "
-                        "runs/experiments-<date-time> next to this file)")
+                   help="folder for everything (default a new runs/experiments-<date-time>)")
     args = p.parse_args(argv)
     given = {name for name in ("learning_rate", "count", "data", "image_dir")
              if getattr(args, name) != p.get_default(name)}
