@@ -30,7 +30,7 @@ from generate import fmt
 from lab import live_cost, race, report, wire_cost
 from lab.race import first_time_below, mse_at
 from parts import snapshots
-from runner import chain_eval, launch
+from runner import launch
 
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
@@ -150,8 +150,7 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=CHAIN_SPLITS, count=count,
                                duration=seconds, data_dir=data, batch_size=batch_size,
                                learning_rate=rate)
-    final = chain.run_chain(config, env)
-    result = chain_eval.evaluate(run, chain.stage_sizes(sizes, CHAIN_SPLITS), cosine_points=500)
+    final, result = race.run_chain(config, env, cosine_points=500)
     streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
     per_stage = {"stage1": streamed["examples"] / streamed["seconds"]}
     for k in range(2, len(CHAIN_SPLITS) + 2):

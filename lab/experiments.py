@@ -28,10 +28,10 @@ import numpy as np
 import chain
 import generate
 from generate import fmt
-from lab import bench, image_table, report
+from lab import bench, image_table, race, report
 from lab.report import cell, spread
 from parts import classify, decoupled, snapshots
-from runner import chain_eval, launch, processes
+from runner import launch, processes
 
 ONE, THREE = "one process", "three processes"
 # The settings every row shares: Adam for every layer and model (docs/experiments.md).
@@ -262,8 +262,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
                                            duration=seconds, seed=seed, update=update,
                                            conditioned=conditioned, data_dir=data,
                                            learning_rate=learning_rate)
-                chain.run_chain(config, env)
-                r = chain_eval.evaluate(run, chain.stage_sizes(DEEP, splits))
+                r = race.run_chain(config, env)[1]
                 last = r["ticks"][-1]["cosine"] if r["ticks"] else []
                 results.append({"config": name, "points": points, "seed": seed,
                                 "final_mse": r["final_mse"],

@@ -137,15 +137,21 @@ def child_arguments(p):
 
 # --- The chain. ----------------------------------------------------------------------------------
 
+def run_chain(config, env, **evaluate):
+    """chain.run_chain of config with env, then chain_eval.evaluate(**evaluate) of its
+    snapshots: (the run's final status, the evaluation)."""
+    final = chain.run_chain(config, env)
+    return final, chain_eval.evaluate(config.run_dir, chain.stage_sizes(config.sizes,
+                                                                        config.splits), **evaluate)
+
+
 def chain_side(config, points, **evaluate):
     """chain.run_chain of config with one OpenBLAS thread a process, measured from its
     snapshots (chain_eval.evaluate with **evaluate): {"points": points(result), the examples
     per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
     second of each process}. Keeps chain.json, deletes the snapshots (GBs at wide widths)."""
     run, seconds, stages = config.run_dir, config.duration, len(config.splits) + 1
-    final = chain.run_chain(config, blas_env(1))
-    result = chain_eval.evaluate(run, chain.stage_sizes(config.sizes, config.splits),
-                                 cosine_points=500, **evaluate)
+    final, result = run_chain(config, blas_env(1), cosine_points=500, **evaluate)
     (run / "chain.json").write_text(json.dumps(result, indent=1))
     shutil.rmtree(run / "progress", ignore_errors=True)
     streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
@@ -347,8 +353,7 @@ def main_distribution_cost(args):
         run = out_dir / f"chain-s{seed}"
         config = chain.ChainConfig(run_dir=run, count=COUNT, duration=args.seconds, seed=seed,
                                    data_dir=data, colocated=True)
-        chain.run_chain(config, env)
-        two = chain_eval.evaluate(run, chain.stage_sizes(config.sizes, config.splits))["final_mse"]
+        two = run_chain(config, env)[1]["final_mse"]
         one = decoupled.run(decoupled.Config(
             data_dir=data, seconds=args.seconds, seed=seed, conditioned=True,
             batch_size=config.batch_size, learning_rate=config.learning_rate))["heldout_mse"]
