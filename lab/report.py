@@ -12,6 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:                      # `python lab/report.py`: imported, never run
+    print("lab/report.py is the lab's shared part, not a script: python -m lab.bench --help",
+          file=sys.stderr)
+    sys.exit(2)
+
 import numpy as np
 
 from parts import children
