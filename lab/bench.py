@@ -1,30 +1,20 @@
-"""Benchmark: plain backprop against the decoupled three-process system, on one machine.
-
-Run it by hand (never from the tests); it prints Markdown tables and leaves them, with the JSON
-behind them, in a new run folder (docs/speed.md and docs/chain.md show and read them):
+"""Benchmark: plain backprop against the decoupled system, on one machine. Run it by hand
+(never from the tests); it prints Markdown tables and leaves them, with the JSON behind them,
+in a new run folder (docs/speed.md and docs/chain.md show and read them):
 
     python -m lab.bench --quick        # about 2.5 minutes
     python -m lab.bench                # the full one: five 120 s training runs plus start-up
-    python -m lab.bench --chain        # a 4-stage chain against one process, widths 32-512
-    python -m lab.bench --chain-parts  # each part of such a chain on one core; pinned chains
-    python -m lab.bench --race         # K co-located stages against one process on K cores
-    python -m lab.bench --distribution-cost   # the two-stage system against dni.py
-    python -m lab.bench --live-cost    # the input trainer's speed without and with the live page
+    python -m lab.bench --help         # the other modes: --chain, --chain-parts, --race, ...
 
 The default measures, one after another so each has the machine to itself: the protocol's
-encode + decode per example; `sgd.py` as written and in-process backprop with the decoupled
-system's settings (launch.train_backprop); the decoupled system with synthetic gradients remote
-(an HTTP request to the oracle) and local (a copy of the oracle's weights). For each training
-run: examples per second of each stage, the oracle's latency, held-out MSE against seconds, the
-time to a few MSE levels, each process's peak memory.
+codec, sgd.py as written, in-process backprop with the decoupled system's settings, and the
+three processes with synthetic gradients remote and local.
 """
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,15 +24,13 @@ if not __package__:                      # `python lab/X.py`: the imports below 
           file=sys.stderr)
     sys.exit(2)
 
-import numpy as np
-
 import chain
 import generate
 from generate import fmt
-from lab import live_cost, race, wire_cost
+from lab import live_cost, race, report, wire_cost
 from lab.race import first_time_below, mse_at
-from parts import children, snapshots
-from runner import chain_eval, launch
+from parts import snapshots
+from runner import launch
 
 LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
@@ -50,29 +38,34 @@ DECOUPLED = ("remote_json", "remote_binary", "local_binary")
 PRESETS = {"quick": dict(count=20_000, seconds=25), "full": dict(count=20_000, seconds=120)}
 
 
-def time_to_levels(curve):
+def time_to_levels(curve, levels=LEVELS):
     """{level: first seconds at which held-out MSE <= level, or None} for curve [(s, mse)]."""
-    return {str(level): first_time_below(curve, level) for level in LEVELS}
+    return {str(level): first_time_below(curve, level) for level in levels}
 
 
-def run_backprop(config):
+def run_backprop(config, levels=LEVELS):
     """launch.train_backprop for config.seconds of training; its figures."""
     t0 = time.perf_counter()
     _, rows = launch.train_backprop(config)
     curve = [(row["seconds"], row["heldout_mse"]) for row in rows]
     return {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
             "final_mse": curve[-1][1], "seconds": curve[-1][0], "curve": curve,
-            "time_to": time_to_levels(curve), "wall_s": time.perf_counter() - t0}
+            "time_to": time_to_levels(curve, levels), "wall_s": time.perf_counter() - t0}
+
+
+def three_processes(config, env):
+    """launch.run_decoupled of config: (its final status, the input trainer's metrics lines,
+    the composed network's held-out MSE curve timed from when the input trainer began)."""
+    final = launch.run_decoupled(config, env)
+    inp = snapshots.read_metrics(config.run_dir / "metrics" / "train_input.jsonl")
+    return final, inp, snapshots.composed_curve(config.run_dir / "progress",
+                                                *generate.heldout(), origin=inp[0]["time"])
 
 
 def run_decoupled(config, env):
-    """The three processes (launch.run_decoupled) on fresh data in config.run_dir; their
-    figures, the held-out MSE curve timed from when the input trainer began."""
+    """The three processes on fresh data in config.run_dir; their figures."""
     launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
-    final = launch.run_decoupled(config, env)
-    inp = snapshots.read_metrics(config.run_dir / "metrics" / "train_input.jsonl")
-    x, y = generate.heldout()
-    curve = snapshots.composed_curve(config.run_dir / "progress", x, y, origin=inp[0]["time"])
+    final, inp, curve = three_processes(config, env)
     last = inp[-1]
     output, oracle = final["output_trainer"], final["oracle"]
     return {
@@ -121,11 +114,9 @@ def markdown(results, preset, machine):
             ("peak memory MB (input / output / oracle)",
              lambda r: " / ".join(fmt(v, ".0f") for v in r["peak_rss_mb"].values())
              if "peak_rss_mb" in r else "-")]
-    lines = [f"lab/bench.py --{preset}: {machine}", "",
-             "| | " + " | ".join(name for name, _ in cols) + " |",
-             "|---|" + "---|" * len(cols)]
-    for label, cell in rows:
-        lines.append(f"| {label} | " + " | ".join(cell(r) for _, r in cols) + " |")
+    lines = [f"lab/bench.py --{preset}: {machine}", ""] + report.table(
+        ["", *(name for name, _ in cols)],
+        [[label, *(cell(r) for _, r in cols)] for label, cell in rows])
     codec = results["codec"]
     lines += ["", f"Protocol, encode + decode of a 500-example /provide_gradient chunk: JSON "
                   f"{codec['batched_us_per_example']:.1f} µs per example batched, "
@@ -151,19 +142,15 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
     sizes = (2, width, width, width, width, 1)
     data = out_dir / "data"
     rate = chain.default_learning_rate(len(CHAIN_SPLITS) + 1)     # chain.py's, both sides
-    rows = launch.train_backprop(launch.BackpropConfig(
+    one = run_backprop(launch.BackpropConfig(
         data, seconds, sizes=sizes, optimizer="adam", learning_rate=rate,
-        batch_size=batch_size, decay=1.0, eval_every=max(2_000, 20 * batch_size)))[1]
-    curve = [(r["seconds"], r["heldout_mse"]) for r in rows]
-    one = {"examples_per_s": rows[-1]["examples"] / rows[-1]["seconds"],
-           "final_mse": curve[-1][1],
-           "times": {str(level): first_time_below(curve, level) for level in CHAIN_LEVELS}}
+        batch_size=batch_size, decay=1.0, eval_every=max(2_000, 20 * batch_size)), CHAIN_LEVELS)
+    one["times"] = one.pop("time_to")
     run = out_dir / f"chain-w{width}"
     config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=CHAIN_SPLITS, count=count,
                                duration=seconds, data_dir=data, batch_size=batch_size,
                                learning_rate=rate)
-    final = chain.run_chain(config, env)
-    result = chain_eval.evaluate(run, chain.stage_sizes(sizes, CHAIN_SPLITS), cosine_points=500)
+    final, result = race.run_chain(config, env, cosine_points=500)
     streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
     per_stage = {"stage1": streamed["examples"] / streamed["seconds"]}
     for k in range(2, len(CHAIN_SPLITS) + 2):
@@ -177,26 +164,26 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
                       "cpu_cores": {name: (None if s is None else s / seconds)
                                     for name, s in final["cpu_s"].items()},
                       "final_mse": result["final_mse"],
-                      "times": {str(level): first_time_below(points, level)
-                                for level in CHAIN_LEVELS}}}
+                      "times": time_to_levels(points, CHAIN_LEVELS)}}
 
 
 def chain_markdown(results, machine):
-    lines = [f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
-             f"backprop of the same network in one process; {machine}.", "",
-             "| width, minibatch | one process: examples/s | chain: examples/s per stage "
-             "(1, 2, 3, 4) | chain: slowest stage / one process | chain: CPU s per streaming "
-             "s, all processes | held-out MSE at the end: one / chain | seconds to MSE 0.1: "
-             "one / chain |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for r in results:
         one, ch = r["one_process"], r["chain"]
-        stages = ", ".join(f"{v:,.0f}" for v in ch["examples_per_s"].values())
-        cores = sum(c for c in ch["cpu_cores"].values() if c is not None)
-        lines.append(f"| {r['width']}, {r['batch_size']} | {one['examples_per_s']:,.0f} | "
-                     f"{stages} | {ch['slowest_stage'] / one['examples_per_s']:.2f}x | "
-                     f"{cores:.2f} | {one['final_mse']:.4f} / {ch['final_mse']:.4f} | "
-                     f"{fmt(one['times']['0.1'], '.0f')} / {fmt(ch['times']['0.1'], '.0f')} |")
-    return "\n".join(lines)
+        rows.append([f"{r['width']}, {r['batch_size']}", f"{one['examples_per_s']:,.0f}",
+                     ", ".join(f"{v:,.0f}" for v in ch["examples_per_s"].values()),
+                     f"{ch['slowest_stage'] / one['examples_per_s']:.2f}x",
+                     f"{sum(c for c in ch['cpu_cores'].values() if c is not None):.2f}",
+                     f"{one['final_mse']:.4f} / {ch['final_mse']:.4f}",
+                     f"{fmt(one['times']['0.1'], '.0f')} / {fmt(ch['times']['0.1'], '.0f')}"])
+    return "\n".join([
+        f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
+        f"backprop of the same network in one process; {machine}.", ""] + report.table(
+        ["width, minibatch", "one process: examples/s", "chain: examples/s per stage (1, 2, 3, "
+         "4)", "chain: slowest stage / one process", "chain: CPU s per streaming s, all "
+         "processes", "held-out MSE at the end: one / chain", "seconds to MSE 0.1: one / chain"],
+        rows))
 
 
 def main_chain(args, out_dir, machine):
@@ -214,28 +201,23 @@ def main_chain(args, out_dir, machine):
 
 def run_chain_speed(env, out, *options):
     """lab/chain_speed.py's rows, run with env into the JSON file out."""
-    subprocess.run(children.script_argv("lab.chain_speed", "--out", out, *options), env=env,
-                   check=True, cwd=children.TOP)
-    return json.loads(out.read_text())["rows"]
+    return report.run_child("lab.chain_speed", out, env, "--out", out, *options)["rows"]
 
 
 def chain_parts_markdown(rows, two_threads, machine):
     """The table of lab/chain_speed.py's rows; two_threads: {(width, minibatch): one process's µs
     per example with OpenBLAS free to use every core}."""
-    lines = [f"CPU µs per example of each part of a 4-stage chain of 2-W-W-W-W-1 (cut after "
-             f"layers 1, 2, 3), each on one core (one BLAS thread), messages included; "
-             f"{machine}.", "",
-             "| width, minibatch | one process | one process, BLAS on every core (wall clock) | "
-             "stage 1 | stages 2, 3 | stage 4 | message of 500 rows, per row | slowest stage | "
-             "speed-up with a core per process |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        s = r["stage_us"]
-        both = two_threads.get((r["width"], r["batch_size"]))
-        lines.append(f"| {r['width']}, {r['batch_size']} | {r['one_process_us']:.1f} | "
-                     f"{fmt(both, '.1f')} | {s['stage1']:.1f} | {s['stage2']:.1f} | "
-                     f"{s['stage4']:.1f} | {r['message_us']:.1f} | "
-                     f"{r['slowest_stage_us']:.1f} | {r['speed_up']:.2f}x |")
-    return "\n".join(lines)
+    return "\n".join([
+        f"CPU µs per example of each part of a 4-stage chain of 2-W-W-W-W-1 (cut after layers "
+        f"1, 2, 3), each on one core (one BLAS thread), messages included; {machine}.", ""] +
+        report.table(["width, minibatch", "one process", "one process, BLAS on every core (wall "
+                      "clock)", "stage 1", "stages 2, 3", "stage 4", "message of 500 rows, per "
+                      "row", "slowest stage", "speed-up with a core per process"],
+                     [[f"{r['width']}, {r['batch_size']}", f"{r['one_process_us']:.1f}",
+                       fmt(two_threads.get((r["width"], r["batch_size"])), ".1f"),
+                       *(f"{r['stage_us'][k]:.1f}" for k in ("stage1", "stage2", "stage4")),
+                       f"{r['message_us']:.1f}", f"{r['slowest_stage_us']:.1f}",
+                       f"{r['speed_up']:.2f}x"] for r in rows]))
 
 
 def crossover(rows):
@@ -274,17 +256,18 @@ def bench_pinned(out_dir, width, batch_size, seconds):
 
 def pinned_markdown(pinned, rows):
     by = {(r["width"], r["batch_size"]): r for r in rows}
-    lines = ["A real 4-stage chain, stage 2 alone on one core, the six other processes on the "
-             "other (one BLAS thread each):", "",
-             "| width, minibatch | stage 2 with a core of its own, measured: examples/s | "
-             "stage 2 from the parts: examples/s | one process on one core: examples/s | "
-             "measured stage 2 / one process |", "|---|---|---|---|---|"]
+    lines = []
     for (width, batch_size), rate in pinned.items():
         r = by[(width, batch_size)]
         one = 1e6 / r["one_process_us"]
-        lines.append(f"| {width}, {batch_size} | {rate:,.0f} | "
-                     f"{1e6 / r['stage_us']['stage2']:,.0f} | {one:,.0f} | {rate / one:.2f}x |")
-    return "\n".join(lines)
+        lines.append([f"{width}, {batch_size}", f"{rate:,.0f}",
+                      f"{1e6 / r['stage_us']['stage2']:,.0f}", f"{one:,.0f}", f"{rate / one:.2f}x"])
+    return "\n".join([
+        "A real 4-stage chain, stage 2 alone on one core, the six other processes on the other "
+        "(one BLAS thread each):", ""] + report.table(
+        ["width, minibatch", "stage 2 with a core of its own, measured: examples/s", "stage 2 "
+         "from the parts: examples/s", "one process on one core: examples/s", "measured stage 2 "
+         "/ one process"], lines))
 
 
 def main_chain_parts(args, out_dir, machine):
@@ -352,21 +335,18 @@ def main_default(args, out_dir, machine):
 
 # (what it measures, its main, the run folder's and its files' name), for each mode.
 MODES = {
-    "chain": ("a 4-stage chain of 2-W-W-W-W-1 against one process, widths 32, 128 and 512 "
-              "(20 s a run with --quick, else 45 s)", main_chain, "bench-chain"),
-    "chain_parts": ("the CPU time of each part of a 4-stage chain on one core "
-                    "(lab/chain_speed.py) and the speed-up a core per process would give; "
-                    "real chains with stage 2 pinned to a core of its own (~8 minutes)",
+    "chain": ("a 4-stage chain of 2-W-W-W-W-1 against one process, widths 32-512 (20 s a run "
+              "with --quick, else 45 s)", main_chain, "bench-chain"),
+    "chain_parts": ("each part of a 4-stage chain timed on one core (lab/chain_speed.py), and "
+                    "real chains with stage 2 pinned to a core (~8 minutes)",
                     main_chain_parts, "bench-chain-parts"),
-    "race": ("the race (lab/race.py): a chain of K co-located stages against backprop in one "
-             "process on the same K cores, times to held-out MSE levels (~25 minutes)", None,
-             None),
-    "distribution_cost": ("chain.py --colocated's two stages against dni.py in one process, "
-                          "the same settings and seconds", None, None),
-    "live_cost": (f"the demo's three processes, the live page open in headless Chromium for "
-                  f"{live_cost.WINDOW:g} s, then closed, in turns: the input trainer's "
-                  "examples/s open against closed, and the CPU the page takes (lab/live_cost.py; "
-                  "~2 minutes)", live_cost.main_live_cost, "live-cost"),
+    "race": ("the race (lab/race.py): a chain of K co-located stages against one process on K "
+             "cores (~25 minutes)", race.main_race, None),
+    "distribution_cost": ("chain.py --colocated's two stages against dni.py in one process",
+                          race.main_distribution_cost, None),
+    "live_cost": (f"the input trainer's examples/s with the live page open and closed, "
+                  f"{live_cost.WINDOW:g} s each in turns (lab/live_cost.py; ~2 minutes)",
+                  live_cost.main_live_cost, "live-cost"),
 }
 
 
@@ -382,33 +362,34 @@ def parse_args(argv):
     for name, (what, _, _) in MODES.items():
         modes.add_argument(f"--{name.replace('_', '-')}", action="store_true",
                            help=f"instead: {what}")
-    race.add_arguments(p)
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="where the tables, their JSON and the runs go (default: a new "
-                        "runs/bench-<date-time> next to this file)")
+    race.add_arguments(p, [os.cpu_count() or 1], [32, 256, 1024], (None, "3 for --race, 5 for "
+                       "--distribution-cost"), (None, "30 for --race, 40 for "
+                       "--distribution-cost, 100 for --live-cost"), 1, "--race: ", "bench-")
+    p.add_argument("--batch-sizes", type=race.ints, default=[10, 100],
+                   help="--race: minibatches (default 10,100)")
+    p.add_argument("--learning-rate", type=float, default=race.LEARNING_RATE,
+                   help=f"--race: Adam's learning rate on every layer of both sides (default "
+                        f"{race.LEARNING_RATE}, chain.py's for deep chains)")
     args = p.parse_args(argv)
-    if args.live_cost and args.seconds is None:
-        args.seconds = 100.0
-    race.check_arguments(p, args, distribution=args.distribution_cost or args.live_cost)
+    seeds, seconds = ((5, 100.0) if args.live_cost else (5, 40.0) if args.distribution_cost
+                      else (3, 30.0))
+    race.check_arguments(p, args, seeds, seconds)
+    report.positive(p, args, "learning_rate")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.race:
-        return race.main_race(args)
-    if args.distribution_cost:
-        return race.main_distribution_cost(args)
     mode = next((m for m in MODES if getattr(args, m)), None)
     run_main, name = MODES[mode][1:] if mode else (main_default, "bench")
+    if name is None:                           # the race's modes keep their own run folders
+        return run_main(args)
     out_dir = launch.new_run_dir(args.run_dir, f"{name}-")
-    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, numpy {np.__version__}"
+    machine = report.machine()
     label = mode or ("quick" if args.quick else "full")
     print(f"lab/bench.py: {label}: {machine}; writing into {out_dir}", flush=True)
     results, table = run_main(args, out_dir, machine)
-    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2))
-    (out_dir / f"{name}.md").write_text(table + "\n")
-    print(table)
+    print(report.write(out_dir, name, table, data=results))
     print(f"lab/bench.py: {name}.md and {name}.json in {out_dir}", flush=True)
     return 0
 

@@ -1,17 +1,13 @@
 """What a chain of stages could gain with a core per process, from the parts of its work.
-
 Run by lab/bench.py --chain-parts (one BLAS thread), which prints the table; by hand:
 
     python -m lab.chain_speed --widths 32,512 --batch-sizes 10 --out parts.json
 
-One thing after another in one process on one core, the CPU time per example of every part of
-a 4-stage chain of 2-W-W-W-W-1 (cut after layers 1, 2, 3), with the project's own code: one
-process's backprop (OutputTrainer.train_chunk on the whole network), stage 1's step, a middle
-stage's and the last stage's train_chunk, and a message (a real POST of 500 rows). A stage's
-time is its training plus every message it sends or receives, charged in full to both ends;
-with a core per process the chain runs at its slowest stage's rate, so the speed-up is one
-process's time over the slowest stage's. A model from measured parts, not a measured chain
-(docs/chain.md says what it leaves out).
+The CPU time per example of every part of a 4-stage chain of 2-W-W-W-W-1, on one core, with
+the project's own code: one process's backprop, each stage's training, and a message (a real
+POST of 500 rows). A stage costs its training plus every message it handles; with a core per
+process the chain runs at its slowest stage's rate. A model from measured parts, not a measured
+chain (docs/chain.md says what it leaves out).
 """
 
 import argparse
@@ -35,24 +31,18 @@ import sgd
 import synthgrad
 import train_middle
 import train_output
-from lab.race import ints
+from lab.report import ints, median_s
 from parts import boundary, http, optimizers, options
 
 CHUNK = synthgrad.MAX_CHUNK                 # rows per training chunk and per message
 SECONDS = 1.0                               # seconds of calls behind each median
 
 
-def per_example_us(f, rows, least=3, clock=time.process_time):
-    """Median microseconds per row of f() (which handles `rows` rows), over calls made for
-    about SECONDS (at least `least`). The clock: by default the CPU time of every thread of
-    this process."""
-    f()                                                        # warm up
-    times, t_end = [], clock() + SECONDS
-    while len(times) < least or clock() < t_end:
-        t0 = clock()
-        f()
-        times.append(clock() - t0)
-    return 1e6 * float(np.median(times)) / rows
+def per_example_us(f, rows, clock=time.process_time):
+    """Median microseconds per row of f() (which handles `rows` rows), after a warm-up, over
+    calls made for about SECONDS (at least 3); by default in the CPU time of every thread."""
+    f()
+    return 1e6 * median_s(f, 3, SECONDS, clock) / rows
 
 
 def boundary_model(width, rng, hidden=12):
@@ -119,13 +109,10 @@ def time_message(width, folder):
     app = train_output.create_app(dict(sizes=(width, 1), max_examples=CHUNK, progress_dir=folder,
                                        send_gradients=False, wire="binary"))
     hand_over(app)
-
-    def serve_until_closed():
-        try:
-            server.run()
-        except OSError:                 # select() on the socket server.close() just closed
-            pass
-    thread = threading.Thread(target=serve_until_closed, daemon=True)
+    stop = threading.Event()           # http.serve's way to end a server run in a thread
+    thread = threading.Thread(target=http.serve, args=(server, "lab/chain_speed.py"),
+                              kwargs=dict(stop=stop, on_stop=app.config["TRAINER"].close),
+                              daemon=True)
     thread.start()
     client = synthgrad.OutputTrainerClient(
         f"http://127.0.0.1:{server.effective_port}", binary=True)
@@ -135,10 +122,8 @@ def time_message(width, folder):
         return per_example_us(lambda: client.send_examples(i, h, y), CHUNK)
     finally:
         client.close()
-        server.task_dispatcher.shutdown()    # its threads end first: none writes to a closed fd
-        server.close()
+        stop.set()
         thread.join(5)
-        app.config["TRAINER"].close()
 
 
 def measure(width, batch_size):

@@ -1,19 +1,14 @@
 """Test the paper's claims on this problem: what do synthetic gradients teach layer 1?
-
-Run it by hand, from the top level; it writes report.md, report.json and report.png into its
-run folder and prints the table (docs/experiments.md has the results):
+Run it by hand; it writes report.md, report.json and report.png into its run folder and
+prints the table (docs/experiments.md has the results):
 
     python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, 2 variants
     python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 min)
     python -m lab.experiments --depth      # 1-3 decoupling points as chains (~40 min)
     python -m lab.experiments --images --quick     # every layer decoupled (lab/image_table.py)
 
-Every configuration (layer 1 trained by backprop, frozen, random directions, or a synthetic-
-gradient model with 0, 12 or 64 hidden units, conditioned or not) runs with SETTINGS in two
-worlds: one process (parts/decoupled.py, synchronous) and three (oracle.py, train_output.py
-and train_input.py in the local mode, asynchronous). Reported: held-out MSE at fixed times and
-numbers of examples over seeds, the cosine of synthetic to true gradients, examples per
-second, and whether the orderings the paper implies hold.
+Every configuration of layer 1 (backprop, frozen, random directions, or a synthetic-gradient
+model) runs with SETTINGS in one process (parts/decoupled.py) and in three (the local mode).
 """
 
 import sys
@@ -24,8 +19,6 @@ if __name__ == "__main__" and not __package__:          # python lab/X.py: no la
 
 import argparse
 import dataclasses
-import json
-import signal
 import statistics
 import textwrap
 from pathlib import Path
@@ -35,11 +28,10 @@ import numpy as np
 import chain
 import generate
 from generate import fmt
-from datasets import images
-from lab import image_table
-from lab.spread import cell, spread
-from parts import decoupled, snapshots
-from runner import chain_eval, launch
+from lab import bench, image_table, race, report
+from lab.report import cell, spread
+from parts import classify, decoupled, snapshots
+from runner import launch, processes
 
 ONE, THREE = "one process", "three processes"
 # The settings every row shares: Adam for every layer and model (docs/experiments.md).
@@ -104,14 +96,11 @@ def decoupled_config(variant, seed, seconds, run_dir, count):
 
 
 def run_three_processes(variant, seed, seconds, run_dir, count, env):
-    """launch.run_decoupled on run_dir/data; points at each paired snapshot tick."""
-    final = launch.run_decoupled(decoupled_config(variant, seed, seconds, run_dir, count), env)
-    x, y = generate.heldout()
-    inp = snapshots.read_metrics(run_dir / "metrics" / "train_input.jsonl")
-    origin = inp[0]["time"]
-    curve = snapshots.composed_curve(run_dir / "progress", x, y, origin=origin)
-    return {"points": three_process_points(curve, inp, origin),
-            "final_mse": snapshots.composed_mse(run_dir / "progress", x, y),
+    """The three processes on run_dir/data; points at each paired snapshot tick."""
+    final, inp, curve = bench.three_processes(
+        decoupled_config(variant, seed, seconds, run_dir, count), env)
+    return {"points": three_process_points(curve, inp, inp[0]["time"]),
+            "final_mse": snapshots.composed_mse(run_dir / "progress", *generate.heldout()),
             "cosine": final["oracle"]["synthetic_gradient_quality"]["cosine_similarity"],
             "examples_per_s": inp[-1]["examples"] / max(inp[-1]["seconds"], 1e-9)}
 
@@ -144,11 +133,8 @@ def times_for(seconds):
 
 def summarize(results, seconds):
     """One row per (configuration, world), in first-seen order: spreads over seeds."""
-    groups = {}
-    for r in results:
-        groups.setdefault((r["config"], r["world"]), []).append(r)
     rows = []
-    for (config, world), rs in groups.items():
+    for (config, world), rs in report.groups(results, "config", "world").items():
         row = {"config": config, "world": world, "seeds": len(rs),
                "final": spread([r["final_mse"] for r in rs]),
                "cosine": spread([r["cosine"] for r in rs]),
@@ -205,23 +191,17 @@ def write_report(results, out_dir, title, seconds):
                [f"at {n:,} examples" for n in EXAMPLES]
     lines = [f"# {title}", "",
              "Held-out MSE, mean (min-max) over seeds; lower is better. "
-             f"Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.", "",
-             "| configuration | world | seeds | " + " | ".join(measures) +
-             " | cosine(synthetic, true) | examples/s |",
-             "|---|---|---|" + "---|" * (len(measures) + 2)]
-    for r in rows:
-        lines.append(f"| {r['config']} | {r['world']} | {r['seeds']} | " +
-                     " | ".join(cell(r[m]) for m in measures) +
-                     f" | {cell(r['cosine'], '.2f')} | "
-                     f"{fmt(r['examples_per_s'] and r['examples_per_s'][0], ',.0f')} |")
+             f"Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.", ""]
+    lines += report.table(
+        ["configuration", "world", "seeds", *measures, "cosine(synthetic, true)", "examples/s"],
+        [[r["config"], r["world"], r["seeds"], *(cell(r[m]) for m in measures),
+          cell(r["cosine"], ".2f"), fmt(r["examples_per_s"] and r["examples_per_s"][0], ",.0f")]
+         for r in rows])
     lines += ["", "Checks:", ""]
     lines += [f"- {'yes' if ok else 'no' if ok is not None else '?'}: {text}"
               for text, ok in checks(rows, seconds)]
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "report.json").write_text(json.dumps({"runs": results, "summary": rows},
-                                                    indent=2))
-    draw_report(rows, results, out_dir / "report.png", title)
-    return "\n".join(lines)
+    return report.write(out_dir, "report", "\n".join(lines), {"runs": results, "summary": rows},
+                        lambda path: draw_report(rows, results, path, title))
 
 
 def draw_report(rows, results, path, title):
@@ -266,9 +246,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
     learning_rate), per seed: [result dicts]."""
     results = []
     for seed in seeds:
-        data = out_dir / f"data-seed{seed}"
-        if not (data / "x.npy").exists():
-            launch.generate_data(data, count, seed, env, plot=False)
+        data = seed_data(out_dir, seed, count, env)
         say(f"depth: {DEPTH_BACKPROP}, seed {seed}")
         _, rows = launch.train_backprop(launch.BackpropConfig(
             data_dir=data, seconds=seconds, sizes=DEEP, optimizer=SETTINGS["optimizer"],
@@ -284,8 +262,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
                                            duration=seconds, seed=seed, update=update,
                                            conditioned=conditioned, data_dir=data,
                                            learning_rate=learning_rate)
-                chain.run_chain(config, env)
-                r = chain_eval.evaluate(run, chain.stage_sizes(DEEP, splits))
+                r = race.run_chain(config, env)[1]
                 last = r["ticks"][-1]["cosine"] if r["ticks"] else []
                 results.append({"config": name, "points": points, "seed": seed,
                                 "final_mse": r["final_mse"],
@@ -297,29 +274,29 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
 def depth_table(results):
     """The depth report's Markdown table: per configuration, the final held-out MSE at 1, 2 and
     3 decoupling points (mean (min-max), seeds), and the mean cosine at the last tick."""
-    head = "| layer(s) below the last trained by | " + " | ".join(
-        f"{p} decoupling point{'s' if p > 1 else ''}" for p in DEPTH_SPLITS) + " |"
-    lines = [head, "|---|" + "---|" * len(DEPTH_SPLITS)]
-    for name in [DEPTH_BACKPROP] + [v[0] for v in DEPTH_VARIANTS]:
-        cells = []
-        for points in [0] if name == DEPTH_BACKPROP else DEPTH_SPLITS:
-            rows = [r for r in results if r["config"] == name and r["points"] == points]
-            mse = spread([r["final_mse"] for r in rows])
-            cos = [c for r in rows for c in r["cosine"]]
-            note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
-            cells.append(f"{cell(mse)} [{len(rows)}]{note}" if rows else "-")
-        cells += ["(no decoupling)"] * (len(DEPTH_SPLITS) - len(cells))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    seeds = report.groups(results, "config", "points")
+
+    def value(name, points):
+        rows = seeds.get((name, points), [])
+        cos = [c for r in rows for c in r["cosine"]]
+        note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
+        return f"{cell(spread([r['final_mse'] for r in rows]))} [{len(rows)}]{note}" \
+            if rows else "-"
+    return "\n".join(report.table(
+        ["layer(s) below the last trained by", *(f"{p} decoupling point{'s' if p > 1 else ''}"
+                                                 for p in DEPTH_SPLITS)],
+        [[DEPTH_BACKPROP, value(DEPTH_BACKPROP, 0)] +
+         ["(no decoupling)"] * (len(DEPTH_SPLITS) - 1)] +
+        [[name, *(value(name, p) for p in DEPTH_SPLITS)] for name, _, _ in DEPTH_VARIANTS]))
 
 
 def write_depth_report(results, out_dir, title):
     """report.md (the table), results.json and depth.png (one dot per seed) into out_dir."""
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    report.write(out_dir, "results", data=results)
     table = depth_table(results)
-    (out_dir / "report.md").write_text(f"# {title}\n\nHeld-out MSE at the end, mean "
-                                       f"(min-max) [seeds]; cos: mean cosine(synthetic, true) "
-                                       f"over the boundaries at the last tick.\n\n{table}\n")
+    report.write(out_dir, "report", f"# {title}\n\nHeld-out MSE at the end, mean (min-max) "
+                 f"[seeds]; cos: mean cosine(synthetic, true) over the boundaries at the last "
+                 f"tick.\n\n{table}")
     with generate.saved_figure(out_dir / "depth.png", figsize=(8.0, 5.0),
                                layout="constrained") as (fig, ax):
         for k, (name, _, _) in enumerate(DEPTH_VARIANTS):
@@ -343,6 +320,14 @@ def write_depth_report(results, out_dir, title):
     return table
 
 
+def seed_data(out_dir, seed, count, env):
+    """out_dir/data-seed<seed>: the toy's data for this seed, made once and shared by its runs."""
+    data = out_dir / f"data-seed{seed}"
+    if not (data / "x.npy").exists():
+        launch.generate_data(data, count, seed, env, plot=False)
+    return data
+
+
 def slug(name):
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
@@ -355,38 +340,28 @@ DEPTH_SEEDS, DEPTH_SECONDS = 3, 45
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Compare synthetic gradients with their controls, "
                                             "in one process and in three, and write a report.")
-    quick, full, pictures = PRESETS["quick"], PRESETS["full"], image_table.IMAGE_PRESETS
+    quick, full = PRESETS["quick"], PRESETS["full"]
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", action="store_true",
-                        help=f"{quick['seeds']} seed, {quick['seconds']} s a run, the three "
-                             "controls and two variants (default off)")
+                        help=f"{quick['seeds']} seed, {quick['seconds']} s a run, two variants "
+                             "(default off)")
     preset.add_argument("--full", action="store_true",
-                        help=f"{full['seeds']} seeds for the controls and the best variants, "
-                             f"{full['sweep_seeds']} for the sweep, {full['seconds']} s a run "
-                             "(the default)")
+                        help=f"{full['seeds']} seeds ({full['sweep_seeds']} for the sweep), "
+                             f"{full['seconds']} s a run (the default)")
     preset.add_argument("--depth", action="store_true",
-                        help=f"the depth experiment: {'-'.join(map(str, DEEP))} as a chain "
-                             "with 1, 2 and 3 decoupling points against backprop, "
-                             f"{DEPTH_SEEDS} seeds, {DEPTH_SECONDS} s a run (default off)")
+                        help=f"1-3 decoupling points as chains against backprop, {DEPTH_SEEDS} "
+                             f"seeds, {DEPTH_SECONDS} s a run (default off)")
     p.add_argument("--images", action="store_true",
-                   help=f"every layer decoupled on images: {', '.join(image_table.IMAGE_METHODS)}"
-                        f" at 3-6 layers, {pictures['full']['seeds']} seeds, "
-                        f"{pictures['full']['steps']} steps a run; with --quick 1 seed, 3 and 6 "
-                        "layers (default off: the toy's experiments)")
-    p.add_argument("--data", choices=images.NAMES, default="fashion-mnist",
-                   help="with --images: the images (default fashion-mnist, installed here)")
-    p.add_argument("--image-dir", type=Path, default=None,
-                   help="with --images: the folder of the four gzipped IDX files (default: "
-                        "where datasets/images.py looks)")
+                   help="every layer decoupled on images, 3-6 layers (lab/image_table.py; "
+                        "default off)")
+    classify.data_arguments(p, what="classify with --images", images_only=True)
     p.add_argument("--learning-rate", type=float, default=None,
-                   help="with --depth: every layer's Adam learning rate, every method "
-                        f"(default {DEPTH_LEARNING_RATE}; the three-process experiments use the "
-                        f"scripts' {SETTINGS['learning_rate']})")
+                   help=f"with --depth: every layer's Adam learning rate (default "
+                        f"{DEPTH_LEARNING_RATE})")
     p.add_argument("--count", type=int, default=launch.DecoupledConfig.count,
                    help="training examples per data set (default 20,000, as demo.py)")
     p.add_argument("--run-dir", type=Path, default=None,
-                   help="where the runs and the report go (default: a new "
-                        "runs/experiments-<date-time> next to this file)")
+                   help="folder for everything (default a new runs/experiments-<date-time>)")
     args = p.parse_args(argv)
     given = {name for name in ("learning_rate", "count", "data", "image_dir")
              if getattr(args, name) != p.get_default(name)}
@@ -426,16 +401,9 @@ def main_depth(args):
     return 0
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     args = parse_args(argv)
-    # Ctrl-C and SIGTERM unwind through the launchers, which stop every process they started
-    # (even when a shell started this in the background with SIGINT ignored).
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    processes.stop_on_signals()        # Ctrl-C and SIGTERM unwind through the launchers
     if args.depth or args.images:
         return main_depth(args) if args.depth else image_table.main_images(args)
     preset = "quick" if args.quick else "full"
@@ -446,9 +414,7 @@ def main(argv=None):
 
     def run(variant, seeds):
         for seed, world in ((seed, world) for seed in seeds for world in variant.worlds):
-            data = out_dir / f"data-seed{seed}"
-            if not (data / "x.npy").exists():
-                launch.generate_data(data, args.count, seed, env, plot=False)
+            data = seed_data(out_dir, seed, args.count, env)
             folder = out_dir / f"{slug(variant.name)}-{slug(world)}-seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
             say(f"{variant.name}, {world}, seed {seed}")

@@ -3,23 +3,15 @@ backprop of the same network in one process on the same K cores, to the same tes
 levels. Run by hand, never in the tests:
 
     python -m lab.image_race                           # K = 2, widths 256,1024, 3 seeds (~20 min)
-    python -m lab.image_race --stages 2,4,8 --seeds 1 --seconds 40   # tools/image-race-16-cores.sh
-    python -m lab.image_race --help
 
-The network is 784-W-...-W-10 with K hidden layers of width W, every layer but the last its own
-stage: the paper's feed-forward networks, every layer decoupled. Both sides take chain.py's
-settings for images (ReLU, He's init, softmax cross-entropy, Adam at chain.IMAGES's learning
-rate, minibatches of 100) and the same images; the one process trains with sgd.train on K BLAS
-threads, the chain is chain.run_chain --data --colocated (stage 1 at most --max-ahead ahead),
-a BLAS thread a process, as lab/race.py runs both sides and measures them. image-race.md,
-image-race.json and image-race.png (accuracy against seconds, a panel per K and width) go into
-the run folder.
+784-W x K-10, every layer but the last its own stage, both sides with chain.py's settings for
+images, run and measured as lab/race.py runs the toy's race (docs/chain.md, "The race on
+images"). image-race.md, image-race.json and image-race.png go into the run folder.
 """
 
 import argparse
 import itertools
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -35,15 +27,13 @@ import chain
 import generate
 import sgd
 from datasets import images
-from lab import race
-from lab.spread import cell, spread
-from parts import classify, optimizers
-from runner import chain_eval, launch
+from lab import race, report
+from lab.report import at_least, cell, spread
+from parts import classify
+from runner import launch
 
 LEVELS = (0.75, 0.80, 0.84)
-# The chain's --max-ahead in the race: a core per stage lets stage 1 run further ahead than
-# chain.py's 200, which steadies 4 stages sharing 2 cores (docs/chain.md).
-RACE_MAX_AHEAD = 1_000
+RACE_MAX_AHEAD = 1_000          # the chain's --max-ahead (docs/speed.md says why)
 BATCH_SIZE, LEARNING_RATE = chain.IMAGES["batch_size"], chain.IMAGES["learning_rate"]
 
 
@@ -65,55 +55,45 @@ def accuracy_at(points, seconds):
 
 
 def train_one_process(data, image_dir, sizes, seconds, interval, seed, count, test):
-    """The one-process side: race.train_timed with Adam, measured by test accuracy."""
+    """The one-process side, measured by test accuracy."""
     x, labels = classify.load_training(data, None, image_dir)
     x, labels = x[:count], labels[:count].astype(np.int64)
     x_test, y_test = classify.load_test(data, image_dir, test)
-    rng = np.random.default_rng(seed)
-    layers = sgd.make_network(rng, sizes, sgd.ReLU, "he")
-    optimizer = optimizers.make("adam", layers, LEARNING_RATE)
-    return race.train_timed(layers, x, labels, sgd.SoftmaxCrossEntropy,
-                            sgd.minibatches(len(x), BATCH_SIZE, rng), optimizer.step, seconds,
-                            interval, lambda: sgd.classification_scores(layers, x_test,
-                                                                        y_test)[0])
+    return race.train_adam(x, labels, sgd.SoftmaxCrossEntropy, sizes, BATCH_SIZE, LEARNING_RATE,
+                           seed, seconds, interval, lambda layers: sgd.classification_scores(
+                               layers, x_test, y_test)[0], activation=sgd.ReLU, init="he")
 
 
 def chain_side(out_dir, args, width, stages, seed):
-    """A --colocated chain of the race's network with chain.py's image settings, one OpenBLAS
-    thread a process, measured from its snapshots."""
+    """A --colocated chain of the race's network with chain.py's image settings."""
     sizes, splits = layout(width, stages)
-    run = out_dir / f"chain-w{width}-k{stages}-s{seed}"
     config = chain.ChainConfig(
-        run_dir=run, sizes=sizes, splits=splits, count=args.count, duration=args.seconds,
-        seed=seed, snapshot_interval=args.interval, colocated=True, data=args.data,
-        image_dir=args.image_dir, max_ahead=args.max_ahead,
+        run_dir=out_dir / f"chain-w{width}-k{stages}-s{seed}", sizes=sizes, splits=splits,
+        count=args.count, duration=args.seconds, seed=seed, snapshot_interval=args.interval,
+        colocated=True, data=args.data, image_dir=args.image_dir, max_ahead=args.max_ahead,
         **{k: v for k, v in chain.IMAGES.items()
            if k not in ("sizes", "splits", "count", "max_ahead")})
-    final = chain.run_chain(config, race.blas_env(1))
-    result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=args.test,
-                                 cosine_points=500, data=args.data, image_dir=args.image_dir)
-    return {"points": [(0.0, result["initial_accuracy"])] +
-            [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
-            [(args.seconds, result["final_accuracy"])],
-            **race.chain_speeds(run, stages, result, final, args.seconds)}
+    return race.chain_side(
+        config, lambda result: [(0.0, result["initial_accuracy"])] +
+        [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
+        [(args.seconds, result["final_accuracy"])],
+        heldout=args.test, data=args.data, image_dir=args.image_dir)
 
 
 def markdown(results, machine):
-    lines = [f"Machine: {machine}.", "",
-             "| K, width | side | examples/s (chain: slowest stage) | "
-             + " | ".join(f"s to {100 * lv:g}%" for lv in LEVELS) + " | "
-             + " | ".join(f"accuracy at {t:g} s, %" for t in results[0]["summary"]["times"])
-             + " |", "|---|---|---|" + "---|" * (len(LEVELS) + 3)]
+    rows = []
     for r in results:
         s = r["summary"]
         for side, name, speed in (("one", "one process", s["one"]["examples_per_s"]),
                                   ("chain", "chain", s["chain"]["slowest_stage_per_s"])):
-            lines.append(
-                f"| {r['stages']}, {r['width']} | {name} | {speed:,.0f} | "
-                + " | ".join(race.cell_times(s[side]["to_level"][f"{lv:g}"]) for lv in LEVELS)
-                + " | " + " | ".join(cell(spread(s[side]["accuracy_at"][f"{t:g}"]), ".1f", 100)
-                                     for t in s["times"]) + " |")
-    return "\n".join(lines)
+            rows.append([f"{r['stages']}, {r['width']}", name, f"{speed:,.0f}",
+                         *(race.cell_times(s[side]["to_level"][f"{lv:g}"]) for lv in LEVELS),
+                         *(cell(spread(s[side]["accuracy_at"][f"{t:g}"]), ".1f", 100)
+                           for t in s["times"])])
+    return "\n".join([f"Machine: {machine}.", ""] + report.table(
+        ["K, width", "side", "examples/s (chain: slowest stage)",
+         *(f"s to {100 * lv:g}%" for lv in LEVELS),
+         *(f"accuracy at {t:g} s, %" for t in results[0]["summary"]["times"])], rows))
 
 
 def draw(results, path):
@@ -139,7 +119,7 @@ def draw(results, path):
 def main_race(args):
     images.find(args.data, args.image_dir, download=False)     # one line now, not mid-race
     out_dir = launch.new_run_dir(args.run_dir, "image-race-")
-    machine = (f"{race.machine()}; {args.data}, {args.count:,} training images, "
+    machine = (f"{report.machine()}; {args.data}, {args.count:,} training images, "
                f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
                f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
                f"{args.seconds:g} s a run, {args.seeds} seeds")
@@ -159,7 +139,7 @@ def main_race(args):
                                                          seed)},
         lambda runs: race.summarise(runs, args.seconds, LEVELS, first_time_at, accuracy_at,
                                     "accuracy_at"), machine)
-    return race.report(out_dir, "image-race", markdown(results, machine),
+    return race.finish(out_dir, "image-race", markdown(results, machine),
                        lambda path: draw(results, path))
 
 
@@ -168,37 +148,20 @@ def parse_args(argv):
                                             "against backprop in one process on K cores.")
     classify.data_arguments(p, what="classify (the toy's race is python -m lab.bench --race)",
                             images_only=True)
-    p.add_argument("--stages", type=race.ints, default=[2],
-                   help="K, the stages of the chain and the BLAS threads of the one process, one "
-                        "race per value (default 2, this machine's cores)")
-    p.add_argument("--widths", type=race.ints, default=[256, 1024],
-                   help="the hidden widths W (default 256,1024)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
-    p.add_argument("--seconds", type=float, default=60.0,
-                   help="seconds of training per run and side (default 60)")
-    p.add_argument("--interval", type=int, default=2,
-                   help="seconds between test measurements on both sides (default 2)")
+    race.add_arguments(p, [2], [256, 1024], (3, 3), (60.0, 60), 2, run_dir="image-race-")
     p.add_argument("--count", type=int, default=60_000,
                    help="training images (default all 60,000)")
     p.add_argument("--test", type=int, default=10_000,
                    help="test images measured (default all 10,000)")
     p.add_argument("--max-ahead", type=int, default=RACE_MAX_AHEAD, metavar="N",
-                   help="the chain's flow control (chain.py --max-ahead; default "
-                        f"{RACE_MAX_AHEAD:,}, not chain.py's {chain.IMAGES['max_ahead']}: a core "
-                        "per stage lets stage 1 run ahead)")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="folder for everything (default a new runs/image-race-<date-time>)")
+                   help=f"the chain's flow control (chain.py --max-ahead; default "
+                        f"{RACE_MAX_AHEAD:,}: a core per stage lets stage 1 run ahead)")
     race.child_arguments(p)                                   # the race's own child
     args = p.parse_args(argv)
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
-    for name, low in (("seeds", 1), ("interval", 1), ("count", 1000), ("test", 100),
-                      ("max_ahead", 1)):
-        if getattr(args, name) < low:
-            p.error(f"--{name.replace('_', '-')} must be at least {low} (got "
-                    f"{getattr(args, name)})")
-    if not (args.seconds > 0 and math.isfinite(args.seconds)):
-        p.error(f"--seconds must be positive (got {args.seconds:g})")
+    race.check_arguments(p, args)
+    at_least(p, args, count=1000, test=100, max_ahead=1)
     if args.count > 60_000 or args.test > 10_000:
         p.error("--count is at most 60,000 and --test at most 10,000")
     return args

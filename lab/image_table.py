@@ -1,8 +1,7 @@
 """The images table: every layer decoupled on Fashion-MNIST (or MNIST), one row per method and
-one column per depth, as the paper's feed-forward table; parts/decoupled.py trains. Run it as
-`python -m lab.experiments --images [--quick]`, from the top level. It writes report.md (test
-accuracy over seeds, each boundary's cosine), report.json (every run's curve, saved after every
-run) and images.png (accuracy over steps, drawn from report.json) into its run folder.
+one column per depth, as the paper's feed-forward table. Run it as `python -m lab.experiments
+--images [--quick]`; report.md, report.json (saved after every run) and images.png go into its
+run folder (docs/images.md shows them).
 """
 
 import sys
@@ -13,8 +12,6 @@ if __name__ == "__main__" and not __package__:          # python lab/X.py: no la
     sys.exit(2)
 
 import json
-import os
-import platform
 import statistics
 import textwrap
 import time
@@ -24,7 +21,8 @@ import numpy as np
 
 import generate
 from datasets import images
-from lab.spread import cell, spread
+from lab import report
+from lab.report import cell, spread
 from parts import decoupled
 from runner import launch
 
@@ -65,11 +63,8 @@ def run_images(data, depths, seeds, steps, on_result=None, say=print):
 def images_summary(results):
     """{(method, layers): {"accuracy": spread over seeds, "seeds": n, "cosines": [mean per
     boundary, None where never measured]}} for every (method, layers) present."""
-    groups = {}
-    for r in results:
-        groups.setdefault((r["method"], r["layers"]), []).append(r)
     summary = {}
-    for key, rs in groups.items():
+    for key, rs in report.groups(results, "method", "layers").items():
         per_boundary = zip(*[r["cosines"] for r in rs], strict=True)
         summary[key] = {"accuracy": spread([r["accuracy"] for r in rs]), "seeds": len(rs),
                         "cosines": [statistics.fmean(c) if (c := [v for v in column
@@ -89,49 +84,32 @@ def images_tables(results):
     summary = images_summary(results)
     depths = sorted({r["layers"] for r in results})
     methods = [m for m in IMAGE_METHODS if any(r["method"] == m for r in results)]
-    head = "| method | " + " | ".join(f"{d} layers" for d in depths) + " |"
-    rule = "|---|" + "---|" * len(depths)
-    accuracy = [head, rule] + [
-        f"| {IMAGE_METHODS[m]} | " + " | ".join(
-            percent(summary[m, d]["accuracy"]) if (m, d) in summary else "-"
-            for d in depths) + " |" for m in methods]
-    cosines = [head, rule]
-    for m in (m for m in methods if m in ("cdni", "dni")):
-        cells = []
-        for d in depths:
-            values = summary[m, d]["cosines"] if (m, d) in summary else []
-            cells.append(", ".join("-" if c is None else f"{c:.2f}" for c in values) or "-")
-        cosines.append(f"| {IMAGE_METHODS[m]} | " + " | ".join(cells) + " |")
-    return "\n".join(accuracy), "\n".join(cosines)
+
+    def grid(rows, value):
+        return "\n".join(report.table(["method", *(f"{d} layers" for d in depths)], [
+            [IMAGE_METHODS[m], *(value(summary[m, d]) if (m, d) in summary else "-"
+                                 for d in depths)] for m in rows]))
+    return (grid(methods, lambda s: percent(s["accuracy"])),
+            grid([m for m in methods if m in ("cdni", "dni")], lambda s: ", ".join(
+                "-" if c is None else f"{c:.2f}" for c in s["cosines"]) or "-"))
 
 
-def machine():
-    """The machine in words: CPU model, cores, Python, numpy, BLAS threads."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
-    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
-    return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy "
-            f"{np.__version__}, OPENBLAS_NUM_THREADS={threads}")
-
-
-def write_images_report(report, out_dir):
+def write_images_report(results, out_dir):
     """report.md, report.json and images.png from report = {"title", "setting", "runs",
     optionally "seconds"}. The picture is drawn from report.json as written."""
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    accuracy, cosines = images_tables(report["runs"])
-    took = (f" The run took {report['seconds'] / 60:.0f} minutes."
-            if report.get("seconds") is not None else "")
-    text = (f"# {report['title']}\n\n{report['setting']}{took}\n\n"
+    report.write(out_dir, "report", data=results)
+    accuracy, cosines = images_tables(results["runs"])
+    took = (f" The run took {results['seconds'] / 60:.0f} minutes."
+            if results.get("seconds") is not None else "")
+    text = (f"# {results['title']}\n\n{results['setting']}{took}\n\n"
             f"Test accuracy (%) on the 10,000 test images after the last step, mean (min-max) "
             f"over seeds:\n\n{accuracy}\n\nMean cosine between each boundary's synthetic "
             f"gradient and the true one (full backprop of the current network) on 1,000 fixed "
             f"training examples at the last step, boundary 1 (lowest) first, mean over seeds:"
-            f"\n\n{cosines}\n\n![accuracy over steps](images.png)\n")
-    (out_dir / "report.md").write_text(text)
+            f"\n\n{cosines}\n\n![accuracy over steps](images.png)")
+    report.write(out_dir, "report", text)
     draw_images(out_dir / "report.json", out_dir / "images.png")
-    return text
+    return text + "\n"
 
 
 def draw_images(report_json, path):
@@ -181,7 +159,7 @@ def main_images(args):
                f"model (docs/images.md says why); minibatches of {defaults.batch_size}; {steps} "
                f"steps per run (the same for every method); linear synthetic-gradient models, "
                f"last layer zero; test accuracy on all 10,000 test images; float32; seeds "
-               f"0-{p['seeds'] - 1}. Machine: {machine()}.")
+               f"0-{p['seeds'] - 1}. Machine: {report.machine()}.")
     print(f"lab/experiments.py: {title}, into {out_dir}", flush=True)
     t0 = time.perf_counter()
 

@@ -1,13 +1,8 @@
-"""What watching costs: the input trainer's speed with the live page open and closed in turns.
-
-Run through lab/bench.py (a measurement by hand, never from the tests; it needs a browser):
+"""What watching costs: the input trainer's speed with the live page open and closed in turns,
+WINDOW seconds each, in one run of the demo's three processes; and the CPU the page's server
+and headless Chromium take. Run through lab/bench.py (it needs a browser):
 
     python -m lab.bench --live-cost --seconds 100
-
-One run of the demo's three processes; the live page is served all the while and headless
-Chromium opens it for WINDOW seconds, then closes it (about:blank) for WINDOW seconds, in turns.
-live-cost.md and live-cost.json (in the run folder) give the input trainer's examples/s in each
-window and the CPU the page's server and the browser took.
 """
 
 import shlex
@@ -23,6 +18,7 @@ if not __package__:                      # `python lab/X.py`: the imports below 
 
 import numpy as np
 
+from lab import report
 from parts import children, snapshots
 from runner import launch, processes
 
@@ -102,12 +98,12 @@ def main_live_cost(args, out_dir, machine):
     closed = [r["examples_per_s"] for r in rows if not r["open"]]
     return rows, "\n".join(
         [f"The input trainer's examples/s with the live page open in headless Chromium and "
-         f"closed, {WINDOW:g} s each in turns, one run ({machine}):", "",
-         "| window | page | input trainer: examples/s | CPU s per s: the page's server, "
-         "the browser |", "|---|---|---|---|"] +
-        [f"| {k + 1} | {'open' if r['open'] else 'closed'} | {r['examples_per_s']:,.0f} | "
-         f"{r['page_cpu_s_per_s']:.2f}, {r['browser_cpu_s_per_s']:.2f} |"
-         for k, r in enumerate(rows)] +
+         f"closed, {WINDOW:g} s each in turns, one run ({machine}):", ""] + report.table(
+            ["window", "page", "input trainer: examples/s",
+             "CPU s per s: the page's server, the browser"],
+            [[k + 1, "open" if r["open"] else "closed", f"{r['examples_per_s']:,.0f}",
+              f"{r['page_cpu_s_per_s']:.2f}, {r['browser_cpu_s_per_s']:.2f}"]
+             for k, r in enumerate(rows)]) +
         ["", f"Open / closed: {np.mean(opened) / np.mean(closed):.3f} of the examples/s "
              f"(open {min(opened):,.0f}-{max(opened):,.0f}, closed {min(closed):,.0f}-"
              f"{max(closed):,.0f})" if opened and closed else "Too short: no open and closed "

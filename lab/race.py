@@ -1,34 +1,22 @@
 """The race: a chain of K stages in K processes against backprop of the same network in one
-process on the same K cores, to the same held-out MSE levels. Run by hand, never in the tests:
+process on the same K cores, to the same held-out MSE levels. Run by hand through lab.bench:
 
-    python -m lab.bench --race                        # K = this machine's cores, ~25 min
-    python -m lab.bench --race --stages 2,4,8 --widths 256,1024 --batch-sizes 100 --seeds 1 \\
-        --seconds 15                          # the 16-core machine's (tools/race-16-cores.sh)
-    python -m lab.bench --distribution-cost           # the two-stage system against dni.py, 5 seeds
+    python -m lab.bench --race                  # K = this machine's cores, ~25 min
+    python -m lab.bench --distribution-cost     # the two-stage system against dni.py, 5 seeds
 
-The network is 2-W-...-W-1 with K + 1 hidden layers of width W, cut after layers 2, ..., K:
-every stage holds one W x W layer, so a chain could at best run K times as fast as one process.
-Both sides: the same 20,000 examples, Adam at the same learning rate on every layer, the same
-minibatch, the same 5,000 held-out points.
-
-- one process: sgd.train of the whole network, OpenBLAS allowed K threads, held-out MSE
-  measured every --interval seconds of training (measuring is not counted: it favours this side);
-- the chain: chain.run_chain --colocated, one OpenBLAS thread per process, snapshots every
-  --interval seconds, measured afterwards (chain_eval.evaluate) from when stage 1 began streaming.
-
-race.md (the tables), race.json and race.png (time to each level against width) go into the run
-folder. lab/image_race.py runs the same race on images with the functions here.
+The network 2-W-...-W-1 is cut so that every stage holds one W x W layer: a chain could at best
+run K times as fast. Both sides get the same data, optimizer, minibatch and held-out points
+(docs/chain.md, "The race"). race.md, race.json and race.png go into the run folder;
+lab/image_race.py runs the same race on images with the functions here.
 """
 
 import argparse
-import ctypes
 import itertools
 import json
 import math
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,9 +30,11 @@ import numpy as np
 
 import chain
 import generate
+from generate import fmt
 import sgd
-from lab.spread import cell, spread
-from parts import children, decoupled, optimizers, snapshots
+from lab import report
+from lab.report import at_least, cell, ints, mean, positive, run_child, spread
+from parts import decoupled, optimizers, snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.05, 0.02, 0.01)
@@ -84,38 +74,6 @@ def trained_per_s(metrics_path):
             (rows[-1]["time"] - rows[0]["time"]))
 
 
-def blas_info():
-    """What numpy's BLAS says of itself: its configuration line and the kernel it chose for
-    this processor (OpenBLAS's core name), read from the loaded library; {} if not OpenBLAS."""
-    found = sorted({line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
-                    if "openblas" in line.lower() and line.split()[-1].startswith("/")})
-    info = {}
-    for path in found[:1]:
-        lib = ctypes.CDLL(path)
-        for key, names in (("core", ("scipy_openblas_get_corename64_", "openblas_get_corename")),
-                           ("config", ("scipy_openblas_get_config64_", "openblas_get_config"))):
-            for name in names:
-                f = getattr(lib, name, None)
-                if f is not None:
-                    f.restype = ctypes.c_char_p
-                    info[key] = f().decode()
-                    break
-    return info
-
-
-def machine():
-    """This machine in a phrase: cores, processor, Python, numpy and OpenBLAS's kernel."""
-    model = "unknown processor"
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in
-                      Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return (f"{len(os.sched_getaffinity(0))} cores ({model}), Python {sys.version.split()[0]}, "
-            f"numpy {np.__version__}, OpenBLAS kernel {blas_info().get('core', '?')}")
-
-
 def blas_env(threads):
     """The children's environment with OpenBLAS (and OpenMP) held to `threads` threads."""
     return {**launch.child_env(), "OPENBLAS_NUM_THREADS": str(threads),
@@ -143,26 +101,32 @@ def train_timed(layers, x, y, loss, batches, step, seconds, interval, measure):
     return {"points": points, "examples_per_s": examples / trained, "cpu_per_s": cpu / trained}
 
 
+def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, interval, measure,
+               **network):
+    """A network of `sizes` (sgd.make_network(..., **network)) trained by train_timed with
+    Adam on every layer; measure(layers) is the held-out measure."""
+    rng = np.random.default_rng(seed)
+    layers = sgd.make_network(rng, sizes, **network)
+    optimizer = optimizers.make("adam", layers, learning_rate)
+    return {**train_timed(layers, x, y, loss, sgd.minibatches(len(x), batch_size, rng),
+                          optimizer.step, seconds, interval, lambda: measure(layers)),
+            "blas": report.blas_info()}
+
+
 def train_one_process(data_dir, sizes, batch_size, seconds, interval, seed,
                       learning_rate=LEARNING_RATE, heldout=HELDOUT):
-    """The toy's one-process side: train_timed with Adam, measured by held-out MSE."""
-    x, y = generate.load_dataset(data_dir)                    # (N, 2), (N,)
+    """The toy's one-process side, measured by held-out MSE."""
     x_test, y_test = generate.heldout(heldout)
-    rng = np.random.default_rng(seed)
-    layers = sgd.make_network(rng, sizes)
-    optimizer = optimizers.make("adam", layers, learning_rate)
-    result = train_timed(layers, x, y, sgd.SquaredError,
-                         sgd.minibatches(len(x), batch_size, rng), optimizer.step, seconds,
-                         interval, lambda: sgd.mse(layers, x_test, y_test))
-    return {**result, "blas": blas_info()}
+    return train_adam(*generate.load_dataset(data_dir), sgd.SquaredError, sizes, batch_size,
+                      learning_rate, seed, seconds, interval,
+                      lambda layers: sgd.mse(layers, x_test, y_test))
 
 
 def one_process(module, out, threads, **job):
     """`python -m module --one-process out --job JSON`, the child that writes its
     train_one_process(**job) to out, with OpenBLAS allowed `threads` threads; what it wrote."""
-    subprocess.run(children.script_argv(module, "--one-process", out, "--job", json.dumps(job)),
-                   env=blas_env(threads), check=True, cwd=children.TOP)
-    return json.loads(out.read_text())
+    return run_child(module, out, blas_env(threads), "--one-process", out, "--job",
+                     json.dumps(job))
 
 
 def child_arguments(p):
@@ -173,37 +137,31 @@ def child_arguments(p):
 
 # --- The chain. ----------------------------------------------------------------------------------
 
-def chain_speeds(run, stages, result, final, seconds):
-    """Keeps chain.json (result), deletes the snapshots (GBs at wide widths); returns the chain's
-    examples per second per stage (stage 1: streamed; the others: trained, trained_per_s) and
-    CPU seconds per second of each process (final: chain.run_chain's)."""
+def run_chain(config, env, **evaluate):
+    """chain.run_chain of config with env, then chain_eval.evaluate(**evaluate) of its
+    snapshots: (the run's final status, the evaluation)."""
+    final = chain.run_chain(config, env)
+    return final, chain_eval.evaluate(config.run_dir, chain.stage_sizes(config.sizes,
+                                                                        config.splits), **evaluate)
+
+
+def chain_side(config, points, **evaluate):
+    """chain.run_chain of config with one OpenBLAS thread a process, measured from its
+    snapshots (chain_eval.evaluate with **evaluate): {"points": points(result), the examples
+    per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
+    second of each process}. Keeps chain.json, deletes the snapshots (GBs at wide widths)."""
+    run, seconds, stages = config.run_dir, config.duration, len(config.splits) + 1
+    final, result = run_chain(config, blas_env(1), cosine_points=500, **evaluate)
     (run / "chain.json").write_text(json.dumps(result, indent=1))
     shutil.rmtree(run / "progress", ignore_errors=True)
     streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
     per_stage = {"stage1": streamed["examples"] / max(streamed["seconds"], 1e-9)}
     for k in range(2, stages + 1):
         per_stage[f"stage{k}"] = trained_per_s(run / "metrics" / f"stage{k}.jsonl")
-    return {"examples_per_s": per_stage,
+    return {"points": points(result), "examples_per_s": per_stage,
             "cpu_per_s": {name: (None if s is None else s / seconds)
                           for name, s in final["cpu_s"].items()},
             "cosine_last_tick": result["ticks"][-1]["cosine"] if result["ticks"] else []}
-
-
-def chain_side(out_dir, data_dir, width, stages, batch_size, seconds, interval, seed,
-               learning_rate):
-    """A --colocated chain of the race's network, one OpenBLAS thread per process, measured from
-    its snapshots."""
-    sizes, splits = race_layout(width, stages)
-    run = out_dir / f"chain-w{width}-b{batch_size}-k{stages}-s{seed}"
-    config = chain.ChainConfig(run_dir=run, sizes=sizes, splits=splits, count=COUNT,
-                               duration=seconds, seed=seed, snapshot_interval=interval,
-                               data_dir=data_dir, batch_size=batch_size,
-                               learning_rate=learning_rate, colocated=True)
-    final = chain.run_chain(config, blas_env(1))
-    result = chain_eval.evaluate(run, chain.stage_sizes(sizes, splits), heldout=HELDOUT,
-                                 cosine_points=500)
-    return {"points": [(r["seconds"], r["heldout_mse"]) for r in result["ticks"]] +
-            [(seconds, result["final_mse"])], **chain_speeds(run, stages, result, final, seconds)}
 
 
 # --- The whole race. -----------------------------------------------------------------------------
@@ -220,17 +178,12 @@ def summarise(runs, seconds, levels=LEVELS, reached=first_time_below, value_at=m
         out[side] = {"to_level": {f"{lv:g}": [reached(p, lv) for p in points] for lv in levels},
                      name: {f"{t:g}": [value_at(p, t) for p in points] for t in times}}
     for key in ("examples_per_s", "cpu_per_s"):
-        out["one"][key] = _mean([r["one"][key] for r in runs])
-        out["chain"][key] = {k: _mean([r["chain"][key].get(k) for r in runs])
+        out["one"][key] = mean([r["one"][key] for r in runs])
+        out["chain"][key] = {k: mean([r["chain"][key].get(k) for r in runs])
                              for k in runs[0]["chain"][key]}
-    out["chain"]["slowest_stage_per_s"] = _mean(
+    out["chain"]["slowest_stage_per_s"] = mean(
         [min(v for v in r["chain"]["examples_per_s"].values() if v is not None) for r in runs])
     return out
-
-
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
 
 
 def cell_times(ts):
@@ -257,53 +210,52 @@ def run_all(out_dir, name, settings, args, sides, summary, machine_line):
                   f"{runs[-1]['chain']['points'][-1][1]:.4g} at the end", flush=True)
         results.append({**setting, "seconds": args.seconds, "runs": runs,
                         "summary": summary(runs)})
-        (out_dir / f"{name}.json").write_text(json.dumps(
-            {"machine": machine_line, "results": results}, indent=1))
+        report.write(out_dir, name, data={"machine": machine_line, "results": results})
     return results
 
 
-def report(out_dir, name, text, draw):
+def finish(out_dir, name, text, draw):
     """name.md (text) and name.png (draw(path)) into out_dir, and the text printed."""
-    (out_dir / f"{name}.md").write_text(text + "\n")
-    draw(out_dir / f"{name}.png")
-    print(text)
+    print(report.write(out_dir, name, text, draw=draw))
     print(f"{name}: {name}.md, {name}.json and {name}.png in {out_dir}", flush=True)
     return 0
 
 
 def markdown(results, machine_line):
-    lines = [f"The race: {machine_line}.", "",
-             "Time to held-out MSE levels, seconds: mean (min-max) over the seeds that reached "
-             "it; one process (backprop, OpenBLAS on K threads) / chain (K processes, "
-             "co-located models).", "",
-             "| K, width, minibatch | " +
-             " | ".join(f"to {lv}: one / chain" for lv in LEVELS) +
-             " | held-out MSE at fixed times: one / chain |",
-             "|---|" + "---|" * (len(LEVELS) + 1)]
-    for r in results:
-        s = r["summary"]
-        at = "; ".join(f"{t} s: {generate.fmt(_mean(s['one']['mse_at'][t]), '.4f')} / "
-                       f"{generate.fmt(_mean(s['chain']['mse_at'][t]), '.4f')}"
-                       for t in s["one"]["mse_at"])
-        lines.append(f"| {r['stages']}, {r['width']}, {r['batch_size']} | " + " | ".join(
-            f"{cell_times(s['one']['to_level'][f'{lv:g}'])} / "
-            f"{cell_times(s['chain']['to_level'][f'{lv:g}'])}" for lv in LEVELS) + f" | {at} |")
-    lines += ["", "Speed: examples per second (seed means) and CPU seconds per second of each "
-              "process.", "",
-              "| K, width, minibatch | one process: ex/s | chain: ex/s per stage | "
-              "slowest stage / one process | one process: CPU/s | chain: CPU/s per process |",
-              "|---|---|---|---|---|---|"]
-    for r in results:
-        s = r["summary"]
-        rates = s["chain"]["examples_per_s"]
+    def setting(r):
+        return f"{r['stages']}, {r['width']}, {r['batch_size']}"
+
+    def times(s, level):
+        return " / ".join(cell_times(s[side]["to_level"][f"{level:g}"])
+                          for side in ("one", "chain"))
+
+    def at(s):
+        return "; ".join(f"{t} s: " + " / ".join(fmt(mean(s[side]["mse_at"][t]), ".4f")
+                                                  for side in ("one", "chain"))
+                         for t in s["one"]["mse_at"])
+
+    def speed(s):
+        rates, one = s["chain"]["examples_per_s"], s["one"]["examples_per_s"]
         slowest = min(v for v in rates.values() if v is not None)
-        lines.append(
-            f"| {r['stages']}, {r['width']}, {r['batch_size']} | "
-            f"{s['one']['examples_per_s']:,.0f} | "
-            f"{', '.join(generate.fmt(v, ',.0f') for v in rates.values())} | "
-            f"{slowest / s['one']['examples_per_s']:.2f}x | {s['one']['cpu_per_s']:.2f} | "
-            f"{', '.join(generate.fmt(v, '.2f') for v in s['chain']['cpu_per_s'].values())} |")
-    return "\n".join(lines)
+        return [f"{one:,.0f}", ", ".join(fmt(v, ",.0f") for v in rates.values()),
+                f"{slowest / one:.2f}x", f"{s['one']['cpu_per_s']:.2f}",
+                ", ".join(fmt(v, ".2f") for v in s["chain"]["cpu_per_s"].values())]
+
+    return "\n".join(
+        [f"The race: {machine_line}.", "",
+         "Time to held-out MSE levels, seconds: mean (min-max) over the seeds that reached it; "
+         "one process (backprop, OpenBLAS on K threads) / chain (K processes, co-located "
+         "models).", ""] +
+        report.table(["K, width, minibatch", *(f"to {lv}: one / chain" for lv in LEVELS),
+                      "held-out MSE at fixed times: one / chain"],
+                     [[setting(r), *(times(r["summary"], lv) for lv in LEVELS),
+                       at(r["summary"])] for r in results]) +
+        ["", "Speed: examples per second (seed means) and CPU seconds per second of each "
+         "process.", ""] +
+        report.table(["K, width, minibatch", "one process: ex/s", "chain: ex/s per stage",
+                      "slowest stage / one process", "one process: CPU/s",
+                      "chain: CPU/s per process"],
+                     [[setting(r), *speed(r["summary"])] for r in results]))
 
 
 def draw(results, path):
@@ -325,7 +277,7 @@ def draw(results, path):
                         ("one", f"one process, {K} BLAS threads", "o-", 1.03),
                         ("chain", f"chain of {K} processes", "s--", 1.08)):
                     ts = [r["summary"][side]["to_level"][f"{level:g}"] for r in rs]
-                    means = [_mean(t) if None not in t else np.nan for t in ts]
+                    means = [mean(t) if None not in t else np.nan for t in ts]
                     line, = ax.plot([r["width"] for r in rs], means, style, label=label)
                     for r, t in zip(rs, ts, strict=True):
                         got = [v for v in t if v is not None]
@@ -350,8 +302,8 @@ def draw(results, path):
 def main_race(args):
     """lab/bench.py --race: every (K, width, minibatch, seed), the one process then the chain."""
     out_dir = launch.new_run_dir(args.run_dir, "race-")
-    machine_line = (f"{machine()}; {COUNT:,} examples, {HELDOUT:,} held-out points, Adam at "
-                    f"{args.learning_rate} on every layer, {args.seconds:g} s per run, "
+    machine_line = (f"{report.machine()}; {COUNT:,} examples, {HELDOUT:,} held-out points, "
+                    f"Adam at {args.learning_rate} on every layer, {args.seconds:g} s per run, "
                     f"{args.seeds} seeds")
     print(f"race: {machine_line}; writing into {out_dir}", flush=True)
     data = out_dir / "data"
@@ -367,22 +319,28 @@ def main_race(args):
             seconds=args.seconds, interval=args.interval, learning_rate=args.learning_rate)
 
     def chained(s, seed):
-        return chain_side(out_dir, data, s["width"], s["stages"], s["batch_size"], args.seconds,
-                          args.interval, seed, args.learning_rate)
+        """A --colocated chain of the race's network."""
+        sizes, splits = race_layout(s["width"], s["stages"])
+        return chain_side(chain.ChainConfig(
+            run_dir=out_dir / f"chain-w{s['width']}-b{s['batch_size']}-k{s['stages']}-s{seed}",
+            sizes=sizes, splits=splits, count=COUNT, duration=args.seconds, seed=seed,
+            snapshot_interval=args.interval, data_dir=data, batch_size=s["batch_size"],
+            learning_rate=args.learning_rate, colocated=True),
+            lambda result: [(r["seconds"], r["heldout_mse"]) for r in result["ticks"]] +
+            [(args.seconds, result["final_mse"])], heldout=HELDOUT)
 
     results = run_all(out_dir, "race", settings, args, {"one": one, "chain": chained},
                       lambda runs: summarise(runs, args.seconds), machine_line)
-    return report(out_dir, "race", markdown(results, machine_line),
+    return finish(out_dir, "race", markdown(results, machine_line),
                   lambda path: draw(results, path))
 
 
 # --- The distribution cost: the two-stage system against dni.py in one process. ------------------
 
 def main_distribution_cost(args):
-    """lab/bench.py --distribution-cost: chain.py --colocated (2-24-12-1, two processes, the
-    scripts' settings) and dni.py --conditioned (one process, the same network, optimizer,
-    learning rates, minibatch, model and data) for the same seconds, args.seeds seeds; the
-    ratio of their final held-out MSEs."""
+    """lab/bench.py --distribution-cost: chain.py --colocated (two processes) and dni.py
+    --conditioned (one, with the same settings and data) for the same seconds, args.seeds
+    seeds; the ratio of their final held-out MSEs."""
     out_dir = launch.new_run_dir(args.run_dir, "distribution-cost-")
     seeds = args.seeds
     print(f"distribution cost: {os.cpu_count()} cores, {args.seconds:g} s a run, {seeds} seeds;"
@@ -395,8 +353,7 @@ def main_distribution_cost(args):
         run = out_dir / f"chain-s{seed}"
         config = chain.ChainConfig(run_dir=run, count=COUNT, duration=args.seconds, seed=seed,
                                    data_dir=data, colocated=True)
-        chain.run_chain(config, env)
-        two = chain_eval.evaluate(run, chain.stage_sizes(config.sizes, config.splits))["final_mse"]
+        two = run_chain(config, env)[1]["final_mse"]
         one = decoupled.run(decoupled.Config(
             data_dir=data, seconds=args.seconds, seed=seed, conditioned=True,
             batch_size=config.batch_size, learning_rate=config.learning_rate))["heldout_mse"]
@@ -410,63 +367,40 @@ def main_distribution_cost(args):
             f"process, {args.seconds:g} s each, {seeds} seeds, {os.cpu_count()} cores: held-out "
             f"MSE {cell(spread(two))} against {cell(spread(one))}: {ratio:.2f}x (goal <= 1.25x; "
             f"per seed {', '.join(f'{a / b:.2f}x' for a, b in zip(two, one, strict=True))})")
-    (out_dir / "distribution-cost.json").write_text(json.dumps(
-        {"rows": rows, "ratio_of_means": ratio, "seconds": args.seconds}, indent=1))
-    (out_dir / "distribution-cost.md").write_text(text + "\n")
-    print(text, flush=True)
+    print(report.write(out_dir, "distribution-cost", text, data={
+        "rows": rows, "ratio_of_means": ratio, "seconds": args.seconds}), flush=True)
     return 0
 
 
 # --- The command line (lab/bench.py --race's options; --one-process is the race's child). ----
 
-def ints(text):
-    """An argparse type: "2,4,8" -> [2, 4, 8], every value at least 1."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 2,4,8, got {text!r}") from None
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
-    return values
+def add_arguments(p, stages, widths, seeds, seconds, interval, mode="", run_dir=""):
+    """The options of a race (lab.bench --race's, mode "--race: ", and lab.image_race's): K
+    and W (a race per value), seeds, seconds, the measuring interval; seeds and seconds are
+    (default, its text), the default None where the mode decides it (check_arguments)."""
+    p.add_argument("--stages", type=ints, default=stages,
+                   help=f"{mode}K, the stages of the chain and the BLAS threads of the one "
+                        f"process, one race per value (default {','.join(map(str, stages))}, "
+                        "this machine's cores)")
+    p.add_argument("--widths", type=ints, default=widths,
+                   help=f"{mode}the widths W (default {','.join(map(str, widths))})")
+    p.add_argument("--seeds", type=int, default=seeds[0],
+                   help=f"seeds per setting (default {seeds[1]})")
+    p.add_argument("--seconds", type=float, default=seconds[0],
+                   help=f"seconds of training per run and side (default {seconds[1]})")
+    p.add_argument("--interval", type=int, default=interval,
+                   help=f"{mode}seconds between held-out measurements on both sides (default "
+                        f"{interval}; the chain's snapshot interval)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help=f"folder for everything (default a new runs/{run_dir}<date-time>)")
 
 
-def add_arguments(p):
-    """The race's options, on lab/bench.py's parser."""
-    p.add_argument("--stages", type=ints, default=[os.cpu_count() or 1],
-                   help="--race: K, the stages of the chain and the cores (BLAS threads) of the "
-                        f"one process, one race per value (default this machine's cores, "
-                        f"{os.cpu_count() or 1})")
-    p.add_argument("--widths", type=ints, default=[32, 256, 1024],
-                   help="--race: the widths W (default 32,256,1024: from a step of microseconds "
-                        "to one of several milliseconds)")
-    p.add_argument("--batch-sizes", type=ints, default=[10, 100],
-                   help="--race: minibatches (default 10,100)")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="seeds per setting (default 3 for --race, 5 for --distribution-cost)")
-    p.add_argument("--seconds", type=float, default=None,
-                   help="seconds of training per run (default 30 for --race, 40 for "
-                        "--distribution-cost, 100 for --live-cost)")
-    p.add_argument("--interval", type=int, default=1,
-                   help="--race: seconds between held-out measurements on both sides (default "
-                        "1; the chain's snapshot interval)")
-    p.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
-                   help=f"--race: Adam's learning rate on every layer of both sides (default "
-                        f"{LEARNING_RATE}, chain.py's for deep chains)")
-
-
-def check_arguments(p, args, distribution=False):
-    if args.seeds is None:
-        args.seeds = 5 if distribution else 3
-    if args.seconds is None:
-        args.seconds = 40.0 if distribution else 30.0
-    if args.seeds < 1:
-        p.error(f"--seeds must be at least 1 (got {args.seeds})")
-    if not args.seconds > 0:
-        p.error(f"--seconds must be positive (got {args.seconds:g})")
-    if not args.learning_rate > 0:
-        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
-    if args.interval < 1:
-        p.error(f"--interval must be at least 1 (got {args.interval})")
+def check_arguments(p, args, seeds=None, seconds=None):
+    """Fills in the mode's seeds and seconds where not given, and checks the race's options."""
+    args.seeds = seeds if args.seeds is None else args.seeds
+    args.seconds = seconds if args.seconds is None else args.seconds
+    at_least(p, args, seeds=1, interval=1)
+    positive(p, args, "seconds")
 
 
 def main(argv=None):

@@ -1,20 +1,15 @@
 """What a chunk of activations costs on the wire, JSON against binary, at a chain's widths.
-
 Run by hand (a benchmark: it prints numbers; speed varies with the machine and the day):
 
     python -m lab.wire_cost                       # widths 24, 256, 1024; 500-row chunks
-    python -m lab.wire_cost --widths 256 --repeats 5
 
-A stage hands the next one (i, h, y) for up to 500 examples at a time, POST /training_example.
-For each width and form this times what both ends do with such a body in one process (the
-sender's encoding, the receiver's decoding and checking; the median of --repeats) and gives its
-size; HTTP and the network cost about the same per byte in both forms. The toy's backprop time
-per example is printed for scale. bench_codec is lab/bench.py's protocol figures.
+For each width and form: the time both ends spend on one POST /training_example body in one
+process (encoding, decoding and checking; the median of --repeats) and its size. bench_codec
+is lab/bench.py's protocol figures.
 """
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -29,17 +24,8 @@ import numpy as np
 
 import sgd
 import synthgrad
-from lab.race import ints
-
-
-def timed(f, repeat):
-    """Median seconds of one call of f over `repeat` calls."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from lab import report
+from lab.report import ints, median_s
 
 
 def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
@@ -75,11 +61,11 @@ def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
         synthgrad.decode_estimate_response(synthgrad.parse_binary(
             synthgrad.encode_binary({"gradients": g[:10]})), 10)
 
-    return {"batched_us_per_example": 1e6 * timed(batched, repeat) / n,
-            "original_us_per_example": 1e6 * timed(original, repeat) / n,
-            "binary_us_per_example": 1e6 * timed(binary, repeat) / n,
-            "estimate_json_us_per_request": 1e6 * timed(estimate_json, 20 * repeat),
-            "estimate_binary_us_per_request": 1e6 * timed(estimate_binary, 20 * repeat)}
+    return {"batched_us_per_example": 1e6 * median_s(batched, repeat) / n,
+            "original_us_per_example": 1e6 * median_s(original, repeat) / n,
+            "binary_us_per_example": 1e6 * median_s(binary, repeat) / n,
+            "estimate_json_us_per_request": 1e6 * median_s(estimate_json, 20 * repeat),
+            "estimate_binary_us_per_request": 1e6 * median_s(estimate_binary, 20 * repeat)}
 
 
 def measure(width, rows=synthgrad.MAX_CHUNK, repeats=3, seed=0):
@@ -98,7 +84,7 @@ def measure(width, rows=synthgrad.MAX_CHUNK, repeats=3, seed=0):
         body = encode()
         got = decode(body)
         assert np.array_equal(got[1], h) and np.array_equal(got[2], y)      # the same numbers
-        enc, dec = timed(encode, repeats), timed(lambda b=body: decode(b), repeats)
+        enc, dec = median_s(encode, repeats), median_s(lambda b=body: decode(b), repeats)
         out[form] = {"bytes": len(body), "encode_s": enc, "decode_s": dec,
                      "us_per_example": 1e6 * (enc + dec) / rows}
     return out
@@ -126,22 +112,19 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3,
                    help="take the median of this many timings (default %(default)s)")
     args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error("--repeats must be at least 1")
-    print(f"machine: {platform.processor() or platform.machine()}, Python "
-          f"{platform.python_version()}, numpy {np.__version__}; sgd.py's toy backprop "
-          f"{sgd_us_per_example():.1f} µs per example (for scale)")
+    report.at_least(p, args, repeats=1)
+    print(f"machine: {report.machine()}; sgd.py's toy backprop {sgd_us_per_example():.1f} µs "
+          f"per example (for scale)")
     print(f"one chunk of {synthgrad.MAX_CHUNK} examples (i, h, y), encoded and decoded in one "
           f"process, the median of {args.repeats}:")
-    print("| width | JSON bytes | binary bytes | JSON µs/example | binary µs/example "
-          "| JSON / binary |")
-    print("|---|---|---|---|---|---|")
+    print("\n".join(report.table(["width", "JSON bytes", "binary bytes", "JSON µs/example",
+                                 "binary µs/example", "JSON / binary"], [])))
     for width in args.widths:
         m = measure(width, repeats=args.repeats)
         j, b = m["json"], m["binary"]
-        print(f"| {width} | {j['bytes']:,} | {b['bytes']:,} | {j['us_per_example']:.2f} | "
-              f"{b['us_per_example']:.3f} | {j['us_per_example'] / b['us_per_example']:.0f}x |",
-              flush=True)
+        print(report.row([width, f"{j['bytes']:,}", f"{b['bytes']:,}",
+                          f"{j['us_per_example']:.2f}", f"{b['us_per_example']:.3f}",
+                          f"{j['us_per_example'] / b['us_per_example']:.0f}x"]), flush=True)
     return 0
 
 

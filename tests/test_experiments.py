@@ -244,7 +244,7 @@ def test_images_quick_and_full_presets():
 def test_main_images_says_in_one_line_why_the_images_cannot_be_read(monkeypatch, tmp_path,
                                                                     capsys):
     def refuse(name, data_dir):
-        raise experiments.images.DataError(f"{data_dir}: no t10k-labels-idx1-ubyte.gz")
+        raise image_table.images.DataError(f"{data_dir}: no t10k-labels-idx1-ubyte.gz")
     monkeypatch.setattr(image_table.images, "load", refuse)
     assert experiments.main(["--images", "--image-dir", "/nowhere",
                              "--run-dir", str(tmp_path / "r")]) == 2

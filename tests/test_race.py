@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import chain
-from lab import bench, race
+from lab import bench, race, report
 
 
 def test_every_stage_of_the_race_holds_one_square_layer():
@@ -76,7 +76,7 @@ def test_the_one_process_side_trains_and_measures(tmp_path):
 
 
 def test_blas_info_names_the_kernel_where_numpy_uses_openblas():
-    info = race.blas_info()
+    info = report.blas_info()
     assert info == {} or (info["core"] and "OpenBLAS" in info["config"])
 
 

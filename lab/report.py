@@ -1,0 +1,150 @@
+"""What the lab's measurements share: numbers over seeds as the tables show them (a spread and
+its cell 'mean (min-max)'), Markdown tables, the machine in words, the run folder's files, a
+child process that writes its result as JSON, and the options' checks."""
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if not __package__:                      # `python lab/report.py`: imported, never run
+    print("lab/report.py is the lab's shared part, not a script: python -m lab.bench --help",
+          file=sys.stderr)
+    sys.exit(2)
+
+import numpy as np
+
+from parts import children
+
+
+def spread(values):
+    """(mean, min, max) of the values that are not None, or None if there are none."""
+    values = [v for v in values if v is not None]
+    return (statistics.fmean(values), min(values), max(values)) if values else None
+
+
+def mean(values):
+    """The mean of the values that are not None, or None if there are none."""
+    s = spread(values)
+    return s and s[0]
+
+
+def groups(runs, *keys):
+    """{(run[key] for each key): [the runs with those values]}, in first-seen order: the seeds
+    of each setting."""
+    found = {}
+    for r in runs:
+        found.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return found
+
+
+def cell(s, spec=".4f", scale=1):
+    """'mean (min-max)' of a spread, each times `scale` (100: percent), or '-'."""
+    if s is None:
+        return "-"
+    mean_, lo, hi = (scale * v for v in s)
+    return f"{mean_:{spec}} ({lo:{spec}}-{hi:{spec}})" if hi > lo else f"{mean_:{spec}}"
+
+
+def table(head, rows):
+    """A Markdown table's lines: the head's cells, the rule, a line per row of cells."""
+    return [row(head), "|" + "---|" * len(head)] + [row(r) for r in rows]
+
+
+def row(cells):
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def blas_info():
+    """What numpy's BLAS says of itself: its configuration line and the kernel it chose for
+    this processor (OpenBLAS's core name), read from the loaded library; {} if not OpenBLAS."""
+    found = sorted({line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                    if "openblas" in line.lower() and line.split()[-1].startswith("/")})
+    info = {}
+    for path in found[:1]:
+        lib = ctypes.CDLL(path)
+        for key, names in (("core", ("scipy_openblas_get_corename64_", "openblas_get_corename")),
+                           ("config", ("scipy_openblas_get_config64_", "openblas_get_config"))):
+            for name in names:
+                f = getattr(lib, name, None)
+                if f is not None:
+                    f.restype = ctypes.c_char_p
+                    info[key] = f().decode()
+                    break
+    return info
+
+
+def machine():
+    """This machine in a phrase: cores, processor, Python, numpy, OpenBLAS's kernel and
+    threads (the hardware beside every number)."""
+    model = "unknown processor"
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return (f"{len(os.sched_getaffinity(0))} cores ({model}), Python {sys.version.split()[0]}, "
+            f"numpy {np.__version__}, OpenBLAS kernel {blas_info().get('core', '?')}, "
+            f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+
+
+def write(out_dir, name, text=None, data=None, draw=None):
+    """name.md (text), name.json (data) and name.png (draw(path)) into out_dir, those given;
+    the text."""
+    if data is not None:
+        (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1))
+    if text is not None:
+        (out_dir / f"{name}.md").write_text(text + "\n")
+    if draw is not None:
+        draw(out_dir / f"{name}.png")
+    return text
+
+
+def run_child(module, out, env, *argv):
+    """`python -m module *argv` with env, a child that writes JSON to out; what it wrote."""
+    subprocess.run(children.script_argv(module, *argv), env=env, check=True, cwd=children.TOP)
+    return json.loads(Path(out).read_text())
+
+
+def median_s(f, least, seconds=0.0, clock=time.perf_counter):
+    """Median seconds (by clock) of a call of f, over at least `least` calls made for about
+    `seconds`."""
+    times, t_end = [], clock() + seconds
+    while len(times) < least or clock() < t_end:
+        t0 = clock()
+        f()
+        times.append(clock() - t0)
+    return float(np.median(times))
+
+
+def ints(text):
+    """An argparse type: "2,4,8" -> [2, 4, 8], every value at least 1."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 2,4,8, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
+    return values
+
+
+def at_least(p, args, **lows):
+    """p.error for the first option below its least value, e.g. at_least(p, args, seeds=1)."""
+    for name, low in lows.items():
+        if getattr(args, name) < low:
+            p.error(f"--{name.replace('_', '-')} must be at least {low} (got "
+                    f"{getattr(args, name)})")
+
+
+def positive(p, args, *names):
+    """p.error for the first of the options (floats) that is not positive and finite."""
+    for name in names:
+        value = getattr(args, name)
+        if not 0 < value < float("inf"):
+            p.error(f"--{name.replace('_', '-')} must be positive (got {value:g})")
