@@ -28,9 +28,9 @@ from parts import decoupled, optimizers
 TOY, IMAGES = decoupled.DEFAULTS["toy"], decoupled.DEFAULTS["images"]
 
 
-def both(name, why=""):
+def both(name):
     """'default X for the toy, Y for images' for an option whose default depends on --data."""
-    return f"default {TOY[name]:g} for the toy, {IMAGES[name]:g} for images{why}"
+    return f"default {TOY[name]:g} for the toy, {IMAGES[name]:g} for images"
 
 
 def make_parser():

@@ -151,9 +151,8 @@ class Network:
         return Step(used[:top], guesses, targets)
 
     def cosines(self, x, y):
-        """Per boundary, the mean over rows of cos(g_hat_b, g_b) against the current
-        network's true gradient on (x, y); None without M_b or where no row has a direction
-        (a zero M_b). Sets the layers' nabla and moves nothing."""
+        """Per boundary, the mean over rows of cos(g_hat_b, g_b) on (x, y), g_b the network's
+        true gradient now; None without M_b or where no row has a direction. Moves nothing."""
         if not self.models:
             return [None] * (len(self.groups) - 1)
         g = self.true_gradients(x.astype(self.dtype, copy=False), y)
@@ -168,8 +167,7 @@ class Network:
 
 @dataclasses.dataclass
 class Config:
-    """Everything run() needs. A field left AUTO takes its data's default (DEFAULTS); a
-    None budget is no limit. dni.py's --help says why each default is what it is."""
+    """Everything run() needs: a field left AUTO takes its data's DEFAULTS; None, no limit."""
 
     data: str = "toy"                       # "toy" (generate.py's) or images.NAMES
     method: str = "synthetic"               # METHODS
@@ -231,8 +229,7 @@ class Config:
 
 
 def label(config):
-    """The method as its data's command line spells it: the toy's --update, the images'
-    --method (cdni, dni, top-only, ...)."""
+    """The method as its data's command line spells it: --update (toy) or --method (images)."""
     if config.data == "toy":
         return config.method
     return next(name for name, (method, conditioned) in IMAGE_METHODS.items()
@@ -277,9 +274,8 @@ class Toy:
 
 
 class Images:
-    """images.load's (or data); test accuracy and mean cross-entropy, and each boundary's
-    cosine of g_hat_b with the true gradient on PROBE fixed training examples, every
-    eval_every steps."""
+    """images.load's (or data); every eval_every steps the test accuracy and cross-entropy, and
+    each boundary's cosine of g_hat_b with the true gradient on PROBE fixed training examples."""
 
     unit, score = "steps", "loss"
 
@@ -310,10 +306,9 @@ class Images:
 
 
 def run(config, data=None, out=None):
-    """Train as config says, measuring as its data's Toy or Images does; progress lines
-    to `out` if given. data: ((x, y), (x_test, y_test)), None: loaded (an images.DataError
-    is the caller's). Returns {"config", "curve": [{"seconds", "examples" (toy) or "step",
-    measures}, ...], the last row's measures, "seconds" (of training), "steps", "examples",
+    """Train as config says on data ((x, y), (x_test, y_test); None: loaded, images.DataError
+    the caller's), measuring as Toy or Images does, progress lines to `out`. Returns {"config",
+    "curve" (the rows measured), the last row, "seconds" (of training), "steps", "examples",
     "examples_per_s", "diverged": the score stopped being finite, and the run there}."""
     config.check()
     task = (Toy if config.data == "toy" else Images)(config, data)

@@ -32,8 +32,7 @@ SWAP_LABEL = "initial layer 1 + final layers 2-3"
 
 
 class NothingToRead(Exception):
-    """A file or folder the caller needs is missing or unreadable; the message says which, and
-    what writes it."""
+    """A file or folder the caller needs is missing or unreadable: the message says which."""
 
 
 # --- Weight snapshots: writing and reading one file, and the Snapshotter. -------------------
@@ -101,8 +100,7 @@ PROGRESS = TOP / "progress"          # by hand, each run's snapshots go into PRO
 
 
 def new_run_name():
-    """A run's name: its start, YYYYmmdd-HHMMSS (the output trainer names the run; the input
-    trainer asks it, so both halves of a run go into PROGRESS/<name>)."""
+    """A run's name, its start: YYYYmmdd-HHMMSS (the output trainer's, which the input asks)."""
     return time.strftime("%Y%m%d-%H%M%S")
 
 
@@ -365,7 +363,6 @@ def last_finite(rows, key):
 
 
 def streaming_start(run_dir):
-    """time.time() of RUN/metrics/train_input.jsonl's first line (the input trainer began
-    streaming), or None."""
+    """When the input trainer began streaming: metrics/train_input.jsonl's first time, or None."""
     rows = read_metrics(Path(run_dir) / "metrics" / "train_input.jsonl")
     return last_finite(rows[:1], "time")
