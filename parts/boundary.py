@@ -156,14 +156,6 @@ def cosine_and_relative_error(g_hat, g):
     return cos, rel
 
 
-def alignment_sums(g_hat, g):
-    """(sum of g_hat . g, of |g_hat|^2, of |g|^2, of |g_hat - g|^2) over the rows: over a window,
-    the aggregate cosine (each example weighed by its gradient's size, as in an update) and
-    the energy explained, 1 - sum |g_hat - g|^2 / sum |g|^2."""
-    return np.array([np.sum(g_hat * g), np.sum(g_hat * g_hat), np.sum(g * g),
-                     np.sum((g_hat - g) ** 2)])
-
-
 class Quality:
     """The live measure of a model's guesses: each batch of true gradients g against what it would
     have answered just before g arrived, over the last `window` examples (sums per `chunk`
@@ -177,7 +169,10 @@ class Quality:
 
     def add(self, g_hat, g):
         cos, rel = cosine_and_relative_error(g_hat, g)
-        self.sums.append(alignment_sums(g_hat, g))
+        # sum g_hat . g, |g_hat|^2, |g|^2 and |g_hat - g|^2: over the window the aggregate cosine
+        # (each example weighed by its gradient's size, as in an update) and the energy explained.
+        self.sums.append(np.array([np.sum(g_hat * g), np.sum(g_hat * g_hat), np.sum(g * g),
+                                   np.sum((g_hat - g) ** 2)]))
         self.cosine_sum += float(cos.sum())
         self.cosine_count += len(cos)
         self.cosines.extend(cos.tolist())
