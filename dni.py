@@ -11,12 +11,9 @@ Run it (after `python generate.py`):
     python dni.py --data fashion-mnist --layers 3 --method cdni --steps 1500   # every layer
     python dni.py --help
 
-The toy: layer 1's output h (n, 24) gets its gradient from a model's guess g_hat = M(h), or
-M(h, y) with --conditioned (the paper's cDNI), instead of from layers 2-3: it need not wait
-for them. M (oracle.py's model) learns by regression onto the true gradient, one step per
-minibatch. --data fashion-mnist (or mnist) decouples every layer of an image classifier. The
-algorithm, one for both, is parts/decoupled.py's: its docstring gives the step and the
-controls; oracle.py, train_output.py and train_input.py run it in three processes.
+The toy's layer 1 learns from a model's guess at its gradient, M(h) or M(h, y) (--conditioned,
+the paper's cDNI), not from layers 2-3: it need not wait for them. --data fashion-mnist (or
+mnist) decouples every layer of a classifier. The algorithm is parts/decoupled.py's.
 """
 
 import argparse
@@ -31,83 +28,66 @@ from parts import decoupled, optimizers
 TOY, IMAGES = decoupled.DEFAULTS["toy"], decoupled.DEFAULTS["images"]
 
 
-def both(name, why=""):
+def both(name):
     """'default X for the toy, Y for images' for an option whose default depends on --data."""
-    return f"default {TOY[name]:g} for the toy, {IMAGES[name]:g} for images{why}"
+    return f"default {TOY[name]:g} for the toy, {IMAGES[name]:g} for images"
 
 
 def make_parser():
-    p = argparse.ArgumentParser(description="Synthetic gradients in one process: sgd.py's "
-                                            "network, a layer learning from a model's guess "
-                                            "at its gradient (or from a control).")
+    p = argparse.ArgumentParser(description="Synthetic gradients in one process: a layer "
+                                            "learning from a model's guess at its gradient.")
     p.add_argument("--data", choices=("toy",) + images.NAMES, default="toy",
-                   help="what to learn (default toy, generate.py's target; the images "
-                        "decouple every layer of a classifier)")
+                   help="what to learn (default toy, generate.py's target)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default="adam",
-                   help="every layer's optimizer (default adam, as every comparison here)")
+                   help="every layer's optimizer (default adam)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help=f"every layer's learning rate ({both('learning_rate')})")
     p.add_argument("--model-optimizer", choices=tuple(optimizers.OPTIMIZERS),
                    default="adam", help="the models' optimizer (default adam, the oracle's)")
     p.add_argument("--model-learning-rate", type=float, default=None,
-                   help=f"the models' learning rate ({both('model_learning_rate')}: a "
-                        "model chasing a deep network's gradients must keep up)")
+                   help=f"the models' learning rate ({both('model_learning_rate')})")
     p.add_argument("--hidden", type=int, default=None,
-                   help=f"a model's hidden units, 0 for linear ({both('hidden')}: the "
-                        "oracle's and the paper's)")
+                   help=f"a model's hidden units, 0 for linear ({both('hidden')})")
     p.add_argument("--zero-init", action=argparse.BooleanOptionalAction, default=True,
-                   help="a model's last layer starts at zero: its first guesses are zero, "
-                        "not noise (default on)")
+                   help="a model's last layer starts at zero: no noise at first (default on)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"examples per step of every layer and model ({both('batch_size')})")
     p.add_argument("--seed", type=int, default=0,
-                   help="seeds the network (sgd.py's), the models, the example order and "
-                        "the random directions (default 0)")
+                   help="the network, the models, the order and random directions (default 0)")
     p.add_argument("--metrics", type=Path, default=None,
                    help="append a JSON line per measurement to this file (default: none)")
     p.add_argument("--weights-out", type=Path, default=None,
                    help="save the final layers here (.npz; default: not saved)")
     toy = p.add_argument_group("the toy (--data toy)")
     toy.add_argument("--data-dir", type=Path, default=decoupled.TOP / "data",
-                     help="folder of x.npy and y.npy (default data/ next to this file, "
-                          "where generate.py writes)")
+                     help="x.npy and y.npy (default data/, where generate.py writes)")
     toy.add_argument("--update", choices=decoupled.METHODS, default="synthetic",
-                     help="what layer 1 learns from (default synthetic, the algorithm; "
-                          "controls: backprop the true gradient, frozen nothing, random "
-                          "random rows of its size, random-synthetic-norm of g_hat's size)")
+                     help="what layer 1 learns from (default synthetic; the others are "
+                          "controls: parts/decoupled.py)")
     toy.add_argument("--conditioned", action="store_true",
-                     help="the model also sees the target y, the paper's cDNI (default "
-                          "off: h alone, as the original oracle)")
+                     help="the model also sees y, the paper's cDNI (default off: h alone)")
     toy.add_argument("--seconds", type=float, default=None,
-                     help=f"seconds of training (default {TOY['seconds']:g}: the controls "
-                          "separate; inf for no limit, with --examples)")
+                     help=f"seconds of training, inf for none (default {TOY['seconds']:g})")
     toy.add_argument("--examples", type=int, default=None,
-                     help="stop after this many examples too (default: no limit); it "
-                          "compares methods of different speeds fairly")
+                     help="stop after this many examples too (default: no limit)")
     toy.add_argument("--eval-every", type=int, default=None,
-                     help=f"examples between held-out measurements (default "
-                          f"{TOY['eval_every']:,}), not counted as training")
+                     help=f"examples between measurements (default {TOY['eval_every']:,})")
     toy.add_argument("--heldout", type=int, default=20_000,
-                     help="fresh points held-out MSE is measured on (default 20,000: ~1%% "
-                          "noise)")
+                     help="fresh points for the held-out MSE (default 20,000: ~1%% noise)")
     pics = p.add_argument_group("images (--data fashion-mnist or mnist)")
     pics.add_argument("--image-dir", type=Path, default=None,
-                      help="the folder of the four gzipped IDX files (default: where "
-                           "datasets/images.py looks)")
+                      help="the IDX files' folder (default: where datasets/images.py looks)")
     pics.add_argument("--layers", type=int, default=3,
-                      help="weight layers, layers - 1 of them hidden ReLU layers and "
-                           "boundaries (default 3, 784-256-256-10: the paper's smallest)")
+                      help="weight layers, one boundary after each hidden one (default 3)")
     pics.add_argument("--width", type=int, default=256,
                       help="units per hidden layer (default 256, the paper's)")
     pics.add_argument("--method", choices=tuple(decoupled.IMAGE_METHODS), default="cdni",
-                      help="what each layer learns from (default cdni, the paper's best; dni "
-                           "h alone; controls: backprop, top-only (only the last layer "
-                           "learns), random (rows of the true gradient's size))")
+                      help="what each layer learns from (default cdni; dni sees h alone; the "
+                           "others are controls: docs/images.md)")
     pics.add_argument("--steps", type=int, default=None,
                       help=f"minibatches of training (default {IMAGES['steps']}: 2.5 epochs)")
     pics.add_argument("--measure-every", type=int, default=None,
-                      help=f"steps between measurements (default {IMAGES['eval_every']}: ten "
-                           "a run), not counted as training")
+                      help=f"steps between measurements (default {IMAGES['eval_every']})")
     return p
 
 

@@ -1,12 +1,10 @@
 """Plain backpropagation and stochastic gradient descent, in numpy, written to be read.
 
     python generate.py && python sgd.py        # 100 epochs, per-example SGD, a plot per epoch
-    python sgd.py --epochs 5 --plots-dir plots/sgd
     python sgd.py --data fashion-mnist         # classify images: 784-256-256-10, 10 epochs
 
-The network is 2 -> 24 -> 12 -> 1: two sigmoid layers and a linear output. Examples are rows:
-a batch of n examples is x (n, 2) with targets y (n,), and one example is a batch of one,
-x (1, 2). The forward pass is
+The network is 2 -> 24 -> 12 -> 1, two sigmoid layers and a linear output, on rows: a batch of
+n examples is x (n, 2), targets y (n,) (one example is a batch of one). The forward pass is
 
     a0 = x                                      # (n, 2)
     z1 = a0 . w1 + b1,   a1 = sigmoid(z1)       # (n, 24)
@@ -15,9 +13,8 @@ x (1, 2). The forward pass is
 
 and each example's loss is L = 1/2 (y_hat - y)^2, so its row of dL/dy_hat is y_hat - y.
 
-Backpropagation is the chain rule applied layer by layer, from the top down. A layer with input
-a_in (n, n_in), weights w (n_in, n_out) and activation sigma computes z = a_in . w + b and
-a = sigma(z). Given dL/da (what the layer above hands down, one row per example), it computes
+Backpropagation is the chain rule, layer by layer from the top down: given dL/da (n, n_out), a
+row per example, from the layer above, a layer a = sigma(a_in . w + b) computes
 
     delta    = dL/dz = dL/da * sigma'(z)         # (n, n_out), elementwise
     dL/dw    = a_in^T . delta / n                # (n_in, n_out)
@@ -26,10 +23,8 @@ a = sigma(z). Given dL/da (what the layer above hands down, one row per example)
 
 and gradient descent moves every weight a little downhill: w -= eta * dL/dw.
 
-Each row of dL/da is the gradient of *that example's* loss, so each row of dL/da_in is too
-(dL/dw and dL/db are of the batch's mean loss): the decoupled trainers reuse `Layer`, and those
-rows are the "gradients" that travel on the wire. Classifying images changes only the ends:
-ReLU hidden layers, logits out, the softmax cross-entropy, each with its maths below.
+Row k of dL/da_in is the gradient of example k's loss: the "gradients" the decoupled trainers,
+which reuse `Layer`, send on the wire. Images change the ends: ReLU, logits, the cross-entropy.
 """
 
 import argparse
@@ -51,85 +46,39 @@ IMAGE_SIZES = (784, 256, 256, 10)        # 28 x 28 pixels in, two ReLU layers, 1
 
 # --- Activations: each knows its value and its derivative, side by side. ----------------------
 
-class Activation(NamedTuple):
-    """sigma, and sigma' from z and a = sigma(z): a sigmoid's is cheapest from a, a ReLU's z."""
-    name: str
-    f: Callable            # z (n, k) -> a (n, k)
-    derivative: Callable   # z, a -> sigma'(z) (n, k)
-
-
+# f(z) = sigma(z) and derivative(z, a) = sigma'(z), (n, k): a sigmoid's cheapest from a, ReLU's z.
+Activation = NamedTuple("Activation", [("f", Callable), ("derivative", Callable)])
 # sigma(z) = 1 / (1 + e^-z), with sigma'(z) = sigma(z) (1 - sigma(z)) = a (1 - a).
-Sigmoid = Activation("sigmoid", lambda z: 1.0 / (1.0 + np.exp(-z)), lambda z, a: a * (1.0 - a))
+Sigmoid = Activation(lambda z: 1.0 / (1.0 + np.exp(-z)), lambda z, a: a * (1.0 - a))
 # sigma(z) = z, with sigma'(z) = 1: the output layer.
-Linear = Activation("linear", lambda z: z, lambda z, a: np.ones_like(z))
-# sigma(z) = max(z, 0), with sigma'(z) = 1 where z > 0, else 0 (at the kink, 0: any value in
-# [0, 1] is a subgradient, and z is almost never exactly 0).
-ReLU = Activation("relu", lambda z: np.maximum(z, 0.0), lambda z, a: (z > 0).astype(z.dtype))
-ACTIVATIONS = {act.name: act for act in (Sigmoid, Linear, ReLU)}
+Linear = Activation(lambda z: z, lambda z, a: np.ones_like(z))
+# sigma(z) = max(z, 0), with sigma'(z) = 1 where z > 0, else 0 (at the kink a subgradient).
+ReLU = Activation(lambda z: np.maximum(z, 0.0), lambda z, a: (z > 0).astype(z.dtype))
 
 
-# --- Losses: each knows the loss of every example and its row of dL/dy_hat. ---------------------
-
-class Loss(NamedTuple):
-    """loss(y_hat, y): each example's loss (n,); gradient(y_hat, y): dL/dy_hat (n, n_out)."""
-    loss: Callable
-    gradient: Callable
-
-
-def log_softmax(z):
-    """log softmax(z) per row of z (n, k); less each row's max, which changes nothing
-    (softmax(z) = softmax(z - m)) but keeps e^z finite."""
-    shifted = z - z.max(axis=1, keepdims=True)                  # (n, k), every row's max 0
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def softmax(z):
-    """The probabilities softmax(z)_j = e^z_j / sum_i e^z_i, per row of z (n, k)."""
-    return np.exp(log_softmax(z))
-
-
-# L = 1/2 (y_hat - y)^2 for y_hat (n, 1) and targets y (n,): dL/dy_hat = y_hat - y.
-SquaredError = Loss(lambda y_hat, y: 0.5 * (y_hat[:, 0] - y) ** 2,
-                    lambda y_hat, y: y_hat - y.reshape(y_hat.shape))
-# L = -log softmax(z)_c for logits z (n, k), labels c (n,) in 0..k-1:
-# dL/dz = softmax(z) - onehot(c), prediction minus target again.
-SoftmaxCrossEntropy = Loss(lambda z, c: -log_softmax(z)[np.arange(len(z)), c],
-                           lambda z, c: softmax(z) - np.eye(z.shape[1])[c])
-
-
-# --- A layer: forward value, local gradients, and a descent step. -----------------------------
+# --- A layer (forward, local gradients, a descent step), and a network of them. -------------
 
 class Layer:
-    """One fully connected layer, a = sigma(a_in . w + b), on rows a_in (n, n_in) of examples.
-    w is (n_in, n_out), b (n_out,): init "normal" (the toy's) draws both from N(0, 1); "he"
-    draws w from N(0, 2/n_in), b = 0, for ReLU layers, which zero half their inputs. np.dot and
-    sum / n, not @ and mean: the same bits, cheaper per call on one row (docs/speed.md)."""
+    """a = sigma(a_in . w + b) on rows a_in (n, n_in), w (n_in, n_out), b (n_out,). init "normal"
+    (the toy's) draws both from N(0, 1); "he" w from N(0, 2/n_in), b = 0, for ReLU layers, which
+    zero half their inputs. np.dot and sum / n, not @ and mean: cheaper (docs/speed.md)."""
 
     def __init__(self, n_in, n_out, activation, rng, init="normal"):
         assert init in ("normal", "he"), f"init must be 'normal' or 'he', got {init!r}"
-        he = init == "he"
-        self.w = rng.standard_normal((n_in, n_out)) * (np.sqrt(2.0 / n_in) if he else 1.0)
-        self.b = np.zeros(n_out) if he else rng.standard_normal(n_out)          # (n_out,)
+        self.w = rng.standard_normal((n_in, n_out)) * (np.sqrt(2 / n_in) if init == "he" else 1)
+        self.b = np.zeros(n_out) if init == "he" else rng.standard_normal(n_out)     # (n_out,)
         self.activation = activation
         self.nabla_w = np.zeros_like(self.w)         # dL/dw from the last backprop
         self.nabla_b = np.zeros_like(self.b)         # dL/db from the last backprop
 
-    @property
-    def shape(self):
-        return self.w.shape
-
-    def output(self, a_in, remember=False):
-        """a = sigma(a_in . w + b) (n, n_out); a_in, z and a kept for backprop only if asked."""
+    def feed_forward(self, a_in, remember=True):
+        """a = sigma(a_in . w + b) (n, n_out), keeping a_in, z and a for backprop if remember."""
         assert a_in.ndim == 2, f"a_in must be rows (n, n_in), got shape {a_in.shape}"
         z = np.dot(a_in, self.w) + self.b                       # (n, n_out)
         a = self.activation.f(z)
         if remember:
             self.a_in, self.z, self.a = a_in, z, a
         return a
-
-    def feed_forward(self, a_in):
-        """output, remembering a_in (n, n_in), z and a (n, n_out) for backprop."""
-        return self.output(a_in, remember=True)
 
     def backprop(self, dL_da):
         """Given dL/da (n, n_out) for the last feed_forward, store dL/dw and dL/db (of the
@@ -147,38 +96,53 @@ class Layer:
 
 
 def make_network(rng, sizes=SIZES, activation=Sigmoid, init="normal"):
-    """Layers of the given sizes, `activation` in the hidden ones and a linear output layer,
-    drawn in order from rng: by default the toy's; make_network(rng, IMAGE_SIZES, ReLU, "he")
-    classifies images, its output the logits."""
+    """Layers of these sizes drawn in order from rng, `activation` hidden, the output linear: the
+    toy's by default; make_network(rng, IMAGE_SIZES, ReLU, "he") gives an image's logits."""
     acts = [activation] * (len(sizes) - 2) + [Linear]
     return [Layer(n_in, n_out, act, rng, init)
             for n_in, n_out, act in zip(sizes[:-1], sizes[1:], acts, strict=True)]
 
 
-def feed_forward(layers, a):
-    """The last layer's output (n, n_out) for a (n, n_in), remembering what backprop needs."""
+def feed_forward(layers, a, remember=True):
+    """The output (n, n_out) for a (n, n_in), every layer keeping what backprop needs if asked."""
     for layer in layers:
-        a = layer.feed_forward(a)
+        a = layer.feed_forward(a, remember)
     return a
-
-
-def outputs(layers, x):
-    """The last layer's output (n, n_out) for x (n, n_in), storing nothing on the layers."""
-    for layer in layers:
-        x = layer.output(x)
-    return x
 
 
 def predict(layers, x):
     """The toy network's output for inputs x (n, 2), as a vector (n,)."""
-    return outputs(layers, x)[:, 0]
+    return feed_forward(layers, x, remember=False)[:, 0]
+
+
+# --- Losses: each example's loss and its row of dL/dy_hat; and how well a network does. -------
+
+def log_softmax(z):
+    """log softmax(z) per row of z (n, k), less each row's max first: the same, e^z finite."""
+    shifted = z - z.max(axis=1, keepdims=True)                  # (n, k), every row's max 0
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(z):
+    """The probabilities softmax(z)_j = e^z_j / sum_i e^z_i, per row of z (n, k)."""
+    return np.exp(log_softmax(z))
+
+
+# loss(y_hat, y): each example's loss (n,); gradient(y_hat, y): dL/dy_hat (n, n_out).
+Loss = NamedTuple("Loss", [("loss", Callable), ("gradient", Callable)])
+# L = 1/2 (y_hat - y)^2 for y_hat (n, 1) and targets y (n,): dL/dy_hat = y_hat - y.
+SquaredError = Loss(lambda y_hat, y: 0.5 * (y_hat[:, 0] - y) ** 2,
+                    lambda y_hat, y: y_hat - y.reshape(y_hat.shape))
+# L = -log softmax(z)_c for logits z (n, k), labels c (n,): dL/dz = softmax(z) - onehot(c).
+SoftmaxCrossEntropy = Loss(lambda z, c: -log_softmax(z)[np.arange(len(z)), c],
+                           lambda z, c: softmax(z) - np.eye(z.shape[1])[c])
 
 
 def chunks(layers, x, chunk):
-    """(rows, outputs(layers, x[rows])) for slices of `chunk` rows, to bound the memory."""
+    """(rows, the output for x[rows]) for slices of `chunk` rows, to bound the memory."""
     for start in range(0, len(x), chunk):
         rows = slice(start, start + chunk)
-        yield rows, outputs(layers, x[rows])
+        yield rows, feed_forward(layers, x[rows], remember=False)
 
 
 def mse(layers, x, y, chunk=50_000):
@@ -191,8 +155,7 @@ def mse(layers, x, y, chunk=50_000):
 
 
 def classification_scores(layers, x, labels, chunk=10_000):
-    """(accuracy, mean cross-entropy) of the logits on x (n, n_in) with labels (n,): the
-    fraction of rows whose largest logit is their label's, the mean of -log softmax(z)_label."""
+    """(accuracy, mean -log softmax(z)_label) of the logits z for x (n, n_in), labels (n,)."""
     correct, total = 0, 0.0
     for rows, z in chunks(layers, x, chunk):                    # logits (m, classes)
         correct += int(np.count_nonzero(z.argmax(axis=1) == labels[rows]))
@@ -202,15 +165,24 @@ def classification_scores(layers, x, labels, chunk=10_000):
 
 # --- Backprop and the training loop. -----------------------------------------------------------
 
-def backprop(layers, x, y, loss=SquaredError):
-    """Forward and backward on x (n, n_in) with targets y (n,) (labels, for the cross-entropy):
-    every layer's nabla_w, nabla_b are set; nothing moves yet. Returns (y_hat (n, n_out),
-    dL_dx (n, n_in)), row k of dL_dx the gradient of example k's loss with respect to x[k]."""
-    y_hat = feed_forward(layers, x)                # (n, n_out)
-    dL_da = loss.gradient(y_hat, y)                # dL/dy_hat (n, n_out): y_hat - y for squares
+def backward(layers, dL_da):
+    """dL/da (n, n_out) at the top down through the layers (each sets nabla): dL/da_in (n, n_in)."""
     for layer in reversed(layers):
         dL_da = layer.backprop(dL_da)
-    return y_hat, dL_da                            # dL_da is now dL/dx (n, n_in)
+    return dL_da
+
+
+def backprop(layers, x, y, loss=SquaredError):
+    """Forward and backward on x (n, n_in), targets (or labels) y (n,), setting every nabla; nothing
+    moves. Returns y_hat (n, n_out) and dL_dx (n, n_in), row k example k's dL_k/dx_k."""
+    y_hat = feed_forward(layers, x)                # (n, n_out)
+    return y_hat, backward(layers, loss.gradient(y_hat, y))   # dL/dy_hat: y_hat - y, squares
+
+
+def descend(layers, learning_rate):
+    """Plain gradient descent, every layer: the step train takes where no optimizer is given."""
+    for layer in layers:
+        layer.descend(learning_rate)
 
 
 def train_step(layers, x, y, learning_rate, loss=SquaredError):
@@ -220,15 +192,8 @@ def train_step(layers, x, y, learning_rate, loss=SquaredError):
     return y_hat, dL_dx
 
 
-def descend(layers, learning_rate):
-    """Plain gradient descent, every layer: the step train takes where no optimizer is given."""
-    for layer in layers:
-        layer.descend(learning_rate)
-
-
 def minibatches(n, batch_size, rng):
-    """Index arrays (<= batch_size,) forever: each epoch a fresh permutation of range(n),
-    drawn from rng when the epoch starts (its last minibatch may be short)."""
+    """Index arrays (<= batch_size,) forever, each epoch a fresh permutation of range(n) by rng."""
     while True:
         order = rng.permutation(n)                            # (n,)
         for k in range(0, n, batch_size):
@@ -236,9 +201,7 @@ def minibatches(n, batch_size, rng):
 
 
 def train(layers, x, y, batches, step, loss=SquaredError):
-    """The training loop: for each idx in batches (index arrays or slices), backprop on
-    x[idx] (m, n_in), y[idx] (m,), then step() moves the layers (an optimizer's step, or
-    plain descent). Returns the number of examples trained."""
+    """For idx in batches: backprop on x[idx], y[idx], then step(). Returns the examples trained."""
     examples = 0
     for idx in batches:
         y_batch = y[idx]                                      # (m,)
@@ -254,32 +217,27 @@ def train(layers, x, y, batches, step, loss=SquaredError):
 BY_DATA = {"epochs": ("passes over the data", 100, 10), "learning-rate": ("eta", 0.002, 0.1),
            "decay": ("eta is multiplied by this after each epoch", 0.997, 1.0),
            "batch-size": ("examples per update, dL/dw averaged over them", 1, 100)}
-TOY_ONLY = ("data_dir", "heldout", "plots_dir", "no_plots")
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Per-example SGD on generate.py's points, or images.")
     p.add_argument("--data", choices=("toy",) + images.NAMES, default="toy", help="default toy")
-    p.add_argument("--image-dir", type=Path, help="images: the IDX files' folder (default: "
-                                                  "datasets/images.py's)")
-    p.add_argument("--data-dir", type=Path, default=HERE / "data",
-                   help="toy: x.npy and y.npy (default data/, where generate.py writes)")
-    p.add_argument("--heldout", type=int, default=20_000,
-                   help="toy: fresh points for the held-out MSE (default 20,000: ~1%% noise)")
+    p.add_argument("--image-dir", type=Path, help="images: their folder (default images.py's)")
+    p.add_argument("--data-dir", type=Path, default=HERE / "data", help="toy: x.npy, y.npy "
+                   "(default data/, where generate.py writes)")
+    p.add_argument("--heldout", type=int, default=20_000, help="toy: fresh points for the "
+                   "held-out MSE (default 20,000: ~1%% noise)")
     p.add_argument("--plots-dir", type=Path, default=HERE / "plots" / "sgd",
                    help="toy: where the surface is drawn after each epoch (default plots/sgd)")
-    p.add_argument("--no-plots", action="store_true",
-                   help="toy: draw no surface (default: draw, ~0.1 s an epoch)")
+    p.add_argument("--no-plots", action="store_true", help="toy: draw no surface (default: draw)")
     p.add_argument("--seed", type=int, default=0, help="the weights and the order (default 0)")
     for name, (what, toy_default, image_default) in BY_DATA.items():
         p.add_argument(f"--{name}", type=type(toy_default), help=f"{what} (default "
                        f"{toy_default} for the toy, the original's; {image_default} for images)")
+    images_data = p.parse_args(argv).data != "toy"
+    p.set_defaults(**{k.replace("-", "_"): v[1 + images_data] for k, v in BY_DATA.items()})
     args = p.parse_args(argv)
-    images_data = args.data != "toy"
-    for name, defaults in BY_DATA.items():
-        if getattr(args, name.replace("-", "_")) is None:
-            setattr(args, name.replace("-", "_"), defaults[1 + images_data])
-    for name in TOY_ONLY if images_data else ("image_dir",):
+    for name in ("data_dir", "heldout", "plots_dir", "no_plots") if images_data else ("image_dir",):
         if getattr(args, name) != p.get_default(name):
             p.error(f"--{name.replace('_', '-')} is for --data "
                     f"{'toy' if images_data else 'fashion-mnist or mnist'} only")
@@ -297,43 +255,39 @@ def main(argv=None):
     args = parse_args(argv)
     print("sgd.py: settings:", generate.settings_line(vars(args)), flush=True)
     rng = np.random.default_rng(args.seed)       # the weights first, then each epoch's order
-    if args.data == "toy":                       # generate.py's points, measured by MSE
-        x, y = generate.load_dataset(args.data_dir)                    # (n, 2), (n,)
-        x_test, y_test = generate.heldout(args.heldout)                # (20,000, 2), (20,000,)
-        layers, loss = make_network(rng), SquaredError
+    toy = args.data == "toy"
+    try:        # generate.py's points (n, 2) and fresh ones, or images (n, 784) and their test set
+        (x, y), (x_test, y_test) = ((generate.load_dataset(args.data_dir),
+                                     generate.heldout(args.heldout)) if toy
+                                    else images.load(args.data, args.image_dir))
+    except images.DataError as e:
+        print(f"sgd.py: {e}", file=sys.stderr)
+        return 2
+    layers = make_network(rng) if toy else make_network(rng, IMAGE_SIZES, ReLU, "he")
+    loss = SquaredError if toy else SoftmaxCrossEntropy
 
-        def measure(epoch):
-            train_mse = f"train MSE {mse(layers, x, y):.4f}, " if epoch else ""
-            return f"{train_mse}held-out MSE {mse(layers, x_test, y_test):.4f}"
-    else:                                        # images, measured on the test set
-        try:
-            (x, y), (x_test, y_test) = images.load(args.data, args.image_dir)  # (n, 784), (n,)
-        except images.DataError as e:
-            print(f"sgd.py: {e}", file=sys.stderr)
-            return 2
-        layers, loss = make_network(rng, IMAGE_SIZES, ReLU, "he"), SoftmaxCrossEntropy
+    def measure(epoch):                          # the toy's MSE, or the test set's accuracy
+        if not toy:
+            return "test accuracy {:.4f}, test loss {:.4f}".format(
+                *classification_scores(layers, x_test, y_test))
+        train_mse = f"train MSE {mse(layers, x, y):.4f}, " if epoch else ""
+        return f"{train_mse}held-out MSE {mse(layers, x_test, y_test):.4f}"
 
-        def measure(epoch):
-            accuracy, mean_loss = classification_scores(layers, x_test, y_test)
-            return f"test accuracy {accuracy:.4f}, test loss {mean_loss:.4f}"
     print(f"epoch 0: {measure(0)}", flush=True)
     eta, examples, seconds, size = args.learning_rate, 0, 0.0, args.batch_size
-
     for epoch in range(1, args.epochs + 1):
-        # Phase 1: one pass in a fresh order, a slice of rows per step (cheaper than indexing
-        # with an array of one). Only this counts as training time.
+        # Phase 1, timed: a pass in a fresh order, a slice of rows a step (docs/speed.md: cheaper).
         t0 = time.perf_counter()
         order = rng.permutation(len(x))                                # (n,)
         batches = (slice(k, k + size) for k in range(0, len(x), size))
         step = functools.partial(descend, layers, eta)                 # w -= eta * dL/dw
         examples += train(layers, x[order], y[order], batches, step, loss)
         seconds += time.perf_counter() - t0
-
         # Phase 2: how well it does, the picture, and a smaller step for the next epoch.
-        print(f"epoch {epoch}: {measure(epoch)}, eta {eta:.5f}, {time.perf_counter() - t0:.2f} "
-              f"s, {seconds:.1f} s of training in all ({1e6 * seconds / examples:.1f} "
-              "us/example)", flush=True)
-        if args.data == "toy" and not args.no_plots:
+        print(f"epoch {epoch}: {measure(epoch)}, eta {eta:.5f}, {time.perf_counter() - t0:.2f} s, "
+              f"{seconds:.1f} s of training in all ({1e6 * seconds / examples:.1f} us/example)",
+              flush=True)
+        if toy and not args.no_plots:
             generate.save_surface(lambda p: predict(layers, p),
                                   args.plots_dir / f"epoch_{epoch:03d}.png",
                                   title=f"sgd.py after epoch {epoch}")

@@ -6,7 +6,7 @@ train_middle.py and dni.py are built from.
     checkpoint.py   one checkpoint format for every process; the divergence guard
     children.py     child processes that serve (Process), the live page's start and options
     classify.py     a stage's layers, data and labels, toy or images
-    deep_dni.py     the in-process algorithm at every boundary of an image classifier
+    decoupled.py    the algorithm in one process: the toy's boundary or every boundary
     http.py         waitress, refusals as JSON, the shared token, request bodies
     optimizers.py   SGD and Adam over sgd.Layer's weights, their state
     options.py      the options every process shares, logging, the training thread's priority

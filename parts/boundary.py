@@ -1,18 +1,10 @@
 """A boundary's synthetic-gradient model M, and how well its guesses match the true gradients.
 
-Importing it runs nothing. M maps h (n, w), or h and the target y side by side when
-"conditioned" (the paper's cDNI), to g_hat (n, w), a guess at g = dL/dh: Dense(hidden,
-sigmoid) -> Dense(w, linear), its loss Keras's "mse", mean over rows and outputs of
-(g_hat - g)^2. Where it learns:
-
-    dni.py, deep_dni.py  beside the layers in one process, one step per minibatch
-    oracle.py            in a process of its own (Keras, the same DEFAULTS), from sent gradients
-    --colocated          beside the stage *above* a boundary (train_output.py, train_middle.py),
-                         from the true gradients that stage computes; the stage below fetches
-                         its weights (GET /weights), so a chain of K stages is K processes
-
-model_forward is M's one forward pass, from weights: what SyntheticGradientModel.predict, the
-oracle's answers and LocalSyntheticGradients (the stage below's copy) all compute.
+M maps h (n, w), or h and the target y side by side when "conditioned" (the paper's cDNI), to
+g_hat (n, w), a guess at g = dL/dh: Dense(hidden, sigmoid) -> Dense(w, linear), its loss Keras's
+"mse". It learns beside the layers (parts/decoupled.py), in oracle.py (Keras, the same
+DEFAULTS), or beside the stage above a boundary (--colocated), whose stage below fetches its
+weights. model_forward is M's one forward pass, from weights.
 """
 
 import collections
@@ -28,12 +20,10 @@ from parts import checkpoint, classify, optimizers
 
 log = logging.getLogger("boundary")
 
-# How M learns wherever it is learned (oracle.py's DEFAULTS take these; docs/settings.md says
-# why): the paper's cDNI, 12 hidden units, a zero last layer, Adam at 0.001, minibatches of
-# 256, two epochs a pass over what it holds.
+# How M learns wherever it is learned (oracle.py's DEFAULTS too; docs/settings.md says why).
 DEFAULTS = dict(hidden=12, conditioned=True, zero_init=True, optimizer="adam",
                 learning_rate=0.001, batch_size=256, epochs_per_pass=2, quality_window=5_000)
-# A classifier's boundary (classes > 0): linear, learning at 3e-3, deep_dni.py's model.
+# A classifier's boundary (classes > 0): linear, learning at 3e-3, as parts/decoupled.py's.
 CLASSIFIER = dict(hidden=0, learning_rate=3e-3)
 
 
@@ -49,11 +39,9 @@ def model_forward(weights, inputs, activation=sgd.Sigmoid):
 
 
 def dense(n_in, n_out, activation, rng, zero=False):
-    """An sgd.Layer initialised as Keras initialises Dense: w (n_in, n_out) Glorot uniform on
-    [-limit, limit], limit = sqrt(6 / (n_in + n_out)), drawn from rng, and b (n_out,) zero;
-    with zero, w is zero too (and nothing is drawn)."""
-    # sgd.Layer draws standard normals, which Keras does not: a throwaway generator takes that
-    # draw, so the run's rng gives only what Keras would have drawn.
+    """An sgd.Layer as Keras initialises Dense: w (n_in, n_out) Glorot uniform, limit
+    sqrt(6 / (n_in + n_out)), from rng (nothing drawn if zero: w = 0), and b (n_out,) zero."""
+    # A throwaway generator takes sgd.Layer's normal draws, which Keras does not make.
     layer = sgd.Layer(n_in, n_out, activation, np.random.default_rng(0))
     limit = math.sqrt(6.0 / (n_in + n_out))
     layer.w = np.zeros((n_in, n_out)) if zero else rng.uniform(-limit, limit, (n_in, n_out))
@@ -62,16 +50,12 @@ def dense(n_in, n_out, activation, rng, zero=False):
 
 
 class SyntheticGradientModel:
-    """M: g_hat (n, w) from h (n, w), or from [h, y] (n, w + context) when conditioned.
+    """M: g_hat (n, w) from h (n, w), or from [h, y] (n, w + context) when conditioned (y the
+    toy's target, context 1, or a one-hot label, context = classes). hidden 0: one linear layer.
+    Initialised and trained as oracle.build_model's Keras model (tested).
 
-    hidden > 0: Dense(hidden, activation) -> Dense(w, linear); hidden = 0: one linear layer,
-    initialised and trained as oracle.build_model's Keras model (tested). The toy conditions on
-    its target y (context 1); a classifier on the one-hot label (context = classes).
-
-    learn() is one optimizer step; learn_pass() a pass as the oracle makes one, after which
-    `published` (what GET /weights serves) becomes the new weights if they are finite; else M
-    is `diverged` and learns no more. `version` counts its steps in passes.
-    """
+    learn() is one optimizer step; learn_pass() a pass as the oracle makes one, which publishes
+    (GET /weights) the new weights if finite, else leaves M `diverged`. `version`: its steps."""
 
     def __init__(self, rng, hidden=12, conditioned=False, zero_init=True, optimizer="adam",
                  learning_rate=0.001, width=sgd.SIZES[1], context=1, activation=sgd.Sigmoid,
@@ -109,16 +93,11 @@ class SyntheticGradientModel:
         return model_forward(self.weights(), self.inputs(h, y), self.activation)
 
     def backprop(self, h, y, g):
-        """Set every layer's nabla_w, nabla_b to the gradient of Keras's mse loss,
-        L = mean over rows and outputs of (g_hat - g)^2, and return L (nothing moves yet).
-
-        Per row dL/dg_hat = 2 (g_hat - g) / w; sgd.Layer.backprop averages over the rows.
-        """
+        """Set every nabla for Keras's mse, L = mean over rows and outputs of (g_hat - g)^2, and
+        return L: per row dL/dg_hat = 2 (g_hat - g) / w (sgd.Layer averages over rows)."""
         g_hat = sgd.feed_forward(self.layers, self.inputs(h, y))      # (n, w)
         err = g_hat - g                                               # (n, w)
-        dL_da = 2.0 * err / err.shape[1]
-        for layer in reversed(self.layers):
-            dL_da = layer.backprop(dL_da)
+        sgd.backward(self.layers, 2.0 * err / err.shape[1])
         return float(np.mean(err * err))
 
     def learn(self, h, y, g):
@@ -128,10 +107,8 @@ class SyntheticGradientModel:
         return loss
 
     def learn_pass(self, h, y, g):
-        """epochs_per_pass epochs over (h, y, g) in shuffled minibatches, then publish (above).
-
-        Over a chunk just computed, not everything ever received as the oracle's pass, so M
-        learns from fresh gradients and costs the stage a bounded share of its time."""
+        """epochs_per_pass epochs over a chunk (h, y, g) just computed, in shuffled minibatches,
+        then publish: fresh gradients, at a bounded share of the stage's time."""
         if self.diverged:
             return
         losses = []
@@ -163,17 +140,13 @@ def random_rows(rng, norms, width):
 # --- How good the guesses are. -----------------------------------------------------------------
 
 def row_cosines(g_hat, g):
-    """Per-row cosine similarity of g_hat and g (n, w), rows where either is zero left out
-    (they have no direction)."""
+    """Per-row cosine similarity of g_hat and g (n, w), rows where either is zero left out."""
     return cosine_and_relative_error(g_hat, g)[0]
 
 
 def cosine_and_relative_error(g_hat, g):
-    """Per-row cosine similarity and relative error |g_hat - g| / |g| of g_hat against g.
-
-    Rows where g (or, for the cosine, g_hat) is all zeros have no direction; they are left out.
-    Returns two 1-D arrays (possibly of different lengths).
-    """
+    """Per-row cosine similarity and relative error |g_hat - g| / |g| of g_hat against g, two
+    1-D arrays: rows where g (or, for the cosine, g_hat) is zero have no direction, left out."""
     norm_g = np.linalg.norm(g, axis=1)
     norm_hat = np.linalg.norm(g_hat, axis=1)
     both = (norm_g > 0) & (norm_hat > 0)
@@ -183,23 +156,10 @@ def cosine_and_relative_error(g_hat, g):
     return cos, rel
 
 
-def alignment_sums(g_hat, g):
-    """(sum of g_hat . g, sum of |g_hat|^2, sum of |g|^2, sum of |g_hat - g|^2) over all rows.
-
-    Summed over a window they give the aggregate cosine sum(g_hat . g) / sqrt(sum |g_hat|^2
-    sum |g|^2), which weighs each example by its gradient's size as a weight update does, and
-    the fraction of the gradients' energy explained, 1 - sum |g_hat - g|^2 / sum |g|^2.
-    """
-    return np.array([np.sum(g_hat * g), np.sum(g_hat * g_hat), np.sum(g * g),
-                     np.sum((g_hat - g) ** 2)])
-
-
 class Quality:
-    """The live measure of a model's synthetic gradients: each batch of true gradients g is
-    compared with what the model would have answered for the same h just before g arrived,
-    over a moving window of `window` examples (sums kept per chunk of `chunk` rows).
-
-    Not locked: the caller holds its own lock around add() and fields()."""
+    """The live measure of a model's guesses: each batch of true gradients g against what it would
+    have answered just before g arrived, over the last `window` examples (sums per `chunk`
+    rows). Not locked: the caller holds its own lock around add() and fields()."""
 
     def __init__(self, window, chunk):
         self.cosines = collections.deque(maxlen=window)
@@ -209,7 +169,10 @@ class Quality:
 
     def add(self, g_hat, g):
         cos, rel = cosine_and_relative_error(g_hat, g)
-        self.sums.append(alignment_sums(g_hat, g))
+        # sum g_hat . g, |g_hat|^2, |g|^2 and |g_hat - g|^2: over the window the aggregate cosine
+        # (each example weighed by its gradient's size, as in an update) and the energy explained.
+        self.sums.append(np.array([np.sum(g_hat * g), np.sum(g_hat * g_hat), np.sum(g * g),
+                                   np.sum((g_hat - g) ** 2)]))
         self.cosine_sum += float(cos.sum())
         self.cosine_count += len(cos)
         self.cosines.extend(cos.tolist())
@@ -235,16 +198,11 @@ class Quality:
         return quality
 
 
-# --- The model fetched from where it is learned (train_input.py's and train_middle.py's local
-# mode) ----------------------------------------------------------------------------------------
+# --- The model fetched from where it is learned (the stage below's local mode). -------------
 
 class LocalSyntheticGradients:
-    """The local mode: the synthetic-gradient model computed here, on a copy of the oracle's
-    weights that a background thread refreshes from GET /weights every `refresh_every` s.
-
-    The oracle still does all the learning; only the model's weights travel, not a request
-    per minibatch (as in the paper, where the model sits beside the layer it serves).
-    """
+    """M computed here, on a copy of the oracle's weights that a thread refreshes from GET
+    /weights every `refresh_every` s: the weights travel, not a request per minibatch."""
 
     def __init__(self, oracle, refresh_every, stop, width=synthgrad.HIDDEN_SIZE):
         self.oracle, self.refresh_every, self.stop = oracle, refresh_every, stop

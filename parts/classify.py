@@ -1,15 +1,7 @@
-"""What the scripts need to classify images instead of fitting the toy: the data option, the
-layers, the loss and the label a boundary model is conditioned on.
-
-Importing it runs nothing. The toy is every script's default and nothing here changes it:
-
-    train_input.py --data fashion-mnist      stage 1 streams images (784 pixels) and labels
-    train_middle.py --classes 10             ReLU layers; its boundary model sees the one-hot label
-    train_output.py --loss cross-entropy     ReLU layers, logits out, softmax cross-entropy
-
-The label travels where the toy's target y travels: a float per example (0.0 .. 9.0), so the
-protocol does not change. A conditioned boundary model (cDNI) sees it as a one-hot row, as in
-the paper (deep_dni.py does the same in one process).
+"""What the three-process scripts need to classify images instead of fitting the toy (the
+default): the data options, the layers, and the label a boundary model is conditioned on. The
+label travels where the toy's target y does, a float per example (0.0 .. 9.0), so the protocol
+does not change; a conditioned model (cDNI) sees it one-hot, as in the paper.
 """
 
 from pathlib import Path
@@ -55,13 +47,12 @@ def load_test(data, image_dir, count=None):
 
 
 def make_layers(sizes, activation, rng, last_linear):
-    """sgd.Layers between sizes, each `activation` ("sigmoid" or "relu"), the last linear if
-    last_linear (it gives the logits, or the toy's y): the toy's sigmoid with sgd.py's standard
-    normals, or ReLU with He's init (what suits it; sgd.py says why)."""
+    """sgd.make_network's layers, "sigmoid" (normal init) or "relu" (He's), the last linear only
+    if last_linear (the logits, or the toy's y)."""
     act, init = (sgd.ReLU, "he") if activation == "relu" else (sgd.Sigmoid, "normal")
-    n = len(sizes) - 1
-    return [sgd.Layer(a, b, sgd.Linear if last_linear and k == n - 1 else act, rng, init)
-            for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))]
+    layers = sgd.make_network(rng, sizes, act, init)
+    layers[-1].activation = sgd.Linear if last_linear else act
+    return layers
 
 
 def labels_of(y, classes):

@@ -1,15 +1,10 @@
 """Synthetic gradients in one process: a network cut into groups of layers at boundaries.
 
-Jaderberg et al. 2016 (arXiv 1608.05343), synchronously, in sgd.py's notation. dni.py runs
-it; lab.experiments calls run(Config(...)), which returns a result dict.
-
-The toy's 2-24-12-1 is two groups, [layer 1 | layers 2-3], one boundary on h = a1 (n, 24). An
-image classifier (784-256-...-256-10) is one layer per group: a boundary on every hidden
-output h_b (n, 256), as in the paper's feed-forward tables. At boundary b a model M_b guesses
-g_b = dL/dh_b: g_hat_b = M_b(h_b), or M_b([h_b, y]) when conditioned (the paper's cDNI; y
-the toy's target or an image's one-hot label). M_b is boundary.SyntheticGradientModel; a
-zero last layer makes its first guess 0, so the group below waits instead of following
-noise. One step on a minibatch (Network.step), bottom up, h_0 = x:
+Jaderberg et al. 2016 (arXiv 1608.05343), synchronously, in sgd.py's notation; dni.py runs it
+and lab.experiments calls run(Config(...)). The toy is two groups, [layer 1 | layers 2-3]; an
+image classifier has a boundary after every hidden layer. At boundary b a model M_b
+(boundary.SyntheticGradientModel, its first guess 0) guesses g_b = dL/dh_b from h_b, or from
+[h_b, y] when conditioned (cDNI). One step (Network.step), bottom up, h_0 = x:
 
     for k = 1..K:
         h_k = group_k.feed_forward(h_{k-1})
@@ -18,17 +13,10 @@ noise. One step on a minibatch (Network.step), bottom up, h_0 = x:
         opt_k.step()                                # group k is done: it never waits
         M_{k-1}.learn(h_{k-1} [, y], t_{k-1})
 
-Only the top boundary's target is a true gradient (the toy's one boundary learns from the
-true g); below it a target is a guess of a guess: the paper's bootstrapping.
-
-METHODS, with the same optimizer, minibatches and budget; all but the first are controls:
-- synthetic: the above (DNI; cDNI when conditioned);
-- backprop: the true gradients (sgd.backprop and the optimizers, bit for bit): the ceiling;
-- frozen: only the top group learns (the paper's "no bprop", the images' top-only);
-- random: the groups below the top learn from rows in random directions with the lengths
-  of the true gradient's rows: do steps of the right size in any direction do as well?
-- random-synthetic-norm: the same with g_hat's lengths, all a three-process trainer has.
-What a run measures varies with the data (Toy, Images); docs/images.md has the results.
+Only the top boundary's target is a true gradient; below it, a guess of a guess (bootstrapping).
+METHODS: synthetic, and the controls backprop (the ceiling), frozen (only the top group
+learns), random (random directions, the true gradient's row lengths) and random-synthetic-norm
+(g_hat's lengths). docs/images.md describes them and has the results.
 """
 
 import collections
@@ -70,13 +58,6 @@ PROBE = 1_000                   # the images' cosines: on these training example
 Step = collections.namedtuple("Step", "used guesses targets")
 
 
-def backward(layers, dL_da):
-    """Backprop dL/da (n, n_out) down through the layers; returns dL/da_in (n, n_in)."""
-    for layer in reversed(layers):
-        dL_da = layer.backprop(dL_da)
-    return dL_da
-
-
 class Network:
     """sgd.make_network's layers cut into groups, an optimizer per group and a model M_b
     per boundary: the toy's in every method (its guesses are measured), the images' where
@@ -95,7 +76,7 @@ class Network:
         self.models = [boundary.SyntheticGradientModel(
             rng, config.hidden, config.conditioned, config.zero_init,
             config.model_optimizer, config.model_learning_rate,
-            width=group[-1].shape[1], context=self.classes or 1, activation=act)
+            width=group[-1].w.shape[1], context=self.classes or 1, activation=act)
             for group in self.groups[:-1]] if guessing else []
         # The weights in dtype: float32 halves the time of every product (numpy hands it
         # to BLAS's sgemm); float64 is sgd.py's, bit for bit. Optimizers after: moments too.
@@ -130,7 +111,7 @@ class Network:
         found = []
         for group in reversed(self.groups):
             found.append(dL_da)
-            dL_da = backward(group, dL_da)
+            dL_da = sgd.backward(group, dL_da)
         return found[:0:-1]
 
     def step(self, x, y):
@@ -145,7 +126,7 @@ class Network:
             used = [self.direction(None, g_b) for g_b in g]
             if self.method == "random":                   # nabla from the random rows
                 for group, d in zip(self.groups[:top], used, strict=True):
-                    backward(group, d)
+                    sgd.backward(group, d)
             for opt in self.optimizers:
                 opt.step()
             for b, (group, m) in enumerate(zip(self.groups, self.models, strict=False)):
@@ -161,7 +142,7 @@ class Network:
             used[k] = self.loss.gradient(h, y) if k == top else \
                 self.direction(guesses[k], None)
             if used[k] is not None:
-                t = backward(group, used[k])              # t_{k-1}, handed down
+                t = sgd.backward(group, used[k])              # t_{k-1}, handed down
                 opt.step()
             if k and self.models and t is not None:
                 self.models[k - 1].learn(h_below, context, t)
@@ -170,9 +151,8 @@ class Network:
         return Step(used[:top], guesses, targets)
 
     def cosines(self, x, y):
-        """Per boundary, the mean over rows of cos(g_hat_b, g_b) against the current
-        network's true gradient on (x, y); None without M_b or where no row has a direction
-        (a zero M_b). Sets the layers' nabla and moves nothing."""
+        """Per boundary, the mean over rows of cos(g_hat_b, g_b) on (x, y), g_b the network's
+        true gradient now; None without M_b or where no row has a direction. Moves nothing."""
         if not self.models:
             return [None] * (len(self.groups) - 1)
         g = self.true_gradients(x.astype(self.dtype, copy=False), y)
@@ -187,8 +167,7 @@ class Network:
 
 @dataclasses.dataclass
 class Config:
-    """Everything run() needs. A field left AUTO takes its data's default (DEFAULTS); a
-    None budget is no limit. dni.py's --help says why each default is what it is."""
+    """Everything run() needs: a field left AUTO takes its data's DEFAULTS; None, no limit."""
 
     data: str = "toy"                       # "toy" (generate.py's) or images.NAMES
     method: str = "synthetic"               # METHODS
@@ -250,8 +229,7 @@ class Config:
 
 
 def label(config):
-    """The method as its data's command line spells it: the toy's --update, the images'
-    --method (cdni, dni, top-only, ...)."""
+    """The method as its data's command line spells it: --update (toy) or --method (images)."""
     if config.data == "toy":
         return config.method
     return next(name for name, (method, conditioned) in IMAGE_METHODS.items()
@@ -296,9 +274,8 @@ class Toy:
 
 
 class Images:
-    """images.load's (or data); test accuracy and mean cross-entropy, and each boundary's
-    cosine of g_hat_b with the true gradient on PROBE fixed training examples, every
-    eval_every steps."""
+    """images.load's (or data); every eval_every steps the test accuracy and cross-entropy, and
+    each boundary's cosine of g_hat_b with the true gradient on PROBE fixed training examples."""
 
     unit, score = "steps", "loss"
 
@@ -329,10 +306,9 @@ class Images:
 
 
 def run(config, data=None, out=None):
-    """Train as config says, measuring as its data's Toy or Images does; progress lines
-    to `out` if given. data: ((x, y), (x_test, y_test)), None: loaded (an images.DataError
-    is the caller's). Returns {"config", "curve": [{"seconds", "examples" (toy) or "step",
-    measures}, ...], the last row's measures, "seconds" (of training), "steps", "examples",
+    """Train as config says on data ((x, y), (x_test, y_test); None: loaded, images.DataError
+    the caller's), measuring as Toy or Images does, progress lines to `out`. Returns {"config",
+    "curve" (the rows measured), the last row, "seconds" (of training), "steps", "examples",
     "examples_per_s", "diverged": the score stopped being finite, and the run there}."""
     config.check()
     task = (Toy if config.data == "toy" else Images)(config, data)

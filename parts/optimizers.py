@@ -1,31 +1,29 @@
 """How a layer's weights move, given its gradients: plain SGD (the original's) and Adam.
 
-Imported by the trainers, dni.py and the launcher; it runs nothing. An optimizer is made for a
-list of layers (anything with w, b and the gradients nabla_w, nabla_b of the last backprop, such
-as sgd.Layer) and its step() moves all of them once:
+An optimizer is made for layers (anything with w, b and the nabla_w, nabla_b of the last
+backprop, as sgd.Layer) and its step() moves all of them once:
 
     opt = optimizers.make("adam", layers, learning_rate=0.005)
     ... backprop, which sets each layer's nabla_w and nabla_b ...
     opt.step()
 
-SGD is sgd.py's rule, w -= eta * dL/dw. Adam (Kingma and Ba 2015) keeps, per weight, running
-means of the gradient and of its square and steps by their ratio, so every weight moves at about
-the learning rate whatever its gradient's scale; it is written exactly as Keras 3 computes it
-(the oracle's model trains with Keras), with Keras's defaults beta_1 0.9, beta_2 0.999 and
-epsilon 1e-7:
+SGD is sgd.py's w -= eta * dL/dw. Adam (Kingma and Ba 2015) steps every weight by the ratio of
+running means of its gradient and of its square, so each moves at about the learning rate
+whatever its gradient's scale; written as Keras 3 computes it (the oracle trains with Keras),
+with Keras's beta_1 0.9, beta_2 0.999 and epsilon 1e-7:
 
     t += 1
     alpha = eta * sqrt(1 - beta_2^t) / (1 - beta_1^t)
     m += (1 - beta_1) (g - m)
     v += (1 - beta_2) (g^2 - v)
     w -= alpha m / (sqrt(v) + epsilon)
-
-Comparisons in this project use one optimizer for every row (README, "What we found").
 """
 
 import math
 
 import numpy as np
+
+import sgd
 
 
 class SGD:
@@ -37,8 +35,7 @@ class SGD:
         self.layers, self.learning_rate = list(layers), learning_rate
 
     def step(self):
-        for layer in self.layers:
-            layer.descend(self.learning_rate)
+        sgd.descend(self.layers, self.learning_rate)
 
     def state(self):
         """The optimizer's state as {name: array}, for a checkpoint (SGD has none)."""

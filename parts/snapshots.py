@@ -1,17 +1,11 @@
 """Weights and metrics on disk: writing them while training, reading and evaluating them after.
 
-Imported by the trainers, plot.py and the launchers; it runs nothing and draws nothing.
-
-Metrics are JSON lines, {"time": time.time(), "stage": ..., "seconds": since that process
-started, ...figures}, each process appending to its own file (MetricsLog, read_metrics).
-
-Each trainer writes its layers into a progress folder as `<part>_<label>.npz` (w0, b0, w1, ...
-and `time`, written atomically), part "layer1" (the input trainer) or "layers23" (the output
-trainer), label "initial", "final" or a tick: time.time() rounded down to a multiple of the
-snapshot interval. Both trainers save on the same ticks of the same clock, so layer1_T.npz
-and layers23_T.npz compose into the network at moment T (find_moments, load_composed,
-measure_progress). A run folder (demo.py's) adds RUN/metrics/<process>.jsonl and the
-plain-backprop baseline's RUN/backprop/final.npz (load_backprop).
+Metrics are JSON lines, {"time", "stage", "seconds" since the process started, ...figures}, a
+file per process. Each trainer writes its layers atomically as `<part>_<label>.npz` (w0, b0,
+..., time), part layer1 or layers23, label initial, final or a tick: time.time() rounded down
+to a multiple of the snapshot interval. Both trainers tick on the same clock, so layer1_T and
+layers23_T compose into the network at moment T. A run folder (demo.py's) adds
+metrics/<process>.jsonl and the plain-backprop baseline's backprop/final.npz.
 """
 
 import json
@@ -38,8 +32,7 @@ SWAP_LABEL = "initial layer 1 + final layers 2-3"
 
 
 class NothingToRead(Exception):
-    """A file or folder the caller needs is missing or unreadable; the message says which, and
-    what writes it."""
+    """A file or folder the caller needs is missing or unreadable: the message says which."""
 
 
 # --- Weight snapshots: writing and reading one file, and the Snapshotter. -------------------
@@ -83,11 +76,8 @@ def save_layers(path, layers, taken_at=None):
 
 
 def load_layers(path, shapes):
-    """Layers from a file written by save_layers, checked against shapes [(n_in, n_out), ...].
-
-    Hidden layers are sigmoid and the network's last layer (width 1) is linear. Raises ValueError
-    with a clear message for a missing, truncated or wrong-shaped file, or one holding NaN.
-    """
+    """The toy's layers (sigmoid, the width-1 last linear) from save_layers' file, checked against
+    shapes [(n_in, n_out), ...]; ValueError if missing, truncated, misshapen or not finite."""
     arrays = read_npz(path, "weights")
     layers = []
     for k, (n_in, n_out) in enumerate(shapes):
@@ -110,8 +100,7 @@ PROGRESS = TOP / "progress"          # by hand, each run's snapshots go into PRO
 
 
 def new_run_name():
-    """A run's name: its start, YYYYmmdd-HHMMSS (the output trainer names the run; the input
-    trainer asks it, so both halves of a run go into PROGRESS/<name>)."""
+    """A run's name, its start: YYYYmmdd-HHMMSS (the output trainer's, which the input asks)."""
     return time.strftime("%Y%m%d-%H%M%S")
 
 
@@ -124,12 +113,8 @@ def latest_run(*parents):
 
 
 class Snapshotter:
-    """Saves `part`'s layers into folder on every tick of a shared wall clock.
-
-    Call maybe_save(layers) as often as you like (it is a clock comparison unless a tick has
-    passed); save_initial and save_final write the two labelled ends. Nothing is written (and
-    the folder is not created) before the first of them.
-    """
+    """Saves `part`'s layers into folder on every tick of a shared wall clock: maybe_save(layers)
+    is a clock comparison unless a tick has passed; save_initial and save_final, the two ends."""
 
     def __init__(self, folder, part, interval):
         assert part in ("layer1", "layers23")
@@ -201,53 +186,31 @@ def snapshot_time(path):
 # --- Evaluating a progress folder: the composed network at each moment. -----------------------
 
 def composed_mse(folder, x, y, layer1_label="final", layers23_label=None):
-    """Held-out MSE, mean((y_hat - y)^2), of layer1_<layer1_label> under
-    layers23_<layers23_label> (the same label unless given) in folder, on x (n, 2), y (n,).
-
-    Raises ValueError naming the file if either half is missing or unreadable.
-    """
+    """sgd.mse on x (n, 2), y (n,) of load_composed's network (ValueError naming a bad file)."""
     return sgd.mse(load_composed(folder, layer1_label, layers23_label), x, y)
 
 
 def composed_curve(folder, x, y, origin=0.0):
-    """[(T - origin, held-out MSE of the network composed at T)] for each paired tick T, in
-    time order; x (n, 2), y (n,) the held-out points, origin a time.time() (0: raw ticks).
-
-    Raises ValueError naming the file if a paired snapshot cannot be read.
-    """
+    """[(T - origin, composed_mse at T)] for each paired tick T in time order (origin a
+    time.time(), 0: raw ticks); ValueError naming a paired snapshot that cannot be read."""
     return [(t - origin, composed_mse(folder, x, y, t)) for t in paired_ticks(folder)]
 
 
-def unpaired_ticks(found):
-    """Ticks (from list_snapshots) saved by only one of the two trainers."""
-    layer1, layers23 = ({t for t in found[part] if isinstance(t, int)}
-                        for part in ("layer1", "layers23"))
-    return sorted(layer1 ^ layers23)
-
-
 def find_moments(folder):
-    """[(label, layer1 label, layers23 label)] to evaluate, in time order, and the unpaired ticks.
-
-    Only moments whose two files both exist are listed: "initial", each paired tick, "final",
-    and the swap (layer1_initial under layers23_final).
-    """
-    found = list_snapshots(folder)
-    both = [label for label in ("initial", "final")
-            if label in found["layer1"] and label in found["layers23"]]
-    moments = [("initial", "initial", "initial")] if "initial" in both else []
-    moments += [(t, t, t) for t in paired_ticks(folder)]
-    if "final" in both:
-        moments.append(("final", "final", "final"))
-    if "initial" in found["layer1"] and "final" in found["layers23"]:
+    """[(label, layer1 label, layers23 label)] whose two files exist, in time order ("initial",
+    each paired tick, "final", the swap), and the ticks saved by only one trainer."""
+    layer1, layers23 = list_snapshots(folder).values()
+    moments = [(label, label, label) for label in ("initial", *paired_ticks(folder), "final")
+               if label in layer1 and label in layers23]
+    if "initial" in layer1 and "final" in layers23:
         moments.append((SWAP_LABEL, "initial", "final"))
-    return moments, unpaired_ticks(found)
+    ticks1, ticks23 = ({t for t in part if isinstance(t, int)} for part in (layer1, layers23))
+    return moments, sorted(ticks1 ^ ticks23)
 
 
 def moment_time(folder, label, layer1_label, layers23_label):
-    """When a moment's network existed: its tick, or the later of its two files' times.
-
-    None for the swap, which mixes two moments and so never existed during training.
-    """
+    """When a moment's network existed: its tick, or the later of its two files' times; None for
+    the swap, which mixes two moments and so never existed during training."""
     if isinstance(label, int):
         return float(label)
     if layer1_label != layers23_label:
@@ -257,33 +220,10 @@ def moment_time(folder, label, layer1_label, layers23_label):
                snapshot_time(folder / f"layers23_{layers23_label}.npz"))
 
 
-def measure_moments(folder, moments, x_test, y_test):
-    """Held-out MSE of each moment's network, and when it existed (time.time(); swap: None).
-
-    Returns rows [{"label", "layer1", "layers23", "seconds", "mse"}], networks {label: layers}
-    and how many moments could not be read (each is reported and skipped).
-    """
-    rows, networks, skipped = [], {}, 0
-    for label, l1, l23 in moments:
-        try:
-            layers = load_composed(folder, l1, l23)
-            taken = moment_time(folder, label, l1, l23)
-        except ValueError as e:
-            print(f"skipping {label}: {e}", flush=True)
-            skipped += 1
-            continue
-        networks[label] = layers
-        rows.append({"label": label, "layer1": l1, "layers23": l23, "seconds": taken,
-                     "mse": sgd.mse(layers, x_test, y_test)})
-    return rows, networks, skipped
-
-
 def measure_progress(folder, x_test, y_test):
-    """find_moments then measure_moments on a progress folder, reporting unpaired ticks.
-
-    Returns measure_moments' rows, networks and skipped count. Raises NothingToRead if the
-    folder is missing or holds no readable pair of snapshots.
-    """
+    """Held-out MSE of each of find_moments' networks in a progress folder: rows [{"label",
+    "layer1", "layers23", "seconds" (moment_time), "mse"}], networks {label: layers} and how many
+    moments could not be read (each reported and skipped). NothingToRead if none can be."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NothingToRead(f"no progress folder at {folder}: it should be the folder the "
@@ -296,7 +236,18 @@ def measure_progress(folder, x_test, y_test):
     if unpaired:
         print(f"{len(unpaired)} unpaired tick(s) skipped (saved by only one trainer): "
               f"{unpaired[:5]}{' ...' if len(unpaired) > 5 else ''}", flush=True)
-    rows, networks, skipped = measure_moments(folder, moments, x_test, y_test)
+    rows, networks, skipped = [], {}, 0
+    for label, l1, l23 in moments:
+        try:
+            layers = load_composed(folder, l1, l23)
+            taken = moment_time(folder, label, l1, l23)
+        except ValueError as e:
+            print(f"skipping {label}: {e}", flush=True)
+            skipped += 1
+            continue
+        networks[label] = layers
+        rows.append({"label": label, "layer1": l1, "layers23": l23, "seconds": taken,
+                     "mse": sgd.mse(layers, x_test, y_test)})
     if not rows:
         raise NothingToRead(f"none of the {len(moments)} snapshot pairs in {folder} "
                             "could be read")
@@ -304,10 +255,7 @@ def measure_progress(folder, x_test, y_test):
 
 
 def decoupled_final(rows, networks):
-    """(row, layers) of the decoupled network at the end: "final", else the last tick; or None.
-
-    rows and networks as measure_moments returns them.
-    """
+    """(row, layers) of measure_progress's network at the end: "final", else the last tick."""
     ends = [r for r in rows if r["label"] == "final"] or \
            [r for r in rows if isinstance(r["label"], int)][-1:]
     return (ends[0], networks[ends[0]["label"]]) if ends else None
@@ -379,11 +327,8 @@ def every(interval, call, stop, name="every"):
 
 
 def read_metrics(path):
-    """The JSON objects of a metrics file, one a line, in file order; [] if there is no file.
-
-    A line that is not a JSON object (a process killed while writing its last line) is skipped
-    with a message, so one torn line never costs the whole curve.
-    """
+    """The JSON objects of a metrics file in file order ([] if there is none); a line that is not
+    one (a process killed mid-line) is skipped and counted, not the whole curve lost."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -403,10 +348,8 @@ def read_metrics(path):
 
 
 def column(rows, key):
-    """rows[k][key] for each row as floats (len(rows),); NaN where missing, null or not a number.
-
-    NaN leaves a gap in a matplotlib line, which is what a not-yet-measured figure should be.
-    """
+    """rows[k][key] as floats (len(rows),), NaN where missing, null or not a number: a gap in a
+    matplotlib line, as a figure not yet measured should be."""
     values = [row.get(key) for row in rows]
     return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
                      for v in values], dtype=np.float64)
@@ -420,7 +363,6 @@ def last_finite(rows, key):
 
 
 def streaming_start(run_dir):
-    """time.time() of RUN/metrics/train_input.jsonl's first line (the input trainer began
-    streaming), or None."""
+    """When the input trainer began streaming: metrics/train_input.jsonl's first time, or None."""
     rows = read_metrics(Path(run_dir) / "metrics" / "train_input.jsonl")
     return last_finite(rows[:1], "time")

@@ -98,7 +98,7 @@ def draw_accuracy(seconds, accuracies, chance, title):
 def draw_examples(layers, x, labels, names, title, rows=3, cols=6):
     """The first rows x cols test images, each under the label the network gives it (green
     when right; red, with the true label, when wrong)."""
-    predicted = sgd.outputs(layers, x[:rows * cols]).argmax(axis=1)
+    predicted = sgd.feed_forward(layers, x[:rows * cols], remember=False).argmax(axis=1)
 
     def draw(fig, axes):
         for k, ax in enumerate(axes.flat):
@@ -114,7 +114,7 @@ def draw_examples(layers, x, labels, names, title, rows=3, cols=6):
 
 def confusion(layers, x, labels, classes):
     """counts (classes, classes): row the true label, column the one the network gives."""
-    predicted = sgd.outputs(layers, x).argmax(axis=1)
+    predicted = sgd.feed_forward(layers, x, remember=False).argmax(axis=1)
     return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(
         classes, classes)
 

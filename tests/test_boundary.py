@@ -63,7 +63,7 @@ def test_a_pass_learns_what_the_oracle_learns_from_the_same_gradients():
         after = boundary.model_forward(o.weights, inputs)          # the oracle's answers now
         assert np.abs(after - before).max() > 1e-4               # it did learn something
         np.testing.assert_allclose(ours.predict(h, y), after, rtol=2e-4, atol=2e-6)
-        for mine, theirs in zip(ours.published, o.weights):
+        for mine, theirs in zip(ours.published, o.weights, strict=True):
             np.testing.assert_allclose(mine, theirs, rtol=2e-4, atol=2e-6)
         q_ours = quality.fields()
         q_oracle = o.status_fields()["synthetic_gradient_quality"]
@@ -85,7 +85,7 @@ def test_a_pass_is_epochs_of_shuffled_minibatches_of_the_chunk():
         for k in range(0, 600, 256):
             rows = order[k:k + 256]
             replica.learn(h[rows], y[rows], g[rows])
-    for mine, hand in zip(model.published, replica.weights()):
+    for mine, hand in zip(model.published, replica.weights(), strict=True):
         assert mine.tobytes() == hand.tobytes()
     assert model.last_loss > 0
 
@@ -95,13 +95,13 @@ def test_published_weights_are_copies_and_a_non_finite_pass_is_refused():
     model = colocated()
     model.learn_pass(h, y, g)
     published = [w.copy() for w in model.published]
-    assert all(a is not b for a, b in zip(model.published, model.weights()))
+    assert all(a is not b for a, b in zip(model.published, model.weights(), strict=True))
     g_bad = g.copy()
     g_bad[3, 4] = np.inf
     with np.errstate(all="ignore"):
         model.learn_pass(h, y, g_bad)
     assert model.diverged
-    for kept, before in zip(model.published, published):          # the last finite ones stay
+    for kept, before in zip(model.published, published, strict=True):   # the last finite ones stay
         assert kept.tobytes() == before.tobytes()
     model.learn_pass(h, y, g)                                         # and it learns no more
     assert model.published[0].tobytes() == published[0].tobytes()
@@ -117,13 +117,13 @@ def test_a_checkpoint_brings_back_the_model_and_its_adam_state(tmp_path):
     weights, _, _ = checkpoint.load(path, {"boundary_": (other.weights(), other.optimizer)}, ())
     other.load(weights["boundary_"], model.version)
     assert other.version == model.version
-    for a, b in zip(other.weights(), model.weights()):
+    for a, b in zip(other.weights(), model.weights(), strict=True):
         assert a.tobytes() == b.tobytes()
     assert other.optimizer.t == model.optimizer.t
     other.rng = copy.deepcopy(model.rng)
     model.learn_pass(h, y, g)
     other.learn_pass(h, y, g)                                         # the moments carried over
-    for a, b in zip(other.published, model.published):
+    for a, b in zip(other.published, model.published, strict=True):
         assert a.tobytes() == b.tobytes()
 
 
@@ -132,5 +132,5 @@ def test_the_weights_answer_decodes_as_an_oracles():
     body = synthgrad.encode_weights(model.published, model.conditioned, 7)
     weights, conditioned, version = synthgrad.decode_weights(body, 32)
     assert conditioned is True and version == 7
-    for a, b in zip(weights, model.published):
+    for a, b in zip(weights, model.published, strict=True):
         assert a.tobytes() == b.tobytes()

@@ -280,8 +280,8 @@ def test_true_gradients_at_each_boundary_are_backprop_of_the_layers_above():
     x, y = rng.uniform(-1, 1, (7, 2)), rng.uniform(-1, 1, 7)
     models = [None, ([rng.standard_normal((5, 4)), rng.standard_normal(4)], True)]
     (true1, synth1), (true2, synth2) = chain_eval.true_and_synthetic(net, layout, x, y, models)
-    h1 = net[0].output(x)
-    h2 = net[1].output(h1)
+    h1 = net[0].feed_forward(x, remember=False)
+    h2 = net[1].feed_forward(h1, remember=False)
     _, expected1 = sgd.backprop(net[1:], h1, y)
     _, expected2 = sgd.backprop(net[2:], h2, y)
     np.testing.assert_allclose(true1, expected1)
@@ -297,7 +297,7 @@ def test_true_gradient_matches_finite_differences():
     net = sgd.make_network(rng, (2, 3, 2, 1))
     x, y = rng.uniform(-1, 1, (1, 2)), rng.uniform(-1, 1, 1)
     ((true, _),) = chain_eval.true_and_synthetic(net, layout, x, y, [None])
-    h = net[0].output(x)
+    h = net[0].feed_forward(x, remember=False)
     eps = 1e-6
     for j in range(3):
         up, down = h.copy(), h.copy()

@@ -172,7 +172,7 @@ def test_a_synthetic_step_moves_layer1_as_the_input_trainer_does(tmp_path, close
                       zero_init=False, conditioned=True)
         assert np.array_equal(net.layers[0].w, trainer.layer.w)   # both drew it first, seed 0
         idx = np.array([3, 7, 11, 19])
-        h = net.layers[0].output(x[idx])
+        h = net.layers[0].feed_forward(x[idx], remember=False)
         expected = net.models[0].predict(h, y[idx])               # what step will predict
         assert np.abs(expected).max() > 0
         asked = []

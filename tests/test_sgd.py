@@ -120,7 +120,7 @@ def test_descend_is_exactly_w_minus_eta_nabla():
 def test_train_step_gradients_match_finite_differences(batch):
     rng = np.random.default_rng(4)
     layers = sgd.make_network(rng)
-    assert [layer.shape for layer in layers] == [(2, 24), (24, 12), (12, 1)]
+    assert [layer.w.shape for layer in layers] == [(2, 24), (24, 12), (12, 1)]
     assert [layer.activation for layer in layers] == [sgd.Sigmoid, sgd.Sigmoid, sgd.Linear]
     x, y = rng.uniform(-1, 1, (batch, 2)), rng.uniform(-1, 1, batch)   # (n, 2), (n,)
 
@@ -242,11 +242,11 @@ def test_predict_and_mse_against_direct_computation():
                                rtol=1e-12)
 
 
-def test_output_equals_feed_forward_and_remembers_nothing():
+def test_feed_forward_not_remembering_is_the_same_and_remembers_nothing():
     rng = np.random.default_rng(8)
     layer = sgd.Layer(2, 24, sgd.Sigmoid, rng)
     a_in = rng.uniform(-1, 1, (7, 2))
-    out = layer.output(a_in)
+    out = layer.feed_forward(a_in, remember=False)
     assert out.shape == (7, 24)
     assert not any(hasattr(layer, name) for name in ("a_in", "z", "a"))
     np.testing.assert_array_equal(out, layer.feed_forward(a_in))
@@ -291,7 +291,6 @@ def test_relu_and_its_derivative_away_from_the_kink():
     np.testing.assert_array_equal(a, np.where(z > 0, z, 0.0))
     fd = (sgd.ReLU.f(z + EPS) - sgd.ReLU.f(z - EPS)) / (2 * EPS)
     np.testing.assert_allclose(sgd.ReLU.derivative(z, a), fd, rtol=RTOL, atol=ATOL)
-    assert sgd.ACTIVATIONS["relu"] is sgd.ReLU
 
 
 def away_from_the_kink(layers, x, margin=1e-3):
@@ -320,7 +319,7 @@ def test_relu_network_with_softmax_cross_entropy_matches_finite_differences(batc
     labels = rng.integers(0, 4, batch)                          # (n,) in 0..3
 
     def losses():                                               # by hand, not via sgd's loss
-        z = sgd.outputs(layers, x)                              # (n, 4)
+        z = sgd.feed_forward(layers, x, remember=False)            # (n, 4)
         return np.log(np.exp(z).sum(axis=1)) - z[np.arange(batch), labels]
 
     z, dL_dx = sgd.backprop(layers, x, labels, loss=sgd.SoftmaxCrossEntropy)

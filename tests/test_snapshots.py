@@ -44,7 +44,7 @@ def test_save_and_load_round_trip_exactly(tmp_path, network):
     layers23 = snapshots.load_layers(tmp_path / "layers23_initial.npz", snapshots.LAYERS23_SHAPES)
     loaded = layer1 + layers23
     assert len(loaded) == 3
-    for got, want in zip(loaded, network):
+    for got, want in zip(loaded, network, strict=True):
         assert got.w.dtype == np.float64 and got.b.dtype == np.float64
         np.testing.assert_array_equal(got.w, want.w)
         np.testing.assert_array_equal(got.b, want.b)
@@ -233,7 +233,7 @@ def test_load_composed_predicts_like_the_original(tmp_path, network):
     snapshots.save_layers(tmp_path / "layer1_600.npz", network[:1])
     snapshots.save_layers(tmp_path / "layers23_600.npz", network[1:])
     composed = snapshots.load_composed(tmp_path, 600)
-    assert [layer.shape for layer in composed] == [(2, 24), (24, 12), (12, 1)]
+    assert [layer.w.shape for layer in composed] == [(2, 24), (24, 12), (12, 1)]
     assert [layer.activation for layer in composed] == [sgd.Sigmoid, sgd.Sigmoid, sgd.Linear]
     x = np.random.default_rng(1).uniform(-1, 1, (50, 2))
     np.testing.assert_allclose(sgd.predict(composed, x), sgd.predict(network, x),
@@ -314,7 +314,7 @@ def test_composed_curve_has_one_point_per_paired_tick_in_time_order(progress, he
     x, y = heldout
     curve = snapshots.composed_curve(folder, x, y, origin=997.25)
     assert [seconds for seconds, _ in curve] == [2.75, 12.75, 22.75]   # not 1030: unpaired
-    for (_, mse), tick in zip(curve, (1000, 1010, 1020)):
+    for (_, mse), tick in zip(curve, (1000, 1010, 1020), strict=True):
         assert mse == pytest.approx(sgd.mse(nets[tick], x, y), abs=1e-12)
     assert [t for t, _ in snapshots.composed_curve(folder, x, y)] == [1000, 1010, 1020]
 
@@ -395,7 +395,7 @@ def test_load_backprop_reads_the_baselines_whole_network(tmp_path, network):
         snapshots.load_backprop(tmp_path)
     snapshots.save_layers(tmp_path / "backprop" / "final.npz", network)
     loaded = snapshots.load_backprop(tmp_path)
-    for got, want in zip(loaded, network):
+    for got, want in zip(loaded, network, strict=True):
         np.testing.assert_array_equal(got.w, want.w)
         np.testing.assert_array_equal(got.b, want.b)
     snapshots.save_layers(tmp_path / "backprop" / "final.npz", network[1:])
