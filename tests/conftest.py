@@ -38,7 +38,7 @@ class FakeSender:
 
     def rows(self):
         """Everything put so far, concatenated: i (n,), h (n, 24), dL/dh (n, 24)."""
-        return tuple(np.concatenate(col) for col in zip(*self.puts))
+        return tuple(np.concatenate(col) for col in zip(*self.puts, strict=True))
 
 
 @pytest.fixture

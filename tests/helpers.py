@@ -59,7 +59,7 @@ def write_images(folder, data):
     gzipped IDX files datasets/images.py reads (pixels rounded to 0..255); returns folder."""
     from datasets import images
     folder.mkdir(parents=True, exist_ok=True)
-    for (x, labels), (images_name, labels_name) in zip(data, images.FILES.values()):
+    for (x, labels), (images_name, labels_name) in zip(data, images.FILES.values(), strict=True):
         pixels = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8).reshape(-1, 28, 28)
         images.write_idx(folder / (images_name + ".gz"), pixels)
         images.write_idx(folder / (labels_name + ".gz"), labels.astype(np.uint8))

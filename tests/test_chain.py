@@ -203,7 +203,7 @@ def test_a_middle_stage_checkpoints_and_resumes_everything_it_holds(middle, tmp_
     trainer.save_checkpoint(path)
     again = middle(optimizer="adam", learning_rate=0.01, colocated=colocated,
                    checkpoint=str(path), resume=True)
-    for a, b in zip(again.layers, trainer.layers):
+    for a, b in zip(again.layers, trainer.layers, strict=True):
         np.testing.assert_array_equal(a.w, b.w)
         np.testing.assert_array_equal(a.b, b.b)
     assert again.x.tobytes() == trainer.x.tobytes() and again.held.sum() == 10
@@ -211,10 +211,10 @@ def test_a_middle_stage_checkpoints_and_resumes_everything_it_holds(middle, tmp_
         {k: trainer.counts[k] for k in trainer.COUNTERS} and again.counts["passes"] == 2
     assert again.optimizer.t == trainer.optimizer.t > 0
     for a, b in zip(again.optimizer.m + again.optimizer.v,
-                    trainer.optimizer.m + trainer.optimizer.v):
+                    trainer.optimizer.m + trainer.optimizer.v, strict=True):
         np.testing.assert_array_equal(a, b)                          # Adam's moments
     if colocated:
-        for a, b in zip(again.boundary.published, trainer.boundary.published):
+        for a, b in zip(again.boundary.published, trainer.boundary.published, strict=True):
             np.testing.assert_array_equal(a, b)
         assert again.boundary.version == trainer.boundary.version > 0
 
@@ -334,7 +334,7 @@ def test_evaluate_reads_a_recorded_chain(tmp_path):
     result = chain_eval.evaluate(tmp_path, layout, heldout=300, cosine_points=50)
     x, y = generate.heldout(300)
     assert [r["seconds"] for r in result["ticks"]] == [0.5, 2.5]
-    for r, tick in zip(result["ticks"], (1000, 1002)):
+    for r, tick in zip(result["ticks"], (1000, 1002), strict=True):
         assert r["heldout_mse"] == pytest.approx(sgd.mse(nets[tick], x, y))
     assert result["ticks"][0]["cosine"] == [None, None]             # no model saved at 1000
     ((_, _), (true, synth)) = chain_eval.true_and_synthetic(nets[1002], layout, x[:50], y[:50],

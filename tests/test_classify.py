@@ -91,7 +91,7 @@ def test_the_last_stage_sends_the_cross_entropys_true_gradients_and_steps_by_han
         z, _ = sgd.backprop(layers, x, c, sgd.SoftmaxCrossEntropy)
         total += float(sgd.SoftmaxCrossEntropy.loss(z, c).sum())
         adam.step()
-    for got, want in zip(trainer.layers, layers):
+    for got, want in zip(trainer.layers, layers, strict=True):
         assert got.w.tobytes() == want.w.tobytes() and got.b.tobytes() == want.b.tobytes()
     assert trainer.last_train_mse == pytest.approx(total / 5, rel=1e-12)   # the mean loss
     np.testing.assert_array_equal(y_sent, trainer.y[order])                  # labels go along
@@ -197,7 +197,7 @@ def test_chain_json_of_a_classifier_gives_test_accuracy_and_loss_at_every_tick(t
     result = chain_eval.evaluate(run, layout, data="fashion-mnist", image_dir=image_dir)
     (x, labels) = classify.load_test("fashion-mnist", image_dir)
     assert len(result["ticks"]) == 2 and result["test_images"] == 60
-    for row, label in zip(result["ticks"], (1000, 1002)):
+    for row, label in zip(result["ticks"], (1000, 1002), strict=True):
         want = sgd.classification_scores(nets[label], x, labels)
         assert (row["test_accuracy"], row["test_loss"]) == pytest.approx(want)
     assert (result["final_accuracy"], result["final_loss"]) == pytest.approx(

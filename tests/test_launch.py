@@ -1,11 +1,11 @@
 """Tests for launch.py and processes.py: the pieces of a launch, the command lines it gives
-each process, and
-plain backprop in-process checked step for step against sgd.train_step by hand (and, with
+each process, and plain backprop in-process checked step for step against sgd.train_step by hand (and, with
 optimizer "adam", against sgd.backprop and optimizers.Adam by hand).
 
 Run: .venv/bin/pytest -q tests/test_launch.py
 """
 
+import itertools
 import signal
 import sys
 import time
@@ -372,7 +372,7 @@ def test_train_backprop_stops_at_its_time_limit_and_measures_every_segment(tmp_p
     # segments of 500, 500 and 200 examples in each epoch of 1,200, as far as it got in its
     # 0.3 s (a busy machine gets less far: the whole pattern is checked without a clock in the
     # next test)
-    steps = [b["examples"] - a["examples"] for a, b in zip(measured, measured[1:])]
+    steps = [b["examples"] - a["examples"] for a, b in itertools.pairwise(measured)]
     assert steps and steps == ([500, 500, 200] * len(steps))[:len(steps)]
     # it stopped at the first measurement at or past 0.3 s of training
     assert measured[-1]["seconds"] >= 0.3 >= measured[-2]["seconds"]
@@ -400,7 +400,7 @@ def test_train_backprop_matches_train_step_by_hand_and_saves_its_weights(tmp_pat
             sgd.train_step(want, x[order[k:k + 10]], y[order[k:k + 10]], eta)
         eta *= 0.5
     saved = snapshots.load_layers(config.weights_out, BACKPROP_SHAPES)
-    for got, again, by_hand in zip(layers, saved, want):
+    for got, again, by_hand in zip(layers, saved, want, strict=True):
         np.testing.assert_array_equal(got.w, by_hand.w)
         np.testing.assert_array_equal(got.b, by_hand.b)
         np.testing.assert_array_equal(again.w, by_hand.w)
@@ -420,7 +420,7 @@ def test_train_backprop_per_example_uses_rows_of_one(data_dir):
     order = rng.permutation(len(x))
     for k in order:
         sgd.train_step(want, x[k:k + 1], y[k:k + 1], config.learning_rate)
-    for got, by_hand in zip(layers, want):
+    for got, by_hand in zip(layers, want, strict=True):
         np.testing.assert_array_equal(got.w, by_hand.w)
         np.testing.assert_array_equal(got.b, by_hand.b)
 
@@ -440,6 +440,6 @@ def test_train_backprop_with_adam_matches_optimizers_adam_by_hand(data_dir):
             sgd.backprop(want, x[order[k:k + 10]], y[order[k:k + 10]])
             adam.step()
         adam.learning_rate *= 0.5
-    for got, by_hand in zip(layers, want):
+    for got, by_hand in zip(layers, want, strict=True):
         np.testing.assert_array_equal(got.w, by_hand.w)
         np.testing.assert_array_equal(got.b, by_hand.b)
