@@ -106,7 +106,7 @@ def test_a_classifier_refuses_targets_that_are_not_its_labels(make_output_app, y
 
 
 def test_a_colocated_classifiers_model_sees_the_one_hot_label():
-    """cDNI for a classifier, as deep_dni.py's: linear, zero-initialised, learning at 3e-3,
+    """cDNI for a classifier, as parts/decoupled.py's: linear, zero-initialised, learning at 3e-3,
     its input [h, onehot(c)]; what it publishes is what the stage below computes."""
     model = boundary.SyntheticGradientModel.for_boundary(6, 0, classes=4)
     assert [w.shape for w in model.published] == [(10, 6), (6,)]             # 6 + 4 one-hot
