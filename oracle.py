@@ -131,8 +131,6 @@ class Oracle(server.TrainingServer):
     """The oracle's state: held gradients, the Keras model, published weights, quality measures."""
 
     role = title = "oracle"
-    FLATTEN = {"synthetic_gradient_quality": ""}
-    NOT_IN_METRICS = server.TrainingServer.NOT_IN_METRICS + ("window",)
 
     def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
         c = {**DEFAULTS, **config}
@@ -175,17 +173,13 @@ class Oracle(server.TrainingServer):
             self.counts["gradients_received"] += len(i)
 
     def status_fields(self):
-        """The oracle's /status fields: "gradients_received", "estimates_served",
-        "training_steps", "batch_size" and "synthetic_gradient_quality" (boundary.Quality's
-        fields, g_hat what it would have answered for h just before the true g arrived)."""
-        with self.lock:
-            quality = self.quality.fields()
+        """The oracle's /status fields; its quality compares the g_hat it would have answered
+        for h with the true g that just arrived."""
         return {
             "gradients_received": self.counts["gradients_received"],
             "estimates_served": self.counts["estimates"],
             "training_steps": self.counts["steps"],
             "batch_size": self.config["batch_size"],
-            "synthetic_gradient_quality": quality,
         }
 
     # --- the training thread --------------------------------------------------------------

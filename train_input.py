@@ -13,14 +13,8 @@ For each minibatch of examples x (n, 2) with targets y (n,):
     g = the oracle's model applied to (h, y)    # (n, 24): synthetic dL/dh, one row per example
     backprop g through layer 1, step layer 1 (dL/dw1 averaged over the minibatch)
 
-It never waits for the true gradient: that is the point of synthetic gradients. By default it
-computes g here with a copy of the oracle's model (the paper's layout); --synthetic-gradients
-remote asks the oracle for every minibatch. Layer 1 is snapshotted into --progress-dir on the
-wall-clock tick it shares with the output trainer, so plot.py can compose the whole network.
---update frozen and random are the controls (docs/settings.md says what each shows).
-
-Importing it runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the same trainer
-without the command line (config_from_args maps each option to its InputConfig field).
+It never waits for the true gradient: that is the point of synthetic gradients. Importing
+it runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the trainer without the CLI.
 """
 
 import argparse
@@ -91,12 +85,10 @@ ORIGINAL = dict(learning_rate=0.001, optimizer="sgd", examples=0, synthetic_grad
 
 
 class InputTrainer:
-    """Layer 1, its two peers, and the loop that streams examples through them.
+    """Layer 1, its two peers, and the loop that streams examples x (N, 2), y (N,) to them.
 
-    x (N, 2) and y (N,) are the examples; config an InputConfig (its defaults if None).
-    Counters: examples (handed off to layers 2-3), updates (of layer 1), skipped (minibatches
-    not used to update: --update-probability, or every one with --update frozen), epochs (full
-    passes), waited (seconds spent at --max-unsent).
+    Counters: examples (handed off), updates (of layer 1), skipped (minibatches not used to
+    update), epochs (full passes), waited (seconds spent at --max-unsent).
     """
 
     COUNTERS = ("examples", "updates", "epochs", "skipped")     # what a checkpoint keeps
@@ -339,73 +331,69 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Train layer 1 with synthetic gradients from the "
                                             "oracle; stream its activations to the output trainer.")
     p.add_argument("--data-dir", type=Path, default=HERE / "data",
-                   help="folder holding x.npy and y.npy (default data/, where generate.py writes)")
+                   help="folder holding x.npy and y.npy (default data/, generate.py's)")
     classify.data_arguments(p)
     p.add_argument("--examples", type=int, default=20_000,
                    help="train on the first N examples, 0 for all (default %(default)s: what "
-                        "layers 2-3 and the oracle hold stays seconds old)")
+                        "the peers hold stays seconds old)")
     p.add_argument("--oracle-url", default=synthgrad.DEFAULT_ORACLE_URL,
                    help="where the oracle listens (default %(default)s)")
     p.add_argument("--output-url", default=synthgrad.DEFAULT_OUTPUT_TRAINER_URL,
                    help="where the output trainer listens (default %(default)s)")
     p.add_argument("--width", type=int, default=DEFAULTS["width"],
-                   help="layer 1's outputs, the width of h (default %(default)s; see chain.py)")
+                   help="layer 1's outputs, the width of h (default %(default)s)")
     p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
                    help="instead of --width: several layers from the inputs to h, e.g. "
-                        "2-256-256 (default: 2-WIDTH, one layer)")
+                        "2-256-256 (default: 2-WIDTH)")
     p.add_argument("--colocated", action="store_true",
                    help="fetch the model's weights from --output-url, a stage started with "
-                        "--colocated that learns it, instead of from an oracle (default: off)")
+                        "--colocated, instead of from an oracle (default: off)")
     p.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
                    help="eta for layer 1 (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS),
                    default=DEFAULTS["optimizer"],
-                   help="how layer 1 steps (default %(default)s; the original's sgd is "
-                        "w -= eta dL/dw): use train_output.py's, so a comparison has one")
+                   help="how layer 1 steps (default %(default)s; the original's is sgd)")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
-                   help="what moves layer 1 (default synthetic: the oracle's gradients); the "
-                        "controls: frozen never moves it, random moves it along a random "
-                        "direction of each synthetic gradient's norm")
+                   help="what moves layer 1 (default synthetic; frozen and random, along a "
+                        "random direction of the synthetic gradient's norm, are the controls)")
     p.add_argument("--batch-size", type=int, default=10,
                    help="examples per oracle request and per update (default 10, the original's)")
     p.add_argument("--synthetic-gradients", choices=("local", "remote"),
                    default=DEFAULTS["mode"],
-                   help="local (default, the paper's layout): compute them here with a copy of "
-                        "the oracle's model; remote (the original's): ask the oracle for every "
-                        "minibatch")
+                   help="local (default, the paper's layout): computed here with a copy of the "
+                        "oracle's model; remote (the original's): a request per minibatch")
     p.add_argument("--refresh-every", type=float, default=0.2,
-                   help="local mode: seconds between fetches of the model's weights (default "
-                        "0.2: fresh weights for ~12 KB five times a second)")
+                   help="local mode: seconds between fetches of the model's weights "
+                        "(default %(default)s)")
     p.add_argument("--wire", choices=("json", "binary"), default=None,
-                   help="how activations and gradients travel (default json, the documented "
-                        "form; with --data binary, far cheaper at width 256)")
+                   help="how activations and gradients travel (default json; with --data "
+                        "binary, far cheaper at width 256)")
     options.token_argument(p)
     p.add_argument("--update-probability", type=float, default=1.0,
-                   help="update layer 1 on a minibatch only with this probability, the paper's "
+                   help="update layer 1 on a minibatch with this probability, the paper's "
                         "sporadic updates (default 1: every minibatch)")
     p.add_argument("--max-unsent", type=int, default=5_000,
-                   help="pause while more examples than this wait to be sent (default 5,000, "
-                        "ten chunks: nothing is dropped, layer 1 stays near layers 2-3)")
+                   help="pause while more examples than this wait to be sent (default 5,000: "
+                        "layer 1 stays near layers 2-3)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
                    help="hand off no more than N examples beyond what the next stage has "
                         "trained on (default: off)")
     p.add_argument("--epochs", type=int, default=None,
                    help="stop after this many passes over the data (default: no limit)")
     p.add_argument("--duration", type=float, default=None,
-                   help="stop this many seconds after the oracle first answers, whatever the "
-                        "peers do (default: no limit; Ctrl-C and SIGTERM stop it too)")
+                   help="stop this many seconds after the oracle first answers (default: no "
+                        "limit)")
     p.add_argument("--until-trained", type=int, default=None, metavar="N",
-                   help="stop once the output trainer has trained on N examples: the same "
-                        "work on a busy machine (default: no limit)")
+                   help="stop once the output trainer has trained on N examples (default: no "
+                        "limit)")
     p.add_argument("--until-url", default=None, metavar="URL",
-                   help="the stage whose examples_trained --until-trained counts, e.g. a chain's "
-                        "last (default --output-url)")
+                   help="the stage whose examples_trained --until-trained counts (default "
+                        "--output-url)")
     p.add_argument("--progress-dir", type=Path, default=None,
-                   help="where weight snapshots go (default: progress/<run>, the folder the "
-                        "output trainer names in its /status)")
+                   help="where weight snapshots go (default: progress/<run>, the output "
+                        "trainer's)")
     p.add_argument("--snapshot-interval", type=int, default=10,
-                   help="seconds between snapshots (default 10, train_output.py's: the halves "
-                        "must pair up)")
+                   help="seconds between snapshots (default 10, train_output.py's: they pair up)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds layer 1's initial weights and the example order (default 0)")
     checkpoint.add_arguments(p, "layer 1 and its counters")

@@ -6,18 +6,11 @@ Run it second, after the oracle (or in any order: it keeps what it cannot send y
     python train_output.py --oracle-url http://127.0.0.1:5001 --progress-dir progress
     python train_output.py --help
 
-The input trainer posts (i, h, y) to POST /training_example: h = layer 1's activation (24,) for
-example i and its target y. This process keeps the latest (h, y) per index and, in a background
-thread, trains layers 2-3 on everything it holds, again and again, as sgd.py trains:
-
-    z2 = h . w2 + b2,  a2 = sigmoid(z2)     # (n, 12)
-    y_hat = a2 . w3 + b3                    # (n, 1)
-    L = 1/2 (y_hat - y)^2
-
-Backprop gives, besides dL/dw for its own step, dL/dh for each example: the *true* gradient
-layer 1 would need. Those (i, h, dL/dh) go to the oracle fire-and-forget (sender.Sender), or
-with --colocated teach the boundary's model here. Weights are snapshotted into --progress-dir
-on a shared wall-clock tick (snapshots.py) for plot.py.
+It keeps the latest (h, y) per example that the input trainer posts (POST /training_example)
+and, in a background thread, trains layers 2-3 on everything it holds, pass after pass, as
+sgd.py trains (h (n, 24) -> sigmoid (n, 12) -> y_hat (n, 1), L = 1/2 (y_hat - y)^2). Backprop
+also gives dL/dh, the *true* gradient layer 1 would need: it goes to the oracle, fire and
+forget, or with --colocated teaches the boundary's model here.
 """
 
 import argparse
@@ -65,16 +58,16 @@ class OutputTrainer(server.TrainingServer):
 
     role, title = "output_trainer", "output trainer"
     idle_wait = 0.05
+    last_linear = True                  # its last layer predicts y (or a classifier's logits)
     FLATTEN = {"gradients_to_oracle": "gradients_"}
-    NOT_IN_METRICS = server.TrainingServer.NOT_IN_METRICS + ("live_page",)
 
     def __init__(self, **config):
         c = {**DEFAULTS, **config}
         sizes = tuple(c["sizes"])
-        self.config_activation = c["activation"]
         self.width = width = sizes[0]                               # of the h it receives
         self.rng = np.random.default_rng(c["seed"])
-        self.layers = self.make_layers(sizes)                       # 24 -> 12 -> 1 by default
+        # 24 -> 12 -> 1 by default: sigmoid (or relu) layers, the last linear (y, or logits)
+        self.layers = classify.make_layers(sizes, c["activation"], self.rng, self.last_linear)
         self.x = np.zeros((c["max_examples"], width))               # latest h per index
         self.y = np.zeros(c["max_examples"])                        # its target
         self.held = np.zeros(c["max_examples"], dtype=bool)
@@ -98,8 +91,6 @@ class OutputTrainer(server.TrainingServer):
                 width, (c["seed"], 1), self.classes)
             self.quality = boundary.Quality(boundary.DEFAULTS["quality_window"],
                                             synthgrad.MAX_CHUNK)
-            self.FLATTEN = {**self.FLATTEN, "synthetic_gradient_quality": ""}   # as oracle's
-            self.NOT_IN_METRICS = (*self.NOT_IN_METRICS, "window")
         elif c["send_gradients"]:
             self.oracle = synthgrad.OracleClient(c["oracle_url"],
                                                  binary=c["wire"] == "binary", token=c["token"])
@@ -112,11 +103,6 @@ class OutputTrainer(server.TrainingServer):
     def after_chunk(self, idx, y):
         """What a stage does after each chunk besides sending gradients down: nothing here; a
         chain's middle stage sends its activations up (train_middle.py)."""
-
-    def make_layers(self, sizes):
-        """Sigmoid (or --activation relu) layers between sizes, the last one linear (it predicts
-        y, or a classifier's logits): the network's layers 2-3 by default, (24, 12), (12, 1)."""
-        return classify.make_layers(sizes, self.config_activation, self.rng, last_linear=True)
 
     def receive(self, i, x, y):
         """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,). A
@@ -253,11 +239,9 @@ class OutputTrainer(server.TrainingServer):
             self.sender.close()
 
     def status_fields(self):
-        """The output trainer's /status fields: "run" (the name of its progress folder, which
-        train_input.py uses for its half), "examples_received", "examples_trained",
-        "snapshots_saved" and "gradients_to_oracle", its sender's counts {"sent", "superseded",
-        "dropped", "refused", "failed_requests", "unsent"} (null if it sends none), and
-        "live_page", the address of the live page it started (null if none)."""
+        """The output trainer's /status fields: "run" names its progress folder (train_input.py
+        snapshots its half there), "gradients_to_oracle" is its sender's counts (null if none),
+        "live_page" its page's address; with --colocated, "boundary_model_steps"."""
         return {
             "run": self.run_name,
             "examples_received": self.counts["examples_received"],
@@ -265,19 +249,8 @@ class OutputTrainer(server.TrainingServer):
             "snapshots_saved": self.snapshotter.saved,
             "gradients_to_oracle": dict(self.sender.counts) if self.sender else None,
             "live_page": self.live_page,
-            **self.boundary_fields(),
+            **({"boundary_model_steps": self.boundary.version} if self.boundary else {}),
         }
-
-    def boundary_fields(self):
-        """With --colocated: "boundary_model_steps" (its optimizer steps so far) and
-        "synthetic_gradient_quality", the oracle's measure (oracle.Oracle.status_fields) of the
-        model of the boundary below, learned here; nothing otherwise."""
-        if self.boundary is None:
-            return {}
-        with self.lock:
-            quality = self.quality.fields()
-        return {"boundary_model_steps": self.boundary.version,
-                "synthetic_gradient_quality": quality}
 
 
 def create_app(config=None, trainer_class=None):
