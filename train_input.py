@@ -41,8 +41,7 @@ CLOSE_FLUSH_S = 3.0       # what is unsent at the end gets this long to reach th
 
 
 def random_directions(g, rng):
-    """The --update random control: each row of g (n, w) replaced by a random direction of
-    that row's norm, |g_k| r_k / |r_k| with r_k standard normal drawn from rng."""
+    """The --update random control: each row of g (n, w) as a random direction of its norm."""
     return boundary.random_rows(rng, np.linalg.norm(g, axis=1), g.shape[1])
 
 
@@ -127,12 +126,11 @@ class InputTrainer:
 
     @property
     def layer(self):
-        """Layer 1: 2 -> 24 (the first of self.layers, where a chain's first stage holds more)."""
+        """Layer 1: 2 -> 24 (a chain's first stage may hold more)."""
         return self.layers[0]
 
     def save_checkpoint(self, path):
-        """The layers, the optimizer's state and the counters (a resumed run starts a new pass
-        over the data)."""
+        """The layers, the optimizer's state and the counters (a resumed run starts a new pass)."""
         checkpoint.save(path, {"": (checkpoint.layer_weights(self.layers), self.optimizer)},
                         {name: getattr(self, name) for name in self.COUNTERS})
 
@@ -156,14 +154,14 @@ class InputTrainer:
         g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
         if g is None:                                           # stopped while waiting
             return False
-        g = self.direction(g)                                   # --update random: g's size only
+        if self.config.update == "random":                      # the control: g's size only
+            g = random_directions(g, self.rng)
         for layer in reversed(self.layers):                     # dL/dw1 (2, 24), dL/db1 (24,)
             g = layer.backprop(g)
         return self.descend()                                   # w1 -= eta dL/dw1 (sgd), or stop
 
     def hand_off(self, idx, h):
-        """Queue (i, h, y) for the output trainer and count the examples. Never waits for the
-        true gradient; only for room (--max-ahead, --max-unsent)."""
+        """Queue (i, h, y) for layers 2-3; wait only for room (--max-ahead, --max-unsent)."""
         if self.next_stage is not None:                          # --max-ahead
             self.next_stage.wait_for_room(self.examples)
         self.sender.put(idx, h, self.y[idx])
@@ -172,8 +170,7 @@ class InputTrainer:
         self.examples += len(idx)
 
     def wait_for_room(self, note_every=10.0):
-        """Back-pressure: wait while more than --max-unsent examples are unsent, or until stop
-        is set (a peer that is down cannot hold it past --duration), saying so."""
+        """Back-pressure: wait while more than --max-unsent examples are unsent, or until stop."""
         t0 = time.monotonic()
         next_note = t0 + note_every
         while self.sender.pending() > self.config.max_unsent and not self.stop.wait(0.001):
@@ -189,8 +186,7 @@ class InputTrainer:
                         "examples", waited, self.sender.pending())
 
     def skip_update(self):
-        """True to leave layer 1 alone this minibatch: with --update frozen, or with probability
-        1 - --update-probability (drawn from self.rng only when it is below 1)."""
+        """True to leave layer 1 alone this minibatch (--update frozen, --update-probability)."""
         p = self.config.update_probability
         if self.config.update != "frozen" and (p >= 1 or self.rng.random() < p):
             return False
@@ -199,8 +195,7 @@ class InputTrainer:
         return True
 
     def synthetic_gradients(self, h, y):
-        """The oracle's dL/dh for h (y goes along for an oracle conditioned on targets),
-        waiting and saying so while the oracle is unreachable."""
+        """The oracle's dL/dh for (h, y), waiting while the oracle is unreachable."""
         if self.local is not None:
             return self.local(h, y)
         while True:
@@ -214,14 +209,9 @@ class InputTrainer:
                 if not self.oracle.wait_until_ready(self.stop):
                     return None
 
-    def direction(self, g):
-        """What layer 1 descends along, given the synthetic g (n, 24): g, or with --update
-        random random_directions(g) (drawn after everything the synthetic mode draws)."""
-        return g if self.config.update != "random" else random_directions(g, self.rng)
-
     def descend(self):
-        """One step of --optimizer on the last backprop (sgd: w1 -= eta dL/dw1), then snapshot
-        and checkpoint when their clocks say so. False (and stop) if the update diverged."""
+        """One --optimizer step (sgd: w1 -= eta dL/dw1), snapshot and checkpoint on their clocks.
+        False (and stop) if the update diverged."""
         if checkpoint.guard(self, "layer 1", self.layers, self.optimizer.step) is None:
             return False                                        # never send NaN activations
         self.updates += 1
@@ -253,8 +243,8 @@ class InputTrainer:
         metrics = snapshots.MetricsLog(self.config.metrics_path, "input_trainer")  # clock starts
         metrics.write(examples=self.examples, updates=self.updates, epoch=self.epochs,
                       examples_per_s=0.0)
-        start = last_report = time.monotonic()
-        reported = 0
+        self.started = self.reported_at = time.monotonic()
+        self.reported = 0
         batch_size = self.config.batch_size
         while not self.stop.is_set() and (epochs is None or self.epochs < epochs):
             # one epoch: a fresh order of the examples, then its minibatches in turn
@@ -262,22 +252,14 @@ class InputTrainer:
             for k in range(0, len(order), batch_size):
                 if self.stop.is_set() or not self.step(order[k:k + batch_size]):
                     break
-                # the report clock: every --report-every seconds
-                now = time.monotonic()
-                if now - last_report >= self.config.report_every:
-                    self.report(metrics, now - start,
-                                (self.examples - reported) / (now - last_report))
-                    last_report, reported = now, self.examples
+                self.report(metrics)
             else:
                 self.epochs += 1                                # only a complete pass counts
-        # the end, so the last line counts every example (a report may be seconds old)
-        now = time.monotonic()
-        self.report(metrics, now - start, (self.examples - reported) / max(now - last_report,
-                                                                           1e-9))
+        self.report(metrics, last=True)             # so the last line counts every example
 
     def find_progress_dir(self):
-        """Without --progress-dir, ask the output trainer for its run's name (waiting for it)
-        and snapshot into progress/<run>. False if stopped while waiting."""
+        """Without --progress-dir, snapshot into progress/<the output trainer's run>, waiting for
+        it; False if stopped while waiting."""
         if self.config.progress_dir is not None:
             return True
         run = page = None
@@ -298,13 +280,20 @@ class InputTrainer:
             log.info("watch it learn, live: %s (the output trainer's page)", page)
         return True
 
-    def report(self, metrics, elapsed, rate):
-        """One metrics line and one progress line; rate is examples/s since the last report."""
+    def report(self, metrics, last=False):
+        """Every --report-every seconds (and the last time), one metrics line and one progress
+        line; the rate is examples/s since the report before."""
+        now = time.monotonic()
+        if not last and now - self.reported_at < self.config.report_every:
+            return
+        rate = (self.examples - self.reported) / max(now - self.reported_at, 1e-9)
+        self.reported_at, self.reported = now, self.examples
         metrics.write(examples=self.examples, updates=self.updates, skipped=self.skipped,
                       epoch=self.epochs, examples_per_s=round(rate, 1),
                       **self.latency_ms(), peak_rss_mb=options.peak_rss_mb())
         log.info("%7.1f s, epoch %d, %d examples (%.0f/s), %d updates, %d waiting to be sent",
-                 elapsed, self.epochs, self.examples, rate, self.updates, self.sender.pending())
+                 now - self.started, self.epochs, self.examples, rate, self.updates,
+                 self.sender.pending())
 
     def latency_ms(self):
         """p50 and p95 of the recent oracle requests, in ms (None in the local mode)."""
@@ -314,9 +303,8 @@ class InputTrainer:
         return {"oracle_p50_ms": round(float(p50), 3), "oracle_p95_ms": round(float(p95), 3)}
 
     def close(self):
-        """Save layer 1's final weights (and checkpoint) and deliver what is still waiting.
-        A run stopped before it streamed an example writes no final snapshot: nothing that
-        could be taken for a result."""
+        """Save layer 1's final weights (if it streamed anything) and checkpoint, and deliver
+        what is still waiting."""
         if self.examples and self.snapshotter.folder is not None:
             self.snapshotter.save_final(self.layers)
         if not self.diverged:
@@ -426,8 +414,7 @@ OPTION_OF = {"mode": "synthetic_gradients", "metrics_path": "metrics"}
 
 
 def config_from_args(args):
-    """The trainer's settings from parse_args's options, by name (OPTION_OF where they differ);
-    --data-dir and --examples are main's, --epochs, --duration and --until-trained run's."""
+    """The trainer's settings from parse_args's options, by name (OPTION_OF where they differ)."""
     images = args.data != "toy"
     derived = dict(width=args.width if args.sizes is None else args.sizes[-1],
                    activation="relu" if images else "sigmoid",

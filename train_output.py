@@ -79,12 +79,10 @@ class OutputTrainer(server.TrainingServer):
             progress = snapshots.PROGRESS / snapshots.new_run_name()
         self.run_name = Path(progress).name          # train_input.py asks for it (/status)
         self.snapshotter = snapshots.Snapshotter(progress, "layers23", c["snapshot_interval"])
-        # where the true gradients dL/dh go: to the oracle, or (--colocated) to the model of
-        # the boundary below, learned here and served at GET /weights
+        # the true gradients dL/dh go to the oracle, or (--colocated) to the model learned here
         self.boundary = self.sender = self.oracle = None
         self.loss = sgd.SoftmaxCrossEntropy if c["loss"] == "cross-entropy" else sgd.SquaredError
-        # a classifier's stage: every y it receives must be a label (its loss or its boundary
-        # model's one-hot needs it)
+        # a classifier's stage: every y it receives must be a label
         self.classes = c["classes"] or (sizes[-1] if self.loss is sgd.SoftmaxCrossEntropy else 0)
         if c["colocated"]:
             self.boundary = boundary.SyntheticGradientModel.for_boundary(
@@ -101,8 +99,7 @@ class OutputTrainer(server.TrainingServer):
         super().__init__(c)                                         # resumes if asked
 
     def after_chunk(self, idx, y):
-        """What a stage does after each chunk besides sending gradients down: nothing here; a
-        chain's middle stage sends its activations up (train_middle.py)."""
+        """Nothing here; a chain's middle stage sends its activations up (train_middle.py)."""
 
     def receive(self, i, x, y):
         """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,). A
@@ -122,9 +119,8 @@ class OutputTrainer(server.TrainingServer):
             self.counts["examples_received"] += len(i)
 
     def examples_to_train(self):
-        """This pass's indices: every example held, in a random order (sgd's epoch), or with
-        --train-on arrivals those received since they were last trained on, oldest first, in
-        whole minibatches (none until a minibatch has arrived). Called under the lock."""
+        """This pass's indices, under the lock: every example held in a random order (sgd's
+        epoch), or with --train-on arrivals the whole minibatches not yet trained on."""
         if self.config["train_on"] == "held":
             return self.rng.permutation(np.flatnonzero(self.held))
         new = np.flatnonzero(self.fresh)
@@ -134,9 +130,8 @@ class OutputTrainer(server.TrainingServer):
         return new
 
     def train_pass(self, chunk=synthgrad.MAX_CHUNK):
-        """sgd's epoch over the examples to train on (above), but `chunk` examples at a time:
-        after each chunk its true gradients go to the oracle, and the stop flag and the
-        snapshot and checkpoint clocks are visited. False if there is nothing to train on."""
+        """sgd's epoch, `chunk` examples at a time: after each, its true gradients go down and
+        the clocks are visited. False if there is nothing to train on."""
         with self.lock:
             order = self.examples_to_train()
         if len(order) == 0:
@@ -172,13 +167,8 @@ class OutputTrainer(server.TrainingServer):
         return True
 
     def train_chunk(self, x, y):
-        """sgd.train_step on x = h (m, 24), y (m,) in minibatches of --batch-size rows: backprop,
-        then one step of --optimizer (sgd: w -= eta dL/dw, exactly train_step's).
-
-        Returns the summed squared error (y_hat - y)^2 of the predictions made before each step
-        (with --loss cross-entropy: the summed -log softmax(z)_c, y holding the labels c), and
-        dL/dh (m, 24): each example's true gradient, the first layer's dL/da_in.
-        """
+        """Backprop and one --optimizer step per minibatch of x = h (m, 24), y (m,). Returns the
+        summed loss before each step ((y_hat - y)^2, or -log softmax(z)_y) and dL/dh (m, 24)."""
         bs = self.config["batch_size"]
         dL_dh = np.empty_like(x)
         if self.loss is sgd.SoftmaxCrossEntropy:
@@ -195,8 +185,8 @@ class OutputTrainer(server.TrainingServer):
         return squared_error, dL_dh
 
     def teach_boundary(self, h, y, g):
-        """--colocated: measure the model below on (h, y) against the true g, as the oracle
-        measures, then one pass of it over them (boundary.SyntheticGradientModel.learn_pass)."""
+        """--colocated: measure the model below against the true g, as the oracle does, then
+        one pass of it over (h, y, g)."""
         model = self.boundary
         if model.diverged:
             return
@@ -228,8 +218,7 @@ class OutputTrainer(server.TrainingServer):
             self.boundary.load(weights["boundary_"], counts["boundary_model_steps"])
 
     def on_stopped(self):
-        """The final snapshot, if it trained at all: a server stopped before any example came
-        writes nothing that could be taken for a result."""
+        """The final snapshot, only if it trained at all."""
         if self.counts["examples_trained"]:
             self.snapshotter.save_final(self.layers)
 
@@ -254,11 +243,8 @@ class OutputTrainer(server.TrainingServer):
 
 
 def create_app(config=None, trainer_class=None):
-    """The output trainer's Flask app; its OutputTrainer (or trainer_class, e.g. a chain's
-    middle stage) is app.config["TRAINER"].
-
-    Does not start training (main does; tests call train_pass themselves).
-    """
+    """The output trainer's Flask app; its OutputTrainer (or trainer_class) is
+    app.config["TRAINER"]. It does not start training."""
     trainer = (trainer_class or OutputTrainer)(**(config or {}))
     app = server.make_app("train_output", trainer, "TRAINER")
 
@@ -296,46 +282,37 @@ def format_sizes(sizes):
 
 
 def argument_parser(description, d=DEFAULTS, live=True):
-    """The options a stage that receives activations takes (this script's, and
-    train_middle.py's with its own defaults d and no live page)."""
+    """The options of a stage that receives activations (train_middle.py's: its defaults d)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--oracle-url", default=d["oracle_url"],
-                   help="the oracle of the boundary below, which it sends true gradients to "
-                        "(default %(default)s)")
+                   help="the oracle of the boundary below (default %(default)s)")
     p.add_argument("--sizes", type=parse_sizes, default=d["sizes"],
-                   help="its layers' widths, from the activation it receives to its output "
-                        f"(default {format_sizes(d['sizes'])}; see chain.py)")
+                   help=f"its layers' widths, input to output (default {format_sizes(d['sizes'])})")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
                    help="eta for its layers (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
-                   help="how its layers step (default %(default)s; the original's sgd is "
-                        "w -= eta dL/dw): use train_input.py's, so a comparison has one")
+                   help="how its layers step (default %(default)s; the original's is sgd)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="examples per update (default %(default)s; the original's is 1)")
     p.add_argument("--wire", choices=("json", "binary"), default=d["wire"],
-                   help="how gradients travel (default json, the documented form; binary is "
-                        "far cheaper)")
+                   help="how gradients travel (default json; binary is far cheaper)")
     p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
-                   help="where weight snapshots go (default: a new progress/<date-time> for "
-                        "every run, so runs never mix)")
+                   help="where weight snapshots go (default: a new progress/<date-time>)")
     p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
-                   help="seconds between weight snapshots, on a tick shared with "
-                        "train_input.py (default 10)")
+                   help="seconds between weight snapshots (default 10, train_input.py's)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds its layers' initial weights and the training order (default 0)")
     p.add_argument("--colocated", action="store_true",
-                   help="learn the model of the boundary below here, from the true gradients "
-                        "these layers compute, and serve it at GET /weights: no oracle.py "
-                        "(default: off)")
+                   help="learn the model of the boundary below here and serve it at GET "
+                        "/weights: no oracle.py (default: off)")
     p.add_argument("--activation", choices=("sigmoid", "relu"), default=d["activation"],
-                   help="the hidden layers' activation (default %(default)s; relu, with He's "
-                        "init, a classifier's)")
+                   help="the hidden layers' activation (default %(default)s; relu for images)")
     p.add_argument("--classes", type=int, default=d["classes"],
-                   help="a classifier's number of labels, which the boundary model below sees "
-                        "one-hot (default 0: the toy; with --loss cross-entropy, the last size)")
+                   help="a classifier's number of labels (default 0: the toy; with --loss "
+                        "cross-entropy, the last size)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=d["train_on"],
-                   help="held (default, the original's): pass after pass over every example "
-                        "held; arrivals: each activation once, as it came (docs/chain.md)")
+                   help="held (default): pass after pass over every example held; arrivals: "
+                        "each activation once (docs/chain.md)")
     if live:                                      # the last stage: its loss, the run's page
         p.add_argument("--loss", choices=("squared", "cross-entropy"), default=d["loss"],
                        help="squared (default): 1/2 (y_hat - y)^2; cross-entropy: the outputs "
@@ -374,8 +351,8 @@ def parse_args(argv):
 
 
 def live_page(args, url, trainer):
-    """The live page for this run, beside the server (--live); its address goes into the log
-    and into /status ("live_page"). If it cannot start, say so and train on without it."""
+    """Start the live page beside the server (--live), its address into /status; if it cannot
+    start, say so and train on without it."""
     try:
         page, stop = children.start_live_page(
             trainer.snapshotter.folder, port=args.live_port, token=args.token,
