@@ -228,11 +228,8 @@ def create_app(config=None):
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)
     def estimate_gradients():
-        body = http.read_body()
-        if oracle.conditioned:
-            h, y = synthgrad.decode_estimate_request(body, oracle.width, need_y=True)
-        else:
-            h, y = synthgrad.decode_estimate_request(body, oracle.width), None
+        h = synthgrad.decode_estimate_request(http.read_body(), oracle.width, oracle.conditioned)
+        h, y = h if oracle.conditioned else (h, None)
         oracle.counts["estimates"] += len(h)
         g = oracle.estimate(h, y)
         if request.mimetype == synthgrad.BINARY_TYPE:      # a binary question, a binary answer

@@ -1,6 +1,4 @@
-"""Fire-and-forget delivery of per-example rows to a peer: the trainers' outgoing queue
-(layer 1's activations to the output trainer, true gradients to the oracle). Importing it
-runs nothing; the policy is in Sender's docstring.
+"""Fire-and-forget delivery of per-example rows to a peer (Sender): the trainers' outgoing queue.
 """
 
 import collections
