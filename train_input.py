@@ -222,8 +222,7 @@ class InputTrainer:
     def run(self, epochs=None, duration=None, until_trained=None):
         """Stream minibatches until `epochs` passes, `duration` seconds after the oracle
         first answered, the output trainer has trained on `until_trained` examples, or stop."""
-        # the clock of `duration` starts once the oracle answers; it sets stop, and every wait
-        # below ends on stop, so no peer can hold this process longer
+        # `duration` starts once the oracle answers; every wait below ends on stop
         if not self.oracle.wait_until_ready(self.stop):
             return
         if duration is not None:
@@ -232,8 +231,7 @@ class InputTrainer:
             timer.start()
         if until_trained is not None or self.config.max_ahead is not None:
             self.next_stage = pacing.watch(self.config, self.stop, until_trained)
-        # then the run's folder and the model's weights; then time zero on disk, unless
-        # resumed (its time zero is there already). Stopped while waiting, it writes nothing.
+        # then the run's folder and the model's weights; then time zero on disk (unless resumed)
         if not self.find_progress_dir():
             return
         if self.local is not None:
@@ -429,17 +427,14 @@ def main(argv=None, stop=None):
     args = parse_args(argv)
     options.setup_logging("train_input")
     log.info("settings: %s", options.printable(args))
-    try:
+    try:                            # data that cannot be read, a checkpoint that cannot be resumed
         x, y = classify.load_training(args.data, args.data_dir, args.image_dir)
-    except classify.images.DataError as e:
-        raise SystemExit(f"train_input.py: {e}") from None
-    if 0 < args.examples < len(x):
-        x, y = x[:args.examples], y[:args.examples]
-        log.info("training on the first %s examples of %s (--examples 0 for all)",
-                 f"{args.examples:,}", args.image_dir or args.data_dir)
-    try:
+        if 0 < args.examples < len(x):
+            x, y = x[:args.examples], y[:args.examples]
+            log.info("training on the first %s examples of %s (--examples 0 for all)",
+                     f"{args.examples:,}", args.image_dir or args.data_dir)
         trainer = InputTrainer(x, y, config_from_args(args))
-    except ValueError as e:                         # a checkpoint that cannot be resumed from
+    except ValueError as e:
         raise SystemExit(f"train_input.py: {e}") from None
 
     if stop is None:                                # Ctrl-C or SIGTERM: stop after this minibatch

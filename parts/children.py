@@ -22,8 +22,8 @@ LISTENING = re.compile(r"listening on (http://\S+)")    # what http.serve() logs
 
 
 def script_argv(script, *options):
-    """The command line that runs a script ("oracle.py") or a module ("lab.race", run with
-    cwd=TOP) of this project with this Python: the one place a command line is made."""
+    """The command line that runs a script ("oracle.py") or a module ("lab.race", cwd=TOP) of
+    this project with this Python."""
     where = [str(TOP / script)] if script.endswith(".py") else ["-m", script]
     return [sys.executable, *where, *map(str, options)]
 
@@ -80,8 +80,7 @@ LIVE_PORT = 5050              # the live page's port by hand, beside the servers
 
 def live_arguments(p, default_on=True, default_port=LIVE_PORT, who="the launchers start one "
                    "page for a whole run and turn it off in the processes they start"):
-    """--live/--no-live and --live-port: start the live page (live.py) for this run and print
-    its address."""
+    """--live/--no-live and --live-port: start the live page (live.py) for this run."""
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=default_on,
                    help="start the live page for this run (live.py on --live-port) and print "
                         f"its address (default {'on' if default_on else 'off'}; {who})")

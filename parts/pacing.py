@@ -16,9 +16,8 @@ log = logging.getLogger("train_input")
 
 
 class NextStage:
-    """The next stage's examples_trained, polled every `every` seconds until stop is set;
-    client: a synthgrad.OutputTrainerClient of its own (the sender's is busy elsewhere); name:
-    the stage's, for the log."""
+    """The next stage's examples_trained, polled every `every` seconds until stop is set by a
+    synthgrad.OutputTrainerClient of its own (the sender's is busy)."""
 
     def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.05,
                  name="the next stage"):
@@ -63,9 +62,8 @@ class NextStage:
 
 
 def watch(config, stop, until_trained):
-    """Start what train_input.py's config asks for: a NextStage on config.output_url with
-    config.max_ahead, and the budget until_trained (None: none) counted on that stage, or on
-    config.until_url's (a chain's last stage) by a NextStage of its own. Returns the first."""
+    """Start a NextStage on config.output_url with config.max_ahead and the budget until_trained
+    (None: none), or one of its own for the budget on config.until_url; returns the first."""
     def started(url, until, ahead):
         stage = NextStage(synthgrad.OutputTrainerClient(url, token=config.token, timeout=2.0),
                           stop, until, ahead, name=url)

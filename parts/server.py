@@ -19,9 +19,8 @@ STATE = "synthgrad_state"     # app.extensions[STATE]: the server's TrainingServ
 
 
 def make_app(name, state, config_key):
-    """A Flask app for a server's state: JSON errors, the body limit and the shared token from
-    state.config, and GET /status. The state is app.config[config_key] (and app.extensions[STATE]
-    for run_server); the caller adds the server's own routes."""
+    """A Flask app for a server's state (app.config[config_key]): JSON errors, the body limit,
+    the shared token and GET /status; the caller adds the server's own routes."""
     app = Flask(name)
     app.config[config_key] = app.extensions[STATE] = state
     http.install_json_errors(app, state.counts, state.config["max_body_bytes"])
@@ -201,8 +200,7 @@ def run_server(args, create_app, script, beside=None, stop=None):
 
 
 def status_line(status):
-    """A server's GET /status as one short line: what it holds and has done, and for the oracle
-    how good its synthetic gradients are."""
+    """A server's GET /status as one short line (with the quality of its synthetic gradients)."""
     parts = [f"{status.get('examples_held', 0):,} examples held",
              f"{status.get('training_passes', 0):,} training passes",
              f"training MSE {generate.fmt(status.get('last_train_mse'), '.4f')}"]
