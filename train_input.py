@@ -334,11 +334,7 @@ def parse_args(argv):
     p.add_argument("--colocated", action="store_true",
                    help="fetch the model's weights from --output-url, a stage started with "
                         "--colocated, instead of from an oracle (default: off)")
-    p.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
-                   help="eta for layer 1 (default %(default)s; the original's is 0.001)")
-    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS),
-                   default=DEFAULTS["optimizer"],
-                   help="how layer 1 steps (default %(default)s; the original's is sgd)")
+    train_output.layer_arguments(p, DEFAULTS, "layer 1")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
                    help="what moves layer 1 (default synthetic; frozen and random, along a "
                         "random direction of the synthetic gradient's norm, are the controls)")
@@ -378,10 +374,6 @@ def parse_args(argv):
     p.add_argument("--progress-dir", type=Path, default=None,
                    help="where weight snapshots go (default: progress/<run>, the output "
                         "trainer's)")
-    p.add_argument("--snapshot-interval", type=int, default=10,
-                   help="seconds between snapshots (default 10, train_output.py's: they pair up)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seeds layer 1's initial weights and the example order (default 0)")
     checkpoint.add_arguments(p, "layer 1 and its counters")
     p.add_argument("--metrics", type=Path, default=None,
                    help="append a JSON line of figures to this file every --report-every "

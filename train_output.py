@@ -281,6 +281,18 @@ def format_sizes(sizes):
     return "-".join(map(str, sizes))
 
 
+def layer_arguments(p, d, layers):
+    """The options of every stage's layers, with defaults d: one optimizer for all of them."""
+    p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
+                   help=f"eta for {layers} (default %(default)s; the original's is 0.001)")
+    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
+                   help=f"what steps {layers} (default %(default)s; the original's is sgd)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help=f"seeds the initial weights of {layers} and the order (default 0)")
+    p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
+                   help="seconds between weight snapshots, a tick every stage shares (default 10)")
+
+
 def argument_parser(description, d=DEFAULTS, live=True):
     """The options of a stage that receives activations (train_middle.py's: its defaults d)."""
     p = argparse.ArgumentParser(description=description)
@@ -288,20 +300,13 @@ def argument_parser(description, d=DEFAULTS, live=True):
                    help="the oracle of the boundary below (default %(default)s)")
     p.add_argument("--sizes", type=parse_sizes, default=d["sizes"],
                    help=f"its layers' widths, input to output (default {format_sizes(d['sizes'])})")
-    p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="eta for its layers (default %(default)s; the original's is 0.001)")
-    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
-                   help="how its layers step (default %(default)s; the original's is sgd)")
+    layer_arguments(p, d, "its layers")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="examples per update (default %(default)s; the original's is 1)")
     p.add_argument("--wire", choices=("json", "binary"), default=d["wire"],
                    help="how gradients travel (default json; binary is far cheaper)")
     p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
                    help="where weight snapshots go (default: a new progress/<date-time>)")
-    p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
-                   help="seconds between weight snapshots (default 10, train_input.py's)")
-    p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seeds its layers' initial weights and the training order (default 0)")
     p.add_argument("--colocated", action="store_true",
                    help="learn the model of the boundary below here and serve it at GET "
                         "/weights: no oracle.py (default: off)")
