@@ -313,6 +313,15 @@ class InputTrainer:
         return counts
 
 
+def synthetic_arguments(p, layers):
+    """--update and --refresh-every: every stage whose layers learn from the model above."""
+    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
+                   help=f"what moves {layers} (default synthetic; frozen and random, along a "
+                        "random direction of the synthetic gradient's norm, are the controls)")
+    p.add_argument("--refresh-every", type=float, default=DEFAULTS["refresh_every"],
+                   help="seconds between fetches of the model's weights (default %(default)s)")
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Train layer 1 with synthetic gradients from the "
                                             "oracle; stream its activations to the output trainer.")
@@ -335,18 +344,13 @@ def parse_args(argv):
                    help="fetch the model's weights from --output-url, a stage started with "
                         "--colocated, instead of from an oracle (default: off)")
     train_output.layer_arguments(p, DEFAULTS, "layer 1")
-    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
-                   help="what moves layer 1 (default synthetic; frozen and random, along a "
-                        "random direction of the synthetic gradient's norm, are the controls)")
+    synthetic_arguments(p, "layer 1")
     p.add_argument("--batch-size", type=int, default=10,
                    help="examples per oracle request and per update (default 10, the original's)")
     p.add_argument("--synthetic-gradients", choices=("local", "remote"),
                    default=DEFAULTS["mode"],
                    help="local (default, the paper's layout): computed here with a copy of the "
                         "oracle's model; remote (the original's): a request per minibatch")
-    p.add_argument("--refresh-every", type=float, default=0.2,
-                   help="local mode: seconds between fetches of the model's weights "
-                        "(default %(default)s)")
     p.add_argument("--wire", choices=("json", "binary"), default=None,
                    help="how activations and gradients travel (default json; with --data "
                         "binary, far cheaper at width 256)")

@@ -29,8 +29,8 @@ import train_output
 from parts import boundary, options, sender, server
 
 DEFAULTS = {**train_output.DEFAULTS, "sizes": (32, 32),
-            "above_oracle_url": None, "next_url": None, "refresh_every": 0.2,
-            "update": "synthetic"}
+            "above_oracle_url": None, "next_url": None,
+            "refresh_every": train_input.DEFAULTS["refresh_every"], "update": "synthetic"}
 
 
 class MiddleTrainer(train_output.OutputTrainer):
@@ -122,11 +122,7 @@ def parse_args(argv):
     p.add_argument("--next-url", required=True,
                    help="the next stage (train_middle.py or train_output.py), which receives "
                         "(i, h_out, y)")
-    p.add_argument("--refresh-every", type=float, default=DEFAULTS["refresh_every"],
-                   help="seconds between fetches of the model above (default %(default)s)")
-    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
-                   help="what moves the layers (default synthetic; frozen and random are the "
-                        "controls, as in train_input.py)")
+    train_input.synthetic_arguments(p, "its layers")
     args = train_output.check_args(p, p.parse_args(argv), last_is_output=False)
     if args.above_oracle_url is None:
         if not args.colocated:
