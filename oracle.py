@@ -6,18 +6,11 @@ Run it first (it waits for nobody):
     python oracle.py --port 5001 --seed 0 --epochs-per-pass 2
     python oracle.py --help
 
-The input trainer asks it for synthetic gradients (POST /estimate_gradients, or the model's
-weights, GET /weights); the output trainer sends it the true gradients it computes (POST
-/provide_gradient). The oracle keeps the latest (h, y, dL/dh) per example index and, in a
-background thread, trains a small Keras model over everything it holds, pass after pass:
-
-    [h, y] (25,) -> Dense(12, sigmoid) -> Dense(24, linear) -> g_hat (24,)
-    loss mean((g_hat - g)^2)
-
-Requests are answered from the newest published weights by the same model in numpy
-(boundary.model_forward), far cheaper than Keras's predict (tested to agree). Each batch of
-true gradients is first compared with what it would have answered: the live measure of its
-synthetic gradients (GET /status).
+It keeps the latest (h, y, dL/dh) per example that the output trainer sends (POST
+/provide_gradient) and, in a background thread, trains a small Keras model on them, pass after
+pass: [h, y] (25,) -> Dense(12, sigmoid) -> Dense(24) -> g_hat, loss mean((g_hat - g)^2). The
+input trainer's requests (POST /estimate_gradients, GET /weights) are answered from its newest
+weights by the same model in numpy (boundary.model_forward), far cheaper than Keras's predict.
 """
 
 import argparse
@@ -53,25 +46,18 @@ ORIGINAL = dict(hidden=12, optimizer="adadelta", zero_init=False, conditioned=Fa
 
 
 def build_model(n_in, width, hidden, learning_rate, seed, optimizer="adadelta", zero_init=False):
-    """The Keras oracle model: input (n_in,) -> Dense(hidden, sigmoid) -> Dense(width, linear).
-
-    n_in is width, or width + 1 when conditioned on the target (h and y side by side); hidden
-    = 0 gives the linear model. zero_init zeroes the last layer, as the paper does.
-    """
+    """The Keras oracle model: (n_in,) -> Dense(hidden, sigmoid) -> Dense(width, linear); n_in
+    is width + 1 when conditioned on y, hidden 0 is linear, zero_init zeroes the last layer."""
     with tensorflow_quietly():
-        return _build_model(n_in, width, hidden, learning_rate, seed, optimizer, zero_init)
-
-
-def _build_model(n_in, width, hidden, learning_rate, seed, optimizer, zero_init):
-    import keras
-    keras.utils.set_random_seed(seed)
-    optimizers = {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam,
-                  "sgd": keras.optimizers.SGD}
-    last = dict(kernel_initializer="zeros", bias_initializer="zeros") if zero_init else {}
-    hidden_layers = [keras.layers.Dense(hidden, activation="sigmoid")] if hidden else []
-    model = keras.Sequential([keras.Input(shape=(n_in,)), *hidden_layers,
-                              keras.layers.Dense(width, activation="linear", **last)])
-    model.compile(optimizer=optimizers[optimizer](learning_rate=learning_rate), loss="mse")
+        import keras
+        keras.utils.set_random_seed(seed)
+        optimizers = {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam,
+                      "sgd": keras.optimizers.SGD}
+        last = dict(kernel_initializer="zeros", bias_initializer="zeros") if zero_init else {}
+        hidden_layers = [keras.layers.Dense(hidden, activation="sigmoid")] if hidden else []
+        model = keras.Sequential([keras.Input(shape=(n_in,)), *hidden_layers,
+                                  keras.layers.Dense(width, activation="linear", **last)])
+        model.compile(optimizer=optimizers[optimizer](learning_rate=learning_rate), loss="mse")
     return model
 
 
@@ -85,9 +71,8 @@ STARTUP_NOISE = ("All log messages before absl::InitializeLog()", NO_GPU,
 
 @contextlib.contextmanager
 def tensorflow_quietly():
-    """Run the block with stderr (file descriptor 2, where TensorFlow's C++ logs go) captured,
-    then pass on every line except STARTUP_NOISE, and the failed cuInit call when TensorFlow
-    also said there are no CUDA drivers. Real errors still show."""
+    """Run the block with file descriptor 2 (TensorFlow's C++ logs) captured, then pass on every
+    line but STARTUP_NOISE (and cuInit's failure without CUDA drivers): real errors still show."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
@@ -131,8 +116,6 @@ class Oracle(server.TrainingServer):
     """The oracle's state: held gradients, the Keras model, published weights, quality measures."""
 
     role = title = "oracle"
-    FLATTEN = {"synthetic_gradient_quality": ""}
-    NOT_IN_METRICS = server.TrainingServer.NOT_IN_METRICS + ("window",)
 
     def __init__(self, width=synthgrad.HIDDEN_SIZE, **config):
         c = {**DEFAULTS, **config}
@@ -156,8 +139,7 @@ class Oracle(server.TrainingServer):
         return np.column_stack([h, y]) if self.conditioned else h
 
     def estimate(self, h, y=None):
-        """Synthetic gradients (n, width) for activations h (n, width) (and targets y (n,) if
-        conditioned), from the newest weights."""
+        """Synthetic gradients (n, width) for h (n, width) (and y (n,)), by the newest weights."""
         weights = self.weights                      # one read: a consistent set of weights
         return boundary.model_forward(weights, self.inputs(h, y))
 
@@ -175,17 +157,13 @@ class Oracle(server.TrainingServer):
             self.counts["gradients_received"] += len(i)
 
     def status_fields(self):
-        """The oracle's /status fields: "gradients_received", "estimates_served",
-        "training_steps", "batch_size" and "synthetic_gradient_quality" (boundary.Quality's
-        fields, g_hat what it would have answered for h just before the true g arrived)."""
-        with self.lock:
-            quality = self.quality.fields()
+        """The oracle's /status fields; its quality compares the g_hat it would have answered
+        for h with the true g that just arrived."""
         return {
             "gradients_received": self.counts["gradients_received"],
             "estimates_served": self.counts["estimates"],
             "training_steps": self.counts["steps"],
             "batch_size": self.config["batch_size"],
-            "synthetic_gradient_quality": quality,
         }
 
     # --- the training thread --------------------------------------------------------------
@@ -250,11 +228,8 @@ def create_app(config=None):
 
     @app.post(synthgrad.ESTIMATE_GRADIENTS)
     def estimate_gradients():
-        body = http.read_body()
-        if oracle.conditioned:
-            h, y = synthgrad.decode_estimate_request(body, oracle.width, need_y=True)
-        else:
-            h, y = synthgrad.decode_estimate_request(body, oracle.width), None
+        h = synthgrad.decode_estimate_request(http.read_body(), oracle.width, oracle.conditioned)
+        h, y = h if oracle.conditioned else (h, None)
         oracle.counts["estimates"] += len(h)
         g = oracle.estimate(h, y)
         if request.mimetype == synthgrad.BINARY_TYPE:      # a binary question, a binary answer
@@ -282,36 +257,28 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Serve synthetic gradients dL/dh and learn them "
                                             "from the true gradients the output trainer sends.")
     p.add_argument("--width", type=int, default=synthgrad.HIDDEN_SIZE,
-                   help="width of the h it serves gradients for (default %(default)s, the "
-                        "2-24-12-1 network's cut; see chain.py)")
+                   help="width of the h it serves gradients for (default %(default)s)")
     p.add_argument("--hidden", type=int, default=d["hidden"],
-                   help="hidden units of the model (default %(default)s, the original's; 0: "
-                        "linear, g_hat = A h + b)")
+                   help="hidden units of the model (default %(default)s; 0: linear)")
     p.add_argument("--zero-init", action=argparse.BooleanOptionalAction, default=d["zero_init"],
-                   help="start the last layer at zero, as the paper does, so the first "
-                        "synthetic gradients are zero (default: on)")
+                   help="start the last layer at zero, as the paper does (default: on)")
     p.add_argument("--conditioned", action=argparse.BooleanOptionalAction,
                    default=d["conditioned"],
-                   help="predict dL/dh from (h, y), the paper's cDNI; requests then carry y "
-                        "(default: on; off is the original's h-only model)")
+                   help="predict dL/dh from (h, y), the paper's cDNI (default: on; the "
+                        "original's is off)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
-                   help="Keras optimizer of the model (default %(default)s; the original's is "
-                        "adadelta)")
+                   help="the model's optimizer (default %(default)s; the original's is adadelta)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="the optimizer's learning rate (default %(default)s, Adam's Keras "
-                        "default)")
+                   help="the optimizer's learning rate (default %(default)s, Keras's Adam's)")
     p.add_argument("--epochs-per-pass", type=int, default=d["epochs_per_pass"],
-                   help="epochs over the held examples per training pass (default %(default)s, "
-                        "the original's)")
+                   help="epochs over the examples held per pass (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="Keras minibatch size (default %(default)s: a step costs about the same "
-                        "whatever the batch)")
+                   help="Keras minibatch size (default %(default)s: a step costs the same)")
     p.add_argument("--publish-every", type=int, default=d["publish_every"],
-                   help="training batches between updates of the weights that answer "
-                        "requests (default %(default)s: fresh, cheap to copy)")
+                   help="batches between updates of the weights that answer requests "
+                        "(default %(default)s)")
     p.add_argument("--quality-window", type=int, default=d["quality_window"],
-                   help="examples in the moving window of the synthetic-gradient quality "
-                        "measure (default 5,000)")
+                   help="examples in the quality measure's window (default %(default)s)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seeds the model's initial weights and Keras' shuffling (default 0)")
     options.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,

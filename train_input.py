@@ -13,14 +13,8 @@ For each minibatch of examples x (n, 2) with targets y (n,):
     g = the oracle's model applied to (h, y)    # (n, 24): synthetic dL/dh, one row per example
     backprop g through layer 1, step layer 1 (dL/dw1 averaged over the minibatch)
 
-It never waits for the true gradient: that is the point of synthetic gradients. By default it
-computes g here with a copy of the oracle's model (the paper's layout); --synthetic-gradients
-remote asks the oracle for every minibatch. Layer 1 is snapshotted into --progress-dir on the
-wall-clock tick it shares with the output trainer, so plot.py can compose the whole network.
---update frozen and random are the controls (docs/settings.md says what each shows).
-
-Importing it runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the same trainer
-without the command line (config_from_args maps each option to its InputConfig field).
+It never waits for the true gradient: that is the point of synthetic gradients. Importing
+it runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the trainer without the CLI.
 """
 
 import argparse
@@ -47,8 +41,7 @@ CLOSE_FLUSH_S = 3.0       # what is unsent at the end gets this long to reach th
 
 
 def random_directions(g, rng):
-    """The --update random control: each row of g (n, w) replaced by a random direction of
-    that row's norm, |g_k| r_k / |r_k| with r_k standard normal drawn from rng."""
+    """The --update random control: each row of g (n, w) as a random direction of its norm."""
     return boundary.random_rows(rng, np.linalg.norm(g, axis=1), g.shape[1])
 
 
@@ -91,12 +84,10 @@ ORIGINAL = dict(learning_rate=0.001, optimizer="sgd", examples=0, synthetic_grad
 
 
 class InputTrainer:
-    """Layer 1, its two peers, and the loop that streams examples through them.
+    """Layer 1, its two peers, and the loop that streams examples x (N, 2), y (N,) to them.
 
-    x (N, 2) and y (N,) are the examples; config an InputConfig (its defaults if None).
-    Counters: examples (handed off to layers 2-3), updates (of layer 1), skipped (minibatches
-    not used to update: --update-probability, or every one with --update frozen), epochs (full
-    passes), waited (seconds spent at --max-unsent).
+    Counters: examples (handed off), updates (of layer 1), skipped (minibatches not used to
+    update), epochs (full passes), waited (seconds spent at --max-unsent).
     """
 
     COUNTERS = ("examples", "updates", "epochs", "skipped")     # what a checkpoint keeps
@@ -135,12 +126,11 @@ class InputTrainer:
 
     @property
     def layer(self):
-        """Layer 1: 2 -> 24 (the first of self.layers, where a chain's first stage holds more)."""
+        """Layer 1: 2 -> 24 (a chain's first stage may hold more)."""
         return self.layers[0]
 
     def save_checkpoint(self, path):
-        """The layers, the optimizer's state and the counters (a resumed run starts a new pass
-        over the data)."""
+        """The layers, the optimizer's state and the counters (a resumed run starts a new pass)."""
         checkpoint.save(path, {"": (checkpoint.layer_weights(self.layers), self.optimizer)},
                         {name: getattr(self, name) for name in self.COUNTERS})
 
@@ -164,14 +154,14 @@ class InputTrainer:
         g = self.synthetic_gradients(h, self.y[idx])            # (n, 24) synthetic dL/dh
         if g is None:                                           # stopped while waiting
             return False
-        g = self.direction(g)                                   # --update random: g's size only
+        if self.config.update == "random":                      # the control: g's size only
+            g = random_directions(g, self.rng)
         for layer in reversed(self.layers):                     # dL/dw1 (2, 24), dL/db1 (24,)
             g = layer.backprop(g)
         return self.descend()                                   # w1 -= eta dL/dw1 (sgd), or stop
 
     def hand_off(self, idx, h):
-        """Queue (i, h, y) for the output trainer and count the examples. Never waits for the
-        true gradient; only for room (--max-ahead, --max-unsent)."""
+        """Queue (i, h, y) for layers 2-3; wait only for room (--max-ahead, --max-unsent)."""
         if self.next_stage is not None:                          # --max-ahead
             self.next_stage.wait_for_room(self.examples)
         self.sender.put(idx, h, self.y[idx])
@@ -180,8 +170,7 @@ class InputTrainer:
         self.examples += len(idx)
 
     def wait_for_room(self, note_every=10.0):
-        """Back-pressure: wait while more than --max-unsent examples are unsent, or until stop
-        is set (a peer that is down cannot hold it past --duration), saying so."""
+        """Back-pressure: wait while more than --max-unsent examples are unsent, or until stop."""
         t0 = time.monotonic()
         next_note = t0 + note_every
         while self.sender.pending() > self.config.max_unsent and not self.stop.wait(0.001):
@@ -197,8 +186,7 @@ class InputTrainer:
                         "examples", waited, self.sender.pending())
 
     def skip_update(self):
-        """True to leave layer 1 alone this minibatch: with --update frozen, or with probability
-        1 - --update-probability (drawn from self.rng only when it is below 1)."""
+        """True to leave layer 1 alone this minibatch (--update frozen, --update-probability)."""
         p = self.config.update_probability
         if self.config.update != "frozen" and (p >= 1 or self.rng.random() < p):
             return False
@@ -207,8 +195,7 @@ class InputTrainer:
         return True
 
     def synthetic_gradients(self, h, y):
-        """The oracle's dL/dh for h (y goes along for an oracle conditioned on targets),
-        waiting and saying so while the oracle is unreachable."""
+        """The oracle's dL/dh for (h, y), waiting while the oracle is unreachable."""
         if self.local is not None:
             return self.local(h, y)
         while True:
@@ -222,14 +209,9 @@ class InputTrainer:
                 if not self.oracle.wait_until_ready(self.stop):
                     return None
 
-    def direction(self, g):
-        """What layer 1 descends along, given the synthetic g (n, 24): g, or with --update
-        random random_directions(g) (drawn after everything the synthetic mode draws)."""
-        return g if self.config.update != "random" else random_directions(g, self.rng)
-
     def descend(self):
-        """One step of --optimizer on the last backprop (sgd: w1 -= eta dL/dw1), then snapshot
-        and checkpoint when their clocks say so. False (and stop) if the update diverged."""
+        """One --optimizer step (sgd: w1 -= eta dL/dw1), snapshot and checkpoint on their clocks.
+        False (and stop) if the update diverged."""
         if checkpoint.guard(self, "layer 1", self.layers, self.optimizer.step) is None:
             return False                                        # never send NaN activations
         self.updates += 1
@@ -240,8 +222,7 @@ class InputTrainer:
     def run(self, epochs=None, duration=None, until_trained=None):
         """Stream minibatches until `epochs` passes, `duration` seconds after the oracle
         first answered, the output trainer has trained on `until_trained` examples, or stop."""
-        # the clock of `duration` starts once the oracle answers; it sets stop, and every wait
-        # below ends on stop, so no peer can hold this process longer
+        # `duration` starts once the oracle answers; every wait below ends on stop
         if not self.oracle.wait_until_ready(self.stop):
             return
         if duration is not None:
@@ -250,8 +231,7 @@ class InputTrainer:
             timer.start()
         if until_trained is not None or self.config.max_ahead is not None:
             self.next_stage = pacing.watch(self.config, self.stop, until_trained)
-        # then the run's folder and the model's weights; then time zero on disk, unless
-        # resumed (its time zero is there already). Stopped while waiting, it writes nothing.
+        # then the run's folder and the model's weights; then time zero on disk (unless resumed)
         if not self.find_progress_dir():
             return
         if self.local is not None:
@@ -261,8 +241,8 @@ class InputTrainer:
         metrics = snapshots.MetricsLog(self.config.metrics_path, "input_trainer")  # clock starts
         metrics.write(examples=self.examples, updates=self.updates, epoch=self.epochs,
                       examples_per_s=0.0)
-        start = last_report = time.monotonic()
-        reported = 0
+        self.started = self.reported_at = time.monotonic()
+        self.reported = 0
         batch_size = self.config.batch_size
         while not self.stop.is_set() and (epochs is None or self.epochs < epochs):
             # one epoch: a fresh order of the examples, then its minibatches in turn
@@ -270,22 +250,14 @@ class InputTrainer:
             for k in range(0, len(order), batch_size):
                 if self.stop.is_set() or not self.step(order[k:k + batch_size]):
                     break
-                # the report clock: every --report-every seconds
-                now = time.monotonic()
-                if now - last_report >= self.config.report_every:
-                    self.report(metrics, now - start,
-                                (self.examples - reported) / (now - last_report))
-                    last_report, reported = now, self.examples
+                self.report(metrics)
             else:
                 self.epochs += 1                                # only a complete pass counts
-        # the end, so the last line counts every example (a report may be seconds old)
-        now = time.monotonic()
-        self.report(metrics, now - start, (self.examples - reported) / max(now - last_report,
-                                                                           1e-9))
+        self.report(metrics, last=True)             # so the last line counts every example
 
     def find_progress_dir(self):
-        """Without --progress-dir, ask the output trainer for its run's name (waiting for it)
-        and snapshot into progress/<run>. False if stopped while waiting."""
+        """Without --progress-dir, snapshot into progress/<the output trainer's run>, waiting for
+        it; False if stopped while waiting."""
         if self.config.progress_dir is not None:
             return True
         run = page = None
@@ -306,13 +278,20 @@ class InputTrainer:
             log.info("watch it learn, live: %s (the output trainer's page)", page)
         return True
 
-    def report(self, metrics, elapsed, rate):
-        """One metrics line and one progress line; rate is examples/s since the last report."""
+    def report(self, metrics, last=False):
+        """Every --report-every seconds (and the last time), one metrics line and one progress
+        line; the rate is examples/s since the report before."""
+        now = time.monotonic()
+        if not last and now - self.reported_at < self.config.report_every:
+            return
+        rate = (self.examples - self.reported) / max(now - self.reported_at, 1e-9)
+        self.reported_at, self.reported = now, self.examples
         metrics.write(examples=self.examples, updates=self.updates, skipped=self.skipped,
                       epoch=self.epochs, examples_per_s=round(rate, 1),
                       **self.latency_ms(), peak_rss_mb=options.peak_rss_mb())
         log.info("%7.1f s, epoch %d, %d examples (%.0f/s), %d updates, %d waiting to be sent",
-                 elapsed, self.epochs, self.examples, rate, self.updates, self.sender.pending())
+                 now - self.started, self.epochs, self.examples, rate, self.updates,
+                 self.sender.pending())
 
     def latency_ms(self):
         """p50 and p95 of the recent oracle requests, in ms (None in the local mode)."""
@@ -322,9 +301,8 @@ class InputTrainer:
         return {"oracle_p50_ms": round(float(p50), 3), "oracle_p95_ms": round(float(p95), 3)}
 
     def close(self):
-        """Save layer 1's final weights (and checkpoint) and deliver what is still waiting.
-        A run stopped before it streamed an example writes no final snapshot: nothing that
-        could be taken for a result."""
+        """Save layer 1's final weights (if it streamed anything) and checkpoint, and deliver
+        what is still waiting."""
         if self.examples and self.snapshotter.folder is not None:
             self.snapshotter.save_final(self.layers)
         if not self.diverged:
@@ -335,79 +313,71 @@ class InputTrainer:
         return counts
 
 
+def synthetic_arguments(p, layers):
+    """--update and --refresh-every: every stage whose layers learn from the model above."""
+    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
+                   help=f"what moves {layers} (default synthetic; frozen and random, along a "
+                        "random direction of the synthetic gradient's norm, are the controls)")
+    p.add_argument("--refresh-every", type=float, default=DEFAULTS["refresh_every"],
+                   help="seconds between fetches of the model's weights (default %(default)s)")
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Train layer 1 with synthetic gradients from the "
                                             "oracle; stream its activations to the output trainer.")
     p.add_argument("--data-dir", type=Path, default=HERE / "data",
-                   help="folder holding x.npy and y.npy (default data/, where generate.py writes)")
+                   help="folder holding x.npy and y.npy (default data/, generate.py's)")
     classify.data_arguments(p)
     p.add_argument("--examples", type=int, default=20_000,
                    help="train on the first N examples, 0 for all (default %(default)s: what "
-                        "layers 2-3 and the oracle hold stays seconds old)")
+                        "the peers hold stays seconds old)")
     p.add_argument("--oracle-url", default=synthgrad.DEFAULT_ORACLE_URL,
                    help="where the oracle listens (default %(default)s)")
     p.add_argument("--output-url", default=synthgrad.DEFAULT_OUTPUT_TRAINER_URL,
                    help="where the output trainer listens (default %(default)s)")
     p.add_argument("--width", type=int, default=DEFAULTS["width"],
-                   help="layer 1's outputs, the width of h (default %(default)s; see chain.py)")
+                   help="layer 1's outputs, the width of h (default %(default)s)")
     p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
                    help="instead of --width: several layers from the inputs to h, e.g. "
-                        "2-256-256 (default: 2-WIDTH, one layer)")
+                        "2-256-256 (default: 2-WIDTH)")
     p.add_argument("--colocated", action="store_true",
                    help="fetch the model's weights from --output-url, a stage started with "
-                        "--colocated that learns it, instead of from an oracle (default: off)")
-    p.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
-                   help="eta for layer 1 (default %(default)s; the original's is 0.001)")
-    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS),
-                   default=DEFAULTS["optimizer"],
-                   help="how layer 1 steps (default %(default)s; the original's sgd is "
-                        "w -= eta dL/dw): use train_output.py's, so a comparison has one")
-    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
-                   help="what moves layer 1 (default synthetic: the oracle's gradients); the "
-                        "controls: frozen never moves it, random moves it along a random "
-                        "direction of each synthetic gradient's norm")
+                        "--colocated, instead of from an oracle (default: off)")
+    train_output.layer_arguments(p, DEFAULTS, "layer 1")
+    synthetic_arguments(p, "layer 1")
     p.add_argument("--batch-size", type=int, default=10,
                    help="examples per oracle request and per update (default 10, the original's)")
     p.add_argument("--synthetic-gradients", choices=("local", "remote"),
                    default=DEFAULTS["mode"],
-                   help="local (default, the paper's layout): compute them here with a copy of "
-                        "the oracle's model; remote (the original's): ask the oracle for every "
-                        "minibatch")
-    p.add_argument("--refresh-every", type=float, default=0.2,
-                   help="local mode: seconds between fetches of the model's weights (default "
-                        "0.2: fresh weights for ~12 KB five times a second)")
+                   help="local (default, the paper's layout): computed here with a copy of the "
+                        "oracle's model; remote (the original's): a request per minibatch")
     p.add_argument("--wire", choices=("json", "binary"), default=None,
-                   help="how activations and gradients travel (default json, the documented "
-                        "form; with --data binary, far cheaper at width 256)")
+                   help="how activations and gradients travel (default json; with --data "
+                        "binary, far cheaper at width 256)")
     options.token_argument(p)
     p.add_argument("--update-probability", type=float, default=1.0,
-                   help="update layer 1 on a minibatch only with this probability, the paper's "
+                   help="update layer 1 on a minibatch with this probability, the paper's "
                         "sporadic updates (default 1: every minibatch)")
     p.add_argument("--max-unsent", type=int, default=5_000,
-                   help="pause while more examples than this wait to be sent (default 5,000, "
-                        "ten chunks: nothing is dropped, layer 1 stays near layers 2-3)")
+                   help="pause while more examples than this wait to be sent (default 5,000: "
+                        "layer 1 stays near layers 2-3)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
                    help="hand off no more than N examples beyond what the next stage has "
                         "trained on (default: off)")
     p.add_argument("--epochs", type=int, default=None,
                    help="stop after this many passes over the data (default: no limit)")
     p.add_argument("--duration", type=float, default=None,
-                   help="stop this many seconds after the oracle first answers, whatever the "
-                        "peers do (default: no limit; Ctrl-C and SIGTERM stop it too)")
+                   help="stop this many seconds after the oracle first answers (default: no "
+                        "limit)")
     p.add_argument("--until-trained", type=int, default=None, metavar="N",
-                   help="stop once the output trainer has trained on N examples: the same "
-                        "work on a busy machine (default: no limit)")
+                   help="stop once the output trainer has trained on N examples (default: no "
+                        "limit)")
     p.add_argument("--until-url", default=None, metavar="URL",
-                   help="the stage whose examples_trained --until-trained counts, e.g. a chain's "
-                        "last (default --output-url)")
+                   help="the stage whose examples_trained --until-trained counts (default "
+                        "--output-url)")
     p.add_argument("--progress-dir", type=Path, default=None,
-                   help="where weight snapshots go (default: progress/<run>, the folder the "
-                        "output trainer names in its /status)")
-    p.add_argument("--snapshot-interval", type=int, default=10,
-                   help="seconds between snapshots (default 10, train_output.py's: the halves "
-                        "must pair up)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seeds layer 1's initial weights and the example order (default 0)")
+                   help="where weight snapshots go (default: progress/<run>, the output "
+                        "trainer's)")
     checkpoint.add_arguments(p, "layer 1 and its counters")
     p.add_argument("--metrics", type=Path, default=None,
                    help="append a JSON line of figures to this file every --report-every "
@@ -438,8 +408,7 @@ OPTION_OF = {"mode": "synthetic_gradients", "metrics_path": "metrics"}
 
 
 def config_from_args(args):
-    """The trainer's settings from parse_args's options, by name (OPTION_OF where they differ);
-    --data-dir and --examples are main's, --epochs, --duration and --until-trained run's."""
+    """The trainer's settings from parse_args's options, by name (OPTION_OF where they differ)."""
     images = args.data != "toy"
     derived = dict(width=args.width if args.sizes is None else args.sizes[-1],
                    activation="relu" if images else "sigmoid",
@@ -454,17 +423,14 @@ def main(argv=None, stop=None):
     args = parse_args(argv)
     options.setup_logging("train_input")
     log.info("settings: %s", options.printable(args))
-    try:
+    try:                            # data that cannot be read, a checkpoint that cannot be resumed
         x, y = classify.load_training(args.data, args.data_dir, args.image_dir)
-    except classify.images.DataError as e:
-        raise SystemExit(f"train_input.py: {e}") from None
-    if 0 < args.examples < len(x):
-        x, y = x[:args.examples], y[:args.examples]
-        log.info("training on the first %s examples of %s (--examples 0 for all)",
-                 f"{args.examples:,}", args.image_dir or args.data_dir)
-    try:
+        if 0 < args.examples < len(x):
+            x, y = x[:args.examples], y[:args.examples]
+            log.info("training on the first %s examples of %s (--examples 0 for all)",
+                     f"{args.examples:,}", args.image_dir or args.data_dir)
         trainer = InputTrainer(x, y, config_from_args(args))
-    except ValueError as e:                         # a checkpoint that cannot be resumed from
+    except ValueError as e:
         raise SystemExit(f"train_input.py: {e}") from None
 
     if stop is None:                                # Ctrl-C or SIGTERM: stop after this minibatch

@@ -11,20 +11,10 @@ Run it (chain.py starts every stage of a chain; by hand, for a 2-32-32-1 network
         --output-url http://127.0.0.1:5010
 
 It is train_output.py's trainer with the loss replaced by a synthetic gradient, plus
-train_input.py's hand-off upwards, so the three-process system is the two-stage case of a
-chain and every stage speaks the same protocol:
-
-- as the output trainer, it receives (i, h_in, y) from the stage below (POST
-  /training_example), keeps the latest per example, trains its layers on them pass after pass,
-  and sends the gradient it backpropagates to its input, dL/dh_in, to the oracle of the boundary
-  below (--oracle-url), which learns from it exactly as from the output trainer;
-- as the input trainer in its local mode, it takes dL/dh_out at its own output from a copy of
-  the model of the oracle above (--above-oracle-url, refreshed every --refresh-every s), steps
-  its layers with it, and sends (i, h_out, y) to the next stage (--next-url) without waiting.
-
---update frozen and random are the controls, as in train_input.py: frozen never moves the
-layers (and sends no gradient down: there is none); random moves them along random directions
-of the synthetic gradient's size at h_out.
+train_input.py's hand-off upwards: it trains on the (i, h_in, y) it receives, sends dL/dh_in
+to the oracle below (--oracle-url), takes dL/dh_out from a copy of the model above
+(--above-oracle-url) and sends (i, h_out, y) on to --next-url. So the three-process system is
+the two-stage case of a chain, and every stage speaks the same protocol.
 """
 
 import sys
@@ -36,11 +26,11 @@ import sgd
 import synthgrad
 import train_input
 import train_output
-from parts import boundary, classify, options, sender, server
+from parts import boundary, options, sender, server
 
 DEFAULTS = {**train_output.DEFAULTS, "sizes": (32, 32),
-            "above_oracle_url": None, "next_url": None, "refresh_every": 0.2,
-            "update": "synthetic"}
+            "above_oracle_url": None, "next_url": None,
+            "refresh_every": train_input.DEFAULTS["refresh_every"], "update": "synthetic"}
 
 
 class MiddleTrainer(train_output.OutputTrainer):
@@ -48,6 +38,7 @@ class MiddleTrainer(train_output.OutputTrainer):
     the boundary above, teaching the boundary below with the gradients they pass down."""
 
     role, title = "middle_stage", "middle stage"
+    last_linear = False                 # its output is the next stage's input
 
     def __init__(self, **config):
         c = {**DEFAULTS, **config}
@@ -63,12 +54,7 @@ class MiddleTrainer(train_output.OutputTrainer):
         if c["update"] == "frozen":                     # no gradient ever goes down
             if self.sender is not None:
                 self.sender.close(flush_timeout=0)
-            self.sender = self.boundary = None
-            # and no model learns here: nothing of its quality in the metrics lines
-            self.FLATTEN, self.NOT_IN_METRICS = MiddleTrainer.FLATTEN, MiddleTrainer.NOT_IN_METRICS
-
-    def make_layers(self, sizes):
-        return classify.make_layers(sizes, self.config_activation, self.rng, last_linear=False)
+            self.sender = self.boundary = self.quality = None     # and no model learns here
 
     def start_training(self):
         """Fetch the model above in the background (a stage may start before its oracle),
@@ -136,11 +122,7 @@ def parse_args(argv):
     p.add_argument("--next-url", required=True,
                    help="the next stage (train_middle.py or train_output.py), which receives "
                         "(i, h_out, y)")
-    p.add_argument("--refresh-every", type=float, default=DEFAULTS["refresh_every"],
-                   help="seconds between fetches of the model above (default %(default)s)")
-    p.add_argument("--update", choices=("synthetic", "frozen", "random"), default="synthetic",
-                   help="what moves the layers (default synthetic; frozen and random are the "
-                        "controls, as in train_input.py)")
+    train_input.synthetic_arguments(p, "its layers")
     args = train_output.check_args(p, p.parse_args(argv), last_is_output=False)
     if args.above_oracle_url is None:
         if not args.colocated:

@@ -6,18 +6,11 @@ Run it second, after the oracle (or in any order: it keeps what it cannot send y
     python train_output.py --oracle-url http://127.0.0.1:5001 --progress-dir progress
     python train_output.py --help
 
-The input trainer posts (i, h, y) to POST /training_example: h = layer 1's activation (24,) for
-example i and its target y. This process keeps the latest (h, y) per index and, in a background
-thread, trains layers 2-3 on everything it holds, again and again, as sgd.py trains:
-
-    z2 = h . w2 + b2,  a2 = sigmoid(z2)     # (n, 12)
-    y_hat = a2 . w3 + b3                    # (n, 1)
-    L = 1/2 (y_hat - y)^2
-
-Backprop gives, besides dL/dw for its own step, dL/dh for each example: the *true* gradient
-layer 1 would need. Those (i, h, dL/dh) go to the oracle fire-and-forget (sender.Sender), or
-with --colocated teach the boundary's model here. Weights are snapshotted into --progress-dir
-on a shared wall-clock tick (snapshots.py) for plot.py.
+It keeps the latest (h, y) per example that the input trainer posts (POST /training_example)
+and, in a background thread, trains layers 2-3 on everything it holds, pass after pass, as
+sgd.py trains (h (n, 24) -> sigmoid (n, 12) -> y_hat (n, 1), L = 1/2 (y_hat - y)^2). Backprop
+also gives dL/dh, the *true* gradient layer 1 would need: it goes to the oracle, fire and
+forget, or with --colocated teaches the boundary's model here.
 """
 
 import argparse
@@ -65,16 +58,16 @@ class OutputTrainer(server.TrainingServer):
 
     role, title = "output_trainer", "output trainer"
     idle_wait = 0.05
+    last_linear = True                  # its last layer predicts y (or a classifier's logits)
     FLATTEN = {"gradients_to_oracle": "gradients_"}
-    NOT_IN_METRICS = server.TrainingServer.NOT_IN_METRICS + ("live_page",)
 
     def __init__(self, **config):
         c = {**DEFAULTS, **config}
         sizes = tuple(c["sizes"])
-        self.config_activation = c["activation"]
         self.width = width = sizes[0]                               # of the h it receives
         self.rng = np.random.default_rng(c["seed"])
-        self.layers = self.make_layers(sizes)                       # 24 -> 12 -> 1 by default
+        # 24 -> 12 -> 1 by default: sigmoid (or relu) layers, the last linear (y, or logits)
+        self.layers = classify.make_layers(sizes, c["activation"], self.rng, self.last_linear)
         self.x = np.zeros((c["max_examples"], width))               # latest h per index
         self.y = np.zeros(c["max_examples"])                        # its target
         self.held = np.zeros(c["max_examples"], dtype=bool)
@@ -86,20 +79,16 @@ class OutputTrainer(server.TrainingServer):
             progress = snapshots.PROGRESS / snapshots.new_run_name()
         self.run_name = Path(progress).name          # train_input.py asks for it (/status)
         self.snapshotter = snapshots.Snapshotter(progress, "layers23", c["snapshot_interval"])
-        # where the true gradients dL/dh go: to the oracle, or (--colocated) to the model of
-        # the boundary below, learned here and served at GET /weights
+        # the true gradients dL/dh go to the oracle, or (--colocated) to the model learned here
         self.boundary = self.sender = self.oracle = None
         self.loss = sgd.SoftmaxCrossEntropy if c["loss"] == "cross-entropy" else sgd.SquaredError
-        # a classifier's stage: every y it receives must be a label (its loss or its boundary
-        # model's one-hot needs it)
+        # a classifier's stage: every y it receives must be a label
         self.classes = c["classes"] or (sizes[-1] if self.loss is sgd.SoftmaxCrossEntropy else 0)
         if c["colocated"]:
             self.boundary = boundary.SyntheticGradientModel.for_boundary(
                 width, (c["seed"], 1), self.classes)
             self.quality = boundary.Quality(boundary.DEFAULTS["quality_window"],
                                             synthgrad.MAX_CHUNK)
-            self.FLATTEN = {**self.FLATTEN, "synthetic_gradient_quality": ""}   # as oracle's
-            self.NOT_IN_METRICS = (*self.NOT_IN_METRICS, "window")
         elif c["send_gradients"]:
             self.oracle = synthgrad.OracleClient(c["oracle_url"],
                                                  binary=c["wire"] == "binary", token=c["token"])
@@ -110,13 +99,7 @@ class OutputTrainer(server.TrainingServer):
         super().__init__(c)                                         # resumes if asked
 
     def after_chunk(self, idx, y):
-        """What a stage does after each chunk besides sending gradients down: nothing here; a
-        chain's middle stage sends its activations up (train_middle.py)."""
-
-    def make_layers(self, sizes):
-        """Sigmoid (or --activation relu) layers between sizes, the last one linear (it predicts
-        y, or a classifier's logits): the network's layers 2-3 by default, (24, 12), (12, 1)."""
-        return classify.make_layers(sizes, self.config_activation, self.rng, last_linear=True)
+        """Nothing here; a chain's middle stage sends its activations up (train_middle.py)."""
 
     def receive(self, i, x, y):
         """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,). A
@@ -136,9 +119,8 @@ class OutputTrainer(server.TrainingServer):
             self.counts["examples_received"] += len(i)
 
     def examples_to_train(self):
-        """This pass's indices: every example held, in a random order (sgd's epoch), or with
-        --train-on arrivals those received since they were last trained on, oldest first, in
-        whole minibatches (none until a minibatch has arrived). Called under the lock."""
+        """This pass's indices, under the lock: every example held in a random order (sgd's
+        epoch), or with --train-on arrivals the whole minibatches not yet trained on."""
         if self.config["train_on"] == "held":
             return self.rng.permutation(np.flatnonzero(self.held))
         new = np.flatnonzero(self.fresh)
@@ -148,9 +130,8 @@ class OutputTrainer(server.TrainingServer):
         return new
 
     def train_pass(self, chunk=synthgrad.MAX_CHUNK):
-        """sgd's epoch over the examples to train on (above), but `chunk` examples at a time:
-        after each chunk its true gradients go to the oracle, and the stop flag and the
-        snapshot and checkpoint clocks are visited. False if there is nothing to train on."""
+        """sgd's epoch, `chunk` examples at a time: after each, its true gradients go down and
+        the clocks are visited. False if there is nothing to train on."""
         with self.lock:
             order = self.examples_to_train()
         if len(order) == 0:
@@ -186,13 +167,8 @@ class OutputTrainer(server.TrainingServer):
         return True
 
     def train_chunk(self, x, y):
-        """sgd.train_step on x = h (m, 24), y (m,) in minibatches of --batch-size rows: backprop,
-        then one step of --optimizer (sgd: w -= eta dL/dw, exactly train_step's).
-
-        Returns the summed squared error (y_hat - y)^2 of the predictions made before each step
-        (with --loss cross-entropy: the summed -log softmax(z)_c, y holding the labels c), and
-        dL/dh (m, 24): each example's true gradient, the first layer's dL/da_in.
-        """
+        """Backprop and one --optimizer step per minibatch of x = h (m, 24), y (m,). Returns the
+        summed loss before each step ((y_hat - y)^2, or -log softmax(z)_y) and dL/dh (m, 24)."""
         bs = self.config["batch_size"]
         dL_dh = np.empty_like(x)
         if self.loss is sgd.SoftmaxCrossEntropy:
@@ -209,8 +185,8 @@ class OutputTrainer(server.TrainingServer):
         return squared_error, dL_dh
 
     def teach_boundary(self, h, y, g):
-        """--colocated: measure the model below on (h, y) against the true g, as the oracle
-        measures, then one pass of it over them (boundary.SyntheticGradientModel.learn_pass)."""
+        """--colocated: measure the model below against the true g, as the oracle does, then
+        one pass of it over (h, y, g)."""
         model = self.boundary
         if model.diverged:
             return
@@ -242,8 +218,7 @@ class OutputTrainer(server.TrainingServer):
             self.boundary.load(weights["boundary_"], counts["boundary_model_steps"])
 
     def on_stopped(self):
-        """The final snapshot, if it trained at all: a server stopped before any example came
-        writes nothing that could be taken for a result."""
+        """The final snapshot, only if it trained at all."""
         if self.counts["examples_trained"]:
             self.snapshotter.save_final(self.layers)
 
@@ -253,11 +228,9 @@ class OutputTrainer(server.TrainingServer):
             self.sender.close()
 
     def status_fields(self):
-        """The output trainer's /status fields: "run" (the name of its progress folder, which
-        train_input.py uses for its half), "examples_received", "examples_trained",
-        "snapshots_saved" and "gradients_to_oracle", its sender's counts {"sent", "superseded",
-        "dropped", "refused", "failed_requests", "unsent"} (null if it sends none), and
-        "live_page", the address of the live page it started (null if none)."""
+        """The output trainer's /status fields: "run" names its progress folder (train_input.py
+        snapshots its half there), "gradients_to_oracle" is its sender's counts (null if none),
+        "live_page" its page's address; with --colocated, "boundary_model_steps"."""
         return {
             "run": self.run_name,
             "examples_received": self.counts["examples_received"],
@@ -265,27 +238,13 @@ class OutputTrainer(server.TrainingServer):
             "snapshots_saved": self.snapshotter.saved,
             "gradients_to_oracle": dict(self.sender.counts) if self.sender else None,
             "live_page": self.live_page,
-            **self.boundary_fields(),
+            **({"boundary_model_steps": self.boundary.version} if self.boundary else {}),
         }
-
-    def boundary_fields(self):
-        """With --colocated: "boundary_model_steps" (its optimizer steps so far) and
-        "synthetic_gradient_quality", the oracle's measure (oracle.Oracle.status_fields) of the
-        model of the boundary below, learned here; nothing otherwise."""
-        if self.boundary is None:
-            return {}
-        with self.lock:
-            quality = self.quality.fields()
-        return {"boundary_model_steps": self.boundary.version,
-                "synthetic_gradient_quality": quality}
 
 
 def create_app(config=None, trainer_class=None):
-    """The output trainer's Flask app; its OutputTrainer (or trainer_class, e.g. a chain's
-    middle stage) is app.config["TRAINER"].
-
-    Does not start training (main does; tests call train_pass themselves).
-    """
+    """The output trainer's Flask app; its OutputTrainer (or trainer_class) is
+    app.config["TRAINER"]. It does not start training."""
     trainer = (trainer_class or OutputTrainer)(**(config or {}))
     app = server.make_app("train_output", trainer, "TRAINER")
 
@@ -322,47 +281,43 @@ def format_sizes(sizes):
     return "-".join(map(str, sizes))
 
 
+def layer_arguments(p, d, layers):
+    """The options of every stage's layers, with defaults d: one optimizer for all of them."""
+    p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
+                   help=f"eta for {layers} (default %(default)s; the original's is 0.001)")
+    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
+                   help=f"what steps {layers} (default %(default)s; the original's is sgd)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help=f"seeds the initial weights of {layers} and the order (default 0)")
+    p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
+                   help="seconds between weight snapshots, a tick every stage shares (default 10)")
+
+
 def argument_parser(description, d=DEFAULTS, live=True):
-    """The options a stage that receives activations takes (this script's, and
-    train_middle.py's with its own defaults d and no live page)."""
+    """The options of a stage that receives activations (train_middle.py's: its defaults d)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--oracle-url", default=d["oracle_url"],
-                   help="the oracle of the boundary below, which it sends true gradients to "
-                        "(default %(default)s)")
+                   help="the oracle of the boundary below (default %(default)s)")
     p.add_argument("--sizes", type=parse_sizes, default=d["sizes"],
-                   help="its layers' widths, from the activation it receives to its output "
-                        f"(default {format_sizes(d['sizes'])}; see chain.py)")
-    p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
-                   help="eta for its layers (default %(default)s; the original's is 0.001)")
-    p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
-                   help="how its layers step (default %(default)s; the original's sgd is "
-                        "w -= eta dL/dw): use train_input.py's, so a comparison has one")
+                   help=f"its layers' widths, input to output (default {format_sizes(d['sizes'])})")
+    layer_arguments(p, d, "its layers")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="examples per update (default %(default)s; the original's is 1)")
     p.add_argument("--wire", choices=("json", "binary"), default=d["wire"],
-                   help="how gradients travel (default json, the documented form; binary is "
-                        "far cheaper)")
+                   help="how gradients travel (default json; binary is far cheaper)")
     p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
-                   help="where weight snapshots go (default: a new progress/<date-time> for "
-                        "every run, so runs never mix)")
-    p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
-                   help="seconds between weight snapshots, on a tick shared with "
-                        "train_input.py (default 10)")
-    p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seeds its layers' initial weights and the training order (default 0)")
+                   help="where weight snapshots go (default: a new progress/<date-time>)")
     p.add_argument("--colocated", action="store_true",
-                   help="learn the model of the boundary below here, from the true gradients "
-                        "these layers compute, and serve it at GET /weights: no oracle.py "
-                        "(default: off)")
+                   help="learn the model of the boundary below here and serve it at GET "
+                        "/weights: no oracle.py (default: off)")
     p.add_argument("--activation", choices=("sigmoid", "relu"), default=d["activation"],
-                   help="the hidden layers' activation (default %(default)s; relu, with He's "
-                        "init, a classifier's)")
+                   help="the hidden layers' activation (default %(default)s; relu for images)")
     p.add_argument("--classes", type=int, default=d["classes"],
-                   help="a classifier's number of labels, which the boundary model below sees "
-                        "one-hot (default 0: the toy; with --loss cross-entropy, the last size)")
+                   help="a classifier's number of labels (default 0: the toy; with --loss "
+                        "cross-entropy, the last size)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=d["train_on"],
-                   help="held (default, the original's): pass after pass over every example "
-                        "held; arrivals: each activation once, as it came (docs/chain.md)")
+                   help="held (default): pass after pass over every example held; arrivals: "
+                        "each activation once (docs/chain.md)")
     if live:                                      # the last stage: its loss, the run's page
         p.add_argument("--loss", choices=("squared", "cross-entropy"), default=d["loss"],
                        help="squared (default): 1/2 (y_hat - y)^2; cross-entropy: the outputs "
@@ -401,8 +356,8 @@ def parse_args(argv):
 
 
 def live_page(args, url, trainer):
-    """The live page for this run, beside the server (--live); its address goes into the log
-    and into /status ("live_page"). If it cannot start, say so and train on without it."""
+    """Start the live page beside the server (--live), its address into /status; if it cannot
+    start, say so and train on without it."""
     try:
         page, stop = children.start_live_page(
             trainer.snapshotter.folder, port=args.live_port, token=args.token,

@@ -1,16 +1,10 @@
 """What every process keeps to resume after a restart, and its guard against divergence.
 
-A checkpoint is one .npz file, written atomically (snapshots.write_npz), in one scheme:
-
-    w0, b0, w1, b1, ...     the process's weights: its layers' (n_in, n_out) and (n_out,)
-    optimizer, opt_<k>      its optimizer's name and state (optimizers.py, or Keras's)
-    counters                its counters, in the order of its COUNTERS
-    boundary_w0, ...        a second model it learns, under that model's prefix
-    anything else           what a server holds (h, g, y, held, ...), by its own name
-
-load() checks every name against what the process expects and refuses a missing, truncated,
-wrong-shaped or non-finite array with one ValueError naming the file and the array; nothing
-is changed then.
+A checkpoint is one .npz file, written atomically, in one scheme: w0, b0, w1, b1, ... (its
+weights), optimizer and opt_<k> (its optimizer's name and state), counters (in the order of
+its COUNTERS), a second model's under a prefix (boundary_w0, ...), and what a server holds (h,
+g, y, held, ...). load() refuses a missing, wrong-shaped or non-finite array with a ValueError
+naming the file and the array, before it changes anything.
 """
 
 import logging
@@ -40,9 +34,8 @@ def save(path, models, counters, held=None):
 
 
 def load(path, models, counters, held=None):
-    """Read what save() wrote for the same models (their current weights give the shapes),
-    counter names and held shapes {name: shape}. Loads each optimizer's state and returns
-    ({prefix: weights}, {counter: int}, {name: held array}); ValueError if anything differs."""
+    """Read what save() wrote for the same models, counters and held shapes {name: shape}; load
+    each optimizer's state; return ({prefix: weights}, {counter: int}, {name: held array})."""
     arrays = snapshots.read_npz(path, "the checkpoint")
 
     def take(name, shape):
@@ -134,9 +127,8 @@ def finite(*arrays):
 
 
 def guard(process, what, layers, step, *args):
-    """step(*args) moves the layers and returns a tuple of arrays (or None); if they or the
-    layers hold NaN or infinity, put the layers back as they were and diverge. Returns step's
-    result (or ()), None if it diverged."""
+    """step(*args) moves the layers and returns arrays (or None); if they or the layers are not
+    finite, put the layers back and diverge. Returns step's result (or ()), None if diverged."""
     last_good = [w.copy() for w in layer_weights(layers)]
     result = step(*args) or ()
     if finite(*layer_weights(layers), *result):
@@ -147,8 +139,8 @@ def guard(process, what, layers, step, *args):
 
 
 def diverge(process, what, detail=""):
-    """NaN or infinity appeared in `what`: mark process diverged, set its stop event (if it
-    has one), say so once. The caller keeps (or puts back) its last finite weights."""
+    """NaN or infinity appeared in `what`: mark process diverged, set its stop event (if any)
+    and say so once. The caller keeps its last finite weights."""
     if not process.diverged:
         log.error("%s diverged (NaN or infinity%s); training stopped with the last finite "
                   "weights. Lower --learning-rate and restart.", what, detail)

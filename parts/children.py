@@ -1,7 +1,5 @@
-"""Child processes that serve: a process whose output goes to a log and which announces its
-URL (the launchers' processes), and the live page started beside a run.
-
-Imported by the launchers, live.py and train_output.py; it runs nothing.
+"""Child processes that serve: one whose output goes to a log and which announces its URL
+(the launchers'), and the live page started beside a run. Importing it runs nothing.
 """
 
 import argparse
@@ -24,8 +22,8 @@ LISTENING = re.compile(r"listening on (http://\S+)")    # what http.serve() logs
 
 
 def script_argv(script, *options):
-    """The command line that runs a script ("oracle.py") or a module ("lab.race", run with
-    cwd=TOP) of this project with this Python: the one place a command line is made."""
+    """The command line that runs a script ("oracle.py") or a module ("lab.race", cwd=TOP) of
+    this project with this Python."""
     where = [str(TOP / script)] if script.endswith(".py") else ["-m", script]
     return [sys.executable, *where, *map(str, options)]
 
@@ -82,26 +80,20 @@ LIVE_PORT = 5050              # the live page's port by hand, beside the servers
 
 def live_arguments(p, default_on=True, default_port=LIVE_PORT, who="the launchers start one "
                    "page for a whole run and turn it off in the processes they start"):
-    """--live/--no-live and --live-port: start the live page (live.py) for this run and print
-    its address."""
+    """--live/--no-live and --live-port: start the live page (live.py) for this run."""
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=default_on,
-                   help="start the live page for this run (live.py on 127.0.0.1:--live-port, a "
-                        "child process at low priority) and print its address: open it in a "
-                        "browser to watch the fit, the held-out MSE and the synthetic gradients "
-                        f"change while it trains (default {'on' if default_on else 'off'}; "
-                        f"{who})")
+                   help="start the live page for this run (live.py on --live-port) and print "
+                        f"its address (default {'on' if default_on else 'off'}; {who})")
     p.add_argument("--live-port", type=int, default=default_port,
                    help="the live page's port (default %(default)s; 0: any free port)")
 
 
 def start_live_page(run_dir, host=DEFAULT_HOST, port=0, token=None, log_path=None, options=(),
                     timeout=60.0):
-    """Start live.py (the page that shows a run learning) for run_dir as a child process,
-    nicer than normal and stopped with its parent; returns (url, stop): the address to open
-    (with ?token=... if a token is given) and a function that stops it. options: more of
-    live.py's options (e.g. "--output-url", URL). log_path: where its output goes (default:
-    nowhere; never into the run folder unless you say so). SystemExit if it does not start
-    within timeout seconds (e.g. its port is taken)."""
+    """Start live.py for run_dir as a child process stopped with its parent; returns (url,
+    stop): the address to open (with ?token=...) and a function that stops it. options: more
+    of live.py's; log_path: where its output goes (default nowhere). SystemExit if it does not
+    start within timeout seconds (e.g. its port is taken)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SYNTHGRAD_TOKEN", None)
     if token:

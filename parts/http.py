@@ -1,8 +1,5 @@
 """HTTP for every server: waitress (listen, serve), refusals as JSON, the shared token, reading
-a request's body and answering GET /weights.
-
-Imported by parts/server.py and the scripts that serve; it runs nothing. The wire format itself
-is synthgrad.py's.
+a request's body and answering GET /weights. The wire format itself is synthgrad.py's.
 """
 
 import hmac
@@ -24,9 +21,8 @@ log = logging.getLogger("synthgrad")
 
 
 def listen(host, port, script, max_body_bytes, threads=4):
-    """Take host:port with a waitress server (`threads` workers, HTTP/1.1 keep-alive) whose app
-    is handed over later; returns the server and hand_over(app). SystemExit with one line naming
-    --port if the port cannot be taken. Bodies over max_body_bytes are refused as JSON."""
+    """Take host:port with a waitress server whose app is handed over later; returns the server
+    and hand_over(app). SystemExit with one line naming --port if the port cannot be taken."""
     apps = []
 
     def wsgi(environ, start_response):
@@ -45,8 +41,7 @@ def listen(host, port, script, max_body_bytes, threads=4):
 
 
 class JsonErrorTask(ErrorTask):
-    """waitress's own refusals (a body over the limit: 413; a malformed request: 400) as
-    {"error": ...} JSON, the form every other refusal takes, instead of waitress's plain text."""
+    """waitress's own refusals (413, 400) as {"error": ...} JSON, as every other refusal."""
 
     def execute(self):
         e = self.request.error
@@ -63,12 +58,8 @@ class JsonErrorChannel(HTTPChannel):
 
 
 def serve(server, name, on_stop=None, stop=None):
-    """Run a server listen() made until Ctrl-C or SIGTERM (or, in a thread, until the
-    threading.Event `stop` is set: parts/threaded.py), then call on_stop.
-
-    Logs "<name> listening on http://HOST:PORT" first (port 0 picks a free one; the line is how
-    a launcher or a test learns it), once a signal would stop it cleanly.
-    """
+    """Run a server listen() made until Ctrl-C or SIGTERM (or the threading.Event `stop`), then
+    call on_stop. Logs "<name> listening on http://HOST:PORT" first: how a launcher learns it."""
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
@@ -91,11 +82,8 @@ def serve(server, name, on_stop=None, stop=None):
 
 
 def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
-    """Make a Flask app answer every error as {"error": ...} JSON and cap the body size.
-
-    counts (a collections.Counter owned by the server) gets requests_served and
-    requests_refused (any 4xx or 5xx answer) incremented.
-    """
+    """Make a Flask app answer every error as {"error": ...} JSON, cap the body size and count
+    requests_served and requests_refused (4xx, 5xx) in counts."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
 
     @app.after_request
@@ -116,10 +104,7 @@ def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
 
 
 def read_body():
-    """The current Flask request's body: JSON, or the binary form if its Content-Type says so.
-
-    ProtocolError (a 400) says why a body cannot be read.
-    """
+    """The current request's body, JSON or binary by its Content-Type; ProtocolError if bad."""
     data = request.get_data(cache=False)
     if request.mimetype == BINARY_TYPE:
         return parse_binary(data)
@@ -127,8 +112,7 @@ def read_body():
 
 
 def weights_answer(weights, conditioned, version):
-    """GET /weights's answer (synthgrad.encode_weights): the binary form if the request's Accept
-    header names it (synthgrad's clients with --wire binary), else JSON."""
+    """GET /weights's answer: binary if the request's Accept header names it, else JSON."""
     if any(kind == BINARY_TYPE and q > 0 for kind, q in request.accept_mimetypes):
         return Response(encode_weights(weights, conditioned, version, binary=True),
                         content_type=BINARY_TYPE)
@@ -136,10 +120,8 @@ def weights_answer(weights, conditioned, version):
 
 
 def require_token(app, token):
-    """Answer 401 to any request without "Authorization: Bearer <token>" (no-op if no token).
-
-    The comparison takes the same time however much of the header matches (hmac.compare_digest).
-    """
+    """Answer 401 to any request without "Authorization: Bearer <token>" (no-op if no token),
+    comparing in constant time."""
     if not token:
         return
     expected = f"Bearer {token}".encode()

@@ -1,7 +1,5 @@
 """What every process's command line shares: the server options, --token, --original, the
-start-up line, the log's form; and the training thread's priority and the peak memory figure.
-
-Imported by the scripts and parts/server.py; it runs nothing.
+start-up line, the log's form, the training thread's priority, the peak memory figure.
 """
 
 import logging
@@ -21,11 +19,8 @@ DEFAULT_TRAINING_NICE = 10      # requests get a core at once (docs/settings.md)
 
 
 def lower_thread_priority(nice):
-    """Make the calling thread `nice` steps nicer than it is (at most 19); True if done.
-
-    Linux schedules threads on their own, so this leaves the process's other threads (the ones
-    that answer requests) where they are. Elsewhere, or if the system refuses, it does nothing.
-    """
+    """Make the calling thread `nice` steps nicer (at most 19), leaving the threads that answer
+    requests as they are (Linux schedules threads on their own); True if done."""
     if nice <= 0 or not sys.platform.startswith("linux"):
         return False
     try:
@@ -44,12 +39,11 @@ def peak_rss_mb():
 
 
 def add_server_arguments(p, default_port, what, checkpointed, held):
-    """The options both servers share: which example indices they hold (`held`: what that
-    costs), where to listen, the token, limits, the training thread's priority, where to write
-    metrics lines (`what` they hold), and checkpoints (of `checkpointed`)."""
+    """The options both servers share; `what` their metrics lines hold, `checkpointed` what a
+    checkpoint keeps, `held` what --max-examples costs."""
     p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
                    help=f"example indices accepted are 0..N-1 (default {DEFAULT_MAX_EXAMPLES:,}, "
-                        f"the size of the default data set); {held}")
+                        f"the default data set's size); {held}")
     checkpoint.add_arguments(p, checkpointed)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: only this machine can connect)")
@@ -58,13 +52,11 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
                         "free one)")
     token_argument(p)
     p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
-                   help=f"refuse request bodies larger than this with a 413 (default "
-                        f"{MAX_BODY_BYTES:,}: twice the largest legitimate request, "
-                        f"{MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
+                   help=f"refuse larger request bodies with a 413 (default {MAX_BODY_BYTES:,}: "
+                        f"twice {MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
     p.add_argument("--nice", type=int, default=DEFAULT_TRAINING_NICE,
-                   help=f"run the training thread this many steps nicer than the threads that "
-                        f"answer requests (default {DEFAULT_TRAINING_NICE}: a request gets a "
-                        f"core at once; Linux only)")
+                   help="run the training thread this many steps nicer than the requests' "
+                        "(default %(default)s: a request gets a core at once; Linux only)")
     p.add_argument("--metrics", default=None,
                    help=f"append a JSON line of figures ({what}) to this file every "
                         "--metrics-interval seconds (default: none)")
@@ -118,14 +110,13 @@ SERVER_ONLY = ("host", "port", "metrics", "metrics_interval", "report_every", "o
 def token_argument(p):
     """--token, defaulting to $SYNTHGRAD_TOKEN: every script takes the same shared secret."""
     p.add_argument("--token", default=os.environ.get("SYNTHGRAD_TOKEN") or None,
-                   help="shared secret every request must carry (Authorization: Bearer ...); "
-                        "default: the SYNTHGRAD_TOKEN environment variable, else none (fine on "
-                        "127.0.0.1; set one before binding to another address)")
+                   help="shared secret every request must carry (default: $SYNTHGRAD_TOKEN, "
+                        "else none: fine on 127.0.0.1, not on another address)")
 
 
 def parse_with_original(p, argv, original, what):
-    """p.parse_args(argv) with --original added: the original project's settings (`original`,
-    {dest: value}; `what` in words) become the defaults; options given as well still win."""
+    """p.parse_args(argv) with --original: then the original project's settings (`original`
+    {dest: value}, `what` in words) are the defaults."""
     p.add_argument("--original", action="store_true",
                    help=f"start from the original project's settings ({what}) instead of the "
                         "measured defaults (docs/settings.md); options given as well still win")
@@ -136,8 +127,7 @@ def parse_with_original(p, argv, original, what):
 
 
 def printable(args):
-    """The parsed options as "name value, ..." for the start-up line, paths as typed, the token
-    masked."""
+    """The parsed options as "name value, ..." for the start-up line, the token masked."""
     shown = vars(args).copy()
     if shown.get("token"):
         shown["token"] = "***"
@@ -157,8 +147,7 @@ class _Formatter(logging.Formatter):
 
 
 def setup_logging(name):
-    """Every line a process writes in one form, "HH:MM:SS name: message" (warnings and errors
-    say so after the name), on stdout; waitress only warns."""
+    """Every line a process writes as "HH:MM:SS name: message" on stdout; waitress only warns."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_Formatter(name))
     root = logging.getLogger()

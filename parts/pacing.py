@@ -1,21 +1,9 @@
 """How far a chain's first stage may run ahead of the next one, and when its work is done.
 
-Importing it runs nothing. train_input.py streams as fast as its core allows; the stage above
-it trains on what it holds at its own pace, on the latest activations per example. So stage 1
-can hand off many more examples than stage 2 trains on, stepping its layers on synthetic
-gradients while the model of the boundary learns from gradients that stage 2 computed for
-older activations, and taking a core that the stages above could use. NextStage watches the
-next stage's GET /status ("examples_trained") from a thread of its own and gives stage 1 two
-things:
-
-    until_trained N   set stop once the next stage (or --until-url's) has trained on N
-                      examples (a budget of work, the same on a busy machine:
-                      train_input.py --until-trained)
-    max_ahead M       flow control: wait before handing off while more than M examples have
-                      been handed off beyond what the next stage has trained on
-                      (train_input.py --max-ahead)
-
-Both only read /status: nothing in the protocol changes.
+Importing it runs nothing. train_input.py streams as fast as its core allows, while the next
+stage trains at its own pace; NextStage polls that stage's GET /status ("examples_trained") and
+gives train_input.py --until-trained N (stop once it has trained on N examples: the same work
+on a busy machine) and --max-ahead M (wait while more than M handed-off examples are untrained).
 """
 
 import logging
@@ -28,9 +16,8 @@ log = logging.getLogger("train_input")
 
 
 class NextStage:
-    """The next stage's examples_trained, polled every `every` seconds until stop is set;
-    client: a synthgrad.OutputTrainerClient of its own (the sender's is busy elsewhere); name:
-    the stage's, for the log."""
+    """The next stage's examples_trained, polled every `every` seconds until stop is set by a
+    synthgrad.OutputTrainerClient of its own (the sender's is busy)."""
 
     def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.05,
                  name="the next stage"):
@@ -75,9 +62,8 @@ class NextStage:
 
 
 def watch(config, stop, until_trained):
-    """Start what train_input.py's config asks for: a NextStage on config.output_url with
-    config.max_ahead, and the budget until_trained (None: none) counted on that stage, or on
-    config.until_url's (a chain's last stage) by a NextStage of its own. Returns the first."""
+    """Start a NextStage on config.output_url with config.max_ahead and the budget until_trained
+    (None: none), or one of its own for the budget on config.until_url; returns the first."""
     def started(url, until, ahead):
         stage = NextStage(synthgrad.OutputTrainerClient(url, token=config.token, timeout=2.0),
                           stop, until, ahead, name=url)

@@ -1,10 +1,4 @@
-"""Fire-and-forget delivery of per-example rows to a peer: the trainers' outgoing queue.
-
-Imported by the trainers; it runs nothing. The input trainer puts layer 1's activations here for
-the output trainer, and the output trainer puts its true gradients here for the oracle; a
-background thread posts them in chunks (synthgrad's clients do the posting), keeps them while
-the peer is down and retries with back-off. Its policy (what is superseded, dropped, refused or
-left unsent) is in Sender's docstring.
+"""Fire-and-forget delivery of per-example rows to a peer (Sender): the trainers' outgoing queue.
 """
 
 import collections
@@ -71,10 +65,8 @@ class Sender:
         with self._lock:
             return len(self._pending)
 
-    # The buffer: each put's rows stay together in one block (a copy of its arrays, made once);
-    # _pending maps an example index to (block id, row) of its newest unsent row, in the order
-    # the indices first arrived; a block is freed when none of its rows is pending. Rows a
-    # block at a time keep the per-row cost small.
+    # The buffer: each put's rows stay in one block (one copy); _pending maps an index to (block
+    # id, row) of its newest unsent row, oldest first; a block is freed when none is pending.
 
     def _add(self, indices, block, replace):
         """Make block's rows the pending ones for `indices` (caller holds the lock). replace:
@@ -191,10 +183,9 @@ class Sender:
         self.counts["sent"] += len(i)
 
     def close(self, flush_timeout=5.0):
-        """Stop the thread, then send what is pending; at most flush_timeout seconds in all,
-        whatever the peer does. A peer that accepts connections and never answers holds the
-        thread inside a request (until the client's timeout): then nothing more is tried, and
-        what was pending or in flight is counted and logged as `unsent`."""
+        """Stop the thread, then send what is pending within flush_timeout seconds, whatever the
+        peer does (a silent one holds the thread in a request: nothing more is tried). What is
+        left is counted and logged as `unsent`."""
         deadline = time.monotonic() + flush_timeout
         self._stop.set()
         self._wake.set()

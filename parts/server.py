@@ -1,8 +1,5 @@
 """What every server shares: its state's training thread and /status basics (TrainingServer),
-its Flask app (make_app), and the main that runs it (run_server).
-
-Imported by oracle.py, train_output.py and live.py; it runs nothing. HTTP itself (waitress,
-JSON errors, the token) is in parts/http.py, the options in parts/options.py.
+its Flask app (make_app), and the main that runs it (run_server). Importing it runs nothing.
 """
 
 import collections
@@ -22,9 +19,8 @@ STATE = "synthgrad_state"     # app.extensions[STATE]: the server's TrainingServ
 
 
 def make_app(name, state, config_key):
-    """A Flask app for a server's state: JSON errors, the body limit and the shared token from
-    state.config, and GET /status. The state is app.config[config_key] (and app.extensions[STATE]
-    for run_server); the caller adds the server's own routes."""
+    """A Flask app for a server's state (app.config[config_key]): JSON errors, the body limit,
+    the shared token and GET /status; the caller adds the server's own routes."""
     app = Flask(name)
     app.config[config_key] = app.extensions[STATE] = state
     http.install_json_errors(app, state.counts, state.config["max_body_bytes"])
@@ -34,24 +30,21 @@ def make_app(name, state, config_key):
 
 
 class TrainingServer:
-    """What both servers share: their counters, the training thread's life (start, a loop of
-    passes at a lower priority, stop with a last checkpoint), and the /status basics.
+    """What both servers share: their counters, the training thread (a loop of passes at a
+    lower priority, stopped with a last checkpoint), and the /status basics.
 
-    A server subclasses it and provides:
-      role, title           its /status role and metrics stage; the name in "<title> listening"
-      train_pass()          one pass over what it holds; False if there is nothing to train on
-      status_fields()       the server's own /status fields
-      HELD, COUNTERS        its per-example arrays (`held` among them) and counters, and
-      models(), load_models(weights, counts)   what else its checkpoint keeps
-    and may override on_stopped() (after the thread ended: final snapshots) and close().
-    Subclasses set their state up before calling TrainingServer.__init__ last: a resumed
-    checkpoint is loaded into it.
+    A subclass sets role and title, train_pass() (False: nothing to train on), status_fields(),
+    and for its checkpoint HELD, COUNTERS, models() and load_models(weights, counts); it may
+    override on_stopped() and close(). It calls TrainingServer.__init__ last: a resumed
+    checkpoint is loaded into its state.
     """
 
     role = title = "server"
     idle_wait = 0.1                  # seconds between looks while there is nothing to train on
+    quality = None                   # a boundary.Quality, if it measures synthetic gradients
     FLATTEN = {}                     # /status field (a dict) -> prefix of its keys in metrics
-    NOT_IN_METRICS = ("role", "uptime_s", "requests_served", "requests_refused")
+    NOT_IN_METRICS = ("role", "uptime_s", "requests_served", "requests_refused", "live_page",
+                      "window")
 
     def __init__(self, config):
         self.config = config
@@ -134,16 +127,13 @@ class TrainingServer:
 
     # --- what it reports ----------------------------------------------------------------------
     def status(self):
-        """The GET /status answer: the fields both servers share, then the server's own.
+        """The GET /status answer: the fields both servers share, then the server's own, then
+        "synthetic_gradient_quality" (boundary.Quality's fields) if it measures one.
 
-        "role" ("oracle" or "output_trainer"), "uptime_s" (float), "examples_held" (distinct
-        example indices held), "training_passes", "last_train_mse" (float or null: the oracle's
-        loss mean((g_hat - g)^2) over its last pass, or the output trainer's mean (y_hat - y)^2
-        over its last pass), "staleness_s" (float or null: the mean age, in seconds, of the rows
-        its last pass used, i.e. how old the activations or gradients it learns from are),
-        "diverged", "peak_rss_mb", "requests_served" and "requests_refused" (ints).
+        "last_train_mse" is its loss over its last pass (null before one), "staleness_s" the
+        mean age in seconds of the rows that pass used, "examples_held" distinct indices held.
         """
-        return {
+        fields = {
             "role": self.role,
             "uptime_s": round(time.time() - self.started, 3),
             "examples_held": self.examples_held(),
@@ -156,27 +146,26 @@ class TrainingServer:
             "requests_refused": self.counts["requests_refused"],
             **self.status_fields(),
         }
+        if self.quality is not None:
+            with self.lock:
+                fields["synthetic_gradient_quality"] = self.quality.fields()
+        return fields
 
     def metrics(self):
         """The status as one flat line for the metrics file."""
         line = self.status()
-        for field, prefix in self.FLATTEN.items():
-            line.update({prefix + k: v for k, v in (line.pop(field) or {}).items()})
+        for field, prefix in {**self.FLATTEN, "synthetic_gradient_quality": ""}.items():
+            line.update({prefix + k: v for k, v in (line.pop(field, None) or {}).items()})
         for key in self.NOT_IN_METRICS:
             line.pop(key, None)
         return line
 
 
 def run_server(args, create_app, script, beside=None, stop=None):
-    """A server script's main after parse_args: take the port, make the app, start its training
-    thread, its metrics lines and a status line every --report-every seconds, serve until
-    Ctrl-C or SIGTERM, then stop training (checkpointing) and log the final status. script
-    ("oracle.py") names the process in its logs. beside(args, url, state), if given, starts
-    what runs beside the server once it trains (train_output.py's live page) and returns a
-    function that stops it, or None. stop: a threading.Event that stops it as SIGTERM does.
-
-    The port is taken first: if it is not free the script stops with one line naming --port,
-    before it has built anything or written a file.
+    """A server script's main after parse_args: take the port (first, so a taken one stops it
+    before it writes anything), make the app, train, write metrics and status lines, serve
+    until Ctrl-C, SIGTERM or `stop` (a threading.Event), then stop training and checkpoint.
+    beside(args, url, state) starts what runs beside it (the live page) and returns its stop.
     """
     name = script.removesuffix(".py")
     options.setup_logging(name)
@@ -211,8 +200,7 @@ def run_server(args, create_app, script, beside=None, stop=None):
 
 
 def status_line(status):
-    """A server's GET /status as one short line: what it holds and has done, and for the oracle
-    how good its synthetic gradients are."""
+    """A server's GET /status as one short line (with the quality of its synthetic gradients)."""
     parts = [f"{status.get('examples_held', 0):,} examples held",
              f"{status.get('training_passes', 0):,} training passes",
              f"training MSE {generate.fmt(status.get('last_train_mse'), '.4f')}"]

@@ -1,9 +1,6 @@
-"""A script's main run in a thread of a process that is not its own (runner/raychain.py: a Ray
-actor), where no signal can reach it: a threading.Event stops it as SIGTERM would.
-
-http.serve(server, name, stop=event) ends waitress's loop when the event is set, and
-train_input.main(argv, stop=event) stops the trainer after its minibatch; each then saves
-what it holds, as on SIGTERM.
+"""A script's main run in a thread of a process that is not its own (a Ray actor), where no
+signal can reach it: a threading.Event stops it as SIGTERM would (http.serve's and the
+scripts' main's `stop`).
 """
 
 import os
