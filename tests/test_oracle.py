@@ -62,7 +62,7 @@ def test_numpy_forward_matches_keras_before_and_after_training(oracle_app):
     before = [w.copy() for w in o.weights]
     hold(oracle_app, 40)
     assert o.train_pass()
-    assert any(not np.array_equal(a, b) for a, b in zip(before, o.weights))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, o.weights, strict=True))
     check()
 
 
@@ -131,7 +131,7 @@ def test_binary_client_against_a_served_oracle(make_oracle_app):
         np.testing.assert_array_equal(binary.estimate_gradients(h), want)  # still serving
         fetched = [client.weights() for client in (binary, plain)]   # GET /weights, both forms
         assert fetched[0][1:] == fetched[1][1:] and all(
-            a.tobytes() == b.tobytes() for a, b in zip(fetched[0][0], fetched[1][0]))
+            a.tobytes() == b.tobytes() for a, b in zip(fetched[0][0], fetched[1][0], strict=True))
     finally:
         binary.close()
         plain.close()
@@ -189,7 +189,7 @@ def test_cosine_and_relative_error_all_zero_rows_give_empty_arrays():
 
 def reference_cosines(g_hat, g):
     """Per-row cosine, one row at a time, straight from the definition."""
-    return [float(a @ b / np.sqrt((a @ a) * (b @ b))) for a, b in zip(g_hat, g)]
+    return [float(a @ b / np.sqrt((a @ a) * (b @ b))) for a, b in zip(g_hat, g, strict=True)]
 
 
 def test_status_quality_is_the_mean_cosine_of_the_predictions_at_the_time(oracle_app):
@@ -202,7 +202,7 @@ def test_status_quality_is_the_mean_cosine_of_the_predictions_at_the_time(oracle
     pred1 = boundary.model_forward(o.weights, h1)          # what the oracle predicts right now
     post(oracle_app, P, synthgrad.encode_gradients(np.arange(40), h1, g1))
     cos = reference_cosines(pred1, g1)
-    rel = [np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(pred1, g1)]
+    rel = [np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(pred1, g1, strict=True)]
     s = status(oracle_app)["synthetic_gradient_quality"]
     assert s["window"] == 40
     assert s["cosine_similarity"] == pytest.approx(np.mean(cos), rel=1e-12)
@@ -241,7 +241,7 @@ def test_train_pass_with_too_few_examples_changes_nothing(oracle_app):
     published, model = [w.copy() for w in o.weights], keras_weights_copy(o)
     before = status(oracle_app)
     assert o.train_pass() is False
-    for a, b in zip(published + model, o.weights + o.model.get_weights()):
+    for a, b in zip(published + model, o.weights + o.model.get_weights(), strict=True):
         assert a.tobytes() == b.tobytes()
     after = status(oracle_app)
     for key in ("training_passes", "training_steps", "last_train_mse", "examples_held"):
@@ -259,8 +259,9 @@ def test_train_pass_trains_and_publishes(oracle_app):
     assert s["training_passes"] == 1
     assert s["training_steps"] == o.config["epochs_per_pass"] * -(-n // o.config["batch_size"])
     assert isinstance(s["last_train_mse"], float) and np.isfinite(s["last_train_mse"])
-    assert all(not np.array_equal(a, b) for a, b in zip(published, o.weights))
-    for mine, keras_w in zip(o.weights, o.model.get_weights()):     # the newest are published
+    assert all(not np.array_equal(a, b) for a, b in zip(published, o.weights, strict=True))
+    # the newest are published
+    for mine, keras_w in zip(o.weights, o.model.get_weights(), strict=True):
         assert mine.dtype == np.float64
         np.testing.assert_array_equal(mine, keras_w.astype(np.float64))
     assert o.train_pass() is True
@@ -794,9 +795,9 @@ def test_oracle_checkpoint_restores_model_optimizer_and_gradients(make_oracle_ap
     o.save_checkpoint(path)
     r = make_oracle_app(optimizer="adam", learning_rate=0.01, checkpoint=str(path),
                         resume=True).config["ORACLE"]
-    for a, b in zip(r.model.get_weights(), o.model.get_weights()):
+    for a, b in zip(r.model.get_weights(), o.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(r.model.optimizer.variables, o.model.optimizer.variables):
+    for a, b in zip(r.model.optimizer.variables, o.model.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))   # Adam's moments too
     assert r.h.tobytes() == o.h.tobytes() and r.held.tobytes() == o.held.tobytes()
     assert o.counts["passes"] == 1 and o.counts["steps"] > 0           # counting on from there

@@ -293,7 +293,7 @@ def test_several_layers_step_by_backprop_of_the_synthetic_gradient_through_all(m
     path = tmp_path / "two.npz"                                 # and a checkpoint keeps both
     trainer.save_checkpoint(path)
     resumed = make_trainer(sizes=(2, 5, 4), width=4, seed=9, checkpoint=path, resume=True)
-    for a, b in zip(resumed.layers, trainer.layers):
+    for a, b in zip(resumed.layers, trainer.layers, strict=True):
         assert (a.w.tobytes(), a.b.tobytes()) == (b.w.tobytes(), b.b.tobytes())
 
 

@@ -50,7 +50,7 @@ def layer_bytes(layers):
 
 def assert_same_layers(got, want, rtol=0.0):
     assert len(got) == len(want)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a.w, b.w, rtol=rtol, atol=0)
         np.testing.assert_allclose(a.b, b.b, rtol=rtol, atol=0)
 
@@ -143,7 +143,8 @@ def test_sent_gradients_are_dL_dh_before_each_update(make_output_app, batch_size
         sgd.train_step(layers, x[rows], y[rows], eta)    # one example is a batch of one
     assert_same_layers(trainer.layers, layers, rtol=1e-12)
     assert trainer.last_train_mse == pytest.approx(squared_error / 5, rel=1e-12)
-    assert max(np.abs(a.w - b.w).max() for a, b in zip(layers, initial)) > 1e-2   # it moved
+    moved = max(np.abs(a.w - b.w).max() for a, b in zip(layers, initial, strict=True))
+    assert moved > 1e-2                                             # it moved
     s = status(app)
     assert s["examples_trained"] == 5 and s["training_passes"] == 1
 
@@ -189,7 +190,8 @@ def test_gradients_go_out_one_chunk_at_a_time_with_the_same_numbers(make_output_
     whole.config["TRAINER"].train_pass()
     puts = chunked.config["TRAINER"].sender.puts
     assert [len(i) for i, *_ in puts] == [2, 2, 1]
-    for a, b in zip(chunked.config["TRAINER"].sender.rows(), whole.config["TRAINER"].sender.rows()):
+    for a, b in zip(chunked.config["TRAINER"].sender.rows(),
+                    whole.config["TRAINER"].sender.rows(), strict=True):
         assert a.tobytes() == b.tobytes()
     assert_same_layers(chunked.config["TRAINER"].layers, whole.config["TRAINER"].layers)
 
@@ -721,7 +723,7 @@ def test_colocated_the_model_learns_from_the_true_gradients_the_pass_computes(ma
         model.learn(x[rows], t[rows], g[rows])
     assert trainer.train_pass() is True
     assert_same_layers(trainer.layers, layers)
-    for ours, hand in zip(trainer.boundary.published, model.weights()):
+    for ours, hand in zip(trainer.boundary.published, model.weights(), strict=True):
         assert ours.tobytes() == hand.tobytes()
     assert trainer.boundary.version == 2
 
@@ -736,13 +738,13 @@ def test_colocated_serves_its_model_at_weights_and_its_quality_in_status(make_ou
     assert r.status_code == 200
     weights, conditioned, version = synthgrad.decode_weights(r.get_json(), W)
     assert conditioned is True and version == trainer.boundary.version == 4
-    for got, kept in zip(weights, trainer.boundary.published):
+    for got, kept in zip(weights, trainer.boundary.published, strict=True):
         assert got.tobytes() == kept.tobytes()
     r = app.test_client().get(synthgrad.WEIGHTS, headers={"Accept": synthgrad.BINARY_TYPE})
     assert r.mimetype == synthgrad.BINARY_TYPE                 # a --wire binary stage's fetch
     binary = synthgrad.decode_weights(synthgrad.parse_binary(r.get_data()), W)
     assert binary[1:] == (True, 4) and all(
-        a.tobytes() == b.tobytes() for a, b in zip(binary[0], weights))
+        a.tobytes() == b.tobytes() for a, b in zip(binary[0], weights, strict=True))
     s = status(app)
     assert s["boundary_model_steps"] == 4 and s["gradients_to_oracle"] is None
     q = s["synthetic_gradient_quality"]
@@ -764,7 +766,7 @@ def test_colocated_checkpoint_keeps_the_boundary_model(make_output_app, tmp_path
     resumed = make_output_app(colocated=True, optimizer="adam", checkpoint=str(path),
                               resume=True).config["TRAINER"]
     assert resumed.boundary.version == trainer.boundary.version == 2
-    for a, b in zip(resumed.boundary.published, trainer.boundary.published):
+    for a, b in zip(resumed.boundary.published, trainer.boundary.published, strict=True):
         assert a.tobytes() == b.tobytes()
     assert resumed.boundary.optimizer.t == 2
     with pytest.raises(ValueError, match="boundary_w0"):    # a checkpoint without the model
