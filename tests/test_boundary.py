@@ -66,7 +66,7 @@ def test_a_pass_learns_what_the_oracle_learns_from_the_same_gradients():
         for mine, theirs in zip(ours.published, o.weights, strict=True):
             np.testing.assert_allclose(mine, theirs, rtol=2e-4, atol=2e-6)
         q_ours = quality.fields()
-        q_oracle = o.status_fields()["synthetic_gradient_quality"]
+        q_oracle = o.status()["synthetic_gradient_quality"]
         assert set(q_ours) == set(q_oracle)
         for key in q_ours:
             assert q_ours[key] == pytest.approx(q_oracle[key], rel=1e-5), key
