@@ -156,8 +156,7 @@ class InputTrainer:
             return False
         if self.config.update == "random":                      # the control: g's size only
             g = random_directions(g, self.rng)
-        for layer in reversed(self.layers):                     # dL/dw1 (2, 24), dL/db1 (24,)
-            g = layer.backprop(g)
+        sgd.backward(self.layers, g)                            # dL/dw1 (2, 24), dL/db1 (24,)
         return self.descend()                                   # w1 -= eta dL/dw1 (sgd), or stop
 
     def hand_off(self, idx, h):

@@ -85,9 +85,7 @@ class MiddleTrainer(train_output.OutputTrainer):
             g = self.above(self.h_out[rows], y[rows])                  # synthetic dL/dh_out
             if update == "random":
                 g = train_input.random_directions(g, self.rng)
-            for layer in reversed(self.layers):
-                g = layer.backprop(g)
-            dL_dh[rows] = g                                            # dL/dh_in
+            dL_dh[rows] = sgd.backward(self.layers, g)                 # dL/dh_in
             self.optimizer.step()
         return 0.0, dL_dh
 

@@ -192,8 +192,9 @@ class OutputTrainer(server.TrainingServer):
             return
         if self.classes and model.conditioned:                   # the label as a one-hot row
             y = classify.images.one_hot(classify.labels_of(y, self.classes), self.classes)
-        with self.lock:
-            self.quality.add(model.predict(h, y), g)
+        g_hat = model.predict(h, y)                               # before it learns from g
+        with self.lock:                                           # /status reads the quality
+            self.quality.add(g_hat, g)
         model.learn_pass(h, y, g)
 
     # --- checkpoints: its layers, the optimizer's state, everything held, the counters -----
