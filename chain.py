@@ -70,11 +70,14 @@ class ChainConfig:
     refresh_every: float = 0.2             # s between fetches of the model above a stage
     ray: str | None = None                 # run on Ray: "local" or a cluster's address
     place: tuple | None = None             # with ray: stage k on the machine declaring place[k-1]
+    delay: int | None = None               # count steps, bound D at every boundary (None: free)
 
 
 # chain.py --data fashion-mnist: the paper's network, every layer decoupled (docs/chain.md).
 IMAGES = dict(sizes=(784, 256, 256, 256, 10), splits=(1, 2, 3), count=60_000, batch_size=100,
               learning_rate=1e-4, max_ahead=200, train_on="arrivals", refresh_every=0.05)
+# Counting steps: the bound by default, and the layers at one process's rate (docs/chain.md).
+IMAGE_DELAY, COUNTED_LEARNING_RATE = 1, 3e-4
 
 
 def stage_sizes(sizes, splits):
@@ -127,7 +130,7 @@ def chain_procs(config):
     def proc(name, script, key, seed, held_width, sizes, *options):
         checkpoint = checkpoint_path(run, key)
         return Proc(name, script, (
-            *options, "--seed", config.seed + seed,
+            *options, "--seed", config.seed + (seed if config.delay is None else 0),
             "--metrics", run / "metrics" / f"{key}.jsonl", "--checkpoint", checkpoint,
             "--checkpoint-interval", checkpoint_every(config, held_width, sizes)),
             key, run / f"{key}.log", checkpoint)
@@ -151,6 +154,8 @@ def chain_procs(config):
         if config.data != "toy":                   # a classifier's stage
             common += ("--activation", "relu", "--classes", config.sizes[-1],
                        *(("--loss", "cross-entropy") if k == K else ()))
+        if config.delay is not None:
+            common += (*counted(config), "--stage", k)
         script, role = ("train_output.py", ("--no-live",)) if k == K else (   # chain.py's page
             "train_middle.py", ("--above-oracle-url", model(k), "--next-url",
                                 Url(f"stage {k + 1}"), "--update", config.update,
@@ -159,6 +164,12 @@ def chain_procs(config):
                           *common, *role))
     return [*procs, proc("stage 1", "train_input.py", "stage1", 0, 0, layout[0],
                          *input_options(config, layout[0], model(1)))]
+
+
+def counted(config):
+    """A chain counting steps: every stage's --delay and its place in the network."""
+    return ("--delay", config.delay, "--network", train_output.format_sizes(config.sizes),
+            "--splits", ",".join(map(str, config.splits)))
 
 
 def input_options(config, sizes, model):
@@ -178,9 +189,11 @@ def input_options(config, sizes, model):
             "--refresh-every", config.refresh_every,
             *(() if config.examples is None else ("--until-trained", config.examples)),
             *(("--until-url", Url(f"stage {K}")) if config.train_on == "arrivals" else ()),
-            *(() if config.max_ahead is None else ("--max-ahead", config.max_ahead)),
+            *(() if config.max_ahead is None or config.delay is not None else
+              ("--max-ahead", config.max_ahead)),
             "--report-every", 1, "--batch-size", config.batch_size,
-            "--learning-rate", config.learning_rate)
+            "--learning-rate", config.learning_rate,
+            *(() if config.delay is None else counted(config)))
 
 
 # --- Running them: here or on Ray, one machinery. ------------------------------------------------
@@ -270,7 +283,7 @@ def parse_args(argv):
     p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
                    help="the network's widths (default 2-24-12-1; with --data "
                         "784-256-256-256-10, the paper's)")
-    p.add_argument("--splits", type=parse_splits, default=None,
+    p.add_argument("--splits", type=train_output.parse_splits, default=None,
                    help="cut the network after these many layers, e.g. 1,2,3 (default 1: the "
                         "three-process system; with --data 1,2,3)")
     p.add_argument("--duration", type=float, default=d.duration,
@@ -281,6 +294,10 @@ def parse_args(argv):
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
                    help="stage 1 hands off at most N examples beyond what stage 2 has trained "
                         "on (default: off; 200 with --data)")
+    p.add_argument("--delay", type=parse_delay, default=None, metavar="D",
+                   help="count steps: a stage does not start step t until the model of its "
+                        f"boundary has learned from step t - 1 - D; free: clocks decide "
+                        f"(default free; with --data {IMAGE_DELAY}, docs/chain.md says why)")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=None,
                    help="what stages 2..K train on: held, the latest activation of every "
                         "example, pass after pass (default), or arrivals, each once as it "
@@ -323,6 +340,14 @@ def parse_args(argv):
                         "it ran")
     args = p.parse_args(argv)
     defaults = {k: getattr(d, k) for k in IMAGES} if args.data == "toy" else IMAGES
+    if args.delay is None:
+        args.delay = "free" if args.data == "toy" else IMAGE_DELAY
+    args.delay = None if args.delay == "free" else args.delay
+    if args.delay is not None and args.data == "toy":
+        p.error("--delay D needs --data: the toy's chain trains on what it holds, pass after "
+                "pass (--delay free)")
+    if args.delay is not None and args.learning_rate is None:
+        args.learning_rate = COUNTED_LEARNING_RATE
     for name, value in defaults.items():               # what the command line left to us
         if getattr(args, name, None) is None:
             setattr(args, name, default_learning_rate(len(args.splits) + 1)
@@ -369,12 +394,17 @@ def parse_place(text):
     return names
 
 
-def parse_splits(text):
+def parse_delay(text):
+    if text == "free":
+        return text
     try:
-        return tuple(int(part) for part in text.split(","))
+        delay = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected layer counts like 1,2,3, got {text!r}") \
-            from None
+        delay = -1
+    if delay < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of steps (0 or more) or free, got "
+                                         f"{text!r}")
+    return delay
 
 
 def report(run, layout, cut_short=None, data=None, image_dir=None):
@@ -396,6 +426,10 @@ def report(run, layout, cut_short=None, data=None, image_dir=None):
                    f"{result['initial_loss']:.3f} -> {result['final_loss']:.3f}")
     print(f"chain: {learned}; cosine(synthetic, true) at the last tick, per boundary: "
           f"{', '.join(generate.fmt(c, '.2f') for c in last['cosine'])}", flush=True)
+    if "delay_steps" in result:
+        print("chain: delay in steps of the synthetic gradients, mean and max per boundary: " +
+              ", ".join(f"{points[-1][1]:.2f} and {points[-1][2]}" for points in
+                        result["delay_steps"].values() if points), flush=True)
     print(f"chain: chain.json and chain.png in {run}"
           f"{f' (cut short: {cut_short})' if cut_short else ''}", flush=True)
 

@@ -10,12 +10,15 @@ below as its shape; i names an example (its row in x.npy), y is its target.
 
     POST /training_example    (the output trainer, 127.0.0.1:5000)
         {"i": [n ints], "x": (n, 24), "y": (n,)}  ->  {"ok": true, "received": n}
+        (a chain counting steps, --delay: "step": [n ints], each row's minibatch, from 1)
     POST /estimate_gradients  (the oracle, 127.0.0.1:5001)
         {"activations": (n, 24), "y": (n,)}  ->  {"gradients": (n, 24)}
     POST /provide_gradient    (the oracle)
         {"i": [n ints], "h": (n, 24), "gradient": (n, 24), "y": (n,)}  ->  as /training_example
     GET /weights              (the oracle, or a stage with --colocated)
         ->  {"weights": [array, ...], "conditioned": bool, "version": int}
+        ?after=V: a stage counting steps answers once its version (the last step its model
+        learned from) is past V, or after WEIGHTS_WAIT_S seconds with what it has
     GET /status               (every server)
         ->  {"role", "uptime_s", "examples_held", "staleness_s", ...} (TrainingServer.status)
 
@@ -61,6 +64,7 @@ HIDDEN_SIZE = 24                  # width of h, the activation that crosses the 
 MAX_CHUNK = 500                   # examples our senders put in one request (the original's)
 MAX_EXAMPLES_PER_REQUEST = 5_000  # servers refuse more than this in one request
 MAX_BODY_BYTES = 16 * 1024 * 1024  # twice the largest body: 5,000 x 49 numbers x ~25 bytes
+WEIGHTS_WAIT_S = 2.0              # GET /weights?after=V waits at most this long
 NEEDS_Y = "this oracle is conditioned on the target (cDNI) and needs"
 
 log = logging.getLogger("synthgrad")
@@ -181,7 +185,7 @@ def _decode_examples(body, fields, shapes, max_index, hint=""):
 def encode_batched(arrays):
     """The JSON form of a batched body {name: array or None (left out)}: "i" a list of
     integers, the rest array objects."""
-    return {name: [int(k) for k in a] if name == "i" else encode_array(a)
+    return {name: [int(k) for k in a] if name in ("i", "step") else encode_array(a)
             for name, a in arrays.items() if a is not None}
 
 
@@ -193,6 +197,20 @@ def encode_training_examples(i, x, y):
 def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
     """(i (n,), x (n, width), y (n,)) from a /training_example body of either form."""
     return _decode_examples(body, ("x", "y"), ((width,), ()), max_index)
+
+
+def decode_steps(body, n):
+    """The "step" (n,) int64 of a batched /training_example body (None if it has none): the
+    minibatch each row belongs to, counted from 1."""
+    steps = body.get("step") if isinstance(body, dict) else None
+    if steps is None:
+        return None
+    if isinstance(steps, np.ndarray) and steps.dtype == np.int64 and steps.ndim == 1:
+        steps = steps.tolist()
+    if (not isinstance(steps, list) or len(steps) != n
+            or not all(type(v) is int and v >= 1 for v in steps)):
+        raise ProtocolError(f"step: expected {n} integers of at least 1, one per example")
+    return np.array(steps, dtype=np.int64)
 
 
 def encode_gradients(i, h, gradient, y=None):
@@ -388,6 +406,7 @@ class Client:
 
     def _send(self, method, path, body, content_type, accept):   # (status, body, its type)
         session = self._session()
+        path, mark, query = path.partition("?")        # one template a path, any query
         key = (method, path, content_type if body is not None else None, accept)
         template = self._local.templates.get(key)
         if template is None:                  # the URL and the session's headers, once
@@ -397,14 +416,16 @@ class Client:
                 requests.Request(method, self.base_url + path, headers=headers))
             self._local.templates[key] = template
         request = template.copy()
+        request.url += mark + query
         if body is not None:
             request.body = body
             request.headers["Content-Length"] = str(len(body))
         r = self._local.adapter.send(request, timeout=self.timeout)
         return r.status_code, r.content, r.headers.get("Content-Type", "")
 
-    def _request(self, method, path, arrays=None, accept=None, decode=None):
+    def _request(self, method, path, arrays=None, accept=None, decode=None, query=""):
         """Send {name: array} (if any) in the client's form; the answer, through decode if given."""
+        path += query
         url = self.base_url + path
         body, kind = None, "application/json"
         if arrays is not None and self.binary:
@@ -464,9 +485,10 @@ class Client:
 class OutputTrainerClient(Client):
     name, default_url = "output trainer", DEFAULT_OUTPUT_TRAINER_URL
 
-    def send_examples(self, i, x, y):
-        """POST /training_example: activations x = h (n, 24) and targets y (n,) for examples i."""
-        return self._request("POST", TRAINING_EXAMPLE, {"i": i, "x": x, "y": y})
+    def send_examples(self, i, x, y, step=None):
+        """POST /training_example: activations x = h (n, 24) and targets y (n,) for examples i
+        (with step (n,), each row's minibatch: a chain counting steps)."""
+        return self._request("POST", TRAINING_EXAMPLE, {"i": i, "x": x, "y": y, "step": step})
 
 
 class OracleClient(Client):
@@ -477,10 +499,12 @@ class OracleClient(Client):
         return self._request("POST", ESTIMATE_GRADIENTS, {"activations": h, "y": y},
                              decode=lambda a: decode_estimate_response(a, len(h), h.shape[1]))
 
-    def weights(self, width=HIDDEN_SIZE):
-        """GET /weights: (weights, conditioned, version) of the oracle's newest model."""
+    def weights(self, width=HIDDEN_SIZE, after=None):
+        """GET /weights: (weights, conditioned, version) of the oracle's newest model (after:
+        once its version is past that, or WEIGHTS_WAIT_S later)."""
         return self._request("GET", WEIGHTS, accept=BINARY_TYPE if self.binary else None,
-                             decode=lambda a: decode_weights(a, width))
+                             decode=lambda a: decode_weights(a, width),
+                             query="" if after is None else f"?after={int(after)}")
 
     def provide_gradients(self, i, h, gradient, y=None):
         """POST /provide_gradient: true dL/dh (n, 24) at h (n, 24) [and y (n,)] of examples i."""

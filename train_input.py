@@ -32,8 +32,8 @@ import numpy as np
 import sgd
 import synthgrad
 import train_output
-from parts import (boundary, checkpoint, classify, optimizers, options, pacing, sender,
-                   snapshots, threaded)
+from parts import (boundary, checkpoint, classify, optimizers, options, pacing,
+                   sender, snapshots, stepped, threaded)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
@@ -75,6 +75,9 @@ class InputConfig:
     resume: bool = False                        # start from checkpoint
     metrics_path: Path | None = None            # --metrics
     report_every: float = 5.0                   # seconds between progress lines
+    delay: int | None = None                    # count steps, bounded by D (parts/stepped.py)
+    network: tuple | None = None                # with delay: the whole network, dni.py's draws
+    splits: tuple | None = None                 # with delay: where it is cut
 
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(InputConfig)}
@@ -90,7 +93,7 @@ class InputTrainer:
     update), epochs (full passes), waited (seconds spent at --max-unsent).
     """
 
-    COUNTERS = ("examples", "updates", "epochs", "skipped")     # what a checkpoint keeps
+    COUNTERS = ("examples", "updates", "epochs", "skipped", "steps")   # a checkpoint keeps
 
     def __init__(self, x, y, config=None):
         self.config = c = config if config is not None else InputConfig()
@@ -111,18 +114,67 @@ class InputTrainer:
         self.local = (boundary.LocalSyntheticGradients(self.oracle, c.refresh_every,
                                                        self.stop, sizes[-1])
                       if c.mode == "local" and c.update != "frozen" else None)
+        self.stage = self.follower = self.until_trained = None
+        if c.delay is not None:
+            self.count_steps(sizes)
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
         self.checkpointer = checkpoint.Checkpointer(c.checkpoint, c.checkpoint_interval,
                                                    self.save_checkpoint)
         # counters
-        self.examples = self.updates = self.epochs = self.skipped = 0
+        self.examples = self.updates = self.epochs = self.skipped = self.steps = 0
         self.waited = 0.0
         self.diverged = False
         self.next_stage = None                                  # parts/pacing.py, in run()
         if c.resume:
             self.resume(c.checkpoint)
+
+    def count_steps(self, sizes):
+        """--delay: stage 1 of the network dni.py draws, its order from the same generator
+        after the same draws, an ordered sender and the model above followed step by step."""
+        c = self.config
+        classes = c.network[-1] if c.activation == "relu" else 0
+        self.stage = stepped.make_stage(dict(vars(c), classes=classes), 0)
+        self.layers, self.optimizer = self.stage.group, self.stage.optimizer
+        if tuple(self.layers[-1].w.shape) != (sizes[-2], sizes[-1]):
+            raise ValueError(f"--network {c.network} cut at {c.splits} does not start with "
+                             f"layers {sizes}")
+        self.rng = self.stage.rng
+        if classes:
+            self.rng.permutation(len(self.x))            # decoupled.run draws its probe first
+        self.local = None
+        self.sender.close(flush_timeout=0)
+        self.sender = stepped.OrderedSender(self.output.send_examples, "steps to stage 2")
+        self.delays = stepped.Delays(c.delay)
+        if self.stage.above is not None:
+            self.follower = stepped.ModelFollower(self.oracle, self.stage.above, sizes[-1],
+                                                  self.stop)
+
+    def counted_step(self, idx):
+        """--delay: step t of stage 1 (decoupled.Stage.step) once the model above has learned
+        from step t - 1 - D, its h sent up with t. After --until-trained examples it waits
+        for the last stage to train them. False means stop."""
+        if self.until_trained is not None:
+            idx = idx[:max(0, self.until_trained - self.examples)]   # as decoupled.run cuts
+        if len(idx) == 0:
+            self.stop.wait()
+            return False
+        t = self.steps + 1
+        if self.follower is not None:
+            version = self.follower.take(t - 1 - self.config.delay)
+            if version is None:
+                return False
+            self.delays.add(t - 1 - version)
+        done = checkpoint.guard(self, "stage 1", self.layers,
+                                lambda: self.stage.step(self.x[idx], self.y[idx])[:1])
+        if done is None:
+            return False
+        self.sender.put(t, idx, done[0], self.y[idx])
+        self.steps, self.examples, self.updates = t, self.examples + len(idx), self.updates + 1
+        self.snapshotter.maybe_save(self.layers)
+        self.checkpointer.maybe()
+        return True
 
     @property
     def layer(self):
@@ -147,6 +199,8 @@ class InputTrainer:
     def step(self, idx):
         """One minibatch of example indices idx (n,): sgd's step, with a synthetic gradient in
         place of backprop from the layers above. False means stop."""
+        if self.stage is not None:
+            return self.counted_step(idx)
         h = sgd.feed_forward(self.layers, self.x[idx])          # (n, 24) forward
         self.hand_off(idx, h)                                   # to layers 2-3, fire-and-forget
         if self.skip_update():                                  # sporadic updates: not this one
@@ -228,13 +282,19 @@ class InputTrainer:
             timer = threading.Timer(duration, self.stop.set)
             timer.daemon = True
             timer.start()
-        if until_trained is not None or self.config.max_ahead is not None:
+        self.until_trained = until_trained
+        if self.stage is not None and until_trained is not None:   # the last stage's last step
+            steps = -(-until_trained // self.config.batch_size)
+            self.next_stage = pacing.watch(self.config, self.stop, steps, "steps_trained")
+        elif until_trained is not None or self.config.max_ahead is not None:
             self.next_stage = pacing.watch(self.config, self.stop, until_trained)
         # then the run's folder and the model's weights; then time zero on disk (unless resumed)
         if not self.find_progress_dir():
             return
         if self.local is not None:
             self.local.start()
+        if self.follower is not None:
+            self.follower.start()
         if self.examples == 0:
             self.snapshotter.save_initial(self.layers)
         metrics = snapshots.MetricsLog(self.config.metrics_path, "input_trainer")  # clock starts
@@ -285,12 +345,15 @@ class InputTrainer:
             return
         rate = (self.examples - self.reported) / max(now - self.reported_at, 1e-9)
         self.reported_at, self.reported = now, self.examples
+        counted = {} if self.stage is None else {
+            "steps": self.steps, **{f"delay_{k}": v for k, v in self.delays.fields().items()}}
         metrics.write(examples=self.examples, updates=self.updates, skipped=self.skipped,
                       epoch=self.epochs, examples_per_s=round(rate, 1),
-                      **self.latency_ms(), peak_rss_mb=options.peak_rss_mb())
-        log.info("%7.1f s, epoch %d, %d examples (%.0f/s), %d updates, %d waiting to be sent",
+                      **self.latency_ms(), peak_rss_mb=options.peak_rss_mb(), **counted)
+        log.info("%7.1f s, epoch %d, %d examples (%.0f/s), %d updates, %d waiting to be sent%s",
                  now - self.started, self.epochs, self.examples, rate, self.updates,
-                 self.sender.pending())
+                 self.sender.pending(), "" if self.stage is None else
+                 f", step {self.steps}, delay {stepped.delay_text(self.delays.fields())}")
 
     def latency_ms(self):
         """p50 and p95 of the recent oracle requests, in ms (None in the local mode)."""
@@ -377,6 +440,7 @@ def parse_args(argv):
     p.add_argument("--progress-dir", type=Path, default=None,
                    help="where weight snapshots go (default: progress/<run>, the output "
                         "trainer's)")
+    train_output.stepped_arguments(p, first=True)
     checkpoint.add_arguments(p, "layer 1 and its counters")
     p.add_argument("--metrics", type=Path, default=None,
                    help="append a JSON line of figures to this file every --report-every "
@@ -395,6 +459,13 @@ def parse_args(argv):
     if not 0 <= args.update_probability <= 1:
         p.error("--update-probability must be between 0 and 1")
     checkpoint.check_arguments(p, args)
+    if args.delay is not None:
+        if args.sizes is None:
+            args.sizes = (inputs, args.width)
+        train_output.check_stepped(p, args)
+        if args.synthetic_gradients != "local" or args.update_probability != 1:
+            p.error("--delay counts every step: it needs --synthetic-gradients local and "
+                    "--update-probability 1")
     options.check_at_least(p, args, 0, "examples")
     options.check_at_least(p, args, 1, "batch_size", "width", "max_ahead", "max_unsent",
                            "snapshot_interval", "epochs", "until_trained")

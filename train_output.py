@@ -24,7 +24,7 @@ import numpy as np
 import sgd
 import synthgrad
 from parts import (boundary, checkpoint, children, classify, http, optimizers, options, sender,
-                   server, snapshots)
+                   server, snapshots, stepped)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_output")
@@ -46,6 +46,7 @@ DEFAULTS = dict(
     loss="squared",            # 1/2 (y_hat - y)^2, or cross-entropy: softmax of the logits
     classes=0,                 # a classifier's label count (its boundary model's one-hot)
     train_on="held",           # every example held, pass after pass; or "arrivals": each once
+    delay=None,                # a chain counting steps (parts/stepped.py): the bound D
 )
 
 
@@ -101,9 +102,15 @@ class OutputTrainer(server.TrainingServer):
     def after_chunk(self, idx, y):
         """Nothing here; a chain's middle stage sends its activations up (train_middle.py)."""
 
-    def receive(self, i, x, y):
+    def published_weights(self, after=None):
+        """--colocated: (weights, conditioned, version) of the model learned here, at once."""
+        model = self.boundary
+        return model.published, model.conditioned, model.version
+
+    def receive(self, i, x, y, steps=None):
         """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,). A
-        classifier's y must be labels: synthgrad.ProtocolError (a 400, nothing kept) if not."""
+        classifier's y must be labels: synthgrad.ProtocolError (a 400, nothing kept) if not.
+        steps: what a chain counting steps sends; here, where they are not counted, unused."""
         if self.classes:
             try:
                 classify.labels_of(y, self.classes)
@@ -246,22 +253,24 @@ class OutputTrainer(server.TrainingServer):
 def create_app(config=None, trainer_class=None):
     """The output trainer's Flask app; its OutputTrainer (or trainer_class) is
     app.config["TRAINER"]. It does not start training."""
-    trainer = (trainer_class or OutputTrainer)(**(config or {}))
+    config = config or {}
+    if config.get("delay") is not None:              # a chain counting steps
+        trainer_class = stepped.SteppedStage
+    trainer = (trainer_class or OutputTrainer)(**config)
     app = server.make_app("train_output", trainer, "TRAINER")
 
     @app.post(synthgrad.TRAINING_EXAMPLE)
     def training_example():
-        i, x, y = synthgrad.decode_training_examples(http.read_body(),
-                                                     trainer.config["max_examples"],
+        body = http.read_body()
+        i, x, y = synthgrad.decode_training_examples(body, trainer.config["max_examples"],
                                                      trainer.width)
-        trainer.receive(i, x, y)
+        trainer.receive(i, x, y, synthgrad.decode_steps(body, len(i)))
         return {"ok": True, "received": len(i)}
 
     if trainer.boundary is not None:                 # --colocated: the oracle's GET /weights
         @app.get(synthgrad.WEIGHTS)
         def weights():
-            model = trainer.boundary
-            return http.weights_answer(model.published, model.conditioned, model.version)
+            return http.weights_answer(*trainer.published_weights(http.int_argument("after")))
 
     return app
 
@@ -294,6 +303,47 @@ def layer_arguments(p, d, layers):
                    help="seconds between weight snapshots, a tick every stage shares (default 10)")
 
 
+def stepped_arguments(p, first=False):
+    """--delay and where the stage sits in the network dni.py draws (parts/stepped.py)."""
+    p.add_argument("--delay", type=int, default=None, metavar="D",
+                   help="count steps: train each step in order, and wait before step t until "
+                        "the model above has learned from step t - 1 - D (default: off, "
+                        "clocks decide; chain.py --delay sets it)")
+    p.add_argument("--network", type=parse_sizes, default=None,
+                   help="with --delay: the whole network's widths, drawn as dni.py draws them")
+    p.add_argument("--splits", type=parse_splits, default=None,
+                   help="with --delay: where the network is cut, e.g. 1,2,3")
+    if not first:
+        p.add_argument("--stage", type=int, default=None,
+                       help="with --delay: which stage this is (2 is the one above the first)")
+
+
+def check_stepped(p, args, stage=1):
+    """With --delay: the layers of stage `stage` of --network cut at --splits are --sizes."""
+    if args.delay is None:
+        return
+    if args.delay < 0 or args.network is None or args.splits is None or stage is None:
+        p.error("--delay D needs D >= 0, --network, --splits and (above the first) --stage")
+    cuts = [0, *args.splits, len(args.network) - 1]
+    if not 1 <= stage < len(cuts) or list(args.splits) != sorted(set(args.splits)) \
+            or not 0 < args.splits[0] <= args.splits[-1] < len(args.network) - 1:
+        p.error(f"--splits {args.splits} and --stage {stage} do not fit --network "
+                f"{format_sizes(args.network)}")
+    sizes = tuple(args.network[cuts[stage - 1]:cuts[stage] + 1])
+    if tuple(args.sizes) != sizes:
+        p.error(f"--sizes {format_sizes(args.sizes)} are not stage {stage}'s layers of "
+                f"--network {format_sizes(args.network)} (those are {format_sizes(sizes)})")
+
+
+def parse_splits(text):
+    """"1,2,3" -> (1, 2, 3): the network cut after these many layers (argparse type)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer counts like 1,2,3, got {text!r}") \
+            from None
+
+
 def argument_parser(description, d=DEFAULTS, live=True):
     """The options of a stage that receives activations (train_middle.py's: its defaults d)."""
     p = argparse.ArgumentParser(description=description)
@@ -319,6 +369,7 @@ def argument_parser(description, d=DEFAULTS, live=True):
     p.add_argument("--train-on", choices=("held", "arrivals"), default=d["train_on"],
                    help="held (default): pass after pass over every example held; arrivals: "
                         "each activation once (docs/chain.md)")
+    stepped_arguments(p)
     if live:                                      # the last stage: its loss, the run's page
         p.add_argument("--loss", choices=("squared", "cross-entropy"), default=d["loss"],
                        help="squared (default): 1/2 (y_hat - y)^2; cross-entropy: the outputs "
@@ -346,6 +397,7 @@ def check_args(p, args, last_is_output=True):
         p.error(f"--sizes must end in 1, the prediction (got {format_sizes(args.sizes)}; "
                 f"a classifier's last stage takes --loss cross-entropy)")
     options.check_at_least(p, args, 1, "snapshot_interval")
+    check_stepped(p, args, args.stage)
     return args
 
 

@@ -122,8 +122,8 @@ def check_arguments(p, args):
 # --- The divergence guard ------------------------------------------------------------------
 
 def finite(*arrays):
-    """True if every array holds only finite numbers."""
-    return all(np.isfinite(a).all() for a in arrays)
+    """True if every array (None: none) holds only finite numbers."""
+    return all(a is None or np.isfinite(a).all() for a in arrays)
 
 
 def guard(process, what, layers, step, *args):

@@ -63,14 +63,16 @@ class Network:
     per boundary: the toy's in every method (its guesses are measured), the images' where
     used. rng draws the layers, then the models, and is kept for the random rows."""
 
-    def __init__(self, rng, sizes, config):
+    def __init__(self, rng, sizes, config, cuts=None):
         toy = config.data == "toy"
         self.rng, self.method, self.dtype = rng, config.method, np.dtype(config.dtype)
         self.classes = 0 if toy else sizes[-1]
         self.loss = sgd.SquaredError if toy else sgd.SoftmaxCrossEntropy
         act = sgd.Sigmoid if toy else sgd.ReLU
         self.layers = sgd.make_network(rng, sizes, act, "normal" if toy else "he")
-        cuts = [0, 1, len(sizes) - 1] if toy else list(range(len(sizes)))
+        if cuts is None:                # the toy: [layer 1 | 2-3]; images: every layer
+            cuts = [1] if toy else list(range(1, len(sizes) - 1))
+        cuts = [0, *cuts, len(sizes) - 1]
         self.groups = [self.layers[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
         guessing = toy or self.method in ("synthetic", "random-synthetic-norm")
         self.models = [boundary.SyntheticGradientModel(
@@ -136,14 +138,13 @@ class Network:
             return Step(used, guesses, targets)
         h_below = x                                       # the others: bottom up, no waiting
         for k, (group, opt) in enumerate(zip(self.groups, self.optimizers, strict=True)):
-            h, t = sgd.feed_forward(group, h_below), None     # h_k, or z at the top
-            if k < top and self.models:
-                guesses[k] = self.models[k].predict(h, context)   # before M_k learns
-            used[k] = self.loss.gradient(h, y) if k == top else \
-                self.direction(guesses[k], None)
-            if used[k] is not None:
-                t = sgd.backward(group, used[k])              # t_{k-1}, handed down
-                opt.step()
+            def gradient(h, k=k):                         # h_k, or z at the top
+                if k == top:
+                    return self.loss.gradient(h, y)
+                if self.models:
+                    guesses[k] = self.models[k].predict(h, context)   # before M_k learns
+                return self.direction(guesses[k], None)
+            h, used[k], t = group_step(group, opt, h_below, gradient)
             if k and self.models and t is not None:
                 self.models[k - 1].learn(h_below, context, t)
                 targets[k - 1] = t
@@ -161,6 +162,58 @@ class Network:
             cos = boundary.row_cosines(m.predict(group[-1].a, self.context(y)), g_b)
             out.append(float(cos.mean()) if len(cos) else None)
         return out
+
+
+def group_step(group, optimizer, h_below, gradient):
+    """A group's share of a step, the same in one process and in a chain's stage: h =
+    group(h_below), g = gradient(h) (M's guess, or the loss's dL/dz at the top; None: the
+    group does not learn), then backprop g and step. Returns (h, g, t = dL/dh_below), what M
+    of the boundary below learns towards (None if g is)."""
+    h = sgd.feed_forward(group, h_below)
+    g = gradient(h)
+    if g is None:
+        return h, None, None
+    t = sgd.backward(group, g)
+    optimizer.step()
+    return h, g, t
+
+
+class Stage:
+    """Group k of the Network that run(config) draws (the same seed, the same draws), as one
+    stage of a chain holds it: its layers and optimizer, M_k above it (a replica: its weights
+    come from the stage above, load()) and M_{k-1} below, which it learns. rng goes on as
+    run's does: stage 1 draws the probe and the order from it."""
+
+    def __init__(self, config, sizes, k, cuts=None):
+        self.rng = np.random.default_rng(config.seed)
+        self.net = net = Network(self.rng, sizes, config, cuts)
+        self.k, self.top = k, k == len(net.groups) - 1
+        self.group, self.optimizer = net.groups[k], net.optimizers[k]
+        models = net.models or [None] * (len(net.groups) - 1)
+        self.above = None if self.top else models[k]
+        self.below = models[k - 1] if k else None
+
+    def step(self, h_below, y):
+        """One minibatch h_below (n, n_in) with its targets y (n,): Network.step's work for
+        this group. Returns its h (n, n_out), the input of the stage above, M_{k-1}'s guess
+        at h_below before it learned, and what it learned towards (None, None at stage 1)."""
+        net = self.net
+        h_below = h_below.astype(net.dtype, copy=False)
+        if net.classes:                                 # labels, as the wire's floats
+            y = np.asarray(y).astype(np.int64)
+        context = net.context(y) if net.models else None
+
+        def gradient(h):
+            if self.top:
+                return net.loss.gradient(h, y)
+            return net.direction(None if self.above is None else
+                                 self.above.predict(h, context), None)
+        h, _, t = group_step(self.group, self.optimizer, h_below, gradient)
+        if self.below is None or t is None:
+            return h, None, None
+        g_hat = self.below.predict(h_below, context)
+        self.below.learn(h_below, context, t)
+        return h, g_hat, t
 
 
 # --- A run: its config, what it measures (the toy's or the images'), the loop. ---------------

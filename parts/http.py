@@ -111,6 +111,17 @@ def read_body():
     return parse_json(data)
 
 
+def int_argument(name):
+    """The request's ?name=N as an int (None if absent); a 400 if it is not one."""
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        abort(400, f"?{name}= must be an integer, got {value[:40]!r}")
+
+
 def weights_answer(weights, conditioned, version):
     """GET /weights's answer: binary if the request's Accept header names it, else JSON."""
     if any(kind == BINARY_TYPE and q > 0 for kind, q in request.accept_mimetypes):

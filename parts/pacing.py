@@ -20,8 +20,8 @@ class NextStage:
     synthgrad.OutputTrainerClient of its own (the sender's is busy)."""
 
     def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.05,
-                 name="the next stage"):
-        self.client, self.stop, self.name = client, stop, name
+                 name="the next stage", what="examples_trained"):
+        self.client, self.stop, self.name, self.what = client, stop, name, what
         self.until_trained, self.max_ahead, self.every = until_trained, max_ahead, every
         self.trained = None                    # its examples_trained at the last answer
         self.waited = 0.0                      # seconds wait_for_room spent
@@ -34,15 +34,15 @@ class NextStage:
     def _poll(self):
         while not self.stop.wait(self.every):
             try:
-                trained = self.client.status()["examples_trained"]
+                trained = self.client.status()[self.what]
             except (synthgrad.PeerError, KeyError, TypeError):     # down for now: ask again
                 continue
             with self.changed:
                 self.trained = trained
                 self.changed.notify_all()
             if self.until_trained is not None and trained >= self.until_trained:
-                log.info("%s has trained on %s examples (--until-trained): stopping",
-                         self.name, f"{trained:,}")
+                log.info("%s has trained %s: %s (--until-trained): stopping",
+                         self.name, self.what, f"{trained:,}")
                 self.stop.set()
         with self.changed:
             self.changed.notify_all()
@@ -61,12 +61,12 @@ class NextStage:
         self.waited += time.monotonic() - t0
 
 
-def watch(config, stop, until_trained):
+def watch(config, stop, until_trained, what="examples_trained"):
     """Start a NextStage on config.output_url with config.max_ahead and the budget until_trained
     (None: none), or one of its own for the budget on config.until_url; returns the first."""
     def started(url, until, ahead):
         stage = NextStage(synthgrad.OutputTrainerClient(url, token=config.token, timeout=2.0),
-                          stop, until, ahead, name=url)
+                          stop, until, ahead, name=url, what=what)
         stage.start()
         return stage
     elsewhere = until_trained is not None and config.until_url is not None

@@ -115,7 +115,8 @@ class TrainingServer:
         with self.lock:
             for name, a in held.items():
                 getattr(self, name)[:] = a
-            self.received_at[self.held] = time.time()      # their age restarts with the process
+            if self.HELD:                                   # their age restarts with the process
+                self.received_at[self.held] = time.time()
         for name in self.COUNTERS:
             self.counts[name] = counts[name]
         self.load_models(weights, counts)

@@ -173,6 +173,11 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
               "staleness": {f"boundary{k - 1}": [  # what the receiving stage reported
                   (round(r["time"] - start, 3), r["staleness_s"]) for r in metrics[f"stage{k}"]
                   if r.get("staleness_s") is not None] for k in range(2, len(layout) + 1)}}
+    delays = {f"boundary{b}": [   # a chain counting steps: stage b's, for the model above it
+        (round(r["time"] - start, 3), r["delay_mean"], r["delay_max"]) for r in
+        metrics[f"stage{b}"] if r.get("delay_mean") is not None] for b in range(1, len(layout))}
+    if any(delays.values()):
+        result["delay_steps"] = delays
     for when, label in (("initial", "initial"), ("final", final)):
         for name, value in scores(load_chain(run, layout, label)).items():
             result[f"{when}_{name.split('_')[-1]}"] = value    # initial_mse, final_accuracy...

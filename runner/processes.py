@@ -17,7 +17,7 @@ from pathlib import Path
 
 import synthgrad
 from generate import fmt
-from parts import children, snapshots
+from parts import children, snapshots, stepped
 
 GRACE_S = 15.0                     # seconds past its --duration before the last is stopped
 READY_WAIT = 120.0                 # seconds a server may take to answer after its start
@@ -319,6 +319,9 @@ def status_line(elapsed, first, servers):
     label, latest = first
     parts = [f"[{elapsed:4.0f} s] {label}: {latest.get('examples', 0):>7} examples "
              f"({fmt(latest.get('examples_per_s'), '.0f')}/s)"]
+    if "steps" in latest:                             # a chain counting steps (--delay)
+        delay = {k.removeprefix("delay_"): v for k, v in latest.items() if "delay_" in k}
+        parts[0] += f", step {latest['steps']:,}, delay {stepped.delay_text(delay)}"
     for label, script, s in servers:
         if s is None:
             parts.append(f"{label}: down")
@@ -328,6 +331,11 @@ def status_line(elapsed, first, servers):
         if script == "oracle.py":
             parts.append(f"{label}: {s.get('training_passes', 0):>3} passes, "
                          f"loss {fmt(s.get('last_train_mse'))}, {cosine}")
+            continue
+        if "steps_trained" in s:
+            delay = "" if s["delay_steps"] is None else \
+                f", delay {stepped.delay_text(s['delay_steps'])}"
+            parts.append(f"{label}: step {s['steps_trained']:,}{delay}, {cosine}")
             continue
         part = (f"{label}: {s.get('examples_held', 0):>6} held, "
                 f"{s.get('training_passes', 0):>3} passes")

@@ -248,10 +248,25 @@ def test_config_from_args_carries_every_option_into_its_field():
     # nothing left out: every field comes from an option, every trainer option reaches a field
     # (--colocated, which needs the local mode, has a test of its own below; the activation
     # follows --data: tests/test_classify.py)
+    # (--delay, --network and --splits, which need the local mode, are tested below)
     assert {f.name for f in dataclasses.fields(config)} == \
-        {f for _, f, _ in OPTIONS.values()} | {"colocated", "activation"}
+        {f for _, f, _ in OPTIONS.values()} | {"colocated", "activation"} | COUNTED
     assert set(vars(args)) - NOT_TRAINER_OPTIONS == {flag[2:].replace("-", "_")
-                                                    for flag in OPTIONS} | {"colocated"}
+                                                    for flag in OPTIONS} | {"colocated"} | COUNTED
+
+
+COUNTED = {"delay", "network", "splits"}
+
+
+def test_counting_steps_takes_the_delay_and_the_place_in_the_network():
+    args = train_input.parse_args(["--delay", "2", "--network", "2-8-32-1", "--splits", "2",
+                                   "--sizes", "2-8-32"])
+    config = train_input.config_from_args(args)
+    assert (config.delay, config.network, config.splits) == (2, (2, 8, 32, 1), (2,))
+    for wrong in (["--splits", "1"], ["--synthetic-gradients", "remote", "--splits", "2"]):
+        with pytest.raises(SystemExit):
+            train_input.parse_args(["--delay", "2", "--network", "2-8-32-1",
+                                    "--sizes", "2-8-32", *wrong])
 
 
 def test_colocated_takes_the_model_from_the_output_trainer_in_the_local_mode():

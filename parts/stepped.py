@@ -1,0 +1,359 @@
+"""A chain that counts its steps (chain.py --delay D): dni.py's algorithm, one stage a process.
+
+Stage 1's minibatch t is every stage's step t: each stage trains each arrival once, in order.
+What travels carries its step: activations the step they were computed at (POST
+/training_example's "step"), a boundary model's weights the last step it learned from (GET
+/weights' "version", asked for with ?after=V). Before step t a stage waits until the model of
+the boundary above it has learned from step t - 1 - D; the delay of the synthetic gradient it
+then uses is (t - 1) - that version (0 in one process). Each stage holds decoupled.Stage, the
+group of layers dni.py draws from the same seed, so at D = 0 the chain computes what dni.py
+computes, bit for bit (tests/test_chain.py). docs/chain.md has the delays measured.
+"""
+
+import collections
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import synthgrad
+from parts import boundary, checkpoint, decoupled, server, snapshots
+
+log = logging.getLogger("synthgrad")
+UPDATES = {"synthetic": "synthetic", "frozen": "frozen", "random": "random-synthetic-norm"}
+
+
+def make_stage(config, k):
+    """decoupled.Stage k (from 0) of the network config["network"] cut at config["splits"],
+    as dni.py draws it from config["seed"] (a classifier's: ReLU, float32, cDNI)."""
+    settings = decoupled.Config(
+        data="images" if config["classes"] else "toy",
+        method=UPDATES[config.get("update", "synthetic")],
+        learning_rate=config["learning_rate"], optimizer=config["optimizer"],
+        seed=config["seed"], batch_size=config["batch_size"])
+    return decoupled.Stage(settings, config["network"], k, config["splits"])
+
+
+class Delays:
+    """The delays, in steps, of the synthetic gradients a stage used, against its bound."""
+
+    def __init__(self, bound):
+        self.bound, self.steps, self.total, self.max, self.last = bound, 0, 0, 0, None
+
+    def add(self, delay):
+        self.steps, self.total, self.last = self.steps + 1, self.total + delay, delay
+        self.max = max(self.max, delay)
+
+    def fields(self):
+        """{"bound": D, "mean", "max", "last": delays in steps (None before a step), "steps"}."""
+        mean = self.total / self.steps if self.steps else None
+        return {"bound": self.bound, "mean": mean, "max": self.max if self.steps else None,
+                "last": self.last, "steps": self.steps}
+
+
+def delay_text(fields):
+    """Delays.fields as "mean 0.4, max 1 (bound 1)"."""
+    if not fields or fields["mean"] is None:
+        return "-"
+    return f"mean {fields['mean']:.2f}, max {fields['max']} (bound {fields['bound']})"
+
+
+class OrderedSender:
+    """Whole steps to the stage above, in order, none replaced or dropped: put(step, i, h, y)
+    never waits; a thread posts consecutive steps, up to max_rows rows a request, retrying
+    with back-off while the peer is down (a refused request's rows are `refused`: resending
+    cannot help). close() sends what is left within flush_timeout s; the rest is `unsent`."""
+
+    def __init__(self, send, name, max_rows=synthgrad.MAX_CHUNK, max_backoff=2.0):
+        self._send, self.name, self.max_rows, self.max_backoff = send, name, max_rows, max_backoff
+        self._queue = collections.deque()            # (step, i, h, y), oldest first
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._last_log = -math.inf
+        self.counts = collections.Counter(sent=0, refused=0, failed_requests=0, unsent=0)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sender-{name}")
+        self._thread.start()
+
+    def put(self, step, i, h, y):
+        with self._changed:
+            self._queue.append((step, np.asarray(i), np.array(h, copy=True), np.asarray(y)))
+            self._changed.notify_all()
+
+    def pending(self):
+        with self._changed:
+            return sum(len(item[1]) for item in self._queue)
+
+    def _take(self):
+        """The oldest steps, whole, up to max_rows rows (at least one step); [] if none."""
+        with self._changed:
+            while not self._queue and not self._stop.is_set():
+                self._changed.wait(0.5)
+            items, rows, seen = [], 0, set()
+            for item in self._queue:            # an index at most once in a request
+                if items and (rows + len(item[1]) > self.max_rows or
+                              not seen.isdisjoint(item[1].tolist())):
+                    break
+                items.append(item)
+                rows += len(item[1])
+                seen.update(item[1].tolist())
+            return items
+
+    def _run(self):
+        delay = 0.05
+        while not self._stop.is_set():
+            items = self._take()
+            if not items:
+                continue
+            i, h, y = (np.concatenate([item[k] for item in items]) for k in (1, 2, 3))
+            steps = np.concatenate([np.full(len(item[1]), item[0]) for item in items])
+            rows = len(i)
+            try:
+                self._send(i, h, y, steps)
+                self.counts["sent"] += rows
+                delay = 0.05
+            except synthgrad.PeerError as e:
+                if not (e.refused and e.status != 401):
+                    self.counts["failed_requests"] += 1
+                    if time.monotonic() - self._last_log >= 10.0:
+                        log.warning("%s: could not send steps %d-%d, will retry (%s)",
+                                    self.name, items[0][0], items[-1][0], e)
+                        self._last_log = time.monotonic()
+                    self._stop.wait(delay)
+                    delay = min(self.max_backoff, 2 * delay)
+                    continue
+                self.counts["refused"] += rows
+                log.error("%s: the peer refused steps %d-%d, dropped them (%s)", self.name,
+                          items[0][0], items[-1][0], e)
+            with self._changed:
+                for _ in items:
+                    self._queue.popleft()
+                self._changed.notify_all()
+
+    def close(self, flush_timeout=5.0):
+        deadline = time.monotonic() + flush_timeout
+        with self._changed:
+            while self._queue and self._thread.is_alive() and time.monotonic() < deadline:
+                self._changed.wait(0.05)
+            self._stop.set()
+            self._changed.notify_all()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.counts["unsent"] = self.pending()
+        if self.counts["unsent"]:
+            log.warning("%s: %d rows could not be sent before shutdown", self.name,
+                        self.counts["unsent"])
+        return dict(self.counts)
+
+
+class ModelFollower:
+    """The replica `model` of the boundary model above, kept current from the stage that learns
+    it: a thread asks GET /weights?after=V (V the newest version it has) and keeps each newer
+    answer; take(v) loads the newest into the replica, first waiting until it has learned from
+    step v. A version that goes back means that stage restarted and lost steps: take() then
+    uses what it has (the delay says so) rather than wait for steps that will never come."""
+
+    def __init__(self, client, model, width, stop):
+        self.client, self.model, self.width, self.stop = client, model, width, stop
+        self.version = 0                     # the replica's: the last step it learned from
+        self._latest = None                  # (weights, version) fetched, not yet loaded
+        self._restarted = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._follow, daemon=True, name="follow-model")
+
+    def start(self):
+        self._thread.start()
+
+    def _follow(self):
+        seen, delay, last_log = 0, 0.05, -math.inf
+        while not self.stop.is_set():
+            try:
+                weights, _, version = self.client.weights(self.width, after=seen)
+            except synthgrad.PeerError as e:
+                if time.monotonic() - last_log >= 10.0:
+                    log.warning("no weights from the model above yet (%s); asking again", e)
+                    last_log = time.monotonic()
+                self.stop.wait(delay)
+                delay = min(2.0, 2 * delay)
+                continue
+            delay = 0.05
+            with self._changed:
+                if version < seen:
+                    log.warning("the model above went back from step %d to %d (its stage "
+                                "restarted): using it as it is", seen, version)
+                    self._restarted = True
+                if version != seen:
+                    self._latest, seen = (weights, version), version
+                    self._changed.notify_all()
+
+    def take(self, needed):
+        """Load the newest weights into the model once they have learned from step `needed`;
+        returns the version loaded (None if stopped while waiting)."""
+        with self._changed:
+            while True:
+                if self.stop.is_set():
+                    return None
+                have = self.version if self._latest is None else self._latest[1]
+                if have >= needed or self._restarted:
+                    break
+                self._changed.wait(0.5)
+            latest, self._latest, self._restarted = self._latest, None, False
+        if latest is not None:
+            weights, self.version = latest
+            current = self.model.weights()
+            self.model.load([w.astype(c.dtype) for w, c in zip(weights, current, strict=True)],
+                            self.version)
+        return self.version
+
+
+class SteppedStage(server.TrainingServer):
+    """Stage k > 1 of a chain that counts steps (train_middle.py and train_output.py with
+    --delay): trains each step it receives once, in order, learns the boundary model below
+    from what its layers hand down and serves it (GET /weights), sends its activations up."""
+
+    role, title = "stage", "stage"
+    idle_wait = 0.0                  # train_pass waits for arrivals itself
+    FLATTEN = {"delay_steps": "delay_", "activations_to_next_stage": "activations_"}
+
+    def __init__(self, **config):
+        c = config
+        self.k = c["stage"] - 1
+        self.stage = make_stage(c, self.k)
+        self.layers, self.optimizer = self.stage.group, self.stage.optimizer
+        self.width = self.layers[0].w.shape[0]
+        self.boundary = self.stage.below                # learned here, served at GET /weights
+        self.quality = boundary.Quality(boundary.DEFAULTS["quality_window"], c["batch_size"])
+        self.delay = c["delay"]
+        self.steps = self.version = 0                   # the last step trained (and learned)
+        self.published = [w.copy() for w in self.boundary.weights()]
+        self.pending = {}                               # step -> (i, h_below, y)
+        self.arrived, self.published_changed = threading.Condition(), threading.Condition()
+        self.delays = Delays(self.delay)
+        progress = c["progress_dir"] or snapshots.PROGRESS / snapshots.new_run_name()
+        self.run_name = Path(progress).name
+        self.snapshotter = snapshots.Snapshotter(progress, "layers23", c["snapshot_interval"])
+        self.live_page = None
+        super().__init__(c)
+        self.follower = self.up = None
+        if not self.stage.top:
+            binary, token = c["wire"] == "binary", c["token"]
+            above = synthgrad.OracleClient(c["above_oracle_url"], binary=binary, token=token)
+            self.follower = ModelFollower(above, self.stage.above,
+                                          self.layers[-1].w.shape[1], self.stop)
+            self.next = synthgrad.OutputTrainerClient(c["next_url"], binary=binary, token=token)
+            self.up = OrderedSender(self.next.send_examples, "activations to the next stage")
+
+    def start_training(self):
+        if self.follower is not None:
+            self.follower.start()
+        super().start_training()
+
+    def receive(self, i, x, y, steps):
+        """Hold the rows (i, x = h_below, y) of each step in `steps` until it is trained."""
+        if steps is None:
+            raise synthgrad.ProtocolError("step: this stage counts steps (--delay) and needs "
+                                          "each row's step")
+        with self.arrived:
+            for step in np.unique(steps):
+                rows = steps == step
+                self.pending[int(step)] = (i[rows], x[rows], y[rows])
+            self.counts["examples_received"] += len(i)
+            self.arrived.notify_all()
+
+    def examples_held(self):
+        with self.arrived:
+            return sum(len(rows[0]) for rows in self.pending.values())
+
+    def train_pass(self):
+        """The next step held, in order: wait for the model above (the bound), step, publish
+        the model below, hand h up. False if nothing arrived within 0.05 s."""
+        with self.arrived:
+            if not self.pending:
+                self.arrived.wait(0.05)
+            if not self.pending:
+                return False
+            step = min(self.pending)
+            i, x, y = self.pending.pop(step)
+        if step <= self.steps:                          # sent again after a restart
+            self.counts["steps_late"] += 1
+            return True
+        if step > self.steps + 1:
+            self.counts["steps_lost"] += step - self.steps - 1
+            log.warning("steps %d-%d never arrived (refused, or a stage restarted); going on "
+                        "at step %d",
+                        self.steps + 1, step - 1, step)
+        if self.follower is not None:
+            version = self.follower.take(step - 1 - self.delay)
+            if version is None:
+                return True                             # stopped while waiting
+            self.delays.add(step - 1 - version)
+        if self.steps == 0:
+            self.snapshotter.save_initial(self.layers)
+        result = checkpoint.guard(self, self.title, self.layers, self.stage.step, x, y)
+        if result is None:
+            return True
+        h, g_hat, t = result
+        with self.lock:
+            self.quality.add(g_hat, t)
+        with self.published_changed:
+            self.published = [w.copy() for w in self.boundary.weights()]
+            self.steps = self.version = step
+            self.published_changed.notify_all()
+        if self.up is not None:
+            self.up.put(step, i, h, y)
+        self.counts["examples_trained"] += len(i)
+        self.snapshotter.maybe_save(self.layers)
+        self.checkpointer.maybe()
+        return True
+
+    def published_weights(self, after=None):
+        """(weights, conditioned, version) of the model below; with `after`, once its version
+        is past it (or synthgrad.WEIGHTS_WAIT_S later)."""
+        with self.published_changed:
+            if after is not None:
+                self.published_changed.wait_for(lambda: self.version > after or
+                                                self.stop.is_set(), synthgrad.WEIGHTS_WAIT_S)
+            return self.published, self.boundary.conditioned, self.version
+
+    # --- checkpoints: the layers, the model below, both optimizers, the counters ------------
+    COUNTERS = ("steps", "examples_received", "examples_trained")
+    SO_FAR = ("steps",)
+
+    def counters(self):
+        return {**super().counters(), "steps": self.steps}
+
+    def models(self):
+        return {"": (checkpoint.layer_weights(self.layers), self.optimizer),
+                "boundary_": (self.boundary.weights(), self.boundary.optimizer)}
+
+    def load_models(self, weights, counts):
+        checkpoint.set_layers(self.layers, weights[""])
+        self.boundary.load(weights["boundary_"], counts["steps"])
+        self.steps = self.version = counts["steps"]
+        self.published = [w.copy() for w in self.boundary.weights()]
+
+    def on_stopped(self):
+        if self.steps:
+            self.snapshotter.save_final(self.layers)
+
+    def close(self):
+        if self.up is not None:
+            self.up.close()
+
+    def status_fields(self):
+        """"steps_trained" (the last step), "delay_steps" (the model above's, Delays.fields;
+        null at the top), "steps_lost" (never arrived), "steps_late" (arrived again)."""
+        return {
+            "run": self.run_name,
+            "examples_received": self.counts["examples_received"],
+            "examples_trained": self.counts["examples_trained"],
+            "steps_trained": self.steps,
+            "delay_steps": None if self.follower is None else self.delays.fields(),
+            "steps_lost": self.counts["steps_lost"],
+            "steps_late": self.counts["steps_late"],
+            "boundary_model_steps": self.version,
+            "snapshots_saved": self.snapshotter.saved,
+            "activations_to_next_stage": None if self.up is None else dict(self.up.counts),
+            "live_page": self.live_page,
+        }
