@@ -86,6 +86,8 @@ def make_parser():
                            "others are controls: docs/images.md)")
     pics.add_argument("--steps", type=int, default=None,
                       help=f"minibatches of training (default {IMAGES['steps']}: 2.5 epochs)")
+    pics.add_argument("--train-examples", type=int, default=None, metavar="N",
+                      help="train on the first N training images only (default: all)")
     pics.add_argument("--measure-every", type=int, default=None,
                       help=f"steps between measurements (default {IMAGES['eval_every']})")
     return p

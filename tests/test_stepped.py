@@ -1,0 +1,306 @@
+"""Tests for a chain that counts its steps (parts/stepped.py, chain.py --delay D).
+
+The chain at --delay 0 is checked against dni.py bit for bit (real processes); the stages, the
+ordered sender and the follower of the model above each against what they promise: steps in
+order, none lost or doubled without being counted, the bound on the delay kept.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import chain
+import synthgrad
+import train_output
+from helpers import post, wait_for
+from parts import decoupled, options, stepped
+from runner import launch
+from synthgrad import PeerError
+
+TOP = chain.Path(chain.__file__).resolve().parent
+GUARD_S = 600            # only a guard against a hang: the runs below are bounded by work
+
+
+def have_fashion_mnist():
+    try:
+        chain.classify.images.find("fashion-mnist", download=False)
+    except chain.classify.images.DataError as e:
+        pytest.skip(f"Fashion-MNIST cannot be read here (make data): {e}")
+
+
+# --- one step, in one process and in stages ----------------------------------------------
+
+def test_stages_in_turn_compute_what_the_network_computes_bit_for_bit():
+    """decoupled.Stage k holds group k of the Network run() draws: calling the stages in turn,
+    each given the model above as the stage above has it, is Network.step (cDNI, float32)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 20), dtype=np.float32)
+    y = rng.integers(0, 4, 300)
+    sizes, config = (20, 16, 16, 16, 4), decoupled.Config(data="fashion-mnist", seed=7)
+    net = decoupled.Network(np.random.default_rng(7), sizes, config)
+    stages = [decoupled.Stage(config, sizes, k) for k in range(4)]
+    for start in range(0, 300, 50):
+        rows = slice(start, start + 50)
+        net.step(x[rows], y[rows])
+        h = x[rows]
+        for k, stage in enumerate(stages):
+            if stage.above is not None:                   # what GET /weights would bring
+                stage.above.load([w.copy() for w in stages[k + 1].below.weights()], 0)
+            h = stage.step(h, y[rows].astype(float))[0]
+    for k, stage in enumerate(stages):
+        for mine, theirs in zip(stage.group, net.groups[k], strict=True):
+            assert mine.w.dtype == np.float32
+            assert np.array_equal(mine.w, theirs.w) and np.array_equal(mine.b, theirs.b)
+
+
+# --- the chain at --delay 0 is dni.py --------------------------------------------------------
+
+def read_layers(path):
+    arrays = np.load(path)
+    return [arrays[f"{p}{k}"] for k in range(sum(n.startswith("w") for n in arrays.files))
+            for p in "wb"]
+
+
+def test_at_delay_0_every_stage_ends_with_dni_pys_weights_bit_for_bit(tmp_path):
+    """Four stages (784-32-32-32-10, a process each) at --delay 0 for 30 steps on the first 2,000
+    images, and dni.py with the same seed: every stage's final layers equal dni.py's, bit for
+    bit. Both run with one BLAS thread (the chain's stages always do): with several, numpy's
+    matrix products may sum in another order and the two differ in the last bits (~1e-6 after
+    30 steps, measured)."""
+    have_fashion_mnist()
+    run = tmp_path / "chain"
+    config = chain.ChainConfig(run_dir=run, sizes=(784, 32, 32, 32, 10), splits=(1, 2, 3),
+                               count=2_000, duration=GUARD_S, examples=3_000, seed=5,
+                               colocated=True, data="fashion-mnist", delay=0,
+                               **{k: v for k, v in chain.IMAGES.items()
+                                  if k in ("batch_size", "train_on")},
+                               learning_rate=chain.COUNTED_LEARNING_RATE)
+    final = chain.run_chain(config, launch.child_env())
+    assert final["cut_short"] is None and final["stage4"]["steps_trained"] == 30
+    for k in (2, 3):
+        assert final[f"stage{k}"]["delay_steps"]["max"] == 0      # D = 0: never stale
+    weights = tmp_path / "dni.npz"
+    subprocess.run([sys.executable, str(TOP / "dni.py"), "--data", "fashion-mnist",
+                    "--layers", "4", "--width", "32", "--train-examples", "2000",
+                    "--steps", "30", "--measure-every", "30", "--seed", "5",
+                    "--weights-out", str(weights)], check=True, capture_output=True,
+                   env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, timeout=GUARD_S)
+    one_process = read_layers(weights)
+    for k in range(1, 5):
+        name = "layer1" if k == 1 else "layers23"
+        stage = read_layers(run / "progress" / f"stage{k}" / f"{name}_final.npz")
+        assert [a.dtype for a in stage] == [np.float32, np.float32]
+        for mine, theirs in zip(stage, one_process[2 * k - 2:2 * k], strict=True):
+            assert np.array_equal(mine, theirs), f"stage {k}: {np.abs(mine - theirs).max()}"
+
+
+def test_a_delay_is_bounded_and_reported_everywhere(tmp_path, capsys):
+    """At --delay 2 no stage uses a model older than 2 steps, and each boundary's delay is in
+    /status, the metrics, chain.json and the status lines."""
+    have_fashion_mnist()
+    run = tmp_path / "chain"
+    config = chain.ChainConfig(run_dir=run, sizes=(784, 16, 16, 10), splits=(1, 2),
+                               count=2_000, duration=GUARD_S, examples=6_000, status_every=0.5,
+                               colocated=True, data="fashion-mnist", delay=2, batch_size=100,
+                               train_on="arrivals", learning_rate=3e-4)
+    assert chain.run_and_report(config, launch.child_env()) == 0
+    out = capsys.readouterr().out
+    result = json.loads((run / "chain.json").read_text())
+    for b in (1, 2):
+        curve = result["delay_steps"][f"boundary{b}"]
+        assert curve and all(0 <= mean <= worst <= 2 for _, mean, worst in curve)
+    assert re.search(r"stage 2: step \d+, delay (-|mean [\d.]+, max [0-2] \(bound 2\))", out)
+    assert "delay in steps of the synthetic gradients, mean and max per boundary" in out
+    last = json.loads((run / "metrics" / "stage1.jsonl").read_text().splitlines()[-1])
+    assert last["steps"] == 60 and last["delay_bound"] == 2 and last["delay_max"] <= 2
+
+
+# --- a stage: steps in order, the model below served by version ---------------------------
+
+@pytest.fixture
+def stage_app(tmp_path, monkeypatch):
+    """The last stage (16-4, cross-entropy) of 20-16-4 cut at 1, counting steps at delay 1."""
+    monkeypatch.setattr(synthgrad, "WEIGHTS_WAIT_S", 0.2)
+    args = train_output.parse_args([
+        "--sizes", "16-4", "--loss", "cross-entropy", "--activation", "relu", "--delay", "1",
+        "--network", "20-16-4", "--splits", "1", "--stage", "2", "--colocated",
+        "--progress-dir", str(tmp_path), "--max-examples", "100", "--batch-size", "5",
+        "--learning-rate", "0.001"])
+    app = train_output.create_app({k: v for k, v in vars(args).items()
+                                   if k not in options.SERVER_ONLY})
+    yield app
+    app.config["TRAINER"].stop_training()
+
+
+def rows(step, n=5, seed=0):
+    rng = np.random.default_rng(seed + step)
+    return {"i": list(range(n * step, n * step + n)), "x": synthgrad.encode_array(
+        rng.random((n, 16))), "y": synthgrad.encode_array(rng.integers(0, 4, n)),
+        "step": [step] * n}
+
+
+def test_a_stage_trains_steps_in_order_and_counts_what_never_came(stage_app):
+    trainer = stage_app.config["TRAINER"]
+    for step in (2, 1, 4):
+        assert post(stage_app, synthgrad.TRAINING_EXAMPLE, rows(step)).status_code == 200
+    trained = []
+    while trainer.train_pass():
+        trained.append(trainer.steps)
+    assert trained == [1, 2, 4]
+    assert trainer.counts["steps_lost"] == 1 and trainer.counts["examples_trained"] == 15
+    post(stage_app, synthgrad.TRAINING_EXAMPLE, rows(3))      # too late: 4 is trained
+    assert trainer.train_pass() and trainer.counts["steps_late"] == 1 and trainer.steps == 4
+    status = stage_app.test_client().get(synthgrad.STATUS).get_json()
+    assert (status["steps_trained"], status["steps_lost"], status["steps_late"]) == (4, 1, 1)
+    assert status["delay_steps"] is None                      # the top stage uses no model
+
+
+def test_a_stage_refuses_rows_without_their_step(stage_app):
+    body = rows(1)
+    del body["step"]
+    r = post(stage_app, synthgrad.TRAINING_EXAMPLE, body)
+    assert r.status_code == 400 and "step" in r.get_json()["error"]
+    body["step"] = [1, 1, 0, 1, 1]
+    assert post(stage_app, synthgrad.TRAINING_EXAMPLE, body).status_code == 400
+    assert stage_app.config["TRAINER"].counts["examples_received"] == 0
+
+
+def test_the_model_below_is_served_once_it_has_learned_past_the_version_asked(stage_app):
+    trainer, client = stage_app.config["TRAINER"], stage_app.test_client()
+    first = client.get(synthgrad.WEIGHTS).get_json()
+    assert first["version"] == 0 and not np.any(synthgrad.decode_array(first["weights"][0]))
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(
+        client.get(synthgrad.WEIGHTS + "?after=0").get_json()))
+    waiting.start()
+    post(stage_app, synthgrad.TRAINING_EXAMPLE, rows(1))
+    trainer.train_pass()
+    waiting.join(5)
+    assert answers and answers[0]["version"] == 1
+    assert np.any(synthgrad.decode_array(answers[0]["weights"][0]))     # it learned
+    late = client.get(synthgrad.WEIGHTS + "?after=1").get_json()       # nothing newer: waits
+    assert late["version"] == 1                                         # WEIGHTS_WAIT_S, then 1
+    assert client.get(synthgrad.WEIGHTS + "?after=x").status_code == 400
+
+
+# --- what travels between stages -----------------------------------------------------------
+
+def test_the_ordered_sender_posts_whole_steps_in_order_and_retries_until_they_go():
+    sent, fail = [], [2]
+
+    def send(i, h, y, steps):
+        if fail[0]:
+            fail[0] -= 1
+            raise PeerError("down for now")
+        sent.append((i.copy(), steps.copy()))
+
+    sender = stepped.OrderedSender(send, "test", max_rows=10, max_backoff=0.01)
+    for step in range(1, 6):
+        i = np.arange(4) + (0 if step == 3 else 4 * step)    # step 3 repeats step 0's rows
+        sender.put(step, i, np.full((4, 2), step), np.zeros(4))
+    i = np.arange(4)
+    sender.put(6, i, np.ones((4, 2)), np.zeros(4))            # repeats step 3's: another request
+    counts = sender.close(flush_timeout=10)
+    assert counts["sent"] == 24 and counts["unsent"] == 0 and counts["failed_requests"] == 2
+    assert all(len(i) <= 10 and len(set(i.tolist())) == len(i) for i, _ in sent)
+    steps = np.concatenate([s for _, s in sent])
+    assert steps.tolist() == sorted(steps.tolist()) and set(steps.tolist()) == set(range(1, 7))
+
+
+def test_a_refused_step_is_counted_and_the_rest_go_on():
+    sent = []
+
+    def send(i, h, y, steps):
+        if steps[0] == 1:
+            raise PeerError("bad", status=400)
+        sent.append(int(steps[0]))
+
+    sender = stepped.OrderedSender(send, "test", max_rows=1)      # a step a request
+    for step in (1, 2):
+        sender.put(step, np.array([step]), np.zeros((1, 2)), np.zeros(1))
+    counts = sender.close(flush_timeout=10)
+    assert sent == [2] and counts["refused"] == 1 and counts["sent"] == 1
+
+
+class Peer:
+    """A stage above, as ModelFollower sees it: GET /weights?after=V from a list of versions."""
+
+    def __init__(self, versions):
+        self.versions, self.asked = list(versions), []
+
+    def weights(self, width, after=None):
+        time.sleep(0.01)                                # as if it waited for a newer one
+        self.asked.append(after)
+        version = self.versions.pop(0) if len(self.versions) > 1 else self.versions[0]
+        return [np.full((3, 2), float(version)), np.zeros(2)], True, version
+
+
+def follower_of(versions):
+    model = decoupled.boundary.SyntheticGradientModel(np.random.default_rng(0), hidden=0,
+                                                      width=2, context=1)
+    stop = threading.Event()
+    follower = stepped.ModelFollower(Peer(versions), model, 2, stop)
+    follower.start()
+    return follower, model, stop
+
+
+def test_the_follower_waits_for_the_version_the_bound_needs_and_loads_it():
+    follower, model, stop = follower_of([1, 2, 3, 5, 5])
+    try:
+        assert follower.take(4) == 5                          # 1..3 are not enough
+        assert model.weights()[0][0, 0] == 5.0 and model.version == 5
+        assert follower.take(0) == 5                          # nothing newer: what it has
+    finally:
+        stop.set()
+    assert follower.take(9) is None                           # stopped while waiting
+
+
+def test_the_follower_does_not_wait_for_steps_a_restarted_stage_lost():
+    follower, model, stop = follower_of([6, 2])
+    try:
+        wait_for(lambda: len(follower.client.asked) >= 3)    # it has seen 6, then 2
+        assert follower.take(7) == 2                          # it went back: used as it is
+    finally:
+        stop.set()
+
+
+def test_delays_are_counted_against_their_bound():
+    delays = stepped.Delays(2)
+    assert stepped.delay_text(delays.fields()) == "-"
+    for d in (0, 2, 1):
+        delays.add(d)
+    assert delays.fields() == {"bound": 2, "mean": 1.0, "max": 2, "last": 1, "steps": 3}
+    assert stepped.delay_text(delays.fields()) == "mean 1.00, max 2 (bound 2)"
+
+
+# --- the command lines -------------------------------------------------------------------
+
+def test_images_count_steps_by_default_and_the_toy_does_not():
+    args = chain.parse_args(["--data", "fashion-mnist", "--colocated"])
+    assert args.delay == chain.IMAGE_DELAY and args.learning_rate == chain.COUNTED_LEARNING_RATE
+    assert chain.parse_args(["--data", "fashion-mnist", "--colocated", "--delay", "free"]) \
+        .learning_rate == chain.IMAGES["learning_rate"]
+    assert chain.parse_args([]).delay is None
+    for wrong in (["--delay", "2"], ["--data", "fashion-mnist", "--colocated", "--delay", "-1"],
+                  ["--data", "fashion-mnist", "--colocated", "--delay", "soon"]):
+        with pytest.raises(SystemExit):
+            chain.parse_args(wrong)
+
+
+def test_every_stage_gets_the_delay_its_place_and_the_one_seed(tmp_path):
+    config = chain.ChainConfig(run_dir=tmp_path, sizes=(784, 16, 16, 10), splits=(1, 2),
+                               colocated=True, data="fashion-mnist", delay=3, seed=4)
+    for proc in chain.chain_procs(config):
+        argv = [str(a) for a in proc.options]
+        assert argv[argv.index("--delay") + 1] == "3" and argv[argv.index("--seed") + 1] == "4"
+        assert argv[argv.index("--network") + 1] == "784-16-16-10"
+        assert "--max-ahead" not in argv
+        if proc.name != "stage 1":
+            assert argv[argv.index("--stage") + 1] == proc.name.split()[1]
