@@ -14,15 +14,12 @@ three processes with synthetic gradients remote and local.
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import chain
 import generate

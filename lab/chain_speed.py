@@ -13,7 +13,6 @@ chain (docs/chain.md says what it leaves out).
 import argparse
 import json
 import os
-import shlex
 import sys
 import tempfile
 import threading
@@ -21,9 +20,7 @@ import time
 from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 

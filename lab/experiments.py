@@ -11,17 +11,15 @@ Every configuration of layer 1 (backprop, frozen, random directions, or a synthe
 model) runs with SETTINGS in one process (parts/decoupled.py) and in three (the local mode).
 """
 
-import sys
-
-if __name__ == "__main__" and not __package__:          # python lab/X.py: no lab package
-    print(f"run it as: python -m lab.experiments {' '.join(sys.argv[1:])}", file=sys.stderr)
-    sys.exit(2)
-
 import argparse
 import dataclasses
 import statistics
+import sys
 import textwrap
 from pathlib import Path
+
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 

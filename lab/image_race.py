@@ -10,16 +10,11 @@ images"). image-race.md, image-race.json and image-race.png go into the run fold
 """
 
 import argparse
-import itertools
 import json
-import shlex
 import sys
-from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
@@ -30,7 +25,6 @@ from datasets import images
 from lab import race, report
 from lab.report import at_least, cell, spread
 from parts import classify
-from runner import launch
 
 LEVELS = (0.75, 0.80, 0.84)
 RACE_MAX_AHEAD = 1_000          # the chain's --max-ahead (docs/speed.md says why)
@@ -62,22 +56,6 @@ def train_one_process(data, image_dir, sizes, seconds, interval, seed, count, te
     return race.train_adam(x, labels, sgd.SoftmaxCrossEntropy, sizes, BATCH_SIZE, LEARNING_RATE,
                            seed, seconds, interval, lambda layers: sgd.classification_scores(
                                layers, x_test, y_test)[0], activation=sgd.ReLU, init="he")
-
-
-def chain_side(out_dir, args, width, stages, seed):
-    """A --colocated chain of the race's network with chain.py's image settings."""
-    sizes, splits = layout(width, stages)
-    config = chain.ChainConfig(
-        run_dir=out_dir / f"chain-w{width}-k{stages}-s{seed}", sizes=sizes, splits=splits,
-        count=args.count, duration=args.seconds, seed=seed, snapshot_interval=args.interval,
-        colocated=True, data=args.data, image_dir=args.image_dir, max_ahead=args.max_ahead,
-        **{k: v for k, v in chain.IMAGES.items()
-           if k not in ("sizes", "splits", "count", "max_ahead")})
-    return race.chain_side(
-        config, lambda result: [(0.0, result["initial_accuracy"])] +
-        [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
-        [(args.seconds, result["final_accuracy"])],
-        heldout=args.test, data=args.data, image_dir=args.image_dir)
 
 
 def markdown(results, machine):
@@ -118,29 +96,38 @@ def draw(results, path):
 
 def main_race(args):
     images.find(args.data, args.image_dir, download=False)     # one line now, not mid-race
-    out_dir = launch.new_run_dir(args.run_dir, "image-race-")
-    machine = (f"{report.machine()}; {args.data}, {args.count:,} training images, "
-               f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
-               f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
-               f"{args.seconds:g} s a run, {args.seeds} seeds")
-    print(f"image-race: {machine}; writing into {out_dir}", flush=True)
 
-    def one(s, seed):
+    def one(out_dir, s, seed):
         return race.one_process(
             "lab.image_race", out_dir / f"one-w{s['width']}-k{s['stages']}-s{seed}.json",
             s["stages"], data=args.data, image_dir=args.image_dir and str(args.image_dir),
             sizes=layout(s["width"], s["stages"])[0], seconds=args.seconds,
             interval=args.interval, seed=seed, count=args.count, test=args.test)
 
-    settings = [{"stages": K, "width": w} for K, w in itertools.product(args.stages, args.widths)]
-    results = race.run_all(
-        out_dir, "image-race", settings, args,
-        {"one": one, "chain": lambda s, seed: chain_side(out_dir, args, s["width"], s["stages"],
-                                                         seed)},
+    def chained(out_dir, s, seed):
+        """A --colocated chain of the race's network with chain.py's image settings."""
+        sizes, splits = layout(s["width"], s["stages"])
+        return race.chain_side(chain.ChainConfig(
+            run_dir=out_dir / f"chain-w{s['width']}-k{s['stages']}-s{seed}", sizes=sizes,
+            splits=splits, count=args.count, duration=args.seconds, seed=seed,
+            snapshot_interval=args.interval, colocated=True, data=args.data,
+            image_dir=args.image_dir, max_ahead=args.max_ahead,
+            **{k: v for k, v in chain.IMAGES.items()
+               if k not in ("sizes", "splits", "count", "max_ahead")}),
+            lambda result: [(0.0, result["initial_accuracy"])] +
+            [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
+            [(args.seconds, result["final_accuracy"])],
+            heldout=args.test, data=args.data, image_dir=args.image_dir)
+
+    machine = (f"{report.machine()}; {args.data}, {args.count:,} training images, "
+               f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
+               f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
+               f"{args.seconds:g} s a run, {args.seeds} seeds")
+    return race.run_all(
+        args, "image-race", machine, {"stages": args.stages, "width": args.widths},
+        {"one": one, "chain": chained},
         lambda runs: race.summarise(runs, args.seconds, LEVELS, first_time_at, accuracy_at,
-                                    "accuracy_at"), machine)
-    return race.finish(out_dir, "image-race", markdown(results, machine),
-                       lambda path: draw(results, path))
+                                    "accuracy_at"), markdown, draw)
 
 
 def parse_args(argv):

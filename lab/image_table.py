@@ -4,18 +4,15 @@ one column per depth, as the paper's feed-forward table. Run it as `python -m la
 run folder (docs/images.md shows them).
 """
 
-import sys
-
-if __name__ == "__main__" and not __package__:          # python lab/X.py: no lab package
-    print(f"run it as: python -m lab.experiments --images {' '.join(sys.argv[1:])}",
-          file=sys.stderr)
-    sys.exit(2)
-
 import json
 import statistics
+import sys
 import textwrap
 import time
 from pathlib import Path
+
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 

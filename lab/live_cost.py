@@ -5,16 +5,12 @@ and headless Chromium take. Run through lab/bench.py (it needs a browser):
     python -m lab.bench --live-cost --seconds 100
 """
 
-import shlex
-import sys
 import threading
 import time
 from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.bench --live-cost {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
