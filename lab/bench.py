@@ -1,14 +1,13 @@
-"""Benchmark: plain backprop against the decoupled system, on one machine. Run it by hand
-(never from the tests); it prints Markdown tables and leaves them, with the JSON behind them,
-in a new run folder (docs/speed.md and docs/chain.md show and read them):
+"""Benchmark: plain backprop against the decoupled system, on one machine, run by hand. It
+prints Markdown tables and leaves them, with the JSON behind them, in a new run folder
+(docs/speed.md and docs/chain.md read them):
 
     python -m lab.bench --quick        # about 2.5 minutes
     python -m lab.bench                # the full one: five 120 s training runs plus start-up
     python -m lab.bench --help         # the other modes: --chain, --chain-parts, --race, ...
 
-The default measures, one after another so each has the machine to itself: the protocol's
-codec, sgd.py as written, in-process backprop with the decoupled system's settings, and the
-three processes with synthetic gradients remote and local.
+The default measures, one after another: the protocol's codec, sgd.py as written, in-process
+backprop with the decoupled system's settings, and the three processes.
 """
 
 import argparse
@@ -33,6 +32,10 @@ LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
 DECOUPLED = ("remote_json", "remote_binary", "local_binary")
 PRESETS = {"quick": dict(count=20_000, seconds=25), "full": dict(count=20_000, seconds=120)}
+
+
+def say(line):
+    print(f"lab/bench.py: {line}", flush=True)
 
 
 def time_to_levels(curve, levels=LEVELS):
@@ -63,8 +66,7 @@ def run_decoupled(config, env):
     """The three processes on fresh data in config.run_dir; their figures."""
     launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
     final, inp, curve = three_processes(config, env)
-    last = inp[-1]
-    output, oracle = final["output_trainer"], final["oracle"]
+    last, output, oracle = inp[-1], final["output_trainer"], final["oracle"]
     return {
         "input_examples_per_s": last["examples"] / last["seconds"],
         "output_examples_per_s": output["examples_trained"] / output["uptime_s"],
@@ -92,10 +94,13 @@ def markdown(results, preset, machine):
     cols = [("sgd.py as written", results["sgd_py"]),
             ("backprop, same settings", results["backprop"]),
             *[(f"decoupled, {name.replace('_', ', ')}", results[name]) for name in DECOUPLED]]
+
+    def get(key, spec):
+        return lambda r: fmt(r.get(key), spec)
     rows = [("input examples/s (backprop: all layers)",
              lambda r: fmt(r.get("input_examples_per_s", r.get("examples_per_s")), ",.0f")),
-            ("output trainer examples/s", lambda r: fmt(r.get("output_examples_per_s"), ",.0f")),
-            ("oracle training examples/s", lambda r: fmt(r.get("oracle_examples_per_s"), ",.0f")),
+            ("output trainer examples/s", get("output_examples_per_s", ",.0f")),
+            ("oracle training examples/s", get("oracle_examples_per_s", ",.0f")),
             ("oracle request p50 / p95 (ms)",
              lambda r: (f"{fmt(r['oracle_latency_ms']['p50'], '.2f')} / "
                         f"{fmt(r['oracle_latency_ms']['p95'], '.2f')}")
@@ -105,9 +110,8 @@ def markdown(results, preset, machine):
             ("time to 0.03 over backprop's", lambda r: fmt(ratio(r, results["backprop"]), ".1f")),
             *[(f"held-out MSE after {t} s", lambda r, t=t: fmt(mse_at(r["curve"], t), ".4f"))
               for t in checkpoints],
-            ("held-out MSE at the end", lambda r: fmt(r["final_mse"], ".4f")),
-            ("cosine(synthetic, true) at the end",
-             lambda r: fmt(r.get("cosine_similarity"), ".2f")),
+            ("held-out MSE at the end", get("final_mse", ".4f")),
+            ("cosine(synthetic, true) at the end", get("cosine_similarity", ".2f")),
             ("peak memory MB (input / output / oracle)",
              lambda r: " / ".join(fmt(v, ".0f") for v in r["peak_rss_mb"].values())
              if "peak_rss_mb" in r else "-")]
@@ -185,13 +189,13 @@ def chain_markdown(results, machine):
 
 def main_chain(args, out_dir, machine):
     seconds = 20 if args.quick else 45
-    machine += (f", 20,000 examples, {seconds} s per run, Adam at "
+    machine += (f", {race.COUNT:,} examples, {seconds} s per run, Adam at "
                 f"{chain.default_learning_rate(len(CHAIN_SPLITS) + 1)} for every layer")
-    launch.generate_data(out_dir / "data", 20_000, 0, launch.child_env(), plot=False)
+    race.toy_data(out_dir / "data")
     results = []
     for width, batch_size in CHAIN_SWEEP:
-        print(f"lab/bench.py: chain: width {width}, minibatch {batch_size}", flush=True)
-        results.append(bench_chain(out_dir, width, batch_size, seconds, 20_000,
+        say(f"chain: width {width}, minibatch {batch_size}")
+        results.append(bench_chain(out_dir, width, batch_size, seconds, race.COUNT,
                                    launch.child_env()))
     return results, chain_markdown(results, machine)
 
@@ -272,12 +276,13 @@ def main_chain_parts(args, out_dir, machine):
     process's backprop again with OpenBLAS on every core, then real chains with stage 2 pinned
     to a core of its own."""
     rows = run_chain_speed(race.blas_env(1), out_dir / "one-blas-thread.json")
-    print("lab/bench.py: chain parts: one process again, OpenBLAS on every core", flush=True)
+    say("chain parts: one process again, OpenBLAS on every core")
+
+    def measured(key):
+        return ",".join(str(v) for v in sorted({r[key] for r in rows}))
     free = run_chain_speed(launch.child_env(), out_dir / "blas-on-every-core.json",
-                           "--one-process", "--widths", ",".join(
-                               str(w) for w in sorted({r["width"] for r in rows})),
-                           "--batch-sizes", ",".join(
-                               str(b) for b in sorted({r["batch_size"] for r in rows})))
+                           "--one-process", "--widths", measured("width"),
+                           "--batch-sizes", measured("batch_size"))
     two_threads = {(r["width"], r["batch_size"]): r["one_process_us"] for r in free}
     table = chain_parts_markdown(rows, two_threads, machine) + "\n\n" + "; ".join(
         f"minibatch {b}: " + ("no crossover at the widths measured" if w is None else
@@ -287,8 +292,7 @@ def main_chain_parts(args, out_dir, machine):
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
         launch.generate_data(out_dir / "data", 20_000, 0, race.blas_env(1), plot=False)
         for width, batch_size in PINNED:
-            print(f"lab/bench.py: chain parts: a pinned chain, width {width}, minibatch "
-                  f"{batch_size}", flush=True)
+            say(f"chain parts: a pinned chain, width {width}, minibatch {batch_size}")
             pinned[(width, batch_size)] = bench_pinned(out_dir, width, batch_size, 30)
         table += "\n\n" + pinned_markdown(pinned, rows)
     else:
@@ -313,17 +317,15 @@ def main_default(args, out_dir, machine):
     same = dataclasses.replace(sgd_py, metrics=out_dir / "backprop.jsonl",
                                **launch.backprop_like(decoupled))
     results = {"preset": preset, "machine": machine}
-    print("lab/bench.py: protocol codec", flush=True)
+    say("protocol codec")
     results["codec"] = wire_cost.bench_codec()
-    print("lab/bench.py: sgd.py as written", flush=True)
+    say("sgd.py as written")
     results["sgd_py"] = run_backprop(sgd_py)
-    print(f"lab/bench.py: in-process backprop, minibatch {same.batch_size}, learning rate "
-          f"{same.learning_rate}", flush=True)
+    say(f"in-process backprop, minibatch {same.batch_size}, learning rate {same.learning_rate}")
     results["backprop"] = run_backprop(same)
     for name in DECOUPLED:
         mode, wire = name.split("_")
-        print(f"lab/bench.py: decoupled, {mode} synthetic gradients, {wire} on the wire",
-              flush=True)
+        say(f"decoupled, {mode} synthetic gradients, {wire} on the wire")
         results[name] = run_decoupled(dataclasses.replace(
             decoupled, run_dir=out_dir / name, wire=wire,
             input={"synthetic_gradients": mode}), env)
@@ -359,9 +361,10 @@ def parse_args(argv):
     for name, (what, _, _) in MODES.items():
         modes.add_argument(f"--{name.replace('_', '-')}", action="store_true",
                            help=f"instead: {what}")
-    race.add_arguments(p, [os.cpu_count() or 1], [32, 256, 1024], (None, "3 for --race, 5 for "
-                       "--distribution-cost"), (None, "30 for --race, 40 for "
-                       "--distribution-cost, 100 for --live-cost"), 1, "--race: ", "bench-")
+    race.add_arguments(p, [os.cpu_count() or 1], [32, 256, 1024],
+                       "3 for --race, 5 for --distribution-cost",
+                       "30 for --race, 40 for --distribution-cost, 100 for --live-cost", 1,
+                       "--race: ", "bench-")
     p.add_argument("--batch-sizes", type=race.ints, default=[10, 100],
                    help="--race: minibatches (default 10,100)")
     p.add_argument("--learning-rate", type=float, default=race.LEARNING_RATE,
@@ -381,14 +384,10 @@ def main(argv=None):
     run_main, name = MODES[mode][1:] if mode else (main_default, "bench")
     if name is None:                           # the race's modes keep their own run folders
         return run_main(args)
-    out_dir = launch.new_run_dir(args.run_dir, f"{name}-")
-    machine = report.machine()
-    label = mode or ("quick" if args.quick else "full")
-    print(f"lab/bench.py: {label}: {machine}; writing into {out_dir}", flush=True)
+    machine, label = report.machine(), mode or ("quick" if args.quick else "full")
+    out_dir = report.start(args.run_dir, f"{name}-", "lab/bench.py", f"{label}: {machine}")
     results, table = run_main(args, out_dir, machine)
-    print(report.write(out_dir, name, table, data=results))
-    print(f"lab/bench.py: {name}.md and {name}.json in {out_dir}", flush=True)
-    return 0
+    return report.finish(out_dir, name, table, "lab/bench.py", data=results)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
-"""Test the paper's claims on this problem: what do synthetic gradients teach layer 1?
-Run it by hand; it writes report.md, report.json and report.png into its run folder and
-prints the table (docs/experiments.md has the results):
+"""Test the paper's claims on this problem: what do synthetic gradients teach layer 1? Run by
+hand; report.md, report.json and report.png go into a new run folder (docs/experiments.md):
 
     python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, 2 variants
     python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 min)
@@ -116,8 +115,7 @@ def three_process_points(curve, input_lines, origin):
 
 def mse_at_time(points, seconds):
     """The MSE of the last point at or before `seconds` (None if there is none)."""
-    before = [mse for s, _, mse in points if s <= seconds + 1e-9]
-    return before[-1] if before else None
+    return race.mse_at([(s, mse) for s, _, mse in points], seconds + 1e-9)
 
 
 def mse_at_examples(points, examples):
@@ -244,14 +242,14 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
     learning_rate), per seed: [result dicts]."""
     results = []
     for seed in seeds:
-        data = seed_data(out_dir, seed, count, env)
+        data = race.toy_data(out_dir / f"data-seed{seed}", count, seed)
         say(f"depth: {DEPTH_BACKPROP}, seed {seed}")
-        _, rows = launch.train_backprop(launch.BackpropConfig(
+        one = bench.run_backprop(launch.BackpropConfig(
             data_dir=data, seconds=seconds, sizes=DEEP, optimizer=SETTINGS["optimizer"],
             learning_rate=learning_rate, batch_size=SETTINGS["batch_size"],
             decay=1.0, seed=seed, eval_every=20_000))
         results.append({"config": DEPTH_BACKPROP, "points": 0, "seed": seed,
-                        "final_mse": rows[-1]["heldout_mse"], "cosine": []})
+                        "final_mse": one["final_mse"], "cosine": []})
         for points, splits in DEPTH_SPLITS.items():
             for name, update, conditioned in DEPTH_VARIANTS:
                 run = out_dir / f"depth-{slug(name)}-{points}-seed{seed}"
@@ -318,14 +316,6 @@ def write_depth_report(results, out_dir, title):
     return table
 
 
-def seed_data(out_dir, seed, count, env):
-    """out_dir/data-seed<seed>: the toy's data for this seed, made once and shared by its runs."""
-    data = out_dir / f"data-seed{seed}"
-    if not (data / "x.npy").exists():
-        launch.generate_data(data, count, seed, env, plot=False)
-    return data
-
-
 def slug(name):
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
@@ -365,20 +355,16 @@ def parse_args(argv):
              if getattr(args, name) != p.get_default(name)}
     if args.images and args.depth:
         p.error("--images and --depth are separate experiments: give one")
-    for name in ("learning_rate", "count") if args.images else ():
-        if name in given:
-            p.error(f"--{name.replace('_', '-')} is not for --images (its settings are fixed)")
+    for name in sorted(given & {"learning_rate", "count"} if args.images else ()):
+        p.error(f"--{name.replace('_', '-')} is not for --images (its settings are fixed)")
     if not args.images and given & {"data", "image_dir"}:
         p.error("--data and --image-dir are for --images only")
     if "learning_rate" in given and not args.depth:
-        p.error("--learning-rate is for --depth only (the other experiments use the scripts' "
-                "settings)")
+        p.error("--learning-rate is for --depth only (the others use the scripts' settings)")
     if args.learning_rate is None:
         args.learning_rate = DEPTH_LEARNING_RATE
-    if not args.learning_rate > 0:
-        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
-    if args.count < 1000:
-        p.error("--count must be at least 1000")
+    report.positive(p, args, "learning_rate")
+    report.at_least(p, args, count=1000)
     return args
 
 
@@ -387,9 +373,8 @@ def say(line):
 
 
 def main_depth(args):
-    out_dir = launch.new_run_dir(args.run_dir, "depth-")
-    say(f"depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, learning rate "
-        f"{args.learning_rate}, into {out_dir}")
+    out_dir = report.start(args.run_dir, "depth-", "lab/experiments.py", f"depth: {DEPTH_SECONDS}"
+                           f" s a run, {DEPTH_SEEDS} seeds, learning rate {args.learning_rate}")
     results = run_depth(out_dir, range(DEPTH_SEEDS), DEPTH_SECONDS, args.count,
                         launch.child_env(), args.learning_rate)
     print(write_depth_report(results, out_dir, f"lab/experiments.py --depth: "
@@ -407,12 +392,12 @@ def main(argv=None):
     preset = "quick" if args.quick else "full"
     p, env = PRESETS[preset], launch.child_env()
     seconds, results = p["seconds"], []
-    out_dir = launch.new_run_dir(args.run_dir, "experiments-")
-    say(f"{preset}: {seconds} s a run, settings {SETTINGS}, into {out_dir}")
+    out_dir = report.start(args.run_dir, "experiments-", "lab/experiments.py",
+                           f"{preset}: {seconds} s a run, settings {SETTINGS}")
 
     def run(variant, seeds):
         for seed, world in ((seed, world) for seed in seeds for world in variant.worlds):
-            data = seed_data(out_dir, seed, args.count, env)
+            data = race.toy_data(out_dir / f"data-seed{seed}", args.count, seed)
             folder = out_dir / f"{slug(variant.name)}-{slug(world)}-seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
             say(f"{variant.name}, {world}, seed {seed}")

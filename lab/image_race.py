@@ -135,7 +135,7 @@ def parse_args(argv):
                                             "against backprop in one process on K cores.")
     classify.data_arguments(p, what="classify (the toy's race is python -m lab.bench --race)",
                             images_only=True)
-    race.add_arguments(p, [2], [256, 1024], (3, 3), (60.0, 60), 2, run_dir="image-race-")
+    race.add_arguments(p, [2], [256, 1024], 3, 60, 2, run_dir="image-race-")
     p.add_argument("--count", type=int, default=60_000,
                    help="training images (default all 60,000)")
     p.add_argument("--test", type=int, default=10_000,
@@ -147,7 +147,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
-    race.check_arguments(p, args)
+    race.check_arguments(p, args, 3, 60.0)
     at_least(p, args, count=1000, test=100, max_ahead=1)
     if args.count > 60_000 or args.test > 10_000:
         p.error("--count is at most 60,000 and --test at most 10,000")

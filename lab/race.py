@@ -57,9 +57,8 @@ def mse_at(points, seconds):
 
 
 def trained_per_s(metrics_path):
-    """Examples a server stage trained per second over the second half of its metrics lines,
-    the idle ones after its last trained example left out (a stage that ran out of work is
-    not measured as slow)."""
+    """Examples a server stage trained per second over the second half of its metrics lines, the
+    idle ones after its last trained example left out (running out of work is not slowness)."""
     rows = snapshots.read_metrics(metrics_path)
     while len(rows) >= 2 and rows[-1]["examples_trained"] == rows[-2]["examples_trained"]:
         rows.pop()
@@ -87,8 +86,8 @@ def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, inte
     per second of training, "blas"}."""
     rng = np.random.default_rng(seed)
     layers = sgd.make_network(rng, sizes, **network)
-    step, batches = optimizers.make("adam", layers, learning_rate).step, sgd.minibatches(
-        len(x), batch_size, rng)
+    step = optimizers.make("adam", layers, learning_rate).step
+    batches = sgd.minibatches(len(x), batch_size, rng)
     points, trained, examples, cpu = [(0.0, measure(layers))], 0.0, 0, 0.0
     while trained < seconds:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -144,9 +143,8 @@ def run_chain(config, env, **evaluate):
 
 
 def chain_side(config, points, **evaluate):
-    """chain.run_chain of config with one OpenBLAS thread a process, measured from its
-    snapshots (chain_eval.evaluate with **evaluate): {"points": points(result), the examples
-    per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
+    """run_chain of config with one OpenBLAS thread a process: {"points": points(result), the
+    examples per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
     second of each process}. Keeps chain.json, deletes the snapshots (GBs at wide widths)."""
     run, seconds, stages = config.run_dir, config.duration, len(config.splits) + 1
     final, result = run_chain(config, blas_env(1), cosine_points=500, **evaluate)
@@ -342,34 +340,31 @@ def main_distribution_cost(args):
         rows.append({"seed": seed, "two_processes": two, "dni_one_process": one})
         print(f"distribution cost: seed {seed}: two processes {two:.4f}, dni.py {one:.4f}",
               flush=True)
-    two = [r["two_processes"] for r in rows]
-    one = [r["dni_one_process"] for r in rows]
+    two, one = [r["two_processes"] for r in rows], [r["dni_one_process"] for r in rows]
     ratio = float(np.mean(two) / np.mean(one))
     text = (f"Two stages (chain.py --colocated, 2 processes) against dni.py --conditioned in one "
             f"process, {args.seconds:g} s each, {seeds} seeds, {os.cpu_count()} cores: held-out "
             f"MSE {cell(spread(two))} against {cell(spread(one))}: {ratio:.2f}x (goal <= 1.25x; "
             f"per seed {', '.join(f'{a / b:.2f}x' for a, b in zip(two, one, strict=True))})")
-    print(report.write(out_dir, "distribution-cost", text, data={
-        "rows": rows, "ratio_of_means": ratio, "seconds": args.seconds}), flush=True)
-    return 0
+    return report.finish(out_dir, "distribution-cost", text, "distribution cost", data={
+        "rows": rows, "ratio_of_means": ratio, "seconds": args.seconds})
 
 
 # --- The command line (lab/bench.py --race's options; --one-process is the race's child). ----
 
 def add_arguments(p, stages, widths, seeds, seconds, interval, mode="", run_dir=""):
-    """The options of a race (lab.bench --race's, mode "--race: ", and lab.image_race's): K
-    and W (a race per value), seeds, seconds, the measuring interval; seeds and seconds are
-    (default, its text), the default None where the mode decides it (check_arguments)."""
+    """The options of a race (lab.bench --race's, mode "--race: ", and lab.image_race's): K and
+    W (a race per value), seeds, seconds, the measuring interval. Seeds and seconds are left
+    None for check_arguments to fill in; `seeds` and `seconds` say their defaults in --help."""
     p.add_argument("--stages", type=ints, default=stages,
                    help=f"{mode}K, the stages of the chain and the BLAS threads of the one "
                         f"process, one race per value (default {','.join(map(str, stages))}, "
                         "this machine's cores)")
     p.add_argument("--widths", type=ints, default=widths,
                    help=f"{mode}the widths W (default {','.join(map(str, widths))})")
-    p.add_argument("--seeds", type=int, default=seeds[0],
-                   help=f"seeds per setting (default {seeds[1]})")
-    p.add_argument("--seconds", type=float, default=seconds[0],
-                   help=f"seconds of training per run and side (default {seconds[1]})")
+    p.add_argument("--seeds", type=int, help=f"seeds per setting (default {seeds})")
+    p.add_argument("--seconds", type=float,
+                   help=f"seconds of training per run and side (default {seconds})")
     p.add_argument("--interval", type=int, default=interval,
                    help=f"{mode}seconds between held-out measurements on both sides (default "
                         f"{interval}; the chain's snapshot interval)")
@@ -377,7 +372,7 @@ def add_arguments(p, stages, widths, seeds, seconds, interval, mode="", run_dir=
                    help=f"folder for everything (default a new runs/{run_dir}<date-time>)")
 
 
-def check_arguments(p, args, seeds=None, seconds=None):
+def check_arguments(p, args, seeds, seconds):
     """Fills in the mode's seeds and seconds where not given, and checks the race's options."""
     args.seeds = seeds if args.seeds is None else args.seeds
     args.seconds = seconds if args.seconds is None else args.seconds
