@@ -115,18 +115,16 @@ def markdown(results, preset, machine):
             ("peak memory MB (input / output / oracle)",
              lambda r: " / ".join(fmt(v, ".0f") for v in r["peak_rss_mb"].values())
              if "peak_rss_mb" in r else "-")]
-    lines = [f"lab/bench.py --{preset}: {machine}", ""] + report.table(
-        ["", *(name for name, _ in cols)],
-        [[label, *(cell(r) for _, r in cols)] for label, cell in rows])
     codec = results["codec"]
-    lines += ["", f"Protocol, encode + decode of a 500-example /provide_gradient chunk: JSON "
-                  f"{codec['batched_us_per_example']:.1f} µs per example batched, "
-                  f"{codec['original_us_per_example']:.1f} µs in the original per-example form; "
-                  f"binary form {codec['binary_us_per_example']:.2f} µs. One synthetic-gradient "
-                  f"request of 10 activations, question and answer: JSON "
-                  f"{codec['estimate_json_us_per_request']:.0f} µs, binary "
-                  f"{codec['estimate_binary_us_per_request']:.0f} µs."]
-    return "\n".join(lines)
+    return report.table(["", *(name for name, _ in cols)],
+                        [[label, *(cell(r) for _, r in cols)] for label, cell in rows],
+                        f"lab/bench.py --{preset}: {machine}") + (
+        f"\n\nProtocol, encode + decode of a 500-example /provide_gradient chunk: JSON "
+        f"{codec['batched_us_per_example']:.1f} µs per example batched, "
+        f"{codec['original_us_per_example']:.1f} µs in the original per-example form; binary "
+        f"form {codec['binary_us_per_example']:.2f} µs. One synthetic-gradient request of 10 "
+        f"activations, question and answer: JSON {codec['estimate_json_us_per_request']:.0f} µs, "
+        f"binary {codec['estimate_binary_us_per_request']:.0f} µs.")
 
 
 # --- The chain: K stages as processes against one process, and a width sweep (--chain). -------
@@ -178,13 +176,12 @@ def chain_markdown(results, machine):
                      f"{sum(c for c in ch['cpu_cores'].values() if c is not None):.2f}",
                      f"{one['final_mse']:.4f} / {ch['final_mse']:.4f}",
                      f"{fmt(one['times']['0.1'], '.0f')} / {fmt(ch['times']['0.1'], '.0f')}"])
-    return "\n".join([
-        f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
-        f"backprop of the same network in one process; {machine}.", ""] + report.table(
+    return report.table(
         ["width, minibatch", "one process: examples/s", "chain: examples/s per stage (1, 2, 3, "
          "4)", "chain: slowest stage / one process", "chain: CPU s per streaming s, all "
          "processes", "held-out MSE at the end: one / chain", "seconds to MSE 0.1: one / chain"],
-        rows))
+        rows, f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
+              f"backprop of the same network in one process; {machine}.")
 
 
 def main_chain(args, out_dir, machine):
@@ -208,17 +205,17 @@ def run_chain_speed(env, out, *options):
 def chain_parts_markdown(rows, two_threads, machine):
     """The table of lab/chain_speed.py's rows; two_threads: {(width, minibatch): one process's µs
     per example with OpenBLAS free to use every core}."""
-    return "\n".join([
+    return report.table(
+        ["width, minibatch", "one process", "one process, BLAS on every core (wall clock)",
+         "stage 1", "stages 2, 3", "stage 4", "message of 500 rows, per row", "slowest stage",
+         "speed-up with a core per process"],
+        [[f"{r['width']}, {r['batch_size']}", f"{r['one_process_us']:.1f}",
+          fmt(two_threads.get((r["width"], r["batch_size"])), ".1f"),
+          *(f"{r['stage_us'][k]:.1f}" for k in ("stage1", "stage2", "stage4")),
+          f"{r['message_us']:.1f}", f"{r['slowest_stage_us']:.1f}", f"{r['speed_up']:.2f}x"]
+         for r in rows],
         f"CPU µs per example of each part of a 4-stage chain of 2-W-W-W-W-1 (cut after layers "
-        f"1, 2, 3), each on one core (one BLAS thread), messages included; {machine}.", ""] +
-        report.table(["width, minibatch", "one process", "one process, BLAS on every core (wall "
-                      "clock)", "stage 1", "stages 2, 3", "stage 4", "message of 500 rows, per "
-                      "row", "slowest stage", "speed-up with a core per process"],
-                     [[f"{r['width']}, {r['batch_size']}", f"{r['one_process_us']:.1f}",
-                       fmt(two_threads.get((r["width"], r["batch_size"])), ".1f"),
-                       *(f"{r['stage_us'][k]:.1f}" for k in ("stage1", "stage2", "stage4")),
-                       f"{r['message_us']:.1f}", f"{r['slowest_stage_us']:.1f}",
-                       f"{r['speed_up']:.2f}x"] for r in rows]))
+        f"1, 2, 3), each on one core (one BLAS thread), messages included; {machine}.")
 
 
 def crossover(rows):
@@ -263,12 +260,11 @@ def pinned_markdown(pinned, rows):
         one = 1e6 / r["one_process_us"]
         lines.append([f"{width}, {batch_size}", f"{rate:,.0f}",
                       f"{1e6 / r['stage_us']['stage2']:,.0f}", f"{one:,.0f}", f"{rate / one:.2f}x"])
-    return "\n".join([
-        "A real 4-stage chain, stage 2 alone on one core, the six other processes on the other "
-        "(one BLAS thread each):", ""] + report.table(
+    return report.table(
         ["width, minibatch", "stage 2 with a core of its own, measured: examples/s", "stage 2 "
          "from the parts: examples/s", "one process on one core: examples/s", "measured stage 2 "
-         "/ one process"], lines))
+         "/ one process"], lines, "A real 4-stage chain, stage 2 alone on one core, the six "
+        "other processes on the other (one BLAS thread each):")
 
 
 def main_chain_parts(args, out_dir, machine):

@@ -185,18 +185,16 @@ def write_report(results, out_dir, title, seconds):
     rows = summarize(results, seconds)
     measures = [f"at {t:g} s" for t in times_for(seconds)] + \
                [f"at {n:,} examples" for n in EXAMPLES]
-    lines = [f"# {title}", "",
-             "Held-out MSE, mean (min-max) over seeds; lower is better. "
-             f"Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.", ""]
-    lines += report.table(
+    text = report.table(
         ["configuration", "world", "seeds", *measures, "cosine(synthetic, true)", "examples/s"],
         [[r["config"], r["world"], r["seeds"], *(cell(r[m]) for m in measures),
           cell(r["cosine"], ".2f"), fmt(r["examples_per_s"] and r["examples_per_s"][0], ",.0f")]
-         for r in rows])
-    lines += ["", "Checks:", ""]
-    lines += [f"- {'yes' if ok else 'no' if ok is not None else '?'}: {text}"
-              for text, ok in checks(rows, seconds)]
-    return report.write(out_dir, "report", "\n".join(lines), {"runs": results, "summary": rows},
+         for r in rows], f"# {title}", "Held-out MSE, mean (min-max) over seeds; lower is "
+        f"better. Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.")
+    text += "\n\nChecks:\n\n" + "\n".join(
+        f"- {'yes' if ok else 'no' if ok is not None else '?'}: {statement}"
+        for statement, ok in checks(rows, seconds))
+    return report.write(out_dir, "report", text, {"runs": results, "summary": rows},
                         lambda path: draw_report(rows, results, path, title))
 
 
@@ -278,12 +276,12 @@ def depth_table(results):
         note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
         return f"{cell(spread([r['final_mse'] for r in rows]))} [{len(rows)}]{note}" \
             if rows else "-"
-    return "\n".join(report.table(
+    return report.table(
         ["layer(s) below the last trained by", *(f"{p} decoupling point{'s' if p > 1 else ''}"
                                                  for p in DEPTH_SPLITS)],
         [[DEPTH_BACKPROP, value(DEPTH_BACKPROP, 0)] +
          ["(no decoupling)"] * (len(DEPTH_SPLITS) - 1)] +
-        [[name, *(value(name, p) for p in DEPTH_SPLITS)] for name, _, _ in DEPTH_VARIANTS]))
+        [[name, *(value(name, p) for p in DEPTH_SPLITS)] for name, _, _ in DEPTH_VARIANTS])
 
 
 def write_depth_report(results, out_dir, title):

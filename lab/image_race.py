@@ -68,10 +68,10 @@ def markdown(results, machine):
                          *(race.cell_times(s[side]["to_level"][f"{lv:g}"]) for lv in LEVELS),
                          *(cell(spread(s[side]["accuracy_at"][f"{t:g}"]), ".1f", 100)
                            for t in s["times"])])
-    return "\n".join([f"Machine: {machine}.", ""] + report.table(
-        ["K, width", "side", "examples/s (chain: slowest stage)",
-         *(f"s to {100 * lv:g}%" for lv in LEVELS),
-         *(f"accuracy at {t:g} s, %" for t in results[0]["summary"]["times"])], rows))
+    return report.table(["K, width", "side", "examples/s (chain: slowest stage)",
+                         *(f"s to {100 * lv:g}%" for lv in LEVELS),
+                         *(f"accuracy at {t:g} s, %" for t in results[0]["summary"]["times"])],
+                        rows, f"Machine: {machine}.")
 
 
 def draw(results, path):

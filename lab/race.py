@@ -232,21 +232,20 @@ def markdown(results, machine_line):
                 f"{slowest / one:.2f}x", f"{s['one']['cpu_per_s']:.2f}",
                 ", ".join(fmt(v, ".2f") for v in s["chain"]["cpu_per_s"].values())]
 
-    return "\n".join(
-        [f"The race: {machine_line}.", "",
-         "Time to held-out MSE levels, seconds: mean (min-max) over the seeds that reached it; "
-         "one process (backprop, OpenBLAS on K threads) / chain (K processes, co-located "
-         "models).", ""] +
+    return "\n\n".join([
         report.table(["K, width, minibatch", *(f"to {lv}: one / chain" for lv in LEVELS),
                       "held-out MSE at fixed times: one / chain"],
                      [[setting(r), *(times(r["summary"], lv) for lv in LEVELS),
-                       at(r["summary"])] for r in results]) +
-        ["", "Speed: examples per second (seed means) and CPU seconds per second of each "
-         "process.", ""] +
+                       at(r["summary"])] for r in results], f"The race: {machine_line}.",
+                     "Time to held-out MSE levels, seconds: mean (min-max) over the seeds that "
+                     "reached it; one process (backprop, OpenBLAS on K threads) / chain (K "
+                     "processes, co-located models)."),
         report.table(["K, width, minibatch", "one process: ex/s", "chain: ex/s per stage",
                       "slowest stage / one process", "one process: CPU/s",
                       "chain: CPU/s per process"],
-                     [[setting(r), *speed(r["summary"])] for r in results]))
+                     [[setting(r), *speed(r["summary"])] for r in results],
+                     "Speed: examples per second (seed means) and CPU seconds per second of "
+                     "each process.")])
 
 
 def draw(results, path):

@@ -57,9 +57,11 @@ def cell(s, spec=".4f", scale=1):
     return f"{mean_:{spec}} ({lo:{spec}}-{hi:{spec}})" if hi > lo else f"{mean_:{spec}}"
 
 
-def table(head, rows):
-    """A Markdown table's lines: the head's cells, the rule, a line per row of cells."""
-    return [row(head), "|" + "---|" * len(head)] + [row(r) for r in rows]
+def table(head, rows, *above):
+    """A Markdown table as text, below the paragraphs `above`: the head's cells, the rule, a line
+    per row of cells."""
+    lines = [row(head), "|" + "---|" * len(head)] + [row(r) for r in rows]
+    return "\n\n".join([*above, "\n".join(lines)])
 
 
 def row(cells):

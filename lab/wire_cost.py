@@ -113,8 +113,8 @@ def main(argv=None):
           f"per example (for scale)")
     print(f"one chunk of {synthgrad.MAX_CHUNK} examples (i, h, y), encoded and decoded in one "
           f"process, the median of {args.repeats}:")
-    print("\n".join(report.table(["width", "JSON bytes", "binary bytes", "JSON µs/example",
-                                 "binary µs/example", "JSON / binary"], [])))
+    print(report.table(["width", "JSON bytes", "binary bytes", "JSON µs/example",
+                        "binary µs/example", "JSON / binary"], []))
     for width in args.widths:
         m = measure(width, repeats=args.repeats)
         j, b = m["json"], m["binary"]
