@@ -353,7 +353,7 @@ def parse_args(argv):
              if getattr(args, name) != p.get_default(name)}
     if args.images and args.depth:
         p.error("--images and --depth are separate experiments: give one")
-    for name in sorted(given & {"learning_rate", "count"} if args.images else ()):
+    for name in [n for n in ("learning_rate", "count") if n in given] if args.images else ():
         p.error(f"--{name.replace('_', '-')} is not for --images (its settings are fixed)")
     if not args.images and given & {"data", "image_dir"}:
         p.error("--data and --image-dir are for --images only")

@@ -1,11 +1,10 @@
-"""What a chunk of activations costs on the wire, JSON against binary, at a chain's widths.
-Run by hand (a benchmark: it prints numbers; speed varies with the machine and the day):
+"""What a chunk of activations costs on the wire, JSON against binary, at a chain's widths; run
+by hand (it prints numbers, which vary with the machine and the day):
 
     python -m lab.wire_cost                       # widths 24, 256, 1024; 500-row chunks
 
-For each width and form: the time both ends spend on one POST /training_example body in one
-process (encoding, decoding and checking; the median of --repeats) and its size. bench_codec
-is lab/bench.py's protocol figures.
+For each width and form: one POST /training_example body's size, and the time both ends spend on
+it in one process (the median of --repeats). bench_codec is lab/bench.py's protocol figures.
 """
 
 import argparse
