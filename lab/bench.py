@@ -286,7 +286,7 @@ def main_chain_parts(args, out_dir, machine):
         for b, w in crossover(rows).items()) + " (with 7 cores: 4 stages and 3 oracles)"
     pinned = {}
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
-        launch.generate_data(out_dir / "data", 20_000, 0, race.blas_env(1), plot=False)
+        race.toy_data(out_dir / "data")
         for width, batch_size in PINNED:
             say(f"chain parts: a pinned chain, width {width}, minibatch {batch_size}")
             pinned[(width, batch_size)] = bench_pinned(out_dir, width, batch_size, 30)
