@@ -6,8 +6,9 @@ prints Markdown tables and leaves them, with the JSON behind them, in a new run 
     python -m lab.bench                # the full one: five 120 s training runs plus start-up
     python -m lab.bench --help         # the other modes: --chain, --chain-parts, --race, ...
 
-The default measures, one after another: the protocol's codec, sgd.py as written, in-process
-backprop with the decoupled system's settings, and the three processes.
+The default measures, one after another so each has the machine to itself: the protocol's
+codec, sgd.py as written, in-process backprop with the decoupled system's settings, and the
+three processes with synthetic gradients remote and local.
 """
 
 import argparse

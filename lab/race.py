@@ -292,9 +292,9 @@ def draw(results, path):
 def main_race(args):
     """lab/bench.py --race: every (K, width, minibatch, seed), the one process then the chain."""
     def one(out_dir, s, seed):
+        out = out_dir / f"one-w{s['width']}-b{s['batch_size']}-k{s['stages']}-s{seed}.json"
         return one_process(
-            "lab.race", out_dir / f"one-w{s['width']}-b{s['batch_size']}-k{s['stages']}"
-            f"-s{seed}.json", s["stages"], data_dir=str(toy_data(out_dir / "data")), seed=seed,
+            "lab.race", out, s["stages"], data_dir=str(toy_data(out_dir / "data")), seed=seed,
             sizes=race_layout(s["width"], s["stages"])[0], batch_size=s["batch_size"],
             seconds=args.seconds, interval=args.interval, learning_rate=args.learning_rate)
 
