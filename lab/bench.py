@@ -1,6 +1,6 @@
-"""Benchmark: plain backprop against the decoupled system, on one machine. Run it by hand
-(never from the tests); it prints Markdown tables and leaves them, with the JSON behind them,
-in a new run folder (docs/speed.md and docs/chain.md show and read them):
+"""Benchmark: plain backprop against the decoupled system, on one machine, run by hand. It
+prints Markdown tables and leaves them, with the JSON behind them, in a new run folder
+(docs/speed.md and docs/chain.md read them):
 
     python -m lab.bench --quick        # about 2.5 minutes
     python -m lab.bench                # the full one: five 120 s training runs plus start-up
@@ -14,15 +14,12 @@ three processes with synthetic gradients remote and local.
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import chain
 import generate
@@ -36,6 +33,10 @@ LEVELS = (0.06, 0.03, 0.01)
 # The decoupled runs: synthetic gradients remote or local, bulk transfers in JSON or binary.
 DECOUPLED = ("remote_json", "remote_binary", "local_binary")
 PRESETS = {"quick": dict(count=20_000, seconds=25), "full": dict(count=20_000, seconds=120)}
+
+
+def say(line):
+    print(f"lab/bench.py: {line}", flush=True)
 
 
 def time_to_levels(curve, levels=LEVELS):
@@ -66,8 +67,7 @@ def run_decoupled(config, env):
     """The three processes on fresh data in config.run_dir; their figures."""
     launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
     final, inp, curve = three_processes(config, env)
-    last = inp[-1]
-    output, oracle = final["output_trainer"], final["oracle"]
+    last, output, oracle = inp[-1], final["output_trainer"], final["oracle"]
     return {
         "input_examples_per_s": last["examples"] / last["seconds"],
         "output_examples_per_s": output["examples_trained"] / output["uptime_s"],
@@ -95,10 +95,13 @@ def markdown(results, preset, machine):
     cols = [("sgd.py as written", results["sgd_py"]),
             ("backprop, same settings", results["backprop"]),
             *[(f"decoupled, {name.replace('_', ', ')}", results[name]) for name in DECOUPLED]]
+
+    def get(key, spec):
+        return lambda r: fmt(r.get(key), spec)
     rows = [("input examples/s (backprop: all layers)",
              lambda r: fmt(r.get("input_examples_per_s", r.get("examples_per_s")), ",.0f")),
-            ("output trainer examples/s", lambda r: fmt(r.get("output_examples_per_s"), ",.0f")),
-            ("oracle training examples/s", lambda r: fmt(r.get("oracle_examples_per_s"), ",.0f")),
+            ("output trainer examples/s", get("output_examples_per_s", ",.0f")),
+            ("oracle training examples/s", get("oracle_examples_per_s", ",.0f")),
             ("oracle request p50 / p95 (ms)",
              lambda r: (f"{fmt(r['oracle_latency_ms']['p50'], '.2f')} / "
                         f"{fmt(r['oracle_latency_ms']['p95'], '.2f')}")
@@ -108,24 +111,21 @@ def markdown(results, preset, machine):
             ("time to 0.03 over backprop's", lambda r: fmt(ratio(r, results["backprop"]), ".1f")),
             *[(f"held-out MSE after {t} s", lambda r, t=t: fmt(mse_at(r["curve"], t), ".4f"))
               for t in checkpoints],
-            ("held-out MSE at the end", lambda r: fmt(r["final_mse"], ".4f")),
-            ("cosine(synthetic, true) at the end",
-             lambda r: fmt(r.get("cosine_similarity"), ".2f")),
+            ("held-out MSE at the end", get("final_mse", ".4f")),
+            ("cosine(synthetic, true) at the end", get("cosine_similarity", ".2f")),
             ("peak memory MB (input / output / oracle)",
              lambda r: " / ".join(fmt(v, ".0f") for v in r["peak_rss_mb"].values())
              if "peak_rss_mb" in r else "-")]
-    lines = [f"lab/bench.py --{preset}: {machine}", ""] + report.table(
-        ["", *(name for name, _ in cols)],
-        [[label, *(cell(r) for _, r in cols)] for label, cell in rows])
     codec = results["codec"]
-    lines += ["", f"Protocol, encode + decode of a 500-example /provide_gradient chunk: JSON "
-                  f"{codec['batched_us_per_example']:.1f} µs per example batched, "
-                  f"{codec['original_us_per_example']:.1f} µs in the original per-example form; "
-                  f"binary form {codec['binary_us_per_example']:.2f} µs. One synthetic-gradient "
-                  f"request of 10 activations, question and answer: JSON "
-                  f"{codec['estimate_json_us_per_request']:.0f} µs, binary "
-                  f"{codec['estimate_binary_us_per_request']:.0f} µs."]
-    return "\n".join(lines)
+    return report.table(["", *(name for name, _ in cols)],
+                        [[label, *(cell(r) for _, r in cols)] for label, cell in rows],
+                        f"lab/bench.py --{preset}: {machine}") + (
+        f"\n\nProtocol, encode + decode of a 500-example /provide_gradient chunk: JSON "
+        f"{codec['batched_us_per_example']:.1f} µs per example batched, "
+        f"{codec['original_us_per_example']:.1f} µs in the original per-example form; binary "
+        f"form {codec['binary_us_per_example']:.2f} µs. One synthetic-gradient request of 10 "
+        f"activations, question and answer: JSON {codec['estimate_json_us_per_request']:.0f} µs, "
+        f"binary {codec['estimate_binary_us_per_request']:.0f} µs.")
 
 
 # --- The chain: K stages as processes against one process, and a width sweep (--chain). -------
@@ -177,24 +177,23 @@ def chain_markdown(results, machine):
                      f"{sum(c for c in ch['cpu_cores'].values() if c is not None):.2f}",
                      f"{one['final_mse']:.4f} / {ch['final_mse']:.4f}",
                      f"{fmt(one['times']['0.1'], '.0f')} / {fmt(ch['times']['0.1'], '.0f')}"])
-    return "\n".join([
-        f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
-        f"backprop of the same network in one process; {machine}.", ""] + report.table(
+    return report.table(
         ["width, minibatch", "one process: examples/s", "chain: examples/s per stage (1, 2, 3, "
          "4)", "chain: slowest stage / one process", "chain: CPU s per streaming s, all "
          "processes", "held-out MSE at the end: one / chain", "seconds to MSE 0.1: one / chain"],
-        rows))
+        rows, f"Chain of 4 stages (2-W-W-W-W-1 cut after layers 1, 2, 3; 7 processes) against "
+              f"backprop of the same network in one process; {machine}.")
 
 
 def main_chain(args, out_dir, machine):
     seconds = 20 if args.quick else 45
-    machine += (f", 20,000 examples, {seconds} s per run, Adam at "
+    machine += (f", {race.COUNT:,} examples, {seconds} s per run, Adam at "
                 f"{chain.default_learning_rate(len(CHAIN_SPLITS) + 1)} for every layer")
-    launch.generate_data(out_dir / "data", 20_000, 0, launch.child_env(), plot=False)
+    race.toy_data(out_dir / "data")
     results = []
     for width, batch_size in CHAIN_SWEEP:
-        print(f"lab/bench.py: chain: width {width}, minibatch {batch_size}", flush=True)
-        results.append(bench_chain(out_dir, width, batch_size, seconds, 20_000,
+        say(f"chain: width {width}, minibatch {batch_size}")
+        results.append(bench_chain(out_dir, width, batch_size, seconds, race.COUNT,
                                    launch.child_env()))
     return results, chain_markdown(results, machine)
 
@@ -207,17 +206,17 @@ def run_chain_speed(env, out, *options):
 def chain_parts_markdown(rows, two_threads, machine):
     """The table of lab/chain_speed.py's rows; two_threads: {(width, minibatch): one process's µs
     per example with OpenBLAS free to use every core}."""
-    return "\n".join([
+    return report.table(
+        ["width, minibatch", "one process", "one process, BLAS on every core (wall clock)",
+         "stage 1", "stages 2, 3", "stage 4", "message of 500 rows, per row", "slowest stage",
+         "speed-up with a core per process"],
+        [[f"{r['width']}, {r['batch_size']}", f"{r['one_process_us']:.1f}",
+          fmt(two_threads.get((r["width"], r["batch_size"])), ".1f"),
+          *(f"{r['stage_us'][k]:.1f}" for k in ("stage1", "stage2", "stage4")),
+          f"{r['message_us']:.1f}", f"{r['slowest_stage_us']:.1f}", f"{r['speed_up']:.2f}x"]
+         for r in rows],
         f"CPU µs per example of each part of a 4-stage chain of 2-W-W-W-W-1 (cut after layers "
-        f"1, 2, 3), each on one core (one BLAS thread), messages included; {machine}.", ""] +
-        report.table(["width, minibatch", "one process", "one process, BLAS on every core (wall "
-                      "clock)", "stage 1", "stages 2, 3", "stage 4", "message of 500 rows, per "
-                      "row", "slowest stage", "speed-up with a core per process"],
-                     [[f"{r['width']}, {r['batch_size']}", f"{r['one_process_us']:.1f}",
-                       fmt(two_threads.get((r["width"], r["batch_size"])), ".1f"),
-                       *(f"{r['stage_us'][k]:.1f}" for k in ("stage1", "stage2", "stage4")),
-                       f"{r['message_us']:.1f}", f"{r['slowest_stage_us']:.1f}",
-                       f"{r['speed_up']:.2f}x"] for r in rows]))
+        f"1, 2, 3), each on one core (one BLAS thread), messages included; {machine}.")
 
 
 def crossover(rows):
@@ -262,12 +261,11 @@ def pinned_markdown(pinned, rows):
         one = 1e6 / r["one_process_us"]
         lines.append([f"{width}, {batch_size}", f"{rate:,.0f}",
                       f"{1e6 / r['stage_us']['stage2']:,.0f}", f"{one:,.0f}", f"{rate / one:.2f}x"])
-    return "\n".join([
-        "A real 4-stage chain, stage 2 alone on one core, the six other processes on the other "
-        "(one BLAS thread each):", ""] + report.table(
+    return report.table(
         ["width, minibatch", "stage 2 with a core of its own, measured: examples/s", "stage 2 "
          "from the parts: examples/s", "one process on one core: examples/s", "measured stage 2 "
-         "/ one process"], lines))
+         "/ one process"], lines, "A real 4-stage chain, stage 2 alone on one core, the six "
+        "other processes on the other (one BLAS thread each):")
 
 
 def main_chain_parts(args, out_dir, machine):
@@ -275,12 +273,13 @@ def main_chain_parts(args, out_dir, machine):
     process's backprop again with OpenBLAS on every core, then real chains with stage 2 pinned
     to a core of its own."""
     rows = run_chain_speed(race.blas_env(1), out_dir / "one-blas-thread.json")
-    print("lab/bench.py: chain parts: one process again, OpenBLAS on every core", flush=True)
+    say("chain parts: one process again, OpenBLAS on every core")
+
+    def measured(key):
+        return ",".join(str(v) for v in sorted({r[key] for r in rows}))
     free = run_chain_speed(launch.child_env(), out_dir / "blas-on-every-core.json",
-                           "--one-process", "--widths", ",".join(
-                               str(w) for w in sorted({r["width"] for r in rows})),
-                           "--batch-sizes", ",".join(
-                               str(b) for b in sorted({r["batch_size"] for r in rows})))
+                           "--one-process", "--widths", measured("width"),
+                           "--batch-sizes", measured("batch_size"))
     two_threads = {(r["width"], r["batch_size"]): r["one_process_us"] for r in free}
     table = chain_parts_markdown(rows, two_threads, machine) + "\n\n" + "; ".join(
         f"minibatch {b}: " + ("no crossover at the widths measured" if w is None else
@@ -288,10 +287,9 @@ def main_chain_parts(args, out_dir, machine):
         for b, w in crossover(rows).items()) + " (with 7 cores: 4 stages and 3 oracles)"
     pinned = {}
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
-        launch.generate_data(out_dir / "data", 20_000, 0, race.blas_env(1), plot=False)
+        race.toy_data(out_dir / "data")
         for width, batch_size in PINNED:
-            print(f"lab/bench.py: chain parts: a pinned chain, width {width}, minibatch "
-                  f"{batch_size}", flush=True)
+            say(f"chain parts: a pinned chain, width {width}, minibatch {batch_size}")
             pinned[(width, batch_size)] = bench_pinned(out_dir, width, batch_size, 30)
         table += "\n\n" + pinned_markdown(pinned, rows)
     else:
@@ -316,17 +314,15 @@ def main_default(args, out_dir, machine):
     same = dataclasses.replace(sgd_py, metrics=out_dir / "backprop.jsonl",
                                **launch.backprop_like(decoupled))
     results = {"preset": preset, "machine": machine}
-    print("lab/bench.py: protocol codec", flush=True)
+    say("protocol codec")
     results["codec"] = wire_cost.bench_codec()
-    print("lab/bench.py: sgd.py as written", flush=True)
+    say("sgd.py as written")
     results["sgd_py"] = run_backprop(sgd_py)
-    print(f"lab/bench.py: in-process backprop, minibatch {same.batch_size}, learning rate "
-          f"{same.learning_rate}", flush=True)
+    say(f"in-process backprop, minibatch {same.batch_size}, learning rate {same.learning_rate}")
     results["backprop"] = run_backprop(same)
     for name in DECOUPLED:
         mode, wire = name.split("_")
-        print(f"lab/bench.py: decoupled, {mode} synthetic gradients, {wire} on the wire",
-              flush=True)
+        say(f"decoupled, {mode} synthetic gradients, {wire} on the wire")
         results[name] = run_decoupled(dataclasses.replace(
             decoupled, run_dir=out_dir / name, wire=wire,
             input={"synthetic_gradients": mode}), env)
@@ -362,9 +358,10 @@ def parse_args(argv):
     for name, (what, _, _) in MODES.items():
         modes.add_argument(f"--{name.replace('_', '-')}", action="store_true",
                            help=f"instead: {what}")
-    race.add_arguments(p, [os.cpu_count() or 1], [32, 256, 1024], (None, "3 for --race, 5 for "
-                       "--distribution-cost"), (None, "30 for --race, 40 for "
-                       "--distribution-cost, 100 for --live-cost"), 1, "--race: ", "bench-")
+    race.add_arguments(p, [os.cpu_count() or 1], [32, 256, 1024],
+                       "3 for --race, 5 for --distribution-cost",
+                       "30 for --race, 40 for --distribution-cost, 100 for --live-cost", 1,
+                       "--race: ", "bench-")
     p.add_argument("--batch-sizes", type=race.ints, default=[10, 100],
                    help="--race: minibatches (default 10,100)")
     p.add_argument("--learning-rate", type=float, default=race.LEARNING_RATE,
@@ -384,14 +381,10 @@ def main(argv=None):
     run_main, name = MODES[mode][1:] if mode else (main_default, "bench")
     if name is None:                           # the race's modes keep their own run folders
         return run_main(args)
-    out_dir = launch.new_run_dir(args.run_dir, f"{name}-")
-    machine = report.machine()
-    label = mode or ("quick" if args.quick else "full")
-    print(f"lab/bench.py: {label}: {machine}; writing into {out_dir}", flush=True)
+    machine, label = report.machine(), mode or ("quick" if args.quick else "full")
+    out_dir = report.start(args.run_dir, f"{name}-", "lab/bench.py", f"{label}: {machine}")
     results, table = run_main(args, out_dir, machine)
-    print(report.write(out_dir, name, table, data=results))
-    print(f"lab/bench.py: {name}.md and {name}.json in {out_dir}", flush=True)
-    return 0
+    return report.finish(out_dir, name, table, "lab/bench.py", data=results)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
-"""What a chain of stages could gain with a core per process, from the parts of its work.
-Run by lab/bench.py --chain-parts (one BLAS thread), which prints the table; by hand:
+"""What a chain of stages could gain with a core per process, from the parts of its work
+(lab/bench.py --chain-parts runs it and prints the table; docs/chain.md says what it leaves out):
 
     python -m lab.chain_speed --widths 32,512 --batch-sizes 10 --out parts.json
 
-The CPU time per example of every part of a 4-stage chain of 2-W-W-W-W-1, on one core, with
-the project's own code: one process's backprop, each stage's training, and a message (a real
-POST of 500 rows). A stage costs its training plus every message it handles; with a core per
-process the chain runs at its slowest stage's rate. A model from measured parts, not a measured
-chain (docs/chain.md says what it leaves out).
+The CPU time per example, on one core, of every part of a 4-stage chain of 2-W-W-W-W-1: one
+process's backprop, each stage's training, a message (a real POST of 500 rows). A stage costs its
+training plus every message it handles; with a core per process the chain runs at its slowest
+stage's rate.
 """
 
 import argparse
+import itertools
 import json
 import os
-import shlex
 import sys
 import tempfile
 import threading
@@ -21,9 +20,7 @@ import time
 from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
@@ -155,21 +152,18 @@ def main(argv=None):
     args = p.parse_args(argv)
     options.setup_logging("chain_speed")
     rows = []
-    for batch_size in args.batch_sizes:
-        for width in args.widths:
-            print(f"lab/chain_speed.py: width {width}, minibatch {batch_size}", file=sys.stderr,
-                  flush=True)
-            if args.one_process:
-                with tempfile.TemporaryDirectory() as folder:
-                    rows.append({"width": width, "batch_size": batch_size, "one_process_us":
-                                 time_one_process(width, batch_size, folder,
-                                                  clock=time.perf_counter)})
-            else:
-                rows.append(measure(width, batch_size))
-    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    clock = "wall clock" if args.one_process else "CPU time"
-    args.out.write_text(json.dumps({"openblas_threads": blas, "clock": clock, "rows": rows},
-                                   indent=2))
+    for batch_size, width in itertools.product(args.batch_sizes, args.widths):
+        print(f"lab/chain_speed.py: width {width}, minibatch {batch_size}", file=sys.stderr,
+              flush=True)
+        if not args.one_process:
+            rows.append(measure(width, batch_size))
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            rows.append({"width": width, "batch_size": batch_size, "one_process_us":
+                         time_one_process(width, batch_size, folder, clock=time.perf_counter)})
+    args.out.write_text(json.dumps({
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "clock": "wall clock" if args.one_process else "CPU time", "rows": rows}, indent=2))
     return 0
 
 

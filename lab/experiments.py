@@ -1,6 +1,5 @@
-"""Test the paper's claims on this problem: what do synthetic gradients teach layer 1?
-Run it by hand; it writes report.md, report.json and report.png into its run folder and
-prints the table (docs/experiments.md has the results):
+"""Test the paper's claims on this problem: what do synthetic gradients teach layer 1? Run by
+hand; report.md, report.json and report.png go into a new run folder (docs/experiments.md):
 
     python -m lab.experiments --quick      # ~4 minutes: 1 seed, 15 s a run, 2 variants
     python -m lab.experiments              # the full set: 3-5 seeds, 30 s a run (~45 min)
@@ -11,17 +10,15 @@ Every configuration of layer 1 (backprop, frozen, random directions, or a synthe
 model) runs with SETTINGS in one process (parts/decoupled.py) and in three (the local mode).
 """
 
-import sys
-
-if __name__ == "__main__" and not __package__:          # python lab/X.py: no lab package
-    print(f"run it as: python -m lab.experiments {' '.join(sys.argv[1:])}", file=sys.stderr)
-    sys.exit(2)
-
 import argparse
 import dataclasses
 import statistics
+import sys
 import textwrap
 from pathlib import Path
+
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
@@ -118,8 +115,7 @@ def three_process_points(curve, input_lines, origin):
 
 def mse_at_time(points, seconds):
     """The MSE of the last point at or before `seconds` (None if there is none)."""
-    before = [mse for s, _, mse in points if s <= seconds + 1e-9]
-    return before[-1] if before else None
+    return race.mse_at([(s, mse) for s, _, mse in points], seconds + 1e-9)
 
 
 def mse_at_examples(points, examples):
@@ -189,18 +185,16 @@ def write_report(results, out_dir, title, seconds):
     rows = summarize(results, seconds)
     measures = [f"at {t:g} s" for t in times_for(seconds)] + \
                [f"at {n:,} examples" for n in EXAMPLES]
-    lines = [f"# {title}", "",
-             "Held-out MSE, mean (min-max) over seeds; lower is better. "
-             f"Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.", ""]
-    lines += report.table(
+    text = report.table(
         ["configuration", "world", "seeds", *measures, "cosine(synthetic, true)", "examples/s"],
         [[r["config"], r["world"], r["seeds"], *(cell(r[m]) for m in measures),
           cell(r["cosine"], ".2f"), fmt(r["examples_per_s"] and r["examples_per_s"][0], ",.0f")]
-         for r in rows])
-    lines += ["", "Checks:", ""]
-    lines += [f"- {'yes' if ok else 'no' if ok is not None else '?'}: {text}"
-              for text, ok in checks(rows, seconds)]
-    return report.write(out_dir, "report", "\n".join(lines), {"runs": results, "summary": rows},
+         for r in rows], f"# {title}", "Held-out MSE, mean (min-max) over seeds; lower is "
+        f"better. Var(y), the MSE of predicting the mean: {generate.heldout()[1].var():.3f}.")
+    text += "\n\nChecks:\n\n" + "\n".join(
+        f"- {'yes' if ok else 'no' if ok is not None else '?'}: {statement}"
+        for statement, ok in checks(rows, seconds))
+    return report.write(out_dir, "report", text, {"runs": results, "summary": rows},
                         lambda path: draw_report(rows, results, path, title))
 
 
@@ -246,14 +240,14 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
     learning_rate), per seed: [result dicts]."""
     results = []
     for seed in seeds:
-        data = seed_data(out_dir, seed, count, env)
+        data = race.toy_data(out_dir / f"data-seed{seed}", count, seed)
         say(f"depth: {DEPTH_BACKPROP}, seed {seed}")
-        _, rows = launch.train_backprop(launch.BackpropConfig(
+        one = bench.run_backprop(launch.BackpropConfig(
             data_dir=data, seconds=seconds, sizes=DEEP, optimizer=SETTINGS["optimizer"],
             learning_rate=learning_rate, batch_size=SETTINGS["batch_size"],
             decay=1.0, seed=seed, eval_every=20_000))
         results.append({"config": DEPTH_BACKPROP, "points": 0, "seed": seed,
-                        "final_mse": rows[-1]["heldout_mse"], "cosine": []})
+                        "final_mse": one["final_mse"], "cosine": []})
         for points, splits in DEPTH_SPLITS.items():
             for name, update, conditioned in DEPTH_VARIANTS:
                 run = out_dir / f"depth-{slug(name)}-{points}-seed{seed}"
@@ -282,12 +276,12 @@ def depth_table(results):
         note = f", cos {np.mean(cos):.2f}" if cos and name.startswith("synthetic") else ""
         return f"{cell(spread([r['final_mse'] for r in rows]))} [{len(rows)}]{note}" \
             if rows else "-"
-    return "\n".join(report.table(
+    return report.table(
         ["layer(s) below the last trained by", *(f"{p} decoupling point{'s' if p > 1 else ''}"
                                                  for p in DEPTH_SPLITS)],
         [[DEPTH_BACKPROP, value(DEPTH_BACKPROP, 0)] +
          ["(no decoupling)"] * (len(DEPTH_SPLITS) - 1)] +
-        [[name, *(value(name, p) for p in DEPTH_SPLITS)] for name, _, _ in DEPTH_VARIANTS]))
+        [[name, *(value(name, p) for p in DEPTH_SPLITS)] for name, _, _ in DEPTH_VARIANTS])
 
 
 def write_depth_report(results, out_dir, title):
@@ -318,14 +312,6 @@ def write_depth_report(results, out_dir, title):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return table
-
-
-def seed_data(out_dir, seed, count, env):
-    """out_dir/data-seed<seed>: the toy's data for this seed, made once and shared by its runs."""
-    data = out_dir / f"data-seed{seed}"
-    if not (data / "x.npy").exists():
-        launch.generate_data(data, count, seed, env, plot=False)
-    return data
 
 
 def slug(name):
@@ -367,20 +353,16 @@ def parse_args(argv):
              if getattr(args, name) != p.get_default(name)}
     if args.images and args.depth:
         p.error("--images and --depth are separate experiments: give one")
-    for name in ("learning_rate", "count") if args.images else ():
-        if name in given:
-            p.error(f"--{name.replace('_', '-')} is not for --images (its settings are fixed)")
+    for name in [n for n in ("learning_rate", "count") if n in given] if args.images else ():
+        p.error(f"--{name.replace('_', '-')} is not for --images (its settings are fixed)")
     if not args.images and given & {"data", "image_dir"}:
         p.error("--data and --image-dir are for --images only")
     if "learning_rate" in given and not args.depth:
-        p.error("--learning-rate is for --depth only (the other experiments use the scripts' "
-                "settings)")
+        p.error("--learning-rate is for --depth only (the others use the scripts' settings)")
     if args.learning_rate is None:
         args.learning_rate = DEPTH_LEARNING_RATE
-    if not args.learning_rate > 0:
-        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
-    if args.count < 1000:
-        p.error("--count must be at least 1000")
+    report.positive(p, args, "learning_rate")
+    report.at_least(p, args, count=1000)
     return args
 
 
@@ -389,9 +371,8 @@ def say(line):
 
 
 def main_depth(args):
-    out_dir = launch.new_run_dir(args.run_dir, "depth-")
-    say(f"depth: {DEPTH_SECONDS} s a run, {DEPTH_SEEDS} seeds, learning rate "
-        f"{args.learning_rate}, into {out_dir}")
+    out_dir = report.start(args.run_dir, "depth-", "lab/experiments.py", f"depth: {DEPTH_SECONDS}"
+                           f" s a run, {DEPTH_SEEDS} seeds, learning rate {args.learning_rate}")
     results = run_depth(out_dir, range(DEPTH_SEEDS), DEPTH_SECONDS, args.count,
                         launch.child_env(), args.learning_rate)
     print(write_depth_report(results, out_dir, f"lab/experiments.py --depth: "
@@ -409,12 +390,12 @@ def main(argv=None):
     preset = "quick" if args.quick else "full"
     p, env = PRESETS[preset], launch.child_env()
     seconds, results = p["seconds"], []
-    out_dir = launch.new_run_dir(args.run_dir, "experiments-")
-    say(f"{preset}: {seconds} s a run, settings {SETTINGS}, into {out_dir}")
+    out_dir = report.start(args.run_dir, "experiments-", "lab/experiments.py",
+                           f"{preset}: {seconds} s a run, settings {SETTINGS}")
 
     def run(variant, seeds):
         for seed, world in ((seed, world) for seed in seeds for world in variant.worlds):
-            data = seed_data(out_dir, seed, args.count, env)
+            data = race.toy_data(out_dir / f"data-seed{seed}", args.count, seed)
             folder = out_dir / f"{slug(variant.name)}-{slug(world)}-seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
             say(f"{variant.name}, {world}, seed {seed}")

@@ -10,16 +10,11 @@ images"). image-race.md, image-race.json and image-race.png go into the run fold
 """
 
 import argparse
-import itertools
 import json
-import shlex
 import sys
-from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
@@ -30,7 +25,6 @@ from datasets import images
 from lab import race, report
 from lab.report import at_least, cell, spread
 from parts import classify
-from runner import launch
 
 LEVELS = (0.75, 0.80, 0.84)
 RACE_MAX_AHEAD = 1_000          # the chain's --max-ahead (docs/speed.md says why)
@@ -64,22 +58,6 @@ def train_one_process(data, image_dir, sizes, seconds, interval, seed, count, te
                                layers, x_test, y_test)[0], activation=sgd.ReLU, init="he")
 
 
-def chain_side(out_dir, args, width, stages, seed):
-    """A --colocated chain of the race's network with chain.py's image settings."""
-    sizes, splits = layout(width, stages)
-    config = chain.ChainConfig(
-        run_dir=out_dir / f"chain-w{width}-k{stages}-s{seed}", sizes=sizes, splits=splits,
-        count=args.count, duration=args.seconds, seed=seed, snapshot_interval=args.interval,
-        colocated=True, data=args.data, image_dir=args.image_dir, max_ahead=args.max_ahead,
-        **{k: v for k, v in chain.IMAGES.items()
-           if k not in ("sizes", "splits", "count", "max_ahead")})
-    return race.chain_side(
-        config, lambda result: [(0.0, result["initial_accuracy"])] +
-        [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
-        [(args.seconds, result["final_accuracy"])],
-        heldout=args.test, data=args.data, image_dir=args.image_dir)
-
-
 def markdown(results, machine):
     rows = []
     for r in results:
@@ -90,10 +68,10 @@ def markdown(results, machine):
                          *(race.cell_times(s[side]["to_level"][f"{lv:g}"]) for lv in LEVELS),
                          *(cell(spread(s[side]["accuracy_at"][f"{t:g}"]), ".1f", 100)
                            for t in s["times"])])
-    return "\n".join([f"Machine: {machine}.", ""] + report.table(
-        ["K, width", "side", "examples/s (chain: slowest stage)",
-         *(f"s to {100 * lv:g}%" for lv in LEVELS),
-         *(f"accuracy at {t:g} s, %" for t in results[0]["summary"]["times"])], rows))
+    return report.table(["K, width", "side", "examples/s (chain: slowest stage)",
+                         *(f"s to {100 * lv:g}%" for lv in LEVELS),
+                         *(f"accuracy at {t:g} s, %" for t in results[0]["summary"]["times"])],
+                        rows, f"Machine: {machine}.")
 
 
 def draw(results, path):
@@ -118,29 +96,38 @@ def draw(results, path):
 
 def main_race(args):
     images.find(args.data, args.image_dir, download=False)     # one line now, not mid-race
-    out_dir = launch.new_run_dir(args.run_dir, "image-race-")
-    machine = (f"{report.machine()}; {args.data}, {args.count:,} training images, "
-               f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
-               f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
-               f"{args.seconds:g} s a run, {args.seeds} seeds")
-    print(f"image-race: {machine}; writing into {out_dir}", flush=True)
 
-    def one(s, seed):
+    def one(out_dir, s, seed):
         return race.one_process(
             "lab.image_race", out_dir / f"one-w{s['width']}-k{s['stages']}-s{seed}.json",
             s["stages"], data=args.data, image_dir=args.image_dir and str(args.image_dir),
             sizes=layout(s["width"], s["stages"])[0], seconds=args.seconds,
             interval=args.interval, seed=seed, count=args.count, test=args.test)
 
-    settings = [{"stages": K, "width": w} for K, w in itertools.product(args.stages, args.widths)]
-    results = race.run_all(
-        out_dir, "image-race", settings, args,
-        {"one": one, "chain": lambda s, seed: chain_side(out_dir, args, s["width"], s["stages"],
-                                                         seed)},
+    def chained(out_dir, s, seed):
+        """A --colocated chain of the race's network with chain.py's image settings."""
+        sizes, splits = layout(s["width"], s["stages"])
+        return race.chain_side(chain.ChainConfig(
+            run_dir=out_dir / f"chain-w{s['width']}-k{s['stages']}-s{seed}", sizes=sizes,
+            splits=splits, count=args.count, duration=args.seconds, seed=seed,
+            snapshot_interval=args.interval, colocated=True, data=args.data,
+            image_dir=args.image_dir, max_ahead=args.max_ahead,
+            **{k: v for k, v in chain.IMAGES.items()
+               if k not in ("sizes", "splits", "count", "max_ahead")}),
+            lambda result: [(0.0, result["initial_accuracy"])] +
+            [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
+            [(args.seconds, result["final_accuracy"])],
+            heldout=args.test, data=args.data, image_dir=args.image_dir)
+
+    machine = (f"{report.machine()}; {args.data}, {args.count:,} training images, "
+               f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
+               f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
+               f"{args.seconds:g} s a run, {args.seeds} seeds")
+    return race.run_all(
+        args, "image-race", machine, {"stages": args.stages, "width": args.widths},
+        {"one": one, "chain": chained},
         lambda runs: race.summarise(runs, args.seconds, LEVELS, first_time_at, accuracy_at,
-                                    "accuracy_at"), machine)
-    return race.finish(out_dir, "image-race", markdown(results, machine),
-                       lambda path: draw(results, path))
+                                    "accuracy_at"), markdown, draw)
 
 
 def parse_args(argv):
@@ -148,7 +135,7 @@ def parse_args(argv):
                                             "against backprop in one process on K cores.")
     classify.data_arguments(p, what="classify (the toy's race is python -m lab.bench --race)",
                             images_only=True)
-    race.add_arguments(p, [2], [256, 1024], (3, 3), (60.0, 60), 2, run_dir="image-race-")
+    race.add_arguments(p, [2], [256, 1024], 3, 60, 2, run_dir="image-race-")
     p.add_argument("--count", type=int, default=60_000,
                    help="training images (default all 60,000)")
     p.add_argument("--test", type=int, default=10_000,
@@ -160,7 +147,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
-    race.check_arguments(p, args)
+    race.check_arguments(p, args, 3, 60.0)
     at_least(p, args, count=1000, test=100, max_ahead=1)
     if args.count > 60_000 or args.test > 10_000:
         p.error("--count is at most 60,000 and --test at most 10,000")

@@ -1,21 +1,17 @@
 """The images table: every layer decoupled on Fashion-MNIST (or MNIST), one row per method and
-one column per depth, as the paper's feed-forward table. Run it as `python -m lab.experiments
---images [--quick]`; report.md, report.json (saved after every run) and images.png go into its
-run folder (docs/images.md shows them).
+one column per depth, as the paper's feed-forward table (docs/images.md). Run it as
+`python -m lab.experiments --images [--quick]`; report.md, report.json and images.png.
 """
-
-import sys
-
-if __name__ == "__main__" and not __package__:          # python lab/X.py: no lab package
-    print(f"run it as: python -m lab.experiments --images {' '.join(sys.argv[1:])}",
-          file=sys.stderr)
-    sys.exit(2)
 
 import json
 import statistics
+import sys
 import textwrap
 import time
 from pathlib import Path
+
+if not __package__:                      # `python lab/X.py`: the imports below need `-m`
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
@@ -24,7 +20,6 @@ from datasets import images
 from lab import report
 from lab.report import cell, spread
 from parts import decoupled
-from runner import launch
 
 # The images' --method names (decoupled.IMAGE_METHODS), as the table labels them.
 IMAGE_METHODS = {"backprop": "backprop (true gradients)", "cdni": "cDNI (h and the label)",
@@ -86,9 +81,9 @@ def images_tables(results):
     methods = [m for m in IMAGE_METHODS if any(r["method"] == m for r in results)]
 
     def grid(rows, value):
-        return "\n".join(report.table(["method", *(f"{d} layers" for d in depths)], [
+        return report.table(["method", *(f"{d} layers" for d in depths)], [
             [IMAGE_METHODS[m], *(value(summary[m, d]) if (m, d) in summary else "-"
-                                 for d in depths)] for m in rows]))
+                                 for d in depths)] for m in rows])
     return (grid(methods, lambda s: percent(s["accuracy"])),
             grid([m for m in methods if m in ("cdni", "dni")], lambda s: ", ".join(
                 "-" if c is None else f"{c:.2f}" for c in s["cosines"]) or "-"))
@@ -97,7 +92,6 @@ def images_tables(results):
 def write_images_report(results, out_dir):
     """report.md, report.json and images.png from report = {"title", "setting", "runs",
     optionally "seconds"}. The picture is drawn from report.json as written."""
-    report.write(out_dir, "report", data=results)
     accuracy, cosines = images_tables(results["runs"])
     took = (f" The run took {results['seconds'] / 60:.0f} minutes."
             if results.get("seconds") is not None else "")
@@ -107,7 +101,7 @@ def write_images_report(results, out_dir):
             f"gradient and the true one (full backprop of the current network) on 1,000 fixed "
             f"training examples at the last step, boundary 1 (lowest) first, mean over seeds:"
             f"\n\n{cosines}\n\n![accuracy over steps](images.png)")
-    report.write(out_dir, "report", text)
+    report.write(out_dir, "report", text, data=results)
     draw_images(out_dir / "report.json", out_dir / "images.png")
     return text + "\n"
 
@@ -148,19 +142,16 @@ def main_images(args):
     except images.DataError as e:
         print(f"lab/experiments.py: {e}", file=sys.stderr)
         return 2
-    out_dir = launch.new_run_dir(args.run_dir, "images-")
     steps, defaults = p["steps"], decoupled.Config(data=args.data)
     title = (f"lab/experiments.py --images{' --quick' if args.quick else ''}: {args.data}, "
              f"{steps} steps, {p['seeds']} seed{'s' if p['seeds'] > 1 else ''}")
-    setting = (f"784-256-...-256-10 (layers counted as the paper counts them: weight layers, so "
-               f"L layers have L - 1 hidden ReLU layers of 256, He init, and L - 1 boundaries); "
-               f"softmax cross-entropy; Adam at {defaults.learning_rate:g} for every layer, every "
-               f"method, and at {defaults.model_learning_rate:g} for every synthetic-gradient "
-               f"model (docs/images.md says why); minibatches of {defaults.batch_size}; {steps} "
-               f"steps per run (the same for every method); linear synthetic-gradient models, "
-               f"last layer zero; test accuracy on all 10,000 test images; float32; seeds "
-               f"0-{p['seeds'] - 1}. Machine: {report.machine()}.")
-    print(f"lab/experiments.py: {title}, into {out_dir}", flush=True)
+    setting = (f"784-256-...-256-10 (L weight layers: L - 1 hidden ReLU layers of 256, He init, "
+               f"L - 1 boundaries); softmax cross-entropy; Adam at {defaults.learning_rate:g} for "
+               f"every layer and method, at {defaults.model_learning_rate:g} for the linear "
+               f"synthetic-gradient models (last layer zero; docs/images.md says why); minibatches"
+               f" of {defaults.batch_size}; {steps} steps per run; test accuracy on all 10,000 "
+               f"test images; float32; seeds 0-{p['seeds'] - 1}. Machine: {report.machine()}.")
+    out_dir = report.start(args.run_dir, "images-", "lab/experiments.py", title)
     t0 = time.perf_counter()
 
     def save(results, **seconds):

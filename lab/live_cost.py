@@ -5,16 +5,12 @@ and headless Chromium take. Run through lab/bench.py (it needs a browser):
     python -m lab.bench --live-cost --seconds 100
 """
 
-import shlex
-import sys
 import threading
 import time
 from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.bench --live-cost {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
@@ -96,15 +92,15 @@ def main_live_cost(args, out_dir, machine):
                          "browser_cpu_s_per_s": browser_cpu / (end - start)})
     opened = [r["examples_per_s"] for r in rows if r["open"]]
     closed = [r["examples_per_s"] for r in rows if not r["open"]]
-    return rows, "\n".join(
-        [f"The input trainer's examples/s with the live page open in headless Chromium and "
-         f"closed, {WINDOW:g} s each in turns, one run ({machine}):", ""] + report.table(
-            ["window", "page", "input trainer: examples/s",
-             "CPU s per s: the page's server, the browser"],
-            [[k + 1, "open" if r["open"] else "closed", f"{r['examples_per_s']:,.0f}",
-              f"{r['page_cpu_s_per_s']:.2f}, {r['browser_cpu_s_per_s']:.2f}"]
-             for k, r in enumerate(rows)]) +
-        ["", f"Open / closed: {np.mean(opened) / np.mean(closed):.3f} of the examples/s "
-             f"(open {min(opened):,.0f}-{max(opened):,.0f}, closed {min(closed):,.0f}-"
-             f"{max(closed):,.0f})" if opened and closed else "Too short: no open and closed "
-             "window both measured; give more --seconds."])
+    return rows, report.table(
+        ["window", "page", "input trainer: examples/s",
+         "CPU s per s: the page's server, the browser"],
+        [[k + 1, "open" if r["open"] else "closed", f"{r['examples_per_s']:,.0f}",
+          f"{r['page_cpu_s_per_s']:.2f}, {r['browser_cpu_s_per_s']:.2f}"]
+         for k, r in enumerate(rows)],
+        f"The input trainer's examples/s with the live page open in headless Chromium and "
+        f"closed, {WINDOW:g} s each in turns, one run ({machine}):") + "\n\n" + (
+        f"Open / closed: {np.mean(opened) / np.mean(closed):.3f} of the examples/s (open "
+        f"{min(opened):,.0f}-{max(opened):,.0f}, closed {min(closed):,.0f}-{max(closed):,.0f})"
+        if opened and closed else
+        "Too short: no open and closed window both measured; give more --seconds.")

@@ -1,13 +1,12 @@
 """The race: a chain of K stages in K processes against backprop of the same network in one
-process on the same K cores, to the same held-out MSE levels. Run by hand through lab.bench:
+process on the same K cores, to the same held-out MSE levels (docs/chain.md, "The race"):
 
     python -m lab.bench --race                  # K = this machine's cores, ~25 min
     python -m lab.bench --distribution-cost     # the two-stage system against dni.py, 5 seeds
 
-The network 2-W-...-W-1 is cut so that every stage holds one W x W layer: a chain could at best
-run K times as fast. Both sides get the same data, optimizer, minibatch and held-out points
-(docs/chain.md, "The race"). race.md, race.json and race.png go into the run folder;
-lab/image_race.py runs the same race on images with the functions here.
+Every stage of 2-W-...-W-1 holds one W x W layer; both sides get the same data, optimizer,
+minibatch and held-out points. race.md, race.json and race.png go into a new run folder;
+lab/image_race.py runs the same race on images with this machinery.
 """
 
 import argparse
@@ -15,16 +14,13 @@ import itertools
 import json
 import math
 import os
-import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
@@ -61,9 +57,8 @@ def mse_at(points, seconds):
 
 
 def trained_per_s(metrics_path):
-    """Examples a server stage trained per second over the second half of its metrics lines,
-    the idle ones after its last trained example left out (a stage that ran out of work is
-    not measured as slow)."""
+    """Examples a server stage trained per second over the second half of its metrics lines, the
+    idle ones after its last trained example left out (running out of work is not slowness)."""
     rows = snapshots.read_metrics(metrics_path)
     while len(rows) >= 2 and rows[-1]["examples_trained"] == rows[-2]["examples_trained"]:
         rows.pop()
@@ -82,12 +77,18 @@ def blas_env(threads):
 
 # --- One process: sgd.train of the whole network, measured every interval. ----------------------
 
-def train_timed(layers, x, y, loss, batches, step, seconds, interval, measure):
-    """sgd.train on `batches` for `interval` seconds of wall clock at a time, then measure(),
-    until `seconds` of training (measuring not counted) or a measure that is not finite.
-    Returns {"points": [(seconds, measure)], "examples_per_s", "cpu_per_s": CPU seconds (all
-    threads) per second of training}."""
-    points, trained, examples, cpu = [(0.0, measure())], 0.0, 0, 0.0
+def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, interval, measure,
+               **network):
+    """A network of `sizes` (sgd.make_network(..., **network)), Adam on every layer, trained by
+    sgd.train for `interval` seconds of wall clock at a time, then measure(layers), until
+    `seconds` of training (measuring not counted) or a measure that is not finite. Returns
+    {"points": [(seconds, measure)], "examples_per_s", "cpu_per_s": CPU seconds (all threads)
+    per second of training, "blas"}."""
+    rng = np.random.default_rng(seed)
+    layers = sgd.make_network(rng, sizes, **network)
+    step = optimizers.make("adam", layers, learning_rate).step
+    batches = sgd.minibatches(len(x), batch_size, rng)
+    points, trained, examples, cpu = [(0.0, measure(layers))], 0.0, 0, 0.0
     while trained < seconds:
         t0, c0 = time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < interval:
@@ -95,21 +96,10 @@ def train_timed(layers, x, y, loss, batches, step, seconds, interval, measure):
                                   step, loss)
         trained += time.perf_counter() - t0
         cpu += time.process_time() - c0
-        points.append((round(trained, 3), measure()))
+        points.append((round(trained, 3), measure(layers)))
         if not math.isfinite(points[-1][1]):
             break
-    return {"points": points, "examples_per_s": examples / trained, "cpu_per_s": cpu / trained}
-
-
-def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, interval, measure,
-               **network):
-    """A network of `sizes` (sgd.make_network(..., **network)) trained by train_timed with
-    Adam on every layer; measure(layers) is the held-out measure."""
-    rng = np.random.default_rng(seed)
-    layers = sgd.make_network(rng, sizes, **network)
-    optimizer = optimizers.make("adam", layers, learning_rate)
-    return {**train_timed(layers, x, y, loss, sgd.minibatches(len(x), batch_size, rng),
-                          optimizer.step, seconds, interval, lambda: measure(layers)),
+    return {"points": points, "examples_per_s": examples / trained, "cpu_per_s": cpu / trained,
             "blas": report.blas_info()}
 
 
@@ -120,6 +110,13 @@ def train_one_process(data_dir, sizes, batch_size, seconds, interval, seed,
     return train_adam(*generate.load_dataset(data_dir), sgd.SquaredError, sizes, batch_size,
                       learning_rate, seed, seconds, interval,
                       lambda layers: sgd.mse(layers, x_test, y_test))
+
+
+def toy_data(folder, count=COUNT, seed=0):
+    """folder with the toy's data (generate.py), made once and shared by the runs that use it."""
+    if not (folder / "x.npy").exists():
+        launch.generate_data(folder, count, seed, launch.child_env(), plot=False)
+    return folder
 
 
 def one_process(module, out, threads, **job):
@@ -146,9 +143,8 @@ def run_chain(config, env, **evaluate):
 
 
 def chain_side(config, points, **evaluate):
-    """chain.run_chain of config with one OpenBLAS thread a process, measured from its
-    snapshots (chain_eval.evaluate with **evaluate): {"points": points(result), the examples
-    per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
+    """run_chain of config with one OpenBLAS thread a process: {"points": points(result), the
+    examples per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
     second of each process}. Keeps chain.json, deletes the snapshots (GBs at wide widths)."""
     run, seconds, stages = config.run_dir, config.duration, len(config.splits) + 1
     final, result = run_chain(config, blas_env(1), cosine_points=500, **evaluate)
@@ -195,30 +191,25 @@ def cell_times(ts):
     return text if len(got) == len(ts) else f"{text}, {len(got)}/{len(ts)} seeds"
 
 
-def run_all(out_dir, name, settings, args, sides, summary, machine_line):
-    """Every side ({"one": f, "chain": g}, f(setting, seed)) for each setting (a dict) and
-    each of args.seeds seeds, one after another so each has the machine to itself; results,
-    written to out_dir/name.json as they come."""
-    results = []
-    for setting in settings:
-        runs = []
+def run_all(args, name, machine, grid, sides, summary, markdown, draw):
+    """A race in a new run folder: every side ({"one": f, "chain": g}, f(out_dir, setting,
+    seed)) of every setting of grid ({key: [values]}), args.seeds seeds each, one after another
+    so each has the machine to itself. name.json is written as the results come, then name.md
+    (markdown(results, machine)) and name.png (draw(results, path)); 0."""
+    out_dir, results = report.start(args.run_dir, f"{name}-", name, machine), []
+    for values in itertools.product(*grid.values()):
+        setting, runs = dict(zip(grid, values, strict=True)), []
         for seed in range(args.seeds):
             print(f"{name}: {', '.join(f'{k} {v}' for k, v in setting.items())}, seed {seed}",
                   flush=True)
-            runs.append({side: f(setting, seed) for side, f in sides.items()})
+            runs.append({side: f(out_dir, setting, seed) for side, f in sides.items()})
             print(f"{name}:   one process {runs[-1]['one']['points'][-1][1]:.4g}, chain "
                   f"{runs[-1]['chain']['points'][-1][1]:.4g} at the end", flush=True)
         results.append({**setting, "seconds": args.seconds, "runs": runs,
                         "summary": summary(runs)})
-        report.write(out_dir, name, data={"machine": machine_line, "results": results})
-    return results
-
-
-def finish(out_dir, name, text, draw):
-    """name.md (text) and name.png (draw(path)) into out_dir, and the text printed."""
-    print(report.write(out_dir, name, text, draw=draw))
-    print(f"{name}: {name}.md, {name}.json and {name}.png in {out_dir}", flush=True)
-    return 0
+        report.write(out_dir, name, data={"machine": machine, "results": results})
+    return report.finish(out_dir, name, markdown(results, machine), name,
+                         draw=lambda path: draw(results, path))
 
 
 def markdown(results, machine_line):
@@ -241,21 +232,20 @@ def markdown(results, machine_line):
                 f"{slowest / one:.2f}x", f"{s['one']['cpu_per_s']:.2f}",
                 ", ".join(fmt(v, ".2f") for v in s["chain"]["cpu_per_s"].values())]
 
-    return "\n".join(
-        [f"The race: {machine_line}.", "",
-         "Time to held-out MSE levels, seconds: mean (min-max) over the seeds that reached it; "
-         "one process (backprop, OpenBLAS on K threads) / chain (K processes, co-located "
-         "models).", ""] +
+    return "\n\n".join([
         report.table(["K, width, minibatch", *(f"to {lv}: one / chain" for lv in LEVELS),
                       "held-out MSE at fixed times: one / chain"],
                      [[setting(r), *(times(r["summary"], lv) for lv in LEVELS),
-                       at(r["summary"])] for r in results]) +
-        ["", "Speed: examples per second (seed means) and CPU seconds per second of each "
-         "process.", ""] +
+                       at(r["summary"])] for r in results], f"The race: {machine_line}.",
+                     "Time to held-out MSE levels, seconds: mean (min-max) over the seeds that "
+                     "reached it; one process (backprop, OpenBLAS on K threads) / chain (K "
+                     "processes, co-located models)."),
         report.table(["K, width, minibatch", "one process: ex/s", "chain: ex/s per stage",
                       "slowest stage / one process", "one process: CPU/s",
                       "chain: CPU/s per process"],
-                     [[setting(r), *speed(r["summary"])] for r in results]))
+                     [[setting(r), *speed(r["summary"])] for r in results],
+                     "Speed: examples per second (seed means) and CPU seconds per second of "
+                     "each process.")])
 
 
 def draw(results, path):
@@ -301,38 +291,31 @@ def draw(results, path):
 
 def main_race(args):
     """lab/bench.py --race: every (K, width, minibatch, seed), the one process then the chain."""
-    out_dir = launch.new_run_dir(args.run_dir, "race-")
-    machine_line = (f"{report.machine()}; {COUNT:,} examples, {HELDOUT:,} held-out points, "
-                    f"Adam at {args.learning_rate} on every layer, {args.seconds:g} s per run, "
-                    f"{args.seeds} seeds")
-    print(f"race: {machine_line}; writing into {out_dir}", flush=True)
-    data = out_dir / "data"
-    launch.generate_data(data, COUNT, 0, launch.child_env(), plot=False)
-    settings = [{"stages": K, "width": w, "batch_size": b}
-                for K, w, b in itertools.product(args.stages, args.widths, args.batch_sizes)]
-
-    def one(s, seed):
+    def one(out_dir, s, seed):
         out = out_dir / f"one-w{s['width']}-b{s['batch_size']}-k{s['stages']}-s{seed}.json"
         return one_process(
-            "lab.race", out, s["stages"], data_dir=str(data), seed=seed,
+            "lab.race", out, s["stages"], data_dir=str(toy_data(out_dir / "data")), seed=seed,
             sizes=race_layout(s["width"], s["stages"])[0], batch_size=s["batch_size"],
             seconds=args.seconds, interval=args.interval, learning_rate=args.learning_rate)
 
-    def chained(s, seed):
+    def chained(out_dir, s, seed):
         """A --colocated chain of the race's network."""
         sizes, splits = race_layout(s["width"], s["stages"])
         return chain_side(chain.ChainConfig(
             run_dir=out_dir / f"chain-w{s['width']}-b{s['batch_size']}-k{s['stages']}-s{seed}",
             sizes=sizes, splits=splits, count=COUNT, duration=args.seconds, seed=seed,
-            snapshot_interval=args.interval, data_dir=data, batch_size=s["batch_size"],
-            learning_rate=args.learning_rate, colocated=True),
+            snapshot_interval=args.interval, data_dir=toy_data(out_dir / "data"),
+            batch_size=s["batch_size"], learning_rate=args.learning_rate, colocated=True),
             lambda result: [(r["seconds"], r["heldout_mse"]) for r in result["ticks"]] +
             [(args.seconds, result["final_mse"])], heldout=HELDOUT)
 
-    results = run_all(out_dir, "race", settings, args, {"one": one, "chain": chained},
-                      lambda runs: summarise(runs, args.seconds), machine_line)
-    return finish(out_dir, "race", markdown(results, machine_line),
-                  lambda path: draw(results, path))
+    machine = (f"{report.machine()}; {COUNT:,} examples, {HELDOUT:,} held-out points, Adam at "
+               f"{args.learning_rate} on every layer, {args.seconds:g} s per run, {args.seeds} "
+               "seeds")
+    return run_all(args, "race", machine, {"stages": args.stages, "width": args.widths,
+                                           "batch_size": args.batch_sizes},
+                   {"one": one, "chain": chained}, lambda runs: summarise(runs, args.seconds),
+                   markdown, draw)
 
 
 # --- The distribution cost: the two-stage system against dni.py in one process. ------------------
@@ -341,14 +324,10 @@ def main_distribution_cost(args):
     """lab/bench.py --distribution-cost: chain.py --colocated (two processes) and dni.py
     --conditioned (one, with the same settings and data) for the same seconds, args.seeds
     seeds; the ratio of their final held-out MSEs."""
-    out_dir = launch.new_run_dir(args.run_dir, "distribution-cost-")
-    seeds = args.seeds
-    print(f"distribution cost: {os.cpu_count()} cores, {args.seconds:g} s a run, {seeds} seeds;"
-          f" writing into {out_dir}", flush=True)
-    data = out_dir / "data"
-    env = launch.child_env()
-    launch.generate_data(data, COUNT, 0, env, plot=False)
-    rows = []
+    seeds, env = args.seeds, launch.child_env()
+    out_dir = report.start(args.run_dir, "distribution-cost-", "distribution cost",
+                           f"{os.cpu_count()} cores, {args.seconds:g} s a run, {seeds} seeds")
+    data, rows = toy_data(out_dir / "data"), []
     for seed in range(seeds):
         run = out_dir / f"chain-s{seed}"
         config = chain.ChainConfig(run_dir=run, count=COUNT, duration=args.seconds, seed=seed,
@@ -360,34 +339,31 @@ def main_distribution_cost(args):
         rows.append({"seed": seed, "two_processes": two, "dni_one_process": one})
         print(f"distribution cost: seed {seed}: two processes {two:.4f}, dni.py {one:.4f}",
               flush=True)
-    two = [r["two_processes"] for r in rows]
-    one = [r["dni_one_process"] for r in rows]
+    two, one = [r["two_processes"] for r in rows], [r["dni_one_process"] for r in rows]
     ratio = float(np.mean(two) / np.mean(one))
     text = (f"Two stages (chain.py --colocated, 2 processes) against dni.py --conditioned in one "
             f"process, {args.seconds:g} s each, {seeds} seeds, {os.cpu_count()} cores: held-out "
             f"MSE {cell(spread(two))} against {cell(spread(one))}: {ratio:.2f}x (goal <= 1.25x; "
             f"per seed {', '.join(f'{a / b:.2f}x' for a, b in zip(two, one, strict=True))})")
-    print(report.write(out_dir, "distribution-cost", text, data={
-        "rows": rows, "ratio_of_means": ratio, "seconds": args.seconds}), flush=True)
-    return 0
+    return report.finish(out_dir, "distribution-cost", text, "distribution cost", data={
+        "rows": rows, "ratio_of_means": ratio, "seconds": args.seconds})
 
 
 # --- The command line (lab/bench.py --race's options; --one-process is the race's child). ----
 
 def add_arguments(p, stages, widths, seeds, seconds, interval, mode="", run_dir=""):
-    """The options of a race (lab.bench --race's, mode "--race: ", and lab.image_race's): K
-    and W (a race per value), seeds, seconds, the measuring interval; seeds and seconds are
-    (default, its text), the default None where the mode decides it (check_arguments)."""
+    """The options of a race (lab.bench --race's, mode "--race: ", and lab.image_race's): K and
+    W (a race per value), seeds, seconds, the measuring interval. Seeds and seconds are left
+    None for check_arguments to fill in; `seeds` and `seconds` say their defaults in --help."""
     p.add_argument("--stages", type=ints, default=stages,
                    help=f"{mode}K, the stages of the chain and the BLAS threads of the one "
                         f"process, one race per value (default {','.join(map(str, stages))}, "
                         "this machine's cores)")
     p.add_argument("--widths", type=ints, default=widths,
                    help=f"{mode}the widths W (default {','.join(map(str, widths))})")
-    p.add_argument("--seeds", type=int, default=seeds[0],
-                   help=f"seeds per setting (default {seeds[1]})")
-    p.add_argument("--seconds", type=float, default=seconds[0],
-                   help=f"seconds of training per run and side (default {seconds[1]})")
+    p.add_argument("--seeds", type=int, help=f"seeds per setting (default {seeds})")
+    p.add_argument("--seconds", type=float,
+                   help=f"seconds of training per run and side (default {seconds})")
     p.add_argument("--interval", type=int, default=interval,
                    help=f"{mode}seconds between held-out measurements on both sides (default "
                         f"{interval}; the chain's snapshot interval)")
@@ -395,7 +371,7 @@ def add_arguments(p, stages, widths, seeds, seconds, interval, mode="", run_dir=
                    help=f"folder for everything (default a new runs/{run_dir}<date-time>)")
 
 
-def check_arguments(p, args, seeds=None, seconds=None):
+def check_arguments(p, args, seeds, seconds):
     """Fills in the mode's seeds and seconds where not given, and checks the race's options."""
     args.seeds = seeds if args.seeds is None else args.seeds
     args.seconds = seconds if args.seconds is None else args.seconds

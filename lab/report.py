@@ -1,25 +1,31 @@
 """What the lab's measurements share: numbers over seeds as the tables show them (a spread and
-its cell 'mean (min-max)'), Markdown tables, the machine in words, the run folder's files, a
-child process that writes its result as JSON, and the options' checks."""
+its cell 'mean (min-max)'), Markdown tables, the machine in words, the run folder and its files,
+a child process that writes its result as JSON, and the options' checks."""
 
 import argparse
 import ctypes
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-if not __package__:                      # `python lab/report.py`: imported, never run
-    print("lab/report.py is the lab's shared part, not a script: python -m lab.bench --help",
-          file=sys.stderr)
+if not __package__:       # imported as `report` by `python lab/X.py`, which needs `-m` instead
+    # the command that runs each file that is not run as its own module
+    COMMANDS = {"report": "bench", "image_table": "experiments --images",
+                "live_cost": "bench --live-cost"}
+    stem = Path(sys.argv[0]).stem
+    print(f"run it as: python -m lab.{COMMANDS.get(stem, stem)} {shlex.join(sys.argv[1:])}"
+          .rstrip(), file=sys.stderr)
     sys.exit(2)
 
 import numpy as np
 
 from parts import children
+from runner import launch
 
 
 def spread(values):
@@ -51,9 +57,11 @@ def cell(s, spec=".4f", scale=1):
     return f"{mean_:{spec}} ({lo:{spec}}-{hi:{spec}})" if hi > lo else f"{mean_:{spec}}"
 
 
-def table(head, rows):
-    """A Markdown table's lines: the head's cells, the rule, a line per row of cells."""
-    return [row(head), "|" + "---|" * len(head)] + [row(r) for r in rows]
+def table(head, rows, *above):
+    """A Markdown table as text, below the paragraphs `above`: the head's cells, the rule, a line
+    per row of cells."""
+    lines = [row(head), "|" + "---|" * len(head)] + [row(r) for r in rows]
+    return "\n\n".join([*above, "\n".join(lines)])
 
 
 def row(cells):
@@ -94,6 +102,13 @@ def machine():
             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
 
 
+def start(run_dir, prefix, who, line):
+    """run_dir, or a new runs/<prefix><date-time>, created; `who: line; writing into it` said."""
+    out_dir = launch.new_run_dir(run_dir, prefix)
+    print(f"{who}: {line}; writing into {out_dir}", flush=True)
+    return out_dir
+
+
 def write(out_dir, name, text=None, data=None, draw=None):
     """name.md (text), name.json (data) and name.png (draw(path)) into out_dir, those given;
     the text."""
@@ -104,6 +119,13 @@ def write(out_dir, name, text=None, data=None, draw=None):
     if draw is not None:
         draw(out_dir / f"{name}.png")
     return text
+
+
+def finish(out_dir, name, text, who, **files):
+    """write(out_dir, name, text, **files), the text printed and where it went said; 0."""
+    print(write(out_dir, name, text, **files))
+    print(f"{who}: {name}.md, and what goes with it, in {out_dir}", flush=True)
+    return 0
 
 
 def run_child(module, out, env, *argv):

@@ -1,24 +1,19 @@
-"""What a chunk of activations costs on the wire, JSON against binary, at a chain's widths.
-Run by hand (a benchmark: it prints numbers; speed varies with the machine and the day):
+"""What a chunk of activations costs on the wire, JSON against binary, at a chain's widths; run
+by hand (it prints numbers, which vary with the machine and the day):
 
     python -m lab.wire_cost                       # widths 24, 256, 1024; 500-row chunks
 
-For each width and form: the time both ends spend on one POST /training_example body in one
-process (encoding, decoding and checking; the median of --repeats) and its size. bench_codec
-is lab/bench.py's protocol figures.
+For each width and form: one POST /training_example body's size, and the time both ends spend on
+it in one process (the median of --repeats). bench_codec is lab/bench.py's protocol figures.
 """
 
 import argparse
 import json
-import shlex
 import sys
 import time
-from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
-    print(f"run it as: python -m lab.{Path(__file__).stem} {shlex.join(sys.argv[1:])}".rstrip(),
-          file=sys.stderr)
-    sys.exit(2)
+    import report                        # noqa: F401  lab/report.py says how to run it, and exits
 
 import numpy as np
 
@@ -117,8 +112,8 @@ def main(argv=None):
           f"per example (for scale)")
     print(f"one chunk of {synthgrad.MAX_CHUNK} examples (i, h, y), encoded and decoded in one "
           f"process, the median of {args.repeats}:")
-    print("\n".join(report.table(["width", "JSON bytes", "binary bytes", "JSON µs/example",
-                                 "binary µs/example", "JSON / binary"], [])))
+    print(report.table(["width", "JSON bytes", "binary bytes", "JSON µs/example",
+                        "binary µs/example", "JSON / binary"], []))
     for width in args.widths:
         m = measure(width, repeats=args.repeats)
         j, b = m["json"], m["binary"]
