@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sgd
 from parts import children, options
 from runner import launch, processes
 
@@ -91,15 +92,11 @@ def parse_baseline_args(text, same):
     `same`: launch.backprop_like's settings of the decoupled run, the defaults."""
     p = argparse.ArgumentParser(prog="demo.py --baseline-args",
                                 description="Options for the plain-backprop baseline.")
-    p.add_argument("--learning-rate", type=float, default=same["learning_rate"],
-                   help="eta at the start (default %(default)s, layers 2-3's; sgd.py's is "
-                        f"{B.learning_rate})")
-    p.add_argument("--batch-size", type=int, default=same["batch_size"],
-                   help="examples per update (default %(default)s, layers 2-3's; sgd.py's is "
-                        f"{B.batch_size}, per-example SGD); dL/dw is averaged over the minibatch")
-    p.add_argument("--decay", type=float, default=same["decay"],
-                   help="eta is multiplied by this after each epoch (default %(default)s, as "
-                        f"the decoupled trainers; sgd.py's is {B.decay})")
+    for flag in ("learning-rate", "batch-size", "decay"):     # described as sgd.py does
+        dest = flag.replace("-", "_")
+        p.add_argument(f"--{flag}", type=type(getattr(B, dest)), default=same[dest],
+                       help=f"{sgd.BY_DATA[flag][0]} (default %(default)s, the decoupled "
+                            f"trainers'; sgd.py's is {getattr(B, dest)})")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=same["optimizer"],
                    help="how every layer steps (default %(default)s, the decoupled trainers'; "
                         f"sgd.py's is {B.optimizer})")

@@ -396,12 +396,11 @@ class RayChain(processes.Spawner):
                  f"), {processes.restarted_how(info['resumed'])}, on port {self.where[name][1]}")
 
     def last_words(self, name):
-        """The last lines its log had before Ray restarted it (collected now)."""
+        """The last lines its log had before Ray restarted it (collected now if it can be)."""
+        self.write(name, self.call(name, "collect", self.have[name], timeout=10) or {})
         try:
-            self.write(name, self.ray.get(self.actors[name].collect.remote(self.have[name]),
-                                          timeout=10))
             text = (self.run / f"{self.keys[name]}.log").read_text(errors="replace")
-        except (self.ray.exceptions.RayError, OSError):
+        except OSError:
             return "(not collected)"
         restarted = f"raychain: {self.keys[name]} restarted by Ray"
         return processes.text_tail(text.rsplit(restarted, 1)[0])
