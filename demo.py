@@ -15,7 +15,6 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import sgd
 from parts import children, options
@@ -23,7 +22,6 @@ from runner import launch, processes
 
 D = launch.DecoupledConfig      # a dataclass's class attributes are its defaults: the demo's
 B = launch.BackpropConfig       # sgd.py's settings, the baseline's defaults
-RESTARTS = processes.RestartPolicy
 DURATION = 40.0                 # seconds each of the four methods trains: ~3.5 minutes in all
 CONTROLS = ("frozen", "random")
 
@@ -36,8 +34,6 @@ def parse_args(argv):
                         "backprop (default %(default)g: about 3.5 minutes in all)")
     p.add_argument("--count", type=int, default=D.count,
                    help="training examples to generate (default 20,000; docs/settings.md)")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="folder for everything (default: a new runs/<date-time> here)")
     p.add_argument("--snapshot-interval", type=int, default=D.snapshot_interval,
                    help="seconds between weight snapshots (default %(default)s)")
     p.add_argument("--status-every", type=float, default=D.status_every,
@@ -68,17 +64,11 @@ def parse_args(argv):
     p.add_argument("--no-controls", action="store_true",
                    help="skip the frozen and random controls (another --duration s each); "
                         "without them nothing says whether layer 1 learned")
-    p.add_argument("--no-restart", dest="restart", action="store_false",
-                   help="a process that dies ends the demo instead of restarting from its "
-                        f"checkpoint (default: restart, at most {RESTARTS.max_restarts} times "
-                        f"in {RESTARTS.window:.0f} s a process)")
     p.add_argument("--wire", choices=("json", "binary"), default=D.wire,
                    help="form of the bulk transfers (default %(default)s: raw arrays, cheaper "
                         "than JSON numbers; json is the documented reference form)")
-    p.add_argument("--seed", type=int, default=D.seed,
-                   help="seeds the data and every process (default %(default)s)")
-    children.live_arguments(p, default_port=0, who="it shows every phase, the controls and "
-                           "backprop too")
+    launch.run_arguments(p, "the demo (the pictures still drawn)", shown="every phase, the "
+                         "controls and backprop too")
     args = p.parse_args(argv)
     options.check_positive(p, args, "duration")
     options.check_at_least(p, args, 1000, "count")

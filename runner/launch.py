@@ -112,6 +112,19 @@ def generate_data(out_dir, count, seed, env, plot=True):
                    check=True, cwd=TOP, env=env, stdout=subprocess.DEVNULL)
 
 
+def run_arguments(p, ends, prefix="", shown="every process"):
+    """The options every launching script has: --run-dir and the live page's (session reads
+    them), --seed and --no-restart. `ends`: what a death ends; prefix: the run folder's."""
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help=f"folder for everything (default: a new runs/{prefix}<date-time>)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the data and every process (default %(default)s)")
+    p.add_argument("--no-restart", dest="restart", action="store_false",
+                   help=f"a process that dies ends {ends} instead of restarting from its "
+                        "checkpoint (default: restart)")
+    children.live_arguments(p, default_port=0, who=f"it shows {shown}")
+
+
 @contextlib.contextmanager
 def session(args, who, prefix=""):
     """What a launching script does first: Ctrl-C and SIGTERM raise KeyboardInterrupt (so

@@ -319,16 +319,14 @@ class RayChain(processes.Spawner):
         give_up = time.monotonic() + processes.READY_WAIT
         while time.monotonic() < give_up:
             try:
-                info = self.ray.get(self.actors[name].info.remote(), timeout=5)
+                info = self.info[name] = self.ray.get(self.actors[name].info.remote(), timeout=5)
             except (self.ray.exceptions.GetTimeoutError,
                     self.ray.exceptions.ActorUnavailableError):      # Ray is restarting it
-                time.sleep(0.1)
-                continue
+                info = {}
             except self.ray.exceptions.RayActorError as e:
                 raise SystemExit(f"chain.py: {name} died as it started ({type(e).__name__}): "
                                  f"{self.why(name)}") from None
-            self.info[name] = info
-            if info["state"] in ("running", "finished") and (
+            if info.get("state") in ("running", "finished") and (
                     peer is None or processes.last_status(peer) is not None):
                 self.on_start(name, info["pid"])
                 self.say(f"{name} on {self.described(name)}, process {info['pid']}"
@@ -337,8 +335,7 @@ class RayChain(processes.Spawner):
             time.sleep(0.1)
         self.collect_all(wait=True)
         raise SystemExit(f"chain.py: {name} did not start within "
-                         f"{processes.READY_WAIT:.0f} s; its log "
-                         f"ends: {processes.log_tail(self.run / f'{proc.key}.log')}")
+                         f"{processes.READY_WAIT:.0f} s; {self.why(name)}")
 
     # --- watching: processes.watch's look() ---
 
