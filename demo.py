@@ -1,35 +1,29 @@
 """The whole demo in one command: data, the three processes, the controls, the baseline, the
-pictures.
-
-Run it (the README's `make demo` does this inside the virtual environment):
+pictures (docs/demo.md says what each phase shows).
 
     python demo.py                       # about 3.5 minutes; prints the run folder at the end
     python demo.py --duration 60 --count 50000
     python demo.py --help
 
-The phases run one after the other, each with the machine to itself (docs/demo.md): the data;
-oracle.py, train_output.py and train_input.py as processes for --duration seconds (the same
-scripts and defaults you would start by hand); the same with layer 1 frozen and moved at
-random, the controls synthetic gradients must beat; backprop in this process with the same
-settings; the pictures (plot.py). A process that dies is restarted from its checkpoint
-(--no-restart: the demo ends there); however it ends, the pictures of what was saved are
-drawn, and RUN/cut_short.json says why it ended early.
+Each phase has the machine to itself: the data; oracle.py, train_output.py and train_input.py
+for --duration seconds; the same with layer 1 frozen, then moved at random (the controls);
+backprop in this process; the pictures (plot.py). A process that dies is restarted from its
+checkpoint; however the demo ends, what was saved is drawn (RUN/cut_short.json: why it ended).
 """
 
 import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from parts import children
+import sgd
+from parts import children, options
 from runner import launch, processes
 
 D = launch.DecoupledConfig      # a dataclass's class attributes are its defaults: the demo's
 B = launch.BackpropConfig       # sgd.py's settings, the baseline's defaults
 DURATION = 40.0                 # seconds each of the four methods trains: ~3.5 minutes in all
 CONTROLS = ("frozen", "random")
-CONTROL_NAMES = {"frozen": "frozen", "random": "moved in random directions"}
 
 
 def parse_args(argv):
@@ -39,11 +33,7 @@ def parse_args(argv):
                    help="seconds each method trains: synthetic gradients, each control and "
                         "backprop (default %(default)g: about 3.5 minutes in all)")
     p.add_argument("--count", type=int, default=D.count,
-                   help="training examples to generate (default 20,000: layers 2-3 hold fresh "
-                        "activations of them; docs/settings.md)")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="folder for everything the run writes (default: a new "
-                        "runs/<date-time> next to this file)")
+                   help="training examples to generate (default 20,000; docs/settings.md)")
     p.add_argument("--snapshot-interval", type=int, default=D.snapshot_interval,
                    help="seconds between weight snapshots (default %(default)s)")
     p.add_argument("--status-every", type=float, default=D.status_every,
@@ -72,26 +62,16 @@ def parse_args(argv):
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the backprop baseline (it takes another --duration seconds)")
     p.add_argument("--no-controls", action="store_true",
-                   help="skip the frozen and random-direction controls (each takes another "
-                        "--duration seconds); without them the pictures cannot say whether "
-                        "synthetic gradients taught layer 1 anything")
-    p.add_argument("--no-restart", dest="restart", action="store_false",
-                   help="a process that dies ends the demo (the pictures still drawn) instead "
-                        "of being started again from its checkpoint (default: restart, at most "
-                        f"{processes.RestartPolicy.max_restarts} times in "
-                        f"{processes.RestartPolicy.window:.0f} s a process)")
+                   help="skip the frozen and random controls (another --duration s each); "
+                        "without them nothing says whether layer 1 learned")
     p.add_argument("--wire", choices=("json", "binary"), default=D.wire,
                    help="form of the bulk transfers (default %(default)s: raw arrays, cheaper "
                         "than JSON numbers; json is the documented reference form)")
-    p.add_argument("--seed", type=int, default=D.seed,
-                   help="seeds the data and every process (default %(default)s)")
-    children.live_arguments(p, default_port=0, who="it shows every phase, the controls and "
-                           "backprop too")
+    launch.run_arguments(p, "the demo (the pictures still drawn)", shown="every phase, the "
+                         "controls and backprop too")
     args = p.parse_args(argv)
-    if not args.duration > 0:
-        p.error(f"--duration must be positive (got {args.duration:g})")
-    if args.count < 1000:
-        p.error(f"--count must be at least 1000 (got {args.count})")
+    options.check_positive(p, args, "duration")
+    options.check_at_least(p, args, 1000, "count")
     if args.seed == 2016:
         p.error("--seed 2016 is reserved for the held-out points")
     return args
@@ -102,15 +82,11 @@ def parse_baseline_args(text, same):
     `same`: launch.backprop_like's settings of the decoupled run, the defaults."""
     p = argparse.ArgumentParser(prog="demo.py --baseline-args",
                                 description="Options for the plain-backprop baseline.")
-    p.add_argument("--learning-rate", type=float, default=same["learning_rate"],
-                   help="eta at the start (default %(default)s, layers 2-3's; sgd.py's is "
-                        f"{B.learning_rate})")
-    p.add_argument("--batch-size", type=int, default=same["batch_size"],
-                   help="examples per update (default %(default)s, layers 2-3's; sgd.py's is "
-                        f"{B.batch_size}, per-example SGD); dL/dw is averaged over the minibatch")
-    p.add_argument("--decay", type=float, default=same["decay"],
-                   help="eta is multiplied by this after each epoch (default %(default)s, as "
-                        f"the decoupled trainers; sgd.py's is {B.decay})")
+    for flag in ("learning-rate", "batch-size", "decay"):     # described as sgd.py does
+        dest = flag.replace("-", "_")
+        p.add_argument(f"--{flag}", type=type(getattr(B, dest)), default=same[dest],
+                       help=f"{sgd.BY_DATA[flag][0]} (default %(default)s, the decoupled "
+                            f"trainers'; sgd.py's is {getattr(B, dest)})")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=same["optimizer"],
                    help="how every layer steps (default %(default)s, the decoupled trainers'; "
                         f"sgd.py's is {B.optimizer})")
@@ -118,10 +94,8 @@ def parse_baseline_args(text, same):
                    help="seeds the initial weights and the example order (default: demo.py's "
                         "--seed)")
     args = p.parse_args(text.split())
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be at least 1 (got {args.batch_size})")
-    if not args.learning_rate > 0:
-        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
+    options.check_at_least(p, args, 1, "batch_size")
+    options.check_positive(p, args, "learning_rate")
     if not 0 < args.decay <= 1:
         p.error(f"--decay must be in (0, 1] (got {args.decay:g})")
     return {**same, **vars(args)}
@@ -179,8 +153,9 @@ def run_phases(args, run_dir, baseline, env):
         return final["cut_short"]
     # 3. the controls: the same three processes, layer 1 frozen or moved at random
     for update in () if args.no_controls else CONTROLS:
-        print(f"demo: control: layer 1 {CONTROL_NAMES[update]}, the same three processes "
-              f"for {args.duration:.0f} s", flush=True)
+        moved = "moved in random directions" if update == "random" else update
+        print(f"demo: control: layer 1 {moved}, the same three processes for "
+              f"{args.duration:.0f} s", flush=True)
         folder = run_dir / "controls" / update
         folder.mkdir(parents=True, exist_ok=True)
         control = launch.run_decoupled(decoupled_config(args, folder, update, run_dir / "data"),

@@ -84,11 +84,9 @@ def tensorflow_quietly():
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            no_gpu = any(NO_GPU in line for line in lines)
-            for line in lines:
-                if not (any(n in line for n in STARTUP_NOISE)
-                        or (no_gpu and "failed call to cuInit" in line)):
-                    sys.stderr.write(line)
+            noise = STARTUP_NOISE + (("failed call to cuInit",)
+                                     if any(NO_GPU in line for line in lines) else ())
+            sys.stderr.writelines(line for line in lines if not any(n in line for n in noise))
             sys.stderr.flush()
 
 
@@ -157,8 +155,7 @@ class Oracle(server.TrainingServer):
             self.counts["gradients_received"] += len(i)
 
     def status_fields(self):
-        """The oracle's /status fields; its quality compares the g_hat it would have answered
-        for h with the true g that just arrived."""
+        """The oracle's own /status fields."""
         return {
             "gradients_received": self.counts["gradients_received"],
             "estimates_served": self.counts["estimates"],
@@ -258,8 +255,6 @@ def parse_args(argv):
                                             "from the true gradients the output trainer sends.")
     p.add_argument("--width", type=int, default=synthgrad.HIDDEN_SIZE,
                    help="width of the h it serves gradients for (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=d["hidden"],
-                   help="hidden units of the model (default %(default)s; 0: linear)")
     p.add_argument("--zero-init", action=argparse.BooleanOptionalAction, default=d["zero_init"],
                    help="start the last layer at zero, as the paper does (default: on)")
     p.add_argument("--conditioned", action=argparse.BooleanOptionalAction,
@@ -270,17 +265,14 @@ def parse_args(argv):
                    help="the model's optimizer (default %(default)s; the original's is adadelta)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
                    help="the optimizer's learning rate (default %(default)s, Keras's Adam's)")
-    p.add_argument("--epochs-per-pass", type=int, default=d["epochs_per_pass"],
-                   help="epochs over the examples held per pass (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="Keras minibatch size (default %(default)s: a step costs the same)")
-    p.add_argument("--publish-every", type=int, default=d["publish_every"],
-                   help="batches between updates of the weights that answer requests "
-                        "(default %(default)s)")
-    p.add_argument("--quality-window", type=int, default=d["quality_window"],
-                   help="examples in the quality measure's window (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seeds the model's initial weights and Keras' shuffling (default 0)")
+    for name, what in (("hidden", "hidden units of the model; 0: linear"),
+                       ("epochs-per-pass", "epochs over the examples held per pass"),
+                       ("batch-size", "Keras minibatch size, large: a step costs about the same"),
+                       ("publish-every", "batches between updates of the answering weights"),
+                       ("quality-window", "examples in the quality measure's window"),
+                       ("seed", "seeds the model's initial weights and Keras' shuffling")):
+        p.add_argument(f"--{name}", type=int, default=d[name.replace("-", "_")],
+                       help=f"{what} (default %(default)s)")
     options.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
                                  "status, synthetic-gradient quality",
                                  "the model, its optimizer's state and every gradient held",

@@ -86,18 +86,14 @@ class Checkpointer:
     def __init__(self, path, interval, save):
         self.path, self.interval, self.save = path, interval, save
         self.next = time.monotonic() + interval
-        self.saved = 0
 
     def maybe(self):
-        if self.path is None or time.monotonic() < self.next:
-            return False
-        self.now()
-        return True
+        if time.monotonic() >= self.next:
+            self.now()
 
     def now(self):
         if self.path is not None:
             self.save(self.path)
-            self.saved += 1
             self.next = time.monotonic() + self.interval
 
 

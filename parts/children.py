@@ -78,12 +78,12 @@ class Process:
 LIVE_PORT = 5050              # the live page's port by hand, beside the servers' 5000 and 5001
 
 
-def live_arguments(p, default_on=True, default_port=LIVE_PORT, who="the launchers start one "
-                   "page for a whole run and turn it off in the processes they start"):
+def live_arguments(p, default_port=LIVE_PORT, who="the launchers start one page for a whole "
+                   "run and turn it off in the processes they start"):
     """--live/--no-live and --live-port: start the live page (live.py) for this run."""
-    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=default_on,
+    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
                    help="start the live page for this run (live.py on --live-port) and print "
-                        f"its address (default {'on' if default_on else 'off'}; {who})")
+                        f"its address (default on; {who})")
     p.add_argument("--live-port", type=int, default=default_port,
                    help="the live page's port (default %(default)s; 0: any free port)")
 

@@ -1,5 +1,4 @@
-"""Fire-and-forget delivery of per-example rows to a peer (Sender): the trainers' outgoing queue.
-"""
+"""The trainers' outgoing queue (Sender): fire-and-forget delivery of per-example rows."""
 
 import collections
 import itertools
@@ -13,8 +12,6 @@ import numpy as np
 from synthgrad import MAX_CHUNK, PeerError
 
 log = logging.getLogger("synthgrad")
-
-
 SENDER_LINGER = 0.01    # the trainers' senders wait this long for a chunk to fill (docs/speed.md)
 
 

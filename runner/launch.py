@@ -1,6 +1,6 @@
 """The demo's run: oracle.py, train_output.py and train_input.py as one list of processes
-(runner/processes.py starts, watches and stops them), plain backprop in this process for the
-comparison, and what a launching script does first (session). Importing it runs nothing.
+(runner/processes.py runs them), plain backprop in this process for the comparison, and what
+a launching script does first (session).
 
     from runner import launch
     env = launch.child_env()
@@ -11,13 +11,13 @@ comparison, and what a launching script does first (session). Importing it runs 
         launch.BackpropConfig(config.run_dir / "data", seconds=30,
                               metrics=config.run_dir / "metrics" / "backprop.jsonl"))
 
-A run folder: data/ (generate.py's x.npy, y.npy), each process's log, metrics/<process>.jsonl
-(backprop.jsonl: train_backprop's), progress/ (weight snapshots on shared ticks) and
-backprop/final.npz if asked for. Configuration is data, changed with dataclasses.replace.
+A run folder holds data/, each process's log, metrics/<process>.jsonl and progress/ (weight
+snapshots on shared ticks). Configuration is data, changed with dataclasses.replace.
 """
 
 import contextlib
 import dataclasses
+import functools
 import os
 import subprocess
 import time
@@ -110,6 +110,19 @@ def generate_data(out_dir, count, seed, env, plot=True):
     subprocess.run(children.script_argv("generate.py", "--count", count, "--seed", seed,
                                          "--out-dir", out_dir, *([] if plot else ["--no-plot"])),
                    check=True, cwd=TOP, env=env, stdout=subprocess.DEVNULL)
+
+
+def run_arguments(p, ends, prefix="", shown="every process"):
+    """The options every launching script has: --run-dir and the live page's (session reads
+    them), --seed and --no-restart. `ends`: what a death ends; prefix: the run folder's."""
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help=f"folder for everything (default: a new runs/{prefix}<date-time>)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the data and every process (default %(default)s)")
+    p.add_argument("--no-restart", dest="restart", action="store_false",
+                   help=f"a process that dies ends {ends} instead of restarting from its "
+                        "checkpoint (default: restart)")
+    children.live_arguments(p, default_port=0, who=f"it shows {shown}")
 
 
 @contextlib.contextmanager
@@ -213,17 +226,12 @@ def run_decoupled(config, env=None, on_start=None):
 # --- Plain backprop, in this process. ----------------------------------------------------------
 
 def train_backprop(config, out=None, status_every=None):
-    """Train sgd.make_network with plain backprop for config.seconds seconds of training
-    (measuring is not counted, so the curve compares with a decoupled run's). Each epoch a
-    fresh order, cut into segments of config.eval_every examples, each trained by sgd.train in
-    minibatches stepped by config.optimizer, eta times config.decay after each epoch; after
-    each segment a metrics line of held-out MSE (stage "backprop"), the untrained network's at
-    0 s first. Progress lines go to `out` if given; with status_every, "[  10 s] backprop: ..."
-    to stdout every status_every seconds. Returns (layers, the measurements as written)."""
-    def say(line):
-        if out is not None:
-            print(line, file=out, flush=True)
-
+    """Backprop of sgd.make_network for config.seconds of training, measuring not counted (so
+    the curve compares with a decoupled run's): each epoch a fresh order in segments of
+    config.eval_every examples trained by sgd.train, a metrics line of held-out MSE after each
+    (the untrained network's first), eta times config.decay per epoch. Progress lines go to
+    `out`; a status line to stdout every status_every s. Returns (layers, the measurements)."""
+    say = (lambda line: None) if out is None else functools.partial(print, file=out, flush=True)
     say(f"backprop: {config}")
     x, y = generate.load_dataset(config.data_dir)                  # (n, 2), (n,)
     x_test, y_test = generate.heldout(config.heldout)              # (h, 2), (h,)
@@ -231,38 +239,34 @@ def train_backprop(config, out=None, status_every=None):
     layers = sgd.make_network(rng, config.sizes)
     optimizer = optimizers.make(config.optimizer, layers, config.learning_rate)
     metrics = snapshots.MetricsLog(config.metrics, "backprop")
-    measurements = []
-
-    next_status = [0.0]
+    measurements, next_status = [], 0.0
 
     def measure(seconds, epoch, examples):
-        row = dict(seconds=seconds, epoch=epoch, examples=examples,
+        nonlocal next_status
+        row = dict(seconds=round(seconds, 3), epoch=epoch, examples=examples,
                    heldout_mse=sgd.mse(layers, x_test, y_test))
         metrics.write(**row)
         measurements.append(row)
-        if status_every is not None and seconds >= next_status[0]:
+        if status_every is not None and row["seconds"] >= next_status:
             print(f"[{seconds:4.0f} s] backprop: {examples:>7} examples, epoch {epoch}, "
                   f"held-out MSE {row['heldout_mse']:.4f}", flush=True)
-            next_status[0] = seconds + status_every
+            next_status = row["seconds"] + status_every
         return row["heldout_mse"]
 
-    examples, seconds, epoch = 0, 0.0, 0
-    heldout_mse = measure(0.0, 0, 0)
-    say(f"epoch 0: held-out MSE {heldout_mse:.4f}")
-    out_of_time = False
+    examples, seconds, epoch, out_of_time = 0, 0.0, 0, False
+    say(f"epoch 0: held-out MSE {measure(0.0, 0, 0):.4f}")
     while not out_of_time and (config.epochs is None or epoch < config.epochs):
         epoch += 1
         order = rng.permutation(len(x))                            # (n,)
         t0 = time.perf_counter()
         for start in range(0, len(x), config.eval_every):
-            # Only training counts as time; measuring is paused out of it.
-            t1 = time.perf_counter()
+            t1 = time.perf_counter()            # only training counts as time, not measuring
             rows = order[start:start + config.eval_every]
-            batches = (rows[k:k + config.batch_size]
-                       for k in range(0, len(rows), config.batch_size))
-            examples += sgd.train(layers, x, y, batches, optimizer.step)
+            examples += sgd.train(layers, x, y, (rows[k:k + config.batch_size] for k in
+                                                 range(0, len(rows), config.batch_size)),
+                                  optimizer.step)
             seconds += time.perf_counter() - t1
-            heldout_mse = measure(round(seconds, 3), epoch, examples)
+            heldout_mse = measure(seconds, epoch, examples)
             out_of_time = seconds >= config.seconds
             if out_of_time:
                 break
@@ -274,4 +278,3 @@ def train_backprop(config, out=None, status_every=None):
     if config.weights_out is not None:
         snapshots.save_layers(config.weights_out, layers)
     return layers, measurements
-

@@ -1,12 +1,11 @@
-"""The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor.
+"""The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor running
+its script's main in a thread, stopped by an event where a signal would stop the script.
 
-An actor runs its script's main in a thread, stopped by an event where a signal would stop
-the script. Ray places the processes (a CPU each in a placement group, so a restart comes back
-to the same machine, or where --place says); each binds a port found free on its machine, the
-same after a restart, so its peers find it again. Ray restarts a process that dies, from its
-checkpoint; a machine that leaves, or a process Ray will not restart again, ends the run cut
-short. Each writes under node_root on its machine; its snapshots, metrics and log are
-collected into the driver's run folder as they come. Ray is imported only here, for --ray.
+Ray places the processes (a CPU each in a placement group, or where --place says), each on a
+port found free on its machine and kept after a restart, so its peers find it again, and
+restarts one that dies from its checkpoint; a machine that leaves, or a process Ray will not
+restart again, ends the run. What each writes under node_root on its machine is collected
+into the driver's run folder as it comes. Ray is imported only here.
 """
 
 import importlib
@@ -59,9 +58,8 @@ def own_files(key):
 class Stage:
     """One process inside a Ray actor: argv (the script's name, then its options) run by the
     script's main in a thread, writing under root, once the files `needs` names are there
-    (write_files: stage 1's data, sent once, not an argument a restart would need again).
-    __init__ never raises: Ray re-runs it to restart the actor (from its checkpoint, with the
-    time left of its deadline), and a restart that raises kills the actor for good."""
+    (write_files sends them once). __init__ never raises: Ray re-runs it to restart the actor
+    (from its checkpoint, with the time left of its deadline); one that raises ends it."""
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
         self.key, self.root, self.state = key, Path(root), "starting"
@@ -196,11 +194,10 @@ def free_port():
 
 
 class RayChain(processes.Spawner):
-    """The Ray spawner: entered, it connects (a fresh local instance for "local", else the
-    cluster at `address`) and places `procs` (place: {name: custom resource}, or None: a
-    placement group); at the end it stops them, collects the rest of their files into
-    run_dir, removes them from their machines and disconnects. files: {name: {relative path:
-    bytes}} a process needs before it starts (stage 1: the toy's data)."""
+    """Entered, it connects to Ray (a fresh local instance for "local", else the cluster at
+    `address`) and places `procs` (place: {name: custom resource}, or None: a placement
+    group); at the end it stops them, collects their files into run_dir and disconnects.
+    files: {name: {relative path: bytes}} a process needs before it starts (the toy's data)."""
 
     def __init__(self, run_dir, address, procs, root=None, place=None, max_restarts=3,
                  token=None, on_start=None, files=None):
@@ -223,14 +220,13 @@ class RayChain(processes.Spawner):
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
                     "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-        options = dict(log_to_driver=False, logging_level=logging.ERROR, runtime_env=dict(
-            working_dir=str(children.TOP), excludes=EXCLUDES, env_vars=env_vars))
+        local = dict(include_dashboard=False,       # as many CPUs as processes, at least
+                     num_cpus=max(len(self.names), os.cpu_count() or 1))
         try:
-            if self.address == "local":           # as many CPUs as processes, at least
-                ray.init(address="local", include_dashboard=False,
-                         num_cpus=max(len(self.names), os.cpu_count() or 1), **options)
-            else:
-                ray.init(address=self.address, **options)
+            ray.init(address=self.address, log_to_driver=False, logging_level=logging.ERROR,
+                     runtime_env=dict(working_dir=str(children.TOP), excludes=EXCLUDES,
+                                      env_vars=env_vars),
+                     **(local if self.address == "local" else {}))
             nodes = [n for n in ray.nodes() if n["Alive"]]
             self.say(f"Ray {ray.__version__}: "
                      f"{'a fresh local instance' if self.address == 'local' else self.address}, "
@@ -306,9 +302,8 @@ class RayChain(processes.Spawner):
     # --- starting ---
 
     def start(self, proc, argv, deadline=None):
-        """Start proc (argv: processes.command_line's; its --port becomes the one chosen, on
-        its machine's address); wait until it runs and, if it serves, answers. Its URL (None
-        if it does not serve); SystemExit if it does not within READY_WAIT s."""
+        """Start proc on the port and address chosen for it; once it runs (and answers, if it
+        serves), its URL or None. SystemExit if it does not within READY_WAIT s."""
         name, files = proc.name, self.files.get(proc.name)
         url = self.urls[name] if "--port" in argv else None
         ip, port, _ = self.where[name]
@@ -324,16 +319,14 @@ class RayChain(processes.Spawner):
         give_up = time.monotonic() + processes.READY_WAIT
         while time.monotonic() < give_up:
             try:
-                info = self.ray.get(self.actors[name].info.remote(), timeout=5)
+                info = self.info[name] = self.ray.get(self.actors[name].info.remote(), timeout=5)
             except (self.ray.exceptions.GetTimeoutError,
                     self.ray.exceptions.ActorUnavailableError):      # Ray is restarting it
-                time.sleep(0.1)
-                continue
+                info = {}
             except self.ray.exceptions.RayActorError as e:
                 raise SystemExit(f"chain.py: {name} died as it started ({type(e).__name__}): "
                                  f"{self.why(name)}") from None
-            self.info[name] = info
-            if info["state"] in ("running", "finished") and (
+            if info.get("state") in ("running", "finished") and (
                     peer is None or processes.last_status(peer) is not None):
                 self.on_start(name, info["pid"])
                 self.say(f"{name} on {self.described(name)}, process {info['pid']}"
@@ -342,15 +335,14 @@ class RayChain(processes.Spawner):
             time.sleep(0.1)
         self.collect_all(wait=True)
         raise SystemExit(f"chain.py: {name} did not start within "
-                         f"{processes.READY_WAIT:.0f} s; its log "
-                         f"ends: {processes.log_tail(self.run / f'{proc.key}.log')}")
+                         f"{processes.READY_WAIT:.0f} s; {self.why(name)}")
 
     # --- watching: processes.watch's look() ---
 
     def look(self):
-        """Every LOOK_EVERY s, each actor's info (a new process: Ray restarted it, said in one
-        line) and the machines; every COLLECT_EVERY s, their new files. Why the run must end
-        (a process Ray will not restart again, a machine gone), or None. Never waits on Ray."""
+        """Ask for each actor's info (a new process: Ray restarted it) and check the machines
+        every LOOK_EVERY s, collect new files every COLLECT_EVERY s; never waits on Ray. Why
+        the run must end (a process Ray will not restart again, a machine gone), or None."""
         ray, now = self.ray, time.monotonic()
         if now >= self.next_collect:
             self.next_collect = now + COLLECT_EVERY
@@ -401,12 +393,11 @@ class RayChain(processes.Spawner):
                  f"), {processes.restarted_how(info['resumed'])}, on port {self.where[name][1]}")
 
     def last_words(self, name):
-        """The last lines its log had before Ray restarted it (collected now)."""
+        """The last lines its log had before Ray restarted it (collected now if it can be)."""
+        self.write(name, self.call(name, "collect", self.have[name], timeout=10) or {})
         try:
-            self.write(name, self.ray.get(self.actors[name].collect.remote(self.have[name]),
-                                          timeout=10))
             text = (self.run / f"{self.keys[name]}.log").read_text(errors="replace")
-        except (self.ray.exceptions.RayError, OSError):
+        except OSError:
             return "(not collected)"
         restarted = f"raychain: {self.keys[name]} restarted by Ray"
         return processes.text_tail(text.rsplit(restarted, 1)[0])
@@ -472,10 +463,9 @@ class RayChain(processes.Spawner):
         self.call(name, "stop", timeout, timeout=timeout + 10)
 
     def stop_all(self):
-        """Stop every process (the last started first), collect what they wrote, remove it
-        from their machines, end the actors."""
-        for name in reversed(list(self.actors)):
-            self.stop(name)
+        """Stop every process, collect what they wrote, remove it from their machines, end the
+        actors."""
+        super().stop_all()
         for _ in range(2):                         # what was in flight, then the rest
             self.collect_all(wait=True)
         for name, actor in self.actors.items():
