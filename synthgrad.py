@@ -1,40 +1,34 @@
 """The wire protocol between the processes, and its clients. `python synthgrad.py` prints this.
 
 The toy network 2 -> 24 -> 12 -> 1 is cut after layer 1: h, layer 1's activation, (24,) per
-example, crosses the wire (a chain's: `width`). A *gradient* on the wire is dL/dh, shaped as h, for
-one example's loss L (1/2 (y_hat - y)^2; a classifier's, cross-entropy): true from backprop through
-the layers above, synthetic from the oracle's model. Each trainer steps its optimizer on dL/dw
-averaged over the minibatch: Adam by default, or w -= eta dL/dw (--optimizer sgd, the original's).
-An *array* is {"shape": [d0, ...], "values": [v, ...]}, finite float64 in row-major order, written
-below as its shape; i names an example (its row in x.npy), y is its target.
+example (a chain's: `width`), crosses the wire. A *gradient* on the wire is dL/dh, shaped as h, for
+one example's loss L: true from backprop through the layers above, synthetic from the oracle's
+model. Each trainer steps on dL/dw averaged over the minibatch: Adam by default, or w -= eta dL/dw
+(--optimizer sgd, the original's). An *array* is {"shape": [...], "values": [...]}, finite float64,
+row-major, written below as its shape; i names an example (its row in x.npy), y is its target.
 
     POST /training_example    (the output trainer, 127.0.0.1:5000)
         {"i": [n ints], "x": (n, 24), "y": (n,)}  ->  {"ok": true, "received": n}
-        (a chain counting steps, --delay: "step": [n ints], each row's minibatch, from 1)
+        (a chain counting steps: "step": [n ints], each row's minibatch, from 1)
     POST /estimate_gradients  (the oracle, 127.0.0.1:5001)
         {"activations": (n, 24), "y": (n,)}  ->  {"gradients": (n, 24)}
     POST /provide_gradient    (the oracle)
         {"i": [n ints], "h": (n, 24), "gradient": (n, 24), "y": (n,)}  ->  as /training_example
     GET /weights              (the oracle, or a stage with --colocated)
         ->  {"weights": [array, ...], "conditioned": bool, "version": int}
-        ?after=V: a stage counting steps answers once its version (the last step its model
-        learned from) is past V, or after WEIGHTS_WAIT_S seconds with what it has
+        ?after=V (counting steps): once "version", its last step, is past V (or 2 s later)
     GET /status               (every server)
         ->  {"role", "uptime_s", "examples_held", "staleness_s", ...} (TrainingServer.status)
 
-The oracle's y is for a target-conditioned oracle (cDNI, oracle.py's default), which refuses a
-request without it (400); an unconditioned one needs none. The POSTs also take the original's list
-forms, one object per example (e.g. {"i": int, "x": (24,), "y": ()}). Senders put MAX_CHUNK
-examples in a request; servers refuse more than MAX_EXAMPLES_PER_REQUEST. GET /weights serves the
-*local* mode, in which the input trainer computes synthetic gradients itself (as in the paper) with
-parts/boundary.py's model: [w1 (n_in, hidden), b1, w2 (hidden, 24), b2], or [w (n_in, 24), b] if
-linear; n_in is 25 when "conditioned" (h and y side by side).
+A conditioned oracle (cDNI, oracle.py's default) refuses a request without y (400). The POSTs also
+take the original's list forms, one object per example ({"i": int, "x": (24,), "y": ()}); servers
+refuse more than MAX_EXAMPLES_PER_REQUEST. GET /weights serves the *local* mode (the paper's): the
+input trainer applies parts/boundary.py's model itself, [w1 (n_in, hidden), b1, w2 (hidden, 24),
+b2] or [w (n_in, 24), b], n_in 25 when "conditioned" (h and y side by side).
 
-The binary form (application/x-synthgrad-arrays, encode_binary), ~150x cheaper (docs/speed.md): a
-batched POST body as raw little-endian arrays, checked alike; /estimate_gradients and GET /weights
-answer in kind when asked. demo.py, chain.py and train_input.py --data send it. With --token a
-server answers 401 without "Authorization: Bearer <token>". A refused request changes nothing and
-gets {"error": "what was wrong"}: 400 bad body, 401 token, 404 path, 405 method, 413 too large.
+The binary form (application/x-synthgrad-arrays, encode_binary; docs/speed.md) holds raw arrays,
+checked alike. With --token a server answers 401 without "Authorization: Bearer <token>". A refused
+request changes nothing: {"error": "what was wrong"}, 400 body, 401 token, 404, 405, 413 too large.
 """
 
 import http.client
@@ -64,7 +58,6 @@ HIDDEN_SIZE = 24                  # width of h, the activation that crosses the 
 MAX_CHUNK = 500                   # examples our senders put in one request (the original's)
 MAX_EXAMPLES_PER_REQUEST = 5_000  # servers refuse more than this in one request
 MAX_BODY_BYTES = 16 * 1024 * 1024  # twice the largest body: 5,000 x 49 numbers x ~25 bytes
-WEIGHTS_WAIT_S = 2.0              # GET /weights?after=V waits at most this long
 NEEDS_Y = "this oracle is conditioned on the target (cDNI) and needs"
 
 log = logging.getLogger("synthgrad")
@@ -90,8 +83,7 @@ def encode_array(a):
 
 
 def decode_array(obj, shape=None, what="array"):
-    """The float64 array obj describes, checked against shape (None: any size there); else a
-    ProtocolError naming `what`."""
+    """The float64 array obj describes, checked against shape (None: any); else ProtocolError."""
     def bad(message):
         return ProtocolError(f"{what}: {message}")
     if isinstance(obj, np.ndarray):                     # from the binary form: already numbers
@@ -127,12 +119,16 @@ def _check_array(arr, shape, what):
     return arr
 
 
-def _decode_indices(obj, n, max_index):
+def _ints(obj, name):
     if isinstance(obj, np.ndarray) and obj.dtype == np.int64 and obj.ndim == 1:
         obj = obj.tolist()                              # the binary form's int64 array
     if not isinstance(obj, list) or not all(type(v) is int for v in obj):
-        raise ProtocolError("i: expected a list of integers")
-    if len(obj) != n:
+        raise ProtocolError(f"{name}: expected a list of integers")
+    return obj
+
+
+def _decode_indices(obj, n, max_index):
+    if len(obj := _ints(obj, "i")) != n:
         raise ProtocolError(f"i: {len(obj)} indices for {n} examples")
     bad = [v for v in obj if not 0 <= v < max_index]
     if bad:
@@ -172,9 +168,7 @@ def _decode_examples(body, fields, shapes, max_index, hint=""):
         return (_decode_indices(i, len(body), max_index), *(np.stack(c) for c in columns))
     if isinstance(body, dict):                           # the batched form
         _missing(body, ("i",) + fields, hint=hint)
-        if not isinstance(body["i"], (list, np.ndarray)):
-            raise ProtocolError("i: expected a list of integers")
-        n = len(body["i"])
+        n = len(_ints(body["i"], "i"))
         _check_count(n)
         arrays = [decode_array(body[f], (n,) + s, what=f)
                   for f, s in zip(fields, shapes, strict=True)]
@@ -183,8 +177,7 @@ def _decode_examples(body, fields, shapes, max_index, hint=""):
 
 
 def encode_batched(arrays):
-    """The JSON form of a batched body {name: array or None (left out)}: "i" a list of
-    integers, the rest array objects."""
+    """The JSON form of {name: array or None (left out)}: "i" and "step" lists of integers."""
     return {name: [int(k) for k in a] if name in ("i", "step") else encode_array(a)
             for name, a in arrays.items() if a is not None}
 
@@ -194,23 +187,13 @@ def encode_training_examples(i, x, y):
     return encode_batched({"i": i, "x": x, "y": y})
 
 
-def decode_training_examples(body, max_index, width=HIDDEN_SIZE):
-    """(i (n,), x (n, width), y (n,)) from a /training_example body of either form."""
-    return _decode_examples(body, ("x", "y"), ((width,), ()), max_index)
-
-
-def decode_steps(body, n):
-    """The "step" (n,) int64 of a batched /training_example body (None if it has none): the
-    minibatch each row belongs to, counted from 1."""
-    steps = body.get("step") if isinstance(body, dict) else None
-    if steps is None:
-        return None
-    if isinstance(steps, np.ndarray) and steps.dtype == np.int64 and steps.ndim == 1:
-        steps = steps.tolist()
-    if (not isinstance(steps, list) or len(steps) != n
-            or not all(type(v) is int and v >= 1 for v in steps)):
-        raise ProtocolError(f"step: expected {n} integers of at least 1, one per example")
-    return np.array(steps, dtype=np.int64)
+def decode_training_examples(body, max_index, width=HIDDEN_SIZE, steps=False):
+    """(i (n,), x (n, width), y (n,)[, with steps its "step" (n,) or None]) from either form."""
+    i, x, y = _decode_examples(body, ("x", "y"), ((width,), ()), max_index)
+    step = body.get("step") if steps and isinstance(body, dict) else None
+    if step is not None and (len(step := _ints(step, "step")) != len(i) or min(step) < 1):
+        raise ProtocolError(f"step: expected {len(i)} integers of at least 1, one per example")
+    return (i, x, y, None if step is None else np.array(step)) if steps else (i, x, y)
 
 
 def encode_gradients(i, h, gradient, y=None):
@@ -254,8 +237,7 @@ def decode_estimate_response(body, n, width=HIDDEN_SIZE):
 
 
 def encode_weights(weights, conditioned, version, binary=False):
-    """The GET /weights answer for [w1, b1, w2, b2] (or [w, b]): JSON, or with binary the
-    binary form's bytes (weights0, ..., conditioned (1,), version (1,))."""
+    """GET /weights's answer for [w1, b1, w2, b2] (or [w, b]): JSON, or binary (weights0, ...)."""
     if binary:
         return encode_binary({**{f"weights{k}": w for k, w in enumerate(weights)},
                               "conditioned": np.int64([conditioned]),
@@ -342,8 +324,7 @@ def parse_json(data):
 # --- Clients, on requests made fast (docs/speed.md): a request prepared once, one pool. -------
 
 class _PeerAdapter(requests.adapters.HTTPAdapter):
-    """An HTTPAdapter for one peer reached directly: its pool looked up once, the request
-    line the URL's path (both requests' hooks for subclasses)."""
+    """An HTTPAdapter for one peer reached directly: its pool looked up once, the path sent."""
 
     _pool = None
 
@@ -423,9 +404,8 @@ class Client:
         r = self._local.adapter.send(request, timeout=self.timeout)
         return r.status_code, r.content, r.headers.get("Content-Type", "")
 
-    def _request(self, method, path, arrays=None, accept=None, decode=None, query=""):
+    def _request(self, method, path, arrays=None, accept=None, decode=None):
         """Send {name: array} (if any) in the client's form; the answer, through decode if given."""
-        path += query
         url = self.base_url + path
         body, kind = None, "application/json"
         if arrays is not None and self.binary:
@@ -486,8 +466,7 @@ class OutputTrainerClient(Client):
     name, default_url = "output trainer", DEFAULT_OUTPUT_TRAINER_URL
 
     def send_examples(self, i, x, y, step=None):
-        """POST /training_example: activations x = h (n, 24) and targets y (n,) for examples i
-        (with step (n,), each row's minibatch: a chain counting steps)."""
+        """POST /training_example: h = x (n, 24), y (n,) of examples i (n,) [and step (n,)]."""
         return self._request("POST", TRAINING_EXAMPLE, {"i": i, "x": x, "y": y, "step": step})
 
 
@@ -500,11 +479,10 @@ class OracleClient(Client):
                              decode=lambda a: decode_estimate_response(a, len(h), h.shape[1]))
 
     def weights(self, width=HIDDEN_SIZE, after=None):
-        """GET /weights: (weights, conditioned, version) of the oracle's newest model (after:
-        once its version is past that, or WEIGHTS_WAIT_S later)."""
-        return self._request("GET", WEIGHTS, accept=BINARY_TYPE if self.binary else None,
-                             decode=lambda a: decode_weights(a, width),
-                             query="" if after is None else f"?after={int(after)}")
+        """GET /weights: (weights, conditioned, version) of the newest model [after version]."""
+        query = "" if after is None else f"?after={int(after)}"
+        return self._request("GET", WEIGHTS + query, decode=lambda a: decode_weights(a, width),
+                             accept=BINARY_TYPE if self.binary else None)
 
     def provide_gradients(self, i, h, gradient, y=None):
         """POST /provide_gradient: true dL/dh (n, 24) at h (n, 24) [and y (n,)] of examples i."""
@@ -513,10 +491,7 @@ class OracleClient(Client):
 
 
 def main(argv=None):
-    import argparse
-    argparse.ArgumentParser(description="Print the protocol description (the servers and "
-                                        "trainers import this module).").parse_args(argv)
-    print(__doc__)
+    print(__doc__)                   # the protocol, whatever the arguments: servers import it
     return 0
 
 

@@ -13,8 +13,8 @@ For each minibatch of examples x (n, 2) with targets y (n,):
     g = the oracle's model applied to (h, y)    # (n, 24): synthetic dL/dh, one row per example
     backprop g through layer 1, step layer 1 (dL/dw1 averaged over the minibatch)
 
-It never waits for the true gradient: that is the point of synthetic gradients. Importing
-it runs nothing: `InputTrainer(x, y, InputConfig(...)).run()` is the trainer without the CLI.
+It never waits for the true gradient: that is the point of synthetic gradients. With --delay
+it is stage 1 of a chain that counts steps (parts/stepped.py).
 """
 
 import argparse
@@ -114,9 +114,13 @@ class InputTrainer:
         self.local = (boundary.LocalSyntheticGradients(self.oracle, c.refresh_every,
                                                        self.stop, sizes[-1])
                       if c.mode == "local" and c.update != "frozen" else None)
-        self.stage = self.follower = self.until_trained = None
-        if c.delay is not None:
-            self.count_steps(sizes)
+        self.counting = self.until_trained = None
+        if c.delay is not None:                                 # parts/stepped.py
+            self.sender.close(flush_timeout=0)
+            self.counting = stepped.FirstStage(c, len(x), sizes, self.oracle,
+                                               self.output.send_examples, self.stop)
+            self.layers, self.optimizer, self.rng, self.sender = self.counting.parts()
+            self.local = None
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
@@ -130,48 +134,17 @@ class InputTrainer:
         if c.resume:
             self.resume(c.checkpoint)
 
-    def count_steps(self, sizes):
-        """--delay: stage 1 of the network dni.py draws, its order from the same generator
-        after the same draws, an ordered sender and the model above followed step by step."""
-        c = self.config
-        classes = c.network[-1] if c.activation == "relu" else 0
-        self.stage = stepped.make_stage(dict(vars(c), classes=classes), 0)
-        self.layers, self.optimizer = self.stage.group, self.stage.optimizer
-        if tuple(self.layers[-1].w.shape) != (sizes[-2], sizes[-1]):
-            raise ValueError(f"--network {c.network} cut at {c.splits} does not start with "
-                             f"layers {sizes}")
-        self.rng = self.stage.rng
-        if classes:
-            self.rng.permutation(len(self.x))            # decoupled.run draws its probe first
-        self.local = None
-        self.sender.close(flush_timeout=0)
-        self.sender = stepped.OrderedSender(self.output.send_examples, "steps to stage 2")
-        self.delays = stepped.Delays(c.delay)
-        if self.stage.above is not None:
-            self.follower = stepped.ModelFollower(self.oracle, self.stage.above, sizes[-1],
-                                                  self.stop)
-
     def counted_step(self, idx):
-        """--delay: step t of stage 1 (decoupled.Stage.step) once the model above has learned
-        from step t - 1 - D, its h sent up with t. After --until-trained examples it waits
-        for the last stage to train them. False means stop."""
+        """--delay: the next step; past --until-trained, wait for the end. False: stop."""
         if self.until_trained is not None:
-            idx = idx[:max(0, self.until_trained - self.examples)]   # as decoupled.run cuts
+            idx = idx[:max(0, self.until_trained - self.examples)]
         if len(idx) == 0:
             self.stop.wait()
             return False
-        t = self.steps + 1
-        if self.follower is not None:
-            version = self.follower.take(t - 1 - self.config.delay)
-            if version is None:
-                return False
-            self.delays.add(t - 1 - version)
-        done = checkpoint.guard(self, "stage 1", self.layers,
-                                lambda: self.stage.step(self.x[idx], self.y[idx])[:1])
-        if done is None:
+        if not self.counting.step(self, self.steps + 1, self.x[idx], self.y[idx], idx):
             return False
-        self.sender.put(t, idx, done[0], self.y[idx])
-        self.steps, self.examples, self.updates = t, self.examples + len(idx), self.updates + 1
+        self.steps, self.examples, self.updates = self.steps + 1, self.examples + len(idx), \
+            self.updates + 1
         self.snapshotter.maybe_save(self.layers)
         self.checkpointer.maybe()
         return True
@@ -199,7 +172,7 @@ class InputTrainer:
     def step(self, idx):
         """One minibatch of example indices idx (n,): sgd's step, with a synthetic gradient in
         place of backprop from the layers above. False means stop."""
-        if self.stage is not None:
+        if self.counting is not None:
             return self.counted_step(idx)
         h = sgd.feed_forward(self.layers, self.x[idx])          # (n, 24) forward
         self.hand_off(idx, h)                                   # to layers 2-3, fire-and-forget
@@ -283,7 +256,7 @@ class InputTrainer:
             timer.daemon = True
             timer.start()
         self.until_trained = until_trained
-        if self.stage is not None and until_trained is not None:   # the last stage's last step
+        if self.counting is not None and until_trained is not None:   # the last stage's last step
             steps = -(-until_trained // self.config.batch_size)
             self.next_stage = pacing.watch(self.config, self.stop, steps, "steps_trained")
         elif until_trained is not None or self.config.max_ahead is not None:
@@ -293,8 +266,8 @@ class InputTrainer:
             return
         if self.local is not None:
             self.local.start()
-        if self.follower is not None:
-            self.follower.start()
+        if self.counting is not None:
+            self.counting.start()
         if self.examples == 0:
             self.snapshotter.save_initial(self.layers)
         metrics = snapshots.MetricsLog(self.config.metrics_path, "input_trainer")  # clock starts
@@ -345,15 +318,16 @@ class InputTrainer:
             return
         rate = (self.examples - self.reported) / max(now - self.reported_at, 1e-9)
         self.reported_at, self.reported = now, self.examples
-        counted = {} if self.stage is None else {
-            "steps": self.steps, **{f"delay_{k}": v for k, v in self.delays.fields().items()}}
+        delays = None if self.counting is None else self.counting.delays.fields()
+        counted = {} if delays is None else {
+            "steps": self.steps, **{f"delay_{k}": v for k, v in delays.items()}}
         metrics.write(examples=self.examples, updates=self.updates, skipped=self.skipped,
                       epoch=self.epochs, examples_per_s=round(rate, 1),
                       **self.latency_ms(), peak_rss_mb=options.peak_rss_mb(), **counted)
         log.info("%7.1f s, epoch %d, %d examples (%.0f/s), %d updates, %d waiting to be sent%s",
                  now - self.started, self.epochs, self.examples, rate, self.updates,
-                 self.sender.pending(), "" if self.stage is None else
-                 f", step {self.steps}, delay {stepped.delay_text(self.delays.fields())}")
+                 self.sender.pending(), "" if delays is None else
+                 f", step {self.steps}, delay {stepped.delay_text(delays)}")
 
     def latency_ms(self):
         """p50 and p95 of the recent oracle requests, in ms (None in the local mode)."""
@@ -459,13 +433,7 @@ def parse_args(argv):
     if not 0 <= args.update_probability <= 1:
         p.error("--update-probability must be between 0 and 1")
     checkpoint.check_arguments(p, args)
-    if args.delay is not None:
-        if args.sizes is None:
-            args.sizes = (inputs, args.width)
-        train_output.check_stepped(p, args)
-        if args.synthetic_gradients != "local" or args.update_probability != 1:
-            p.error("--delay counts every step: it needs --synthetic-gradients local and "
-                    "--update-probability 1")
+    train_output.check_stepped(p, args)
     options.check_at_least(p, args, 0, "examples")
     options.check_at_least(p, args, 1, "batch_size", "width", "max_ahead", "max_unsent",
                            "snapshot_interval", "epochs", "until_trained")

@@ -262,9 +262,9 @@ def create_app(config=None, trainer_class=None):
     @app.post(synthgrad.TRAINING_EXAMPLE)
     def training_example():
         body = http.read_body()
-        i, x, y = synthgrad.decode_training_examples(body, trainer.config["max_examples"],
-                                                     trainer.width)
-        trainer.receive(i, x, y, synthgrad.decode_steps(body, len(i)))
+        i, x, y, steps = synthgrad.decode_training_examples(
+            body, trainer.config["max_examples"], trainer.width, steps=True)
+        trainer.receive(i, x, y, steps)
         return {"ok": True, "received": len(i)}
 
     if trainer.boundary is not None:                 # --colocated: the oracle's GET /weights
@@ -322,6 +322,11 @@ def check_stepped(p, args, stage=1):
     """With --delay: the layers of stage `stage` of --network cut at --splits are --sizes."""
     if args.delay is None:
         return
+    if stage == 1:                                   # train_input.py's
+        args.sizes = args.sizes or (args.network[0] if args.network else 0, args.width)
+        if args.synthetic_gradients != "local" or args.update_probability != 1:
+            p.error("--delay counts every step: it needs --synthetic-gradients local and "
+                    "--update-probability 1")
     if args.delay < 0 or args.network is None or args.splits is None or stage is None:
         p.error("--delay D needs D >= 0, --network, --splits and (above the first) --stage")
     cuts = [0, *args.splits, len(args.network) - 1]

@@ -23,6 +23,7 @@ import synthgrad
 from parts import boundary, checkpoint, decoupled, server, snapshots
 
 log = logging.getLogger("synthgrad")
+WEIGHTS_WAIT_S = 2.0          # GET /weights?after=V answers at the latest this much later
 UPDATES = {"synthetic": "synthetic", "frozen": "frozen", "random": "random-synthetic-norm"}
 
 
@@ -207,6 +208,50 @@ class ModelFollower:
         return self.version
 
 
+class FirstStage:
+    """Stage 1 (train_input.py --delay): decoupled.Stage 0, its generator after the draws
+    decoupled.run makes before its order, whole steps sent up in order, the model above
+    followed. config: train_input.InputConfig; sizes: its layers' widths; n: its examples."""
+
+    def __init__(self, config, n, sizes, oracle, send, stop):
+        config = dict(vars(config), classes=config.network[-1] if config.activation == "relu"
+                      else 0)
+        self.stage = make_stage(config, 0)
+        self.layers, self.optimizer, self.rng = self.stage.group, self.stage.optimizer, \
+            self.stage.rng
+        if [la.w.shape for la in self.layers] != list(zip(sizes[:-1], sizes[1:], strict=True)):
+            raise ValueError(f"--network {config['network']} cut at {config['splits']} does not "
+                             f"start with layers {sizes}")
+        if config["classes"]:
+            self.rng.permutation(n)                     # decoupled.run draws its probe first
+        self.sender = OrderedSender(send, "steps to stage 2")
+        self.delays = Delays(config["delay"])
+        self.follower = None if self.stage.above is None else ModelFollower(
+            oracle, self.stage.above, sizes[-1], stop)
+
+    def parts(self):
+        """What train_input.py's trainer holds: the layers, their optimizer, rng, the sender."""
+        return self.layers, self.optimizer, self.rng, self.sender
+
+    def start(self):
+        if self.follower is not None:
+            self.follower.start()
+
+    def step(self, owner, t, x, y, idx):
+        """Step t on x, y (examples idx) once the model above has learned from step t - 1 - D;
+        h goes up with t. False: stopped while waiting, or diverged (owner's guard)."""
+        if self.follower is not None:
+            version = self.follower.take(t - 1 - self.delays.bound)
+            if version is None:
+                return False
+            self.delays.add(t - 1 - version)
+        done = checkpoint.guard(owner, "stage 1", self.layers,
+                                lambda: self.stage.step(x, y)[:1])
+        if done is not None:
+            self.sender.put(t, idx, done[0], y)
+        return done is not None
+
+
 class SteppedStage(server.TrainingServer):
     """Stage k > 1 of a chain that counts steps (train_middle.py and train_output.py with
     --delay): trains each step it receives once, in order, learns the boundary model below
@@ -309,11 +354,11 @@ class SteppedStage(server.TrainingServer):
 
     def published_weights(self, after=None):
         """(weights, conditioned, version) of the model below; with `after`, once its version
-        is past it (or synthgrad.WEIGHTS_WAIT_S later)."""
+        is past it (or WEIGHTS_WAIT_S later)."""
         with self.published_changed:
             if after is not None:
                 self.published_changed.wait_for(lambda: self.version > after or
-                                                self.stop.is_set(), synthgrad.WEIGHTS_WAIT_S)
+                                                self.stop.is_set(), WEIGHTS_WAIT_S)
             return self.published, self.boundary.conditioned, self.version
 
     # --- checkpoints: the layers, the model below, both optimizers, the counters ------------

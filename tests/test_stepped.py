@@ -127,7 +127,7 @@ def test_a_delay_is_bounded_and_reported_everywhere(tmp_path, capsys):
 @pytest.fixture
 def stage_app(tmp_path, monkeypatch):
     """The last stage (16-4, cross-entropy) of 20-16-4 cut at 1, counting steps at delay 1."""
-    monkeypatch.setattr(synthgrad, "WEIGHTS_WAIT_S", 0.2)
+    monkeypatch.setattr(stepped, "WEIGHTS_WAIT_S", 0.2)
     args = train_output.parse_args([
         "--sizes", "16-4", "--loss", "cross-entropy", "--activation", "relu", "--delay", "1",
         "--network", "20-16-4", "--splits", "1", "--stage", "2", "--colocated",
