@@ -153,13 +153,14 @@ class ModelFollower:
     it: a thread asks GET /weights?after=V (V the newest version it has) and keeps each newer
     answer; take(v) loads the newest into the replica, first waiting until it has learned from
     step v. A version that goes back means that stage restarted and lost steps: take() then
-    uses what it has (the delay says so) rather than wait for steps that will never come."""
+    uses what it has (the delay says so) rather than wait for steps that will never come; one
+    that diverged (its /status says so) will never learn again: take() gives up."""
 
     def __init__(self, client, model, width, stop):
         self.client, self.model, self.width, self.stop = client, model, width, stop
         self.version = 0                     # the replica's: the last step it learned from
         self._latest = None                  # (weights, version) fetched, not yet loaded
-        self._restarted = False
+        self._restarted = self.diverged = False
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._follow, daemon=True, name="follow-model")
 
@@ -171,6 +172,7 @@ class ModelFollower:
         while not self.stop.is_set():
             try:
                 weights, _, version = self.client.weights(self.width, after=seen)
+                stuck = version == seen and self.client.status().get("diverged")
             except synthgrad.PeerError as e:
                 if time.monotonic() - last_log >= 10.0:
                     log.warning("no weights from the model above yet (%s); asking again", e)
@@ -179,6 +181,12 @@ class ModelFollower:
                 delay = min(2.0, 2 * delay)
                 continue
             delay = 0.05
+            if stuck:
+                log.error("the stage above diverged: this stage cannot go on")
+                with self._changed:
+                    self.diverged = True
+                    self._changed.notify_all()
+                return
             with self._changed:
                 if version < seen:
                     log.warning("the model above went back from step %d to %d (its stage "
@@ -190,10 +198,10 @@ class ModelFollower:
 
     def take(self, needed):
         """Load the newest weights into the model once they have learned from step `needed`;
-        returns the version loaded (None if stopped while waiting)."""
+        returns the version loaded (None if stopped, or the stage above diverged, first)."""
         with self._changed:
             while True:
-                if self.stop.is_set():
+                if self.stop.is_set() or self.diverged:
                     return None
                 have = self.version if self._latest is None else self._latest[1]
                 if have >= needed or self._restarted:
@@ -243,6 +251,8 @@ class FirstStage:
         if self.follower is not None:
             version = self.follower.take(t - 1 - self.delays.bound)
             if version is None:
+                if self.follower.diverged:
+                    checkpoint.diverge(owner, "the stage above")
                 return False
             self.delays.add(t - 1 - version)
         done = checkpoint.guard(owner, "stage 1", self.layers,
@@ -330,8 +340,10 @@ class SteppedStage(server.TrainingServer):
                         self.steps + 1, step - 1, step)
         if self.follower is not None:
             version = self.follower.take(step - 1 - self.delay)
-            if version is None:
-                return True                             # stopped while waiting
+            if version is None:                         # stopped while waiting
+                if self.follower.diverged:
+                    checkpoint.diverge(self, "the stage above")
+                return True
             self.delays.add(step - 1 - version)
         if self.steps == 0:
             self.snapshotter.save_initial(self.layers)

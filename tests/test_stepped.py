@@ -232,8 +232,11 @@ def test_a_refused_step_is_counted_and_the_rest_go_on():
 class Peer:
     """A stage above, as ModelFollower sees it: GET /weights?after=V from a list of versions."""
 
-    def __init__(self, versions):
-        self.versions, self.asked = list(versions), []
+    def __init__(self, versions, diverged=False):
+        self.versions, self.asked, self.diverged = list(versions), [], diverged
+
+    def status(self):
+        return {"diverged": self.diverged}
 
     def weights(self, width, after=None):
         time.sleep(0.01)                                # as if it waited for a newer one
@@ -242,11 +245,11 @@ class Peer:
         return [np.full((3, 2), float(version)), np.zeros(2)], True, version
 
 
-def follower_of(versions):
+def follower_of(versions, diverged=False):
     model = decoupled.boundary.SyntheticGradientModel(np.random.default_rng(0), hidden=0,
                                                       width=2, context=1)
     stop = threading.Event()
-    follower = stepped.ModelFollower(Peer(versions), model, 2, stop)
+    follower = stepped.ModelFollower(Peer(versions, diverged), model, 2, stop)
     follower.start()
     return follower, model, stop
 
@@ -267,6 +270,14 @@ def test_the_follower_does_not_wait_for_steps_a_restarted_stage_lost():
     try:
         wait_for(lambda: len(follower.client.asked) >= 3)    # it has seen 6, then 2
         assert follower.take(7) == 2                          # it went back: used as it is
+    finally:
+        stop.set()
+
+
+def test_the_follower_gives_up_on_a_stage_that_diverged():
+    follower, model, stop = follower_of([3], diverged=True)
+    try:
+        assert follower.take(10) is None and follower.diverged
     finally:
         stop.set()
 
