@@ -5,8 +5,9 @@ levels. Run by hand, never in the tests:
     python -m lab.image_race                           # K = 2, widths 256,1024, 3 seeds (~20 min)
 
 784-W x K-10, every layer but the last its own stage, both sides with chain.py's settings for
-images, run and measured as lab/race.py runs the toy's race (docs/chain.md, "The race on
-images"). image-race.md, image-race.json and image-race.png go into the run folder.
+images (the chain counting steps, --delay), run and measured as lab/race.py runs the toy's race
+(docs/chain.md, "The race on images"), and the examples each side took to each level.
+image-race.md, image-race.json and image-race.png go into the run folder.
 """
 
 import argparse
@@ -27,8 +28,8 @@ from lab.report import at_least, cell, spread
 from parts import classify
 
 LEVELS = (0.75, 0.80, 0.84)
-RACE_MAX_AHEAD = 1_000          # the chain's --max-ahead (docs/speed.md says why)
-BATCH_SIZE, LEARNING_RATE = chain.IMAGES["batch_size"], chain.IMAGES["learning_rate"]
+RACE_MAX_AHEAD = 1_000          # with --delay free, the chain's --max-ahead (docs/speed.md)
+BATCH_SIZE = chain.IMAGES["batch_size"]
 
 
 def layout(width, stages):
@@ -41,6 +42,13 @@ def first_time_at(points, level):
     return next((s for s, a in points if a >= level), None)
 
 
+def examples_to(side, level):
+    """The examples a side had trained when its test accuracy first reached level, or None."""
+    reached = [n for (_, a), n in zip(side["points"], side["examples"], strict=True)
+               if a >= level]
+    return reached[0] if reached else None
+
+
 def accuracy_at(points, seconds):
     """The accuracy of the last (seconds, accuracy) point at or before `seconds` (1% later
     allowed: a side's last measurement comes a step after its time is up), or None."""
@@ -48,28 +56,35 @@ def accuracy_at(points, seconds):
     return before[-1] if before else None
 
 
-def train_one_process(data, image_dir, sizes, seconds, interval, seed, count, test):
+def train_one_process(data, image_dir, sizes, seconds, interval, seed, count, test,
+                      learning_rate):
     """The one-process side, measured by test accuracy."""
     x, labels = classify.load_training(data, None, image_dir)
     x, labels = x[:count], labels[:count].astype(np.int64)
     x_test, y_test = classify.load_test(data, image_dir, test)
-    return race.train_adam(x, labels, sgd.SoftmaxCrossEntropy, sizes, BATCH_SIZE, LEARNING_RATE,
+    return race.train_adam(x, labels, sgd.SoftmaxCrossEntropy, sizes, BATCH_SIZE, learning_rate,
                            seed, seconds, interval, lambda layers: sgd.classification_scores(
                                layers, x_test, y_test)[0], activation=sgd.ReLU, init="he")
 
 
 def markdown(results, machine):
-    rows = []
+    rows, top = [], f"{LEVELS[-1]:g}"
     for r in results:
         s = r["summary"]
         for side, name, speed in (("one", "one process", s["one"]["examples_per_s"]),
                                   ("chain", "chain", s["chain"]["slowest_stage_per_s"])):
+            taken = [s[k].get("examples_to", {}).get(top, [None]) for k in ("one", side)]
+            ratio = report.mean(taken[1]) / report.mean(taken[0]) if all(
+                report.mean(t) for t in taken) and side == "chain" else None
             rows.append([f"{r['stages']}, {r['width']}", name, f"{speed:,.0f}",
                          *(race.cell_times(s[side]["to_level"][f"{lv:g}"]) for lv in LEVELS),
+                         cell(spread(taken[1]), ",.0f", 1e-3) + (
+                             "" if ratio is None else f" ({ratio:.2f}x)"),
                          *(cell(spread(s[side]["accuracy_at"][f"{t:g}"]), ".1f", 100)
                            for t in s["times"])])
     return report.table(["K, width", "side", "examples/s (chain: slowest stage)",
                          *(f"s to {100 * lv:g}%" for lv in LEVELS),
+                         f"thousand examples to {100 * LEVELS[-1]:g}% (chain: x one process's)",
                          *(f"accuracy at {t:g} s, %" for t in results[0]["summary"]["times"])],
                         rows, f"Machine: {machine}.")
 
@@ -102,7 +117,8 @@ def main_race(args):
             "lab.image_race", out_dir / f"one-w{s['width']}-k{s['stages']}-s{seed}.json",
             s["stages"], data=args.data, image_dir=args.image_dir and str(args.image_dir),
             sizes=layout(s["width"], s["stages"])[0], seconds=args.seconds,
-            interval=args.interval, seed=seed, count=args.count, test=args.test)
+            interval=args.interval, seed=seed, count=args.count, test=args.test,
+            learning_rate=args.learning_rate)
 
     def chained(out_dir, s, seed):
         """A --colocated chain of the race's network with chain.py's image settings."""
@@ -111,23 +127,31 @@ def main_race(args):
             run_dir=out_dir / f"chain-w{s['width']}-k{s['stages']}-s{seed}", sizes=sizes,
             splits=splits, count=args.count, duration=args.seconds, seed=seed,
             snapshot_interval=args.interval, colocated=True, data=args.data,
-            image_dir=args.image_dir, max_ahead=args.max_ahead,
+            image_dir=args.image_dir, max_ahead=args.max_ahead, learning_rate=args.learning_rate,
+            delay=None if args.delay == "free" else args.delay,
             **{k: v for k, v in chain.IMAGES.items()
-               if k not in ("sizes", "splits", "count", "max_ahead")}),
+               if k not in ("sizes", "splits", "count", "max_ahead", "learning_rate")}),
             lambda result: [(0.0, result["initial_accuracy"])] +
             [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
             [(args.seconds, result["final_accuracy"])],
             heldout=args.test, data=args.data, image_dir=args.image_dir)
 
     machine = (f"{report.machine()}; {args.data}, {args.count:,} training images, "
-               f"{args.test:,} test images, Adam at {LEARNING_RATE:g} on every layer, minibatch "
-               f"{BATCH_SIZE}, the chain's stage 1 at most {args.max_ahead:,} ahead, "
-               f"{args.seconds:g} s a run, {args.seeds} seeds")
+               f"{args.test:,} test images, Adam at {args.learning_rate:g} on every layer, "
+               f"minibatch {BATCH_SIZE}, the chain at --delay {args.delay}"
+               f"{'' if args.delay != 'free' else f', stage 1 at most {args.max_ahead:,} ahead'}"
+               f", {args.seconds:g} s a run, {args.seeds} seeds")
+
+    def summary(runs):
+        out = race.summarise(runs, args.seconds, LEVELS, first_time_at, accuracy_at,
+                             "accuracy_at")
+        for side in ("one", "chain"):               # the examples each seed took to each level
+            out[side]["examples_to"] = {f"{lv:g}": [examples_to(r[side], lv) for r in runs]
+                                        for lv in LEVELS}
+        return out
     return race.run_all(
         args, "image-race", machine, {"stages": args.stages, "width": args.widths},
-        {"one": one, "chain": chained},
-        lambda runs: race.summarise(runs, args.seconds, LEVELS, first_time_at, accuracy_at,
-                                    "accuracy_at"), markdown, draw)
+        {"one": one, "chain": chained}, summary, markdown, draw)
 
 
 def parse_args(argv):
@@ -140,9 +164,14 @@ def parse_args(argv):
                    help="training images (default all 60,000)")
     p.add_argument("--test", type=int, default=10_000,
                    help="test images measured (default all 10,000)")
+    p.add_argument("--delay", type=chain.parse_delay, default=chain.IMAGE_DELAY, metavar="D",
+                   help="the chain's --delay (default %(default)s, chain.py's for images; free: "
+                        "paced by --max-ahead)")
+    p.add_argument("--learning-rate", type=float, default=chain.COUNTED_LEARNING_RATE,
+                   help="every layer's Adam rate, both sides (default %(default)g)")
     p.add_argument("--max-ahead", type=int, default=RACE_MAX_AHEAD, metavar="N",
-                   help=f"the chain's flow control (chain.py --max-ahead; default "
-                        f"{RACE_MAX_AHEAD:,}: a core per stage lets stage 1 run ahead)")
+                   help=f"with --delay free, the chain's flow control (chain.py --max-ahead; "
+                        f"default {RACE_MAX_AHEAD:,}: a core per stage lets stage 1 run ahead)")
     race.child_arguments(p)                                   # the race's own child
     args = p.parse_args(argv)
     if min(args.stages) < 2:

@@ -82,13 +82,14 @@ def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, inte
     """A network of `sizes` (sgd.make_network(..., **network)), Adam on every layer, trained by
     sgd.train for `interval` seconds of wall clock at a time, then measure(layers), until
     `seconds` of training (measuring not counted) or a measure that is not finite. Returns
-    {"points": [(seconds, measure)], "examples_per_s", "cpu_per_s": CPU seconds (all threads)
-    per second of training, "blas"}."""
+    {"points": [(seconds, measure)], "examples": trained at each point, "examples_per_s",
+    "cpu_per_s": CPU seconds (all threads) per second of training, "blas"}."""
     rng = np.random.default_rng(seed)
     layers = sgd.make_network(rng, sizes, **network)
     step = optimizers.make("adam", layers, learning_rate).step
     batches = sgd.minibatches(len(x), batch_size, rng)
     points, trained, examples, cpu = [(0.0, measure(layers))], 0.0, 0, 0.0
+    counts = [0]
     while trained < seconds:
         t0, c0 = time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < interval:
@@ -97,10 +98,11 @@ def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, inte
         trained += time.perf_counter() - t0
         cpu += time.process_time() - c0
         points.append((round(trained, 3), measure(layers)))
+        counts.append(examples)
         if not math.isfinite(points[-1][1]):
             break
-    return {"points": points, "examples_per_s": examples / trained, "cpu_per_s": cpu / trained,
-            "blas": report.blas_info()}
+    return {"points": points, "examples": counts, "examples_per_s": examples / trained,
+            "cpu_per_s": cpu / trained, "blas": report.blas_info()}
 
 
 def train_one_process(data_dir, sizes, batch_size, seconds, interval, seed,
@@ -143,18 +145,22 @@ def run_chain(config, env, **evaluate):
 
 
 def chain_side(config, points, **evaluate):
-    """run_chain of config with one OpenBLAS thread a process: {"points": points(result), the
-    examples per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
+    """run_chain of config with one OpenBLAS thread a process: {"points": points(result),
+    "examples" stage 1 had handed on by each point, the examples per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
     second of each process}. Keeps chain.json, deletes the snapshots (GBs at wide widths)."""
     run, seconds, stages = config.run_dir, config.duration, len(config.splits) + 1
     final, result = run_chain(config, blas_env(1), cosine_points=500, **evaluate)
     (run / "chain.json").write_text(json.dumps(result, indent=1))
     shutil.rmtree(run / "progress", ignore_errors=True)
-    streamed = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")[-1]
+    rows = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")
+    streamed, start = rows[-1], rows[0]["time"]
     per_stage = {"stage1": streamed["examples"] / max(streamed["seconds"], 1e-9)}
     for k in range(2, stages + 1):
         per_stage[f"stage{k}"] = trained_per_s(run / "metrics" / f"stage{k}.jsonl")
-    return {"points": points(result), "examples_per_s": per_stage,
+    at = points(result)
+    handed = [max((r["examples"] for r in rows if r["time"] - start <= s), default=0)
+              for s, _ in at]                           # stage 1's examples by each point
+    return {"points": at, "examples": handed, "examples_per_s": per_stage,
             "cpu_per_s": {name: (None if s is None else s / seconds)
                           for name, s in final["cpu_s"].items()},
             "cosine_last_tick": result["ticks"][-1]["cosine"] if result["ticks"] else []}

@@ -57,7 +57,8 @@ def test_a_tiny_race_writes_its_table_results_and_picture(tmp_path):
     table = (run / "image-race.md").read_text()
     assert "| 2, 16 | one process |" in table and "| 2, 16 | chain |" in table
     assert "s to 75%" in table and "accuracy at 3 s" in table
-    assert f"at most {image_race.RACE_MAX_AHEAD:,} ahead" in table        # the chain's pacing
+    assert f"the chain at --delay {chain.IMAGE_DELAY}," in table          # the chain's pacing
+    assert "thousand examples to 84%" in table
     results = json.loads((run / "image-race.json").read_text())["results"]
     assert [(r["stages"], r["width"]) for r in results] == [(2, 16)]
     (side_runs,) = [r["runs"] for r in results]
@@ -68,6 +69,9 @@ def test_a_tiny_race_writes_its_table_results_and_picture(tmp_path):
         assert len(points) >= 2 and seconds[0] == 0.0 and np.all(np.diff(seconds) >= 0)
         assert np.all((0 <= accuracy) & (accuracy <= 1))
     assert one["examples_per_s"] > 0 and one["cpu_per_s"] > 0
+    for side in (one, chained):                # the examples trained by each point, rising
+        assert len(side["examples"]) == len(side["points"]) and side["examples"][0] == 0
+        assert np.all(np.diff(side["examples"]) >= 0) and side["examples"][-1] > 0
     assert set(chained["examples_per_s"]) == {"stage1", "stage2"}
     rates = chained["examples_per_s"]
     # stage 2's rate is None where its metrics file has too few lines for one (a 3 s run)
