@@ -94,6 +94,21 @@ def finish_axes(ax, title, ylabel, log=False, below=None, ncols=2, xlabel=None, 
                   ncols=ncols)
 
 
+def draw_lines(ax, series, title, ylabel, log=False, baseline=None, below=-0.18, ncols=2,
+               xlabel=None, fontsize="medium"):
+    """[(label, seconds, values, plot options)] on ax, var(y) dotted if given; the legend below
+    (below: its offset) or, with below None, beside the axes, where it hides no data."""
+    for label, seconds, values, style in series:
+        ax.plot(seconds, values, markersize=3, label=label, **style)
+    if baseline is not None:
+        ax.axhline(baseline, **MEAN_LINE)
+    has_legend = bool(series) or baseline is not None
+    finish_axes(ax, title, ylabel, log=log, xlabel=xlabel, fontsize=fontsize, ncols=ncols,
+                below=below if has_legend else None)
+    if below is None:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
 def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training started"):
     """Held-out MSE (log y) against seconds of draw_progress's rows: ticks on a line, "initial"
     and "final" single markers, the swap and var(y) horizontal lines."""
@@ -163,33 +178,34 @@ def draw_comparison(fig, axes, panels, title):
     fig.suptitle(title)
 
 
-CONTROL_STYLES = (dict(linestyle="--", marker="s", markersize=3, color="tab:gray"),
-                  dict(linestyle="--", marker="^", markersize=3, color="tab:brown"))
+CONTROL_STYLES = (dict(linestyle="--", marker="s", color="tab:gray"),
+                  dict(linestyle="--", marker="^", color="tab:brown"))
 
 
-def draw_heldout_curves(ax, backprop_rows, decoupled_rows, baseline, controls=()):
+def draw_heldout_curves(ax, backprop_rows, decoupled_rows, baseline, controls=(),
+                        title="Error on points no method trained on (lower is better)",
+                        xlabel=None, fontsize="large"):
     """Held-out MSE (log y) against seconds of plain backprop (backprop.jsonl's rows), of the
-    decoupled network (draw_progress's rows) and of each control [(label, rows)]; var(y)
-    dotted."""
-    if backprop_rows:
-        ax.plot(column(backprop_rows, "seconds"), column(backprop_rows, "heldout_mse"), "o-",
-                markersize=3, color="tab:blue", label="backprop, true gradients (one process)")
-    series = [("synthetic gradients (three processes)", decoupled_rows,
-               dict(marker="o", markersize=3, color="tab:orange"))]
-    series += [(label, rows, style)
+    decoupled network (draw_progress's rows) and of each control [(label, rows)]."""
+    series = [("backprop, true gradients (one process)", column(backprop_rows, "seconds"),
+               column(backprop_rows, "heldout_mse"), dict(marker="o", color="tab:blue"))
+              ] if backprop_rows else []
+    styled = [("synthetic gradients (three processes)", decoupled_rows,
+               dict(marker="o", color="tab:orange"))]
+    styled += [(label, rows, style)
                for (label, rows), style in zip(controls, CONTROL_STYLES, strict=False)]
-    for label, rows, style in series:
+    for label, rows, style in styled:
         timed = sorted((r for r in rows if r["seconds"] is not None and r["label"] != SWAP_LABEL),
                        key=lambda r: r["seconds"])               # the swap has no time
-        if timed or label != series[0][0]:
-            ax.plot([r["seconds"] for r in timed], [r["mse"] for r in timed], **style,
-                    label=label)
-    ax.axhline(baseline, **MEAN_LINE)
-    finish_axes(ax, "Error on points no method trained on (lower is better)",
-                "held-out MSE (log scale)", log=True, below=-0.12)
+        if timed or label != styled[0][0]:
+            series.append((label, [r["seconds"] for r in timed], [r["mse"] for r in timed], style))
+    draw_lines(ax, series, title, "held-out MSE (log scale)", log=True, baseline=baseline,
+               below=-0.12, xlabel=xlabel, fontsize=fontsize)
 
 
-def draw_oracle_quality(ax, oracle_rows, origin):
+def draw_oracle_quality(ax, oracle_rows, origin, xlabel=None,
+                        title="How good the oracle's synthetic gradients are (its loss can rise: "
+                              "its targets, \nthe true gradients, change as layers 2-3 learn)"):
     """Cosine similarity of synthetic to true dL/dh (left axis) and the oracle's training MSE
     (right axis, log) against oracle.jsonl's time - origin, in seconds."""
     seconds = column(oracle_rows, "time") - origin
@@ -200,10 +216,8 @@ def draw_oracle_quality(ax, oracle_rows, origin):
     ax.plot(seconds, cosines[1], "--", color="tab:olive",
             label="cosine similarity of all gradients as one vector")
     ax.set_ylim(*cosine_limits(np.concatenate(cosines)))
-    finish_axes(ax, "How good the oracle's synthetic gradients are (its loss can rise: its "
-                "targets, \nthe true gradients, change as layers 2-3 learn)",
-                "cosine similarity of synthetic\nto true dL/dh (1 = same direction)",
-                fontsize="medium")
+    finish_axes(ax, title, "cosine similarity of synthetic\nto true dL/dh (1 = same direction)",
+                xlabel=xlabel, fontsize="medium")
     loss = column(oracle_rows, "last_train_mse")
     handles, labels = ax.get_legend_handles_labels()
     if (loss > 0).any():                             # NaN > 0 is False

@@ -362,7 +362,8 @@ def last_finite(rows, key):
     return float(finite[-1]) if len(finite) else None
 
 
-def streaming_start(run_dir):
-    """When the input trainer began streaming: metrics/train_input.jsonl's first time, or None."""
-    rows = read_metrics(Path(run_dir) / "metrics" / "train_input.jsonl")
+def streaming_start(run_dir, name="train_input"):
+    """When the input trainer (a chain's: stage1) began streaming: its metrics' first time, or
+    None."""
+    rows = read_metrics(Path(run_dir) / "metrics" / f"{name}.jsonl")
     return last_finite(rows[:1], "time")
