@@ -100,22 +100,18 @@ def run_phases(folder, kind):
 
 def chain_layout(run):
     """[(widths of stage k's layers)] from each stage's first readable snapshot, or None."""
-    layout, k = [], 1
-    while (Path(run) / "progress" / f"stage{k}").is_dir():
-        found = snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
-        paths = [*found["layer1"].values(), *found["layers23"].values()]
-        sizes = None
-        for path in sorted(paths, key=lambda p: p.name):
+    layout = []
+    while (folder := Path(run) / "progress" / f"stage{len(layout) + 1}").is_dir():
+        found = snapshots.list_snapshots(folder)
+        for path in sorted([*found["layer1"].values(), *found["layers23"].values()]):
             try:
                 ws = chain_eval.numbered(snapshots.read_npz(path, "weights"))
             except ValueError:
                 continue
-            sizes = (ws[0].shape[0], *(w.shape[1] for w in ws))
+            layout.append((ws[0].shape[0], *(w.shape[1] for w in ws)))
             break
-        if sizes is None:
+        else:
             return None
-        layout.append(sizes)
-        k += 1
     return layout if len(layout) >= 2 else None
 
 
@@ -150,7 +146,7 @@ def process_row(state, name, url, role, lines, notes, stopped):
     if status is not None:
         source = status
         row["source"] = "live GET /status"
-        rate = state.rate((url, counter), time.time(), status.get(counter))
+        rate = line_rate(state.samples(url), counter)     # between the last two answers
     elif lines:
         source, t = lines[-1], lines[-1].get("time")
         age = time.time() - t if isinstance(t, (int, float)) else None
@@ -198,14 +194,13 @@ def decoupled_view(state, folder, kind, notes):
     running = [p for p in phases if p.ended() is None]     # the newest of these trains now
     active = max(running, key=lambda p: newest_mtime(p.writes()) or 0.0) if running \
         else phases[0]
-    curves = {p.label: state.curve(p, notes) for p in phases}
+    curves = {p.label: phase_curve(state, p, notes) for p in phases}
     title = "The network now, beside the target"
 
     # the fit: the active phase's newest readable network
-    found = snapshots.list_snapshots(active.progress) if active.progress.is_dir() else {}
-    labels = [t for t in found.get("layer1", ()) if t in found["layers23"] and t != "initial"]
-    labels.sort(key=lambda t: (t == "final", t if isinstance(t, int) else 0), reverse=True)
-    fit = newest_readable(labels, lambda label: (state.tick_mse(active.progress, label),
+    newest_first = ["final"] * (active.ended() is not None) + \
+        snapshots.paired_ticks(active.progress)[::-1]
+    fit = newest_readable(newest_first, lambda label: (state.tick_mse(active.progress, label),
                                                  snapshots.load_composed(active.progress, label)),
                           notes, active.label)
     if fit is None:
@@ -242,8 +237,7 @@ def decoupled_view(state, folder, kind, notes):
     rows = active.metrics("oracle")
     if not rows and active.by_hand and oracle_url:
         state.server_status(oracle_url, synthgrad.OracleClient)
-        with state.lock:
-            rows = list(state.history.get(oracle_url, []))
+        rows = state.samples(oracle_url)
     o_origin = curves[active.label][1] or snapshots.last_finite(rows[:1], "time") or 0.0
     title = "cosine(synthetic, true) and the oracle's loss"
     if rows and any(np.isfinite(snapshots.column(rows, key)).any()
@@ -275,6 +269,30 @@ def decoupled_view(state, folder, kind, notes):
     if not main.by_hand and last is not None and newest_mtime([backprop_file]) == last:
         doing = "the plain-backprop baseline (in demo.py's process)"
     return pictures, processes, doing, ended, last, active.label
+
+
+def measure_ticks(ticks, measure, notes, what):
+    """{tick: measure(tick)} of the ticks whose snapshots can be read; each that cannot
+    (ValueError) is left out and said in notes."""
+    measured = {}
+    for tick in ticks:
+        try:
+            measured[tick] = measure(tick)
+        except ValueError as e:
+            notes.append(f"{what}: the snapshots of tick {tick} could not be read "
+                         f"(half-written or damaged?), left out: {e}")
+    return measured
+
+
+def phase_curve(state, phase, notes):
+    """[{"label": tick, "seconds", "mse"}] of a phase's ticks, seconds since its input trainer
+    began streaming (else since its first tick), and that origin."""
+    ticks = snapshots.paired_ticks(phase.progress)
+    origin = None if phase.by_hand else snapshots.streaming_start(phase.folder)
+    origin = ticks[0] if origin is None and ticks else origin
+    measured = measure_ticks(ticks, lambda tick: state.tick_mse(phase.progress, tick), notes,
+                             phase.label)
+    return [{"label": t, "seconds": t - origin, "mse": mse} for t, mse in measured.items()], origin
 
 
 def newest_readable(labels, load, notes, what):
@@ -312,14 +330,9 @@ def chain_view(state, run, notes):
     else:
         ticks = chain_eval.chain_ticks(run, layout)
         origin = ticks[0] if origin is None and ticks else origin
-        measured = {}
-        for tick in ticks:
-            try:
-                measured[tick] = state.chain_tick(run, layout, tick)
-                rows.append((tick - origin, measured[tick]))
-            except ValueError as e:
-                notes.append(f"the chain's snapshots of tick {tick} could not be read "
-                             f"(half-written or damaged?), left out: {e}")
+        measured = measure_ticks(ticks, lambda tick: state.chain_tick(run, layout, tick), notes,
+                                 "the chain")
+        rows = [(tick - origin, row) for tick, row in measured.items()]
         fit = newest_readable(["final"] * stopped + ticks[::-1], lambda label: (
             chain_eval.load_chain(run, layout, label)), notes, "the chain")
         sizes = " | ".join("-".join(map(str, s)) for s in layout)
