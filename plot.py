@@ -13,6 +13,7 @@ This file only draws: parts/snapshots.py reads and measures.
 
 import argparse
 import functools
+import io
 import json
 import sys
 import textwrap
@@ -23,8 +24,7 @@ from PIL import Image  # pillow: a dependency of matplotlib, used for the GIF
 
 import generate
 import sgd
-from generate import (COLORBAR_LABEL, HERE, LEVELS, SURFACE_FIGSIZE, SURFACE_MARGINS,
-                      draw_surface, draw_surface_with_colorbar, saved_figure)
+from generate import COLORBAR_LABEL, HERE, LEVELS, draw_surface, saved_figure
 from parts import options, snapshots
 from parts.snapshots import SWAP_LABEL, NothingToRead, column, last_finite
 
@@ -40,16 +40,11 @@ TICK_LINE = dict(marker="o", markersize=3, label="the composed network at each s
 
 # --- Drawing blocks: a surface in memory, a GIF, and panels that each take an ax. ------------
 
-def surface_image(f, title, dpi=GIF_DPI):
-    """save_surface's picture in memory: RGB (height, width, 3) uint8, SURFACE_FIGSIZE x dpi."""
-    plt = generate.pyplot()
-    fig, ax = plt.subplots(figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS, dpi=dpi)
-    try:
-        draw_surface_with_colorbar(fig, ax, f, title)
-        fig.canvas.draw()
-        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    finally:
-        plt.close(fig)
+def surface_image(f, title):
+    """save_surface's picture in memory: RGB (height, width, 3) uint8, SURFACE_FIGSIZE x GIF_DPI."""
+    out = io.BytesIO()
+    generate.save_surface(f, out, title, dpi=GIF_DPI)
+    return np.asarray(Image.open(out).convert("RGB"))
 
 
 def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
@@ -146,9 +141,8 @@ def print_table(rows):
     """The rows as a table: each moment by name, its seconds and its held-out MSE."""
     print(f"{'moment':>40} {'seconds':>8} {'held-out MSE':>13}")
     for r in rows:
-        seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
         name = "snapshot" if isinstance(r["label"], int) else MOMENT_NAMES[r["label"]]
-        print(f"{name:>40} {seconds:>8} {r['mse']:>13.6f}")
+        print(f"{name:>40} {generate.fmt(r['seconds'], '.1f'):>8} {r['mse']:>13.6f}")
 
 
 # --- A progress folder's numbers and pictures, and a run folder's. ----------------------------
@@ -274,9 +268,9 @@ TARGET_PANEL = ("the target\ny = f(x₁, x₂)",
 
 
 def draw_progress(folder, out_dir, x_test, y_test, origin=None,
-                  since="seconds since training started", method="synthetic gradients"):
+                  since="seconds since training started"):
     """fit_*.png, heldout_mse.jsonl and mse.png for a progress folder, into out_dir, seconds
-    since origin (default: the earliest moment), which `since` names; `method` trained it.
+    since origin (default: the earliest moment), which `since` names.
     Returns rows (heldout_mse.jsonl's), networks {label: layers} and the origin;
     snapshots.NothingToRead if the folder holds no readable pair of snapshots."""
     out_dir = Path(out_dir)
@@ -294,9 +288,10 @@ def draw_progress(folder, out_dir, x_test, y_test, origin=None,
         elif r["seconds"] is not None:
             r["seconds"] = round(r["seconds"] - origin, 3)   # ms: time.time()'s noise
     for r in ticks:
+        fit = (f"synthetic gradients\nt = {r['seconds']:.0f} s, held-out MSE {r['mse']:.4f}",
+               predictor(networks[r["label"]]), None)
         save_comparison(out_dir / f"fit_{int(round(r['seconds'])):06d}.png",   # in time order
-                        [TARGET_PANEL, (f"{method}\nt = {r['seconds']:.0f} s, held-out MSE "
-                                        f"{r['mse']:.4f}", predictor(networks[r["label"]]), None)],
+                        [TARGET_PANEL, fit],
                         title="The network's fit beside the target (same colour = same height)")
 
     # Phase 3: the numbers as JSON lines and a table, and the curve.

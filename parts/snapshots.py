@@ -159,10 +159,14 @@ def list_snapshots(folder):
     return found
 
 
+def common_ticks(*parts):
+    """Sorted ticks at which every part ({label: path} of list_snapshots) saved its layers."""
+    return sorted(set.intersection(*({t for t in part if isinstance(t, int)} for part in parts)))
+
+
 def paired_ticks(folder):
     """Sorted ticks for which both layer1_T.npz and layers23_T.npz exist."""
-    found = list_snapshots(folder)
-    return sorted(t for t in found["layer1"] if isinstance(t, int) and t in found["layers23"])
+    return common_ticks(*list_snapshots(folder).values())
 
 
 def load_composed(folder, layer1_label, layers23_label=None):

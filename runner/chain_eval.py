@@ -43,14 +43,10 @@ def load_chain(run, layout, label):
 
 
 def chain_ticks(run, layout):
-    """Ticks at which every stage saved its layers."""
-    common = None
-    for k in range(1, len(layout) + 1):
-        found = snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
-        part = found["layer1" if k == 1 else "layers23"]
-        ticks = {t for t in part if isinstance(t, int)}
-        common = ticks if common is None else common & ticks
-    return sorted(common or ())
+    """Ticks at which every stage saved its layers (a stage's folder holds one part's)."""
+    found = [snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
+             for k in range(1, len(layout) + 1)]
+    return snapshots.common_ticks(*({**f["layer1"], **f["layers23"]} for f in found))
 
 
 def load_boundary_model(run, b, tick):

@@ -167,10 +167,8 @@ def process_row(state, name, url, role, lines, notes, stopped):
         return row
     if counter == "examples":                              # the input trainer: no /status
         row["examples"] = source.get("examples")
-    row["examples_per_s"] = rate
-    row["examples_held"] = source.get("examples_held")
-    row["passes"] = source.get("training_passes")
-    row["staleness_s"] = source.get("staleness_s")
+    row.update(examples_per_s=rate, examples_held=source.get("examples_held"),
+               passes=source.get("training_passes"), staleness_s=source.get("staleness_s"))
     if source.get("diverged"):
         notes.append(f"{name} reports that it diverged: training stopped")
     return row
