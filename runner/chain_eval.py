@@ -49,6 +49,23 @@ def chain_ticks(run, layout):
     return snapshots.common_ticks(*({**f["layer1"], **f["layers23"]} for f in found))
 
 
+def chain_layout(run):
+    """[(widths of stage k's layers)] from each stage's first readable snapshot, or None."""
+    layout = []
+    while (folder := Path(run) / "progress" / f"stage{len(layout) + 1}").is_dir():
+        found = snapshots.list_snapshots(folder)
+        for path in sorted([*found["layer1"].values(), *found["layers23"].values()]):
+            try:
+                ws = numbered(snapshots.read_npz(path, "weights"))
+            except ValueError:
+                continue
+            layout.append((ws[0].shape[0], *(w.shape[1] for w in ws)))
+            break
+        else:
+            return None
+    return layout if len(layout) >= 2 else None
+
+
 def load_boundary_model(run, b, tick):
     """(weights, conditioned) of boundary b's model saved at tick, or None."""
     path = Path(run) / "progress" / f"boundary{b}" / f"model_{tick}.npz"

@@ -98,23 +98,6 @@ def run_phases(folder, kind):
             if sub == "." or (folder / sub).is_dir()]
 
 
-def chain_layout(run):
-    """[(widths of stage k's layers)] from each stage's first readable snapshot, or None."""
-    layout = []
-    while (folder := Path(run) / "progress" / f"stage{len(layout) + 1}").is_dir():
-        found = snapshots.list_snapshots(folder)
-        for path in sorted([*found["layer1"].values(), *found["layers23"].values()]):
-            try:
-                ws = chain_eval.numbered(snapshots.read_npz(path, "weights"))
-            except ValueError:
-                continue
-            layout.append((ws[0].shape[0], *(w.shape[1] for w in ws)))
-            break
-        else:
-            return None
-    return layout if len(layout) >= 2 else None
-
-
 # --- What the page shows: one JSON answer, built from the run folder and the servers. ---------
 
 def clock(t):
@@ -308,7 +291,7 @@ def newest_readable(labels, load, notes, what):
 def chain_view(state, run, notes):
     """Pictures and processes of a chain run folder."""
     run = Path(run)
-    layout = chain_layout(run)
+    layout = chain_eval.chain_layout(run)
     stage1 = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")
     origin = snapshots.last_finite(stage1[:1], "time")
     pictures, rows = [], []                     # rows: [(seconds, chain_eval.tick_row)]
