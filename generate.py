@@ -113,7 +113,7 @@ def pyplot():
 
 
 @contextlib.contextmanager
-def saved_figure(path, nrows=1, ncols=1, **subplots_kw):
+def saved_figure(path, nrows=1, ncols=1, dpi=DPI, **subplots_kw):
     """`with saved_figure(path) as (fig, ax):` draw; on leaving, the figure is saved as PNG (into
     a path, its folder made, or a file object) and closed, even if drawing fails (unsaved)."""
     plt = pyplot()
@@ -122,7 +122,7 @@ def saved_figure(path, nrows=1, ncols=1, **subplots_kw):
         yield fig, ax
         if isinstance(path, (str, Path)):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI)
+        fig.savefig(path, dpi=dpi)
     finally:
         plt.close(fig)
 
@@ -155,10 +155,10 @@ def surface_values(f, points=GRID_POINTS):
     return xx, yy, ((values - lo) / (hi - lo)).reshape(xx.shape)
 
 
-def draw_surface(ax, f, title=None, points=GRID_POINTS):
+def draw_surface(ax, f, title=None):
     """Filled contours of f on ax, on the target's 0..1 colour scale (beyond it, the end
     colours); returns them for a colorbar."""
-    xx, yy, z = surface_values(f, points)
+    xx, yy, z = surface_values(f)
     filled = ax.contourf(xx, yy, z, levels=LEVELS, cmap="viridis", extend="both")
     ax.set(xlabel="input x₁", ylabel="input x₂", xticks=AXIS_TICKS, yticks=AXIS_TICKS,
            aspect="equal")
@@ -167,16 +167,11 @@ def draw_surface(ax, f, title=None, points=GRID_POINTS):
     return filled
 
 
-def draw_surface_with_colorbar(fig, ax, f, title, points=GRID_POINTS):
-    """draw_surface on ax, and a colorbar for it beside ax."""
-    filled = draw_surface(ax, f, title, points)
-    fig.colorbar(filled, ax=ax, ticks=LEVELS[::5], label=COLORBAR_LABEL)
-
-
-def save_surface(f, path, title, points=GRID_POINTS):
+def save_surface(f, path, title, dpi=DPI):
     """Draw f (points (n, 2) -> values (n,)) over [-1, 1]^2 with a colorbar into path (.png)."""
-    with saved_figure(path, figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS) as (fig, ax):
-        draw_surface_with_colorbar(fig, ax, f, title, points)
+    with saved_figure(path, figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS,
+                      dpi=dpi) as (fig, ax):
+        fig.colorbar(draw_surface(ax, f, title), ax=ax, ticks=LEVELS[::5], label=COLORBAR_LABEL)
 
 
 # --- The script. -------------------------------------------------------------------------------

@@ -66,8 +66,7 @@ class LiveState:
         self.pending = {}                     # name -> (key, draw()) for the newest content
         self.offered = {}                     # name -> (key, monotonic time it was offered)
         self.statuses = {}                    # url -> (monotonic time, status or None, error)
-        self.rates = {}                       # (url, counter) -> its previous sample
-        self.history = {}                     # url -> [flattened /status samples] (by hand)
+        self.history = {}                     # url -> [its /status samples, flattened]
         self.clients = {}
         self.started = time.time()
 
@@ -99,22 +98,6 @@ class LiveState:
         if a half cannot be read."""
         return self.cached(self.mse, (str(progress), label), lambda: snapshots.composed_mse(
             progress, self.x_test, self.y_test, label))
-
-    def curve(self, phase, notes):
-        """[{"label": tick, "seconds", "mse"}] of a phase, seconds since its input trainer began
-        streaming (else since its first tick); unreadable ticks are left out and said in notes."""
-        ticks = snapshots.paired_ticks(phase.progress) if phase.progress.is_dir() else []
-        origin = snapshots.streaming_start(phase.folder) if not phase.by_hand else None
-        origin = ticks[0] if origin is None and ticks else origin
-        rows = []
-        for t in ticks:
-            try:
-                rows.append({"label": t, "seconds": t - origin, "mse": self.tick_mse(
-                    phase.progress, t)})
-            except ValueError as e:
-                notes.append(f"{phase.label}: the snapshot pair of tick {t} could not be read "
-                             f"(half-written or damaged?), left out: {e}")
-        return rows, origin
 
     def test_images(self, run):
         """(x, labels, data) of a classifier chain's first TEST_IMAGES test images, from the
@@ -168,19 +151,16 @@ class LiveState:
             status, error = None, str(e)
         with self.lock:
             self.statuses[url] = (now, status, error)
-            if status is not None and kind is synthgrad.OracleClient:
-                flat = {"time": time.time(), "last_train_mse": status.get("last_train_mse"),
-                        **(status.get("synthetic_gradient_quality") or {})}
-                self.history.setdefault(url, []).append(flat)
+            if status is not None:            # as a metrics line: the oracle's quality flat
+                quality = status.get("synthetic_gradient_quality") or {}
+                self.history.setdefault(url, []).append({"time": time.time(), **status, **quality})
                 del self.history[url][:-2000]
         return status, error
 
-    def rate(self, key, t, counter):
-        """Per second since the previous sample of this counter (None on the first)."""
-        sample = {"time": t, "n": counter}
+    def samples(self, url):
+        """The /status samples of the server at url so far, oldest first."""
         with self.lock:
-            before, self.rates[key] = self.rates.get(key), sample
-        return None if before is None else liveview.line_rate([before, sample], "n")
+            return list(self.history.get(url, []))
 
     def close(self):
         for client in self.clients.values():
@@ -198,7 +178,7 @@ class LiveState:
         """Make draw() the picture `name` for this content (any JSON-able value); returns its
         address, which changes only when the content does, so the browser fetches it once.
         New content replaces the picture offered at most every config["redraw"] seconds (a
-        picture costs ~0.3 s of a core to draw): until then the old address is given."""
+        picture costs a fraction of a core's second): until then the old address is given."""
         key = hashlib.sha1(json.dumps(content, default=str).encode()).hexdigest()[:16]
         now = time.monotonic()
         with self.lock:

@@ -13,6 +13,7 @@ This file only draws: parts/snapshots.py reads and measures.
 
 import argparse
 import functools
+import io
 import json
 import sys
 import textwrap
@@ -23,8 +24,7 @@ from PIL import Image  # pillow: a dependency of matplotlib, used for the GIF
 
 import generate
 import sgd
-from generate import (COLORBAR_LABEL, HERE, LEVELS, SURFACE_FIGSIZE, SURFACE_MARGINS,
-                      draw_surface, draw_surface_with_colorbar, saved_figure)
+from generate import COLORBAR_LABEL, HERE, LEVELS, draw_surface, saved_figure
 from parts import options, snapshots
 from parts.snapshots import SWAP_LABEL, NothingToRead, column, last_finite
 
@@ -40,16 +40,11 @@ TICK_LINE = dict(marker="o", markersize=3, label="the composed network at each s
 
 # --- Drawing blocks: a surface in memory, a GIF, and panels that each take an ax. ------------
 
-def surface_image(f, title, dpi=GIF_DPI):
-    """save_surface's picture in memory: RGB (height, width, 3) uint8, SURFACE_FIGSIZE x dpi."""
-    plt = generate.pyplot()
-    fig, ax = plt.subplots(figsize=SURFACE_FIGSIZE, gridspec_kw=SURFACE_MARGINS, dpi=dpi)
-    try:
-        draw_surface_with_colorbar(fig, ax, f, title)
-        fig.canvas.draw()
-        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    finally:
-        plt.close(fig)
+def surface_image(f, title):
+    """save_surface's picture in memory: RGB (height, width, 3) uint8, SURFACE_FIGSIZE x GIF_DPI."""
+    out = io.BytesIO()
+    generate.save_surface(f, out, title, dpi=GIF_DPI)
+    return np.asarray(Image.open(out).convert("RGB"))
 
 
 def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
@@ -94,6 +89,21 @@ def finish_axes(ax, title, ylabel, log=False, below=None, ncols=2, xlabel=None, 
                   ncols=ncols)
 
 
+def draw_lines(ax, series, title, ylabel, log=False, baseline=None, below=-0.18, ncols=2,
+               xlabel=None, fontsize="medium"):
+    """[(label, seconds, values, plot options)] on ax, var(y) dotted if given; the legend below
+    (below: its offset) or, with below None, beside the axes, where it hides no data."""
+    for label, seconds, values, style in series:
+        ax.plot(seconds, values, markersize=3, label=label, **style)
+    if baseline is not None:
+        ax.axhline(baseline, **MEAN_LINE)
+    has_legend = bool(series) or baseline is not None
+    finish_axes(ax, title, ylabel, log=log, xlabel=xlabel, fontsize=fontsize, ncols=ncols,
+                below=below if has_legend else None)
+    if below is None:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
 def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training started"):
     """Held-out MSE (log y) against seconds of draw_progress's rows: ticks on a line, "initial"
     and "final" single markers, the swap and var(y) horizontal lines."""
@@ -131,9 +141,8 @@ def print_table(rows):
     """The rows as a table: each moment by name, its seconds and its held-out MSE."""
     print(f"{'moment':>40} {'seconds':>8} {'held-out MSE':>13}")
     for r in rows:
-        seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
         name = "snapshot" if isinstance(r["label"], int) else MOMENT_NAMES[r["label"]]
-        print(f"{name:>40} {seconds:>8} {r['mse']:>13.6f}")
+        print(f"{name:>40} {generate.fmt(r['seconds'], '.1f'):>8} {r['mse']:>13.6f}")
 
 
 # --- A progress folder's numbers and pictures, and a run folder's. ----------------------------
@@ -163,33 +172,34 @@ def draw_comparison(fig, axes, panels, title):
     fig.suptitle(title)
 
 
-CONTROL_STYLES = (dict(linestyle="--", marker="s", markersize=3, color="tab:gray"),
-                  dict(linestyle="--", marker="^", markersize=3, color="tab:brown"))
+CONTROL_STYLES = (dict(linestyle="--", marker="s", color="tab:gray"),
+                  dict(linestyle="--", marker="^", color="tab:brown"))
 
 
-def draw_heldout_curves(ax, backprop_rows, decoupled_rows, baseline, controls=()):
+def draw_heldout_curves(ax, backprop_rows, decoupled_rows, baseline, controls=(),
+                        title="Error on points no method trained on (lower is better)",
+                        xlabel=None, fontsize="large"):
     """Held-out MSE (log y) against seconds of plain backprop (backprop.jsonl's rows), of the
-    decoupled network (draw_progress's rows) and of each control [(label, rows)]; var(y)
-    dotted."""
-    if backprop_rows:
-        ax.plot(column(backprop_rows, "seconds"), column(backprop_rows, "heldout_mse"), "o-",
-                markersize=3, color="tab:blue", label="backprop, true gradients (one process)")
-    series = [("synthetic gradients (three processes)", decoupled_rows,
-               dict(marker="o", markersize=3, color="tab:orange"))]
-    series += [(label, rows, style)
+    decoupled network (draw_progress's rows) and of each control [(label, rows)]."""
+    series = [("backprop, true gradients (one process)", column(backprop_rows, "seconds"),
+               column(backprop_rows, "heldout_mse"), dict(marker="o", color="tab:blue"))
+              ] if backprop_rows else []
+    styled = [("synthetic gradients (three processes)", decoupled_rows,
+               dict(marker="o", color="tab:orange"))]
+    styled += [(label, rows, style)
                for (label, rows), style in zip(controls, CONTROL_STYLES, strict=False)]
-    for label, rows, style in series:
+    for label, rows, style in styled:
         timed = sorted((r for r in rows if r["seconds"] is not None and r["label"] != SWAP_LABEL),
                        key=lambda r: r["seconds"])               # the swap has no time
-        if timed or label != series[0][0]:
-            ax.plot([r["seconds"] for r in timed], [r["mse"] for r in timed], **style,
-                    label=label)
-    ax.axhline(baseline, **MEAN_LINE)
-    finish_axes(ax, "Error on points no method trained on (lower is better)",
-                "held-out MSE (log scale)", log=True, below=-0.12)
+        if timed or label != styled[0][0]:
+            series.append((label, [r["seconds"] for r in timed], [r["mse"] for r in timed], style))
+    draw_lines(ax, series, title, "held-out MSE (log scale)", log=True, baseline=baseline,
+               below=-0.12, xlabel=xlabel, fontsize=fontsize)
 
 
-def draw_oracle_quality(ax, oracle_rows, origin):
+def draw_oracle_quality(ax, oracle_rows, origin, xlabel=None,
+                        title="How good the oracle's synthetic gradients are (its loss can rise: "
+                              "its targets, \nthe true gradients, change as layers 2-3 learn)"):
     """Cosine similarity of synthetic to true dL/dh (left axis) and the oracle's training MSE
     (right axis, log) against oracle.jsonl's time - origin, in seconds."""
     seconds = column(oracle_rows, "time") - origin
@@ -200,10 +210,8 @@ def draw_oracle_quality(ax, oracle_rows, origin):
     ax.plot(seconds, cosines[1], "--", color="tab:olive",
             label="cosine similarity of all gradients as one vector")
     ax.set_ylim(*cosine_limits(np.concatenate(cosines)))
-    finish_axes(ax, "How good the oracle's synthetic gradients are (its loss can rise: its "
-                "targets, \nthe true gradients, change as layers 2-3 learn)",
-                "cosine similarity of synthetic\nto true dL/dh (1 = same direction)",
-                fontsize="medium")
+    finish_axes(ax, title, "cosine similarity of synthetic\nto true dL/dh (1 = same direction)",
+                xlabel=xlabel, fontsize="medium")
     loss = column(oracle_rows, "last_train_mse")
     handles, labels = ax.get_legend_handles_labels()
     if (loss > 0).any():                             # NaN > 0 is False
@@ -260,9 +268,9 @@ TARGET_PANEL = ("the target\ny = f(x₁, x₂)",
 
 
 def draw_progress(folder, out_dir, x_test, y_test, origin=None,
-                  since="seconds since training started", method="synthetic gradients"):
+                  since="seconds since training started"):
     """fit_*.png, heldout_mse.jsonl and mse.png for a progress folder, into out_dir, seconds
-    since origin (default: the earliest moment), which `since` names; `method` trained it.
+    since origin (default: the earliest moment), which `since` names.
     Returns rows (heldout_mse.jsonl's), networks {label: layers} and the origin;
     snapshots.NothingToRead if the folder holds no readable pair of snapshots."""
     out_dir = Path(out_dir)
@@ -280,9 +288,10 @@ def draw_progress(folder, out_dir, x_test, y_test, origin=None,
         elif r["seconds"] is not None:
             r["seconds"] = round(r["seconds"] - origin, 3)   # ms: time.time()'s noise
     for r in ticks:
+        fit = (f"synthetic gradients\nt = {r['seconds']:.0f} s, held-out MSE {r['mse']:.4f}",
+               predictor(networks[r["label"]]), None)
         save_comparison(out_dir / f"fit_{int(round(r['seconds'])):06d}.png",   # in time order
-                        [TARGET_PANEL, (f"{method}\nt = {r['seconds']:.0f} s, held-out MSE "
-                                        f"{r['mse']:.4f}", predictor(networks[r["label"]]), None)],
+                        [TARGET_PANEL, fit],
                         title="The network's fit beside the target (same colour = same height)")
 
     # Phase 3: the numbers as JSON lines and a table, and the curve.

@@ -159,10 +159,14 @@ def list_snapshots(folder):
     return found
 
 
+def common_ticks(*parts):
+    """Sorted ticks at which every part ({label: path} of list_snapshots) saved its layers."""
+    return sorted(set.intersection(*({t for t in part if isinstance(t, int)} for part in parts)))
+
+
 def paired_ticks(folder):
     """Sorted ticks for which both layer1_T.npz and layers23_T.npz exist."""
-    found = list_snapshots(folder)
-    return sorted(t for t in found["layer1"] if isinstance(t, int) and t in found["layers23"])
+    return common_ticks(*list_snapshots(folder).values())
 
 
 def load_composed(folder, layer1_label, layers23_label=None):
@@ -362,7 +366,8 @@ def last_finite(rows, key):
     return float(finite[-1]) if len(finite) else None
 
 
-def streaming_start(run_dir):
-    """When the input trainer began streaming: metrics/train_input.jsonl's first time, or None."""
-    rows = read_metrics(Path(run_dir) / "metrics" / "train_input.jsonl")
+def streaming_start(run_dir, name="train_input"):
+    """When the input trainer (a chain's: stage1) began streaming: its metrics' first time, or
+    None."""
+    rows = read_metrics(Path(run_dir) / "metrics" / f"{name}.jsonl")
     return last_finite(rows[:1], "time")

@@ -43,14 +43,27 @@ def load_chain(run, layout, label):
 
 
 def chain_ticks(run, layout):
-    """Ticks at which every stage saved its layers."""
-    common = None
-    for k in range(1, len(layout) + 1):
-        found = snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
-        part = found["layer1" if k == 1 else "layers23"]
-        ticks = {t for t in part if isinstance(t, int)}
-        common = ticks if common is None else common & ticks
-    return sorted(common or ())
+    """Ticks at which every stage saved its layers (a stage's folder holds one part's)."""
+    found = [snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
+             for k in range(1, len(layout) + 1)]
+    return snapshots.common_ticks(*({**f["layer1"], **f["layers23"]} for f in found))
+
+
+def chain_layout(run):
+    """[(widths of stage k's layers)] from each stage's first readable snapshot, or None."""
+    layout = []
+    while (folder := Path(run) / "progress" / f"stage{len(layout) + 1}").is_dir():
+        found = snapshots.list_snapshots(folder)
+        for path in sorted([*found["layer1"].values(), *found["layers23"].values()]):
+            try:
+                ws = numbered(snapshots.read_npz(path, "weights"))
+            except ValueError:
+                continue
+            layout.append((ws[0].shape[0], *(w.shape[1] for w in ws)))
+            break
+        else:
+            return None
+    return layout if len(layout) >= 2 else None
 
 
 def load_boundary_model(run, b, tick):
@@ -150,6 +163,15 @@ def tick_row(layers, layout, x, y, models, scores, cosine_points):
                                          for t, s in pairs]}
 
 
+def staleness(metrics, boundaries, start):
+    """{"boundary<b>": [(seconds since start, staleness_s)]}, as stage b + 1 reported it in its
+    metrics lines (metrics: plot.metrics_of's)."""
+    return {f"boundary{b}": [(round(r["time"] - start, 3), r["staleness_s"])
+                             for r in metrics[f"stage{b + 1}"]
+                             if r.get("staleness_s") is not None and "time" in r]
+            for b in range(1, boundaries + 1)}
+
+
 def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_dir=None):
     """chain.json's content: per tick, seconds since stage 1 began streaming, the composed
     network's scores (scores_on) and each boundary's true cosine; the scores of the untrained
@@ -162,7 +184,7 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
     x, y = generate.heldout(heldout) if toy else classify.load_test(data, image_dir, heldout)
     scores = scores_on(x, y, not toy)
     metrics = plot.metrics_of(run, [f"stage{k}" for k in range(1, len(layout) + 1)])
-    start = snapshots.last_finite(metrics["stage1"][:1], "time") or 0.0
+    start = snapshots.streaming_start(run, "stage1") or 0.0
     rows = [{"seconds": round(tick - start, 3), **tick_row(
         load_chain(run, layout, tick), layout, x, y,
         [load_boundary_model(run, b, tick) for b in range(1, len(layout))], scores,
@@ -170,9 +192,7 @@ def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_
     final = final_label(run, layout)
     result = {"layout": [list(s) for s in layout], "ticks": rows,
               "final_from": final if final == "final" else f"tick {final}",
-              "staleness": {f"boundary{k - 1}": [  # what the receiving stage reported
-                  (round(r["time"] - start, 3), r["staleness_s"]) for r in metrics[f"stage{k}"]
-                  if r.get("staleness_s") is not None] for k in range(2, len(layout) + 1)}}
+              "staleness": staleness(metrics, len(layout) - 1, start)}
     delays = {f"boundary{b}": [   # a chain counting steps: stage b's, for the model above it
         (round(r["time"] - start, 3), r["delay_mean"], r["delay_max"]) for r in
         metrics[f"stage{b}"] if r.get("delay_mean") is not None] for b in range(1, len(layout))}
@@ -195,13 +215,8 @@ def draw(result, path):
     ticks, layout = result["ticks"], result["layout"]
     seconds = [r["seconds"] for r in ticks]
     stages = f"{len(layout)} stages ({' | '.join(map(train_output.format_sizes, layout))})"
-    cosines, staleness = [], []
-    for b in range(1, len(layout)):
-        cosines.append((f"boundary {b}", seconds, np.array(    # None: NaN, a gap in the line
-            [r["cosine"][b - 1] for r in ticks], dtype=float), dict(marker="o")))
-        points = result["staleness"].get(f"boundary{b}", [])
-        staleness.append((f"boundary {b} (stage {b + 1}'s inputs)", [p[0] for p in points],
-                          [p[1] for p in points], dict(linestyle="-")))
+    cosines, staleness = livedraw.boundary_series(len(layout) - 1, seconds,
+                                                  [r["cosine"] for r in ticks], result["staleness"])
     with generate.saved_figure(path, 3, 1, sharex=True, figsize=(10.5, 9.0),
                                layout="constrained") as (fig, (mse, cos, stale)):
         if "final_accuracy" in result:                  # a classifier: its test accuracy
@@ -210,15 +225,15 @@ def draw(result, path):
                                     f"{stages}: {result['data']}, {result['test_images']:,} "
                                     "test images never trained on", beside=True, xlabel=None)
         else:
-            livedraw.chain_lines(mse, [("the composed network at each snapshot tick", seconds,
-                                        [r["heldout_mse"] for r in ticks], dict(marker="o"))],
-                                 f"{stages}: error on points never trained on",
-                                 "held-out MSE (log scale)", log_scale=True,
-                                 baseline=result["mean_predictor_mse"], below=None, xlabel=None)
+            plot.draw_lines(mse, [(plot.TICK_LINE["label"], seconds,
+                                   [r["heldout_mse"] for r in ticks], dict(marker="o"))],
+                            f"{stages}: error on points never trained on",
+                            "held-out MSE (log scale)", log=True,
+                            baseline=result["mean_predictor_mse"], below=None)
         cos.axhline(0.0, color="gray", linewidth=0.8)
-        livedraw.chain_lines(cos, cosines, "Synthetic against true gradients (full backprop "
-                             "through the composed network), per boundary",
-                             "cosine(synthetic, true dL/dh)", below=None, xlabel=None)
-        livedraw.chain_lines(stale, staleness, "Staleness: how old the inputs each stage "
-                             "trains on are", "mean age of the activations\ntrained on (s)",
-                             below=None)
+        plot.draw_lines(cos, cosines, "Synthetic against true gradients (full backprop "
+                        "through the composed network), per boundary",
+                        "cosine(synthetic, true dL/dh)", below=None)
+        plot.draw_lines(stale, staleness, "Staleness: how old the inputs each stage trains on "
+                        "are", "mean age of the activations\ntrained on (s)", below=None,
+                        xlabel=livedraw.SINCE_STAGE1)

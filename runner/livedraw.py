@@ -1,5 +1,5 @@
 """The live page's pictures, each a matplotlib figure as PNG bytes (liveview.py decides what
-to show), and a chain's panels, which chain.png (chain_eval.draw) shares; the toy's from plot.py.
+to show), on plot.py's panels; a classifier chain's panels, which chain.png shares.
 """
 
 import io
@@ -37,39 +37,9 @@ def draw_waiting(title, text):
     return png(draw=draw, figsize=(7.5, 2.2))
 
 
-def draw_mse(backprop_rows, phase_rows, controls, baseline, xlabel):
-    def draw(fig, ax):
-        plot.draw_heldout_curves(ax, backprop_rows, phase_rows, baseline, controls)
-        ax.set_title("Held-out MSE over time: error on points no method trained on "
-                     "(lower is better)", fontsize="medium")
-        ax.set_xlabel(xlabel)
-    return png(draw=draw)
-
-
-def draw_oracle(rows, origin, label):
-    def draw(fig, ax):
-        plot.draw_oracle_quality(ax, rows, origin)
-        ax.set_title(f"cosine(synthetic, true dL/dh) and the oracle's loss: {label}",
-                     fontsize="medium")
-        ax.set_xlabel("seconds since the input trainer began streaming")
-    return png(draw=draw)
-
-
-# --- A chain's panels, each on an ax, and as pictures. ------------------------------------------
-
-def chain_lines(ax, series, title, ylabel, log_scale=False, baseline=None, below=-0.18,
-                ncols=2, xlabel=SINCE_STAGE1):
-    """[(label, seconds, values, plot options)] against seconds since stage 1 began streaming,
-    var(y) dotted if given; the legend below (below: its offset) or, with below None, beside."""
-    for label, seconds, values, style in series:
-        ax.plot(seconds, values, markersize=3, label=label, **style)
-    if baseline is not None:
-        ax.axhline(baseline, **plot.MEAN_LINE)
-    has_legend = bool(series) or baseline is not None
-    plot.finish_axes(ax, title, ylabel, log=log_scale, xlabel=xlabel, fontsize="medium",
-                     below=below if has_legend else None, ncols=ncols)
-    if below is None:                                 # beside the axes: no data hidden
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+def panel(draw_on, *args, **kwargs):
+    """One panel, draw_on(ax, *args, **kwargs) (e.g. plot.draw_lines), as a picture."""
+    return png(draw=lambda fig, ax: draw_on(ax, *args, **kwargs))
 
 
 def accuracy_lines(ax, seconds, accuracies, chance, title, beside=False, xlabel=SINCE_STAGE1):
@@ -83,14 +53,17 @@ def accuracy_lines(ax, seconds, accuracies, chance, title, beside=False, xlabel=
                                    else dict(loc="lower right")))
 
 
-def draw_chain_lines(series, title, ylabel, log_scale=False, baseline=None, ncols=2):
-    """One panel of a chain as a picture (chain_lines)."""
-    return png(draw=lambda fig, ax: chain_lines(ax, series, title, ylabel, log_scale,
-                                                baseline, ncols=ncols))
-
-
-def draw_accuracy(seconds, accuracies, chance, title):
-    return png(draw=lambda fig, ax: accuracy_lines(ax, seconds, accuracies, chance, title))
+def boundary_series(boundaries, seconds, cosines, staleness, against=""):
+    """plot.draw_lines' series of each boundary b: its cosine with full backprop at each tick
+    (cosines[k][b - 1], None a gap) and its staleness (chain_eval.staleness), in colour C<b-1>."""
+    cos, stale = [], []
+    for b in range(1, boundaries + 1):
+        style, points = dict(color=f"C{b - 1}"), staleness.get(f"boundary{b}", [])
+        cos.append((f"boundary {b}{against}", seconds,
+                    np.array([c[b - 1] for c in cosines], dtype=float), dict(marker="o", **style)))
+        stale.append((f"boundary {b} (stage {b + 1}'s inputs)", [p[0] for p in points],
+                       [p[1] for p in points], style))
+    return cos, stale
 
 
 # --- A chain that classifies images (chain.py --data fashion-mnist). ----------------------------

@@ -20,9 +20,9 @@ log = logging.getLogger("live")
 QUIET_S = 15.0                     # nothing written for this long: the run has stopped
 ENDED_QUIET_S = 5.0                # final weights and this quiet: ended (demo.py may go on)
 PHASES = (("synthetic gradients (three processes)", "."),        # (label, folder in the run)
-          ("frozen layer 1 (control)", "controls/frozen"),
-          ("random directions (control)", "controls/random"))
+          *((label, f"controls/{name}") for name, label in plot.CONTROLS))
 SAME_COLOURS = "\n(same colour = same height)"
+SINCE_INPUT = "seconds since the input trainer began streaming"
 
 
 # --- Reading a run folder: what it is, its phases, its curves. ---------------------------------
@@ -98,27 +98,6 @@ def run_phases(folder, kind):
             if sub == "." or (folder / sub).is_dir()]
 
 
-def chain_layout(run):
-    """[(widths of stage k's layers)] from each stage's first readable snapshot, or None."""
-    layout, k = [], 1
-    while (Path(run) / "progress" / f"stage{k}").is_dir():
-        found = snapshots.list_snapshots(Path(run) / "progress" / f"stage{k}")
-        paths = [*found["layer1"].values(), *found["layers23"].values()]
-        sizes = None
-        for path in sorted(paths, key=lambda p: p.name):
-            try:
-                ws = chain_eval.numbered(snapshots.read_npz(path, "weights"))
-            except ValueError:
-                continue
-            sizes = (ws[0].shape[0], *(w.shape[1] for w in ws))
-            break
-        if sizes is None:
-            return None
-        layout.append(sizes)
-        k += 1
-    return layout if len(layout) >= 2 else None
-
-
 # --- What the page shows: one JSON answer, built from the run folder and the servers. ---------
 
 def clock(t):
@@ -150,7 +129,7 @@ def process_row(state, name, url, role, lines, notes, stopped):
     if status is not None:
         source = status
         row["source"] = "live GET /status"
-        rate = state.rate((url, counter), time.time(), status.get(counter))
+        rate = line_rate(state.samples(url), counter)     # between the last two answers
     elif lines:
         source, t = lines[-1], lines[-1].get("time")
         age = time.time() - t if isinstance(t, (int, float)) else None
@@ -171,10 +150,8 @@ def process_row(state, name, url, role, lines, notes, stopped):
         return row
     if counter == "examples":                              # the input trainer: no /status
         row["examples"] = source.get("examples")
-    row["examples_per_s"] = rate
-    row["examples_held"] = source.get("examples_held")
-    row["passes"] = source.get("training_passes")
-    row["staleness_s"] = source.get("staleness_s")
+    row.update(examples_per_s=rate, examples_held=source.get("examples_held"),
+               passes=source.get("training_passes"), staleness_s=source.get("staleness_s"))
     if source.get("diverged"):
         notes.append(f"{name} reports that it diverged: training stopped")
     return row
@@ -198,17 +175,21 @@ def decoupled_view(state, folder, kind, notes):
     running = [p for p in phases if p.ended() is None]     # the newest of these trains now
     active = max(running, key=lambda p: newest_mtime(p.writes()) or 0.0) if running \
         else phases[0]
-    curves = {p.label: state.curve(p, notes) for p in phases}
+    curves = {p.label: phase_curve(state, p, notes) for p in phases}
     title = "The network now, beside the target"
 
     # the fit: the active phase's newest readable network
-    fit = newest_network(state, active, notes)
+    newest_first = ["final"] * (active.ended() is not None) + \
+        snapshots.paired_ticks(active.progress)[::-1]
+    fit = newest_readable(newest_first, lambda label: (state.tick_mse(active.progress, label),
+                                                 snapshots.load_composed(active.progress, label)),
+                          notes, active.label)
     if fit is None:
         pictures = [waiting("fit", title, "The network's fit", "no complete pair of weight "
                             f"snapshots in {active.progress} yet: the trainers write one every "
                             "few seconds")]
     else:
-        label, mse, layers = fit
+        label, (mse, layers) = fit
         pictures = [("fit", title, [active.label, label], lambda: livedraw.draw_fit(
             plot.predictor(layers), f"{active.label}\n{when(label, curves[active.label][1])}, "
             f"held-out MSE {mse:.4f}", "The network's fit at its newest snapshot, beside the "
@@ -222,9 +203,11 @@ def decoupled_view(state, folder, kind, notes):
     title = "Held-out MSE over time (log scale)"
     if main_rows or backprop or any(rows for _, rows in controls):
         content = [main_rows, [r.get("heldout_mse") for r in backprop], controls]
-        pictures.append(("mse", title, content, lambda: livedraw.draw_mse(
-            backprop, main_rows, controls, state.baseline, "seconds since each run's input "
-            "trainer began streaming (backprop: seconds of training)")))
+        pictures.append(("mse", title, content, lambda: livedraw.panel(
+            plot.draw_heldout_curves, backprop, main_rows, state.baseline, controls,
+            "Held-out MSE over time: error on points no method trained on (lower is better)",
+            "seconds since each run's input trainer began streaming (backprop: seconds of "
+            "training)", "medium")))
     else:
         pictures.append(waiting("mse", title, "Held-out MSE over time",
                                 "no snapshot tick measured yet"))
@@ -235,14 +218,16 @@ def decoupled_view(state, folder, kind, notes):
     rows = active.metrics("oracle")
     if not rows and active.by_hand and oracle_url:
         state.server_status(oracle_url, synthgrad.OracleClient)
-        with state.lock:
-            rows = list(state.history.get(oracle_url, []))
+        rows = state.samples(oracle_url)
     o_origin = curves[active.label][1] or snapshots.last_finite(rows[:1], "time") or 0.0
     title = "cosine(synthetic, true) and the oracle's loss"
     if rows and any(np.isfinite(snapshots.column(rows, key)).any()
                     for key in ("cosine_similarity", "last_train_mse")):
         pictures.append(("oracle", title, [active.label, len(rows), rows[-1].get("time")],
-                         lambda: livedraw.draw_oracle(rows, o_origin, active.label)))
+                         lambda: livedraw.panel(
+                             plot.draw_oracle_quality, rows, o_origin, SINCE_INPUT,
+                             f"cosine(synthetic, true dL/dh) and the oracle's loss: "
+                             f"{active.label}")))
     else:
         pictures.append(waiting("oracle", title, title, "the oracle has measured nothing yet: "
                                 "no true gradient has reached it" if rows else
@@ -267,30 +252,51 @@ def decoupled_view(state, folder, kind, notes):
     return pictures, processes, doing, ended, last, active.label
 
 
-def newest_network(state, phase, notes):
-    """(label, held-out MSE, layers) of a phase's newest readable snapshot pair, or None."""
-    if not phase.progress.is_dir():
-        return None
-    found = snapshots.list_snapshots(phase.progress)
-    both = [t for t in found["layer1"] if t in found["layers23"] and t != "initial"]
-    both.sort(key=lambda t: (t == "final", t if isinstance(t, int) else 0), reverse=True)
-    for label in both:
+def measure_ticks(ticks, measure, notes, what):
+    """{tick: measure(tick)} of the ticks whose snapshots can be read; each that cannot
+    (ValueError) is left out and said in notes."""
+    measured = {}
+    for tick in ticks:
         try:
-            return label, state.tick_mse(phase.progress, label), \
-                snapshots.load_composed(phase.progress, label)
+            measured[tick] = measure(tick)
         except ValueError as e:
-            notes.append(f"{phase.label}: the newest snapshot pair ({label}) could not be "
-                         f"read (half-written or damaged?); showing an older one: {e}")
+            notes.append(f"{what}: the snapshots of tick {tick} could not be read "
+                         f"(half-written or damaged?), left out: {e}")
+    return measured
+
+
+def phase_curve(state, phase, notes):
+    """[{"label": tick, "seconds", "mse"}] of a phase's ticks, seconds since its input trainer
+    began streaming (else since its first tick), and that origin."""
+    ticks = snapshots.paired_ticks(phase.progress)
+    origin = None if phase.by_hand else snapshots.streaming_start(phase.folder)
+    origin = ticks[0] if origin is None and ticks else origin
+    measured = measure_ticks(ticks, lambda tick: state.tick_mse(phase.progress, tick), notes,
+                             phase.label)
+    return [{"label": t, "seconds": t - origin, "mse": mse} for t, mse in measured.items()], origin
+
+
+def newest_readable(labels, load, notes, what):
+    """(label, load(label)) of the first label (newest first) whose snapshots load, or None;
+    each that does not (ValueError) is said in notes."""
+    for label in labels:
+        try:
+            return label, load(label)
+        except ValueError as e:
+            notes.append(f"{what}: the newest snapshots ({label}) could not be read "
+                         f"(half-written or damaged?); showing older ones: {e}")
     return None
 
 
 def chain_view(state, run, notes):
     """Pictures and processes of a chain run folder."""
     run = Path(run)
-    layout = chain_layout(run)
+    layout = chain_eval.chain_layout(run)
     stage1 = snapshots.read_metrics(run / "metrics" / "stage1.jsonl")
     origin = snapshots.last_finite(stage1[:1], "time")
-    pictures, rows, fit = [], [], None          # rows: [(seconds, chain_eval.tick_row)]
+    pictures, rows = [], []                     # rows: [(seconds, chain_eval.tick_row)]
+    stopped = layout is not None and all(chain_eval.stage_file(run, k, "final").is_file()
+                                         for k in range(1, len(layout) + 1))
     unreadable = None                           # why a classifier's test images cannot be read
     if layout is not None and chain_eval.classifies(layout):
         try:
@@ -305,22 +311,11 @@ def chain_view(state, run, notes):
     else:
         ticks = chain_eval.chain_ticks(run, layout)
         origin = ticks[0] if origin is None and ticks else origin
-        measured = {}
-        for tick in ticks:
-            try:
-                measured[tick] = state.chain_tick(run, layout, tick)
-                rows.append((tick - origin, measured[tick]))
-            except ValueError as e:
-                notes.append(f"the chain's snapshots of tick {tick} could not be read "
-                             f"(half-written or damaged?), left out: {e}")
-        for label in ["final", *reversed(ticks)]:
-            try:
-                fit = (label, chain_eval.load_chain(run, layout, label))
-                break
-            except ValueError:
-                if label != "final":
-                    notes.append(f"the chain's newest snapshots ({label}) could not be read; "
-                                 "showing older ones")
+        measured = measure_ticks(ticks, lambda tick: state.chain_tick(run, layout, tick), notes,
+                                 "the chain")
+        rows = [(tick - origin, row) for tick, row in measured.items()]
+        fit = newest_readable(["final"] * stopped + ticks[::-1], lambda label: (
+            chain_eval.load_chain(run, layout, label)), notes, "the chain")
         sizes = " | ".join("-".join(map(str, s)) for s in layout)
         if chain_eval.classifies(layout):               # chain.py --data
             pictures += classifier_pictures(state, run, layout, rows, fit, origin, sizes)
@@ -341,8 +336,6 @@ def chain_view(state, run, notes):
                         for b in range(1, boundaries + 1)})
     pictures += boundary_pictures(metrics, rows, boundaries, colocated, origin or 0.0)
     # processes: stage 1 from its metrics, the others live where they answer
-    stopped = all(chain_eval.stage_file(run, k, "final").is_file()
-                  for k in range(1, boundaries + 2)) if layout else False
     processes = [process_row(state, "stage 1 (train_input.py)", None, "input", stage1, notes,
                              stopped)]
     processes += [process_row(state, f"stage {k}", newest_line(run / f"stage{k}.log"), "output",
@@ -369,42 +362,39 @@ def toy_chain_pictures(state, layout, rows, fit, origin, sizes, measured):
                              "chain at its newest snapshot, beside the target" + SAME_COLOURS)))
     seconds, curve = [s for s, _ in rows], [r["heldout_mse"] for _, r in rows]
     pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
-                     [seconds, curve], lambda: livedraw.draw_chain_lines(
-                         [(plot.TICK_LINE["label"], seconds, curve, dict(marker="o"))],
+                     [seconds, curve], lambda: livedraw.panel(
+                         plot.draw_lines, [(plot.TICK_LINE["label"], seconds, curve,
+                                            dict(marker="o"))],
                          f"{len(layout)} stages ({sizes}): error on points never trained on",
-                         "held-out MSE (log scale)", log_scale=True, baseline=state.baseline)))
+                         "held-out MSE (log scale)", log=True, baseline=state.baseline,
+                         xlabel=livedraw.SINCE_STAGE1)))
     return pictures
 
 
 def boundary_pictures(metrics, rows, boundaries, colocated, start):
     """Each boundary's cosine (with full backprop per tick; as its learner measures it) and
     staleness, against seconds since `start`."""
-    cos_series, stale_series = [], []
-    for b in range(1, boundaries + 1):
-        style = dict(color=f"C{b - 1}")
-        cos_series.append((f"boundary {b}: the model against full backprop", [s for s, _ in rows],
-                           np.array([r["cosine"][b - 1] for _, r in rows], dtype=float),
-                           dict(marker="o", **style)))
+    cos_series, stale_series = livedraw.boundary_series(
+        boundaries, [s for s, _ in rows], [r["cosine"] for _, r in rows],
+        chain_eval.staleness(metrics, boundaries, start), ": the model against full backprop")
+    for b in range(boundaries, 0, -1):              # each after the boundary's own line
         lines = metrics[f"boundary{b}"]
         measured_by = f"stage {b + 1}" if colocated else "its oracle"
-        cos_series.append((f"boundary {b}: as {measured_by} measures it (on what it receives)",
-                           list(snapshots.column(lines, "time") - start),
-                           list(snapshots.column(lines, "cosine_similarity")),
-                           dict(marker="x", linestyle="--", **style)))
-        lines = metrics[f"stage{b + 1}"]
-        stale_series.append((f"boundary {b} (stage {b + 1}'s inputs)",
-                             list(snapshots.column(lines, "time") - start),
-                             list(snapshots.column(lines, "staleness_s")), style))
+        cos_series.insert(b, (f"boundary {b}: as {measured_by} measures it (on what it receives)",
+                              list(snapshots.column(lines, "time") - start),
+                              list(snapshots.column(lines, "cosine_similarity")),
+                              dict(marker="x", linestyle="--", color=f"C{b - 1}")))
     sizes_known = [len(m) for m in metrics.values()]
     return [("chain_cosine", "cosine(synthetic, true) per boundary",
              [[r["cosine"] for _, r in rows], sizes_known],
-             lambda: livedraw.draw_chain_lines(
-                 cos_series, "cosine(synthetic, true dL/dh) per boundary (0 until a boundary "
-                 "model has learned)", "cosine (1 = same direction)", ncols=1)),
+             lambda: livedraw.panel(plot.draw_lines, cos_series, "cosine(synthetic, true dL/dh) "
+                                    "per boundary (0 until a boundary model has learned)",
+                                    "cosine (1 = same direction)", ncols=1,
+                                    xlabel=livedraw.SINCE_STAGE1)),
             ("chain_staleness", "Staleness per boundary", [sizes_known],
-             lambda: livedraw.draw_chain_lines(
-                 stale_series, "Staleness: how old the inputs each stage trains on are",
-                 "mean age of the activations\ntrained on (s)"))]
+             lambda: livedraw.panel(plot.draw_lines, stale_series, "Staleness: how old the inputs "
+                                    "each stage trains on are", "mean age of the activations\n"
+                                    "trained on (s)", xlabel=livedraw.SINCE_STAGE1))]
 
 
 def classifier_pictures(state, run, layout, rows, fit, origin, sizes):
@@ -417,9 +407,9 @@ def classifier_pictures(state, run, layout, rows, fit, origin, sizes):
     chance = float(np.bincount(labels).max() / len(labels))
     pictures = [("chain_accuracy", "Test accuracy of the composed chain",
                  [seconds, accuracy],
-                 lambda: livedraw.draw_accuracy(seconds, accuracy, chance,
-                                                f"{len(layout)} stages ({sizes}): {data}, the "
-                                                f"first {len(labels):,} test images"))]
+                 lambda: livedraw.panel(livedraw.accuracy_lines, seconds, accuracy, chance,
+                                        f"{len(layout)} stages ({sizes}): {data}, the "
+                                        f"first {len(labels):,} test images"))]
     if fit is None:
         return pictures
     label, layers = fit
