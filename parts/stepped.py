@@ -49,15 +49,16 @@ class Delays:
         self.max = max(self.max, delay)
 
     def fields(self):
-        """{"bound": D, "mean", "max", "last": delays in steps (None before a step), "steps"}."""
+        """{"bound": D, "mean", "max", "last": delays in steps (None before a step), "counted":
+        the steps whose delay they are}."""
         mean = self.total / self.steps if self.steps else None
         return {"bound": self.bound, "mean": mean, "max": self.max if self.steps else None,
-                "last": self.last, "steps": self.steps}
+                "last": self.last, "counted": self.steps}
 
 
 def delay_text(fields):
     """Delays.fields as "mean 0.4, max 1 (bound 1)"."""
-    if not fields or fields["mean"] is None:
+    if not fields or fields.get("mean") is None:
         return "-"
     return f"mean {fields['mean']:.2f}, max {fields['max']} (bound {fields['bound']})"
 

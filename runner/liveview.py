@@ -12,7 +12,7 @@ import plot
 import sgd
 import synthgrad
 from generate import fmt
-from parts import children, classify, snapshots
+from parts import children, classify, snapshots, stepped
 from runner import chain_eval, livedraw
 
 log = logging.getLogger("live")
@@ -150,8 +150,11 @@ def process_row(state, name, url, role, lines, notes, stopped):
         return row
     if counter == "examples":                              # the input trainer: no /status
         row["examples"] = source.get("examples")
+    delays = source.get("delay_steps") or {      # a chain counting steps: the model above's
+        k.removeprefix("delay_"): v for k, v in source.items() if k.startswith("delay_")}
     row.update(examples_per_s=rate, examples_held=source.get("examples_held"),
-               passes=source.get("training_passes"), staleness_s=source.get("staleness_s"))
+               passes=source.get("training_passes"), staleness_s=source.get("staleness_s"),
+               delay_steps=stepped.delay_text(delays) if delays else None)
     if source.get("diverged"):
         notes.append(f"{name} reports that it diverged: training stopped")
     return row

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import chain
+import live
 import synthgrad
 import train_output
 from helpers import post, wait_for
@@ -120,6 +121,11 @@ def test_a_delay_is_bounded_and_reported_everywhere(tmp_path, capsys):
     assert "delay in steps of the synthetic gradients, mean and max per boundary" in out
     last = json.loads((run / "metrics" / "stage1.jsonl").read_text().splitlines()[-1])
     assert last["steps"] == 60 and last["delay_bound"] == 2 and last["delay_max"] <= 2
+    page = live.create_app({"run_dir": run, "heldout": 500}).test_client()
+    shown = {p["name"]: p["delay_steps"] for p in page.get("/api/live").get_json()["processes"]}
+    for name in ("stage 1 (train_input.py)", "stage 2"):      # the live page's table
+        assert re.fullmatch(r"mean [\d.]+, max [0-2] \(bound 2\)", shown[name]), shown
+    assert shown["stage 3"] is None                           # the last stage uses no model
 
 
 # --- a stage: steps in order, the model below served by version ---------------------------
@@ -287,7 +293,7 @@ def test_delays_are_counted_against_their_bound():
     assert stepped.delay_text(delays.fields()) == "-"
     for d in (0, 2, 1):
         delays.add(d)
-    assert delays.fields() == {"bound": 2, "mean": 1.0, "max": 2, "last": 1, "steps": 3}
+    assert delays.fields() == {"bound": 2, "mean": 1.0, "max": 2, "last": 1, "counted": 3}
     assert stepped.delay_text(delays.fields()) == "mean 1.00, max 2 (bound 2)"
 
 
