@@ -234,6 +234,14 @@ def draw(result, path):
         plot.draw_lines(cos, cosines, "Synthetic against true gradients (full backprop "
                         "through the composed network), per boundary",
                         "cosine(synthetic, true dL/dh)", below=None)
-        plot.draw_lines(stale, staleness, "Staleness: how old the inputs each stage trains on "
-                        "are", "mean age of the activations\ntrained on (s)", below=None,
-                        xlabel=livedraw.SINCE_STAGE1)
+        if "delay_steps" in result:                     # a chain counting steps
+            delays = [(f"boundary {b} (stage {b}'s model above)", [p[0] for p in points],
+                       [p[1] for p in points], dict(color=f"C{b - 1}"))
+                      for b, points in enumerate(result["delay_steps"].values(), start=1)]
+            plot.draw_lines(stale, delays, "Delay: how many steps behind its stage each "
+                            "boundary model was", "mean delay so far\n(steps)", below=None,
+                            xlabel=livedraw.SINCE_STAGE1)
+        else:
+            plot.draw_lines(stale, staleness, "Staleness: how old the inputs each stage trains "
+                            "on are", "mean age of the activations\ntrained on (s)", below=None,
+                            xlabel=livedraw.SINCE_STAGE1)
