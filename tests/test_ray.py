@@ -23,6 +23,7 @@ from ray.cluster_utils import Cluster
 import chain
 from parts import children, snapshots
 from runner import chain_eval, launch, processes, raychain
+from helpers import assert_stages_are_dnis
 from test_chain import GUARD_S, killer, last_count
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -190,6 +191,25 @@ def test_a_chain_with_its_oracles_on_a_fresh_local_ray_instance(tmp_path, capsys
     # wrote one in this 2 s run)
     assert all(p["source"].startswith("its newest metrics line") for p in view["processes"])
     assert "chain_mse" in [picture["name"] for picture in view["pictures"]]
+
+
+def test_a_chain_counting_steps_on_three_machines_is_dni_py(tmp_path, cluster):
+    """chain.py --ray runs the same scripts: three stages counting steps at --delay 0 (784-32-
+    32-10, one on each machine) end with dni.py's weights, bit for bit."""
+    try:
+        chain.classify.images.find("fashion-mnist", download=False)
+    except chain.classify.images.DataError as e:
+        pytest.skip(f"Fashion-MNIST cannot be read here (make data): {e}")
+    c, _ = cluster
+    run = tmp_path / f"chain-{uuid.uuid4().hex[:12]}"
+    config = chain.ChainConfig(run_dir=run, sizes=(784, 32, 32, 10), splits=(1, 2),
+                               count=2_000, duration=GUARD_S, examples=3_000, seed=2,
+                               colocated=True, data="fashion-mnist", delay=0, batch_size=100,
+                               train_on="arrivals", learning_rate=chain.COUNTED_LEARNING_RATE,
+                               ray=c.address, place=("host1", "host2", "host3"))
+    final = chain.run_chain(config, launch.child_env())
+    assert final["cut_short"] is None and final["stage3"]["steps_trained"] == 30
+    assert_stages_are_dnis(run, tmp_path, layers=3, width=32, seed=2, steps=30)
 
 
 def test_a_process_that_cannot_start_is_restarted_then_said_in_one_line(tmp_path):

@@ -6,10 +6,7 @@ order, none lost or doubled without being counted, the bound on the delay kept.
 """
 
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,12 +17,11 @@ import chain
 import live
 import synthgrad
 import train_output
-from helpers import post, wait_for
+from helpers import assert_stages_are_dnis, post, wait_for
 from parts import decoupled, options, stepped
 from runner import launch
 from synthgrad import PeerError
 
-TOP = chain.Path(chain.__file__).resolve().parent
 GUARD_S = 600            # only a guard against a hang: the runs below are bounded by work
 
 
@@ -63,18 +59,10 @@ def test_stages_in_turn_compute_what_the_network_computes_bit_for_bit():
 
 # --- the chain at --delay 0 is dni.py --------------------------------------------------------
 
-def read_layers(path):
-    arrays = np.load(path)
-    return [arrays[f"{p}{k}"] for k in range(sum(n.startswith("w") for n in arrays.files))
-            for p in "wb"]
-
-
 def test_at_delay_0_every_stage_ends_with_dni_pys_weights_bit_for_bit(tmp_path):
     """Four stages (784-32-32-32-10, a process each) at --delay 0 for 30 steps on the first 2,000
     images, and dni.py with the same seed: every stage's final layers equal dni.py's, bit for
-    bit. Both run with one BLAS thread (the chain's stages always do): with several, numpy's
-    matrix products may sum in another order and the two differ in the last bits (~1e-6 after
-    30 steps, measured)."""
+    bit (helpers.assert_stages_are_dnis says how)."""
     have_fashion_mnist()
     run = tmp_path / "chain"
     config = chain.ChainConfig(run_dir=run, sizes=(784, 32, 32, 32, 10), splits=(1, 2, 3),
@@ -87,19 +75,7 @@ def test_at_delay_0_every_stage_ends_with_dni_pys_weights_bit_for_bit(tmp_path):
     assert final["cut_short"] is None and final["stage4"]["steps_trained"] == 30
     for k in (2, 3):
         assert final[f"stage{k}"]["delay_steps"]["max"] == 0      # D = 0: never stale
-    weights = tmp_path / "dni.npz"
-    subprocess.run([sys.executable, str(TOP / "dni.py"), "--data", "fashion-mnist",
-                    "--layers", "4", "--width", "32", "--train-examples", "2000",
-                    "--steps", "30", "--measure-every", "30", "--seed", "5",
-                    "--weights-out", str(weights)], check=True, capture_output=True,
-                   env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, timeout=GUARD_S)
-    one_process = read_layers(weights)
-    for k in range(1, 5):
-        name = "layer1" if k == 1 else "layers23"
-        stage = read_layers(run / "progress" / f"stage{k}" / f"{name}_final.npz")
-        assert [a.dtype for a in stage] == [np.float32, np.float32]
-        for mine, theirs in zip(stage, one_process[2 * k - 2:2 * k], strict=True):
-            assert np.array_equal(mine, theirs), f"stage {k}: {np.abs(mine - theirs).max()}"
+    assert_stages_are_dnis(run, tmp_path, layers=4, width=32, seed=5, steps=30)
 
 
 def test_a_delay_is_bounded_and_reported_everywhere(tmp_path, capsys):
