@@ -340,12 +340,14 @@ class SteppedStage(server.TrainingServer):
                         "at step %d",
                         self.steps + 1, step - 1, step)
         if self.follower is not None:
-            version = self.follower.take(step - 1 - self.delay)
+            # the stage above can only have learned from steps this stage handed it: after a
+            # gap, not from those lost in it
+            version = self.follower.take(min(step - 1 - self.delay, self.steps))
             if version is None:                         # stopped while waiting
                 if self.follower.diverged:
                     checkpoint.diverge(self, "the stage above")
                 return True
-            self.delays.add(step - 1 - version)
+            self.delays.add(max(0, step - 1 - version))   # (0: a model past this step)
         if self.steps == 0:
             self.snapshotter.save_initial(self.layers)
         result = checkpoint.guard(self, self.title, self.layers, self.stage.step, x, y)

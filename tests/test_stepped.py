@@ -18,6 +18,7 @@ import live
 import synthgrad
 import train_output
 from helpers import assert_stages_are_dnis, post, wait_for
+from test_chain import killer
 from parts import decoupled, options, stepped
 from runner import launch
 from synthgrad import PeerError
@@ -102,6 +103,36 @@ def test_a_delay_is_bounded_and_reported_everywhere(tmp_path, capsys):
     for name in ("stage 1 (train_input.py)", "stage 2"):      # the live page's table
         assert re.fullmatch(r"mean [\d.]+, max [0-2] \(bound 2\)", shown[name]), shown
     assert shown["stage 3"] is None                           # the last stage uses no model
+
+
+def test_a_killed_middle_stage_is_mended_and_the_chain_counts_what_it_lost(tmp_path, capsys):
+    """Stage 2 of three at --delay 1, SIGKILLed once it has a checkpoint: restarted from it, it
+    takes up the steps that come (the ones it had trained since, lost, are counted), the stage
+    below goes on with the model that exists (not waiting for versions that will never come),
+    and the run ends on its work, evaluated."""
+    have_fashion_mnist()
+    run = tmp_path / "chain"
+    config = chain.ChainConfig(run_dir=run, sizes=(784, 16, 16, 10), splits=(1, 2),
+                               count=2_000, duration=GUARD_S, examples=30_000,
+                               checkpoint_interval=1, colocated=True, data="fashion-mnist",
+                               delay=1, batch_size=100, train_on="arrivals", learning_rate=3e-4)
+    started = {}
+    checkpoint = run / "checkpoints" / "stage2.npz"
+    thread, killed = killer(started, [(5_000, "stage 2")], run / "metrics" / "stage2.jsonl",
+                            ready=lambda name: checkpoint.exists())
+    assert chain.run_and_report(config, launch.child_env(),
+                                on_start=lambda name, pid: started.__setitem__(name, pid)) == 0
+    thread.join(1)
+    out = capsys.readouterr().out
+    assert "stage 2" in killed and "stage 2 died" in out
+    last = json.loads((run / "metrics" / "stage3.jsonl").read_text().splitlines()[-1])
+    assert last["steps_trained"] == 300                    # the last stage got to the end
+    stage2 = [json.loads(line) for line in (run / "metrics" / "stage2.jsonl").open()]
+    assert any(line.get("steps_lost", 0) > 0 or line.get("steps_late", 0) > 0
+               for line in stage2[1:]) or last["steps_late"] > 0
+    result = json.loads((run / "chain.json").read_text())
+    assert result["cut_short"] is None and result["final_accuracy"] > 0.3
+    assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
 
 # --- a stage: steps in order, the model below served by version ---------------------------
