@@ -100,14 +100,20 @@ def markdown(runs, machine):
 
 
 def draw(runs, path):
-    """Test accuracy and examples a second against the delay, one point per seed."""
-    chains = [r for r in runs if r["side"] == "chain" and r["rate"] == runs[0]["rate"]]
+    """Test accuracy and examples a second against the delay, one point per seed (the rows
+    with the rate scaled down as crosses)."""
+    chains = [r for r in runs if r["side"] == "chain"]
     order = sorted({r["delay"] for r in chains}, key=lambda d: (d == "free", d))
+    labelled = set()
     with generate.saved_figure(path, 1, 2, figsize=(10, 3.8)) as (fig, (acc, speed)):
         for r in chains:
-            x = order.index(r["delay"])
-            acc.plot(x, 100 * r["accuracy"], "o", color="tab:orange", alpha=0.8)
-            speed.plot(x, r["examples_per_s"], "o", color="tab:orange", alpha=0.8)
+            x, scaled = order.index(r["delay"]), r["rate"] != runs[0]["rate"]
+            style = dict(color="tab:green" if scaled else "tab:orange", alpha=0.8,
+                         marker="x" if scaled else "o", linestyle="none")
+            label = "chain, rate / (1 + D)" if scaled else "chain"
+            label, _ = (None if label in labelled else label), labelled.add(label)
+            acc.plot(x, 100 * r["accuracy"], label=label, **style)
+            speed.plot(x, r["examples_per_s"], **style)
         for side, colour in (("cdni", "tab:blue"), ("top-only", "tab:grey")):
             values = [100 * r["accuracy"] for r in runs if r["side"] == side]
             if values:
