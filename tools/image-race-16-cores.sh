@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The race on images (python -m lab.image_race) on a machine with many cores: a chain of K = 2, 4
 # and 8 co-located stages classifying Fashion-MNIST (784-W x K-10, every layer its own stage)
-# against backprop of the same network in one process given the same K cores (OpenBLAS on K
-# threads), width 1024, 1 seed, 40 s a side: 3 x 2 x 40 s of training plus start-up and
-# measuring, about 6 minutes on 16 cores. Needs numpy, requests, matplotlib, flask and waitress
-# and the four Fashion-MNIST IDX files; no TensorFlow (the chain's boundary models are numpy).
+# (counting steps at --delay 1, lab.image_race's default) against backprop of the same network
+# in one process given the same K cores (OpenBLAS on K threads), width 1024, 1 seed, 40 s a
+# side: 3 x 2 x 40 s of training plus start-up and measuring, about 6 minutes on 16 cores.
+# Needs numpy, requests, matplotlib, flask and waitress and the four Fashion-MNIST IDX files; no
+# TensorFlow (the chain's boundary models are numpy).
 #
 #   tools/image-race-16-cores.sh --fetch   here, with PyPI and the images: the wheels a bare
 #                                          machine lacks (flask, waitress and theirs, for Python
