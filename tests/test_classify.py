@@ -127,7 +127,9 @@ def test_a_colocated_classifiers_model_sees_the_one_hot_label():
 def test_chain_py_takes_an_image_set_with_the_papers_network_and_needs_colocated():
     args = chain.parse_args(["--data", "fashion-mnist", "--colocated"])
     assert (args.sizes, args.splits, args.count) == ((784, 256, 256, 256, 10), (1, 2, 3), 60_000)
-    assert (args.batch_size, args.learning_rate, args.max_ahead) == (100, 1e-4, 200)
+    assert (args.batch_size, args.learning_rate, args.delay) == (100, 3e-4, 1)   # counted
+    free = chain.parse_args(["--data", "fashion-mnist", "--colocated", "--delay", "free"])
+    assert (free.learning_rate, free.max_ahead, free.delay) == (1e-4, 200, None)
     toy = chain.parse_args([])                                  # the toy's defaults unchanged
     assert (toy.sizes, toy.splits, toy.count, toy.batch_size, toy.learning_rate,
             toy.max_ahead) == ((2, 24, 12, 1), (1,), 20_000, 10, 0.005, None)
