@@ -182,11 +182,15 @@ class Stage:
     """Group k of the Network that run(config) draws (the same seed, the same draws), as one
     stage of a chain holds it: its layers and optimizer, M_k above it (a replica: its weights
     come from the stage above, load()) and M_{k-1} below, which it learns. rng goes on as
-    run's does: stage 1 draws the probe and the order from it."""
+    run's does: stage 1 draws the probe and the order from it. Frozen (top-only) stages hold
+    the models too, unused: their versions pace the chain (an image's models draw nothing)."""
 
     def __init__(self, config, sizes, k, cuts=None):
         self.rng = np.random.default_rng(config.seed)
-        self.net = net = Network(self.rng, sizes, config, cuts)
+        modelled = dataclasses.replace(config, method="synthetic") \
+            if config.method == "frozen" else config
+        self.net = net = Network(self.rng, sizes, modelled, cuts)
+        net.method = config.method
         self.k, self.top = k, k == len(net.groups) - 1
         self.group, self.optimizer = net.groups[k], net.optimizers[k]
         models = net.models or [None] * (len(net.groups) - 1)

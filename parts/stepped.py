@@ -354,8 +354,9 @@ class SteppedStage(server.TrainingServer):
         if result is None:
             return True
         h, g_hat, t = result
-        with self.lock:
-            self.quality.add(g_hat, t)
+        if t is not None:                               # (a frozen stage hands nothing down)
+            with self.lock:
+                self.quality.add(g_hat, t)
         with self.published_changed:
             self.published = [w.copy() for w in self.boundary.weights()]
             self.steps = self.version = step

@@ -95,7 +95,8 @@ def read_layers(path):
             for p in "wb"]
 
 
-def assert_stages_are_dnis(run, tmp_path, layers, width, seed, steps, train_examples=2000):
+def assert_stages_are_dnis(run, tmp_path, layers, width, seed, steps, train_examples=2000,
+                           method="cdni"):
     """Every stage's final layers in the chain run folder `run` equal, bit for bit, those of
     dni.py --data fashion-mnist with the same network, seed, images and steps, run with one
     BLAS thread as the chain's stages are (with several, numpy's products may sum in another
@@ -105,7 +106,8 @@ def assert_stages_are_dnis(run, tmp_path, layers, width, seed, steps, train_exam
     subprocess.run([sys.executable, str(top / "dni.py"), "--data", "fashion-mnist",
                     "--layers", str(layers), "--width", str(width), "--train-examples",
                     str(train_examples), "--steps", str(steps), "--measure-every", str(steps),
-                    "--seed", str(seed), "--weights-out", str(weights)], check=True,
+                    "--seed", str(seed), "--method", method, "--weights-out", str(weights)],
+                   check=True,
                    capture_output=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
                    timeout=600)
     one_process = read_layers(weights)

@@ -79,6 +79,23 @@ def test_at_delay_0_every_stage_ends_with_dni_pys_weights_bit_for_bit(tmp_path):
     assert_stages_are_dnis(run, tmp_path, layers=4, width=32, seed=5, steps=30)
 
 
+def test_the_top_only_control_counts_steps_too_and_is_dni_pys(tmp_path):
+    """--update frozen (top-only): the stages below the top never move, the boundary models'
+    versions still pace the chain, and the top learns what dni.py --method top-only's does, bit
+    for bit (whatever the delays: nothing below it moves)."""
+    have_fashion_mnist()
+    run = tmp_path / "chain"
+    config = chain.ChainConfig(run_dir=run, sizes=(784, 32, 32, 10), splits=(1, 2),
+                               count=2_000, duration=GUARD_S, examples=3_000, seed=4,
+                               colocated=True, data="fashion-mnist", delay=1, update="frozen",
+                               batch_size=100, train_on="arrivals", learning_rate=3e-4)
+    final = chain.run_chain(config, launch.child_env())
+    assert final["cut_short"] is None and final["stage3"]["steps_trained"] == 30
+    assert final["stage2"]["delay_steps"]["max"] <= 1
+    assert_stages_are_dnis(run, tmp_path, layers=3, width=32, seed=4, steps=30,
+                           method="top-only")
+
+
 def test_a_delay_is_bounded_and_reported_everywhere(tmp_path, capsys):
     """At --delay 2 no stage uses a model older than 2 steps, and each boundary's delay is in
     /status, the metrics, chain.json and the status lines."""
