@@ -23,6 +23,7 @@ true gradients and the staleness; "cut_short") and chain.png, which draws them.
 import argparse
 import dataclasses
 import json
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -205,6 +206,10 @@ def run_chain(config, env=None, on_start=None):
     on_start(name, pid) is told of every start and restart (lab/bench.py pins with it)."""
     # One BLAS thread a process unless told otherwise (docs/chain.md).
     env = {"OPENBLAS_NUM_THREADS": "1", **(launch.child_env() if env is None else env)}
+    if config.ray is not None and not env.get("SYNTHGRAD_TOKEN"):    # never open on a cluster
+        env["SYNTHGRAD_TOKEN"] = secrets.token_hex(16)
+        print("chain: no SYNTHGRAD_TOKEN set: a fresh one for this run, which every stage "
+              "asks of every request", flush=True)
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     K, token = len(layout), env.get("SYNTHGRAD_TOKEN") or None
     (run / "metrics").mkdir(parents=True, exist_ok=True)

@@ -337,6 +337,9 @@ def parse_args(argv):
                    help=f"port to listen on (default {children.LIVE_PORT}, beside the servers' "
                         "5000 and 5001; 0 picks a free one)")
     options.token_argument(p)
+    p.add_argument("--allow-no-token", action="store_true",
+                   help="serve beyond this machine (--host) without a token: anyone who can "
+                        "reach it sees the run (default: refused)")
     p.add_argument("--oracle-url", default=None,
                    help="the oracle's address (default: what RUN/oracle.log says it listens on; "
                         f"{synthgrad.DEFAULT_ORACLE_URL} for a progress folder run by hand)")
@@ -365,6 +368,7 @@ def parse_args(argv):
         if not low <= getattr(args, name) <= high:          # NaN is in no range
             p.error(f"--{name} must be between {low} and {high}{unit}")
     options.check_at_least(p, args, 1, "heldout")
+    options.check_open(p, args)
     if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
         p.error(f"--run-dir {args.run_dir} is a file; give the run's folder")
     for name in ("oracle_url", "output_url"):

@@ -2,6 +2,7 @@
 start-up line, the log's form, the training thread's priority, the peak memory figure.
 """
 
+import ipaddress
 import logging
 import math
 import os
@@ -51,6 +52,9 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
                    help=f"port to listen on (default {default_port}, the original's; 0 picks a "
                         "free one)")
     token_argument(p)
+    p.add_argument("--allow-no-token", action="store_true",
+                   help="listen beyond this machine (--host) without a token: anyone who can "
+                        "reach it may send it training data (default: refused)")
     p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
                    help=f"refuse larger request bodies with a 413 (default {MAX_BODY_BYTES:,}: "
                         f"twice {MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
@@ -94,6 +98,28 @@ def check_server_arguments(p, args):
         p.error("--port must be between 0 and 65535")
     if not 0 <= args.nice <= 19:
         p.error("--nice must be between 0 and 19")
+    check_open(p, args)
+
+
+def loopback(host):
+    """True for an address only this machine can reach (127.x, ::1, localhost)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:                    # a name: it may resolve beyond this machine
+        return False
+
+
+def check_open(p, args):
+    """Refuse to listen beyond loopback without a token unless --allow-no-token (said loudly)."""
+    if loopback(args.host) or args.token:
+        return
+    if not args.allow_no_token:
+        p.error(f"--host {args.host} without a token would answer anyone who can reach it: "
+                "set SYNTHGRAD_TOKEN (or --token) on every process, or pass --allow-no-token "
+                "if that is what you mean")
+    logging.getLogger("synthgrad").warning(
+        "listening on %s without a token (--allow-no-token): anyone who can reach it is "
+        "answered", args.host)
 
 
 DEFAULT_MAX_EXAMPLES = 200_000      # indices 0..N-1: the default data set's size
@@ -104,7 +130,7 @@ SERVER_DEFAULTS = dict(max_examples=DEFAULT_MAX_EXAMPLES, token=None,
 
 # options of the process, not of a server's state
 SERVER_ONLY = ("host", "port", "metrics", "metrics_interval", "report_every", "original",
-               "live", "live_port")
+               "allow_no_token", "live", "live_port")
 
 
 def token_argument(p):

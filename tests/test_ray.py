@@ -7,11 +7,13 @@ guard against a hang, and each fault is injected at a point of the run's work (e
 2 has trained on), once the process has a checkpoint (or the stages a snapshot tick) on disk.
 """
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -21,9 +23,10 @@ import requests
 from ray.cluster_utils import Cluster
 
 import chain
+import synthgrad
 from parts import children, snapshots
 from runner import chain_eval, launch, processes, raychain
-from helpers import assert_stages_are_dnis
+from helpers import assert_stages_are_dnis, wait_for
 from test_chain import GUARD_S, killer, last_count
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -210,6 +213,29 @@ def test_a_chain_counting_steps_on_three_machines_is_dni_py(tmp_path, cluster):
     final = chain.run_chain(config, launch.child_env())
     assert final["cut_short"] is None and final["stage3"]["steps_trained"] == 30
     assert_stages_are_dnis(run, tmp_path, layers=3, width=32, seed=2, steps=30)
+
+
+def test_a_chain_on_a_cluster_without_a_token_gets_one_of_its_own(tmp_path, cluster, capsys):
+    """chain.py --ray without SYNTHGRAD_TOKEN makes a fresh token for the run: its stages,
+    listening on their machines' addresses, answer 401 to a request without it, and the run
+    goes on as with one (20 s: a request is made while stage 2 serves)."""
+    c, _ = cluster
+    run, config, env = three_stages(tmp_path, c.address, None)
+    env.pop("SYNTHGRAD_TOKEN", None)
+    answers, log = [], run / "stage2.log"           # collected from its machine every ~2 s
+
+    def knock():
+        wait_for(lambda: log.exists() and "listening on http://" in log.read_text(), 120)
+        url = re.findall(r"listening on (http://\S+)", log.read_text())[0]
+        answers.append(requests.get(url + synthgrad.STATUS, timeout=10).status_code)
+    thread = threading.Thread(target=knock, daemon=True)
+    thread.start()
+    final = chain.run_chain(dataclasses.replace(config, duration=20.0), env)
+    thread.join(5)
+    assert answers == [401]
+    assert "no SYNTHGRAD_TOKEN set: a fresh one for this run" in capsys.readouterr().out
+    assert final["cut_short"] is None and final["stage2"]["examples_trained"] > 0  # (asked
+    # with the run's token)
 
 
 def test_a_process_that_cannot_start_is_restarted_then_said_in_one_line(tmp_path):

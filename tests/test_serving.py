@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+import live
+import train_output
 from parts import options, server
 
 
@@ -162,3 +164,27 @@ def test_a_server_run_in_a_thread_stops_on_its_event_as_on_sigterm(tmp_path, cap
     with socket.socket() as s:          # released: a restart can bind it (as waitress binds,
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # past TIME_WAIT)
         s.bind(("127.0.0.1", port))
+
+
+# --- never open by default ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("parse", [train_output.parse_args, live.parse_args],
+                         ids=["train_output.py", "live.py"])
+def test_a_server_beyond_loopback_without_a_token_refuses_in_one_line(parse, capsys, caplog,
+                                                                      monkeypatch):
+    monkeypatch.delenv("SYNTHGRAD_TOKEN", raising=False)
+    for host in ("0.0.0.0", "10.1.2.3", "somewhere.example"):
+        with pytest.raises(SystemExit) as e:
+            parse(["--host", host])
+        assert e.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"--host {host} without a token would answer anyone" in error
+        assert "SYNTHGRAD_TOKEN" in error and "--allow-no-token" in error
+    for host in ("127.0.0.1", "127.0.0.5", "::1", "localhost"):      # only this machine
+        assert parse(["--host", host]).host == host
+    assert parse(["--host", "0.0.0.0", "--token", "s3cret"]).token == "s3cret"
+    monkeypatch.setenv("SYNTHGRAD_TOKEN", "from-the-environment")
+    assert parse(["--host", "10.1.2.3"]).token == "from-the-environment"
+    monkeypatch.delenv("SYNTHGRAD_TOKEN")
+    assert parse(["--host", "0.0.0.0", "--allow-no-token"]).allow_no_token   # said loudly
+    assert "without a token (--allow-no-token)" in caplog.text
