@@ -412,11 +412,12 @@ def parse_delay(text):
     return delay
 
 
-def report(run, layout, cut_short=None, data=None, image_dir=None):
-    """chain.json (with "cut_short": why it ended early) and chain.png for a run; prints the
-    summary. ValueError if nothing can be evaluated (a classifier's test images missing too)."""
+def report(run, layout, cut_short=None, data=None, image_dir=None, events=()):
+    """chain.json (with "cut_short": why it ended early, and "events": each death, restart
+    and machine lost) and chain.png for a run; prints the summary. ValueError if nothing can be
+    evaluated (a classifier's test images missing too)."""
     result = chain_eval.evaluate(run, layout, data=data, image_dir=image_dir)
-    result["cut_short"] = cut_short
+    result["cut_short"], result["events"] = cut_short, list(events)
     (run / "chain.json").write_text(json.dumps(result, indent=1))
     chain_eval.draw(result, run / "chain.png")
     last = result["ticks"][-1] if result["ticks"] else {"cosine": []}
@@ -442,11 +443,12 @@ def report(run, layout, cut_short=None, data=None, image_dir=None):
 def run_and_report(config, env, on_start=None):
     """run_chain, then report, whatever ended the run (the exit code: launch.outcome's). The
     evaluation uses what the stages saved on disk."""
-    cut_short, code = launch.outcome("chain", config.run_dir,
-                                     lambda: run_chain(config, env, on_start)["cut_short"])
+    final = {}
+    cut_short, code = launch.outcome("chain", config.run_dir, lambda: final.update(
+        run_chain(config, env, on_start)) or final["cut_short"])
     try:
         report(config.run_dir, stage_sizes(config.sizes, config.splits), cut_short,
-               config.data, config.image_dir)
+               config.data, config.image_dir, final.get("events", ()))
     except ValueError as e:                         # stopped before every stage saved
         print(f"chain: no chain.json: {e}", flush=True)
     return code

@@ -180,6 +180,12 @@ class Spawner:
     def __init__(self, who, token=None, on_start=None):
         self.who, self.token, self.urls, self.children = who, token, {}, {}
         self.on_start = on_start or (lambda name, pid: None)
+        self.events = []                      # the run's story: deaths, restarts, machines lost
+
+    def event(self, what, name, **details):
+        """Note an event of process `name` for the run's story (chain.json's "events")."""
+        self.events.append({"time": round(time.time(), 3), "event": what, "process": name,
+                            "machine": self.machine(name), **details})
 
     def __enter__(self):
         return self
@@ -197,6 +203,16 @@ class Spawner:
         """Stop every process, the last started first."""
         for name in reversed(list(self.children)):
             self.stop(name)
+
+
+def trained_by(proc, metrics=None):
+    """The examples proc had trained (stage 1: streamed) by its last metrics line (metrics:
+    its file, by default its --metrics), or None."""
+    options = [] if proc is None else [str(o) for o in proc.options]
+    if metrics is None and "--metrics" in options:
+        metrics = options[options.index("--metrics") + 1]
+    last = (snapshots.read_metrics(Path(metrics)) or [{}])[-1] if metrics else {}
+    return last.get("examples_trained", last.get("examples"))
 
 
 def restarted_how(resumed):
@@ -238,6 +254,8 @@ class Supervisor(Spawner):
                     where = f", on port {child.port}" if child.port else ""
                     self.say(f"{child.name} restarted {restarted_how('--resume' in argv)}"
                              f"{where}")
+                    self.event("restarted", child.name, checkpoint=str(child.proc.checkpoint)
+                               if "--resume" in argv else None)
                 continue
             code = child.popen.poll()
             if code is None or child.stopping or child.finished():
@@ -254,6 +272,7 @@ class Supervisor(Spawner):
         line = (f"{child.name} died ({what}) after {now - child.process.started:.0f} s; its "
                 f"log {child.proc.log.name} ends: {log_tail(child.proc.log)}")
         child.restarts = [t for t in child.restarts if now - t < p.window]
+        self.event("died", child.name, how=what, trained=trained_by(child.proc))
         if not p.restart:
             child.stopping = True
             self.say(f"{line}. Not restarting it (--no-restart): ending the run")
@@ -411,7 +430,7 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
                  for p in servers}                        # their last word, unhurried
         return final | {"cpu_s": {p.key: spawner.cpu_seconds(p.name) for p in servers} |
                         {last.key: cpu}, "restarts": spawner.restarts(),
-                        "cut_short": cut_short}
+                        "cut_short": cut_short, "events": spawner.events}
     finally:
         spawner.stop_all()
         # they served restarts; a finished run is never resumed (at wide widths they are

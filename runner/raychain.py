@@ -358,6 +358,8 @@ class RayChain(processes.Spawner):
                     if name in self.actors and not alive.get(node, False)]
             for name in gone:                          # no restart can bring them back there
                 self.ray.kill(self.actors.pop(name), no_restart=True)
+            for name in gone:
+                self.event("machine lost", name, trained=self.trained(name))
             if gone:
                 where, node = self.described(gone[0]), self.where[gone[0]][2]
                 self.say(f"{' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'} "
@@ -387,6 +389,10 @@ class RayChain(processes.Spawner):
             return
         self.restarted[name] = info["starts"] - 1
         self.on_start(name, info["pid"])
+        self.event("died", name, how=f"its process {before['pid']} is gone",
+                   trained=self.trained(name))
+        self.event("restarted", name, pid=info["pid"], checkpoint=info["resumed"] and
+                   self.keys[name] + ".npz")
         self.say(f"{name} on {self.described(name)} died (its process {before['pid']} is gone; "
                  f"its log ends: {self.last_words(name)}); Ray restarted it there as process "
                  f"{info['pid']} (restart {self.restarted[name]} of at most {self.max_restarts}"
@@ -402,8 +408,13 @@ class RayChain(processes.Spawner):
         restarted = f"raychain: {self.keys[name]} restarted by Ray"
         return processes.text_tail(text.rsplit(restarted, 1)[0])
 
+    def trained(self, name):
+        """Its examples trained (streamed) by its newest collected metrics line, or None."""
+        return processes.trained_by(None, self.run / "metrics" / f"{self.keys[name]}.jsonl")
+
     def dead(self, name):
         self.actors.pop(name)
+        self.event("died", name, how="for good", trained=self.trained(name))
         self.say(f"{name} on {self.described(name)} died and Ray will not restart it (restarted "
                  f"{self.restarted[name]} of at most {self.max_restarts} times, --max-restarts"
                  f"): {self.why(name)}. Ending the run")

@@ -113,6 +113,10 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
     # it learned, ended on its work, and everything came back to the driver
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"] is None and result["final_from"] == "final"
+    died, restarted = result["events"]                              # the run's story
+    assert [(e["event"], e["process"], e["machine"]) for e in (died, restarted)] == [
+        ("died", "stage 2", "host2"), ("restarted", "stage 2", "host2")]
+    assert died["trained"] >= 15_000 and restarted["checkpoint"] == "stage2.npz"
     assert result["final_mse"] < 0.5 * result["initial_mse"]
     assert result["final_mse"] < result["mean_predictor_mse"], result["final_mse"]
     assert (run / "chain.png").exists()
@@ -151,6 +155,8 @@ def test_a_stage_whose_machine_leaves_ends_the_run_cut_short_and_evaluated(tmp_p
     assert len(lines) == 1 and lines[0].startswith("chain: stage 3 lost: its machine"), out
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"].startswith("stage 3's machine host3 (")
+    assert [(e["event"], e["process"], e["machine"]) for e in result["events"]] == [
+        ("machine lost", "stage 3", "host3")]                       # the run's story
     assert result["final_from"].startswith("tick ") and result["ticks"]
     assert "cut short: stage 3's machine" in out
     trained = snapshots.read_metrics(run / "metrics" / "stage2.jsonl")[-1]["examples_trained"]

@@ -149,6 +149,11 @@ def test_a_killed_middle_stage_is_mended_and_the_chain_counts_what_it_lost(tmp_p
                for line in stage2[1:]) or last["steps_late"] > 0
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"] is None and result["final_accuracy"] > 0.3
+    died, restarted = result["events"]                    # the run's story
+    assert (died["event"], died["process"], restarted["event"]) == ("died", "stage 2",
+                                                                    "restarted")
+    assert died["how"] == "killed by SIGKILL" and died["trained"] >= 5_000
+    assert restarted["checkpoint"].endswith("stage2.npz") and restarted["time"] > died["time"]
     assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
 
