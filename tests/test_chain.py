@@ -411,8 +411,9 @@ def test_a_three_stage_chain_of_real_processes_learns(tmp_path):
                             "stage 1"}                           # each told once, by name
     assert len(set(started.values())) == 5                       # with its own pid
     assert set(final) == {"stage2", "stage3", "boundary1", "boundary2", "cpu_s", "restarts",
-                          "cut_short"}
+                          "cut_short", "events"}
     assert final["cut_short"] is None and set(final["restarts"].values()) == {0}
+    assert final["events"] == []                                    # nothing died
     assert final["stage2"]["examples_trained"] >= config.examples   # ended on its work
     assert set(final["cpu_s"]) == {"stage1", "stage2", "stage3", "boundary1", "boundary2"}
     assert all(s > 0 for s in final["cpu_s"].values()), final["cpu_s"]
