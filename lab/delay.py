@@ -12,7 +12,6 @@ delay.md, .json and .png go into the run folder; docs/chain.md has the results.
 """
 
 import argparse
-import dataclasses
 import sys
 import time
 
@@ -48,12 +47,12 @@ def chained(args, out_dir, delay, seed, learning_rate):
     images, ended by its examples: its test accuracy, speed and delays."""
     run = out_dir / f"chain-d{delay}-lr{learning_rate:g}-s{seed}"
     config = chain.ChainConfig(
-        run_dir=run, **{k: v for k, v in chain.IMAGES.items() if k not in ("count", "sizes")},
+        run_dir=run, **{k: v for k, v in chain.IMAGES.items()
+                        if k not in ("count", "sizes", "learning_rate")},
         sizes=(784, *[WIDTH] * (LAYERS - 1), 10), count=args.count, duration=args.guard,
         examples=args.examples, seed=seed, colocated=True, data=args.data,
         image_dir=args.image_dir, delay=None if delay == "free" else delay,
-        snapshot_interval=30, status_every=30.0)
-    config = dataclasses.replace(config, learning_rate=learning_rate)
+        snapshot_interval=30, status_every=30.0, learning_rate=learning_rate)
     t0 = time.monotonic()
     final = chain.run_chain(config, race.blas_env(1))
     seconds = time.monotonic() - t0

@@ -15,6 +15,21 @@ log = logging.getLogger("synthgrad")
 SENDER_LINGER = 0.01    # the trainers' senders wait this long for a chunk to fill (docs/speed.md)
 
 
+def count_failure(sender, e, rows, what):
+    """A request of `rows` rows (`what`, in words) that raised PeerError e: True if the peer
+    refused them (a 4xx but 401: `refused`, said; resending cannot help), else False, the
+    request counted as failed and said at most every sender.log_every s: retry it."""
+    if e.refused and e.status != 401:
+        sender.counts["refused"] += rows
+        log.error("%s: peer refused %s, dropped them (%s)", sender.name, what, e)
+        return True
+    sender.counts["failed_requests"] += 1
+    if time.monotonic() - sender.last_log >= sender.log_every:
+        log.warning("%s: could not send %s, will retry (%s)", sender.name, what, e)
+        sender.last_log = time.monotonic()
+    return False
+
+
 class Sender:
     """Fire-and-forget delivery of per-example rows to a peer, from a background thread.
 
@@ -47,7 +62,7 @@ class Sender:
         self._stop = threading.Event()
         self.counts = collections.Counter(sent=0, superseded=0, dropped=0, refused=0,
                                           failed_requests=0, unsent=0)
-        self._last_log = -math.inf
+        self.last_log = -math.inf
         self._thread = threading.Thread(target=self._run, name=f"sender-{name}", daemon=True)
         self._thread.start()
 
@@ -155,17 +170,9 @@ class Sender:
                 self._send_counted(i, columns)
                 delay = 0.05
             except PeerError as e:
-                if e.refused and e.status != 401:   # the rows themselves are bad: never resend
-                    self.counts["refused"] += len(i)
-                    log.error("%s: peer refused %d rows, dropped them (%s)", self.name,
-                              len(i), e)
-                    continue
+                if count_failure(self, e, len(i), f"{len(i)} rows"):
+                    continue                        # the rows themselves are bad
                 self._give_back(i, columns)
-                self.counts["failed_requests"] += 1
-                if time.monotonic() - self._last_log >= self.log_every:
-                    log.warning("%s: could not send %d rows, will retry (%s)",
-                                self.name, len(i), e)
-                    self._last_log = time.monotonic()
                 self._stop.wait(delay)
                 delay = min(self.max_backoff, delay * 2)
 

@@ -7,7 +7,7 @@ What travels carries its step: activations the step they were computed at (POST
 the boundary above it has learned from step t - 1 - D; the delay of the synthetic gradient it
 then uses is (t - 1) - that version (0 in one process). Each stage holds decoupled.Stage, the
 group of layers dni.py draws from the same seed, so at D = 0 the chain computes what dni.py
-computes, bit for bit (tests/test_chain.py). docs/chain.md has the delays measured.
+computes, bit for bit (tests/test_stepped.py). docs/chain.md has the delays measured.
 """
 
 import collections
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import synthgrad
-from parts import boundary, checkpoint, decoupled, server, snapshots
+from parts import boundary, checkpoint, decoupled, sender, server, snapshots
 
 log = logging.getLogger("synthgrad")
 WEIGHTS_WAIT_S = 2.0          # GET /weights?after=V answers at the latest this much later
@@ -74,7 +74,7 @@ class OrderedSender:
         self._queue = collections.deque()            # (step, i, h, y), oldest first
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._last_log = -math.inf
+        self.last_log, self.log_every = -math.inf, 10.0
         self.counts = collections.Counter(sent=0, refused=0, failed_requests=0, unsent=0)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sender-{name}")
         self._thread.start()
@@ -117,18 +117,11 @@ class OrderedSender:
                 self.counts["sent"] += rows
                 delay = 0.05
             except synthgrad.PeerError as e:
-                if not (e.refused and e.status != 401):
-                    self.counts["failed_requests"] += 1
-                    if time.monotonic() - self._last_log >= 10.0:
-                        log.warning("%s: could not send steps %d-%d, will retry (%s)",
-                                    self.name, items[0][0], items[-1][0], e)
-                        self._last_log = time.monotonic()
+                if not sender.count_failure(self, e, rows,
+                                            f"steps {items[0][0]}-{items[-1][0]}"):
                     self._stop.wait(delay)
                     delay = min(self.max_backoff, 2 * delay)
-                    continue
-                self.counts["refused"] += rows
-                log.error("%s: the peer refused steps %d-%d, dropped them (%s)", self.name,
-                          items[0][0], items[-1][0], e)
+                    continue                            # and try again
             with self._changed:
                 for _ in items:
                     self._queue.popleft()
