@@ -463,7 +463,14 @@ def main(argv=None):
         except ValueError as e:                     # a snapshot missing or of the wrong shape
             raise SystemExit(f"chain.py: cannot evaluate {args.evaluate}: {e}") from None
         return 0
-    if args.ray is not None:
+    if args.ray not in (None, "local"):             # a bad start ends here, before any folder
+        processes.stop_on_signals()
+        try:
+            raychain.connect(args.ray, args.place)
+        except KeyboardInterrupt:
+            print(f"chain.py: interrupted while joining the Ray cluster at {args.ray}")
+            return 130
+    elif args.ray is not None:
         raychain.import_ray()                       # one line saying how to get it, if missing
     with launch.session(args, "chain", "chain-") as (run, env):
         policy = processes.RestartPolicy(args.restart, args.max_restarts)

@@ -153,10 +153,13 @@ def parse_with_original(p, argv, original, what):
 
 
 def printable(args):
-    """The parsed options as "name value, ..." for the start-up line, the token masked."""
+    """The parsed options as "name value, ..." for the start-up line, the token masked and
+    --oracle-url left out where --colocated means there is no oracle."""
     shown = vars(args).copy()
     if shown.get("token"):
         shown["token"] = "***"
+    if shown.get("colocated"):
+        shown.pop("oracle_url", None)
     return generate.settings_line(shown)
 
 

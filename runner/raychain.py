@@ -8,6 +8,7 @@ restart again, ends the run. What each writes under node_root on its machine is 
 into the driver's run folder as it comes. Ray is imported only here.
 """
 
+import contextlib
 import importlib
 import logging
 import os
@@ -15,6 +16,7 @@ import resource
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -29,11 +31,16 @@ MISSING = (f"chain.py --ray needs Ray, which make demo does not install: pip ins
            f"'{RAY_PIN}' (make test's environment has it: .venv/bin/python chain.py --ray)")
 COLLECT_EVERY = 2.0                    # seconds between collections of every process's files
 LOOK_EVERY = 0.5                       # seconds between looks at every actor and machine
+CONNECT_TRIES = 5                      # seconds ray.init tries a cluster that refuses us
+REACH_S = 3.0                          # seconds a cluster's address may take to accept at all
+CONNECT_TRIES = 5                      # seconds ray.init tries a cluster that refuses us
+REACH_S = 3.0                          # seconds a cluster's address may take to accept at all
 BIND_TRIES = 20                        # a restarted server retries its port every 0.5 s
 LAST_WORDS_S = 1.0                     # a failed script's process lives on this long, its
                                        # state readable (its log may be on a machine gone)
 # The repository travels to every machine (Ray's working_dir) without these.
 EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
+said_joining = []                      # what Ray wrote while connect() joined (one driver each)
 
 
 def import_ray():
@@ -168,9 +175,9 @@ class Stage:
                     *data]:
             path = self.root / rel
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
-        for folder in ("progress", "metrics", "checkpoints", "data", "."):
-            try:
-                (self.root / folder).rmdir()         # the last process out removes the root
+        for folder in ("progress", "metrics", "checkpoints", "data", ".", ".."):
+            try:                                     # the last process out removes the root,
+                (self.root / folder).resolve().rmdir()       # and /tmp/synthgrad-ray if empty
             except OSError:
                 pass
 
@@ -191,6 +198,106 @@ def free_port():
     with socket.socket() as s:
         s.bind((ip, 0))
         return ip, s.getsockname()[1], ray.get_runtime_context().get_node_id()
+
+
+def connect(address, place=None, cpus=1):
+    """Join the Ray cluster at `address` as a chain's driver ("local": start a fresh instance
+    here, with `cpus`, as many as processes, at least), and check that a machine declares
+    each resource in `place`. Fails fast, in one line (SystemExit): nothing listening there
+    (a TCP look first), a token refused or missing (CONNECT_TRIES s, not Ray's 20), a
+    resource no machine declares. What Ray wrote meanwhile is kept out of the terminal
+    (in said_joining, then the run folder's ray.log)."""
+    ray = import_ray()
+    env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
+                "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    local = address == "local"
+    if not local and "://" not in address and address != "auto":
+        look_for(address)
+    said_joining.clear()
+    try:
+        with stderr_kept(said_joining), environ(RAY_gcs_server_port_wait_time_s=None if local
+                                                else str(CONNECT_TRIES)):
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
+                     runtime_env=dict(working_dir=str(children.TOP), excludes=EXCLUDES,
+                                      env_vars=env_vars),
+                     **(dict(include_dashboard=False, num_cpus=max(cpus, os.cpu_count() or 1))
+                        if local else {}))
+    except Exception as e:                         # ConnectionError, AuthenticationError
+        raise SystemExit(f"chain.py: cannot join the Ray cluster at {address}: "
+                         f"{why_not_joined(e, ''.join(said_joining))}") from None
+    declared = ray.cluster_resources()
+    missing = sorted({r for r in place or () if r not in declared})
+    if missing:
+        ray.shutdown()
+        custom = sorted(r for r in declared if r not in ("CPU", "GPU", "memory",
+                        "object_store_memory") and not r.startswith("node:"))
+        raise SystemExit(f"chain.py: --place: no machine of the cluster declares "
+                         f"{', '.join(missing)} (on the machine meant: ray start "
+                         f"--resources='{{\"{missing[0]}\": 1}}'); the cluster's "
+                         f"machines declare: {', '.join(custom) or 'none'}")
+
+
+def look_for(address):
+    """SystemExit in one line unless something accepts a connection at HOST:PORT within
+    REACH_S s (ray.init would try an empty address for minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_S).close()
+    except ValueError:
+        raise SystemExit(f"chain.py: --ray {address}: expected HOST:PORT, the head's address "
+                         f"(e.g. 10.0.0.1:6379), or no address for a fresh local Ray") from None
+    except OSError as e:
+        raise SystemExit(f"chain.py: no Ray cluster at {address}: "
+                         f"{e.strerror or type(e).__name__} (is `ray start --head --port "
+                         f"{port}` running on {host}? docs/several-machines.md)") from None
+
+
+def why_not_joined(error, said):
+    """ray.init's failure in words: a token refused or missing, else its first line."""
+    if "InvalidAuthToken" in said:
+        return ("it refused this machine's Ray token: export RAY_AUTH_MODE=token and "
+                "RAY_AUTH_TOKEN=<the head's token> here (docs/several-machines.md)")
+    if "no authentication token was found" in str(error):
+        return ("it asks for a Ray token and this machine has none: export "
+                "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the head's token> here "
+                "(docs/several-machines.md)")
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (f"{first} (is `ray start --head` running there, and RAY_AUTH_MODE=token with its "
+            f"token set here? docs/several-machines.md)")
+
+
+@contextlib.contextmanager
+def environ(**values):
+    """os.environ with `values` (None: as it is) for the block, as it was after."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update({name: v for name, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def stderr_kept(lines):
+    """What is written to file descriptor 2 in the block (Ray's C++ writes there, past
+    sys.stderr) appended to `lines` instead of reaching the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            kept.seek(0)
+            lines.append(kept.read().decode(errors="replace"))
 
 
 class RayChain(processes.Spawner):
@@ -217,26 +324,15 @@ class RayChain(processes.Spawner):
 
     def __enter__(self):
         ray = self.ray
-        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-        env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
-                    "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-        local = dict(include_dashboard=False,       # as many CPUs as processes, at least
-                     num_cpus=max(len(self.names), os.cpu_count() or 1))
-        try:
-            ray.init(address=self.address, log_to_driver=False, logging_level=logging.ERROR,
-                     runtime_env=dict(working_dir=str(children.TOP), excludes=EXCLUDES,
-                                      env_vars=env_vars),
-                     **(local if self.address == "local" else {}))
-            nodes = [n for n in ray.nodes() if n["Alive"]]
-            self.say(f"Ray {ray.__version__}: "
-                     f"{'a fresh local instance' if self.address == 'local' else self.address}, "
-                     f"{len(nodes)} machine{'s' * (len(nodes) != 1)}, "
-                     f"{ray.cluster_resources().get('CPU', 0):g} CPUs")
-        except Exception as e:                     # ConnectionError, a bad address, a token
-            raise SystemExit(f"chain.py: cannot join the Ray cluster at {self.address}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (is "
-                             f"`ray start --head` running there, and RAY_AUTH_MODE=token with "
-                             f"its token set here? docs/several-machines.md)") from None
+        if not ray.is_initialized():               # chain.py's main joined it already
+            connect(self.address, self.place and set(self.place.values()), len(self.names))
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        self.say(f"Ray {ray.__version__}: "
+                 f"{'a fresh local instance' if self.address == 'local' else self.address}, "
+                 f"{len(nodes)} machine{'s' * (len(nodes) != 1)}, "
+                 f"{ray.cluster_resources().get('CPU', 0):g} CPUs")
+        if said_joining:
+            write_atomically(self.run / "ray.log", "".join(said_joining).encode())
         try:
             self.urls = self.place_all()
         except BaseException:                      # nothing started: let go of Ray
@@ -254,15 +350,6 @@ class RayChain(processes.Spawner):
         """Choose every process's machine and port: {name: its URL, "http://IP:PORT"}."""
         ray = self.ray
         if self.place:
-            declared = ray.cluster_resources()
-            missing = sorted({r for r in self.place.values() if r not in declared})
-            if missing:
-                custom = sorted(r for r in declared if r not in ("CPU", "GPU", "memory",
-                                "object_store_memory") and not r.startswith("node:"))
-                raise SystemExit(f"chain.py: --place: no machine of the cluster declares "
-                                 f"{', '.join(missing)} (on the machine meant: ray start "
-                                 f"--resources='{{\"{missing[0]}\": 1}}'); the cluster's "
-                                 f"machines declare: {', '.join(custom) or 'none'}")
             probes = {name: dict(num_cpus=0, resources={self.place[name]: 0.001})
                       for name in self.names}
         else:

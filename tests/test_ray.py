@@ -12,8 +12,12 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -279,3 +283,134 @@ def test_place_is_checked(argv, message, capsys):
     with pytest.raises(SystemExit):
         chain.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+# --- the documented start, and starts that cannot work ------------------------------------------
+
+def free_ports(n):
+    """n ports free on this machine now (held together while drawn, so all differ)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def documented_commands():
+    """docs/several-machines.md's first block: {"head", "worker", "chain"}: each machine's
+    commands (its export line and its command), as written there."""
+    text = (children.TOP / "docs" / "several-machines.md").read_text()
+    block = text.split("## A chain on a Ray cluster: one command", 1)[1].split("\n\n    ")[1]
+    lines = ("    " + block.split("\n\n")[0]).replace("\\\n", "").splitlines()
+    commands = [line.strip() for line in lines if not line.strip().startswith("#")]
+    exports = [c for c in commands if c.startswith("export ")]
+    assert len(exports) == 2 and len(commands) == 5, commands
+    start = {c.split("ray start ")[1].split()[0]: c for c in commands if "ray start" in c}
+    return {"head": [exports[0], start["--head"]], "worker": [exports[1], start["--address"]],
+            "chain": [c for c in commands if "chain.py" in c]}
+
+
+def one_line(proc):
+    """What a refused start printed, stdout and stderr together: it must be one line."""
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(said) == 1, said
+    return said[0]
+
+
+def test_the_documented_start_works_and_a_wrong_token_is_refused_fast(tmp_path):
+    """docs/several-machines.md's commands, run as written from a fresh home folder: the head
+    (a token made), a worker with that token, and the chain across them, which learns. The
+    same chain with another token ends within 20 s in one line, exit code 1, no run folder."""
+    commands, (head_port, *ports) = documented_commands(), free_ports(9)
+    home, bin_dir = tmp_path / "home", Path(sys.executable).parent
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "SYNTHGRAD"))}
+    env |= {"HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def here(command):                         # machine A is this one; free ports
+        return (command.replace(".venv/bin/", f"{bin_dir}/").replace("A:6379",
+                f"127.0.0.1:{head_port}").replace("--port 6379", f"--port {head_port}"))
+
+    def machine(name, lines, ports):           # ray start --block: a process group to stop
+        own = (f" --block --dashboard-agent-listen-port {ports[1]} --metrics-export-port "
+               f"{ports[2]} --min-worker-port {ports[3]} --max-worker-port {ports[3] + 200}" +
+               (f" --include-dashboard=false --ray-client-server-port {ports[0]}"
+                if name == "head" else ""))
+        log = tmp_path / f"{name}.log"
+        script = "set -e\n" + here(lines[0]) + "\n" + here(lines[1]) + own
+        return subprocess.Popen(["bash", "-c", script], cwd=children.TOP, env=env,
+                                stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True), log
+
+    started = []
+    try:
+        head, head_log = machine("head", commands["head"], ports[:3] + [20_000])
+        started.append(head)
+        wait_for(lambda: "Ray runtime started" in head_log.read_text() or
+                 head.poll() is not None, 120)
+        assert head.poll() is None, head_log.read_text()[-3000:]
+        token = (home / ".ray" / "auth_token").read_text().strip()
+        commands["worker"][0] = commands["worker"][0].replace("<A's token>", token)
+        worker, worker_log = machine("worker", commands["worker"], ports[3:6] + [20_300])
+        started.append(worker)
+        wait_for(lambda: "Ray runtime started" in worker_log.read_text() or
+                 worker.poll() is not None, 120)
+        assert worker.poll() is None, worker_log.read_text()[-3000:]
+        chain_command = here(commands["chain"][0]).split()
+        assert chain_command[:2] == [f"{bin_dir}/python", "chain.py"], chain_command
+        run = tmp_path / "run"
+        argv = [*chain_command, "--duration", str(GUARD_S), "--examples", "300000",
+                "--no-live", "--run-dir", str(run)]
+        wrong = env | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+        t0 = time.monotonic()
+        refused = subprocess.run(argv, cwd=children.TOP, env=wrong, capture_output=True,
+                                 text=True, timeout=120)
+        took = time.monotonic() - t0
+        assert refused.returncode == 1 and took < 20, (took, refused.stdout, refused.stderr)
+        assert "refused this machine's Ray token" in one_line(refused) and not run.exists()
+        done = subprocess.run(argv, cwd=children.TOP, env=env | {"RAY_AUTH_MODE": "token",
+                              "RAY_AUTH_TOKEN": token}, capture_output=True, text=True,
+                              timeout=GUARD_S + 120)
+        print(done.stdout, done.stderr)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "2 machines, 4 CPUs" in done.stdout and "chain: stage 3 on host_b" in done.stdout
+        result = json.loads((run / "chain.json").read_text())
+        assert result["cut_short"] is None and result["events"] == []
+        assert result["final_mse"] < result["mean_predictor_mse"]
+    finally:
+        for proc in started:                   # what this test started, and only that
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(wait)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+
+
+def test_no_cluster_at_the_address_ends_at_once_in_one_line(tmp_path):
+    (port,) = free_ports(1)
+    run = tmp_path / "run"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "chain.py", "--ray", f"127.0.0.1:{port}",
+                           "--colocated", "--no-live", "--run-dir", str(run)],
+                          cwd=children.TOP, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and time.monotonic() - t0 < 20 and not run.exists()
+    assert one_line(proc).startswith(f"chain.py: no Ray cluster at 127.0.0.1:{port}: ")
+
+
+def test_a_place_no_machine_declares_ends_at_once_in_one_line(tmp_path, cluster):
+    c, _ = cluster
+    run = tmp_path / "run"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "chain.py", "--ray", c.address, "--colocated",
+                           "--splits", "1,2", "--sizes", "2-16-16-1", "--place",
+                           "host1,host2,host9", "--no-live", "--run-dir", str(run)],
+                          cwd=children.TOP, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and time.monotonic() - t0 < 20 and not run.exists()
+    assert one_line(proc).startswith("chain.py: --place: no machine of the cluster declares "
+                                     "host9 (")
