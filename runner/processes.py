@@ -401,11 +401,10 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
     why the run ended early or None. banner(urls), if given, is said before the last starts;
     tick(urls) is called in the watch loop. The processes' checkpoints are removed at the end."""
     servers, last = procs[:-1], procs[-1]
-    urls, peers = dict(spawner.urls), {}
+    urls = spawner.urls                    # the spawner's: a process it moves, it changes
     try:
         for proc in servers:
             urls[proc.name] = spawner.start(proc, command_line(proc, urls))
-            peers[proc.name] = client(urls[proc.name], spawner.token)
         if banner is not None:
             spawner.say(banner(urls))
         end_at = time.monotonic() + duration
@@ -423,7 +422,8 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
         def status(elapsed):
             latest = (snapshots.read_metrics(metrics) or [{}])[-1]
             return status_line(elapsed, (label(last), latest), [
-                (label(p), p.script, last_status(peers[p.name])) for p in shown])
+                (label(p), p.script, last_status(client(urls[p.name], spawner.token)))
+                for p in shown])
         cpu, cut_short = watch(spawner, last.name, end_at, status, every,
                                tick and (lambda: tick(urls)))
         final = {p.key: last_status(client(urls[p.name], spawner.token, timeout=10.0))

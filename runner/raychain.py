@@ -38,6 +38,7 @@ REACH_S = 3.0                          # seconds a cluster's address may take to
 BIND_TRIES = 20                        # a restarted server retries its port every 0.5 s
 LAST_WORDS_S = 1.0                     # a failed script's process lives on this long, its
                                        # state readable (its log may be on a machine gone)
+MOVE_WAIT = 30.0                       # seconds a lost machine's process waits for a free CPU
 # The repository travels to every machine (Ray's working_dir) without these.
 EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
 said_joining = []                      # what Ray wrote while connect() joined (one driver each)
@@ -58,19 +59,20 @@ def node_root(run_dir):
 
 
 def own_files(key):
-    """What a process writes that the driver collects (relative to its node root)."""
-    return [f"{key}.log", f"metrics/{key}.jsonl", f"progress/{key}"]
+    """What a process writes that the driver collects (relative to its node root): its
+    checkpoint too, to start it on another machine if its own leaves."""
+    return [f"{key}.log", f"metrics/{key}.jsonl", f"progress/{key}", f"checkpoints/{key}.npz"]
 
 
 class Stage:
     """One process inside a Ray actor: argv (the script's name, then its options) run by the
-    script's main in a thread, writing under root, once the files `needs` names are there
-    (write_files sends them once). __init__ never raises: Ray re-runs it to restart the actor
+    script's main in a thread, writing under root, once write_files has brought the files
+    `needs` names (restarted by Ray: once they are there). __init__ never raises: Ray re-runs it to restart the actor
     (from its checkpoint, with the time left of its deadline); one that raises ends it."""
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
         self.key, self.root, self.state = key, Path(root), "starting"
-        self.stop_event, self.resumed = threading.Event(), False
+        self.stop_event, self.written, self.resumed = threading.Event(), threading.Event(), False
         self.restarted, self.node_ip = False, "?"
         try:
             import ray
@@ -96,8 +98,9 @@ class Stage:
 
     def _run(self, argv, needs, token, deadline):
         try:
-            while not all((self.root / rel).exists() for rel in needs):
-                if self.stop_event.wait(0.05):       # write_files brings them, once
+            while needs and not (self.written.is_set() or self.restarted and all(
+                    (self.root / rel).exists() for rel in needs)):    # not an old copy's
+                if self.stop_event.wait(0.05):
                     return
             (self.root / "metrics").mkdir(parents=True, exist_ok=True)
             sys.stdout = sys.stderr = open(self.root / f"{self.key}.log", "a", buffering=1)
@@ -138,6 +141,7 @@ class Stage:
         """Write {relative path: bytes} under the root (atomically: the script waits for them)."""
         for rel, data in files.items():
             write_atomically(self.root / rel, data)
+        self.written.set()
 
     def info(self):
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -145,8 +149,9 @@ class Stage:
                     starts=self.starts, cpu_s=usage.ru_utime + usage.ru_stime)
 
     def collect(self, have):
-        """{relative path: bytes} of this process's files whose size is not the one in `have`
-        ({relative path: size}, what the driver holds): new snapshots, longer logs."""
+        """{relative path: (signature, bytes)} of this process's files whose signature (size,
+        time written) is not the one in `have` ({relative path: signature}, what the driver
+        holds): new snapshots, longer logs, a newer checkpoint."""
         out = {}
         for rel in own_files(self.key):
             path = self.root / rel
@@ -156,8 +161,9 @@ class Stage:
                 if p.name.startswith(".") or not p.is_file():
                     continue                         # a snapshot being written
                 try:
-                    if p.stat().st_size != have.get(name):
-                        out[name] = p.read_bytes()
+                    stat = p.stat()
+                    if (stat.st_size, stat.st_mtime_ns) != have.get(name):
+                        out[name] = ((stat.st_size, stat.st_mtime_ns), p.read_bytes())
                 except OSError:
                     continue
         return out
@@ -319,6 +325,7 @@ class RayChain(processes.Spawner):
         self.pending = {}                          # ref -> (name, "info" or "collect")
         self.next_look = self.next_collect = 0.0
         self.group = None
+        self.procs, self.deadlines, self.labels = {}, {}, {}      # to start one elsewhere
 
     # --- connecting and placing ---
 
@@ -378,28 +385,39 @@ class RayChain(processes.Spawner):
         return {name: f"http://{ip}:{port}" for name, (ip, port, _) in self.where.items()}
 
     def machine(self, name):
-        """The machine a process is on, short: its --place name, else its address."""
-        return self.place[name] if self.place else self.where[name][0]
+        """The machine a process is on, short: its --place name (or, moved, a name its new
+        machine declares), else its address."""
+        return self.labels.get(name) or (self.place[name] if self.place else self.where[name][0])
 
     def described(self, name):
         """The machine in words: "host_b (10.0.0.2)" with --place, else its address."""
-        ip = self.where[name][0]
-        return f"{self.place[name]} ({ip})" if self.place else ip
+        ip, label = self.where[name][0], self.machine(name)
+        return ip if label == ip else f"{label} ({ip})"
 
     # --- starting ---
 
     def start(self, proc, argv, deadline=None):
         """Start proc on the port and address chosen for it; once it runs (and answers, if it
         serves), its URL or None. SystemExit if it does not within READY_WAIT s."""
-        name, files = proc.name, self.files.get(proc.name)
+        name = proc.name
+        self.procs[name], self.deadlines[name] = proc, deadline
+        self.have[name], self.restarted[name] = {}, 0
+        url, pid = self.launch(name, argv, self.files.get(name) or {}, deadline)
+        self.say(f"{name} on {self.described(name)}, process {pid}{f': {url}' if url else ''}")
+        return url
+
+    def launch(self, name, argv, files, deadline=None):
+        """name's actor on its machine and port running argv (a command line), `files` {path:
+        bytes} written there first; once it runs (and answers, if it serves): (its URL or
+        None, its process ID). SystemExit if it does not within READY_WAIT s."""
         url = self.urls[name] if "--port" in argv else None
         ip, port, _ = self.where[name]
         options = processes.restart_options(argv[2:], port) + (["--host", ip] if url else [])
-        self.have[name], self.restarted[name] = {}, 0
         self.actors[name] = self.ray.remote(Stage).options(
-            **self.options[name], max_restarts=self.max_restarts, max_task_retries=0,
-            max_concurrency=3).remote(proc.key, [Path(argv[1]).name, *options], str(self.root),
-                                      sorted(files or {}), self.token, deadline)
+            **self.options[name], max_restarts=self.max_restarts - self.restarted[name],
+            max_task_retries=0, max_concurrency=3).remote(
+                self.keys[name], [Path(argv[1]).name, *options], str(self.root), sorted(files),
+                self.token, deadline)
         if files:
             self.call(name, "write_files", files, timeout=processes.READY_WAIT)
         peer = None if url is None else processes.client(url, self.token)
@@ -416,13 +434,93 @@ class RayChain(processes.Spawner):
             if info.get("state") in ("running", "finished") and (
                     peer is None or processes.last_status(peer) is not None):
                 self.on_start(name, info["pid"])
-                self.say(f"{name} on {self.described(name)}, process {info['pid']}"
-                         f"{f': {url}' if url else ''}")
-                return url
+                return url, info["pid"]
             time.sleep(0.1)
         self.collect_all(wait=True)
         raise SystemExit(f"chain.py: {name} did not start within "
                          f"{processes.READY_WAIT:.0f} s; {self.why(name)}")
+
+    # --- a machine lost: its stages go on elsewhere ---
+
+    def move(self, gone):
+        """Start the processes `gone` (their machine left) on machines that remain, each from
+        the checkpoint collected here, and start again, where they are, those that talk to
+        them, with their new addresses. Says it in one line; why the run must end instead, or
+        None."""
+        where = self.described(gone[0])
+        for name in gone:
+            self.event("machine lost", name, trained=self.trained(name))
+        if not self.max_restarts or any(self.restarted[n] >= self.max_restarts for n in gone):
+            self.say(f"{' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'} "
+                     f"machine {where} left the cluster; ending the run"
+                     f"{' (--no-restart)' if not self.max_restarts else ''}")
+            return f"{gone[0]}'s machine {where} left the cluster"
+        said = []
+        try:
+            for name in gone:                          # servers first, as they were started
+                said.append(self.move_one(name))
+            talk = [n for n in self.actors if n not in gone and any(
+                isinstance(o, processes.Url) and o in gone for o in self.procs[n].options)]
+            for name in talk:
+                self.replace(name, self.files.get(name) or {})
+                self.event("re-addressed", name, to=[self.urls[n] for n in gone])
+        except SystemExit as e:                        # no machine for it, or it did not start
+            self.say(f"{' and '.join(gone)} lost with machine {where}: {e}; ending the run")
+            return f"{gone[0]}'s machine {where} left the cluster ({e})"
+        self.say(f"{' and '.join(gone)} lost: machine {where} left the cluster; "
+                 f"{'; '.join(said)}{''.join(f'; {n} restarted to reach it' for n in talk)}")
+        return None
+
+    def move_one(self, name):
+        """Place name on a machine with a free CPU (one declaring its --place resource if one
+        remains) and start it there from its collected checkpoint; what happened, in words."""
+        key, want = self.keys[name], self.place and self.place[name]
+        alive = {n["NodeID"]: n for n in self.ray.nodes() if n["Alive"]}
+        keeps = bool(want) and any(want in n["Resources"] for n in alive.values())
+        probe = (self.options[name] if self.group is not None else        # its bundle, moved
+                 dict(num_cpus=1, resources={want: 0.001}) if keeps else dict(num_cpus=1))
+        ref = self.ray.remote(free_port).options(**probe).remote()
+        if not self.ray.wait([ref], timeout=MOVE_WAIT)[0]:
+            self.ray.cancel(ref, force=True)
+            raise SystemExit(f"no machine left has a free CPU for {name} (it waited "
+                             f"{MOVE_WAIT:.0f} s)")
+        ip, port, node = self.ray.get(ref)
+        if self.group is None:
+            self.options[name] = dict(num_cpus=1, scheduling_strategy=self.ray.util.
+                                      scheduling_strategies.NodeAffinitySchedulingStrategy(
+                                          node, soft=False))
+        declared = [r for r in alive[node]["Resources"] if r not in ("CPU", "GPU", "memory",
+                    "object_store_memory") and not r.startswith("node:")]
+        self.where[name], self.urls[name] = (ip, port, node), f"http://{ip}:{port}"
+        self.labels[name] = want if keeps else (declared or [ip])[0]
+        trained = self.trained(name)
+        checkpoint = self.run / "checkpoints" / f"{key}.npz"
+        age = time.time() - checkpoint.stat().st_mtime if checkpoint.exists() else None
+        self.restarted[name] += 1
+        self.replace(name, {rel: (self.run / rel).read_bytes() for rel in own_files(key)
+                            if (self.run / rel).is_file()} | (self.files.get(name) or {}),
+                     stop=False)
+        self.event("moved", name, checkpoint=age is not None and f"{key}.npz", trained=trained)
+        return (f"{name} goes on on {self.described(name)}"
+                f"{'' if keeps or not want else f' (no machine left declares {want})'}, "
+                f"from its checkpoint collected {age:.1f} s before" if age is not None else
+                f"{name} starts again on {self.described(name)} from scratch (no checkpoint "
+                f"collected yet)") + (f", on port {port}" if "--port" in self.procs[name].options
+                                      else "")
+
+    def replace(self, name, files, stop=True):
+        """A new actor for name, on the machine and port in self.where, its command line with
+        today's addresses (resuming from its checkpoint there, and with the time left of its
+        --duration); the old one stopped first (it saves what it holds) if `stop`."""
+        old = self.actors.pop(name, None)
+        self.pending = {r: v for r, v in self.pending.items() if v[0] != name}
+        if old is not None:
+            if stop:
+                self.call_actor(old, "stop", 30.0, timeout=40.0)
+            self.ray.kill(old, no_restart=True)
+        argv = processes.restart_options(processes.command_line(self.procs[name], self.urls),
+                                         None, None, self.deadlines[name])
+        self.launch(name, argv, files, self.deadlines[name])
 
     # --- watching: processes.watch's look() ---
 
@@ -445,13 +543,8 @@ class RayChain(processes.Spawner):
                     if name in self.actors and not alive.get(node, False)]
             for name in gone:                          # no restart can bring them back there
                 self.ray.kill(self.actors.pop(name), no_restart=True)
-            for name in gone:
-                self.event("machine lost", name, trained=self.trained(name))
             if gone:
-                where, node = self.described(gone[0]), self.where[gone[0]][2]
-                self.say(f"{' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'} "
-                         f"machine {where}, Ray node {node[:8]}, left the cluster; ending the run")
-                return f"{gone[0]}'s machine {where} left the cluster"
+                return self.move(gone)
         ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
         for ref in ready:
             name, what = self.pending.pop(ref)
@@ -526,9 +619,9 @@ class RayChain(processes.Spawner):
     # --- collecting, stopping ---
 
     def write(self, name, files):                # what its collect() answered
-        for rel, data in files.items():
+        for rel, (signature, data) in files.items():
             write_atomically(self.run / rel, data)
-            self.have[name][rel] = len(data)
+            self.have[name][rel] = signature
 
     def collect_all(self, wait=False, timeout=30.0):
         """Ask every live actor for its new files (one request each in flight); with wait,
@@ -549,11 +642,13 @@ class RayChain(processes.Spawner):
                 pass
 
     def call(self, name, method, *args, timeout=30.0):
-        """actor.method(*args), its answer, or None if it is dead or does not answer."""
+        """name's actor.method(*args), its answer, or None if it is dead or does not answer."""
+        return self.call_actor(self.actors.get(name), method, *args, timeout=timeout)
+
+    def call_actor(self, actor, method, *args, timeout=30.0):
         try:
-            return self.ray.get(getattr(self.actors[name], method).remote(*args),
-                                timeout=timeout)
-        except (KeyError, self.ray.exceptions.RayError):
+            return self.ray.get(getattr(actor, method).remote(*args), timeout=timeout)
+        except (AttributeError, self.ray.exceptions.RayError):
             return None
 
     def stop(self, name, timeout=30.0):
@@ -570,4 +665,5 @@ class RayChain(processes.Spawner):
             self.call(name, "remove_files", timeout=10)
             self.ray.kill(actor, no_restart=True)
         self.actors.clear()
+        shutil.rmtree(self.run / "checkpoints", ignore_errors=True)   # collected to move one
 

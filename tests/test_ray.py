@@ -131,25 +131,79 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
     assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
 
-def test_a_stage_whose_machine_leaves_ends_the_run_cut_short_and_evaluated(tmp_path, cluster,
-                                                                          capsys):
-    """Machine 3 (stage 3's) removed from the cluster for good once stage 2 has trained on
-    10,000 examples and every stage has a snapshot tick on the driver: Ray cannot restart
-    stage 3 anywhere else (--place pins it there), so the run ends at once, cut short, in
-    one line, and is evaluated from the ticks collected."""
-    c, nodes = cluster
-    run, config, env = three_stages(tmp_path, c.address, 2_000_000)
-    layout = chain.stage_sizes(config.sizes, config.splits)
-    started = {}
-    removed = {}
+def remove_machine_once(c, node, run, layout, examples):
+    """A killer thread (test_chain's) that removes `node` from the cluster for good once stage
+    2 has trained on `examples` and every stage has a snapshot tick and a checkpoint on the
+    driver (what a move starts from). Returns (thread, {"stage 3": True} once done, a dict
+    for run_and_report's on_start)."""
+    removed, started = {}, {}
 
     def remove(name, pid):                           # killer's SIGKILL, for a whole machine
         removed[name] = True
-        c.remove_node(nodes[2])
+        c.remove_node(node)
 
-    thread, _ = killer(started, [(10_000, "stage 3")], run / "metrics" / "stage2.jsonl",
-                       ready=lambda name: bool(chain_eval.chain_ticks(run, layout)),
-                       kill=remove)
+    thread, _ = killer(started, [(examples, "stage 3")], run / "metrics" / "stage2.jsonl",
+                       ready=lambda name: bool(chain_eval.chain_ticks(run, layout)) and
+                       (run / "checkpoints" / "stage3.npz").exists(), kill=remove)
+    return thread, removed, started
+
+
+def test_a_stage_whose_machine_leaves_goes_on_on_another_from_its_checkpoint(tmp_path,
+                                                                             cluster, capsys):
+    """Machine 3 (stage 3's) removed from the cluster for good once stage 2 has trained on
+    10,000 examples: no machine left declares host3, so stage 3 starts again on the spare
+    machine (the one with a free CPU) from the checkpoint the driver collected, stage 2 is
+    started again to reach its new address, and the chain goes on to the end of its work and
+    learns; one line says it, chain.json lists the loss and the move."""
+    c, nodes = cluster
+    nodes.append(c.add_node(num_cpus=1, resources={"spare": 1}))
+    c.wait_for_nodes()
+    run, config, env = three_stages(tmp_path, c.address, 600_000)
+    layout = chain.stage_sizes(config.sizes, config.splits)
+    thread, removed, started = remove_machine_once(c, nodes[2], run, layout, 10_000)
+    code = chain.run_and_report(config, env, on_start=started.__setitem__)
+    thread.join(1)
+    out = capsys.readouterr().out
+    print(out)
+    assert code == 0 and removed
+    lines = [line for line in out.splitlines() if "left the cluster" in line]
+    assert len(lines) == 1 and lines[0].startswith(
+        "chain: stage 3 lost: machine host3 (") and "; stage 3 goes on on spare (" in lines[0]
+    assert "(no machine left declares host3), from its checkpoint collected " in lines[0]
+    assert lines[0].endswith("; stage 2 restarted to reach it"), lines[0]
+    assert "stage 3 @spare: " in out                # the status lines follow it
+    result = json.loads((run / "chain.json").read_text())
+    assert result["cut_short"] is None and result["final_from"] == "final"
+    events = [(e["event"], e["process"], e["machine"]) for e in result["events"]]
+    assert events == [("machine lost", "stage 3", "host3"), ("moved", "stage 3", "spare"),
+                      ("re-addressed", "stage 2", "host2")], events
+    moved = result["events"][1]
+    assert moved["checkpoint"] == "stage3.npz" and moved["trained"] >= 10_000
+    # stage 3 went on from its checkpoint: resumed, its counters never back to 0
+    log = (run / "stage3.log").read_text()
+    resumed = last_count(r"resumed from \S+: [\d,]+ examples held, ([\d,]+) passes so far", log)
+    assert resumed is not None and resumed > 0, log
+    trained = [m["examples_trained"] for m in
+               snapshots.read_metrics(run / "metrics" / "stage3.jsonl")]
+    first = next(i for i, t in enumerate(trained) if t > 0)
+    assert min(trained[first:]) > 0 and trained[-1] > moved["trained"]
+    assert "(--until-trained): stopping" in (run / "stage1.log").read_text()
+    assert result["final_mse"] < 0.5 * result["initial_mse"]
+    assert result["final_mse"] < result["mean_predictor_mse"], result["final_mse"]
+    assert not (run / "checkpoints").exists()       # collected to move it, removed at the end
+    for folder in on_machine(run, ""):               # what stage 3 left on the machine gone
+        shutil.rmtree(folder)
+
+
+def test_with_no_restart_a_lost_machine_ends_the_run_cut_short_and_evaluated(tmp_path,
+                                                                            cluster, capsys):
+    """--no-restart: machine 3 removed as above ends the run at once, cut short, in one
+    line, evaluated from the ticks collected."""
+    c, nodes = cluster
+    run, config, env = three_stages(tmp_path, c.address, 2_000_000)
+    config = dataclasses.replace(config, restart=processes.RestartPolicy(restart=False))
+    layout = chain.stage_sizes(config.sizes, config.splits)
+    thread, removed, started = remove_machine_once(c, nodes[2], run, layout, 10_000)
     code = chain.run_and_report(config, env, on_start=started.__setitem__)
     thread.join(1)
     out = capsys.readouterr().out
@@ -157,6 +211,7 @@ def test_a_stage_whose_machine_leaves_ends_the_run_cut_short_and_evaluated(tmp_p
     assert code == 1 and removed
     lines = [line for line in out.splitlines() if "left the cluster; ending the run" in line]
     assert len(lines) == 1 and lines[0].startswith("chain: stage 3 lost: its machine"), out
+    assert lines[0].endswith("(--no-restart)")
     result = json.loads((run / "chain.json").read_text())
     assert result["cut_short"].startswith("stage 3's machine host3 (")
     assert [(e["event"], e["process"], e["machine"]) for e in result["events"]] == [
