@@ -34,7 +34,7 @@ import generate
 import synthgrad
 import train_output
 from parts import children, classify, snapshots
-from runner import chain_eval, launch, processes, raychain
+from runner import chain_eval, launch, processes, raychain, rayjoin
 from runner.processes import Proc, Url
 
 # The learning rate from DEEP_FROM stages on (docs/chain.md).
@@ -325,7 +325,7 @@ def parse_args(argv):
                    help="a process that dies ends the run (cut short, still evaluated) instead "
                         "of being started again from its checkpoint (default: restart)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help=f"run every process as a Ray actor (needs {raychain.RAY_PIN}): without "
+                   help=f"run every process as a Ray actor (needs {rayjoin.RAY_PIN}): without "
                         "ADDRESS on a fresh local Ray instance, with one (HEAD:6379) on that "
                         "cluster (default: off; docs/several-machines.md)")
     p.add_argument("--place", type=parse_place, default=None, metavar="R1,R2,...",
@@ -466,12 +466,12 @@ def main(argv=None):
     if args.ray not in (None, "local"):             # a bad start ends here, before any folder
         processes.stop_on_signals()
         try:
-            raychain.connect(args.ray, args.place)
+            rayjoin.connect(args.ray, args.place)
         except KeyboardInterrupt:
             print(f"chain.py: interrupted while joining the Ray cluster at {args.ray}")
             return 130
     elif args.ray is not None:
-        raychain.import_ray()                       # one line saying how to get it, if missing
+        rayjoin.import_ray()                       # one line saying how to get it, if missing
     with launch.session(args, "chain", "chain-") as (run, env):
         policy = processes.RestartPolicy(args.restart, args.max_restarts)
         config = launch.config_from(ChainConfig, args, run_dir=run, restart=policy)

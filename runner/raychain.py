@@ -1,309 +1,30 @@
-"""The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor running
-its script's main in a thread, stopped by an event where a signal would stop the script.
+"""The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor (a
+runner/raystage.py Stage) running its script's main in a thread.
 
 Ray places the processes (a CPU each in a placement group, or where --place says), each on a
 port found free on its machine and kept after a restart, so its peers find it again, and
-restarts one that dies from its checkpoint; a machine that leaves, or a process Ray will not
-restart again, ends the run. What each writes under node_root on its machine is collected
-into the driver's run folder as it comes. Ray is imported only here.
+restarts one that dies from its checkpoint. A machine that leaves has its processes started
+on one that remains, from the checkpoints collected here; a process Ray will not restart
+again ends the run. What each writes under node_root on its machine is collected into the
+driver's run folder as it comes. Ray is imported only in runner/ray*.py.
 """
 
-import contextlib
-import importlib
-import logging
-import os
-import resource
 import shutil
-import socket
-import sys
-import tempfile
-import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
 
-from parts import children
-from runner import processes
+from runner import processes, rayjoin
+from runner.raystage import Stage, free_port, own_files, write_atomically
 
-RAY_PIN = "ray==2.60.0"                # the version tests/ runs (requirements-test.txt)
-MISSING = (f"chain.py --ray needs Ray, which make demo does not install: pip install "
-           f"'{RAY_PIN}' (make test's environment has it: .venv/bin/python chain.py --ray)")
 COLLECT_EVERY = 2.0                    # seconds between collections of every process's files
 LOOK_EVERY = 0.5                       # seconds between looks at every actor and machine
-CONNECT_TRIES = 5                      # seconds ray.init tries a cluster that refuses us
-REACH_S = 3.0                          # seconds a cluster's address may take to accept at all
-CONNECT_TRIES = 5                      # seconds ray.init tries a cluster that refuses us
-REACH_S = 3.0                          # seconds a cluster's address may take to accept at all
-BIND_TRIES = 20                        # a restarted server retries its port every 0.5 s
-LAST_WORDS_S = 1.0                     # a failed script's process lives on this long, its
-                                       # state readable (its log may be on a machine gone)
 MOVE_WAIT = 30.0                       # seconds a lost machine's process waits for a free CPU
-# The repository travels to every machine (Ray's working_dir) without these.
-EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
-said_joining = []                      # what Ray wrote while connect() joined (one driver each)
-
-
-def import_ray():
-    """The ray module; SystemExit saying how to get it if it is not installed."""
-    try:
-        import ray
-    except ImportError:
-        raise SystemExit(MISSING) from None
-    return ray
 
 
 def node_root(run_dir):
     """Where the processes of run_dir write on their machines: a fresh folder per run."""
     return Path("/tmp/synthgrad-ray") / f"{Path(run_dir).name}-{uuid.uuid4().hex[:8]}"
-
-
-def own_files(key):
-    """What a process writes that the driver collects (relative to its node root): its
-    checkpoint too, to start it on another machine if its own leaves."""
-    return [f"{key}.log", f"metrics/{key}.jsonl", f"progress/{key}", f"checkpoints/{key}.npz"]
-
-
-class Stage:
-    """One process inside a Ray actor: argv (the script's name, then its options) run by the
-    script's main in a thread, writing under root, once write_files has brought the files
-    `needs` names (restarted by Ray: once they are there). __init__ never raises: Ray re-runs it to restart the actor
-    (from its checkpoint, with the time left of its deadline); one that raises ends it."""
-
-    def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
-        self.key, self.root, self.state = key, Path(root), "starting"
-        self.stop_event, self.written, self.resumed = threading.Event(), threading.Event(), False
-        self.restarted, self.node_ip = False, "?"
-        try:
-            import ray
-            self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
-            self.node_ip = ray.util.get_node_ip_address()
-        except Exception:                           # outside Ray: "?", never restarted
-            pass
-        self.starts = self._count_start()            # 1 + how often Ray restarted it
-        self.thread = threading.Thread(target=self._run, args=(argv, needs, token, deadline),
-                                       daemon=True, name=key)
-        self.thread.start()
-
-    def _count_start(self):
-        """This start's number, counted on disk (a restart faster than the driver's look too)."""
-        path = self.root / f".{self.key}.starts"
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            starts = (int(path.read_text()) if path.exists() else 0) + 1
-            path.write_text(str(starts))
-            return starts
-        except (OSError, ValueError):
-            return 1 + self.restarted
-
-    def _run(self, argv, needs, token, deadline):
-        try:
-            while needs and not (self.written.is_set() or self.restarted and all(
-                    (self.root / rel).exists() for rel in needs)):    # not an old copy's
-                if self.stop_event.wait(0.05):
-                    return
-            (self.root / "metrics").mkdir(parents=True, exist_ok=True)
-            sys.stdout = sys.stderr = open(self.root / f"{self.key}.log", "a", buffering=1)
-            if token:                                # the scripts' --token default
-                os.environ["SYNTHGRAD_TOKEN"] = token
-            script, options = argv[0], list(argv[1:])
-            checkpoint = options[options.index("--checkpoint") + 1]
-            options = processes.restart_options(options, None, checkpoint,
-                                             deadline if self.restarted else None)
-            self.resumed = "--resume" in options
-            print(f"raychain: {self.key} {'restarted by Ray' if self.restarted else 'started'}"
-                  f" in process {os.getpid()} on {self.node_ip}"
-                  f"{' from its checkpoint' if self.resumed else ''}", flush=True)
-            main = importlib.import_module(script.removesuffix(".py")).main
-            sys.argv = [script, *options]            # its messages name it, not Ray's worker
-            self.state = "running"
-            for attempt in range(BIND_TRIES):
-                try:
-                    code = main(options, stop=self.stop_event)
-                    break
-                except SystemExit as e:              # its port not free yet: try again
-                    if "cannot listen" not in str(e) or attempt == BIND_TRIES - 1 or \
-                            self.stop_event.wait(0.5):
-                        raise
-            self.state = "finished" if not code else f"failed: exit code {code}"
-        except SystemExit as e:                      # argparse's 2, or a line saying why
-            self.state = f"failed: {'exit code ' if isinstance(e.code, int) else ''}{e}"
-        except BaseException as e:
-            traceback.print_exc()
-            self.state = f"failed: {type(e).__name__}: {e}"
-        if self.state.startswith("failed") and not self.stop_event.is_set():
-            print(f"raychain: {self.key} {self.state}; ending its process", flush=True)
-            self.state += f"; its log ends: {processes.log_tail(self.root / f'{self.key}.log')}"
-            time.sleep(LAST_WORDS_S)                 # the driver's look reads it first
-            os._exit(1)                              # Ray restarts it (max_restarts)
-
-    def write_files(self, files):
-        """Write {relative path: bytes} under the root (atomically: the script waits for them)."""
-        for rel, data in files.items():
-            write_atomically(self.root / rel, data)
-        self.written.set()
-
-    def info(self):
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return dict(pid=os.getpid(), state=self.state, resumed=self.resumed,
-                    starts=self.starts, cpu_s=usage.ru_utime + usage.ru_stime)
-
-    def collect(self, have):
-        """{relative path: (signature, bytes)} of this process's files whose signature (size,
-        time written) is not the one in `have` ({relative path: signature}, what the driver
-        holds): new snapshots, longer logs, a newer checkpoint."""
-        out = {}
-        for rel in own_files(self.key):
-            path = self.root / rel
-            paths = sorted(path.rglob("*")) if path.is_dir() else [path]
-            for p in paths:
-                name = str(p.relative_to(self.root))
-                if p.name.startswith(".") or not p.is_file():
-                    continue                         # a snapshot being written
-                try:
-                    stat = p.stat()
-                    if (stat.st_size, stat.st_mtime_ns) != have.get(name):
-                        out[name] = ((stat.st_size, stat.st_mtime_ns), p.read_bytes())
-                except OSError:
-                    continue
-        return out
-
-    def stop(self, timeout=30.0):
-        """Stop the script as SIGTERM would (it saves what it holds); its state after."""
-        self.stop_event.set()
-        self.thread.join(timeout)
-        return self.state
-
-    def remove_files(self):
-        """Delete what this process wrote on its machine (collected already)."""
-        data = ["data"] if self.key == "stage1" else []      # the toy's, from write_files
-        for rel in [*own_files(self.key), f"checkpoints/{self.key}.npz", f".{self.key}.starts",
-                    *data]:
-            path = self.root / rel
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
-        for folder in ("progress", "metrics", "checkpoints", "data", ".", ".."):
-            try:                                     # the last process out removes the root,
-                (self.root / folder).resolve().rmdir()       # and /tmp/synthgrad-ray if empty
-            except OSError:
-                pass
-
-
-def write_atomically(path, data):
-    """bytes to path through a temporary name: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def free_port():
-    """(this machine's address, a port free on it now, its Ray node ID): run on the machine
-    a process is placed on, before the process starts."""
-    import ray
-    ip = ray.util.get_node_ip_address()
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return ip, s.getsockname()[1], ray.get_runtime_context().get_node_id()
-
-
-def connect(address, place=None, cpus=1):
-    """Join the Ray cluster at `address` as a chain's driver ("local": start a fresh instance
-    here, with `cpus`, as many as processes, at least), and check that a machine declares
-    each resource in `place`. Fails fast, in one line (SystemExit): nothing listening there
-    (a TCP look first), a token refused or missing (CONNECT_TRIES s, not Ray's 20), a
-    resource no machine declares. What Ray wrote meanwhile is kept out of the terminal
-    (in said_joining, then the run folder's ray.log)."""
-    ray = import_ray()
-    env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
-                "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    local = address == "local"
-    if not local and "://" not in address and address != "auto":
-        look_for(address)
-    said_joining.clear()
-    try:
-        with stderr_kept(said_joining), environ(RAY_gcs_server_port_wait_time_s=None if local
-                                                else str(CONNECT_TRIES)):
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
-                     runtime_env=dict(working_dir=str(children.TOP), excludes=EXCLUDES,
-                                      env_vars=env_vars),
-                     **(dict(include_dashboard=False, num_cpus=max(cpus, os.cpu_count() or 1))
-                        if local else {}))
-    except Exception as e:                         # ConnectionError, AuthenticationError
-        raise SystemExit(f"chain.py: cannot join the Ray cluster at {address}: "
-                         f"{why_not_joined(e, ''.join(said_joining))}") from None
-    declared = ray.cluster_resources()
-    missing = sorted({r for r in place or () if r not in declared})
-    if missing:
-        ray.shutdown()
-        custom = sorted(r for r in declared if r not in ("CPU", "GPU", "memory",
-                        "object_store_memory") and not r.startswith("node:"))
-        raise SystemExit(f"chain.py: --place: no machine of the cluster declares "
-                         f"{', '.join(missing)} (on the machine meant: ray start "
-                         f"--resources='{{\"{missing[0]}\": 1}}'); the cluster's "
-                         f"machines declare: {', '.join(custom) or 'none'}")
-
-
-def look_for(address):
-    """SystemExit in one line unless something accepts a connection at HOST:PORT within
-    REACH_S s (ray.init would try an empty address for minutes)."""
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=REACH_S).close()
-    except ValueError:
-        raise SystemExit(f"chain.py: --ray {address}: expected HOST:PORT, the head's address "
-                         f"(e.g. 10.0.0.1:6379), or no address for a fresh local Ray") from None
-    except OSError as e:
-        raise SystemExit(f"chain.py: no Ray cluster at {address}: "
-                         f"{e.strerror or type(e).__name__} (is `ray start --head --port "
-                         f"{port}` running on {host}? docs/several-machines.md)") from None
-
-
-def why_not_joined(error, said):
-    """ray.init's failure in words: a token refused or missing, else its first line."""
-    if "InvalidAuthToken" in said:
-        return ("it refused this machine's Ray token: export RAY_AUTH_MODE=token and "
-                "RAY_AUTH_TOKEN=<the head's token> here (docs/several-machines.md)")
-    if "no authentication token was found" in str(error):
-        return ("it asks for a Ray token and this machine has none: export "
-                "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the head's token> here "
-                "(docs/several-machines.md)")
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return (f"{first} (is `ray start --head` running there, and RAY_AUTH_MODE=token with its "
-            f"token set here? docs/several-machines.md)")
-
-
-@contextlib.contextmanager
-def environ(**values):
-    """os.environ with `values` (None: as it is) for the block, as it was after."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update({name: v for name, v in values.items() if v is not None})
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def stderr_kept(lines):
-    """What is written to file descriptor 2 in the block (Ray's C++ writes there, past
-    sys.stderr) appended to `lines` instead of reaching the terminal."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as kept:
-        os.dup2(kept.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            kept.seek(0)
-            lines.append(kept.read().decode(errors="replace"))
 
 
 class RayChain(processes.Spawner):
@@ -315,7 +36,7 @@ class RayChain(processes.Spawner):
     def __init__(self, run_dir, address, procs, root=None, place=None, max_restarts=3,
                  token=None, on_start=None, files=None):
         super().__init__("chain", token, on_start)
-        self.ray = import_ray()
+        self.ray = rayjoin.import_ray()
         self.run, self.address = Path(run_dir), address
         self.names, self.keys = [p.name for p in procs], {p.name: p.key for p in procs}
         self.place, self.max_restarts = place, max_restarts
@@ -332,14 +53,14 @@ class RayChain(processes.Spawner):
     def __enter__(self):
         ray = self.ray
         if not ray.is_initialized():               # chain.py's main joined it already
-            connect(self.address, self.place and set(self.place.values()), len(self.names))
+            rayjoin.connect(self.address, self.place and set(self.place.values()), len(self.names))
         nodes = [n for n in ray.nodes() if n["Alive"]]
         self.say(f"Ray {ray.__version__}: "
                  f"{'a fresh local instance' if self.address == 'local' else self.address}, "
                  f"{len(nodes)} machine{'s' * (len(nodes) != 1)}, "
                  f"{ray.cluster_resources().get('CPU', 0):g} CPUs")
-        if said_joining:
-            write_atomically(self.run / "ray.log", "".join(said_joining).encode())
+        if rayjoin.said_joining:
+            write_atomically(self.run / "ray.log", "".join(rayjoin.said_joining).encode())
         try:
             self.urls = self.place_all()
         except BaseException:                      # nothing started: let go of Ray
