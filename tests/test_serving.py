@@ -3,6 +3,7 @@
 Run: .venv/bin/pytest -q tests/test_serving.py
 """
 
+import argparse
 import os
 import sys
 import threading
@@ -188,3 +189,14 @@ def test_a_server_beyond_loopback_without_a_token_refuses_in_one_line(parse, cap
     monkeypatch.delenv("SYNTHGRAD_TOKEN")
     assert parse(["--host", "0.0.0.0", "--allow-no-token"]).allow_no_token   # said loudly
     assert "without a token (--allow-no-token)" in caplog.text
+
+
+def test_the_settings_line_masks_the_token_and_leaves_out_an_oracle_that_is_not_there():
+    """A co-located stage has no oracle: its start-up line (which a death line may quote from
+    its log) does not name the --oracle-url default as if it were used."""
+    args = argparse.Namespace(colocated=True, oracle_url="http://127.0.0.1:5001", token="s3",
+                              port=0)
+    line = options.printable(args)
+    assert line == "colocated True, token ***, port 0"
+    assert "oracle-url http://127.0.0.1:5001" in options.printable(
+        argparse.Namespace(colocated=False, oracle_url="http://127.0.0.1:5001"))
