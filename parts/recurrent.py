@@ -59,7 +59,7 @@ class Config:
     learning_rate: float = 3e-3         # the LSTM's Adam
     model_learning_rate: float = 1e-3   # M's Adam
     model_hidden: int = 0               # M's hidden units: 0, linear
-    steps: int = 2000                   # minibatches of sequences: the budget
+    steps: int = 5000                   # minibatches of sequences: the budget
     threshold: float = 0.15             # bits wrong per sequence to pass a length
     window: int = 10                    # minibatches the error is averaged over
     seed: int = 0

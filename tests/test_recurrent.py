@@ -1,7 +1,7 @@
 """Tests for parts/recurrent.py, datasets/copy_tasks.py and dni.py --task: one LSTM step and a
 whole segment's backward against finite differences, the tasks' batches, the cuts, cDNI's
 context, M learning from the bootstrapped target, and a short real run in which DNI climbs
-the curriculum past where truncated BPTT stops in the same steps.
+the curriculum past where truncated BPTT stops in the same steps (cDNI, T = 3).
 
 Run: .venv/bin/python -m pytest -q tests/test_recurrent.py
 """
@@ -158,16 +158,14 @@ def test_m_learns_at_each_cut_from_the_gradient_the_next_segment_backpropagates(
     assert np.abs(dh).max() > 0                                     # which holds M's guess
 
 
-def test_a_short_run_with_dni_climbs_past_where_truncation_alone_stops():
-    def longest(method):
-        return recurrent.run(recurrent.Config(method=method, truncation=3, steps=RUN_STEPS))
-    bptt, synthetic = longest("bptt"), longest(RUN_METHOD)
-    assert synthetic["length"] > bptt["length"], (bptt, synthetic)
-    assert synthetic["climbs"][-1][0] <= RUN_STEPS and bptt["climbs"][0][1] == 1
-    assert longest(RUN_METHOD)["climbs"] == synthetic["climbs"]            # seeded
-
-
-RUN_STEPS, RUN_METHOD = 2500, "cdni"
+def test_a_short_run_with_a_synthetic_gradient_climbs_past_where_truncation_alone_stops():
+    # T = 3: a pattern of 2 puts its inputs 3 steps before their answers, beyond BPTT's reach
+    def longest(method, steps=2500):
+        return recurrent.run(recurrent.Config(method=method, truncation=3, steps=steps))
+    bptt, synthetic = longest("bptt"), longest("cdni")
+    assert bptt["length"] == 1 and synthetic["length"] >= 2, (bptt, synthetic)
+    once, again = longest("dni", 150), longest("dni", 150)
+    assert (once["length"], once["climbs"]) == (again["length"], again["climbs"])   # seeded
 
 
 # --- dni.py --task ---------------------------------------------------------------------------
@@ -192,3 +190,20 @@ def test_dni_py_refuses_options_that_are_not_for_the_task(argv, message, capsys)
     with pytest.raises(SystemExit) as e:
         dni.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+# --- lab/through_time.py ---------------------------------------------------------------------
+
+def test_the_lab_table_runs_every_method_and_keeps_what_a_run_folder_holds(tmp_path, capsys):
+    from lab import through_time
+    argv = ["--truncations", "2,3", "--seeds", "1", "--steps", "30", "--run-dir",
+            str(tmp_path), "--picture", str(tmp_path / "picture.png")]
+    assert through_time.main(argv) == 0
+    assert len(through_time.runs_of(tmp_path / "runs.jsonl")) == 6
+    text = (tmp_path / "through-time.md").read_text()
+    assert "| method | T = 2 | T = 3 |" in text and text.count("\n| ") == 4
+    assert (tmp_path / "through-time.png").stat().st_size > 0
+    assert (tmp_path / "picture.png").stat().st_size > 0
+    capsys.readouterr()
+    assert through_time.main(argv) == 0                      # the runs it holds are kept
+    assert "seed 0: length" not in capsys.readouterr().out
