@@ -1,7 +1,7 @@
 """The paper's Table 1 on 2 cores: the longest Copy (or Repeat Copy) length an LSTM learns
 within a budget, at each truncation T, with truncated BPTT, DNI and cDNI, over seeds.
 
-    python -m lab.through_time                                    # the table (~45 minutes)
+    python -m lab.through_time                                    # the table (~15 minutes)
     python -m lab.through_time --truncations 3 --seeds 1 --steps 500        # a look
     python -m lab.through_time --task repeat-copy --picture none
 
@@ -41,7 +41,7 @@ def parse_args(argv):
     p.add_argument("--seeds", type=int, default=3,
                    help="seeds 0..N-1 of each cell (default 3: the spread of a cell)")
     p.add_argument("--steps", type=int, default=recurrent.Config.steps,
-                   help=f"minibatches per run (default {recurrent.Config.steps:,}: about a "
+                   help=f"minibatches per run (default {recurrent.Config.steps:,}: 10-40 s a run "
                         f"minute a run on one core)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="the run folder; given again, its finished runs are kept (default: "

@@ -54,7 +54,7 @@ class Config:
     task: str = "copy"
     method: str = "dni"
     truncation: int = 3                 # T, steps backpropagated through
-    hidden: int = 64                    # LSTM units (the paper's 256 is too slow here)
+    hidden: int = 64                    # LSTM units (more are too slow on 2 cores)
     batch_size: int = 16                # sequences per minibatch
     learning_rate: float = 3e-3         # the LSTM's Adam
     model_learning_rate: float = 1e-3   # M's Adam
