@@ -42,7 +42,7 @@ def parse_args(argv):
                    help="seeds 0..N-1 of each cell (default 3: the spread of a cell)")
     p.add_argument("--steps", type=int, default=recurrent.Config.steps,
                    help=f"minibatches per run (default {recurrent.Config.steps:,}: 10-40 s a run "
-                        f"minute a run on one core)")
+                        f"on one core)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="the run folder; given again, its finished runs are kept (default: "
                         "a new runs/through-time-<date>)")
