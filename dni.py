@@ -9,11 +9,13 @@ Run it (after `python generate.py`):
     python dni.py --update random                  #   random directions of the true size
     python dni.py --examples 200000 --seconds inf --metrics runs/dni.jsonl
     python dni.py --data fashion-mnist --layers 3 --method cdni --steps 1500   # every layer
+    python dni.py --task copy --truncation 3 --method dni      # an LSTM, through time
     python dni.py --help
 
 The toy's layer 1 learns from a model's guess at its gradient, M(h) or M(h, y) (--conditioned,
 the paper's cDNI), not from layers 2-3: it need not wait for them. --data fashion-mnist (or
-mnist) decouples every layer of a classifier. The algorithm is parts/decoupled.py's.
+mnist) decouples every layer of a classifier. The algorithm is parts/decoupled.py's. --task
+copy (or repeat-copy) cuts an LSTM in time instead: parts/recurrent.py, docs/through-time.md.
 """
 
 import argparse
@@ -22,10 +24,14 @@ import math
 import sys
 from pathlib import Path
 
-from datasets import images
-from parts import decoupled, optimizers
+from datasets import copy_tasks, images
+from parts import decoupled, optimizers, recurrent
 
 TOY, IMAGES = decoupled.DEFAULTS["toy"], decoupled.DEFAULTS["images"]
+# --task copy or repeat-copy: --method's names for parts/recurrent.py's methods, and the
+# options those runs take (every other must keep its default).
+THROUGH_TIME = {"backprop": "bptt", "dni": "dni", "cdni": "cdni"}
+TIME_OPTIONS = ("task", "truncation", "method", "steps", "seed", "learning_rate", "batch_size")
 
 
 def both(name):
@@ -38,6 +44,11 @@ def make_parser():
                                             "learning from a model's guess at its gradient.")
     p.add_argument("--data", choices=("toy",) + images.NAMES, default="toy",
                    help="what to learn (default toy, generate.py's target)")
+    p.add_argument("--task", choices=("layers",) + copy_tasks.TASKS, default="layers",
+                   help="layers (default: cut a network between layers, as --data says) or "
+                        "an LSTM cut in time on a copy task (its options: --truncation, "
+                        "--method backprop (truncated BPTT), dni or cdni, --steps, --seed, "
+                        "--learning-rate, --batch-size)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default="adam",
                    help="every layer's optimizer (default adam)")
     p.add_argument("--learning-rate", type=float, default=None,
@@ -90,16 +101,30 @@ def make_parser():
                       help="train on the first N training images only (default: all)")
     pics.add_argument("--measure-every", type=int, default=None,
                       help=f"steps between measurements (default {IMAGES['eval_every']})")
+    in_time = p.add_argument_group("through time (--task copy or repeat-copy)")
+    in_time.add_argument("--truncation", type=int, default=None,
+                      help=f"T, the steps backpropagated through (default "
+                           f"{recurrent.Config.truncation}: the paper's shortest but one)")
     return p
+
+
+def group(p, title):
+    """The parser's argument group whose title starts with `title`."""
+    return next(g for g in p._action_groups if g.title.startswith(title))
 
 
 def parse_args(argv):
     p = make_parser()
     args = p.parse_args(argv)
+    if args.task != "layers":
+        return through_time_args(p, args)
     toy = args.data == "toy"
-    for action in p._action_groups[-1 if toy else -2]._group_actions:   # the other data's
+    others = group(p, "through time")._group_actions + group(
+        p, "images" if toy else "the toy")._group_actions        # the other data's
+    for action in others:
         if getattr(args, action.dest) != action.default:
-            where = "--data fashion-mnist or mnist" if toy else "the toy (--data toy)"
+            where = ("--task copy or repeat-copy" if action.dest == "truncation" else
+                     "--data fashion-mnist or mnist" if toy else "the toy (--data toy)")
             p.error(f"{action.option_strings[0]} is for {where} only")
     try:
         config_from_args(args).check()
@@ -107,6 +132,29 @@ def parse_args(argv):
         p.error(str(e) if toy else str(e).replace("eval_every (--eval-every)",
                                                   "measure_every (--measure-every)"))
     return args
+
+
+def through_time_args(p, args):
+    """args for --task copy or repeat-copy: TIME_OPTIONS only, --method one of
+    THROUGH_TIME's, the values recurrent.Config checks."""
+    for action in p._actions:
+        if getattr(args, action.dest, action.default) != action.default and (
+                action.dest not in TIME_OPTIONS):
+            p.error(f"{action.option_strings[0]} is not for --task {args.task}")
+    if args.method not in THROUGH_TIME:
+        p.error(f"--method for --task {args.task} is one of {', '.join(THROUGH_TIME)}")
+    try:
+        recurrent_config(args).check()
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def recurrent_config(args):
+    """The recurrent.Config of --task copy or repeat-copy's options, the others its defaults."""
+    given = {k: v for k, v in vars(args).items() if k in TIME_OPTIONS and v is not None}
+    given["method"] = THROUGH_TIME[args.method]
+    return recurrent.Config(**given)
 
 
 def config_from_args(args):
@@ -129,6 +177,14 @@ def main(argv=None):
     """Train as the options say, progress on stdout. 1 if the run diverged; 2, saying why in
     one line, if the images cannot be read."""
     args = parse_args(argv)
+    if args.task != "layers":
+        config = recurrent_config(args)
+        print(f"dni.py: {dataclasses.asdict(config)}", flush=True)
+        result = recurrent.run(config, out=sys.stdout)
+        print(f"dni.py: done ({config.method}, T = {config.truncation}): longest length "
+              f"learned {result['length']} in {config.steps:,} minibatches, "
+              f"{result['seconds']:.1f} s", flush=True)
+        return 0
     try:
         result = decoupled.run(config_from_args(args), out=sys.stdout)
     except images.DataError as e:

@@ -11,6 +11,7 @@ train_middle.py and dni.py are built from.
     optimizers.py   SGD and Adam over sgd.Layer's weights, their state
     options.py      the options every process shares, logging, the training thread's priority
     pacing.py       flow control: how far a stage may run ahead of the next
+    recurrent.py    an LSTM cut in time: truncated BPTT, DNI and cDNI at the cut, the curriculum
     sender.py       delivery to a peer in the background: coalescing, retries, bounded memory
     server.py       a server's training thread, /status basics, its app and its main
     snapshots.py    weights and metrics on disk: snapshots on a shared tick, run folders
