@@ -131,21 +131,27 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
     assert "Traceback" not in "".join(p.read_text() for p in run.glob("*.log"))
 
 
-def remove_machine_once(c, node, run, layout, examples):
-    """A killer thread (test_chain's) that removes `node` from the cluster for good once stage
-    2 has trained on `examples` and every stage has a snapshot tick and a checkpoint on the
-    driver (what a move starts from). Returns (thread, {"stage 3": True} once done, a dict
-    for run_and_report's on_start)."""
-    removed, started = {}, {}
+def run_losing_machine_3(c, nodes, config, env, capsys):
+    """Run the chain, removing machine 3 (stage 3's) from the cluster for good once stage 2
+    has trained on 10,000 examples and every stage has a snapshot tick and a checkpoint on
+    the driver (what a move starts from): a killer thread of test_chain's, its kill a whole
+    machine. Returns (exit code, what chain.py said)."""
+    run, removed, started = config.run_dir, {}, {}
+    layout = chain.stage_sizes(config.sizes, config.splits)
 
-    def remove(name, pid):                           # killer's SIGKILL, for a whole machine
+    def remove(name, pid):
         removed[name] = True
-        c.remove_node(node)
+        c.remove_node(nodes[2])
 
-    thread, _ = killer(started, [(examples, "stage 3")], run / "metrics" / "stage2.jsonl",
+    thread, _ = killer(started, [(10_000, "stage 3")], run / "metrics" / "stage2.jsonl",
                        ready=lambda name: bool(chain_eval.chain_ticks(run, layout)) and
                        (run / "checkpoints" / "stage3.npz").exists(), kill=remove)
-    return thread, removed, started
+    code = chain.run_and_report(config, env, on_start=started.__setitem__)
+    thread.join(1)
+    out = capsys.readouterr().out
+    print(out)
+    assert removed, "the machine was never removed"
+    return code, out
 
 
 def test_a_stage_whose_machine_leaves_goes_on_on_another_from_its_checkpoint(tmp_path,
@@ -159,13 +165,8 @@ def test_a_stage_whose_machine_leaves_goes_on_on_another_from_its_checkpoint(tmp
     nodes.append(c.add_node(num_cpus=1, resources={"spare": 1}))
     c.wait_for_nodes()
     run, config, env = three_stages(tmp_path, c.address, 600_000)
-    layout = chain.stage_sizes(config.sizes, config.splits)
-    thread, removed, started = remove_machine_once(c, nodes[2], run, layout, 10_000)
-    code = chain.run_and_report(config, env, on_start=started.__setitem__)
-    thread.join(1)
-    out = capsys.readouterr().out
-    print(out)
-    assert code == 0 and removed
+    code, out = run_losing_machine_3(c, nodes, config, env, capsys)
+    assert code == 0
     lines = [line for line in out.splitlines() if "left the cluster" in line]
     assert len(lines) == 1 and lines[0].startswith(
         "chain: stage 3 lost: machine host3 (") and "; stage 3 goes on on spare (" in lines[0]
@@ -202,13 +203,8 @@ def test_with_no_restart_a_lost_machine_ends_the_run_cut_short_and_evaluated(tmp
     c, nodes = cluster
     run, config, env = three_stages(tmp_path, c.address, 2_000_000)
     config = dataclasses.replace(config, restart=processes.RestartPolicy(restart=False))
-    layout = chain.stage_sizes(config.sizes, config.splits)
-    thread, removed, started = remove_machine_once(c, nodes[2], run, layout, 10_000)
-    code = chain.run_and_report(config, env, on_start=started.__setitem__)
-    thread.join(1)
-    out = capsys.readouterr().out
-    print(out)
-    assert code == 1 and removed
+    code, out = run_losing_machine_3(c, nodes, config, env, capsys)
+    assert code == 1
     lines = [line for line in out.splitlines() if "left the cluster; ending the run" in line]
     assert len(lines) == 1 and lines[0].startswith("chain: stage 3 lost: its machine"), out
     assert lines[0].endswith("(--no-restart)")

@@ -1,7 +1,7 @@
 """Tests for parts/recurrent.py, datasets/copy_tasks.py and dni.py --task: one LSTM step and a
 whole segment's backward against finite differences, the tasks' batches, the cuts, cDNI's
-context, M learning from the bootstrapped target, and a short real run in which DNI climbs
-the curriculum past where truncated BPTT stops in the same steps (cDNI, T = 3).
+context, M learning from the bootstrapped target, and a short real run in which a synthetic
+gradient climbs the curriculum past where truncated BPTT stops in the same steps (cDNI, T = 3).
 
 Run: .venv/bin/python -m pytest -q tests/test_recurrent.py
 """
@@ -12,22 +12,7 @@ import pytest
 import dni
 from datasets import copy_tasks
 from parts import recurrent
-
-EPS = 1e-6
-
-
-def numeric(f, p):
-    """df/dp by central differences, p changed in place and put back."""
-    grad = np.zeros_like(p)
-    for k in np.ndindex(p.shape):
-        keep = p[k]
-        p[k] = keep + EPS
-        up = f()
-        p[k] = keep - EPS
-        grad[k] = (up - f()) / (2 * EPS)
-        p[k] = keep
-    return grad
-
+from test_sgd import numerical_gradient as numeric
 
 def lstm_and_state(seed=0, n=3, n_in=4, hidden=5, n_out=3):
     rng = np.random.default_rng(seed)
