@@ -20,7 +20,8 @@ from generate import fmt
 from parts import children, snapshots, stepped
 
 GRACE_S = 15.0                     # seconds past its --duration before the last is stopped
-READY_WAIT = 120.0                 # seconds a server may take to answer after its start
+READY_WAIT = 300.0                 # seconds a server may take to answer after its start (an
+                                   # oracle importing TensorFlow beside busy cores: >120)
 LOOK_TIMEOUT = 3.0                 # seconds a status look waits: a stalled peer holds no one
 
 

@@ -19,6 +19,7 @@ from runner.raystage import Stage, free_port, own_files, write_atomically
 
 COLLECT_EVERY = 2.0                    # seconds between collections of every process's files
 LOOK_EVERY = 0.5                       # seconds between looks at every actor and machine
+PLACE_WAIT = 120.0                     # seconds Ray may take to place every process
 MOVE_WAIT = 30.0                       # seconds a lost machine's process waits for a free CPU
 
 
@@ -95,10 +96,10 @@ class RayChain(processes.Spawner):
         while len(self.where) < len(self.names):   # a port drawn twice is drawn again
             names = [n for n in self.names if n not in self.where]
             refs = [probe.options(**probes[name]).remote() for name in names]
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=processes.READY_WAIT)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=PLACE_WAIT)
             if len(ready) < len(refs):
                 raise SystemExit(f"chain.py: Ray could not place every process in "
-                                 f"{processes.READY_WAIT:.0f} s: does every machine --place "
+                                 f"{PLACE_WAIT:.0f} s: does every machine --place "
                                  f"names have a free CPU for each of its stages?")
             for name, (ip, port, node) in zip(names, ray.get(refs), strict=True):
                 if (ip, port) not in {(i, p) for i, p, _ in self.where.values()}:
