@@ -24,7 +24,7 @@ if not __package__:                      # `python lab/X.py`: the imports below 
 import generate
 from datasets import copy_tasks
 from lab import report
-from parts import recurrent
+from parts import recurrent, snapshots
 
 DOCS_PICTURE = Path(__file__).resolve().parents[1] / "docs" / "through-time.png"
 LABELS = {"bptt": "BPTT (zero at the cut)", "dni": "DNI (M sees the state)",
@@ -52,13 +52,6 @@ def parse_args(argv):
     args = p.parse_args(argv)
     report.at_least(p, args, seeds=1, steps=1)
     return args
-
-
-def runs_of(path):
-    """The results runs.jsonl holds, one dict a line ([] if there is none yet)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def lengths_cell(runs):
@@ -111,7 +104,7 @@ def main(argv=None):
                f"{base.threshold:g}. Cells: the mean [each seed]. Machine: {report.machine()}.")
     out_dir = report.start(args.run_dir, "through-time-", "lab/through_time.py", title)
     done_path = out_dir / "runs.jsonl"
-    runs = runs_of(done_path)
+    runs = snapshots.read_metrics(done_path)      # a line a run, as metrics are
     done = {(r["task"], r["method"], r["truncation"], r["seed"], r["steps"]) for r in runs}
     for seed in range(args.seeds):
         for t in args.truncations:

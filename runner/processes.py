@@ -403,6 +403,12 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
     tick(urls) is called in the watch loop. The processes' checkpoints are removed at the end."""
     servers, last = procs[:-1], procs[-1]
     urls = spawner.urls                    # the spawner's: a process it moves, it changes
+    peers = {}                             # a client per address
+
+    def peer(name):
+        if urls[name] not in peers:
+            peers[urls[name]] = client(urls[name], spawner.token)
+        return peers[urls[name]]
     try:
         for proc in servers:
             urls[proc.name] = spawner.start(proc, command_line(proc, urls))
@@ -423,8 +429,7 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
         def status(elapsed):
             latest = (snapshots.read_metrics(metrics) or [{}])[-1]
             return status_line(elapsed, (label(last), latest), [
-                (label(p), p.script, last_status(client(urls[p.name], spawner.token)))
-                for p in shown])
+                (label(p), p.script, last_status(peer(p.name))) for p in shown])
         cpu, cut_short = watch(spawner, last.name, end_at, status, every,
                                tick and (lambda: tick(urls)))
         final = {p.key: last_status(client(urls[p.name], spawner.token, timeout=10.0))

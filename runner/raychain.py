@@ -211,8 +211,7 @@ class RayChain(processes.Spawner):
             self.options[name] = dict(num_cpus=1, scheduling_strategy=self.ray.util.
                                       scheduling_strategies.NodeAffinitySchedulingStrategy(
                                           node, soft=False))
-        declared = [r for r in alive[node]["Resources"] if r not in ("CPU", "GPU", "memory",
-                    "object_store_memory") and not r.startswith("node:")]
+        declared = rayjoin.custom(alive[node]["Resources"])
         self.where[name], self.urls[name] = (ip, port, node), f"http://{ip}:{port}"
         self.labels[name] = want if keeps else (declared or [ip])[0]
         trained = self.trained(name)
@@ -223,12 +222,12 @@ class RayChain(processes.Spawner):
                             if (self.run / rel).is_file()} | (self.files.get(name) or {}),
                      stop=False)
         self.event("moved", name, checkpoint=age is not None and f"{key}.npz", trained=trained)
-        return (f"{name} goes on on {self.described(name)}"
-                f"{'' if keeps or not want else f' (no machine left declares {want})'}, "
-                f"from its checkpoint collected {age:.1f} s before" if age is not None else
-                f"{name} starts again on {self.described(name)} from scratch (no checkpoint "
-                f"collected yet)") + (f", on port {port}" if "--port" in self.procs[name].options
-                                      else "")
+        said = f"{name} goes on on {self.described(name)}"
+        if want and not keeps:
+            said += f" (no machine left declares {want})"
+        said += (", from scratch (no checkpoint collected yet)" if age is None else
+                 f", from its checkpoint collected {age:.1f} s before")
+        return said + (f", on port {port}" if "--port" in self.procs[name].options else "")
 
     def replace(self, name, files, stop=True):
         """A new actor for name, on the machine and port in self.where, its command line with
@@ -368,9 +367,11 @@ class RayChain(processes.Spawner):
         return self.call_actor(self.actors.get(name), method, *args, timeout=timeout)
 
     def call_actor(self, actor, method, *args, timeout=30.0):
+        if actor is None:
+            return None
         try:
             return self.ray.get(getattr(actor, method).remote(*args), timeout=timeout)
-        except (AttributeError, self.ray.exceptions.RayError):
+        except self.ray.exceptions.RayError:
             return None
 
     def stop(self, name, timeout=30.0):

@@ -70,12 +70,16 @@ def connect(address, place=None, cpus=1):
     missing = sorted({r for r in place or () if r not in declared})
     if missing:
         ray.shutdown()
-        custom = sorted(r for r in declared if r not in ("CPU", "GPU", "memory",
-                        "object_store_memory") and not r.startswith("node:"))
         raise SystemExit(f"chain.py: --place: no machine of the cluster declares "
                          f"{', '.join(missing)} (on the machine meant: ray start "
                          f"--resources='{{\"{missing[0]}\": 1}}'); the cluster's "
-                         f"machines declare: {', '.join(custom) or 'none'}")
+                         f"machines declare: {', '.join(custom(declared)) or 'none'}")
+
+
+def custom(resources):
+    """The names among Ray resources {name: amount} that a `ray start --resources` declared."""
+    return sorted(r for r in resources if r not in ("CPU", "GPU", "memory",
+                  "object_store_memory") and not r.startswith("node:"))
 
 
 def look_for(address):

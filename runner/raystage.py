@@ -30,8 +30,9 @@ def own_files(key):
 class Stage:
     """One process inside a Ray actor: argv (the script's name, then its options) run by the
     script's main in a thread, writing under root, once write_files has brought the files
-    `needs` names (restarted by Ray: once they are there). __init__ never raises: Ray re-runs it to restart the actor
-    (from its checkpoint, with the time left of its deadline); one that raises ends it."""
+    `needs` names (restarted by Ray: once they are there). __init__ never raises: Ray re-runs
+    it to restart the actor (from its checkpoint, with the time left of its deadline); one
+    that raises ends it."""
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
         self.key, self.root, self.state = key, Path(root), "starting"
@@ -140,8 +141,7 @@ class Stage:
     def remove_files(self):
         """Delete what this process wrote on its machine (collected already)."""
         data = ["data"] if self.key == "stage1" else []      # the toy's, from write_files
-        for rel in [*own_files(self.key), f"checkpoints/{self.key}.npz", f".{self.key}.starts",
-                    *data]:
+        for rel in [*own_files(self.key), f".{self.key}.starts", *data]:
             path = self.root / rel
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
         for folder in ("progress", "metrics", "checkpoints", "data", ".", ".."):

@@ -11,7 +11,7 @@ import pytest
 
 import dni
 from datasets import copy_tasks
-from parts import recurrent
+from parts import recurrent, snapshots
 from test_sgd import numerical_gradient as numeric
 
 def lstm_and_state(seed=0, n=3, n_in=4, hidden=5, n_out=3):
@@ -184,7 +184,7 @@ def test_the_lab_table_runs_every_method_and_keeps_what_a_run_folder_holds(tmp_p
     argv = ["--truncations", "2,3", "--seeds", "1", "--steps", "30", "--run-dir",
             str(tmp_path), "--picture", str(tmp_path / "picture.png")]
     assert through_time.main(argv) == 0
-    assert len(through_time.runs_of(tmp_path / "runs.jsonl")) == 6
+    assert len(snapshots.read_metrics(tmp_path / "runs.jsonl")) == 6
     text = (tmp_path / "through-time.md").read_text()
     assert "| method | T = 2 | T = 3 |" in text and text.count("\n| ") == 4
     assert (tmp_path / "through-time.png").stat().st_size > 0
