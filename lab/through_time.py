@@ -43,6 +43,9 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=recurrent.Config.steps,
                    help=f"minibatches per run (default {recurrent.Config.steps:,}: 10-40 s a run "
                         f"on one core)")
+    p.add_argument("--learning-rate", type=float, default=recurrent.Config.learning_rate,
+                   help=f"the LSTM's Adam, every method's (default "
+                        f"{recurrent.Config.learning_rate:g}, dni.py's)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="the run folder; given again, its finished runs are kept (default: "
                         "a new runs/through-time-<date>)")
@@ -51,6 +54,8 @@ def parse_args(argv):
                         "docs/through-time.png)")
     args = p.parse_args(argv)
     report.at_least(p, args, seeds=1, steps=1)
+    if not args.learning_rate > 0:
+        p.error("--learning-rate must be positive")
     return args
 
 
@@ -94,8 +99,9 @@ def draw(runs, title, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    base = recurrent.Config(task=args.task, steps=args.steps)
-    title = (f"{args.task}: longest length learned in {args.steps:,} minibatches, "
+    base = recurrent.Config(task=args.task, steps=args.steps, learning_rate=args.learning_rate)
+    title = (f"{args.task}: longest length learned in {args.steps:,} minibatches at "
+             f"{args.learning_rate:g}, "
              f"{args.seeds} seed{'s' if args.seeds > 1 else ''}")
     setting = (f"LSTM of {base.hidden} units, sigmoid outputs, bit-wise cross-entropy; Adam at "
                f"{base.learning_rate:g} (M: Adam at {base.model_learning_rate:g}, linear, last "
@@ -105,24 +111,27 @@ def main(argv=None):
     out_dir = report.start(args.run_dir, "through-time-", "lab/through_time.py", title)
     done_path = out_dir / "runs.jsonl"
     runs = snapshots.read_metrics(done_path)      # a line a run, as metrics are
-    done = {(r["task"], r["method"], r["truncation"], r["seed"], r["steps"]) for r in runs}
+    for r in runs:                                # runs.jsonl from before --learning-rate
+        r.setdefault("learning_rate", recurrent.Config.learning_rate)
+    fields = ("task", "method", "truncation", "seed", "steps", "learning_rate")
+    done = {tuple(r[k] for k in fields) for r in runs}
     for seed in range(args.seeds):
         for t in args.truncations:
             for method in recurrent.METHODS:
                 config = dataclasses.replace(base, method=method, truncation=t, seed=seed)
-                key = (config.task, method, t, seed, config.steps)
+                key = (config.task, method, t, seed, config.steps, config.learning_rate)
                 if key in done:
                     continue
                 result = recurrent.run(config)
-                run = dict(zip(("task", "method", "truncation", "seed", "steps"), key,
-                               strict=True), length=result["length"],
+                run = dict(zip(fields, key, strict=True), length=result["length"],
                            seconds=result["seconds"], climbs=result["climbs"])
                 print(f"{method} T = {t} seed {seed}: length {run['length']} "
                       f"({run['seconds']:.0f} s)", flush=True)
                 with done_path.open("a") as f:
                     f.write(json.dumps(run) + "\n")
                 runs.append(run)
-    runs = [r for r in runs if r["task"] == args.task and r["steps"] == args.steps]
+    runs = [r for r in runs if (r["task"], r["steps"], r["learning_rate"])
+            == (args.task, args.steps, args.learning_rate)]
     if args.picture != "none":
         draw(runs, title, Path(args.picture))
     return report.finish(out_dir, "through-time", write_table(runs, title, setting),
