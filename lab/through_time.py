@@ -1,15 +1,16 @@
 """The paper's Table 1 on 2 cores: the longest Copy (or Repeat Copy) length an LSTM learns
 within a budget, at each truncation T, with truncated BPTT, DNI and cDNI, over seeds.
 
-    python -m lab.through_time                                    # the table (~15 minutes)
-    python -m lab.through_time --truncations 3 --seeds 1 --steps 500        # a look
+    python -m lab.through_time                                    # the table (~70 minutes)
+    python -m lab.through_time --truncations 3 --seeds 1 --steps 2000       # a look
     python -m lab.through_time --task repeat-copy --picture none
 
-Every run is parts/recurrent.run with its defaults but for the method, T, seed and --steps:
-the same network, optimizer, minibatches, data and budget on every side. Each result is
-appended to runs.jsonl in the run folder as it finishes, and a run folder given again
-(--run-dir) skips what it holds. through-time.md, .json and .png go there; the picture is
-also drawn to --picture (docs/through-time.png). docs/through-time.md has the results.
+Every run is parts/recurrent.run with its defaults but for the method, T, seed, --steps and
+--learning-rate: the same network, optimizer, minibatches, data and budget on every side.
+Each result is appended to runs.jsonl in the run folder as it finishes, and a run folder
+given again (--run-dir) skips what it holds. through-time.md, .json and .png go there; the
+picture is also drawn to --picture (docs/through-time.png). docs/through-time.md has the
+results.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from datasets import copy_tasks
 from lab import report
 from parts import recurrent, snapshots
 
+STEPS, LEARNING_RATE = 20_000, 1e-2            # docs/through-time.md: why these
 DOCS_PICTURE = Path(__file__).resolve().parents[1] / "docs" / "through-time.png"
 LABELS = {"bptt": "BPTT (zero at the cut)", "dni": "DNI (M sees the state)",
           "cdni": "cDNI (M sees the state and the next T targets)"}
@@ -40,12 +42,12 @@ def parse_args(argv):
                    help="the T to run (default 2,3,4,5,8, the paper's)")
     p.add_argument("--seeds", type=int, default=3,
                    help="seeds 0..N-1 of each cell (default 3: the spread of a cell)")
-    p.add_argument("--steps", type=int, default=recurrent.Config.steps,
-                   help=f"minibatches per run (default {recurrent.Config.steps:,}: 10-40 s a run "
-                        f"on one core)")
-    p.add_argument("--learning-rate", type=float, default=recurrent.Config.learning_rate,
-                   help=f"the LSTM's Adam, every method's (default "
-                        f"{recurrent.Config.learning_rate:g}, dni.py's)")
+    p.add_argument("--steps", type=int, default=STEPS,
+                   help=f"minibatches per run (default {STEPS:,}: 1-2 minutes a run on one core; "
+                        f"dni.py's {recurrent.Config.steps:,} leave BPTT at T = 8 budget-bound)")
+    p.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
+                   help=f"the LSTM's Adam, every method's (default {LEARNING_RATE:g}; dni.py's "
+                        f"{recurrent.Config.learning_rate:g} climbs more slowly)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="the run folder; given again, its finished runs are kept (default: "
                         "a new runs/through-time-<date>)")

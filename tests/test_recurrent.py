@@ -194,11 +194,11 @@ def test_the_lab_table_runs_every_method_and_keeps_what_a_run_folder_holds(tmp_p
     capsys.readouterr()
     assert through_time.main(argv) == 0                      # the runs it holds are kept
     assert "seed 0: length" not in capsys.readouterr().out
-    argv += ["--learning-rate", "0.01"]                      # another rate: its own runs
+    argv += ["--learning-rate", "0.003"]                     # another rate: its own runs
     assert through_time.main(argv) == 0
     assert capsys.readouterr().out.count("seed 0: length") == 6
     rates = [r["learning_rate"] for r in snapshots.read_metrics(tmp_path / "runs.jsonl")]
-    assert sorted(rates) == [recurrent.Config.learning_rate] * 6 + [0.01] * 6
+    assert sorted(rates) == [0.003] * 6 + [through_time.LEARNING_RATE] * 6
     tabled = json.loads((tmp_path / "through-time.json").read_text())
-    assert [r["learning_rate"] for r in tabled] == [0.01] * 6           # only its own
-    assert "minibatches at 0.01" in (tmp_path / "through-time.md").read_text()
+    assert [r["learning_rate"] for r in tabled] == [0.003] * 6           # only its own
+    assert "minibatches at 0.003" in (tmp_path / "through-time.md").read_text()
