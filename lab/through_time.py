@@ -91,6 +91,10 @@ def draw(runs, title, path):
                 values = [r["length"] for r in by[method, t]]
                 ax.plot([t + 0.08 * (k - 1)] * len(values), values, ".",
                         color=line.get_color(), alpha=0.5)
+        ts = sorted({t for _, t in by})
+        if ts and runs[0]["task"] == "copy":     # an answer comes L + 1 steps after its input
+            ax.plot(ts, [t - 2 for t in ts], "k:", label="the longest a T-step window holds "
+                                                         "(T - 2)")
         ax.set_xlabel("T, steps backpropagated through (truncation)")
         ax.set_ylabel("longest pattern length learned")
         ax.set_title(title, fontsize="medium")
