@@ -1,7 +1,7 @@
 """The paper's Table 1 on 2 cores: the longest Copy (or Repeat Copy) length an LSTM learns
 within a budget, at each truncation T, with truncated BPTT, DNI and cDNI, over seeds.
 
-    python -m lab.through_time                                    # the table (~70 minutes)
+    python -m lab.through_time                                    # the table (~1 hour)
     python -m lab.through_time --truncations 3 --seeds 1 --steps 2000       # a look
     python -m lab.through_time --task repeat-copy --picture none
 
@@ -125,7 +125,7 @@ def main(argv=None):
         for t in args.truncations:
             for method in recurrent.METHODS:
                 config = dataclasses.replace(base, method=method, truncation=t, seed=seed)
-                key = (config.task, method, t, seed, config.steps, config.learning_rate)
+                key = tuple(getattr(config, k) for k in fields)
                 if key in done:
                     continue
                 result = recurrent.run(config)
