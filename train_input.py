@@ -1,7 +1,6 @@
 """The input trainer: owns layer 1 and steps it with synthetic gradients from the oracle.
 
-Run it last (or in any order: it waits for the oracle, and its sender keeps what the output
-trainer cannot take yet):
+Run it last (or in any order: it waits for the oracle and keeps what it cannot send yet):
 
     python train_input.py                        # loops over data/ until Ctrl-C
     python train_input.py --duration 180 --data-dir data --progress-dir progress
@@ -55,8 +54,8 @@ class InputConfig:
     sizes: tuple | None = None                  # several layers, 2 -> ... -> width (a chain's)
     activation: str = "sigmoid"                 # "relu" (He's init) for images (--data)
     colocated: bool = False                     # the model's weights come from output_url
-    learning_rate: float = 0.005                # eta for layer 1
-    optimizer: str = "adam"                     # how layer 1 steps: "adam" or "sgd"
+    learning_rate: float = train_output.DEFAULTS["learning_rate"]   # every stage's (eta)
+    optimizer: str = train_output.DEFAULTS["optimizer"]             # "adam" or "sgd"
     update: str = "synthetic"                   # "synthetic", "frozen" or "random" (--update)
     batch_size: int = 10                        # examples per synthetic-gradient request and update
     mode: str = "local"                         # --synthetic-gradients: "local" or "remote"
@@ -68,7 +67,7 @@ class InputConfig:
     max_ahead: int | None = None                # flow control: examples beyond the next stage's
     until_url: str | None = None                # whose examples_trained --until-trained counts
     progress_dir: Path | None = None            # snapshots (None: the output trainer's run)
-    snapshot_interval: int = 10                 # seconds, the tick shared with train_output.py
+    snapshot_interval: int = train_output.DEFAULTS["snapshot_interval"]   # s, a shared tick
     seed: int = 0                               # layer 1's initial weights and the example order
     checkpoint: str | Path | None = None        # file to checkpoint into
     checkpoint_interval: float = 30.0
@@ -88,10 +87,7 @@ ORIGINAL = dict(learning_rate=0.001, optimizer="sgd", examples=0, synthetic_grad
 
 class InputTrainer:
     """Layer 1, its two peers, and the loop that streams examples x (N, 2), y (N,) to them.
-
-    Counters: examples (handed off), updates (of layer 1), skipped (minibatches not used to
-    update), epochs (full passes), waited (seconds spent at --max-unsent).
-    """
+    Counts examples handed off, updates, skipped minibatches, full epochs, seconds waited."""
 
     COUNTERS = ("examples", "updates", "epochs", "skipped", "steps")   # a checkpoint keeps
 
@@ -143,8 +139,9 @@ class InputTrainer:
             return False
         if not self.counting.step(self, self.steps + 1, self.x[idx], self.y[idx], idx):
             return False
-        self.steps, self.examples, self.updates = self.steps + 1, self.examples + len(idx), \
-            self.updates + 1
+        self.steps += 1
+        self.examples += len(idx)
+        self.updates += 1
         self.snapshotter.maybe_save(self.layers)
         self.checkpointer.maybe()
         return True
@@ -236,8 +233,7 @@ class InputTrainer:
                     return None
 
     def descend(self):
-        """One --optimizer step (sgd: w1 -= eta dL/dw1), snapshot and checkpoint on their clocks.
-        False (and stop) if the update diverged."""
+        """One --optimizer step, then snapshot and checkpoint on their clocks; False if diverged."""
         if checkpoint.guard(self, "layer 1", self.layers, self.optimizer.step) is None:
             return False                                        # never send NaN activations
         self.updates += 1
@@ -248,7 +244,6 @@ class InputTrainer:
     def run(self, epochs=None, duration=None, until_trained=None):
         """Stream minibatches until `epochs` passes, `duration` seconds after the oracle
         first answered, the output trainer has trained on `until_trained` examples, or stop."""
-        # `duration` starts once the oracle answers; every wait below ends on stop
         if not self.oracle.wait_until_ready(self.stop):
             return
         if duration is not None:
@@ -288,8 +283,7 @@ class InputTrainer:
         self.report(metrics, last=True)             # so the last line counts every example
 
     def find_progress_dir(self):
-        """Without --progress-dir, snapshot into progress/<the output trainer's run>, waiting for
-        it; False if stopped while waiting."""
+        """Without --progress-dir, snapshot into the output trainer's run; False if stopped."""
         if self.config.progress_dir is not None:
             return True
         run = page = None
@@ -311,8 +305,7 @@ class InputTrainer:
         return True
 
     def report(self, metrics, last=False):
-        """Every --report-every seconds (and the last time), one metrics line and one progress
-        line; the rate is examples/s since the report before."""
+        """Every --report-every seconds (and at the end): a metrics line and a progress line."""
         now = time.monotonic()
         if not last and now - self.reported_at < self.config.report_every:
             return
@@ -337,8 +330,7 @@ class InputTrainer:
         return {"oracle_p50_ms": round(float(p50), 3), "oracle_p95_ms": round(float(p95), 3)}
 
     def close(self):
-        """Save layer 1's final weights (if it streamed anything) and checkpoint, and deliver
-        what is still waiting."""
+        """Save the final weights (if it streamed any) and a checkpoint; deliver what waits."""
         if self.examples and self.snapshotter.folder is not None:
             self.snapshotter.save_final(self.layers)
         if not self.diverged:
@@ -381,8 +373,8 @@ def parse_args(argv):
                         "--colocated, instead of from an oracle (default: off)")
     train_output.layer_arguments(p, DEFAULTS, "layer 1")
     synthetic_arguments(p, "layer 1")
-    p.add_argument("--batch-size", type=int, default=10,
-                   help="examples per oracle request and per update (default 10, the original's)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                   help="examples per request and update (default %(default)s, the original's)")
     p.add_argument("--synthetic-gradients", choices=("local", "remote"),
                    default=DEFAULTS["mode"],
                    help="local (default, the paper's layout): computed here with a copy of the "
@@ -391,10 +383,10 @@ def parse_args(argv):
                    help="how activations and gradients travel (default json; with --data "
                         "binary, far cheaper at width 256)")
     options.token_argument(p)
-    p.add_argument("--update-probability", type=float, default=1.0,
+    p.add_argument("--update-probability", type=float, default=DEFAULTS["update_probability"],
                    help="update layer 1 on a minibatch with this probability, the paper's "
                         "sporadic updates (default 1: every minibatch)")
-    p.add_argument("--max-unsent", type=int, default=5_000,
+    p.add_argument("--max-unsent", type=int, default=DEFAULTS["max_unsent"],
                    help="pause while more examples than this wait to be sent (default 5,000: "
                         "layer 1 stays near layers 2-3)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
@@ -403,24 +395,20 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=None,
                    help="stop after this many passes over the data (default: no limit)")
     p.add_argument("--duration", type=float, default=None,
-                   help="stop this many seconds after the oracle first answers (default: no "
-                        "limit)")
+                   help="stop this many seconds after the oracle first answers (default: none)")
     p.add_argument("--until-trained", type=int, default=None, metavar="N",
-                   help="stop once the output trainer has trained on N examples (default: no "
-                        "limit)")
+                   help="stop once the output trainer has trained on N examples (default: none)")
     p.add_argument("--until-url", default=None, metavar="URL",
-                   help="the stage whose examples_trained --until-trained counts (default "
-                        "--output-url)")
+                   help="whose examples_trained --until-trained counts (default --output-url)")
     p.add_argument("--progress-dir", type=Path, default=None,
-                   help="where weight snapshots go (default: progress/<run>, the output "
-                        "trainer's)")
+                   help="where weight snapshots go (default: the output trainer's progress/<run>)")
     train_output.stepped_arguments(p, first=True)
     checkpoint.add_arguments(p, "layer 1 and its counters")
     p.add_argument("--metrics", type=Path, default=None,
                    help="append a JSON line of figures to this file every --report-every "
                         "seconds (default: none)")
-    p.add_argument("--report-every", type=float, default=5.0,
-                   help="seconds between progress lines (default 5)")
+    p.add_argument("--report-every", type=float, default=DEFAULTS["report_every"],
+                   help="seconds between progress lines (default %(default)s)")
     args = options.parse_with_original(p, argv, ORIGINAL,
                                        "SGD at learning rate 0.001 on every example")
     inputs = 2 if args.data == "toy" else classify.images.SIDE ** 2
@@ -478,17 +466,15 @@ def main(argv=None, stop=None):
         threaded.set_when_set(stop, trainer.stop)
     t0 = time.monotonic()
     trainer.run(args.epochs, args.duration, args.until_trained)
-    if trainer.diverged:
-        trainer.close()
-        return 1
     took = time.monotonic() - t0
     counts = trainer.close()
+    if trainer.diverged:
+        return 1
+    waited = trainer.waited + getattr(trainer.next_stage, "waited", 0.0)
     log.info("done: %d examples in %.1f s (%.0f/s), %d updates, %d full epochs; %.1f s "
              "waiting for the output trainer to catch up; oracle requests %s; sent to the "
              "output trainer: %s", trainer.examples, took, trainer.examples / max(took, 1e-9),
-             trainer.updates, trainer.epochs, trainer.waited + getattr(trainer.next_stage,
-                                                                       "waited", 0.0),
-             trainer.latency_ms(), counts)
+             trainer.updates, trainer.epochs, waited, trainer.latency_ms(), counts)
     return 0
 
 

@@ -10,11 +10,9 @@ Run it (chain.py starts every stage of a chain; by hand, for a 2-32-32-1 network
     python train_input.py --width 32 --oracle-url http://127.0.0.1:5011 \\
         --output-url http://127.0.0.1:5010
 
-It is train_output.py's trainer with the loss replaced by a synthetic gradient, plus
-train_input.py's hand-off upwards: it trains on the (i, h_in, y) it receives, sends dL/dh_in
-to the oracle below (--oracle-url), takes dL/dh_out from a copy of the model above
-(--above-oracle-url) and sends (i, h_out, y) on to --next-url. So the three-process system is
-the two-stage case of a chain, and every stage speaks the same protocol.
+It is train_output.py's trainer with the loss replaced by a synthetic gradient dL/dh_out
+(from a copy of the model above, --above-oracle-url), plus train_input.py's hand-off of
+(i, h_out, y) to --next-url. The three-process system is the two-stage case of a chain.
 """
 
 import sys
@@ -34,7 +32,7 @@ DEFAULTS = {**train_output.DEFAULTS, "sizes": (32, 32),
 
 
 class MiddleTrainer(train_output.OutputTrainer):
-    """Layers sizes[0] -> ... -> sizes[-1], all sigmoid, trained on synthetic gradients from
+    """Layers sizes[0] -> ... -> sizes[-1], none linear, trained on synthetic gradients from
     the boundary above, teaching the boundary below with the gradients they pass down."""
 
     role, title = "middle_stage", "middle stage"
@@ -71,9 +69,8 @@ class MiddleTrainer(train_output.OutputTrainer):
         return trained
 
     def train_chunk(self, x, y):
-        """Forward x = h_in (m, n_in) through the layers in minibatches, take the synthetic
-        dL/dh_out for each, backprop it and step (unless frozen). Returns (0.0: there is no
-        loss here, dL/dh_in (m, n_in)); h_out (m, n_out) waits in self.h_out for after_chunk."""
+        """Per minibatch of x = h_in (m, n_in): forward, backprop the synthetic dL/dh_out, step.
+        Returns (0.0, no loss here; dL/dh_in (m, n_in)); h_out (m, n_out) waits in self.h_out."""
         bs, update = self.config["batch_size"], self.config["update"]
         self.h_out = np.empty((len(x), self.layers[-1].w.shape[1]))
         dL_dh = np.zeros_like(x)
@@ -114,9 +111,8 @@ def parse_args(argv):
         "Train the middle layers of a chain on synthetic gradients from the boundary above; "
         "teach the boundary below.", DEFAULTS, live=False)
     p.add_argument("--above-oracle-url", default=None,
-                   help="the oracle of the boundary above (its model gives dL/dh_out); with "
-                        "--colocated the default is --next-url, the next stage started with "
-                        "--colocated, which learns that model beside its layers")
+                   help="the oracle of the boundary above, whose model gives dL/dh_out "
+                        "(default with --colocated: --next-url, which learns it beside its layers)")
     p.add_argument("--next-url", required=True,
                    help="the next stage (train_middle.py or train_output.py), which receives "
                         "(i, h_out, y)")

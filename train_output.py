@@ -32,12 +32,12 @@ log = logging.getLogger("train_output")
 DEFAULTS = dict(
     oracle_url=synthgrad.DEFAULT_ORACLE_URL,
     sizes=(synthgrad.HIDDEN_SIZE, 12, 1),   # its layers' widths: h (24) -> 12 -> y (1)
-    learning_rate=0.005,       # as train_input.py's (docs/settings.md)
-    optimizer="adam",          # how layers 2-3 step: adam or sgd (the original's)
+    learning_rate=0.005,       # every stage's (train_input.py takes it; docs/settings.md)
+    optimizer="adam",          # every stage's: adam or sgd (the original's)
     batch_size=10,             # minibatches, vectorised
     **options.SERVER_DEFAULTS,
     progress_dir=None,         # None: progress/<run>, a new folder named by the start time
-    snapshot_interval=10,
+    snapshot_interval=10,      # seconds, a tick every stage shares
     seed=0,
     send_gradients=True,
     wire="json",               # the documented format; "binary" is the fast opt-in form
@@ -108,9 +108,8 @@ class OutputTrainer(server.TrainingServer):
         return model.published, model.conditioned, model.version
 
     def receive(self, i, x, y, steps=None):
-        """Keep the latest activation x (n, 24) and target y (n,) for examples i (n,). A
-        classifier's y must be labels: synthgrad.ProtocolError (a 400, nothing kept) if not.
-        steps: what a chain counting steps sends; here, where they are not counted, unused."""
+        """Keep the latest x = h (n, 24) and y (n,) of examples i (n,); steps is unused here.
+        A classifier's y that is not labels: synthgrad.ProtocolError (a 400), nothing kept."""
         if self.classes:
             try:
                 classify.labels_of(y, self.classes)
@@ -236,9 +235,8 @@ class OutputTrainer(server.TrainingServer):
             self.sender.close()
 
     def status_fields(self):
-        """The output trainer's /status fields: "run" names its progress folder (train_input.py
-        snapshots its half there), "gradients_to_oracle" is its sender's counts (null if none),
-        "live_page" its page's address; with --colocated, "boundary_model_steps"."""
+        """Its /status fields: "run" names its progress folder (train_input.py's too), its
+        sender's counts (null if none), its live page; with --colocated, the model's steps."""
         return {
             "run": self.run_name,
             "examples_received": self.counts["examples_received"],
@@ -306,9 +304,8 @@ def layer_arguments(p, d, layers):
 def stepped_arguments(p, first=False):
     """--delay and where the stage sits in the network dni.py draws (parts/stepped.py)."""
     p.add_argument("--delay", type=int, default=None, metavar="D",
-                   help="count steps: train each step in order, and wait before step t until "
-                        "the model above has learned from step t - 1 - D (default: off, "
-                        "clocks decide; chain.py --delay sets it)")
+                   help="count steps, in order: wait before step t until the model above has "
+                        "learned from step t - 1 - D (default: off, clocks decide)")
     p.add_argument("--network", type=parse_sizes, default=None,
                    help="with --delay: the whole network's widths, drawn as dni.py draws them")
     p.add_argument("--splits", type=parse_splits, default=None,
