@@ -9,15 +9,11 @@ Run it (docs/chain.md says more):
     python chain.py --colocated --ray HEAD:6379 --place host_a,host_b     # on a Ray cluster
     python chain.py --data fashion-mnist --colocated          # 784-256-256-256-10, 4 processes
 
---splits cuts the network (sizes[j] -> sizes[j+1], sigmoid, the last linear; on images ReLU
-and softmax cross-entropy) after those layers: 1,2,3 on 2-32-32-32-32-1 gives the stages
+--splits cuts the network after those layers: 1,2,3 on 2-32-32-32-32-1 gives the stages
 2-32 | 32-32 | 32-32 | 32-32-1. Stage 1 is train_input.py, stages 2..K-1 train_middle.py,
-stage K train_output.py, and each boundary's model an oracle.py, or with --colocated is learned
-inside the stage above it: K = 2 is the three-process system. runner/processes.py runs them,
-supervised here or as Ray actors (--ray). Stage 1 streams for --duration seconds (or until
---examples), then all stop; however the run ended, the run folder gets chain.json (at each
-snapshot tick held-out MSE or test accuracy, per boundary the cosine between synthetic and
-true gradients and the staleness; "cut_short") and chain.png, which draws them.
+stage K train_output.py; each boundary's model is an oracle.py, or with --colocated learned in
+the stage above (K = 2 is the three-process system). Stage 1 streams for --duration seconds
+(or until --examples); however the run ends, it is measured into chain.json and chain.png.
 """
 
 import argparse
@@ -33,7 +29,7 @@ import numpy as np
 import generate
 import synthgrad
 import train_output
-from parts import children, classify, snapshots
+from parts import classify, options, snapshots
 from runner import chain_eval, launch, processes, raychain, rayjoin
 from runner.processes import Proc, Url
 
@@ -63,8 +59,7 @@ class ChainConfig:
     restart: processes.RestartPolicy = processes.RestartPolicy()   # what a death leads to
     checkpoint_interval: float | None = None   # seconds (None: by size, checkpoint_every)
     examples: int | None = None            # the budget of work, --examples (None: duration)
-    max_ahead: int | None = None           # stage 1 hands off at most this many examples
-                                           # beyond what stage 2 has trained on (None: off)
+    max_ahead: int | None = None           # stage 1's lead over stage 2, examples (None: off)
     data: str = "toy"                      # or an image set (classify.DATA_NAMES): classify
     image_dir: Path | None = None          # its IDX files (None: where datasets/ looks)
     train_on: str = "held"                 # what the stages above 1 train on (train_output.py)
@@ -122,9 +117,8 @@ def checkpoint_every(config, held_width, sizes):
 
 
 def chain_procs(config):
-    """The chain's processes in start order: each boundary's oracle (none if colocated), the
-    stages from the top down (each needs the address above it), stage 1 last: it streams
-    for config.duration seconds and ends the run."""
+    """The chain's processes in start order: the oracles (none if colocated), the stages from
+    the top down (each needs the address above it), stage 1 last (its end ends the run)."""
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     K = len(layout)
 
@@ -200,10 +194,9 @@ def input_options(config, sizes, model):
 # --- Running them: here or on Ray, one machinery. ------------------------------------------------
 
 def run_chain(config, env=None, on_start=None):
-    """chain_procs run by processes.run, supervised here as config.restart says, or with
-    config.ray as Ray actors; each boundary model's weights saved at every snapshot tick.
-    Returns processes.run's, each server's last GET /status by key ("stage2", "boundary1").
-    on_start(name, pid) is told of every start and restart (lab/bench.py pins with it)."""
+    """chain_procs run by processes.run, supervised here or (config.ray) as Ray actors; each
+    boundary model's weights saved at every snapshot tick. Returns each server's last GET
+    /status by key ("stage2", "boundary1"); on_start(name, pid) hears of every (re)start."""
     # One BLAS thread a process unless told otherwise (docs/chain.md).
     env = {"OPENBLAS_NUM_THREADS": "1", **(launch.child_env() if env is None else env)}
     if config.ray is not None and not env.get("SYNTHGRAD_TOKEN"):    # never open on a cluster
@@ -300,13 +293,11 @@ def parse_args(argv):
                    help="stage 1 hands off at most N examples beyond what stage 2 has trained "
                         "on (default: off; 200 with --data)")
     p.add_argument("--delay", type=parse_delay, default=None, metavar="D",
-                   help="count steps: a stage does not start step t until the model of its "
-                        f"boundary has learned from step t - 1 - D; free: clocks decide "
-                        f"(default free; with --data {IMAGE_DELAY}, docs/chain.md says why)")
+                   help="count steps: no stage starts step t before its boundary's model has "
+                        f"learned from step t - 1 - D (default free; with --data {IMAGE_DELAY})")
     p.add_argument("--train-on", choices=("held", "arrivals"), default=None,
-                   help="what stages 2..K train on: held, the latest activation of every "
-                        "example, pass after pass (default), or arrivals, each once as it "
-                        "comes (default with --data)")
+                   help="what stages 2..K train on: held, every example's latest activation "
+                        "(default), or arrivals, each once (default with --data)")
     p.add_argument("--count", type=int, default=None,
                    help="training examples (default 20,000; with --data all 60,000 images)")
     p.add_argument("--update", choices=("synthetic", "frozen", "random"), default=d.update,
@@ -320,29 +311,20 @@ def parse_args(argv):
     p.add_argument("--learning-rate", type=float, default=None,
                    help=f"every stage's Adam learning rate (default: the scripts' "
                         f"{d.learning_rate}; {DEEP_LEARNING_RATE} from {DEEP_FROM} stages on)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seeds everything (default 0)")
-    p.add_argument("--no-restart", dest="restart", action="store_false",
-                   help="a process that dies ends the run (cut short, still evaluated) instead "
-                        "of being started again from its checkpoint (default: restart)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help=f"run every process as a Ray actor (needs {rayjoin.RAY_PIN}): without "
-                        "ADDRESS on a fresh local Ray instance, with one (HEAD:6379) on that "
-                        "cluster (default: off; docs/several-machines.md)")
+                   help=f"run every process as a Ray actor (needs {rayjoin.RAY_PIN}), on a local "
+                        "Ray or the cluster at ADDRESS, e.g. HEAD:6379 (default: off)")
     p.add_argument("--place", type=parse_place, default=None, metavar="R1,R2,...",
-                   help="with --ray: stage k on the machine that declares the custom resource "
-                        "Rk (ray start --resources='{\"Rk\": 1}'), an oracle with the stage "
-                        "above it (default: wherever Ray finds a CPU)")
+                   help="with --ray: stage k on the machine declaring the custom resource Rk, "
+                        "an oracle with the stage above it (default: wherever Ray finds a CPU)")
     p.add_argument("--max-restarts", type=int, default=processes.RestartPolicy.max_restarts,
-                   help="restarts of one process within %(window)g s (with --ray: in the run) "
-                        "before the run ends (default %(default)s)" % {
-                            "window": processes.RestartPolicy.window, "default": "%(default)s"})
-    children.live_arguments(p, default_port=0, who="it shows each stage and boundary")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="folder for everything (default: a new runs/chain-<date-time>)")
+                   help=f"restarts of one process within {processes.RestartPolicy.window:g} s "
+                        "(with --ray: in the run) before the run ends (default %(default)s)")
+    launch.run_arguments(p, "the run (cut short, still evaluated)", "chain-",
+                         shown="each stage and boundary")
     p.add_argument("--evaluate", type=Path, default=None, metavar="RUN",
-                   help="run nothing: measure and draw a chain run already in RUN (e.g. one "
-                        "run by hand: docs/several-machines.md), with --sizes and --splits as "
-                        "it ran")
+                   help="run nothing: measure and draw the chain run in RUN, given --sizes and "
+                        "--splits as it ran (default: run one)")
     args = p.parse_args(argv)
     defaults = {k: getattr(d, k) for k in IMAGES} if args.data == "toy" else IMAGES
     if args.delay is None:
@@ -373,12 +355,8 @@ def parse_args(argv):
                 "(cDNI): --no-conditioned needs the oracles")
     if not args.learning_rate > 0:
         p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
-    if args.max_ahead is not None and args.max_ahead < 1:
-        p.error(f"--max-ahead must be at least 1 (got {args.max_ahead})")
-    if args.examples is not None and args.examples < 1:
-        p.error(f"--examples must be at least 1 (got {args.examples})")
-    if args.count < 1000:
-        p.error(f"--count must be at least 1000 (got {args.count})")
+    options.check_at_least(p, args, 1, "max_ahead", "examples")
+    options.check_at_least(p, args, 1000, "count")
     if args.place is not None and (args.ray is None or len(args.place) != len(args.splits) + 1):
         p.error(f"--place needs --ray and one machine per stage ({len(args.splits) + 1}; got "
                 f"{len(args.place)})")
@@ -413,9 +391,8 @@ def parse_delay(text):
 
 
 def report(run, layout, cut_short=None, data=None, image_dir=None, events=()):
-    """chain.json (with "cut_short": why it ended early, and "events": each death, restart
-    and machine lost) and chain.png for a run; prints the summary. ValueError if nothing can be
-    evaluated (a classifier's test images missing too)."""
+    """chain.json (with why it was cut short and its deaths and restarts) and chain.png for a
+    run, and the summary printed; ValueError if nothing can be evaluated."""
     result = chain_eval.evaluate(run, layout, data=data, image_dir=image_dir)
     result["cut_short"], result["events"] = cut_short, list(events)
     (run / "chain.json").write_text(json.dumps(result, indent=1))

@@ -5,10 +5,8 @@ pictures (docs/demo.md says what each phase shows).
     python demo.py --duration 60 --count 50000
     python demo.py --help
 
-Each phase has the machine to itself: the data; oracle.py, train_output.py and train_input.py
-for --duration seconds; the same with layer 1 frozen, then moved at random (the controls);
-backprop in this process; the pictures (plot.py). A process that dies is restarted from its
-checkpoint; however the demo ends, what was saved is drawn (RUN/cut_short.json: why it ended).
+The phases run one after another, each with the machine to itself. However the demo ends, what
+was saved is drawn (RUN/cut_short.json says why it ended early).
 """
 
 import argparse
@@ -16,6 +14,7 @@ import json
 import subprocess
 import sys
 
+import generate
 import sgd
 from parts import children, options
 from runner import launch, processes
@@ -53,9 +52,8 @@ def parse_args(argv):
                    help="extra options for oracle.py (default: none, its own defaults; "
                         "\"--original\" gives the original's h-only Adadelta oracle)")
     p.add_argument("--baseline-args", default="",
-                   help="options for the backprop baseline, run in this process: --optimizer, "
-                        "--learning-rate, --batch-size, --decay, --seed (default: none, layers "
-                        "2-3's settings with no decay, so the comparison is fair)")
+                   help="the backprop baseline's --optimizer, --learning-rate, --batch-size, "
+                        "--decay, --seed (default: layers 2-3's, no decay: a fair comparison)")
     p.add_argument("--input-args", default="",
                    help="extra options for train_input.py, e.g. \"--synthetic-gradients remote\" "
                         "(default: none)")
@@ -72,14 +70,13 @@ def parse_args(argv):
     args = p.parse_args(argv)
     options.check_positive(p, args, "duration")
     options.check_at_least(p, args, 1000, "count")
-    if args.seed == 2016:
-        p.error("--seed 2016 is reserved for the held-out points")
+    if args.seed == generate.HELDOUT_SEED:
+        p.error(f"--seed {generate.HELDOUT_SEED} is reserved for the held-out points")
     return args
 
 
 def parse_baseline_args(text, same):
-    """--baseline-args as BackpropConfig settings (the training options sgd.py has), over
-    `same`: launch.backprop_like's settings of the decoupled run, the defaults."""
+    """--baseline-args as BackpropConfig settings over `same` (the decoupled run's, defaults)."""
     p = argparse.ArgumentParser(prog="demo.py --baseline-args",
                                 description="Options for the plain-backprop baseline.")
     for flag in ("learning-rate", "batch-size", "decay"):     # described as sgd.py does
@@ -112,9 +109,8 @@ def decoupled_config(args, run_dir, update="synthetic", data_dir=None):
 
 
 def backprop_config(args, run_dir, baseline):
-    """Phase 3's settings: --duration seconds on the same data, a held-out measurement every
-    20,000 examples (once a pass over the demo's data), the decoupled trainers' settings or
-    --baseline-args."""
+    """Phase 4's settings: --duration seconds on the same data, held-out MSE every 20,000
+    examples, the settings `baseline` (parse_baseline_args's)."""
     return launch.BackpropConfig(
         data_dir=run_dir / "data", seconds=args.duration, eval_every=20_000,
         metrics=run_dir / "metrics" / "backprop.jsonl",

@@ -24,6 +24,7 @@ import math
 import sys
 from pathlib import Path
 
+import generate
 from datasets import copy_tasks, images
 from parts import decoupled, optimizers, recurrent
 
@@ -45,10 +46,9 @@ def make_parser():
     p.add_argument("--data", choices=("toy",) + images.NAMES, default="toy",
                    help="what to learn (default toy, generate.py's target)")
     p.add_argument("--task", choices=("layers",) + copy_tasks.TASKS, default="layers",
-                   help="layers (default: cut a network between layers, as --data says) or "
-                        "an LSTM cut in time on a copy task (its options: --truncation, "
-                        "--method backprop (truncated BPTT), dni or cdni, --steps, --seed, "
-                        "--learning-rate, --batch-size)")
+                   help="layers (default: a network cut between layers) or an LSTM cut in time, "
+                        "with --truncation, --method (backprop: truncated BPTT, dni or cdni), "
+                        "--steps, --seed, --learning-rate, --batch-size only")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default="adam",
                    help="every layer's optimizer (default adam)")
     p.add_argument("--learning-rate", type=float, default=None,
@@ -83,7 +83,7 @@ def make_parser():
                      help="stop after this many examples too (default: no limit)")
     toy.add_argument("--eval-every", type=int, default=None,
                      help=f"examples between measurements (default {TOY['eval_every']:,})")
-    toy.add_argument("--heldout", type=int, default=20_000,
+    toy.add_argument("--heldout", type=int, default=generate.HELDOUT_COUNT,
                      help="fresh points for the held-out MSE (default 20,000: ~1%% noise)")
     pics = p.add_argument_group("images (--data fashion-mnist or mnist)")
     pics.add_argument("--image-dir", type=Path, default=None,
@@ -103,8 +103,8 @@ def make_parser():
                       help=f"steps between measurements (default {IMAGES['eval_every']})")
     in_time = p.add_argument_group("through time (--task copy or repeat-copy)")
     in_time.add_argument("--truncation", type=int, default=None,
-                      help=f"T, the steps backpropagated through (default "
-                           f"{recurrent.Config.truncation}: the paper's shortest but one)")
+                         help=f"T, the steps backpropagated through (default "
+                              f"{recurrent.Config.truncation}: the paper's shortest but one)")
     return p
 
 

@@ -49,12 +49,14 @@ def generate(count, seed):
     return x, target_function(x[:, 0], x[:, 1])
 
 
-# Held-out points are fresh samples drawn with their own seed, never the training seed's stream.
+# Held-out points are fresh samples drawn with their own seed, never the training seed's stream;
+# every script measures on the same 20,000 by default (~1% sampling error), so numbers compare.
 HELDOUT_SEED = 2016
+HELDOUT_COUNT = 20_000
 
 
-def heldout(count=20_000, seed=HELDOUT_SEED):
-    """Fresh (x (count, 2), y (count,)) for measuring held-out MSE (20,000: ~1% sampling error)."""
+def heldout(count=HELDOUT_COUNT, seed=HELDOUT_SEED):
+    """Fresh (x (count, 2), y (count,)) for measuring held-out MSE."""
     return generate(count, seed)
 
 
@@ -94,8 +96,8 @@ def load_dataset(data_dir):
 GRID_POINTS = 100                      # per axis: 10,000 evaluations, ~0.1 s a picture in all
 LEVELS = np.linspace(0.0, 1.0, 21)     # contour levels on the 0..1 scale of the target
 AXIS_TICKS = [-1.0, -0.5, 0.0, 0.5, 1.0]
-# A fixed size and fixed margins (not a layout engine, which costs ~0.05 s and moves the axes
-# when a title changes), so every surface picture has its axes in the same pixels: GIF frames.
+# A fixed size and margins, not a layout engine (which moves the axes when a title changes), so
+# every surface picture has its axes in the same pixels: GIF frames.
 SURFACE_FIGSIZE = (5.4, 4.4)           # inches
 SURFACE_MARGINS = dict(left=0.08, right=0.98, bottom=0.11, top=0.92)
 COLORBAR_LABEL = "height, scaled so the target spans 0 to 1"
@@ -180,16 +182,15 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Sample the target function into x.npy, y.npy "
                                             "and draw it into target.png.")
     p.add_argument("--count", type=int, default=200_000,
-                   help="number of samples (default 200,000, the original's: many more than "
-                        "the network's ~400 weights need, so overfitting is not a concern)")
+                   help="number of samples (default 200,000, the original's: far more than the "
+                        "network's ~400 weights need)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the sample positions (default 0), so runs are repeatable")
     p.add_argument("--out-dir", type=Path, default=HERE / "data",
-                   help="folder to write into, created if missing (default: data/ next to "
-                        "this file, where the other scripts look)")
+                   help="folder to write into (default data/ next to this file, where the other "
+                        "scripts look)")
     p.add_argument("--no-plot", action="store_true",
-                   help="skip target.png (drawn by default: it is the picture every fit is "
-                        "compared with)")
+                   help="skip target.png (default: drawn, the picture every fit is compared with)")
     args = p.parse_args(argv)
     if args.count < 1:
         p.error("--count must be at least 1")

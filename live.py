@@ -7,10 +7,9 @@ Run it while a run trains (or after: it then says the run has ended), and open t
     python live.py --run-dir progress/20240101-120000 --oracle-url http://127.0.0.1:5001
     python live.py --help
 
-The page (live.html) polls GET /api/live and fetches a picture only when its content changed:
-each picture is drawn once per content, each tick measured once (LiveState's caches). It reads
-the run folder and never writes into it; runner/liveview.py decides what it shows. docs/live.md
-says what each panel shows and what watching costs.
+The page (live.html) polls GET /api/live and fetches a picture only when its content changed.
+It reads the run folder, never writes into it; runner/liveview.py decides what it shows, and
+docs/live.md says what each panel shows and what watching costs.
 """
 
 import argparse
@@ -100,9 +99,8 @@ class LiveState:
             progress, self.x_test, self.y_test, label))
 
     def test_images(self, run):
-        """(x, labels, data) of a classifier chain's first TEST_IMAGES test images, from the
-        image set its run folder names (chain_eval.run_data), read once per run; ValueError
-        (e.g. images.DataError) if they cannot be read."""
+        """(x, labels, data) of the first TEST_IMAGES test images of the set a classifier chain's
+        run names, read once per run; ValueError if they cannot be read."""
         def read():
             data, image_dir = chain_eval.run_data(run)
             if data == "toy":
@@ -112,9 +110,8 @@ class LiveState:
         return self.cached(self.images, str(run), read)
 
     def chain_tick(self, run, layout, tick):
-        """chain_eval.tick_row of a chain's composed network at a tick, on the toy's held-out
-        points or a classifier's test images, cached once every boundary's model is there;
-        ValueError if a snapshot is unreadable."""
+        """chain_eval.tick_row of a chain at a tick (held-out points or test images), cached once
+        every boundary's model is there; ValueError if a snapshot is unreadable."""
         def measure():
             models = []
             for b in range(1, len(layout)):
@@ -175,10 +172,8 @@ class LiveState:
 
     # --- pictures ------------------------------------------------------------------------------
     def offer(self, name, content, draw):
-        """Make draw() the picture `name` for this content (any JSON-able value); returns its
-        address, which changes only when the content does, so the browser fetches it once.
-        New content replaces the picture offered at most every config["redraw"] seconds (a
-        picture costs a fraction of a core's second): until then the old address is given."""
+        """Make draw() the picture `name` for this content (JSON-able); returns its address, which
+        changes with the content, at most every config["redraw"] seconds (drawing costs CPU)."""
         key = hashlib.sha1(json.dumps(content, default=str).encode()).hexdigest()[:16]
         now = time.monotonic()
         with self.lock:
@@ -221,8 +216,8 @@ def create_app(config=None):
     follow the newest folder in `parents`, default runs/ and progress/), token, oracle_url and
     output_url (a run by hand's servers), heldout, refresh and redraw (seconds)."""
     config = {"run_dir": None, "parents": (HERE / "runs", snapshots.PROGRESS), "token": None,
-              "oracle_url": None, "output_url": None, "heldout": 20_000, "refresh": REFRESH_S,
-              "redraw": REDRAW_S, "max_body_bytes": 1024, **(config or {})}
+              "oracle_url": None, "output_url": None, "heldout": generate.HELDOUT_COUNT,
+              "refresh": REFRESH_S, "redraw": REDRAW_S, "max_body_bytes": 1024, **(config or {})}
     state = LiveState(config)
     app = server.make_app("live", state, "LIVE")     # JSON errors, the token, GET /status
     app.wsgi_app = token_from_address(app.wsgi_app)
@@ -280,9 +275,8 @@ class NoBrowser(Exception):
 
 
 def headless_chromium(profile_dir, window=(1400, 1700), log_requests=False):
-    """A selenium driver of headless Chromium with a fresh profile in profile_dir (no sandbox,
-    nothing asked of Google's servers); with log_requests, its performance log holds every
-    request the page makes. NoBrowser if selenium, Chromium or its driver is missing or fails."""
+    """A selenium driver of headless Chromium, a fresh profile in profile_dir; with log_requests
+    its performance log holds every request. NoBrowser if selenium or Chromium is missing."""
     try:
         from selenium import webdriver
         from selenium.common.exceptions import WebDriverException
@@ -328,8 +322,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Serve a page on this machine that shows a run "
                                             "learning, updated while it trains.")
     p.add_argument("--run-dir", type=Path, default=None,
-                   help="the run to show: a demo.py, launch.py or chain.py run folder, or a "
-                        "progress folder run by hand (default: the newest folder in runs/ or "
+                   help="a run or progress folder to show (default: the newest in runs/ or "
                         "progress/, looked for at every poll, so the page finds a later run)")
     p.add_argument("--host", default=synthgrad.DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: only this machine can open it)")
@@ -352,13 +345,12 @@ def parse_args(argv):
     p.add_argument("--redraw", type=float, default=REDRAW_S,
                    help=f"redraw a changed picture at most every this many seconds (default "
                         f"{REDRAW_S:g}: a picture costs ~0.3 s of a core, taken from training)")
-    p.add_argument("--heldout", type=int, default=20_000,
+    p.add_argument("--heldout", type=int, default=generate.HELDOUT_COUNT,
                    help="fresh points held-out MSE is measured on (default 20,000, as plot.py's, "
                         "so the numbers compare)")
     p.add_argument("--nice", type=int, default=options.DEFAULT_TRAINING_NICE,
-                   help=f"run this many steps nicer than normal (default "
-                        f"{options.DEFAULT_TRAINING_NICE}, as the training threads: the page "
-                        "takes only the CPU training leaves; 0: normal)")
+                   help=f"run this much nicer (default {options.DEFAULT_TRAINING_NICE}, as the "
+                        "training threads: the page takes only the CPU they leave)")
     p.add_argument("--stop-with-parent", action="store_true",
                    help="stop when the process that started this one ends (so a killed "
                         "launcher leaves no page)")

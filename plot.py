@@ -4,11 +4,10 @@
     python plot.py --run-dir runs/20240101-120000              # demo.py's: into RUN/plots
     python plot.py --progress-dir progress/20240101-120000     # by hand: beside the weights
 
-A progress folder (the trainers' snapshots) gives each tick's fit beside the target
-(fit_<seconds>.png), the held-out MSE of every moment (heldout_mse.jsonl, mse.png). A run folder
-(demo.py's) gives the same into RUN/plots and comparison.png, curves.png and evolution.gif
-(docs/demo.md says what each shows); a picture whose inputs are missing is skipped, saying why.
-This file only draws: parts/snapshots.py reads and measures.
+A progress folder (the trainers' snapshots) gives fit_<seconds>.png, heldout_mse.jsonl and
+mse.png; a run folder (demo.py's) the same into RUN/plots, and comparison.png, curves.png and
+evolution.gif (docs/demo.md). A picture whose inputs are missing is skipped, saying why. This
+file only draws: parts/snapshots.py reads and measures.
 """
 
 import argparse
@@ -269,10 +268,9 @@ TARGET_PANEL = ("the target\ny = f(x₁, x₂)",
 
 def draw_progress(folder, out_dir, x_test, y_test, origin=None,
                   since="seconds since training started"):
-    """fit_*.png, heldout_mse.jsonl and mse.png for a progress folder, into out_dir, seconds
-    since origin (default: the earliest moment), which `since` names.
-    Returns rows (heldout_mse.jsonl's), networks {label: layers} and the origin;
-    snapshots.NothingToRead if the folder holds no readable pair of snapshots."""
+    """fit_*.png, heldout_mse.jsonl and mse.png of a progress folder into out_dir, in seconds
+    since origin (default: the earliest moment), named by `since`. Returns (rows, networks
+    {label: layers}, origin); NothingToRead if no pair of snapshots is readable."""
     out_dir = Path(out_dir)
     # Phase 1: held-out MSE of each composed network, and when that network existed.
     rows, networks, skipped = snapshots.measure_progress(folder, x_test, y_test)
@@ -390,9 +388,8 @@ def draw_run_curves(run_dir, out_dir, rows, metrics, origin, since, baseline, co
 
 
 def draw_run(run_dir, out_dir, x_test, y_test):
-    """Everything for a run folder into out_dir, each picture skipped with a message if its
-    inputs are missing, then the summary; x_test (n, 2), y_test (n,) the held-out points.
-    Returns what was written. (train_output.jsonl is not drawn: held-out MSE shows its work.)"""
+    """Every picture of a run folder (not train_output.jsonl: held-out MSE shows its work) into
+    out_dir, then the summary; x_test (n, 2), y_test (n,). Returns what was written."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     metrics = metrics_of(run_dir, ("backprop", "train_input", "oracle"))
     written = []
@@ -434,15 +431,14 @@ def parse_args(argv):
                         help="a run folder written by demo.py (progress/, backprop/, metrics/, "
                              "controls/): draws everything")
     source.add_argument("--progress-dir", type=Path,
-                        help="a folder of layer1_*.npz and layers23_*.npz (by hand: "
-                             "progress/<run>): the fits and held-out MSE only. Default: the "
-                             "newest folder in runs/ and progress/, whichever it is")
+                        help="a folder of layer1_*.npz and layers23_*.npz: the fits and held-out "
+                             "MSE only (default: the newest folder in runs/ and progress/)")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="where to write the pictures (default: RUN/plots, or the progress "
                         "folder itself, beside the weights they show)")
-    p.add_argument("--heldout", type=int, default=20_000,
-                   help="fresh points to measure held-out MSE on (default 20,000, as sgd.py, "
-                        "so the numbers compare; the estimate's noise is then ~1%%)")
+    p.add_argument("--heldout", type=int, default=generate.HELDOUT_COUNT,
+                   help="fresh points to measure held-out MSE on (default 20,000, as sgd.py's, "
+                        "so the numbers compare)")
     args = p.parse_args(argv)
     options.check_at_least(p, args, 1, "heldout")
     if args.run_dir is None and args.progress_dir is None:

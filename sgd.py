@@ -225,8 +225,8 @@ def parse_args(argv):
     p.add_argument("--image-dir", type=Path, help="images: their folder (default images.py's)")
     p.add_argument("--data-dir", type=Path, default=HERE / "data", help="toy: x.npy, y.npy "
                    "(default data/, where generate.py writes)")
-    p.add_argument("--heldout", type=int, default=20_000, help="toy: fresh points for the "
-                   "held-out MSE (default 20,000: ~1%% noise)")
+    p.add_argument("--heldout", type=int, default=generate.HELDOUT_COUNT,
+                   help="toy: fresh points for the held-out MSE (default 20,000: ~1%% noise)")
     p.add_argument("--plots-dir", type=Path, default=HERE / "plots" / "sgd",
                    help="toy: where the surface is drawn after each epoch (default plots/sgd)")
     p.add_argument("--no-plots", action="store_true", help="toy: draw no surface (default: draw)")
