@@ -1,2 +1,2 @@
-"""The image data sets (images.py: MNIST and Fashion-MNIST from their IDX files) and the copy
-tasks (copy_tasks.py: Graves et al.'s Copy and Repeat Copy, drawn). The lowest floor: it imports nothing of the project (Keras only inside the function that downloads)."""
+"""The data: MNIST and Fashion-MNIST from their IDX files (images.py), Graves et al.'s Copy and
+Repeat Copy (copy_tasks.py). The lowest floor: it imports nothing of the project."""

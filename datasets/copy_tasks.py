@@ -7,11 +7,10 @@
 
 Time is the first axis, as a recurrent network reads it. The inputs have BITS + 2 channels:
 the pattern's bits, the delimiter flag and (Repeat Copy) the repeat count. Copy: the pattern,
-the delimiter, then the pattern to reproduce (2 length + 1 steps). Repeat Copy: the pattern,
-the delimiter with the count r / MAX_REPEATS on its own channel, then the pattern r times and
-an end marker on an extra output channel (length (r + 1) + 2 steps); r is drawn from 1 to
-MAX_REPEATS for each sequence, and the shorter sequences of a batch end in masked steps.
-mask says where the loss and the error count: only the steps that must be reproduced.
+the delimiter, the pattern reproduced (2 length + 1 steps). Repeat Copy: the delimiter carries
+r / MAX_REPEATS (r from 1 to MAX_REPEATS, drawn per sequence), then the pattern r times and an
+end marker on an extra output (length (r + 1) + 2 steps); a batch's shorter sequences end in
+masked steps. mask is 1 where the loss and the error count: the steps that must be reproduced.
 """
 
 import numpy as np

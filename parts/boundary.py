@@ -2,9 +2,8 @@
 
 M maps h (n, w), or h and the target y side by side when "conditioned" (the paper's cDNI), to
 g_hat (n, w), a guess at g = dL/dh: Dense(hidden, sigmoid) -> Dense(w, linear), its loss Keras's
-"mse". It learns beside the layers (parts/decoupled.py), in oracle.py (Keras, the same
-DEFAULTS), or beside the stage above a boundary (--colocated), whose stage below fetches its
-weights. model_forward is M's one forward pass, from weights.
+"mse". It learns in one process (parts/decoupled.py), in oracle.py (Keras, the same DEFAULTS)
+or beside a chain's stage (--colocated); model_forward is its one forward pass, from weights.
 """
 
 import collections
@@ -50,12 +49,10 @@ def dense(n_in, n_out, activation, rng, zero=False):
 
 
 class SyntheticGradientModel:
-    """M: g_hat (n, w) from h (n, w), or from [h, y] (n, w + context) when conditioned (y the
-    toy's target, context 1, or a one-hot label, context = classes). hidden 0: one linear layer.
-    Initialised and trained as oracle.build_model's Keras model (tested).
-
-    learn() is one optimizer step; learn_pass() a pass as the oracle makes one, which publishes
-    (GET /weights) the new weights if finite, else leaves M `diverged`. `version`: its steps."""
+    """M, initialised and trained as oracle.build_model's Keras model (tested); hidden 0: one
+    linear layer; context: y's width (1, or the classes of a one-hot label). learn() is one
+    optimizer step; learn_pass() a pass as the oracle makes one, publishing (GET /weights) the
+    new weights if finite, else leaving M `diverged`. `version` counts its steps."""
 
     def __init__(self, rng, hidden=12, conditioned=False, zero_init=True, optimizer="adam",
                  learning_rate=0.001, width=sgd.SIZES[1], context=1, activation=sgd.Sigmoid,
@@ -179,10 +176,9 @@ class Quality:
         self.relative_errors.extend(rel.tolist())
 
     def fields(self):
-        """{"window": examples in the window, "cosine_similarity": mean over examples of
-        cos(g_hat, g), "relative_error": mean of |g_hat - g| / |g|, "aggregate_cosine": cos of
-        all the window's gradients as one vector, "explained": 1 - sum |g_hat - g|^2 / sum
-        |g|^2, "cosine_similarity_since_start"} (floats, or None before any gradient)."""
+        """Over the window: the mean cosine and relative error |g_hat - g| / |g| per example,
+        "aggregate_cosine" (its gradients as one vector), "explained" (1 - sum |g_hat - g|^2 /
+        sum |g|^2); and the mean cosine since the start. None before any gradient."""
         quality = {
             "window": len(self.cosines),
             "cosine_similarity": float(np.mean(self.cosines)) if self.cosines else None,

@@ -15,6 +15,7 @@ import numpy as np
 from parts import snapshots
 
 log = logging.getLogger("checkpoint")
+DEFAULT_INTERVAL = 30.0     # seconds between checkpoints
 
 
 def weight_names(weights, prefix=""):
@@ -102,8 +103,8 @@ def add_arguments(p, what):
     p.add_argument("--checkpoint", default=None,
                    help=f"file to checkpoint {what} into, atomically, every "
                         "--checkpoint-interval seconds and when stopped (default: none)")
-    p.add_argument("--checkpoint-interval", type=float, default=30.0,
-                   help="seconds between checkpoints (default 30: little lost after a crash)")
+    p.add_argument("--checkpoint-interval", type=float, default=DEFAULT_INTERVAL,
+                   help="seconds between checkpoints (default %(default)g: little lost on a crash)")
     p.add_argument("--resume", action="store_true",
                    help="start from --checkpoint instead of from scratch (default: off)")
 

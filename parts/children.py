@@ -1,5 +1,5 @@
 """Child processes that serve: one whose output goes to a log and which announces its URL
-(the launchers'), and the live page started beside a run. Importing it runs nothing.
+(the launchers'), and the live page started beside a run.
 """
 
 import argparse
@@ -90,10 +90,9 @@ def live_arguments(p, default_port=LIVE_PORT, who="the launchers start one page 
 
 def start_live_page(run_dir, host=DEFAULT_HOST, port=0, token=None, log_path=None, options=(),
                     timeout=60.0):
-    """Start live.py for run_dir as a child process stopped with its parent; returns (url,
-    stop): the address to open (with ?token=...) and a function that stops it. options: more
-    of live.py's; log_path: where its output goes (default nowhere). SystemExit if it does not
-    start within timeout seconds (e.g. its port is taken)."""
+    """Start live.py for run_dir as a child stopped with its parent; returns (url with ?token=,
+    stop). options: more of live.py's; log_path: its output (default nowhere). SystemExit if it
+    does not start within timeout seconds (e.g. its port is taken)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SYNTHGRAD_TOKEN", None)
     if token:

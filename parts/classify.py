@@ -21,19 +21,16 @@ def data_arguments(p, what="stream", images_only=False):
     names = images.NAMES if images_only else DATA_NAMES
     toy = "" if images_only else "the toy's x.npy and y.npy in --data-dir (default), or "
     p.add_argument("--data", choices=names, default=names[0],
-                   help=f"what to {what}: {toy}the training images of fashion-mnist"
-                        f"{' (default)' if images_only else ''} or mnist (784 pixels in [0, 1], "
-                        "the label as y; see `make data`)")
+                   help=f"what to {what}: {toy}fashion-mnist{' (default)' if images_only else ''}"
+                        " or mnist (see `make data`)")
     p.add_argument("--image-dir", type=Path, default=None,
-                   help="with --data fashion-mnist or mnist: the folder of the four IDX files "
-                        "(default: where datasets/images.py looks: the Debian package's "
-                        "folder, then Keras's cache)")
+                   help="with --data fashion-mnist or mnist: the IDX files' folder (default: "
+                        "where datasets/images.py looks)")
 
 
 def load_training(data, data_dir, image_dir):
     """(x, y) for a stage 1: the toy's (N, 2), (N,) from data_dir, or an image set's training
-    images (60000, 784) float32 and labels (60000,) as floats. images.DataError (one line) if
-    the images are not there."""
+    images (60000, 784) float32 and labels (60000,) as floats; images.DataError if missing."""
     if data == "toy":
         return generate.load_dataset(data_dir)
     (x, labels), _ = images.load(data, image_dir, download=False)

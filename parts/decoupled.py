@@ -1,10 +1,9 @@
 """Synthetic gradients in one process: a network cut into groups of layers at boundaries.
 
-Jaderberg et al. 2016 (arXiv 1608.05343), synchronously, in sgd.py's notation; dni.py runs it
-and lab.experiments calls run(Config(...)). The toy is two groups, [layer 1 | layers 2-3]; an
-image classifier has a boundary after every hidden layer. At boundary b a model M_b
-(boundary.SyntheticGradientModel, its first guess 0) guesses g_b = dL/dh_b from h_b, or from
-[h_b, y] when conditioned (cDNI). One step (Network.step), bottom up, h_0 = x:
+Jaderberg et al. 2016 (arXiv 1608.05343), synchronously, in sgd.py's notation; dni.py runs it.
+The toy is two groups, [layer 1 | layers 2-3]; an image classifier has a boundary after every
+hidden layer. At boundary b a model M_b (boundary.SyntheticGradientModel, first guessing 0)
+guesses g_b = dL/dh_b from h_b, or from [h_b, y] when conditioned (cDNI). One step, h_0 = x:
 
     for k = 1..K:
         h_k = group_k.feed_forward(h_{k-1})
@@ -16,7 +15,7 @@ image classifier has a boundary after every hidden layer. At boundary b a model 
 Only the top boundary's target is a true gradient; below it, a guess of a guess (bootstrapping).
 METHODS: synthetic, and the controls backprop (the ceiling), frozen (only the top group
 learns), random (random directions, the true gradient's row lengths) and random-synthetic-norm
-(g_hat's lengths). docs/images.md describes them and has the results.
+(g_hat's lengths); the results are in docs/images.md.
 """
 
 import collections
@@ -59,9 +58,8 @@ Step = collections.namedtuple("Step", "used guesses targets")
 
 
 class Network:
-    """sgd.make_network's layers cut into groups, an optimizer per group and a model M_b
-    per boundary: the toy's in every method (its guesses are measured), the images' where
-    used. rng draws the layers, then the models, and is kept for the random rows."""
+    """sgd.make_network's layers cut into groups, an optimizer per group and a model M_b per
+    boundary (the toy's always, to measure its guesses; the images' where used)."""
 
     def __init__(self, rng, sizes, config, cuts=None):
         toy = config.data == "toy"
@@ -107,8 +105,7 @@ class Network:
         return rows.astype(self.dtype, copy=False)
 
     def true_gradients(self, x, y):
-        """[g_1, ..., g_{K-1}]: g_b = dL/dh_b (n, width_b), backprop's gradient at each
-        boundary, a row per example. Sets every nabla (the batch's mean loss); moves nothing."""
+        """[g_1, ..., g_{K-1}], g_b = dL/dh_b (n, width_b); sets every nabla, moves nothing."""
         dL_da = self.loss.gradient(sgd.feed_forward(self.layers, x), y)   # dL/dz
         found = []
         for group in reversed(self.groups):
@@ -117,8 +114,7 @@ class Network:
         return found[:0:-1]
 
     def step(self, x, y):
-        """One minibatch x (n, n_in), targets y (n,): the module docstring's step (backprop
-        and random: one backward pass first, then every group learns). Returns a Step."""
+        """The module docstring's step on x (n, n_in), y (n,); returns a Step."""
         x = x.astype(self.dtype, copy=False)
         context = self.context(y) if self.models else None
         top = len(self.groups) - 1
@@ -152,8 +148,8 @@ class Network:
         return Step(used[:top], guesses, targets)
 
     def cosines(self, x, y):
-        """Per boundary, the mean over rows of cos(g_hat_b, g_b) on (x, y), g_b the network's
-        true gradient now; None without M_b or where no row has a direction. Moves nothing."""
+        """Per boundary, the mean cos(g_hat_b, g_b) over the rows of (x, y) (None: no M_b or no
+        row with a direction). Moves nothing."""
         if not self.models:
             return [None] * (len(self.groups) - 1)
         g = self.true_gradients(x.astype(self.dtype, copy=False), y)
@@ -165,10 +161,8 @@ class Network:
 
 
 def group_step(group, optimizer, h_below, gradient):
-    """A group's share of a step, the same in one process and in a chain's stage: h =
-    group(h_below), g = gradient(h) (M's guess, or the loss's dL/dz at the top; None: the
-    group does not learn), then backprop g and step. Returns (h, g, t = dL/dh_below), what M
-    of the boundary below learns towards (None if g is)."""
+    """A group's share of a step, in one process or a chain's stage: h = group(h_below), g =
+    gradient(h) (None: it does not learn), backprop g, step. Returns (h, g, t = dL/dh_below)."""
     h = sgd.feed_forward(group, h_below)
     g = gradient(h)
     if g is None:
@@ -179,11 +173,9 @@ def group_step(group, optimizer, h_below, gradient):
 
 
 class Stage:
-    """Group k of the Network that run(config) draws (the same seed, the same draws), as one
-    stage of a chain holds it: its layers and optimizer, M_k above it (a replica: its weights
-    come from the stage above, load()) and M_{k-1} below, which it learns. rng goes on as
-    run's does: stage 1 draws the probe and the order from it. Frozen (top-only) stages hold
-    the models too, unused: their versions pace the chain (an image's models draw nothing)."""
+    """Group k of the Network run(config) draws (rng goes on as run's), as a chain's stage holds
+    it: its layers, M_k above (a replica of the stage above's) and M_{k-1} below, which it
+    learns. Frozen stages hold the models too, unused: their versions pace the chain."""
 
     def __init__(self, config, sizes, k, cuts=None):
         self.rng = np.random.default_rng(config.seed)
@@ -198,9 +190,8 @@ class Stage:
         self.below = models[k - 1] if k else None
 
     def step(self, h_below, y):
-        """One minibatch h_below (n, n_in) with its targets y (n,): Network.step's work for
-        this group. Returns its h (n, n_out), the input of the stage above, M_{k-1}'s guess
-        at h_below before it learned, and what it learned towards (None, None at stage 1)."""
+        """Network.step's work for this group on h_below (n, n_in), y (n,). Returns h (n, n_out),
+        M_{k-1}'s guess before it learned and its target (None, None at stage 1)."""
         net = self.net
         h_below = h_below.astype(net.dtype, copy=False)
         if net.classes:                                 # labels, as the wire's floats
@@ -363,10 +354,9 @@ class Images:
 
 
 def run(config, data=None, out=None):
-    """Train as config says on data ((x, y), (x_test, y_test); None: loaded, images.DataError
-    the caller's), measuring as Toy or Images does, progress lines to `out`. Returns {"config",
-    "curve" (the rows measured), the last row, "seconds" (of training), "steps", "examples",
-    "examples_per_s", "diverged": the score stopped being finite, and the run there}."""
+    """Train as config says on data ((x, y), (x_test, y_test); None: loaded), measuring as Toy
+    or Images does. Returns the last row with "config", "curve" (every row), "seconds" (of
+    training), "steps", "examples", "examples_per_s" and "diverged"."""
     config.check()
     task = (Toy if config.data == "toy" else Images)(config, data)
     rng = np.random.default_rng(config.seed)     # layers, models, probe, order, directions

@@ -131,8 +131,8 @@ def weights_answer(weights, conditioned, version):
 
 
 def require_token(app, token):
-    """Answer 401 to any request without "Authorization: Bearer <token>" (no-op if no token),
-    comparing in constant time."""
+    """Answer 401 to a request without "Authorization: Bearer <token>" (compared in constant
+    time); no token: nothing to check."""
     if not token:
         return
     expected = f"Bearer {token}".encode()

@@ -58,14 +58,10 @@ class Adam:
         self.v = [np.zeros_like(p) for p in self._params()]  # running mean of g^2
 
     def _params(self):
-        for layer in self.layers:
-            yield layer.w
-            yield layer.b
+        return [p for layer in self.layers for p in (layer.w, layer.b)]
 
     def _grads(self):
-        for layer in self.layers:
-            yield layer.nabla_w
-            yield layer.nabla_b
+        return [g for layer in self.layers for g in (layer.nabla_w, layer.nabla_b)]
 
     def step(self):
         self.t += 1

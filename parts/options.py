@@ -17,6 +17,7 @@ from synthgrad import DEFAULT_HOST, MAX_BODY_BYTES, MAX_EXAMPLES_PER_REQUEST
 log = logging.getLogger("synthgrad")
 
 DEFAULT_TRAINING_NICE = 10      # requests get a core at once (docs/settings.md)
+DEFAULT_MAX_EXAMPLES = 200_000  # indices 0..N-1: the default data set's size
 
 
 def lower_thread_priority(nice):
@@ -49,12 +50,11 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: only this machine can connect)")
     p.add_argument("--port", type=int, default=default_port,
-                   help=f"port to listen on (default {default_port}, the original's; 0 picks a "
-                        "free one)")
+                   help=f"port to listen on (default {default_port}, the original's; 0: any free)")
     token_argument(p)
     p.add_argument("--allow-no-token", action="store_true",
-                   help="listen beyond this machine (--host) without a token: anyone who can "
-                        "reach it may send it training data (default: refused)")
+                   help="listen beyond this machine without a token (default: refused; anyone "
+                        "who can reach it could send it training data)")
     p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
                    help=f"refuse larger request bodies with a 413 (default {MAX_BODY_BYTES:,}: "
                         f"twice {MAX_EXAMPLES_PER_REQUEST:,} examples in JSON)")
@@ -117,16 +117,15 @@ def check_open(p, args):
         p.error(f"--host {args.host} without a token would answer anyone who can reach it: "
                 "set SYNTHGRAD_TOKEN (or --token) on every process, or pass --allow-no-token "
                 "if that is what you mean")
-    logging.getLogger("synthgrad").warning(
-        "listening on %s without a token (--allow-no-token): anyone who can reach it is "
-        "answered", args.host)
+    log.warning("listening on %s without a token (--allow-no-token): anyone who can reach it "
+                "is answered", args.host)
 
 
-DEFAULT_MAX_EXAMPLES = 200_000      # indices 0..N-1: the default data set's size
 # What a server's state takes besides its own settings (the options above, by dest).
 SERVER_DEFAULTS = dict(max_examples=DEFAULT_MAX_EXAMPLES, token=None,
                        nice=DEFAULT_TRAINING_NICE, max_body_bytes=MAX_BODY_BYTES,
-                       checkpoint=None, checkpoint_interval=30.0, resume=False)
+                       checkpoint=None, checkpoint_interval=checkpoint.DEFAULT_INTERVAL,
+                       resume=False)
 
 # options of the process, not of a server's state
 SERVER_ONLY = ("host", "port", "metrics", "metrics_interval", "report_every", "original",

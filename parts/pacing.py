@@ -1,9 +1,9 @@
 """How far a chain's first stage may run ahead of the next one, and when its work is done.
 
-Importing it runs nothing. train_input.py streams as fast as its core allows, while the next
-stage trains at its own pace; NextStage polls that stage's GET /status ("examples_trained") and
-gives train_input.py --until-trained N (stop once it has trained on N examples: the same work
-on a busy machine) and --max-ahead M (wait while more than M handed-off examples are untrained).
+train_input.py streams as fast as its core allows while the next stage trains at its own pace;
+NextStage polls that stage's GET /status ("examples_trained") for train_input.py's
+--until-trained N (stop once it has trained on N examples: the same work on a busy machine) and
+--max-ahead M (wait while more than M handed-off examples are untrained).
 """
 
 import logging
@@ -16,7 +16,7 @@ log = logging.getLogger("train_input")
 
 
 class NextStage:
-    """The next stage's examples_trained, polled every `every` seconds until stop is set by a
+    """The next stage's examples_trained, polled every `every` seconds until stop is set, with a
     synthgrad.OutputTrainerClient of its own (the sender's is busy)."""
 
     def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.05,

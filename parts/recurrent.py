@@ -25,14 +25,11 @@ segment's end: zero, or the synthetic gradient):
     dL/dW += [x_t, h_{t-1}]^T . dz;      [dL/dx_t, dL/dh_{t-1}] = dz . W^T
     dL/dc_{t-1} = dc * f
 
-Truncation: a sequence is cut into segments of T steps (the first 1 to T steps long, drawn,
-so the cuts fall at every offset of a sequence as they would in a stream); each segment is
-run forward from the last one's state, backward through its own T steps only, and updates
-the weights. BPTT takes dL/ds = 0 at the cut. DNI takes M(s) there, M the project's
-synthetic-gradient model (parts/boundary.py), learning from the bootstrapped target the next
-segment backpropagates into its first state, which contains M's guess at the next cut. cDNI's M
-also sees the targets (and mask) of the T steps after the cut: what the loss there compares
-with, as the feed-forward cDNI sees the label.
+Truncation: a sequence is cut into segments of T steps (the first 1 to T long, drawn, so cuts
+fall at every offset), each run forward from the last one's state, backward through its own
+steps only, then an update. At the cut BPTT takes dL/ds = 0; DNI takes M(s) (parts/boundary.py),
+M learning from the bootstrapped target the next segment backpropagates into its first state;
+cDNI's M also sees the targets and mask of the T steps after the cut (docs/through-time.md).
 """
 
 import collections
@@ -216,11 +213,9 @@ class Learner:
 
 
 def run(config, out=None):
-    """Train for config.steps minibatches on the curriculum: the pattern length starts at 1
-    and grows by one each time the mean bits wrong per sequence over the last config.window
-    minibatches falls below config.threshold. A line to `out` each time it grows. Returns
-    {"length": the longest length learned (0: none), "climbs": [[step, length, bits]],
-    "seconds"}."""
+    """config.steps minibatches on the curriculum: the length, from 1, grows by one when the
+    mean bits wrong per sequence over config.window minibatches falls below config.threshold.
+    Returns {"length": longest learned (0: none), "climbs": [[step, length, bits]], "seconds"}."""
     config.check()
     data_rng, cut_rng = (np.random.default_rng(s) for s in
                          np.random.SeedSequence([config.seed, 1]).spawn(2))

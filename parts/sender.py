@@ -16,9 +16,8 @@ SENDER_LINGER = 0.01    # the trainers' senders wait this long for a chunk to fi
 
 
 def count_failure(sender, e, rows, what):
-    """A request of `rows` rows (`what`, in words) that raised PeerError e: True if the peer
-    refused them (a 4xx but 401: `refused`, said; resending cannot help), else False, the
-    request counted as failed and said at most every sender.log_every s: retry it."""
+    """Count a request of `rows` rows that raised PeerError e. True: the peer refused them (a 4xx
+    but 401; resending cannot help); False: failed, logged every sender.log_every s, retry."""
     if e.refused and e.status != 401:
         sender.counts["refused"] += rows
         log.error("%s: peer refused %s, dropped them (%s)", sender.name, what, e)
@@ -33,13 +32,10 @@ def count_failure(sender, e, rows, what):
 class Sender:
     """Fire-and-forget delivery of per-example rows to a peer, from a background thread.
 
-    put(i, *arrays) never waits. Pending rows are the latest per example index: a newer row
-    for an unsent index replaces the older (`superseded`; the receiver keeps only the latest
-    anyway). The thread posts up to `chunk` rows at a time with send(i, *arrays), waiting up to
-    `linger` s for a chunk to fill; while the peer is down it keeps them and retries with
-    back-off (`failed_requests`, logged once per `log_every` s). Beyond `max_pending` indices
-    new rows are `dropped`; rows the peer refuses (a 4xx but 401) are `refused`: resending
-    cannot help. close() sends what is left within `flush_timeout` s; the rest is `unsent`.
+    put(i, *arrays) never waits; a newer row for an unsent index replaces the older
+    (`superseded`: the receiver keeps only the latest anyway). The thread posts up to `chunk`
+    rows with send(i, *arrays), lingering up to `linger` s for a chunk to fill, and retries with
+    back-off while the peer is down. Beyond `max_pending` indices new rows are `dropped`.
     """
 
     def __init__(self, send, name, chunk=MAX_CHUNK, max_pending=250_000, max_backoff=2.0,
@@ -81,8 +77,8 @@ class Sender:
     # id, row) of its newest unsent row, oldest first; a block is freed when none is pending.
 
     def _add(self, indices, block, replace):
-        """Make block's rows the pending ones for `indices` (caller holds the lock). replace:
-        a newer row supersedes a pending one (put); otherwise a pending row wins (give back)."""
+        """Make block's rows the pending ones for `indices` (under the lock); replace: the new
+        row supersedes a pending one (put), else the pending one wins (give back)."""
         pending, bid = self._pending, self._next_block
         self._next_block += 1
         live = superseded = dropped = 0
@@ -117,8 +113,7 @@ class Sender:
             self._rows_held -= len(self._blocks.pop(bid)[0])
 
     def _gather(self, entries):
-        """(i, columns) for entries [(index, (block id, row))], oldest block first; releases
-        their rows from their blocks."""
+        """(i, columns) for entries [(index, (block id, row))], oldest block first, released."""
         i = np.fromiter((index for index, _ in entries), np.int64, len(entries))
         bids = np.fromiter((where[0] for _, where in entries), np.int64, len(entries))
         rows = np.fromiter((where[1] for _, where in entries), np.int64, len(entries))
@@ -133,8 +128,7 @@ class Sender:
         return i, [np.concatenate(column) for column in zip(*parts, strict=True)]
 
     def _compact(self):
-        """Copy the pending rows into one block, freeing blocks that are mostly superseded
-        (bounds the buffer's memory at a few times what is pending)."""
+        """Copy the pending rows into one block: memory stays a few times what is pending."""
         entries = list(self._pending.items())
         self._pending.clear()
         i, columns = self._gather(entries)
@@ -177,8 +171,7 @@ class Sender:
                 delay = min(self.max_backoff, delay * 2)
 
     def _send_counted(self, i, columns):
-        """One request; its rows count as in flight (close() counts them as unsent if the
-        request never ends) and, once answered, as sent."""
+        """One request; its rows are in flight (unsent, if it never ends), then sent."""
         self._in_flight = len(i)
         try:
             self._send(i, *columns)
@@ -187,9 +180,8 @@ class Sender:
         self.counts["sent"] += len(i)
 
     def close(self, flush_timeout=5.0):
-        """Stop the thread, then send what is pending within flush_timeout seconds, whatever the
-        peer does (a silent one holds the thread in a request: nothing more is tried). What is
-        left is counted and logged as `unsent`."""
+        """Stop the thread, then send what is pending within flush_timeout seconds (nothing if a
+        silent peer holds the thread in a request); the rest is counted as `unsent`."""
         deadline = time.monotonic() + flush_timeout
         self._stop.set()
         self._wake.set()

@@ -1,5 +1,5 @@
 """What every server shares: its state's training thread and /status basics (TrainingServer),
-its Flask app (make_app), and the main that runs it (run_server). Importing it runs nothing.
+its Flask app (make_app), and the main that runs it (run_server).
 """
 
 import collections
@@ -30,13 +30,10 @@ def make_app(name, state, config_key):
 
 
 class TrainingServer:
-    """What both servers share: their counters, the training thread (a loop of passes at a
-    lower priority, stopped with a last checkpoint), and the /status basics.
-
-    A subclass sets role and title, train_pass() (False: nothing to train on), status_fields(),
-    and for its checkpoint HELD, COUNTERS, models() and load_models(weights, counts); it may
-    override on_stopped() and close(). It calls TrainingServer.__init__ last: a resumed
-    checkpoint is loaded into its state.
+    """A server's counters, training thread (passes at a lower priority, a last checkpoint) and
+    /status basics. A subclass sets role, title, train_pass() (False: nothing to train on),
+    status_fields(), HELD, COUNTERS, models() and load_models(weights, counts), and calls
+    TrainingServer.__init__ last, so that a resumed checkpoint loads into its state.
     """
 
     role = title = "server"
@@ -128,12 +125,9 @@ class TrainingServer:
 
     # --- what it reports ----------------------------------------------------------------------
     def status(self):
-        """The GET /status answer: the fields both servers share, then the server's own, then
-        "synthetic_gradient_quality" (boundary.Quality's fields) if it measures one.
-
-        "last_train_mse" is its loss over its last pass (null before one), "staleness_s" the
-        mean age in seconds of the rows that pass used, "examples_held" distinct indices held.
-        """
+        """GET /status: the shared fields, the server's own, "synthetic_gradient_quality" if it
+        measures one. "last_train_mse": the loss over its last pass (null before one);
+        "staleness_s": the mean age (s) of that pass's rows; "examples_held": distinct indices."""
         fields = {
             "role": self.role,
             "uptime_s": round(time.time() - self.started, 3),
@@ -163,9 +157,8 @@ class TrainingServer:
 
 
 def run_server(args, create_app, script, beside=None, stop=None):
-    """A server script's main after parse_args: take the port (first, so a taken one stops it
-    before it writes anything), make the app, train, write metrics and status lines, serve
-    until Ctrl-C, SIGTERM or `stop` (a threading.Event), then stop training and checkpoint.
+    """A server script's main after parse_args: take the port first (a taken one stops it before
+    it writes anything), then serve and train until Ctrl-C, SIGTERM or the Event `stop`.
     beside(args, url, state) starts what runs beside it (the live page) and returns its stop.
     """
     name = script.removesuffix(".py")
@@ -196,7 +189,7 @@ def run_server(args, create_app, script, beside=None, stop=None):
         if stop_beside is not None:
             stop_beside()
 
-    http.serve(server, app.extensions[STATE].title, on_stop=on_stop, stop=stop)
+    http.serve(server, state.title, on_stop=on_stop, stop=stop)
     return 0
 
 

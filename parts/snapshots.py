@@ -105,8 +105,7 @@ def new_run_name():
 
 
 def latest_run(*parents):
-    """The most recently changed folder directly inside any of `parents` (e.g. runs/ and
-    progress/), or None: what plot.py draws when told nothing."""
+    """The most recently changed folder directly inside any of `parents`, or None."""
     found = [p for parent in parents if Path(parent).is_dir() for p in Path(parent).iterdir()
              if p.is_dir()]
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
@@ -266,10 +265,9 @@ def decoupled_final(rows, networks):
 
 
 def measure_run(folder, x_test, y_test):
-    """A decoupled run folder (progress/, metrics/train_input.jsonl) at its end: its rows
-    (measure_progress's, seconds since the input trainer began streaming), (held-out MSE,
-    seconds or None, examples streamed or None) of its final network, and that network.
-    NothingToRead if it holds no readable snapshots."""
+    """A decoupled run folder at its end: measure_progress's rows (seconds since streaming
+    began), (held-out MSE, seconds or None, examples or None) of its final network, and that
+    network. NothingToRead if it holds no readable snapshots."""
     folder = Path(folder)
     rows, networks, _ = measure_progress(folder / "progress", x_test, y_test)
     start = streaming_start(folder)
@@ -284,8 +282,7 @@ def measure_run(folder, x_test, y_test):
 
 
 def load_backprop(run_dir):
-    """The plain-backprop baseline's final network (3 layers of sgd.make_network) from
-    RUN/backprop/final.npz; NothingToRead if it is missing or unreadable."""
+    """The plain-backprop baseline's final network from RUN/backprop/final.npz, or NothingToRead."""
     path = Path(run_dir) / "backprop" / "final.npz"
     if not path.is_file():
         raise NothingToRead(f"no {path} (the plain-backprop baseline writes it when it stops)")
@@ -367,7 +364,6 @@ def last_finite(rows, key):
 
 
 def streaming_start(run_dir, name="train_input"):
-    """When the input trainer (a chain's: stage1) began streaming: its metrics' first time, or
-    None."""
+    """When the input trainer (a chain's: stage1) began streaming, or None."""
     rows = read_metrics(Path(run_dir) / "metrics" / f"{name}.jsonl")
     return last_finite(rows[:1], "time")

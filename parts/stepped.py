@@ -1,13 +1,11 @@
 """A chain that counts its steps (chain.py --delay D): dni.py's algorithm, one stage a process.
 
 Stage 1's minibatch t is every stage's step t: each stage trains each arrival once, in order.
-What travels carries its step: activations the step they were computed at (POST
-/training_example's "step"), a boundary model's weights the last step it learned from (GET
-/weights' "version", asked for with ?after=V). Before step t a stage waits until the model of
-the boundary above it has learned from step t - 1 - D; the delay of the synthetic gradient it
-then uses is (t - 1) - that version (0 in one process). Each stage holds decoupled.Stage, the
-group of layers dni.py draws from the same seed, so at D = 0 the chain computes what dni.py
-computes, bit for bit (tests/test_stepped.py). docs/chain.md has the delays measured.
+Activations travel with their step (POST /training_example's "step"), a boundary model's
+weights with the last step it learned from (GET /weights' "version", ?after=V). Before step t a
+stage waits until the model above has learned from step t - 1 - D; the delay it then uses is
+(t - 1) - that version (0 in one process). Each stage holds decoupled.Stage, drawn as dni.py
+draws it, so at D = 0 the chain computes what dni.py does, bit for bit.
 """
 
 import collections
@@ -64,10 +62,9 @@ def delay_text(fields):
 
 
 class OrderedSender:
-    """Whole steps to the stage above, in order, none replaced or dropped: put(step, i, h, y)
-    never waits; a thread posts consecutive steps, up to max_rows rows a request, retrying
-    with back-off while the peer is down (a refused request's rows are `refused`: resending
-    cannot help). close() sends what is left within flush_timeout s; the rest is `unsent`."""
+    """Whole steps to the stage above, in order, none replaced or dropped: put() never waits; a
+    thread posts consecutive steps, max_rows rows a request, with back-off while the peer is
+    down (refused rows are counted, not resent). close() sends the rest within flush_timeout s."""
 
     def __init__(self, send, name, max_rows=synthgrad.MAX_CHUNK, max_backoff=2.0):
         self._send, self.name, self.max_rows, self.max_backoff = send, name, max_rows, max_backoff
@@ -143,12 +140,10 @@ class OrderedSender:
 
 
 class ModelFollower:
-    """The replica `model` of the boundary model above, kept current from the stage that learns
-    it: a thread asks GET /weights?after=V (V the newest version it has) and keeps each newer
-    answer; take(v) loads the newest into the replica, first waiting until it has learned from
-    step v. A version that goes back means that stage restarted and lost steps: take() then
-    uses what it has (the delay says so) rather than wait for steps that will never come; one
-    that diverged (its /status says so) will never learn again: take() gives up."""
+    """The replica `model` of the boundary model above, kept current by a thread asking GET
+    /weights?after=V; take(v) loads the newest once it has learned from step v. A version that
+    goes back (that stage restarted, steps lost) is used rather than waited on; if the stage
+    above diverged, take() gives up."""
 
     def __init__(self, client, model, width, stop):
         self.client, self.model, self.width, self.stop = client, model, width, stop
@@ -330,8 +325,7 @@ class SteppedStage(server.TrainingServer):
         if step > self.steps + 1:
             self.counts["steps_lost"] += step - self.steps - 1
             log.warning("steps %d-%d never arrived (refused, or a stage restarted); going on "
-                        "at step %d",
-                        self.steps + 1, step - 1, step)
+                        "at step %d", self.steps + 1, step - 1, step)
         if self.follower is not None:
             # the stage above can only have learned from steps this stage handed it: after a
             # gap, not from those lost in it
