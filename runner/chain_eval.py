@@ -173,10 +173,9 @@ def staleness(metrics, boundaries, start):
 
 
 def evaluate(run, layout, heldout=20_000, cosine_points=2_000, data=None, image_dir=None):
-    """chain.json's content: per tick, seconds since stage 1 began streaming, the composed
-    network's scores (scores_on) and each boundary's true cosine; the scores of the untrained
-    and the final network ("final_from": final_label); per boundary, the staleness the stage
-    above reported. data None: what the run folder says it learns (run_data)."""
+    """chain.json's content: per tick (seconds since stage 1 began streaming) the composed
+    network's scores and each boundary's cosine with backprop; the initial and final scores;
+    each boundary's staleness (and delay). data None: what the run folder says (run_data)."""
     run = Path(run)
     if data is None:
         data, image_dir = run_data(run)
@@ -225,11 +224,9 @@ def draw(result, path):
                                     f"{stages}: {result['data']}, {result['test_images']:,} "
                                     "test images never trained on", beside=True, xlabel=None)
         else:
-            plot.draw_lines(mse, [(plot.TICK_LINE["label"], seconds,
-                                   [r["heldout_mse"] for r in ticks], dict(marker="o"))],
-                            f"{stages}: error on points never trained on",
-                            "held-out MSE (log scale)", log=True,
-                            baseline=result["mean_predictor_mse"], below=None)
+            livedraw.mse_lines(mse, seconds, [r["heldout_mse"] for r in ticks],
+                               f"{stages}: error on points never trained on",
+                               result["mean_predictor_mse"], below=None)
         cos.axhline(0.0, color="gray", linewidth=0.8)
         plot.draw_lines(cos, cosines, "Synthetic against true gradients (full backprop "
                         "through the composed network), per boundary",
@@ -242,6 +239,4 @@ def draw(result, path):
                             "boundary model was", "mean delay so far\n(steps)", below=None,
                             xlabel=livedraw.SINCE_STAGE1)
         else:
-            plot.draw_lines(stale, staleness, "Staleness: how old the inputs each stage trains "
-                            "on are", "mean age of the activations\ntrained on (s)", below=None,
-                            xlabel=livedraw.SINCE_STAGE1)
+            livedraw.staleness_lines(stale, staleness, below=None)

@@ -1,6 +1,5 @@
-"""The demo's run: oracle.py, train_output.py and train_input.py as one list of processes
-(runner/processes.py runs them), plain backprop in this process for the comparison, and what
-a launching script does first (session).
+"""The demo's three processes as a list for processes.run, plain backprop in this process,
+and what a launching script does first (session). The demo by hand:
 
     from runner import launch
     env = launch.child_env()
@@ -35,10 +34,9 @@ from runner.processes import Proc, Url
 
 @dataclasses.dataclass(frozen=True)
 class DecoupledConfig:
-    """One run of oracle.py, train_output.py and train_input.py; the defaults are the demo's,
-    the scripts' own, on 20,000 examples. `oracle` and `input` are more options of oracle.py
-    and train_input.py by name (processes.as_options), e.g. {"hidden": 0}; `oracle_args` and
-    `input_args` more as typed on their command lines, appended last."""
+    """One run of the three scripts, on the demo's defaults. `oracle`, `input`: more options of
+    oracle.py, train_input.py by name, e.g. {"hidden": 0}; `oracle_args`, `input_args`: more
+    as typed on their command lines, appended last."""
 
     run_dir: Path
     count: int = 20_000                 # examples in the data; the servers hold this many
@@ -113,8 +111,8 @@ def generate_data(out_dir, count, seed, env, plot=True):
 
 
 def run_arguments(p, ends, prefix="", shown="every process"):
-    """The options every launching script has: --run-dir and the live page's (session reads
-    them), --seed and --no-restart. `ends`: what a death ends; prefix: the run folder's."""
+    """Every launching script's --run-dir, --seed, --no-restart and the live page's options.
+    `ends`: what a death ends; prefix: the run folder's."""
     p.add_argument("--run-dir", type=Path, default=None,
                    help=f"folder for everything (default: a new runs/{prefix}<date-time>)")
     p.add_argument("--seed", type=int, default=0,
@@ -127,10 +125,8 @@ def run_arguments(p, ends, prefix="", shown="every process"):
 
 @contextlib.contextmanager
 def session(args, who, prefix=""):
-    """What a launching script does first: Ctrl-C and SIGTERM raise KeyboardInterrupt (so
-    every process it starts is stopped), a new run folder (args.run_dir or runs/<prefix><date-
-    time>), its settings printed, the live page if args.live. Yields (run folder, child_env());
-    the page stops at the end."""
+    """What a launching script does first: Ctrl-C and SIGTERM stop every process it starts, a
+    new run folder, its settings printed, the live page if args.live. Yields (run folder, env)."""
     processes.stop_on_signals()
     run = new_run_dir(args.run_dir, prefix)
     print(f"{who}.py: settings:", generate.settings_line({**vars(args), "run_dir": run}),
@@ -146,8 +142,8 @@ def session(args, who, prefix=""):
 
 
 def start_live_page(run_dir, args, who):
-    """The live page for run_dir if args.live (on args.live_port), its address printed; a
-    function that stops it. If it cannot start, `who` says so and the run goes on."""
+    """The live page for run_dir if args.live, its address printed; a function that stops it.
+    If it cannot start, `who` says so and the run goes on."""
     if not args.live:
         return lambda: None
     try:
@@ -160,8 +156,8 @@ def start_live_page(run_dir, args, who):
 
 
 def outcome(who, run_dir, work):
-    """(why work() was cut short, as it returns, or None; the exit code: 0, 1 if cut short,
-    130 if Ctrl-C or SIGTERM stopped it, every process it started stopped by then)."""
+    """(why work() was cut short, or None; the exit code: 0, 1 if cut short, 130 if Ctrl-C or
+    SIGTERM stopped it)."""
     try:
         cut_short = work()
     except KeyboardInterrupt:
@@ -207,10 +203,8 @@ def decoupled_procs(config):
 
 
 def run_decoupled(config, env=None, on_start=None):
-    """decoupled_procs run on this machine, supervised as config.restart says, with status
-    lines. Returns processes.run's: the servers' last GET /status under "oracle" and
-    "output_trainer", "cpu_s", "restarts", "cut_short"; on_start(name, pid) is told of
-    every start and restart."""
+    """decoupled_procs run here, supervised as config.restart says; processes.run's result (the
+    servers' last GET /status under "oracle", "output_trainer"). on_start(name, pid): as run's."""
     env = child_env() if env is None else env
     run = config.run_dir
     supervisor = processes.Supervisor(config.restart, "launch", env, on_start,
@@ -226,11 +220,10 @@ def run_decoupled(config, env=None, on_start=None):
 # --- Plain backprop, in this process. ----------------------------------------------------------
 
 def train_backprop(config, out=None, status_every=None):
-    """Backprop of sgd.make_network for config.seconds of training, measuring not counted (so
-    the curve compares with a decoupled run's): each epoch a fresh order in segments of
-    config.eval_every examples trained by sgd.train, a metrics line of held-out MSE after each
-    (the untrained network's first), eta times config.decay per epoch. Progress lines go to
-    `out`; a status line to stdout every status_every s. Returns (layers, the measurements)."""
+    """Backprop by sgd.train for config.seconds of training (measuring not counted, so the curve
+    compares with a decoupled run's), held-out MSE every config.eval_every examples, eta times
+    config.decay per epoch. Progress lines to `out`, status to stdout every status_every s.
+    Returns (layers, the measurements)."""
     say = (lambda line: None) if out is None else functools.partial(print, file=out, flush=True)
     say(f"backprop: {config}")
     x, y = generate.load_dataset(config.data_dir)                  # (n, 2), (n,)

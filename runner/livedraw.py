@@ -53,6 +53,18 @@ def accuracy_lines(ax, seconds, accuracies, chance, title, beside=False, xlabel=
                                    else dict(loc="lower right")))
 
 
+def mse_lines(ax, seconds, mses, title, baseline, **kwargs):
+    """Held-out MSE (log scale) of the composed network at each tick, var(y) dotted."""
+    plot.draw_lines(ax, [(plot.TICK_LINE["label"], seconds, mses, dict(marker="o"))], title,
+                    "held-out MSE (log scale)", log=True, baseline=baseline, **kwargs)
+
+
+def staleness_lines(ax, series, **kwargs):
+    """Each boundary's staleness (boundary_series' second list) against seconds."""
+    plot.draw_lines(ax, series, "Staleness: how old the inputs each stage trains on are",
+                    "mean age of the activations\ntrained on (s)", xlabel=SINCE_STAGE1, **kwargs)
+
+
 def boundary_series(boundaries, seconds, cosines, staleness, against=""):
     """plot.draw_lines' series of each boundary b: its cosine with full backprop at each tick
     (cosines[k][b - 1], None a gap) and its staleness (chain_eval.staleness), in colour C<b-1>."""

@@ -176,8 +176,7 @@ def decoupled_view(state, folder, kind, notes):
     phases = run_phases(folder, kind)
     cfg = state.config
     running = [p for p in phases if p.ended() is None]     # the newest of these trains now
-    active = max(running, key=lambda p: newest_mtime(p.writes()) or 0.0) if running \
-        else phases[0]
+    active = max(running, key=lambda p: newest_mtime(p.writes()) or 0.0, default=phases[0])
     curves = {p.label: phase_curve(state, p, notes) for p in phases}
     title = "The network now, beside the target"
 
@@ -325,8 +324,7 @@ def chain_view(state, run, notes):
         else:
             pictures += toy_chain_pictures(state, layout, rows, fit, origin, sizes, measured)
     boundaries = len(layout) - 1 if layout else len(files_in(run / "progress", "boundary*"))
-    # chain.py --colocated: no oracle processes; each boundary's model is learned in the stage
-    # above it, whose metrics carry the oracle's quality figures
+    # --colocated: each boundary's model is learned, and measured, in the stage above it
     colocated = boundaries > 0 and not any(
         (run / f"boundary{b}.log").exists() or (run / "metrics" / f"boundary{b}.jsonl").exists()
         for b in range(1, boundaries + 1))
@@ -366,11 +364,9 @@ def toy_chain_pictures(state, layout, rows, fit, origin, sizes, measured):
     seconds, curve = [s for s, _ in rows], [r["heldout_mse"] for _, r in rows]
     pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
                      [seconds, curve], lambda: livedraw.panel(
-                         plot.draw_lines, [(plot.TICK_LINE["label"], seconds, curve,
-                                            dict(marker="o"))],
+                         livedraw.mse_lines, seconds, curve,
                          f"{len(layout)} stages ({sizes}): error on points never trained on",
-                         "held-out MSE (log scale)", log=True, baseline=state.baseline,
-                         xlabel=livedraw.SINCE_STAGE1)))
+                         state.baseline, xlabel=livedraw.SINCE_STAGE1)))
     return pictures
 
 
@@ -395,9 +391,7 @@ def boundary_pictures(metrics, rows, boundaries, colocated, start):
                                     "cosine (1 = same direction)", ncols=1,
                                     xlabel=livedraw.SINCE_STAGE1)),
             ("chain_staleness", "Staleness per boundary", [sizes_known],
-             lambda: livedraw.panel(plot.draw_lines, stale_series, "Staleness: how old the inputs "
-                                    "each stage trains on are", "mean age of the activations\n"
-                                    "trained on (s)", xlabel=livedraw.SINCE_STAGE1))]
+             lambda: livedraw.panel(livedraw.staleness_lines, stale_series))]
 
 
 def classifier_pictures(state, run, layout, rows, fit, origin, sizes):

@@ -1,10 +1,8 @@
-"""A run as a list of processes: each one's command line, one watch loop, one status line.
+"""A run as a list of processes (Proc): one watch loop, one status line, restarts.
 
-demo.py's three processes, a chain of K stages and the same chain on Ray are lists of Proc
-run by run(): it starts them in order, watches the last (it ends the run at its --duration)
-with watch(), prints status_line() every few seconds, and stops everything. Where each
-process runs is its spawner's business (Spawner): Supervisor here, each a local subprocess
-restarted after a death; raychain.RayChain, each a Ray actor placed and restarted by Ray.
+run() starts the list in order, watches the last (it ends the run at its --duration) and stops
+everything. Where each process runs is its Spawner's business: Supervisor here (each a local
+subprocess, restarted after a death), raychain.RayChain (each a Ray actor).
 """
 
 import dataclasses
@@ -20,8 +18,8 @@ from generate import fmt
 from parts import children, snapshots, stepped
 
 GRACE_S = 15.0                     # seconds past its --duration before the last is stopped
-READY_WAIT = 300.0                 # seconds a server may take to answer after its start (an
-                                   # oracle importing TensorFlow beside busy cores: >120)
+READY_WAIT = 300.0                 # seconds a server may take to answer (TensorFlow's import
+                                   # on busy cores can take over 120)
 LOOK_TIMEOUT = 3.0                 # seconds a status look waits: a stalled peer holds no one
 
 
@@ -74,9 +72,8 @@ def as_options(options):
 
 
 def restart_options(argv, port=None, checkpoint=None, deadline=None):
-    """A command line (or its options) for starting a process again: on `port` (the one it
-    got, where its peers look), --resume if its checkpoint exists, and with a deadline
-    (time.time()) only the seconds left of its --duration."""
+    """argv to start a process again: on `port` (where its peers look), --resume if its
+    checkpoint exists, with a deadline (time.time()) only the seconds left of its --duration."""
     argv = list(argv)
     if port is not None and "--port" in argv:
         argv[argv.index("--port") + 1] = str(port)
@@ -171,12 +168,10 @@ class Child:
 
 
 class Spawner:
-    """Where a run's processes run. A context manager whose end stops them all, with urls
-    (those chosen before the start), token, start(proc, argv, deadline) (the URL a server
-    answers on, None for the process that ends the run), look() (why the run must end, or
-    None), finished(name), stop(name, timeout), cpu_seconds(name), machine(name) and
-    restarts(). `who` begins every line it says; on_start(name, pid) is told of every start
-    and restart; `children` holds what it started, by name, in start order."""
+    """Where a run's processes run; its end stops them all. Subclasses give start(proc, argv,
+    deadline) (a server's URL, else None), look() (why the run must end, or None), finished,
+    stop, cpu_seconds and restarts. `who` begins every line it says; on_start(name, pid) is
+    told of every start and restart; `children`: what it started, by name, in start order."""
 
     def __init__(self, who, token=None, on_start=None):
         self.who, self.token, self.urls, self.children = who, token, {}, {}
@@ -250,13 +245,12 @@ class Supervisor(Spawner):
         for child in self.children.values():
             if child.restart_at is not None:
                 if now >= child.restart_at:
-                    argv = child.restart()
+                    resumed = "--resume" in child.restart()
                     self.on_start(child.name, child.popen.pid)
                     where = f", on port {child.port}" if child.port else ""
-                    self.say(f"{child.name} restarted {restarted_how('--resume' in argv)}"
-                             f"{where}")
-                    self.event("restarted", child.name, checkpoint=str(child.proc.checkpoint)
-                               if "--resume" in argv else None)
+                    self.say(f"{child.name} restarted {restarted_how(resumed)}{where}")
+                    self.event("restarted", child.name,
+                               checkpoint=str(child.proc.checkpoint) if resumed else None)
                 continue
             code = child.popen.poll()
             if code is None or child.stopping or child.finished():
@@ -343,36 +337,32 @@ def status_line(elapsed, first, servers):
         delay = {k.removeprefix("delay_"): v for k, v in latest.items() if "delay_" in k}
         parts[0] += f", step {latest['steps']:,}, delay {stepped.delay_text(delay)}"
     for label, script, s in servers:
+        q = (s or {}).get("synthetic_gradient_quality") or {}
+        cosine = f"cosine(synthetic, true) {fmt(q.get('cosine_similarity'), '.2f')}"
         if s is None:
             parts.append(f"{label}: down")
-            continue
-        q = s.get("synthetic_gradient_quality") or {}
-        cosine = f"cosine(synthetic, true) {fmt(q.get('cosine_similarity'), '.2f')}"
-        if script == "oracle.py":
+        elif script == "oracle.py":
             parts.append(f"{label}: {s.get('training_passes', 0):>3} passes, "
                          f"loss {fmt(s.get('last_train_mse'))}, {cosine}")
-            continue
-        if "steps_trained" in s:
+        elif "steps_trained" in s:
             delay = "" if s["delay_steps"] is None else \
                 f", delay {stepped.delay_text(s['delay_steps'])}"
             parts.append(f"{label}: step {s['steps_trained']:,}{delay}, {cosine}")
-            continue
-        part = (f"{label}: {s.get('examples_held', 0):>6} held, "
-                f"{s.get('training_passes', 0):>3} passes")
-        if "last_train_mse" in s:
-            part += f", train MSE {fmt(s['last_train_mse'])}"
-        if "staleness_s" in s:
-            part += f", staleness {fmt(s['staleness_s'], '.1f')} s"
-        parts.append(part + (f", {cosine}" if q else ""))
+        else:
+            part = (f"{label}: {s.get('examples_held', 0):>6} held, "
+                    f"{s.get('training_passes', 0):>3} passes")
+            if "last_train_mse" in s:
+                part += f", train MSE {fmt(s['last_train_mse'])}"
+            if "staleness_s" in s:
+                part += f", staleness {fmt(s['staleness_s'], '.1f')} s"
+            parts.append(part + (f", {cosine}" if q else ""))
     return " | ".join(parts)
 
 
 def watch(spawner, first, end_at, status, every, tick=None):
-    """The one watch loop. Until process `first` has finished: the spawner's look at every
-    process several times a second (a death said, and mended or not), tick() if given, and
-    status(elapsed) printed every `every` s. first ends on its own clock at end_at
-    (time.monotonic); GRACE_S later it is stopped here. Returns (its CPU seconds at the last
-    look, why the run was cut short or None)."""
+    """The one watch loop, until process `first` has finished: spawner.look() several times a
+    second, tick() if given, status(elapsed) printed every `every` s; first is stopped GRACE_S
+    after end_at (time.monotonic). Returns (first's CPU seconds, why cut short or None)."""
     start, printed, cpu = time.monotonic(), -math.inf, None
     while not spawner.finished(first):
         cut_short = spawner.look()
@@ -395,12 +385,11 @@ def watch(spawner, first, end_at, status, every, tick=None):
 
 
 def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
-    """Start procs in order, each server answering before the next starts, the last (it
-    streams for `duration` s, its metrics lines in `metrics`) last; watch until it ends;
-    stop all (SIGTERM: each saves what it holds). Returns {key: each server's last GET
-    /status or None}, "cpu_s": {key: CPU seconds}, "restarts": {name: count}, "cut_short":
-    why the run ended early or None. banner(urls), if given, is said before the last starts;
-    tick(urls) is called in the watch loop. The processes' checkpoints are removed at the end."""
+    """Start procs in order (each server answering before the next; the last streams for
+    `duration` s, its metrics in `metrics`), watch until it ends, stop all, remove their
+    checkpoints. banner(urls) is said before the last starts; tick(urls) runs in the watch loop.
+    Returns {key: a server's last GET /status or None, "cpu_s", "restarts", "cut_short",
+    "events"}."""
     servers, last = procs[:-1], procs[-1]
     urls = spawner.urls                    # the spawner's: a process it moves, it changes
     peers = {}                             # a client per address
@@ -439,7 +428,6 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
                         "cut_short": cut_short, "events": spawner.events}
     finally:
         spawner.stop_all()
-        # they served restarts; a finished run is never resumed (at wide widths they are
-        # hundreds of MB a process)
+        # only restarts need them, and at wide widths they are hundreds of MB a process
         for folder in {Path(p.checkpoint).parent for p in procs if p.checkpoint}:
             shutil.rmtree(folder, ignore_errors=True)

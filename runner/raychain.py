@@ -1,12 +1,8 @@
-"""The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor (a
-runner/raystage.py Stage) running its script's main in a thread.
-
-Ray places the processes (a CPU each in a placement group, or where --place says), each on a
-port found free on its machine and kept after a restart, so its peers find it again, and
-restarts one that dies from its checkpoint. A machine that leaves has its processes started
-on one that remains, from the checkpoints collected here; a process Ray will not restart
-again ends the run. What each writes under node_root on its machine is collected into the
-driver's run folder as it comes. Ray is imported only in runner/ray*.py.
+"""The Ray spawner for runner/processes.py (chain.py --ray): each process a Ray actor
+(raystage.Stage) on a machine and port chosen first, restarted there by Ray from its
+checkpoint, moved with its collected checkpoint when its machine leaves; its files collected
+into the run folder. docs/several-machines.md tells the whole story. Ray is imported only in
+runner/ray*.py.
 """
 
 import shutil
@@ -119,8 +115,7 @@ class RayChain(processes.Spawner):
     # --- starting ---
 
     def start(self, proc, argv, deadline=None):
-        """Start proc on the port and address chosen for it; once it runs (and answers, if it
-        serves), its URL or None. SystemExit if it does not within READY_WAIT s."""
+        """Start proc on the address chosen for it (launch); its URL, or None if it serves none."""
         name = proc.name
         self.procs[name], self.deadlines[name] = proc, deadline
         self.have[name], self.restarted[name] = {}, 0
@@ -165,31 +160,28 @@ class RayChain(processes.Spawner):
     # --- a machine lost: its stages go on elsewhere ---
 
     def move(self, gone):
-        """Start the processes `gone` (their machine left) on machines that remain, each from
-        the checkpoint collected here, and start again, where they are, those that talk to
-        them, with their new addresses. Says it in one line; why the run must end instead, or
-        None."""
-        where = self.described(gone[0])
+        """Start the processes `gone` (their machine left) elsewhere from their collected
+        checkpoints, and restart those that talk to them with the new addresses; one line says
+        it. Why the run must end instead, or None."""
+        where, lost = self.described(gone[0]), " and ".join(gone)
         for name in gone:
             self.event("machine lost", name, trained=self.trained(name))
         if not self.max_restarts or any(self.restarted[n] >= self.max_restarts for n in gone):
-            self.say(f"{' and '.join(gone)} lost: {'its' if len(gone) == 1 else 'their'} "
+            self.say(f"{lost} lost: {'its' if len(gone) == 1 else 'their'} "
                      f"machine {where} left the cluster; ending the run"
                      f"{' (--no-restart)' if not self.max_restarts else ''}")
             return f"{gone[0]}'s machine {where} left the cluster"
-        said = []
         try:
-            for name in gone:                          # servers first, as they were started
-                said.append(self.move_one(name))
+            said = [self.move_one(name) for name in gone]      # servers first, as started
             talk = [n for n in self.actors if n not in gone and any(
                 isinstance(o, processes.Url) and o in gone for o in self.procs[n].options)]
             for name in talk:
                 self.replace(name, self.files.get(name) or {})
                 self.event("re-addressed", name, to=[self.urls[n] for n in gone])
         except SystemExit as e:                        # no machine for it, or it did not start
-            self.say(f"{' and '.join(gone)} lost with machine {where}: {e}; ending the run")
+            self.say(f"{lost} lost with machine {where}: {e}; ending the run")
             return f"{gone[0]}'s machine {where} left the cluster ({e})"
-        self.say(f"{' and '.join(gone)} lost: machine {where} left the cluster; "
+        self.say(f"{lost} lost: machine {where} left the cluster; "
                  f"{'; '.join(said)}{''.join(f'; {n} restarted to reach it' for n in talk)}")
         return None
 
@@ -230,9 +222,8 @@ class RayChain(processes.Spawner):
         return said + (f", on port {port}" if "--port" in self.procs[name].options else "")
 
     def replace(self, name, files, stop=True):
-        """A new actor for name, on the machine and port in self.where, its command line with
-        today's addresses (resuming from its checkpoint there, and with the time left of its
-        --duration); the old one stopped first (it saves what it holds) if `stop`."""
+        """A new actor for name where self.where says, with today's addresses, resuming, and the
+        time left of its --duration; the old one stopped first (it saves what it holds) if stop."""
         old = self.actors.pop(name, None)
         self.pending = {r: v for r, v in self.pending.items() if v[0] != name}
         if old is not None:
@@ -255,10 +246,7 @@ class RayChain(processes.Spawner):
             self.collect_all(wait=False)
         if now >= self.next_look:
             self.next_look = now + LOOK_EVERY
-            asked = {name for name, what in self.pending.values() if what == "info"}
-            for name, actor in self.actors.items():
-                if name not in asked:
-                    self.pending[actor.info.remote()] = (name, "info")
+            self.ask("info")
             alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
             gone = [name for name, (_, _, node) in self.where.items()
                     if name in self.actors and not alive.get(node, False)]
@@ -347,10 +335,7 @@ class RayChain(processes.Spawner):
     def collect_all(self, wait=False, timeout=30.0):
         """Ask every live actor for its new files (one request each in flight); with wait,
         wait for the answers (at most `timeout` s) and write them."""
-        asked = {name for name, what in self.pending.values() if what == "collect"}
-        for name, actor in self.actors.items():
-            if name not in asked:
-                self.pending[actor.collect.remote(dict(self.have[name]))] = (name, "collect")
+        self.ask("collect", lambda name: [dict(self.have[name])])
         if not wait:
             return
         refs = [ref for ref, (_, what) in self.pending.items() if what == "collect"]
@@ -361,6 +346,13 @@ class RayChain(processes.Spawner):
                 self.write(name, self.ray.get(ref))
             except self.ray.exceptions.RayError:
                 pass
+
+    def ask(self, method, args=lambda name: []):
+        """actor.method(*args(name)) of each live actor without one in flight, not waited for."""
+        asked = {name for name, what in self.pending.values() if what == method}
+        for name, actor in self.actors.items():
+            if name not in asked:
+                self.pending[getattr(actor, method).remote(*args(name))] = (name, method)
 
     def call(self, name, method, *args, timeout=30.0):
         """name's actor.method(*args), its answer, or None if it is dead or does not answer."""
@@ -379,8 +371,7 @@ class RayChain(processes.Spawner):
         self.call(name, "stop", timeout, timeout=timeout + 10)
 
     def stop_all(self):
-        """Stop every process, collect what they wrote, remove it from their machines, end the
-        actors."""
+        """Stop every process, collect what it wrote, remove it from its machine, end the actor."""
         super().stop_all()
         for _ in range(2):                         # what was in flight, then the rest
             self.collect_all(wait=True)

@@ -20,6 +20,8 @@ REACH_S = 3.0                          # seconds a cluster's address may take to
 # The repository travels to every machine (Ray's working_dir) without these.
 EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
 said_joining = []                      # what Ray wrote while connect() joined (one driver each)
+SET_TOKEN = ("export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the head's token> here "
+             "(docs/several-machines.md)")
 
 
 def import_ray():
@@ -32,12 +34,11 @@ def import_ray():
 
 
 def connect(address, place=None, cpus=1):
-    """Join the Ray cluster at `address` as a chain's driver ("local": start a fresh instance
-    here, with `cpus`, as many as processes, at least), and check that a machine declares
-    each resource in `place`. Fails fast, in one line (SystemExit): nothing listening there
-    (a TCP look first), a token refused or missing (CONNECT_TRIES s, not Ray's 20), a
-    resource no machine declares. What Ray wrote meanwhile is kept out of the terminal
-    (in said_joining, then the run folder's ray.log)."""
+    """Join the Ray cluster at `address` ("local": a fresh instance here, with at least `cpus`)
+    and check that a machine declares each resource in `place`. Fails fast, in one line
+    (SystemExit): nothing listening (a TCP look first), a token refused or missing
+    (CONNECT_TRIES s, not Ray's 20), a resource no machine declares. What Ray wrote meanwhile
+    goes to said_joining (then the run folder's ray.log), not the terminal."""
     ray = import_ray()
     env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
                 "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -100,12 +101,9 @@ def look_for(address):
 def why_not_joined(error, said):
     """ray.init's failure in words: a token refused or missing, else its first line."""
     if "InvalidAuthToken" in said:
-        return ("it refused this machine's Ray token: export RAY_AUTH_MODE=token and "
-                "RAY_AUTH_TOKEN=<the head's token> here (docs/several-machines.md)")
+        return f"it refused this machine's Ray token: {SET_TOKEN}"
     if "no authentication token was found" in str(error):
-        return ("it asks for a Ray token and this machine has none: export "
-                "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the head's token> here "
-                "(docs/several-machines.md)")
+        return f"it asks for a Ray token and this machine has none: {SET_TOKEN}"
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     return (f"{first} (is `ray start --head` running there, and RAY_AUTH_MODE=token with its "
             f"token set here? docs/several-machines.md)")

@@ -28,11 +28,9 @@ def own_files(key):
 
 
 class Stage:
-    """One process inside a Ray actor: argv (the script's name, then its options) run by the
-    script's main in a thread, writing under root, once write_files has brought the files
-    `needs` names (restarted by Ray: once they are there). __init__ never raises: Ray re-runs
-    it to restart the actor (from its checkpoint, with the time left of its deadline); one
-    that raises ends it."""
+    """One process inside a Ray actor: argv (the script's name, then its options) run by its
+    main in a thread, writing under root, once the files `needs` names are there. __init__
+    never raises: Ray re-runs it to restart the actor, and one that raises ends it."""
 
     def __init__(self, key, argv, root, needs=(), token=None, deadline=None):
         self.key, self.root, self.state = key, Path(root), "starting"
@@ -114,8 +112,7 @@ class Stage:
 
     def collect(self, have):
         """{relative path: (signature, bytes)} of this process's files whose signature (size,
-        time written) is not the one in `have` ({relative path: signature}, what the driver
-        holds): new snapshots, longer logs, a newer checkpoint."""
+        time written) differs from `have`'s, what the driver holds."""
         out = {}
         for rel in own_files(self.key):
             path = self.root / rel
