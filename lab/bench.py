@@ -1,14 +1,12 @@
-"""Benchmark: plain backprop against the decoupled system, on one machine, run by hand. It
-prints Markdown tables and leaves them, with the JSON behind them, in a new run folder
-(docs/speed.md and docs/chain.md read them):
+"""Benchmark: plain backprop against the decoupled system on one machine, run by hand; its
+Markdown tables, and the JSON behind them, go into a new run folder (docs/speed.md):
 
     python -m lab.bench --quick        # about 2.5 minutes
     python -m lab.bench                # the full one: five 120 s training runs plus start-up
     python -m lab.bench --help         # the other modes: --chain, --chain-parts, --race, ...
 
-The default measures, one after another so each has the machine to itself: the protocol's
-codec, sgd.py as written, in-process backprop with the decoupled system's settings, and the
-three processes with synthetic gradients remote and local.
+The default measures, one at a time: the protocol's codec, sgd.py as written, backprop with
+the decoupled system's settings, and the three processes with synthetic gradients remote and local.
 """
 
 import argparse
@@ -159,8 +157,7 @@ def bench_chain(out_dir, width, batch_size, seconds, count, env):
     points = [(r["seconds"], r["heldout_mse"]) for r in result["ticks"]]
     return {"width": width, "batch_size": batch_size, "one_process": one,
             "chain": {"examples_per_s": per_stage, "slowest_stage": min(per_stage.values()),
-                      # CPU seconds over each process's life (start-up too) per second of
-                      # streaming: on 2 cores a sum over 2 means start-up work
+                      # CPU seconds over each process's life, start-up too, per s of streaming
                       "cpu_cores": {name: (None if s is None else s / seconds)
                                     for name, s in final["cpu_s"].items()},
                       "final_mse": result["final_mse"],
@@ -269,9 +266,8 @@ def pinned_markdown(pinned, rows):
 
 
 def main_chain_parts(args, out_dir, machine):
-    """Each part of a 4-stage chain timed on one core (lab/chain_speed.py, one BLAS thread), one
-    process's backprop again with OpenBLAS on every core, then real chains with stage 2 pinned
-    to a core of its own."""
+    """Each part of a 4-stage chain timed on one core (lab/chain_speed.py), one process again
+    with OpenBLAS on every core, then real chains with stage 2 on a core of its own."""
     rows = run_chain_speed(race.blas_env(1), out_dir / "one-blas-thread.json")
     say("chain parts: one process again, OpenBLAS on every core")
 
@@ -333,16 +329,15 @@ def main_default(args, out_dir, machine):
 MODES = {
     "chain": ("a 4-stage chain of 2-W-W-W-W-1 against one process, widths 32-512 (20 s a run "
               "with --quick, else 45 s)", main_chain, "bench-chain"),
-    "chain_parts": ("each part of a 4-stage chain timed on one core (lab/chain_speed.py), and "
-                    "real chains with stage 2 pinned to a core (~8 minutes)",
-                    main_chain_parts, "bench-chain-parts"),
-    "race": ("the race (lab/race.py): a chain of K co-located stages against one process on K "
-             "cores (~25 minutes)", race.main_race, None),
+    "chain_parts": ("each part of a 4-stage chain timed on one core, and real chains with "
+                    "stage 2 pinned to a core (~8 minutes)", main_chain_parts, "bench-chain-parts"),
+    "race": ("a chain of K co-located stages against one process on K cores (~25 minutes)",
+             race.main_race, None),
     "distribution_cost": ("chain.py --colocated's two stages against dni.py in one process",
                           race.main_distribution_cost, None),
     "live_cost": (f"the input trainer's examples/s with the live page open and closed, "
-                  f"{live_cost.WINDOW:g} s each in turns (lab/live_cost.py; ~2 minutes)",
-                  live_cost.main_live_cost, "live-cost"),
+                  f"{live_cost.WINDOW:g} s each in turns (~2 minutes)", live_cost.main_live_cost,
+                  "live-cost"),
 }
 
 

@@ -98,9 +98,8 @@ def time_training(width, batch_size, folder):
 
 
 def time_message(width, folder):
-    """CPU µs per example of one POST /training_example of CHUNK rows of width `width`: the
-    client's encoding and HTTP, waitress and Flask, the decoding and storing, all in this
-    process (so process time counts both ends)."""
+    """CPU µs per example of one POST /training_example of CHUNK rows of `width`: encoding,
+    HTTP, waitress, Flask, decoding and storing, both ends in this process's time."""
     server, hand_over = http.listen("127.0.0.1", 0, "lab/chain_speed.py",
                                     synthgrad.MAX_BODY_BYTES)
     app = train_output.create_app(dict(sizes=(width, 1), max_examples=CHUNK, progress_dir=folder,
@@ -127,9 +126,8 @@ def measure(width, batch_size):
     with tempfile.TemporaryDirectory() as folder:
         train = time_training(width, batch_size, folder)
         message, gradients = time_message(width, folder), time_message(2 * width, folder)
-    stages = {"stage1": train["stage1"] + message,
-              "stage2": train["middle_stage"] + 2 * message + gradients,
-              "stage3": train["middle_stage"] + 2 * message + gradients,
+    middle = train["middle_stage"] + 2 * message + gradients
+    stages = {"stage1": train["stage1"] + message, "stage2": middle, "stage3": middle,
               "stage4": train["stage4"] + message + gradients}
     slowest = max(stages.values())
     return {"width": width, "batch_size": batch_size, "training_us": train,

@@ -4,11 +4,9 @@ cDNI and top-only in one process at the same number of examples. Run by hand, ne
     python -m lab.delay                                  # the paper's size, 3 seeds (~1 hour)
     python -m lab.delay --delays 0,2 --seeds 1 --examples 30000      # a look (~2 minutes)
 
-784-256x3-10 in 4 stages, every layer its own (as chain.py --data), all 60,000 images; every
-side with Adam at --learning-rate on the layers and decoupled.py's 3e-3 on the boundary models,
-minibatches of 100, test accuracy on the 10,000 test images at the end. --scaled D,... adds
-those delays again with the layers' rate divided by 1 + D (PipeMare's correction, roughly).
-delay.md, .json and .png go into the run folder; docs/chain.md has the results.
+784-256x3-10 as 4 stages, every side at the same settings (docs/chain.md, "The frontier", has
+them and the results); --scaled D,... adds those delays again with the layers' rate / (1 + D),
+PipeMare's correction. delay.md, .json and .png go into the run folder.
 """
 
 import argparse
@@ -43,8 +41,8 @@ def one_process(args, method, seed):
 
 
 def chained(args, out_dir, delay, seed, learning_rate):
-    """A chain of 4 co-located stages (one BLAS thread each) with chain.py's settings for
-    images, ended by its examples: its test accuracy, speed and delays."""
+    """A chain of 4 co-located stages (a BLAS thread each), chain.py's settings for images,
+    ended by its examples: its test accuracy, speed and delays."""
     run = out_dir / f"chain-d{delay}-lr{learning_rate:g}-s{seed}"
     config = chain.ChainConfig(
         run_dir=run, **{k: v for k, v in chain.IMAGES.items()
@@ -73,8 +71,8 @@ def chained(args, out_dir, delay, seed, learning_rate):
 def settings(args):
     """(label, side, delay, learning rate) of every row, one-process first."""
     lr = args.learning_rate
-    return ([("one process, cDNI", "cdni", None, lr), ("one process, top-only", "top-only",
-                                                        None, lr)] +
+    return ([("one process, cDNI", "cdni", None, lr),
+             ("one process, top-only", "top-only", None, lr)] +
             [(f"chain, D = {d}", "chain", d, lr) for d in args.delays] +
             [(f"chain, D = {d}, rate / {1 + d}", "chain", d, lr / (1 + d))
              for d in args.scaled])

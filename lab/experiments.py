@@ -77,9 +77,8 @@ def run_one_process(variant, seed, seconds, data_dir, out_dir):
 
 
 def decoupled_config(variant, seed, seconds, run_dir, count):
-    """The three processes with SETTINGS: the demo's launcher, one optimizer everywhere, and
-    the synthetic-gradient model beside layer 1 (the local mode, the paper's layout: no request
-    per minibatch, so the comparison with one process is about asynchrony, not HTTP)."""
+    """The demo's three processes with SETTINGS and the model beside layer 1 (the local mode,
+    the paper's layout: no request per minibatch, so the comparison is of asynchrony, not HTTP)."""
     oracle = {"optimizer": SETTINGS["optimizer"], "learning_rate": SETTINGS["model_learning_rate"],
               "batch_size": 256, "zero_init": True, "hidden": variant.hidden,
               "conditioned": variant.conditioned}
@@ -103,9 +102,8 @@ def run_three_processes(variant, seed, seconds, run_dir, count, env):
 
 
 def three_process_points(curve, input_lines, origin):
-    """[(seconds, examples, mse)]: the composed network's MSE at each tick [(seconds, mse)],
-    with the examples the input trainer had streamed by then (interpolated between its metrics
-    lines, which hold time.time() and examples)."""
+    """[(seconds, examples, mse)] of curve [(seconds, mse)], the examples the input trainer had
+    streamed by each tick interpolated between its metrics lines (time.time(), examples)."""
     times = [line["time"] - origin for line in input_lines]
     examples = [line["examples"] for line in input_lines]
     return [(s, float(np.interp(s, times, examples)), mse) for s, mse in curve]
@@ -235,9 +233,8 @@ DEPTH_LEARNING_RATE = 0.001     # every layer's Adam rate here (docs/chain.md sa
 
 
 def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_RATE):
-    """Every DEPTH_VARIANT at every number of decoupling points as a chain of real processes,
-    and backprop of the same network in one process (every layer of every method at
-    learning_rate), per seed: [result dicts]."""
+    """[results] per seed: every DEPTH_VARIANT at each number of decoupling points as a chain,
+    and backprop of the same network in one process, every layer at learning_rate."""
     results = []
     for seed in seeds:
         data = race.toy_data(out_dir / f"data-seed{seed}", count, seed)
@@ -338,12 +335,10 @@ def parse_args(argv):
                         help=f"1-3 decoupling points as chains against backprop, {DEPTH_SEEDS} "
                              f"seeds, {DEPTH_SECONDS} s a run (default off)")
     p.add_argument("--images", action="store_true",
-                   help="every layer decoupled on images, 3-6 layers (lab/image_table.py; "
-                        "default off)")
+                   help="every layer decoupled on images, 3-6 layers (default off)")
     classify.data_arguments(p, what="classify with --images", images_only=True)
     p.add_argument("--learning-rate", type=float, default=None,
-                   help=f"with --depth: every layer's Adam learning rate (default "
-                        f"{DEPTH_LEARNING_RATE})")
+                   help=f"with --depth: every layer's Adam rate (default {DEPTH_LEARNING_RATE})")
     p.add_argument("--count", type=int, default=launch.DecoupledConfig.count,
                    help="training examples per data set (default 20,000, as demo.py)")
     p.add_argument("--run-dir", type=Path, default=None,

@@ -5,9 +5,8 @@ levels. Run by hand, never in the tests:
     python -m lab.image_race                           # K = 2, widths 256,1024, 3 seeds (~20 min)
 
 784-W x K-10, every layer but the last its own stage, both sides with chain.py's settings for
-images (the chain counting steps, --delay), run and measured as lab/race.py runs the toy's race
-(docs/chain.md, "The race on images"), and the examples each side took to each level.
-image-race.md, image-race.json and image-race.png go into the run folder.
+images (the chain counting steps, --delay), run as lab/race.py runs the toy's race (docs/chain.md,
+"The race on images"). image-race.md, .json and .png go into the run folder.
 """
 
 import argparse
@@ -170,8 +169,8 @@ def parse_args(argv):
     p.add_argument("--learning-rate", type=float, default=chain.COUNTED_LEARNING_RATE,
                    help="every layer's Adam rate, both sides (default %(default)g)")
     p.add_argument("--max-ahead", type=int, default=RACE_MAX_AHEAD, metavar="N",
-                   help=f"with --delay free, the chain's flow control (chain.py --max-ahead; "
-                        f"default {RACE_MAX_AHEAD:,}: a core per stage lets stage 1 run ahead)")
+                   help=f"with --delay free, chain.py's --max-ahead (default {RACE_MAX_AHEAD:,}: "
+                        "a core per stage lets stage 1 run ahead)")
     race.child_arguments(p)                                   # the race's own child
     args = p.parse_args(argv)
     if min(args.stages) < 2:

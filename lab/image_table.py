@@ -32,10 +32,9 @@ IMAGE_PRESETS = {
 
 
 def run_images(data, depths, seeds, steps, on_result=None, say=print):
-    """decoupled.run for every seed, depth and method (IMAGE_METHODS), with the images'
-    defaults otherwise (Adam, minibatches of 100, linear zero-init models), measuring every
-    steps // 10 steps. Returns [{"method", "layers", "seed", "accuracy", "loss", "cosines",
-    "seconds", "curve"}]; on_result(results) is called after each run (to save as it goes)."""
+    """decoupled.run at the images' defaults for every seed, depth and method, measured every
+    steps // 10 steps: [{"method", "layers", "seed", "accuracy", "loss", "cosines", "seconds",
+    "curve"}], on_result(results) called after each run (to save as it goes)."""
     results = []
     for seed in seeds:
         for layers in depths:
@@ -90,8 +89,8 @@ def images_tables(results):
 
 
 def write_images_report(results, out_dir):
-    """report.md, report.json and images.png from report = {"title", "setting", "runs",
-    optionally "seconds"}. The picture is drawn from report.json as written."""
+    """report.md, report.json and images.png (drawn from report.json) from results =
+    {"title", "setting", "runs", optionally "seconds"}; the text."""
     accuracy, cosines = images_tables(results["runs"])
     took = (f" The run took {results['seconds'] / 60:.0f} minutes."
             if results.get("seconds") is not None else "")
@@ -107,8 +106,8 @@ def write_images_report(results, out_dir):
 
 
 def draw_images(report_json, path):
-    """Test accuracy over steps, one panel per depth, one line per method (mean over seeds,
-    shaded from the lowest seed to the highest), read from a report.json."""
+    """Test accuracy over steps from a report.json: a panel per depth, a line per method (the
+    mean over seeds, shaded from the lowest seed to the highest)."""
     report = json.loads(Path(report_json).read_text())
     runs = report["runs"]
     depths = sorted({r["layers"] for r in runs})

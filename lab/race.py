@@ -5,8 +5,7 @@ process on the same K cores, to the same held-out MSE levels (docs/chain.md, "Th
     python -m lab.bench --distribution-cost     # the two-stage system against dni.py, 5 seeds
 
 Every stage of 2-W-...-W-1 holds one W x W layer; both sides get the same data, optimizer,
-minibatch and held-out points. race.md, race.json and race.png go into a new run folder;
-lab/image_race.py runs the same race on images with this machinery.
+minibatch and held-out points. race.md, race.json and race.png go into a new run folder.
 """
 
 import argparse
@@ -79,11 +78,9 @@ def blas_env(threads):
 
 def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, interval, measure,
                **network):
-    """A network of `sizes` (sgd.make_network(..., **network)), Adam on every layer, trained by
-    sgd.train for `interval` seconds of wall clock at a time, then measure(layers), until
-    `seconds` of training (measuring not counted) or a measure that is not finite. Returns
-    {"points": [(seconds, measure)], "examples": trained at each point, "examples_per_s",
-    "cpu_per_s": CPU seconds (all threads) per second of training, "blas"}."""
+    """sgd.train with Adam of a network of `sizes` (**network to sgd.make_network), measured
+    every `interval` s until `seconds` of training or a measure that is not finite: {"points":
+    [(s, measure)], "examples" at each, "examples_per_s", "cpu_per_s" (all threads), "blas"}."""
     rng = np.random.default_rng(seed)
     layers = sgd.make_network(rng, sizes, **network)
     step = optimizers.make("adam", layers, learning_rate).step
@@ -122,8 +119,8 @@ def toy_data(folder, count=COUNT, seed=0):
 
 
 def one_process(module, out, threads, **job):
-    """`python -m module --one-process out --job JSON`, the child that writes its
-    train_one_process(**job) to out, with OpenBLAS allowed `threads` threads; what it wrote."""
+    """What the child `python -m module --one-process out --job JSON` wrote: its
+    train_one_process(**job), with OpenBLAS allowed `threads` threads."""
     return run_child(module, out, blas_env(threads), "--one-process", out, "--job",
                      json.dumps(job))
 
@@ -137,17 +134,16 @@ def child_arguments(p):
 # --- The chain. ----------------------------------------------------------------------------------
 
 def run_chain(config, env, **evaluate):
-    """chain.run_chain of config with env, then chain_eval.evaluate(**evaluate) of its
-    snapshots: (the run's final status, the evaluation)."""
+    """chain.run_chain(config, env): (its final status, chain_eval.evaluate of its snapshots)."""
     final = chain.run_chain(config, env)
     return final, chain_eval.evaluate(config.run_dir, chain.stage_sizes(config.sizes,
                                                                         config.splits), **evaluate)
 
 
 def chain_side(config, points, **evaluate):
-    """run_chain of config with one OpenBLAS thread a process: {"points": points(result),
-    "examples" stage 1 had handed on by each point, the examples per second per stage (stage 1: streamed; the others: trained_per_s), CPU seconds per
-    second of each process}. Keeps chain.json, deletes the snapshots (GBs at wide widths)."""
+    """run_chain, one OpenBLAS thread a process: {"points": points(result), "examples" stage 1
+    had handed on by each, examples/s per stage, CPU s per s per process, the last cosines}.
+    Keeps chain.json and deletes the snapshots (GBs at wide widths)."""
     run, seconds, stages = config.run_dir, config.duration, len(config.splits) + 1
     final, result = run_chain(config, blas_env(1), cosine_points=500, **evaluate)
     (run / "chain.json").write_text(json.dumps(result, indent=1))
@@ -198,10 +194,9 @@ def cell_times(ts):
 
 
 def run_all(args, name, machine, grid, sides, summary, markdown, draw):
-    """A race in a new run folder: every side ({"one": f, "chain": g}, f(out_dir, setting,
-    seed)) of every setting of grid ({key: [values]}), args.seeds seeds each, one after another
-    so each has the machine to itself. name.json is written as the results come, then name.md
-    (markdown(results, machine)) and name.png (draw(results, path)); 0."""
+    """Each side ({"one": f, "chain": g}, f(out_dir, setting, seed)) of each setting of grid
+    ({key: [values]}) for args.seeds seeds, one at a time so each has the machine, into a new
+    run folder: name.json as results come, then name.md and name.png; 0."""
     out_dir, results = report.start(args.run_dir, f"{name}-", name, machine), []
     for values in itertools.product(*grid.values()):
         setting, runs = dict(zip(grid, values, strict=True)), []
@@ -327,9 +322,8 @@ def main_race(args):
 # --- The distribution cost: the two-stage system against dni.py in one process. ------------------
 
 def main_distribution_cost(args):
-    """lab/bench.py --distribution-cost: chain.py --colocated (two processes) and dni.py
-    --conditioned (one, with the same settings and data) for the same seconds, args.seeds
-    seeds; the ratio of their final held-out MSEs."""
+    """lab.bench --distribution-cost: the ratio of the final held-out MSEs of chain.py
+    --colocated (two processes) and dni.py --conditioned (one), same settings, data, seconds."""
     seeds, env = args.seeds, launch.child_env()
     out_dir = report.start(args.run_dir, "distribution-cost-", "distribution cost",
                            f"{os.cpu_count()} cores, {args.seconds:g} s a run, {seeds} seeds")
@@ -358,13 +352,11 @@ def main_distribution_cost(args):
 # --- The command line (lab/bench.py --race's options; --one-process is the race's child). ----
 
 def add_arguments(p, stages, widths, seeds, seconds, interval, mode="", run_dir=""):
-    """The options of a race (lab.bench --race's, mode "--race: ", and lab.image_race's): K and
-    W (a race per value), seeds, seconds, the measuring interval. Seeds and seconds are left
-    None for check_arguments to fill in; `seeds` and `seconds` say their defaults in --help."""
+    """A race's options (lab.bench --race's with mode "--race: ", lab.image_race's); --seeds
+    and --seconds stay None for check_arguments, their defaults only said in --help."""
     p.add_argument("--stages", type=ints, default=stages,
-                   help=f"{mode}K, the stages of the chain and the BLAS threads of the one "
-                        f"process, one race per value (default {','.join(map(str, stages))}, "
-                        "this machine's cores)")
+                   help=f"{mode}K, the chain's stages and the one process's BLAS threads, a "
+                        f"race per value (default {','.join(map(str, stages))})")
     p.add_argument("--widths", type=ints, default=widths,
                    help=f"{mode}the widths W (default {','.join(map(str, widths))})")
     p.add_argument("--seeds", type=int, help=f"seeds per setting (default {seeds})")

@@ -41,8 +41,7 @@ def mean(values):
 
 
 def groups(runs, *keys):
-    """{(run[key] for each key): [the runs with those values]}, in first-seen order: the seeds
-    of each setting."""
+    """{(run[key] for each key): [its runs]} in first-seen order: the seeds of each setting."""
     found = {}
     for r in runs:
         found.setdefault(tuple(r[k] for k in keys), []).append(r)
@@ -58,8 +57,7 @@ def cell(s, spec=".4f", scale=1):
 
 
 def table(head, rows, *above):
-    """A Markdown table as text, below the paragraphs `above`: the head's cells, the rule, a line
-    per row of cells."""
+    """A Markdown table (the head, the rule, a line per row) below the paragraphs `above`."""
     lines = [row(head), "|" + "---|" * len(head)] + [row(r) for r in rows]
     return "\n\n".join([*above, "\n".join(lines)])
 
@@ -110,8 +108,7 @@ def start(run_dir, prefix, who, line):
 
 
 def write(out_dir, name, text=None, data=None, draw=None):
-    """name.md (text), name.json (data) and name.png (draw(path)) into out_dir, those given;
-    the text."""
+    """name.md (text), name.json (data), name.png (draw(path)), those given, in out_dir; text."""
     if data is not None:
         (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1))
     if text is not None:
@@ -135,8 +132,7 @@ def run_child(module, out, env, *argv):
 
 
 def median_s(f, least, seconds=0.0, clock=time.perf_counter):
-    """Median seconds (by clock) of a call of f, over at least `least` calls made for about
-    `seconds`."""
+    """Median seconds (by clock) of f() over at least `least` calls and about `seconds`."""
     times, t_end = [], clock() + seconds
     while len(times) < least or clock() < t_end:
         t0 = clock()

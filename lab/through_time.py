@@ -5,12 +5,10 @@ within a budget, at each truncation T, with truncated BPTT, DNI and cDNI, over s
     python -m lab.through_time --truncations 3 --seeds 1 --steps 2000       # a look
     python -m lab.through_time --task repeat-copy --picture none
 
-Every run is parts/recurrent.run with its defaults but for the method, T, seed, --steps and
---learning-rate: the same network, optimizer, minibatches, data and budget on every side.
-Each result is appended to runs.jsonl in the run folder as it finishes, and a run folder
-given again (--run-dir) skips what it holds. through-time.md, .json and .png go there; the
-picture is also drawn to --picture (docs/through-time.png). docs/through-time.md has the
-results.
+Every run is parts/recurrent.run at its defaults but for the method, T, seed, --steps and
+--learning-rate. Each result is appended to the run folder's runs.jsonl as it finishes, and
+a folder given again skips what it holds; through-time.md, .json and .png go there, the
+picture to --picture too. docs/through-time.md has the results.
 """
 
 import argparse
@@ -43,8 +41,8 @@ def parse_args(argv):
     p.add_argument("--seeds", type=int, default=3,
                    help="seeds 0..N-1 of each cell (default 3: the spread of a cell)")
     p.add_argument("--steps", type=int, default=STEPS,
-                   help=f"minibatches per run (default {STEPS:,}: 1-2 minutes a run on one core; "
-                        f"dni.py's {recurrent.Config.steps:,} leave BPTT at T = 8 budget-bound)")
+                   help=f"minibatches per run (default {STEPS:,}; dni.py's "
+                        f"{recurrent.Config.steps:,} leave BPTT at T = 8 budget-bound)")
     p.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
                    help=f"the LSTM's Adam, every method's (default {LEARNING_RATE:g}; dni.py's "
                         f"{recurrent.Config.learning_rate:g} climbs more slowly)")
@@ -52,8 +50,7 @@ def parse_args(argv):
                    help="the run folder; given again, its finished runs are kept (default: "
                         "a new runs/through-time-<date>)")
     p.add_argument("--picture", default=str(DOCS_PICTURE),
-                   help="where else to draw the picture, or none (default "
-                        "docs/through-time.png)")
+                   help="also draw the picture here, or none (default docs/through-time.png)")
     args = p.parse_args(argv)
     report.at_least(p, args, seeds=1, steps=1)
     if not args.learning_rate > 0:
