@@ -357,6 +357,8 @@ def parse_args(argv):
         p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
     options.check_at_least(p, args, 1, "max_ahead", "examples")
     options.check_at_least(p, args, 1000, "count")
+    if args.data == "toy":                             # the images have their own test set
+        generate.refuse_heldout_seed(p, args.seed)
     if args.place is not None and (args.ray is None or len(args.place) != len(args.splits) + 1):
         p.error(f"--place needs --ray and one machine per stage ({len(args.splits) + 1}; got "
                 f"{len(args.place)})")

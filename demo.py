@@ -70,8 +70,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     options.check_positive(p, args, "duration")
     options.check_at_least(p, args, 1000, "count")
-    if args.seed == generate.HELDOUT_SEED:
-        p.error(f"--seed {generate.HELDOUT_SEED} is reserved for the held-out points")
+    generate.refuse_heldout_seed(p, args.seed)
     return args
 
 

@@ -55,6 +55,12 @@ HELDOUT_SEED = 2016
 HELDOUT_COUNT = 20_000
 
 
+def refuse_heldout_seed(p, seed):
+    """p.error if `seed` would draw the training data from the held-out points' stream."""
+    if seed == HELDOUT_SEED:
+        p.error(f"--seed {HELDOUT_SEED} is reserved for the held-out points; pick another")
+
+
 def heldout(count=HELDOUT_COUNT, seed=HELDOUT_SEED):
     """Fresh (x (count, 2), y (count,)) for measuring held-out MSE."""
     return generate(count, seed)
@@ -194,8 +200,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.count < 1:
         p.error("--count must be at least 1")
-    if args.seed == HELDOUT_SEED:
-        p.error(f"--seed {HELDOUT_SEED} is reserved for the held-out points; pick another")
+    refuse_heldout_seed(p, args.seed)
     return args
 
 

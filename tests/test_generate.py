@@ -100,6 +100,17 @@ def test_main_refuses_a_count_below_one(tmp_path, capsys):
     assert e.value.code == 2 and "--count must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("main", ["generate", "demo", "chain"])
+def test_every_script_that_draws_the_toys_data_refuses_the_held_out_seed(main, capsys):
+    script = __import__(main)
+    with pytest.raises(SystemExit) as e:
+        script.parse_args(["--seed", str(generate.HELDOUT_SEED)])
+    assert e.value.code == 2
+    assert f"--seed {generate.HELDOUT_SEED} is reserved for the held-out points" in \
+        capsys.readouterr().err
+    script.parse_args(["--seed", str(generate.HELDOUT_SEED + 1)])       # its neighbour is fine
+
+
 def test_load_dataset_refuses_a_missing_folder(tmp_path):
     with pytest.raises(SystemExit, match="no data at .*run `python generate.py"):
         generate.load_dataset(tmp_path / "nowhere")
