@@ -278,6 +278,7 @@ class SteppedStage(server.TrainingServer):
         self.run_name = Path(progress).name
         self.snapshotter = snapshots.Snapshotter(progress, "layers23", c["snapshot_interval"])
         self.live_page = None
+        self.oracle = None                              # no oracle process: the model is here
         super().__init__(c)
         self.follower = self.up = None
         if not self.stage.top:

@@ -197,6 +197,23 @@ def test_a_stage_trains_steps_in_order_and_counts_what_never_came(stage_app):
     assert status["delay_steps"] is None                      # the top stage uses no model
 
 
+def test_a_counting_stage_started_by_hand_starts_its_live_page(stage_app, monkeypatch):
+    """train_output.py --delay D keeps --live on by default: the page is told of no oracle."""
+    started = {}
+
+    def start(folder, port, token, options):
+        started.update(folder=folder, options=options)
+        return "http://127.0.0.1:1/", lambda: None
+    monkeypatch.setattr(train_output.children, "start_live_page", start)
+    args = train_output.parse_args([
+        "--sizes", "16-4", "--loss", "cross-entropy", "--activation", "relu", "--delay", "1",
+        "--network", "20-16-4", "--splits", "1", "--stage", "2", "--colocated"])
+    trainer = stage_app.config["TRAINER"]
+    assert train_output.live_page(args, "http://127.0.0.1:2", trainer) is not None
+    assert started["options"] == ["--output-url", "http://127.0.0.1:2"]
+    assert trainer.status_fields()["live_page"] == "http://127.0.0.1:1/"
+
+
 def test_a_stage_refuses_rows_without_their_step(stage_app):
     body = rows(1)
     del body["step"]
