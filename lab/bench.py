@@ -24,7 +24,7 @@ import generate
 from generate import fmt
 from lab import live_cost, race, report, wire_cost
 from lab.race import first_time_below, mse_at
-from parts import snapshots
+from parts import options, snapshots
 from runner import launch
 
 LEVELS = (0.06, 0.03, 0.01)
@@ -366,7 +366,7 @@ def parse_args(argv):
     seeds, seconds = ((5, 100.0) if args.live_cost else (5, 40.0) if args.distribution_cost
                       else (3, 30.0))
     race.check_arguments(p, args, seeds, seconds)
-    report.positive(p, args, "learning_rate")
+    options.check_positive(p, args, "learning_rate")
     return args
 
 

@@ -20,8 +20,8 @@ import chain
 import generate
 from datasets import images
 from lab import race, report
-from lab.report import cell, spread
-from parts import classify, decoupled, snapshots
+from lab.report import percent, spread
+from parts import classify, decoupled, options, snapshots
 from runner import chain_eval
 
 WIDTH, LAYERS = 256, 4
@@ -44,13 +44,11 @@ def chained(args, out_dir, delay, seed, learning_rate):
     """A chain of 4 co-located stages (a BLAS thread each), chain.py's settings for images,
     ended by its examples: its test accuracy, speed and delays."""
     run = out_dir / f"chain-d{delay}-lr{learning_rate:g}-s{seed}"
-    config = chain.ChainConfig(
-        run_dir=run, **{k: v for k, v in chain.IMAGES.items()
-                        if k not in ("count", "sizes", "learning_rate")},
-        sizes=(784, *[WIDTH] * (LAYERS - 1), 10), count=args.count, duration=args.guard,
-        examples=args.examples, seed=seed, colocated=True, data=args.data,
+    config = chain.ChainConfig(**(chain.IMAGES | dict(
+        run_dir=run, sizes=(784, *[WIDTH] * (LAYERS - 1), 10), count=args.count,
+        duration=args.guard, examples=args.examples, seed=seed, colocated=True, data=args.data,
         image_dir=args.image_dir, delay=None if delay == "free" else delay,
-        snapshot_interval=30, status_every=30.0, learning_rate=learning_rate)
+        snapshot_interval=30, status_every=30.0, learning_rate=learning_rate)))
     t0 = time.monotonic()
     final = chain.run_chain(config, race.blas_env(1))
     seconds = time.monotonic() - t0
@@ -85,7 +83,7 @@ def markdown(runs, machine):
         worst = [max((m for m in r.get("delay_max") or [] if m is not None), default=None)
                  for r in seeds]
         rows.append([label, f"{seeds[0]['rate']:g}",
-                     cell(spread([r["accuracy"] for r in seeds]), ".1f", 100),
+                     percent(spread([r["accuracy"] for r in seeds])),
                      ", ".join(f"{100 * r['accuracy']:.1f}" for r in seeds),
                      f"{report.mean([r['examples_per_s'] for r in seeds]):,.0f}",
                      f"{report.mean([r['seconds'] for r in seeds]):,.0f}",
@@ -169,8 +167,11 @@ def parse_args(argv):
     p.add_argument("--run-dir", type=report.Path, default=None,
                    help="folder for everything (default: a new runs/delay-<date-time>)")
     args = p.parse_args(argv)
-    report.at_least(p, args, seeds=1, examples=100, count=1000, test=100)
-    report.positive(p, args, "learning_rate", "guard")
+    options.check_at_least(p, args, 1, "seeds")
+    options.check_at_least(p, args, 100, "examples")
+    options.check_at_least(p, args, 1000, "count")
+    options.check_at_least(p, args, 100, "test")
+    options.check_positive(p, args, "learning_rate", "guard")
     if "free" in args.scaled:
         p.error("--scaled takes numbers of steps (a free chain has no D to scale by)")
     return args

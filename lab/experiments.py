@@ -27,7 +27,7 @@ import generate
 from generate import fmt
 from lab import bench, image_table, race, report
 from lab.report import cell, spread
-from parts import classify, decoupled, snapshots
+from parts import classify, decoupled, options, snapshots
 from runner import launch, processes
 
 ONE, THREE = "one process", "three processes"
@@ -356,8 +356,8 @@ def parse_args(argv):
         p.error("--learning-rate is for --depth only (the others use the scripts' settings)")
     if args.learning_rate is None:
         args.learning_rate = DEPTH_LEARNING_RATE
-    report.positive(p, args, "learning_rate")
-    report.at_least(p, args, count=1000)
+    options.check_positive(p, args, "learning_rate")
+    options.check_at_least(p, args, 1000, "count")
     return args
 
 

@@ -23,8 +23,8 @@ import generate
 import sgd
 from datasets import images
 from lab import race, report
-from lab.report import at_least, cell, spread
-from parts import classify
+from lab.report import cell, percent, spread
+from parts import classify, options
 
 LEVELS = (0.75, 0.80, 0.84)
 RACE_MAX_AHEAD = 1_000          # with --delay free, the chain's --max-ahead (docs/speed.md)
@@ -79,7 +79,7 @@ def markdown(results, machine):
                          *(race.cell_times(s[side]["to_level"][f"{lv:g}"]) for lv in LEVELS),
                          cell(spread(taken[1]), ",.0f", 1e-3) + (
                              "" if ratio is None else f" ({ratio:.2f}x)"),
-                         *(cell(spread(s[side]["accuracy_at"][f"{t:g}"]), ".1f", 100)
+                         *(percent(spread(s[side]["accuracy_at"][f"{t:g}"]))
                            for t in s["times"])])
     return report.table(["K, width", "side", "examples/s (chain: slowest stage)",
                          *(f"s to {100 * lv:g}%" for lv in LEVELS),
@@ -122,14 +122,12 @@ def main_race(args):
     def chained(out_dir, s, seed):
         """A --colocated chain of the race's network with chain.py's image settings."""
         sizes, splits = layout(s["width"], s["stages"])
-        return race.chain_side(chain.ChainConfig(
+        return race.chain_side(chain.ChainConfig(**(chain.IMAGES | dict(
             run_dir=out_dir / f"chain-w{s['width']}-k{s['stages']}-s{seed}", sizes=sizes,
             splits=splits, count=args.count, duration=args.seconds, seed=seed,
             snapshot_interval=args.interval, colocated=True, data=args.data,
             image_dir=args.image_dir, max_ahead=args.max_ahead, learning_rate=args.learning_rate,
-            delay=None if args.delay == "free" else args.delay,
-            **{k: v for k, v in chain.IMAGES.items()
-               if k not in ("sizes", "splits", "count", "max_ahead", "learning_rate")}),
+            delay=None if args.delay == "free" else args.delay))),
             lambda result: [(0.0, result["initial_accuracy"])] +
             [(r["seconds"], r["test_accuracy"]) for r in result["ticks"]] +
             [(args.seconds, result["final_accuracy"])],
@@ -176,7 +174,9 @@ def parse_args(argv):
     if min(args.stages) < 2:
         p.error("--stages must be at least 2: a chain of one stage is the one process")
     race.check_arguments(p, args, 3, 60.0)
-    at_least(p, args, count=1000, test=100, max_ahead=1)
+    options.check_at_least(p, args, 1000, "count")
+    options.check_at_least(p, args, 100, "test")
+    options.check_at_least(p, args, 1, "max_ahead")
     if args.count > 60_000 or args.test > 10_000:
         p.error("--count is at most 60,000 and --test at most 10,000")
     return args

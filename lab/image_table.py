@@ -4,7 +4,6 @@ one column per depth, as the paper's feed-forward table (docs/images.md). Run it
 """
 
 import json
-import statistics
 import sys
 import textwrap
 import time
@@ -18,7 +17,7 @@ import numpy as np
 import generate
 from datasets import images
 from lab import report
-from lab.report import cell, spread
+from lab.report import percent, spread
 from parts import decoupled
 
 # The images' --method names (decoupled.IMAGE_METHODS), as the table labels them.
@@ -61,15 +60,8 @@ def images_summary(results):
     for key, rs in report.groups(results, "method", "layers").items():
         per_boundary = zip(*[r["cosines"] for r in rs], strict=True)
         summary[key] = {"accuracy": spread([r["accuracy"] for r in rs]), "seeds": len(rs),
-                        "cosines": [statistics.fmean(c) if (c := [v for v in column
-                                                                  if v is not None]) else None
-                                    for column in per_boundary]}
+                        "cosines": [report.mean(column) for column in per_boundary]}
     return summary
-
-
-def percent(s):
-    """A spread of accuracies as a cell in percent: '82.3 (81.0-84.0)'."""
-    return cell(s, ".1f", 100)
 
 
 def images_tables(results):

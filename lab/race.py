@@ -28,8 +28,8 @@ import generate
 from generate import fmt
 import sgd
 from lab import report
-from lab.report import at_least, cell, ints, mean, positive, run_child, spread
-from parts import decoupled, optimizers, snapshots
+from lab.report import cell, ints, mean, run_child, spread
+from parts import decoupled, optimizers, options, snapshots
 from runner import chain_eval, launch
 
 LEVELS = (0.05, 0.02, 0.01)
@@ -373,8 +373,8 @@ def check_arguments(p, args, seeds, seconds):
     """Fills in the mode's seeds and seconds where not given, and checks the race's options."""
     args.seeds = seeds if args.seeds is None else args.seeds
     args.seconds = seconds if args.seconds is None else args.seconds
-    at_least(p, args, seeds=1, interval=1)
-    positive(p, args, "seconds")
+    options.check_at_least(p, args, 1, "seeds", "interval")
+    options.check_positive(p, args, "seconds")
 
 
 def main(argv=None):

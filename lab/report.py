@@ -1,6 +1,6 @@
 """What the lab's measurements share: numbers over seeds as the tables show them (a spread and
 its cell 'mean (min-max)'), Markdown tables, the machine in words, the run folder and its files,
-a child process that writes its result as JSON, and the options' checks."""
+a child process that writes its result as JSON, and the options' "2,4,8" type."""
 
 import argparse
 import ctypes
@@ -54,6 +54,11 @@ def cell(s, spec=".4f", scale=1):
         return "-"
     mean_, lo, hi = (scale * v for v in s)
     return f"{mean_:{spec}} ({lo:{spec}}-{hi:{spec}})" if hi > lo else f"{mean_:{spec}}"
+
+
+def percent(s):
+    """A spread of accuracies as a cell in percent: '82.3 (81.0-84.0)'."""
+    return cell(s, ".1f", 100)
 
 
 def table(head, rows, *above):
@@ -150,19 +155,3 @@ def ints(text):
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
     return values
-
-
-def at_least(p, args, **lows):
-    """p.error for the first option below its least value, e.g. at_least(p, args, seeds=1)."""
-    for name, low in lows.items():
-        if getattr(args, name) < low:
-            p.error(f"--{name.replace('_', '-')} must be at least {low} (got "
-                    f"{getattr(args, name)})")
-
-
-def positive(p, args, *names):
-    """p.error for the first of the options (floats) that is not positive and finite."""
-    for name in names:
-        value = getattr(args, name)
-        if not 0 < value < float("inf"):
-            p.error(f"--{name.replace('_', '-')} must be positive (got {value:g})")

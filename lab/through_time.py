@@ -23,7 +23,7 @@ if not __package__:                      # `python lab/X.py`: the imports below 
 import generate
 from datasets import copy_tasks
 from lab import report
-from parts import recurrent, snapshots
+from parts import options, recurrent, snapshots
 
 STEPS, LEARNING_RATE = 20_000, 1e-2            # docs/through-time.md: why these
 DOCS_PICTURE = Path(__file__).resolve().parents[1] / "docs" / "through-time.png"
@@ -52,9 +52,8 @@ def parse_args(argv):
     p.add_argument("--picture", default=str(DOCS_PICTURE),
                    help="also draw the picture here, or none (default docs/through-time.png)")
     args = p.parse_args(argv)
-    report.at_least(p, args, seeds=1, steps=1)
-    if not args.learning_rate > 0:
-        p.error("--learning-rate must be positive")
+    options.check_at_least(p, args, 1, "seeds", "steps")
+    options.check_positive(p, args, "learning_rate")
     return args
 
 

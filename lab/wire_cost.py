@@ -21,6 +21,7 @@ import sgd
 import synthgrad
 from lab import report
 from lab.report import ints, median_s
+from parts import options
 
 
 def bench_codec(n=synthgrad.MAX_CHUNK, repeat=50):
@@ -107,7 +108,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3,
                    help="take the median of this many timings (default %(default)s)")
     args = p.parse_args(argv)
-    report.at_least(p, args, repeats=1)
+    options.check_at_least(p, args, 1, "repeats")
     print(f"machine: {report.machine()}; sgd.py's toy backprop {sgd_us_per_example():.1f} µs "
           f"per example (for scale)")
     print(f"one chunk of {synthgrad.MAX_CHUNK} examples (i, h, y), encoded and decoded in one "

@@ -80,11 +80,13 @@ def check_at_least(p, args, minimum, *names):
 
 
 def check_positive(p, args, *names):
-    """Refuse the first option (by dest) that is not a positive finite number."""
+    """Refuse the first option (by dest) that is not a positive finite number ("finite" said
+    only of a value that is not)."""
     for name in names:
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
-            p.error(f"--{name.replace('_', '-')} must be positive and finite (got {value:g})")
+            finite = "" if math.isfinite(value) else " and finite"
+            p.error(f"--{name.replace('_', '-')} must be positive{finite} (got {value:g})")
 
 
 def check_server_arguments(p, args):

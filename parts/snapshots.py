@@ -179,11 +179,10 @@ def load_composed(folder, layer1_label, layers23_label=None):
 
 def snapshot_time(path):
     """The time.time() at which a snapshot file was taken (its `time` entry)."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return float(f["time"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read the time of {path}: {e}") from e
+    arrays = read_npz(path, "the time of the snapshot")
+    if "time" not in arrays:
+        raise ValueError(f"cannot read the time of the snapshot from {path}: it has no 'time'")
+    return float(arrays["time"])
 
 
 # --- Evaluating a progress folder: the composed network at each moment. -----------------------

@@ -13,6 +13,7 @@ import pytest
 
 from lab import experiments, image_table
 from lab.experiments import ONE, THREE
+from lab.report import percent
 from parts import decoupled
 
 
@@ -189,9 +190,9 @@ def test_images_tables_have_a_row_per_method_and_a_column_per_depth():
 
 
 def test_percent_cell_reads_a_spread():
-    assert image_table.percent((0.8234, 0.81, 0.84)) == "82.3 (81.0-84.0)"
-    assert image_table.percent((0.5, 0.5, 0.5)) == "50.0"
-    assert image_table.percent(None) == "-"
+    assert percent((0.8234, 0.81, 0.84)) == "82.3 (81.0-84.0)"
+    assert percent((0.5, 0.5, 0.5)) == "50.0"
+    assert percent(None) == "-"
 
 
 def test_write_images_report_writes_the_tables_the_runs_and_a_figure_from_them(tmp_path):
