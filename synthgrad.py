@@ -440,10 +440,11 @@ class Client:
         """The peer's GET /status as a dict."""
         return self._request("GET", STATUS)
 
-    def wait_until_ready(self, stop=None, max_backoff=2.0, log_every=10.0):
-        """True once GET /status answers (retried with back-off), False if `stop` is set first."""
+    def wait_until_ready(self, stop=None, max_backoff=2.0, log_every=10.0, alive=lambda: True):
+        """True once GET /status answers (retried with back-off), False if `stop` is set or
+        alive() turns False first (a launcher's: its child died, or it waited long enough)."""
         delay, last_log, stop = 0.05, -math.inf, stop or threading.Event()
-        while not stop.is_set():
+        while not stop.is_set() and alive():
             try:
                 self.status()
                 return True

@@ -39,11 +39,6 @@ log = logging.getLogger("train_input")
 CLOSE_FLUSH_S = 3.0       # what is unsent at the end gets this long to reach the output trainer
 
 
-def random_directions(g, rng):
-    """The --update random control: each row of g (n, w) as a random direction of its norm."""
-    return boundary.random_rows(rng, np.linalg.norm(g, axis=1), g.shape[1])
-
-
 @dataclasses.dataclass
 class InputConfig:
     """Everything InputTrainer needs besides the data: the command line's defaults."""
@@ -179,7 +174,7 @@ class InputTrainer:
         if g is None:                                           # stopped while waiting
             return False
         if self.config.update == "random":                      # the control: g's size only
-            g = random_directions(g, self.rng)
+            g = boundary.random_directions(g, self.rng)
         sgd.backward(self.layers, g)                            # dL/dw1 (2, 24), dL/db1 (24,)
         return self.descend()                                   # w1 -= eta dL/dw1 (sgd), or stop
 

@@ -81,7 +81,7 @@ class MiddleTrainer(train_output.OutputTrainer):
                 continue
             g = self.above(self.h_out[rows], y[rows])                  # synthetic dL/dh_out
             if update == "random":
-                g = train_input.random_directions(g, self.rng)
+                g = boundary.random_directions(g, self.rng)
             dL_dh[rows] = sgd.backward(self.layers, g)                 # dL/dh_in
             self.optimizer.step()
         return 0.0, dL_dh

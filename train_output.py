@@ -26,7 +26,6 @@ import synthgrad
 from parts import (boundary, checkpoint, children, classify, http, optimizers, options, sender,
                    server, snapshots, stepped)
 
-HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_output")
 
 DEFAULTS = dict(

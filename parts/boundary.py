@@ -134,6 +134,11 @@ def random_rows(rng, norms, width):
     return z * (norms / np.linalg.norm(z, axis=1))[:, None]
 
 
+def random_directions(g, rng):
+    """Each row of g (n, w) as a random direction of its norm: the random controls' update."""
+    return random_rows(rng, np.linalg.norm(g, axis=1), g.shape[1])
+
+
 # --- How good the guesses are. -----------------------------------------------------------------
 
 def row_cosines(g_hat, g):
@@ -204,13 +209,12 @@ class LocalSyntheticGradients:
         self.oracle, self.refresh_every, self.stop = oracle, refresh_every, stop
         self.width = width                          # of the h whose dL/dh the model predicts
         self.weights = self.conditioned = None
-        self.refreshes = self.version = 0
+        self.version = 0
         self._thread = threading.Thread(target=self._refresh_forever, daemon=True,
                                         name="refresh-weights")
 
     def refresh(self):
         self.weights, self.conditioned, self.version = self.oracle.weights(self.width)
-        self.refreshes += 1
 
     def start(self):
         """Fetch the first weights (waiting for the oracle), then keep refreshing them."""

@@ -100,9 +100,7 @@ class Network:
         if self.method in ("frozen", "synthetic", "backprop"):
             return {"synthetic": g_hat, "backprop": g}.get(self.method)
         lengths = g if self.method == "random" else g_hat
-        rows = boundary.random_rows(self.rng, np.linalg.norm(lengths, axis=1),
-                                    lengths.shape[1])
-        return rows.astype(self.dtype, copy=False)
+        return boundary.random_directions(lengths, self.rng).astype(self.dtype, copy=False)
 
     def true_gradients(self, x, y):
         """[g_1, ..., g_{K-1}], g_b = dL/dh_b (n, width_b); sets every nabla, moves nothing."""
@@ -133,19 +131,33 @@ class Network:
                 targets[b] = g[b]
             return Step(used, guesses, targets)
         h_below = x                                       # the others: bottom up, no waiting
-        for k, (group, opt) in enumerate(zip(self.groups, self.optimizers, strict=True)):
-            def gradient(h, k=k):                         # h_k, or z at the top
-                if k == top:
-                    return self.loss.gradient(h, y)
-                if self.models:
-                    guesses[k] = self.models[k].predict(h, context)   # before M_k learns
-                return self.direction(guesses[k], None)
-            h, used[k], t = group_step(group, opt, h_below, gradient)
+        for k in range(top + 1):
+            h, g_hat, used[k], t = self.group_step(k, h_below, y, context)
+            if k < top:
+                guesses[k] = g_hat
             if k and self.models and t is not None:
                 self.models[k - 1].learn(h_below, context, t)
                 targets[k - 1] = t
             h_below = h
         return Step(used[:top], guesses, targets)
+
+    def group_step(self, k, h_below, y, context):
+        """Group k's share of a step, in one process or as a chain's stage: h = group_k(h_below),
+        g = the loss's dL/dz at the top, else the direction from M_k's guess g_hat (g None: it
+        does not learn); backprop g, step. Returns (h, g_hat, g, t = dL/dh_below)."""
+        h = sgd.feed_forward(self.groups[k], h_below)
+        g_hat = None
+        if k == len(self.groups) - 1:
+            g = self.loss.gradient(h, y)
+        else:
+            if self.models:
+                g_hat = self.models[k].predict(h, context)    # before M_k learns
+            g = self.direction(g_hat, None)
+        if g is None:
+            return h, g_hat, None, None
+        t = sgd.backward(self.groups[k], g)
+        self.optimizers[k].step()
+        return h, g_hat, g, t
 
     def cosines(self, x, y):
         """Per boundary, the mean cos(g_hat_b, g_b) over the rows of (x, y) (None: no M_b or no
@@ -158,18 +170,6 @@ class Network:
             cos = boundary.row_cosines(m.predict(group[-1].a, self.context(y)), g_b)
             out.append(float(cos.mean()) if len(cos) else None)
         return out
-
-
-def group_step(group, optimizer, h_below, gradient):
-    """A group's share of a step, in one process or a chain's stage: h = group(h_below), g =
-    gradient(h) (None: it does not learn), backprop g, step. Returns (h, g, t = dL/dh_below)."""
-    h = sgd.feed_forward(group, h_below)
-    g = gradient(h)
-    if g is None:
-        return h, None, None
-    t = sgd.backward(group, g)
-    optimizer.step()
-    return h, g, t
 
 
 class Stage:
@@ -197,13 +197,7 @@ class Stage:
         if net.classes:                                 # labels, as the wire's floats
             y = np.asarray(y).astype(np.int64)
         context = net.context(y) if net.models else None
-
-        def gradient(h):
-            if self.top:
-                return net.loss.gradient(h, y)
-            return net.direction(None if self.above is None else
-                                 self.above.predict(h, context), None)
-        h, _, t = group_step(self.group, self.optimizer, h_below, gradient)
+        h, _, _, t = net.group_step(self.k, h_below, y, context)
         if self.below is None or t is None:
             return h, None, None
         g_hat = self.below.predict(h_below, context)
@@ -290,10 +284,6 @@ def network_sizes(layers, width=256, n_in=784, classes=10):
     return (n_in,) + (width,) * (layers - 1) + (classes,)
 
 
-def shown(c):
-    return "-" if c is None else f"{c:.2f}"
-
-
 class Toy:
     """generate.py's data; held-out MSE on fresh points, and the mean cos(g_hat, g) of M's
     guesses in training over the last COSINE_WINDOW examples, every eval_every examples."""
@@ -318,7 +308,7 @@ class Toy:
                     cosine=float(np.mean(self.cosines)) if self.cosines else None)
 
     def text(self, row):
-        return f"held-out MSE {row['heldout_mse']:.4f}, cosine {shown(row['cosine'])}"
+        return f"held-out MSE {row['heldout_mse']:.4f}, cosine {generate.fmt(row['cosine'], '.2f')}"
 
 
 class Images:
@@ -350,7 +340,7 @@ class Images:
 
     def text(self, row):
         return (f"test accuracy {row['accuracy']:.4f}, loss {row['loss']:.4f}, cosine per "
-                f"boundary [{', '.join(shown(c) for c in row['cosines'])}]")
+                f"boundary [{', '.join(generate.fmt(c, '.2f') for c in row['cosines'])}]")
 
 
 def run(config, data=None, out=None):

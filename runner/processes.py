@@ -235,7 +235,11 @@ class Supervisor(Spawner):
         if "--port" not in argv:
             return None
         url = child.wait_url(READY_WAIT)
-        if not wait_ready(client(url, self.token), lambda: child.popen.poll() is None):
+        give_up = time.monotonic() + READY_WAIT
+        ready = client(url, self.token).wait_until_ready(
+            max_backoff=0.1, log_every=math.inf,      # a short back-off, the terminal kept quiet
+            alive=lambda: child.popen.poll() is None and time.monotonic() < give_up)
+        if not ready:
             raise SystemExit(f"{proc.name} did not answer; see {proc.log}")
         return url
 
@@ -307,16 +311,6 @@ class Supervisor(Spawner):
 def client(url, token=None, timeout=LOOK_TIMEOUT):
     """A look at a server (GET /status, GET /weights), by default a short one."""
     return synthgrad.OracleClient(url, timeout=timeout, token=token)
-
-
-def wait_ready(peer, alive, timeout=READY_WAIT):
-    """True once peer answers GET /status; False if alive() turns False or time runs out."""
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up and alive():
-        if last_status(peer) is not None:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def last_status(peer):

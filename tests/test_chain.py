@@ -253,18 +253,18 @@ def test_random_moves_along_a_direction_of_the_synthetic_gradients_size(middle):
     h = 1 / (1 + np.exp(-(x @ trainer.layers[0].w + trainer.layers[0].b)))
     g = boundary.model_forward(trainer.above.weights, np.column_stack([h, y]))
     seen = []
-    real = train_middle.train_input.random_directions
+    real = train_middle.boundary.random_directions
 
     def spy(g_in, rng_in):
         out = real(g_in, rng_in)
         seen.append((g_in.copy(), out))
         return out
 
-    train_middle.train_input.random_directions = spy
+    train_middle.boundary.random_directions = spy
     try:
         trainer.train_chunk(x, y)
     finally:
-        train_middle.train_input.random_directions = real
+        train_middle.boundary.random_directions = real
     (given, used), = seen
     np.testing.assert_allclose(given, g)
     np.testing.assert_allclose(np.linalg.norm(used, axis=1), np.linalg.norm(g, axis=1))
