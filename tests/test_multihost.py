@@ -34,7 +34,7 @@ import netns
 import sgd
 import synthgrad
 from parts import children, snapshots
-from runner import launch
+from runner import launch, processes
 
 COUNT = 5_000
 # Runs are bounded by work, not seconds (train_input.py --until-trained): the input trainer
@@ -42,6 +42,9 @@ COUNT = 5_000
 # machine), so a busy machine takes longer and learns as much. --duration is only a guard.
 TRAIN_EXAMPLES = 80_000
 GUARD_S = 900                  # only a guard against a hang (see tests/test_chain.py)
+# Guards too, for a start and a stop: TensorFlow's import beside busy cores can take minutes
+# (processes.READY_WAIT), and so can an oracle's SIGTERM; make test-loaded once met 60 and 15.
+START_S, STOP_S = processes.READY_WAIT, 60
 ORACLE_PORT, OUTPUT_PORT = 5001, 5000          # the defaults: every host has its own ports
 HOSTS = ("oracle", "output", "input")
 # The namespaces separate the network, not the CPU: here the three "hosts" share this machine's
@@ -99,7 +102,7 @@ class Hosts:
     def log(self, host):
         return (self.folder / f"{host}.log").read_text()
 
-    def stop(self, timeout=15):
+    def stop(self, timeout=STOP_S):
         return {host: self.procs[host].stop(timeout=timeout) for host in reversed(self.procs)}
 
 
@@ -127,13 +130,13 @@ def test_three_hosts_learn_across_a_virtual_network_and_refuse_requests_without_
         oracle = hosts.start("oracle", "oracle.py", "--host", network.address("oracle"),
                              "--port", ORACLE_PORT, "--max-examples", COUNT,
                              *ORACLE_ARGS)
-        assert oracle.wait_url(60) == urls["oracle"], hosts.log("oracle")
+        assert oracle.wait_url(START_S) == urls["oracle"], hosts.log("oracle")
         output = hosts.start("output", "train_output.py", "--no-live",
                              "--host", network.address("output"), "--port", OUTPUT_PORT,
                              "--oracle-url", urls["oracle"],
                              "--max-examples", COUNT, "--progress-dir", progress,
                              "--snapshot-interval", 1)
-        assert output.wait_url(60) == urls["output"], hosts.log("output")
+        assert output.wait_url(START_S) == urls["output"], hosts.log("output")
         inp = hosts.start("input", "train_input.py", "--data-dir", data_dir,
                           "--oracle-url", urls["oracle"], "--output-url", urls["output"],
                           "--progress-dir", progress, "--snapshot-interval", 1,
@@ -220,17 +223,17 @@ def test_a_three_stage_chain_learns_across_five_hosts_with_the_token(chain_netwo
             proc = hosts.start(f"boundary{b}", "oracle.py", "--host", net.address(f"boundary{b}"),
                                "--port", 5000, "--width", 16, "--max-examples", COUNT,
                                *ORACLE_ARGS)
-            assert proc.wait_url(60) == url[f"boundary{b}"], hosts.log(f"boundary{b}")
+            assert proc.wait_url(START_S) == url[f"boundary{b}"], hosts.log(f"boundary{b}")
         stage3 = hosts.start("stage3", "train_output.py", "--no-live",
                              "--host", net.address("stage3"),
                              "--port", 5000, "--sizes", "16-1", "--oracle-url", url["boundary2"],
                              "--progress-dir", run / "progress" / "stage3", *common)
-        assert stage3.wait_url(60) == url["stage3"], hosts.log("stage3")
+        assert stage3.wait_url(START_S) == url["stage3"], hosts.log("stage3")
         stage2 = hosts.start("stage2", "train_middle.py", "--host", net.address("stage2"),
                              "--port", 5000, "--sizes", "16-16", "--oracle-url", url["boundary1"],
                              "--above-oracle-url", url["boundary2"], "--next-url", url["stage3"],
                              "--progress-dir", run / "progress" / "stage2", *common)
-        assert stage2.wait_url(60) == url["stage2"], hosts.log("stage2")
+        assert stage2.wait_url(START_S) == url["stage2"], hosts.log("stage2")
         first = hosts.start("stage1", "train_input.py", "--data-dir", data_dir, "--width", 16,
                             "--oracle-url", url["boundary1"], "--output-url", url["stage2"],
                             "--progress-dir", run / "progress" / "stage1",
@@ -280,13 +283,13 @@ def test_a_host_whose_link_goes_down_for_10_s_rejoins_and_nothing_sent_is_lost(n
     try:
         oracle = hosts.start("oracle", "oracle.py", "--host", network.address("oracle"),
                              "--port", ORACLE_PORT, "--max-examples", COUNT, *ORACLE_ARGS)
-        assert oracle.wait_url(60) == urls["oracle"], hosts.log("oracle")
+        assert oracle.wait_url(START_S) == urls["oracle"], hosts.log("oracle")
         output = hosts.start("output", "train_output.py", "--no-live",
                              "--host", network.address("output"), "--port", OUTPUT_PORT,
                              "--oracle-url", urls["oracle"], "--max-examples", COUNT,
                              "--progress-dir", progress, "--snapshot-interval", 2,
                              "--metrics", tmp_path / "output.jsonl", "--metrics-interval", 1)
-        assert output.wait_url(60) == urls["output"], hosts.log("output")
+        assert output.wait_url(START_S) == urls["output"], hosts.log("output")
         inp = hosts.start("input", "train_input.py", "--data-dir", data_dir,
                           "--oracle-url", urls["oracle"], "--output-url", urls["output"],
                           "--progress-dir", progress, "--snapshot-interval", 2,
