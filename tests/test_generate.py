@@ -3,6 +3,7 @@ the script's files, load_dataset's refusals, and surfaces drawn on the target's 
 with every figure closed."""
 
 import functools
+import importlib
 import math
 import subprocess
 import sys
@@ -100,9 +101,9 @@ def test_main_refuses_a_count_below_one(tmp_path, capsys):
     assert e.value.code == 2 and "--count must be at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("main", ["generate", "demo", "chain"])
-def test_every_script_that_draws_the_toys_data_refuses_the_held_out_seed(main, capsys):
-    script = __import__(main)
+@pytest.mark.parametrize("name", ["generate", "demo", "chain"])
+def test_every_script_that_draws_the_toys_data_refuses_the_held_out_seed(name, capsys):
+    script = importlib.import_module(name)
     with pytest.raises(SystemExit) as e:
         script.parse_args(["--seed", str(generate.HELDOUT_SEED)])
     assert e.value.code == 2
