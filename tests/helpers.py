@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import synthgrad
+import train_input
+import train_output
 
 
 def post(app, path, body):
@@ -40,6 +42,20 @@ def wait_for(predicate, timeout=30.0):
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s")
         time.sleep(0.002)
+
+
+def trained_checkpoint(path, counter="passes"):
+    """True once `path` is a checkpoint whose process had done work when it wrote it: its
+    `counter` (a server's training passes; stage 1's "examples" sent) above 0. A fast
+    machine's first checkpoint can come before any work, and a fault injected then restarts
+    from nothing: CI saw "resumed ... 0 passes so far"."""
+    names = (train_input.InputTrainer if counter == "examples" else
+             train_output.OutputTrainer).COUNTERS
+    try:
+        with np.load(path) as arrays:
+            return bool(arrays["counters"][names.index(counter)] > 0)
+    except (OSError, KeyError, ValueError):         # none yet (written atomically: never half)
+        return False
 
 
 def banded_images(n_train=300, n_test=100, seed=0):

@@ -22,7 +22,7 @@ import generate
 import sgd
 import train_middle
 from conftest import FakeSender
-from helpers import chain_argvs
+from helpers import chain_argvs, trained_checkpoint
 from parts import boundary, snapshots
 from runner import chain_eval, launch, processes
 
@@ -449,12 +449,14 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
     launch_env = launch.child_env()
     launch.generate_data(run / "data", config.count, 0, launch_env, plot=False)
     started = {}
-    # each once it has a checkpoint to be restarted from (a fast machine trains stage 2's
-    # first 15,000 examples before its first checkpoint: CI saw "restarted from scratch")
+    # each once it has a checkpoint, written after some work, to be restarted from (a fast
+    # machine trains stage 2's first 15,000 examples before its first checkpoint: CI saw
+    # "restarted from scratch")
     thread, killed = killer(started, [(15_000, "stage 2"), (35_000, "stage 3"),
                                       (55_000, "stage 1")], run / "metrics" / "stage2.jsonl",
-                            ready=lambda name: chain.checkpoint_path(
-                                run, name.replace(" ", "")).exists())
+                            ready=lambda name: trained_checkpoint(chain.checkpoint_path(
+                                run, name.replace(" ", "")), "examples" if name == "stage 1"
+                                else "passes"))
     code = chain.run_and_report(config, launch_env, on_start=started.__setitem__)
     thread.join(1)
     out = capsys.readouterr().out

@@ -30,7 +30,7 @@ import chain
 import synthgrad
 from parts import children, snapshots
 from runner import chain_eval, launch, processes, raychain, rayjoin
-from helpers import assert_stages_are_dnis, wait_for
+from helpers import assert_stages_are_dnis, trained_checkpoint, wait_for
 from test_chain import GUARD_S, killer, last_count
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -85,7 +85,8 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
     run, config, env = three_stages(tmp_path, c.address, 600_000)
     started = {}
     thread, killed = killer(started, [(15_000, "stage 2")], run / "metrics" / "stage2.jsonl",
-                            ready=lambda name: bool(on_machine(run, "checkpoints/stage2.npz")))
+                            ready=lambda name: any(map(trained_checkpoint, on_machine(
+                                run, "checkpoints/stage2.npz"))))
     code = chain.run_and_report(config, env, on_start=started.__setitem__)
     thread.join(1)
     out = capsys.readouterr().out
@@ -138,7 +139,7 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
 def run_losing_machine_3(c, nodes, config, env, capsys):
     """Run the chain, removing machine 3 (stage 3's) from the cluster for good once stage 2
     has trained on 10,000 examples and every stage has a snapshot tick and a checkpoint on
-    the driver (what a move starts from): a killer thread of test_chain's, its kill a whole
+    the driver written after some training (what a move starts from): a killer thread of test_chain's, its kill a whole
     machine. Returns (exit code, what chain.py said)."""
     run, removed, started = config.run_dir, {}, {}
     layout = chain.stage_sizes(config.sizes, config.splits)
@@ -149,7 +150,7 @@ def run_losing_machine_3(c, nodes, config, env, capsys):
 
     thread, _ = killer(started, [(10_000, "stage 3")], run / "metrics" / "stage2.jsonl",
                        ready=lambda name: bool(chain_eval.chain_ticks(run, layout)) and
-                       (run / "checkpoints" / "stage3.npz").exists(), kill=remove)
+                       trained_checkpoint(run / "checkpoints" / "stage3.npz"), kill=remove)
     code = chain.run_and_report(config, env, on_start=started.__setitem__)
     thread.join(1)
     out = capsys.readouterr().out
