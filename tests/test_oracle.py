@@ -14,7 +14,7 @@ import pytest
 import oracle
 import synthgrad
 from helpers import arr, post, status
-from parts import boundary
+from parts import boundary, http
 
 W = synthgrad.HIDDEN_SIZE       # 24
 E, P, S = synthgrad.ESTIMATE_GRADIENTS, synthgrad.PROVIDE_GRADIENT, synthgrad.STATUS
@@ -115,9 +115,12 @@ def test_binary_client_against_a_served_oracle(make_oracle_app):
     # The real path: waitress, http.client, the Content-Type negotiation, both directions.
     import threading
     from waitress.server import create_server
-    app = make_oracle_app()
+    app, stop = make_oracle_app(), threading.Event()
     server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
+    # stopped as a server script is, by its loop (a close() from here while the loop is in
+    # select() gave CI "Exception in thread ... Bad file descriptor")
+    thread = threading.Thread(target=http.serve, args=(server, "oracle"), kwargs={"stop": stop},
+                              daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.effective_port}"
     binary, plain = synthgrad.OracleClient(url, binary=True), synthgrad.OracleClient(url)
@@ -135,8 +138,9 @@ def test_binary_client_against_a_served_oracle(make_oracle_app):
     finally:
         binary.close()
         plain.close()
-        server.close()
+        stop.set()
         thread.join(5)
+    assert not thread.is_alive()
 
 
 # --- /provide_gradient -----------------------------------------------------------------------
