@@ -46,7 +46,7 @@ def surface_image(f, title):
     return np.asarray(Image.open(out).convert("RGB"))
 
 
-def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
+def save_gif(images, path):
     """RGB images [(height, width, 3) uint8, ...] as a looping GIF in the first frame's palette,
     undithered: flat bands stay flat (small files) and colours never flicker."""
     assert images, "a GIF needs at least one frame"
@@ -56,7 +56,7 @@ def save_gif(images, path, frames_per_second=GIF_FRAMES_PER_SECOND):
     frames = [Image.fromarray(im).quantize(palette=palette, dither=Image.Dither.NONE)
               for im in images]
     frames[0].save(path, save_all=True, append_images=frames[1:], loop=0,
-                   duration=round(1000 / frames_per_second))
+                   duration=round(1000 / GIF_FRAMES_PER_SECOND))
 
 
 def predictor(layers):
@@ -103,7 +103,7 @@ def draw_lines(ax, series, title, ylabel, log=False, baseline=None, below=-0.18,
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training started"):
+def draw_mse_curve(ax, rows, baseline, xlabel):
     """Held-out MSE (log y) against seconds of draw_progress's rows: ticks on a line, "initial"
     and "final" single markers, the swap and var(y) horizontal lines."""
     ticks = [r for r in rows if isinstance(r["label"], int)]
@@ -119,8 +119,7 @@ def draw_mse_curve(ax, rows, baseline=None, xlabel="seconds since training start
         elif r["label"] == SWAP_LABEL:
             ax.axhline(r["mse"], linestyle="--", color="tab:red",
                        label="final layers 2-3 on the untrained layer 1")
-    if baseline is not None:
-        ax.axhline(baseline, **MEAN_LINE)
+    ax.axhline(baseline, **MEAN_LINE)
     finish_axes(ax, "Synthetic gradients: error on points the network never trained on",
                 "held-out mean squared error (log scale)", log=True, below=-0.15,
                 xlabel=xlabel)
@@ -298,7 +297,7 @@ def draw_progress(folder, out_dir, x_test, y_test, origin=None,
     print_table(rows)
     with saved_figure(out_dir / "mse.png", figsize=CURVE_FIGSIZE,
                       layout="constrained") as (fig, ax):
-        draw_mse_curve(ax, rows, baseline=float(y_test.var()), xlabel=since)
+        draw_mse_curve(ax, rows, float(y_test.var()), since)
     print(f"wrote {len(ticks)} fit_*.png, mse.png and heldout_mse.jsonl to {out_dir}"
           f"{f'; {skipped} unreadable moment(s) skipped' if skipped else ''}", flush=True)
     return rows, networks, origin

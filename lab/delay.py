@@ -36,8 +36,7 @@ def one_process(args, method, seed):
         layers=LAYERS, width=WIDTH, examples=args.examples, steps=None, eval_every=steps,
         seed=seed, learning_rate=args.learning_rate, train_examples=args.count,
         eval_examples=args.test))
-    return {"accuracy": r["accuracy"], "examples_per_s": r["examples_per_s"],
-            "seconds": r["seconds"], "diverged": r["diverged"]}
+    return {k: r[k] for k in ("accuracy", "examples_per_s", "seconds", "diverged")}
 
 
 def chained(args, out_dir, delay, seed, learning_rate):
@@ -106,8 +105,8 @@ def draw(runs, path):
             style = dict(color="tab:green" if scaled else "tab:orange", alpha=0.8,
                          marker="x" if scaled else "o", linestyle="none")
             label = "chain, rate / (1 + D)" if scaled else "chain"
-            label, _ = (None if label in labelled else label), labelled.add(label)
-            acc.plot(x, 100 * r["accuracy"], label=label, **style)
+            acc.plot(x, 100 * r["accuracy"], label=None if label in labelled else label, **style)
+            labelled.add(label)
             speed.plot(x, r["examples_per_s"], **style)
         for side, colour in (("cdni", "tab:blue"), ("top-only", "tab:grey")):
             values = [100 * r["accuracy"] for r in runs if r["side"] == side]

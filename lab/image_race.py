@@ -43,16 +43,14 @@ def first_time_at(points, level):
 
 def examples_to(side, level):
     """The examples a side had trained when its test accuracy first reached level, or None."""
-    reached = [n for (_, a), n in zip(side["points"], side["examples"], strict=True)
-               if a >= level]
-    return reached[0] if reached else None
+    return next((n for (_, a), n in zip(side["points"], side["examples"], strict=True)
+                 if a >= level), None)
 
 
 def accuracy_at(points, seconds):
     """The accuracy of the last (seconds, accuracy) point at or before `seconds` (1% later
     allowed: a side's last measurement comes a step after its time is up), or None."""
-    before = [a for s, a in points if s <= 1.01 * seconds]
-    return before[-1] if before else None
+    return next((a for s, a in reversed(points) if s <= 1.01 * seconds), None)
 
 
 def train_one_process(data, image_dir, sizes, seconds, interval, seed, count, test,
@@ -72,7 +70,7 @@ def markdown(results, machine):
         s = r["summary"]
         for side, name, speed in (("one", "one process", s["one"]["examples_per_s"]),
                                   ("chain", "chain", s["chain"]["slowest_stage_per_s"])):
-            taken = [s[k].get("examples_to", {}).get(top, [None]) for k in ("one", side)]
+            taken = [s[k]["examples_to"][top] for k in ("one", side)]
             ratio = report.mean(taken[1]) / report.mean(taken[0]) if all(
                 report.mean(t) for t in taken) and side == "chain" else None
             rows.append([f"{r['stages']}, {r['width']}", name, f"{speed:,.0f}",

@@ -35,7 +35,6 @@ from runner import chain_eval, launch
 LEVELS = (0.05, 0.02, 0.01)
 COUNT, HELDOUT = 20_000, 5_000
 LEARNING_RATE = 0.001          # chain.py's from 4 stages on: the deep chains learn at it
-STEPS_PER_CHECK = 1            # steps between looks at the clock: a step costs far more
 
 
 def race_layout(width, stages):
@@ -51,8 +50,7 @@ def first_time_below(points, level):
 
 def mse_at(points, seconds):
     """The held-out MSE of the last (seconds, mse) point at or before `seconds`, or None."""
-    before = [m for s, m in points if s <= seconds]
-    return before[-1] if before else None
+    return next((m for s, m in reversed(points) if s <= seconds), None)
 
 
 def trained_per_s(metrics_path):
@@ -89,9 +87,8 @@ def train_adam(x, y, loss, sizes, batch_size, learning_rate, seed, seconds, inte
     counts = [0]
     while trained < seconds:
         t0, c0 = time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < interval:
-            examples += sgd.train(layers, x, y, itertools.islice(batches, STEPS_PER_CHECK),
-                                  step, loss)
+        while time.perf_counter() - t0 < interval:      # a look at the clock every step
+            examples += sgd.train(layers, x, y, [next(batches)], step, loss)
         trained += time.perf_counter() - t0
         cpu += time.process_time() - c0
         points.append((round(trained, 3), measure(layers)))

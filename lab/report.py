@@ -81,12 +81,10 @@ def blas_info():
         lib = ctypes.CDLL(path)
         for key, names in (("core", ("scipy_openblas_get_corename64_", "openblas_get_corename")),
                            ("config", ("scipy_openblas_get_config64_", "openblas_get_config"))):
-            for name in names:
-                f = getattr(lib, name, None)
-                if f is not None:
-                    f.restype = ctypes.c_char_p
-                    info[key] = f().decode()
-                    break
+            f = next((getattr(lib, name) for name in names if hasattr(lib, name)), None)
+            if f is not None:
+                f.restype = ctypes.c_char_p
+                info[key] = f().decode()
     return info
 
 
