@@ -97,11 +97,6 @@ def check_layout(sizes, splits, data="toy"):
 
 # --- The chain's processes. --------------------------------------------------------------------
 
-def checkpoint_path(run, key):
-    """Where a process of the run checkpoints ("stage2", "boundary1"): restarted, it resumes."""
-    return Path(run) / "checkpoints" / f"{key}.npz"
-
-
 # Checkpoints every 5 s, or less often if large: timings are not the disk's (docs/chain.md).
 CHECKPOINT_MIN_S, CHECKPOINT_BYTES_PER_S = 5.0, 2e6
 
@@ -123,7 +118,7 @@ def chain_procs(config):
     K = len(layout)
 
     def proc(name, script, key, seed, held_width, sizes, *options):
-        checkpoint = checkpoint_path(run, key)
+        checkpoint = processes.checkpoint_path(run, key)
         return Proc(name, script, (
             *options, "--seed", config.seed + (seed if config.delay is None else 0),
             "--metrics", run / "metrics" / f"{key}.jsonl", "--checkpoint", checkpoint,
@@ -250,12 +245,10 @@ def run_chain(config, env=None, on_start=None):
 
 def ray_place(config, procs):
     """--place as {process name: custom resource}: an oracle goes with the stage above it."""
-    if config.place is None:
-        return None
     def machine(p):                    # "stage k" -> place[k - 1], "boundary b oracle" -> place[b]
         number = int(p.name.split()[1])
         return config.place[number - 1 if p.name.startswith("stage") else number]
-    return {p.name: machine(p) for p in procs}
+    return None if config.place is None else {p.name: machine(p) for p in procs}
 
 
 def save_boundary_weights(run, peers, layout, tick):
@@ -348,13 +341,10 @@ def parse_args(argv):
                 "stages (oracle.py is the toy's Keras model, conditioned on one number)")
     if args.data != "toy" and args.count > 60_000:
         p.error(f"--count must be at most the 60,000 training images (got {args.count})")
-    if not args.duration > 0:
-        p.error(f"--duration must be positive (got {args.duration:g})")
     if args.colocated and not args.conditioned:
         p.error("--colocated learns the oracle's default model, conditioned on the target "
                 "(cDNI): --no-conditioned needs the oracles")
-    if not args.learning_rate > 0:
-        p.error(f"--learning-rate must be positive (got {args.learning_rate:g})")
+    options.check_positive(p, args, "duration", "learning_rate")
     options.check_at_least(p, args, 1, "max_ahead", "examples")
     options.check_at_least(p, args, 1000, "count")
     if args.data == "toy":                             # the images have their own test set
@@ -362,8 +352,7 @@ def parse_args(argv):
     if args.place is not None and (args.ray is None or len(args.place) != len(args.splits) + 1):
         p.error(f"--place needs --ray and one machine per stage ({len(args.splits) + 1}; got "
                 f"{len(args.place)})")
-    if args.max_restarts < 0:
-        p.error(f"--max-restarts must be 0 or more (got {args.max_restarts})")
+    options.check_at_least(p, args, 0, "max_restarts")
     return args
 
 

@@ -99,11 +99,10 @@ def parse_baseline_args(text, same):
 
 def decoupled_config(args, run_dir, update="synthetic", data_dir=None):
     """Phase 2's (and, with `update`, phase 3's) settings, from the command line; the oracle's
-    settings are --oracle-args alone (oracle={}), so that "" gives oracle.py's own defaults."""
+    settings are --oracle-args alone, so that "" gives oracle.py's own defaults."""
     return launch.config_from(
         launch.DecoupledConfig, args, run_dir=run_dir, update=update, data_dir=data_dir,
-        oracle={}, oracle_args=tuple(args.oracle_args.split()),
-        input_args=tuple(args.input_args.split()),
+        oracle_args=tuple(args.oracle_args.split()), input_args=tuple(args.input_args.split()),
         restart=processes.RestartPolicy(restart=args.restart))
 
 

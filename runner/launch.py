@@ -175,7 +175,7 @@ def decoupled_procs(config):
     data_dir = run / "data" if config.data_dir is None else config.data_dir
 
     def proc(name, script, key, *options):
-        checkpoint = run / "checkpoints" / f"{script[:-3]}.npz"    # a restart resumes from it
+        checkpoint = processes.checkpoint_path(run, script[:-3])
         return Proc(name, script, (*options, "--checkpoint", checkpoint, "--checkpoint-interval",
                                    config.checkpoint_interval, *tail[script]),
                     key, run / f"{script[:-3]}.log", checkpoint)

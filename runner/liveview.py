@@ -40,7 +40,7 @@ def folder_kind(folder):
     return "run"
 
 
-def newest_line(path):
+def logged_url(path):
     """The last "listening on http://..." URL in a process's log, or None."""
     try:
         found = children.LISTENING.findall(Path(path).read_text(errors="replace"))
@@ -86,7 +86,7 @@ class Phase:
         """A server's address: given, else its log's in the run, else (by hand) the default."""
         if given:
             return given
-        return default if self.by_hand else newest_line(self.folder / log_name)
+        return default if self.by_hand else logged_url(self.folder / log_name)
 
 
 def run_phases(folder, kind):
@@ -339,10 +339,10 @@ def chain_view(state, run, notes):
     # processes: stage 1 from its metrics, the others live where they answer
     processes = [process_row(state, "stage 1 (train_input.py)", None, "input", stage1, notes,
                              stopped)]
-    processes += [process_row(state, f"stage {k}", newest_line(run / f"stage{k}.log"), "output",
+    processes += [process_row(state, f"stage {k}", logged_url(run / f"stage{k}.log"), "output",
                               metrics[f"stage{k}"], notes, stopped)
                   for k in range(2, boundaries + 2)]
-    processes += [process_row(state, f"boundary {b} oracle", newest_line(run / f"boundary{b}.log"),
+    processes += [process_row(state, f"boundary {b} oracle", logged_url(run / f"boundary{b}.log"),
                               "oracle", metrics[f"boundary{b}"], notes, stopped)
                   for b in range(1, 0 if colocated else boundaries + 1)]
     last = newest_mtime([*(run / "progress").glob("*"), *files_in(run / "metrics", "*.jsonl")])

@@ -6,6 +6,7 @@ subprocess, restarted after a death), raychain.RayChain (each a Ray actor).
 """
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -50,6 +51,11 @@ class Proc:
     key: str
     log: Path                          # its output
     checkpoint: Path | None = None     # a restart resumes from it
+
+
+def checkpoint_path(run, key):
+    """Where a process of the run checkpoints ("stage2", "oracle"): restarted, it resumes."""
+    return Path(run) / "checkpoints" / f"{key}.npz"
 
 
 def command_line(proc, urls):
@@ -149,11 +155,6 @@ class Child:
     def popen(self):
         return self.process.popen
 
-    def wait_url(self, timeout):
-        url = self.process.wait_url(timeout)
-        self.port = int(url.rsplit(":", 1)[1])
-        return url
-
     def finished(self):
         """True once the process that ends the run ended well."""
         return self.deadline is not None and self.popen.poll() == 0
@@ -234,7 +235,8 @@ class Supervisor(Spawner):
         child = self.spawn(proc, argv, deadline)
         if "--port" not in argv:
             return None
-        url = child.wait_url(READY_WAIT)
+        url = child.process.wait_url(READY_WAIT)
+        child.port = int(url.rsplit(":", 1)[1])           # a restart takes it again
         give_up = time.monotonic() + READY_WAIT
         ready = client(url, self.token).wait_until_ready(
             max_backoff=0.1, log_every=math.inf,      # a short back-off, the terminal kept quiet
@@ -386,12 +388,7 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
     "events"}."""
     servers, last = procs[:-1], procs[-1]
     urls = spawner.urls                    # the spawner's: a process it moves, it changes
-    peers = {}                             # a client per address
-
-    def peer(name):
-        if urls[name] not in peers:
-            peers[urls[name]] = client(urls[name], spawner.token)
-        return peers[urls[name]]
+    peer = functools.cache(lambda url: client(url, spawner.token))     # a client per address
     try:
         for proc in servers:
             urls[proc.name] = spawner.start(proc, command_line(proc, urls))
@@ -412,7 +409,7 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
         def status(elapsed):
             latest = (snapshots.read_metrics(metrics) or [{}])[-1]
             return status_line(elapsed, (label(last), latest), [
-                (label(p), p.script, last_status(peer(p.name))) for p in shown])
+                (label(p), p.script, last_status(peer(urls[p.name]))) for p in shown])
         cpu, cut_short = watch(spawner, last.name, end_at, status, every,
                                tick and (lambda: tick(urls)))
         final = {p.key: last_status(client(urls[p.name], spawner.token, timeout=10.0))

@@ -35,7 +35,7 @@ class RayChain(processes.Spawner):
         super().__init__("chain", token, on_start)
         self.ray = rayjoin.import_ray()
         self.run, self.address = Path(run_dir), address
-        self.names, self.keys = [p.name for p in procs], {p.name: p.key for p in procs}
+        self.procs = {p.name: p for p in procs}       # in start order
         self.place, self.max_restarts = place, max_restarts
         self.root, self.files = Path(root or node_root(run_dir)), files or {}
         self.options, self.where = {}, {}
@@ -43,14 +43,14 @@ class RayChain(processes.Spawner):
         self.pending = {}                          # ref -> (name, "info" or "collect")
         self.next_look = self.next_collect = 0.0
         self.group = None
-        self.procs, self.deadlines, self.labels = {}, {}, {}      # to start one elsewhere
+        self.deadlines, self.labels = {}, {}      # to start one elsewhere
 
     # --- connecting and placing ---
 
     def __enter__(self):
         ray = self.ray
         if not ray.is_initialized():               # chain.py's main joined it already
-            rayjoin.connect(self.address, self.place and set(self.place.values()), len(self.names))
+            rayjoin.connect(self.address, self.place and set(self.place.values()), len(self.procs))
         nodes = [n for n in ray.nodes() if n["Alive"]]
         self.say(f"Ray {ray.__version__}: "
                  f"{'a fresh local instance' if self.address == 'local' else self.address}, "
@@ -76,21 +76,21 @@ class RayChain(processes.Spawner):
         ray = self.ray
         if self.place:
             probes = {name: dict(num_cpus=0, resources={self.place[name]: 0.001})
-                      for name in self.names}
+                      for name in self.procs}
         else:
             from ray.util.placement_group import placement_group
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-            self.group = placement_group([{"CPU": 1}] * len(self.names), strategy="SPREAD")
+            self.group = placement_group([{"CPU": 1}] * len(self.procs), strategy="SPREAD")
             if not ray.wait([self.group.ready()], timeout=60)[0]:
                 raise SystemExit(f"chain.py: the Ray cluster cannot give each of the chain's "
-                                 f"{len(self.names)} processes a CPU (it has "
+                                 f"{len(self.procs)} processes a CPU (it has "
                                  f"{ray.cluster_resources().get('CPU', 0):g}): add machines")
             probes = {name: dict(num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
-                self.group, placement_group_bundle_index=i)) for i, name in enumerate(self.names)}
+                self.group, placement_group_bundle_index=i)) for i, name in enumerate(self.procs)}
         self.options = {name: dict(probe, num_cpus=1) for name, probe in probes.items()}
         probe = ray.remote(free_port)
-        while len(self.where) < len(self.names):   # a port drawn twice is drawn again
-            names = [n for n in self.names if n not in self.where]
+        while len(self.where) < len(self.procs):   # a port drawn twice is drawn again
+            names = [n for n in self.procs if n not in self.where]
             refs = [probe.options(**probes[name]).remote() for name in names]
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=PLACE_WAIT)
             if len(ready) < len(refs):
@@ -117,7 +117,7 @@ class RayChain(processes.Spawner):
     def start(self, proc, argv, deadline=None):
         """Start proc on the address chosen for it (launch); its URL, or None if it serves none."""
         name = proc.name
-        self.procs[name], self.deadlines[name] = proc, deadline
+        self.deadlines[name] = deadline
         self.have[name], self.restarted[name] = {}, 0
         url, pid = self.launch(name, argv, self.files.get(name) or {}, deadline)
         self.say(f"{name} on {self.described(name)}, process {pid}{f': {url}' if url else ''}")
@@ -133,8 +133,8 @@ class RayChain(processes.Spawner):
         self.actors[name] = self.ray.remote(Stage).options(
             **self.options[name], max_restarts=self.max_restarts - self.restarted[name],
             max_task_retries=0, max_concurrency=3).remote(
-                self.keys[name], [Path(argv[1]).name, *options], str(self.root), sorted(files),
-                self.token, deadline)
+                self.procs[name].key, [Path(argv[1]).name, *options], str(self.root),
+                sorted(files), self.token, deadline)
         if files:
             self.call(name, "write_files", files, timeout=processes.READY_WAIT)
         peer = None if url is None else processes.client(url, self.token)
@@ -188,7 +188,7 @@ class RayChain(processes.Spawner):
     def move_one(self, name):
         """Place name on a machine with a free CPU (one declaring its --place resource if one
         remains) and start it there from its collected checkpoint; what happened, in words."""
-        key, want = self.keys[name], self.place and self.place[name]
+        key, want = self.procs[name].key, self.place and self.place[name]
         alive = {n["NodeID"]: n for n in self.ray.nodes() if n["Alive"]}
         keeps = bool(want) and any(want in n["Resources"] for n in alive.values())
         probe = (self.options[name] if self.group is not None else        # its bundle, moved
@@ -207,7 +207,7 @@ class RayChain(processes.Spawner):
         self.where[name], self.urls[name] = (ip, port, node), f"http://{ip}:{port}"
         self.labels[name] = want if keeps else (declared or [ip])[0]
         trained = self.trained(name)
-        checkpoint = self.run / "checkpoints" / f"{key}.npz"
+        checkpoint = processes.checkpoint_path(self.run, key)
         age = time.time() - checkpoint.stat().st_mtime if checkpoint.exists() else None
         self.restarted[name] += 1
         self.replace(name, {rel: (self.run / rel).read_bytes() for rel in own_files(key)
@@ -281,7 +281,7 @@ class RayChain(processes.Spawner):
         self.event("died", name, how=f"its process {before['pid']} is gone",
                    trained=self.trained(name))
         self.event("restarted", name, pid=info["pid"], checkpoint=info["resumed"] and
-                   self.keys[name] + ".npz")
+                   self.procs[name].key + ".npz")
         self.say(f"{name} on {self.described(name)} died (its process {before['pid']} is gone; "
                  f"its log ends: {self.last_words(name)}); Ray restarted it there as process "
                  f"{info['pid']} (restart {self.restarted[name]} of at most {self.max_restarts}"
@@ -291,15 +291,15 @@ class RayChain(processes.Spawner):
         """The last lines its log had before Ray restarted it (collected now if it can be)."""
         self.write(name, self.call(name, "collect", self.have[name], timeout=10) or {})
         try:
-            text = (self.run / f"{self.keys[name]}.log").read_text(errors="replace")
+            text = (self.run / self.procs[name].log.name).read_text(errors="replace")
         except OSError:
             return "(not collected)"
-        restarted = f"raychain: {self.keys[name]} restarted by Ray"
+        restarted = f"raychain: {self.procs[name].key} restarted by Ray"
         return processes.text_tail(text.rsplit(restarted, 1)[0])
 
     def trained(self, name):
         """Its examples trained (streamed) by its newest collected metrics line, or None."""
-        return processes.trained_by(None, self.run / "metrics" / f"{self.keys[name]}.jsonl")
+        return processes.trained_by(None, self.run / "metrics" / f"{self.procs[name].key}.jsonl")
 
     def dead(self, name):
         self.actors.pop(name)
@@ -314,7 +314,7 @@ class RayChain(processes.Spawner):
         lines), else the last lines of its log as collected."""
         state = self.info.get(name, {}).get("state", "")
         return (state.removeprefix("failed: ") if state.startswith("failed") else
-                f"its log ends: {processes.log_tail(self.run / f'{self.keys[name]}.log')}")
+                f"its log ends: {processes.log_tail(self.run / self.procs[name].log.name)}")
 
     def finished(self, name):
         return self.info.get(name, {}).get("state") == "finished"

@@ -454,7 +454,7 @@ def test_a_chain_mends_a_killed_middle_stage_and_a_killed_boundary_model(tmp_pat
     # "restarted from scratch")
     thread, killed = killer(started, [(15_000, "stage 2"), (35_000, "stage 3"),
                                       (55_000, "stage 1")], run / "metrics" / "stage2.jsonl",
-                            ready=lambda name: trained_checkpoint(chain.checkpoint_path(
+                            ready=lambda name: trained_checkpoint(processes.checkpoint_path(
                                 run, name.replace(" ", "")), "examples" if name == "stage 1"
                                 else "passes"))
     code = chain.run_and_report(config, launch_env, on_start=started.__setitem__)
