@@ -138,8 +138,7 @@ class Oracle(server.TrainingServer):
 
     def estimate(self, h, y=None):
         """Synthetic gradients (n, width) for h (n, width) (and y (n,)), by the newest weights."""
-        weights = self.weights                      # one read: a consistent set of weights
-        return boundary.model_forward(weights, self.inputs(h, y))
+        return boundary.model_forward(self.weights, self.inputs(h, y))   # one consistent set
 
     def receive(self, i, h, g, y=None):
         """Measure the current predictions against true gradients g at h, then keep them."""

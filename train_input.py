@@ -89,10 +89,7 @@ class InputTrainer:
     def __init__(self, x, y, config=None):
         self.config = c = config if config is not None else InputConfig()
         self.x, self.y = x, y                                   # (N, 2), (N,)
-        self.rng = np.random.default_rng(c.seed)                # first the layer, then the order
         sizes = c.sizes or (x.shape[1], c.width)                # layer 1: 2 -> 24 (or more)
-        self.layers = classify.make_layers(sizes, c.activation, self.rng, last_linear=False)
-        self.optimizer = optimizers.make(c.optimizer, self.layers, c.learning_rate)
         self.stop = threading.Event()
         # the two peers: the oracle (synthetic gradients) and the output trainer (layers 2-3)
         binary = c.wire == "binary"
@@ -100,18 +97,21 @@ class InputTrainer:
         self.oracle = synthgrad.OracleClient(c.output_url if c.colocated else c.oracle_url,
                                              binary=binary, token=c.token)
         self.output = synthgrad.OutputTrainerClient(c.output_url, binary=binary, token=c.token)
-        self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
-                                    max_pending=max(len(x), 1), linger=sender.SENDER_LINGER)
-        self.local = (boundary.LocalSyntheticGradients(self.oracle, c.refresh_every,
-                                                       self.stop, sizes[-1])
-                      if c.mode == "local" and c.update != "frozen" else None)
-        self.counting = self.until_trained = None
-        if c.delay is not None:                                 # parts/stepped.py
-            self.sender.close(flush_timeout=0)
+        self.counting = self.local = self.until_trained = None
+        if c.delay is not None:               # parts/stepped.py: decoupled.Stage 0, its sender
             self.counting = stepped.FirstStage(c, len(x), sizes, self.oracle,
                                                self.output.send_examples, self.stop)
-            self.layers, self.optimizer, self.rng, self.sender = self.counting.parts()
-            self.local = None
+            stage, self.sender = self.counting.stage, self.counting.sender
+            self.layers, self.optimizer, self.rng = stage.group, stage.optimizer, stage.rng
+        else:
+            self.rng = np.random.default_rng(c.seed)            # first the layer, then the order
+            self.layers = classify.make_layers(sizes, c.activation, self.rng, last_linear=False)
+            self.optimizer = optimizers.make(c.optimizer, self.layers, c.learning_rate)
+            self.sender = sender.Sender(self.output.send_examples, "examples to output trainer",
+                                        max_pending=max(len(x), 1), linger=sender.SENDER_LINGER)
+            if c.mode == "local" and c.update != "frozen":
+                self.local = boundary.LocalSyntheticGradients(self.oracle, c.refresh_every,
+                                                              self.stop, sizes[-1])
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)

@@ -91,10 +91,8 @@ class MiddleTrainer(train_output.OutputTrainer):
         self.up.put(idx, self.h_out, y)
 
     def status_fields(self):
-        fields = super().status_fields()
-        fields["activations_to_next_stage"] = dict(self.up.counts)
-        fields["model_above_version"] = self.above.version
-        return fields
+        return {**super().status_fields(), "activations_to_next_stage": dict(self.up.counts),
+                "model_above_version": self.above.version}
 
     def close(self):
         super().close()

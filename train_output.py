@@ -24,7 +24,7 @@ import numpy as np
 import sgd
 import synthgrad
 from parts import (boundary, checkpoint, children, classify, http, optimizers, options, sender,
-                   server, snapshots, stepped)
+                   server, stepped)
 
 log = logging.getLogger("train_output")
 
@@ -53,7 +53,7 @@ DEFAULTS = dict(
 ORIGINAL = dict(learning_rate=0.001, optimizer="sgd", batch_size=1)
 
 
-class OutputTrainer(server.TrainingServer):
+class OutputTrainer(server.StageServer):
     """Layers 2-3, the examples received so far, and the thread that trains on them."""
 
     role, title = "output_trainer", "output trainer"
@@ -74,11 +74,6 @@ class OutputTrainer(server.TrainingServer):
         self.received_at = np.zeros(c["max_examples"])             # time.time() of the latest h
         self.fresh = np.zeros(c["max_examples"], dtype=bool)       # not trained on since received
         self.arrival = np.zeros(c["max_examples"], dtype=np.int64)  # its place in the stream
-        progress = c["progress_dir"]
-        if progress is None:
-            progress = snapshots.PROGRESS / snapshots.new_run_name()
-        self.run_name = Path(progress).name          # train_input.py asks for it (/status)
-        self.snapshotter = snapshots.Snapshotter(progress, "layers23", c["snapshot_interval"])
         # the true gradients dL/dh go to the oracle, or (--colocated) to the model learned here
         self.boundary = self.sender = self.oracle = None
         self.loss = sgd.SoftmaxCrossEntropy if c["loss"] == "cross-entropy" else sgd.SquaredError
@@ -95,7 +90,6 @@ class OutputTrainer(server.TrainingServer):
             self.sender = sender.Sender(self.oracle.provide_gradients, "gradients to oracle",
                                         linger=sender.SENDER_LINGER)
         self.optimizer = optimizers.make(c["optimizer"], self.layers, c["learning_rate"])
-        self.live_page = None                        # its address, when main started one
         super().__init__(c)                                         # resumes if asked
 
     def after_chunk(self, idx, y):
@@ -103,8 +97,7 @@ class OutputTrainer(server.TrainingServer):
 
     def published_weights(self, after=None):
         """--colocated: (weights, conditioned, version) of the model learned here, at once."""
-        model = self.boundary
-        return model.published, model.conditioned, model.version
+        return self.boundary.published, self.boundary.conditioned, self.boundary.version
 
     def receive(self, i, x, y, steps=None):
         """Keep the latest x = h (n, 24) and y (n,) of examples i (n,); steps is unused here.
@@ -179,14 +172,12 @@ class OutputTrainer(server.TrainingServer):
         if self.loss is sgd.SoftmaxCrossEntropy:
             y = classify.labels_of(y, self.layers[-1].w.shape[1])
         squared_error = 0.0
+        twice = 2.0 if self.loss is sgd.SquaredError else 1.0    # (y_hat - y)^2, not sgd's half
         for k in range(0, len(x), bs):
             rows = slice(k, k + bs)
             y_hat, dL_dh[rows] = sgd.backprop(self.layers, x[rows], y[rows], self.loss)
             self.optimizer.step()
-            if self.loss is sgd.SquaredError:
-                squared_error += float(np.sum((y_hat[:, 0] - y[rows]) ** 2))
-            else:
-                squared_error += float(np.sum(self.loss.loss(y_hat, y[rows])))
+            squared_error += twice * float(np.sum(self.loss.loss(y_hat, y[rows])))
         return squared_error, dL_dh
 
     def teach_boundary(self, h, y, g):
@@ -206,12 +197,6 @@ class OutputTrainer(server.TrainingServer):
     HELD = ("x", "y", "held")
     COUNTERS = ("examples_received", "examples_trained", "passes")
 
-    def models(self):
-        models = {"": (checkpoint.layer_weights(self.layers), self.optimizer)}
-        if self.boundary is not None:
-            models["boundary_"] = (self.boundary.weights(), self.boundary.optimizer)
-        return models
-
     def counters(self):
         counts = super().counters()
         if self.boundary is not None:
@@ -223,28 +208,17 @@ class OutputTrainer(server.TrainingServer):
         if self.boundary is not None:
             self.boundary.load(weights["boundary_"], counts["boundary_model_steps"])
 
-    def on_stopped(self):
-        """The final snapshot, only if it trained at all."""
-        if self.counts["examples_trained"]:
-            self.snapshotter.save_final(self.layers)
-
     def close(self):
         """Flush the gradient sender."""
         if self.sender is not None:
             self.sender.close()
 
     def status_fields(self):
-        """Its /status fields: "run" names its progress folder (train_input.py's too), its
-        sender's counts (null if none), its live page; with --colocated, the model's steps."""
-        return {
-            "run": self.run_name,
-            "examples_received": self.counts["examples_received"],
-            "examples_trained": self.counts["examples_trained"],
-            "snapshots_saved": self.snapshotter.saved,
-            "gradients_to_oracle": dict(self.sender.counts) if self.sender else None,
-            "live_page": self.live_page,
-            **({"boundary_model_steps": self.boundary.version} if self.boundary else {}),
-        }
+        """StageServer's, its sender's counts (null if none); with --colocated, the model's
+        steps."""
+        return {**super().status_fields(),
+                "gradients_to_oracle": dict(self.sender.counts) if self.sender else None,
+                **({"boundary_model_steps": self.boundary.version} if self.boundary else {})}
 
 
 def create_app(config=None, trainer_class=None):
@@ -386,7 +360,7 @@ def argument_parser(description, d=DEFAULTS, live=True):
 def check_args(p, args, last_is_output=True):
     """Refuse impossible values, one flag at a time; returns args."""
     options.check_server_arguments(p, args)
-    options.check_at_least(p, args, 1, "batch_size")
+    options.check_at_least(p, args, 1, "batch_size", "snapshot_interval")
     if args.classes < 0 or args.classes == 1:
         p.error(f"--classes must be 0 (not a classifier) or at least 2 (got {args.classes})")
     if last_is_output and args.loss == "cross-entropy":
@@ -397,7 +371,6 @@ def check_args(p, args, last_is_output=True):
     elif last_is_output and args.sizes[-1] != 1:
         p.error(f"--sizes must end in 1, the prediction (got {format_sizes(args.sizes)}; "
                 f"a classifier's last stage takes --loss cross-entropy)")
-    options.check_at_least(p, args, 1, "snapshot_interval")
     check_stepped(p, args, args.stage)
     return args
 

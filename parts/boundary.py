@@ -184,19 +184,17 @@ class Quality:
         """Over the window: the mean cosine and relative error |g_hat - g| / |g| per example,
         "aggregate_cosine" (its gradients as one vector), "explained" (1 - sum |g_hat - g|^2 /
         sum |g|^2); and the mean cosine since the start. None before any gradient."""
-        quality = {
+        dot, hat2, true2, err2 = np.sum(self.sums, axis=0) if self.sums else np.zeros(4)
+        return {
             "window": len(self.cosines),
             "cosine_similarity": float(np.mean(self.cosines)) if self.cosines else None,
             "relative_error": (float(np.mean(self.relative_errors))
                                if self.relative_errors else None),
             "cosine_similarity_since_start": (self.cosine_sum / self.cosine_count
                                               if self.cosine_count else None),
+            "aggregate_cosine": float(dot / np.sqrt(hat2 * true2)) if hat2 * true2 > 0 else None,
+            "explained": float(1 - err2 / true2) if true2 > 0 else None,
         }
-        dot, hat2, true2, err2 = np.sum(self.sums, axis=0) if self.sums else np.zeros(4)
-        quality["aggregate_cosine"] = (float(dot / np.sqrt(hat2 * true2)) if hat2 * true2 > 0
-                                       else None)
-        quality["explained"] = float(1 - err2 / true2) if true2 > 0 else None
-        return quality
 
 
 # --- The model fetched from where it is learned (the stage below's local mode). -------------

@@ -14,13 +14,12 @@ from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
 from parts import threaded
-from synthgrad import (BINARY_TYPE, MAX_BODY_BYTES, ProtocolError, encode_weights,
-                       parse_binary, parse_json)
+from synthgrad import BINARY_TYPE, ProtocolError, encode_weights, parse_binary, parse_json
 
 log = logging.getLogger("synthgrad")
 
 
-def listen(host, port, script, max_body_bytes, threads=4):
+def listen(host, port, script, max_body_bytes):
     """Take host:port with a waitress server whose app is handed over later; returns the server
     and hand_over(app). SystemExit with one line naming --port if the port cannot be taken."""
     apps = []
@@ -29,7 +28,7 @@ def listen(host, port, script, max_body_bytes, threads=4):
         return apps[0](environ, start_response)
 
     try:
-        server = create_server(wsgi, host=host, port=port, threads=threads,
+        server = create_server(wsgi, host=host, port=port, threads=4,
                                max_request_body_size=max_body_bytes,
                                ident=script.removesuffix(".py"))
     except OSError as e:
@@ -81,7 +80,7 @@ def serve(server, name, on_stop=None, stop=None):
             on_stop()
 
 
-def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
+def install_json_errors(app, counts, max_body_bytes):
     """Make a Flask app answer every error as {"error": ...} JSON, cap the body size and count
     requests_served and requests_refused (4xx, 5xx) in counts."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -106,9 +105,7 @@ def install_json_errors(app, counts, max_body_bytes=MAX_BODY_BYTES):
 def read_body():
     """The current request's body, JSON or binary by its Content-Type; ProtocolError if bad."""
     data = request.get_data(cache=False)
-    if request.mimetype == BINARY_TYPE:
-        return parse_binary(data)
-    return parse_json(data)
+    return parse_binary(data) if request.mimetype == BINARY_TYPE else parse_json(data)
 
 
 def int_argument(name):

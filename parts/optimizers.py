@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 import sgd
+from parts import checkpoint
 
 
 class SGD:
@@ -49,25 +50,21 @@ class Adam:
     """Adam on every layer's w and b, as Keras 3 computes it (see the module docstring)."""
 
     name = "adam"
+    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7               # Keras's
 
-    def __init__(self, layers, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    def __init__(self, layers, learning_rate):
         self.layers, self.learning_rate = list(layers), learning_rate
-        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.t = 0                                           # steps taken
-        self.m = [np.zeros_like(p) for p in self._params()]  # running mean of g
-        self.v = [np.zeros_like(p) for p in self._params()]  # running mean of g^2
-
-    def _params(self):
-        return [p for layer in self.layers for p in (layer.w, layer.b)]
-
-    def _grads(self):
-        return [g for layer in self.layers for g in (layer.nabla_w, layer.nabla_b)]
+        self.m = [np.zeros_like(p) for p in checkpoint.layer_weights(self.layers)]  # mean of g
+        self.v = [np.zeros_like(m) for m in self.m]                          # mean of g^2
 
     def step(self):
         self.t += 1
         alpha = (self.learning_rate * math.sqrt(1 - self.beta_2 ** self.t)
                  / (1 - self.beta_1 ** self.t))
-        for p, g, m, v in zip(self._params(), self._grads(), self.m, self.v, strict=True):
+        params = checkpoint.layer_weights(self.layers)           # [w0, b0, w1, b1, ...]
+        grads = [g for layer in self.layers for g in (layer.nabla_w, layer.nabla_b)]
+        for p, g, m, v in zip(params, grads, self.m, self.v, strict=True):
             m += (1 - self.beta_1) * (g - m)
             v += (1 - self.beta_2) * (g * g - v)
             p -= alpha * m / (np.sqrt(v) + self.epsilon)    # in place: the layer's own array

@@ -16,8 +16,8 @@ log = logging.getLogger("train_input")
 
 
 class NextStage:
-    """The next stage's examples_trained, polled every `every` seconds until stop is set, with a
-    synthgrad.OutputTrainerClient of its own (the sender's is busy)."""
+    """The next stage's examples_trained, polled every `every` seconds from when it is made until
+    stop is set, with a synthgrad.OutputTrainerClient of its own (the sender's is busy)."""
 
     def __init__(self, client, stop, until_trained=None, max_ahead=None, every=0.05,
                  name="the next stage", what="examples_trained"):
@@ -27,8 +27,6 @@ class NextStage:
         self.waited = 0.0                      # seconds wait_for_room spent
         self.changed = threading.Condition()
         self._thread = threading.Thread(target=self._poll, daemon=True, name="next-stage")
-
-    def start(self):
         self._thread.start()
 
     def _poll(self):
@@ -65,10 +63,8 @@ def watch(config, stop, until_trained, what="examples_trained"):
     """Start a NextStage on config.output_url with config.max_ahead and the budget until_trained
     (None: none), or one of its own for the budget on config.until_url; returns the first."""
     def started(url, until, ahead):
-        stage = NextStage(synthgrad.OutputTrainerClient(url, token=config.token, timeout=2.0),
-                          stop, until, ahead, name=url, what=what)
-        stage.start()
-        return stage
+        return NextStage(synthgrad.OutputTrainerClient(url, token=config.token, timeout=2.0),
+                         stop, until, ahead, name=url, what=what)
     elsewhere = until_trained is not None and config.until_url is not None
     if elsewhere:
         started(config.until_url, until_trained, None)

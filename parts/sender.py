@@ -39,14 +39,14 @@ class Sender:
     """
 
     def __init__(self, send, name, chunk=MAX_CHUNK, max_pending=250_000, max_backoff=2.0,
-                 log_every=10.0, linger=0.0):
+                 linger=0.0):
         self._send = send
         self.name = name
         self.chunk = chunk
         self.linger = linger
         self.max_pending = max_pending
         self.max_backoff = max_backoff
-        self.log_every = log_every
+        self.log_every = 10.0                   # seconds between "will retry" lines
         self._pending = {}                      # index -> (block id, row), oldest first
         self._blocks = {}                       # block id -> its arrays (copies of a put's)
         self._live = {}                         # block id -> how many of its rows are pending

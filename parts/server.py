@@ -6,6 +6,7 @@ import collections
 import logging
 import threading
 import time
+from pathlib import Path
 
 from flask import Flask
 
@@ -151,9 +152,39 @@ class TrainingServer:
         line = self.status()
         for field, prefix in {**self.FLATTEN, "synthetic_gradient_quality": ""}.items():
             line.update({prefix + k: v for k, v in (line.pop(field, None) or {}).items()})
-        for key in self.NOT_IN_METRICS:
-            line.pop(key, None)
-        return line
+        return {k: v for k, v in line.items() if k not in self.NOT_IN_METRICS}
+
+
+class StageServer(TrainingServer):
+    """A server holding a stage's layers (train_output.py's, a counted chain's): its progress
+    folder and snapshots, the model of the boundary below if it learns one here (boundary), and
+    the /status fields they share. A subclass sets layers, optimizer and boundary first."""
+
+    live_page = None                 # its address, when main started one
+
+    def __init__(self, config):
+        progress = config["progress_dir"] or snapshots.PROGRESS / snapshots.new_run_name()
+        self.run_name = Path(progress).name          # train_input.py asks for it (/status)
+        self.snapshotter = snapshots.Snapshotter(progress, "layers23",
+                                                 config["snapshot_interval"])
+        super().__init__(config)                     # resumes if asked
+
+    def models(self):
+        models = {"": (checkpoint.layer_weights(self.layers), self.optimizer)}
+        if self.boundary is not None:
+            models["boundary_"] = (self.boundary.weights(), self.boundary.optimizer)
+        return models
+
+    def on_stopped(self):
+        """The final snapshot, only if it trained at all."""
+        if self.counts["examples_trained"]:
+            self.snapshotter.save_final(self.layers)
+
+    def status_fields(self):
+        """"run" names its progress folder (train_input.py's too), its live page."""
+        return {"run": self.run_name, "examples_received": self.counts["examples_received"],
+                "examples_trained": self.counts["examples_trained"],
+                "snapshots_saved": self.snapshotter.saved, "live_page": self.live_page}
 
 
 def run_server(args, create_app, script, beside=None, stop=None):
@@ -177,7 +208,9 @@ def run_server(args, create_app, script, beside=None, stop=None):
     url = f"http://{server.effective_host}:{server.effective_port}"
     stop_beside = beside(args, url, state) if beside is not None else None
     metrics = snapshots.MetricsLog(args.metrics, state.role)
-    metrics.every(args.metrics_interval, state.metrics, state.stop)
+    if args.metrics:
+        snapshots.every(args.metrics_interval, lambda: metrics.write(**state.metrics()),
+                        state.stop, f"metrics-{state.role}")
     if args.report_every > 0:
         snapshots.every(args.report_every, lambda: log.info("%s", status_line(state.status())),
                         state.stop, "status-lines")

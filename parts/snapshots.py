@@ -20,7 +20,8 @@ import numpy as np
 
 import sgd
 
-TOP = Path(__file__).resolve().parents[1]        # the repository's top level
+# by hand, each run's snapshots go into PROGRESS/<run>, at the repository's top level
+PROGRESS = Path(__file__).resolve().parents[1] / "progress"
 
 LAYER1_SHAPES = [(2, 24)]
 LAYERS23_SHAPES = [(24, 12), (12, 1)]
@@ -68,11 +69,9 @@ def read_npz(path, what):
 
 def save_layers(path, layers, taken_at=None):
     """Atomically write the layers' weights and biases to path (.npz)."""
-    arrays = {"time": np.float64(time.time() if taken_at is None else taken_at)}
-    for k, layer in enumerate(layers):
-        arrays[f"w{k}"] = layer.w
-        arrays[f"b{k}"] = layer.b
-    write_npz(path, arrays)
+    write_npz(path, {"time": np.float64(time.time() if taken_at is None else taken_at),
+                     **{f"w{k}": layer.w for k, layer in enumerate(layers)},
+                     **{f"b{k}": layer.b for k, layer in enumerate(layers)}})
 
 
 def load_layers(path, shapes):
@@ -94,9 +93,6 @@ def load_layers(path, shapes):
         layer.w, layer.b = w.astype(np.float64), b.astype(np.float64)
         layers.append(layer)
     return layers
-
-
-PROGRESS = TOP / "progress"          # by hand, each run's snapshots go into PROGRESS/<run>
 
 
 def new_run_name():
@@ -311,11 +307,6 @@ class MetricsLog:
                            "seconds": round(now - self.started, 3), **figures})
         with self._lock, open(self.path, "a") as f:
             f.write(line + "\n")
-
-    def every(self, interval, figures, stop):
-        """Write figures() every `interval` seconds from a daemon thread until stop is set."""
-        if self.path is not None:
-            every(interval, lambda: self.write(**figures()), stop, f"metrics-{self.stage}")
 
 
 def every(interval, call, stop, name="every"):

@@ -13,12 +13,11 @@ import logging
 import math
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
 import synthgrad
-from parts import boundary, checkpoint, decoupled, sender, server, snapshots
+from parts import boundary, checkpoint, decoupled, sender, server
 
 log = logging.getLogger("synthgrad")
 WEIGHTS_WAIT_S = 2.0          # GET /weights?after=V answers at the latest this much later
@@ -214,21 +213,16 @@ class FirstStage:
         config = dict(vars(config), classes=config.network[-1] if config.activation == "relu"
                       else 0)
         self.stage = make_stage(config, 0)
-        self.layers, self.optimizer, self.rng = self.stage.group, self.stage.optimizer, \
-            self.stage.rng
-        if [la.w.shape for la in self.layers] != list(zip(sizes[:-1], sizes[1:], strict=True)):
+        if [la.w.shape for la in self.stage.group] != list(zip(sizes[:-1], sizes[1:],
+                                                                strict=True)):
             raise ValueError(f"--network {config['network']} cut at {config['splits']} does not "
                              f"start with layers {sizes}")
         if config["classes"]:
-            self.rng.permutation(n)                     # decoupled.run draws its probe first
+            self.stage.rng.permutation(n)               # decoupled.run draws its probe first
         self.sender = OrderedSender(send, "steps to stage 2")
         self.delays = Delays(config["delay"])
         self.follower = None if self.stage.above is None else ModelFollower(
             oracle, self.stage.above, sizes[-1], stop)
-
-    def parts(self):
-        """What train_input.py's trainer holds: the layers, their optimizer, rng, the sender."""
-        return self.layers, self.optimizer, self.rng, self.sender
 
     def start(self):
         if self.follower is not None:
@@ -244,14 +238,14 @@ class FirstStage:
                     checkpoint.diverge(owner, "the stage above")
                 return False
             self.delays.add(t - 1 - version)
-        done = checkpoint.guard(owner, "stage 1", self.layers,
+        done = checkpoint.guard(owner, "stage 1", self.stage.group,
                                 lambda: self.stage.step(x, y)[:1])
         if done is not None:
             self.sender.put(t, idx, done[0], y)
         return done is not None
 
 
-class SteppedStage(server.TrainingServer):
+class SteppedStage(server.StageServer):
     """Stage k > 1 of a chain that counts steps (train_middle.py and train_output.py with
     --delay): trains each step it receives once, in order, learns the boundary model below
     from what its layers hand down and serves it (GET /weights), sends its activations up."""
@@ -260,24 +254,18 @@ class SteppedStage(server.TrainingServer):
     idle_wait = 0.0                  # train_pass waits for arrivals itself
     FLATTEN = {"delay_steps": "delay_", "activations_to_next_stage": "activations_"}
 
-    def __init__(self, **config):
-        c = config
+    def __init__(self, **c):
         self.k = c["stage"] - 1
         self.stage = make_stage(c, self.k)
         self.layers, self.optimizer = self.stage.group, self.stage.optimizer
         self.width = self.layers[0].w.shape[0]
         self.boundary = self.stage.below                # learned here, served at GET /weights
         self.quality = boundary.Quality(boundary.DEFAULTS["quality_window"], c["batch_size"])
-        self.delay = c["delay"]
-        self.steps = self.version = 0                   # the last step trained (and learned)
+        self.steps = 0                  # the last step trained, the model below learned from
         self.published = [w.copy() for w in self.boundary.weights()]
         self.pending = {}                               # step -> (i, h_below, y)
         self.arrived, self.published_changed = threading.Condition(), threading.Condition()
-        self.delays = Delays(self.delay)
-        progress = c["progress_dir"] or snapshots.PROGRESS / snapshots.new_run_name()
-        self.run_name = Path(progress).name
-        self.snapshotter = snapshots.Snapshotter(progress, "layers23", c["snapshot_interval"])
-        self.live_page = None
+        self.delays = Delays(c["delay"])
         self.oracle = None                              # no oracle process: the model is here
         super().__init__(c)
         self.follower = self.up = None
@@ -330,7 +318,7 @@ class SteppedStage(server.TrainingServer):
         if self.follower is not None:
             # the stage above can only have learned from steps this stage handed it: after a
             # gap, not from those lost in it
-            version = self.follower.take(min(step - 1 - self.delay, self.steps))
+            version = self.follower.take(min(step - 1 - self.delays.bound, self.steps))
             if version is None:                         # stopped while waiting
                 if self.follower.diverged:
                     checkpoint.diverge(self, "the stage above")
@@ -347,7 +335,7 @@ class SteppedStage(server.TrainingServer):
                 self.quality.add(g_hat, t)
         with self.published_changed:
             self.published = [w.copy() for w in self.boundary.weights()]
-            self.steps = self.version = step
+            self.steps = step
             self.published_changed.notify_all()
         if self.up is not None:
             self.up.put(step, i, h, y)
@@ -361,9 +349,9 @@ class SteppedStage(server.TrainingServer):
         is past it (or WEIGHTS_WAIT_S later)."""
         with self.published_changed:
             if after is not None:
-                self.published_changed.wait_for(lambda: self.version > after or
+                self.published_changed.wait_for(lambda: self.steps > after or
                                                 self.stop.is_set(), WEIGHTS_WAIT_S)
-            return self.published, self.boundary.conditioned, self.version
+            return self.published, self.boundary.conditioned, self.steps
 
     # --- checkpoints: the layers, the model below, both optimizers, the counters ------------
     COUNTERS = ("steps", "examples_received", "examples_trained")
@@ -372,19 +360,11 @@ class SteppedStage(server.TrainingServer):
     def counters(self):
         return {**super().counters(), "steps": self.steps}
 
-    def models(self):
-        return {"": (checkpoint.layer_weights(self.layers), self.optimizer),
-                "boundary_": (self.boundary.weights(), self.boundary.optimizer)}
-
     def load_models(self, weights, counts):
         checkpoint.set_layers(self.layers, weights[""])
         self.boundary.load(weights["boundary_"], counts["steps"])
-        self.steps = self.version = counts["steps"]
+        self.steps = counts["steps"]
         self.published = [w.copy() for w in self.boundary.weights()]
-
-    def on_stopped(self):
-        if self.steps:
-            self.snapshotter.save_final(self.layers)
 
     def close(self):
         if self.up is not None:
@@ -394,15 +374,11 @@ class SteppedStage(server.TrainingServer):
         """"steps_trained" (the last step), "delay_steps" (the model above's, Delays.fields;
         null at the top), "steps_lost" (never arrived), "steps_late" (arrived again)."""
         return {
-            "run": self.run_name,
-            "examples_received": self.counts["examples_received"],
-            "examples_trained": self.counts["examples_trained"],
+            **super().status_fields(),
             "steps_trained": self.steps,
             "delay_steps": None if self.follower is None else self.delays.fields(),
             "steps_lost": self.counts["steps_lost"],
             "steps_late": self.counts["steps_late"],
-            "boundary_model_steps": self.version,
-            "snapshots_saved": self.snapshotter.saved,
+            "boundary_model_steps": self.steps,
             "activations_to_next_stage": None if self.up is None else dict(self.up.counts),
-            "live_page": self.live_page,
         }

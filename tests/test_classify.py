@@ -358,7 +358,6 @@ def test_the_first_stage_waits_while_it_is_too_far_ahead_and_stops_on_its_budget
     from parts import pacing
     client, stop = FakeNextStage(), threading.Event()
     paced = pacing.NextStage(client, stop, until_trained=5_000, max_ahead=1_000, every=0.01)
-    paced.start()
     done = threading.Event()
     waiter = threading.Thread(target=lambda: (paced.wait_for_room(2_500), done.set()))
     waiter.start()
