@@ -37,7 +37,8 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 # A guard against a hang, not a measure. Beside a busy process per core (make test-loaded)
 # the stages, at their --nice 10, trained ~670 examples a second: the 900 s guard of
 # test_chain ended a 600,000-example run at 575,020, and a rerun took ~1,100 s; idle, ~20 s.
-RAY_GUARD_S = 2 * GUARD_S
+# On a slower day stage 2 trained ~350 a second: stage 1 streamed 1,744 s of a 1,800 s guard.
+RAY_GUARD_S = 3 * GUARD_S
 
 
 @pytest.fixture
