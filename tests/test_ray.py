@@ -139,9 +139,9 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
 
 def run_losing_machine_3(c, nodes, config, env, capsys):
     """Run the chain, removing machine 3 (stage 3's) from the cluster for good once stage 2
-    has trained on 10,000 examples and every stage has a snapshot tick and a checkpoint on
-    the driver written after some training (what a move starts from): a killer thread of test_chain's, its kill a whole
-    machine. Returns (exit code, what chain.py said)."""
+    has trained on 10,000 examples, every stage has a snapshot tick and stage 3 a checkpoint
+    on the driver written after some training (what a move starts from): a killer thread of
+    test_chain's, its kill a whole machine. Returns (exit code, what chain.py said)."""
     run, removed, started = config.run_dir, {}, {}
     layout = chain.stage_sizes(config.sizes, config.splits)
 
