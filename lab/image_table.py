@@ -30,17 +30,18 @@ IMAGE_PRESETS = {
 }
 
 
-def run_images(data, depths, seeds, steps, on_result=None, say=print):
-    """decoupled.run at the images' defaults for every seed, depth and method, measured every
-    steps // 10 steps: [{"method", "layers", "seed", "accuracy", "loss", "cosines", "seconds",
-    "curve"}], on_result(results) called after each run (to save as it goes)."""
+def run_images(data, depths, seeds, steps, on_result=None, say=print, name="fashion-mnist"):
+    """decoupled.run on data (the set called name) at the images' defaults for every seed,
+    depth and method, measured every steps // 10 steps: [{"method", "layers", "seed",
+    "accuracy", "loss", "cosines", "seconds", "curve"}], on_result(results) called after each
+    run (to save as it goes)."""
     results = []
     for seed in seeds:
         for layers in depths:
             for method in IMAGE_METHODS:
                 method_, conditioned = decoupled.IMAGE_METHODS[method]
                 config = decoupled.Config(
-                    data="fashion-mnist", method=method_, conditioned=conditioned,
+                    data=name, method=method_, conditioned=conditioned,
                     layers=layers, steps=steps, seed=seed, eval_every=max(1, steps // 10))
                 r = decoupled.run(config, data)
                 results.append({"method": method, "layers": layers, "seed": seed,
@@ -149,7 +150,8 @@ def main_images(args):
         return write_images_report(dict(title=title, setting=setting, runs=results, **seconds),
                                    out_dir)
 
-    results = run_images(data, p["depths"], range(p["seeds"]), steps, on_result=save)
+    results = run_images(data, p["depths"], range(p["seeds"]), steps, on_result=save,
+                         name=args.data)
     print(save(results, seconds=time.perf_counter() - t0))
     print(f"lab/experiments.py: report in {out_dir / 'report.md'}", flush=True)
     return 0

@@ -258,15 +258,15 @@ def test_run_images_runs_every_method_at_every_depth_and_seed(monkeypatch):
 
     def fake_run(config, data):
         calls.append((config.seed, config.layers, decoupled.label(config), config.steps,
-                      config.eval_every))
+                      config.eval_every, config.data))
         return {"accuracy": 0.5, "loss": 1.0, "cosines": [None] * (config.layers - 1),
                 "seconds": 0.1, "curve": []}
     monkeypatch.setattr(image_table.decoupled, "run", fake_run)
     saved = []
-    results = image_table.run_images("data", (3, 5), range(2), 40,
+    results = image_table.run_images("data", (3, 5), range(2), 40, name="mnist",
                                      on_result=lambda r: saved.append(len(r)), say=lambda s: None)
     assert len(results) == len(calls) == 2 * 2 * 5 and saved == list(range(1, 21))
-    assert calls[:5] == [(0, 3, m, 40, 4) for m in image_table.IMAGE_METHODS]
+    assert calls[:5] == [(0, 3, m, 40, 4, "mnist") for m in image_table.IMAGE_METHODS]
     assert {(r["method"], r["layers"], r["seed"]) for r in results} == {
         (m, d, s) for m in image_table.IMAGE_METHODS for d in (3, 5) for s in range(2)}
 
