@@ -140,8 +140,10 @@ def test_a_chain_on_three_machines_mends_a_killed_stage_and_learns(tmp_path, clu
 def run_losing_machine_3(c, nodes, config, env, capsys):
     """Run the chain, removing machine 3 (stage 3's) from the cluster for good once stage 2
     has trained on 10,000 examples, every stage has a snapshot tick and stage 3 a checkpoint
-    on the driver written after some training (what a move starts from): a killer thread of
-    test_chain's, its kill a whole machine. Returns (exit code, what chain.py said)."""
+    and a metrics line on the driver written after some training (what a move starts from and
+    reports): a killer thread of test_chain's, its kill a whole machine. Stage 3 may lag stage
+    2 by thousands of examples on a busy machine, so its own count is waited for, not assumed.
+    Returns (exit code, what chain.py said)."""
     run, removed, started = config.run_dir, {}, {}
     layout = chain.stage_sizes(config.sizes, config.splits)
 
@@ -149,9 +151,13 @@ def run_losing_machine_3(c, nodes, config, env, capsys):
         removed[name] = True
         c.remove_node(nodes[2])
 
+    def ready(name):
+        return (bool(chain_eval.chain_ticks(run, layout))
+                and trained_checkpoint(run / "checkpoints" / "stage3.npz")
+                and (processes.trained_by(None, run / "metrics" / "stage3.jsonl") or 0) > 0)
+
     thread, _ = killer(started, [(10_000, "stage 3")], run / "metrics" / "stage2.jsonl",
-                       ready=lambda name: bool(chain_eval.chain_ticks(run, layout)) and
-                       trained_checkpoint(run / "checkpoints" / "stage3.npz"), kill=remove)
+                       ready=ready, kill=remove)
     code = chain.run_and_report(config, env, on_start=started.__setitem__)
     thread.join(1)
     out = capsys.readouterr().out
@@ -185,7 +191,7 @@ def test_a_stage_whose_machine_leaves_goes_on_on_another_from_its_checkpoint(tmp
     assert events == [("machine lost", "stage 3", "host3"), ("moved", "stage 3", "spare"),
                       ("re-addressed", "stage 2", "host2")], events
     moved = result["events"][1]
-    assert moved["checkpoint"] == "stage3.npz" and moved["trained"] >= 10_000
+    assert moved["checkpoint"] == "stage3.npz" and moved["trained"] > 0    # what it had done
     # stage 3 went on from its checkpoint: resumed, its counters never back to 0
     log = (run / "stage3.log").read_text()
     resumed = last_count(r"resumed from \S+: [\d,]+ examples held, ([\d,]+) passes so far", log)
