@@ -112,6 +112,13 @@ class InputTrainer:
             if c.mode == "local" and c.update != "frozen":
                 self.local = boundary.LocalSyntheticGradients(self.oracle, c.refresh_every,
                                                               self.stop, sizes[-1])
+        # the sender holds one row per example, so at most len(x) wait: a --max-unsent at or
+        # above that would never pause layer 1, which then runs on alone while its peer is down
+        self.max_unsent = min(c.max_unsent, max(len(x) // 2, 1))
+        if self.max_unsent < c.max_unsent and c.delay is None:
+            log.info("pausing at %d unsent examples, not --max-unsent's %d: half the %d "
+                     "streamed (the sender holds one row of each)", self.max_unsent,
+                     c.max_unsent, len(x))
         self.latencies = collections.deque(maxlen=10_000)      # seconds per oracle request
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
@@ -183,7 +190,7 @@ class InputTrainer:
         if self.next_stage is not None:                          # --max-ahead
             self.next_stage.wait_for_room(self.examples)
         self.sender.put(idx, h, self.y[idx])
-        if self.sender.pending() > self.config.max_unsent:
+        if self.sender.pending() > self.max_unsent:
             self.wait_for_room()
         self.examples += len(idx)
 
@@ -191,7 +198,7 @@ class InputTrainer:
         """Back-pressure: wait while more than --max-unsent examples are unsent, or until stop."""
         t0 = time.monotonic()
         next_note = t0 + note_every
-        while self.sender.pending() > self.config.max_unsent and not self.stop.wait(0.001):
+        while self.sender.pending() > self.max_unsent and not self.stop.wait(0.001):
             if time.monotonic() >= next_note:
                 log.warning("waiting %.0f s so far for the output trainer to take %d unsent "
                             "examples (is it down? its sender retries)", time.monotonic() - t0,
@@ -382,8 +389,8 @@ def parse_args(argv):
                    help="update layer 1 on a minibatch with this probability, the paper's "
                         "sporadic updates (default 1: every minibatch)")
     p.add_argument("--max-unsent", type=int, default=DEFAULTS["max_unsent"],
-                   help="pause while more examples than this wait to be sent (default 5,000: "
-                        "layer 1 stays near layers 2-3)")
+                   help="pause while more examples than this wait to be sent, at most half "
+                        "those streamed (default 5,000: layer 1 stays near layers 2-3)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
                    help="hand off no more than N examples beyond what the next stage has "
                         "trained on (default: off)")

@@ -163,6 +163,20 @@ def test_parse_args_refuses_bad_values(argv):
         train_input.parse_args(argv)
 
 
+def test_back_pressure_pauses_below_the_examples_it_streams(make_trainer, caplog):
+    """The sender holds one row per example, so with 50 examples at most 50 wait to be sent:
+    --max-unsent 5,000 could never pause layer 1 while its peer is down. It pauses at half."""
+    with caplog.at_level("INFO", logger="train_input"):
+        capped = make_trainer()
+    assert capped.max_unsent == 25
+    assert "pausing at 25 unsent examples, not --max-unsent's 5000" in caplog.text
+    assert make_trainer(max_unsent=10).max_unsent == 10             # below half: as given
+    waiting = iter([26, 26, 25])                                     # then room: it goes on
+    capped.sender.pending = lambda: next(waiting)
+    capped.wait_for_room()
+    assert next(waiting, None) is None                              # it asked until room
+
+
 def test_checkpoint_round_trip_and_refusal(trainer, tmp_path, closed_url):
     path = tmp_path / "input.npz"
     trainer.synthetic_gradients = lambda h, y: np.ones_like(h)
