@@ -114,7 +114,7 @@ class InputTrainer:
                                                               self.stop, sizes[-1])
         # the sender holds one row per example, so at most len(x) wait: a --max-unsent at or
         # above that would never pause layer 1, which then runs on alone while its peer is down
-        self.max_unsent = min(c.max_unsent, max(len(x) // 2, 1))
+        self.max_unsent = min(c.max_unsent, len(x) // 2)
         if self.max_unsent < c.max_unsent and c.delay is None:
             log.info("pausing at %d unsent examples, not --max-unsent's %d: half the %d "
                      "streamed (the sender holds one row of each)", self.max_unsent,
