@@ -21,6 +21,7 @@ from parts import boundary, checkpoint, decoupled, sender, server
 
 log = logging.getLogger("synthgrad")
 WEIGHTS_WAIT_S = 2.0          # GET /weights?after=V answers at the latest this much later
+RESTARTED_S = 1.0             # a peer back this much younger restarted (a restart waits 1 s)
 UPDATES = {"synthetic": "synthetic", "frozen": "frozen", "random": "random-synthetic-norm"}
 
 
@@ -140,9 +141,10 @@ class OrderedSender:
 
 class ModelFollower:
     """The replica `model` of the boundary model above, kept current by a thread asking GET
-    /weights?after=V; take(v) loads the newest once it has learned from step v. A version that
-    goes back (that stage restarted, steps lost) is used rather than waited on; if the stage
-    above diverged, take() gives up."""
+    /weights?after=V; take(v) loads the newest once it has learned from step v. If that stage
+    restarted (its version went back, or it was unreachable and came back a younger process:
+    the steps it had since its checkpoint are lost and will not come again) its model is used
+    rather than waited on; if the stage above diverged, take() gives up."""
 
     def __init__(self, client, model, width, stop):
         self.client, self.model, self.width, self.stop = client, model, width, stop
@@ -156,19 +158,27 @@ class ModelFollower:
         self._thread.start()
 
     def _follow(self):
-        seen, delay, last_log = 0, 0.05, -math.inf
+        seen, delay, last_log, born, lost = 0, 0.05, -math.inf, None, True
         while not self.stop.is_set():
             try:
                 weights, _, version = self.client.weights(self.width, after=seen)
-                stuck = version == seen and self.client.status().get("diverged")
+                status = self.client.status() if version == seen or lost else {}
             except synthgrad.PeerError as e:
                 if time.monotonic() - last_log >= 10.0:
                     log.warning("no weights from the model above yet (%s); asking again", e)
                     last_log = time.monotonic()
                 self.stop.wait(delay)
-                delay = min(2.0, 2 * delay)
+                delay, lost = min(2.0, 2 * delay), True
                 continue
-            delay = 0.05
+            delay, stuck = 0.05, version == seen and status.get("diverged")
+            if lost and "uptime_s" in status:     # when the process now answering started
+                was, born, lost = born, time.time() - status["uptime_s"], False
+                if was is not None and born - was > RESTARTED_S and version == seen:
+                    log.warning("the stage above restarted at step %d: using its model as "
+                                "it is", version)
+                    with self._changed:
+                        self._restarted = True
+                        self._changed.notify_all()
             if stuck:
                 log.error("the stage above diverged: this stage cannot go on")
                 with self._changed:
