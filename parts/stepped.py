@@ -170,15 +170,11 @@ class ModelFollower:
                 self.stop.wait(delay)
                 delay, lost = min(2.0, 2 * delay), True
                 continue
-            delay, stuck = 0.05, version == seen and status.get("diverged")
-            if lost and "uptime_s" in status:     # when the process now answering started
-                was, born, lost = born, time.time() - status["uptime_s"], False
-                if was is not None and born - was > RESTARTED_S and version == seen:
-                    log.warning("the stage above restarted at step %d: using its model as "
-                                "it is", version)
-                    with self._changed:
-                        self._restarted = True
-                        self._changed.notify_all()
+            delay, stuck, younger = 0.05, version == seen and status.get("diverged"), False
+            if lost:                            # when the process now answering started
+                was, lost = born, False
+                born = time.time() - status["uptime_s"] if "uptime_s" in status else None
+                younger = None not in (was, born) and born - was > RESTARTED_S
             if stuck:
                 log.error("the stage above diverged: this stage cannot go on")
                 with self._changed:
@@ -186,10 +182,11 @@ class ModelFollower:
                     self._changed.notify_all()
                 return
             with self._changed:
-                if version < seen:
-                    log.warning("the model above went back from step %d to %d (its stage "
-                                "restarted): using it as it is", seen, version)
+                if version < seen or (younger and version == seen):
+                    log.warning("the stage above restarted, its model at step %d (%d seen "
+                                "before): using it as it is", version, seen)
                     self._restarted = True
+                    self._changed.notify_all()
                 if version != seen:
                     self._latest, seen = (weights, version), version
                     self._changed.notify_all()
