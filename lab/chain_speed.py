@@ -42,13 +42,6 @@ def per_example_us(f, rows, clock=time.process_time):
     return 1e6 * median_s(f, 3, SECONDS, clock) / rows
 
 
-def boundary_model(width, rng, hidden=12):
-    """Weights of a conditioned synthetic-gradient model of the oracle's default shape: (h, y)
-    -> 12 sigmoid -> width, as GET /weights gives them."""
-    return [rng.standard_normal((width + 1, hidden)), rng.standard_normal(hidden),
-            rng.standard_normal((hidden, width)), rng.standard_normal(width)]
-
-
 def trainer(cls, sizes, batch_size, folder, **extra):
     return cls(sizes=sizes, batch_size=batch_size, max_examples=CHUNK, progress_dir=folder,
                send_gradients=False, **extra)
@@ -72,7 +65,7 @@ def time_training(width, batch_size, folder):
     rng = np.random.default_rng(0)
     x2, xw = rng.random((CHUNK, 2)), rng.random((CHUNK, width))
     y = rng.random(CHUNK)
-    model = boundary_model(width, rng)
+    model = boundary.SyntheticGradientModel.for_boundary(width, 0).weights()   # (h, y) -> 12 -> W
 
     layer = sgd.Layer(2, width, sgd.Sigmoid, rng)              # stage 1: train_input's step
     adam = optimizers.make("adam", [layer], 0.005)
