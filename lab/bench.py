@@ -62,8 +62,7 @@ def three_processes(config, env):
 
 
 def run_decoupled(config, env):
-    """The three processes on fresh data in config.run_dir; their figures."""
-    launch.generate_data(config.run_dir / "data", config.count, config.seed, env, plot=False)
+    """The three processes on config.data_dir; their figures."""
     final, inp, curve = three_processes(config, env)
     last, output, oracle = inp[-1], final["output_trainer"], final["oracle"]
     return {
@@ -303,9 +302,9 @@ def main_default(args, out_dir, machine):
     machine += f", {count:,} examples, {seconds} s per training run"
     env, data_dir = launch.child_env(), out_dir / "data"
     launch.generate_data(data_dir, count, 0, env, plot=False)
-    # The demo's settings, with snapshots every second for a finer curve.
+    # The demo's settings, with snapshots every second for a finer curve, on the same data.
     decoupled = launch.DecoupledConfig(run_dir=out_dir, count=count, duration=seconds,
-                                       snapshot_interval=1, status_every=10)
+                                       snapshot_interval=1, status_every=10, data_dir=data_dir)
     sgd_py = launch.BackpropConfig(data_dir, seconds, metrics=out_dir / "sgd_py.jsonl")
     same = dataclasses.replace(sgd_py, metrics=out_dir / "backprop.jsonl",
                                **launch.backprop_like(decoupled))
