@@ -2,7 +2,6 @@
 folder; each picture named with the content it shows and a function that draws it (livedraw.py).
 """
 
-import logging
 import time
 from pathlib import Path
 
@@ -15,8 +14,6 @@ import train_output
 from generate import fmt
 from parts import children, classify, snapshots, stepped
 from runner import chain_eval, livedraw
-
-log = logging.getLogger("live")
 
 QUIET_S = 15.0                     # nothing written for this long: the run has stopped
 ENDED_QUIET_S = 5.0                # final weights and this quiet: ended (demo.py may go on)
