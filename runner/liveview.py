@@ -120,11 +120,10 @@ def process_row(state, name, url, role, lines, notes, stopped):
     status, why = (None, None) if url is None or stopped else state.server_status(url, kind)
     row = {"name": name, "url": url}
     if status is not None:
-        source = status
+        source, history = status, state.samples(url)    # its rate: between the last two answers
         row["source"] = "live GET /status"
-        rate = line_rate(state.samples(url), counter)     # between the last two answers
     elif lines:
-        source, t = lines[-1], lines[-1].get("time")
+        source, history, t = lines[-1], lines, lines[-1].get("time")   # between the last two lines
         age = time.time() - t if isinstance(t, (int, float)) else None
         row["source"] = f"its newest metrics line, {fmt(age, '.0f')} s old"
         if stopped:
@@ -136,7 +135,6 @@ def process_row(state, name, url, role, lines, notes, stopped):
         else:
             notes.append(f"{name} at {url} does not answer ({why}); showing its newest metrics "
                          "line instead")
-        rate = line_rate(lines, counter)               # between the last two lines
     else:
         row["source"] = ("stopped" if stopped else "nothing yet: no metrics line" +
                          ("" if url is None else f" and no answer at {url} ({why})"))
@@ -145,8 +143,9 @@ def process_row(state, name, url, role, lines, notes, stopped):
         row["examples"] = source.get("examples")
     delays = source.get("delay_steps") or {      # a chain counting steps: the model above's
         k.removeprefix("delay_"): v for k, v in source.items() if k.startswith("delay_")}
-    row.update(examples_per_s=rate, examples_held=source.get("examples_held"),
-               passes=source.get("training_passes"), staleness_s=source.get("staleness_s"),
+    row.update(examples_per_s=line_rate(history, counter),
+               examples_held=source.get("examples_held"), passes=source.get("training_passes"),
+               staleness_s=source.get("staleness_s"),
                delay_steps=stepped.delay_text(delays) if delays else None)
     if source.get("diverged"):
         notes.append(f"{name} reports that it diverged: training stopped")
