@@ -62,8 +62,7 @@ class LiveState:
         self.chain_ticks = {}                 # (run, tick) -> chain_eval.tick_row
         self.images = {}                      # run -> a classifier's test images
         self.pictures = {}                    # name -> (key, PNG bytes)
-        self.pending = {}                     # name -> (key, draw()) for the newest content
-        self.offered = {}                     # name -> (key, monotonic time it was offered)
+        self.offered = {}                     # name -> (key, when first offered, its draw())
         self.statuses = {}                    # url -> (monotonic time, status or None, error)
         self.history = {}                     # url -> [its /status samples, flattened]
         self.clients = {}
@@ -179,8 +178,7 @@ class LiveState:
         with self.lock:
             old = self.offered.get(name)
             if old is None or old[0] == key or now - old[1] >= self.config["redraw"]:
-                self.pending[name] = (key, draw)
-                self.offered[name] = (key, now if old is None or old[0] != key else old[1])
+                self.offered[name] = (key, now if old is None or old[0] != key else old[1], draw)
             key = self.offered[name][0]
         return f"/picture/{name}.png?v={key}"
 
@@ -188,20 +186,19 @@ class LiveState:
         """PNG bytes of picture `name`: the cached one if it is this key, else the newest drawn
         now (and cached); None if there is no such picture."""
         with self.lock:
-            cached, pending = self.pictures.get(name), self.pending.get(name)
-        if cached is not None and (cached[0] == key or pending is None or
-                                   pending[0] == cached[0]):
-            return cached[1]
-        if pending is None:
+            cached, offered = self.pictures.get(name), self.offered.get(name)
+        if offered is None:                   # nothing offered: nothing drawn either
             return None
+        if cached is not None and cached[0] in (key, offered[0]):
+            return cached[1]
         with self.draw_lock:
             with self.lock:
                 cached = self.pictures.get(name)
-            if cached is not None and cached[0] == pending[0]:      # drawn meanwhile
+            if cached is not None and cached[0] == offered[0]:      # drawn meanwhile
                 return cached[1]
-            data = pending[1]()
+            data = offered[2]()
             with self.lock:
-                self.pictures[name] = (pending[0], data)
+                self.pictures[name] = (offered[0], data)
                 self.counts["drawn"] += 1
         return data
 

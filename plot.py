@@ -35,6 +35,8 @@ GIF_FRAMES_PER_SECOND = 4
 GIF_COLOURS = 64                       # one palette for every frame, so colours never flicker
 MEAN_LINE = dict(linestyle=":", color="black", label="always predicting the mean of y")
 TICK_LINE = dict(marker="o", markersize=3, label="the composed network at each snapshot tick")
+MOMENT_NAMES = {"initial": "untrained (initial)", "final": "when the trainers stopped (final)",
+                SWAP_LABEL: "initial layer 1 under final layers 2-3"}
 
 
 # --- Drawing blocks: a surface in memory, a GIF, and panels that each take an ax. ------------
@@ -108,17 +110,13 @@ def draw_mse_curve(ax, rows, baseline, xlabel):
     and "final" single markers, the swap and var(y) horizontal lines."""
     ticks = [r for r in rows if isinstance(r["label"], int)]
     if ticks:
-        ax.plot([r["seconds"] for r in ticks], [r["mse"] for r in ticks], "o-", markersize=3,
-                label="network at each snapshot tick")
-    markers = {"initial": ("s", "before training (initial)"),
-               "final": ("*", "when the trainers stopped (final)")}
+        ax.plot([r["seconds"] for r in ticks], [r["mse"] for r in ticks], "-", **TICK_LINE)
     for r in rows:
-        if r["label"] in markers:
-            marker, text = markers[r["label"]]
-            ax.plot([r["seconds"]], [r["mse"]], marker, markersize=9, label=text)
+        if r["label"] in ("initial", "final"):
+            ax.plot([r["seconds"]], [r["mse"]], "s" if r["label"] == "initial" else "*",
+                    markersize=9, label=MOMENT_NAMES[r["label"]])
         elif r["label"] == SWAP_LABEL:
-            ax.axhline(r["mse"], linestyle="--", color="tab:red",
-                       label="final layers 2-3 on the untrained layer 1")
+            ax.axhline(r["mse"], linestyle="--", color="tab:red", label=MOMENT_NAMES[SWAP_LABEL])
     ax.axhline(baseline, **MEAN_LINE)
     finish_axes(ax, "Synthetic gradients: error on points the network never trained on",
                 "held-out mean squared error (log scale)", log=True, below=-0.15,
@@ -129,10 +127,6 @@ def metrics_of(folder, names):
     """{name: folder/metrics/<name>.jsonl's lines} (snapshots.read_metrics)."""
     return {name: snapshots.read_metrics(Path(folder) / "metrics" / f"{name}.jsonl")
             for name in names}
-
-
-MOMENT_NAMES = {"initial": "untrained (initial)", "final": "when the trainers stopped (final)",
-                SWAP_LABEL: "initial layer 1 under final layers 2-3"}
 
 
 def print_table(rows):

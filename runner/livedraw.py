@@ -23,10 +23,12 @@ def png(nrows=1, ncols=1, draw=None, figsize=FIGSIZE):
     return out.getvalue()
 
 
-def draw_fit(f, title, suptitle):
-    """The target | f side by side on the target's colour scale, one colorbar."""
+def draw_fit(layers, title, what):
+    """The target | the network's surface (title over it) on the target's colour scale, one
+    colorbar; `what` (the network's fit, the composed chain) names it above."""
     return png(1, 2, lambda fig, axes: plot.draw_comparison(
-        fig, axes, [plot.TARGET_PANEL, (title, f, None)], suptitle))
+        fig, axes, [plot.TARGET_PANEL, (title, plot.predictor(layers), None)],
+        f"{what} at its newest snapshot, beside the target\n(same colour = same height)"))
 
 
 def draw_waiting(title, text):

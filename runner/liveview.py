@@ -2,7 +2,6 @@
 folder; each picture named with the content it shows and a function that draws it (livedraw.py).
 """
 
-import logging
 import time
 from pathlib import Path
 
@@ -11,17 +10,15 @@ import numpy as np
 import plot
 import sgd
 import synthgrad
+import train_output
 from generate import fmt
 from parts import children, classify, snapshots, stepped
 from runner import chain_eval, livedraw
-
-log = logging.getLogger("live")
 
 QUIET_S = 15.0                     # nothing written for this long: the run has stopped
 ENDED_QUIET_S = 5.0                # final weights and this quiet: ended (demo.py may go on)
 PHASES = (("synthetic gradients (three processes)", "."),        # (label, folder in the run)
           *((label, f"controls/{name}") for name, label in plot.CONTROLS))
-SAME_COLOURS = "\n(same colour = same height)"
 SINCE_INPUT = "seconds since the input trainer began streaming"
 
 
@@ -60,10 +57,6 @@ def newest_mtime(paths):
     return max(times, default=None)
 
 
-def files_in(folder, pattern="*"):
-    return sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
-
-
 class Phase:
     """One decoupled run in a run folder (the synthetic-gradient run or a control), or a
     progress folder run by hand (no metrics or logs)."""
@@ -80,7 +73,7 @@ class Phase:
         return newest_mtime(finals) if all(f.is_file() for f in finals) else None
 
     def writes(self):
-        return [self.progress, *files_in(self.folder / "metrics", "*.jsonl")]
+        return [self.progress, *(self.folder / "metrics").glob("*.jsonl")]
 
     def url(self, log_name, given, default):
         """A server's address: given, else its log's in the run, else (by hand) the default."""
@@ -127,11 +120,10 @@ def process_row(state, name, url, role, lines, notes, stopped):
     status, why = (None, None) if url is None or stopped else state.server_status(url, kind)
     row = {"name": name, "url": url}
     if status is not None:
-        source = status
+        source, history = status, state.samples(url)    # its rate: between the last two answers
         row["source"] = "live GET /status"
-        rate = line_rate(state.samples(url), counter)     # between the last two answers
     elif lines:
-        source, t = lines[-1], lines[-1].get("time")
+        source, history, t = lines[-1], lines, lines[-1].get("time")   # between the last two lines
         age = time.time() - t if isinstance(t, (int, float)) else None
         row["source"] = f"its newest metrics line, {fmt(age, '.0f')} s old"
         if stopped:
@@ -143,7 +135,6 @@ def process_row(state, name, url, role, lines, notes, stopped):
         else:
             notes.append(f"{name} at {url} does not answer ({why}); showing its newest metrics "
                          "line instead")
-        rate = line_rate(lines, counter)               # between the last two lines
     else:
         row["source"] = ("stopped" if stopped else "nothing yet: no metrics line" +
                          ("" if url is None else f" and no answer at {url} ({why})"))
@@ -152,8 +143,9 @@ def process_row(state, name, url, role, lines, notes, stopped):
         row["examples"] = source.get("examples")
     delays = source.get("delay_steps") or {      # a chain counting steps: the model above's
         k.removeprefix("delay_"): v for k, v in source.items() if k.startswith("delay_")}
-    row.update(examples_per_s=rate, examples_held=source.get("examples_held"),
-               passes=source.get("training_passes"), staleness_s=source.get("staleness_s"),
+    row.update(examples_per_s=line_rate(history, counter),
+               examples_held=source.get("examples_held"), passes=source.get("training_passes"),
+               staleness_s=source.get("staleness_s"),
                delay_steps=stepped.delay_text(delays) if delays else None)
     if source.get("diverged"):
         notes.append(f"{name} reports that it diverged: training stopped")
@@ -192,10 +184,9 @@ def decoupled_view(state, folder, kind, notes):
                             "few seconds")]
     else:
         label, (mse, layers) = fit
-        pictures = [("fit", title, [active.label, label], lambda: livedraw.draw_fit(
-            plot.predictor(layers), f"{active.label}\n{when(label, curves[active.label][1])}, "
-            f"held-out MSE {mse:.4f}", "The network's fit at its newest snapshot, beside the "
-            "target" + SAME_COLOURS))]
+        heading = f"{active.label}\n{when(label, curves[active.label][1])}, held-out MSE {mse:.4f}"
+        pictures = [("fit", title, [active.label, label],
+                     lambda: livedraw.draw_fit(layers, heading, "The network's fit"))]
 
     # held-out MSE: the main run, the controls, backprop
     main, rest = phases[0], phases[1:]
@@ -254,17 +245,18 @@ def decoupled_view(state, folder, kind, notes):
     return pictures, processes, doing, ended, last, active.label
 
 
-def measure_ticks(ticks, measure, notes, what):
-    """{tick: measure(tick)} of the ticks whose snapshots can be read; each that cannot
-    (ValueError) is left out and said in notes."""
+def measure_ticks(ticks, origin, measure, notes, what):
+    """{tick: (seconds since origin, measure(tick))} of the ticks whose snapshots can be read,
+    and the origin (None: the first tick); each that cannot (ValueError) is said in notes."""
+    origin = ticks[0] if origin is None and ticks else origin
     measured = {}
     for tick in ticks:
         try:
-            measured[tick] = measure(tick)
+            measured[tick] = (tick - origin, measure(tick))
         except ValueError as e:
             notes.append(f"{what}: the snapshots of tick {tick} could not be read "
                          f"(half-written or damaged?), left out: {e}")
-    return measured
+    return measured, origin
 
 
 def phase_curve(state, phase, notes):
@@ -272,10 +264,9 @@ def phase_curve(state, phase, notes):
     began streaming (else since its first tick), and that origin."""
     ticks = snapshots.paired_ticks(phase.progress)
     origin = None if phase.by_hand else snapshots.streaming_start(phase.folder)
-    origin = ticks[0] if origin is None and ticks else origin
-    measured = measure_ticks(ticks, lambda tick: state.tick_mse(phase.progress, tick), notes,
-                             phase.label)
-    return [{"label": t, "seconds": t - origin, "mse": mse} for t, mse in measured.items()], origin
+    measured, origin = measure_ticks(ticks, origin, lambda tick: state.tick_mse(
+        phase.progress, tick), notes, phase.label)
+    return [{"label": t, "seconds": s, "mse": mse} for t, (s, mse) in measured.items()], origin
 
 
 def newest_readable(labels, load, notes, what):
@@ -312,18 +303,17 @@ def chain_view(state, run, notes):
                                 [unreadable]))
     else:
         ticks = chain_eval.chain_ticks(run, layout)
-        origin = ticks[0] if origin is None and ticks else origin
-        measured = measure_ticks(ticks, lambda tick: state.chain_tick(run, layout, tick), notes,
-                                 "the chain")
-        rows = [(tick - origin, row) for tick, row in measured.items()]
+        measured, origin = measure_ticks(ticks, origin, lambda tick: state.chain_tick(
+            run, layout, tick), notes, "the chain")
+        rows = list(measured.values())
         fit = newest_readable(["final"] * stopped + ticks[::-1], lambda label: (
             chain_eval.load_chain(run, layout, label)), notes, "the chain")
-        sizes = " | ".join("-".join(map(str, s)) for s in layout)
+        stages = f"{len(layout)} stages ({' | '.join(map(train_output.format_sizes, layout))})"
         if chain_eval.classifies(layout):               # chain.py --data
-            pictures += classifier_pictures(state, run, layout, rows, fit, origin, sizes)
+            pictures += classifier_pictures(state, run, rows, fit, origin, stages)
         else:
-            pictures += toy_chain_pictures(state, layout, rows, fit, origin, sizes, measured)
-    boundaries = len(layout) - 1 if layout else len(files_in(run / "progress", "boundary*"))
+            pictures += toy_chain_pictures(state, rows, fit, origin, stages, measured)
+    boundaries = len(layout) - 1 if layout else len(list((run / "progress").glob("boundary*")))
     # --colocated: each boundary's model is learned, and measured, in the stage above it
     colocated = boundaries > 0 and not any(
         (run / f"boundary{b}.log").exists() or (run / "metrics" / f"boundary{b}.jsonl").exists()
@@ -345,27 +335,25 @@ def chain_view(state, run, notes):
     processes += [process_row(state, f"boundary {b} oracle", logged_url(run / f"boundary{b}.log"),
                               "oracle", metrics[f"boundary{b}"], notes, stopped)
                   for b in range(1, 0 if colocated else boundaries + 1)]
-    last = newest_mtime([*(run / "progress").glob("*"), *files_in(run / "metrics", "*.jsonl")])
+    last = newest_mtime([*(run / "progress").glob("*"), *(run / "metrics").glob("*.jsonl")])
     return pictures, processes, "chain", stopped, last, "the chain's stages and boundaries"
 
 
-def toy_chain_pictures(state, layout, rows, fit, origin, sizes, measured):
+def toy_chain_pictures(state, rows, fit, origin, stages, measured):
     """A toy chain's fit (fit: (label, layers) or None) and held-out MSE per tick."""
     pictures = []
     if fit is not None:
         label, layers = fit
-        mse = measured[label]["heldout_mse"] if label in measured else \
+        mse = measured[label][1]["heldout_mse"] if label in measured else \
             sgd.mse(layers, state.x_test, state.y_test)
+        heading = f"{stages}\n{when(label, origin)}, held-out MSE {mse:.4f}"
         pictures.append(("chain_fit", "The composed chain now, beside the target", [label],
-                         lambda: livedraw.draw_fit(
-                             plot.predictor(layers), f"{len(layout)} stages: {sizes}\n"
-                             f"{when(label, origin)}, held-out MSE {mse:.4f}", "The composed "
-                             "chain at its newest snapshot, beside the target" + SAME_COLOURS)))
+                         lambda: livedraw.draw_fit(layers, heading, "The composed chain")))
     seconds, curve = [s for s, _ in rows], [r["heldout_mse"] for _, r in rows]
     pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
                      [seconds, curve], lambda: livedraw.panel(
                          livedraw.mse_lines, seconds, curve,
-                         f"{len(layout)} stages ({sizes}): error on points never trained on",
+                         f"{stages}: error on points never trained on",
                          state.baseline, xlabel=livedraw.SINCE_STAGE1)))
     return pictures
 
@@ -394,7 +382,7 @@ def boundary_pictures(metrics, rows, boundaries, colocated, start):
              lambda: livedraw.panel(livedraw.staleness_lines, stale_series))]
 
 
-def classifier_pictures(state, run, layout, rows, fit, origin, sizes):
+def classifier_pictures(state, run, rows, fit, origin, stages):
     """A classifier chain's test accuracy per tick and, at fit, test images with the labels it
     gives them and its confusion matrix (on LiveState.test_images)."""
     x, labels, data = state.test_images(run)
@@ -402,11 +390,10 @@ def classifier_pictures(state, run, layout, rows, fit, origin, sizes):
     seconds = [s for s, _ in rows]
     accuracy = [r["test_accuracy"] for _, r in rows]
     chance = float(np.bincount(labels).max() / len(labels))
-    pictures = [("chain_accuracy", "Test accuracy of the composed chain",
-                 [seconds, accuracy],
+    pictures = [("chain_accuracy", "Test accuracy of the composed chain", [seconds, accuracy],
                  lambda: livedraw.panel(livedraw.accuracy_lines, seconds, accuracy, chance,
-                                        f"{len(layout)} stages ({sizes}): {data}, the "
-                                        f"first {len(labels):,} test images"))]
+                                        f"{stages}: {data}, the first {len(labels):,} test "
+                                        "images"))]
     if fit is None:
         return pictures
     label, layers = fit
