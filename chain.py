@@ -127,6 +127,15 @@ def chain_procs(config):
 
     def model(b):                        # where boundary b's model is learned
         return Url(f"stage {b + 1}" if config.colocated else f"boundary {b} oracle")
+
+    def every_stage(k, oracle):          # what each stage is told, whichever its script
+        return ("--progress-dir", run / "progress" / f"stage{k}",
+                "--snapshot-interval", config.snapshot_interval, "--wire", config.wire,
+                "--batch-size", config.batch_size, "--learning-rate", config.learning_rate,
+                *(("--colocated",) if config.colocated else ("--oracle-url", oracle)),
+                *(() if config.delay is None else (              # counting steps
+                    "--delay", config.delay, "--network", train_output.format_sizes(
+                        config.sizes), "--splits", ",".join(map(str, config.splits)))))
     procs = [proc(f"boundary {b} oracle", "oracle.py", f"boundary{b}", b, 2 * w + 1,
                   (w + 1, 12, w), "--port", 0, "--width", w, "--max-examples", config.count,
                   "--report-every", 0, "--conditioned" if config.conditioned else
@@ -134,56 +143,35 @@ def chain_procs(config):
              for b, w in enumerate((s[-1] for s in layout[:-1] if not config.colocated), 1)]
     for k in range(K, 1, -1):
         sizes = layout[k - 1]
-        below = ("--colocated",) if config.colocated else ("--oracle-url", model(k - 1))
-        common = ("--port", 0, "--sizes", train_output.format_sizes(sizes), *below,
-                  "--max-examples", config.count, "--progress-dir", run / "progress" /
-                  f"stage{k}", "--snapshot-interval", config.snapshot_interval,
-                  "--wire", config.wire, "--report-every", 0,
-                  "--batch-size", config.batch_size, "--learning-rate", config.learning_rate,
-                  "--train-on", config.train_on)
+        options = ("--port", 0, "--sizes", train_output.format_sizes(sizes),
+                   "--max-examples", config.count, "--report-every", 0,
+                   "--train-on", config.train_on, *every_stage(k, model(k - 1)),
+                   *(() if config.delay is None else ("--stage", k)))
         if config.data != "toy":                   # a classifier's stage
-            common += ("--activation", "relu", "--classes", config.sizes[-1],
-                       *(("--loss", "cross-entropy") if k == K else ()))
-        if config.delay is not None:
-            common += (*counted(config), "--stage", k)
+            options += ("--activation", "relu", "--classes", config.sizes[-1],
+                        *(("--loss", "cross-entropy") if k == K else ()))
         script, role = ("train_output.py", ("--no-live",)) if k == K else (   # chain.py's page
             "train_middle.py", ("--above-oracle-url", model(k), "--next-url",
                                 Url(f"stage {k + 1}"), "--update", config.update,
                                 "--refresh-every", config.refresh_every))
         procs.append(proc(f"stage {k}", script, f"stage{k}", 10 * k, sizes[0] + 1, sizes,
-                          *common, *role))
-    return [*procs, proc("stage 1", "train_input.py", "stage1", 0, 0, layout[0],
-                         *input_options(config, layout[0], model(1)))]
-
-
-def counted(config):
-    """A chain counting steps: every stage's --delay and its place in the network."""
-    return ("--delay", config.delay, "--network", train_output.format_sizes(config.sizes),
-            "--splits", ",".join(map(str, config.splits)))
-
-
-def input_options(config, sizes, model):
-    """train_input.py's options holding the layers `sizes` (2 -> ... -> h)."""
-    data = ("--data-dir", config.run_dir / "data" if config.data_dir is None else
-            config.data_dir)
+                          *options, *role))
+    first = layout[0]                              # 2 -> ... -> h, or an image's pixels
+    data = ("--data-dir", run / "data" if config.data_dir is None else config.data_dir)
     if config.data != "toy":                       # the training images, count of them
         data = ("--data", config.data, "--examples", config.count,
                 *(("--image-dir", config.image_dir) if config.image_dir else ()))
-    K = len(config.splits) + 1
-    return (*data, *(("--width", sizes[-1]) if len(sizes) == 2 else
-                     ("--sizes", train_output.format_sizes(sizes))),
-            *(("--colocated",) if config.colocated else ("--oracle-url", model)),
-            "--output-url", Url("stage 2"), "--progress-dir", config.run_dir / "progress" /
-            "stage1", "--snapshot-interval", config.snapshot_interval, "--wire", config.wire,
-            "--update", config.update, "--duration", config.duration,
-            "--refresh-every", config.refresh_every,
-            *(() if config.examples is None else ("--until-trained", config.examples)),
-            *(("--until-url", Url(f"stage {K}")) if config.train_on == "arrivals" else ()),
-            *(() if config.max_ahead is None or config.delay is not None else
-              ("--max-ahead", config.max_ahead)),
-            "--report-every", 1, "--batch-size", config.batch_size,
-            "--learning-rate", config.learning_rate,
-            *(() if config.delay is None else counted(config)))
+    return [*procs, proc(
+        "stage 1", "train_input.py", "stage1", 0, 0, first, *data,
+        *(("--width", first[-1]) if len(first) == 2 else
+          ("--sizes", train_output.format_sizes(first))),
+        "--output-url", Url("stage 2"), "--update", config.update, "--duration", config.duration,
+        "--refresh-every", config.refresh_every, "--report-every", 1,
+        *(() if config.examples is None else ("--until-trained", config.examples)),
+        *(("--until-url", Url(f"stage {K}")) if config.train_on == "arrivals" else ()),
+        *(() if config.max_ahead is None or config.delay is not None else
+          ("--max-ahead", config.max_ahead)),
+        *every_stage(1, model(1)))]
 
 
 # --- Running them: here or on Ray, one machinery. ------------------------------------------------

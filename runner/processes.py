@@ -19,8 +19,7 @@ from generate import fmt
 from parts import children, snapshots, stepped
 
 GRACE_S = 15.0                     # seconds past its --duration before the last is stopped
-READY_WAIT = 600.0                 # seconds a server may take to answer (TensorFlow's import
-                                   # at --nice 10 beside busy cores took 306 s: docs/tests.md)
+READY_WAIT = 600.0                 # seconds a server may take to answer: a guard (docs/tests.md)
 LOOK_TIMEOUT = 3.0                 # seconds a status look waits: a stalled peer holds no one
 
 

@@ -224,12 +224,11 @@ class RayChain(processes.Spawner):
     def replace(self, name, files, stop=True):
         """A new actor for name where self.where says, with today's addresses, resuming, and the
         time left of its --duration; the old one stopped first (it saves what it holds) if stop."""
-        old = self.actors.pop(name, None)
         self.pending = {r: v for r, v in self.pending.items() if v[0] != name}
-        if old is not None:
+        if name in self.actors:
             if stop:
-                self.call_actor(old, "stop", 30.0, timeout=40.0)
-            self.ray.kill(old, no_restart=True)
+                self.call(name, "stop", 30.0, timeout=40.0)
+            self.ray.kill(self.actors.pop(name), no_restart=True)
         argv = processes.restart_options(processes.command_line(self.procs[name], self.urls),
                                          None, None, self.deadlines[name])
         self.launch(name, argv, files, self.deadlines[name])
@@ -356,9 +355,7 @@ class RayChain(processes.Spawner):
 
     def call(self, name, method, *args, timeout=30.0):
         """name's actor.method(*args), its answer, or None if it is dead or does not answer."""
-        return self.call_actor(self.actors.get(name), method, *args, timeout=timeout)
-
-    def call_actor(self, actor, method, *args, timeout=30.0):
+        actor = self.actors.get(name)
         if actor is None:
             return None
         try:

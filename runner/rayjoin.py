@@ -16,6 +16,7 @@ RAY_PIN = "ray==2.60.0"                # the version tests/ runs (requirements-t
 MISSING = (f"chain.py --ray needs Ray, which make demo does not install: pip install "
            f"'{RAY_PIN}' (make test's environment has it: .venv/bin/python chain.py --ray)")
 CONNECT_TRIES = 5                      # seconds ray.init tries a cluster that refuses us
+TRIES_SETTING = "RAY_gcs_server_port_wait_time_s"      # where ray.init reads them
 REACH_S = 3.0                          # seconds a cluster's address may take to accept at all
 # The repository travels to every machine (Ray's working_dir) without these.
 EXCLUDES = ["runs", "progress", "docs", "tests"]          # Ray leaves out .git, .venv too
@@ -49,9 +50,11 @@ def connect(address, place=None, cpus=1):
     said_joining.clear()
     handled = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)
                if callable(signal.getsignal(s))}
+    tries = os.environ.get(TRIES_SETTING)             # as it was, put back after
+    if not local:
+        os.environ[TRIES_SETTING] = str(CONNECT_TRIES)
     try:
-        with stderr_kept(said_joining), environ(RAY_gcs_server_port_wait_time_s=None if local
-                                                else str(CONNECT_TRIES)):
+        with stderr_kept(said_joining):
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
                      runtime_env=dict(working_dir=str(children.TOP), excludes=EXCLUDES,
                                       env_vars=env_vars),
@@ -67,6 +70,9 @@ def connect(address, place=None, cpus=1):
     finally:
         for signum in handled:                     # Ray's handler exits at once: ours,
             signal.signal(signum, handled[signum])     # which stop the run first, back
+        os.environ.pop(TRIES_SETTING, None)
+        if tries is not None:
+            os.environ[TRIES_SETTING] = tries
     declared = ray.cluster_resources()
     missing = sorted({r for r in place or () if r not in declared})
     if missing:
@@ -107,21 +113,6 @@ def why_not_joined(error, said):
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     return (f"{first} (is `ray start --head` running there, and RAY_AUTH_MODE=token with its "
             f"token set here? docs/several-machines.md)")
-
-
-@contextlib.contextmanager
-def environ(**values):
-    """os.environ with `values` (None: as it is) for the block, as it was after."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update({name: v for name, v in values.items() if v is not None})
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager
