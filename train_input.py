@@ -148,11 +148,6 @@ class InputTrainer:
         self.checkpointer.maybe()
         return True
 
-    @property
-    def layer(self):
-        """Layer 1: 2 -> 24 (a chain's first stage may hold more)."""
-        return self.layers[0]
-
     def save_checkpoint(self, path):
         """The layers, the optimizer's state and the counters (a resumed run starts a new pass)."""
         checkpoint.save(path, {"": (checkpoint.layer_weights(self.layers), self.optimizer)},

@@ -171,11 +171,14 @@ class ModelFollower:
                     self._latest, seen = (weights, version), version
                     self._changed.notify_all()
 
-    def take(self, needed):
+    def take(self, needed, owner=None):
         """Load the newest weights into the model once they have learned from step `needed`;
-        returns the version loaded (None if stopped, or the stage above diverged, first)."""
+        returns the version loaded (None if stopped, or the stage above diverged, first: then
+        owner, the stage, diverges too)."""
         with self._changed:
             while True:
+                if self.diverged and owner is not None:
+                    checkpoint.diverge(owner, "the stage above")
                 if self.stop.is_set() or self.diverged:
                     return None
                 have = self.version if self._latest is None else self._latest[1]
@@ -219,10 +222,8 @@ class FirstStage:
         """Step t on x, y (examples idx) once the model above has learned from step t - 1 - D;
         h goes up with t. False: stopped while waiting, or diverged (owner's guard)."""
         if self.follower is not None:
-            version = self.follower.take(t - 1 - self.delays.bound)
+            version = self.follower.take(t - 1 - self.delays.bound, owner)
             if version is None:
-                if self.follower.diverged:
-                    checkpoint.diverge(owner, "the stage above")
                 return False
             self.delays.add(t - 1 - version)
         done = checkpoint.guard(owner, "stage 1", self.stage.group,
@@ -305,10 +306,8 @@ class SteppedStage(server.StageServer):
         if self.follower is not None:
             # the stage above can only have learned from steps this stage handed it: after a
             # gap, not from those lost in it
-            version = self.follower.take(min(step - 1 - self.delays.bound, self.steps))
-            if version is None:                         # stopped while waiting
-                if self.follower.diverged:
-                    checkpoint.diverge(self, "the stage above")
+            version = self.follower.take(min(step - 1 - self.delays.bound, self.steps), self)
+            if version is None:                         # stopped while waiting, or diverged
                 return True
             self.delays.add(max(0, step - 1 - version))   # (0: a model past this step)
         if self.steps == 0:
