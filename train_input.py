@@ -124,7 +124,6 @@ class InputTrainer:
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
         self.checkpointer = checkpoint.Checkpointer(c.checkpoint, c.checkpoint_interval,
                                                    self.save_checkpoint)
-        # counters
         self.examples = self.updates = self.epochs = self.skipped = self.steps = 0
         self.waited = 0.0
         self.diverged = False
