@@ -124,7 +124,6 @@ class InputTrainer:
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
         self.checkpointer = checkpoint.Checkpointer(c.checkpoint, c.checkpoint_interval,
                                                    self.save_checkpoint)
-        # counters
         self.examples = self.updates = self.epochs = self.skipped = self.steps = 0
         self.waited = 0.0
         self.diverged = False
@@ -147,11 +146,6 @@ class InputTrainer:
         self.snapshotter.maybe_save(self.layers)
         self.checkpointer.maybe()
         return True
-
-    @property
-    def layer(self):
-        """Layer 1: 2 -> 24 (a chain's first stage may hold more)."""
-        return self.layers[0]
 
     def save_checkpoint(self, path):
         """The layers, the optimizer's state and the counters (a resumed run starts a new pass)."""

@@ -40,6 +40,8 @@ class MiddleTrainer(train_output.OutputTrainer):
 
     def __init__(self, **config):
         c = {**DEFAULTS, **config}
+        if c["update"] == "frozen":        # no gradient ever goes down, no model learns here
+            c.update(send_gradients=False, colocated=False)
         super().__init__(**c)
         binary, token = c["wire"] == "binary", c["token"]
         self.above = boundary.LocalSyntheticGradients(
@@ -49,10 +51,6 @@ class MiddleTrainer(train_output.OutputTrainer):
         self.up = sender.Sender(self.next.send_examples, "activations to the next stage",
                                 max_pending=c["max_examples"], linger=sender.SENDER_LINGER)
         self.h_out = None
-        if c["update"] == "frozen":                     # no gradient ever goes down
-            if self.sender is not None:
-                self.sender.close(flush_timeout=0)
-            self.sender = self.boundary = self.quality = None     # and no model learns here
 
     def start_training(self):
         """Fetch the model above in the background (a stage may start before its oracle),

@@ -38,6 +38,8 @@ class Sender:
     back-off while the peer is down. Beyond `max_pending` indices new rows are `dropped`.
     """
 
+    COUNTS = ("sent", "superseded", "dropped", "refused", "failed_requests", "unsent")
+
     def __init__(self, send, name, chunk=MAX_CHUNK, max_pending=250_000, max_backoff=2.0,
                  linger=0.0):
         self._send = send
@@ -56,8 +58,7 @@ class Sender:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.counts = collections.Counter(sent=0, superseded=0, dropped=0, refused=0,
-                                          failed_requests=0, unsent=0)
+        self.counts = collections.Counter(dict.fromkeys(self.COUNTS, 0))
         self.last_log = -math.inf
         self._thread = threading.Thread(target=self._run, name=f"sender-{name}", daemon=True)
         self._thread.start()
@@ -164,11 +165,15 @@ class Sender:
                 self._send_counted(i, columns)
                 delay = 0.05
             except PeerError as e:
-                if count_failure(self, e, len(i), f"{len(i)} rows"):
+                if count_failure(self, e, len(i), self.describe(i, columns)):
                     continue                        # the rows themselves are bad
                 self._give_back(i, columns)
                 self._stop.wait(delay)
                 delay = min(self.max_backoff, delay * 2)
+
+    def describe(self, i, columns):
+        """What a request holds, for the log."""
+        return f"{len(i)} rows"
 
     def _send_counted(self, i, columns):
         """One request; its rows are in flight (unsent, if it never ends), then sent."""

@@ -61,82 +61,62 @@ def delay_text(fields):
     return f"mean {fields['mean']:.2f}, max {fields['max']} (bound {fields['bound']})"
 
 
-class OrderedSender:
-    """Whole steps to the stage above, in order, none replaced or dropped: put() never waits; a
-    thread posts consecutive steps, max_rows rows a request, with back-off while the peer is
-    down (refused rows are counted, not resent). close() sends the rest within flush_timeout s."""
+class OrderedSender(sender.Sender):
+    """Whole steps to the stage above, in order, none replaced or dropped: put() never waits;
+    Sender's thread posts consecutive steps, max_rows rows a request, with back-off while the
+    peer is down (refused rows are counted, not resent). close() sends the rest within
+    flush_timeout s."""
+
+    COUNTS = ("sent", "refused", "failed_requests", "unsent")
 
     def __init__(self, send, name, max_rows=synthgrad.MAX_CHUNK, max_backoff=2.0):
-        self._send, self.name, self.max_rows, self.max_backoff = send, name, max_rows, max_backoff
         self._queue = collections.deque()            # (step, i, h, y), oldest first
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self.last_log, self.log_every = -math.inf, 10.0
-        self.counts = collections.Counter(sent=0, refused=0, failed_requests=0, unsent=0)
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sender-{name}")
-        self._thread.start()
+        self._taken = []                             # the steps of the request in flight
+        super().__init__(send, name, chunk=max_rows, max_backoff=max_backoff)
 
     def put(self, step, i, h, y):
-        with self._changed:
+        with self._lock:
             self._queue.append((step, np.asarray(i), np.array(h, copy=True), np.asarray(y)))
-            self._changed.notify_all()
+        self._wake.set()
 
     def pending(self):
-        with self._changed:
+        with self._lock:
             return sum(len(item[1]) for item in self._queue)
 
     def _take(self):
-        """The oldest steps, whole, up to max_rows rows (at least one step); [] if none."""
-        with self._changed:
-            while not self._queue and not self._stop.is_set():
-                self._changed.wait(0.5)
+        """The oldest steps, whole, up to `chunk` rows (at least one step), as (i, [h, y,
+        steps]); None if none."""
+        with self._lock:
             items, rows, seen = [], 0, set()
             for item in self._queue:            # an index at most once in a request
-                if items and (rows + len(item[1]) > self.max_rows or
+                if items and (rows + len(item[1]) > self.chunk or
                               not seen.isdisjoint(item[1].tolist())):
                     break
                 items.append(item)
                 rows += len(item[1])
                 seen.update(item[1].tolist())
-            return items
-
-    def _run(self):
-        delay = 0.05
-        while not self._stop.is_set():
-            items = self._take()
             if not items:
-                continue
-            i, h, y = (np.concatenate([item[k] for item in items]) for k in (1, 2, 3))
-            steps = np.concatenate([np.full(len(item[1]), item[0]) for item in items])
-            rows = len(i)
-            try:
-                self._send(i, h, y, steps)
-                self.counts["sent"] += rows
-                delay = 0.05
-            except synthgrad.PeerError as e:
-                if not sender.count_failure(self, e, rows,
-                                            f"steps {items[0][0]}-{items[-1][0]}"):
-                    self._stop.wait(delay)
-                    delay = min(self.max_backoff, 2 * delay)
-                    continue                            # and try again
-            with self._changed:
-                for _ in items:
-                    self._queue.popleft()
-                self._changed.notify_all()
+                return None
+            for _ in items:
+                self._queue.popleft()
+            self._taken = items
+        i, h, y = (np.concatenate([item[k] for item in items]) for k in (1, 2, 3))
+        return i, [h, y, np.concatenate([np.full(len(item[1]), item[0]) for item in items])]
+
+    def _give_back(self, i, columns):
+        """The steps taken go back to the front of the queue, in order."""
+        with self._lock:
+            self._queue.extendleft(reversed(self._taken))
+
+    def describe(self, i, columns):
+        return f"steps {columns[2][0]}-{columns[2][-1]}"
 
     def close(self, flush_timeout=5.0):
+        """Let the thread send every step within flush_timeout s, then Sender's close."""
         deadline = time.monotonic() + flush_timeout
-        with self._changed:
-            while self._queue and self._thread.is_alive() and time.monotonic() < deadline:
-                self._changed.wait(0.05)
-            self._stop.set()
-            self._changed.notify_all()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        self.counts["unsent"] = self.pending()
-        if self.counts["unsent"]:
-            log.warning("%s: %d rows could not be sent before shutdown", self.name,
-                        self.counts["unsent"])
-        return dict(self.counts)
+        while (self.pending() or self._in_flight) and time.monotonic() < deadline:
+            self._stop.wait(0.05)
+        return super().close(max(0.0, deadline - time.monotonic()))
 
 
 class ModelFollower:
@@ -191,11 +171,14 @@ class ModelFollower:
                     self._latest, seen = (weights, version), version
                     self._changed.notify_all()
 
-    def take(self, needed):
+    def take(self, needed, owner=None):
         """Load the newest weights into the model once they have learned from step `needed`;
-        returns the version loaded (None if stopped, or the stage above diverged, first)."""
+        returns the version loaded (None if stopped, or the stage above diverged, first: then
+        owner, the stage, diverges too)."""
         with self._changed:
             while True:
+                if self.diverged and owner is not None:
+                    checkpoint.diverge(owner, "the stage above")
                 if self.stop.is_set() or self.diverged:
                     return None
                 have = self.version if self._latest is None else self._latest[1]
@@ -239,10 +222,8 @@ class FirstStage:
         """Step t on x, y (examples idx) once the model above has learned from step t - 1 - D;
         h goes up with t. False: stopped while waiting, or diverged (owner's guard)."""
         if self.follower is not None:
-            version = self.follower.take(t - 1 - self.delays.bound)
+            version = self.follower.take(t - 1 - self.delays.bound, owner)
             if version is None:
-                if self.follower.diverged:
-                    checkpoint.diverge(owner, "the stage above")
                 return False
             self.delays.add(t - 1 - version)
         done = checkpoint.guard(owner, "stage 1", self.stage.group,
@@ -325,10 +306,8 @@ class SteppedStage(server.StageServer):
         if self.follower is not None:
             # the stage above can only have learned from steps this stage handed it: after a
             # gap, not from those lost in it
-            version = self.follower.take(min(step - 1 - self.delays.bound, self.steps))
-            if version is None:                         # stopped while waiting
-                if self.follower.diverged:
-                    checkpoint.diverge(self, "the stage above")
+            version = self.follower.take(min(step - 1 - self.delays.bound, self.steps), self)
+            if version is None:                         # stopped while waiting, or diverged
                 return True
             self.delays.add(max(0, step - 1 - version))   # (0: a model past this step)
         if self.steps == 0:

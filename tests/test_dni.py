@@ -170,7 +170,7 @@ def test_a_synthetic_step_moves_layer1_as_the_input_trainer_does(tmp_path, close
         # zero_init off, so that g_hat is not zero; plain SGD, as train_input.py's layer 1
         net = toy(np.random.default_rng(0), optimizer="sgd", learning_rate=0.05,
                       zero_init=False, conditioned=True)
-        assert np.array_equal(net.layers[0].w, trainer.layer.w)   # both drew it first, seed 0
+        assert np.array_equal(net.layers[0].w, trainer.layers[0].w)   # both drew it first, seed 0
         idx = np.array([3, 7, 11, 19])
         h = net.layers[0].feed_forward(x[idx], remember=False)
         expected = net.models[0].predict(h, y[idx])               # what step will predict
@@ -182,8 +182,8 @@ def test_a_synthetic_step_moves_layer1_as_the_input_trainer_does(tmp_path, close
         np.testing.assert_array_equal(g_hat, expected)
         np.testing.assert_array_equal(asked[0][0], h)
         np.testing.assert_array_equal(asked[0][1], y[idx])
-        np.testing.assert_array_equal(net.layers[0].w, trainer.layer.w)
-        np.testing.assert_array_equal(net.layers[0].b, trainer.layer.b)
+        np.testing.assert_array_equal(net.layers[0].w, trainer.layers[0].w)
+        np.testing.assert_array_equal(net.layers[0].b, trainer.layers[0].b)
         assert not np.allclose(g_hat, g)                          # it did not use the true one
     finally:
         trainer.stop.set()

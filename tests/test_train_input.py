@@ -55,14 +55,14 @@ def test_step_backprops_each_examples_synthetic_gradient_through_its_own_input(t
     idx = np.array([3, 7, 11])
     g = np.random.default_rng(1).standard_normal((3, W))
     trainer.synthetic_gradients = lambda h, y: g
-    w, b = trainer.layer.w.copy(), trainer.layer.b.copy()
+    w, b = trainer.layers[0].w.copy(), trainer.layers[0].b.copy()
     assert trainer.step(idx) is True
     # By hand: h = sigmoid(x w + b); dL/dz = g * h (1 - h); dL/dw = mean over rows of x^T dL/dz.
     x = trainer.x[idx]
     h = sgd.Sigmoid.f(x @ w + b)
     delta = g * h * (1 - h)
-    np.testing.assert_allclose(trainer.layer.w, w - 0.1 * x.T @ delta / 3, rtol=1e-12)
-    np.testing.assert_allclose(trainer.layer.b, b - 0.1 * delta.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(trainer.layers[0].w, w - 0.1 * x.T @ delta / 3, rtol=1e-12)
+    np.testing.assert_allclose(trainer.layers[0].b, b - 0.1 * delta.mean(axis=0), rtol=1e-12)
     i_sent, h_sent, y_sent = trainer.sender.rows()
     np.testing.assert_array_equal(i_sent, idx)
     np.testing.assert_allclose(h_sent, h, rtol=1e-12)          # activations before the update
@@ -73,26 +73,26 @@ def test_adam_moves_layer_1_as_optimizers_adam_does_by_hand(make_trainer):
     trainer = make_trainer(optimizer="adam")
     g = np.random.default_rng(2).standard_normal((3, W))
     trainer.synthetic_gradients = lambda h, y: g
-    layer = copy.deepcopy(trainer.layer)
+    layer = copy.deepcopy(trainer.layers[0])
     adam = optimizers.Adam([layer], 0.1)
     for idx in ([3, 7, 11], [0, 1, 2]):                        # two steps: moments carry over
         assert trainer.step(np.array(idx)) is True
         layer.feed_forward(trainer.x[idx])
         layer.backprop(g)
         adam.step()
-    assert trainer.layer.w.tobytes() == layer.w.tobytes()
-    assert trainer.layer.b.tobytes() == layer.b.tobytes()
+    assert trainer.layers[0].w.tobytes() == layer.w.tobytes()
+    assert trainer.layers[0].b.tobytes() == layer.b.tobytes()
     assert trainer.optimizer.t == 2 and trainer.updates == 2
 
 
 def test_frozen_never_asks_for_gradients_and_leaves_layer_1_as_it_was(trainer):
     trainer.config.update = "frozen"
     trainer.synthetic_gradients = lambda h, y: pytest.fail("asked for synthetic gradients")
-    w, b = trainer.layer.w.tobytes(), trainer.layer.b.tobytes()
+    w, b = trainer.layers[0].w.tobytes(), trainer.layers[0].b.tobytes()
     state = trainer.rng.bit_generator.state
     for k in range(5):
         assert trainer.step(np.array([k, k + 5])) is True
-    assert (trainer.layer.w.tobytes(), trainer.layer.b.tobytes()) == (w, b)
+    assert (trainer.layers[0].w.tobytes(), trainer.layers[0].b.tobytes()) == (w, b)
     assert trainer.skipped == 5 and trainer.updates == 0 and trainer.examples == 10
     assert trainer.rng.bit_generator.state == state             # the example order is unchanged
     assert len(trainer.sender.puts) == 5                        # layers 2-3 still get every one
@@ -103,8 +103,8 @@ def test_random_rows_have_the_synthetic_rows_norms_and_not_their_directions(trai
     g = np.random.default_rng(3).standard_normal((4, W)) * [[1.0], [1e-3], [0.0], [50.0]]
     asked = []
     trainer.synthetic_gradients = lambda h, y: asked.append(len(h)) or g
-    used, backprop = [], trainer.layer.backprop
-    trainer.layer.backprop = lambda dL_dh: used.append(dL_dh.copy()) or backprop(dL_dh)
+    used, backprop = [], trainer.layers[0].backprop
+    trainer.layers[0].backprop = lambda dL_dh: used.append(dL_dh.copy()) or backprop(dL_dh)
     assert trainer.step(np.array([1, 2, 3, 4])) is True
     r = used[0]                                                 # (4, 24): what layer 1 got
     assert asked == [4] and r.shape == g.shape                  # the oracle was asked as usual
@@ -129,19 +129,19 @@ def test_synthetic_mode_draws_nothing_from_the_rng(trainer):
 def test_divergence_stops_with_the_last_finite_weights(trainer):
     trainer.optimizer.learning_rate = 1e308                    # the optimizer holds eta
     trainer.synthetic_gradients = lambda h, y: np.full_like(h, 1e308)
-    w = trainer.layer.w.copy()
+    w = trainer.layers[0].w.copy()
     assert trainer.step(np.array([0, 1])) is False
     assert trainer.diverged and trainer.stop.is_set()
-    np.testing.assert_array_equal(trainer.layer.w, w)
+    np.testing.assert_array_equal(trainer.layers[0].w, w)
 
 
 def test_update_probability_zero_never_asks_for_gradients(trainer):
     trainer.config.update_probability = 0.0
     trainer.synthetic_gradients = lambda h, y: pytest.fail("asked for synthetic gradients")
-    w = trainer.layer.w.copy()
+    w = trainer.layers[0].w.copy()
     for k in range(5):
         assert trainer.step(np.array([k])) is True
-    np.testing.assert_array_equal(trainer.layer.w, w)
+    np.testing.assert_array_equal(trainer.layers[0].w, w)
     assert trainer.skipped == 5 and trainer.updates == 0 and trainer.examples == 5
 
 
@@ -185,7 +185,7 @@ def test_checkpoint_round_trip_and_refusal(trainer, tmp_path, closed_url):
     other = train_input.InputTrainer(trainer.x, trainer.y, dataclasses.replace(
         trainer.config, seed=5, checkpoint=path, resume=True))
     try:
-        np.testing.assert_array_equal(other.layer.w, trainer.layer.w)
+        np.testing.assert_array_equal(other.layers[0].w, trainer.layers[0].w)
         assert (other.examples, other.updates) == (2, 1)
     finally:
         other.sender.close(flush_timeout=0)
@@ -210,8 +210,8 @@ def test_checkpoint_keeps_adams_state(make_trainer, tmp_path):
     assert resumed.optimizer.t == trainer.optimizer.t == 3
     for t in (trainer, resumed):                                # as if it had never stopped
         t.step(np.array([7, 8]))
-    assert resumed.layer.w.tobytes() == trainer.layer.w.tobytes()
-    assert resumed.layer.b.tobytes() == trainer.layer.b.tobytes()
+    assert resumed.layers[0].w.tobytes() == trainer.layers[0].w.tobytes()
+    assert resumed.layers[0].b.tobytes() == trainer.layers[0].b.tobytes()
     with pytest.raises(ValueError, match="written with --optimizer adam; this run uses sgd"):
         make_trainer(checkpoint=path, resume=True)
 
