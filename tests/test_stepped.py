@@ -353,14 +353,16 @@ def test_the_follower_does_not_wait_for_a_stage_that_restarted_at_the_version_it
                                                       width=2, context=1)
     stop = threading.Event()
     follower = stepped.ModelFollower(RestartingPeer(restarted), model, 2, stop)
+    # a restart's model is used as it is; the same process's is waited for (a guard, and the
+    # time after which the test says it did not wait)
+    guard = threading.Timer(30.0 if restarted else 0.5, stop.set)
     follower.start()
     try:
         wait_for(lambda: len(follower.client.asked) >= 5)    # 5, 5, refused, 5, 5
-        # a restart's model is used as it is; the same process's is waited for (a guard, and
-        # the time after which the test says it did not wait)
-        threading.Timer(30.0 if restarted else 0.5, stop.set).start()
+        guard.start()
         assert follower.take(6) == (5 if restarted else None)
     finally:
+        guard.cancel()
         stop.set()
 
 
