@@ -41,8 +41,8 @@ class TrainingServer:
     idle_wait = 0.1                  # seconds between looks while there is nothing to train on
     quality = None                   # a boundary.Quality, if it measures synthetic gradients
     FLATTEN = {}                     # /status field (a dict) -> prefix of its keys in metrics
-    NOT_IN_METRICS = ("role", "uptime_s", "requests_served", "requests_refused", "live_page",
-                      "window")
+    NOT_IN_METRICS = ("role", "uptime_s", "started", "requests_served", "requests_refused",
+                      "live_page", "window")
 
     def __init__(self, config):
         self.config = config
@@ -132,6 +132,7 @@ class TrainingServer:
         fields = {
             "role": self.role,
             "uptime_s": round(time.time() - self.started, 3),
+            "started": self.started,     # this process's start: a restart is a new value
             "examples_held": self.examples_held(),
             "training_passes": self.counts["passes"],
             "last_train_mse": self.last_train_mse,

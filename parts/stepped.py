@@ -21,7 +21,6 @@ from parts import boundary, checkpoint, decoupled, sender, server
 
 log = logging.getLogger("synthgrad")
 WEIGHTS_WAIT_S = 2.0          # GET /weights?after=V answers at the latest this much later
-RESTARTED_S = 1.0             # a peer back this much younger restarted (a restart waits 1 s)
 UPDATES = {"synthetic": "synthetic", "frozen": "frozen", "random": "random-synthetic-norm"}
 
 
@@ -152,9 +151,8 @@ class ModelFollower:
                 continue
             delay, stuck, younger = 0.05, version == seen and status.get("diverged"), False
             if lost:                            # when the process now answering started
-                was, lost = born, False
-                born = time.time() - status["uptime_s"] if "uptime_s" in status else None
-                younger = None not in (was, born) and born - was > RESTARTED_S
+                was, born, lost = born, status.get("started"), False
+                younger = None not in (was, born) and born != was
             if stuck:
                 log.error("the stage above diverged: this stage cannot go on")
                 with self._changed:

@@ -335,7 +335,7 @@ class RestartingPeer(Peer):
         self.started, self.restarted = time.time() - 30.0, restarted
 
     def status(self):
-        return {"diverged": False, "uptime_s": time.time() - self.started}
+        return {"diverged": False, "started": self.started}
 
     def weights(self, width, after=None):
         if len(self.asked) == 2:
