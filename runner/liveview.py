@@ -312,7 +312,7 @@ def chain_view(state, run, notes):
         if chain_eval.classifies(layout):               # chain.py --data
             pictures += classifier_pictures(state, run, rows, fit, origin, stages)
         else:
-            pictures += toy_chain_pictures(state, rows, fit, origin, stages, measured)
+            pictures += toy_chain_pictures(state, measured, fit, origin, stages)
     boundaries = len(layout) - 1 if layout else len(list((run / "progress").glob("boundary*")))
     # --colocated: each boundary's model is learned, and measured, in the stage above it
     colocated = boundaries > 0 and not any(
@@ -339,8 +339,9 @@ def chain_view(state, run, notes):
     return pictures, processes, "chain", stopped, last, "the chain's stages and boundaries"
 
 
-def toy_chain_pictures(state, rows, fit, origin, stages, measured):
-    """A toy chain's fit (fit: (label, layers) or None) and held-out MSE per tick."""
+def toy_chain_pictures(state, measured, fit, origin, stages):
+    """A toy chain's fit (fit: (label, layers) or None) and held-out MSE per tick (measured:
+    {tick: (seconds, chain_eval.tick_row)})."""
     pictures = []
     if fit is not None:
         label, layers = fit
@@ -349,7 +350,8 @@ def toy_chain_pictures(state, rows, fit, origin, stages, measured):
         heading = f"{stages}\n{when(label, origin)}, held-out MSE {mse:.4f}"
         pictures.append(("chain_fit", "The composed chain now, beside the target", [label],
                          lambda: livedraw.draw_fit(layers, heading, "The composed chain")))
-    seconds, curve = [s for s, _ in rows], [r["heldout_mse"] for _, r in rows]
+    seconds = [s for s, _ in measured.values()]
+    curve = [r["heldout_mse"] for _, r in measured.values()]
     pictures.append(("chain_mse", "Held-out MSE of the composed chain (log scale)",
                      [seconds, curve], lambda: livedraw.panel(
                          livedraw.mse_lines, seconds, curve,

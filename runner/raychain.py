@@ -227,7 +227,7 @@ class RayChain(processes.Spawner):
         self.pending = {r: v for r, v in self.pending.items() if v[0] != name}
         if name in self.actors:
             if stop:
-                self.call(name, "stop", 30.0, timeout=40.0)
+                self.stop(name)
             self.ray.kill(self.actors.pop(name), no_restart=True)
         argv = processes.restart_options(processes.command_line(self.procs[name], self.urls),
                                          None, None, self.deadlines[name])
