@@ -117,10 +117,10 @@ def chain_procs(config):
     run, layout = config.run_dir, stage_sizes(config.sizes, config.splits)
     K = len(layout)
 
-    def proc(name, script, key, seed, held_width, sizes, *options):
+    def proc(name, script, key, seed, held_width, sizes, *argv):
         checkpoint = processes.checkpoint_path(run, key)
         return Proc(name, script, (
-            *options, "--seed", config.seed + (seed if config.delay is None else 0),
+            *argv, "--seed", config.seed + (seed if config.delay is None else 0),
             "--metrics", run / "metrics" / f"{key}.jsonl", "--checkpoint", checkpoint,
             "--checkpoint-interval", checkpoint_every(config, held_width, sizes)),
             key, run / f"{key}.log", checkpoint)
@@ -143,19 +143,19 @@ def chain_procs(config):
              for b, w in enumerate((s[-1] for s in layout[:-1] if not config.colocated), 1)]
     for k in range(K, 1, -1):
         sizes = layout[k - 1]
-        options = ("--port", 0, "--sizes", train_output.format_sizes(sizes),
-                   "--max-examples", config.count, "--report-every", 0,
-                   "--train-on", config.train_on, *every_stage(k, model(k - 1)),
-                   *(() if config.delay is None else ("--stage", k)))
+        argv = ("--port", 0, "--sizes", train_output.format_sizes(sizes),
+                "--max-examples", config.count, "--report-every", 0,
+                "--train-on", config.train_on, *every_stage(k, model(k - 1)),
+                *(() if config.delay is None else ("--stage", k)))
         if config.data != "toy":                   # a classifier's stage
-            options += ("--activation", "relu", "--classes", config.sizes[-1],
-                        *(("--loss", "cross-entropy") if k == K else ()))
+            argv += ("--activation", "relu", "--classes", config.sizes[-1],
+                     *(("--loss", "cross-entropy") if k == K else ()))
         script, role = ("train_output.py", ("--no-live",)) if k == K else (   # chain.py's page
             "train_middle.py", ("--above-oracle-url", model(k), "--next-url",
                                 Url(f"stage {k + 1}"), "--update", config.update,
                                 "--refresh-every", config.refresh_every))
         procs.append(proc(f"stage {k}", script, f"stage{k}", 10 * k, sizes[0] + 1, sizes,
-                          *options, *role))
+                          *argv, *role))
     first = layout[0]                              # 2 -> ... -> h, or an image's pixels
     data = ("--data-dir", run / "data" if config.data_dir is None else config.data_dir)
     if config.data != "toy":                       # the training images, count of them

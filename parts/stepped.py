@@ -113,7 +113,8 @@ class OrderedSender(sender.Sender):
     def close(self, flush_timeout=5.0):
         """Let the thread send every step within flush_timeout s, then Sender's close."""
         deadline = time.monotonic() + flush_timeout
-        while (self.pending() or self._in_flight) and time.monotonic() < deadline:
+        while ((self.pending() or self._in_flight) and self._thread.is_alive() and
+               time.monotonic() < deadline):
             self._stop.wait(0.05)
         return super().close(max(0.0, deadline - time.monotonic()))
 
