@@ -161,7 +161,7 @@ class ModelFollower:
                     self._changed.notify_all()
                 return
             with self._changed:
-                if version < seen or (younger and version == seen):
+                if version < seen or younger:
                     log.warning("the stage above restarted, its model at step %d (%d seen "
                                 "before): using it as it is", version, seen)
                     self._restarted = True

@@ -328,11 +328,12 @@ def test_the_follower_does_not_wait_for_steps_a_restarted_stage_lost():
 
 class RestartingPeer(Peer):
     """A stage above at version 5 that is unreachable on its third GET /weights and then
-    answers as a process `restarted` (younger by 30 s) or the same one (a lost link)."""
+    answers at version `back_at` as a process `restarted` (younger by 30 s) or the same one (a
+    lost link)."""
 
-    def __init__(self, restarted):
+    def __init__(self, restarted, back_at=5):
         super().__init__([5])
-        self.started, self.restarted = time.time() - 30.0, restarted
+        self.started, self.restarted, self.back_at = time.time() - 30.0, restarted, back_at
 
     def status(self):
         return {"diverged": False, "started": self.started}
@@ -341,26 +342,29 @@ class RestartingPeer(Peer):
         if len(self.asked) == 2:
             self.asked.append("refused")
             self.started = time.time() if self.restarted else self.started
+            self.versions = [self.back_at]
             raise PeerError("Connection refused")
         return super().weights(width, after)
 
 
-@pytest.mark.parametrize("restarted", [True, False])
-def test_the_follower_does_not_wait_for_a_stage_that_restarted_at_the_version_it_saw(restarted):
-    """Killed after its checkpoint at step 5, which the stage below had already seen: the steps
-    it had trained since are lost and will not come again, so step 6 is never learned from."""
+@pytest.mark.parametrize("restarted, back_at", [(True, 5), (False, 5), (True, 6)])
+def test_the_follower_does_not_wait_for_a_stage_that_restarted_at_the_version_it_saw(restarted,
+                                                                                     back_at):
+    """Killed after its checkpoint at step 5, which the stage below had already seen (or at step
+    6, which it had not yet seen): the steps it had trained since are lost and will not come
+    again, so step back_at + 1 is never learned from."""
     model = decoupled.boundary.SyntheticGradientModel(np.random.default_rng(0), hidden=0,
                                                       width=2, context=1)
     stop = threading.Event()
-    follower = stepped.ModelFollower(RestartingPeer(restarted), model, 2, stop)
+    follower = stepped.ModelFollower(RestartingPeer(restarted, back_at), model, 2, stop)
     # a restart's model is used as it is; the same process's is waited for (a guard, and the
     # time after which the test says it did not wait)
     guard = threading.Timer(30.0 if restarted else 0.5, stop.set)
     follower.start()
     try:
-        wait_for(lambda: len(follower.client.asked) >= 5)    # 5, 5, refused, 5, 5
+        wait_for(lambda: len(follower.client.asked) >= 5)    # 5, 5, refused, back_at twice
         guard.start()
-        assert follower.take(6) == (5 if restarted else None)
+        assert follower.take(back_at + 1) == (back_at if restarted else None)
     finally:
         guard.cancel()
         stop.set()
