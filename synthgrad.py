@@ -119,6 +119,9 @@ def _check_array(arr, shape, what):
     return arr
 
 
+MAX_STEP = 2 ** 63 - 1              # a step or version: what the binary form's int64 holds
+
+
 def _ints(obj, name):
     if isinstance(obj, np.ndarray) and obj.dtype == np.int64 and obj.ndim == 1:
         obj = obj.tolist()                              # the binary form's int64 array
@@ -191,8 +194,10 @@ def decode_training_examples(body, max_index, width=HIDDEN_SIZE, steps=False):
     """(i (n,), x (n, width), y (n,)[, with steps its "step" (n,) or None]) from either form."""
     i, x, y = _decode_examples(body, ("x", "y"), ((width,), ()), max_index)
     step = body.get("step") if steps and isinstance(body, dict) else None
-    if step is not None and (len(step := _ints(step, "step")) != len(i) or min(step) < 1):
-        raise ProtocolError(f"step: expected {len(i)} integers of at least 1, one per example")
+    if step is not None and (len(step := _ints(step, "step")) != len(i)
+                             or not 1 <= min(step) <= max(step) <= MAX_STEP):
+        raise ProtocolError(f"step: expected {len(i)} integers of at least 1 (64-bit), one per "
+                            "example")
     return (i, x, y, None if step is None else np.array(step)) if steps else (i, x, y)
 
 
@@ -261,7 +266,12 @@ def decode_weights(body, width=HIDDEN_SIZE):
           and shapes[-1] == (width,))
     if not ok:
         raise ProtocolError(f"weights: shapes {shapes} are not a synthetic-gradient model")
-    return weights, bool(body.get("conditioned")), int(body.get("version", 0))
+    version = body.get("version", 0)
+    if not (isinstance(version, (int, np.integer)) and not isinstance(version, bool)
+            and 0 <= version <= MAX_STEP):
+        raise ProtocolError(f"version: expected a step count (an integer, 0 or more), got "
+                            f"{version!r:.40}")
+    return weights, bool(body.get("conditioned")), int(version)
 
 
 BINARY_TYPE = "application/x-synthgrad-arrays"

@@ -19,7 +19,7 @@ import synthgrad
 import train_output
 from helpers import assert_stages_are_dnis, post, wait_for
 from test_chain import killer
-from parts import decoupled, options, stepped
+from parts import decoupled, options, snapshots, stepped
 from runner import launch
 from synthgrad import PeerError
 
@@ -222,6 +222,23 @@ def test_a_stage_refuses_rows_without_their_step(stage_app):
     body["step"] = [1, 1, 0, 1, 1]
     assert post(stage_app, synthgrad.TRAINING_EXAMPLE, body).status_code == 400
     assert stage_app.config["TRAINER"].counts["examples_received"] == 0
+
+
+def test_a_stage_refuses_a_step_no_int64_holds_and_keeps_a_checkpoint_it_can_read(
+        stage_app, tmp_path):
+    """A JSON step past 2**63 - 1 once made the stage jump to it and write a checkpoint whose
+    counters were a pickled object array, which its own --resume could not read."""
+    trainer = stage_app.config["TRAINER"]
+    body = rows(1)
+    body["step"] = [10 ** 30] * 5
+    r = post(stage_app, synthgrad.TRAINING_EXAMPLE, body)
+    assert r.status_code == 400 and "64-bit" in r.get_json()["error"]
+    assert trainer.counts["examples_received"] == 0 and not trainer.train_pass()
+    assert post(stage_app, synthgrad.TRAINING_EXAMPLE, rows(1)).status_code == 200
+    assert trainer.train_pass() and trainer.steps == 1
+    trainer.save_checkpoint(tmp_path / "stage.npz")
+    counters = snapshots.read_npz(tmp_path / "stage.npz", "the checkpoint")["counters"]
+    assert counters.dtype.kind == "i" and trainer.steps in counters
 
 
 def test_the_model_below_is_served_once_it_has_learned_past_the_version_asked(stage_app):
