@@ -68,8 +68,10 @@ def parse_args(argv):
     launch.run_arguments(p, "the demo (the pictures still drawn)", shown="every phase, the "
                          "controls and backprop too")
     args = p.parse_args(argv)
-    options.check_positive(p, args, "duration")
+    options.check_positive(p, args, "duration", "status_every", "input_learning_rate",
+                           "output_learning_rate")
     options.check_at_least(p, args, 1000, "count")
+    options.check_at_least(p, args, 1, "output_batch_size", "snapshot_interval")
     generate.refuse_heldout_seed(p, args.seed)
     return args
 
@@ -86,7 +88,7 @@ def parse_baseline_args(text, same):
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=same["optimizer"],
                    help="how every layer steps (default %(default)s, the decoupled trainers'; "
                         f"sgd.py's is {B.optimizer})")
-    p.add_argument("--seed", type=int, default=same["seed"],
+    p.add_argument("--seed", type=generate.seed, default=same["seed"],
                    help="seeds the initial weights and the example order (default: demo.py's "
                         "--seed)")
     args = p.parse_args(text.split())

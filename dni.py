@@ -63,7 +63,7 @@ def make_parser():
                    help="a model's last layer starts at zero: no noise at first (default on)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"examples per step of every layer and model ({both('batch_size')})")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=generate.seed, default=0,
                    help="the network, the models, the order and random directions (default 0)")
     p.add_argument("--metrics", type=Path, default=None,
                    help="append a JSON line per measurement to this file (default: none)")

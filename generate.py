@@ -55,6 +55,13 @@ HELDOUT_SEED = 2016
 HELDOUT_COUNT = 20_000
 
 
+def seed(text):
+    """Every --seed's argparse type: an integer of 0 or more, as numpy's generators take."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}")
+    return int(text)
+
+
 def refuse_heldout_seed(p, seed):
     """p.error if `seed` would draw the training data from the held-out points' stream."""
     if seed == HELDOUT_SEED:
@@ -190,7 +197,7 @@ def parse_args(argv):
     p.add_argument("--count", type=int, default=200_000,
                    help="number of samples (default 200,000, the original's: far more than the "
                         "network's ~400 weights need)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed for the sample positions (default 0), so runs are repeatable")
     p.add_argument("--out-dir", type=Path, default=HERE / "data",
                    help="folder to write into (default data/ next to this file, where the other "

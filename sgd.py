@@ -230,7 +230,7 @@ def parse_args(argv):
     p.add_argument("--plots-dir", type=Path, default=HERE / "plots" / "sgd",
                    help="toy: where the surface is drawn after each epoch (default plots/sgd)")
     p.add_argument("--no-plots", action="store_true", help="toy: draw no surface (default: draw)")
-    p.add_argument("--seed", type=int, default=0, help="the weights and the order (default 0)")
+    p.add_argument("--seed", type=generate.seed, default=0, help="the weights and the order (default 0)")
     for name, (what, toy_default, image_default) in BY_DATA.items():
         p.add_argument(f"--{name}", type=type(toy_default), help=f"{what} (default "
                        f"{toy_default} for the toy, the original's; {image_default} for images)")
@@ -243,7 +243,7 @@ def parse_args(argv):
                     f"{'toy' if images_data else 'fashion-mnist or mnist'} only")
     for name, ok, must in (("epochs", args.epochs >= 1, "at least 1"),
                            ("batch-size", args.batch_size >= 1, "at least 1"),
-                           ("learning-rate", args.learning_rate > 0, "positive"),
+                           ("learning-rate", 0 < args.learning_rate < np.inf, "positive, finite"),
                            ("decay", 0 < args.decay <= 1, "in (0, 1]"),
                            ("heldout", args.heldout >= 1, "at least 1")):
         if not ok:

@@ -421,7 +421,7 @@ def parse_args(argv):
     options.check_at_least(p, args, 0, "examples")
     options.check_at_least(p, args, 1, "batch_size", "width", "max_ahead", "max_unsent",
                            "snapshot_interval", "epochs", "until_trained")
-    options.check_positive(p, args, "refresh_every", "learning_rate", "duration")
+    options.check_positive(p, args, "refresh_every", "learning_rate", "duration", "report_every")
     return args
 
 

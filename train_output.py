@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+import generate
 import sgd
 import synthgrad
 from parts import (boundary, checkpoint, children, classify, http, optimizers, options, sender,
@@ -268,7 +269,7 @@ def layer_arguments(p, d, layers):
                    help=f"eta for {layers} (default %(default)s; the original's is 0.001)")
     p.add_argument("--optimizer", choices=tuple(optimizers.OPTIMIZERS), default=d["optimizer"],
                    help=f"what steps {layers} (default %(default)s; the original's is sgd)")
-    p.add_argument("--seed", type=int, default=d["seed"],
+    p.add_argument("--seed", type=generate.seed, default=d["seed"],
                    help=f"seeds the initial weights of {layers} and the order (default 0)")
     p.add_argument("--snapshot-interval", type=int, default=d["snapshot_interval"],
                    help="seconds between weight snapshots, a tick every stage shares (default 10)")

@@ -260,6 +260,8 @@ class Config:
         for name in ("seconds", "learning_rate", "model_learning_rate"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 refuse(name, "must be positive")
+            if name != "seconds" and getattr(self, name) == math.inf:
+                refuse(name, "must be finite")
         for name in ("examples", "steps", "eval_every", "batch_size", "heldout", "width",
                      "train_examples", "eval_examples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

@@ -72,10 +72,10 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
 
 
 def check_at_least(p, args, minimum, *names):
-    """Refuse the first option (by dest) below minimum; None (not given) passes."""
+    """Refuse the first option (by dest) below minimum, or NaN; None (not given) passes."""
     for name in names:
         value = getattr(args, name)
-        if value is not None and value < minimum:
+        if value is not None and not value >= minimum:
             p.error(f"--{name.replace('_', '-')} must be at least {minimum} (got {value})")
 
 

@@ -115,7 +115,7 @@ def run_arguments(p, ends, prefix="", shown="every process"):
     `ends`: what a death ends; prefix: the run folder's."""
     p.add_argument("--run-dir", type=Path, default=None,
                    help=f"folder for everything (default: a new runs/{prefix}<date-time>)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=generate.seed, default=0,
                    help="seeds the data and every process (default %(default)s)")
     p.add_argument("--no-restart", dest="restart", action="store_false",
                    help=f"a process that dies ends {ends} instead of restarting from its "

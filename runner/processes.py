@@ -21,13 +21,15 @@ from parts import children, snapshots, stepped
 GRACE_S = 15.0                     # seconds past its --duration before the last is stopped
 READY_WAIT = 600.0                 # seconds a server may take to answer: a guard (docs/tests.md)
 LOOK_TIMEOUT = 3.0                 # seconds a status look waits: a stalled peer holds no one
+USAGE_ERROR = 2                    # argparse's exit code: the same command line fails again
 
 
 @dataclasses.dataclass(frozen=True)
 class RestartPolicy:
     """What a death leads to, as with systemd's Restart=on-failure: start it again from its
     checkpoint after `backoff` s (doubled for each restart still in the window), at most
-    `max_restarts` times in `window` s; one more, or any with restart False, ends the run."""
+    `max_restarts` times in `window` s; one more, any with restart False, or an exit with
+    USAGE_ERROR ends the run."""
 
     restart: bool = True
     max_restarts: int = 3
@@ -273,9 +275,10 @@ class Supervisor(Spawner):
                 f"log {child.proc.log.name} ends: {log_tail(child.proc.log)}")
         child.restarts = [t for t in child.restarts if now - t < p.window]
         self.event("died", child.name, how=what, trained=trained_by(child.proc))
-        if not p.restart:
+        if not p.restart or code == USAGE_ERROR:
             child.stopping = True
-            self.say(f"{line}. Not restarting it (--no-restart): ending the run")
+            why = "its options were refused: again they would be" if p.restart else "--no-restart"
+            self.say(f"{line}. Not restarting it ({why}): ending the run")
             return f"{child.name} died ({what})"
         if len(child.restarts) >= p.max_restarts:
             child.stopping = True

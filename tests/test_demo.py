@@ -70,7 +70,12 @@ def test_bad_baseline_args_are_refused_before_anything_runs(text, capsys):
     assert "demo.py --baseline-args" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--seed", "2016"], ["--count", "999"], ["--duration", "0"]])
+@pytest.mark.parametrize("argv", [
+    ["--seed", "2016"], ["--count", "999"], ["--duration", "0"], ["--seed", "-1"],
+    ["--input-learning-rate", "nan"], ["--output-learning-rate", "0"], ["--status-every", "-1"],
+    ["--output-batch-size", "0"], ["--snapshot-interval", "0"], ["--live-port", "-1"],
+    ["--live-port", "65536"],
+])
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit) as e:
         demo.parse_args(argv)

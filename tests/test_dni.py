@@ -336,6 +336,8 @@ def test_every_option_says_why_its_default_is_what_it_is():
     (["--seconds", "-inf"], "--seconds"), (["--eval-every", "0"], "--eval-every"),
     (["--learning-rate", "0"], "--learning-rate"), (["--examples", "0"], "--examples"),
     (["--model-learning-rate", "-1"], "--model-learning-rate"), (["--update", "no"], "--update"),
+    (["--learning-rate", "inf"], "--learning-rate"),
+    (["--model-learning-rate", "inf"], "--model-learning-rate"),
 ])
 def test_bad_values_are_refused_naming_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit) as e:

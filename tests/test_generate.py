@@ -112,6 +112,17 @@ def test_every_script_that_draws_the_toys_data_refuses_the_held_out_seed(name, c
     script.parse_args(["--seed", str(generate.HELDOUT_SEED + 1)])       # its neighbour is fine
 
 
+@pytest.mark.parametrize("name", ["generate", "sgd", "dni", "train_input", "train_output",
+                                  "train_middle", "demo", "chain"])
+def test_every_script_refuses_a_negative_seed_in_one_line(name, capsys):
+    """numpy's generators take no negative seed: it was a traceback once the run began."""
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(name).parse_args(["--seed", "-1"])
+    assert e.value.code == 2
+    assert "argument --seed: expected an integer of 0 or more, got '-1'" in \
+        capsys.readouterr().err
+
+
 def test_load_dataset_refuses_a_missing_folder(tmp_path):
     with pytest.raises(SystemExit, match="no data at .*run `python generate.py"):
         generate.load_dataset(tmp_path / "nowhere")

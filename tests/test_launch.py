@@ -240,6 +240,16 @@ def test_no_restart_ends_the_run_at_the_first_death_and_a_finished_run_is_no_dea
     assert "Not restarting it (--no-restart): ending the run" in capsys.readouterr().out
 
 
+def test_a_process_whose_options_are_refused_is_not_restarted(tmp_path, capsys, supervisor):
+    """Exit code 2, argparse's: the same command line would be refused again."""
+    supervisor.spawn(proc("input trainer", tmp_path / "i.log"), sleeper(0, code=2))
+    reasons = []
+    wait_for(lambda: reasons.append(supervisor.look()) or reasons[-1] is not None)
+    assert reasons[-1] == "input trainer died (exit code 2)"
+    assert "Not restarting it (its options were refused" in capsys.readouterr().out
+    assert supervisor.restarts() == {"input trainer": 0}
+
+
 # --- The command lines of a decoupled run. -----------------------------------------------------
 
 def test_as_options_spells_options_as_on_the_command_line():

@@ -446,7 +446,7 @@ def test_main_without_data_exits_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "0"], ["--learning-rate", "0"],
-                                  ["--learning-rate", "-1"]])
+                                  ["--learning-rate", "-1"], ["--learning-rate", "inf"]])
 def test_main_refuses_bad_options(argv, capsys):
     with pytest.raises(SystemExit) as e:
         sgd.main(argv + ["--no-plots"])

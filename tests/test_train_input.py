@@ -157,7 +157,8 @@ def test_update_probability_skips_about_the_right_share(trainer):
                                   ["--update-probability", "1.5"], ["--duration", "-1"],
                                   ["--until-trained", "0"],
                                   ["--snapshot-interval", "0"], ["--max-unsent", "0"],
-                                  ["--optimizer", "rmsprop"], ["--update", "sometimes"]])
+                                  ["--optimizer", "rmsprop"], ["--update", "sometimes"],
+                                  ["--report-every", "nan"], ["--report-every", "-1"]])
 def test_parse_args_refuses_bad_values(argv):
     with pytest.raises(SystemExit):
         train_input.parse_args(argv)

@@ -556,7 +556,8 @@ def test_parse_args_defaults():
     ["--batch-size", "0"], ["--batch-size", "1.5"], ["--max-examples", "0"],
     ["--learning-rate", "0"], ["--learning-rate", "-0.1"], ["--learning-rate", "nan"],
     ["--snapshot-interval", "0"], ["--snapshot-interval", "0.5"], ["--seed", "zero"],
-    ["--optimizer", "rmsprop"], ["--no-such-option"],
+    ["--optimizer", "rmsprop"], ["--no-such-option"], ["--report-every", "nan"],
+    ["--live-port", "-1"],
 ])
 def test_parse_args_refuses_bad_values(argv, capsys):
     with pytest.raises(SystemExit) as e:
