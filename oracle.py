@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from flask import Response, request
 
+import generate
 import synthgrad
 from parts import boundary, checkpoint, http, options, server
 
@@ -270,7 +271,8 @@ def parse_args(argv):
                        ("publish-every", "batches between updates of the answering weights"),
                        ("quality-window", "examples in the quality measure's window"),
                        ("seed", "seeds the model's initial weights and Keras' shuffling")):
-        p.add_argument(f"--{name}", type=int, default=d[name.replace("-", "_")],
+        p.add_argument(f"--{name}", type=generate.seed if name == "seed" else int,
+                       default=d[name.replace("-", "_")],
                        help=f"{what} (default %(default)s)")
     options.add_server_arguments(p, synthgrad.DEFAULT_ORACLE_PORT,
                                  "status, synthetic-gradient quality",

@@ -171,6 +171,8 @@ def parse_args(argv):
     options.check_at_least(p, args, 1000, "count")
     options.check_at_least(p, args, 100, "test")
     options.check_positive(p, args, "learning_rate", "guard")
+    if not args.delays:
+        p.error("--delays needs at least one delay, e.g. 0,1,2")
     if "free" in args.scaled:
         p.error("--scaled takes numbers of steps (a free chain has no D to scale by)")
     return args

@@ -175,6 +175,7 @@ def parse_args(argv):
     options.check_at_least(p, args, 1000, "count")
     options.check_at_least(p, args, 100, "test")
     options.check_at_least(p, args, 1, "max_ahead")
+    options.check_positive(p, args, "learning_rate")
     if args.count > 60_000 or args.test > 10_000:
         p.error("--count is at most 60,000 and --test at most 10,000")
     return args

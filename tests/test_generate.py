@@ -113,7 +113,7 @@ def test_every_script_that_draws_the_toys_data_refuses_the_held_out_seed(name, c
 
 
 @pytest.mark.parametrize("name", ["generate", "sgd", "dni", "train_input", "train_output",
-                                  "train_middle", "demo", "chain"])
+                                  "train_middle", "oracle", "demo", "chain"])
 def test_every_script_refuses_a_negative_seed_in_one_line(name, capsys):
     """numpy's generators take no negative seed: it was a traceback once the run began."""
     with pytest.raises(SystemExit) as e:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import chain
-from lab import image_race, race
+from lab import delay, image_race, race
 from tests.helpers import banded_images, write_images
 
 
@@ -41,11 +41,24 @@ def test_times_to_levels_and_accuracy_at_fixed_times():
     (["--seconds", "0"], "--seconds must be positive"),
     (["--test", "20000"], "--test at most 10,000"),
     (["--max-ahead", "0"], "--max-ahead must be at least 1"),
+    (["--learning-rate", "nan"], "--learning-rate must be positive and finite"),
 ])
 def test_bad_options_are_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         image_race.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--delays", ""], "--delays needs at least one delay"),
+    (["--scaled", "free"], "--scaled takes numbers of steps"),
+    (["--learning-rate", "0"], "--learning-rate must be positive"),
+])
+def test_the_delay_frontier_refuses_bad_options_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        delay.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert delay.parse_args(["--delays", "0,free"]).delays == [0, "free"]
 
 
 def test_a_tiny_race_writes_its_table_results_and_picture(tmp_path):
