@@ -58,10 +58,10 @@ def read_npz(path, what):
     is missing, truncated or not an .npz archive."""
     try:
         with open(path, "rb") as raw:
-            loaded = np.load(raw, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
+            if raw.read(2) != b"PK":        # (numpy would say "pickled data ... load it unsafely")
                 raise ValueError("not an .npz archive")
-            with loaded as f:
+            raw.seek(0)
+            with np.load(raw, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read {what} from {path}: {e}") from e

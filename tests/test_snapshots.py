@@ -118,6 +118,13 @@ def test_load_refuses_a_text_file(tmp_path):
         snapshots.load_layers(path, snapshots.LAYER1_SHAPES)
 
 
+def test_a_file_that_is_not_an_npz_is_said_so_not_offered_unpickling(tmp_path):
+    path = tmp_path / "layer1_5.npz"
+    path.write_bytes(bytes(range(256)) * 4)         # numpy: "pickled data ... load it unsafely"
+    with pytest.raises(ValueError, match="layer1_5.npz: not an .npz archive$"):
+        snapshots.load_layers(path, snapshots.LAYER1_SHAPES)
+
+
 def test_load_refuses_an_npy_file(tmp_path):
     # Regression: for a file holding one .npy array, np.load returns an ndarray, which is not a context
     # manager: load_layers raises TypeError instead of ValueError.
