@@ -331,6 +331,12 @@ def parse_json(data):
         raise ProtocolError("body is nested too deeply") from None
 
 
+def _json_object(answer):
+    if not isinstance(answer, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(answer).__name__}")
+    return answer
+
+
 # --- Clients, on requests made fast (docs/speed.md): a request prepared once, one pool. -------
 
 class _PeerAdapter(requests.adapters.HTTPAdapter):
@@ -447,8 +453,8 @@ class Client:
                             f"{e}") from e
 
     def status(self):
-        """The peer's GET /status as a dict."""
-        return self._request("GET", STATUS)
+        """The peer's GET /status as a dict (PeerError if it answers anything else)."""
+        return self._request("GET", STATUS, decode=_json_object)
 
     def wait_until_ready(self, stop=None, max_backoff=2.0, log_every=10.0, alive=lambda: True):
         """True once GET /status answers (retried with back-off), False if `stop` is set or

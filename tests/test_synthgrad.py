@@ -486,6 +486,15 @@ def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):
             client.status()
 
 
+def test_a_status_that_is_not_a_json_object_is_the_peers_fault(monkeypatch):
+    """A 200 answer to GET /status of [1, 2] (another program on the port) reached callers as a
+    list: train_input.py ended in AttributeError on status.get("run")."""
+    for body in ([1, 2], 5, None, "\"text\""):              # JSON, not an object
+        client = client_answering(monkeypatch, FakeResponse(200, body))
+        with pytest.raises(PeerError, match="bad answer.*expected a JSON object"):
+            client.status()
+
+
 @pytest.fixture
 def http_peer():
     """The URL of an HTTP/1.0 server (it closes the connection after every answer) whose GET
