@@ -230,7 +230,8 @@ def parse_args(argv):
     p.add_argument("--plots-dir", type=Path, default=HERE / "plots" / "sgd",
                    help="toy: where the surface is drawn after each epoch (default plots/sgd)")
     p.add_argument("--no-plots", action="store_true", help="toy: draw no surface (default: draw)")
-    p.add_argument("--seed", type=generate.seed, default=0, help="the weights and the order (default 0)")
+    p.add_argument("--seed", type=generate.seed, default=0,
+                   help="the weights and the order (default 0)")
     for name, (what, toy_default, image_default) in BY_DATA.items():
         p.add_argument(f"--{name}", type=type(toy_default), help=f"{what} (default "
                        f"{toy_default} for the toy, the original's; {image_default} for images)")

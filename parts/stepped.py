@@ -271,9 +271,9 @@ class SteppedStage(server.StageServer):
 
     def receive(self, i, x, y, steps):
         """Hold the rows (i, x = h_below, y) of each step in `steps` until it is trained."""
-        if steps is None:
+        if steps is None or steps.dtype != np.int64:    # (JSON's integers go past int64's)
             raise synthgrad.ProtocolError("step: this stage counts steps (--delay) and needs "
-                                          "each row's step")
+                                          "each row's step, below 2**63")
         with self.arrived:
             for step in np.unique(steps):
                 rows = steps == step

@@ -760,11 +760,6 @@ def test_decode_weights_refuses_what_is_not_a_model():
     for body in (None, [], {"weights": "no"}, {"weights": [1, 2]}):
         with pytest.raises(synthgrad.ProtocolError):
             synthgrad.decode_weights(body)
-    for version in ("5", 1.5, True, None, -1, 2 ** 63):       # a step count, as int64 holds it
-        with pytest.raises(synthgrad.ProtocolError, match="version"):
-            synthgrad.decode_weights({"weights": [arr(w) for w in good], "version": version})
-    assert synthgrad.decode_weights({"weights": [arr(w) for w in good],
-                                     "version": np.int64(7)})[2] == 7
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point

@@ -486,13 +486,20 @@ def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):
             client.status()
 
 
-def test_a_status_that_is_not_a_json_object_is_the_peers_fault(monkeypatch):
+def test_an_answer_its_decoder_cannot_read_is_the_peers_fault(monkeypatch):
     """A 200 answer to GET /status of [1, 2] (another program on the port) reached callers as a
-    list: train_input.py ended in AttributeError on status.get("run")."""
+    list: train_input.py ended in AttributeError on status.get("run"); a /weights "version" int()
+    cannot read was a ValueError that ended a stage's ModelFollower thread."""
     for body in ([1, 2], 5, None, "\"text\""):              # JSON, not an object
         client = client_answering(monkeypatch, FakeResponse(200, body))
-        with pytest.raises(PeerError, match="bad answer.*expected a JSON object"):
+        with pytest.raises(PeerError, match="bad answer.*is not a mapping"):
             client.status()
+    model = [synthgrad.encode_array(np.zeros((W + 1, W))), synthgrad.encode_array(np.zeros(W))]
+    for version in ("five", None, [1]):
+        answer = FakeResponse(200, {"weights": model, "version": version})
+        client = client_answering(monkeypatch, answer, synthgrad.OracleClient)
+        with pytest.raises(PeerError, match="bad answer"):
+            client.weights(W)
 
 
 @pytest.fixture
