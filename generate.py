@@ -57,7 +57,7 @@ HELDOUT_COUNT = 20_000
 
 def seed(text):
     """Every --seed's argparse type: an integer of 0 or more, as numpy's generators take."""
-    if not text.strip().isdigit():
+    if not text.strip().isdecimal():            # (isdigit() takes "²", which int() does not)
         raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}")
     return int(text)
 

@@ -90,7 +90,7 @@ def live_arguments(p, default_port=LIVE_PORT, who="the launchers start one page 
 
 def port(text):
     """A port option's argparse type: 0 (any free port) to 65535."""
-    if not (text.strip().isdigit() and int(text) <= 65535):
+    if not (text.strip().isdecimal() and int(text) <= 65535):
         raise argparse.ArgumentTypeError(f"expected a port, 0 to 65535, got {text!r}")
     return int(text)
 

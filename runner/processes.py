@@ -277,7 +277,7 @@ class Supervisor(Spawner):
         self.event("died", child.name, how=what, trained=trained_by(child.proc))
         if not p.restart or code == USAGE_ERROR:
             child.stopping = True
-            why = "its options were refused: again they would be" if p.restart else "--no-restart"
+            why = "its options were refused; they would be again" if p.restart else "--no-restart"
             self.say(f"{line}. Not restarting it ({why}): ending the run")
             return f"{child.name} died ({what})"
         if len(child.restarts) >= p.max_restarts:
