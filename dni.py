@@ -65,9 +65,9 @@ def make_parser():
                    help=f"examples per step of every layer and model ({both('batch_size')})")
     p.add_argument("--seed", type=generate.seed, default=0,
                    help="the network, the models, the order and random directions (default 0)")
-    p.add_argument("--metrics", type=Path, default=None,
+    p.add_argument("--metrics", type=generate.out_path, default=None,
                    help="append a JSON line per measurement to this file (default: none)")
-    p.add_argument("--weights-out", type=Path, default=None,
+    p.add_argument("--weights-out", type=generate.out_path, default=None,
                    help="save the final layers here (.npz; default: not saved)")
     toy = p.add_argument_group("the toy (--data toy)")
     toy.add_argument("--data-dir", type=Path, default=decoupled.TOP / "data",

@@ -20,6 +20,7 @@ on the *target's* colour scale, so the same colour is the same height in every p
 import argparse
 import contextlib
 import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,22 @@ def seed(text):
     if not text.strip().isdecimal():            # (isdigit() takes "²", which int() does not)
         raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}")
     return int(text)
+
+
+def out_path(text):
+    """Every output path's argparse type (a Path): refused at once, not when written after the
+    run, if the nearest folder it would go under is a file or cannot be written."""
+    near = next(folder for folder in Path(text).absolute().parents if folder.exists())
+    if not (near.is_dir() and os.access(near, os.W_OK | os.X_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {near} is "
+                                         f"{'not writable' if near.is_dir() else 'a file'}")
+    return Path(text)
+
+
+def out_text(text):
+    """out_path's check for an option kept as the text given (--checkpoint, a server's --metrics)."""
+    out_path(text)
+    return text
 
 
 def refuse_heldout_seed(p, seed):
@@ -199,7 +216,7 @@ def parse_args(argv):
                         "network's ~400 weights need)")
     p.add_argument("--seed", type=seed, default=0,
                    help="seed for the sample positions (default 0), so runs are repeatable")
-    p.add_argument("--out-dir", type=Path, default=HERE / "data",
+    p.add_argument("--out-dir", type=out_path, default=HERE / "data",
                    help="folder to write into (default data/ next to this file, where the other "
                         "scripts look)")
     p.add_argument("--no-plot", action="store_true",

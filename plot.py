@@ -426,7 +426,7 @@ def parse_args(argv):
     source.add_argument("--progress-dir", type=Path,
                         help="a folder of layer1_*.npz and layers23_*.npz: the fits and held-out "
                              "MSE only (default: the newest folder in runs/ and progress/)")
-    p.add_argument("--out-dir", type=Path, default=None,
+    p.add_argument("--out-dir", type=generate.out_path, default=None,
                    help="where to write the pictures (default: RUN/plots, or the progress "
                         "folder itself, beside the weights they show)")
     p.add_argument("--heldout", type=int, default=generate.HELDOUT_COUNT,

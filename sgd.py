@@ -227,7 +227,7 @@ def parse_args(argv):
                    "(default data/, where generate.py writes)")
     p.add_argument("--heldout", type=int, default=generate.HELDOUT_COUNT,
                    help="toy: fresh points for the held-out MSE (default 20,000: ~1%% noise)")
-    p.add_argument("--plots-dir", type=Path, default=HERE / "plots" / "sgd",
+    p.add_argument("--plots-dir", type=generate.out_path, default=HERE / "plots" / "sgd",
                    help="toy: where the surface is drawn after each epoch (default plots/sgd)")
     p.add_argument("--no-plots", action="store_true", help="toy: draw no surface (default: draw)")
     p.add_argument("--seed", type=generate.seed, default=0,

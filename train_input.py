@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+import generate
 import sgd
 import synthgrad
 import train_output
@@ -396,11 +397,11 @@ def parse_args(argv):
                    help="stop once the output trainer has trained on N examples (default: none)")
     p.add_argument("--until-url", default=None, metavar="URL",
                    help="whose examples_trained --until-trained counts (default --output-url)")
-    p.add_argument("--progress-dir", type=Path, default=None,
+    p.add_argument("--progress-dir", type=generate.out_path, default=None,
                    help="where weight snapshots go (default: the output trainer's progress/<run>)")
     train_output.stepped_arguments(p, first=True)
     checkpoint.add_arguments(p, "layer 1 and its counters")
-    p.add_argument("--metrics", type=Path, default=None,
+    p.add_argument("--metrics", type=generate.out_path, default=None,
                    help="append a JSON line of figures to this file every --report-every "
                         "seconds (default: none)")
     p.add_argument("--report-every", type=float, default=DEFAULTS["report_every"],

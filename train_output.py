@@ -17,7 +17,6 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -332,7 +331,7 @@ def argument_parser(description, d=DEFAULTS, live=True):
                    help="examples per update (default %(default)s; the original's is 1)")
     p.add_argument("--wire", choices=("json", "binary"), default=d["wire"],
                    help="how gradients travel (default json; binary is far cheaper)")
-    p.add_argument("--progress-dir", type=Path, default=d["progress_dir"],
+    p.add_argument("--progress-dir", type=generate.out_path, default=d["progress_dir"],
                    help="where weight snapshots go (default: a new progress/<date-time>)")
     p.add_argument("--colocated", action="store_true",
                    help="learn the model of the boundary below here and serve it at GET "

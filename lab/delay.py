@@ -163,7 +163,7 @@ def parse_args(argv):
     p.add_argument("--test", type=int, default=10_000, help="test images (default all)")
     p.add_argument("--guard", type=float, default=3600.0,
                    help="seconds a chain may take at most: only a guard (default %(default)g)")
-    p.add_argument("--run-dir", type=report.Path, default=None,
+    p.add_argument("--run-dir", type=generate.out_path, default=None,
                    help="folder for everything (default: a new runs/delay-<date-time>)")
     args = p.parse_args(argv)
     options.check_at_least(p, args, 1, "seeds")

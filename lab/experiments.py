@@ -15,7 +15,6 @@ import dataclasses
 import statistics
 import sys
 import textwrap
-from pathlib import Path
 
 if not __package__:                      # `python lab/X.py`: the imports below need `-m`
     import report                        # noqa: F401  lab/report.py says how to run it, and exits
@@ -341,7 +340,7 @@ def parse_args(argv):
                    help=f"with --depth: every layer's Adam rate (default {DEPTH_LEARNING_RATE})")
     p.add_argument("--count", type=int, default=launch.DecoupledConfig.count,
                    help="training examples per data set (default 20,000, as demo.py)")
-    p.add_argument("--run-dir", type=Path, default=None,
+    p.add_argument("--run-dir", type=generate.out_path, default=None,
                    help="folder for everything (default a new runs/experiments-<date-time>)")
     args = p.parse_args(argv)
     given = {name for name in ("learning_rate", "count", "data", "image_dir")

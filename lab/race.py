@@ -362,7 +362,7 @@ def add_arguments(p, stages, widths, seeds, seconds, interval, mode="", run_dir=
     p.add_argument("--interval", type=int, default=interval,
                    help=f"{mode}seconds between held-out measurements on both sides (default "
                         f"{interval}; the chain's snapshot interval)")
-    p.add_argument("--run-dir", type=Path, default=None,
+    p.add_argument("--run-dir", type=generate.out_path, default=None,
                    help=f"folder for everything (default a new runs/{run_dir}<date-time>)")
 
 

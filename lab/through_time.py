@@ -46,7 +46,7 @@ def parse_args(argv):
     p.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
                    help=f"the LSTM's Adam, every method's (default {LEARNING_RATE:g}; dni.py's "
                         f"{recurrent.Config.learning_rate:g} climbs more slowly)")
-    p.add_argument("--run-dir", type=Path, default=None,
+    p.add_argument("--run-dir", type=generate.out_path, default=None,
                    help="the run folder; given again, its finished runs are kept (default: "
                         "a new runs/through-time-<date>)")
     p.add_argument("--picture", default=str(DOCS_PICTURE),

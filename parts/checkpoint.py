@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+import generate
 from parts import snapshots
 
 log = logging.getLogger("checkpoint")
@@ -100,7 +101,7 @@ class Checkpointer:
 
 def add_arguments(p, what):
     """--checkpoint, --checkpoint-interval and --resume, the same for every process."""
-    p.add_argument("--checkpoint", default=None,
+    p.add_argument("--checkpoint", type=generate.out_text, default=None,
                    help=f"file to checkpoint {what} into, atomically, every "
                         "--checkpoint-interval seconds and when stopped (default: none)")
     p.add_argument("--checkpoint-interval", type=float, default=DEFAULT_INTERVAL,

@@ -61,7 +61,7 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
     p.add_argument("--nice", type=int, default=DEFAULT_TRAINING_NICE,
                    help="run the training thread this many steps nicer than the requests' "
                         "(default %(default)s: a request gets a core at once; Linux only)")
-    p.add_argument("--metrics", default=None,
+    p.add_argument("--metrics", type=generate.out_text, default=None,
                    help=f"append a JSON line of figures ({what}) to this file every "
                         "--metrics-interval seconds (default: none)")
     p.add_argument("--metrics-interval", type=float, default=2.0,

@@ -113,7 +113,7 @@ def generate_data(out_dir, count, seed, env, plot=True):
 def run_arguments(p, ends, prefix="", shown="every process"):
     """Every launching script's --run-dir, --seed, --no-restart and the live page's options.
     `ends`: what a death ends; prefix: the run folder's."""
-    p.add_argument("--run-dir", type=Path, default=None,
+    p.add_argument("--run-dir", type=generate.out_path, default=None,
                    help=f"folder for everything (default: a new runs/{prefix}<date-time>)")
     p.add_argument("--seed", type=generate.seed, default=0,
                    help="seeds the data and every process (default %(default)s)")

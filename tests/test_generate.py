@@ -2,6 +2,7 @@
 the script's files, load_dataset's refusals, and surfaces drawn on the target's colour scale
 with every figure closed."""
 
+import argparse
 import functools
 import importlib
 import math
@@ -110,6 +111,28 @@ def test_every_script_that_draws_the_toys_data_refuses_the_held_out_seed(name, c
     assert f"--seed {generate.HELDOUT_SEED} is reserved for the held-out points" in \
         capsys.readouterr().err
     script.parse_args(["--seed", str(generate.HELDOUT_SEED + 1)])       # its neighbour is fine
+
+
+@pytest.mark.parametrize("name, option", [
+    ("generate", "--out-dir"), ("sgd", "--plots-dir"), ("dni", "--weights-out"),
+    ("dni", "--metrics"), ("train_input", "--progress-dir"), ("train_input", "--metrics"),
+    ("train_input", "--checkpoint"), ("train_output", "--progress-dir"),
+    ("train_output", "--metrics"), ("oracle", "--checkpoint"), ("plot", "--out-dir"),
+    ("demo", "--run-dir"), ("chain", "--run-dir"), ("lab.experiments", "--run-dir"),
+    ("lab.through_time", "--run-dir"), ("lab.delay", "--run-dir"), ("lab.image_race", "--run-dir"),
+])
+def test_every_output_path_that_cannot_be_written_is_refused_before_the_run(name, option,
+                                                                            tmp_path, capsys):
+    """A file where a folder should be: a traceback once written, for dni.py --weights-out
+    after the whole run (its result lost)."""
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(name).parse_args([option, str(tmp_path / "a-file" / "x")])
+    assert e.value.code == 2
+    assert f"argument {option}: cannot write" in capsys.readouterr().err
+    assert generate.out_path(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
+    with pytest.raises(argparse.ArgumentTypeError, match="is a file"):
+        generate.out_path(str(tmp_path / "a-file" / "x"))
 
 
 @pytest.mark.parametrize("name", ["generate", "sgd", "dni", "train_input", "train_output",
