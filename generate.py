@@ -74,7 +74,7 @@ def out_path(text):
 
 
 def out_text(text):
-    """out_path's check for an option kept as the text given (--checkpoint, a server's --metrics)."""
+    """out_path's check for an option kept as text (--checkpoint, a server's --metrics)."""
     out_path(text)
     return text
 
