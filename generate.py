@@ -66,7 +66,7 @@ def seed(text):
 def out_path(text):
     """Every output path's argparse type (a Path): refused at once, not when written after the
     run, if the nearest folder it would go under is a file or cannot be written."""
-    near = next(folder for folder in Path(text).absolute().parents if folder.exists())
+    near = next((folder for folder in Path(text).absolute().parents if folder.exists()), Path("/"))
     if not (near.is_dir() and os.access(near, os.W_OK | os.X_OK)):
         raise argparse.ArgumentTypeError(f"cannot write {text!r}: {near} is "
                                          f"{'not writable' if near.is_dir() else 'a file'}")

@@ -131,6 +131,7 @@ def test_every_output_path_that_cannot_be_written_is_refused_before_the_run(name
     assert e.value.code == 2
     assert f"argument {option}: cannot write" in capsys.readouterr().err
     assert generate.out_path(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
+    assert str(generate.out_path("/")) == "/"                    # no folder above it: no error
     with pytest.raises(argparse.ArgumentTypeError, match="is a file"):
         generate.out_path(str(tmp_path / "a-file" / "x"))
 
