@@ -323,7 +323,7 @@ def parse_args(argv):
                         "progress/, looked for at every poll, so the page finds a later run)")
     p.add_argument("--host", default=synthgrad.DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: only this machine can open it)")
-    p.add_argument("--port", type=int, default=children.LIVE_PORT,
+    p.add_argument("--port", type=options.port, default=children.LIVE_PORT,
                    help=f"port to listen on (default {children.LIVE_PORT}, beside the servers' "
                         "5000 and 5001; 0 picks a free one)")
     options.token_argument(p)
@@ -352,8 +352,8 @@ def parse_args(argv):
                    help="stop when the process that started this one ends (so a killed "
                         "launcher leaves no page)")
     args = p.parse_args(argv)
-    for name, low, high, unit in (("port", 0, 65535, ""), ("refresh", 0.2, 60, " seconds"),
-                                  ("redraw", 0, 600, " seconds"), ("nice", 0, 19, "")):
+    for name, low, high, unit in (("refresh", 0.2, 60, " seconds"), ("redraw", 0, 600, " seconds"),
+                                  ("nice", 0, 19, "")):
         if not low <= getattr(args, name) <= high:          # NaN is in no range
             p.error(f"--{name} must be between {low} and {high}{unit}")
     options.check_at_least(p, args, 1, "heldout")

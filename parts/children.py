@@ -14,6 +14,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from parts import options
 from synthgrad import DEFAULT_HOST
 
 log = logging.getLogger("synthgrad")
@@ -84,15 +85,8 @@ def live_arguments(p, default_port=LIVE_PORT, who="the launchers start one page 
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
                    help="start the live page for this run (live.py on --live-port) and print "
                         f"its address (default on; {who})")
-    p.add_argument("--live-port", type=port, default=default_port,
+    p.add_argument("--live-port", type=options.port, default=default_port,
                    help="the live page's port (default %(default)s; 0: any free port)")
-
-
-def port(text):
-    """A port option's argparse type: 0 (any free port) to 65535."""
-    if not (text.strip().isdecimal() and int(text) <= 65535):
-        raise argparse.ArgumentTypeError(f"expected a port, 0 to 65535, got {text!r}")
-    return int(text)
 
 
 def start_live_page(run_dir, host=DEFAULT_HOST, port=0, token=None, log_path=None, options=(),

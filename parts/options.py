@@ -2,6 +2,7 @@
 start-up line, the log's form, the training thread's priority, the peak memory figure.
 """
 
+import argparse
 import ipaddress
 import logging
 import math
@@ -40,6 +41,13 @@ def peak_rss_mb():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
 
 
+def port(text):
+    """Every port option's argparse type: 0 (any free port) to 65535."""
+    if not (text.strip().isdecimal() and int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"expected a port, 0 to 65535, got {text!r}")
+    return int(text)
+
+
 def add_server_arguments(p, default_port, what, checkpointed, held):
     """The options both servers share; `what` their metrics lines hold, `checkpointed` what a
     checkpoint keeps, `held` what --max-examples costs."""
@@ -49,7 +57,7 @@ def add_server_arguments(p, default_port, what, checkpointed, held):
     checkpoint.add_arguments(p, checkpointed)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: only this machine can connect)")
-    p.add_argument("--port", type=int, default=default_port,
+    p.add_argument("--port", type=port, default=default_port,
                    help=f"port to listen on (default {default_port}, the original's; 0: any free)")
     token_argument(p)
     p.add_argument("--allow-no-token", action="store_true",
@@ -96,8 +104,6 @@ def check_server_arguments(p, args):
     check_at_least(p, args, 0, "report_every")
     check_at_least(p, args, 1024, "max_body_bytes")
     check_positive(p, args, "learning_rate", "metrics_interval")
-    if not 0 <= args.port <= 65535:
-        p.error("--port must be between 0 and 65535")
     if not 0 <= args.nice <= 19:
         p.error("--nice must be between 0 and 19")
     check_open(p, args)

@@ -130,6 +130,10 @@ def test_every_output_path_that_cannot_be_written_is_refused_before_the_run(name
         importlib.import_module(name).parse_args([option, str(tmp_path / "a-file" / "x")])
     assert e.value.code == 2
     assert f"argument {option}: cannot write" in capsys.readouterr().err
+
+
+def test_out_path_takes_folders_still_to_be_made_and_refuses_one_under_a_file(tmp_path):
+    (tmp_path / "a-file").write_text("")
     assert generate.out_path(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
     assert str(generate.out_path("/")) == "/"                    # no folder above it: no error
     with pytest.raises(argparse.ArgumentTypeError, match="is a file"):

@@ -58,6 +58,9 @@ def test_the_delay_frontier_refuses_bad_options_in_one_line(argv, message, capsy
     with pytest.raises(SystemExit) as e:
         delay.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_delay_frontier_reads_its_delays():
     assert delay.parse_args(["--delays", "0,free"]).delays == [0, "free"]
 
 
