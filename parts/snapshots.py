@@ -319,7 +319,8 @@ def every(interval, call, stop, name="every"):
 
 def read_metrics(path):
     """The JSON objects of a metrics file in file order ([] if there is none); a line that is not
-    one (a process killed mid-line) is skipped and counted, not the whole curve lost."""
+    one (a process killed mid-line) is skipped and counted, not the whole curve lost; the count is
+    printed when it changes."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -333,9 +334,13 @@ def read_metrics(path):
             rows.append(row)
         elif line.strip():
             bad += 1
-    if bad:
+    if bad and _skipped.get(path) != bad:       # said once, not at every poll of a live run
         print(f"{path}: skipped {bad} line(s) that are not JSON objects", flush=True)
+    _skipped[path] = bad
     return rows
+
+
+_skipped = {}                                      # path: the bad lines read_metrics last said
 
 
 def column(rows, key):

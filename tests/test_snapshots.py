@@ -438,6 +438,19 @@ def test_read_metrics_skips_torn_and_non_object_lines_with_a_message(tmp_path, c
     assert f"{path}: skipped 3 line(s) that are not JSON objects" in capsys.readouterr().out
 
 
+def test_read_metrics_says_a_count_of_skipped_lines_once_not_at_every_poll(tmp_path, capsys):
+    path = tmp_path / "stage1.jsonl"
+    path.write_text('{"time": 1.0}\n{"time": 2.\n{"time": 3.0}\n')
+    for _ in range(3):                                 # a live page or a watch polling the file
+        assert len(snapshots.read_metrics(path)) == 2
+    assert capsys.readouterr().out.count("skipped 1 line(s)") == 1
+    with open(path, "a") as f:
+        f.write("[4]\n")
+    snapshots.read_metrics(path)
+    snapshots.read_metrics(path)
+    assert capsys.readouterr().out.count("skipped 2 line(s)") == 1   # a new one is said again
+
+
 def test_column_and_last_finite():
     rows = [{"a": 1}, {"a": None}, {}, {"a": True}, {"a": "x"}, {"a": 2.5}, {"a": float("nan")},
             {"b": 7}]
