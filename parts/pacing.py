@@ -7,6 +7,7 @@ NextStage polls that stage's GET /status ("examples_trained") for train_input.py
 """
 
 import logging
+import operator
 import threading
 import time
 
@@ -32,7 +33,7 @@ class NextStage:
     def _poll(self):
         while not self.stop.wait(self.every):
             try:
-                trained = self.client.status()[self.what]
+                trained = operator.index(self.client.status()[self.what])   # not a count: TypeError
             except (synthgrad.PeerError, KeyError, TypeError):     # down for now: ask again
                 continue
             with self.changed:

@@ -377,3 +377,24 @@ def test_the_first_stage_waits_while_it_is_too_far_ahead_and_stops_on_its_budget
     waiter.join(5)
     paced._thread.join(5)
     assert client.closed and paced.waited > 0.5
+
+
+def test_a_count_that_is_not_an_integer_is_no_answer_and_the_pacing_goes_on():
+    import threading
+    from parts import pacing
+    client, stop = FakeNextStage(), threading.Event()
+    paced = pacing.NextStage(client, stop, until_trained=5_000, max_ahead=1_000, every=0.01)
+    try:
+        for bad in ("6000", 6000.0, None, [6000]):     # from a program that is not ours
+            client.trained = bad
+            time.sleep(0.1)
+            assert paced._thread.is_alive() and paced.trained is None and not stop.is_set()
+        client.trained = 6_000
+        for _ in range(3000):
+            if stop.is_set():
+                break
+            time.sleep(0.01)
+        assert paced.trained == 6_000 and stop.is_set()
+    finally:
+        stop.set()
+        paced._thread.join(5)
