@@ -410,3 +410,35 @@ def test_a_peer_that_never_answers_cannot_hold_it_past_its_duration(tmp_path):
     # on a machine at a quarter of idle speed, and is far from "for ever".
     assert took < duration + train_input.CLOSE_FLUSH_S + 10, (took, log)
     assert (tmp_path / "progress" / "layer1_final.npz").exists()   # its work is still saved
+
+
+class FakeOutputStatus:
+    """An output trainer's client whose /status says run "r" and the next of `received`."""
+
+    def __init__(self, *received):
+        self.received, self.closed = list(received), False
+
+    def wait_until_ready(self, stop=None):
+        return True
+
+    def status(self):
+        return {"run": "r", "examples_received": self.received.pop(0)}
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("received, alone", [((500, 500), True), ((500, 1_500), False)])
+def test_by_hand_it_refuses_to_share_an_output_trainer_another_streams_to(make_trainer, received,
+                                                                          alone):
+    trainer = make_trainer(progress_dir=None, output_url="http://127.0.0.1:9/")
+    trainer.output.close()
+    trainer.output = FakeOutputStatus(*received)
+    if alone:                                  # a restart after the last sender stopped: fine
+        assert trainer.find_progress_dir() is True
+        assert trainer.snapshotter.folder.name == "r"
+    else:                                      # two runs' h mixed, one's layer 1 overwritten
+        with pytest.raises(SystemExit, match=r"another input trainer is streaming to the output "
+                           r"trainer at http://127.0.0.1:9/ \(1,000 examples in 1 s before"):
+            trainer.find_progress_dir()
+    assert trainer.output.received == []       # it asked twice, a second apart
