@@ -231,9 +231,11 @@ DEPTH_BACKPROP = "backprop (true gradients, one process)"
 DEPTH_LEARNING_RATE = 0.001     # every layer's Adam rate here (docs/chain.md says why)
 
 
-def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_RATE):
+def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_RATE,
+              on_result=lambda results: None):
     """[results] per seed: every DEPTH_VARIANT at each number of decoupling points as a chain,
-    and backprop of the same network in one process, every layer at learning_rate."""
+    and backprop of the same network in one process, every layer at learning_rate; on_result
+    (results so far) after each run."""
     results = []
     for seed in seeds:
         data = race.toy_data(out_dir / f"data-seed{seed}", count, seed)
@@ -244,6 +246,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
             decay=1.0, seed=seed, eval_every=20_000))
         results.append({"config": DEPTH_BACKPROP, "points": 0, "seed": seed,
                         "final_mse": one["final_mse"], "cosine": []})
+        on_result(results)
         for points, splits in DEPTH_SPLITS.items():
             for name, update, conditioned in DEPTH_VARIANTS:
                 run = out_dir / f"depth-{slug(name)}-{points}-seed{seed}"
@@ -258,6 +261,7 @@ def run_depth(out_dir, seeds, seconds, count, env, learning_rate=DEPTH_LEARNING_
                                 "final_mse": r["final_mse"],
                                 "cosine": [c for c in last if c is not None]})
                 say(f"-> held-out MSE {r['final_mse']:.4f}")
+                on_result(results)
     return results
 
 
@@ -364,14 +368,34 @@ def say(line):
     print(f"lab/experiments.py: {line}", flush=True)
 
 
+def so_far(results):
+    return f" ({len(results)} run{'s' if len(results) > 1 else ''} so far)"
+
+
+def stopped(out_dir, results):
+    """Ctrl-C or SIGTERM: say where the report of the runs done is (if one ended); 130."""
+    say(f"stopped; the report of the {len(results)} run(s) done is in {out_dir / 'report.md'}"
+        if results else f"stopped before a run ended; what they wrote is in {out_dir}")
+    return 130
+
+
 def main_depth(args):
     out_dir = report.start(args.run_dir, "depth-", "lab/experiments.py", f"depth: {DEPTH_SECONDS}"
                            f" s a run, {DEPTH_SEEDS} seeds, learning rate {args.learning_rate}")
-    results = run_depth(out_dir, range(DEPTH_SEEDS), DEPTH_SECONDS, args.count,
-                        launch.child_env(), args.learning_rate)
-    print(write_depth_report(results, out_dir, f"lab/experiments.py --depth: "
-                             f"{'-'.join(map(str, DEEP))}, {DEPTH_SECONDS} s per run, Adam at "
-                             f"{args.learning_rate}, {args.count:,} examples"))
+    title = (f"lab/experiments.py --depth: {'-'.join(map(str, DEEP))}, {DEPTH_SECONDS} s per "
+             f"run, Adam at {args.learning_rate}, {args.count:,} examples")
+    results = []
+
+    def save(done):         # the runs done, the report rewritten after each: not lost to Ctrl-C
+        results[:] = done
+        write_depth_report(done, out_dir, title + so_far(done))
+
+    try:
+        run_depth(out_dir, range(DEPTH_SEEDS), DEPTH_SECONDS, args.count, launch.child_env(),
+                  args.learning_rate, save)
+    except KeyboardInterrupt:
+        return stopped(out_dir, results)
+    print(write_depth_report(results, out_dir, title))
     say(f"report in {out_dir / 'report.md'}")
     return 0
 
@@ -387,6 +411,9 @@ def main(argv=None):
     out_dir = report.start(args.run_dir, "experiments-", "lab/experiments.py",
                            f"{preset}: {seconds} s a run, settings {SETTINGS}")
 
+    title = f"lab/experiments.py --{preset}: {seconds} s per run, {args.count:,} examples, " \
+            f"{SETTINGS}"
+
     def run(variant, seeds):
         for seed, world in ((seed, world) for seed in seeds for world in variant.worlds):
             data = race.toy_data(out_dir / f"data-seed{seed}", args.count, seed)
@@ -400,19 +427,22 @@ def main(argv=None):
                 r = run_three_processes(variant, seed, seconds, folder, args.count, env)
             results.append({"config": variant.name, "world": world, "seed": seed, **r})
             say(f"-> held-out MSE {r['final_mse']:.4f}")
+            write_report(results, out_dir, title + so_far(results), seconds)   # not lost to ^C
 
-    for variant in CONTROLS:
-        run(variant, range(p["seeds"]))
-    for variant in p["sweep"]:
-        run(variant, range(p["sweep_seeds"]))
-    # The best conditioned and unconditioned variants get as many seeds as the controls.
-    for conditioned in (False, True) if p["sweep_seeds"] < p["seeds"] else ():
-        best = best_variant(summarize(results, seconds),
-                            [v for v in p["sweep"] if v.conditioned == conditioned])
-        if best is not None:
-            run(best, range(p["sweep_seeds"], p["seeds"]))
-    print(write_report(results, out_dir, f"lab/experiments.py --{preset}: {seconds} s per run, "
-                                         f"{args.count:,} examples, {SETTINGS}", seconds))
+    try:
+        for variant in CONTROLS:
+            run(variant, range(p["seeds"]))
+        for variant in p["sweep"]:
+            run(variant, range(p["sweep_seeds"]))
+        # The best conditioned and unconditioned variants get as many seeds as the controls.
+        for conditioned in (False, True) if p["sweep_seeds"] < p["seeds"] else ():
+            best = best_variant(summarize(results, seconds),
+                                [v for v in p["sweep"] if v.conditioned == conditioned])
+            if best is not None:
+                run(best, range(p["sweep_seeds"], p["seeds"]))
+    except KeyboardInterrupt:
+        return stopped(out_dir, results)
+    print(write_report(results, out_dir, title, seconds))
     say(f"report in {out_dir / 'report.md'}")
     return 0
 

@@ -97,6 +97,58 @@ def test_write_report_writes_the_table_the_checks_the_runs_and_a_figure(tmp_path
     assert picture.shape[0] > 100 and picture.shape[1] > 100
 
 
+def test_a_report_can_be_written_after_every_run(tmp_path):
+    for n in range(1, len(RECORDED) + 1):                  # the runs done so far, in order
+        experiments.write_report(RECORDED[:n], tmp_path, f"{n} so far", 20)
+        saved = json.loads((tmp_path / "report.json").read_text())["runs"]
+        assert [r["final_mse"] for r in saved] == [r["final_mse"] for r in RECORDED[:n]]
+
+
+def interrupted_after(n, result):
+    """A fake run that returns result n times, then is stopped as Ctrl-C stops it."""
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > n:
+            raise KeyboardInterrupt
+        return result
+    return fake
+
+
+def test_ctrl_c_keeps_the_report_of_the_runs_done(monkeypatch, tmp_path, capsys):
+    done = {k: RECORDED[2][k] for k in ("points", "final_mse", "cosine", "examples_per_s")}
+    monkeypatch.setattr(experiments.processes, "stop_on_signals", lambda: None)
+    monkeypatch.setattr(experiments.race, "toy_data", lambda folder, count, seed: folder)
+    monkeypatch.setattr(experiments, "run_one_process", interrupted_after(2, done))
+    monkeypatch.setattr(experiments, "run_three_processes", lambda *a: done)
+    assert experiments.main(["--quick", "--run-dir", str(tmp_path)]) == 130
+    # backprop (one process), frozen in one and in three; random's first run stopped
+    assert [(r["config"], r["world"]) for r in json.loads(
+        (tmp_path / "report.json").read_text())["runs"]] == [
+        ("backprop (true gradients)", ONE), ("frozen (no bprop)", ONE),
+        ("frozen (no bprop)", THREE)]
+    assert "(3 runs so far)" in (tmp_path / "report.md").read_text().splitlines()[0]
+    assert (tmp_path / "report.png").is_file()
+    assert f"stopped; the report of the 3 run(s) done is in {tmp_path / 'report.md'}" in \
+        capsys.readouterr().out
+
+
+def test_ctrl_c_keeps_the_depth_report_of_the_runs_done(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(experiments.processes, "stop_on_signals", lambda: None)
+    monkeypatch.setattr(experiments.race, "toy_data", lambda folder, count, seed: folder)
+    monkeypatch.setattr(experiments.bench, "run_backprop", lambda config: {"final_mse": 0.01})
+    monkeypatch.setattr(experiments.race, "run_chain",
+                        interrupted_after(2, (None, {"final_mse": 0.02, "ticks": []})))
+    assert experiments.main(["--depth", "--run-dir", str(tmp_path)]) == 130
+    runs = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["config"], r["points"]) for r in runs] == [
+        (experiments.DEPTH_BACKPROP, 0), ("synthetic, cDNI", 1), ("synthetic, DNI", 1)]
+    assert "(3 runs so far)" in (tmp_path / "report.md").read_text().splitlines()[0]
+    assert (tmp_path / "depth.png").is_file()
+    assert "stopped; the report of the 3 run(s) done" in capsys.readouterr().out
+
+
 def test_decoupled_config_uses_the_shared_settings(tmp_path):
     config = experiments.decoupled_config(experiments.synthetic(64, True), 3, 20, tmp_path, 5000)
     assert (config.optimizer, config.input_learning_rate, config.output_learning_rate) == \
