@@ -10,6 +10,7 @@ import collections
 import logging
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -226,12 +227,22 @@ class LocalSyntheticGradients:
         self._thread.start()
 
     def _refresh_forever(self):
+        failing_since, said = None, -math.inf
         while not self.stop.wait(self.refresh_every):
             try:
                 self.refresh()
-            except synthgrad.PeerError as e:     # keep the weights we have; say so
-                log.warning("could not refresh the oracle's weights (%s); using version %d",
-                            e, self.version)
+            except synthgrad.PeerError as e:     # keep the weights we have; say so every 10 s
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - said >= 10.0:
+                    log.warning("could not refresh the oracle's weights%s (%s); using version %d",
+                                f" for {now - failing_since:.0f} s" if now > failing_since else "",
+                                e, self.version)
+                    said = now
+                continue
+            if failing_since is not None:
+                log.info("the oracle answers again: its weights are version %d", self.version)
+                failing_since, said = None, -math.inf
 
     def __call__(self, h, y):
         """g_hat (n, w) for h (n, w); y (n,) goes in as the model's first layer takes it: not

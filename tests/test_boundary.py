@@ -134,3 +134,49 @@ def test_the_weights_answer_decodes_as_an_oracles():
     assert conditioned is True and version == 7
     for a, b in zip(weights, model.published, strict=True):
         assert a.tobytes() == b.tobytes()
+
+
+class FlakyOracle:
+    """GET /weights: version 1, then a PeerError (the oracle down) while `down` is set."""
+
+    def __init__(self):
+        import threading
+        self.down, self.calls = threading.Event(), 0
+
+    def weights(self, width):
+        self.calls += 1
+        if self.down.is_set():
+            raise synthgrad.PeerError("oracle at http://127.0.0.1:9/weights: refused")
+        return [np.zeros((1, 1))], True, self.calls
+
+
+def test_an_oracle_that_is_down_is_said_once_in_10_s_and_its_return_once(caplog):
+    import logging
+    import threading
+    import time
+    oracle, stop = FlakyOracle(), threading.Event()
+    local = boundary.LocalSyntheticGradients(oracle, 0.005, stop)
+    caplog.set_level(logging.INFO, logger=boundary.log.name)
+    local.start()
+    try:
+        def refreshes(n):                    # bound the work waited for, not the seconds
+            target = oracle.calls + n
+            for _ in range(6000):
+                if oracle.calls >= target:
+                    return
+                time.sleep(0.005)
+            raise AssertionError(f"{n} refreshes did not happen")
+        refreshes(3)
+        oracle.down.set()
+        refreshes(40)                        # 40 failed refreshes, well within 10 s
+        oracle.down.clear()
+        refreshes(3)
+    finally:
+        stop.set()
+        local._thread.join(5)
+    said = [r.getMessage() for r in caplog.records]
+    down = [m for m in said if m.startswith("could not refresh the oracle's weights")]
+    assert len(down) == 1 and "http://127.0.0.1:9/weights" in down[0], said
+    assert sum(m.startswith("the oracle answers again: its weights are version") for m in said) \
+        == 1, said
+    assert local.version > 3
