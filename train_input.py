@@ -280,46 +280,10 @@ class InputTrainer:
         self.report(metrics, last=True)             # so the last line counts every example
 
     def find_progress_dir(self):
-        """Without --progress-dir, snapshot into the output trainer's run; False if stopped."""
-        if self.config.progress_dir is not None:
-            return True
-        run = page = None
-        while run is None and self.output.wait_until_ready(self.stop):
-            try:
-                status = self.output.status()
-            except synthgrad.PeerError:
-                continue
-            run, page = status.get("run"), status.get("live_page")
-            if run is None:
-                raise SystemExit("train_input.py: the output trainer names no run in its "
-                                 "/status; pass --progress-dir")
-        if run is None or not self.alone(status):
-            return False
-        self.snapshotter.folder = snapshots.PROGRESS / run
-        log.info("snapshots go to %s (the output trainer's run)", self.snapshotter.folder)
-        if page:
-            log.info("watch it learn, live: %s (the output trainer's page)", page)
-        return True
-
-    def alone(self, status, wait=1.0):
-        """By hand, one input trainer to an output trainer: if its examples_received grows for
-        `wait` s before this one sends any, another streams to it, and the two would mix their
-        activations and write the same layer1 files into its run: stop in one line (False:
-        stopped)."""
-        before = status.get("examples_received")
-        if self.stop.wait(wait):
-            return False
-        try:
-            after = self.output.status().get("examples_received")
-        except synthgrad.PeerError:
-            return True                         # gone for now: the sender will wait for it
-        if isinstance(before, int) and isinstance(after, int) and after > before:
-            raise SystemExit(
-                f"train_input.py: another input trainer is streaming to the output trainer at "
-                f"{self.config.output_url} ({after - before:,} examples in {wait:g} s before "
-                f"this one sent any); stop it first, or give this one an output trainer of its "
-                f"own (--output-url)")
-        return True
+        """Without --progress-dir, snapshot into the output trainer's run (parts/pacing.py);
+        False if stopped first."""
+        return self.config.progress_dir is not None or pacing.join_run(
+            self.output, self.stop, self.snapshotter, self.config.output_url)
 
     def report(self, metrics, last=False):
         """Every --report-every seconds (and at the end): a metrics line and a progress line."""

@@ -1,9 +1,12 @@
-"""How far a chain's first stage may run ahead of the next one, and when its work is done.
+"""What train_input.py reads in the next stage's GET /status: the run it snapshots into when
+started by hand, how far it may run ahead, and when its work is done.
 
+By hand (no --progress-dir) join_run snapshots into the output trainer's run, refuses to be a
+second input trainer streaming to it, and follows it to a new run if it restarts from scratch.
 train_input.py streams as fast as its core allows while the next stage trains at its own pace;
-NextStage polls that stage's GET /status ("examples_trained") for train_input.py's
---until-trained N (stop once it has trained on N examples: the same work on a busy machine) and
---max-ahead M (wait while more than M handed-off examples are untrained).
+NextStage polls that stage's "examples_trained" for train_input.py's --until-trained N (stop
+once it has trained on N examples: the same work on a busy machine) and --max-ahead M (wait
+while more than M handed-off examples are untrained).
 """
 
 import logging
@@ -12,8 +15,71 @@ import threading
 import time
 
 import synthgrad
+from parts import snapshots
 
 log = logging.getLogger("train_input")
+
+
+def join_run(output, stop, snapshotter, url, wait=1.0, follow_every=2.0):
+    """Snapshot into the run the output trainer (its client `output`, at url) names in its
+    /status, waiting for it to answer; alone() first. Then follow_run every follow_every s
+    until stop. False if stopped first."""
+    run = page = None
+    while run is None and output.wait_until_ready(stop):
+        try:
+            status = output.status()
+        except synthgrad.PeerError:
+            continue
+        run, page = status.get("run"), status.get("live_page")
+        if not folder_name(run):
+            raise SystemExit(f"train_input.py: the output trainer names no run folder in its "
+                             f"/status (run: {run!r}); pass --progress-dir")
+    if run is None or not alone(output, stop, status, url, wait):
+        return False
+    snapshotter.folder = snapshots.PROGRESS / run
+    log.info("snapshots go to %s (the output trainer's run)", snapshotter.folder)
+    if page:
+        log.info("watch it learn, live: %s (the output trainer's page)", page)
+    snapshots.every(follow_every, lambda: follow_run(output, snapshotter), stop, "follow-run")
+    return True
+
+
+def alone(output, stop, status, url, wait=1.0):
+    """One input trainer to an output trainer: if its examples_received grows for `wait` s
+    before this one sends any, another streams to it, and the two would mix their activations
+    and write the same layer1 files into its run: stop in one line (False: stopped)."""
+    before = status.get("examples_received")
+    if stop.wait(wait):
+        return False
+    try:
+        after = output.status().get("examples_received")
+    except synthgrad.PeerError:
+        return True                             # gone for now: the sender will wait for it
+    if isinstance(before, int) and isinstance(after, int) and after > before:
+        raise SystemExit(
+            f"train_input.py: another input trainer is streaming to the output trainer at {url} "
+            f"({after - before:,} examples in {wait:g} s before this one sent any); stop it "
+            f"first, or give this one an output trainer of its own (--output-url)")
+    return True
+
+
+def follow_run(output, snapshotter):
+    """An output trainer restarted from scratch by hand names a new run: layer 1's snapshots
+    (and its final weights) go there from now on, beside the layers they compose with."""
+    try:
+        run = output.status().get("run")
+    except synthgrad.PeerError:                 # down for now: ask again next time
+        return
+    if folder_name(run) and run != snapshotter.folder.name:
+        snapshotter.folder = snapshots.PROGRESS / run
+        log.info("the output trainer restarted as run %s: snapshots go to %s", run,
+                 snapshotter.folder)
+
+
+def folder_name(run):
+    """Whether a run named by a peer is one folder's name (nothing above progress/ or in it)."""
+    return isinstance(run, str) and run not in ("", ".", "..") and "/" not in run and \
+        "\\" not in run and "\0" not in run
 
 
 class NextStage:

@@ -413,16 +413,19 @@ def test_a_peer_that_never_answers_cannot_hold_it_past_its_duration(tmp_path):
 
 
 class FakeOutputStatus:
-    """An output trainer's client whose /status says run "r" and the next of `received`."""
+    """An output trainer's client whose /status says `run` and the next of `received` (the
+    last one again once they are used up)."""
 
-    def __init__(self, *received):
-        self.received, self.closed = list(received), False
+    def __init__(self, *received, run="r"):
+        self.received, self.run, self.calls, self.closed = list(received), run, 0, False
 
     def wait_until_ready(self, stop=None):
         return True
 
     def status(self):
-        return {"run": "r", "examples_received": self.received.pop(0)}
+        self.calls += 1
+        count = self.received.pop(0) if len(self.received) > 1 else self.received[0]
+        return {"run": self.run, "examples_received": count}
 
     def close(self):
         self.closed = True
@@ -441,4 +444,40 @@ def test_by_hand_it_refuses_to_share_an_output_trainer_another_streams_to(make_t
         with pytest.raises(SystemExit, match=r"another input trainer is streaming to the output "
                            r"trainer at http://127.0.0.1:9/ \(1,000 examples in 1 s before"):
             trainer.find_progress_dir()
-    assert trainer.output.received == []       # it asked twice, a second apart
+    assert trainer.output.calls >= 2           # it asked twice, a second apart
+
+
+def test_by_hand_it_follows_an_output_trainer_restarted_from_scratch_to_its_new_run(
+        make_trainer, caplog):
+    import logging
+    import time
+    trainer = make_trainer(progress_dir=None)
+    trainer.output.close()
+    trainer.output = FakeOutputStatus(0, run="20261207-100000")
+    caplog.set_level(logging.INFO, logger="train_input")
+    assert train_input.pacing.join_run(trainer.output, trainer.stop, trainer.snapshotter,
+                                       "http://127.0.0.1:9/", wait=0.01, follow_every=0.01)
+    assert trainer.snapshotter.folder == train_input.snapshots.PROGRESS / "20261207-100000"
+    trainer.output.run = "20261207-100007"     # Ctrl-C'd and started again: a new run
+    for _ in range(3000):                      # bound the polls waited for, not the seconds
+        if trainer.snapshotter.folder.name == "20261207-100007":
+            break
+        time.sleep(0.01)
+    assert trainer.snapshotter.folder == train_input.snapshots.PROGRESS / "20261207-100007"
+    assert "the output trainer restarted as run 20261207-100007" in caplog.text
+    calls = trainer.output.calls
+    trainer.output.run = "../elsewhere"        # not a folder's name: not followed
+    for _ in range(3000):
+        if trainer.output.calls > calls + 3:
+            break
+        time.sleep(0.01)
+    assert trainer.snapshotter.folder.name == "20261207-100007"
+
+
+@pytest.mark.parametrize("run", [None, "", ".", "..", "../x", "a/b", 7])
+def test_by_hand_a_run_that_is_not_a_folder_name_is_refused_in_one_line(make_trainer, run):
+    trainer = make_trainer(progress_dir=None)
+    trainer.output.close()
+    trainer.output = FakeOutputStatus(0, run=run)
+    with pytest.raises(SystemExit, match="names no run folder in its /status"):
+        trainer.find_progress_dir()
