@@ -16,12 +16,15 @@ The toy's layer 1 learns from a model's guess at its gradient, M(h) or M(h, y) (
 the paper's cDNI), not from layers 2-3: it need not wait for them. --data fashion-mnist (or
 mnist) decouples every layer of a classifier. The algorithm is parts/decoupled.py's. --task
 copy (or repeat-copy) cuts an LSTM in time instead: parts/recurrent.py, docs/through-time.md.
+Ctrl-C stops the toy or images after the step it is in: measured, its files written.
 """
 
 import argparse
 import dataclasses
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import generate
@@ -175,7 +178,8 @@ def config_from_args(args):
 
 def main(argv=None):
     """Train as the options say, progress on stdout. 1 if the run diverged; 2, saying why in
-    one line, if the images cannot be read."""
+    one line, if the images cannot be read; 130 if stopped by Ctrl-C (measured, its weights and
+    metrics written)."""
     args = parse_args(argv)
     if args.task != "layers":
         config = recurrent_config(args)
@@ -185,11 +189,19 @@ def main(argv=None):
               f"learned {result['length']} in {config.steps:,} minibatches, "
               f"{result['seconds']:.1f} s", flush=True)
         return 0
+    stop, handler = threading.Event(), signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())    # Ctrl-C: after this step
     try:
-        result = decoupled.run(config_from_args(args), out=sys.stdout)
+        result = decoupled.run(config_from_args(args), out=sys.stdout, stop=stop)
     except images.DataError as e:
         print(f"dni.py: {e}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    if stop.is_set():
+        print("dni.py: stopped by Ctrl-C (measured above; --weights-out and --metrics written)",
+              flush=True)
+        return 130
     return 1 if result["diverged"] else 0
 
 

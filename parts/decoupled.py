@@ -345,10 +345,11 @@ class Images:
                 f"boundary [{', '.join(generate.fmt(c, '.2f') for c in row['cosines'])}]")
 
 
-def run(config, data=None, out=None):
+def run(config, data=None, out=None, stop=None):
     """Train as config says on data ((x, y), (x_test, y_test); None: loaded), measuring as Toy
-    or Images does. Returns the last row with "config", "curve" (every row), "seconds" (of
-    training), "steps", "examples", "examples_per_s" and "diverged"."""
+    or Images does, until stop (an Event) is set if not before. Returns the last row with
+    "config", "curve" (every row), "seconds" (of training), "steps", "examples",
+    "examples_per_s" and "diverged"."""
     config.check()
     task = (Toy if config.data == "toy" else Images)(config, data)
     rng = np.random.default_rng(config.seed)     # layers, models, probe, order, directions
@@ -374,8 +375,8 @@ def run(config, data=None, out=None):
             f"{done['examples']:,} examples, {task.text(row)}")
         return math.isfinite(row[task.score])
 
-    def more():
-        return all(done[k] < budget[k] for k in done)
+    def more():                                 # within budget, and not stopped (Ctrl-C)
+        return all(done[k] < budget[k] for k in done) and not (stop and stop.is_set())
 
     say(f"{dataclasses.asdict(config)}, network {'-'.join(map(str, task.sizes))}")
     finite = measure()

@@ -279,6 +279,42 @@ def test_run_stops_at_the_example_budget_and_writes_metrics_and_weights(tmp_path
     assert sgd.mse(layers, x, y) == pytest.approx(result["heldout_mse"], rel=1e-12)
 
 
+def test_ctrl_c_stops_it_after_a_step_measured_with_its_weights_written(tmp_path, capsys):
+    import os
+    import signal
+    import threading
+    import time
+    metrics, weights = tmp_path / "m.jsonl", tmp_path / "w.npz"
+
+    def press_ctrl_c():                        # once 3 measurements are written (bounded work)
+        for _ in range(3000):
+            if returned.is_set():              # it ended by itself: no Ctrl-C into pytest
+                return
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    before, returned = signal.getsignal(signal.SIGINT), threading.Event()
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    try:
+        code = dni.main(["--data-dir", str(tiny_dataset(tmp_path / "data")), "--seconds", "600",
+                         "--eval-every", "1000", "--heldout", "500", "--metrics", str(metrics),
+                         "--weights-out", str(weights)])
+    finally:
+        returned.set()
+        presser.join()
+    assert code == 130 and signal.getsignal(signal.SIGINT) is before     # pytest's again
+    out = capsys.readouterr().out
+    assert "dni.py: done (synthetic)" in out and "dni.py: stopped by Ctrl-C" in out
+    last = snapshots.read_metrics(metrics)[-1]
+    layers = snapshots.load_layers(weights, list(zip(sgd.SIZES[:-1], sgd.SIZES[1:],
+                                                     strict=False)))
+    assert sgd.mse(layers, *generate.heldout(500)) == pytest.approx(last["heldout_mse"],
+                                                                    rel=1e-12)
+
+
 def test_run_is_repeatable_and_cuts_the_last_minibatch_to_the_budget(tmp_path):
     config = decoupled.Config(data_dir=tiny_dataset(tmp_path), seconds=None, examples=1234,
                               batch_size=7, eval_every=500, heldout=300, method="random")
