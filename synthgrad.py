@@ -260,7 +260,7 @@ def decode_weights(body, width=HIDDEN_SIZE):
           and all(shapes[k + 2][0] == shapes[k + 1][0] for k in range(0, len(weights) - 2, 2))
           and shapes[-1] == (width,))
     if not ok:
-        raise ProtocolError(f"weights: shapes {shapes} are not a synthetic-gradient model")
+        raise ProtocolError(f"weights: shapes {shapes} are not a model of h of width {width}")
     return weights, bool(body.get("conditioned")), int(body.get("version", 0))
 
 

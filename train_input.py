@@ -185,6 +185,9 @@ class InputTrainer:
         if self.next_stage is not None:                          # --max-ahead
             self.next_stage.wait_for_room(self.examples)
         self.sender.put(idx, h, self.y[idx])
+        if self.sender.counts["refused"] and not self.sender.counts["sent"]:   # none ever taken
+            raise SystemExit(f"train_input.py: the output trainer took none of the examples "
+                             f"sent and refuses them ({self.sender.refusal})")
         if self.sender.pending() > self.max_unsent:
             self.wait_for_room()
         self.examples += len(idx)
@@ -225,6 +228,9 @@ class InputTrainer:
                 self.latencies.append(time.perf_counter() - t0)
                 return g
             except synthgrad.PeerError as e:
+                if e.refused or isinstance(e.__cause__, synthgrad.ProtocolError):  # no wait helps
+                    raise SystemExit(f"train_input.py: the oracle refuses its requests "
+                                     f"({e})") from None
                 log.warning("no synthetic gradients (%s); waiting for the oracle", e)
                 if not self.oracle.wait_until_ready(self.stop):
                     return None

@@ -222,6 +222,9 @@ class LocalSyntheticGradients:
                 self.refresh()
                 break
             except synthgrad.PeerError as e:
+                if isinstance(e.__cause__, synthgrad.ProtocolError):   # it answered: no wait helps
+                    raise SystemExit(f"{e}: are the two started for the same h "
+                                     f"(--width)?") from None
                 log.warning("no oracle weights yet (%s); waiting for the oracle", e)
                 self.oracle.wait_until_ready(self.stop)
         self._thread.start()

@@ -17,10 +17,15 @@ SENDER_LINGER = 0.01    # the trainers' senders wait this long for a chunk to fi
 
 def count_failure(sender, e, rows, what):
     """Count a request of `rows` rows that raised PeerError e. True: the peer refused them (a 4xx
-    but 401; resending cannot help); False: failed, logged every sender.log_every s, retry."""
+    but 401; resending cannot help; kept as sender.refusal); False: failed, retry. Either is
+    logged every sender.log_every s, not at every request."""
     if e.refused and e.status != 401:
         sender.counts["refused"] += rows
-        log.error("%s: peer refused %s, dropped them (%s)", sender.name, what, e)
+        sender.refusal = str(e)
+        if time.monotonic() - sender.last_log >= sender.log_every:
+            log.error("%s: peer refused %s, dropped them (%s; %s rows refused so far)",
+                      sender.name, what, e, f"{sender.counts['refused']:,}")
+            sender.last_log = time.monotonic()
         return True
     sender.counts["failed_requests"] += 1
     if time.monotonic() - sender.last_log >= sender.log_every:
@@ -60,6 +65,7 @@ class Sender:
         self._stop = threading.Event()
         self.counts = collections.Counter(dict.fromkeys(self.COUNTS, 0))
         self.last_log = -math.inf
+        self.refusal = None                     # the last refusal's reason
         self._thread = threading.Thread(target=self._run, name=f"sender-{name}", daemon=True)
         self._thread.start()
 

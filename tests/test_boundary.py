@@ -180,3 +180,22 @@ def test_an_oracle_that_is_down_is_said_once_in_10_s_and_its_return_once(caplog)
     assert sum(m.startswith("the oracle answers again: its weights are version") for m in said) \
         == 1, said
     assert local.version > 3
+
+
+def test_an_oracle_whose_model_is_for_another_width_ends_it_in_one_line():
+    import threading
+    oracle = FlakyOracle()
+    oracle.weights = lambda width: synthgrad.decode_weights(
+        {"weights": [np.zeros((25, 12)), np.zeros(12), np.zeros((12, 24)), np.zeros(24)]}, width)
+
+    class Client:                                    # a decode error, as a client raises it
+        def weights(self, width):
+            try:
+                return oracle.weights(width)
+            except synthgrad.ProtocolError as e:
+                raise synthgrad.PeerError(f"oracle at U sent a bad answer: {e}") from e
+
+    local = boundary.LocalSyntheticGradients(Client(), 0.01, threading.Event(), width=16)
+    with pytest.raises(SystemExit, match=r"are not a model of h of width 16: are the two "
+                                         r"started for the same h \(--width\)\?"):
+        local.start()

@@ -268,3 +268,18 @@ def test_sender_close_does_not_wait_for_a_peer_that_never_answers(senders):
         release.set()
     assert took < 1.5, took
     assert counts["unsent"] == 10 and counts["sent"] == 0
+
+
+def test_refusals_are_counted_kept_and_said_once_in_log_every_not_per_request(senders, caplog):
+    def refuse(i, *columns):
+        raise PeerError(f"peer at http://x/training_example answered 400: rows {len(i)}", 400)
+
+    caplog.set_level("ERROR", logger="synthgrad")
+    sender = senders(refuse, chunk=10)
+    for k in range(5):                               # five requests, every one refused
+        sender.put(np.arange(10 * k, 10 * k + 10), np.zeros((10, W)))
+        wait_for(lambda k=k: sender.counts["refused"] == 10 * (k + 1))
+    assert sender.refusal == "peer at http://x/training_example answered 400: rows 10"
+    said = [r.getMessage() for r in caplog.records if "peer refused" in r.getMessage()]
+    assert len(said) == 1 and "10 rows refused so far" in said[0], said
+    assert sender.close()["refused"] == 50

@@ -481,3 +481,61 @@ def test_by_hand_a_run_that_is_not_a_folder_name_is_refused_in_one_line(make_tra
     trainer.output = FakeOutputStatus(0, run=run)
     with pytest.raises(SystemExit, match="names no run folder in its /status"):
         trainer.find_progress_dir()
+
+
+class Refusing:
+    """An oracle client whose estimate_gradients raises PeerError e (after counting the call)."""
+
+    def __init__(self, e):
+        self.e, self.calls = e, 0
+
+    def estimate_gradients(self, h, y):
+        self.calls += 1
+        raise self.e
+
+    def wait_until_ready(self, stop=None):
+        return self.calls < 100 and not stop.is_set()      # bounded: never asks for ever
+
+    def close(self):
+        pass
+
+
+def protocol_error():
+    """The PeerError a client raises for an answer it cannot decode (its cause kept)."""
+    try:
+        raise train_input.synthgrad.PeerError("oracle at U sent a bad answer: shapes") from \
+            train_input.synthgrad.ProtocolError("shapes")
+    except train_input.synthgrad.PeerError as e:
+        return e
+
+
+@pytest.mark.parametrize("error", [
+    train_input.synthgrad.PeerError("oracle at U answered 400: expected shape (n, 24)", 400),
+    protocol_error()], ids=["refused", "bad answer"])
+def test_remote_mode_an_oracle_that_refuses_or_answers_what_it_cannot_use_ends_it(make_trainer,
+                                                                                 error):
+    trainer = make_trainer(mode="remote")
+    trainer.oracle.close()
+    trainer.oracle = Refusing(error)
+    with pytest.raises(SystemExit, match=r"train_input.py: the oracle refuses its requests \("
+                                         r"oracle at U"):
+        trainer.step(np.array([0, 1, 2]))
+    assert trainer.oracle.calls == 1                 # asked once, not for ever
+
+
+def test_remote_mode_an_oracle_that_is_down_is_waited_for(make_trainer):
+    trainer = make_trainer(mode="remote")
+    trainer.oracle.close()
+    trainer.oracle = Refusing(train_input.synthgrad.PeerError("oracle at U: refused"))
+    trainer.stop.set()                               # then stopped while it waits
+    assert trainer.step(np.array([0, 1, 2])) is False
+
+
+def test_an_output_trainer_that_took_none_of_the_examples_and_refuses_them_ends_it(trainer):
+    trainer.sender.counts["refused"] = 500
+    trainer.sender.refusal = "output trainer at U answered 400: x: expected shape (500, 24)"
+    with pytest.raises(SystemExit, match=r"took none of the examples sent and refuses them "
+                                         r"\(output trainer at U answered 400"):
+        trainer.hand_off(np.array([0, 1]), np.zeros((2, W)))
+    trainer.sender.counts["sent"] = 1000             # it took some: a refusal is not the end
+    trainer.hand_off(np.array([0, 1]), np.zeros((2, W)))
