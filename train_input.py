@@ -262,8 +262,8 @@ class InputTrainer:
         # then the run's folder and the model's weights; then time zero on disk (unless resumed)
         if not self.find_progress_dir():
             return
-        if self.local is not None:
-            self.local.start()
+        if self.local is not None and not self.local.start():
+            raise SystemExit(1)                         # why: logged (parts/boundary.py)
         if self.counting is not None:
             self.counting.start()
         if self.examples == 0:

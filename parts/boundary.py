@@ -216,18 +216,22 @@ class LocalSyntheticGradients:
         self.weights, self.conditioned, self.version = self.oracle.weights(self.width)
 
     def start(self):
-        """Fetch the first weights (waiting for the oracle), then keep refreshing them."""
+        """Fetch the first weights (waiting for the oracle), then keep refreshing them. False,
+        the reason logged, if it answers what no wait mends: a refusal (no /weights there, the
+        wrong token), or a model for another width."""
         while not self.stop.is_set():
             try:
                 self.refresh()
                 break
             except synthgrad.PeerError as e:
-                if isinstance(e.__cause__, synthgrad.ProtocolError):   # it answered: no wait helps
-                    raise SystemExit(f"{e}: are the two started for the same h "
-                                     f"(--width)?") from None
+                if e.refused or isinstance(e.__cause__, synthgrad.ProtocolError):
+                    log.error("%s%s", e, "" if e.refused else
+                              ": are the two started for the same h (--width)?")
+                    return False
                 log.warning("no oracle weights yet (%s); waiting for the oracle", e)
                 self.oracle.wait_until_ready(self.stop)
         self._thread.start()
+        return True
 
     def _refresh_forever(self):
         failing_since, said = None, -math.inf

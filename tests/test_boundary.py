@@ -182,7 +182,7 @@ def test_an_oracle_that_is_down_is_said_once_in_10_s_and_its_return_once(caplog)
     assert local.version > 3
 
 
-def test_an_oracle_whose_model_is_for_another_width_ends_it_in_one_line():
+def test_an_oracle_whose_model_is_for_another_width_ends_it_in_one_line(caplog):
     import threading
     oracle = FlakyOracle()
     oracle.weights = lambda width: synthgrad.decode_weights(
@@ -196,6 +196,20 @@ def test_an_oracle_whose_model_is_for_another_width_ends_it_in_one_line():
                 raise synthgrad.PeerError(f"oracle at U sent a bad answer: {e}") from e
 
     local = boundary.LocalSyntheticGradients(Client(), 0.01, threading.Event(), width=16)
-    with pytest.raises(SystemExit, match=r"are not a model of h of width 16: are the two "
-                                         r"started for the same h \(--width\)\?"):
-        local.start()
+    assert local.start() is False and not local._thread.is_alive()
+    assert [r.getMessage() for r in caplog.records] == [
+        "oracle at U sent a bad answer: weights: shapes [(25, 12), (12,), (12, 24), (24,)] are "
+        "not a model of h of width 16: are the two started for the same h (--width)?"]
+
+
+def test_an_oracle_that_refuses_the_weights_ends_it_in_one_line(caplog):
+    import threading
+
+    class Client:                                    # e.g. --oracle-url at the output trainer
+        def weights(self, width):
+            raise synthgrad.PeerError("oracle at U/weights answered 404: Not Found", 404)
+
+    local = boundary.LocalSyntheticGradients(Client(), 0.01, threading.Event())
+    assert local.start() is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "oracle at U/weights answered 404: Not Found"]
