@@ -317,6 +317,9 @@ def every(interval, call, stop, name="every"):
     threading.Thread(target=loop, name=name, daemon=True).start()
 
 
+_skipped = {}                                      # path: the bad lines read_metrics last said
+
+
 def read_metrics(path):
     """The JSON objects of a metrics file in file order ([] if there is none); a line that is not
     one (a process killed mid-line) is skipped and counted, not the whole curve lost; the count is
@@ -338,9 +341,6 @@ def read_metrics(path):
         print(f"{path}: skipped {bad} line(s) that are not JSON objects", flush=True)
     _skipped[path] = bad
     return rows
-
-
-_skipped = {}                                      # path: the bad lines read_metrics last said
 
 
 def column(rows, key):
