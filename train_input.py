@@ -37,6 +37,7 @@ from parts import (boundary, checkpoint, classify, optimizers, options, pacing,
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("train_input")
+REFUSED_IN_A_ROW = 5_000  # examples the output trainer refuses, none taken between, that end a run
 CLOSE_FLUSH_S = 3.0       # what is unsent at the end gets this long to reach the output trainer
 
 
@@ -185,9 +186,11 @@ class InputTrainer:
         if self.next_stage is not None:                          # --max-ahead
             self.next_stage.wait_for_room(self.examples)
         self.sender.put(idx, h, self.y[idx])
-        if self.sender.counts["refused"] and not self.sender.counts["sent"]:   # none ever taken
+        refused, taken = self.sender.refused_in_a_row, self.sender.counts["sent"]
+        if refused and not taken or refused >= REFUSED_IN_A_ROW:    # e.g. restarted, another width
+            since = f"since it last took any ({refused:,} in a row)" if taken else "sent"
             raise SystemExit(f"train_input.py: the output trainer took none of the examples "
-                             f"sent and refuses them ({self.sender.refusal})")
+                             f"{since} and refuses them ({self.sender.refusal})")
         if self.sender.pending() > self.max_unsent:
             self.wait_for_room()
         self.examples += len(idx)

@@ -21,6 +21,7 @@ def count_failure(sender, e, rows, what):
     logged every sender.log_every s, not at every request."""
     if e.refused and e.status != 401:
         sender.counts["refused"] += rows
+        sender.refused_in_a_row += rows
         sender.refusal = str(e)
         if time.monotonic() - sender.last_log >= sender.log_every:
             log.error("%s: peer refused %s, dropped them (%s; %s rows refused so far)",
@@ -66,6 +67,7 @@ class Sender:
         self.counts = collections.Counter(dict.fromkeys(self.COUNTS, 0))
         self.last_log = -math.inf
         self.refusal = None                     # the last refusal's reason
+        self.refused_in_a_row = 0               # rows refused since the peer last took any
         self._thread = threading.Thread(target=self._run, name=f"sender-{name}", daemon=True)
         self._thread.start()
 
@@ -189,6 +191,7 @@ class Sender:
         finally:
             self._in_flight = 0
         self.counts["sent"] += len(i)
+        self.refused_in_a_row = 0
 
     def close(self, flush_timeout=5.0):
         """Stop the thread, then send what is pending within flush_timeout seconds (nothing if a

@@ -28,6 +28,7 @@ class FakeSender:
         self.counts = collections.Counter(sent=0, superseded=0, dropped=0, failed_requests=0,
                                           unsent=0)
         self.closed = False
+        self.refused_in_a_row = 0
 
     def put(self, i, *arrays):
         self.puts.append((np.array(i), *(np.array(a) for a in arrays)))

@@ -282,4 +282,25 @@ def test_refusals_are_counted_kept_and_said_once_in_log_every_not_per_request(se
     assert sender.refusal == "peer at http://x/training_example answered 400: rows 10"
     said = [r.getMessage() for r in caplog.records if "peer refused" in r.getMessage()]
     assert len(said) == 1 and "10 rows refused so far" in said[0], said
-    assert sender.close()["refused"] == 50
+    assert sender.close()["refused"] == 50 and sender.refused_in_a_row == 50
+
+
+def test_refused_in_a_row_counts_from_the_last_rows_the_peer_took(senders):
+    refusing = threading.Event()
+
+    def send(i, *columns):
+        if refusing.is_set():
+            raise PeerError("peer at http://x/training_example answered 400: width", 400)
+
+    sender = senders(send, chunk=10)
+    sender.put(np.arange(10), np.zeros((10, W)))
+    wait_for(lambda: sender.counts["sent"] == 10)
+    refusing.set()
+    for k in range(1, 4):
+        sender.put(np.arange(10 * k, 10 * k + 10), np.zeros((10, W)))
+        wait_for(lambda k=k: sender.counts["refused"] == 10 * k)
+    assert sender.refused_in_a_row == 30
+    refusing.clear()                                 # it takes rows again: the count starts over
+    sender.put(np.arange(40, 50), np.zeros((10, W)))
+    wait_for(lambda: sender.counts["sent"] == 20)
+    assert sender.refused_in_a_row == 0 and sender.counts["refused"] == 30

@@ -532,10 +532,23 @@ def test_remote_mode_an_oracle_that_is_down_is_waited_for(make_trainer):
 
 
 def test_an_output_trainer_that_took_none_of_the_examples_and_refuses_them_ends_it(trainer):
-    trainer.sender.counts["refused"] = 500
+    trainer.sender.counts["refused"] = trainer.sender.refused_in_a_row = 500
     trainer.sender.refusal = "output trainer at U answered 400: x: expected shape (500, 24)"
     with pytest.raises(SystemExit, match=r"took none of the examples sent and refuses them "
                                          r"\(output trainer at U answered 400"):
         trainer.hand_off(np.array([0, 1]), np.zeros((2, W)))
     trainer.sender.counts["sent"] = 1000             # it took some: a refusal is not the end
     trainer.hand_off(np.array([0, 1]), np.zeros((2, W)))
+
+
+def test_an_output_trainer_that_refuses_every_example_since_it_took_some_ends_it(trainer):
+    """Restarted by hand with another --width mid-run, it refuses all that follows."""
+    trainer.sender.counts["sent"] = 1000
+    trainer.sender.refused_in_a_row = train_input.REFUSED_IN_A_ROW - 1
+    trainer.sender.refusal = "output trainer at U answered 400: x: expected shape (10, 16)"
+    trainer.hand_off(np.array([0, 1]), np.zeros((2, W)))          # not yet
+    trainer.sender.refused_in_a_row += 1
+    with pytest.raises(SystemExit, match=r"took none of the examples since it last took any "
+                                         r"\(5,000 in a row\) and refuses them \(output trainer "
+                                         r"at U answered 400: x: expected shape \(10, 16\)\)"):
+        trainer.hand_off(np.array([0, 1]), np.zeros((2, W)))
