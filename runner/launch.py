@@ -17,6 +17,7 @@ snapshots on shared ticks). Configuration is data, changed with dataclasses.repl
 import contextlib
 import dataclasses
 import functools
+import itertools
 import os
 import subprocess
 import time
@@ -97,10 +98,19 @@ def child_env():
 
 
 def new_run_dir(given=None, prefix=""):
-    """`given`, or a new runs/<prefix><date-time> next to this file; created, made absolute."""
-    run_dir = (given or TOP / "runs" / time.strftime(f"{prefix}%Y%m%d-%H%M%S")).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    """`given`, or a new runs/<prefix><date-time> next to this file, made by this call alone (a
+    run started in the same second gets <date-time>-2, -3, ...); created, made absolute."""
+    if given is not None:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        return Path(given).resolve()
+    stamp = TOP / "runs" / time.strftime(f"{prefix}%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        run_dir = Path(f"{stamp}-{n}" if n > 1 else stamp).resolve()
+        try:
+            run_dir.mkdir(parents=True)               # no exist_ok: another run's is not taken
+            return run_dir
+        except FileExistsError:
+            continue
 
 
 def generate_data(out_dir, count, seed, env, plot=True):

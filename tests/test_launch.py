@@ -36,6 +36,16 @@ def test_new_run_dir_uses_the_given_folder_or_makes_a_dated_one(tmp_path, monkey
     assert made.name.startswith("bench-") and made.name[len("bench-"):].replace("-", "").isdigit()
 
 
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    """Seeds run in parallel by a shell loop (`make demo ARGS=--seed $s &`) start together."""
+    monkeypatch.setattr(launch, "TOP", tmp_path)
+    monkeypatch.setattr(launch.time, "strftime", lambda f: f.replace("%Y%m%d-%H%M%S", "1-2"))
+    (tmp_path / "runs" / "demo-1-2-3").mkdir(parents=True)       # a run's, or a file: not taken
+    made = [launch.new_run_dir(None, "demo-") for _ in range(4)]
+    assert [m.name for m in made] == ["demo-1-2", "demo-1-2-2", "demo-1-2-4", "demo-1-2-5"]
+    assert all(m.is_dir() for m in made) and not any((tmp_path / "runs" / "demo-1-2-3").iterdir())
+
+
 def test_generate_data_writes_the_seeded_data_set(tmp_path):
     env = launch.child_env()
     assert env["TF_CPP_MIN_LOG_LEVEL"] == "2" and env["PYTHONUNBUFFERED"] == "1"
