@@ -432,7 +432,7 @@ class Client:
         try:
             answer = parse_binary(data) if answer_kind == BINARY_TYPE else parse_json(data)
             return answer if decode is None else decode(answer)
-        except (ValueError, TypeError) as e:     # ProtocolError, or what decode found wrong
+        except (ValueError, TypeError, OverflowError) as e:    # e.g. int() of a version of inf
             raise PeerError(f"{self.name} at {url} sent a bad answer, non-JSON or malformed: "
                             f"{e}") from e
 

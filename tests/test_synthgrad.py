@@ -489,13 +489,14 @@ def test_client_error_answer_that_is_json_but_not_an_object(monkeypatch):
 def test_an_answer_its_decoder_cannot_read_is_the_peers_fault(monkeypatch):
     """A 200 answer to GET /status of [1, 2] (another program on the port) reached callers as a
     list: train_input.py ended in AttributeError on status.get("run"); a /weights "version" int()
-    cannot read was a ValueError that ended a stage's ModelFollower thread."""
+    cannot read was a ValueError that ended a stage's ModelFollower thread (and the input
+    trainer's oracle refresh thread, for a version of Infinity)."""
     for body in ([1, 2], 5, None, "\"text\""):              # JSON, not an object
         client = client_answering(monkeypatch, FakeResponse(200, body))
         with pytest.raises(PeerError, match="bad answer.*is not a mapping"):
             client.status()
     model = [synthgrad.encode_array(np.zeros((W + 1, W))), synthgrad.encode_array(np.zeros(W))]
-    for version in ("five", None, [1]):
+    for version in ("five", None, [1], float("inf")):       # inf (1e400): an OverflowError
         answer = FakeResponse(200, {"weights": model, "version": version})
         client = client_answering(monkeypatch, answer, synthgrad.OracleClient)
         with pytest.raises(PeerError, match="bad answer"):
