@@ -247,9 +247,10 @@ def save_boundary_weights(run, peers, layout, tick):
             weights, conditioned, _ = peer.weights(layout[b - 1][-1])
         except synthgrad.PeerError:
             continue
-        snapshots.write_npz(run / "progress" / f"boundary{b}" / f"model_{tick}.npz",
-                            {**{f"w{k}": w for k, w in enumerate(weights)},
-                             "conditioned": np.array(conditioned), "time": np.array(tick)})
+        snapshots.written(f"boundary models into {run / 'progress'}", snapshots.write_npz,
+                          run / "progress" / f"boundary{b}" / f"model_{tick}.npz",
+                          {**{f"w{k}": w for k, w in enumerate(weights)},
+                           "conditioned": np.array(conditioned), "time": np.array(tick)})
 
 
 # --- The script. -------------------------------------------------------------------------------

@@ -94,8 +94,9 @@ class Checkpointer:
             self.now()
 
     def now(self):
+        """A write that fails (a full disk) is said, not raised; the last checkpoint stays whole."""
         if self.path is not None:
-            self.save(self.path)
+            snapshots.written(f"the checkpoint {self.path}", self.save, self.path)
             self.next = time.monotonic() + self.interval
 
 

@@ -9,6 +9,8 @@ metrics/<process>.jsonl and the plain-backprop baseline's backprop/final.npz.
 """
 
 import json
+import logging
+import math
 import os
 import re
 import threading
@@ -19,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import sgd
+
+log = logging.getLogger("synthgrad")
 
 # by hand, each run's snapshots go into PROGRESS/<run>, at the repository's top level
 PROGRESS = Path(__file__).resolve().parents[1] / "progress"
@@ -65,6 +69,24 @@ def read_npz(path, what):
                 return {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read {what} from {path}: {e}") from e
+
+
+_unwritten = {}                                    # what: when a failed write of it was said
+
+
+def written(what, write, *args):
+    """write(*args), True; False if it raised OSError (a full disk, a folder removed), said in one
+    line every 30 s per `what`: not raised, so a trainer trains on and its next write tries again.
+    """
+    try:
+        write(*args)
+    except OSError as e:
+        if time.monotonic() - _unwritten.get(what, -math.inf) >= 30:
+            log.error("could not write %s (%s); training goes on, and each write tries again",
+                      what, e)
+            _unwritten[what] = time.monotonic()
+        return False
+    return True
 
 
 def save_layers(path, layers, taken_at=None):
@@ -131,16 +153,22 @@ class Snapshotter:
         if now < self.next_tick:
             return False
         tick = self._tick(now)
-        save_layers(self.path(tick), layers, taken_at=now)
         self.next_tick = tick + self.interval
-        self.saved += 1
-        return True
+        saved = self._save(tick, layers, now)
+        self.saved += saved
+        return saved
 
     def save_initial(self, layers):
-        save_layers(self.path("initial"), layers)
+        return self._save("initial", layers)
 
     def save_final(self, layers):
-        save_layers(self.path("final"), layers)
+        return self._save("final", layers)
+
+    def _save(self, label, layers, taken_at=None):
+        """save_layers, or a line saying why not (written): never raised mid-training."""
+        what = "the final weights" if label == "final" else "snapshots"    # the last, always said
+        return written(f"{what} into {self.folder}", save_layers, self.path(label), layers,
+                       taken_at)
 
 
 def list_snapshots(folder):
@@ -305,8 +333,13 @@ class MetricsLog:
         now = time.time()
         line = json.dumps({"time": now, "stage": self.stage,
                            "seconds": round(now - self.started, 3), **figures})
-        with self._lock, open(self.path, "a") as f:
-            f.write(line + "\n")
+        with self._lock:
+            written(f"metrics to {self.path}", _append, self.path, line + "\n")
+
+
+def _append(path, text):
+    with open(path, "a") as f:
+        f.write(text)
 
 
 def every(interval, call, stop, name="every"):

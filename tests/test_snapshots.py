@@ -15,7 +15,7 @@ import pytest
 
 import generate
 import sgd
-from parts import snapshots
+from parts import checkpoint, snapshots
 
 
 @pytest.fixture
@@ -195,6 +195,45 @@ def test_snapshotter_saves_once_a_tick_has_passed(tmp_path, network, clock):
     ticks = sorted(snapshots.list_snapshots(tmp_path)["layers23"])
     assert ticks == [1_000_010, 1_000_040]
     assert all(t % 10 == 0 for t in ticks)
+
+
+def test_a_write_the_disk_refuses_is_said_once_in_30_s_and_nothing_raises(tmp_path, network,
+                                                                          monkeypatch, caplog):
+    """A full disk (ENOSPC, tried on a 300 KiB tmpfs) killed the output trainer's training
+    thread (a server answering, never training again) and the oracle's metrics thread, and ended
+    train_input.py in a traceback, its unsent examples never flushed."""
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    caplog.set_level("ERROR", logger="synthgrad")
+    snap = snapshots.Snapshotter(tmp_path / "p", "layers23", interval=1)
+    metrics = snapshots.MetricsLog(tmp_path / "m.jsonl", "oracle")
+    saves = []
+    checkpointer = checkpoint.Checkpointer(tmp_path / "c.npz", 30, lambda path: saves.append(
+        snapshots.write_npz(path, {"a": np.arange(len(saves) + 1)})))
+    checkpointer.now()                                           # written while there is room
+    monkeypatch.setattr(snapshots.np, "savez", no_space)
+    monkeypatch.setattr(snapshots, "_append", no_space)
+    for _ in range(2):                                           # twice each: said once
+        snap.next_tick = 0
+        assert snap.maybe_save(network[1:]) is False and snap.saved == 0
+        metrics.write(a=1)
+        checkpointer.now()
+    assert snap.save_final(network[1:]) is False                 # the last is always said
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"could not write {what} ([Errno 28] No space left on device); training goes "
+                    f"on, and each write tries again" for what in
+                    (f"snapshots into {tmp_path / 'p'}", f"metrics to {tmp_path / 'm.jsonl'}",
+                     f"the checkpoint {tmp_path / 'c.npz'}", f"the final weights into "
+                     f"{tmp_path / 'p'}")], said
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "c.npz"]  # no .tmp
+    np.testing.assert_array_equal(checkpoint.snapshots.read_npz(tmp_path / "c.npz", "c")["a"],
+                                  [0])                           # the last checkpoint, whole
+    monkeypatch.undo()                                           # room again: writes go through
+    snap.next_tick = 0
+    assert snap.maybe_save(network[1:]) is True and snap.saved == 1
+    metrics.write(a=2)
+    assert [row["a"] for row in snapshots.read_metrics(tmp_path / "m.jsonl")] == [2]
 
 
 def test_snapshotter_initial_and_final(tmp_path, network, clock):
