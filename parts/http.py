@@ -39,6 +39,12 @@ def listen(host, port, script, max_body_bytes):
     return server, apps.append
 
 
+def url_of(server):
+    """http://HOST:PORT where a listen() server is (an IPv6 host in brackets, as a URL has it)."""
+    host = server.effective_host
+    return f"http://{f'[{host}]' if ':' in host else host}:{server.effective_port}"
+
+
 class JsonErrorTask(ErrorTask):
     """waitress's own refusals (413, 400) as {"error": ...} JSON, as every other refusal."""
 
@@ -58,7 +64,7 @@ class JsonErrorChannel(HTTPChannel):
 
 def serve(server, name, on_stop=None, stop=None):
     """Run a server listen() made until Ctrl-C or SIGTERM (or the threading.Event `stop`), then
-    call on_stop. Logs "<name> listening on http://HOST:PORT" first: how a launcher learns it."""
+    call on_stop. Logs "<name> listening on http://HOST:PORT" (url_of) first: how a launcher learns it."""
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
@@ -67,8 +73,7 @@ def serve(server, name, on_stop=None, stop=None):
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)
     try:
-        log.info("%s listening on http://%s:%s", name, server.effective_host,
-                 server.effective_port)
+        log.info("%s listening on %s", name, url_of(server))
         server.run()                      # returns on Ctrl-C or SIGTERM (waitress catches it)
     except KeyboardInterrupt:
         pass

@@ -206,7 +206,7 @@ def run_server(args, create_app, script, beside=None, stop=None):
     hand_over(app)
     state = app.extensions[STATE]
     state.start_training()
-    url = f"http://{server.effective_host}:{server.effective_port}"
+    url = http.url_of(server)
     stop_beside = beside(args, url, state) if beside is not None else None
     metrics = snapshots.MetricsLog(args.metrics, state.role)
     if args.metrics:

@@ -13,7 +13,7 @@ import pytest
 
 import oracle
 import synthgrad
-from helpers import arr, post, status
+from helpers import arr, post, status, wait_for
 from parts import boundary, http
 
 W = synthgrad.HIDDEN_SIZE       # 24
@@ -138,6 +138,32 @@ def test_binary_client_against_a_served_oracle(make_oracle_app):
     finally:
         binary.close()
         plain.close()
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_server_on_an_ipv6_host_logs_a_url_a_client_can_use(make_oracle_app, caplog):
+    """`oracle.py --host ::1` logged "listening on http://::1:PORT", which no client can use
+    (and handed the live page that address): an IPv6 host goes in brackets."""
+    import threading
+    try:
+        server, hand_over = http.listen("::1", 0, "oracle.py", 1 << 20)
+    except SystemExit as e:
+        pytest.skip(f"no IPv6 loopback here: {e}")
+    hand_over(make_oracle_app())
+    caplog.set_level("INFO", logger="synthgrad")
+    stop = threading.Event()
+    thread = threading.Thread(target=http.serve, args=(server, "oracle"), kwargs={"stop": stop},
+                              daemon=True)
+    thread.start()
+    try:
+        url = f"http://[::1]:{server.effective_port}"
+        assert http.url_of(server) == url
+        wait_for(lambda: any("listening on" in r.getMessage() for r in caplog.records))
+        assert f"oracle listening on {url}" in [r.getMessage() for r in caplog.records]
+        assert synthgrad.OracleClient(url).status()["role"] == "oracle"
+    finally:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
