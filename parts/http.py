@@ -64,7 +64,8 @@ class JsonErrorChannel(HTTPChannel):
 
 def serve(server, name, on_stop=None, stop=None):
     """Run a server listen() made until Ctrl-C or SIGTERM (or the threading.Event `stop`), then
-    call on_stop. Logs "<name> listening on http://HOST:PORT" (url_of) first: how a launcher learns it."""
+    call on_stop. Logs "<name> listening on http://HOST:PORT" (url_of) first: how a launcher
+    learns it."""
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
