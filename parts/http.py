@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import signal
+import threading
 
 from flask import Response, abort, request
 from waitress.channel import HTTPChannel
@@ -70,9 +71,9 @@ def serve(server, name, on_stop=None, stop=None):
         raise KeyboardInterrupt
 
     release = threaded.end_when_set(server, stop) if stop is not None else lambda: None
-    if stop is None:    # both, explicitly: started in the background, SIGINT comes ignored
-        signal.signal(signal.SIGTERM, _terminate)
-        signal.signal(signal.SIGINT, _terminate)
+    signals = (signal.SIGTERM, signal.SIGINT)     # both, explicitly: started in the background,
+    before = [signal.signal(s, _terminate) for s in signals   # SIGINT comes ignored
+              ] if threading.current_thread() is threading.main_thread() else []
     try:
         log.info("%s listening on %s", name, url_of(server))
         server.run()                      # returns on Ctrl-C or SIGTERM (waitress catches it)
@@ -84,6 +85,8 @@ def serve(server, name, on_stop=None, stop=None):
         release()
         if on_stop is not None:
             on_stop()
+        for s, handler in zip(signals, before, strict=False):   # none set off the main thread
+            signal.signal(s, handler)
 
 
 def install_json_errors(app, counts, max_body_bytes):

@@ -171,7 +171,8 @@ def printable(args):
 
 
 class _Formatter(logging.Formatter):
-    """ "HH:MM:SS name: message", with the level after the name unless it is INFO."""
+    """ "HH:MM:SS name: message", with the level after the name unless it is INFO (and the
+    traceback below, for log.exception's)."""
 
     def __init__(self, name):
         super().__init__(datefmt="%H:%M:%S")
@@ -179,7 +180,8 @@ class _Formatter(logging.Formatter):
 
     def format(self, record):
         level = "" if record.levelno == logging.INFO else f" {record.levelname}"
-        return f"{self.formatTime(record, self.datefmt)} {self.name}{level}: {record.getMessage()}"
+        line = f"{self.formatTime(record, self.datefmt)} {self.name}{level}: {record.getMessage()}"
+        return line + "\n" + self.formatException(record.exc_info) if record.exc_info else line
 
 
 def setup_logging(name):

@@ -11,7 +11,7 @@ from pathlib import Path
 from flask import Flask
 
 import generate
-from parts import checkpoint, http, options, snapshots
+from parts import checkpoint, http, options, snapshots, threaded
 from synthgrad import STATUS
 
 log = logging.getLogger("synthgrad")
@@ -53,6 +53,7 @@ class TrainingServer:
         self.diverged = False
         self.started = time.time()
         self.stop = threading.Event()
+        self.failed = threading.Event()   # the training thread raised: the server ends, exit 1
         self._thread = None
         self.checkpointer = checkpoint.Checkpointer(config["checkpoint"],
                                                    config["checkpoint_interval"],
@@ -70,17 +71,22 @@ class TrainingServer:
 
     def _train_forever(self):
         options.lower_thread_priority(self.config["nice"])
-        while not self.stop.is_set():
-            if not self.train_pass():
-                self.stop.wait(self.idle_wait)
-            self.checkpointer.maybe()
+        try:
+            while not self.stop.is_set():
+                if not self.train_pass():
+                    self.stop.wait(self.idle_wait)
+                self.checkpointer.maybe()
+        except Exception:            # a bug, a library's failure: a crash a launcher mends, not a
+            log.exception("%s: training failed; the server ends (its last checkpoint stands)",
+                          self.role)          # server that answers and never trains again
+            self.failed.set()
 
     def stop_training(self, timeout=10.0):
         """Stop the thread; once it has ended, on_stopped() and a last checkpoint; then close()."""
         self.stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-            if not self._thread.is_alive():       # never write while a pass is still running
+            if not self._thread.is_alive() and not self.failed.is_set():   # never mid-pass
                 self.on_stopped()
                 self.checkpointer.now()
         self.close()
@@ -223,8 +229,12 @@ def run_server(args, create_app, script, beside=None, stop=None):
         if stop_beside is not None:
             stop_beside()
 
-    http.serve(server, state.title, on_stop=on_stop, stop=stop)
-    return 0
+    ended = threading.Event()                     # by `stop`, or by the training thread's end
+    for event in (stop, state.failed):
+        if event is not None:
+            threaded.set_when_set(event, ended)
+    http.serve(server, state.title, on_stop=on_stop, stop=ended)
+    return 1 if state.failed.is_set() else 0
 
 
 def status_line(status):

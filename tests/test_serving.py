@@ -94,6 +94,22 @@ def test_training_thread_runs_passes_and_stops_with_a_last_checkpoint(tmp_path):
     assert resumed.counts["passes"] == passes
 
 
+def test_a_pass_that_raises_ends_training_said_with_no_last_checkpoint_of_a_torn_state(
+        tmp_path, caplog):
+    """The training thread died of any exception (a bug, a library's failure): the server went
+    on answering /status and never trained again, and no launcher restarted it."""
+    toy = Toy(checkpoint=str(tmp_path / "toy.ckpt"))
+    toy.train_pass = lambda: 1 / 0
+    toy.start_training()
+    assert toy.failed.wait(30)                       # a guard against a hang only
+    toy.stop_training()
+    assert toy.events == ["closed"] and not (tmp_path / "toy.ckpt").exists()
+    said = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in said] == [
+        "toy: training failed; the server ends (its last checkpoint stands)"]
+    assert said[0].exc_info[0] is ZeroDivisionError      # with its traceback
+
+
 def test_resume_without_a_checkpoint_path_is_refused():
     with pytest.raises(ValueError, match="--resume needs --checkpoint"):
         Toy(resume=True)
@@ -165,6 +181,25 @@ def test_a_server_run_in_a_thread_stops_on_its_event_as_on_sigterm(tmp_path, cap
     with socket.socket() as s:          # released: a restart can bind it (as waitress binds,
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # past TIME_WAIT)
         s.bind(("127.0.0.1", port))
+
+
+def test_a_server_whose_training_fails_ends_and_returns_1(monkeypatch, capsys):
+    """Its launcher (or Ray) restarts a process that ends 1 from its checkpoint; one that
+    answers and never trains again it never sees."""
+    def fail(self):
+        raise RuntimeError("a library's failure")
+
+    monkeypatch.setattr(train_output.OutputTrainer, "train_pass", fail)
+    stop, result = threading.Event(), {}
+    thread = threading.Thread(target=lambda: result.setdefault("code", train_output.main(
+        ["--port", "0", "--no-live", "--report-every", "0"], stop=stop)))
+    thread.start()
+    thread.join(60)                                  # a guard against a hang, not a timing
+    stop.set()
+    assert not thread.is_alive() and result == {"code": 1}
+    out = capsys.readouterr().out
+    assert "output_trainer: training failed; the server ends" in out
+    assert "RuntimeError: a library's failure" in out and "final status:" in out
 
 
 # --- never open by default ----------------------------------------------------------------------
