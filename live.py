@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -302,17 +301,6 @@ def headless_chromium(profile_dir, window=(1400, 1700), log_requests=False):
         raise NoBrowser(f"Chromium would not start: {str(e).splitlines()[0]}") from None
 
 
-def stop_with_parent(every=1.0):
-    """SIGTERM to this process once its parent has gone (a launcher killed with SIGKILL)."""
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(every)
-        os.kill(os.getpid(), signal.SIGTERM)
-    threading.Thread(target=watch, daemon=True, name="stop-with-parent").start()
-
-
 # --- The script. -------------------------------------------------------------------------------
 
 def parse_args(argv):
@@ -380,7 +368,7 @@ def main(argv=None):
         "redraw": args.redraw, "oracle_url": args.oracle_url, "output_url": args.output_url})
     hand_over(app)
     if args.stop_with_parent:
-        stop_with_parent()
+        children.stop_with_parent(os.getppid())
     if args.token:
         log.info("open it with ?token=<the token> at the end of the address")
     http.serve(httpd, "live page", on_stop=app.config["LIVE"].close)

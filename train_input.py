@@ -32,7 +32,7 @@ import generate
 import sgd
 import synthgrad
 import train_output
-from parts import (boundary, checkpoint, classify, optimizers, options, pacing,
+from parts import (boundary, checkpoint, children, classify, optimizers, options, pacing,
                    sender, snapshots, stepped, threaded)
 
 HERE = Path(__file__).resolve().parent
@@ -452,6 +452,7 @@ def main(argv=None, stop=None):
     if stop is None:                                # Ctrl-C or SIGTERM: stop after this minibatch
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, frame: trainer.stop.set())
+        children.stop_with_parent()                 # SIGTERM too if its launcher is killed
     else:
         threaded.set_when_set(stop, trainer.stop)
     t0 = time.monotonic()

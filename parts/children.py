@@ -20,6 +20,7 @@ from synthgrad import DEFAULT_HOST
 log = logging.getLogger("synthgrad")
 TOP = Path(__file__).resolve().parents[1]        # the repository's top level
 LISTENING = re.compile(r"listening on (http://\S+)")    # what http.serve() logs first
+PARENT = "SYNTHGRAD_PARENT"      # the PID of the launcher that started a process (Process)
 
 
 def script_argv(script, *options):
@@ -40,7 +41,7 @@ class Process:
         self._mode = "a" if append else "w"
         self._announced = threading.Event()
         self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, env=env, cwd=TOP)
+                                      text=True, env={**env, PARENT: str(os.getpid())}, cwd=TOP)
         self._thread = threading.Thread(target=self._copy, daemon=True)
         self._thread.start()
 
@@ -74,6 +75,22 @@ class Process:
                 self.popen.wait()
         self._thread.join(5)
         return self.popen.returncode
+
+
+def stop_with_parent(fallback=None, every=1.0):
+    """SIGTERM to this process once the launcher that started it ($SYNTHGRAD_PARENT, else the
+    PID `fallback`; neither: nothing) is gone, killed with SIGKILL say: no child of a run goes on
+    training unseen. The variable is not handed on to this process's own children."""
+    given = os.environ.pop(PARENT, "")
+    parent = int(given) if given.isdecimal() else fallback
+    if parent is None:
+        return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True, name="stop-with-parent").start()
 
 
 LIVE_PORT = 5050              # the live page's port by hand, beside the servers' 5000 and 5001

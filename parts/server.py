@@ -11,7 +11,7 @@ from pathlib import Path
 from flask import Flask
 
 import generate
-from parts import checkpoint, http, options, snapshots, threaded
+from parts import checkpoint, children, http, options, snapshots, threaded
 from synthgrad import STATUS
 
 log = logging.getLogger("synthgrad")
@@ -203,6 +203,8 @@ def run_server(args, create_app, script, beside=None, stop=None):
     options.setup_logging(name)
     log.info("settings: %s", options.printable(args))
     server, hand_over = http.listen(args.host, args.port, script, args.max_body_bytes)
+    if stop is None:                              # a process of its own: if a launcher's, not
+        children.stop_with_parent()               # orphaned when it is killed
     config = {k: v for k, v in vars(args).items() if k not in options.SERVER_ONLY}
     try:
         app = create_app(config)

@@ -6,7 +6,9 @@ Run: .venv/bin/pytest -q tests/test_launch.py
 """
 
 import itertools
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +46,50 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
     made = [launch.new_run_dir(None, "demo-") for _ in range(4)]
     assert [m.name for m in made] == ["demo-1-2", "demo-1-2-2", "demo-1-2-4", "demo-1-2-5"]
     assert all(m.is_dir() for m in made) and not any((tmp_path / "runs" / "demo-1-2-3").iterdir())
+
+
+LAUNCHER = """
+import os, sys, time
+from parts import children
+ck, progress, log = sys.argv[1:]
+server = children.Process("output trainer", children.script_argv(
+    "train_output.py", "--port", "0", "--no-live", "--progress-dir", progress,
+    "--checkpoint", ck, "--checkpoint-interval", "1000"), log, dict(os.environ))
+server.wait_url(120)
+print(server.popen.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def gone(pid):
+    """No such process, or a zombie (ended, its new parent not reaping it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_server_whose_launcher_is_killed_with_sigkill_stops_as_on_sigterm(tmp_path):
+    """demo.py killed with SIGKILL (kill -9, the OOM killer) left its oracle and output trainer
+    training on for ever, orphaned; each now stops as on SIGTERM, its last checkpoint written."""
+    ck = tmp_path / "ck.npz"
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(ck), str(tmp_path / "p"),
+                                 str(tmp_path / "out.log")], cwd=children.TOP,
+                                stdout=subprocess.PIPE, text=True, env=launch.child_env())
+    server = None
+    try:
+        server = int(launcher.stdout.readline())
+        assert not gone(server) and not ck.exists()
+        launcher.kill()
+        launcher.wait()
+        wait_for(lambda: gone(server), 60)           # a guard against a hang, not a timing
+        assert ck.exists()                            # its SIGTERM path: the last checkpoint
+    finally:
+        launcher.kill()
+        if server is not None and not gone(server):
+            os.kill(server, signal.SIGKILL)
 
 
 def test_generate_data_writes_the_seeded_data_set(tmp_path):
