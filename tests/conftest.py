@@ -6,6 +6,7 @@ Every app a fixture makes is stopped at the end of the test, even if the test fa
 """
 
 import collections
+import logging
 import os
 import socket
 
@@ -18,6 +19,18 @@ import sgd
 from parts import sender, snapshots
 
 MAX_EXAMPLES = 100      # indices 0..99: small arrays, so state checks are cheap
+
+
+@pytest.fixture(autouse=True)
+def root_logging_kept():
+    """A script's main run in a test (options.setup_logging) sets the root logger's handler on
+    the test's captured stdout, closed after it ("Logging error ... I/O operation on closed
+    file" in every later test that logs): the handlers and level before the test come back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 class FakeSender:

@@ -460,7 +460,7 @@ def test_by_hand_it_follows_an_output_trainer_restarted_from_scratch_to_its_new_
     assert trainer.snapshotter.folder == train_input.snapshots.PROGRESS / "20261207-100000"
     trainer.output.run = "20261207-100007"     # Ctrl-C'd and started again: a new run
     for _ in range(3000):                      # bound the polls waited for, not the seconds
-        if trainer.snapshotter.folder.name == "20261207-100007":
+        if "restarted as run 20261207-100007" in caplog.text:     # said after the folder moved
             break
         time.sleep(0.01)
     assert trainer.snapshotter.folder == train_input.snapshots.PROGRESS / "20261207-100007"
