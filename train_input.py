@@ -449,17 +449,19 @@ def main(argv=None, stop=None):
     except ValueError as e:
         raise SystemExit(f"train_input.py: {e}") from None
 
+    failed = threading.Event()                      # a thread of its own raised: exit 1
     if stop is None:                                # Ctrl-C or SIGTERM: stop after this minibatch
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, frame: trainer.stop.set())
         children.stop_with_parent()                 # SIGTERM too if its launcher is killed
+        threaded.fail_on_thread_errors(failed, trainer.stop)
     else:
         threaded.set_when_set(stop, trainer.stop)
     t0 = time.monotonic()
     trainer.run(args.epochs, args.duration, args.until_trained)
     took = time.monotonic() - t0
     counts = trainer.close()
-    if trainer.diverged:
+    if trainer.diverged or failed.is_set():
         return 1
     waited = trainer.waited + getattr(trainer.next_stage, "waited", 0.0)
     log.info("done: %d examples in %.1f s (%.0f/s), %d updates, %d full epochs; %.1f s "

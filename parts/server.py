@@ -213,6 +213,8 @@ def run_server(args, create_app, script, beside=None, stop=None):
         raise SystemExit(f"{script}: {e}") from None
     hand_over(app)
     state = app.extensions[STATE]
+    if stop is None:                              # any thread's error ends it, exit 1
+        threaded.fail_on_thread_errors(state.failed)
     state.start_training()
     url = http.url_of(server)
     stop_beside = beside(args, url, state) if beside is not None else None

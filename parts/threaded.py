@@ -50,3 +50,15 @@ def set_when_set(source, target):
     """Set the threading.Event `target` once `source` is set (a thread that waits)."""
     threading.Thread(target=lambda: (source.wait(), target.set()), daemon=True,
                      name="stop-event").start()
+
+
+def fail_on_thread_errors(failed, stop=None):
+    """An exception that ends any thread of this process (a bug, a library's failure) sets the
+    Events `failed` and `stop`, after its traceback: the script ends with exit 1, as if its main
+    thread had raised, instead of running on without that thread (stale weights, no metrics)."""
+    def hook(args):
+        threading.__excepthook__(args)
+        failed.set()
+        if stop is not None:
+            stop.set()
+    threading.excepthook = hook

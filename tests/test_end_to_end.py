@@ -17,6 +17,7 @@ Every process a test starts is stopped when the test ends, whatever happens.
 import json
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -386,6 +387,53 @@ def test_a_taken_port_is_one_line_naming_port_and_writes_nothing(run, script):
         == [], lines
     assert not run.progress.exists()
     assert not (run.folder / "metrics.jsonl").exists() and not (run.folder / "ck.npz").exists()
+
+
+BROKEN_ONCE = """
+import importlib, sys
+module, owner, name = sys.argv[1:4]
+cls = getattr(importlib.import_module(module), owner)
+original, calls = getattr(cls, name), []
+
+def broken(*args, **kwargs):              # the first call, on a thread of the process, raises
+    if not calls:
+        calls.append(1)
+        raise RuntimeError("a bug in a thread")
+    return original(*args, **kwargs)
+
+setattr(cls, name, broken)
+script = importlib.import_module(sys.argv[4])
+sys.argv = [sys.argv[4] + ".py", *sys.argv[5:]]
+sys.exit(script.main())
+"""
+
+
+def start_broken(run, name, where, script, *args):
+    """`script` (a module) started as run.start would, with where's method broken once."""
+    argv = [sys.executable, "-c", BROKEN_ONCE, *where.split(), script, *map(str, args)]
+    run.procs[name] = children.Process(name, argv, run.folder / f"{name}.log", run.env)
+    return run.procs[name]
+
+
+def test_a_thread_that_raises_ends_its_process_with_exit_1(run, data_dir):
+    """A server's metrics thread, or the input trainer's sender thread, ended by an exception
+    (a bug, a library's failure) left its process running on without it: no metrics again, or
+    nothing ever sent again while layer 1 trained on. The process now ends, exit 1, its log
+    holding the traceback, for its launcher to restart it."""
+    output = start_broken(run, "output", "parts.snapshots MetricsLog write", "train_output",
+                          "--port", "0", "--no-live", "--progress-dir", run.progress,
+                          "--metrics", run.folder / "output.jsonl", "--metrics-interval", "0.05")
+    assert output.popen.wait(120) == 1, run.log("output")     # a guard against a hang
+    assert "RuntimeError: a bug in a thread" in run.log("output")
+    output = run.start("output2", "train_output.py", "--port", "0", "--progress-dir",
+                       run.progress)
+    url = output.wait_url(120)
+    inp = start_broken(run, "input", "parts.sender Sender _send_counted", "train_input",
+                       "--data-dir", data_dir, "--output-url", url, "--oracle-url", url,
+                       "--update", "frozen", "--progress-dir", run.progress, "--duration", 600)
+    assert inp.popen.wait(120) == 1, run.log("input")
+    assert re.search(r"Exception in thread sender-.*RuntimeError: a bug in a thread",
+                     run.log("input"), re.S)
 
 
 def test_a_server_writes_a_last_metrics_line_when_it_stops(run):
