@@ -450,8 +450,8 @@ def main(argv=None, stop=None):
         raise SystemExit(f"train_input.py: {e}") from None
 
     failed = threading.Event()                      # a thread of its own raised: exit 1
-    if stop is None:                                # Ctrl-C or SIGTERM: stop after this minibatch
-        for signum in (signal.SIGTERM, signal.SIGINT):
+    if stop is None:                                # Ctrl-C, SIGTERM: stop after this minibatch
+        for signum in threaded.stop_signals():
             signal.signal(signum, lambda signum, frame: trainer.stop.set())
         children.stop_with_parent()                 # SIGTERM too if its launcher is killed
         threaded.fail_on_thread_errors(failed, trainer.stop)

@@ -64,15 +64,15 @@ class JsonErrorChannel(HTTPChannel):
 
 
 def serve(server, name, on_stop=None, stop=None):
-    """Run a server listen() made until Ctrl-C or SIGTERM (or the threading.Event `stop`), then
+    """Run a server listen() made until Ctrl-C, SIGTERM or SIGHUP (or the Event `stop`), then
     call on_stop. Logs "<name> listening on http://HOST:PORT" (url_of) first: how a launcher
     learns it."""
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
     release = threaded.end_when_set(server, stop) if stop is not None else lambda: None
-    signals = (signal.SIGTERM, signal.SIGINT)     # both, explicitly: started in the background,
-    before = [signal.signal(s, _terminate) for s in signals   # SIGINT comes ignored
+    signals = threaded.stop_signals()             # SIGINT too when it comes ignored (started in
+    before = [signal.signal(s, _terminate) for s in signals   # the background)
               ] if threading.current_thread() is threading.main_thread() else []
     try:
         log.info("%s listening on %s", name, url_of(server))

@@ -4,6 +4,7 @@ scripts' main's `stop`).
 """
 
 import os
+import signal
 import threading
 
 from waitress import wasyncore
@@ -62,3 +63,10 @@ def fail_on_thread_errors(failed, stop=None):
         if stop is not None:
             stop.set()
     threading.excepthook = hook
+
+
+def stop_signals():
+    """The signals that stop a script as Ctrl-C does: SIGTERM, SIGINT, and SIGHUP (its terminal
+    closed: it saves what it holds) unless that is ignored (nohup: meant to outlive it)."""
+    hup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGTERM, signal.SIGINT, *hup)

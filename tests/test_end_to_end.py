@@ -389,6 +389,29 @@ def test_a_taken_port_is_one_line_naming_port_and_writes_nothing(run, script):
     assert not (run.folder / "metrics.jsonl").exists() and not (run.folder / "ck.npz").exists()
 
 
+def test_a_closed_terminal_stops_a_server_as_ctrl_c_does_unless_under_nohup(run):
+    """Closing the terminal of a script run by hand (SIGHUP) killed it on the spot: no final
+    snapshot, no last checkpoint. It now stops as on Ctrl-C; under nohup it runs on."""
+    import signal
+    ck = run.folder / "ck.npz"
+    server = run.start("output", "train_output.py", "--port", "0", "--progress-dir",
+                       str(run.progress), "--checkpoint", str(ck), "--checkpoint-interval", "1000")
+    server.wait_url(120)
+    server.popen.send_signal(signal.SIGHUP)
+    assert server.popen.wait(60) == 0 and ck.exists(), run.log("output")
+    assert "final status:" in run.log("output")
+    if shutil.which("nohup") is None:
+        pytest.skip("no nohup here")
+    kept = children.Process("kept", ["nohup", *children.script_argv(
+        "train_output.py", "--port", "0", "--no-live", "--progress-dir", str(run.progress))],
+        run.folder / "kept.log", run.env)
+    run.procs["kept"] = kept
+    url = kept.wait_url(120)
+    kept.popen.send_signal(signal.SIGHUP)
+    assert synthgrad.OutputTrainerClient(url).status()["role"] == "output_trainer"  # after it
+    assert kept.popen.poll() is None
+
+
 BROKEN_ONCE = """
 import importlib, sys
 module, owner, name = sys.argv[1:4]
