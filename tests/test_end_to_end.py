@@ -394,8 +394,13 @@ def test_a_closed_terminal_stops_a_server_as_ctrl_c_does_unless_under_nohup(run)
     snapshot, no last checkpoint. It now stops as on Ctrl-C; under nohup it runs on."""
     import signal
     ck = run.folder / "ck.npz"
-    server = run.start("output", "train_output.py", "--port", "0", "--progress-dir",
-                       str(run.progress), "--checkpoint", str(ck), "--checkpoint-interval", "1000")
+    default = "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); " \
+              "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"   # even under nohup
+    server = children.Process("output", [sys.executable, "-c", default, *children.script_argv(
+        "train_output.py", "--port", "0", "--no-live", "--progress-dir", str(run.progress),
+        "--checkpoint", str(ck), "--checkpoint-interval", "1000")[1:]],
+        run.folder / "output.log", run.env)
+    run.procs["output"] = server
     server.wait_url(120)
     server.popen.send_signal(signal.SIGHUP)
     assert server.popen.wait(60) == 0 and ck.exists(), run.log("output")

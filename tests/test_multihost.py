@@ -346,17 +346,22 @@ def test_a_host_whose_link_goes_down_for_10_s_rejoins_and_nothing_sent_is_lost(n
     assert counts["dropped"] == counts["refused"] == counts["unsent"] == 0, counts
     assert lines[-1]["gradients_dropped"] == lines[-1]["gradients_refused"] == 0, lines[-1]
     assert "could not be sent before shutdown" not in hosts.log("output")
-    # and it learned on from where it was when the link went down
+    # and it learned on from where it was when the link went down: once the link was back it
+    # reached a network better than the one it had then. (Not "it ended better": the toy's
+    # three processes rise late in about 1 run in 9 (docs/experiments.md), and one such run here
+    # went 0.0986 at the cut -> 0.0781 after it -> a spike of 0.52 -> 0.103 at the end.)
     x, y = generate.heldout(5_000)
     ticks = snapshots.paired_ticks(progress)
     before = [t for t in ticks if t <= down_at]
+    after = [t for t in ticks if t > down_at + LINK_DOWN_FOR] + ["final"]
     assert before, ticks
     at_down = snapshots.composed_mse(progress, x, y, before[-1])
     initial = snapshots.composed_mse(progress, x, y, "initial")
-    final = snapshots.composed_mse(progress, x, y, "final")
+    since = [snapshots.composed_mse(progress, x, y, t) for t in after]
     print(f"\nlink down {LINK_DOWN_FOR} s: held-out MSE {initial:.4f} -> {at_down:.4f} when "
-          f"it went down -> {final:.4f} at the end; sent {counts}")
-    assert final < at_down
+          f"it went down -> best {min(since):.4f} after, {since[-1]:.4f} at the end; "
+          f"sent {counts}")
+    assert min(since) < at_down < initial
     logs = "".join(hosts.log(host) for host in HOSTS)
     assert "Traceback" not in logs and token not in logs
     assert network.destroy() == []
