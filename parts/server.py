@@ -53,7 +53,7 @@ class TrainingServer:
         self.diverged = False
         self.started = time.time()
         self.stop = threading.Event()
-        self.failed = threading.Event()   # the training thread raised: the server ends, exit 1
+        self.failed = threading.Event()   # a thread of it raised: the server ends, exit 1
         self._thread = None
         self.checkpointer = checkpoint.Checkpointer(config["checkpoint"],
                                                    config["checkpoint_interval"],
@@ -233,7 +233,7 @@ def run_server(args, create_app, script, beside=None, stop=None):
         if stop_beside is not None:
             stop_beside()
 
-    ended = threading.Event()                     # by `stop`, or by the training thread's end
+    ended = threading.Event()                     # by `stop`, or by a thread that failed
     for event in (stop, state.failed):
         if event is not None:
             threaded.set_when_set(event, ended)

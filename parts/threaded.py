@@ -1,6 +1,7 @@
 """A script's main run in a thread of a process that is not its own (a Ray actor), where no
 signal can reach it: a threading.Event stops it as SIGTERM would (http.serve's and the
-scripts' main's `stop`).
+scripts' main's `stop`). In a script's own process: the signals that stop it, and a thread's
+error that ends it.
 """
 
 import os
