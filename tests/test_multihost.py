@@ -361,7 +361,7 @@ def test_a_host_whose_link_goes_down_for_10_s_rejoins_and_nothing_sent_is_lost(n
     print(f"\nlink down {LINK_DOWN_FOR} s: held-out MSE {initial:.4f} -> {at_down:.4f} when "
           f"it went down -> best {min(since):.4f} after, {since[-1]:.4f} at the end; "
           f"sent {counts}")
-    assert min(since) < at_down < initial
+    assert min(since) < at_down             # (at the cut it may be worse than untrained: a spike)
     logs = "".join(hosts.log(host) for host in HOSTS)
     assert "Traceback" not in logs and token not in logs
     assert network.destroy() == []
