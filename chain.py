@@ -259,7 +259,8 @@ def parse_args(argv):
     d = ChainConfig
     p = argparse.ArgumentParser(description="Run a network as a chain of stages, one process "
                                 "each, a synthetic-gradient model at every boundary; measure it.")
-    classify.data_arguments(p, what="learn")
+    classify.data_arguments(p, what="learn",
+                           toy="the toy, generated into the run (default), or ")
     p.add_argument("--sizes", type=train_output.parse_sizes, default=None,
                    help="the network's widths (default 2-24-12-1; with --data "
                         "784-256-256-256-10, the paper's)")
@@ -273,7 +274,7 @@ def parse_args(argv):
                         "trained on N examples, --duration then only a limit (default: none)")
     p.add_argument("--max-ahead", type=int, default=None, metavar="N",
                    help="stage 1 hands off at most N examples beyond what stage 2 has trained "
-                        "on (default: off; 200 with --data)")
+                        "on (default: off; 200 with --data --delay free)")
     p.add_argument("--delay", type=parse_delay, default=None, metavar="D",
                    help="count steps: no stage starts step t before its boundary's model has "
                         f"learned from step t - 1 - D (default free; with --data {IMAGE_DELAY})")
@@ -315,6 +316,9 @@ def parse_args(argv):
     if args.delay is not None and args.data == "toy":
         p.error("--delay D needs --data: the toy's chain trains on what it holds, pass after "
                 "pass (--delay free)")
+    if args.delay is not None and args.max_ahead is not None:
+        p.error("--max-ahead bounds a free chain's lead in examples; --delay D counts steps and "
+                "bounds it itself: give --delay free to use --max-ahead")
     if args.delay is not None and args.learning_rate is None:
         args.learning_rate = COUNTED_LEARNING_RATE
     for name, value in defaults.items():               # what the command line left to us

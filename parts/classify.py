@@ -15,11 +15,12 @@ from datasets import images
 DATA_NAMES = ("toy",) + images.NAMES
 
 
-def data_arguments(p, what="stream", images_only=False):
+def data_arguments(p, what="stream", images_only=False,
+                   toy="the toy's x.npy and y.npy in --data-dir (default), or "):
     """--data and --image-dir, as sgd.py and dni.py name them (images_only: no toy, and
-    fashion-mnist by default)."""
+    fashion-mnist by default; toy: what --data toy reads)."""
     names = images.NAMES if images_only else DATA_NAMES
-    toy = "" if images_only else "the toy's x.npy and y.npy in --data-dir (default), or "
+    toy = "" if images_only else toy
     p.add_argument("--data", choices=names, default=names[0],
                    help=f"what to {what}: {toy}fashion-mnist{' (default)' if images_only else ''}"
                         " or mnist (see `make data`)")

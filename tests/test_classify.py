@@ -130,10 +130,14 @@ def test_chain_py_takes_an_image_set_with_the_papers_network_and_needs_colocated
     assert (args.batch_size, args.learning_rate, args.delay) == (100, 3e-4, 1)   # counted
     free = chain.parse_args(["--data", "fashion-mnist", "--colocated", "--delay", "free"])
     assert (free.learning_rate, free.max_ahead, free.delay) == (1e-4, 200, None)
+    paced = chain.parse_args(["--data", "mnist", "--colocated", "--delay", "free",
+                              "--max-ahead", "50"])
+    assert paced.max_ahead == 50
     toy = chain.parse_args([])                                  # the toy's defaults unchanged
     assert (toy.sizes, toy.splits, toy.count, toy.batch_size, toy.learning_rate,
             toy.max_ahead) == ((2, 24, 12, 1), (1,), 20_000, 10, 0.005, None)
     for argv in (["--data", "fashion-mnist"],                   # oracle.py is the toy's model
+                 ["--data", "mnist", "--colocated", "--max-ahead", "50"],   # counts steps
                  ["--data", "mnist", "--colocated", "--sizes", "784-32-1"],
                  ["--data", "mnist", "--colocated", "--count", "60001"]):
         with pytest.raises(SystemExit):
