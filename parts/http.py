@@ -84,7 +84,8 @@ def serve(server, name, on_stop=None, stop=None):
         server.close()
         release()
         if on_stop is not None:
-            on_stop()
+            with threaded.signals_ignored():      # a second Ctrl-C would lose the final save
+                on_stop()
         for s, handler in zip(signals, before, strict=False):   # none set off the main thread
             signal.signal(s, handler)
 

@@ -4,6 +4,7 @@ scripts' main's `stop`). In a script's own process: the signals that stop it, an
 error that ends it.
 """
 
+import contextlib
 import os
 import signal
 import threading
@@ -71,3 +72,19 @@ def stop_signals():
     closed: it saves what it holds) unless that is ignored (nohup: meant to outlive it)."""
     hup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
     return (signal.SIGTERM, signal.SIGINT, *hup)
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """stop_signals() ignored inside, on the main thread (elsewhere none reaches us): a second
+    Ctrl-C or SIGTERM cannot cut short the saving or stopping that the first one began."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = stop_signals()
+    before = [signal.signal(s, signal.SIG_IGN) for s in signals]
+    try:
+        yield
+    finally:
+        for s, handler in zip(signals, before, strict=True):
+            signal.signal(s, handler)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import synthgrad
 from generate import fmt
-from parts import children, snapshots, stepped
+from parts import children, snapshots, stepped, threaded
 
 GRACE_S = 15.0                     # seconds past its --duration before the last is stopped
 READY_WAIT = 600.0                 # seconds a server may take to answer: a guard (docs/tests.md)
@@ -198,9 +198,10 @@ class Spawner:
         return None                           # all on this one
 
     def stop_all(self):
-        """Stop every process, the last started first."""
-        for name in reversed(list(self.children)):
-            self.stop(name)
+        """Stop every process, the last started first; a second Ctrl-C cannot leave some running."""
+        with threaded.signals_ignored():
+            for name in reversed(list(self.children)):
+                self.stop(name)
 
 
 def trained_by(proc, metrics=None):
@@ -420,7 +421,8 @@ def run(procs, spawner, duration, every, metrics, banner=None, tick=None):
                         {last.key: cpu}, "restarts": spawner.restarts(),
                         "cut_short": cut_short, "events": spawner.events}
     finally:
-        spawner.stop_all()
-        # only restarts need them, and at wide widths they are hundreds of MB a process
-        for folder in {Path(p.checkpoint).parent for p in procs if p.checkpoint}:
-            shutil.rmtree(folder, ignore_errors=True)
+        with threaded.signals_ignored():          # a second Ctrl-C would leave processes running
+            spawner.stop_all()
+            # only restarts need them, and at wide widths they are hundreds of MB a process
+            for folder in {Path(p.checkpoint).parent for p in procs if p.checkpoint}:
+                shutil.rmtree(folder, ignore_errors=True)

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -276,6 +277,42 @@ def test_it_gives_up_after_max_restarts_in_the_window(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("oracle died (exit code 3)") == 3 and "giving up, ending the run" in out
     assert supervisor.restarts() == {"oracle": 2}
+
+
+SLOW_TO_STOP = [sys.executable, "-c", "import signal, sys, time\n"
+                "def save(*a): time.sleep(1); sys.exit(0)\n"
+                "signal.signal(signal.SIGTERM, save); print('ready', flush=True); time.sleep(60)"]
+
+
+def test_a_second_ctrl_c_while_the_launcher_stops_its_processes_leaves_none_running(tmp_path):
+    """The second used to raise out of stop_all: the processes not yet stopped trained on, and
+    the launcher said every process was stopped."""
+    made = processes.Supervisor(processes.RestartPolicy(), "test", launch.child_env())
+    children_ = [made.spawn(proc(name, tmp_path / f"{name}.log"), SLOW_TO_STOP)
+                 for name in ("oracle", "output trainer", "input trainer")]
+    for name in ("oracle", "output trainer", "input trainer"):
+        wait_for(lambda n=name: "ready" in text(tmp_path / f"{n}.log"))
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    processes.stop_on_signals()
+    escaped = []
+
+    def press_again():
+        time.sleep(0.3)                                    # the first is being stopped
+        os.kill(os.getpid(), signal.SIGINT)
+    presser = threading.Thread(target=press_again)
+    presser.start()
+    try:
+        made.stop_all()
+    except KeyboardInterrupt:
+        escaped.append(True)
+    finally:
+        presser.join()
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        for c in children_:
+            if c.popen.poll() is None:                     # only on the old code: no leftovers
+                c.popen.kill()
+    assert not escaped and [c.popen.returncode for c in children_] == [0, 0, 0]
 
 
 def test_no_restart_ends_the_run_at_the_first_death_and_a_finished_run_is_no_death(tmp_path,

@@ -235,3 +235,41 @@ def test_the_settings_line_masks_the_token_and_leaves_out_an_oracle_that_is_not_
     assert line == "colocated True, token ***, port 0"
     assert "oracle-url http://127.0.0.1:5001" in options.printable(
         argparse.Namespace(colocated=False, oracle_url="http://127.0.0.1:5001"))
+
+
+def test_a_second_signal_while_a_server_saves_on_the_way_out_does_not_cut_the_save_short():
+    """Ctrl-C twice, or the terminal's Ctrl-C then the launcher's SIGTERM: the second used to
+    raise KeyboardInterrupt inside on_stop, and the final weights and checkpoint were lost."""
+    import signal
+
+    import flask
+
+    from parts import http
+    server, hand_over = http.listen("127.0.0.1", 0, "test.py", 1 << 20)
+    hand_over(flask.Flask("test"))
+    saving, saved, escaped = threading.Event(), threading.Event(), []
+
+    def on_stop():
+        saving.set()
+        time.sleep(1.0)                                  # a wide network's last checkpoint
+        saved.set()
+
+    def press_twice():
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+        if saving.wait(30):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    presser = threading.Thread(target=press_twice)
+    presser.start()
+    try:
+        http.serve(server, "test", on_stop=on_stop)
+    except KeyboardInterrupt:
+        escaped.append(True)
+    finally:
+        presser.join()
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert saved.is_set() and not escaped
+    assert {s: signal.getsignal(s) for s in before} == before      # pytest's again
