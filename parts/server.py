@@ -86,7 +86,10 @@ class TrainingServer:
         self.stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-            if not self._thread.is_alive() and not self.failed.is_set():   # never mid-pass
+            if self._thread.is_alive():
+                log.error("%s: its pass did not end within %g s; no final weights or last "
+                          "checkpoint (the one before stands)", self.role, timeout)
+            elif not self.failed.is_set():                  # never mid-pass
                 self.on_stopped()
                 self.checkpointer.now()
         self.close()

@@ -166,13 +166,18 @@ def start_live_page(run_dir, args, who):
 
 
 def outcome(who, run_dir, work):
-    """(why work() was cut short, or None; the exit code: 0, 1 if cut short, 130 if Ctrl-C or
-    SIGTERM stopped it)."""
+    """(why work() was cut short, or None; the exit code: 0, 1 if cut short, a process did not
+    start or answer, 130 if Ctrl-C or SIGTERM stopped it)."""
     try:
         cut_short = work()
     except KeyboardInterrupt:
         print(f"{who}: interrupted; every process it started is stopped ({run_dir})", flush=True)
         return "interrupted (Ctrl-C or SIGTERM)", 130
+    except SystemExit as e:            # a process did not start or answer: a run cut short
+        if not isinstance(e.code, str):
+            raise
+        print(f"{who}: {e.code}", flush=True)
+        return e.code, 1
     return cut_short, int(cut_short is not None)
 
 

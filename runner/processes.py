@@ -28,8 +28,9 @@ USAGE_ERROR = 2                    # argparse's exit code: the same command line
 class RestartPolicy:
     """What a death leads to, as with systemd's Restart=on-failure: start it again from its
     checkpoint after `backoff` s (doubled for each restart still in the window), at most
-    `max_restarts` times in `window` s; one more, any with restart False, or an exit with
-    USAGE_ERROR ends the run."""
+    `max_restarts` times in `window` s of its life (the back-off waits not counted: they would
+    age the deaths out); one more, any with restart False, or an exit with USAGE_ERROR ends
+    the run."""
 
     restart: bool = True
     max_restarts: int = 3
@@ -146,7 +147,8 @@ class Child:
         self.proc, self.argv, self.env, self.deadline = proc, list(argv), env, deadline
         self.name = proc.name
         self.port = None
-        self.restarts = []                    # time.monotonic() of each restart in the window
+        self.restarts = []                    # each restart in the window, on a clock that
+        self.waited = 0.0                     # stops while it waits to restart: monotonic - waited
         self.restarted = 0                    # restarts in all
         self.restart_at = None                # when the dead process is due to start again
         self.stopping = False                 # stopped on purpose: its end is no death
@@ -274,7 +276,8 @@ class Supervisor(Spawner):
         p, what = self.policy, exit_description(code)
         line = (f"{child.name} died ({what}) after {now - child.process.started:.0f} s; its "
                 f"log {child.proc.log.name} ends: {log_tail(child.proc.log)}")
-        child.restarts = [t for t in child.restarts if now - t < p.window]
+        clock = now - child.waited
+        child.restarts = [t for t in child.restarts if clock - t < p.window]
         self.event("died", child.name, how=what, trained=trained_by(child.proc))
         if not p.restart or code == USAGE_ERROR:
             child.stopping = True
@@ -288,7 +291,8 @@ class Supervisor(Spawner):
             return (f"{child.name} died {len(child.restarts) + 1} times in "
                     f"{p.window:.0f} s ({what})")
         delay = p.backoff * 2 ** len(child.restarts)
-        child.restarts.append(now)
+        child.restarts.append(clock)
+        child.waited += delay
         child.restart_at = now + delay
         self.say(f"{line}. Restarting it in {delay:g} s (restart {len(child.restarts)} of at "
                  f"most {p.max_restarts} in {p.window:.0f} s)")

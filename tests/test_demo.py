@@ -107,3 +107,23 @@ def test_a_live_page_that_cannot_start_is_one_line_and_the_run_goes_on(tmp_path,
     out = capsys.readouterr().out
     assert stop() is None
     assert out.count("\n") == 1 and "live page did not start" in out and "going on" in out
+
+
+def test_a_phase_whose_process_does_not_start_still_draws_what_was_saved(tmp_path, monkeypatch,
+                                                                        capsys):
+    """Supervisor.start's SystemExit escaped main: no cut_short.json and no pictures, though
+    the phases before it had finished."""
+    import json
+    drawn = []
+
+    def phases(args, run_dir, baseline, env):
+        (run_dir / "final_status.json").write_text("{}")         # the synthetic phase's
+        raise SystemExit(f"oracle did not start; see {run_dir / 'controls' / 'oracle.log'}")
+    monkeypatch.setattr(demo, "run_phases", phases)
+    monkeypatch.setattr(demo.subprocess, "run", lambda argv, **kw: drawn.append(argv) or
+                        type("Done", (), {"returncode": 0})())
+    code = demo.main(["--run-dir", str(tmp_path / "run"), "--no-live"])
+    why = json.loads((tmp_path / "run" / "cut_short.json").read_text())["cut_short"]
+    assert code == 1 and why.startswith("oracle did not start; see ")
+    assert len(drawn) == 1 and "plot.py" in " ".join(map(str, drawn[0]))
+    assert "demo: cut short: oracle did not start" in capsys.readouterr().out

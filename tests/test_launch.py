@@ -279,6 +279,29 @@ def test_it_gives_up_after_max_restarts_in_the_window(tmp_path, capsys):
     assert supervisor.restarts() == {"oracle": 2}
 
 
+def test_a_process_that_dies_at_every_start_is_given_up_on_however_long_the_back_off(tmp_path,
+                                                                                     capsys):
+    """With --max-restarts 7 the doubling back-off (1, 2, ... 64 s) aged the deaths out of the
+    120 s window: a process that crashed 2 s after every start was restarted until --duration
+    ended, and the run said it had gone well. The window counts its life, not the waits."""
+    import types
+    policy = processes.RestartPolicy(max_restarts=7)
+    made = processes.Supervisor(policy, "test", launch.child_env())
+    (tmp_path / "o.log").write_text("Traceback: cannot resume\n")
+    child = types.SimpleNamespace(name="oracle", proc=proc("oracle", tmp_path / "o.log"),
+                                  restarts=[], waited=0.0, stopping=False, restart_at=None,
+                                  process=types.SimpleNamespace(started=0.0))
+    now, reason, deaths = 0.0, None, 0
+    while reason is None and deaths < 100:
+        now += 2.0                                         # up 2 s, then dies
+        reason, deaths = made.died(child, 1, now), deaths + 1
+        if reason is None:
+            now = child.process.started = child.restart_at
+    assert reason == "oracle died 8 times in 120 s (exit code 1)" and deaths == 8
+    lines = capsys.readouterr().out.splitlines()
+    assert "Restarting it in 64 s (restart 7 of at most 7 in 120 s)" in lines[-2]
+
+
 SLOW_TO_STOP = [sys.executable, "-c", "import signal, sys, time\n"
                 "def save(*a): time.sleep(1); sys.exit(0)\n"
                 "signal.signal(signal.SIGTERM, save); print('ready', flush=True); time.sleep(60)"]

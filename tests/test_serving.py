@@ -110,6 +110,21 @@ def test_a_pass_that_raises_ends_training_said_with_no_last_checkpoint_of_a_torn
     assert said[0].exc_info[0] is ZeroDivisionError      # with its traceback
 
 
+def test_a_pass_that_outlives_the_stop_is_said_and_no_save_is_made_beside_it(tmp_path, caplog):
+    """It skipped the final save without a word: a missing layers23_final.npz, unexplained."""
+    toy = Toy(checkpoint=str(tmp_path / "toy.ckpt"))
+    release, inside = threading.Event(), threading.Event()
+    toy.train_pass = lambda: inside.set() or release.wait(30)
+    toy.start_training()
+    assert inside.wait(30)                           # a guard against a hang only
+    toy.stop_training(timeout=0.1)
+    release.set()
+    assert toy.events == ["closed"] and not (tmp_path / "toy.ckpt").exists()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "toy: its pass did not end within 0.1 s; no final weights or last checkpoint (the one "
+        "before stands)"]
+
+
 def test_resume_without_a_checkpoint_path_is_refused():
     with pytest.raises(ValueError, match="--resume needs --checkpoint"):
         Toy(resume=True)
