@@ -56,8 +56,12 @@ class MiddleTrainer(train_output.OutputTrainer):
         """Fetch the model above in the background (a stage may start before its oracle),
         then train."""
         if self.config["update"] != "frozen":
-            threading.Thread(target=self.above.start, daemon=True, name="above-model").start()
+            threading.Thread(target=self._fetch_above, daemon=True, name="above-model").start()
         super().start_training()
+
+    def _fetch_above(self):
+        if not self.above.start():      # refused (a token, another width; said): it would never
+            self.failed.set()           # train, so the server ends, exit 1
 
     def train_pass(self, chunk=synthgrad.MAX_CHUNK):
         if self.config["update"] != "frozen" and self.above.weights is None:

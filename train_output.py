@@ -294,8 +294,10 @@ def check_stepped(p, args, stage=1):
         return
     if stage == 1:                                   # train_input.py's
         args.sizes = args.sizes or (args.network[0] if args.network else 0, args.width)
-        if args.synthetic_gradients != "local" or args.update_probability != 1:
-            p.error("--delay counts every step: it needs --synthetic-gradients local and "
+        if args.synthetic_gradients != "local" or args.update_probability != 1 or \
+                not args.colocated:
+            p.error("--delay counts every step: it needs --colocated (the stage above learns "
+                    "the model and counts its steps), --synthetic-gradients local and "
                     "--update-probability 1")
     if args.delay < 0 or args.network is None or args.splits is None or stage is None:
         p.error("--delay D needs D >= 0, --network, --splits and (above the first) --stage")

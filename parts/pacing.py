@@ -91,6 +91,9 @@ class NextStage:
         self.client, self.stop, self.name, self.what = client, stop, name, what
         self.until_trained, self.max_ahead, self.every = until_trained, max_ahead, every
         self.trained = None                    # its examples_trained at the last answer
+        self.started = None                    # its process's start (a restart: a new value)
+        self.base = 0                          # examples handed off before it last restarted
+        self.restarted = False                 # seen, and not yet counted into base
         self.waited = 0.0                      # seconds wait_for_room spent
         self.changed = threading.Condition()
         self._thread = threading.Thread(target=self._poll, daemon=True, name="next-stage")
@@ -99,11 +102,17 @@ class NextStage:
     def _poll(self):
         while not self.stop.wait(self.every):
             try:
-                trained = operator.index(self.client.status()[self.what])   # not a count: TypeError
+                status = self.client.status()
+                trained = operator.index(status[self.what])        # not a count: TypeError
             except (synthgrad.PeerError, KeyError, TypeError):     # down for now: ask again
                 continue
-            with self.changed:
-                self.trained = trained
+            with self.changed:                 # restarted: what it trained since its last
+                if self.trained is not None and (    # checkpoint, or held, is never trained
+                        trained < self.trained or status.get("started") != self.started):
+                    log.info("%s restarted (%s %s -> %s): the lead counts from here",
+                             self.name, self.what, f"{self.trained:,}", f"{trained:,}")
+                    self.restarted = True
+                self.trained, self.started = trained, status.get("started")
                 self.changed.notify_all()
             if self.until_trained is not None and trained >= self.until_trained:
                 log.info("%s has trained %s: %s (--until-trained): stopping",
@@ -115,13 +124,18 @@ class NextStage:
 
     def wait_for_room(self, handed_off):
         """With max_ahead: wait while handed_off - the next stage's examples_trained is over
-        max_ahead (or it has not answered yet), until stop is set. Returns at once otherwise."""
+        max_ahead (or it has not answered yet), until stop is set; counted from its last restart.
+        Returns at once otherwise."""
         if self.max_ahead is None:
             return
         t0 = time.monotonic()
         with self.changed:
-            while not self.stop.is_set() and (
-                    self.trained is None or handed_off - self.trained > self.max_ahead):
+            while not self.stop.is_set() and (self.trained is None or
+                                              handed_off - self.base - self.trained >
+                                              self.max_ahead):
+                if self.restarted:             # its lead now: none
+                    self.base, self.restarted = handed_off - self.trained, False
+                    continue
                 self.changed.wait(self.every)
         self.waited += time.monotonic() - t0
 

@@ -131,6 +131,7 @@ class ModelFollower:
         self.version = 0                     # the replica's: the last step it learned from
         self._latest = None                  # (weights, version) fetched, not yet loaded
         self._restarted = self.diverged = False
+        self.refusal = None                  # why the stage above refuses this one, for good
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._follow, daemon=True, name="follow-model")
 
@@ -144,6 +145,13 @@ class ModelFollower:
                 weights, _, version = self.client.weights(self.width, after=seen)
                 status = self.client.status() if version == seen or lost else {}
             except synthgrad.PeerError as e:
+                if e.refused or isinstance(e.__cause__, synthgrad.ProtocolError):
+                    log.error("the stage above refuses this one, or its model is not one for "
+                              "it (%s): this stage cannot go on", e)
+                    with self._changed:                # a token, another width: not for now
+                        self.refusal = str(e)
+                        self._changed.notify_all()
+                    return
                 if time.monotonic() - last_log >= 10.0:
                     log.warning("no weights from the model above yet (%s); asking again", e)
                     last_log = time.monotonic()
@@ -169,6 +177,8 @@ class ModelFollower:
                 if version != seen:
                     self._latest, seen = (weights, version), version
                     self._changed.notify_all()
+                    continue
+            self.stop.wait(delay)               # nothing newer: a peer that does not wait
 
     def take(self, needed, owner=None):
         """Load the newest weights into the model once they have learned from step `needed`;
@@ -178,7 +188,7 @@ class ModelFollower:
             while True:
                 if self.diverged and owner is not None:
                     checkpoint.diverge(owner, "the stage above")
-                if self.stop.is_set() or self.diverged:
+                if self.stop.is_set() or self.diverged or self.refusal:
                     return None
                 have = self.version if self._latest is None else self._latest[1]
                 if have >= needed or self._restarted:
@@ -222,9 +232,11 @@ class FirstStage:
         h goes up with t. False: stopped while waiting, or diverged (owner's guard)."""
         if self.follower is not None:
             version = self.follower.take(t - 1 - self.delays.bound, owner)
+            if version is None and self.follower.refusal:
+                raise SystemExit(f"train_input.py: {self.follower.refusal}")
             if version is None:
                 return False
-            self.delays.add(t - 1 - version)
+            self.delays.add(max(0, t - 1 - version))   # (0: a model past this step, resumed)
         done = checkpoint.guard(owner, "stage 1", self.stage.group,
                                 lambda: self.stage.step(x, y)[:1])
         if done is not None:
@@ -307,6 +319,8 @@ class SteppedStage(server.StageServer):
             # gap, not from those lost in it
             version = self.follower.take(min(step - 1 - self.delays.bound, self.steps), self)
             if version is None:                         # stopped while waiting, or diverged
+                if self.follower.refusal:               # or refused: the server ends, exit 1
+                    self.failed.set()
                 return True
             self.delays.add(max(0, step - 1 - version))   # (0: a model past this step)
         if self.steps == 0:

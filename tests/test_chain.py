@@ -156,6 +156,16 @@ def test_a_colocated_middle_stage_teaches_the_model_below_itself(middle):
     assert "synthetic_gradient_quality" not in frozen.metrics()  # and no quality to report
 
 
+def test_a_middle_stage_whose_model_above_is_refused_it_ends_instead_of_never_training(middle):
+    """LocalSyntheticGradients.start said the refusal (a wrong token, a model of another
+    width) and returned False, unread: the stage answered on and never trained."""
+    trainer = middle()
+    trainer.above.start = lambda: False
+    trainer.start_training()
+    assert trainer.failed.wait(30)                               # a guard against a hang only
+    trainer.stop_training()
+
+
 def test_a_colocated_middle_stage_takes_the_model_above_from_the_next_stage():
     args = train_middle.parse_args(["--sizes", "8-8", "--next-url", "http://127.0.0.1:9",
                                     "--colocated"])

@@ -383,6 +383,36 @@ def test_the_first_stage_waits_while_it_is_too_far_ahead_and_stops_on_its_budget
     assert client.closed and paced.waited > 0.5
 
 
+def test_a_next_stage_that_restarts_is_paced_from_its_restart_not_waited_for_for_ever():
+    """It restarted from its checkpoint (3,000 trained) after training 5,000 arrivals: those
+    since the checkpoint are never trained again, and stage 1 waited until --duration."""
+    import threading
+    from parts import pacing
+    client, stop = FakeNextStage(), threading.Event()
+    client.trained = 5_000
+    paced = pacing.NextStage(client, stop, max_ahead=200, every=0.01)
+    try:
+        for _ in range(3000):
+            if paced.trained == 5_000:
+                break
+            time.sleep(0.01)
+        paced.wait_for_room(5_000)
+        client.trained = 3_000                         # restarted from its checkpoint
+        done = threading.Event()
+        waiter = threading.Thread(target=lambda: (paced.wait_for_room(5_000), done.set()))
+        waiter.start()
+        assert done.wait(30)                           # a guard against a hang only
+        late = threading.Thread(target=lambda: (paced.wait_for_room(5_300), done.clear()))
+        late.start()                                   # 300 ahead of it since: waits
+        late.join(0.3)
+        assert late.is_alive()
+        client.trained = 3_100                         # 200 ahead: room
+        late.join(30)
+        assert not late.is_alive() and not done.is_set()
+    finally:
+        stop.set()
+
+
 def test_a_count_that_is_not_an_integer_is_no_answer_and_the_pacing_goes_on():
     import threading
     from parts import pacing

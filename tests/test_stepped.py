@@ -395,6 +395,56 @@ def test_the_follower_gives_up_on_a_stage_that_diverged():
         stop.set()
 
 
+class EagerPeer(Peer):
+    """oracle.py, say: it answers GET /weights at once, whatever version is asked after."""
+
+    def weights(self, width, after=None):
+        self.asked.append(after)
+        return [np.zeros((3, 2)), np.zeros(2)], True, 0
+
+
+def test_the_follower_does_not_busy_loop_on_a_peer_that_answers_at_once(capsys):
+    """It asked again at once, 870,000 requests a second to oracle.py (train_input.py --delay
+    without --colocated, since refused too)."""
+    model = decoupled.boundary.SyntheticGradientModel(np.random.default_rng(0), hidden=0,
+                                                      width=2, context=1)
+    stop = threading.Event()
+    peer = EagerPeer([0])
+    stepped.ModelFollower(peer, model, 2, stop).start()
+    time.sleep(1.0)
+    stop.set()
+    assert 1 <= len(peer.asked) <= 40                      # 20 a second at the most
+    import train_input
+    with pytest.raises(SystemExit):
+        train_input.parse_args(["--delay", "1", "--network", "2-24-12-1", "--splits", "1"])
+    assert "--delay counts every step: it needs --colocated" in capsys.readouterr().err
+    assert train_input.parse_args(["--delay", "1", "--network", "2-24-12-1", "--splits", "1",
+                                   "--colocated"]).sizes == (2, 24)
+
+
+class RefusingPeer(Peer):
+    def weights(self, width, after=None):
+        self.asked.append(after)
+        raise PeerError("stage 2 at http://x/weights answered 401: missing or wrong token", 401)
+
+
+def test_a_stage_above_that_refuses_ends_stage_1_in_one_line_instead_of_waiting_for_ever():
+    import types
+    model = decoupled.boundary.SyntheticGradientModel(np.random.default_rng(0), hidden=0,
+                                                      width=2, context=1)
+    stop = threading.Event()
+    follower = stepped.ModelFollower(RefusingPeer([0]), model, 2, stop)
+    follower.start()
+    try:
+        assert follower.take(5) is None and "answered 401" in follower.refusal
+        first = types.SimpleNamespace(follower=follower, delays=stepped.Delays(1))
+        with pytest.raises(SystemExit, match=r"^train_input.py: stage 2 at .* answered 401"):
+            stepped.FirstStage.step(first, None, 7, None, None, None)
+        assert follower.client.asked == [0]                # asked once: not for now
+    finally:
+        stop.set()
+
+
 def test_delays_are_counted_against_their_bound():
     delays = stepped.Delays(2)
     assert stepped.delay_text(delays.fields()) == "-"
