@@ -137,6 +137,10 @@ def run_arguments(p, ends, prefix="", shown="every process"):
 def session(args, who, prefix=""):
     """What a launching script does first: Ctrl-C and SIGTERM stop every process it starts, a
     new run folder, its settings printed, the live page if args.live. Yields (run folder, env)."""
+    if args.run_dir is not None and Path(args.run_dir).is_dir() and any(
+            Path(args.run_dir).iterdir()):       # its logs, weights and results would be mixed
+        raise SystemExit(f"{who}.py: --run-dir {args.run_dir} is not empty (an earlier run's?): "
+                         "give a new or empty folder; nothing in it was touched")
     processes.stop_on_signals()
     run = new_run_dir(args.run_dir, prefix)
     print(f"{who}.py: settings:", generate.settings_line({**vars(args), "run_dir": run}),

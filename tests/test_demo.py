@@ -127,3 +127,16 @@ def test_a_phase_whose_process_does_not_start_still_draws_what_was_saved(tmp_pat
     assert code == 1 and why.startswith("oracle did not start; see ")
     assert len(drawn) == 1 and "plot.py" in " ".join(map(str, drawn[0]))
     assert "demo: cut short: oracle did not start" in capsys.readouterr().out
+
+
+def test_a_run_dir_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """A second demo (or chain.py) with the same --run-dir appended to the first's metrics and
+    overwrote its weights, pictures and results."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "final_status.json").write_text('{"first": true}')
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--run-dir", str(run), "--no-live"])
+    assert "is not empty (an earlier run's?)" in str(e.value.code)
+    assert [p.name for p in run.iterdir()] == ["final_status.json"]
+    assert (run / "final_status.json").read_text() == '{"first": true}'
