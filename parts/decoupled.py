@@ -59,11 +59,13 @@ Step = collections.namedtuple("Step", "used guesses targets")
 
 class Network:
     """sgd.make_network's layers cut into groups, an optimizer per group and a model M_b per
-    boundary (the toy's always, to measure its guesses; the images' where used)."""
+    boundary where used (the toy's always, so that every method draws the same numbers from a
+    seed; only `guessing` methods call them: the controls spend no time on models)."""
 
     def __init__(self, rng, sizes, config, cuts=None):
         toy = config.data == "toy"
         self.rng, self.method, self.dtype = rng, config.method, np.dtype(config.dtype)
+        self.directions = np.random.default_rng([config.seed, 1])   # random rows: not the order
         self.classes = 0 if toy else sizes[-1]
         self.loss = sgd.SquaredError if toy else sgd.SoftmaxCrossEntropy
         act = sgd.Sigmoid if toy else sgd.ReLU
@@ -88,6 +90,11 @@ class Network:
         self.optimizers = [optimizers.make(config.optimizer, group, config.learning_rate)
                            for group in self.groups]
 
+    @property
+    def guessing(self):
+        """Whether the models are used: their guesses move a group, or give random rows' sizes."""
+        return self.method in ("synthetic", "random-synthetic-norm")
+
     def context(self, y):
         """M's extra input: the toy's targets y (n,), or labels (n,) one-hot (n, classes)."""
         if not self.classes:
@@ -100,7 +107,8 @@ class Network:
         if self.method in ("frozen", "synthetic", "backprop"):
             return {"synthetic": g_hat, "backprop": g}.get(self.method)
         lengths = g if self.method == "random" else g_hat
-        return boundary.random_directions(lengths, self.rng).astype(self.dtype, copy=False)
+        return boundary.random_directions(lengths, self.directions).astype(self.dtype,
+                                                                           copy=False)
 
     def true_gradients(self, x, y):
         """[g_1, ..., g_{K-1}], g_b = dL/dh_b (n, width_b); sets every nabla, moves nothing."""
@@ -114,7 +122,7 @@ class Network:
     def step(self, x, y):
         """The module docstring's step on x (n, n_in), y (n,); returns a Step."""
         x = x.astype(self.dtype, copy=False)
-        context = self.context(y) if self.models else None
+        context = self.context(y) if self.guessing else None
         top = len(self.groups) - 1
         used, guesses, targets = [None] * (top + 1), [None] * top, [None] * top
         if self.method in ("backprop", "random"):
@@ -125,17 +133,13 @@ class Network:
                     sgd.backward(group, d)
             for opt in self.optimizers:
                 opt.step()
-            for b, (group, m) in enumerate(zip(self.groups, self.models, strict=False)):
-                guesses[b] = m.predict(group[-1].a, context)
-                m.learn(group[-1].a, context, g[b])
-                targets[b] = g[b]
             return Step(used, guesses, targets)
         h_below = x                                       # the others: bottom up, no waiting
         for k in range(top + 1):
             h, g_hat, used[k], t = self.group_step(k, h_below, y, context)
             if k < top:
                 guesses[k] = g_hat
-            if k and self.models and t is not None:
+            if k and self.guessing and t is not None:
                 self.models[k - 1].learn(h_below, context, t)
                 targets[k - 1] = t
             h_below = h
@@ -150,7 +154,7 @@ class Network:
         if k == len(self.groups) - 1:
             g = self.loss.gradient(h, y)
         else:
-            if self.models:
+            if self.guessing:
                 g_hat = self.models[k].predict(h, context)    # before M_k learns
             g = self.direction(g_hat, None)
         if g is None:
@@ -162,7 +166,7 @@ class Network:
     def cosines(self, x, y):
         """Per boundary, the mean cos(g_hat_b, g_b) over the rows of (x, y) (None: no M_b or no
         row with a direction). Moves nothing."""
-        if not self.models:
+        if not self.guessing:
             return [None] * (len(self.groups) - 1)
         g = self.true_gradients(x.astype(self.dtype, copy=False), y)
         out = []
@@ -225,7 +229,7 @@ class Config:
     examples: int | None = None             # stop after this many examples
     steps: int | None = AUTO                # stop after this many minibatches
     eval_every: int = AUTO                  # examples (toy) or steps (images) per measurement
-    seed: int = 0                           # layers, models, probe, order, random rows
+    seed: int = 0                           # layers, models, probe, order; random rows apart
     metrics: Path | None = None             # a JSON line per measurement
     weights_out: Path | None = None         # the final layers (snapshots.save_layers)
     data_dir: Path = TOP / "data"           # toy: x.npy and y.npy, as generate.py writes
@@ -303,7 +307,8 @@ class Toy:
         self.net = net
 
     def watch(self, step):
-        self.cosines.extend(boundary.row_cosines(step.guesses[0], step.targets[0]).tolist())
+        if step.guesses[0] is not None:                   # a control guesses nothing
+            self.cosines.extend(boundary.row_cosines(step.guesses[0], step.targets[0]).tolist())
 
     def measure(self):
         return dict(heldout_mse=sgd.mse(self.net.layers, self.x_test, self.y_test),
@@ -352,7 +357,7 @@ def run(config, data=None, out=None, stop=None):
     "examples_per_s" and "diverged"."""
     config.check()
     task = (Toy if config.data == "toy" else Images)(config, data)
-    rng = np.random.default_rng(config.seed)     # layers, models, probe, order, directions
+    rng = np.random.default_rng(config.seed)     # layers, models, probe, order
     net = Network(rng, task.sizes, config)
     task.start(net, rng)
     batches = sgd.minibatches(len(task.x), config.batch_size, rng)

@@ -202,7 +202,8 @@ def test_random_layers_learn_along_their_random_rows():
     used, _, _ = network.step(x, labels)
     g = twin.true_gradients(x, labels)
     for layer, g_b in zip(twin.layers[:-1], g, strict=True):
-        layer.backprop(boundary.random_rows(twin.rng, np.linalg.norm(g_b, axis=1), g_b.shape[1]))
+        layer.backprop(boundary.random_rows(twin.directions, np.linalg.norm(g_b, axis=1),
+                                            g_b.shape[1]))
     for opt in twin.optimizers:
         opt.step()
     for ours, theirs in zip(network.layers, twin.layers, strict=True):

@@ -215,8 +215,30 @@ def test_frozen_leaves_layer1_alone_while_the_rest_learn():
         net.step(x[k:k + 10], y[k:k + 10])
     after = [(layer.w, layer.b) for layer in net.layers + net.models[0].layers]
     assert np.array_equal(after[0][0], before[0][0]) and np.array_equal(after[0][1], before[0][1])
-    for (w0, _), (w1, _) in zip(before[1:], after[1:], strict=True):
-        assert not np.array_equal(w0, w1)               # layers 2-3 and the model all moved
+    for (w0, _), (w1, _) in zip(before[1:3], after[1:3], strict=True):
+        assert not np.array_equal(w0, w1)               # layers 2-3 moved
+    for (w0, _), (w1, _) in zip(before[3:], after[3:], strict=True):
+        assert np.array_equal(w0, w1)                   # the model, unused, costs no time
+
+
+@pytest.mark.parametrize("update", ["backprop", "frozen", "random"])
+def test_a_control_spends_no_time_on_the_model_yet_draws_what_synthetic_draws(update):
+    """In a run timed in seconds a control that also trained M would see fewer examples; its
+    seed still gives synthetic's initial layers and data order (the models are drawn)."""
+    rng, twin = np.random.default_rng(3), np.random.default_rng(3)
+    net, synthetic = toy(rng, update=update), toy(twin)
+    for ours, theirs in zip(net.layers + net.models[0].layers,
+                            synthetic.layers + synthetic.models[0].layers, strict=True):
+        np.testing.assert_array_equal(ours.w, theirs.w)
+    calls = []
+    for m in net.models:
+        m.predict = m.learn = lambda *a, **k: calls.append(a)
+    x, y = generate.generate(100, 1)
+    for k in range(0, 100, 10):
+        step = net.step(x[k:k + 10], y[k:k + 10])
+    assert calls == [] and step.guesses == [None]
+    assert net.cosines(x, y) == [None]
+    assert rng.random() == twin.random()      # the same data order (random's rows: their own)
 
 
 @pytest.mark.parametrize("update", ["random", "random-synthetic-norm"])
@@ -242,10 +264,11 @@ def test_a_random_step_moves_layer1_along_the_random_rows(update):
                   zero_init=False)
     twin = copy.deepcopy(net)                                   # the same weights and rng state
     x, y = generate.generate(10, 1)
-    g_hat, g = step(net, x, y)
+    g = copy.deepcopy(net).true_gradients(x, y)[0]             # random has no model to learn it
+    g_hat, _ = step(net, x, y)
     twin.layers[0].feed_forward(x)
     lengths = np.linalg.norm(g if update == "random" else g_hat, axis=1)
-    twin.layers[0].backprop(boundary.random_rows(twin.rng, lengths, W))   # the draw step made
+    twin.layers[0].backprop(boundary.random_rows(twin.directions, lengths, W))   # step's draw
     twin.layers[0].descend(0.1)
     np.testing.assert_array_equal(net.layers[0].w, twin.layers[0].w)
     np.testing.assert_array_equal(net.layers[0].b, twin.layers[0].b)
