@@ -128,8 +128,13 @@ def main(argv=None):
         print(f"demo: cut short: {cut_short}; drawing what was saved", flush=True)
         (run_dir / "cut_short.json").write_text(json.dumps({"cut_short": cut_short}))
     # 5. the pictures
-    drawn = subprocess.run(children.script_argv("plot.py", "--run-dir", run_dir),
-                           cwd=children.TOP, env=env).returncode == 0
+    try:
+        drawn = subprocess.run(children.script_argv("plot.py", "--run-dir", run_dir),
+                               cwd=children.TOP, env=env).returncode == 0
+    except KeyboardInterrupt:                   # every process is stopped; what they saved stays
+        print(f"demo: interrupted while drawing; `python plot.py --run-dir {run_dir}` draws "
+              "it", flush=True)
+        return 130
     if not drawn:
         print(f"demo: plot.py could not draw {run_dir} (see above)", flush=True)
         return code or 1

@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import itertools
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -141,6 +142,7 @@ def session(args, who, prefix=""):
             Path(args.run_dir).iterdir()):       # its logs, weights and results would be mixed
         raise SystemExit(f"{who}.py: --run-dir {args.run_dir} is not empty (an earlier run's?): "
                          "give a new or empty folder; nothing in it was touched")
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     processes.stop_on_signals()
     run = new_run_dir(args.run_dir, prefix)
     print(f"{who}.py: settings:", generate.settings_line({**vars(args), "run_dir": run}),
@@ -153,6 +155,8 @@ def session(args, who, prefix=""):
         raise SystemExit(130) from None
     finally:
         stop_page()
+        for s, handler in before.items():          # the caller's again, for what comes after
+            signal.signal(s, handler)
 
 
 def start_live_page(run_dir, args, who):

@@ -140,3 +140,17 @@ def test_a_run_dir_that_holds_a_run_is_refused_and_left_as_it_was(tmp_path, caps
     assert "is not empty (an earlier run's?)" in str(e.value.code)
     assert [p.name for p in run.iterdir()] == ["final_status.json"]
     assert (run / "final_status.json").read_text() == '{"first": true}'
+
+
+def test_ctrl_c_while_the_pictures_are_drawn_is_one_line_and_exit_130(tmp_path, monkeypatch,
+                                                                      capsys):
+    def interrupted(argv, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(demo, "run_phases", lambda *a: None)
+    monkeypatch.setattr(demo.subprocess, "run", interrupted)
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
+    assert demo.main(["--run-dir", str(tmp_path / "run"), "--no-live"]) == 130
+    assert "demo: interrupted while drawing; `python plot.py --run-dir " in \
+        capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is before          # the session's handlers went
