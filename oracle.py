@@ -107,8 +107,9 @@ class KerasOptimizer:
         return {str(k): np.asarray(v) for k, v in enumerate(self.variables())}
 
     def load_state(self, arrays):
-        for k, v in enumerate(self.variables()):
-            v.assign(arrays[str(k)])
+        for k, v in enumerate(self.variables()):      # not its learning rate: --learning-rate's
+            if not v.path.endswith("learning_rate"):
+                v.assign(arrays[str(k)])
 
 
 class Oracle(server.TrainingServer):

@@ -125,7 +125,7 @@ class InputTrainer:
         # what goes to disk: snapshots on the shared tick, checkpoints on their own clock
         self.snapshotter = snapshots.Snapshotter(c.progress_dir, "layer1", c.snapshot_interval)
         self.checkpointer = checkpoint.Checkpointer(c.checkpoint, c.checkpoint_interval,
-                                                   self.save_checkpoint)
+                                                   self.save_checkpoint, self)
         self.examples = self.updates = self.epochs = self.skipped = self.steps = 0
         self.waited = 0.0
         self.diverged = False

@@ -74,6 +74,8 @@ class OutputTrainer(server.StageServer):
         self.received_at = np.zeros(c["max_examples"])             # time.time() of the latest h
         self.fresh = np.zeros(c["max_examples"], dtype=bool)       # not trained on since received
         self.arrival = np.zeros(c["max_examples"], dtype=np.int64)  # its place in the stream
+        if c["train_on"] == "arrivals":                             # what is not trained yet
+            self.HELD = (*self.HELD, "fresh", "arrival")            # is kept by a checkpoint
         # the true gradients dL/dh go to the oracle, or (--colocated) to the model learned here
         self.boundary = self.sender = self.oracle = None
         self.loss = sgd.SoftmaxCrossEntropy if c["loss"] == "cross-entropy" else sgd.SquaredError
@@ -123,9 +125,7 @@ class OutputTrainer(server.StageServer):
             return self.rng.permutation(np.flatnonzero(self.held))
         new = np.flatnonzero(self.fresh)
         new = new[np.argsort(self.arrival[new])]
-        new = new[:len(new) // self.config["batch_size"] * self.config["batch_size"]]
-        self.fresh[new] = False
-        return new
+        return new[:len(new) // self.config["batch_size"] * self.config["batch_size"]]
 
     def train_pass(self, chunk=synthgrad.MAX_CHUNK):
         """sgd's epoch, `chunk` examples at a time: after each, its true gradients go down and
@@ -145,6 +145,7 @@ class OutputTrainer(server.StageServer):
             idx = order[start:start + chunk]
             with self.lock:
                 x, y = self.x[idx], self.y[idx]            # (m, 24), (m,): copies
+                self.fresh[idx] = False                    # taken: the rest stay new till then
                 age_sum += float(np.sum(time.time() - self.received_at[idx]))
             trained = checkpoint.guard(self, self.title, self.layers, self.train_chunk, x, y)
             if trained is None:                            # nothing NaN goes down
@@ -192,6 +193,9 @@ class OutputTrainer(server.StageServer):
         with self.lock:                                           # /status reads the quality
             self.quality.add(g_hat, g)
         model.learn_pass(h, y, g)
+        if model.diverged:              # said by it; the stage below would follow a stale model
+            self.diverged = True        # unseen: the stage stops, and /status says so
+            self.stop.set()
 
     # --- checkpoints: its layers, the optimizer's state, everything held, the counters -----
     HELD = ("x", "y", "held")

@@ -83,10 +83,12 @@ def set_layers(layers, weights):
 
 
 class Checkpointer:
-    """Calls save(path) when `interval` seconds have passed (maybe), or at once (now)."""
+    """Calls save(path) when `interval` seconds have passed (maybe), or at once (now); never once
+    `owner` has diverged: its NaN optimizer state would replace the last checkpoint it can
+    resume from."""
 
-    def __init__(self, path, interval, save):
-        self.path, self.interval, self.save = path, interval, save
+    def __init__(self, path, interval, save, owner=None):
+        self.path, self.interval, self.save, self.owner = path, interval, save, owner
         self.next = time.monotonic() + interval
 
     def maybe(self):
@@ -95,7 +97,7 @@ class Checkpointer:
 
     def now(self):
         """A write that fails (a full disk) is said, not raised; the last checkpoint stays whole."""
-        if self.path is not None:
+        if self.path is not None and not getattr(self.owner, "diverged", False):
             snapshots.written(f"the checkpoint {self.path}", self.save, self.path)
             self.next = time.monotonic() + self.interval
 

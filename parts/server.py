@@ -57,7 +57,7 @@ class TrainingServer:
         self._thread = None
         self.checkpointer = checkpoint.Checkpointer(config["checkpoint"],
                                                    config["checkpoint_interval"],
-                                                   self.save_checkpoint)
+                                                   self.save_checkpoint, self)
         if config["resume"]:
             if config["checkpoint"] is None:
                 raise ValueError("--resume needs --checkpoint PATH")
@@ -111,9 +111,10 @@ class TrainingServer:
 
     def save_checkpoint(self, path):
         """Write the checkpoint (from the training thread, or once it has stopped)."""
-        with self.lock:
+        with self.lock:                           # the counters of the rows it copies
             held = {name: getattr(self, name).copy() for name in self.HELD}
-        checkpoint.save(path, self.models(), self.counters(), held)
+            counts = self.counters()
+        checkpoint.save(path, self.models(), counts, held)
 
     def resume(self, path):
         """Load a checkpoint written by save_checkpoint, or raise ValueError (nothing loaded)."""

@@ -816,6 +816,19 @@ def test_token_protects_every_endpoint_of_the_oracle(make_oracle_app):
     assert ok.status_code == 200
 
 
+def test_a_resumed_oracle_takes_the_learning_rate_it_is_given(make_oracle_app, tmp_path):
+    """Keras 3 keeps the learning rate among the optimizer's variables: a resume assigned the
+    checkpoint's, and --resume --learning-rate (what the divergence message advises) was lost."""
+    path = tmp_path / "oracle.npz"
+    app = make_oracle_app(optimizer="adam", learning_rate=0.01)
+    hold(app, 64)
+    app.config["ORACLE"].train_pass()
+    app.config["ORACLE"].save_checkpoint(path)
+    r = make_oracle_app(optimizer="adam", learning_rate=1e-4, checkpoint=str(path),
+                        resume=True).config["ORACLE"]
+    assert float(r.model.optimizer.learning_rate) == pytest.approx(1e-4)
+
+
 def test_oracle_checkpoint_restores_model_optimizer_and_gradients(make_oracle_app, tmp_path):
     path = tmp_path / "oracle.npz"
     app = make_oracle_app(optimizer="adam", learning_rate=0.01)

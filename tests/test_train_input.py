@@ -275,10 +275,12 @@ COUNTED = {"delay", "network", "splits"}
 
 def test_counting_steps_takes_the_delay_and_the_place_in_the_network():
     args = train_input.parse_args(["--delay", "2", "--network", "2-8-32-1", "--splits", "2",
-                                   "--sizes", "2-8-32"])
+                                   "--sizes", "2-8-32", "--colocated"])
     config = train_input.config_from_args(args)
     assert (config.delay, config.network, config.splits) == (2, (2, 8, 32, 1), (2,))
-    for wrong in (["--splits", "1"], ["--synthetic-gradients", "remote", "--splits", "2"]):
+    for wrong in (["--splits", "1", "--colocated"],
+                  ["--synthetic-gradients", "remote", "--splits", "2", "--colocated"],
+                  ["--splits", "2"]):                     # an oracle.py counts no steps
         with pytest.raises(SystemExit):
             train_input.parse_args(["--delay", "2", "--network", "2-8-32-1",
                                     "--sizes", "2-8-32", *wrong])

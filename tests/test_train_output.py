@@ -655,6 +655,51 @@ def test_checkpoint_round_trip_restores_layers_examples_and_counters(make_output
     assert not list(path.parent.glob(".*.tmp"))                    # written atomically
 
 
+def test_arrivals_not_yet_trained_are_kept_by_a_checkpoint(make_output_app, tmp_path):
+    """--train-on arrivals: a pass marked its examples trained when it began, and `fresh` was not
+    saved, so those waiting (or a mid-pass checkpoint's rest) were never trained after resume."""
+    path = tmp_path / "arrivals.npz"
+    app = make_output_app(checkpoint=str(path), train_on="arrivals", batch_size=10)
+    trainer = app.config["TRAINER"]
+    hold(app, list(range(25)))
+    assert trainer.train_pass() and trainer.counts["examples_trained"] == 20    # 5 wait
+    trainer.save_checkpoint(path)
+    resumed = make_output_app(checkpoint=str(path), resume=True, train_on="arrivals",
+                              batch_size=10)
+    hold(resumed, list(range(25, 30)), seed=1)
+    assert resumed.config["TRAINER"].train_pass()
+    assert resumed.config["TRAINER"].counts["examples_trained"] == 30    # the 5 and the new 5
+
+
+def test_a_diverged_process_writes_no_checkpoint_over_the_last_it_can_resume_from(
+        make_output_app, tmp_path):
+    """Adam's moments hold NaN after a divergence (the guard puts back only the weights): the
+    checkpoint written on Ctrl-C replaced the good one, and --resume then refused it."""
+    path = tmp_path / "ckpt.npz"
+    app = make_output_app(checkpoint=str(path), optimizer="adam", learning_rate=1e300)
+    trainer = app.config["TRAINER"]
+    hold(app, [2, 5, 7])
+    trainer.checkpointer.now()                                   # the last good one
+    good = path.read_bytes()
+    trainer.train_pass()
+    assert trainer.diverged
+    trainer.checkpointer.now()
+    assert path.read_bytes() == good
+    make_output_app(checkpoint=str(path), resume=True, optimizer="adam")     # resumes
+
+
+def test_a_colocated_model_that_diverges_stops_the_stage_and_status_says_so(make_output_app):
+    """It stopped only the model: /status said "diverged": false, the stage trained on, and the
+    stage below followed a model frozen at its last finite weights, unseen."""
+    app = make_output_app(colocated=True)
+    trainer = app.config["TRAINER"]
+    trainer.boundary.optimizer.learning_rate = 1e300
+    hold(app, list(range(40)))
+    trainer.train_pass()
+    assert trainer.boundary.diverged and trainer.diverged and trainer.stop.is_set()
+    assert app.test_client().get("/status").get_json()["diverged"] is True
+
+
 def test_a_checkpoint_keeps_adams_state_and_refuses_another_optimizer(make_output_app, tmp_path):
     path, sgd_path = tmp_path / "adam.npz", tmp_path / "sgd.npz"
     app = make_output_app(optimizer="adam")
