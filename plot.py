@@ -435,18 +435,29 @@ def parse_args(argv):
     args = p.parse_args(argv)
     options.check_at_least(p, args, 1, "heldout")
     if args.run_dir is None and args.progress_dir is None:
-        latest = snapshots.latest_run(HERE / "runs", snapshots.PROGRESS)
+        newest = snapshots.latest_run(HERE / "runs", snapshots.PROGRESS)
+        latest = snapshots.latest_run(HERE / "runs", snapshots.PROGRESS, keep=drawable)
         if latest is None:
-            p.error("nothing to draw yet: no folder in runs/ or progress/ (run `make demo`, or "
-                    "the three scripts by hand, first), or pass --run-dir or --progress-dir")
+            p.error("nothing to draw yet: no run of the three processes in runs/ or progress/ "
+                    "(run `make demo`, or the three scripts by hand, first), or pass --run-dir "
+                    "or --progress-dir")
         if (latest / "progress").is_dir():
             args.run_dir = latest
         else:
             args.progress_dir = latest
-        print(f"plot.py: drawing the newest run, {latest}", flush=True)
+        print(f"plot.py: drawing the newest run, {latest}" + ("" if newest == latest else
+              f" ({newest.name}, newer, is a chain's or a lab's: what made it drew it)"),
+              flush=True)
     if args.out_dir is None:
         args.out_dir = args.progress_dir if args.run_dir is None else args.run_dir / "plots"
     return args
+
+
+def drawable(folder):
+    """A run of the three processes: demo.py's (RUN/progress, not a chain's stages) or a
+    progress folder of snapshots by hand."""
+    return ((folder / "progress").is_dir() and not (folder / "progress" / "stage1").is_dir()
+            or any(folder.glob("layer*_*.npz")))
 
 
 def main(argv=None):

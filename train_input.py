@@ -275,7 +275,7 @@ class InputTrainer:
         metrics.write(examples=self.examples, updates=self.updates, epoch=self.epochs,
                       examples_per_s=0.0)
         self.started = self.reported_at = time.monotonic()
-        self.reported = 0
+        self.reported = self.examples                        # resumed: its own count
         batch_size = self.config.batch_size
         while not self.stop.is_set() and (epochs is None or self.epochs < epochs):
             # one epoch: a fresh order of the examples, then its minibatches in turn

@@ -122,10 +122,11 @@ def new_run_name():
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def latest_run(*parents):
-    """The most recently changed folder directly inside any of `parents`, or None."""
+def latest_run(*parents, keep=lambda folder: True):
+    """The most recently changed folder directly inside any of `parents` that keep(folder)
+    accepts, or None."""
     found = [p for parent in parents if Path(parent).is_dir() for p in Path(parent).iterdir()
-             if p.is_dir()]
+             if p.is_dir() and keep(p)]
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 
@@ -294,9 +295,11 @@ def measure_run(folder, x_test, y_test):
     folder = Path(folder)
     rows, networks, _ = measure_progress(folder / "progress", x_test, y_test)
     start = streaming_start(folder)
+    origin = start if start is not None else min(            # no metrics: its first snapshot,
+        (r["seconds"] for r in rows if r["seconds"] is not None), default=0.0)   # not 1970
     for r in rows:
-        if r["seconds"] is not None and start is not None:
-            r["seconds"] = round(r["seconds"] - start, 3)
+        if r["seconds"] is not None:
+            r["seconds"] = round(r["seconds"] - origin, 3)
     row, layers = decoupled_final(rows, networks) or (None, None)
     if row is None:
         raise NothingToRead(f"no final network or snapshot tick in {folder / 'progress'}")

@@ -388,6 +388,11 @@ def test_a_browser_watches_a_real_run_learn(browser, tmp_path):
         while "has ended" not in browser.find_element("id", "summary").text:
             assert time.monotonic() < deadline, browser.find_element("id", "summary").text
             time.sleep(0.5)
+        cells = browser.execute_script(             # the input trainer's count, not "-"
+            "return Array.from(document.querySelectorAll('#processes tbody tr'), "
+            "r => Array.from(r.cells, c => c.textContent))")
+        counts = {row[0].split(" (")[0]: row[2] for row in cells}
+        assert counts["input trainer"].replace(",", "").isdigit(), counts
         # never reloaded: the same document all along
         assert browser.execute_script("return window.__sameLoad") == "yes"
         assert browser.execute_script(

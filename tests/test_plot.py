@@ -227,6 +227,17 @@ def test_run_dir_draws_the_controls_beside_synthetic_gradients(recorded_run_dir,
     assert (seconds, examples) == ("24", "1,400")         # its last tick, 1020.4, from 996
 
 
+def test_a_control_without_its_metrics_counts_from_its_first_snapshot_not_1970(recorded_run_dir):
+    """Its rows kept time.time() as seconds: curves.png ran from 0 to 1.8e9 s, every curve
+    squashed against the axis."""
+    run, _, _ = recorded_run_dir
+    control = run / "controls" / "frozen"
+    shutil.copytree(run / "progress", control / "progress")        # no metrics/train_input.jsonl
+    rows, (_, seconds, _), _ = snapshots.measure_run(control, *generate.heldout(100))
+    ticks = {str(r["label"]): r["seconds"] for r in rows}
+    assert [ticks[t] for t in ("1000", "1010", "1020")] == [4.0, 14.0, 24.0] and seconds is None
+
+
 def test_run_dir_animation_has_one_frame_per_tick_in_time_order(recorded_run_dir):
     run, nets, _ = recorded_run_dir
     assert plot.main(["--run-dir", str(run), "--heldout", "200"]) == 0
@@ -325,3 +336,8 @@ def test_without_a_folder_it_draws_the_newest_run(recorded_run, tmp_path, monkey
     assert plot.main(["--heldout", "100"]) == 0
     assert f"drawing the newest run, {newest}" in capsys.readouterr().out
     assert (newest / "mse.png").exists() and not (older / "mse.png").exists()
+    chain = tmp_path / "repo" / "runs" / "chain-20260103-000000"    # newer, made by chain.py:
+    (chain / "progress" / "stage1").mkdir(parents=True)             # it said "nothing to draw"
+    assert plot.main(["--heldout", "100"]) == 0
+    assert f"drawing the newest run, {newest} (chain-20260103-000000, newer, is a chain's" in \
+        capsys.readouterr().out

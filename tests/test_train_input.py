@@ -554,3 +554,18 @@ def test_an_output_trainer_that_refuses_every_example_since_it_took_some_ends_it
                                          r"\(5,000 in a row\) and refuses them \(output trainer "
                                          r"at U answered 400: x: expected shape \(10, 16\)\)"):
         trainer.hand_off(np.array([0, 1]), np.zeros((2, W)))
+
+
+def test_a_resumed_trainer_reports_the_rate_of_what_it_streamed_not_of_its_whole_run(
+        make_trainer, tmp_path):
+    """The first report after a restart divided every example of the run (restored from the
+    checkpoint) by one report's interval: "1,037,000 examples (1,036,887/s)"."""
+    from parts import snapshots
+    t = make_trainer(update="frozen", metrics_path=tmp_path / "m.jsonl")
+    t.oracle.wait_until_ready = lambda stop: True
+    t.examples = 1_000_000                                  # as resume() restores it
+    t.run(epochs=20)
+    first, last = snapshots.read_metrics(tmp_path / "m.jsonl")
+    assert last["examples"] == 1_001_000                    # 1,000 streamed here: the rate
+    rate_times_time = last["examples_per_s"] * (last["time"] - first["time"])
+    assert rate_times_time < 500_000                        # near 1,000, not 1,001,000
