@@ -3,8 +3,10 @@ condition; small images for the classifiers."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +44,23 @@ def wait_for(predicate, timeout=30.0):
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s")
         time.sleep(0.002)
+
+
+def escapes_interrupt(work, press):
+    """work() on this (the main) thread while press() runs on another, sending signals to this
+    process; every stop signal's handler is put back after. True if KeyboardInterrupt escaped."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    presser = threading.Thread(target=press)
+    presser.start()
+    try:
+        work()
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        presser.join()
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def trained_checkpoint(path, counter="passes"):

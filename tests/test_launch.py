@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 import generate
 import sgd
 import synthgrad
-from helpers import decoupled_argvs, wait_for
+from helpers import decoupled_argvs, escapes_interrupt, wait_for
 from parts import children, optimizers, snapshots
 from runner import launch, processes
 from runner.processes import Proc
@@ -315,23 +314,16 @@ def test_a_second_ctrl_c_while_the_launcher_stops_its_processes_leaves_none_runn
                  for name in ("oracle", "output trainer", "input trainer")]
     for name in ("oracle", "output trainer", "input trainer"):
         wait_for(lambda n=name: "ready" in text(tmp_path / f"{n}.log"))
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    processes.stop_on_signals()
-    escaped = []
-
     def press_again():
         time.sleep(0.3)                                    # the first is being stopped
         os.kill(os.getpid(), signal.SIGINT)
-    presser = threading.Thread(target=press_again)
-    presser.start()
-    try:
+
+    def stop_all():
+        processes.stop_on_signals()                        # as a launcher has them
         made.stop_all()
-    except KeyboardInterrupt:
-        escaped.append(True)
+    try:
+        escaped = escapes_interrupt(stop_all, press_again)
     finally:
-        presser.join()
-        for s, handler in before.items():
-            signal.signal(s, handler)
         for c in children_:
             if c.popen.poll() is None:                     # only on the old code: no leftovers
                 c.popen.kill()

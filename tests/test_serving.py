@@ -13,6 +13,7 @@ import pytest
 
 import live
 import train_output
+from helpers import escapes_interrupt
 from parts import options, server
 
 
@@ -262,7 +263,7 @@ def test_a_second_signal_while_a_server_saves_on_the_way_out_does_not_cut_the_sa
     from parts import http
     server, hand_over = http.listen("127.0.0.1", 0, "test.py", 1 << 20)
     hand_over(flask.Flask("test"))
-    saving, saved, escaped = threading.Event(), threading.Event(), []
+    saving, saved = threading.Event(), threading.Event()
 
     def on_stop():
         saving.set()
@@ -276,15 +277,6 @@ def test_a_second_signal_while_a_server_saves_on_the_way_out_does_not_cut_the_sa
             os.kill(os.getpid(), signal.SIGTERM)
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    presser = threading.Thread(target=press_twice)
-    presser.start()
-    try:
-        http.serve(server, "test", on_stop=on_stop)
-    except KeyboardInterrupt:
-        escaped.append(True)
-    finally:
-        presser.join()
-        for s, handler in before.items():
-            signal.signal(s, handler)
+    escaped = escapes_interrupt(lambda: http.serve(server, "test", on_stop=on_stop), press_twice)
     assert saved.is_set() and not escaped
     assert {s: signal.getsignal(s) for s in before} == before      # pytest's again
