@@ -671,6 +671,7 @@ def test_arrivals_not_yet_trained_are_kept_by_a_checkpoint(make_output_app, tmp_
     assert resumed.config["TRAINER"].counts["examples_trained"] == 30    # the 5 and the new 5
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
 def test_a_diverged_process_writes_no_checkpoint_over_the_last_it_can_resume_from(
         make_output_app, tmp_path):
     """Adam's moments hold NaN after a divergence (the guard puts back only the weights): the
@@ -688,6 +689,7 @@ def test_a_diverged_process_writes_no_checkpoint_over_the_last_it_can_resume_fro
     make_output_app(checkpoint=str(path), resume=True, optimizer="adam")     # resumes
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow is the point
 def test_a_colocated_model_that_diverges_stops_the_stage_and_status_says_so(make_output_app):
     """It stopped only the model: /status said "diverged": false, the stage trained on, and the
     stage below followed a model frozen at its last finite weights, unseen."""
