@@ -49,8 +49,9 @@ def first_time_below(points, level):
 
 
 def mse_at(points, seconds):
-    """The held-out MSE of the last (seconds, mse) point at or before `seconds`, or None."""
-    return next((m for s, m in reversed(points) if s <= seconds), None)
+    """The held-out MSE of the last (seconds, mse) point at or before `seconds` (1% later
+    allowed: a side's measurement comes a step after its interval is up), or None."""
+    return next((m for s, m in reversed(points) if s <= 1.01 * seconds), None)
 
 
 def trained_per_s(metrics_path):

@@ -1,9 +1,9 @@
 """The paper's Table 1 on 2 cores: the longest Copy (or Repeat Copy) length an LSTM learns
 within a budget, at each truncation T, with truncated BPTT, DNI and cDNI, over seeds.
 
-    python -m lab.through_time                                    # the table (~1 hour)
+    python -m lab.through_time --picture docs/through-time.png    # the table (~1 hour)
     python -m lab.through_time --truncations 3 --seeds 1 --steps 2000       # a look
-    python -m lab.through_time --task repeat-copy --picture none
+    python -m lab.through_time --task repeat-copy
 
 Every run is parts/recurrent.run at its defaults but for the method, T, seed, --steps and
 --learning-rate. Each result is appended to the run folder's runs.jsonl as it finishes, and
@@ -26,7 +26,6 @@ from lab import report
 from parts import options, recurrent, snapshots
 
 STEPS, LEARNING_RATE = 20_000, 1e-2            # docs/through-time.md: why these
-DOCS_PICTURE = Path(__file__).resolve().parents[1] / "docs" / "through-time.png"
 LABELS = {"bptt": "BPTT (zero at the cut)", "dni": "DNI (M sees the state)",
           "cdni": "cDNI (M sees the state and the next T targets)"}
 
@@ -49,8 +48,9 @@ def parse_args(argv):
     p.add_argument("--run-dir", type=generate.out_path, default=None,
                    help="the run folder; given again, its finished runs are kept (default: "
                         "a new runs/through-time-<date>)")
-    p.add_argument("--picture", default=str(DOCS_PICTURE),
-                   help="also draw the picture here, or none (default docs/through-time.png)")
+    p.add_argument("--picture", default="none",
+                   help="also draw the picture here, e.g. docs/through-time.png to replace "
+                        "the docs' (default none: the run folder's through-time.png only)")
     args = p.parse_args(argv)
     options.check_at_least(p, args, 1, "seeds", "steps")
     options.check_positive(p, args, "learning_rate")
@@ -132,8 +132,9 @@ def main(argv=None):
                 with done_path.open("a") as f:
                     f.write(json.dumps(run) + "\n")
                 runs.append(run)
-    runs = [r for r in runs if (r["task"], r["steps"], r["learning_rate"])
-            == (args.task, args.steps, args.learning_rate)]
+    runs = [r for r in runs if (r["task"], r["steps"], r["learning_rate"])   # what was asked
+            == (args.task, args.steps, args.learning_rate) and r["seed"] < args.seeds
+            and r["truncation"] in args.truncations]
     if args.picture != "none":
         draw(runs, title, Path(args.picture))
     return report.finish(out_dir, "through-time", write_table(runs, title, setting),

@@ -29,6 +29,9 @@ def test_times_to_levels_and_mse_at_fixed_times():
     assert race.first_time_below(points, 0.01) == 4.0
     assert race.first_time_below(points, 0.001) is None
     assert race.mse_at(points, 2.5) == 0.04 and race.mse_at(points, -1) is None
+    # the one process's last interval ends a step late (4.02 s for "4 s"): its point counts,
+    late = [*points[:-1], (4.02, 0.009)]     # as the chain's (put at exactly 4 s) always did
+    assert race.mse_at(late, 4.0) == 0.009 and race.mse_at(late, 3.9) == 0.05
 
 
 def fake_runs(one_times, chain_times):

@@ -202,3 +202,7 @@ def test_the_lab_table_runs_every_method_and_keeps_what_a_run_folder_holds(tmp_p
     tabled = json.loads((tmp_path / "through-time.json").read_text())
     assert [r["learning_rate"] for r in tabled] == [0.003] * 6           # only its own
     assert "minibatches at 0.003" in (tmp_path / "through-time.md").read_text()
+    # only the seeds and truncations asked for are tabled (and titled): T = 2 alone here
+    assert through_time.main([*argv[:1], "2", *argv[2:]]) == 0
+    assert len(json.loads((tmp_path / "through-time.json").read_text())) == 3
+    assert through_time.parse_args([]).picture == "none"       # docs/ only when asked
