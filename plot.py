@@ -454,10 +454,9 @@ def parse_args(argv):
 
 
 def drawable(folder):
-    """A run of the three processes: demo.py's (RUN/progress, not a chain's stages) or a
-    progress folder of snapshots by hand."""
-    return ((folder / "progress").is_dir() and not (folder / "progress" / "stage1").is_dir()
-            or any(folder.glob("layer*_*.npz")))
+    """A run of the three processes: demo.py's (RUN/progress) or a progress folder by hand."""
+    kind = snapshots.folder_kind(folder)
+    return kind == "progress" or kind == "run" and (folder / "progress").is_dir()
 
 
 def main(argv=None):

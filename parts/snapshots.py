@@ -122,6 +122,19 @@ def new_run_name():
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def folder_kind(folder):
+    """"chain" (chain.py's), "progress" (snapshots straight inside: a run by hand), "run"
+    (demo.py's or launch.py's, or empty so far), or None if there is no folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if (folder / "progress" / "stage1").is_dir() or folder.name.startswith("chain-"):
+        return "chain"
+    if any(folder.glob("layer*_*.npz")):
+        return "progress"
+    return "run"
+
+
 def latest_run(*parents, keep=lambda folder: True):
     """The most recently changed folder directly inside any of `parents` that keep(folder)
     accepts, or None."""

@@ -24,19 +24,6 @@ SINCE_INPUT = "seconds since the input trainer began streaming"
 
 # --- Reading a run folder: what it is, its phases, its curves. ---------------------------------
 
-def folder_kind(folder):
-    """"chain" (chain.py's), "progress" (snapshots straight inside: a run by hand), "run"
-    (demo.py's or launch.py's, or empty so far), or None if there is no folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    if (folder / "progress" / "stage1").is_dir() or folder.name.startswith("chain-"):
-        return "chain"
-    if any(folder.glob("layer*_*.npz")):
-        return "progress"
-    return "run"
-
-
 def logged_url(path):
     """The last "listening on http://..." URL in a process's log, or None."""
     try:
@@ -422,7 +409,7 @@ def live_view(state):
     """The JSON the page polls: the run, its state in words, the pictures' addresses and
     titles, every process's figures, and notes on whatever could not be read."""
     folder, how = state.find_run()
-    kind = None if folder is None else folder_kind(folder)
+    kind = None if folder is None else snapshots.folder_kind(folder)
     if folder is None:
         return empty_view(state, folder, how, f"No run found yet in "
                           f"{how.removeprefix('the newest folder in ')}: this page waits for "

@@ -20,7 +20,7 @@ import live
 import sgd
 import synthgrad
 from parts import children, snapshots
-from runner import chain_eval, launch, liveview
+from runner import chain_eval, launch
 
 PNG = b"\x89PNG\r\n\x1a\n"
 T0 = 1_700_000_000                     # the hand-made runs' first tick
@@ -225,7 +225,7 @@ def test_a_progress_folder_by_hand_asks_the_default_addresses(tmp_path):
     for label in ("initial", T0):
         snapshots.save_layers(tmp_path / f"layer1_{label}.npz", net[:1])
         snapshots.save_layers(tmp_path / f"layers23_{label}.npz", net[1:])
-    assert liveview.folder_kind(tmp_path) == "progress"
+    assert snapshots.folder_kind(tmp_path) == "progress"
     view = get_all(make_app(tmp_path, oracle_url="http://127.0.0.1:9"))
     urls = {p["name"]: p["url"] for p in view["processes"]}
     assert urls["oracle (oracle.py)"] == "http://127.0.0.1:9"
