@@ -398,6 +398,10 @@ def test_a_next_stage_that_restarts_is_paced_from_its_restart_not_waited_for_for
             time.sleep(0.01)
         paced.wait_for_room(5_000)
         client.trained = 3_000                         # restarted from its checkpoint
+        for _ in range(3000):                          # seen, before stage 1 hands off again
+            if paced.trained == 3_000:
+                break
+            time.sleep(0.01)
         done = threading.Event()
         waiter = threading.Thread(target=lambda: (paced.wait_for_room(5_000), done.set()))
         waiter.start()
